@@ -1,0 +1,18 @@
+//! How far one consumer of the event log got.
+
+use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
+#[sea_orm(table_name = "consumer_offset")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub consumer: String,
+    pub seq: i64,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,36 @@
+//! One mention, message, comment, review, e-mail, call, meeting or reply.
+
+use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
+#[sea_orm(table_name = "interaction")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    pub customer_id: Uuid,
+    pub conversation_id: Option<Uuid>,
+    pub identity_id: Option<Uuid>,
+    pub source_id: Option<Uuid>,
+    pub external_id: Option<String>,
+    pub channel: String,
+    pub direction: String,
+    pub kind: String,
+    pub subject: Option<String>,
+    pub text: String,
+    pub html: Option<String>,
+    pub url: Option<String>,
+    pub language: Option<String>,
+    #[sea_orm(column_type = "Double")]
+    pub sentiment: Option<f64>,
+    pub occurred_at: DateTimeUtc,
+    pub ingested_at: DateTimeUtc,
+    #[sea_orm(column_type = "JsonBinary")]
+    pub raw: Option<Json>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,16 @@
+//! sea-orm entities, one module per table, and no logic: the rules live in `rapport::domain`.
+
+pub mod api_key;
+pub mod consumer_offset;
+pub mod contact_point;
+pub mod conversation;
+pub mod customer;
+pub mod customer_tag;
+pub mod deal;
+pub mod event;
+pub mod identity;
+pub mod interaction;
+pub mod note;
+pub mod organization;
+pub mod tag;
+pub mod workspace;

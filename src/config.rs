@@ -1,0 +1,217 @@
+//! One typed [`Config`], built once at start from defaults, an optional `rapport.toml`
+//! and the command line / `RAPPORT_*` environment (which clap reads for us). Nothing else
+//! in the program reads environment variables.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The largest page any connection returns; asking for more is a `BAD_USER_INPUT`.
+pub const MAX_PAGE_SIZE: i32 = 100;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Where `rapport serve` listens.
+    pub addr: SocketAddr,
+    /// Holds the SQLite database (and, later, the embedded search index).
+    pub data_dir: PathBuf,
+    /// A `postgres://` or `sqlite://` URL; `None` means SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// PostgreSQL only: the schema to use (tests give each run its own).
+    pub database_schema: Option<String>,
+    pub meili_url: Option<String>,
+    pub meili_key: Option<String>,
+    pub log_format: LogFormat,
+    pub limits: Limits,
+}
+
+/// Guards against expensive or abusive requests.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    pub max_body_bytes: usize,
+    /// Requests a minute one API key may make; 0 turns the limit off.
+    pub requests_per_minute: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 12,
+            max_complexity: 25_000,
+            max_body_bytes: 1 << 20,
+            requests_per_minute: 6_000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            database_schema: None,
+            meili_url: None,
+            meili_key: None,
+            log_format: LogFormat::Text,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What `rapport.toml` may say; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub addr: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub meili_url: Option<String>,
+    pub meili_key: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub limits: Option<Limits>,
+}
+
+/// Values from the command line or the environment; they win over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub addr: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub meili_url: Option<String>,
+    pub meili_key: Option<String>,
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Builds the configuration: defaults, then the file at `path` (or `./rapport.toml`
+    /// when it exists), then `overrides`. Fails on an unreadable or invalid file, naming
+    /// the file and the key.
+    pub fn load(path: Option<&Path>, overrides: Overrides) -> anyhow::Result<Config> {
+        let file = match path {
+            Some(path) => Some(read_file(path)?),
+            None if Path::new("rapport.toml").exists() => {
+                Some(read_file(Path::new("rapport.toml"))?)
+            }
+            None => None,
+        };
+        let mut config = Config::default();
+        if let Some(file) = file {
+            config.apply_file(file);
+        }
+        config.apply_overrides(overrides);
+        Ok(config)
+    }
+
+    fn apply_file(&mut self, file: FileConfig) {
+        if let Some(addr) = file.addr {
+            self.addr = addr;
+        }
+        if let Some(dir) = file.data_dir {
+            self.data_dir = dir;
+        }
+        self.database_url = file.database_url.or(self.database_url.take());
+        self.meili_url = file.meili_url.or(self.meili_url.take());
+        self.meili_key = file.meili_key.or(self.meili_key.take());
+        if let Some(format) = file.log_format {
+            self.log_format = format;
+        }
+        if let Some(limits) = file.limits {
+            self.limits = limits;
+        }
+    }
+
+    fn apply_overrides(&mut self, overrides: Overrides) {
+        if let Some(addr) = overrides.addr {
+            self.addr = addr;
+        }
+        if let Some(dir) = overrides.data_dir {
+            self.data_dir = dir;
+        }
+        let non_empty = |value: Option<String>| value.filter(|value| !value.trim().is_empty());
+        self.database_url = non_empty(overrides.database_url).or(self.database_url.take());
+        self.meili_url = non_empty(overrides.meili_url).or(self.meili_url.take());
+        self.meili_key = non_empty(overrides.meili_key).or(self.meili_key.take());
+        if let Some(format) = overrides.log_format {
+            self.log_format = format;
+        }
+    }
+
+    /// The database URL actually used: the configured one or SQLite in the data directory.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("rapport.db").display()
+            ),
+        }
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        anyhow::anyhow!(
+            "cannot read the configuration file {}: {err}",
+            path.display()
+        )
+    })?;
+    toml::from_str(&text)
+        .map_err(|err| anyhow::anyhow!("invalid configuration file {}: {err}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_win_over_the_file_and_the_file_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("rapport-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rapport.toml");
+        std::fs::write(
+            &path,
+            "addr = \"127.0.0.1:9999\"\ndata_dir = \"/srv/rapport\"\n[limits]\nmax_depth = 5\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&path),
+            Overrides {
+                data_dir: Some(PathBuf::from("/tmp/x")),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(config.addr, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.limits.max_depth, 5);
+        assert_eq!(
+            config.limits.max_complexity,
+            Limits::default().max_complexity
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_an_error_naming_it() {
+        let dir = std::env::temp_dir().join(format!("rapport-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rapport.toml");
+        std::fs::write(&path, "adress = \"x\"\n").unwrap();
+        let err = Config::load(Some(&path), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("adress"), "{err}");
+    }
+}

@@ -1,0 +1,111 @@
+//! Opening the database: SQLite in the data directory by default (WAL, foreign keys,
+//! created when missing), PostgreSQL when the URL says so. Every statement is counted in
+//! [`Metrics`] so `/metrics` shows database load and tests can prove the absence of N+1.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, Statement,
+};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// Opens the configured database. The SQLite file and its directory are created.
+pub async fn connect(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<DatabaseConnection> {
+    let url = config.effective_database_url();
+    let mut options = ConnectOptions::new(url.clone());
+    options
+        .sqlx_logging(false)
+        .acquire_timeout(Duration::from_secs(10));
+    if url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&config.data_dir).map_err(|err| {
+            anyhow::anyhow!(
+                "cannot create the data directory {}: {err}",
+                config.data_dir.display()
+            )
+        })?;
+        options
+            .max_connections(8)
+            .min_connections(1)
+            .map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10))
+                    .create_if_missing(true)
+            });
+    } else {
+        options.max_connections(16).min_connections(1);
+        if let Some(schema) = &config.database_schema {
+            options.set_schema_search_path(schema.clone());
+        }
+    }
+    let mut db = Database::connect(options)
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot open the database {}: {err}", redact_url(&url)))?;
+    db.set_metric_callback(move |info| metrics.record_statement(info.elapsed, info.failed));
+    Ok(db)
+}
+
+/// Applies every pending migration.
+pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
+    Migrator::up(db, None)
+        .await
+        .map_err(|err| anyhow::anyhow!("migrating the database failed: {err}"))
+}
+
+/// `Ok` when the database answers and no migration is pending (for `/readyz`).
+pub async fn ready(db: &DatabaseConnection) -> Result<(), String> {
+    db.execute(Statement::from_string(
+        db.get_database_backend(),
+        "SELECT 1",
+    ))
+    .await
+    .map_err(|_| "the database does not answer".to_owned())?;
+    let pending = Migrator::get_pending_migrations(db)
+        .await
+        .map_err(|_| "cannot read the migrations".to_owned())?;
+    if pending.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} migrations are pending", pending.len()))
+    }
+}
+
+/// Whether `db` is PostgreSQL (some SQL differs).
+pub fn is_postgres(db: &impl ConnectionTrait) -> bool {
+    db.get_database_backend() == DatabaseBackend::Postgres
+}
+
+/// The URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_show_in_messages() {
+        assert_eq!(
+            super::redact_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(
+            super::redact_url("sqlite://./data/rapport.db"),
+            "sqlite://./data/rapport.db"
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! Conversations: threads of interactions with one customer, the unit of the inbox.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, FromQueryResult, QueryFilter,
+    QuerySelect,
+};
+use uuid::Uuid;
+
+use super::{Caller, ConversationStatus, Direction};
+use crate::error::Result;
+use crate::ids::{self, Kind};
+use entity::conversation::{self, Column, Entity, Model};
+
+/// A conversation of the caller's workspace, or `NOT_FOUND`.
+pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: Uuid) -> Result<Model> {
+    super::find_scoped::<Entity>(db, caller.workspace_id, id, "conversation", || {
+        ids::encode(Kind::Conversation, id)
+    })
+    .await
+}
+
+/// The conversations of each customer, most recently active first.
+pub async fn of_customers(
+    db: &impl ConnectionTrait,
+    workspace_id: Uuid,
+    customers: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<Model>>> {
+    super::children_of::<Entity>(
+        db,
+        workspace_id,
+        "customer_id",
+        customers,
+        "last_message_at",
+        true,
+        |c| Some(c.customer_id),
+    )
+    .await
+}
+
+/// How many conversations of each customer are not resolved (open or pending).
+pub async fn open_counts(
+    db: &impl ConnectionTrait,
+    workspace_id: Uuid,
+    customers: &[Uuid],
+) -> Result<HashMap<Uuid, i64>> {
+    #[derive(FromQueryResult)]
+    struct Row {
+        customer_id: Uuid,
+        count: i64,
+    }
+    let rows = super::scoped::<Entity>(workspace_id)
+        .filter(Column::CustomerId.is_in(customers.iter().copied()))
+        .filter(Column::Status.ne(ConversationStatus::Resolved.as_str()))
+        .select_only()
+        .column(Column::CustomerId)
+        .column_as(Column::Id.count(), "count")
+        .group_by(Column::CustomerId)
+        .into_model::<Row>()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.customer_id, row.count))
+        .collect())
+}
+
+/// Keeps a conversation's state in step with a new interaction in it: the last message
+/// time moves, an inbound item reopens a resolved thread, the first outbound one is the
+/// first response.
+pub async fn on_interaction(
+    db: &impl ConnectionTrait,
+    workspace_id: Uuid,
+    id: Uuid,
+    direction: Direction,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let Some(model) = super::scoped::<Entity>(workspace_id)
+        .filter(Column::Id.eq(id))
+        .one(db)
+        .await?
+    else {
+        return Ok(());
+    };
+    let mut row: conversation::ActiveModel = model.clone().into();
+    row.last_message_at = Set(model.last_message_at.max(at));
+    match direction {
+        Direction::Inbound if model.status == ConversationStatus::Resolved.as_str() => {
+            row.status = Set(ConversationStatus::Open.as_str().to_owned());
+            row.resolved_at = Set(None);
+        }
+        Direction::Outbound if model.first_response_at.is_none() => {
+            row.first_response_at = Set(Some(at))
+        }
+        _ => {}
+    }
+    row.updated_at = Set(super::now());
+    let model = row.update(db).await?;
+    super::event::append(db, workspace_id, "conversation.updated", id, &model).await
+}

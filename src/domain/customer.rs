@@ -1,0 +1,467 @@
+//! Customers: the people at the centre of the 360-degree view. Listing with filters and
+//! keyset pagination, creation with contact points and tags in one transaction, updates,
+//! and deletion (which erases their identities, conversations, interactions and notes).
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, Func, Query};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
+    PaginatorTrait, QueryFilter, TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::contact_point::{self, NewContactPoint};
+use super::organization::like_pattern;
+use super::page::{self, Page, PageArgs, Sort, SortKind};
+use super::{clean_optional, custom_object, Caller, ContactPointKind, LifecycleStage, Role};
+use crate::error::{Error, Result};
+use crate::ids::{self, Kind};
+use entity::customer::{self, Column, Entity, Model};
+use entity::{contact_point as cp, customer_tag, identity, tag};
+
+string_enum!(
+    /// What a customer list can be ordered by.
+    CustomerOrderField { CreatedAt = "created_at", UpdatedAt = "updated_at", LastSeenAt = "last_seen_at", DisplayName = "display_name" }
+);
+
+/// Which customers a list shows; every set field must match.
+#[derive(Clone, Debug, Default)]
+pub struct CustomerFilter {
+    /// Part of a name, e-mail, phone number or handle (case-insensitive).
+    pub search: Option<String>,
+    pub lifecycle_stages: Vec<LifecycleStage>,
+    /// Customers carrying every one of these tags.
+    pub tags: Vec<String>,
+    pub organization_id: Option<Uuid>,
+    /// Customers with an identity on this channel.
+    pub channel: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    pub last_seen_after: Option<DateTime<Utc>>,
+    pub last_seen_before: Option<DateTime<Utc>>,
+}
+
+pub struct NewCustomer {
+    pub display_name: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub lifecycle_stage: Option<LifecycleStage>,
+    pub external_id: Option<String>,
+    pub organization_id: Option<Uuid>,
+    pub custom: Option<serde_json::Value>,
+    pub contact_points: Vec<NewContactPoint>,
+    pub tags: Vec<String>,
+}
+
+/// Changes to a customer: `None` leaves a field alone, `Some(None)` clears it.
+#[derive(Default)]
+pub struct CustomerChanges {
+    pub display_name: Option<String>,
+    pub given_name: Option<Option<String>>,
+    pub family_name: Option<Option<String>>,
+    pub lifecycle_stage: Option<LifecycleStage>,
+    pub external_id: Option<Option<String>>,
+    pub organization_id: Option<Option<Uuid>>,
+    pub custom: Option<serde_json::Value>,
+}
+
+fn sort(field: CustomerOrderField, descending: bool) -> Sort<Entity> {
+    let (column, kind) = match field {
+        CustomerOrderField::CreatedAt => (Column::CreatedAt, SortKind::Time),
+        CustomerOrderField::UpdatedAt => (Column::UpdatedAt, SortKind::Time),
+        CustomerOrderField::LastSeenAt => (Column::LastSeenAt, SortKind::Time),
+        CustomerOrderField::DisplayName => (Column::DisplayName, SortKind::Text),
+    };
+    Sort {
+        name: field.as_str(),
+        column,
+        id: Column::Id,
+        descending,
+        kind,
+    }
+}
+
+/// The cursor of `model` in a list ordered by `field`.
+pub fn cursor(model: &Model, field: CustomerOrderField) -> String {
+    let value = match field {
+        CustomerOrderField::CreatedAt => page::time_value(&model.created_at),
+        CustomerOrderField::UpdatedAt => page::time_value(&model.updated_at),
+        CustomerOrderField::LastSeenAt => page::time_value(&model.last_seen_at),
+        CustomerOrderField::DisplayName => model.display_name.clone(),
+    };
+    page::encode(field.as_str(), value, model.id)
+}
+
+fn filtered(workspace_id: Uuid, filter: &CustomerFilter) -> sea_orm::Select<Entity> {
+    let mut select = super::scoped::<Entity>(workspace_id).filter(Column::MergedInto.is_null());
+    if let Some(search) = filter
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        select = select.filter(search_condition(workspace_id, search));
+    }
+    if !filter.lifecycle_stages.is_empty() {
+        select = select.filter(
+            Column::LifecycleStage.is_in(filter.lifecycle_stages.iter().map(|s| s.as_str())),
+        );
+    }
+    for name in &filter.tags {
+        let tagged = Query::select()
+            .column((customer_tag::Entity, customer_tag::Column::CustomerId))
+            .from(customer_tag::Entity)
+            .inner_join(
+                tag::Entity,
+                Expr::col((tag::Entity, tag::Column::Id))
+                    .equals((customer_tag::Entity, customer_tag::Column::TagId)),
+            )
+            .and_where(Expr::col((tag::Entity, tag::Column::WorkspaceId)).eq(workspace_id))
+            .and_where(Expr::col((tag::Entity, tag::Column::Name)).eq(super::clean(name)))
+            .to_owned();
+        select = select.filter(Column::Id.in_subquery(tagged));
+    }
+    if let Some(organization) = filter.organization_id {
+        select = select.filter(Column::OrganizationId.eq(organization));
+    }
+    if let Some(channel) = &filter.channel {
+        let on_channel = Query::select()
+            .column(identity::Column::CustomerId)
+            .from(identity::Entity)
+            .and_where(identity::Column::WorkspaceId.eq(workspace_id))
+            .and_where(identity::Column::Channel.eq(channel.as_str()))
+            .to_owned();
+        select = select.filter(Column::Id.in_subquery(on_channel));
+    }
+    let ranges = [
+        (
+            Column::CreatedAt,
+            filter.created_after,
+            filter.created_before,
+        ),
+        (
+            Column::LastSeenAt,
+            filter.last_seen_after,
+            filter.last_seen_before,
+        ),
+    ];
+    for (column, after, before) in ranges {
+        if let Some(after) = after {
+            select = select.filter(column.gte(after));
+        }
+        if let Some(before) = before {
+            select = select.filter(column.lt(before));
+        }
+    }
+    select
+}
+
+/// Names, contact points (e-mail, phone: also by digits alone) and handles containing `search`.
+fn search_condition(workspace_id: Uuid, search: &str) -> Condition {
+    let pattern = like_pattern(search);
+    let lower = |column: Column| Expr::expr(Func::lower(Expr::col((Entity, column))));
+    let mut points = Condition::any().add(Expr::col(cp::Column::Normalized).like(pattern.clone()));
+    let digits: String = search.chars().filter(char::is_ascii_digit).collect();
+    if digits.len() >= 4
+        && search
+            .chars()
+            .all(|c| c.is_ascii_digit() || " +-().".contains(c))
+    {
+        points = points.add(Expr::col(cp::Column::Normalized).like(like_pattern(&digits)));
+    }
+    let by_point = Query::select()
+        .column(cp::Column::CustomerId)
+        .from(cp::Entity)
+        .and_where(cp::Column::WorkspaceId.eq(workspace_id))
+        .cond_where(points)
+        .to_owned();
+    let by_handle = Query::select()
+        .column(identity::Column::CustomerId)
+        .from(identity::Entity)
+        .and_where(identity::Column::WorkspaceId.eq(workspace_id))
+        .cond_where(
+            Condition::any()
+                .add(
+                    Expr::expr(Func::lower(Expr::col(identity::Column::Handle)))
+                        .like(pattern.clone()),
+                )
+                .add(
+                    Expr::expr(Func::lower(Expr::col(identity::Column::DisplayName)))
+                        .like(pattern.clone()),
+                ),
+        )
+        .to_owned();
+    Condition::any()
+        .add(lower(Column::DisplayName).like(pattern.clone()))
+        .add(lower(Column::GivenName).like(pattern.clone()))
+        .add(lower(Column::FamilyName).like(pattern))
+        .add(Column::Id.in_subquery(by_point))
+        .add(Column::Id.in_subquery(by_handle))
+}
+
+/// One page of the workspace's customers matching `filter`.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    filter: &CustomerFilter,
+    order: CustomerOrderField,
+    descending: bool,
+    args: &PageArgs,
+) -> Result<Page<Model>> {
+    let sort = sort(order, descending);
+    let window = args.window(sort.name)?;
+    let select = sort.order_and_limit(
+        sort.between(filtered(caller.workspace_id, filter), &window)?,
+        &window,
+    );
+    Ok(page::finish(select.all(db).await?, &window))
+}
+
+/// How many customers match `filter`.
+pub async fn count(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    filter: &CustomerFilter,
+) -> Result<u64> {
+    Ok(filtered(caller.workspace_id, filter).count(db).await?)
+}
+
+/// A customer of the caller's workspace, or `NOT_FOUND`.
+pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: Uuid) -> Result<Model> {
+    super::find_scoped::<Entity>(db, caller.workspace_id, id, "customer", || {
+        ids::encode(Kind::Customer, id)
+    })
+    .await
+}
+
+/// A customer by the caller's own id for them (`externalId`).
+pub async fn by_external_id(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    external_id: &str,
+) -> Result<Option<Model>> {
+    Ok(super::scoped::<Entity>(caller.workspace_id)
+        .filter(Column::ExternalId.eq(external_id.trim()))
+        .one(db)
+        .await?)
+}
+
+fn external_id_taken(external_id: Option<&str>) -> String {
+    format!(
+        "another customer already has the externalId {}",
+        external_id.unwrap_or_default()
+    )
+}
+
+async fn check_organization(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    organization: Option<Uuid>,
+) -> Result<()> {
+    if let Some(organization) = organization {
+        super::organization::get(db, caller, organization).await?;
+    }
+    Ok(())
+}
+
+/// Creates a customer with its contact points and tags, all or nothing.
+pub async fn create(
+    db: &impl TransactionTrait,
+    caller: &Caller,
+    input: NewCustomer,
+) -> Result<Model> {
+    caller.require(Role::Agent, "creating a customer")?;
+    let given_name = clean_optional("givenName", input.given_name, 200)?;
+    let family_name = clean_optional("familyName", input.family_name, 200)?;
+    let display_name = match clean_optional("displayName", input.display_name, 200)? {
+        Some(name) => name,
+        None => derive_display_name(
+            given_name.as_deref(),
+            family_name.as_deref(),
+            &input.contact_points,
+        )?,
+    };
+    let external_id = clean_optional("externalId", input.external_id, 200)?;
+    let custom = custom_object("customAttributes", input.custom)?;
+    let now = super::now();
+    let row = customer::ActiveModel {
+        id: Set(ids::new_id()),
+        workspace_id: Set(caller.workspace_id),
+        display_name: Set(display_name),
+        given_name: Set(given_name),
+        family_name: Set(family_name),
+        lifecycle_stage: Set(input
+            .lifecycle_stage
+            .unwrap_or(LifecycleStage::Lead)
+            .as_str()
+            .to_owned()),
+        external_id: Set(external_id.clone()),
+        organization_id: Set(input.organization_id),
+        custom: Set(custom),
+        merged_into: Set(None),
+        first_seen_at: Set(now),
+        last_seen_at: Set(now),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    let txn = db.begin().await?;
+    check_organization(&txn, caller, input.organization_id).await?;
+    let model = row
+        .insert(&txn)
+        .await
+        .map_err(|err| Error::on_unique(err, || external_id_taken(external_id.as_deref())))?;
+    for point in input.contact_points {
+        contact_point::insert(&txn, caller.workspace_id, model.id, point).await?;
+    }
+    for name in &input.tags {
+        super::tag::attach(&txn, caller.workspace_id, model.id, name, None).await?;
+    }
+    super::event::append(
+        &txn,
+        caller.workspace_id,
+        "customer.created",
+        model.id,
+        &model,
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(model)
+}
+
+fn derive_display_name(
+    given: Option<&str>,
+    family: Option<&str>,
+    points: &[NewContactPoint],
+) -> Result<String> {
+    let joined = [given, family]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if !joined.is_empty() {
+        return Ok(joined);
+    }
+    points
+        .iter()
+        .find(|point| point.kind == ContactPointKind::Email)
+        .map(|point| point.value.trim().to_owned())
+        .filter(|email| !email.is_empty())
+        .ok_or_else(|| {
+            Error::field(
+                "displayName",
+                "give a displayName, a givenName or familyName, or an e-mail contact point",
+            )
+        })
+}
+
+/// Applies `changes` to a customer of the caller's workspace.
+pub async fn update(
+    db: &impl TransactionTrait,
+    caller: &Caller,
+    id: Uuid,
+    changes: CustomerChanges,
+) -> Result<Model> {
+    caller.require(Role::Agent, "updating a customer")?;
+    let txn = db.begin().await?;
+    let current = get(&txn, caller, id).await?;
+    let mut row: customer::ActiveModel = current.into();
+    if let Some(name) = changes.display_name {
+        row.display_name = Set(super::clean_required("displayName", &name, 200)?);
+    }
+    if let Some(given) = changes.given_name {
+        row.given_name = Set(clean_optional("givenName", given, 200)?);
+    }
+    if let Some(family) = changes.family_name {
+        row.family_name = Set(clean_optional("familyName", family, 200)?);
+    }
+    if let Some(stage) = changes.lifecycle_stage {
+        row.lifecycle_stage = Set(stage.as_str().to_owned());
+    }
+    let mut new_external_id = None;
+    if let Some(external_id) = changes.external_id {
+        let external_id = clean_optional("externalId", external_id, 200)?;
+        new_external_id.clone_from(&external_id);
+        row.external_id = Set(external_id);
+    }
+    if let Some(organization) = changes.organization_id {
+        check_organization(&txn, caller, organization).await?;
+        row.organization_id = Set(organization);
+    }
+    if let Some(custom) = changes.custom {
+        row.custom = Set(custom_object("customAttributes", Some(custom))?);
+    }
+    row.updated_at = Set(super::now());
+    let model = row
+        .update(&txn)
+        .await
+        .map_err(|err| Error::on_unique(err, || external_id_taken(new_external_id.as_deref())))?;
+    super::event::append(
+        &txn,
+        caller.workspace_id,
+        "customer.updated",
+        model.id,
+        &model,
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(model)
+}
+
+/// Deletes a customer and everything that is only theirs (identities, contact points,
+/// conversations, interactions, notes); deals stay, unlinked. Admins only.
+pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: Uuid) -> Result<()> {
+    caller.require(Role::Admin, "deleting a customer")?;
+    let txn = db.begin().await?;
+    let model = get(&txn, caller, id).await?;
+    Entity::delete_by_id(model.id).exec(&txn).await?;
+    super::event::append(
+        &txn,
+        caller.workspace_id,
+        "customer.deleted",
+        model.id,
+        &serde_json::json!({ "id": model.id }),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Marks a customer as changed (a contact point, tag or note moved) and logs the change.
+pub async fn touch(db: &impl ConnectionTrait, workspace_id: Uuid, id: Uuid) -> Result<()> {
+    let now = super::now();
+    Entity::update_many()
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::WorkspaceId.eq(workspace_id))
+        .filter(Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    if let Some(model) = Entity::find_by_id(id).one(db).await? {
+        super::event::append(db, workspace_id, "customer.updated", id, &model).await?;
+    }
+    Ok(())
+}
+
+/// Widens a customer's first/last seen to include `at` (after a new interaction).
+pub async fn seen_at(
+    db: &impl ConnectionTrait,
+    workspace_id: Uuid,
+    id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let Some(model) = Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .filter(|m| m.workspace_id == workspace_id)
+    else {
+        return Ok(());
+    };
+    if at >= model.first_seen_at && at <= model.last_seen_at {
+        return Ok(());
+    }
+    let mut row: customer::ActiveModel = model.clone().into();
+    row.first_seen_at = Set(model.first_seen_at.min(at));
+    row.last_seen_at = Set(model.last_seen_at.max(at));
+    row.updated_at = Set(super::now());
+    let model = row.update(db).await?;
+    super::event::append(db, workspace_id, "customer.updated", id, &model).await
+}

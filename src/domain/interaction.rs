@@ -1,0 +1,317 @@
+//! Interactions: every mention, message, e-mail, call or meeting, across channels. Lists
+//! are newest first with keyset pagination; customer timelines for a whole page of
+//! customers come from one query (`ROW_NUMBER() OVER (PARTITION BY customer_id …)`).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Alias, Asterisk, Expr, Query};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, FromQueryResult, Order,
+    PaginatorTrait, QueryFilter, QuerySelect, QueryTrait, TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::page::{self, Page, PageArgs, Sort, SortKind, Window};
+use super::{clean_optional, Caller, Direction, InteractionKind, Role};
+use crate::error::{Error, Result};
+use crate::ids::{self, Kind};
+use entity::interaction::{self, Column, Entity, Model};
+
+/// Which interactions a list shows; every set field must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InteractionFilter {
+    pub customer_id: Option<Uuid>,
+    pub conversation_id: Option<Uuid>,
+    pub channels: Vec<String>,
+    pub kinds: Vec<InteractionKind>,
+    pub direction: Option<Direction>,
+    pub occurred_after: Option<DateTime<Utc>>,
+    pub occurred_before: Option<DateTime<Utc>>,
+}
+
+const SORT: &str = "occurred_at";
+
+fn sort() -> Sort<Entity> {
+    Sort {
+        name: SORT,
+        column: Column::OccurredAt,
+        id: Column::Id,
+        descending: true,
+        kind: SortKind::Time,
+    }
+}
+
+/// The cursor of an interaction in any interaction list.
+pub fn cursor(model: &Model) -> String {
+    page::encode(SORT, page::time_value(&model.occurred_at), model.id)
+}
+
+fn filtered(workspace_id: Uuid, filter: &InteractionFilter) -> sea_orm::Select<Entity> {
+    let mut select = super::scoped::<Entity>(workspace_id);
+    if let Some(customer) = filter.customer_id {
+        select = select.filter(Column::CustomerId.eq(customer));
+    }
+    if let Some(conversation) = filter.conversation_id {
+        select = select.filter(Column::ConversationId.eq(conversation));
+    }
+    if !filter.channels.is_empty() {
+        select = select.filter(Column::Channel.is_in(filter.channels.iter().cloned()));
+    }
+    if !filter.kinds.is_empty() {
+        select = select.filter(Column::Kind.is_in(filter.kinds.iter().map(|k| k.as_str())));
+    }
+    if let Some(direction) = filter.direction {
+        select = select.filter(Column::Direction.eq(direction.as_str()));
+    }
+    if let Some(after) = filter.occurred_after {
+        select = select.filter(Column::OccurredAt.gte(after));
+    }
+    if let Some(before) = filter.occurred_before {
+        select = select.filter(Column::OccurredAt.lt(before));
+    }
+    select
+}
+
+/// One page of the workspace's interactions matching `filter`, newest first.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    filter: &InteractionFilter,
+    args: &PageArgs,
+) -> Result<Page<Model>> {
+    let sort = sort();
+    let window = args.window(SORT)?;
+    let select = sort.order_and_limit(
+        sort.between(filtered(caller.workspace_id, filter), &window)?,
+        &window,
+    );
+    Ok(page::finish(select.all(db).await?, &window))
+}
+
+/// How many interactions match `filter`.
+pub async fn count(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    filter: &InteractionFilter,
+) -> Result<u64> {
+    Ok(filtered(caller.workspace_id, filter).count(db).await?)
+}
+
+/// Validates timeline arguments once, so a batch of timelines shares one window.
+pub fn timeline_window(args: &PageArgs) -> Result<Window> {
+    args.window(SORT)
+}
+
+/// The same page of each customer's timeline, in one statement for all `customers`.
+pub async fn timelines(
+    db: &impl ConnectionTrait,
+    workspace_id: Uuid,
+    customers: &[Uuid],
+    filter: &InteractionFilter,
+    window: &Window,
+) -> Result<HashMap<Uuid, Page<Model>>> {
+    let sort = sort();
+    let select = sort
+        .between(filtered(workspace_id, filter), window)?
+        .filter(Column::CustomerId.is_in(customers.iter().copied()));
+    let direction = if sort.read_descending(window) {
+        "DESC"
+    } else {
+        "ASC"
+    };
+    let mut inner = select.into_query();
+    inner.expr_as(
+        Expr::cust(format!("ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY occurred_at {direction}, id {direction})")),
+        Alias::new("rn"),
+    );
+    let outer = Query::select()
+        .column(Asterisk)
+        .from_subquery(inner, Alias::new("t"))
+        .and_where(Expr::col(Alias::new("rn")).lte(window.size as i64 + 1))
+        .order_by(Alias::new("customer_id"), Order::Asc)
+        .order_by(Alias::new("rn"), Order::Asc)
+        .to_owned();
+    let rows = Model::find_by_statement(db.get_database_backend().build(&outer))
+        .all(db)
+        .await?;
+    let mut grouped: HashMap<Uuid, Vec<Model>> = HashMap::new();
+    for row in rows {
+        grouped.entry(row.customer_id).or_default().push(row);
+    }
+    Ok(customers
+        .iter()
+        .map(|customer| {
+            (
+                *customer,
+                page::finish(grouped.remove(customer).unwrap_or_default(), window),
+            )
+        })
+        .collect())
+}
+
+#[derive(FromQueryResult)]
+struct GroupCount {
+    customer_id: Uuid,
+    channel: String,
+    count: i64,
+}
+
+/// For each customer, how many interactions match `filter` (one query).
+pub async fn counts(
+    db: &impl ConnectionTrait,
+    workspace_id: Uuid,
+    customers: &[Uuid],
+    filter: &InteractionFilter,
+) -> Result<HashMap<Uuid, i64>> {
+    Ok(by_channel(db, workspace_id, customers, filter)
+        .await?
+        .into_iter()
+        .map(|(customer, channels)| (customer, channels.iter().map(|(_, n)| n).sum()))
+        .collect())
+}
+
+/// For each customer, how many interactions they have on each channel, most first.
+pub async fn by_channel(
+    db: &impl ConnectionTrait,
+    workspace_id: Uuid,
+    customers: &[Uuid],
+    filter: &InteractionFilter,
+) -> Result<HashMap<Uuid, Vec<(String, i64)>>> {
+    let rows = filtered(workspace_id, filter)
+        .filter(Column::CustomerId.is_in(customers.iter().copied()))
+        .select_only()
+        .column(Column::CustomerId)
+        .column(Column::Channel)
+        .column_as(Column::Id.count(), "count")
+        .group_by(Column::CustomerId)
+        .group_by(Column::Channel)
+        .into_model::<GroupCount>()
+        .all(db)
+        .await?;
+    let mut grouped: HashMap<Uuid, Vec<(String, i64)>> = HashMap::new();
+    for row in rows {
+        grouped
+            .entry(row.customer_id)
+            .or_default()
+            .push((row.channel, row.count));
+    }
+    for channels in grouped.values_mut() {
+        channels.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    }
+    Ok(grouped)
+}
+
+/// An interaction logged by hand: a call, a meeting, an e-mail sent outside Rapport.
+pub struct NewInteraction {
+    pub customer_id: Uuid,
+    pub conversation_id: Option<Uuid>,
+    pub channel: String,
+    pub kind: InteractionKind,
+    pub direction: Direction,
+    pub subject: Option<String>,
+    pub text: String,
+    pub url: Option<String>,
+    pub language: Option<String>,
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+/// The longest text an interaction keeps.
+pub const MAX_TEXT_CHARS: usize = 100_000;
+
+/// Records an interaction by hand. A conversation, when named, must be the customer's;
+/// it is reopened by an inbound item and gets its first response from an outbound one.
+pub async fn record(
+    db: &impl TransactionTrait,
+    caller: &Caller,
+    input: NewInteraction,
+) -> Result<Model> {
+    caller.require(Role::Agent, "recording an interaction")?;
+    let text = super::clean_required("text", &input.text, MAX_TEXT_CHARS)?;
+    let subject = clean_optional("subject", input.subject, 500)?;
+    let url = clean_optional("url", input.url, 2_000)?;
+    let language = clean_optional("language", input.language, 35)?;
+    let now = super::now();
+    let occurred_at = input
+        .occurred_at
+        .map(|at| at.trunc_subsecs_micros())
+        .unwrap_or(now);
+    if occurred_at > now + chrono::Duration::days(1) {
+        return Err(Error::field(
+            "occurredAt",
+            "occurredAt lies more than a day in the future",
+        ));
+    }
+    let txn = db.begin().await?;
+    super::customer::get(&txn, caller, input.customer_id).await?;
+    if let Some(conversation) = input.conversation_id {
+        let conversation = super::conversation::get(&txn, caller, conversation).await?;
+        if conversation.customer_id != input.customer_id {
+            return Err(Error::field(
+                "conversationId",
+                "the conversation belongs to another customer",
+            ));
+        }
+    }
+    let row = interaction::ActiveModel {
+        id: Set(ids::new_id()),
+        workspace_id: Set(caller.workspace_id),
+        customer_id: Set(input.customer_id),
+        conversation_id: Set(input.conversation_id),
+        identity_id: Set(None),
+        source_id: Set(None),
+        external_id: Set(None),
+        channel: Set(input.channel),
+        direction: Set(input.direction.as_str().to_owned()),
+        kind: Set(input.kind.as_str().to_owned()),
+        subject: Set(subject),
+        text: Set(text),
+        html: Set(None),
+        url: Set(url),
+        language: Set(language),
+        sentiment: Set(None),
+        occurred_at: Set(occurred_at),
+        ingested_at: Set(now),
+        raw: Set(None),
+    };
+    let model = row.insert(&txn).await?;
+    super::event::append(
+        &txn,
+        caller.workspace_id,
+        "interaction.created",
+        model.id,
+        &model,
+    )
+    .await?;
+    super::customer::seen_at(&txn, caller.workspace_id, model.customer_id, occurred_at).await?;
+    if let Some(conversation) = model.conversation_id {
+        super::conversation::on_interaction(
+            &txn,
+            caller.workspace_id,
+            conversation,
+            input.direction,
+            occurred_at,
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(model)
+}
+
+/// An interaction of the caller's workspace, or `NOT_FOUND`.
+pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: Uuid) -> Result<Model> {
+    super::find_scoped::<Entity>(db, caller.workspace_id, id, "interaction", || {
+        ids::encode(Kind::Interaction, id)
+    })
+    .await
+}
+
+trait TruncMicros {
+    fn trunc_subsecs_micros(self) -> Self;
+}
+
+impl TruncMicros for DateTime<Utc> {
+    fn trunc_subsecs_micros(self) -> Self {
+        chrono::SubsecRound::trunc_subsecs(self, 6)
+    }
+}

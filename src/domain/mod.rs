@@ -1,0 +1,252 @@
+//! The business rules and every SQL statement of Rapport. Resolvers call these functions
+//! with the [`Caller`]; each function scopes its queries to the caller's workspace through
+//! [`scoped`] so no path can read or change another workspace's rows.
+
+/// Declares a closed set of values stored as lowercase strings and served as a GraphQL enum.
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(async_graphql::Enum, Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// The name stored in the database.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Parses a stored name.
+            pub fn parse(text: &str) -> Option<$name> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+
+            /// Reads a stored name; an unknown one is a corrupt row, so an internal error.
+            pub fn from_db(text: &str) -> $crate::error::Result<$name> {
+                $name::parse(text).ok_or_else(|| $crate::error::Error::Internal(
+                    format!("unknown {} `{text}` in the database", stringify!($name))))
+            }
+        }
+    };
+}
+
+pub mod contact_point;
+pub mod conversation;
+pub mod customer;
+pub mod deal;
+pub mod demo;
+pub mod event;
+pub mod identity;
+pub mod interaction;
+pub mod note;
+pub mod organization;
+pub mod page;
+pub mod tag;
+pub mod workspace;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Select};
+use unicode_normalization::UnicodeNormalization;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+string_enum!(
+    /// What a key may do: viewers read; agents also work customers, conversations, notes,
+    /// deals and interactions; admins also delete customers and manage keys and sources.
+    Role { Viewer = "viewer", Agent = "agent", Admin = "admin", Owner = "owner" }
+);
+string_enum!(
+    /// Where a customer stands in the relationship.
+    LifecycleStage {
+        Subscriber = "subscriber",
+        Lead = "lead",
+        Prospect = "prospect",
+        Customer = "customer",
+        Advocate = "advocate",
+        Churned = "churned",
+    }
+);
+string_enum!(ContactPointKind { Email = "email", Phone = "phone", Address = "address", Website = "website" });
+string_enum!(Direction { Inbound = "inbound", Outbound = "outbound" });
+string_enum!(InteractionKind {
+    Mention = "mention",
+    Message = "message",
+    Comment = "comment",
+    Review = "review",
+    Email = "email",
+    Note = "note",
+    Reply = "reply",
+    Post = "post",
+    Call = "call",
+    Meeting = "meeting",
+});
+string_enum!(ConversationStatus { Open = "open", Pending = "pending", Resolved = "resolved" });
+string_enum!(Priority { Low = "low", Normal = "normal", High = "high", Urgent = "urgent" });
+string_enum!(DealStage {
+    Qualification = "qualification",
+    Proposal = "proposal",
+    Negotiation = "negotiation",
+    Won = "won",
+    Lost = "lost",
+});
+
+/// Who is calling: the workspace and role of the API key that authenticated the request.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub workspace_id: Uuid,
+    pub role: Role,
+    pub key_id: Uuid,
+    pub key_name: String,
+}
+
+impl Caller {
+    /// `FORBIDDEN` unless the caller's role is at least `role`.
+    pub fn require(&self, role: Role, action: &str) -> Result<()> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!(
+                "{action} needs the {} role or higher; this key has the {} role",
+                role.as_str(),
+                self.role.as_str()
+            )))
+        }
+    }
+}
+
+/// Now, truncated to microseconds so SQLite and PostgreSQL store the same instant and
+/// cursors built from a read value match the stored one exactly.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Unicode NFC and trimmed.
+pub fn clean(text: &str) -> String {
+    text.trim().nfc().collect()
+}
+
+/// A cleaned optional text: blank becomes `None`; longer than `max` characters is an error.
+pub fn clean_optional(field: &str, text: Option<String>, max: usize) -> Result<Option<String>> {
+    match text
+        .map(|text| clean(&text))
+        .filter(|text| !text.is_empty())
+    {
+        Some(text) if text.chars().count() > max => Err(Error::field(
+            field,
+            format!("{field} is longer than {max} characters"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// A cleaned required text: blank or longer than `max` characters is an error.
+pub fn clean_required(field: &str, text: &str, max: usize) -> Result<String> {
+    clean_optional(field, Some(text.to_owned()), max)?
+        .ok_or_else(|| Error::field(field, format!("{field} must not be empty")))
+}
+
+/// Custom attributes must be a JSON object.
+pub fn custom_object(field: &str, value: Option<serde_json::Value>) -> Result<serde_json::Value> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(serde_json::json!({})),
+        Some(value @ serde_json::Value::Object(_)) => Ok(value),
+        Some(_) => Err(Error::field(
+            field,
+            format!("{field} must be a JSON object"),
+        )),
+    }
+}
+
+fn column<E: EntityTrait>(name: &str) -> E::Column {
+    // Every table of the workspace has these columns; a missing one is a programming
+    // error caught by the first test that touches the table.
+    E::Column::from_str(name).unwrap_or_else(|_| panic!("table has no `{name}` column"))
+}
+
+/// `SELECT … FROM E WHERE workspace_id = ?`: the start of every read of tenant data.
+pub fn scoped<E: EntityTrait>(workspace_id: Uuid) -> Select<E> {
+    E::find().filter(column::<E>("workspace_id").eq(workspace_id))
+}
+
+/// One row of `E` by id within the workspace, or `NOT_FOUND` naming `what` and `public_id`.
+pub async fn find_scoped<E: EntityTrait>(
+    db: &impl ConnectionTrait,
+    workspace_id: Uuid,
+    id: Uuid,
+    what: &'static str,
+    public_id: impl FnOnce() -> String,
+) -> Result<E::Model> {
+    scoped::<E>(workspace_id)
+        .filter(column::<E>("id").eq(id))
+        .one(db)
+        .await?
+        .ok_or_else(|| Error::not_found(what, public_id()))
+}
+
+/// Rows of `E` by id within the workspace, keyed by id (for DataLoaders).
+pub async fn by_ids<E: EntityTrait>(
+    db: &impl ConnectionTrait,
+    workspace_id: Uuid,
+    ids: &[Uuid],
+    id_of: impl Fn(&E::Model) -> Uuid,
+) -> Result<HashMap<Uuid, E::Model>> {
+    let rows = scoped::<E>(workspace_id)
+        .filter(column::<E>("id").is_in(ids.iter().copied()))
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(|row| (id_of(&row), row)).collect())
+}
+
+/// The rows of `E` whose `parent` column is one of `parents`, grouped by parent and
+/// ordered by `order` (ascending unless `descending`): one query for any number of parents.
+pub async fn children_of<E: EntityTrait>(
+    db: &impl ConnectionTrait,
+    workspace_id: Uuid,
+    parent: &str,
+    parents: &[Uuid],
+    order: &str,
+    descending: bool,
+    parent_of: impl Fn(&E::Model) -> Option<Uuid>,
+) -> Result<HashMap<Uuid, Vec<E::Model>>> {
+    let direction = if descending {
+        sea_orm::Order::Desc
+    } else {
+        sea_orm::Order::Asc
+    };
+    let rows = scoped::<E>(workspace_id)
+        .filter(column::<E>(parent).is_in(parents.iter().copied()))
+        .order_by(column::<E>(order), direction.clone())
+        .order_by(column::<E>("id"), direction)
+        .all(db)
+        .await?;
+    let mut grouped: HashMap<Uuid, Vec<E::Model>> = HashMap::new();
+    for row in rows {
+        if let Some(parent) = parent_of(&row) {
+            grouped.entry(parent).or_default().push(row);
+        }
+    }
+    Ok(grouped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_ordered_by_power() {
+        assert!(
+            Role::Owner > Role::Admin && Role::Admin > Role::Agent && Role::Agent > Role::Viewer
+        );
+    }
+
+    #[test]
+    fn text_is_trimmed_and_composed() {
+        assert_eq!(clean("  cafe\u{301} "), "café");
+        assert_eq!(clean_optional("x", Some("   ".into()), 10).unwrap(), None);
+        assert!(clean_required("name", "", 10).is_err());
+        assert!(clean_required("name", "abcdefghijk", 10).is_err());
+    }
+}

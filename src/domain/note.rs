@@ -1,0 +1,65 @@
+//! Internal notes on customers, written by agents.
+
+use std::collections::HashMap;
+
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectionTrait, TransactionTrait};
+use uuid::Uuid;
+
+use super::{Caller, Role};
+use crate::error::Result;
+use crate::ids::{self, Kind};
+use entity::note::{self, Entity, Model};
+
+/// Adds a note to a customer; the author is the calling key's name.
+pub async fn add(
+    db: &impl TransactionTrait,
+    caller: &Caller,
+    customer_id: Uuid,
+    body: &str,
+) -> Result<Model> {
+    caller.require(Role::Agent, "adding a note")?;
+    let body = super::clean_required("body", body, 20_000)?;
+    let txn = db.begin().await?;
+    super::customer::get(&txn, caller, customer_id).await?;
+    let now = super::now();
+    let row = note::ActiveModel {
+        id: Set(ids::new_id()),
+        workspace_id: Set(caller.workspace_id),
+        customer_id: Set(customer_id),
+        body: Set(body),
+        author: Set(caller.key_name.clone()),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    let model = row.insert(&txn).await?;
+    super::event::append(&txn, caller.workspace_id, "note.created", model.id, &model).await?;
+    super::customer::touch(&txn, caller.workspace_id, customer_id).await?;
+    txn.commit().await?;
+    Ok(model)
+}
+
+/// A note of the caller's workspace, or `NOT_FOUND`.
+pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: Uuid) -> Result<Model> {
+    super::find_scoped::<Entity>(db, caller.workspace_id, id, "note", || {
+        ids::encode(Kind::Note, id)
+    })
+    .await
+}
+
+/// The notes of each customer, newest first.
+pub async fn of_customers(
+    db: &impl ConnectionTrait,
+    workspace_id: Uuid,
+    customers: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<Model>>> {
+    super::children_of::<Entity>(
+        db,
+        workspace_id,
+        "customer_id",
+        customers,
+        "created_at",
+        true,
+        |n| Some(n.customer_id),
+    )
+    .await
+}

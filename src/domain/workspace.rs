@@ -1,0 +1,147 @@
+//! Workspaces (tenants) and their API keys. A key is shown once when created; only its
+//! SHA-256 hash is stored, so a leaked database does not leak keys.
+
+use rand::RngCore;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::{Caller, Role};
+use crate::error::{Error, Result};
+use crate::ids;
+use entity::{api_key, workspace};
+
+/// The prefix of every key, so secret scanners can recognise a leaked one.
+pub const KEY_PREFIX: &str = "rpk_";
+
+/// Returns the workspace with `slug`, creating it when missing (safe under concurrency:
+/// the UNIQUE slug decides).
+pub async fn ensure(db: &impl ConnectionTrait, slug: &str) -> Result<workspace::Model> {
+    let slug = slug.trim();
+    let valid = !slug.is_empty()
+        && slug.len() <= 63
+        && slug
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid {
+        return Err(Error::field(
+            "workspace",
+            format!("`{slug}` is not a valid workspace slug (a-z, 0-9 and -)"),
+        ));
+    }
+    let row = workspace::ActiveModel {
+        id: Set(ids::new_id()),
+        slug: Set(slug.to_owned()),
+        name: Set(slug.to_owned()),
+        settings: Set(serde_json::json!({})),
+        created_at: Set(super::now()),
+    };
+    workspace::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(workspace::Column::Slug)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    workspace::Entity::find()
+        .filter(workspace::Column::Slug.eq(slug))
+        .one(db)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("workspace {slug} vanished after its creation")))
+}
+
+/// Creates a key with `role` in `workspace_id`; returns the row and the secret, which is
+/// shown this once.
+pub async fn create_key(
+    db: &impl ConnectionTrait,
+    workspace_id: Uuid,
+    role: Role,
+    name: &str,
+) -> Result<(api_key::Model, String)> {
+    let mut bytes = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    let secret = format!("{KEY_PREFIX}{}", hex::encode(bytes));
+    let row = api_key::ActiveModel {
+        id: Set(ids::new_id()),
+        workspace_id: Set(workspace_id),
+        name: Set(name.to_owned()),
+        role: Set(role.as_str().to_owned()),
+        key_hash: Set(hash(&secret)),
+        prefix: Set(secret[..KEY_PREFIX.len() + 6].to_owned()),
+        created_at: Set(super::now()),
+        last_used_at: Set(None),
+        revoked_at: Set(None),
+    };
+    let model = api_key::Entity::insert(row).exec_with_returning(db).await?;
+    Ok((model, secret))
+}
+
+/// The keys of a workspace, newest first.
+pub async fn list_keys(
+    db: &impl ConnectionTrait,
+    workspace_id: Uuid,
+) -> Result<Vec<api_key::Model>> {
+    Ok(super::scoped::<api_key::Entity>(workspace_id)
+        .order_by_desc(api_key::Column::CreatedAt)
+        .all(db)
+        .await?)
+}
+
+/// Revokes a key of the workspace; `NOT_FOUND` when it has no such key.
+pub async fn revoke_key(db: &impl ConnectionTrait, workspace_id: Uuid, key_id: Uuid) -> Result<()> {
+    let result = api_key::Entity::update_many()
+        .col_expr(
+            api_key::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(super::now()),
+        )
+        .filter(api_key::Column::WorkspaceId.eq(workspace_id))
+        .filter(api_key::Column::Id.eq(key_id))
+        .filter(api_key::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    if result.rows_affected == 0 {
+        return Err(Error::not_found(
+            "API key",
+            ids::encode(ids::Kind::ApiKey, key_id),
+        ));
+    }
+    Ok(())
+}
+
+/// Resolves a presented key to its caller; `UNAUTHENTICATED` when unknown or revoked.
+pub async fn authenticate(db: &impl ConnectionTrait, secret: &str) -> Result<Caller> {
+    let invalid = || Error::Unauthenticated("the API key is unknown or revoked".to_owned());
+    if !secret.starts_with(KEY_PREFIX) || secret.len() > 128 {
+        return Err(invalid());
+    }
+    let key = api_key::Entity::find()
+        .filter(api_key::Column::KeyHash.eq(hash(secret)))
+        .filter(api_key::Column::RevokedAt.is_null())
+        .one(db)
+        .await?
+        .ok_or_else(invalid)?;
+    Ok(Caller {
+        workspace_id: key.workspace_id,
+        role: Role::from_db(&key.role)?,
+        key_id: key.id,
+        key_name: key.name,
+    })
+}
+
+/// The workspace by id.
+pub async fn get(db: &impl ConnectionTrait, workspace_id: Uuid) -> Result<workspace::Model> {
+    workspace::Entity::find_by_id(workspace_id)
+        .one(db)
+        .await?
+        .ok_or_else(|| {
+            Error::not_found("workspace", ids::encode(ids::Kind::Workspace, workspace_id))
+        })
+}
+
+fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}

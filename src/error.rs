@@ -1,0 +1,152 @@
+//! The error policy. Every error a caller can see has a stable [`Code`] from one table
+//! that also gives its HTTP status; its message names the field or item and says what to
+//! do. Internal errors (database, I/O) are logged with the request id and answered with
+//! an opaque message: no SQL, no secrets. Unique-constraint violations become `CONFLICT`.
+
+use async_graphql::ErrorExtensions;
+use sea_orm::{DbErr, SqlErr};
+
+/// The stable error codes of the API (`extensions.code` in GraphQL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    BadUserInput,
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    Conflict,
+    RateLimited,
+    Internal,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::BadUserInput => "BAD_USER_INPUT",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::Forbidden => "FORBIDDEN",
+            Code::NotFound => "NOT_FOUND",
+            Code::Conflict => "CONFLICT",
+            Code::RateLimited => "RATE_LIMITED",
+            Code::Internal => "INTERNAL",
+        }
+    }
+
+    /// The HTTP status for an error that stops a whole request.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Code::BadUserInput => 400,
+            Code::Unauthenticated => 401,
+            Code::Forbidden => 403,
+            Code::NotFound => 404,
+            Code::Conflict => 409,
+            Code::RateLimited => 429,
+            Code::Internal => 500,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller sent something invalid; `field` names it when there is one.
+    #[error("{message}")]
+    BadInput {
+        field: Option<String>,
+        message: String,
+    },
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("no {what} with id {id} in this workspace")]
+    NotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("too many requests: retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("database error: {0}")]
+    Database(#[from] DbErr),
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A `BAD_USER_INPUT` error about `field`.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Error {
+        Error::BadInput {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_input(message: impl Into<String>) -> Error {
+        Error::BadInput {
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(what: &'static str, id: impl Into<String>) -> Error {
+        Error::NotFound {
+            what,
+            id: id.into(),
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            Error::BadInput { .. } => Code::BadUserInput,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::Forbidden(_) => Code::Forbidden,
+            Error::NotFound { .. } => Code::NotFound,
+            Error::Conflict(_) => Code::Conflict,
+            Error::RateLimited { .. } => Code::RateLimited,
+            Error::Database(_) | Error::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// Turns a unique-constraint violation into `CONFLICT` with `message`; any other
+    /// database error stays internal.
+    pub fn on_unique(err: DbErr, message: impl FnOnce() -> String) -> Error {
+        match err.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => Error::Conflict(message()),
+            _ => Error::Database(err),
+        }
+    }
+
+    /// The message a caller may see: internal details are replaced by a pointer to the log.
+    pub fn public_message(&self) -> String {
+        match self.code() {
+            Code::Internal => {
+                let request_id = crate::telemetry::current_request_id();
+                format!(
+                    "internal error; the server log has the details under request id {request_id}"
+                )
+            }
+            _ => self.to_string(),
+        }
+    }
+}
+
+impl Error {
+    /// The GraphQL error a caller sees, with `extensions.code` (and `field` for input
+    /// errors). Internal errors are logged here, inside the request's span.
+    pub fn to_graphql(&self) -> async_graphql::Error {
+        if self.code() == Code::Internal {
+            tracing::error!(error = %self, "internal error");
+        }
+        async_graphql::Error::new(self.public_message()).extend_with(|_, extensions| {
+            extensions.set("code", self.code().as_str());
+            if let Error::BadInput {
+                field: Some(field), ..
+            } = self
+            {
+                extensions.set("field", field.as_str());
+            }
+            if let Error::RateLimited { retry_after_secs } = self {
+                extensions.set("retryAfter", *retry_after_secs);
+            }
+        })
+    }
+}

@@ -1,0 +1,264 @@
+//! The mutation root: each mutation takes one `input` and returns a payload; the domain
+//! checks the caller's role and writes the change and its event in one transaction.
+
+use async_graphql::{Context, Object, Result};
+
+use super::inputs::*;
+use super::types::*;
+use super::{app, caller};
+use crate::domain::customer::{CustomerChanges, NewCustomer};
+use crate::domain::deal::{DealChanges, NewDeal};
+use crate::domain::interaction::NewInteraction;
+use crate::domain::organization::{NewOrganization, OrganizationChanges};
+use crate::domain::{self};
+use crate::ids::Kind;
+
+pub struct Mutation;
+
+async fn customer_payload(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Customer> {
+    Ok(Customer(
+        domain::customer::get(&app(ctx).db, caller(ctx)?, id).await?,
+    ))
+}
+
+#[Object]
+impl Mutation {
+    /// Creates a customer with contact points and tags, all or nothing.
+    async fn create_customer(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateCustomerInput,
+    ) -> Result<CustomerPayload> {
+        let new = NewCustomer {
+            display_name: input.display_name,
+            given_name: input.given_name,
+            family_name: input.family_name,
+            lifecycle_stage: input.lifecycle_stage,
+            external_id: input.external_id,
+            organization_id: opt_id(
+                "input.organizationId",
+                Kind::Organization,
+                input.organization_id.as_ref(),
+            )?,
+            custom: input.custom_attributes.map(|json| json.0),
+            contact_points: input
+                .contact_points
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            tags: input.tags.unwrap_or_default(),
+        };
+        let model = domain::customer::create(&app(ctx).db, caller(ctx)?, new).await?;
+        Ok(CustomerPayload {
+            customer: Customer(model),
+        })
+    }
+
+    async fn update_customer(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateCustomerInput,
+    ) -> Result<CustomerPayload> {
+        let id = id("input.id", Kind::Customer, &input.id)?;
+        let changes = CustomerChanges {
+            display_name: input.display_name,
+            given_name: change(input.given_name),
+            family_name: change(input.family_name),
+            lifecycle_stage: input.lifecycle_stage,
+            external_id: change(input.external_id),
+            organization_id: change_id(
+                "input.organizationId",
+                Kind::Organization,
+                input.organization_id,
+            )?,
+            custom: input.custom_attributes.map(|json| json.0),
+        };
+        let model = domain::customer::update(&app(ctx).db, caller(ctx)?, id, changes).await?;
+        Ok(CustomerPayload {
+            customer: Customer(model),
+        })
+    }
+
+    /// Deletes a customer with their identities, contact points, conversations,
+    /// interactions and notes (admin role).
+    async fn delete_customer(
+        &self,
+        ctx: &Context<'_>,
+        input: DeleteCustomerInput,
+    ) -> Result<DeleteCustomerPayload> {
+        let id = id("input.id", Kind::Customer, &input.id)?;
+        domain::customer::delete(&app(ctx).db, caller(ctx)?, id).await?;
+        Ok(DeleteCustomerPayload {
+            deleted_customer_id: input.id,
+        })
+    }
+
+    async fn add_contact_point(
+        &self,
+        ctx: &Context<'_>,
+        input: AddContactPointInput,
+    ) -> Result<ContactPointPayload> {
+        let customer = id("input.customerId", Kind::Customer, &input.customer_id)?;
+        let point = domain::contact_point::add(
+            &app(ctx).db,
+            caller(ctx)?,
+            customer,
+            input.contact_point.into(),
+        )
+        .await?;
+        Ok(ContactPointPayload {
+            contact_point: ContactPoint(point),
+            customer: customer_payload(ctx, customer).await?,
+        })
+    }
+
+    async fn remove_contact_point(
+        &self,
+        ctx: &Context<'_>,
+        input: RemoveContactPointInput,
+    ) -> Result<RemoveContactPointPayload> {
+        let point = id("input.id", Kind::ContactPoint, &input.id)?;
+        let customer = domain::contact_point::remove(&app(ctx).db, caller(ctx)?, point).await?;
+        Ok(RemoveContactPointPayload {
+            removed_contact_point_id: input.id,
+            customer: customer_payload(ctx, customer).await?,
+        })
+    }
+
+    /// Tags a customer (a no-op when already tagged).
+    async fn add_tag(&self, ctx: &Context<'_>, input: AddTagInput) -> Result<CustomerPayload> {
+        let customer = id("input.customerId", Kind::Customer, &input.customer_id)?;
+        domain::tag::add(
+            &app(ctx).db,
+            caller(ctx)?,
+            customer,
+            &input.name,
+            input.color,
+        )
+        .await?;
+        Ok(CustomerPayload {
+            customer: customer_payload(ctx, customer).await?,
+        })
+    }
+
+    async fn remove_tag(
+        &self,
+        ctx: &Context<'_>,
+        input: RemoveTagInput,
+    ) -> Result<CustomerPayload> {
+        let customer = id("input.customerId", Kind::Customer, &input.customer_id)?;
+        domain::tag::remove(&app(ctx).db, caller(ctx)?, customer, &input.name).await?;
+        Ok(CustomerPayload {
+            customer: customer_payload(ctx, customer).await?,
+        })
+    }
+
+    async fn create_organization(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateOrganizationInput,
+    ) -> Result<OrganizationPayload> {
+        let new = NewOrganization {
+            name: input.name,
+            domain: input.domain,
+            custom: input.custom_attributes.map(|json| json.0),
+        };
+        let model = domain::organization::create(&app(ctx).db, caller(ctx)?, new).await?;
+        Ok(OrganizationPayload {
+            organization: Organization(model),
+        })
+    }
+
+    async fn update_organization(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateOrganizationInput,
+    ) -> Result<OrganizationPayload> {
+        let id = id("input.id", Kind::Organization, &input.id)?;
+        let changes = OrganizationChanges {
+            name: input.name,
+            domain: change(input.domain),
+            custom: input.custom_attributes.map(|json| json.0),
+        };
+        let model = domain::organization::update(&app(ctx).db, caller(ctx)?, id, changes).await?;
+        Ok(OrganizationPayload {
+            organization: Organization(model),
+        })
+    }
+
+    async fn create_deal(&self, ctx: &Context<'_>, input: CreateDealInput) -> Result<DealPayload> {
+        let new = NewDeal {
+            title: input.title,
+            customer_id: opt_id(
+                "input.customerId",
+                Kind::Customer,
+                input.customer_id.as_ref(),
+            )?,
+            organization_id: opt_id(
+                "input.organizationId",
+                Kind::Organization,
+                input.organization_id.as_ref(),
+            )?,
+            amount: input.amount,
+            currency: input.currency,
+            stage: input.stage,
+            close_date: input.close_date,
+        };
+        let model = domain::deal::create(&app(ctx).db, caller(ctx)?, new).await?;
+        Ok(DealPayload { deal: Deal(model) })
+    }
+
+    async fn update_deal(&self, ctx: &Context<'_>, input: UpdateDealInput) -> Result<DealPayload> {
+        let id = id("input.id", Kind::Deal, &input.id)?;
+        let changes = DealChanges {
+            title: input.title,
+            customer_id: change_id("input.customerId", Kind::Customer, input.customer_id)?,
+            organization_id: change_id(
+                "input.organizationId",
+                Kind::Organization,
+                input.organization_id,
+            )?,
+            amount: change(input.amount),
+            currency: input.currency,
+            stage: input.stage,
+            close_date: change(input.close_date),
+        };
+        let model = domain::deal::update(&app(ctx).db, caller(ctx)?, id, changes).await?;
+        Ok(DealPayload { deal: Deal(model) })
+    }
+
+    async fn add_note(&self, ctx: &Context<'_>, input: AddNoteInput) -> Result<NotePayload> {
+        let customer = id("input.customerId", Kind::Customer, &input.customer_id)?;
+        let model = domain::note::add(&app(ctx).db, caller(ctx)?, customer, &input.body).await?;
+        Ok(NotePayload { note: Note(model) })
+    }
+
+    /// Logs a call, meeting or e-mail by hand on a customer's timeline.
+    async fn record_interaction(
+        &self,
+        ctx: &Context<'_>,
+        input: RecordInteractionInput,
+    ) -> Result<InteractionPayload> {
+        let new = NewInteraction {
+            customer_id: id("input.customerId", Kind::Customer, &input.customer_id)?,
+            conversation_id: opt_id(
+                "input.conversationId",
+                Kind::Conversation,
+                input.conversation_id.as_ref(),
+            )?,
+            channel: input.channel.as_str().to_owned(),
+            kind: input.kind,
+            direction: input.direction,
+            subject: input.subject,
+            text: input.text,
+            url: input.url,
+            language: input.language,
+            occurred_at: input.occurred_at,
+        };
+        let model = domain::interaction::record(&app(ctx).db, caller(ctx)?, new).await?;
+        Ok(InteractionPayload {
+            interaction: Interaction(model),
+        })
+    }
+}

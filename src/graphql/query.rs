@@ -1,0 +1,228 @@
+//! The query root: thin resolvers that decode ids, call one domain function and wrap rows.
+
+use async_graphql::{Context, Object, Result, ID};
+
+use super::inputs::{self, CustomerFilterInput, CustomerOrder, InteractionFilterInput};
+use super::types::*;
+use super::{app, caller, page_cost};
+use crate::domain::customer::CustomerOrderField;
+use crate::domain::page::PageArgs;
+use crate::domain::{self};
+use crate::error::Error;
+use crate::ids::{decode_any, Kind};
+
+pub struct Query;
+
+/// `Ok(None)` for `NOT_FOUND`: a query by id answers `null` for a missing object, as it
+/// does for another workspace's, so ids of other tenants reveal nothing.
+fn found<T>(result: crate::Result<T>) -> crate::Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// The most ids `nodes(ids:)` takes at once.
+const MAX_NODES: usize = 100;
+
+#[Object]
+impl Query {
+    /// Any object by its id; `null` when this workspace has no such object.
+    async fn node(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Node>> {
+        Ok(fetch_node(ctx, &id).await?)
+    }
+
+    /// Several objects by id, in the order asked; `null` for each one not found (at most 100).
+    async fn nodes(&self, ctx: &Context<'_>, ids: Vec<ID>) -> Result<Vec<Option<Node>>> {
+        if ids.len() > MAX_NODES {
+            return Err(
+                Error::field("ids", format!("ask for at most {MAX_NODES} ids at once")).into(),
+            );
+        }
+        let mut nodes = Vec::with_capacity(ids.len());
+        for id in &ids {
+            nodes.push(fetch_node(ctx, id).await?);
+        }
+        Ok(nodes)
+    }
+
+    /// The caller: its workspace and role.
+    async fn viewer(&self, ctx: &Context<'_>) -> Result<Viewer> {
+        let caller = caller(ctx)?;
+        let workspace = domain::workspace::get(&app(ctx).db, caller.workspace_id).await?;
+        Ok(Viewer {
+            workspace,
+            role: caller.role,
+            key_name: caller.key_name.clone(),
+        })
+    }
+
+    /// One customer with everything known about them; `null` when not found.
+    async fn customer(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Customer>> {
+        let id = inputs::id("id", Kind::Customer, &id)?;
+        Ok(found(domain::customer::get(&app(ctx).db, caller(ctx)?, id).await)?.map(Customer))
+    }
+
+    /// A customer by your own id for them.
+    async fn customer_by_external_id(
+        &self,
+        ctx: &Context<'_>,
+        external_id: String,
+    ) -> Result<Option<Customer>> {
+        Ok(
+            domain::customer::by_external_id(&app(ctx).db, caller(ctx)?, &external_id)
+                .await?
+                .map(Customer),
+        )
+    }
+
+    /// Customers, filtered and ordered (newest first by default), at most 100 a page.
+    #[graphql(complexity = "page_cost(first, last, child_complexity)")]
+    async fn customers(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<CustomerFilterInput>,
+        order_by: Option<CustomerOrder>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> Result<CustomerConnection> {
+        let filter = filter.unwrap_or_default().into_domain()?;
+        let (field, direction) = order_by
+            .map_or((CustomerOrderField::CreatedAt, OrderDirection::Desc), |o| {
+                (o.field, o.direction)
+            });
+        let args = PageArgs {
+            first,
+            after,
+            last,
+            before,
+        };
+        let descending = direction == OrderDirection::Desc;
+        let page = domain::customer::list(
+            &app(ctx).db,
+            caller(ctx)?,
+            &filter,
+            field,
+            descending,
+            &args,
+        )
+        .await?;
+        Ok(connection(
+            page,
+            CustomerTotal(filter),
+            |row| domain::customer::cursor(row, field),
+            Customer,
+        ))
+    }
+
+    async fn organization(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Organization>> {
+        let id = inputs::id("id", Kind::Organization, &id)?;
+        Ok(
+            found(domain::organization::get(&app(ctx).db, caller(ctx)?, id).await)?
+                .map(Organization),
+        )
+    }
+
+    /// Organizations by name; `search` matches part of the name or domain.
+    #[graphql(complexity = "page_cost(first, last, child_complexity)")]
+    async fn organizations(
+        &self,
+        ctx: &Context<'_>,
+        search: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> Result<OrganizationConnection> {
+        let args = PageArgs {
+            first,
+            after,
+            last,
+            before,
+        };
+        let page = domain::organization::list(&app(ctx).db, caller(ctx)?, search.as_deref(), &args)
+            .await?;
+        Ok(connection(
+            page,
+            OrganizationTotal(search),
+            domain::organization::cursor,
+            Organization,
+        ))
+    }
+
+    /// Interactions across every customer and channel, newest first.
+    #[graphql(complexity = "page_cost(first, last, child_complexity)")]
+    async fn interactions(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<InteractionFilterInput>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> Result<InteractionConnection> {
+        let filter = filter.unwrap_or_default().into_domain()?;
+        let page = domain::interaction::list(
+            &app(ctx).db,
+            caller(ctx)?,
+            &filter,
+            &PageArgs {
+                first,
+                after,
+                last,
+                before,
+            },
+        )
+        .await?;
+        Ok(interaction_connection(page, filter))
+    }
+}
+
+async fn fetch_node(ctx: &Context<'_>, id: &ID) -> crate::Result<Option<Node>> {
+    let (kind, uuid) = decode_any("id", id.as_str())?;
+    let caller = caller(ctx).map_err(|_| Error::Unauthenticated("no API key".into()))?;
+    let db = &app(ctx).db;
+    let ws = caller.workspace_id;
+    let node = match kind {
+        Kind::Workspace if uuid == ws => Some(Node::Workspace(Workspace(
+            domain::workspace::get(db, ws).await?,
+        ))),
+        Kind::Workspace => None,
+        Kind::Customer => found(domain::customer::get(db, caller, uuid).await)?
+            .map(|m| Node::Customer(Customer(m))),
+        Kind::Organization => found(domain::organization::get(db, caller, uuid).await)?
+            .map(|m| Node::Organization(Organization(m))),
+        Kind::Identity => found(domain::identity::get(db, caller, uuid).await)?
+            .map(|m| Node::Identity(Identity(m))),
+        Kind::Interaction => found(domain::interaction::get(db, caller, uuid).await)?
+            .map(|m| Node::Interaction(Interaction(m))),
+        Kind::Conversation => found(domain::conversation::get(db, caller, uuid).await)?
+            .map(|m| Node::Conversation(Conversation(m))),
+        Kind::Deal => {
+            found(domain::deal::get(db, caller, uuid).await)?.map(|m| Node::Deal(Deal(m)))
+        }
+        Kind::Note => {
+            found(domain::note::get(db, caller, uuid).await)?.map(|m| Node::Note(Note(m)))
+        }
+        Kind::ContactPoint => found(
+            domain::find_scoped::<entity::contact_point::Entity>(
+                db,
+                ws,
+                uuid,
+                "contact point",
+                String::new,
+            )
+            .await,
+        )?
+        .map(|m| Node::ContactPoint(ContactPoint(m))),
+        Kind::Tag => found(
+            domain::find_scoped::<entity::tag::Entity>(db, ws, uuid, "tag", String::new).await,
+        )?
+        .map(|m| Node::Tag(Tag(m))),
+        Kind::ApiKey | Kind::Source => None,
+    };
+    Ok(node)
+}

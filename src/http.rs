@@ -1,0 +1,584 @@
+//! The axum router. `/graphql` follows the GraphQL-over-HTTP specification: POST with
+//! `application/json`, GET for queries only, `application/graphql-response+json` or
+//! `application/json` answers, 4xx for requests that cannot run. Every request gets a
+//! request id (`x-request-id`, echoed back) on its tracing span and its log lines.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_graphql::parser::types::OperationType;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::Instrument;
+
+use crate::error::{Code, Error};
+use crate::{domain, App};
+
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+const JSON: &str = "application/json";
+
+#[derive(Clone)]
+struct HttpState {
+    app: App,
+    limiter: Arc<RateLimiter>,
+}
+
+/// The whole HTTP surface of Rapport.
+pub fn router(app: App) -> Router {
+    let body_limit = app.config.limits.max_body_bytes;
+    let limiter = Arc::new(RateLimiter::new(app.config.limits.requests_per_minute));
+    let state = HttpState { app, limiter };
+    Router::new()
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            error_response(
+                StatusCode::NOT_FOUND,
+                Code::NotFound,
+                "no such route; the API is at /graphql",
+            )
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then finishes requests in flight.
+pub async fn serve(
+    app: App,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Request id, tracing span, metrics.
+async fn observe(State(state): State<HttpState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_owned();
+    let span = tracing::info_span!("request", request_id = %request_id, method = %request.method(), route = %route);
+    let mut response = crate::telemetry::with_request_id(request_id.clone(), next.run(request))
+        .instrument(span.clone())
+        .await;
+    let status = response.status().as_u16();
+    state
+        .app
+        .metrics
+        .record_request(&route, status, started.elapsed());
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "served"
+        )
+    });
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+async fn readyz(State(state): State<HttpState>) -> Response {
+    match crate::db::ready(&state.app.db).await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.app.metrics.render(),
+    )
+        .into_response()
+}
+
+/// A GraphQL request as the specification names its parameters.
+struct GraphqlRequest {
+    query: String,
+    operation_name: Option<String>,
+    variables: Option<serde_json::Map<String, Value>>,
+}
+
+/// A request that cannot run: the status, the code and the message.
+struct Rejection(StatusCode, Error);
+
+impl Rejection {
+    fn bad(message: impl Into<String>) -> Rejection {
+        Rejection(StatusCode::BAD_REQUEST, Error::bad_input(message))
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MediaType {
+    GraphqlResponse,
+    Json,
+}
+
+impl MediaType {
+    fn as_str(self) -> &'static str {
+        match self {
+            MediaType::GraphqlResponse => GRAPHQL_RESPONSE,
+            MediaType::Json => JSON,
+        }
+    }
+}
+
+/// Picks the response media type from `Accept`; no header means `application/json`.
+fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
+    let Some(accept) = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return Some(MediaType::Json);
+    };
+    let accepted: Vec<String> = accept
+        .split(',')
+        .filter(|part| {
+            !part
+                .split(';')
+                .skip(1)
+                .any(|param| param.trim().replace(' ', "") == "q=0")
+        })
+        .map(|part| {
+            part.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .collect();
+    if accepted.iter().any(|media| media == GRAPHQL_RESPONSE) {
+        Some(MediaType::GraphqlResponse)
+    } else if accepted
+        .iter()
+        .any(|media| media == JSON || media == "application/*" || media == "*/*")
+    {
+        Some(MediaType::Json)
+    } else {
+        None
+    }
+}
+
+fn error_body(error: &Error) -> Value {
+    let mut extensions = json!({ "code": error.code().as_str() });
+    if let Error::BadInput {
+        field: Some(field), ..
+    } = error
+    {
+        extensions["field"] = json!(field);
+    }
+    json!({ "errors": [{ "message": error.public_message(), "extensions": extensions }] })
+}
+
+fn error_response(status: StatusCode, code: Code, message: &str) -> Response {
+    let error = match code {
+        Code::NotFound => Error::NotFound {
+            what: "route",
+            id: message.to_owned(),
+        },
+        _ => Error::bad_input(message),
+    };
+    let mut body = error_body(&error);
+    body["errors"][0]["message"] = json!(message);
+    (status, [(header::CONTENT_TYPE, JSON)], body.to_string()).into_response()
+}
+
+fn reject(state: &HttpState, media: MediaType, Rejection(status, error): Rejection) -> Response {
+    state.app.metrics.record_error(error.code().as_str());
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, media.as_str())],
+        error_body(&error).to_string(),
+    )
+        .into_response();
+    match &error {
+        Error::Unauthenticated(_) => {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        Error::RateLimited { retry_after_secs } => {
+            if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        _ => {}
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct GetParams {
+    query: Option<String>,
+    #[serde(rename = "operationName")]
+    operation_name: Option<String>,
+    variables: Option<String>,
+}
+
+async fn graphql_get(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    params: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    let Ok(Query(params)) = params else {
+        return reject(
+            &state,
+            MediaType::Json,
+            Rejection::bad("the query string is malformed"),
+        );
+    };
+    if params.query.is_none() && wants_html {
+        return Html(
+            async_graphql::http::GraphiQLSource::build()
+                .endpoint("/graphql")
+                .title("Rapport GraphiQL")
+                .finish(),
+        )
+        .into_response();
+    }
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable(&state);
+    };
+    let request = (|| {
+        let query = params
+            .query
+            .ok_or_else(|| Rejection::bad("a GET request needs a `query` parameter"))?;
+        let variables = match params.variables.as_deref() {
+            None | Some("") => None,
+            Some(text) => match serde_json::from_str::<Value>(text) {
+                Ok(Value::Object(map)) => Some(map),
+                Ok(Value::Null) => None,
+                _ => return Err(Rejection::bad("`variables` must be a JSON object")),
+            },
+        };
+        Ok(GraphqlRequest {
+            query,
+            operation_name: params.operation_name,
+            variables,
+        })
+    })();
+    match request {
+        Ok(request) => execute(&state, &headers, Method::GET, media, request).await,
+        Err(rejection) => reject(&state, media, rejection),
+    }
+}
+
+async fn graphql_post(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable(&state);
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if essence != JSON {
+        let message = format!("send the request as {JSON} (got `{content_type}`)");
+        return reject(
+            &state,
+            media,
+            Rejection(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Error::bad_input(message),
+            ),
+        );
+    }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let limit = state.app.config.limits.max_body_bytes;
+            let message = format!("the request body is larger than {limit} bytes");
+            return reject(
+                &state,
+                media,
+                Rejection(StatusCode::PAYLOAD_TOO_LARGE, Error::bad_input(message)),
+            );
+        }
+        Err(_) => {
+            return reject(
+                &state,
+                media,
+                Rejection::bad("the request body could not be read"),
+            )
+        }
+    };
+    match parse_post(&body) {
+        Ok(request) => execute(&state, &headers, Method::POST, media, request).await,
+        Err(rejection) => reject(&state, media, rejection),
+    }
+}
+
+fn not_acceptable(state: &HttpState) -> Response {
+    let message = format!("accept {GRAPHQL_RESPONSE} or {JSON}");
+    reject(
+        state,
+        MediaType::Json,
+        Rejection(StatusCode::NOT_ACCEPTABLE, Error::bad_input(message)),
+    )
+}
+
+fn parse_post(body: &[u8]) -> Result<GraphqlRequest, Rejection> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|err| Rejection::bad(format!("the body is not valid JSON: {err}")))?;
+    let Value::Object(mut object) = value else {
+        return Err(Rejection::bad(
+            "the body must be a JSON object with a `query`",
+        ));
+    };
+    let query = match object.remove("query") {
+        Some(Value::String(query)) => query,
+        Some(_) => return Err(Rejection::bad("`query` must be a string")),
+        None => return Err(Rejection::bad("the body has no `query`")),
+    };
+    let operation_name = match object.remove("operationName") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(name),
+        Some(_) => return Err(Rejection::bad("`operationName` must be a string")),
+    };
+    let variables = match object.remove("variables") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(map)) => Some(map),
+        Some(_) => return Err(Rejection::bad("`variables` must be a JSON object")),
+    };
+    Ok(GraphqlRequest {
+        query,
+        operation_name,
+        variables,
+    })
+}
+
+/// The operation the request would run, to refuse mutations over GET.
+fn operation_type(request: &GraphqlRequest) -> Option<OperationType> {
+    let document = async_graphql::parser::parse_query(&request.query).ok()?;
+    let mut operations = document.operations.iter();
+    match &request.operation_name {
+        Some(name) => operations
+            .find(|(op_name, _)| op_name.is_some_and(|n| n.as_str() == name))
+            .map(|(_, op)| op.node.ty),
+        None => operations.next().map(|(_, op)| op.node.ty),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, Error> {
+    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        Error::Unauthenticated("send an API key: Authorization: Bearer <key>".into())
+    })?;
+    value
+        .to_str()
+        .ok()
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| {
+            Error::Unauthenticated("the Authorization header must be `Bearer <key>`".into())
+        })
+}
+
+async fn execute(
+    state: &HttpState,
+    headers: &HeaderMap,
+    method: Method,
+    media: MediaType,
+    request: GraphqlRequest,
+) -> Response {
+    if method == Method::GET
+        && operation_type(&request).is_some_and(|ty| ty != OperationType::Query)
+    {
+        let mut response = reject(
+            state,
+            media,
+            Rejection(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Error::bad_input("mutations need POST"),
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let caller = match authenticate(state, headers).await {
+        Ok(caller) => caller,
+        Err(err) => {
+            let status = StatusCode::from_u16(err.code().http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            if err.code() == Code::Internal {
+                tracing::error!(error = %err, "authentication failed");
+            }
+            return reject(state, media, Rejection(status, err));
+        }
+    };
+    let (caller, loader) = crate::graphql::request_data(&state.app, caller);
+    let mut gql = async_graphql::Request::new(request.query)
+        .data(state.app.clone())
+        .data(caller)
+        .data(loader);
+    if let Some(name) = request.operation_name {
+        gql = gql.operation_name(name);
+    }
+    if let Some(variables) = request.variables {
+        gql = gql.variables(async_graphql::Variables::from_json(Value::Object(
+            variables,
+        )));
+    }
+    let response = state.app.schema.execute(gql).await;
+    let request_error = !response.errors.is_empty()
+        && response.data == async_graphql::Value::Null
+        && response.errors.iter().all(|e| e.path.is_empty());
+    let mut errors = Vec::with_capacity(response.errors.len());
+    for error in response.errors {
+        let mut value =
+            serde_json::to_value(&error).unwrap_or_else(|_| json!({ "message": error.message }));
+        if let Some(domain_error) = error.source::<Error>() {
+            // A domain error that reached GraphQL through `?`: its code, field and public
+            // message replace the raw text (which, for internal errors, may hold SQL).
+            let graphql = domain_error.to_graphql();
+            value["message"] = json!(graphql.message);
+            if let Some(extensions) = graphql.extensions {
+                value["extensions"] = serde_json::to_value(&extensions).unwrap_or_default();
+            }
+        }
+        if value
+            .get("extensions")
+            .and_then(|e| e.get("code"))
+            .is_none()
+        {
+            // Parse, validation, limit and variable-coercion errors come from the GraphQL
+            // engine without a code: all of them are the caller's input.
+            value["extensions"]["code"] = json!(Code::BadUserInput.as_str());
+        }
+        let code = value["extensions"]["code"].as_str().unwrap_or("INTERNAL");
+        state.app.metrics.record_error(static_code(code));
+        errors.push(value);
+    }
+    let mut body = serde_json::Map::new();
+    if !request_error {
+        body.insert(
+            "data".into(),
+            serde_json::to_value(&response.data).unwrap_or(Value::Null),
+        );
+    }
+    if !errors.is_empty() {
+        body.insert("errors".into(), Value::Array(errors));
+    }
+    let status = if request_error && media == MediaType::GraphqlResponse {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, media.as_str())],
+        Value::Object(body).to_string(),
+    )
+        .into_response()
+}
+
+fn static_code(code: &str) -> &'static str {
+    [
+        Code::BadUserInput,
+        Code::Unauthenticated,
+        Code::Forbidden,
+        Code::NotFound,
+        Code::Conflict,
+        Code::RateLimited,
+    ]
+    .into_iter()
+    .map(Code::as_str)
+    .find(|known| *known == code)
+    .unwrap_or(Code::Internal.as_str())
+}
+
+async fn authenticate(state: &HttpState, headers: &HeaderMap) -> Result<domain::Caller, Error> {
+    let key = bearer(headers)?;
+    let caller = domain::workspace::authenticate(&state.app.db, key).await?;
+    state.limiter.check(caller.key_id)?;
+    Ok(caller)
+}
+
+/// Requests a minute per API key, as a token bucket refilled continuously. In memory and
+/// per process: it protects this process, it is not a billing quota.
+struct RateLimiter {
+    per_minute: u32,
+    buckets: Mutex<HashMap<uuid::Uuid, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    fn new(per_minute: u32) -> RateLimiter {
+        RateLimiter {
+            per_minute,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn check(&self, key: uuid::Uuid) -> Result<(), Error> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let capacity = f64::from(self.per_minute);
+        let rate = capacity / 60.0;
+        let now = Instant::now();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (tokens, last) = buckets.entry(key).or_insert((capacity, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(capacity);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = Duration::from_secs_f64((1.0 - *tokens) / rate);
+            Err(Error::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            })
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Rapport, a social CRM served as a GraphQL API.
+//!
+//! The layers run one way: [`http`] and [`graphql`] parse and authorise, [`domain`] holds
+//! the business rules and all SQL, and the `entity` crate maps the tables. [`App`] is the
+//! shared state every layer receives.
+
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod ids;
+pub mod metrics;
+pub mod telemetry;
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+/// The state shared by every request and background task: cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub db: DatabaseConnection,
+    pub metrics: Arc<metrics::Metrics>,
+    pub schema: graphql::AppSchema,
+}
+
+impl App {
+    /// Connects to the database of `config`, applies pending migrations and builds the
+    /// GraphQL schema. Fails when the database cannot be opened or migrated.
+    pub async fn start(config: Config) -> anyhow::Result<App> {
+        let metrics = Arc::new(metrics::Metrics::default());
+        let db = db::connect(&config, metrics.clone()).await?;
+        db::migrate(&db).await?;
+        let config = Arc::new(config);
+        let schema = graphql::build_schema(&config);
+        Ok(App {
+            config,
+            db,
+            metrics,
+            schema,
+        })
+    }
+}

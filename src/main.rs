@@ -1,0 +1,248 @@
+//! The `rapport` command: serve the API, migrate, seed demo data, manage keys, print the
+//! schema. Results go to stdout (a key, the SDL) so scripts can capture them; logs and
+//! progress go to stderr.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use rapport::config::{Config, LogFormat, Overrides};
+use rapport::domain::{self, Role};
+use rapport::{ids, App};
+
+#[derive(Parser)]
+#[command(
+    name = "rapport",
+    version,
+    about = "Rapport: a social CRM served as a GraphQL API"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Args, Clone)]
+struct Global {
+    /// Directory for the SQLite database and other local data.
+    #[arg(long, global = true, env = "RAPPORT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Database URL: postgres://user:pass@host/db, or sqlite://path. Default: SQLite in the data directory.
+    #[arg(long, global = true, env = "RAPPORT_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Configuration file (TOML). Default: ./rapport.toml when it exists.
+    #[arg(long, global = true, env = "RAPPORT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Meilisearch URL; the embedded search backend is used without it.
+    #[arg(long, global = true, env = "RAPPORT_MEILI_URL")]
+    meili_url: Option<String>,
+    /// Meilisearch API key.
+    #[arg(long, global = true, env = "RAPPORT_MEILI_KEY", hide_env_values = true)]
+    meili_key: Option<String>,
+    /// Log format on stderr; the level comes from RUST_LOG (default info).
+    #[arg(long, global = true, env = "RAPPORT_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Migrate the database and serve the GraphQL API (the default command).
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Seed the `default` workspace with demo data when it is empty, and print an admin key.
+    Demo,
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Print the GraphQL schema (SDL) on stdout.
+    Schema,
+}
+
+#[derive(Args, Default)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "RAPPORT_ADDR")]
+    addr: Option<SocketAddr>,
+    /// Seed the `default` workspace with demo data if it is empty and print an admin key.
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an API key and print it, alone, on stdout. It is shown only this once.
+    Create {
+        /// What the key may do: viewer (read), agent (work customers, conversations and notes), admin (also delete, keys, sources), owner.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// The workspace slug; created when missing.
+        #[arg(long, default_value = "default")]
+        workspace: String,
+        /// A name to recognise the key by (shown as the author of its notes).
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// List the keys of a workspace (never the secrets).
+    List {
+        #[arg(long, default_value = "default")]
+        workspace: String,
+    },
+    /// Revoke a key by its id (key_…); requests with it fail from then on.
+    Revoke {
+        id: String,
+        #[arg(long, default_value = "default")]
+        workspace: String,
+    },
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(&text.to_ascii_lowercase())
+        .ok_or_else(|| format!("`{text}` is not a role: use viewer, agent, admin or owner"))
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let serve_args = match &cli.command {
+        Some(Command::Serve(args)) => Some(ServeArgs {
+            addr: args.addr,
+            demo: args.demo,
+        }),
+        None => Some(ServeArgs::default()),
+        _ => None,
+    };
+    let overrides = Overrides {
+        addr: serve_args.as_ref().and_then(|args| args.addr),
+        data_dir: cli.global.data_dir.clone(),
+        database_url: cli.global.database_url.clone(),
+        meili_url: cli.global.meili_url.clone(),
+        meili_key: cli.global.meili_key.clone(),
+        log_format: cli.global.log_format,
+    };
+    let config = Config::load(cli.global.config.as_deref(), overrides)?;
+    rapport::telemetry::init(config.log_format);
+    match cli.command {
+        Some(Command::Schema) => {
+            print!("{}", rapport::graphql::sdl());
+            Ok(())
+        }
+        Some(Command::Migrate) => {
+            App::start(config).await?;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Some(Command::Demo) => {
+            let app = App::start(config).await?;
+            let key = seed_demo(&app).await?;
+            println!("{key}");
+            Ok(())
+        }
+        Some(Command::Keys(command)) => keys(App::start(config).await?, command).await,
+        Some(Command::Serve(_)) | None => serve(config, serve_args.unwrap_or_default()).await,
+    }
+}
+
+async fn seed_demo(app: &App) -> anyhow::Result<String> {
+    let workspace = domain::workspace::ensure(&app.db, "default").await?;
+    let seeded = domain::demo::seed(&app.db, workspace.id).await?;
+    if seeded > 0 {
+        eprintln!("seeded the default workspace with {seeded} demo customers");
+    } else {
+        eprintln!("the default workspace already has data; nothing seeded");
+    }
+    let (_, key) =
+        domain::workspace::create_key(&app.db, workspace.id, Role::Admin, "demo").await?;
+    Ok(key)
+}
+
+async fn keys(app: App, command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Create {
+            role,
+            workspace,
+            name,
+        } => {
+            let workspace = domain::workspace::ensure(&app.db, &workspace).await?;
+            let (_, key) =
+                domain::workspace::create_key(&app.db, workspace.id, role, &name).await?;
+            println!("{key}");
+        }
+        KeysCommand::List { workspace } => {
+            let workspace = domain::workspace::ensure(&app.db, &workspace).await?;
+            for key in domain::workspace::list_keys(&app.db, workspace.id).await? {
+                let state = key.revoked_at.map_or("active".to_owned(), |at| {
+                    format!("revoked {}", at.to_rfc3339())
+                });
+                println!(
+                    "{}\t{}\t{}\t{}…\t{}",
+                    ids::encode(ids::Kind::ApiKey, key.id),
+                    key.role,
+                    key.name,
+                    key.prefix,
+                    state
+                );
+            }
+        }
+        KeysCommand::Revoke { id, workspace } => {
+            let key = ids::decode("id", ids::Kind::ApiKey, &id)?;
+            let workspace = domain::workspace::ensure(&app.db, &workspace).await?;
+            domain::workspace::revoke_key(&app.db, workspace.id, key).await?;
+            eprintln!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
+    let addr = config.addr;
+    let app = App::start(config).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    if args.demo {
+        let key = seed_demo(&app).await?;
+        eprintln!("Rapport demo is ready.\n  GraphiQL: http://{local}/graphql\n  Admin API key (shown once):");
+        println!("{key}");
+    }
+    tracing::info!(%local, database = %rapport::db::redact_url(&app.config.effective_database_url()), "serving GraphQL at http://{local}/graphql");
+    rapport::http::serve(app, listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
