@@ -61,7 +61,7 @@ pub enum Error {
     NotFound { what: &'static str, id: String },
     #[error("{0}")]
     Conflict(String),
-    #[error("too many requests: retry after {retry_after_secs} s")]
+    #[error("too many requests for this API key; retry after the number of seconds in the Retry-After header")]
     RateLimited { retry_after_secs: u64 },
     #[error("database error: {0}")]
     Database(#[from] DbErr),
@@ -112,6 +112,20 @@ impl Error {
         match err.sql_err() {
             Some(SqlErr::UniqueConstraintViolation(_)) => Error::Conflict(message()),
             _ => Error::Database(err),
+        }
+    }
+
+    /// The same error about `prefix.field` (for an item of a list in an input).
+    pub fn within(self, prefix: &str) -> Error {
+        match self {
+            Error::BadInput {
+                field: Some(field),
+                message,
+            } => Error::BadInput {
+                field: Some(format!("{prefix}.{field}")),
+                message,
+            },
+            other => other,
         }
     }
 

@@ -190,14 +190,8 @@ fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
 }
 
 fn error_body(error: &Error) -> Value {
-    let mut extensions = json!({ "code": error.code().as_str() });
-    if let Error::BadInput {
-        field: Some(field), ..
-    } = error
-    {
-        extensions["field"] = json!(field);
-    }
-    json!({ "errors": [{ "message": error.public_message(), "extensions": extensions }] })
+    let error = error.to_graphql();
+    json!({ "errors": [{ "message": error.message, "extensions": error.extensions }] })
 }
 
 fn error_response(status: StatusCode, code: Code, message: &str) -> Response {
@@ -454,11 +448,7 @@ async fn execute(
             return reject(state, media, Rejection(status, err));
         }
     };
-    let (caller, loader) = crate::graphql::request_data(&state.app, caller);
-    let mut gql = async_graphql::Request::new(request.query)
-        .data(state.app.clone())
-        .data(caller)
-        .data(loader);
+    let mut gql = async_graphql::Request::new(request.query);
     if let Some(name) = request.operation_name {
         gql = gql.operation_name(name);
     }
@@ -467,7 +457,7 @@ async fn execute(
             variables,
         )));
     }
-    let response = state.app.schema.execute(gql).await;
+    let response = crate::graphql::execute(&state.app, caller, gql).await;
     let request_error = !response.errors.is_empty()
         && response.data == async_graphql::Value::Null
         && response.errors.iter().all(|e| e.path.is_empty());

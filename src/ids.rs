@@ -107,13 +107,22 @@ pub fn decode(field: &str, kind: Kind, id: &str) -> Result<Uuid> {
         return Err(Error::field(
             field,
             format!(
-                "`{id}` is a {} id, expected a {} id",
-                found.noun(),
-                kind.noun()
+                "`{id}` is the id of {}, not of {}",
+                with_article(found.noun()),
+                with_article(kind.noun())
             ),
         ));
     }
     Ok(uuid)
+}
+
+fn with_article(noun: &str) -> String {
+    let article = if noun.starts_with(['a', 'e', 'i', 'o', 'u', 'A']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {noun}")
 }
 
 /// A new time-ordered primary key.

@@ -310,11 +310,15 @@ pub async fn create(
         .insert(&txn)
         .await
         .map_err(|err| Error::on_unique(err, || external_id_taken(external_id.as_deref())))?;
-    for point in input.contact_points {
-        contact_point::insert(&txn, caller.workspace_id, model.id, point).await?;
+    for (index, point) in input.contact_points.into_iter().enumerate() {
+        contact_point::insert(&txn, caller.workspace_id, model.id, point)
+            .await
+            .map_err(|err| err.within(&format!("contactPoints[{index}]")))?;
     }
-    for name in &input.tags {
-        super::tag::attach(&txn, caller.workspace_id, model.id, name, None).await?;
+    for (index, name) in input.tags.iter().enumerate() {
+        super::tag::attach(&txn, caller.workspace_id, model.id, name, None)
+            .await
+            .map_err(|err| err.within(&format!("tags[{index}]")))?;
     }
     super::event::append(
         &txn,

@@ -439,6 +439,164 @@ pub async fn seed(
     Ok(customers)
 }
 
+/// Seeds `customers` uniform customers, each with `identities` identities, one open
+/// conversation holding `interactions` interactions, a deal, a note and a tag: a fixed
+/// shape for tests and benchmarks.
+pub async fn seed_uniform(
+    db: &impl TransactionTrait,
+    workspace_id: Uuid,
+    customers: usize,
+    identities: usize,
+    interactions: usize,
+) -> Result<()> {
+    let mut data = Seed::default();
+    let start = super::now() - Duration::days(30);
+    let organization = crate::ids::new_id();
+    data.organizations.push(organization::ActiveModel {
+        id: Set(organization),
+        workspace_id: Set(workspace_id),
+        name: Set("Uniform Inc".to_owned()),
+        domain: Set(None),
+        custom: Set(serde_json::json!({})),
+        created_at: Set(start),
+        updated_at: Set(start),
+    });
+    let tag = crate::ids::new_id();
+    data.tags.push(tag::ActiveModel {
+        id: Set(tag),
+        workspace_id: Set(workspace_id),
+        name: Set("uniform".to_owned()),
+        color: Set(None),
+        created_at: Set(start),
+    });
+    for index in 0..customers {
+        let customer_id = crate::ids::new_id();
+        let created = start + Duration::minutes(index as i64);
+        let conversation_id = crate::ids::new_id();
+        let channels = [
+            "mastodon",
+            "bluesky",
+            "reddit",
+            "hacker_news",
+            "email",
+            "webhook",
+        ];
+        let mut identity_ids = Vec::new();
+        for (n, channel) in channels.iter().cycle().take(identities).enumerate() {
+            let id = crate::ids::new_id();
+            identity_ids.push(id);
+            data.identities.push(identity::ActiveModel {
+                id: Set(id),
+                workspace_id: Set(workspace_id),
+                customer_id: Set(customer_id),
+                channel: Set((*channel).to_owned()),
+                platform_id: Set(format!("{channel}:u{index}-{n}")),
+                handle: Set(Some(format!("u{index}-{n}"))),
+                display_name: Set(None),
+                profile_url: Set(None),
+                avatar_url: Set(None),
+                created_at: Set(created),
+                updated_at: Set(created),
+            });
+        }
+        for n in 0..interactions {
+            let at = created + Duration::hours(n as i64 + 1);
+            let channel = channels[n % identities.clamp(1, channels.len())];
+            data.interactions.push(interaction::ActiveModel {
+                id: Set(crate::ids::new_id()),
+                workspace_id: Set(workspace_id),
+                customer_id: Set(customer_id),
+                conversation_id: Set(Some(conversation_id)),
+                identity_id: Set(identity_ids.get(n % identities.max(1)).copied()),
+                source_id: Set(None),
+                external_id: Set(None),
+                channel: Set(channel.to_owned()),
+                direction: Set(Direction::Inbound.as_str().to_owned()),
+                kind: Set(InteractionKind::Mention.as_str().to_owned()),
+                subject: Set(None),
+                text: Set(format!("message {n} from customer {index}")),
+                html: Set(None),
+                url: Set(None),
+                language: Set(Some("en".to_owned())),
+                sentiment: Set(None),
+                occurred_at: Set(at),
+                ingested_at: Set(at),
+                raw: Set(None),
+            });
+        }
+        let last = created + Duration::hours(interactions as i64);
+        data.conversations.push(conversation::ActiveModel {
+            id: Set(conversation_id),
+            workspace_id: Set(workspace_id),
+            customer_id: Set(customer_id),
+            source_id: Set(None),
+            thread_key: Set(None),
+            channel: Set(channels[0].to_owned()),
+            subject: Set(None),
+            status: Set(ConversationStatus::Open.as_str().to_owned()),
+            priority: Set(Priority::Normal.as_str().to_owned()),
+            assignee: Set(None),
+            first_response_at: Set(None),
+            resolved_at: Set(None),
+            last_message_at: Set(last),
+            created_at: Set(created),
+            updated_at: Set(last),
+        });
+        data.deals.push(deal::ActiveModel {
+            id: Set(crate::ids::new_id()),
+            workspace_id: Set(workspace_id),
+            customer_id: Set(Some(customer_id)),
+            organization_id: Set(Some(organization)),
+            title: Set(format!("Deal {index}")),
+            amount_minor: Set(Some(100_000)),
+            currency: Set("EUR".to_owned()),
+            stage: Set(DealStage::Proposal.as_str().to_owned()),
+            close_date: Set(None),
+            created_at: Set(created),
+            updated_at: Set(created),
+        });
+        data.notes.push(note::ActiveModel {
+            id: Set(crate::ids::new_id()),
+            workspace_id: Set(workspace_id),
+            customer_id: Set(customer_id),
+            body: Set(format!("note {index}")),
+            author: Set("seed".to_owned()),
+            created_at: Set(created),
+            updated_at: Set(created),
+        });
+        data.customer_tags.push(customer_tag::ActiveModel {
+            customer_id: Set(customer_id),
+            tag_id: Set(tag),
+            workspace_id: Set(workspace_id),
+            created_at: Set(created),
+        });
+        data.point(
+            workspace_id,
+            customer_id,
+            "email",
+            &format!("u{index}@uniform.example"),
+            created,
+        );
+        data.customers.push(customer::ActiveModel {
+            id: Set(customer_id),
+            workspace_id: Set(workspace_id),
+            display_name: Set(format!("Uniform {index:05}")),
+            given_name: Set(None),
+            family_name: Set(None),
+            lifecycle_stage: Set(LifecycleStage::Customer.as_str().to_owned()),
+            external_id: Set(None),
+            organization_id: Set(Some(organization)),
+            custom: Set(serde_json::json!({})),
+            merged_into: Set(None),
+            first_seen_at: Set(created),
+            last_seen_at: Set(last),
+            created_at: Set(created),
+            updated_at: Set(last),
+        });
+    }
+    data.write(db, workspace_id).await
+}
+
 fn ascii(name: &str) -> String {
     name.chars()
         .map(|c| match c {
@@ -532,7 +690,7 @@ impl Seed {
 /// Events for seeded rows: the id and one telling field (consumers re-read the row).
 fn events<A>(rows: &[A], key: impl Fn(&A) -> (Uuid, String)) -> Vec<(Uuid, serde_json::Value)> {
     rows.iter()
-        .map(|row| key(row))
+        .map(key)
         .map(|(id, summary)| {
             (
                 id,

@@ -72,7 +72,7 @@ impl CustomerFilterInput {
             lifecycle_stages: self.lifecycle_stages.unwrap_or_default(),
             tags: self.tags.unwrap_or_default(),
             organization_id: opt_id(
-                "filter.organizationId",
+                "organizationId",
                 Kind::Organization,
                 self.organization_id.as_ref(),
             )?,
@@ -145,13 +145,9 @@ pub struct InteractionFilterInput {
 
 impl InteractionFilterInput {
     pub fn into_domain(self) -> Result<InteractionFilter> {
-        let customer_id = opt_id(
-            "filter.customerId",
-            Kind::Customer,
-            self.customer_id.as_ref(),
-        )?;
+        let customer_id = opt_id("customerId", Kind::Customer, self.customer_id.as_ref())?;
         let conversation_id = opt_id(
-            "filter.conversationId",
+            "conversationId",
             Kind::Conversation,
             self.conversation_id.as_ref(),
         )?;

@@ -36,7 +36,7 @@ impl Mutation {
             lifecycle_stage: input.lifecycle_stage,
             external_id: input.external_id,
             organization_id: opt_id(
-                "input.organizationId",
+                "organizationId",
                 Kind::Organization,
                 input.organization_id.as_ref(),
             )?,
@@ -60,7 +60,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: UpdateCustomerInput,
     ) -> Result<CustomerPayload> {
-        let id = id("input.id", Kind::Customer, &input.id)?;
+        let id = id("id", Kind::Customer, &input.id)?;
         let changes = CustomerChanges {
             display_name: input.display_name,
             given_name: change(input.given_name),
@@ -68,7 +68,7 @@ impl Mutation {
             lifecycle_stage: input.lifecycle_stage,
             external_id: change(input.external_id),
             organization_id: change_id(
-                "input.organizationId",
+                "organizationId",
                 Kind::Organization,
                 input.organization_id,
             )?,
@@ -87,7 +87,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: DeleteCustomerInput,
     ) -> Result<DeleteCustomerPayload> {
-        let id = id("input.id", Kind::Customer, &input.id)?;
+        let id = id("id", Kind::Customer, &input.id)?;
         domain::customer::delete(&app(ctx).db, caller(ctx)?, id).await?;
         Ok(DeleteCustomerPayload {
             deleted_customer_id: input.id,
@@ -99,7 +99,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: AddContactPointInput,
     ) -> Result<ContactPointPayload> {
-        let customer = id("input.customerId", Kind::Customer, &input.customer_id)?;
+        let customer = id("customerId", Kind::Customer, &input.customer_id)?;
         let point = domain::contact_point::add(
             &app(ctx).db,
             caller(ctx)?,
@@ -118,7 +118,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: RemoveContactPointInput,
     ) -> Result<RemoveContactPointPayload> {
-        let point = id("input.id", Kind::ContactPoint, &input.id)?;
+        let point = id("id", Kind::ContactPoint, &input.id)?;
         let customer = domain::contact_point::remove(&app(ctx).db, caller(ctx)?, point).await?;
         Ok(RemoveContactPointPayload {
             removed_contact_point_id: input.id,
@@ -128,7 +128,7 @@ impl Mutation {
 
     /// Tags a customer (a no-op when already tagged).
     async fn add_tag(&self, ctx: &Context<'_>, input: AddTagInput) -> Result<CustomerPayload> {
-        let customer = id("input.customerId", Kind::Customer, &input.customer_id)?;
+        let customer = id("customerId", Kind::Customer, &input.customer_id)?;
         domain::tag::add(
             &app(ctx).db,
             caller(ctx)?,
@@ -147,7 +147,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: RemoveTagInput,
     ) -> Result<CustomerPayload> {
-        let customer = id("input.customerId", Kind::Customer, &input.customer_id)?;
+        let customer = id("customerId", Kind::Customer, &input.customer_id)?;
         domain::tag::remove(&app(ctx).db, caller(ctx)?, customer, &input.name).await?;
         Ok(CustomerPayload {
             customer: customer_payload(ctx, customer).await?,
@@ -175,7 +175,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: UpdateOrganizationInput,
     ) -> Result<OrganizationPayload> {
-        let id = id("input.id", Kind::Organization, &input.id)?;
+        let id = id("id", Kind::Organization, &input.id)?;
         let changes = OrganizationChanges {
             name: input.name,
             domain: change(input.domain),
@@ -190,13 +190,9 @@ impl Mutation {
     async fn create_deal(&self, ctx: &Context<'_>, input: CreateDealInput) -> Result<DealPayload> {
         let new = NewDeal {
             title: input.title,
-            customer_id: opt_id(
-                "input.customerId",
-                Kind::Customer,
-                input.customer_id.as_ref(),
-            )?,
+            customer_id: opt_id("customerId", Kind::Customer, input.customer_id.as_ref())?,
             organization_id: opt_id(
-                "input.organizationId",
+                "organizationId",
                 Kind::Organization,
                 input.organization_id.as_ref(),
             )?,
@@ -210,12 +206,12 @@ impl Mutation {
     }
 
     async fn update_deal(&self, ctx: &Context<'_>, input: UpdateDealInput) -> Result<DealPayload> {
-        let id = id("input.id", Kind::Deal, &input.id)?;
+        let id = id("id", Kind::Deal, &input.id)?;
         let changes = DealChanges {
             title: input.title,
-            customer_id: change_id("input.customerId", Kind::Customer, input.customer_id)?,
+            customer_id: change_id("customerId", Kind::Customer, input.customer_id)?,
             organization_id: change_id(
-                "input.organizationId",
+                "organizationId",
                 Kind::Organization,
                 input.organization_id,
             )?,
@@ -229,7 +225,7 @@ impl Mutation {
     }
 
     async fn add_note(&self, ctx: &Context<'_>, input: AddNoteInput) -> Result<NotePayload> {
-        let customer = id("input.customerId", Kind::Customer, &input.customer_id)?;
+        let customer = id("customerId", Kind::Customer, &input.customer_id)?;
         let model = domain::note::add(&app(ctx).db, caller(ctx)?, customer, &input.body).await?;
         Ok(NotePayload { note: Note(model) })
     }
@@ -241,9 +237,9 @@ impl Mutation {
         input: RecordInteractionInput,
     ) -> Result<InteractionPayload> {
         let new = NewInteraction {
-            customer_id: id("input.customerId", Kind::Customer, &input.customer_id)?,
+            customer_id: id("customerId", Kind::Customer, &input.customer_id)?,
             conversation_id: opt_id(
-                "input.conversationId",
+                "conversationId",
                 Kind::Conversation,
                 input.conversation_id.as_ref(),
             )?,

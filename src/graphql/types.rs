@@ -198,8 +198,9 @@ impl Customer {
         last: Option<i32>,
         before: Option<String>,
     ) -> Result<InteractionConnection> {
-        let mut filter = filter.map(InteractionFilter::from).unwrap_or_default();
-        filter.customer_id = Some(self.0.id);
+        // The loader key holds the filter without the customer, so the timelines of a whole
+        // page of customers share one key group and one query.
+        let shared = filter.map(InteractionFilter::from).unwrap_or_default();
         let window = domain::interaction::timeline_window(&PageArgs {
             first,
             after,
@@ -208,7 +209,7 @@ impl Customer {
         })?;
         let key = TimelineOf {
             customer: self.0.id,
-            filter: filter.clone(),
+            filter: shared.clone(),
             window,
         };
         let page = load(ctx, key).await?.unwrap_or(Page {
@@ -216,6 +217,10 @@ impl Customer {
             has_next: false,
             has_previous: false,
         });
+        let filter = InteractionFilter {
+            customer_id: Some(self.0.id),
+            ..shared
+        };
         Ok(interaction_connection(page, filter))
     }
     /// The customer's conversations, most recently active first.
@@ -680,10 +685,15 @@ impl InteractionTotal {
     async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
         match self.0.customer_id {
             Some(customer) if self.0.conversation_id.is_none() => {
+                // Keyed without the customer so a page of timelines shares one count query.
+                let shared = InteractionFilter {
+                    customer_id: None,
+                    ..self.0.clone()
+                };
                 let count = loader(ctx)?
                     .load_one(TimelineCountOf {
                         customer,
-                        filter: self.0.clone(),
+                        filter: shared,
                     })
                     .await;
                 Ok(count.map_err(|err| err.to_graphql())?.unwrap_or(0) as u64)

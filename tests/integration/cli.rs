@@ -1,0 +1,204 @@
+//! The command line contracts scripts rely on: `keys create` prints the key alone,
+//! `schema` prints the SDL, bad arguments name themselves, `demo` seeds realistic data.
+
+use std::process::Command;
+
+use serde_json::json;
+
+fn rapport(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("RAPPORT_DATABASE_URL")
+        .env_remove("RAPPORT_CONFIG")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the rapport binary runs")
+}
+
+#[tokio::test]
+async fn keys_create_prints_the_key_alone_and_it_works_in_its_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = rapport(
+        dir.path(),
+        &[
+            "keys",
+            "create",
+            "--role",
+            "viewer",
+            "--workspace",
+            "initech",
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout must hold the key alone: {stdout:?}");
+    let key = lines[0];
+    assert!(key.starts_with("rpk_") && key.len() > 40, "{key}");
+    // Without --workspace the key is for `default`.
+    let output = rapport(dir.path(), &["keys", "create", "--role", "admin"]);
+    let default_key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    // Serve the same data directory and use both keys.
+    let config = rapport::Config {
+        data_dir: dir.path().to_owned(),
+        ..rapport::Config::default()
+    };
+    let app = rapport::App::start(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(rapport::http::serve(app, listener, std::future::pending()));
+    let client = reqwest::Client::new();
+    for (key, slug, role) in [
+        (key, "initech", "VIEWER"),
+        (default_key.as_str(), "default", "ADMIN"),
+    ] {
+        let body: serde_json::Value = client
+            .post(format!("http://{addr}/graphql"))
+            .bearer_auth(key)
+            .json(&json!({ "query": "{ viewer { role workspace { slug } } }" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            body["data"]["viewer"],
+            json!({ "role": role, "workspace": { "slug": slug } })
+        );
+    }
+    // The key list shows the keys but never their secrets.
+    let output = rapport(dir.path(), &["keys", "list", "--workspace", "initech"]);
+    let listing = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        listing.contains("viewer") && !listing.contains(key),
+        "{listing}"
+    );
+}
+
+#[test]
+fn bad_arguments_are_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = rapport(dir.path(), &["keys", "create", "--role", "god"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--role") && stderr.contains("`god` is not a role"),
+        "{stderr}"
+    );
+    let output = rapport(
+        dir.path(),
+        &[
+            "keys",
+            "create",
+            "--role",
+            "viewer",
+            "--workspace",
+            "Not A Slug",
+        ],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("`Not A Slug` is not a valid workspace slug"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn schema_prints_the_committed_sdl() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = rapport(dir.path(), &["schema"]);
+    assert!(output.status.success());
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql")).unwrap();
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), committed);
+}
+
+#[tokio::test]
+async fn demo_seeds_a_realistic_workspace_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = rapport(dir.path(), &["demo"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let config = rapport::Config {
+        data_dir: dir.path().to_owned(),
+        ..rapport::Config::default()
+    };
+    let app = rapport::App::start(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(rapport::http::serve(app, listener, std::future::pending()));
+    let query = "{ customers(filter: {channel: MASTODON}) { totalCount } all: customers { totalCount } interactions { totalCount }
+        organizations { totalCount }
+        open: interactions(filter: {direction: OUTBOUND}) { totalCount }
+        customers100: customers(first: 100) { edges { node { identities { channel } conversations { status } deals { stage } notes { body } timeline(first: 20) { edges { node { language occurredAt } } } } } } }";
+    let body: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{addr}/graphql"))
+        .bearer_auth(&key)
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(body.get("errors").is_none(), "{body:#}");
+    let data = &body["data"];
+    assert!(
+        data["all"]["totalCount"].as_u64().unwrap() >= 200,
+        "{body:#}"
+    );
+    assert!(data["interactions"]["totalCount"].as_u64().unwrap() >= 2_000);
+    assert!(data["organizations"]["totalCount"].as_u64().unwrap() >= 10);
+    assert!(data["customers"]["totalCount"].as_u64().unwrap() > 0);
+    assert!(data["open"]["totalCount"].as_u64().unwrap() > 0);
+    let nodes: Vec<&serde_json::Value> = data["customers100"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["node"])
+        .collect();
+    let mut statuses = std::collections::BTreeSet::new();
+    let mut languages = std::collections::BTreeSet::new();
+    let mut months = std::collections::BTreeSet::new();
+    for node in &nodes {
+        assert!(
+            node["identities"].as_array().unwrap().len() >= 2,
+            "several identities per customer"
+        );
+        for c in node["conversations"].as_array().unwrap() {
+            statuses.insert(c["status"].as_str().unwrap().to_owned());
+        }
+        for e in node["timeline"]["edges"].as_array().unwrap() {
+            languages.insert(e["node"]["language"].as_str().unwrap().to_owned());
+            months.insert(e["node"]["occurredAt"].as_str().unwrap()[..7].to_owned());
+        }
+    }
+    assert_eq!(
+        statuses.len(),
+        3,
+        "conversations in every status: {statuses:?}"
+    );
+    assert!(languages.len() >= 4, "several languages: {languages:?}");
+    assert!(months.len() >= 4, "spread over months: {months:?}");
+    assert!(nodes
+        .iter()
+        .any(|n| !n["deals"].as_array().unwrap().is_empty()));
+    assert!(nodes
+        .iter()
+        .any(|n| !n["notes"].as_array().unwrap().is_empty()));
+    // A second run seeds nothing more.
+    let output = rapport(dir.path(), &["demo"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nothing seeded"));
+}

@@ -1,0 +1,57 @@
+//! No N+1: a page of customers with their relations costs a fixed number of statements,
+//! whatever the page size (counted by the app's statement metric).
+
+use rapport::domain::Role;
+use serde_json::json;
+
+use crate::backend_test;
+use crate::common::TestApp;
+
+const QUERY: &str = "query($n: Int) { customers(first: $n) { totalCount edges { node {
+    id displayName
+    identities { channel handle }
+    contactPoints { value }
+    tags { name }
+    organization { name customerCount }
+    timeline(first: 10) { totalCount edges { node { text channel identity { handle } conversation { status } customer { displayName } } } }
+    conversations { status }
+    deals { title organization { name } }
+    notes { body }
+    metrics { interactionCount openConversations interactionsByChannel { channel count } }
+} } } }";
+
+async fn statements_for(app: &TestApp, key: &str, n: usize) -> (u64, usize) {
+    let before = app.statements();
+    let data = app.gql(key, QUERY, json!({ "n": n })).await;
+    let edges = data["customers"]["edges"].as_array().unwrap();
+    for edge in edges {
+        let node = &edge["node"];
+        assert_eq!(
+            node["timeline"]["edges"].as_array().unwrap().len(),
+            10,
+            "every customer shows 10 of 12 interactions"
+        );
+        assert_eq!(node["timeline"]["totalCount"], 12);
+        assert_eq!(node["identities"].as_array().unwrap().len(), 2);
+        assert_eq!(node["metrics"]["interactionCount"], 12);
+        assert_eq!(
+            node["timeline"]["edges"][0]["node"]["customer"]["displayName"],
+            node["displayName"]
+        );
+    }
+    (app.statements() - before, edges.len())
+}
+
+backend_test! {
+    async fn a_page_of_100_customers_with_every_relation_costs_a_fixed_number_of_statements(app: TestApp) {
+        let key = app.key(Role::Owner).await;
+        let workspace = rapport::domain::workspace::ensure(&app.app.db, "acme").await.unwrap();
+        rapport::domain::demo::seed_uniform(&app.app.db, workspace.id, 100, 2, 12).await.unwrap();
+        let (small, n_small) = statements_for(&app, &key, 5).await;
+        let (large, n_large) = statements_for(&app, &key, 100).await;
+        assert_eq!((n_small, n_large), (5, 100));
+        assert_eq!(small, large, "the statement count must not grow with the page size");
+        assert!(large <= 24, "a page with every relation took {large} statements");
+        eprintln!("{:?}: 100 customers with all relations in {large} statements", app.backend);
+    }
+}

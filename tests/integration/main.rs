@@ -1,0 +1,13 @@
+//! The integration tests: one binary (fewer link steps), a module per area. Every test
+//! that touches the database runs twice, on SQLite and on PostgreSQL (when
+//! `RAPPORT_TEST_DATABASE_URL` is set; otherwise the PostgreSQL run says why it skipped).
+
+mod common;
+
+mod api;
+mod cli;
+mod customers;
+mod loaders;
+mod roles;
+mod schema;
+mod tenancy;
