@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use async_graphql::parser::types::OperationType;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tower_http::cors::{Any, CorsLayer};
 use tracing::Instrument;
 
 use crate::error::{Code, Error};
@@ -49,8 +50,25 @@ pub fn router(app: App) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(cors())
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// Browsers may call the API from any origin: it authenticates with a bearer key, never
+/// with cookies, so a foreign page cannot borrow a user's session.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
+        .max_age(Duration::from_secs(3_600))
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then finishes requests in flight.

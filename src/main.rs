@@ -93,6 +93,7 @@ enum KeysCommand {
     },
     /// Revoke a key by its id (key_…); requests with it fail from then on.
     Revoke {
+        /// The key's id (key_…), as `keys list` shows it.
         id: String,
         #[arg(long, default_value = "default")]
         workspace: String,

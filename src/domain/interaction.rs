@@ -98,23 +98,56 @@ pub async fn count(
     Ok(filtered(caller.workspace_id, filter).count(db).await?)
 }
 
-/// Validates timeline arguments once, so a batch of timelines shares one window.
-pub fn timeline_window(args: &PageArgs) -> Result<Window> {
+/// Validates paging arguments once, so a batch of per-parent lists shares one window.
+pub fn window(args: &PageArgs) -> Result<Window> {
     args.window(SORT)
 }
 
-/// The same page of each customer's timeline, in one statement for all `customers`.
-pub async fn timelines(
+/// What a batch of interaction lists hangs off: each customer's timeline or each
+/// conversation's thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Parent {
+    Customer,
+    Conversation,
+}
+
+impl Parent {
+    fn column(self) -> Column {
+        match self {
+            Parent::Customer => Column::CustomerId,
+            Parent::Conversation => Column::ConversationId,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Parent::Customer => "customer_id",
+            Parent::Conversation => "conversation_id",
+        }
+    }
+
+    fn of(self, model: &Model) -> Option<Uuid> {
+        match self {
+            Parent::Customer => Some(model.customer_id),
+            Parent::Conversation => model.conversation_id,
+        }
+    }
+}
+
+/// The same page of each parent's interactions, in one statement for all `parents`:
+/// `ROW_NUMBER() OVER (PARTITION BY parent …)` keeps the first rows of each.
+pub async fn pages_of(
     db: &impl ConnectionTrait,
     workspace_id: Uuid,
-    customers: &[Uuid],
+    parent: Parent,
+    parents: &[Uuid],
     filter: &InteractionFilter,
     window: &Window,
 ) -> Result<HashMap<Uuid, Page<Model>>> {
     let sort = sort();
     let select = sort
         .between(filtered(workspace_id, filter), window)?
-        .filter(Column::CustomerId.is_in(customers.iter().copied()));
+        .filter(parent.column().is_in(parents.iter().copied()));
     let direction = if sort.read_descending(window) {
         "DESC"
     } else {
@@ -122,14 +155,17 @@ pub async fn timelines(
     };
     let mut inner = select.into_query();
     inner.expr_as(
-        Expr::cust(format!("ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY occurred_at {direction}, id {direction})")),
+        Expr::cust(format!(
+            "ROW_NUMBER() OVER (PARTITION BY {} ORDER BY occurred_at {direction}, id {direction})",
+            parent.name()
+        )),
         Alias::new("rn"),
     );
     let outer = Query::select()
         .column(Asterisk)
         .from_subquery(inner, Alias::new("t"))
         .and_where(Expr::col(Alias::new("rn")).lte(window.size as i64 + 1))
-        .order_by(Alias::new("customer_id"), Order::Asc)
+        .order_by(Alias::new(parent.name()), Order::Asc)
         .order_by(Alias::new("rn"), Order::Asc)
         .to_owned();
     let rows = Model::find_by_statement(db.get_database_backend().build(&outer))
@@ -137,16 +173,46 @@ pub async fn timelines(
         .await?;
     let mut grouped: HashMap<Uuid, Vec<Model>> = HashMap::new();
     for row in rows {
-        grouped.entry(row.customer_id).or_default().push(row);
+        if let Some(id) = parent.of(&row) {
+            grouped.entry(id).or_default().push(row);
+        }
     }
-    Ok(customers
+    Ok(parents
         .iter()
-        .map(|customer| {
+        .map(|id| {
             (
-                *customer,
-                page::finish(grouped.remove(customer).unwrap_or_default(), window),
+                *id,
+                page::finish(grouped.remove(id).unwrap_or_default(), window),
             )
         })
+        .collect())
+}
+
+/// For each parent, how many of its interactions match `filter` (one query).
+pub async fn counts_of(
+    db: &impl ConnectionTrait,
+    workspace_id: Uuid,
+    parent: Parent,
+    parents: &[Uuid],
+    filter: &InteractionFilter,
+) -> Result<HashMap<Uuid, i64>> {
+    #[derive(FromQueryResult)]
+    struct Row {
+        parent: Option<Uuid>,
+        count: i64,
+    }
+    let rows = filtered(workspace_id, filter)
+        .filter(parent.column().is_in(parents.iter().copied()))
+        .select_only()
+        .column_as(parent.column(), "parent")
+        .column_as(Column::Id.count(), "count")
+        .group_by(parent.column())
+        .into_model::<Row>()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| row.parent.map(|id| (id, row.count)))
         .collect())
 }
 
@@ -155,20 +221,6 @@ struct GroupCount {
     customer_id: Uuid,
     channel: String,
     count: i64,
-}
-
-/// For each customer, how many interactions match `filter` (one query).
-pub async fn counts(
-    db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    customers: &[Uuid],
-    filter: &InteractionFilter,
-) -> Result<HashMap<Uuid, i64>> {
-    Ok(by_channel(db, workspace_id, customers, filter)
-        .await?
-        .into_iter()
-        .map(|(customer, channels)| (customer, channels.iter().map(|(_, n)| n).sum()))
-        .collect())
 }
 
 /// For each customer, how many interactions they have on each channel, most first.

@@ -11,7 +11,7 @@ use async_graphql::dataloader::Loader;
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
-use crate::domain::interaction::InteractionFilter;
+use crate::domain::interaction::{InteractionFilter, Parent};
 use crate::domain::page::{Page, Window};
 use crate::domain::{self, conversation, deal, identity, interaction, note, organization, tag};
 use crate::error::Error;
@@ -81,6 +81,11 @@ by_id!(CustomerById, customer);
 by_id!(OrganizationById, organization_row);
 by_id!(IdentityById, identity_row);
 by_id!(ConversationById, conversation_row);
+by_id!(InteractionById, interaction_row);
+by_id!(DealById, deal_row);
+by_id!(NoteById, note_row);
+by_id!(ContactPointById, contact_point);
+by_id!(TagById, tag_row);
 
 children!(
     IdentitiesOf,
@@ -135,33 +140,36 @@ impl Loader<ChannelCountsOf> for Loaders {
     }
 }
 
-/// One page of one customer's timeline; keys with the same filter and window share a query.
+/// One page of the interactions of one customer (its timeline) or one conversation (its
+/// thread). `filter` holds neither id, so keys with the same filter and window share a query.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct TimelineOf {
-    pub customer: Uuid,
+pub struct InteractionsOf {
+    pub parent: Parent,
+    pub id: Uuid,
     pub filter: InteractionFilter,
     pub window: Window,
 }
 
-impl Loader<TimelineOf> for Loaders {
+impl Loader<InteractionsOf> for Loaders {
     type Value = Page<interaction_row::Model>;
     type Error = LoadError;
 
     async fn load(
         &self,
-        keys: &[TimelineOf],
-    ) -> Result<HashMap<TimelineOf, Self::Value>, Self::Error> {
+        keys: &[InteractionsOf],
+    ) -> Result<HashMap<InteractionsOf, Self::Value>, Self::Error> {
         let mut out = HashMap::new();
-        for ((filter, window), customers) in group(keys, |key| {
-            ((key.filter.clone(), key.window.clone()), key.customer)
+        for ((parent, filter, window), ids) in group(keys, |key| {
+            ((key.parent, key.filter.clone(), key.window.clone()), key.id)
         }) {
-            let pages =
-                interaction::timelines(&self.db, self.workspace_id, &customers, &filter, &window)
-                    .await?;
-            for (customer, page) in pages {
+            for (id, page) in
+                interaction::pages_of(&self.db, self.workspace_id, parent, &ids, &filter, &window)
+                    .await?
+            {
                 out.insert(
-                    TimelineOf {
-                        customer,
+                    InteractionsOf {
+                        parent,
+                        id,
                         filter: filter.clone(),
                         window: window.clone(),
                     },
@@ -173,30 +181,33 @@ impl Loader<TimelineOf> for Loaders {
     }
 }
 
-/// How many interactions of one customer match a filter (the timeline's `totalCount`).
+/// How many interactions of one customer or conversation match a filter (`totalCount`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct TimelineCountOf {
-    pub customer: Uuid,
+pub struct InteractionCountOf {
+    pub parent: Parent,
+    pub id: Uuid,
     pub filter: InteractionFilter,
 }
 
-impl Loader<TimelineCountOf> for Loaders {
+impl Loader<InteractionCountOf> for Loaders {
     type Value = i64;
     type Error = LoadError;
 
     async fn load(
         &self,
-        keys: &[TimelineCountOf],
-    ) -> Result<HashMap<TimelineCountOf, Self::Value>, Self::Error> {
+        keys: &[InteractionCountOf],
+    ) -> Result<HashMap<InteractionCountOf, Self::Value>, Self::Error> {
         let mut out = HashMap::new();
-        for (filter, customers) in group(keys, |key| (key.filter.clone(), key.customer)) {
+        for ((parent, filter), ids) in group(keys, |key| ((key.parent, key.filter.clone()), key.id))
+        {
             let counts =
-                interaction::counts(&self.db, self.workspace_id, &customers, &filter).await?;
-            for customer in customers {
-                let count = counts.get(&customer).copied().unwrap_or(0);
+                interaction::counts_of(&self.db, self.workspace_id, parent, &ids, &filter).await?;
+            for id in ids {
+                let count = counts.get(&id).copied().unwrap_or(0);
                 out.insert(
-                    TimelineCountOf {
-                        customer,
+                    InteractionCountOf {
+                        parent,
+                        id,
                         filter: filter.clone(),
                     },
                     count,

@@ -3,6 +3,9 @@
 use async_graphql::{Context, Object, Result, ID};
 
 use super::inputs::{self, CustomerFilterInput, CustomerOrder, InteractionFilterInput};
+use async_graphql::dataloader::Loader;
+
+use super::loaders::*;
 use super::types::*;
 use super::{app, caller, page_cost};
 use crate::domain::customer::CustomerOrderField;
@@ -40,10 +43,8 @@ impl Query {
                 Error::field("ids", format!("ask for at most {MAX_NODES} ids at once")).into(),
             );
         }
-        let mut nodes = Vec::with_capacity(ids.len());
-        for id in &ids {
-            nodes.push(fetch_node(ctx, id).await?);
-        }
+        let nodes =
+            futures_util::future::try_join_all(ids.iter().map(|id| fetch_node(ctx, id))).await?;
         Ok(nodes)
     }
 
@@ -181,48 +182,51 @@ impl Query {
     }
 }
 
+/// Any object by id through the loaders, so `nodes(ids:)` batches per kind.
 async fn fetch_node(ctx: &Context<'_>, id: &ID) -> crate::Result<Option<Node>> {
     let (kind, uuid) = decode_any("id", id.as_str())?;
-    let caller = caller(ctx).map_err(|_| Error::Unauthenticated("no API key".into()))?;
-    let db = &app(ctx).db;
-    let ws = caller.workspace_id;
+    let caller = caller(ctx)?;
     let node = match kind {
-        Kind::Workspace if uuid == ws => Some(Node::Workspace(Workspace(
-            domain::workspace::get(db, ws).await?,
+        Kind::Workspace if uuid == caller.workspace_id => Some(Node::Workspace(Workspace(
+            domain::workspace::get(&app(ctx).db, uuid).await?,
         ))),
-        Kind::Workspace => None,
-        Kind::Customer => found(domain::customer::get(db, caller, uuid).await)?
+        Kind::Customer => by_id(ctx, CustomerById(uuid))
+            .await?
             .map(|m| Node::Customer(Customer(m))),
-        Kind::Organization => found(domain::organization::get(db, caller, uuid).await)?
+        Kind::Organization => by_id(ctx, OrganizationById(uuid))
+            .await?
             .map(|m| Node::Organization(Organization(m))),
-        Kind::Identity => found(domain::identity::get(db, caller, uuid).await)?
+        Kind::Identity => by_id(ctx, IdentityById(uuid))
+            .await?
             .map(|m| Node::Identity(Identity(m))),
-        Kind::Interaction => found(domain::interaction::get(db, caller, uuid).await)?
+        Kind::Interaction => by_id(ctx, InteractionById(uuid))
+            .await?
             .map(|m| Node::Interaction(Interaction(m))),
-        Kind::Conversation => found(domain::conversation::get(db, caller, uuid).await)?
+        Kind::Conversation => by_id(ctx, ConversationById(uuid))
+            .await?
             .map(|m| Node::Conversation(Conversation(m))),
-        Kind::Deal => {
-            found(domain::deal::get(db, caller, uuid).await)?.map(|m| Node::Deal(Deal(m)))
-        }
-        Kind::Note => {
-            found(domain::note::get(db, caller, uuid).await)?.map(|m| Node::Note(Note(m)))
-        }
-        Kind::ContactPoint => found(
-            domain::find_scoped::<entity::contact_point::Entity>(
-                db,
-                ws,
-                uuid,
-                "contact point",
-                String::new,
-            )
-            .await,
-        )?
-        .map(|m| Node::ContactPoint(ContactPoint(m))),
-        Kind::Tag => found(
-            domain::find_scoped::<entity::tag::Entity>(db, ws, uuid, "tag", String::new).await,
-        )?
-        .map(|m| Node::Tag(Tag(m))),
-        Kind::ApiKey | Kind::Source => None,
+        Kind::Deal => by_id(ctx, DealById(uuid))
+            .await?
+            .map(|m| Node::Deal(Deal(m))),
+        Kind::Note => by_id(ctx, NoteById(uuid))
+            .await?
+            .map(|m| Node::Note(Note(m))),
+        Kind::ContactPoint => by_id(ctx, ContactPointById(uuid))
+            .await?
+            .map(|m| Node::ContactPoint(ContactPoint(m))),
+        Kind::Tag => by_id(ctx, TagById(uuid)).await?.map(|m| Node::Tag(Tag(m))),
+        Kind::Workspace | Kind::ApiKey | Kind::Source => None,
     };
     Ok(node)
+}
+
+async fn by_id<K>(ctx: &Context<'_>, key: K) -> crate::Result<Option<<Loaders as Loader<K>>::Value>>
+where
+    K: Send + Sync + std::hash::Hash + Eq + Clone + 'static,
+    Loaders: Loader<K, Error = LoadError>,
+{
+    super::loader(ctx)?
+        .load_one(key)
+        .await
+        .map_err(|err| Error::Internal(err.to_string()))
 }

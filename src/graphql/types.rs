@@ -6,8 +6,8 @@ use async_graphql::{Context, Enum, Interface, Json, Object, Result, SimpleObject
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::loaders::*;
-use super::{caller, load, loader, page_cost};
-use crate::domain::interaction::InteractionFilter;
+use super::{caller, load, page_cost};
+use crate::domain::interaction::{InteractionFilter, Parent};
 use crate::domain::page::{Page, PageArgs};
 use crate::domain::{
     self, ContactPointKind, ConversationStatus, DealStage, Direction, InteractionKind,
@@ -198,30 +198,20 @@ impl Customer {
         last: Option<i32>,
         before: Option<String>,
     ) -> Result<InteractionConnection> {
-        // The loader key holds the filter without the customer, so the timelines of a whole
-        // page of customers share one key group and one query.
-        let shared = filter.map(InteractionFilter::from).unwrap_or_default();
-        let window = domain::interaction::timeline_window(&PageArgs {
-            first,
-            after,
-            last,
-            before,
-        })?;
-        let key = TimelineOf {
-            customer: self.0.id,
-            filter: shared.clone(),
-            window,
-        };
-        let page = load(ctx, key).await?.unwrap_or(Page {
-            items: vec![],
-            has_next: false,
-            has_previous: false,
-        });
-        let filter = InteractionFilter {
-            customer_id: Some(self.0.id),
-            ..shared
-        };
-        Ok(interaction_connection(page, filter))
+        let filter = filter.map(InteractionFilter::from).unwrap_or_default();
+        interactions_of(
+            ctx,
+            Parent::Customer,
+            self.0.id,
+            filter,
+            PageArgs {
+                first,
+                after,
+                last,
+                before,
+            },
+        )
+        .await
     }
     /// The customer's conversations, most recently active first.
     async fn conversations(
@@ -541,23 +531,20 @@ impl Conversation {
         last: Option<i32>,
         before: Option<String>,
     ) -> Result<InteractionConnection> {
-        let filter = InteractionFilter {
-            conversation_id: Some(self.0.id),
-            ..InteractionFilter::default()
+        let args = PageArgs {
+            first,
+            after,
+            last,
+            before,
         };
-        let page = domain::interaction::list(
-            &super::app(ctx).db,
-            caller(ctx)?,
-            &filter,
-            &PageArgs {
-                first,
-                after,
-                last,
-                before,
-            },
+        interactions_of(
+            ctx,
+            Parent::Conversation,
+            self.0.id,
+            InteractionFilter::default(),
+            args,
         )
-        .await?;
-        Ok(interaction_connection(page, filter))
+        .await
     }
     async fn first_response_at(&self) -> Option<DateTime<Utc>> {
         self.0.first_response_at
@@ -683,22 +670,26 @@ pub struct InteractionTotal(pub InteractionFilter);
 impl InteractionTotal {
     /// How many interactions match the filter, on every page together.
     async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
-        match self.0.customer_id {
-            Some(customer) if self.0.conversation_id.is_none() => {
-                // Keyed without the customer so a page of timelines shares one count query.
-                let shared = InteractionFilter {
+        let parent = match (self.0.customer_id, self.0.conversation_id) {
+            (Some(customer), None) => Some((Parent::Customer, customer)),
+            (None, Some(conversation)) => Some((Parent::Conversation, conversation)),
+            _ => None,
+        };
+        match parent {
+            Some((parent, id)) => {
+                // Keyed without the parent's id so a page of timelines shares one count query.
+                let filter = InteractionFilter {
                     customer_id: None,
+                    conversation_id: None,
                     ..self.0.clone()
                 };
-                let count = loader(ctx)?
-                    .load_one(TimelineCountOf {
-                        customer,
-                        filter: shared,
-                    })
-                    .await;
-                Ok(count.map_err(|err| err.to_graphql())?.unwrap_or(0) as u64)
+                Ok(load(ctx, InteractionCountOf { parent, id, filter })
+                    .await?
+                    .unwrap_or(0) as u64)
             }
-            _ => Ok(domain::interaction::count(&super::app(ctx).db, caller(ctx)?, &self.0).await?),
+            None => {
+                Ok(domain::interaction::count(&super::app(ctx).db, caller(ctx)?, &self.0).await?)
+            }
         }
     }
 }
@@ -734,6 +725,40 @@ pub fn connection<M, N: async_graphql::OutputType, T: async_graphql::ObjectType>
         .map(|row| Edge::new(cursor(&row), node(row)))
         .collect();
     connection
+}
+
+/// One page of a customer's or conversation's interactions through the loader, so the
+/// lists of a whole page of parents come from one query.
+async fn interactions_of(
+    ctx: &Context<'_>,
+    parent: Parent,
+    id: uuid::Uuid,
+    filter: InteractionFilter,
+    args: PageArgs,
+) -> Result<InteractionConnection> {
+    let window = domain::interaction::window(&args)?;
+    let key = InteractionsOf {
+        parent,
+        id,
+        filter: filter.clone(),
+        window,
+    };
+    let page = load(ctx, key).await?.unwrap_or(Page {
+        items: vec![],
+        has_next: false,
+        has_previous: false,
+    });
+    let filter = match parent {
+        Parent::Customer => InteractionFilter {
+            customer_id: Some(id),
+            ..filter
+        },
+        Parent::Conversation => InteractionFilter {
+            conversation_id: Some(id),
+            ..filter
+        },
+    };
+    Ok(interaction_connection(page, filter))
 }
 
 pub fn interaction_connection(

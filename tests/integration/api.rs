@@ -345,3 +345,45 @@ backend_test! {
         assert_eq!(missing.status(), 404);
     }
 }
+
+#[tokio::test]
+async fn browsers_may_call_the_api_from_another_origin() {
+    let app = TestApp::start(Backend::Sqlite).await.unwrap();
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/graphql"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    let allowed = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        allowed.contains("authorization") && allowed.contains("content-type"),
+        "{allowed}"
+    );
+    let key = app.key(Role::Viewer).await;
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .header("origin", "https://app.example")
+        .bearer_auth(&key)
+        .json(&json!({"query": "{ viewer { role } }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    assert!(response.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .contains("x-request-id"));
+}

@@ -14,7 +14,7 @@ const QUERY: &str = "query($n: Int) { customers(first: $n) { totalCount edges { 
     tags { name }
     organization { name customerCount }
     timeline(first: 10) { totalCount edges { node { text channel identity { handle } conversation { status } customer { displayName } } } }
-    conversations { status }
+    conversations { status interactions(first: 5) { totalCount edges { node { text } } } }
     deals { title organization { name } }
     notes { body }
     metrics { interactionCount openConversations interactionsByChannel { channel count } }
@@ -53,5 +53,32 @@ backend_test! {
         assert_eq!(small, large, "the statement count must not grow with the page size");
         assert!(large <= 24, "a page with every relation took {large} statements");
         eprintln!("{:?}: 100 customers with all relations in {large} statements", app.backend);
+    }
+}
+
+backend_test! {
+    async fn nodes_by_id_are_loaded_in_batches(app: TestApp) {
+        let key = app.key(Role::Owner).await;
+        let workspace = rapport::domain::workspace::ensure(&app.app.db, "acme").await.unwrap();
+        rapport::domain::demo::seed_uniform(&app.app.db, workspace.id, 60, 1, 1).await.unwrap();
+        let page = app.gql(&key, "{ customers(first: 60) { edges { node { id timeline(first: 1) { edges { node { id } } } } } } }", json!({})).await;
+        let mut ids: Vec<String> = Vec::new();
+        for edge in page["customers"]["edges"].as_array().unwrap() {
+            ids.push(edge["node"]["id"].as_str().unwrap().to_owned());
+            ids.push(edge["node"]["timeline"]["edges"][0]["node"]["id"].as_str().unwrap().to_owned());
+        }
+        let query = "query($ids: [ID!]!) { nodes(ids: $ids) { id } }";
+        let before = app.statements();
+        let data = app.gql(&key, query, json!({ "ids": ids[..4] })).await;
+        let few = app.statements() - before;
+        let before = app.statements();
+        let data_all = app.gql(&key, query, json!({ "ids": ids[..100] })).await;
+        let many = app.statements() - before;
+        assert_eq!(data["nodes"].as_array().unwrap().len(), 4);
+        let returned: Vec<&str> = data_all["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+        assert_eq!(returned, ids[..100].iter().map(String::as_str).collect::<Vec<_>>(), "in the order asked");
+        assert_eq!(few, many, "one query per kind, whatever the number of ids");
+        let (code, _) = app.gql_error(&key, query, json!({ "ids": ids[..101] })).await;
+        assert_eq!(code, "BAD_USER_INPUT");
     }
 }

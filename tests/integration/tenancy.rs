@@ -38,6 +38,9 @@ backend_test! {
             let data = app.gql(&other, "query($id: ID!) { node(id: $id) { id } }", json!({ "id": node })).await;
             assert_eq!(data["node"], json!(null), "node({node}) leaked");
         }
+        let ids = json!([&id, &org_id, &interaction_id, &deal_id, &note_id, &point_id, &workspace_id]);
+        let data = app.gql(&other, "query($ids: [ID!]!) { nodes(ids: $ids) { id } }", json!({ "ids": ids })).await;
+        assert_eq!(data["nodes"], json!([null, null, null, null, null, null, null]));
         let data = app
             .gql(&other, "query($id: ID!, $org: ID!) { customer(id: $id) { id } organization(id: $org) { id } customerByExternalId(externalId: \"sam\") { id } }", json!({ "id": id, "org": org_id }))
             .await;
