@@ -39,6 +39,7 @@ pub fn router(app: App) -> Router {
     let state = HttpState { app, limiter };
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/webhooks/{source_id}", axum::routing::post(webhook))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -587,6 +588,118 @@ impl RateLimiter {
             Err(Error::RateLimited {
                 retry_after_secs: wait.as_secs().max(1),
             })
+        }
+    }
+}
+
+/// `POST /webhooks/{source_id}`: a delivery to a webhook source. The signature is checked
+/// over the raw bytes before anything is parsed; a bad signature is 401 and stores
+/// nothing; a bad body is 400 naming the field; a replayed `webhook-id` is stored once.
+async fn webhook(
+    State(state): State<HttpState>,
+    axum::extract::Path(source_id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let refuse = |status: StatusCode, error: Error| {
+        reject(&state, MediaType::Json, Rejection(status, error))
+    };
+    let not_found = || Error::not_found("webhook source", source_id.clone());
+    let Ok(id) = crate::ids::decode("source_id", crate::ids::Kind::Source, &source_id) else {
+        return refuse(StatusCode::NOT_FOUND, not_found());
+    };
+    let source = match domain::source::for_webhook(&state.app.db, id).await {
+        Ok(source) => source,
+        Err(Error::NotFound { .. }) => return refuse(StatusCode::NOT_FOUND, not_found()),
+        Err(err) => {
+            tracing::error!(error = %err, "looking up a webhook source failed");
+            return refuse(StatusCode::INTERNAL_SERVER_ERROR, err);
+        }
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let message = format!(
+                "the delivery is larger than {} bytes",
+                state.app.config.limits.max_body_bytes
+            );
+            return refuse(StatusCode::PAYLOAD_TOO_LARGE, Error::bad_input(message));
+        }
+        Err(_) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                Error::bad_input("the delivery could not be read"),
+            )
+        }
+    };
+    let secret = source
+        .secrets
+        .get("secret")
+        .and_then(Value::as_str)
+        .map(connectors::webhook::Secret::parse);
+    let Some(Ok(secret)) = secret else {
+        tracing::error!(source = %source_id, "a webhook source has no usable secret");
+        return refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Internal("webhook source without a secret".into()),
+        );
+    };
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let signature = connectors::webhook::SignatureHeaders {
+        webhook_id: header("webhook-id"),
+        webhook_timestamp: header("webhook-timestamp"),
+        webhook_signature: header("webhook-signature"),
+        hub_signature_256: header("x-hub-signature-256"),
+    };
+    if let Err(err) = secret.verify(&signature, &body, chrono::Utc::now()) {
+        tracing::warn!(source = %source_id, reason = %err, "webhook delivery refused");
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            Error::Unauthenticated(err.to_string()),
+        );
+    }
+    if source.status == domain::source::SourceStatus::Paused.as_str() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Error::Conflict("the source is paused; retry later".into()),
+        );
+    }
+    // The sender's delivery id makes replays idempotent; without one, the body's hash does.
+    let delivery_id = header("webhook-id")
+        .or_else(|| header("x-github-delivery"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            format!(
+                "sha256:{}",
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body))
+            )
+        });
+    let item = match connectors::webhook::parse(&body, &delivery_id, crate::domain::now()) {
+        Ok(item) => item,
+        Err(err) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                Error::field(err.field, err.to_string()),
+            )
+        }
+    };
+    match crate::ingest::ingest(&state.app.db, &source, std::slice::from_ref(&item), None).await {
+        Ok(report) => {
+            let interaction = report
+                .new
+                .first()
+                .map(|id| crate::ids::encode(crate::ids::Kind::Interaction, *id));
+            let body = json!({ "accepted": true, "duplicate": report.new.is_empty(), "interactionId": interaction });
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, JSON)],
+                body.to_string(),
+            )
+                .into_response()
+        }
+        Err(err) => {
+            tracing::error!(source = %source_id, error = %err, "storing a webhook delivery failed");
+            refuse(StatusCode::INTERNAL_SERVER_ERROR, err)
         }
     }
 }

@@ -4,6 +4,7 @@
 //! the business rules and all SQL, and the `entity` crate maps the tables. [`App`] is the
 //! shared state every layer receives.
 
+pub mod bench;
 pub mod config;
 pub mod db;
 pub mod domain;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod ids;
+pub mod ingest;
 pub mod metrics;
 pub mod telemetry;
 

@@ -35,7 +35,7 @@ struct Global {
     database_url: Option<String>,
     /// Configuration file (TOML). Default: ./rapport.toml when it exists.
     #[arg(long, global = true, env = "RAPPORT_CONFIG")]
-    config: Option<PathBuf>,
+    config_file: Option<PathBuf>,
     /// Meilisearch URL; the embedded search backend is used without it.
     #[arg(long, global = true, env = "RAPPORT_MEILI_URL")]
     meili_url: Option<String>,
@@ -58,8 +58,31 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage the sources (connector instances) of a workspace.
+    #[command(subcommand)]
+    Sources(SourcesCommand),
     /// Print the GraphQL schema (SDL) on stdout.
     Schema,
+    /// Load-test the GraphQL API over loopback HTTP and print a Markdown table of latencies.
+    /// Without --database-url it runs on a temporary SQLite database; with one, it uses a
+    /// temporary workspace there and deletes it afterwards.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Customers to seed.
+    #[arg(long, default_value_t = 2_000)]
+    customers: usize,
+    /// Interactions per customer.
+    #[arg(long, default_value_t = 20)]
+    interactions: usize,
+    /// Requests per scenario.
+    #[arg(long, default_value_t = 2_000)]
+    requests: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
 }
 
 #[derive(Args, Default)]
@@ -100,6 +123,36 @@ enum KeysCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum SourcesCommand {
+    /// Add a source and print its id, alone, on stdout.
+    Add {
+        /// The channel: webhook (more channels come with their connectors).
+        #[arg(long)]
+        channel: String,
+        /// A name unique in the workspace.
+        #[arg(long)]
+        name: String,
+        /// The channel's settings as JSON, e.g. '{"secret": "whsec_…"}' for a webhook.
+        #[arg(long)]
+        config: String,
+        /// The workspace slug; created when missing.
+        #[arg(long, default_value = "default")]
+        workspace: String,
+    },
+    /// List the sources of a workspace: id, channel, name, status, items ingested (never secrets).
+    List {
+        #[arg(long, default_value = "default")]
+        workspace: String,
+    },
+    /// Remove a source by its id (src_…); what it ingested stays.
+    Remove {
+        id: String,
+        #[arg(long, default_value = "default")]
+        workspace: String,
+    },
+}
+
 fn parse_role(text: &str) -> Result<Role, String> {
     Role::parse(&text.to_ascii_lowercase())
         .ok_or_else(|| format!("`{text}` is not a role: use viewer, agent, admin or owner"))
@@ -134,7 +187,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         meili_key: cli.global.meili_key.clone(),
         log_format: cli.global.log_format,
     };
-    let config = Config::load(cli.global.config.as_deref(), overrides)?;
+    let config = Config::load(cli.global.config_file.as_deref(), overrides)?;
     rapport::telemetry::init(config.log_format);
     match cli.command {
         Some(Command::Schema) => {
@@ -153,8 +206,114 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Keys(command)) => keys(App::start(config).await?, command).await,
+        Some(Command::Bench(args)) => bench(config, args).await,
+        Some(Command::Sources(command)) => sources(App::start(config).await?, command).await,
         Some(Command::Serve(_)) | None => serve(config, serve_args.unwrap_or_default()).await,
     }
+}
+
+async fn bench(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
+    let scratch = config.database_url.is_none().then(|| {
+        std::env::temp_dir().join(format!("rapport-bench-{}", uuid::Uuid::now_v7().simple()))
+    });
+    if let Some(dir) = &scratch {
+        config.data_dir = dir.clone();
+    }
+    config.limits.requests_per_minute = 0;
+    let database = if config.database_url.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    let options = rapport::bench::BenchOptions {
+        customers: args.customers,
+        interactions_per_customer: args.interactions,
+        requests: args.requests,
+        concurrency: args.concurrency.max(1),
+    };
+    let app = App::start(config).await?;
+    let result = rapport::bench::run(app, options.clone()).await;
+    if let Some(dir) = scratch {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let reports = result?;
+    println!(
+        "{database}, {} customers × {} interactions, {} requests per scenario, {} in flight\n",
+        options.customers, options.interactions_per_customer, options.requests, options.concurrency
+    );
+    println!(
+        "| scenario | requests | p50 ms | p95 ms | p99 ms | req/s |\n|---|---|---|---|---|---|"
+    );
+    for report in reports {
+        println!("{}", report.line());
+    }
+    Ok(())
+}
+
+/// The command line acts as the owner of the workspace it names.
+async fn owner_of(app: &App, slug: &str) -> anyhow::Result<domain::Caller> {
+    let workspace = domain::workspace::ensure(&app.db, slug).await?;
+    Ok(domain::Caller {
+        workspace_id: workspace.id,
+        role: Role::Owner,
+        key_id: uuid::Uuid::nil(),
+        key_name: "cli".into(),
+    })
+}
+
+async fn sources(app: App, command: SourcesCommand) -> anyhow::Result<()> {
+    match command {
+        SourcesCommand::Add {
+            channel,
+            name,
+            config,
+            workspace,
+        } => {
+            let channel = connectors::Channel::parse(&channel).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--channel: `{channel}` is not a channel (webhook, rss, mastodon, email, …)"
+                )
+            })?;
+            let config: serde_json::Value = serde_json::from_str(&config)
+                .map_err(|err| anyhow::anyhow!("--config: not valid JSON: {err}"))?;
+            let caller = owner_of(&app, &workspace).await?;
+            let new = domain::source::NewSource {
+                channel,
+                name,
+                config,
+                schedule_secs: None,
+            };
+            let source = domain::source::create(&app.db, &caller, new)
+                .await
+                .map_err(|err| match &err {
+                    rapport::Error::BadInput {
+                        field: Some(field), ..
+                    } => anyhow::anyhow!("--{}: {err}", field.split('.').next().unwrap_or(field)),
+                    _ => anyhow::anyhow!("{err}"),
+                })?;
+            println!("{}", ids::encode(ids::Kind::Source, source.id));
+        }
+        SourcesCommand::List { workspace } => {
+            let caller = owner_of(&app, &workspace).await?;
+            for source in domain::source::list(&app.db, &caller).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    ids::encode(ids::Kind::Source, source.id),
+                    source.channel,
+                    source.name,
+                    source.status,
+                    source.items_ingested
+                );
+            }
+        }
+        SourcesCommand::Remove { id, workspace } => {
+            let source = ids::decode("id", ids::Kind::Source, &id)?;
+            let caller = owner_of(&app, &workspace).await?;
+            domain::source::delete(&app.db, &caller, source).await?;
+            eprintln!("removed {id}");
+        }
+    }
+    Ok(())
 }
 
 async fn seed_demo(app: &App) -> anyhow::Result<String> {

@@ -2,6 +2,8 @@
 //! [`InboundItem`]s and sends replies. Pure I/O and parsing: a connector never touches the
 //! database; the ingest pipeline of the `rapport` crate stores what it returns.
 
+pub mod webhook;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

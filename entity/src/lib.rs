@@ -12,5 +12,6 @@ pub mod identity;
 pub mod interaction;
 pub mod note;
 pub mod organization;
+pub mod source;
 pub mod tag;
 pub mod workspace;

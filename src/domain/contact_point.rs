@@ -192,6 +192,41 @@ pub async fn remove(db: &impl TransactionTrait, caller: &Caller, id: Uuid) -> Re
     Ok(point.customer_id)
 }
 
+/// Adds an already normalised contact point unless the workspace has it already (on any
+/// customer): the UNIQUE constraint decides, `ON CONFLICT DO NOTHING`.
+pub async fn insert_if_free(
+    db: &impl ConnectionTrait,
+    workspace_id: Uuid,
+    customer_id: Uuid,
+    kind: ContactPointKind,
+    value: &str,
+    normalized: &str,
+    primary: bool,
+) -> Result<()> {
+    use sea_orm::sea_query::OnConflict;
+    let row = contact_point::ActiveModel {
+        id: Set(ids::new_id()),
+        workspace_id: Set(workspace_id),
+        customer_id: Set(customer_id),
+        kind: Set(kind.as_str().to_owned()),
+        value: Set(value.to_owned()),
+        normalized: Set(normalized.to_owned()),
+        label: Set(None),
+        verified: Set(false),
+        is_primary: Set(primary),
+        created_at: Set(super::now()),
+    };
+    Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([Column::WorkspaceId, Column::Kind, Column::Normalized])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, FromQueryResult, QueryFilter,
-    QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
+    QueryFilter, QuerySelect,
 };
 use uuid::Uuid;
 
@@ -99,4 +99,64 @@ pub async fn on_interaction(
     row.updated_at = Set(super::now());
     let model = row.update(db).await?;
     super::event::append(db, workspace_id, "conversation.updated", id, &model).await
+}
+
+/// Files an item of `source` into the conversation with `thread_key`, creating it when
+/// new (the UNIQUE (workspace, source, thread key) decides races). Returns its id.
+pub async fn thread(
+    db: &impl ConnectionTrait,
+    workspace_id: Uuid,
+    source_id: Uuid,
+    thread_key: &str,
+    customer_id: Uuid,
+    channel: &str,
+    subject: Option<&str>,
+    direction: Direction,
+    at: DateTime<Utc>,
+) -> Result<Uuid> {
+    use sea_orm::sea_query::OnConflict;
+    let find = || {
+        super::scoped::<Entity>(workspace_id)
+            .filter(Column::SourceId.eq(source_id))
+            .filter(Column::ThreadKey.eq(thread_key))
+    };
+    if let Some(existing) = find().one(db).await? {
+        on_interaction(db, workspace_id, existing.id, direction, at).await?;
+        return Ok(existing.id);
+    }
+    let now = super::now();
+    let row = conversation::ActiveModel {
+        id: Set(crate::ids::new_id()),
+        workspace_id: Set(workspace_id),
+        customer_id: Set(customer_id),
+        source_id: Set(Some(source_id)),
+        thread_key: Set(Some(thread_key.to_owned())),
+        channel: Set(channel.to_owned()),
+        subject: Set(subject.map(str::to_owned)),
+        status: Set(ConversationStatus::Open.as_str().to_owned()),
+        priority: Set(super::Priority::Normal.as_str().to_owned()),
+        assignee: Set(None),
+        first_response_at: Set((direction == Direction::Outbound).then_some(at)),
+        resolved_at: Set(None),
+        last_message_at: Set(at),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    let inserted = Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([Column::WorkspaceId, Column::SourceId, Column::ThreadKey])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    let model = find().one(db).await?.ok_or_else(|| {
+        crate::Error::Internal("a conversation vanished after its insertion".into())
+    })?;
+    if inserted == 1 {
+        super::event::append(db, workspace_id, "conversation.created", model.id, &model).await?;
+    } else {
+        on_interaction(db, workspace_id, model.id, direction, at).await?;
+    }
+    Ok(model.id)
 }

@@ -469,3 +469,34 @@ pub async fn seen_at(
     let model = row.update(db).await?;
     super::event::append(db, workspace_id, "customer.updated", id, &model).await
 }
+
+/// Creates a customer for an unknown author of an inbound item (stage `subscriber`),
+/// inside the caller's transaction, with its event.
+pub async fn create_subscriber(
+    db: &impl ConnectionTrait,
+    workspace_id: Uuid,
+    name: &str,
+    at: DateTime<Utc>,
+) -> Result<Model> {
+    let now = super::now();
+    let name: String = name.chars().take(200).collect();
+    let row = customer::ActiveModel {
+        id: Set(ids::new_id()),
+        workspace_id: Set(workspace_id),
+        display_name: Set(name),
+        given_name: Set(None),
+        family_name: Set(None),
+        lifecycle_stage: Set(LifecycleStage::Subscriber.as_str().to_owned()),
+        external_id: Set(None),
+        organization_id: Set(None),
+        custom: Set(serde_json::json!({})),
+        merged_into: Set(None),
+        first_seen_at: Set(at.min(now)),
+        last_seen_at: Set(at.min(now)),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    let model = row.insert(db).await?;
+    super::event::append(db, workspace_id, "customer.created", model.id, &model).await?;
+    Ok(model)
+}

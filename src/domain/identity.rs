@@ -58,3 +58,123 @@ pub async fn contact_points_of(
     }
     Ok(grouped)
 }
+
+/// Who wrote an inbound item, once resolved.
+pub struct ResolvedAuthor {
+    pub identity: Model,
+    /// A customer was created for this author (stage subscriber).
+    pub new_customer: bool,
+}
+
+/// Resolves an item's author to an identity and a customer, inside the caller's
+/// transaction: the identity with the same (channel, platform id) if there is one; else
+/// the customer owning the author's e-mail or phone; else a new customer (stage
+/// `subscriber`). UNIQUE constraints decide races: identities and contact points are
+/// inserted with `ON CONFLICT DO NOTHING` and read back.
+pub async fn resolve_author(
+    db: &impl ConnectionTrait,
+    workspace_id: Uuid,
+    channel: &str,
+    author: &connectors::Author,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<ResolvedAuthor> {
+    use entity::identity::{ActiveModel, Column};
+    use sea_orm::sea_query::OnConflict;
+    use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+
+    let platform_id = super::clean(&author.platform_id);
+    let find = || {
+        super::scoped::<Entity>(workspace_id)
+            .filter(Column::Channel.eq(channel))
+            .filter(Column::PlatformId.eq(platform_id.clone()))
+    };
+    if let Some(identity) = find().one(db).await? {
+        return Ok(ResolvedAuthor {
+            identity,
+            new_customer: false,
+        });
+    }
+    let points: Vec<(super::ContactPointKind, String, String)> = [
+        (super::ContactPointKind::Email, author.email.as_deref()),
+        (super::ContactPointKind::Phone, author.phone.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(kind, value)| {
+        let (value, normalized) = super::contact_point::normalize(kind, value?).ok()?;
+        Some((kind, value, normalized))
+    })
+    .collect();
+    let mut customer = None;
+    for (kind, _, normalized) in &points {
+        let owner = super::scoped::<entity::contact_point::Entity>(workspace_id)
+            .filter(entity::contact_point::Column::Kind.eq(kind.as_str()))
+            .filter(entity::contact_point::Column::Normalized.eq(normalized.as_str()))
+            .one(db)
+            .await?;
+        if let Some(owner) = owner {
+            customer = Some(owner.customer_id);
+            break;
+        }
+    }
+    let new_customer = customer.is_none();
+    let customer_id = match customer {
+        Some(id) => id,
+        None => {
+            let name = [
+                author.display_name.as_deref(),
+                author.handle.as_deref(),
+                author.email.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(super::clean)
+            .find(|name| !name.is_empty())
+            .unwrap_or_else(|| platform_id.clone());
+            super::customer::create_subscriber(db, workspace_id, &name, at)
+                .await?
+                .id
+        }
+    };
+    for (kind, value, normalized) in points {
+        super::contact_point::insert_if_free(
+            db,
+            workspace_id,
+            customer_id,
+            kind,
+            &value,
+            &normalized,
+            new_customer,
+        )
+        .await?;
+    }
+    let now = super::now();
+    let row = ActiveModel {
+        id: Set(crate::ids::new_id()),
+        workspace_id: Set(workspace_id),
+        customer_id: Set(customer_id),
+        channel: Set(channel.to_owned()),
+        platform_id: Set(platform_id.clone()),
+        handle: Set(author.handle.clone()),
+        display_name: Set(author.display_name.clone()),
+        profile_url: Set(author.profile_url.clone()),
+        avatar_url: Set(author.avatar_url.clone()),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([Column::WorkspaceId, Column::Channel, Column::PlatformId])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    let identity = find()
+        .one(db)
+        .await?
+        .ok_or_else(|| crate::Error::Internal("an identity vanished after its insertion".into()))?;
+    Ok(ResolvedAuthor {
+        identity,
+        new_customer,
+    })
+}

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Alias, Asterisk, Expr, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, FromQueryResult, Order,
-    PaginatorTrait, QueryFilter, QuerySelect, QueryTrait, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
+    Order, PaginatorTrait, QueryFilter, QuerySelect, QueryTrait, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -366,4 +366,123 @@ impl TruncMicros for DateTime<Utc> {
     fn trunc_subsecs_micros(self) -> Self {
         chrono::SubsecRound::trunc_subsecs(self, 6)
     }
+}
+
+/// The most bytes of an item's raw payload kept with it.
+pub const MAX_RAW_BYTES: usize = 64 * 1024;
+
+/// An inbound item ready to store: who wrote it and where it belongs.
+pub struct Ingested<'a> {
+    pub workspace_id: Uuid,
+    pub source_id: Uuid,
+    pub channel: &'a str,
+    pub customer_id: Uuid,
+    pub identity_id: Uuid,
+    pub conversation_id: Uuid,
+    pub item: &'a connectors::InboundItem,
+}
+
+/// The external ids of `source` among `external_ids` that are stored already.
+pub async fn stored_external_ids(
+    db: &impl ConnectionTrait,
+    source_id: Uuid,
+    external_ids: &[String],
+) -> Result<Vec<String>> {
+    let rows = Entity::find()
+        .filter(Column::SourceId.eq(source_id))
+        .filter(Column::ExternalId.is_in(external_ids.iter().cloned()))
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().filter_map(|row| row.external_id).collect())
+}
+
+/// The conversation of an item of `source` by its external id (for replies).
+pub async fn conversation_of(
+    db: &impl ConnectionTrait,
+    source_id: Uuid,
+    external_id: &str,
+) -> Result<Option<Uuid>> {
+    let row = Entity::find()
+        .filter(Column::SourceId.eq(source_id))
+        .filter(Column::ExternalId.eq(external_id))
+        .one(db)
+        .await?;
+    Ok(row.and_then(|row| row.conversation_id))
+}
+
+/// Stores an inbound item unless its (source, external id) is stored already, in which
+/// case it returns `None`: the UNIQUE constraint decides, `ON CONFLICT DO NOTHING`.
+/// Text is NFC-normalised; the raw payload is kept up to [`MAX_RAW_BYTES`].
+pub async fn insert_ingested(
+    db: &impl ConnectionTrait,
+    ingested: Ingested<'_>,
+) -> Result<Option<Model>> {
+    use sea_orm::sea_query::OnConflict;
+    let item = ingested.item;
+    let raw_bytes = serde_json::to_vec(&item.raw)
+        .map(|bytes| bytes.len())
+        .unwrap_or(0);
+    let raw = if raw_bytes <= MAX_RAW_BYTES {
+        item.raw.clone()
+    } else {
+        serde_json::json!({ "truncated": true, "bytes": raw_bytes })
+    };
+    let direction = if item.outbound {
+        Direction::Outbound
+    } else {
+        Direction::Inbound
+    };
+    let kind = InteractionKind::parse(&item.kind).unwrap_or(InteractionKind::Message);
+    let text: String = super::clean(&item.text)
+        .chars()
+        .take(MAX_TEXT_CHARS)
+        .collect();
+    let model = Model {
+        id: ids::new_id(),
+        workspace_id: ingested.workspace_id,
+        customer_id: ingested.customer_id,
+        conversation_id: Some(ingested.conversation_id),
+        identity_id: Some(ingested.identity_id),
+        source_id: Some(ingested.source_id),
+        external_id: Some(item.external_id.clone()),
+        channel: ingested.channel.to_owned(),
+        direction: direction.as_str().to_owned(),
+        kind: kind.as_str().to_owned(),
+        subject: item.subject.as_deref().map(super::clean),
+        text,
+        html: item.html.clone(),
+        url: item.url.clone(),
+        language: item.language.clone(),
+        sentiment: None,
+        occurred_at: chrono::SubsecRound::trunc_subsecs(item.occurred_at, 6),
+        ingested_at: super::now(),
+        raw: Some(raw),
+    };
+    let inserted = Entity::insert(interaction::ActiveModel::from(model.clone()))
+        .on_conflict(
+            OnConflict::columns([Column::SourceId, Column::ExternalId])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    if inserted == 0 {
+        return Ok(None);
+    }
+    super::event::append(
+        db,
+        ingested.workspace_id,
+        "interaction.created",
+        model.id,
+        &model,
+    )
+    .await?;
+    super::customer::seen_at(
+        db,
+        ingested.workspace_id,
+        model.customer_id,
+        model.occurred_at,
+    )
+    .await?;
+    Ok(Some(model))
 }

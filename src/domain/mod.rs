@@ -40,6 +40,7 @@ pub mod interaction;
 pub mod note;
 pub mod organization;
 pub mod page;
+pub mod source;
 pub mod tag;
 pub mod workspace;
 

@@ -145,3 +145,15 @@ pub async fn get(db: &impl ConnectionTrait, workspace_id: Uuid) -> Result<worksp
 fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
+
+/// Deletes a workspace and, through the foreign keys, everything in it.
+pub async fn delete(db: &impl ConnectionTrait, workspace_id: Uuid) -> Result<()> {
+    entity::event::Entity::delete_many()
+        .filter(entity::event::Column::WorkspaceId.eq(workspace_id))
+        .exec(db)
+        .await?;
+    workspace::Entity::delete_by_id(workspace_id)
+        .exec(db)
+        .await?;
+    Ok(())
+}

@@ -323,3 +323,30 @@ pub struct RecordInteractionInput {
     /// Defaults to now.
     pub occurred_at: Option<DateTime<Utc>>,
 }
+
+#[derive(InputObject)]
+pub struct CreateSourceInput {
+    pub channel: Channel,
+    /// Unique in the workspace.
+    pub name: String,
+    /// The channel's settings as README documents them; secrets in it are stored apart
+    /// and never returned.
+    pub config: Json<serde_json::Value>,
+    /// Seconds between pulls (30 to 86400; default 300).
+    pub schedule_secs: Option<i32>,
+}
+
+/// Fields left out stay as they are. A new `config` replaces the settings; secrets it
+/// leaves out are kept.
+#[derive(InputObject)]
+pub struct UpdateSourceInput {
+    pub id: ID,
+    pub name: Option<String>,
+    pub config: Option<Json<serde_json::Value>>,
+    pub schedule_secs: Option<i32>,
+}
+
+#[derive(InputObject)]
+pub struct SourceIdInput {
+    pub id: ID,
+}

@@ -15,6 +15,7 @@ use crate::domain::interaction::{InteractionFilter, Parent};
 use crate::domain::page::{Page, Window};
 use crate::domain::{self, conversation, deal, identity, interaction, note, organization, tag};
 use crate::error::Error;
+use entity::source as source_row;
 use entity::{
     contact_point, conversation as conversation_row, customer, deal as deal_row,
     identity as identity_row,
@@ -86,6 +87,7 @@ by_id!(DealById, deal_row);
 by_id!(NoteById, note_row);
 by_id!(ContactPointById, contact_point);
 by_id!(TagById, tag_row);
+by_id!(SourceById, source_row);
 
 children!(
     IdentitiesOf,

@@ -10,6 +10,7 @@ use crate::domain::customer::{CustomerChanges, NewCustomer};
 use crate::domain::deal::{DealChanges, NewDeal};
 use crate::domain::interaction::NewInteraction;
 use crate::domain::organization::{NewOrganization, OrganizationChanges};
+use crate::domain::source::{NewSource, SourceChanges};
 use crate::domain::{self};
 use crate::ids::Kind;
 
@@ -255,6 +256,81 @@ impl Mutation {
         let model = domain::interaction::record(&app(ctx).db, caller(ctx)?, new).await?;
         Ok(InteractionPayload {
             interaction: Interaction(model),
+        })
+    }
+
+    /// Adds a source (admin role). Its secrets are stored apart and never returned.
+    async fn create_source(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateSourceInput,
+    ) -> Result<SourcePayload> {
+        let new = NewSource {
+            channel: input.channel.into(),
+            name: input.name,
+            config: input.config.0,
+            schedule_secs: input.schedule_secs,
+        };
+        let model = domain::source::create(&app(ctx).db, caller(ctx)?, new).await?;
+        Ok(SourcePayload {
+            source: Source(model),
+        })
+    }
+
+    async fn update_source(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateSourceInput,
+    ) -> Result<SourcePayload> {
+        let id = id("id", Kind::Source, &input.id)?;
+        let changes = SourceChanges {
+            name: input.name,
+            config: input.config.map(|json| json.0),
+            schedule_secs: input.schedule_secs,
+            paused: None,
+        };
+        Ok(SourcePayload {
+            source: Source(domain::source::update(&app(ctx).db, caller(ctx)?, id, changes).await?),
+        })
+    }
+
+    /// Stops a source: pulls stop, webhook deliveries are refused with 503 until resumed.
+    async fn pause_source(&self, ctx: &Context<'_>, input: SourceIdInput) -> Result<SourcePayload> {
+        let id = id("id", Kind::Source, &input.id)?;
+        let changes = SourceChanges {
+            paused: Some(true),
+            ..SourceChanges::default()
+        };
+        Ok(SourcePayload {
+            source: Source(domain::source::update(&app(ctx).db, caller(ctx)?, id, changes).await?),
+        })
+    }
+
+    async fn resume_source(
+        &self,
+        ctx: &Context<'_>,
+        input: SourceIdInput,
+    ) -> Result<SourcePayload> {
+        let id = id("id", Kind::Source, &input.id)?;
+        let changes = SourceChanges {
+            paused: Some(false),
+            ..SourceChanges::default()
+        };
+        Ok(SourcePayload {
+            source: Source(domain::source::update(&app(ctx).db, caller(ctx)?, id, changes).await?),
+        })
+    }
+
+    /// Deletes a source; what it ingested stays.
+    async fn delete_source(
+        &self,
+        ctx: &Context<'_>,
+        input: SourceIdInput,
+    ) -> Result<DeleteSourcePayload> {
+        let id = id("id", Kind::Source, &input.id)?;
+        domain::source::delete(&app(ctx).db, caller(ctx)?, id).await?;
+        Ok(DeleteSourcePayload {
+            deleted_source_id: input.id,
         })
     }
 }

@@ -154,6 +154,20 @@ impl Query {
         ))
     }
 
+    /// The workspace's sources by name.
+    async fn sources(&self, ctx: &Context<'_>) -> Result<Vec<Source>> {
+        Ok(domain::source::list(&app(ctx).db, caller(ctx)?)
+            .await?
+            .into_iter()
+            .map(Source)
+            .collect())
+    }
+
+    async fn source(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Source>> {
+        let id = inputs::id("id", Kind::Source, &id)?;
+        Ok(found(domain::source::get(&app(ctx).db, caller(ctx)?, id).await)?.map(Source))
+    }
+
     /// Interactions across every customer and channel, newest first.
     #[graphql(complexity = "page_cost(first, last, child_complexity)")]
     async fn interactions(
@@ -215,7 +229,10 @@ async fn fetch_node(ctx: &Context<'_>, id: &ID) -> crate::Result<Option<Node>> {
             .await?
             .map(|m| Node::ContactPoint(ContactPoint(m))),
         Kind::Tag => by_id(ctx, TagById(uuid)).await?.map(|m| Node::Tag(Tag(m))),
-        Kind::Workspace | Kind::ApiKey | Kind::Source => None,
+        Kind::Source => by_id(ctx, SourceById(uuid))
+            .await?
+            .map(|m| Node::Source(Source(m))),
+        Kind::Workspace | Kind::ApiKey => None,
     };
     Ok(node)
 }

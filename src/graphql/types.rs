@@ -74,6 +74,7 @@ pub enum Node {
     Deal(Deal),
     Note(Note),
     Tag(Tag),
+    Source(Source),
 }
 
 fn enum_of<T>(parse: fn(&str) -> crate::error::Result<T>, text: &str) -> Result<T> {
@@ -650,6 +651,75 @@ impl Tag {
     async fn color(&self) -> Option<&str> {
         self.0.color.as_deref()
     }
+}
+
+/// A configured connector instance. Its secrets are write-only: `secretsSet` names them,
+/// nothing returns their values.
+pub struct Source(pub entity::source::Model);
+
+#[Object]
+impl Source {
+    async fn id(&self) -> ID {
+        ID(encode(Kind::Source, self.0.id))
+    }
+    async fn channel(&self) -> Result<Channel> {
+        Channel::from_db(&self.0.channel)
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// The settings that are not secrets.
+    async fn config(&self) -> Json<serde_json::Value> {
+        Json(self.0.config.clone())
+    }
+    /// The names of the secrets that are set (`secret`, `access_token`, …), never their values.
+    async fn secrets_set(&self) -> Vec<String> {
+        domain::source::secret_names(&self.0)
+    }
+    /// Seconds between two pulls, for pull channels.
+    async fn schedule_secs(&self) -> i32 {
+        self.0.schedule_secs
+    }
+    /// Where the source has read up to, as its platform names positions.
+    async fn cursor(&self) -> Option<&str> {
+        self.0.cursor.as_deref()
+    }
+    async fn status(&self) -> Result<domain::source::SourceStatus> {
+        enum_of(domain::source::SourceStatus::from_db, &self.0.status)
+    }
+    async fn last_error(&self) -> Option<&str> {
+        self.0.last_error.as_deref()
+    }
+    async fn items_ingested(&self) -> i64 {
+        self.0.items_ingested
+    }
+    async fn last_run_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_run_at
+    }
+    async fn next_run_at(&self) -> Option<DateTime<Utc>> {
+        self.0.next_run_at
+    }
+    /// For webhook sources: the path to POST deliveries to.
+    async fn webhook_path(&self) -> Option<String> {
+        (self.0.channel == Channel::Webhook.as_str())
+            .then(|| format!("/webhooks/{}", encode(Kind::Source, self.0.id)))
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct SourcePayload {
+    pub source: Source,
+}
+
+#[derive(SimpleObject)]
+pub struct DeleteSourcePayload {
+    pub deleted_source_id: ID,
 }
 
 /// `totalCount` of a customer list, computed only when asked for.

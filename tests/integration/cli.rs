@@ -202,3 +202,93 @@ async fn demo_seeds_a_realistic_workspace_once() {
     let output = rapport(dir.path(), &["demo"]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("nothing seeded"));
 }
+
+#[test]
+fn sources_add_prints_the_id_alone_and_list_shows_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"{"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}"#;
+    let output = rapport(
+        dir.path(),
+        &[
+            "sources",
+            "add",
+            "--channel",
+            "webhook",
+            "--name",
+            "Form",
+            "--config",
+            config,
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1);
+    assert!(stdout.starts_with("src_"), "{stdout}");
+    let listing = String::from_utf8(rapport(dir.path(), &["sources", "list"]).stdout).unwrap();
+    assert!(
+        listing.contains("webhook\tForm\tok\t0") && !listing.contains("MfKQ9r8"),
+        "{listing}"
+    );
+    let output = rapport(
+        dir.path(),
+        &[
+            "sources",
+            "add",
+            "--channel",
+            "webhook",
+            "--name",
+            "Bad",
+            "--config",
+            "{}",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success()
+            && stderr.contains("--config")
+            && stderr.contains("signing secret"),
+        "{stderr}"
+    );
+    let output = rapport(
+        dir.path(),
+        &[
+            "sources",
+            "add",
+            "--channel",
+            "myspace",
+            "--name",
+            "X",
+            "--config",
+            "{}",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--channel: `myspace` is not a channel")
+    );
+    let output = rapport(
+        dir.path(),
+        &[
+            "sources",
+            "add",
+            "--channel",
+            "webhook",
+            "--name",
+            "X",
+            "--config",
+            "{nope",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--config: not valid JSON"));
+    let id = stdout.trim();
+    assert!(rapport(dir.path(), &["sources", "remove", id])
+        .status
+        .success());
+    assert_eq!(
+        String::from_utf8(rapport(dir.path(), &["sources", "list"]).stdout).unwrap(),
+        ""
+    );
+}

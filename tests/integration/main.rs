@@ -5,8 +5,10 @@
 mod common;
 
 mod api;
+mod bench;
 mod cli;
 mod customers;
+mod ingest;
 mod loaders;
 mod roles;
 mod schema;

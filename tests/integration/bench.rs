@@ -1,0 +1,19 @@
+//! `rapport bench` keeps working: a tiny run checks every body and leaves no data behind.
+//! (Its figures are for BENCHMARKS.md; nothing here asserts on time.)
+
+use rapport::bench::BenchOptions;
+
+use crate::backend_test;
+
+backend_test! {
+    async fn a_small_benchmark_run_checks_bodies_and_cleans_up(app: TestApp) {
+        let options = BenchOptions { customers: 60, interactions_per_customer: 3, requests: 30, concurrency: 4 };
+        let reports = rapport::bench::run(app.app.clone(), options).await.unwrap();
+        assert_eq!(reports.len(), 3);
+        assert!(reports.iter().all(|report| report.requests == 30 && report.p50 <= report.p95 && report.p95 <= report.p99));
+        use sea_orm::{EntityTrait, PaginatorTrait};
+        assert_eq!(entity::customer::Entity::find().count(&app.app.db).await.unwrap(), 0);
+        assert_eq!(entity::event::Entity::find().count(&app.app.db).await.unwrap(), 0);
+        assert_eq!(entity::workspace::Entity::find().count(&app.app.db).await.unwrap(), 0);
+    }
+}
