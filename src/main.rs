@@ -200,8 +200,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Demo) => {
+            let base = format!("http://{}", config.addr);
             let app = App::start(config).await?;
             let key = seed_demo(&app).await?;
+            print_demo_webhook(&base, demo_webhook(&app).await?);
             println!("{key}");
             Ok(())
         }
@@ -316,6 +318,42 @@ async fn sources(app: App, command: SourcesCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The demo's webhook source, created once; its secret can be shown only then.
+async fn demo_webhook(app: &App) -> anyhow::Result<Option<(String, String)>> {
+    use base64::Engine;
+    use rand::RngCore;
+    let caller = owner_of(app, "default").await?;
+    if domain::source::list(&app.db, &caller)
+        .await?
+        .iter()
+        .any(|source| source.name == "Demo contact form")
+    {
+        return Ok(None);
+    }
+    let mut key = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut key);
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    );
+    let new = domain::source::NewSource {
+        channel: connectors::Channel::Webhook,
+        name: "Demo contact form".into(),
+        config: serde_json::json!({ "secret": secret }),
+        schedule_secs: None,
+    };
+    let source = domain::source::create(&app.db, &caller, new).await?;
+    Ok(Some((ids::encode(ids::Kind::Source, source.id), secret)))
+}
+
+fn print_demo_webhook(base: &str, webhook: Option<(String, String)>) {
+    if let Some((id, secret)) = webhook {
+        eprintln!(
+            "  Demo webhook source {id}: POST {base}/webhooks/{id}\n  signed with Standard Webhooks secret {secret} (shown once)"
+        );
+    }
+}
+
 async fn seed_demo(app: &App) -> anyhow::Result<String> {
     let workspace = domain::workspace::ensure(&app.db, "default").await?;
     let seeded = domain::demo::seed(&app.db, workspace.id).await?;
@@ -376,7 +414,10 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     if args.demo {
         let key = seed_demo(&app).await?;
-        eprintln!("Rapport demo is ready.\n  GraphiQL: http://{local}/graphql\n  Admin API key (shown once):");
+        let webhook = demo_webhook(&app).await?;
+        eprintln!("Rapport demo is ready.\n  GraphiQL: http://{local}/graphql");
+        print_demo_webhook(&format!("http://{local}"), webhook);
+        eprintln!("  Admin API key (shown once):");
         println!("{key}");
     }
     tracing::info!(%local, database = %rapport::db::redact_url(&app.config.effective_database_url()), "serving GraphQL at http://{local}/graphql");

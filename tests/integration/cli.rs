@@ -125,12 +125,21 @@ fn schema_prints_the_committed_sdl() {
 async fn demo_seeds_a_realistic_workspace_once() {
     let dir = tempfile::tempdir().unwrap();
     let output = rapport(dir.path(), &["demo"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
     let key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert_eq!(key.lines().count(), 1, "stdout holds the key alone");
+    let secret = stderr
+        .split_whitespace()
+        .find(|word| word.starts_with("whsec_"))
+        .expect("the demo webhook secret is printed")
+        .to_owned();
+    let webhook_path = stderr
+        .split_whitespace()
+        .find(|word| word.contains("/webhooks/src_"))
+        .unwrap()
+        .to_owned();
+    let webhook_path = webhook_path[webhook_path.find("/webhooks/").unwrap()..].to_owned();
     let config = rapport::Config {
         data_dir: dir.path().to_owned(),
         ..rapport::Config::default()
@@ -198,6 +207,23 @@ async fn demo_seeds_a_realistic_workspace_once() {
     assert!(nodes
         .iter()
         .any(|n| !n["notes"].as_array().unwrap().is_empty()));
+    // The demo webhook source accepts a delivery signed with the printed secret.
+    let body = r#"{"name": "Demo visitor", "email": "visitor@example.com", "text": "Hello from the demo form"}"#;
+    let timestamp = chrono::Utc::now().timestamp().to_string();
+    let signature = connectors::webhook::Secret::parse(&secret)
+        .unwrap()
+        .sign_standard("demo-1", &timestamp, body.as_bytes())
+        .unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}{webhook_path}"))
+        .header("webhook-id", "demo-1")
+        .header("webhook-timestamp", timestamp)
+        .header("webhook-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
     // A second run seeds nothing more.
     let output = rapport(dir.path(), &["demo"]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("nothing seeded"));
