@@ -60,6 +60,9 @@ pub async fn run(app: App, options: BenchOptions) -> anyhow::Result<Vec<Scenario
         options.interactions_per_customer,
     )
     .await?;
+    // Measure steady state: planner statistics as a running database has them (on
+    // PostgreSQL a fresh bulk load has none until autovacuum analyzes it).
+    sea_orm::ConnectionTrait::execute_unprepared(&app.db, "ANALYZE").await?;
     eprintln!(
         "seeded {} customers with {} interactions each in {:.1} s",
         options.customers,
