@@ -17,6 +17,19 @@ fn rapport(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
         .expect("the rapport binary runs")
 }
 
+/// Serves the SQLite database of `data_dir` on a loopback port, as `rapport serve` would.
+async fn serve_data_dir(data_dir: &std::path::Path) -> std::net::SocketAddr {
+    let config = rapport::Config {
+        data_dir: data_dir.to_owned(),
+        ..rapport::Config::default()
+    };
+    let app = rapport::App::start(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(rapport::http::serve(app, listener, std::future::pending()));
+    addr
+}
+
 #[tokio::test]
 async fn keys_create_prints_the_key_alone_and_it_works_in_its_workspace() {
     let dir = tempfile::tempdir().unwrap();
@@ -45,14 +58,7 @@ async fn keys_create_prints_the_key_alone_and_it_works_in_its_workspace() {
     let output = rapport(dir.path(), &["keys", "create", "--role", "admin"]);
     let default_key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
     // Serve the same data directory and use both keys.
-    let config = rapport::Config {
-        data_dir: dir.path().to_owned(),
-        ..rapport::Config::default()
-    };
-    let app = rapport::App::start(config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(rapport::http::serve(app, listener, std::future::pending()));
+    let addr = serve_data_dir(dir.path()).await;
     let client = reqwest::Client::new();
     for (key, slug, role) in [
         (key, "initech", "VIEWER"),
@@ -140,14 +146,7 @@ async fn demo_seeds_a_realistic_workspace_once() {
         .unwrap()
         .to_owned();
     let webhook_path = webhook_path[webhook_path.find("/webhooks/").unwrap()..].to_owned();
-    let config = rapport::Config {
-        data_dir: dir.path().to_owned(),
-        ..rapport::Config::default()
-    };
-    let app = rapport::App::start(config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(rapport::http::serve(app, listener, std::future::pending()));
+    let addr = serve_data_dir(dir.path()).await;
     let query = "{ customers(filter: {channel: MASTODON}) { totalCount } all: customers { totalCount } interactions { totalCount }
         organizations { totalCount }
         open: interactions(filter: {direction: OUTBOUND}) { totalCount }
