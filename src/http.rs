@@ -43,13 +43,7 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(|| async {
-            error_response(
-                StatusCode::NOT_FOUND,
-                Code::NotFound,
-                "no such route; the API is at /graphql",
-            )
-        })
+        .fallback(|| async { no_such_route() })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(cors())
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -213,17 +207,15 @@ fn error_body(error: &Error) -> Value {
     json!({ "errors": [{ "message": error.message, "extensions": error.extensions }] })
 }
 
-fn error_response(status: StatusCode, code: Code, message: &str) -> Response {
-    let error = match code {
-        Code::NotFound => Error::NotFound {
-            what: "route",
-            id: message.to_owned(),
-        },
-        _ => Error::bad_input(message),
-    };
-    let mut body = error_body(&error);
-    body["errors"][0]["message"] = json!(message);
-    (status, [(header::CONTENT_TYPE, JSON)], body.to_string()).into_response()
+/// The answer for a path that is not a route.
+fn no_such_route() -> Response {
+    let body = json!({ "errors": [{ "message": "no such route; the API is at /graphql", "extensions": { "code": Code::NotFound.as_str() } }] });
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, JSON)],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn reject(state: &HttpState, media: MediaType, Rejection(status, error): Rejection) -> Response {

@@ -6,18 +6,8 @@ use std::collections::HashMap;
 use sea_orm::ConnectionTrait;
 use uuid::Uuid;
 
-use super::Caller;
 use crate::error::Result;
-use crate::ids::{self, Kind};
 use entity::identity::{Entity, Model};
-
-/// An identity of the caller's workspace, or `NOT_FOUND`.
-pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: Uuid) -> Result<Model> {
-    super::find_scoped::<Entity>(db, caller.workspace_id, id, "identity", || {
-        ids::encode(Kind::Identity, id)
-    })
-    .await
-}
 
 /// The identities of each customer, oldest first.
 pub async fn of_customers(

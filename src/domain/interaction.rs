@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::page::{self, Page, PageArgs, Sort, SortKind, Window};
 use super::{clean_optional, Caller, Direction, InteractionKind, Role};
 use crate::error::{Error, Result};
-use crate::ids::{self, Kind};
+use crate::ids;
 use entity::interaction::{self, Column, Entity, Model};
 
 /// Which interactions a list shows; every set field must match.
@@ -348,14 +348,6 @@ pub async fn record(
     }
     txn.commit().await?;
     Ok(model)
-}
-
-/// An interaction of the caller's workspace, or `NOT_FOUND`.
-pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: Uuid) -> Result<Model> {
-    super::find_scoped::<Entity>(db, caller.workspace_id, id, "interaction", || {
-        ids::encode(Kind::Interaction, id)
-    })
-    .await
 }
 
 trait TruncMicros {

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{Caller, Role};
 use crate::error::Result;
-use crate::ids::{self, Kind};
+use crate::ids;
 use entity::note::{self, Entity, Model};
 
 /// Adds a note to a customer; the author is the calling key's name.
@@ -36,14 +36,6 @@ pub async fn add(
     super::customer::touch(&txn, caller.workspace_id, customer_id).await?;
     txn.commit().await?;
     Ok(model)
-}
-
-/// A note of the caller's workspace, or `NOT_FOUND`.
-pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: Uuid) -> Result<Model> {
-    super::find_scoped::<Entity>(db, caller.workspace_id, id, "note", || {
-        ids::encode(Kind::Note, id)
-    })
-    .await
 }
 
 /// The notes of each customer, newest first.

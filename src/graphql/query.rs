@@ -3,11 +3,9 @@
 use async_graphql::{Context, Object, Result, ID};
 
 use super::inputs::{self, CustomerFilterInput, CustomerOrder, InteractionFilterInput};
-use async_graphql::dataloader::Loader;
-
 use super::loaders::*;
 use super::types::*;
-use super::{app, caller, page_cost};
+use super::{app, caller, load, page_cost};
 use crate::domain::customer::CustomerOrderField;
 use crate::domain::page::PageArgs;
 use crate::domain::{self};
@@ -33,7 +31,7 @@ const MAX_NODES: usize = 100;
 impl Query {
     /// Any object by its id; `null` when this workspace has no such object.
     async fn node(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Node>> {
-        Ok(fetch_node(ctx, &id).await?)
+        fetch_node(ctx, &id).await
     }
 
     /// Several objects by id, in the order asked; `null` for each one not found (at most 100).
@@ -197,53 +195,42 @@ impl Query {
 }
 
 /// Any object by id through the loaders, so `nodes(ids:)` batches per kind.
-async fn fetch_node(ctx: &Context<'_>, id: &ID) -> crate::Result<Option<Node>> {
+async fn fetch_node(ctx: &Context<'_>, id: &ID) -> Result<Option<Node>> {
     let (kind, uuid) = decode_any("id", id.as_str())?;
     let caller = caller(ctx)?;
     let node = match kind {
         Kind::Workspace if uuid == caller.workspace_id => Some(Node::Workspace(Workspace(
             domain::workspace::get(&app(ctx).db, uuid).await?,
         ))),
-        Kind::Customer => by_id(ctx, CustomerById(uuid))
+        Kind::Customer => load(ctx, CustomerById(uuid))
             .await?
             .map(|m| Node::Customer(Customer(m))),
-        Kind::Organization => by_id(ctx, OrganizationById(uuid))
+        Kind::Organization => load(ctx, OrganizationById(uuid))
             .await?
             .map(|m| Node::Organization(Organization(m))),
-        Kind::Identity => by_id(ctx, IdentityById(uuid))
+        Kind::Identity => load(ctx, IdentityById(uuid))
             .await?
             .map(|m| Node::Identity(Identity(m))),
-        Kind::Interaction => by_id(ctx, InteractionById(uuid))
+        Kind::Interaction => load(ctx, InteractionById(uuid))
             .await?
             .map(|m| Node::Interaction(Interaction(m))),
-        Kind::Conversation => by_id(ctx, ConversationById(uuid))
+        Kind::Conversation => load(ctx, ConversationById(uuid))
             .await?
             .map(|m| Node::Conversation(Conversation(m))),
-        Kind::Deal => by_id(ctx, DealById(uuid))
+        Kind::Deal => load(ctx, DealById(uuid))
             .await?
             .map(|m| Node::Deal(Deal(m))),
-        Kind::Note => by_id(ctx, NoteById(uuid))
+        Kind::Note => load(ctx, NoteById(uuid))
             .await?
             .map(|m| Node::Note(Note(m))),
-        Kind::ContactPoint => by_id(ctx, ContactPointById(uuid))
+        Kind::ContactPoint => load(ctx, ContactPointById(uuid))
             .await?
             .map(|m| Node::ContactPoint(ContactPoint(m))),
-        Kind::Tag => by_id(ctx, TagById(uuid)).await?.map(|m| Node::Tag(Tag(m))),
-        Kind::Source => by_id(ctx, SourceById(uuid))
+        Kind::Tag => load(ctx, TagById(uuid)).await?.map(|m| Node::Tag(Tag(m))),
+        Kind::Source => load(ctx, SourceById(uuid))
             .await?
             .map(|m| Node::Source(Source(m))),
         Kind::Workspace | Kind::ApiKey => None,
     };
     Ok(node)
-}
-
-async fn by_id<K>(ctx: &Context<'_>, key: K) -> crate::Result<Option<<Loaders as Loader<K>>::Value>>
-where
-    K: Send + Sync + std::hash::Hash + Eq + Clone + 'static,
-    Loaders: Loader<K, Error = LoadError>,
-{
-    super::loader(ctx)?
-        .load_one(key)
-        .await
-        .map_err(|err| Error::Internal(err.to_string()))
 }

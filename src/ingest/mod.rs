@@ -49,42 +49,42 @@ pub async fn ingest(
             item.occurred_at,
         )
         .await?;
-        let thread_key = match (&item.thread_key, &item.in_reply_to) {
-            (Some(key), _) => key.clone(),
-            (None, Some(parent)) => {
-                match domain::interaction::conversation_of(&txn, source.id, parent).await? {
-                    Some(conversation) => format!("conversation:{conversation}"),
-                    None => parent.clone(),
-                }
-            }
-            (None, None) => item.external_id.clone(),
-        };
         let direction = if item.outbound {
             Direction::Outbound
         } else {
             Direction::Inbound
         };
-        let conversation_id = match thread_key
-            .strip_prefix("conversation:")
-            .and_then(|id| id.parse::<Uuid>().ok())
-        {
-            Some(existing) => {
+        // A reply joins the conversation of the item it answers when that is stored;
+        // otherwise the item is filed under its thread key (its own id when it has none).
+        let answered = match (&item.thread_key, &item.in_reply_to) {
+            (None, Some(parent)) => {
+                domain::interaction::conversation_of(&txn, source.id, parent).await?
+            }
+            _ => None,
+        };
+        let conversation_id = match answered {
+            Some(conversation) => {
                 domain::conversation::on_interaction(
                     &txn,
                     source.workspace_id,
-                    existing,
+                    conversation,
                     direction,
                     item.occurred_at,
                 )
                 .await?;
-                existing
+                conversation
             }
             None => {
+                let thread_key = item
+                    .thread_key
+                    .as_ref()
+                    .or(item.in_reply_to.as_ref())
+                    .unwrap_or(&item.external_id);
                 domain::conversation::thread(
                     &txn,
                     source.workspace_id,
                     source.id,
-                    &thread_key,
+                    thread_key,
                     author.identity.customer_id,
                     &source.channel,
                     item.subject.as_deref(),

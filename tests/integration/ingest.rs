@@ -231,3 +231,29 @@ backend_test! {
         assert_eq!(big.raw.as_ref().unwrap()["truncated"], true, "raw payloads are size-capped");
     }
 }
+
+backend_test! {
+    async fn a_thread_id_naming_another_workspaces_conversation_stays_in_its_own_workspace(app: TestApp) {
+        let acme = app.key_in("acme", Role::Admin).await;
+        let globex = app.key_in("globex", Role::Admin).await;
+        let acme_path = webhook_source(&app, &acme).await["webhookPath"].as_str().unwrap().to_owned();
+        let globex_path = webhook_source(&app, &globex).await["webhookPath"].as_str().unwrap().to_owned();
+        assert_eq!(deliver(&app, &globex_path, "g-1", &json!({ "text": "globex thread" }), None).await.0, 200);
+        let thread = "{ interactions { edges { node { conversation { id interactions { totalCount } } } } } }";
+        let theirs = app.gql(&globex, thread, json!({})).await["interactions"]["edges"][0]["node"]["conversation"]["id"].as_str().unwrap().to_owned();
+        let uuid = rapport::ids::decode("id", rapport::ids::Kind::Conversation, &theirs).unwrap();
+        // The sender controls thread_id; whatever it says, the item is filed in acme's own thread.
+        for thread_id in [format!("conversation:{uuid}"), theirs.clone()] {
+            let body = json!({ "text": "acme message", "thread_id": thread_id });
+            assert_eq!(deliver(&app, &acme_path, &format!("a-{thread_id}"), &body, None).await.0, 200);
+        }
+        let ours = app.gql(&acme, thread, json!({})).await;
+        for edge in ours["interactions"]["edges"].as_array().unwrap() {
+            let conversation = &edge["node"]["conversation"];
+            assert!(conversation["id"].is_string(), "the interaction lost its conversation: {ours}");
+            assert_ne!(conversation["id"].as_str(), Some(theirs.as_str()));
+        }
+        let data = app.gql(&globex, thread, json!({})).await;
+        assert_eq!(data["interactions"]["edges"][0]["node"]["conversation"]["interactions"]["totalCount"], 1);
+    }
+}
