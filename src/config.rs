@@ -24,6 +24,44 @@ pub struct Config {
     pub meili_key: Option<String>,
     pub log_format: LogFormat,
     pub limits: Limits,
+    pub sync: SyncConfig,
+}
+
+/// How pull sources are run.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Whether `rapport serve` runs the scheduler.
+    pub enabled: bool,
+    /// Sources synced at once by one process.
+    pub concurrency: usize,
+    /// How often the scheduler looks for due sources, in milliseconds.
+    pub tick_ms: u64,
+    /// How long a claimed source stays leased to its process; renewed after each batch.
+    pub lease_secs: u64,
+    /// Timeout of one request to a platform.
+    pub http_timeout_secs: u64,
+    /// The first backoff after an error; it doubles with each failure in a row.
+    pub backoff_base_secs: u64,
+    /// The longest backoff.
+    pub backoff_max_secs: u64,
+    /// Batches one run pulls at most before yielding to other sources.
+    pub max_batches: usize,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            enabled: true,
+            concurrency: 4,
+            tick_ms: 1_000,
+            lease_secs: 300,
+            http_timeout_secs: 30,
+            backoff_base_secs: 30,
+            backoff_max_secs: 6 * 3600,
+            max_batches: 20,
+        }
+    }
 }
 
 /// Guards against expensive or abusive requests.
@@ -67,6 +105,7 @@ impl Default for Config {
             meili_key: None,
             log_format: LogFormat::Text,
             limits: Limits::default(),
+            sync: SyncConfig::default(),
         }
     }
 }
@@ -78,10 +117,13 @@ pub struct FileConfig {
     pub addr: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
+    /// PostgreSQL only: the schema to use instead of `public`.
+    pub database_schema: Option<String>,
     pub meili_url: Option<String>,
     pub meili_key: Option<String>,
     pub log_format: Option<LogFormat>,
     pub limits: Option<Limits>,
+    pub sync: Option<SyncConfig>,
 }
 
 /// Values from the command line or the environment; they win over the file.
@@ -123,6 +165,7 @@ impl Config {
             self.data_dir = dir;
         }
         self.database_url = file.database_url.or(self.database_url.take());
+        self.database_schema = file.database_schema.or(self.database_schema.take());
         self.meili_url = file.meili_url.or(self.meili_url.take());
         self.meili_key = file.meili_key.or(self.meili_key.take());
         if let Some(format) = file.log_format {
@@ -130,6 +173,9 @@ impl Config {
         }
         if let Some(limits) = file.limits {
             self.limits = limits;
+        }
+        if let Some(sync) = file.sync {
+            self.sync = sync;
         }
     }
 

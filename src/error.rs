@@ -15,6 +15,8 @@ pub enum Code {
     NotFound,
     Conflict,
     RateLimited,
+    /// A platform a connector talks to failed or refused (a reply could not be sent).
+    Upstream,
     Internal,
 }
 
@@ -27,6 +29,7 @@ impl Code {
             Code::NotFound => "NOT_FOUND",
             Code::Conflict => "CONFLICT",
             Code::RateLimited => "RATE_LIMITED",
+            Code::Upstream => "UPSTREAM_ERROR",
             Code::Internal => "INTERNAL",
         }
     }
@@ -40,6 +43,7 @@ impl Code {
             Code::NotFound => 404,
             Code::Conflict => 409,
             Code::RateLimited => 429,
+            Code::Upstream => 502,
             Code::Internal => 500,
         }
     }
@@ -63,6 +67,9 @@ pub enum Error {
     Conflict(String),
     #[error("too many requests for this API key; retry after the number of seconds in the Retry-After header")]
     RateLimited { retry_after_secs: u64 },
+    /// A platform failed or refused; the message says which and why (never a secret).
+    #[error("{0}")]
+    Upstream(String),
     #[error("database error: {0}")]
     Database(#[from] DbErr),
     #[error("{0}")]
@@ -102,6 +109,7 @@ impl Error {
             Error::NotFound { .. } => Code::NotFound,
             Error::Conflict(_) => Code::Conflict,
             Error::RateLimited { .. } => Code::RateLimited,
+            Error::Upstream(_) => Code::Upstream,
             Error::Database(_) | Error::Internal(_) => Code::Internal,
         }
     }

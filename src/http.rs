@@ -41,6 +41,7 @@ pub fn router(app: App) -> Router {
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/webhooks/{source_id}", axum::routing::post(webhook))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/demo/feed.xml", get(demo_feed))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async { no_such_route() })
@@ -675,7 +676,15 @@ async fn webhook(
             )
         }
     };
-    match crate::ingest::ingest(&state.app.db, &source, std::slice::from_ref(&item), None).await {
+    match crate::ingest::ingest(
+        &state.app.db,
+        &source,
+        std::slice::from_ref(&item),
+        None,
+        None,
+    )
+    .await
+    {
         Ok(report) => {
             let interaction = report
                 .new
@@ -694,4 +703,29 @@ async fn webhook(
             refuse(StatusCode::INTERNAL_SERVER_ERROR, err)
         }
     }
+}
+
+/// The Atom feed bundled for `serve --demo`'s feed source, with an `ETag` so the demo
+/// shows conditional GETs (`304 Not Modified`) too.
+async fn demo_feed(headers: axum::http::HeaderMap) -> Response {
+    const FEED: &str = include_str!("demo/feed.xml");
+    const ETAG: &str = "\"rapport-demo-feed-1\"";
+    if headers
+        .get(axum::http::header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.split(',').any(|tag| tag.trim() == ETAG))
+    {
+        return (StatusCode::NOT_MODIFIED, [(axum::http::header::ETAG, ETAG)]).into_response();
+    }
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/atom+xml; charset=utf-8",
+            ),
+            (axum::http::header::ETAG, ETAG),
+        ],
+        FEED,
+    )
+        .into_response()
 }

@@ -30,6 +30,8 @@ pub struct App {
     pub db: DatabaseConnection,
     pub metrics: Arc<metrics::Metrics>,
     pub schema: graphql::AppSchema,
+    /// The HTTP client connectors share (timeouts from `[sync]`).
+    pub http_client: reqwest::Client,
 }
 
 impl App {
@@ -41,11 +43,19 @@ impl App {
         db::migrate(&db).await?;
         let config = Arc::new(config);
         let schema = graphql::build_schema(&config);
+        let timeout = std::time::Duration::from_secs(config.sync.http_timeout_secs.max(1));
+        let http_client = reqwest::Client::builder()
+            .user_agent(concat!("Rapport/", env!("CARGO_PKG_VERSION")))
+            .timeout(timeout)
+            .connect_timeout(timeout.min(std::time::Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .build()?;
         Ok(App {
             config,
             db,
             metrics,
             schema,
+            http_client,
         })
     }
 }

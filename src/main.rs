@@ -61,6 +61,14 @@ enum Command {
     /// Manage the sources (connector instances) of a workspace.
     #[command(subcommand)]
     Sources(SourcesCommand),
+    /// Sync a pull source now (or every pull source of the workspace) and print, alone on
+    /// stdout, how many new items landed. Exits non-zero when a sync failed.
+    Sync {
+        /// The source's id (src_…); all pull sources of the workspace when left out.
+        source_id: Option<String>,
+        #[arg(long, default_value = "default")]
+        workspace: String,
+    },
     /// Print the GraphQL schema (SDL) on stdout.
     Schema,
     /// Load-test the GraphQL API over loopback HTTP and print a Markdown table of latencies.
@@ -127,15 +135,19 @@ enum KeysCommand {
 enum SourcesCommand {
     /// Add a source and print its id, alone, on stdout.
     Add {
-        /// The channel: webhook (more channels come with their connectors).
+        /// The channel: rss, mastodon, email or webhook.
         #[arg(long)]
         channel: String,
         /// A name unique in the workspace.
         #[arg(long)]
         name: String,
-        /// The channel's settings as JSON, e.g. '{"secret": "whsec_…"}' for a webhook.
+        /// The channel's settings as JSON, e.g. '{"url": "https://…/feed.xml"}' for rss,
+        /// '{"secret": "whsec_…"}' for a webhook (README lists every channel's settings).
         #[arg(long)]
         config: String,
+        /// Seconds between two pulls (30 to 86400; default 300).
+        #[arg(long)]
+        schedule: Option<i32>,
         /// The workspace slug; created when missing.
         #[arg(long, default_value = "default")]
         workspace: String,
@@ -210,6 +222,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Keys(command)) => keys(App::start(config).await?, command).await,
         Some(Command::Bench(args)) => bench(config, args).await,
         Some(Command::Sources(command)) => sources(App::start(config).await?, command).await,
+        Some(Command::Sync {
+            source_id,
+            workspace,
+        }) => sync(App::start(config).await?, source_id, &workspace).await,
         Some(Command::Serve(_)) | None => serve(config, serve_args.unwrap_or_default()).await,
     }
 }
@@ -269,6 +285,7 @@ async fn sources(app: App, command: SourcesCommand) -> anyhow::Result<()> {
             channel,
             name,
             config,
+            schedule,
             workspace,
         } => {
             let channel = connectors::Channel::parse(&channel).ok_or_else(|| {
@@ -283,7 +300,7 @@ async fn sources(app: App, command: SourcesCommand) -> anyhow::Result<()> {
                 channel,
                 name,
                 config,
-                schedule_secs: None,
+                schedule_secs: schedule,
             };
             let source = domain::source::create(&app.db, &caller, new)
                 .await
@@ -315,6 +332,74 @@ async fn sources(app: App, command: SourcesCommand) -> anyhow::Result<()> {
             eprintln!("removed {id}");
         }
     }
+    Ok(())
+}
+
+async fn sync(app: App, source_id: Option<String>, workspace: &str) -> anyhow::Result<()> {
+    let caller = owner_of(&app, workspace).await?;
+    let syncer = rapport::ingest::sync::Syncer::new(&app);
+    let ids: Vec<uuid::Uuid> = match source_id {
+        Some(id) => vec![ids::decode("SOURCE_ID", ids::Kind::Source, &id)?],
+        None => domain::source::list(&app.db, &caller)
+            .await?
+            .into_iter()
+            .filter(|source| {
+                source.channel != connectors::Channel::Webhook.as_str()
+                    && source.status != domain::source::SourceStatus::Paused.as_str()
+            })
+            .map(|source| source.id)
+            .collect(),
+    };
+    let mut new = 0;
+    let mut failed = 0;
+    for id in ids {
+        let (report, source) = rapport::ingest::sync::sync_now(&syncer, &caller, id).await?;
+        let name = ids::encode(ids::Kind::Source, id);
+        match &report.error {
+            None => eprintln!(
+                "{name} ({}): {} new, {} already stored, {} batches",
+                source.name, report.new, report.duplicates, report.batches
+            ),
+            Some(error) => {
+                failed += 1;
+                eprintln!(
+                    "{name} ({}): failed after {} new items: {error} (status {}, next try {})",
+                    source.name,
+                    report.new,
+                    source.status,
+                    source
+                        .next_run_at
+                        .map(|at| at.to_rfc3339())
+                        .unwrap_or_default()
+                );
+            }
+        }
+        new += report.new;
+    }
+    println!("{new}");
+    if failed > 0 {
+        anyhow::bail!("{failed} source(s) failed to sync");
+    }
+    Ok(())
+}
+
+/// The demo's feed source, reading the feed Rapport itself serves at `/demo/feed.xml`.
+async fn demo_feed(app: &App, base: &str) -> anyhow::Result<()> {
+    let caller = owner_of(app, "default").await?;
+    if domain::source::list(&app.db, &caller)
+        .await?
+        .iter()
+        .any(|source| source.name == "Demo community feed")
+    {
+        return Ok(());
+    }
+    let new = domain::source::NewSource {
+        channel: connectors::Channel::Rss,
+        name: "Demo community feed".into(),
+        config: serde_json::json!({ "url": format!("{base}/demo/feed.xml") }),
+        schedule_secs: Some(60),
+    };
+    domain::source::create(&app.db, &caller, new).await?;
     Ok(())
 }
 
@@ -415,13 +500,29 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     if args.demo {
         let key = seed_demo(&app).await?;
         let webhook = demo_webhook(&app).await?;
+        demo_feed(&app, &format!("http://{local}")).await?;
         eprintln!("Rapport demo is ready.\n  GraphiQL: http://{local}/graphql");
+        eprintln!("  Demo feed source: http://{local}/demo/feed.xml, synced every minute");
         print_demo_webhook(&format!("http://{local}"), webhook);
         eprintln!("  Admin API key (shown once):");
         println!("{key}");
     }
     tracing::info!(%local, database = %rapport::db::redact_url(&app.config.effective_database_url()), "serving GraphQL at http://{local}/graphql");
-    rapport::http::serve(app, listener, shutdown_signal()).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let scheduler = app.config.sync.enabled.then(|| {
+        tokio::spawn(rapport::ingest::scheduler::run(
+            rapport::ingest::sync::Syncer::new(&app),
+            stopped,
+        ))
+    });
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    };
+    rapport::http::serve(app, listener, shutdown).await?;
+    if let Some(scheduler) = scheduler {
+        scheduler.await.ok();
+    }
     tracing::info!("stopped");
     Ok(())
 }

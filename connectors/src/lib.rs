@@ -2,6 +2,11 @@
 //! [`InboundItem`]s and sends replies. Pure I/O and parsing: a connector never touches the
 //! database; the ingest pipeline of the `rapport` crate stores what it returns.
 
+pub mod email;
+pub mod feed;
+pub mod http;
+pub mod mastodon;
+pub mod text;
 pub mod webhook;
 
 use chrono::{DateTime, Utc};
@@ -115,14 +120,23 @@ pub struct Pull {
     pub items: Vec<InboundItem>,
     pub next_cursor: Option<Cursor>,
     pub more: bool,
+    /// The platform asked us not to come back before this time (rate-limit headers of a
+    /// successful response).
+    pub not_before: Option<DateTime<Utc>>,
 }
 
 /// What a reply answers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReplyTarget {
+    /// The answered item's external id.
     pub external_id: String,
     pub thread_key: Option<String>,
+    /// Who the reply goes to: a handle, an e-mail address.
     pub recipient: Option<String>,
+    /// The answered item's raw payload (visibility, subject, references, …).
+    pub context: serde_json::Value,
+    /// The same for every attempt at one reply: platforms that support it drop repeats.
+    pub idempotency_key: String,
 }
 
 /// A reply the platform accepted.
@@ -130,6 +144,8 @@ pub struct ReplyTarget {
 pub struct Sent {
     pub external_id: String,
     pub url: Option<String>,
+    /// The text as sent (a platform may need a mention prepended).
+    pub text: String,
 }
 
 /// Why a pull or a reply failed; the scheduler decides on backoff from it.
@@ -158,6 +174,136 @@ pub trait Connector: Send + Sync {
     async fn pull(&self, cursor: Option<&Cursor>) -> Result<Pull, ConnectorError>;
     /// Sends `text` as an answer to `to`.
     async fn reply(&self, to: &ReplyTarget, text: &str) -> Result<Sent, ConnectorError>;
+}
+
+/// A configuration error: the field (within the source's config) and what is wrong.
+pub type ConfigProblem = (String, String);
+
+/// Reads a source's config into `T`; a problem names the field it is about.
+pub fn read_config<T: serde::de::DeserializeOwned>(
+    config: &serde_json::Value,
+    default_field: &str,
+) -> Result<T, ConfigProblem> {
+    serde_path_to_error::deserialize(config.clone()).map_err(|err| {
+        let path = err.path().to_string();
+        let message = err.inner().to_string();
+        let (field, message) = config_error(&message, default_field);
+        if path.is_empty() || path == "." {
+            (field, message)
+        } else {
+            let field = path.split(['.', '[']).next().unwrap_or(&path).to_owned();
+            (field, message)
+        }
+    })
+}
+
+/// Turns a serde error about a source's config into the field it names and a message.
+pub fn config_error(message: &str, default_field: &str) -> ConfigProblem {
+    let named = |prefix: &str| {
+        let rest = message.split(prefix).nth(1)?;
+        let field = rest.split('`').next()?;
+        Some(field.to_owned())
+    };
+    if let Some(field) = named("unknown field `") {
+        let known = message
+            .split("expected ")
+            .nth(1)
+            .map(|known| {
+                known
+                    .split(" at line")
+                    .next()
+                    .unwrap_or(known)
+                    .replace('`', "")
+            })
+            .unwrap_or_default();
+        return (
+            field.clone(),
+            format!("there is no setting `{field}` (known: {known})"),
+        );
+    }
+    if let Some(field) = named("missing field `") {
+        return (field.clone(), format!("`{field}` is required"));
+    }
+    let message = message.split(" at line").next().unwrap_or(message);
+    (default_field.to_owned(), message.to_owned())
+}
+
+/// Checks that `value` is an http(s) URL.
+pub fn check_http_url(field: &str, value: &str) -> Result<(), ConfigProblem> {
+    match reqwest::Url::parse(value.trim()) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => Ok(()),
+        _ => Err((field.to_owned(), format!("`{value}` is not an http(s) URL"))),
+    }
+}
+
+/// Checks a source's configuration (settings and secrets merged) for `channel`.
+pub fn check_config(channel: Channel, config: &serde_json::Value) -> Result<(), ConfigProblem> {
+    match channel {
+        Channel::Rss => feed::FeedConfig::parse(config).map(drop),
+        Channel::Mastodon => mastodon::MastodonConfig::parse(config).map(drop),
+        Channel::Email => email::EmailConfig::parse(config).map(drop),
+        Channel::Webhook => webhook_config(config).map(drop),
+        other => Err((
+            "channel".to_owned(),
+            format!(
+                "the {} channel has no connector yet; available: rss, mastodon, email, webhook",
+                other.as_str()
+            ),
+        )),
+    }
+}
+
+fn webhook_config(
+    config: &serde_json::Value,
+) -> Result<(webhook::Secret, Option<String>), ConfigProblem> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct WebhookConfig {
+        secret: String,
+        #[serde(default)]
+        reply_url: Option<String>,
+    }
+    if config.get("secret").is_none() {
+        return Err((
+            "secret".to_owned(),
+            "a webhook source needs a signing secret: {\"secret\": \"whsec_…\"}".to_owned(),
+        ));
+    }
+    let parsed: WebhookConfig = read_config(config, "secret")?;
+    let secret =
+        webhook::Secret::parse(&parsed.secret).map_err(|message| ("secret".to_owned(), message))?;
+    if let Some(url) = &parsed.reply_url {
+        check_http_url("reply_url", url)?;
+    }
+    Ok((secret, parsed.reply_url))
+}
+
+/// Builds the connector of a source from its configuration (settings and secrets merged).
+pub fn build(
+    channel: Channel,
+    config: &serde_json::Value,
+    client: reqwest::Client,
+) -> Result<Box<dyn Connector>, ConnectorError> {
+    let problem =
+        |(field, message): ConfigProblem| ConnectorError::Config(format!("{field}: {message}"));
+    Ok(match channel {
+        Channel::Rss => Box::new(feed::FeedConnector::new(
+            client,
+            feed::FeedConfig::parse(config).map_err(problem)?,
+        )),
+        Channel::Mastodon => Box::new(mastodon::MastodonConnector::new(
+            client,
+            mastodon::MastodonConfig::parse(config).map_err(problem)?,
+        )),
+        Channel::Email => Box::new(email::EmailConnector::new(
+            email::EmailConfig::parse(config).map_err(problem)?,
+        )),
+        Channel::Webhook => {
+            let (secret, reply_url) = webhook_config(config).map_err(problem)?;
+            Box::new(webhook::WebhookConnector::new(client, secret, reply_url))
+        }
+        _ => return Err(ConnectorError::Unsupported("this channel")),
+    })
 }
 
 #[cfg(test)]

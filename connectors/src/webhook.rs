@@ -275,6 +275,98 @@ pub fn parse(
     })
 }
 
+/// A webhook source's outbound side: a reply is POSTed as JSON to the configured
+/// `reply_url`, signed the Standard Webhooks way with the source's secret (`webhook-id` is
+/// the idempotency key, so the receiver can drop a retried delivery).
+pub struct WebhookConnector {
+    client: reqwest::Client,
+    secret: Secret,
+    reply_url: Option<String>,
+}
+
+impl WebhookConnector {
+    pub fn new(client: reqwest::Client, secret: Secret, reply_url: Option<String>) -> Self {
+        WebhookConnector {
+            client,
+            secret,
+            reply_url,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::Connector for WebhookConnector {
+    fn channel(&self) -> crate::Channel {
+        crate::Channel::Webhook
+    }
+
+    fn capabilities(&self) -> crate::Capabilities {
+        crate::Capabilities {
+            pull: false,
+            webhook: true,
+            reply: self.reply_url.is_some(),
+        }
+    }
+
+    async fn pull(
+        &self,
+        _cursor: Option<&crate::Cursor>,
+    ) -> Result<crate::Pull, crate::ConnectorError> {
+        Err(crate::ConnectorError::Unsupported(
+            "pull from a webhook source: deliveries arrive on its address",
+        ))
+    }
+
+    async fn reply(
+        &self,
+        to: &crate::ReplyTarget,
+        text: &str,
+    ) -> Result<crate::Sent, crate::ConnectorError> {
+        let Some(url) = &self.reply_url else {
+            return Err(crate::ConnectorError::Unsupported(
+                "reply on a webhook source without a reply_url",
+            ));
+        };
+        let now = Utc::now();
+        let id = format!("rpl_{}", to.idempotency_key);
+        let body = serde_json::json!({
+            "type": "reply",
+            "id": id,
+            "text": text.trim(),
+            "in_reply_to": to.external_id,
+            "thread_id": to.thread_key,
+            "to": to.recipient,
+            "sent_at": now,
+        })
+        .to_string();
+        let timestamp = now.timestamp().to_string();
+        let mut request = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", &timestamp)
+            .header(
+                "x-hub-signature-256",
+                self.secret.sign_github(body.as_bytes()),
+            );
+        if let Some(signature) = self.secret.sign_standard(&id, &timestamp, body.as_bytes()) {
+            request = request.header("webhook-signature", signature);
+        }
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(crate::http::transport)?;
+        crate::http::check_status(&response, now)?;
+        Ok(crate::Sent {
+            external_id: id,
+            url: None,
+            text: text.trim().to_owned(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

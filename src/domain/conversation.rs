@@ -76,13 +76,13 @@ pub async fn on_interaction(
     id: Uuid,
     direction: Direction,
     at: DateTime<Utc>,
-) -> Result<()> {
+) -> Result<Option<Model>> {
     let Some(model) = super::scoped::<Entity>(workspace_id)
         .filter(Column::Id.eq(id))
         .one(db)
         .await?
     else {
-        return Ok(());
+        return Ok(None);
     };
     let mut row: conversation::ActiveModel = model.clone().into();
     row.last_message_at = Set(model.last_message_at.max(at));
@@ -98,7 +98,8 @@ pub async fn on_interaction(
     }
     row.updated_at = Set(super::now());
     let model = row.update(db).await?;
-    super::event::append(db, workspace_id, "conversation.updated", id, &model).await
+    super::event::append(db, workspace_id, "conversation.updated", id, &model).await?;
+    Ok(Some(model))
 }
 
 /// Files an item of `source` into the conversation with `thread_key`, creating it when

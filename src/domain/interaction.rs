@@ -369,7 +369,8 @@ pub struct Ingested<'a> {
     pub source_id: Uuid,
     pub channel: &'a str,
     pub customer_id: Uuid,
-    pub identity_id: Uuid,
+    /// The author's identity; `None` for the workspace's own outbound replies.
+    pub identity_id: Option<Uuid>,
     pub conversation_id: Uuid,
     pub item: &'a connectors::InboundItem,
 }
@@ -429,12 +430,17 @@ pub async fn insert_ingested(
         .chars()
         .take(MAX_TEXT_CHARS)
         .collect();
+    let language = item
+        .language
+        .clone()
+        .or_else(|| crate::ingest::enrich::language(&text));
+    let sentiment = crate::ingest::enrich::sentiment(&text, language.as_deref());
     let model = Model {
         id: ids::new_id(),
         workspace_id: ingested.workspace_id,
         customer_id: ingested.customer_id,
         conversation_id: Some(ingested.conversation_id),
-        identity_id: Some(ingested.identity_id),
+        identity_id: ingested.identity_id,
         source_id: Some(ingested.source_id),
         external_id: Some(item.external_id.clone()),
         channel: ingested.channel.to_owned(),
@@ -444,8 +450,8 @@ pub async fn insert_ingested(
         text,
         html: item.html.clone(),
         url: item.url.clone(),
-        language: item.language.clone(),
-        sentiment: None,
+        language,
+        sentiment,
         occurred_at: chrono::SubsecRound::trunc_subsecs(item.occurred_at, 6),
         ingested_at: super::now(),
         raw: Some(raw),

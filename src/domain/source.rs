@@ -26,63 +26,55 @@ const SECRET_KEYS: [&str; 4] = ["secret", "access_token", "password", "token"];
 pub const DEFAULT_SCHEDULE_SECS: i32 = 300;
 
 /// Checks `config` for `channel` and splits it into shown settings and secrets. Fails
-/// with `BAD_USER_INPUT` naming the field that is missing or wrong.
+/// with `BAD_USER_INPUT` naming the field (`config.<name>`) that is missing or wrong.
 pub fn split_config(channel: connectors::Channel, config: Value) -> Result<(Value, Value)> {
     let Value::Object(mut object) = config else {
         return Err(Error::field("config", "config must be a JSON object"));
     };
+    connectors::check_config(channel, &Value::Object(object.clone())).map_err(
+        |(field, message)| {
+            let field = if field == "channel" {
+                field
+            } else {
+                format!("config.{field}")
+            };
+            Error::field(field, message)
+        },
+    )?;
     let mut secrets = Map::new();
     for key in SECRET_KEYS {
         if let Some(value) = object.remove(key) {
             secrets.insert(key.to_owned(), value);
         }
     }
-    match channel {
-        connectors::Channel::Webhook => {
-            let secret = secrets
-                .get("secret")
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    Error::field(
-                        "config.secret",
-                        "a webhook source needs a signing secret: {\"secret\": \"whsec_…\"}",
-                    )
-                })?;
-            connectors::webhook::Secret::parse(secret)
-                .map_err(|message| Error::field("config.secret", message))?;
-            if let Some(url) = object.get("reply_url") {
-                let valid = url
-                    .as_str()
-                    .is_some_and(|url| url.starts_with("https://") || url.starts_with("http://"));
-                if !valid {
-                    return Err(Error::field(
-                        "config.reply_url",
-                        "reply_url must be an http(s) URL",
-                    ));
-                }
-            }
-            let unknown: Vec<&String> = object
-                .keys()
-                .filter(|key| key.as_str() != "reply_url")
-                .collect();
-            if let Some(key) = unknown.first() {
-                return Err(Error::field(
-                    format!("config.{key}"),
-                    format!("a webhook source has no setting `{key}` (known: secret, reply_url)"),
-                ));
-            }
-        }
-        other => {
-            return Err(Error::field(
-                "channel",
-                format!(
-                    "the {} channel has no connector yet; available: webhook",
-                    other.as_str()
-                ),
-            ));
+    Ok((Value::Object(object), Value::Object(secrets)))
+}
+
+/// A source's settings and secrets in one object, as its connector reads them.
+pub fn full_config(model: &Model) -> Value {
+    let mut config = model.config.clone();
+    if let (Value::Object(config), Value::Object(secrets)) = (&mut config, &model.secrets) {
+        for (key, value) in secrets {
+            config.insert(key.clone(), value.clone());
         }
     }
-    Ok((Value::Object(object), Value::Object(secrets)))
+    config
+}
+
+/// The secret values of a source, to scrub from anything shown or logged.
+pub fn secret_values(model: &Model) -> Vec<String> {
+    model
+        .secrets
+        .as_object()
+        .map(|secrets| {
+            secrets
+                .values()
+                .filter_map(Value::as_str)
+                .filter(|value| value.len() >= 4)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub struct NewSource {

@@ -350,3 +350,13 @@ pub struct UpdateSourceInput {
 pub struct SourceIdInput {
     pub id: ID,
 }
+
+/// An answer to an ingested interaction.
+#[derive(InputObject)]
+pub struct ReplyToInteractionInput {
+    pub interaction_id: ID,
+    pub text: String,
+    /// Makes retries safe: the same key sends and stores the reply once. Defaults to one
+    /// derived from the interaction and the text.
+    pub idempotency_key: Option<String>,
+}

@@ -321,6 +321,50 @@ impl Mutation {
         })
     }
 
+    /// Syncs a pull source now (admin role) and reports what landed. `CONFLICT` while the
+    /// scheduler (of any process) is running it; a platform error is not a GraphQL error
+    /// but the payload's `error` and the source's `status`/`lastError`.
+    async fn sync_source(
+        &self,
+        ctx: &Context<'_>,
+        input: SourceIdInput,
+    ) -> Result<SyncSourcePayload> {
+        let id = id("id", Kind::Source, &input.id)?;
+        let syncer = crate::ingest::sync::Syncer::new(app(ctx));
+        let (report, source) = crate::ingest::sync::sync_now(&syncer, caller(ctx)?, id).await?;
+        Ok(SyncSourcePayload {
+            source: Source(source),
+            new_items: report.new as i32,
+            duplicates: report.duplicates as i32,
+            batches: report.batches as i32,
+            error: report.error,
+        })
+    }
+
+    /// Answers an ingested interaction on its own channel (agent role): a Mastodon reply,
+    /// an e-mail with the threading headers, a POST to a webhook source's reply URL. The
+    /// answer is stored as an outbound interaction in the same conversation. Retrying with
+    /// the same `idempotencyKey` (or the same text) sends and stores it once.
+    async fn reply_to_interaction(
+        &self,
+        ctx: &Context<'_>,
+        input: ReplyToInteractionInput,
+    ) -> Result<InteractionPayload> {
+        let target = id("interactionId", Kind::Interaction, &input.interaction_id)?;
+        let syncer = crate::ingest::sync::Syncer::new(app(ctx));
+        let model = crate::ingest::reply::reply(
+            &syncer,
+            caller(ctx)?,
+            target,
+            &input.text,
+            input.idempotency_key,
+        )
+        .await?;
+        Ok(InteractionPayload {
+            interaction: Interaction(model),
+        })
+    }
+
     /// Deletes a source; what it ingested stays.
     async fn delete_source(
         &self,

@@ -717,6 +717,21 @@ pub struct SourcePayload {
     pub source: Source,
 }
 
+/// What a sync did.
+#[derive(SimpleObject)]
+pub struct SyncSourcePayload {
+    /// The source after the sync: status, cursor, lastError, nextRunAt.
+    pub source: Source,
+    /// Interactions stored by this sync.
+    pub new_items: i32,
+    /// Items seen again and dropped.
+    pub duplicates: i32,
+    /// Batches pulled.
+    pub batches: i32,
+    /// Why the sync failed, when it did (also the source's `lastError`).
+    pub error: Option<String>,
+}
+
 #[derive(SimpleObject)]
 pub struct DeleteSourcePayload {
     pub deleted_source_id: ID,

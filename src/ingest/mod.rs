@@ -3,11 +3,18 @@
 //! loses nothing and duplicates nothing: either the batch and its cursor are committed,
 //! or neither is, and a replayed item is dropped by the UNIQUE (source, external id).
 
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, DatabaseConnection, TransactionTrait};
+pub mod enrich;
+pub mod reply;
+pub mod scheduler;
+pub mod sync;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait};
 use uuid::Uuid;
 
-use crate::domain::{self, source::SourceStatus, Direction};
-use crate::error::Result;
+use crate::domain::{self, Direction};
+use crate::error::{Error, Result};
 use connectors::InboundItem;
 use entity::source;
 
@@ -22,15 +29,30 @@ pub struct IngestReport {
     pub new_customers: usize,
 }
 
+/// The lease a scheduled run holds on its source: the batch commits only while the
+/// source is still leased to `owner`, and renews the lease to `until`.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease<'a> {
+    pub owner: &'a str,
+    pub until: DateTime<Utc>,
+}
+
 /// Stores `items` of `source` and moves its cursor to `next_cursor` (when given), all in
 /// one transaction. For each item not yet stored: the author is resolved to an identity
 /// and a customer, the item is threaded into a conversation (by thread key, else the
 /// conversation of the item it answers, else its own id), stored, and events written.
+/// The workspace's own replies (outbound items answering a stored item) join the
+/// answered conversation and its customer instead of being filed under our own account.
+///
+/// With a `lease`, the batch commits only if the source is still leased to its owner
+/// (`CONFLICT` otherwise, and nothing is stored): a run that lost its lease to another
+/// process cannot move the cursor behind that process's back.
 pub async fn ingest(
     db: &DatabaseConnection,
     source: &source::Model,
     items: &[InboundItem],
     next_cursor: Option<&str>,
+    lease: Option<Lease<'_>>,
 ) -> Result<IngestReport> {
     let txn = db.begin().await?;
     let external_ids: Vec<String> = items.iter().map(|item| item.external_id.clone()).collect();
@@ -41,14 +63,6 @@ pub async fn ingest(
             report.duplicates += 1;
             continue;
         }
-        let author = domain::identity::resolve_author(
-            &txn,
-            source.workspace_id,
-            &source.channel,
-            &item.author,
-            item.occurred_at,
-        )
-        .await?;
         let direction = if item.outbound {
             Direction::Outbound
         } else {
@@ -62,7 +76,7 @@ pub async fn ingest(
             }
             _ => None,
         };
-        let conversation_id = match answered {
+        let answered = match answered {
             Some(conversation) => {
                 domain::conversation::on_interaction(
                     &txn,
@@ -71,60 +85,105 @@ pub async fn ingest(
                     direction,
                     item.occurred_at,
                 )
-                .await?;
-                conversation
+                .await?
             }
-            None => {
-                let thread_key = item
-                    .thread_key
-                    .as_ref()
-                    .or(item.in_reply_to.as_ref())
-                    .unwrap_or(&item.external_id);
-                domain::conversation::thread(
+            None => None,
+        };
+        let (customer_id, identity_id, conversation_id, new_customer) = match answered {
+            Some(conversation) if item.outbound => {
+                (conversation.customer_id, None, conversation.id, false)
+            }
+            answered => {
+                let author = domain::identity::resolve_author(
                     &txn,
                     source.workspace_id,
-                    source.id,
-                    thread_key,
-                    author.identity.customer_id,
                     &source.channel,
-                    item.subject.as_deref(),
-                    direction,
+                    &item.author,
                     item.occurred_at,
                 )
-                .await?
+                .await?;
+                let customer_id = author.identity.customer_id;
+                let conversation_id = match answered {
+                    Some(conversation) => conversation.id,
+                    None => {
+                        let thread_key = item
+                            .thread_key
+                            .as_ref()
+                            .or(item.in_reply_to.as_ref())
+                            .unwrap_or(&item.external_id);
+                        domain::conversation::thread(
+                            &txn,
+                            source.workspace_id,
+                            source.id,
+                            thread_key,
+                            customer_id,
+                            &source.channel,
+                            item.subject.as_deref(),
+                            direction,
+                            item.occurred_at,
+                        )
+                        .await?
+                    }
+                };
+                (
+                    customer_id,
+                    Some(author.identity.id),
+                    conversation_id,
+                    author.new_customer,
+                )
             }
         };
         let ingested = domain::interaction::Ingested {
             workspace_id: source.workspace_id,
             source_id: source.id,
             channel: &source.channel,
-            customer_id: author.identity.customer_id,
-            identity_id: author.identity.id,
+            customer_id,
+            identity_id,
             conversation_id,
             item,
         };
         match domain::interaction::insert_ingested(&txn, ingested).await? {
             Some(model) => {
                 report.new.push(model.id);
-                report.new_customers += usize::from(author.new_customer);
+                report.new_customers += usize::from(new_customer);
             }
             None => report.duplicates += 1,
         }
     }
     let now = domain::now();
-    let mut row: source::ActiveModel = source.clone().into();
+    let mut update = source::Entity::update_many()
+        .col_expr(
+            source::Column::ItemsIngested,
+            Expr::col(source::Column::ItemsIngested).add(report.new.len() as i64),
+        )
+        .col_expr(source::Column::LastRunAt, Expr::value(now))
+        .col_expr(source::Column::UpdatedAt, Expr::value(now))
+        .filter(source::Column::Id.eq(source.id));
     if let Some(cursor) = next_cursor {
-        row.cursor = Set(Some(cursor.to_owned()));
+        update = update.col_expr(source::Column::Cursor, Expr::value(cursor));
     }
-    row.items_ingested = Set(source.items_ingested + report.new.len() as i64);
-    row.last_run_at = Set(Some(now));
-    if source.status != SourceStatus::Paused.as_str() {
-        row.status = Set(SourceStatus::Ok.as_str().to_owned());
-        row.last_error = Set(None);
-        row.failures = Set(0);
+    if let Some(lease) = lease {
+        update = update
+            .col_expr(source::Column::LeaseUntil, Expr::value(lease.until))
+            .filter(source::Column::LeaseOwner.eq(lease.owner));
     }
-    row.updated_at = Set(now);
-    row.update(&txn).await?;
+    if update.exec(&txn).await?.rows_affected == 0 {
+        // Dropping the transaction rolls the batch back.
+        return Err(Error::Conflict(
+            "the source is no longer leased to this process (deleted, or taken over after the lease ran out); the batch was not stored".into(),
+        ));
+    }
+    failpoint("ingest.before_commit");
     txn.commit().await?;
     Ok(report)
+}
+
+/// Crash injection for the exactly-once tests: when the environment variable
+/// `RAPPORT_FAILPOINT` names `point`, the process aborts there, as a `kill -9` would.
+/// (The one environment variable read outside the configuration, and only here.)
+pub fn failpoint(point: &str) {
+    if std::env::var("RAPPORT_FAILPOINT").is_ok_and(|value| value == point) {
+        eprintln!("failpoint {point}: aborting");
+        std::process::abort();
+    }
 }

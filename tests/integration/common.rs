@@ -66,12 +66,21 @@ impl TestApp {
     }
 
     pub async fn with_limits(backend: Backend, limits: Limits) -> Option<TestApp> {
+        TestApp::with_config(backend, |config| config.limits = limits).await
+    }
+
+    /// Starts an app on `backend` with the configuration `adjust` leaves. The scheduler
+    /// does not run: tests sync sources explicitly.
+    pub async fn with_config(
+        backend: Backend,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Option<TestApp> {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut config = Config {
             data_dir: dir.path().to_owned(),
-            limits,
             ..Config::default()
         };
+        adjust(&mut config);
         let mut pg_schema = None;
         if backend == Backend::Postgres {
             let url = postgres_url()?;

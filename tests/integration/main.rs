@@ -3,13 +3,16 @@
 //! `RAPPORT_TEST_DATABASE_URL` is set; otherwise the PostgreSQL run says why it skipped).
 
 mod common;
+mod platform;
 
 mod api;
 mod bench;
 mod cli;
 mod customers;
+mod feeds;
 mod ingest;
 mod loaders;
+mod mastodon;
 mod roles;
 mod schema;
 mod tenancy;

@@ -1,0 +1,749 @@
+//! The e-mail channel (pull + reply): IMAP for the inbox, SMTP submission for replies.
+//!
+//! - Pull: `SELECT` the mailbox, then `UID SEARCH UID n:*` after the cursor's last UID and
+//!   `UID FETCH … BODY.PEEK[]` (messages stay unread) in batches of [`BATCH`]. The cursor
+//!   is `(UIDVALIDITY, last UID)`; a new UIDVALIDITY starts over from the first message,
+//!   and the `Message-ID` as external id keeps that from storing anything twice.
+//! - MIME is parsed by mail-parser: the plain-text part preferred, HTML converted to text
+//!   otherwise, attachments listed (name, type, size) but never stored. A message larger
+//!   than [`MAX_MESSAGE_BYTES`] is fetched as its header only.
+//! - Threading: `References` (its first id, the thread's root) is the thread key and
+//!   `In-Reply-To` the answered item.
+//! - The sender's address is the author's id and e-mail contact point; a message from the
+//!   workspace's own address is outbound and is filed under its first recipient.
+//! - Reply: SMTP submission (STARTTLS on 587, implicit TLS on 465, `AUTH PLAIN`) with
+//!   `In-Reply-To` and `References`, and a `Message-ID` derived from the idempotency key, so
+//!   a retried reply carries the same id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use chrono::{DateTime, TimeZone, Utc};
+use futures_util::TryStreamExt;
+use mail_parser::{MessageParser, MimeHeaders};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::{
+    Author, Capabilities, Channel, Connector, ConnectorError, Cursor, InboundItem, Pull,
+    ReplyTarget, Sent,
+};
+
+/// Messages fetched per pull.
+pub const BATCH: usize = 100;
+
+/// Messages larger than this are stored from their header alone.
+pub const MAX_MESSAGE_BYTES: u32 = 10 * 1024 * 1024;
+
+/// How long one IMAP or SMTP exchange may take.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn default_mailbox() -> String {
+    "INBOX".to_owned()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A source's settings. `password` is a secret: stored apart, never returned.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    pub imap_host: String,
+    pub imap_port: u16,
+    pub username: String,
+    pub password: String,
+    #[serde(default = "default_mailbox")]
+    pub mailbox: String,
+    /// Implicit TLS for IMAP; STARTTLS (or implicit TLS on 465) for SMTP. `false` only
+    /// for servers on a trusted network.
+    #[serde(default = "default_true")]
+    pub tls: bool,
+    #[serde(default)]
+    pub smtp_host: Option<String>,
+    #[serde(default)]
+    pub smtp_port: Option<u16>,
+    /// The workspace's own address (its messages are outbound); the username by default.
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+impl std::fmt::Debug for EmailConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailConfig")
+            .field("imap_host", &self.imap_host)
+            .field("imap_port", &self.imap_port)
+            .field("username", &self.username)
+            .field("password", &"***")
+            .field("mailbox", &self.mailbox)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmailConfig {
+    /// Reads and checks a source's settings (secrets merged in); the error names the field.
+    pub fn parse(config: &Value) -> Result<EmailConfig, (String, String)> {
+        let config: EmailConfig = crate::read_config(config, "imap_host")?;
+        for (field, value) in [
+            ("imap_host", &config.imap_host),
+            ("username", &config.username),
+            ("password", &config.password),
+            ("mailbox", &config.mailbox),
+        ] {
+            if value.trim().is_empty() {
+                return Err((field.into(), format!("{field} must not be empty")));
+            }
+        }
+        if config.imap_port == 0 {
+            return Err(("imap_port".into(), "imap_port must be a port number".into()));
+        }
+        if config.smtp_host.is_some() != config.smtp_port.is_some() {
+            return Err((
+                "smtp_port".into(),
+                "smtp_host and smtp_port go together (replies need both)".into(),
+            ));
+        }
+        if !config.own_address().contains('@') {
+            return Err((
+                "address".into(),
+                "the username is not an e-mail address: give the mailbox's address as `address`"
+                    .into(),
+            ));
+        }
+        Ok(config)
+    }
+
+    fn own_address(&self) -> String {
+        self.address
+            .clone()
+            .unwrap_or_else(|| self.username.clone())
+            .trim()
+            .to_lowercase()
+    }
+}
+
+/// `(UIDVALIDITY, last UID)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct EmailCursor {
+    uidvalidity: u32,
+    uid: u32,
+}
+
+pub struct EmailConnector {
+    config: EmailConfig,
+}
+
+impl EmailConnector {
+    pub fn new(config: EmailConfig) -> EmailConnector {
+        EmailConnector { config }
+    }
+}
+
+fn imap_error(err: async_imap::error::Error) -> ConnectorError {
+    use async_imap::error::Error;
+    match err {
+        Error::No(message) | Error::Bad(message) => {
+            ConnectorError::Payload(format!("the IMAP server refused: {message}"))
+        }
+        Error::Io(err) => ConnectorError::Transport(format!("IMAP connection failed: {err}")),
+        Error::ConnectionLost => ConnectorError::Transport("the IMAP server hung up".into()),
+        other => ConnectorError::Payload(format!("IMAP: {other}")),
+    }
+}
+
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+async fn tls_wrap(
+    stream: TcpStream,
+    host: &str,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectorError> {
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|_| ConnectorError::Config(format!("`{host}` is not a valid host name")))?;
+    tls_connector()
+        .connect(name, stream)
+        .await
+        .map_err(|err| ConnectorError::Transport(format!("TLS with {host} failed: {err}")))
+}
+
+async fn connect(host: &str, port: u16) -> Result<TcpStream, ConnectorError> {
+    TcpStream::connect((host, port)).await.map_err(|err| {
+        ConnectorError::Transport(format!("could not connect to {host}:{port}: {err}"))
+    })
+}
+
+impl EmailConnector {
+    async fn pull_from<T>(&self, stream: T, cursor: EmailCursor) -> Result<Pull, ConnectorError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
+    {
+        let mut client = async_imap::Client::new(stream);
+        client
+            .read_response()
+            .await
+            .map_err(|err| ConnectorError::Transport(format!("IMAP greeting: {err}")))?
+            .ok_or_else(|| ConnectorError::Transport("the IMAP server sent no greeting".into()))?;
+        let mut session = client
+            .login(&self.config.username, &self.config.password)
+            .await
+            .map_err(|(err, _)| match err {
+                async_imap::error::Error::No(_) => ConnectorError::Unauthorized(format!(
+                    "the IMAP server refused the login of {}",
+                    self.config.username
+                )),
+                other => imap_error(other),
+            })?;
+        let mailbox = session
+            .select(&self.config.mailbox)
+            .await
+            .map_err(imap_error)?;
+        let uidvalidity = mailbox.uid_validity.unwrap_or(0);
+        let last = if cursor.uidvalidity == uidvalidity {
+            cursor.uid
+        } else {
+            0
+        };
+        let mut uids: Vec<u32> = session
+            .uid_search(format!("UID {}:*", last.saturating_add(1)))
+            .await
+            .map_err(imap_error)?
+            .into_iter()
+            .filter(|uid| *uid > last)
+            .collect();
+        uids.sort_unstable();
+        let more = uids.len() > BATCH;
+        uids.truncate(BATCH);
+        let mut items = Vec::with_capacity(uids.len());
+        if !uids.is_empty() {
+            let set = uids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let sizes: Vec<(u32, u32)> = session
+                .uid_fetch(&set, "(UID RFC822.SIZE)")
+                .await
+                .map_err(imap_error)?
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(imap_error)?
+                .iter()
+                .filter_map(|fetch| Some((fetch.uid?, fetch.size.unwrap_or(0))))
+                .collect();
+            let (small, large): (Vec<_>, Vec<_>) = sizes
+                .into_iter()
+                .partition(|(_, size)| *size <= MAX_MESSAGE_BYTES);
+            for (list, query) in [
+                (small, "(UID RFC822.SIZE BODY.PEEK[])"),
+                (large, "(UID RFC822.SIZE BODY.PEEK[HEADER])"),
+            ] {
+                if list.is_empty() {
+                    continue;
+                }
+                let set = list
+                    .iter()
+                    .map(|(uid, _)| uid.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let fetches: Vec<_> = session
+                    .uid_fetch(&set, query)
+                    .await
+                    .map_err(imap_error)?
+                    .try_collect()
+                    .await
+                    .map_err(imap_error)?;
+                for fetch in &fetches {
+                    let (Some(uid), Some(bytes)) = (fetch.uid, fetch.body().or(fetch.header()))
+                    else {
+                        continue;
+                    };
+                    let place = Place {
+                        uidvalidity,
+                        uid,
+                        size: fetch.size.unwrap_or(bytes.len() as u32),
+                        truncated: query.contains("HEADER"),
+                    };
+                    if let Some(item) = parse_message(bytes, &self.config.own_address(), place) {
+                        items.push(item);
+                    }
+                }
+            }
+            items.sort_by_key(|item| item.raw["uid"].as_u64());
+        }
+        let next = EmailCursor {
+            uidvalidity,
+            uid: uids.last().copied().unwrap_or(last),
+        };
+        session.logout().await.ok();
+        Ok(Pull {
+            items,
+            next_cursor: Some(Cursor(serde_json::to_string(&next).expect("a cursor"))),
+            more,
+            not_before: None,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Connector for EmailConnector {
+    fn channel(&self) -> Channel {
+        Channel::Email
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            pull: true,
+            webhook: false,
+            reply: self.config.smtp_host.is_some(),
+        }
+    }
+
+    async fn pull(&self, cursor: Option<&Cursor>) -> Result<Pull, ConnectorError> {
+        let cursor: EmailCursor = cursor
+            .and_then(|cursor| serde_json::from_str(&cursor.0).ok())
+            .unwrap_or_default();
+        let work = async {
+            let host = self.config.imap_host.as_str();
+            let stream = connect(host, self.config.imap_port).await?;
+            if self.config.tls {
+                self.pull_from(tls_wrap(stream, host).await?, cursor).await
+            } else {
+                self.pull_from(stream, cursor).await
+            }
+        };
+        tokio::time::timeout(TIMEOUT, work)
+            .await
+            .map_err(|_| ConnectorError::Transport("the IMAP server timed out".into()))?
+    }
+
+    async fn reply(&self, to: &ReplyTarget, text: &str) -> Result<Sent, ConnectorError> {
+        let (Some(host), Some(port)) = (&self.config.smtp_host, self.config.smtp_port) else {
+            return Err(ConnectorError::Unsupported(
+                "reply without smtp_host and smtp_port",
+            ));
+        };
+        let recipient = to
+            .recipient
+            .clone()
+            .filter(|r| r.contains('@'))
+            .ok_or_else(|| {
+                ConnectorError::Config("the answered message has no sender address".into())
+            })?;
+        let from = self.config.own_address();
+        let domain = from.rsplit('@').next().unwrap_or("localhost").to_owned();
+        let message_id = format!(
+            "{}@{domain}",
+            hex::encode(&sha2::Sha256::digest_of(to.idempotency_key.as_bytes())[..16])
+        );
+        let message = compose(&Compose {
+            from: &from,
+            to: &recipient,
+            subject: to.context.get("subject").and_then(Value::as_str),
+            message_id: &message_id,
+            in_reply_to: &to.external_id,
+            references: to
+                .context
+                .get("references")
+                .and_then(Value::as_array)
+                .map(|refs| refs.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default(),
+            text: text.trim(),
+            date: Utc::now(),
+        });
+        let work = async {
+            let tcp = connect(host, port).await?;
+            let session = Smtp {
+                host,
+                username: &self.config.username,
+                password: &self.config.password,
+                from: &from,
+                to: &recipient,
+                message: &message,
+            };
+            let security = match (self.config.tls, port) {
+                (false, _) => Security::Plain,
+                (true, 465) => Security::Implicit,
+                (true, _) => Security::StartTls,
+            };
+            session.submit(tcp, security).await
+        };
+        tokio::time::timeout(TIMEOUT, work)
+            .await
+            .map_err(|_| ConnectorError::Transport("the SMTP server timed out".into()))??;
+        Ok(Sent {
+            external_id: message_id,
+            url: None,
+            text: text.trim().to_owned(),
+        })
+    }
+}
+
+/// Where a message was found.
+#[derive(Clone, Copy, Debug)]
+pub struct Place {
+    pub uidvalidity: u32,
+    pub uid: u32,
+    pub size: u32,
+    /// Only the header was fetched (the message is too large).
+    pub truncated: bool,
+}
+
+/// A strips `<…>` and spaces from a message id.
+fn bare_id(id: &str) -> String {
+    id.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_owned()
+}
+
+/// Parses one RFC 5322 message into an item; `None` when it has no sender.
+pub fn parse_message(bytes: &[u8], own_address: &str, place: Place) -> Option<InboundItem> {
+    let message = MessageParser::default().parse(bytes)?;
+    let sender = message.from()?.first()?;
+    let address = sender.address()?.trim().to_lowercase();
+    let outbound = address == own_address;
+    let recipients: Vec<(String, Option<String>)> = message
+        .to()
+        .map(|to| {
+            to.iter()
+                .filter_map(|addr| {
+                    Some((
+                        addr.address()?.trim().to_lowercase(),
+                        addr.name().map(str::to_owned),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let (author_address, author_name) = if outbound {
+        recipients.first().cloned()?
+    } else {
+        (address.clone(), sender.name().map(str::to_owned))
+    };
+    let message_id = message.message_id().map(bare_id);
+    let external_id = message_id
+        .clone()
+        .unwrap_or_else(|| format!("imap:{}:{}", place.uidvalidity, place.uid));
+    let list = |value: &mail_parser::HeaderValue<'_>| -> Vec<String> {
+        value
+            .as_text_list()
+            .map(|ids| ids.iter().map(|id| bare_id(id)).collect())
+            .unwrap_or_default()
+    };
+    let references = list(message.references());
+    let in_reply_to = list(message.in_reply_to()).into_iter().next();
+    let html = message.body_html(0).map(|html| html.into_owned());
+    let mut text = match message.text_body_count() {
+        0 => html
+            .as_deref()
+            .map(crate::text::html_to_text)
+            .unwrap_or_default(),
+        _ => message
+            .body_text(0)
+            .map(|text| text.trim().to_owned())
+            .unwrap_or_default(),
+    };
+    let subject = message
+        .subject()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    if place.truncated {
+        text = format!(
+            "(message of {} MiB: only its header was fetched)",
+            place.size / (1024 * 1024)
+        );
+    }
+    if text.is_empty() {
+        text = subject
+            .clone()
+            .unwrap_or_else(|| "(empty message)".to_owned());
+    }
+    let attachments: Vec<Value> = message
+        .attachments()
+        .map(|part| {
+            json!({
+                "name": part.attachment_name(),
+                "content_type": part.content_type().map(|ct| match ct.subtype() {
+                    Some(sub) => format!("{}/{}", ct.ctype(), sub),
+                    None => ct.ctype().to_owned(),
+                }),
+                "size": part.contents().len(),
+            })
+        })
+        .collect();
+    let occurred_at = message
+        .date()
+        .and_then(|date| Utc.timestamp_opt(date.to_timestamp(), 0).single())
+        .unwrap_or_else(Utc::now);
+    let raw = json!({
+        "uid": place.uid,
+        "uidvalidity": place.uidvalidity,
+        "size": place.size,
+        "message_id": message_id,
+        "from": address,
+        "to": recipients.iter().map(|(a, _)| a).collect::<Vec<_>>(),
+        "subject": subject,
+        "date": occurred_at,
+        "in_reply_to": in_reply_to,
+        "references": references,
+        "attachments": attachments,
+    });
+    Some(InboundItem {
+        external_id,
+        author: Author {
+            platform_id: author_address.clone(),
+            handle: None,
+            display_name: author_name.filter(|name| !name.trim().is_empty()),
+            profile_url: None,
+            avatar_url: None,
+            email: Some(author_address),
+            phone: None,
+        },
+        outbound,
+        kind: "email".to_owned(),
+        subject,
+        text,
+        html,
+        url: None,
+        language: None,
+        occurred_at: occurred_at.min(Utc::now()),
+        thread_key: references.first().cloned(),
+        in_reply_to,
+        raw,
+    })
+}
+
+/// What a reply message says.
+pub struct Compose<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub subject: Option<&'a str>,
+    pub message_id: &'a str,
+    pub in_reply_to: &'a str,
+    pub references: Vec<&'a str>,
+    pub text: &'a str,
+    pub date: DateTime<Utc>,
+}
+
+/// Writes a reply as an RFC 5322 message: UTF-8 text in base64, a subject with `Re:`
+/// (RFC 2047 encoded when not ASCII), and the threading headers.
+pub fn compose(reply: &Compose<'_>) -> String {
+    let subject = match reply.subject {
+        Some(subject) if subject.to_lowercase().starts_with("re:") => subject.to_owned(),
+        Some(subject) => format!("Re: {subject}"),
+        None => "Re: your message".to_owned(),
+    };
+    let subject = if subject.is_ascii() {
+        subject
+    } else {
+        format!("=?utf-8?b?{}?=", B64.encode(subject.as_bytes()))
+    };
+    let mut references: Vec<String> = reply
+        .references
+        .iter()
+        .map(|id| format!("<{}>", bare_id(id)))
+        .collect();
+    let answered = format!("<{}>", bare_id(reply.in_reply_to));
+    if !references.contains(&answered) {
+        references.push(answered.clone());
+    }
+    let body = B64.encode(
+        reply
+            .text
+            .replace("\r\n", "\n")
+            .replace('\n', "\r\n")
+            .as_bytes(),
+    );
+    let wrapped: Vec<&str> = body
+        .as_bytes()
+        .chunks(76)
+        .map(|chunk| std::str::from_utf8(chunk).expect("base64 is ASCII"))
+        .collect();
+    [
+        format!("From: <{}>", reply.from),
+        format!("To: <{}>", reply.to),
+        format!("Subject: {subject}"),
+        format!("Date: {}", reply.date.to_rfc2822()),
+        format!("Message-ID: <{}>", reply.message_id),
+        format!("In-Reply-To: {answered}"),
+        format!("References: {}", references.join(" ")),
+        "MIME-Version: 1.0".to_owned(),
+        "Content-Type: text/plain; charset=utf-8".to_owned(),
+        "Content-Transfer-Encoding: base64".to_owned(),
+        String::new(),
+        wrapped.join("\r\n"),
+        String::new(),
+    ]
+    .join("\r\n")
+}
+
+/// One SMTP submission.
+struct Smtp<'a> {
+    host: &'a str,
+    username: &'a str,
+    password: &'a str,
+    from: &'a str,
+    to: &'a str,
+    message: &'a str,
+}
+
+/// Reads one SMTP reply (all its lines); returns the code and the text.
+async fn read_reply<S: AsyncRead + Unpin>(
+    stream: &mut BufReader<S>,
+) -> Result<(u16, String), ConnectorError> {
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        let read = stream
+            .read_line(&mut line)
+            .await
+            .map_err(|err| ConnectorError::Transport(format!("SMTP: {err}")))?;
+        if read == 0 {
+            return Err(ConnectorError::Transport("the SMTP server hung up".into()));
+        }
+        let code = line
+            .get(..3)
+            .and_then(|code| code.parse::<u16>().ok())
+            .ok_or_else(|| {
+                ConnectorError::Payload(format!("SMTP: unreadable reply `{}`", line.trim()))
+            })?;
+        text.push_str(line.get(4..).unwrap_or_default());
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return Ok((code, text));
+        }
+    }
+}
+
+async fn command<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut BufReader<S>,
+    line: &str,
+    expect: u16,
+) -> Result<String, ConnectorError> {
+    stream
+        .get_mut()
+        .write_all(format!("{line}\r\n").as_bytes())
+        .await
+        .map_err(|err| ConnectorError::Transport(format!("SMTP: {err}")))?;
+    let (code, text) = read_reply(stream).await?;
+    if code == expect {
+        return Ok(text);
+    }
+    let verb = line.split([' ', ':']).next().unwrap_or_default();
+    let summary = text.lines().next().unwrap_or_default().trim();
+    Err(match code {
+        535 | 530 => ConnectorError::Unauthorized(format!(
+            "the SMTP server refused the login ({code} {summary})"
+        )),
+        400..=499 => ConnectorError::Transport(format!("SMTP {verb}: {code} {summary}")),
+        _ => ConnectorError::Payload(format!("SMTP {verb}: {code} {summary}")),
+    })
+}
+
+/// How an SMTP connection is secured.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Security {
+    /// TLS from the first byte (port 465).
+    Implicit,
+    /// Plain, then `STARTTLS` before anything else is said (port 587).
+    StartTls,
+    /// No TLS: `tls: false`, for a server on a trusted network.
+    Plain,
+}
+
+/// Reads the greeting and says `EHLO`; returns the server's capabilities.
+async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut BufReader<S>,
+) -> Result<String, ConnectorError> {
+    let (code, text) = read_reply(stream).await?;
+    if code != 220 {
+        return Err(ConnectorError::Transport(format!(
+            "SMTP greeting: {code} {}",
+            text.trim()
+        )));
+    }
+    command(stream, "EHLO rapport", 250).await
+}
+
+impl Smtp<'_> {
+    async fn submit(&self, tcp: TcpStream, security: Security) -> Result<(), ConnectorError> {
+        match security {
+            Security::Implicit => {
+                let mut stream = BufReader::new(tls_wrap(tcp, self.host).await?);
+                let capabilities = greet(&mut stream).await?;
+                self.finish(stream, &capabilities).await
+            }
+            Security::StartTls => {
+                let mut stream = BufReader::new(tcp);
+                greet(&mut stream).await?;
+                command(&mut stream, "STARTTLS", 220).await?;
+                // The server says nothing more before the handshake: nothing is buffered.
+                let mut stream = BufReader::new(tls_wrap(stream.into_inner(), self.host).await?);
+                let capabilities = command(&mut stream, "EHLO rapport", 250).await?;
+                self.finish(stream, &capabilities).await
+            }
+            Security::Plain => {
+                let mut stream = BufReader::new(tcp);
+                let capabilities = greet(&mut stream).await?;
+                self.finish(stream, &capabilities).await
+            }
+        }
+    }
+
+    async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut stream: BufReader<S>,
+        capabilities: &str,
+    ) -> Result<(), ConnectorError> {
+        let auth = capabilities.lines().any(|line| {
+            line.to_uppercase().starts_with("AUTH") && line.to_uppercase().contains("PLAIN")
+        });
+        if auth {
+            let token = B64.encode(format!("\0{}\0{}", self.username, self.password));
+            command(&mut stream, &format!("AUTH PLAIN {token}"), 235).await?;
+        }
+        command(&mut stream, &format!("MAIL FROM:<{}>", self.from), 250).await?;
+        command(&mut stream, &format!("RCPT TO:<{}>", self.to), 250).await?;
+        command(&mut stream, "DATA", 354).await?;
+        let mut data = String::with_capacity(self.message.len() + 8);
+        for line in self.message.split("\r\n") {
+            if line.starts_with('.') {
+                data.push('.');
+            }
+            data.push_str(line);
+            data.push_str("\r\n");
+        }
+        data.push('.');
+        command(&mut stream, &data, 250).await?;
+        command(&mut stream, "QUIT", 221).await.ok();
+        Ok(())
+    }
+}
+
+/// SHA-256 in one call.
+trait DigestOf {
+    fn digest_of(data: &[u8]) -> Vec<u8>;
+}
+
+impl DigestOf for sha2::Sha256 {
+    fn digest_of(data: &[u8]) -> Vec<u8> {
+        use sha2::Digest;
+        sha2::Sha256::digest(data).to_vec()
+    }
+}

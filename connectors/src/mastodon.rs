@@ -1,0 +1,430 @@
+//! The Mastodon channel (pull + reply), over the client API of any Mastodon-compatible
+//! server (<https://docs.joinmastodon.org/methods/>).
+//!
+//! - Mentions: `GET /api/v1/notifications?types[]=mention` with a `min_id` cursor; the
+//!   next `min_id` comes from the `Link: <…>; rel="prev"` header (the page's newest id when
+//!   the header is absent). A full page means more are waiting.
+//! - Listening: each configured hashtag through `GET /api/v1/timelines/tag/:hashtag`, each
+//!   keyword through `GET /api/v2/search?type=statuses`, each with its own `min_id`.
+//! - The account behind the token (`GET /api/v1/accounts/verify_credentials`) tells our own
+//!   posts (outbound) from others'.
+//! - Replies: `POST /api/v1/statuses` with `in_reply_to_id`, the answered post's
+//!   visibility, a leading mention of its author, and an `Idempotency-Key` header so a
+//!   retried reply is posted once.
+//! - `X-RateLimit-Remaining: 0` / `X-RateLimit-Reset` and 429 `Retry-After` become
+//!   "not before" times for the scheduler.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::http::{self, MAX_BODY_BYTES};
+use crate::{
+    Author, Capabilities, Channel, Connector, ConnectorError, Cursor, InboundItem, Pull,
+    ReplyTarget, Sent,
+};
+
+/// Items asked for per request (the API's maximum for notifications is 80, 40 for
+/// timelines).
+pub const PAGE: usize = 40;
+
+/// A source's settings. `access_token` is a secret: stored apart, never returned.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MastodonConfig {
+    pub base_url: String,
+    pub access_token: String,
+    #[serde(default)]
+    pub hashtags: Vec<String>,
+    #[serde(default)]
+    pub keywords: Vec<String>,
+}
+
+impl std::fmt::Debug for MastodonConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MastodonConfig")
+            .field("base_url", &self.base_url)
+            .field("access_token", &"***")
+            .field("hashtags", &self.hashtags)
+            .field("keywords", &self.keywords)
+            .finish()
+    }
+}
+
+impl MastodonConfig {
+    /// Reads and checks a source's settings (secrets merged in); the error names the field.
+    pub fn parse(config: &Value) -> Result<MastodonConfig, (String, String)> {
+        let mut config: MastodonConfig = crate::read_config(config, "base_url")?;
+        crate::check_http_url("base_url", &config.base_url)?;
+        config.base_url = config.base_url.trim_end_matches('/').to_owned();
+        if config.access_token.trim().is_empty() {
+            return Err((
+                "access_token".into(),
+                "access_token must not be empty".into(),
+            ));
+        }
+        for tag in &mut config.hashtags {
+            *tag = tag.trim().trim_start_matches('#').to_owned();
+            if tag.is_empty() || !tag.chars().all(|c| c.is_alphanumeric() || c == '_') {
+                return Err((
+                    "hashtags".into(),
+                    format!("`{tag}` is not a hashtag (letters, digits and _ only)"),
+                ));
+            }
+        }
+        if config.keywords.iter().any(|k| k.trim().is_empty()) {
+            return Err(("keywords".into(), "keywords must not be empty".into()));
+        }
+        Ok(config)
+    }
+}
+
+/// Where a Mastodon source stands: our account id and one `min_id` per stream.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct MastodonCursor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    me: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    notifications: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    search: BTreeMap<String, String>,
+}
+
+pub struct MastodonConnector {
+    client: reqwest::Client,
+    config: MastodonConfig,
+}
+
+impl MastodonConnector {
+    pub fn new(client: reqwest::Client, config: MastodonConfig) -> MastodonConnector {
+        MastodonConnector { client, config }
+    }
+
+    fn host(&self) -> String {
+        reqwest::Url::parse(&self.config.base_url)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// GETs `path` with `query`; returns the JSON body and the response's headers.
+    async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        not_before: &mut Option<DateTime<Utc>>,
+    ) -> Result<(Value, reqwest::header::HeaderMap), ConnectorError> {
+        let now = Utc::now();
+        let response = self
+            .client
+            .get(format!("{}{path}", self.config.base_url))
+            .query(query)
+            .bearer_auth(&self.config.access_token)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(http::transport)?;
+        http::check_status(&response, now)?;
+        let headers = response.headers().clone();
+        if let Some(at) = http::not_before(&headers, now) {
+            *not_before = Some(not_before.map_or(at, |old| old.max(at)));
+        }
+        let body = http::read_capped(response, MAX_BODY_BYTES).await?;
+        let value = serde_json::from_slice(&body).map_err(|err| {
+            ConnectorError::Payload(format!(
+                "{} answered {path} with invalid JSON: {err}",
+                self.host()
+            ))
+        })?;
+        Ok((value, headers))
+    }
+
+    /// One stream's page after `min_id`: its statuses (oldest first), the next `min_id`
+    /// and whether the page was full.
+    async fn page(
+        &self,
+        path: &str,
+        mut query: Vec<(&str, String)>,
+        min_id: Option<&String>,
+        not_before: &mut Option<DateTime<Utc>>,
+    ) -> Result<(Vec<Value>, Option<String>, bool), ConnectorError> {
+        query.push(("limit", PAGE.to_string()));
+        if let Some(min_id) = min_id {
+            query.push(("min_id", min_id.clone()));
+        }
+        let (body, headers) = self.get(path, &query, not_before).await?;
+        let list = match body {
+            Value::Array(list) => list,
+            Value::Object(mut object) => match object.remove("statuses") {
+                Some(Value::Array(list)) => list,
+                _ => return Err(self.shape(path, "an object without `statuses`")),
+            },
+            _ => return Err(self.shape(path, "neither a list nor an object")),
+        };
+        let full = list.len() >= PAGE;
+        let newest = list
+            .iter()
+            .filter_map(|entry| entry.get("id")?.as_str())
+            .max_by(|a, b| compare_ids(a, b))
+            .map(str::to_owned);
+        let from_link = http::link(&headers, "prev").and_then(|prev| {
+            reqwest::Url::parse(&prev).ok().and_then(|url| {
+                url.query_pairs()
+                    .find(|(key, _)| key == "min_id")
+                    .map(|(_, value)| value.into_owned())
+            })
+        });
+        let next = from_link.or(newest).or(min_id.cloned());
+        let mut list = list;
+        list.sort_by(|a, b| {
+            compare_ids(
+                a["id"].as_str().unwrap_or_default(),
+                b["id"].as_str().unwrap_or_default(),
+            )
+        });
+        Ok((list, next, full))
+    }
+
+    fn shape(&self, path: &str, what: &str) -> ConnectorError {
+        ConnectorError::Payload(format!("{} answered {path} with {what}", self.host()))
+    }
+
+    /// A status as an item; `None` when it lacks what every status has.
+    fn item(&self, status: &Value, kind: &str, me: Option<&str>) -> Option<InboundItem> {
+        let id = status.get("id")?.as_str()?.to_owned();
+        let account = status.get("account")?;
+        let account_id = account.get("id")?.as_str()?;
+        let created_at = status
+            .get("created_at")?
+            .as_str()
+            .and_then(|at| DateTime::parse_from_rfc3339(at).ok())?
+            .with_timezone(&Utc);
+        let html = status
+            .get("content")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let mut text = crate::text::html_to_text(html);
+        if let Some(warning) = status
+            .get("spoiler_text")
+            .and_then(Value::as_str)
+            .filter(|w| !w.is_empty())
+        {
+            text = format!("CW: {warning}\n{text}");
+        }
+        let url = status
+            .get("url")
+            .and_then(Value::as_str)
+            .or_else(|| status.get("uri").and_then(Value::as_str))
+            .map(str::to_owned);
+        Some(InboundItem {
+            external_id: id,
+            author: self.author(account)?,
+            outbound: me == Some(account_id),
+            kind: kind.to_owned(),
+            subject: None,
+            text,
+            html: Some(html.to_owned()).filter(|html| !html.is_empty()),
+            url,
+            language: status
+                .get("language")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            occurred_at: created_at,
+            thread_key: None,
+            in_reply_to: status
+                .get("in_reply_to_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            raw: status.clone(),
+        })
+    }
+
+    /// An account as an author: its ActivityPub URI (`uri`, else its profile `url`) is
+    /// the stable id, so one person seen through two instances is one identity.
+    fn author(&self, account: &Value) -> Option<Author> {
+        let text = |key: &str| {
+            account
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let url = text("url");
+        let platform_id = text("uri").or(url.clone())?;
+        let acct = text("acct")?;
+        let handle = if acct.contains('@') {
+            format!("@{acct}")
+        } else {
+            format!("@{acct}@{}", self.host())
+        };
+        Some(Author {
+            platform_id,
+            handle: Some(handle),
+            display_name: text("display_name").or(text("username")),
+            profile_url: url,
+            avatar_url: text("avatar"),
+            email: None,
+            phone: None,
+        })
+    }
+}
+
+/// Orders Mastodon ids: decimal strings of any length.
+fn compare_ids(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+#[async_trait::async_trait]
+impl Connector for MastodonConnector {
+    fn channel(&self) -> Channel {
+        Channel::Mastodon
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            pull: true,
+            webhook: false,
+            reply: true,
+        }
+    }
+
+    async fn pull(&self, cursor: Option<&Cursor>) -> Result<Pull, ConnectorError> {
+        let mut state: MastodonCursor = cursor
+            .and_then(|cursor| serde_json::from_str(&cursor.0).ok())
+            .unwrap_or_default();
+        let mut not_before = None;
+        if state.me.is_none() {
+            let (me, _) = self
+                .get("/api/v1/accounts/verify_credentials", &[], &mut not_before)
+                .await?;
+            state.me = me.get("id").and_then(Value::as_str).map(str::to_owned);
+        }
+        let me = state.me.clone();
+        let mut items = Vec::new();
+        let mut seen = HashSet::new();
+        let mut more = false;
+        let mut push = |item: Option<InboundItem>, items: &mut Vec<InboundItem>| {
+            if let Some(item) = item {
+                if seen.insert(item.external_id.clone()) {
+                    items.push(item);
+                }
+            }
+        };
+
+        let (notifications, next, full) = self
+            .page(
+                "/api/v1/notifications",
+                vec![("types[]", "mention".to_owned())],
+                state.notifications.as_ref(),
+                &mut not_before,
+            )
+            .await?;
+        for notification in &notifications {
+            if notification.get("type").and_then(Value::as_str) != Some("mention") {
+                continue;
+            }
+            if let Some(status) = notification.get("status") {
+                push(self.item(status, "mention", me.as_deref()), &mut items);
+            }
+        }
+        state.notifications = next;
+        more |= full;
+
+        for tag in &self.config.hashtags {
+            let path = format!("/api/v1/timelines/tag/{tag}");
+            let (statuses, next, full) = self
+                .page(&path, Vec::new(), state.tags.get(tag), &mut not_before)
+                .await?;
+            for status in &statuses {
+                push(self.item(status, "post", me.as_deref()), &mut items);
+            }
+            if let Some(next) = next {
+                state.tags.insert(tag.clone(), next);
+            }
+            more |= full;
+        }
+        for keyword in &self.config.keywords {
+            let query = vec![
+                ("q", keyword.clone()),
+                ("type", "statuses".to_owned()),
+                ("resolve", "false".to_owned()),
+            ];
+            let (statuses, next, full) = self
+                .page(
+                    "/api/v2/search",
+                    query,
+                    state.search.get(keyword),
+                    &mut not_before,
+                )
+                .await?;
+            for status in &statuses {
+                push(self.item(status, "post", me.as_deref()), &mut items);
+            }
+            if let Some(next) = next {
+                state.search.insert(keyword.clone(), next);
+            }
+            more |= full;
+        }
+        Ok(Pull {
+            items,
+            next_cursor: Some(Cursor(serde_json::to_string(&state).expect("a cursor"))),
+            more,
+            not_before,
+        })
+    }
+
+    async fn reply(&self, to: &ReplyTarget, text: &str) -> Result<Sent, ConnectorError> {
+        let mut status = text.trim().to_owned();
+        if let Some(recipient) = to.recipient.as_deref() {
+            let mention = if recipient.starts_with('@') {
+                recipient.to_owned()
+            } else {
+                format!("@{recipient}")
+            };
+            if !status.contains(&mention) {
+                status = format!("{mention} {status}");
+            }
+        }
+        let visibility = to
+            .context
+            .get("visibility")
+            .and_then(Value::as_str)
+            .unwrap_or("public");
+        let now = Utc::now();
+        let response = self
+            .client
+            .post(format!("{}/api/v1/statuses", self.config.base_url))
+            .bearer_auth(&self.config.access_token)
+            .header("Idempotency-Key", &to.idempotency_key)
+            .json(&json!({
+                "status": status,
+                "in_reply_to_id": to.external_id,
+                "visibility": visibility,
+            }))
+            .send()
+            .await
+            .map_err(http::transport)?;
+        http::check_status(&response, now)?;
+        let body = http::read_capped(response, MAX_BODY_BYTES).await?;
+        let posted: Value = serde_json::from_slice(&body).map_err(|err| {
+            ConnectorError::Payload(format!(
+                "{} answered the reply with invalid JSON: {err}",
+                self.host()
+            ))
+        })?;
+        let id = posted
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| self.shape("/api/v1/statuses", "a status without an id"))?;
+        Ok(Sent {
+            external_id: id.to_owned(),
+            url: posted.get("url").and_then(Value::as_str).map(str::to_owned),
+            text: status,
+        })
+    }
+}

@@ -1,0 +1,353 @@
+//! One sync of one pull source: claim it with a lease, pull batches from its connector,
+//! store each batch with its cursor, then record how it went (status, last error, next
+//! run with backoff) and release the lease.
+//!
+//! The lease is a pair of columns on the source (`lease_owner`, `lease_until`) set by one
+//! `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING *`: two processes
+//! over one PostgreSQL never claim the same source, and a process that dies leaves a
+//! lease that simply runs out. On SQLite the single writer gives the same guarantee.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait,
+    FromQueryResult, QueryFilter, Statement, Value,
+};
+use uuid::Uuid;
+
+use super::{ingest, Lease};
+use crate::config::SyncConfig;
+use crate::domain::{self, source::SourceStatus};
+use crate::error::{Error, Result};
+use crate::ids::{self, Kind};
+use connectors::{ConnectorError, Cursor};
+use entity::source::{Column, Entity, Model};
+
+/// What one sync did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Interactions stored.
+    pub new: usize,
+    /// Items seen again and dropped.
+    pub duplicates: usize,
+    /// Batches pulled.
+    pub batches: usize,
+    /// Why the sync stopped early, when it failed.
+    pub error: Option<String>,
+}
+
+/// Who runs syncs: the database, the shared HTTP client, this process's lease name and
+/// the `[sync]` settings.
+#[derive(Clone)]
+pub struct Syncer {
+    pub db: DatabaseConnection,
+    pub client: reqwest::Client,
+    pub owner: String,
+    pub config: SyncConfig,
+}
+
+impl Syncer {
+    pub fn new(app: &crate::App) -> Syncer {
+        Syncer {
+            db: app.db.clone(),
+            client: app.http_client.clone(),
+            owner: format!(
+                "pid{}-{}",
+                std::process::id(),
+                hex::encode(rand::random::<[u8; 4]>())
+            ),
+            config: app.config.sync.clone(),
+        }
+    }
+
+    fn lease_until(&self) -> DateTime<Utc> {
+        domain::now() + chrono::Duration::seconds(self.config.lease_secs.max(1) as i64)
+    }
+
+    /// Claims up to `limit` due sources (pull channels, not paused, `next_run_at` passed,
+    /// no live lease), oldest due first.
+    pub async fn claim_due(&self, limit: usize) -> Result<Vec<Model>> {
+        let now = domain::now();
+        let backend = self.db.get_database_backend();
+        let (lock, p) = match backend {
+            DatabaseBackend::Postgres => (
+                " FOR UPDATE SKIP LOCKED",
+                ["$1", "$2", "$3", "$4", "$5", "$6"],
+            ),
+            _ => ("", ["?", "?", "?", "?", "?", "?"]),
+        };
+        let sql = format!(
+            "UPDATE source SET lease_owner = {}, lease_until = {} \
+             WHERE id IN (SELECT id FROM source \
+               WHERE channel <> {} AND status <> {} AND next_run_at IS NOT NULL AND next_run_at <= {} \
+                 AND (lease_until IS NULL OR lease_until < {}) \
+               ORDER BY next_run_at LIMIT {}{lock}) \
+             RETURNING *",
+            p[0], p[1], p[2], p[3], p[4], p[5], limit.max(1)
+        );
+        let values: Vec<Value> = vec![
+            self.owner.clone().into(),
+            self.lease_until().into(),
+            connectors::Channel::Webhook.as_str().into(),
+            SourceStatus::Paused.as_str().into(),
+            now.into(),
+            now.into(),
+        ];
+        Ok(
+            Model::find_by_statement(Statement::from_sql_and_values(backend, sql, values))
+                .all(&self.db)
+                .await?,
+        )
+    }
+
+    /// Claims one source to sync it now, whatever its schedule. `CONFLICT` while another
+    /// run holds it; `BAD_USER_INPUT` for a paused source or one that is not pulled.
+    pub async fn claim(&self, source: &Model) -> Result<Model> {
+        if source.status == SourceStatus::Paused.as_str() {
+            return Err(Error::field("id", "the source is paused: resume it first"));
+        }
+        if source.channel == connectors::Channel::Webhook.as_str() {
+            return Err(Error::field(
+                "id",
+                "a webhook source is not pulled: deliveries arrive on its address",
+            ));
+        }
+        let now = domain::now();
+        let claimed = Entity::update_many()
+            .col_expr(Column::LeaseOwner, Expr::value(self.owner.clone()))
+            .col_expr(Column::LeaseUntil, Expr::value(self.lease_until()))
+            .filter(Column::Id.eq(source.id))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(Column::LeaseUntil.is_null())
+                    .add(Column::LeaseUntil.lt(now)),
+            )
+            .exec(&self.db)
+            .await?;
+        if claimed.rows_affected == 0 {
+            return Err(Error::Conflict(format!(
+                "source {} is being synced right now; try again when that run ends",
+                ids::encode(Kind::Source, source.id)
+            )));
+        }
+        Entity::find_by_id(source.id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| Error::not_found("source", ids::encode(Kind::Source, source.id)))
+    }
+
+    /// Runs a claimed source: pulls batch after batch (at most `max_batches`, stopping
+    /// early when `stop` says so after a batch is stored), then records the outcome and
+    /// releases the lease. Connector errors become the source's status and backoff; they
+    /// are returned in the report, not as an `Err`.
+    pub async fn run(&self, source: Model, stop: &(dyn Fn() -> bool + Sync)) -> Result<SyncReport> {
+        use tracing::Instrument;
+        let span = tracing::info_span!("sync", source = %ids::encode(Kind::Source, source.id), channel = %source.channel);
+        self.run_claimed(source, stop).instrument(span).await
+    }
+
+    async fn run_claimed(
+        &self,
+        source: Model,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<SyncReport> {
+        let started = std::time::Instant::now();
+        let mut report = SyncReport::default();
+        let mut not_before: Option<DateTime<Utc>> = None;
+        let outcome = self
+            .pull_batches(&source, &mut report, &mut not_before, stop)
+            .await;
+        let secrets = domain::source::secret_values(&source);
+        let scrub = |message: String| {
+            secrets.iter().fold(message, |message, secret| {
+                message.replace(secret.as_str(), "***")
+            })
+        };
+        let now = domain::now();
+        let failures = source.failures;
+        let (status, error, failures, next) = match outcome {
+            Ok(()) => {
+                let scheduled = now + chrono::Duration::seconds(source.schedule_secs as i64);
+                let next = not_before.map_or(scheduled, |at| at.max(scheduled));
+                let status = if next > scheduled {
+                    SourceStatus::RateLimited
+                } else {
+                    SourceStatus::Ok
+                };
+                (status, None, 0, next)
+            }
+            Err(Failure::Connector(err)) => {
+                let failures = failures + 1;
+                let backoff = self.backoff(failures);
+                let (status, next) = match &err {
+                    ConnectorError::RateLimited { retry_after_secs } => (
+                        SourceStatus::RateLimited,
+                        now + retry_after_secs
+                            .map(|secs| chrono::Duration::seconds(secs as i64))
+                            .unwrap_or(backoff),
+                    ),
+                    ConnectorError::Config(_)
+                    | ConnectorError::Unauthorized(_)
+                    | ConnectorError::Unsupported(_) => (SourceStatus::Failing, now + backoff),
+                    _ if failures >= 5 => (SourceStatus::Failing, now + backoff),
+                    _ => (SourceStatus::BackingOff, now + backoff),
+                };
+                (status, Some(scrub(err.to_string())), failures, next)
+            }
+            Err(Failure::Store(err)) => {
+                tracing::error!(error = %err, "storing a batch failed");
+                if matches!(err, Error::Conflict(_)) {
+                    // The lease is someone else's now: leave the source alone.
+                    report.error = Some(err.to_string());
+                    return Ok(report);
+                }
+                let failures = failures + 1;
+                (
+                    SourceStatus::BackingOff,
+                    Some(scrub(format!("storing the batch failed: {err}"))),
+                    failures,
+                    now + self.backoff(failures),
+                )
+            }
+        };
+        report.error = error.clone();
+        Entity::update_many()
+            .col_expr(Column::Status, Expr::value(status.as_str()))
+            .col_expr(Column::LastError, Expr::value(error.clone()))
+            .col_expr(Column::Failures, Expr::value(failures))
+            .col_expr(Column::NextRunAt, Expr::value(next))
+            .col_expr(Column::LastRunAt, Expr::value(now))
+            .col_expr(Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(
+                Column::LeaseUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .col_expr(Column::UpdatedAt, Expr::value(now))
+            .filter(Column::Id.eq(source.id))
+            .filter(Column::LeaseOwner.eq(self.owner.clone()))
+            // A source paused during the run stays paused.
+            .filter(Column::Status.ne(SourceStatus::Paused.as_str()))
+            .exec(&self.db)
+            .await?;
+        // A paused source still gives its lease back.
+        Entity::update_many()
+            .col_expr(Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(
+                Column::LeaseUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .filter(Column::Id.eq(source.id))
+            .filter(Column::LeaseOwner.eq(self.owner.clone()))
+            .exec(&self.db)
+            .await?;
+        match &error {
+            None => tracing::info!(
+                new = report.new,
+                duplicates = report.duplicates,
+                batches = report.batches,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "sync done"
+            ),
+            Some(error) => tracing::warn!(
+                status = status.as_str(),
+                failures,
+                next_run_at = %next,
+                error = %error,
+                "sync failed"
+            ),
+        }
+        Ok(report)
+    }
+
+    async fn pull_batches(
+        &self,
+        source: &Model,
+        report: &mut SyncReport,
+        not_before: &mut Option<DateTime<Utc>>,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> std::result::Result<(), Failure> {
+        let channel = connectors::Channel::parse(&source.channel).ok_or_else(|| {
+            Failure::Connector(ConnectorError::Config(format!(
+                "unknown channel {}",
+                source.channel
+            )))
+        })?;
+        let connector = connectors::build(
+            channel,
+            &domain::source::full_config(source),
+            self.client.clone(),
+        )
+        .map_err(Failure::Connector)?;
+        let mut cursor = source.cursor.clone().map(Cursor);
+        let budget = Duration::from_secs(self.config.http_timeout_secs.max(1) * 4);
+        for _ in 0..self.config.max_batches.max(1) {
+            let pull = tokio::time::timeout(budget, connector.pull(cursor.as_ref()))
+                .await
+                .map_err(|_| {
+                    Failure::Connector(ConnectorError::Transport(format!(
+                        "the pull took longer than {} s",
+                        budget.as_secs()
+                    )))
+                })?
+                .map_err(Failure::Connector)?;
+            if let Some(at) = pull.not_before {
+                *not_before = Some(not_before.map_or(at, |old| old.max(at)));
+            }
+            let lease = Lease {
+                owner: &self.owner,
+                until: self.lease_until(),
+            };
+            let stored = ingest(
+                &self.db,
+                source,
+                &pull.items,
+                pull.next_cursor.as_ref().map(|cursor| cursor.0.as_str()),
+                Some(lease),
+            )
+            .await
+            .map_err(Failure::Store)?;
+            report.batches += 1;
+            report.new += stored.new.len();
+            report.duplicates += stored.duplicates;
+            cursor = pull.next_cursor.or(cursor);
+            let rate_limited = not_before.is_some_and(|at| at > Utc::now());
+            if !pull.more || rate_limited || stop() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Exponential backoff with jitter: base · 2^(failures-1), capped, times a random
+    /// factor in [0.5, 1] so sources failing together do not retry in lockstep.
+    fn backoff(&self, failures: i32) -> chrono::Duration {
+        let base = self.config.backoff_base_secs.max(1) as f64;
+        let max = self.config.backoff_max_secs.max(1) as f64;
+        let exponent = (failures.max(1) - 1).min(30);
+        let full = (base * 2f64.powi(exponent)).min(max);
+        let jittered = full * rand::thread_rng().gen_range(0.5..=1.0);
+        chrono::Duration::milliseconds((jittered * 1000.0) as i64)
+    }
+}
+
+enum Failure {
+    Connector(ConnectorError),
+    Store(Error),
+}
+
+/// Syncs one source of the caller's workspace now (admin role) and reports what landed.
+pub async fn sync_now(
+    syncer: &Syncer,
+    caller: &domain::Caller,
+    id: Uuid,
+) -> Result<(SyncReport, Model)> {
+    caller.require(domain::Role::Admin, "syncing a source")?;
+    let source = domain::source::get(&syncer.db, caller, id).await?;
+    let claimed = syncer.claim(&source).await?;
+    let report = syncer.run(claimed, &|| false).await?;
+    let source = domain::source::get(&syncer.db, caller, id).await?;
+    Ok((report, source))
+}
