@@ -190,6 +190,16 @@ async fn connect(host: &str, port: u16) -> Result<TcpStream, ConnectorError> {
 }
 
 impl EmailConnector {
+    /// The `Message-ID` of a reply: derived from its idempotency key, so every attempt at
+    /// one reply carries the same id.
+    fn message_id(&self, to: &ReplyTarget) -> String {
+        use sha2::Digest;
+        let from = self.config.own_address();
+        let domain = from.rsplit('@').next().unwrap_or("localhost");
+        let digest = sha2::Sha256::digest(to.idempotency_key.as_bytes());
+        format!("{}@{domain}", hex::encode(&digest[..16]))
+    }
+
     async fn pull_from<T>(&self, stream: T, cursor: EmailCursor) -> Result<Pull, ConnectorError>
     where
         T: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
@@ -333,6 +343,10 @@ impl Connector for EmailConnector {
             .map_err(|_| ConnectorError::Transport("the IMAP server timed out".into()))?
     }
 
+    fn planned_external_id(&self, to: &ReplyTarget) -> Option<String> {
+        Some(self.message_id(to))
+    }
+
     async fn reply(&self, to: &ReplyTarget, text: &str) -> Result<Sent, ConnectorError> {
         let (Some(host), Some(port)) = (&self.config.smtp_host, self.config.smtp_port) else {
             return Err(ConnectorError::Unsupported(
@@ -347,11 +361,7 @@ impl Connector for EmailConnector {
                 ConnectorError::Config("the answered message has no sender address".into())
             })?;
         let from = self.config.own_address();
-        let domain = from.rsplit('@').next().unwrap_or("localhost").to_owned();
-        let message_id = format!(
-            "{}@{domain}",
-            hex::encode(&sha2::Sha256::digest_of(to.idempotency_key.as_bytes())[..16])
-        );
+        let message_id = self.message_id(to);
         let message = compose(&Compose {
             from: &from,
             to: &recipient,
@@ -733,17 +743,5 @@ impl Smtp<'_> {
         command(&mut stream, &data, 250).await?;
         command(&mut stream, "QUIT", 221).await.ok();
         Ok(())
-    }
-}
-
-/// SHA-256 in one call.
-trait DigestOf {
-    fn digest_of(data: &[u8]) -> Vec<u8>;
-}
-
-impl DigestOf for sha2::Sha256 {
-    fn digest_of(data: &[u8]) -> Vec<u8> {
-        use sha2::Digest;
-        sha2::Sha256::digest(data).to_vec()
     }
 }

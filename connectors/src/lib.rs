@@ -174,6 +174,12 @@ pub trait Connector: Send + Sync {
     async fn pull(&self, cursor: Option<&Cursor>) -> Result<Pull, ConnectorError>;
     /// Sends `text` as an answer to `to`.
     async fn reply(&self, to: &ReplyTarget, text: &str) -> Result<Sent, ConnectorError>;
+    /// The external id a reply to `to` will have, when the connector decides it before
+    /// sending (from the idempotency key). The caller checks it is not stored yet, so a
+    /// retried reply on a platform without idempotency (SMTP) is not sent twice.
+    fn planned_external_id(&self, _to: &ReplyTarget) -> Option<String> {
+        None
+    }
 }
 
 /// A configuration error: the field (within the source's config) and what is wrong.

@@ -275,6 +275,11 @@ pub fn parse(
     })
 }
 
+/// The delivery id of a reply: its idempotency key, prefixed.
+fn reply_id(to: &crate::ReplyTarget) -> String {
+    format!("rpl_{}", to.idempotency_key)
+}
+
 /// A webhook source's outbound side: a reply is POSTed as JSON to the configured
 /// `reply_url`, signed the Standard Webhooks way with the source's secret (`webhook-id` is
 /// the idempotency key, so the receiver can drop a retried delivery).
@@ -317,6 +322,10 @@ impl crate::Connector for WebhookConnector {
         ))
     }
 
+    fn planned_external_id(&self, to: &crate::ReplyTarget) -> Option<String> {
+        Some(reply_id(to))
+    }
+
     async fn reply(
         &self,
         to: &crate::ReplyTarget,
@@ -328,7 +337,7 @@ impl crate::Connector for WebhookConnector {
             ));
         };
         let now = Utc::now();
-        let id = format!("rpl_{}", to.idempotency_key);
+        let id = reply_id(to);
         let body = serde_json::json!({
             "type": "reply",
             "id": id,

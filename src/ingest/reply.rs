@@ -124,6 +124,18 @@ pub async fn reply(
         context: target.raw.clone().unwrap_or(serde_json::Value::Null),
         idempotency_key: key,
     };
+    let stored = |external_id: String| {
+        domain::scoped::<interaction::Entity>(caller.workspace_id)
+            .filter(interaction::Column::SourceId.eq(source.id))
+            .filter(interaction::Column::ExternalId.eq(external_id))
+            .one(db)
+    };
+    // A retry of a reply already sent returns it instead of sending it again.
+    if let Some(planned) = connector.planned_external_id(&to) {
+        if let Some(existing) = stored(planned).await? {
+            return Ok(existing);
+        }
+    }
     let sent = connector.reply(&to, &text).await.map_err(|err| {
         let secrets = domain::source::secret_values(&source);
         let message = secrets
@@ -158,10 +170,7 @@ pub async fn reply(
         raw: serde_json::json!({ "sent_by": caller.key_name, "in_reply_to": ids::encode(Kind::Interaction, id) }),
     };
     super::ingest(db, &source, std::slice::from_ref(&item), None, None).await?;
-    domain::scoped::<interaction::Entity>(caller.workspace_id)
-        .filter(interaction::Column::SourceId.eq(source.id))
-        .filter(interaction::Column::ExternalId.eq(sent.external_id))
-        .one(db)
+    stored(sent.external_id)
         .await?
         .ok_or_else(|| Error::Internal("a stored reply vanished".into()))
 }

@@ -18,7 +18,7 @@ pub enum Backend {
 /// Declares a test that runs once per backend: `name::sqlite` and `name::postgres`.
 #[macro_export]
 macro_rules! backend_test {
-    ($(#[$meta:meta])* async fn $name:ident($app:ident: TestApp) $body:block) => {
+    ($(#[$meta:meta])* async fn $name:ident($app:ident: TestApp $(,)?) $body:block) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;

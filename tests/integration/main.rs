@@ -9,6 +9,7 @@ mod api;
 mod bench;
 mod cli;
 mod customers;
+mod email;
 mod feeds;
 mod ingest;
 mod loaders;

@@ -202,7 +202,7 @@ backend_test!(
     }
 );
 
-async fn find_interaction(app: &TestApp, key: &str, external_id: &str) -> String {
+pub async fn find_interaction(app: &TestApp, key: &str, external_id: &str) -> String {
     let data = app
         .gql(
             key,
