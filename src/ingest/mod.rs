@@ -55,6 +55,18 @@ pub async fn ingest(
     lease: Option<Lease<'_>>,
 ) -> Result<IngestReport> {
     let txn = db.begin().await?;
+    // Write first: on SQLite this takes the write lock now, while the busy timeout still
+    // applies (a transaction that reads first and writes later fails at once with
+    // SQLITE_BUSY when another process wrote meanwhile); on PostgreSQL it locks the
+    // source's row, so two batches of one source never interleave.
+    source::Entity::update_many()
+        .col_expr(
+            source::Column::UpdatedAt,
+            Expr::col(source::Column::UpdatedAt).into(),
+        )
+        .filter(source::Column::Id.eq(source.id))
+        .exec(&txn)
+        .await?;
     let external_ids: Vec<String> = items.iter().map(|item| item.external_id.clone()).collect();
     let stored = domain::interaction::stored_external_ids(&txn, source.id, &external_ids).await?;
     let mut report = IngestReport::default();

@@ -4,6 +4,7 @@
 
 mod common;
 mod platform;
+mod processes;
 
 mod api;
 mod bench;
