@@ -91,6 +91,12 @@ struct BenchArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Items for the ingestion pipeline benchmark (0 skips it).
+    #[arg(long, default_value_t = 20_000)]
+    ingest_items: usize,
+    /// Items per batch (one transaction each) in the ingestion benchmark.
+    #[arg(long, default_value_t = 100)]
+    ingest_batch: usize,
 }
 
 #[derive(Args, Default)]
@@ -250,6 +256,11 @@ async fn bench(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency.max(1),
     };
     let app = App::start(config).await?;
+    let ingest = if args.ingest_items > 0 {
+        Some(rapport::bench::ingest(&app, args.ingest_items, args.ingest_batch).await)
+    } else {
+        None
+    };
     let result = rapport::bench::run(app, options.clone()).await;
     if let Some(dir) = scratch {
         let _ = std::fs::remove_dir_all(dir);
@@ -264,6 +275,19 @@ async fn bench(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
     );
     for report in reports {
         println!("{}", report.line());
+    }
+    if let Some(ingest) = ingest {
+        let ingest = ingest?;
+        println!(
+            "\n{database}, ingestion pipeline: {} items in batches of {} ({} customers, {} conversations made)\n",
+            ingest.items, ingest.batch, ingest.customers, ingest.conversations
+        );
+        println!("| pass | items/s |\n|---|---|");
+        println!("| new items | {:.0} |", ingest.new_per_second);
+        println!(
+            "| the same items again (dropped) | {:.0} |",
+            ingest.replay_per_second
+        );
     }
     Ok(())
 }

@@ -288,6 +288,7 @@ pub fn parse(body: &[u8], url: &str) -> Result<ParsedFeed, ConnectorError> {
             "authors": entry.authors.iter().map(|p| json!({ "name": p.name, "email": p.email, "uri": p.uri })).collect::<Vec<_>>(),
             "categories": entry.categories.iter().map(|c| c.term.clone()).collect::<Vec<_>>(),
             "feed": url,
+            "feed_language": feed.language,
         });
         items.push(InboundItem {
             external_id,
@@ -298,7 +299,9 @@ pub fn parse(body: &[u8], url: &str) -> Result<ParsedFeed, ConnectorError> {
             text,
             html,
             url: link,
-            language: entry.language.or(feed.language.clone()),
+            // A feed-wide language is a weak hint (multilingual feeds are common): only an
+            // entry's own language is taken; the pipeline detects the rest.
+            language: entry.language,
             occurred_at: occurred_at.unwrap_or_else(Utc::now),
             thread_key: None,
             in_reply_to: extra.in_reply_to,

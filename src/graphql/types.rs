@@ -491,6 +491,14 @@ impl Interaction {
             None => Ok(None),
         }
     }
+    /// The source it was ingested from or sent through; `null` when recorded by hand or
+    /// when the source was deleted.
+    async fn source(&self, ctx: &Context<'_>) -> Result<Option<Source>> {
+        match self.0.source_id {
+            Some(id) => Ok(load(ctx, SourceById(id)).await?.map(Source)),
+            None => Ok(None),
+        }
+    }
 }
 
 /// A thread with one customer: the unit of the inbox.

@@ -122,7 +122,10 @@ backend_test!(
         assert_eq!(post["text"], "Three months in, our first response time halved & the team is happier.\n\nHere is what we learned.");
         assert_eq!(post["kind"], "POST");
         assert_eq!(post["channel"], "RSS");
-        assert_eq!(post["language"], "en-us");
+        assert_eq!(
+            post["language"], "en",
+            "detected: the channel's language is only a hint"
+        );
         assert_eq!(
             post["identity"]["platformId"],
             "mailto:priya@northwind.example"

@@ -259,3 +259,47 @@ backend_test! {
         assert_eq!(data["interactions"]["edges"][0]["node"]["conversation"]["interactions"]["totalCount"], 1);
     }
 }
+
+backend_test! {
+    async fn a_reply_on_a_webhook_source_is_posted_signed_to_its_reply_url(app: TestApp) {
+        let admin = app.key(Role::Admin).await;
+        let receiver = crate::platform::Platform::start().await;
+        receiver.on("/rapport-replies", vec![crate::platform::Reply::status(204)]);
+        let input = json!({ "channel": "WEBHOOK", "name": "Chat widget", "config": { "secret": SECRET, "reply_url": receiver.url("/rapport-replies") } });
+        let source = app.gql(&admin, CREATE, json!({ "input": input })).await["createSource"]["source"].clone();
+        let path = source["webhookPath"].as_str().unwrap();
+        let body = json!({ "name": "Visitor", "email": "visitor@example.com", "text": "Do you ship to Spain?", "thread_id": "chat-42" });
+        assert_eq!(deliver(&app, path, "chat-msg-1", &body, None).await.0, 200);
+        let target = crate::mastodon::find_interaction(&app, &admin, "chat-msg-1").await;
+        let mutation = "mutation($input: ReplyToInteractionInput!) { replyToInteraction(input: $input) { interaction { id externalId direction text source { name } conversation { id interactions { totalCount } } } } }";
+        let input = json!({ "interactionId": target, "text": "Yes, in 3 to 5 days." });
+        let sent = app.gql(&admin, mutation, json!({ "input": input })).await["replyToInteraction"]["interaction"].clone();
+        assert_eq!(sent["direction"], "OUTBOUND");
+        assert_eq!(sent["source"]["name"], "Chat widget");
+        assert_eq!(sent["conversation"]["interactions"]["totalCount"], 2);
+        // Retried: not posted again.
+        let again = app.gql(&admin, mutation, json!({ "input": input })).await["replyToInteraction"]["interaction"].clone();
+        assert_eq!(again["id"], sent["id"]);
+        let posted = receiver.seen("/rapport-replies");
+        assert_eq!(posted.len(), 1);
+        let delivery = &posted[0];
+        let header = |name: &str| delivery.headers[name].to_str().unwrap().to_owned();
+        assert_eq!(header("webhook-id"), sent["externalId"].as_str().unwrap());
+        // The receiver can check it came from Rapport with the same secret.
+        let headers = connectors::webhook::SignatureHeaders {
+            webhook_id: Some(&header("webhook-id")),
+            webhook_timestamp: Some(&header("webhook-timestamp")),
+            webhook_signature: Some(&header("webhook-signature")),
+            hub_signature_256: None,
+        };
+        Secret::parse(SECRET).unwrap().verify(&headers, &delivery.body, chrono::Utc::now()).unwrap();
+        let reply: Value = serde_json::from_slice(&delivery.body).unwrap();
+        assert_eq!((reply["text"].as_str(), reply["in_reply_to"].as_str(), reply["thread_id"].as_str(), reply["to"].as_str()), (Some("Yes, in 3 to 5 days."), Some("chat-msg-1"), Some("chat-42"), Some("visitor@example.com")));
+        // A source without a reply_url says so.
+        let manual = app.create_customer(&admin, json!({ "displayName": "Walk-in" })).await;
+        let recorded = app.gql(&admin, "mutation($c: ID!) { recordInteraction(input: { customerId: $c, channel: PHONE, kind: CALL, direction: INBOUND, text: \"called\" }) { interaction { id } } }", json!({ "c": manual })).await;
+        let (code, body) = app.gql_error(&admin, mutation, json!({ "input": { "interactionId": recorded["recordInteraction"]["interaction"]["id"], "text": "hi" } })).await;
+        assert_eq!(code, "BAD_USER_INPUT", "{body:#}");
+        assert_eq!(body["errors"][0]["extensions"]["field"], "interactionId");
+    }
+}

@@ -127,8 +127,13 @@ backend_test!(
 );
 
 fn serve(config: &PathBuf) -> Child {
+    serve_with(config, &[])
+}
+
+fn serve_with(config: &PathBuf, extra: &[&str]) -> Child {
     rapport(config)
         .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -289,3 +294,53 @@ backend_test!(
         assert_eq!(stored(&app).await, 3);
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_demo_ingests_its_bundled_feed_offline() {
+    let app = TestApp::start(crate::common::Backend::Sqlite)
+        .await
+        .unwrap();
+    let config = config_file(&app, "tick_ms = 50\n");
+    let mut server = serve_with(&config, &["--demo"]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let feed = loop {
+        let sources = entity::source::Entity::find()
+            .all(&app.app.db)
+            .await
+            .unwrap_or_default();
+        if let Some(feed) = sources
+            .into_iter()
+            .find(|s| s.channel == "rss" && s.items_ingested > 0)
+        {
+            break feed;
+        }
+        assert!(Instant::now() < deadline, "the demo feed was not ingested");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(terminate(&mut server).success());
+    assert_eq!(
+        (
+            feed.name.as_str(),
+            feed.items_ingested,
+            feed.status.as_str()
+        ),
+        ("Demo community feed", 5, "ok")
+    );
+    let rows = entity::interaction::Entity::find()
+        .filter(entity::interaction::Column::SourceId.eq(feed.id))
+        .all(&app.app.db)
+        .await
+        .unwrap();
+    let by_id = |suffix: &str| {
+        rows.iter()
+            .find(|row| {
+                row.external_id
+                    .as_deref()
+                    .is_some_and(|id| id.ends_with(suffix))
+            })
+            .unwrap()
+    };
+    // The reply in the demo feed is threaded under the post it answers.
+    assert_eq!(by_id("e101").conversation_id, by_id("e102").conversation_id);
+    assert_eq!(by_id("e103").language.as_deref(), Some("es"));
+}
