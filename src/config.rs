@@ -22,9 +22,13 @@ pub struct Config {
     pub database_schema: Option<String>,
     pub meili_url: Option<String>,
     pub meili_key: Option<String>,
+    /// Prefix of the Meilisearch index names (`rapport_interactions`, …).
+    pub meili_index_prefix: String,
     pub log_format: LogFormat,
     pub limits: Limits,
     pub sync: SyncConfig,
+    /// Whether `rapport serve` runs the search indexer.
+    pub indexer: bool,
 }
 
 /// How pull sources are run.
@@ -103,9 +107,11 @@ impl Default for Config {
             database_schema: None,
             meili_url: None,
             meili_key: None,
+            meili_index_prefix: "rapport_".to_owned(),
             log_format: LogFormat::Text,
             limits: Limits::default(),
             sync: SyncConfig::default(),
+            indexer: true,
         }
     }
 }
@@ -121,9 +127,11 @@ pub struct FileConfig {
     pub database_schema: Option<String>,
     pub meili_url: Option<String>,
     pub meili_key: Option<String>,
+    pub meili_index_prefix: Option<String>,
     pub log_format: Option<LogFormat>,
     pub limits: Option<Limits>,
     pub sync: Option<SyncConfig>,
+    pub indexer: Option<bool>,
 }
 
 /// Values from the command line or the environment; they win over the file.
@@ -176,6 +184,12 @@ impl Config {
         }
         if let Some(sync) = file.sync {
             self.sync = sync;
+        }
+        if let Some(prefix) = file.meili_index_prefix {
+            self.meili_index_prefix = prefix;
+        }
+        if let Some(indexer) = file.indexer {
+            self.indexer = indexer;
         }
     }
 

@@ -129,11 +129,32 @@ async fn readyz(State(state): State<HttpState>) -> Response {
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.app.metrics.render(),
-    )
-        .into_response()
+    let mut body = state.app.metrics.render();
+    // The search lag is read from the database, so it is right in every process.
+    let lag = crate::search::indexer::lag(&state.app.db)
+        .await
+        .unwrap_or(-1);
+    let indexed = state
+        .app
+        .search_status
+        .indexed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let failing = state
+        .app
+        .search_status
+        .last_error
+        .lock()
+        .map(|error| u8::from(error.is_some()))
+        .unwrap_or(0);
+    body.push_str(&format!(
+        "# HELP rapport_search_lag_events Events written but not yet indexed (-1: unknown).\n\
+         # TYPE rapport_search_lag_events gauge\nrapport_search_lag_events {lag}\n\
+         # HELP rapport_search_indexed_events_total Events this process has indexed.\n\
+         # TYPE rapport_search_indexed_events_total counter\nrapport_search_indexed_events_total {indexed}\n\
+         # HELP rapport_search_indexer_failing 1 while the indexer's last attempt failed.\n\
+         # TYPE rapport_search_indexer_failing gauge\nrapport_search_indexer_failing {failing}\n"
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 /// A GraphQL request as the specification names its parameters.

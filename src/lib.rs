@@ -14,6 +14,7 @@ pub mod http;
 pub mod ids;
 pub mod ingest;
 pub mod metrics;
+pub mod search;
 pub mod telemetry;
 
 use std::sync::Arc;
@@ -32,6 +33,10 @@ pub struct App {
     pub schema: graphql::AppSchema,
     /// The HTTP client connectors share (timeouts from `[sync]`).
     pub http_client: reqwest::Client,
+    /// The search backend (embedded, or Meilisearch when configured).
+    pub search: Arc<dyn search::SearchIndex>,
+    /// The indexer's lag and last error, for `/metrics` and `searchStatus`.
+    pub search_status: Arc<search::SearchStatus>,
 }
 
 impl App {
@@ -50,12 +55,15 @@ impl App {
             .connect_timeout(timeout.min(std::time::Duration::from_secs(10)))
             .redirect(reqwest::redirect::Policy::limited(5))
             .build()?;
+        let search = search::open(&config).await?;
         Ok(App {
             config,
             db,
             metrics,
             schema,
             http_client,
+            search,
+            search_status: Arc::new(search::SearchStatus::default()),
         })
     }
 }

@@ -69,6 +69,13 @@ enum Command {
         #[arg(long, default_value = "default")]
         workspace: String,
     },
+    /// Rebuild the search indexes from the database (aside, then swapped in: searches keep
+    /// working meanwhile), then index what happened during the rebuild.
+    Reindex {
+        /// `interactions` or `customers`; both when left out.
+        #[arg(long)]
+        index: Option<String>,
+    },
     /// Print the GraphQL schema (SDL) on stdout.
     Schema,
     /// Load-test the GraphQL API over loopback HTTP and print a Markdown table of latencies.
@@ -232,6 +239,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             source_id,
             workspace,
         }) => sync(App::start(config).await?, source_id, &workspace).await,
+        Some(Command::Reindex { index }) => reindex(App::start(config).await?, index).await,
         Some(Command::Serve(_)) | None => serve(config, serve_args.unwrap_or_default()).await,
     }
 }
@@ -356,6 +364,51 @@ async fn sources(app: App, command: SourcesCommand) -> anyhow::Result<()> {
             eprintln!("removed {id}");
         }
     }
+    Ok(())
+}
+
+async fn reindex(app: App, index: Option<String>) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let only = match index.as_deref() {
+        None => None,
+        Some(name) => Some(rapport::search::IndexName::parse(name).ok_or_else(|| {
+            anyhow::anyhow!("--index: `{name}` is not an index (interactions, customers)")
+        })?),
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let last_tenth = std::sync::atomic::AtomicU64::new(u64::MAX);
+    let progress = |index: rapport::search::IndexName, done: u64, total: u64| {
+        let percent = (done * 100).checked_div(total).unwrap_or(100).min(100);
+        if terminal {
+            let filled = (percent / 5) as usize;
+            eprint!(
+                "\r{:<12} [{}{}] {percent:>3}% {done}/{total}",
+                index.as_str(),
+                "#".repeat(filled),
+                " ".repeat(20 - filled)
+            );
+            let _ = std::io::stderr().flush();
+        } else if last_tenth.swap(percent / 10, std::sync::atomic::Ordering::Relaxed)
+            != percent / 10
+        {
+            tracing::info!(index = index.as_str(), done, total, "reindexing");
+        }
+    };
+    let started = std::time::Instant::now();
+    let done = rapport::search::indexer::reindex(&app.db, &app.search, only, &progress).await?;
+    if terminal {
+        eprintln!();
+    }
+    let indexer = rapport::search::indexer::Indexer::new(&app);
+    let applied = indexer.catch_up().await?;
+    for (index, count) in done {
+        eprintln!("{}: {count} documents", index.as_str());
+    }
+    eprintln!(
+        "reindexed on {} in {:.1} s; {applied} events applied since",
+        app.search.backend(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -539,6 +592,10 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             stopped,
         ))
     });
+    let indexer = app
+        .config
+        .indexer
+        .then(|| tokio::spawn(rapport::search::indexer::Indexer::new(&app).run(stop.subscribe())));
     let shutdown = async move {
         shutdown_signal().await;
         let _ = stop.send(true);
@@ -546,6 +603,9 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     rapport::http::serve(app, listener, shutdown).await?;
     if let Some(scheduler) = scheduler {
         scheduler.await.ok();
+    }
+    if let Some(indexer) = indexer {
+        indexer.await.ok();
     }
     tracing::info!("stopped");
     Ok(())

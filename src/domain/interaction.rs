@@ -305,6 +305,9 @@ pub async fn record(
             ));
         }
     }
+    // Recorded by hand or ingested, an interaction gets the same language and sentiment.
+    let language = language.or_else(|| crate::ingest::enrich::language(&text));
+    let sentiment = crate::ingest::enrich::sentiment(&text, language.as_deref());
     let row = interaction::ActiveModel {
         id: Set(ids::new_id()),
         workspace_id: Set(caller.workspace_id),
@@ -321,7 +324,7 @@ pub async fn record(
         html: Set(None),
         url: Set(url),
         language: Set(language),
-        sentiment: Set(None),
+        sentiment: Set(sentiment),
         occurred_at: Set(occurred_at),
         ingested_at: Set(now),
         raw: Set(None),

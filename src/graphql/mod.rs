@@ -5,6 +5,7 @@ pub mod inputs;
 pub mod loaders;
 pub mod mutation;
 pub mod query;
+pub mod search;
 pub mod types;
 
 use std::future::Future;

@@ -166,6 +166,40 @@ impl Query {
         Ok(found(domain::source::get(&app(ctx).db, caller(ctx)?, id).await)?.map(Source))
     }
 
+    /// Searches the full history of the workspace's interactions: every word must match
+    /// (one typo from 5 letters, two from 9, the last word as a prefix, accents and case
+    /// ignored), narrowed by `filter`, best matches or newest first, with highlighted
+    /// fragments, an estimated total and facet counts.
+    #[graphql(complexity = "super::page_cost(first, None, child_complexity)")]
+    async fn search(
+        &self,
+        ctx: &Context<'_>,
+        query: String,
+        filter: Option<super::search::SearchFilterInput>,
+        sort: Option<super::search::SearchSort>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<super::search::SearchConnection> {
+        super::search::search(ctx, query, filter, sort, first, after).await
+    }
+
+    /// Customers by name, e-mail, phone, handle, organization or tag, for a
+    /// search-as-you-type box (the last word matches as a prefix).
+    #[graphql(complexity = "super::page_cost(first, None, child_complexity)")]
+    async fn search_customers(
+        &self,
+        ctx: &Context<'_>,
+        query: String,
+        first: Option<i32>,
+    ) -> Result<Vec<super::search::CustomerSearchHit>> {
+        super::search::search_customers(ctx, query, first).await
+    }
+
+    /// The search backend and how far behind the indexer is.
+    async fn search_status(&self, ctx: &Context<'_>) -> Result<super::search::SearchStatusInfo> {
+        super::search::search_status(ctx).await
+    }
+
     /// Interactions across every customer and channel, newest first.
     #[graphql(complexity = "page_cost(first, last, child_complexity)")]
     async fn interactions(

@@ -188,18 +188,31 @@ impl Customer {
             .map(Tag)
             .collect())
     }
-    /// Every interaction with this customer across every channel, newest first.
+    /// Every interaction with this customer across every channel, newest first. With
+    /// `search`, only those matching it (through the search index; forward pages only).
     #[graphql(complexity = "page_cost(first, last, child_complexity)")]
     async fn timeline(
         &self,
         ctx: &Context<'_>,
         filter: Option<super::inputs::TimelineFilter>,
+        search: Option<String>,
         first: Option<i32>,
         after: Option<String>,
         last: Option<i32>,
         before: Option<String>,
     ) -> Result<InteractionConnection> {
         let filter = filter.map(InteractionFilter::from).unwrap_or_default();
+        if let Some(search) = search.filter(|text| !text.trim().is_empty()) {
+            if last.is_some() || before.is_some() {
+                return Err(crate::Error::field(
+                    "search",
+                    "a searched timeline pages forward only: use first/after",
+                )
+                .to_graphql());
+            }
+            return super::search::searched_timeline(ctx, self.0.id, filter, &search, first, after)
+                .await;
+        }
         interactions_of(
             ctx,
             Parent::Customer,
@@ -757,12 +770,16 @@ impl CustomerTotal {
 }
 
 /// `totalCount` of an interaction list or timeline, computed only when asked for.
-pub struct InteractionTotal(pub InteractionFilter);
+pub struct InteractionTotal(pub InteractionFilter, pub Option<u64>);
 
 #[Object]
 impl InteractionTotal {
-    /// How many interactions match the filter, on every page together.
+    /// How many interactions match the filter, on every page together (with a `search`,
+    /// the index's estimate).
     async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
+        if let Some(known) = self.1 {
+            return Ok(known);
+        }
         let parent = match (self.0.customer_id, self.0.conversation_id) {
             (Some(customer), None) => Some((Parent::Customer, customer)),
             (None, Some(conversation)) => Some((Parent::Conversation, conversation)),
@@ -860,7 +877,7 @@ pub fn interaction_connection(
 ) -> InteractionConnection {
     connection(
         page,
-        InteractionTotal(filter),
+        InteractionTotal(filter, None),
         domain::interaction::cursor,
         Interaction,
     )

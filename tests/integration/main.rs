@@ -17,4 +17,5 @@ mod loaders;
 mod mastodon;
 mod roles;
 mod schema;
+mod search;
 mod tenancy;

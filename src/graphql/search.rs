@@ -1,0 +1,471 @@
+//! Search through GraphQL: `search` over interactions (filters, sort, highlights, facets),
+//! `searchCustomers` for a search-as-you-type box, `searchStatus`, and the searched
+//! `Customer.timeline`. The index gives ids in order; the rows come from the database
+//! through the request's DataLoader (scoped to the caller's workspace, so a stale or
+//! foreign id in the index can never surface), and matches are highlighted here.
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, Enum, InputObject, Object, Result, SimpleObject, ID};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+
+use super::inputs::opt_id;
+use super::loaders::{CustomerById, InteractionById};
+use super::types::{Channel, Customer, Interaction, InteractionConnection, InteractionTotal};
+use super::{app, caller, loader};
+use crate::config::MAX_PAGE_SIZE;
+use crate::domain::interaction::InteractionFilter;
+use crate::domain::{ConversationStatus, Direction, InteractionKind};
+use crate::error::Error;
+use crate::ids::Kind;
+use crate::search::{self, InteractionQuery, SearchFilter};
+
+/// How search hits are ordered.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum SearchSort {
+    /// Best matches first.
+    #[default]
+    Relevance,
+    /// Most recent first.
+    Newest,
+    Oldest,
+}
+
+/// Narrows a search; every list means "any of these".
+#[derive(InputObject, Default)]
+pub struct SearchFilterInput {
+    pub customer_ids: Option<Vec<ID>>,
+    pub conversation_ids: Option<Vec<ID>>,
+    pub channels: Option<Vec<Channel>>,
+    pub kinds: Option<Vec<InteractionKind>>,
+    pub directions: Option<Vec<Direction>>,
+    /// The status of the interaction's conversation.
+    pub statuses: Option<Vec<ConversationStatus>>,
+    /// ISO 639-1 codes (`en`, `es`, …).
+    pub languages: Option<Vec<String>>,
+    /// Sentiment at least this (-1 to 1).
+    pub sentiment_min: Option<f64>,
+    /// Sentiment at most this.
+    pub sentiment_max: Option<f64>,
+    /// Occurred at or after.
+    pub occurred_after: Option<DateTime<Utc>>,
+    /// Occurred before.
+    pub occurred_before: Option<DateTime<Utc>>,
+}
+
+fn ids(field: &str, kind: Kind, values: Option<Vec<ID>>) -> Result<Vec<uuid::Uuid>, Error> {
+    values
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(index, id)| {
+            opt_id(&format!("{field}[{index}]"), kind, Some(id)).map(|id| id.expect("given"))
+        })
+        .collect()
+}
+
+impl SearchFilterInput {
+    fn into_filter(self) -> Result<SearchFilter, Error> {
+        for (name, value) in [
+            ("sentimentMin", self.sentiment_min),
+            ("sentimentMax", self.sentiment_max),
+        ] {
+            if value.is_some_and(|v| !(-1.0..=1.0).contains(&v)) {
+                return Err(Error::field(
+                    format!("filter.{name}"),
+                    "sentiment lies between -1 and 1",
+                ));
+            }
+        }
+        Ok(SearchFilter {
+            customer_ids: ids("filter.customerIds", Kind::Customer, self.customer_ids)?,
+            conversation_ids: ids(
+                "filter.conversationIds",
+                Kind::Conversation,
+                self.conversation_ids,
+            )?,
+            channels: self
+                .channels
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| connectors::Channel::from(c).as_str().to_owned())
+                .collect(),
+            kinds: self
+                .kinds
+                .unwrap_or_default()
+                .into_iter()
+                .map(|k| k.as_str().to_owned())
+                .collect(),
+            directions: self
+                .directions
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| d.as_str().to_owned())
+                .collect(),
+            statuses: self
+                .statuses
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+            languages: self
+                .languages
+                .unwrap_or_default()
+                .into_iter()
+                .map(|l| l.trim().to_lowercase())
+                .collect(),
+            sentiment_min: self.sentiment_min,
+            sentiment_max: self.sentiment_max,
+            occurred_after: self.occurred_after,
+            occurred_before: self.occurred_before,
+        })
+    }
+}
+
+/// Where a match is in a field: a character offset and a length.
+#[derive(SimpleObject, Clone)]
+pub struct MatchPosition {
+    pub start: i32,
+    pub length: i32,
+}
+
+/// A field's text around its matches, matches marked `<mark>…</mark>`.
+#[derive(SimpleObject, Clone)]
+pub struct Highlight {
+    /// `text` or `subject` (interactions), `displayName` (customers).
+    pub field: String,
+    pub snippet: String,
+    pub matches: Vec<MatchPosition>,
+}
+
+impl From<search::Highlight> for Highlight {
+    fn from(h: search::Highlight) -> Self {
+        Highlight {
+            field: h.field.to_owned(),
+            snippet: h.snippet,
+            matches: h
+                .matches
+                .into_iter()
+                .map(|(start, length)| MatchPosition {
+                    start: start as i32,
+                    length: length as i32,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One interaction found.
+#[derive(SimpleObject)]
+pub struct SearchHit {
+    pub interaction: Interaction,
+    pub highlights: Vec<Highlight>,
+}
+
+/// How many hits have a value.
+#[derive(SimpleObject)]
+pub struct FacetCount {
+    pub value: String,
+    pub count: u64,
+}
+
+/// Hit counts by channel, kind, sentiment (`negative`, `neutral`, `positive`, `unknown`)
+/// and language, over every hit of the search.
+#[derive(SimpleObject, Default)]
+pub struct SearchFacets {
+    pub channel: Vec<FacetCount>,
+    pub kind: Vec<FacetCount>,
+    pub sentiment: Vec<FacetCount>,
+    pub language: Vec<FacetCount>,
+}
+
+/// `estimatedTotal` and `facets` of a search.
+pub struct SearchExtra {
+    estimated_total: u64,
+    facets: Option<search::Facets>,
+}
+
+#[Object]
+impl SearchExtra {
+    /// How many interactions match, as the index estimates it.
+    async fn estimated_total(&self) -> u64 {
+        self.estimated_total
+    }
+    async fn facets(&self) -> SearchFacets {
+        let counts = |list: &[(String, u64)]| {
+            list.iter()
+                .map(|(value, count)| FacetCount {
+                    value: value.clone(),
+                    count: *count,
+                })
+                .collect()
+        };
+        match &self.facets {
+            Some(f) => SearchFacets {
+                channel: counts(&f.channel),
+                kind: counts(&f.kind),
+                sentiment: counts(&f.sentiment),
+                language: counts(&f.language),
+            },
+            None => SearchFacets::default(),
+        }
+    }
+}
+
+pub type SearchConnection =
+    Connection<String, SearchHit, SearchExtra, async_graphql::connection::EmptyFields>;
+
+/// A customer found by `searchCustomers`.
+#[derive(SimpleObject)]
+pub struct CustomerSearchHit {
+    pub customer: Customer,
+    pub highlights: Vec<Highlight>,
+}
+
+/// How the search index is doing.
+#[derive(SimpleObject)]
+pub struct SearchStatusInfo {
+    /// `embedded` or `meilisearch`.
+    pub backend: String,
+    /// Events written but not indexed yet.
+    pub lag: i64,
+    /// Why indexing last failed, while it keeps failing.
+    pub last_error: Option<String>,
+}
+
+const OFFSET_PREFIX: &str = "o:";
+
+fn encode_offset(offset: usize) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{OFFSET_PREFIX}{offset}"))
+}
+
+fn decode_offset(cursor: Option<&str>) -> Result<usize, Error> {
+    let Some(cursor) = cursor else { return Ok(0) };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.strip_prefix(OFFSET_PREFIX)?.parse::<usize>().ok())
+        .map(|offset| offset + 1)
+        .ok_or_else(|| Error::field("after", "not a cursor of this search"))
+}
+
+fn page_size(first: Option<i32>, default: i32) -> Result<usize, Error> {
+    let first = first.unwrap_or(default);
+    if !(0..=MAX_PAGE_SIZE).contains(&first) {
+        return Err(Error::field(
+            "first",
+            format!("first must be between 0 and {MAX_PAGE_SIZE}"),
+        ));
+    }
+    Ok(first as usize)
+}
+
+/// Runs an interaction search and loads the hits, in order, with their highlights.
+async fn run(
+    ctx: &Context<'_>,
+    text: &str,
+    filter: SearchFilter,
+    sort: SearchSort,
+    first: Option<i32>,
+    after: Option<String>,
+    facets: bool,
+) -> Result<(Vec<(usize, SearchHit)>, search::Hits, bool), Error> {
+    let caller = caller(ctx).map_err(|_| Error::Unauthenticated("no caller".into()))?;
+    let text = search::check_query(text)?;
+    let limit = page_size(first, 20)?;
+    let offset = decode_offset(after.as_deref())?;
+    let query = InteractionQuery {
+        workspace_id: caller.workspace_id,
+        text: text.clone(),
+        filter,
+        sort: match sort {
+            SearchSort::Relevance => search::SearchSort::Relevance,
+            SearchSort::Newest => search::SearchSort::Newest,
+            SearchSort::Oldest => search::SearchSort::Oldest,
+        },
+        offset,
+        limit: limit + 1,
+        facets,
+    };
+    let mut hits = app(ctx)
+        .search
+        .search_interactions(&query)
+        .await
+        .map_err(|err| {
+            tracing::error!(error = %err, "search failed");
+            Error::Internal(format!("the search index failed: {err}"))
+        })?;
+    let has_next = hits.ids.len() > limit;
+    hits.ids.truncate(limit);
+    let keys: Vec<InteractionById> = hits.ids.iter().map(|id| InteractionById(*id)).collect();
+    let mut rows = loader(ctx)
+        .map_err(|_| Error::Internal("no loader".into()))?
+        .load_many(keys)
+        .await
+        .map_err(|err| Error::Internal(format!("loading hits: {err:?}")))?;
+    let found = hits
+        .ids
+        .iter()
+        .enumerate()
+        .filter_map(|(index, id)| {
+            // A hit whose row is gone (deleted, not yet de-indexed) or not this
+            // workspace's is skipped.
+            let row = rows.remove(&InteractionById(*id))?;
+            let highlights = [
+                search::highlight("text", &row.text, &text),
+                row.subject
+                    .as_deref()
+                    .and_then(|subject| search::highlight("subject", subject, &text)),
+            ]
+            .into_iter()
+            .flatten()
+            .map(Highlight::from)
+            .collect();
+            Some((
+                offset + index,
+                SearchHit {
+                    interaction: Interaction(row),
+                    highlights,
+                },
+            ))
+        })
+        .collect();
+    Ok((found, hits, has_next))
+}
+
+pub async fn search(
+    ctx: &Context<'_>,
+    query: String,
+    filter: Option<SearchFilterInput>,
+    sort: Option<SearchSort>,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<SearchConnection> {
+    let filter = filter.unwrap_or_default().into_filter()?;
+    let facets = ctx.look_ahead().field("facets").exists();
+    let has_previous = after.is_some();
+    let (found, hits, has_next) = run(
+        ctx,
+        &query,
+        filter,
+        sort.unwrap_or_default(),
+        first,
+        after,
+        facets,
+    )
+    .await?;
+    let mut connection = Connection::with_additional_fields(
+        has_previous,
+        has_next,
+        SearchExtra {
+            estimated_total: hits.estimated_total,
+            facets: hits.facets,
+        },
+    );
+    connection.edges = found
+        .into_iter()
+        .map(|(position, hit)| Edge::new(encode_offset(position), hit))
+        .collect();
+    Ok(connection)
+}
+
+pub async fn searched_timeline(
+    ctx: &Context<'_>,
+    customer: uuid::Uuid,
+    filter: InteractionFilter,
+    text: &str,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<InteractionConnection> {
+    let has_previous = after.is_some();
+    let search_filter = SearchFilter {
+        customer_ids: vec![customer],
+        channels: filter.channels.clone(),
+        kinds: filter.kinds.iter().map(|k| k.as_str().to_owned()).collect(),
+        directions: filter
+            .direction
+            .iter()
+            .map(|d| d.as_str().to_owned())
+            .collect(),
+        occurred_after: filter.occurred_after,
+        occurred_before: filter.occurred_before,
+        ..SearchFilter::default()
+    };
+    let (found, hits, has_next) = run(
+        ctx,
+        text,
+        search_filter,
+        SearchSort::Newest,
+        first,
+        after,
+        false,
+    )
+    .await?;
+    let mut connection = Connection::with_additional_fields(
+        has_previous,
+        has_next,
+        InteractionTotal(
+            InteractionFilter {
+                customer_id: Some(customer),
+                ..filter
+            },
+            Some(hits.estimated_total),
+        ),
+    );
+    connection.edges = found
+        .into_iter()
+        .map(|(position, hit)| Edge::new(encode_offset(position), hit.interaction))
+        .collect();
+    Ok(connection)
+}
+
+pub async fn search_customers(
+    ctx: &Context<'_>,
+    query: String,
+    first: Option<i32>,
+) -> Result<Vec<CustomerSearchHit>> {
+    let caller = caller(ctx)?;
+    let text = search::check_query(&query)?;
+    let limit = page_size(first, 10)?;
+    let hits = app(ctx)
+        .search
+        .search_customers(caller.workspace_id, &search::customer_query(&text), limit)
+        .await
+        .map_err(|err| Error::Internal(format!("the search index failed: {err}")))?;
+    let keys: Vec<CustomerById> = hits.ids.iter().map(|id| CustomerById(*id)).collect();
+    let mut rows = loader(ctx)?
+        .load_many(keys)
+        .await
+        .map_err(|err| Error::Internal(format!("loading hits: {err:?}")))?;
+    Ok(hits
+        .ids
+        .iter()
+        .filter_map(|id| {
+            let row = rows.remove(&CustomerById(*id))?;
+            let highlights = search::highlight("displayName", &row.display_name, &text)
+                .into_iter()
+                .map(Highlight::from)
+                .collect();
+            Some(CustomerSearchHit {
+                customer: Customer(row),
+                highlights,
+            })
+        })
+        .collect())
+}
+
+pub async fn search_status(ctx: &Context<'_>) -> Result<SearchStatusInfo> {
+    caller(ctx)?;
+    let app = app(ctx);
+    Ok(SearchStatusInfo {
+        backend: app.search.backend().to_owned(),
+        lag: search::indexer::lag(&app.db).await?,
+        last_error: app
+            .search_status
+            .last_error
+            .lock()
+            .expect("never poisoned")
+            .clone(),
+    })
+}

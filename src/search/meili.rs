@@ -1,0 +1,399 @@
+//! The Meilisearch backend, through meilisearch-sdk. At connect it creates both indexes
+//! (`<prefix>interactions`, `<prefix>customers`, primary key `id`) and sets their
+//! searchable, filterable and sortable attributes, ranking rules and typo tolerance
+//! (one typo from 5 letters, two from 9), waiting for those tasks. Every write waits for
+//! its task, so a write that returns is searchable, and a failed task is an error.
+//! Searches use `matchingStrategy: all`, as the embedded backend matches every word.
+//! A rebuild fills `<prefix><index>_rebuild_<n>` and swaps it with the live index.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use meilisearch_sdk::client::{Client, SwapIndexes};
+use meilisearch_sdk::documents::DocumentDeletionQuery;
+use meilisearch_sdk::search::{MatchingStrategies, Selectors};
+use meilisearch_sdk::settings::{MinWordSizeForTypos, Settings, TypoToleranceSettings};
+use meilisearch_sdk::task_info::TaskInfo;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{
+    CustomerDoc, Facets, Hits, IndexName, InteractionDoc, InteractionQuery, Rebuild, SearchIndex,
+    SearchSort,
+};
+use crate::error::{Error, Result};
+
+/// How long a write may wait for its task.
+const TASK_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Meili {
+    client: Client,
+    prefix: String,
+}
+
+fn failed(err: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("meilisearch: {err}"))
+}
+
+#[derive(Deserialize)]
+struct IdOnly {
+    id: Uuid,
+}
+
+fn settings(index: IndexName) -> Settings {
+    let typos = TypoToleranceSettings {
+        enabled: Some(true),
+        disable_on_attributes: None,
+        disable_on_words: None,
+        min_word_size_for_typos: Some(MinWordSizeForTypos {
+            one_typo: Some(5),
+            two_typos: Some(9),
+        }),
+        disable_on_numbers: None,
+    };
+    let ranking = [
+        "words",
+        "typo",
+        "proximity",
+        "attribute",
+        "sort",
+        "exactness",
+    ];
+    match index {
+        IndexName::Interactions => Settings::new()
+            .with_searchable_attributes(["text", "subject", "author"])
+            .with_filterable_attributes([
+                "workspace_id",
+                "customer_id",
+                "conversation_id",
+                "channel",
+                "kind",
+                "direction",
+                "status",
+                "sentiment",
+                "sentiment_label",
+                "language",
+                "occurred_at",
+            ])
+            .with_sortable_attributes(["occurred_at"])
+            .with_ranking_rules(ranking)
+            .with_typo_tolerance(typos),
+        IndexName::Customers => Settings::new()
+            .with_searchable_attributes([
+                "names",
+                "emails",
+                "phones",
+                "handles",
+                "organization",
+                "tags",
+            ])
+            .with_filterable_attributes(["workspace_id"])
+            .with_sortable_attributes(["last_seen_at"])
+            .with_ranking_rules(ranking)
+            .with_typo_tolerance(typos),
+    }
+}
+
+/// A quoted filter value.
+fn quote(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn any_of(clauses: &mut Vec<String>, name: &str, values: &[String]) {
+    if !values.is_empty() {
+        let list: Vec<String> = values.iter().map(|v| quote(v)).collect();
+        clauses.push(format!("{name} IN [{}]", list.join(", ")));
+    }
+}
+
+/// The filter expression of a query: the workspace always, then every filter given.
+pub fn filter_of(query: &InteractionQuery) -> String {
+    let f = &query.filter;
+    let mut clauses = vec![format!(
+        "workspace_id = {}",
+        quote(&query.workspace_id.to_string())
+    )];
+    let ids = |values: &[Uuid]| values.iter().map(Uuid::to_string).collect::<Vec<_>>();
+    any_of(&mut clauses, "customer_id", &ids(&f.customer_ids));
+    any_of(&mut clauses, "conversation_id", &ids(&f.conversation_ids));
+    any_of(&mut clauses, "channel", &f.channels);
+    any_of(&mut clauses, "kind", &f.kinds);
+    any_of(&mut clauses, "direction", &f.directions);
+    any_of(&mut clauses, "status", &f.statuses);
+    any_of(&mut clauses, "language", &f.languages);
+    if let Some(min) = f.sentiment_min {
+        clauses.push(format!("sentiment >= {min}"));
+    }
+    if let Some(max) = f.sentiment_max {
+        clauses.push(format!("sentiment <= {max}"));
+    }
+    if let Some(after) = f.occurred_after {
+        clauses.push(format!("occurred_at >= {}", after.timestamp_millis()));
+    }
+    if let Some(before) = f.occurred_before {
+        clauses.push(format!("occurred_at < {}", before.timestamp_millis()));
+    }
+    clauses.join(" AND ")
+}
+
+impl Meili {
+    /// Connects and makes sure both indexes exist with their settings.
+    pub async fn connect(url: &str, key: Option<&str>, prefix: &str) -> anyhow::Result<Meili> {
+        let client =
+            Client::new(url, key).map_err(|err| anyhow::anyhow!("meilisearch at {url}: {err}"))?;
+        let meili = Meili {
+            client,
+            prefix: prefix.to_owned(),
+        };
+        for index in IndexName::ALL {
+            meili
+                .prepare(&meili.uid(index), index)
+                .await
+                .map_err(|err| {
+                    anyhow::anyhow!("preparing the {} index on {url}: {err}", index.as_str())
+                })?;
+        }
+        Ok(meili)
+    }
+
+    fn uid(&self, index: IndexName) -> String {
+        format!("{}{}", self.prefix, index.as_str())
+    }
+
+    /// Creates `uid` (when missing) and applies the settings of `index`.
+    async fn prepare(&self, uid: &str, index: IndexName) -> Result<()> {
+        if self.client.get_index(uid).await.is_err() {
+            self.wait(self.client.create_index(uid, Some("id")).await)
+                .await?;
+        }
+        let settings = settings(index);
+        self.wait(self.client.index(uid).set_settings(&settings).await)
+            .await
+    }
+
+    /// Waits for a task; its failure is an error naming Meilisearch's reason.
+    async fn wait(
+        &self,
+        task: std::result::Result<TaskInfo, meilisearch_sdk::errors::Error>,
+    ) -> Result<()> {
+        let task = task
+            .map_err(failed)?
+            .wait_for_completion(
+                &self.client,
+                Some(Duration::from_millis(20)),
+                Some(TASK_TIMEOUT),
+            )
+            .await
+            .map_err(failed)?;
+        if task.is_failure() {
+            return Err(failed(format!("a task failed: {}", task.unwrap_failure())));
+        }
+        Ok(())
+    }
+
+    async fn add<T: serde::Serialize + Send + Sync>(&self, uid: &str, docs: &[T]) -> Result<()> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        self.wait(
+            self.client
+                .index(uid)
+                .add_or_replace(docs, Some("id"))
+                .await,
+        )
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl SearchIndex for Meili {
+    fn backend(&self) -> &'static str {
+        "meilisearch"
+    }
+
+    async fn upsert_interactions(&self, docs: Vec<InteractionDoc>) -> Result<()> {
+        self.add(&self.uid(IndexName::Interactions), &docs).await
+    }
+
+    async fn delete_interactions(&self, ids: Vec<Uuid>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        self.wait(
+            self.client
+                .index(self.uid(IndexName::Interactions))
+                .delete_documents(&ids)
+                .await,
+        )
+        .await
+    }
+
+    async fn delete_interactions_of(&self, customer_ids: Vec<Uuid>) -> Result<()> {
+        if customer_ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = customer_ids.iter().map(Uuid::to_string).collect();
+        let mut filter = Vec::new();
+        any_of(&mut filter, "customer_id", &ids);
+        let filter = filter.join("");
+        let index = self.client.index(self.uid(IndexName::Interactions));
+        let mut query = DocumentDeletionQuery::new(&index);
+        query.with_filter(&filter);
+        self.wait(index.delete_documents_with(&query).await).await
+    }
+
+    async fn upsert_customers(&self, docs: Vec<CustomerDoc>) -> Result<()> {
+        self.add(&self.uid(IndexName::Customers), &docs).await
+    }
+
+    async fn delete_customers(&self, ids: Vec<Uuid>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        self.wait(
+            self.client
+                .index(self.uid(IndexName::Customers))
+                .delete_documents(&ids)
+                .await,
+        )
+        .await
+    }
+
+    async fn search_interactions(&self, q: &InteractionQuery) -> Result<Hits> {
+        let index = self.client.index(self.uid(IndexName::Interactions));
+        let filter = filter_of(q);
+        let facet_names = ["channel", "kind", "sentiment_label", "language"];
+        let sort_newest = ["occurred_at:desc"];
+        let sort_oldest = ["occurred_at:asc"];
+        let retrieve = ["id"];
+        let mut search = index.search();
+        search
+            .with_query(&q.text)
+            .with_filter(&filter)
+            .with_offset(q.offset)
+            .with_limit(q.limit.max(1))
+            .with_attributes_to_retrieve(Selectors::Some(&retrieve))
+            .with_matching_strategy(MatchingStrategies::ALL);
+        match q.sort {
+            SearchSort::Relevance => {}
+            SearchSort::Newest => {
+                search.with_sort(&sort_newest);
+            }
+            SearchSort::Oldest => {
+                search.with_sort(&sort_oldest);
+            }
+        }
+        if q.facets {
+            search.with_facets(Selectors::Some(&facet_names));
+        }
+        let results = search.execute::<IdOnly>().await.map_err(failed)?;
+        let facets = q.facets.then(|| {
+            let distribution = results.facet_distribution.clone().unwrap_or_default();
+            let counts = |name: &str| -> Vec<(String, u64)> {
+                let mut counts: Vec<(String, u64)> = distribution
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(HashMap::new)
+                    .into_iter()
+                    .filter(|(_, count)| *count > 0)
+                    .map(|(value, count)| (value, count as u64))
+                    .collect();
+                counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                counts
+            };
+            Facets {
+                channel: counts("channel"),
+                kind: counts("kind"),
+                sentiment: counts("sentiment_label"),
+                language: counts("language"),
+            }
+        });
+        Ok(Hits {
+            ids: results.hits.into_iter().map(|hit| hit.result.id).collect(),
+            estimated_total: results.estimated_total_hits.unwrap_or(0) as u64,
+            facets,
+        })
+    }
+
+    async fn search_customers(&self, workspace_id: Uuid, text: &str, limit: usize) -> Result<Hits> {
+        if super::words(text).is_empty() {
+            return Ok(Hits::default());
+        }
+        let index = self.client.index(self.uid(IndexName::Customers));
+        let filter = format!("workspace_id = {}", quote(&workspace_id.to_string()));
+        let retrieve = ["id"];
+        let results = index
+            .search()
+            .with_query(text)
+            .with_filter(&filter)
+            .with_limit(limit.max(1))
+            .with_attributes_to_retrieve(Selectors::Some(&retrieve))
+            .with_matching_strategy(MatchingStrategies::ALL)
+            .execute::<IdOnly>()
+            .await
+            .map_err(failed)?;
+        Ok(Hits {
+            ids: results.hits.into_iter().map(|hit| hit.result.id).collect(),
+            estimated_total: results.estimated_total_hits.unwrap_or(0) as u64,
+            facets: None,
+        })
+    }
+
+    async fn begin_rebuild(&self, index: IndexName) -> Result<Box<dyn Rebuild>> {
+        let uid = format!(
+            "{}_rebuild_{}",
+            self.uid(index),
+            uuid::Uuid::now_v7().simple()
+        );
+        self.prepare(&uid, index).await?;
+        Ok(Box::new(MeiliRebuild {
+            meili: Meili {
+                client: self.client.clone(),
+                prefix: self.prefix.clone(),
+            },
+            live: self.uid(index),
+            uid,
+        }))
+    }
+
+    async fn destroy(&self) -> Result<()> {
+        for index in IndexName::ALL {
+            self.wait(self.client.delete_index(self.uid(index)).await)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+struct MeiliRebuild {
+    meili: Meili,
+    live: String,
+    uid: String,
+}
+
+#[async_trait::async_trait]
+impl Rebuild for MeiliRebuild {
+    async fn add_interactions(&mut self, docs: Vec<InteractionDoc>) -> Result<()> {
+        self.meili.add(&self.uid, &docs).await
+    }
+
+    async fn add_customers(&mut self, docs: Vec<CustomerDoc>) -> Result<()> {
+        self.meili.add(&self.uid, &docs).await
+    }
+
+    async fn finish(self: Box<Self>) -> Result<()> {
+        let swap = SwapIndexes {
+            indexes: (self.live.clone(), self.uid.clone()),
+            rename: None,
+        };
+        self.meili
+            .wait(self.meili.client.swap_indexes([&swap]).await)
+            .await?;
+        // After the swap the rebuild's name holds the old documents.
+        self.meili
+            .wait(self.meili.client.delete_index(&self.uid).await)
+            .await
+    }
+}

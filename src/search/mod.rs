@@ -1,0 +1,404 @@
+//! Full-history search: one [`SearchIndex`] trait, two backends with the same behaviour
+//! (the contract tests run against both):
+//! - [`embedded::Embedded`] (tantivy, files under the data directory), the default;
+//! - [`meili::Meili`] (meilisearch-sdk), when `RAPPORT_MEILI_URL` is set.
+//!
+//! Two indexes: `interactions` and `customers`. Every document carries its workspace and
+//! every search is filtered by the caller's workspace. The database stays the truth: the
+//! [`indexer`] keeps the indexes in step with the event log, `rapport reindex` rebuilds
+//! them. Backends return ids in order; GraphQL loads the rows and highlights the matches
+//! itself with [`highlight`], so highlighting is the same whatever the backend.
+//!
+//! Matching rules (Meilisearch's defaults, reproduced by the embedded backend): every
+//! query word must match (in any searchable field); a word of 5 letters or more may have
+//! one typo, of 9 or more two; the last word also matches as a prefix; case and accents
+//! are folded (`canción` finds `cancion`).
+
+pub mod embedded;
+pub mod indexer;
+pub mod meili;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// The two indexes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexName {
+    Interactions,
+    Customers,
+}
+
+impl IndexName {
+    pub const ALL: [IndexName; 2] = [IndexName::Interactions, IndexName::Customers];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndexName::Interactions => "interactions",
+            IndexName::Customers => "customers",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<IndexName> {
+        IndexName::ALL
+            .into_iter()
+            .find(|index| index.as_str() == name)
+    }
+}
+
+/// An interaction as the index sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InteractionDoc {
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    pub customer_id: Uuid,
+    pub conversation_id: Option<Uuid>,
+    pub channel: String,
+    pub kind: String,
+    pub direction: String,
+    /// The conversation's status (`open`, `pending`, `resolved`), `none` without one.
+    pub status: String,
+    pub sentiment: Option<f64>,
+    /// `negative`, `neutral`, `positive` or `unknown`, for facet counts.
+    pub sentiment_label: String,
+    /// ISO 639-1 (or `und`).
+    pub language: String,
+    /// Unix milliseconds.
+    pub occurred_at: i64,
+    pub subject: String,
+    pub text: String,
+    /// The author's name and handle.
+    pub author: String,
+}
+
+/// A customer as the index sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomerDoc {
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    pub names: Vec<String>,
+    pub emails: Vec<String>,
+    /// E.164 digits, and the national part (last 9 digits) so local numbers match.
+    pub phones: Vec<String>,
+    pub handles: Vec<String>,
+    pub organization: String,
+    pub tags: Vec<String>,
+    /// Unix milliseconds of the last interaction (or creation).
+    pub last_seen_at: i64,
+}
+
+/// The sentiment bucket of a score.
+pub fn sentiment_label(score: Option<f64>) -> &'static str {
+    match score {
+        None => "unknown",
+        Some(s) if s <= -0.05 => "negative",
+        Some(s) if s >= 0.05 => "positive",
+        Some(_) => "neutral",
+    }
+}
+
+/// How hits are ordered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SearchSort {
+    #[default]
+    Relevance,
+    Newest,
+    Oldest,
+}
+
+/// Filters on interaction hits; empty lists mean "any".
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SearchFilter {
+    pub customer_ids: Vec<Uuid>,
+    pub conversation_ids: Vec<Uuid>,
+    pub channels: Vec<String>,
+    pub kinds: Vec<String>,
+    pub directions: Vec<String>,
+    pub statuses: Vec<String>,
+    pub languages: Vec<String>,
+    pub sentiment_min: Option<f64>,
+    pub sentiment_max: Option<f64>,
+    pub occurred_after: Option<DateTime<Utc>>,
+    pub occurred_before: Option<DateTime<Utc>>,
+}
+
+/// One search over interactions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InteractionQuery {
+    pub workspace_id: Uuid,
+    pub text: String,
+    pub filter: SearchFilter,
+    pub sort: SearchSort,
+    pub offset: usize,
+    pub limit: usize,
+    pub facets: bool,
+}
+
+/// Counts of hits by value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Facets {
+    pub channel: Vec<(String, u64)>,
+    pub kind: Vec<(String, u64)>,
+    pub sentiment: Vec<(String, u64)>,
+    pub language: Vec<(String, u64)>,
+}
+
+/// Ids in order, with the estimated number of hits in all.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Hits {
+    pub ids: Vec<Uuid>,
+    pub estimated_total: u64,
+    pub facets: Option<Facets>,
+}
+
+/// A search backend. Writes are idempotent upserts and deletes by id; `commit`-style
+/// durability is the backend's business but a write returns only once it is searchable.
+#[async_trait::async_trait]
+pub trait SearchIndex: Send + Sync {
+    /// `embedded` or `meilisearch`.
+    fn backend(&self) -> &'static str;
+    async fn upsert_interactions(&self, docs: Vec<InteractionDoc>) -> Result<()>;
+    async fn delete_interactions(&self, ids: Vec<Uuid>) -> Result<()>;
+    /// Deletes every interaction of these customers (a customer erased).
+    async fn delete_interactions_of(&self, customer_ids: Vec<Uuid>) -> Result<()>;
+    async fn upsert_customers(&self, docs: Vec<CustomerDoc>) -> Result<()>;
+    async fn delete_customers(&self, ids: Vec<Uuid>) -> Result<()>;
+    async fn search_interactions(&self, query: &InteractionQuery) -> Result<Hits>;
+    async fn search_customers(&self, workspace_id: Uuid, text: &str, limit: usize) -> Result<Hits>;
+    /// Starts a rebuild of `index`: writes go to a fresh copy until [`Self::finish_rebuild`]
+    /// swaps it in; searches keep using the old one meanwhile.
+    async fn begin_rebuild(&self, index: IndexName) -> Result<Box<dyn Rebuild>>;
+    /// Deletes everything this backend stored (tests' unique indexes).
+    async fn destroy(&self) -> Result<()>;
+}
+
+/// An index being rebuilt aside.
+#[async_trait::async_trait]
+pub trait Rebuild: Send {
+    async fn add_interactions(&mut self, docs: Vec<InteractionDoc>) -> Result<()>;
+    async fn add_customers(&mut self, docs: Vec<CustomerDoc>) -> Result<()>;
+    /// Makes the rebuilt index the live one and drops the old.
+    async fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// Opens the configured backend: Meilisearch when a URL is set, else the embedded index
+/// under `data_dir/search`.
+pub async fn open(config: &crate::Config) -> anyhow::Result<std::sync::Arc<dyn SearchIndex>> {
+    match &config.meili_url {
+        Some(url) => Ok(std::sync::Arc::new(
+            meili::Meili::connect(url, config.meili_key.as_deref(), &config.meili_index_prefix)
+                .await?,
+        )),
+        None => Ok(std::sync::Arc::new(embedded::Embedded::open(
+            &config.data_dir.join("search"),
+        )?)),
+    }
+}
+
+/// Query words: folded (lower case, no accents), split on anything not a letter or digit.
+pub fn words(text: &str) -> Vec<String> {
+    crate::ingest::enrich::fold(text)
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Typos allowed in a query word of `len` characters: 0 below 5, 1 from 5, 2 from 9.
+pub fn typos_for(len: usize) -> u8 {
+    match len {
+        0..=4 => 0,
+        5..=8 => 1,
+        _ => 2,
+    }
+}
+
+/// Damerau-Levenshtein (optimal string alignment) distance, stopping early past `max`.
+pub fn distance(a: &[char], b: &[char], max: usize) -> usize {
+    if a.len().abs_diff(b.len()) > max {
+        return max + 1;
+    }
+    let mut prev2: Vec<usize> = vec![0; b.len() + 1];
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut current = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            current[j] = (prev[j] + 1)
+                .min(current[j - 1] + 1)
+                .min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                current[j] = current[j].min(prev2[j - 2] + 1);
+            }
+        }
+        prev2 = std::mem::replace(&mut prev, current);
+    }
+    prev[b.len()]
+}
+
+/// Whether a folded token of the text matches a query word under the matching rules.
+pub fn token_matches(token: &str, word: &str, prefix: bool) -> bool {
+    let allowed = typos_for(word.chars().count()) as usize;
+    let token: Vec<char> = token.chars().collect();
+    let word: Vec<char> = word.chars().collect();
+    if distance(&token, &word, allowed) <= allowed {
+        return true;
+    }
+    prefix && token.len() >= word.len() && distance(&token[..word.len()], &word, allowed) <= allowed
+}
+
+/// A highlighted fragment of one field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Highlight {
+    pub field: &'static str,
+    /// Up to ~160 characters around the first match, matches in `<mark>…</mark>`.
+    pub snippet: String,
+    /// Where the matches are in the whole field: character offset and length.
+    pub matches: Vec<(usize, usize)>,
+}
+
+/// Marks the words of `field_text` that match `query` (same rules as the search).
+pub fn highlight(field: &'static str, field_text: &str, query: &str) -> Option<Highlight> {
+    let words = words(query);
+    if words.is_empty() {
+        return None;
+    }
+    let chars: Vec<char> = field_text.chars().collect();
+    let mut matches = Vec::new();
+    let mut at = 0;
+    while at < chars.len() {
+        if !chars[at].is_alphanumeric() {
+            at += 1;
+            continue;
+        }
+        let start = at;
+        while at < chars.len() && chars[at].is_alphanumeric() {
+            at += 1;
+        }
+        let token: String = chars[start..at].iter().collect();
+        let folded = crate::ingest::enrich::fold(&token);
+        let hit = words
+            .iter()
+            .enumerate()
+            .any(|(index, word)| token_matches(&folded, word, index + 1 == words.len()));
+        if hit {
+            matches.push((start, at - start));
+        }
+    }
+    let (first, _) = *matches.first()?;
+    const WINDOW: usize = 160;
+    let from = first
+        .saturating_sub(40)
+        .min(chars.len().saturating_sub(WINDOW));
+    let from = (0..=from)
+        .rev()
+        .find(|&i| i == 0 || chars[i - 1].is_whitespace())
+        .unwrap_or(0);
+    let to = (from + WINDOW).min(chars.len());
+    let mut snippet = String::new();
+    if from > 0 {
+        snippet.push('…');
+    }
+    let mut cursor = from;
+    for &(start, length) in matches.iter().filter(|(s, l)| *s >= from && s + l <= to) {
+        snippet.extend(&chars[cursor..start]);
+        snippet.push_str("<mark>");
+        snippet.extend(&chars[start..start + length]);
+        snippet.push_str("</mark>");
+        cursor = start + length;
+    }
+    snippet.extend(&chars[cursor..to]);
+    if to < chars.len() {
+        snippet.push('…');
+    }
+    Some(Highlight {
+        field,
+        snippet,
+        matches,
+    })
+}
+
+/// A customer search as the index takes it: a phone number typed with spaces, dashes or
+/// brackets (`+34 600 123`) becomes its digits, so it matches as one prefix.
+pub fn customer_query(text: &str) -> String {
+    let phone_like = text
+        .chars()
+        .all(|c| c.is_ascii_digit() || " +-().".contains(c))
+        && text.chars().filter(char::is_ascii_digit).count() >= 3;
+    if phone_like {
+        text.chars().filter(char::is_ascii_digit).collect()
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Checks a search text: not huge.
+pub fn check_query(text: &str) -> Result<String> {
+    let text = text.trim();
+    if text.chars().count() > 500 {
+        return Err(Error::field(
+            "query",
+            "the query is longer than 500 characters",
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// What the indexer and the search API say about the index, shared with `/metrics`.
+#[derive(Default)]
+pub struct SearchStatus {
+    pub lag: std::sync::atomic::AtomicI64,
+    pub indexed: std::sync::atomic::AtomicU64,
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typos_follow_word_length_and_the_last_word_is_a_prefix() {
+        assert!(token_matches("export", "export", false));
+        assert!(
+            token_matches("export", "exprot", false),
+            "a transposition is one typo"
+        );
+        assert!(
+            !token_matches("cats", "cast", false),
+            "no typo under 5 letters"
+        );
+        assert!(
+            token_matches("integration", "integartoin", false),
+            "two typos from 9 letters"
+        );
+        assert!(!token_matches("export", "exxpoort", false));
+        assert!(token_matches("exportation", "expo", true));
+        assert!(!token_matches("exportation", "expo", false));
+        assert!(token_matches("cancion", &words("Canción")[0], false));
+    }
+
+    #[test]
+    fn highlights_mark_matches_with_their_positions() {
+        let h = highlight("text", "La canción del verano: ¡qué canción!", "cancion").unwrap();
+        assert_eq!(
+            h.snippet,
+            "La <mark>canción</mark> del verano: ¡qué <mark>canción</mark>!"
+        );
+        assert_eq!(h.matches, vec![(3, 7), (28, 7)]);
+        assert!(highlight("text", "nothing here", "export").is_none());
+        let long = format!(
+            "{} the export failed {}",
+            "word ".repeat(60),
+            "tail ".repeat(60)
+        );
+        let h = highlight("text", &long, "export").unwrap();
+        assert!(
+            h.snippet.starts_with('…') && h.snippet.ends_with('…'),
+            "{}",
+            h.snippet
+        );
+        assert!(h.snippet.contains("<mark>export</mark>"));
+    }
+}

@@ -1,0 +1,1197 @@
+//! Search: one contract suite run against every backend (the embedded one always,
+//! Meilisearch when `RAPPORT_MEILI_URL` is set, on uniquely named indexes deleted after),
+//! the indexer (restart mid-backlog, backend down then up, 50,000 events), and search
+//! through GraphQL on SQLite and PostgreSQL.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use rapport::domain::Role;
+use rapport::search::{
+    CustomerDoc, Hits, IndexName, InteractionDoc, InteractionQuery, Rebuild, SearchFilter,
+    SearchIndex, SearchSort,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::backend_test;
+use crate::common::TestApp;
+
+/// The backends the contract runs against, with a name for messages.
+async fn backends(dir: &std::path::Path) -> Vec<(String, Arc<dyn SearchIndex>)> {
+    let mut list: Vec<(String, Arc<dyn SearchIndex>)> = vec![(
+        "embedded".into(),
+        Arc::new(rapport::search::embedded::Embedded::open(&dir.join("search")).unwrap()),
+    )];
+    match std::env::var("RAPPORT_MEILI_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+    {
+        Some(url) => {
+            let key = std::env::var("RAPPORT_MEILI_KEY").ok();
+            let prefix = format!("rt_{}_", Uuid::now_v7().simple());
+            let meili = rapport::search::meili::Meili::connect(&url, key.as_deref(), &prefix)
+                .await
+                .expect("RAPPORT_MEILI_URL must point at a reachable Meilisearch");
+            list.push(("meilisearch".into(), Arc::new(meili)));
+        }
+        None => eprintln!("Meilisearch variant skipped: set RAPPORT_MEILI_URL to run it"),
+    }
+    list
+}
+
+fn at(day: u32, hour: u32) -> i64 {
+    Utc.with_ymd_and_hms(2026, 11, day, hour, 0, 0)
+        .unwrap()
+        .timestamp_millis()
+}
+
+struct World {
+    acme: Uuid,
+    globex: Uuid,
+    ana: Uuid,
+    ben: Uuid,
+    conversation: Uuid,
+    docs: Vec<InteractionDoc>,
+}
+
+fn doc(
+    world: (Uuid, Uuid, Option<Uuid>),
+    text: &str,
+    channel: &str,
+    kind: &str,
+    direction: &str,
+    status: &str,
+    sentiment: Option<f64>,
+    language: &str,
+    occurred_at: i64,
+) -> InteractionDoc {
+    let (workspace_id, customer_id, conversation_id) = world;
+    InteractionDoc {
+        id: Uuid::now_v7(),
+        workspace_id,
+        customer_id,
+        conversation_id,
+        channel: channel.into(),
+        kind: kind.into(),
+        direction: direction.into(),
+        status: status.into(),
+        sentiment,
+        sentiment_label: rapport::search::sentiment_label(sentiment).into(),
+        language: language.into(),
+        occurred_at,
+        subject: String::new(),
+        text: text.into(),
+        author: "Ana Souza @ana@social.example".into(),
+    }
+}
+
+fn world() -> World {
+    let (acme, globex, ana, ben, conversation) = (
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    );
+    let a = (acme, ana, Some(conversation));
+    let b = (acme, ben, None);
+    let docs = vec![
+        doc(
+            a,
+            "The CSV export is broken since the update",
+            "mastodon",
+            "mention",
+            "inbound",
+            "open",
+            Some(-0.6),
+            "en",
+            at(1, 9),
+        ),
+        doc(
+            a,
+            "Any news about the export? It is blocking our integration",
+            "mastodon",
+            "mention",
+            "inbound",
+            "open",
+            Some(-0.3),
+            "en",
+            at(2, 9),
+        ),
+        doc(
+            a,
+            "We shipped a fix for the export today",
+            "mastodon",
+            "reply",
+            "outbound",
+            "open",
+            Some(0.4),
+            "en",
+            at(3, 9),
+        ),
+        doc(
+            b,
+            "Me encanta la canción del anuncio 🎉 https://example.com/anuncio?x=1",
+            "email",
+            "email",
+            "inbound",
+            "none",
+            Some(0.8),
+            "es",
+            at(4, 9),
+        ),
+        doc(
+            b,
+            "Quiero cancelar la suscripción, el servicio es pésimo",
+            "email",
+            "email",
+            "inbound",
+            "none",
+            Some(-0.8),
+            "es",
+            at(5, 9),
+        ),
+        doc(
+            b,
+            "Reporting works great, thanks for the integration guide",
+            "rss",
+            "post",
+            "inbound",
+            "none",
+            None,
+            "en",
+            at(6, 9),
+        ),
+        // Another workspace, same words: never visible to acme.
+        doc(
+            (globex, Uuid::now_v7(), None),
+            "Globex export broken, integration down",
+            "mastodon",
+            "mention",
+            "inbound",
+            "open",
+            Some(-0.5),
+            "en",
+            at(1, 10),
+        ),
+    ];
+    World {
+        acme,
+        globex,
+        ana,
+        ben,
+        conversation,
+        docs,
+    }
+}
+
+fn query(workspace: Uuid, text: &str) -> InteractionQuery {
+    InteractionQuery {
+        workspace_id: workspace,
+        text: text.into(),
+        filter: SearchFilter::default(),
+        sort: SearchSort::Newest,
+        offset: 0,
+        limit: 20,
+        facets: false,
+    }
+}
+
+async fn texts(index: &Arc<dyn SearchIndex>, world: &World, q: InteractionQuery) -> Vec<String> {
+    let hits = index.search_interactions(&q).await.unwrap();
+    hits.ids
+        .iter()
+        .map(|id| {
+            world
+                .docs
+                .iter()
+                .find(|d| d.id == *id)
+                .map(|d| d.text.clone())
+                .unwrap_or_else(|| format!("unknown {id}"))
+        })
+        .collect()
+}
+
+async fn contract(name: &str, index: Arc<dyn SearchIndex>) {
+    let w = world();
+    index.upsert_interactions(w.docs.clone()).await.unwrap();
+    let t = |text: &str| query(w.acme, text);
+    let count = |list: Vec<String>| list.len();
+
+    // Words, typos, prefix, accents.
+    assert_eq!(
+        count(texts(&index, &w, t("export")).await),
+        3,
+        "{name}: plain word"
+    );
+    assert_eq!(
+        count(texts(&index, &w, t("exprot")).await),
+        3,
+        "{name}: one typo (a transposition) in a 6-letter word"
+    );
+    assert_eq!(
+        count(texts(&index, &w, t("intgeratoin")).await),
+        2,
+        "{name}: two typos from 9 letters"
+    );
+    assert_eq!(
+        count(texts(&index, &w, t("brokne")).await),
+        1,
+        "{name}: one typo"
+    );
+    assert_eq!(
+        count(texts(&index, &w, t("fxi")).await),
+        0,
+        "{name}: no typo under 5 letters"
+    );
+    assert_eq!(
+        count(texts(&index, &w, t("expo")).await),
+        3,
+        "{name}: the last word is a prefix"
+    );
+    assert_eq!(
+        count(texts(&index, &w, t("expo fix")).await),
+        0,
+        "{name}: only the last word is a prefix"
+    );
+    assert_eq!(
+        count(texts(&index, &w, t("fix expo")).await),
+        1,
+        "{name}: every word must match"
+    );
+    assert_eq!(
+        count(texts(&index, &w, t("cancion")).await),
+        1,
+        "{name}: accents folded (query without)"
+    );
+    assert_eq!(
+        count(texts(&index, &w, t("PÉSIMO")).await),
+        1,
+        "{name}: accents and case folded (query with)"
+    );
+    assert_eq!(
+        count(texts(&index, &w, t("anuncio 🎉")).await),
+        1,
+        "{name}: emoji are harmless"
+    );
+    assert_eq!(
+        count(texts(&index, &w, t("https://example.com/anuncio")).await),
+        1,
+        "{name}: URLs are harmless"
+    );
+    assert_eq!(
+        count(texts(&index, &w, t("ana souza")).await),
+        6,
+        "{name}: the author is searchable"
+    );
+
+    // Sort by date both ways; relevance returns the same set.
+    let newest = texts(&index, &w, t("export")).await;
+    assert_eq!(newest[0], "We shipped a fix for the export today", "{name}");
+    let mut oldest_q = t("export");
+    oldest_q.sort = SearchSort::Oldest;
+    let oldest = texts(&index, &w, oldest_q).await;
+    assert_eq!(
+        oldest.iter().rev().cloned().collect::<Vec<_>>(),
+        newest,
+        "{name}: oldest is newest reversed"
+    );
+    let mut relevance = t("export");
+    relevance.sort = SearchSort::Relevance;
+    let mut by_relevance = texts(&index, &w, relevance).await;
+    by_relevance.sort();
+    let mut sorted = newest.clone();
+    sorted.sort();
+    assert_eq!(by_relevance, sorted, "{name}");
+
+    // Every filter.
+    let filtered = |f: SearchFilter| {
+        let mut q = t("");
+        q.filter = f;
+        q
+    };
+    let cases: Vec<(SearchFilter, usize, &str)> = vec![
+        (
+            SearchFilter {
+                customer_ids: vec![w.ana],
+                ..Default::default()
+            },
+            3,
+            "customer",
+        ),
+        (
+            SearchFilter {
+                customer_ids: vec![w.ana, w.ben],
+                ..Default::default()
+            },
+            6,
+            "customers",
+        ),
+        (
+            SearchFilter {
+                conversation_ids: vec![w.conversation],
+                ..Default::default()
+            },
+            3,
+            "conversation",
+        ),
+        (
+            SearchFilter {
+                channels: vec!["email".into(), "rss".into()],
+                ..Default::default()
+            },
+            3,
+            "channel",
+        ),
+        (
+            SearchFilter {
+                kinds: vec!["reply".into()],
+                ..Default::default()
+            },
+            1,
+            "kind",
+        ),
+        (
+            SearchFilter {
+                directions: vec!["outbound".into()],
+                ..Default::default()
+            },
+            1,
+            "direction",
+        ),
+        (
+            SearchFilter {
+                statuses: vec!["open".into()],
+                ..Default::default()
+            },
+            3,
+            "status",
+        ),
+        (
+            SearchFilter {
+                languages: vec!["es".into()],
+                ..Default::default()
+            },
+            2,
+            "language",
+        ),
+        (
+            SearchFilter {
+                sentiment_min: Some(0.0),
+                ..Default::default()
+            },
+            2,
+            "sentiment min",
+        ),
+        (
+            SearchFilter {
+                sentiment_max: Some(-0.5),
+                ..Default::default()
+            },
+            2,
+            "sentiment max",
+        ),
+        (
+            SearchFilter {
+                sentiment_min: Some(-0.5),
+                sentiment_max: Some(0.5),
+                ..Default::default()
+            },
+            2,
+            "sentiment range",
+        ),
+        (
+            SearchFilter {
+                occurred_after: Some(Utc.timestamp_millis_opt(at(3, 0)).unwrap()),
+                ..Default::default()
+            },
+            4,
+            "after",
+        ),
+        (
+            SearchFilter {
+                occurred_before: Some(Utc.timestamp_millis_opt(at(3, 0)).unwrap()),
+                ..Default::default()
+            },
+            2,
+            "before",
+        ),
+        (
+            SearchFilter {
+                occurred_after: Some(Utc.timestamp_millis_opt(at(2, 0)).unwrap()),
+                occurred_before: Some(Utc.timestamp_millis_opt(at(5, 0)).unwrap()),
+                ..Default::default()
+            },
+            3,
+            "date range",
+        ),
+    ];
+    for (filter, expected, what) in cases {
+        assert_eq!(
+            count(texts(&index, &w, filtered(filter)).await),
+            expected,
+            "{name}: filter {what}"
+        );
+    }
+    // Filters combine with words.
+    let mut q = t("export");
+    q.filter.directions = vec!["inbound".into()];
+    assert_eq!(
+        count(texts(&index, &w, q).await),
+        2,
+        "{name}: words and a filter"
+    );
+
+    // Facets over every hit, and the estimate.
+    let mut q = t("");
+    q.facets = true;
+    let hits: Hits = index.search_interactions(&q).await.unwrap();
+    assert_eq!(hits.estimated_total, 6, "{name}");
+    let facets = hits.facets.expect("facets asked for");
+    let sorted = |mut v: Vec<(String, u64)>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        sorted(facets.channel),
+        vec![
+            ("email".into(), 2),
+            ("mastodon".into(), 3),
+            ("rss".into(), 1)
+        ],
+        "{name}"
+    );
+    assert_eq!(
+        sorted(facets.kind),
+        vec![
+            ("email".into(), 2),
+            ("mention".into(), 2),
+            ("post".into(), 1),
+            ("reply".into(), 1)
+        ],
+        "{name}"
+    );
+    assert_eq!(
+        sorted(facets.sentiment),
+        vec![
+            ("negative".into(), 3),
+            ("positive".into(), 2),
+            ("unknown".into(), 1)
+        ],
+        "{name}"
+    );
+    assert_eq!(
+        sorted(facets.language),
+        vec![("en".into(), 4), ("es".into(), 2)],
+        "{name}"
+    );
+
+    // Pagination: pages of 2 cover everything once, in order.
+    let mut seen = Vec::new();
+    for page in 0..4 {
+        let mut q = t("");
+        q.offset = page * 2;
+        q.limit = 2;
+        seen.extend(index.search_interactions(&q).await.unwrap().ids);
+    }
+    let all = index.search_interactions(&t("")).await.unwrap().ids;
+    assert_eq!(seen, all, "{name}: pages");
+    assert_eq!(all.len(), 6);
+
+    // Workspace isolation: globex sees only its own.
+    assert_eq!(
+        texts(&index, &w, query(w.globex, "export")).await,
+        vec!["Globex export broken, integration down".to_owned()],
+        "{name}"
+    );
+    assert_eq!(
+        count(texts(&index, &w, query(Uuid::now_v7(), "")).await),
+        0,
+        "{name}: an unknown workspace sees nothing"
+    );
+
+    // An update replaces the old text; a deletion removes.
+    let mut changed = w.docs[0].clone();
+    changed.text = "The PDF report is broken".into();
+    index.upsert_interactions(vec![changed]).await.unwrap();
+    assert_eq!(
+        count(texts(&index, &w, t("export")).await),
+        2,
+        "{name}: the old text is gone"
+    );
+    assert_eq!(
+        index
+            .search_interactions(&t("pdf report"))
+            .await
+            .unwrap()
+            .ids,
+        vec![w.docs[0].id],
+        "{name}: the new text is found"
+    );
+    index.delete_interactions(vec![w.docs[1].id]).await.unwrap();
+    assert_eq!(
+        count(texts(&index, &w, t("export")).await),
+        1,
+        "{name}: deleted"
+    );
+
+    // Customers: names, e-mails, phones, handles, organization, tags; prefix as you type.
+    let customer = |workspace,
+                    names: &[&str],
+                    emails: &[&str],
+                    phones: &[&str],
+                    handles: &[&str],
+                    org: &str,
+                    tags: &[&str]| CustomerDoc {
+        id: Uuid::now_v7(),
+        workspace_id: workspace,
+        names: names.iter().map(|s| s.to_string()).collect(),
+        emails: emails.iter().map(|s| s.to_string()).collect(),
+        phones: phones.iter().map(|s| s.to_string()).collect(),
+        handles: handles.iter().map(|s| s.to_string()).collect(),
+        organization: org.into(),
+        tags: tags.iter().map(|s| s.to_string()).collect(),
+        last_seen_at: at(1, 0),
+    };
+    let ana = CustomerDoc {
+        id: w.ana,
+        ..customer(
+            w.acme,
+            &["Ana Souza", "Ana"],
+            &["ana@northwind.example"],
+            &["34600123456", "600123456"],
+            &["@ana@social.example"],
+            "Northwind Traders",
+            &["vip"],
+        )
+    };
+    let ben = CustomerDoc {
+        id: w.ben,
+        ..customer(
+            w.acme,
+            &["Benjamín Okafor"],
+            &["ben@okafor.example"],
+            &[],
+            &["@bokafor"],
+            "",
+            &["churn-risk"],
+        )
+    };
+    let other = customer(
+        w.globex,
+        &["Ana Souza"],
+        &["ana@globex.example"],
+        &[],
+        &[],
+        "Globex",
+        &[],
+    );
+    index
+        .upsert_customers(vec![ana.clone(), ben.clone(), other.clone()])
+        .await
+        .unwrap();
+    let find = |text: &'static str| {
+        let index = index.clone();
+        let acme = w.acme;
+        async move { index.search_customers(acme, text, 10).await.unwrap().ids }
+    };
+    for (text, expected) in [
+        ("an", vec![ana.id]),
+        ("ana sou", vec![ana.id]),
+        ("benjamin", vec![ben.id]),
+        ("okafro", vec![ben.id]),
+        ("ana@north", vec![ana.id]),
+        ("600123", vec![ana.id]),
+        ("bokafor", vec![ben.id]),
+        ("northwind trad", vec![ana.id]),
+        ("churn", vec![ben.id]),
+        ("nobody", vec![]),
+    ] {
+        assert_eq!(find(text).await, expected, "{name}: customers `{text}`");
+    }
+
+    // A customer erased from the database vanishes from both indexes.
+    index.delete_customers(vec![ben.id]).await.unwrap();
+    index.delete_interactions_of(vec![ben.id]).await.unwrap();
+    assert_eq!(find("benjamin").await, Vec::<Uuid>::new(), "{name}");
+    let mut q = t("");
+    q.filter.customer_ids = vec![w.ben];
+    assert_eq!(
+        count(texts(&index, &w, q).await),
+        0,
+        "{name}: the erased customer's interactions are gone"
+    );
+    assert_eq!(find("ana").await, vec![ana.id], "{name}: others stay");
+
+    // A rebuild aside replaces the whole index at once; searches work during it.
+    let mut rebuild: Box<dyn Rebuild> = index.begin_rebuild(IndexName::Interactions).await.unwrap();
+    rebuild
+        .add_interactions(vec![w.docs[2].clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        count(texts(&index, &w, t("")).await),
+        2,
+        "{name}: the old index answers during the rebuild"
+    );
+    rebuild.finish().await.unwrap();
+    assert_eq!(
+        index.search_interactions(&t("")).await.unwrap().ids,
+        vec![w.docs[2].id],
+        "{name}: swapped"
+    );
+    index
+        .upsert_interactions(vec![w.docs[3].clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        count(texts(&index, &w, t("")).await),
+        2,
+        "{name}: writes go to the new index"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_backend_keeps_the_search_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, index) in backends(dir.path()).await {
+        contract(&name, index.clone()).await;
+        index.destroy().await.unwrap();
+    }
+}
+
+const RECORD: &str = "mutation($input: RecordInteractionInput!) { recordInteraction(input: $input) { interaction { id } } }";
+const SEARCH: &str = "query($q: String!, $filter: SearchFilterInput, $sort: SearchSort, $first: Int, $after: String) {
+  search(query: $q, filter: $filter, sort: $sort, first: $first, after: $after) {
+    estimatedTotal pageInfo { hasNextPage endCursor }
+    facets { channel { value count } kind { value count } sentiment { value count } language { value count } }
+    edges { cursor node { highlights { field snippet matches { start length } } interaction { id text channel customer { displayName } } } } } }";
+
+async fn record(
+    app: &TestApp,
+    key: &str,
+    customer: &str,
+    text: &str,
+    channel: &str,
+    direction: &str,
+) -> String {
+    let input = json!({ "customerId": customer, "channel": channel, "kind": "MESSAGE", "direction": direction, "text": text });
+    app.gql(key, RECORD, json!({ "input": input })).await["recordInteraction"]["interaction"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn catch_up(app: &TestApp) {
+    rapport::search::indexer::Indexer::new(&app.app)
+        .catch_up()
+        .await
+        .unwrap();
+}
+
+backend_test!(
+    async fn search_through_graphql_finds_highlights_filters_and_stays_in_its_workspace(
+        app: TestApp,
+    ) {
+        let key = app.key(Role::Admin).await;
+        let ana = app.create_customer(&key, json!({ "displayName": "Ana Souza", "contactPoints": [{ "kind": "EMAIL", "value": "ana@northwind.example" }, { "kind": "PHONE", "value": "+34 600 123 456" }] })).await;
+        let ben = app.create_customer(&key, json!({ "displayName": "Benjamín Okafor", "contactPoints": [{ "kind": "EMAIL", "value": "ben@okafor.example" }] })).await;
+        record(
+            &app,
+            &key,
+            &ana,
+            "The CSV export is broken since the update",
+            "EMAIL",
+            "INBOUND",
+        )
+        .await;
+        record(
+            &app,
+            &key,
+            &ana,
+            "We shipped a fix for the export today",
+            "EMAIL",
+            "OUTBOUND",
+        )
+        .await;
+        record(
+            &app,
+            &key,
+            &ben,
+            "La canción del anuncio me encanta",
+            "PHONE",
+            "INBOUND",
+        )
+        .await;
+        let globex = app.key_in("globex", Role::Admin).await;
+        let zed = app
+            .create_customer(&globex, json!({ "displayName": "Ana Zed" }))
+            .await;
+        record(
+            &app,
+            &globex,
+            &zed,
+            "Globex export broken",
+            "EMAIL",
+            "INBOUND",
+        )
+        .await;
+        let status = app
+            .gql(
+                &key,
+                "{ searchStatus { backend lag lastError } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(status["searchStatus"]["backend"], "embedded");
+        assert!(
+            status["searchStatus"]["lag"].as_i64().unwrap() > 0,
+            "nothing indexed yet: {status}"
+        );
+        catch_up(&app).await;
+        let status = app
+            .gql(
+                &key,
+                "{ searchStatus { backend lag lastError } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            status["searchStatus"],
+            json!({ "backend": "embedded", "lag": 0, "lastError": null })
+        );
+
+        // Typo, highlights with positions, facets, estimate, newest first.
+        let data = app
+            .gql(&key, SEARCH, json!({ "q": "exprot", "sort": "NEWEST" }))
+            .await;
+        let result = &data["search"];
+        assert_eq!(result["estimatedTotal"], 2);
+        let edges = result["edges"].as_array().unwrap();
+        assert_eq!(
+            edges[0]["node"]["interaction"]["text"],
+            "We shipped a fix for the export today"
+        );
+        assert_eq!(
+            edges[0]["node"]["highlights"],
+            json!([{ "field": "text", "snippet": "We shipped a fix for the <mark>export</mark> today", "matches": [{ "start": 25, "length": 6 }] }])
+        );
+        assert_eq!(
+            edges[1]["node"]["interaction"]["customer"]["displayName"],
+            "Ana Souza"
+        );
+        assert_eq!(
+            result["facets"]["channel"],
+            json!([{ "value": "email", "count": 2 }])
+        );
+        // Accents; filter by customer and channel; pagination by cursor.
+        let data = app.gql(&key, SEARCH, json!({ "q": "cancion", "filter": { "customerIds": [ben], "channels": ["PHONE"], "languages": ["es"] } })).await;
+        assert_eq!(
+            data["search"]["edges"][0]["node"]["highlights"][0]["snippet"],
+            "La <mark>canción</mark> del anuncio me encanta"
+        );
+        let first = app
+            .gql(
+                &key,
+                SEARCH,
+                json!({ "q": "", "sort": "OLDEST", "first": 2 }),
+            )
+            .await;
+        assert_eq!(first["search"]["pageInfo"]["hasNextPage"], true);
+        let after = first["search"]["pageInfo"]["endCursor"].as_str().unwrap();
+        let next = app
+            .gql(
+                &key,
+                SEARCH,
+                json!({ "q": "", "sort": "OLDEST", "first": 2, "after": after }),
+            )
+            .await;
+        assert_eq!(next["search"]["edges"].as_array().unwrap().len(), 1);
+        assert_eq!(next["search"]["pageInfo"]["hasNextPage"], false);
+        assert_eq!(
+            next["search"]["edges"][0]["node"]["interaction"]["text"],
+            "La canción del anuncio me encanta"
+        );
+
+        // A customer's timeline narrowed by the index.
+        let timeline = app.gql(&key, "query($id: ID!) { customer(id: $id) { timeline(search: \"fix\") { totalCount edges { node { text } } } } }", json!({ "id": ana })).await;
+        assert_eq!(
+            timeline["customer"]["timeline"],
+            json!({ "totalCount": 1, "edges": [{ "node": { "text": "We shipped a fix for the export today" } }] })
+        );
+
+        // Search as you type over customers.
+        for (q, name) in [
+            ("ana sou", "Ana Souza"),
+            ("ana@north", "Ana Souza"),
+            ("600 123", "Ana Souza"),
+            ("okafro", "Benjamín Okafor"),
+        ] {
+            let data = app.gql(&key, "query($q: String!) { searchCustomers(query: $q) { customer { displayName } highlights { snippet } } }", json!({ "q": q })).await;
+            assert_eq!(
+                data["searchCustomers"][0]["customer"]["displayName"], name,
+                "{q}: {data}"
+            );
+            assert_eq!(
+                data["searchCustomers"].as_array().unwrap().len(),
+                1,
+                "{q}: {data}"
+            );
+        }
+
+        // The other workspace sees only its own, even naming acme's customer.
+        let theirs = app.gql(&globex, SEARCH, json!({ "q": "export" })).await;
+        assert_eq!(theirs["search"]["estimatedTotal"], 1);
+        assert_eq!(
+            theirs["search"]["edges"][0]["node"]["interaction"]["text"],
+            "Globex export broken"
+        );
+        let foreign = app
+            .gql(
+                &globex,
+                SEARCH,
+                json!({ "q": "", "filter": { "customerIds": [ana] } }),
+            )
+            .await;
+        assert_eq!(foreign["search"]["edges"], json!([]));
+        let customers = app
+            .gql(
+                &globex,
+                "{ searchCustomers(query: \"ana\") { customer { displayName } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            customers["searchCustomers"],
+            json!([{ "customer": { "displayName": "Ana Zed" } }])
+        );
+
+        // Erasing a customer removes them and their history from both indexes.
+        app.gql(
+            &key,
+            "mutation($id: ID!) { deleteCustomer(input: { id: $id }) { deletedCustomerId } }",
+            json!({ "id": ben }),
+        )
+        .await;
+        catch_up(&app).await;
+        let gone = app.gql(&key, SEARCH, json!({ "q": "cancion" })).await;
+        assert_eq!(gone["search"]["estimatedTotal"], 0);
+        let gone = app
+            .gql(
+                &key,
+                "{ searchCustomers(query: \"okafor\") { customer { id } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(gone["searchCustomers"], json!([]));
+        // An update replaces the indexed text.
+        let renamed = app.gql(&key, "mutation($id: ID!) { updateCustomer(input: { id: $id, displayName: \"Ana Lima\" }) { customer { id } } }", json!({ "id": ana })).await;
+        assert!(renamed["updateCustomer"]["customer"]["id"].is_string());
+        catch_up(&app).await;
+        let found = app
+            .gql(
+                &key,
+                "{ searchCustomers(query: \"lima\") { customer { displayName } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            found["searchCustomers"],
+            json!([{ "customer": { "displayName": "Ana Lima" } }])
+        );
+        let old = app
+            .gql(
+                &key,
+                "{ searchCustomers(query: \"souza\") { customer { displayName } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(old["searchCustomers"], json!([]));
+
+        // Bad input names the field.
+        for (variables, field) in [
+            (json!({ "q": "x".repeat(600) }), "query"),
+            (json!({ "q": "export", "first": 500 }), "first"),
+            (json!({ "q": "export", "after": "not-a-cursor" }), "after"),
+            (
+                json!({ "q": "export", "filter": { "sentimentMin": 3.0 } }),
+                "filter.sentimentMin",
+            ),
+            (
+                json!({ "q": "export", "filter": { "customerIds": ["cus_nope"] } }),
+                "filter.customerIds[0]",
+            ),
+        ] {
+            let (code, body) = app.gql_error(&key, SEARCH, variables).await;
+            assert_eq!(code, "BAD_USER_INPUT", "{body}");
+            assert_eq!(body["errors"][0]["extensions"]["field"], field, "{body}");
+        }
+
+        // A rebuild from the database gives the same answers.
+        let progress = |_: IndexName, _: u64, _: u64| {};
+        rapport::search::indexer::reindex(&app.app.db, &app.app.search, None, &progress)
+            .await
+            .unwrap();
+        catch_up(&app).await;
+        let again = app.gql(&key, SEARCH, json!({ "q": "exprot" })).await;
+        assert_eq!(again["search"]["estimatedTotal"], 2);
+    }
+);
+
+/// A backend that fails while `down` is set.
+struct Flaky {
+    inner: Arc<dyn SearchIndex>,
+    down: AtomicBool,
+}
+
+impl Flaky {
+    fn check(&self) -> rapport::Result<()> {
+        if self.down.load(Ordering::Relaxed) {
+            Err(rapport::Error::Internal("connection refused (test)".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SearchIndex for Flaky {
+    fn backend(&self) -> &'static str {
+        "flaky"
+    }
+    async fn upsert_interactions(&self, docs: Vec<InteractionDoc>) -> rapport::Result<()> {
+        self.check()?;
+        self.inner.upsert_interactions(docs).await
+    }
+    async fn delete_interactions(&self, ids: Vec<Uuid>) -> rapport::Result<()> {
+        self.check()?;
+        self.inner.delete_interactions(ids).await
+    }
+    async fn delete_interactions_of(&self, ids: Vec<Uuid>) -> rapport::Result<()> {
+        self.check()?;
+        self.inner.delete_interactions_of(ids).await
+    }
+    async fn upsert_customers(&self, docs: Vec<CustomerDoc>) -> rapport::Result<()> {
+        self.check()?;
+        self.inner.upsert_customers(docs).await
+    }
+    async fn delete_customers(&self, ids: Vec<Uuid>) -> rapport::Result<()> {
+        self.check()?;
+        self.inner.delete_customers(ids).await
+    }
+    async fn search_interactions(&self, query: &InteractionQuery) -> rapport::Result<Hits> {
+        self.inner.search_interactions(query).await
+    }
+    async fn search_customers(
+        &self,
+        workspace: Uuid,
+        text: &str,
+        limit: usize,
+    ) -> rapport::Result<Hits> {
+        self.inner.search_customers(workspace, text, limit).await
+    }
+    async fn begin_rebuild(&self, index: IndexName) -> rapport::Result<Box<dyn Rebuild>> {
+        self.inner.begin_rebuild(index).await
+    }
+    async fn destroy(&self) -> rapport::Result<()> {
+        self.inner.destroy().await
+    }
+}
+
+/// Pushes `count` webhook-style items of one workspace through the pipeline.
+async fn ingest_items(app: &TestApp, workspace: &str, count: usize) -> Uuid {
+    let admin = app.key_in(workspace, Role::Admin).await;
+    let created = app
+        .gql(&admin, crate::feeds::CREATE, json!({ "input": { "channel": "WEBHOOK", "name": "bulk", "config": { "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" } } }))
+        .await;
+    let id = rapport::ids::decode(
+        "id",
+        rapport::ids::Kind::Source,
+        created["createSource"]["source"]["id"].as_str().unwrap(),
+    )
+    .unwrap();
+    use sea_orm::EntityTrait;
+    let source = entity::source::Entity::find_by_id(id)
+        .one(&app.app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let items: Vec<connectors::InboundItem> = (0..count)
+        .map(|n| connectors::InboundItem {
+            external_id: format!("bulk-{n}"),
+            author: connectors::Author {
+                platform_id: format!("mailto:u{}@bulk.example", n % 20),
+                email: Some(format!("u{}@bulk.example", n % 20)),
+                ..Default::default()
+            },
+            outbound: false,
+            kind: "message".into(),
+            subject: None,
+            text: format!("bulk message number {n} about invoices"),
+            html: None,
+            url: None,
+            language: None,
+            occurred_at: Utc::now(),
+            thread_key: None,
+            in_reply_to: None,
+            raw: json!({}),
+        })
+        .collect();
+    for chunk in items.chunks(50) {
+        rapport::ingest::ingest(&app.app.db, &source, chunk, None, None)
+            .await
+            .unwrap();
+    }
+    source.workspace_id
+}
+
+async fn indexed(app: &TestApp, index: &Arc<dyn SearchIndex>, workspace: Uuid, text: &str) -> u64 {
+    let _ = app;
+    index
+        .search_interactions(&query(workspace, text))
+        .await
+        .unwrap()
+        .estimated_total
+}
+
+backend_test!(
+    async fn the_indexer_survives_a_restart_mid_backlog_without_losing_or_repeating(app: TestApp) {
+        let workspace = ingest_items(&app, "acme", 300).await;
+        let head = rapport::search::indexer::head(&app.app.db).await.unwrap();
+        let indexer = |batch| rapport::search::indexer::Indexer {
+            batch,
+            ..rapport::search::indexer::Indexer::new(&app.app)
+        };
+        // The first process indexes two batches, then dies.
+        let first = indexer(100);
+        let mut seen = first.step().await.unwrap().events;
+        seen += first.step().await.unwrap().events;
+        drop(first);
+        let offset = rapport::search::indexer::offset(&app.app.db).await.unwrap();
+        assert_eq!(
+            offset as usize, seen,
+            "the offset is stored after each batch"
+        );
+        assert!(offset < head);
+        // The next one goes on from the stored offset: every event once in all.
+        let second = indexer(100);
+        let mut rest = 0;
+        loop {
+            let step = second.step().await.unwrap();
+            if step.events == 0 {
+                break;
+            }
+            rest += step.events;
+        }
+        assert_eq!(
+            seen + rest,
+            head as usize,
+            "no event read twice, none skipped"
+        );
+        assert_eq!(
+            indexed(&app, &app.app.search, workspace, "invoices").await,
+            300
+        );
+        assert_eq!(rapport::search::indexer::lag(&app.app.db).await.unwrap(), 0);
+    }
+);
+
+backend_test!(
+    async fn the_indexer_retries_while_the_backend_is_down_and_catches_up(app: TestApp) {
+        let flaky = Arc::new(Flaky {
+            inner: app.app.search.clone(),
+            down: AtomicBool::new(true),
+        });
+        let status = Arc::new(rapport::search::SearchStatus::default());
+        let indexer = rapport::search::indexer::Indexer {
+            db: app.app.db.clone(),
+            search: flaky.clone(),
+            status: status.clone(),
+            batch: 100,
+        };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(indexer.run(stopped));
+        let workspace = ingest_items(&app, "acme", 40).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while status.last_error.lock().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the outage was never noticed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(status
+            .last_error
+            .lock()
+            .unwrap()
+            .as_deref()
+            .unwrap()
+            .contains("connection refused"));
+        assert!(rapport::search::indexer::lag(&app.app.db).await.unwrap() > 0);
+        assert_eq!(
+            indexed(&app, &app.app.search, workspace, "invoices").await,
+            0
+        );
+        flaky.down.store(false, Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while rapport::search::indexer::lag(&app.app.db).await.unwrap() > 0
+            || status.last_error.lock().unwrap().is_some()
+        {
+            assert!(Instant::now() < deadline, "the indexer did not catch up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            indexed(&app, &app.app.search, workspace, "invoices").await,
+            40
+        );
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+);
+
+backend_test!(
+    async fn fifty_thousand_events_are_indexed_in_batches(app: TestApp) {
+        let workspace = rapport::domain::workspace::ensure(&app.app.db, "bulk")
+            .await
+            .unwrap();
+        rapport::domain::demo::seed_uniform(&app.app.db, workspace.id, 2_500, 1, 20)
+            .await
+            .unwrap();
+        // The seed writes an event for every row it makes, as the API would.
+        let head = rapport::search::indexer::head(&app.app.db).await.unwrap();
+        assert!(head >= 50_000, "{head}");
+        let indexer = rapport::search::indexer::Indexer {
+            batch: 5_000,
+            ..rapport::search::indexer::Indexer::new(&app.app)
+        };
+        let events = indexer.catch_up().await.unwrap();
+        assert_eq!(events as i64, head);
+        assert_eq!(
+            indexed(&app, &app.app.search, workspace.id, "").await,
+            50_000
+        );
+        assert_eq!(
+            indexed(
+                &app,
+                &app.app.search,
+                workspace.id,
+                "message 7 from customer 1999"
+            )
+            .await,
+            1,
+            "{}",
+            "one exact hit among 50,000"
+        );
+        let mut q = query(workspace.id, "");
+        q.facets = true;
+        let hits = app.app.search.search_interactions(&q).await.unwrap();
+        let total: u64 = hits
+            .facets
+            .unwrap()
+            .channel
+            .iter()
+            .map(|(_, count)| count)
+            .sum();
+        assert_eq!(total, 50_000);
+    }
+);
