@@ -104,6 +104,12 @@ struct BenchArgs {
     /// Items per batch (one transaction each) in the ingestion benchmark.
     #[arg(long, default_value_t = 100)]
     ingest_batch: usize,
+    /// Customers (× 20 interactions) for the search benchmark (0 skips it).
+    #[arg(long, default_value_t = 5_000)]
+    search_customers: usize,
+    /// Searches per search scenario.
+    #[arg(long, default_value_t = 200)]
+    search_requests: usize,
 }
 
 #[derive(Args, Default)]
@@ -245,9 +251,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn bench(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
-    let scratch = config.database_url.is_none().then(|| {
-        std::env::temp_dir().join(format!("rapport-bench-{}", uuid::Uuid::now_v7().simple()))
-    });
+    // A scratch data directory: the SQLite database (without --database-url) and the
+    // embedded search index live there and go away afterwards.
+    let scratch =
+        Some(std::env::temp_dir().join(format!("rapport-bench-{}", uuid::Uuid::now_v7().simple())));
     if let Some(dir) = &scratch {
         config.data_dir = dir.clone();
     }
@@ -266,6 +273,11 @@ async fn bench(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
     let app = App::start(config).await?;
     let ingest = if args.ingest_items > 0 {
         Some(rapport::bench::ingest(&app, args.ingest_items, args.ingest_batch).await)
+    } else {
+        None
+    };
+    let search = if args.search_customers > 0 {
+        Some(rapport::bench::search(&app, args.search_customers, args.search_requests).await)
     } else {
         None
     };
@@ -296,6 +308,19 @@ async fn bench(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
             "| the same items again (dropped) | {:.0} |",
             ingest.replay_per_second
         );
+    }
+    if let Some(search) = search {
+        let search = search?;
+        println!(
+            "\n{database}, search ({} backend), {} interactions: indexed {:.0} events/s ({:.0} interactions/s) from the event log\n",
+            search.backend, search.interactions, search.events_per_second, search.documents_per_second
+        );
+        println!(
+            "| search | requests | p50 ms | p95 ms | p99 ms | req/s |\n|---|---|---|---|---|---|"
+        );
+        for report in search.scenarios {
+            println!("{}", report.line());
+        }
     }
     Ok(())
 }

@@ -317,3 +317,47 @@ fn sources_add_prints_the_id_alone_and_list_shows_no_secret() {
         ""
     );
 }
+
+#[tokio::test]
+async fn reindex_rebuilds_the_search_indexes_and_reports_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(rapport(dir.path(), &["demo"]).status.success());
+    let output = rapport(dir.path(), &["reindex"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("reindexed on embedded"), "{stderr}");
+    let interactions: u64 = stderr
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("interactions: ")?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(interactions >= 2_000, "{stderr}");
+    let output = rapport(dir.path(), &["reindex", "--index", "contacts"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--index: `contacts` is not an index"));
+    // The rebuilt index answers through the API.
+    let key =
+        String::from_utf8(rapport(dir.path(), &["keys", "create", "--role", "viewer"]).stdout)
+            .unwrap();
+    let addr = serve_data_dir(dir.path()).await;
+    let body: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{addr}/graphql"))
+        .bearer_auth(key.trim())
+        .json(&json!({ "query": "{ search(query: \"\") { estimatedTotal } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["data"]["search"]["estimatedTotal"].as_u64(),
+        Some(interactions),
+        "{body}"
+    );
+}
