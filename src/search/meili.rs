@@ -397,3 +397,36 @@ impl Rebuild for MeiliRebuild {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::SearchFilter;
+
+    #[test]
+    fn filters_are_written_in_meilisearch_syntax_with_the_workspace_first() {
+        let workspace = Uuid::nil();
+        let customer = Uuid::from_u128(7);
+        let query = InteractionQuery {
+            workspace_id: workspace,
+            text: "export".into(),
+            filter: SearchFilter {
+                customer_ids: vec![customer],
+                channels: vec!["mastodon".into(), "em\"ail".into()],
+                sentiment_min: Some(-0.5),
+                occurred_after: Some(chrono::DateTime::from_timestamp_millis(1_000).unwrap()),
+                ..SearchFilter::default()
+            },
+            sort: SearchSort::Newest,
+            offset: 0,
+            limit: 20,
+            facets: true,
+        };
+        assert_eq!(
+            filter_of(&query),
+            format!(
+                "workspace_id = \"{workspace}\" AND customer_id IN [\"{customer}\"] AND channel IN [\"mastodon\", \"em\\\"ail\"] AND sentiment >= -0.5 AND occurred_at >= 1000"
+            )
+        );
+    }
+}
