@@ -86,10 +86,14 @@ pub async fn on_interaction(
     };
     let mut row: conversation::ActiveModel = model.clone().into();
     row.last_message_at = Set(model.last_message_at.max(at));
+    let mut kind = "conversation.updated";
     match direction {
         Direction::Inbound if model.status == ConversationStatus::Resolved.as_str() => {
             row.status = Set(ConversationStatus::Open.as_str().to_owned());
             row.resolved_at = Set(None);
+            // Its own kind: the search index refreshes the status of every interaction
+            // of the conversation on this event, not on every new message.
+            kind = "conversation.status_changed";
         }
         Direction::Outbound if model.first_response_at.is_none() => {
             row.first_response_at = Set(Some(at))
@@ -98,7 +102,7 @@ pub async fn on_interaction(
     }
     row.updated_at = Set(super::now());
     let model = row.update(db).await?;
-    super::event::append(db, workspace_id, "conversation.updated", id, &model).await?;
+    super::event::append(db, workspace_id, kind, id, &model).await?;
     Ok(Some(model))
 }
 

@@ -145,7 +145,9 @@ impl Indexer {
                         customers.insert(customer);
                     }
                 }
-                "conversation" => {
+                // A status change re-indexes the conversation's interactions (their
+                // `status`); a new message in it does not need to.
+                "conversation" if action == "status_changed" => {
                     conversations.insert(event.entity_id);
                 }
                 "customer" if action == "deleted" => {

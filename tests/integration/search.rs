@@ -1195,3 +1195,86 @@ backend_test!(
         assert_eq!(total, 50_000);
     }
 );
+
+backend_test!(
+    async fn a_reopened_conversation_updates_the_status_of_its_indexed_interactions(app: TestApp) {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let workspace = ingest_items(&app, "acme", 1).await;
+        catch_up(&app).await;
+        let by_status = |status: &'static str| {
+            let search = app.app.search.clone();
+            async move {
+                let mut q = query(workspace, "");
+                q.filter.statuses = vec![status.into()];
+                search
+                    .search_interactions(&q)
+                    .await
+                    .unwrap()
+                    .estimated_total
+            }
+        };
+        assert_eq!(by_status("open").await, 1);
+        // Resolve the conversation (as an inbox mutation would, with its event).
+        let conversation = entity::conversation::Entity::find()
+            .one(&app.app.db)
+            .await
+            .unwrap()
+            .unwrap();
+        entity::conversation::Entity::update_many()
+            .col_expr(
+                entity::conversation::Column::Status,
+                sea_orm::sea_query::Expr::value("resolved"),
+            )
+            .filter(entity::conversation::Column::Id.eq(conversation.id))
+            .exec(&app.app.db)
+            .await
+            .unwrap();
+        rapport::domain::event::append(
+            &app.app.db,
+            workspace,
+            "conversation.status_changed",
+            conversation.id,
+            &json!({}),
+        )
+        .await
+        .unwrap();
+        catch_up(&app).await;
+        assert_eq!(
+            (by_status("open").await, by_status("resolved").await),
+            (0, 1)
+        );
+        // A new inbound message in the thread reopens it: every interaction is open again.
+        let source = entity::source::Entity::find()
+            .filter(entity::source::Column::WorkspaceId.eq(workspace))
+            .one(&app.app.db)
+            .await
+            .unwrap()
+            .unwrap();
+        let item = connectors::InboundItem {
+            external_id: "bulk-reply".into(),
+            author: connectors::Author {
+                platform_id: "mailto:u0@bulk.example".into(),
+                ..Default::default()
+            },
+            outbound: false,
+            kind: "message".into(),
+            subject: None,
+            text: "still broken".into(),
+            html: None,
+            url: None,
+            language: None,
+            occurred_at: Utc::now(),
+            thread_key: None,
+            in_reply_to: Some("bulk-0".into()),
+            raw: json!({}),
+        };
+        rapport::ingest::ingest(&app.app.db, &source, &[item], None, None)
+            .await
+            .unwrap();
+        catch_up(&app).await;
+        assert_eq!(
+            (by_status("open").await, by_status("resolved").await),
+            (2, 0)
+        );
+    }
+);
