@@ -51,12 +51,14 @@ fn settings(index: IndexName) -> Settings {
         }),
         disable_on_numbers: None,
     };
+    // `sort` first: a search asking for date order gets date order (like the embedded
+    // backend); without a sort parameter the rule does nothing and relevance decides.
     let ranking = [
+        "sort",
         "words",
         "typo",
         "proximity",
         "attribute",
-        "sort",
         "exactness",
     ];
     match index {

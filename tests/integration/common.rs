@@ -80,6 +80,16 @@ impl TestApp {
             data_dir: dir.path().to_owned(),
             ..Config::default()
         };
+        // With RAPPORT_MEILI_URL every test searches through Meilisearch, on indexes of
+        // its own (deleted when the test ends).
+        if let Some(url) = std::env::var("RAPPORT_MEILI_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
+            config.meili_url = Some(url);
+            config.meili_key = std::env::var("RAPPORT_MEILI_KEY").ok();
+            config.meili_index_prefix = format!("rt_{}_", uuid::Uuid::now_v7().simple());
+        }
         adjust(&mut config);
         let mut pg_schema = None;
         if backend == Backend::Postgres {
@@ -187,6 +197,17 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.server.abort();
+        if self.app.config.meili_url.is_some() {
+            let search = self.app.search.clone();
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let _ = runtime.block_on(search.destroy());
+            })
+            .join();
+        }
         if let Some((url, schema)) = self.pg_schema.take() {
             // Drop the test's schema on a thread of its own: Drop cannot await.
             let _ = std::thread::spawn(move || {

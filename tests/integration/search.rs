@@ -746,7 +746,8 @@ backend_test!(
                 json!({}),
             )
             .await;
-        assert_eq!(status["searchStatus"]["backend"], "embedded");
+        let backend = app.app.search.backend();
+        assert_eq!(status["searchStatus"]["backend"], backend);
         assert!(
             status["searchStatus"]["lag"].as_i64().unwrap() > 0,
             "nothing indexed yet: {status}"
