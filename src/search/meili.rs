@@ -139,6 +139,15 @@ pub fn filter_of(query: &InteractionQuery) -> String {
 }
 
 impl Meili {
+    /// Deletes both indexes of `prefix` (tests' unique indexes), without preparing them.
+    pub async fn drop_indexes(url: &str, key: Option<&str>, prefix: &str) -> Result<()> {
+        let meili = Meili {
+            client: Client::new(url, key).map_err(failed)?,
+            prefix: prefix.to_owned(),
+        };
+        meili.destroy().await
+    }
+
     /// Connects and makes sure both indexes exist with their settings.
     pub async fn connect(url: &str, key: Option<&str>, prefix: &str) -> anyhow::Result<Meili> {
         let client =

@@ -11,6 +11,7 @@ fn rapport(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("RAPPORT_DATABASE_URL")
+        .env_remove("RAPPORT_MEILI_URL")
         .env_remove("RAPPORT_CONFIG")
         .env("RUST_LOG", "warn")
         .output()

@@ -197,14 +197,20 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.server.abort();
-        if self.app.config.meili_url.is_some() {
-            let search = self.app.search.clone();
+        if let Some(url) = self.app.config.meili_url.clone() {
+            // A client of its own: the app's is bound to the runtime this Drop blocks.
+            let key = self.app.config.meili_key.clone();
+            let prefix = self.app.config.meili_index_prefix.clone();
             let _ = std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .unwrap();
-                let _ = runtime.block_on(search.destroy());
+                let _ = runtime.block_on(rapport::search::meili::Meili::drop_indexes(
+                    &url,
+                    key.as_deref(),
+                    &prefix,
+                ));
             })
             .join();
         }

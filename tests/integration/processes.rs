@@ -42,6 +42,7 @@ fn rapport(config: &PathBuf) -> Command {
         .env_remove("RAPPORT_DATABASE_URL")
         .env_remove("RAPPORT_DATA_DIR")
         .env_remove("RAPPORT_FAILPOINT")
+        .env_remove("RAPPORT_MEILI_URL")
         .env("RUST_LOG", "warn");
     command
 }

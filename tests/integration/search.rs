@@ -762,7 +762,7 @@ backend_test!(
             .await;
         assert_eq!(
             status["searchStatus"],
-            json!({ "backend": "embedded", "lag": 0, "lastError": null })
+            json!({ "backend": backend, "lag": 0, "lastError": null })
         );
 
         // Typo, highlights with positions, facets, estimate, newest first.
