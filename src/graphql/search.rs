@@ -270,8 +270,8 @@ async fn run(
     first: Option<i32>,
     after: Option<String>,
     facets: bool,
-) -> Result<(Vec<(usize, SearchHit)>, search::Hits, bool), Error> {
-    let caller = caller(ctx).map_err(|_| Error::Unauthenticated("no caller".into()))?;
+) -> Result<(Vec<(usize, SearchHit)>, search::Hits, bool)> {
+    let caller = caller(ctx)?;
     let text = search::check_query(text)?;
     let limit = page_size(first, 20)?;
     let offset = decode_offset(after.as_deref())?;
@@ -288,22 +288,14 @@ async fn run(
         limit: limit + 1,
         facets,
     };
-    let mut hits = app(ctx)
-        .search
-        .search_interactions(&query)
-        .await
-        .map_err(|err| {
-            tracing::error!(error = %err, "search failed");
-            Error::Internal(format!("the search index failed: {err}"))
-        })?;
+    let mut hits = app(ctx).search.search_interactions(&query).await?;
     let has_next = hits.ids.len() > limit;
     hits.ids.truncate(limit);
     let keys: Vec<InteractionById> = hits.ids.iter().map(|id| InteractionById(*id)).collect();
-    let mut rows = loader(ctx)
-        .map_err(|_| Error::Internal("no loader".into()))?
+    let mut rows = loader(ctx)?
         .load_many(keys)
         .await
-        .map_err(|err| Error::Internal(format!("loading hits: {err:?}")))?;
+        .map_err(|err| err.to_graphql())?;
     let found = hits
         .ids
         .iter()
@@ -431,13 +423,12 @@ pub async fn search_customers(
     let hits = app(ctx)
         .search
         .search_customers(caller.workspace_id, &search::customer_query(&text), limit)
-        .await
-        .map_err(|err| Error::Internal(format!("the search index failed: {err}")))?;
+        .await?;
     let keys: Vec<CustomerById> = hits.ids.iter().map(|id| CustomerById(*id)).collect();
     let mut rows = loader(ctx)?
         .load_many(keys)
         .await
-        .map_err(|err| Error::Internal(format!("loading hits: {err:?}")))?;
+        .map_err(|err| err.to_graphql())?;
     Ok(hits
         .ids
         .iter()

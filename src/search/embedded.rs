@@ -32,36 +32,25 @@ use uuid::Uuid;
 
 use super::{
     CustomerDoc, Facets, Hits, IndexName, InteractionDoc, InteractionQuery, Rebuild, SearchIndex,
-    SearchSort,
+    SearchSort, CUSTOMER_TEXT, INTERACTION_TEXT,
 };
 use crate::error::{Error, Result};
 
 const TOKENIZER: &str = "rapport_folded";
 const WRITER_BYTES: usize = 50_000_000;
 
-/// The fields of one index, by name.
-struct Fields {
-    schema: Schema,
-    searchable: Vec<Field>,
-}
-
-fn text_options(stored: bool) -> TextOptions {
+fn text_options() -> TextOptions {
     let indexing = TextFieldIndexing::default()
         .set_tokenizer(TOKENIZER)
         .set_index_option(IndexRecordOption::WithFreqsAndPositions);
-    let options = TextOptions::default().set_indexing_options(indexing);
-    if stored {
-        options.set_stored()
-    } else {
-        options
-    }
+    TextOptions::default().set_indexing_options(indexing)
 }
 
-fn schema_of(index: IndexName) -> Fields {
+fn schema_of(index: IndexName) -> Schema {
     let mut builder = Schema::builder();
     builder.add_text_field("id", STRING | STORED | FAST);
     builder.add_text_field("workspace_id", STRING);
-    let searchable = match index {
+    let searchable: &[&str] = match index {
         IndexName::Interactions => {
             for name in ["customer_id", "conversation_id"] {
                 builder.add_text_field(name, STRING);
@@ -78,30 +67,17 @@ fn schema_of(index: IndexName) -> Fields {
             }
             builder.add_f64_field("sentiment", NumericOptions::default() | INDEXED | FAST);
             builder.add_i64_field("occurred_at", NumericOptions::default() | INDEXED | FAST);
-            ["text", "subject", "author"]
-                .iter()
-                .map(|name| builder.add_text_field(name, text_options(false)))
-                .collect()
+            &INTERACTION_TEXT
         }
         IndexName::Customers => {
             builder.add_i64_field("last_seen_at", NumericOptions::default() | INDEXED | FAST);
-            [
-                "names",
-                "emails",
-                "phones",
-                "handles",
-                "organization",
-                "tags",
-            ]
-            .iter()
-            .map(|name| builder.add_text_field(name, text_options(false)))
-            .collect()
+            &CUSTOMER_TEXT
         }
     };
-    Fields {
-        schema: builder.build(),
-        searchable,
+    for name in searchable {
+        builder.add_text_field(name, text_options());
     }
+    builder.build()
 }
 
 fn analyzer() -> TextAnalyzer {
@@ -127,9 +103,9 @@ impl Live {
     fn open(dir: &Path, index_name: IndexName, generation: u64) -> Result<Live> {
         let path = dir.join(format!("{}-{generation}", index_name.as_str()));
         std::fs::create_dir_all(&path).map_err(internal)?;
-        let fields = schema_of(index_name);
+        let schema = schema_of(index_name);
         let directory = tantivy::directory::MmapDirectory::open(&path).map_err(internal)?;
-        let index = Index::open_or_create(directory, fields.schema).map_err(internal)?;
+        let index = Index::open_or_create(directory, schema).map_err(internal)?;
         index.tokenizers().register(TOKENIZER, analyzer());
         let reader = index
             .reader_builder()
@@ -222,6 +198,34 @@ impl Embedded {
         self.slot(index).read().expect("never poisoned").clone()
     }
 
+    /// Replaces the documents of `docs`' ids by `docs`, in one commit.
+    async fn upsert<D: Indexed>(&self, docs: Vec<D>) -> Result<()> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        self.blocking(D::INDEX, move |live| {
+            live.write(|writer, schema| {
+                delete_where(writer, schema, "id", docs.iter().map(Indexed::id));
+                add_all(writer, schema, &docs)
+            })
+        })
+        .await
+    }
+
+    /// Deletes the documents of `index` whose `name` field holds one of `ids`.
+    async fn delete(&self, index: IndexName, name: &'static str, ids: Vec<Uuid>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.blocking(index, move |live| {
+            live.write(|writer, schema| {
+                delete_where(writer, schema, name, ids);
+                Ok(())
+            })
+        })
+        .await
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         index: IndexName,
@@ -242,6 +246,47 @@ fn field(schema: &Schema, name: &str) -> Field {
 
 fn add_text(doc: &mut TantivyDocument, schema: &Schema, name: &str, value: &str) {
     doc.add_text(field(schema, name), value);
+}
+
+/// A document of one of the two indexes.
+trait Indexed: Send + 'static {
+    const INDEX: IndexName;
+    fn id(&self) -> Uuid;
+    fn document(&self, schema: &Schema) -> TantivyDocument;
+}
+
+impl Indexed for InteractionDoc {
+    const INDEX: IndexName = IndexName::Interactions;
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn document(&self, schema: &Schema) -> TantivyDocument {
+        interaction_document(schema, self)
+    }
+}
+
+impl Indexed for CustomerDoc {
+    const INDEX: IndexName = IndexName::Customers;
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn document(&self, schema: &Schema) -> TantivyDocument {
+        customer_document(schema, self)
+    }
+}
+
+/// Adds `docs` to the index `writer` writes.
+fn add_all<D: Indexed>(
+    writer: &IndexWriter<TantivyDocument>,
+    schema: &Schema,
+    docs: &[D],
+) -> Result<()> {
+    for doc in docs {
+        writer
+            .add_document(doc.document(schema))
+            .map_err(internal)?;
+    }
+    Ok(())
 }
 
 fn interaction_document(schema: &Schema, d: &InteractionDoc) -> TantivyDocument {
@@ -307,10 +352,16 @@ fn customer_document(schema: &Schema, d: &CustomerDoc) -> TantivyDocument {
     doc
 }
 
-fn delete_ids(writer: &IndexWriter<TantivyDocument>, schema: &Schema, ids: &[Uuid]) {
-    let id = field(schema, "id");
-    for each in ids {
-        writer.delete_term(Term::from_field_text(id, &each.to_string()));
+/// Deletes the documents whose `name` field holds one of `ids`.
+fn delete_where(
+    writer: &IndexWriter<TantivyDocument>,
+    schema: &Schema,
+    name: &str,
+    ids: impl IntoIterator<Item = Uuid>,
+) {
+    let f = field(schema, name);
+    for id in ids {
+        writer.delete_term(Term::from_field_text(f, &id.to_string()));
     }
 }
 
@@ -333,9 +384,15 @@ fn any_of(schema: &Schema, name: &str, values: &[String]) -> Option<Box<dyn Quer
     Some(Box::new(BooleanQuery::new(clauses)))
 }
 
-/// The words of `text` as required clauses, each matching any searchable field with the
-/// typo and prefix rules.
-fn word_clauses(fields: &[Field], text: &str) -> Vec<(Occur, Box<dyn Query>)> {
+/// The required clauses of a search: the workspace, and each word of `text` matching
+/// any of the `searchable` fields with the typo and prefix rules.
+fn required_clauses(
+    schema: &Schema,
+    searchable: &[&str],
+    workspace: Uuid,
+    text: &str,
+) -> Vec<(Occur, Box<dyn Query>)> {
+    let fields: Vec<Field> = searchable.iter().map(|name| field(schema, name)).collect();
     let mut tokens = Vec::new();
     let mut analyzer = analyzer();
     let mut stream = analyzer.token_stream(text);
@@ -343,27 +400,30 @@ fn word_clauses(fields: &[Field], text: &str) -> Vec<(Occur, Box<dyn Query>)> {
         tokens.push(token.text.clone());
     }
     let count = tokens.len();
-    tokens
-        .into_iter()
-        .enumerate()
-        .map(|(index, word)| {
-            let typos = super::typos_for(word.chars().count());
-            let last = index + 1 == count;
-            let alternatives: Vec<(Occur, Box<dyn Query>)> = fields
-                .iter()
-                .map(|f| {
-                    let term = Term::from_field_text(*f, &word);
-                    let query: Box<dyn Query> = if last {
-                        Box::new(FuzzyTermQuery::new_prefix(term, typos, true))
-                    } else {
-                        Box::new(FuzzyTermQuery::new(term, typos, true))
-                    };
-                    (Occur::Should, query)
-                })
-                .collect();
-            let clause: Box<dyn Query> = Box::new(BooleanQuery::new(alternatives));
-            (Occur::Must, clause)
-        })
+    let workspace: Box<dyn Query> = Box::new(TermQuery::new(
+        Term::from_field_text(field(schema, "workspace_id"), &workspace.to_string()),
+        IndexRecordOption::Basic,
+    ));
+    let words = tokens.into_iter().enumerate().map(|(index, word)| {
+        let typos = super::typos_for(word.chars().count());
+        let last = index + 1 == count;
+        let alternatives: Vec<(Occur, Box<dyn Query>)> = fields
+            .iter()
+            .map(|f| {
+                let term = Term::from_field_text(*f, &word);
+                let query: Box<dyn Query> = if last {
+                    Box::new(FuzzyTermQuery::new_prefix(term, typos, true))
+                } else {
+                    Box::new(FuzzyTermQuery::new(term, typos, true))
+                };
+                (Occur::Should, query)
+            })
+            .collect();
+        let clause: Box<dyn Query> = Box::new(BooleanQuery::new(alternatives));
+        (Occur::Must, clause)
+    });
+    std::iter::once((Occur::Must, workspace))
+        .chain(words)
         .collect()
 }
 
@@ -388,18 +448,7 @@ fn read_ids(
 
 fn search_interactions(live: &Live, q: &InteractionQuery) -> Result<Hits> {
     let schema = live.index.schema();
-    let fields = schema_of(IndexName::Interactions);
-    let searchable: Vec<Field> = fields
-        .searchable
-        .iter()
-        .map(|f| field(&schema, fields.schema.get_field_name(*f)))
-        .collect();
-    let mut clauses = word_clauses(&searchable, &q.text);
-    let workspace: Box<dyn Query> = Box::new(TermQuery::new(
-        Term::from_field_text(field(&schema, "workspace_id"), &q.workspace_id.to_string()),
-        IndexRecordOption::Basic,
-    ));
-    clauses.push((Occur::Must, workspace));
+    let mut clauses = required_clauses(&schema, &INTERACTION_TEXT, q.workspace_id, &q.text);
     let f = &q.filter;
     let ids = |values: &[Uuid]| values.iter().map(Uuid::to_string).collect::<Vec<_>>();
     for clause in [
@@ -505,27 +554,11 @@ fn search_interactions(live: &Live, q: &InteractionQuery) -> Result<Hits> {
 }
 
 fn search_customers(live: &Live, workspace: Uuid, text: &str, limit: usize) -> Result<Hits> {
-    let schema = live.index.schema();
-    let searchable: Vec<Field> = [
-        "names",
-        "emails",
-        "phones",
-        "handles",
-        "organization",
-        "tags",
-    ]
-    .iter()
-    .map(|name| field(&schema, name))
-    .collect();
-    let mut clauses = word_clauses(&searchable, text);
-    if clauses.is_empty() {
+    if super::words(text).is_empty() {
         return Ok(Hits::default());
     }
-    let workspace: Box<dyn Query> = Box::new(TermQuery::new(
-        Term::from_field_text(field(&schema, "workspace_id"), &workspace.to_string()),
-        IndexRecordOption::Basic,
-    ));
-    clauses.push((Occur::Must, workspace));
+    let schema = live.index.schema();
+    let clauses = required_clauses(&schema, &CUSTOMER_TEXT, workspace, text);
     let query = BooleanQuery::new(clauses);
     let searcher = live.reader.searcher();
     let (docs, total) = searcher
@@ -546,68 +579,24 @@ impl SearchIndex for Embedded {
     }
 
     async fn upsert_interactions(&self, docs: Vec<InteractionDoc>) -> Result<()> {
-        self.blocking(IndexName::Interactions, move |live| {
-            live.write(|writer, schema| {
-                let ids: Vec<Uuid> = docs.iter().map(|d| d.id).collect();
-                delete_ids(writer, schema, &ids);
-                for doc in &docs {
-                    writer
-                        .add_document(interaction_document(schema, doc))
-                        .map_err(internal)?;
-                }
-                Ok(())
-            })
-        })
-        .await
+        self.upsert(docs).await
     }
 
     async fn delete_interactions(&self, ids: Vec<Uuid>) -> Result<()> {
-        self.blocking(IndexName::Interactions, move |live| {
-            live.write(|writer, schema| {
-                delete_ids(writer, schema, &ids);
-                Ok(())
-            })
-        })
-        .await
+        self.delete(IndexName::Interactions, "id", ids).await
     }
 
     async fn delete_interactions_of(&self, customer_ids: Vec<Uuid>) -> Result<()> {
-        self.blocking(IndexName::Interactions, move |live| {
-            live.write(|writer, schema| {
-                let f = field(schema, "customer_id");
-                for id in &customer_ids {
-                    writer.delete_term(Term::from_field_text(f, &id.to_string()));
-                }
-                Ok(())
-            })
-        })
-        .await
+        self.delete(IndexName::Interactions, "customer_id", customer_ids)
+            .await
     }
 
     async fn upsert_customers(&self, docs: Vec<CustomerDoc>) -> Result<()> {
-        self.blocking(IndexName::Customers, move |live| {
-            live.write(|writer, schema| {
-                let ids: Vec<Uuid> = docs.iter().map(|d| d.id).collect();
-                delete_ids(writer, schema, &ids);
-                for doc in &docs {
-                    writer
-                        .add_document(customer_document(schema, doc))
-                        .map_err(internal)?;
-                }
-                Ok(())
-            })
-        })
-        .await
+        self.upsert(docs).await
     }
 
     async fn delete_customers(&self, ids: Vec<Uuid>) -> Result<()> {
-        self.blocking(IndexName::Customers, move |live| {
-            live.write(|writer, schema| {
-                delete_ids(writer, schema, &ids);
-                Ok(())
-            })
-        })
-        .await
+        self.delete(IndexName::Customers, "id", ids).await
     }
 
     async fn search_interactions(&self, query: &InteractionQuery) -> Result<Hits> {
@@ -661,34 +650,21 @@ struct EmbeddedRebuild {
     slot: Slot,
 }
 
+impl EmbeddedRebuild {
+    fn add<D: Indexed>(&self, docs: &[D]) -> Result<()> {
+        let live = self.live.as_ref().expect("not finished");
+        tokio::task::block_in_place(|| live.write(|writer, schema| add_all(writer, schema, docs)))
+    }
+}
+
 #[async_trait::async_trait]
 impl Rebuild for EmbeddedRebuild {
     async fn add_interactions(&mut self, docs: Vec<InteractionDoc>) -> Result<()> {
-        let live = self.live.as_ref().expect("not finished");
-        tokio::task::block_in_place(|| {
-            live.write(|writer, schema| {
-                for doc in &docs {
-                    writer
-                        .add_document(interaction_document(schema, doc))
-                        .map_err(internal)?;
-                }
-                Ok(())
-            })
-        })
+        self.add(&docs)
     }
 
     async fn add_customers(&mut self, docs: Vec<CustomerDoc>) -> Result<()> {
-        let live = self.live.as_ref().expect("not finished");
-        tokio::task::block_in_place(|| {
-            live.write(|writer, schema| {
-                for doc in &docs {
-                    writer
-                        .add_document(customer_document(schema, doc))
-                        .map_err(internal)?;
-                }
-                Ok(())
-            })
-        })
+        self.add(&docs)
     }
 
     async fn finish(mut self: Box<Self>) -> Result<()> {

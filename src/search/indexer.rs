@@ -345,13 +345,6 @@ pub async fn interaction_docs(
         .filter(interaction::Column::Id.is_in(ids.to_vec()))
         .all(db)
         .await?;
-    interaction_docs_of(db, rows).await
-}
-
-async fn interaction_docs_of(
-    db: &impl ConnectionTrait,
-    rows: Vec<entity::interaction::Model>,
-) -> Result<Vec<InteractionDoc>> {
     use entity::{conversation, identity};
     let conversation_ids: BTreeSet<Uuid> = rows.iter().filter_map(|r| r.conversation_id).collect();
     let identity_ids: BTreeSet<Uuid> = rows.iter().filter_map(|r| r.identity_id).collect();
@@ -419,13 +412,6 @@ pub async fn customer_docs(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<Ve
         .filter(entity::customer::Column::MergedInto.is_null())
         .all(db)
         .await?;
-    customer_docs_of(db, rows).await
-}
-
-async fn customer_docs_of(
-    db: &impl ConnectionTrait,
-    rows: Vec<entity::customer::Model>,
-) -> Result<Vec<CustomerDoc>> {
     use entity::{contact_point, customer_tag, identity, organization, tag};
     use std::collections::HashMap;
     if rows.is_empty() {
@@ -532,6 +518,60 @@ async fn customer_docs_of(
         .collect())
 }
 
+/// Rows per page of a rebuild.
+const REBUILD_PAGE: u64 = 2_000;
+
+/// The ids of one page of the rows `index` holds (not merged customers), after `after`.
+async fn page_ids(
+    db: &impl ConnectionTrait,
+    index: IndexName,
+    after: Option<Uuid>,
+) -> Result<Vec<Uuid>> {
+    use sea_orm::Condition;
+    let ids = match index {
+        IndexName::Interactions => {
+            use entity::interaction::{Column, Entity};
+            Entity::find()
+                .select_only()
+                .column(Column::Id)
+                .filter(Condition::all().add_option(after.map(|after| Column::Id.gt(after))))
+                .order_by_asc(Column::Id)
+                .limit(REBUILD_PAGE)
+                .into_tuple()
+                .all(db)
+                .await?
+        }
+        IndexName::Customers => {
+            use entity::customer::{Column, Entity};
+            Entity::find()
+                .select_only()
+                .column(Column::Id)
+                .filter(Column::MergedInto.is_null())
+                .filter(Condition::all().add_option(after.map(|after| Column::Id.gt(after))))
+                .order_by_asc(Column::Id)
+                .limit(REBUILD_PAGE)
+                .into_tuple()
+                .all(db)
+                .await?
+        }
+    };
+    Ok(ids)
+}
+
+/// How many rows `index` holds.
+async fn rows_of(db: &impl ConnectionTrait, index: IndexName) -> Result<u64> {
+    use sea_orm::PaginatorTrait;
+    Ok(match index {
+        IndexName::Interactions => entity::interaction::Entity::find().count(db).await?,
+        IndexName::Customers => {
+            entity::customer::Entity::find()
+                .filter(entity::customer::Column::MergedInto.is_null())
+                .count(db)
+                .await?
+        }
+    })
+}
+
 /// Rebuilds `index` (or both) from the database aside and swaps it in, reporting
 /// `(done, total)` as it goes; events written meanwhile are applied again afterwards.
 pub async fn reindex(
@@ -540,7 +580,6 @@ pub async fn reindex(
     only: Option<IndexName>,
     progress: &(dyn Fn(IndexName, u64, u64) + Sync),
 ) -> Result<Vec<(IndexName, u64)>> {
-    use sea_orm::PaginatorTrait;
     let started_at = head(db).await?;
     let mut done = Vec::new();
     for index in IndexName::ALL {
@@ -548,51 +587,27 @@ pub async fn reindex(
             continue;
         }
         let mut rebuild = search.begin_rebuild(index).await?;
+        let total = rows_of(db, index).await?;
         let mut count = 0u64;
-        let mut after: Option<Uuid> = None;
-        match index {
-            IndexName::Interactions => {
-                use entity::interaction::{Column, Entity};
-                let total = Entity::find().count(db).await?;
-                loop {
-                    let mut page = Entity::find().order_by_asc(Column::Id).limit(2_000);
-                    if let Some(after) = after {
-                        page = page.filter(Column::Id.gt(after));
-                    }
-                    let rows = page.all(db).await?;
-                    let Some(last) = rows.last() else { break };
-                    after = Some(last.id);
-                    count += rows.len() as u64;
+        let mut after = None;
+        loop {
+            let ids = page_ids(db, index, after).await?;
+            let Some(last) = ids.last() else { break };
+            after = Some(*last);
+            count += ids.len() as u64;
+            match index {
+                IndexName::Interactions => {
                     rebuild
-                        .add_interactions(interaction_docs_of(db, rows).await?)
-                        .await?;
-                    progress(index, count, total);
+                        .add_interactions(interaction_docs(db, &ids).await?)
+                        .await?
+                }
+                IndexName::Customers => {
+                    rebuild
+                        .add_customers(customer_docs(db, &ids).await?)
+                        .await?
                 }
             }
-            IndexName::Customers => {
-                use entity::customer::{Column, Entity};
-                let total = Entity::find()
-                    .filter(Column::MergedInto.is_null())
-                    .count(db)
-                    .await?;
-                loop {
-                    let mut page = Entity::find()
-                        .filter(Column::MergedInto.is_null())
-                        .order_by_asc(Column::Id)
-                        .limit(2_000);
-                    if let Some(after) = after {
-                        page = page.filter(Column::Id.gt(after));
-                    }
-                    let rows = page.all(db).await?;
-                    let Some(last) = rows.last() else { break };
-                    after = Some(last.id);
-                    count += rows.len() as u64;
-                    rebuild
-                        .add_customers(customer_docs_of(db, rows).await?)
-                        .await?;
-                    progress(index, count, total);
-                }
-            }
+            progress(index, count, total);
         }
         rebuild.finish().await?;
         done.push((index, count));

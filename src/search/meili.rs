@@ -63,7 +63,7 @@ fn settings(index: IndexName) -> Settings {
     ];
     match index {
         IndexName::Interactions => Settings::new()
-            .with_searchable_attributes(["text", "subject", "author"])
+            .with_searchable_attributes(super::INTERACTION_TEXT)
             .with_filterable_attributes([
                 "workspace_id",
                 "customer_id",
@@ -81,14 +81,7 @@ fn settings(index: IndexName) -> Settings {
             .with_ranking_rules(ranking)
             .with_typo_tolerance(typos),
         IndexName::Customers => Settings::new()
-            .with_searchable_attributes([
-                "names",
-                "emails",
-                "phones",
-                "handles",
-                "organization",
-                "tags",
-            ])
+            .with_searchable_attributes(super::CUSTOMER_TEXT)
             .with_filterable_attributes(["workspace_id"])
             .with_sortable_attributes(["last_seen_at"])
             .with_ranking_rules(ranking)

@@ -48,6 +48,18 @@ impl IndexName {
     }
 }
 
+/// The searchable fields of the interactions index, most important first.
+pub const INTERACTION_TEXT: [&str; 3] = ["text", "subject", "author"];
+/// The searchable fields of the customers index.
+pub const CUSTOMER_TEXT: [&str; 6] = [
+    "names",
+    "emails",
+    "phones",
+    "handles",
+    "organization",
+    "tags",
+];
+
 /// An interaction as the index sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InteractionDoc {
