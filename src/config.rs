@@ -68,15 +68,43 @@ impl Default for SyncConfig {
     }
 }
 
-/// Guards against expensive or abusive requests.
+/// Guards against expensive or abusive requests. Every GraphQL document is measured
+/// before it runs (`graphql::cost`): the limits below bound what one request may make the
+/// server do, and the HTTP ones what one client may hold.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
+    /// Nesting depth of a query (introspection may nest deeper, see `graphql::cost`).
     pub max_depth: usize,
+    /// The most a document may cost: a database query costs 10, a search 100, a page
+    /// multiplies what its items cost by its size.
     pub max_complexity: usize,
+    /// Selections of a document once every fragment is expanded where it is spread.
+    pub max_selections: usize,
+    /// Mutation fields in one request (they run one after the other).
+    pub max_mutations: u32,
+    /// Of those, fields that call a platform (`syncSource`, `replyToInteraction`).
+    pub max_outbound_mutations: u32,
+    /// Errors one response lists; the rest are counted in one last error.
+    pub max_errors: usize,
+    /// Root fields of one request that resolve at once: its share of the database pool.
+    pub max_parallel_fields: usize,
     pub max_body_bytes: usize,
     /// Requests a minute one API key may make; 0 turns the limit off.
     pub requests_per_minute: u32,
+    /// Failed authentications a minute from one client address before it is refused
+    /// with `RATE_LIMITED` without checking the key; 0 turns the limit off.
+    pub failed_auth_per_minute: u32,
+    /// Deliveries a minute one webhook source accepts; 0 turns the limit off.
+    pub webhook_requests_per_minute: u32,
+    /// The time budget of one request, after which it is cancelled with `TIMEOUT`.
+    pub request_timeout_secs: u64,
+    /// How long a client may take to send a request's headers, and how long a
+    /// kept-alive connection may stay idle between requests.
+    pub header_read_timeout_secs: u64,
+    /// Open client connections at once; at the cap the longest-idle one is closed to
+    /// make room, so a crowd of idle sockets cannot lock out `/healthz`.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -84,8 +112,18 @@ impl Default for Limits {
         Limits {
             max_depth: 12,
             max_complexity: 25_000,
+            max_selections: 2_000,
+            max_mutations: 25,
+            max_outbound_mutations: 3,
+            max_errors: 20,
+            max_parallel_fields: 4,
             max_body_bytes: 1 << 20,
             requests_per_minute: 6_000,
+            failed_auth_per_minute: 60,
+            webhook_requests_per_minute: 1_200,
+            request_timeout_secs: 15,
+            header_read_timeout_secs: 10,
+            max_connections: 4_096,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod graphql;
 pub mod http;
 pub mod ids;
 pub mod ingest;
+pub mod listener;
 pub mod metrics;
 pub mod search;
 pub mod telemetry;

@@ -6,6 +6,7 @@ mod common;
 mod platform;
 mod processes;
 
+mod abuse;
 mod api;
 mod bench;
 mod cli;
