@@ -138,80 +138,61 @@ pub fn check(
     Ok(cost)
 }
 
+/// The first limit `cost` is over, in the order a client should fix them.
 fn judge(cost: &Cost, limits: &Limits) -> Result<(), Refusal> {
-    let refuse = |message: String, measured: u64, limit: u64| {
-        Err(Refusal {
-            message,
-            measured,
-            limit,
-        })
-    };
-    let max_selections = limits.max_selections as u64;
-    if cost.selections > max_selections {
-        return refuse(
-            format!(
-                "the query expands to {} selections (at most {max_selections}): spread fewer fragments or ask for fewer fields",
-                cost.selections
-            ),
+    let checks: [(u64, u64, &dyn Fn(u64, u64) -> String); 6] = [
+        (
             cost.selections,
-            max_selections,
-        );
-    }
-    let max_depth = limits.max_depth as u32;
-    if cost.depth > max_depth {
-        return refuse(
-            format!(
-                "the query nests {} levels deep (at most {max_depth})",
-                cost.depth
-            ),
+            limits.max_selections as u64,
+            &|measured, limit| {
+                format!("the query expands to {measured} selections (at most {limit}): spread fewer fragments or ask for fewer fields")
+            },
+        ),
+        (
             u64::from(cost.depth),
-            u64::from(max_depth),
-        );
-    }
-    if cost.full_depth > MAX_INTROSPECTION_DEPTH {
-        return refuse(
-            format!(
-                "the introspection query nests {} levels deep (at most {MAX_INTROSPECTION_DEPTH})",
-                cost.full_depth
-            ),
+            limits.max_depth as u64,
+            &|measured, limit| format!("the query nests {measured} levels deep (at most {limit})"),
+        ),
+        (
             u64::from(cost.full_depth),
             u64::from(MAX_INTROSPECTION_DEPTH),
-        );
-    }
-    let max_cost = limits.max_complexity as u64;
-    if cost.cost > max_cost {
-        return refuse(
-            format!(
-                "the query would cost {} (at most {max_cost}; a query costs {QUERY_COST}, a search {SEARCH_COST}, a page multiplies its items): ask for smaller pages, fewer fields or fewer aliases",
-                cost.cost
-            ),
+            &|measured, limit| {
+                format!("the introspection query nests {measured} levels deep (at most {limit})")
+            },
+        ),
+        (
             cost.cost,
-            max_cost,
-        );
-    }
-    let max_mutations = u64::from(limits.max_mutations);
-    if cost.mutations > max_mutations {
-        return refuse(
-            format!(
-                "the request runs {} mutations (at most {max_mutations} a request): send them in several requests",
-                cost.mutations
-            ),
+            limits.max_complexity as u64,
+            &|measured, limit| {
+                format!("the query would cost {measured} (at most {limit}; a query costs {QUERY_COST}, a search {SEARCH_COST}, a page multiplies its items): ask for smaller pages, fewer fields or fewer aliases")
+            },
+        ),
+        (
             cost.mutations,
-            max_mutations,
-        );
-    }
-    let max_outbound = u64::from(limits.max_outbound_mutations);
-    if cost.outbound > max_outbound {
-        return refuse(
-            format!(
-                "the request calls out to platforms {} times (syncSource, replyToInteraction: at most {max_outbound} a request)",
-                cost.outbound
-            ),
+            u64::from(limits.max_mutations),
+            &|measured, limit| {
+                format!("the request runs {measured} mutations (at most {limit} a request): send them in several requests")
+            },
+        ),
+        (
             cost.outbound,
-            max_outbound,
-        );
+            u64::from(limits.max_outbound_mutations),
+            &|measured, limit| {
+                format!("the request calls out to platforms {measured} times (syncSource, replyToInteraction: at most {limit} a request)")
+            },
+        ),
+    ];
+    match checks
+        .into_iter()
+        .find(|(measured, limit, _)| measured > limit)
+    {
+        Some((measured, limit, message)) => Err(Refusal {
+            message: message(measured, limit),
+            measured,
+            limit,
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 impl<'a> Walk<'a> {
