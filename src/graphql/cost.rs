@@ -138,9 +138,12 @@ pub fn check(
     Ok(cost)
 }
 
+/// A limit: what was measured, the most allowed, and the message from both.
+type Check<'a> = (u64, u64, &'a dyn Fn(u64, u64) -> String);
+
 /// The first limit `cost` is over, in the order a client should fix them.
 fn judge(cost: &Cost, limits: &Limits) -> Result<(), Refusal> {
-    let checks: [(u64, u64, &dyn Fn(u64, u64) -> String); 6] = [
+    let checks: [Check; 6] = [
         (
             cost.selections,
             limits.max_selections as u64,
