@@ -144,7 +144,15 @@ guarded_test! {
             format!("http://127.1:{port}/feed.xml"),
             format!("http://[::ffff:127.0.0.1]:{port}/feed.xml"),
             format!("http://0.0.0.0:{port}/feed.xml"),
+            format!("http://0:{port}/feed.xml"),
+            format!("http://127.0.0.1.:{port}/feed.xml"),
+            format!("http://[::]:{port}/feed.xml"),
             format!("http://[::1]:{port}/feed.xml"),
+            format!("http://[::ffff:7f00:1]:{port}/feed.xml"),
+            format!("http://[64:ff9b::7f00:1]:{port}/feed.xml"),
+            format!("http://[2002:7f00:1::1]:{port}/feed.xml"),
+            format!("http://foo.localhost:{port}/feed.xml"),
+            format!("http://user:pass@127.0.0.1:{port}/feed.xml"),
             "http://169.254.169.254/latest/meta-data/".to_owned(),
             "http://[fd00::1]/feed.xml".to_owned(),
             "http://10.0.0.1/feed.xml".to_owned(),
@@ -233,6 +241,15 @@ guarded_test! {
             refused_sync(&app, &key, &id, name).await;
         }
         assert_eq!(platform.seen("/feed.xml").len(), 1);
+        // A feed's next page is a new connection too: page one lands, page two is refused.
+        let page = String::from_utf8(fixture("feeds/feed.json"))
+            .unwrap()
+            .replace("NEXT_URL", &format!("http://127.0.0.1:{}/feed-2.json", trap.port));
+        platform.on("/paged.json", vec![Reply::ok("application/feed+json", page)]);
+        let id = create_source(&app, &key, "RSS", "paged", json!({ "url": platform.url("/paged.json") })).await;
+        let report = sync(&app, &key, &id).await;
+        assert!(report["newItems"].as_u64().unwrap() > 0, "{report:#}");
+        assert!(report["error"].as_str().unwrap_or_default().starts_with(REFUSED), "{report:#}");
         assert_eq!(trap.connections(), 0);
     }
 }
