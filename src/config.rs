@@ -29,6 +29,17 @@ pub struct Config {
     pub sync: SyncConfig,
     /// Whether `rapport serve` runs the search indexer.
     pub indexer: bool,
+    pub outbound: OutboundConfig,
+}
+
+/// Which non-public addresses connectors may reach (`[outbound]`). Every outbound
+/// connection is refused when its resolved address is not public (loopback, private,
+/// link-local, …) unless an entry here names it: `"127.0.0.1:8080"`, `"10.1.0.0/16"`,
+/// `"::1"`, `"[::1]:8080"`, `"intranet.example"`, `"intranet.example:8443"`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    pub allow: Vec<String>,
 }
 
 /// How pull sources are run.
@@ -150,6 +161,7 @@ impl Default for Config {
             limits: Limits::default(),
             sync: SyncConfig::default(),
             indexer: true,
+            outbound: OutboundConfig::default(),
         }
     }
 }
@@ -170,6 +182,7 @@ pub struct FileConfig {
     pub limits: Option<Limits>,
     pub sync: Option<SyncConfig>,
     pub indexer: Option<bool>,
+    pub outbound: Option<OutboundConfig>,
 }
 
 /// Values from the command line or the environment; they win over the file.
@@ -181,6 +194,9 @@ pub struct Overrides {
     pub meili_url: Option<String>,
     pub meili_key: Option<String>,
     pub log_format: Option<LogFormat>,
+    /// More `[outbound] allow` entries (`--outbound-allow`, `RAPPORT_OUTBOUND_ALLOW`,
+    /// comma-separated); added to the file's.
+    pub outbound_allow: Vec<String>,
 }
 
 impl Config {
@@ -229,6 +245,9 @@ impl Config {
         if let Some(indexer) = file.indexer {
             self.indexer = indexer;
         }
+        if let Some(outbound) = file.outbound {
+            self.outbound = outbound;
+        }
     }
 
     fn apply_overrides(&mut self, overrides: Overrides) {
@@ -244,6 +263,12 @@ impl Config {
         self.meili_key = non_empty(overrides.meili_key).or(self.meili_key.take());
         if let Some(format) = overrides.log_format {
             self.log_format = format;
+        }
+        for entry in overrides.outbound_allow {
+            let entry = entry.trim();
+            if !entry.is_empty() && !self.outbound.allow.iter().any(|known| known == entry) {
+                self.outbound.allow.push(entry.to_owned());
+            }
         }
     }
 
@@ -299,6 +324,35 @@ mod tests {
             config.limits.max_complexity,
             Limits::default().max_complexity
         );
+    }
+
+    #[test]
+    fn outbound_allow_entries_of_the_file_and_the_environment_are_merged() {
+        let dir = std::env::temp_dir().join(format!("rapport-config-out-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rapport.toml");
+        std::fs::write(
+            &path,
+            "[outbound]\nallow = [\"10.1.0.0/16\", \"intranet.example\"]\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&path),
+            Overrides {
+                outbound_allow: vec![
+                    "127.0.0.1:8080".into(),
+                    " ".into(),
+                    "intranet.example".into(),
+                ],
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            config.outbound.allow,
+            ["10.1.0.0/16", "intranet.example", "127.0.0.1:8080"]
+        );
+        assert!(Config::default().outbound.allow.is_empty());
     }
 
     #[test]

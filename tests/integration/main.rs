@@ -16,6 +16,7 @@ mod feeds;
 mod ingest;
 mod loaders;
 mod mastodon;
+mod outbound;
 mod roles;
 mod schema;
 mod search;
