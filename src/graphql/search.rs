@@ -359,7 +359,6 @@ fn page_size(first: Option<i32>, default: i32) -> Result<usize, Error> {
 
 /// Runs an interaction search and loads the hits, in order, with their highlights and
 /// cursors. `text_field` names the argument holding the text (`query`, `search`).
-#[expect(clippy::too_many_arguments)]
 async fn run(
     ctx: &Context<'_>,
     text_field: &str,
