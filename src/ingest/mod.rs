@@ -278,3 +278,29 @@ pub fn failpoint(point: &str) {
         std::process::abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::Database;
+
+    #[tokio::test]
+    async fn only_errors_about_an_items_data_skip_the_item() {
+        let db = Database::connect("sqlite::memory:").await.unwrap();
+        db.execute_unprepared("CREATE TABLE t (x TEXT NOT NULL UNIQUE)")
+            .await
+            .unwrap();
+        db.execute_unprepared("INSERT INTO t VALUES ('a')")
+            .await
+            .unwrap();
+        for refused in ["INSERT INTO t VALUES (NULL)", "INSERT INTO t VALUES ('a')"] {
+            let err = Error::from(db.execute_unprepared(refused).await.unwrap_err());
+            assert!(refused_for_its_data(&err), "{refused}: {err:?}");
+        }
+        for failing in ["INSERT INTO nowhere VALUES (1)", "NOT SQL"] {
+            let err = Error::from(db.execute_unprepared(failing).await.unwrap_err());
+            assert!(!refused_for_its_data(&err), "{failing}: {err:?}");
+        }
+        assert!(!refused_for_its_data(&Error::Internal("x".into())));
+    }
+}
