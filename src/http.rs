@@ -693,6 +693,13 @@ async fn webhook(
             )
         }
     };
+    // Stored normalised (control characters removed): nothing left is no text at all.
+    if domain::text::clean(&item.text).is_empty() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            Error::field("text", "text: is required and must not be empty"),
+        );
+    }
     match crate::ingest::ingest(
         &state.app.db,
         &source,

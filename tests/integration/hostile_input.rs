@@ -693,14 +693,18 @@ backend_test!(
         // Bad JSON is a 4xx, never a 500.
         let (status, _) = post_standard(&app, &path, "msg-bad", "{\"text\": \"a\\u0000").await;
         assert_eq!(status, 400);
-        let (status, _) = post_standard(
+        let (status, answer) = post_standard(
             &app,
             &path,
             "msg-empty",
-            &json!({ "text": "\u{0}" }).to_string(),
+            &json!({ "text": "\u{0}\u{7}" }).to_string(),
         )
         .await;
-        assert!(status < 500, "{status}");
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(
+            answer["errors"][0]["extensions"]["field"], "text",
+            "{answer}"
+        );
         still_answers(&app).await;
     }
 );
