@@ -334,25 +334,40 @@ impl SearchIndex for Meili {
                 language: counts("language"),
             }
         });
-        let dated = q.sort != SearchSort::Relevance;
-        let occurred_at = if dated {
-            results
-                .hits
-                .iter()
-                .map(|hit| {
-                    hit.result
+        let estimated_total = results.estimated_total_hits.unwrap_or(0) as u64;
+        if q.sort == SearchSort::Relevance {
+            return Ok(Hits {
+                ids: results.hits.into_iter().map(|hit| hit.result.id).collect(),
+                estimated_total,
+                facets,
+                occurred_at: Vec::new(),
+            });
+        }
+        let mut positions = results
+            .hits
+            .into_iter()
+            .map(|hit| {
+                Ok(crate::search::DatePosition {
+                    occurred_at: hit
+                        .result
                         .occurred_at
-                        .ok_or_else(|| failed("a hit without occurred_at"))
+                        .ok_or_else(|| failed("a hit without occurred_at"))?,
+                    id: hit.result.id,
                 })
-                .collect::<Result<Vec<_>>>()?
-        } else {
-            Vec::new()
-        };
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // The keyset filter again, here: a page never repeats a hit at or before its
+        // cursor, whatever the engine's string comparison does.
+        if let Some(after) = q.filter.after_position {
+            positions.retain(|position| {
+                crate::search::date_order(q.sort, &after, position) == std::cmp::Ordering::Less
+            });
+        }
         Ok(Hits {
-            ids: results.hits.into_iter().map(|hit| hit.result.id).collect(),
-            estimated_total: results.estimated_total_hits.unwrap_or(0) as u64,
+            ids: positions.iter().map(|p| p.id).collect(),
+            estimated_total,
             facets,
-            occurred_at,
+            occurred_at: positions.iter().map(|p| p.occurred_at).collect(),
         })
     }
 
