@@ -766,29 +766,25 @@ async fn webhook(
         webhook_signature: header("webhook-signature"),
         hub_signature_256: header("x-hub-signature-256"),
     };
-    if let Err(err) = secret.verify(&signature, &body, chrono::Utc::now()) {
-        tracing::warn!(source = %source_id, reason = %err, "webhook delivery refused");
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            Error::Unauthenticated(err.to_string()),
-        );
-    }
+    let verified = match secret.verify(&signature, &body, chrono::Utc::now()) {
+        Ok(verified) => verified,
+        Err(err) => {
+            tracing::warn!(source = %source_id, reason = %err, "webhook delivery refused");
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                Error::Unauthenticated(err.to_string()),
+            );
+        }
+    };
     if source.status == domain::source::SourceStatus::Paused.as_str() {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             Error::Conflict("the source is paused; retry later".into()),
         );
     }
-    // The sender's delivery id makes replays idempotent; without one, the body's hash does.
-    let delivery_id = header("webhook-id")
-        .or_else(|| header("x-github-delivery"))
-        .map(str::to_owned)
-        .unwrap_or_else(|| {
-            format!(
-                "sha256:{}",
-                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body))
-            )
-        });
+    // Replays are deduplicated on what the signature covers: the signed `webhook-id`, or
+    // the body's hash for GitHub-style signatures (`X-GitHub-Delivery` is not signed).
+    let delivery_id = verified.delivery_id();
     let item = match connectors::webhook::parse(&body, &delivery_id, crate::domain::now()) {
         Ok(item) => item,
         Err(err) => {
@@ -798,6 +794,13 @@ async fn webhook(
             )
         }
     };
+    // Stored normalised (control characters removed): nothing left is no text at all.
+    if domain::text::clean(&item.text).is_empty() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            Error::field("text", "text: is required and must not be empty"),
+        );
+    }
     match crate::ingest::ingest(
         &state.app.db,
         &source,
@@ -807,6 +810,10 @@ async fn webhook(
     )
     .await
     {
+        Ok(report) if !report.skipped.is_empty() => refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Error::bad_input("the delivery's content cannot be stored; do not retry it unchanged"),
+        ),
         Ok(report) => {
             let interaction = report
                 .new
@@ -821,8 +828,14 @@ async fn webhook(
                 .into_response()
         }
         Err(err) => {
-            tracing::error!(source = %source_id, error = %err, "storing a webhook delivery failed");
-            refuse(StatusCode::INTERNAL_SERVER_ERROR, err)
+            // Only a server-side failure is a 5xx (the sender retries); an error about the
+            // delivery itself keeps its 4xx status.
+            let status = StatusCode::from_u16(err.code().http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            if status.is_server_error() {
+                tracing::error!(source = %source_id, error = %err, "storing a webhook delivery failed");
+            }
+            refuse(status, err)
         }
     }
 }

@@ -13,6 +13,7 @@ mod cli;
 mod customers;
 mod email;
 mod feeds;
+mod hostile_input;
 mod ingest;
 mod loaders;
 mod mastodon;
