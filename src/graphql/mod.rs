@@ -22,7 +22,7 @@ use async_graphql::{Context, EmptySubscription, Schema};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
-use crate::config::{Config, MAX_PAGE_SIZE};
+use crate::config::Config;
 use crate::domain::Caller;
 use crate::error::Error;
 use crate::App;
@@ -75,16 +75,6 @@ impl async_graphql::extensions::Extension for PoolShareGate {
 /// The schema in SDL, as committed in `schema.graphql`.
 pub fn sdl() -> String {
     build_schema(&Config::default()).sdl()
-}
-
-/// The cost of a connection field: its page size (capped at the maximum, so an oversized
-/// request reaches the resolver and gets a clear `BAD_USER_INPUT`) times its children.
-pub fn page_cost(first: Option<i32>, last: Option<i32>, child_complexity: usize) -> usize {
-    let size = first
-        .or(last)
-        .unwrap_or(crate::domain::page::DEFAULT_PAGE_SIZE)
-        .clamp(1, MAX_PAGE_SIZE) as usize;
-    1 + size * child_complexity
 }
 
 pub(crate) fn app<'a>(ctx: &Context<'a>) -> &'a App {

@@ -5,7 +5,7 @@ use async_graphql::{Context, Object, Result, ID};
 use super::inputs::{self, CustomerFilterInput, CustomerOrder, InteractionFilterInput};
 use super::loaders::*;
 use super::types::*;
-use super::{app, caller, load, page_cost};
+use super::{app, caller, load};
 use crate::domain::customer::CustomerOrderField;
 use crate::domain::page::PageArgs;
 use crate::domain::{self};
@@ -77,7 +77,6 @@ impl Query {
     }
 
     /// Customers, filtered and ordered (newest first by default), at most 100 a page.
-    #[graphql(complexity = "page_cost(first, last, child_complexity)")]
     async fn customers(
         &self,
         ctx: &Context<'_>,
@@ -127,7 +126,6 @@ impl Query {
 
     /// Organizations by name; `search` (at most 200 characters) matches part of the name
     /// or domain.
-    #[graphql(complexity = "page_cost(first, last, child_complexity)")]
     async fn organizations(
         &self,
         ctx: &Context<'_>,
@@ -174,7 +172,6 @@ impl Query {
     /// In RELEVANCE order pages reach the first 1,000 hits (a cursor past them is
     /// `BAD_USER_INPUT`); NEWEST and OLDEST page through every hit, each page as cheap as
     /// the first. A cursor works only with the order it came from.
-    #[graphql(complexity = "super::page_cost(first, None, child_complexity)")]
     async fn search(
         &self,
         ctx: &Context<'_>,
@@ -189,7 +186,6 @@ impl Query {
 
     /// Customers by name, e-mail, phone, handle, organization or tag, for a
     /// search-as-you-type box (the last word matches as a prefix).
-    #[graphql(complexity = "super::page_cost(first, None, child_complexity)")]
     async fn search_customers(
         &self,
         ctx: &Context<'_>,
@@ -205,7 +201,6 @@ impl Query {
     }
 
     /// Interactions across every customer and channel, newest first.
-    #[graphql(complexity = "page_cost(first, last, child_complexity)")]
     async fn interactions(
         &self,
         ctx: &Context<'_>,

@@ -6,7 +6,7 @@ use async_graphql::{Context, Enum, Interface, Json, Object, Result, SimpleObject
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::loaders::*;
-use super::{caller, load, page_cost};
+use super::{caller, load};
 use crate::domain::interaction::{InteractionFilter, Parent};
 use crate::domain::page::{Page, PageArgs};
 use crate::domain::{
@@ -191,7 +191,6 @@ impl Customer {
     /// Every interaction with this customer across every channel, newest first. With
     /// `search` (at most 500 characters), only those matching it (through the search
     /// index; forward pages only).
-    #[graphql(complexity = "page_cost(first, last, child_complexity)")]
     async fn timeline(
         &self,
         ctx: &Context<'_>,
@@ -545,7 +544,6 @@ impl Conversation {
             .map(Customer))
     }
     /// The messages of this thread, newest first.
-    #[graphql(complexity = "page_cost(first, last, child_complexity)")]
     async fn interactions(
         &self,
         ctx: &Context<'_>,
