@@ -707,6 +707,7 @@ async fn webhook(
     .await
     {
         Ok(report) => {
+            crate::failpoint::failpoint("webhook.after_commit");
             let interaction = report
                 .new
                 .first()

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::domain::{self, Direction};
 use crate::error::{Error, Result};
+use crate::failpoint::failpoint;
 use connectors::InboundItem;
 use entity::source;
 
@@ -161,6 +162,7 @@ pub async fn ingest(
             }
             None => report.duplicates += 1,
         }
+        failpoint("ingest.mid_batch");
     }
     let now = domain::now();
     let mut update = source::Entity::update_many()
@@ -188,14 +190,4 @@ pub async fn ingest(
     failpoint("ingest.before_commit");
     txn.commit().await?;
     Ok(report)
-}
-
-/// Crash injection for the exactly-once tests: when the environment variable
-/// `RAPPORT_FAILPOINT` names `point`, the process aborts there, as a `kill -9` would.
-/// (The one environment variable read outside the configuration, and only here.)
-pub fn failpoint(point: &str) {
-    if std::env::var("RAPPORT_FAILPOINT").is_ok_and(|value| value == point) {
-        eprintln!("failpoint {point}: aborting");
-        std::process::abort();
-    }
 }

@@ -11,6 +11,7 @@ mod bench;
 mod cli;
 mod customers;
 mod email;
+mod failpoints;
 mod feeds;
 mod ingest;
 mod loaders;
