@@ -13,6 +13,7 @@ mod customers;
 mod email;
 mod failpoints;
 mod feeds;
+mod fuzz;
 mod ingest;
 mod loaders;
 mod mastodon;
