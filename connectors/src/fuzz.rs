@@ -291,12 +291,12 @@ fn element((name, value, escape): &Field) -> String {
         "enclosure" => {
             format!("<enclosure url=\"{attribute}\" length=\"{attribute}\" type=\"x\"/>")
         }
-        "link" if value.len() % 2 == 0 => format!("<link href=\"{attribute}\" rel=\"alternate\"/>"),
-        "category" if value.len() % 2 == 0 => format!("<category term=\"{attribute}\"/>"),
-        "author" if value.len() % 3 == 0 => {
+        "link" if value.len() % 2 == 1 => format!("<link href=\"{attribute}\" rel=\"alternate\"/>"),
+        "category" if value.len() % 2 == 1 => format!("<category term=\"{attribute}\"/>"),
+        "author" if value.len() % 3 == 1 => {
             format!("<author><name>{value}</name><email>{value}</email><uri>{value}</uri></author>")
         }
-        "content" if value.len() % 2 == 0 => {
+        "content" if value.len() % 2 == 1 => {
             format!("<content type=\"html\"><![CDATA[{value}]]></content>")
         }
         "source" => format!("<source><id>{value}</id><title>{value}</title></source>"),
