@@ -8,8 +8,10 @@
 //! answers and another workspace still reads its own customers.
 //!
 //! Cases per test: `RAPPORT_FUZZ_CASES` (default 64). The seed is printed; replay a run
-//! with `RAPPORT_FUZZ_SEED=<seed>`. Failures are collected (the exact request of each)
-//! and reported together at the end of a test.
+//! with `RAPPORT_FUZZ_SEED=<seed>`. Failures are collected by class (with the exact
+//! requests) and reported together at the end of a test. A request that kills the whole
+//! process (an abort) takes that report with it: replay the seed with `--nocapture` and
+//! `RAPPORT_FUZZ_TRACE=1` to see each request before it is sent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -863,6 +865,11 @@ impl Fuzz {
         request: reqwest::RequestBuilder,
     ) {
         self.requests += 1;
+        if std::env::var_os("RAPPORT_FUZZ_TRACE").is_some() {
+            // When a request kills the process, the collected report is lost with it:
+            // this shows the last request sent.
+            eprintln!("fuzz seed {} case {case}: {what} {shown}", self.seed);
+        }
         let started = Instant::now();
         let answer = tokio::time::timeout(BOUND, async {
             let response = request.send().await?;
