@@ -29,6 +29,17 @@ pub struct Config {
     pub sync: SyncConfig,
     /// Whether `rapport serve` runs the search indexer.
     pub indexer: bool,
+    pub outbound: OutboundConfig,
+}
+
+/// Which non-public addresses connectors may reach (`[outbound]`). Every outbound
+/// connection is refused when its resolved address is not public (loopback, private,
+/// link-local, …) unless an entry here names it: `"127.0.0.1:8080"`, `"10.1.0.0/16"`,
+/// `"::1"`, `"[::1]:8080"`, `"intranet.example"`, `"intranet.example:8443"`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    pub allow: Vec<String>,
 }
 
 /// How pull sources are run.
@@ -68,15 +79,43 @@ impl Default for SyncConfig {
     }
 }
 
-/// Guards against expensive or abusive requests.
+/// Guards against expensive or abusive requests. Every GraphQL document is measured
+/// before it runs (`graphql::cost`): the limits below bound what one request may make the
+/// server do, and the HTTP ones what one client may hold.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
+    /// Nesting depth of a query (introspection may nest deeper, see `graphql::cost`).
     pub max_depth: usize,
+    /// The most a document may cost: a database query costs 10, a search 100, a page
+    /// multiplies what its items cost by its size.
     pub max_complexity: usize,
+    /// Selections of a document once every fragment is expanded where it is spread.
+    pub max_selections: usize,
+    /// Mutation fields in one request (they run one after the other).
+    pub max_mutations: u32,
+    /// Of those, fields that call a platform (`syncSource`, `replyToInteraction`).
+    pub max_outbound_mutations: u32,
+    /// Errors one response lists; the rest are counted in one last error.
+    pub max_errors: usize,
+    /// Root fields of one request that resolve at once: its share of the database pool.
+    pub max_parallel_fields: usize,
     pub max_body_bytes: usize,
     /// Requests a minute one API key may make; 0 turns the limit off.
     pub requests_per_minute: u32,
+    /// Failed authentications a minute from one client address before it is refused
+    /// with `RATE_LIMITED` without checking the key; 0 turns the limit off.
+    pub failed_auth_per_minute: u32,
+    /// Deliveries a minute one webhook source accepts; 0 turns the limit off.
+    pub webhook_requests_per_minute: u32,
+    /// The time budget of one request, after which it is cancelled with `TIMEOUT`.
+    pub request_timeout_secs: u64,
+    /// How long a client may take to send a request's headers, and how long a
+    /// kept-alive connection may stay idle between requests.
+    pub header_read_timeout_secs: u64,
+    /// Open client connections at once; at the cap the longest-idle one is closed to
+    /// make room, so a crowd of idle sockets cannot lock out `/healthz`.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -84,8 +123,18 @@ impl Default for Limits {
         Limits {
             max_depth: 12,
             max_complexity: 25_000,
+            max_selections: 2_000,
+            max_mutations: 25,
+            max_outbound_mutations: 3,
+            max_errors: 20,
+            max_parallel_fields: 4,
             max_body_bytes: 1 << 20,
             requests_per_minute: 6_000,
+            failed_auth_per_minute: 60,
+            webhook_requests_per_minute: 1_200,
+            request_timeout_secs: 15,
+            header_read_timeout_secs: 10,
+            max_connections: 4_096,
         }
     }
 }
@@ -112,6 +161,7 @@ impl Default for Config {
             limits: Limits::default(),
             sync: SyncConfig::default(),
             indexer: true,
+            outbound: OutboundConfig::default(),
         }
     }
 }
@@ -132,6 +182,7 @@ pub struct FileConfig {
     pub limits: Option<Limits>,
     pub sync: Option<SyncConfig>,
     pub indexer: Option<bool>,
+    pub outbound: Option<OutboundConfig>,
 }
 
 /// Values from the command line or the environment; they win over the file.
@@ -143,6 +194,9 @@ pub struct Overrides {
     pub meili_url: Option<String>,
     pub meili_key: Option<String>,
     pub log_format: Option<LogFormat>,
+    /// More `[outbound] allow` entries (`--outbound-allow`, `RAPPORT_OUTBOUND_ALLOW`,
+    /// comma-separated); added to the file's.
+    pub outbound_allow: Vec<String>,
 }
 
 impl Config {
@@ -191,6 +245,9 @@ impl Config {
         if let Some(indexer) = file.indexer {
             self.indexer = indexer;
         }
+        if let Some(outbound) = file.outbound {
+            self.outbound = outbound;
+        }
     }
 
     fn apply_overrides(&mut self, overrides: Overrides) {
@@ -206,6 +263,12 @@ impl Config {
         self.meili_key = non_empty(overrides.meili_key).or(self.meili_key.take());
         if let Some(format) = overrides.log_format {
             self.log_format = format;
+        }
+        for entry in overrides.outbound_allow {
+            let entry = entry.trim();
+            if !entry.is_empty() && !self.outbound.allow.iter().any(|known| known == entry) {
+                self.outbound.allow.push(entry.to_owned());
+            }
         }
     }
 
@@ -261,6 +324,35 @@ mod tests {
             config.limits.max_complexity,
             Limits::default().max_complexity
         );
+    }
+
+    #[test]
+    fn outbound_allow_entries_of_the_file_and_the_environment_are_merged() {
+        let dir = std::env::temp_dir().join(format!("rapport-config-out-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rapport.toml");
+        std::fs::write(
+            &path,
+            "[outbound]\nallow = [\"10.1.0.0/16\", \"intranet.example\"]\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&path),
+            Overrides {
+                outbound_allow: vec![
+                    "127.0.0.1:8080".into(),
+                    " ".into(),
+                    "intranet.example".into(),
+                ],
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            config.outbound.allow,
+            ["10.1.0.0/16", "intranet.example", "127.0.0.1:8080"]
+        );
+        assert!(Config::default().outbound.allow.is_empty());
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub enum Code {
     RateLimited,
     /// A platform a connector talks to failed or refused (a reply could not be sent).
     Upstream,
+    /// The request ran past its time budget and was cancelled.
+    Timeout,
     Internal,
 }
 
@@ -30,8 +32,30 @@ impl Code {
             Code::Conflict => "CONFLICT",
             Code::RateLimited => "RATE_LIMITED",
             Code::Upstream => "UPSTREAM_ERROR",
+            Code::Timeout => "TIMEOUT",
             Code::Internal => "INTERNAL",
         }
+    }
+
+    /// Every code, for metrics labels and for reading a code back.
+    pub const ALL: [Code; 9] = [
+        Code::BadUserInput,
+        Code::Unauthenticated,
+        Code::Forbidden,
+        Code::NotFound,
+        Code::Conflict,
+        Code::RateLimited,
+        Code::Upstream,
+        Code::Timeout,
+        Code::Internal,
+    ];
+
+    /// The code named `name`; an unknown name is [`Code::Internal`].
+    pub fn parse(name: &str) -> Code {
+        Code::ALL
+            .into_iter()
+            .find(|code| code.as_str() == name)
+            .unwrap_or(Code::Internal)
     }
 
     /// The HTTP status for an error that stops a whole request.
@@ -44,6 +68,7 @@ impl Code {
             Code::Conflict => 409,
             Code::RateLimited => 429,
             Code::Upstream => 502,
+            Code::Timeout => 503,
             Code::Internal => 500,
         }
     }
@@ -65,11 +90,13 @@ pub enum Error {
     NotFound { what: &'static str, id: String },
     #[error("{0}")]
     Conflict(String),
-    #[error("too many requests for this API key; retry after the number of seconds in the Retry-After header")]
+    #[error("too many requests; retry after the number of seconds in the Retry-After header")]
     RateLimited { retry_after_secs: u64 },
     /// A platform failed or refused; the message says which and why (never a secret).
     #[error("{0}")]
     Upstream(String),
+    #[error("the request ran longer than its budget of {secs} s and was cancelled: ask for less (smaller pages, fewer fields) or split it")]
+    Timeout { secs: u64 },
     #[error("database error: {0}")]
     Database(#[from] DbErr),
     #[error("{0}")]
@@ -110,6 +137,7 @@ impl Error {
             Error::Conflict(_) => Code::Conflict,
             Error::RateLimited { .. } => Code::RateLimited,
             Error::Upstream(_) => Code::Upstream,
+            Error::Timeout { .. } => Code::Timeout,
             Error::Database(_) | Error::Internal(_) => Code::Internal,
         }
     }

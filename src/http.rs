@@ -4,6 +4,7 @@
 //! request id (`x-request-id`, echoed back) on its tracing span and its log lines.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,23 +30,43 @@ const JSON: &str = "application/json";
 #[derive(Clone)]
 struct HttpState {
     app: App,
-    limiter: Arc<RateLimiter>,
+    /// Requests a minute per API key.
+    limiter: Arc<RateLimiter<uuid::Uuid>>,
+    /// Failed authentications (401s) a minute per client address.
+    auth_failures: Arc<RateLimiter<IpAddr>>,
+    /// Deliveries a minute per webhook source.
+    webhooks: Arc<RateLimiter<String>>,
 }
 
 /// The whole HTTP surface of Rapport.
 pub fn router(app: App) -> Router {
-    let body_limit = app.config.limits.max_body_bytes;
-    let limiter = Arc::new(RateLimiter::new(app.config.limits.requests_per_minute));
-    let state = HttpState { app, limiter };
+    let limits = &app.config.limits;
+    let body_limit = limits.max_body_bytes;
+    let state = HttpState {
+        limiter: Arc::new(RateLimiter::new(limits.requests_per_minute)),
+        auth_failures: Arc::new(RateLimiter::new(limits.failed_auth_per_minute)),
+        webhooks: Arc::new(RateLimiter::new(limits.webhook_requests_per_minute)),
+        app,
+    };
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
-        .route("/webhooks/{source_id}", axum::routing::post(webhook))
+        .route(
+            "/webhooks/{source_id}",
+            axum::routing::post(webhook).route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                limit_webhooks,
+            )),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/demo/feed.xml", get(demo_feed))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async { no_such_route() })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit_auth_failures,
+        ))
         .layer(cors())
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
@@ -68,17 +89,66 @@ fn cors() -> CorsLayer {
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then finishes requests in flight.
+/// The listener enforces the connection cap and header/idle timeouts ([`crate::listener`]).
 pub async fn serve(
     app: App,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = app.config.limits.clone();
+    crate::listener::serve(router(app), listener, &limits, shutdown).await
 }
 
-/// Request id, tracing span, metrics.
+/// A client that failed to authenticate too often is refused for a while without its key
+/// being looked at: guessing keys costs a database lookup each, and the failures of one
+/// address are bounded like any other work. Every 401 the router answers counts.
+async fn limit_auth_failures(
+    State(state): State<HttpState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(ip) = crate::listener::peer(&request).map(|peer| peer.ip()) else {
+        return next.run(request).await;
+    };
+    if let Err(error) = state.auth_failures.peek(&ip) {
+        return reject(
+            &state,
+            MediaType::Json,
+            Rejection(StatusCode::TOO_MANY_REQUESTS, error),
+        );
+    }
+    let response = next.run(request).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        let _ = state.auth_failures.check(ip);
+    }
+    response
+}
+
+/// Deliveries a minute per webhook source: a sender (or someone replaying one) cannot
+/// flood the ingest pipeline through one source.
+async fn limit_webhooks(State(state): State<HttpState>, request: Request, next: Next) -> Response {
+    let source = request
+        .uri()
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(64)
+        .collect::<String>();
+    if let Err(error) = state.webhooks.check(source) {
+        return reject(
+            &state,
+            MediaType::Json,
+            Rejection(StatusCode::TOO_MANY_REQUESTS, error),
+        );
+    }
+    next.run(request).await
+}
+
+/// Request id, tracing span, metrics, and the time budget of every route: a request (a
+/// slow upload included) that outlasts `limits.request_timeout_secs` (plus a second for
+/// the GraphQL executor's own, more precise budget to answer first) is answered `TIMEOUT`.
 async fn observe(State(state): State<HttpState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = request
@@ -100,9 +170,20 @@ async fn observe(State(state): State<HttpState>, request: Request, next: Next) -
         .map_or("unmatched", |path| path.as_str())
         .to_owned();
     let span = tracing::info_span!("request", request_id = %request_id, method = %request.method(), route = %route);
-    let mut response = crate::telemetry::with_request_id(request_id.clone(), next.run(request))
-        .instrument(span.clone())
-        .await;
+    let budget = Duration::from_secs(state.app.config.limits.request_timeout_secs.max(1) + 1);
+    let run = crate::telemetry::with_request_id(request_id.clone(), next.run(request))
+        .instrument(span.clone());
+    let mut response = match tokio::time::timeout(budget, run).await {
+        Ok(response) => response,
+        Err(_) => {
+            let error = Error::Timeout {
+                secs: budget.as_secs(),
+            };
+            let status = StatusCode::from_u16(error.code().http_status())
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            reject(&state, MediaType::Json, Rejection(status, error))
+        }
+    };
     let status = response.status().as_u16();
     state
         .app
@@ -270,6 +351,7 @@ struct GetParams {
     #[serde(rename = "operationName")]
     operation_name: Option<String>,
     variables: Option<String>,
+    extensions: Option<String>,
 }
 
 async fn graphql_get(
@@ -312,6 +394,13 @@ async fn graphql_get(
                 _ => return Err(Rejection::bad("`variables` must be a JSON object")),
             },
         };
+        match params.extensions.as_deref() {
+            None | Some("") => {}
+            Some(text) => match serde_json::from_str::<Value>(text) {
+                Ok(Value::Object(_) | Value::Null) => {}
+                _ => return Err(Rejection::bad("`extensions` must be a JSON object")),
+            },
+        }
         Ok(GraphqlRequest {
             query,
             operation_name: params.operation_name,
@@ -410,6 +499,10 @@ fn parse_post(body: &[u8]) -> Result<GraphqlRequest, Rejection> {
         Some(Value::Object(map)) => Some(map),
         Some(_) => return Err(Rejection::bad("`variables` must be a JSON object")),
     };
+    match object.remove("extensions") {
+        None | Some(Value::Null) | Some(Value::Object(_)) => {}
+        Some(_) => return Err(Rejection::bad("`extensions` must be a JSON object")),
+    }
     Ok(GraphqlRequest {
         query,
         operation_name,
@@ -517,7 +610,7 @@ async fn execute(
             value["extensions"]["code"] = json!(Code::BadUserInput.as_str());
         }
         let code = value["extensions"]["code"].as_str().unwrap_or("INTERNAL");
-        state.app.metrics.record_error(static_code(code));
+        state.app.metrics.record_error(Code::parse(code).as_str());
         errors.push(value);
     }
     let mut body = serde_json::Map::new();
@@ -543,21 +636,6 @@ async fn execute(
         .into_response()
 }
 
-fn static_code(code: &str) -> &'static str {
-    [
-        Code::BadUserInput,
-        Code::Unauthenticated,
-        Code::Forbidden,
-        Code::NotFound,
-        Code::Conflict,
-        Code::RateLimited,
-    ]
-    .into_iter()
-    .map(Code::as_str)
-    .find(|known| *known == code)
-    .unwrap_or(Code::Internal.as_str())
-}
-
 async fn authenticate(state: &HttpState, headers: &HeaderMap) -> Result<domain::Caller, Error> {
     let key = bearer(headers)?;
     let caller = domain::workspace::authenticate(&state.app.db, key).await?;
@@ -565,22 +643,40 @@ async fn authenticate(state: &HttpState, headers: &HeaderMap) -> Result<domain::
     Ok(caller)
 }
 
-/// Requests a minute per API key, as a token bucket refilled continuously. In memory and
-/// per process: it protects this process, it is not a billing quota.
-struct RateLimiter {
+/// Requests a minute per key (an API key, a client address, a webhook source), as token
+/// buckets refilled continuously. In memory and per process: it protects this process, it
+/// is not a billing quota. Full buckets are forgotten now and then, so the table holds
+/// only keys seen in the last minute or so.
+struct RateLimiter<K> {
     per_minute: u32,
-    buckets: Mutex<HashMap<uuid::Uuid, (f64, Instant)>>,
+    buckets: Mutex<HashMap<K, (f64, Instant)>>,
 }
 
-impl RateLimiter {
-    fn new(per_minute: u32) -> RateLimiter {
+/// How many keys a limiter holds before it forgets the ones whose bucket refilled.
+const LIMITER_PRUNE_AT: usize = 10_000;
+
+impl<K: std::hash::Hash + Eq> RateLimiter<K> {
+    fn new(per_minute: u32) -> RateLimiter<K> {
         RateLimiter {
             per_minute,
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    fn check(&self, key: uuid::Uuid) -> Result<(), Error> {
+    /// Takes a token for `key`, or says how long to wait for one.
+    fn check(&self, key: K) -> Result<(), Error> {
+        self.take(key, 1.0)
+    }
+
+    /// Whether `key` has a token left, without taking it.
+    fn peek(&self, key: &K) -> Result<(), Error>
+    where
+        K: Clone,
+    {
+        self.take(key.clone(), 0.0)
+    }
+
+    fn take(&self, key: K, cost: f64) -> Result<(), Error> {
         if self.per_minute == 0 {
             return Ok(());
         }
@@ -591,11 +687,16 @@ impl RateLimiter {
             .buckets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if buckets.len() >= LIMITER_PRUNE_AT {
+            buckets.retain(|_, (tokens, last)| {
+                *tokens + now.duration_since(*last).as_secs_f64() * rate < capacity
+            });
+        }
         let (tokens, last) = buckets.entry(key).or_insert((capacity, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(capacity);
         *last = now;
         if *tokens >= 1.0 {
-            *tokens -= 1.0;
+            *tokens -= cost;
             Ok(())
         } else {
             let wait = Duration::from_secs_f64((1.0 - *tokens) / rate);
@@ -665,29 +766,25 @@ async fn webhook(
         webhook_signature: header("webhook-signature"),
         hub_signature_256: header("x-hub-signature-256"),
     };
-    if let Err(err) = secret.verify(&signature, &body, chrono::Utc::now()) {
-        tracing::warn!(source = %source_id, reason = %err, "webhook delivery refused");
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            Error::Unauthenticated(err.to_string()),
-        );
-    }
+    let verified = match secret.verify(&signature, &body, chrono::Utc::now()) {
+        Ok(verified) => verified,
+        Err(err) => {
+            tracing::warn!(source = %source_id, reason = %err, "webhook delivery refused");
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                Error::Unauthenticated(err.to_string()),
+            );
+        }
+    };
     if source.status == domain::source::SourceStatus::Paused.as_str() {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             Error::Conflict("the source is paused; retry later".into()),
         );
     }
-    // The sender's delivery id makes replays idempotent; without one, the body's hash does.
-    let delivery_id = header("webhook-id")
-        .or_else(|| header("x-github-delivery"))
-        .map(str::to_owned)
-        .unwrap_or_else(|| {
-            format!(
-                "sha256:{}",
-                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body))
-            )
-        });
+    // Replays are deduplicated on what the signature covers: the signed `webhook-id`, or
+    // the body's hash for GitHub-style signatures (`X-GitHub-Delivery` is not signed).
+    let delivery_id = verified.delivery_id();
     let item = match connectors::webhook::parse(&body, &delivery_id, crate::domain::now()) {
         Ok(item) => item,
         Err(err) => {
@@ -697,6 +794,13 @@ async fn webhook(
             )
         }
     };
+    // Stored normalised (control characters removed): nothing left is no text at all.
+    if domain::text::clean(&item.text).is_empty() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            Error::field("text", "text: is required and must not be empty"),
+        );
+    }
     match crate::ingest::ingest(
         &state.app.db,
         &source,
@@ -706,6 +810,10 @@ async fn webhook(
     )
     .await
     {
+        Ok(report) if !report.skipped.is_empty() => refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Error::bad_input("the delivery's content cannot be stored; do not retry it unchanged"),
+        ),
         Ok(report) => {
             crate::failpoint::failpoint("webhook.after_commit");
             let interaction = report
@@ -721,8 +829,14 @@ async fn webhook(
                 .into_response()
         }
         Err(err) => {
-            tracing::error!(source = %source_id, error = %err, "storing a webhook delivery failed");
-            refuse(StatusCode::INTERNAL_SERVER_ERROR, err)
+            // Only a server-side failure is a 5xx (the sender retries); an error about the
+            // delivery itself keeps its 4xx status.
+            let status = StatusCode::from_u16(err.code().http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            if status.is_server_error() {
+                tracing::error!(source = %source_id, error = %err, "storing a webhook delivery failed");
+            }
+            refuse(status, err)
         }
     }
 }

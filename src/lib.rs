@@ -14,6 +14,7 @@ pub mod graphql;
 pub mod http;
 pub mod ids;
 pub mod ingest;
+pub mod listener;
 pub mod metrics;
 pub mod search;
 pub mod telemetry;
@@ -32,8 +33,9 @@ pub struct App {
     pub db: DatabaseConnection,
     pub metrics: Arc<metrics::Metrics>,
     pub schema: graphql::AppSchema,
-    /// The HTTP client connectors share (timeouts from `[sync]`).
-    pub http_client: reqwest::Client,
+    /// The outbound guard and the guarded HTTP client connectors share (timeouts from
+    /// `[sync]`, allowed addresses from `[outbound]`).
+    pub outbound: connectors::outbound::Outbound,
     /// The search backend (embedded, or Meilisearch when configured).
     pub search: Arc<dyn search::SearchIndex>,
     /// The indexer's lag and last error, for `/metrics` and `searchStatus`.
@@ -44,25 +46,26 @@ impl App {
     /// Connects to the database of `config`, applies pending migrations and builds the
     /// GraphQL schema. Fails when the database cannot be opened or migrated.
     pub async fn start(config: Config) -> anyhow::Result<App> {
+        let policy = connectors::outbound::OutboundPolicy::parse(&config.outbound.allow)?;
         let metrics = Arc::new(metrics::Metrics::default());
         let db = db::connect(&config, metrics.clone()).await?;
         db::migrate(&db).await?;
         let config = Arc::new(config);
         let schema = graphql::build_schema(&config);
         let timeout = std::time::Duration::from_secs(config.sync.http_timeout_secs.max(1));
-        let http_client = reqwest::Client::builder()
-            .user_agent(concat!("Rapport/", env!("CARGO_PKG_VERSION")))
-            .timeout(timeout)
-            .connect_timeout(timeout.min(std::time::Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .build()?;
+        let outbound = connectors::outbound::Outbound::new(policy, |builder| {
+            builder
+                .user_agent(concat!("Rapport/", env!("CARGO_PKG_VERSION")))
+                .timeout(timeout)
+                .connect_timeout(timeout.min(std::time::Duration::from_secs(10)))
+        })?;
         let search = search::open(&config).await?;
         Ok(App {
             config,
             db,
             metrics,
             schema,
-            http_client,
+            outbound,
             search,
             search_status: Arc::new(search::SearchStatus::default()),
         })

@@ -45,6 +45,16 @@ struct Global {
     /// Log format on stderr; the level comes from RUST_LOG (default info).
     #[arg(long, global = true, env = "RAPPORT_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// Non-public addresses connectors may reach, added to `[outbound] allow`
+    /// (comma-separated): 127.0.0.1:8080, 10.1.0.0/16, [::1]:8080, intranet.example:8443.
+    /// Everything else that is not a public address is refused.
+    #[arg(
+        long,
+        global = true,
+        env = "RAPPORT_OUTBOUND_ALLOW",
+        value_delimiter = ','
+    )]
+    outbound_allow: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -217,6 +227,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         meili_url: cli.global.meili_url.clone(),
         meili_key: cli.global.meili_key.clone(),
         log_format: cli.global.log_format,
+        outbound_allow: cli.global.outbound_allow.clone(),
     };
     let config = Config::load(cli.global.config_file.as_deref(), overrides)?;
     rapport::telemetry::init(config.log_format);
@@ -592,13 +603,18 @@ async fn keys(app: App, command: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let addr = config.addr;
-    let app = App::start(config).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
+    if args.demo {
+        // The demo feed source reads /demo/feed.xml from this very server: allow this
+        // address (and port) only, nothing else on the machine.
+        config.outbound.allow.push(local.to_string());
+    }
+    let app = App::start(config).await?;
     if args.demo {
         let key = seed_demo(&app).await?;
         let webhook = demo_webhook(&app).await?;

@@ -137,11 +137,16 @@ struct EmailCursor {
 
 pub struct EmailConnector {
     config: EmailConfig,
+    /// Every IMAP and SMTP connection goes through the outbound guard.
+    policy: Arc<crate::outbound::OutboundPolicy>,
 }
 
 impl EmailConnector {
-    pub fn new(config: EmailConfig) -> EmailConnector {
-        EmailConnector { config }
+    pub fn new(
+        config: EmailConfig,
+        policy: Arc<crate::outbound::OutboundPolicy>,
+    ) -> EmailConnector {
+        EmailConnector { config, policy }
     }
 }
 
@@ -181,12 +186,6 @@ async fn tls_wrap(
         .connect(name, stream)
         .await
         .map_err(|err| ConnectorError::Transport(format!("TLS with {host} failed: {err}")))
-}
-
-async fn connect(host: &str, port: u16) -> Result<TcpStream, ConnectorError> {
-    TcpStream::connect((host, port)).await.map_err(|err| {
-        ConnectorError::Transport(format!("could not connect to {host}:{port}: {err}"))
-    })
 }
 
 impl EmailConnector {
@@ -331,7 +330,7 @@ impl Connector for EmailConnector {
             .unwrap_or_default();
         let work = async {
             let host = self.config.imap_host.as_str();
-            let stream = connect(host, self.config.imap_port).await?;
+            let stream = self.policy.connect(host, self.config.imap_port).await?;
             if self.config.tls {
                 self.pull_from(tls_wrap(stream, host).await?, cursor).await
             } else {
@@ -378,7 +377,7 @@ impl Connector for EmailConnector {
             date: Utc::now(),
         });
         let work = async {
-            let tcp = connect(host, port).await?;
+            let tcp = self.policy.connect(host, port).await?;
             let session = Smtp {
                 host,
                 username: &self.config.username,

@@ -11,8 +11,14 @@ use crate::ConnectorError;
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
 /// Turns a reqwest failure into a transport error that names no secret (reqwest errors
-/// carry the URL, never headers).
+/// carry the URL, never headers), or into [`ConnectorError::Refused`] when the outbound
+/// guard refused the address.
 pub fn transport(err: reqwest::Error) -> ConnectorError {
+    // The outbound guard refused the connection (or a redirect hop): one message, which
+    // says nothing about whether anything listens there.
+    if let Some(refused) = crate::outbound::refusal_in(&err) {
+        return ConnectorError::Refused(refused.host.clone());
+    }
     let what = if err.is_timeout() {
         "timed out"
     } else if err.is_connect() {

@@ -8,6 +8,7 @@ pub mod feed;
 mod fuzz;
 pub mod http;
 pub mod mastodon;
+pub mod outbound;
 pub mod text;
 pub mod webhook;
 
@@ -165,6 +166,13 @@ pub enum ConnectorError {
     Transport(String),
     #[error("this connector cannot {0}")]
     Unsupported(&'static str),
+    /// The outbound guard refused the address (a non-public one the operator's `[outbound]
+    /// allow` does not name). Holds the host as the URL or setting wrote it, never the
+    /// address it resolved to; the same message whether anything listens there or not.
+    #[error(
+        "refused: not a public address ({0}); the server's [outbound] allow list does not name it"
+    )]
+    Refused(String),
 }
 
 /// One channel's connector. Implementations are registered by channel name.
@@ -286,12 +294,55 @@ fn webhook_config(
     Ok((secret, parsed.reply_url))
 }
 
+/// A setting that is a secret (write-only, stored apart, never returned) and the settings
+/// naming the endpoint it is sent to. A stored secret stays bound to that endpoint: a
+/// change of any `bound_to` setting needs the secret given again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SecretField {
+    pub name: &'static str,
+    pub bound_to: &'static [&'static str],
+}
+
+/// The secrets of `channel`'s configuration and the endpoint settings each is bound to.
+/// The one place that says which settings are secrets.
+pub fn secret_fields(channel: Channel) -> &'static [SecretField] {
+    match channel {
+        // The token goes, as a bearer token, to base_url.
+        Channel::Mastodon => &[SecretField {
+            name: "access_token",
+            bound_to: &["base_url"],
+        }],
+        // The password goes to the IMAP server and, for replies, to the SMTP server;
+        // `tls: false` would send it in the clear; a new username is another account.
+        Channel::Email => &[SecretField {
+            name: "password",
+            bound_to: &[
+                "imap_host",
+                "imap_port",
+                "tls",
+                "username",
+                "smtp_host",
+                "smtp_port",
+            ],
+        }],
+        // Replies POSTed to reply_url are signed with the secret.
+        Channel::Webhook => &[SecretField {
+            name: "secret",
+            bound_to: &["reply_url"],
+        }],
+        _ => &[],
+    }
+}
+
 /// Builds the connector of a source from its configuration (settings and secrets merged).
+/// Every connection it opens goes through `outbound` (the guarded client, or the policy for
+/// connectors with their own sockets).
 pub fn build(
     channel: Channel,
     config: &serde_json::Value,
-    client: reqwest::Client,
+    outbound: &outbound::Outbound,
 ) -> Result<Box<dyn Connector>, ConnectorError> {
+    let client = outbound.client().clone();
     let problem =
         |(field, message): ConfigProblem| ConnectorError::Config(format!("{field}: {message}"));
     Ok(match channel {
@@ -305,6 +356,7 @@ pub fn build(
         )),
         Channel::Email => Box::new(email::EmailConnector::new(
             email::EmailConfig::parse(config).map_err(problem)?,
+            outbound.policy().clone(),
         )),
         Channel::Webhook => {
             let (secret, reply_url) = webhook_config(config).map_err(problem)?;
@@ -317,6 +369,37 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_secret_is_bound_to_settings_its_channel_has() {
+        let settings = |channel| match channel {
+            Channel::Mastodon => {
+                serde_json::json!({"base_url": "https://m.example", "access_token": "t"})
+            }
+            Channel::Email => serde_json::json!({
+                "imap_host": "imap.example", "imap_port": 993, "username": "a@b.example",
+                "password": "p", "tls": true, "smtp_host": "smtp.example", "smtp_port": 465
+            }),
+            Channel::Webhook => serde_json::json!({
+                "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "reply_url": "https://r.example"
+            }),
+            _ => serde_json::json!({}),
+        };
+        for channel in Channel::ALL {
+            for field in secret_fields(channel) {
+                let config = settings(channel);
+                check_config(channel, &config).unwrap();
+                assert!(
+                    config.get(field.name).is_some(),
+                    "{channel:?} {}",
+                    field.name
+                );
+                for endpoint in field.bound_to {
+                    assert!(config.get(endpoint).is_some(), "{channel:?} {endpoint}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_channel_name_parses_back() {

@@ -11,6 +11,12 @@
 //!   keyed with the secret's bytes as written.
 //!
 //! Comparisons are constant-time (`Mac::verify_slice`).
+//!
+//! [`Secret::verify`] says which scheme verified, and [`Verified::delivery_id`] gives the
+//! id to deduplicate on, taken only from what that scheme signs: the `webhook-id` for
+//! Standard Webhooks (it is signed with the body), the body's SHA-256 for GitHub (its
+//! signature covers the body alone, so the unsigned `X-GitHub-Delivery` header could be
+//! changed at will to replay a captured delivery).
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -40,6 +46,26 @@ pub enum VerifyError {
     Stale,
     #[error("no signature matches the source's secret")]
     Mismatch,
+}
+
+/// How a delivery was verified, with what its signature covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verified {
+    /// Standard Webhooks: `webhook-id`, timestamp and body are signed together.
+    Standard { webhook_id: String },
+    /// GitHub's `X-Hub-Signature-256`: the body alone is signed.
+    HubSignature { body_sha256: String },
+}
+
+impl Verified {
+    /// The id that makes a replay of this delivery idempotent, covered by its signature:
+    /// the `webhook-id`, or `sha256:<hex>` of the body.
+    pub fn delivery_id(&self) -> String {
+        match self {
+            Verified::Standard { webhook_id } => webhook_id.clone(),
+            Verified::HubSignature { body_sha256 } => format!("sha256:{body_sha256}"),
+        }
+    }
 }
 
 /// The headers a delivery may be signed with.
@@ -113,13 +139,14 @@ impl Secret {
     }
 
     /// Checks a delivery's signature over the raw `body` at time `now`. Standard Webhooks
-    /// headers win when present; otherwise `X-Hub-Signature-256` is checked.
+    /// headers win when present; otherwise `X-Hub-Signature-256` is checked. Says which
+    /// scheme verified, with what it signed (see [`Verified::delivery_id`]).
     pub fn verify(
         &self,
         headers: &SignatureHeaders<'_>,
         body: &[u8],
         now: DateTime<Utc>,
-    ) -> Result<(), VerifyError> {
+    ) -> Result<Verified, VerifyError> {
         if let Some(signatures) = headers.webhook_signature {
             let id = headers
                 .webhook_id
@@ -146,7 +173,9 @@ impl Secret {
                         .is_ok_and(|bytes| mac.clone().verify_slice(&bytes).is_ok())
                 });
             return if matches {
-                Ok(())
+                Ok(Verified::Standard {
+                    webhook_id: id.to_owned(),
+                })
             } else {
                 Err(VerifyError::Mismatch)
             };
@@ -161,7 +190,11 @@ impl Secret {
             let mut mac = HmacSha256::new_from_slice(self.text.as_bytes())
                 .expect("HMAC takes keys of any length");
             mac.update(body);
-            return mac.verify_slice(&bytes).map_err(|_| VerifyError::Mismatch);
+            mac.verify_slice(&bytes)
+                .map_err(|_| VerifyError::Mismatch)?;
+            return Ok(Verified::HubSignature {
+                body_sha256: hex::encode(<Sha256 as sha2::Digest>::digest(body)),
+            });
         }
         Err(VerifyError::Missing)
     }
@@ -410,7 +443,9 @@ mod tests {
         );
         assert_eq!(
             secret.verify(&standard(SIGNATURE, TIMESTAMP), BODY, at(1_614_265_330)),
-            Ok(())
+            Ok(Verified::Standard {
+                webhook_id: ID.to_owned()
+            })
         );
     }
 
@@ -421,7 +456,9 @@ mod tests {
             format!("v1,bm90LXRoZS1yaWdodC1zaWduYXR1cmUtYXQtYWxsLi4u {SIGNATURE} v2,ignored");
         assert_eq!(
             secret.verify(&standard(&rotated, TIMESTAMP), BODY, at(1_614_265_330)),
-            Ok(())
+            Ok(Verified::Standard {
+                webhook_id: ID.to_owned()
+            })
         );
     }
 
@@ -487,9 +524,19 @@ mod tests {
             hub_signature_256: Some(expected),
             ..SignatureHeaders::default()
         };
+        let verified = secret.verify(&headers, b"Hello, World!", Utc::now());
         assert_eq!(
-            secret.verify(&headers, b"Hello, World!", Utc::now()),
-            Ok(())
+            verified,
+            Ok(Verified::HubSignature {
+                // sha256("Hello, World!")
+                body_sha256: "dffd6021bb2bd5b0af676290809ec3a53191dd81c7f70a4b28688a362182986f"
+                    .to_owned()
+            })
+        );
+        // The dedupe id comes from the signed body, never from a header.
+        assert_eq!(
+            verified.unwrap().delivery_id(),
+            "sha256:dffd6021bb2bd5b0af676290809ec3a53191dd81c7f70a4b28688a362182986f"
         );
         assert_eq!(
             secret.verify(&headers, b"Hello, World?", Utc::now()),

@@ -26,6 +26,10 @@ pub struct NewContactPoint {
 /// e-mail lowercased; phone in E.164 (`+` and digits); website as `https://host/path`
 /// without a trailing slash; address with folded white space, lowercased.
 pub fn normalize(kind: ContactPointKind, value: &str) -> Result<(String, String)> {
+    if value.len() > 4 * 320 + 1_024 {
+        return Err(Error::field("value", "value is longer than 320 characters"));
+    }
+    super::text::check("value", value)?;
     let value = super::clean(value);
     let invalid = |hint: &str| {
         Error::field(

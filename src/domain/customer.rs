@@ -41,6 +41,44 @@ pub struct CustomerFilter {
     pub last_seen_before: Option<DateTime<Utc>>,
 }
 
+/// The longest `search` of a customer filter, in characters.
+pub const MAX_FILTER_SEARCH_CHARS: usize = 200;
+/// The most tags a customer filter may require.
+pub const MAX_FILTER_TAGS: usize = 20;
+
+impl CustomerFilter {
+    /// The filter with its texts checked (no control characters, within the caps;
+    /// `BAD_USER_INPUT` naming `filter.search` or `filter.tags[i]`) and normalised.
+    pub fn checked(self) -> Result<CustomerFilter> {
+        let search = self
+            .search
+            .as_deref()
+            .map(|search| {
+                super::text::check_lookup("filter.search", search, MAX_FILTER_SEARCH_CHARS)
+            })
+            .transpose()?;
+        if self.tags.len() > MAX_FILTER_TAGS {
+            return Err(Error::field(
+                "filter.tags",
+                format!("give at most {MAX_FILTER_TAGS} tags"),
+            ));
+        }
+        let tags = self
+            .tags
+            .iter()
+            .enumerate()
+            .map(|(index, tag)| {
+                super::text::check_lookup(&format!("filter.tags[{index}]"), tag, 64)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CustomerFilter {
+            search,
+            tags,
+            ..self
+        })
+    }
+}
+
 pub struct NewCustomer {
     pub display_name: Option<String>,
     pub given_name: Option<String>,
@@ -210,6 +248,7 @@ pub async fn list(
 ) -> Result<Page<Model>> {
     let sort = sort(order, descending);
     let window = args.window(sort.name)?;
+    let filter = &filter.clone().checked()?;
     let select = sort.order_and_limit(
         sort.between(filtered(caller.workspace_id, filter), &window)?,
         &window,
@@ -223,6 +262,7 @@ pub async fn count(
     caller: &Caller,
     filter: &CustomerFilter,
 ) -> Result<u64> {
+    let filter = &filter.clone().checked()?;
     Ok(filtered(caller.workspace_id, filter).count(db).await?)
 }
 
@@ -240,8 +280,9 @@ pub async fn by_external_id(
     caller: &Caller,
     external_id: &str,
 ) -> Result<Option<Model>> {
+    let external_id = super::text::check_lookup("externalId", external_id, 200)?;
     Ok(super::scoped::<Entity>(caller.workspace_id)
-        .filter(Column::ExternalId.eq(external_id.trim()))
+        .filter(Column::ExternalId.eq(external_id))
         .one(db)
         .await?)
 }

@@ -51,3 +51,14 @@ pub async fn append_many(
     }
     Ok(())
 }
+
+/// How many events of `workspace_id` come after `seq` (a consumer's offset): what that
+/// consumer has still to read for this workspace, and nothing about any other.
+pub async fn count_after(db: &impl ConnectionTrait, workspace_id: Uuid, seq: i64) -> Result<i64> {
+    use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};
+    let count = super::scoped::<entity::event::Entity>(workspace_id)
+        .filter(entity::event::Column::Seq.gt(seq))
+        .count(db)
+        .await?;
+    Ok(i64::try_from(count).unwrap_or(i64::MAX))
+}

@@ -42,6 +42,7 @@ pub mod organization;
 pub mod page;
 pub mod source;
 pub mod tag;
+pub mod text;
 pub mod workspace;
 
 use std::collections::HashMap;
@@ -49,7 +50,6 @@ use std::str::FromStr;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Select};
-use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -124,13 +124,25 @@ pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-/// Unicode NFC and trimmed.
+/// Unicode NFC, control characters removed ([`text::normalize`]) and trimmed: for text
+/// that is not the caller's own input (ingestion, lookups of stored values).
 pub fn clean(text: &str) -> String {
-    text.trim().nfc().collect()
+    text::clean(text)
 }
 
-/// A cleaned optional text: blank becomes `None`; longer than `max` characters is an error.
+/// A cleaned optional text: blank becomes `None`; a control character (NUL included) or
+/// more than `max` characters is `BAD_USER_INPUT` naming `field`.
 pub fn clean_optional(field: &str, text: Option<String>, max: usize) -> Result<Option<String>> {
+    if let Some(text) = &text {
+        // Refused before the (possibly huge) text is normalised.
+        if text.len() > max.saturating_mul(4).saturating_add(1_024) {
+            return Err(Error::field(
+                field,
+                format!("{field} is longer than {max} characters"),
+            ));
+        }
+        text::check(field, text)?;
+    }
     match text
         .map(|text| clean(&text))
         .filter(|text| !text.is_empty())
@@ -143,17 +155,22 @@ pub fn clean_optional(field: &str, text: Option<String>, max: usize) -> Result<O
     }
 }
 
-/// A cleaned required text: blank or longer than `max` characters is an error.
+/// A cleaned required text: blank, a control character or longer than `max` characters
+/// is an error.
 pub fn clean_required(field: &str, text: &str, max: usize) -> Result<String> {
     clean_optional(field, Some(text.to_owned()), max)?
         .ok_or_else(|| Error::field(field, format!("{field} must not be empty")))
 }
 
-/// Custom attributes must be a JSON object.
+/// Custom attributes: a JSON object within [`text::CUSTOM_ATTRIBUTES`] (size, keys, depth,
+/// key length), no control character in any key or string; stored normalised.
 pub fn custom_object(field: &str, value: Option<serde_json::Value>) -> Result<serde_json::Value> {
     match value {
         None | Some(serde_json::Value::Null) => Ok(serde_json::json!({})),
-        Some(value @ serde_json::Value::Object(_)) => Ok(value),
+        Some(value @ serde_json::Value::Object(_)) => {
+            text::check_json_size(field, &value, text::CUSTOM_ATTRIBUTES)?;
+            text::check_json(field, &value)
+        }
         Some(_) => Err(Error::field(
             field,
             format!("{field} must be a JSON object"),
@@ -249,5 +266,7 @@ mod tests {
         assert_eq!(clean_optional("x", Some("   ".into()), 10).unwrap(), None);
         assert!(clean_required("name", "", 10).is_err());
         assert!(clean_required("name", "abcdefghijk", 10).is_err());
+        assert!(clean_required("name", "a\u{0}b", 10).is_err());
+        assert_eq!(clean("a\u{0}b"), "ab");
     }
 }

@@ -159,8 +159,9 @@ pub async fn list(
         kind: SortKind::Text,
     };
     let window = args.window(sort.name)?;
+    let search = checked_search(search)?;
     let mut select = super::scoped::<Entity>(caller.workspace_id);
-    if let Some(search) = search.map(str::trim).filter(|s| !s.is_empty()) {
+    if let Some(search) = search.as_deref().filter(|s| !s.is_empty()) {
         let pattern = like_pattern(search);
         select = select.filter(
             sea_orm::Condition::any()
@@ -170,6 +171,13 @@ pub async fn list(
     }
     let select = sort.order_and_limit(sort.between(select, &window)?, &window);
     Ok(page::finish(select.all(db).await?, &window))
+}
+
+/// The `search` of [`list`] checked (no control characters, at most 200 characters).
+fn checked_search(search: Option<&str>) -> Result<Option<String>> {
+    search
+        .map(|search| super::text::check_lookup("search", search, 200))
+        .transpose()
 }
 
 /// The cursor of an organization in [`list`].
@@ -225,8 +233,9 @@ pub async fn count(
     search: Option<&str>,
 ) -> Result<u64> {
     use sea_orm::PaginatorTrait;
+    let search = checked_search(search)?;
     let mut select = super::scoped::<Entity>(caller.workspace_id);
-    if let Some(search) = search.map(str::trim).filter(|s| !s.is_empty()) {
+    if let Some(search) = search.as_deref().filter(|s| !s.is_empty()) {
         let pattern = like_pattern(search);
         select = select.filter(
             sea_orm::Condition::any()

@@ -104,15 +104,34 @@ pub fn encode(sort: &str, value: String, id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(json)
 }
 
+/// The longest cursor accepted, in characters: more than any cursor of a 200-character
+/// sort value, far less than what could cost anything to decode.
+pub const MAX_CURSOR_CHARS: usize = 4_096;
+/// The longest sort value a cursor may carry, in characters.
+const MAX_VALUE_CHARS: usize = 1_000;
+
+/// Decodes and validates a cursor for `sort`: its size, its encoding, its sort, and its
+/// value (no control character, bounded length); the value's type is checked when it is
+/// turned into a bound ([`Sort::between`]). Anything else is `BAD_USER_INPUT` naming
+/// `field`, never an internal error.
 fn decode(field: &str, cursor: &str, sort: &str) -> Result<Position> {
-    let invalid = || Error::field(field, format!("`{cursor}` is not a cursor of this list"));
+    let shown: String = cursor.chars().take(64).collect();
+    let invalid = || Error::field(field, format!("`{shown}` is not a cursor of this list"));
+    if cursor.len() > MAX_CURSOR_CHARS {
+        return Err(invalid());
+    }
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let position: Position = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
     if position.sort != sort {
         return Err(Error::field(
             field,
-            format!("the cursor `{cursor}` belongs to another ordering"),
+            format!("the cursor `{shown}` belongs to another ordering"),
         ));
+    }
+    if position.value.chars().count() > MAX_VALUE_CHARS
+        || position.value.chars().any(super::text::is_forbidden)
+    {
+        return Err(invalid());
     }
     Ok(position)
 }
@@ -249,5 +268,26 @@ mod tests {
             ..PageArgs::default()
         };
         assert!(garbage.window("created_at").is_err());
+    }
+
+    #[test]
+    fn damaged_huge_and_control_character_cursors_are_bad_input_naming_the_field() {
+        let bad = [
+            encode("name", "a\u{0}b".into(), Uuid::nil()),
+            encode("name", "x".repeat(1_001), Uuid::nil()),
+            URL_SAFE_NO_PAD.encode("x".repeat(10_000)),
+            URL_SAFE_NO_PAD.encode(r#"{"s":"name","v":"a","id":"nope"}"#),
+        ];
+        for cursor in bad {
+            let args = PageArgs {
+                before: Some(cursor),
+                ..PageArgs::default()
+            };
+            let err = args.window("name").unwrap_err();
+            assert!(
+                matches!(&err, Error::BadInput { field: Some(f), .. } if f == "before"),
+                "{err:?}"
+            );
+        }
     }
 }

@@ -19,9 +19,6 @@ string_enum!(
     SourceStatus { Ok = "ok", BackingOff = "backing_off", RateLimited = "rate_limited", Failing = "failing", Paused = "paused" }
 );
 
-/// Keys of a configuration that hold secrets, whatever the channel.
-const SECRET_KEYS: [&str; 4] = ["secret", "access_token", "password", "token"];
-
 /// How often a pull source runs unless configured otherwise.
 pub const DEFAULT_SCHEDULE_SECS: i32 = 300;
 
@@ -42,9 +39,9 @@ pub fn split_config(channel: connectors::Channel, config: Value) -> Result<(Valu
         },
     )?;
     let mut secrets = Map::new();
-    for key in SECRET_KEYS {
-        if let Some(value) = object.remove(key) {
-            secrets.insert(key.to_owned(), value);
+    for field in connectors::secret_fields(channel) {
+        if let Some(value) = object.remove(field.name) {
+            secrets.insert(field.name.to_owned(), value);
         }
     }
     Ok((Value::Object(object), Value::Object(secrets)))
@@ -150,7 +147,8 @@ pub async fn create(
 }
 
 /// Changes to a source: `None` leaves a field alone. A new `config` replaces the old one,
-/// secrets included; secrets it leaves out are kept.
+/// secrets included; secrets it leaves out are kept, unless it changes an endpoint setting
+/// a secret is bound to (see [`keep_bound_secrets`]).
 #[derive(Default)]
 pub struct SourceChanges {
     pub name: Option<String>,
@@ -181,12 +179,7 @@ pub async fn update(
         row.name = Set(new_name.clone());
     }
     if let Some(config) = changes.config {
-        let mut config = config;
-        if let (Value::Object(new), Value::Object(old)) = (&mut config, &current.secrets) {
-            for (key, value) in old {
-                new.entry(key.clone()).or_insert_with(|| value.clone());
-            }
-        }
+        let config = keep_bound_secrets(channel, &current, config)?;
         let (config, secrets) = split_config(channel, config)?;
         row.config = Set(config);
         row.secrets = Set(secrets);
@@ -218,6 +211,44 @@ pub async fn update(
     .await?;
     txn.commit().await?;
     Ok(model)
+}
+
+/// Puts the stored secrets a new `config` leaves out back into it, as long as the endpoint
+/// each is bound to ([`connectors::secret_fields`]) is unchanged: a stored secret is only
+/// ever sent where it was given for. Changing a bound setting (Mastodon `base_url`, e-mail
+/// `imap_host`, webhook `reply_url`, …) without giving the secret again is a
+/// `BAD_USER_INPUT` naming `config.<secret>`.
+fn keep_bound_secrets(
+    channel: connectors::Channel,
+    current: &Model,
+    config: Value,
+) -> Result<Value> {
+    let Value::Object(mut new) = config else {
+        return Err(Error::field("config", "config must be a JSON object"));
+    };
+    for field in connectors::secret_fields(channel) {
+        if new.contains_key(field.name) {
+            continue;
+        }
+        let Some(stored) = current.secrets.get(field.name) else {
+            continue;
+        };
+        let moved = field
+            .bound_to
+            .iter()
+            .find(|setting| current.config.get(**setting) != new.get(**setting));
+        if let Some(setting) = moved {
+            return Err(Error::field(
+                format!("config.{}", field.name),
+                format!(
+                    "changing {setting} requires {} again: a stored secret is only sent to the endpoint it was given for",
+                    field.name
+                ),
+            ));
+        }
+        new.insert(field.name.to_owned(), stored.clone());
+    }
+    Ok(Value::Object(new))
 }
 
 /// Deletes a source; what it ingested stays.

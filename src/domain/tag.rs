@@ -89,7 +89,7 @@ pub async fn remove(
     name: &str,
 ) -> Result<()> {
     caller.require(Role::Agent, "untagging a customer")?;
-    let name = super::clean(name);
+    let name = super::text::check_lookup("name", name, 64)?;
     let txn = db.begin().await?;
     super::customer::get(&txn, caller, customer_id).await?;
     let tag = super::scoped::<tag::Entity>(caller.workspace_id)

@@ -68,7 +68,7 @@ pub async fn create_key(
     let row = api_key::ActiveModel {
         id: Set(ids::new_id()),
         workspace_id: Set(workspace_id),
-        name: Set(name.to_owned()),
+        name: Set(super::clean(name)),
         role: Set(role.as_str().to_owned()),
         key_hash: Set(hash(&secret)),
         prefix: Set(secret[..KEY_PREFIX.len() + 6].to_owned()),

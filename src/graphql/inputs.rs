@@ -46,11 +46,12 @@ pub fn change_id(
 /// Which customers a list shows; every given field must match.
 #[derive(InputObject, Default)]
 pub struct CustomerFilterInput {
-    /// Part of a name, e-mail, phone number or channel handle; case-insensitive.
+    /// Part of a name, e-mail, phone number or channel handle; case-insensitive; at most
+    /// 200 characters.
     pub search: Option<String>,
     /// Any of these stages.
     pub lifecycle_stages: Option<Vec<LifecycleStage>>,
-    /// Carrying every one of these tags.
+    /// Carrying every one of these tags (at most 20).
     pub tags: Option<Vec<String>>,
     pub organization_id: Option<ID>,
     /// With an identity on this channel.
@@ -66,8 +67,10 @@ pub struct CustomerFilterInput {
 }
 
 impl CustomerFilterInput {
+    /// The domain filter, its texts checked (`BAD_USER_INPUT` naming `filter.search` or
+    /// `filter.tags[i]` for a control character or a text over its cap).
     pub fn into_domain(self) -> Result<CustomerFilter> {
-        Ok(CustomerFilter {
+        CustomerFilter {
             search: self.search,
             lifecycle_stages: self.lifecycle_stages.unwrap_or_default(),
             tags: self.tags.unwrap_or_default(),
@@ -81,7 +84,8 @@ impl CustomerFilterInput {
             created_before: self.created_before,
             last_seen_after: self.last_seen_after,
             last_seen_before: self.last_seen_before,
-        })
+        }
+        .checked()
     }
 }
 
@@ -204,7 +208,8 @@ pub struct CreateCustomerInput {
     /// Your own id for the customer, unique in the workspace.
     pub external_id: Option<String>,
     pub organization_id: Option<ID>,
-    /// A JSON object of free-form attributes.
+    /// A JSON object of free-form attributes. At most 16 KiB serialized, 200 keys, 5 levels deep, keys of at most 100
+    /// characters; no control characters.
     pub custom_attributes: Option<Json<serde_json::Value>>,
     pub contact_points: Option<Vec<ContactPointInput>>,
     /// Tag names; missing tags are created.
@@ -221,7 +226,8 @@ pub struct UpdateCustomerInput {
     pub lifecycle_stage: Option<LifecycleStage>,
     pub external_id: MaybeUndefined<String>,
     pub organization_id: MaybeUndefined<ID>,
-    /// Replaces all custom attributes.
+    /// Replaces all custom attributes. At most 16 KiB serialized, 200 keys, 5 levels deep, keys of at most 100
+    /// characters; no control characters.
     pub custom_attributes: Option<Json<serde_json::Value>>,
 }
 
@@ -260,6 +266,8 @@ pub struct CreateOrganizationInput {
     pub name: String,
     /// Such as example.com; unique in the workspace.
     pub domain: Option<String>,
+    /// A JSON object of free-form attributes. At most 16 KiB serialized, 200 keys, 5 levels deep, keys of at most 100
+    /// characters; no control characters.
     pub custom_attributes: Option<Json<serde_json::Value>>,
 }
 
@@ -268,7 +276,8 @@ pub struct UpdateOrganizationInput {
     pub id: ID,
     pub name: Option<String>,
     pub domain: MaybeUndefined<String>,
-    /// Replaces all custom attributes.
+    /// Replaces all custom attributes. At most 16 KiB serialized, 200 keys, 5 levels deep, keys of at most 100
+    /// characters; no control characters.
     pub custom_attributes: Option<Json<serde_json::Value>>,
 }
 

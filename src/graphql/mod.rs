@@ -1,6 +1,7 @@
 //! The GraphQL API: schema construction, request execution with the per-request context
 //! (caller, loaders) and the helpers resolvers share. Resolvers are thin; rules live in `domain`.
 
+pub mod cost;
 pub mod inputs;
 pub mod loaders;
 pub mod mutation;
@@ -28,14 +29,47 @@ use crate::App;
 
 pub type AppSchema = Schema<query::Query, mutation::Mutation, EmptySubscription>;
 
-/// The schema with its limits. Per request, the HTTP layer adds the [`Caller`] and a
-/// fresh [`DataLoader`] of [`loaders::Loaders`].
+/// The schema. Depth, cost and mutation limits are not the engine's: [`execute`] measures
+/// every document with [`cost::check`] before the engine sees it (the engine's own checks
+/// expand fragments without memoization). Per request, [`execute`] adds the [`Caller`]
+/// and a fresh [`DataLoader`] of [`loaders::Loaders`].
 pub fn build_schema(config: &Config) -> AppSchema {
     Schema::build(query::Query, mutation::Mutation, EmptySubscription)
-        .limit_depth(config.limits.max_depth)
-        .limit_complexity(config.limits.max_complexity)
         .limit_recursive_depth(32)
+        .extension(PoolShare(config.limits.max_parallel_fields.max(1)))
         .finish()
+}
+
+/// One request's share of the database: at most this many of its root fields resolve at
+/// once (each with everything below it). The engine runs a query's root fields all
+/// together, so 200 aliases would otherwise ask the pool for 200 connections at once and
+/// every other tenant would queue behind them. Nested lists go through the loaders, one
+/// batch per relation, so root fields are what multiplies statements in flight.
+struct PoolShare(usize);
+
+impl async_graphql::extensions::ExtensionFactory for PoolShare {
+    fn create(&self) -> Arc<dyn async_graphql::extensions::Extension> {
+        Arc::new(PoolShareGate(tokio::sync::Semaphore::new(self.0)))
+    }
+}
+
+struct PoolShareGate(tokio::sync::Semaphore);
+
+#[async_trait::async_trait]
+impl async_graphql::extensions::Extension for PoolShareGate {
+    async fn resolve(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        info: async_graphql::extensions::ResolveInfo<'_>,
+        next: async_graphql::extensions::NextResolve<'_>,
+    ) -> async_graphql::ServerResult<Option<async_graphql::Value>> {
+        if info.path_node.parent.is_some() {
+            return next.run(ctx, info).await;
+        }
+        // Closed never: the semaphore lives as long as the request.
+        let _permit = self.0.acquire().await.ok();
+        next.run(ctx, info).await
+    }
 }
 
 /// The schema in SDL, as committed in `schema.graphql`.
@@ -91,7 +125,77 @@ where
 /// spawner queues its fetch tasks and [`Driver`] polls them only after the query's own
 /// future has returned `Pending`, that is after the whole sweep has registered its keys:
 /// one batch per relation and nesting level, whatever the page size or the load.
+///
+/// Before that, the document is parsed once and measured ([`cost::check`]): a document
+/// over the limits is refused with `BAD_USER_INPUT` without running anything. A request
+/// that runs past `limits.request_timeout_secs` is cancelled with `TIMEOUT`, and a
+/// response lists at most `limits.max_errors` errors.
 pub async fn execute(
+    app: &App,
+    caller: Caller,
+    mut request: async_graphql::Request,
+) -> async_graphql::Response {
+    let limits = &app.config.limits;
+    let variables = match serde_json::to_value(&request.variables) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let operation_name = request.operation_name.clone();
+    let document = match request.parsed_query() {
+        Ok(document) => document,
+        Err(error) => {
+            return bounded_errors(
+                async_graphql::Response::from_errors(vec![error]),
+                limits.max_errors,
+            )
+        }
+    };
+    if let Err(refusal) = cost::check(document, operation_name.as_deref(), &variables, limits) {
+        let mut error = async_graphql::ServerError::new(refusal.message, None);
+        let mut extensions = async_graphql::ErrorExtensionValues::default();
+        extensions.set("code", crate::error::Code::BadUserInput.as_str());
+        extensions.set("measured", refusal.measured);
+        extensions.set("limit", refusal.limit);
+        error.extensions = Some(extensions);
+        return async_graphql::Response::from_errors(vec![error]);
+    }
+    let budget = Duration::from_secs(limits.request_timeout_secs.max(1));
+    match tokio::time::timeout(budget, run(app, caller, request)).await {
+        Ok(response) => bounded_errors(response, limits.max_errors),
+        Err(_) => {
+            let error = Error::Timeout {
+                secs: budget.as_secs(),
+            };
+            tracing::warn!("request cancelled after its time budget");
+            async_graphql::Response::from_errors(vec![error
+                .to_graphql()
+                .into_server_error(async_graphql::Pos::default())])
+        }
+    }
+}
+
+/// Keeps the first `max` errors of `response` and says how many more there were.
+fn bounded_errors(mut response: async_graphql::Response, max: usize) -> async_graphql::Response {
+    let total = response.errors.len();
+    if total > max {
+        response.errors.truncate(max);
+        let mut error = async_graphql::ServerError::new(
+            format!(
+                "{} more errors not shown (a response lists at most {max})",
+                total - max
+            ),
+            None,
+        );
+        let mut extensions = async_graphql::ErrorExtensionValues::default();
+        extensions.set("code", crate::error::Code::BadUserInput.as_str());
+        extensions.set("omitted", (total - max) as u64);
+        error.extensions = Some(extensions);
+        response.errors.push(error);
+    }
+    response
+}
+
+async fn run(
     app: &App,
     caller: Caller,
     request: async_graphql::Request,

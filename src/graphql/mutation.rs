@@ -268,7 +268,7 @@ impl Mutation {
         let new = NewSource {
             channel: input.channel.into(),
             name: input.name,
-            config: input.config.0,
+            config: domain::text::check_json("config", &input.config.0)?,
             schedule_secs: input.schedule_secs,
         };
         let model = domain::source::create(&app(ctx).db, caller(ctx)?, new).await?;
@@ -285,7 +285,10 @@ impl Mutation {
         let id = id("id", Kind::Source, &input.id)?;
         let changes = SourceChanges {
             name: input.name,
-            config: input.config.map(|json| json.0),
+            config: input
+                .config
+                .map(|json| domain::text::check_json("config", &json.0))
+                .transpose()?,
             schedule_secs: input.schedule_secs,
             paused: None,
         };
@@ -351,6 +354,9 @@ impl Mutation {
         input: ReplyToInteractionInput,
     ) -> Result<InteractionPayload> {
         let target = id("interactionId", Kind::Interaction, &input.interaction_id)?;
+        if let Some(key) = &input.idempotency_key {
+            domain::text::check_lookup("idempotencyKey", key, 200)?;
+        }
         let syncer = crate::ingest::sync::Syncer::new(app(ctx));
         let model = crate::ingest::reply::reply(
             &syncer,

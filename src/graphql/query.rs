@@ -63,7 +63,7 @@ impl Query {
         Ok(found(domain::customer::get(&app(ctx).db, caller(ctx)?, id).await)?.map(Customer))
     }
 
-    /// A customer by your own id for them.
+    /// A customer by your own id for them (at most 200 characters).
     async fn customer_by_external_id(
         &self,
         ctx: &Context<'_>,
@@ -125,7 +125,8 @@ impl Query {
         )
     }
 
-    /// Organizations by name; `search` matches part of the name or domain.
+    /// Organizations by name; `search` (at most 200 characters) matches part of the name
+    /// or domain.
     #[graphql(complexity = "page_cost(first, last, child_complexity)")]
     async fn organizations(
         &self,
@@ -169,7 +170,10 @@ impl Query {
     /// Searches the full history of the workspace's interactions: every word must match
     /// (one typo from 5 letters, two from 9, the last word as a prefix, accents and case
     /// ignored), narrowed by `filter`, best matches or newest first, with highlighted
-    /// fragments, an estimated total and facet counts.
+    /// fragments, an estimated total and facet counts. `query` has at most 500 characters.
+    /// In RELEVANCE order pages reach the first 1,000 hits (a cursor past them is
+    /// `BAD_USER_INPUT`); NEWEST and OLDEST page through every hit, each page as cheap as
+    /// the first. A cursor works only with the order it came from.
     #[graphql(complexity = "super::page_cost(first, None, child_complexity)")]
     async fn search(
         &self,
@@ -195,7 +199,7 @@ impl Query {
         super::search::search_customers(ctx, query, first).await
     }
 
-    /// The search backend and how far behind the indexer is.
+    /// The search backend and how many of this workspace's changes are not indexed yet.
     async fn search_status(&self, ctx: &Context<'_>) -> Result<super::search::SearchStatusInfo> {
         super::search::search_status(ctx).await
     }

@@ -41,7 +41,7 @@ pub struct SearchFilterInput {
     pub directions: Option<Vec<Direction>>,
     /// The status of the interaction's conversation.
     pub statuses: Option<Vec<ConversationStatus>>,
-    /// ISO 639-1 codes (`en`, `es`, …).
+    /// ISO 639-1 codes (`en`, `es`, …). Every list of this filter takes at most 100 values.
     pub languages: Option<Vec<String>>,
     /// Sentiment at least this (-1 to 1).
     pub sentiment_min: Option<f64>,
@@ -53,9 +53,22 @@ pub struct SearchFilterInput {
     pub occurred_before: Option<DateTime<Utc>>,
 }
 
+/// The most values one list of a search filter takes.
+const MAX_FILTER_VALUES: usize = 100;
+
+fn at_most<T>(field: &str, values: Option<Vec<T>>) -> Result<Vec<T>, Error> {
+    let values = values.unwrap_or_default();
+    if values.len() > MAX_FILTER_VALUES {
+        return Err(Error::field(
+            field,
+            format!("give at most {MAX_FILTER_VALUES} values"),
+        ));
+    }
+    Ok(values)
+}
+
 fn ids(field: &str, kind: Kind, values: Option<Vec<ID>>) -> Result<Vec<uuid::Uuid>, Error> {
-    values
-        .unwrap_or_default()
+    at_most(field, values)?
         .iter()
         .enumerate()
         .map(|(index, id)| {
@@ -84,40 +97,39 @@ impl SearchFilterInput {
                 Kind::Conversation,
                 self.conversation_ids,
             )?,
-            channels: self
-                .channels
-                .unwrap_or_default()
+            channels: at_most("filter.channels", self.channels)?
                 .into_iter()
                 .map(|c| connectors::Channel::from(c).as_str().to_owned())
                 .collect(),
-            kinds: self
-                .kinds
-                .unwrap_or_default()
+            kinds: at_most("filter.kinds", self.kinds)?
                 .into_iter()
                 .map(|k| k.as_str().to_owned())
                 .collect(),
-            directions: self
-                .directions
-                .unwrap_or_default()
+            directions: at_most("filter.directions", self.directions)?
                 .into_iter()
                 .map(|d| d.as_str().to_owned())
                 .collect(),
-            statuses: self
-                .statuses
-                .unwrap_or_default()
+            statuses: at_most("filter.statuses", self.statuses)?
                 .into_iter()
                 .map(|s| s.as_str().to_owned())
                 .collect(),
-            languages: self
-                .languages
-                .unwrap_or_default()
-                .into_iter()
-                .map(|l| l.trim().to_lowercase())
-                .collect(),
+            languages: at_most("filter.languages", self.languages)?
+                .iter()
+                .enumerate()
+                .map(|(index, language)| {
+                    crate::domain::text::check_lookup(
+                        &format!("filter.languages[{index}]"),
+                        language,
+                        35,
+                    )
+                    .map(|language| language.to_lowercase())
+                })
+                .collect::<Result<_, Error>>()?,
             sentiment_min: self.sentiment_min,
             sentiment_max: self.sentiment_max,
             occurred_after: self.occurred_after,
             occurred_before: self.occurred_before,
+            after_position: None,
         })
     }
 }
@@ -227,27 +239,111 @@ pub struct CustomerSearchHit {
 pub struct SearchStatusInfo {
     /// `embedded` or `meilisearch`.
     pub backend: String,
-    /// Events written but not indexed yet.
+    /// This workspace's changes not indexed yet (events of other workspaces are not
+    /// counted).
     pub lag: i64,
-    /// Why indexing last failed, while it keeps failing.
+    /// Set while indexing keeps failing; the reason is in the server log only.
     pub last_error: Option<String>,
 }
 
+/// Where a page of a search starts, decoded from `after`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    /// Relevance order: the offset of the first hit, below [`search::MAX_HITS`].
+    Offset(usize),
+    /// Date order: hits strictly after this position.
+    After(search::DatePosition),
+}
+
+/// A relevance cursor is `o:<position>`; a date cursor `d:<n|o>:<unix ms>:<uuid>`, the
+/// letter saying which date order it belongs to. Base64url without padding.
 const OFFSET_PREFIX: &str = "o:";
+const DATE_PREFIX: &str = "d:";
+/// Longer than any cursor this API hands out.
+const MAX_CURSOR_CHARS: usize = 128;
+
+fn date_letter(sort: SearchSort) -> &'static str {
+    if sort == SearchSort::Oldest {
+        "o"
+    } else {
+        "n"
+    }
+}
 
 fn encode_offset(offset: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{OFFSET_PREFIX}{offset}"))
 }
 
-fn decode_offset(cursor: Option<&str>) -> Result<usize, Error> {
-    let Some(cursor) = cursor else { return Ok(0) };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
+fn encode_date(sort: SearchSort, position: search::DatePosition) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+        "{DATE_PREFIX}{}:{}:{}",
+        date_letter(sort),
+        position.occurred_at,
+        position.id
+    ))
+}
+
+/// Decodes and bounds `after` for a search in `sort` order: malformed, negative,
+/// overflowing, past [`search::MAX_HITS`] or of another order is `BAD_USER_INPUT` naming
+/// `after`. Never panics, never allocates from the number.
+fn decode_start(cursor: Option<&str>, sort: SearchSort) -> Result<Start, Error> {
+    let Some(cursor) = cursor else {
+        return Ok(Start::Offset(0));
+    };
+    let invalid = || Error::field("after", "not a cursor of this search");
+    if cursor.len() > MAX_CURSOR_CHARS {
+        return Err(invalid());
+    }
+    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix(OFFSET_PREFIX)?.parse::<usize>().ok())
-        .map(|offset| offset + 1)
-        .ok_or_else(|| Error::field("after", "not a cursor of this search"))
+        .ok_or_else(invalid)?;
+    let digits = |text: &str| {
+        !text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit())
+    };
+    if let Some(offset) = text.strip_prefix(OFFSET_PREFIX) {
+        if sort != SearchSort::Relevance {
+            return Err(Error::field(
+                "after",
+                "the cursor belongs to a search in relevance order, not date order",
+            ));
+        }
+        let position = Some(offset)
+            .filter(|offset| digits(offset))
+            .and_then(|offset| offset.parse::<usize>().ok())
+            .ok_or_else(invalid)?;
+        let next = position.saturating_add(1);
+        if next >= search::MAX_HITS {
+            return Err(Error::field(
+                "after",
+                format!(
+                    "a search in relevance order reaches its first {} hits; sort by NEWEST or OLDEST to page further",
+                    search::MAX_HITS
+                ),
+            ));
+        }
+        return Ok(Start::Offset(next));
+    }
+    let rest = text.strip_prefix(DATE_PREFIX).ok_or_else(invalid)?;
+    let mut parts = rest.splitn(3, ':');
+    let (Some(letter), Some(millis), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(invalid());
+    };
+    if sort == SearchSort::Relevance || letter != date_letter(sort) {
+        return Err(Error::field(
+            "after",
+            "the cursor belongs to a search in another order",
+        ));
+    }
+    let unsigned = millis.strip_prefix('-').unwrap_or(millis);
+    let occurred_at = Some(millis)
+        .filter(|_| digits(unsigned))
+        .and_then(|millis| millis.parse::<i64>().ok())
+        .filter(|millis| DateTime::from_timestamp_millis(*millis).is_some())
+        .ok_or_else(invalid)?;
+    let id = uuid::Uuid::parse_str(id).map_err(|_| invalid())?;
+    Ok(Start::After(search::DatePosition { occurred_at, id }))
 }
 
 fn page_size(first: Option<i32>, default: i32) -> Result<usize, Error> {
@@ -261,20 +357,30 @@ fn page_size(first: Option<i32>, default: i32) -> Result<usize, Error> {
     Ok(first as usize)
 }
 
-/// Runs an interaction search and loads the hits, in order, with their highlights.
+/// Runs an interaction search and loads the hits, in order, with their highlights and
+/// cursors. `text_field` names the argument holding the text (`query`, `search`).
 async fn run(
     ctx: &Context<'_>,
+    text_field: &str,
     text: &str,
-    filter: SearchFilter,
+    mut filter: SearchFilter,
     sort: SearchSort,
     first: Option<i32>,
     after: Option<String>,
     facets: bool,
-) -> Result<(Vec<(usize, SearchHit)>, search::Hits, bool)> {
+) -> Result<(Vec<(String, SearchHit)>, search::Hits, bool)> {
     let caller = caller(ctx)?;
-    let text = search::check_query(text)?;
+    let text = search::check_query(text_field, text)?;
     let limit = page_size(first, 20)?;
-    let offset = decode_offset(after.as_deref())?;
+    let start = decode_start(after.as_deref(), sort)?;
+    let (offset, limit) = match start {
+        // Never past the relevance window, whatever `first` is.
+        Start::Offset(offset) => (offset, limit.min(search::MAX_HITS - offset)),
+        Start::After(position) => {
+            filter.after_position = Some(position);
+            (0, limit)
+        }
+    };
     let query = InteractionQuery {
         workspace_id: caller.workspace_id,
         text: text.clone(),
@@ -289,8 +395,20 @@ async fn run(
         facets,
     };
     let mut hits = app(ctx).search.search_interactions(&query).await?;
-    let has_next = hits.ids.len() > limit;
+    let has_next = hits.ids.len() > limit
+        && (sort != SearchSort::Relevance || offset + limit < search::MAX_HITS);
     hits.ids.truncate(limit);
+    hits.occurred_at.truncate(limit);
+    let cursors: Vec<String> = if sort == SearchSort::Relevance {
+        (0..hits.ids.len())
+            .map(|index| encode_offset(offset + index))
+            .collect()
+    } else {
+        hits.positions()
+            .into_iter()
+            .map(|position| encode_date(sort, position))
+            .collect()
+    };
     let keys: Vec<InteractionById> = hits.ids.iter().map(|id| InteractionById(*id)).collect();
     let mut rows = loader(ctx)?
         .load_many(keys)
@@ -299,8 +417,8 @@ async fn run(
     let found = hits
         .ids
         .iter()
-        .enumerate()
-        .filter_map(|(index, id)| {
+        .zip(cursors)
+        .filter_map(|(id, cursor)| {
             // A hit whose row is gone (deleted, not yet de-indexed) or not this
             // workspace's is skipped.
             let row = rows.remove(&InteractionById(*id))?;
@@ -315,7 +433,7 @@ async fn run(
             .map(Highlight::from)
             .collect();
             Some((
-                offset + index,
+                cursor,
                 SearchHit {
                     interaction: Interaction(row),
                     highlights,
@@ -339,6 +457,7 @@ pub async fn search(
     let has_previous = after.is_some();
     let (found, hits, has_next) = run(
         ctx,
+        "query",
         &query,
         filter,
         sort.unwrap_or_default(),
@@ -357,7 +476,7 @@ pub async fn search(
     );
     connection.edges = found
         .into_iter()
-        .map(|(position, hit)| Edge::new(encode_offset(position), hit))
+        .map(|(cursor, hit)| Edge::new(cursor, hit))
         .collect();
     Ok(connection)
 }
@@ -386,6 +505,7 @@ pub async fn searched_timeline(
     };
     let (found, hits, has_next) = run(
         ctx,
+        "search",
         text,
         search_filter,
         SearchSort::Newest,
@@ -407,7 +527,7 @@ pub async fn searched_timeline(
     );
     connection.edges = found
         .into_iter()
-        .map(|(position, hit)| Edge::new(encode_offset(position), hit.interaction))
+        .map(|(cursor, hit)| Edge::new(cursor, hit.interaction))
         .collect();
     Ok(connection)
 }
@@ -418,7 +538,7 @@ pub async fn search_customers(
     first: Option<i32>,
 ) -> Result<Vec<CustomerSearchHit>> {
     let caller = caller(ctx)?;
-    let text = search::check_query(&query)?;
+    let text = search::check_query("query", &query)?;
     let limit = page_size(first, 10)?;
     let hits = app(ctx)
         .search
@@ -446,17 +566,25 @@ pub async fn search_customers(
         .collect())
 }
 
+/// The caller's workspace's view of the index: its own events not indexed yet, and
+/// whether indexing is failing, without the reason (which may name another workspace's
+/// data or the process's internals; the server log has it).
 pub async fn search_status(ctx: &Context<'_>) -> Result<SearchStatusInfo> {
-    caller(ctx)?;
+    let caller = caller(ctx)?;
     let app = app(ctx);
+    let offset = search::indexer::offset(&app.db).await?;
+    let lag = crate::domain::event::count_after(&app.db, caller.workspace_id, offset).await?;
+    let failing = app
+        .search_status
+        .last_error
+        .lock()
+        .map(|error| error.is_some())
+        .unwrap_or(false);
     Ok(SearchStatusInfo {
         backend: app.search.backend().to_owned(),
-        lag: search::indexer::lag(&app.db).await?,
-        last_error: app
-            .search_status
-            .last_error
-            .lock()
-            .expect("never poisoned")
-            .clone(),
+        lag,
+        last_error: failing.then(|| {
+            "indexing is failing, so recent changes may not be searchable yet; the operator's server log has the reason".to_owned()
+        }),
     })
 }

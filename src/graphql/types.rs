@@ -189,7 +189,8 @@ impl Customer {
             .collect())
     }
     /// Every interaction with this customer across every channel, newest first. With
-    /// `search`, only those matching it (through the search index; forward pages only).
+    /// `search` (at most 500 characters), only those matching it (through the search
+    /// index; forward pages only).
     #[graphql(complexity = "page_cost(first, last, child_complexity)")]
     async fn timeline(
         &self,

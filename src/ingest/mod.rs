@@ -2,6 +2,14 @@
 //! batch in one transaction, the source's new cursor included, so a crash at any point
 //! loses nothing and duplicates nothing: either the batch and its cursor are committed,
 //! or neither is, and a replayed item is dropped by the UNIQUE (source, external id).
+//!
+//! Every item is normalised first ([`crate::domain::text::normalize_item`]: NFC, control
+//! characters and NUL stripped from every text, author field, id and raw JSON string),
+//! so SQLite and PostgreSQL store the same thing. Each item is stored under its own
+//! savepoint: an item the database still refuses for its data (PostgreSQL SQLSTATE
+//! classes 22 and 23, SQLite's TOOBIG/CONSTRAINT/MISMATCH) is rolled back alone, logged
+//! and counted in [`IngestReport::skipped`], and the rest of the batch lands. Any other
+//! error (connection, lock, lease) still fails the whole batch, so nothing is lost.
 
 pub mod enrich;
 pub mod reply;
@@ -10,7 +18,9 @@ pub mod sync;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
+};
 use uuid::Uuid;
 
 use crate::domain::{self, Direction};
@@ -28,6 +38,15 @@ pub struct IngestReport {
     pub duplicates: usize,
     /// Customers created for unknown authors.
     pub new_customers: usize,
+    /// External ids of items the database refused for their data: skipped, logged, and
+    /// not retried (the cursor moves past them).
+    pub skipped: Vec<String>,
+}
+
+/// What storing one item did.
+enum Stored {
+    New { id: Uuid, new_customer: bool },
+    Duplicate,
 }
 
 /// The lease a scheduled run holds on its source: the batch commits only while the
@@ -68,99 +87,38 @@ pub async fn ingest(
         .filter(source::Column::Id.eq(source.id))
         .exec(&txn)
         .await?;
+    let items: Vec<InboundItem> = items.iter().map(domain::text::normalize_item).collect();
     let external_ids: Vec<String> = items.iter().map(|item| item.external_id.clone()).collect();
     let stored = domain::interaction::stored_external_ids(&txn, source.id, &external_ids).await?;
     let mut report = IngestReport::default();
-    for item in items {
+    for item in &items {
         if stored.contains(&item.external_id) {
             report.duplicates += 1;
             continue;
         }
-        let direction = if item.outbound {
-            Direction::Outbound
-        } else {
-            Direction::Inbound
-        };
-        // A reply joins the conversation of the item it answers when that is stored;
-        // otherwise the item is filed under its thread key (its own id when it has none).
-        let answered = match (&item.thread_key, &item.in_reply_to) {
-            (None, Some(parent)) => {
-                domain::interaction::conversation_of(&txn, source.id, parent).await?
-            }
-            _ => None,
-        };
-        let answered = match answered {
-            Some(conversation) => {
-                domain::conversation::on_interaction(
-                    &txn,
-                    source.workspace_id,
-                    conversation,
-                    direction,
-                    item.occurred_at,
-                )
-                .await?
-            }
-            None => None,
-        };
-        let (customer_id, identity_id, conversation_id, new_customer) = match answered {
-            Some(conversation) if item.outbound => {
-                (conversation.customer_id, None, conversation.id, false)
-            }
-            answered => {
-                let author = domain::identity::resolve_author(
-                    &txn,
-                    source.workspace_id,
-                    &source.channel,
-                    &item.author,
-                    item.occurred_at,
-                )
-                .await?;
-                let customer_id = author.identity.customer_id;
-                let conversation_id = match answered {
-                    Some(conversation) => conversation.id,
-                    None => {
-                        let thread_key = item
-                            .thread_key
-                            .as_ref()
-                            .or(item.in_reply_to.as_ref())
-                            .unwrap_or(&item.external_id);
-                        domain::conversation::thread(
-                            &txn,
-                            source.workspace_id,
-                            source.id,
-                            thread_key,
-                            customer_id,
-                            &source.channel,
-                            item.subject.as_deref(),
-                            direction,
-                            item.occurred_at,
-                        )
-                        .await?
+        let savepoint = txn.begin().await?;
+        match store_item(&savepoint, source, item).await {
+            Ok(outcome) => {
+                savepoint.commit().await?;
+                match outcome {
+                    Stored::New { id, new_customer } => {
+                        report.new.push(id);
+                        report.new_customers += usize::from(new_customer);
                     }
-                };
-                (
-                    customer_id,
-                    Some(author.identity.id),
-                    conversation_id,
-                    author.new_customer,
-                )
+                    Stored::Duplicate => report.duplicates += 1,
+                }
             }
-        };
-        let ingested = domain::interaction::Ingested {
-            workspace_id: source.workspace_id,
-            source_id: source.id,
-            channel: &source.channel,
-            customer_id,
-            identity_id,
-            conversation_id,
-            item,
-        };
-        match domain::interaction::insert_ingested(&txn, ingested).await? {
-            Some(model) => {
-                report.new.push(model.id);
-                report.new_customers += usize::from(new_customer);
+            Err(err) if refused_for_its_data(&err) => {
+                savepoint.rollback().await?;
+                tracing::warn!(
+                    source = %crate::ids::encode(crate::ids::Kind::Source, source.id),
+                    external_id = %item.external_id,
+                    error = %err,
+                    "an item the database refused was skipped; the rest of the batch is stored"
+                );
+                report.skipped.push(item.external_id.clone());
             }
-            None => report.duplicates += 1,
+            Err(err) => return Err(err),
         }
         failpoint("ingest.mid_batch");
     }
@@ -190,4 +148,151 @@ pub async fn ingest(
     failpoint("ingest.before_commit");
     txn.commit().await?;
     Ok(report)
+}
+
+/// Stores one (normalised) item inside the batch's transaction: author, conversation,
+/// interaction and events.
+async fn store_item(
+    txn: &impl ConnectionTrait,
+    source: &source::Model,
+    item: &InboundItem,
+) -> Result<Stored> {
+    let direction = if item.outbound {
+        Direction::Outbound
+    } else {
+        Direction::Inbound
+    };
+    // A reply joins the conversation of the item it answers when that is stored;
+    // otherwise the item is filed under its thread key (its own id when it has none).
+    let answered = match (&item.thread_key, &item.in_reply_to) {
+        (None, Some(parent)) => {
+            domain::interaction::conversation_of(txn, source.id, parent).await?
+        }
+        _ => None,
+    };
+    let answered = match answered {
+        Some(conversation) => {
+            domain::conversation::on_interaction(
+                txn,
+                source.workspace_id,
+                conversation,
+                direction,
+                item.occurred_at,
+            )
+            .await?
+        }
+        None => None,
+    };
+    let (customer_id, identity_id, conversation_id, new_customer) = match answered {
+        Some(conversation) if item.outbound => {
+            (conversation.customer_id, None, conversation.id, false)
+        }
+        answered => {
+            let author = domain::identity::resolve_author(
+                txn,
+                source.workspace_id,
+                &source.channel,
+                &item.author,
+                item.occurred_at,
+            )
+            .await?;
+            let customer_id = author.identity.customer_id;
+            let conversation_id = match answered {
+                Some(conversation) => conversation.id,
+                None => {
+                    let thread_key = item
+                        .thread_key
+                        .as_ref()
+                        .or(item.in_reply_to.as_ref())
+                        .unwrap_or(&item.external_id);
+                    domain::conversation::thread(
+                        txn,
+                        source.workspace_id,
+                        source.id,
+                        thread_key,
+                        customer_id,
+                        &source.channel,
+                        item.subject.as_deref(),
+                        direction,
+                        item.occurred_at,
+                    )
+                    .await?
+                }
+            };
+            (
+                customer_id,
+                Some(author.identity.id),
+                conversation_id,
+                author.new_customer,
+            )
+        }
+    };
+    let ingested = domain::interaction::Ingested {
+        workspace_id: source.workspace_id,
+        source_id: source.id,
+        channel: &source.channel,
+        customer_id,
+        identity_id,
+        conversation_id,
+        item,
+    };
+    Ok(
+        match domain::interaction::insert_ingested(txn, ingested).await? {
+            Some(model) => Stored::New {
+                id: model.id,
+                new_customer,
+            },
+            None => Stored::Duplicate,
+        },
+    )
+}
+
+/// Whether the database refused an item for its data (so skipping it is right), rather
+/// than for a reason that would fail any item (then the batch fails and is retried).
+fn refused_for_its_data(err: &Error) -> bool {
+    use sea_orm::{DbErr, RuntimeErr};
+    let Error::Database(
+        DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err)),
+    ) = err
+    else {
+        return false;
+    };
+    let Some(code) = err.as_database_error().and_then(|err| err.code()) else {
+        return false;
+    };
+    if code.len() == 5 {
+        // A PostgreSQL SQLSTATE: data exception, integrity constraint violation.
+        code.starts_with("22") || code.starts_with("23")
+    } else {
+        // A SQLite result code (an extended code keeps the primary one in its low byte):
+        // TOOBIG, CONSTRAINT, MISMATCH.
+        code.parse::<u32>()
+            .is_ok_and(|code| matches!(code & 0xff, 18..=20))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::Database;
+
+    #[tokio::test]
+    async fn only_errors_about_an_items_data_skip_the_item() {
+        let db = Database::connect("sqlite::memory:").await.unwrap();
+        db.execute_unprepared("CREATE TABLE t (x TEXT NOT NULL UNIQUE)")
+            .await
+            .unwrap();
+        db.execute_unprepared("INSERT INTO t VALUES ('a')")
+            .await
+            .unwrap();
+        for refused in ["INSERT INTO t VALUES (NULL)", "INSERT INTO t VALUES ('a')"] {
+            let err = Error::from(db.execute_unprepared(refused).await.unwrap_err());
+            assert!(refused_for_its_data(&err), "{refused}: {err:?}");
+        }
+        for failing in ["INSERT INTO nowhere VALUES (1)", "NOT SQL"] {
+            let err = Error::from(db.execute_unprepared(failing).await.unwrap_err());
+            assert!(!refused_for_its_data(&err), "{failing}: {err:?}");
+        }
+        assert!(!refused_for_its_data(&Error::Internal("x".into())));
+    }
 }

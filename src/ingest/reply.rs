@@ -54,7 +54,7 @@ pub async fn reply(
     let connector = connectors::build(
         channel,
         &domain::source::full_config(&source),
-        syncer.client.clone(),
+        &syncer.outbound,
     )
     .map_err(|err| Error::field("interactionId", err.to_string()))?;
     if !connector.capabilities().reply {
@@ -145,9 +145,11 @@ pub async fn reply(
             ConnectorError::RateLimited { retry_after_secs } => Error::RateLimited {
                 retry_after_secs: retry_after_secs.unwrap_or(60),
             },
-            ConnectorError::Config(_) | ConnectorError::Unsupported(_) => {
-                Error::field("interactionId", message)
-            }
+            // The source's settings point where replies cannot go (a non-public
+            // address the operator did not allow, or a bad setting).
+            ConnectorError::Config(_)
+            | ConnectorError::Unsupported(_)
+            | ConnectorError::Refused(_) => Error::field("interactionId", message),
             _ => Error::Upstream(format!("the reply was not sent: {message}")),
         }
     })?;

@@ -39,12 +39,12 @@ pub struct SyncReport {
     pub error: Option<String>,
 }
 
-/// Who runs syncs: the database, the shared HTTP client, this process's lease name and
-/// the `[sync]` settings.
+/// Who runs syncs: the database, the outbound guard (with the shared HTTP client), this
+/// process's lease name and the `[sync]` settings.
 #[derive(Clone)]
 pub struct Syncer {
     pub db: DatabaseConnection,
-    pub client: reqwest::Client,
+    pub outbound: connectors::outbound::Outbound,
     pub owner: String,
     pub config: SyncConfig,
 }
@@ -53,7 +53,7 @@ impl Syncer {
     pub fn new(app: &crate::App) -> Syncer {
         Syncer {
             db: app.db.clone(),
-            client: app.http_client.clone(),
+            outbound: app.outbound.clone(),
             owner: format!(
                 "pid{}-{}",
                 std::process::id(),
@@ -189,9 +189,12 @@ impl Syncer {
                             .map(|secs| chrono::Duration::seconds(secs as i64))
                             .unwrap_or(backoff),
                     ),
+                    // Needs someone to change the source (or the allow list): failing, and
+                    // retried with the usual backoff.
                     ConnectorError::Config(_)
                     | ConnectorError::Unauthorized(_)
-                    | ConnectorError::Unsupported(_) => (SourceStatus::Failing, now + backoff),
+                    | ConnectorError::Unsupported(_)
+                    | ConnectorError::Refused(_) => (SourceStatus::Failing, now + backoff),
                     _ if failures >= 5 => (SourceStatus::Failing, now + backoff),
                     _ => (SourceStatus::BackingOff, now + backoff),
                 };
@@ -207,7 +210,7 @@ impl Syncer {
                 let failures = failures + 1;
                 (
                     SourceStatus::BackingOff,
-                    Some(scrub(format!("storing the batch failed: {err}"))),
+                    Some(store_failure_message(&err)),
                     failures,
                     now + self.backoff(failures),
                 )
@@ -278,7 +281,7 @@ impl Syncer {
         let connector = connectors::build(
             channel,
             &domain::source::full_config(source),
-            self.client.clone(),
+            &self.outbound,
         )
         .map_err(Failure::Connector)?;
         let mut cursor = source.cursor.clone().map(Cursor);
@@ -337,6 +340,19 @@ impl Syncer {
 enum Failure {
     Connector(ConnectorError),
     Store(Error),
+}
+
+/// What the source's `lastError` (and `syncSource`'s `error`) says when storing a batch
+/// failed. Shown to the workspace's admins, so it never carries database or internal text
+/// (SQL, constraint and table names, file paths): those go to the server log only. A
+/// domain error meant for users (its message is written for them) is kept.
+fn store_failure_message(err: &Error) -> String {
+    match err.code() {
+        crate::error::Code::Internal => {
+            "internal error while storing the batch; see the server log".to_owned()
+        }
+        _ => format!("storing the batch failed: {err}"),
+    }
 }
 
 /// Syncs one source of the caller's workspace now (admin role) and reports what landed.

@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use tantivy::aggregation::agg_req::Aggregations;
 use tantivy::aggregation::AggregationCollector;
 use tantivy::collector::{Count, TopDocs};
-use tantivy::query::{BooleanQuery, FuzzyTermQuery, Occur, Query, RangeQuery, TermQuery};
+use tantivy::query::{
+    BooleanQuery, FuzzyTermQuery, Occur, Query, QueryClone, RangeQuery, TermQuery,
+};
 use tantivy::schema::{
     Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, Value, FAST,
     INDEXED, STORED, STRING,
@@ -31,8 +33,8 @@ use tantivy::{
 use uuid::Uuid;
 
 use super::{
-    CustomerDoc, Facets, Hits, IndexName, InteractionDoc, InteractionQuery, Rebuild, SearchIndex,
-    SearchSort, CUSTOMER_TEXT, INTERACTION_TEXT,
+    CustomerDoc, DatePosition, Facets, Hits, IndexName, InteractionDoc, InteractionQuery, Rebuild,
+    SearchIndex, SearchSort, CUSTOMER_TEXT, INTERACTION_TEXT, MAX_HITS,
 };
 use crate::error::{Error, Result};
 
@@ -491,26 +493,22 @@ fn search_interactions(live: &Live, q: &InteractionQuery) -> Result<Hits> {
     }
     let query = BooleanQuery::new(clauses);
     let searcher = live.reader.searcher();
-    let limit = q.limit.max(1);
-    let top = TopDocs::with_limit(limit).and_offset(q.offset);
-    let (addresses, total): (Vec<DocAddress>, usize) = match q.sort {
+    // Clamped whatever the caller checked: tantivy reserves `offset + limit` slots.
+    let offset = q.offset.min(MAX_HITS);
+    let limit = q.limit.clamp(1, MAX_HITS);
+    let (ids, occurred_at, total) = match q.sort {
         SearchSort::Relevance => {
+            let top = TopDocs::with_limit(limit).and_offset(offset);
             let (docs, total) = searcher.search(&query, &(top, Count)).map_err(internal)?;
-            (docs.into_iter().map(|(_, a)| a).collect(), total)
+            let addresses: Vec<DocAddress> = docs.into_iter().map(|(_, a)| a).collect();
+            (read_ids(&searcher, &schema, &addresses)?, Vec::new(), total)
         }
         SearchSort::Newest | SearchSort::Oldest => {
-            let order = if q.sort == SearchSort::Newest {
-                Order::Desc
-            } else {
-                Order::Asc
-            };
-            let (docs, total) = searcher
-                .search(
-                    &query,
-                    &(top.order_by_fast_field::<i64>("occurred_at", order), Count),
-                )
-                .map_err(internal)?;
-            (docs.into_iter().map(|(_, a)| a).collect(), total)
+            let total = searcher.search(&query, &Count).map_err(internal)?;
+            let positions = by_date(&searcher, &schema, &query, q, offset, limit)?;
+            let ids = positions.iter().map(|p| p.id).collect();
+            let at = positions.iter().map(|p| p.occurred_at).collect();
+            (ids, at, total)
         }
     };
     let facets = if q.facets {
@@ -547,10 +545,111 @@ fn search_interactions(live: &Live, q: &InteractionQuery) -> Result<Hits> {
         None
     };
     Ok(Hits {
-        ids: read_ids(&searcher, &schema, &addresses)?,
+        ids,
         estimated_total: total as u64,
         facets,
+        occurred_at,
     })
+}
+
+/// A page of a date-ordered search in the total order `(occurred_at, id)` (tantivy orders
+/// ties on the fast field by document address, which is not stable across pages). The
+/// keyset position, when given, is a range filter, so a deep page costs what the first
+/// one costs: the best `offset + limit` hits by date are fetched, the group sharing the
+/// last millisecond (which the cut may have split) is fetched again ordered by id, and
+/// the first `offset` are dropped.
+fn by_date(
+    searcher: &tantivy::Searcher,
+    schema: &Schema,
+    base: &BooleanQuery,
+    q: &InteractionQuery,
+    offset: usize,
+    limit: usize,
+) -> Result<Vec<DatePosition>> {
+    let order = if q.sort == SearchSort::Oldest {
+        Order::Asc
+    } else {
+        Order::Desc
+    };
+    let at = field(schema, "occurred_at");
+    let query: Box<dyn Query> = match q.filter.after_position {
+        Some(position) => Box::new(BooleanQuery::new(vec![
+            (Occur::Must, base.box_clone()),
+            (Occur::Must, beyond(schema, &order, position)),
+        ])),
+        None => base.box_clone(),
+    };
+    let want = offset + limit;
+    let top: Vec<(i64, DocAddress)> = searcher
+        .search(
+            &query,
+            &TopDocs::with_limit(want).order_by_fast_field::<i64>("occurred_at", order.clone()),
+        )
+        .map_err(internal)?;
+    let addresses: Vec<DocAddress> = top.iter().map(|(_, address)| *address).collect();
+    let ids = read_ids(searcher, schema, &addresses)?;
+    let mut positions: Vec<DatePosition> = top
+        .iter()
+        .zip(ids)
+        .map(|((occurred_at, _), id)| DatePosition {
+            occurred_at: *occurred_at,
+            id,
+        })
+        .collect();
+    if let Some(&(last, _)) = top.last().filter(|_| top.len() == want) {
+        positions.retain(|p| p.occurred_at != last);
+        let exact = Term::from_field_i64(at, last);
+        let ties = BooleanQuery::new(vec![
+            (Occur::Must, query.box_clone()),
+            (
+                Occur::Must,
+                Box::new(RangeQuery::new(
+                    Bound::Included(exact.clone()),
+                    Bound::Included(exact),
+                )),
+            ),
+        ]);
+        let room = want - positions.len();
+        let tied: Vec<(String, DocAddress)> = searcher
+            .search(
+                &ties,
+                &TopDocs::with_limit(room).order_by_string_fast_field("id", order),
+            )
+            .map_err(internal)?;
+        for (id, _) in tied {
+            positions.push(DatePosition {
+                occurred_at: last,
+                id: Uuid::parse_str(&id).map_err(internal)?,
+            });
+        }
+    }
+    positions.sort_by(|a, b| super::date_order(q.sort, a, b));
+    Ok(positions.into_iter().skip(offset).take(limit).collect())
+}
+
+/// Hits strictly after `position` in date `order`: an earlier (or later) millisecond, or
+/// the same one and a smaller (or greater) id.
+fn beyond(schema: &Schema, order: &Order, position: DatePosition) -> Box<dyn Query> {
+    let at = Term::from_field_i64(field(schema, "occurred_at"), position.occurred_at);
+    let id = Term::from_field_text(field(schema, "id"), &position.id.to_string());
+    let after = |term: Term| -> Box<dyn Query> {
+        match order {
+            Order::Desc => Box::new(RangeQuery::new(Bound::Unbounded, Bound::Excluded(term))),
+            Order::Asc => Box::new(RangeQuery::new(Bound::Excluded(term), Bound::Unbounded)),
+        }
+    };
+    let same_millisecond: Box<dyn Query> = Box::new(RangeQuery::new(
+        Bound::Included(at.clone()),
+        Bound::Included(at.clone()),
+    ));
+    let tie: Box<dyn Query> = Box::new(BooleanQuery::new(vec![
+        (Occur::Must, same_millisecond),
+        (Occur::Must, after(id)),
+    ]));
+    Box::new(BooleanQuery::new(vec![
+        (Occur::Should, after(at)),
+        (Occur::Should, tie),
+    ]))
 }
 
 fn search_customers(live: &Live, workspace: Uuid, text: &str, limit: usize) -> Result<Hits> {
@@ -562,13 +661,17 @@ fn search_customers(live: &Live, workspace: Uuid, text: &str, limit: usize) -> R
     let query = BooleanQuery::new(clauses);
     let searcher = live.reader.searcher();
     let (docs, total) = searcher
-        .search(&query, &(TopDocs::with_limit(limit.max(1)), Count))
+        .search(
+            &query,
+            &(TopDocs::with_limit(limit.clamp(1, MAX_HITS)), Count),
+        )
         .map_err(internal)?;
     let addresses: Vec<DocAddress> = docs.into_iter().map(|(_, a)| a).collect();
     Ok(Hits {
         ids: read_ids(&searcher, &schema, &addresses)?,
         estimated_total: total as u64,
         facets: None,
+        occurred_at: Vec::new(),
     })
 }
 

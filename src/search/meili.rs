@@ -5,6 +5,9 @@
 //! its task, so a write that returns is searchable, and a failed task is an error.
 //! Searches use `matchingStrategy: all`, as the embedded backend matches every word.
 //! A rebuild fills `<prefix><index>_rebuild_<n>` and swaps it with the live index.
+//!
+//! Date-ordered searches sort on `occurred_at` then `id` (a total order) and page with a
+//! keyset filter on both (`id` compared as a string: Meilisearch 1.15 or later).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,7 +22,7 @@ use uuid::Uuid;
 
 use super::{
     CustomerDoc, Facets, Hits, IndexName, InteractionDoc, InteractionQuery, Rebuild, SearchIndex,
-    SearchSort,
+    SearchSort, MAX_HITS,
 };
 use crate::error::{Error, Result};
 
@@ -38,6 +41,8 @@ fn failed(err: impl std::fmt::Display) -> Error {
 #[derive(Deserialize)]
 struct IdOnly {
     id: Uuid,
+    #[serde(default)]
+    occurred_at: Option<i64>,
 }
 
 fn settings(index: IndexName) -> Settings {
@@ -76,8 +81,9 @@ fn settings(index: IndexName) -> Settings {
                 "sentiment_label",
                 "language",
                 "occurred_at",
+                "id",
             ])
-            .with_sortable_attributes(["occurred_at"])
+            .with_sortable_attributes(["occurred_at", "id"])
             .with_ranking_rules(ranking)
             .with_typo_tolerance(typos),
         IndexName::Customers => Settings::new()
@@ -127,6 +133,20 @@ pub fn filter_of(query: &InteractionQuery) -> String {
     }
     if let Some(before) = f.occurred_before {
         clauses.push(format!("occurred_at < {}", before.timestamp_millis()));
+    }
+    if let (Some(position), SearchSort::Newest | SearchSort::Oldest) =
+        (f.after_position, query.sort)
+    {
+        let op = if query.sort == SearchSort::Oldest {
+            ">"
+        } else {
+            "<"
+        };
+        let at = position.occurred_at;
+        let id = quote(&position.id.to_string());
+        clauses.push(format!(
+            "(occurred_at {op} {at} OR (occurred_at = {at} AND id {op} {id}))"
+        ));
     }
     clauses.join(" AND ")
 }
@@ -269,15 +289,15 @@ impl SearchIndex for Meili {
         let index = self.client.index(self.uid(IndexName::Interactions));
         let filter = filter_of(q);
         let facet_names = ["channel", "kind", "sentiment_label", "language"];
-        let sort_newest = ["occurred_at:desc"];
-        let sort_oldest = ["occurred_at:asc"];
-        let retrieve = ["id"];
+        let sort_newest = ["occurred_at:desc", "id:desc"];
+        let sort_oldest = ["occurred_at:asc", "id:asc"];
+        let retrieve = ["id", "occurred_at"];
         let mut search = index.search();
         search
             .with_query(&q.text)
             .with_filter(&filter)
-            .with_offset(q.offset)
-            .with_limit(q.limit.max(1))
+            .with_offset(q.offset.min(MAX_HITS))
+            .with_limit(q.limit.clamp(1, MAX_HITS))
             .with_attributes_to_retrieve(Selectors::Some(&retrieve))
             .with_matching_strategy(MatchingStrategies::ALL);
         match q.sort {
@@ -314,10 +334,40 @@ impl SearchIndex for Meili {
                 language: counts("language"),
             }
         });
+        let estimated_total = results.estimated_total_hits.unwrap_or(0) as u64;
+        if q.sort == SearchSort::Relevance {
+            return Ok(Hits {
+                ids: results.hits.into_iter().map(|hit| hit.result.id).collect(),
+                estimated_total,
+                facets,
+                occurred_at: Vec::new(),
+            });
+        }
+        let mut positions = results
+            .hits
+            .into_iter()
+            .map(|hit| {
+                Ok(crate::search::DatePosition {
+                    occurred_at: hit
+                        .result
+                        .occurred_at
+                        .ok_or_else(|| failed("a hit without occurred_at"))?,
+                    id: hit.result.id,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // The keyset filter again, here: a page never repeats a hit at or before its
+        // cursor, whatever the engine's string comparison does.
+        if let Some(after) = q.filter.after_position {
+            positions.retain(|position| {
+                crate::search::date_order(q.sort, &after, position) == std::cmp::Ordering::Less
+            });
+        }
         Ok(Hits {
-            ids: results.hits.into_iter().map(|hit| hit.result.id).collect(),
-            estimated_total: results.estimated_total_hits.unwrap_or(0) as u64,
+            ids: positions.iter().map(|p| p.id).collect(),
+            estimated_total,
             facets,
+            occurred_at: positions.iter().map(|p| p.occurred_at).collect(),
         })
     }
 
@@ -332,7 +382,7 @@ impl SearchIndex for Meili {
             .search()
             .with_query(text)
             .with_filter(&filter)
-            .with_limit(limit.max(1))
+            .with_limit(limit.clamp(1, MAX_HITS))
             .with_attributes_to_retrieve(Selectors::Some(&retrieve))
             .with_matching_strategy(MatchingStrategies::ALL)
             .execute::<IdOnly>()
@@ -342,6 +392,7 @@ impl SearchIndex for Meili {
             ids: results.hits.into_iter().map(|hit| hit.result.id).collect(),
             estimated_total: results.estimated_total_hits.unwrap_or(0) as u64,
             facets: None,
+            occurred_at: Vec::new(),
         })
     }
 
@@ -432,5 +483,32 @@ mod tests {
                 "workspace_id = \"{workspace}\" AND customer_id IN [\"{customer}\"] AND channel IN [\"mastodon\", \"em\\\"ail\"] AND sentiment >= -0.5 AND occurred_at >= 1000"
             )
         );
+    }
+
+    #[test]
+    fn a_keyset_position_becomes_a_range_filter_on_date_and_id() {
+        let id = Uuid::from_u128(9);
+        let mut query = InteractionQuery {
+            workspace_id: Uuid::nil(),
+            text: String::new(),
+            filter: SearchFilter {
+                after_position: Some(crate::search::DatePosition {
+                    occurred_at: 1_000,
+                    id,
+                }),
+                ..SearchFilter::default()
+            },
+            sort: SearchSort::Newest,
+            offset: 0,
+            limit: 20,
+            facets: false,
+        };
+        assert!(filter_of(&query).ends_with(&format!(
+            " AND (occurred_at < 1000 OR (occurred_at = 1000 AND id < \"{id}\"))"
+        )));
+        query.sort = SearchSort::Oldest;
+        assert!(filter_of(&query).contains("(occurred_at > 1000 OR (occurred_at = 1000 AND id > "));
+        query.sort = SearchSort::Relevance;
+        assert!(!filter_of(&query).contains("occurred_at"));
     }
 }

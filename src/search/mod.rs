@@ -134,7 +134,26 @@ pub struct SearchFilter {
     pub sentiment_max: Option<f64>,
     pub occurred_after: Option<DateTime<Utc>>,
     pub occurred_before: Option<DateTime<Utc>>,
+    /// Keyset paging of a date-ordered search: only hits strictly after this position in
+    /// the query's order, `(occurred_at, id)` (newest: older, or as old with a smaller id;
+    /// oldest: the reverse). Ignored by relevance order. A range filter, so a deep page
+    /// costs what the first one costs.
+    pub after_position: Option<DatePosition>,
 }
+
+/// Where a hit stands in a date-ordered search: ties on the millisecond are broken by id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DatePosition {
+    /// Unix milliseconds.
+    pub occurred_at: i64,
+    pub id: Uuid,
+}
+
+/// The most hits a relevance-ordered search reaches (`offset + limit`), as Meilisearch's
+/// default `maxTotalHits`; deeper pages are read in date order with keyset cursors.
+/// Backends also clamp `offset` and `limit` to it, so no number from a request can make
+/// them allocate more.
+pub const MAX_HITS: usize = 1_000;
 
 /// One search over interactions.
 #[derive(Clone, Debug, PartialEq)]
@@ -163,6 +182,31 @@ pub struct Hits {
     pub ids: Vec<Uuid>,
     pub estimated_total: u64,
     pub facets: Option<Facets>,
+    /// For date-ordered searches, the `occurred_at` (Unix milliseconds) of each hit, in
+    /// the order of `ids` (for keyset cursors); empty for relevance order.
+    pub occurred_at: Vec<i64>,
+}
+
+impl Hits {
+    /// The position of each hit of a date-ordered search.
+    pub fn positions(&self) -> Vec<DatePosition> {
+        self.ids
+            .iter()
+            .zip(&self.occurred_at)
+            .map(|(id, at)| DatePosition {
+                occurred_at: *at,
+                id: *id,
+            })
+            .collect()
+    }
+}
+
+/// Orders date positions in a search's date order (newest: descending).
+pub fn date_order(sort: SearchSort, a: &DatePosition, b: &DatePosition) -> std::cmp::Ordering {
+    match sort {
+        SearchSort::Oldest => a.cmp(b),
+        _ => b.cmp(a),
+    }
 }
 
 /// A search backend. Writes are idempotent upserts and deletes by id; `commit`-style
@@ -346,16 +390,20 @@ pub fn customer_query(text: &str) -> String {
     }
 }
 
-/// Checks a search text: not huge.
-pub fn check_query(text: &str) -> Result<String> {
-    let text = text.trim();
-    if text.chars().count() > 500 {
+/// The longest search text, in characters.
+pub const MAX_QUERY_CHARS: usize = 500;
+
+/// Checks the search text of argument `field`: at most [`MAX_QUERY_CHARS`] characters and
+/// no control character (`BAD_USER_INPUT` naming `field`); returns it trimmed, in NFC.
+pub fn check_query(field: &str, text: &str) -> Result<String> {
+    if text.len() > MAX_QUERY_CHARS * 4 + 1_024 || text.trim().chars().count() > MAX_QUERY_CHARS {
         return Err(Error::field(
-            "query",
-            "the query is longer than 500 characters",
+            field,
+            format!("the {field} is longer than {MAX_QUERY_CHARS} characters"),
         ));
     }
-    Ok(text.to_owned())
+    crate::domain::text::check(field, text)?;
+    Ok(crate::domain::text::clean(text))
 }
 
 /// What the indexer and the search API say about the index, shared with `/metrics`.

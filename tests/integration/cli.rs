@@ -13,6 +13,7 @@ fn rapport(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
         .env_remove("RAPPORT_DATABASE_URL")
         .env_remove("RAPPORT_MEILI_URL")
         .env_remove("RAPPORT_CONFIG")
+        .env_remove("RAPPORT_OUTBOUND_ALLOW")
         .env("RUST_LOG", "warn")
         .output()
         .expect("the rapport binary runs")
@@ -360,5 +361,148 @@ async fn reindex_rebuilds_the_search_indexes_and_reports_counts() {
         body["data"]["search"]["estimatedTotal"].as_u64(),
         Some(interactions),
         "{body}"
+    );
+}
+
+#[test]
+fn an_invalid_outbound_allow_entry_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = rapport(
+        dir.path(),
+        &[
+            "migrate",
+            "--outbound-allow",
+            "127.0.0.1:8080,http://intranet",
+        ],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("`http://intranet`"), "{stderr}");
+    let output = Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(["migrate", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("RAPPORT_DATABASE_URL")
+        .env_remove("RAPPORT_CONFIG")
+        .env("RAPPORT_OUTBOUND_ALLOW", "10.0.0.0/8, 10.0.0.0/40")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("`10.0.0.0/40`"), "{stderr}");
+    let output = rapport(
+        dir.path(),
+        &[
+            "migrate",
+            "--outbound-allow",
+            "10.0.0.0/8,[::1]:8080,intranet.example",
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn serve_demo_syncs_its_own_feed_and_reaches_nothing_else() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(["serve", "--demo", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("RAPPORT_DATABASE_URL")
+        .env_remove("RAPPORT_MEILI_URL")
+        .env_remove("RAPPORT_CONFIG")
+        .env_remove("RAPPORT_OUTBOUND_ALLOW")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(rest) = line.trim().strip_prefix("GraphiQL: ") {
+                let _ = tx.send(rest.trim_end_matches("/graphql").to_owned());
+            }
+        }
+    });
+    /// Stops the server however the test ends.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let _stop = Stop(child);
+    let mut key = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut key).unwrap();
+    let base = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("serve --demo prints its address");
+    let key = key.trim().to_owned();
+    let client = reqwest::Client::new();
+    let gql = |query: &'static str, variables: serde_json::Value| {
+        let request = client
+            .post(format!("{base}/graphql"))
+            .bearer_auth(&key)
+            .json(&json!({ "query": query, "variables": variables }));
+        async move {
+            request
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    // The scheduler syncs the demo feed (due at once) from this very server.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let feed = loop {
+        let data = gql("{ sources { id name lastError itemsIngested } }", json!({})).await;
+        let feed = data["data"]["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "Demo community feed")
+            .cloned()
+            .unwrap();
+        if feed["itemsIngested"].as_u64().unwrap_or(0) > 0 || !feed["lastError"].is_null() {
+            break feed;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo feed never synced: {feed}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(feed["lastError"].is_null(), "{feed}");
+    // Another port on the same machine stays refused.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/feed.xml", other.local_addr().unwrap());
+    let created = gql(
+        "mutation($input: CreateSourceInput!) { createSource(input: $input) { source { id } } }",
+        json!({ "input": { "channel": "RSS", "name": "elsewhere", "config": { "url": url } } }),
+    )
+    .await;
+    let id = created["data"]["createSource"]["source"]["id"].clone();
+    let synced = gql(
+        "mutation($id: ID!) { syncSource(input: { id: $id }) { error } }",
+        json!({ "id": id }),
+    )
+    .await;
+    let error = synced["data"]["syncSource"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.starts_with("refused: not a public address"),
+        "{synced}"
     );
 }

@@ -80,6 +80,8 @@ impl TestApp {
             data_dir: dir.path().to_owned(),
             ..Config::default()
         };
+        // Tests serve platforms on loopback: allow it (tests of the guard set their own).
+        config.outbound.allow = vec!["127.0.0.1".into(), "::1".into()];
         // With RAPPORT_MEILI_URL every test searches through Meilisearch, on indexes of
         // its own (deleted when the test ends).
         if let Some(url) = std::env::var("RAPPORT_MEILI_URL")

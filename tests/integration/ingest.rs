@@ -164,9 +164,10 @@ backend_test! {
         let (code, body) = app.gql_error(&admin, CREATE, json!({ "input": { "channel": "REDDIT", "name": "x", "config": {} } })).await;
         assert_eq!(code, "BAD_USER_INPUT");
         insta::assert_json_snapshot!("source_channel_without_connector", body["errors"]);
-        // Renaming keeps the secret; another workspace sees nothing.
+        // Renaming keeps the secret (a new reply_url needs it given again); another
+        // workspace sees nothing.
         let data = app
-            .gql(&admin, "mutation($id: ID!) { updateSource(input: {id: $id, name: \"Renamed\", config: {reply_url: \"https://example.com/r2\"}}) { source { name config secretsSet } } }", json!({ "id": source["id"] }))
+            .gql(&admin, &format!("mutation($id: ID!) {{ updateSource(input: {{id: $id, name: \"Renamed\", config: {{reply_url: \"https://example.com/r2\", secret: \"{SECRET}\"}}}}) {{ source {{ name config secretsSet }} }} }}"), json!({ "id": source["id"] }))
             .await;
         assert_eq!(data["updateSource"]["source"], json!({ "name": "Renamed", "config": { "reply_url": "https://example.com/r2" }, "secretsSet": ["secret"] }));
         let other = app.key_in("globex", Role::Owner).await;

@@ -43,6 +43,8 @@ pub(crate) fn rapport(config: &PathBuf) -> Command {
         .env_remove("RAPPORT_DATA_DIR")
         .env_remove("RAPPORT_FAILPOINT")
         .env_remove("RAPPORT_MEILI_URL")
+        // The platforms these tests serve are on loopback.
+        .env("RAPPORT_OUTBOUND_ALLOW", "127.0.0.1")
         .env("RUST_LOG", "warn");
     command
 }

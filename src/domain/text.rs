@@ -1,0 +1,286 @@
+//! The one text normalisation of Rapport, applied on every path into storage so SQLite and
+//! PostgreSQL store the same thing (PostgreSQL refuses NUL in `text` and `\u0000` in
+//! `jsonb`; SQLite stores both, so without this the two databases diverge).
+//!
+//! - [`normalize`]: Unicode NFC, NUL and every other control character except `\n`, `\r`
+//!   and `\t` removed. For what platforms send (ingestion): the item is kept, stripped.
+//! - [`check`]: for interactive input (GraphQL arguments): a control character is refused
+//!   with `BAD_USER_INPUT` naming the field, rather than silently changed.
+//! - [`normalize_json`] / [`check_json`]: the same for every string and every key of a JSON
+//!   value, recursively (raw payloads, custom attributes, source settings).
+//!
+//! Text folding for search (`ingest::enrich::fold`) is a different thing: it is what the
+//! index compares, never what is stored.
+
+use serde_json::Value;
+use unicode_normalization::UnicodeNormalization;
+
+use crate::error::{Error, Result};
+
+/// Whether `c` is removed (ingestion) or refused (interactive input): the C0 and C1
+/// control characters, NUL included, except tab, line feed and carriage return.
+pub fn is_forbidden(c: char) -> bool {
+    c.is_control() && !matches!(c, '\n' | '\r' | '\t')
+}
+
+/// NFC with forbidden control characters removed; not trimmed.
+pub fn normalize(text: &str) -> String {
+    if text.is_ascii() && !text.chars().any(is_forbidden) {
+        return text.to_owned();
+    }
+    text.chars().filter(|c| !is_forbidden(*c)).nfc().collect()
+}
+
+/// [`normalize`]d and trimmed.
+pub fn clean(text: &str) -> String {
+    normalize(text).trim().to_owned()
+}
+
+/// Refuses a control character (NUL included, tab and line breaks allowed) in interactive
+/// input: `BAD_USER_INPUT` naming `field`.
+pub fn check(field: &str, text: &str) -> Result<()> {
+    match text.chars().find(|c| is_forbidden(*c)) {
+        None => Ok(()),
+        Some(c) => Err(Error::field(
+            field,
+            format!(
+                "{field} contains the control character U+{:04X}; remove it",
+                u32::from(c)
+            ),
+        )),
+    }
+}
+
+/// A lookup or filter argument: no control characters and at most `max` characters.
+/// Returns it trimmed and in NFC, the form stored values have.
+pub fn check_lookup(field: &str, text: &str, max: usize) -> Result<String> {
+    if text.len() > max * 4 || text.chars().count() > max {
+        return Err(Error::field(
+            field,
+            format!("{field} is longer than {max} characters"),
+        ));
+    }
+    check(field, text)?;
+    Ok(clean(text))
+}
+
+/// Every string and every key of `value`, recursively, [`normalize`]d (not trimmed). Two
+/// keys that become equal keep the last value, as a JSON parser would.
+pub fn normalize_json(value: &Value) -> Value {
+    match value {
+        Value::String(text) => Value::String(normalize(text)),
+        Value::Array(items) => Value::Array(items.iter().map(normalize_json).collect()),
+        Value::Object(object) => Value::Object(
+            object
+                .iter()
+                .map(|(key, value)| (normalize(key), normalize_json(value)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Refuses a control character in any string or key of `value` (interactive input),
+/// naming the path (`customAttributes.plan.name`), then returns it normalised.
+pub fn check_json(field: &str, value: &Value) -> Result<Value> {
+    fn walk(path: &str, value: &Value) -> Result<()> {
+        match value {
+            Value::String(text) => check(path, text),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .try_for_each(|(index, item)| walk(&format!("{path}[{index}]"), item)),
+            Value::Object(object) => object.iter().try_for_each(|(key, value)| {
+                // The key is named escaped, so the message itself carries no control character.
+                let shown: String = key.escape_default().collect();
+                let path = format!("{path}.{shown}");
+                check(&path, key)?;
+                walk(&path, value)
+            }),
+            _ => Ok(()),
+        }
+    }
+    walk(field, value)?;
+    Ok(normalize_json(value))
+}
+
+/// An inbound item as it is stored: every text, author field, id and raw JSON string
+/// [`normalize`]d (the item is kept; what cannot be stored is removed).
+pub fn normalize_item(item: &connectors::InboundItem) -> connectors::InboundItem {
+    fn opt(text: &mut Option<String>) {
+        if let Some(value) = text {
+            *value = normalize(value);
+        }
+    }
+    fn one(text: &mut String) {
+        *text = normalize(text);
+    }
+    let mut item = item.clone();
+    one(&mut item.external_id);
+    one(&mut item.kind);
+    one(&mut item.text);
+    for text in [
+        &mut item.subject,
+        &mut item.html,
+        &mut item.url,
+        &mut item.language,
+        &mut item.thread_key,
+        &mut item.in_reply_to,
+    ] {
+        opt(text);
+    }
+    let author = &mut item.author;
+    one(&mut author.platform_id);
+    for text in [
+        &mut author.handle,
+        &mut author.display_name,
+        &mut author.profile_url,
+        &mut author.avatar_url,
+        &mut author.email,
+        &mut author.phone,
+    ] {
+        opt(text);
+    }
+    item.raw = normalize_json(&item.raw);
+    item
+}
+
+/// Limits on a JSON object of free-form attributes (`customAttributes`).
+#[derive(Clone, Copy, Debug)]
+pub struct JsonLimits {
+    /// Serialized size in bytes.
+    pub bytes: usize,
+    /// Keys in all, at every level.
+    pub keys: usize,
+    /// Nesting depth: an object of scalars has depth 1.
+    pub depth: usize,
+    /// Characters of one key.
+    pub key_chars: usize,
+}
+
+/// The limits of `customAttributes`.
+pub const CUSTOM_ATTRIBUTES: JsonLimits = JsonLimits {
+    bytes: 16 * 1024,
+    keys: 200,
+    depth: 5,
+    key_chars: 100,
+};
+
+/// Refuses a JSON value over `limits`, naming `field` and the limit.
+pub fn check_json_size(field: &str, value: &Value, limits: JsonLimits) -> Result<()> {
+    fn walk(
+        field: &str,
+        value: &Value,
+        depth: usize,
+        keys: &mut usize,
+        limits: JsonLimits,
+    ) -> Result<()> {
+        let nested = match value {
+            Value::Array(items) => items.iter().collect::<Vec<_>>(),
+            Value::Object(object) => {
+                if depth > limits.depth {
+                    return Err(Error::field(
+                        field,
+                        format!("{field} is nested deeper than {} levels", limits.depth),
+                    ));
+                }
+                *keys += object.len();
+                if *keys > limits.keys {
+                    return Err(Error::field(
+                        field,
+                        format!("{field} has more than {} keys", limits.keys),
+                    ));
+                }
+                if let Some(key) = object.keys().find(|k| k.chars().count() > limits.key_chars) {
+                    let shown: String = key.chars().take(20).collect();
+                    return Err(Error::field(
+                        field,
+                        format!(
+                            "{field} has a key longer than {} characters (`{}…`)",
+                            limits.key_chars,
+                            shown.escape_default()
+                        ),
+                    ));
+                }
+                object.values().collect()
+            }
+            _ => return Ok(()),
+        };
+        if depth > limits.depth {
+            return Err(Error::field(
+                field,
+                format!("{field} is nested deeper than {} levels", limits.depth),
+            ));
+        }
+        nested
+            .into_iter()
+            .try_for_each(|value| walk(field, value, depth + 1, keys, limits))
+    }
+    let bytes = serde_json::to_vec(value).map(|b| b.len()).unwrap_or(0);
+    if bytes > limits.bytes {
+        return Err(Error::field(
+            field,
+            format!("{field} is larger than {} bytes serialized", limits.bytes),
+        ));
+    }
+    let mut keys = 0;
+    walk(field, value, 1, &mut keys, limits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn control_characters_are_removed_and_text_composed() {
+        assert_eq!(normalize("a\u{0}b"), "ab");
+        assert_eq!(normalize("cafe\u{301}\u{7}\u{9b}"), "café");
+        assert_eq!(normalize("line\none\ttab\r\n"), "line\none\ttab\r\n");
+        assert_eq!(clean("  a\u{0} "), "a");
+        assert_eq!(normalize("ok"), "ok");
+    }
+
+    #[test]
+    fn interactive_text_with_a_control_character_is_refused_naming_the_field() {
+        let err = check("displayName", "a\u{0}b").unwrap_err();
+        assert!(matches!(&err, Error::BadInput { field: Some(f), .. } if f == "displayName"));
+        assert!(err.to_string().contains("U+0000"), "{err}");
+        assert!(check("body", "two\nlines\tand tab").is_ok());
+        assert!(check_lookup("q", &"x".repeat(11), 10).is_err());
+        assert_eq!(check_lookup("q", " cafe\u{301} ", 10).unwrap(), "café");
+    }
+
+    #[test]
+    fn json_is_normalised_in_every_string_and_key() {
+        let value = json!({ "a\u{0}": ["x\u{0}y", { "k\u{1}": "v\u{0}" }], "n": 1 });
+        assert_eq!(
+            normalize_json(&value),
+            json!({ "a": ["xy", { "k": "v" }], "n": 1 })
+        );
+        let err =
+            check_json("customAttributes", &json!({ "plan": { "na\u{0}me": 1 } })).unwrap_err();
+        assert!(
+            matches!(&err, Error::BadInput { field: Some(f), .. } if f.starts_with("customAttributes.plan.na")),
+            "{err:?}"
+        );
+        assert!(check_json("c", &json!({ "v": ["ok", "no\u{0}"] })).is_err());
+    }
+
+    #[test]
+    fn json_size_limits_bytes_keys_depth_and_key_length() {
+        let limits = CUSTOM_ATTRIBUTES;
+        assert!(check_json_size("c", &json!({ "a": { "b": { "c": 1 } } }), limits).is_ok());
+        let big = json!({ "a": "x".repeat(20_000) });
+        assert!(check_json_size("c", &big, limits).is_err());
+        let many: serde_json::Map<String, Value> =
+            (0..201).map(|i| (format!("k{i}"), json!(1))).collect();
+        assert!(check_json_size("c", &Value::Object(many), limits).is_err());
+        let deep = json!({ "1": { "2": { "3": { "4": { "5": { "6": 1 } } } } } });
+        assert!(check_json_size("c", &deep, limits).is_err());
+        let deep_arrays = json!({ "1": [[[[[[1]]]]]] });
+        assert!(check_json_size("c", &deep_arrays, limits).is_err());
+        let long_key = json!({ "k".repeat(101): 1 });
+        assert!(check_json_size("c", &long_key, limits).is_err());
+    }
+}

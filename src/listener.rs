@@ -1,0 +1,258 @@
+//! The HTTP listener: accepts connections and serves the router on them with the limits
+//! one client must not be able to exceed.
+//!
+//! `axum::serve` has no timeouts and no connection cap: 500 clients that send their
+//! headers one byte a minute, or a few hundred idle sockets under a low file-descriptor
+//! limit, kept the server from answering anyone, `/healthz` included. Here:
+//! - a client has `header_read_timeout_secs` to send a request's headers, and a kept-alive
+//!   connection may stay idle between requests that long too (hyper's header timer runs
+//!   whenever the connection waits for a request head);
+//! - at most `max_connections` are open (lowered to fit the process's file-descriptor limit,
+//!   which is first raised to its hard limit); when a new client arrives at the cap, the
+//!   longest-idle connection (no request in flight) is closed to make room, so idle crowds
+//!   cannot lock out a new client; only when every connection is busy is the newcomer
+//!   turned away;
+//! - on shutdown, every connection finishes the request in hand and closes.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+use crate::config::Limits;
+
+/// File descriptors kept for the database pool, the search index, log files and
+/// outbound connections when the connection cap is fitted to the descriptor limit.
+const RESERVED_FDS: u64 = 256;
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets every connection
+/// finish the request in hand.
+pub async fn serve(
+    router: Router,
+    listener: TcpListener,
+    limits: &Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let cap = connection_cap(limits.max_connections);
+    let header_timeout = Duration::from_secs(limits.header_read_timeout_secs.max(1));
+    let connections = Arc::new(Connections::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of descriptors (EMFILE/ENFILE) or a connection reset before accept:
+                // make room if we can and try again shortly, never spin.
+                tracing::warn!(error = %err, "accepting a connection failed");
+                connections.evict_idle();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        if connections.len() >= cap && !connections.evict_idle() {
+            tracing::warn!(%peer, cap, "every connection is busy; refusing a new one");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let slot = connections.open();
+        let connections = connections.clone();
+        let router = router.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let id = slot.id;
+            let tracked = connections.clone();
+            let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                let mut router = router.clone();
+                let tracked = tracked.clone();
+                async move {
+                    let _busy = tracked.busy(id);
+                    let mut request = request.map(axum::body::Body::new);
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    let response = tower::Service::call(&mut router, request).await;
+                    Ok::<_, Infallible>(match response {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    })
+                }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true);
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            let closing = async {
+                tokio::select! {
+                    () = slot.close.notified() => {},
+                    _ = stop.wait_for(|stop| *stop) => {},
+                }
+            };
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = closing => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.as_mut().await;
+                }
+            }
+            connections.close(id);
+        });
+    }
+    let _ = stop_tx.send(true);
+    // Connections finish their request in hand; requests have a time budget, so this ends.
+    while connections.len() > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// The connection cap: the configured one, lowered to what the descriptor limit allows
+/// (after raising the soft limit to the hard one).
+fn connection_cap(configured: usize) -> usize {
+    let limit = raise_fd_limit();
+    let fitting = limit.saturating_sub(RESERVED_FDS).max(16);
+    configured.clamp(1, usize::try_from(fitting).unwrap_or(usize::MAX))
+}
+
+/// Raises the soft limit on open files to the hard limit; returns the limit in force.
+fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1_024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// The open connections: when each was last active and whether a request is in flight.
+#[derive(Default)]
+struct Connections {
+    next: AtomicU64,
+    table: Mutex<HashMap<u64, Slot>>,
+}
+
+struct Slot {
+    last_active: Instant,
+    in_flight: u32,
+    close: Arc<Notify>,
+}
+
+/// A connection's handle on its own entry.
+struct OpenSlot {
+    id: u64,
+    close: Arc<Notify>,
+}
+
+/// Marks a connection busy while a request is in flight.
+struct Busy {
+    connections: Arc<Connections>,
+    id: u64,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Some(slot) = self.connections.lock().get_mut(&self.id) {
+            slot.in_flight = slot.in_flight.saturating_sub(1);
+            slot.last_active = Instant::now();
+        }
+    }
+}
+
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Slot>> {
+        self.table
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn open(&self) -> OpenSlot {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let close = Arc::new(Notify::new());
+        self.lock().insert(
+            id,
+            Slot {
+                last_active: Instant::now(),
+                in_flight: 0,
+                close: close.clone(),
+            },
+        );
+        OpenSlot { id, close }
+    }
+
+    fn close(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn busy(self: &Arc<Self>, id: u64) -> Busy {
+        if let Some(slot) = self.lock().get_mut(&id) {
+            slot.in_flight += 1;
+            slot.last_active = Instant::now();
+        }
+        Busy {
+            connections: self.clone(),
+            id,
+        }
+    }
+
+    /// Asks the longest-idle connection to close; `false` when every one is busy. The
+    /// evicted entry leaves the table at once, so the caller may take its place.
+    fn evict_idle(&self) -> bool {
+        let mut table = self.lock();
+        let oldest = table
+            .iter()
+            .filter(|(_, slot)| slot.in_flight == 0)
+            .min_by_key(|(_, slot)| slot.last_active)
+            .map(|(id, _)| *id);
+        match oldest.and_then(|id| table.remove(&id)) {
+            Some(slot) => {
+                slot.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The client address of a request, as the listener recorded it.
+pub fn peer(request: &axum::http::Request<axum::body::Body>) -> Option<SocketAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr)
+}

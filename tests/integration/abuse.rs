@@ -1,0 +1,521 @@
+//! The abuse suite: each class of hostile request found when Rapport was probed, in several
+//! variants, against a live server. Each is refused or bounded with a clear code, before
+//! it can do the work it asks for, and the server keeps answering another tenant.
+//!
+//! Time bounds here are hang detectors (seconds, where the defects took minutes), not
+//! performance assertions: `benches/` and `rapport bench` measure speed.
+
+use std::time::{Duration, Instant};
+
+use rapport::config::Limits;
+use rapport::domain::Role;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::backend_test;
+use crate::common::{Backend, TestApp};
+use crate::feeds::create_source;
+use crate::platform::{Platform, Reply};
+
+/// What a refused or bounded request may take at most: the defects took 16 to 46 s.
+const HANG: Duration = Duration::from_secs(5);
+
+/// Another tenant gets its own data back.
+async fn other_tenant_is_served(app: &TestApp, key: &str) {
+    let started = Instant::now();
+    let data = app
+        .gql(
+            key,
+            "{ customers(first: 5) { edges { node { displayName } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        data["customers"]["edges"][0]["node"]["displayName"],
+        "Bystander"
+    );
+    assert!(
+        started.elapsed() < HANG,
+        "another tenant waited {:?}",
+        started.elapsed()
+    );
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+async fn bystander(app: &TestApp) -> String {
+    let key = app.key_in("bystander", Role::Admin).await;
+    app.create_customer(&key, json!({ "displayName": "Bystander" }))
+        .await;
+    key
+}
+
+/// Runs `query` and returns its error code and message, timing it against [`HANG`].
+async fn refused(app: &TestApp, key: &str, query: &str, variables: Value) -> (String, String) {
+    let started = Instant::now();
+    let (code, body) = app.gql_error(key, query, variables).await;
+    assert!(
+        started.elapsed() < HANG,
+        "took {:?}: {body:#}",
+        started.elapsed()
+    );
+    let message = body["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (code, message)
+}
+
+/// F0 … F{levels-1}, each spreading the next `width` times, the last `{ leaf }`.
+fn fragment_bomb(levels: usize, width: usize, on: &str, leaf: &str) -> String {
+    let mut query = format!(
+        "query {{ {} }}\n",
+        if on == "Query" {
+            "...F0"
+        } else {
+            "viewer { ...F0 }"
+        }
+    );
+    for level in 0..levels {
+        let spreads = (0..width)
+            .map(|_| format!("...F{}", level + 1))
+            .collect::<Vec<_>>()
+            .join(" ");
+        query.push_str(&format!("fragment F{level} on {on} {{ {spreads} }}\n"));
+    }
+    query.push_str(&format!("fragment F{levels} on {on} {{ {leaf} }}\n"));
+    query
+}
+
+backend_test! {
+    async fn exponential_fragments_are_refused_before_any_expansion(app: TestApp) {
+        let other = bystander(&app).await;
+        let key = app.key(Role::Viewer).await;
+        let variants = [
+            fragment_bomb(24, 2, "Query", "__typename"),
+            fragment_bomb(40, 2, "Query", "__typename"),
+            fragment_bomb(16, 3, "Query", "viewer { role }"),
+            fragment_bomb(30, 2, "Viewer", "role"),
+            // A cycle: the engine would recurse until its depth limit.
+            "{ ...A } fragment A on Query { ...B viewer { role } } fragment B on Query { ...A }".to_owned(),
+        ];
+        for query in variants {
+            assert!(query.len() < 2_000, "a small document: {}", query.len());
+            let (code, message) = refused(&app, &key, &query, json!({})).await;
+            assert_eq!(code, "BAD_USER_INPUT", "{message}");
+            assert!(message.contains("selections") || message.contains("spreads itself"), "{message}");
+        }
+        other_tenant_is_served(&app, &other).await;
+    }
+}
+
+backend_test! {
+    async fn aliases_cost_the_work_they_ask_for(app: TestApp) {
+        let other = bystander(&app).await;
+        let key = app.key(Role::Viewer).await;
+        let aliased = |count: usize, field: &str| {
+            let fields: String = (0..count).map(|i| format!("a{i}: {field} ")).collect();
+            format!("{{ {fields} }}")
+        };
+        let ids: Vec<String> = (0..100).map(|_| format!("cus_{}", uuid::Uuid::now_v7().simple())).collect();
+        let nodes = format!(
+            "nodes(ids: {}) {{ ... on Customer {{ timeline(first: 100) {{ edges {{ node {{ text }} }} }} }} }}",
+            serde_json::to_string(&ids).unwrap()
+        );
+        let variants = [
+            aliased(12_000, r#"customers(first: 1, filter: {search: "a"}) { totalCount }"#),
+            aliased(500, r#"customers(first: 1, filter: {search: "a"}) { totalCount }"#),
+            aliased(300, r#"search(query: "export", first: 1) { totalCount }"#),
+            aliased(1_000, "__schema { types { name } }"),
+            aliased(20, "__schema { types { name fields { name } } }"),
+            aliased(3, &nodes),
+        ];
+        for query in &variants {
+            let (code, message) = refused(&app, &key, query, json!({})).await;
+            assert_eq!(code, "BAD_USER_INPUT", "{message}");
+            assert!(message.contains("cost") || message.contains("selections"), "{message}");
+        }
+        // The same with the page size in a variable: counted as given.
+        let (code, message) = refused(
+            &app,
+            &key,
+            "query($n: Int) { customers(first: $n) { edges { node { timeline(first: $n) { edges { node { customer { timeline(first: $n) { edges { node { id } } } } } } } } } } } }",
+            json!({ "n": 100 }),
+        )
+        .await;
+        assert_eq!(code, "BAD_USER_INPUT", "{message}");
+        // A wide but honest request still runs.
+        let data = app.gql(&key, &aliased(50, "customers(first: 1) { totalCount }"), json!({})).await;
+        assert_eq!(data["a49"]["totalCount"], 0);
+        other_tenant_is_served(&app, &other).await;
+    }
+}
+
+backend_test! {
+    async fn outbound_mutations_are_capped_per_request(app: TestApp) {
+        let other = bystander(&app).await;
+        let platform = Platform::start().await;
+        platform.on("/feed.xml", vec![Reply::status(304)]);
+        let admin = app.key(Role::Admin).await;
+        let source = create_source(&app, &admin, "RSS", "feed", json!({ "url": platform.url("/feed.xml") })).await;
+        let many: String = (0..300)
+            .map(|i| format!("s{i}: syncSource(input: {{id: \"{source}\"}}) {{ newItems }} "))
+            .collect();
+        let (code, message) = refused(&app, &admin, &format!("mutation {{ {many} }}"), json!({})).await;
+        assert_eq!(code, "BAD_USER_INPUT", "{message}");
+        let through_a_fragment = format!(
+            "mutation {{ ...M }} fragment M on Mutation {{ {} }}",
+            (0..4).map(|i| format!("s{i}: syncSource(input: {{id: \"{source}\"}}) {{ newItems }}")).collect::<Vec<_>>().join(" ")
+        );
+        let (code, message) = refused(&app, &admin, &through_a_fragment, json!({})).await;
+        assert_eq!(code, "BAD_USER_INPUT", "{message}");
+        assert!(message.contains("platforms"), "{message}");
+        let many_tags: String = (0..30)
+            .map(|i| format!("t{i}: addTag(input: {{customerId: \"cus_x\", name: \"t{i}\"}}) {{ customer {{ id }} }} "))
+            .collect();
+        let (code, message) = refused(&app, &admin, &format!("mutation {{ {many_tags} }}"), json!({})).await;
+        assert_eq!(code, "BAD_USER_INPUT", "{message}");
+        assert!(message.contains("mutations"), "{message}");
+        assert!(platform.seen("/feed.xml").is_empty(), "a refused request made no outbound call");
+        other_tenant_is_served(&app, &other).await;
+    }
+}
+
+backend_test! {
+    async fn the_standard_introspection_query_runs(app: TestApp) {
+        let key = app.key(Role::Viewer).await;
+        let data = app.gql(&key, INTROSPECTION, json!({})).await;
+        let types = data["__schema"]["types"].as_array().unwrap();
+        assert!(types.iter().any(|t| t["name"] == "Customer"), "Customer is listed");
+    }
+}
+
+backend_test! {
+    async fn error_lists_are_bounded(app: TestApp) {
+        let key = app.key(Role::Viewer).await;
+        let fields: String = (0..1_500).map(|i| format!("f{i}: noSuchField ")).collect();
+        let (status, body) = app.post(&key, &format!("{{ {fields} }}"), json!({})).await;
+        assert_eq!(status, 200, "{body:#}");
+        let errors = body["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 21, "20 errors and one that counts the rest");
+        assert_eq!(errors[20]["extensions"]["omitted"], 1_480);
+        assert!(body.to_string().len() < 20_000);
+    }
+}
+
+backend_test! {
+    async fn non_object_extensions_are_bad_requests(app: TestApp) {
+        let key = app.key(Role::Viewer).await;
+        for extensions in [json!("x"), json!(1), json!([1]), json!(true)] {
+            let response = app
+                .client
+                .post(app.url("/graphql"))
+                .bearer_auth(&key)
+                .header("accept", "application/graphql-response+json")
+                .json(&json!({ "query": "{ viewer { role } }", "extensions": extensions }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 400, "{extensions}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+            let response = app
+                .client
+                .get(app.url("/graphql"))
+                .bearer_auth(&key)
+                .query(&[("query", "{ viewer { role } }"), ("extensions", &extensions.to_string())])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 400, "GET {extensions}");
+        }
+        let data = app
+            .client
+            .post(app.url("/graphql"))
+            .bearer_auth(&key)
+            .json(&json!({ "query": "{ viewer { role } }", "extensions": { "persistedQuery": null } }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(data.status(), 200);
+    }
+}
+
+backend_test! {
+    async fn guessing_keys_is_rate_limited_per_client(app: TestApp) {
+        let key = app.key(Role::Viewer).await;
+        let mut failures = 0;
+        let mut limited = false;
+        for attempt in 0..100 {
+            let (status, _) = app.post(&format!("rk_guess_{attempt}"), "{ viewer { role } }", json!({})).await;
+            match status {
+                401 => failures += 1,
+                429 => {
+                    limited = true;
+                    break;
+                }
+                other => panic!("unexpected status {other}"),
+            }
+        }
+        // 60 a minute, refilled at one a second while the guesses run.
+        assert!(limited, "guessing was never limited");
+        assert!((60..70).contains(&failures), "{failures} guesses were checked");
+        // Locked out for a while, even with a good key: the lock is on the address.
+        let (status, body) = app.post(&key, "{ viewer { role } }", json!({})).await;
+        assert_eq!(status, 429, "{body:#}");
+        assert_eq!(body["errors"][0]["extensions"]["code"], "RATE_LIMITED");
+    }
+}
+
+/// Starts an app whose limits `adjust` changes.
+async fn with_limits(backend: Backend, adjust: impl FnOnce(&mut Limits)) -> Option<TestApp> {
+    let mut limits = Limits::default();
+    adjust(&mut limits);
+    TestApp::with_limits(backend, limits).await
+}
+
+macro_rules! limits_test {
+    ($name:ident, |$limits:ident| $adjust:block, |$app:ident| $body:block) => {
+        mod $name {
+            use super::*;
+
+            async fn run($app: TestApp) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                run(with_limits(Backend::Sqlite, |$limits| $adjust).await.unwrap()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                match with_limits(Backend::Postgres, |$limits| $adjust).await {
+                    Some(app) => run(app).await,
+                    None => eprintln!("skipped: set RAPPORT_TEST_DATABASE_URL to run the PostgreSQL variant"),
+                }
+            }
+        }
+    };
+}
+
+limits_test!(
+    webhook_deliveries_are_rate_limited_per_source,
+    |limits| {
+        limits.webhook_requests_per_minute = 5;
+    },
+    |app| {
+        let admin = app.key(Role::Admin).await;
+        let source = create_source(
+            &app,
+            &admin,
+            "WEBHOOK",
+            "hook",
+            json!({ "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }),
+        )
+        .await;
+        let mut statuses = Vec::new();
+        for _ in 0..8 {
+            let response = app
+                .client
+                .post(app.url(&format!("/webhooks/{source}")))
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            statuses.push(response.status().as_u16());
+        }
+        // Unsigned: refused (401) while the budget lasts, then 429 before any work.
+        assert!(
+            statuses[..5].iter().all(|status| *status == 401),
+            "{statuses:?}"
+        );
+        assert!(
+            statuses[5..].iter().all(|status| *status == 429),
+            "{statuses:?}"
+        );
+    }
+);
+
+limits_test!(
+    slow_headers_and_idle_sockets_are_closed,
+    |limits| {
+        limits.header_read_timeout_secs = 1;
+    },
+    |app| {
+        // A client that sends half its headers, then nothing.
+        let mut slow = TcpStream::connect(app.addr).await.unwrap();
+        slow.write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-")
+            .await
+            .unwrap();
+        // A client that connects and says nothing.
+        let mut idle = TcpStream::connect(app.addr).await.unwrap();
+        for stream in [&mut slow, &mut idle] {
+            let mut buffer = [0u8; 512];
+            let read = tokio::time::timeout(HANG, stream.read(&mut buffer)).await;
+            match read {
+                Ok(Ok(_)) | Ok(Err(_)) => {} // closed (possibly after a 408), or reset
+                Err(_) => panic!("the server kept a silent connection open"),
+            }
+        }
+        let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), 200);
+    }
+);
+
+limits_test!(
+    a_crowd_of_idle_sockets_cannot_lock_out_healthz,
+    |limits| {
+        limits.max_connections = 50;
+    },
+    |app| {
+        let mut crowd = Vec::new();
+        for _ in 0..120 {
+            if let Ok(stream) = TcpStream::connect(app.addr).await {
+                crowd.push(stream);
+            }
+        }
+        let started = Instant::now();
+        let health =
+            tokio::time::timeout(HANG, reqwest::Client::new().get(app.url("/healthz")).send())
+                .await
+                .expect("/healthz answers behind a crowd of idle sockets")
+                .unwrap();
+        assert_eq!(health.status(), 200);
+        assert!(started.elapsed() < HANG);
+        drop(crowd);
+    }
+);
+
+limits_test!(
+    a_request_past_its_time_budget_is_cancelled_with_timeout,
+    |limits| {
+        limits.request_timeout_secs = 1;
+        limits.header_read_timeout_secs = 30;
+    },
+    |app| {
+        let key = app.key(Role::Viewer).await;
+        // A body that trickles in: the request outlives its budget while it is read.
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        let body = r#"{"query":"{ viewer { role } }"}"#;
+        let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&body.as_bytes()[..5]).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(HANG, async {
+            let mut buffer = [0u8; 4096];
+            loop {
+                let read = stream.read(&mut buffer).await.unwrap_or(0);
+                if read == 0 {
+                    break;
+                }
+                answer.extend_from_slice(&buffer[..read]);
+                if answer.windows(9).any(|w| w == b"\"TIMEOUT\"") {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "no answer within the budget");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.contains("\"TIMEOUT\""), "{answer}");
+    }
+);
+
+/// graphql-js's `getIntrospectionQuery({ descriptions: true, specifiedByUrl: true,
+/// directiveIsRepeatable: true, schemaDescription: true, inputValueDeprecation: true,
+/// oneOf: true })`, as GraphiQL, codegen and IDE plugins send it.
+const INTROSPECTION: &str = r#"
+query IntrospectionQuery {
+  __schema {
+    description
+    queryType { name kind }
+    mutationType { name kind }
+    subscriptionType { name kind }
+    types { ...FullType }
+    directives {
+      name
+      description
+      isRepeatable
+      locations
+      args(includeDeprecated: true) { ...InputValue }
+    }
+  }
+}
+fragment FullType on __Type {
+  kind
+  name
+  description
+  specifiedByURL
+  isOneOf
+  fields(includeDeprecated: true) {
+    name
+    description
+    args(includeDeprecated: true) { ...InputValue }
+    type { ...TypeRef }
+    isDeprecated
+    deprecationReason
+  }
+  inputFields(includeDeprecated: true) { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) {
+    name
+    description
+    isDeprecated
+    deprecationReason
+  }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue {
+  name
+  description
+  type { ...TypeRef }
+  defaultValue
+  isDeprecated
+  deprecationReason
+}
+fragment TypeRef on __Type {
+  kind
+  name
+  ofType {
+    kind
+    name
+    ofType {
+      kind
+      name
+      ofType {
+        kind
+        name
+        ofType {
+          kind
+          name
+          ofType {
+            kind
+            name
+            ofType {
+              kind
+              name
+              ofType {
+                kind
+                name
+                ofType {
+                  kind
+                  name
+                  ofType {
+                    kind
+                    name
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+"#;
