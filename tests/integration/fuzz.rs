@@ -756,11 +756,15 @@ struct Fuzz {
 }
 
 impl Fuzz {
-    /// A server without the per-key rate limit (the fuzzer is one key sending fast), a
-    /// fuzzed workspace with a few objects to find, and another workspace to check after.
+    /// A server without the rate limits (see below), a fuzzed workspace with a few objects to find, and another workspace to check after.
     async fn start(backend: Backend) -> Option<Fuzz> {
+        // The fuzzer is one key and one address sending as fast as it can: the per-key,
+        // failed-authentication and per-webhook limiters would answer most of its requests
+        // 429 before they reach anything (tests/integration/abuse.rs tests them).
         let limits = Limits {
             requests_per_minute: 0,
+            failed_auth_per_minute: 0,
+            webhook_requests_per_minute: 0,
             ..Limits::default()
         };
         let app = TestApp::with_limits(backend, limits).await?;
