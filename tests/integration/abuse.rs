@@ -313,21 +313,39 @@ limits_test!(
             json!({ "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }),
         )
         .await;
-        let mut statuses = Vec::new();
-        for _ in 0..8 {
-            let response = app
+        let path = format!("/webhooks/{source}");
+        let secret =
+            connectors::webhook::Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let send = |id: Option<String>| {
+            let body = json!({ "email": "ada@example.com", "text": "hello" }).to_string();
+            let timestamp = chrono::Utc::now().timestamp().to_string();
+            let mut request = app
                 .client
-                .post(app.url(&format!("/webhooks/{source}")))
-                .header("content-type", "application/json")
-                .body("{}")
-                .send()
-                .await
-                .unwrap();
-            statuses.push(response.status().as_u16());
+                .post(app.url(&path))
+                .header("content-type", "application/json");
+            if let Some(id) = id {
+                let signature = secret
+                    .sign_standard(&id, &timestamp, body.as_bytes())
+                    .unwrap();
+                request = request
+                    .header("webhook-id", id)
+                    .header("webhook-timestamp", timestamp)
+                    .header("webhook-signature", signature);
+            }
+            async move { request.body(body).send().await.unwrap().status().as_u16() }
+        };
+        // Unsigned junk to a known source address: refused, and it uses none of the
+        // source's budget.
+        for _ in 0..8 {
+            assert_eq!(send(None).await, 401);
         }
-        // Unsigned: refused (401) while the budget lasts, then 429 before any work.
+        // Signed deliveries: 5 a minute, then 429 before any work.
+        let mut statuses = Vec::new();
+        for i in 0..7 {
+            statuses.push(send(Some(format!("msg_{i}"))).await);
+        }
         assert!(
-            statuses[..5].iter().all(|status| *status == 401),
+            statuses[..5].iter().all(|status| *status == 200),
             "{statuses:?}"
         );
         assert!(
