@@ -123,10 +123,11 @@ pub fn normalize_item(item: &connectors::InboundItem) -> connectors::InboundItem
     for key in [&mut item.external_id, &mut item.author.platform_id] {
         *key = bounded_key(key);
     }
-    for key in [&mut item.thread_key, &mut item.in_reply_to] {
-        if let Some(key) = key {
-            *key = bounded_key(key);
-        }
+    for key in [&mut item.thread_key, &mut item.in_reply_to]
+        .into_iter()
+        .flatten()
+    {
+        *key = bounded_key(key);
     }
     one(&mut item.kind);
     one(&mut item.text);
