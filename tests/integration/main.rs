@@ -21,4 +21,5 @@ mod outbound;
 mod roles;
 mod schema;
 mod search;
+mod server;
 mod tenancy;
