@@ -35,6 +35,8 @@ pub struct BenchArgs {
     search_requests: usize,
 }
 
+/// Runs the benchmarks on a scratch data directory (removed afterwards), without the rate
+/// limit, and prints their tables.
 pub async fn run(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
     // A scratch data directory: the SQLite database (without --database-url) and the
     // embedded search index live there and go away afterwards.

@@ -17,6 +17,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether the demo data was seeded or the workspace already had some.
 pub fn print_seeded(seeded: &Seeded) {
     if seeded.customers > 0 {
         eprintln!(

@@ -38,6 +38,7 @@ fn parse_role(text: &str) -> Result<Role, String> {
         .ok_or_else(|| format!("`{text}` is not a role: use viewer, agent, admin or owner"))
 }
 
+/// Runs a `keys` command: a new key alone on stdout, a listing tab-separated.
 pub async fn run(app: App, command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create {

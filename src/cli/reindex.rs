@@ -3,6 +3,7 @@
 
 use rapport::App;
 
+/// Rebuilds one index (`--index`) or both, then applies the events of the meantime.
 pub async fn run(app: App, index: Option<String>) -> anyhow::Result<()> {
     use std::io::{IsTerminal, Write};
     let only = match index.as_deref() {

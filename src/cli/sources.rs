@@ -42,6 +42,8 @@ pub enum SourcesCommand {
     },
 }
 
+/// Runs a `sources` command as the owner of the workspace: a new source's id alone on
+/// stdout, a listing tab-separated; a bad setting names its flag (`--config`, …).
 pub async fn run(app: App, command: SourcesCommand) -> anyhow::Result<()> {
     match command {
         SourcesCommand::Add {
