@@ -885,6 +885,9 @@ impl Fuzz {
         let context = format!("seed {} case {case}: {what} {shown}", self.seed);
         let (status, bytes) = match answer {
             Err(_) => return self.fail(format!("no answer within {BOUND:?} on {what}"), context),
+            // The client could not even form the request (a URL too long for it): nothing
+            // reached the server.
+            Ok(Err(err)) if err.is_builder() => return,
             Ok(Err(err)) => {
                 let example = format!(
                     "{err} after {:?} (a panic in the handler?): {context}",
