@@ -158,7 +158,7 @@ pub async fn add(
     input: NewContactPoint,
 ) -> Result<Model> {
     caller.require(Role::Agent, "adding a contact point")?;
-    let txn = db.begin().await?;
+    let txn = super::begin_write(db).await?;
     super::customer::get(&txn, caller, customer_id).await?;
     let model = insert(&txn, caller.workspace_id, customer_id, input).await?;
     super::customer::touch(&txn, caller.workspace_id, customer_id).await?;
@@ -169,7 +169,7 @@ pub async fn add(
 /// Removes a contact point; returns the customer it belonged to.
 pub async fn remove(db: &impl TransactionTrait, caller: &Caller, id: Uuid) -> Result<Uuid> {
     caller.require(Role::Agent, "removing a contact point")?;
-    let txn = db.begin().await?;
+    let txn = super::begin_write(db).await?;
     let point =
         super::find_scoped::<Entity>(&txn, caller.workspace_id, id, "contact point", || {
             ids::encode(Kind::ContactPoint, id)

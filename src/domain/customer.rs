@@ -345,7 +345,7 @@ pub async fn create(
         created_at: Set(now),
         updated_at: Set(now),
     };
-    let txn = db.begin().await?;
+    let txn = super::begin_write(db).await?;
     check_organization(&txn, caller, input.organization_id).await?;
     let model = row
         .insert(&txn)
@@ -407,7 +407,7 @@ pub async fn update(
     changes: CustomerChanges,
 ) -> Result<Model> {
     caller.require(Role::Agent, "updating a customer")?;
-    let txn = db.begin().await?;
+    let txn = super::begin_write(db).await?;
     let current = get(&txn, caller, id).await?;
     let mut row: customer::ActiveModel = current.into();
     if let Some(name) = changes.display_name {
@@ -456,7 +456,7 @@ pub async fn update(
 /// conversations, interactions, notes); deals stay, unlinked. Admins only.
 pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: Uuid) -> Result<()> {
     caller.require(Role::Admin, "deleting a customer")?;
-    let txn = db.begin().await?;
+    let txn = super::begin_write(db).await?;
     let model = get(&txn, caller, id).await?;
     Entity::delete_by_id(model.id).exec(&txn).await?;
     super::event::append(

@@ -119,7 +119,7 @@ pub async fn create(db: &impl TransactionTrait, caller: &Caller, input: NewDeal)
         created_at: Set(now),
         updated_at: Set(now),
     };
-    let txn = db.begin().await?;
+    let txn = super::begin_write(db).await?;
     check_links(&txn, caller, input.customer_id, input.organization_id).await?;
     let model = row.insert(&txn).await?;
     super::event::append(&txn, caller.workspace_id, "deal.created", model.id, &model).await?;
@@ -134,7 +134,7 @@ pub async fn update(
     changes: DealChanges,
 ) -> Result<Model> {
     caller.require(Role::Agent, "updating a deal")?;
-    let txn = db.begin().await?;
+    let txn = super::begin_write(db).await?;
     let current = get(&txn, caller, id).await?;
     let customer = changes.customer_id.unwrap_or(current.customer_id);
     let organization = changes.organization_id.unwrap_or(current.organization_id);

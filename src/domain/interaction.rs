@@ -294,7 +294,7 @@ pub async fn record(
             "occurredAt lies more than a day in the future",
         ));
     }
-    let txn = db.begin().await?;
+    let txn = super::begin_write(db).await?;
     super::customer::get(&txn, caller, input.customer_id).await?;
     if let Some(conversation) = input.conversation_id {
         let conversation = super::conversation::get(&txn, caller, conversation).await?;

@@ -162,6 +162,23 @@ pub fn clean_required(field: &str, text: &str, max: usize) -> Result<String> {
         .ok_or_else(|| Error::field(field, format!("{field} must not be empty")))
 }
 
+/// Begins a transaction that will write. On SQLite it takes the write lock at once (a
+/// no-op `UPDATE`): a transaction that reads first and writes later fails at once with
+/// SQLITE_BUSY_SNAPSHOT ("database is locked", code 517) when another connection (another
+/// request, the indexer) committed in between, and the busy timeout cannot help it; a
+/// transaction that writes first waits under the busy timeout instead. PostgreSQL needs
+/// nothing: its row locks and MVCC handle the same interleaving.
+pub async fn begin_write(
+    db: &impl sea_orm::TransactionTrait,
+) -> Result<sea_orm::DatabaseTransaction> {
+    let txn = db.begin().await?;
+    if txn.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+        txn.execute_unprepared("UPDATE workspace SET id = id WHERE 1 = 0")
+            .await?;
+    }
+    Ok(txn)
+}
+
 /// Custom attributes: a JSON object within [`text::CUSTOM_ATTRIBUTES`] (size, keys, depth,
 /// key length), no control character in any key or string; stored normalised.
 pub fn custom_object(field: &str, value: Option<serde_json::Value>) -> Result<serde_json::Value> {

@@ -19,7 +19,7 @@ pub async fn add(
 ) -> Result<Model> {
     caller.require(Role::Agent, "adding a note")?;
     let body = super::clean_required("body", body, 20_000)?;
-    let txn = db.begin().await?;
+    let txn = super::begin_write(db).await?;
     super::customer::get(&txn, caller, customer_id).await?;
     let now = super::now();
     let row = note::ActiveModel {

@@ -81,7 +81,7 @@ pub async fn create(
         created_at: Set(now),
         updated_at: Set(now),
     };
-    let txn = db.begin().await?;
+    let txn = super::begin_write(db).await?;
     let model = row
         .insert(&txn)
         .await
@@ -105,7 +105,7 @@ pub async fn update(
     changes: OrganizationChanges,
 ) -> Result<Model> {
     caller.require(Role::Agent, "updating an organization")?;
-    let txn = db.begin().await?;
+    let txn = super::begin_write(db).await?;
     let current = get(&txn, caller, id).await?;
     let mut row: organization::ActiveModel = current.into();
     if let Some(name) = changes.name {

@@ -129,7 +129,7 @@ pub async fn create(
         created_at: Set(now),
         updated_at: Set(now),
     };
-    let txn = db.begin().await?;
+    let txn = super::begin_write(db).await?;
     let model = row
         .insert(&txn)
         .await
@@ -165,7 +165,7 @@ pub async fn update(
     changes: SourceChanges,
 ) -> Result<Model> {
     caller.require(Role::Admin, "changing a source")?;
-    let txn = db.begin().await?;
+    let txn = super::begin_write(db).await?;
     let current = get(&txn, caller, id).await?;
     let channel = connectors::Channel::parse(&current.channel).ok_or_else(|| {
         Error::Internal(format!(
@@ -255,7 +255,7 @@ fn keep_bound_secrets(
 /// Deletes a source; what it ingested stays.
 pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: Uuid) -> Result<()> {
     caller.require(Role::Admin, "deleting a source")?;
-    let txn = db.begin().await?;
+    let txn = super::begin_write(db).await?;
     let model = get(&txn, caller, id).await?;
     Entity::delete_by_id(model.id).exec(&txn).await?;
     super::event::append(

@@ -73,7 +73,7 @@ pub async fn add(
     color: Option<String>,
 ) -> Result<()> {
     caller.require(Role::Agent, "tagging a customer")?;
-    let txn = db.begin().await?;
+    let txn = super::begin_write(db).await?;
     super::customer::get(&txn, caller, customer_id).await?;
     attach(&txn, caller.workspace_id, customer_id, name, color).await?;
     super::customer::touch(&txn, caller.workspace_id, customer_id).await?;
@@ -90,7 +90,7 @@ pub async fn remove(
 ) -> Result<()> {
     caller.require(Role::Agent, "untagging a customer")?;
     let name = super::text::check_lookup("name", name, 64)?;
-    let txn = db.begin().await?;
+    let txn = super::begin_write(db).await?;
     super::customer::get(&txn, caller, customer_id).await?;
     let tag = super::scoped::<tag::Entity>(caller.workspace_id)
         .filter(tag::Column::Name.eq(name.clone()))

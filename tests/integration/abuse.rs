@@ -700,3 +700,35 @@ backend_test! {
         }
     }
 }
+
+backend_test! {
+    async fn concurrent_writers_never_see_database_is_locked(app: TestApp) {
+        let key = app.key(Role::Agent).await;
+        let customer = app.create_customer(&key, json!({ "displayName": "Busy" })).await;
+        let mut writers = Vec::new();
+        for writer in 0..6 {
+            let client = app.client.clone();
+            let url = app.url("/graphql");
+            let key = key.clone();
+            let customer = customer.clone();
+            writers.push(tokio::spawn(async move {
+                let mut failures = Vec::new();
+                for round in 0..15 {
+                    let body = json!({
+                        "query": "mutation($input: AddNoteInput!) { addNote(input: $input) { note { id } } }",
+                        "variables": { "input": { "customerId": customer, "body": format!("{writer}/{round}") } },
+                    });
+                    let answer: Value = client.post(&url).bearer_auth(&key).json(&body).send().await.unwrap().json().await.unwrap();
+                    if answer.get("errors").is_some() {
+                        failures.push(answer);
+                    }
+                }
+                failures
+            }));
+        }
+        for writer in writers {
+            let failures = writer.await.unwrap();
+            assert!(failures.is_empty(), "{failures:#?}");
+        }
+    }
+}
