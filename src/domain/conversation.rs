@@ -9,6 +9,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::event::EventKind;
 use super::{Caller, ConversationStatus, Direction};
 use crate::error::Result;
 use crate::ids::{self, Kind};
@@ -86,14 +87,14 @@ pub async fn on_interaction(
     };
     let mut row: conversation::ActiveModel = model.clone().into();
     row.last_message_at = Set(model.last_message_at.max(at));
-    let mut kind = "conversation.updated";
+    let mut kind = EventKind::ConversationUpdated;
     match direction {
         Direction::Inbound if model.status == ConversationStatus::Resolved.as_str() => {
             row.status = Set(ConversationStatus::Open.as_str().to_owned());
             row.resolved_at = Set(None);
             // Its own kind: the search index refreshes the status of every interaction
             // of the conversation on this event, not on every new message.
-            kind = "conversation.status_changed";
+            kind = EventKind::ConversationStatusChanged;
         }
         Direction::Outbound if model.first_response_at.is_none() => {
             row.first_response_at = Set(Some(at))
@@ -159,7 +160,14 @@ pub async fn thread(
         crate::Error::Internal("a conversation vanished after its insertion".into())
     })?;
     if inserted == 1 {
-        super::event::append(db, workspace_id, "conversation.created", model.id, &model).await?;
+        super::event::append(
+            db,
+            workspace_id,
+            EventKind::ConversationCreated,
+            model.id,
+            &model,
+        )
+        .await?;
     } else {
         on_interaction(db, workspace_id, model.id, direction, at).await?;
     }

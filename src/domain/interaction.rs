@@ -12,6 +12,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::event::EventKind;
 use super::page::{self, Page, PageArgs, Sort, SortKind, Window};
 use super::{clean_optional, Caller, Direction, InteractionKind, Role};
 use crate::error::{Error, Result};
@@ -306,8 +307,8 @@ pub async fn record(
         }
     }
     // Recorded by hand or ingested, an interaction gets the same language and sentiment.
-    let language = language.or_else(|| crate::ingest::enrich::language(&text));
-    let sentiment = crate::ingest::enrich::sentiment(&text, language.as_deref());
+    let language = language.or_else(|| super::enrich::language(&text));
+    let sentiment = super::enrich::sentiment(&text, language.as_deref());
     let row = interaction::ActiveModel {
         id: Set(ids::new_id()),
         workspace_id: Set(caller.workspace_id),
@@ -333,7 +334,7 @@ pub async fn record(
     super::event::append(
         &txn,
         caller.workspace_id,
-        "interaction.created",
+        EventKind::InteractionCreated,
         model.id,
         &model,
     )
@@ -436,8 +437,8 @@ pub async fn insert_ingested(
     let language = item
         .language
         .clone()
-        .or_else(|| crate::ingest::enrich::language(&text));
-    let sentiment = crate::ingest::enrich::sentiment(&text, language.as_deref());
+        .or_else(|| super::enrich::language(&text));
+    let sentiment = super::enrich::sentiment(&text, language.as_deref());
     let model = Model {
         id: ids::new_id(),
         workspace_id: ingested.workspace_id,
@@ -473,7 +474,7 @@ pub async fn insert_ingested(
     super::event::append(
         db,
         ingested.workspace_id,
-        "interaction.created",
+        EventKind::InteractionCreated,
         model.id,
         &model,
     )

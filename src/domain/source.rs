@@ -9,6 +9,7 @@ use sea_orm::{
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use super::event::EventKind;
 use super::{Caller, Role};
 use crate::error::{Error, Result};
 use crate::ids::{self, Kind};
@@ -136,7 +137,7 @@ pub async fn create(
     super::event::append(
         &txn,
         caller.workspace_id,
-        "source.created",
+        EventKind::SourceCreated,
         model.id,
         &model,
     )
@@ -204,7 +205,7 @@ pub async fn update(
     super::event::append(
         &txn,
         caller.workspace_id,
-        "source.updated",
+        EventKind::SourceUpdated,
         model.id,
         &model,
     )
@@ -260,7 +261,7 @@ pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: Uuid) -> Re
     super::event::append(
         &txn,
         caller.workspace_id,
-        "source.deleted",
+        EventKind::SourceDeleted,
         model.id,
         &json!({ "id": model.id }),
     )

@@ -11,7 +11,6 @@
 //! and counted in [`IngestReport::skipped`], and the rest of the batch lands. Any other
 //! error (connection, lock, lease) still fails the whole batch, so nothing is lost.
 
-pub mod enrich;
 pub mod reply;
 pub mod scheduler;
 pub mod sync;

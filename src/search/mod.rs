@@ -255,7 +255,7 @@ pub async fn open(config: &crate::Config) -> anyhow::Result<std::sync::Arc<dyn S
 
 /// Query words: folded (lower case, no accents), split on anything not a letter or digit.
 pub fn words(text: &str) -> Vec<String> {
-    crate::ingest::enrich::fold(text)
+    crate::domain::enrich::fold(text)
         .split(|c: char| !c.is_alphanumeric())
         .filter(|word| !word.is_empty())
         .map(str::to_owned)
@@ -334,7 +334,7 @@ pub fn highlight(field: &'static str, field_text: &str, query: &str) -> Option<H
             at += 1;
         }
         let token: String = chars[start..at].iter().collect();
-        let folded = crate::ingest::enrich::fold(&token);
+        let folded = crate::domain::enrich::fold(&token);
         let hit = words
             .iter()
             .enumerate()
