@@ -34,6 +34,7 @@ pub mod conversation;
 pub mod customer;
 pub mod deal;
 pub mod demo;
+pub mod document;
 pub mod enrich;
 pub mod event;
 pub mod identity;
