@@ -407,6 +407,53 @@ pub async fn conversation_of(
     Ok(row.and_then(|row| row.conversation_id))
 }
 
+/// An interaction of the caller's workspace, or `NOT_FOUND`.
+pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: Uuid) -> Result<Model> {
+    super::find_scoped::<Entity>(db, caller.workspace_id, id, "interaction", || {
+        ids::encode(ids::Kind::Interaction, id)
+    })
+    .await
+}
+
+/// The interaction of the workspace's source `source_id` with `external_id`, if stored
+/// (a reply already sent, found by the external id it was sent with).
+pub async fn by_external_id(
+    db: &impl ConnectionTrait,
+    workspace_id: Uuid,
+    source_id: Uuid,
+    external_id: String,
+) -> Result<Option<Model>> {
+    Ok(super::scoped::<Entity>(workspace_id)
+        .filter(Column::SourceId.eq(source_id))
+        .filter(Column::ExternalId.eq(external_id))
+        .one(db)
+        .await?)
+}
+
+/// Who wrote an interaction (its identity) and the thread key of its conversation: where
+/// a reply to it goes.
+pub async fn author_and_thread(
+    db: &impl ConnectionTrait,
+    interaction: &Model,
+) -> Result<(Option<entity::identity::Model>, Option<String>)> {
+    let identity = match interaction.identity_id {
+        Some(identity) => {
+            entity::identity::Entity::find_by_id(identity)
+                .one(db)
+                .await?
+        }
+        None => None,
+    };
+    let thread_key = match interaction.conversation_id {
+        Some(conversation) => entity::conversation::Entity::find_by_id(conversation)
+            .one(db)
+            .await?
+            .and_then(|conversation| conversation.thread_key),
+        None => None,
+    };
+    Ok((identity, thread_key))
+}
+
 /// Stores an inbound item unless its (source, external id) is stored already, in which
 /// case it returns `None`: the UNIQUE constraint decides, `ON CONFLICT DO NOTHING`.
 /// Text is NFC-normalised; the raw payload is kept up to [`MAX_RAW_BYTES`].

@@ -15,16 +15,13 @@ pub mod reply;
 pub mod scheduler;
 pub mod sync;
 
-use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 use uuid::Uuid;
 
+pub use crate::domain::source::Lease;
 use crate::domain::{self, Direction};
 use crate::error::{Error, Result};
-use connectors::InboundItem;
+use connectors::{Connector, ConnectorError, InboundItem};
 use entity::source;
 
 /// What a batch did.
@@ -47,12 +44,15 @@ enum Stored {
     Duplicate,
 }
 
-/// The lease a scheduled run holds on its source: the batch commits only while the
-/// source is still leased to `owner`, and renews the lease to `until`.
-#[derive(Debug, Clone, Copy)]
-pub struct Lease<'a> {
-    pub owner: &'a str,
-    pub until: DateTime<Utc>,
+/// The connector of `source`, built from its settings and secrets; every connection it
+/// opens goes through `outbound`. The one place a source becomes a connector.
+pub fn connector(
+    source: &source::Model,
+    outbound: &connectors::outbound::Outbound,
+) -> std::result::Result<Box<dyn Connector>, ConnectorError> {
+    let channel = connectors::Channel::parse(&source.channel)
+        .ok_or_else(|| ConnectorError::Config(format!("unknown channel {}", source.channel)))?;
+    connectors::build(channel, &domain::source::full_config(source), outbound)
 }
 
 /// Stores `items` of `source` and moves its cursor to `next_cursor` (when given), all in
@@ -73,18 +73,9 @@ pub async fn ingest(
     lease: Option<Lease<'_>>,
 ) -> Result<IngestReport> {
     let txn = db.begin().await?;
-    // Write first: on SQLite this takes the write lock now, while the busy timeout still
-    // applies (a transaction that reads first and writes later fails at once with
-    // SQLITE_BUSY when another process wrote meanwhile); on PostgreSQL it locks the
-    // source's row, so two batches of one source never interleave.
-    source::Entity::update_many()
-        .col_expr(
-            source::Column::UpdatedAt,
-            Expr::col(source::Column::UpdatedAt).into(),
-        )
-        .filter(source::Column::Id.eq(source.id))
-        .exec(&txn)
-        .await?;
+    // Write first: the source's row is locked before anything is read (see
+    // `lock_for_batch` for why each backend needs it).
+    domain::source::lock_for_batch(&txn, source.id).await?;
     let items: Vec<InboundItem> = items.iter().map(domain::text::normalize_item).collect();
     let external_ids: Vec<String> = items.iter().map(|item| item.external_id.clone()).collect();
     let stored = domain::interaction::stored_external_ids(&txn, source.id, &external_ids).await?;
@@ -119,29 +110,8 @@ pub async fn ingest(
             Err(err) => return Err(err),
         }
     }
-    let now = domain::now();
-    let mut update = source::Entity::update_many()
-        .col_expr(
-            source::Column::ItemsIngested,
-            Expr::col(source::Column::ItemsIngested).add(report.new.len() as i64),
-        )
-        .col_expr(source::Column::LastRunAt, Expr::value(now))
-        .col_expr(source::Column::UpdatedAt, Expr::value(now))
-        .filter(source::Column::Id.eq(source.id));
-    if let Some(cursor) = next_cursor {
-        update = update.col_expr(source::Column::Cursor, Expr::value(cursor));
-    }
-    if let Some(lease) = lease {
-        update = update
-            .col_expr(source::Column::LeaseUntil, Expr::value(lease.until))
-            .filter(source::Column::LeaseOwner.eq(lease.owner));
-    }
-    if update.exec(&txn).await?.rows_affected == 0 {
-        // Dropping the transaction rolls the batch back.
-        return Err(Error::Conflict(
-            "the source is no longer leased to this process (deleted, or taken over after the lease ran out); the batch was not stored".into(),
-        ));
-    }
+    // A lost lease is a `CONFLICT`; dropping the transaction rolls the batch back.
+    domain::source::record_batch(&txn, source.id, report.new.len(), next_cursor, lease).await?;
     failpoint("ingest.before_commit");
     txn.commit().await?;
     Ok(report)
