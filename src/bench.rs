@@ -62,7 +62,7 @@ pub async fn run(app: App, options: BenchOptions) -> anyhow::Result<Vec<Scenario
     .await?;
     // Measure steady state: planner statistics as a running database has them (on
     // PostgreSQL a fresh bulk load has none until autovacuum analyzes it).
-    sea_orm::ConnectionTrait::execute_unprepared(&app.db, "ANALYZE").await?;
+    domain::workspace::analyze(&app.db).await?;
     eprintln!(
         "seeded {} customers with {} interactions each in {:.1} s",
         options.customers,
@@ -267,7 +267,6 @@ pub struct IngestBenchReport {
 /// would, then the same items again; checks every item is stored exactly once, and deletes
 /// the scratch workspace.
 pub async fn ingest(app: &App, items: usize, batch: usize) -> anyhow::Result<IngestBenchReport> {
-    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
     let slug = format!("bench-ingest-{}", uuid::Uuid::now_v7().simple());
     let workspace = domain::workspace::ensure(&app.db, &slug).await?;
     let caller = domain::Caller {
@@ -341,23 +340,14 @@ pub async fn ingest(app: &App, items: usize, batch: usize) -> anyhow::Result<Ing
     if again != 0 {
         bail!("the replay stored {again} items twice");
     }
-    let count = |query: sea_orm::Select<entity::interaction::Entity>| query.count(&app.db);
-    let total = count(
-        entity::interaction::Entity::find()
-            .filter(entity::interaction::Column::WorkspaceId.eq(workspace.id)),
-    )
-    .await?;
+    let domain::workspace::RowCounts {
+        interactions: total,
+        customers,
+        conversations,
+    } = domain::workspace::row_counts(&app.db, workspace.id).await?;
     if total != items as u64 {
         bail!("{total} interactions stored for {items} items");
     }
-    let customers = entity::customer::Entity::find()
-        .filter(entity::customer::Column::WorkspaceId.eq(workspace.id))
-        .count(&app.db)
-        .await?;
-    let conversations = entity::conversation::Entity::find()
-        .filter(entity::conversation::Column::WorkspaceId.eq(workspace.id))
-        .count(&app.db)
-        .await?;
     domain::workspace::delete(&app.db, workspace.id).await?;
     Ok(IngestBenchReport {
         items,
@@ -473,16 +463,7 @@ pub async fn search(
         });
     }
     // Leave nothing behind: the workspace's rows, then (through the indexer) its documents.
-    let customer_ids: Vec<uuid::Uuid> = {
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
-        entity::customer::Entity::find()
-            .select_only()
-            .column(entity::customer::Column::Id)
-            .filter(entity::customer::Column::WorkspaceId.eq(workspace.id))
-            .into_tuple()
-            .all(&app.db)
-            .await?
-    };
+    let customer_ids = domain::workspace::customer_ids(&app.db, workspace.id).await?;
     app.search.delete_customers(customer_ids.clone()).await?;
     app.search.delete_interactions_of(customer_ids).await?;
     domain::workspace::delete(&app.db, workspace.id).await?;

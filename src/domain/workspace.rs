@@ -157,3 +157,43 @@ pub async fn delete(db: &impl ConnectionTrait, workspace_id: Uuid) -> Result<()>
         .await?;
     Ok(())
 }
+/// How many rows of each kind a workspace holds (benchmarks check what landed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowCounts {
+    pub customers: u64,
+    pub conversations: u64,
+    pub interactions: u64,
+}
+
+pub async fn row_counts(db: &impl ConnectionTrait, workspace_id: Uuid) -> Result<RowCounts> {
+    use sea_orm::PaginatorTrait;
+    Ok(RowCounts {
+        customers: super::scoped::<entity::customer::Entity>(workspace_id)
+            .count(db)
+            .await?,
+        conversations: super::scoped::<entity::conversation::Entity>(workspace_id)
+            .count(db)
+            .await?,
+        interactions: super::scoped::<entity::interaction::Entity>(workspace_id)
+            .count(db)
+            .await?,
+    })
+}
+
+/// The ids of every customer of a workspace (to clear its search documents).
+pub async fn customer_ids(db: &impl ConnectionTrait, workspace_id: Uuid) -> Result<Vec<Uuid>> {
+    use sea_orm::QuerySelect;
+    Ok(super::scoped::<entity::customer::Entity>(workspace_id)
+        .select_only()
+        .column(entity::customer::Column::Id)
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
+/// Refreshes the planner's statistics (`ANALYZE`), as a running database has them after a
+/// bulk load (on PostgreSQL a fresh load has none until autovacuum analyzes it).
+pub async fn analyze(db: &impl ConnectionTrait) -> Result<()> {
+    db.execute_unprepared("ANALYZE").await?;
+    Ok(())
+}
