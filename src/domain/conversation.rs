@@ -107,20 +107,34 @@ pub async fn on_interaction(
     Ok(Some(model))
 }
 
+/// An item to file into its conversation: where it came from, its thread and its author.
+#[derive(Debug, Clone, Copy)]
+pub struct Threaded<'a> {
+    pub workspace_id: Uuid,
+    pub source_id: Uuid,
+    pub thread_key: &'a str,
+    /// The customer a new conversation belongs to.
+    pub customer_id: Uuid,
+    pub channel: connectors::Channel,
+    pub subject: Option<&'a str>,
+    pub direction: Direction,
+    pub at: DateTime<Utc>,
+}
+
 /// Files an item of `source` into the conversation with `thread_key`, creating it when
 /// new (the UNIQUE (workspace, source, thread key) decides races). Returns its id.
-pub async fn thread(
-    db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    source_id: Uuid,
-    thread_key: &str,
-    customer_id: Uuid,
-    channel: &str,
-    subject: Option<&str>,
-    direction: Direction,
-    at: DateTime<Utc>,
-) -> Result<Uuid> {
+pub async fn thread(db: &impl ConnectionTrait, item: Threaded<'_>) -> Result<Uuid> {
     use sea_orm::sea_query::OnConflict;
+    let Threaded {
+        workspace_id,
+        source_id,
+        thread_key,
+        customer_id,
+        channel,
+        subject,
+        direction,
+        at,
+    } = item;
     let find = || {
         super::scoped::<Entity>(workspace_id)
             .filter(Column::SourceId.eq(source_id))
@@ -137,7 +151,7 @@ pub async fn thread(
         customer_id: Set(customer_id),
         source_id: Set(Some(source_id)),
         thread_key: Set(Some(thread_key.to_owned())),
-        channel: Set(channel.to_owned()),
+        channel: Set(channel.as_str().to_owned()),
         subject: Set(subject.map(str::to_owned)),
         status: Set(ConversationStatus::Open.as_str().to_owned()),
         priority: Set(super::Priority::Normal.as_str().to_owned()),

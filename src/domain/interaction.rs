@@ -371,7 +371,7 @@ pub const MAX_RAW_BYTES: usize = 64 * 1024;
 pub struct Ingested<'a> {
     pub workspace_id: Uuid,
     pub source_id: Uuid,
-    pub channel: &'a str,
+    pub channel: connectors::Channel,
     pub customer_id: Uuid,
     /// The author's identity; `None` for the workspace's own outbound replies.
     pub identity_id: Option<Uuid>,
@@ -494,7 +494,7 @@ pub async fn insert_ingested(
         identity_id: ingested.identity_id,
         source_id: Some(ingested.source_id),
         external_id: Some(item.external_id.clone()),
-        channel: ingested.channel.to_owned(),
+        channel: ingested.channel.as_str().to_owned(),
         direction: direction.as_str().to_owned(),
         kind: kind.as_str().to_owned(),
         subject: item.subject.as_deref().map(super::clean),

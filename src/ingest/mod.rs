@@ -124,6 +124,7 @@ async fn store_item(
     source: &source::Model,
     item: &InboundItem,
 ) -> Result<Stored> {
+    let channel = domain::source::channel(source)?;
     let direction = if item.outbound {
         Direction::Outbound
     } else {
@@ -158,7 +159,7 @@ async fn store_item(
             let author = domain::identity::resolve_author(
                 txn,
                 source.workspace_id,
-                &source.channel,
+                channel,
                 &item.author,
                 item.occurred_at,
             )
@@ -172,18 +173,17 @@ async fn store_item(
                         .as_ref()
                         .or(item.in_reply_to.as_ref())
                         .unwrap_or(&item.external_id);
-                    domain::conversation::thread(
-                        txn,
-                        source.workspace_id,
-                        source.id,
+                    let threaded = domain::conversation::Threaded {
+                        workspace_id: source.workspace_id,
+                        source_id: source.id,
                         thread_key,
                         customer_id,
-                        &source.channel,
-                        item.subject.as_deref(),
+                        channel,
+                        subject: item.subject.as_deref(),
                         direction,
-                        item.occurred_at,
-                    )
-                    .await?
+                        at: item.occurred_at,
+                    };
+                    domain::conversation::thread(txn, threaded).await?
                 }
             };
             (
@@ -197,7 +197,7 @@ async fn store_item(
     let ingested = domain::interaction::Ingested {
         workspace_id: source.workspace_id,
         source_id: source.id,
-        channel: &source.channel,
+        channel,
         customer_id,
         identity_id,
         conversation_id,
