@@ -88,8 +88,9 @@ pub async fn on_interaction(
     let mut row: conversation::ActiveModel = model.clone().into();
     row.last_message_at = Set(model.last_message_at.max(at));
     let mut kind = EventKind::ConversationUpdated;
+    let status = ConversationStatus::from_db(&model.status)?;
     match direction {
-        Direction::Inbound if model.status == ConversationStatus::Resolved.as_str() => {
+        Direction::Inbound if status == ConversationStatus::Resolved => {
             row.status = Set(ConversationStatus::Open.as_str().to_owned());
             row.resolved_at = Set(None);
             // Its own kind: the search index refreshes the status of every interaction

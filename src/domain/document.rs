@@ -12,6 +12,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::{ContactPointKind, ConversationStatus};
 use crate::error::Result;
 
 /// An interaction as the index sees it.
@@ -78,17 +79,18 @@ pub async fn interaction_docs(
     use entity::{conversation, identity};
     let conversation_ids: BTreeSet<Uuid> = rows.iter().filter_map(|r| r.conversation_id).collect();
     let identity_ids: BTreeSet<Uuid> = rows.iter().filter_map(|r| r.identity_id).collect();
-    let statuses: std::collections::HashMap<Uuid, String> = if conversation_ids.is_empty() {
-        Default::default()
-    } else {
-        conversation::Entity::find()
-            .filter(conversation::Column::Id.is_in(conversation_ids))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|c| (c.id, c.status))
-            .collect()
-    };
+    let statuses: std::collections::HashMap<Uuid, ConversationStatus> =
+        if conversation_ids.is_empty() {
+            Default::default()
+        } else {
+            conversation::Entity::find()
+                .filter(conversation::Column::Id.is_in(conversation_ids))
+                .all(db)
+                .await?
+                .into_iter()
+                .filter_map(|c| Some((c.id, ConversationStatus::parse(&c.status)?)))
+                .collect()
+        };
     let authors: std::collections::HashMap<Uuid, String> = if identity_ids.is_empty() {
         Default::default()
     } else {
@@ -112,8 +114,9 @@ pub async fn interaction_docs(
             conversation_id: row.conversation_id,
             status: row
                 .conversation_id
-                .and_then(|c| statuses.get(&c).cloned())
-                .unwrap_or_else(|| "none".to_owned()),
+                .and_then(|c| statuses.get(&c))
+                .map_or("none", |status| status.as_str())
+                .to_owned(),
             sentiment_label: sentiment_label(row.sentiment).to_owned(),
             sentiment: row.sentiment,
             language: row
@@ -203,15 +206,18 @@ pub async fn customer_docs(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<Ve
         .into_iter()
         .map(|row| {
             let points = points.remove(&row.id).unwrap_or_default();
-            let of = |kind: &str| {
+            let is = |p: &contact_point::Model, kind: ContactPointKind| {
+                ContactPointKind::parse(&p.kind) == Some(kind)
+            };
+            let of = |kind: ContactPointKind| {
                 points
                     .iter()
-                    .filter(|p| p.kind == kind)
+                    .filter(|p| is(p, kind))
                     .map(|p| p.value.clone())
                     .collect::<Vec<_>>()
             };
             let mut phones = Vec::new();
-            for phone in points.iter().filter(|p| p.kind == "phone") {
+            for phone in points.iter().filter(|p| is(p, ContactPointKind::Phone)) {
                 let digits: String = phone
                     .normalized
                     .chars()
@@ -234,7 +240,7 @@ pub async fn customer_docs(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<Ve
                 id: row.id,
                 workspace_id: row.workspace_id,
                 names,
-                emails: of("email"),
+                emails: of(ContactPointKind::Email),
                 phones,
                 handles: handles.remove(&row.id).unwrap_or_default(),
                 organization: row

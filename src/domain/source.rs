@@ -195,12 +195,7 @@ pub async fn update(
     caller.require(Role::Admin, "changing a source")?;
     let txn = db.begin().await?;
     let current = get(&txn, caller, id).await?;
-    let channel = connectors::Channel::parse(&current.channel).ok_or_else(|| {
-        Error::Internal(format!(
-            "unknown channel `{}` in the database",
-            current.channel
-        ))
-    })?;
+    let channel = channel(&current)?;
     let mut row: source::ActiveModel = current.clone().into();
     let mut new_name = String::new();
     if let Some(name) = changes.name {
@@ -218,7 +213,7 @@ pub async fn update(
     }
     match changes.paused {
         Some(true) => row.status = Set(SourceStatus::Paused.as_str().to_owned()),
-        Some(false) if current.status == SourceStatus::Paused.as_str() => {
+        Some(false) if status(&current)? == SourceStatus::Paused => {
             row.status = Set(SourceStatus::Ok.as_str().to_owned());
             row.failures = Set(0);
             row.next_run_at = Set((channel != connectors::Channel::Webhook).then(super::now));
