@@ -136,7 +136,7 @@ pub async fn create(
     let (config, secrets) = split_config(input.channel, input.config)?;
     let schedule = check_schedule(input.schedule_secs.unwrap_or(DEFAULT_SCHEDULE_SECS))?;
     let now = super::now();
-    let pull = input.channel != connectors::Channel::Webhook;
+    let pull = connectors::is_pulled(input.channel);
     let row = source::ActiveModel {
         id: Set(ids::new_id()),
         workspace_id: Set(caller.workspace_id),
@@ -216,7 +216,7 @@ pub async fn update(
         Some(false) if status(&current)? == SourceStatus::Paused => {
             row.status = Set(SourceStatus::Ok.as_str().to_owned());
             row.failures = Set(0);
-            row.next_run_at = Set((channel != connectors::Channel::Webhook).then(super::now));
+            row.next_run_at = Set(connectors::is_pulled(channel).then(super::now));
         }
         _ => {}
     }
@@ -348,12 +348,16 @@ pub async fn claim_due(
     limit: usize,
 ) -> Result<Vec<Model>> {
     let now = super::now();
+    let not_pulled = connectors::REGISTRY
+        .iter()
+        .filter(|spec| !spec.capabilities.pull)
+        .map(|spec| spec.channel.as_str());
     let due = Query::select()
         .column(Column::Id)
         .from(Entity)
         .cond_where(
             Condition::all()
-                .add(Column::Channel.ne(Channel::Webhook.as_str()))
+                .add(Column::Channel.is_not_in(not_pulled))
                 .add(Column::Status.ne(SourceStatus::Paused.as_str()))
                 .add(Column::NextRunAt.is_not_null())
                 .add(Column::NextRunAt.lte(now))
@@ -384,7 +388,7 @@ pub async fn claim(db: &impl ConnectionTrait, source: &Model, lease: Lease<'_>) 
     if status(source)? == SourceStatus::Paused {
         return Err(Error::field("id", "the source is paused: resume it first"));
     }
-    if channel(source)? == Channel::Webhook {
+    if !connectors::is_pulled(channel(source)?) {
         return Err(Error::field(
             "id",
             "a webhook source is not pulled: deliveries arrive on its address",

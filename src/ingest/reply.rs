@@ -46,25 +46,24 @@ pub async fn reply(
     let channel = domain::source::channel(&source)?;
     let connector = super::connector(&source, &syncer.outbound)
         .map_err(|err| Error::field("interactionId", err.to_string()))?;
+    // Built, so registered.
+    let spec = connectors::spec(channel)
+        .ok_or_else(|| Error::Internal(format!("no connector for {}", channel.as_str())))?;
     if !connector.capabilities().reply {
         return Err(Error::field(
             "interactionId",
             format!(
                 "the {} source `{}` cannot send replies{}",
-                source.channel,
+                channel.as_str(),
                 source.name,
-                match channel {
-                    connectors::Channel::Email => " (set smtp_host and smtp_port)",
-                    connectors::Channel::Webhook => " (set a reply_url)",
-                    _ => "",
-                }
+                spec.reply_setup
             ),
         ));
     }
     let (identity, thread_key) = domain::interaction::author_and_thread(db, &target).await?;
-    let recipient = identity.as_ref().and_then(|identity| match channel {
-        connectors::Channel::Mastodon => identity.handle.clone(),
-        _ => target
+    let recipient = identity.as_ref().and_then(|identity| match spec.recipient {
+        connectors::Recipient::Handle => identity.handle.clone(),
+        connectors::Recipient::Address => target
             .raw
             .as_ref()
             .and_then(|raw| raw.get("email").or(raw.get("from")))
