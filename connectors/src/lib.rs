@@ -260,6 +260,11 @@ pub enum Recipient {
     Address,
 }
 
+/// How a registry entry builds its connector from a configuration (settings and secrets
+/// merged) and the outbound guard.
+pub type BuildFn =
+    fn(&serde_json::Value, &outbound::Outbound) -> Result<Box<dyn Connector>, ConfigProblem>;
+
 /// One channel with a connector, declared in one place: how its configuration is checked,
 /// which settings are secrets (and the endpoint settings each is bound to), what a source
 /// of it can do at most, how its connector is built, and what a reply needs.
@@ -280,8 +285,7 @@ pub struct ChannelSpec {
     /// Checks a configuration (settings and secrets merged); a problem names its field.
     pub check: fn(&serde_json::Value) -> Result<(), ConfigProblem>,
     /// Builds the connector; every connection it opens goes through the outbound guard.
-    pub build:
-        fn(&serde_json::Value, &outbound::Outbound) -> Result<Box<dyn Connector>, ConfigProblem>,
+    pub build: BuildFn,
     /// What to set so a source of this channel can reply, said when it cannot (`""` when
     /// there is nothing to set).
     pub reply_setup: &'static str,
