@@ -285,4 +285,30 @@ mod tests {
         );
         assert_eq!(EventKind::parse("customer.exploded"), None);
     }
+
+    #[test]
+    fn an_unknown_stored_kind_reads_as_none_and_an_interaction_payload_gives_its_customer() {
+        let customer = Uuid::now_v7();
+        let row = |kind: &str, payload: serde_json::Value| entity::event::Model {
+            seq: 7,
+            workspace_id: Uuid::now_v7(),
+            kind: kind.to_owned(),
+            entity_id: Uuid::now_v7(),
+            payload,
+            created_at: super::super::now(),
+        };
+        let unknown = StoredEvent::from(row("customer.exploded", serde_json::json!({})));
+        assert_eq!((unknown.seq, unknown.kind), (7, None));
+        let created = StoredEvent::from(row(
+            "interaction.created",
+            serde_json::json!({ "id": Uuid::now_v7(), "customer_id": customer, "text": "hi" }),
+        ));
+        assert_eq!(created.kind, Some(EventKind::InteractionCreated));
+        assert_eq!(created.interaction().customer_id, Some(customer));
+        let odd = StoredEvent::from(row(
+            "interaction.created",
+            serde_json::json!({ "customer_id": 3 }),
+        ));
+        assert_eq!(odd.interaction().customer_id, None);
+    }
 }
