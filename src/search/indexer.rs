@@ -173,6 +173,7 @@ impl Indexer {
                 self.search.delete_interactions_of(gone).await?;
             }
         }
+        crate::failpoint::failpoint("indexer.after_write");
         let watermark = self.watermark(from, &events).await?;
         if watermark > from {
             event::store_offset(&self.db, CONSUMER, watermark).await?;
