@@ -32,9 +32,11 @@ struct HttpState {
     app: App,
     /// Requests a minute per API key.
     limiter: Arc<RateLimiter<uuid::Uuid>>,
-    /// Failed authentications (401s) a minute per client address.
+    /// Failed authentications (401s of `/graphql`) a minute per client address.
     auth_failures: Arc<RateLimiter<IpAddr>>,
-    /// Deliveries a minute per webhook source.
+    /// Deliveries with a bad signature a minute per client address.
+    webhook_failures: Arc<RateLimiter<IpAddr>>,
+    /// Signed deliveries a minute per webhook source.
     webhooks: Arc<RateLimiter<String>>,
 }
 
@@ -45,11 +47,20 @@ pub fn router(app: App) -> Router {
     let state = HttpState {
         limiter: Arc::new(RateLimiter::new(limits.requests_per_minute)),
         auth_failures: Arc::new(RateLimiter::new(limits.failed_auth_per_minute)),
+        webhook_failures: Arc::new(RateLimiter::new(limits.failed_auth_per_minute)),
         webhooks: Arc::new(RateLimiter::new(limits.webhook_requests_per_minute)),
         app,
     };
     Router::new()
-        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route(
+            "/graphql",
+            get(graphql_get)
+                .post(graphql_post)
+                .route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    limit_auth_failures,
+                )),
+        )
         .route(
             "/webhooks/{source_id}",
             axum::routing::post(webhook).route_layer(middleware::from_fn_with_state(
@@ -63,10 +74,6 @@ pub fn router(app: App) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { no_such_route() })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            limit_auth_failures,
-        ))
         .layer(cors())
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
@@ -99,9 +106,10 @@ pub async fn serve(
     crate::listener::serve(router(app), listener, &limits, shutdown).await
 }
 
-/// A client that failed to authenticate too often is refused for a while without its key
-/// being looked at: guessing keys costs a database lookup each, and the failures of one
-/// address are bounded like any other work. Every 401 the router answers counts.
+/// A client that failed to authenticate too often is refused at `/graphql` for a while
+/// without its key being looked at: guessing keys costs a database lookup each, and the
+/// failures of one address are bounded like any other work. Health, readiness and metrics
+/// stay open to it, and bad webhook signatures are counted apart ([`limit_webhooks`]).
 async fn limit_auth_failures(
     State(state): State<HttpState>,
     request: Request,
@@ -111,11 +119,7 @@ async fn limit_auth_failures(
         return next.run(request).await;
     };
     if let Err(error) = state.auth_failures.peek(&ip) {
-        return reject(
-            &state,
-            MediaType::Json,
-            Rejection(StatusCode::TOO_MANY_REQUESTS, error),
-        );
+        return too_many(&state, error);
     }
     let response = next.run(request).await;
     if response.status() == StatusCode::UNAUTHORIZED {
@@ -124,9 +128,12 @@ async fn limit_auth_failures(
     response
 }
 
-/// Deliveries a minute per webhook source: a sender (or someone replaying one) cannot
-/// flood the ingest pipeline through one source.
+/// Webhook deliveries: a client whose deliveries keep failing their signature is refused
+/// for a while, and each source accepts so many signed deliveries a minute. Only signed
+/// deliveries use a source's budget, so unsigned junk sent to a known source address
+/// cannot lock its real sender out.
 async fn limit_webhooks(State(state): State<HttpState>, request: Request, next: Next) -> Response {
+    let ip = crate::listener::peer(&request).map(|peer| peer.ip());
     let source = request
         .uri()
         .path()
@@ -136,14 +143,31 @@ async fn limit_webhooks(State(state): State<HttpState>, request: Request, next: 
         .chars()
         .take(64)
         .collect::<String>();
-    if let Err(error) = state.webhooks.check(source) {
-        return reject(
-            &state,
-            MediaType::Json,
-            Rejection(StatusCode::TOO_MANY_REQUESTS, error),
-        );
+    if let Some(ip) = ip {
+        if let Err(error) = state.webhook_failures.peek(&ip) {
+            return too_many(&state, error);
+        }
     }
-    next.run(request).await
+    if let Err(error) = state.webhooks.peek(&source) {
+        return too_many(&state, error);
+    }
+    let response = next.run(request).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        if let Some(ip) = ip {
+            let _ = state.webhook_failures.check(ip);
+        }
+    } else {
+        let _ = state.webhooks.check(source);
+    }
+    response
+}
+
+fn too_many(state: &HttpState, error: Error) -> Response {
+    reject(
+        state,
+        MediaType::Json,
+        Rejection(StatusCode::TOO_MANY_REQUESTS, error),
+    )
 }
 
 /// Request id, tracing span, metrics, and the time budget of every route: a request (a
