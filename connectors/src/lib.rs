@@ -252,18 +252,171 @@ pub fn check_http_url(field: &str, value: &str) -> Result<(), ConfigProblem> {
     }
 }
 
+/// Who a reply of a channel goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recipient {
+    /// The author's handle (`@name@instance`).
+    Handle,
+    /// The author's address: the answered item's raw `email` (or `from`), else the
+    /// identity's platform id without `mailto:`.
+    Address,
+}
+
+/// How a registry entry builds its connector from a configuration (settings and secrets
+/// merged) and the outbound guard.
+pub type BuildFn =
+    fn(&serde_json::Value, &outbound::Outbound) -> Result<Box<dyn Connector>, ConfigProblem>;
+
+/// One channel with a connector, declared in one place: how its configuration is checked,
+/// which settings are secrets (and the endpoint settings each is bound to), what a source
+/// of it can do at most, how its connector is built, and what a reply needs.
+///
+/// Adding a channel: a new file in `connectors/src/` with its connector and config type
+/// (`pub mod` it above), a [`Channel`] variant with its stored name, and one entry in
+/// [`REGISTRY`]. Everything else (`check_config`, `build`, `secret_fields`, the source
+/// rules and replies in `rapport`) reads the entry.
+pub struct ChannelSpec {
+    pub channel: Channel,
+    /// What a source of this channel can do at most (a connector may report less, e.g.
+    /// no replies without an SMTP server): `pull` sources are scheduled, `webhook` ones
+    /// receive deliveries on their address instead.
+    pub capabilities: Capabilities,
+    /// The settings that are secrets: write-only, stored apart, never returned, and bound
+    /// to the endpoint settings they are sent to. The one place that says which they are.
+    pub secrets: &'static [SecretField],
+    /// Checks a configuration (settings and secrets merged); a problem names its field.
+    pub check: fn(&serde_json::Value) -> Result<(), ConfigProblem>,
+    /// Builds the connector; every connection it opens goes through the outbound guard.
+    pub build: BuildFn,
+    /// What to set so a source of this channel can reply, said when it cannot (`""` when
+    /// there is nothing to set).
+    pub reply_setup: &'static str,
+    /// Who a reply goes to.
+    pub recipient: Recipient,
+}
+
+/// Every channel that has a connector, one entry each.
+pub static REGISTRY: &[ChannelSpec] = &[
+    ChannelSpec {
+        channel: Channel::Rss,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: false,
+        },
+        secrets: &[],
+        check: |config| feed::FeedConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(feed::FeedConnector::new(
+                outbound.client().clone(),
+                feed::FeedConfig::parse(config)?,
+            )))
+        },
+        reply_setup: "",
+        recipient: Recipient::Address,
+    },
+    ChannelSpec {
+        channel: Channel::Mastodon,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: true,
+        },
+        // The token goes, as a bearer token, to base_url.
+        secrets: &[SecretField {
+            name: "access_token",
+            bound_to: &["base_url"],
+        }],
+        check: |config| mastodon::MastodonConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(mastodon::MastodonConnector::new(
+                outbound.client().clone(),
+                mastodon::MastodonConfig::parse(config)?,
+            )))
+        },
+        reply_setup: "",
+        recipient: Recipient::Handle,
+    },
+    ChannelSpec {
+        channel: Channel::Email,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: true,
+        },
+        // The password goes to the IMAP server and, for replies, to the SMTP server;
+        // `tls: false` would send it in the clear; a new username is another account.
+        secrets: &[SecretField {
+            name: "password",
+            bound_to: &[
+                "imap_host",
+                "imap_port",
+                "tls",
+                "username",
+                "smtp_host",
+                "smtp_port",
+            ],
+        }],
+        check: |config| email::EmailConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(email::EmailConnector::new(
+                email::EmailConfig::parse(config)?,
+                outbound.policy().clone(),
+            )))
+        },
+        reply_setup: " (set smtp_host and smtp_port)",
+        recipient: Recipient::Address,
+    },
+    ChannelSpec {
+        channel: Channel::Webhook,
+        capabilities: Capabilities {
+            pull: false,
+            webhook: true,
+            reply: true,
+        },
+        // Replies POSTed to reply_url are signed with the secret.
+        secrets: &[SecretField {
+            name: "secret",
+            bound_to: &["reply_url"],
+        }],
+        check: |config| webhook_config(config).map(drop),
+        build: |config, outbound| {
+            let (secret, reply_url) = webhook_config(config)?;
+            Ok(Box::new(webhook::WebhookConnector::new(
+                outbound.client().clone(),
+                secret,
+                reply_url,
+            )))
+        },
+        reply_setup: " (set a reply_url)",
+        recipient: Recipient::Address,
+    },
+];
+
+/// The registry entry of `channel`; `None` for a channel without a connector (yet).
+pub fn spec(channel: Channel) -> Option<&'static ChannelSpec> {
+    REGISTRY.iter().find(|spec| spec.channel == channel)
+}
+
+/// Whether sources of `channel` are pulled on a schedule (not webhook-fed).
+pub fn is_pulled(channel: Channel) -> bool {
+    spec(channel).is_some_and(|spec| spec.capabilities.pull)
+}
+
 /// Checks a source's configuration (settings and secrets merged) for `channel`.
 pub fn check_config(channel: Channel, config: &serde_json::Value) -> Result<(), ConfigProblem> {
-    match channel {
-        Channel::Rss => feed::FeedConfig::parse(config).map(drop),
-        Channel::Mastodon => mastodon::MastodonConfig::parse(config).map(drop),
-        Channel::Email => email::EmailConfig::parse(config).map(drop),
-        Channel::Webhook => webhook_config(config).map(drop),
-        other => Err((
+    match spec(channel) {
+        Some(spec) => (spec.check)(config),
+        None => Err((
             "channel".to_owned(),
             format!(
-                "the {} channel has no connector yet; available: rss, mastodon, email, webhook",
-                other.as_str()
+                "the {} channel has no connector yet; available: {}",
+                channel.as_str(),
+                REGISTRY
+                    .iter()
+                    .map(|spec| spec.channel.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )),
     }
@@ -303,35 +456,10 @@ pub struct SecretField {
     pub bound_to: &'static [&'static str],
 }
 
-/// The secrets of `channel`'s configuration and the endpoint settings each is bound to.
-/// The one place that says which settings are secrets.
+/// The secrets of `channel`'s configuration and the endpoint settings each is bound to
+/// (its [`ChannelSpec::secrets`]).
 pub fn secret_fields(channel: Channel) -> &'static [SecretField] {
-    match channel {
-        // The token goes, as a bearer token, to base_url.
-        Channel::Mastodon => &[SecretField {
-            name: "access_token",
-            bound_to: &["base_url"],
-        }],
-        // The password goes to the IMAP server and, for replies, to the SMTP server;
-        // `tls: false` would send it in the clear; a new username is another account.
-        Channel::Email => &[SecretField {
-            name: "password",
-            bound_to: &[
-                "imap_host",
-                "imap_port",
-                "tls",
-                "username",
-                "smtp_host",
-                "smtp_port",
-            ],
-        }],
-        // Replies POSTed to reply_url are signed with the secret.
-        Channel::Webhook => &[SecretField {
-            name: "secret",
-            bound_to: &["reply_url"],
-        }],
-        _ => &[],
-    }
+    spec(channel).map_or(&[], |spec| spec.secrets)
 }
 
 /// Builds the connector of a source from its configuration (settings and secrets merged).
@@ -342,28 +470,9 @@ pub fn build(
     config: &serde_json::Value,
     outbound: &outbound::Outbound,
 ) -> Result<Box<dyn Connector>, ConnectorError> {
-    let client = outbound.client().clone();
-    let problem =
-        |(field, message): ConfigProblem| ConnectorError::Config(format!("{field}: {message}"));
-    Ok(match channel {
-        Channel::Rss => Box::new(feed::FeedConnector::new(
-            client,
-            feed::FeedConfig::parse(config).map_err(problem)?,
-        )),
-        Channel::Mastodon => Box::new(mastodon::MastodonConnector::new(
-            client,
-            mastodon::MastodonConfig::parse(config).map_err(problem)?,
-        )),
-        Channel::Email => Box::new(email::EmailConnector::new(
-            email::EmailConfig::parse(config).map_err(problem)?,
-            outbound.policy().clone(),
-        )),
-        Channel::Webhook => {
-            let (secret, reply_url) = webhook_config(config).map_err(problem)?;
-            Box::new(webhook::WebhookConnector::new(client, secret, reply_url))
-        }
-        _ => return Err(ConnectorError::Unsupported("this channel")),
-    })
+    let spec = spec(channel).ok_or(ConnectorError::Unsupported("this channel"))?;
+    (spec.build)(config, outbound)
+        .map_err(|(field, message)| ConnectorError::Config(format!("{field}: {message}")))
 }
 
 #[cfg(test)]
@@ -398,6 +507,40 @@ mod tests {
                     assert!(config.get(endpoint).is_some(), "{channel:?} {endpoint}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_registry_has_one_entry_per_channel_and_agrees_with_its_connectors() {
+        for (i, spec) in REGISTRY.iter().enumerate() {
+            assert!(
+                REGISTRY[i + 1..]
+                    .iter()
+                    .all(|other| other.channel != spec.channel),
+                "{:?} is registered twice",
+                spec.channel
+            );
+        }
+        assert_eq!(
+            REGISTRY.iter().map(|spec| spec.channel).collect::<Vec<_>>(),
+            [
+                Channel::Rss,
+                Channel::Mastodon,
+                Channel::Email,
+                Channel::Webhook
+            ]
+        );
+        assert!(is_pulled(Channel::Email) && !is_pulled(Channel::Webhook));
+        assert!(!is_pulled(Channel::Phone));
+        match check_config(Channel::Phone, &serde_json::json!({})) {
+            Err((field, message)) => {
+                assert_eq!(field, "channel");
+                assert!(
+                    message.ends_with("available: rss, mastodon, email, webhook"),
+                    "{message}"
+                );
+            }
+            Ok(()) => panic!("a channel without a connector has no valid config"),
         }
     }
 

@@ -52,11 +52,12 @@ impl Rows {
         });
         insert_all(&txn, self.deals).await?;
         insert_all(&txn, self.notes).await?;
+        use super::event::EventKind;
         for (kind, events) in [
-            ("customer.created", customer_events),
-            ("conversation.created", conversation_events),
-            ("interaction.created", interaction_events),
-            ("deal.created", deal_events),
+            (EventKind::CustomerCreated, customer_events),
+            (EventKind::ConversationCreated, conversation_events),
+            (EventKind::InteractionCreated, interaction_events),
+            (EventKind::DealCreated, deal_events),
         ] {
             super::event::append_many(&txn, workspace_id, kind, events).await?;
         }

@@ -9,6 +9,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::event::EventKind;
 use super::{Caller, ConversationStatus, Direction};
 use crate::error::Result;
 use crate::ids::{self, Kind};
@@ -86,14 +87,15 @@ pub async fn on_interaction(
     };
     let mut row: conversation::ActiveModel = model.clone().into();
     row.last_message_at = Set(model.last_message_at.max(at));
-    let mut kind = "conversation.updated";
+    let mut kind = EventKind::ConversationUpdated;
+    let status = ConversationStatus::from_db(&model.status)?;
     match direction {
-        Direction::Inbound if model.status == ConversationStatus::Resolved.as_str() => {
+        Direction::Inbound if status == ConversationStatus::Resolved => {
             row.status = Set(ConversationStatus::Open.as_str().to_owned());
             row.resolved_at = Set(None);
             // Its own kind: the search index refreshes the status of every interaction
             // of the conversation on this event, not on every new message.
-            kind = "conversation.status_changed";
+            kind = EventKind::ConversationStatusChanged;
         }
         Direction::Outbound if model.first_response_at.is_none() => {
             row.first_response_at = Set(Some(at))
@@ -106,20 +108,34 @@ pub async fn on_interaction(
     Ok(Some(model))
 }
 
+/// An item to file into its conversation: where it came from, its thread and its author.
+#[derive(Debug, Clone, Copy)]
+pub struct Threaded<'a> {
+    pub workspace_id: Uuid,
+    pub source_id: Uuid,
+    pub thread_key: &'a str,
+    /// The customer a new conversation belongs to.
+    pub customer_id: Uuid,
+    pub channel: connectors::Channel,
+    pub subject: Option<&'a str>,
+    pub direction: Direction,
+    pub at: DateTime<Utc>,
+}
+
 /// Files an item of `source` into the conversation with `thread_key`, creating it when
 /// new (the UNIQUE (workspace, source, thread key) decides races). Returns its id.
-pub async fn thread(
-    db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    source_id: Uuid,
-    thread_key: &str,
-    customer_id: Uuid,
-    channel: &str,
-    subject: Option<&str>,
-    direction: Direction,
-    at: DateTime<Utc>,
-) -> Result<Uuid> {
+pub async fn thread(db: &impl ConnectionTrait, item: Threaded<'_>) -> Result<Uuid> {
     use sea_orm::sea_query::OnConflict;
+    let Threaded {
+        workspace_id,
+        source_id,
+        thread_key,
+        customer_id,
+        channel,
+        subject,
+        direction,
+        at,
+    } = item;
     let find = || {
         super::scoped::<Entity>(workspace_id)
             .filter(Column::SourceId.eq(source_id))
@@ -136,7 +152,7 @@ pub async fn thread(
         customer_id: Set(customer_id),
         source_id: Set(Some(source_id)),
         thread_key: Set(Some(thread_key.to_owned())),
-        channel: Set(channel.to_owned()),
+        channel: Set(channel.as_str().to_owned()),
         subject: Set(subject.map(str::to_owned)),
         status: Set(ConversationStatus::Open.as_str().to_owned()),
         priority: Set(super::Priority::Normal.as_str().to_owned()),
@@ -159,7 +175,14 @@ pub async fn thread(
         crate::Error::Internal("a conversation vanished after its insertion".into())
     })?;
     if inserted == 1 {
-        super::event::append(db, workspace_id, "conversation.created", model.id, &model).await?;
+        super::event::append(
+            db,
+            workspace_id,
+            EventKind::ConversationCreated,
+            model.id,
+            &model,
+        )
+        .await?;
     } else {
         on_interaction(db, workspace_id, model.id, direction, at).await?;
     }

@@ -11,6 +11,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::contact_point::{self, NewContactPoint};
+use super::event::EventKind;
 use super::organization::like_pattern;
 use super::page::{self, Page, PageArgs, Sort, SortKind};
 use super::{clean_optional, custom_object, Caller, ContactPointKind, LifecycleStage, Role};
@@ -364,7 +365,7 @@ pub async fn create(
     super::event::append(
         &txn,
         caller.workspace_id,
-        "customer.created",
+        EventKind::CustomerCreated,
         model.id,
         &model,
     )
@@ -443,7 +444,7 @@ pub async fn update(
     super::event::append(
         &txn,
         caller.workspace_id,
-        "customer.updated",
+        EventKind::CustomerUpdated,
         model.id,
         &model,
     )
@@ -462,7 +463,7 @@ pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: Uuid) -> Re
     super::event::append(
         &txn,
         caller.workspace_id,
-        "customer.deleted",
+        EventKind::CustomerDeleted,
         model.id,
         &serde_json::json!({ "id": model.id }),
     )
@@ -481,7 +482,7 @@ pub async fn touch(db: &impl ConnectionTrait, workspace_id: Uuid, id: Uuid) -> R
         .exec(db)
         .await?;
     if let Some(model) = Entity::find_by_id(id).one(db).await? {
-        super::event::append(db, workspace_id, "customer.updated", id, &model).await?;
+        super::event::append(db, workspace_id, EventKind::CustomerUpdated, id, &model).await?;
     }
     Ok(())
 }
@@ -508,7 +509,7 @@ pub async fn seen_at(
     row.last_seen_at = Set(model.last_seen_at.max(at));
     row.updated_at = Set(super::now());
     let model = row.update(db).await?;
-    super::event::append(db, workspace_id, "customer.updated", id, &model).await
+    super::event::append(db, workspace_id, EventKind::CustomerUpdated, id, &model).await
 }
 
 /// Creates a customer for an unknown author of an inbound item (stage `subscriber`),
@@ -538,6 +539,13 @@ pub async fn create_subscriber(
         updated_at: Set(now),
     };
     let model = row.insert(db).await?;
-    super::event::append(db, workspace_id, "customer.created", model.id, &model).await?;
+    super::event::append(
+        db,
+        workspace_id,
+        EventKind::CustomerCreated,
+        model.id,
+        &model,
+    )
+    .await?;
     Ok(model)
 }

@@ -1,18 +1,131 @@
 //! The append-only event log (the outbox). Every write that changes a customer,
 //! interaction, conversation or deal appends here in the same transaction, so consumers
 //! (the search indexer, subscriptions) see exactly what was committed.
+//!
+//! Event kinds are the closed set [`EventKind`]; the stored text (`customer.created`, …)
+//! is its wire form and never changes, so rows written before stay readable. A stored
+//! kind this build does not know is skipped by readers with a warning.
 
-use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::error::Result;
 
+/// Declares the event kinds with their stored names and what their payload is.
+macro_rules! event_kinds {
+    ($($(#[$meta:meta])* $variant:ident = $text:literal,)+) => {
+        /// What happened, as stored in `event.kind`.
+        #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+        pub enum EventKind { $($(#[$meta])* $variant),+ }
+
+        impl EventKind {
+            /// Every kind, in declaration order.
+            pub const ALL: &'static [EventKind] = &[$(EventKind::$variant),+];
+
+            /// The name stored in `event.kind`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(EventKind::$variant => $text),+ }
+            }
+
+            /// Parses a stored name; `None` for a kind this build does not know.
+            pub fn parse(text: &str) -> Option<EventKind> {
+                match text { $($text => Some(EventKind::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+
+event_kinds! {
+    /// Payload: the customer row.
+    CustomerCreated = "customer.created",
+    /// Payload: the customer row (also written when a contact point, tag or note moved).
+    CustomerUpdated = "customer.updated",
+    /// Payload: `{ "id" }`; the customer and everything only theirs is gone.
+    CustomerDeleted = "customer.deleted",
+    /// Payload: the conversation row.
+    ConversationCreated = "conversation.created",
+    /// Payload: the conversation row (a new message, a first response).
+    ConversationUpdated = "conversation.updated",
+    /// Payload: the conversation row. Its own kind: the search index refreshes the
+    /// status of every interaction of the conversation on this event only.
+    ConversationStatusChanged = "conversation.status_changed",
+    /// Payload: the interaction row ([`InteractionPayload`] reads what consumers need).
+    InteractionCreated = "interaction.created",
+    /// Payload: the organization row.
+    OrganizationCreated = "organization.created",
+    /// Payload: the organization row.
+    OrganizationUpdated = "organization.updated",
+    /// Payload: the note row.
+    NoteCreated = "note.created",
+    /// Payload: the deal row.
+    DealCreated = "deal.created",
+    /// Payload: the deal row.
+    DealUpdated = "deal.updated",
+    /// Payload: the source row (its secrets are never serialised).
+    SourceCreated = "source.created",
+    /// Payload: the source row.
+    SourceUpdated = "source.updated",
+    /// Payload: `{ "id" }`.
+    SourceDeleted = "source.deleted",
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What consumers read from an `interaction.*` payload.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub struct InteractionPayload {
+    pub customer_id: Option<Uuid>,
+}
+
+/// One stored event as consumers read it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: i64,
+    /// `None` for a stored kind this build does not know (skipped, with a warning when read).
+    pub kind: Option<EventKind>,
+    pub entity_id: Uuid,
+    pub payload: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl StoredEvent {
+    /// The payload of an `interaction.*` event (empty when it does not parse).
+    pub fn interaction(&self) -> InteractionPayload {
+        serde_json::from_value(self.payload.clone()).unwrap_or_default()
+    }
+}
+
+impl From<entity::event::Model> for StoredEvent {
+    fn from(row: entity::event::Model) -> StoredEvent {
+        let kind = EventKind::parse(&row.kind);
+        if kind.is_none() {
+            tracing::warn!(seq = row.seq, kind = %row.kind, "an event of an unknown kind is skipped");
+        }
+        StoredEvent {
+            seq: row.seq,
+            kind,
+            entity_id: row.entity_id,
+            payload: row.payload,
+            created_at: row.created_at,
+        }
+    }
+}
+
 /// Appends one event of `kind` (`customer.created`, …) about `entity_id`.
 pub async fn append(
     db: &impl ConnectionTrait,
     workspace_id: Uuid,
-    kind: &str,
+    kind: EventKind,
     entity_id: Uuid,
     payload: &impl Serialize,
 ) -> Result<()> {
@@ -29,7 +142,7 @@ pub async fn append(
 pub async fn append_many(
     db: &impl ConnectionTrait,
     workspace_id: Uuid,
-    kind: &str,
+    kind: EventKind,
     events: impl IntoIterator<Item = (Uuid, serde_json::Value)>,
 ) -> Result<()> {
     let created_at = super::now();
@@ -37,7 +150,7 @@ pub async fn append_many(
         .into_iter()
         .map(|(entity_id, payload)| entity::event::ActiveModel {
             workspace_id: Set(workspace_id),
-            kind: Set(kind.to_owned()),
+            kind: Set(kind.as_str().to_owned()),
             entity_id: Set(entity_id),
             payload: Set(payload),
             created_at: Set(created_at),
@@ -55,10 +168,147 @@ pub async fn append_many(
 /// How many events of `workspace_id` come after `seq` (a consumer's offset): what that
 /// consumer has still to read for this workspace, and nothing about any other.
 pub async fn count_after(db: &impl ConnectionTrait, workspace_id: Uuid, seq: i64) -> Result<i64> {
-    use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};
+    use sea_orm::PaginatorTrait;
     let count = super::scoped::<entity::event::Entity>(workspace_id)
         .filter(entity::event::Column::Seq.gt(seq))
         .count(db)
         .await?;
     Ok(i64::try_from(count).unwrap_or(i64::MAX))
+}
+
+/// The highest `seq` written so far.
+pub async fn head(db: &impl ConnectionTrait) -> Result<i64> {
+    Ok(entity::event::Entity::find()
+        .order_by_desc(entity::event::Column::Seq)
+        .one(db)
+        .await?
+        .map_or(0, |row| row.seq))
+}
+
+/// Up to `limit` events after `seq`, in `seq` order (every workspace: for consumers).
+pub async fn after(db: &impl ConnectionTrait, seq: i64, limit: u64) -> Result<Vec<StoredEvent>> {
+    Ok(entity::event::Entity::find()
+        .filter(entity::event::Column::Seq.gt(seq))
+        .order_by_asc(entity::event::Column::Seq)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(StoredEvent::from)
+        .collect())
+}
+
+/// Whether a transaction that began before `at` is still open and has written, so it may
+/// commit an event with a seq below the one written at `at` (PostgreSQL takes sequence
+/// numbers at insert and shows them at commit). Always `false` on SQLite, whose single
+/// writer assigns seqs in commit order.
+pub async fn writer_open_since(db: &impl ConnectionTrait, at: DateTime<Utc>) -> Result<bool> {
+    if db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        return Ok(false);
+    }
+    let row = db
+        .query_one(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT count(*) AS open FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+               AND backend_xid IS NOT NULL AND xact_start <= $1",
+            [at.into()],
+        ))
+        .await?;
+    let open: i64 = row
+        .map(|row| row.try_get("", "open"))
+        .transpose()?
+        .unwrap_or(0);
+    Ok(open > 0)
+}
+
+/// A consumer's offset: the `seq` it has read up to (0 before its first step).
+pub async fn offset(db: &impl ConnectionTrait, consumer: &str) -> Result<i64> {
+    Ok(
+        entity::consumer_offset::Entity::find_by_id(consumer.to_owned())
+            .one(db)
+            .await?
+            .map_or(0, |row| row.seq),
+    )
+}
+
+/// Stores a consumer's offset.
+pub async fn store_offset(db: &impl ConnectionTrait, consumer: &str, seq: i64) -> Result<()> {
+    use entity::consumer_offset;
+    let row = consumer_offset::ActiveModel {
+        consumer: Set(consumer.to_owned()),
+        seq: Set(seq),
+        updated_at: Set(super::now()),
+    };
+    consumer_offset::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(consumer_offset::Column::Consumer)
+                .update_columns([
+                    consumer_offset::Column::Seq,
+                    consumer_offset::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// Moves a consumer's offset back to `seq` when it is past it (a rebuild started at `seq`).
+pub async fn rewind_to(db: &impl ConnectionTrait, consumer: &str, seq: i64) -> Result<()> {
+    use entity::consumer_offset;
+    if offset(db, consumer).await? > seq {
+        consumer_offset::Entity::update_many()
+            .col_expr(
+                consumer_offset::Column::Seq,
+                sea_orm::sea_query::Expr::value(seq),
+            )
+            .filter(consumer_offset::Column::Consumer.eq(consumer))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips_through_its_stored_name() {
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(*kind));
+        }
+        assert_eq!(
+            EventKind::parse("conversation.status_changed"),
+            Some(EventKind::ConversationStatusChanged)
+        );
+        assert_eq!(EventKind::parse("customer.exploded"), None);
+    }
+
+    #[test]
+    fn an_unknown_stored_kind_reads_as_none_and_an_interaction_payload_gives_its_customer() {
+        let customer = Uuid::now_v7();
+        let row = |kind: &str, payload: serde_json::Value| entity::event::Model {
+            seq: 7,
+            workspace_id: Uuid::now_v7(),
+            kind: kind.to_owned(),
+            entity_id: Uuid::now_v7(),
+            payload,
+            created_at: super::super::now(),
+        };
+        let unknown = StoredEvent::from(row("customer.exploded", serde_json::json!({})));
+        assert_eq!((unknown.seq, unknown.kind), (7, None));
+        let created = StoredEvent::from(row(
+            "interaction.created",
+            serde_json::json!({ "id": Uuid::now_v7(), "customer_id": customer, "text": "hi" }),
+        ));
+        assert_eq!(created.kind, Some(EventKind::InteractionCreated));
+        assert_eq!(created.interaction().customer_id, Some(customer));
+        let odd = StoredEvent::from(row(
+            "interaction.created",
+            serde_json::json!({ "customer_id": 3 }),
+        ));
+        assert_eq!(odd.interaction().customer_id, None);
+    }
 }

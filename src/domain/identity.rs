@@ -64,7 +64,7 @@ pub struct ResolvedAuthor {
 pub async fn resolve_author(
     db: &impl ConnectionTrait,
     workspace_id: Uuid,
-    channel: &str,
+    channel: connectors::Channel,
     author: &connectors::Author,
     at: chrono::DateTime<chrono::Utc>,
 ) -> Result<ResolvedAuthor> {
@@ -75,7 +75,7 @@ pub async fn resolve_author(
     let platform_id = super::clean(&author.platform_id);
     let find = || {
         super::scoped::<Entity>(workspace_id)
-            .filter(Column::Channel.eq(channel))
+            .filter(Column::Channel.eq(channel.as_str()))
             .filter(Column::PlatformId.eq(platform_id.clone()))
     };
     if let Some(identity) = find().one(db).await? {
@@ -142,7 +142,7 @@ pub async fn resolve_author(
         id: Set(crate::ids::new_id()),
         workspace_id: Set(workspace_id),
         customer_id: Set(customer_id),
-        channel: Set(channel.to_owned()),
+        channel: Set(channel.as_str().to_owned()),
         platform_id: Set(platform_id.clone()),
         handle: Set(author.handle.clone()),
         display_name: Set(author.display_name.clone()),

@@ -12,6 +12,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::event::EventKind;
 use super::page::{self, Page, PageArgs, Sort, SortKind, Window};
 use super::{clean_optional, Caller, Direction, InteractionKind, Role};
 use crate::error::{Error, Result};
@@ -306,8 +307,8 @@ pub async fn record(
         }
     }
     // Recorded by hand or ingested, an interaction gets the same language and sentiment.
-    let language = language.or_else(|| crate::ingest::enrich::language(&text));
-    let sentiment = crate::ingest::enrich::sentiment(&text, language.as_deref());
+    let language = language.or_else(|| super::enrich::language(&text));
+    let sentiment = super::enrich::sentiment(&text, language.as_deref());
     let row = interaction::ActiveModel {
         id: Set(ids::new_id()),
         workspace_id: Set(caller.workspace_id),
@@ -333,7 +334,7 @@ pub async fn record(
     super::event::append(
         &txn,
         caller.workspace_id,
-        "interaction.created",
+        EventKind::InteractionCreated,
         model.id,
         &model,
     )
@@ -370,7 +371,7 @@ pub const MAX_RAW_BYTES: usize = 64 * 1024;
 pub struct Ingested<'a> {
     pub workspace_id: Uuid,
     pub source_id: Uuid,
-    pub channel: &'a str,
+    pub channel: connectors::Channel,
     pub customer_id: Uuid,
     /// The author's identity; `None` for the workspace's own outbound replies.
     pub identity_id: Option<Uuid>,
@@ -406,6 +407,53 @@ pub async fn conversation_of(
     Ok(row.and_then(|row| row.conversation_id))
 }
 
+/// An interaction of the caller's workspace, or `NOT_FOUND`.
+pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: Uuid) -> Result<Model> {
+    super::find_scoped::<Entity>(db, caller.workspace_id, id, "interaction", || {
+        ids::encode(ids::Kind::Interaction, id)
+    })
+    .await
+}
+
+/// The interaction of the workspace's source `source_id` with `external_id`, if stored
+/// (a reply already sent, found by the external id it was sent with).
+pub async fn by_external_id(
+    db: &impl ConnectionTrait,
+    workspace_id: Uuid,
+    source_id: Uuid,
+    external_id: String,
+) -> Result<Option<Model>> {
+    Ok(super::scoped::<Entity>(workspace_id)
+        .filter(Column::SourceId.eq(source_id))
+        .filter(Column::ExternalId.eq(external_id))
+        .one(db)
+        .await?)
+}
+
+/// Who wrote an interaction (its identity) and the thread key of its conversation: where
+/// a reply to it goes.
+pub async fn author_and_thread(
+    db: &impl ConnectionTrait,
+    interaction: &Model,
+) -> Result<(Option<entity::identity::Model>, Option<String>)> {
+    let identity = match interaction.identity_id {
+        Some(identity) => {
+            entity::identity::Entity::find_by_id(identity)
+                .one(db)
+                .await?
+        }
+        None => None,
+    };
+    let thread_key = match interaction.conversation_id {
+        Some(conversation) => entity::conversation::Entity::find_by_id(conversation)
+            .one(db)
+            .await?
+            .and_then(|conversation| conversation.thread_key),
+        None => None,
+    };
+    Ok((identity, thread_key))
+}
+
 /// Stores an inbound item unless its (source, external id) is stored already, in which
 /// case it returns `None`: the UNIQUE constraint decides, `ON CONFLICT DO NOTHING`.
 /// Text is NFC-normalised; the raw payload is kept up to [`MAX_RAW_BYTES`].
@@ -436,8 +484,8 @@ pub async fn insert_ingested(
     let language = item
         .language
         .clone()
-        .or_else(|| crate::ingest::enrich::language(&text));
-    let sentiment = crate::ingest::enrich::sentiment(&text, language.as_deref());
+        .or_else(|| super::enrich::language(&text));
+    let sentiment = super::enrich::sentiment(&text, language.as_deref());
     let model = Model {
         id: ids::new_id(),
         workspace_id: ingested.workspace_id,
@@ -446,7 +494,7 @@ pub async fn insert_ingested(
         identity_id: ingested.identity_id,
         source_id: Some(ingested.source_id),
         external_id: Some(item.external_id.clone()),
-        channel: ingested.channel.to_owned(),
+        channel: ingested.channel.as_str().to_owned(),
         direction: direction.as_str().to_owned(),
         kind: kind.as_str().to_owned(),
         subject: item.subject.as_deref().map(super::clean),
@@ -473,7 +521,7 @@ pub async fn insert_ingested(
     super::event::append(
         db,
         ingested.workspace_id,
-        "interaction.created",
+        EventKind::InteractionCreated,
         model.id,
         &model,
     )

@@ -34,6 +34,8 @@ pub mod contact_point;
 pub mod conversation;
 pub mod customer;
 pub mod deal;
+pub mod document;
+pub mod enrich;
 pub mod event;
 pub mod identity;
 pub mod interaction;

@@ -6,6 +6,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::event::EventKind;
 use super::page::{self, Page, PageArgs, Sort, SortKind};
 use super::{clean_required, custom_object, Caller, Role};
 use crate::error::{Error, Result};
@@ -89,7 +90,7 @@ pub async fn create(
     super::event::append(
         &txn,
         caller.workspace_id,
-        "organization.created",
+        EventKind::OrganizationCreated,
         model.id,
         &model,
     )
@@ -131,7 +132,7 @@ pub async fn update(
     super::event::append(
         &txn,
         caller.workspace_id,
-        "organization.updated",
+        EventKind::OrganizationUpdated,
         model.id,
         &model,
     )

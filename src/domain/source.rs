@@ -2,16 +2,20 @@
 //! written: settings that may be shown (`config`) and secrets (`secrets`: tokens,
 //! passwords, webhook secrets) that are write-only, never returned, never logged.
 
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, LockBehavior, LockType, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
+    FromQueryResult, Order, QueryFilter, QueryOrder, TransactionTrait,
 };
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use super::event::EventKind;
 use super::{Caller, Role};
 use crate::error::{Error, Result};
 use crate::ids::{self, Kind};
+use connectors::Channel;
 use entity::source::{self, Column, Entity, Model};
 
 string_enum!(
@@ -75,6 +79,31 @@ pub fn secret_values(model: &Model) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `message` with every secret value of the source replaced by `***`: the one scrubber for
+/// anything about a source that is shown to users or logged.
+pub fn scrub(model: &Model, message: String) -> String {
+    secret_values(model)
+        .iter()
+        .fold(message, |message, secret| {
+            message.replace(secret.as_str(), "***")
+        })
+}
+
+/// A source's channel, parsed at the database edge; an unknown one is a corrupt row.
+pub fn channel(model: &Model) -> Result<Channel> {
+    Channel::parse(&model.channel).ok_or_else(|| {
+        Error::Internal(format!(
+            "unknown channel `{}` in the database",
+            model.channel
+        ))
+    })
+}
+
+/// A source's status, parsed at the database edge.
+pub fn status(model: &Model) -> Result<SourceStatus> {
+    SourceStatus::from_db(&model.status)
+}
+
 pub struct NewSource {
     pub channel: connectors::Channel,
     pub name: String,
@@ -108,7 +137,7 @@ pub async fn create(
     let (config, secrets) = split_config(input.channel, input.config)?;
     let schedule = check_schedule(input.schedule_secs.unwrap_or(DEFAULT_SCHEDULE_SECS))?;
     let now = super::now();
-    let pull = input.channel != connectors::Channel::Webhook;
+    let pull = connectors::is_pulled(input.channel);
     let row = source::ActiveModel {
         id: Set(ids::new_id()),
         workspace_id: Set(caller.workspace_id),
@@ -137,7 +166,7 @@ pub async fn create(
     super::event::append(
         &txn,
         caller.workspace_id,
-        "source.created",
+        EventKind::SourceCreated,
         model.id,
         &model,
     )
@@ -167,12 +196,7 @@ pub async fn update(
     caller.require(Role::Admin, "changing a source")?;
     let txn = super::begin_write(db).await?;
     let current = get(&txn, caller, id).await?;
-    let channel = connectors::Channel::parse(&current.channel).ok_or_else(|| {
-        Error::Internal(format!(
-            "unknown channel `{}` in the database",
-            current.channel
-        ))
-    })?;
+    let channel = channel(&current)?;
     let mut row: source::ActiveModel = current.clone().into();
     let mut new_name = String::new();
     if let Some(name) = changes.name {
@@ -190,10 +214,10 @@ pub async fn update(
     }
     match changes.paused {
         Some(true) => row.status = Set(SourceStatus::Paused.as_str().to_owned()),
-        Some(false) if current.status == SourceStatus::Paused.as_str() => {
+        Some(false) if status(&current)? == SourceStatus::Paused => {
             row.status = Set(SourceStatus::Ok.as_str().to_owned());
             row.failures = Set(0);
-            row.next_run_at = Set((channel != connectors::Channel::Webhook).then(super::now));
+            row.next_run_at = Set(connectors::is_pulled(channel).then(super::now));
         }
         _ => {}
     }
@@ -205,7 +229,7 @@ pub async fn update(
     super::event::append(
         &txn,
         caller.workspace_id,
-        "source.updated",
+        EventKind::SourceUpdated,
         model.id,
         &model,
     )
@@ -261,7 +285,7 @@ pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: Uuid) -> Re
     super::event::append(
         &txn,
         caller.workspace_id,
-        "source.deleted",
+        EventKind::SourceDeleted,
         model.id,
         &json!({ "id": model.id }),
     )
@@ -303,6 +327,198 @@ pub fn secret_names(model: &Model) -> Vec<String> {
         .as_object()
         .map(|secrets| secrets.keys().cloned().collect())
         .unwrap_or_default()
+}
+
+/// The lease a run holds on its source: a pair of columns (`lease_owner`,
+/// `lease_until`). Two processes over one PostgreSQL never claim the same source, and a
+/// process that dies leaves a lease that simply runs out. On SQLite the single writer
+/// gives the same guarantee.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease<'a> {
+    pub owner: &'a str,
+    pub until: DateTime<Utc>,
+}
+
+/// Claims up to `limit` due sources for `lease` (pull channels, not paused, `next_run_at`
+/// passed, no live lease), oldest due first: one
+/// `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING *` (SQLite has no row
+/// locks; the query builder leaves the lock clause out there).
+pub async fn claim_due(
+    db: &impl ConnectionTrait,
+    lease: Lease<'_>,
+    limit: usize,
+) -> Result<Vec<Model>> {
+    let now = super::now();
+    let not_pulled = connectors::REGISTRY
+        .iter()
+        .filter(|spec| !spec.capabilities.pull)
+        .map(|spec| spec.channel.as_str());
+    let due = Query::select()
+        .column(Column::Id)
+        .from(Entity)
+        .cond_where(
+            Condition::all()
+                .add(Column::Channel.is_not_in(not_pulled))
+                .add(Column::Status.ne(SourceStatus::Paused.as_str()))
+                .add(Column::NextRunAt.is_not_null())
+                .add(Column::NextRunAt.lte(now))
+                .add(
+                    Condition::any()
+                        .add(Column::LeaseUntil.is_null())
+                        .add(Column::LeaseUntil.lt(now)),
+                ),
+        )
+        .order_by(Column::NextRunAt, Order::Asc)
+        .limit(limit.max(1) as u64)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .to_owned();
+    let claim = Query::update()
+        .table(Entity)
+        .value(Column::LeaseOwner, lease.owner)
+        .value(Column::LeaseUntil, lease.until)
+        .and_where(Column::Id.in_subquery(due))
+        .returning_all()
+        .to_owned();
+    let statement = db.get_database_backend().build(&claim);
+    Ok(Model::find_by_statement(statement).all(db).await?)
+}
+
+/// Claims `source` for `lease` to sync it now, whatever its schedule. `CONFLICT` while
+/// another run holds it; `BAD_USER_INPUT` for a paused source or one that is not pulled.
+pub async fn claim(db: &impl ConnectionTrait, source: &Model, lease: Lease<'_>) -> Result<Model> {
+    if status(source)? == SourceStatus::Paused {
+        return Err(Error::field("id", "the source is paused: resume it first"));
+    }
+    if !connectors::is_pulled(channel(source)?) {
+        return Err(Error::field(
+            "id",
+            "a webhook source is not pulled: deliveries arrive on its address",
+        ));
+    }
+    let now = super::now();
+    let claimed = Entity::update_many()
+        .col_expr(Column::LeaseOwner, Expr::value(lease.owner))
+        .col_expr(Column::LeaseUntil, Expr::value(lease.until))
+        .filter(Column::Id.eq(source.id))
+        .filter(
+            Condition::any()
+                .add(Column::LeaseUntil.is_null())
+                .add(Column::LeaseUntil.lt(now)),
+        )
+        .exec(db)
+        .await?;
+    if claimed.rows_affected == 0 {
+        return Err(Error::Conflict(format!(
+            "source {} is being synced right now; try again when that run ends",
+            ids::encode(Kind::Source, source.id)
+        )));
+    }
+    Entity::find_by_id(source.id)
+        .one(db)
+        .await?
+        .ok_or_else(|| Error::not_found("source", ids::encode(Kind::Source, source.id)))
+}
+
+/// How a run ended, as recorded on its source.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub status: SourceStatus,
+    /// Shown to the workspace's admins: scrubbed of secrets.
+    pub last_error: Option<String>,
+    pub failures: i32,
+    pub next_run_at: DateTime<Utc>,
+    pub ran_at: DateTime<Utc>,
+}
+
+/// Records how the run of `owner` on source `id` went and releases its lease. A source
+/// paused during the run stays paused (and still gives its lease back); a source whose
+/// lease is someone else's now is left alone.
+pub async fn record_run(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    owner: &str,
+    outcome: &RunOutcome,
+) -> Result<()> {
+    Entity::update_many()
+        .col_expr(Column::Status, Expr::value(outcome.status.as_str()))
+        .col_expr(Column::LastError, Expr::value(outcome.last_error.clone()))
+        .col_expr(Column::Failures, Expr::value(outcome.failures))
+        .col_expr(Column::NextRunAt, Expr::value(outcome.next_run_at))
+        .col_expr(Column::LastRunAt, Expr::value(outcome.ran_at))
+        .col_expr(Column::LeaseOwner, Expr::value(Option::<String>::None))
+        .col_expr(
+            Column::LeaseUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(Column::UpdatedAt, Expr::value(outcome.ran_at))
+        .filter(Column::Id.eq(id))
+        .filter(Column::LeaseOwner.eq(owner))
+        // A source paused during the run stays paused.
+        .filter(Column::Status.ne(SourceStatus::Paused.as_str()))
+        .exec(db)
+        .await?;
+    // A paused source still gives its lease back.
+    Entity::update_many()
+        .col_expr(Column::LeaseOwner, Expr::value(Option::<String>::None))
+        .col_expr(
+            Column::LeaseUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(Column::Id.eq(id))
+        .filter(Column::LeaseOwner.eq(owner))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Takes the write lock for a batch of source `id` inside `txn`, before anything is read.
+/// On SQLite this takes the write lock now, while the busy timeout still applies (a
+/// transaction that reads first and writes later fails at once with SQLITE_BUSY when
+/// another process wrote meanwhile); on PostgreSQL it locks the source's row, so two
+/// batches of one source never interleave.
+pub async fn lock_for_batch(txn: &impl ConnectionTrait, id: Uuid) -> Result<()> {
+    Entity::update_many()
+        .col_expr(Column::UpdatedAt, Expr::col(Column::UpdatedAt).into())
+        .filter(Column::Id.eq(id))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// Records a stored batch on source `id` inside its transaction: `new` more items, the
+/// run time and, when given, the new cursor. With a `lease`, only while the source is
+/// still leased to its owner (the lease is renewed); `CONFLICT` otherwise, and the caller
+/// drops the transaction so nothing of the batch is stored.
+pub async fn record_batch(
+    txn: &impl ConnectionTrait,
+    id: Uuid,
+    new: usize,
+    next_cursor: Option<&str>,
+    lease: Option<Lease<'_>>,
+) -> Result<()> {
+    let now = super::now();
+    let mut update = Entity::update_many()
+        .col_expr(
+            Column::ItemsIngested,
+            Expr::col(Column::ItemsIngested).add(new as i64),
+        )
+        .col_expr(Column::LastRunAt, Expr::value(now))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::Id.eq(id));
+    if let Some(cursor) = next_cursor {
+        update = update.col_expr(Column::Cursor, Expr::value(cursor));
+    }
+    if let Some(lease) = lease {
+        update = update
+            .col_expr(Column::LeaseUntil, Expr::value(lease.until))
+            .filter(Column::LeaseOwner.eq(lease.owner));
+    }
+    if update.exec(txn).await?.rows_affected == 0 {
+        return Err(Error::Conflict(
+            "the source is no longer leased to this process (deleted, or taken over after the lease ran out); the batch was not stored".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! - [`normalize_json`] / [`check_json`]: the same for every string and every key of a JSON
 //!   value, recursively (raw payloads, custom attributes, source settings).
 //!
-//! Text folding for search (`ingest::enrich::fold`) is a different thing: it is what the
+//! Text folding for search (`domain::enrich::fold`) is a different thing: it is what the
 //! index compares, never what is stored.
 
 use serde_json::Value;

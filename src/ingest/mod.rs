@@ -11,22 +11,18 @@
 //! and counted in [`IngestReport::skipped`], and the rest of the batch lands. Any other
 //! error (connection, lock, lease) still fails the whole batch, so nothing is lost.
 
-pub mod enrich;
 pub mod reply;
 pub mod scheduler;
 pub mod sync;
 
-use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 use uuid::Uuid;
 
+pub use crate::domain::source::Lease;
 use crate::domain::{self, Direction};
 use crate::error::{Error, Result};
 use crate::failpoint::failpoint;
-use connectors::InboundItem;
+use connectors::{Connector, ConnectorError, InboundItem};
 use entity::source;
 
 /// What a batch did.
@@ -49,12 +45,15 @@ enum Stored {
     Duplicate,
 }
 
-/// The lease a scheduled run holds on its source: the batch commits only while the
-/// source is still leased to `owner`, and renews the lease to `until`.
-#[derive(Debug, Clone, Copy)]
-pub struct Lease<'a> {
-    pub owner: &'a str,
-    pub until: DateTime<Utc>,
+/// The connector of `source`, built from its settings and secrets; every connection it
+/// opens goes through `outbound`. The one place a source becomes a connector.
+pub fn connector(
+    source: &source::Model,
+    outbound: &connectors::outbound::Outbound,
+) -> std::result::Result<Box<dyn Connector>, ConnectorError> {
+    let channel = connectors::Channel::parse(&source.channel)
+        .ok_or_else(|| ConnectorError::Config(format!("unknown channel {}", source.channel)))?;
+    connectors::build(channel, &domain::source::full_config(source), outbound)
 }
 
 /// Stores `items` of `source` and moves its cursor to `next_cursor` (when given), all in
@@ -75,18 +74,9 @@ pub async fn ingest(
     lease: Option<Lease<'_>>,
 ) -> Result<IngestReport> {
     let txn = db.begin().await?;
-    // Write first: on SQLite this takes the write lock now, while the busy timeout still
-    // applies (a transaction that reads first and writes later fails at once with
-    // SQLITE_BUSY when another process wrote meanwhile); on PostgreSQL it locks the
-    // source's row, so two batches of one source never interleave.
-    source::Entity::update_many()
-        .col_expr(
-            source::Column::UpdatedAt,
-            Expr::col(source::Column::UpdatedAt).into(),
-        )
-        .filter(source::Column::Id.eq(source.id))
-        .exec(&txn)
-        .await?;
+    // Write first: the source's row is locked before anything is read (see
+    // `lock_for_batch` for why each backend needs it).
+    domain::source::lock_for_batch(&txn, source.id).await?;
     let items: Vec<InboundItem> = items.iter().map(domain::text::normalize_item).collect();
     let external_ids: Vec<String> = items.iter().map(|item| item.external_id.clone()).collect();
     let stored = domain::interaction::stored_external_ids(&txn, source.id, &external_ids).await?;
@@ -122,29 +112,8 @@ pub async fn ingest(
         }
         failpoint("ingest.mid_batch");
     }
-    let now = domain::now();
-    let mut update = source::Entity::update_many()
-        .col_expr(
-            source::Column::ItemsIngested,
-            Expr::col(source::Column::ItemsIngested).add(report.new.len() as i64),
-        )
-        .col_expr(source::Column::LastRunAt, Expr::value(now))
-        .col_expr(source::Column::UpdatedAt, Expr::value(now))
-        .filter(source::Column::Id.eq(source.id));
-    if let Some(cursor) = next_cursor {
-        update = update.col_expr(source::Column::Cursor, Expr::value(cursor));
-    }
-    if let Some(lease) = lease {
-        update = update
-            .col_expr(source::Column::LeaseUntil, Expr::value(lease.until))
-            .filter(source::Column::LeaseOwner.eq(lease.owner));
-    }
-    if update.exec(&txn).await?.rows_affected == 0 {
-        // Dropping the transaction rolls the batch back.
-        return Err(Error::Conflict(
-            "the source is no longer leased to this process (deleted, or taken over after the lease ran out); the batch was not stored".into(),
-        ));
-    }
+    // A lost lease is a `CONFLICT`; dropping the transaction rolls the batch back.
+    domain::source::record_batch(&txn, source.id, report.new.len(), next_cursor, lease).await?;
     failpoint("ingest.before_commit");
     txn.commit().await?;
     Ok(report)
@@ -157,6 +126,7 @@ async fn store_item(
     source: &source::Model,
     item: &InboundItem,
 ) -> Result<Stored> {
+    let channel = domain::source::channel(source)?;
     let direction = if item.outbound {
         Direction::Outbound
     } else {
@@ -191,7 +161,7 @@ async fn store_item(
             let author = domain::identity::resolve_author(
                 txn,
                 source.workspace_id,
-                &source.channel,
+                channel,
                 &item.author,
                 item.occurred_at,
             )
@@ -205,18 +175,17 @@ async fn store_item(
                         .as_ref()
                         .or(item.in_reply_to.as_ref())
                         .unwrap_or(&item.external_id);
-                    domain::conversation::thread(
-                        txn,
-                        source.workspace_id,
-                        source.id,
+                    let threaded = domain::conversation::Threaded {
+                        workspace_id: source.workspace_id,
+                        source_id: source.id,
                         thread_key,
                         customer_id,
-                        &source.channel,
-                        item.subject.as_deref(),
+                        channel,
+                        subject: item.subject.as_deref(),
                         direction,
-                        item.occurred_at,
-                    )
-                    .await?
+                        at: item.occurred_at,
+                    };
+                    domain::conversation::thread(txn, threaded).await?
                 }
             };
             (
@@ -230,7 +199,7 @@ async fn store_item(
     let ingested = domain::interaction::Ingested {
         workspace_id: source.workspace_id,
         source_id: source.id,
-        channel: &source.channel,
+        channel,
         customer_id,
         identity_id,
         conversation_id,

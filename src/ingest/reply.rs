@@ -6,7 +6,6 @@
 //! text) is sent to the platform and makes the sent item's external id, so a retried
 //! reply is sent and stored once.
 
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -28,12 +27,7 @@ pub async fn reply(
     caller.require(Role::Agent, "replying")?;
     let text = domain::clean_required("text", text, 10_000)?;
     let db = &syncer.db;
-    let not_found = || Error::not_found("interaction", ids::encode(Kind::Interaction, id));
-    let target = domain::scoped::<interaction::Entity>(caller.workspace_id)
-        .filter(interaction::Column::Id.eq(id))
-        .one(db)
-        .await?
-        .ok_or_else(not_found)?;
+    let target = domain::interaction::get(db, caller, id).await?;
     let (Some(source_id), Some(external_id)) = (target.source_id, target.external_id.clone())
     else {
         return Err(Error::field(
@@ -49,40 +43,27 @@ pub async fn reply(
                 "the source this interaction came from was deleted",
             )
         })?;
-    let channel = connectors::Channel::parse(&source.channel)
-        .ok_or_else(|| Error::Internal(format!("unknown channel {}", source.channel)))?;
-    let connector = connectors::build(
-        channel,
-        &domain::source::full_config(&source),
-        &syncer.outbound,
-    )
-    .map_err(|err| Error::field("interactionId", err.to_string()))?;
+    let channel = domain::source::channel(&source)?;
+    let connector = super::connector(&source, &syncer.outbound)
+        .map_err(|err| Error::field("interactionId", err.to_string()))?;
+    // Built, so registered.
+    let spec = connectors::spec(channel)
+        .ok_or_else(|| Error::Internal(format!("no connector for {}", channel.as_str())))?;
     if !connector.capabilities().reply {
         return Err(Error::field(
             "interactionId",
             format!(
                 "the {} source `{}` cannot send replies{}",
-                source.channel,
+                channel.as_str(),
                 source.name,
-                match channel {
-                    connectors::Channel::Email => " (set smtp_host and smtp_port)",
-                    connectors::Channel::Webhook => " (set a reply_url)",
-                    _ => "",
-                }
+                spec.reply_setup
             ),
         ));
     }
-    let identity = match target.identity_id {
-        Some(identity) => {
-            entity::identity::Entity::find_by_id(identity)
-                .one(db)
-                .await?
-        }
-        None => None,
-    };
-    let recipient = identity.as_ref().and_then(|identity| match channel {
-        connectors::Channel::Mastodon => identity.handle.clone(),
-        _ => target
+    let (identity, thread_key) = domain::interaction::author_and_thread(db, &target).await?;
+    let recipient = identity.as_ref().and_then(|identity| match spec.recipient {
+        connectors::Recipient::Handle => identity.handle.clone(),
+        connectors::Recipient::Address => target
             .raw
             .as_ref()
             .and_then(|raw| raw.get("email").or(raw.get("from")))
@@ -97,13 +78,6 @@ pub async fn reply(
                 )
             }),
     });
-    let thread_key = match target.conversation_id {
-        Some(conversation) => entity::conversation::Entity::find_by_id(conversation)
-            .one(db)
-            .await?
-            .and_then(|conversation| conversation.thread_key),
-        None => None,
-    };
     let key = idempotency_key
         .map(|key| key.trim().to_owned())
         .filter(|key| !key.is_empty())
@@ -125,10 +99,7 @@ pub async fn reply(
         idempotency_key: key,
     };
     let stored = |external_id: String| {
-        domain::scoped::<interaction::Entity>(caller.workspace_id)
-            .filter(interaction::Column::SourceId.eq(source.id))
-            .filter(interaction::Column::ExternalId.eq(external_id))
-            .one(db)
+        domain::interaction::by_external_id(db, caller.workspace_id, source.id, external_id)
     };
     // A retry of a reply already sent returns it instead of sending it again.
     if let Some(planned) = connector.planned_external_id(&to) {
@@ -137,10 +108,7 @@ pub async fn reply(
         }
     }
     let sent = connector.reply(&to, &text).await.map_err(|err| {
-        let secrets = domain::source::secret_values(&source);
-        let message = secrets
-            .iter()
-            .fold(err.to_string(), |m, s| m.replace(s.as_str(), "***"));
+        let message = domain::source::scrub(&source, err.to_string());
         match err {
             ConnectorError::RateLimited { retry_after_secs } => Error::RateLimited {
                 retry_after_secs: retry_after_secs.unwrap_or(60),

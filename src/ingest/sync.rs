@@ -2,29 +2,26 @@
 //! store each batch with its cursor, then record how it went (status, last error, next
 //! run with backoff) and release the lease.
 //!
-//! The lease is a pair of columns on the source (`lease_owner`, `lease_until`) set by one
-//! `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING *`: two processes
-//! over one PostgreSQL never claim the same source, and a process that dies leaves a
-//! lease that simply runs out. On SQLite the single writer gives the same guarantee.
+//! The lease and the run record are [`domain::source`]'s ([`domain::source::claim_due`],
+//! [`domain::source::record_run`]): this module decides, the domain writes the row.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait,
-    FromQueryResult, QueryFilter, Statement, Value,
-};
+use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
 use super::{ingest, Lease};
 use crate::config::SyncConfig;
-use crate::domain::{self, source::SourceStatus};
+use crate::domain::{
+    self,
+    source::{RunOutcome, SourceStatus},
+};
 use crate::error::{Error, Result};
 use crate::ids::{self, Kind};
 use connectors::{ConnectorError, Cursor};
-use entity::source::{Column, Entity, Model};
+use entity::source::Model;
 
 /// What one sync did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -63,80 +60,23 @@ impl Syncer {
         }
     }
 
-    fn lease_until(&self) -> DateTime<Utc> {
-        domain::now() + chrono::Duration::seconds(self.config.lease_secs.max(1) as i64)
+    fn lease(&self) -> Lease<'_> {
+        Lease {
+            owner: &self.owner,
+            until: domain::now() + chrono::Duration::seconds(self.config.lease_secs.max(1) as i64),
+        }
     }
 
     /// Claims up to `limit` due sources (pull channels, not paused, `next_run_at` passed,
     /// no live lease), oldest due first.
     pub async fn claim_due(&self, limit: usize) -> Result<Vec<Model>> {
-        let now = domain::now();
-        let backend = self.db.get_database_backend();
-        let (lock, p) = match backend {
-            DatabaseBackend::Postgres => (
-                " FOR UPDATE SKIP LOCKED",
-                ["$1", "$2", "$3", "$4", "$5", "$6"],
-            ),
-            _ => ("", ["?", "?", "?", "?", "?", "?"]),
-        };
-        let sql = format!(
-            "UPDATE source SET lease_owner = {}, lease_until = {} \
-             WHERE id IN (SELECT id FROM source \
-               WHERE channel <> {} AND status <> {} AND next_run_at IS NOT NULL AND next_run_at <= {} \
-                 AND (lease_until IS NULL OR lease_until < {}) \
-               ORDER BY next_run_at LIMIT {}{lock}) \
-             RETURNING *",
-            p[0], p[1], p[2], p[3], p[4], p[5], limit.max(1)
-        );
-        let values: Vec<Value> = vec![
-            self.owner.clone().into(),
-            self.lease_until().into(),
-            connectors::Channel::Webhook.as_str().into(),
-            SourceStatus::Paused.as_str().into(),
-            now.into(),
-            now.into(),
-        ];
-        Ok(
-            Model::find_by_statement(Statement::from_sql_and_values(backend, sql, values))
-                .all(&self.db)
-                .await?,
-        )
+        domain::source::claim_due(&self.db, self.lease(), limit).await
     }
 
     /// Claims one source to sync it now, whatever its schedule. `CONFLICT` while another
     /// run holds it; `BAD_USER_INPUT` for a paused source or one that is not pulled.
     pub async fn claim(&self, source: &Model) -> Result<Model> {
-        if source.status == SourceStatus::Paused.as_str() {
-            return Err(Error::field("id", "the source is paused: resume it first"));
-        }
-        if source.channel == connectors::Channel::Webhook.as_str() {
-            return Err(Error::field(
-                "id",
-                "a webhook source is not pulled: deliveries arrive on its address",
-            ));
-        }
-        let now = domain::now();
-        let claimed = Entity::update_many()
-            .col_expr(Column::LeaseOwner, Expr::value(self.owner.clone()))
-            .col_expr(Column::LeaseUntil, Expr::value(self.lease_until()))
-            .filter(Column::Id.eq(source.id))
-            .filter(
-                sea_orm::Condition::any()
-                    .add(Column::LeaseUntil.is_null())
-                    .add(Column::LeaseUntil.lt(now)),
-            )
-            .exec(&self.db)
-            .await?;
-        if claimed.rows_affected == 0 {
-            return Err(Error::Conflict(format!(
-                "source {} is being synced right now; try again when that run ends",
-                ids::encode(Kind::Source, source.id)
-            )));
-        }
-        Entity::find_by_id(source.id)
-            .one(&self.db)
-            .await?
-            .ok_or_else(|| Error::not_found("source", ids::encode(Kind::Source, source.id)))
+        domain::source::claim(&self.db, source, self.lease()).await
     }
 
     /// Runs a claimed source: pulls batch after batch (at most `max_batches`, stopping
@@ -160,12 +100,7 @@ impl Syncer {
         let outcome = self
             .pull_batches(&source, &mut report, &mut not_before, stop)
             .await;
-        let secrets = domain::source::secret_values(&source);
-        let scrub = |message: String| {
-            secrets.iter().fold(message, |message, secret| {
-                message.replace(secret.as_str(), "***")
-            })
-        };
+        let scrub = |message: String| domain::source::scrub(&source, message);
         let now = domain::now();
         let failures = source.failures;
         let (status, error, failures, next) = match outcome {
@@ -217,35 +152,14 @@ impl Syncer {
             }
         };
         report.error = error.clone();
-        Entity::update_many()
-            .col_expr(Column::Status, Expr::value(status.as_str()))
-            .col_expr(Column::LastError, Expr::value(error.clone()))
-            .col_expr(Column::Failures, Expr::value(failures))
-            .col_expr(Column::NextRunAt, Expr::value(next))
-            .col_expr(Column::LastRunAt, Expr::value(now))
-            .col_expr(Column::LeaseOwner, Expr::value(Option::<String>::None))
-            .col_expr(
-                Column::LeaseUntil,
-                Expr::value(Option::<DateTime<Utc>>::None),
-            )
-            .col_expr(Column::UpdatedAt, Expr::value(now))
-            .filter(Column::Id.eq(source.id))
-            .filter(Column::LeaseOwner.eq(self.owner.clone()))
-            // A source paused during the run stays paused.
-            .filter(Column::Status.ne(SourceStatus::Paused.as_str()))
-            .exec(&self.db)
-            .await?;
-        // A paused source still gives its lease back.
-        Entity::update_many()
-            .col_expr(Column::LeaseOwner, Expr::value(Option::<String>::None))
-            .col_expr(
-                Column::LeaseUntil,
-                Expr::value(Option::<DateTime<Utc>>::None),
-            )
-            .filter(Column::Id.eq(source.id))
-            .filter(Column::LeaseOwner.eq(self.owner.clone()))
-            .exec(&self.db)
-            .await?;
+        let outcome = RunOutcome {
+            status,
+            last_error: error.clone(),
+            failures,
+            next_run_at: next,
+            ran_at: now,
+        };
+        domain::source::record_run(&self.db, source.id, &self.owner, &outcome).await?;
         match &error {
             None => tracing::info!(
                 new = report.new,
@@ -272,18 +186,7 @@ impl Syncer {
         not_before: &mut Option<DateTime<Utc>>,
         stop: &(dyn Fn() -> bool + Sync),
     ) -> std::result::Result<(), Failure> {
-        let channel = connectors::Channel::parse(&source.channel).ok_or_else(|| {
-            Failure::Connector(ConnectorError::Config(format!(
-                "unknown channel {}",
-                source.channel
-            )))
-        })?;
-        let connector = connectors::build(
-            channel,
-            &domain::source::full_config(source),
-            &self.outbound,
-        )
-        .map_err(Failure::Connector)?;
+        let connector = super::connector(source, &self.outbound).map_err(Failure::Connector)?;
         let mut cursor = source.cursor.clone().map(Cursor);
         let budget = Duration::from_secs(self.config.http_timeout_secs.max(1) * 4);
         for _ in 0..self.config.max_batches.max(1) {
@@ -300,16 +203,12 @@ impl Syncer {
             if let Some(at) = pull.not_before {
                 *not_before = Some(not_before.map_or(at, |old| old.max(at)));
             }
-            let lease = Lease {
-                owner: &self.owner,
-                until: self.lease_until(),
-            };
             let stored = ingest(
                 &self.db,
                 source,
                 &pull.items,
                 pull.next_cursor.as_ref().map(|cursor| cursor.0.as_str()),
-                Some(lease),
+                Some(self.lease()),
             )
             .await
             .map_err(Failure::Store)?;

@@ -18,17 +18,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
-};
+use sea_orm::DatabaseConnection;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::{sentiment_label, CustomerDoc, IndexName, InteractionDoc, SearchIndex, SearchStatus};
+use super::{IndexName, SearchIndex, SearchStatus};
+use crate::domain::document::{self, customer_docs, interaction_docs};
+use crate::domain::event::{self, EventKind, StoredEvent};
 use crate::error::Result;
-use entity::{consumer_offset, event};
 
 /// The indexer's row in `consumer_offset`.
 pub const CONSUMER: &str = "search";
@@ -54,56 +51,23 @@ pub struct Step {
     pub customers: usize,
 }
 
-pub async fn offset(db: &impl ConnectionTrait) -> Result<i64> {
-    Ok(consumer_offset::Entity::find_by_id(CONSUMER.to_owned())
-        .one(db)
-        .await?
-        .map_or(0, |row| row.seq))
-}
-
-async fn store_offset(db: &impl ConnectionTrait, seq: i64) -> Result<()> {
-    let row = consumer_offset::ActiveModel {
-        consumer: sea_orm::ActiveValue::Set(CONSUMER.to_owned()),
-        seq: sea_orm::ActiveValue::Set(seq),
-        updated_at: sea_orm::ActiveValue::Set(crate::domain::now()),
-    };
-    consumer_offset::Entity::insert(row)
-        .on_conflict(
-            OnConflict::column(consumer_offset::Column::Consumer)
-                .update_columns([
-                    consumer_offset::Column::Seq,
-                    consumer_offset::Column::UpdatedAt,
-                ])
-                .to_owned(),
-        )
-        .exec_without_returning(db)
-        .await?;
-    Ok(())
+/// The indexer's offset in the event log.
+pub async fn offset(db: &DatabaseConnection) -> Result<i64> {
+    event::offset(db, CONSUMER).await
 }
 
 /// Moves the offset back to `seq` when it is past it (a rebuild started at `seq`).
-pub async fn rewind_to(db: &impl ConnectionTrait, seq: i64) -> Result<()> {
-    if offset(db).await? > seq {
-        consumer_offset::Entity::update_many()
-            .col_expr(consumer_offset::Column::Seq, Expr::value(seq))
-            .filter(consumer_offset::Column::Consumer.eq(CONSUMER))
-            .exec(db)
-            .await?;
-    }
-    Ok(())
+pub async fn rewind_to(db: &DatabaseConnection, seq: i64) -> Result<()> {
+    event::rewind_to(db, CONSUMER, seq).await
 }
 
 /// The highest `seq` written so far.
-pub async fn head(db: &impl ConnectionTrait) -> Result<i64> {
-    Ok(event::Entity::find()
-        .order_by_desc(event::Column::Seq)
-        .one(db)
-        .await?
-        .map_or(0, |row| row.seq))
+pub async fn head(db: &DatabaseConnection) -> Result<i64> {
+    event::head(db).await
 }
 
 /// Events behind: the head of the log minus the offset.
-pub async fn lag(db: &impl ConnectionTrait) -> Result<i64> {
+pub async fn lag(db: &DatabaseConnection) -> Result<i64> {
     Ok((head(db).await? - offset(db).await?).max(0))
 }
 
@@ -120,12 +84,7 @@ impl Indexer {
     /// Indexes the next batch of events; `Ok` with zero events when caught up.
     pub async fn step(&self) -> Result<Step> {
         let from = offset(&self.db).await?;
-        let events = event::Entity::find()
-            .filter(event::Column::Seq.gt(from))
-            .order_by_asc(event::Column::Seq)
-            .limit(self.batch)
-            .all(&self.db)
-            .await?;
+        let events = event::after(&self.db, from, self.batch).await?;
         if events.is_empty() {
             self.status.lag.store(0, Ordering::Relaxed);
             return Ok(Step::default());
@@ -135,52 +94,46 @@ impl Indexer {
         let mut customers = BTreeSet::new();
         let mut erased = BTreeSet::new();
         let mut organizations = BTreeSet::new();
-        let uuid = |value: &serde_json::Value| value.as_str().and_then(|s| Uuid::parse_str(s).ok());
         for event in &events {
-            let (entity, action) = event.kind.split_once('.').unwrap_or((&event.kind, ""));
-            match entity {
-                "interaction" => {
+            // An unknown kind was logged when read and touches nothing here.
+            let Some(kind) = event.kind else { continue };
+            match kind {
+                EventKind::InteractionCreated => {
                     interactions.insert(event.entity_id);
-                    if let Some(customer) = uuid(&event.payload["customer_id"]) {
+                    if let Some(customer) = event.interaction().customer_id {
                         customers.insert(customer);
                     }
                 }
                 // A status change re-indexes the conversation's interactions (their
                 // `status`); a new message in it does not need to.
-                "conversation" if action == "status_changed" => {
+                EventKind::ConversationStatusChanged => {
                     conversations.insert(event.entity_id);
                 }
-                "customer" if action == "deleted" => {
+                EventKind::CustomerDeleted => {
                     erased.insert(event.entity_id);
                 }
-                "customer" => {
+                EventKind::CustomerCreated | EventKind::CustomerUpdated => {
                     customers.insert(event.entity_id);
                 }
-                "organization" => {
+                EventKind::OrganizationCreated | EventKind::OrganizationUpdated => {
                     organizations.insert(event.entity_id);
                 }
-                _ => {}
+                EventKind::ConversationCreated
+                | EventKind::ConversationUpdated
+                | EventKind::NoteCreated
+                | EventKind::DealCreated
+                | EventKind::DealUpdated
+                | EventKind::SourceCreated
+                | EventKind::SourceUpdated
+                | EventKind::SourceDeleted => {}
             }
         }
         if !conversations.is_empty() {
-            let ids: Vec<Uuid> = entity::interaction::Entity::find()
-                .select_only()
-                .column(entity::interaction::Column::Id)
-                .filter(entity::interaction::Column::ConversationId.is_in(conversations))
-                .into_tuple()
-                .all(&self.db)
-                .await?;
-            interactions.extend(ids);
+            interactions
+                .extend(document::interactions_of_conversations(&self.db, conversations).await?);
         }
         if !organizations.is_empty() {
-            let ids: Vec<Uuid> = entity::customer::Entity::find()
-                .select_only()
-                .column(entity::customer::Column::Id)
-                .filter(entity::customer::Column::OrganizationId.is_in(organizations))
-                .into_tuple()
-                .all(&self.db)
-                .await?;
-            customers.extend(ids);
+            customers.extend(document::customers_of_organizations(&self.db, organizations).await?);
         }
         let erased: Vec<Uuid> = erased.into_iter().collect();
         customers.retain(|id| !erased.contains(id));
@@ -223,7 +176,7 @@ impl Indexer {
         crate::failpoint::failpoint("indexer.after_write");
         let watermark = self.watermark(from, &events).await?;
         if watermark > from {
-            store_offset(&self.db, watermark).await?;
+            event::store_offset(&self.db, CONSUMER, watermark).await?;
         }
         self.status
             .indexed
@@ -301,7 +254,7 @@ impl Indexer {
 impl Indexer {
     /// The new offset after reading `events` (ascending) from `from`: the end of the
     /// contiguous run, going past gaps that no open transaction can still fill.
-    async fn watermark(&self, from: i64, events: &[event::Model]) -> Result<i64> {
+    async fn watermark(&self, from: i64, events: &[StoredEvent]) -> Result<i64> {
         let mut mark = from;
         for event in events {
             if event.seq != mark + 1 && self.gap_may_fill(event.created_at).await? {
@@ -315,262 +268,11 @@ impl Indexer {
     /// Whether a transaction that began before `at` is still open and has written, so it
     /// may commit an event with a seq below the one written at `at`.
     async fn gap_may_fill(&self, at: chrono::DateTime<chrono::Utc>) -> Result<bool> {
-        if !crate::db::is_postgres(&self.db) || at < crate::domain::now() - GAP_GRACE {
+        if at < crate::domain::now() - GAP_GRACE {
             return Ok(false);
         }
-        let row = self
-            .db
-            .query_one(sea_orm::Statement::from_sql_and_values(
-                sea_orm::DatabaseBackend::Postgres,
-                "SELECT count(*) AS open FROM pg_stat_activity \
-                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
-                   AND backend_xid IS NOT NULL AND xact_start <= $1",
-                [at.into()],
-            ))
-            .await?;
-        let open: i64 = row
-            .map(|row| row.try_get("", "open"))
-            .transpose()?
-            .unwrap_or(0);
-        Ok(open > 0)
+        event::writer_open_since(&self.db, at).await
     }
-}
-
-/// The documents of the interactions `ids` that exist.
-pub async fn interaction_docs(
-    db: &impl ConnectionTrait,
-    ids: &[Uuid],
-) -> Result<Vec<InteractionDoc>> {
-    use entity::interaction;
-    let rows = interaction::Entity::find()
-        .filter(interaction::Column::Id.is_in(ids.to_vec()))
-        .all(db)
-        .await?;
-    use entity::{conversation, identity};
-    let conversation_ids: BTreeSet<Uuid> = rows.iter().filter_map(|r| r.conversation_id).collect();
-    let identity_ids: BTreeSet<Uuid> = rows.iter().filter_map(|r| r.identity_id).collect();
-    let statuses: std::collections::HashMap<Uuid, String> = if conversation_ids.is_empty() {
-        Default::default()
-    } else {
-        conversation::Entity::find()
-            .filter(conversation::Column::Id.is_in(conversation_ids))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|c| (c.id, c.status))
-            .collect()
-    };
-    let authors: std::collections::HashMap<Uuid, String> = if identity_ids.is_empty() {
-        Default::default()
-    } else {
-        identity::Entity::find()
-            .filter(identity::Column::Id.is_in(identity_ids))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|i| {
-                let parts: Vec<String> = [i.display_name, i.handle].into_iter().flatten().collect();
-                (i.id, parts.join(" "))
-            })
-            .collect()
-    };
-    Ok(rows
-        .into_iter()
-        .map(|row| InteractionDoc {
-            id: row.id,
-            workspace_id: row.workspace_id,
-            customer_id: row.customer_id,
-            conversation_id: row.conversation_id,
-            status: row
-                .conversation_id
-                .and_then(|c| statuses.get(&c).cloned())
-                .unwrap_or_else(|| "none".to_owned()),
-            sentiment_label: sentiment_label(row.sentiment).to_owned(),
-            sentiment: row.sentiment,
-            language: row
-                .language
-                .as_deref()
-                .map(|l| l.split(['-', '_']).next().unwrap_or(l).to_lowercase())
-                .unwrap_or_else(|| "und".to_owned()),
-            occurred_at: row.occurred_at.timestamp_millis(),
-            subject: row.subject.unwrap_or_default(),
-            author: row
-                .identity_id
-                .and_then(|i| authors.get(&i).cloned())
-                .unwrap_or_default(),
-            text: row.text,
-            channel: row.channel,
-            kind: row.kind,
-            direction: row.direction,
-        })
-        .collect())
-}
-
-/// The documents of the customers `ids` that exist (merged ones are left out).
-pub async fn customer_docs(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<Vec<CustomerDoc>> {
-    let rows = entity::customer::Entity::find()
-        .filter(entity::customer::Column::Id.is_in(ids.to_vec()))
-        .filter(entity::customer::Column::MergedInto.is_null())
-        .all(db)
-        .await?;
-    use entity::{contact_point, customer_tag, identity, organization, tag};
-    use std::collections::HashMap;
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let mut points: HashMap<Uuid, Vec<contact_point::Model>> = HashMap::new();
-    for point in contact_point::Entity::find()
-        .filter(contact_point::Column::CustomerId.is_in(ids.clone()))
-        .all(db)
-        .await?
-    {
-        points.entry(point.customer_id).or_default().push(point);
-    }
-    let mut handles: HashMap<Uuid, Vec<String>> = HashMap::new();
-    for identity in identity::Entity::find()
-        .filter(identity::Column::CustomerId.is_in(ids.clone()))
-        .all(db)
-        .await?
-    {
-        let entry = handles.entry(identity.customer_id).or_default();
-        entry.extend(identity.handle);
-        entry.extend(identity.display_name);
-    }
-    let links = customer_tag::Entity::find()
-        .filter(customer_tag::Column::CustomerId.is_in(ids.clone()))
-        .all(db)
-        .await?;
-    let tag_names: HashMap<Uuid, String> = if links.is_empty() {
-        HashMap::new()
-    } else {
-        tag::Entity::find()
-            .filter(tag::Column::Id.is_in(links.iter().map(|l| l.tag_id).collect::<Vec<_>>()))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|t| (t.id, t.name))
-            .collect()
-    };
-    let mut tags: HashMap<Uuid, Vec<String>> = HashMap::new();
-    for link in links {
-        if let Some(name) = tag_names.get(&link.tag_id) {
-            tags.entry(link.customer_id).or_default().push(name.clone());
-        }
-    }
-    let org_ids: Vec<Uuid> = rows.iter().filter_map(|r| r.organization_id).collect();
-    let orgs: HashMap<Uuid, String> = if org_ids.is_empty() {
-        HashMap::new()
-    } else {
-        organization::Entity::find()
-            .filter(organization::Column::Id.is_in(org_ids))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|o| (o.id, o.name))
-            .collect()
-    };
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let points = points.remove(&row.id).unwrap_or_default();
-            let of = |kind: &str| {
-                points
-                    .iter()
-                    .filter(|p| p.kind == kind)
-                    .map(|p| p.value.clone())
-                    .collect::<Vec<_>>()
-            };
-            let mut phones = Vec::new();
-            for phone in points.iter().filter(|p| p.kind == "phone") {
-                let digits: String = phone
-                    .normalized
-                    .chars()
-                    .filter(char::is_ascii_digit)
-                    .collect();
-                if digits.len() > 9 {
-                    phones.push(digits[digits.len() - 9..].to_owned());
-                }
-                phones.push(digits);
-            }
-            let names = [
-                Some(row.display_name.clone()),
-                row.given_name.clone(),
-                row.family_name.clone(),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
-            CustomerDoc {
-                id: row.id,
-                workspace_id: row.workspace_id,
-                names,
-                emails: of("email"),
-                phones,
-                handles: handles.remove(&row.id).unwrap_or_default(),
-                organization: row
-                    .organization_id
-                    .and_then(|o| orgs.get(&o).cloned())
-                    .unwrap_or_default(),
-                tags: tags.remove(&row.id).unwrap_or_default(),
-                last_seen_at: row.last_seen_at.timestamp_millis(),
-            }
-        })
-        .collect())
-}
-
-/// Rows per page of a rebuild.
-const REBUILD_PAGE: u64 = 2_000;
-
-/// The ids of one page of the rows `index` holds (not merged customers), after `after`.
-async fn page_ids(
-    db: &impl ConnectionTrait,
-    index: IndexName,
-    after: Option<Uuid>,
-) -> Result<Vec<Uuid>> {
-    use sea_orm::Condition;
-    let ids = match index {
-        IndexName::Interactions => {
-            use entity::interaction::{Column, Entity};
-            Entity::find()
-                .select_only()
-                .column(Column::Id)
-                .filter(Condition::all().add_option(after.map(|after| Column::Id.gt(after))))
-                .order_by_asc(Column::Id)
-                .limit(REBUILD_PAGE)
-                .into_tuple()
-                .all(db)
-                .await?
-        }
-        IndexName::Customers => {
-            use entity::customer::{Column, Entity};
-            Entity::find()
-                .select_only()
-                .column(Column::Id)
-                .filter(Column::MergedInto.is_null())
-                .filter(Condition::all().add_option(after.map(|after| Column::Id.gt(after))))
-                .order_by_asc(Column::Id)
-                .limit(REBUILD_PAGE)
-                .into_tuple()
-                .all(db)
-                .await?
-        }
-    };
-    Ok(ids)
-}
-
-/// How many rows `index` holds.
-async fn rows_of(db: &impl ConnectionTrait, index: IndexName) -> Result<u64> {
-    use sea_orm::PaginatorTrait;
-    Ok(match index {
-        IndexName::Interactions => entity::interaction::Entity::find().count(db).await?,
-        IndexName::Customers => {
-            entity::customer::Entity::find()
-                .filter(entity::customer::Column::MergedInto.is_null())
-                .count(db)
-                .await?
-        }
-    })
 }
 
 /// Rebuilds `index` (or both) from the database aside and swaps it in, reporting
@@ -588,11 +290,17 @@ pub async fn reindex(
             continue;
         }
         let mut rebuild = search.begin_rebuild(index).await?;
-        let total = rows_of(db, index).await?;
+        let total = match index {
+            IndexName::Interactions => document::count_interactions(db).await?,
+            IndexName::Customers => document::count_customers(db).await?,
+        };
         let mut count = 0u64;
         let mut after = None;
         loop {
-            let ids = page_ids(db, index, after).await?;
+            let ids = match index {
+                IndexName::Interactions => document::interaction_ids_after(db, after).await?,
+                IndexName::Customers => document::customer_ids_after(db, after).await?,
+            };
             let Some(last) = ids.last() else { break };
             after = Some(*last);
             count += ids.len() as u64;

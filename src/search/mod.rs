@@ -19,7 +19,6 @@ pub mod indexer;
 pub mod meili;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -60,56 +59,7 @@ pub const CUSTOMER_TEXT: [&str; 6] = [
     "tags",
 ];
 
-/// An interaction as the index sees it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct InteractionDoc {
-    pub id: Uuid,
-    pub workspace_id: Uuid,
-    pub customer_id: Uuid,
-    pub conversation_id: Option<Uuid>,
-    pub channel: String,
-    pub kind: String,
-    pub direction: String,
-    /// The conversation's status (`open`, `pending`, `resolved`), `none` without one.
-    pub status: String,
-    pub sentiment: Option<f64>,
-    /// `negative`, `neutral`, `positive` or `unknown`, for facet counts.
-    pub sentiment_label: String,
-    /// ISO 639-1 (or `und`).
-    pub language: String,
-    /// Unix milliseconds.
-    pub occurred_at: i64,
-    pub subject: String,
-    pub text: String,
-    /// The author's name and handle.
-    pub author: String,
-}
-
-/// A customer as the index sees it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CustomerDoc {
-    pub id: Uuid,
-    pub workspace_id: Uuid,
-    pub names: Vec<String>,
-    pub emails: Vec<String>,
-    /// E.164 digits, and the national part (last 9 digits) so local numbers match.
-    pub phones: Vec<String>,
-    pub handles: Vec<String>,
-    pub organization: String,
-    pub tags: Vec<String>,
-    /// Unix milliseconds of the last interaction (or creation).
-    pub last_seen_at: i64,
-}
-
-/// The sentiment bucket of a score.
-pub fn sentiment_label(score: Option<f64>) -> &'static str {
-    match score {
-        None => "unknown",
-        Some(s) if s <= -0.05 => "negative",
-        Some(s) if s >= 0.05 => "positive",
-        Some(_) => "neutral",
-    }
-}
+pub use crate::domain::document::{sentiment_label, CustomerDoc, InteractionDoc};
 
 /// How hits are ordered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -255,7 +205,7 @@ pub async fn open(config: &crate::Config) -> anyhow::Result<std::sync::Arc<dyn S
 
 /// Query words: folded (lower case, no accents), split on anything not a letter or digit.
 pub fn words(text: &str) -> Vec<String> {
-    crate::ingest::enrich::fold(text)
+    crate::domain::enrich::fold(text)
         .split(|c: char| !c.is_alphanumeric())
         .filter(|word| !word.is_empty())
         .map(str::to_owned)
@@ -334,7 +284,7 @@ pub fn highlight(field: &'static str, field_text: &str, query: &str) -> Option<H
             at += 1;
         }
         let token: String = chars[start..at].iter().collect();
-        let folded = crate::ingest::enrich::fold(&token);
+        let folded = crate::domain::enrich::fold(&token);
         let hit = words
             .iter()
             .enumerate()

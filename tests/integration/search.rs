@@ -1233,7 +1233,7 @@ backend_test!(
         rapport::domain::event::append(
             &app.app.db,
             workspace,
-            "conversation.status_changed",
+            rapport::domain::event::EventKind::ConversationStatusChanged,
             conversation.id,
             &json!({}),
         )
