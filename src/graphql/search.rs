@@ -410,10 +410,7 @@ async fn run(
             .collect()
     };
     let keys: Vec<InteractionById> = hits.ids.iter().map(|id| InteractionById(*id)).collect();
-    let mut rows = loader(ctx)?
-        .load_many(keys)
-        .await
-        .map_err(|err| err.to_graphql())?;
+    let mut rows = loader(ctx)?.load_many(keys).await?;
     let found = hits
         .ids
         .iter()
@@ -545,10 +542,7 @@ pub async fn search_customers(
         .search_customers(caller.workspace_id, &search::customer_query(&text), limit)
         .await?;
     let keys: Vec<CustomerById> = hits.ids.iter().map(|id| CustomerById(*id)).collect();
-    let mut rows = loader(ctx)?
-        .load_many(keys)
-        .await
-        .map_err(|err| err.to_graphql())?;
+    let mut rows = loader(ctx)?.load_many(keys).await?;
     Ok(hits
         .ids
         .iter()

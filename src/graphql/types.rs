@@ -43,7 +43,7 @@ impl Channel {
         connectors::Channel::parse(name)
             .map(Channel::from)
             .ok_or_else(|| {
-                Error::Internal(format!("unknown channel `{name}` in the database")).to_graphql()
+                Error::Internal(format!("unknown channel `{name}` in the database")).into()
             })
     }
 }
@@ -78,7 +78,7 @@ pub enum Node {
 }
 
 fn enum_of<T>(parse: fn(&str) -> crate::error::Result<T>, text: &str) -> Result<T> {
-    parse(text).map_err(|err| err.to_graphql())
+    Ok(parse(text)?)
 }
 
 /// A tenant: every object belongs to exactly one.
@@ -208,7 +208,7 @@ impl Customer {
                     "search",
                     "a searched timeline pages forward only: use first/after",
                 )
-                .to_graphql());
+                .into());
             }
             return super::search::searched_timeline(ctx, self.0.id, filter, &search, first, after)
                 .await;
