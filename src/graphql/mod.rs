@@ -5,14 +5,25 @@
 //! the scheduler never see GraphQL. Every error a response carries is mapped once, by
 //! [`execute`] ([`errors::present`]), from the table in [`crate::error`].
 
+pub mod contact_point;
+pub mod conversation;
 pub mod cost;
+pub mod customer;
+pub mod deal;
 pub mod errors;
+pub mod identity;
 pub mod inputs;
+pub mod interaction;
 pub mod loaders;
 pub mod mutation;
+pub mod note;
+pub mod organization;
 pub mod query;
 pub mod search;
+pub mod source;
+pub mod tag;
 pub mod types;
+pub mod workspace;
 
 use std::future::Future;
 use std::hash::Hash;

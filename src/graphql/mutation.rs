@@ -3,8 +3,28 @@
 
 use async_graphql::{Context, Object, Result};
 
-use super::inputs::*;
-use super::types::*;
+use super::contact_point::{
+    AddContactPointInput, ContactPoint, ContactPointPayload, RemoveContactPointInput,
+    RemoveContactPointPayload,
+};
+use super::customer::{
+    CreateCustomerInput, Customer, CustomerPayload, DeleteCustomerInput, DeleteCustomerPayload,
+    UpdateCustomerInput,
+};
+use super::deal::{CreateDealInput, Deal, DealPayload, UpdateDealInput};
+use super::inputs::{change, change_id, id, opt_id};
+use super::interaction::{
+    Interaction, InteractionPayload, RecordInteractionInput, ReplyToInteractionInput,
+};
+use super::note::{AddNoteInput, Note, NotePayload};
+use super::organization::{
+    CreateOrganizationInput, Organization, OrganizationPayload, UpdateOrganizationInput,
+};
+use super::source::{
+    CreateSourceInput, DeleteSourcePayload, Source, SourceIdInput, SourcePayload,
+    SyncSourcePayload, UpdateSourceInput,
+};
+use super::tag::{AddTagInput, RemoveTagInput};
 use super::{app, caller};
 use crate::domain::customer::{CustomerChanges, NewCustomer};
 use crate::domain::deal::{DealChanges, NewDeal};

@@ -9,9 +9,11 @@ use async_graphql::{Context, Enum, InputObject, Object, Result, SimpleObject, ID
 use base64::Engine;
 use chrono::{DateTime, Utc};
 
+use super::customer::Customer;
 use super::inputs::opt_id;
+use super::interaction::{Interaction, InteractionConnection, InteractionTotal};
 use super::loaders::{CustomerById, InteractionById};
-use super::types::{Channel, Customer, Interaction, InteractionConnection, InteractionTotal};
+use super::types::Channel;
 use super::{app, caller, loader};
 use crate::config::MAX_PAGE_SIZE;
 use crate::domain::interaction::InteractionFilter;
