@@ -1,11 +1,14 @@
 //! Contact points (e-mail addresses, phones, handles) of a customer: object, inputs, payloads.
+//! The mutations on contact points are here too; the `Mutation` root delegates to them.
 
 use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
 
-use super::customer::Customer;
-use super::load;
+use super::customer::{customer_payload, Customer};
+use super::inputs::id;
 use super::loaders::*;
 use super::types::enum_of;
+use super::{app, caller, load};
+use crate::domain;
 use crate::domain::contact_point::NewContactPoint;
 use crate::domain::ContactPointKind;
 use crate::ids::{encode, Kind};
@@ -95,4 +98,36 @@ pub struct AddContactPointInput {
 #[derive(InputObject)]
 pub struct RemoveContactPointInput {
     pub id: ID,
+}
+
+// The mutations on this noun; the `Mutation` root delegates to them.
+
+pub(super) async fn add_contact_point(
+    ctx: &Context<'_>,
+    input: AddContactPointInput,
+) -> Result<ContactPointPayload> {
+    let customer = id("customerId", Kind::Customer, &input.customer_id)?;
+    let point = domain::contact_point::add(
+        &app(ctx).db,
+        caller(ctx)?,
+        customer,
+        input.contact_point.into(),
+    )
+    .await?;
+    Ok(ContactPointPayload {
+        contact_point: ContactPoint(point),
+        customer: customer_payload(ctx, customer).await?,
+    })
+}
+
+pub(super) async fn remove_contact_point(
+    ctx: &Context<'_>,
+    input: RemoveContactPointInput,
+) -> Result<RemoveContactPointPayload> {
+    let point = id("id", Kind::ContactPoint, &input.id)?;
+    let customer = domain::contact_point::remove(&app(ctx).db, caller(ctx)?, point).await?;
+    Ok(RemoveContactPointPayload {
+        removed_contact_point_id: input.id,
+        customer: customer_payload(ctx, customer).await?,
+    })
 }

@@ -1,5 +1,6 @@
 //! Customers: the object, its metrics, its connection and total, and its inputs and
 //! payloads. Relations go through the request's loaders.
+//! The mutations on customers are here too; the `Mutation` root delegates to them.
 
 use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, InputObject, Json, MaybeUndefined, Object, Result, SimpleObject, ID};
@@ -9,15 +10,15 @@ use super::contact_point::{ContactPoint, ContactPointInput};
 use super::conversation::Conversation;
 use super::deal::Deal;
 use super::identity::Identity;
-use super::inputs::opt_id;
+use super::inputs::{change, change_id, id, opt_id};
 use super::interaction::{interactions_of, InteractionConnection};
 use super::loaders::*;
 use super::note::Note;
 use super::organization::Organization;
 use super::tag::Tag;
 use super::types::{enum_of, Channel, OrderDirection};
-use super::{caller, load};
-use crate::domain::customer::{CustomerFilter, CustomerOrderField};
+use super::{app, caller, load};
+use crate::domain::customer::{CustomerChanges, CustomerFilter, CustomerOrderField, NewCustomer};
 use crate::domain::interaction::{InteractionFilter, Parent};
 use crate::domain::page::PageArgs;
 use crate::domain::{self, ConversationStatus, LifecycleStage};
@@ -345,4 +346,74 @@ pub struct UpdateCustomerInput {
 #[derive(InputObject)]
 pub struct DeleteCustomerInput {
     pub id: ID,
+}
+
+// The mutations on this noun; the `Mutation` root delegates to them.
+
+/// The customer a contact-point or tag mutation changed, as its payload shows it.
+pub(super) async fn customer_payload(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Customer> {
+    Ok(Customer(
+        domain::customer::get(&app(ctx).db, caller(ctx)?, id).await?,
+    ))
+}
+
+pub(super) async fn create_customer(
+    ctx: &Context<'_>,
+    input: CreateCustomerInput,
+) -> Result<CustomerPayload> {
+    let new = NewCustomer {
+        display_name: input.display_name,
+        given_name: input.given_name,
+        family_name: input.family_name,
+        lifecycle_stage: input.lifecycle_stage,
+        external_id: input.external_id,
+        organization_id: opt_id(
+            "organizationId",
+            Kind::Organization,
+            input.organization_id.as_ref(),
+        )?,
+        custom: input.custom_attributes.map(|json| json.0),
+        contact_points: input
+            .contact_points
+            .unwrap_or_default()
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+        tags: input.tags.unwrap_or_default(),
+    };
+    let model = domain::customer::create(&app(ctx).db, caller(ctx)?, new).await?;
+    Ok(CustomerPayload {
+        customer: Customer(model),
+    })
+}
+
+pub(super) async fn update_customer(
+    ctx: &Context<'_>,
+    input: UpdateCustomerInput,
+) -> Result<CustomerPayload> {
+    let id = id("id", Kind::Customer, &input.id)?;
+    let changes = CustomerChanges {
+        display_name: input.display_name,
+        given_name: change(input.given_name),
+        family_name: change(input.family_name),
+        lifecycle_stage: input.lifecycle_stage,
+        external_id: change(input.external_id),
+        organization_id: change_id("organizationId", Kind::Organization, input.organization_id)?,
+        custom: input.custom_attributes.map(|json| json.0),
+    };
+    let model = domain::customer::update(&app(ctx).db, caller(ctx)?, id, changes).await?;
+    Ok(CustomerPayload {
+        customer: Customer(model),
+    })
+}
+
+pub(super) async fn delete_customer(
+    ctx: &Context<'_>,
+    input: DeleteCustomerInput,
+) -> Result<DeleteCustomerPayload> {
+    let id = id("id", Kind::Customer, &input.id)?;
+    domain::customer::delete(&app(ctx).db, caller(ctx)?, id).await?;
+    Ok(DeleteCustomerPayload {
+        deleted_customer_id: input.id,
+    })
 }

@@ -1,13 +1,16 @@
 //! Deals: the object, inputs and payloads.
+//! The mutations on deals are here too; the `Mutation` root delegates to them.
 
 use async_graphql::{Context, InputObject, MaybeUndefined, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::customer::Customer;
-use super::load;
+use super::inputs::{change, change_id, id, opt_id};
 use super::loaders::*;
 use super::organization::Organization;
 use super::types::enum_of;
+use super::{app, caller, load};
+use crate::domain::deal::{DealChanges, NewDeal};
 use crate::domain::{self, DealStage};
 use crate::ids::{encode, Kind};
 use entity::*;
@@ -86,4 +89,39 @@ pub struct UpdateDealInput {
     pub currency: Option<String>,
     pub stage: Option<DealStage>,
     pub close_date: MaybeUndefined<NaiveDate>,
+}
+
+// The mutations on this noun; the `Mutation` root delegates to them.
+
+pub(super) async fn create_deal(ctx: &Context<'_>, input: CreateDealInput) -> Result<DealPayload> {
+    let new = NewDeal {
+        title: input.title,
+        customer_id: opt_id("customerId", Kind::Customer, input.customer_id.as_ref())?,
+        organization_id: opt_id(
+            "organizationId",
+            Kind::Organization,
+            input.organization_id.as_ref(),
+        )?,
+        amount: input.amount,
+        currency: input.currency,
+        stage: input.stage,
+        close_date: input.close_date,
+    };
+    let model = domain::deal::create(&app(ctx).db, caller(ctx)?, new).await?;
+    Ok(DealPayload { deal: Deal(model) })
+}
+
+pub(super) async fn update_deal(ctx: &Context<'_>, input: UpdateDealInput) -> Result<DealPayload> {
+    let id = id("id", Kind::Deal, &input.id)?;
+    let changes = DealChanges {
+        title: input.title,
+        customer_id: change_id("customerId", Kind::Customer, input.customer_id)?,
+        organization_id: change_id("organizationId", Kind::Organization, input.organization_id)?,
+        amount: change(input.amount),
+        currency: input.currency,
+        stage: input.stage,
+        close_date: change(input.close_date),
+    };
+    let model = domain::deal::update(&app(ctx).db, caller(ctx)?, id, changes).await?;
+    Ok(DealPayload { deal: Deal(model) })
 }

@@ -1,5 +1,6 @@
 //! Interactions: the object, its connection and total (also used by customer and
 //! conversation timelines), filters, inputs and payloads.
+//! The mutations on interactions are here too; the `Mutation` root delegates to them.
 
 use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
@@ -8,12 +9,12 @@ use chrono::{DateTime, Utc};
 use super::conversation::Conversation;
 use super::customer::Customer;
 use super::identity::Identity;
-use super::inputs::opt_id;
+use super::inputs::{id, opt_id};
 use super::loaders::*;
 use super::source::Source;
 use super::types::{connection, enum_of, Channel};
-use super::{caller, load};
-use crate::domain::interaction::{InteractionFilter, Parent};
+use super::{app, caller, load};
+use crate::domain::interaction::{InteractionFilter, NewInteraction, Parent};
 use crate::domain::page::{Page, PageArgs};
 use crate::domain::{self, Direction, InteractionKind};
 use crate::ids::{encode, Kind};
@@ -283,4 +284,54 @@ pub struct ReplyToInteractionInput {
     /// Makes retries safe: the same key sends and stores the reply once. Defaults to one
     /// derived from the interaction and the text.
     pub idempotency_key: Option<String>,
+}
+
+// The mutations on this noun; the `Mutation` root delegates to them.
+
+pub(super) async fn record_interaction(
+    ctx: &Context<'_>,
+    input: RecordInteractionInput,
+) -> Result<InteractionPayload> {
+    let new = NewInteraction {
+        customer_id: id("customerId", Kind::Customer, &input.customer_id)?,
+        conversation_id: opt_id(
+            "conversationId",
+            Kind::Conversation,
+            input.conversation_id.as_ref(),
+        )?,
+        channel: input.channel.as_str().to_owned(),
+        kind: input.kind,
+        direction: input.direction,
+        subject: input.subject,
+        text: input.text,
+        url: input.url,
+        language: input.language,
+        occurred_at: input.occurred_at,
+    };
+    let model = domain::interaction::record(&app(ctx).db, caller(ctx)?, new).await?;
+    Ok(InteractionPayload {
+        interaction: Interaction(model),
+    })
+}
+
+pub(super) async fn reply_to_interaction(
+    ctx: &Context<'_>,
+    input: ReplyToInteractionInput,
+) -> Result<InteractionPayload> {
+    let target = id("interactionId", Kind::Interaction, &input.interaction_id)?;
+    if let Some(key) = &input.idempotency_key {
+        domain::text::check_lookup("idempotencyKey", key, 200)?;
+    }
+    let syncer = crate::ingest::sync::Syncer::new(app(ctx));
+    let model = crate::ingest::reply::reply(
+        &syncer,
+        caller(ctx)?,
+        target,
+        &input.text,
+        input.idempotency_key,
+    )
+    .await?;
+    Ok(InteractionPayload {
+        interaction: Interaction(model),
+    })
 }

@@ -4,6 +4,12 @@
 //! The schema is built and held here ([`Api`]), not in [`App`]: the domain, the indexer and
 //! the scheduler never see GraphQL. Every error a response carries is mapped once, by
 //! [`execute`] ([`errors::present`]), from the table in [`crate::error`].
+//!
+//! One file per noun (`customer`, `organization`, `interaction`, …) holds its object,
+//! its input objects, its payloads and its mutations; `query` and `mutation` are the
+//! roots, which only name the fields (their order makes `schema.graphql`) and delegate;
+//! `types` holds what every noun shares, `loaders` the DataLoaders, `cost` the document
+//! cost model and `errors` how a domain error looks in GraphQL.
 
 pub mod contact_point;
 pub mod conversation;

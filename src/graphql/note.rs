@@ -1,11 +1,14 @@
 //! Notes on a customer: the object, inputs and payloads.
+//! The mutations on notes are here too; the `Mutation` root delegates to them.
 
 use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
 use super::customer::Customer;
-use super::load;
+use super::inputs::id;
 use super::loaders::*;
+use super::{app, caller, load};
+use crate::domain;
 use crate::ids::{encode, Kind};
 use entity::*;
 
@@ -46,4 +49,12 @@ pub struct NotePayload {
 pub struct AddNoteInput {
     pub customer_id: ID,
     pub body: String,
+}
+
+// The mutations on this noun; the `Mutation` root delegates to them.
+
+pub(super) async fn add_note(ctx: &Context<'_>, input: AddNoteInput) -> Result<NotePayload> {
+    let customer = id("customerId", Kind::Customer, &input.customer_id)?;
+    let model = domain::note::add(&app(ctx).db, caller(ctx)?, customer, &input.body).await?;
+    Ok(NotePayload { note: Note(model) })
 }

@@ -1,12 +1,15 @@
 //! Organizations: the object, its connection and total, inputs and payloads.
+//! The mutations on organizations are here too; the `Mutation` root delegates to them.
 
 use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, InputObject, Json, MaybeUndefined, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
 use super::deal::Deal;
+use super::inputs::{change, id};
 use super::loaders::*;
-use super::{caller, load};
+use super::{app, caller, load};
+use crate::domain::organization::{NewOrganization, OrganizationChanges};
 use crate::domain::{self};
 use crate::ids::{encode, Kind};
 use entity::*;
@@ -86,4 +89,37 @@ pub struct UpdateOrganizationInput {
     /// Replaces all custom attributes. At most 16 KiB serialized, 200 keys, 5 levels deep, keys of at most 100
     /// characters; no control characters.
     pub custom_attributes: Option<Json<serde_json::Value>>,
+}
+
+// The mutations on this noun; the `Mutation` root delegates to them.
+
+pub(super) async fn create_organization(
+    ctx: &Context<'_>,
+    input: CreateOrganizationInput,
+) -> Result<OrganizationPayload> {
+    let new = NewOrganization {
+        name: input.name,
+        domain: input.domain,
+        custom: input.custom_attributes.map(|json| json.0),
+    };
+    let model = domain::organization::create(&app(ctx).db, caller(ctx)?, new).await?;
+    Ok(OrganizationPayload {
+        organization: Organization(model),
+    })
+}
+
+pub(super) async fn update_organization(
+    ctx: &Context<'_>,
+    input: UpdateOrganizationInput,
+) -> Result<OrganizationPayload> {
+    let id = id("id", Kind::Organization, &input.id)?;
+    let changes = OrganizationChanges {
+        name: input.name,
+        domain: change(input.domain),
+        custom: input.custom_attributes.map(|json| json.0),
+    };
+    let model = domain::organization::update(&app(ctx).db, caller(ctx)?, id, changes).await?;
+    Ok(OrganizationPayload {
+        organization: Organization(model),
+    })
 }

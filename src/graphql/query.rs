@@ -9,7 +9,6 @@ use super::customer::{
 };
 use super::deal::Deal;
 use super::identity::Identity;
-use super::inputs;
 use super::interaction::{
     interaction_connection, Interaction, InteractionConnection, InteractionFilterInput,
 };
@@ -20,7 +19,7 @@ use super::source::Source;
 use super::tag::Tag;
 use super::types::{connection, Node, OrderDirection};
 use super::workspace::{Viewer, Workspace};
-use super::{app, caller, load};
+use super::{app, caller, inputs, load};
 use crate::domain::customer::CustomerOrderField;
 use crate::domain::page::PageArgs;
 use crate::domain::{self};

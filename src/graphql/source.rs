@@ -1,9 +1,13 @@
 //! Sources (the channels Rapport syncs from): the object, inputs and payloads.
+//! The mutations on sources are here too; the `Mutation` root delegates to them.
 
-use async_graphql::{InputObject, Json, Object, Result, SimpleObject, ID};
+use async_graphql::{Context, InputObject, Json, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
+use super::inputs::id;
 use super::types::{enum_of, Channel};
+use super::{app, caller};
+use crate::domain::source::{NewSource, SourceChanges};
 use crate::domain::{self};
 use crate::ids::{encode, Kind};
 
@@ -116,4 +120,93 @@ pub struct UpdateSourceInput {
 #[derive(InputObject)]
 pub struct SourceIdInput {
     pub id: ID,
+}
+
+// The mutations on this noun; the `Mutation` root delegates to them.
+
+pub(super) async fn create_source(
+    ctx: &Context<'_>,
+    input: CreateSourceInput,
+) -> Result<SourcePayload> {
+    let new = NewSource {
+        channel: input.channel.into(),
+        name: input.name,
+        config: domain::text::check_json("config", &input.config.0)?,
+        schedule_secs: input.schedule_secs,
+    };
+    let model = domain::source::create(&app(ctx).db, caller(ctx)?, new).await?;
+    Ok(SourcePayload {
+        source: Source(model),
+    })
+}
+
+pub(super) async fn update_source(
+    ctx: &Context<'_>,
+    input: UpdateSourceInput,
+) -> Result<SourcePayload> {
+    let id = id("id", Kind::Source, &input.id)?;
+    let changes = SourceChanges {
+        name: input.name,
+        config: input
+            .config
+            .map(|json| domain::text::check_json("config", &json.0))
+            .transpose()?,
+        schedule_secs: input.schedule_secs,
+        paused: None,
+    };
+    Ok(SourcePayload {
+        source: Source(domain::source::update(&app(ctx).db, caller(ctx)?, id, changes).await?),
+    })
+}
+
+pub(super) async fn pause_source(ctx: &Context<'_>, input: SourceIdInput) -> Result<SourcePayload> {
+    let id = id("id", Kind::Source, &input.id)?;
+    let changes = SourceChanges {
+        paused: Some(true),
+        ..SourceChanges::default()
+    };
+    Ok(SourcePayload {
+        source: Source(domain::source::update(&app(ctx).db, caller(ctx)?, id, changes).await?),
+    })
+}
+
+pub(super) async fn resume_source(
+    ctx: &Context<'_>,
+    input: SourceIdInput,
+) -> Result<SourcePayload> {
+    let id = id("id", Kind::Source, &input.id)?;
+    let changes = SourceChanges {
+        paused: Some(false),
+        ..SourceChanges::default()
+    };
+    Ok(SourcePayload {
+        source: Source(domain::source::update(&app(ctx).db, caller(ctx)?, id, changes).await?),
+    })
+}
+
+pub(super) async fn sync_source(
+    ctx: &Context<'_>,
+    input: SourceIdInput,
+) -> Result<SyncSourcePayload> {
+    let id = id("id", Kind::Source, &input.id)?;
+    let syncer = crate::ingest::sync::Syncer::new(app(ctx));
+    let (report, source) = crate::ingest::sync::sync_now(&syncer, caller(ctx)?, id).await?;
+    Ok(SyncSourcePayload {
+        source: Source(source),
+        new_items: report.new as i32,
+        duplicates: report.duplicates as i32,
+        batches: report.batches as i32,
+        error: report.error,
+    })
+}
+
+pub(super) async fn delete_source(
+    ctx: &Context<'_>,
+    input: SourceIdInput,
+) -> Result<DeleteSourcePayload> {
+    let id = id("id", Kind::Source, &input.id)?;
+    domain::source::delete(&app(ctx).db, caller(ctx)?, id).await?;
+    Ok(DeleteSourcePayload {
+        deleted_source_id: input.id,
+    })
 }

@@ -1,7 +1,12 @@
 //! Tags: the object and the inputs that add and remove them.
+//! The mutations on tags are here too; the `Mutation` root delegates to them.
 
-use async_graphql::{InputObject, Object, ID};
+use async_graphql::{Context, InputObject, Object, Result, ID};
 
+use super::customer::{customer_payload, CustomerPayload};
+use super::inputs::id;
+use super::{app, caller};
+use crate::domain;
 use crate::ids::{encode, Kind};
 use entity::*;
 
@@ -33,4 +38,32 @@ pub struct AddTagInput {
 pub struct RemoveTagInput {
     pub customer_id: ID,
     pub name: String,
+}
+
+// The mutations on this noun; the `Mutation` root delegates to them.
+
+pub(super) async fn add_tag(ctx: &Context<'_>, input: AddTagInput) -> Result<CustomerPayload> {
+    let customer = id("customerId", Kind::Customer, &input.customer_id)?;
+    domain::tag::add(
+        &app(ctx).db,
+        caller(ctx)?,
+        customer,
+        &input.name,
+        input.color,
+    )
+    .await?;
+    Ok(CustomerPayload {
+        customer: customer_payload(ctx, customer).await?,
+    })
+}
+
+pub(super) async fn remove_tag(
+    ctx: &Context<'_>,
+    input: RemoveTagInput,
+) -> Result<CustomerPayload> {
+    let customer = id("customerId", Kind::Customer, &input.customer_id)?;
+    domain::tag::remove(&app(ctx).db, caller(ctx)?, customer, &input.name).await?;
+    Ok(CustomerPayload {
+        customer: customer_payload(ctx, customer).await?,
+    })
 }
