@@ -193,3 +193,32 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_reads_back_and_stops_a_request_with_an_error_status() {
+        for code in Code::ALL {
+            assert_eq!(Code::parse(code.as_str()), code);
+            assert!((400..600).contains(&code.http_status()), "{code:?}");
+            // Only internal errors hide their message: every other one is written for
+            // the caller, and every other one is the caller's (4xx) or a platform's (5xx).
+            assert_eq!(
+                code.disclosure() == Disclosure::Opaque,
+                code == Code::Internal,
+                "{code:?}"
+            );
+        }
+        assert_eq!(Code::parse("NO_SUCH_CODE"), Code::Internal);
+    }
+
+    #[test]
+    fn an_internal_error_answers_with_a_pointer_to_the_log_not_its_text() {
+        let error = Error::Internal("SELECT * FROM api_key".into());
+        assert!(!error.public_message().contains("SELECT"));
+        let error = Error::field("email", "email: is not an address");
+        assert_eq!(error.public_message(), "email: is not an address");
+    }
+}

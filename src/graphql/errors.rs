@@ -80,3 +80,107 @@ pub(super) fn present(
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response_with(errors: Vec<async_graphql::ServerError>) -> async_graphql::Response {
+        async_graphql::Response::from_errors(errors)
+    }
+
+    fn extension<'a>(
+        error: &'a async_graphql::ServerError,
+        name: &str,
+    ) -> Option<&'a async_graphql::Value> {
+        error
+            .extensions
+            .as_ref()
+            .and_then(|extensions| extensions.get(name))
+    }
+
+    fn through_question_mark(
+        error: impl std::fmt::Display + Send + Sync + 'static,
+    ) -> async_graphql::ServerError {
+        async_graphql::Error::from(error).into_server_error(async_graphql::Pos::default())
+    }
+
+    #[test]
+    fn a_domain_error_returned_through_question_mark_gets_its_code_field_and_public_message() {
+        let metrics = Metrics::default();
+        let response = present(
+            response_with(vec![through_question_mark(Error::field(
+                "input.name",
+                "name: is required",
+            ))]),
+            &metrics,
+        );
+        let error = &response.errors[0];
+        assert_eq!(error.message, "name: is required");
+        assert_eq!(
+            extension(error, "code"),
+            Some(&async_graphql::Value::from("BAD_USER_INPUT"))
+        );
+        assert_eq!(
+            extension(error, "field"),
+            Some(&async_graphql::Value::from("input.name"))
+        );
+        assert!(metrics
+            .render()
+            .contains("rapport_graphql_errors_total{code=\"BAD_USER_INPUT\"} 1"));
+    }
+
+    #[test]
+    fn an_internal_error_is_opaque_also_when_a_loader_shared_it() {
+        let metrics = Metrics::default();
+        let shared = Arc::new(Error::Internal("SELECT secret FROM api_key".into()));
+        let response = present(
+            response_with(vec![
+                through_question_mark(Error::Internal("SELECT secret FROM api_key".into())),
+                through_question_mark(shared),
+            ]),
+            &metrics,
+        );
+        for error in &response.errors {
+            assert!(!error.message.contains("SELECT"), "{}", error.message);
+            assert!(
+                error.message.starts_with("internal error;"),
+                "{}",
+                error.message
+            );
+            assert_eq!(
+                extension(error, "code"),
+                Some(&async_graphql::Value::from("INTERNAL"))
+            );
+        }
+        assert!(metrics
+            .render()
+            .contains("rapport_graphql_errors_total{code=\"INTERNAL\"} 2"));
+    }
+
+    #[test]
+    fn an_engine_error_without_a_code_is_the_callers_input_and_keeps_a_given_code() {
+        let metrics = Metrics::default();
+        let coded = request_error("too deep".into(), Code::BadUserInput, |extensions| {
+            extensions.set("limit", 3);
+        });
+        let response = present(
+            response_with(vec![
+                async_graphql::ServerError::new("Unknown field \"nope\"", None),
+                coded,
+            ]),
+            &metrics,
+        );
+        assert_eq!(
+            extension(&response.errors[0], "code"),
+            Some(&async_graphql::Value::from("BAD_USER_INPUT"))
+        );
+        assert_eq!(
+            extension(&response.errors[1], "limit"),
+            Some(&async_graphql::Value::from(3))
+        );
+        assert!(metrics
+            .render()
+            .contains("rapport_graphql_errors_total{code=\"BAD_USER_INPUT\"} 2"));
+    }
+}
