@@ -100,6 +100,8 @@ pub struct Limits {
     pub max_errors: usize,
     /// Root fields of one request that resolve at once: its share of the database pool.
     pub max_parallel_fields: usize,
+    /// Fields and list items one answer may hold (lists without paging grow with the data).
+    pub max_values: u64,
     pub max_body_bytes: usize,
     /// Requests a minute one API key may make; 0 turns the limit off.
     pub requests_per_minute: u32,
@@ -128,6 +130,7 @@ impl Default for Limits {
             max_outbound_mutations: 3,
             max_errors: 20,
             max_parallel_fields: 4,
+            max_values: 100_000,
             max_body_bytes: 1 << 20,
             requests_per_minute: 6_000,
             failed_auth_per_minute: 60,

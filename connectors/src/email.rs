@@ -424,7 +424,9 @@ fn bare_id(id: &str) -> String {
 
 /// Parses one RFC 5322 message into an item; `None` when it has no sender.
 pub fn parse_message(bytes: &[u8], own_address: &str, place: Place) -> Option<InboundItem> {
-    let message = MessageParser::default().parse(bytes)?;
+    // mail-parser debug-asserts on some nested multiparts: a hostile message is skipped,
+    // it does not take the sync down with it.
+    let message = std::panic::catch_unwind(|| MessageParser::default().parse(bytes)).ok()??;
     let sender = message.from()?.first()?;
     let address = sender.address()?.trim().to_lowercase();
     let outbound = address == own_address;
@@ -446,7 +448,10 @@ pub fn parse_message(bytes: &[u8], own_address: &str, place: Place) -> Option<In
     } else {
         (address.clone(), sender.name().map(str::to_owned))
     };
-    let message_id = message.message_id().map(bare_id);
+    let message_id = message
+        .message_id()
+        .map(bare_id)
+        .filter(|id| !id.is_empty());
     let external_id = message_id
         .clone()
         .unwrap_or_else(|| format!("imap:{}:{}", place.uidvalidity, place.uid));

@@ -205,7 +205,8 @@ pub fn parse(body: &[u8], url: &str) -> Result<ParsedFeed, ConnectorError> {
         .links
         .iter()
         .find(|link| link.rel.as_deref().is_none_or(|rel| rel == "alternate"))
-        .map(|link| link.href.clone());
+        .map(|link| link.href.clone())
+        .filter(|href| !href.trim().is_empty());
     let feed_title = feed
         .title
         .as_ref()
@@ -253,14 +254,17 @@ pub fn parse(body: &[u8], url: &str) -> Result<ParsedFeed, ConnectorError> {
         let extra = extras.get(index).cloned().unwrap_or_default();
         let external_id = if entry.id == NO_ID || entry.id.trim().is_empty() {
             // RSS 1.0 names each item by its `rdf:about` URI; otherwise hash the entry.
-            extra.about.unwrap_or_else(|| {
-                entry_hash(
-                    link.as_deref(),
-                    title.as_deref(),
-                    occurred_at,
-                    html.as_deref(),
-                )
-            })
+            extra
+                .about
+                .filter(|about| !about.is_empty())
+                .unwrap_or_else(|| {
+                    entry_hash(
+                        link.as_deref(),
+                        title.as_deref(),
+                        occurred_at,
+                        html.as_deref(),
+                    )
+                })
         } else {
             entry.id.trim().to_owned()
         };

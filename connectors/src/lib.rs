@@ -4,6 +4,8 @@
 
 pub mod email;
 pub mod feed;
+#[cfg(test)]
+mod fuzz;
 pub mod http;
 pub mod mastodon;
 pub mod outbound;

@@ -195,7 +195,11 @@ impl MastodonConnector {
 
     /// A status as an item; `None` when it lacks what every status has.
     fn item(&self, status: &Value, kind: &str, me: Option<&str>) -> Option<InboundItem> {
-        let id = status.get("id")?.as_str()?.to_owned();
+        let id = status
+            .get("id")?
+            .as_str()
+            .filter(|id| !id.trim().is_empty())?
+            .to_owned();
         let account = status.get("account")?;
         let account_id = account.get("id")?.as_str()?;
         let created_at = status

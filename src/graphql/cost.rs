@@ -89,18 +89,28 @@ struct Walk<'a> {
     variables: &'a serde_json::Map<String, Json>,
     defaults: HashMap<&'a str, Json>,
     memo: Memo,
+    /// Selection sets open on the walk's stack, fragments included.
+    level: u32,
 }
 
-/// Measures the operation of `document` that `operation_name` picks and checks it against
-/// `limits`. Unknown operations and fragments are left to the engine's validation (they
-/// cost nothing here); a fragment cycle is refused.
+/// How deep the walk itself may go: selection sets nested through fields and fragment
+/// spreads together. A chain of 1,000 fragments each spreading the next is shallow for
+/// the engine's depth checks (spreads add no depth) but would take this walk 1,000 stack
+/// frames deep; it is refused long before that.
+pub const MAX_WALK_DEPTH: u32 = 64;
+
+/// Measures `document` and checks it against `limits`: the operation `operation_name`
+/// picks against every limit; every other operation and every fragment definition
+/// against the size and depth limits too, because the engine's validation walks all of
+/// them whichever one runs. Unknown operations and fragments are left to the engine's
+/// validation (they cost nothing here); a fragment cycle is refused.
 pub fn check(
     document: &ExecutableDocument,
     operation_name: Option<&str>,
     variables: &serde_json::Map<String, Json>,
     limits: &Limits,
 ) -> Result<Cost, Refusal> {
-    let operation = match (&document.operations, operation_name) {
+    let selected = match (&document.operations, operation_name) {
         (DocumentOperations::Single(operation), _) => Some(operation),
         (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name),
         (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
@@ -108,9 +118,39 @@ pub fn check(
         }
         (DocumentOperations::Multiple(_), None) => None,
     };
-    let Some(operation) = operation else {
-        return Ok(Cost::default());
-    };
+    let mut chosen = Cost::default();
+    for (_, operation) in document.operations.iter() {
+        let cost = measure(document, operation, variables)?;
+        if selected.is_some_and(|selected| std::ptr::eq(selected, operation)) {
+            judge(&cost, limits)?;
+            chosen = cost;
+        } else {
+            judge(&size_only(cost), limits)?;
+        }
+    }
+    let mut walk = Walk::new(document, variables, HashMap::new());
+    for name in document.fragments.keys() {
+        let cost = walk.fragment(name)?;
+        judge(&size_only(cost), limits)?;
+    }
+    Ok(chosen)
+}
+
+/// The parts of a cost that the engine's validation pays whether or not it runs.
+fn size_only(cost: Cost) -> Cost {
+    Cost {
+        selections: cost.selections,
+        depth: cost.depth,
+        full_depth: cost.full_depth,
+        ..Cost::default()
+    }
+}
+
+fn measure(
+    document: &ExecutableDocument,
+    operation: &async_graphql::Positioned<async_graphql::parser::types::OperationDefinition>,
+    variables: &serde_json::Map<String, Json>,
+) -> Result<Cost, Refusal> {
     let defaults = operation
         .node
         .variable_definitions
@@ -121,12 +161,7 @@ pub fn check(
             Some((definition.node.name.node.as_str(), value))
         })
         .collect();
-    let mut walk = Walk {
-        document,
-        variables,
-        defaults,
-        memo: HashMap::new(),
-    };
+    let mut walk = Walk::new(document, variables, defaults);
     // Every field reports itself as one mutation; only the root's sum means anything, and
     // only in a mutation.
     let mut cost = walk.selection_set(&operation.node.selection_set.node)?;
@@ -134,7 +169,6 @@ pub fn check(
         cost.mutations = 0;
         cost.outbound = 0;
     }
-    judge(&cost, limits)?;
     Ok(cost)
 }
 
@@ -199,7 +233,37 @@ fn judge(cost: &Cost, limits: &Limits) -> Result<(), Refusal> {
 }
 
 impl<'a> Walk<'a> {
+    fn new(
+        document: &'a ExecutableDocument,
+        variables: &'a serde_json::Map<String, Json>,
+        defaults: HashMap<&'a str, Json>,
+    ) -> Walk<'a> {
+        Walk {
+            document,
+            variables,
+            defaults,
+            memo: HashMap::new(),
+            level: 0,
+        }
+    }
+
     fn selection_set(&mut self, set: &'a SelectionSet) -> Result<Cost, Refusal> {
+        if self.level >= MAX_WALK_DEPTH {
+            return Err(Refusal {
+                message: format!(
+                    "the query nests selections and fragment spreads more than {MAX_WALK_DEPTH} deep"
+                ),
+                measured: u64::from(self.level) + 1,
+                limit: u64::from(MAX_WALK_DEPTH),
+            });
+        }
+        self.level += 1;
+        let total = self.selection_set_inner(set);
+        self.level -= 1;
+        total
+    }
+
+    fn selection_set_inner(&mut self, set: &'a SelectionSet) -> Result<Cost, Refusal> {
         let mut total = Cost::default();
         for item in &set.items {
             let part = match &item.node {
@@ -372,6 +436,52 @@ mod tests {
         assert_eq!(refusal.measured, 1u64 << 40);
         // Not a timing assert on the machine: 40 levels walked naively would never end.
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_long_chain_of_fragments_is_refused_without_a_deep_walk() {
+        // Spreads add no depth for the engine; 10,000 frames would overflow the stack.
+        let mut query = String::from("{ ...F0 }\n");
+        for level in 0..10_000 {
+            query.push_str(&format!(
+                "fragment F{level} on Query {{ ...F{} }}\n",
+                level + 1
+            ));
+        }
+        query.push_str("fragment F10000 on Query { __typename }\n");
+        let refusal = cost_of(&query).unwrap_err();
+        assert!(refusal.message.contains("fragment spreads"), "{refusal:?}");
+    }
+
+    #[test]
+    fn a_bomb_in_an_operation_that_does_not_run_is_refused_too() {
+        let mut query = String::from("query A { __typename } query B { ...F0 }\n");
+        for level in 0..30 {
+            query.push_str(&format!(
+                "fragment F{level} on Query {{ ...F{next} ...F{next} }}\n",
+                next = level + 1
+            ));
+        }
+        query.push_str("fragment F30 on Query { __typename }\n");
+        let document = async_graphql::parser::parse_query(&query).unwrap();
+        let refusal = check(
+            &document,
+            Some("A"),
+            &serde_json::Map::new(),
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert!(refusal.message.contains("selections"), "{refusal:?}");
+        // And so is one only defined, never spread.
+        let unused = query.replace("query B { ...F0 }", "");
+        let document = async_graphql::parser::parse_query(&unused).unwrap();
+        assert!(check(
+            &document,
+            Some("A"),
+            &serde_json::Map::new(),
+            &Limits::default()
+        )
+        .is_err());
     }
 
     #[test]

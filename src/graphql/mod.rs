@@ -34,7 +34,7 @@ pub mod workspace;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::Duration;
@@ -79,38 +79,63 @@ impl Api {
 pub fn build_schema(config: &Config) -> AppSchema {
     Schema::build(query::Query, mutation::Mutation, EmptySubscription)
         .limit_recursive_depth(32)
-        .extension(PoolShare(config.limits.max_parallel_fields.max(1)))
+        .extension(RequestBudget {
+            parallel_fields: config.limits.max_parallel_fields.max(1),
+            max_values: config.limits.max_values,
+        })
         .finish()
 }
 
-/// One request's share of the database: at most this many of its root fields resolve at
-/// once (each with everything below it). The engine runs a query's root fields all
+/// What one request may take at run time, beside what [`cost::check`] measured before it
+/// ran: its share of the database (at most `max_parallel_fields` of its root fields resolve
+/// at once, each with everything below it: the engine runs a query's root fields all
 /// together, so 200 aliases would otherwise ask the pool for 200 connections at once and
-/// every other tenant would queue behind them. Nested lists go through the loaders, one
-/// batch per relation, so root fields are what multiplies statements in flight.
-struct PoolShare(usize);
+/// every other tenant would queue behind them; nested lists go through the loaders, one
+/// batch per relation), and the size of its answer (at most `max_values` fields and list
+/// items resolved: lists without paging, such as a customer's notes, are as long as the
+/// data makes them, which no static cost can know).
+struct RequestBudget {
+    parallel_fields: usize,
+    max_values: u64,
+}
 
-impl async_graphql::extensions::ExtensionFactory for PoolShare {
+impl async_graphql::extensions::ExtensionFactory for RequestBudget {
     fn create(&self) -> Arc<dyn async_graphql::extensions::Extension> {
-        Arc::new(PoolShareGate(tokio::sync::Semaphore::new(self.0)))
+        Arc::new(RequestGate {
+            root_fields: tokio::sync::Semaphore::new(self.parallel_fields),
+            values: AtomicU64::new(0),
+            max_values: self.max_values,
+        })
     }
 }
 
-struct PoolShareGate(tokio::sync::Semaphore);
+struct RequestGate {
+    root_fields: tokio::sync::Semaphore,
+    values: AtomicU64,
+    max_values: u64,
+}
 
 #[async_trait::async_trait]
-impl async_graphql::extensions::Extension for PoolShareGate {
+impl async_graphql::extensions::Extension for RequestGate {
     async fn resolve(
         &self,
         ctx: &async_graphql::extensions::ExtensionContext<'_>,
         info: async_graphql::extensions::ResolveInfo<'_>,
         next: async_graphql::extensions::NextResolve<'_>,
     ) -> async_graphql::ServerResult<Option<async_graphql::Value>> {
+        let resolved = self.values.fetch_add(1, Ordering::Relaxed) + 1;
+        if resolved > self.max_values {
+            let error = Error::bad_input(format!(
+                "the answer would hold more than {} values: ask for smaller pages or fewer fields",
+                self.max_values
+            ));
+            return Err(async_graphql::Error::from(error).into_server_error(info.field.name.pos));
+        }
         if info.path_node.parent.is_some() {
             return next.run(ctx, info).await;
         }
         // Closed never: the semaphore lives as long as the request.
-        let _permit = self.0.acquire().await.ok();
+        let _permit = self.root_fields.acquire().await.ok();
         next.run(ctx, info).await
     }
 }

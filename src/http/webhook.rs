@@ -106,6 +106,7 @@ pub(super) async fn deliver(
             Error::bad_input("the delivery's content cannot be stored; do not retry it unchanged"),
         )),
         Ok(report) => {
+            crate::failpoint::failpoint("webhook.after_commit");
             let interaction = report
                 .new
                 .first()

@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::domain::{self, Direction};
 use crate::error::{Error, Result};
+use crate::failpoint::failpoint;
 use connectors::InboundItem;
 use entity::source;
 
@@ -119,6 +120,7 @@ pub async fn ingest(
             }
             Err(err) => return Err(err),
         }
+        failpoint("ingest.mid_batch");
     }
     let now = domain::now();
     let mut update = source::Entity::update_many()
@@ -266,16 +268,6 @@ fn refused_for_its_data(err: &Error) -> bool {
         // TOOBIG, CONSTRAINT, MISMATCH.
         code.parse::<u32>()
             .is_ok_and(|code| matches!(code & 0xff, 18..=20))
-    }
-}
-
-/// Crash injection for the exactly-once tests: when the environment variable
-/// `RAPPORT_FAILPOINT` names `point`, the process aborts there, as a `kill -9` would.
-/// (The one environment variable read outside the configuration, and only here.)
-pub fn failpoint(point: &str) {
-    if std::env::var("RAPPORT_FAILPOINT").is_ok_and(|value| value == point) {
-        eprintln!("failpoint {point}: aborting");
-        std::process::abort();
     }
 }
 

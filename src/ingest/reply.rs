@@ -153,6 +153,7 @@ pub async fn reply(
             _ => Error::Upstream(format!("the reply was not sent: {message}")),
         }
     })?;
+    crate::failpoint::failpoint("reply.after_send");
     let item = InboundItem {
         external_id: sent.external_id.clone(),
         author: connectors::Author {

@@ -296,6 +296,7 @@ impl Syncer {
                     )))
                 })?
                 .map_err(Failure::Connector)?;
+            crate::failpoint::failpoint("sync.after_pull");
             if let Some(at) = pull.not_before {
                 *not_before = Some(not_before.map_or(at, |old| old.max(at)));
             }

@@ -220,6 +220,7 @@ impl Indexer {
                 self.search.delete_interactions_of(gone).await?;
             }
         }
+        crate::failpoint::failpoint("indexer.after_write");
         let watermark = self.watermark(from, &events).await?;
         if watermark > from {
             store_offset(&self.db, watermark).await?;

@@ -16,7 +16,7 @@ use crate::feeds::create_source;
 use crate::platform::{fixture, Platform, Reply};
 
 /// Writes a configuration file that points the binary at the test's database.
-fn config_file(app: &TestApp, sync: &str) -> PathBuf {
+pub(crate) fn config_file(app: &TestApp, sync: &str) -> PathBuf {
     let config = &app.app.config;
     let mut text = format!("data_dir = {:?}\n", config.data_dir.display().to_string());
     if let Some(url) = &config.database_url {
@@ -34,7 +34,7 @@ fn config_file(app: &TestApp, sync: &str) -> PathBuf {
     path
 }
 
-fn rapport(config: &PathBuf) -> Command {
+pub(crate) fn rapport(config: &PathBuf) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_rapport"));
     command
         .arg("--config-file")
@@ -143,7 +143,7 @@ fn serve_with(config: &PathBuf, extra: &[&str]) -> Child {
         .unwrap()
 }
 
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
+pub(crate) fn terminate(child: &mut Child) -> std::process::ExitStatus {
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
