@@ -118,6 +118,8 @@ pub struct Limits {
     /// Open client connections at once; at the cap the longest-idle one is closed to
     /// make room, so a crowd of idle sockets cannot lock out `/healthz`.
     pub max_connections: usize,
+    /// Open connections from one client address at once.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for Limits {
@@ -138,6 +140,7 @@ impl Default for Limits {
             request_timeout_secs: 15,
             header_read_timeout_secs: 10,
             max_connections: 4_096,
+            max_connections_per_client: 256,
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod failpoint;
@@ -17,6 +18,7 @@ pub mod ids;
 pub mod ingest;
 pub mod metrics;
 pub mod search;
+pub mod server;
 pub mod telemetry;
 
 use std::sync::Arc;

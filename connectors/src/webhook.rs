@@ -159,7 +159,9 @@ impl Secret {
                 .trim()
                 .parse()
                 .map_err(|_| VerifyError::Header("webhook-timestamp"))?;
-            if (now.timestamp() - seconds).abs() > TOLERANCE_SECS {
+            // Any i64 may arrive: the skew is computed without overflowing.
+            let skew = now.timestamp().checked_sub(seconds).map(i64::unsigned_abs);
+            if skew.is_none_or(|skew| skew > TOLERANCE_SECS.unsigned_abs()) {
                 return Err(VerifyError::Stale);
             }
             let mac = self
@@ -494,6 +496,13 @@ mod tests {
             secret.verify(&standard(SIGNATURE, "yesterday"), BODY, now),
             Err(VerifyError::Header("webhook-timestamp"))
         );
+        for extreme in ["-9223372036854775808", "9223372036854775807"] {
+            assert_eq!(
+                secret.verify(&standard(SIGNATURE, extreme), BODY, now),
+                Err(VerifyError::Stale),
+                "{extreme}"
+            );
+        }
         let no_id = SignatureHeaders {
             webhook_id: None,
             ..standard(SIGNATURE, TIMESTAMP)

@@ -29,11 +29,11 @@ macro_rules! string_enum {
     };
 }
 
+pub mod bulk;
 pub mod contact_point;
 pub mod conversation;
 pub mod customer;
 pub mod deal;
-pub mod demo;
 pub mod event;
 pub mod identity;
 pub mod interaction;

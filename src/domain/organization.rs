@@ -34,7 +34,10 @@ pub fn normalize_domain(domain: &str) -> Result<String> {
         .map_or(lower.as_str(), |(_, rest)| rest);
     let host = without_scheme.split('/').next().unwrap_or_default();
     let host = host.strip_prefix("www.").unwrap_or(host);
-    let valid = host.contains('.')
+    // RFC 1035: at most 253 characters, labels of at most 63.
+    let valid = host.len() <= 253
+        && host.split('.').all(|label| label.len() <= 63)
+        && host.contains('.')
         && !host.starts_with('.')
         && !host.ends_with('.')
         && host

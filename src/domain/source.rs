@@ -25,6 +25,7 @@ pub const DEFAULT_SCHEDULE_SECS: i32 = 300;
 /// Checks `config` for `channel` and splits it into shown settings and secrets. Fails
 /// with `BAD_USER_INPUT` naming the field (`config.<name>`) that is missing or wrong.
 pub fn split_config(channel: connectors::Channel, config: Value) -> Result<(Value, Value)> {
+    super::text::check_json_size("config", &config, super::text::SOURCE_CONFIG)?;
     let Value::Object(mut object) = config else {
         return Err(Error::field("config", "config must be a JSON object"));
     };

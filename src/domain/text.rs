@@ -117,6 +117,18 @@ pub fn normalize_item(item: &connectors::InboundItem) -> connectors::InboundItem
     }
     let mut item = item.clone();
     one(&mut item.external_id);
+    // Keys are unique-indexed: PostgreSQL refuses an index entry over ~2.7 KB, SQLite
+    // takes anything. A longer key is replaced by its digest, the same on both databases
+    // and on every replay, so it still deduplicates.
+    for key in [&mut item.external_id, &mut item.author.platform_id] {
+        *key = bounded_key(key);
+    }
+    for key in [&mut item.thread_key, &mut item.in_reply_to]
+        .into_iter()
+        .flatten()
+    {
+        *key = bounded_key(key);
+    }
     one(&mut item.kind);
     one(&mut item.text);
     for text in [
@@ -141,8 +153,52 @@ pub fn normalize_item(item: &connectors::InboundItem) -> connectors::InboundItem
     ] {
         opt(text);
     }
+    // An e-mail address is at most 254 characters (RFC 5321); a longer one is no address.
+    if author.email.as_ref().is_some_and(|email| email.len() > 254) {
+        author.email = None;
+    }
+    for (text, max) in [
+        (&mut author.handle, 200),
+        (&mut author.display_name, 200),
+        (&mut author.phone, 64),
+        (&mut author.profile_url, 2_048),
+        (&mut author.avatar_url, 2_048),
+    ] {
+        if let Some(value) = text {
+            truncate_chars(value, max);
+        }
+    }
+    if let Some(url) = &mut item.url {
+        truncate_chars(url, 2_048);
+    }
+    if let Some(subject) = &mut item.subject {
+        truncate_chars(subject, 1_000);
+    }
     item.raw = normalize_json(&item.raw);
     item
+}
+
+/// The longest key (external id, platform id, thread key) stored as it is, in bytes.
+pub const MAX_KEY_BYTES: usize = 512;
+
+/// `key` itself when it is short enough to index, else `sha256:` and its digest.
+pub fn bounded_key(key: &str) -> String {
+    if key.len() <= MAX_KEY_BYTES {
+        key.to_owned()
+    } else {
+        use sha2::Digest;
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(key.as_bytes()))
+        )
+    }
+}
+
+/// Cuts `text` to at most `max` characters.
+fn truncate_chars(text: &mut String, max: usize) {
+    if let Some((cut, _)) = text.char_indices().nth(max) {
+        text.truncate(cut);
+    }
 }
 
 /// Limits on a JSON object of free-form attributes (`customAttributes`).
@@ -163,6 +219,14 @@ pub const CUSTOM_ATTRIBUTES: JsonLimits = JsonLimits {
     bytes: 16 * 1024,
     keys: 200,
     depth: 5,
+    key_chars: 100,
+};
+
+/// A source's configuration: URLs, names, keywords and secrets, nothing bulky.
+pub const SOURCE_CONFIG: JsonLimits = JsonLimits {
+    bytes: 8 * 1024,
+    keys: 100,
+    depth: 3,
     key_chars: 100,
 };
 

@@ -128,10 +128,18 @@ pub fn check(
             judge(&size_only(cost), limits)?;
         }
     }
+    // A fragment alone has no context (it may sit under introspection, where depth is
+    // allowed): its expanded size is what the engine pays for it.
     let mut walk = Walk::new(document, variables, HashMap::new());
     for name in document.fragments.keys() {
         let cost = walk.fragment(name)?;
-        judge(&size_only(cost), limits)?;
+        judge(
+            &Cost {
+                selections: cost.selections,
+                ..Cost::default()
+            },
+            limits,
+        )?;
     }
     Ok(chosen)
 }

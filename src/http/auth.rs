@@ -14,9 +14,10 @@ use super::{reject, HttpState, MediaType};
 use crate::domain;
 use crate::error::Error;
 
-/// A client that failed to authenticate too often is refused for a while without its key
-/// being looked at: guessing keys costs a database lookup each, and the failures of one
-/// address are bounded like any other work. Every 401 the router answers counts.
+/// A client that failed to authenticate too often is refused at `/graphql` for a while
+/// without its key being looked at: guessing keys costs a database lookup each, and the
+/// failures of one address are bounded like any other work. Health, readiness and metrics
+/// stay open to it, and bad webhook signatures are counted apart ([`limit_webhooks`]).
 pub(super) async fn limit_auth_failures(
     State(state): State<HttpState>,
     request: Request,
@@ -35,13 +36,16 @@ pub(super) async fn limit_auth_failures(
     response
 }
 
-/// Deliveries a minute per webhook source: a sender (or someone replaying one) cannot
-/// flood the ingest pipeline through one source.
+/// Webhook deliveries: a client whose deliveries keep failing their signature is refused
+/// for a while, and each source accepts so many signed deliveries a minute. Only signed
+/// deliveries use a source's budget, so unsigned junk sent to a known source address
+/// cannot lock its real sender out.
 pub(super) async fn limit_webhooks(
     State(state): State<HttpState>,
     request: Request,
     next: Next,
 ) -> Response {
+    let ip = super::listener::peer(&request).map(|peer| peer.ip());
     let source = request
         .uri()
         .path()
@@ -51,10 +55,23 @@ pub(super) async fn limit_webhooks(
         .chars()
         .take(64)
         .collect::<String>();
-    if let Err(error) = state.webhooks.check(source) {
+    if let Some(ip) = ip {
+        if let Err(error) = state.webhook_failures.peek(&ip) {
+            return reject(&state, MediaType::Json, error);
+        }
+    }
+    if let Err(error) = state.webhooks.peek(&source) {
         return reject(&state, MediaType::Json, error);
     }
-    next.run(request).await
+    let response = next.run(request).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        if let Some(ip) = ip {
+            let _ = state.webhook_failures.check(ip);
+        }
+    } else {
+        let _ = state.webhooks.check(source);
+    }
+    response
 }
 
 /// The caller of a request: its bearer key, looked up, within the key's request rate.

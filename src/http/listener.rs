@@ -12,12 +12,15 @@
 //!   longest-idle connection (no request in flight) is closed to make room, so idle crowds
 //!   cannot lock out a new client; only when every connection is busy is the newcomer
 //!   turned away;
+//! - one client address holds at most `max_connections_per_client` of them, so a single
+//!   client sending slow bodies cannot take every place: past that, its own longest-idle
+//!   connection makes room, or its new one is refused;
 //! - on shutdown, every connection finishes the request in hand and closes.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,6 +47,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let cap = connection_cap(limits.max_connections);
+    let per_client = limits.max_connections_per_client.max(1);
     let header_timeout = Duration::from_secs(limits.header_read_timeout_secs.max(1));
     let connections = Arc::new(Connections::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -64,13 +68,18 @@ pub async fn serve(
                 continue;
             }
         };
+        if connections.of(peer.ip()) >= per_client && !connections.evict_idle_of(Some(peer.ip())) {
+            tracing::warn!(%peer, per_client, "a client holds too many busy connections; refusing a new one");
+            drop(stream);
+            continue;
+        }
         if connections.len() >= cap && !connections.evict_idle() {
             tracing::warn!(%peer, cap, "every connection is busy; refusing a new one");
             drop(stream);
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let slot = connections.open();
+        let slot = connections.open(peer.ip());
         let connections = connections.clone();
         let router = router.clone();
         let mut stop = stop_rx.clone();
@@ -100,15 +109,13 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             tokio::pin!(connection);
-            let closing = async {
-                tokio::select! {
-                    () = slot.close.notified() => {},
-                    _ = stop.wait_for(|stop| *stop) => {},
-                }
-            };
             tokio::select! {
                 _ = connection.as_mut() => {}
-                () = closing => {
+                // Evicted: it was idle (or still sending its headers) when picked; it is
+                // dropped at once, so its place is free the moment it leaves the table.
+                () = slot.close.notified() => {}
+                () = async { let _ = stop.wait_for(|stop| *stop).await; } => {
+                    // Shutting down: the request in hand finishes, then the connection closes.
                     connection.as_mut().graceful_shutdown();
                     let _ = connection.as_mut().await;
                 }
@@ -164,6 +171,7 @@ struct Connections {
 }
 
 struct Slot {
+    client: IpAddr,
     last_active: Instant,
     in_flight: u32,
     close: Arc<Notify>,
@@ -201,12 +209,21 @@ impl Connections {
         self.lock().len()
     }
 
-    fn open(&self) -> OpenSlot {
+    /// Connections open from `client`.
+    fn of(&self, client: IpAddr) -> usize {
+        self.lock()
+            .values()
+            .filter(|slot| slot.client == client)
+            .count()
+    }
+
+    fn open(&self, client: IpAddr) -> OpenSlot {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let close = Arc::new(Notify::new());
         self.lock().insert(
             id,
             Slot {
+                client,
                 last_active: Instant::now(),
                 in_flight: 0,
                 close: close.clone(),
@@ -233,10 +250,16 @@ impl Connections {
     /// Asks the longest-idle connection to close; `false` when every one is busy. The
     /// evicted entry leaves the table at once, so the caller may take its place.
     fn evict_idle(&self) -> bool {
+        self.evict_idle_of(None)
+    }
+
+    /// The same among the connections of `client` (of every client when `None`).
+    fn evict_idle_of(&self, client: Option<IpAddr>) -> bool {
         let mut table = self.lock();
         let oldest = table
             .iter()
             .filter(|(_, slot)| slot.in_flight == 0)
+            .filter(|(_, slot)| client.is_none_or(|client| slot.client == client))
             .min_by_key(|(_, slot)| slot.last_active)
             .map(|(id, _)| *id);
         match oldest.and_then(|id| table.remove(&id)) {

@@ -1,5 +1,5 @@
 //! The HTTP surface: the router and the middleware every route runs under (request id,
-//! tracing span, metrics, time budget, CORS, body limit, failed-authentication limit).
+//! tracing span, metrics, time budget, CORS, body limit).
 //! The routes live in rooms of their own:
 //! - [`graphql`]: `/graphql`, the GraphQL-over-HTTP transport;
 //! - [`auth`]: bearer keys, authentication and the rate limiters;
@@ -43,9 +43,11 @@ struct HttpState {
     api: crate::graphql::Api,
     /// Requests a minute per API key.
     limiter: Arc<RateLimiter<uuid::Uuid>>,
-    /// Failed authentications (401s) a minute per client address.
+    /// Failed authentications (401s of `/graphql`) a minute per client address.
     auth_failures: Arc<RateLimiter<std::net::IpAddr>>,
-    /// Deliveries a minute per webhook source.
+    /// Deliveries with a bad signature a minute per client address.
+    webhook_failures: Arc<RateLimiter<std::net::IpAddr>>,
+    /// Signed deliveries a minute per webhook source.
     webhooks: Arc<RateLimiter<String>>,
 }
 
@@ -62,11 +64,20 @@ pub fn router(app: App) -> Router {
     let state = HttpState {
         limiter: Arc::new(RateLimiter::new(limits.requests_per_minute)),
         auth_failures: Arc::new(RateLimiter::new(limits.failed_auth_per_minute)),
+        webhook_failures: Arc::new(RateLimiter::new(limits.failed_auth_per_minute)),
         webhooks: Arc::new(RateLimiter::new(limits.webhook_requests_per_minute)),
         api: crate::graphql::Api::new(app),
     };
     Router::new()
-        .route("/graphql", get(graphql::get).post(graphql::post))
+        .route(
+            "/graphql",
+            get(graphql::get)
+                .post(graphql::post)
+                .route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    auth::limit_auth_failures,
+                )),
+        )
         .route(
             "/webhooks/{source_id}",
             axum::routing::post(webhook::deliver).route_layer(middleware::from_fn_with_state(
@@ -80,10 +91,6 @@ pub fn router(app: App) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback(|| async { no_such_route() })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::limit_auth_failures,
-        ))
         .layer(cors())
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)

@@ -262,7 +262,8 @@ fn refused_for_its_data(err: &Error) -> bool {
     };
     if code.len() == 5 {
         // A PostgreSQL SQLSTATE: data exception, integrity constraint violation.
-        code.starts_with("22") || code.starts_with("23")
+        // 54: a program limit (an index row too large) — the item's data again.
+        code.starts_with("22") || code.starts_with("23") || code.starts_with("54")
     } else {
         // A SQLite result code (an extended code keeps the primary one in its low byte):
         // TOOBIG, CONSTRAINT, MISMATCH.

@@ -106,6 +106,36 @@ backend_test! {
             assert_eq!(code, "BAD_USER_INPUT", "{message}");
             assert!(message.contains("selections") || message.contains("spreads itself"), "{message}");
         }
+        // A chain of 1,000 fragments each spreading the next: no depth for the engine, a
+        // stack overflow for a recursive walk (it killed the process).
+        let mut chain = String::from("{ ...F0 }\n");
+        for level in 0..1_000 {
+            chain.push_str(&format!("fragment F{level} on Query {{ ...F{} }}\n", level + 1));
+        }
+        chain.push_str("fragment F1000 on Query { __typename }\n");
+        let (code, message) = refused(&app, &key, &chain, json!({})).await;
+        assert_eq!(code, "BAD_USER_INPUT", "{message}");
+        // The bomb in an operation that is not the one asked for: validation walks it.
+        let hidden = fragment_bomb(25, 2, "Query", "__typename")
+            .replacen("query {", "query A { __typename } query B {", 1);
+        let started = Instant::now();
+        let (_, body) = app
+            .post(&key, &hidden, json!({}))
+            .await;
+        assert!(started.elapsed() < HANG, "took {:?}", started.elapsed());
+        assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{body:#}");
+        let (_, body) = {
+            let response = app
+                .client
+                .post(app.url("/graphql"))
+                .bearer_auth(&key)
+                .json(&json!({ "query": hidden, "operationName": "A" }))
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        };
+        assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{body:#}");
         other_tenant_is_served(&app, &other).await;
     }
 }
@@ -313,21 +343,39 @@ limits_test!(
             json!({ "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }),
         )
         .await;
-        let mut statuses = Vec::new();
-        for _ in 0..8 {
-            let response = app
+        let path = format!("/webhooks/{source}");
+        let secret =
+            connectors::webhook::Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let send = |id: Option<String>| {
+            let body = json!({ "email": "ada@example.com", "text": "hello" }).to_string();
+            let timestamp = chrono::Utc::now().timestamp().to_string();
+            let mut request = app
                 .client
-                .post(app.url(&format!("/webhooks/{source}")))
-                .header("content-type", "application/json")
-                .body("{}")
-                .send()
-                .await
-                .unwrap();
-            statuses.push(response.status().as_u16());
+                .post(app.url(&path))
+                .header("content-type", "application/json");
+            if let Some(id) = id {
+                let signature = secret
+                    .sign_standard(&id, &timestamp, body.as_bytes())
+                    .unwrap();
+                request = request
+                    .header("webhook-id", id)
+                    .header("webhook-timestamp", timestamp)
+                    .header("webhook-signature", signature);
+            }
+            async move { request.body(body).send().await.unwrap().status().as_u16() }
+        };
+        // Unsigned junk to a known source address: refused, and it uses none of the
+        // source's budget.
+        for _ in 0..8 {
+            assert_eq!(send(None).await, 401);
         }
-        // Unsigned: refused (401) while the budget lasts, then 429 before any work.
+        // Signed deliveries: 5 a minute, then 429 before any work.
+        let mut statuses = Vec::new();
+        for i in 0..7 {
+            statuses.push(send(Some(format!("msg_{i}"))).await);
+        }
         assert!(
-            statuses[..5].iter().all(|status| *status == 401),
+            statuses[..5].iter().all(|status| *status == 200),
             "{statuses:?}"
         );
         assert!(
@@ -519,3 +567,136 @@ fragment TypeRef on __Type {
   }
 }
 "#;
+
+limits_test!(
+    an_answer_holds_at_most_max_values,
+    |limits| {
+        limits.max_values = 500;
+    },
+    |app| {
+        let key = app.key(Role::Agent).await;
+        let customer = app
+            .create_customer(&key, json!({ "displayName": "Chatty" }))
+            .await;
+        let notes: String = (0..24)
+            .map(|i| format!("n{i}: addNote(input: {{customerId: \"{customer}\", body: \"note {i}\"}}) {{ note {{ id }} }} "))
+            .collect();
+        app.gql(&key, &format!("mutation {{ {notes} }}"), json!({}))
+            .await;
+        // Lists without paging grow with the data: the same customer ten times over.
+        let ids = serde_json::to_string(&vec![customer.clone(); 10]).unwrap();
+        let query = format!("{{ nodes(ids: {ids}) {{ ... on Customer {{ notes {{ body }} }} }} }}");
+        let (status, body) = app.post(&key, &query, json!({})).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{body:#}"
+        );
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("500 values"),
+            "{body:#}"
+        );
+        assert!(body.to_string().len() < 100_000);
+        // Within the cap the same list answers whole.
+        let data = app
+            .gql(
+                &key,
+                &format!("{{ customer(id: \"{customer}\") {{ notes {{ body }} }} }}"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(data["customer"]["notes"].as_array().unwrap().len(), 24);
+    }
+);
+
+limits_test!(
+    one_client_cannot_take_every_connection_with_slow_bodies,
+    |limits| {
+        limits.max_connections = 60;
+        limits.max_connections_per_client = 20;
+    },
+    |app| {
+        // An attacker at 127.0.0.2 opens requests whose bodies never finish.
+        let mut held = Vec::new();
+        for _ in 0..40 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            let Ok(mut stream) = socket.connect(app.addr).await else {
+                continue;
+            };
+            let head = "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"query\":";
+            if stream.write_all(head.as_bytes()).await.is_ok() {
+                held.push(stream);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Everyone else still gets in.
+        let health =
+            tokio::time::timeout(HANG, reqwest::Client::new().get(app.url("/healthz")).send())
+                .await
+                .expect("/healthz answers while one client holds slow bodies")
+                .unwrap();
+        assert_eq!(health.status(), 200);
+        // And the attacker holds at most its share: the ones past it were closed.
+        let mut open = 0;
+        for stream in &mut held {
+            let mut buffer = [0u8; 64];
+            match tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buffer)).await {
+                Err(_) => open += 1,         // still waiting for its body
+                Ok(Ok(0)) | Ok(Err(_)) => {} // closed
+                Ok(Ok(_)) => {}              // answered (an error) and closed
+            }
+        }
+        assert!(open <= 20, "{open} slow bodies still open from one client");
+    }
+);
+
+backend_test! {
+    async fn oversized_keys_from_platforms_and_domains_never_fail_postgres(app: TestApp) {
+        let admin = app.key(Role::Admin).await;
+        let long: String = (0..3_000).map(|i| char::from(b'a' + (i * 7 % 26) as u8)).collect();
+        let (code, _) = app
+            .gql_error(
+                &admin,
+                "mutation($input: CreateOrganizationInput!) { createOrganization(input: $input) { organization { id } } }",
+                json!({ "input": { "name": "o", "domain": format!("{long}.example") } }),
+            )
+            .await;
+        assert_eq!(code, "BAD_USER_INPUT");
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let source = create_source(&app, &admin, "WEBHOOK", "hook", json!({ "secret": secret })).await;
+        let body = json!({
+            "email": format!("{long}@x.example"),
+            "thread_id": long.clone(),
+            "id": long.clone(),
+            "name": long.repeat(100),
+            "text": "hello",
+        })
+        .to_string();
+        for attempt in 0..2 {
+            let timestamp = chrono::Utc::now().timestamp().to_string();
+            let signature = connectors::webhook::Secret::parse(secret)
+                .unwrap()
+                .sign_standard("msg_long", &timestamp, body.as_bytes())
+                .unwrap();
+            let response = app
+                .client
+                .post(app.url(&format!("/webhooks/{source}")))
+                .header("content-type", "application/json")
+                .header("webhook-id", "msg_long")
+                .header("webhook-timestamp", timestamp)
+                .header("webhook-signature", signature)
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let answer: Value = response.json().await.unwrap_or(Value::Null);
+            assert_eq!(status, 200, "attempt {attempt}: {answer:#}");
+            assert_eq!(answer["duplicate"], attempt == 1, "{answer:#}");
+        }
+    }
+}

@@ -229,7 +229,7 @@ backend_test!(
         let workspace = rapport::domain::workspace::ensure(&app.app.db, "acme")
             .await
             .unwrap();
-        rapport::domain::demo::seed_uniform(&app.app.db, workspace.id, 1, 1, 1)
+        rapport::demo::seed_uniform(&app.app.db, workspace.id, 1, 1, 1)
             .await
             .unwrap();
         let conversation = app
@@ -339,7 +339,7 @@ backend_test!(
             .unwrap();
         // 1,200 interactions; customer i's n-th is at i minutes + n+1 hours, so many pairs
         // share their millisecond (ties broken by id).
-        rapport::domain::demo::seed_uniform(&app.app.db, workspace.id, 120, 1, 10)
+        rapport::demo::seed_uniform(&app.app.db, workspace.id, 120, 1, 10)
             .await
             .unwrap();
         catch_up(&app).await;

@@ -46,7 +46,7 @@ backend_test! {
     async fn a_page_of_100_customers_with_every_relation_costs_a_fixed_number_of_statements(app: TestApp) {
         let key = app.key(Role::Owner).await;
         let workspace = rapport::domain::workspace::ensure(&app.app.db, "acme").await.unwrap();
-        rapport::domain::demo::seed_uniform(&app.app.db, workspace.id, 100, 2, 12).await.unwrap();
+        rapport::demo::seed_uniform(&app.app.db, workspace.id, 100, 2, 12).await.unwrap();
         let (small, n_small) = statements_for(&app, &key, 5).await;
         let (large, n_large) = statements_for(&app, &key, 100).await;
         assert_eq!((n_small, n_large), (5, 100));
@@ -60,7 +60,7 @@ backend_test! {
     async fn nodes_by_id_are_loaded_in_batches(app: TestApp) {
         let key = app.key(Role::Owner).await;
         let workspace = rapport::domain::workspace::ensure(&app.app.db, "acme").await.unwrap();
-        rapport::domain::demo::seed_uniform(&app.app.db, workspace.id, 60, 1, 1).await.unwrap();
+        rapport::demo::seed_uniform(&app.app.db, workspace.id, 60, 1, 1).await.unwrap();
         let page = app.gql(&key, "{ customers(first: 60) { edges { node { id timeline(first: 1) { edges { node { id } } } } } } }", json!({})).await;
         let mut ids: Vec<String> = Vec::new();
         for edge in page["customers"]["edges"].as_array().unwrap() {

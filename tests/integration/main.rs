@@ -23,4 +23,5 @@ mod outbound;
 mod roles;
 mod schema;
 mod search;
+mod server;
 mod tenancy;

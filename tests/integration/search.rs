@@ -1155,7 +1155,7 @@ backend_test!(
         let workspace = rapport::domain::workspace::ensure(&app.app.db, "bulk")
             .await
             .unwrap();
-        rapport::domain::demo::seed_uniform(&app.app.db, workspace.id, 2_500, 1, 20)
+        rapport::demo::seed_uniform(&app.app.db, workspace.id, 2_500, 1, 20)
             .await
             .unwrap();
         // The seed writes an event for every row it makes, as the API would.

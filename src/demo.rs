@@ -1,16 +1,111 @@
-//! Demo data for `rapport serve --demo`: a workspace that looks like a real social CRM a
-//! few months in. Deterministic (a fixed seed), so screenshots and docs stay true.
+//! The demo: data for `rapport serve --demo` and `rapport demo`, a workspace that looks like
+//! a real social CRM a few months in, deterministic (a fixed seed) so screenshots and docs
+//! stay true; the demo's sources (a webhook, and the feed the server itself serves); and
+//! [`seed_uniform`], the fixed shape tests and benchmarks load. It builds rows and calls
+//! the domain to write them (`domain::bulk`); the domain never calls it.
 
 use chrono::{Duration, Utc};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, PaginatorTrait, TransactionTrait};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, TransactionTrait};
 use uuid::Uuid;
 
-use super::{ConversationStatus, DealStage, Direction, InteractionKind, LifecycleStage, Priority};
+use crate::domain::bulk::{self, Rows};
+use crate::domain::{
+    self, ConversationStatus, DealStage, Direction, InteractionKind, LifecycleStage, Priority, Role,
+};
 use crate::error::Result;
+use crate::App;
 use entity::*;
+
+/// The `default` workspace after [`seed_default`]: how many demo customers were created
+/// (0 when it already had data) and a new admin key, the only time it can be shown.
+pub struct Seeded {
+    pub customers: usize,
+    pub key: String,
+}
+
+/// The demo's webhook source, made by [`webhook_source`]: its public id and its signing
+/// secret (shown only once).
+pub struct Webhook {
+    pub id: String,
+    pub secret: String,
+}
+
+/// Seeds the `default` workspace (created when missing) with demo data when it has no
+/// customers yet, and creates an admin key named `demo` for it.
+pub async fn seed_default(app: &App) -> Result<Seeded> {
+    let workspace = domain::workspace::ensure(&app.db, "default").await?;
+    let customers = seed(&app.db, workspace.id).await?;
+    let (_, key) =
+        domain::workspace::create_key(&app.db, workspace.id, Role::Admin, "demo").await?;
+    Ok(Seeded { customers, key })
+}
+
+/// The demo's feed source, reading the feed Rapport itself serves at `/demo/feed.xml`
+/// under `base` (`http://host:port`); created once.
+pub async fn feed_source(app: &App, base: &str) -> Result<()> {
+    let caller = default_owner(app).await?;
+    if domain::source::list(&app.db, &caller)
+        .await?
+        .iter()
+        .any(|source| source.name == "Demo community feed")
+    {
+        return Ok(());
+    }
+    let new = domain::source::NewSource {
+        channel: connectors::Channel::Rss,
+        name: "Demo community feed".into(),
+        config: serde_json::json!({ "url": format!("{base}/demo/feed.xml") }),
+        schedule_secs: Some(60),
+    };
+    domain::source::create(&app.db, &caller, new).await?;
+    Ok(())
+}
+
+/// The demo's webhook source, created once; its secret can be shown only then (`None`
+/// when it already exists).
+pub async fn webhook_source(app: &App) -> Result<Option<Webhook>> {
+    use base64::Engine;
+    use rand::RngCore;
+    let caller = default_owner(app).await?;
+    if domain::source::list(&app.db, &caller)
+        .await?
+        .iter()
+        .any(|source| source.name == "Demo contact form")
+    {
+        return Ok(None);
+    }
+    let mut key = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut key);
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    );
+    let new = domain::source::NewSource {
+        channel: connectors::Channel::Webhook,
+        name: "Demo contact form".into(),
+        config: serde_json::json!({ "secret": secret }),
+        schedule_secs: None,
+    };
+    let source = domain::source::create(&app.db, &caller, new).await?;
+    Ok(Some(Webhook {
+        id: crate::ids::encode(crate::ids::Kind::Source, source.id),
+        secret,
+    }))
+}
+
+/// The demo's sources are made as the owner of `default`, as the command line acts.
+async fn default_owner(app: &App) -> Result<domain::Caller> {
+    let workspace = domain::workspace::ensure(&app.db, "default").await?;
+    Ok(domain::Caller {
+        workspace_id: workspace.id,
+        role: Role::Owner,
+        key_id: Uuid::nil(),
+        key_name: "cli".into(),
+    })
+}
 
 const GIVEN: &[&str] = &[
     "Ana", "Lucía", "Javier", "Marta", "Diego", "Sofía", "Pablo", "Carmen", "Emma", "Oliver",
@@ -157,15 +252,12 @@ pub async fn seed(
     db: &(impl ConnectionTrait + TransactionTrait),
     workspace_id: Uuid,
 ) -> Result<usize> {
-    let existing = super::scoped::<customer::Entity>(workspace_id)
-        .count(db)
-        .await?;
-    if existing > 0 {
+    if bulk::customer_count(db, workspace_id).await? > 0 {
         return Ok(0);
     }
     let mut rng = StdRng::seed_from_u64(20_261_123);
-    let now = super::now();
-    let mut data = Seed::default();
+    let now = domain::now();
+    let mut data = Rows::default();
 
     let organizations: Vec<Uuid> = ORGANIZATIONS
         .iter()
@@ -223,7 +315,8 @@ pub async fn seed(
         let mut last_seen = created;
 
         if index % 10 != 0 {
-            data.point(
+            point(
+                &mut data,
                 workspace_id,
                 customer_id,
                 "email",
@@ -232,7 +325,8 @@ pub async fn seed(
             );
         }
         if rng.gen_bool(0.4) {
-            data.point(
+            point(
+                &mut data,
                 workspace_id,
                 customer_id,
                 "phone",
@@ -435,7 +529,7 @@ pub async fn seed(
         });
     }
     tracing::info!(customers, interactions, "seeding demo data");
-    data.write(db, workspace_id).await?;
+    data.insert(db, workspace_id).await?;
     Ok(customers)
 }
 
@@ -449,8 +543,8 @@ pub async fn seed_uniform(
     identities: usize,
     interactions: usize,
 ) -> Result<()> {
-    let mut data = Seed::default();
-    let start = super::now() - Duration::days(30);
+    let mut data = Rows::default();
+    let start = domain::now() - Duration::days(30);
     let organization = crate::ids::new_id();
     data.organizations.push(organization::ActiveModel {
         id: Set(organization),
@@ -570,7 +664,8 @@ pub async fn seed_uniform(
             workspace_id: Set(workspace_id),
             created_at: Set(created),
         });
-        data.point(
+        point(
+            &mut data,
             workspace_id,
             customer_id,
             "email",
@@ -594,7 +689,7 @@ pub async fn seed_uniform(
             updated_at: Set(last),
         });
     }
-    data.write(db, workspace_id).await
+    data.insert(db, workspace_id).await
 }
 
 fn ascii(name: &str) -> String {
@@ -613,102 +708,25 @@ fn ascii(name: &str) -> String {
         .collect()
 }
 
-#[derive(Default)]
-struct Seed {
-    organizations: Vec<organization::ActiveModel>,
-    tags: Vec<tag::ActiveModel>,
-    customers: Vec<customer::ActiveModel>,
-    points: Vec<contact_point::ActiveModel>,
-    customer_tags: Vec<customer_tag::ActiveModel>,
-    identities: Vec<identity::ActiveModel>,
-    conversations: Vec<conversation::ActiveModel>,
-    interactions: Vec<interaction::ActiveModel>,
-    deals: Vec<deal::ActiveModel>,
-    notes: Vec<note::ActiveModel>,
-}
-
-impl Seed {
-    fn point(
-        &mut self,
-        workspace_id: Uuid,
-        customer_id: Uuid,
-        kind: &str,
-        value: &str,
-        created: chrono::DateTime<Utc>,
-    ) {
-        self.points.push(contact_point::ActiveModel {
-            id: Set(crate::ids::new_id()),
-            workspace_id: Set(workspace_id),
-            customer_id: Set(customer_id),
-            kind: Set(kind.to_owned()),
-            value: Set(value.to_owned()),
-            normalized: Set(value.to_lowercase()),
-            label: Set(None),
-            verified: Set(false),
-            is_primary: Set(true),
-            created_at: Set(created),
-        });
-    }
-
-    async fn write(self, db: &impl TransactionTrait, workspace_id: Uuid) -> Result<()> {
-        let txn = db.begin().await?;
-        insert_all(&txn, self.organizations).await?;
-        insert_all(&txn, self.tags).await?;
-        let customer_events = events(&self.customers, |c| {
-            (c.id.clone().unwrap(), c.display_name.clone().unwrap())
-        });
-        insert_all(&txn, self.customers).await?;
-        insert_all(&txn, self.points).await?;
-        insert_all(&txn, self.customer_tags).await?;
-        insert_all(&txn, self.identities).await?;
-        let conversation_events = events(&self.conversations, |c| {
-            (c.id.clone().unwrap(), c.status.clone().unwrap())
-        });
-        insert_all(&txn, self.conversations).await?;
-        let interaction_events = events(&self.interactions, |i| {
-            (i.id.clone().unwrap(), i.channel.clone().unwrap())
-        });
-        insert_all(&txn, self.interactions).await?;
-        let deal_events = events(&self.deals, |d| {
-            (d.id.clone().unwrap(), d.title.clone().unwrap())
-        });
-        insert_all(&txn, self.deals).await?;
-        insert_all(&txn, self.notes).await?;
-        for (kind, events) in [
-            ("customer.created", customer_events),
-            ("conversation.created", conversation_events),
-            ("interaction.created", interaction_events),
-            ("deal.created", deal_events),
-        ] {
-            super::event::append_many(&txn, workspace_id, kind, events).await?;
-        }
-        txn.commit().await?;
-        Ok(())
-    }
-}
-
-/// Events for seeded rows: the id and one telling field (consumers re-read the row).
-fn events<A>(rows: &[A], key: impl Fn(&A) -> (Uuid, String)) -> Vec<(Uuid, serde_json::Value)> {
-    rows.iter()
-        .map(key)
-        .map(|(id, summary)| {
-            (
-                id,
-                serde_json::json!({ "id": id, "summary": summary, "seeded": true }),
-            )
-        })
-        .collect()
-}
-
-async fn insert_all<A>(db: &impl ConnectionTrait, rows: Vec<A>) -> Result<()>
-where
-    A: sea_orm::ActiveModelTrait + Send + Clone,
-    <A::Entity as EntityTrait>::Model: sea_orm::IntoActiveModel<A>,
-{
-    for chunk in rows.chunks(200) {
-        <A::Entity as EntityTrait>::insert_many(chunk.to_vec())
-            .exec_without_returning(db)
-            .await?;
-    }
-    Ok(())
+/// A primary contact point of `kind` (e-mail, phone) for a seeded customer.
+fn point(
+    rows: &mut Rows,
+    workspace_id: Uuid,
+    customer_id: Uuid,
+    kind: &str,
+    value: &str,
+    created: chrono::DateTime<Utc>,
+) {
+    rows.points.push(contact_point::ActiveModel {
+        id: Set(crate::ids::new_id()),
+        workspace_id: Set(workspace_id),
+        customer_id: Set(customer_id),
+        kind: Set(kind.to_owned()),
+        value: Set(value.to_owned()),
+        normalized: Set(value.to_lowercase()),
+        label: Set(None),
+        verified: Set(false),
+        is_primary: Set(true),
+        created_at: Set(created),
+    });
 }

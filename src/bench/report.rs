@@ -1,0 +1,86 @@
+//! The Markdown tables `rapport bench` prints on stdout (pasted into `BENCHMARKS.md`).
+
+use std::time::Duration;
+
+use super::{BenchOptions, IngestBenchReport, ScenarioReport, SearchBenchReport};
+
+/// Everything one `rapport bench` run measured. The ingestion and search benchmarks are
+/// `None` when skipped; their errors surface only after the API table is printed.
+pub struct Results {
+    /// `SQLite` or `PostgreSQL`.
+    pub database: &'static str,
+    pub options: BenchOptions,
+    pub scenarios: Vec<ScenarioReport>,
+    pub ingest: Option<anyhow::Result<IngestBenchReport>>,
+    pub search: Option<anyhow::Result<SearchBenchReport>>,
+}
+
+impl Results {
+    /// Prints the tables on stdout; fails with the ingestion or search benchmark's error,
+    /// after printing what came before it.
+    pub fn print(self) -> anyhow::Result<()> {
+        let Results {
+            database,
+            options,
+            scenarios,
+            ingest,
+            search,
+        } = self;
+        println!(
+            "{database}, {} customers × {} interactions, {} requests per scenario, {} in flight\n",
+            options.customers,
+            options.interactions_per_customer,
+            options.requests,
+            options.concurrency
+        );
+        println!(
+            "| scenario | requests | p50 ms | p95 ms | p99 ms | req/s |\n|---|---|---|---|---|---|"
+        );
+        for report in scenarios {
+            println!("{}", report.line());
+        }
+        if let Some(ingest) = ingest {
+            let ingest = ingest?;
+            println!(
+                "\n{database}, ingestion pipeline: {} items in batches of {} ({} customers, {} conversations made)\n",
+                ingest.items, ingest.batch, ingest.customers, ingest.conversations
+            );
+            println!("| pass | items/s |\n|---|---|");
+            println!("| new items | {:.0} |", ingest.new_per_second);
+            println!(
+                "| the same items again (dropped) | {:.0} |",
+                ingest.replay_per_second
+            );
+        }
+        if let Some(search) = search {
+            let search = search?;
+            println!(
+                "\n{database}, search ({} backend), {} interactions: indexed {:.0} events/s ({:.0} interactions/s) from the event log\n",
+                search.backend, search.interactions, search.events_per_second, search.documents_per_second
+            );
+            println!(
+                "| search | requests | p50 ms | p95 ms | p99 ms | req/s |\n|---|---|---|---|---|---|"
+            );
+            for report in search.scenarios {
+                println!("{}", report.line());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ScenarioReport {
+    /// One Markdown table row.
+    pub fn line(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        format!(
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.0} |",
+            self.name,
+            self.requests,
+            ms(self.p50),
+            ms(self.p95),
+            ms(self.p99),
+            self.per_second
+        )
+    }
+}
