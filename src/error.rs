@@ -1,9 +1,13 @@
 //! The error policy. Every error a caller can see has a stable [`Code`] from one table
-//! that also gives its HTTP status; its message names the field or item and says what to
-//! do. Internal errors (database, I/O) are logged with the request id and answered with
-//! an opaque message: no SQL, no secrets. Unique-constraint violations become `CONFLICT`.
+//! ([`Code::spec`]) that also gives its HTTP status and whether its message may be shown;
+//! its message names the field or item and says what to do. Internal errors (database,
+//! I/O) are logged with the request id and answered with an opaque message: no SQL, no
+//! secrets. Unique-constraint violations become `CONFLICT`.
+//!
+//! The API layer renders this once: `graphql::execute` turns every error of a response
+//! into `extensions.code` (see `graphql::errors`), and the HTTP transport takes its status
+//! from [`Code::http_status`]. Nothing below the API knows about GraphQL or HTTP.
 
-use async_graphql::ErrorExtensions;
 use sea_orm::{DbErr, SqlErr};
 
 /// The stable error codes of the API (`extensions.code` in GraphQL).
@@ -22,19 +26,35 @@ pub enum Code {
     Internal,
 }
 
+/// What a caller may read of an error's message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disclosure {
+    /// The message is written for the caller: it names the field or item.
+    Public,
+    /// The message may hold internals (SQL, paths): the caller gets a pointer to the log.
+    Opaque,
+}
+
 impl Code {
-    pub fn as_str(self) -> &'static str {
+    /// The table: each code's name, the HTTP status of an error that stops a whole
+    /// request, and its message policy. Every other mapping reads this one.
+    pub const fn spec(self) -> (&'static str, u16, Disclosure) {
+        use Disclosure::{Opaque, Public};
         match self {
-            Code::BadUserInput => "BAD_USER_INPUT",
-            Code::Unauthenticated => "UNAUTHENTICATED",
-            Code::Forbidden => "FORBIDDEN",
-            Code::NotFound => "NOT_FOUND",
-            Code::Conflict => "CONFLICT",
-            Code::RateLimited => "RATE_LIMITED",
-            Code::Upstream => "UPSTREAM_ERROR",
-            Code::Timeout => "TIMEOUT",
-            Code::Internal => "INTERNAL",
+            Code::BadUserInput => ("BAD_USER_INPUT", 400, Public),
+            Code::Unauthenticated => ("UNAUTHENTICATED", 401, Public),
+            Code::Forbidden => ("FORBIDDEN", 403, Public),
+            Code::NotFound => ("NOT_FOUND", 404, Public),
+            Code::Conflict => ("CONFLICT", 409, Public),
+            Code::RateLimited => ("RATE_LIMITED", 429, Public),
+            Code::Upstream => ("UPSTREAM_ERROR", 502, Public),
+            Code::Timeout => ("TIMEOUT", 503, Public),
+            Code::Internal => ("INTERNAL", 500, Opaque),
         }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.spec().0
     }
 
     /// Every code, for metrics labels and for reading a code back.
@@ -60,17 +80,12 @@ impl Code {
 
     /// The HTTP status for an error that stops a whole request.
     pub fn http_status(self) -> u16 {
-        match self {
-            Code::BadUserInput => 400,
-            Code::Unauthenticated => 401,
-            Code::Forbidden => 403,
-            Code::NotFound => 404,
-            Code::Conflict => 409,
-            Code::RateLimited => 429,
-            Code::Upstream => 502,
-            Code::Timeout => 503,
-            Code::Internal => 500,
-        }
+        self.spec().1
+    }
+
+    /// Whether a caller may read the message of an error with this code.
+    pub fn disclosure(self) -> Disclosure {
+        self.spec().2
     }
 }
 
@@ -167,36 +182,43 @@ impl Error {
 
     /// The message a caller may see: internal details are replaced by a pointer to the log.
     pub fn public_message(&self) -> String {
-        match self.code() {
-            Code::Internal => {
+        match self.code().disclosure() {
+            Disclosure::Opaque => {
                 let request_id = crate::telemetry::current_request_id();
                 format!(
                     "internal error; the server log has the details under request id {request_id}"
                 )
             }
-            _ => self.to_string(),
+            Disclosure::Public => self.to_string(),
         }
     }
 }
 
-impl Error {
-    /// The GraphQL error a caller sees, with `extensions.code` (and `field` for input
-    /// errors). Internal errors are logged here, inside the request's span.
-    pub fn to_graphql(&self) -> async_graphql::Error {
-        if self.code() == Code::Internal {
-            tracing::error!(error = %self, "internal error");
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_reads_back_and_stops_a_request_with_an_error_status() {
+        for code in Code::ALL {
+            assert_eq!(Code::parse(code.as_str()), code);
+            assert!((400..600).contains(&code.http_status()), "{code:?}");
+            // Only internal errors hide their message: every other one is written for
+            // the caller, and every other one is the caller's (4xx) or a platform's (5xx).
+            assert_eq!(
+                code.disclosure() == Disclosure::Opaque,
+                code == Code::Internal,
+                "{code:?}"
+            );
         }
-        async_graphql::Error::new(self.public_message()).extend_with(|_, extensions| {
-            extensions.set("code", self.code().as_str());
-            if let Error::BadInput {
-                field: Some(field), ..
-            } = self
-            {
-                extensions.set("field", field.as_str());
-            }
-            if let Error::RateLimited { retry_after_secs } = self {
-                extensions.set("retryAfter", *retry_after_secs);
-            }
-        })
+        assert_eq!(Code::parse("NO_SUCH_CODE"), Code::Internal);
+    }
+
+    #[test]
+    fn an_internal_error_answers_with_a_pointer_to_the_log_not_its_text() {
+        let error = Error::Internal("SELECT * FROM api_key".into());
+        assert!(!error.public_message().contains("SELECT"));
+        let error = Error::field("email", "email: is not an address");
+        assert_eq!(error.public_message(), "email: is not an address");
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The layers run one way: [`http`] and [`graphql`] parse and authorise, [`domain`] holds
 //! the business rules and all SQL, and the `entity` crate maps the tables. [`App`] is the
-//! shared state every layer receives.
+//! shared state every layer receives; it holds no API-layer state (the GraphQL schema
+//! lives in [`graphql::Api`]), so nothing below the API depends on it.
 
 pub mod bench;
 pub mod config;
@@ -15,7 +16,6 @@ pub mod graphql;
 pub mod http;
 pub mod ids;
 pub mod ingest;
-pub mod listener;
 pub mod metrics;
 pub mod search;
 pub mod server;
@@ -34,7 +34,6 @@ pub struct App {
     pub config: Arc<Config>,
     pub db: DatabaseConnection,
     pub metrics: Arc<metrics::Metrics>,
-    pub schema: graphql::AppSchema,
     /// The outbound guard and the guarded HTTP client connectors share (timeouts from
     /// `[sync]`, allowed addresses from `[outbound]`).
     pub outbound: connectors::outbound::Outbound,
@@ -45,15 +44,14 @@ pub struct App {
 }
 
 impl App {
-    /// Connects to the database of `config`, applies pending migrations and builds the
-    /// GraphQL schema. Fails when the database cannot be opened or migrated.
+    /// Connects to the database of `config`, applies pending migrations and opens the
+    /// search backend. Fails when the database cannot be opened or migrated.
     pub async fn start(config: Config) -> anyhow::Result<App> {
         let policy = connectors::outbound::OutboundPolicy::parse(&config.outbound.allow)?;
         let metrics = Arc::new(metrics::Metrics::default());
         let db = db::connect(&config, metrics.clone()).await?;
         db::migrate(&db).await?;
         let config = Arc::new(config);
-        let schema = graphql::build_schema(&config);
         let timeout = std::time::Duration::from_secs(config.sync.http_timeout_secs.max(1));
         let outbound = connectors::outbound::Outbound::new(policy, |builder| {
             builder
@@ -66,7 +64,6 @@ impl App {
             config,
             db,
             metrics,
-            schema,
             outbound,
             search,
             search_status: Arc::new(search::SearchStatus::default()),

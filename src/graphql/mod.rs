@@ -1,13 +1,35 @@
 //! The GraphQL API: schema construction, request execution with the per-request context
 //! (caller, loaders) and the helpers resolvers share. Resolvers are thin; rules live in `domain`.
+//!
+//! The schema is built and held here ([`Api`]), not in [`App`]: the domain, the indexer and
+//! the scheduler never see GraphQL. Every error a response carries is mapped once, by
+//! [`execute`] ([`errors::present`]), from the table in [`crate::error`].
+//!
+//! One file per noun (`customer`, `organization`, `interaction`, …) holds its object,
+//! its input objects, its payloads and its mutations; `query` and `mutation` are the
+//! roots, which only name the fields (their order makes `schema.graphql`) and delegate;
+//! `types` holds what every noun shares, `loaders` the DataLoaders, `cost` the document
+//! cost model and `errors` how a domain error looks in GraphQL.
 
+pub mod contact_point;
+pub mod conversation;
 pub mod cost;
+pub mod customer;
+pub mod deal;
+pub mod errors;
+pub mod identity;
 pub mod inputs;
+pub mod interaction;
 pub mod loaders;
 pub mod mutation;
+pub mod note;
+pub mod organization;
 pub mod query;
 pub mod search;
+pub mod source;
+pub mod tag;
 pub mod types;
+pub mod workspace;
 
 use std::future::Future;
 use std::hash::Hash;
@@ -24,10 +46,31 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::config::Config;
 use crate::domain::Caller;
-use crate::error::Error;
+use crate::error::{Code, Error};
 use crate::App;
 
 pub type AppSchema = Schema<query::Query, mutation::Mutation, EmptySubscription>;
+
+/// The GraphQL API of one [`App`]: the app and the schema built once for it. Cheap to
+/// clone; the HTTP router builds one and every request executes through it.
+#[derive(Clone)]
+pub struct Api {
+    app: App,
+    schema: AppSchema,
+}
+
+impl Api {
+    /// Builds the schema for `app` (limits from its config).
+    pub fn new(app: App) -> Api {
+        let schema = build_schema(&app.config);
+        Api { app, schema }
+    }
+
+    /// The app this API serves.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+}
 
 /// The schema. Depth, cost and mutation limits are not the engine's: [`execute`] measures
 /// every document with [`cost::check`] before the engine sees it (the engine's own checks
@@ -86,7 +129,7 @@ impl async_graphql::extensions::Extension for RequestGate {
                 "the answer would hold more than {} values: ask for smaller pages or fewer fields",
                 self.max_values
             ));
-            return Err(error.to_graphql().into_server_error(info.field.name.pos));
+            return Err(async_graphql::Error::from(error).into_server_error(info.field.name.pos));
         }
         if info.path_node.parent.is_some() {
             return next.run(ctx, info).await;
@@ -125,14 +168,13 @@ where
     K: Send + Sync + Hash + Eq + Clone + 'static,
     loaders::Loaders: Loader<K, Error = loaders::LoadError>,
 {
-    loader(ctx)?
-        .load_one(key)
-        .await
-        .map_err(|err| err.to_graphql())
+    Ok(loader(ctx)?.load_one(key).await?)
 }
 
 /// Executes `request` for `caller`: adds the app, the caller and a fresh set of
-/// workspace-bound loaders, and drives the loaders' fetches deterministically.
+/// workspace-bound loaders, and drives the loaders' fetches deterministically. Every
+/// error of the response is mapped to its public message and `extensions.code` here
+/// ([`errors::present`]) and counted in the app's metrics.
 ///
 /// async-graphql's DataLoader starts a batch on a wall-clock delay (1 ms by default): on a
 /// busy machine a resolver sweep over a page of 100 rows outlasts it and the batch is cut
@@ -146,11 +188,20 @@ where
 /// that runs past `limits.request_timeout_secs` is cancelled with `TIMEOUT`, and a
 /// response lists at most `limits.max_errors` errors.
 pub async fn execute(
-    app: &App,
+    api: &Api,
+    caller: Caller,
+    request: async_graphql::Request,
+) -> async_graphql::Response {
+    let response = execute_unmapped(api, caller, request).await;
+    errors::present(response, &api.app.metrics)
+}
+
+async fn execute_unmapped(
+    api: &Api,
     caller: Caller,
     mut request: async_graphql::Request,
 ) -> async_graphql::Response {
-    let limits = &app.config.limits;
+    let limits = &api.app.config.limits;
     let variables = match serde_json::to_value(&request.variables) {
         Ok(serde_json::Value::Object(map)) => map,
         _ => serde_json::Map::new(),
@@ -166,25 +217,23 @@ pub async fn execute(
         }
     };
     if let Err(refusal) = cost::check(document, operation_name.as_deref(), &variables, limits) {
-        let mut error = async_graphql::ServerError::new(refusal.message, None);
-        let mut extensions = async_graphql::ErrorExtensionValues::default();
-        extensions.set("code", crate::error::Code::BadUserInput.as_str());
-        extensions.set("measured", refusal.measured);
-        extensions.set("limit", refusal.limit);
-        error.extensions = Some(extensions);
+        let error = errors::request_error(refusal.message, Code::BadUserInput, |extensions| {
+            extensions.set("measured", refusal.measured);
+            extensions.set("limit", refusal.limit);
+        });
         return async_graphql::Response::from_errors(vec![error]);
     }
     let budget = Duration::from_secs(limits.request_timeout_secs.max(1));
-    match tokio::time::timeout(budget, run(app, caller, request)).await {
+    match tokio::time::timeout(budget, run(api, caller, request)).await {
         Ok(response) => bounded_errors(response, limits.max_errors),
         Err(_) => {
             let error = Error::Timeout {
                 secs: budget.as_secs(),
             };
             tracing::warn!("request cancelled after its time budget");
-            async_graphql::Response::from_errors(vec![error
-                .to_graphql()
-                .into_server_error(async_graphql::Pos::default())])
+            async_graphql::Response::from_errors(vec![
+                async_graphql::Error::from(error).into_server_error(async_graphql::Pos::default())
+            ])
         }
     }
 }
@@ -194,29 +243,26 @@ fn bounded_errors(mut response: async_graphql::Response, max: usize) -> async_gr
     let total = response.errors.len();
     if total > max {
         response.errors.truncate(max);
-        let mut error = async_graphql::ServerError::new(
-            format!(
-                "{} more errors not shown (a response lists at most {max})",
-                total - max
-            ),
-            None,
+        let message = format!(
+            "{} more errors not shown (a response lists at most {max})",
+            total - max
         );
-        let mut extensions = async_graphql::ErrorExtensionValues::default();
-        extensions.set("code", crate::error::Code::BadUserInput.as_str());
-        extensions.set("omitted", (total - max) as u64);
-        error.extensions = Some(extensions);
+        let error = errors::request_error(message, Code::BadUserInput, |extensions| {
+            extensions.set("omitted", (total - max) as u64);
+        });
         response.errors.push(error);
     }
     response
 }
 
 async fn run(
-    app: &App,
+    api: &Api,
     caller: Caller,
     request: async_graphql::Request,
 ) -> async_graphql::Response {
     let queue: TaskQueue = Arc::new(Mutex::new(Vec::new()));
     let spawn_queue = queue.clone();
+    let app = &api.app;
     let loaders = loaders::Loaders {
         db: app.db.clone(),
         workspace_id: caller.workspace_id,
@@ -229,7 +275,7 @@ async fn run(
     })
     .delay(Duration::ZERO);
     let request = request.data(app.clone()).data(caller).data(loader);
-    let schema = app.schema.clone();
+    let schema = api.schema.clone();
     Driver {
         query: Box::pin(async move { schema.execute(request).await }),
         queue,

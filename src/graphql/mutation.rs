@@ -1,26 +1,28 @@
 //! The mutation root: each mutation takes one `input` and returns a payload; the domain
 //! checks the caller's role and writes the change and its event in one transaction.
+//! The root only names the fields (their order and docs make the SDL); each resolver
+//! lives with its noun (`customer::create_customer`, …).
 
 use async_graphql::{Context, Object, Result};
 
-use super::inputs::*;
-use super::types::*;
-use super::{app, caller};
-use crate::domain::customer::{CustomerChanges, NewCustomer};
-use crate::domain::deal::{DealChanges, NewDeal};
-use crate::domain::interaction::NewInteraction;
-use crate::domain::organization::{NewOrganization, OrganizationChanges};
-use crate::domain::source::{NewSource, SourceChanges};
-use crate::domain::{self};
-use crate::ids::Kind;
+use super::contact_point::{
+    AddContactPointInput, ContactPointPayload, RemoveContactPointInput, RemoveContactPointPayload,
+};
+use super::customer::{
+    CreateCustomerInput, CustomerPayload, DeleteCustomerInput, DeleteCustomerPayload,
+    UpdateCustomerInput,
+};
+use super::deal::{CreateDealInput, DealPayload, UpdateDealInput};
+use super::interaction::{InteractionPayload, RecordInteractionInput, ReplyToInteractionInput};
+use super::note::{AddNoteInput, NotePayload};
+use super::organization::{CreateOrganizationInput, OrganizationPayload, UpdateOrganizationInput};
+use super::source::{
+    CreateSourceInput, DeleteSourcePayload, SourceIdInput, SourcePayload, SyncSourcePayload,
+    UpdateSourceInput,
+};
+use super::tag::{AddTagInput, RemoveTagInput};
 
 pub struct Mutation;
-
-async fn customer_payload(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Customer> {
-    Ok(Customer(
-        domain::customer::get(&app(ctx).db, caller(ctx)?, id).await?,
-    ))
-}
 
 #[Object]
 impl Mutation {
@@ -30,30 +32,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: CreateCustomerInput,
     ) -> Result<CustomerPayload> {
-        let new = NewCustomer {
-            display_name: input.display_name,
-            given_name: input.given_name,
-            family_name: input.family_name,
-            lifecycle_stage: input.lifecycle_stage,
-            external_id: input.external_id,
-            organization_id: opt_id(
-                "organizationId",
-                Kind::Organization,
-                input.organization_id.as_ref(),
-            )?,
-            custom: input.custom_attributes.map(|json| json.0),
-            contact_points: input
-                .contact_points
-                .unwrap_or_default()
-                .into_iter()
-                .map(Into::into)
-                .collect(),
-            tags: input.tags.unwrap_or_default(),
-        };
-        let model = domain::customer::create(&app(ctx).db, caller(ctx)?, new).await?;
-        Ok(CustomerPayload {
-            customer: Customer(model),
-        })
+        super::customer::create_customer(ctx, input).await
     }
 
     async fn update_customer(
@@ -61,24 +40,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: UpdateCustomerInput,
     ) -> Result<CustomerPayload> {
-        let id = id("id", Kind::Customer, &input.id)?;
-        let changes = CustomerChanges {
-            display_name: input.display_name,
-            given_name: change(input.given_name),
-            family_name: change(input.family_name),
-            lifecycle_stage: input.lifecycle_stage,
-            external_id: change(input.external_id),
-            organization_id: change_id(
-                "organizationId",
-                Kind::Organization,
-                input.organization_id,
-            )?,
-            custom: input.custom_attributes.map(|json| json.0),
-        };
-        let model = domain::customer::update(&app(ctx).db, caller(ctx)?, id, changes).await?;
-        Ok(CustomerPayload {
-            customer: Customer(model),
-        })
+        super::customer::update_customer(ctx, input).await
     }
 
     /// Deletes a customer with their identities, contact points, conversations,
@@ -88,11 +50,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: DeleteCustomerInput,
     ) -> Result<DeleteCustomerPayload> {
-        let id = id("id", Kind::Customer, &input.id)?;
-        domain::customer::delete(&app(ctx).db, caller(ctx)?, id).await?;
-        Ok(DeleteCustomerPayload {
-            deleted_customer_id: input.id,
-        })
+        super::customer::delete_customer(ctx, input).await
     }
 
     async fn add_contact_point(
@@ -100,18 +58,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: AddContactPointInput,
     ) -> Result<ContactPointPayload> {
-        let customer = id("customerId", Kind::Customer, &input.customer_id)?;
-        let point = domain::contact_point::add(
-            &app(ctx).db,
-            caller(ctx)?,
-            customer,
-            input.contact_point.into(),
-        )
-        .await?;
-        Ok(ContactPointPayload {
-            contact_point: ContactPoint(point),
-            customer: customer_payload(ctx, customer).await?,
-        })
+        super::contact_point::add_contact_point(ctx, input).await
     }
 
     async fn remove_contact_point(
@@ -119,28 +66,12 @@ impl Mutation {
         ctx: &Context<'_>,
         input: RemoveContactPointInput,
     ) -> Result<RemoveContactPointPayload> {
-        let point = id("id", Kind::ContactPoint, &input.id)?;
-        let customer = domain::contact_point::remove(&app(ctx).db, caller(ctx)?, point).await?;
-        Ok(RemoveContactPointPayload {
-            removed_contact_point_id: input.id,
-            customer: customer_payload(ctx, customer).await?,
-        })
+        super::contact_point::remove_contact_point(ctx, input).await
     }
 
     /// Tags a customer (a no-op when already tagged).
     async fn add_tag(&self, ctx: &Context<'_>, input: AddTagInput) -> Result<CustomerPayload> {
-        let customer = id("customerId", Kind::Customer, &input.customer_id)?;
-        domain::tag::add(
-            &app(ctx).db,
-            caller(ctx)?,
-            customer,
-            &input.name,
-            input.color,
-        )
-        .await?;
-        Ok(CustomerPayload {
-            customer: customer_payload(ctx, customer).await?,
-        })
+        super::tag::add_tag(ctx, input).await
     }
 
     async fn remove_tag(
@@ -148,11 +79,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: RemoveTagInput,
     ) -> Result<CustomerPayload> {
-        let customer = id("customerId", Kind::Customer, &input.customer_id)?;
-        domain::tag::remove(&app(ctx).db, caller(ctx)?, customer, &input.name).await?;
-        Ok(CustomerPayload {
-            customer: customer_payload(ctx, customer).await?,
-        })
+        super::tag::remove_tag(ctx, input).await
     }
 
     async fn create_organization(
@@ -160,15 +87,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: CreateOrganizationInput,
     ) -> Result<OrganizationPayload> {
-        let new = NewOrganization {
-            name: input.name,
-            domain: input.domain,
-            custom: input.custom_attributes.map(|json| json.0),
-        };
-        let model = domain::organization::create(&app(ctx).db, caller(ctx)?, new).await?;
-        Ok(OrganizationPayload {
-            organization: Organization(model),
-        })
+        super::organization::create_organization(ctx, input).await
     }
 
     async fn update_organization(
@@ -176,59 +95,19 @@ impl Mutation {
         ctx: &Context<'_>,
         input: UpdateOrganizationInput,
     ) -> Result<OrganizationPayload> {
-        let id = id("id", Kind::Organization, &input.id)?;
-        let changes = OrganizationChanges {
-            name: input.name,
-            domain: change(input.domain),
-            custom: input.custom_attributes.map(|json| json.0),
-        };
-        let model = domain::organization::update(&app(ctx).db, caller(ctx)?, id, changes).await?;
-        Ok(OrganizationPayload {
-            organization: Organization(model),
-        })
+        super::organization::update_organization(ctx, input).await
     }
 
     async fn create_deal(&self, ctx: &Context<'_>, input: CreateDealInput) -> Result<DealPayload> {
-        let new = NewDeal {
-            title: input.title,
-            customer_id: opt_id("customerId", Kind::Customer, input.customer_id.as_ref())?,
-            organization_id: opt_id(
-                "organizationId",
-                Kind::Organization,
-                input.organization_id.as_ref(),
-            )?,
-            amount: input.amount,
-            currency: input.currency,
-            stage: input.stage,
-            close_date: input.close_date,
-        };
-        let model = domain::deal::create(&app(ctx).db, caller(ctx)?, new).await?;
-        Ok(DealPayload { deal: Deal(model) })
+        super::deal::create_deal(ctx, input).await
     }
 
     async fn update_deal(&self, ctx: &Context<'_>, input: UpdateDealInput) -> Result<DealPayload> {
-        let id = id("id", Kind::Deal, &input.id)?;
-        let changes = DealChanges {
-            title: input.title,
-            customer_id: change_id("customerId", Kind::Customer, input.customer_id)?,
-            organization_id: change_id(
-                "organizationId",
-                Kind::Organization,
-                input.organization_id,
-            )?,
-            amount: change(input.amount),
-            currency: input.currency,
-            stage: input.stage,
-            close_date: change(input.close_date),
-        };
-        let model = domain::deal::update(&app(ctx).db, caller(ctx)?, id, changes).await?;
-        Ok(DealPayload { deal: Deal(model) })
+        super::deal::update_deal(ctx, input).await
     }
 
     async fn add_note(&self, ctx: &Context<'_>, input: AddNoteInput) -> Result<NotePayload> {
-        let customer = id("customerId", Kind::Customer, &input.customer_id)?;
-        let model = domain::note::add(&app(ctx).db, caller(ctx)?, customer, &input.body).await?;
-        Ok(NotePayload { note: Note(model) })
+        super::note::add_note(ctx, input).await
     }
 
     /// Logs a call, meeting or e-mail by hand on a customer's timeline.
@@ -237,26 +116,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: RecordInteractionInput,
     ) -> Result<InteractionPayload> {
-        let new = NewInteraction {
-            customer_id: id("customerId", Kind::Customer, &input.customer_id)?,
-            conversation_id: opt_id(
-                "conversationId",
-                Kind::Conversation,
-                input.conversation_id.as_ref(),
-            )?,
-            channel: input.channel.as_str().to_owned(),
-            kind: input.kind,
-            direction: input.direction,
-            subject: input.subject,
-            text: input.text,
-            url: input.url,
-            language: input.language,
-            occurred_at: input.occurred_at,
-        };
-        let model = domain::interaction::record(&app(ctx).db, caller(ctx)?, new).await?;
-        Ok(InteractionPayload {
-            interaction: Interaction(model),
-        })
+        super::interaction::record_interaction(ctx, input).await
     }
 
     /// Adds a source (admin role). Its secrets are stored apart and never returned.
@@ -265,16 +125,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: CreateSourceInput,
     ) -> Result<SourcePayload> {
-        let new = NewSource {
-            channel: input.channel.into(),
-            name: input.name,
-            config: domain::text::check_json("config", &input.config.0)?,
-            schedule_secs: input.schedule_secs,
-        };
-        let model = domain::source::create(&app(ctx).db, caller(ctx)?, new).await?;
-        Ok(SourcePayload {
-            source: Source(model),
-        })
+        super::source::create_source(ctx, input).await
     }
 
     async fn update_source(
@@ -282,31 +133,12 @@ impl Mutation {
         ctx: &Context<'_>,
         input: UpdateSourceInput,
     ) -> Result<SourcePayload> {
-        let id = id("id", Kind::Source, &input.id)?;
-        let changes = SourceChanges {
-            name: input.name,
-            config: input
-                .config
-                .map(|json| domain::text::check_json("config", &json.0))
-                .transpose()?,
-            schedule_secs: input.schedule_secs,
-            paused: None,
-        };
-        Ok(SourcePayload {
-            source: Source(domain::source::update(&app(ctx).db, caller(ctx)?, id, changes).await?),
-        })
+        super::source::update_source(ctx, input).await
     }
 
     /// Stops a source: pulls stop, webhook deliveries are refused with 503 until resumed.
     async fn pause_source(&self, ctx: &Context<'_>, input: SourceIdInput) -> Result<SourcePayload> {
-        let id = id("id", Kind::Source, &input.id)?;
-        let changes = SourceChanges {
-            paused: Some(true),
-            ..SourceChanges::default()
-        };
-        Ok(SourcePayload {
-            source: Source(domain::source::update(&app(ctx).db, caller(ctx)?, id, changes).await?),
-        })
+        super::source::pause_source(ctx, input).await
     }
 
     async fn resume_source(
@@ -314,14 +146,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: SourceIdInput,
     ) -> Result<SourcePayload> {
-        let id = id("id", Kind::Source, &input.id)?;
-        let changes = SourceChanges {
-            paused: Some(false),
-            ..SourceChanges::default()
-        };
-        Ok(SourcePayload {
-            source: Source(domain::source::update(&app(ctx).db, caller(ctx)?, id, changes).await?),
-        })
+        super::source::resume_source(ctx, input).await
     }
 
     /// Syncs a pull source now (admin role) and reports what landed. `CONFLICT` while the
@@ -332,16 +157,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: SourceIdInput,
     ) -> Result<SyncSourcePayload> {
-        let id = id("id", Kind::Source, &input.id)?;
-        let syncer = crate::ingest::sync::Syncer::new(app(ctx));
-        let (report, source) = crate::ingest::sync::sync_now(&syncer, caller(ctx)?, id).await?;
-        Ok(SyncSourcePayload {
-            source: Source(source),
-            new_items: report.new as i32,
-            duplicates: report.duplicates as i32,
-            batches: report.batches as i32,
-            error: report.error,
-        })
+        super::source::sync_source(ctx, input).await
     }
 
     /// Answers an ingested interaction on its own channel (agent role): a Mastodon reply,
@@ -353,22 +169,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: ReplyToInteractionInput,
     ) -> Result<InteractionPayload> {
-        let target = id("interactionId", Kind::Interaction, &input.interaction_id)?;
-        if let Some(key) = &input.idempotency_key {
-            domain::text::check_lookup("idempotencyKey", key, 200)?;
-        }
-        let syncer = crate::ingest::sync::Syncer::new(app(ctx));
-        let model = crate::ingest::reply::reply(
-            &syncer,
-            caller(ctx)?,
-            target,
-            &input.text,
-            input.idempotency_key,
-        )
-        .await?;
-        Ok(InteractionPayload {
-            interaction: Interaction(model),
-        })
+        super::interaction::reply_to_interaction(ctx, input).await
     }
 
     /// Deletes a source; what it ingested stays.
@@ -377,10 +178,6 @@ impl Mutation {
         ctx: &Context<'_>,
         input: SourceIdInput,
     ) -> Result<DeleteSourcePayload> {
-        let id = id("id", Kind::Source, &input.id)?;
-        domain::source::delete(&app(ctx).db, caller(ctx)?, id).await?;
-        Ok(DeleteSourcePayload {
-            deleted_source_id: input.id,
-        })
+        super::source::delete_source(ctx, input).await
     }
 }

@@ -2,10 +2,24 @@
 
 use async_graphql::{Context, Object, Result, ID};
 
-use super::inputs::{self, CustomerFilterInput, CustomerOrder, InteractionFilterInput};
+use super::contact_point::ContactPoint;
+use super::conversation::Conversation;
+use super::customer::{
+    Customer, CustomerConnection, CustomerFilterInput, CustomerOrder, CustomerTotal,
+};
+use super::deal::Deal;
+use super::identity::Identity;
+use super::interaction::{
+    interaction_connection, Interaction, InteractionConnection, InteractionFilterInput,
+};
 use super::loaders::*;
-use super::types::*;
-use super::{app, caller, load};
+use super::note::Note;
+use super::organization::{Organization, OrganizationConnection, OrganizationTotal};
+use super::source::Source;
+use super::tag::Tag;
+use super::types::{connection, Node, OrderDirection};
+use super::workspace::{Viewer, Workspace};
+use super::{app, caller, inputs, load};
 use crate::domain::customer::CustomerOrderField;
 use crate::domain::page::PageArgs;
 use crate::domain::{self};

@@ -9,9 +9,11 @@ use async_graphql::{Context, Enum, InputObject, Object, Result, SimpleObject, ID
 use base64::Engine;
 use chrono::{DateTime, Utc};
 
+use super::customer::Customer;
 use super::inputs::opt_id;
+use super::interaction::{Interaction, InteractionConnection, InteractionTotal};
 use super::loaders::{CustomerById, InteractionById};
-use super::types::{Channel, Customer, Interaction, InteractionConnection, InteractionTotal};
+use super::types::Channel;
 use super::{app, caller, loader};
 use crate::config::MAX_PAGE_SIZE;
 use crate::domain::interaction::InteractionFilter;
@@ -410,10 +412,7 @@ async fn run(
             .collect()
     };
     let keys: Vec<InteractionById> = hits.ids.iter().map(|id| InteractionById(*id)).collect();
-    let mut rows = loader(ctx)?
-        .load_many(keys)
-        .await
-        .map_err(|err| err.to_graphql())?;
+    let mut rows = loader(ctx)?.load_many(keys).await?;
     let found = hits
         .ids
         .iter()
@@ -545,10 +544,7 @@ pub async fn search_customers(
         .search_customers(caller.workspace_id, &search::customer_query(&text), limit)
         .await?;
     let keys: Vec<CustomerById> = hits.ids.iter().map(|id| CustomerById(*id)).collect();
-    let mut rows = loader(ctx)?
-        .load_many(keys)
-        .await
-        .map_err(|err| err.to_graphql())?;
+    let mut rows = loader(ctx)?.load_many(keys).await?;
     Ok(hits
         .ids
         .iter()

@@ -1,0 +1,419 @@
+//! Customers: the object, its metrics, its connection and total, and its inputs and
+//! payloads. Relations go through the request's loaders.
+//! The mutations on customers are here too; the `Mutation` root delegates to them.
+
+use async_graphql::connection::{Connection, EmptyFields};
+use async_graphql::{Context, InputObject, Json, MaybeUndefined, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+
+use super::contact_point::{ContactPoint, ContactPointInput};
+use super::conversation::Conversation;
+use super::deal::Deal;
+use super::identity::Identity;
+use super::inputs::{change, change_id, id, opt_id};
+use super::interaction::{interactions_of, InteractionConnection};
+use super::loaders::*;
+use super::note::Note;
+use super::organization::Organization;
+use super::tag::Tag;
+use super::types::{enum_of, Channel, OrderDirection};
+use super::{app, caller, load};
+use crate::domain::customer::{CustomerChanges, CustomerFilter, CustomerOrderField, NewCustomer};
+use crate::domain::interaction::{InteractionFilter, Parent};
+use crate::domain::page::PageArgs;
+use crate::domain::{self, ConversationStatus, LifecycleStage};
+use crate::ids::{encode, Kind};
+use entity::*;
+
+/// A person: the centre of the 360-degree view.
+pub struct Customer(pub customer::Model);
+
+#[Object]
+impl Customer {
+    pub(super) async fn id(&self) -> ID {
+        ID(encode(Kind::Customer, self.0.id))
+    }
+    async fn display_name(&self) -> &str {
+        &self.0.display_name
+    }
+    async fn given_name(&self) -> Option<&str> {
+        self.0.given_name.as_deref()
+    }
+    async fn family_name(&self) -> Option<&str> {
+        self.0.family_name.as_deref()
+    }
+    async fn lifecycle_stage(&self) -> Result<LifecycleStage> {
+        enum_of(LifecycleStage::from_db, &self.0.lifecycle_stage)
+    }
+    /// Your own id for this customer (from another system), unique in the workspace.
+    async fn external_id(&self) -> Option<&str> {
+        self.0.external_id.as_deref()
+    }
+    /// Free-form attributes, always a JSON object.
+    async fn custom_attributes(&self) -> Json<serde_json::Value> {
+        Json(self.0.custom.clone())
+    }
+    /// E-mails, phones, addresses and websites; primary first within each kind.
+    async fn contact_points(&self, ctx: &Context<'_>) -> Result<Vec<ContactPoint>> {
+        Ok(load(ctx, ContactPointsOf(self.0.id))
+            .await?
+            .unwrap_or_default()
+            .into_iter()
+            .map(ContactPoint)
+            .collect())
+    }
+    /// The customer's accounts on each channel, optionally only on `channel`.
+    async fn identities(
+        &self,
+        ctx: &Context<'_>,
+        channel: Option<Channel>,
+    ) -> Result<Vec<Identity>> {
+        let identities = load(ctx, IdentitiesOf(self.0.id))
+            .await?
+            .unwrap_or_default();
+        Ok(identities
+            .into_iter()
+            .filter(|identity| channel.is_none_or(|channel| identity.channel == channel.as_str()))
+            .map(Identity)
+            .collect())
+    }
+    async fn organization(&self, ctx: &Context<'_>) -> Result<Option<Organization>> {
+        match self.0.organization_id {
+            Some(id) => Ok(load(ctx, OrganizationById(id)).await?.map(Organization)),
+            None => Ok(None),
+        }
+    }
+    async fn tags(&self, ctx: &Context<'_>) -> Result<Vec<Tag>> {
+        Ok(load(ctx, TagsOf(self.0.id))
+            .await?
+            .unwrap_or_default()
+            .into_iter()
+            .map(Tag)
+            .collect())
+    }
+    /// Every interaction with this customer across every channel, newest first. With
+    /// `search` (at most 500 characters), only those matching it (through the search
+    /// index; forward pages only).
+    async fn timeline(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<super::interaction::TimelineFilter>,
+        search: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> Result<InteractionConnection> {
+        let filter = filter.map(InteractionFilter::from).unwrap_or_default();
+        if let Some(search) = search.filter(|text| !text.trim().is_empty()) {
+            if last.is_some() || before.is_some() {
+                return Err(crate::Error::field(
+                    "search",
+                    "a searched timeline pages forward only: use first/after",
+                )
+                .into());
+            }
+            return super::search::searched_timeline(ctx, self.0.id, filter, &search, first, after)
+                .await;
+        }
+        interactions_of(
+            ctx,
+            Parent::Customer,
+            self.0.id,
+            filter,
+            PageArgs {
+                first,
+                after,
+                last,
+                before,
+            },
+        )
+        .await
+    }
+    /// The customer's conversations, most recently active first.
+    async fn conversations(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<ConversationStatus>,
+    ) -> Result<Vec<Conversation>> {
+        let conversations = load(ctx, ConversationsOf(self.0.id))
+            .await?
+            .unwrap_or_default();
+        Ok(conversations
+            .into_iter()
+            .filter(|c| status.is_none_or(|status| c.status == status.as_str()))
+            .map(Conversation)
+            .collect())
+    }
+    async fn deals(&self, ctx: &Context<'_>) -> Result<Vec<Deal>> {
+        Ok(load(ctx, DealsOf(self.0.id))
+            .await?
+            .unwrap_or_default()
+            .into_iter()
+            .map(Deal)
+            .collect())
+    }
+    /// Internal notes, newest first.
+    async fn notes(&self, ctx: &Context<'_>) -> Result<Vec<Note>> {
+        Ok(load(ctx, NotesOf(self.0.id))
+            .await?
+            .unwrap_or_default()
+            .into_iter()
+            .map(Note)
+            .collect())
+    }
+    async fn metrics(&self) -> CustomerMetrics {
+        CustomerMetrics(self.0.clone())
+    }
+    /// When the customer first appeared (created or first interaction, whichever is earlier).
+    async fn first_seen_at(&self) -> DateTime<Utc> {
+        self.0.first_seen_at
+    }
+    /// The latest of creation and the last interaction.
+    async fn last_seen_at(&self) -> DateTime<Utc> {
+        self.0.last_seen_at
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}
+
+/// Figures about one customer.
+pub struct CustomerMetrics(customer::Model);
+
+/// How many interactions a customer had on one channel.
+#[derive(SimpleObject)]
+pub struct ChannelCount {
+    pub channel: Channel,
+    pub count: i64,
+}
+
+#[Object]
+impl CustomerMetrics {
+    async fn first_seen_at(&self) -> DateTime<Utc> {
+        self.0.first_seen_at
+    }
+    async fn last_seen_at(&self) -> DateTime<Utc> {
+        self.0.last_seen_at
+    }
+    /// All interactions, every channel.
+    async fn interaction_count(&self, ctx: &Context<'_>) -> Result<i64> {
+        Ok(load(ctx, ChannelCountsOf(self.0.id))
+            .await?
+            .unwrap_or_default()
+            .iter()
+            .map(|(_, n)| n)
+            .sum())
+    }
+    /// Interactions per channel, most first.
+    async fn interactions_by_channel(&self, ctx: &Context<'_>) -> Result<Vec<ChannelCount>> {
+        load(ctx, ChannelCountsOf(self.0.id))
+            .await?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(channel, count)| {
+                Ok(ChannelCount {
+                    channel: Channel::from_db(&channel)?,
+                    count,
+                })
+            })
+            .collect()
+    }
+    /// Conversations not yet resolved (open or pending).
+    async fn open_conversations(&self, ctx: &Context<'_>) -> Result<i64> {
+        Ok(load(ctx, OpenConversationsOf(self.0.id))
+            .await?
+            .unwrap_or(0))
+    }
+}
+
+/// `totalCount` of a customer list, computed only when asked for.
+pub struct CustomerTotal(pub domain::customer::CustomerFilter);
+
+#[Object]
+impl CustomerTotal {
+    /// How many customers match the filter, on every page together.
+    async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
+        Ok(domain::customer::count(&super::app(ctx).db, caller(ctx)?, &self.0).await?)
+    }
+}
+
+pub type CustomerConnection = Connection<String, Customer, CustomerTotal, EmptyFields>;
+
+/// Payload of mutations that change a customer.
+#[derive(SimpleObject)]
+pub struct CustomerPayload {
+    pub customer: Customer,
+}
+
+#[derive(SimpleObject)]
+pub struct DeleteCustomerPayload {
+    pub deleted_customer_id: ID,
+}
+
+/// Which customers a list shows; every given field must match.
+#[derive(InputObject, Default)]
+pub struct CustomerFilterInput {
+    /// Part of a name, e-mail, phone number or channel handle; case-insensitive; at most
+    /// 200 characters.
+    pub search: Option<String>,
+    /// Any of these stages.
+    pub lifecycle_stages: Option<Vec<LifecycleStage>>,
+    /// Carrying every one of these tags (at most 20).
+    pub tags: Option<Vec<String>>,
+    pub organization_id: Option<ID>,
+    /// With an identity on this channel.
+    pub channel: Option<Channel>,
+    /// Created at or after.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created before.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Last seen at or after.
+    pub last_seen_after: Option<DateTime<Utc>>,
+    /// Last seen before.
+    pub last_seen_before: Option<DateTime<Utc>>,
+}
+
+impl CustomerFilterInput {
+    /// The domain filter, its texts checked (`BAD_USER_INPUT` naming `filter.search` or
+    /// `filter.tags[i]` for a control character or a text over its cap).
+    pub fn into_domain(self) -> crate::Result<CustomerFilter> {
+        CustomerFilter {
+            search: self.search,
+            lifecycle_stages: self.lifecycle_stages.unwrap_or_default(),
+            tags: self.tags.unwrap_or_default(),
+            organization_id: opt_id(
+                "organizationId",
+                Kind::Organization,
+                self.organization_id.as_ref(),
+            )?,
+            channel: self.channel.map(|channel| channel.as_str().to_owned()),
+            created_after: self.created_after,
+            created_before: self.created_before,
+            last_seen_after: self.last_seen_after,
+            last_seen_before: self.last_seen_before,
+        }
+        .checked()
+    }
+}
+
+/// How a customer list is ordered; ties are broken by id, so paging is stable.
+#[derive(InputObject)]
+pub struct CustomerOrder {
+    #[graphql(default_with = "CustomerOrderField::CreatedAt")]
+    pub field: CustomerOrderField,
+    #[graphql(default)]
+    pub direction: OrderDirection,
+}
+
+#[derive(InputObject)]
+pub struct CreateCustomerInput {
+    /// Defaults to the given and family names, or else the first e-mail.
+    pub display_name: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    /// Defaults to LEAD.
+    pub lifecycle_stage: Option<LifecycleStage>,
+    /// Your own id for the customer, unique in the workspace.
+    pub external_id: Option<String>,
+    pub organization_id: Option<ID>,
+    /// A JSON object of free-form attributes. At most 16 KiB serialized, 200 keys, 5 levels deep, keys of at most 100
+    /// characters; no control characters.
+    pub custom_attributes: Option<Json<serde_json::Value>>,
+    pub contact_points: Option<Vec<ContactPointInput>>,
+    /// Tag names; missing tags are created.
+    pub tags: Option<Vec<String>>,
+}
+
+/// Fields left out stay as they are; `null` clears a nullable field.
+#[derive(InputObject)]
+pub struct UpdateCustomerInput {
+    pub id: ID,
+    pub display_name: Option<String>,
+    pub given_name: MaybeUndefined<String>,
+    pub family_name: MaybeUndefined<String>,
+    pub lifecycle_stage: Option<LifecycleStage>,
+    pub external_id: MaybeUndefined<String>,
+    pub organization_id: MaybeUndefined<ID>,
+    /// Replaces all custom attributes. At most 16 KiB serialized, 200 keys, 5 levels deep, keys of at most 100
+    /// characters; no control characters.
+    pub custom_attributes: Option<Json<serde_json::Value>>,
+}
+
+#[derive(InputObject)]
+pub struct DeleteCustomerInput {
+    pub id: ID,
+}
+
+// The mutations on this noun; the `Mutation` root delegates to them.
+
+/// The customer a contact-point or tag mutation changed, as its payload shows it.
+pub(super) async fn customer_payload(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Customer> {
+    Ok(Customer(
+        domain::customer::get(&app(ctx).db, caller(ctx)?, id).await?,
+    ))
+}
+
+pub(super) async fn create_customer(
+    ctx: &Context<'_>,
+    input: CreateCustomerInput,
+) -> Result<CustomerPayload> {
+    let new = NewCustomer {
+        display_name: input.display_name,
+        given_name: input.given_name,
+        family_name: input.family_name,
+        lifecycle_stage: input.lifecycle_stage,
+        external_id: input.external_id,
+        organization_id: opt_id(
+            "organizationId",
+            Kind::Organization,
+            input.organization_id.as_ref(),
+        )?,
+        custom: input.custom_attributes.map(|json| json.0),
+        contact_points: input
+            .contact_points
+            .unwrap_or_default()
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+        tags: input.tags.unwrap_or_default(),
+    };
+    let model = domain::customer::create(&app(ctx).db, caller(ctx)?, new).await?;
+    Ok(CustomerPayload {
+        customer: Customer(model),
+    })
+}
+
+pub(super) async fn update_customer(
+    ctx: &Context<'_>,
+    input: UpdateCustomerInput,
+) -> Result<CustomerPayload> {
+    let id = id("id", Kind::Customer, &input.id)?;
+    let changes = CustomerChanges {
+        display_name: input.display_name,
+        given_name: change(input.given_name),
+        family_name: change(input.family_name),
+        lifecycle_stage: input.lifecycle_stage,
+        external_id: change(input.external_id),
+        organization_id: change_id("organizationId", Kind::Organization, input.organization_id)?,
+        custom: input.custom_attributes.map(|json| json.0),
+    };
+    let model = domain::customer::update(&app(ctx).db, caller(ctx)?, id, changes).await?;
+    Ok(CustomerPayload {
+        customer: Customer(model),
+    })
+}
+
+pub(super) async fn delete_customer(
+    ctx: &Context<'_>,
+    input: DeleteCustomerInput,
+) -> Result<DeleteCustomerPayload> {
+    let id = id("id", Kind::Customer, &input.id)?;
+    domain::customer::delete(&app(ctx).db, caller(ctx)?, id).await?;
+    Ok(DeleteCustomerPayload {
+        deleted_customer_id: input.id,
+    })
+}

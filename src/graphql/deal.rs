@@ -1,0 +1,127 @@
+//! Deals: the object, inputs and payloads.
+//! The mutations on deals are here too; the `Mutation` root delegates to them.
+
+use async_graphql::{Context, InputObject, MaybeUndefined, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::customer::Customer;
+use super::inputs::{change, change_id, id, opt_id};
+use super::loaders::*;
+use super::organization::Organization;
+use super::types::enum_of;
+use super::{app, caller, load};
+use crate::domain::deal::{DealChanges, NewDeal};
+use crate::domain::{self, DealStage};
+use crate::ids::{encode, Kind};
+use entity::*;
+
+/// An opportunity with a customer or an organization.
+pub struct Deal(pub deal::Model);
+
+#[Object]
+impl Deal {
+    pub(super) async fn id(&self) -> ID {
+        ID(encode(Kind::Deal, self.0.id))
+    }
+    async fn title(&self) -> &str {
+        &self.0.title
+    }
+    /// An exact decimal with two fraction digits, such as `"1250.00"`.
+    async fn amount(&self) -> Option<String> {
+        self.0.amount_minor.map(domain::deal::format_amount)
+    }
+    /// ISO 4217 code.
+    async fn currency(&self) -> &str {
+        &self.0.currency
+    }
+    async fn stage(&self) -> Result<DealStage> {
+        enum_of(DealStage::from_db, &self.0.stage)
+    }
+    async fn close_date(&self) -> Option<NaiveDate> {
+        self.0.close_date
+    }
+    async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
+        match self.0.customer_id {
+            Some(id) => Ok(load(ctx, CustomerById(id)).await?.map(Customer)),
+            None => Ok(None),
+        }
+    }
+    async fn organization(&self, ctx: &Context<'_>) -> Result<Option<Organization>> {
+        match self.0.organization_id {
+            Some(id) => Ok(load(ctx, OrganizationById(id)).await?.map(Organization)),
+            None => Ok(None),
+        }
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct DealPayload {
+    pub deal: Deal,
+}
+
+#[derive(InputObject)]
+pub struct CreateDealInput {
+    pub title: String,
+    pub customer_id: Option<ID>,
+    pub organization_id: Option<ID>,
+    /// An exact decimal string with at most two fraction digits, such as "1250.00".
+    pub amount: Option<String>,
+    /// ISO 4217; defaults to EUR.
+    pub currency: Option<String>,
+    /// Defaults to QUALIFICATION.
+    pub stage: Option<DealStage>,
+    pub close_date: Option<NaiveDate>,
+}
+
+#[derive(InputObject)]
+pub struct UpdateDealInput {
+    pub id: ID,
+    pub title: Option<String>,
+    pub customer_id: MaybeUndefined<ID>,
+    pub organization_id: MaybeUndefined<ID>,
+    pub amount: MaybeUndefined<String>,
+    pub currency: Option<String>,
+    pub stage: Option<DealStage>,
+    pub close_date: MaybeUndefined<NaiveDate>,
+}
+
+// The mutations on this noun; the `Mutation` root delegates to them.
+
+pub(super) async fn create_deal(ctx: &Context<'_>, input: CreateDealInput) -> Result<DealPayload> {
+    let new = NewDeal {
+        title: input.title,
+        customer_id: opt_id("customerId", Kind::Customer, input.customer_id.as_ref())?,
+        organization_id: opt_id(
+            "organizationId",
+            Kind::Organization,
+            input.organization_id.as_ref(),
+        )?,
+        amount: input.amount,
+        currency: input.currency,
+        stage: input.stage,
+        close_date: input.close_date,
+    };
+    let model = domain::deal::create(&app(ctx).db, caller(ctx)?, new).await?;
+    Ok(DealPayload { deal: Deal(model) })
+}
+
+pub(super) async fn update_deal(ctx: &Context<'_>, input: UpdateDealInput) -> Result<DealPayload> {
+    let id = id("id", Kind::Deal, &input.id)?;
+    let changes = DealChanges {
+        title: input.title,
+        customer_id: change_id("customerId", Kind::Customer, input.customer_id)?,
+        organization_id: change_id("organizationId", Kind::Organization, input.organization_id)?,
+        amount: change(input.amount),
+        currency: input.currency,
+        stage: input.stage,
+        close_date: change(input.close_date),
+    };
+    let model = domain::deal::update(&app(ctx).db, caller(ctx)?, id, changes).await?;
+    Ok(DealPayload { deal: Deal(model) })
+}

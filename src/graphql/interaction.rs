@@ -1,0 +1,337 @@
+//! Interactions: the object, its connection and total (also used by customer and
+//! conversation timelines), filters, inputs and payloads.
+//! The mutations on interactions are here too; the `Mutation` root delegates to them.
+
+use async_graphql::connection::{Connection, EmptyFields};
+use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+
+use super::conversation::Conversation;
+use super::customer::Customer;
+use super::identity::Identity;
+use super::inputs::{id, opt_id};
+use super::loaders::*;
+use super::source::Source;
+use super::types::{connection, enum_of, Channel};
+use super::{app, caller, load};
+use crate::domain::interaction::{InteractionFilter, NewInteraction, Parent};
+use crate::domain::page::{Page, PageArgs};
+use crate::domain::{self, Direction, InteractionKind};
+use crate::ids::{encode, Kind};
+use entity::*;
+
+/// One mention, message, comment, review, e-mail, call, meeting or reply.
+pub struct Interaction(pub interaction::Model);
+
+#[Object]
+impl Interaction {
+    pub(super) async fn id(&self) -> ID {
+        ID(encode(Kind::Interaction, self.0.id))
+    }
+    async fn channel(&self) -> Result<Channel> {
+        Channel::from_db(&self.0.channel)
+    }
+    async fn direction(&self) -> Result<Direction> {
+        enum_of(Direction::from_db, &self.0.direction)
+    }
+    async fn kind(&self) -> Result<InteractionKind> {
+        enum_of(InteractionKind::from_db, &self.0.kind)
+    }
+    async fn subject(&self) -> Option<&str> {
+        self.0.subject.as_deref()
+    }
+    async fn text(&self) -> &str {
+        &self.0.text
+    }
+    async fn html(&self) -> Option<&str> {
+        self.0.html.as_deref()
+    }
+    /// Where the item lives on its platform.
+    async fn url(&self) -> Option<&str> {
+        self.0.url.as_deref()
+    }
+    /// ISO 639-1 language code, when known.
+    async fn language(&self) -> Option<&str> {
+        self.0.language.as_deref()
+    }
+    /// From -1 (negative) to 1 (positive), when known.
+    async fn sentiment(&self) -> Option<f64> {
+        self.0.sentiment
+    }
+    /// The platform's id of the item, for items that came from a source.
+    async fn external_id(&self) -> Option<&str> {
+        self.0.external_id.as_deref()
+    }
+    async fn occurred_at(&self) -> DateTime<Utc> {
+        self.0.occurred_at
+    }
+    async fn ingested_at(&self) -> DateTime<Utc> {
+        self.0.ingested_at
+    }
+    async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
+        Ok(load(ctx, CustomerById(self.0.customer_id))
+            .await?
+            .map(Customer))
+    }
+    /// The account that wrote it, for inbound items from a channel.
+    async fn identity(&self, ctx: &Context<'_>) -> Result<Option<Identity>> {
+        match self.0.identity_id {
+            Some(id) => Ok(load(ctx, IdentityById(id)).await?.map(Identity)),
+            None => Ok(None),
+        }
+    }
+    async fn conversation(&self, ctx: &Context<'_>) -> Result<Option<Conversation>> {
+        match self.0.conversation_id {
+            Some(id) => Ok(load(ctx, ConversationById(id)).await?.map(Conversation)),
+            None => Ok(None),
+        }
+    }
+    /// The source it was ingested from or sent through; `null` when recorded by hand or
+    /// when the source was deleted.
+    async fn source(&self, ctx: &Context<'_>) -> Result<Option<Source>> {
+        match self.0.source_id {
+            Some(id) => Ok(load(ctx, SourceById(id)).await?.map(Source)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// `totalCount` of an interaction list or timeline, computed only when asked for.
+pub struct InteractionTotal(pub InteractionFilter, pub Option<u64>);
+
+#[Object]
+impl InteractionTotal {
+    /// How many interactions match the filter, on every page together (with a `search`,
+    /// the index's estimate).
+    async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
+        if let Some(known) = self.1 {
+            return Ok(known);
+        }
+        let parent = match (self.0.customer_id, self.0.conversation_id) {
+            (Some(customer), None) => Some((Parent::Customer, customer)),
+            (None, Some(conversation)) => Some((Parent::Conversation, conversation)),
+            _ => None,
+        };
+        match parent {
+            Some((parent, id)) => {
+                // Keyed without the parent's id so a page of timelines shares one count query.
+                let filter = InteractionFilter {
+                    customer_id: None,
+                    conversation_id: None,
+                    ..self.0.clone()
+                };
+                Ok(load(ctx, InteractionCountOf { parent, id, filter })
+                    .await?
+                    .unwrap_or(0) as u64)
+            }
+            None => {
+                Ok(domain::interaction::count(&super::app(ctx).db, caller(ctx)?, &self.0).await?)
+            }
+        }
+    }
+}
+
+pub type InteractionConnection = Connection<String, Interaction, InteractionTotal, EmptyFields>;
+
+/// One page of a customer's or conversation's interactions through the loader, so the
+/// lists of a whole page of parents come from one query.
+pub(super) async fn interactions_of(
+    ctx: &Context<'_>,
+    parent: Parent,
+    id: uuid::Uuid,
+    filter: InteractionFilter,
+    args: PageArgs,
+) -> Result<InteractionConnection> {
+    let window = domain::interaction::window(&args)?;
+    let key = InteractionsOf {
+        parent,
+        id,
+        filter: filter.clone(),
+        window,
+    };
+    let page = load(ctx, key).await?.unwrap_or(Page {
+        items: vec![],
+        has_next: false,
+        has_previous: false,
+    });
+    let filter = match parent {
+        Parent::Customer => InteractionFilter {
+            customer_id: Some(id),
+            ..filter
+        },
+        Parent::Conversation => InteractionFilter {
+            conversation_id: Some(id),
+            ..filter
+        },
+    };
+    Ok(interaction_connection(page, filter))
+}
+
+pub fn interaction_connection(
+    page: Page<interaction::Model>,
+    filter: InteractionFilter,
+) -> InteractionConnection {
+    connection(
+        page,
+        InteractionTotal(filter, None),
+        domain::interaction::cursor,
+        Interaction,
+    )
+}
+
+#[derive(SimpleObject)]
+pub struct InteractionPayload {
+    pub interaction: Interaction,
+}
+
+/// Narrows a customer's timeline.
+#[derive(InputObject, Default)]
+pub struct TimelineFilter {
+    /// Any of these channels.
+    pub channels: Option<Vec<Channel>>,
+    /// Any of these kinds.
+    pub kinds: Option<Vec<InteractionKind>>,
+    pub direction: Option<Direction>,
+    /// Occurred at or after.
+    pub occurred_after: Option<DateTime<Utc>>,
+    /// Occurred before.
+    pub occurred_before: Option<DateTime<Utc>>,
+}
+
+impl From<TimelineFilter> for InteractionFilter {
+    fn from(filter: TimelineFilter) -> Self {
+        InteractionFilter {
+            customer_id: None,
+            conversation_id: None,
+            channels: filter
+                .channels
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.as_str().to_owned())
+                .collect(),
+            kinds: filter.kinds.unwrap_or_default(),
+            direction: filter.direction,
+            occurred_after: filter.occurred_after,
+            occurred_before: filter.occurred_before,
+        }
+    }
+}
+
+/// Which interactions a list shows; every given field must match.
+#[derive(InputObject, Default)]
+pub struct InteractionFilterInput {
+    pub customer_id: Option<ID>,
+    pub conversation_id: Option<ID>,
+    /// Any of these channels.
+    pub channels: Option<Vec<Channel>>,
+    /// Any of these kinds.
+    pub kinds: Option<Vec<InteractionKind>>,
+    pub direction: Option<Direction>,
+    /// Occurred at or after.
+    pub occurred_after: Option<DateTime<Utc>>,
+    /// Occurred before.
+    pub occurred_before: Option<DateTime<Utc>>,
+}
+
+impl InteractionFilterInput {
+    pub fn into_domain(self) -> crate::Result<InteractionFilter> {
+        let customer_id = opt_id("customerId", Kind::Customer, self.customer_id.as_ref())?;
+        let conversation_id = opt_id(
+            "conversationId",
+            Kind::Conversation,
+            self.conversation_id.as_ref(),
+        )?;
+        let timeline = TimelineFilter {
+            channels: self.channels,
+            kinds: self.kinds,
+            direction: self.direction,
+            occurred_after: self.occurred_after,
+            occurred_before: self.occurred_before,
+        };
+        Ok(InteractionFilter {
+            customer_id,
+            conversation_id,
+            ..InteractionFilter::from(timeline)
+        })
+    }
+}
+
+/// An interaction logged by hand: a call, a meeting, an e-mail sent outside Rapport.
+#[derive(InputObject)]
+pub struct RecordInteractionInput {
+    pub customer_id: ID,
+    /// A conversation of the same customer to file it in.
+    pub conversation_id: Option<ID>,
+    #[graphql(default_with = "Channel::Manual")]
+    pub channel: Channel,
+    pub kind: InteractionKind,
+    #[graphql(default_with = "Direction::Outbound")]
+    pub direction: Direction,
+    pub subject: Option<String>,
+    pub text: String,
+    pub url: Option<String>,
+    /// ISO 639-1 code such as "en".
+    pub language: Option<String>,
+    /// Defaults to now.
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+/// An answer to an ingested interaction.
+#[derive(InputObject)]
+pub struct ReplyToInteractionInput {
+    pub interaction_id: ID,
+    pub text: String,
+    /// Makes retries safe: the same key sends and stores the reply once. Defaults to one
+    /// derived from the interaction and the text.
+    pub idempotency_key: Option<String>,
+}
+
+// The mutations on this noun; the `Mutation` root delegates to them.
+
+pub(super) async fn record_interaction(
+    ctx: &Context<'_>,
+    input: RecordInteractionInput,
+) -> Result<InteractionPayload> {
+    let new = NewInteraction {
+        customer_id: id("customerId", Kind::Customer, &input.customer_id)?,
+        conversation_id: opt_id(
+            "conversationId",
+            Kind::Conversation,
+            input.conversation_id.as_ref(),
+        )?,
+        channel: input.channel.as_str().to_owned(),
+        kind: input.kind,
+        direction: input.direction,
+        subject: input.subject,
+        text: input.text,
+        url: input.url,
+        language: input.language,
+        occurred_at: input.occurred_at,
+    };
+    let model = domain::interaction::record(&app(ctx).db, caller(ctx)?, new).await?;
+    Ok(InteractionPayload {
+        interaction: Interaction(model),
+    })
+}
+
+pub(super) async fn reply_to_interaction(
+    ctx: &Context<'_>,
+    input: ReplyToInteractionInput,
+) -> Result<InteractionPayload> {
+    let target = id("interactionId", Kind::Interaction, &input.interaction_id)?;
+    if let Some(key) = &input.idempotency_key {
+        domain::text::check_lookup("idempotencyKey", key, 200)?;
+    }
+    let syncer = crate::ingest::sync::Syncer::new(app(ctx));
+    let model = crate::ingest::reply::reply(
+        &syncer,
+        caller(ctx)?,
+        target,
+        &input.text,
+        input.idempotency_key,
+    )
+    .await?;
+    Ok(InteractionPayload {
+        interaction: Interaction(model),
+    })
+}

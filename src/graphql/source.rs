@@ -1,0 +1,212 @@
+//! Sources (the channels Rapport syncs from): the object, inputs and payloads.
+//! The mutations on sources are here too; the `Mutation` root delegates to them.
+
+use async_graphql::{Context, InputObject, Json, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+
+use super::inputs::id;
+use super::types::{enum_of, Channel};
+use super::{app, caller};
+use crate::domain::source::{NewSource, SourceChanges};
+use crate::domain::{self};
+use crate::ids::{encode, Kind};
+
+/// A configured connector instance. Its secrets are write-only: `secretsSet` names them,
+/// nothing returns their values.
+pub struct Source(pub entity::source::Model);
+
+#[Object]
+impl Source {
+    pub(super) async fn id(&self) -> ID {
+        ID(encode(Kind::Source, self.0.id))
+    }
+    async fn channel(&self) -> Result<Channel> {
+        Channel::from_db(&self.0.channel)
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// The settings that are not secrets.
+    async fn config(&self) -> Json<serde_json::Value> {
+        Json(self.0.config.clone())
+    }
+    /// The names of the secrets that are set (`secret`, `access_token`, …), never their values.
+    async fn secrets_set(&self) -> Vec<String> {
+        domain::source::secret_names(&self.0)
+    }
+    /// Seconds between two pulls, for pull channels.
+    async fn schedule_secs(&self) -> i32 {
+        self.0.schedule_secs
+    }
+    /// Where the source has read up to, as its platform names positions.
+    async fn cursor(&self) -> Option<&str> {
+        self.0.cursor.as_deref()
+    }
+    async fn status(&self) -> Result<domain::source::SourceStatus> {
+        enum_of(domain::source::SourceStatus::from_db, &self.0.status)
+    }
+    async fn last_error(&self) -> Option<&str> {
+        self.0.last_error.as_deref()
+    }
+    async fn items_ingested(&self) -> i64 {
+        self.0.items_ingested
+    }
+    async fn last_run_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_run_at
+    }
+    async fn next_run_at(&self) -> Option<DateTime<Utc>> {
+        self.0.next_run_at
+    }
+    /// For webhook sources: the path to POST deliveries to.
+    async fn webhook_path(&self) -> Option<String> {
+        (self.0.channel == Channel::Webhook.as_str())
+            .then(|| format!("/webhooks/{}", encode(Kind::Source, self.0.id)))
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct SourcePayload {
+    pub source: Source,
+}
+
+/// What a sync did.
+#[derive(SimpleObject)]
+pub struct SyncSourcePayload {
+    /// The source after the sync: status, cursor, lastError, nextRunAt.
+    pub source: Source,
+    /// Interactions stored by this sync.
+    pub new_items: i32,
+    /// Items seen again and dropped.
+    pub duplicates: i32,
+    /// Batches pulled.
+    pub batches: i32,
+    /// Why the sync failed, when it did (also the source's `lastError`).
+    pub error: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct DeleteSourcePayload {
+    pub deleted_source_id: ID,
+}
+
+#[derive(InputObject)]
+pub struct CreateSourceInput {
+    pub channel: Channel,
+    /// Unique in the workspace.
+    pub name: String,
+    /// The channel's settings as README documents them; secrets in it are stored apart
+    /// and never returned.
+    pub config: Json<serde_json::Value>,
+    /// Seconds between pulls (30 to 86400; default 300).
+    pub schedule_secs: Option<i32>,
+}
+
+/// Fields left out stay as they are. A new `config` replaces the settings; secrets it
+/// leaves out are kept.
+#[derive(InputObject)]
+pub struct UpdateSourceInput {
+    pub id: ID,
+    pub name: Option<String>,
+    pub config: Option<Json<serde_json::Value>>,
+    pub schedule_secs: Option<i32>,
+}
+
+#[derive(InputObject)]
+pub struct SourceIdInput {
+    pub id: ID,
+}
+
+// The mutations on this noun; the `Mutation` root delegates to them.
+
+pub(super) async fn create_source(
+    ctx: &Context<'_>,
+    input: CreateSourceInput,
+) -> Result<SourcePayload> {
+    let new = NewSource {
+        channel: input.channel.into(),
+        name: input.name,
+        config: domain::text::check_json("config", &input.config.0)?,
+        schedule_secs: input.schedule_secs,
+    };
+    let model = domain::source::create(&app(ctx).db, caller(ctx)?, new).await?;
+    Ok(SourcePayload {
+        source: Source(model),
+    })
+}
+
+pub(super) async fn update_source(
+    ctx: &Context<'_>,
+    input: UpdateSourceInput,
+) -> Result<SourcePayload> {
+    let id = id("id", Kind::Source, &input.id)?;
+    let changes = SourceChanges {
+        name: input.name,
+        config: input
+            .config
+            .map(|json| domain::text::check_json("config", &json.0))
+            .transpose()?,
+        schedule_secs: input.schedule_secs,
+        paused: None,
+    };
+    Ok(SourcePayload {
+        source: Source(domain::source::update(&app(ctx).db, caller(ctx)?, id, changes).await?),
+    })
+}
+
+pub(super) async fn pause_source(ctx: &Context<'_>, input: SourceIdInput) -> Result<SourcePayload> {
+    let id = id("id", Kind::Source, &input.id)?;
+    let changes = SourceChanges {
+        paused: Some(true),
+        ..SourceChanges::default()
+    };
+    Ok(SourcePayload {
+        source: Source(domain::source::update(&app(ctx).db, caller(ctx)?, id, changes).await?),
+    })
+}
+
+pub(super) async fn resume_source(
+    ctx: &Context<'_>,
+    input: SourceIdInput,
+) -> Result<SourcePayload> {
+    let id = id("id", Kind::Source, &input.id)?;
+    let changes = SourceChanges {
+        paused: Some(false),
+        ..SourceChanges::default()
+    };
+    Ok(SourcePayload {
+        source: Source(domain::source::update(&app(ctx).db, caller(ctx)?, id, changes).await?),
+    })
+}
+
+pub(super) async fn sync_source(
+    ctx: &Context<'_>,
+    input: SourceIdInput,
+) -> Result<SyncSourcePayload> {
+    let id = id("id", Kind::Source, &input.id)?;
+    let syncer = crate::ingest::sync::Syncer::new(app(ctx));
+    let (report, source) = crate::ingest::sync::sync_now(&syncer, caller(ctx)?, id).await?;
+    Ok(SyncSourcePayload {
+        source: Source(source),
+        new_items: report.new as i32,
+        duplicates: report.duplicates as i32,
+        batches: report.batches as i32,
+        error: report.error,
+    })
+}
+
+pub(super) async fn delete_source(
+    ctx: &Context<'_>,
+    input: SourceIdInput,
+) -> Result<DeleteSourcePayload> {
+    let id = id("id", Kind::Source, &input.id)?;
+    domain::source::delete(&app(ctx).db, caller(ctx)?, id).await?;
+    Ok(DeleteSourcePayload {
+        deleted_source_id: input.id,
+    })
+}

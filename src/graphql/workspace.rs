@@ -1,0 +1,49 @@
+//! The workspace (tenant) and the viewer (the calling key) objects.
+
+use async_graphql::{Object, ID};
+use chrono::{DateTime, Utc};
+
+use crate::domain::Role;
+use crate::ids::{encode, Kind};
+use entity::*;
+
+/// A tenant: every object belongs to exactly one.
+pub struct Workspace(pub workspace::Model);
+
+#[Object]
+impl Workspace {
+    pub(super) async fn id(&self) -> ID {
+        ID(encode(Kind::Workspace, self.0.id))
+    }
+    async fn slug(&self) -> &str {
+        &self.0.slug
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+/// Who is calling.
+pub struct Viewer {
+    pub workspace: workspace::Model,
+    pub role: Role,
+    pub key_name: String,
+}
+
+#[Object]
+impl Viewer {
+    async fn workspace(&self) -> Workspace {
+        Workspace(self.workspace.clone())
+    }
+    /// What this key may do.
+    async fn role(&self) -> Role {
+        self.role
+    }
+    /// The name given to the API key when it was created.
+    async fn key_name(&self) -> &str {
+        &self.key_name
+    }
+}

@@ -1,0 +1,132 @@
+//! `POST /webhooks/{source_id}`: signed deliveries from a platform into ingest. The
+//! signature is verified over the raw bytes before anything is parsed; the delivery is
+//! stored through the same ingest path as a sync, so replays are stored once.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::{reject, HttpState, MediaType, Rejection, JSON};
+use crate::domain;
+use crate::error::Error;
+
+/// `POST /webhooks/{source_id}`: a delivery to a webhook source. The signature is checked
+/// over the raw bytes before anything is parsed; a bad signature is 401 and stores
+/// nothing; a bad body is 400 naming the field; a replayed `webhook-id` is stored once.
+pub(super) async fn deliver(
+    State(state): State<HttpState>,
+    axum::extract::Path(source_id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let refuse = |rejection: Rejection| reject(&state, MediaType::Json, rejection);
+    let not_found = || Error::not_found("webhook source", source_id.clone());
+    let Ok(id) = crate::ids::decode("source_id", crate::ids::Kind::Source, &source_id) else {
+        return refuse(not_found().into());
+    };
+    let source = match domain::source::for_webhook(&state.app().db, id).await {
+        Ok(source) => source,
+        Err(Error::NotFound { .. }) => return refuse(not_found().into()),
+        Err(err) => {
+            tracing::error!(error = %err, "looking up a webhook source failed");
+            return refuse(err.into());
+        }
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let message = format!(
+                "the delivery is larger than {} bytes",
+                state.app().config.limits.max_body_bytes
+            );
+            return refuse(Rejection::protocol(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Error::bad_input(message),
+            ));
+        }
+        Err(_) => return refuse(Rejection::bad("the delivery could not be read")),
+    };
+    let secret = source
+        .secrets
+        .get("secret")
+        .and_then(Value::as_str)
+        .map(connectors::webhook::Secret::parse);
+    let Some(Ok(secret)) = secret else {
+        tracing::error!(source = %source_id, "a webhook source has no usable secret");
+        return refuse(Error::Internal("webhook source without a secret".into()).into());
+    };
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let signature = connectors::webhook::SignatureHeaders {
+        webhook_id: header("webhook-id"),
+        webhook_timestamp: header("webhook-timestamp"),
+        webhook_signature: header("webhook-signature"),
+        hub_signature_256: header("x-hub-signature-256"),
+    };
+    let verified = match secret.verify(&signature, &body, chrono::Utc::now()) {
+        Ok(verified) => verified,
+        Err(err) => {
+            tracing::warn!(source = %source_id, reason = %err, "webhook delivery refused");
+            return refuse(Error::Unauthenticated(err.to_string()).into());
+        }
+    };
+    if source.status == domain::source::SourceStatus::Paused.as_str() {
+        // 503, not the 409 of `CONFLICT`: senders retry a 5xx later, and the source
+        // takes deliveries again once resumed.
+        return refuse(Rejection::protocol(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Error::Conflict("the source is paused; retry later".into()),
+        ));
+    }
+    // Replays are deduplicated on what the signature covers: the signed `webhook-id`, or
+    // the body's hash for GitHub-style signatures (`X-GitHub-Delivery` is not signed).
+    let delivery_id = verified.delivery_id();
+    let item = match connectors::webhook::parse(&body, &delivery_id, crate::domain::now()) {
+        Ok(item) => item,
+        Err(err) => return refuse(Error::field(err.field, err.to_string()).into()),
+    };
+    // Stored normalised (control characters removed): nothing left is no text at all.
+    if domain::text::clean(&item.text).is_empty() {
+        return refuse(Error::field("text", "text: is required and must not be empty").into());
+    }
+    match crate::ingest::ingest(
+        &state.app().db,
+        &source,
+        std::slice::from_ref(&item),
+        None,
+        None,
+    )
+    .await
+    {
+        // 422, not 400: the delivery is well formed, its content cannot be stored, and
+        // senders do not retry a 4xx.
+        Ok(report) if !report.skipped.is_empty() => refuse(Rejection::protocol(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Error::bad_input("the delivery's content cannot be stored; do not retry it unchanged"),
+        )),
+        Ok(report) => {
+            crate::failpoint::failpoint("webhook.after_commit");
+            let interaction = report
+                .new
+                .first()
+                .map(|id| crate::ids::encode(crate::ids::Kind::Interaction, *id));
+            let body = json!({ "accepted": true, "duplicate": report.new.is_empty(), "interactionId": interaction });
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, JSON)],
+                body.to_string(),
+            )
+                .into_response()
+        }
+        Err(err) => {
+            // Only a server-side failure is a 5xx (the sender retries); an error about the
+            // delivery itself keeps its 4xx status.
+            let rejection = Rejection::from(err);
+            if rejection.0.is_server_error() {
+                tracing::error!(source = %source_id, error = %rejection.1, "storing a webhook delivery failed");
+            }
+            refuse(rejection)
+        }
+    }
+}
