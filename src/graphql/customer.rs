@@ -94,6 +94,10 @@ impl Customer {
     /// Every interaction with this customer across every channel, newest first. With
     /// `search` (at most 500 characters), only those matching it (through the search
     /// index; forward pages only).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a Relay connection's filter, order and four paging arguments are GraphQL arguments, so resolver parameters"
+    )]
     async fn timeline(
         &self,
         ctx: &Context<'_>,

@@ -91,6 +91,10 @@ impl Query {
     }
 
     /// Customers, filtered and ordered (newest first by default), at most 100 a page.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a Relay connection's filter, order and four paging arguments are GraphQL arguments, so resolver parameters"
+    )]
     async fn customers(
         &self,
         ctx: &Context<'_>,

@@ -359,18 +359,33 @@ fn page_size(first: Option<i32>, default: i32) -> Result<usize, Error> {
     Ok(first as usize)
 }
 
-/// Runs an interaction search and loads the hits, in order, with their highlights and
-/// cursors. `text_field` names the argument holding the text (`query`, `search`).
-async fn run(
-    ctx: &Context<'_>,
-    text_field: &str,
-    text: &str,
-    mut filter: SearchFilter,
+/// One interaction search as a field asked for it.
+struct Asked<'a> {
+    /// The argument holding the text (`query`, `search`), for error messages.
+    text_field: &'a str,
+    text: &'a str,
+    filter: SearchFilter,
     sort: SearchSort,
     first: Option<i32>,
     after: Option<String>,
     facets: bool,
+}
+
+/// Runs an interaction search and loads the hits, in order, with their highlights and
+/// cursors.
+async fn run(
+    ctx: &Context<'_>,
+    asked: Asked<'_>,
 ) -> Result<(Vec<(String, SearchHit)>, search::Hits, bool)> {
+    let Asked {
+        text_field,
+        text,
+        mut filter,
+        sort,
+        first,
+        after,
+        facets,
+    } = asked;
     let caller = caller(ctx)?;
     let text = search::check_query(text_field, text)?;
     let limit = page_size(first, 20)?;
@@ -456,13 +471,15 @@ pub async fn search(
     let has_previous = after.is_some();
     let (found, hits, has_next) = run(
         ctx,
-        "query",
-        &query,
-        filter,
-        sort.unwrap_or_default(),
-        first,
-        after,
-        facets,
+        Asked {
+            text_field: "query",
+            text: &query,
+            filter,
+            sort: sort.unwrap_or_default(),
+            first,
+            after,
+            facets,
+        },
     )
     .await?;
     let mut connection = Connection::with_additional_fields(
@@ -504,13 +521,15 @@ pub async fn searched_timeline(
     };
     let (found, hits, has_next) = run(
         ctx,
-        "search",
-        text,
-        search_filter,
-        SearchSort::Newest,
-        first,
-        after,
-        false,
+        Asked {
+            text_field: "search",
+            text,
+            filter: search_filter,
+            sort: SearchSort::Newest,
+            first,
+            after,
+            facets: false,
+        },
     )
     .await?;
     let mut connection = Connection::with_additional_fields(

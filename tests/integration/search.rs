@@ -57,18 +57,19 @@ struct World {
     docs: Vec<InteractionDoc>,
 }
 
+/// Channel, kind, direction and conversation status of a document.
+type Labels<'a> = (&'a str, &'a str, &'a str, &'a str);
+
 fn doc(
     world: (Uuid, Uuid, Option<Uuid>),
     text: &str,
-    channel: &str,
-    kind: &str,
-    direction: &str,
-    status: &str,
+    labels: Labels<'_>,
     sentiment: Option<f64>,
     language: &str,
     occurred_at: i64,
 ) -> InteractionDoc {
     let (workspace_id, customer_id, conversation_id) = world;
+    let (channel, kind, direction, status) = labels;
     InteractionDoc {
         id: Uuid::now_v7(),
         workspace_id,
@@ -102,10 +103,7 @@ fn world() -> World {
         doc(
             a,
             "The CSV export is broken since the update",
-            "mastodon",
-            "mention",
-            "inbound",
-            "open",
+            ("mastodon", "mention", "inbound", "open"),
             Some(-0.6),
             "en",
             at(1, 9),
@@ -113,10 +111,7 @@ fn world() -> World {
         doc(
             a,
             "Any news about the export? It is blocking our integration",
-            "mastodon",
-            "mention",
-            "inbound",
-            "open",
+            ("mastodon", "mention", "inbound", "open"),
             Some(-0.3),
             "en",
             at(2, 9),
@@ -124,10 +119,7 @@ fn world() -> World {
         doc(
             a,
             "We shipped a fix for the export today",
-            "mastodon",
-            "reply",
-            "outbound",
-            "open",
+            ("mastodon", "reply", "outbound", "open"),
             Some(0.4),
             "en",
             at(3, 9),
@@ -135,10 +127,7 @@ fn world() -> World {
         doc(
             b,
             "Me encanta la canción del anuncio 🎉 https://example.com/anuncio?x=1",
-            "email",
-            "email",
-            "inbound",
-            "none",
+            ("email", "email", "inbound", "none"),
             Some(0.8),
             "es",
             at(4, 9),
@@ -146,10 +135,7 @@ fn world() -> World {
         doc(
             b,
             "Quiero cancelar la suscripción, el servicio es pésimo",
-            "email",
-            "email",
-            "inbound",
-            "none",
+            ("email", "email", "inbound", "none"),
             Some(-0.8),
             "es",
             at(5, 9),
@@ -157,10 +143,7 @@ fn world() -> World {
         doc(
             b,
             "Reporting works great, thanks for the integration guide",
-            "rss",
-            "post",
-            "inbound",
-            "none",
+            ("rss", "post", "inbound", "none"),
             None,
             "en",
             at(6, 9),
@@ -169,10 +152,7 @@ fn world() -> World {
         doc(
             (globex, Uuid::now_v7(), None),
             "Globex export broken, integration down",
-            "mastodon",
-            "mention",
-            "inbound",
-            "open",
+            ("mastodon", "mention", "inbound", "open"),
             Some(-0.5),
             "en",
             at(1, 10),
