@@ -289,3 +289,54 @@ mod tests {
         assert_eq!(clean("a\u{0}b"), "ab");
     }
 }
+
+/// Whether the database refused an item for its data (so skipping it is right), rather
+/// than for a reason that would fail any item (then the batch fails and is retried).
+pub fn refused_for_its_data(err: &Error) -> bool {
+    use sea_orm::{DbErr, RuntimeErr};
+    let Error::Database(
+        DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err)),
+    ) = err
+    else {
+        return false;
+    };
+    let Some(code) = err.as_database_error().and_then(|err| err.code()) else {
+        return false;
+    };
+    if code.len() == 5 {
+        // A PostgreSQL SQLSTATE: data exception, integrity constraint violation.
+        // 54: a program limit (an index row too large) — the item's data again.
+        code.starts_with("22") || code.starts_with("23") || code.starts_with("54")
+    } else {
+        // A SQLite result code (an extended code keeps the primary one in its low byte):
+        // TOOBIG, CONSTRAINT, MISMATCH.
+        code.parse::<u32>()
+            .is_ok_and(|code| matches!(code & 0xff, 18..=20))
+    }
+}
+
+#[cfg(test)]
+mod refused_tests {
+    use super::*;
+    use sea_orm::Database;
+
+    #[tokio::test]
+    async fn only_errors_about_an_items_data_skip_the_item() {
+        let db = Database::connect("sqlite::memory:").await.unwrap();
+        db.execute_unprepared("CREATE TABLE t (x TEXT NOT NULL UNIQUE)")
+            .await
+            .unwrap();
+        db.execute_unprepared("INSERT INTO t VALUES ('a')")
+            .await
+            .unwrap();
+        for refused in ["INSERT INTO t VALUES (NULL)", "INSERT INTO t VALUES ('a')"] {
+            let err = Error::from(db.execute_unprepared(refused).await.unwrap_err());
+            assert!(refused_for_its_data(&err), "{refused}: {err:?}");
+        }
+        for failing in ["INSERT INTO nowhere VALUES (1)", "NOT SQL"] {
+            let err = Error::from(db.execute_unprepared(failing).await.unwrap_err());
+            assert!(!refused_for_its_data(&err), "{failing}: {err:?}");
+        }
+        assert!(!refused_for_its_data(&Error::Internal("x".into())));
+    }
+}

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 pub use crate::domain::source::Lease;
 use crate::domain::{self, Direction};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::failpoint::failpoint;
 use connectors::{Connector, ConnectorError, InboundItem};
 use entity::source;
@@ -98,7 +98,7 @@ pub async fn ingest(
                     Stored::Duplicate => report.duplicates += 1,
                 }
             }
-            Err(err) if refused_for_its_data(&err) => {
+            Err(err) if domain::refused_for_its_data(&err) => {
                 savepoint.rollback().await?;
                 tracing::warn!(
                     source = %crate::ids::encode(crate::ids::Kind::Source, source.id),
@@ -214,55 +214,4 @@ async fn store_item(
             None => Stored::Duplicate,
         },
     )
-}
-
-/// Whether the database refused an item for its data (so skipping it is right), rather
-/// than for a reason that would fail any item (then the batch fails and is retried).
-fn refused_for_its_data(err: &Error) -> bool {
-    use sea_orm::{DbErr, RuntimeErr};
-    let Error::Database(
-        DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err)),
-    ) = err
-    else {
-        return false;
-    };
-    let Some(code) = err.as_database_error().and_then(|err| err.code()) else {
-        return false;
-    };
-    if code.len() == 5 {
-        // A PostgreSQL SQLSTATE: data exception, integrity constraint violation.
-        // 54: a program limit (an index row too large) — the item's data again.
-        code.starts_with("22") || code.starts_with("23") || code.starts_with("54")
-    } else {
-        // A SQLite result code (an extended code keeps the primary one in its low byte):
-        // TOOBIG, CONSTRAINT, MISMATCH.
-        code.parse::<u32>()
-            .is_ok_and(|code| matches!(code & 0xff, 18..=20))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sea_orm::Database;
-
-    #[tokio::test]
-    async fn only_errors_about_an_items_data_skip_the_item() {
-        let db = Database::connect("sqlite::memory:").await.unwrap();
-        db.execute_unprepared("CREATE TABLE t (x TEXT NOT NULL UNIQUE)")
-            .await
-            .unwrap();
-        db.execute_unprepared("INSERT INTO t VALUES ('a')")
-            .await
-            .unwrap();
-        for refused in ["INSERT INTO t VALUES (NULL)", "INSERT INTO t VALUES ('a')"] {
-            let err = Error::from(db.execute_unprepared(refused).await.unwrap_err());
-            assert!(refused_for_its_data(&err), "{refused}: {err:?}");
-        }
-        for failing in ["INSERT INTO nowhere VALUES (1)", "NOT SQL"] {
-            let err = Error::from(db.execute_unprepared(failing).await.unwrap_err());
-            assert!(!refused_for_its_data(&err), "{failing}: {err:?}");
-        }
-        assert!(!refused_for_its_data(&Error::Internal("x".into())));
-    }
 }
