@@ -144,8 +144,18 @@ fn parse_entry(raw: &str) -> Result<Entry, InvalidEntry> {
             .ok()
             .filter(|prefix| *prefix <= max)
             .ok_or_else(|| invalid(entry, &format!("the prefix must be 0 to {max}")))?;
+        // A block written in IPv4-mapped IPv6 form (`::ffff:10.0.0.0/104`) is an IPv4
+        // block: its prefix loses the 96 bits of the mapping.
+        let canonical_network = canonical(network);
+        let prefix = if network.is_ipv6() && canonical_network.is_ipv4() {
+            prefix
+                .checked_sub(96)
+                .ok_or_else(|| invalid(entry, "an IPv4-mapped block needs a prefix of 96 to 128"))?
+        } else {
+            prefix
+        };
         return Ok(Entry::Block(Cidr {
-            network: canonical(network),
+            network: canonical_network,
             prefix,
         }));
     }
@@ -564,6 +574,14 @@ pub fn refusal_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_ipv4_mapped_block_is_read_as_the_ipv4_block() {
+        let policy = OutboundPolicy::parse(["::ffff:10.0.0.0/104"]).unwrap();
+        assert!(policy.permits("10.1.2.3".parse().unwrap(), Some(80)));
+        assert!(!policy.permits("192.168.1.1".parse().unwrap(), Some(80)));
+        assert!(OutboundPolicy::parse(["::ffff:10.0.0.0/64"]).is_err());
+    }
+
     use super::*;
 
     fn ip(text: &str) -> IpAddr {

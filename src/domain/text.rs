@@ -117,9 +117,14 @@ pub fn normalize_item(item: &connectors::InboundItem) -> connectors::InboundItem
     }
     let mut item = item.clone();
     one(&mut item.external_id);
+    one(&mut item.author.platform_id);
+    for key in [&mut item.thread_key, &mut item.in_reply_to] {
+        opt(key);
+    }
     // Keys are unique-indexed: PostgreSQL refuses an index entry over ~2.7 KB, SQLite
     // takes anything. A longer key is replaced by its digest, the same on both databases
-    // and on every replay, so it still deduplicates.
+    // and on every replay, so it still deduplicates; it is taken after normalisation, so
+    // an item and a reply naming it agree.
     for key in [&mut item.external_id, &mut item.author.platform_id] {
         *key = bounded_key(key);
     }
@@ -136,13 +141,10 @@ pub fn normalize_item(item: &connectors::InboundItem) -> connectors::InboundItem
         &mut item.html,
         &mut item.url,
         &mut item.language,
-        &mut item.thread_key,
-        &mut item.in_reply_to,
     ] {
         opt(text);
     }
     let author = &mut item.author;
-    one(&mut author.platform_id);
     for text in [
         &mut author.handle,
         &mut author.display_name,

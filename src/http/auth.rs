@@ -23,7 +23,8 @@ pub(super) async fn limit_auth_failures(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(ip) = super::listener::peer(&request).map(|peer| peer.ip()) else {
+    let Some(ip) = super::listener::peer(&request).map(|peer| super::listener::client(peer.ip()))
+    else {
         return next.run(request).await;
     };
     if let Err(error) = state.auth_failures.peek(&ip) {
@@ -36,16 +37,18 @@ pub(super) async fn limit_auth_failures(
     response
 }
 
-/// Webhook deliveries: a client whose deliveries keep failing their signature is refused
-/// for a while, and each source accepts so many signed deliveries a minute. Only signed
-/// deliveries use a source's budget, so unsigned junk sent to a known source address
-/// cannot lock its real sender out.
+/// Webhook deliveries: a client whose deliveries to a source keep failing their signature
+/// is refused at that source for a while (senders such as GitHub deliver for every
+/// tenant from shared addresses, so one tenant's wrong secret must not lock out another's
+/// source), and each source accepts so many signed deliveries a minute. Only deliveries
+/// that passed their signature (answered 2xx, or 422 when unstorable) use a source's
+/// budget, so junk sent to a known source address cannot lock its real sender out.
 pub(super) async fn limit_webhooks(
     State(state): State<HttpState>,
     request: Request,
     next: Next,
 ) -> Response {
-    let ip = super::listener::peer(&request).map(|peer| peer.ip());
+    let ip = super::listener::peer(&request).map(|peer| super::listener::client(peer.ip()));
     let source = request
         .uri()
         .path()
@@ -56,7 +59,7 @@ pub(super) async fn limit_webhooks(
         .take(64)
         .collect::<String>();
     if let Some(ip) = ip {
-        if let Err(error) = state.webhook_failures.peek(&ip) {
+        if let Err(error) = state.webhook_failures.peek(&(source.clone(), ip)) {
             return reject(&state, MediaType::Json, error);
         }
     }
@@ -64,11 +67,12 @@ pub(super) async fn limit_webhooks(
         return reject(&state, MediaType::Json, error);
     }
     let response = next.run(request).await;
-    if response.status() == StatusCode::UNAUTHORIZED {
+    let status = response.status();
+    if status == StatusCode::UNAUTHORIZED {
         if let Some(ip) = ip {
-            let _ = state.webhook_failures.check(ip);
+            let _ = state.webhook_failures.check((source, ip));
         }
-    } else {
+    } else if status.is_success() || status == StatusCode::UNPROCESSABLE_ENTITY {
         let _ = state.webhooks.check(source);
     }
     response

@@ -15,7 +15,8 @@
 //! - one client address holds at most `max_connections_per_client` of them, so a single
 //!   client sending slow bodies cannot take every place: past that, its own longest-idle
 //!   connection makes room, or its new one is refused;
-//! - on shutdown, every connection finishes the request in hand and closes.
+//! - on shutdown, the listener closes, every connection finishes the request in hand and
+//!   closes, and after the request budget and a grace period the server stops regardless.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -48,6 +49,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let cap = connection_cap(limits.max_connections);
     let per_client = limits.max_connections_per_client.max(1);
+    let drain = Duration::from_secs(limits.request_timeout_secs.max(1) + 5);
     let header_timeout = Duration::from_secs(limits.header_read_timeout_secs.max(1));
     let connections = Arc::new(Connections::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -68,7 +70,8 @@ pub async fn serve(
                 continue;
             }
         };
-        if connections.of(peer.ip()) >= per_client && !connections.evict_idle_of(Some(peer.ip())) {
+        let client = client(peer.ip());
+        if connections.of(client) >= per_client && !connections.evict_idle_of(Some(client)) {
             tracing::warn!(%peer, per_client, "a client holds too many busy connections; refusing a new one");
             drop(stream);
             continue;
@@ -79,12 +82,17 @@ pub async fn serve(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let slot = connections.open(peer.ip());
+        let slot = connections.open(client);
         let connections = connections.clone();
         let router = router.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let id = slot.id;
+            // Leaves the table however the task ends, a panic included.
+            let _leave = Leave {
+                connections: connections.clone(),
+                id,
+            };
             let tracked = connections.clone();
             let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                 let mut router = router.clone();
@@ -120,15 +128,30 @@ pub async fn serve(
                     let _ = connection.as_mut().await;
                 }
             }
-            connections.close(id);
         });
     }
+    // New clients are refused at once rather than left waiting in the backlog.
+    drop(listener);
     let _ = stop_tx.send(true);
-    // Connections finish their request in hand; requests have a time budget, so this ends.
-    while connections.len() > 0 {
+    // Connections finish their request in hand within its time budget; one whose client
+    // stopped reading its answer gets a grace period, then the server stops regardless.
+    let deadline = Instant::now() + drain;
+    while connections.len() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// Takes a connection out of the table when its task ends.
+struct Leave {
+    connections: Arc<Connections>,
+    id: u64,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.connections.close(self.id);
+    }
 }
 
 /// The connection cap: the configured one, lowered to what the descriptor limit allows
@@ -272,10 +295,41 @@ impl Connections {
     }
 }
 
+/// The client a request counts against: an IPv4 address (an IPv4-mapped IPv6 one read as
+/// IPv4), or an IPv6 /64 — one subscriber's allocation, whose addresses a client may
+/// rotate through at will.
+pub fn client(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
 /// The client address of a request, as the listener recorded it.
 pub fn peer(request: &axum::http::Request<axum::body::Body>) -> Option<SocketAddr> {
     request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client;
+
+    #[test]
+    fn a_client_is_an_ipv4_address_or_an_ipv6_64() {
+        let ip = |text: &str| text.parse().unwrap();
+        assert_eq!(client(ip("203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(client(ip("::ffff:203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(client(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            client(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            client(ip("2001:db8:1:2::9"))
+        );
+        assert_ne!(client(ip("2001:db8:1:3::1")), client(ip("2001:db8:1:2::1")));
+    }
 }

@@ -45,8 +45,8 @@ struct HttpState {
     limiter: Arc<RateLimiter<uuid::Uuid>>,
     /// Failed authentications (401s of `/graphql`) a minute per client address.
     auth_failures: Arc<RateLimiter<std::net::IpAddr>>,
-    /// Deliveries with a bad signature a minute per client address.
-    webhook_failures: Arc<RateLimiter<std::net::IpAddr>>,
+    /// Deliveries with a bad signature a minute per source and client address.
+    webhook_failures: Arc<RateLimiter<(String, std::net::IpAddr)>>,
     /// Signed deliveries a minute per webhook source.
     webhooks: Arc<RateLimiter<String>>,
 }
