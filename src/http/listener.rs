@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ConnectInfo;
 use axum::Router;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
@@ -96,12 +96,29 @@ pub async fn serve(
             let tracked = connections.clone();
             let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                 let mut router = router.clone();
-                let tracked = tracked.clone();
+                // Busy from the moment the request's body has arrived whole (at once when
+                // it has none) until its answer is ready: a client still trickling a body
+                // holds no work of ours yet and stays evictable like an idle one.
+                let busy = Arc::new(BusySlot {
+                    connections: tracked.clone(),
+                    id,
+                    guard: Mutex::new(None),
+                    done: std::sync::atomic::AtomicBool::new(false),
+                });
+                if request.body().is_end_stream() {
+                    busy.arrived();
+                }
+                let arrival = busy.clone();
                 async move {
-                    let _busy = tracked.busy(id);
-                    let mut request = request.map(axum::body::Body::new);
+                    let mut request = request.map(|body| {
+                        axum::body::Body::new(Arrival {
+                            inner: body,
+                            slot: Some(arrival),
+                        })
+                    });
                     request.extensions_mut().insert(ConnectInfo(peer));
                     let response = tower::Service::call(&mut router, request).await;
+                    busy.finished();
                     Ok::<_, Infallible>(match response {
                         Ok(response) => response,
                         Err(never) => match never {},
@@ -140,6 +157,75 @@ pub async fn serve(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// One request's claim on its connection's busy mark.
+struct BusySlot {
+    connections: Arc<Connections>,
+    id: u64,
+    guard: Mutex<Option<Busy>>,
+    /// The answer is ready: a body that ends later marks nothing.
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl BusySlot {
+    fn arrived(&self) {
+        if self.done.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut guard = self
+            .guard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if guard.is_none() {
+            *guard = Some(self.connections.busy(self.id));
+        }
+    }
+
+    fn finished(&self) {
+        self.done.store(true, Ordering::SeqCst);
+        self.guard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+    }
+}
+
+/// A request body that marks its connection busy once it has arrived whole.
+struct Arrival {
+    inner: Incoming,
+    slot: Option<Arc<BusySlot>>,
+}
+
+impl hyper::body::Body for Arrival {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        let ended = match &polled {
+            std::task::Poll::Ready(None) => true,
+            std::task::Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
+            _ => false,
+        };
+        if ended {
+            if let Some(slot) = self.slot.take() {
+                slot.arrived();
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Takes a connection out of the table when its task ends.
