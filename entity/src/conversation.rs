@@ -3,14 +3,16 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::id::{ConversationId, CustomerId, SourceId, WorkspaceId};
+
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "conversation")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
-    pub workspace_id: Uuid,
-    pub customer_id: Uuid,
-    pub source_id: Option<Uuid>,
+    pub id: ConversationId,
+    pub workspace_id: WorkspaceId,
+    pub customer_id: CustomerId,
+    pub source_id: Option<SourceId>,
     pub thread_key: Option<String>,
     pub channel: String,
     pub subject: Option<String>,

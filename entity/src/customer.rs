@@ -3,21 +3,23 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::id::{CustomerId, OrganizationId, WorkspaceId};
+
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "customer")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
-    pub workspace_id: Uuid,
+    pub id: CustomerId,
+    pub workspace_id: WorkspaceId,
     pub display_name: String,
     pub given_name: Option<String>,
     pub family_name: Option<String>,
     pub lifecycle_stage: String,
     pub external_id: Option<String>,
-    pub organization_id: Option<Uuid>,
+    pub organization_id: Option<OrganizationId>,
     #[sea_orm(column_type = "JsonBinary")]
     pub custom: Json,
-    pub merged_into: Option<Uuid>,
+    pub merged_into: Option<CustomerId>,
     pub first_seen_at: DateTimeUtc,
     pub last_seen_at: DateTimeUtc,
     pub created_at: DateTimeUtc,

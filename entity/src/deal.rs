@@ -3,14 +3,16 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::id::{CustomerId, DealId, OrganizationId, WorkspaceId};
+
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "deal")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
-    pub workspace_id: Uuid,
-    pub customer_id: Option<Uuid>,
-    pub organization_id: Option<Uuid>,
+    pub id: DealId,
+    pub workspace_id: WorkspaceId,
+    pub customer_id: Option<CustomerId>,
+    pub organization_id: Option<OrganizationId>,
     pub title: String,
     pub amount_minor: Option<i64>,
     pub currency: String,

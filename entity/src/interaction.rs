@@ -3,16 +3,18 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::id::{ConversationId, CustomerId, IdentityId, InteractionId, SourceId, WorkspaceId};
+
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "interaction")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
-    pub workspace_id: Uuid,
-    pub customer_id: Uuid,
-    pub conversation_id: Option<Uuid>,
-    pub identity_id: Option<Uuid>,
-    pub source_id: Option<Uuid>,
+    pub id: InteractionId,
+    pub workspace_id: WorkspaceId,
+    pub customer_id: CustomerId,
+    pub conversation_id: Option<ConversationId>,
+    pub identity_id: Option<IdentityId>,
+    pub source_id: Option<SourceId>,
     pub external_id: Option<String>,
     pub channel: String,
     pub direction: String,

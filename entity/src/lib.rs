@@ -8,6 +8,7 @@ pub mod customer;
 pub mod customer_tag;
 pub mod deal;
 pub mod event;
+pub mod id;
 pub mod identity;
 pub mod interaction;
 pub mod note;
@@ -15,3 +16,8 @@ pub mod organization;
 pub mod source;
 pub mod tag;
 pub mod workspace;
+
+pub use id::{
+    ApiKeyId, ContactPointId, ConversationId, CustomerId, DealId, IdentityId, InteractionId, NoteId,
+    OrganizationId, SourceId, TagId, WorkspaceId,
+};

@@ -4,12 +4,14 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::id::{SourceId, WorkspaceId};
+
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "source")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
-    pub workspace_id: Uuid,
+    pub id: SourceId,
+    pub workspace_id: WorkspaceId,
     pub channel: String,
     pub name: String,
     #[sea_orm(column_type = "JsonBinary")]
