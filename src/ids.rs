@@ -2,86 +2,94 @@
 //! UUIDv7 in hex, so `node(id:)` can resolve any object and ids of different kinds cannot
 //! be mixed up.
 
+use entity::{
+    ApiKeyId, ContactPointId, ConversationId, CustomerId, DealId, IdentityId, InteractionId,
+    NoteId, OrganizationId, SourceId, TagId, WorkspaceId,
+};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
-/// The kinds of object an id can name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Workspace,
-    Customer,
-    Organization,
-    Identity,
-    ContactPoint,
-    Interaction,
-    Conversation,
-    Deal,
-    Note,
-    Tag,
-    ApiKey,
-    Source,
+/// A row id that has a GraphQL id: the newtype of one table tied to its [`Kind`], so
+/// [`encode`] and [`decode`] know the prefix from the type.
+pub trait TypedId: Copy {
+    /// The kind of object the id names.
+    const KIND: Kind;
+    /// The id of the row whose key is `uuid`.
+    fn from_uuid(uuid: Uuid) -> Self;
+    /// The row's key.
+    fn uuid(self) -> Uuid;
 }
 
-impl Kind {
-    const ALL: [Kind; 12] = [
-        Kind::Workspace,
-        Kind::Customer,
-        Kind::Organization,
-        Kind::Identity,
-        Kind::ContactPoint,
-        Kind::Interaction,
-        Kind::Conversation,
-        Kind::Deal,
-        Kind::Note,
-        Kind::Tag,
-        Kind::ApiKey,
-        Kind::Source,
-    ];
+/// Declares the kinds of object an id can name: each with its typed id, its prefix and
+/// the noun used in messages (`no customer with id …`).
+macro_rules! kinds {
+    ($($kind:ident($id:ident) = $prefix:literal, $noun:literal;)+) => {
+        /// The kinds of object an id can name.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Kind { $($kind),+ }
 
-    pub fn prefix(self) -> &'static str {
-        match self {
-            Kind::Workspace => "wsp",
-            Kind::Customer => "cus",
-            Kind::Organization => "org",
-            Kind::Identity => "idn",
-            Kind::ContactPoint => "cpt",
-            Kind::Interaction => "int",
-            Kind::Conversation => "cnv",
-            Kind::Deal => "dea",
-            Kind::Note => "not",
-            Kind::Tag => "tag",
-            Kind::ApiKey => "key",
-            Kind::Source => "src",
-        }
-    }
+        impl Kind {
+            const ALL: &'static [Kind] = &[$(Kind::$kind),+];
 
-    /// The noun used in messages (`no customer with id …`).
-    pub fn noun(self) -> &'static str {
-        match self {
-            Kind::Workspace => "workspace",
-            Kind::Customer => "customer",
-            Kind::Organization => "organization",
-            Kind::Identity => "identity",
-            Kind::ContactPoint => "contact point",
-            Kind::Interaction => "interaction",
-            Kind::Conversation => "conversation",
-            Kind::Deal => "deal",
-            Kind::Note => "note",
-            Kind::Tag => "tag",
-            Kind::ApiKey => "API key",
-            Kind::Source => "source",
+            pub fn prefix(self) -> &'static str {
+                match self { $(Kind::$kind => $prefix),+ }
+            }
+
+            /// The noun used in messages (`no customer with id …`).
+            pub fn noun(self) -> &'static str {
+                match self { $(Kind::$kind => $noun),+ }
+            }
         }
-    }
+
+        /// An id of any kind, typed by the kind its prefix names (what `node(id:)` resolves).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum AnyId { $($kind($id)),+ }
+
+        impl AnyId {
+            fn new(kind: Kind, uuid: Uuid) -> AnyId {
+                match kind { $(Kind::$kind => AnyId::$kind($id::from_uuid(uuid))),+ }
+            }
+        }
+
+        $(
+            impl TypedId for $id {
+                const KIND: Kind = Kind::$kind;
+
+                fn from_uuid(uuid: Uuid) -> Self {
+                    $id::from_uuid(uuid)
+                }
+
+                fn uuid(self) -> Uuid {
+                    $id::uuid(self)
+                }
+            }
+        )+
+    };
 }
 
-/// Formats the id of a `kind` row.
-pub fn encode(kind: Kind, id: Uuid) -> String {
-    format!("{}_{}", kind.prefix(), id.simple())
+kinds! {
+    Workspace(WorkspaceId) = "wsp", "workspace";
+    Customer(CustomerId) = "cus", "customer";
+    Organization(OrganizationId) = "org", "organization";
+    Identity(IdentityId) = "idn", "identity";
+    ContactPoint(ContactPointId) = "cpt", "contact point";
+    Interaction(InteractionId) = "int", "interaction";
+    Conversation(ConversationId) = "cnv", "conversation";
+    Deal(DealId) = "dea", "deal";
+    Note(NoteId) = "not", "note";
+    Tag(TagId) = "tag", "tag";
+    ApiKey(ApiKeyId) = "key", "API key";
+    Source(SourceId) = "src", "source";
+}
+
+/// Formats a row's id: the prefix of its kind and its UUID in hex.
+pub fn encode<I: TypedId>(id: I) -> String {
+    format!("{}_{}", I::KIND.prefix(), id.uuid().simple())
 }
 
 /// Parses any id into its kind and UUID; `BAD_USER_INPUT` naming `field` when malformed.
-pub fn decode_any(field: &str, id: &str) -> Result<(Kind, Uuid)> {
+fn parse(field: &str, id: &str) -> Result<(Kind, Uuid)> {
     let invalid = || {
         Error::field(
             field,
@@ -90,7 +98,8 @@ pub fn decode_any(field: &str, id: &str) -> Result<(Kind, Uuid)> {
     };
     let (prefix, hex) = id.split_once('_').ok_or_else(invalid)?;
     let kind = Kind::ALL
-        .into_iter()
+        .iter()
+        .copied()
         .find(|kind| kind.prefix() == prefix)
         .ok_or_else(invalid)?;
     if hex.len() != 32 {
@@ -100,20 +109,26 @@ pub fn decode_any(field: &str, id: &str) -> Result<(Kind, Uuid)> {
     Ok((kind, uuid))
 }
 
-/// Parses an id that must be of `kind`; `BAD_USER_INPUT` naming `field` otherwise.
-pub fn decode(field: &str, kind: Kind, id: &str) -> Result<Uuid> {
-    let (found, uuid) = decode_any(field, id)?;
-    if found != kind {
+/// Parses an id of any kind; `BAD_USER_INPUT` naming `field` when malformed.
+pub fn decode_any(field: &str, id: &str) -> Result<AnyId> {
+    let (kind, uuid) = parse(field, id)?;
+    Ok(AnyId::new(kind, uuid))
+}
+
+/// Parses an id that must be of the kind of `I`; `BAD_USER_INPUT` naming `field` otherwise.
+pub fn decode<I: TypedId>(field: &str, id: &str) -> Result<I> {
+    let (found, uuid) = parse(field, id)?;
+    if found != I::KIND {
         return Err(Error::field(
             field,
             format!(
                 "`{id}` is the id of {}, not of {}",
                 with_article(found.noun()),
-                with_article(kind.noun())
+                with_article(I::KIND.noun())
             ),
         ));
     }
-    Ok(uuid)
+    Ok(I::from_uuid(uuid))
 }
 
 fn with_article(noun: &str) -> String {
@@ -125,31 +140,46 @@ fn with_article(noun: &str) -> String {
     format!("{article} {noun}")
 }
 
-/// A new time-ordered primary key.
-pub fn new_id() -> Uuid {
-    Uuid::now_v7()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn ids_round_trip_and_reject_the_wrong_kind() {
-        let uuid = new_id();
-        let id = encode(Kind::Customer, uuid);
+        let customer = CustomerId::new();
+        let id = encode(customer);
         assert!(id.starts_with("cus_"));
-        assert_eq!(decode("id", Kind::Customer, &id).unwrap(), uuid);
-        assert!(decode("id", Kind::Deal, &id).is_err());
+        assert_eq!(decode::<CustomerId>("id", &id).unwrap(), customer);
+        assert_eq!(decode_any("id", &id).unwrap(), AnyId::Customer(customer));
+        let err = decode::<DealId>("id", &id).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("`{id}` is the id of a customer, not of a deal")
+        );
+        let key = encode(ApiKeyId::new());
+        let err = decode::<OrganizationId>("id", &key).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("`{key}` is the id of an API key, not of an organization")
+        );
         for bad in [
             "",
             "cus_",
             "cus_xyz",
             "zzz_0190",
             "cus-0190",
-            &format!("cus_{}", uuid.hyphenated()),
+            &format!("cus_{}", customer.uuid().hyphenated()),
         ] {
             assert!(decode_any("id", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_kind_has_its_own_prefix() {
+        for (i, kind) in Kind::ALL.iter().enumerate() {
+            assert!(Kind::ALL[..i]
+                .iter()
+                .all(|other| other.prefix() != kind.prefix()));
         }
     }
 }

@@ -18,6 +18,6 @@ pub mod tag;
 pub mod workspace;
 
 pub use id::{
-    ApiKeyId, ContactPointId, ConversationId, CustomerId, DealId, IdentityId, InteractionId, NoteId,
-    OrganizationId, SourceId, TagId, WorkspaceId,
+    ApiKeyId, ContactPointId, ConversationId, CustomerId, DealId, IdentityId, InteractionId,
+    NoteId, OrganizationId, SourceId, TagId, WorkspaceId,
 };

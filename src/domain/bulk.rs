@@ -3,9 +3,9 @@
 //! events, so the SQL stays in the domain. Nothing on the request path uses this module.
 
 use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait, QuerySelect, TransactionTrait};
-use uuid::Uuid;
 
 use crate::error::Result;
+use crate::ids::TypedId;
 use entity::*;
 
 /// Rows to load at once, parents before children in the order of the fields.
@@ -28,7 +28,7 @@ impl Rows {
     /// interactions and deals (so the indexer and other consumers see them), in one
     /// transaction: all or nothing. Every row must set its id (and the field its event
     /// summarises); fails on a database error or a violated constraint.
-    pub async fn insert(self, db: &impl TransactionTrait, workspace_id: Uuid) -> Result<()> {
+    pub async fn insert(self, db: &impl TransactionTrait, workspace_id: WorkspaceId) -> Result<()> {
         let txn = db.begin().await?;
         insert_all(&txn, self.organizations).await?;
         insert_all(&txn, self.tags).await?;
@@ -52,22 +52,39 @@ impl Rows {
         });
         insert_all(&txn, self.deals).await?;
         insert_all(&txn, self.notes).await?;
-        use super::event::EventKind;
-        for (kind, events) in [
-            (EventKind::CustomerCreated, customer_events),
-            (EventKind::ConversationCreated, conversation_events),
-            (EventKind::InteractionCreated, interaction_events),
-            (EventKind::DealCreated, deal_events),
-        ] {
-            super::event::append_many(&txn, workspace_id, kind, events).await?;
-        }
+        use super::event::{append_many, EventKind};
+        append_many(
+            &txn,
+            workspace_id,
+            EventKind::CustomerCreated,
+            customer_events,
+        )
+        .await?;
+        append_many(
+            &txn,
+            workspace_id,
+            EventKind::ConversationCreated,
+            conversation_events,
+        )
+        .await?;
+        append_many(
+            &txn,
+            workspace_id,
+            EventKind::InteractionCreated,
+            interaction_events,
+        )
+        .await?;
+        append_many(&txn, workspace_id, EventKind::DealCreated, deal_events).await?;
         txn.commit().await?;
         Ok(())
     }
 }
 
 /// Events for seeded rows: the id and one telling field (consumers re-read the row).
-fn events<A>(rows: &[A], key: impl Fn(&A) -> (Uuid, String)) -> Vec<(Uuid, serde_json::Value)> {
+fn events<A, I: TypedId + serde::Serialize>(
+    rows: &[A],
+    key: impl Fn(&A) -> (I, String),
+) -> Vec<(I, serde_json::Value)> {
     rows.iter()
         .map(key)
         .map(|(id, summary)| {
@@ -93,14 +110,17 @@ where
 }
 
 /// How many customers the workspace holds (merged ones included).
-pub async fn customer_count(db: &impl ConnectionTrait, workspace_id: Uuid) -> Result<u64> {
+pub async fn customer_count(db: &impl ConnectionTrait, workspace_id: WorkspaceId) -> Result<u64> {
     Ok(super::scoped::<customer::Entity>(workspace_id)
         .count(db)
         .await?)
 }
 
 /// The ids of every customer of the workspace.
-pub async fn customer_ids(db: &impl ConnectionTrait, workspace_id: Uuid) -> Result<Vec<Uuid>> {
+pub async fn customer_ids(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+) -> Result<Vec<CustomerId>> {
     Ok(super::scoped::<customer::Entity>(workspace_id)
         .select_only()
         .column(customer::Column::Id)
@@ -118,7 +138,7 @@ pub struct Counts {
 }
 
 /// Counts the interactions, customers and conversations of the workspace.
-pub async fn counts(db: &impl ConnectionTrait, workspace_id: Uuid) -> Result<Counts> {
+pub async fn counts(db: &impl ConnectionTrait, workspace_id: WorkspaceId) -> Result<Counts> {
     Ok(Counts {
         interactions: super::scoped::<interaction::Entity>(workspace_id)
             .count(db)

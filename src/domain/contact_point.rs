@@ -7,12 +7,11 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
     TransactionTrait,
 };
-use uuid::Uuid;
 
 use super::{clean_optional, Caller, ContactPointKind, Role};
 use crate::error::{Error, Result};
-use crate::ids::{self, Kind};
 use entity::contact_point::{self, Column, Entity, Model};
+use entity::{ContactPointId, CustomerId, WorkspaceId};
 
 pub struct NewContactPoint {
     pub kind: ContactPointKind,
@@ -113,8 +112,8 @@ fn taken(kind: ContactPointKind, value: &str) -> String {
 /// Adds a contact point inside the caller's transaction; the first of its kind becomes primary.
 pub async fn insert(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    customer_id: Uuid,
+    workspace_id: WorkspaceId,
+    customer_id: CustomerId,
     input: NewContactPoint,
 ) -> Result<Model> {
     let (value, normalized) = normalize(input.kind, &input.value)?;
@@ -134,7 +133,7 @@ pub async fn insert(
             .await?;
     }
     let row = contact_point::ActiveModel {
-        id: Set(ids::new_id()),
+        id: Set(ContactPointId::new()),
         workspace_id: Set(workspace_id),
         customer_id: Set(customer_id),
         kind: Set(input.kind.as_str().to_owned()),
@@ -154,7 +153,7 @@ pub async fn insert(
 pub async fn add(
     db: &impl TransactionTrait,
     caller: &Caller,
-    customer_id: Uuid,
+    customer_id: CustomerId,
     input: NewContactPoint,
 ) -> Result<Model> {
     caller.require(Role::Agent, "adding a contact point")?;
@@ -167,14 +166,14 @@ pub async fn add(
 }
 
 /// Removes a contact point; returns the customer it belonged to.
-pub async fn remove(db: &impl TransactionTrait, caller: &Caller, id: Uuid) -> Result<Uuid> {
+pub async fn remove(
+    db: &impl TransactionTrait,
+    caller: &Caller,
+    id: ContactPointId,
+) -> Result<CustomerId> {
     caller.require(Role::Agent, "removing a contact point")?;
     let txn = super::begin_write(db).await?;
-    let point =
-        super::find_scoped::<Entity>(&txn, caller.workspace_id, id, "contact point", || {
-            ids::encode(Kind::ContactPoint, id)
-        })
-        .await?;
+    let point = super::find_scoped::<Entity, _>(&txn, caller.workspace_id, id).await?;
     Entity::delete_by_id(point.id).exec(&txn).await?;
     if point.is_primary {
         // The oldest remaining one of that kind takes over as primary.
@@ -200,8 +199,8 @@ pub async fn remove(db: &impl TransactionTrait, caller: &Caller, id: Uuid) -> Re
 /// customer): the UNIQUE constraint decides, `ON CONFLICT DO NOTHING`.
 pub async fn insert_if_free(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    customer_id: Uuid,
+    workspace_id: WorkspaceId,
+    customer_id: CustomerId,
     kind: ContactPointKind,
     value: &str,
     normalized: &str,
@@ -209,7 +208,7 @@ pub async fn insert_if_free(
 ) -> Result<()> {
     use sea_orm::sea_query::OnConflict;
     let row = contact_point::ActiveModel {
-        id: Set(ids::new_id()),
+        id: Set(ContactPointId::new()),
         workspace_id: Set(workspace_id),
         customer_id: Set(customer_id),
         kind: Set(kind.as_str().to_owned()),

@@ -7,29 +7,25 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
     QueryFilter, QuerySelect,
 };
-use uuid::Uuid;
 
 use super::event::EventKind;
 use super::{Caller, ConversationStatus, Direction};
 use crate::error::Result;
-use crate::ids::{self, Kind};
 use entity::conversation::{self, Column, Entity, Model};
+use entity::{ConversationId, CustomerId, SourceId, WorkspaceId};
 
 /// A conversation of the caller's workspace, or `NOT_FOUND`.
-pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: Uuid) -> Result<Model> {
-    super::find_scoped::<Entity>(db, caller.workspace_id, id, "conversation", || {
-        ids::encode(Kind::Conversation, id)
-    })
-    .await
+pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: ConversationId) -> Result<Model> {
+    super::find_scoped::<Entity, _>(db, caller.workspace_id, id).await
 }
 
 /// The conversations of each customer, most recently active first.
 pub async fn of_customers(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    customers: &[Uuid],
-) -> Result<HashMap<Uuid, Vec<Model>>> {
-    super::children_of::<Entity>(
+    workspace_id: WorkspaceId,
+    customers: &[CustomerId],
+) -> Result<HashMap<CustomerId, Vec<Model>>> {
+    super::children_of::<Entity, _>(
         db,
         workspace_id,
         "customer_id",
@@ -44,12 +40,12 @@ pub async fn of_customers(
 /// How many conversations of each customer are not resolved (open or pending).
 pub async fn open_counts(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    customers: &[Uuid],
-) -> Result<HashMap<Uuid, i64>> {
+    workspace_id: WorkspaceId,
+    customers: &[CustomerId],
+) -> Result<HashMap<CustomerId, i64>> {
     #[derive(FromQueryResult)]
     struct Row {
-        customer_id: Uuid,
+        customer_id: CustomerId,
         count: i64,
     }
     let rows = super::scoped::<Entity>(workspace_id)
@@ -73,8 +69,8 @@ pub async fn open_counts(
 /// first response.
 pub async fn on_interaction(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    id: Uuid,
+    workspace_id: WorkspaceId,
+    id: ConversationId,
     direction: Direction,
     at: DateTime<Utc>,
 ) -> Result<Option<Model>> {
@@ -111,11 +107,11 @@ pub async fn on_interaction(
 /// An item to file into its conversation: where it came from, its thread and its author.
 #[derive(Debug, Clone, Copy)]
 pub struct Threaded<'a> {
-    pub workspace_id: Uuid,
-    pub source_id: Uuid,
+    pub workspace_id: WorkspaceId,
+    pub source_id: SourceId,
     pub thread_key: &'a str,
     /// The customer a new conversation belongs to.
-    pub customer_id: Uuid,
+    pub customer_id: CustomerId,
     pub channel: connectors::Channel,
     pub subject: Option<&'a str>,
     pub direction: Direction,
@@ -124,7 +120,7 @@ pub struct Threaded<'a> {
 
 /// Files an item of `source` into the conversation with `thread_key`, creating it when
 /// new (the UNIQUE (workspace, source, thread key) decides races). Returns its id.
-pub async fn thread(db: &impl ConnectionTrait, item: Threaded<'_>) -> Result<Uuid> {
+pub async fn thread(db: &impl ConnectionTrait, item: Threaded<'_>) -> Result<ConversationId> {
     use sea_orm::sea_query::OnConflict;
     let Threaded {
         workspace_id,
@@ -147,7 +143,7 @@ pub async fn thread(db: &impl ConnectionTrait, item: Threaded<'_>) -> Result<Uui
     }
     let now = super::now();
     let row = conversation::ActiveModel {
-        id: Set(crate::ids::new_id()),
+        id: Set(ConversationId::new()),
         workspace_id: Set(workspace_id),
         customer_id: Set(customer_id),
         source_id: Set(Some(source_id)),

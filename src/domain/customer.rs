@@ -8,7 +8,6 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
     PaginatorTrait, QueryFilter, TransactionTrait,
 };
-use uuid::Uuid;
 
 use super::contact_point::{self, NewContactPoint};
 use super::event::EventKind;
@@ -16,9 +15,9 @@ use super::organization::like_pattern;
 use super::page::{self, Page, PageArgs, Sort, SortKind};
 use super::{clean_optional, custom_object, Caller, ContactPointKind, LifecycleStage, Role};
 use crate::error::{Error, Result};
-use crate::ids::{self, Kind};
 use entity::customer::{self, Column, Entity, Model};
 use entity::{contact_point as cp, customer_tag, identity, tag};
+use entity::{CustomerId, OrganizationId, WorkspaceId};
 
 string_enum!(
     /// What a customer list can be ordered by.
@@ -33,7 +32,7 @@ pub struct CustomerFilter {
     pub lifecycle_stages: Vec<LifecycleStage>,
     /// Customers carrying every one of these tags.
     pub tags: Vec<String>,
-    pub organization_id: Option<Uuid>,
+    pub organization_id: Option<OrganizationId>,
     /// Customers with an identity on this channel.
     pub channel: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
@@ -86,7 +85,7 @@ pub struct NewCustomer {
     pub family_name: Option<String>,
     pub lifecycle_stage: Option<LifecycleStage>,
     pub external_id: Option<String>,
-    pub organization_id: Option<Uuid>,
+    pub organization_id: Option<OrganizationId>,
     pub custom: Option<serde_json::Value>,
     pub contact_points: Vec<NewContactPoint>,
     pub tags: Vec<String>,
@@ -100,7 +99,7 @@ pub struct CustomerChanges {
     pub family_name: Option<Option<String>>,
     pub lifecycle_stage: Option<LifecycleStage>,
     pub external_id: Option<Option<String>>,
-    pub organization_id: Option<Option<Uuid>>,
+    pub organization_id: Option<Option<OrganizationId>>,
     pub custom: Option<serde_json::Value>,
 }
 
@@ -131,7 +130,7 @@ pub fn cursor(model: &Model, field: CustomerOrderField) -> String {
     page::encode(field.as_str(), value, model.id)
 }
 
-fn filtered(workspace_id: Uuid, filter: &CustomerFilter) -> sea_orm::Select<Entity> {
+fn filtered(workspace_id: WorkspaceId, filter: &CustomerFilter) -> sea_orm::Select<Entity> {
     let mut select = super::scoped::<Entity>(workspace_id).filter(Column::MergedInto.is_null());
     if let Some(search) = filter
         .search
@@ -196,7 +195,7 @@ fn filtered(workspace_id: Uuid, filter: &CustomerFilter) -> sea_orm::Select<Enti
 }
 
 /// Names, contact points (e-mail, phone: also by digits alone) and handles containing `search`.
-fn search_condition(workspace_id: Uuid, search: &str) -> Condition {
+fn search_condition(workspace_id: WorkspaceId, search: &str) -> Condition {
     let pattern = like_pattern(search);
     let lower = |column: Column| Expr::expr(Func::lower(Expr::col((Entity, column))));
     let mut points = Condition::any().add(Expr::col(cp::Column::Normalized).like(pattern.clone()));
@@ -268,11 +267,8 @@ pub async fn count(
 }
 
 /// A customer of the caller's workspace, or `NOT_FOUND`.
-pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: Uuid) -> Result<Model> {
-    super::find_scoped::<Entity>(db, caller.workspace_id, id, "customer", || {
-        ids::encode(Kind::Customer, id)
-    })
-    .await
+pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: CustomerId) -> Result<Model> {
+    super::find_scoped::<Entity, _>(db, caller.workspace_id, id).await
 }
 
 /// A customer by the caller's own id for them (`externalId`).
@@ -298,7 +294,7 @@ fn external_id_taken(external_id: Option<&str>) -> String {
 async fn check_organization(
     db: &impl ConnectionTrait,
     caller: &Caller,
-    organization: Option<Uuid>,
+    organization: Option<OrganizationId>,
 ) -> Result<()> {
     if let Some(organization) = organization {
         super::organization::get(db, caller, organization).await?;
@@ -327,7 +323,7 @@ pub async fn create(
     let custom = custom_object("customAttributes", input.custom)?;
     let now = super::now();
     let row = customer::ActiveModel {
-        id: Set(ids::new_id()),
+        id: Set(CustomerId::new()),
         workspace_id: Set(caller.workspace_id),
         display_name: Set(display_name),
         given_name: Set(given_name),
@@ -404,7 +400,7 @@ fn derive_display_name(
 pub async fn update(
     db: &impl TransactionTrait,
     caller: &Caller,
-    id: Uuid,
+    id: CustomerId,
     changes: CustomerChanges,
 ) -> Result<Model> {
     caller.require(Role::Agent, "updating a customer")?;
@@ -455,7 +451,7 @@ pub async fn update(
 
 /// Deletes a customer and everything that is only theirs (identities, contact points,
 /// conversations, interactions, notes); deals stay, unlinked. Admins only.
-pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: Uuid) -> Result<()> {
+pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: CustomerId) -> Result<()> {
     caller.require(Role::Admin, "deleting a customer")?;
     let txn = super::begin_write(db).await?;
     let model = get(&txn, caller, id).await?;
@@ -473,7 +469,11 @@ pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: Uuid) -> Re
 }
 
 /// Marks a customer as changed (a contact point, tag or note moved) and logs the change.
-pub async fn touch(db: &impl ConnectionTrait, workspace_id: Uuid, id: Uuid) -> Result<()> {
+pub async fn touch(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    id: CustomerId,
+) -> Result<()> {
     let now = super::now();
     Entity::update_many()
         .col_expr(Column::UpdatedAt, Expr::value(now))
@@ -490,8 +490,8 @@ pub async fn touch(db: &impl ConnectionTrait, workspace_id: Uuid, id: Uuid) -> R
 /// Widens a customer's first/last seen to include `at` (after a new interaction).
 pub async fn seen_at(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    id: Uuid,
+    workspace_id: WorkspaceId,
+    id: CustomerId,
     at: DateTime<Utc>,
 ) -> Result<()> {
     let Some(model) = Entity::find_by_id(id)
@@ -516,14 +516,14 @@ pub async fn seen_at(
 /// inside the caller's transaction, with its event.
 pub async fn create_subscriber(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     name: &str,
     at: DateTime<Utc>,
 ) -> Result<Model> {
     let now = super::now();
     let name: String = name.chars().take(200).collect();
     let row = customer::ActiveModel {
-        id: Set(ids::new_id()),
+        id: Set(CustomerId::new()),
         workspace_id: Set(workspace_id),
         display_name: Set(name),
         given_name: Set(None),

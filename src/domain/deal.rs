@@ -5,18 +5,17 @@ use std::collections::HashMap;
 
 use chrono::NaiveDate;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectionTrait, TransactionTrait};
-use uuid::Uuid;
 
 use super::event::EventKind;
 use super::{Caller, DealStage, Role};
 use crate::error::{Error, Result};
-use crate::ids::{self, Kind};
 use entity::deal::{self, Entity, Model};
+use entity::{CustomerId, DealId, OrganizationId, WorkspaceId};
 
 pub struct NewDeal {
     pub title: String,
-    pub customer_id: Option<Uuid>,
-    pub organization_id: Option<Uuid>,
+    pub customer_id: Option<CustomerId>,
+    pub organization_id: Option<OrganizationId>,
     pub amount: Option<String>,
     pub currency: Option<String>,
     pub stage: Option<DealStage>,
@@ -27,8 +26,8 @@ pub struct NewDeal {
 #[derive(Default)]
 pub struct DealChanges {
     pub title: Option<String>,
-    pub customer_id: Option<Option<Uuid>>,
-    pub organization_id: Option<Option<Uuid>>,
+    pub customer_id: Option<Option<CustomerId>>,
+    pub organization_id: Option<Option<OrganizationId>>,
     pub amount: Option<Option<String>>,
     pub currency: Option<String>,
     pub stage: Option<DealStage>,
@@ -79,8 +78,8 @@ fn parse_currency(text: &str) -> Result<String> {
 async fn check_links(
     db: &impl ConnectionTrait,
     caller: &Caller,
-    customer: Option<Uuid>,
-    organization: Option<Uuid>,
+    customer: Option<CustomerId>,
+    organization: Option<OrganizationId>,
 ) -> Result<()> {
     if let Some(customer) = customer {
         super::customer::get(db, caller, customer).await?;
@@ -104,7 +103,7 @@ pub async fn create(db: &impl TransactionTrait, caller: &Caller, input: NewDeal)
     let currency = parse_currency(input.currency.as_deref().unwrap_or("EUR"))?;
     let now = super::now();
     let row = deal::ActiveModel {
-        id: Set(ids::new_id()),
+        id: Set(DealId::new()),
         workspace_id: Set(caller.workspace_id),
         customer_id: Set(input.customer_id),
         organization_id: Set(input.organization_id),
@@ -138,7 +137,7 @@ pub async fn create(db: &impl TransactionTrait, caller: &Caller, input: NewDeal)
 pub async fn update(
     db: &impl TransactionTrait,
     caller: &Caller,
-    id: Uuid,
+    id: DealId,
     changes: DealChanges,
 ) -> Result<Model> {
     caller.require(Role::Agent, "updating a deal")?;
@@ -192,20 +191,17 @@ pub async fn update(
 }
 
 /// A deal of the caller's workspace, or `NOT_FOUND`.
-pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: Uuid) -> Result<Model> {
-    super::find_scoped::<Entity>(db, caller.workspace_id, id, "deal", || {
-        ids::encode(Kind::Deal, id)
-    })
-    .await
+pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: DealId) -> Result<Model> {
+    super::find_scoped::<Entity, _>(db, caller.workspace_id, id).await
 }
 
 /// The deals of each customer, newest first.
 pub async fn of_customers(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    customers: &[Uuid],
-) -> Result<HashMap<Uuid, Vec<Model>>> {
-    super::children_of::<Entity>(
+    workspace_id: WorkspaceId,
+    customers: &[CustomerId],
+) -> Result<HashMap<CustomerId, Vec<Model>>> {
+    super::children_of::<Entity, _>(
         db,
         workspace_id,
         "customer_id",
@@ -220,10 +216,10 @@ pub async fn of_customers(
 /// The deals of each organization, newest first.
 pub async fn of_organizations(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    organizations: &[Uuid],
-) -> Result<HashMap<Uuid, Vec<Model>>> {
-    super::children_of::<Entity>(
+    workspace_id: WorkspaceId,
+    organizations: &[OrganizationId],
+) -> Result<HashMap<OrganizationId, Vec<Model>>> {
+    super::children_of::<Entity, _>(
         db,
         workspace_id,
         "organization_id",

@@ -10,18 +10,20 @@ use sea_orm::{
     QuerySelect,
 };
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use super::{ContactPointKind, ConversationStatus};
 use crate::error::Result;
+use entity::{
+    ConversationId, CustomerId, IdentityId, InteractionId, OrganizationId, TagId, WorkspaceId,
+};
 
 /// An interaction as the index sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InteractionDoc {
-    pub id: Uuid,
-    pub workspace_id: Uuid,
-    pub customer_id: Uuid,
-    pub conversation_id: Option<Uuid>,
+    pub id: InteractionId,
+    pub workspace_id: WorkspaceId,
+    pub customer_id: CustomerId,
+    pub conversation_id: Option<ConversationId>,
     pub channel: String,
     pub kind: String,
     pub direction: String,
@@ -43,8 +45,8 @@ pub struct InteractionDoc {
 /// A customer as the index sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CustomerDoc {
-    pub id: Uuid,
-    pub workspace_id: Uuid,
+    pub id: CustomerId,
+    pub workspace_id: WorkspaceId,
     pub names: Vec<String>,
     pub emails: Vec<String>,
     /// E.164 digits, and the national part (last 9 digits) so local numbers match.
@@ -69,7 +71,7 @@ pub fn sentiment_label(score: Option<f64>) -> &'static str {
 /// The documents of the interactions `ids` that exist.
 pub async fn interaction_docs(
     db: &impl ConnectionTrait,
-    ids: &[Uuid],
+    ids: &[InteractionId],
 ) -> Result<Vec<InteractionDoc>> {
     use entity::interaction;
     let rows = interaction::Entity::find()
@@ -77,9 +79,10 @@ pub async fn interaction_docs(
         .all(db)
         .await?;
     use entity::{conversation, identity};
-    let conversation_ids: BTreeSet<Uuid> = rows.iter().filter_map(|r| r.conversation_id).collect();
-    let identity_ids: BTreeSet<Uuid> = rows.iter().filter_map(|r| r.identity_id).collect();
-    let statuses: std::collections::HashMap<Uuid, ConversationStatus> =
+    let conversation_ids: BTreeSet<ConversationId> =
+        rows.iter().filter_map(|r| r.conversation_id).collect();
+    let identity_ids: BTreeSet<IdentityId> = rows.iter().filter_map(|r| r.identity_id).collect();
+    let statuses: std::collections::HashMap<ConversationId, ConversationStatus> =
         if conversation_ids.is_empty() {
             Default::default()
         } else {
@@ -91,7 +94,7 @@ pub async fn interaction_docs(
                 .filter_map(|c| Some((c.id, ConversationStatus::parse(&c.status)?)))
                 .collect()
         };
-    let authors: std::collections::HashMap<Uuid, String> = if identity_ids.is_empty() {
+    let authors: std::collections::HashMap<IdentityId, String> = if identity_ids.is_empty() {
         Default::default()
     } else {
         identity::Entity::find()
@@ -139,7 +142,10 @@ pub async fn interaction_docs(
 }
 
 /// The documents of the customers `ids` that exist (merged ones are left out).
-pub async fn customer_docs(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<Vec<CustomerDoc>> {
+pub async fn customer_docs(
+    db: &impl ConnectionTrait,
+    ids: &[CustomerId],
+) -> Result<Vec<CustomerDoc>> {
     let rows = entity::customer::Entity::find()
         .filter(entity::customer::Column::Id.is_in(ids.to_vec()))
         .filter(entity::customer::Column::MergedInto.is_null())
@@ -150,8 +156,8 @@ pub async fn customer_docs(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<Ve
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let mut points: HashMap<Uuid, Vec<contact_point::Model>> = HashMap::new();
+    let ids: Vec<CustomerId> = rows.iter().map(|r| r.id).collect();
+    let mut points: HashMap<CustomerId, Vec<contact_point::Model>> = HashMap::new();
     for point in contact_point::Entity::find()
         .filter(contact_point::Column::CustomerId.is_in(ids.clone()))
         .all(db)
@@ -159,7 +165,7 @@ pub async fn customer_docs(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<Ve
     {
         points.entry(point.customer_id).or_default().push(point);
     }
-    let mut handles: HashMap<Uuid, Vec<String>> = HashMap::new();
+    let mut handles: HashMap<CustomerId, Vec<String>> = HashMap::new();
     for identity in identity::Entity::find()
         .filter(identity::Column::CustomerId.is_in(ids.clone()))
         .all(db)
@@ -173,7 +179,7 @@ pub async fn customer_docs(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<Ve
         .filter(customer_tag::Column::CustomerId.is_in(ids.clone()))
         .all(db)
         .await?;
-    let tag_names: HashMap<Uuid, String> = if links.is_empty() {
+    let tag_names: HashMap<TagId, String> = if links.is_empty() {
         HashMap::new()
     } else {
         tag::Entity::find()
@@ -184,14 +190,14 @@ pub async fn customer_docs(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<Ve
             .map(|t| (t.id, t.name))
             .collect()
     };
-    let mut tags: HashMap<Uuid, Vec<String>> = HashMap::new();
+    let mut tags: HashMap<CustomerId, Vec<String>> = HashMap::new();
     for link in links {
         if let Some(name) = tag_names.get(&link.tag_id) {
             tags.entry(link.customer_id).or_default().push(name.clone());
         }
     }
-    let org_ids: Vec<Uuid> = rows.iter().filter_map(|r| r.organization_id).collect();
-    let orgs: HashMap<Uuid, String> = if org_ids.is_empty() {
+    let org_ids: Vec<OrganizationId> = rows.iter().filter_map(|r| r.organization_id).collect();
+    let orgs: HashMap<OrganizationId, String> = if org_ids.is_empty() {
         HashMap::new()
     } else {
         organization::Entity::find()
@@ -260,8 +266,8 @@ pub const REBUILD_PAGE: u64 = 2_000;
 /// One page (at most [`REBUILD_PAGE`]) of interaction ids after `after`, ascending.
 pub async fn interaction_ids_after(
     db: &impl ConnectionTrait,
-    after: Option<Uuid>,
-) -> Result<Vec<Uuid>> {
+    after: Option<InteractionId>,
+) -> Result<Vec<InteractionId>> {
     use entity::interaction::{Column, Entity};
     Ok(Entity::find()
         .select_only()
@@ -278,8 +284,8 @@ pub async fn interaction_ids_after(
 /// `after`, ascending.
 pub async fn customer_ids_after(
     db: &impl ConnectionTrait,
-    after: Option<Uuid>,
-) -> Result<Vec<Uuid>> {
+    after: Option<CustomerId>,
+) -> Result<Vec<CustomerId>> {
     use entity::customer::{Column, Entity};
     Ok(Entity::find()
         .select_only()
@@ -310,8 +316,8 @@ pub async fn count_customers(db: &impl ConnectionTrait) -> Result<u64> {
 /// changed, so their documents must be rewritten).
 pub async fn interactions_of_conversations(
     db: &impl ConnectionTrait,
-    conversations: impl IntoIterator<Item = Uuid>,
-) -> Result<Vec<Uuid>> {
+    conversations: impl IntoIterator<Item = ConversationId>,
+) -> Result<Vec<InteractionId>> {
     Ok(entity::interaction::Entity::find()
         .select_only()
         .column(entity::interaction::Column::Id)
@@ -325,8 +331,8 @@ pub async fn interactions_of_conversations(
 /// organization changes their documents).
 pub async fn customers_of_organizations(
     db: &impl ConnectionTrait,
-    organizations: impl IntoIterator<Item = Uuid>,
-) -> Result<Vec<Uuid>> {
+    organizations: impl IntoIterator<Item = OrganizationId>,
+) -> Result<Vec<CustomerId>> {
     Ok(entity::customer::Entity::find()
         .select_only()
         .column(entity::customer::Column::Id)

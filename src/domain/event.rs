@@ -7,6 +7,7 @@
 //! kind this build does not know is skipped by readers with a warning.
 
 use chrono::{DateTime, Utc};
+use entity::{CustomerId, WorkspaceId};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
@@ -16,6 +17,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::error::Result;
+use crate::ids::TypedId;
 
 /// Declares the event kinds with their stored names and what their payload is.
 macro_rules! event_kinds {
@@ -84,7 +86,7 @@ impl std::fmt::Display for EventKind {
 /// What consumers read from an `interaction.*` payload.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 pub struct InteractionPayload {
-    pub customer_id: Option<Uuid>,
+    pub customer_id: Option<CustomerId>,
 }
 
 /// One stored event as consumers read it.
@@ -93,12 +95,18 @@ pub struct StoredEvent {
     pub seq: i64,
     /// `None` for a stored kind this build does not know (skipped, with a warning when read).
     pub kind: Option<EventKind>,
+    /// The row the event is about, of the table `kind` names: see [`StoredEvent::entity`].
     pub entity_id: Uuid,
     pub payload: serde_json::Value,
     pub created_at: DateTime<Utc>,
 }
 
 impl StoredEvent {
+    /// The id of the row the event is about, typed by the table its kind names.
+    pub fn entity<I: TypedId>(&self) -> I {
+        I::from_uuid(self.entity_id)
+    }
+
     /// The payload of an `interaction.*` event (empty when it does not parse).
     pub fn interaction(&self) -> InteractionPayload {
         serde_json::from_value(self.payload.clone()).unwrap_or_default()
@@ -124,9 +132,9 @@ impl From<entity::event::Model> for StoredEvent {
 /// Appends one event of `kind` (`customer.created`, …) about `entity_id`.
 pub async fn append(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     kind: EventKind,
-    entity_id: Uuid,
+    entity_id: impl TypedId,
     payload: &impl Serialize,
 ) -> Result<()> {
     append_many(
@@ -141,9 +149,9 @@ pub async fn append(
 /// Appends one event of `kind` for each `(entity id, payload)`, in order.
 pub async fn append_many(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     kind: EventKind,
-    events: impl IntoIterator<Item = (Uuid, serde_json::Value)>,
+    events: impl IntoIterator<Item = (impl TypedId, serde_json::Value)>,
 ) -> Result<()> {
     let created_at = super::now();
     let rows: Vec<_> = events
@@ -151,7 +159,8 @@ pub async fn append_many(
         .map(|(entity_id, payload)| entity::event::ActiveModel {
             workspace_id: Set(workspace_id),
             kind: Set(kind.as_str().to_owned()),
-            entity_id: Set(entity_id),
+            // The one column that holds ids of several tables (see `entity::event`).
+            entity_id: Set(entity_id.uuid()),
             payload: Set(payload),
             created_at: Set(created_at),
             ..Default::default()
@@ -167,7 +176,11 @@ pub async fn append_many(
 
 /// How many events of `workspace_id` come after `seq` (a consumer's offset): what that
 /// consumer has still to read for this workspace, and nothing about any other.
-pub async fn count_after(db: &impl ConnectionTrait, workspace_id: Uuid, seq: i64) -> Result<i64> {
+pub async fn count_after(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    seq: i64,
+) -> Result<i64> {
     use sea_orm::PaginatorTrait;
     let count = super::scoped::<entity::event::Entity>(workspace_id)
         .filter(entity::event::Column::Seq.gt(seq))
@@ -288,10 +301,10 @@ mod tests {
 
     #[test]
     fn an_unknown_stored_kind_reads_as_none_and_an_interaction_payload_gives_its_customer() {
-        let customer = Uuid::now_v7();
+        let customer = CustomerId::new();
         let row = |kind: &str, payload: serde_json::Value| entity::event::Model {
             seq: 7,
-            workspace_id: Uuid::now_v7(),
+            workspace_id: WorkspaceId::new(),
             kind: kind.to_owned(),
             entity_id: Uuid::now_v7(),
             payload,

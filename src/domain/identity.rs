@@ -4,18 +4,18 @@
 use std::collections::HashMap;
 
 use sea_orm::ConnectionTrait;
-use uuid::Uuid;
 
 use crate::error::Result;
 use entity::identity::{Entity, Model};
+use entity::{CustomerId, IdentityId, WorkspaceId};
 
 /// The identities of each customer, oldest first.
 pub async fn of_customers(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    customers: &[Uuid],
-) -> Result<HashMap<Uuid, Vec<Model>>> {
-    super::children_of::<Entity>(
+    workspace_id: WorkspaceId,
+    customers: &[CustomerId],
+) -> Result<HashMap<CustomerId, Vec<Model>>> {
+    super::children_of::<Entity, _>(
         db,
         workspace_id,
         "customer_id",
@@ -30,10 +30,10 @@ pub async fn of_customers(
 /// The contact points of each customer, primary first within a kind.
 pub async fn contact_points_of(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    customers: &[Uuid],
-) -> Result<HashMap<Uuid, Vec<entity::contact_point::Model>>> {
-    let mut grouped = super::children_of::<entity::contact_point::Entity>(
+    workspace_id: WorkspaceId,
+    customers: &[CustomerId],
+) -> Result<HashMap<CustomerId, Vec<entity::contact_point::Model>>> {
+    let mut grouped = super::children_of::<entity::contact_point::Entity, _>(
         db,
         workspace_id,
         "customer_id",
@@ -63,7 +63,7 @@ pub struct ResolvedAuthor {
 /// inserted with `ON CONFLICT DO NOTHING` and read back.
 pub async fn resolve_author(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     channel: connectors::Channel,
     author: &connectors::Author,
     at: chrono::DateTime<chrono::Utc>,
@@ -139,7 +139,7 @@ pub async fn resolve_author(
     }
     let now = super::now();
     let row = ActiveModel {
-        id: Set(crate::ids::new_id()),
+        id: Set(IdentityId::new()),
         workspace_id: Set(workspace_id),
         customer_id: Set(customer_id),
         channel: Set(channel.as_str().to_owned()),

@@ -3,27 +3,28 @@
 //! customers come from one query (`ROW_NUMBER() OVER (PARTITION BY customer_id …)`).
 
 use std::collections::HashMap;
+use std::hash::Hash;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Alias, Asterisk, Expr, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
-    Order, PaginatorTrait, QueryFilter, QuerySelect, QueryTrait, TransactionTrait,
+    IdenStatic, Order, PaginatorTrait, QueryFilter, QuerySelect, QueryTrait, TransactionTrait,
+    Value,
 };
-use uuid::Uuid;
 
 use super::event::EventKind;
 use super::page::{self, Page, PageArgs, Sort, SortKind, Window};
 use super::{clean_optional, Caller, Direction, InteractionKind, Role};
 use crate::error::{Error, Result};
-use crate::ids;
 use entity::interaction::{self, Column, Entity, Model};
+use entity::{ConversationId, CustomerId, IdentityId, InteractionId, SourceId, WorkspaceId};
 
 /// Which interactions a list shows; every set field must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct InteractionFilter {
-    pub customer_id: Option<Uuid>,
-    pub conversation_id: Option<Uuid>,
+    pub customer_id: Option<CustomerId>,
+    pub conversation_id: Option<ConversationId>,
     pub channels: Vec<String>,
     pub kinds: Vec<InteractionKind>,
     pub direction: Option<Direction>,
@@ -48,7 +49,7 @@ pub fn cursor(model: &Model) -> String {
     page::encode(SORT, page::time_value(&model.occurred_at), model.id)
 }
 
-fn filtered(workspace_id: Uuid, filter: &InteractionFilter) -> sea_orm::Select<Entity> {
+fn filtered(workspace_id: WorkspaceId, filter: &InteractionFilter) -> sea_orm::Select<Entity> {
     let mut select = super::scoped::<Entity>(workspace_id);
     if let Some(customer) = filter.customer_id {
         select = select.filter(Column::CustomerId.eq(customer));
@@ -104,51 +105,62 @@ pub fn window(args: &PageArgs) -> Result<Window> {
     args.window(SORT)
 }
 
-/// What a batch of interaction lists hangs off: each customer's timeline or each
-/// conversation's thread.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Parent {
-    Customer,
-    Conversation,
+/// What a batch of interaction lists hangs off, by its id: a customer (its timeline) or a
+/// conversation (its thread).
+pub trait Parent: Copy + Eq + Hash + Into<Value> + Send + Sync + 'static {
+    /// The interaction column holding the parent's id.
+    const COLUMN: Column;
+
+    /// The parent of `model` of this kind, if it has one.
+    fn of(model: &Model) -> Option<Self>;
+
+    /// `filter` narrowed to this parent's interactions.
+    fn narrow(self, filter: InteractionFilter) -> InteractionFilter;
 }
 
-impl Parent {
-    fn column(self) -> Column {
-        match self {
-            Parent::Customer => Column::CustomerId,
-            Parent::Conversation => Column::ConversationId,
-        }
+impl Parent for CustomerId {
+    const COLUMN: Column = Column::CustomerId;
+
+    fn of(model: &Model) -> Option<Self> {
+        Some(model.customer_id)
     }
 
-    fn name(self) -> &'static str {
-        match self {
-            Parent::Customer => "customer_id",
-            Parent::Conversation => "conversation_id",
+    fn narrow(self, filter: InteractionFilter) -> InteractionFilter {
+        InteractionFilter {
+            customer_id: Some(self),
+            ..filter
         }
     }
+}
 
-    fn of(self, model: &Model) -> Option<Uuid> {
-        match self {
-            Parent::Customer => Some(model.customer_id),
-            Parent::Conversation => model.conversation_id,
+impl Parent for ConversationId {
+    const COLUMN: Column = Column::ConversationId;
+
+    fn of(model: &Model) -> Option<Self> {
+        model.conversation_id
+    }
+
+    fn narrow(self, filter: InteractionFilter) -> InteractionFilter {
+        InteractionFilter {
+            conversation_id: Some(self),
+            ..filter
         }
     }
 }
 
 /// The same page of each parent's interactions, in one statement for all `parents`:
 /// `ROW_NUMBER() OVER (PARTITION BY parent …)` keeps the first rows of each.
-pub async fn pages_of(
+pub async fn pages_of<P: Parent>(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    parent: Parent,
-    parents: &[Uuid],
+    workspace_id: WorkspaceId,
+    parents: &[P],
     filter: &InteractionFilter,
     window: &Window,
-) -> Result<HashMap<Uuid, Page<Model>>> {
+) -> Result<HashMap<P, Page<Model>>> {
     let sort = sort();
     let select = sort
         .between(filtered(workspace_id, filter), window)?
-        .filter(parent.column().is_in(parents.iter().copied()));
+        .filter(P::COLUMN.is_in(parents.iter().copied()));
     let direction = if sort.read_descending(window) {
         "DESC"
     } else {
@@ -158,7 +170,7 @@ pub async fn pages_of(
     inner.expr_as(
         Expr::cust(format!(
             "ROW_NUMBER() OVER (PARTITION BY {} ORDER BY occurred_at {direction}, id {direction})",
-            parent.name()
+            P::COLUMN.as_str()
         )),
         Alias::new("rn"),
     );
@@ -166,15 +178,15 @@ pub async fn pages_of(
         .column(Asterisk)
         .from_subquery(inner, Alias::new("t"))
         .and_where(Expr::col(Alias::new("rn")).lte(window.size as i64 + 1))
-        .order_by(Alias::new(parent.name()), Order::Asc)
+        .order_by(Alias::new(P::COLUMN.as_str()), Order::Asc)
         .order_by(Alias::new("rn"), Order::Asc)
         .to_owned();
     let rows = Model::find_by_statement(db.get_database_backend().build(&outer))
         .all(db)
         .await?;
-    let mut grouped: HashMap<Uuid, Vec<Model>> = HashMap::new();
+    let mut grouped: HashMap<P, Vec<Model>> = HashMap::new();
     for row in rows {
-        if let Some(id) = parent.of(&row) {
+        if let Some(id) = P::of(&row) {
             grouped.entry(id).or_default().push(row);
         }
     }
@@ -190,36 +202,30 @@ pub async fn pages_of(
 }
 
 /// For each parent, how many of its interactions match `filter` (one query).
-pub async fn counts_of(
+pub async fn counts_of<P: Parent + sea_orm::TryGetable>(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    parent: Parent,
-    parents: &[Uuid],
+    workspace_id: WorkspaceId,
+    parents: &[P],
     filter: &InteractionFilter,
-) -> Result<HashMap<Uuid, i64>> {
-    #[derive(FromQueryResult)]
-    struct Row {
-        parent: Option<Uuid>,
-        count: i64,
-    }
-    let rows = filtered(workspace_id, filter)
-        .filter(parent.column().is_in(parents.iter().copied()))
+) -> Result<HashMap<P, i64>> {
+    let rows: Vec<(Option<P>, i64)> = filtered(workspace_id, filter)
+        .filter(P::COLUMN.is_in(parents.iter().copied()))
         .select_only()
-        .column_as(parent.column(), "parent")
+        .column_as(P::COLUMN, "parent")
         .column_as(Column::Id.count(), "count")
-        .group_by(parent.column())
-        .into_model::<Row>()
+        .group_by(P::COLUMN)
+        .into_tuple()
         .all(db)
         .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|row| row.parent.map(|id| (id, row.count)))
+        .filter_map(|(parent, count)| parent.map(|id| (id, count)))
         .collect())
 }
 
 #[derive(FromQueryResult)]
 struct GroupCount {
-    customer_id: Uuid,
+    customer_id: CustomerId,
     channel: String,
     count: i64,
 }
@@ -227,10 +233,10 @@ struct GroupCount {
 /// For each customer, how many interactions they have on each channel, most first.
 pub async fn by_channel(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    customers: &[Uuid],
+    workspace_id: WorkspaceId,
+    customers: &[CustomerId],
     filter: &InteractionFilter,
-) -> Result<HashMap<Uuid, Vec<(String, i64)>>> {
+) -> Result<HashMap<CustomerId, Vec<(String, i64)>>> {
     let rows = filtered(workspace_id, filter)
         .filter(Column::CustomerId.is_in(customers.iter().copied()))
         .select_only()
@@ -242,7 +248,7 @@ pub async fn by_channel(
         .into_model::<GroupCount>()
         .all(db)
         .await?;
-    let mut grouped: HashMap<Uuid, Vec<(String, i64)>> = HashMap::new();
+    let mut grouped: HashMap<CustomerId, Vec<(String, i64)>> = HashMap::new();
     for row in rows {
         grouped
             .entry(row.customer_id)
@@ -257,8 +263,8 @@ pub async fn by_channel(
 
 /// An interaction logged by hand: a call, a meeting, an e-mail sent outside Rapport.
 pub struct NewInteraction {
-    pub customer_id: Uuid,
-    pub conversation_id: Option<Uuid>,
+    pub customer_id: CustomerId,
+    pub conversation_id: Option<ConversationId>,
     pub channel: String,
     pub kind: InteractionKind,
     pub direction: Direction,
@@ -310,7 +316,7 @@ pub async fn record(
     let language = language.or_else(|| super::enrich::language(&text));
     let sentiment = super::enrich::sentiment(&text, language.as_deref());
     let row = interaction::ActiveModel {
-        id: Set(ids::new_id()),
+        id: Set(InteractionId::new()),
         workspace_id: Set(caller.workspace_id),
         customer_id: Set(input.customer_id),
         conversation_id: Set(input.conversation_id),
@@ -369,20 +375,20 @@ pub const MAX_RAW_BYTES: usize = 64 * 1024;
 
 /// An inbound item ready to store: who wrote it and where it belongs.
 pub struct Ingested<'a> {
-    pub workspace_id: Uuid,
-    pub source_id: Uuid,
+    pub workspace_id: WorkspaceId,
+    pub source_id: SourceId,
     pub channel: connectors::Channel,
-    pub customer_id: Uuid,
+    pub customer_id: CustomerId,
     /// The author's identity; `None` for the workspace's own outbound replies.
-    pub identity_id: Option<Uuid>,
-    pub conversation_id: Uuid,
+    pub identity_id: Option<IdentityId>,
+    pub conversation_id: ConversationId,
     pub item: &'a connectors::InboundItem,
 }
 
 /// The external ids of `source` among `external_ids` that are stored already.
 pub async fn stored_external_ids(
     db: &impl ConnectionTrait,
-    source_id: Uuid,
+    source_id: SourceId,
     external_ids: &[String],
 ) -> Result<Vec<String>> {
     let rows = Entity::find()
@@ -396,9 +402,9 @@ pub async fn stored_external_ids(
 /// The conversation of an item of `source` by its external id (for replies).
 pub async fn conversation_of(
     db: &impl ConnectionTrait,
-    source_id: Uuid,
+    source_id: SourceId,
     external_id: &str,
-) -> Result<Option<Uuid>> {
+) -> Result<Option<ConversationId>> {
     let row = Entity::find()
         .filter(Column::SourceId.eq(source_id))
         .filter(Column::ExternalId.eq(external_id))
@@ -408,19 +414,16 @@ pub async fn conversation_of(
 }
 
 /// An interaction of the caller's workspace, or `NOT_FOUND`.
-pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: Uuid) -> Result<Model> {
-    super::find_scoped::<Entity>(db, caller.workspace_id, id, "interaction", || {
-        ids::encode(ids::Kind::Interaction, id)
-    })
-    .await
+pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: InteractionId) -> Result<Model> {
+    super::find_scoped::<Entity, _>(db, caller.workspace_id, id).await
 }
 
 /// The interaction of the workspace's source `source_id` with `external_id`, if stored
 /// (a reply already sent, found by the external id it was sent with).
 pub async fn by_external_id(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    source_id: Uuid,
+    workspace_id: WorkspaceId,
+    source_id: SourceId,
     external_id: String,
 ) -> Result<Option<Model>> {
     Ok(super::scoped::<Entity>(workspace_id)
@@ -487,7 +490,7 @@ pub async fn insert_ingested(
         .or_else(|| super::enrich::language(&text));
     let sentiment = super::enrich::sentiment(&text, language.as_deref());
     let model = Model {
-        id: ids::new_id(),
+        id: InteractionId::new(),
         workspace_id: ingested.workspace_id,
         customer_id: ingested.customer_id,
         conversation_id: Some(ingested.conversation_id),

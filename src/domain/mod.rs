@@ -48,13 +48,15 @@ pub mod text;
 pub mod workspace;
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::str::FromStr;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Select};
-use uuid::Uuid;
+use entity::{ApiKeyId, WorkspaceId};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Select, Value};
 
 use crate::error::{Error, Result};
+use crate::ids::{self, TypedId};
 
 string_enum!(
     /// What a key may do: viewers read; agents also work customers, conversations, notes,
@@ -99,9 +101,9 @@ string_enum!(DealStage {
 /// Who is calling: the workspace and role of the API key that authenticated the request.
 #[derive(Clone, Debug)]
 pub struct Caller {
-    pub workspace_id: Uuid,
+    pub workspace_id: WorkspaceId,
     pub role: Role,
-    pub key_id: Uuid,
+    pub key_id: ApiKeyId,
     pub key_name: String,
 }
 
@@ -204,32 +206,30 @@ fn column<E: EntityTrait>(name: &str) -> E::Column {
 }
 
 /// `SELECT … FROM E WHERE workspace_id = ?`: the start of every read of tenant data.
-pub fn scoped<E: EntityTrait>(workspace_id: Uuid) -> Select<E> {
+pub fn scoped<E: EntityTrait>(workspace_id: WorkspaceId) -> Select<E> {
     E::find().filter(column::<E>("workspace_id").eq(workspace_id))
 }
 
-/// One row of `E` by id within the workspace, or `NOT_FOUND` naming `what` and `public_id`.
-pub async fn find_scoped<E: EntityTrait>(
+/// One row of `E` by id within the workspace, or `NOT_FOUND` naming the id's kind and id.
+pub async fn find_scoped<E: EntityTrait, I: TypedId + Into<Value>>(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    id: Uuid,
-    what: &'static str,
-    public_id: impl FnOnce() -> String,
+    workspace_id: WorkspaceId,
+    id: I,
 ) -> Result<E::Model> {
     scoped::<E>(workspace_id)
         .filter(column::<E>("id").eq(id))
         .one(db)
         .await?
-        .ok_or_else(|| Error::not_found(what, public_id()))
+        .ok_or_else(|| Error::not_found(I::KIND.noun(), ids::encode(id)))
 }
 
 /// Rows of `E` by id within the workspace, keyed by id (for DataLoaders).
-pub async fn by_ids<E: EntityTrait>(
+pub async fn by_ids<E: EntityTrait, I: Copy + Eq + Hash + Into<Value>>(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    ids: &[Uuid],
-    id_of: impl Fn(&E::Model) -> Uuid,
-) -> Result<HashMap<Uuid, E::Model>> {
+    workspace_id: WorkspaceId,
+    ids: &[I],
+    id_of: impl Fn(&E::Model) -> I,
+) -> Result<HashMap<I, E::Model>> {
     let rows = scoped::<E>(workspace_id)
         .filter(column::<E>("id").is_in(ids.iter().copied()))
         .all(db)
@@ -239,15 +239,15 @@ pub async fn by_ids<E: EntityTrait>(
 
 /// The rows of `E` whose `parent` column is one of `parents`, grouped by parent and
 /// ordered by `order` (ascending unless `descending`): one query for any number of parents.
-pub async fn children_of<E: EntityTrait>(
+pub async fn children_of<E: EntityTrait, P: Copy + Eq + Hash + Into<Value>>(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     parent: &str,
-    parents: &[Uuid],
+    parents: &[P],
     order: &str,
     descending: bool,
-    parent_of: impl Fn(&E::Model) -> Option<Uuid>,
-) -> Result<HashMap<Uuid, Vec<E::Model>>> {
+    parent_of: impl Fn(&E::Model) -> Option<P>,
+) -> Result<HashMap<P, Vec<E::Model>>> {
     let direction = if descending {
         sea_orm::Order::Desc
     } else {
@@ -259,7 +259,7 @@ pub async fn children_of<E: EntityTrait>(
         .order_by(column::<E>("id"), direction)
         .all(db)
         .await?;
-    let mut grouped: HashMap<Uuid, Vec<E::Model>> = HashMap::new();
+    let mut grouped: HashMap<P, Vec<E::Model>> = HashMap::new();
     for row in rows {
         if let Some(parent) = parent_of(&row) {
             grouped.entry(parent).or_default().push(row);

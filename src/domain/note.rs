@@ -3,19 +3,18 @@
 use std::collections::HashMap;
 
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectionTrait, TransactionTrait};
-use uuid::Uuid;
 
 use super::event::EventKind;
 use super::{Caller, Role};
 use crate::error::Result;
-use crate::ids;
 use entity::note::{self, Entity, Model};
+use entity::{CustomerId, NoteId, WorkspaceId};
 
 /// Adds a note to a customer; the author is the calling key's name.
 pub async fn add(
     db: &impl TransactionTrait,
     caller: &Caller,
-    customer_id: Uuid,
+    customer_id: CustomerId,
     body: &str,
 ) -> Result<Model> {
     caller.require(Role::Agent, "adding a note")?;
@@ -24,7 +23,7 @@ pub async fn add(
     super::customer::get(&txn, caller, customer_id).await?;
     let now = super::now();
     let row = note::ActiveModel {
-        id: Set(ids::new_id()),
+        id: Set(NoteId::new()),
         workspace_id: Set(caller.workspace_id),
         customer_id: Set(customer_id),
         body: Set(body),
@@ -49,10 +48,10 @@ pub async fn add(
 /// The notes of each customer, newest first.
 pub async fn of_customers(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    customers: &[Uuid],
-) -> Result<HashMap<Uuid, Vec<Model>>> {
-    super::children_of::<Entity>(
+    workspace_id: WorkspaceId,
+    customers: &[CustomerId],
+) -> Result<HashMap<CustomerId, Vec<Model>>> {
+    super::children_of::<Entity, _>(
         db,
         workspace_id,
         "customer_id",

@@ -4,14 +4,13 @@ use sea_orm::sea_query::{Expr, Func, LikeExpr};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, QueryFilter, TransactionTrait,
 };
-use uuid::Uuid;
 
 use super::event::EventKind;
 use super::page::{self, Page, PageArgs, Sort, SortKind};
 use super::{clean_required, custom_object, Caller, Role};
 use crate::error::{Error, Result};
-use crate::ids::{self, Kind};
 use entity::organization::{self, Column, Entity, Model};
+use entity::{OrganizationId, WorkspaceId};
 
 pub struct NewOrganization {
     pub name: String,
@@ -74,7 +73,7 @@ pub async fn create(
     let custom = custom_object("customAttributes", input.custom)?;
     let now = super::now();
     let row = organization::ActiveModel {
-        id: Set(ids::new_id()),
+        id: Set(OrganizationId::new()),
         workspace_id: Set(caller.workspace_id),
         name: Set(name),
         domain: Set(domain.clone()),
@@ -102,7 +101,7 @@ pub async fn create(
 pub async fn update(
     db: &impl TransactionTrait,
     caller: &Caller,
-    id: Uuid,
+    id: OrganizationId,
     changes: OrganizationChanges,
 ) -> Result<Model> {
     caller.require(Role::Agent, "updating an organization")?;
@@ -141,11 +140,8 @@ pub async fn update(
     Ok(model)
 }
 
-pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: Uuid) -> Result<Model> {
-    super::find_scoped::<Entity>(db, caller.workspace_id, id, "organization", || {
-        ids::encode(Kind::Organization, id)
-    })
-    .await
+pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: OrganizationId) -> Result<Model> {
+    super::find_scoped::<Entity, _>(db, caller.workspace_id, id).await
 }
 
 /// Organizations by name (then id), optionally those whose name or domain contains `search`.
@@ -205,13 +201,13 @@ pub fn like_pattern(text: &str) -> LikeExpr {
 /// How many customers each organization has (one query).
 pub async fn customer_counts(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    organizations: &[Uuid],
-) -> Result<std::collections::HashMap<Uuid, i64>> {
+    workspace_id: WorkspaceId,
+    organizations: &[OrganizationId],
+) -> Result<std::collections::HashMap<OrganizationId, i64>> {
     use sea_orm::{EntityTrait, FromQueryResult, QuerySelect};
     #[derive(FromQueryResult)]
     struct Row {
-        organization_id: Option<Uuid>,
+        organization_id: Option<OrganizationId>,
         count: i64,
     }
     let rows = entity::customer::Entity::find()

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::config::MAX_PAGE_SIZE;
 use crate::error::{Error, Result};
+use crate::ids::TypedId;
 
 /// Relay arguments: `first`/`after` forwards, `last`/`before` backwards.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -26,7 +27,8 @@ pub struct PageArgs {
 /// The page size when neither `first` nor `last` is given.
 pub const DEFAULT_PAGE_SIZE: i32 = 20;
 
-/// A decoded position: the value of the sort column and the id of the row.
+/// A decoded position: the value of the sort column and the id of the row (a bare UUID:
+/// a cursor is an edge of the domain, and only ever compared with the list's id column).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Position {
     #[serde(rename = "s")]
@@ -94,11 +96,11 @@ impl PageArgs {
 }
 
 /// The opaque cursor of a row.
-pub fn encode(sort: &str, value: String, id: Uuid) -> String {
+pub fn encode(sort: &str, value: String, id: impl TypedId) -> String {
     let position = Position {
         sort: sort.to_owned(),
         value,
-        id,
+        id: id.uuid(),
     };
     let json = serde_json::to_vec(&position).unwrap_or_default();
     URL_SAFE_NO_PAD.encode(json)
@@ -236,6 +238,10 @@ pub fn finish<T>(mut rows: Vec<T>, window: &Window) -> Page<T> {
 mod tests {
     use super::*;
 
+    fn id() -> entity::CustomerId {
+        entity::CustomerId::from_uuid(Uuid::nil())
+    }
+
     #[test]
     fn page_sizes_outside_zero_to_a_hundred_are_refused() {
         for (first, last) in [(Some(101), None), (Some(-1), None), (None, Some(10_000))] {
@@ -256,7 +262,7 @@ mod tests {
 
     #[test]
     fn a_cursor_of_another_ordering_is_refused() {
-        let cursor = encode("created_at", "2026-01-01T00:00:00Z".into(), Uuid::nil());
+        let cursor = encode("created_at", "2026-01-01T00:00:00Z".into(), id());
         let args = PageArgs {
             after: Some(cursor.clone()),
             ..PageArgs::default()
@@ -273,8 +279,8 @@ mod tests {
     #[test]
     fn damaged_huge_and_control_character_cursors_are_bad_input_naming_the_field() {
         let bad = [
-            encode("name", "a\u{0}b".into(), Uuid::nil()),
-            encode("name", "x".repeat(1_001), Uuid::nil()),
+            encode("name", "a\u{0}b".into(), id()),
+            encode("name", "x".repeat(1_001), id()),
             URL_SAFE_NO_PAD.encode("x".repeat(10_000)),
             URL_SAFE_NO_PAD.encode(r#"{"s":"name","v":"a","id":"nope"}"#),
         ];

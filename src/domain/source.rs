@@ -9,14 +9,14 @@ use sea_orm::{
     FromQueryResult, Order, QueryFilter, QueryOrder, TransactionTrait,
 };
 use serde_json::{json, Map, Value};
-use uuid::Uuid;
 
 use super::event::EventKind;
 use super::{Caller, Role};
 use crate::error::{Error, Result};
-use crate::ids::{self, Kind};
+use crate::ids;
 use connectors::Channel;
 use entity::source::{self, Column, Entity, Model};
+use entity::SourceId;
 
 string_enum!(
     /// How a source is doing.
@@ -139,7 +139,7 @@ pub async fn create(
     let now = super::now();
     let pull = connectors::is_pulled(input.channel);
     let row = source::ActiveModel {
-        id: Set(ids::new_id()),
+        id: Set(SourceId::new()),
         workspace_id: Set(caller.workspace_id),
         channel: Set(input.channel.as_str().to_owned()),
         name: Set(name.clone()),
@@ -172,7 +172,7 @@ pub async fn create(
     )
     .await?;
     txn.commit().await?;
-    tracing::info!(source = %ids::encode(Kind::Source, model.id), channel = %model.channel, "source created");
+    tracing::info!(source = %ids::encode(model.id), channel = %model.channel, "source created");
     Ok(model)
 }
 
@@ -190,7 +190,7 @@ pub struct SourceChanges {
 pub async fn update(
     db: &impl TransactionTrait,
     caller: &Caller,
-    id: Uuid,
+    id: SourceId,
     changes: SourceChanges,
 ) -> Result<Model> {
     caller.require(Role::Admin, "changing a source")?;
@@ -277,7 +277,7 @@ fn keep_bound_secrets(
 }
 
 /// Deletes a source; what it ingested stays.
-pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: Uuid) -> Result<()> {
+pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: SourceId) -> Result<()> {
     caller.require(Role::Admin, "deleting a source")?;
     let txn = super::begin_write(db).await?;
     let model = get(&txn, caller, id).await?;
@@ -295,11 +295,8 @@ pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: Uuid) -> Re
 }
 
 /// A source of the caller's workspace, or `NOT_FOUND`.
-pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: Uuid) -> Result<Model> {
-    super::find_scoped::<Entity>(db, caller.workspace_id, id, "source", || {
-        ids::encode(Kind::Source, id)
-    })
-    .await
+pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: SourceId) -> Result<Model> {
+    super::find_scoped::<Entity, _>(db, caller.workspace_id, id).await
 }
 
 /// The workspace's sources by name.
@@ -312,12 +309,12 @@ pub async fn list(db: &impl ConnectionTrait, caller: &Caller) -> Result<Vec<Mode
 
 /// The webhook source a delivery is addressed to: its id is the address, so this is the
 /// one lookup not scoped by a caller. `NOT_FOUND` for another channel.
-pub async fn for_webhook(db: &impl ConnectionTrait, id: Uuid) -> Result<Model> {
+pub async fn for_webhook(db: &impl ConnectionTrait, id: SourceId) -> Result<Model> {
     Entity::find_by_id(id)
         .filter(Column::Channel.eq(connectors::Channel::Webhook.as_str()))
         .one(db)
         .await?
-        .ok_or_else(|| Error::not_found("webhook source", ids::encode(Kind::Source, id)))
+        .ok_or_else(|| Error::not_found("webhook source", ids::encode(id)))
 }
 
 /// The names of the secrets a source has, to show that they are set.
@@ -410,13 +407,13 @@ pub async fn claim(db: &impl ConnectionTrait, source: &Model, lease: Lease<'_>) 
     if claimed.rows_affected == 0 {
         return Err(Error::Conflict(format!(
             "source {} is being synced right now; try again when that run ends",
-            ids::encode(Kind::Source, source.id)
+            ids::encode(source.id)
         )));
     }
     Entity::find_by_id(source.id)
         .one(db)
         .await?
-        .ok_or_else(|| Error::not_found("source", ids::encode(Kind::Source, source.id)))
+        .ok_or_else(|| Error::not_found("source", ids::encode(source.id)))
 }
 
 /// How a run ended, as recorded on its source.
@@ -435,7 +432,7 @@ pub struct RunOutcome {
 /// lease is someone else's now is left alone.
 pub async fn record_run(
     db: &impl ConnectionTrait,
-    id: Uuid,
+    id: SourceId,
     owner: &str,
     outcome: &RunOutcome,
 ) -> Result<()> {
@@ -476,7 +473,7 @@ pub async fn record_run(
 /// transaction that reads first and writes later fails at once with SQLITE_BUSY when
 /// another process wrote meanwhile); on PostgreSQL it locks the source's row, so two
 /// batches of one source never interleave.
-pub async fn lock_for_batch(txn: &impl ConnectionTrait, id: Uuid) -> Result<()> {
+pub async fn lock_for_batch(txn: &impl ConnectionTrait, id: SourceId) -> Result<()> {
     Entity::update_many()
         .col_expr(Column::UpdatedAt, Expr::col(Column::UpdatedAt).into())
         .filter(Column::Id.eq(id))
@@ -491,7 +488,7 @@ pub async fn lock_for_batch(txn: &impl ConnectionTrait, id: Uuid) -> Result<()> 
 /// drops the transaction so nothing of the batch is stored.
 pub async fn record_batch(
     txn: &impl ConnectionTrait,
-    id: Uuid,
+    id: SourceId,
     new: usize,
     next_cursor: Option<&str>,
     lease: Option<Lease<'_>>,

@@ -7,26 +7,24 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     TransactionTrait,
 };
-use uuid::Uuid;
 
 use super::{clean_optional, clean_required, Caller, Role};
 use crate::error::{Error, Result};
-use crate::ids;
-use entity::{customer_tag, tag};
+use entity::{customer_tag, tag, CustomerId, TagId, WorkspaceId};
 
 /// Puts the tag `name` on a customer inside the caller's transaction, creating the tag
 /// when the workspace has none by that name. Tagging twice is a no-op.
 pub async fn attach(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    customer_id: Uuid,
+    workspace_id: WorkspaceId,
+    customer_id: CustomerId,
     name: &str,
     color: Option<String>,
 ) -> Result<tag::Model> {
     let name = clean_required("name", name, 64)?;
     let color = clean_optional("color", color, 32)?;
     let row = tag::ActiveModel {
-        id: Set(ids::new_id()),
+        id: Set(TagId::new()),
         workspace_id: Set(workspace_id),
         name: Set(name.clone()),
         color: Set(color),
@@ -68,7 +66,7 @@ pub async fn attach(
 pub async fn add(
     db: &impl TransactionTrait,
     caller: &Caller,
-    customer_id: Uuid,
+    customer_id: CustomerId,
     name: &str,
     color: Option<String>,
 ) -> Result<()> {
@@ -85,7 +83,7 @@ pub async fn add(
 pub async fn remove(
     db: &impl TransactionTrait,
     caller: &Caller,
-    customer_id: Uuid,
+    customer_id: CustomerId,
     name: &str,
 ) -> Result<()> {
     caller.require(Role::Agent, "untagging a customer")?;
@@ -118,15 +116,15 @@ pub async fn remove(
 /// The tags of each customer, by name (two queries for any number of customers).
 pub async fn of_customers(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    customers: &[Uuid],
-) -> Result<HashMap<Uuid, Vec<tag::Model>>> {
+    workspace_id: WorkspaceId,
+    customers: &[CustomerId],
+) -> Result<HashMap<CustomerId, Vec<tag::Model>>> {
     let links = super::scoped::<customer_tag::Entity>(workspace_id)
         .filter(customer_tag::Column::CustomerId.is_in(customers.iter().copied()))
         .all(db)
         .await?;
-    let tag_ids: Vec<Uuid> = links.iter().map(|link| link.tag_id).collect();
-    let tags: HashMap<Uuid, tag::Model> = super::scoped::<tag::Entity>(workspace_id)
+    let tag_ids: Vec<TagId> = links.iter().map(|link| link.tag_id).collect();
+    let tags: HashMap<TagId, tag::Model> = super::scoped::<tag::Entity>(workspace_id)
         .filter(tag::Column::Id.is_in(tag_ids))
         .order_by_asc(tag::Column::Name)
         .all(db)
@@ -134,7 +132,7 @@ pub async fn of_customers(
         .into_iter()
         .map(|tag| (tag.id, tag))
         .collect();
-    let mut grouped: HashMap<Uuid, Vec<tag::Model>> = HashMap::new();
+    let mut grouped: HashMap<CustomerId, Vec<tag::Model>> = HashMap::new();
     for link in links {
         if let Some(tag) = tags.get(&link.tag_id) {
             grouped

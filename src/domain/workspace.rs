@@ -7,12 +7,11 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
 };
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 use super::{Caller, Role};
 use crate::error::{Error, Result};
 use crate::ids;
-use entity::{api_key, workspace};
+use entity::{api_key, workspace, ApiKeyId, WorkspaceId};
 
 /// The prefix of every key, so secret scanners can recognise a leaked one.
 pub const KEY_PREFIX: &str = "rpk_";
@@ -33,7 +32,7 @@ pub async fn ensure(db: &impl ConnectionTrait, slug: &str) -> Result<workspace::
         ));
     }
     let row = workspace::ActiveModel {
-        id: Set(ids::new_id()),
+        id: Set(WorkspaceId::new()),
         slug: Set(slug.to_owned()),
         name: Set(slug.to_owned()),
         settings: Set(serde_json::json!({})),
@@ -58,7 +57,7 @@ pub async fn ensure(db: &impl ConnectionTrait, slug: &str) -> Result<workspace::
 /// shown this once.
 pub async fn create_key(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     role: Role,
     name: &str,
 ) -> Result<(api_key::Model, String)> {
@@ -66,7 +65,7 @@ pub async fn create_key(
     rand::thread_rng().fill_bytes(&mut bytes);
     let secret = format!("{KEY_PREFIX}{}", hex::encode(bytes));
     let row = api_key::ActiveModel {
-        id: Set(ids::new_id()),
+        id: Set(ApiKeyId::new()),
         workspace_id: Set(workspace_id),
         name: Set(super::clean(name)),
         role: Set(role.as_str().to_owned()),
@@ -83,7 +82,7 @@ pub async fn create_key(
 /// The keys of a workspace, newest first.
 pub async fn list_keys(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
 ) -> Result<Vec<api_key::Model>> {
     Ok(super::scoped::<api_key::Entity>(workspace_id)
         .order_by_desc(api_key::Column::CreatedAt)
@@ -92,7 +91,11 @@ pub async fn list_keys(
 }
 
 /// Revokes a key of the workspace; `NOT_FOUND` when it has no such key.
-pub async fn revoke_key(db: &impl ConnectionTrait, workspace_id: Uuid, key_id: Uuid) -> Result<()> {
+pub async fn revoke_key(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    key_id: ApiKeyId,
+) -> Result<()> {
     let result = api_key::Entity::update_many()
         .col_expr(
             api_key::Column::RevokedAt,
@@ -104,10 +107,7 @@ pub async fn revoke_key(db: &impl ConnectionTrait, workspace_id: Uuid, key_id: U
         .exec(db)
         .await?;
     if result.rows_affected == 0 {
-        return Err(Error::not_found(
-            "API key",
-            ids::encode(ids::Kind::ApiKey, key_id),
-        ));
+        return Err(Error::not_found("API key", ids::encode(key_id)));
     }
     Ok(())
 }
@@ -133,13 +133,11 @@ pub async fn authenticate(db: &impl ConnectionTrait, secret: &str) -> Result<Cal
 }
 
 /// The workspace by id.
-pub async fn get(db: &impl ConnectionTrait, workspace_id: Uuid) -> Result<workspace::Model> {
+pub async fn get(db: &impl ConnectionTrait, workspace_id: WorkspaceId) -> Result<workspace::Model> {
     workspace::Entity::find_by_id(workspace_id)
         .one(db)
         .await?
-        .ok_or_else(|| {
-            Error::not_found("workspace", ids::encode(ids::Kind::Workspace, workspace_id))
-        })
+        .ok_or_else(|| Error::not_found("workspace", ids::encode(workspace_id)))
 }
 
 fn hash(secret: &str) -> String {
@@ -147,7 +145,7 @@ fn hash(secret: &str) -> String {
 }
 
 /// Deletes a workspace and, through the foreign keys, everything in it.
-pub async fn delete(db: &impl ConnectionTrait, workspace_id: Uuid) -> Result<()> {
+pub async fn delete(db: &impl ConnectionTrait, workspace_id: WorkspaceId) -> Result<()> {
     entity::event::Entity::delete_many()
         .filter(entity::event::Column::WorkspaceId.eq(workspace_id))
         .exec(db)
