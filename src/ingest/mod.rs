@@ -16,20 +16,19 @@ pub mod scheduler;
 pub mod sync;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
-use uuid::Uuid;
 
 pub use crate::domain::source::Lease;
 use crate::domain::{self, Direction};
 use crate::error::Result;
 use crate::failpoint::failpoint;
 use connectors::{Connector, ConnectorError, InboundItem};
-use entity::source;
+use entity::{source, InteractionId};
 
 /// What a batch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct IngestReport {
     /// Interactions stored by this batch.
-    pub new: Vec<Uuid>,
+    pub new: Vec<InteractionId>,
     /// Items already stored before (replays).
     pub duplicates: usize,
     /// Customers created for unknown authors.
@@ -41,7 +40,10 @@ pub struct IngestReport {
 
 /// What storing one item did.
 enum Stored {
-    New { id: Uuid, new_customer: bool },
+    New {
+        id: InteractionId,
+        new_customer: bool,
+    },
     Duplicate,
 }
 
@@ -101,7 +103,7 @@ pub async fn ingest(
             Err(err) if domain::refused_for_its_data(&err) => {
                 savepoint.rollback().await?;
                 tracing::warn!(
-                    source = %crate::ids::encode(crate::ids::Kind::Source, source.id),
+                    source = %crate::ids::encode(source.id),
                     external_id = %item.external_id,
                     error = %err,
                     "an item the database refused was skipped; the rest of the batch is stored"

@@ -7,20 +7,19 @@
 //! reply is sent and stored once.
 
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 use super::sync::Syncer;
 use crate::domain::{self, Caller, Role};
 use crate::error::{Error, Result};
-use crate::ids::{self, Kind};
+use crate::ids;
 use connectors::{ConnectorError, InboundItem, ReplyTarget};
-use entity::interaction;
+use entity::{interaction, InteractionId};
 
 /// Sends `text` as an answer to interaction `id` and stores it; returns the stored reply.
 pub async fn reply(
     syncer: &Syncer,
     caller: &Caller,
-    id: Uuid,
+    id: InteractionId,
     text: &str,
     idempotency_key: Option<String>,
 ) -> Result<interaction::Model> {
@@ -138,7 +137,7 @@ pub async fn reply(
         occurred_at: domain::now(),
         thread_key: None,
         in_reply_to: Some(external_id),
-        raw: serde_json::json!({ "sent_by": caller.key_name, "in_reply_to": ids::encode(Kind::Interaction, id) }),
+        raw: serde_json::json!({ "sent_by": caller.key_name, "in_reply_to": ids::encode(id) }),
     };
     super::ingest(db, &source, std::slice::from_ref(&item), None, None).await?;
     stored(sent.external_id)

@@ -10,7 +10,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use sea_orm::DatabaseConnection;
-use uuid::Uuid;
 
 use super::{ingest, Lease};
 use crate::config::SyncConfig;
@@ -19,9 +18,10 @@ use crate::domain::{
     source::{RunOutcome, SourceStatus},
 };
 use crate::error::{Error, Result};
-use crate::ids::{self, Kind};
+use crate::ids;
 use connectors::{ConnectorError, Cursor};
 use entity::source::Model;
+use entity::SourceId;
 
 /// What one sync did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -85,7 +85,7 @@ impl Syncer {
     /// are returned in the report, not as an `Err`.
     pub async fn run(&self, source: Model, stop: &(dyn Fn() -> bool + Sync)) -> Result<SyncReport> {
         use tracing::Instrument;
-        let span = tracing::info_span!("sync", source = %ids::encode(Kind::Source, source.id), channel = %source.channel);
+        let span = tracing::info_span!("sync", source = %ids::encode(source.id), channel = %source.channel);
         self.run_claimed(source, stop).instrument(span).await
     }
 
@@ -258,7 +258,7 @@ fn store_failure_message(err: &Error) -> String {
 pub async fn sync_now(
     syncer: &Syncer,
     caller: &domain::Caller,
-    id: Uuid,
+    id: SourceId,
 ) -> Result<(SyncReport, Model)> {
     caller.require(domain::Role::Admin, "syncing a source")?;
     let source = domain::source::get(&syncer.db, caller, id).await?;

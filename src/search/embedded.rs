@@ -32,6 +32,9 @@ use tantivy::{
 };
 use uuid::Uuid;
 
+use crate::ids::TypedId;
+use entity::{CustomerId, InteractionId, WorkspaceId};
+
 use super::{
     CustomerDoc, DatePosition, Facets, Hits, IndexName, InteractionDoc, InteractionQuery, Rebuild,
     SearchIndex, SearchSort, CUSTOMER_TEXT, INTERACTION_TEXT, MAX_HITS,
@@ -215,7 +218,12 @@ impl Embedded {
     }
 
     /// Deletes the documents of `index` whose `name` field holds one of `ids`.
-    async fn delete(&self, index: IndexName, name: &'static str, ids: Vec<Uuid>) -> Result<()> {
+    async fn delete<I: std::fmt::Display + Send + 'static>(
+        &self,
+        index: IndexName,
+        name: &'static str,
+        ids: Vec<I>,
+    ) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -253,13 +261,15 @@ fn add_text(doc: &mut TantivyDocument, schema: &Schema, name: &str, value: &str)
 /// A document of one of the two indexes.
 trait Indexed: Send + 'static {
     const INDEX: IndexName;
-    fn id(&self) -> Uuid;
+    type Id: std::fmt::Display;
+    fn id(&self) -> Self::Id;
     fn document(&self, schema: &Schema) -> TantivyDocument;
 }
 
 impl Indexed for InteractionDoc {
     const INDEX: IndexName = IndexName::Interactions;
-    fn id(&self) -> Uuid {
+    type Id = InteractionId;
+    fn id(&self) -> InteractionId {
         self.id
     }
     fn document(&self, schema: &Schema) -> TantivyDocument {
@@ -269,7 +279,8 @@ impl Indexed for InteractionDoc {
 
 impl Indexed for CustomerDoc {
     const INDEX: IndexName = IndexName::Customers;
-    fn id(&self) -> Uuid {
+    type Id = CustomerId;
+    fn id(&self) -> CustomerId {
         self.id
     }
     fn document(&self, schema: &Schema) -> TantivyDocument {
@@ -359,12 +370,17 @@ fn delete_where(
     writer: &IndexWriter<TantivyDocument>,
     schema: &Schema,
     name: &str,
-    ids: impl IntoIterator<Item = Uuid>,
+    ids: impl IntoIterator<Item = impl std::fmt::Display>,
 ) {
     let f = field(schema, name);
     for id in ids {
         writer.delete_term(Term::from_field_text(f, &id.to_string()));
     }
+}
+
+/// Ids as their raw fields hold them: the UUID, hyphenated.
+fn strings(ids: &[impl std::fmt::Display]) -> Vec<String> {
+    ids.iter().map(ToString::to_string).collect()
 }
 
 /// `any of values` on a raw field, as a required clause.
@@ -391,7 +407,7 @@ fn any_of(schema: &Schema, name: &str, values: &[String]) -> Option<Box<dyn Quer
 fn required_clauses(
     schema: &Schema,
     searchable: &[&str],
-    workspace: Uuid,
+    workspace: WorkspaceId,
     text: &str,
 ) -> Vec<(Occur, Box<dyn Query>)> {
     let fields: Vec<Field> = searchable.iter().map(|name| field(schema, name)).collect();
@@ -429,11 +445,11 @@ fn required_clauses(
         .collect()
 }
 
-fn read_ids(
+fn read_ids<I: TypedId>(
     searcher: &tantivy::Searcher,
     schema: &Schema,
     addresses: &[DocAddress],
-) -> Result<Vec<Uuid>> {
+) -> Result<Vec<I>> {
     let id = field(schema, "id");
     addresses
         .iter()
@@ -443,19 +459,18 @@ fn read_ids(
                 .get_first(id)
                 .and_then(|value| value.as_str())
                 .ok_or_else(|| internal("a document without id"))?;
-            Uuid::parse_str(text).map_err(internal)
+            Uuid::parse_str(text).map(I::from_uuid).map_err(internal)
         })
         .collect()
 }
 
-fn search_interactions(live: &Live, q: &InteractionQuery) -> Result<Hits> {
+fn search_interactions(live: &Live, q: &InteractionQuery) -> Result<Hits<InteractionId>> {
     let schema = live.index.schema();
     let mut clauses = required_clauses(&schema, &INTERACTION_TEXT, q.workspace_id, &q.text);
     let f = &q.filter;
-    let ids = |values: &[Uuid]| values.iter().map(Uuid::to_string).collect::<Vec<_>>();
     for clause in [
-        any_of(&schema, "customer_id", &ids(&f.customer_ids)),
-        any_of(&schema, "conversation_id", &ids(&f.conversation_ids)),
+        any_of(&schema, "customer_id", &strings(&f.customer_ids)),
+        any_of(&schema, "conversation_id", &strings(&f.conversation_ids)),
         any_of(&schema, "channel", &f.channels),
         any_of(&schema, "kind", &f.kinds),
         any_of(&schema, "direction", &f.directions),
@@ -619,7 +634,9 @@ fn by_date(
         for (id, _) in tied {
             positions.push(DatePosition {
                 occurred_at: last,
-                id: Uuid::parse_str(&id).map_err(internal)?,
+                id: Uuid::parse_str(&id)
+                    .map(InteractionId::from_uuid)
+                    .map_err(internal)?,
             });
         }
     }
@@ -652,7 +669,12 @@ fn beyond(schema: &Schema, order: &Order, position: DatePosition) -> Box<dyn Que
     ]))
 }
 
-fn search_customers(live: &Live, workspace: Uuid, text: &str, limit: usize) -> Result<Hits> {
+fn search_customers(
+    live: &Live,
+    workspace: WorkspaceId,
+    text: &str,
+    limit: usize,
+) -> Result<Hits<CustomerId>> {
     if super::words(text).is_empty() {
         return Ok(Hits::default());
     }
@@ -685,11 +707,11 @@ impl SearchIndex for Embedded {
         self.upsert(docs).await
     }
 
-    async fn delete_interactions(&self, ids: Vec<Uuid>) -> Result<()> {
+    async fn delete_interactions(&self, ids: Vec<InteractionId>) -> Result<()> {
         self.delete(IndexName::Interactions, "id", ids).await
     }
 
-    async fn delete_interactions_of(&self, customer_ids: Vec<Uuid>) -> Result<()> {
+    async fn delete_interactions_of(&self, customer_ids: Vec<CustomerId>) -> Result<()> {
         self.delete(IndexName::Interactions, "customer_id", customer_ids)
             .await
     }
@@ -698,11 +720,11 @@ impl SearchIndex for Embedded {
         self.upsert(docs).await
     }
 
-    async fn delete_customers(&self, ids: Vec<Uuid>) -> Result<()> {
+    async fn delete_customers(&self, ids: Vec<CustomerId>) -> Result<()> {
         self.delete(IndexName::Customers, "id", ids).await
     }
 
-    async fn search_interactions(&self, query: &InteractionQuery) -> Result<Hits> {
+    async fn search_interactions(&self, query: &InteractionQuery) -> Result<Hits<InteractionId>> {
         let query = query.clone();
         self.blocking(IndexName::Interactions, move |live| {
             search_interactions(live, &query)
@@ -710,7 +732,12 @@ impl SearchIndex for Embedded {
         .await
     }
 
-    async fn search_customers(&self, workspace_id: Uuid, text: &str, limit: usize) -> Result<Hits> {
+    async fn search_customers(
+        &self,
+        workspace_id: WorkspaceId,
+        text: &str,
+        limit: usize,
+    ) -> Result<Hits<CustomerId>> {
         let text = text.to_owned();
         self.blocking(IndexName::Customers, move |live| {
             search_customers(live, workspace_id, &text, limit)

@@ -18,9 +18,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use entity::{CustomerId, InteractionId};
 use sea_orm::DatabaseConnection;
 use tokio::sync::watch;
-use uuid::Uuid;
 
 use super::{IndexName, SearchIndex, SearchStatus};
 use crate::domain::document::{self, customer_docs, interaction_docs};
@@ -99,7 +99,7 @@ impl Indexer {
             let Some(kind) = event.kind else { continue };
             match kind {
                 EventKind::InteractionCreated => {
-                    interactions.insert(event.entity_id);
+                    interactions.insert(event.entity());
                     if let Some(customer) = event.interaction().customer_id {
                         customers.insert(customer);
                     }
@@ -107,16 +107,16 @@ impl Indexer {
                 // A status change re-indexes the conversation's interactions (their
                 // `status`); a new message in it does not need to.
                 EventKind::ConversationStatusChanged => {
-                    conversations.insert(event.entity_id);
+                    conversations.insert(event.entity());
                 }
                 EventKind::CustomerDeleted => {
-                    erased.insert(event.entity_id);
+                    erased.insert(event.entity());
                 }
                 EventKind::CustomerCreated | EventKind::CustomerUpdated => {
-                    customers.insert(event.entity_id);
+                    customers.insert(event.entity());
                 }
                 EventKind::OrganizationCreated | EventKind::OrganizationUpdated => {
-                    organizations.insert(event.entity_id);
+                    organizations.insert(event.entity());
                 }
                 EventKind::ConversationCreated
                 | EventKind::ConversationUpdated
@@ -135,14 +135,14 @@ impl Indexer {
         if !organizations.is_empty() {
             customers.extend(document::customers_of_organizations(&self.db, organizations).await?);
         }
-        let erased: Vec<Uuid> = erased.into_iter().collect();
+        let erased: Vec<CustomerId> = erased.into_iter().collect();
         customers.retain(|id| !erased.contains(id));
         if !erased.is_empty() {
             self.search.delete_customers(erased.clone()).await?;
             self.search.delete_interactions_of(erased).await?;
         }
-        let interactions: Vec<Uuid> = interactions.into_iter().collect();
-        let customers: Vec<Uuid> = customers.into_iter().collect();
+        let interactions: Vec<InteractionId> = interactions.into_iter().collect();
+        let customers: Vec<CustomerId> = customers.into_iter().collect();
         let step = Step {
             events: events.len(),
             interactions: interactions.len(),
@@ -150,8 +150,8 @@ impl Indexer {
         };
         for chunk in interactions.chunks(500) {
             let docs = interaction_docs(&self.db, chunk).await?;
-            let found: BTreeSet<Uuid> = docs.iter().map(|doc| doc.id).collect();
-            let gone: Vec<Uuid> = chunk
+            let found: BTreeSet<InteractionId> = docs.iter().map(|doc| doc.id).collect();
+            let gone: Vec<InteractionId> = chunk
                 .iter()
                 .filter(|id| !found.contains(id))
                 .copied()
@@ -161,8 +161,8 @@ impl Indexer {
         }
         for chunk in customers.chunks(500) {
             let docs = customer_docs(&self.db, chunk).await?;
-            let found: BTreeSet<Uuid> = docs.iter().map(|doc| doc.id).collect();
-            let gone: Vec<Uuid> = chunk
+            let found: BTreeSet<CustomerId> = docs.iter().map(|doc| doc.id).collect();
+            let gone: Vec<CustomerId> = chunk
                 .iter()
                 .filter(|id| !found.contains(id))
                 .copied()
@@ -295,27 +295,30 @@ pub async fn reindex(
             IndexName::Customers => document::count_customers(db).await?,
         };
         let mut count = 0u64;
-        let mut after = None;
+        let mut after_interaction = None;
+        let mut after_customer = None;
         loop {
-            let ids = match index {
-                IndexName::Interactions => document::interaction_ids_after(db, after).await?,
-                IndexName::Customers => document::customer_ids_after(db, after).await?,
-            };
-            let Some(last) = ids.last() else { break };
-            after = Some(*last);
-            count += ids.len() as u64;
-            match index {
+            let added = match index {
                 IndexName::Interactions => {
+                    let ids = document::interaction_ids_after(db, after_interaction).await?;
+                    let Some(last) = ids.last() else { break };
+                    after_interaction = Some(*last);
                     rebuild
                         .add_interactions(interaction_docs(db, &ids).await?)
-                        .await?
+                        .await?;
+                    ids.len()
                 }
                 IndexName::Customers => {
+                    let ids = document::customer_ids_after(db, after_customer).await?;
+                    let Some(last) = ids.last() else { break };
+                    after_customer = Some(*last);
                     rebuild
                         .add_customers(customer_docs(db, &ids).await?)
-                        .await?
+                        .await?;
+                    ids.len()
                 }
-            }
+            };
+            count += added as u64;
             progress(index, count, total);
         }
         rebuild.finish().await?;

@@ -12,13 +12,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use entity::{CustomerId, InteractionId, WorkspaceId};
 use meilisearch_sdk::client::{Client, SwapIndexes};
 use meilisearch_sdk::documents::DocumentDeletionQuery;
 use meilisearch_sdk::search::{MatchingStrategies, Selectors};
 use meilisearch_sdk::settings::{MinWordSizeForTypos, Settings, TypoToleranceSettings};
 use meilisearch_sdk::task_info::TaskInfo;
 use serde::Deserialize;
-use uuid::Uuid;
 
 use super::{
     CustomerDoc, Facets, Hits, IndexName, InteractionDoc, InteractionQuery, Rebuild, SearchIndex,
@@ -39,8 +39,8 @@ fn failed(err: impl std::fmt::Display) -> Error {
 }
 
 #[derive(Deserialize)]
-struct IdOnly {
-    id: Uuid,
+struct IdOnly<I> {
+    id: I,
     #[serde(default)]
     occurred_at: Option<i64>,
 }
@@ -100,6 +100,11 @@ fn quote(value: &str) -> String {
     format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
+/// Ids as the documents hold them: the UUID, hyphenated.
+fn strings(ids: &[impl std::fmt::Display]) -> Vec<String> {
+    ids.iter().map(ToString::to_string).collect()
+}
+
 fn any_of(clauses: &mut Vec<String>, name: &str, values: &[String]) {
     if !values.is_empty() {
         let list: Vec<String> = values.iter().map(|v| quote(v)).collect();
@@ -114,9 +119,12 @@ pub fn filter_of(query: &InteractionQuery) -> String {
         "workspace_id = {}",
         quote(&query.workspace_id.to_string())
     )];
-    let ids = |values: &[Uuid]| values.iter().map(Uuid::to_string).collect::<Vec<_>>();
-    any_of(&mut clauses, "customer_id", &ids(&f.customer_ids));
-    any_of(&mut clauses, "conversation_id", &ids(&f.conversation_ids));
+    any_of(&mut clauses, "customer_id", &strings(&f.customer_ids));
+    any_of(
+        &mut clauses,
+        "conversation_id",
+        &strings(&f.conversation_ids),
+    );
     any_of(&mut clauses, "channel", &f.channels);
     any_of(&mut clauses, "kind", &f.kinds);
     any_of(&mut clauses, "direction", &f.directions);
@@ -239,11 +247,11 @@ impl SearchIndex for Meili {
         self.add(&self.uid(IndexName::Interactions), &docs).await
     }
 
-    async fn delete_interactions(&self, ids: Vec<Uuid>) -> Result<()> {
+    async fn delete_interactions(&self, ids: Vec<InteractionId>) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        let ids = strings(&ids);
         self.wait(
             self.client
                 .index(self.uid(IndexName::Interactions))
@@ -253,11 +261,11 @@ impl SearchIndex for Meili {
         .await
     }
 
-    async fn delete_interactions_of(&self, customer_ids: Vec<Uuid>) -> Result<()> {
+    async fn delete_interactions_of(&self, customer_ids: Vec<CustomerId>) -> Result<()> {
         if customer_ids.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = customer_ids.iter().map(Uuid::to_string).collect();
+        let ids = strings(&customer_ids);
         let mut filter = Vec::new();
         any_of(&mut filter, "customer_id", &ids);
         let filter = filter.join("");
@@ -271,11 +279,11 @@ impl SearchIndex for Meili {
         self.add(&self.uid(IndexName::Customers), &docs).await
     }
 
-    async fn delete_customers(&self, ids: Vec<Uuid>) -> Result<()> {
+    async fn delete_customers(&self, ids: Vec<CustomerId>) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        let ids = strings(&ids);
         self.wait(
             self.client
                 .index(self.uid(IndexName::Customers))
@@ -285,7 +293,7 @@ impl SearchIndex for Meili {
         .await
     }
 
-    async fn search_interactions(&self, q: &InteractionQuery) -> Result<Hits> {
+    async fn search_interactions(&self, q: &InteractionQuery) -> Result<Hits<InteractionId>> {
         let index = self.client.index(self.uid(IndexName::Interactions));
         let filter = filter_of(q);
         let facet_names = ["channel", "kind", "sentiment_label", "language"];
@@ -312,7 +320,10 @@ impl SearchIndex for Meili {
         if q.facets {
             search.with_facets(Selectors::Some(&facet_names));
         }
-        let results = search.execute::<IdOnly>().await.map_err(failed)?;
+        let results = search
+            .execute::<IdOnly<InteractionId>>()
+            .await
+            .map_err(failed)?;
         let facets = q.facets.then(|| {
             let distribution = results.facet_distribution.clone().unwrap_or_default();
             let counts = |name: &str| -> Vec<(String, u64)> {
@@ -371,7 +382,12 @@ impl SearchIndex for Meili {
         })
     }
 
-    async fn search_customers(&self, workspace_id: Uuid, text: &str, limit: usize) -> Result<Hits> {
+    async fn search_customers(
+        &self,
+        workspace_id: WorkspaceId,
+        text: &str,
+        limit: usize,
+    ) -> Result<Hits<CustomerId>> {
         if super::words(text).is_empty() {
             return Ok(Hits::default());
         }
@@ -385,7 +401,7 @@ impl SearchIndex for Meili {
             .with_limit(limit.clamp(1, MAX_HITS))
             .with_attributes_to_retrieve(Selectors::Some(&retrieve))
             .with_matching_strategy(MatchingStrategies::ALL)
-            .execute::<IdOnly>()
+            .execute::<IdOnly<CustomerId>>()
             .await
             .map_err(failed)?;
         Ok(Hits {
@@ -460,8 +476,8 @@ mod tests {
 
     #[test]
     fn filters_are_written_in_meilisearch_syntax_with_the_workspace_first() {
-        let workspace = Uuid::nil();
-        let customer = Uuid::from_u128(7);
+        let workspace = WorkspaceId::from_uuid(uuid::Uuid::nil());
+        let customer = CustomerId::from_uuid(uuid::Uuid::from_u128(7));
         let query = InteractionQuery {
             workspace_id: workspace,
             text: "export".into(),
@@ -487,9 +503,9 @@ mod tests {
 
     #[test]
     fn a_keyset_position_becomes_a_range_filter_on_date_and_id() {
-        let id = Uuid::from_u128(9);
+        let id = InteractionId::from_uuid(uuid::Uuid::from_u128(9));
         let mut query = InteractionQuery {
-            workspace_id: Uuid::nil(),
+            workspace_id: WorkspaceId::from_uuid(uuid::Uuid::nil()),
             text: String::new(),
             filter: SearchFilter {
                 after_position: Some(crate::search::DatePosition {

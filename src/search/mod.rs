@@ -19,7 +19,7 @@ pub mod indexer;
 pub mod meili;
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
+use entity::{ConversationId, CustomerId, InteractionId, WorkspaceId};
 
 use crate::error::{Error, Result};
 
@@ -73,8 +73,8 @@ pub enum SearchSort {
 /// Filters on interaction hits; empty lists mean "any".
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SearchFilter {
-    pub customer_ids: Vec<Uuid>,
-    pub conversation_ids: Vec<Uuid>,
+    pub customer_ids: Vec<CustomerId>,
+    pub conversation_ids: Vec<ConversationId>,
     pub channels: Vec<String>,
     pub kinds: Vec<String>,
     pub directions: Vec<String>,
@@ -96,7 +96,7 @@ pub struct SearchFilter {
 pub struct DatePosition {
     /// Unix milliseconds.
     pub occurred_at: i64,
-    pub id: Uuid,
+    pub id: InteractionId,
 }
 
 /// The most hits a relevance-ordered search reaches (`offset + limit`), as Meilisearch's
@@ -108,7 +108,7 @@ pub const MAX_HITS: usize = 1_000;
 /// One search over interactions.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InteractionQuery {
-    pub workspace_id: Uuid,
+    pub workspace_id: WorkspaceId,
     pub text: String,
     pub filter: SearchFilter,
     pub sort: SearchSort,
@@ -126,10 +126,10 @@ pub struct Facets {
     pub language: Vec<(String, u64)>,
 }
 
-/// Ids in order, with the estimated number of hits in all.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Hits {
-    pub ids: Vec<Uuid>,
+/// Ids in order (of interactions or of customers), with the estimated number of hits in all.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hits<I> {
+    pub ids: Vec<I>,
     pub estimated_total: u64,
     pub facets: Option<Facets>,
     /// For date-ordered searches, the `occurred_at` (Unix milliseconds) of each hit, in
@@ -137,7 +137,18 @@ pub struct Hits {
     pub occurred_at: Vec<i64>,
 }
 
-impl Hits {
+impl<I> Default for Hits<I> {
+    fn default() -> Self {
+        Hits {
+            ids: Vec::new(),
+            estimated_total: 0,
+            facets: None,
+            occurred_at: Vec::new(),
+        }
+    }
+}
+
+impl Hits<InteractionId> {
     /// The position of each hit of a date-ordered search.
     pub fn positions(&self) -> Vec<DatePosition> {
         self.ids
@@ -166,13 +177,18 @@ pub trait SearchIndex: Send + Sync {
     /// `embedded` or `meilisearch`.
     fn backend(&self) -> &'static str;
     async fn upsert_interactions(&self, docs: Vec<InteractionDoc>) -> Result<()>;
-    async fn delete_interactions(&self, ids: Vec<Uuid>) -> Result<()>;
+    async fn delete_interactions(&self, ids: Vec<InteractionId>) -> Result<()>;
     /// Deletes every interaction of these customers (a customer erased).
-    async fn delete_interactions_of(&self, customer_ids: Vec<Uuid>) -> Result<()>;
+    async fn delete_interactions_of(&self, customer_ids: Vec<CustomerId>) -> Result<()>;
     async fn upsert_customers(&self, docs: Vec<CustomerDoc>) -> Result<()>;
-    async fn delete_customers(&self, ids: Vec<Uuid>) -> Result<()>;
-    async fn search_interactions(&self, query: &InteractionQuery) -> Result<Hits>;
-    async fn search_customers(&self, workspace_id: Uuid, text: &str, limit: usize) -> Result<Hits>;
+    async fn delete_customers(&self, ids: Vec<CustomerId>) -> Result<()>;
+    async fn search_interactions(&self, query: &InteractionQuery) -> Result<Hits<InteractionId>>;
+    async fn search_customers(
+        &self,
+        workspace_id: WorkspaceId,
+        text: &str,
+        limit: usize,
+    ) -> Result<Hits<CustomerId>>;
     /// Starts a rebuild of `index`: writes go to a fresh copy until [`Self::finish_rebuild`]
     /// swaps it in; searches keep using the old one meanwhile.
     async fn begin_rebuild(&self, index: IndexName) -> Result<Box<dyn Rebuild>>;
