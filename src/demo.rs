@@ -91,7 +91,7 @@ pub async fn webhook_source(app: &App) -> Result<Option<Webhook>> {
     };
     let source = domain::source::create(&app.db, &caller, new).await?;
     Ok(Some(Webhook {
-        id: crate::ids::encode(crate::ids::Kind::Source, source.id),
+        id: crate::ids::encode(source.id),
         secret,
     }))
 }

@@ -59,7 +59,7 @@ pub async fn run(app: App, command: KeysCommand) -> anyhow::Result<()> {
                 });
                 println!(
                     "{}\t{}\t{}\t{}…\t{}",
-                    ids::encode(ids::Kind::ApiKey, key.id),
+                    ids::encode(key.id),
                     key.role,
                     key.name,
                     key.prefix,

@@ -75,14 +75,14 @@ pub async fn run(app: App, command: SourcesCommand) -> anyhow::Result<()> {
                     } => anyhow::anyhow!("--{}: {err}", field.split('.').next().unwrap_or(field)),
                     _ => anyhow::anyhow!("{err}"),
                 })?;
-            println!("{}", ids::encode(ids::Kind::Source, source.id));
+            println!("{}", ids::encode(source.id));
         }
         SourcesCommand::List { workspace } => {
             let caller = owner_of(&app, &workspace).await?;
             for source in domain::source::list(&app.db, &caller).await? {
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
-                    ids::encode(ids::Kind::Source, source.id),
+                    ids::encode(source.id),
                     source.channel,
                     source.name,
                     source.status,

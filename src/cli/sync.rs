@@ -25,7 +25,7 @@ pub async fn run(app: App, source_id: Option<String>, workspace: &str) -> anyhow
     let mut failed = 0;
     for id in ids {
         let (report, source) = rapport::ingest::sync::sync_now(&syncer, &caller, id).await?;
-        let name = ids::encode(ids::Kind::Source, id);
+        let name = ids::encode(id);
         match &report.error {
             None => eprintln!(
                 "{name} ({}): {} new, {} already stored, {} batches",

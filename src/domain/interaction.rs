@@ -10,7 +10,7 @@ use sea_orm::sea_query::{Alias, Asterisk, Expr, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
     IdenStatic, Order, PaginatorTrait, QueryFilter, QuerySelect, QueryTrait, TransactionTrait,
-    Value,
+    TryGetable, Value,
 };
 
 use super::event::EventKind;
@@ -107,7 +107,7 @@ pub fn window(args: &PageArgs) -> Result<Window> {
 
 /// What a batch of interaction lists hangs off, by its id: a customer (its timeline) or a
 /// conversation (its thread).
-pub trait Parent: Copy + Eq + Hash + Into<Value> + Send + Sync + 'static {
+pub trait Parent: Copy + Eq + Hash + Into<Value> + TryGetable + Send + Sync + 'static {
     /// The interaction column holding the parent's id.
     const COLUMN: Column;
 
@@ -202,7 +202,7 @@ pub async fn pages_of<P: Parent>(
 }
 
 /// For each parent, how many of its interactions match `filter` (one query).
-pub async fn counts_of<P: Parent + sea_orm::TryGetable>(
+pub async fn counts_of<P: Parent>(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
     parents: &[P],

@@ -11,7 +11,7 @@ use super::{app, caller, load};
 use crate::domain;
 use crate::domain::contact_point::NewContactPoint;
 use crate::domain::ContactPointKind;
-use crate::ids::{encode, Kind};
+use crate::ids::encode;
 use entity::*;
 
 /// An e-mail, phone, postal address or website of a customer.
@@ -20,7 +20,7 @@ pub struct ContactPoint(pub contact_point::Model);
 #[Object]
 impl ContactPoint {
     pub(super) async fn id(&self) -> ID {
-        ID(encode(Kind::ContactPoint, self.0.id))
+        ID(encode(self.0.id))
     }
     async fn kind(&self) -> Result<ContactPointKind> {
         enum_of(ContactPointKind::from_db, &self.0.kind)
@@ -106,7 +106,7 @@ pub(super) async fn add_contact_point(
     ctx: &Context<'_>,
     input: AddContactPointInput,
 ) -> Result<ContactPointPayload> {
-    let customer = id("customerId", Kind::Customer, &input.customer_id)?;
+    let customer = id::<CustomerId>("customerId", &input.customer_id)?;
     let point = domain::contact_point::add(
         &app(ctx).db,
         caller(ctx)?,
@@ -124,7 +124,7 @@ pub(super) async fn remove_contact_point(
     ctx: &Context<'_>,
     input: RemoveContactPointInput,
 ) -> Result<RemoveContactPointPayload> {
-    let point = id("id", Kind::ContactPoint, &input.id)?;
+    let point = id::<ContactPointId>("id", &input.id)?;
     let customer = domain::contact_point::remove(&app(ctx).db, caller(ctx)?, point).await?;
     Ok(RemoveContactPointPayload {
         removed_contact_point_id: input.id,

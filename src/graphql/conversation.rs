@@ -8,10 +8,10 @@ use super::interaction::{interactions_of, InteractionConnection};
 use super::load;
 use super::loaders::*;
 use super::types::{enum_of, Channel};
-use crate::domain::interaction::{InteractionFilter, Parent};
+use crate::domain::interaction::InteractionFilter;
 use crate::domain::page::PageArgs;
 use crate::domain::{ConversationStatus, Priority};
-use crate::ids::{encode, Kind};
+use crate::ids::encode;
 use entity::*;
 
 /// A thread with one customer: the unit of the inbox.
@@ -20,7 +20,7 @@ pub struct Conversation(pub conversation::Model);
 #[Object]
 impl Conversation {
     pub(super) async fn id(&self) -> ID {
-        ID(encode(Kind::Conversation, self.0.id))
+        ID(encode(self.0.id))
     }
     async fn channel(&self) -> Result<Channel> {
         Channel::from_db(&self.0.channel)
@@ -58,14 +58,7 @@ impl Conversation {
             last,
             before,
         };
-        interactions_of(
-            ctx,
-            Parent::Conversation,
-            self.0.id,
-            InteractionFilter::default(),
-            args,
-        )
-        .await
+        interactions_of(ctx, self.0.id, InteractionFilter::default(), args).await
     }
     async fn first_response_at(&self) -> Option<DateTime<Utc>> {
         self.0.first_response_at

@@ -19,10 +19,10 @@ use super::tag::Tag;
 use super::types::{enum_of, Channel, OrderDirection};
 use super::{app, caller, load};
 use crate::domain::customer::{CustomerChanges, CustomerFilter, CustomerOrderField, NewCustomer};
-use crate::domain::interaction::{InteractionFilter, Parent};
+use crate::domain::interaction::InteractionFilter;
 use crate::domain::page::PageArgs;
 use crate::domain::{self, ConversationStatus, LifecycleStage};
-use crate::ids::{encode, Kind};
+use crate::ids::encode;
 use entity::*;
 
 /// A person: the centre of the 360-degree view.
@@ -31,7 +31,7 @@ pub struct Customer(pub customer::Model);
 #[Object]
 impl Customer {
     pub(super) async fn id(&self) -> ID {
-        ID(encode(Kind::Customer, self.0.id))
+        ID(encode(self.0.id))
     }
     async fn display_name(&self) -> &str {
         &self.0.display_name
@@ -122,7 +122,6 @@ impl Customer {
         }
         interactions_of(
             ctx,
-            Parent::Customer,
             self.0.id,
             filter,
             PageArgs {
@@ -289,9 +288,8 @@ impl CustomerFilterInput {
             search: self.search,
             lifecycle_stages: self.lifecycle_stages.unwrap_or_default(),
             tags: self.tags.unwrap_or_default(),
-            organization_id: opt_id(
+            organization_id: opt_id::<OrganizationId>(
                 "organizationId",
-                Kind::Organization,
                 self.organization_id.as_ref(),
             )?,
             channel: self.channel.map(|channel| channel.as_str().to_owned()),
@@ -355,7 +353,7 @@ pub struct DeleteCustomerInput {
 // The mutations on this noun; the `Mutation` root delegates to them.
 
 /// The customer a contact-point or tag mutation changed, as its payload shows it.
-pub(super) async fn customer_payload(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Customer> {
+pub(super) async fn customer_payload(ctx: &Context<'_>, id: CustomerId) -> Result<Customer> {
     Ok(Customer(
         domain::customer::get(&app(ctx).db, caller(ctx)?, id).await?,
     ))
@@ -371,9 +369,8 @@ pub(super) async fn create_customer(
         family_name: input.family_name,
         lifecycle_stage: input.lifecycle_stage,
         external_id: input.external_id,
-        organization_id: opt_id(
+        organization_id: opt_id::<OrganizationId>(
             "organizationId",
-            Kind::Organization,
             input.organization_id.as_ref(),
         )?,
         custom: input.custom_attributes.map(|json| json.0),
@@ -395,14 +392,14 @@ pub(super) async fn update_customer(
     ctx: &Context<'_>,
     input: UpdateCustomerInput,
 ) -> Result<CustomerPayload> {
-    let id = id("id", Kind::Customer, &input.id)?;
+    let id = id::<CustomerId>("id", &input.id)?;
     let changes = CustomerChanges {
         display_name: input.display_name,
         given_name: change(input.given_name),
         family_name: change(input.family_name),
         lifecycle_stage: input.lifecycle_stage,
         external_id: change(input.external_id),
-        organization_id: change_id("organizationId", Kind::Organization, input.organization_id)?,
+        organization_id: change_id::<OrganizationId>("organizationId", input.organization_id)?,
         custom: input.custom_attributes.map(|json| json.0),
     };
     let model = domain::customer::update(&app(ctx).db, caller(ctx)?, id, changes).await?;
@@ -415,7 +412,7 @@ pub(super) async fn delete_customer(
     ctx: &Context<'_>,
     input: DeleteCustomerInput,
 ) -> Result<DeleteCustomerPayload> {
-    let id = id("id", Kind::Customer, &input.id)?;
+    let id = id::<CustomerId>("id", &input.id)?;
     domain::customer::delete(&app(ctx).db, caller(ctx)?, id).await?;
     Ok(DeleteCustomerPayload {
         deleted_customer_id: input.id,

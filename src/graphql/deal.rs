@@ -12,7 +12,7 @@ use super::types::enum_of;
 use super::{app, caller, load};
 use crate::domain::deal::{DealChanges, NewDeal};
 use crate::domain::{self, DealStage};
-use crate::ids::{encode, Kind};
+use crate::ids::encode;
 use entity::*;
 
 /// An opportunity with a customer or an organization.
@@ -21,7 +21,7 @@ pub struct Deal(pub deal::Model);
 #[Object]
 impl Deal {
     pub(super) async fn id(&self) -> ID {
-        ID(encode(Kind::Deal, self.0.id))
+        ID(encode(self.0.id))
     }
     async fn title(&self) -> &str {
         &self.0.title
@@ -96,10 +96,9 @@ pub struct UpdateDealInput {
 pub(super) async fn create_deal(ctx: &Context<'_>, input: CreateDealInput) -> Result<DealPayload> {
     let new = NewDeal {
         title: input.title,
-        customer_id: opt_id("customerId", Kind::Customer, input.customer_id.as_ref())?,
-        organization_id: opt_id(
+        customer_id: opt_id::<CustomerId>("customerId", input.customer_id.as_ref())?,
+        organization_id: opt_id::<OrganizationId>(
             "organizationId",
-            Kind::Organization,
             input.organization_id.as_ref(),
         )?,
         amount: input.amount,
@@ -112,11 +111,11 @@ pub(super) async fn create_deal(ctx: &Context<'_>, input: CreateDealInput) -> Re
 }
 
 pub(super) async fn update_deal(ctx: &Context<'_>, input: UpdateDealInput) -> Result<DealPayload> {
-    let id = id("id", Kind::Deal, &input.id)?;
+    let id = id::<DealId>("id", &input.id)?;
     let changes = DealChanges {
         title: input.title,
-        customer_id: change_id("customerId", Kind::Customer, input.customer_id)?,
-        organization_id: change_id("organizationId", Kind::Organization, input.organization_id)?,
+        customer_id: change_id::<CustomerId>("customerId", input.customer_id)?,
+        organization_id: change_id::<OrganizationId>("organizationId", input.organization_id)?,
         amount: change(input.amount),
         currency: input.currency,
         stage: input.stage,

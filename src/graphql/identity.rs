@@ -7,7 +7,7 @@ use super::customer::Customer;
 use super::load;
 use super::loaders::*;
 use super::types::Channel;
-use crate::ids::{encode, Kind};
+use crate::ids::encode;
 use entity::*;
 
 /// A customer's account on one channel.
@@ -16,7 +16,7 @@ pub struct Identity(pub identity::Model);
 #[Object]
 impl Identity {
     pub(super) async fn id(&self) -> ID {
-        ID(encode(Kind::Identity, self.0.id))
+        ID(encode(self.0.id))
     }
     async fn channel(&self) -> Result<Channel> {
         Channel::from_db(&self.0.channel)

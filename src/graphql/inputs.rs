@@ -2,18 +2,17 @@
 //! a `BAD_USER_INPUT` naming the field. Each noun's input objects live in its own file.
 
 use async_graphql::{MaybeUndefined, ID};
-use uuid::Uuid;
 
-use crate::ids::{decode, Kind};
+use crate::ids::{decode, TypedId};
 
-/// Decodes a required id of `kind`.
-pub fn id(field: &str, kind: Kind, id: &ID) -> crate::Result<Uuid> {
-    decode(field, kind, id.as_str())
+/// Decodes a required id of the kind of `I`.
+pub fn id<I: TypedId>(field: &str, id: &ID) -> crate::Result<I> {
+    decode(field, id.as_str())
 }
 
-/// Decodes an optional id of `kind`.
-pub fn opt_id(field: &str, kind: Kind, id: Option<&ID>) -> crate::Result<Option<Uuid>> {
-    id.map(|id| decode(field, kind, id.as_str())).transpose()
+/// Decodes an optional id of the kind of `I`.
+pub fn opt_id<I: TypedId>(field: &str, id: Option<&ID>) -> crate::Result<Option<I>> {
+    id.map(|id| decode(field, id.as_str())).transpose()
 }
 
 /// Absent → leave alone (`None`); `null` → clear (`Some(None)`); a value → set.
@@ -25,13 +24,12 @@ pub fn change<T>(value: MaybeUndefined<T>) -> Option<Option<T>> {
     }
 }
 
-/// Like [`change`] for ids of `kind`.
-pub fn change_id(
+/// Like [`change`] for ids of the kind of `I`.
+pub fn change_id<I: TypedId>(
     field: &str,
-    kind: Kind,
     value: MaybeUndefined<ID>,
-) -> crate::Result<Option<Option<Uuid>>> {
+) -> crate::Result<Option<Option<I>>> {
     change(value)
-        .map(|id| id.map(|id| decode(field, kind, id.as_str())).transpose())
+        .map(|id| id.map(|id| decode(field, id.as_str())).transpose())
         .transpose()
 }

@@ -17,7 +17,7 @@ use super::{app, caller, load};
 use crate::domain::interaction::{InteractionFilter, NewInteraction, Parent};
 use crate::domain::page::{Page, PageArgs};
 use crate::domain::{self, Direction, InteractionKind};
-use crate::ids::{encode, Kind};
+use crate::ids::encode;
 use entity::*;
 
 /// One mention, message, comment, review, e-mail, call, meeting or reply.
@@ -26,7 +26,7 @@ pub struct Interaction(pub interaction::Model);
 #[Object]
 impl Interaction {
     pub(super) async fn id(&self) -> ID {
-        ID(encode(Kind::Interaction, self.0.id))
+        ID(encode(self.0.id))
     }
     async fn channel(&self) -> Result<Channel> {
         Channel::from_db(&self.0.channel)
@@ -107,27 +107,22 @@ impl InteractionTotal {
         if let Some(known) = self.1 {
             return Ok(known);
         }
-        let parent = match (self.0.customer_id, self.0.conversation_id) {
-            (Some(customer), None) => Some((Parent::Customer, customer)),
-            (None, Some(conversation)) => Some((Parent::Conversation, conversation)),
-            _ => None,
+        // Keyed without the parent's id so a page of timelines shares one count query.
+        let filter = InteractionFilter {
+            customer_id: None,
+            conversation_id: None,
+            ..self.0.clone()
         };
-        match parent {
-            Some((parent, id)) => {
-                // Keyed without the parent's id so a page of timelines shares one count query.
-                let filter = InteractionFilter {
-                    customer_id: None,
-                    conversation_id: None,
-                    ..self.0.clone()
-                };
-                Ok(load(ctx, InteractionCountOf { parent, id, filter })
-                    .await?
-                    .unwrap_or(0) as u64)
+        let count = match (self.0.customer_id, self.0.conversation_id) {
+            (Some(id), None) => load(ctx, InteractionCountOf { id, filter }).await?,
+            (None, Some(id)) => load(ctx, InteractionCountOf { id, filter }).await?,
+            _ => {
+                return Ok(
+                    domain::interaction::count(&super::app(ctx).db, caller(ctx)?, &self.0).await?,
+                )
             }
-            None => {
-                Ok(domain::interaction::count(&super::app(ctx).db, caller(ctx)?, &self.0).await?)
-            }
-        }
+        };
+        Ok(count.unwrap_or(0) as u64)
     }
 }
 
@@ -135,16 +130,14 @@ pub type InteractionConnection = Connection<String, Interaction, InteractionTota
 
 /// One page of a customer's or conversation's interactions through the loader, so the
 /// lists of a whole page of parents come from one query.
-pub(super) async fn interactions_of(
+pub(super) async fn interactions_of<P: Parent>(
     ctx: &Context<'_>,
-    parent: Parent,
-    id: uuid::Uuid,
+    id: P,
     filter: InteractionFilter,
     args: PageArgs,
 ) -> Result<InteractionConnection> {
     let window = domain::interaction::window(&args)?;
     let key = InteractionsOf {
-        parent,
         id,
         filter: filter.clone(),
         window,
@@ -154,17 +147,7 @@ pub(super) async fn interactions_of(
         has_next: false,
         has_previous: false,
     });
-    let filter = match parent {
-        Parent::Customer => InteractionFilter {
-            customer_id: Some(id),
-            ..filter
-        },
-        Parent::Conversation => InteractionFilter {
-            conversation_id: Some(id),
-            ..filter
-        },
-    };
-    Ok(interaction_connection(page, filter))
+    Ok(interaction_connection(page, id.narrow(filter)))
 }
 
 pub fn interaction_connection(
@@ -235,12 +218,9 @@ pub struct InteractionFilterInput {
 
 impl InteractionFilterInput {
     pub fn into_domain(self) -> crate::Result<InteractionFilter> {
-        let customer_id = opt_id("customerId", Kind::Customer, self.customer_id.as_ref())?;
-        let conversation_id = opt_id(
-            "conversationId",
-            Kind::Conversation,
-            self.conversation_id.as_ref(),
-        )?;
+        let customer_id = opt_id::<CustomerId>("customerId", self.customer_id.as_ref())?;
+        let conversation_id =
+            opt_id::<ConversationId>("conversationId", self.conversation_id.as_ref())?;
         let timeline = TimelineFilter {
             channels: self.channels,
             kinds: self.kinds,
@@ -293,10 +273,9 @@ pub(super) async fn record_interaction(
     input: RecordInteractionInput,
 ) -> Result<InteractionPayload> {
     let new = NewInteraction {
-        customer_id: id("customerId", Kind::Customer, &input.customer_id)?,
-        conversation_id: opt_id(
+        customer_id: id::<CustomerId>("customerId", &input.customer_id)?,
+        conversation_id: opt_id::<ConversationId>(
             "conversationId",
-            Kind::Conversation,
             input.conversation_id.as_ref(),
         )?,
         channel: input.channel.as_str().to_owned(),
@@ -318,7 +297,7 @@ pub(super) async fn reply_to_interaction(
     ctx: &Context<'_>,
     input: ReplyToInteractionInput,
 ) -> Result<InteractionPayload> {
-    let target = id("interactionId", Kind::Interaction, &input.interaction_id)?;
+    let target = id::<InteractionId>("interactionId", &input.interaction_id)?;
     if let Some(key) = &input.idempotency_key {
         domain::text::check_lookup("idempotencyKey", key, 200)?;
     }

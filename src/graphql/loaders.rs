@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
 use sea_orm::DatabaseConnection;
-use uuid::Uuid;
 
 use crate::domain::interaction::{InteractionFilter, Parent};
 use crate::domain::page::{Page, Window};
@@ -24,31 +23,37 @@ use entity::{
     interaction as interaction_row, note as note_row, organization as organization_row,
     tag as tag_row,
 };
+use entity::{
+    ContactPointId, ConversationId, CustomerId, DealId, IdentityId, InteractionId, NoteId,
+    OrganizationId, SourceId, TagId, WorkspaceId,
+};
 
 pub struct Loaders {
     pub db: DatabaseConnection,
-    pub workspace_id: Uuid,
+    pub workspace_id: WorkspaceId,
 }
 
 pub type LoadError = Arc<Error>;
 
 /// Declares a key type for loading rows by their own id.
 macro_rules! by_id {
-    ($key:ident, $entity:ident) => {
+    ($key:ident($id:ty), $entity:ident) => {
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub struct $key(pub Uuid);
+        pub struct $key(pub $id);
 
         impl Loader<$key> for Loaders {
             type Value = $entity::Model;
             type Error = LoadError;
 
             async fn load(&self, keys: &[$key]) -> Result<HashMap<$key, Self::Value>, Self::Error> {
-                let ids: Vec<Uuid> = keys.iter().map(|key| key.0).collect();
-                let rows =
-                    domain::by_ids::<$entity::Entity>(&self.db, self.workspace_id, &ids, |row| {
-                        row.id
-                    })
-                    .await?;
+                let ids: Vec<$id> = keys.iter().map(|key| key.0).collect();
+                let rows = domain::by_ids::<$entity::Entity, _>(
+                    &self.db,
+                    self.workspace_id,
+                    &ids,
+                    |row| row.id,
+                )
+                .await?;
                 Ok(rows.into_iter().map(|(id, row)| ($key(id), row)).collect())
             }
         }
@@ -58,16 +63,16 @@ macro_rules! by_id {
 /// Declares a key type for loading the children of a parent through a domain function
 /// that answers for many parents at once.
 macro_rules! children {
-    ($key:ident, $value:ty, $load:path) => {
+    ($key:ident($id:ty), $value:ty, $load:path) => {
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub struct $key(pub Uuid);
+        pub struct $key(pub $id);
 
         impl Loader<$key> for Loaders {
             type Value = $value;
             type Error = LoadError;
 
             async fn load(&self, keys: &[$key]) -> Result<HashMap<$key, Self::Value>, Self::Error> {
-                let ids: Vec<Uuid> = keys.iter().map(|key| key.0).collect();
+                let ids: Vec<$id> = keys.iter().map(|key| key.0).collect();
                 let mut rows = $load(&self.db, self.workspace_id, &ids).await?;
                 Ok(ids
                     .into_iter()
@@ -78,46 +83,62 @@ macro_rules! children {
     };
 }
 
-by_id!(CustomerById, customer);
-by_id!(OrganizationById, organization_row);
-by_id!(IdentityById, identity_row);
-by_id!(ConversationById, conversation_row);
-by_id!(InteractionById, interaction_row);
-by_id!(DealById, deal_row);
-by_id!(NoteById, note_row);
-by_id!(ContactPointById, contact_point);
-by_id!(TagById, tag_row);
-by_id!(SourceById, source_row);
+by_id!(CustomerById(CustomerId), customer);
+by_id!(OrganizationById(OrganizationId), organization_row);
+by_id!(IdentityById(IdentityId), identity_row);
+by_id!(ConversationById(ConversationId), conversation_row);
+by_id!(InteractionById(InteractionId), interaction_row);
+by_id!(DealById(DealId), deal_row);
+by_id!(NoteById(NoteId), note_row);
+by_id!(ContactPointById(ContactPointId), contact_point);
+by_id!(TagById(TagId), tag_row);
+by_id!(SourceById(SourceId), source_row);
 
 children!(
-    IdentitiesOf,
+    IdentitiesOf(CustomerId),
     Vec<identity_row::Model>,
     identity::of_customers
 );
 children!(
-    ContactPointsOf,
+    ContactPointsOf(CustomerId),
     Vec<contact_point::Model>,
     identity::contact_points_of
 );
-children!(TagsOf, Vec<tag_row::Model>, tag::of_customers);
+children!(TagsOf(CustomerId), Vec<tag_row::Model>, tag::of_customers);
 children!(
-    ConversationsOf,
+    ConversationsOf(CustomerId),
     Vec<conversation_row::Model>,
     conversation::of_customers
 );
-children!(DealsOf, Vec<deal_row::Model>, deal::of_customers);
 children!(
-    DealsOfOrganization,
+    DealsOf(CustomerId),
+    Vec<deal_row::Model>,
+    deal::of_customers
+);
+children!(
+    DealsOfOrganization(OrganizationId),
     Vec<deal_row::Model>,
     deal::of_organizations
 );
-children!(NotesOf, Vec<note_row::Model>, note::of_customers);
-children!(OpenConversationsOf, i64, conversation::open_counts);
-children!(CustomerCountOf, i64, organization::customer_counts);
+children!(
+    NotesOf(CustomerId),
+    Vec<note_row::Model>,
+    note::of_customers
+);
+children!(
+    OpenConversationsOf(CustomerId),
+    i64,
+    conversation::open_counts
+);
+children!(
+    CustomerCountOf(OrganizationId),
+    i64,
+    organization::customer_counts
+);
 
 /// Interactions by channel of each customer, over their whole history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ChannelCountsOf(pub Uuid);
+pub struct ChannelCountsOf(pub CustomerId);
 
 impl Loader<ChannelCountsOf> for Loaders {
     type Value = Vec<(String, i64)>;
@@ -127,7 +148,7 @@ impl Loader<ChannelCountsOf> for Loaders {
         &self,
         keys: &[ChannelCountsOf],
     ) -> Result<HashMap<ChannelCountsOf, Self::Value>, Self::Error> {
-        let ids: Vec<Uuid> = keys.iter().map(|key| key.0).collect();
+        let ids: Vec<CustomerId> = keys.iter().map(|key| key.0).collect();
         let mut rows = interaction::by_channel(
             &self.db,
             self.workspace_id,
@@ -143,34 +164,32 @@ impl Loader<ChannelCountsOf> for Loaders {
 }
 
 /// One page of the interactions of one customer (its timeline) or one conversation (its
-/// thread). `filter` holds neither id, so keys with the same filter and window share a query.
+/// thread), by the parent's id. `filter` holds neither id, so keys with the same filter and
+/// window share a query.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct InteractionsOf {
-    pub parent: Parent,
-    pub id: Uuid,
+pub struct InteractionsOf<P> {
+    pub id: P,
     pub filter: InteractionFilter,
     pub window: Window,
 }
 
-impl Loader<InteractionsOf> for Loaders {
+impl<P: Parent> Loader<InteractionsOf<P>> for Loaders {
     type Value = Page<interaction_row::Model>;
     type Error = LoadError;
 
     async fn load(
         &self,
-        keys: &[InteractionsOf],
-    ) -> Result<HashMap<InteractionsOf, Self::Value>, Self::Error> {
+        keys: &[InteractionsOf<P>],
+    ) -> Result<HashMap<InteractionsOf<P>, Self::Value>, Self::Error> {
         let mut out = HashMap::new();
-        for ((parent, filter, window), ids) in group(keys, |key| {
-            ((key.parent, key.filter.clone(), key.window.clone()), key.id)
+        for ((filter, window), ids) in group(keys, |key| {
+            ((key.filter.clone(), key.window.clone()), key.id)
         }) {
             for (id, page) in
-                interaction::pages_of(&self.db, self.workspace_id, parent, &ids, &filter, &window)
-                    .await?
+                interaction::pages_of(&self.db, self.workspace_id, &ids, &filter, &window).await?
             {
                 out.insert(
                     InteractionsOf {
-                        parent,
                         id,
                         filter: filter.clone(),
                         window: window.clone(),
@@ -185,30 +204,26 @@ impl Loader<InteractionsOf> for Loaders {
 
 /// How many interactions of one customer or conversation match a filter (`totalCount`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct InteractionCountOf {
-    pub parent: Parent,
-    pub id: Uuid,
+pub struct InteractionCountOf<P> {
+    pub id: P,
     pub filter: InteractionFilter,
 }
 
-impl Loader<InteractionCountOf> for Loaders {
+impl<P: Parent> Loader<InteractionCountOf<P>> for Loaders {
     type Value = i64;
     type Error = LoadError;
 
     async fn load(
         &self,
-        keys: &[InteractionCountOf],
-    ) -> Result<HashMap<InteractionCountOf, Self::Value>, Self::Error> {
+        keys: &[InteractionCountOf<P>],
+    ) -> Result<HashMap<InteractionCountOf<P>, Self::Value>, Self::Error> {
         let mut out = HashMap::new();
-        for ((parent, filter), ids) in group(keys, |key| ((key.parent, key.filter.clone()), key.id))
-        {
-            let counts =
-                interaction::counts_of(&self.db, self.workspace_id, parent, &ids, &filter).await?;
+        for (filter, ids) in group(keys, |key| (key.filter.clone(), key.id)) {
+            let counts = interaction::counts_of(&self.db, self.workspace_id, &ids, &filter).await?;
             for id in ids {
                 let count = counts.get(&id).copied().unwrap_or(0);
                 out.insert(
                     InteractionCountOf {
-                        parent,
                         id,
                         filter: filter.clone(),
                     },
@@ -221,8 +236,8 @@ impl Loader<InteractionCountOf> for Loaders {
 }
 
 /// Groups keys that can share one query.
-fn group<K, G: Eq + Hash>(keys: &[K], split: impl Fn(&K) -> (G, Uuid)) -> HashMap<G, Vec<Uuid>> {
-    let mut groups: HashMap<G, Vec<Uuid>> = HashMap::new();
+fn group<K, G: Eq + Hash, I>(keys: &[K], split: impl Fn(&K) -> (G, I)) -> HashMap<G, Vec<I>> {
+    let mut groups: HashMap<G, Vec<I>> = HashMap::new();
     for key in keys {
         let (group, id) = split(key);
         groups.entry(group).or_default().push(id);

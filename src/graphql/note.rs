@@ -9,7 +9,7 @@ use super::inputs::id;
 use super::loaders::*;
 use super::{app, caller, load};
 use crate::domain;
-use crate::ids::{encode, Kind};
+use crate::ids::encode;
 use entity::*;
 
 /// An internal note on a customer.
@@ -18,7 +18,7 @@ pub struct Note(pub note::Model);
 #[Object]
 impl Note {
     pub(super) async fn id(&self) -> ID {
-        ID(encode(Kind::Note, self.0.id))
+        ID(encode(self.0.id))
     }
     async fn body(&self) -> &str {
         &self.0.body
@@ -54,7 +54,7 @@ pub struct AddNoteInput {
 // The mutations on this noun; the `Mutation` root delegates to them.
 
 pub(super) async fn add_note(ctx: &Context<'_>, input: AddNoteInput) -> Result<NotePayload> {
-    let customer = id("customerId", Kind::Customer, &input.customer_id)?;
+    let customer = id::<CustomerId>("customerId", &input.customer_id)?;
     let model = domain::note::add(&app(ctx).db, caller(ctx)?, customer, &input.body).await?;
     Ok(NotePayload { note: Note(model) })
 }

@@ -11,7 +11,7 @@ use super::loaders::*;
 use super::{app, caller, load};
 use crate::domain::organization::{NewOrganization, OrganizationChanges};
 use crate::domain::{self};
-use crate::ids::{encode, Kind};
+use crate::ids::encode;
 use entity::*;
 
 /// A company (B2B account).
@@ -20,7 +20,7 @@ pub struct Organization(pub organization::Model);
 #[Object]
 impl Organization {
     pub(super) async fn id(&self) -> ID {
-        ID(encode(Kind::Organization, self.0.id))
+        ID(encode(self.0.id))
     }
     async fn name(&self) -> &str {
         &self.0.name
@@ -112,7 +112,7 @@ pub(super) async fn update_organization(
     ctx: &Context<'_>,
     input: UpdateOrganizationInput,
 ) -> Result<OrganizationPayload> {
-    let id = id("id", Kind::Organization, &input.id)?;
+    let id = id::<OrganizationId>("id", &input.id)?;
     let changes = OrganizationChanges {
         name: input.name,
         domain: change(input.domain),

@@ -24,7 +24,8 @@ use crate::domain::customer::CustomerOrderField;
 use crate::domain::page::PageArgs;
 use crate::domain::{self};
 use crate::error::Error;
-use crate::ids::{decode_any, Kind};
+use crate::ids::{decode_any, AnyId};
+use entity::{CustomerId, OrganizationId, SourceId};
 
 pub struct Query;
 
@@ -73,7 +74,7 @@ impl Query {
 
     /// One customer with everything known about them; `null` when not found.
     async fn customer(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Customer>> {
-        let id = inputs::id("id", Kind::Customer, &id)?;
+        let id = inputs::id::<CustomerId>("id", &id)?;
         Ok(found(domain::customer::get(&app(ctx).db, caller(ctx)?, id).await)?.map(Customer))
     }
 
@@ -135,7 +136,7 @@ impl Query {
     }
 
     async fn organization(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Organization>> {
-        let id = inputs::id("id", Kind::Organization, &id)?;
+        let id = inputs::id::<OrganizationId>("id", &id)?;
         Ok(
             found(domain::organization::get(&app(ctx).db, caller(ctx)?, id).await)?
                 .map(Organization),
@@ -179,7 +180,7 @@ impl Query {
     }
 
     async fn source(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Source>> {
-        let id = inputs::id("id", Kind::Source, &id)?;
+        let id = inputs::id::<SourceId>("id", &id)?;
         Ok(found(domain::source::get(&app(ctx).db, caller(ctx)?, id).await)?.map(Source))
     }
 
@@ -247,41 +248,37 @@ impl Query {
 
 /// Any object by id through the loaders, so `nodes(ids:)` batches per kind.
 async fn fetch_node(ctx: &Context<'_>, id: &ID) -> Result<Option<Node>> {
-    let (kind, uuid) = decode_any("id", id.as_str())?;
+    let id = decode_any("id", id.as_str())?;
     let caller = caller(ctx)?;
-    let node = match kind {
-        Kind::Workspace if uuid == caller.workspace_id => Some(Node::Workspace(Workspace(
-            domain::workspace::get(&app(ctx).db, uuid).await?,
+    let node = match id {
+        AnyId::Workspace(id) if id == caller.workspace_id => Some(Node::Workspace(Workspace(
+            domain::workspace::get(&app(ctx).db, id).await?,
         ))),
-        Kind::Customer => load(ctx, CustomerById(uuid))
+        AnyId::Customer(id) => load(ctx, CustomerById(id))
             .await?
             .map(|m| Node::Customer(Customer(m))),
-        Kind::Organization => load(ctx, OrganizationById(uuid))
+        AnyId::Organization(id) => load(ctx, OrganizationById(id))
             .await?
             .map(|m| Node::Organization(Organization(m))),
-        Kind::Identity => load(ctx, IdentityById(uuid))
+        AnyId::Identity(id) => load(ctx, IdentityById(id))
             .await?
             .map(|m| Node::Identity(Identity(m))),
-        Kind::Interaction => load(ctx, InteractionById(uuid))
+        AnyId::Interaction(id) => load(ctx, InteractionById(id))
             .await?
             .map(|m| Node::Interaction(Interaction(m))),
-        Kind::Conversation => load(ctx, ConversationById(uuid))
+        AnyId::Conversation(id) => load(ctx, ConversationById(id))
             .await?
             .map(|m| Node::Conversation(Conversation(m))),
-        Kind::Deal => load(ctx, DealById(uuid))
-            .await?
-            .map(|m| Node::Deal(Deal(m))),
-        Kind::Note => load(ctx, NoteById(uuid))
-            .await?
-            .map(|m| Node::Note(Note(m))),
-        Kind::ContactPoint => load(ctx, ContactPointById(uuid))
+        AnyId::Deal(id) => load(ctx, DealById(id)).await?.map(|m| Node::Deal(Deal(m))),
+        AnyId::Note(id) => load(ctx, NoteById(id)).await?.map(|m| Node::Note(Note(m))),
+        AnyId::ContactPoint(id) => load(ctx, ContactPointById(id))
             .await?
             .map(|m| Node::ContactPoint(ContactPoint(m))),
-        Kind::Tag => load(ctx, TagById(uuid)).await?.map(|m| Node::Tag(Tag(m))),
-        Kind::Source => load(ctx, SourceById(uuid))
+        AnyId::Tag(id) => load(ctx, TagById(id)).await?.map(|m| Node::Tag(Tag(m))),
+        AnyId::Source(id) => load(ctx, SourceById(id))
             .await?
             .map(|m| Node::Source(Source(m))),
-        Kind::Workspace | Kind::ApiKey => None,
+        AnyId::Workspace(_) | AnyId::ApiKey(_) => None,
     };
     Ok(node)
 }

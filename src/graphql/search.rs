@@ -10,7 +10,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 
 use super::customer::Customer;
-use super::inputs::opt_id;
+use super::inputs::id;
 use super::interaction::{Interaction, InteractionConnection, InteractionTotal};
 use super::loaders::{CustomerById, InteractionById};
 use super::types::Channel;
@@ -19,8 +19,9 @@ use crate::config::MAX_PAGE_SIZE;
 use crate::domain::interaction::InteractionFilter;
 use crate::domain::{ConversationStatus, Direction, InteractionKind};
 use crate::error::Error;
-use crate::ids::Kind;
+use crate::ids::TypedId;
 use crate::search::{self, InteractionQuery, SearchFilter};
+use entity::{ConversationId, CustomerId, InteractionId};
 
 /// How search hits are ordered.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Default)]
@@ -69,13 +70,11 @@ fn at_most<T>(field: &str, values: Option<Vec<T>>) -> Result<Vec<T>, Error> {
     Ok(values)
 }
 
-fn ids(field: &str, kind: Kind, values: Option<Vec<ID>>) -> Result<Vec<uuid::Uuid>, Error> {
+fn ids<I: TypedId>(field: &str, values: Option<Vec<ID>>) -> Result<Vec<I>, Error> {
     at_most(field, values)?
         .iter()
         .enumerate()
-        .map(|(index, id)| {
-            opt_id(&format!("{field}[{index}]"), kind, Some(id)).map(|id| id.expect("given"))
-        })
+        .map(|(index, value)| id(&format!("{field}[{index}]"), value))
         .collect()
 }
 
@@ -93,10 +92,9 @@ impl SearchFilterInput {
             }
         }
         Ok(SearchFilter {
-            customer_ids: ids("filter.customerIds", Kind::Customer, self.customer_ids)?,
-            conversation_ids: ids(
+            customer_ids: ids::<CustomerId>("filter.customerIds", self.customer_ids)?,
+            conversation_ids: ids::<ConversationId>(
                 "filter.conversationIds",
-                Kind::Conversation,
                 self.conversation_ids,
             )?,
             channels: at_most("filter.channels", self.channels)?
@@ -344,7 +342,9 @@ fn decode_start(cursor: Option<&str>, sort: SearchSort) -> Result<Start, Error> 
         .and_then(|millis| millis.parse::<i64>().ok())
         .filter(|millis| DateTime::from_timestamp_millis(*millis).is_some())
         .ok_or_else(invalid)?;
-    let id = uuid::Uuid::parse_str(id).map_err(|_| invalid())?;
+    let id = uuid::Uuid::parse_str(id)
+        .map(InteractionId::from_uuid)
+        .map_err(|_| invalid())?;
     Ok(Start::After(search::DatePosition { occurred_at, id }))
 }
 
@@ -376,7 +376,7 @@ struct Asked<'a> {
 async fn run(
     ctx: &Context<'_>,
     asked: Asked<'_>,
-) -> Result<(Vec<(String, SearchHit)>, search::Hits, bool)> {
+) -> Result<(Vec<(String, SearchHit)>, search::Hits<InteractionId>, bool)> {
     let Asked {
         text_field,
         text,
@@ -499,7 +499,7 @@ pub async fn search(
 
 pub async fn searched_timeline(
     ctx: &Context<'_>,
-    customer: uuid::Uuid,
+    customer: CustomerId,
     filter: InteractionFilter,
     text: &str,
     first: Option<i32>,

@@ -9,7 +9,8 @@ use super::types::{enum_of, Channel};
 use super::{app, caller};
 use crate::domain::source::{NewSource, SourceChanges};
 use crate::domain::{self};
-use crate::ids::{encode, Kind};
+use crate::ids::encode;
+use entity::SourceId;
 
 /// A configured connector instance. Its secrets are write-only: `secretsSet` names them,
 /// nothing returns their values.
@@ -18,7 +19,7 @@ pub struct Source(pub entity::source::Model);
 #[Object]
 impl Source {
     pub(super) async fn id(&self) -> ID {
-        ID(encode(Kind::Source, self.0.id))
+        ID(encode(self.0.id))
     }
     async fn channel(&self) -> Result<Channel> {
         Channel::from_db(&self.0.channel)
@@ -60,7 +61,7 @@ impl Source {
     /// For webhook sources: the path to POST deliveries to.
     async fn webhook_path(&self) -> Option<String> {
         (self.0.channel == Channel::Webhook.as_str())
-            .then(|| format!("/webhooks/{}", encode(Kind::Source, self.0.id)))
+            .then(|| format!("/webhooks/{}", encode(self.0.id)))
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
@@ -144,7 +145,7 @@ pub(super) async fn update_source(
     ctx: &Context<'_>,
     input: UpdateSourceInput,
 ) -> Result<SourcePayload> {
-    let id = id("id", Kind::Source, &input.id)?;
+    let id = id::<SourceId>("id", &input.id)?;
     let changes = SourceChanges {
         name: input.name,
         config: input
@@ -160,7 +161,7 @@ pub(super) async fn update_source(
 }
 
 pub(super) async fn pause_source(ctx: &Context<'_>, input: SourceIdInput) -> Result<SourcePayload> {
-    let id = id("id", Kind::Source, &input.id)?;
+    let id = id::<SourceId>("id", &input.id)?;
     let changes = SourceChanges {
         paused: Some(true),
         ..SourceChanges::default()
@@ -174,7 +175,7 @@ pub(super) async fn resume_source(
     ctx: &Context<'_>,
     input: SourceIdInput,
 ) -> Result<SourcePayload> {
-    let id = id("id", Kind::Source, &input.id)?;
+    let id = id::<SourceId>("id", &input.id)?;
     let changes = SourceChanges {
         paused: Some(false),
         ..SourceChanges::default()
@@ -188,7 +189,7 @@ pub(super) async fn sync_source(
     ctx: &Context<'_>,
     input: SourceIdInput,
 ) -> Result<SyncSourcePayload> {
-    let id = id("id", Kind::Source, &input.id)?;
+    let id = id::<SourceId>("id", &input.id)?;
     let syncer = crate::ingest::sync::Syncer::new(app(ctx));
     let (report, source) = crate::ingest::sync::sync_now(&syncer, caller(ctx)?, id).await?;
     Ok(SyncSourcePayload {
@@ -204,7 +205,7 @@ pub(super) async fn delete_source(
     ctx: &Context<'_>,
     input: SourceIdInput,
 ) -> Result<DeleteSourcePayload> {
-    let id = id("id", Kind::Source, &input.id)?;
+    let id = id::<SourceId>("id", &input.id)?;
     domain::source::delete(&app(ctx).db, caller(ctx)?, id).await?;
     Ok(DeleteSourcePayload {
         deleted_source_id: input.id,

@@ -7,7 +7,7 @@ use super::customer::{customer_payload, CustomerPayload};
 use super::inputs::id;
 use super::{app, caller};
 use crate::domain;
-use crate::ids::{encode, Kind};
+use crate::ids::encode;
 use entity::*;
 
 /// A label on customers.
@@ -16,7 +16,7 @@ pub struct Tag(pub tag::Model);
 #[Object]
 impl Tag {
     pub(super) async fn id(&self) -> ID {
-        ID(encode(Kind::Tag, self.0.id))
+        ID(encode(self.0.id))
     }
     async fn name(&self) -> &str {
         &self.0.name
@@ -43,7 +43,7 @@ pub struct RemoveTagInput {
 // The mutations on this noun; the `Mutation` root delegates to them.
 
 pub(super) async fn add_tag(ctx: &Context<'_>, input: AddTagInput) -> Result<CustomerPayload> {
-    let customer = id("customerId", Kind::Customer, &input.customer_id)?;
+    let customer = id::<CustomerId>("customerId", &input.customer_id)?;
     domain::tag::add(
         &app(ctx).db,
         caller(ctx)?,
@@ -61,7 +61,7 @@ pub(super) async fn remove_tag(
     ctx: &Context<'_>,
     input: RemoveTagInput,
 ) -> Result<CustomerPayload> {
-    let customer = id("customerId", Kind::Customer, &input.customer_id)?;
+    let customer = id::<CustomerId>("customerId", &input.customer_id)?;
     domain::tag::remove(&app(ctx).db, caller(ctx)?, customer, &input.name).await?;
     Ok(CustomerPayload {
         customer: customer_payload(ctx, customer).await?,

@@ -4,7 +4,7 @@ use async_graphql::{Object, ID};
 use chrono::{DateTime, Utc};
 
 use crate::domain::Role;
-use crate::ids::{encode, Kind};
+use crate::ids::encode;
 use entity::*;
 
 /// A tenant: every object belongs to exactly one.
@@ -13,7 +13,7 @@ pub struct Workspace(pub workspace::Model);
 #[Object]
 impl Workspace {
     pub(super) async fn id(&self) -> ID {
-        ID(encode(Kind::Workspace, self.0.id))
+        ID(encode(self.0.id))
     }
     async fn slug(&self) -> &str {
         &self.0.slug

@@ -42,7 +42,7 @@ struct HttpState {
     /// The app and its GraphQL schema, built once for this router.
     api: crate::graphql::Api,
     /// Requests a minute per API key.
-    limiter: Arc<RateLimiter<uuid::Uuid>>,
+    limiter: Arc<RateLimiter<entity::ApiKeyId>>,
     /// Failed authentications (401s of `/graphql`) a minute per client address.
     auth_failures: Arc<RateLimiter<std::net::IpAddr>>,
     /// Deliveries with a bad signature a minute per source and client address.

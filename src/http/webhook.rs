@@ -23,7 +23,7 @@ pub(super) async fn deliver(
 ) -> Response {
     let refuse = |rejection: Rejection| reject(&state, MediaType::Json, rejection);
     let not_found = || Error::not_found("webhook source", source_id.clone());
-    let Ok(id) = crate::ids::decode("source_id", crate::ids::Kind::Source, &source_id) else {
+    let Ok(id) = crate::ids::decode::<entity::SourceId>("source_id", &source_id) else {
         return refuse(not_found().into());
     };
     let source = match domain::source::for_webhook(&state.app().db, id).await {
@@ -107,10 +107,7 @@ pub(super) async fn deliver(
         )),
         Ok(report) => {
             crate::failpoint::failpoint("webhook.after_commit");
-            let interaction = report
-                .new
-                .first()
-                .map(|id| crate::ids::encode(crate::ids::Kind::Interaction, *id));
+            let interaction = report.new.first().map(|id| crate::ids::encode(*id));
             let body = json!({ "accepted": true, "duplicate": report.new.is_empty(), "interactionId": interaction });
             (
                 StatusCode::OK,
