@@ -9,7 +9,6 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use sea_orm::{ActiveValue::Set, ConnectionTrait, TransactionTrait};
-use uuid::Uuid;
 
 use crate::domain::bulk::{self, Rows};
 use crate::domain::{
@@ -99,12 +98,7 @@ pub async fn webhook_source(app: &App) -> Result<Option<Webhook>> {
 /// The demo's sources are made as the owner of `default`, as the command line acts.
 async fn default_owner(app: &App) -> Result<domain::Caller> {
     let workspace = domain::workspace::ensure(&app.db, "default").await?;
-    Ok(domain::Caller {
-        workspace_id: workspace.id,
-        role: Role::Owner,
-        key_id: Uuid::nil(),
-        key_name: "cli".into(),
-    })
+    Ok(domain::Caller::owner_without_key(workspace.id, "cli"))
 }
 
 const GIVEN: &[&str] = &[
@@ -250,7 +244,7 @@ const NOTES: &[&str] = &[
 /// customers were created (0 when it already had data).
 pub async fn seed(
     db: &(impl ConnectionTrait + TransactionTrait),
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
 ) -> Result<usize> {
     if bulk::customer_count(db, workspace_id).await? > 0 {
         return Ok(0);
@@ -259,10 +253,10 @@ pub async fn seed(
     let now = domain::now();
     let mut data = Rows::default();
 
-    let organizations: Vec<Uuid> = ORGANIZATIONS
+    let organizations: Vec<OrganizationId> = ORGANIZATIONS
         .iter()
         .map(|(name, domain)| {
-            let id = crate::ids::new_id();
+            let id = OrganizationId::new();
             data.organizations.push(organization::ActiveModel {
                 id: Set(id),
                 workspace_id: Set(workspace_id),
@@ -275,10 +269,10 @@ pub async fn seed(
             id
         })
         .collect();
-    let tags: Vec<Uuid> = TAGS
+    let tags: Vec<TagId> = TAGS
         .iter()
         .map(|name| {
-            let id = crate::ids::new_id();
+            let id = TagId::new();
             data.tags.push(tag::ActiveModel {
                 id: Set(id),
                 workspace_id: Set(workspace_id),
@@ -303,7 +297,7 @@ pub async fn seed(
     for index in 0..customers {
         let given = GIVEN[index % GIVEN.len()];
         let family = FAMILY[(index * 7 + index / GIVEN.len()) % FAMILY.len()];
-        let customer_id = crate::ids::new_id();
+        let customer_id = CustomerId::new();
         let created = now
             - Duration::days(rng.gen_range(20..240))
             - Duration::minutes(rng.gen_range(0..1_440));
@@ -348,7 +342,7 @@ pub async fn seed(
         channels.truncate(rng.gen_range(2..=4));
         let mut identities = Vec::new();
         for (channel, _) in &channels {
-            let identity_id = crate::ids::new_id();
+            let identity_id = IdentityId::new();
             let handle = match *channel {
                 "mastodon" => format!("@{slug}@social.example"),
                 "bluesky" => format!("{slug}.bsky.example"),
@@ -374,7 +368,7 @@ pub async fn seed(
         for conversation_index in 0..rng.gen_range(2..=4) {
             let (channel, kind) = channels[conversation_index % channels.len()];
             let identity = identities[conversation_index % identities.len()];
-            let conversation_id = crate::ids::new_id();
+            let conversation_id = ConversationId::new();
             let (language, inbound, outbound) = TEXTS[rng.gen_range(0..TEXTS.len())];
             let started = created + Duration::hours(rng.gen_range(1..24 * 18));
             let status = [
@@ -412,7 +406,7 @@ pub async fn seed(
                     kind
                 };
                 data.interactions.push(interaction::ActiveModel {
-                    id: Set(crate::ids::new_id()),
+                    id: Set(InteractionId::new()),
                     workspace_id: Set(workspace_id),
                     customer_id: Set(customer_id),
                     conversation_id: Set(Some(conversation_id)),
@@ -474,7 +468,7 @@ pub async fn seed(
 
         if rng.gen_bool(0.3) {
             data.deals.push(deal::ActiveModel {
-                id: Set(crate::ids::new_id()),
+                id: Set(DealId::new()),
                 workspace_id: Set(workspace_id),
                 customer_id: Set(Some(customer_id)),
                 organization_id: Set(organization),
@@ -502,7 +496,7 @@ pub async fn seed(
         }
         if rng.gen_bool(0.5) {
             data.notes.push(note::ActiveModel {
-                id: Set(crate::ids::new_id()),
+                id: Set(NoteId::new()),
                 workspace_id: Set(workspace_id),
                 customer_id: Set(customer_id),
                 body: Set(NOTES[rng.gen_range(0..NOTES.len())].to_owned()),
@@ -538,14 +532,14 @@ pub async fn seed(
 /// shape for tests and benchmarks.
 pub async fn seed_uniform(
     db: &impl TransactionTrait,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     customers: usize,
     identities: usize,
     interactions: usize,
 ) -> Result<()> {
     let mut data = Rows::default();
     let start = domain::now() - Duration::days(30);
-    let organization = crate::ids::new_id();
+    let organization = OrganizationId::new();
     data.organizations.push(organization::ActiveModel {
         id: Set(organization),
         workspace_id: Set(workspace_id),
@@ -555,7 +549,7 @@ pub async fn seed_uniform(
         created_at: Set(start),
         updated_at: Set(start),
     });
-    let tag = crate::ids::new_id();
+    let tag = TagId::new();
     data.tags.push(tag::ActiveModel {
         id: Set(tag),
         workspace_id: Set(workspace_id),
@@ -564,9 +558,9 @@ pub async fn seed_uniform(
         created_at: Set(start),
     });
     for index in 0..customers {
-        let customer_id = crate::ids::new_id();
+        let customer_id = CustomerId::new();
         let created = start + Duration::minutes(index as i64);
-        let conversation_id = crate::ids::new_id();
+        let conversation_id = ConversationId::new();
         let channels = [
             "mastodon",
             "bluesky",
@@ -577,7 +571,7 @@ pub async fn seed_uniform(
         ];
         let mut identity_ids = Vec::new();
         for (n, channel) in channels.iter().cycle().take(identities).enumerate() {
-            let id = crate::ids::new_id();
+            let id = IdentityId::new();
             identity_ids.push(id);
             data.identities.push(identity::ActiveModel {
                 id: Set(id),
@@ -597,7 +591,7 @@ pub async fn seed_uniform(
             let at = created + Duration::hours(n as i64 + 1);
             let channel = channels[n % identities.clamp(1, channels.len())];
             data.interactions.push(interaction::ActiveModel {
-                id: Set(crate::ids::new_id()),
+                id: Set(InteractionId::new()),
                 workspace_id: Set(workspace_id),
                 customer_id: Set(customer_id),
                 conversation_id: Set(Some(conversation_id)),
@@ -637,7 +631,7 @@ pub async fn seed_uniform(
             updated_at: Set(last),
         });
         data.deals.push(deal::ActiveModel {
-            id: Set(crate::ids::new_id()),
+            id: Set(DealId::new()),
             workspace_id: Set(workspace_id),
             customer_id: Set(Some(customer_id)),
             organization_id: Set(Some(organization)),
@@ -650,7 +644,7 @@ pub async fn seed_uniform(
             updated_at: Set(created),
         });
         data.notes.push(note::ActiveModel {
-            id: Set(crate::ids::new_id()),
+            id: Set(NoteId::new()),
             workspace_id: Set(workspace_id),
             customer_id: Set(customer_id),
             body: Set(format!("note {index}")),
@@ -711,14 +705,14 @@ fn ascii(name: &str) -> String {
 /// A primary contact point of `kind` (e-mail, phone) for a seeded customer.
 fn point(
     rows: &mut Rows,
-    workspace_id: Uuid,
-    customer_id: Uuid,
+    workspace_id: WorkspaceId,
+    customer_id: CustomerId,
     kind: &str,
     value: &str,
     created: chrono::DateTime<Utc>,
 ) {
     rows.points.push(contact_point::ActiveModel {
-        id: Set(crate::ids::new_id()),
+        id: Set(ContactPointId::new()),
         workspace_id: Set(workspace_id),
         customer_id: Set(customer_id),
         kind: Set(kind.to_owned()),

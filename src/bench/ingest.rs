@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::bail;
 use serde_json::json;
 
-use crate::domain::{self, Role};
+use crate::domain;
 use crate::App;
 
 /// The figures of the ingestion benchmark.
@@ -29,12 +29,7 @@ pub struct IngestBenchReport {
 pub async fn ingest(app: &App, items: usize, batch: usize) -> anyhow::Result<IngestBenchReport> {
     let slug = format!("bench-ingest-{}", uuid::Uuid::now_v7().simple());
     let workspace = domain::workspace::ensure(&app.db, &slug).await?;
-    let caller = domain::Caller {
-        workspace_id: workspace.id,
-        role: Role::Owner,
-        key_id: uuid::Uuid::nil(),
-        key_name: "bench".into(),
-    };
+    let caller = domain::Caller::owner_without_key(workspace.id, "bench");
     let source = domain::source::create(
         &app.db,
         &caller,

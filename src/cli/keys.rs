@@ -68,7 +68,7 @@ pub async fn run(app: App, command: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Revoke { id, workspace } => {
-            let key = ids::decode("id", ids::Kind::ApiKey, &id)?;
+            let key = ids::decode::<entity::ApiKeyId>("id", &id)?;
             let workspace = domain::workspace::ensure(&app.db, &workspace).await?;
             domain::workspace::revoke_key(&app.db, workspace.id, key).await?;
             eprintln!("revoked {id}");

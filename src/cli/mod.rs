@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use rapport::config::{Config, LogFormat, Overrides};
-use rapport::domain::{self, Role};
+use rapport::domain;
 use rapport::App;
 
 #[derive(Parser)]
@@ -127,10 +127,5 @@ impl Cli {
 /// The command line acts as the owner of the workspace it names.
 pub async fn owner_of(app: &App, slug: &str) -> anyhow::Result<domain::Caller> {
     let workspace = domain::workspace::ensure(&app.db, slug).await?;
-    Ok(domain::Caller {
-        workspace_id: workspace.id,
-        role: Role::Owner,
-        key_id: uuid::Uuid::nil(),
-        key_name: "cli".into(),
-    })
+    Ok(domain::Caller::owner_without_key(workspace.id, "cli"))
 }

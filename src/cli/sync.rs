@@ -9,8 +9,8 @@ use super::owner_of;
 pub async fn run(app: App, source_id: Option<String>, workspace: &str) -> anyhow::Result<()> {
     let caller = owner_of(&app, workspace).await?;
     let syncer = rapport::ingest::sync::Syncer::new(&app);
-    let ids: Vec<uuid::Uuid> = match source_id {
-        Some(id) => vec![ids::decode("SOURCE_ID", ids::Kind::Source, &id)?],
+    let ids: Vec<entity::SourceId> = match source_id {
+        Some(id) => vec![ids::decode("SOURCE_ID", &id)?],
         None => domain::source::list(&app.db, &caller)
             .await?
             .into_iter()

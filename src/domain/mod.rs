@@ -108,6 +108,18 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The workspace's owner acting without a key (the command line, the demo, benchmarks);
+    /// `name` stands for the key's name in what it writes. Its key id is the nil UUID,
+    /// which no key has.
+    pub fn owner_without_key(workspace_id: WorkspaceId, name: &str) -> Caller {
+        Caller {
+            workspace_id,
+            role: Role::Owner,
+            key_id: ApiKeyId::from_uuid(uuid::Uuid::nil()),
+            key_name: name.to_owned(),
+        }
+    }
+
     /// `FORBIDDEN` unless the caller's role is at least `role`.
     pub fn require(&self, role: Role, action: &str) -> Result<()> {
         if self.role >= role {
