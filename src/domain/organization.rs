@@ -6,7 +6,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::event::EventKind;
+use super::event::Event;
 use super::page::{self, Page, PageArgs, Sort, SortKind};
 use super::{clean_required, custom_object, Caller, Role};
 use crate::error::{Error, Result};
@@ -90,9 +90,7 @@ pub async fn create(
     super::event::append(
         &txn,
         caller.workspace_id,
-        EventKind::OrganizationCreated,
-        model.id,
-        &model,
+        Event::OrganizationCreated(&model),
     )
     .await?;
     txn.commit().await?;
@@ -132,9 +130,7 @@ pub async fn update(
     super::event::append(
         &txn,
         caller.workspace_id,
-        EventKind::OrganizationUpdated,
-        model.id,
-        &model,
+        Event::OrganizationUpdated(&model),
     )
     .await?;
     txn.commit().await?;
