@@ -18,35 +18,14 @@ use super::workspace::Workspace;
 use crate::domain::page::Page;
 use crate::error::Error;
 
-/// The channels Rapport talks to.
-#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Hash)]
-#[graphql(remote = "connectors::Channel")]
-pub enum Channel {
-    Mastodon,
-    Bluesky,
-    Reddit,
-    HackerNews,
-    Rss,
-    Email,
-    Webhook,
-    Phone,
-    Meeting,
-    Manual,
-}
+/// The channels: the connectors' own enum (its `graphql` feature derives the GraphQL
+/// type), so the API lists exactly the channels the registry knows.
+pub use connectors::Channel;
 
-impl Channel {
-    pub fn as_str(self) -> &'static str {
-        connectors::Channel::from(self).as_str()
-    }
-
-    /// Reads a stored channel name; an unknown one is a corrupt row.
-    pub fn from_db(name: &str) -> async_graphql::Result<Channel> {
-        connectors::Channel::parse(name)
-            .map(Channel::from)
-            .ok_or_else(|| {
-                Error::Internal(format!("unknown channel `{name}` in the database")).into()
-            })
-    }
+/// Reads a stored channel name; an unknown one is a corrupt row.
+pub fn channel_from_db(name: &str) -> async_graphql::Result<Channel> {
+    Channel::parse(name)
+        .ok_or_else(|| Error::Internal(format!("unknown channel `{name}` in the database")).into())
 }
 
 /// Sort direction.
@@ -97,4 +76,48 @@ pub fn connection<M, N: async_graphql::OutputType, T: async_graphql::ObjectType>
         .map(|row| Edge::new(cursor(&row), node(row)))
         .collect();
     connection
+}
+
+/// Any object by id through the loaders, so `nodes(ids:)` batches per kind.
+pub async fn fetch_node(ctx: &async_graphql::Context<'_>, id: &ID) -> Result<Option<Node>> {
+    use super::load;
+    use super::loaders::*;
+    use crate::ids::{decode_any, Kind};
+    let (kind, uuid) = decode_any("id", id.as_str())?;
+    let caller = super::caller(ctx)?;
+    let node = match kind {
+        Kind::Workspace if uuid == caller.workspace_id => Some(Node::Workspace(Workspace(
+            crate::domain::workspace::get(&super::app(ctx).db, uuid).await?,
+        ))),
+        Kind::Customer => load(ctx, CustomerById(uuid))
+            .await?
+            .map(|m| Node::Customer(Customer(m))),
+        Kind::Organization => load(ctx, OrganizationById(uuid))
+            .await?
+            .map(|m| Node::Organization(Organization(m))),
+        Kind::Identity => load(ctx, IdentityById(uuid))
+            .await?
+            .map(|m| Node::Identity(Identity(m))),
+        Kind::Interaction => load(ctx, InteractionById(uuid))
+            .await?
+            .map(|m| Node::Interaction(Interaction(m))),
+        Kind::Conversation => load(ctx, ConversationById(uuid))
+            .await?
+            .map(|m| Node::Conversation(Conversation(m))),
+        Kind::Deal => load(ctx, DealById(uuid))
+            .await?
+            .map(|m| Node::Deal(Deal(m))),
+        Kind::Note => load(ctx, NoteById(uuid))
+            .await?
+            .map(|m| Node::Note(Note(m))),
+        Kind::ContactPoint => load(ctx, ContactPointById(uuid))
+            .await?
+            .map(|m| Node::ContactPoint(ContactPoint(m))),
+        Kind::Tag => load(ctx, TagById(uuid)).await?.map(|m| Node::Tag(Tag(m))),
+        Kind::Source => load(ctx, SourceById(uuid))
+            .await?
+            .map(|m| Node::Source(Source(m))),
+        Kind::Workspace | Kind::ApiKey => None,
+    };
+    Ok(node)
 }
