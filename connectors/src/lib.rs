@@ -15,57 +15,49 @@ pub mod webhook;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// The channels Rapport knows. Stored as their [`Channel::as_str`] name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Channel {
-    Mastodon,
-    Bluesky,
-    Reddit,
-    HackerNews,
-    Rss,
-    Email,
-    Webhook,
-    Phone,
-    Meeting,
-    Manual,
+/// Declares the channels once: the enum, its stored names and `ALL`. With the `graphql`
+/// feature the same enum is the API's `Channel` type, so a channel added here is in the
+/// schema without a second list.
+macro_rules! channels {
+    ($($variant:ident = $name:literal,)+) => {
+        /// The channels Rapport talks to.
+        // Stored and configured as their `as_str` name.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "graphql", derive(async_graphql::Enum))]
+        #[serde(rename_all = "snake_case")]
+        pub enum Channel { $($variant),+ }
+
+        impl Channel {
+            /// Every channel, in a stable order.
+            pub const ALL: &'static [Channel] = &[$(Channel::$variant),+];
+
+            /// The stable name stored in the database and used in configuration.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Channel::$variant => $name),+ }
+            }
+        }
+    };
+}
+
+channels! {
+    Mastodon = "mastodon",
+    Bluesky = "bluesky",
+    Reddit = "reddit",
+    HackerNews = "hacker_news",
+    Rss = "rss",
+    Email = "email",
+    Webhook = "webhook",
+    Phone = "phone",
+    Meeting = "meeting",
+    Manual = "manual",
 }
 
 impl Channel {
-    /// Every channel, in a stable order.
-    pub const ALL: [Channel; 10] = [
-        Channel::Mastodon,
-        Channel::Bluesky,
-        Channel::Reddit,
-        Channel::HackerNews,
-        Channel::Rss,
-        Channel::Email,
-        Channel::Webhook,
-        Channel::Phone,
-        Channel::Meeting,
-        Channel::Manual,
-    ];
-
-    /// The stable name stored in the database and used in configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Mastodon => "mastodon",
-            Channel::Bluesky => "bluesky",
-            Channel::Reddit => "reddit",
-            Channel::HackerNews => "hacker_news",
-            Channel::Rss => "rss",
-            Channel::Email => "email",
-            Channel::Webhook => "webhook",
-            Channel::Phone => "phone",
-            Channel::Meeting => "meeting",
-            Channel::Manual => "manual",
-        }
-    }
-
     /// Parses a stored name; `None` for an unknown one.
     pub fn parse(name: &str) -> Option<Channel> {
         Channel::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|channel| channel.as_str() == name)
     }
 }
@@ -494,7 +486,7 @@ mod tests {
             }),
             _ => serde_json::json!({}),
         };
-        for channel in Channel::ALL {
+        for &channel in Channel::ALL {
             for field in secret_fields(channel) {
                 let config = settings(channel);
                 check_config(channel, &config).unwrap();
@@ -546,7 +538,7 @@ mod tests {
 
     #[test]
     fn every_channel_name_parses_back() {
-        for channel in Channel::ALL {
+        for &channel in Channel::ALL {
             assert_eq!(Channel::parse(channel.as_str()), Some(channel));
         }
         assert_eq!(Channel::parse("myspace"), None);

@@ -4,8 +4,8 @@
 
 use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait, QuerySelect, TransactionTrait};
 
+use super::event::Event;
 use crate::error::Result;
-use crate::ids::TypedId;
 use entity::*;
 
 /// Rows to load at once, parents before children in the order of the fields.
@@ -26,73 +26,42 @@ pub struct Rows {
 impl Rows {
     /// Inserts every row and the `*.created` events of customers, conversations,
     /// interactions and deals (so the indexer and other consumers see them), in one
-    /// transaction: all or nothing. Every row must set its id (and the field its event
-    /// summarises); fails on a database error or a violated constraint.
+    /// transaction: all or nothing. Every row must set every field (its event carries the
+    /// whole row, as the events of the request path do); fails on a database error or a violated constraint.
     pub async fn insert(self, db: &impl TransactionTrait, workspace_id: WorkspaceId) -> Result<()> {
         let txn = db.begin().await?;
         insert_all(&txn, self.organizations).await?;
         insert_all(&txn, self.tags).await?;
-        let customer_events = events(&self.customers, |c| {
-            (c.id.clone().unwrap(), c.display_name.clone().unwrap())
-        });
+        let customers = models(&self.customers)?;
+        let conversations = models(&self.conversations)?;
+        let interactions = models(&self.interactions)?;
+        let deals = models(&self.deals)?;
         insert_all(&txn, self.customers).await?;
         insert_all(&txn, self.points).await?;
         insert_all(&txn, self.customer_tags).await?;
         insert_all(&txn, self.identities).await?;
-        let conversation_events = events(&self.conversations, |c| {
-            (c.id.clone().unwrap(), c.status.clone().unwrap())
-        });
         insert_all(&txn, self.conversations).await?;
-        let interaction_events = events(&self.interactions, |i| {
-            (i.id.clone().unwrap(), i.channel.clone().unwrap())
-        });
         insert_all(&txn, self.interactions).await?;
-        let deal_events = events(&self.deals, |d| {
-            (d.id.clone().unwrap(), d.title.clone().unwrap())
-        });
         insert_all(&txn, self.deals).await?;
         insert_all(&txn, self.notes).await?;
-        use super::event::{append_many, EventKind};
-        append_many(
-            &txn,
-            workspace_id,
-            EventKind::CustomerCreated,
-            customer_events,
-        )
-        .await?;
-        append_many(
-            &txn,
-            workspace_id,
-            EventKind::ConversationCreated,
-            conversation_events,
-        )
-        .await?;
-        append_many(
-            &txn,
-            workspace_id,
-            EventKind::InteractionCreated,
-            interaction_events,
-        )
-        .await?;
-        append_many(&txn, workspace_id, EventKind::DealCreated, deal_events).await?;
+        let events = (customers.iter().map(Event::CustomerCreated))
+            .chain(conversations.iter().map(Event::ConversationCreated))
+            .chain(interactions.iter().map(Event::InteractionCreated))
+            .chain(deals.iter().map(Event::DealCreated));
+        super::event::append_many(&txn, workspace_id, events).await?;
         txn.commit().await?;
         Ok(())
     }
 }
 
 /// Events for seeded rows: the id and one telling field (consumers re-read the row).
-fn events<A, I: TypedId + serde::Serialize>(
-    rows: &[A],
-    key: impl Fn(&A) -> (I, String),
-) -> Vec<(I, serde_json::Value)> {
+/// The rows as their events carry them; every field must be set.
+fn models<A>(rows: &[A]) -> Result<Vec<<A::Entity as EntityTrait>::Model>>
+where
+    A: sea_orm::ActiveModelTrait + sea_orm::TryIntoModel<<A::Entity as EntityTrait>::Model> + Clone,
+{
     rows.iter()
-        .map(key)
-        .map(|(id, summary)| {
-            (
-                id,
-                serde_json::json!({ "id": id, "summary": summary, "seeded": true }),
-            )
-        })
+        .map(|row| Ok(row.clone().try_into_model()?))
         .collect()
 }
 

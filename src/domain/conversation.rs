@@ -8,7 +8,7 @@ use sea_orm::{
     QueryFilter, QuerySelect,
 };
 
-use super::event::EventKind;
+use super::event::Event;
 use super::{Caller, ConversationStatus, Direction};
 use crate::error::Result;
 use entity::conversation::{self, Column, Entity, Model};
@@ -83,7 +83,7 @@ pub async fn on_interaction(
     };
     let mut row: conversation::ActiveModel = model.clone().into();
     row.last_message_at = Set(model.last_message_at.max(at));
-    let mut kind = EventKind::ConversationUpdated;
+    let mut status_changed = false;
     let status = ConversationStatus::from_db(&model.status)?;
     match direction {
         Direction::Inbound if status == ConversationStatus::Resolved => {
@@ -91,7 +91,7 @@ pub async fn on_interaction(
             row.resolved_at = Set(None);
             // Its own kind: the search index refreshes the status of every interaction
             // of the conversation on this event, not on every new message.
-            kind = EventKind::ConversationStatusChanged;
+            status_changed = true;
         }
         Direction::Outbound if model.first_response_at.is_none() => {
             row.first_response_at = Set(Some(at))
@@ -100,7 +100,12 @@ pub async fn on_interaction(
     }
     row.updated_at = Set(super::now());
     let model = row.update(db).await?;
-    super::event::append(db, workspace_id, kind, id, &model).await?;
+    let event = if status_changed {
+        Event::ConversationStatusChanged(&model)
+    } else {
+        Event::ConversationUpdated(&model)
+    };
+    super::event::append(db, workspace_id, event).await?;
     Ok(Some(model))
 }
 
@@ -171,14 +176,7 @@ pub async fn thread(db: &impl ConnectionTrait, item: Threaded<'_>) -> Result<Con
         crate::Error::Internal("a conversation vanished after its insertion".into())
     })?;
     if inserted == 1 {
-        super::event::append(
-            db,
-            workspace_id,
-            EventKind::ConversationCreated,
-            model.id,
-            &model,
-        )
-        .await?;
+        super::event::append(db, workspace_id, Event::ConversationCreated(&model)).await?;
     } else {
         on_interaction(db, workspace_id, model.id, direction, at).await?;
     }

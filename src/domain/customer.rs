@@ -10,7 +10,7 @@ use sea_orm::{
 };
 
 use super::contact_point::{self, NewContactPoint};
-use super::event::EventKind;
+use super::event::{Deleted, Event};
 use super::organization::like_pattern;
 use super::page::{self, Page, PageArgs, Sort, SortKind};
 use super::{clean_optional, custom_object, Caller, ContactPointKind, LifecycleStage, Role};
@@ -358,14 +358,7 @@ pub async fn create(
             .await
             .map_err(|err| err.within(&format!("tags[{index}]")))?;
     }
-    super::event::append(
-        &txn,
-        caller.workspace_id,
-        EventKind::CustomerCreated,
-        model.id,
-        &model,
-    )
-    .await?;
+    super::event::append(&txn, caller.workspace_id, Event::CustomerCreated(&model)).await?;
     txn.commit().await?;
     Ok(model)
 }
@@ -437,14 +430,7 @@ pub async fn update(
         .update(&txn)
         .await
         .map_err(|err| Error::on_unique(err, || external_id_taken(new_external_id.as_deref())))?;
-    super::event::append(
-        &txn,
-        caller.workspace_id,
-        EventKind::CustomerUpdated,
-        model.id,
-        &model,
-    )
-    .await?;
+    super::event::append(&txn, caller.workspace_id, Event::CustomerUpdated(&model)).await?;
     txn.commit().await?;
     Ok(model)
 }
@@ -459,9 +445,7 @@ pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: CustomerId)
     super::event::append(
         &txn,
         caller.workspace_id,
-        EventKind::CustomerDeleted,
-        model.id,
-        &serde_json::json!({ "id": model.id }),
+        Event::CustomerDeleted(&Deleted { id: model.id }),
     )
     .await?;
     txn.commit().await?;
@@ -482,7 +466,7 @@ pub async fn touch(
         .exec(db)
         .await?;
     if let Some(model) = Entity::find_by_id(id).one(db).await? {
-        super::event::append(db, workspace_id, EventKind::CustomerUpdated, id, &model).await?;
+        super::event::append(db, workspace_id, Event::CustomerUpdated(&model)).await?;
     }
     Ok(())
 }
@@ -509,7 +493,7 @@ pub async fn seen_at(
     row.last_seen_at = Set(model.last_seen_at.max(at));
     row.updated_at = Set(super::now());
     let model = row.update(db).await?;
-    super::event::append(db, workspace_id, EventKind::CustomerUpdated, id, &model).await
+    super::event::append(db, workspace_id, Event::CustomerUpdated(&model)).await
 }
 
 /// Creates a customer for an unknown author of an inbound item (stage `subscriber`),
@@ -539,13 +523,6 @@ pub async fn create_subscriber(
         updated_at: Set(now),
     };
     let model = row.insert(db).await?;
-    super::event::append(
-        db,
-        workspace_id,
-        EventKind::CustomerCreated,
-        model.id,
-        &model,
-    )
-    .await?;
+    super::event::append(db, workspace_id, Event::CustomerCreated(&model)).await?;
     Ok(model)
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::NaiveDate;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectionTrait, TransactionTrait};
 
-use super::event::EventKind;
+use super::event::Event;
 use super::{Caller, DealStage, Role};
 use crate::error::{Error, Result};
 use entity::deal::{self, Entity, Model};
@@ -122,14 +122,7 @@ pub async fn create(db: &impl TransactionTrait, caller: &Caller, input: NewDeal)
     let txn = super::begin_write(db).await?;
     check_links(&txn, caller, input.customer_id, input.organization_id).await?;
     let model = row.insert(&txn).await?;
-    super::event::append(
-        &txn,
-        caller.workspace_id,
-        EventKind::DealCreated,
-        model.id,
-        &model,
-    )
-    .await?;
+    super::event::append(&txn, caller.workspace_id, Event::DealCreated(&model)).await?;
     txn.commit().await?;
     Ok(model)
 }
@@ -178,14 +171,7 @@ pub async fn update(
     }
     row.updated_at = Set(super::now());
     let model = row.update(&txn).await?;
-    super::event::append(
-        &txn,
-        caller.workspace_id,
-        EventKind::DealUpdated,
-        model.id,
-        &model,
-    )
-    .await?;
+    super::event::append(&txn, caller.workspace_id, Event::DealUpdated(&model)).await?;
     txn.commit().await?;
     Ok(model)
 }

@@ -7,7 +7,7 @@
 //! kind this build does not know is skipped by readers with a warning.
 
 use chrono::{DateTime, Utc};
-use entity::{CustomerId, WorkspaceId};
+use entity::{CustomerId, SourceId, WorkspaceId};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
@@ -16,12 +16,14 @@ use sea_orm::{
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::TypedId;
 
-/// Declares the event kinds with their stored names and what their payload is.
+/// Declares the event kinds once: each with its stored name and the payload it carries,
+/// so an event is typed where it is written ([`Event`]) and named where it is read
+/// ([`EventKind`]).
 macro_rules! event_kinds {
-    ($($(#[$meta:meta])* $variant:ident = $text:literal,)+) => {
+    ($($(#[$meta:meta])* $variant:ident = $text:literal ($payload:ty),)+) => {
         /// What happened, as stored in `event.kind`.
         #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
         pub enum EventKind { $($(#[$meta])* $variant),+ }
@@ -40,42 +42,103 @@ macro_rules! event_kinds {
                 match text { $($text => Some(EventKind::$variant),)+ _ => None }
             }
         }
+
+        /// An event to append: its kind together with the payload that kind carries, so
+        /// a kind cannot be written with another kind's payload.
+        #[derive(Copy, Clone, Debug)]
+        pub enum Event<'a> { $($(#[$meta])* $variant(&'a $payload)),+ }
+
+        impl Event<'_> {
+            /// The kind stored for this event.
+            pub fn kind(&self) -> EventKind {
+                match self { $(Event::$variant(_) => EventKind::$variant),+ }
+            }
+
+            /// The row the event is about, as the log stores it: a bare UUID, since the
+            /// `entity_id` column names rows of every table.
+            pub fn entity_id(&self) -> Uuid {
+                match self { $(Event::$variant(payload) => Payload::entity_id(*payload)),+ }
+            }
+
+            /// The payload as stored.
+            fn to_json(self) -> Result<serde_json::Value> {
+                let value = match self { $(Event::$variant(payload) => serde_json::to_value(payload)),+ };
+                value.map_err(|err| Error::Internal(format!("an event payload did not serialise: {err}")))
+            }
+        }
     };
 }
 
 event_kinds! {
     /// Payload: the customer row.
-    CustomerCreated = "customer.created",
+    CustomerCreated = "customer.created" (entity::customer::Model),
     /// Payload: the customer row (also written when a contact point, tag or note moved).
-    CustomerUpdated = "customer.updated",
+    CustomerUpdated = "customer.updated" (entity::customer::Model),
     /// Payload: `{ "id" }`; the customer and everything only theirs is gone.
-    CustomerDeleted = "customer.deleted",
+    CustomerDeleted = "customer.deleted" (Deleted<CustomerId>),
     /// Payload: the conversation row.
-    ConversationCreated = "conversation.created",
+    ConversationCreated = "conversation.created" (entity::conversation::Model),
     /// Payload: the conversation row (a new message, a first response).
-    ConversationUpdated = "conversation.updated",
+    ConversationUpdated = "conversation.updated" (entity::conversation::Model),
     /// Payload: the conversation row. Its own kind: the search index refreshes the
     /// status of every interaction of the conversation on this event only.
-    ConversationStatusChanged = "conversation.status_changed",
+    ConversationStatusChanged = "conversation.status_changed" (entity::conversation::Model),
     /// Payload: the interaction row ([`InteractionPayload`] reads what consumers need).
-    InteractionCreated = "interaction.created",
+    InteractionCreated = "interaction.created" (entity::interaction::Model),
     /// Payload: the organization row.
-    OrganizationCreated = "organization.created",
+    OrganizationCreated = "organization.created" (entity::organization::Model),
     /// Payload: the organization row.
-    OrganizationUpdated = "organization.updated",
+    OrganizationUpdated = "organization.updated" (entity::organization::Model),
     /// Payload: the note row.
-    NoteCreated = "note.created",
+    NoteCreated = "note.created" (entity::note::Model),
     /// Payload: the deal row.
-    DealCreated = "deal.created",
+    DealCreated = "deal.created" (entity::deal::Model),
     /// Payload: the deal row.
-    DealUpdated = "deal.updated",
+    DealUpdated = "deal.updated" (entity::deal::Model),
     /// Payload: the source row (its secrets are never serialised).
-    SourceCreated = "source.created",
+    SourceCreated = "source.created" (entity::source::Model),
     /// Payload: the source row.
-    SourceUpdated = "source.updated",
+    SourceUpdated = "source.updated" (entity::source::Model),
     /// Payload: `{ "id" }`.
-    SourceDeleted = "source.deleted",
+    SourceDeleted = "source.deleted" (Deleted<SourceId>),
 }
+
+/// The payload of a deletion: the id of what is gone.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Deleted<I> {
+    pub id: I,
+}
+
+/// A payload knows the row its event is about.
+trait Payload: Serialize {
+    fn entity_id(&self) -> Uuid;
+}
+
+macro_rules! payload_rows {
+    ($($row:ty),+) => {
+        $(impl Payload for $row {
+            fn entity_id(&self) -> Uuid {
+                self.id.uuid()
+            }
+        })+
+    };
+}
+
+impl<I: TypedId + Serialize> Payload for Deleted<I> {
+    fn entity_id(&self) -> Uuid {
+        self.id.uuid()
+    }
+}
+
+payload_rows!(
+    entity::customer::Model,
+    entity::conversation::Model,
+    entity::interaction::Model,
+    entity::organization::Model,
+    entity::note::Model,
+    entity::deal::Model,
+    entity::source::Model
+);
 
 impl std::fmt::Display for EventKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -129,43 +192,35 @@ impl From<entity::event::Model> for StoredEvent {
     }
 }
 
-/// Appends one event of `kind` (`customer.created`, …) about `entity_id`.
+/// Appends one event.
 pub async fn append(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
-    kind: EventKind,
-    entity_id: impl TypedId,
-    payload: &impl Serialize,
+    event: Event<'_>,
 ) -> Result<()> {
-    append_many(
-        db,
-        workspace_id,
-        kind,
-        [(entity_id, serde_json::to_value(payload).unwrap_or_default())],
-    )
-    .await
+    append_many(db, workspace_id, [event]).await
 }
 
-/// Appends one event of `kind` for each `(entity id, payload)`, in order.
-pub async fn append_many(
+/// Appends events in order, several rows a statement.
+pub async fn append_many<'a>(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
-    kind: EventKind,
-    events: impl IntoIterator<Item = (impl TypedId, serde_json::Value)>,
+    events: impl IntoIterator<Item = Event<'a>>,
 ) -> Result<()> {
     let created_at = super::now();
-    let rows: Vec<_> = events
+    let rows = events
         .into_iter()
-        .map(|(entity_id, payload)| entity::event::ActiveModel {
-            workspace_id: Set(workspace_id),
-            kind: Set(kind.as_str().to_owned()),
-            // The one column that holds ids of several tables (see `entity::event`).
-            entity_id: Set(entity_id.uuid()),
-            payload: Set(payload),
-            created_at: Set(created_at),
-            ..Default::default()
+        .map(|event| {
+            Ok(entity::event::ActiveModel {
+                workspace_id: Set(workspace_id),
+                kind: Set(event.kind().as_str().to_owned()),
+                entity_id: Set(event.entity_id()),
+                payload: Set(event.to_json()?),
+                created_at: Set(created_at),
+                ..Default::default()
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     for chunk in rows.chunks(500) {
         entity::event::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(db)
@@ -297,6 +352,23 @@ mod tests {
             Some(EventKind::ConversationStatusChanged)
         );
         assert_eq!(EventKind::parse("customer.exploded"), None);
+    }
+
+    #[test]
+    fn a_typed_event_keeps_its_stored_name_row_and_wire_form() {
+        let id = CustomerId::new();
+        let deleted = Event::CustomerDeleted(&Deleted { id });
+        assert_eq!(deleted.kind().as_str(), "customer.deleted");
+        assert_eq!(deleted.entity_id(), id.uuid());
+        assert_eq!(
+            deleted.to_json().unwrap(),
+            serde_json::json!({ "id": id.uuid() })
+        );
+        let id = SourceId::new();
+        assert_eq!(
+            Event::SourceDeleted(&Deleted { id }).kind(),
+            EventKind::SourceDeleted
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use sea_orm::{
     TryGetable, Value,
 };
 
-use super::event::EventKind;
+use super::event::Event;
 use super::page::{self, Page, PageArgs, Sort, SortKind, Window};
 use super::{clean_optional, Caller, Direction, InteractionKind, Role};
 use crate::error::{Error, Result};
@@ -337,14 +337,7 @@ pub async fn record(
         raw: Set(None),
     };
     let model = row.insert(&txn).await?;
-    super::event::append(
-        &txn,
-        caller.workspace_id,
-        EventKind::InteractionCreated,
-        model.id,
-        &model,
-    )
-    .await?;
+    super::event::append(&txn, caller.workspace_id, Event::InteractionCreated(&model)).await?;
     super::customer::seen_at(&txn, caller.workspace_id, model.customer_id, occurred_at).await?;
     if let Some(conversation) = model.conversation_id {
         super::conversation::on_interaction(
@@ -521,14 +514,7 @@ pub async fn insert_ingested(
     if inserted == 0 {
         return Ok(None);
     }
-    super::event::append(
-        db,
-        ingested.workspace_id,
-        EventKind::InteractionCreated,
-        model.id,
-        &model,
-    )
-    .await?;
+    super::event::append(db, ingested.workspace_id, Event::InteractionCreated(&model)).await?;
     super::customer::seen_at(
         db,
         ingested.workspace_id,

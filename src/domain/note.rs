@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectionTrait, TransactionTrait};
 
-use super::event::EventKind;
+use super::event::Event;
 use super::{Caller, Role};
 use crate::error::Result;
 use entity::note::{self, Entity, Model};
@@ -32,14 +32,7 @@ pub async fn add(
         updated_at: Set(now),
     };
     let model = row.insert(&txn).await?;
-    super::event::append(
-        &txn,
-        caller.workspace_id,
-        EventKind::NoteCreated,
-        model.id,
-        &model,
-    )
-    .await?;
+    super::event::append(&txn, caller.workspace_id, Event::NoteCreated(&model)).await?;
     super::customer::touch(&txn, caller.workspace_id, customer_id).await?;
     txn.commit().await?;
     Ok(model)

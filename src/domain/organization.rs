@@ -5,7 +5,7 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, QueryFilter, TransactionTrait,
 };
 
-use super::event::EventKind;
+use super::event::Event;
 use super::page::{self, Page, PageArgs, Sort, SortKind};
 use super::{clean_required, custom_object, Caller, Role};
 use crate::error::{Error, Result};
@@ -89,9 +89,7 @@ pub async fn create(
     super::event::append(
         &txn,
         caller.workspace_id,
-        EventKind::OrganizationCreated,
-        model.id,
-        &model,
+        Event::OrganizationCreated(&model),
     )
     .await?;
     txn.commit().await?;
@@ -131,9 +129,7 @@ pub async fn update(
     super::event::append(
         &txn,
         caller.workspace_id,
-        EventKind::OrganizationUpdated,
-        model.id,
-        &model,
+        Event::OrganizationUpdated(&model),
     )
     .await?;
     txn.commit().await?;

@@ -8,9 +8,9 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
     FromQueryResult, Order, QueryFilter, QueryOrder, TransactionTrait,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use super::event::EventKind;
+use super::event::{Deleted, Event};
 use super::{Caller, Role};
 use crate::error::{Error, Result};
 use crate::ids;
@@ -163,14 +163,7 @@ pub async fn create(
         .insert(&txn)
         .await
         .map_err(|err| Error::on_unique(err, || name_taken(&name)))?;
-    super::event::append(
-        &txn,
-        caller.workspace_id,
-        EventKind::SourceCreated,
-        model.id,
-        &model,
-    )
-    .await?;
+    super::event::append(&txn, caller.workspace_id, Event::SourceCreated(&model)).await?;
     txn.commit().await?;
     tracing::info!(source = %ids::encode(model.id), channel = %model.channel, "source created");
     Ok(model)
@@ -226,14 +219,7 @@ pub async fn update(
         .update(&txn)
         .await
         .map_err(|err| Error::on_unique(err, || name_taken(&new_name)))?;
-    super::event::append(
-        &txn,
-        caller.workspace_id,
-        EventKind::SourceUpdated,
-        model.id,
-        &model,
-    )
-    .await?;
+    super::event::append(&txn, caller.workspace_id, Event::SourceUpdated(&model)).await?;
     txn.commit().await?;
     Ok(model)
 }
@@ -285,9 +271,7 @@ pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: SourceId) -
     super::event::append(
         &txn,
         caller.workspace_id,
-        EventKind::SourceDeleted,
-        model.id,
-        &json!({ "id": model.id }),
+        Event::SourceDeleted(&Deleted { id: model.id }),
     )
     .await?;
     txn.commit().await?;
@@ -522,6 +506,7 @@ pub async fn record_batch(
 mod tests {
     use super::*;
     use connectors::Channel;
+    use serde_json::json;
 
     #[test]
     fn secrets_are_split_from_settings_and_bad_configs_name_the_field() {

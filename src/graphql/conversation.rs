@@ -23,7 +23,7 @@ impl Conversation {
         ID(encode(self.0.id))
     }
     async fn channel(&self) -> Result<Channel> {
-        Channel::from_db(&self.0.channel)
+        super::types::channel_from_db(&self.0.channel)
     }
     async fn subject(&self) -> Option<&str> {
         self.0.subject.as_deref()

@@ -219,7 +219,7 @@ impl CustomerMetrics {
             .into_iter()
             .map(|(channel, count)| {
                 Ok(ChannelCount {
-                    channel: Channel::from_db(&channel)?,
+                    channel: super::types::channel_from_db(&channel)?,
                     count,
                 })
             })
@@ -417,4 +417,52 @@ pub(super) async fn delete_customer(
     Ok(DeleteCustomerPayload {
         deleted_customer_id: input.id,
     })
+}
+
+/// `customer(id:)`: `null` when not found.
+pub async fn customer(ctx: &Context<'_>, id: &ID) -> Result<Option<Customer>> {
+    let id = super::inputs::id::<CustomerId>("id", id)?;
+    Ok(super::found(domain::customer::get(&app(ctx).db, caller(ctx)?, id).await)?.map(Customer))
+}
+
+/// `customerByExternalId`.
+pub async fn customer_by_external_id(
+    ctx: &Context<'_>,
+    external_id: &str,
+) -> Result<Option<Customer>> {
+    Ok(
+        domain::customer::by_external_id(&app(ctx).db, caller(ctx)?, external_id)
+            .await?
+            .map(Customer),
+    )
+}
+
+/// `customers`: filtered and ordered (newest first by default).
+pub async fn customers(
+    ctx: &Context<'_>,
+    filter: Option<CustomerFilterInput>,
+    order_by: Option<CustomerOrder>,
+    args: PageArgs,
+) -> Result<CustomerConnection> {
+    let filter = filter.unwrap_or_default().into_domain()?;
+    let (field, direction) = order_by
+        .map_or((CustomerOrderField::CreatedAt, OrderDirection::Desc), |o| {
+            (o.field, o.direction)
+        });
+    let descending = direction == OrderDirection::Desc;
+    let page = domain::customer::list(
+        &app(ctx).db,
+        caller(ctx)?,
+        &filter,
+        field,
+        descending,
+        &args,
+    )
+    .await?;
+    Ok(super::types::connection(
+        page,
+        CustomerTotal(filter),
+        |row| domain::customer::cursor(row, field),
+        Customer,
+    ))
 }

@@ -19,7 +19,7 @@ impl Identity {
         ID(encode(self.0.id))
     }
     async fn channel(&self) -> Result<Channel> {
-        Channel::from_db(&self.0.channel)
+        super::types::channel_from_db(&self.0.channel)
     }
     /// The platform's stable id for the account (Mastodon account URI, Bluesky DID, …).
     async fn platform_id(&self) -> &str {

@@ -29,7 +29,7 @@ impl Interaction {
         ID(encode(self.0.id))
     }
     async fn channel(&self) -> Result<Channel> {
-        Channel::from_db(&self.0.channel)
+        super::types::channel_from_db(&self.0.channel)
     }
     async fn direction(&self) -> Result<Direction> {
         enum_of(Direction::from_db, &self.0.direction)
@@ -313,4 +313,15 @@ pub(super) async fn reply_to_interaction(
     Ok(InteractionPayload {
         interaction: Interaction(model),
     })
+}
+
+/// `interactions`: across every customer and channel, newest first.
+pub async fn interactions(
+    ctx: &Context<'_>,
+    filter: Option<InteractionFilterInput>,
+    args: PageArgs,
+) -> Result<InteractionConnection> {
+    let filter = filter.unwrap_or_default().into_domain()?;
+    let page = domain::interaction::list(&app(ctx).db, caller(ctx)?, &filter, &args).await?;
+    Ok(interaction_connection(page, filter))
 }

@@ -145,6 +145,16 @@ pub fn sdl() -> String {
     build_schema(&Config::default()).sdl()
 }
 
+/// `Ok(None)` for `NOT_FOUND`: a query by id answers `null` for a missing object, as it
+/// does for another workspace's, so ids of other tenants reveal nothing.
+pub(crate) fn found<T>(result: crate::Result<T>) -> crate::Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
 pub(crate) fn app<'a>(ctx: &Context<'a>) -> &'a App {
     ctx.data_unchecked::<App>()
 }

@@ -10,6 +10,7 @@ use super::inputs::{change, id};
 use super::loaders::*;
 use super::{app, caller, load};
 use crate::domain::organization::{NewOrganization, OrganizationChanges};
+use crate::domain::page::PageArgs;
 use crate::domain::{self};
 use crate::ids::encode;
 use entity::*;
@@ -122,4 +123,29 @@ pub(super) async fn update_organization(
     Ok(OrganizationPayload {
         organization: Organization(model),
     })
+}
+
+/// `organization(id:)`: `null` when not found.
+pub async fn organization(ctx: &Context<'_>, id: &ID) -> Result<Option<Organization>> {
+    let id = super::inputs::id::<OrganizationId>("id", id)?;
+    Ok(
+        super::found(domain::organization::get(&app(ctx).db, caller(ctx)?, id).await)?
+            .map(Organization),
+    )
+}
+
+/// `organizations`: by name; `search` matches part of the name or domain.
+pub async fn organizations(
+    ctx: &Context<'_>,
+    search: Option<String>,
+    args: PageArgs,
+) -> Result<OrganizationConnection> {
+    let page =
+        domain::organization::list(&app(ctx).db, caller(ctx)?, search.as_deref(), &args).await?;
+    Ok(super::types::connection(
+        page,
+        OrganizationTotal(search),
+        domain::organization::cursor,
+        Organization,
+    ))
 }

@@ -99,7 +99,7 @@ impl SearchFilterInput {
             )?,
             channels: at_most("filter.channels", self.channels)?
                 .into_iter()
-                .map(|c| connectors::Channel::from(c).as_str().to_owned())
+                .map(|c| c.as_str().to_owned())
                 .collect(),
             kinds: at_most("filter.kinds", self.kinds)?
                 .into_iter()

@@ -22,7 +22,7 @@ impl Source {
         ID(encode(self.0.id))
     }
     async fn channel(&self) -> Result<Channel> {
-        Channel::from_db(&self.0.channel)
+        super::types::channel_from_db(&self.0.channel)
     }
     async fn name(&self) -> &str {
         &self.0.name
@@ -130,7 +130,7 @@ pub(super) async fn create_source(
     input: CreateSourceInput,
 ) -> Result<SourcePayload> {
     let new = NewSource {
-        channel: input.channel.into(),
+        channel: input.channel,
         name: input.name,
         config: domain::text::check_json("config", &input.config.0)?,
         schedule_secs: input.schedule_secs,
@@ -210,4 +210,19 @@ pub(super) async fn delete_source(
     Ok(DeleteSourcePayload {
         deleted_source_id: input.id,
     })
+}
+
+/// `sources`: the workspace's sources by name.
+pub async fn sources(ctx: &Context<'_>) -> Result<Vec<Source>> {
+    Ok(domain::source::list(&app(ctx).db, caller(ctx)?)
+        .await?
+        .into_iter()
+        .map(Source)
+        .collect())
+}
+
+/// `source(id:)`: `null` when not found.
+pub async fn source(ctx: &Context<'_>, id: &ID) -> Result<Option<Source>> {
+    let id = super::inputs::id::<SourceId>("id", id)?;
+    Ok(super::found(domain::source::get(&app(ctx).db, caller(ctx)?, id).await)?.map(Source))
 }

@@ -18,35 +18,14 @@ use super::workspace::Workspace;
 use crate::domain::page::Page;
 use crate::error::Error;
 
-/// The channels Rapport talks to.
-#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Hash)]
-#[graphql(remote = "connectors::Channel")]
-pub enum Channel {
-    Mastodon,
-    Bluesky,
-    Reddit,
-    HackerNews,
-    Rss,
-    Email,
-    Webhook,
-    Phone,
-    Meeting,
-    Manual,
-}
+/// The channels: the connectors' own enum (its `graphql` feature derives the GraphQL
+/// type), so the API lists exactly the channels the registry knows.
+pub use connectors::Channel;
 
-impl Channel {
-    pub fn as_str(self) -> &'static str {
-        connectors::Channel::from(self).as_str()
-    }
-
-    /// Reads a stored channel name; an unknown one is a corrupt row.
-    pub fn from_db(name: &str) -> async_graphql::Result<Channel> {
-        connectors::Channel::parse(name)
-            .map(Channel::from)
-            .ok_or_else(|| {
-                Error::Internal(format!("unknown channel `{name}` in the database")).into()
-            })
-    }
+/// Reads a stored channel name; an unknown one is a corrupt row.
+pub fn channel_from_db(name: &str) -> async_graphql::Result<Channel> {
+    Channel::parse(name)
+        .ok_or_else(|| Error::Internal(format!("unknown channel `{name}` in the database")).into())
 }
 
 /// Sort direction.
@@ -97,4 +76,44 @@ pub fn connection<M, N: async_graphql::OutputType, T: async_graphql::ObjectType>
         .map(|row| Edge::new(cursor(&row), node(row)))
         .collect();
     connection
+}
+
+/// Any object by id through the loaders, so `nodes(ids:)` batches per kind.
+pub async fn fetch_node(ctx: &async_graphql::Context<'_>, id: &ID) -> Result<Option<Node>> {
+    use super::load;
+    use super::loaders::*;
+    use crate::ids::{decode_any, AnyId};
+    let id = decode_any("id", id.as_str())?;
+    let caller = super::caller(ctx)?;
+    let node = match id {
+        AnyId::Workspace(id) if id == caller.workspace_id => Some(Node::Workspace(Workspace(
+            crate::domain::workspace::get(&super::app(ctx).db, id).await?,
+        ))),
+        AnyId::Customer(id) => load(ctx, CustomerById(id))
+            .await?
+            .map(|m| Node::Customer(Customer(m))),
+        AnyId::Organization(id) => load(ctx, OrganizationById(id))
+            .await?
+            .map(|m| Node::Organization(Organization(m))),
+        AnyId::Identity(id) => load(ctx, IdentityById(id))
+            .await?
+            .map(|m| Node::Identity(Identity(m))),
+        AnyId::Interaction(id) => load(ctx, InteractionById(id))
+            .await?
+            .map(|m| Node::Interaction(Interaction(m))),
+        AnyId::Conversation(id) => load(ctx, ConversationById(id))
+            .await?
+            .map(|m| Node::Conversation(Conversation(m))),
+        AnyId::Deal(id) => load(ctx, DealById(id)).await?.map(|m| Node::Deal(Deal(m))),
+        AnyId::Note(id) => load(ctx, NoteById(id)).await?.map(|m| Node::Note(Note(m))),
+        AnyId::ContactPoint(id) => load(ctx, ContactPointById(id))
+            .await?
+            .map(|m| Node::ContactPoint(ContactPoint(m))),
+        AnyId::Tag(id) => load(ctx, TagById(id)).await?.map(|m| Node::Tag(Tag(m))),
+        AnyId::Source(id) => load(ctx, SourceById(id))
+            .await?
+            .map(|m| Node::Source(Source(m))),
+        AnyId::Workspace(_) | AnyId::ApiKey(_) => None,
+    };
+    Ok(node)
 }

@@ -47,3 +47,14 @@ impl Viewer {
         &self.key_name
     }
 }
+
+/// `viewer`: the caller's workspace and role.
+pub async fn viewer(ctx: &async_graphql::Context<'_>) -> async_graphql::Result<Viewer> {
+    let caller = super::caller(ctx)?;
+    let workspace = crate::domain::workspace::get(&super::app(ctx).db, caller.workspace_id).await?;
+    Ok(Viewer {
+        workspace,
+        role: caller.role,
+        key_name: caller.key_name.clone(),
+    })
+}

@@ -1210,12 +1210,15 @@ backend_test!(
             .exec(&app.app.db)
             .await
             .unwrap();
+        let resolved = entity::conversation::Entity::find_by_id(conversation.id)
+            .one(&app.app.db)
+            .await
+            .unwrap()
+            .unwrap();
         rapport::domain::event::append(
             &app.app.db,
             workspace,
-            rapport::domain::event::EventKind::ConversationStatusChanged,
-            conversation.id,
-            &json!({}),
+            rapport::domain::event::Event::ConversationStatusChanged(&resolved),
         )
         .await
         .unwrap();
