@@ -360,10 +360,10 @@ backend_test! {
         let bo = app.create_customer(&key, json!({ "displayName": "Bo Lindqvist", "lifecycleStage": "LEAD", "tags": ["vip"] })).await;
         let cy = app.create_customer(&key, json!({ "displayName": "Cy Zhang", "lifecycleStage": "CHURNED" })).await;
         // An identity on Mastodon for Bo (identities come from ingestion; written directly here).
-        let bo_uuid = rapport::ids::decode("id", rapport::ids::Kind::Customer, &bo).unwrap();
+        let bo_uuid = rapport::ids::decode::<entity::CustomerId>("id", &bo).unwrap();
         let workspace = rapport::domain::workspace::ensure(&app.app.db, "acme").await.unwrap();
         entity::identity::ActiveModel {
-            id: Set(uuid::Uuid::now_v7()),
+            id: Set(entity::IdentityId::new()),
             workspace_id: Set(workspace.id),
             customer_id: Set(bo_uuid),
             channel: Set("mastodon".into()),

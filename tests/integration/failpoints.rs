@@ -204,7 +204,7 @@ async fn a_sync_killed_at(app: &TestApp, point: &str) {
         counted(0, 0),
         "nothing of the batch stays"
     );
-    let source = rapport::ids::decode("id", rapport::ids::Kind::Source, &id).unwrap();
+    let source = rapport::ids::decode::<entity::SourceId>("id", &id).unwrap();
     let row = entity::source::Entity::find_by_id(source)
         .one(&app.app.db)
         .await
@@ -512,7 +512,7 @@ backend_test!(
             reply["id"]
         );
         server.stop();
-        let source_id = rapport::ids::decode("id", rapport::ids::Kind::Source, &source).unwrap();
+        let source_id = rapport::ids::decode::<entity::SourceId>("id", &source).unwrap();
         let stored = entity::interaction::Entity::find()
             .filter(entity::interaction::Column::SourceId.eq(source_id))
             .filter(entity::interaction::Column::ExternalId.eq(statuses[0].clone()))

@@ -193,7 +193,7 @@ backend_test! {
         use connectors::{Author, InboundItem};
         let admin = app.key(Role::Admin).await;
         let source_id = webhook_source(&app, &admin).await["id"].as_str().unwrap().to_owned();
-        let uuid = rapport::ids::decode("id", rapport::ids::Kind::Source, &source_id).unwrap();
+        let uuid = rapport::ids::decode::<entity::SourceId>("id", &source_id).unwrap();
         let source = || async { rapport::domain::source::for_webhook(&app.app.db, uuid).await.unwrap() };
         let item = |id: &str, who: &str, reply_to: Option<&str>, minute: u32, outbound: bool| InboundItem {
             external_id: id.into(),
@@ -244,7 +244,7 @@ backend_test! {
         assert_eq!(deliver(&app, &globex_path, "g-1", &json!({ "text": "globex thread" }), None).await.0, 200);
         let thread = "{ interactions { edges { node { conversation { id interactions { totalCount } } } } } }";
         let theirs = app.gql(&globex, thread, json!({})).await["interactions"]["edges"][0]["node"]["conversation"]["id"].as_str().unwrap().to_owned();
-        let uuid = rapport::ids::decode("id", rapport::ids::Kind::Conversation, &theirs).unwrap();
+        let uuid = rapport::ids::decode::<entity::ConversationId>("id", &theirs).unwrap();
         // The sender controls thread_id; whatever it says, the item is filed in acme's own thread.
         for thread_id in [format!("conversation:{uuid}"), theirs.clone()] {
             let body = json!({ "text": "acme message", "thread_id": thread_id });

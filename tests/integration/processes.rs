@@ -50,7 +50,7 @@ pub(crate) fn rapport(config: &PathBuf) -> Command {
 }
 
 async fn source_row(app: &TestApp, id: &str) -> entity::source::Model {
-    let id = rapport::ids::decode("id", rapport::ids::Kind::Source, id).unwrap();
+    let id = rapport::ids::decode::<entity::SourceId>("id", id).unwrap();
     entity::source::Entity::find_by_id(id)
         .one(&app.app.db)
         .await

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
+use entity::{ConversationId, CustomerId, InteractionId, WorkspaceId};
 use rapport::domain::Role;
 use rapport::search::{
     CustomerDoc, Hits, IndexName, InteractionDoc, InteractionQuery, Rebuild, SearchFilter,
@@ -49,11 +50,11 @@ fn at(day: u32, hour: u32) -> i64 {
 }
 
 struct World {
-    acme: Uuid,
-    globex: Uuid,
-    ana: Uuid,
-    ben: Uuid,
-    conversation: Uuid,
+    acme: WorkspaceId,
+    globex: WorkspaceId,
+    ana: CustomerId,
+    ben: CustomerId,
+    conversation: ConversationId,
     docs: Vec<InteractionDoc>,
 }
 
@@ -61,7 +62,7 @@ struct World {
 type Labels<'a> = (&'a str, &'a str, &'a str, &'a str);
 
 fn doc(
-    world: (Uuid, Uuid, Option<Uuid>),
+    world: (WorkspaceId, CustomerId, Option<ConversationId>),
     text: &str,
     labels: Labels<'_>,
     sentiment: Option<f64>,
@@ -71,7 +72,7 @@ fn doc(
     let (workspace_id, customer_id, conversation_id) = world;
     let (channel, kind, direction, status) = labels;
     InteractionDoc {
-        id: Uuid::now_v7(),
+        id: InteractionId::new(),
         workspace_id,
         customer_id,
         conversation_id,
@@ -91,11 +92,11 @@ fn doc(
 
 fn world() -> World {
     let (acme, globex, ana, ben, conversation) = (
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-        Uuid::now_v7(),
+        WorkspaceId::new(),
+        WorkspaceId::new(),
+        CustomerId::new(),
+        CustomerId::new(),
+        ConversationId::new(),
     );
     let a = (acme, ana, Some(conversation));
     let b = (acme, ben, None);
@@ -150,7 +151,7 @@ fn world() -> World {
         ),
         // Another workspace, same words: never visible to acme.
         doc(
-            (globex, Uuid::now_v7(), None),
+            (globex, CustomerId::new(), None),
             "Globex export broken, integration down",
             ("mastodon", "mention", "inbound", "open"),
             Some(-0.5),
@@ -168,7 +169,7 @@ fn world() -> World {
     }
 }
 
-fn query(workspace: Uuid, text: &str) -> InteractionQuery {
+fn query(workspace: WorkspaceId, text: &str) -> InteractionQuery {
     InteractionQuery {
         workspace_id: workspace,
         text: text.into(),
@@ -428,7 +429,7 @@ async fn contract(name: &str, index: Arc<dyn SearchIndex>) {
     // Facets over every hit, and the estimate.
     let mut q = t("");
     q.facets = true;
-    let hits: Hits = index.search_interactions(&q).await.unwrap();
+    let hits: Hits<InteractionId> = index.search_interactions(&q).await.unwrap();
     assert_eq!(hits.estimated_total, 6, "{name}");
     let facets = hits.facets.expect("facets asked for");
     let sorted = |mut v: Vec<(String, u64)>| {
@@ -488,7 +489,7 @@ async fn contract(name: &str, index: Arc<dyn SearchIndex>) {
         "{name}"
     );
     assert_eq!(
-        count(texts(&index, &w, query(Uuid::now_v7(), "")).await),
+        count(texts(&index, &w, query(WorkspaceId::new(), "")).await),
         0,
         "{name}: an unknown workspace sees nothing"
     );
@@ -526,7 +527,7 @@ async fn contract(name: &str, index: Arc<dyn SearchIndex>) {
                     handles: &[&str],
                     org: &str,
                     tags: &[&str]| CustomerDoc {
-        id: Uuid::now_v7(),
+        id: CustomerId::new(),
         workspace_id: workspace,
         names: names.iter().map(|s| s.to_string()).collect(),
         emails: emails.iter().map(|s| s.to_string()).collect(),
@@ -596,7 +597,7 @@ async fn contract(name: &str, index: Arc<dyn SearchIndex>) {
     // A customer erased from the database vanishes from both indexes.
     index.delete_customers(vec![ben.id]).await.unwrap();
     index.delete_interactions_of(vec![ben.id]).await.unwrap();
-    assert_eq!(find("benjamin").await, Vec::<Uuid>::new(), "{name}");
+    assert_eq!(find("benjamin").await, Vec::<CustomerId>::new(), "{name}");
     let mut q = t("");
     q.filter.customer_ids = vec![w.ben];
     assert_eq!(
@@ -947,11 +948,11 @@ impl SearchIndex for Flaky {
         self.check()?;
         self.inner.upsert_interactions(docs).await
     }
-    async fn delete_interactions(&self, ids: Vec<Uuid>) -> rapport::Result<()> {
+    async fn delete_interactions(&self, ids: Vec<InteractionId>) -> rapport::Result<()> {
         self.check()?;
         self.inner.delete_interactions(ids).await
     }
-    async fn delete_interactions_of(&self, ids: Vec<Uuid>) -> rapport::Result<()> {
+    async fn delete_interactions_of(&self, ids: Vec<CustomerId>) -> rapport::Result<()> {
         self.check()?;
         self.inner.delete_interactions_of(ids).await
     }
@@ -959,19 +960,22 @@ impl SearchIndex for Flaky {
         self.check()?;
         self.inner.upsert_customers(docs).await
     }
-    async fn delete_customers(&self, ids: Vec<Uuid>) -> rapport::Result<()> {
+    async fn delete_customers(&self, ids: Vec<CustomerId>) -> rapport::Result<()> {
         self.check()?;
         self.inner.delete_customers(ids).await
     }
-    async fn search_interactions(&self, query: &InteractionQuery) -> rapport::Result<Hits> {
+    async fn search_interactions(
+        &self,
+        query: &InteractionQuery,
+    ) -> rapport::Result<Hits<InteractionId>> {
         self.inner.search_interactions(query).await
     }
     async fn search_customers(
         &self,
-        workspace: Uuid,
+        workspace: WorkspaceId,
         text: &str,
         limit: usize,
-    ) -> rapport::Result<Hits> {
+    ) -> rapport::Result<Hits<CustomerId>> {
         self.inner.search_customers(workspace, text, limit).await
     }
     async fn begin_rebuild(&self, index: IndexName) -> rapport::Result<Box<dyn Rebuild>> {
@@ -983,14 +987,13 @@ impl SearchIndex for Flaky {
 }
 
 /// Pushes `count` webhook-style items of one workspace through the pipeline.
-async fn ingest_items(app: &TestApp, workspace: &str, count: usize) -> Uuid {
+async fn ingest_items(app: &TestApp, workspace: &str, count: usize) -> WorkspaceId {
     let admin = app.key_in(workspace, Role::Admin).await;
     let created = app
         .gql(&admin, crate::feeds::CREATE, json!({ "input": { "channel": "WEBHOOK", "name": "bulk", "config": { "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" } } }))
         .await;
-    let id = rapport::ids::decode(
+    let id = rapport::ids::decode::<entity::SourceId>(
         "id",
-        rapport::ids::Kind::Source,
         created["createSource"]["source"]["id"].as_str().unwrap(),
     )
     .unwrap();
@@ -1029,7 +1032,12 @@ async fn ingest_items(app: &TestApp, workspace: &str, count: usize) -> Uuid {
     source.workspace_id
 }
 
-async fn indexed(app: &TestApp, index: &Arc<dyn SearchIndex>, workspace: Uuid, text: &str) -> u64 {
+async fn indexed(
+    app: &TestApp,
+    index: &Arc<dyn SearchIndex>,
+    workspace: WorkspaceId,
+    text: &str,
+) -> u64 {
     let _ = app;
     index
         .search_interactions(&query(workspace, text))

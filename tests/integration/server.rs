@@ -79,15 +79,13 @@ async fn run(backend: Backend) {
     assert!(webhook.id.starts_with("src_") && webhook.secret.starts_with("whsec_"));
     let sources = rapport::domain::source::list(
         &server.app().db,
-        &rapport::domain::Caller {
-            workspace_id: rapport::domain::workspace::ensure(&server.app().db, "default")
+        &rapport::domain::Caller::owner_without_key(
+            rapport::domain::workspace::ensure(&server.app().db, "default")
                 .await
                 .unwrap()
                 .id,
-            role: rapport::domain::Role::Owner,
-            key_id: uuid::Uuid::nil(),
-            key_name: "test".into(),
-        },
+            "test",
+        ),
     )
     .await
     .unwrap();
