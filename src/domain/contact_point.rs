@@ -157,12 +157,10 @@ pub async fn add(
     input: NewContactPoint,
 ) -> Result<Model> {
     caller.require(Role::Agent, "adding a contact point")?;
-    let txn = super::begin_write(db).await?;
-    super::customer::get(&txn, caller, customer_id).await?;
-    let model = insert(&txn, caller.workspace_id, customer_id, input).await?;
-    super::customer::touch(&txn, caller.workspace_id, customer_id).await?;
-    txn.commit().await?;
-    Ok(model)
+    super::customer::change_belonging(db, caller, customer_id, async |txn| {
+        insert(txn, caller.workspace_id, customer_id, input).await
+    })
+    .await
 }
 
 /// Removes a contact point; returns the customer it belonged to.
@@ -173,7 +171,7 @@ pub async fn remove(
 ) -> Result<CustomerId> {
     caller.require(Role::Agent, "removing a contact point")?;
     let txn = super::begin_write(db).await?;
-    let point = super::find_scoped::<Entity, _>(&txn, caller.workspace_id, id).await?;
+    let point = super::find_scoped(&txn, caller.workspace_id, id).await?;
     Entity::delete_by_id(point.id).exec(&txn).await?;
     if point.is_primary {
         // The oldest remaining one of that kind takes over as primary.

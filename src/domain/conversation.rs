@@ -16,7 +16,7 @@ use entity::{ConversationId, CustomerId, SourceId, WorkspaceId};
 
 /// A conversation of the caller's workspace, or `NOT_FOUND`.
 pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: ConversationId) -> Result<Model> {
-    super::find_scoped::<Entity, _>(db, caller.workspace_id, id).await
+    super::find_scoped(db, caller.workspace_id, id).await
 }
 
 /// The conversations of each customer, most recently active first.

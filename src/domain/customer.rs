@@ -5,12 +5,12 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, Func, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
-    PaginatorTrait, QueryFilter, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
+    DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, TransactionTrait,
 };
 
 use super::contact_point::{self, NewContactPoint};
-use super::event::{Deleted, Event};
+use super::event::Event;
 use super::organization::like_pattern;
 use super::page::{self, Page, PageArgs, Sort, SortKind};
 use super::{clean_optional, custom_object, Caller, ContactPointKind, LifecycleStage, Role};
@@ -268,7 +268,7 @@ pub async fn count(
 
 /// A customer of the caller's workspace, or `NOT_FOUND`.
 pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: CustomerId) -> Result<Model> {
-    super::find_scoped::<Entity, _>(db, caller.workspace_id, id).await
+    super::find_scoped(db, caller.workspace_id, id).await
 }
 
 /// A customer by the caller's own id for them (`externalId`).
@@ -396,60 +396,67 @@ pub async fn update(
     id: CustomerId,
     changes: CustomerChanges,
 ) -> Result<Model> {
-    caller.require(Role::Agent, "updating a customer")?;
-    let txn = super::begin_write(db).await?;
-    let current = get(&txn, caller, id).await?;
-    let mut row: customer::ActiveModel = current.into();
-    if let Some(name) = changes.display_name {
-        row.display_name = Set(super::clean_required("displayName", &name, 200)?);
-    }
-    if let Some(given) = changes.given_name {
-        row.given_name = Set(clean_optional("givenName", given, 200)?);
-    }
-    if let Some(family) = changes.family_name {
-        row.family_name = Set(clean_optional("familyName", family, 200)?);
-    }
-    if let Some(stage) = changes.lifecycle_stage {
-        row.lifecycle_stage = Set(stage.as_str().to_owned());
-    }
-    let mut new_external_id = None;
-    if let Some(external_id) = changes.external_id {
-        let external_id = clean_optional("externalId", external_id, 200)?;
-        new_external_id.clone_from(&external_id);
-        row.external_id = Set(external_id);
-    }
-    if let Some(organization) = changes.organization_id {
-        check_organization(&txn, caller, organization).await?;
-        row.organization_id = Set(organization);
-    }
-    if let Some(custom) = changes.custom {
-        row.custom = Set(custom_object("customAttributes", Some(custom))?);
-    }
-    row.updated_at = Set(super::now());
-    let model = row
-        .update(&txn)
-        .await
-        .map_err(|err| Error::on_unique(err, || external_id_taken(new_external_id.as_deref())))?;
-    super::event::append(&txn, caller.workspace_id, Event::CustomerUpdated(&model)).await?;
-    txn.commit().await?;
-    Ok(model)
+    let how = super::Update {
+        role: Role::Agent,
+        action: "updating a customer",
+        taken: Some(|row: &customer::ActiveModel| {
+            external_id_taken(super::set_value(&row.external_id).and_then(Option::as_deref))
+        }),
+        event: |model| Event::CustomerUpdated(model),
+    };
+    super::update(db, caller, id, how, async |txn, _, row| {
+        if let Some(name) = changes.display_name {
+            row.display_name = Set(super::clean_required("displayName", &name, 200)?);
+        }
+        if let Some(given) = changes.given_name {
+            row.given_name = Set(clean_optional("givenName", given, 200)?);
+        }
+        if let Some(family) = changes.family_name {
+            row.family_name = Set(clean_optional("familyName", family, 200)?);
+        }
+        if let Some(stage) = changes.lifecycle_stage {
+            row.lifecycle_stage = Set(stage.as_str().to_owned());
+        }
+        if let Some(external_id) = changes.external_id {
+            row.external_id = Set(clean_optional("externalId", external_id, 200)?);
+        }
+        if let Some(organization) = changes.organization_id {
+            check_organization(txn, caller, organization).await?;
+            row.organization_id = Set(organization);
+        }
+        if let Some(custom) = changes.custom {
+            row.custom = Set(custom_object("customAttributes", Some(custom))?);
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Deletes a customer and everything that is only theirs (identities, contact points,
 /// conversations, interactions, notes); deals stay, unlinked. Admins only.
 pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: CustomerId) -> Result<()> {
-    caller.require(Role::Admin, "deleting a customer")?;
+    let how = (Role::Admin, "deleting a customer");
+    super::delete(db, caller, id, how, |deleted| {
+        Event::CustomerDeleted(deleted)
+    })
+    .await
+}
+
+/// The one shape of a change to what belongs to a customer (contact points, tags, notes):
+/// a write transaction, the customer (`NOT_FOUND`), the `change`, the customer marked as
+/// changed ([`touch`]), the commit. The caller checks its role and input before.
+pub async fn change_belonging<T>(
+    db: &impl TransactionTrait,
+    caller: &Caller,
+    id: CustomerId,
+    change: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T>,
+) -> Result<T> {
     let txn = super::begin_write(db).await?;
-    let model = get(&txn, caller, id).await?;
-    Entity::delete_by_id(model.id).exec(&txn).await?;
-    super::event::append(
-        &txn,
-        caller.workspace_id,
-        Event::CustomerDeleted(&Deleted { id: model.id }),
-    )
-    .await?;
+    get(&txn, caller, id).await?;
+    let changed = change(&txn).await?;
+    touch(&txn, caller.workspace_id, id).await?;
     txn.commit().await?;
-    Ok(())
+    Ok(changed)
 }
 
 /// Marks a customer as changed (a contact point, tag or note moved) and logs the change.

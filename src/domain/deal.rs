@@ -133,52 +133,53 @@ pub async fn update(
     id: DealId,
     changes: DealChanges,
 ) -> Result<Model> {
-    caller.require(Role::Agent, "updating a deal")?;
-    let txn = super::begin_write(db).await?;
-    let current = get(&txn, caller, id).await?;
-    let customer = changes.customer_id.unwrap_or(current.customer_id);
-    let organization = changes.organization_id.unwrap_or(current.organization_id);
-    if customer.is_none() && organization.is_none() {
-        return Err(Error::field(
-            "customerId",
-            "a deal needs a customerId, an organizationId or both",
-        ));
-    }
-    check_links(
-        &txn,
-        caller,
-        changes.customer_id.flatten(),
-        changes.organization_id.flatten(),
-    )
-    .await?;
-    let mut row: deal::ActiveModel = current.into();
-    row.customer_id = Set(customer);
-    row.organization_id = Set(organization);
-    if let Some(title) = changes.title {
-        row.title = Set(super::clean_required("title", &title, 300)?);
-    }
-    if let Some(amount) = changes.amount {
-        row.amount_minor = Set(amount.as_deref().map(parse_amount).transpose()?);
-    }
-    if let Some(currency) = changes.currency {
-        row.currency = Set(parse_currency(&currency)?);
-    }
-    if let Some(stage) = changes.stage {
-        row.stage = Set(stage.as_str().to_owned());
-    }
-    if let Some(close_date) = changes.close_date {
-        row.close_date = Set(close_date);
-    }
-    row.updated_at = Set(super::now());
-    let model = row.update(&txn).await?;
-    super::event::append(&txn, caller.workspace_id, Event::DealUpdated(&model)).await?;
-    txn.commit().await?;
-    Ok(model)
+    let how = super::Update {
+        role: Role::Agent,
+        action: "updating a deal",
+        taken: None,
+        event: |model| Event::DealUpdated(model),
+    };
+    super::update(db, caller, id, how, async |txn, current, row| {
+        let customer = changes.customer_id.unwrap_or(current.customer_id);
+        let organization = changes.organization_id.unwrap_or(current.organization_id);
+        if customer.is_none() && organization.is_none() {
+            return Err(Error::field(
+                "customerId",
+                "a deal needs a customerId, an organizationId or both",
+            ));
+        }
+        check_links(
+            txn,
+            caller,
+            changes.customer_id.flatten(),
+            changes.organization_id.flatten(),
+        )
+        .await?;
+        row.customer_id = Set(customer);
+        row.organization_id = Set(organization);
+        if let Some(title) = changes.title {
+            row.title = Set(super::clean_required("title", &title, 300)?);
+        }
+        if let Some(amount) = changes.amount {
+            row.amount_minor = Set(amount.as_deref().map(parse_amount).transpose()?);
+        }
+        if let Some(currency) = changes.currency {
+            row.currency = Set(parse_currency(&currency)?);
+        }
+        if let Some(stage) = changes.stage {
+            row.stage = Set(stage.as_str().to_owned());
+        }
+        if let Some(close_date) = changes.close_date {
+            row.close_date = Set(close_date);
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// A deal of the caller's workspace, or `NOT_FOUND`.
 pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: DealId) -> Result<Model> {
-    super::find_scoped::<Entity, _>(db, caller.workspace_id, id).await
+    super::find_scoped(db, caller.workspace_id, id).await
 }
 
 /// The deals of each customer, newest first.

@@ -408,7 +408,7 @@ pub async fn conversation_of(
 
 /// An interaction of the caller's workspace, or `NOT_FOUND`.
 pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: InteractionId) -> Result<Model> {
-    super::find_scoped::<Entity, _>(db, caller.workspace_id, id).await
+    super::find_scoped(db, caller.workspace_id, id).await
 }
 
 /// The interaction of the workspace's source `source_id` with `external_id`, if stored

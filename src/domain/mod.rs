@@ -53,7 +53,10 @@ use std::str::FromStr;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use entity::{ApiKeyId, WorkspaceId};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Select, Value};
+use sea_orm::{
+    ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction,
+    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Select, TransactionTrait, Value,
+};
 
 use crate::error::{Error, Result};
 use crate::ids::{self, TypedId};
@@ -222,17 +225,117 @@ pub fn scoped<E: EntityTrait>(workspace_id: WorkspaceId) -> Select<E> {
     E::find().filter(column::<E>("workspace_id").eq(workspace_id))
 }
 
-/// One row of `E` by id within the workspace, or `NOT_FOUND` naming the id's kind and id.
-pub async fn find_scoped<E: EntityTrait, I: TypedId + Into<Value>>(
+/// A typed id of a table the domain reads and changes by id: it names the table's entity,
+/// so [`find_scoped`] and [`update`] need nothing but the id.
+pub trait Stored: TypedId + Into<Value> {
+    type Entity: EntityTrait<Model: IntoActiveModel<Self::ActiveModel>>;
+    type ActiveModel: ActiveModelTrait<Entity = Self::Entity> + ActiveModelBehavior + Send;
+}
+
+/// The model of the row a [`Stored`] id names.
+pub type ModelOf<I> = <<I as Stored>::Entity as EntityTrait>::Model;
+
+macro_rules! stored {
+    ($($id:ident => $table:ident),+ $(,)?) => {$(
+        impl Stored for entity::$id {
+            type Entity = entity::$table::Entity;
+            type ActiveModel = entity::$table::ActiveModel;
+        }
+    )+};
+}
+
+stored!(
+    CustomerId => customer,
+    OrganizationId => organization,
+    ContactPointId => contact_point,
+    InteractionId => interaction,
+    ConversationId => conversation,
+    DealId => deal,
+    SourceId => source,
+);
+
+/// One row by id within the workspace, or `NOT_FOUND` naming the id's kind and id.
+pub async fn find_scoped<I: Stored>(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
     id: I,
-) -> Result<E::Model> {
-    scoped::<E>(workspace_id)
-        .filter(column::<E>("id").eq(id))
+) -> Result<ModelOf<I>> {
+    scoped::<I::Entity>(workspace_id)
+        .filter(column::<I::Entity>("id").eq(id))
         .one(db)
         .await?
         .ok_or_else(|| Error::not_found(I::KIND.noun(), ids::encode(id)))
+}
+
+/// How a noun's [`update`] is checked and recorded.
+pub struct Update<I: Stored> {
+    /// The role the change needs, and the change as a `FORBIDDEN` message names it
+    /// ("updating a customer").
+    pub role: Role,
+    pub action: &'static str,
+    /// The `CONFLICT` message when the changed row collides with another on a UNIQUE
+    /// constraint, from the row as changed; `None` where no change can collide.
+    pub taken: Option<fn(&I::ActiveModel) -> String>,
+    /// The event that records the change.
+    pub event: for<'m> fn(&'m ModelOf<I>) -> event::Event<'m>,
+}
+
+/// The one shape of a change to a row of the caller's workspace: the role check, a write
+/// transaction, the current row (`NOT_FOUND`), the noun's `change` to it (given the current
+/// row and the row to change), a new `updated_at`, the update (a UNIQUE violation is
+/// `CONFLICT` as `how.taken` says), the event, the commit.
+pub async fn update<I: Stored>(
+    db: &impl TransactionTrait,
+    caller: &Caller,
+    id: I,
+    how: Update<I>,
+    change: impl AsyncFnOnce(&DatabaseTransaction, &ModelOf<I>, &mut I::ActiveModel) -> Result<()>,
+) -> Result<ModelOf<I>> {
+    caller.require(how.role, how.action)?;
+    let txn = begin_write(db).await?;
+    let current = find_scoped(&txn, caller.workspace_id, id).await?;
+    let mut row: I::ActiveModel = current.clone().into_active_model();
+    change(&txn, &current, &mut row).await?;
+    row.set(column::<I::Entity>("updated_at"), now().into());
+    let taken = how.taken.map(|taken| taken(&row));
+    let model = row.update(&txn).await.map_err(|err| match taken {
+        Some(taken) => Error::on_unique(err, || taken),
+        None => Error::from(err),
+    })?;
+    event::append(&txn, caller.workspace_id, (how.event)(&model)).await?;
+    txn.commit().await?;
+    Ok(model)
+}
+
+/// The one shape of a deletion of a row of the caller's workspace: the role check (`action`
+/// names the deletion in the `FORBIDDEN` message), a write transaction, the row
+/// (`NOT_FOUND`), the delete, the event (given the deleted id), the commit.
+pub async fn delete<I: Stored>(
+    db: &impl TransactionTrait,
+    caller: &Caller,
+    id: I,
+    (role, action): (Role, &str),
+    event: for<'d> fn(&'d event::Deleted<I>) -> event::Event<'d>,
+) -> Result<()> {
+    caller.require(role, action)?;
+    let txn = begin_write(db).await?;
+    find_scoped(&txn, caller.workspace_id, id).await?;
+    I::Entity::delete_many()
+        .filter(column::<I::Entity>("workspace_id").eq(caller.workspace_id))
+        .filter(column::<I::Entity>("id").eq(id))
+        .exec(&txn)
+        .await?;
+    event::append(&txn, caller.workspace_id, event(&event::Deleted { id })).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// The value a change set on a column, if it set one (for [`Update::taken`] messages).
+pub fn set_value<V: Into<Value>>(value: &sea_orm::ActiveValue<V>) -> Option<&V> {
+    match value {
+        sea_orm::ActiveValue::Set(value) => Some(value),
+        _ => None,
+    }
 }
 
 /// Rows of `E` by id within the workspace, keyed by id (for DataLoaders).

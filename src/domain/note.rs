@@ -19,23 +19,22 @@ pub async fn add(
 ) -> Result<Model> {
     caller.require(Role::Agent, "adding a note")?;
     let body = super::clean_required("body", body, 20_000)?;
-    let txn = super::begin_write(db).await?;
-    super::customer::get(&txn, caller, customer_id).await?;
-    let now = super::now();
-    let row = note::ActiveModel {
-        id: Set(NoteId::new()),
-        workspace_id: Set(caller.workspace_id),
-        customer_id: Set(customer_id),
-        body: Set(body),
-        author: Set(caller.key_name.clone()),
-        created_at: Set(now),
-        updated_at: Set(now),
-    };
-    let model = row.insert(&txn).await?;
-    super::event::append(&txn, caller.workspace_id, Event::NoteCreated(&model)).await?;
-    super::customer::touch(&txn, caller.workspace_id, customer_id).await?;
-    txn.commit().await?;
-    Ok(model)
+    super::customer::change_belonging(db, caller, customer_id, async |txn| {
+        let now = super::now();
+        let row = note::ActiveModel {
+            id: Set(NoteId::new()),
+            workspace_id: Set(caller.workspace_id),
+            customer_id: Set(customer_id),
+            body: Set(body),
+            author: Set(caller.key_name.clone()),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        let model = row.insert(txn).await?;
+        super::event::append(txn, caller.workspace_id, Event::NoteCreated(&model)).await?;
+        Ok(model)
+    })
+    .await
 }
 
 /// The notes of each customer, newest first.

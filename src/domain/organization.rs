@@ -102,42 +102,39 @@ pub async fn update(
     id: OrganizationId,
     changes: OrganizationChanges,
 ) -> Result<Model> {
-    caller.require(Role::Agent, "updating an organization")?;
-    let txn = super::begin_write(db).await?;
-    let current = get(&txn, caller, id).await?;
-    let mut row: organization::ActiveModel = current.into();
-    if let Some(name) = changes.name {
-        row.name = Set(clean_required("name", &name, 200)?);
-    }
-    let mut new_domain = None;
-    if let Some(domain) = changes.domain {
-        let domain = domain
-            .as_deref()
-            .filter(|d| !d.trim().is_empty())
-            .map(normalize_domain)
-            .transpose()?;
-        new_domain.clone_from(&domain);
-        row.domain = Set(domain);
-    }
-    if let Some(custom) = changes.custom {
-        row.custom = Set(custom_object("customAttributes", Some(custom))?);
-    }
-    row.updated_at = Set(super::now());
-    let model = row.update(&txn).await.map_err(|err| {
-        Error::on_unique(err, || domain_taken(new_domain.as_deref().unwrap_or("")))
-    })?;
-    super::event::append(
-        &txn,
-        caller.workspace_id,
-        Event::OrganizationUpdated(&model),
-    )
-    .await?;
-    txn.commit().await?;
-    Ok(model)
+    let how = super::Update {
+        role: Role::Agent,
+        action: "updating an organization",
+        taken: Some(|row: &organization::ActiveModel| {
+            domain_taken(
+                super::set_value(&row.domain)
+                    .and_then(Option::as_deref)
+                    .unwrap_or(""),
+            )
+        }),
+        event: |model| Event::OrganizationUpdated(model),
+    };
+    super::update(db, caller, id, how, async |_, _, row| {
+        if let Some(name) = changes.name {
+            row.name = Set(clean_required("name", &name, 200)?);
+        }
+        if let Some(domain) = changes.domain {
+            row.domain = Set(domain
+                .as_deref()
+                .filter(|d| !d.trim().is_empty())
+                .map(normalize_domain)
+                .transpose()?);
+        }
+        if let Some(custom) = changes.custom {
+            row.custom = Set(custom_object("customAttributes", Some(custom))?);
+        }
+        Ok(())
+    })
+    .await
 }
 
 pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: OrganizationId) -> Result<Model> {
-    super::find_scoped::<Entity, _>(db, caller.workspace_id, id).await
+    super::find_scoped(db, caller.workspace_id, id).await
 }
 
 /// Organizations by name (then id), optionally those whose name or domain contains `search`.

@@ -10,7 +10,7 @@ use sea_orm::{
 };
 use serde_json::{Map, Value};
 
-use super::event::{Deleted, Event};
+use super::event::Event;
 use super::{Caller, Role};
 use crate::error::{Error, Result};
 use crate::ids;
@@ -186,42 +186,40 @@ pub async fn update(
     id: SourceId,
     changes: SourceChanges,
 ) -> Result<Model> {
-    caller.require(Role::Admin, "changing a source")?;
-    let txn = super::begin_write(db).await?;
-    let current = get(&txn, caller, id).await?;
-    let channel = channel(&current)?;
-    let mut row: source::ActiveModel = current.clone().into();
-    let mut new_name = String::new();
-    if let Some(name) = changes.name {
-        new_name = super::clean_required("name", &name, 100)?;
-        row.name = Set(new_name.clone());
-    }
-    if let Some(config) = changes.config {
-        let config = keep_bound_secrets(channel, &current, config)?;
-        let (config, secrets) = split_config(channel, config)?;
-        row.config = Set(config);
-        row.secrets = Set(secrets);
-    }
-    if let Some(schedule) = changes.schedule_secs {
-        row.schedule_secs = Set(check_schedule(schedule)?);
-    }
-    match changes.paused {
-        Some(true) => row.status = Set(SourceStatus::Paused.as_str().to_owned()),
-        Some(false) if status(&current)? == SourceStatus::Paused => {
-            row.status = Set(SourceStatus::Ok.as_str().to_owned());
-            row.failures = Set(0);
-            row.next_run_at = Set(connectors::is_pulled(channel).then(super::now));
+    let how = super::Update {
+        role: Role::Admin,
+        action: "changing a source",
+        taken: Some(|row: &source::ActiveModel| {
+            name_taken(super::set_value(&row.name).map_or("", String::as_str))
+        }),
+        event: |model| Event::SourceUpdated(model),
+    };
+    super::update(db, caller, id, how, async |_, current, row| {
+        let channel = channel(current)?;
+        if let Some(name) = changes.name {
+            row.name = Set(super::clean_required("name", &name, 100)?);
         }
-        _ => {}
-    }
-    row.updated_at = Set(super::now());
-    let model = row
-        .update(&txn)
-        .await
-        .map_err(|err| Error::on_unique(err, || name_taken(&new_name)))?;
-    super::event::append(&txn, caller.workspace_id, Event::SourceUpdated(&model)).await?;
-    txn.commit().await?;
-    Ok(model)
+        if let Some(config) = changes.config {
+            let config = keep_bound_secrets(channel, current, config)?;
+            let (config, secrets) = split_config(channel, config)?;
+            row.config = Set(config);
+            row.secrets = Set(secrets);
+        }
+        if let Some(schedule) = changes.schedule_secs {
+            row.schedule_secs = Set(check_schedule(schedule)?);
+        }
+        match changes.paused {
+            Some(true) => row.status = Set(SourceStatus::Paused.as_str().to_owned()),
+            Some(false) if status(current)? == SourceStatus::Paused => {
+                row.status = Set(SourceStatus::Ok.as_str().to_owned());
+                row.failures = Set(0);
+                row.next_run_at = Set(connectors::is_pulled(channel).then(super::now));
+            }
+            _ => {}
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Puts the stored secrets a new `config` leaves out back into it, as long as the endpoint
@@ -264,23 +262,13 @@ fn keep_bound_secrets(
 
 /// Deletes a source; what it ingested stays.
 pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: SourceId) -> Result<()> {
-    caller.require(Role::Admin, "deleting a source")?;
-    let txn = super::begin_write(db).await?;
-    let model = get(&txn, caller, id).await?;
-    Entity::delete_by_id(model.id).exec(&txn).await?;
-    super::event::append(
-        &txn,
-        caller.workspace_id,
-        Event::SourceDeleted(&Deleted { id: model.id }),
-    )
-    .await?;
-    txn.commit().await?;
-    Ok(())
+    let how = (Role::Admin, "deleting a source");
+    super::delete(db, caller, id, how, |deleted| Event::SourceDeleted(deleted)).await
 }
 
 /// A source of the caller's workspace, or `NOT_FOUND`.
 pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: SourceId) -> Result<Model> {
-    super::find_scoped::<Entity, _>(db, caller.workspace_id, id).await
+    super::find_scoped(db, caller.workspace_id, id).await
 }
 
 /// The workspace's sources by name.

@@ -71,12 +71,11 @@ pub async fn add(
     color: Option<String>,
 ) -> Result<()> {
     caller.require(Role::Agent, "tagging a customer")?;
-    let txn = super::begin_write(db).await?;
-    super::customer::get(&txn, caller, customer_id).await?;
-    attach(&txn, caller.workspace_id, customer_id, name, color).await?;
-    super::customer::touch(&txn, caller.workspace_id, customer_id).await?;
-    txn.commit().await?;
-    Ok(())
+    super::customer::change_belonging(db, caller, customer_id, async |txn| {
+        attach(txn, caller.workspace_id, customer_id, name, color).await
+    })
+    .await
+    .map(drop)
 }
 
 /// Takes the tag `name` off a customer; `NOT_FOUND` when the customer does not carry it.
@@ -88,29 +87,28 @@ pub async fn remove(
 ) -> Result<()> {
     caller.require(Role::Agent, "untagging a customer")?;
     let name = super::text::check_lookup("name", name, 64)?;
-    let txn = super::begin_write(db).await?;
-    super::customer::get(&txn, caller, customer_id).await?;
-    let tag = super::scoped::<tag::Entity>(caller.workspace_id)
-        .filter(tag::Column::Name.eq(name.clone()))
-        .one(&txn)
-        .await?;
-    let removed = match tag {
-        Some(tag) => {
-            customer_tag::Entity::delete_many()
-                .filter(customer_tag::Column::CustomerId.eq(customer_id))
-                .filter(customer_tag::Column::TagId.eq(tag.id))
-                .exec(&txn)
-                .await?
-                .rows_affected
+    super::customer::change_belonging(db, caller, customer_id, async |txn| {
+        let tag = super::scoped::<tag::Entity>(caller.workspace_id)
+            .filter(tag::Column::Name.eq(name.clone()))
+            .one(txn)
+            .await?;
+        let removed = match tag {
+            Some(tag) => {
+                customer_tag::Entity::delete_many()
+                    .filter(customer_tag::Column::CustomerId.eq(customer_id))
+                    .filter(customer_tag::Column::TagId.eq(tag.id))
+                    .exec(txn)
+                    .await?
+                    .rows_affected
+            }
+            None => 0,
+        };
+        if removed == 0 {
+            return Err(Error::not_found("tag on this customer", name));
         }
-        None => 0,
-    };
-    if removed == 0 {
-        return Err(Error::not_found("tag on this customer", name));
-    }
-    super::customer::touch(&txn, caller.workspace_id, customer_id).await?;
-    txn.commit().await?;
-    Ok(())
+        Ok(())
+    })
+    .await
 }
 
 /// The tags of each customer, by name (two queries for any number of customers).
