@@ -12,10 +12,12 @@ use sea_orm::{ActiveValue::Set, ConnectionTrait, TransactionTrait};
 
 use crate::domain::bulk::{self, Rows};
 use crate::domain::{
-    self, ConversationStatus, DealStage, Direction, InteractionKind, LifecycleStage, Priority, Role,
+    self, ContactPointKind, ConversationStatus, DealStage, Direction, InteractionKind,
+    LifecycleStage, Priority, Role,
 };
 use crate::error::Result;
 use crate::App;
+use connectors::Channel;
 use entity::*;
 
 /// The `default` workspace after [`seed_default`]: how many demo customers were created
@@ -223,13 +225,13 @@ const TEXTS: &[(&str, &[&str], &[&str])] = &[
     ),
 ];
 
-const CHANNELS: &[(&str, &str)] = &[
-    ("mastodon", "mention"),
-    ("bluesky", "mention"),
-    ("reddit", "comment"),
-    ("hacker_news", "comment"),
-    ("email", "email"),
-    ("webhook", "message"),
+const CHANNELS: &[(Channel, InteractionKind)] = &[
+    (Channel::Mastodon, InteractionKind::Mention),
+    (Channel::Bluesky, InteractionKind::Mention),
+    (Channel::Reddit, InteractionKind::Comment),
+    (Channel::HackerNews, InteractionKind::Comment),
+    (Channel::Email, InteractionKind::Email),
+    (Channel::Webhook, InteractionKind::Message),
 ];
 
 const NOTES: &[&str] = &[
@@ -313,7 +315,7 @@ pub async fn seed(
                 &mut data,
                 workspace_id,
                 customer_id,
-                "email",
+                ContactPointKind::Email,
                 &format!("{slug}@mail.example"),
                 created,
             );
@@ -323,7 +325,7 @@ pub async fn seed(
                 &mut data,
                 workspace_id,
                 customer_id,
-                "phone",
+                ContactPointKind::Phone,
                 &format!("+346{:08}", 10_000_000 + index * 7_919),
                 created,
             );
@@ -337,23 +339,23 @@ pub async fn seed(
             });
         }
 
-        let mut channels: Vec<(&str, &str)> = CHANNELS.to_vec();
+        let mut channels: Vec<(Channel, InteractionKind)> = CHANNELS.to_vec();
         channels.shuffle(&mut rng);
         channels.truncate(rng.gen_range(2..=4));
         let mut identities = Vec::new();
         for (channel, _) in &channels {
             let identity_id = IdentityId::new();
             let handle = match *channel {
-                "mastodon" => format!("@{slug}@social.example"),
-                "bluesky" => format!("{slug}.bsky.example"),
-                "email" => format!("{slug}@mail.example"),
+                Channel::Mastodon => format!("@{slug}@social.example"),
+                Channel::Bluesky => format!("{slug}.bsky.example"),
+                Channel::Email => format!("{slug}@mail.example"),
                 _ => slug.clone(),
             };
             data.identities.push(identity::ActiveModel {
                 id: Set(identity_id),
                 workspace_id: Set(workspace_id),
                 customer_id: Set(customer_id),
-                channel: Set((*channel).to_owned()),
+                channel: Set(*channel),
                 platform_id: Set(format!("{channel}:{slug}")),
                 handle: Set(Some(handle)),
                 display_name: Set(Some(format!("{given} {family}"))),
@@ -401,7 +403,7 @@ pub async fn seed(
                     rng.gen_range(-0.2..0.9)
                 };
                 let interaction_kind = if direction == Direction::Outbound {
-                    InteractionKind::Reply.as_str()
+                    InteractionKind::Reply
                 } else {
                     kind
                 };
@@ -413,11 +415,11 @@ pub async fn seed(
                     identity_id: Set((direction == Direction::Inbound).then_some(identity)),
                     source_id: Set(None),
                     external_id: Set(None),
-                    channel: Set(channel.to_owned()),
-                    direction: Set(direction.as_str().to_owned()),
-                    kind: Set(interaction_kind.to_owned()),
+                    channel: Set(channel),
+                    direction: Set(direction),
+                    kind: Set(interaction_kind),
                     subject: Set(
-                        (channel == "email").then(|| "Question about my account".to_owned())
+                        (channel == Channel::Email).then(|| "Question about my account".to_owned())
                     ),
                     text: Set(text.to_owned()),
                     html: Set(None),
@@ -443,18 +445,16 @@ pub async fn seed(
                 customer_id: Set(customer_id),
                 source_id: Set(None),
                 thread_key: Set(None),
-                channel: Set(channel.to_owned()),
+                channel: Set(channel),
                 subject: Set(None),
-                status: Set(status.as_str().to_owned()),
+                status: Set(status),
                 priority: Set([
                     Priority::Low,
                     Priority::Normal,
                     Priority::Normal,
                     Priority::High,
                     Priority::Urgent,
-                ][rng.gen_range(0..5)]
-                .as_str()
-                .to_owned()),
+                ][rng.gen_range(0..5)]),
                 assignee: Set(rng
                     .gen_bool(0.5)
                     .then(|| ["carmen", "liam", "yuki"][rng.gen_range(0..3)].to_owned())),
@@ -484,9 +484,7 @@ pub async fn seed(
                     DealStage::Negotiation,
                     DealStage::Won,
                     DealStage::Lost,
-                ][rng.gen_range(0..5)]
-                .as_str()
-                .to_owned()),
+                ][rng.gen_range(0..5)]),
                 close_date: Set(Some(
                     (now + Duration::days(rng.gen_range(-60..90))).date_naive(),
                 )),
@@ -511,7 +509,7 @@ pub async fn seed(
             display_name: Set(format!("{given} {family}")),
             given_name: Set(Some(given.to_owned())),
             family_name: Set(Some(family.to_owned())),
-            lifecycle_stage: Set(stages[rng.gen_range(0..stages.len())].as_str().to_owned()),
+            lifecycle_stage: Set(stages[rng.gen_range(0..stages.len())]),
             external_id: Set((index % 3 == 0).then(|| format!("crm-{:05}", index + 1))),
             organization_id: Set(organization),
             custom: Set(serde_json::json!({ "plan": (["free", "team", "business"][rng.gen_range(0..3)]), "nps": rng.gen_range(0..=10) })),
@@ -562,12 +560,12 @@ pub async fn seed_uniform(
         let created = start + Duration::minutes(index as i64);
         let conversation_id = ConversationId::new();
         let channels = [
-            "mastodon",
-            "bluesky",
-            "reddit",
-            "hacker_news",
-            "email",
-            "webhook",
+            Channel::Mastodon,
+            Channel::Bluesky,
+            Channel::Reddit,
+            Channel::HackerNews,
+            Channel::Email,
+            Channel::Webhook,
         ];
         let mut identity_ids = Vec::new();
         for (n, channel) in channels.iter().cycle().take(identities).enumerate() {
@@ -577,7 +575,7 @@ pub async fn seed_uniform(
                 id: Set(id),
                 workspace_id: Set(workspace_id),
                 customer_id: Set(customer_id),
-                channel: Set((*channel).to_owned()),
+                channel: Set(*channel),
                 platform_id: Set(format!("{channel}:u{index}-{n}")),
                 handle: Set(Some(format!("u{index}-{n}"))),
                 display_name: Set(None),
@@ -598,9 +596,9 @@ pub async fn seed_uniform(
                 identity_id: Set(identity_ids.get(n % identities.max(1)).copied()),
                 source_id: Set(None),
                 external_id: Set(None),
-                channel: Set(channel.to_owned()),
-                direction: Set(Direction::Inbound.as_str().to_owned()),
-                kind: Set(InteractionKind::Mention.as_str().to_owned()),
+                channel: Set(channel),
+                direction: Set(Direction::Inbound),
+                kind: Set(InteractionKind::Mention),
                 subject: Set(None),
                 text: Set(format!("message {n} from customer {index}")),
                 html: Set(None),
@@ -619,10 +617,10 @@ pub async fn seed_uniform(
             customer_id: Set(customer_id),
             source_id: Set(None),
             thread_key: Set(None),
-            channel: Set(channels[0].to_owned()),
+            channel: Set(channels[0]),
             subject: Set(None),
-            status: Set(ConversationStatus::Open.as_str().to_owned()),
-            priority: Set(Priority::Normal.as_str().to_owned()),
+            status: Set(ConversationStatus::Open),
+            priority: Set(Priority::Normal),
             assignee: Set(None),
             first_response_at: Set(None),
             resolved_at: Set(None),
@@ -638,7 +636,7 @@ pub async fn seed_uniform(
             title: Set(format!("Deal {index}")),
             amount_minor: Set(Some(100_000)),
             currency: Set("EUR".to_owned()),
-            stage: Set(DealStage::Proposal.as_str().to_owned()),
+            stage: Set(DealStage::Proposal),
             close_date: Set(None),
             created_at: Set(created),
             updated_at: Set(created),
@@ -662,7 +660,7 @@ pub async fn seed_uniform(
             &mut data,
             workspace_id,
             customer_id,
-            "email",
+            ContactPointKind::Email,
             &format!("u{index}@uniform.example"),
             created,
         );
@@ -672,7 +670,7 @@ pub async fn seed_uniform(
             display_name: Set(format!("Uniform {index:05}")),
             given_name: Set(None),
             family_name: Set(None),
-            lifecycle_stage: Set(LifecycleStage::Customer.as_str().to_owned()),
+            lifecycle_stage: Set(LifecycleStage::Customer),
             external_id: Set(None),
             organization_id: Set(Some(organization)),
             custom: Set(serde_json::json!({})),
@@ -707,7 +705,7 @@ fn point(
     rows: &mut Rows,
     workspace_id: WorkspaceId,
     customer_id: CustomerId,
-    kind: &str,
+    kind: ContactPointKind,
     value: &str,
     created: chrono::DateTime<Utc>,
 ) {
@@ -715,7 +713,7 @@ fn point(
         id: Set(ContactPointId::new()),
         workspace_id: Set(workspace_id),
         customer_id: Set(customer_id),
-        kind: Set(kind.to_owned()),
+        kind: Set(kind),
         value: Set(value.to_owned()),
         normalized: Set(value.to_lowercase()),
         label: Set(None),

@@ -24,8 +24,15 @@ macro_rules! channels {
         // Stored and configured as their `as_str` name.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[cfg_attr(feature = "graphql", derive(async_graphql::Enum))]
+        #[cfg_attr(feature = "sea-orm", derive(sea_orm::EnumIter, sea_orm::DeriveActiveEnum))]
+        #[cfg_attr(feature = "sea-orm", sea_orm(rs_type = "String", db_type = "Text"))]
         #[serde(rename_all = "snake_case")]
-        pub enum Channel { $($variant),+ }
+        pub enum Channel {
+            $(
+                #[cfg_attr(feature = "sea-orm", sea_orm(string_value = $name))]
+                $variant
+            ),+
+        }
 
         impl Channel {
             /// Every channel, in a stable order.
@@ -34,6 +41,12 @@ macro_rules! channels {
             /// The stable name stored in the database and used in configuration.
             pub fn as_str(self) -> &'static str {
                 match self { $(Channel::$variant => $name),+ }
+            }
+        }
+
+        impl std::fmt::Display for Channel {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
             }
         }
     };

@@ -3,6 +3,7 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::enums::Role;
 use crate::id::{ApiKeyId, WorkspaceId};
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
@@ -12,7 +13,7 @@ pub struct Model {
     pub id: ApiKeyId,
     pub workspace_id: WorkspaceId,
     pub name: String,
-    pub role: String,
+    pub role: Role,
     #[sea_orm(unique)]
     pub key_hash: String,
     pub prefix: String,

@@ -3,6 +3,7 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::enums::ContactPointKind;
 use crate::id::{ContactPointId, CustomerId, WorkspaceId};
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
@@ -12,7 +13,7 @@ pub struct Model {
     pub id: ContactPointId,
     pub workspace_id: WorkspaceId,
     pub customer_id: CustomerId,
-    pub kind: String,
+    pub kind: ContactPointKind,
     pub value: String,
     pub normalized: String,
     pub label: Option<String>,

@@ -3,7 +3,9 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::enums::{ConversationStatus, Priority};
 use crate::id::{ConversationId, CustomerId, SourceId, WorkspaceId};
+use connectors::Channel;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "conversation")]
@@ -14,10 +16,10 @@ pub struct Model {
     pub customer_id: CustomerId,
     pub source_id: Option<SourceId>,
     pub thread_key: Option<String>,
-    pub channel: String,
+    pub channel: Channel,
     pub subject: Option<String>,
-    pub status: String,
-    pub priority: String,
+    pub status: ConversationStatus,
+    pub priority: Priority,
     pub assignee: Option<String>,
     pub first_response_at: Option<DateTimeUtc>,
     pub resolved_at: Option<DateTimeUtc>,

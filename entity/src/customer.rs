@@ -3,6 +3,7 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::enums::LifecycleStage;
 use crate::id::{CustomerId, OrganizationId, WorkspaceId};
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
@@ -14,7 +15,7 @@ pub struct Model {
     pub display_name: String,
     pub given_name: Option<String>,
     pub family_name: Option<String>,
-    pub lifecycle_stage: String,
+    pub lifecycle_stage: LifecycleStage,
     pub external_id: Option<String>,
     pub organization_id: Option<OrganizationId>,
     #[sea_orm(column_type = "JsonBinary")]

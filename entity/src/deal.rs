@@ -3,6 +3,7 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::enums::DealStage;
 use crate::id::{CustomerId, DealId, OrganizationId, WorkspaceId};
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
@@ -16,7 +17,7 @@ pub struct Model {
     pub title: String,
     pub amount_minor: Option<i64>,
     pub currency: String,
-    pub stage: String,
+    pub stage: DealStage,
     pub close_date: Option<Date>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,

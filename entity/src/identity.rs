@@ -4,6 +4,7 @@ use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::id::{CustomerId, IdentityId, WorkspaceId};
+use connectors::Channel;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "identity")]
@@ -12,7 +13,7 @@ pub struct Model {
     pub id: IdentityId,
     pub workspace_id: WorkspaceId,
     pub customer_id: CustomerId,
-    pub channel: String,
+    pub channel: Channel,
     pub platform_id: String,
     pub handle: Option<String>,
     pub display_name: Option<String>,

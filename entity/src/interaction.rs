@@ -3,7 +3,9 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::enums::{Direction, InteractionKind};
 use crate::id::{ConversationId, CustomerId, IdentityId, InteractionId, SourceId, WorkspaceId};
+use connectors::Channel;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "interaction")]
@@ -16,9 +18,9 @@ pub struct Model {
     pub identity_id: Option<IdentityId>,
     pub source_id: Option<SourceId>,
     pub external_id: Option<String>,
-    pub channel: String,
-    pub direction: String,
-    pub kind: String,
+    pub channel: Channel,
+    pub direction: Direction,
+    pub kind: InteractionKind,
     pub subject: Option<String>,
     pub text: String,
     pub html: Option<String>,

@@ -7,6 +7,7 @@ pub mod conversation;
 pub mod customer;
 pub mod customer_tag;
 pub mod deal;
+pub mod enums;
 pub mod event;
 pub mod id;
 pub mod identity;

@@ -4,7 +4,9 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::enums::SourceStatus;
 use crate::id::{SourceId, WorkspaceId};
+use connectors::Channel;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "source")]
@@ -12,7 +14,7 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: SourceId,
     pub workspace_id: WorkspaceId,
-    pub channel: String,
+    pub channel: Channel,
     pub name: String,
     #[sea_orm(column_type = "JsonBinary")]
     pub config: Json,
@@ -21,7 +23,7 @@ pub struct Model {
     pub secrets: Json,
     pub schedule_secs: i32,
     pub cursor: Option<String>,
-    pub status: String,
+    pub status: SourceStatus,
     pub last_error: Option<String>,
     pub items_ingested: i64,
     pub failures: i32,

@@ -15,8 +15,8 @@ pub async fn run(app: App, source_id: Option<String>, workspace: &str) -> anyhow
             .await?
             .into_iter()
             .filter(|source| {
-                source.channel != connectors::Channel::Webhook.as_str()
-                    && source.status != domain::source::SourceStatus::Paused.as_str()
+                source.channel != connectors::Channel::Webhook
+                    && source.status != domain::source::SourceStatus::Paused
             })
             .map(|source| source.id)
             .collect(),

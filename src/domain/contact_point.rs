@@ -136,7 +136,7 @@ pub async fn insert(
         id: Set(ContactPointId::new()),
         workspace_id: Set(workspace_id),
         customer_id: Set(customer_id),
-        kind: Set(input.kind.as_str().to_owned()),
+        kind: Set(input.kind),
         value: Set(value.clone()),
         normalized: Set(normalized),
         label: Set(label),
@@ -177,7 +177,7 @@ pub async fn remove(
         // The oldest remaining one of that kind takes over as primary.
         let next = Entity::find()
             .filter(Column::CustomerId.eq(point.customer_id))
-            .filter(Column::Kind.eq(point.kind.clone()))
+            .filter(Column::Kind.eq(point.kind))
             .all(&txn)
             .await?
             .into_iter()
@@ -209,7 +209,7 @@ pub async fn insert_if_free(
         id: Set(ContactPointId::new()),
         workspace_id: Set(workspace_id),
         customer_id: Set(customer_id),
-        kind: Set(kind.as_str().to_owned()),
+        kind: Set(kind),
         value: Set(value.to_owned()),
         normalized: Set(normalized.to_owned()),
         label: Set(None),

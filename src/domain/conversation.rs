@@ -84,10 +84,9 @@ pub async fn on_interaction(
     let mut row: conversation::ActiveModel = model.clone().into();
     row.last_message_at = Set(model.last_message_at.max(at));
     let mut status_changed = false;
-    let status = ConversationStatus::from_db(&model.status)?;
     match direction {
-        Direction::Inbound if status == ConversationStatus::Resolved => {
-            row.status = Set(ConversationStatus::Open.as_str().to_owned());
+        Direction::Inbound if model.status == ConversationStatus::Resolved => {
+            row.status = Set(ConversationStatus::Open);
             row.resolved_at = Set(None);
             // Its own kind: the search index refreshes the status of every interaction
             // of the conversation on this event, not on every new message.
@@ -153,10 +152,10 @@ pub async fn thread(db: &impl ConnectionTrait, item: Threaded<'_>) -> Result<Con
         customer_id: Set(customer_id),
         source_id: Set(Some(source_id)),
         thread_key: Set(Some(thread_key.to_owned())),
-        channel: Set(channel.as_str().to_owned()),
+        channel: Set(channel),
         subject: Set(subject.map(str::to_owned)),
-        status: Set(ConversationStatus::Open.as_str().to_owned()),
-        priority: Set(super::Priority::Normal.as_str().to_owned()),
+        status: Set(ConversationStatus::Open),
+        priority: Set(super::Priority::Normal),
         assignee: Set(None),
         first_response_at: Set((direction == Direction::Outbound).then_some(at)),
         resolved_at: Set(None),

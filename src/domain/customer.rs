@@ -34,7 +34,7 @@ pub struct CustomerFilter {
     pub tags: Vec<String>,
     pub organization_id: Option<OrganizationId>,
     /// Customers with an identity on this channel.
-    pub channel: Option<String>,
+    pub channel: Option<connectors::Channel>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
     pub last_seen_after: Option<DateTime<Utc>>,
@@ -167,7 +167,7 @@ fn filtered(workspace_id: WorkspaceId, filter: &CustomerFilter) -> sea_orm::Sele
             .column(identity::Column::CustomerId)
             .from(identity::Entity)
             .and_where(identity::Column::WorkspaceId.eq(workspace_id))
-            .and_where(identity::Column::Channel.eq(channel.as_str()))
+            .and_where(identity::Column::Channel.eq(*channel))
             .to_owned();
         select = select.filter(Column::Id.in_subquery(on_channel));
     }
@@ -328,11 +328,7 @@ pub async fn create(
         display_name: Set(display_name),
         given_name: Set(given_name),
         family_name: Set(family_name),
-        lifecycle_stage: Set(input
-            .lifecycle_stage
-            .unwrap_or(LifecycleStage::Lead)
-            .as_str()
-            .to_owned()),
+        lifecycle_stage: Set(input.lifecycle_stage.unwrap_or(LifecycleStage::Lead)),
         external_id: Set(external_id.clone()),
         organization_id: Set(input.organization_id),
         custom: Set(custom),
@@ -415,7 +411,7 @@ pub async fn update(
             row.family_name = Set(clean_optional("familyName", family, 200)?);
         }
         if let Some(stage) = changes.lifecycle_stage {
-            row.lifecycle_stage = Set(stage.as_str().to_owned());
+            row.lifecycle_stage = Set(stage);
         }
         if let Some(external_id) = changes.external_id {
             row.external_id = Set(clean_optional("externalId", external_id, 200)?);
@@ -519,7 +515,7 @@ pub async fn create_subscriber(
         display_name: Set(name),
         given_name: Set(None),
         family_name: Set(None),
-        lifecycle_stage: Set(LifecycleStage::Subscriber.as_str().to_owned()),
+        lifecycle_stage: Set(LifecycleStage::Subscriber),
         external_id: Set(None),
         organization_id: Set(None),
         custom: Set(serde_json::json!({})),

@@ -110,11 +110,7 @@ pub async fn create(db: &impl TransactionTrait, caller: &Caller, input: NewDeal)
         title: Set(title),
         amount_minor: Set(amount),
         currency: Set(currency),
-        stage: Set(input
-            .stage
-            .unwrap_or(DealStage::Qualification)
-            .as_str()
-            .to_owned()),
+        stage: Set(input.stage.unwrap_or(DealStage::Qualification)),
         close_date: Set(input.close_date),
         created_at: Set(now),
         updated_at: Set(now),
@@ -167,7 +163,7 @@ pub async fn update(
             row.currency = Set(parse_currency(&currency)?);
         }
         if let Some(stage) = changes.stage {
-            row.stage = Set(stage.as_str().to_owned());
+            row.stage = Set(stage);
         }
         if let Some(close_date) = changes.close_date {
             row.close_date = Set(close_date);

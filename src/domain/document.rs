@@ -91,7 +91,7 @@ pub async fn interaction_docs(
                 .all(db)
                 .await?
                 .into_iter()
-                .filter_map(|c| Some((c.id, ConversationStatus::parse(&c.status)?)))
+                .map(|c| (c.id, c.status))
                 .collect()
         };
     let authors: std::collections::HashMap<IdentityId, String> = if identity_ids.is_empty() {
@@ -134,9 +134,9 @@ pub async fn interaction_docs(
                 .and_then(|i| authors.get(&i).cloned())
                 .unwrap_or_default(),
             text: row.text,
-            channel: row.channel,
-            kind: row.kind,
-            direction: row.direction,
+            channel: row.channel.as_str().to_owned(),
+            kind: row.kind.as_str().to_owned(),
+            direction: row.direction.as_str().to_owned(),
         })
         .collect())
 }
@@ -212,9 +212,7 @@ pub async fn customer_docs(
         .into_iter()
         .map(|row| {
             let points = points.remove(&row.id).unwrap_or_default();
-            let is = |p: &contact_point::Model, kind: ContactPointKind| {
-                ContactPointKind::parse(&p.kind) == Some(kind)
-            };
+            let is = |p: &contact_point::Model, kind: ContactPointKind| p.kind == kind;
             let of = |kind: ContactPointKind| {
                 points
                     .iter()

@@ -44,7 +44,7 @@ pub async fn contact_points_of(
     )
     .await?;
     for points in grouped.values_mut() {
-        points.sort_by_key(|p| (p.kind.clone(), !p.is_primary, p.created_at));
+        points.sort_by_key(|p| (p.kind.as_str(), !p.is_primary, p.created_at));
     }
     Ok(grouped)
 }
@@ -142,7 +142,7 @@ pub async fn resolve_author(
         id: Set(IdentityId::new()),
         workspace_id: Set(workspace_id),
         customer_id: Set(customer_id),
-        channel: Set(channel.as_str().to_owned()),
+        channel: Set(channel),
         platform_id: Set(platform_id.clone()),
         handle: Set(author.handle.clone()),
         display_name: Set(author.display_name.clone()),

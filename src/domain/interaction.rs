@@ -25,7 +25,7 @@ use entity::{ConversationId, CustomerId, IdentityId, InteractionId, SourceId, Wo
 pub struct InteractionFilter {
     pub customer_id: Option<CustomerId>,
     pub conversation_id: Option<ConversationId>,
-    pub channels: Vec<String>,
+    pub channels: Vec<connectors::Channel>,
     pub kinds: Vec<InteractionKind>,
     pub direction: Option<Direction>,
     pub occurred_after: Option<DateTime<Utc>>,
@@ -58,7 +58,7 @@ fn filtered(workspace_id: WorkspaceId, filter: &InteractionFilter) -> sea_orm::S
         select = select.filter(Column::ConversationId.eq(conversation));
     }
     if !filter.channels.is_empty() {
-        select = select.filter(Column::Channel.is_in(filter.channels.iter().cloned()));
+        select = select.filter(Column::Channel.is_in(filter.channels.iter().copied()));
     }
     if !filter.kinds.is_empty() {
         select = select.filter(Column::Kind.is_in(filter.kinds.iter().map(|k| k.as_str())));
@@ -226,7 +226,7 @@ pub async fn counts_of<P: Parent>(
 #[derive(FromQueryResult)]
 struct GroupCount {
     customer_id: CustomerId,
-    channel: String,
+    channel: connectors::Channel,
     count: i64,
 }
 
@@ -236,7 +236,7 @@ pub async fn by_channel(
     workspace_id: WorkspaceId,
     customers: &[CustomerId],
     filter: &InteractionFilter,
-) -> Result<HashMap<CustomerId, Vec<(String, i64)>>> {
+) -> Result<HashMap<CustomerId, Vec<(connectors::Channel, i64)>>> {
     let rows = filtered(workspace_id, filter)
         .filter(Column::CustomerId.is_in(customers.iter().copied()))
         .select_only()
@@ -248,7 +248,7 @@ pub async fn by_channel(
         .into_model::<GroupCount>()
         .all(db)
         .await?;
-    let mut grouped: HashMap<CustomerId, Vec<(String, i64)>> = HashMap::new();
+    let mut grouped: HashMap<CustomerId, Vec<(connectors::Channel, i64)>> = HashMap::new();
     for row in rows {
         grouped
             .entry(row.customer_id)
@@ -256,7 +256,7 @@ pub async fn by_channel(
             .push((row.channel, row.count));
     }
     for channels in grouped.values_mut() {
-        channels.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        channels.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_str().cmp(b.0.as_str())));
     }
     Ok(grouped)
 }
@@ -265,7 +265,7 @@ pub async fn by_channel(
 pub struct NewInteraction {
     pub customer_id: CustomerId,
     pub conversation_id: Option<ConversationId>,
-    pub channel: String,
+    pub channel: connectors::Channel,
     pub kind: InteractionKind,
     pub direction: Direction,
     pub subject: Option<String>,
@@ -324,8 +324,8 @@ pub async fn record(
         source_id: Set(None),
         external_id: Set(None),
         channel: Set(input.channel),
-        direction: Set(input.direction.as_str().to_owned()),
-        kind: Set(input.kind.as_str().to_owned()),
+        direction: Set(input.direction),
+        kind: Set(input.kind),
         subject: Set(subject),
         text: Set(text),
         html: Set(None),
@@ -490,9 +490,9 @@ pub async fn insert_ingested(
         identity_id: ingested.identity_id,
         source_id: Some(ingested.source_id),
         external_id: Some(item.external_id.clone()),
-        channel: ingested.channel.as_str().to_owned(),
-        direction: direction.as_str().to_owned(),
-        kind: kind.as_str().to_owned(),
+        channel: ingested.channel,
+        direction,
+        kind,
         subject: item.subject.as_deref().map(super::clean),
         text,
         html: item.html.clone(),

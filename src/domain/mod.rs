@@ -2,7 +2,8 @@
 //! with the [`Caller`]; each function scopes its queries to the caller's workspace through
 //! [`scoped`] so no path can read or change another workspace's rows.
 
-/// Declares a closed set of values stored as lowercase strings and served as a GraphQL enum.
+/// Declares a closed set of values named by lowercase strings (not stored in a column:
+/// those are `entity::enums`) and served as a GraphQL enum.
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
@@ -10,20 +11,14 @@ macro_rules! string_enum {
         pub enum $name { $($variant),+ }
 
         impl $name {
-            /// The name stored in the database.
+            /// Its name (in cursors and sort keys).
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }
             }
 
-            /// Parses a stored name.
+            /// Parses a name.
             pub fn parse(text: &str) -> Option<$name> {
                 match text { $($text => Some($name::$variant),)+ _ => None }
-            }
-
-            /// Reads a stored name; an unknown one is a corrupt row, so an internal error.
-            pub fn from_db(text: &str) -> $crate::error::Result<$name> {
-                $name::parse(text).ok_or_else(|| $crate::error::Error::Internal(
-                    format!("unknown {} `{text}` in the database", stringify!($name))))
             }
         }
     };
@@ -61,45 +56,10 @@ use sea_orm::{
 use crate::error::{Error, Result};
 use crate::ids::{self, TypedId};
 
-string_enum!(
-    /// What a key may do: viewers read; agents also work customers, conversations, notes,
-    /// deals and interactions; admins also delete customers and manage keys and sources.
-    Role { Viewer = "viewer", Agent = "agent", Admin = "admin", Owner = "owner" }
-);
-string_enum!(
-    /// Where a customer stands in the relationship.
-    LifecycleStage {
-        Subscriber = "subscriber",
-        Lead = "lead",
-        Prospect = "prospect",
-        Customer = "customer",
-        Advocate = "advocate",
-        Churned = "churned",
-    }
-);
-string_enum!(ContactPointKind { Email = "email", Phone = "phone", Address = "address", Website = "website" });
-string_enum!(Direction { Inbound = "inbound", Outbound = "outbound" });
-string_enum!(InteractionKind {
-    Mention = "mention",
-    Message = "message",
-    Comment = "comment",
-    Review = "review",
-    Email = "email",
-    Note = "note",
-    Reply = "reply",
-    Post = "post",
-    Call = "call",
-    Meeting = "meeting",
-});
-string_enum!(ConversationStatus { Open = "open", Pending = "pending", Resolved = "resolved" });
-string_enum!(Priority { Low = "low", Normal = "normal", High = "high", Urgent = "urgent" });
-string_enum!(DealStage {
-    Qualification = "qualification",
-    Proposal = "proposal",
-    Negotiation = "negotiation",
-    Won = "won",
-    Lost = "lost",
-});
+pub use entity::enums::{
+    ContactPointKind, ConversationStatus, DealStage, Direction, InteractionKind, LifecycleStage,
+    Priority, Role, SourceStatus,
+};
 
 /// Who is calling: the workspace and role of the API key that authenticated the request.
 #[derive(Clone, Debug)]

@@ -14,14 +14,10 @@ use super::event::Event;
 use super::{Caller, Role};
 use crate::error::{Error, Result};
 use crate::ids;
-use connectors::Channel;
 use entity::source::{self, Column, Entity, Model};
 use entity::SourceId;
 
-string_enum!(
-    /// How a source is doing.
-    SourceStatus { Ok = "ok", BackingOff = "backing_off", RateLimited = "rate_limited", Failing = "failing", Paused = "paused" }
-);
+pub use entity::enums::SourceStatus;
 
 /// How often a pull source runs unless configured otherwise.
 pub const DEFAULT_SCHEDULE_SECS: i32 = 300;
@@ -89,21 +85,6 @@ pub fn scrub(model: &Model, message: String) -> String {
         })
 }
 
-/// A source's channel, parsed at the database edge; an unknown one is a corrupt row.
-pub fn channel(model: &Model) -> Result<Channel> {
-    Channel::parse(&model.channel).ok_or_else(|| {
-        Error::Internal(format!(
-            "unknown channel `{}` in the database",
-            model.channel
-        ))
-    })
-}
-
-/// A source's status, parsed at the database edge.
-pub fn status(model: &Model) -> Result<SourceStatus> {
-    SourceStatus::from_db(&model.status)
-}
-
 pub struct NewSource {
     pub channel: connectors::Channel,
     pub name: String,
@@ -141,13 +122,13 @@ pub async fn create(
     let row = source::ActiveModel {
         id: Set(SourceId::new()),
         workspace_id: Set(caller.workspace_id),
-        channel: Set(input.channel.as_str().to_owned()),
+        channel: Set(input.channel),
         name: Set(name.clone()),
         config: Set(config),
         secrets: Set(secrets),
         schedule_secs: Set(schedule),
         cursor: Set(None),
-        status: Set(SourceStatus::Ok.as_str().to_owned()),
+        status: Set(SourceStatus::Ok),
         last_error: Set(None),
         items_ingested: Set(0),
         failures: Set(0),
@@ -195,7 +176,7 @@ pub async fn update(
         event: |model| Event::SourceUpdated(model),
     };
     super::update(db, caller, id, how, async |_, current, row| {
-        let channel = channel(current)?;
+        let channel = current.channel;
         if let Some(name) = changes.name {
             row.name = Set(super::clean_required("name", &name, 100)?);
         }
@@ -209,9 +190,9 @@ pub async fn update(
             row.schedule_secs = Set(check_schedule(schedule)?);
         }
         match changes.paused {
-            Some(true) => row.status = Set(SourceStatus::Paused.as_str().to_owned()),
-            Some(false) if status(current)? == SourceStatus::Paused => {
-                row.status = Set(SourceStatus::Ok.as_str().to_owned());
+            Some(true) => row.status = Set(SourceStatus::Paused),
+            Some(false) if current.status == SourceStatus::Paused => {
+                row.status = Set(SourceStatus::Ok);
                 row.failures = Set(0);
                 row.next_run_at = Set(connectors::is_pulled(channel).then(super::now));
             }
@@ -355,10 +336,10 @@ pub async fn claim_due(
 /// Claims `source` for `lease` to sync it now, whatever its schedule. `CONFLICT` while
 /// another run holds it; `BAD_USER_INPUT` for a paused source or one that is not pulled.
 pub async fn claim(db: &impl ConnectionTrait, source: &Model, lease: Lease<'_>) -> Result<Model> {
-    if status(source)? == SourceStatus::Paused {
+    if source.status == SourceStatus::Paused {
         return Err(Error::field("id", "the source is paused: resume it first"));
     }
-    if !connectors::is_pulled(channel(source)?) {
+    if !connectors::is_pulled(source.channel) {
         return Err(Error::field(
             "id",
             "a webhook source is not pulled: deliveries arrive on its address",

@@ -68,7 +68,7 @@ pub async fn create_key(
         id: Set(ApiKeyId::new()),
         workspace_id: Set(workspace_id),
         name: Set(super::clean(name)),
-        role: Set(role.as_str().to_owned()),
+        role: Set(role),
         key_hash: Set(hash(&secret)),
         prefix: Set(secret[..KEY_PREFIX.len() + 6].to_owned()),
         created_at: Set(super::now()),
@@ -126,7 +126,7 @@ pub async fn authenticate(db: &impl ConnectionTrait, secret: &str) -> Result<Cal
         .ok_or_else(invalid)?;
     Ok(Caller {
         workspace_id: key.workspace_id,
-        role: Role::from_db(&key.role)?,
+        role: key.role,
         key_id: key.id,
         key_name: key.name,
     })

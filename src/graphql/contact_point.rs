@@ -6,7 +6,6 @@ use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
 use super::customer::{customer_payload, Customer};
 use super::inputs::id;
 use super::loaders::*;
-use super::types::enum_of;
 use super::{app, caller, load};
 use crate::domain;
 use crate::domain::contact_point::NewContactPoint;
@@ -22,8 +21,8 @@ impl ContactPoint {
     pub(super) async fn id(&self) -> ID {
         ID(encode(self.0.id))
     }
-    async fn kind(&self) -> Result<ContactPointKind> {
-        enum_of(ContactPointKind::from_db, &self.0.kind)
+    async fn kind(&self) -> ContactPointKind {
+        self.0.kind
     }
     /// As entered.
     async fn value(&self) -> &str {

@@ -7,7 +7,7 @@ use super::customer::Customer;
 use super::interaction::{interactions_of, InteractionConnection};
 use super::load;
 use super::loaders::*;
-use super::types::{enum_of, Channel};
+use super::types::Channel;
 use crate::domain::interaction::InteractionFilter;
 use crate::domain::page::PageArgs;
 use crate::domain::{ConversationStatus, Priority};
@@ -22,17 +22,17 @@ impl Conversation {
     pub(super) async fn id(&self) -> ID {
         ID(encode(self.0.id))
     }
-    async fn channel(&self) -> Result<Channel> {
-        super::types::channel_from_db(&self.0.channel)
+    async fn channel(&self) -> Channel {
+        self.0.channel
     }
     async fn subject(&self) -> Option<&str> {
         self.0.subject.as_deref()
     }
-    async fn status(&self) -> Result<ConversationStatus> {
-        enum_of(ConversationStatus::from_db, &self.0.status)
+    async fn status(&self) -> ConversationStatus {
+        self.0.status
     }
-    async fn priority(&self) -> Result<Priority> {
-        enum_of(Priority::from_db, &self.0.priority)
+    async fn priority(&self) -> Priority {
+        self.0.priority
     }
     /// Who works it.
     async fn assignee(&self) -> Option<&str> {

@@ -16,7 +16,7 @@ use super::loaders::*;
 use super::note::Note;
 use super::organization::Organization;
 use super::tag::Tag;
-use super::types::{enum_of, Channel, OrderDirection};
+use super::types::{Channel, OrderDirection};
 use super::{app, caller, load};
 use crate::domain::customer::{CustomerChanges, CustomerFilter, CustomerOrderField, NewCustomer};
 use crate::domain::interaction::InteractionFilter;
@@ -42,8 +42,8 @@ impl Customer {
     async fn family_name(&self) -> Option<&str> {
         self.0.family_name.as_deref()
     }
-    async fn lifecycle_stage(&self) -> Result<LifecycleStage> {
-        enum_of(LifecycleStage::from_db, &self.0.lifecycle_stage)
+    async fn lifecycle_stage(&self) -> LifecycleStage {
+        self.0.lifecycle_stage
     }
     /// Your own id for this customer (from another system), unique in the workspace.
     async fn external_id(&self) -> Option<&str> {
@@ -73,7 +73,7 @@ impl Customer {
             .unwrap_or_default();
         Ok(identities
             .into_iter()
-            .filter(|identity| channel.is_none_or(|channel| identity.channel == channel.as_str()))
+            .filter(|identity| channel.is_none_or(|channel| identity.channel == channel))
             .map(Identity)
             .collect())
     }
@@ -144,7 +144,7 @@ impl Customer {
             .unwrap_or_default();
         Ok(conversations
             .into_iter()
-            .filter(|c| status.is_none_or(|status| c.status == status.as_str()))
+            .filter(|c| status.is_none_or(|status| c.status == status))
             .map(Conversation)
             .collect())
     }
@@ -213,17 +213,12 @@ impl CustomerMetrics {
     }
     /// Interactions per channel, most first.
     async fn interactions_by_channel(&self, ctx: &Context<'_>) -> Result<Vec<ChannelCount>> {
-        load(ctx, ChannelCountsOf(self.0.id))
+        Ok(load(ctx, ChannelCountsOf(self.0.id))
             .await?
             .unwrap_or_default()
             .into_iter()
-            .map(|(channel, count)| {
-                Ok(ChannelCount {
-                    channel: super::types::channel_from_db(&channel)?,
-                    count,
-                })
-            })
-            .collect()
+            .map(|(channel, count)| ChannelCount { channel, count })
+            .collect())
     }
     /// Conversations not yet resolved (open or pending).
     async fn open_conversations(&self, ctx: &Context<'_>) -> Result<i64> {
@@ -292,7 +287,7 @@ impl CustomerFilterInput {
                 "organizationId",
                 self.organization_id.as_ref(),
             )?,
-            channel: self.channel.map(|channel| channel.as_str().to_owned()),
+            channel: self.channel,
             created_after: self.created_after,
             created_before: self.created_before,
             last_seen_after: self.last_seen_after,

@@ -8,7 +8,6 @@ use super::customer::Customer;
 use super::inputs::{change, change_id, id, opt_id};
 use super::loaders::*;
 use super::organization::Organization;
-use super::types::enum_of;
 use super::{app, caller, load};
 use crate::domain::deal::{DealChanges, NewDeal};
 use crate::domain::{self, DealStage};
@@ -34,8 +33,8 @@ impl Deal {
     async fn currency(&self) -> &str {
         &self.0.currency
     }
-    async fn stage(&self) -> Result<DealStage> {
-        enum_of(DealStage::from_db, &self.0.stage)
+    async fn stage(&self) -> DealStage {
+        self.0.stage
     }
     async fn close_date(&self) -> Option<NaiveDate> {
         self.0.close_date

@@ -18,8 +18,8 @@ impl Identity {
     pub(super) async fn id(&self) -> ID {
         ID(encode(self.0.id))
     }
-    async fn channel(&self) -> Result<Channel> {
-        super::types::channel_from_db(&self.0.channel)
+    async fn channel(&self) -> Channel {
+        self.0.channel
     }
     /// The platform's stable id for the account (Mastodon account URI, Bluesky DID, …).
     async fn platform_id(&self) -> &str {

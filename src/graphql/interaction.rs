@@ -12,7 +12,7 @@ use super::identity::Identity;
 use super::inputs::{id, opt_id};
 use super::loaders::*;
 use super::source::Source;
-use super::types::{connection, enum_of, Channel};
+use super::types::{connection, Channel};
 use super::{app, caller, load};
 use crate::domain::interaction::{InteractionFilter, NewInteraction, Parent};
 use crate::domain::page::{Page, PageArgs};
@@ -28,14 +28,14 @@ impl Interaction {
     pub(super) async fn id(&self) -> ID {
         ID(encode(self.0.id))
     }
-    async fn channel(&self) -> Result<Channel> {
-        super::types::channel_from_db(&self.0.channel)
+    async fn channel(&self) -> Channel {
+        self.0.channel
     }
-    async fn direction(&self) -> Result<Direction> {
-        enum_of(Direction::from_db, &self.0.direction)
+    async fn direction(&self) -> Direction {
+        self.0.direction
     }
-    async fn kind(&self) -> Result<InteractionKind> {
-        enum_of(InteractionKind::from_db, &self.0.kind)
+    async fn kind(&self) -> InteractionKind {
+        self.0.kind
     }
     async fn subject(&self) -> Option<&str> {
         self.0.subject.as_deref()
@@ -186,12 +186,7 @@ impl From<TimelineFilter> for InteractionFilter {
         InteractionFilter {
             customer_id: None,
             conversation_id: None,
-            channels: filter
-                .channels
-                .unwrap_or_default()
-                .into_iter()
-                .map(|c| c.as_str().to_owned())
-                .collect(),
+            channels: filter.channels.unwrap_or_default(),
             kinds: filter.kinds.unwrap_or_default(),
             direction: filter.direction,
             occurred_after: filter.occurred_after,
@@ -278,7 +273,7 @@ pub(super) async fn record_interaction(
             "conversationId",
             input.conversation_id.as_ref(),
         )?,
-        channel: input.channel.as_str().to_owned(),
+        channel: input.channel,
         kind: input.kind,
         direction: input.direction,
         subject: input.subject,

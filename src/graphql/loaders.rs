@@ -141,7 +141,7 @@ children!(
 pub struct ChannelCountsOf(pub CustomerId);
 
 impl Loader<ChannelCountsOf> for Loaders {
-    type Value = Vec<(String, i64)>;
+    type Value = Vec<(connectors::Channel, i64)>;
     type Error = LoadError;
 
     async fn load(

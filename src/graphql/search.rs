@@ -508,7 +508,11 @@ pub async fn searched_timeline(
     let has_previous = after.is_some();
     let search_filter = SearchFilter {
         customer_ids: vec![customer],
-        channels: filter.channels.clone(),
+        channels: filter
+            .channels
+            .iter()
+            .map(|c| c.as_str().to_owned())
+            .collect(),
         kinds: filter.kinds.iter().map(|k| k.as_str().to_owned()).collect(),
         directions: filter
             .direction

@@ -5,7 +5,7 @@ use async_graphql::{Context, InputObject, Json, Object, Result, SimpleObject, ID
 use chrono::{DateTime, Utc};
 
 use super::inputs::id;
-use super::types::{enum_of, Channel};
+use super::types::Channel;
 use super::{app, caller};
 use crate::domain::source::{NewSource, SourceChanges};
 use crate::domain::{self};
@@ -21,8 +21,8 @@ impl Source {
     pub(super) async fn id(&self) -> ID {
         ID(encode(self.0.id))
     }
-    async fn channel(&self) -> Result<Channel> {
-        super::types::channel_from_db(&self.0.channel)
+    async fn channel(&self) -> Channel {
+        self.0.channel
     }
     async fn name(&self) -> &str {
         &self.0.name
@@ -43,8 +43,8 @@ impl Source {
     async fn cursor(&self) -> Option<&str> {
         self.0.cursor.as_deref()
     }
-    async fn status(&self) -> Result<domain::source::SourceStatus> {
-        enum_of(domain::source::SourceStatus::from_db, &self.0.status)
+    async fn status(&self) -> domain::source::SourceStatus {
+        self.0.status
     }
     async fn last_error(&self) -> Option<&str> {
         self.0.last_error.as_deref()
@@ -60,8 +60,7 @@ impl Source {
     }
     /// For webhook sources: the path to POST deliveries to.
     async fn webhook_path(&self) -> Option<String> {
-        (self.0.channel == Channel::Webhook.as_str())
-            .then(|| format!("/webhooks/{}", encode(self.0.id)))
+        (self.0.channel == Channel::Webhook).then(|| format!("/webhooks/{}", encode(self.0.id)))
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at

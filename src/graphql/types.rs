@@ -16,17 +16,10 @@ use super::source::Source;
 use super::tag::Tag;
 use super::workspace::Workspace;
 use crate::domain::page::Page;
-use crate::error::Error;
 
 /// The channels: the connectors' own enum (its `graphql` feature derives the GraphQL
 /// type), so the API lists exactly the channels the registry knows.
 pub use connectors::Channel;
-
-/// Reads a stored channel name; an unknown one is a corrupt row.
-pub fn channel_from_db(name: &str) -> async_graphql::Result<Channel> {
-    Channel::parse(name)
-        .ok_or_else(|| Error::Internal(format!("unknown channel `{name}` in the database")).into())
-}
 
 /// Sort direction.
 #[derive(Enum, Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -55,10 +48,6 @@ pub enum Node {
     Note(Note),
     Tag(Tag),
     Source(Source),
-}
-
-pub(super) fn enum_of<T>(parse: fn(&str) -> crate::error::Result<T>, text: &str) -> Result<T> {
-    Ok(parse(text)?)
 }
 
 /// Builds a Relay connection from a page, with `cursor` naming each row's position.

@@ -71,7 +71,7 @@ pub(super) async fn deliver(
             return refuse(Error::Unauthenticated(err.to_string()).into());
         }
     };
-    if source.status == domain::source::SourceStatus::Paused.as_str() {
+    if source.status == domain::source::SourceStatus::Paused {
         // 503, not the 409 of `CONFLICT`: senders retry a 5xx later, and the source
         // takes deliveries again once resumed.
         return refuse(Rejection::protocol(

@@ -53,8 +53,7 @@ pub fn connector(
     source: &source::Model,
     outbound: &connectors::outbound::Outbound,
 ) -> std::result::Result<Box<dyn Connector>, ConnectorError> {
-    let channel = connectors::Channel::parse(&source.channel)
-        .ok_or_else(|| ConnectorError::Config(format!("unknown channel {}", source.channel)))?;
+    let channel = source.channel;
     connectors::build(channel, &domain::source::full_config(source), outbound)
 }
 
@@ -128,7 +127,7 @@ async fn store_item(
     source: &source::Model,
     item: &InboundItem,
 ) -> Result<Stored> {
-    let channel = domain::source::channel(source)?;
+    let channel = source.channel;
     let direction = if item.outbound {
         Direction::Outbound
     } else {

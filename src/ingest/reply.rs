@@ -42,7 +42,7 @@ pub async fn reply(
                 "the source this interaction came from was deleted",
             )
         })?;
-    let channel = domain::source::channel(&source)?;
+    let channel = source.channel;
     let connector = super::connector(&source, &syncer.outbound)
         .map_err(|err| Error::field("interactionId", err.to_string()))?;
     // Built, so registered.

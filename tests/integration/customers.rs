@@ -366,7 +366,7 @@ backend_test! {
             id: Set(entity::IdentityId::new()),
             workspace_id: Set(workspace.id),
             customer_id: Set(bo_uuid),
-            channel: Set("mastodon".into()),
+            channel: Set(connectors::Channel::Mastodon),
             platform_id: Set("https://social.example/users/bolin".into()),
             handle: Set(Some("@bolin@social.example".into())),
             display_name: Set(None),

@@ -313,7 +313,7 @@ async fn serve_demo_ingests_its_bundled_feed_offline() {
             .unwrap_or_default();
         if let Some(feed) = sources
             .into_iter()
-            .find(|s| s.channel == "rss" && s.items_ingested > 0)
+            .find(|s| s.channel == connectors::Channel::Rss && s.items_ingested > 0)
         {
             break feed;
         }
