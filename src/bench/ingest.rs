@@ -1,5 +1,7 @@
 //! The ingestion pipeline benchmark: synthetic items through [`crate::ingest::ingest`] in
-//! batches, then the same items again, checking exactly-once storage.
+//! batches, then the same items again, checking exactly-once storage; and, in the same
+//! run, a plain batched INSERT of the same interaction rows as the reference the
+//! pipeline is measured against.
 
 use std::time::Instant;
 
@@ -18,14 +20,19 @@ pub struct IngestBenchReport {
     pub new_per_second: f64,
     /// The same items pulled again: every one recognised and dropped.
     pub replay_per_second: f64,
+    /// The same interaction rows (under another source) with nothing but a multi-row
+    /// INSERT, a transaction per batch: what the database alone does with them.
+    pub reference_per_second: f64,
     pub customers: u64,
     pub conversations: u64,
 }
 
-/// Pushes `items` synthetic mentions (a fifth of the authors new, a third of the items
-/// replies) through [`crate::ingest::ingest`] in batches of `batch`, as a connector's pulls
-/// would, then the same items again; checks every item is stored exactly once, and deletes
-/// the scratch workspace.
+/// Pushes `items` synthetic mentions (every fifth from a new author, the others from
+/// earlier authors; a third of the items replies to the item before) through
+/// [`crate::ingest::ingest`] in batches of `batch`, as a connector's pulls would, then the
+/// same items again; checks every item is stored exactly once; inserts the stored rows
+/// again under another source with plain multi-row INSERTs in batches of `batch` (the
+/// reference); and deletes the scratch workspace.
 pub async fn ingest(app: &App, items: usize, batch: usize) -> anyhow::Result<IngestBenchReport> {
     let slug = format!("bench-ingest-{}", uuid::Uuid::now_v7().simple());
     let workspace = domain::workspace::ensure(&app.db, &slug).await?;
@@ -41,11 +48,16 @@ pub async fn ingest(app: &App, items: usize, batch: usize) -> anyhow::Result<Ing
         },
     )
     .await?;
-    let authors = (items / 5).max(1);
     let base = chrono::Utc::now() - chrono::Duration::days(30);
     let all: Vec<connectors::InboundItem> = (0..items)
         .map(|n| {
-            let author = n % authors;
+            // Every fifth item brings a new author; the others come from authors met
+            // before (the same few again and again early on, spread out later).
+            let author = if n % 5 == 0 {
+                n / 5
+            } else {
+                (n * 7) % (n / 5 + 1)
+            };
             connectors::InboundItem {
                 external_id: format!("item-{n}"),
                 author: connectors::Author {
@@ -95,20 +107,73 @@ pub async fn ingest(app: &App, items: usize, batch: usize) -> anyhow::Result<Ing
     if again != 0 {
         bail!("the replay stored {again} items twice");
     }
+    let reference_per_second = reference(app, &caller, &source, batch).await?;
     let counts = domain::bulk::counts(&app.db, workspace.id).await?;
-    if counts.interactions != items as u64 {
+    if counts.interactions != 2 * items as u64 {
         bail!(
-            "{} interactions stored for {items} items",
+            "{} interactions stored for {items} items and their reference copies",
             counts.interactions
         );
     }
     domain::workspace::delete(&app.db, workspace.id).await?;
+    eprintln!(
+        "ingestion, {items} items in batches of {batch}: {new_per_second:.0} new items/s, \
+         {replay_per_second:.0} replayed items/s; plain INSERT of the same rows \
+         {reference_per_second:.0} rows/s; pipeline / reference {:.0} %",
+        100.0 * new_per_second / reference_per_second
+    );
     Ok(IngestBenchReport {
         items,
         batch,
         new_per_second,
         replay_per_second,
+        reference_per_second,
         customers: counts.customers,
         conversations: counts.conversations,
     })
+}
+
+/// Inserts the interaction rows `source` holds again, under a new source of the same
+/// workspace, with plain multi-row INSERTs in transactions of `batch` rows; returns rows
+/// a second. The rows are built before the clock starts.
+async fn reference(
+    app: &App,
+    caller: &domain::Caller,
+    source: &entity::source::Model,
+    batch: usize,
+) -> anyhow::Result<f64> {
+    let copy = domain::source::create(
+        &app.db,
+        caller,
+        domain::source::NewSource {
+            channel: connectors::Channel::Webhook,
+            name: "bench reference".into(),
+            config: json!({ "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }),
+            schedule_secs: None,
+        },
+    )
+    .await?;
+    let now = domain::now();
+    let rows: Vec<entity::interaction::Model> =
+        domain::bulk::interactions_of_source(&app.db, source.workspace_id, source.id)
+            .await?
+            .into_iter()
+            .map(|row| entity::interaction::Model {
+                id: entity::InteractionId::new(),
+                source_id: Some(copy.id),
+                ingested_at: now,
+                ..row
+            })
+            .collect();
+    let count = rows.len();
+    let mut rows = rows.into_iter().peekable();
+    let mut batches = Vec::new();
+    while rows.peek().is_some() {
+        batches.push(rows.by_ref().take(batch.max(1)).collect::<Vec<_>>());
+    }
+    let started = Instant::now();
+    for rows in batches {
+        domain::bulk::insert_interactions_plain(&app.db, rows).await?;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
 }

@@ -78,6 +78,46 @@ where
     Ok(())
 }
 
+/// The interactions of the workspace's source `source_id`, in id order (a benchmark's
+/// reference rows).
+pub async fn interactions_of_source(
+    db: &impl ConnectionTrait,
+    workspace_id: entity::WorkspaceId,
+    source_id: entity::SourceId,
+) -> Result<Vec<interaction::Model>> {
+    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
+    Ok(super::scoped::<interaction::Entity>(workspace_id)
+        .filter(interaction::Column::SourceId.eq(source_id))
+        .order_by_asc(interaction::Column::Id)
+        .all(db)
+        .await?)
+}
+
+/// Inserts `rows` as they are, nothing else (no events, no lookups), with multi-row
+/// INSERTs in one transaction: the reference an ingestion benchmark measures the
+/// pipeline against.
+pub async fn insert_interactions_plain(
+    db: &impl TransactionTrait,
+    rows: Vec<interaction::Model>,
+) -> Result<()> {
+    use sea_orm::Iterable;
+    // Below SQLite's 32,766 bound values a statement.
+    let per_statement = 30_000 / interaction::Column::iter().count();
+    let txn = db.begin().await?;
+    let mut rows = rows
+        .into_iter()
+        .map(interaction::ActiveModel::from)
+        .peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<_> = rows.by_ref().take(per_statement).collect();
+        interaction::Entity::insert_many(chunk)
+            .exec_without_returning(&txn)
+            .await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
 /// How many customers the workspace holds (merged ones included).
 pub async fn customer_count(db: &impl ConnectionTrait, workspace_id: WorkspaceId) -> Result<u64> {
     Ok(super::scoped::<customer::Entity>(workspace_id)

@@ -450,15 +450,25 @@ pub async fn author_and_thread(
     Ok((identity, thread_key))
 }
 
-/// Stores an inbound item unless its (source, external id) is stored already, in which
-/// case it returns `None`: the UNIQUE constraint decides, `ON CONFLICT DO NOTHING`.
-/// Text is NFC-normalised; the raw payload is kept up to [`MAX_RAW_BYTES`].
-pub async fn insert_ingested(
-    db: &impl ConnectionTrait,
-    ingested: Ingested<'_>,
-) -> Result<Option<Model>> {
-    use sea_orm::sea_query::OnConflict;
-    let item = ingested.item;
+/// What an inbound item stores besides its links: its text cleaned and capped at
+/// [`MAX_TEXT_CHARS`], its language (the platform's, else detected) and sentiment, its
+/// subject cleaned, its raw payload kept up to [`MAX_RAW_BYTES`]. Pure work on the item
+/// alone, so a batch computes it for all its items in parallel before its transaction.
+#[derive(Clone, Debug)]
+pub struct Enriched {
+    pub direction: Direction,
+    pub kind: InteractionKind,
+    pub subject: Option<String>,
+    pub text: String,
+    pub language: Option<String>,
+    pub sentiment: Option<f64>,
+    /// Truncated to microseconds, as both databases store it.
+    pub occurred_at: DateTime<Utc>,
+    pub raw: serde_json::Value,
+}
+
+/// Enriches one (normalised) inbound item; see [`Enriched`].
+pub fn enrich(item: &connectors::InboundItem) -> Enriched {
     let raw_bytes = serde_json::to_vec(&item.raw)
         .map(|bytes| bytes.len())
         .unwrap_or(0);
@@ -482,27 +492,55 @@ pub async fn insert_ingested(
         .clone()
         .or_else(|| super::enrich::language(&text));
     let sentiment = super::enrich::sentiment(&text, language.as_deref());
-    let model = Model {
-        id: InteractionId::new(),
-        workspace_id: ingested.workspace_id,
-        customer_id: ingested.customer_id,
-        conversation_id: Some(ingested.conversation_id),
-        identity_id: ingested.identity_id,
-        source_id: Some(ingested.source_id),
-        external_id: Some(item.external_id.clone()),
-        channel: ingested.channel,
+    Enriched {
         direction,
         kind,
         subject: item.subject.as_deref().map(super::clean),
         text,
-        html: item.html.clone(),
-        url: item.url.clone(),
         language,
         sentiment,
         occurred_at: chrono::SubsecRound::trunc_subsecs(item.occurred_at, 6),
-        ingested_at: super::now(),
-        raw: Some(raw),
-    };
+        raw,
+    }
+}
+
+impl Enriched {
+    /// The interaction row of the enriched item filed where `ingested` says, with a new id.
+    pub fn into_model(self, ingested: &Ingested<'_>, now: DateTime<Utc>) -> Model {
+        let item = ingested.item;
+        Model {
+            id: InteractionId::new(),
+            workspace_id: ingested.workspace_id,
+            customer_id: ingested.customer_id,
+            conversation_id: Some(ingested.conversation_id),
+            identity_id: ingested.identity_id,
+            source_id: Some(ingested.source_id),
+            external_id: Some(item.external_id.clone()),
+            channel: ingested.channel,
+            direction: self.direction,
+            kind: self.kind,
+            subject: self.subject,
+            text: self.text,
+            html: item.html.clone(),
+            url: item.url.clone(),
+            language: self.language,
+            sentiment: self.sentiment,
+            occurred_at: self.occurred_at,
+            ingested_at: now,
+            raw: Some(self.raw),
+        }
+    }
+}
+
+/// Stores an inbound item unless its (source, external id) is stored already, in which
+/// case it returns `None`: the UNIQUE constraint decides, `ON CONFLICT DO NOTHING`.
+/// Text is NFC-normalised; the raw payload is kept up to [`MAX_RAW_BYTES`].
+pub async fn insert_ingested(
+    db: &impl ConnectionTrait,
+    ingested: Ingested<'_>,
+) -> Result<Option<Model>> {
+    use sea_orm::sea_query::OnConflict;
+    let model = enrich(ingested.item).into_model(&ingested, super::now());
     let inserted = Entity::insert(interaction::ActiveModel::from(model.clone()))
         .on_conflict(
             OnConflict::columns([Column::SourceId, Column::ExternalId])

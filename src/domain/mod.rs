@@ -24,6 +24,7 @@ macro_rules! string_enum {
     };
 }
 
+pub mod batch;
 pub mod bulk;
 pub mod contact_point;
 pub mod conversation;

@@ -15,7 +15,7 @@ pub mod reply;
 pub mod scheduler;
 pub mod sync;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
 
 pub use crate::domain::source::Lease;
 use crate::domain::{self, Direction};
@@ -74,15 +74,87 @@ pub async fn ingest(
     next_cursor: Option<&str>,
     lease: Option<Lease<'_>>,
 ) -> Result<IngestReport> {
+    let mut prepared = prepare(db, source, items).await?;
     let txn = db.begin().await?;
     // Write first: the source's row is locked before anything is read (see
     // `lock_for_batch` for why each backend needs it).
     domain::source::lock_for_batch(&txn, source.id).await?;
-    let items: Vec<InboundItem> = items.iter().map(domain::text::normalize_item).collect();
+    let savepoint = txn.begin().await?;
+    let mid_batch = || failpoint("ingest.mid_batch");
+    let report = match domain::batch::store(&savepoint, source, &mut prepared, &mid_batch).await {
+        Ok(stored) => {
+            savepoint.commit().await?;
+            IngestReport {
+                new: stored.new,
+                duplicates: stored.duplicates,
+                new_customers: stored.new_customers,
+                skipped: Vec::new(),
+            }
+        }
+        Err(err) if domain::refused_for_its_data(&err) => {
+            // Some item's data is refused: store them one by one, so only that item
+            // is skipped.
+            savepoint.rollback().await?;
+            tracing::info!(
+                source = %crate::ids::encode(source.id),
+                error = %err,
+                "the database refused part of a batch; storing its items one by one"
+            );
+            ingest_one_by_one(&txn, source, prepared.items()).await?
+        }
+        Err(err) => return Err(err),
+    };
+    // A lost lease is a `CONFLICT`; dropping the transaction rolls the batch back.
+    domain::source::record_batch(&txn, source.id, report.new.len(), next_cursor, lease).await?;
+    failpoint("ingest.before_commit");
+    txn.commit().await?;
+    Ok(report)
+}
+
+/// Normalises `items` and, for a batch large enough to gain from it, enriches those not
+/// stored yet (language, sentiment) on every core, before any transaction opens: the
+/// batch's transaction then holds its locks only for the database's work.
+async fn prepare(
+    db: &DatabaseConnection,
+    source: &source::Model,
+    items: &[InboundItem],
+) -> Result<domain::batch::Prepared> {
+    if items.len() < domain::batch::PARALLEL_FROM {
+        return Ok(domain::batch::unprepared(
+            items.iter().map(domain::text::normalize_item).collect(),
+        ));
+    }
+    let owned = items.to_vec();
+    let normalized = blocking(move || domain::batch::normalize(&owned)).await?;
+    let external_ids: Vec<String> = normalized
+        .iter()
+        .map(|item| item.external_id.clone())
+        .collect();
+    // Read outside the transaction, so only a hint: an item stored meanwhile is found
+    // again inside it, and one found here but gone there is enriched there.
+    let stored = domain::batch::stored_external_ids(db, source.id, &external_ids).await?;
+    blocking(move || domain::batch::prepare(normalized, &stored)).await
+}
+
+/// Runs CPU-bound `work` on the blocking pool, off the async workers.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| crate::error::Error::Internal(format!("preparing a batch failed: {err}")))
+}
+
+/// Stores each (normalised) item under its own savepoint: an item the database refuses
+/// for its data is rolled back alone, logged and reported as skipped. The path of a batch
+/// the set-based writer could not store whole.
+async fn ingest_one_by_one(
+    txn: &DatabaseTransaction,
+    source: &source::Model,
+    items: &[InboundItem],
+) -> Result<IngestReport> {
     let external_ids: Vec<String> = items.iter().map(|item| item.external_id.clone()).collect();
-    let stored = domain::interaction::stored_external_ids(&txn, source.id, &external_ids).await?;
+    let stored = domain::interaction::stored_external_ids(txn, source.id, &external_ids).await?;
     let mut report = IngestReport::default();
-    for item in &items {
+    for item in items {
         if stored.contains(&item.external_id) {
             report.duplicates += 1;
             continue;
@@ -113,10 +185,6 @@ pub async fn ingest(
         }
         failpoint("ingest.mid_batch");
     }
-    // A lost lease is a `CONFLICT`; dropping the transaction rolls the batch back.
-    domain::source::record_batch(&txn, source.id, report.new.len(), next_cursor, lease).await?;
-    failpoint("ingest.before_commit");
-    txn.commit().await?;
     Ok(report)
 }
 

@@ -8,6 +8,7 @@ mod processes;
 
 mod abuse;
 mod api;
+mod batches;
 mod bench;
 mod cli;
 mod customers;

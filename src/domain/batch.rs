@@ -1,0 +1,1091 @@
+//! The set-based ingestion writer: one batch of inbound items of one source stored with a
+//! fixed handful of statements whatever its size, inside the caller's transaction
+//! (the ingestion orchestrator opens it, locks the source and commits the batch with its
+//! cursor).
+//!
+//! It does what storing the items one by one does, in the same order, and appends the
+//! same events in the same sequence: the batch is read with one query per kind of key
+//! (stored external ids, answered items, threads, identities, e-mails, phones,
+//! customers), replayed item by item in memory — so a reply finds a parent earlier in
+//! the same batch and an author met twice is created once — and written back with
+//! multi-row statements. Races with other processes are decided by the database, never
+//! by what this process read: identities and contact points are inserted with
+//! `ON CONFLICT DO NOTHING` and the identities read back, so when another process created
+//! the same new author first, its identity and customer win and the customer made here is
+//! deleted before anyone can see it; interactions are inserted with `ON CONFLICT DO
+//! NOTHING … RETURNING id`, so an item stored meanwhile is a duplicate, not an error.
+//! The rows this batch reads and then changes (conversations, customers) are locked on
+//! PostgreSQL (`FOR UPDATE`, in id order); SQLite's single writer holds the whole batch.
+//!
+//! What costs CPU and needs no database — normalisation, language, sentiment — is done
+//! by [`prepare`] before the transaction opens, on every core.
+
+use std::collections::{HashMap, HashSet};
+
+use super::event::{Event, EventKind};
+use super::interaction::{Enriched, Ingested};
+use super::{ContactPointKind, ConversationStatus, Direction, LifecycleStage, Priority};
+use crate::error::{Error, Result};
+use chrono::{DateTime, Utc};
+use connectors::InboundItem;
+use entity::{contact_point, conversation, customer, identity, interaction, source};
+use entity::{
+    ContactPointId, ConversationId, CustomerId, IdentityId, InteractionId, SourceId, WorkspaceId,
+};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait,
+};
+
+/// Values bound per statement at most: below SQLite's 32,766 and PostgreSQL's 65,535.
+const MAX_PARAMS: usize = 30_000;
+
+/// Values in one `IN (…)` list at most.
+const MAX_IN_LIST: usize = 5_000;
+
+/// Below this many items a batch is prepared on the calling thread: spreading it over
+/// threads costs more than it saves.
+pub const PARALLEL_FROM: usize = 64;
+
+/// A batch ready to store: every item normalised ([`super::text::normalize_item`]) and,
+/// unless it was known to be stored already, enriched.
+pub struct Prepared {
+    items: Vec<InboundItem>,
+    enriched: Vec<Option<Enriched>>,
+}
+
+impl Prepared {
+    /// The normalised items, in batch order.
+    pub fn items(&self) -> &[InboundItem] {
+        &self.items
+    }
+}
+
+/// Normalises `items` on every core (the calling thread among them).
+pub fn normalize(items: &[InboundItem]) -> Vec<InboundItem> {
+    par_map(items, super::text::normalize_item)
+}
+
+/// Enriches the normalised `items` whose external id is not in `stored`, on every core.
+/// Items left out are enriched by [`store`] if they turn out to be new after all.
+pub fn prepare(items: Vec<InboundItem>, stored: &HashSet<String>) -> Prepared {
+    let enriched = par_map(&items, |item| {
+        (!stored.contains(&item.external_id)).then(|| super::interaction::enrich(item))
+    });
+    Prepared { items, enriched }
+}
+
+/// Normalised `items`, enriched later by [`store`] on the calling thread (small batches).
+pub fn unprepared(items: Vec<InboundItem>) -> Prepared {
+    let enriched = items.iter().map(|_| None).collect();
+    Prepared { items, enriched }
+}
+
+/// `f` over `items`, split over the machine's cores; a panic in `f` propagates.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if threads <= 1 || items.len() < PARALLEL_FROM {
+        return items.iter().map(f).collect();
+    }
+    let size = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let mut chunks = items.chunks(size);
+        let first = chunks.next().unwrap_or_default();
+        let others: Vec<_> = chunks
+            .map(|chunk| scope.spawn(move || chunk.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut out: Vec<R> = first.iter().map(f).collect();
+        for handle in others {
+            match handle.join() {
+                Ok(part) => out.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    })
+}
+
+/// What a stored batch did.
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// Interactions stored, in batch order.
+    pub new: Vec<InteractionId>,
+    /// Items stored before, or earlier in the same batch.
+    pub duplicates: usize,
+    /// Customers created for unknown authors.
+    pub new_customers: usize,
+}
+
+/// The external ids of `source_id` (a source of the caller's workspace) among
+/// `external_ids` that are stored already.
+pub async fn stored_external_ids(
+    db: &impl ConnectionTrait,
+    source_id: SourceId,
+    external_ids: &[String],
+) -> Result<HashSet<String>> {
+    let mut stored = HashSet::new();
+    for chunk in distinct(external_ids.iter().map(String::as_str)).chunks(MAX_IN_LIST) {
+        let rows: Vec<Option<String>> = by_source(source_id)
+            .filter(interaction::Column::ExternalId.is_in(chunk.iter().copied()))
+            .select_only()
+            .column(interaction::Column::ExternalId)
+            .into_tuple()
+            .all(db)
+            .await?;
+        stored.extend(rows.into_iter().flatten());
+    }
+    Ok(stored)
+}
+
+/// Where a reply goes: the conversation of the item it answers, when that is known.
+#[derive(Clone, Copy)]
+enum Answered {
+    No,
+    /// A stored item's conversation.
+    Stored(ConversationId),
+    /// The conversation of the new item at this index of the batch.
+    InBatch(usize),
+}
+
+/// Who wrote an item, once resolved.
+#[derive(Clone, Copy)]
+struct Author {
+    identity_id: IdentityId,
+    customer_id: CustomerId,
+}
+
+/// A new item of the batch with what it stores.
+struct Fresh<'a> {
+    item: &'a InboundItem,
+    enriched: Option<Enriched>,
+    direction: Direction,
+    platform_id: String,
+}
+
+/// An event of the batch with its payload as it was when the per-item pipeline would
+/// have appended it (a row's state after that item).
+enum Snapshot {
+    Customer(EventKind, customer::Model),
+    Conversation(EventKind, conversation::Model),
+    /// The interaction row at this index of the batch's rows.
+    Interaction(usize),
+}
+
+/// Events of one item, in the order the per-item pipeline appends them.
+type Events = Vec<Snapshot>;
+
+/// Stores the prepared batch of `source` inside `db` (the batch's transaction, its
+/// source already locked): each new item's author resolved to an identity and a customer
+/// (created for an unknown author), the item threaded into a conversation (the answered
+/// item's, else its thread key's, else its own id's; reopened by an inbound item, first
+/// response set by an outbound one), the interaction inserted, its customer's first and
+/// last seen widened, and every event appended. `mid_batch` runs once part of the rows
+/// are written (a crash-test hook).
+///
+/// Fails with the database's error when a statement fails; an error about an item's data
+/// ([`super::refused_for_its_data`]) leaves the transaction for the caller to roll back
+/// to a savepoint and store the items one by one, skipping the refused ones.
+pub async fn store(
+    db: &impl ConnectionTrait,
+    source: &source::Model,
+    prepared: &mut Prepared,
+    mid_batch: &(dyn Fn() + Sync),
+) -> Result<Stored> {
+    let workspace_id = source.workspace_id;
+    let channel = source.channel;
+    let now = super::now();
+
+    // Which items are new: the first of each external id, when not stored already.
+    let stored = stored_external_ids(
+        db,
+        source.id,
+        &prepared
+            .items
+            .iter()
+            .map(|item| item.external_id.clone())
+            .collect::<Vec<_>>(),
+    )
+    .await?;
+    let mut seen = HashSet::new();
+    let mut duplicates = 0;
+    let mut fresh = Vec::new();
+    for (item, enriched) in prepared.items.iter().zip(prepared.enriched.iter_mut()) {
+        if stored.contains(&item.external_id) || !seen.insert(item.external_id.as_str()) {
+            duplicates += 1;
+            continue;
+        }
+        fresh.push(Fresh {
+            item,
+            enriched: enriched.take(),
+            direction: if item.outbound {
+                Direction::Outbound
+            } else {
+                Direction::Inbound
+            },
+            platform_id: super::clean(&item.author.platform_id),
+        });
+    }
+    if fresh.is_empty() {
+        return Ok(Stored {
+            duplicates,
+            ..Stored::default()
+        });
+    }
+
+    // Replies: the conversations of the stored items they answer.
+    let parents: Vec<&str> = fresh
+        .iter()
+        .filter(|f| f.item.thread_key.is_none())
+        .filter_map(|f| f.item.in_reply_to.as_deref())
+        .collect();
+    let parent_conversations = conversations_of_items(db, source.id, &distinct(parents)).await?;
+
+    // Every conversation an item may join: by the answered item, or by thread key.
+    let keys: Vec<&str> = fresh.iter().map(|f| thread_key(f.item)).collect();
+    let by_id: Vec<ConversationId> = parent_conversations.values().flatten().copied().collect();
+    let mut conversations: HashMap<ConversationId, conversation::Model> = HashMap::new();
+    let mut by_key: HashMap<String, ConversationId> = HashMap::new();
+    for row in conversations_for(db, workspace_id, source.id, &by_id, &distinct(keys)).await? {
+        if row.source_id == Some(source.id) {
+            if let Some(key) = &row.thread_key {
+                by_key.insert(key.clone(), row.id);
+            }
+        }
+        conversations.insert(row.id, row);
+    }
+
+    // Which items answer a known conversation (a stored one, or an earlier item's).
+    let mut answered = Vec::with_capacity(fresh.len());
+    let mut earlier: HashMap<&str, usize> = HashMap::new();
+    for (n, f) in fresh.iter().enumerate() {
+        let found = match (&f.item.thread_key, &f.item.in_reply_to) {
+            (None, Some(parent)) => match earlier.get(parent.as_str()) {
+                Some(&index) => Answered::InBatch(index),
+                None => match parent_conversations.get(parent.as_str()) {
+                    Some(Some(id)) if conversations.contains_key(id) => Answered::Stored(*id),
+                    _ => Answered::No,
+                },
+            },
+            _ => Answered::No,
+        };
+        answered.push(found);
+        earlier.insert(f.item.external_id.as_str(), n);
+    }
+    // The workspace's own replies in a known conversation are filed under its customer;
+    // every other item's author is resolved.
+    let needs_author: Vec<bool> = fresh
+        .iter()
+        .zip(&answered)
+        .map(|(f, answered)| !f.item.outbound || matches!(answered, Answered::No))
+        .collect();
+    let authors = resolve_authors(db, workspace_id, channel, &fresh, &needs_author, now).await?;
+
+    // The customers whose first and last seen may move.
+    let mut customer_ids: Vec<CustomerId> = authors
+        .of_item
+        .iter()
+        .flatten()
+        .map(|author| author.customer_id)
+        .chain(conversations.values().map(|c| c.customer_id))
+        .filter(|id| !authors.created.contains_key(id))
+        .collect();
+    customer_ids.sort_unstable();
+    customer_ids.dedup();
+    let mut customers = locked_customers(db, workspace_id, &customer_ids).await?;
+    customers.extend(
+        authors
+            .created
+            .iter()
+            .map(|(id, (_, model))| (*id, model.clone())),
+    );
+
+    // Thread every item in order, as one by one would.
+    let mut events: Vec<Events> = Vec::with_capacity(fresh.len());
+    let mut conversation_of: Vec<ConversationId> = Vec::with_capacity(fresh.len());
+    let mut created_conversations: Vec<ConversationId> = Vec::new();
+    let mut changed_conversations: HashSet<ConversationId> = HashSet::new();
+    let mut rows: Vec<interaction::Model> = Vec::with_capacity(fresh.len());
+    for (n, f) in fresh.iter_mut().enumerate() {
+        let mut mine = Events::new();
+        let at = f.item.occurred_at;
+        let answered = match answered[n] {
+            Answered::No => None,
+            Answered::Stored(id) => Some(id),
+            Answered::InBatch(index) => Some(conversation_of[index]),
+        };
+        let mut touch = |id: ConversationId, mine: &mut Events| -> Result<()> {
+            if let Some(model) = conversations.get_mut(&id) {
+                let kind = on_interaction(model, f.direction, at, now);
+                mine.push(Snapshot::Conversation(kind, model.clone()));
+                changed_conversations.insert(id);
+            }
+            Ok(())
+        };
+        if let Some(id) = answered {
+            touch(id, &mut mine)?;
+        }
+        let (customer_id, identity_id, conversation_id) = match (answered, authors.of_item[n]) {
+            (Some(id), None) => {
+                let customer_id = conversations
+                    .get(&id)
+                    .map(|c| c.customer_id)
+                    .ok_or_else(|| Error::Internal("an answered conversation vanished".into()))?;
+                (customer_id, None, id)
+            }
+            (answered, Some(author)) => {
+                if let Some((first, model)) = authors.created.get(&author.customer_id) {
+                    if *first == n {
+                        mine.push(Snapshot::Customer(
+                            EventKind::CustomerCreated,
+                            model.clone(),
+                        ));
+                    }
+                }
+                let key = thread_key(f.item);
+                let conversation_id = match (answered, by_key.get(key).copied()) {
+                    (Some(id), _) => id,
+                    (None, Some(id)) => {
+                        touch(id, &mut mine)?;
+                        id
+                    }
+                    (None, None) => {
+                        let model = new_conversation(
+                            workspace_id,
+                            source.id,
+                            channel,
+                            key,
+                            author.customer_id,
+                            f,
+                            now,
+                        );
+                        mine.push(Snapshot::Conversation(
+                            EventKind::ConversationCreated,
+                            model.clone(),
+                        ));
+                        by_key.insert(key.to_owned(), model.id);
+                        created_conversations.push(model.id);
+                        let id = model.id;
+                        conversations.insert(id, model);
+                        id
+                    }
+                };
+                (
+                    author.customer_id,
+                    Some(author.identity_id),
+                    conversation_id,
+                )
+            }
+            (None, None) => {
+                return Err(Error::Internal(
+                    "an item has neither author nor thread".into(),
+                ))
+            }
+        };
+        conversation_of.push(conversation_id);
+        let ingested = Ingested {
+            workspace_id,
+            source_id: source.id,
+            channel,
+            customer_id,
+            identity_id,
+            conversation_id,
+            item: f.item,
+        };
+        let enriched = f
+            .enriched
+            .take()
+            .unwrap_or_else(|| super::interaction::enrich(f.item));
+        rows.push(enriched.into_model(&ingested, now));
+        events.push(mine);
+    }
+
+    // Write: conversations (new ones, then changed ones), then the interactions.
+    let created: HashSet<ConversationId> = created_conversations.iter().copied().collect();
+    insert_rows::<conversation::Entity, _>(
+        db,
+        rows_of(&conversations, &created_conversations),
+        None,
+    )
+    .await?;
+    let mut changed: Vec<ConversationId> = changed_conversations
+        .into_iter()
+        .filter(|id| !created.contains(id))
+        .collect();
+    changed.sort_unstable();
+    insert_rows::<conversation::Entity, _>(
+        db,
+        rows_of(&conversations, &changed),
+        Some(
+            OnConflict::column(conversation::Column::Id)
+                .update_columns([
+                    conversation::Column::LastMessageAt,
+                    conversation::Column::Status,
+                    conversation::Column::ResolvedAt,
+                    conversation::Column::FirstResponseAt,
+                    conversation::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        ),
+    )
+    .await?;
+    let inserted = insert_interactions(db, &rows).await?;
+    mid_batch();
+
+    // First and last seen of each stored item's customer, in order.
+    let mut seen_changed: HashSet<CustomerId> = HashSet::new();
+    let mut new = Vec::with_capacity(inserted.len());
+    let mut all_events = Events::new();
+    for (index, (row, mine)) in rows.iter().zip(events).enumerate() {
+        all_events.extend(mine);
+        if !inserted.contains(&row.id) {
+            // Stored by another writer since it was read: a duplicate after all.
+            duplicates += 1;
+            continue;
+        }
+        new.push(row.id);
+        all_events.push(Snapshot::Interaction(index));
+        if let Some(customer) = customers.get_mut(&row.customer_id) {
+            let at = row.occurred_at;
+            if at < customer.first_seen_at || at > customer.last_seen_at {
+                customer.first_seen_at = customer.first_seen_at.min(at);
+                customer.last_seen_at = customer.last_seen_at.max(at);
+                customer.updated_at = now;
+                all_events.push(Snapshot::Customer(
+                    EventKind::CustomerUpdated,
+                    customer.clone(),
+                ));
+                seen_changed.insert(customer.id);
+            }
+        }
+    }
+    let mut seen_changed: Vec<CustomerId> = seen_changed.into_iter().collect();
+    seen_changed.sort_unstable();
+    insert_rows::<customer::Entity, _>(
+        db,
+        rows_of(&customers, &seen_changed),
+        Some(
+            OnConflict::column(customer::Column::Id)
+                .update_columns([
+                    customer::Column::FirstSeenAt,
+                    customer::Column::LastSeenAt,
+                    customer::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        ),
+    )
+    .await?;
+    let events = all_events.iter().map(|snapshot| match snapshot {
+        Snapshot::Customer(EventKind::CustomerCreated, model) => Event::CustomerCreated(model),
+        Snapshot::Customer(_, model) => Event::CustomerUpdated(model),
+        Snapshot::Conversation(EventKind::ConversationCreated, model) => {
+            Event::ConversationCreated(model)
+        }
+        Snapshot::Conversation(EventKind::ConversationStatusChanged, model) => {
+            Event::ConversationStatusChanged(model)
+        }
+        Snapshot::Conversation(_, model) => Event::ConversationUpdated(model),
+        Snapshot::Interaction(index) => Event::InteractionCreated(&rows[*index]),
+    });
+    super::event::append_many(db, workspace_id, events).await?;
+    Ok(Stored {
+        new,
+        duplicates,
+        new_customers: authors.created.len(),
+    })
+}
+
+/// The thread key an item is filed under when it answers no known conversation: its
+/// own thread key, else the id of the item it answers, else its own id.
+fn thread_key(item: &InboundItem) -> &str {
+    item.thread_key
+        .as_deref()
+        .or(item.in_reply_to.as_deref())
+        .unwrap_or(&item.external_id)
+}
+
+/// A conversation's state after a new interaction in it (the rule of
+/// [`super::conversation::on_interaction`]): the last message time moves, an inbound
+/// item reopens a resolved thread, the first outbound one is the first response. Returns
+/// the kind of the event to append.
+fn on_interaction(
+    model: &mut conversation::Model,
+    direction: Direction,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> EventKind {
+    model.last_message_at = model.last_message_at.max(at);
+    let mut kind = EventKind::ConversationUpdated;
+    match direction {
+        Direction::Inbound if model.status == ConversationStatus::Resolved => {
+            model.status = ConversationStatus::Open;
+            model.resolved_at = None;
+            kind = EventKind::ConversationStatusChanged;
+        }
+        Direction::Outbound if model.first_response_at.is_none() => {
+            model.first_response_at = Some(at);
+        }
+        _ => {}
+    }
+    model.updated_at = now;
+    kind
+}
+
+/// A new conversation for the item `f` under `key` (the rule of
+/// [`super::conversation::thread`]).
+fn new_conversation(
+    workspace_id: WorkspaceId,
+    source_id: SourceId,
+    channel: connectors::Channel,
+    key: &str,
+    customer_id: CustomerId,
+    f: &Fresh<'_>,
+    now: DateTime<Utc>,
+) -> conversation::Model {
+    let at = f.item.occurred_at;
+    conversation::Model {
+        id: ConversationId::new(),
+        workspace_id,
+        customer_id,
+        source_id: Some(source_id),
+        thread_key: Some(key.to_owned()),
+        channel,
+        subject: f.item.subject.clone(),
+        status: ConversationStatus::Open,
+        priority: Priority::Normal,
+        assignee: None,
+        first_response_at: (f.direction == Direction::Outbound).then_some(at),
+        resolved_at: None,
+        last_message_at: at,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// The authors of a batch, resolved.
+struct Authors {
+    /// Each new item's author; `None` for the workspace's own replies in a known thread.
+    of_item: Vec<Option<Author>>,
+    /// Customers created by this batch (and kept): id → (the index of the item that
+    /// created it, the row as inserted).
+    created: HashMap<CustomerId, (usize, customer::Model)>,
+}
+
+/// Resolves the authors of the items that need one, as [`super::identity::resolve_author`]
+/// does item by item: the identity with the same (channel, platform id); else the customer
+/// owning the author's e-mail, else phone; else a new customer (stage `subscriber`). One
+/// query per kind of key, then the missing customers, identities and contact points are
+/// inserted together. An identity another process inserted first wins: it is read back,
+/// and a customer made here for that author is deleted.
+async fn resolve_authors(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    channel: connectors::Channel,
+    fresh: &[Fresh<'_>],
+    needs_author: &[bool],
+    now: DateTime<Utc>,
+) -> Result<Authors> {
+    let wanted: Vec<usize> = (0..fresh.len()).filter(|&n| needs_author[n]).collect();
+    let platform_ids = distinct(wanted.iter().map(|&n| fresh[n].platform_id.as_str()));
+    let mut known: HashMap<String, Author> = identities(db, workspace_id, channel, &platform_ids)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let author = Author {
+                identity_id: row.id,
+                customer_id: row.customer_id,
+            };
+            (row.platform_id, author)
+        })
+        .collect();
+
+    // The contact points of the authors without an identity, normalised.
+    let points_of = |f: &Fresh<'_>| -> Vec<(ContactPointKind, String, String)> {
+        [
+            (ContactPointKind::Email, f.item.author.email.as_deref()),
+            (ContactPointKind::Phone, f.item.author.phone.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(kind, value)| {
+            let (value, normalized) = super::contact_point::normalize(kind, value?).ok()?;
+            Some((kind, value, normalized))
+        })
+        .collect()
+    };
+    let unknown: Vec<usize> = wanted
+        .iter()
+        .copied()
+        .filter(|&n| !known.contains_key(&fresh[n].platform_id))
+        .collect();
+    let points: HashMap<usize, Vec<(ContactPointKind, String, String)>> =
+        unknown.iter().map(|&n| (n, points_of(&fresh[n]))).collect();
+    let mut owners: HashMap<(ContactPointKind, String), CustomerId> = HashMap::new();
+    for kind in [ContactPointKind::Email, ContactPointKind::Phone] {
+        let values = distinct(
+            points
+                .values()
+                .flatten()
+                .filter(|(k, _, _)| *k == kind)
+                .map(|(_, _, normalized)| normalized.as_str()),
+        );
+        for (normalized, customer) in point_owners(db, workspace_id, kind, &values).await? {
+            owners.insert((kind, normalized), customer);
+        }
+    }
+
+    // In batch order: an author met earlier in the batch is that author again, and a
+    // contact point given earlier in the batch is that customer's.
+    let mut created: HashMap<CustomerId, (usize, customer::Model)> = HashMap::new();
+    let mut new_identities: Vec<identity::Model> = Vec::new();
+    let mut new_points: Vec<contact_point::Model> = Vec::new();
+    for &n in &unknown {
+        let f = &fresh[n];
+        if known.contains_key(&f.platform_id) {
+            continue;
+        }
+        let points = &points[&n];
+        let owner = points
+            .iter()
+            .find_map(|(kind, _, normalized)| owners.get(&(*kind, normalized.clone())).copied());
+        let customer_id = match owner {
+            Some(id) => id,
+            None => {
+                let model = new_subscriber(workspace_id, f, now);
+                let id = model.id;
+                created.insert(id, (n, model));
+                id
+            }
+        };
+        for (kind, value, normalized) in points {
+            let key = (*kind, normalized.clone());
+            if owners.contains_key(&key) {
+                continue;
+            }
+            owners.insert(key, customer_id);
+            new_points.push(contact_point::Model {
+                id: ContactPointId::new(),
+                workspace_id,
+                customer_id,
+                kind: *kind,
+                value: value.clone(),
+                normalized: normalized.clone(),
+                label: None,
+                verified: false,
+                is_primary: owner.is_none(),
+                created_at: now,
+            });
+        }
+        let author = &f.item.author;
+        let identity = identity::Model {
+            id: IdentityId::new(),
+            workspace_id,
+            customer_id,
+            channel,
+            platform_id: f.platform_id.clone(),
+            handle: author.handle.clone(),
+            display_name: author.display_name.clone(),
+            profile_url: author.profile_url.clone(),
+            avatar_url: author.avatar_url.clone(),
+            created_at: now,
+            updated_at: now,
+        };
+        known.insert(
+            f.platform_id.clone(),
+            Author {
+                identity_id: identity.id,
+                customer_id,
+            },
+        );
+        new_identities.push(identity);
+    }
+
+    if !new_identities.is_empty() {
+        let mut customers: Vec<&customer::Model> = created.values().map(|(_, m)| m).collect();
+        customers.sort_unstable_by_key(|m| m.id);
+        insert_rows::<customer::Entity, _>(
+            db,
+            customers
+                .into_iter()
+                .cloned()
+                .map(customer::ActiveModel::from)
+                .collect(),
+            None,
+        )
+        .await?;
+        // In key order, so two writers inserting overlapping authors wait for each other
+        // instead of deadlocking.
+        new_identities.sort_unstable_by(|a, b| a.platform_id.cmp(&b.platform_id));
+        insert_rows::<identity::Entity, _>(
+            db,
+            new_identities
+                .iter()
+                .cloned()
+                .map(identity::ActiveModel::from)
+                .collect(),
+            Some(
+                OnConflict::columns([
+                    identity::Column::WorkspaceId,
+                    identity::Column::Channel,
+                    identity::Column::PlatformId,
+                ])
+                .do_nothing()
+                .to_owned(),
+            ),
+        )
+        .await?;
+        let planned: Vec<&str> = new_identities
+            .iter()
+            .map(|row| row.platform_id.as_str())
+            .collect();
+        let winners: HashMap<String, identity::Model> =
+            identities(db, workspace_id, channel, &planned)
+                .await?
+                .into_iter()
+                .map(|row| (row.platform_id.clone(), row))
+                .collect();
+        // Authors another writer created first: theirs wins, ours goes.
+        let mut replaced: HashMap<CustomerId, CustomerId> = HashMap::new();
+        for planned in &new_identities {
+            let winner = winners.get(&planned.platform_id).ok_or_else(|| {
+                Error::Internal("an identity vanished after its insertion".into())
+            })?;
+            if winner.id != planned.id {
+                known.insert(
+                    planned.platform_id.clone(),
+                    Author {
+                        identity_id: winner.id,
+                        customer_id: winner.customer_id,
+                    },
+                );
+                if created.contains_key(&planned.customer_id) {
+                    replaced.insert(planned.customer_id, winner.customer_id);
+                }
+            }
+        }
+        if !replaced.is_empty() {
+            forget_customers(db, workspace_id, &replaced, &mut known, &mut new_points).await?;
+            created.retain(|id, _| !replaced.contains_key(id));
+        }
+        new_points.sort_unstable_by(|a, b| (&a.kind, &a.normalized).cmp(&(&b.kind, &b.normalized)));
+        insert_rows::<contact_point::Entity, _>(
+            db,
+            new_points
+                .into_iter()
+                .map(contact_point::ActiveModel::from)
+                .collect(),
+            Some(
+                OnConflict::columns([
+                    contact_point::Column::WorkspaceId,
+                    contact_point::Column::Kind,
+                    contact_point::Column::Normalized,
+                ])
+                .do_nothing()
+                .to_owned(),
+            ),
+        )
+        .await?;
+    }
+
+    let of_item = (0..fresh.len())
+        .map(|n| {
+            needs_author[n]
+                .then(|| known.get(&fresh[n].platform_id).copied())
+                .flatten()
+        })
+        .collect::<Vec<_>>();
+    if of_item
+        .iter()
+        .zip(needs_author)
+        .any(|(author, needed)| *needed && author.is_none())
+    {
+        return Err(Error::Internal("an author was left unresolved".into()));
+    }
+    Ok(Authors { of_item, created })
+}
+
+/// Deletes the customers this batch created for authors another writer created first
+/// (`replaced`: ours → theirs), after moving to theirs whatever of the batch pointed at
+/// ours: the batch's other authors (found by a contact point ours was given) and the
+/// contact points planned for ours (not primary: theirs may have one).
+async fn forget_customers(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    replaced: &HashMap<CustomerId, CustomerId>,
+    known: &mut HashMap<String, Author>,
+    new_points: &mut [contact_point::Model],
+) -> Result<()> {
+    for (ours, theirs) in replaced {
+        // Identities of this batch that won but point at a customer that lost.
+        identity::Entity::update_many()
+            .col_expr(identity::Column::CustomerId, Expr::value(*theirs))
+            .filter(identity::Column::WorkspaceId.eq(workspace_id))
+            .filter(identity::Column::CustomerId.eq(*ours))
+            .exec(db)
+            .await?;
+    }
+    for author in known.values_mut() {
+        if let Some(theirs) = replaced.get(&author.customer_id) {
+            author.customer_id = *theirs;
+        }
+    }
+    for point in new_points.iter_mut() {
+        if let Some(theirs) = replaced.get(&point.customer_id) {
+            point.customer_id = *theirs;
+            point.is_primary = false;
+        }
+    }
+    customer::Entity::delete_many()
+        .filter(customer::Column::WorkspaceId.eq(workspace_id))
+        .filter(customer::Column::Id.is_in(replaced.keys().copied()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// A new customer (stage `subscriber`) for the unknown author of `f` (the rule of
+/// [`super::customer::create_subscriber`]): named by their display name, handle,
+/// e-mail or platform id, the first of these that is not blank.
+fn new_subscriber(workspace_id: WorkspaceId, f: &Fresh<'_>, now: DateTime<Utc>) -> customer::Model {
+    let author = &f.item.author;
+    let name = [
+        author.display_name.as_deref(),
+        author.handle.as_deref(),
+        author.email.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(super::clean)
+    .find(|name| !name.is_empty())
+    .unwrap_or_else(|| f.platform_id.clone());
+    let seen = f.item.occurred_at.min(now);
+    customer::Model {
+        id: CustomerId::new(),
+        workspace_id,
+        display_name: name.chars().take(200).collect(),
+        given_name: None,
+        family_name: None,
+        lifecycle_stage: LifecycleStage::Subscriber,
+        external_id: None,
+        organization_id: None,
+        custom: serde_json::json!({}),
+        merged_into: None,
+        first_seen_at: seen,
+        last_seen_at: seen,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// The identities of the workspace on `channel` with one of `platform_ids`.
+async fn identities(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    channel: connectors::Channel,
+    platform_ids: &[&str],
+) -> Result<Vec<identity::Model>> {
+    let mut rows = Vec::new();
+    for chunk in platform_ids.chunks(MAX_IN_LIST) {
+        rows.extend(
+            super::scoped::<identity::Entity>(workspace_id)
+                .filter(identity::Column::Channel.eq(channel))
+                .filter(identity::Column::PlatformId.is_in(chunk.iter().copied()))
+                .all(db)
+                .await?,
+        );
+    }
+    Ok(rows)
+}
+
+/// The owners of the workspace's contact points of `kind` with one of `normalized`.
+async fn point_owners(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    kind: ContactPointKind,
+    normalized: &[&str],
+) -> Result<Vec<(String, CustomerId)>> {
+    let mut rows = Vec::new();
+    for chunk in normalized.chunks(MAX_IN_LIST) {
+        let found: Vec<(String, CustomerId)> = super::scoped::<contact_point::Entity>(workspace_id)
+            .filter(contact_point::Column::Kind.eq(kind))
+            .filter(contact_point::Column::Normalized.is_in(chunk.iter().copied()))
+            .select_only()
+            .column(contact_point::Column::Normalized)
+            .column(contact_point::Column::CustomerId)
+            .into_tuple()
+            .all(db)
+            .await?;
+        rows.extend(found);
+    }
+    Ok(rows)
+}
+
+/// The interactions of `source_id`, a source of the caller's workspace (its row was read
+/// scoped), to be narrowed to a list of external ids through the UNIQUE (source_id,
+/// external_id) index; a `workspace_id` filter beside it only offered PostgreSQL's planner
+/// a worse index. Known limit: with statistics from an empty table PostgreSQL still probes
+/// only the source's prefix of that index and tests each of its rows against the whole
+/// list, so the lookup grows with the source until the table is analyzed; joining the list
+/// as a relation (`unnest`) would make it one probe per key.
+fn by_source(source_id: SourceId) -> sea_orm::Select<interaction::Entity> {
+    interaction::Entity::find().filter(interaction::Column::SourceId.eq(source_id))
+}
+
+/// The conversation of each of `external_ids` stored for `source_id`.
+async fn conversations_of_items(
+    db: &impl ConnectionTrait,
+    source_id: SourceId,
+    external_ids: &[&str],
+) -> Result<HashMap<String, Option<ConversationId>>> {
+    let mut found = HashMap::new();
+    for chunk in external_ids.chunks(MAX_IN_LIST) {
+        let rows: Vec<(Option<String>, Option<ConversationId>)> = by_source(source_id)
+            .filter(interaction::Column::ExternalId.is_in(chunk.iter().copied()))
+            .select_only()
+            .column(interaction::Column::ExternalId)
+            .column(interaction::Column::ConversationId)
+            .into_tuple()
+            .all(db)
+            .await?;
+        found.extend(
+            rows.into_iter()
+                .filter_map(|(id, conversation)| Some((id?, conversation))),
+        );
+    }
+    Ok(found)
+}
+
+/// The conversations with one of `ids`, and those of `source_id` with one of
+/// `thread_keys`; locked until the batch commits (PostgreSQL), in id order.
+async fn conversations_for(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    source_id: SourceId,
+    ids: &[ConversationId],
+    thread_keys: &[&str],
+) -> Result<Vec<conversation::Model>> {
+    use conversation::Column;
+    let mut rows = Vec::new();
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    for chunk in ids.chunks(MAX_IN_LIST) {
+        rows.extend(
+            super::scoped::<conversation::Entity>(workspace_id)
+                .filter(Column::Id.is_in(chunk.iter().copied()))
+                .order_by_asc(Column::Id)
+                .lock_exclusive()
+                .all(db)
+                .await?,
+        );
+    }
+    for chunk in thread_keys.chunks(MAX_IN_LIST) {
+        rows.extend(
+            super::scoped::<conversation::Entity>(workspace_id)
+                .filter(
+                    Condition::all()
+                        .add(Column::SourceId.eq(source_id))
+                        .add(Column::ThreadKey.is_in(chunk.iter().copied())),
+                )
+                .order_by_asc(Column::Id)
+                .lock_exclusive()
+                .all(db)
+                .await?,
+        );
+    }
+    Ok(rows)
+}
+
+/// The customers with one of `ids` (sorted), locked until the batch commits (PostgreSQL).
+async fn locked_customers(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    ids: &[CustomerId],
+) -> Result<HashMap<CustomerId, customer::Model>> {
+    let mut found = HashMap::new();
+    for chunk in ids.chunks(MAX_IN_LIST) {
+        let rows = super::scoped::<customer::Entity>(workspace_id)
+            .filter(customer::Column::Id.is_in(chunk.iter().copied()))
+            .order_by_asc(customer::Column::Id)
+            .lock_exclusive()
+            .all(db)
+            .await?;
+        found.extend(rows.into_iter().map(|row| (row.id, row)));
+    }
+    Ok(found)
+}
+
+/// Inserts `rows` with as few multi-row statements as the bind-parameter limit allows,
+/// with `on_conflict` when given.
+async fn insert_rows<E, A>(
+    db: &impl ConnectionTrait,
+    rows: Vec<A>,
+    on_conflict: Option<OnConflict>,
+) -> Result<()>
+where
+    E: EntityTrait,
+    E::Model: sea_orm::IntoActiveModel<A>,
+    A: sea_orm::ActiveModelTrait<Entity = E> + Send,
+{
+    use sea_orm::Iterable;
+    let per_statement = (MAX_PARAMS / E::Column::iter().count().max(1)).max(1);
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<A> = rows.by_ref().take(per_statement).collect();
+        let mut insert = E::insert_many(chunk);
+        if let Some(on_conflict) = &on_conflict {
+            insert = insert.on_conflict(on_conflict.clone());
+        }
+        insert.exec_without_returning(db).await?;
+    }
+    Ok(())
+}
+
+/// Inserts the interaction rows unless stored already (`ON CONFLICT DO NOTHING`), and
+/// returns the ids of those inserted.
+async fn insert_interactions(
+    db: &impl ConnectionTrait,
+    rows: &[interaction::Model],
+) -> Result<HashSet<InteractionId>> {
+    use sea_orm::Iterable;
+    let per_statement = MAX_PARAMS / interaction::Column::iter().count();
+    let backend = db.get_database_backend();
+    let mut inserted = HashSet::with_capacity(rows.len());
+    for chunk in rows.chunks(per_statement) {
+        let mut statement = interaction::Entity::insert_many(
+            chunk.iter().cloned().map(interaction::ActiveModel::from),
+        )
+        .on_conflict(
+            OnConflict::columns([
+                interaction::Column::SourceId,
+                interaction::Column::ExternalId,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .into_query();
+        statement.returning_col(interaction::Column::Id);
+        for row in db.query_all(backend.build(&statement)).await? {
+            inserted.insert(row.try_get::<InteractionId>("", "id")?);
+        }
+    }
+    Ok(inserted)
+}
+
+/// The rows of `ids` in `models`, in the order of `ids`, ready to insert.
+fn rows_of<I, M, A>(models: &HashMap<I, M>, ids: &[I]) -> Vec<A>
+where
+    I: Eq + std::hash::Hash,
+    M: Clone + Into<A>,
+{
+    ids.iter()
+        .filter_map(|id| models.get(id).cloned())
+        .map(Into::into)
+        .collect()
+}
+
+/// `values` without repeats, in first-seen order.
+fn distinct<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = HashSet::new();
+    values.into_iter().filter(|v| seen.insert(*v)).collect()
+}

@@ -1,0 +1,268 @@
+//! The set-based pipeline (`domain::batch`) on what only a batch can hold: an item and
+//! its reply together, one author twice, the same external id twice, and two app
+//! instances on one database committing the same new author at once.
+
+use chrono::TimeZone;
+use connectors::{Author, InboundItem};
+use rapport::domain::Role;
+use sea_orm::{
+    ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait,
+};
+use serde_json::json;
+
+use crate::backend_test;
+use crate::common::TestApp;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A webhook source of workspace `acme` named `name`; returns its row.
+async fn source(app: &TestApp, key: &str, name: &str) -> entity::source::Model {
+    let input = json!({ "channel": "WEBHOOK", "name": name, "config": { "secret": SECRET } });
+    let data = app
+        .gql(key, "mutation($input: CreateSourceInput!) { createSource(input: $input) { source { id } } }", json!({ "input": input }))
+        .await;
+    let id: entity::SourceId =
+        rapport::ids::decode("id", data["createSource"]["source"]["id"].as_str().unwrap()).unwrap();
+    rapport::domain::source::for_webhook(&app.app.db, id)
+        .await
+        .unwrap()
+}
+
+fn item(id: &str, who: &str, minute: u32) -> InboundItem {
+    InboundItem {
+        external_id: id.into(),
+        author: Author {
+            platform_id: format!("acct:{who}"),
+            handle: Some(format!("@{who}")),
+            display_name: Some(who.into()),
+            ..Author::default()
+        },
+        outbound: false,
+        kind: "mention".into(),
+        subject: None,
+        text: format!("message {id} from {who}"),
+        html: None,
+        url: None,
+        language: None,
+        occurred_at: chrono::Utc
+            .with_ymd_and_hms(2026, 11, 1, 12, minute, 0)
+            .unwrap(),
+        thread_key: None,
+        in_reply_to: None,
+        raw: json!({ "id": id }),
+    }
+}
+
+fn reply(id: &str, who: &str, minute: u32, to: &str) -> InboundItem {
+    InboundItem {
+        in_reply_to: Some(to.into()),
+        ..item(id, who, minute)
+    }
+}
+
+async fn event_kinds(app: &TestApp) -> Vec<String> {
+    entity::event::Entity::find()
+        .filter(entity::event::Column::Kind.ne("source.created"))
+        .order_by_asc(entity::event::Column::Seq)
+        .all(&app.app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|event| event.kind)
+        .collect()
+}
+
+async fn interactions(app: &TestApp) -> Vec<entity::interaction::Model> {
+    entity::interaction::Entity::find()
+        .order_by_asc(entity::interaction::Column::OccurredAt)
+        .all(&app.app.db)
+        .await
+        .unwrap()
+}
+
+backend_test! {
+    async fn one_batch_holding_an_item_and_its_replies_threads_them_as_one_by_one_would(app: TestApp) {
+        let admin = app.key(Role::Admin).await;
+        let source = source(&app, &admin, "form").await;
+        let answer = InboundItem { outbound: true, ..reply("c", "brand", 9, "b") };
+        // A reply that comes before the item it answers is filed under that item's id,
+        // and the item joins it there.
+        let batch = vec![item("a", "ana", 0), reply("b", "bo", 5, "a"), answer, reply("y", "cy", 20, "x"), item("x", "dee", 15)];
+        let report = rapport::ingest::ingest(&app.app.db, &source, &batch, Some("c1"), None).await.unwrap();
+        // ana, bo, cy, dee; our own answer joins ana's thread and makes no customer.
+        assert_eq!((report.new.len(), report.duplicates, report.new_customers), (5, 0, 4));
+        let rows = interactions(&app).await;
+        let by_id = |id: &str| rows.iter().find(|row| row.external_id.as_deref() == Some(id)).unwrap();
+        let thread = by_id("a").conversation_id;
+        assert_eq!((by_id("b").conversation_id, by_id("c").conversation_id), (thread, thread));
+        assert_eq!(by_id("c").customer_id, by_id("a").customer_id, "our answer is filed under the thread's customer");
+        assert_eq!(by_id("c").identity_id, None);
+        assert_ne!(by_id("b").customer_id, by_id("a").customer_id);
+        assert_eq!(by_id("x").conversation_id, by_id("y").conversation_id, "the later parent joins its reply's thread");
+        assert_ne!(by_id("x").conversation_id, thread);
+        let conversation = entity::conversation::Entity::find_by_id(thread.unwrap()).one(&app.app.db).await.unwrap().unwrap();
+        assert_eq!(conversation.first_response_at, Some(batch[2].occurred_at), "the first response is our answer");
+        assert_eq!(conversation.last_message_at, batch[2].occurred_at);
+        assert_eq!(conversation.customer_id, by_id("a").customer_id);
+        let ana = entity::customer::Entity::find_by_id(by_id("a").customer_id).one(&app.app.db).await.unwrap().unwrap();
+        assert_eq!((ana.first_seen_at, ana.last_seen_at), (batch[0].occurred_at, batch[2].occurred_at));
+        // The events one by one would append, in the same order.
+        assert_eq!(
+            event_kinds(&app).await,
+            [
+                // a: ana is new, her thread is new
+                "customer.created", "conversation.created", "interaction.created",
+                // b answers a: the thread moves, bo is new
+                "conversation.updated", "customer.created", "interaction.created",
+                // c, ours, answers b: the thread gets its first response; ana was seen later
+                "conversation.updated", "interaction.created", "customer.updated",
+                // y answers x, not stored yet: cy is new, y's thread is keyed by x
+                "customer.created", "conversation.created", "interaction.created",
+                // x: dee is new and joins that thread
+                "customer.created", "conversation.updated", "interaction.created",
+            ]
+        );
+        // A later batch's reply to a stored item joins its thread, and reopens it when resolved.
+        // No mutation resolves a conversation yet: the row is changed as one would.
+        let mut resolved: entity::conversation::ActiveModel = conversation.clone().into();
+        resolved.status = sea_orm::ActiveValue::Set(entity::enums::ConversationStatus::Resolved);
+        resolved.resolved_at = sea_orm::ActiveValue::Set(Some(chrono::Utc::now()));
+        sea_orm::ActiveModelTrait::update(resolved, &app.app.db).await.unwrap();
+        let report = rapport::ingest::ingest(&app.app.db, &source, &[reply("d", "ana", 30, "c")], Some("c2"), None).await.unwrap();
+        assert_eq!((report.new.len(), report.new_customers), (1, 0));
+        let rows = interactions(&app).await;
+        let d = rows.iter().find(|row| row.external_id.as_deref() == Some("d")).unwrap();
+        assert_eq!((d.conversation_id, d.customer_id), (thread, ana.id));
+        let conversation = entity::conversation::Entity::find_by_id(thread.unwrap()).one(&app.app.db).await.unwrap().unwrap();
+        assert_eq!((conversation.status, conversation.resolved_at), (entity::enums::ConversationStatus::Open, None));
+        let kinds = event_kinds(&app).await;
+        assert_eq!(kinds[kinds.len() - 3..], ["conversation.status_changed", "interaction.created", "customer.updated"]);
+    }
+}
+
+backend_test! {
+    async fn the_same_author_twice_in_one_batch_is_one_customer_seen_at_both_times(app: TestApp) {
+        let admin = app.key(Role::Admin).await;
+        let source = source(&app, &admin, "form").await;
+        let known = app.create_customer(&admin, json!({ "displayName": "Known", "contactPoints": [{ "kind": "EMAIL", "value": "known@example.com" }] })).await;
+        let with_email = |id: &str, who: &str, minute: u32, email: &str| {
+            let mut item = item(id, who, minute);
+            item.author.email = Some(email.into());
+            item.author.phone = Some("+34 600 123 456".into());
+            item
+        };
+        let batch = vec![
+            item("1", "ana", 10),
+            item("2", "ana", 5),
+            item("3", "ana", 20),
+            // A new account with an e-mail and a phone, then another account with the
+            // same phone (written differently): the same customer.
+            with_email("4", "bo", 1, "bo@example.com"),
+            {
+                let mut item = item("5", "bo-alt", 2);
+                item.author.phone = Some("0034600123456".into());
+                item
+            },
+            // An account whose e-mail a customer of the workspace has already.
+            with_email("6", "kay", 3, "KNOWN@example.com"),
+        ];
+        let report = rapport::ingest::ingest(&app.app.db, &source, &batch, None, None).await.unwrap();
+        assert_eq!((report.new.len(), report.new_customers), (6, 2), "ana and bo are new; bo-alt is bo, kay is Known");
+        let rows = interactions(&app).await;
+        let customer = |id: &str| rows.iter().find(|row| row.external_id.as_deref() == Some(id)).unwrap().customer_id;
+        assert_eq!((customer("1"), customer("1")), (customer("2"), customer("3")));
+        assert_eq!(customer("4"), customer("5"));
+        assert_eq!(rapport::ids::encode(customer("6")), known);
+        let ana = entity::customer::Entity::find_by_id(customer("1")).one(&app.app.db).await.unwrap().unwrap();
+        assert_eq!((ana.first_seen_at, ana.last_seen_at), (batch[1].occurred_at, batch[2].occurred_at));
+        assert_eq!(ana.display_name, "ana");
+        let identities = entity::identity::Entity::find().all(&app.app.db).await.unwrap();
+        assert_eq!(identities.len(), 4, "ana, bo, bo-alt, kay: one identity each");
+        let points = entity::contact_point::Entity::find().order_by_asc(entity::contact_point::Column::Normalized).all(&app.app.db).await.unwrap();
+        let points: Vec<_> = points.iter().map(|p| (p.normalized.as_str(), p.customer_id, p.is_primary)).collect();
+        let known_id: entity::CustomerId = rapport::ids::decode("id", &known).unwrap();
+        assert_eq!(points, [
+            ("+34600123456", customer("4"), true),
+            ("bo@example.com", customer("4"), true),
+            ("known@example.com", known_id, true),
+        ], "kay's phone is bo's already; nothing new for Known");
+        let created = event_kinds(&app).await.iter().filter(|kind| *kind == "customer.created").count();
+        assert_eq!(created, 3, "Known, ana and bo");
+    }
+}
+
+backend_test! {
+    async fn a_duplicate_inside_one_batch_and_across_batches_is_stored_once(app: TestApp) {
+        let admin = app.key(Role::Admin).await;
+        let source = source(&app, &admin, "form").await;
+        let again = InboundItem { text: "an edited copy".into(), ..item("a", "ana", 1) };
+        let report = rapport::ingest::ingest(&app.app.db, &source, &[item("a", "ana", 0), again, item("b", "bo", 2)], Some("c1"), None).await.unwrap();
+        assert_eq!((report.new.len(), report.duplicates, report.new_customers), (2, 1, 2));
+        let report = rapport::ingest::ingest(&app.app.db, &source, &[item("b", "bo", 2), item("c", "bo", 3), item("a", "ana", 0)], Some("c2"), None).await.unwrap();
+        assert_eq!((report.new.len(), report.duplicates, report.new_customers), (1, 2, 0));
+        let rows = interactions(&app).await;
+        let ids: Vec<_> = rows.iter().map(|row| row.external_id.clone().unwrap()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert_eq!(rows[0].text, "message a from ana", "the first copy in the batch is the one kept");
+        let created = event_kinds(&app).await.iter().filter(|kind| *kind == "interaction.created").count();
+        assert_eq!(created, 3);
+        let stored = rapport::domain::source::for_webhook(&app.app.db, source.id).await.unwrap();
+        assert_eq!((stored.items_ingested, stored.cursor.as_deref()), (3, Some("c2")));
+    }
+}
+
+backend_test! {
+    async fn two_instances_committing_the_same_new_author_at_once_make_one_customer(app: TestApp) {
+        let admin = app.key(Role::Admin).await;
+        let first = source(&app, &admin, "first").await;
+        let second = source(&app, &admin, "second").await;
+        // A second app instance on the same database, with connections of its own.
+        let scratch = tempfile::tempdir().unwrap();
+        let mut config = (*app.app.config).clone();
+        config.database_url = Some(config.effective_database_url());
+        config.data_dir = scratch.path().to_owned();
+        let other = rapport::App::start(config).await.unwrap();
+        let batch = |prefix: &str| {
+            vec![item(&format!("{prefix}-1"), "ana", 0), item(&format!("{prefix}-2"), "bo", 1), item(&format!("{prefix}-3"), "ana", 2)]
+        };
+        // The first batch writes its new authors and stays open.
+        let txn = app.app.db.begin().await.unwrap();
+        rapport::domain::source::lock_for_batch(&txn, first.id).await.unwrap();
+        let mut prepared = rapport::domain::batch::unprepared(batch("one"));
+        let stored = rapport::domain::batch::store(&txn, &first, &mut prepared, &|| {}).await.unwrap();
+        assert_eq!(stored.new_customers, 2);
+        // The second, from the other instance, meets the same new authors meanwhile: on
+        // PostgreSQL it waits on the identities, on SQLite on the write lock.
+        let writer = tokio::spawn({
+            let db = other.db.clone();
+            let second = second.clone();
+            async move {
+                let txn = db.begin().await.unwrap();
+                rapport::domain::source::lock_for_batch(&txn, second.id).await.unwrap();
+                let mut prepared = rapport::domain::batch::unprepared(batch("two"));
+                let stored = rapport::domain::batch::store(&txn, &second, &mut prepared, &|| {}).await.unwrap();
+                txn.commit().await.unwrap();
+                stored
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(!writer.is_finished(), "the second batch waits for the first");
+        txn.commit().await.unwrap();
+        let stored = writer.await.unwrap();
+        assert_eq!((stored.new.len(), stored.new_customers), (3, 0), "the first batch's customers won");
+        assert_eq!(entity::customer::Entity::find().count(&app.app.db).await.unwrap(), 2, "one customer per author");
+        assert_eq!(entity::identity::Entity::find().count(&app.app.db).await.unwrap(), 2);
+        let rows = interactions(&app).await;
+        let customer_of = |id: &str| rows.iter().find(|row| row.external_id.as_deref() == Some(id)).unwrap().customer_id;
+        assert_eq!(customer_of("one-1"), customer_of("two-1"));
+        assert_eq!(customer_of("one-2"), customer_of("two-2"));
+        assert_eq!(customer_of("two-1"), customer_of("two-3"));
+        // Exactly one created event per customer, none for the customers that lost.
+        let created = event_kinds(&app).await.iter().filter(|kind| *kind == "customer.created").count();
+        assert_eq!(created, 2);
+        // Every interaction points at a live customer and identity.
+        let identities: std::collections::HashSet<_> = entity::identity::Entity::find().all(&app.app.db).await.unwrap().into_iter().map(|i| i.id).collect();
+        assert!(rows.iter().all(|row| row.identity_id.is_some_and(|id| identities.contains(&id))));
+        other.db.close().await.ok();
+    }
+}
