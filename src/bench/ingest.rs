@@ -88,13 +88,27 @@ pub async fn ingest(app: &App, items: usize, batch: usize) -> anyhow::Result<Ing
         let all = &all;
         let source = &source;
         async move {
+            // As a sync does: batch N+1 is prepared while batch N's transaction runs.
             let started = Instant::now();
             let mut stored = 0;
-            for (index, chunk) in all.chunks(batch.max(1)).enumerate() {
+            let mut chunks = all.chunks(batch.max(1)).enumerate().peekable();
+            let mut prepared = match chunks.peek() {
+                Some((_, chunk)) => Some(crate::ingest::prepare(&app.db, source, chunk).await?),
+                None => None,
+            };
+            while let (Some((index, _)), Some(current)) = (chunks.next(), prepared.take()) {
                 let cursor = format!("{label}-{index}");
-                let report =
-                    crate::ingest::ingest(&app.db, source, chunk, Some(&cursor), None).await?;
+                let store = crate::ingest::store(&app.db, source, current, Some(&cursor), None);
+                let (report, next) = match chunks.peek() {
+                    Some((_, chunk)) => {
+                        let (report, next) =
+                            tokio::join!(store, crate::ingest::prepare(&app.db, source, chunk));
+                        (report?, Some(next?))
+                    }
+                    None => (store.await?, None),
+                };
                 stored += report.new.len();
+                prepared = next;
             }
             anyhow::Ok((stored, items as f64 / started.elapsed().as_secs_f64()))
         }

@@ -32,10 +32,11 @@ use entity::{contact_point, conversation, customer, identity, interaction, sourc
 use entity::{
     ContactPointId, ConversationId, CustomerId, IdentityId, InteractionId, SourceId, WorkspaceId,
 };
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::extension::postgres::PgFunc;
+use sea_orm::sea_query::{Expr, OnConflict, SimpleExpr};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait,
 };
 
 /// Values bound per statement at most: below SQLite's 32,766 and PostgreSQL's 65,535.
@@ -126,9 +127,10 @@ pub async fn stored_external_ids(
     external_ids: &[String],
 ) -> Result<HashSet<String>> {
     let mut stored = HashSet::new();
+    let backend = db.get_database_backend();
     for chunk in distinct(external_ids.iter().map(String::as_str)).chunks(MAX_IN_LIST) {
         let rows: Vec<Option<String>> = by_source(source_id)
-            .filter(interaction::Column::ExternalId.is_in(chunk.iter().copied()))
+            .filter(one_of(backend, interaction::Column::ExternalId, chunk))
             .select_only()
             .column(interaction::Column::ExternalId)
             .into_tuple()
@@ -885,11 +887,12 @@ async fn identities(
     platform_ids: &[&str],
 ) -> Result<Vec<identity::Model>> {
     let mut rows = Vec::new();
+    let backend = db.get_database_backend();
     for chunk in platform_ids.chunks(MAX_IN_LIST) {
         rows.extend(
             super::scoped::<identity::Entity>(workspace_id)
                 .filter(identity::Column::Channel.eq(channel))
-                .filter(identity::Column::PlatformId.is_in(chunk.iter().copied()))
+                .filter(one_of(backend, identity::Column::PlatformId, chunk))
                 .all(db)
                 .await?,
         );
@@ -905,10 +908,11 @@ async fn point_owners(
     normalized: &[&str],
 ) -> Result<Vec<(String, CustomerId)>> {
     let mut rows = Vec::new();
+    let backend = db.get_database_backend();
     for chunk in normalized.chunks(MAX_IN_LIST) {
         let found: Vec<(String, CustomerId)> = super::scoped::<contact_point::Entity>(workspace_id)
             .filter(contact_point::Column::Kind.eq(kind))
-            .filter(contact_point::Column::Normalized.is_in(chunk.iter().copied()))
+            .filter(one_of(backend, contact_point::Column::Normalized, chunk))
             .select_only()
             .column(contact_point::Column::Normalized)
             .column(contact_point::Column::CustomerId)
@@ -921,12 +925,9 @@ async fn point_owners(
 }
 
 /// The interactions of `source_id`, a source of the caller's workspace (its row was read
-/// scoped), to be narrowed to a list of external ids through the UNIQUE (source_id,
-/// external_id) index; a `workspace_id` filter beside it only offered PostgreSQL's planner
-/// a worse index. Known limit: with statistics from an empty table PostgreSQL still probes
-/// only the source's prefix of that index and tests each of its rows against the whole
-/// list, so the lookup grows with the source until the table is analyzed; joining the list
-/// as a relation (`unnest`) would make it one probe per key.
+/// scoped), to be narrowed to a list of external ids ([`one_of`]) through the UNIQUE
+/// (source_id, external_id) index; a `workspace_id` filter beside it only offered
+/// PostgreSQL's planner a worse index.
 fn by_source(source_id: SourceId) -> sea_orm::Select<interaction::Entity> {
     interaction::Entity::find().filter(interaction::Column::SourceId.eq(source_id))
 }
@@ -938,9 +939,10 @@ async fn conversations_of_items(
     external_ids: &[&str],
 ) -> Result<HashMap<String, Option<ConversationId>>> {
     let mut found = HashMap::new();
+    let backend = db.get_database_backend();
     for chunk in external_ids.chunks(MAX_IN_LIST) {
         let rows: Vec<(Option<String>, Option<ConversationId>)> = by_source(source_id)
-            .filter(interaction::Column::ExternalId.is_in(chunk.iter().copied()))
+            .filter(one_of(backend, interaction::Column::ExternalId, chunk))
             .select_only()
             .column(interaction::Column::ExternalId)
             .column(interaction::Column::ConversationId)
@@ -965,6 +967,7 @@ async fn conversations_for(
     thread_keys: &[&str],
 ) -> Result<Vec<conversation::Model>> {
     use conversation::Column;
+    let backend = db.get_database_backend();
     let mut rows = Vec::new();
     let mut ids = ids.to_vec();
     ids.sort_unstable();
@@ -985,7 +988,7 @@ async fn conversations_for(
                 .filter(
                     Condition::all()
                         .add(Column::SourceId.eq(source_id))
-                        .add(Column::ThreadKey.is_in(chunk.iter().copied())),
+                        .add(one_of(backend, Column::ThreadKey, chunk)),
                 )
                 .order_by_asc(Column::Id)
                 .lock_exclusive()
@@ -1082,6 +1085,26 @@ where
         .filter_map(|id| models.get(id).cloned())
         .map(Into::into)
         .collect()
+}
+
+/// `column` (a text column) holds one of `values`.
+///
+/// On PostgreSQL this is `column = ANY($n)` with the values bound as one text array: given
+/// an `IN` list of a thousand bound values, the planner knows how many keys there are, and
+/// with statistics from when the table was small it then prefers reading the whole prefix
+/// of a composite index (every row of the source, of the channel…) and testing each row
+/// against the list, so a lookup grew with the table until it was analyzed. An array of
+/// unknown length is planned as one index probe per key whatever the statistics, and
+/// binds one value instead of a thousand. SQLite has no arrays and probes an `IN` list
+/// through a temporary index, which is fine.
+fn one_of(backend: DbBackend, column: impl ColumnTrait, values: &[&str]) -> SimpleExpr {
+    match backend {
+        DbBackend::Postgres => {
+            let values: Vec<String> = values.iter().map(|value| (*value).to_owned()).collect();
+            column.into_expr().eq(PgFunc::any(Expr::val(values)))
+        }
+        _ => column.is_in(values.iter().copied()),
+    }
 }
 
 /// `values` without repeats, in first-seen order.

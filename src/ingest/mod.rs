@@ -17,6 +17,7 @@ pub mod sync;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
 
+pub use crate::domain::batch::Prepared;
 pub use crate::domain::source::Lease;
 use crate::domain::{self, Direction};
 use crate::error::Result;
@@ -74,7 +75,20 @@ pub async fn ingest(
     next_cursor: Option<&str>,
     lease: Option<Lease<'_>>,
 ) -> Result<IngestReport> {
-    let mut prepared = prepare(db, source, items).await?;
+    let prepared = prepare(db, source, items).await?;
+    store(db, source, prepared, next_cursor, lease).await
+}
+
+/// [`ingest`]'s second half: stores a batch [`prepare`] made ready, and moves the cursor,
+/// in one transaction. Split from the first half so a sync can prepare its next batch
+/// while this one's transaction runs.
+pub async fn store(
+    db: &DatabaseConnection,
+    source: &source::Model,
+    mut prepared: Prepared,
+    next_cursor: Option<&str>,
+    lease: Option<Lease<'_>>,
+) -> Result<IngestReport> {
     let txn = db.begin().await?;
     // Write first: the source's row is locked before anything is read (see
     // `lock_for_batch` for why each backend needs it).
@@ -114,11 +128,11 @@ pub async fn ingest(
 /// Normalises `items` and, for a batch large enough to gain from it, enriches those not
 /// stored yet (language, sentiment) on every core, before any transaction opens: the
 /// batch's transaction then holds its locks only for the database's work.
-async fn prepare(
+pub async fn prepare(
     db: &DatabaseConnection,
     source: &source::Model,
     items: &[InboundItem],
-) -> Result<domain::batch::Prepared> {
+) -> Result<Prepared> {
     if items.len() < domain::batch::PARALLEL_FROM {
         return Ok(domain::batch::unprepared(
             items.iter().map(domain::text::normalize_item).collect(),

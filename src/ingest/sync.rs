@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use sea_orm::DatabaseConnection;
 
-use super::{ingest, Lease};
+use super::Lease;
 use crate::config::SyncConfig;
 use crate::domain::{
     self,
@@ -179,6 +179,12 @@ impl Syncer {
         Ok(report)
     }
 
+    /// Pulls and stores batches until the connector has no more, the source is rate
+    /// limited, `stop` says so or `max_batches` are stored. Batch N+1 is pulled and
+    /// prepared (normalised, enriched) while batch N's transaction runs: the cursor it is
+    /// pulled from is the connector's, not the database's, and the batches still commit
+    /// one after another in order, so a failure or a crash anywhere leaves the cursor
+    /// after the last committed batch, as before.
     async fn pull_batches(
         &self,
         source: &Model,
@@ -188,40 +194,65 @@ impl Syncer {
     ) -> std::result::Result<(), Failure> {
         let connector = super::connector(source, &self.outbound).map_err(Failure::Connector)?;
         let mut cursor = source.cursor.clone().map(Cursor);
-        let budget = Duration::from_secs(self.config.http_timeout_secs.max(1) * 4);
-        for _ in 0..self.config.max_batches.max(1) {
-            let pull = tokio::time::timeout(budget, connector.pull(cursor.as_ref()))
-                .await
-                .map_err(|_| {
-                    Failure::Connector(ConnectorError::Transport(format!(
-                        "the pull took longer than {} s",
-                        budget.as_secs()
-                    )))
-                })?
-                .map_err(Failure::Connector)?;
-            crate::failpoint::failpoint("sync.after_pull");
+        let mut pulled = self.pull(source, &*connector, cursor.as_ref()).await?;
+        for batch in 1..=self.config.max_batches.max(1) {
+            let (pull, prepared) = pulled;
             if let Some(at) = pull.not_before {
                 *not_before = Some(not_before.map_or(at, |old| old.max(at)));
             }
-            let stored = ingest(
+            let rate_limited = not_before.is_some_and(|at| at > Utc::now());
+            let last =
+                !pull.more || rate_limited || batch >= self.config.max_batches.max(1) || stop();
+            let next_cursor = pull.next_cursor.clone().or(cursor);
+            let stored = super::store(
                 &self.db,
                 source,
-                &pull.items,
+                prepared,
                 pull.next_cursor.as_ref().map(|cursor| cursor.0.as_str()),
                 Some(self.lease()),
-            )
-            .await
-            .map_err(Failure::Store)?;
+            );
+            let (stored, next) = if last {
+                (stored.await, None)
+            } else {
+                let (stored, next) =
+                    tokio::join!(stored, self.pull(source, &*connector, next_cursor.as_ref()));
+                (stored, Some(next))
+            };
+            let stored = stored.map_err(Failure::Store)?;
             report.batches += 1;
             report.new += stored.new.len();
             report.duplicates += stored.duplicates;
-            cursor = pull.next_cursor.or(cursor);
-            let rate_limited = not_before.is_some_and(|at| at > Utc::now());
-            if !pull.more || rate_limited || stop() {
-                break;
+            cursor = next_cursor;
+            match next {
+                Some(next) => pulled = next?,
+                None => break,
             }
         }
         Ok(())
+    }
+
+    /// One pull from `cursor`, prepared for storing.
+    async fn pull(
+        &self,
+        source: &Model,
+        connector: &dyn connectors::Connector,
+        cursor: Option<&Cursor>,
+    ) -> std::result::Result<(connectors::Pull, super::Prepared), Failure> {
+        let budget = Duration::from_secs(self.config.http_timeout_secs.max(1) * 4);
+        let pull = tokio::time::timeout(budget, connector.pull(cursor))
+            .await
+            .map_err(|_| {
+                Failure::Connector(ConnectorError::Transport(format!(
+                    "the pull took longer than {} s",
+                    budget.as_secs()
+                )))
+            })?
+            .map_err(Failure::Connector)?;
+        crate::failpoint::failpoint("sync.after_pull");
+        let prepared = super::prepare(&self.db, source, &pull.items)
+            .await
+            .map_err(Failure::Store)?;
+        Ok((pull, prepared))
     }
 
     /// Exponential backoff with jitter: base · 2^(failures-1), capped, times a random
