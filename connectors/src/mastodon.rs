@@ -246,6 +246,11 @@ impl MastodonConnector {
                     state.notifications = next;
                     return Ok((newest, false));
                 }
+                if not_before.is_some_and(|at| at > Utc::now()) {
+                    // The budget is spent: the walk starts on the next run.
+                    state.notifications = Some(BEFORE_ALL.to_owned());
+                    return Ok((Vec::new(), true));
+                }
                 BEFORE_ALL.to_owned()
             }
         };

@@ -383,6 +383,8 @@ backend_test!(
 struct Mentions {
     base: String,
     all: Arc<Mutex<Vec<Value>>>,
+    /// Answers say the rate-limit budget is spent until ten minutes from now.
+    exhausted: Arc<Mutex<bool>>,
 }
 
 /// A notification id: Mastodon numbers notifications from a sequence.
@@ -477,6 +479,7 @@ impl Mentions {
         let mentions = Mentions {
             base: server.base.clone(),
             all: Arc::new(Mutex::new(Vec::new())),
+            exhausted: Arc::new(Mutex::new(false)),
         };
         mentions.add(0..count);
         let serving = mentions.clone();
@@ -501,27 +504,31 @@ impl Mentions {
         let id = |name: &str| param(name).map(|value| value.parse::<u64>().unwrap());
         assert_eq!(param("types[]").as_deref(), Some("mention"), "{query}");
         let limit = param("limit").map_or(40, |l| l.parse::<usize>().unwrap().clamp(1, 80));
+        let (max_id, since_id, min_id) = (id("max_id"), id("since_id"), id("min_id"));
         let all = self.all.lock().unwrap();
-        let in_range: Vec<&Value> = all
-            .iter()
-            .filter(|entry| {
-                let n: u64 = entry["id"].as_str().unwrap().parse().unwrap();
-                id("max_id").is_none_or(|max| n < max)
-                    && id("since_id").is_none_or(|since| n > since)
-                    && id("min_id").is_none_or(|min| n > min)
-            })
-            .collect();
-        let mut page: Vec<&Value> = if id("min_id").is_some() {
-            in_range.into_iter().take(limit).collect()
+        let in_range = all.iter().filter(|entry| {
+            let n: u64 = entry["id"].as_str().unwrap().parse().unwrap();
+            max_id.is_none_or(|max| n < max)
+                && since_id.is_none_or(|since| n > since)
+                && min_id.is_none_or(|min| n > min)
+        });
+        // Stored oldest first: `min_id` takes the ones right after it, the others the
+        // newest in range; either way the page goes out newest first.
+        let mut page: Vec<&Value> = if min_id.is_some() {
+            in_range.take(limit).collect()
         } else {
-            in_range.into_iter().rev().take(limit).collect()
+            in_range.rev().take(limit).collect()
         };
         page.sort_by_key(|entry| {
             std::cmp::Reverse(entry["id"].as_str().unwrap().parse::<u64>().unwrap())
         });
+        let exhausted = *self.exhausted.lock().unwrap();
+        let reset = (chrono::Utc::now() + chrono::Duration::minutes(10))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut reply = Reply::json(&Value::Array(page.iter().map(|e| (*e).clone()).collect()))
             .header("x-ratelimit-limit", "300")
-            .header("x-ratelimit-remaining", "299");
+            .header("x-ratelimit-remaining", if exhausted { "0" } else { "299" })
+            .header("x-ratelimit-reset", &reset);
         if let (Some(newest), Some(oldest)) = (page.first(), page.last()) {
             let link = |bound: &str, id: &Value| {
                 format!(
@@ -807,5 +814,35 @@ backend_test!(
         assert!(server
             .seen("/api/v1/accounts/verify_credentials")
             .is_empty());
+    }
+);
+
+backend_test!(
+    async fn a_first_look_that_spends_the_rate_limit_leaves_the_walk_to_the_next_run(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let (server, mentions) = mastodon_with_mentions(200).await;
+        *mentions.exhausted.lock().unwrap() = true;
+        let id = create_source(
+            &app,
+            &key,
+            "MASTODON",
+            "busy",
+            json!({ "base_url": server.base, "access_token": TOKEN }),
+        )
+        .await;
+        // The newest page is full (older mentions wait) and the budget is spent: no
+        // further request, and the cursor says where the walk will start.
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 0, "{report:#}");
+        assert_eq!(report["source"]["status"], "RATE_LIMITED");
+        assert_eq!(server.seen("/api/v1/notifications").len(), 1);
+        let cursor: Value =
+            serde_json::from_str(report["source"]["cursor"].as_str().unwrap()).unwrap();
+        assert_eq!(cursor["notifications"], "0");
+
+        *mentions.exhausted.lock().unwrap() = false;
+        let (new, _) = sync_until_done(&app, &id).await;
+        assert_eq!(new, 200);
+        assert_eq!(stored_ids(&app).await, expected(0..200));
     }
 );
