@@ -1,18 +1,36 @@
 //! The Mastodon channel (pull + reply), over the client API of any Mastodon-compatible
 //! server (<https://docs.joinmastodon.org/methods/>).
 //!
-//! - Mentions: `GET /api/v1/notifications?types[]=mention` with a `min_id` cursor; the
+//! - Mentions: `GET /api/v1/notifications?types[]=mention` paged forward with `min_id`
+//!   ("results immediately newer than this id"), `limit` 80 (the method's maximum); the
 //!   next `min_id` comes from the `Link: <…>; rel="prev"` header (the page's newest id when
-//!   the header is absent). A full page means more are waiting.
+//!   the header is absent), as the API's paging guide asks, since a server may filter a
+//!   page after choosing its bounds. A pull gathers pages until about [`PULL_ITEMS`]
+//!   items, [`PULL_TIME`] or a page that is not full, so a backlog comes in batches near a
+//!   thousand; a full last page means more are waiting.
+//! - First sync (no `min_id` yet): one request without paging parameters reads the newest
+//!   page. Shorter than a full page, it is the whole history: stored, and forward polling
+//!   starts after it. Full, the account has older mentions: the page is set aside and the
+//!   walk starts from `min_id=0`, before every id, oldest first. Forward from the oldest
+//!   rather than back with `max_id` because a reply joins its parent's conversation only
+//!   when the parent is stored before it (or earlier in its batch), and because the
+//!   cursor stays what it always was, one `min_id`: every committed batch's cursor is
+//!   exactly where the walk resumes after a crash or a stop (nothing skipped, nothing
+//!   read twice), mentions arriving during the walk are simply further along it, and a
+//!   cursor stored before backfill existed means the same (forward polling). A page cut
+//!   short by a server (a lower `limit` cap, filtered entries) only ends the pull early:
+//!   the next sync resumes from the committed cursor, so it costs time, never mentions.
 //! - Listening: each configured hashtag through `GET /api/v1/timelines/tag/:hashtag`, each
-//!   keyword through `GET /api/v2/search?type=statuses`, each with its own `min_id`.
+//!   keyword through `GET /api/v2/search?type=statuses`, each with its own `min_id`, one
+//!   page per pull, from the newest on a first sync: a hashtag's or a keyword's whole
+//!   history is not the workspace's to import.
 //! - The account behind the token (`GET /api/v1/accounts/verify_credentials`) tells our own
 //!   posts (outbound) from others'.
 //! - Replies: `POST /api/v1/statuses` with `in_reply_to_id`, the answered post's
 //!   visibility, a leading mention of its author, and an `Idempotency-Key` header so a
 //!   retried reply is posted once.
 //! - `X-RateLimit-Remaining: 0` / `X-RateLimit-Reset` and 429 `Retry-After` become
-//!   "not before" times for the scheduler.
+//!   "not before" times for the scheduler; a pull stops gathering pages at the first.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -26,9 +44,26 @@ use crate::{
     ReplyTarget, Sent,
 };
 
-/// Items asked for per request (the API's maximum for notifications is 80, 40 for
-/// timelines).
+/// Statuses asked for per request on timelines and search (their maximum), and the
+/// length from which any page counts as full: a server capping notifications at 40 still
+/// reads as having more.
 pub const PAGE: usize = 40;
+
+/// Notifications asked for per request (the method's maximum).
+pub const NOTIFICATIONS_PAGE: usize = 80;
+
+/// A pull asks for another page of notifications only while what it gathered stays
+/// within this many, so the pipeline gets batches near a thousand.
+pub const PULL_ITEMS: usize = 1_000;
+
+/// A pull starts no further page of notifications after this long: the sync gives a
+/// whole pull 4× the HTTP timeout (1 s at least), and one more page plus the listening
+/// streams must fit in what is left.
+pub const PULL_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The `min_id` before every notification (ids are decimal numbers): where a first sync
+/// with more than a page of history starts its walk.
+const BEFORE_ALL: &str = "0";
 
 /// A source's settings. `access_token` is a secret: stored apart, never returned.
 #[derive(Clone, Deserialize)]
@@ -81,7 +116,8 @@ impl MastodonConfig {
     }
 }
 
-/// Where a Mastodon source stands: our account id and one `min_id` per stream.
+/// Where a Mastodon source stands: our account id and one `min_id` per stream (for
+/// notifications, also where a first sync's walk through the history has got to).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct MastodonCursor {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,16 +179,17 @@ impl MastodonConnector {
         Ok((value, headers))
     }
 
-    /// One stream's page after `min_id`: its statuses (oldest first), the next `min_id`
-    /// and whether the page was full.
+    /// One stream's page of up to `limit` after `min_id`: its entries (oldest first), the
+    /// next `min_id` and whether the page was full.
     async fn page(
         &self,
         path: &str,
         mut query: Vec<(&str, String)>,
+        limit: usize,
         min_id: Option<&String>,
         not_before: &mut Option<DateTime<Utc>>,
     ) -> Result<(Vec<Value>, Option<String>, bool), ConnectorError> {
-        query.push(("limit", PAGE.to_string()));
+        query.push(("limit", limit.to_string()));
         if let Some(min_id) = min_id {
             query.push(("min_id", min_id.clone()));
         }
@@ -165,7 +202,7 @@ impl MastodonConnector {
             },
             _ => return Err(self.shape(path, "neither a list nor an object")),
         };
-        let full = list.len() >= PAGE;
+        let full = list.len() >= PAGE.min(limit);
         let newest = list
             .iter()
             .filter_map(|entry| entry.get("id")?.as_str())
@@ -187,6 +224,55 @@ impl MastodonConnector {
             )
         });
         Ok((list, next, full))
+    }
+
+    /// The mention notifications of one pull (oldest first) and whether more are waiting;
+    /// moves `state.notifications` past them (see the module doc for the walk).
+    async fn mentions(
+        &self,
+        state: &mut MastodonCursor,
+        started: std::time::Instant,
+        not_before: &mut Option<DateTime<Utc>>,
+    ) -> Result<(Vec<Value>, bool), ConnectorError> {
+        const PATH: &str = "/api/v1/notifications";
+        let query = || vec![("types[]", "mention".to_owned())];
+        let mut min_id = match state.notifications.clone() {
+            Some(min_id) => min_id,
+            None => {
+                let (newest, next, full) = self
+                    .page(PATH, query(), NOTIFICATIONS_PAGE, None, not_before)
+                    .await?;
+                if !full {
+                    state.notifications = next;
+                    return Ok((newest, false));
+                }
+                if not_before.is_some_and(|at| at > Utc::now()) {
+                    // The budget is spent: the walk starts on the next run.
+                    state.notifications = Some(BEFORE_ALL.to_owned());
+                    return Ok((Vec::new(), true));
+                }
+                BEFORE_ALL.to_owned()
+            }
+        };
+        let mut gathered = Vec::new();
+        loop {
+            let (page, next, full) = self
+                .page(PATH, query(), NOTIFICATIONS_PAGE, Some(&min_id), not_before)
+                .await?;
+            gathered.extend(page);
+            if let Some(next) = next {
+                min_id = next;
+            }
+            let rate_limited = not_before.is_some_and(|at| at > Utc::now());
+            if !full
+                || rate_limited
+                || gathered.len() + NOTIFICATIONS_PAGE > PULL_ITEMS
+                || started.elapsed() >= PULL_TIME
+            {
+                state.notifications = Some(min_id);
+                return Ok((gathered, full));
+            }
+        }
     }
 
     fn shape(&self, path: &str, what: &str) -> ConnectorError {
@@ -298,6 +384,7 @@ impl Connector for MastodonConnector {
     }
 
     async fn pull(&self, cursor: Option<&Cursor>) -> Result<Pull, ConnectorError> {
+        let started = std::time::Instant::now();
         let mut state: MastodonCursor = cursor
             .and_then(|cursor| serde_json::from_str(&cursor.0).ok())
             .unwrap_or_default();
@@ -320,14 +407,7 @@ impl Connector for MastodonConnector {
             }
         };
 
-        let (notifications, next, full) = self
-            .page(
-                "/api/v1/notifications",
-                vec![("types[]", "mention".to_owned())],
-                state.notifications.as_ref(),
-                &mut not_before,
-            )
-            .await?;
+        let (notifications, full) = self.mentions(&mut state, started, &mut not_before).await?;
         for notification in &notifications {
             if notification.get("type").and_then(Value::as_str) != Some("mention") {
                 continue;
@@ -336,13 +416,18 @@ impl Connector for MastodonConnector {
                 push(self.item(status, "mention", me.as_deref()), &mut items);
             }
         }
-        state.notifications = next;
         more |= full;
 
         for tag in &self.config.hashtags {
             let path = format!("/api/v1/timelines/tag/{tag}");
             let (statuses, next, full) = self
-                .page(&path, Vec::new(), state.tags.get(tag), &mut not_before)
+                .page(
+                    &path,
+                    Vec::new(),
+                    PAGE,
+                    state.tags.get(tag),
+                    &mut not_before,
+                )
                 .await?;
             for status in &statuses {
                 push(self.item(status, "post", me.as_deref()), &mut items);
@@ -362,6 +447,7 @@ impl Connector for MastodonConnector {
                 .page(
                     "/api/v2/search",
                     query,
+                    PAGE,
                     state.search.get(keyword),
                     &mut not_before,
                 )

@@ -1,6 +1,7 @@
 //! A scripted stand-in for a platform's HTTP API, served on 127.0.0.1 inside the test:
-//! each path answers with queued responses (the last one repeats), and every request is
-//! logged with its query, headers and body so tests can check what a connector sent.
+//! each path answers with queued responses (the last one repeats) or with what a handler
+//! computes from the request (paging by its query), and every request is logged with its
+//! query, headers and body so tests can check what a connector sent.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -70,9 +71,13 @@ pub struct Seen {
     pub body: Vec<u8>,
 }
 
+/// Computes the answer to a request.
+pub type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
+
 #[derive(Default)]
 struct State {
     routes: HashMap<String, Vec<Reply>>,
+    handlers: HashMap<String, Handler>,
     seen: Vec<Seen>,
 }
 
@@ -107,6 +112,14 @@ impl Platform {
             .insert(path.to_owned(), replies);
     }
 
+    /// Answers every request for `path` with what `handler` computes from it (replacing
+    /// queued answers for that path).
+    pub fn handle(&self, path: &str, handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) {
+        let mut state = self.state.lock().unwrap();
+        state.routes.remove(path);
+        state.handlers.insert(path.to_owned(), Arc::new(handler));
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -124,6 +137,11 @@ impl Platform {
     }
 }
 
+enum Answer {
+    Queued(Option<Reply>),
+    Computed(Handler, Seen),
+}
+
 async fn answer(
     state: Arc<Mutex<State>>,
     method: Method,
@@ -134,18 +152,27 @@ async fn answer(
     let path = uri.path().to_owned();
     let reply = {
         let mut state = state.lock().unwrap();
-        state.seen.push(Seen {
+        let seen = Seen {
             method: method.to_string(),
             path: path.clone(),
             query: uri.query().unwrap_or_default().to_owned(),
             headers: headers.clone(),
             body: body.to_vec(),
-        });
-        match state.routes.get_mut(&path) {
-            Some(replies) if replies.len() > 1 => Some(replies.remove(0)),
-            Some(replies) => replies.first().cloned(),
-            None => None,
+        };
+        state.seen.push(seen.clone());
+        match state.handlers.get(&path) {
+            // Called outside the lock: a handler may take its time, or look at the log.
+            Some(handler) => Answer::Computed(handler.clone(), seen),
+            None => Answer::Queued(match state.routes.get_mut(&path) {
+                Some(replies) if replies.len() > 1 => Some(replies.remove(0)),
+                Some(replies) => replies.first().cloned(),
+                None => None,
+            }),
         }
+    };
+    let reply = match reply {
+        Answer::Queued(reply) => reply,
+        Answer::Computed(handler, seen) => Some(handler(&seen)),
     };
     let Some(reply) = reply else {
         return (StatusCode::NOT_FOUND, "no such path").into_response();
