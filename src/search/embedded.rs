@@ -1014,4 +1014,65 @@ mod tests {
         );
         assert_eq!(seen.into_iter().collect::<BTreeSet<_>>(), expected);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_submitted_batch_applies_its_writes_in_order_in_one_commit_per_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Embedded::open(dir.path()).unwrap();
+        let workspace = WorkspaceId::new();
+        let customers: Vec<CustomerId> = (0..3).map(|_| CustomerId::new()).collect();
+        let docs: Vec<InteractionDoc> = (0..6).map(|n| doc(n, workspace, &customers)).collect();
+        let customer = |id: CustomerId| CustomerDoc {
+            id,
+            workspace_id: workspace,
+            names: vec!["Ana Lima".into()],
+            emails: Vec::new(),
+            phones: Vec::new(),
+            handles: Vec::new(),
+            organization: String::new(),
+            tags: Vec::new(),
+            last_seen_at: 0,
+        };
+        let mut changes = Changes::default();
+        changes.push(Change::UpsertInteractions(docs.clone()));
+        // Deleted after being written in the same batch: gone.
+        changes.push(Change::DeleteInteractions(vec![docs[0].id]));
+        // Every interaction of customer 1 (docs 1 and 4) gone with it.
+        changes.push(Change::DeleteInteractionsOf(vec![customers[1]]));
+        changes.push(Change::UpsertCustomers(vec![
+            customer(customers[0]),
+            customer(customers[1]),
+        ]));
+        changes.push(Change::DeleteCustomers(vec![customers[1]]));
+        // Written again after its delete: present.
+        changes.push(Change::UpsertInteractions(vec![docs[4].clone()]));
+        changes.push(Change::UpsertInteractions(Vec::new()));
+        assert_eq!(changes.0.len(), 6, "an empty write is dropped");
+        let submitted = index.submit(changes).await.unwrap();
+        assert_eq!(submitted, Submitted::default(), "nothing left to wait for");
+        assert_eq!(
+            index.progress(&submitted).await.unwrap(),
+            crate::search::Progress::Applied
+        );
+        let q = InteractionQuery {
+            workspace_id: workspace,
+            text: String::new(),
+            filter: SearchFilter::default(),
+            sort: SearchSort::Newest,
+            offset: 0,
+            limit: 50,
+            facets: false,
+        };
+        let found: BTreeSet<InteractionId> = index
+            .search_interactions(&q)
+            .await
+            .unwrap()
+            .ids
+            .into_iter()
+            .collect();
+        let want: BTreeSet<InteractionId> = [2, 3, 4, 5].iter().map(|&n| docs[n].id).collect();
+        assert_eq!(found, want);
+        let people = index.search_customers(workspace, "ana", 10).await.unwrap();
+        assert_eq!(people.ids, vec![customers[0]]);
+    }
 }
