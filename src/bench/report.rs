@@ -64,6 +64,7 @@ impl Results {
             for report in search.scenarios {
                 println!("{}", report.line());
             }
+            println!("{}", search.index_lag.line());
         }
         Ok(())
     }

@@ -3,43 +3,43 @@
 //! new generation and swaps the name, so searches never see a half-built index).
 //!
 //! Text is tokenized into runs of letters and digits, lower-cased and ASCII-folded, for
-//! documents and queries alike. A query word becomes a fuzzy term query (0, 1 or 2 typos by
-//! its length, a prefix query for the last word) over each searchable field; all words are
-//! required. Filters are term and range queries on raw fields, dates sort by a fast field,
-//! facet counts are terms aggregations over fast fields.
+//! documents and queries alike. A query word matches the terms within its typos (0, 1 or
+//! 2 by its length; any term it starts for the last word) in each searchable field; all
+//! words are required. tantivy stores and finds the terms; [`eval`] answers the search
+//! over each segment with sets of documents (filters, words, counts, facets, date order),
+//! using what [`warm`] keeps per segment, refreshed after each commit.
 //!
 //! One process writes an embedded index (tantivy's lock). Another process over the same
 //! data directory still searches it but does not index (its indexer reports why): run
 //! several processes with Meilisearch.
 
+mod bits;
+mod eval;
+mod warm;
+
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tantivy::aggregation::agg_req::Aggregations;
-use tantivy::aggregation::AggregationCollector;
-use tantivy::collector::{Count, TopDocs};
-use tantivy::query::{
-    BooleanQuery, FuzzyTermQuery, Occur, Query, QueryClone, RangeQuery, TermQuery,
-};
 use tantivy::schema::{
-    Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, Value, FAST,
+    Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, FAST,
     INDEXED, STORED, STRING,
 };
 use tantivy::tokenizer::{AsciiFoldingFilter, LowerCaser, SimpleTokenizer, TextAnalyzer};
-use tantivy::{
-    DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term,
-};
-use uuid::Uuid;
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 use crate::ids::TypedId;
 use entity::{CustomerId, InteractionId, WorkspaceId};
 
 use super::{
-    CustomerDoc, DatePosition, Facets, Hits, IndexName, InteractionDoc, InteractionQuery, Rebuild,
-    SearchIndex, SearchSort, CUSTOMER_TEXT, INTERACTION_TEXT, MAX_HITS,
+    Change, Changes, CustomerDoc, DatePosition, Facets, Hits, IndexName, InteractionDoc,
+    InteractionQuery, Rebuild, SearchIndex, SearchSort, Submitted, CUSTOMER_TEXT, INTERACTION_TEXT,
+    MAX_HITS,
 };
 use crate::error::{Error, Result};
+use eval::{Dfa, Plan, Range, TermSet, Word};
+use warm::Snapshot;
 
 const TOKENIZER: &str = "rapport_folded";
 const WRITER_BYTES: usize = 50_000_000;
@@ -96,11 +96,14 @@ fn internal(err: impl std::fmt::Display) -> Error {
     Error::Internal(format!("embedded search index: {err}"))
 }
 
-/// One live tantivy index and its writer (taken on first write).
+/// One live tantivy index, its writer (taken on first write) and the snapshot searches use.
 struct Live {
     index: Index,
+    name: IndexName,
     reader: IndexReader,
     writer: Mutex<Option<IndexWriter<TantivyDocument>>>,
+    /// The searcher of the last commit with its segments' caches, swapped whole.
+    snapshot: RwLock<Arc<Snapshot>>,
     generation: u64,
 }
 
@@ -112,17 +115,24 @@ impl Live {
         let directory = tantivy::directory::MmapDirectory::open(&path).map_err(internal)?;
         let index = Index::open_or_create(directory, schema).map_err(internal)?;
         index.tokenizers().register(TOKENIZER, analyzer());
-        let reader = index
+        let reader: IndexReader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()
             .map_err(internal)?;
+        let snapshot = warm::warm(index_name, reader.searcher(), None)?;
         Ok(Live {
             index,
+            name: index_name,
             reader,
             writer: Mutex::new(None),
+            snapshot: RwLock::new(Arc::new(snapshot)),
             generation,
         })
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().expect("never poisoned").clone()
     }
 
     /// Runs `write` with the writer, commits, and makes the result searchable.
@@ -151,6 +161,10 @@ impl Live {
         }
         writer.commit().map_err(internal)?;
         self.reader.reload().map_err(internal)?;
+        // Under the writer's lock: snapshots are made one at a time, each from the last.
+        let previous = self.snapshot();
+        let next = warm::warm(self.name, self.reader.searcher(), Some(&previous))?;
+        *self.snapshot.write().expect("never poisoned") = Arc::new(next);
         Ok(())
     }
 }
@@ -383,34 +397,10 @@ fn strings(ids: &[impl std::fmt::Display]) -> Vec<String> {
     ids.iter().map(ToString::to_string).collect()
 }
 
-/// `any of values` on a raw field, as a required clause.
-fn any_of(schema: &Schema, name: &str, values: &[String]) -> Option<Box<dyn Query>> {
-    if values.is_empty() {
-        return None;
-    }
-    let f = field(schema, name);
-    let clauses: Vec<(Occur, Box<dyn Query>)> = values
-        .iter()
-        .map(|value| {
-            let query: Box<dyn Query> = Box::new(TermQuery::new(
-                Term::from_field_text(f, value),
-                IndexRecordOption::Basic,
-            ));
-            (Occur::Should, query)
-        })
-        .collect();
-    Some(Box::new(BooleanQuery::new(clauses)))
-}
-
-/// The required clauses of a search: the workspace, and each word of `text` matching
-/// any of the `searchable` fields with the typo and prefix rules.
-fn required_clauses(
-    schema: &Schema,
-    searchable: &[&str],
-    workspace: WorkspaceId,
-    text: &str,
-) -> Vec<(Occur, Box<dyn Query>)> {
-    let fields: Vec<Field> = searchable.iter().map(|name| field(schema, name)).collect();
+/// The words of `text` (as documents are tokenized), each looked for in `fields` with its
+/// typos, the last one also as a prefix.
+fn words_of(schema: &Schema, fields: &[&str], text: &str) -> Vec<Word> {
+    let fields: Vec<Field> = fields.iter().map(|name| field(schema, name)).collect();
     let mut tokens = Vec::new();
     let mut analyzer = analyzer();
     let mut stream = analyzer.token_stream(text);
@@ -418,255 +408,177 @@ fn required_clauses(
         tokens.push(token.text.clone());
     }
     let count = tokens.len();
-    let workspace: Box<dyn Query> = Box::new(TermQuery::new(
-        Term::from_field_text(field(schema, "workspace_id"), &workspace.to_string()),
-        IndexRecordOption::Basic,
-    ));
-    let words = tokens.into_iter().enumerate().map(|(index, word)| {
-        let typos = super::typos_for(word.chars().count());
-        let last = index + 1 == count;
-        let alternatives: Vec<(Occur, Box<dyn Query>)> = fields
-            .iter()
-            .map(|f| {
-                let term = Term::from_field_text(*f, &word);
-                let query: Box<dyn Query> = if last {
-                    Box::new(FuzzyTermQuery::new_prefix(term, typos, true))
-                } else {
-                    Box::new(FuzzyTermQuery::new(term, typos, true))
-                };
-                (Occur::Should, query)
-            })
-            .collect();
-        let clause: Box<dyn Query> = Box::new(BooleanQuery::new(alternatives));
-        (Occur::Must, clause)
-    });
-    std::iter::once((Occur::Must, workspace))
-        .chain(words)
+    tokens
+        .into_iter()
+        .enumerate()
+        .map(|(index, word)| Word {
+            fields: fields.clone(),
+            dfa: Arc::new(Dfa::new(
+                &word,
+                super::typos_for(word.chars().count()),
+                index + 1 == count,
+            )),
+        })
         .collect()
 }
 
-fn read_ids<I: TypedId>(
-    searcher: &tantivy::Searcher,
-    schema: &Schema,
-    addresses: &[DocAddress],
+/// The search of `q` as a plan: the workspace, every filter given, the words.
+fn plan_of(schema: &Schema, q: &InteractionQuery) -> Plan {
+    let f = &q.filter;
+    let mut plan = Plan {
+        words: words_of(schema, &INTERACTION_TEXT, &q.text),
+        ..Plan::default()
+    };
+    for (name, values) in [
+        ("workspace_id", vec![q.workspace_id.to_string()]),
+        ("customer_id", strings(&f.customer_ids)),
+        ("conversation_id", strings(&f.conversation_ids)),
+        ("channel", f.channels.clone()),
+        ("kind", f.kinds.clone()),
+        ("direction", f.directions.clone()),
+        ("status", f.statuses.clone()),
+        ("language", f.languages.clone()),
+    ] {
+        if !values.is_empty() {
+            plan.sets.push(TermSet {
+                field: field(schema, name),
+                values,
+            });
+        }
+    }
+    if f.sentiment_min.is_some() || f.sentiment_max.is_some() {
+        plan.ranges.push(Range::F64 {
+            field: "sentiment",
+            lower: f.sentiment_min.map_or(Bound::Unbounded, Bound::Included),
+            upper: f.sentiment_max.map_or(Bound::Unbounded, Bound::Included),
+        });
+    }
+    if f.occurred_after.is_some() || f.occurred_before.is_some() {
+        plan.ranges.push(Range::I64 {
+            field: "occurred_at",
+            lower: f
+                .occurred_after
+                .map_or(Bound::Unbounded, |t| Bound::Included(t.timestamp_millis())),
+            upper: f
+                .occurred_before
+                .map_or(Bound::Unbounded, |t| Bound::Excluded(t.timestamp_millis())),
+        });
+    }
+    plan
+}
+
+/// The best `offset..offset + limit` hits by relevance over every segment's matches,
+/// ties in index order, as ids.
+fn by_relevance<I: TypedId>(
+    snapshot: &Snapshot,
+    matched: &[(u32, eval::Matched)],
+    offset: usize,
+    limit: usize,
 ) -> Result<Vec<I>> {
-    let id = field(schema, "id");
-    addresses
-        .iter()
-        .map(|address| {
-            let doc: TantivyDocument = searcher.doc(*address).map_err(internal)?;
-            let text = doc
-                .get_first(id)
-                .and_then(|value| value.as_str())
-                .ok_or_else(|| internal("a document without id"))?;
-            Uuid::parse_str(text).map(I::from_uuid).map_err(internal)
+    let mut best: Vec<(u32, u32, tantivy::DocId)> = Vec::new();
+    for (segment, m) in matched {
+        best.extend(
+            eval::best_by_score(m, offset + limit)
+                .into_iter()
+                .map(|(points, doc)| (points, *segment, doc)),
+        );
+    }
+    best.sort_unstable_by_key(|&(points, segment, doc)| (std::cmp::Reverse(points), segment, doc));
+    let readers = snapshot.searcher.segment_readers();
+    let mut ids: HashMap<u32, eval::Ids> = HashMap::new();
+    best.into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(_, segment, doc)| {
+            let column = match ids.entry(segment) {
+                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(eval::Ids::open(&readers[segment as usize])?)
+                }
+            };
+            Ok(I::from_uuid(column.uuid(doc)?))
         })
         .collect()
 }
 
 fn search_interactions(live: &Live, q: &InteractionQuery) -> Result<Hits<InteractionId>> {
     let schema = live.index.schema();
-    let mut clauses = required_clauses(&schema, &INTERACTION_TEXT, q.workspace_id, &q.text);
-    let f = &q.filter;
-    for clause in [
-        any_of(&schema, "customer_id", &strings(&f.customer_ids)),
-        any_of(&schema, "conversation_id", &strings(&f.conversation_ids)),
-        any_of(&schema, "channel", &f.channels),
-        any_of(&schema, "kind", &f.kinds),
-        any_of(&schema, "direction", &f.directions),
-        any_of(&schema, "status", &f.statuses),
-        any_of(&schema, "language", &f.languages),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        clauses.push((Occur::Must, clause));
-    }
-    if f.sentiment_min.is_some() || f.sentiment_max.is_some() {
-        let s = field(&schema, "sentiment");
-        let bound = |value: Option<f64>| match value {
-            Some(v) => Bound::Included(Term::from_field_f64(s, v)),
-            None => Bound::Unbounded,
-        };
-        let range: Box<dyn Query> = Box::new(RangeQuery::new(
-            bound(f.sentiment_min),
-            bound(f.sentiment_max),
-        ));
-        clauses.push((Occur::Must, range));
-    }
-    if f.occurred_after.is_some() || f.occurred_before.is_some() {
-        let at = field(&schema, "occurred_at");
-        let lower = match f.occurred_after {
-            Some(t) => Bound::Included(Term::from_field_i64(at, t.timestamp_millis())),
-            None => Bound::Unbounded,
-        };
-        let upper = match f.occurred_before {
-            Some(t) => Bound::Excluded(Term::from_field_i64(at, t.timestamp_millis())),
-            None => Bound::Unbounded,
-        };
-        clauses.push((Occur::Must, Box::new(RangeQuery::new(lower, upper))));
-    }
-    let query = BooleanQuery::new(clauses);
-    let searcher = live.reader.searcher();
-    // Clamped whatever the caller checked: tantivy reserves `offset + limit` slots.
+    let snapshot = live.snapshot();
+    let plan = plan_of(&schema, q);
+    let matched = eval::evaluate_all(&snapshot, &plan, q.sort == SearchSort::Relevance)?;
+    let total: u64 = matched.iter().map(|(_, m)| m.bits.count()).sum();
+    // Clamped whatever the caller checked.
     let offset = q.offset.min(MAX_HITS);
     let limit = q.limit.clamp(1, MAX_HITS);
-    let (ids, occurred_at, total) = match q.sort {
-        SearchSort::Relevance => {
-            let top = TopDocs::with_limit(limit).and_offset(offset);
-            let (docs, total) = searcher.search(&query, &(top, Count)).map_err(internal)?;
-            let addresses: Vec<DocAddress> = docs.into_iter().map(|(_, a)| a).collect();
-            (read_ids(&searcher, &schema, &addresses)?, Vec::new(), total)
-        }
+    let readers = snapshot.searcher.segment_readers();
+    let (ids, occurred_at) = match q.sort {
+        SearchSort::Relevance => (
+            by_relevance(&snapshot, &matched, offset, limit)?,
+            Vec::new(),
+        ),
         SearchSort::Newest | SearchSort::Oldest => {
-            let total = searcher.search(&query, &Count).map_err(internal)?;
-            let positions = by_date(&searcher, &schema, &query, q, offset, limit)?;
-            let ids = positions.iter().map(|p| p.id).collect();
-            let at = positions.iter().map(|p| p.occurred_at).collect();
-            (ids, at, total)
+            let mut positions = Vec::new();
+            for (segment, m) in &matched {
+                let reader = &readers[*segment as usize];
+                let view = &snapshot.segments[*segment as usize];
+                let best = eval::best_by_date(
+                    reader,
+                    view,
+                    &m.bits,
+                    offset + limit,
+                    q.sort,
+                    q.filter.after_position,
+                )?;
+                let mut ids = eval::Ids::open(reader)?;
+                for (occurred_at, doc) in best {
+                    positions.push(DatePosition {
+                        occurred_at,
+                        id: InteractionId::from_uuid(ids.uuid(doc)?),
+                    });
+                }
+            }
+            positions.sort_by(|a, b| super::date_order(q.sort, a, b));
+            let page: Vec<DatePosition> = positions.into_iter().skip(offset).take(limit).collect();
+            (
+                page.iter().map(|p| p.id).collect(),
+                page.iter().map(|p| p.occurred_at).collect(),
+            )
         }
     };
     let facets = if q.facets {
-        let request: Aggregations = serde_json::from_value(serde_json::json!({
-            "channel": { "terms": { "field": "channel", "size": 50 } },
-            "kind": { "terms": { "field": "kind", "size": 50 } },
-            "sentiment": { "terms": { "field": "sentiment_label", "size": 10 } },
-            "language": { "terms": { "field": "language", "size": 100 } },
-        }))
-        .map_err(internal)?;
-        let collector = AggregationCollector::from_aggs(request, Default::default());
-        let result = searcher.search(&query, &collector).map_err(internal)?;
-        let value = serde_json::to_value(&result).map_err(internal)?;
-        let buckets = |name: &str| -> Vec<(String, u64)> {
-            value[name]["buckets"]
-                .as_array()
-                .map(|buckets| {
-                    buckets
-                        .iter()
-                        .filter_map(|b| {
-                            Some((b["key"].as_str()?.to_owned(), b["doc_count"].as_u64()?))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
+        let list = |name: &str, size: usize| -> Result<Vec<(String, u64)>> {
+            let f = field(&schema, name);
+            let mut counts = HashMap::new();
+            for (segment, m) in &matched {
+                eval::count_values(
+                    &readers[*segment as usize],
+                    &snapshot.segments[*segment as usize],
+                    &m.bits,
+                    f,
+                    name,
+                    &mut counts,
+                )?;
+            }
+            let mut list: Vec<(String, u64)> = counts.into_iter().collect();
+            list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            list.truncate(size);
+            Ok(list)
         };
         Some(Facets {
-            channel: buckets("channel"),
-            kind: buckets("kind"),
-            sentiment: buckets("sentiment"),
-            language: buckets("language"),
+            channel: list("channel", 50)?,
+            kind: list("kind", 50)?,
+            sentiment: list("sentiment_label", 10)?,
+            language: list("language", 100)?,
         })
     } else {
         None
     };
     Ok(Hits {
         ids,
-        estimated_total: total as u64,
+        estimated_total: total,
         facets,
         occurred_at,
     })
-}
-
-/// A page of a date-ordered search in the total order `(occurred_at, id)` (tantivy orders
-/// ties on the fast field by document address, which is not stable across pages). The
-/// keyset position, when given, is a range filter, so a deep page costs what the first
-/// one costs: the best `offset + limit` hits by date are fetched, the group sharing the
-/// last millisecond (which the cut may have split) is fetched again ordered by id, and
-/// the first `offset` are dropped.
-fn by_date(
-    searcher: &tantivy::Searcher,
-    schema: &Schema,
-    base: &BooleanQuery,
-    q: &InteractionQuery,
-    offset: usize,
-    limit: usize,
-) -> Result<Vec<DatePosition>> {
-    let order = if q.sort == SearchSort::Oldest {
-        Order::Asc
-    } else {
-        Order::Desc
-    };
-    let at = field(schema, "occurred_at");
-    let query: Box<dyn Query> = match q.filter.after_position {
-        Some(position) => Box::new(BooleanQuery::new(vec![
-            (Occur::Must, base.box_clone()),
-            (Occur::Must, beyond(schema, &order, position)),
-        ])),
-        None => base.box_clone(),
-    };
-    let want = offset + limit;
-    let top: Vec<(i64, DocAddress)> = searcher
-        .search(
-            &query,
-            &TopDocs::with_limit(want).order_by_fast_field::<i64>("occurred_at", order.clone()),
-        )
-        .map_err(internal)?;
-    let addresses: Vec<DocAddress> = top.iter().map(|(_, address)| *address).collect();
-    let ids = read_ids(searcher, schema, &addresses)?;
-    let mut positions: Vec<DatePosition> = top
-        .iter()
-        .zip(ids)
-        .map(|((occurred_at, _), id)| DatePosition {
-            occurred_at: *occurred_at,
-            id,
-        })
-        .collect();
-    if let Some(&(last, _)) = top.last().filter(|_| top.len() == want) {
-        positions.retain(|p| p.occurred_at != last);
-        let exact = Term::from_field_i64(at, last);
-        let ties = BooleanQuery::new(vec![
-            (Occur::Must, query.box_clone()),
-            (
-                Occur::Must,
-                Box::new(RangeQuery::new(
-                    Bound::Included(exact.clone()),
-                    Bound::Included(exact),
-                )),
-            ),
-        ]);
-        let room = want - positions.len();
-        let tied: Vec<(String, DocAddress)> = searcher
-            .search(
-                &ties,
-                &TopDocs::with_limit(room).order_by_string_fast_field("id", order),
-            )
-            .map_err(internal)?;
-        for (id, _) in tied {
-            positions.push(DatePosition {
-                occurred_at: last,
-                id: Uuid::parse_str(&id)
-                    .map(InteractionId::from_uuid)
-                    .map_err(internal)?,
-            });
-        }
-    }
-    positions.sort_by(|a, b| super::date_order(q.sort, a, b));
-    Ok(positions.into_iter().skip(offset).take(limit).collect())
-}
-
-/// Hits strictly after `position` in date `order`: an earlier (or later) millisecond, or
-/// the same one and a smaller (or greater) id.
-fn beyond(schema: &Schema, order: &Order, position: DatePosition) -> Box<dyn Query> {
-    let at = Term::from_field_i64(field(schema, "occurred_at"), position.occurred_at);
-    let id = Term::from_field_text(field(schema, "id"), &position.id.to_string());
-    let after = |term: Term| -> Box<dyn Query> {
-        match order {
-            Order::Desc => Box::new(RangeQuery::new(Bound::Unbounded, Bound::Excluded(term))),
-            Order::Asc => Box::new(RangeQuery::new(Bound::Excluded(term), Bound::Unbounded)),
-        }
-    };
-    let same_millisecond: Box<dyn Query> = Box::new(RangeQuery::new(
-        Bound::Included(at.clone()),
-        Bound::Included(at.clone()),
-    ));
-    let tie: Box<dyn Query> = Box::new(BooleanQuery::new(vec![
-        (Occur::Must, same_millisecond),
-        (Occur::Must, after(id)),
-    ]));
-    Box::new(BooleanQuery::new(vec![
-        (Occur::Should, after(at)),
-        (Occur::Should, tie),
-    ]))
 }
 
 fn search_customers(
@@ -679,19 +591,20 @@ fn search_customers(
         return Ok(Hits::default());
     }
     let schema = live.index.schema();
-    let clauses = required_clauses(&schema, &CUSTOMER_TEXT, workspace, text);
-    let query = BooleanQuery::new(clauses);
-    let searcher = live.reader.searcher();
-    let (docs, total) = searcher
-        .search(
-            &query,
-            &(TopDocs::with_limit(limit.clamp(1, MAX_HITS)), Count),
-        )
-        .map_err(internal)?;
-    let addresses: Vec<DocAddress> = docs.into_iter().map(|(_, a)| a).collect();
+    let snapshot = live.snapshot();
+    let plan = Plan {
+        sets: vec![TermSet {
+            field: field(&schema, "workspace_id"),
+            values: vec![workspace.to_string()],
+        }],
+        words: words_of(&schema, &CUSTOMER_TEXT, text),
+        ranges: Vec::new(),
+    };
+    let matched = eval::evaluate_all(&snapshot, &plan, true)?;
+    let total: u64 = matched.iter().map(|(_, m)| m.bits.count()).sum();
     Ok(Hits {
-        ids: read_ids(&searcher, &schema, &addresses)?,
-        estimated_total: total as u64,
+        ids: by_relevance(&snapshot, &matched, 0, limit.clamp(1, MAX_HITS))?,
+        estimated_total: total,
         facets: None,
         occurred_at: Vec::new(),
     })
@@ -701,6 +614,55 @@ fn search_customers(
 impl SearchIndex for Embedded {
     fn backend(&self) -> &'static str {
         "embedded"
+    }
+
+    /// Applies the writes in one commit per index: searchable when it returns.
+    async fn submit(&self, changes: Changes) -> Result<Submitted> {
+        let (interactions, customers): (Vec<Change>, Vec<Change>) =
+            changes.0.into_iter().partition(|change| {
+                matches!(
+                    change,
+                    Change::UpsertInteractions(_)
+                        | Change::DeleteInteractions(_)
+                        | Change::DeleteInteractionsOf(_)
+                )
+            });
+        for (index, changes) in [
+            (IndexName::Interactions, interactions),
+            (IndexName::Customers, customers),
+        ] {
+            if changes.is_empty() {
+                continue;
+            }
+            self.blocking(index, move |live| {
+                live.write(|writer, schema| {
+                    for change in &changes {
+                        match change {
+                            Change::UpsertInteractions(docs) => {
+                                delete_where(writer, schema, "id", docs.iter().map(Indexed::id));
+                                add_all(writer, schema, docs)?;
+                            }
+                            Change::DeleteInteractions(ids) => {
+                                delete_where(writer, schema, "id", ids);
+                            }
+                            Change::DeleteInteractionsOf(ids) => {
+                                delete_where(writer, schema, "customer_id", ids);
+                            }
+                            Change::UpsertCustomers(docs) => {
+                                delete_where(writer, schema, "id", docs.iter().map(Indexed::id));
+                                add_all(writer, schema, docs)?;
+                            }
+                            Change::DeleteCustomers(ids) => {
+                                delete_where(writer, schema, "id", ids);
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .await?;
+        }
+        Ok(Submitted::default())
     }
 
     async fn upsert_interactions(&self, docs: Vec<InteractionDoc>) -> Result<()> {
@@ -818,5 +780,299 @@ impl Rebuild for EmbeddedRebuild {
         drop(old);
         let _ = std::fs::remove_dir_all(old_path);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::{date_order, SearchFilter};
+    use std::collections::BTreeSet;
+
+    const CHANNELS: [&str; 3] = ["mastodon", "bluesky", "email"];
+
+    fn doc(n: usize, workspace: WorkspaceId, customers: &[CustomerId]) -> InteractionDoc {
+        let channel = CHANNELS[n % 3];
+        InteractionDoc {
+            id: InteractionId::new(),
+            workspace_id: workspace,
+            customer_id: customers[n % customers.len()],
+            conversation_id: None,
+            channel: channel.into(),
+            kind: if n % 5 == 0 { "reply" } else { "mention" }.into(),
+            direction: "inbound".into(),
+            status: "none".into(),
+            sentiment: (n % 4 != 0).then(|| (n % 7) as f64 / 7.0 - 0.5),
+            sentiment_label: crate::search::sentiment_label(
+                (n % 4 != 0).then(|| (n % 7) as f64 / 7.0 - 0.5),
+            )
+            .into(),
+            language: if n % 10 == 0 { "es" } else { "en" }.into(),
+            // Seven documents share each millisecond: ties are ordered by id.
+            occurred_at: 1_700_000_000_000 + (n / 7) as i64,
+            subject: if n % 11 == 0 {
+                "export".into()
+            } else {
+                String::new()
+            },
+            text: format!("message {} about the export {}", n % 13, n % 97),
+            author: format!("user{}", n % 50),
+        }
+    }
+
+    struct World {
+        index: Embedded,
+        workspace: WorkspaceId,
+        docs: Vec<InteractionDoc>,
+        _dir: tempfile::TempDir,
+    }
+
+    /// 12,000 documents of one workspace (and a few of another) in several commits, so
+    /// the index has a segment large enough for the cached paths and small ones without;
+    /// then some rewritten and deleted.
+    async fn world() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Embedded::open(dir.path()).unwrap();
+        let workspace = WorkspaceId::new();
+        let customers: Vec<CustomerId> = (0..40).map(|_| CustomerId::new()).collect();
+        let mut docs: Vec<InteractionDoc> =
+            (0..12_000).map(|n| doc(n, workspace, &customers)).collect();
+        let other = WorkspaceId::new();
+        let foreign: Vec<InteractionDoc> = (0..30).map(|n| doc(n, other, &customers)).collect();
+        index
+            .upsert_interactions(docs[..9_000].to_vec())
+            .await
+            .unwrap();
+        for chunk in docs[9_000..].chunks(1_000) {
+            index.upsert_interactions(chunk.to_vec()).await.unwrap();
+        }
+        index.upsert_interactions(foreign).await.unwrap();
+        // Rewrite some (the old versions become deletions) and delete others.
+        for doc in docs.iter_mut().step_by(17) {
+            doc.text = format!("{} rewritten", doc.text);
+        }
+        let rewritten: Vec<InteractionDoc> = docs.iter().step_by(17).cloned().collect();
+        index.upsert_interactions(rewritten).await.unwrap();
+        let deleted: Vec<InteractionId> = docs.iter().skip(5).step_by(23).map(|d| d.id).collect();
+        index.delete_interactions(deleted.clone()).await.unwrap();
+        docs.retain(|d| !deleted.contains(&d.id));
+        World {
+            index,
+            workspace,
+            docs,
+            _dir: dir,
+        }
+    }
+
+    fn query(world: &World, text: &str, sort: SearchSort) -> InteractionQuery {
+        InteractionQuery {
+            workspace_id: world.workspace,
+            text: text.into(),
+            filter: SearchFilter::default(),
+            sort,
+            offset: 0,
+            limit: 50,
+            facets: false,
+        }
+    }
+
+    fn matches(doc: &InteractionDoc, text: &str) -> bool {
+        crate::search::words(text)
+            .iter()
+            .enumerate()
+            .all(|(i, word)| {
+                let last = i + 1 == crate::search::words(text).len();
+                [&doc.text, &doc.subject, &doc.author].iter().any(|field| {
+                    crate::search::words(field)
+                        .iter()
+                        .any(|token| crate::search::token_matches(token, word, last))
+                })
+            })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn date_ordered_pages_cover_every_hit_once_in_order_across_segments() {
+        let world = world().await;
+        for (text, channels) in [
+            ("", vec![]),
+            ("export", vec!["bluesky".to_owned()]),
+            ("rewriten", vec![]),
+        ] {
+            for sort in [SearchSort::Newest, SearchSort::Oldest] {
+                let mut expected: Vec<DatePosition> = world
+                    .docs
+                    .iter()
+                    .filter(|d| channels.is_empty() || channels.contains(&d.channel))
+                    .filter(|d| matches(d, text))
+                    .map(|d| DatePosition {
+                        occurred_at: d.occurred_at,
+                        id: d.id,
+                    })
+                    .collect();
+                expected.sort_by(|a, b| date_order(sort, a, b));
+                let mut seen = Vec::new();
+                let mut after = None;
+                loop {
+                    let mut q = query(&world, text, sort);
+                    q.filter.channels = channels.clone();
+                    q.filter.after_position = after;
+                    let hits = world.index.search_interactions(&q).await.unwrap();
+                    assert_eq!(
+                        hits.estimated_total as usize,
+                        expected.len(),
+                        "{text:?} {sort:?}"
+                    );
+                    let page = hits.positions();
+                    if page.is_empty() {
+                        break;
+                    }
+                    after = page.last().copied();
+                    seen.extend(page);
+                }
+                assert_eq!(
+                    seen.len(),
+                    expected.len(),
+                    "{text:?} {sort:?}: every hit once"
+                );
+                assert_eq!(
+                    seen, expected,
+                    "{text:?} {sort:?}: in date order, ties by id"
+                );
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn counts_facets_filters_and_relevance_agree_with_every_document_checked() {
+        let world = world().await;
+        for text in ["", "export", "mesage 7", "abuot", "user4", "nothingatall"] {
+            let expected: Vec<&InteractionDoc> =
+                world.docs.iter().filter(|d| matches(d, text)).collect();
+            let mut q = query(&world, text, SearchSort::Relevance);
+            q.facets = true;
+            q.limit = 1_000;
+            let hits = world.index.search_interactions(&q).await.unwrap();
+            assert_eq!(hits.estimated_total as usize, expected.len(), "{text:?}");
+            let ids: BTreeSet<InteractionId> = hits.ids.iter().copied().collect();
+            assert_eq!(
+                ids.len(),
+                hits.ids.len().min(expected.len()),
+                "{text:?}: no hit twice"
+            );
+            assert!(
+                ids.iter().all(|id| expected.iter().any(|d| d.id == *id)),
+                "{text:?}"
+            );
+            let facets = hits.facets.unwrap();
+            let mut by_channel = std::collections::HashMap::new();
+            for d in &expected {
+                *by_channel.entry(d.channel.clone()).or_insert(0u64) += 1;
+            }
+            let mut want: Vec<(String, u64)> = by_channel.into_iter().collect();
+            want.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            assert_eq!(facets.channel, want, "{text:?}");
+            let labelled: u64 = facets.sentiment.iter().map(|(_, n)| n).sum();
+            assert_eq!(labelled as usize, expected.len());
+        }
+        // A hit matching a word in two fields ranks above hits matching it in one.
+        let hits = world
+            .index
+            .search_interactions(&query(&world, "export", SearchSort::Relevance))
+            .await
+            .unwrap();
+        let first = world.docs.iter().find(|d| d.id == hits.ids[0]).unwrap();
+        assert_eq!(first.subject, "export");
+        // Filters and ranges, and paging by offset covers the same set once.
+        let mut q = query(&world, "message", SearchSort::Relevance);
+        q.filter.languages = vec!["es".into()];
+        q.filter.kinds = vec!["reply".into()];
+        q.filter.sentiment_min = Some(-0.2);
+        q.filter.occurred_after = chrono::DateTime::from_timestamp_millis(1_700_000_000_100);
+        let expected: BTreeSet<InteractionId> = world
+            .docs
+            .iter()
+            .filter(|d| d.language == "es" && d.kind == "reply")
+            .filter(|d| d.sentiment.is_some_and(|s| s >= -0.2))
+            .filter(|d| d.occurred_at >= 1_700_000_000_100)
+            .map(|d| d.id)
+            .collect();
+        let mut seen = Vec::new();
+        for page in 0.. {
+            q.offset = page * 7;
+            q.limit = 7;
+            let hits = world.index.search_interactions(&q).await.unwrap();
+            assert_eq!(hits.estimated_total as usize, expected.len());
+            if hits.ids.is_empty() {
+                break;
+            }
+            seen.extend(hits.ids);
+        }
+        assert_eq!(
+            seen.len(),
+            expected.len(),
+            "pages by offset cover each hit once"
+        );
+        assert_eq!(seen.into_iter().collect::<BTreeSet<_>>(), expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_submitted_batch_applies_its_writes_in_order_in_one_commit_per_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Embedded::open(dir.path()).unwrap();
+        let workspace = WorkspaceId::new();
+        let customers: Vec<CustomerId> = (0..3).map(|_| CustomerId::new()).collect();
+        let docs: Vec<InteractionDoc> = (0..6).map(|n| doc(n, workspace, &customers)).collect();
+        let customer = |id: CustomerId| CustomerDoc {
+            id,
+            workspace_id: workspace,
+            names: vec!["Ana Lima".into()],
+            emails: Vec::new(),
+            phones: Vec::new(),
+            handles: Vec::new(),
+            organization: String::new(),
+            tags: Vec::new(),
+            last_seen_at: 0,
+        };
+        let mut changes = Changes::default();
+        changes.push(Change::UpsertInteractions(docs.clone()));
+        // Deleted after being written in the same batch: gone.
+        changes.push(Change::DeleteInteractions(vec![docs[0].id]));
+        // Every interaction of customer 1 (docs 1 and 4) gone with it.
+        changes.push(Change::DeleteInteractionsOf(vec![customers[1]]));
+        changes.push(Change::UpsertCustomers(vec![
+            customer(customers[0]),
+            customer(customers[1]),
+        ]));
+        changes.push(Change::DeleteCustomers(vec![customers[1]]));
+        // Written again after its delete: present.
+        changes.push(Change::UpsertInteractions(vec![docs[4].clone()]));
+        changes.push(Change::UpsertInteractions(Vec::new()));
+        assert_eq!(changes.0.len(), 6, "an empty write is dropped");
+        let submitted = index.submit(changes).await.unwrap();
+        assert_eq!(submitted, Submitted::default(), "nothing left to wait for");
+        assert_eq!(
+            index.progress(&submitted).await.unwrap(),
+            crate::search::Progress::Applied
+        );
+        let q = InteractionQuery {
+            workspace_id: workspace,
+            text: String::new(),
+            filter: SearchFilter::default(),
+            sort: SearchSort::Newest,
+            offset: 0,
+            limit: 50,
+            facets: false,
+        };
+        let found: BTreeSet<InteractionId> = index
+            .search_interactions(&q)
+            .await
+            .unwrap()
+            .ids
+            .into_iter()
+            .collect();
+        let want: BTreeSet<InteractionId> = [2, 3, 4, 5].iter().map(|&n| docs[n].id).collect();
+        assert_eq!(found, want);
+        let people = index.search_customers(workspace, "ana", 10).await.unwrap();
+        assert_eq!(people.ids, vec![customers[0]]);
     }
 }

@@ -3,17 +3,24 @@
 //! they touch, reloads those rows from the database (the truth; an event's payload may be
 //! stale) and upserts or deletes their documents, then stores its new offset.
 //!
+//! Writes are pipelined: a batch's writes are handed to the backend ([`SearchIndex::submit`])
+//! and the next batch is read while the backend applies them (Meilisearch queues them as
+//! tasks), up to [`IN_FLIGHT`] batches ahead. The offset moves only past batches whose
+//! writes were all applied, oldest first; when a write fails, everything after the offset
+//! is read and sent again. Every write is an idempotent upsert or delete of the current
+//! row, so sending a batch twice changes nothing.
+//!
 //! The offset is a visibility-safe watermark. On PostgreSQL, sequence numbers are taken
 //! when a transaction inserts and become visible when it commits, so `seq` 41 can appear
 //! after 42 has been read. The offset therefore only moves over a contiguous run of
 //! seqs. A gap holds it back while another transaction that began before the event after
 //! the gap is still open (`pg_stat_activity`), for at most [`GAP_GRACE`]; with none, the
 //! gap is a rollback or a deleted workspace's events and is skipped. SQLite assigns seqs in
-//! commit order, so its gaps are always skipped. Events after a gap are applied now and again
-//! later: every write is an idempotent upsert or delete of the current row, so nothing is
+//! commit order, so its gaps are always skipped. Events after a held gap are applied now
+//! and read again from the offset once the batches before them are applied: nothing is
 //! lost and applying twice changes nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,10 +29,10 @@ use entity::{CustomerId, InteractionId};
 use sea_orm::DatabaseConnection;
 use tokio::sync::watch;
 
-use super::{IndexName, SearchIndex, SearchStatus};
+use super::{Change, Changes, IndexName, Progress, SearchIndex, SearchStatus, Submitted};
 use crate::domain::document::{self, customer_docs, interaction_docs};
 use crate::domain::event::{self, EventKind, StoredEvent};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The indexer's row in `consumer_offset`.
 pub const CONSUMER: &str = "search";
@@ -33,6 +40,21 @@ pub const CONSUMER: &str = "search";
 /// How long a gap in `seq` may hold the offset back while a transaction that could own
 /// the missing seqs is still running (a longer one is taken for a rollback).
 pub const GAP_GRACE: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Batches sent to the backend and not yet known applied, at most.
+pub const IN_FLIGHT: usize = 4;
+
+/// How often the indexer looks for new events when it has caught up.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+
+/// How often it asks the backend about writes still being applied.
+const APPLY_POLL: Duration = Duration::from_millis(10);
+
+/// How long it waits before reading again past a gap a running transaction may fill.
+const GAP_POLL: Duration = Duration::from_millis(100);
+
+/// How long one write may take to apply before the step gives up (and tries again).
+const APPLY_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Clone)]
 pub struct Indexer {
@@ -71,6 +93,47 @@ pub async fn lag(db: &DatabaseConnection) -> Result<i64> {
     Ok((head(db).await? - offset(db).await?).max(0))
 }
 
+/// One batch of events read and turned into index writes.
+struct Batch {
+    /// The seq of the last event read.
+    last: i64,
+    /// How far the offset may move once the writes are applied (below `last` while a
+    /// gap is held open).
+    watermark: i64,
+    changes: Changes,
+    step: Step,
+}
+
+/// A batch handed to the backend.
+struct Sent {
+    submitted: Submitted,
+    watermark: i64,
+    events: usize,
+}
+
+/// The pipeline's state between two pumps.
+struct Pipeline {
+    /// The stored offset.
+    stored: i64,
+    /// Where the next read starts (ahead of `stored` while batches are in flight).
+    read_from: i64,
+    in_flight: VecDeque<Sent>,
+    /// A batch stopped at a gap: read nothing more until the batches sent are applied,
+    /// then read again from the offset.
+    held: bool,
+}
+
+/// What one pump did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Pumped {
+    /// Events read and sent.
+    read: usize,
+    /// Whether the offset moved.
+    moved: bool,
+    /// Whether a gap stopped the reading.
+    held: bool,
+}
+
 impl Indexer {
     pub fn new(app: &crate::App) -> Indexer {
         Indexer {
@@ -81,14 +144,12 @@ impl Indexer {
         }
     }
 
-    /// Indexes the next batch of events; `Ok` with zero events when caught up.
-    pub async fn step(&self) -> Result<Step> {
-        let from = offset(&self.db).await?;
+    /// Reads the events after `from` and works out their writes; `None` when there is none.
+    async fn read(&self, from: i64) -> Result<Option<Batch>> {
         let events = event::after(&self.db, from, self.batch).await?;
-        if events.is_empty() {
-            self.status.lag.store(0, Ordering::Relaxed);
-            return Ok(Step::default());
-        }
+        let Some(last) = events.last().map(|event| event.seq) else {
+            return Ok(None);
+        };
         let mut interactions = BTreeSet::new();
         let mut conversations = BTreeSet::new();
         let mut customers = BTreeSet::new();
@@ -137,10 +198,6 @@ impl Indexer {
         }
         let erased: Vec<CustomerId> = erased.into_iter().collect();
         customers.retain(|id| !erased.contains(id));
-        if !erased.is_empty() {
-            self.search.delete_customers(erased.clone()).await?;
-            self.search.delete_interactions_of(erased).await?;
-        }
         let interactions: Vec<InteractionId> = interactions.into_iter().collect();
         let customers: Vec<CustomerId> = customers.into_iter().collect();
         let step = Step {
@@ -148,92 +205,211 @@ impl Indexer {
             interactions: interactions.len(),
             customers: customers.len(),
         };
-        for chunk in interactions.chunks(500) {
-            let docs = interaction_docs(&self.db, chunk).await?;
-            let found: BTreeSet<InteractionId> = docs.iter().map(|doc| doc.id).collect();
-            let gone: Vec<InteractionId> = chunk
-                .iter()
-                .filter(|id| !found.contains(id))
-                .copied()
-                .collect();
-            self.search.upsert_interactions(docs).await?;
-            self.search.delete_interactions(gone).await?;
+        // In this order: what is erased goes first; interactions before customers, so
+        // an interaction moved to another customer is written before the interactions
+        // of a customer gone (merged) are deleted.
+        let mut changes = Changes::default();
+        if !erased.is_empty() {
+            changes.push(Change::DeleteCustomers(erased.clone()));
+            changes.push(Change::DeleteInteractionsOf(erased));
         }
+        let mut docs = Vec::with_capacity(interactions.len());
+        let mut gone = Vec::new();
+        for chunk in interactions.chunks(500) {
+            let found = interaction_docs(&self.db, chunk).await?;
+            let ids: BTreeSet<InteractionId> = found.iter().map(|doc| doc.id).collect();
+            gone.extend(chunk.iter().filter(|id| !ids.contains(id)).copied());
+            docs.extend(found);
+        }
+        changes.push(Change::UpsertInteractions(docs));
+        changes.push(Change::DeleteInteractions(gone));
+        let mut docs = Vec::with_capacity(customers.len());
+        let mut gone = Vec::new();
         for chunk in customers.chunks(500) {
-            let docs = customer_docs(&self.db, chunk).await?;
-            let found: BTreeSet<CustomerId> = docs.iter().map(|doc| doc.id).collect();
-            let gone: Vec<CustomerId> = chunk
-                .iter()
-                .filter(|id| !found.contains(id))
-                .copied()
-                .collect();
-            self.search.upsert_customers(docs).await?;
-            if !gone.is_empty() {
-                self.search.delete_customers(gone.clone()).await?;
-                self.search.delete_interactions_of(gone).await?;
+            let found = customer_docs(&self.db, chunk).await?;
+            let ids: BTreeSet<CustomerId> = found.iter().map(|doc| doc.id).collect();
+            gone.extend(chunk.iter().filter(|id| !ids.contains(id)).copied());
+            docs.extend(found);
+        }
+        changes.push(Change::UpsertCustomers(docs));
+        if !gone.is_empty() {
+            changes.push(Change::DeleteCustomers(gone.clone()));
+            changes.push(Change::DeleteInteractionsOf(gone));
+        }
+        let watermark = self.watermark(from, &events).await?;
+        Ok(Some(Batch {
+            last,
+            watermark,
+            changes,
+            step,
+        }))
+    }
+
+    /// Waits until the backend has applied `submitted` (an error when a write failed).
+    async fn applied(&self, submitted: &Submitted) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
+        loop {
+            match self.search.progress(submitted).await? {
+                Progress::Applied => return Ok(()),
+                Progress::Failed(reason) => return Err(write_failed(&reason)),
+                Progress::Applying if tokio::time::Instant::now() >= deadline => {
+                    return Err(Error::Internal(
+                        "the search backend did not apply a write in time".into(),
+                    ))
+                }
+                Progress::Applying => tokio::time::sleep(APPLY_POLL).await,
             }
         }
+    }
+
+    /// Indexes the next batch of events and waits until it is searchable; `Ok` with zero
+    /// events when caught up.
+    pub async fn step(&self) -> Result<Step> {
+        let from = offset(&self.db).await?;
+        let Some(batch) = self.read(from).await? else {
+            self.status.lag.store(0, Ordering::Relaxed);
+            return Ok(Step::default());
+        };
+        let submitted = self.search.submit(batch.changes).await?;
+        self.applied(&submitted).await?;
         crate::failpoint::failpoint("indexer.after_write");
-        let watermark = self.watermark(from, &events).await?;
-        if watermark > from {
-            event::store_offset(&self.db, CONSUMER, watermark).await?;
+        if batch.watermark > from {
+            event::store_offset(&self.db, CONSUMER, batch.watermark).await?;
         }
         self.status
             .indexed
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
+            .fetch_add(batch.step.events as u64, Ordering::Relaxed);
         self.status
             .lag
             .store(lag(&self.db).await?, Ordering::Relaxed);
-        Ok(step)
+        Ok(batch.step)
     }
 
-    /// Steps until no event is left (tests, benchmarks); waits while a gap is held open
-    /// by a transaction still running.
+    async fn pipeline(&self) -> Result<Pipeline> {
+        let stored = offset(&self.db).await?;
+        Ok(Pipeline {
+            stored,
+            read_from: stored,
+            in_flight: VecDeque::new(),
+            held: false,
+        })
+    }
+
+    /// Sends batches while fewer than [`IN_FLIGHT`] are in flight, then moves the offset
+    /// over the ones applied, oldest first. A failed write is an error, after which the
+    /// pipeline must be started again from the stored offset.
+    async fn pump(&self, pipeline: &mut Pipeline) -> Result<Pumped> {
+        let mut pumped = Pumped::default();
+        while pipeline.in_flight.len() < IN_FLIGHT && !pipeline.held {
+            let Some(batch) = self.read(pipeline.read_from).await? else {
+                break;
+            };
+            let submitted = self.search.submit(batch.changes).await?;
+            pumped.read += batch.step.events;
+            pipeline.held = batch.watermark < batch.last;
+            pipeline.read_from = batch.last;
+            pipeline.in_flight.push_back(Sent {
+                submitted,
+                watermark: batch.watermark,
+                events: batch.step.events,
+            });
+        }
+        pumped.held = pipeline.held;
+        while let Some(front) = pipeline.in_flight.front() {
+            match self.search.progress(&front.submitted).await? {
+                Progress::Applying => break,
+                Progress::Failed(reason) => return Err(write_failed(&reason)),
+                Progress::Applied => {
+                    crate::failpoint::failpoint("indexer.after_write");
+                    if front.watermark > pipeline.stored {
+                        event::store_offset(&self.db, CONSUMER, front.watermark).await?;
+                        pipeline.stored = front.watermark;
+                        pumped.moved = true;
+                    }
+                    self.status
+                        .indexed
+                        .fetch_add(front.events as u64, Ordering::Relaxed);
+                    pipeline.in_flight.pop_front();
+                }
+            }
+        }
+        if pipeline.held && pipeline.in_flight.is_empty() {
+            // Everything before the gap is applied: read again from the offset.
+            pipeline.held = false;
+            pipeline.read_from = pipeline.stored;
+        }
+        if pumped.read == 0 && pipeline.in_flight.is_empty() && !pumped.held {
+            self.status.lag.store(0, Ordering::Relaxed);
+        } else if pumped.moved {
+            let behind = (head(&self.db).await? - pipeline.stored).max(0);
+            self.status.lag.store(behind, Ordering::Relaxed);
+        }
+        Ok(pumped)
+    }
+
+    /// Indexes until no event is left (tests, benchmarks), with the pipeline; waits while
+    /// a gap is held open by a transaction still running. Returns the events read.
     pub async fn catch_up(&self) -> Result<usize> {
+        let mut pipeline = self.pipeline().await?;
         let mut total = 0;
         let mut stalled = 0;
         loop {
-            let before = offset(&self.db).await?;
-            let step = self.step().await?;
-            if step.events == 0 {
+            let pumped = self.pump(&mut pipeline).await?;
+            total += pumped.read;
+            if pumped.read == 0 && pipeline.in_flight.is_empty() && !pumped.held {
                 return Ok(total);
             }
-            total += step.events;
-            if offset(&self.db).await? == before {
+            if pumped.moved || pumped.read > 0 && !pumped.held {
+                stalled = 0;
+            } else if pipeline.in_flight.is_empty() || pumped.held {
+                // Only a gap holds it back.
                 stalled += 1;
                 if stalled > 300 {
                     return Ok(total);
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(GAP_POLL).await;
             } else {
-                stalled = 0;
+                tokio::time::sleep(APPLY_POLL).await;
             }
         }
     }
 
-    /// Runs until `shutdown`: steps while there is work, polls when caught up, and backs
+    /// Runs until `shutdown`: pumps while there is work, polls when caught up, and backs
     /// off (1 s doubling to 30 s) while the search backend or the database fails, with
     /// the error in [`SearchStatus::last_error`].
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Duration::from_secs(1);
+        let mut pipeline: Option<Pipeline> = None;
         tracing::info!(backend = self.search.backend(), "indexer started");
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let pause = match self.step().await {
-                Ok(step) => {
+            let pumped = match pipeline.as_mut() {
+                Some(pipeline) => self.pump(pipeline).await.map(Some),
+                None => self.pipeline().await.map(|started| {
+                    pipeline = Some(started);
+                    None
+                }),
+            };
+            let pause = match pumped {
+                Ok(pumped) => {
                     *self.status.last_error.lock().expect("never poisoned") = None;
                     backoff = Duration::from_secs(1);
-                    if step.events > 0 && self.status.lag.load(Ordering::Relaxed) > 0 {
-                        Duration::ZERO
-                    } else {
-                        Duration::from_millis(200)
+                    let in_flight = pipeline.as_ref().is_some_and(|p| !p.in_flight.is_empty());
+                    match pumped {
+                        None => Duration::ZERO,
+                        Some(pumped) if pumped.held => GAP_POLL,
+                        Some(_) if in_flight => APPLY_POLL,
+                        Some(pumped) if pumped.read > 0 => Duration::ZERO,
+                        Some(_) => IDLE_POLL,
                     }
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, retry_in_secs = backoff.as_secs(), "indexing failed");
                     *self.status.last_error.lock().expect("never poisoned") = Some(err.to_string());
+                    // Start again from the stored offset: what was in flight is sent again.
+                    pipeline = None;
                     if let Ok(lag) = lag(&self.db).await {
                         self.status.lag.store(lag, Ordering::Relaxed);
                     }
@@ -249,6 +425,10 @@ impl Indexer {
         }
         tracing::info!("indexer stopped");
     }
+}
+
+fn write_failed(reason: &str) -> Error {
+    Error::Internal(format!("the search backend failed a write: {reason}"))
 }
 
 impl Indexer {

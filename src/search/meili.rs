@@ -1,8 +1,12 @@
 //! The Meilisearch backend, through meilisearch-sdk. At connect it creates both indexes
 //! (`<prefix>interactions`, `<prefix>customers`, primary key `id`) and sets their
 //! searchable, filterable and sortable attributes, ranking rules and typo tolerance
-//! (one typo from 5 letters, two from 9), waiting for those tasks. Every write waits for
-//! its task, so a write that returns is searchable, and a failed task is an error.
+//! (one typo from 5 letters, two from 9), waiting for those tasks. A single write waits
+//! for its task, so a write that returns is searchable, and a failed task is an error.
+//! The indexer's batches ([`SearchIndex::submit`]) are only enqueued: Meilisearch applies
+//! an index's tasks in the order they were enqueued, and [`SearchIndex::progress`] asks
+//! for their statuses in one `GET /tasks?uids=…`, so the indexer sends the next batch
+//! while this one is applied and moves its offset once the tasks succeeded.
 //! Searches use `matchingStrategy: all`, as the embedded backend matches every word.
 //! A rebuild fills `<prefix><index>_rebuild_<n>` and swaps it with the live index.
 //!
@@ -18,11 +22,12 @@ use meilisearch_sdk::documents::DocumentDeletionQuery;
 use meilisearch_sdk::search::{MatchingStrategies, Selectors};
 use meilisearch_sdk::settings::{MinWordSizeForTypos, Settings, TypoToleranceSettings};
 use meilisearch_sdk::task_info::TaskInfo;
+use meilisearch_sdk::tasks::{Task, TasksSearchQuery};
 use serde::Deserialize;
 
 use super::{
-    CustomerDoc, Facets, Hits, IndexName, InteractionDoc, InteractionQuery, Rebuild, SearchIndex,
-    SearchSort, MAX_HITS,
+    Change, Changes, CustomerDoc, Facets, Hits, IndexName, InteractionDoc, InteractionQuery,
+    Progress, Rebuild, SearchIndex, SearchSort, Submitted, MAX_HITS,
 };
 use crate::error::{Error, Result};
 
@@ -223,6 +228,38 @@ impl Meili {
         Ok(())
     }
 
+    /// Enqueues one write; `None` when it touches nothing.
+    async fn enqueue(&self, change: &Change) -> Result<Option<TaskInfo>> {
+        if change.is_empty() {
+            return Ok(None);
+        }
+        let interactions = self.client.index(self.uid(IndexName::Interactions));
+        let customers = self.client.index(self.uid(IndexName::Customers));
+        let task = match change {
+            Change::UpsertInteractions(docs) => interactions.add_or_replace(docs, Some("id")).await,
+            Change::DeleteInteractions(ids) => interactions.delete_documents(&strings(ids)).await,
+            Change::DeleteInteractionsOf(customer_ids) => {
+                let mut filter = Vec::new();
+                any_of(&mut filter, "customer_id", &strings(customer_ids));
+                let filter = filter.join("");
+                let mut query = DocumentDeletionQuery::new(&interactions);
+                query.with_filter(&filter);
+                interactions.delete_documents_with(&query).await
+            }
+            Change::UpsertCustomers(docs) => customers.add_or_replace(docs, Some("id")).await,
+            Change::DeleteCustomers(ids) => customers.delete_documents(&strings(ids)).await,
+        };
+        task.map(Some).map_err(failed)
+    }
+
+    /// Applies one write and waits until it is searchable.
+    async fn apply(&self, change: Change) -> Result<()> {
+        match self.enqueue(&change).await? {
+            Some(task) => self.wait(Ok(task)).await,
+            None => Ok(()),
+        }
+    }
+
     async fn add<T: serde::Serialize + Send + Sync>(&self, uid: &str, docs: &[T]) -> Result<()> {
         if docs.is_empty() {
             return Ok(());
@@ -244,53 +281,75 @@ impl SearchIndex for Meili {
     }
 
     async fn upsert_interactions(&self, docs: Vec<InteractionDoc>) -> Result<()> {
-        self.add(&self.uid(IndexName::Interactions), &docs).await
+        self.apply(Change::UpsertInteractions(docs)).await
     }
 
     async fn delete_interactions(&self, ids: Vec<InteractionId>) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let ids = strings(&ids);
-        self.wait(
-            self.client
-                .index(self.uid(IndexName::Interactions))
-                .delete_documents(&ids)
-                .await,
-        )
-        .await
+        self.apply(Change::DeleteInteractions(ids)).await
     }
 
     async fn delete_interactions_of(&self, customer_ids: Vec<CustomerId>) -> Result<()> {
-        if customer_ids.is_empty() {
-            return Ok(());
-        }
-        let ids = strings(&customer_ids);
-        let mut filter = Vec::new();
-        any_of(&mut filter, "customer_id", &ids);
-        let filter = filter.join("");
-        let index = self.client.index(self.uid(IndexName::Interactions));
-        let mut query = DocumentDeletionQuery::new(&index);
-        query.with_filter(&filter);
-        self.wait(index.delete_documents_with(&query).await).await
+        self.apply(Change::DeleteInteractionsOf(customer_ids)).await
     }
 
     async fn upsert_customers(&self, docs: Vec<CustomerDoc>) -> Result<()> {
-        self.add(&self.uid(IndexName::Customers), &docs).await
+        self.apply(Change::UpsertCustomers(docs)).await
     }
 
     async fn delete_customers(&self, ids: Vec<CustomerId>) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
+        self.apply(Change::DeleteCustomers(ids)).await
+    }
+
+    /// Enqueues every write, in order, without waiting for any.
+    async fn submit(&self, changes: Changes) -> Result<Submitted> {
+        let mut tasks = Vec::with_capacity(changes.0.len());
+        for change in &changes.0 {
+            if let Some(task) = self.enqueue(change).await? {
+                tasks.push(u64::from(task.get_task_uid()));
+            }
         }
-        let ids = strings(&ids);
-        self.wait(
-            self.client
-                .index(self.uid(IndexName::Customers))
-                .delete_documents(&ids)
-                .await,
-        )
-        .await
+        Ok(Submitted { tasks })
+    }
+
+    /// The statuses of the submitted tasks, in one request: failed when one failed (or
+    /// is unknown, e.g. deleted), applying while one is enqueued or processing.
+    async fn progress(&self, submitted: &Submitted) -> Result<Progress> {
+        if submitted.tasks.is_empty() {
+            return Ok(Progress::Applied);
+        }
+        let uids = submitted
+            .tasks
+            .iter()
+            .map(|&uid| u32::try_from(uid).map_err(failed))
+            .collect::<Result<Vec<u32>>>()?;
+        let mut query = TasksSearchQuery::new(&self.client);
+        query
+            .with_uids(&uids)
+            .with_limit(u32::try_from(uids.len()).unwrap_or(u32::MAX));
+        let found = self.client.get_tasks_with(&query).await.map_err(failed)?;
+        let mut applying = false;
+        for uid in &uids {
+            match found.results.iter().find(|task| task.get_uid() == *uid) {
+                Some(Task::Succeeded { .. }) => {}
+                Some(Task::Enqueued { .. } | Task::Processing { .. }) => applying = true,
+                Some(Task::Failed { content }) => {
+                    return Ok(Progress::Failed(format!(
+                        "task {uid} failed: {}",
+                        content.error.error_message
+                    )))
+                }
+                None => {
+                    return Ok(Progress::Failed(format!(
+                        "task {uid} is unknown to Meilisearch"
+                    )))
+                }
+            }
+        }
+        Ok(if applying {
+            Progress::Applying
+        } else {
+            Progress::Applied
+        })
     }
 
     async fn search_interactions(&self, q: &InteractionQuery) -> Result<Hits<InteractionId>> {
@@ -526,5 +585,188 @@ mod tests {
         assert!(filter_of(&query).contains("(occurred_at > 1000 OR (occurred_at = 1000 AND id > "));
         query.sort = SearchSort::Relevance;
         assert!(!filter_of(&query).contains("occurred_at"));
+    }
+
+    /// A local stand-in for Meilisearch's document and task routes, answering as the API
+    /// reference documents them (<https://www.meilisearch.com/docs/reference/api/documents>,
+    /// <https://www.meilisearch.com/docs/reference/api/tasks>): a write is answered at
+    /// once with its enqueued task (`202`), `GET /tasks?uids=…` with each task's status.
+    mod fake {
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex};
+
+        use axum::extract::{Path, Query, State};
+        use axum::http::StatusCode;
+        use axum::routing::{get, post};
+        use axum::{Json, Router};
+        use serde_json::{json, Value};
+
+        #[derive(Default)]
+        pub struct Tasks {
+            /// Each task: its index, type and status (`enqueued`, `succeeded`, `failed`).
+            pub tasks: Vec<(String, &'static str, &'static str)>,
+            /// How many times `GET /tasks` was asked.
+            pub polls: usize,
+        }
+
+        pub type Shared = Arc<Mutex<Tasks>>;
+
+        const AT: &str = "2026-11-23T10:00:00.000000Z";
+
+        fn enqueue(state: &Shared, index: String, kind: &'static str) -> (StatusCode, Json<Value>) {
+            let mut tasks = state.lock().unwrap();
+            let uid = tasks.tasks.len();
+            tasks.tasks.push((index.clone(), kind, "enqueued"));
+            (
+                StatusCode::ACCEPTED,
+                Json(
+                    json!({ "taskUid": uid, "indexUid": index, "status": "enqueued", "type": kind, "enqueuedAt": AT }),
+                ),
+            )
+        }
+
+        async fn add(
+            State(state): State<Shared>,
+            Path(index): Path<String>,
+        ) -> (StatusCode, Json<Value>) {
+            enqueue(&state, index, "documentAdditionOrUpdate")
+        }
+
+        async fn delete(
+            State(state): State<Shared>,
+            Path(index): Path<String>,
+        ) -> (StatusCode, Json<Value>) {
+            enqueue(&state, index, "documentDeletion")
+        }
+
+        async fn tasks(
+            State(state): State<Shared>,
+            Query(query): Query<HashMap<String, String>>,
+        ) -> Json<Value> {
+            let mut tasks = state.lock().unwrap();
+            tasks.polls += 1;
+            let wanted: Vec<usize> = query
+                .get("uids")
+                .map(|uids| uids.split(',').filter_map(|uid| uid.parse().ok()).collect())
+                .unwrap_or_default();
+            let results: Vec<Value> = wanted
+                .iter()
+                .filter_map(|&uid| tasks.tasks.get(uid).map(|task| (uid, task)))
+                .map(|(uid, (index, kind, status))| {
+                    let mut task = json!({ "uid": uid, "indexUid": index, "status": status, "type": kind, "details": null, "canceledBy": null, "error": null, "enqueuedAt": AT });
+                    if *status != "enqueued" {
+                        task["startedAt"] = json!(AT);
+                        task["finishedAt"] = json!(AT);
+                        task["duration"] = json!("PT0.001S");
+                    }
+                    if *status == "failed" {
+                        task["error"] = json!({ "message": "Document identifier `x y` is invalid.", "code": "invalid_document_id", "type": "invalid_request", "link": "https://docs.meilisearch.com/errors#invalid_document_id" });
+                    }
+                    task
+                })
+                .collect();
+            Json(
+                json!({ "results": results, "total": results.len(), "limit": 20, "from": null, "next": null }),
+            )
+        }
+
+        /// Serves the stand-in on a loopback port; returns its URL.
+        pub async fn serve(state: Shared) -> String {
+            let app = Router::new()
+                .route("/indexes/{index}/documents", post(add))
+                .route("/indexes/{index}/documents/delete-batch", post(delete))
+                .route("/indexes/{index}/documents/delete", post(delete))
+                .route("/tasks", get(tasks))
+                .with_state(state);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            url
+        }
+    }
+
+    #[tokio::test]
+    async fn submitted_writes_are_enqueued_without_waiting_and_their_tasks_tell_progress() {
+        let state = fake::Shared::default();
+        let url = fake::serve(state.clone()).await;
+        let meili = Meili {
+            client: Client::new(&url, None::<String>).unwrap(),
+            prefix: "t_".into(),
+        };
+        let workspace = WorkspaceId::from_uuid(uuid::Uuid::nil());
+        let customer = CustomerId::from_uuid(uuid::Uuid::from_u128(1));
+        let doc = CustomerDoc {
+            id: customer,
+            workspace_id: workspace,
+            names: vec!["Ana".into()],
+            emails: Vec::new(),
+            phones: Vec::new(),
+            handles: Vec::new(),
+            organization: String::new(),
+            tags: Vec::new(),
+            last_seen_at: 0,
+        };
+        let mut changes = Changes::default();
+        changes.push(Change::UpsertInteractions(Vec::new()));
+        changes.push(Change::DeleteInteractions(vec![InteractionId::from_uuid(
+            uuid::Uuid::from_u128(2),
+        )]));
+        changes.push(Change::UpsertCustomers(vec![doc]));
+        changes.push(Change::DeleteInteractionsOf(vec![customer]));
+        let first = meili.submit(changes.clone()).await.unwrap();
+        let second = meili.submit(changes).await.unwrap();
+        assert_eq!(
+            first.tasks,
+            vec![0, 1, 2],
+            "one task per write, empty writes skipped"
+        );
+        assert_eq!(second.tasks, vec![3, 4, 5]);
+        {
+            let tasks = state.lock().unwrap();
+            assert_eq!(tasks.polls, 0, "sending never waits for a task");
+            let sent: Vec<(&str, &str)> = tasks
+                .tasks
+                .iter()
+                .take(3)
+                .map(|(index, kind, _)| (index.as_str(), *kind))
+                .collect();
+            assert_eq!(
+                sent,
+                vec![
+                    ("t_interactions", "documentDeletion"),
+                    ("t_customers", "documentAdditionOrUpdate"),
+                    ("t_interactions", "documentDeletion"),
+                ]
+            );
+        }
+        assert_eq!(meili.progress(&first).await.unwrap(), Progress::Applying);
+        let set = |uid: usize, status: &'static str| state.lock().unwrap().tasks[uid].2 = status;
+        set(0, "succeeded");
+        set(1, "succeeded");
+        assert_eq!(meili.progress(&first).await.unwrap(), Progress::Applying);
+        set(2, "succeeded");
+        assert_eq!(meili.progress(&first).await.unwrap(), Progress::Applied);
+        assert_eq!(state.lock().unwrap().polls, 3, "one request per check");
+        set(4, "failed");
+        match meili.progress(&second).await.unwrap() {
+            Progress::Failed(reason) => {
+                assert!(
+                    reason.contains("task 4") && reason.contains("identifier"),
+                    "{reason}"
+                )
+            }
+            other => panic!("a failed task is a failure, not {other:?}"),
+        }
+        let unknown = Submitted { tasks: vec![99] };
+        assert!(matches!(
+            meili.progress(&unknown).await.unwrap(),
+            Progress::Failed(_)
+        ));
+        let polls = state.lock().unwrap().polls;
+        assert_eq!(
+            meili.progress(&Submitted::default()).await.unwrap(),
+            Progress::Applied
+        );
+        assert_eq!(state.lock().unwrap().polls, polls, "nothing to ask about");
     }
 }

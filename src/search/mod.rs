@@ -170,12 +170,88 @@ pub fn date_order(sort: SearchSort, a: &DatePosition, b: &DatePosition) -> std::
     }
 }
 
+/// One write of a batch of [`Changes`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    UpsertInteractions(Vec<InteractionDoc>),
+    DeleteInteractions(Vec<InteractionId>),
+    /// Every interaction of these customers.
+    DeleteInteractionsOf(Vec<CustomerId>),
+    UpsertCustomers(Vec<CustomerDoc>),
+    DeleteCustomers(Vec<CustomerId>),
+}
+
+impl Change {
+    /// Whether the write touches nothing.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Change::UpsertInteractions(docs) => docs.is_empty(),
+            Change::DeleteInteractions(ids) => ids.is_empty(),
+            Change::DeleteInteractionsOf(ids) | Change::DeleteCustomers(ids) => ids.is_empty(),
+            Change::UpsertCustomers(docs) => docs.is_empty(),
+        }
+    }
+}
+
+/// Writes applied in their order (a delete after an upsert of the same id deletes it).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Changes(pub Vec<Change>);
+
+impl Changes {
+    /// Adds a write (nothing when it touches nothing).
+    pub fn push(&mut self, change: Change) {
+        if !change.is_empty() {
+            self.0.push(change);
+        }
+    }
+}
+
+/// Writes a backend accepted: the ids of its tasks still to check (Meilisearch), none
+/// when they were applied before [`SearchIndex::submit`] returned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Submitted {
+    pub tasks: Vec<u64>,
+}
+
+/// Where submitted writes stand.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// All applied: searchable.
+    Applied,
+    /// Some still queued or running.
+    Applying,
+    /// One failed, with the backend's reason; the writes after it may have been applied.
+    Failed(String),
+}
+
 /// A search backend. Writes are idempotent upserts and deletes by id; `commit`-style
-/// durability is the backend's business but a write returns only once it is searchable.
+/// durability is the backend's business. The single writes return only once they are
+/// searchable; [`SearchIndex::submit`] may return before, for the indexer to pipeline.
 #[async_trait::async_trait]
 pub trait SearchIndex: Send + Sync {
     /// `embedded` or `meilisearch`.
     fn backend(&self) -> &'static str;
+    /// Hands `changes` to the backend, in order, without waiting for them to be
+    /// searchable where the backend queues writes; [`SearchIndex::progress`] says when
+    /// they are. Fails when the backend refuses them. By default, applies each write.
+    async fn submit(&self, changes: Changes) -> Result<Submitted> {
+        for change in changes.0 {
+            match change {
+                Change::UpsertInteractions(docs) => self.upsert_interactions(docs).await?,
+                Change::DeleteInteractions(ids) => self.delete_interactions(ids).await?,
+                Change::DeleteInteractionsOf(ids) => self.delete_interactions_of(ids).await?,
+                Change::UpsertCustomers(docs) => self.upsert_customers(docs).await?,
+                Change::DeleteCustomers(ids) => self.delete_customers(ids).await?,
+            }
+        }
+        Ok(Submitted::default())
+    }
+    /// Whether the writes of `submitted` are applied (an error when the backend cannot
+    /// be asked).
+    async fn progress(&self, submitted: &Submitted) -> Result<Progress> {
+        let _ = submitted;
+        Ok(Progress::Applied)
+    }
     async fn upsert_interactions(&self, docs: Vec<InteractionDoc>) -> Result<()>;
     async fn delete_interactions(&self, ids: Vec<InteractionId>) -> Result<()>;
     /// Deletes every interaction of these customers (a customer erased).

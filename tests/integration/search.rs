@@ -1270,3 +1270,389 @@ backend_test!(
         );
     }
 );
+
+/// What a workspace's searches answer, in a form two indexes can be compared by: for each
+/// search its total, facets, the ids in order where the order is defined (by date, ties
+/// by id) and as a set where relevance ties may fall in either index order.
+async fn answers(
+    index: &Arc<dyn SearchIndex>,
+    workspace: WorkspaceId,
+) -> Vec<(String, u64, Option<rapport::search::Facets>, Vec<String>)> {
+    let mut out = Vec::new();
+    for text in [
+        "",
+        "message",
+        "mesage 7",
+        "message 7 from customer 1",
+        "custmer",
+        "nothingatall",
+    ] {
+        for sort in [
+            SearchSort::Relevance,
+            SearchSort::Newest,
+            SearchSort::Oldest,
+        ] {
+            let mut q = query(workspace, text);
+            q.sort = sort;
+            q.facets = true;
+            q.limit = rapport::search::MAX_HITS;
+            let hits = index.search_interactions(&q).await.unwrap();
+            let mut ids: Vec<String> = hits.ids.iter().map(ToString::to_string).collect();
+            if sort == SearchSort::Relevance {
+                ids.sort();
+                if hits.estimated_total > ids.len() as u64 {
+                    // Which of the equal hits make the page is index order: only count.
+                    ids = vec![format!("{} hits", ids.len())];
+                }
+            }
+            out.push((
+                format!("{text:?} {sort:?}"),
+                hits.estimated_total,
+                hits.facets,
+                ids,
+            ));
+        }
+    }
+    for text in ["customer", "custmer 1", "nothingatall"] {
+        let hits = index
+            .search_customers(workspace, text, 1_000)
+            .await
+            .unwrap();
+        let mut ids: Vec<String> = hits.ids.iter().map(ToString::to_string).collect();
+        ids.sort();
+        out.push((
+            format!("customers {text:?}"),
+            hits.estimated_total,
+            None,
+            ids,
+        ));
+    }
+    out
+}
+
+/// Asserts two [`answers`] are the same, search by search.
+fn same_answers(
+    got: &[(String, u64, Option<rapport::search::Facets>, Vec<String>)],
+    want: &[(String, u64, Option<rapport::search::Facets>, Vec<String>)],
+    what: &str,
+) {
+    assert_eq!(got.len(), want.len());
+    for (got, want) in got.iter().zip(want) {
+        assert_eq!(got.0, want.0);
+        assert_eq!(got.1, want.1, "{what}: total of {}", got.0);
+        assert_eq!(got.2, want.2, "{what}: facets of {}", got.0);
+        assert_eq!(got.3, want.3, "{what}: hits of {}", got.0);
+    }
+}
+
+backend_test!(
+    async fn a_rebuild_answers_as_incremental_indexing_did_after_deletes_too(app: TestApp) {
+        let workspace = rapport::domain::workspace::ensure(&app.app.db, "acme")
+            .await
+            .unwrap()
+            .id;
+        rapport::demo::seed_uniform(&app.app.db, workspace, 60, 1, 20)
+            .await
+            .unwrap();
+        catch_up(&app).await;
+        let incremental = answers(&app.app.search, workspace).await;
+        assert!(incremental
+            .iter()
+            .any(|(name, total, _, _)| name.starts_with("\"message\"") && *total == 1_200));
+
+        // From scratch: a new index filled from the database answers the same.
+        let dir = tempfile::tempdir().unwrap();
+        let fresh: Arc<dyn SearchIndex> = Arc::new(
+            rapport::search::embedded::Embedded::open(&dir.path().join("search")).unwrap(),
+        );
+        let progress = |_: IndexName, _: u64, _: u64| {};
+        rapport::search::indexer::reindex(&app.app.db, &fresh, None, &progress)
+            .await
+            .unwrap();
+        same_answers(
+            &answers(&fresh, workspace).await,
+            &incremental,
+            "from scratch",
+        );
+
+        // Deletes (a customer erased takes its interactions along), indexed incrementally,
+        // then the live index rebuilt aside: both answer the same, and what was deleted is
+        // gone from both.
+        let key = app.key_in("acme", Role::Admin).await;
+        let customers = rapport::domain::bulk::customer_ids(&app.app.db, workspace)
+            .await
+            .unwrap();
+        for id in customers.iter().step_by(7) {
+            let id = rapport::ids::encode(*id);
+            app.gql(
+                &key,
+                "mutation($id: ID!) { deleteCustomer(input: {id: $id}) { deletedCustomerId } }",
+                json!({ "id": id }),
+            )
+            .await;
+        }
+        let deleted = customers.iter().step_by(7).count() as u64;
+        catch_up(&app).await;
+        let after_deletes = answers(&app.app.search, workspace).await;
+        assert_ne!(after_deletes, incremental);
+        assert!(after_deletes
+            .iter()
+            .any(|(name, total, _, _)| name.starts_with("\"message\"")
+                && *total == 1_200 - 20 * deleted));
+        rapport::search::indexer::reindex(&app.app.db, &app.app.search, None, &progress)
+            .await
+            .unwrap();
+        catch_up(&app).await;
+        same_answers(
+            &answers(&app.app.search, workspace).await,
+            &after_deletes,
+            "rebuilt aside after deletes",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let fresh: Arc<dyn SearchIndex> = Arc::new(
+            rapport::search::embedded::Embedded::open(&dir.path().join("search")).unwrap(),
+        );
+        rapport::search::indexer::reindex(&app.app.db, &fresh, None, &progress)
+            .await
+            .unwrap();
+        same_answers(
+            &answers(&fresh, workspace).await,
+            &after_deletes,
+            "from scratch after deletes",
+        );
+    }
+);
+
+/// Where a [`Queued`] task stands.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum TaskState {
+    Enqueued,
+    Succeeded,
+    Failed,
+}
+
+/// A backend that queues each batch the indexer submits as one task, as Meilisearch does,
+/// and applies it to `inner` only when the test lets it succeed (or at once with `auto`).
+struct Queued {
+    inner: Arc<dyn SearchIndex>,
+    tasks: std::sync::Mutex<Vec<(rapport::search::Changes, TaskState)>>,
+    auto: AtomicBool,
+}
+
+impl Queued {
+    fn count(&self) -> usize {
+        self.tasks.lock().unwrap().len()
+    }
+
+    fn changes(&self, uid: usize) -> rapport::search::Changes {
+        self.tasks.lock().unwrap()[uid].0.clone()
+    }
+
+    /// Applies task `uid` and marks it succeeded.
+    async fn succeed(&self, uid: usize) {
+        let changes = self.changes(uid);
+        self.inner.submit(changes).await.unwrap();
+        self.tasks.lock().unwrap()[uid].1 = TaskState::Succeeded;
+    }
+
+    fn fail(&self, uid: usize) {
+        self.tasks.lock().unwrap()[uid].1 = TaskState::Failed;
+    }
+}
+
+#[async_trait::async_trait]
+impl SearchIndex for Queued {
+    fn backend(&self) -> &'static str {
+        "queued"
+    }
+    async fn submit(
+        &self,
+        changes: rapport::search::Changes,
+    ) -> rapport::Result<rapport::search::Submitted> {
+        let state = if self.auto.load(Ordering::Relaxed) {
+            self.inner.submit(changes.clone()).await?;
+            TaskState::Succeeded
+        } else {
+            TaskState::Enqueued
+        };
+        let mut tasks = self.tasks.lock().unwrap();
+        tasks.push((changes, state));
+        Ok(rapport::search::Submitted {
+            tasks: vec![tasks.len() as u64 - 1],
+        })
+    }
+    async fn progress(
+        &self,
+        submitted: &rapport::search::Submitted,
+    ) -> rapport::Result<rapport::search::Progress> {
+        use rapport::search::Progress;
+        let tasks = self.tasks.lock().unwrap();
+        let states: Vec<TaskState> = submitted
+            .tasks
+            .iter()
+            .map(|&uid| tasks[uid as usize].1)
+            .collect();
+        Ok(if states.contains(&TaskState::Failed) {
+            Progress::Failed("task failed (test)".into())
+        } else if states.contains(&TaskState::Enqueued) {
+            Progress::Applying
+        } else {
+            Progress::Applied
+        })
+    }
+    async fn upsert_interactions(&self, docs: Vec<InteractionDoc>) -> rapport::Result<()> {
+        self.inner.upsert_interactions(docs).await
+    }
+    async fn delete_interactions(&self, ids: Vec<InteractionId>) -> rapport::Result<()> {
+        self.inner.delete_interactions(ids).await
+    }
+    async fn delete_interactions_of(&self, ids: Vec<CustomerId>) -> rapport::Result<()> {
+        self.inner.delete_interactions_of(ids).await
+    }
+    async fn upsert_customers(&self, docs: Vec<CustomerDoc>) -> rapport::Result<()> {
+        self.inner.upsert_customers(docs).await
+    }
+    async fn delete_customers(&self, ids: Vec<CustomerId>) -> rapport::Result<()> {
+        self.inner.delete_customers(ids).await
+    }
+    async fn search_interactions(
+        &self,
+        query: &InteractionQuery,
+    ) -> rapport::Result<Hits<InteractionId>> {
+        self.inner.search_interactions(query).await
+    }
+    async fn search_customers(
+        &self,
+        workspace: WorkspaceId,
+        text: &str,
+        limit: usize,
+    ) -> rapport::Result<Hits<CustomerId>> {
+        self.inner.search_customers(workspace, text, limit).await
+    }
+    async fn begin_rebuild(&self, index: IndexName) -> rapport::Result<Box<dyn Rebuild>> {
+        self.inner.begin_rebuild(index).await
+    }
+    async fn destroy(&self) -> rapport::Result<()> {
+        self.inner.destroy().await
+    }
+}
+
+/// Polls `done` every 20 ms for up to 20 s.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+backend_test!(
+    async fn the_indexer_sends_batches_ahead_and_moves_its_offset_only_past_succeeded_tasks(
+        app: TestApp,
+    ) {
+        use rapport::search::indexer::{self, IN_FLIGHT};
+        let workspace = ingest_items(&app, "acme", 300).await;
+        let db = app.app.db.clone();
+        let head = indexer::head(&db).await.unwrap();
+        let batch = 40u64;
+        assert!(head as u64 > batch * (IN_FLIGHT as u64 + 3), "{head}");
+        // The seq ending each of the first batches, as the indexer reads them.
+        let events = rapport::domain::event::after(&db, 0, batch * 3)
+            .await
+            .unwrap();
+        let end_of = |n: usize| events[n * batch as usize - 1].seq;
+        let queued = Arc::new(Queued {
+            inner: app.app.search.clone(),
+            tasks: std::sync::Mutex::new(Vec::new()),
+            auto: AtomicBool::new(false),
+        });
+        let status = Arc::new(rapport::search::SearchStatus::default());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(
+            indexer::Indexer {
+                db: db.clone(),
+                search: queued.clone(),
+                status: status.clone(),
+                batch,
+            }
+            .run(stopped),
+        );
+        let offset = || {
+            let db = db.clone();
+            async move { indexer::offset(&db).await.unwrap() }
+        };
+
+        // Batches are sent without waiting for the ones before, up to IN_FLIGHT.
+        eventually("batches sent ahead", || queued.count() == IN_FLIGHT).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            queued.count(),
+            IN_FLIGHT,
+            "no more than IN_FLIGHT unapplied"
+        );
+        assert_eq!(offset().await, 0, "nothing applied, nothing passed");
+
+        // A later batch applied first does not move the offset past an earlier one.
+        queued.succeed(1).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(offset().await, 0, "the oldest batch is still applying");
+        queued.succeed(0).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while offset().await != end_of(2) {
+            assert!(
+                Instant::now() < deadline,
+                "the offset never passed batches 0 and 1"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Two slots freed: two more batches sent.
+        eventually("the pipeline refilled", || queued.count() == IN_FLIGHT + 2).await;
+
+        // A failed task stops the offset before it; its batch and the ones after are
+        // read again from the offset and sent again, the same writes.
+        queued.fail(2);
+        eventually("the failure reported", || {
+            status.last_error.lock().unwrap().is_some()
+        })
+        .await;
+        assert!(status
+            .last_error
+            .lock()
+            .unwrap()
+            .as_deref()
+            .unwrap()
+            .contains("task failed (test)"));
+        queued.succeed(3).await;
+        eventually("the failed batch sent again", || {
+            queued.count() > IN_FLIGHT + 2
+        })
+        .await;
+        assert_eq!(offset().await, end_of(2), "not past the failed batch");
+        assert_eq!(
+            queued.changes(IN_FLIGHT + 2),
+            queued.changes(2),
+            "sent again from the offset"
+        );
+
+        // Once tasks succeed, everything is indexed once the offset reaches the head.
+        queued.auto.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while indexer::lag(&db).await.unwrap() > 0 {
+            assert!(Instant::now() < deadline, "the indexer did not catch up");
+            let enqueued: Vec<usize> = (0..queued.count())
+                .filter(|&uid| queued.tasks.lock().unwrap()[uid].1 == TaskState::Enqueued)
+                .collect();
+            for uid in enqueued {
+                queued.succeed(uid).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(status.last_error.lock().unwrap().is_none());
+        assert_eq!(
+            indexed(&app, &app.app.search, workspace, "invoices").await,
+            300
+        );
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+);
