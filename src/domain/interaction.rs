@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Alias, Asterisk, Expr, Func, JoinType, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
-    IdenStatic, Order, PaginatorTrait, QueryFilter, QuerySelect, QueryTrait, TransactionTrait,
-    TryGetable, Value,
+    IdenStatic, Iterable, Order, PaginatorTrait, QueryFilter, QuerySelect, QueryTrait,
+    TransactionTrait, TryGetable, Value,
 };
 
 use super::event::Event;
@@ -150,7 +150,8 @@ impl Parent for ConversationId {
     }
 }
 
-/// The same page of each parent's interactions, in one statement for all `parents`. On
+/// The same page of each parent's interactions, in one statement for all `parents`,
+/// without their `raw` payload (`raw` is `None` in these models: see [`without_raw`]). On
 /// PostgreSQL each parent's page is read by a `LATERAL` subquery with the limit inside
 /// (n + 1 rows by the parent's index, however many interactions it has, and one
 /// statement text for any number of parents); SQLite has no `LATERAL`, so there
@@ -184,6 +185,15 @@ pub async fn pages_of<P: Parent>(
         .collect())
 }
 
+/// Every column but `raw`, which reads as NULL: the platform's payload (often kilobytes
+/// of JSON to parse per row) is kept for reprocessing, and no API field returns it.
+fn without_raw(select: sea_orm::Select<Entity>) -> sea_orm::Select<Entity> {
+    select
+        .select_only()
+        .columns(Column::iter().filter(|column| !matches!(column, Column::Raw)))
+        .expr_as(Expr::cust("NULL"), Column::Raw.as_str())
+}
+
 /// PostgreSQL: `unnest` of the parents' ids, each joined laterally to its own page in
 /// reading order; rows come grouped by parent, each group in reading order.
 async fn pages_lateral<P: Parent>(
@@ -203,7 +213,7 @@ async fn pages_lateral<P: Parent>(
     let page = Alias::new("t");
     let inner = sort
         .order_and_limit(
-            sort.between(filtered(workspace_id, filter), window)?,
+            sort.between(without_raw(filtered(workspace_id, filter)), window)?,
             window,
         )
         .filter(Expr::col((Entity, P::COLUMN)).equals((parent.clone(), parent.clone())))
@@ -247,7 +257,7 @@ async fn pages_windowed<P: Parent>(
 ) -> Result<Vec<Model>> {
     let sort = sort();
     let select = sort
-        .between(filtered(workspace_id, filter), window)?
+        .between(without_raw(filtered(workspace_id, filter)), window)?
         .filter(P::COLUMN.is_in(parents.iter().copied()));
     let direction = if sort.read_descending(window) {
         "DESC"
