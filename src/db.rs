@@ -18,9 +18,16 @@ use crate::metrics::Metrics;
 pub async fn connect(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<DatabaseConnection> {
     let url = config.effective_database_url();
     let mut options = ConnectOptions::new(url.clone());
+    // No ping before handing out a pooled connection: it cost a round trip per statement
+    // (22 % of the process's CPU in the 360 view). Safe to skip: a connection that broke
+    // while idle fails the statement that uses it with an error (as if the database went
+    // away a moment later), and sqlx tests every connection as it goes back to the pool
+    // and closes a broken one instead of keeping it; `idle_timeout` and `max_lifetime`
+    // (sqlx's defaults) retire long-idle and old ones.
     options
         .sqlx_logging(false)
-        .acquire_timeout(Duration::from_secs(10));
+        .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false);
     if url.starts_with("sqlite:") {
         std::fs::create_dir_all(&config.data_dir).map_err(|err| {
             anyhow::anyhow!(

@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
-use super::{BenchOptions, IngestBenchReport, ScenarioReport, SearchBenchReport};
+use super::{BenchOptions, CompareReport, IngestBenchReport, ScenarioReport, SearchBenchReport};
 
-/// Everything one `rapport bench` run measured. The ingestion and search benchmarks are
-/// `None` when skipped; their errors surface only after the API table is printed.
+/// Everything one `rapport bench` run measured. The ingestion, search and comparison
+/// benchmarks are `None` when skipped (the API scenarios empty); their errors surface
+/// only after the API table is printed.
 pub struct Results {
     /// `SQLite` or `PostgreSQL`.
     pub database: &'static str,
@@ -13,6 +14,7 @@ pub struct Results {
     pub scenarios: Vec<ScenarioReport>,
     pub ingest: Option<anyhow::Result<IngestBenchReport>>,
     pub search: Option<anyhow::Result<SearchBenchReport>>,
+    pub compare: Option<anyhow::Result<CompareReport>>,
 }
 
 impl Results {
@@ -25,19 +27,45 @@ impl Results {
             scenarios,
             ingest,
             search,
+            compare,
         } = self;
-        println!(
-            "{database}, {} customers × {} interactions, {} requests per scenario, {} in flight\n",
-            options.customers,
-            options.interactions_per_customer,
-            options.requests,
-            options.concurrency
-        );
-        println!(
-            "| scenario | requests | p50 ms | p95 ms | p99 ms | req/s |\n|---|---|---|---|---|---|"
-        );
-        for report in scenarios {
-            println!("{}", report.line());
+        if !scenarios.is_empty() {
+            println!(
+                "{database}, {} customers × {} interactions, {} requests per scenario, {} in flight\n",
+                options.customers,
+                options.interactions_per_customer,
+                options.requests,
+                options.concurrency
+            );
+            println!(
+                "| scenario | requests | p50 ms | p95 ms | p99 ms | req/s |\n|---|---|---|---|---|---|"
+            );
+            for report in scenarios {
+                println!("{}", report.line());
+            }
+        }
+        if let Some(compare) = compare {
+            let compare = compare?;
+            let options = &compare.options;
+            let beside = if options.peer.is_some() {
+                format!(
+                    "beside PostGraphile 5 over the same rows ({} answers of both compared alike first)",
+                    compare.compared
+                )
+            } else {
+                "alone (no reference server)".to_owned()
+            };
+            println!(
+                "\n{database}, Rapport {beside}: {} customers × {} interactions, {} timed requests per server and row, in {} rounds\n",
+                options.customers,
+                options.interactions_per_customer,
+                options.requests,
+                options.rounds,
+            );
+            println!("| scenario | clients | Rapport req/s | Rapport p50 / p95 / p99 ms | reference req/s | reference p50 / p95 / p99 ms | Rapport / reference | Rapport statements per request |\n|---|---|---|---|---|---|---|---|");
+            for row in &compare.rows {
+                println!("{}", row.line());
+            }
         }
         if let Some(ingest) = ingest {
             let ingest = ingest?;

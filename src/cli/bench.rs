@@ -1,7 +1,9 @@
 //! `rapport bench`: the benchmarks of [`rapport::bench`] on a scratch data directory, their
 //! tables on stdout.
 
-use clap::Args;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
 
 use rapport::bench::report::Results;
 use rapport::config::Config;
@@ -15,7 +17,7 @@ pub struct BenchArgs {
     /// Interactions per customer.
     #[arg(long, default_value_t = 20)]
     interactions: usize,
-    /// Requests per scenario.
+    /// Requests per scenario (0 skips these scenarios).
     #[arg(long, default_value_t = 2_000)]
     requests: usize,
     /// Requests in flight at once.
@@ -33,6 +35,49 @@ pub struct BenchArgs {
     /// Searches per search scenario.
     #[arg(long, default_value_t = 200)]
     search_requests: usize,
+    /// Timed requests per server for each row of the comparison with a reference server
+    /// (the 360 view and a list of 50 at each `--compare-clients`; 0 skips it).
+    #[arg(long, default_value_t = 2_000)]
+    compare_requests: usize,
+    /// Clients (requests in flight) of the comparison, one row each.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    compare_clients: Vec<usize>,
+    /// The comparison's scenarios: `view` (a customer's 360 view), `list` (50 customers
+    /// with identities and last interactions).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "view,list")]
+    compare_scenarios: Vec<CompareScenario>,
+    /// Rounds the comparison alternates the servers in.
+    #[arg(long, default_value_t = 4)]
+    compare_rounds: usize,
+    /// Customers whose 360 view both servers must answer alike before timing.
+    #[arg(long, default_value_t = 200)]
+    compare_sample: usize,
+    /// The reference server to start beside Rapport over the same PostgreSQL database.
+    #[arg(long, value_enum)]
+    peer: Option<PeerKind>,
+    /// Where the reference servers are installed (`npm ci` there).
+    #[arg(long, default_value = "bench/peers")]
+    peers_dir: PathBuf,
+    /// A reference server already serving this database (its GraphQL URL), instead of
+    /// starting one.
+    #[arg(long, conflicts_with = "peer")]
+    peer_url: Option<String>,
+    /// A Rapport already serving this database (its GraphQL URL, e.g. under a profiler),
+    /// asked in the comparison instead of one in this process.
+    #[arg(long)]
+    rapport_url: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CompareScenario {
+    View,
+    List,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PeerKind {
+    /// PostGraphile 5 (`bench/peers/postgraphile.mjs`).
+    Postgraphile,
 }
 
 /// Runs the benchmarks on a scratch data directory (removed afterwards), without the rate
@@ -68,7 +113,41 @@ pub async fn run(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let result = rapport::bench::run(app, options.clone()).await;
+    let result = if args.requests > 0 {
+        rapport::bench::run(app.clone(), options.clone()).await
+    } else {
+        Ok(Vec::new())
+    };
+    let compare = if args.compare_requests > 0 {
+        let peer = match (args.peer, args.peer_url) {
+            (Some(PeerKind::Postgraphile), _) => {
+                Some(rapport::bench::Peer::PostGraphile(args.peers_dir))
+            }
+            (None, Some(url)) => Some(rapport::bench::Peer::Url(url)),
+            (None, None) => None,
+        };
+        let compare = rapport::bench::CompareOptions {
+            customers: args.customers,
+            interactions_per_customer: args.interactions,
+            requests: args.compare_requests,
+            clients: args.compare_clients,
+            scenarios: args
+                .compare_scenarios
+                .into_iter()
+                .map(|scenario| match scenario {
+                    CompareScenario::View => rapport::bench::Scenario::View,
+                    CompareScenario::List => rapport::bench::Scenario::List,
+                })
+                .collect(),
+            rounds: args.compare_rounds.max(1),
+            sample: args.compare_sample,
+            peer,
+            rapport_url: args.rapport_url,
+        };
+        Some(rapport::bench::compare(app, compare).await)
+    } else {
+        None
+    };
     if let Some(dir) = scratch {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -78,6 +157,7 @@ pub async fn run(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
         scenarios: result?,
         ingest,
         search,
+        compare,
     }
     .print()
 }

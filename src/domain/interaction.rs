@@ -1,22 +1,24 @@
 //! Interactions: every mention, message, e-mail, call or meeting, across channels. Lists
 //! are newest first with keyset pagination; customer timelines for a whole page of
-//! customers come from one query (`ROW_NUMBER() OVER (PARTITION BY customer_id …)`).
+//! customers come from one query (a `LATERAL` page per customer on PostgreSQL, `ROW_NUMBER()
+//! OVER (PARTITION BY customer_id …)` on SQLite).
 
 use std::collections::HashMap;
 use std::hash::Hash;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Alias, Asterisk, Expr, Query};
+use sea_orm::sea_query::{Alias, Asterisk, Expr, Func, JoinType, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
-    IdenStatic, Order, PaginatorTrait, QueryFilter, QuerySelect, QueryTrait, TransactionTrait,
-    TryGetable, Value,
+    IdenStatic, Iterable, Order, PaginatorTrait, QueryFilter, QuerySelect, QueryTrait,
+    TransactionTrait, TryGetable, Value,
 };
 
 use super::event::Event;
 use super::page::{self, Page, PageArgs, Sort, SortKind, Window};
 use super::{clean_optional, Caller, Direction, InteractionKind, Role};
 use crate::error::{Error, Result};
+use crate::ids::TypedId;
 use entity::interaction::{self, Column, Entity, Model};
 use entity::{ConversationId, CustomerId, IdentityId, InteractionId, SourceId, WorkspaceId};
 
@@ -107,7 +109,7 @@ pub fn window(args: &PageArgs) -> Result<Window> {
 
 /// What a batch of interaction lists hangs off, by its id: a customer (its timeline) or a
 /// conversation (its thread).
-pub trait Parent: Copy + Eq + Hash + Into<Value> + TryGetable + Send + Sync + 'static {
+pub trait Parent: TypedId + Eq + Hash + Into<Value> + TryGetable + Send + Sync + 'static {
     /// The interaction column holding the parent's id.
     const COLUMN: Column;
 
@@ -148,7 +150,11 @@ impl Parent for ConversationId {
     }
 }
 
-/// The same page of each parent's interactions, in one statement for all `parents`:
+/// The same page of each parent's interactions, in one statement for all `parents`,
+/// without their `raw` payload (`raw` is `None` in these models: see [`without_raw`]). On
+/// PostgreSQL each parent's page is read by a `LATERAL` subquery with the limit inside
+/// (n + 1 rows by the parent's index, however many interactions it has, and one
+/// statement text for any number of parents); SQLite has no `LATERAL`, so there
 /// `ROW_NUMBER() OVER (PARTITION BY parent …)` keeps the first rows of each.
 pub async fn pages_of<P: Parent>(
     db: &impl ConnectionTrait,
@@ -157,9 +163,101 @@ pub async fn pages_of<P: Parent>(
     filter: &InteractionFilter,
     window: &Window,
 ) -> Result<HashMap<P, Page<Model>>> {
+    let rows = if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        pages_lateral(db, workspace_id, parents, filter, window).await?
+    } else {
+        pages_windowed(db, workspace_id, parents, filter, window).await?
+    };
+    let mut grouped: HashMap<P, Vec<Model>> = HashMap::new();
+    for row in rows {
+        if let Some(id) = P::of(&row) {
+            grouped.entry(id).or_default().push(row);
+        }
+    }
+    Ok(parents
+        .iter()
+        .map(|id| {
+            (
+                *id,
+                page::finish(grouped.remove(id).unwrap_or_default(), window),
+            )
+        })
+        .collect())
+}
+
+/// Every column but `raw`, which reads as NULL: the platform's payload (often kilobytes
+/// of JSON to parse per row) is kept for reprocessing, and no API field returns it.
+fn without_raw(select: sea_orm::Select<Entity>) -> sea_orm::Select<Entity> {
+    select
+        .select_only()
+        .columns(Column::iter().filter(|column| !matches!(column, Column::Raw)))
+        .expr_as(Expr::cust("NULL"), Column::Raw.as_str())
+}
+
+/// PostgreSQL: `unnest` of the parents' ids, each joined laterally to its own page in
+/// reading order; rows come grouped by parent, each group in reading order.
+async fn pages_lateral<P: Parent>(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    parents: &[P],
+    filter: &InteractionFilter,
+    window: &Window,
+) -> Result<Vec<Model>> {
+    let sort = sort();
+    let order = if sort.read_descending(window) {
+        Order::Desc
+    } else {
+        Order::Asc
+    };
+    let parent = Alias::new("p");
+    let page = Alias::new("t");
+    let inner = sort
+        .order_and_limit(
+            sort.between(without_raw(filtered(workspace_id, filter)), window)?,
+            window,
+        )
+        .filter(Expr::col((Entity, P::COLUMN)).equals((parent.clone(), parent.clone())))
+        .into_query();
+    // The ids as one array literal in one parameter: the statement text does not depend
+    // on how many parents there are.
+    let ids = parents
+        .iter()
+        .map(|id| id.uuid().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let outer = Query::select()
+        .column((page.clone(), Asterisk))
+        .from_function(
+            Func::cust(Alias::new("unnest"))
+                .arg(Expr::val(format!("{{{ids}}}")).cast_as(Alias::new("uuid[]"))),
+            parent.clone(),
+        )
+        // `JOIN LATERAL … ON TRUE` is `CROSS JOIN LATERAL` (sea-query writes an empty
+        // `ON` after a cross join).
+        .join_lateral(JoinType::InnerJoin, inner, page.clone(), Expr::cust("TRUE"))
+        .order_by((page.clone(), P::COLUMN), Order::Asc)
+        .order_by((page.clone(), Column::OccurredAt), order.clone())
+        .order_by((page, Column::Id), order)
+        .to_owned();
+    Ok(
+        Model::find_by_statement(db.get_database_backend().build(&outer))
+            .all(db)
+            .await?,
+    )
+}
+
+/// SQLite: every matching interaction of the parents numbered per parent in reading
+/// order, the first n + 1 of each kept.
+async fn pages_windowed<P: Parent>(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    parents: &[P],
+    filter: &InteractionFilter,
+    window: &Window,
+) -> Result<Vec<Model>> {
     let sort = sort();
     let select = sort
-        .between(filtered(workspace_id, filter), window)?
+        .between(without_raw(filtered(workspace_id, filter)), window)?
         .filter(P::COLUMN.is_in(parents.iter().copied()));
     let direction = if sort.read_descending(window) {
         "DESC"
@@ -181,24 +279,11 @@ pub async fn pages_of<P: Parent>(
         .order_by(Alias::new(P::COLUMN.as_str()), Order::Asc)
         .order_by(Alias::new("rn"), Order::Asc)
         .to_owned();
-    let rows = Model::find_by_statement(db.get_database_backend().build(&outer))
-        .all(db)
-        .await?;
-    let mut grouped: HashMap<P, Vec<Model>> = HashMap::new();
-    for row in rows {
-        if let Some(id) = P::of(&row) {
-            grouped.entry(id).or_default().push(row);
-        }
-    }
-    Ok(parents
-        .iter()
-        .map(|id| {
-            (
-                *id,
-                page::finish(grouped.remove(id).unwrap_or_default(), window),
-            )
-        })
-        .collect())
+    Ok(
+        Model::find_by_statement(db.get_database_backend().build(&outer))
+            .all(db)
+            .await?,
+    )
 }
 
 /// For each parent, how many of its interactions match `filter` (one query).

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, JoinType,
+    QueryFilter, QueryOrder, QueryResult, QuerySelect, TransactionTrait,
 };
 
 use super::{clean_optional, clean_required, Caller, Role};
@@ -111,33 +111,43 @@ pub async fn remove(
     .await
 }
 
-/// The tags of each customer, by name (two queries for any number of customers).
+/// A tag with the customer it is on, from the join of `tag` and `customer_tag`.
+struct Tagged {
+    customer_id: CustomerId,
+    tag: tag::Model,
+}
+
+impl FromQueryResult for Tagged {
+    fn from_query_result(row: &QueryResult, prefix: &str) -> std::result::Result<Self, DbErr> {
+        Ok(Tagged {
+            customer_id: row.try_get(prefix, "tagged_customer_id")?,
+            tag: tag::Model::from_query_result(row, prefix)?,
+        })
+    }
+}
+
+/// The tags of each customer, by name (one query for any number of customers).
 pub async fn of_customers(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
     customers: &[CustomerId],
 ) -> Result<HashMap<CustomerId, Vec<tag::Model>>> {
-    let links = super::scoped::<customer_tag::Entity>(workspace_id)
+    let links = customer_tag::Entity::belongs_to(tag::Entity)
+        .from(customer_tag::Column::TagId)
+        .to(tag::Column::Id)
+        .into();
+    let rows = super::scoped::<tag::Entity>(workspace_id)
+        .join_rev(JoinType::InnerJoin, links)
+        .filter(customer_tag::Column::WorkspaceId.eq(workspace_id))
         .filter(customer_tag::Column::CustomerId.is_in(customers.iter().copied()))
+        .column_as(customer_tag::Column::CustomerId, "tagged_customer_id")
+        .order_by_asc(tag::Column::Name)
+        .into_model::<Tagged>()
         .all(db)
         .await?;
-    let tag_ids: Vec<TagId> = links.iter().map(|link| link.tag_id).collect();
-    let tags: HashMap<TagId, tag::Model> = super::scoped::<tag::Entity>(workspace_id)
-        .filter(tag::Column::Id.is_in(tag_ids))
-        .order_by_asc(tag::Column::Name)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|tag| (tag.id, tag))
-        .collect();
     let mut grouped: HashMap<CustomerId, Vec<tag::Model>> = HashMap::new();
-    for link in links {
-        if let Some(tag) = tags.get(&link.tag_id) {
-            grouped
-                .entry(link.customer_id)
-                .or_default()
-                .push(tag.clone());
-        }
+    for row in rows {
+        grouped.entry(row.customer_id).or_default().push(row.tag);
     }
     for list in grouped.values_mut() {
         list.sort_by(|a, b| a.name.cmp(&b.name));

@@ -26,3 +26,29 @@ backend_test! {
         assert_eq!(entity::workspace::Entity::find().count(&app.app.db).await.unwrap(), 0);
     }
 }
+
+backend_test! {
+    async fn the_comparison_checks_bodies_and_cleans_up(app: TestApp) {
+        // Rapport alone (a reference server is outside the tests): every row timed, the
+        // statement count read, and nothing left behind.
+        let options = rapport::bench::CompareOptions {
+            customers: 30,
+            interactions_per_customer: 6,
+            requests: 8,
+            clients: vec![1, 3],
+            scenarios: Vec::new(),
+            rounds: 2,
+            sample: 5,
+            peer: None,
+            rapport_url: None,
+        };
+        let report = rapport::bench::compare(app.app.clone(), options).await.unwrap();
+        assert_eq!(report.rows.len(), 4);
+        assert!(report.rows.iter().all(|row| row.rapport.requests == 8 && row.peer.is_none() && row.ratio().is_none()));
+        assert!(report.rows.iter().all(|row| row.rapport_statements.is_some_and(|n| n >= 2.0)));
+        use sea_orm::{EntityTrait, PaginatorTrait};
+        assert_eq!(entity::interaction::Entity::find().count(&app.app.db).await.unwrap(), 0);
+        assert_eq!(entity::customer::Entity::find().count(&app.app.db).await.unwrap(), 0);
+        assert_eq!(entity::workspace::Entity::find().count(&app.app.db).await.unwrap(), 0);
+    }
+}
