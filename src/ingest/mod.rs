@@ -122,6 +122,9 @@ pub async fn store(
     domain::source::record_batch(&txn, source.id, report.new.len(), next_cursor, lease).await?;
     failpoint("ingest.before_commit");
     txn.commit().await?;
+    if !report.new.is_empty() {
+        domain::batch::refresh_statistics(db).await?;
+    }
     Ok(report)
 }
 
