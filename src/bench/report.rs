@@ -79,6 +79,14 @@ impl Results {
                 "| the same items again (dropped) | {:.0} |",
                 ingest.replay_per_second
             );
+            println!(
+                "| reference: plain multi-row INSERT of the same rows | {:.0} |",
+                ingest.reference_per_second
+            );
+            println!(
+                "\nNew items at {:.0} % of the plain INSERT's rate, measured in this run.",
+                100.0 * ingest.new_per_second / ingest.reference_per_second
+            );
         }
         if let Some(search) = search {
             let search = search?;

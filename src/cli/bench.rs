@@ -26,8 +26,9 @@ pub struct BenchArgs {
     /// Items for the ingestion pipeline benchmark (0 skips it).
     #[arg(long, default_value_t = 20_000)]
     ingest_items: usize,
-    /// Items per batch (one transaction each) in the ingestion benchmark.
-    #[arg(long, default_value_t = 100)]
+    /// Items per batch (one transaction each) in the ingestion benchmark: a connector's
+    /// backlog arrives in pulls of about a thousand.
+    #[arg(long, default_value_t = 1_000)]
     ingest_batch: usize,
     /// Customers (× 20 interactions) for the search benchmark (0 skips it).
     #[arg(long, default_value_t = 5_000)]
