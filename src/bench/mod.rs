@@ -165,21 +165,32 @@ struct Bench {
     options: BenchOptions,
 }
 
+/// POSTs one GraphQL request with `key`; its `data`, or an error naming the status and
+/// body when the request failed or answered with errors.
+async fn graphql(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    query: &str,
+    variables: &Value,
+) -> anyhow::Result<Value> {
+    let response = client
+        .post(url)
+        .bearer_auth(key)
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await?;
+    let status = response.status();
+    let body: Value = response.json().await?;
+    if !status.is_success() || body.get("errors").is_some() {
+        bail!("request failed with {status}: {body}");
+    }
+    Ok(body["data"].clone())
+}
+
 impl Bench {
     async fn post(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
-        let response = self
-            .client
-            .post(&self.url)
-            .bearer_auth(&self.key)
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await?;
-        let status = response.status();
-        let body: Value = response.json().await?;
-        if !status.is_success() || body.get("errors").is_some() {
-            bail!("request failed with {status}: {body}");
-        }
-        Ok(body["data"].clone())
+        graphql(&self.client, &self.url, &self.key, query, &variables).await
     }
 
     async fn customer_ids(&self) -> anyhow::Result<Vec<String>> {

@@ -110,19 +110,7 @@ struct Client {
 
 impl Client {
     async fn post(&self, query: &str, variables: &Value) -> anyhow::Result<Value> {
-        let response = self
-            .http
-            .post(&self.url)
-            .bearer_auth(&self.key)
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await?;
-        let status = response.status();
-        let body: Value = response.json().await?;
-        if !status.is_success() || body.get("errors").is_some() {
-            bail!("request failed with {status}: {body}");
-        }
-        Ok(body["data"].clone())
+        super::graphql(&self.http, &self.url, &self.key, query, variables).await
     }
 }
 

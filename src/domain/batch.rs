@@ -857,20 +857,9 @@ async fn forget_customers(
 }
 
 /// A new customer (stage `subscriber`) for the unknown author of `f` (the rule of
-/// [`super::customer::create_subscriber`]): named by their display name, handle,
-/// e-mail or platform id, the first of these that is not blank.
+/// [`super::customer::create_subscriber`]), named by [`super::identity::author_name`].
 fn new_subscriber(workspace_id: WorkspaceId, f: &Fresh<'_>, now: DateTime<Utc>) -> customer::Model {
-    let author = &f.item.author;
-    let name = [
-        author.display_name.as_deref(),
-        author.handle.as_deref(),
-        author.email.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .map(super::clean)
-    .find(|name| !name.is_empty())
-    .unwrap_or_else(|| f.platform_id.clone());
+    let name = super::identity::author_name(&f.item.author, &f.platform_id);
     let seen = f.item.occurred_at.min(now);
     customer::Model {
         id: CustomerId::new(),

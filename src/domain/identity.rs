@@ -110,16 +110,7 @@ pub async fn resolve_author(
     let customer_id = match customer {
         Some(id) => id,
         None => {
-            let name = [
-                author.display_name.as_deref(),
-                author.handle.as_deref(),
-                author.email.as_deref(),
-            ]
-            .into_iter()
-            .flatten()
-            .map(super::clean)
-            .find(|name| !name.is_empty())
-            .unwrap_or_else(|| platform_id.clone());
+            let name = author_name(author, &platform_id);
             super::customer::create_subscriber(db, workspace_id, &name, at)
                 .await?
                 .id
@@ -167,4 +158,19 @@ pub async fn resolve_author(
         identity,
         new_customer,
     })
+}
+
+/// What a customer made for an unknown author is called: their display name, handle,
+/// e-mail or platform id, the first of these that is not blank.
+pub(crate) fn author_name(author: &connectors::Author, platform_id: &str) -> String {
+    [
+        author.display_name.as_deref(),
+        author.handle.as_deref(),
+        author.email.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(super::clean)
+    .find(|name| !name.is_empty())
+    .unwrap_or_else(|| platform_id.to_owned())
 }
