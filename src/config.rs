@@ -29,6 +29,9 @@ pub struct Config {
     pub sync: SyncConfig,
     /// Whether `rapport serve` runs the search indexer.
     pub indexer: bool,
+    /// How long the indexer's lease on a shared index lasts without renewal: when its
+    /// process dies, another process's indexer takes over within this time.
+    pub indexer_lease_secs: u64,
     pub outbound: OutboundConfig,
 }
 
@@ -167,6 +170,7 @@ impl Default for Config {
             limits: Limits::default(),
             sync: SyncConfig::default(),
             indexer: true,
+            indexer_lease_secs: 15,
             outbound: OutboundConfig::default(),
         }
     }
@@ -188,6 +192,7 @@ pub struct FileConfig {
     pub limits: Option<Limits>,
     pub sync: Option<SyncConfig>,
     pub indexer: Option<bool>,
+    pub indexer_lease_secs: Option<u64>,
     pub outbound: Option<OutboundConfig>,
 }
 
@@ -250,6 +255,9 @@ impl Config {
         }
         if let Some(indexer) = file.indexer {
             self.indexer = indexer;
+        }
+        if let Some(secs) = file.indexer_lease_secs {
+            self.indexer_lease_secs = secs.max(1);
         }
         if let Some(outbound) = file.outbound {
             self.outbound = outbound;

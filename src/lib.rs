@@ -41,6 +41,8 @@ pub struct App {
     pub search: Arc<dyn search::SearchIndex>,
     /// The indexer's lag and last error, for `/metrics` and `searchStatus`.
     pub search_status: Arc<search::SearchStatus>,
+    /// The indexer's row in `consumer_offset` for this index ([`search::consumer`]).
+    pub search_consumer: String,
 }
 
 impl App {
@@ -59,6 +61,7 @@ impl App {
                 .timeout(timeout)
                 .connect_timeout(timeout.min(std::time::Duration::from_secs(10)))
         })?;
+        let search_consumer = search::consumer(&config)?;
         let search = search::open(&config).await?;
         Ok(App {
             config,
@@ -67,6 +70,7 @@ impl App {
             outbound,
             search,
             search_status: Arc::new(search::SearchStatus::default()),
+            search_consumer,
         })
     }
 }

@@ -1,4 +1,5 @@
-//! How far one consumer of the event log got.
+//! How far one consumer of the event log got, and who holds its lease (one process at a
+//! time runs a shared consumer).
 
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -10,6 +11,8 @@ pub struct Model {
     pub consumer: String,
     pub seq: i64,
     pub updated_at: DateTimeUtc,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_foundation;
 mod m20261123_000002_sources;
 mod m20261123_000003_parent_indexes;
+mod m20261203_000004_consumer_lease;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_foundation::Migration),
             Box::new(m20261123_000002_sources::Migration),
             Box::new(m20261123_000003_parent_indexes::Migration),
+            Box::new(m20261203_000004_consumer_lease::Migration),
         ]
     }
 }

@@ -305,7 +305,7 @@ async fn index_lag(
                 bail!("the indexer did not catch up with the ingested items");
             }
         }
-        let offset = crate::search::indexer::offset(&app.db).await?;
+        let offset = crate::search::indexer::offset(&app.db, &app.search_consumer).await?;
         watch_offset(&mut pending, &mut lags, offset);
     }
     let elapsed = started.elapsed();

@@ -32,7 +32,14 @@ pub async fn run(app: App, index: Option<String>) -> anyhow::Result<()> {
         }
     };
     let started = std::time::Instant::now();
-    let done = rapport::search::indexer::reindex(&app.db, &app.search, only, &progress).await?;
+    let done = rapport::search::indexer::reindex(
+        &app.db,
+        &app.search,
+        &app.search_consumer,
+        only,
+        &progress,
+    )
+    .await?;
     if terminal {
         eprintln!();
     }

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use entity::{CustomerId, SourceId, WorkspaceId};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use serde::Serialize;
 use uuid::Uuid;
@@ -307,6 +307,7 @@ pub async fn store_offset(db: &impl ConnectionTrait, consumer: &str, seq: i64) -
         consumer: Set(consumer.to_owned()),
         seq: Set(seq),
         updated_at: Set(super::now()),
+        ..Default::default()
     };
     consumer_offset::Entity::insert(row)
         .on_conflict(
@@ -320,6 +321,93 @@ pub async fn store_offset(db: &impl ConnectionTrait, consumer: &str, seq: i64) -
         .exec_without_returning(db)
         .await?;
     Ok(())
+}
+
+/// Stores a consumer's offset if `owner` still holds its lease (see [`claim`]); `false`,
+/// and nothing written, when another process took the lease over.
+pub async fn store_leased_offset(
+    db: &impl ConnectionTrait,
+    consumer: &str,
+    owner: &str,
+    seq: i64,
+) -> Result<bool> {
+    use entity::consumer_offset::{Column, Entity};
+    use sea_orm::sea_query::Expr;
+    let stored = Entity::update_many()
+        .col_expr(Column::Seq, Expr::value(seq))
+        .col_expr(Column::UpdatedAt, Expr::value(super::now()))
+        .filter(Column::Consumer.eq(consumer))
+        .filter(Column::LeaseOwner.eq(owner))
+        .exec(db)
+        .await?;
+    Ok(stored.rows_affected == 1)
+}
+
+/// Takes or renews the lease on `consumer` for `owner` until `until`: `true` when `owner`
+/// holds it afterwards. Free, already `owner`'s or run out: taken, in one conditional
+/// `UPDATE`, so two processes asking at once never both get it.
+pub async fn claim(
+    db: &impl ConnectionTrait,
+    consumer: &str,
+    owner: &str,
+    until: DateTime<Utc>,
+) -> Result<bool> {
+    use entity::consumer_offset::{self, Column, Entity};
+    use sea_orm::sea_query::Expr;
+    let now = super::now();
+    let row = consumer_offset::ActiveModel {
+        consumer: Set(consumer.to_owned()),
+        seq: Set(0),
+        updated_at: Set(now),
+        ..Default::default()
+    };
+    Entity::insert(row)
+        .on_conflict(OnConflict::column(Column::Consumer).do_nothing().to_owned())
+        .exec_without_returning(db)
+        .await?;
+    let claimed = Entity::update_many()
+        .col_expr(Column::LeaseOwner, Expr::value(owner))
+        .col_expr(Column::LeaseUntil, Expr::value(until))
+        .filter(Column::Consumer.eq(consumer))
+        .filter(
+            Condition::any()
+                .add(Column::LeaseOwner.is_null())
+                .add(Column::LeaseOwner.eq(owner))
+                .add(Column::LeaseUntil.is_null())
+                .add(Column::LeaseUntil.lt(now)),
+        )
+        .exec(db)
+        .await?;
+    Ok(claimed.rows_affected == 1)
+}
+
+/// Gives `owner`'s lease on `consumer` back, so another process takes over at once.
+pub async fn release(db: &impl ConnectionTrait, consumer: &str, owner: &str) -> Result<()> {
+    use entity::consumer_offset::{Column, Entity};
+    use sea_orm::sea_query::Expr;
+    Entity::update_many()
+        .col_expr(Column::LeaseOwner, Expr::value(Option::<String>::None))
+        .col_expr(
+            Column::LeaseUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(Column::Consumer.eq(consumer))
+        .filter(Column::LeaseOwner.eq(owner))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Who holds the lease on `consumer` now, if anyone (an owner whose lease ran out is none).
+pub async fn lease_holder(db: &impl ConnectionTrait, consumer: &str) -> Result<Option<String>> {
+    let row = entity::consumer_offset::Entity::find_by_id(consumer.to_owned())
+        .one(db)
+        .await?;
+    let now = super::now();
+    Ok(row.and_then(|row| match row.lease_until {
+        Some(until) if until >= now => row.lease_owner,
+        _ => None,
+    }))
 }
 
 /// Moves a consumer's offset back to `seq` when it is past it (a rebuild started at `seq`).

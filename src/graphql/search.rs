@@ -591,7 +591,7 @@ pub async fn search_customers(
 pub async fn search_status(ctx: &Context<'_>) -> Result<SearchStatusInfo> {
     let caller = caller(ctx)?;
     let app = app(ctx);
-    let offset = search::indexer::offset(&app.db).await?;
+    let offset = search::indexer::offset(&app.db, &app.search_consumer).await?;
     let lag = crate::domain::event::count_after(&app.db, caller.workspace_id, offset).await?;
     let failing = app
         .search_status

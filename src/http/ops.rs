@@ -24,7 +24,8 @@ pub(super) async fn readyz(State(state): State<HttpState>) -> Response {
 pub(super) async fn metrics(State(state): State<HttpState>) -> Response {
     let mut body = state.app().metrics.render();
     // The search lag is read from the database, so it is right in every process.
-    let lag = crate::search::indexer::lag(&state.app().db)
+    let app = state.app();
+    let lag = crate::search::indexer::lag(&app.db, &app.search_consumer)
         .await
         .unwrap_or(-1);
     let indexed = state
@@ -39,13 +40,20 @@ pub(super) async fn metrics(State(state): State<HttpState>) -> Response {
         .lock()
         .map(|error| u8::from(error.is_some()))
         .unwrap_or(0);
+    let active = u8::from(
+        app.search_status
+            .active
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
     body.push_str(&format!(
         "# HELP rapport_search_lag_events Events written but not yet indexed (-1: unknown).\n\
          # TYPE rapport_search_lag_events gauge\nrapport_search_lag_events {lag}\n\
          # HELP rapport_search_indexed_events_total Events this process has indexed.\n\
          # TYPE rapport_search_indexed_events_total counter\nrapport_search_indexed_events_total {indexed}\n\
          # HELP rapport_search_indexer_failing 1 while the indexer's last attempt failed.\n\
-         # TYPE rapport_search_indexer_failing gauge\nrapport_search_indexer_failing {failing}\n"
+         # TYPE rapport_search_indexer_failing gauge\nrapport_search_indexer_failing {failing}\n\
+         # HELP rapport_search_indexer_active 1 while this process holds the index's lease and indexes it (0: another process does, or none runs here).\n\
+         # TYPE rapport_search_indexer_active gauge\nrapport_search_indexer_active {active}\n"
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

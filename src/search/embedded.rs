@@ -169,6 +169,41 @@ impl Live {
     }
 }
 
+impl Live {
+    /// Follows the commits another process makes to this index (the one holding the
+    /// indexer's lease, over a shared data directory): gives up this process's writer if
+    /// it had one (its lease is gone; the directory's lock goes to the new holder), then
+    /// reloads the reader and swaps in a new snapshot when the segments or their
+    /// deletions changed.
+    fn refresh(&self) -> Result<()> {
+        // Under the writer's lock, as in `write`: snapshots are made one at a time.
+        let mut guard = self
+            .writer
+            .lock()
+            .expect("the writer lock is never poisoned");
+        if let Some(writer) = guard.take() {
+            // Waits for its merges; what it committed stays.
+            drop(writer);
+        }
+        self.reader.reload().map_err(internal)?;
+        let searcher = self.reader.searcher();
+        let previous = self.snapshot();
+        let shape = |searcher: &tantivy::Searcher| -> Vec<(tantivy::index::SegmentId, u32)> {
+            searcher
+                .segment_readers()
+                .iter()
+                .map(|reader| (reader.segment_id(), reader.num_deleted_docs()))
+                .collect()
+        };
+        if shape(&searcher) == shape(&previous.searcher) {
+            return Ok(());
+        }
+        let next = warm::warm(self.name, searcher, Some(&previous))?;
+        *self.snapshot.write().expect("never poisoned") = Arc::new(next);
+        Ok(())
+    }
+}
+
 /// The embedded backend.
 pub struct Embedded {
     dir: PathBuf,
@@ -663,6 +698,13 @@ impl SearchIndex for Embedded {
             .await?;
         }
         Ok(Submitted::default())
+    }
+
+    async fn refresh(&self) -> Result<()> {
+        for index in IndexName::ALL {
+            self.blocking(index, |live| live.refresh()).await?;
+        }
+        Ok(())
     }
 
     async fn upsert_interactions(&self, docs: Vec<InteractionDoc>) -> Result<()> {

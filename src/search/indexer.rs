@@ -1,4 +1,6 @@
-//! The indexer: a consumer of the event log (`consumer_offset` row `search`). It reads the
+//! The indexer: a consumer of the event log (its `consumer_offset` row, named by
+//! [`super::consumer`]: one per embedded index directory, one for a Meilisearch index that
+//! every process shares). It reads the
 //! events after its offset in `seq` order, works out which interactions and customers
 //! they touch, reloads those rows from the database (the truth; an event's payload may be
 //! stale) and upserts or deletes their documents, then stores its new offset.
@@ -19,6 +21,13 @@
 //! commit order, so its gaps are always skipped. Events after a held gap are applied now
 //! and read again from the offset once the batches before them are applied: nothing is
 //! lost and applying twice changes nothing.
+//!
+//! One process at a time indexes a shared index: [`Indexer::run`] works only while it
+//! holds the lease on its consumer row (taken and renewed with one conditional `UPDATE`,
+//! given back on a graceful stop, run out after `indexer_lease_secs` when its process
+//! dies), and its offset writes are fenced by that lease, so a process that stalled past
+//! its lease cannot move the offset of the one that took over. The others wait and try
+//! to take the lease as it would run out.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -34,7 +43,8 @@ use crate::domain::document::{self, customer_docs, interaction_docs};
 use crate::domain::event::{self, EventKind, StoredEvent};
 use crate::error::{Error, Result};
 
-/// The indexer's row in `consumer_offset`.
+/// The shared indexer's row in `consumer_offset` (Meilisearch, and embedded directories
+/// indexed before each had its own row).
 pub const CONSUMER: &str = "search";
 
 /// How long a gap in `seq` may hold the offset back while a transaction that could own
@@ -63,6 +73,12 @@ pub struct Indexer {
     pub status: Arc<SearchStatus>,
     /// Events read per step.
     pub batch: u64,
+    /// Its row in `consumer_offset` ([`super::consumer`]).
+    pub consumer: String,
+    /// This process's name on the lease.
+    pub owner: String,
+    /// How long a lease lasts without renewal (renewed every fifth of it).
+    pub lease: Duration,
 }
 
 /// What one step did.
@@ -73,14 +89,14 @@ pub struct Step {
     pub customers: usize,
 }
 
-/// The indexer's offset in the event log.
-pub async fn offset(db: &DatabaseConnection) -> Result<i64> {
-    event::offset(db, CONSUMER).await
+/// The offset in the event log of the indexer of `consumer`.
+pub async fn offset(db: &DatabaseConnection, consumer: &str) -> Result<i64> {
+    event::offset(db, consumer).await
 }
 
 /// Moves the offset back to `seq` when it is past it (a rebuild started at `seq`).
-pub async fn rewind_to(db: &DatabaseConnection, seq: i64) -> Result<()> {
-    event::rewind_to(db, CONSUMER, seq).await
+pub async fn rewind_to(db: &DatabaseConnection, consumer: &str, seq: i64) -> Result<()> {
+    event::rewind_to(db, consumer, seq).await
 }
 
 /// The highest `seq` written so far.
@@ -88,9 +104,9 @@ pub async fn head(db: &DatabaseConnection) -> Result<i64> {
     event::head(db).await
 }
 
-/// Events behind: the head of the log minus the offset.
-pub async fn lag(db: &DatabaseConnection) -> Result<i64> {
-    Ok((head(db).await? - offset(db).await?).max(0))
+/// Events behind: the head of the log minus the offset of `consumer`.
+pub async fn lag(db: &DatabaseConnection, consumer: &str) -> Result<i64> {
+    Ok((head(db).await? - offset(db, consumer).await?).max(0))
 }
 
 /// One batch of events read and turned into index writes.
@@ -121,6 +137,8 @@ struct Pipeline {
     /// A batch stopped at a gap: read nothing more until the batches sent are applied,
     /// then read again from the offset.
     held: bool,
+    /// Whether offset writes are fenced by this process's lease ([`Indexer::run`]).
+    leased: bool,
 }
 
 /// What one pump did.
@@ -141,7 +159,36 @@ impl Indexer {
             search: app.search.clone(),
             status: app.search_status.clone(),
             batch: 1_000,
+            consumer: app.search_consumer.clone(),
+            owner: format!(
+                "pid{}-{}",
+                std::process::id(),
+                hex::encode(rand::random::<[u8; 4]>())
+            ),
+            lease: Duration::from_secs(app.config.indexer_lease_secs.max(1)),
         }
+    }
+
+    /// Stores the offset; with a `leased` pipeline only while this process holds the
+    /// lease (`CONFLICT` when another took it over, and nothing is written).
+    async fn store_offset(&self, leased: bool, seq: i64) -> Result<()> {
+        if !leased {
+            return event::store_offset(&self.db, &self.consumer, seq).await;
+        }
+        if event::store_leased_offset(&self.db, &self.consumer, &self.owner, seq).await? {
+            Ok(())
+        } else {
+            Err(Error::Conflict(
+                "the indexer's lease was taken over by another process".into(),
+            ))
+        }
+    }
+
+    /// Takes or renews this process's lease on the index: whether it holds it now.
+    async fn claim(&self) -> Result<bool> {
+        let until = crate::domain::now()
+            + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(15));
+        event::claim(&self.db, &self.consumer, &self.owner, until).await
     }
 
     /// Reads the events after `from` and works out their writes; `None` when there is none.
@@ -265,7 +312,7 @@ impl Indexer {
     /// Indexes the next batch of events and waits until it is searchable; `Ok` with zero
     /// events when caught up.
     pub async fn step(&self) -> Result<Step> {
-        let from = offset(&self.db).await?;
+        let from = offset(&self.db, &self.consumer).await?;
         let Some(batch) = self.read(from).await? else {
             self.status.lag.store(0, Ordering::Relaxed);
             return Ok(Step::default());
@@ -274,24 +321,25 @@ impl Indexer {
         self.applied(&submitted).await?;
         crate::failpoint::failpoint("indexer.after_write");
         if batch.watermark > from {
-            event::store_offset(&self.db, CONSUMER, batch.watermark).await?;
+            self.store_offset(false, batch.watermark).await?;
         }
         self.status
             .indexed
             .fetch_add(batch.step.events as u64, Ordering::Relaxed);
         self.status
             .lag
-            .store(lag(&self.db).await?, Ordering::Relaxed);
+            .store(lag(&self.db, &self.consumer).await?, Ordering::Relaxed);
         Ok(batch.step)
     }
 
-    async fn pipeline(&self) -> Result<Pipeline> {
-        let stored = offset(&self.db).await?;
+    async fn pipeline(&self, leased: bool) -> Result<Pipeline> {
+        let stored = offset(&self.db, &self.consumer).await?;
         Ok(Pipeline {
             stored,
             read_from: stored,
             in_flight: VecDeque::new(),
             held: false,
+            leased,
         })
     }
 
@@ -322,7 +370,7 @@ impl Indexer {
                 Progress::Applied => {
                     crate::failpoint::failpoint("indexer.after_write");
                     if front.watermark > pipeline.stored {
-                        event::store_offset(&self.db, CONSUMER, front.watermark).await?;
+                        self.store_offset(pipeline.leased, front.watermark).await?;
                         pipeline.stored = front.watermark;
                         pumped.moved = true;
                     }
@@ -350,7 +398,7 @@ impl Indexer {
     /// Indexes until no event is left (tests, benchmarks), with the pipeline; waits while
     /// a gap is held open by a transaction still running. Returns the events read.
     pub async fn catch_up(&self) -> Result<usize> {
-        let mut pipeline = self.pipeline().await?;
+        let mut pipeline = self.pipeline(false).await?;
         let mut total = 0;
         let mut stalled = 0;
         loop {
@@ -374,23 +422,77 @@ impl Indexer {
         }
     }
 
-    /// Runs until `shutdown`: pumps while there is work, polls when caught up, and backs
-    /// off (1 s doubling to 30 s) while the search backend or the database fails, with
-    /// the error in [`SearchStatus::last_error`].
+    /// Runs until `shutdown`: while this process holds the index's lease, pumps while
+    /// there is work and polls when caught up; without it, tries to take it as it would
+    /// run out. Backs off (1 s doubling to 30 s) while the search backend or the database
+    /// fails, with the error in [`SearchStatus::last_error`]. Gives the lease back when
+    /// it stops, so another process takes over at once.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Duration::from_secs(1);
         let mut pipeline: Option<Pipeline> = None;
-        tracing::info!(backend = self.search.backend(), "indexer started");
+        let renew_every = self.lease / 5;
+        let mut renewed: Option<tokio::time::Instant> = None;
+        let mut reclaim = false;
+        tracing::info!(
+            backend = self.search.backend(),
+            consumer = %self.consumer,
+            owner = %self.owner,
+            "indexer started"
+        );
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let pumped = match pipeline.as_mut() {
-                Some(pipeline) => self.pump(pipeline).await.map(Some),
-                None => self.pipeline().await.map(|started| {
-                    pipeline = Some(started);
-                    None
-                }),
+            let due = reclaim || renewed.is_none_or(|at| at.elapsed() >= renew_every);
+            reclaim = false;
+            let holding = if due {
+                match self.claim().await {
+                    Ok(true) => {
+                        if renewed.is_none() {
+                            tracing::info!(consumer = %self.consumer, "indexer took the lease: indexing");
+                        }
+                        renewed = Some(tokio::time::Instant::now());
+                        Ok(true)
+                    }
+                    Ok(false) => {
+                        if renewed.is_some() {
+                            tracing::warn!(consumer = %self.consumer, "indexer lost its lease to another process: standing by");
+                        }
+                        renewed = None;
+                        pipeline = None;
+                        Ok(false)
+                    }
+                    Err(err) => Err(err),
+                }
+            } else {
+                Ok(true)
+            };
+            self.status
+                .active
+                .store(matches!(holding, Ok(true)), Ordering::Relaxed);
+            let pumped = match holding {
+                Ok(false) => {
+                    // Standing by: the holder indexes; follow what it writes (a shared
+                    // embedded directory) and try again within a renewal.
+                    if let Err(err) = self.search.refresh().await {
+                        tracing::debug!(error = %err, "following the index failed");
+                    }
+                    backoff = Duration::from_secs(1);
+                    let pause = renew_every.min(Duration::from_secs(1));
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
+                Err(err) => Err(err),
+                Ok(true) => match pipeline.as_mut() {
+                    Some(pipeline) => self.pump(pipeline).await.map(Some),
+                    None => self.pipeline(true).await.map(|started| {
+                        pipeline = Some(started);
+                        None
+                    }),
+                },
             };
             let pause = match pumped {
                 Ok(pumped) => {
@@ -410,7 +512,9 @@ impl Indexer {
                     *self.status.last_error.lock().expect("never poisoned") = Some(err.to_string());
                     // Start again from the stored offset: what was in flight is sent again.
                     pipeline = None;
-                    if let Ok(lag) = lag(&self.db).await {
+                    // And claim again before going on: the lease may be someone else's.
+                    reclaim = true;
+                    if let Ok(lag) = lag(&self.db, &self.consumer).await {
                         self.status.lag.store(lag, Ordering::Relaxed);
                     }
                     let pause = backoff;
@@ -423,6 +527,12 @@ impl Indexer {
                 _ = shutdown.changed() => {}
             }
         }
+        if renewed.is_some() {
+            if let Err(err) = event::release(&self.db, &self.consumer, &self.owner).await {
+                tracing::warn!(error = %err, "the indexer could not give its lease back; it runs out by itself");
+            }
+        }
+        self.status.active.store(false, Ordering::Relaxed);
         tracing::info!("indexer stopped");
     }
 }
@@ -460,6 +570,7 @@ impl Indexer {
 pub async fn reindex(
     db: &DatabaseConnection,
     search: &Arc<dyn SearchIndex>,
+    consumer: &str,
     only: Option<IndexName>,
     progress: &(dyn Fn(IndexName, u64, u64) + Sync),
 ) -> Result<Vec<(IndexName, u64)>> {
@@ -504,6 +615,6 @@ pub async fn reindex(
         rebuild.finish().await?;
         done.push((index, count));
     }
-    rewind_to(db, started_at).await?;
+    rewind_to(db, consumer, started_at).await?;
     Ok(done)
 }

@@ -252,6 +252,12 @@ pub trait SearchIndex: Send + Sync {
         let _ = submitted;
         Ok(Progress::Applied)
     }
+    /// Catches up with writes another process made to the index, where the backend keeps
+    /// a view of its own (the embedded index over a shared directory): the processes that
+    /// do not hold the indexer's lease call it as they wait for it, and stop writing.
+    async fn refresh(&self) -> Result<()> {
+        Ok(())
+    }
     async fn upsert_interactions(&self, docs: Vec<InteractionDoc>) -> Result<()>;
     async fn delete_interactions(&self, ids: Vec<InteractionId>) -> Result<()>;
     /// Deletes every interaction of these customers (a customer erased).
@@ -293,6 +299,51 @@ pub async fn open(config: &crate::Config) -> anyhow::Result<std::sync::Arc<dyn S
             &config.data_dir.join("search"),
         )?)),
     }
+}
+
+/// The indexer's row in `consumer_offset` for the index `config` opens; call it before
+/// [`open`], which fills a new embedded directory.
+///
+/// A Meilisearch index is shared by every process over the database: one row for all of
+/// them ([`indexer::CONSUMER`], or `search:<prefix>` for another index prefix), whose lease
+/// lets one process at a time index it. An embedded index is its process's own directory:
+/// its own row, named by an id kept in the directory, so each process's index reads every
+/// event whatever the others did. A directory indexed before these ids existed keeps the
+/// shared row, where its offset is.
+pub fn consumer(config: &crate::Config) -> anyhow::Result<String> {
+    if config.meili_url.is_some() {
+        let default = crate::Config::default().meili_index_prefix;
+        return Ok(if config.meili_index_prefix == default {
+            indexer::CONSUMER.to_owned()
+        } else {
+            format!("{}:{}", indexer::CONSUMER, config.meili_index_prefix)
+        });
+    }
+    let dir = config.data_dir.join("search");
+    let file = dir.join("consumer");
+    if let Ok(name) = std::fs::read_to_string(&file) {
+        let name = name.trim();
+        if !name.is_empty() {
+            return Ok(name.to_owned());
+        }
+    }
+    let indexed_before = std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_some());
+    let name = if indexed_before {
+        indexer::CONSUMER.to_owned()
+    } else {
+        format!(
+            "{}:{}",
+            indexer::CONSUMER,
+            hex::encode(rand::random::<[u8; 8]>())
+        )
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|err| anyhow::anyhow!("cannot create {}: {err}", dir.display()))?;
+    let partial = dir.join("consumer.partial");
+    std::fs::write(&partial, format!("{name}\n"))
+        .and_then(|()| std::fs::rename(&partial, &file))
+        .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", file.display()))?;
+    Ok(name)
 }
 
 /// Query words: folded (lower case, no accents), split on anything not a letter or digit.
@@ -451,6 +502,8 @@ pub fn check_query(field: &str, text: &str) -> Result<String> {
 /// What the indexer and the search API say about the index, shared with `/metrics`.
 #[derive(Default)]
 pub struct SearchStatus {
+    /// Whether this process's indexer holds the index's lease and indexes it now.
+    pub active: std::sync::atomic::AtomicBool,
     pub lag: std::sync::atomic::AtomicI64,
     pub indexed: std::sync::atomic::AtomicU64,
     pub last_error: std::sync::Mutex<Option<String>>,

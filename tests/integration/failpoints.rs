@@ -329,7 +329,12 @@ backend_test!(
             let answer = deliver(&path, &format!("msg_ix_{n}"), &body).await.unwrap();
             assert_eq!(answer.status().as_u16(), 200);
         }
-        assert!(rapport::search::indexer::lag(&app.app.db).await.unwrap() > 0);
+        assert!(
+            rapport::search::indexer::lag(&app.app.db, &app.app.search_consumer)
+                .await
+                .unwrap()
+                > 0
+        );
         let config = config_file(&app, "enabled = false\n");
 
         // The indexer writes the documents to the index, commits them, and the process
@@ -338,7 +343,9 @@ backend_test!(
             .died_at("indexer.after_write")
             .await;
         assert_eq!(
-            rapport::search::indexer::offset(&app.app.db).await.unwrap(),
+            rapport::search::indexer::offset(&app.app.db, &app.app.search_consumer)
+                .await
+                .unwrap(),
             0,
             "the offset was not stored"
         );
@@ -346,7 +353,11 @@ backend_test!(
         // The restarted indexer applies the same events again; each item is found once.
         let server = Served::start(&config, None);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while rapport::search::indexer::lag(&app.app.db).await.unwrap() > 0 {
+        while rapport::search::indexer::lag(&app.app.db, &app.app.search_consumer)
+            .await
+            .unwrap()
+            > 0
+        {
             assert!(Instant::now() < deadline, "the indexer did not catch up");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -22,6 +22,7 @@ mod loaders;
 mod mastodon;
 mod outbound;
 mod roles;
+mod scale;
 mod schema;
 mod search;
 mod server;

@@ -25,6 +25,9 @@ pub(crate) fn config_file(app: &TestApp, sync: &str) -> PathBuf {
     if let Some(schema) = &config.database_schema {
         text.push_str(&format!("database_schema = {schema:?}\n"));
     }
+    // A process killed in a test leaves its indexer lease behind: the next one takes
+    // over within two seconds instead of the default fifteen.
+    text.push_str("indexer_lease_secs = 2\n");
     text.push_str("[sync]\n");
     text.push_str(sync);
     let path = config

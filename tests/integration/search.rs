@@ -914,9 +914,15 @@ backend_test!(
 
         // A rebuild from the database gives the same answers.
         let progress = |_: IndexName, _: u64, _: u64| {};
-        rapport::search::indexer::reindex(&app.app.db, &app.app.search, None, &progress)
-            .await
-            .unwrap();
+        rapport::search::indexer::reindex(
+            &app.app.db,
+            &app.app.search,
+            &app.app.search_consumer,
+            None,
+            &progress,
+        )
+        .await
+        .unwrap();
         catch_up(&app).await;
         let again = app.gql(&key, SEARCH, json!({ "q": "exprot" })).await;
         assert_eq!(again["search"]["estimatedTotal"], 2);
@@ -1059,7 +1065,9 @@ backend_test!(
         let mut seen = first.step().await.unwrap().events;
         seen += first.step().await.unwrap().events;
         drop(first);
-        let offset = rapport::search::indexer::offset(&app.app.db).await.unwrap();
+        let offset = rapport::search::indexer::offset(&app.app.db, &app.app.search_consumer)
+            .await
+            .unwrap();
         assert_eq!(
             offset as usize, seen,
             "the offset is stored after each batch"
@@ -1084,7 +1092,12 @@ backend_test!(
             indexed(&app, &app.app.search, workspace, "invoices").await,
             300
         );
-        assert_eq!(rapport::search::indexer::lag(&app.app.db).await.unwrap(), 0);
+        assert_eq!(
+            rapport::search::indexer::lag(&app.app.db, &app.app.search_consumer)
+                .await
+                .unwrap(),
+            0
+        );
     }
 );
 
@@ -1096,10 +1109,10 @@ backend_test!(
         });
         let status = Arc::new(rapport::search::SearchStatus::default());
         let indexer = rapport::search::indexer::Indexer {
-            db: app.app.db.clone(),
             search: flaky.clone(),
             status: status.clone(),
             batch: 100,
+            ..rapport::search::indexer::Indexer::new(&app.app)
         };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(indexer.run(stopped));
@@ -1116,14 +1129,22 @@ backend_test!(
             .as_deref()
             .unwrap()
             .contains("connection refused"));
-        assert!(rapport::search::indexer::lag(&app.app.db).await.unwrap() > 0);
+        assert!(
+            rapport::search::indexer::lag(&app.app.db, &app.app.search_consumer)
+                .await
+                .unwrap()
+                > 0
+        );
         assert_eq!(
             indexed(&app, &app.app.search, workspace, "invoices").await,
             0
         );
         flaky.down.store(false, Ordering::Relaxed);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while rapport::search::indexer::lag(&app.app.db).await.unwrap() > 0
+        while rapport::search::indexer::lag(&app.app.db, &app.app.search_consumer)
+            .await
+            .unwrap()
+            > 0
             || status.last_error.lock().unwrap().is_some()
         {
             assert!(Instant::now() < deadline, "the indexer did not catch up");
@@ -1366,9 +1387,15 @@ backend_test!(
             rapport::search::embedded::Embedded::open(&dir.path().join("search")).unwrap(),
         );
         let progress = |_: IndexName, _: u64, _: u64| {};
-        rapport::search::indexer::reindex(&app.app.db, &fresh, None, &progress)
-            .await
-            .unwrap();
+        rapport::search::indexer::reindex(
+            &app.app.db,
+            &fresh,
+            &app.app.search_consumer,
+            None,
+            &progress,
+        )
+        .await
+        .unwrap();
         same_answers(
             &answers(&fresh, workspace).await,
             &incremental,
@@ -1399,9 +1426,15 @@ backend_test!(
             .iter()
             .any(|(name, total, _, _)| name.starts_with("\"message\"")
                 && *total == 1_200 - 20 * deleted));
-        rapport::search::indexer::reindex(&app.app.db, &app.app.search, None, &progress)
-            .await
-            .unwrap();
+        rapport::search::indexer::reindex(
+            &app.app.db,
+            &app.app.search,
+            &app.app.search_consumer,
+            None,
+            &progress,
+        )
+        .await
+        .unwrap();
         catch_up(&app).await;
         same_answers(
             &answers(&app.app.search, workspace).await,
@@ -1412,9 +1445,15 @@ backend_test!(
         let fresh: Arc<dyn SearchIndex> = Arc::new(
             rapport::search::embedded::Embedded::open(&dir.path().join("search")).unwrap(),
         );
-        rapport::search::indexer::reindex(&app.app.db, &fresh, None, &progress)
-            .await
-            .unwrap();
+        rapport::search::indexer::reindex(
+            &app.app.db,
+            &fresh,
+            &app.app.search_consumer,
+            None,
+            &progress,
+        )
+        .await
+        .unwrap();
         same_answers(
             &answers(&fresh, workspace).await,
             &after_deletes,
@@ -1570,16 +1609,18 @@ backend_test!(
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(
             indexer::Indexer {
-                db: db.clone(),
                 search: queued.clone(),
                 status: status.clone(),
                 batch,
+                ..indexer::Indexer::new(&app.app)
             }
             .run(stopped),
         );
+        let consumer = app.app.search_consumer.clone();
         let offset = || {
             let db = db.clone();
-            async move { indexer::offset(&db).await.unwrap() }
+            let consumer = consumer.clone();
+            async move { indexer::offset(&db, &consumer).await.unwrap() }
         };
 
         // Batches are sent without waiting for the ones before, up to IN_FLIGHT.
@@ -1637,7 +1678,7 @@ backend_test!(
         // Once tasks succeed, everything is indexed once the offset reaches the head.
         queued.auto.store(true, Ordering::Relaxed);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while indexer::lag(&db).await.unwrap() > 0 {
+        while indexer::lag(&db, &consumer).await.unwrap() > 0 {
             assert!(Instant::now() < deadline, "the indexer did not catch up");
             let enqueued: Vec<usize> = (0..queued.count())
                 .filter(|&uid| queued.tasks.lock().unwrap()[uid].1 == TaskState::Enqueued)
