@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use super::{BenchOptions, CompareReport, IngestBenchReport, ScenarioReport, SearchBenchReport};
+use super::{
+    BenchOptions, CompareReport, IngestBenchReport, ScaleReport, ScenarioReport, SearchBenchReport,
+};
 
 /// Everything one `rapport bench` run measured. The ingestion, search and comparison
 /// benchmarks are `None` when skipped (the API scenarios empty); their errors surface
@@ -15,6 +17,7 @@ pub struct Results {
     pub ingest: Option<anyhow::Result<IngestBenchReport>>,
     pub search: Option<anyhow::Result<SearchBenchReport>>,
     pub compare: Option<anyhow::Result<CompareReport>>,
+    pub scale: Option<anyhow::Result<ScaleReport>>,
 }
 
 impl Results {
@@ -28,6 +31,7 @@ impl Results {
             ingest,
             search,
             compare,
+            scale,
         } = self;
         if !scenarios.is_empty() {
             println!(
@@ -87,6 +91,36 @@ impl Results {
                 "\nNew items at {:.0} % of the plain INSERT's rate, measured in this run.",
                 100.0 * ingest.new_per_second / ingest.reference_per_second
             );
+        }
+        if let Some(scale) = scale {
+            let scale = scale?;
+            println!(
+                "\n{database}, scale-out: {} webhook deliveries per row from {} senders, spread over the processes, every answer checked\n",
+                scale.options.items, scale.options.clients
+            );
+            println!("| processes | deliveries/s | × one process | p50 / p99 ms | index caught up after, s | killed halfway: resent, stored, distinct |\n|---|---|---|---|---|---|");
+            let one = scale
+                .rows
+                .iter()
+                .find(|row| row.processes == 1 && row.killed.is_none())
+                .map(|row| row.per_second);
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            for row in &scale.rows {
+                let ratio = one.map_or("—".to_owned(), |one| {
+                    format!("{:.2}", row.per_second / one)
+                });
+                let killed = row.killed.as_ref().map_or("—".to_owned(), |k| {
+                    format!("{}, {}, {}", k.resent, k.stored, k.distinct)
+                });
+                println!(
+                    "| {} | {:.0} | {ratio} | {:.1} / {:.1} | {:.1} | {killed} |",
+                    row.processes,
+                    row.per_second,
+                    ms(row.p50),
+                    ms(row.p99),
+                    row.index_caught_up.as_secs_f64()
+                );
+            }
         }
         if let Some(search) = search {
             let search = search?;

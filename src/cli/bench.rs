@@ -63,6 +63,17 @@ pub struct BenchArgs {
     /// starting one.
     #[arg(long, conflicts_with = "peer")]
     peer_url: Option<String>,
+    /// Scale-out: rows of this many `rapport serve` processes over the benchmark's
+    /// database, webhook deliveries spread over all of them (e.g. `1,2,4`; none skips it).
+    #[arg(long, value_delimiter = ',')]
+    processes: Vec<usize>,
+    /// Deliveries per scale-out row.
+    #[arg(long, default_value_t = 4_000)]
+    scale_items: usize,
+    /// Whether the scale-out benchmark also runs its largest row again with the
+    /// indexing process killed halfway (nothing may be lost or doubled).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    scale_kill: bool,
     /// A Rapport already serving this database (its GraphQL URL, e.g. under a profiler),
     /// asked in the comparison instead of one in this process.
     #[arg(long)]
@@ -114,6 +125,17 @@ pub async fn run(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let scale = if args.processes.is_empty() {
+        None
+    } else {
+        let options = rapport::bench::ScaleOptions {
+            processes: args.processes.clone(),
+            items: args.scale_items.max(2),
+            clients: args.concurrency.max(1),
+            kill: args.scale_kill,
+        };
+        Some(rapport::bench::scale(&app, options).await)
+    };
     let result = if args.requests > 0 {
         rapport::bench::run(app.clone(), options.clone()).await
     } else {
@@ -159,6 +181,7 @@ pub async fn run(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
         ingest,
         search,
         compare,
+        scale,
     }
     .print()
 }

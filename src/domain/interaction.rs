@@ -102,6 +102,32 @@ pub async fn count(
     Ok(filtered(caller.workspace_id, filter).count(db).await?)
 }
 
+/// How many interactions `source` of `workspace_id` holds, and how many distinct
+/// external ids among them (the two differ only if an item was stored twice).
+pub async fn stored_of_source(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    source: SourceId,
+) -> Result<(u64, u64)> {
+    let query = Query::select()
+        .expr_as(Expr::col(Column::Id).count(), Alias::new("stored"))
+        .expr_as(
+            Expr::cust("count(DISTINCT external_id)"),
+            Alias::new("distinct_ids"),
+        )
+        .from(Entity)
+        .and_where(Expr::col(Column::WorkspaceId).eq(workspace_id))
+        .and_where(Expr::col(Column::SourceId).eq(source))
+        .to_owned();
+    let row = db
+        .query_one(db.get_database_backend().build(&query))
+        .await?
+        .ok_or_else(|| Error::Internal("a count returned no row".into()))?;
+    let stored: i64 = row.try_get("", "stored")?;
+    let distinct: i64 = row.try_get("", "distinct_ids")?;
+    Ok((stored.max(0) as u64, distinct.max(0) as u64))
+}
+
 /// Validates paging arguments once, so a batch of per-parent lists shares one window.
 pub fn window(args: &PageArgs) -> Result<Window> {
     args.window(SORT)
