@@ -43,6 +43,8 @@ pub struct App {
     pub search_status: Arc<search::SearchStatus>,
     /// The indexer's row in `consumer_offset` for this index ([`search::consumer`]).
     pub search_consumer: String,
+    /// Webhook deliveries gathered into one batch per source ([`ingest::gather`]).
+    pub deliveries: Arc<ingest::gather::Deliveries>,
 }
 
 impl App {
@@ -63,6 +65,7 @@ impl App {
         })?;
         let search_consumer = search::consumer(&config)?;
         let search = search::open(&config).await?;
+        let deliveries = ingest::gather::Deliveries::new(db.clone());
         Ok(App {
             config,
             db,
@@ -71,6 +74,7 @@ impl App {
             search,
             search_status: Arc::new(search::SearchStatus::default()),
             search_consumer,
+            deliveries,
         })
     }
 }

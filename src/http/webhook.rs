@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::{reject, HttpState, MediaType, Rejection, JSON};
 use crate::domain;
 use crate::error::Error;
+use crate::ingest::gather::Delivered;
 
 /// `POST /webhooks/{source_id}`: a delivery to a webhook source. The signature is checked
 /// over the raw bytes before anything is parsed; a bad signature is 401 and stores
@@ -90,25 +91,24 @@ pub(super) async fn deliver(
     if domain::text::clean(&item.text).is_empty() {
         return refuse(Error::field("text", "text: is required and must not be empty").into());
     }
-    match crate::ingest::ingest(
-        &state.app().db,
-        &source,
-        std::slice::from_ref(&item),
-        None,
-        None,
-    )
-    .await
-    {
+    // Stored in the next batch of this source's deliveries (`ingest::gather`), answered
+    // once that batch committed.
+    match state.app().deliveries.deliver(&source, item).await {
         // 422, not 400: the delivery is well formed, its content cannot be stored, and
         // senders do not retry a 4xx.
-        Ok(report) if !report.skipped.is_empty() => refuse(Rejection::protocol(
+        Ok(Delivered::Refused) => refuse(Rejection::protocol(
             StatusCode::UNPROCESSABLE_ENTITY,
             Error::bad_input("the delivery's content cannot be stored; do not retry it unchanged"),
         )),
-        Ok(report) => {
+        Ok(delivered) => {
             crate::failpoint::failpoint("webhook.after_commit");
-            let interaction = report.new.first().map(|id| crate::ids::encode(*id));
-            let body = json!({ "accepted": true, "duplicate": report.new.is_empty(), "interactionId": interaction });
+            let interaction = match delivered {
+                Delivered::New(id) => Some(crate::ids::encode(id)),
+                _ => None,
+            };
+            let duplicate = delivered == Delivered::Duplicate;
+            let body =
+                json!({ "accepted": true, "duplicate": duplicate, "interactionId": interaction });
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, JSON)],

@@ -11,6 +11,7 @@
 //! and counted in [`IngestReport::skipped`], and the rest of the batch lands. Any other
 //! error (connection, lock, lease) still fails the whole batch, so nothing is lost.
 
+pub mod gather;
 pub mod reply;
 pub mod scheduler;
 pub mod sync;

@@ -355,3 +355,51 @@ backend_test!(
         }
     }
 );
+
+backend_test!(
+    async fn concurrent_deliveries_and_their_replays_are_each_stored_once_and_answered_once_as_new(
+        app: TestApp,
+    ) {
+        // Deliveries to one source arrive together and are gathered into batches: each
+        // still gets its own answer, and a replay racing its original is the duplicate.
+        let key = app.key(Role::Admin).await;
+        let path = webhook_path(&app, &key).await;
+        let base = format!("http://{}", app.addr);
+        let answers = futures_util::future::join_all(
+            (0..120).map(|n| deliver(&app.client, &base, &path, n % 60)),
+        )
+        .await;
+        let mut new = std::collections::HashMap::new();
+        let mut duplicates = 0;
+        for (n, answer) in answers.into_iter().enumerate() {
+            let answer = answer.expect("answered");
+            if answer["duplicate"] == true {
+                assert_eq!(answer["interactionId"], Value::Null, "{answer}");
+                duplicates += 1;
+            } else {
+                let id = answer["interactionId"].as_str().unwrap().to_owned();
+                assert!(id.starts_with("int_"), "{answer}");
+                assert!(
+                    new.insert(n % 60, id).is_none(),
+                    "item {} answered new twice",
+                    n % 60
+                );
+            }
+        }
+        assert_eq!((new.len(), duplicates), (60, 60));
+        let distinct: std::collections::HashSet<&String> = new.values().collect();
+        assert_eq!(distinct.len(), 60, "one interaction per item");
+        assert_eq!(interactions(&app, &key).await, 60);
+        // Each answer names the interaction stored for its item.
+        for (n, id) in &new {
+            let node = app
+                .gql(
+                    &key,
+                    "query($id: ID!) { node(id: $id) { ... on Interaction { externalId } } }",
+                    json!({ "id": id }),
+                )
+                .await;
+            assert_eq!(node["node"]["externalId"], format!("msg_{n}"), "{node}");
+        }
+    }
+);
