@@ -44,7 +44,7 @@ const SEARCH_WITH_FACETS: &str = "query($q: String!) {
 /// Seeds `customers` × 20 interactions in a scratch workspace, indexes them through the
 /// indexer from the event log, runs typical searches `requests` times each through
 /// GraphQL (one client, every answer checked), measures the index lag under steady
-/// ingestion (`customers / 2,500` seconds, 1 to 20), and deletes the workspace.
+/// ingestion (`customers / 2,500` seconds, 10 to 20: at least 100 batches), and deletes the workspace.
 pub async fn search(
     app: &App,
     customers: usize,
@@ -80,7 +80,7 @@ pub async fn search(
     };
     let result = async {
         let scenarios = searches(&client, customers, interactions, requests).await?;
-        let seconds = (customers / 2_500).clamp(1, 20);
+        let seconds = (customers / 2_500).clamp(10, 20);
         let index_lag = index_lag(app, &client, workspace.id, seconds).await?;
         anyhow::Ok((scenarios, index_lag))
     }
@@ -266,48 +266,63 @@ async fn index_lag(
     let per_batch = LAG_ITEMS_PER_SECOND / 10;
     let batches = seconds * 10;
     let base = chrono::Utc::now();
-    let mut pending: Vec<(i64, Instant)> = Vec::new();
-    let mut lags = Vec::with_capacity(batches);
+    // The offset is watched by a task of its own, every 5 ms: watched between two
+    // ingestions, a batch's lag would also count the next batch's ingestion.
+    let pending: std::sync::Arc<std::sync::Mutex<Vec<(i64, Instant)>>> = Default::default();
+    let (done, mut finished) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn({
+        let db = app.db.clone();
+        let consumer = app.search_consumer.clone();
+        let pending = pending.clone();
+        async move {
+            let mut lags = Vec::with_capacity(batches);
+            loop {
+                let last = *finished.borrow_and_update();
+                let offset = crate::search::indexer::offset(&db, &consumer).await?;
+                let now = Instant::now();
+                let drained = {
+                    let mut pending = pending.lock().expect("never poisoned");
+                    pending.retain(|(seq, committed)| {
+                        if *seq <= offset {
+                            lags.push(now - *committed);
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                    pending.is_empty()
+                };
+                if last && drained {
+                    return anyhow::Ok(lags);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                    _ = finished.changed() => {}
+                }
+            }
+        }
+    });
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = Instant::now();
-    let mut sent = 0;
-    let watch_offset =
-        |pending: &mut Vec<(i64, Instant)>, lags: &mut Vec<Duration>, offset: i64| {
-            let now = Instant::now();
-            pending.retain(|(seq, committed)| {
-                if *seq <= offset {
-                    lags.push(now - *committed);
-                    false
-                } else {
-                    true
-                }
-            });
-        };
-    while sent < batches || !pending.is_empty() {
-        if sent < batches {
-            tokio::select! {
-                _ = tick.tick() => {
-                    let items: Vec<connectors::InboundItem> = (0..per_batch)
-                        .map(|n| lag_item(sent * per_batch + n, base))
-                        .collect();
-                    crate::ingest::ingest(&app.db, &source, &items, Some(&format!("lag-{sent}")), None).await?;
-                    let committed = Instant::now();
-                    let seq = crate::search::indexer::head(&app.db).await?;
-                    pending.push((seq, committed));
-                    sent += 1;
-                }
-                () = tokio::time::sleep(Duration::from_millis(5)) => {}
-            }
-        } else {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            if started.elapsed() > Duration::from_secs(seconds as u64 + 60) {
-                bail!("the indexer did not catch up with the ingested items");
-            }
-        }
-        let offset = crate::search::indexer::offset(&app.db, &app.search_consumer).await?;
-        watch_offset(&mut pending, &mut lags, offset);
+    for sent in 0..batches {
+        tick.tick().await;
+        let items: Vec<connectors::InboundItem> = (0..per_batch)
+            .map(|n| lag_item(sent * per_batch + n, base))
+            .collect();
+        crate::ingest::ingest(&app.db, &source, &items, Some(&format!("lag-{sent}")), None).await?;
+        let committed = Instant::now();
+        let seq = crate::search::indexer::head(&app.db).await?;
+        pending
+            .lock()
+            .expect("never poisoned")
+            .push((seq, committed));
     }
+    done.send(true).ok();
+    let lags = match tokio::time::timeout(Duration::from_secs(60), watcher).await {
+        Ok(joined) => joined.context("the lag watcher failed")??,
+        Err(_) => bail!("the indexer did not catch up with the ingested items"),
+    };
     let elapsed = started.elapsed();
     stop.send(true).ok();
     indexer.await.context("the indexer task failed")?;

@@ -39,7 +39,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use eval::{Dfa, Plan, Range, TermSet, Word};
-use warm::Snapshot;
+use warm::{NewSegments, Snapshot};
 
 const TOKENIZER: &str = "rapport_folded";
 const WRITER_BYTES: usize = 50_000_000;
@@ -103,8 +103,44 @@ struct Live {
     reader: IndexReader,
     writer: Mutex<Option<IndexWriter<TantivyDocument>>>,
     /// The searcher of the last commit with its segments' caches, swapped whole.
-    snapshot: RwLock<Arc<Snapshot>>,
+    snapshots: Arc<Snapshots>,
     generation: u64,
+}
+
+/// The current snapshot, and the lock under which a new one is made from it and swapped
+/// in: by the writer after a commit and by the thread that builds a segment's cache aside,
+/// so neither loses what the other put in.
+#[derive(Default)]
+struct Snapshots {
+    current: RwLock<Option<Arc<Snapshot>>>,
+    swap: Mutex<()>,
+}
+
+impl Snapshots {
+    fn current(&self) -> Arc<Snapshot> {
+        self.current
+            .read()
+            .expect("never poisoned")
+            .clone()
+            .expect("set when opened")
+    }
+
+    /// Swaps in what `make` makes from the current snapshot, when it makes one.
+    fn replace<T>(
+        &self,
+        make: impl FnOnce(Option<&Snapshot>) -> Result<(Option<Snapshot>, T)>,
+    ) -> Result<(Arc<Snapshot>, T)> {
+        let _swap = self.swap.lock().expect("never poisoned");
+        let previous = self.current.read().expect("never poisoned").clone();
+        let (next, made) = make(previous.as_deref())?;
+        let next = match (next, previous) {
+            (Some(next), _) => Arc::new(next),
+            (None, Some(previous)) => return Ok((previous, made)),
+            (None, None) => return Err(internal("no snapshot to keep")),
+        };
+        *self.current.write().expect("never poisoned") = Some(next.clone());
+        Ok((next, made))
+    }
 }
 
 impl Live {
@@ -120,19 +156,50 @@ impl Live {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()
             .map_err(internal)?;
-        let snapshot = warm::warm(index_name, reader.searcher(), None)?;
+        let snapshots = Arc::new(Snapshots::default());
+        snapshots.replace(|_| {
+            let (snapshot, _) =
+                warm::warm(index_name, reader.searcher(), None, NewSegments::Build)?;
+            Ok((Some(snapshot), ()))
+        })?;
         Ok(Live {
             index,
             name: index_name,
             reader,
             writer: Mutex::new(None),
-            snapshot: RwLock::new(Arc::new(snapshot)),
+            snapshots,
             generation,
         })
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.read().expect("never poisoned").clone()
+        self.snapshots.current()
+    }
+
+    /// Builds the caches of `cold` segments of `snapshot` on a thread of their own, then
+    /// swaps them into the current snapshot. Without them (no thread, a failed build) the
+    /// segments are still searched, without a cache: the same answers, slower.
+    fn build_aside(&self, snapshot: Arc<Snapshot>, cold: Vec<tantivy::index::SegmentId>) {
+        let name = self.name;
+        let snapshots = self.snapshots.clone();
+        let spawned = std::thread::Builder::new()
+            .name("search-cache".into())
+            .spawn(move || {
+                let built = warm::build_cold(name, &snapshot, &cold);
+                drop(snapshot);
+                let installed = built.and_then(|built| {
+                    snapshots.replace(|current| {
+                        let current = current.expect("set when opened");
+                        Ok((warm::with_caches(current, &built), ()))
+                    })
+                });
+                if let Err(err) = installed {
+                    tracing::warn!(index = name.as_str(), error = %err, "cannot build a search segment's cache");
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::warn!(index = name.as_str(), error = %err, "no thread to build a search segment's cache");
+        }
     }
 
     /// Runs `write` with the writer, commits, and makes the result searchable.
@@ -161,10 +228,20 @@ impl Live {
         }
         writer.commit().map_err(internal)?;
         self.reader.reload().map_err(internal)?;
-        // Under the writer's lock: snapshots are made one at a time, each from the last.
-        let previous = self.snapshot();
-        let next = warm::warm(self.name, self.reader.searcher(), Some(&previous))?;
-        *self.snapshot.write().expect("never poisoned") = Arc::new(next);
+        // A large new segment (a merge's) is searched without its cache until the cache,
+        // built aside, replaces it: building it here would hold this batch back.
+        let (next, cold) = self.snapshots.replace(|previous| {
+            let (next, cold) = warm::warm(
+                self.name,
+                self.reader.searcher(),
+                previous,
+                NewSegments::Defer,
+            )?;
+            Ok((Some(next), cold))
+        })?;
+        if !cold.is_empty() {
+            self.build_aside(next, cold);
+        }
         Ok(())
     }
 }
@@ -187,7 +264,6 @@ impl Live {
         }
         self.reader.reload().map_err(internal)?;
         let searcher = self.reader.searcher();
-        let previous = self.snapshot();
         let shape = |searcher: &tantivy::Searcher| -> Vec<(tantivy::index::SegmentId, u32)> {
             searcher
                 .segment_readers()
@@ -195,11 +271,17 @@ impl Live {
                 .map(|reader| (reader.segment_id(), reader.num_deleted_docs()))
                 .collect()
         };
-        if shape(&searcher) == shape(&previous.searcher) {
+        if shape(&searcher) == shape(&self.snapshot().searcher) {
             return Ok(());
         }
-        let next = warm::warm(self.name, searcher, Some(&previous))?;
-        *self.snapshot.write().expect("never poisoned") = Arc::new(next);
+        // As after a commit here: large new segments are cached aside.
+        let (next, cold) = self.snapshots.replace(|previous| {
+            let (next, cold) = warm::warm(self.name, searcher, previous, NewSegments::Defer)?;
+            Ok((Some(next), cold))
+        })?;
+        if !cold.is_empty() {
+            self.build_aside(next, cold);
+        }
         Ok(())
     }
 }
@@ -252,6 +334,21 @@ impl Embedded {
         self.slot(index).read().expect("never poisoned").clone()
     }
 
+    /// Waits until no segment's cache is being built aside (tests: the cached paths run).
+    #[cfg(test)]
+    async fn settled(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        for index in IndexName::ALL {
+            while self.live(index).snapshot().is_cold() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "a segment's cache was never built"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    }
+
     /// Replaces the documents of `docs`' ids by `docs`, in one commit.
     async fn upsert<D: Indexed>(&self, docs: Vec<D>) -> Result<()> {
         if docs.is_empty() {
@@ -279,6 +376,40 @@ impl Embedded {
         self.blocking(index, move |live| {
             live.write(|writer, schema| {
                 delete_where(writer, schema, name, ids);
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Applies `changes` (writes to `index`) in order, in one commit.
+    async fn apply(&self, index: IndexName, changes: Vec<Change>) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.blocking(index, move |live| {
+            live.write(|writer, schema| {
+                for change in &changes {
+                    match change {
+                        Change::UpsertInteractions(docs) => {
+                            delete_where(writer, schema, "id", docs.iter().map(Indexed::id));
+                            add_all(writer, schema, docs)?;
+                        }
+                        Change::DeleteInteractions(ids) => {
+                            delete_where(writer, schema, "id", ids);
+                        }
+                        Change::DeleteInteractionsOf(ids) => {
+                            delete_where(writer, schema, "customer_id", ids);
+                        }
+                        Change::UpsertCustomers(docs) => {
+                            delete_where(writer, schema, "id", docs.iter().map(Indexed::id));
+                            add_all(writer, schema, docs)?;
+                        }
+                        Change::DeleteCustomers(ids) => {
+                            delete_where(writer, schema, "id", ids);
+                        }
+                    }
+                }
                 Ok(())
             })
         })
@@ -662,41 +793,10 @@ impl SearchIndex for Embedded {
                         | Change::DeleteInteractionsOf(_)
                 )
             });
-        for (index, changes) in [
-            (IndexName::Interactions, interactions),
-            (IndexName::Customers, customers),
-        ] {
-            if changes.is_empty() {
-                continue;
-            }
-            self.blocking(index, move |live| {
-                live.write(|writer, schema| {
-                    for change in &changes {
-                        match change {
-                            Change::UpsertInteractions(docs) => {
-                                delete_where(writer, schema, "id", docs.iter().map(Indexed::id));
-                                add_all(writer, schema, docs)?;
-                            }
-                            Change::DeleteInteractions(ids) => {
-                                delete_where(writer, schema, "id", ids);
-                            }
-                            Change::DeleteInteractionsOf(ids) => {
-                                delete_where(writer, schema, "customer_id", ids);
-                            }
-                            Change::UpsertCustomers(docs) => {
-                                delete_where(writer, schema, "id", docs.iter().map(Indexed::id));
-                                add_all(writer, schema, docs)?;
-                            }
-                            Change::DeleteCustomers(ids) => {
-                                delete_where(writer, schema, "id", ids);
-                            }
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .await?;
-        }
+        // One after the other: side by side, the two commits (each with its indexing
+        // threads) only slowed each other down on two cores.
+        self.apply(IndexName::Interactions, interactions).await?;
+        self.apply(IndexName::Customers, customers).await?;
         Ok(Submitted::default())
     }
 
@@ -875,6 +975,12 @@ mod tests {
     async fn world() -> World {
         let dir = tempfile::tempdir().unwrap();
         let index = Embedded::open(dir.path()).unwrap();
+        // One indexing thread: the first commit's 9,000 documents make one segment, not
+        // one per thread too small for the cache.
+        let live = index.live(IndexName::Interactions);
+        *live.writer.lock().unwrap() =
+            Some(live.index.writer_with_num_threads(1, WRITER_BYTES).unwrap());
+        drop(live);
         let workspace = WorkspaceId::new();
         let customers: Vec<CustomerId> = (0..40).map(|_| CustomerId::new()).collect();
         let mut docs: Vec<InteractionDoc> =
@@ -898,6 +1004,16 @@ mod tests {
         let deleted: Vec<InteractionId> = docs.iter().skip(5).step_by(23).map(|d| d.id).collect();
         index.delete_interactions(deleted.clone()).await.unwrap();
         docs.retain(|d| !deleted.contains(&d.id));
+        index.settled().await;
+        assert!(
+            index
+                .live(IndexName::Interactions)
+                .snapshot()
+                .segments
+                .iter()
+                .any(|view| view.cache.by_date.is_some()),
+            "a segment with its cache, built aside"
+        );
         World {
             index,
             workspace,
@@ -1055,6 +1171,55 @@ mod tests {
             "pages by offset cover each hit once"
         );
         assert_eq!(seen.into_iter().collect::<BTreeSet<_>>(), expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_segments_answer_the_same_before_their_caches_are_built_aside() {
+        let world = world().await;
+        let mut queries = Vec::new();
+        for text in ["", "export", "mesage 7", "user4"] {
+            for sort in [
+                SearchSort::Relevance,
+                SearchSort::Newest,
+                SearchSort::Oldest,
+            ] {
+                let mut q = query(&world, text, sort);
+                q.facets = true;
+                q.limit = 200;
+                queries.push(q.clone());
+                q.filter.channels = vec!["bluesky".into()];
+                q.filter.languages = vec!["en".into()];
+                queries.push(q);
+            }
+        }
+        let mut cached = Vec::new();
+        for q in &queries {
+            cached.push(world.index.search_interactions(q).await.unwrap());
+        }
+        // The same searcher with its large segments cold, as a commit leaves a merge's
+        // until the cache built aside replaces it (none is built here).
+        let live = world.index.live(IndexName::Interactions);
+        let (cold, _) = live
+            .snapshots
+            .replace(|_| {
+                let (cold, deferred) = warm::warm(
+                    IndexName::Interactions,
+                    live.reader.searcher(),
+                    None,
+                    NewSegments::Defer,
+                )?;
+                Ok((Some(cold), deferred))
+            })
+            .unwrap();
+        assert!(cold.is_cold());
+        assert!(cold
+            .segments
+            .iter()
+            .all(|view| view.cache.by_date.is_none()));
+        for (q, cached) in queries.iter().zip(&cached) {
+            let answer = world.index.search_interactions(q).await.unwrap();
+            assert_eq!(&answer, cached, "{:?} {:?}", q.text, q.sort);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

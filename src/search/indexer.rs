@@ -344,11 +344,16 @@ impl Indexer {
     }
 
     /// Sends batches while fewer than [`IN_FLIGHT`] are in flight, then moves the offset
-    /// over the ones applied, oldest first. A failed write is an error, after which the
-    /// pipeline must be started again from the stored offset.
+    /// over the ones applied, oldest first; a batch applied when submitted (the embedded
+    /// backend) has the offset moved past it before the next is read. A failed write is an
+    /// error, after which the pipeline must be started again from the stored offset.
     async fn pump(&self, pipeline: &mut Pipeline) -> Result<Pumped> {
         let mut pumped = Pumped::default();
-        while pipeline.in_flight.len() < IN_FLIGHT && !pipeline.held {
+        // At most IN_FLIGHT batches a pump, applied on submit or not, so that the caller
+        // gets to look at its shutdown signal under steady ingestion.
+        let mut sent = 0;
+        while sent < IN_FLIGHT && pipeline.in_flight.len() < IN_FLIGHT && !pipeline.held {
+            sent += 1;
             let Some(batch) = self.read(pipeline.read_from).await? else {
                 break;
             };
@@ -356,13 +361,36 @@ impl Indexer {
             pumped.read += batch.step.events;
             pipeline.held = batch.watermark < batch.last;
             pipeline.read_from = batch.last;
+            let applied = submitted.tasks.is_empty();
             pipeline.in_flight.push_back(Sent {
                 submitted,
                 watermark: batch.watermark,
                 events: batch.step.events,
             });
+            if applied {
+                // Applied when submitted (the embedded backend): the offset passes it now,
+                // not after the reads and writes of the batches behind it.
+                self.settle(pipeline, &mut pumped).await?;
+            }
         }
         pumped.held = pipeline.held;
+        self.settle(pipeline, &mut pumped).await?;
+        if pipeline.held && pipeline.in_flight.is_empty() {
+            // Everything before the gap is applied: read again from the offset.
+            pipeline.held = false;
+            pipeline.read_from = pipeline.stored;
+        }
+        if pumped.read == 0 && pipeline.in_flight.is_empty() && !pumped.held {
+            self.status.lag.store(0, Ordering::Relaxed);
+        } else if pumped.moved {
+            let behind = (head(&self.db).await? - pipeline.stored).max(0);
+            self.status.lag.store(behind, Ordering::Relaxed);
+        }
+        Ok(pumped)
+    }
+
+    /// Moves the offset over the batches in flight that are applied, oldest first.
+    async fn settle(&self, pipeline: &mut Pipeline, pumped: &mut Pumped) -> Result<()> {
         while let Some(front) = pipeline.in_flight.front() {
             match self.search.progress(&front.submitted).await? {
                 Progress::Applying => break,
@@ -381,18 +409,7 @@ impl Indexer {
                 }
             }
         }
-        if pipeline.held && pipeline.in_flight.is_empty() {
-            // Everything before the gap is applied: read again from the offset.
-            pipeline.held = false;
-            pipeline.read_from = pipeline.stored;
-        }
-        if pumped.read == 0 && pipeline.in_flight.is_empty() && !pumped.held {
-            self.status.lag.store(0, Ordering::Relaxed);
-        } else if pumped.moved {
-            let behind = (head(&self.db).await? - pipeline.stored).max(0);
-            self.status.lag.store(behind, Ordering::Relaxed);
-        }
-        Ok(pumped)
+        Ok(())
     }
 
     /// Indexes until no event is left (tests, benchmarks), with the pipeline; waits while

@@ -994,6 +994,19 @@ impl SearchIndex for Flaky {
 
 /// Pushes `count` webhook-style items of one workspace through the pipeline.
 async fn ingest_items(app: &TestApp, workspace: &str, count: usize) -> WorkspaceId {
+    let source = webhook_source(app, workspace).await;
+    let items: Vec<connectors::InboundItem> =
+        (0..count).map(|n| bulk_item(n, "invoices")).collect();
+    for chunk in items.chunks(50) {
+        rapport::ingest::ingest(&app.app.db, &source, chunk, None, None)
+            .await
+            .unwrap();
+    }
+    source.workspace_id
+}
+
+/// A webhook source of `workspace`.
+async fn webhook_source(app: &TestApp, workspace: &str) -> entity::source::Model {
     let admin = app.key_in(workspace, Role::Admin).await;
     let created = app
         .gql(&admin, crate::feeds::CREATE, json!({ "input": { "channel": "WEBHOOK", "name": "bulk", "config": { "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" } } }))
@@ -1009,33 +1022,30 @@ async fn ingest_items(app: &TestApp, workspace: &str, count: usize) -> Workspace
         .await
         .unwrap()
         .unwrap();
-    let items: Vec<connectors::InboundItem> = (0..count)
-        .map(|n| connectors::InboundItem {
-            external_id: format!("bulk-{n}"),
-            author: connectors::Author {
-                platform_id: format!("mailto:u{}@bulk.example", n % 20),
-                email: Some(format!("u{}@bulk.example", n % 20)),
-                ..Default::default()
-            },
-            outbound: false,
-            kind: "message".into(),
-            subject: None,
-            text: format!("bulk message number {n} about invoices"),
-            html: None,
-            url: None,
-            language: None,
-            occurred_at: Utc::now(),
-            thread_key: None,
-            in_reply_to: None,
-            raw: json!({}),
-        })
-        .collect();
-    for chunk in items.chunks(50) {
-        rapport::ingest::ingest(&app.app.db, &source, chunk, None, None)
-            .await
-            .unwrap();
+    source
+}
+
+/// Item `n` of a bulk push, about `topic`.
+fn bulk_item(n: usize, topic: &str) -> connectors::InboundItem {
+    connectors::InboundItem {
+        external_id: format!("bulk-{n}"),
+        author: connectors::Author {
+            platform_id: format!("mailto:u{}@bulk.example", n % 20),
+            email: Some(format!("u{}@bulk.example", n % 20)),
+            ..Default::default()
+        },
+        outbound: false,
+        kind: "message".into(),
+        subject: None,
+        text: format!("bulk message number {n} about {topic}"),
+        html: None,
+        url: None,
+        language: None,
+        occurred_at: Utc::now(),
+        thread_key: None,
+        in_reply_to: None,
+        raw: json!({}),
     }
-    source.workspace_id
 }
 
 async fn indexed(
@@ -1051,6 +1061,50 @@ async fn indexed(
         .unwrap()
         .estimated_total
 }
+
+backend_test!(
+    async fn the_running_indexer_moves_its_offset_past_a_batch_only_once_it_is_searchable(
+        app: TestApp,
+    ) {
+        use rapport::search::indexer;
+        let source = webhook_source(&app, "acme").await;
+        let db = app.app.db.clone();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(indexer::Indexer::new(&app.app).run(stopped));
+        // Topics no typo of another reaches.
+        let topics = ["invoices", "kangaroo", "pineapple", "volcano", "zeppelin"];
+        for (round, topic) in topics.iter().enumerate() {
+            let items: Vec<connectors::InboundItem> = (round * 30..round * 30 + 30)
+                .map(|n| bulk_item(n, topic))
+                .collect();
+            for chunk in items.chunks(10) {
+                rapport::ingest::ingest(&db, &source, chunk, None, None)
+                    .await
+                    .unwrap();
+            }
+            let head = indexer::head(&db).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while indexer::offset(&db, &app.app.search_consumer)
+                .await
+                .unwrap()
+                < head
+            {
+                assert!(Instant::now() < deadline, "the offset never passed {head}");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            // Searchable by the time the offset passes them, with nothing more to wait for.
+            for (earlier, topic) in topics[..=round].iter().enumerate() {
+                assert_eq!(
+                    indexed(&app, &app.app.search, source.workspace_id, topic).await,
+                    30,
+                    "round {round}: the items of round {earlier}"
+                );
+            }
+        }
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+);
 
 backend_test!(
     async fn the_indexer_survives_a_restart_mid_backlog_without_losing_or_repeating(app: TestApp) {

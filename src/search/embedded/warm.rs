@@ -1,10 +1,14 @@
 //! What the embedded backend keeps per segment so searches need not rebuild it: the
 //! documents of each common filter value (a workspace, a channel, …) as [`Bits`], the
 //! interactions sorted by date, and the live documents. Segments never change once
-//! written, so this is computed once when a segment first appears (after the commit that
-//! made it, or the merge), in the writer's path, never in a search's; only the live set
-//! is redone when a segment gains deletions. A [`Snapshot`] pairs one searcher with these,
-//! and is swapped whole after each commit.
+//! written, so this is computed once per segment, never in a search's path; only the live
+//! set is redone when a segment gains deletions. A [`Snapshot`] pairs one searcher with
+//! these, and is swapped whole after each commit.
+//!
+//! A large segment new to a commit (a background merge's, mostly) is built aside: the
+//! commit's snapshot searches it without its cache (the same answers, as for a small
+//! segment, only slower) and a snapshot with the cache replaces it once built. Building it
+//! in the writer's path held every later batch back from being searchable for as long.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -106,12 +110,15 @@ impl SegmentCache {
 }
 
 /// One segment of a snapshot: its content cache and its live documents.
+#[derive(Clone)]
 pub struct SegmentView {
     id: SegmentId,
     pub cache: Arc<SegmentCache>,
     /// `None` when nothing was deleted from the segment.
     pub alive: Option<Arc<Bits>>,
     deleted: u32,
+    /// Its cache is being built aside; `cache` is empty until then.
+    cold: bool,
 }
 
 /// A searcher and what each of its segments keeps, in the searcher's segment order.
@@ -120,21 +127,52 @@ pub struct Snapshot {
     pub segments: Vec<SegmentView>,
 }
 
+impl Snapshot {
+    /// Whether a segment's cache is still being built aside.
+    #[cfg(test)]
+    pub fn is_cold(&self) -> bool {
+        self.segments.iter().any(|view| view.cold)
+    }
+}
+
+/// What `warm` does with a segment it has not seen before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewSegments {
+    /// Build its cache now.
+    Build,
+    /// Leave a large one cold, for [`build_cold`] to build aside.
+    Defer,
+}
+
 /// Prepares `searcher` for searching, reusing what `previous` computed for segments they
-/// share.
-pub fn warm(index: IndexName, searcher: Searcher, previous: Option<&Snapshot>) -> Result<Snapshot> {
+/// share. Returns the snapshot and the segments it left cold that `previous` did not
+/// have (a cold segment of `previous` is being built already).
+pub fn warm(
+    index: IndexName,
+    searcher: Searcher,
+    previous: Option<&Snapshot>,
+    new: NewSegments,
+) -> Result<(Snapshot, Vec<SegmentId>)> {
     let known: HashMap<SegmentId, &SegmentView> = previous
         .map(|p| p.segments.iter().map(|view| (view.id, view)).collect())
         .unwrap_or_default();
     let schema = searcher.schema().clone();
     let mut segments = Vec::with_capacity(searcher.segment_readers().len());
+    let mut deferred = Vec::new();
     for reader in searcher.segment_readers() {
         let id = reader.segment_id();
         let deleted = reader.num_deleted_docs();
         let old = known.get(&id);
-        let cache = match old {
-            Some(view) => view.cache.clone(),
-            None => Arc::new(SegmentCache::build(reader, &schema, index)?),
+        let (cache, cold) = match old {
+            Some(view) => (view.cache.clone(), view.cold),
+            None if new == NewSegments::Defer && reader.max_doc() >= CACHED_MIN_DOCS => {
+                deferred.push(id);
+                (Arc::new(SegmentCache::default()), true)
+            }
+            None => (
+                Arc::new(SegmentCache::build(reader, &schema, index)?),
+                false,
+            ),
         };
         let alive = match (old, reader.alive_bitset()) {
             (_, None) => None,
@@ -151,7 +189,42 @@ pub fn warm(index: IndexName, searcher: Searcher, previous: Option<&Snapshot>) -
             cache,
             alive,
             deleted,
+            cold,
         });
     }
-    Ok(Snapshot { searcher, segments })
+    Ok((Snapshot { searcher, segments }, deferred))
+}
+
+/// Caches built aside for cold segments.
+pub type Built = Vec<(SegmentId, Arc<SegmentCache>)>;
+
+/// Builds the caches of `ids`, segments of `snapshot` (whose searcher keeps them open).
+pub fn build_cold(index: IndexName, snapshot: &Snapshot, ids: &[SegmentId]) -> Result<Built> {
+    let schema = snapshot.searcher.schema().clone();
+    let mut built = Vec::with_capacity(ids.len());
+    for reader in snapshot.searcher.segment_readers() {
+        if ids.contains(&reader.segment_id()) {
+            let cache = SegmentCache::build(reader, &schema, index)?;
+            built.push((reader.segment_id(), Arc::new(cache)));
+        }
+    }
+    Ok(built)
+}
+
+/// `snapshot` with the caches of `built` for those of its segments still cold; `None`
+/// when it has none of them (merged away since).
+pub fn with_caches(snapshot: &Snapshot, built: &Built) -> Option<Snapshot> {
+    let mut segments = snapshot.segments.clone();
+    let mut changed = false;
+    for view in segments.iter_mut().filter(|view| view.cold) {
+        if let Some((_, cache)) = built.iter().find(|(id, _)| *id == view.id) {
+            view.cache = cache.clone();
+            view.cold = false;
+            changed = true;
+        }
+    }
+    changed.then(|| Snapshot {
+        searcher: snapshot.searcher.clone(),
+        segments,
+    })
 }
