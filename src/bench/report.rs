@@ -95,8 +95,8 @@ impl Results {
         if let Some(scale) = scale {
             let scale = scale?;
             println!(
-                "\n{database}, scale-out: {} webhook deliveries per row from {} senders, spread over the processes, every answer checked\n",
-                scale.options.items, scale.options.clients
+                "\n{database}, scale-out: {} webhook deliveries per row to {} source(s) from {} senders, spread over the processes, every answer checked\n",
+                scale.options.items, scale.options.sources, scale.options.clients
             );
             println!("| processes | deliveries/s | × one process | p50 / p99 ms | index caught up after, s | killed halfway: resent, stored, distinct |\n|---|---|---|---|---|---|");
             let one = scale

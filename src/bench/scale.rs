@@ -29,6 +29,9 @@ pub struct ScaleOptions {
     pub items: usize,
     /// Deliveries in flight at once.
     pub clients: usize,
+    /// Webhook sources the deliveries are spread over: one source's batches take turns
+    /// (each holds the source's row until it commits), several sources' run side by side.
+    pub sources: usize,
     /// Also run the largest process count again, killing the indexing process halfway.
     pub kill: bool,
 }
@@ -81,25 +84,38 @@ pub async fn scale(app: &App, options: ScaleOptions) -> anyhow::Result<ScaleRepo
     let mut rows = Vec::new();
     for (row, (processes, kill)) in runs.into_iter().enumerate() {
         let caller = domain::Caller::owner_without_key(workspace.id, "bench");
-        let source = domain::source::create(
-            &app.db,
-            &caller,
-            domain::source::NewSource {
-                channel: connectors::Channel::Webhook,
-                name: format!("scale {row}"),
-                config: json!({ "secret": SECRET }),
-                schedule_secs: None,
-            },
-        )
-        .await?;
-        let path = format!("/webhooks/{}", crate::ids::encode(source.id));
+        let mut sources = Vec::new();
+        for n in 0..options.sources.max(1) {
+            sources.push(
+                domain::source::create(
+                    &app.db,
+                    &caller,
+                    domain::source::NewSource {
+                        channel: connectors::Channel::Webhook,
+                        name: format!("scale {row}.{n}"),
+                        config: json!({ "secret": SECRET }),
+                        schedule_secs: None,
+                    },
+                )
+                .await?,
+            );
+        }
+        let paths: Vec<String> = sources
+            .iter()
+            .map(|source| format!("/webhooks/{}", crate::ids::encode(source.id)))
+            .collect();
         let mut fleet = Fleet::start(&config, processes).await?;
-        let result = run_row(app, &consumer, &options, &mut fleet, &path, kill).await;
+        let result = run_row(app, &consumer, &options, &mut fleet, &paths, kill).await;
         fleet.stop();
         let mut row = result?;
         row.processes = processes;
-        let (stored, distinct) =
-            domain::interaction::stored_of_source(&app.db, workspace.id, source.id).await?;
+        let (mut stored, mut distinct) = (0, 0);
+        for source in &sources {
+            let (rows, ids) =
+                domain::interaction::stored_of_source(&app.db, workspace.id, source.id).await?;
+            stored += rows;
+            distinct += ids;
+        }
         if stored != options.items as u64 || distinct != stored {
             bail!(
                 "{processes} processes{}: {} deliveries answered, {stored} interactions stored ({distinct} distinct)",
@@ -308,7 +324,8 @@ async fn send(
 #[derive(Clone)]
 struct Senders {
     client: reqwest::Client,
-    path: String,
+    /// The sources' webhook paths; delivery `n` goes to `paths[n % len]`.
+    paths: Arc<Vec<String>>,
     row: String,
     /// The next delivery to send.
     next: Arc<AtomicUsize>,
@@ -340,7 +357,8 @@ impl Senders {
                         urls[n % urls.len()].clone()
                     };
                     let sent = Instant::now();
-                    if send(&this.client, &url, &this.path, &this.row, n).await? {
+                    let path = &this.paths[n % this.paths.len()];
+                    if send(&this.client, &url, path, &this.row, n).await? {
                         this.latencies
                             .lock()
                             .expect("never poisoned")
@@ -366,7 +384,7 @@ async fn run_row(
     consumer: &str,
     options: &ScaleOptions,
     fleet: &mut Fleet,
-    path: &str,
+    paths: &[String],
     kill: bool,
 ) -> anyhow::Result<ScaleRow> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -386,7 +404,7 @@ async fn run_row(
         .build()?;
     let shared = Senders {
         client: client.clone(),
-        path: path.to_owned(),
+        paths: Arc::new(paths.to_vec()),
         row: row.clone(),
         next: Arc::new(AtomicUsize::new(0)),
         urls: Arc::new(Mutex::new(fleet.urls.clone())),
@@ -422,6 +440,7 @@ async fn run_row(
     let missed: Vec<usize> = std::mem::take(&mut *unanswered.lock().expect("never poisoned"));
     let live = urls.lock().expect("never poisoned").clone();
     for n in missed {
+        let path = &paths[n % paths.len()];
         if !send(&client, &live[n % live.len()], path, &row, n).await? {
             bail!("delivery {n} was answered by no live process");
         }

@@ -70,6 +70,9 @@ pub struct BenchArgs {
     /// Deliveries per scale-out row.
     #[arg(long, default_value_t = 4_000)]
     scale_items: usize,
+    /// Webhook sources the scale-out deliveries are spread over.
+    #[arg(long, default_value_t = 1)]
+    scale_sources: usize,
     /// Whether the scale-out benchmark also runs its largest row again with the
     /// indexing process killed halfway (nothing may be lost or doubled).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -132,6 +135,7 @@ pub async fn run(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
             processes: args.processes.clone(),
             items: args.scale_items.max(2),
             clients: args.concurrency.max(1),
+            sources: args.scale_sources.max(1),
             kill: args.scale_kill,
         };
         Some(rapport::bench::scale(&app, options).await)
