@@ -16,6 +16,8 @@ pub mod reply;
 pub mod scheduler;
 pub mod sync;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
 
 pub use crate::domain::batch::Prepared;
@@ -80,6 +82,13 @@ pub async fn ingest(
     store(db, source, prepared, next_cursor, lease).await
 }
 
+/// New items this process stored since it last asked whether the tables they grew need
+/// fresh planner statistics.
+static UNCHECKED: AtomicUsize = AtomicUsize::new(0);
+
+/// How many new items between two such questions.
+const STATISTICS_EVERY: usize = 500;
+
 /// [`ingest`]'s second half: stores a batch [`prepare`] made ready, and moves the cursor,
 /// in one transaction. Split from the first half so a sync can prepare its next batch
 /// while this one's transaction runs.
@@ -123,7 +132,11 @@ pub async fn store(
     domain::source::record_batch(&txn, source.id, report.new.len(), next_cursor, lease).await?;
     failpoint("ingest.before_commit");
     txn.commit().await?;
-    if !report.new.is_empty() {
+    // The statistics can be stale only after 1,000 changed rows (see
+    // `refresh_statistics`): asking the catalogue after every small batch (a webhook
+    // delivery's) cost a query a batch for nothing.
+    let stored = UNCHECKED.fetch_add(report.new.len(), Ordering::Relaxed) + report.new.len();
+    if stored >= STATISTICS_EVERY && UNCHECKED.swap(0, Ordering::Relaxed) > 0 {
         domain::batch::refresh_statistics(db).await?;
     }
     Ok(report)
