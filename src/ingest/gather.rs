@@ -212,8 +212,15 @@ impl Deliveries {
                     let _ = job.answer.send(Ok(outcome));
                 }
             }
+            Err(err) if jobs.len() > 1 => {
+                // One delivery may be what failed the batch: store each on its own, so
+                // only that one gets the error (and its sender's retries fail alone).
+                tracing::info!(error = %err, deliveries = jobs.len(), "a gathered webhook batch failed; storing its deliveries one by one");
+                for job in jobs {
+                    Box::pin(self.store(vec![job])).await;
+                }
+            }
             Err(err) => {
-                // Every delivery of the batch gets the batch's error, of the same kind.
                 for job in jobs {
                     let _ = job.answer.send(Err(same_kind(&err)));
                 }

@@ -137,7 +137,10 @@ pub async fn store(
     // delivery's) cost a query a batch for nothing.
     let stored = UNCHECKED.fetch_add(report.new.len(), Ordering::Relaxed) + report.new.len();
     if stored >= STATISTICS_EVERY && UNCHECKED.swap(0, Ordering::Relaxed) > 0 {
-        domain::batch::refresh_statistics(db).await?;
+        // After the commit: a failure here is no failure of the batch, which is stored.
+        if let Err(err) = domain::batch::refresh_statistics(db).await {
+            tracing::warn!(error = %err, "refreshing planner statistics failed");
+        }
     }
     Ok(report)
 }
