@@ -139,6 +139,9 @@ struct Pipeline {
     held: bool,
     /// Whether offset writes are fenced by this process's lease ([`Indexer::run`]).
     leased: bool,
+    /// With a lease: when this process stops trusting it (renewed well before), so a
+    /// process that stalled past its lease sends nothing more to a shared index.
+    trusted_until: Option<tokio::time::Instant>,
 }
 
 /// What one pump did.
@@ -340,6 +343,7 @@ impl Indexer {
             in_flight: VecDeque::new(),
             held: false,
             leased,
+            trusted_until: None,
         })
     }
 
@@ -357,6 +361,16 @@ impl Indexer {
             let Some(batch) = self.read(pipeline.read_from).await? else {
                 break;
             };
+            if pipeline
+                .trusted_until
+                .is_some_and(|until| tokio::time::Instant::now() >= until)
+            {
+                // Stalled past the lease: another process may index now, and what was
+                // read before the stall must not overwrite what it wrote.
+                return Err(Error::Conflict(
+                    "the indexer's lease ran out before it could renew it".into(),
+                ));
+            }
             let submitted = self.search.submit(batch.changes).await?;
             pumped.read += batch.step.events;
             pipeline.held = batch.watermark < batch.last;
@@ -504,7 +518,11 @@ impl Indexer {
                 }
                 Err(err) => Err(err),
                 Ok(true) => match pipeline.as_mut() {
-                    Some(pipeline) => self.pump(pipeline).await.map(Some),
+                    Some(pipeline) => {
+                        // Trusted for three fifths of the lease after its last renewal.
+                        pipeline.trusted_until = renewed.map(|at| at + self.lease * 3 / 5);
+                        self.pump(pipeline).await.map(Some)
+                    }
                     None => self.pipeline(true).await.map(|started| {
                         pipeline = Some(started);
                         None
