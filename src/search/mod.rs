@@ -327,7 +327,17 @@ pub fn consumer(config: &crate::Config) -> anyhow::Result<String> {
             return Ok(name.to_owned());
         }
     }
-    let indexed_before = std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_some());
+    // An index written before these ids existed: its generations' directories or a
+    // rebuild's `.current` file (not any file: a crash may leave `consumer.partial`).
+    let indexed_before = std::fs::read_dir(&dir).is_ok_and(|entries| {
+        entries.flatten().any(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name.ends_with(".current")
+                || IndexName::ALL
+                    .iter()
+                    .any(|index| name.starts_with(&format!("{}-", index.as_str())))
+        })
+    });
     let name = if indexed_before {
         indexer::CONSUMER.to_owned()
     } else {
@@ -339,10 +349,21 @@ pub fn consumer(config: &crate::Config) -> anyhow::Result<String> {
     };
     std::fs::create_dir_all(&dir)
         .map_err(|err| anyhow::anyhow!("cannot create {}: {err}", dir.display()))?;
-    let partial = dir.join("consumer.partial");
+    // Linked into place only if no file is there yet: two processes starting at once
+    // over one new directory both use the name that won.
+    let partial = dir.join(format!("consumer.{}.partial", std::process::id()));
     std::fs::write(&partial, format!("{name}\n"))
-        .and_then(|()| std::fs::rename(&partial, &file))
-        .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", file.display()))?;
+        .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", partial.display()))?;
+    let linked = std::fs::hard_link(&partial, &file);
+    let _ = std::fs::remove_file(&partial);
+    if let Err(err) = linked {
+        if err.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(anyhow::anyhow!("cannot write {}: {err}", file.display()));
+        }
+    }
+    let name = std::fs::read_to_string(&file)
+        .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", file.display()))?;
+    let name = name.trim().to_owned();
     Ok(name)
 }
 
