@@ -125,29 +125,47 @@ pub async fn stored_external_ids(
     source_id: SourceId,
     external_ids: &[String],
 ) -> Result<HashSet<String>> {
-    let mut stored = HashSet::new();
+    Ok(stored_ids(db, source_id, external_ids)
+        .await?
+        .into_keys()
+        .collect())
+}
+
+/// The interactions of `source_id` (a source of the caller's workspace) stored under one
+/// of `external_ids`, by external id.
+pub async fn stored_ids(
+    db: &impl ConnectionTrait,
+    source_id: SourceId,
+    external_ids: &[String],
+) -> Result<HashMap<String, InteractionId>> {
+    let mut stored = HashMap::new();
     for chunk in distinct(external_ids.iter().map(String::as_str)).chunks(MAX_IN_LIST) {
-        let rows: Vec<Option<String>> = if is_postgres(db) {
+        let rows: Vec<(Option<String>, InteractionId)> = if is_postgres(db) {
             let probe = probe_each(
                 "interaction",
                 vec![("source_id", source_id.into())],
                 ("external_id", chunk),
-                "r.external_id",
+                "r.external_id, r.id",
             );
-            let rows = db.query_all(probe).await?;
-            rows.iter()
-                .map(|row| row.try_get("", "external_id"))
-                .collect::<std::result::Result<_, _>>()?
+            let mut rows = Vec::new();
+            for row in db.query_all(probe).await? {
+                rows.push((row.try_get("", "external_id")?, row.try_get("", "id")?));
+            }
+            rows
         } else {
             by_source(source_id)
                 .filter(interaction::Column::ExternalId.is_in(chunk.iter().copied()))
                 .select_only()
                 .column(interaction::Column::ExternalId)
+                .column(interaction::Column::Id)
                 .into_tuple()
                 .all(db)
                 .await?
         };
-        stored.extend(rows.into_iter().flatten());
+        stored.extend(
+            rows.into_iter()
+                .filter_map(|(external, id)| Some((external?, id))),
+        );
     }
     Ok(stored)
 }

@@ -503,33 +503,6 @@ pub async fn stored_external_ids(
     Ok(rows.into_iter().filter_map(|row| row.external_id).collect())
 }
 
-/// The interactions of the workspace's source `source_id` with one of `external_ids`, by
-/// external id.
-pub async fn ids_by_external_id(
-    db: &impl ConnectionTrait,
-    workspace_id: WorkspaceId,
-    source_id: SourceId,
-    external_ids: &[String],
-) -> Result<HashMap<String, InteractionId>> {
-    let mut found = HashMap::with_capacity(external_ids.len());
-    for chunk in external_ids.chunks(500) {
-        let rows: Vec<(InteractionId, Option<String>)> = super::scoped::<Entity>(workspace_id)
-            .select_only()
-            .column(Column::Id)
-            .column(Column::ExternalId)
-            .filter(Column::SourceId.eq(source_id))
-            .filter(Column::ExternalId.is_in(chunk.iter().cloned()))
-            .into_tuple()
-            .all(db)
-            .await?;
-        found.extend(
-            rows.into_iter()
-                .filter_map(|(id, external)| Some((external?, id))),
-        );
-    }
-    Ok(found)
-}
-
 /// The conversation of an item of `source` by its external id (for replies).
 pub async fn conversation_of(
     db: &impl ConnectionTrait,

@@ -172,13 +172,7 @@ impl Deliveries {
             let stored = if report.new.is_empty() {
                 HashMap::new()
             } else {
-                domain::interaction::ids_by_external_id(
-                    &self.db,
-                    source.workspace_id,
-                    source.id,
-                    &external,
-                )
-                .await?
+                domain::batch::stored_ids(&self.db, source.id, &external).await?
             };
             Ok::<_, Error>((report, stored))
         }
