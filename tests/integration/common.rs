@@ -241,3 +241,12 @@ async fn run_sql(url: &str, sql: &str) {
     db.execute_unprepared(sql).await.unwrap();
     db.close().await.ok();
 }
+
+/// A port free now on loopback (a server started right after binds it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -16,6 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::backend_test;
+use crate::common::free_port;
 use crate::feeds::{create_source, items, sync};
 
 const USER: &str = "support@acme.example";
@@ -43,14 +44,6 @@ fn system_user(name: &str) -> Option<(u32, u32)> {
         (fields.first() == Some(&name))
             .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))?
     })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Dovecot {

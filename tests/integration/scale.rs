@@ -15,7 +15,7 @@ use rapport::search::indexer::{self, Indexer};
 use serde_json::{json, Value};
 
 use crate::backend_test;
-use crate::common::TestApp;
+use crate::common::{free_port, TestApp};
 use crate::processes::{config_file, rapport, terminate};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -212,15 +212,6 @@ backend_test!(
         );
     }
 );
-
-/// A port free now on loopback (the child binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn serve_at(config: &std::path::PathBuf, addr: SocketAddr) -> Child {
     rapport(config)

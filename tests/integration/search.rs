@@ -20,6 +20,20 @@ use uuid::Uuid;
 use crate::backend_test;
 use crate::common::TestApp;
 
+/// Rebuilds both indexes of `index` from `app`'s database (as `rapport reindex` does).
+async fn rebuild(app: &TestApp, index: &Arc<dyn SearchIndex>) {
+    let progress = |_: IndexName, _: u64, _: u64| {};
+    rapport::search::indexer::reindex(
+        &app.app.db,
+        index,
+        &app.app.search_consumer,
+        None,
+        &progress,
+    )
+    .await
+    .unwrap();
+}
+
 /// The backends the contract runs against, with a name for messages.
 async fn backends(dir: &std::path::Path) -> Vec<(String, Arc<dyn SearchIndex>)> {
     let mut list: Vec<(String, Arc<dyn SearchIndex>)> = vec![(
@@ -913,16 +927,7 @@ backend_test!(
         }
 
         // A rebuild from the database gives the same answers.
-        let progress = |_: IndexName, _: u64, _: u64| {};
-        rapport::search::indexer::reindex(
-            &app.app.db,
-            &app.app.search,
-            &app.app.search_consumer,
-            None,
-            &progress,
-        )
-        .await
-        .unwrap();
+        rebuild(&app, &app.app.search).await;
         catch_up(&app).await;
         let again = app.gql(&key, SEARCH, json!({ "q": "exprot" })).await;
         assert_eq!(again["search"]["estimatedTotal"], 2);
@@ -1440,16 +1445,7 @@ backend_test!(
         let fresh: Arc<dyn SearchIndex> = Arc::new(
             rapport::search::embedded::Embedded::open(&dir.path().join("search")).unwrap(),
         );
-        let progress = |_: IndexName, _: u64, _: u64| {};
-        rapport::search::indexer::reindex(
-            &app.app.db,
-            &fresh,
-            &app.app.search_consumer,
-            None,
-            &progress,
-        )
-        .await
-        .unwrap();
+        rebuild(&app, &fresh).await;
         same_answers(
             &answers(&fresh, workspace).await,
             &incremental,
@@ -1480,15 +1476,7 @@ backend_test!(
             .iter()
             .any(|(name, total, _, _)| name.starts_with("\"message\"")
                 && *total == 1_200 - 20 * deleted));
-        rapport::search::indexer::reindex(
-            &app.app.db,
-            &app.app.search,
-            &app.app.search_consumer,
-            None,
-            &progress,
-        )
-        .await
-        .unwrap();
+        rebuild(&app, &app.app.search).await;
         catch_up(&app).await;
         same_answers(
             &answers(&app.app.search, workspace).await,
@@ -1499,15 +1487,7 @@ backend_test!(
         let fresh: Arc<dyn SearchIndex> = Arc::new(
             rapport::search::embedded::Embedded::open(&dir.path().join("search")).unwrap(),
         );
-        rapport::search::indexer::reindex(
-            &app.app.db,
-            &fresh,
-            &app.app.search_consumer,
-            None,
-            &progress,
-        )
-        .await
-        .unwrap();
+        rebuild(&app, &fresh).await;
         same_answers(
             &answers(&fresh, workspace).await,
             &after_deletes,
