@@ -246,6 +246,18 @@ pub async fn list(
     descending: bool,
     args: &PageArgs,
 ) -> Result<Page<Model>> {
+    let (select, window) = page_select(caller, filter, order, descending, args)?;
+    Ok(page::finish(select.all(db).await?, &window))
+}
+
+/// The select of one page of a customer list (one row past the page) and its window.
+pub(super) fn page_select(
+    caller: &Caller,
+    filter: &CustomerFilter,
+    order: CustomerOrderField,
+    descending: bool,
+    args: &PageArgs,
+) -> Result<(sea_orm::Select<Entity>, page::Window)> {
     let sort = sort(order, descending);
     let window = args.window(sort.name)?;
     let filter = &filter.clone().checked()?;
@@ -253,7 +265,7 @@ pub async fn list(
         sort.between(filtered(caller.workspace_id, filter), &window)?,
         &window,
     );
-    Ok(page::finish(select.all(db).await?, &window))
+    Ok((select, window))
 }
 
 /// How many customers match `filter`.

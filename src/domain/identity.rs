@@ -44,9 +44,15 @@ pub async fn contact_points_of(
     )
     .await?;
     for points in grouped.values_mut() {
-        points.sort_by_key(|p| (p.kind.as_str(), !p.is_primary, p.created_at));
+        sort_contact_points(points);
     }
     Ok(grouped)
+}
+
+/// A customer's contact points in reading order: by kind, primary first within a kind,
+/// then oldest first.
+pub(super) fn sort_contact_points(points: &mut [entity::contact_point::Model]) {
+    points.sort_by_key(|p| (p.kind.as_str(), !p.is_primary, p.created_at));
 }
 
 /// Who wrote an inbound item, once resolved.

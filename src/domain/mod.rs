@@ -41,6 +41,7 @@ pub mod page;
 pub mod source;
 pub mod tag;
 pub mod text;
+pub mod view;
 pub mod workspace;
 
 use std::collections::HashMap;

@@ -45,7 +45,7 @@ impl ContactPoint {
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
         Ok(load(ctx, CustomerById(self.0.customer_id))
             .await?
-            .map(Customer))
+            .map(Customer::new))
     }
 }
 

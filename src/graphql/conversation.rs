@@ -41,7 +41,7 @@ impl Conversation {
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
         Ok(load(ctx, CustomerById(self.0.customer_id))
             .await?
-            .map(Customer))
+            .map(Customer::new))
     }
     /// The messages of this thread, newest first.
     async fn interactions(

@@ -1,9 +1,14 @@
 //! Customers: the object, its metrics, its connection and total, and its inputs and
-//! payloads. Relations go through the request's loaders.
+//! payloads. Relations are read with the customers when the query's look-ahead allows
+//! (`domain::view`, PostgreSQL), else through the request's loaders.
 //! The mutations on customers are here too; the `Mutation` root delegates to them.
 
+use std::sync::{Mutex, PoisonError};
+
 use async_graphql::connection::{Connection, EmptyFields};
-use async_graphql::{Context, InputObject, Json, MaybeUndefined, Object, Result, SimpleObject, ID};
+use async_graphql::{
+    Context, InputObject, Json, Lookahead, MaybeUndefined, Object, Result, SimpleObject, ID,
+};
 use chrono::{DateTime, Utc};
 
 use super::contact_point::{ContactPoint, ContactPointInput};
@@ -11,7 +16,7 @@ use super::conversation::Conversation;
 use super::deal::Deal;
 use super::identity::Identity;
 use super::inputs::{change, change_id, id, opt_id};
-use super::interaction::{interactions_of, InteractionConnection};
+use super::interaction::{interaction_connection, interactions_of, InteractionConnection};
 use super::loaders::*;
 use super::note::Note;
 use super::organization::Organization;
@@ -19,14 +24,33 @@ use super::tag::Tag;
 use super::types::{Channel, OrderDirection};
 use super::{app, caller, load};
 use crate::domain::customer::{CustomerChanges, CustomerFilter, CustomerOrderField, NewCustomer};
-use crate::domain::interaction::InteractionFilter;
+use crate::domain::interaction::{InteractionFilter, Parent as _};
 use crate::domain::page::PageArgs;
+use crate::domain::view::{Related, Wanted};
 use crate::domain::{self, ConversationStatus, LifecycleStage};
 use crate::ids::encode;
 use entity::*;
 
-/// A person: the centre of the 360-degree view.
-pub struct Customer(pub customer::Model);
+/// A person: the centre of the 360-degree view. Relations read with the customer
+/// (`domain::view`, from the look-ahead of the query that asked for it) are taken from
+/// here once; any other read goes through the request's loaders.
+pub struct Customer(pub customer::Model, Mutex<Related>);
+
+impl Customer {
+    pub fn new(model: customer::Model) -> Customer {
+        Customer(model, Mutex::default())
+    }
+
+    fn with(model: customer::Model, related: Related) -> Customer {
+        Customer(model, Mutex::new(related))
+    }
+
+    /// A relation read with the customer, if it was (at most once: an alias asking for
+    /// it again reads it through the loader).
+    fn prefetched<T>(&self, pick: impl FnOnce(&mut Related) -> Option<T>) -> Option<T> {
+        pick(&mut self.1.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
 
 #[Object]
 impl Customer {
@@ -55,12 +79,13 @@ impl Customer {
     }
     /// E-mails, phones, addresses and websites; primary first within each kind.
     async fn contact_points(&self, ctx: &Context<'_>) -> Result<Vec<ContactPoint>> {
-        Ok(load(ctx, ContactPointsOf(self.0.id))
-            .await?
-            .unwrap_or_default()
-            .into_iter()
-            .map(ContactPoint)
-            .collect())
+        let points = match self.prefetched(|r| r.contact_points.take()) {
+            Some(points) => points,
+            None => load(ctx, ContactPointsOf(self.0.id))
+                .await?
+                .unwrap_or_default(),
+        };
+        Ok(points.into_iter().map(ContactPoint).collect())
     }
     /// The customer's accounts on each channel, optionally only on `channel`.
     async fn identities(
@@ -68,9 +93,12 @@ impl Customer {
         ctx: &Context<'_>,
         channel: Option<Channel>,
     ) -> Result<Vec<Identity>> {
-        let identities = load(ctx, IdentitiesOf(self.0.id))
-            .await?
-            .unwrap_or_default();
+        let identities = match self.prefetched(|r| r.identities.take()) {
+            Some(identities) => identities,
+            None => load(ctx, IdentitiesOf(self.0.id))
+                .await?
+                .unwrap_or_default(),
+        };
         Ok(identities
             .into_iter()
             .filter(|identity| channel.is_none_or(|channel| identity.channel == channel))
@@ -78,18 +106,20 @@ impl Customer {
             .collect())
     }
     async fn organization(&self, ctx: &Context<'_>) -> Result<Option<Organization>> {
+        if let Some(organization) = self.prefetched(|r| r.organization.take()) {
+            return Ok(organization.map(Organization));
+        }
         match self.0.organization_id {
             Some(id) => Ok(load(ctx, OrganizationById(id)).await?.map(Organization)),
             None => Ok(None),
         }
     }
     async fn tags(&self, ctx: &Context<'_>) -> Result<Vec<Tag>> {
-        Ok(load(ctx, TagsOf(self.0.id))
-            .await?
-            .unwrap_or_default()
-            .into_iter()
-            .map(Tag)
-            .collect())
+        let tags = match self.prefetched(|r| r.tags.take()) {
+            Some(tags) => tags,
+            None => load(ctx, TagsOf(self.0.id)).await?.unwrap_or_default(),
+        };
+        Ok(tags.into_iter().map(Tag).collect())
     }
     /// Every interaction with this customer across every channel, newest first. With
     /// `search` (at most 500 characters), only those matching it (through the search
@@ -108,6 +138,21 @@ impl Customer {
         last: Option<i32>,
         before: Option<String>,
     ) -> Result<InteractionConnection> {
+        let first_page = filter.is_none()
+            && search.is_none()
+            && after.is_none()
+            && last.is_none()
+            && before.is_none();
+        if first_page {
+            let size = Wanted::timeline_window(first);
+            let page = self.prefetched(|r| r.timeline.take_if(|(read, _)| Some(*read) == size));
+            if let Some((_, page)) = page {
+                return Ok(interaction_connection(
+                    page,
+                    self.0.id.narrow(InteractionFilter::default()),
+                ));
+            }
+        }
         let filter = filter.map(InteractionFilter::from).unwrap_or_default();
         if let Some(search) = search.filter(|text| !text.trim().is_empty()) {
             if last.is_some() || before.is_some() {
@@ -139,9 +184,12 @@ impl Customer {
         ctx: &Context<'_>,
         status: Option<ConversationStatus>,
     ) -> Result<Vec<Conversation>> {
-        let conversations = load(ctx, ConversationsOf(self.0.id))
-            .await?
-            .unwrap_or_default();
+        let conversations = match self.prefetched(|r| r.conversations.take()) {
+            Some(conversations) => conversations,
+            None => load(ctx, ConversationsOf(self.0.id))
+                .await?
+                .unwrap_or_default(),
+        };
         Ok(conversations
             .into_iter()
             .filter(|c| status.is_none_or(|status| c.status == status))
@@ -149,21 +197,19 @@ impl Customer {
             .collect())
     }
     async fn deals(&self, ctx: &Context<'_>) -> Result<Vec<Deal>> {
-        Ok(load(ctx, DealsOf(self.0.id))
-            .await?
-            .unwrap_or_default()
-            .into_iter()
-            .map(Deal)
-            .collect())
+        let deals = match self.prefetched(|r| r.deals.take()) {
+            Some(deals) => deals,
+            None => load(ctx, DealsOf(self.0.id)).await?.unwrap_or_default(),
+        };
+        Ok(deals.into_iter().map(Deal).collect())
     }
     /// Internal notes, newest first.
     async fn notes(&self, ctx: &Context<'_>) -> Result<Vec<Note>> {
-        Ok(load(ctx, NotesOf(self.0.id))
-            .await?
-            .unwrap_or_default()
-            .into_iter()
-            .map(Note)
-            .collect())
+        let notes = match self.prefetched(|r| r.notes.take()) {
+            Some(notes) => notes,
+            None => load(ctx, NotesOf(self.0.id)).await?.unwrap_or_default(),
+        };
+        Ok(notes.into_iter().map(Note).collect())
     }
     async fn metrics(&self) -> CustomerMetrics {
         CustomerMetrics(self.0.clone())
@@ -349,7 +395,7 @@ pub struct DeleteCustomerInput {
 
 /// The customer a contact-point or tag mutation changed, as its payload shows it.
 pub(super) async fn customer_payload(ctx: &Context<'_>, id: CustomerId) -> Result<Customer> {
-    Ok(Customer(
+    Ok(Customer::new(
         domain::customer::get(&app(ctx).db, caller(ctx)?, id).await?,
     ))
 }
@@ -379,7 +425,7 @@ pub(super) async fn create_customer(
     };
     let model = domain::customer::create(&app(ctx).db, caller(ctx)?, new).await?;
     Ok(CustomerPayload {
-        customer: Customer(model),
+        customer: Customer::new(model),
     })
 }
 
@@ -399,7 +445,7 @@ pub(super) async fn update_customer(
     };
     let model = domain::customer::update(&app(ctx).db, caller(ctx)?, id, changes).await?;
     Ok(CustomerPayload {
-        customer: Customer(model),
+        customer: Customer::new(model),
     })
 }
 
@@ -417,7 +463,9 @@ pub(super) async fn delete_customer(
 /// `customer(id:)`: `null` when not found.
 pub async fn customer(ctx: &Context<'_>, id: &ID) -> Result<Option<Customer>> {
     let id = super::inputs::id::<CustomerId>("id", id)?;
-    Ok(super::found(domain::customer::get(&app(ctx).db, caller(ctx)?, id).await)?.map(Customer))
+    let wanted = wanted(&ctx.look_ahead());
+    let read = domain::view::get(&app(ctx).db, caller(ctx)?, id, &wanted).await;
+    Ok(super::found(read)?.map(|(model, related)| Customer::with(model, related)))
 }
 
 /// `customerByExternalId`.
@@ -428,7 +476,7 @@ pub async fn customer_by_external_id(
     Ok(
         domain::customer::by_external_id(&app(ctx).db, caller(ctx)?, external_id)
             .await?
-            .map(Customer),
+            .map(Customer::new),
     )
 }
 
@@ -445,19 +493,71 @@ pub async fn customers(
             (o.field, o.direction)
         });
     let descending = direction == OrderDirection::Desc;
-    let page = domain::customer::list(
+    let look = ctx.look_ahead();
+    let mut nodes = look.field("edges").field("node").selection_fields();
+    nodes.extend(look.field("nodes").selection_fields());
+    let wanted = Lookahead::try_from(&nodes[..])
+        .map(|node| wanted(&node))
+        .unwrap_or_default();
+    let page = domain::view::list(
         &app(ctx).db,
         caller(ctx)?,
         &filter,
         field,
         descending,
         &args,
+        &wanted,
     )
     .await?;
     Ok(super::types::connection(
         page,
         CustomerTotal(filter),
-        |row| domain::customer::cursor(row, field),
-        Customer,
+        |(row, _)| domain::customer::cursor(row, field),
+        |(model, related)| Customer::with(model, related),
     ))
+}
+
+/// The relations a selection of customer fields asks for, to read with the customers
+/// (see `domain::view`). The timeline is read ahead only as the first page of a given
+/// size, unfiltered and unsearched, the same for every place the selection asks for it.
+fn wanted(customer: &Lookahead<'_>) -> Wanted {
+    let timeline = customer.field("timeline");
+    Wanted {
+        contact_points: customer.field("contactPoints").exists(),
+        identities: customer.field("identities").exists(),
+        organization: customer.field("organization").exists(),
+        tags: customer.field("tags").exists(),
+        conversations: customer.field("conversations").exists(),
+        deals: customer.field("deals").exists(),
+        notes: customer.field("notes").exists(),
+        timeline: if timeline.exists() {
+            first_page_size(&timeline)
+        } else {
+            None
+        },
+    }
+}
+
+/// The page size every `timeline` of the selection asks for with `first` alone, if they
+/// all ask for the same one.
+fn first_page_size(timeline: &Lookahead<'_>) -> Option<u64> {
+    let mut size = None;
+    for field in timeline.selection_fields() {
+        let mut first = None;
+        for (name, value) in field.arguments().ok()? {
+            match (name.as_str(), value) {
+                (_, async_graphql::Value::Null) => {}
+                ("first", async_graphql::Value::Number(n)) => {
+                    first = Some(i32::try_from(n.as_i64()?).ok()?);
+                }
+                _ => return None,
+            }
+        }
+        let this = Wanted::timeline_window(first)?;
+        if size.is_some_and(|size| size != this) {
+            return None;
+        }
+        size = Some(this);
+    }
+    size
 }

@@ -41,7 +41,7 @@ impl Deal {
     }
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
         match self.0.customer_id {
-            Some(id) => Ok(load(ctx, CustomerById(id)).await?.map(Customer)),
+            Some(id) => Ok(load(ctx, CustomerById(id)).await?.map(Customer::new)),
             None => Ok(None),
         }
     }

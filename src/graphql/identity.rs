@@ -40,7 +40,7 @@ impl Identity {
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
         Ok(load(ctx, CustomerById(self.0.customer_id))
             .await?
-            .map(Customer))
+            .map(Customer::new))
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at

@@ -71,7 +71,7 @@ impl Interaction {
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
         Ok(load(ctx, CustomerById(self.0.customer_id))
             .await?
-            .map(Customer))
+            .map(Customer::new))
     }
     /// The account that wrote it, for inbound items from a channel.
     async fn identity(&self, ctx: &Context<'_>) -> Result<Option<Identity>> {

@@ -578,7 +578,7 @@ pub async fn search_customers(
                 .map(Highlight::from)
                 .collect();
             Some(CustomerSearchHit {
-                customer: Customer(row),
+                customer: Customer::new(row),
                 highlights,
             })
         })

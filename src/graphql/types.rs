@@ -80,7 +80,7 @@ pub async fn fetch_node(ctx: &async_graphql::Context<'_>, id: &ID) -> Result<Opt
         ))),
         AnyId::Customer(id) => load(ctx, CustomerById(id))
             .await?
-            .map(|m| Node::Customer(Customer(m))),
+            .map(|m| Node::Customer(Customer::new(m))),
         AnyId::Organization(id) => load(ctx, OrganizationById(id))
             .await?
             .map(|m| Node::Organization(Organization(m))),

@@ -1,0 +1,273 @@
+//! A customer with the relations a view asks for, read in the customer's own statement.
+//!
+//! A 360 view through the loaders costs a statement per relation (contact points,
+//! identities, organization, tags, timeline, conversations, deals, notes), each a round
+//! trip with its own planning and execution in PostgreSQL: measured beside PostGraphile,
+//! which answers the same view with one statement, that was most of the gap (BENCHMARKS.md).
+//! On PostgreSQL each relation asked for becomes a column of the customer select: a
+//! correlated subquery that aggregates the relation's rows as JSON, in the order its
+//! loader reads them. The row mapping is the entities' own `Deserialize` (the JSON keys
+//! are the column names, the enum values their stored names), so a relation read here
+//! and one read through its loader are the same models.
+//!
+//! SQLite answers in-process, where a statement costs microseconds: there the customer is
+//! read alone and the relations go through the loaders as before ([`Related`] empty).
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseBackend, FromQueryResult, IdenStatic, Iterable,
+    QueryFilter, QuerySelect, QueryTrait,
+};
+use serde::de::DeserializeOwned;
+
+use super::customer::{CustomerFilter, CustomerOrderField};
+use super::page::{self, Page, PageArgs};
+use super::Caller;
+use crate::error::{Error, Result};
+use entity::customer::{self, Model};
+use entity::CustomerId;
+use entity::{contact_point, conversation, deal, identity, interaction, note, organization, tag};
+
+/// The relations a view of customers selects, read with the customers when the database
+/// can ([`Related`] holds what was read).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Wanted {
+    pub contact_points: bool,
+    pub identities: bool,
+    pub organization: bool,
+    pub tags: bool,
+    pub conversations: bool,
+    pub deals: bool,
+    pub notes: bool,
+    /// The first page of the unfiltered timeline, of this many items.
+    pub timeline: Option<u64>,
+}
+
+/// What was read of a customer's relations with the customer; `None` for a relation not
+/// read here (not asked for, or the database reads relations through the loaders).
+#[derive(Debug, Default)]
+pub struct Related {
+    pub contact_points: Option<Vec<contact_point::Model>>,
+    pub identities: Option<Vec<identity::Model>>,
+    /// `Some(None)`: read, and the customer has no organization.
+    pub organization: Option<Option<organization::Model>>,
+    pub tags: Option<Vec<tag::Model>>,
+    pub conversations: Option<Vec<conversation::Model>>,
+    pub deals: Option<Vec<deal::Model>>,
+    pub notes: Option<Vec<note::Model>>,
+    /// The timeline's first page of [`Wanted::timeline`] items: its size and the page.
+    pub timeline: Option<(u64, Page<interaction::Model>)>,
+}
+
+impl Wanted {
+    fn is_empty(&self) -> bool {
+        *self == Wanted::default()
+    }
+
+    /// The timeline's first page of `first` items (the page size the timeline field itself
+    /// would use), or `None` when `first` is out of range (the field reports it).
+    pub fn timeline_window(first: Option<i32>) -> Option<u64> {
+        let args = PageArgs {
+            first,
+            ..PageArgs::default()
+        };
+        super::interaction::window(&args)
+            .ok()
+            .map(|window| window.size)
+    }
+
+    /// The columns to add to a customer select: `(alias, correlated subquery)`. Every
+    /// subquery is scoped by the outer row's workspace as well as its id.
+    fn columns(&self) -> Vec<(&'static str, String)> {
+        let mut columns = Vec::new();
+        let mut children = |alias, table: &str, order: &str| {
+            columns.push((
+                alias,
+                format!(
+                    "(SELECT coalesce(json_agg(r ORDER BY {order}), '[]')::text FROM {table} r \
+                     WHERE r.workspace_id = customer.workspace_id AND r.customer_id = customer.id)"
+                ),
+            ));
+        };
+        // The orders are the loaders' (`children_of`): its column, then the id.
+        if self.contact_points {
+            children("rel_contact_points", "contact_point", "r.created_at, r.id");
+        }
+        if self.identities {
+            children("rel_identities", "identity", "r.created_at, r.id");
+        }
+        if self.conversations {
+            children(
+                "rel_conversations",
+                "conversation",
+                "r.last_message_at DESC, r.id DESC",
+            );
+        }
+        if self.deals {
+            children("rel_deals", "deal", "r.created_at DESC, r.id DESC");
+        }
+        if self.notes {
+            children("rel_notes", "note", "r.created_at DESC, r.id DESC");
+        }
+        if self.organization {
+            columns.push((
+                "rel_organization",
+                "(SELECT row_to_json(r)::text FROM organization r \
+                 WHERE r.workspace_id = customer.workspace_id AND r.id = customer.organization_id)"
+                    .to_owned(),
+            ));
+        }
+        if self.tags {
+            columns.push((
+                "rel_tags",
+                "(SELECT coalesce(json_agg(r ORDER BY r.name, r.id), '[]')::text FROM tag r \
+                 JOIN customer_tag l ON l.tag_id = r.id AND l.workspace_id = r.workspace_id \
+                 WHERE l.workspace_id = customer.workspace_id AND l.customer_id = customer.id)"
+                    .to_owned(),
+            ));
+        }
+        if let Some(size) = self.timeline {
+            // Every column but `raw`, as the timeline loader reads them; one row past the
+            // page says whether there is a next one.
+            let columns_but_raw = interaction::Column::iter()
+                .filter(|column| !matches!(column, interaction::Column::Raw))
+                .map(|column| format!("i.{}", column.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            columns.push((
+                "rel_timeline",
+                format!(
+                    "(SELECT coalesce(json_agg(r ORDER BY r.occurred_at DESC, r.id DESC), '[]')::text \
+                     FROM (SELECT {columns_but_raw}, NULL::jsonb AS raw FROM interaction i \
+                     WHERE i.workspace_id = customer.workspace_id AND i.customer_id = customer.id \
+                     ORDER BY i.occurred_at DESC, i.id DESC LIMIT {}) r)",
+                    size + 1
+                ),
+            ));
+        }
+        columns
+    }
+}
+
+/// A customer of the caller's workspace with the relations `wanted`, or `NOT_FOUND`.
+pub async fn get(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    id: CustomerId,
+    wanted: &Wanted,
+) -> Result<(Model, Related)> {
+    let select =
+        super::scoped::<customer::Entity>(caller.workspace_id).filter(customer::Column::Id.eq(id));
+    read(db, select, wanted)
+        .await?
+        .pop()
+        .ok_or_else(|| Error::not_found("customer", crate::ids::encode(id)))
+}
+
+/// A page of customers as [`super::customer::list`] reads it, each with the relations
+/// `wanted`.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    filter: &CustomerFilter,
+    order: CustomerOrderField,
+    descending: bool,
+    args: &PageArgs,
+    wanted: &Wanted,
+) -> Result<Page<(Model, Related)>> {
+    let (select, window) = super::customer::page_select(caller, filter, order, descending, args)?;
+    Ok(page::finish(read(db, select, wanted).await?, &window))
+}
+
+/// Runs a customer select, with a column per wanted relation on PostgreSQL.
+async fn read(
+    db: &impl ConnectionTrait,
+    select: sea_orm::Select<customer::Entity>,
+    wanted: &Wanted,
+) -> Result<Vec<(Model, Related)>> {
+    if wanted.is_empty() || db.get_database_backend() != DatabaseBackend::Postgres {
+        let rows = select.all(db).await?;
+        return Ok(rows
+            .into_iter()
+            .map(|row| (row, Related::default()))
+            .collect());
+    }
+    let mut combined = select.clone();
+    for (alias, sql) in wanted.columns() {
+        combined = combined.expr_as(Expr::cust(sql), alias);
+    }
+    let rows = match db
+        .query_all(combined.build(DatabaseBackend::Postgres))
+        .await
+    {
+        Ok(rows) => rows,
+        Err(err) => {
+            // One relation that cannot be read must not cost the customer and every other
+            // relation: read the customers alone, and each relation through its loader,
+            // where only the broken one fails (a GraphQL answer keeps its other fields).
+            tracing::warn!(error = %err, "reading customers with their relations failed; reading them one relation at a time");
+            let rows = select.all(db).await?;
+            return Ok(rows
+                .into_iter()
+                .map(|row| (row, Related::default()))
+                .collect());
+        }
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let model = Model::from_query_result(&row, "")?;
+        let mut related = Related::default();
+        let text = |alias: &str| -> Result<Option<String>> { Ok(row.try_get("", alias)?) };
+        if wanted.contact_points {
+            let mut points: Vec<contact_point::Model> = json(text("rel_contact_points")?)?;
+            super::identity::sort_contact_points(&mut points);
+            related.contact_points = Some(points);
+        }
+        if wanted.identities {
+            related.identities = Some(json(text("rel_identities")?)?);
+        }
+        if wanted.conversations {
+            related.conversations = Some(json(text("rel_conversations")?)?);
+        }
+        if wanted.deals {
+            related.deals = Some(json(text("rel_deals")?)?);
+        }
+        if wanted.notes {
+            related.notes = Some(json(text("rel_notes")?)?);
+        }
+        if wanted.organization {
+            related.organization = Some(match text("rel_organization")? {
+                Some(organization) => Some(parse(&organization)?),
+                None => None,
+            });
+        }
+        if wanted.tags {
+            related.tags = Some(json(text("rel_tags")?)?);
+        }
+        if let Some(size) = wanted.timeline {
+            let rows: Vec<interaction::Model> = json(text("rel_timeline")?)?;
+            let window = page::Window {
+                size,
+                backward: false,
+                after: None,
+                before: None,
+            };
+            related.timeline = Some((size, page::finish(rows, &window)));
+        }
+        out.push((model, related));
+    }
+    Ok(out)
+}
+
+/// A JSON array of rows (`[]` when the aggregate read none).
+fn json<T: DeserializeOwned>(text: Option<String>) -> Result<Vec<T>> {
+    match text {
+        Some(text) => parse(&text),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn parse<T: DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text)
+        .map_err(|err| Error::Internal(format!("a related row did not read back: {err}")))
+}
