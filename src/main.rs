@@ -10,6 +10,9 @@ use clap::Parser;
 use cli::{Cli, Command};
 use rapport::App;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();

@@ -34,21 +34,25 @@ use entity::*;
 /// A person: the centre of the 360-degree view. Relations read with the customer
 /// (`domain::view`, from the look-ahead of the query that asked for it) are taken from
 /// here once; any other read goes through the request's loaders.
-pub struct Customer(pub customer::Model, Mutex<Related>);
+pub struct Customer(pub customer::Model, Mutex<Option<Box<Related>>>);
 
 impl Customer {
     pub fn new(model: customer::Model) -> Customer {
-        Customer(model, Mutex::default())
+        Customer(model, Mutex::new(None))
     }
 
     fn with(model: customer::Model, related: Related) -> Customer {
-        Customer(model, Mutex::new(related))
+        Customer(model, Mutex::new(Some(Box::new(related))))
     }
 
     /// A relation read with the customer, if it was (at most once: an alias asking for
     /// it again reads it through the loader).
     fn prefetched<T>(&self, pick: impl FnOnce(&mut Related) -> Option<T>) -> Option<T> {
-        pick(&mut self.1.lock().unwrap_or_else(PoisonError::into_inner))
+        self.1
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_deref_mut()
+            .and_then(pick)
     }
 }
 
