@@ -246,18 +246,6 @@ pub async fn list(
     descending: bool,
     args: &PageArgs,
 ) -> Result<Page<Model>> {
-    let (select, window) = page_select(caller, filter, order, descending, args)?;
-    Ok(page::finish(select.all(db).await?, &window))
-}
-
-/// The select of one page of a customer list (one row past the page) and its window.
-pub(super) fn page_select(
-    caller: &Caller,
-    filter: &CustomerFilter,
-    order: CustomerOrderField,
-    descending: bool,
-    args: &PageArgs,
-) -> Result<(sea_orm::Select<Entity>, page::Window)> {
     let sort = sort(order, descending);
     let window = args.window(sort.name)?;
     let filter = &filter.clone().checked()?;
@@ -265,7 +253,7 @@ pub(super) fn page_select(
         sort.between(filtered(caller.workspace_id, filter), &window)?,
         &window,
     );
-    Ok((select, window))
+    Ok(page::finish(select.all(db).await?, &window))
 }
 
 /// How many customers match `filter`.

@@ -1,4 +1,5 @@
-//! A customer with the relations a view asks for, read in the customer's own statement.
+//! A customer with the relations its 360 view asks for, read in the customer's own
+//! statement.
 //!
 //! A 360 view through the loaders costs a statement per relation (contact points,
 //! identities, organization, tags, timeline, conversations, deals, notes), each a round
@@ -20,7 +21,6 @@ use sea_orm::{
 };
 use serde::de::DeserializeOwned;
 
-use super::customer::{CustomerFilter, CustomerOrderField};
 use super::page::{self, Page, PageArgs};
 use super::Caller;
 use crate::error::{Error, Result};
@@ -162,21 +162,6 @@ pub async fn get(
         .await?
         .pop()
         .ok_or_else(|| Error::not_found("customer", crate::ids::encode(id)))
-}
-
-/// A page of customers as [`super::customer::list`] reads it, each with the relations
-/// `wanted`.
-pub async fn list(
-    db: &impl ConnectionTrait,
-    caller: &Caller,
-    filter: &CustomerFilter,
-    order: CustomerOrderField,
-    descending: bool,
-    args: &PageArgs,
-    wanted: &Wanted,
-) -> Result<Page<(Model, Related)>> {
-    let (select, window) = super::customer::page_select(caller, filter, order, descending, args)?;
-    Ok(page::finish(read(db, select, wanted).await?, &window))
 }
 
 /// Runs a customer select, with a column per wanted relation on PostgreSQL.

@@ -1,6 +1,7 @@
 //! Customers: the object, its metrics, its connection and total, and its inputs and
-//! payloads. Relations are read with the customers when the query's look-ahead allows
-//! (`domain::view`, PostgreSQL), else through the request's loaders.
+//! payloads. The 360 view (`customer(id:)`) reads the relations its selection asks for
+//! with the customer (`domain::view`, PostgreSQL); everything else goes through the
+//! request's loaders.
 //! The mutations on customers are here too; the `Mutation` root delegates to them.
 
 use std::sync::{Mutex, PoisonError};
@@ -497,27 +498,23 @@ pub async fn customers(
             (o.field, o.direction)
         });
     let descending = direction == OrderDirection::Desc;
-    let look = ctx.look_ahead();
-    let mut nodes = look.field("edges").field("node").selection_fields();
-    nodes.extend(look.field("nodes").selection_fields());
-    let wanted = Lookahead::try_from(&nodes[..])
-        .map(|node| wanted(&node))
-        .unwrap_or_default();
-    let page = domain::view::list(
+    // A page's relations go through the loaders, one statement each with plain rows: for
+    // 50 customers' timelines, JSON built and parsed per row cost more than the round
+    // trips it saved (BENCHMARKS.md, "One statement for the 360 view").
+    let page = domain::customer::list(
         &app(ctx).db,
         caller(ctx)?,
         &filter,
         field,
         descending,
         &args,
-        &wanted,
     )
     .await?;
     Ok(super::types::connection(
         page,
         CustomerTotal(filter),
-        |(row, _)| domain::customer::cursor(row, field),
-        |(model, related)| Customer::with(model, related),
+        |row| domain::customer::cursor(row, field),
+        Customer::new,
     ))
 }
 
