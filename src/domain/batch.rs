@@ -454,6 +454,8 @@ pub async fn store(
                     conversation::Column::LastMessageAt,
                     conversation::Column::Status,
                     conversation::Column::ResolvedAt,
+                    conversation::Column::SnoozedUntil,
+                    conversation::Column::WaitingSince,
                     conversation::Column::FirstResponseAt,
                     conversation::Column::UpdatedAt,
                 ])
@@ -537,30 +539,20 @@ fn thread_key(item: &InboundItem) -> &str {
 }
 
 /// A conversation's state after a new interaction in it (the rule of
-/// [`super::conversation::on_interaction`]): the last message time moves, an inbound
-/// item reopens a resolved thread, the first outbound one is the first response. Returns
-/// the kind of the event to append.
+/// [`super::conversation::follow_interaction`]). Returns the kind of the event to append.
 fn on_interaction(
     model: &mut conversation::Model,
     direction: Direction,
     at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> EventKind {
-    model.last_message_at = model.last_message_at.max(at);
-    let mut kind = EventKind::ConversationUpdated;
-    match direction {
-        Direction::Inbound if model.status == ConversationStatus::Resolved => {
-            model.status = ConversationStatus::Open;
-            model.resolved_at = None;
-            kind = EventKind::ConversationStatusChanged;
-        }
-        Direction::Outbound if model.first_response_at.is_none() => {
-            model.first_response_at = Some(at);
-        }
-        _ => {}
-    }
+    let status_changed = super::conversation::follow_interaction(model, direction, at);
     model.updated_at = now;
-    kind
+    if status_changed {
+        EventKind::ConversationStatusChanged
+    } else {
+        EventKind::ConversationUpdated
+    }
 }
 
 /// A new conversation for the item `f` under `key` (the rule of
@@ -585,7 +577,10 @@ fn new_conversation(
         subject: f.item.subject.clone(),
         status: ConversationStatus::Open,
         priority: Priority::Normal,
-        assignee: None,
+        assignee_id: None,
+        snoozed_until: None,
+        waiting_since: (f.direction == Direction::Inbound).then_some(at),
+        spam: false,
         first_response_at: (f.direction == Direction::Outbound).then_some(at),
         resolved_at: None,
         last_message_at: at,

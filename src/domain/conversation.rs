@@ -81,22 +81,16 @@ pub async fn on_interaction(
     else {
         return Ok(None);
     };
-    let mut row: conversation::ActiveModel = model.clone().into();
-    row.last_message_at = Set(model.last_message_at.max(at));
-    let mut status_changed = false;
-    match direction {
-        Direction::Inbound if model.status == ConversationStatus::Resolved => {
-            row.status = Set(ConversationStatus::Open);
-            row.resolved_at = Set(None);
-            // Its own kind: the search index refreshes the status of every interaction
-            // of the conversation on this event, not on every new message.
-            status_changed = true;
-        }
-        Direction::Outbound if model.first_response_at.is_none() => {
-            row.first_response_at = Set(Some(at))
-        }
-        _ => {}
-    }
+    let mut changed = model.clone();
+    let status_changed = follow_interaction(&mut changed, direction, at);
+    // Only the columns the rule owns: an assignment or a label made meanwhile stays.
+    let mut row: conversation::ActiveModel = model.into();
+    row.last_message_at = Set(changed.last_message_at);
+    row.status = Set(changed.status);
+    row.resolved_at = Set(changed.resolved_at);
+    row.snoozed_until = Set(changed.snoozed_until);
+    row.waiting_since = Set(changed.waiting_since);
+    row.first_response_at = Set(changed.first_response_at);
     row.updated_at = Set(super::now());
     let model = row.update(db).await?;
     let event = if status_changed {
@@ -106,6 +100,39 @@ pub async fn on_interaction(
     };
     super::event::append(db, workspace_id, event).await?;
     Ok(Some(model))
+}
+
+/// The rule of a new interaction in a conversation, shared with the batch writer
+/// (`batch::on_interaction`): the last message time moves; a customer's message reopens a
+/// resolved, pending or snoozed thread (the customer is waiting again, whatever we were
+/// waiting for) and starts the wait if none runs; our own message ends the wait, and the
+/// first one is the first response. Returns whether the status changed.
+pub fn follow_interaction(model: &mut Model, direction: Direction, at: DateTime<Utc>) -> bool {
+    model.last_message_at = model.last_message_at.max(at);
+    match direction {
+        Direction::Inbound => {
+            if model.waiting_since.is_none() {
+                model.waiting_since = Some(at);
+            }
+            if model.status != ConversationStatus::Open {
+                model.status = ConversationStatus::Open;
+                model.resolved_at = None;
+                model.snoozed_until = None;
+                return true;
+            }
+        }
+        Direction::Outbound => {
+            // A reply dated before the wait began (an import of old mail) answers
+            // nothing that waits now.
+            if model.waiting_since.is_some_and(|since| since <= at) {
+                model.waiting_since = None;
+            }
+            if model.first_response_at.is_none() {
+                model.first_response_at = Some(at);
+            }
+        }
+    }
+    false
 }
 
 /// An item to file into its conversation: where it came from, its thread and its author.
@@ -156,7 +183,10 @@ pub async fn thread(db: &impl ConnectionTrait, item: Threaded<'_>) -> Result<Con
         subject: Set(subject.map(str::to_owned)),
         status: Set(ConversationStatus::Open),
         priority: Set(super::Priority::Normal),
-        assignee: Set(None),
+        assignee_id: Set(None),
+        snoozed_until: Set(None),
+        waiting_since: Set((direction == Direction::Inbound).then_some(at)),
+        spam: Set(false),
         first_response_at: Set((direction == Direction::Outbound).then_some(at)),
         resolved_at: Set(None),
         last_message_at: Set(at),

@@ -1,0 +1,422 @@
+//! The inbox: users and `me`, a conversation worked from ingestion to resolution and
+//! snooze, bulk changes all or nothing, the filters and orders of `inbox`, tenancy, and a
+//! page of 50 conversations with their relations in a fixed number of statements.
+
+use chrono::TimeZone;
+use connectors::{Author, InboundItem};
+use rapport::domain::{self, Caller, Role};
+use sea_orm::{EntityTrait, QueryFilter, QueryOrder};
+use serde_json::{json, Value};
+
+use crate::backend_test;
+use crate::common::TestApp;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// The workspace `slug`'s id.
+async fn workspace(app: &TestApp, slug: &str) -> entity::WorkspaceId {
+    domain::workspace::ensure(&app.app.db, slug)
+        .await
+        .unwrap()
+        .id
+}
+
+/// A user of `slug` with `email`; returns its id.
+async fn user(app: &TestApp, slug: &str, name: &str, email: &str) -> entity::UserId {
+    let owner = Caller::owner_without_key(workspace(app, slug).await, "test");
+    let new = domain::user::NewUser {
+        name,
+        email,
+        role: Role::Agent,
+    };
+    domain::user::create(&app.app.db, &owner, new)
+        .await
+        .unwrap()
+        .id
+}
+
+/// A key with `role` in `slug` belonging to `user`.
+async fn key_of(app: &TestApp, slug: &str, role: Role, user: entity::UserId) -> String {
+    let workspace = workspace(app, slug).await;
+    domain::workspace::create_key_for(&app.app.db, workspace, role, "agent-key", Some(user))
+        .await
+        .unwrap()
+        .1
+}
+
+/// A webhook source of workspace `acme`.
+async fn source(app: &TestApp, key: &str) -> entity::source::Model {
+    let input = json!({ "channel": "WEBHOOK", "name": "form", "config": { "secret": SECRET } });
+    let data = app
+        .gql(key, "mutation($input: CreateSourceInput!) { createSource(input: $input) { source { id } } }", json!({ "input": input }))
+        .await;
+    let id: entity::SourceId =
+        rapport::ids::decode("id", data["createSource"]["source"]["id"].as_str().unwrap()).unwrap();
+    domain::source::for_webhook(&app.app.db, id).await.unwrap()
+}
+
+/// An item of the thread `thread`: the customer's, or ours when `outbound`.
+fn item(id: &str, minute: u32, outbound: bool) -> InboundItem {
+    InboundItem {
+        external_id: id.into(),
+        author: Author {
+            platform_id: "acct:ana".into(),
+            handle: Some("@ana".into()),
+            display_name: Some("Ana".into()),
+            ..Author::default()
+        },
+        outbound,
+        kind: "mention".into(),
+        subject: None,
+        text: format!("message {id}"),
+        html: None,
+        url: None,
+        language: Some("es".into()),
+        occurred_at: chrono::Utc
+            .with_ymd_and_hms(2026, 11, 1, 12, minute, 0)
+            .unwrap(),
+        thread_key: Some("thread-1".into()),
+        in_reply_to: None,
+        raw: json!({ "id": id }),
+    }
+}
+
+async fn ingest(app: &TestApp, source: &entity::source::Model, item: InboundItem) {
+    rapport::ingest::ingest(&app.app.db, source, &[item], None, None)
+        .await
+        .unwrap();
+}
+
+/// The kinds and payloads of the workspace's events, oldest first.
+async fn events(app: &TestApp) -> Vec<(String, Value)> {
+    use sea_orm::ColumnTrait;
+    entity::event::Entity::find()
+        .filter(entity::event::Column::Kind.starts_with("conversation."))
+        .order_by_asc(entity::event::Column::Seq)
+        .all(&app.app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|event| (event.kind, event.payload))
+        .collect()
+}
+
+const INBOX: &str =
+    "query($filter: InboxFilterInput, $order: InboxOrder, $first: Int, $after: String) {
+  inbox(filter: $filter, orderBy: $order, first: $first, after: $after) {
+    pageInfo { hasNextPage endCursor }
+    edges { cursor node { id status snoozedUntil priority spam waitingSince firstResponseAt
+      customer { displayName } assignee { id name } labels { name }
+      lastInteraction { text direction } } }
+  }
+}";
+
+const COUNTS: &str = "query($filter: InboxFilterInput) { inboxCounts(filter: $filter) { open pending snoozed resolved total } }";
+
+async fn inbox(app: &TestApp, key: &str, filter: Value) -> Vec<Value> {
+    let data = app.gql(key, INBOX, json!({ "filter": filter })).await;
+    data["inbox"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|edge| edge["node"].clone())
+        .collect()
+}
+
+const SET_STATUS: &str = "mutation($input: SetConversationStatusInput!) { setConversationStatus(input: $input) { conversation { status snoozedUntil } } }";
+
+backend_test! {
+    async fn users_own_keys_and_me_is_the_calling_keys_user(app: TestApp) {
+        let carmen = user(&app, "acme", "Carmen", "Carmen@Example.com").await;
+        user(&app, "acme", "Ana", "ana@example.com").await;
+        let owner = Caller::owner_without_key(workspace(&app, "acme").await, "test");
+        let twice = domain::user::create(&app.app.db, &owner, domain::user::NewUser { name: "Other", email: "CARMEN@example.com", role: Role::Agent }).await.unwrap_err();
+        assert_eq!(twice.to_string(), "the workspace has a user with the e-mail carmen@example.com already");
+        let bad = domain::user::create(&app.app.db, &owner, domain::user::NewUser { name: "X", email: "not-an-address", role: Role::Agent }).await.unwrap_err();
+        assert!(matches!(bad, rapport::Error::BadInput { .. }), "{bad:?}");
+
+        let key = key_of(&app, "acme", Role::Agent, carmen).await;
+        let data = app.gql(&key, "{ me { id name email role active } users { name email } }", json!({})).await;
+        assert_eq!(data["me"]["id"], rapport::ids::encode(carmen));
+        assert_eq!(data["me"]["email"], "carmen@example.com");
+        assert_eq!((data["me"]["role"].as_str(), data["me"]["active"].as_bool()), (Some("AGENT"), Some(true)));
+        assert_eq!(data["users"], json!([{ "name": "Ana", "email": "ana@example.com" }, { "name": "Carmen", "email": "carmen@example.com" }]));
+        let machine = app.key(Role::Viewer).await;
+        assert_eq!(app.gql(&machine, "{ me { id } }", json!({})).await["me"], Value::Null);
+        let node = app.gql(&machine, "query($id: ID!) { node(id: $id) { ... on User { name } } }", json!({ "id": rapport::ids::encode(carmen) })).await;
+        assert_eq!(node["node"]["name"], "Carmen");
+
+        // A key for a user of another workspace is refused.
+        let other = workspace(&app, "globex").await;
+        let err = domain::workspace::create_key_for(&app.app.db, other, Role::Agent, "x", Some(carmen)).await.unwrap_err();
+        assert!(matches!(err, rapport::Error::NotFound { .. }), "{err:?}");
+    }
+}
+
+backend_test! {
+    async fn a_conversation_is_assigned_labelled_answered_resolved_reopened_and_snoozed(app: TestApp) {
+        let admin = app.key(Role::Admin).await;
+        let carmen = user(&app, "acme", "Carmen", "carmen@example.com").await;
+        let agent = key_of(&app, "acme", Role::Agent, carmen).await;
+        let viewer = app.key(Role::Viewer).await;
+        let source = source(&app, &admin).await;
+        ingest(&app, &source, item("1", 0, false)).await;
+
+        let rows = inbox(&app, &agent, json!({})).await;
+        assert_eq!(rows.len(), 1);
+        let conversation = rows[0]["id"].as_str().unwrap().to_owned();
+        assert_eq!(rows[0]["status"], "OPEN");
+        assert_eq!(rows[0]["customer"]["displayName"], "Ana");
+        assert_eq!(rows[0]["lastInteraction"], json!({ "text": "message 1", "direction": "INBOUND" }));
+        assert_eq!((rows[0]["assignee"].clone(), rows[0]["labels"].clone()), (Value::Null, json!([])));
+        assert_eq!(rows[0]["waitingSince"], "2026-11-01T12:00:00+00:00");
+        assert_eq!(inbox(&app, &agent, json!({ "unanswered": true, "language": "es", "waitingLongerThan": 3600 })).await.len(), 1);
+        assert_eq!(inbox(&app, &agent, json!({ "language": "en" })).await.len(), 0);
+
+        // Assigned to me; ME and NOBODY filter on it; a viewer may not assign.
+        let assign = "mutation($input: AssignConversationInput!) { assignConversation(input: $input) { conversation { assignee { name } } } }";
+        let data = app.gql(&agent, assign, json!({ "input": { "conversationId": conversation, "assigneeId": rapport::ids::encode(carmen) } })).await;
+        assert_eq!(data["assignConversation"]["conversation"]["assignee"]["name"], "Carmen");
+        assert_eq!(inbox(&app, &agent, json!({ "assignee": "ME" })).await.len(), 1);
+        assert_eq!(inbox(&app, &agent, json!({ "assignee": "NOBODY" })).await.len(), 0);
+        let (code, _) = app.gql_error(&admin, INBOX, json!({ "filter": { "assignee": "ME" } })).await;
+        assert_eq!(code, "BAD_USER_INPUT", "a key of nobody has no ME");
+        let (code, _) = app.gql_error(&viewer, assign, json!({ "input": { "conversationId": conversation, "assigneeId": null } })).await;
+        assert_eq!(code, "FORBIDDEN");
+
+        // Priority and labels.
+        app.gql(&agent, "mutation($id: ID!) { setConversationPriority(input: { conversationId: $id, priority: URGENT }) { conversation { priority } } }", json!({ "id": conversation })).await;
+        let label = "mutation($id: ID!, $label: String!) { addConversationLabel(input: { conversationId: $id, label: $label }) { conversation { labels { name } } } }";
+        app.gql(&agent, label, json!({ "id": conversation, "label": "billing" })).await;
+        let data = app.gql(&agent, label, json!({ "id": conversation, "label": "billing" })).await;
+        assert_eq!(data["addConversationLabel"]["conversation"]["labels"], json!([{ "name": "billing" }]), "labelling twice is a no-op");
+        assert_eq!(inbox(&app, &agent, json!({ "label": "billing", "priorities": ["URGENT"] })).await.len(), 1);
+        assert_eq!(inbox(&app, &agent, json!({ "label": "refunds" })).await.len(), 0);
+        let unlabel = "mutation($id: ID!, $label: String!) { removeConversationLabel(input: { conversationId: $id, label: $label }) { conversation { labels { name } } } }";
+        let (code, _) = app.gql_error(&agent, unlabel, json!({ "id": conversation, "label": "refunds" })).await;
+        assert_eq!(code, "NOT_FOUND");
+
+        // PENDING, then the customer writes again: OPEN.
+        app.gql(&agent, SET_STATUS, json!({ "input": { "conversationId": conversation, "status": "PENDING" } })).await;
+        assert_eq!(app.gql(&agent, COUNTS, json!({})).await["inboxCounts"], json!({ "open": 0, "pending": 1, "snoozed": 0, "resolved": 0, "total": 1 }));
+        ingest(&app, &source, item("2", 5, false)).await;
+        assert_eq!(inbox(&app, &agent, json!({ "statuses": ["OPEN"] })).await.len(), 1);
+        // Our answer ends the wait and is the first response.
+        ingest(&app, &source, item("3", 10, true)).await;
+        let rows = inbox(&app, &agent, json!({ "unanswered": false })).await;
+        assert_eq!((rows[0]["waitingSince"].clone(), rows[0]["firstResponseAt"].clone()), (Value::Null, json!("2026-11-01T12:10:00+00:00")));
+        assert_eq!(rows[0]["lastInteraction"]["direction"], "OUTBOUND");
+
+        // RESOLVED, reopened by a new message.
+        app.gql(&agent, SET_STATUS, json!({ "input": { "conversationId": conversation, "status": "RESOLVED" } })).await;
+        assert_eq!(inbox(&app, &agent, json!({ "statuses": ["RESOLVED"] })).await.len(), 1);
+        ingest(&app, &source, item("4", 20, false)).await;
+        assert_eq!(inbox(&app, &agent, json!({ "statuses": ["OPEN"] })).await.len(), 1);
+
+        // SNOOZED needs a future time; it reads as OPEN once the time has come, and the
+        // timer stores the wake once.
+        for until in [Value::Null, json!("2020-01-01T00:00:00Z")] {
+            let (code, body) = app.gql_error(&agent, SET_STATUS, json!({ "input": { "conversationId": conversation, "status": "SNOOZED", "snoozedUntil": until } })).await;
+            assert_eq!(code, "BAD_USER_INPUT", "{body}");
+        }
+        let (code, _) = app.gql_error(&agent, SET_STATUS, json!({ "input": { "conversationId": conversation, "status": "OPEN", "snoozedUntil": "2099-01-01T00:00:00Z" } })).await;
+        assert_eq!(code, "BAD_USER_INPUT");
+        let until = domain::now() + chrono::Duration::milliseconds(1_500);
+        let data = app.gql(&agent, SET_STATUS, json!({ "input": { "conversationId": conversation, "status": "SNOOZED", "snoozedUntil": until } })).await;
+        assert_eq!(data["setConversationStatus"]["conversation"]["status"], "SNOOZED");
+        assert_eq!(app.gql(&agent, COUNTS, json!({})).await["inboxCounts"]["snoozed"], 1);
+        assert_eq!(domain::inbox::wake_due(&app.app.db, 100).await.unwrap(), 0, "not due yet");
+        tokio::time::sleep(std::time::Duration::from_millis(1_600)).await;
+        let rows = inbox(&app, &agent, json!({ "statuses": ["OPEN"] })).await;
+        assert_eq!((rows.len(), rows[0]["snoozedUntil"].clone()), (1, Value::Null), "due: it reads as OPEN before the timer ran");
+        assert_eq!(app.gql(&agent, COUNTS, json!({})).await["inboxCounts"], json!({ "open": 1, "pending": 0, "snoozed": 0, "resolved": 0, "total": 1 }));
+        assert_eq!(domain::inbox::wake_due(&app.app.db, 100).await.unwrap(), 1);
+        assert_eq!(domain::inbox::wake_due(&app.app.db, 100).await.unwrap(), 0, "woken once");
+
+        // Spam is hidden unless asked for.
+        app.gql(&agent, "mutation($id: ID!) { markConversationSpam(input: { conversationId: $id, spam: true }) { conversation { spam } } }", json!({ "id": conversation })).await;
+        assert_eq!(inbox(&app, &agent, json!({})).await.len(), 0);
+        assert_eq!(inbox(&app, &agent, json!({ "spam": true })).await.len(), 1);
+
+        // Every change is an event naming who made it.
+        let events = events(&app).await;
+        let kinds: Vec<&str> = events.iter().map(|(kind, _)| kind.as_str()).collect();
+        for kind in ["conversation.assigned", "conversation.priority_set", "conversation.label_added", "conversation.status_set", "conversation.status_changed", "conversation.woken", "conversation.spam_set"] {
+            assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+        }
+        assert_eq!(kinds.iter().filter(|kind| **kind == "conversation.label_added").count(), 1, "the no-op wrote nothing");
+        assert_eq!(kinds.iter().filter(|kind| **kind == "conversation.woken").count(), 1);
+        let (_, assigned) = events.iter().find(|(kind, _)| kind == "conversation.assigned").unwrap();
+        assert_eq!(assigned["actor"]["user_id"], json!(carmen.uuid()));
+        assert_eq!(assigned["assignee_id"], json!(carmen.uuid()));
+        assert!(assigned["actor"]["key_id"].is_string(), "{assigned}");
+        let (_, woken) = events.iter().find(|(kind, _)| kind == "conversation.woken").unwrap();
+        assert_eq!((woken["status"].as_str(), woken["actor"]["name"].as_str()), (Some("open"), Some("snooze timer")));
+    }
+}
+
+/// `n` uniform customers in `acme`, each with one open conversation of 3 inbound
+/// messages; returns the conversation ids, oldest customer first.
+async fn seeded(app: &TestApp, n: usize) -> Vec<String> {
+    rapport::demo::seed_uniform(&app.app.db, workspace(app, "acme").await, n, 1, 3)
+        .await
+        .unwrap();
+    entity::conversation::Entity::find()
+        .order_by_asc(entity::conversation::Column::CreatedAt)
+        .order_by_asc(entity::conversation::Column::Id)
+        .all(&app.app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| rapport::ids::encode(row.id))
+        .collect()
+}
+
+backend_test! {
+    async fn bulk_changes_are_all_or_nothing(app: TestApp) {
+        let carmen = user(&app, "acme", "Carmen", "carmen@example.com").await;
+        let agent = key_of(&app, "acme", Role::Agent, carmen).await;
+        let ids = seeded(&app, 5).await;
+        let status = "mutation($input: BulkSetConversationStatusInput!) { bulkSetConversationStatus(input: $input) { conversations { id status } } }";
+        let mut with_unknown = ids[..4].to_vec();
+        with_unknown.push(rapport::ids::encode(entity::ConversationId::new()));
+        let (code, body) = app.gql_error(&agent, status, json!({ "input": { "conversationIds": with_unknown, "status": "RESOLVED" } })).await;
+        assert_eq!(code, "NOT_FOUND", "{body}");
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains(with_unknown[4].as_str()), "{body}");
+        assert_eq!(app.gql(&agent, COUNTS, json!({})).await["inboxCounts"]["resolved"], 0, "nothing changed");
+        let too_many: Vec<String> = (0..101).map(|_| rapport::ids::encode(entity::ConversationId::new())).collect();
+        let (code, _) = app.gql_error(&agent, status, json!({ "input": { "conversationIds": too_many, "status": "RESOLVED" } })).await;
+        assert_eq!(code, "BAD_USER_INPUT");
+        let data = app.gql(&agent, status, json!({ "input": { "conversationIds": ids[..3], "status": "RESOLVED" } })).await;
+        let returned: Vec<&str> = data["bulkSetConversationStatus"]["conversations"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+        assert_eq!(returned, ids[..3].iter().map(String::as_str).collect::<Vec<_>>(), "in the order asked");
+        assert_eq!(app.gql(&agent, COUNTS, json!({})).await["inboxCounts"], json!({ "open": 2, "pending": 0, "snoozed": 0, "resolved": 3, "total": 5 }));
+
+        let assign = "mutation($input: BulkAssignConversationsInput!) { bulkAssignConversations(input: $input) { conversations { assignee { name } } } }";
+        app.gql(&agent, assign, json!({ "input": { "conversationIds": ids[1..4], "assigneeId": rapport::ids::encode(carmen) } })).await;
+        assert_eq!(inbox(&app, &agent, json!({ "assigneeId": rapport::ids::encode(carmen) })).await.len(), 3);
+        assert_eq!(app.gql(&agent, COUNTS, json!({ "filter": { "assignee": "ME" } })).await["inboxCounts"], json!({ "open": 1, "pending": 0, "snoozed": 0, "resolved": 2, "total": 3 }));
+
+        let label = "mutation($input: BulkLabelConversationsInput!) { bulkLabelConversations(input: $input) { conversations { labels { name } } } }";
+        app.gql(&agent, label, json!({ "input": { "conversationIds": ids, "label": "vip" } })).await;
+        app.gql(&agent, label, json!({ "input": { "conversationIds": ids[..2], "label": "vip", "remove": true } })).await;
+        assert_eq!(inbox(&app, &agent, json!({ "label": "vip" })).await.len(), 3);
+    }
+}
+
+backend_test! {
+    async fn the_inbox_orders_by_activity_waiting_and_priority_and_pages_with_cursors(app: TestApp) {
+        let agent = app.key(Role::Agent).await;
+        let ids = seeded(&app, 7).await;
+        let priority = "mutation($id: ID!, $p: Priority!) { setConversationPriority(input: { conversationId: $id, priority: $p }) { conversation { id } } }";
+        app.gql(&agent, priority, json!({ "id": ids[2], "p": "URGENT" })).await;
+        app.gql(&agent, priority, json!({ "id": ids[5], "p": "HIGH" })).await;
+        app.gql(&agent, priority, json!({ "id": ids[0], "p": "LOW" })).await;
+        let order = |order: &'static str| {
+            let app = &app;
+            let agent = agent.clone();
+            async move {
+                let mut seen = Vec::new();
+                let mut after = Value::Null;
+                loop {
+                    let data = app.gql(&agent, INBOX, json!({ "order": order, "first": 3, "after": after })).await;
+                    for edge in data["inbox"]["edges"].as_array().unwrap() {
+                        seen.push(edge["node"]["id"].as_str().unwrap().to_owned());
+                    }
+                    if !data["inbox"]["pageInfo"]["hasNextPage"].as_bool().unwrap() {
+                        return seen;
+                    }
+                    after = data["inbox"]["pageInfo"]["endCursor"].clone();
+                }
+            }
+        };
+        // Uniform customers are a day apart: the newest is the most recently active and
+        // the oldest has waited longest.
+        let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+        assert_eq!(order("LAST_ACTIVITY").await, newest_first);
+        assert_eq!(order("OLDEST_WAITING").await, ids);
+        let by_priority = order("PRIORITY").await;
+        let rest: Vec<String> = newest_first.iter().filter(|id| ![&ids[0], &ids[2], &ids[5]].contains(id)).cloned().collect();
+        let mut expected = vec![ids[2].clone(), ids[5].clone()];
+        expected.extend(rest);
+        expected.push(ids[0].clone());
+        assert_eq!(by_priority, expected);
+        let cursor = app.gql(&agent, INBOX, json!({ "order": "PRIORITY", "first": 1 })).await["inbox"]["pageInfo"]["endCursor"].clone();
+        let (code, _) = app.gql_error(&agent, INBOX, json!({ "order": "LAST_ACTIVITY", "after": cursor })).await;
+        assert_eq!(code, "BAD_USER_INPUT", "a cursor of another order is refused");
+    }
+}
+
+backend_test! {
+    async fn a_key_of_another_workspace_can_neither_see_nor_change_nor_assign_across(app: TestApp) {
+        let ids = seeded(&app, 2).await;
+        let carmen = user(&app, "acme", "Carmen", "carmen@example.com").await;
+        let acme = key_of(&app, "acme", Role::Agent, carmen).await;
+        let bo = user(&app, "globex", "Bo", "bo@example.com").await;
+        let globex = key_of(&app, "globex", Role::Owner, bo).await;
+        assert_eq!(inbox(&app, &globex, json!({})).await.len(), 0);
+        assert_eq!(app.gql(&globex, COUNTS, json!({})).await["inboxCounts"]["total"], 0);
+        assert_eq!(app.gql(&globex, "{ users { name } }", json!({})).await["users"], json!([{ "name": "Bo" }]));
+        let node = app.gql(&globex, "query($id: ID!) { node(id: $id) { id } }", json!({ "id": rapport::ids::encode(carmen) })).await;
+        assert_eq!(node["node"], Value::Null);
+        let assign = "mutation($input: AssignConversationInput!) { assignConversation(input: $input) { conversation { id } } }";
+        let (code, _) = app.gql_error(&globex, assign, json!({ "input": { "conversationId": ids[0], "assigneeId": rapport::ids::encode(bo) } })).await;
+        assert_eq!(code, "NOT_FOUND", "B cannot touch A's conversation");
+        let (code, _) = app.gql_error(&acme, assign, json!({ "input": { "conversationId": ids[0], "assigneeId": rapport::ids::encode(bo) } })).await;
+        assert_eq!(code, "NOT_FOUND", "A's conversation cannot go to B's user");
+        let (code, _) = app.gql_error(&globex, SET_STATUS, json!({ "input": { "conversationId": ids[1], "status": "RESOLVED" } })).await;
+        assert_eq!(code, "NOT_FOUND");
+        let bulk = "mutation($input: BulkLabelConversationsInput!) { bulkLabelConversations(input: $input) { conversations { id } } }";
+        let (code, _) = app.gql_error(&globex, bulk, json!({ "input": { "conversationIds": ids, "label": "x" } })).await;
+        assert_eq!(code, "NOT_FOUND");
+        let rows = inbox(&app, &acme, json!({})).await;
+        assert!(rows.iter().all(|row| row["assignee"].is_null() && row["labels"] == json!([]) && row["status"] == "OPEN"), "nothing changed: {rows:?}");
+    }
+}
+
+const PAGE: &str = "query($n: Int) { inbox(first: $n) { edges { node {
+    id status priority
+    customer { displayName }
+    lastInteraction { text }
+    assignee { name }
+    labels { name }
+} } } }";
+
+async fn statements_for(app: &TestApp, key: &str, n: usize) -> (u64, usize) {
+    let before = app.statements();
+    let data = app.gql(key, PAGE, json!({ "n": n })).await;
+    let edges = data["inbox"]["edges"].as_array().unwrap();
+    for edge in edges {
+        let node = &edge["node"];
+        assert!(node["customer"]["displayName"].is_string());
+        assert_eq!(
+            node["lastInteraction"]["text"]
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .nth(1),
+            Some("2"),
+            "{node}"
+        );
+    }
+    (app.statements() - before, edges.len())
+}
+
+backend_test! {
+    async fn a_page_of_50_conversations_with_their_relations_costs_a_fixed_number_of_statements(app: TestApp) {
+        let carmen = user(&app, "acme", "Carmen", "carmen@example.com").await;
+        let key = key_of(&app, "acme", Role::Agent, carmen).await;
+        let ids = seeded(&app, 60).await;
+        let assign = "mutation($input: BulkAssignConversationsInput!) { bulkAssignConversations(input: $input) { conversations { id } } }";
+        // The newest (first in the page) are assigned and labelled, so both pages load every relation.
+        app.gql(&key, assign, json!({ "input": { "conversationIds": ids[30..60], "assigneeId": rapport::ids::encode(carmen) } })).await;
+        let label = "mutation($input: BulkLabelConversationsInput!) { bulkLabelConversations(input: $input) { conversations { id } } }";
+        app.gql(&key, label, json!({ "input": { "conversationIds": ids[20..60], "label": "vip" } })).await;
+        app.gql(&key, label, json!({ "input": { "conversationIds": ids[40..60], "label": "billing" } })).await;
+        let (small, n_small) = statements_for(&app, &key, 5).await;
+        let (large, n_large) = statements_for(&app, &key, 50).await;
+        assert_eq!((n_small, n_large), (5, 50));
+        assert_eq!(small, large, "the statement count must not grow with the page size");
+        assert_eq!(large, 7, "a page of the inbox took {large} statements");
+    }
+}
