@@ -16,6 +16,7 @@ pub mod interaction;
 pub mod note;
 pub mod organization;
 pub mod source;
+pub mod spam_author;
 pub mod tag;
 pub mod user;
 pub mod workspace;

@@ -5,7 +5,8 @@
 //! The free-text `conversation.assignee` column stays as it was (append-only: its data is
 //! kept) but is no longer read: a name typed by hand cannot be mapped to a person safely.
 //! Labels reuse the workspace's tags through `conversation_label`, so "vip" is one tag
-//! whether it is on a customer or on a conversation.
+//! whether it is on a customer or on a conversation. `spam_author` remembers the customers
+//! whose conversations were marked as spam, so what they write next is hidden too.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseBackend};
@@ -134,6 +135,37 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(id("spam_author"))
+                    .col(ColumnDef::new(id("workspace_id")).uuid().not_null())
+                    .col(ColumnDef::new(id("customer_id")).uuid().not_null())
+                    .col(
+                        ColumnDef::new(id("created_at"))
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(id("workspace_id"))
+                            .col(id("customer_id")),
+                    )
+                    .foreign_key(&mut fk(
+                        "spam_author",
+                        "workspace_id",
+                        "workspace",
+                        ForeignKeyAction::Cascade,
+                    ))
+                    .foreign_key(&mut fk(
+                        "spam_author",
+                        "customer_id",
+                        "customer",
+                        ForeignKeyAction::Cascade,
+                    ))
+                    .to_owned(),
+            )
+            .await?;
         add_user_reference(manager, "api_key", "user_id").await?;
         add_user_reference(manager, "conversation", "assignee_id").await?;
         // One column per statement: SQLite's ALTER TABLE adds one at a time.
@@ -229,7 +261,7 @@ impl MigrationTrait for Migration {
                 )
                 .await?;
         }
-        for table in ["conversation_label", "user"] {
+        for table in ["spam_author", "conversation_label", "user"] {
             manager
                 .drop_table(Table::drop().table(id(table)).to_owned())
                 .await?;

@@ -28,7 +28,8 @@ use crate::error::{Error, Result};
 use crate::ids;
 use entity::conversation::{Column, Entity, Model};
 use entity::{
-    conversation_label, interaction, tag, ConversationId, SourceId, TagId, UserId, WorkspaceId,
+    conversation_label, interaction, spam_author, tag, ConversationId, CustomerId, SourceId, TagId,
+    UserId, WorkspaceId,
 };
 
 /// The most conversations one bulk change takes.
@@ -68,7 +69,8 @@ pub struct InboxFilter {
     pub unanswered: Option<bool>,
     /// The customer has waited at least this many seconds for an answer.
     pub waiting_longer_than_secs: Option<i64>,
-    /// `true`: only spam; `false` (the default): spam hidden.
+    /// `true`: only spam (conversations marked, and those of customers one was marked
+    /// of); `false` (the default): spam hidden.
     pub spam: bool,
 }
 
@@ -135,7 +137,31 @@ fn filtered(
     now: DateTime<Utc>,
     with_statuses: bool,
 ) -> Select<Entity> {
-    let mut select = super::scoped::<Entity>(workspace_id).filter(Column::Spam.eq(filter.spam));
+    // Spam: the conversation marked, or any conversation of an author one was marked of
+    // (what they write after the mark included).
+    let of_spam_author = Expr::exists(
+        Query::select()
+            .expr(Expr::val(1))
+            .from(spam_author::Entity)
+            .and_where(
+                Expr::col((spam_author::Entity, spam_author::Column::WorkspaceId)).eq(workspace_id),
+            )
+            .and_where(
+                Expr::col((spam_author::Entity, spam_author::Column::CustomerId))
+                    .equals((Entity, Column::CustomerId)),
+            )
+            .to_owned(),
+    );
+    let spam = if filter.spam {
+        Condition::any()
+            .add(Column::Spam.eq(true))
+            .add(of_spam_author)
+    } else {
+        Condition::all()
+            .add(Column::Spam.eq(false))
+            .add(of_spam_author.not())
+    };
+    let mut select = super::scoped::<Entity>(workspace_id).filter(spam);
     if with_statuses && !filter.statuses.is_empty() {
         let mut any = Condition::any();
         for status in &filter.statuses {
@@ -473,7 +499,8 @@ pub enum Change {
     },
     /// Take a label off; a no-op where it is not, `NOT_FOUND` when no such label exists.
     RemoveLabel(String),
-    /// Mark as spam (hidden from the inbox) or not.
+    /// Mark as spam or not: a marked conversation and every conversation of its customer,
+    /// those to come included, are hidden from the inbox until the mark is taken off.
     Spam(bool),
 }
 
@@ -644,6 +671,11 @@ pub async fn apply(
                     .filter(Column::Id.is_in(changed.clone()))
                     .exec(&txn)
                     .await?;
+                let authors: HashSet<CustomerId> = changed
+                    .iter()
+                    .filter_map(|id| rows.get(id).map(|row| row.customer_id))
+                    .collect();
+                mark_authors(&txn, workspace_id, authors, *spam, now).await?;
             }
             (changed, ChangeKind::SpamSet)
         }
@@ -715,6 +747,44 @@ pub async fn apply(
     super::event::append_many(&txn, workspace_id, changes.iter().map(|c| kind.event(c))).await?;
     txn.commit().await?;
     Ok(ids.iter().filter_map(|id| after.remove(id)).collect())
+}
+
+/// Marks the customers `authors` as spam authors (their conversations, later ones
+/// included, are hidden from the inbox) or takes the mark off.
+async fn mark_authors(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    authors: HashSet<CustomerId>,
+    spam: bool,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if spam {
+        let rows = authors
+            .into_iter()
+            .map(|customer_id| spam_author::ActiveModel {
+                workspace_id: Set(workspace_id),
+                customer_id: Set(customer_id),
+                created_at: Set(now),
+            });
+        spam_author::Entity::insert_many(rows)
+            .on_conflict(
+                OnConflict::columns([
+                    spam_author::Column::WorkspaceId,
+                    spam_author::Column::CustomerId,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+    } else {
+        spam_author::Entity::delete_many()
+            .filter(spam_author::Column::WorkspaceId.eq(workspace_id))
+            .filter(spam_author::Column::CustomerId.is_in(authors))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Which event records a change.

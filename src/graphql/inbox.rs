@@ -53,7 +53,8 @@ pub struct InboxFilterInput {
     /// The customer has waited at least this many **seconds** for our answer (since
     /// their oldest message after our last reply).
     pub waiting_longer_than: Option<i64>,
-    /// `true` shows only conversations marked as spam.
+    /// `true` shows only spam: conversations marked as spam, and every conversation of a
+    /// customer one was marked of.
     #[graphql(default)]
     pub spam: bool,
 }
@@ -247,7 +248,8 @@ pub struct RemoveConversationLabelInput {
 #[derive(InputObject)]
 pub struct MarkConversationSpamInput {
     pub conversation_id: ID,
-    /// `false` takes the mark off.
+    /// `true` hides it and every conversation of its customer, those to come included;
+    /// `false` takes the mark off (and the customer's).
     pub spam: bool,
 }
 

@@ -224,7 +224,8 @@ impl Mutation {
         super::inbox::remove_conversation_label(ctx, input).await
     }
 
-    /// Marks a conversation as spam, hiding it from the inbox (or takes the mark off).
+    /// Marks a conversation as spam, hiding it and its customer's other and future
+    /// conversations from the inbox (or takes the mark off).
     async fn mark_conversation_spam(
         &self,
         ctx: &Context<'_>,

@@ -237,6 +237,13 @@ backend_test! {
         app.gql(&agent, "mutation($id: ID!) { markConversationSpam(input: { conversationId: $id, spam: true }) { conversation { spam } } }", json!({ "id": conversation })).await;
         assert_eq!(inbox(&app, &agent, json!({})).await.len(), 0);
         assert_eq!(inbox(&app, &agent, json!({ "spam": true })).await.len(), 1);
+        // What the author writes next, in a new thread, is hidden too; until unmarked.
+        ingest(&app, &source, InboundItem { thread_key: Some("thread-2".into()), ..item("5", 30, false) }).await;
+        assert_eq!(inbox(&app, &agent, json!({})).await.len(), 0);
+        assert_eq!(inbox(&app, &agent, json!({ "spam": true })).await.len(), 2);
+        assert_eq!(app.gql(&agent, COUNTS, json!({})).await["inboxCounts"]["total"], 0);
+        app.gql(&agent, "mutation($id: ID!) { markConversationSpam(input: { conversationId: $id, spam: false }) { conversation { spam } } }", json!({ "id": conversation })).await;
+        assert_eq!(inbox(&app, &agent, json!({})).await.len(), 2);
 
         // Every change is an event naming who made it.
         let events = events(&app).await;
@@ -418,5 +425,170 @@ backend_test! {
         assert_eq!((n_small, n_large), (5, 50));
         assert_eq!(small, large, "the statement count must not grow with the page size");
         assert_eq!(large, 7, "a page of the inbox took {large} statements");
+    }
+}
+
+fn rapport(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("RAPPORT_DATABASE_URL")
+        .env_remove("RAPPORT_MEILI_URL")
+        .env_remove("RAPPORT_CONFIG")
+        .env_remove("RAPPORT_OUTBOUND_ALLOW")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the rapport binary runs")
+}
+
+#[tokio::test]
+async fn users_add_prints_the_id_alone_and_keys_create_binds_a_key_to_a_user_of_its_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = rapport(
+        dir.path(),
+        &[
+            "users",
+            "add",
+            "--email",
+            "Carmen@Example.com",
+            "--name",
+            "Carmen",
+            "--role",
+            "agent",
+            "--workspace",
+            "acme",
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout must hold the id alone: {stdout:?}");
+    let id = lines[0].to_owned();
+    assert!(id.starts_with("usr_") && id.len() == 36, "{id}");
+    let again = rapport(
+        dir.path(),
+        &[
+            "users",
+            "add",
+            "--email",
+            "carmen@example.com",
+            "--name",
+            "C",
+            "--workspace",
+            "acme",
+        ],
+    );
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let other = rapport(
+        dir.path(),
+        &[
+            "keys",
+            "create",
+            "--role",
+            "agent",
+            "--user",
+            &id,
+            "--workspace",
+            "globex",
+        ],
+    );
+    assert!(
+        !other.status.success(),
+        "a user of another workspace is refused"
+    );
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        stderr.contains("the workspace `globex` has no user") && stderr.contains(&id),
+        "{stderr}"
+    );
+
+    let output = rapport(
+        dir.path(),
+        &[
+            "keys",
+            "create",
+            "--role",
+            "agent",
+            "--user",
+            &id,
+            "--workspace",
+            "acme",
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let config = rapport::Config {
+        data_dir: dir.path().to_owned(),
+        ..rapport::Config::default()
+    };
+    let app = rapport::App::start(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(rapport::http::serve(app, listener, std::future::pending()));
+    let body: Value = reqwest::Client::new()
+        .post(format!("http://{addr}/graphql"))
+        .bearer_auth(&key)
+        .json(&json!({ "query": "{ me { id name email } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["data"]["me"],
+        json!({ "id": id, "name": "Carmen", "email": "carmen@example.com" })
+    );
+}
+
+backend_test! {
+    async fn viewers_change_nothing_and_the_inbox_errors_say_what_to_do(app: TestApp) {
+        let ids = seeded(&app, 1).await;
+        let viewer = app.key(Role::Viewer).await;
+        let agent = app.key(Role::Agent).await;
+        let id = json!({ "id": ids[0], "ids": ids });
+        let writes = [
+            "mutation($id: ID!) { assignConversation(input: { conversationId: $id, assigneeId: null }) { conversation { id } } }",
+            "mutation($id: ID!) { setConversationStatus(input: { conversationId: $id, status: RESOLVED }) { conversation { id } } }",
+            "mutation($id: ID!) { setConversationPriority(input: { conversationId: $id, priority: HIGH }) { conversation { id } } }",
+            "mutation($id: ID!) { addConversationLabel(input: { conversationId: $id, label: \"x\" }) { conversation { id } } }",
+            "mutation($id: ID!) { removeConversationLabel(input: { conversationId: $id, label: \"x\" }) { conversation { id } } }",
+            "mutation($id: ID!) { markConversationSpam(input: { conversationId: $id, spam: true }) { conversation { id } } }",
+            "mutation($ids: [ID!]!) { bulkSetConversationStatus(input: { conversationIds: $ids, status: RESOLVED }) { conversations { id } } }",
+            "mutation($ids: [ID!]!) { bulkAssignConversations(input: { conversationIds: $ids, assigneeId: null }) { conversations { id } } }",
+            "mutation($ids: [ID!]!) { bulkLabelConversations(input: { conversationIds: $ids, label: \"x\" }) { conversations { id } } }",
+        ];
+        for mutation in writes {
+            let (code, body) = app.gql_error(&viewer, mutation, id.clone()).await;
+            assert_eq!(code, "FORBIDDEN", "{mutation}: {body:#}");
+        }
+        let (_, body) = app.gql_error(&viewer, writes[0], id.clone()).await;
+        insta::assert_json_snapshot!("inbox_forbidden_viewer", body);
+        let (_, body) = app.gql_error(&agent, SET_STATUS, json!({ "input": { "conversationId": ids[0], "status": "SNOOZED" } })).await;
+        insta::assert_json_snapshot!("inbox_snoozed_without_time", body);
+        let unknown = rapport::ids::encode(entity::ConversationId::new());
+        let (_, body) = app.gql_error(&agent, writes[6], json!({ "ids": [ids[0], unknown] })).await;
+        let body: Value = serde_json::from_str(&body.to_string().replace(&unknown, "cnv_UNKNOWN")).unwrap();
+        insta::assert_json_snapshot!("inbox_bulk_unknown_id", body);
+        let too_many: Vec<String> = (0..101).map(|_| ids[0].clone()).collect();
+        let (_, body) = app.gql_error(&agent, writes[8], json!({ "ids": too_many })).await;
+        insta::assert_json_snapshot!("inbox_bulk_too_many", body);
+        let rows = inbox(&app, &agent, json!({})).await;
+        assert_eq!((rows[0]["status"].as_str(), rows[0]["labels"].clone()), (Some("OPEN"), json!([])), "nothing changed");
     }
 }
