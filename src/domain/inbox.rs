@@ -915,3 +915,102 @@ pub async fn wake_due(db: &impl TransactionTrait, limit: u64) -> Result<usize> {
     txn.commit().await?;
     Ok(woken.len())
 }
+
+#[cfg(test)]
+mod migration_tests {
+    use chrono::TimeZone;
+    use migration::MigratorTrait;
+    use sea_orm::{
+        ConnectOptions, ConnectionTrait, Database, DatabaseBackend, EntityTrait, Statement, Value,
+    };
+
+    /// The inbox migration keeps what was there: the free-text assignee stays, and each
+    /// conversation learns since when its customer has waited from its interactions.
+    #[tokio::test]
+    async fn the_inbox_migration_keeps_data_and_fills_waiting_since() {
+        let mut options = ConnectOptions::new("sqlite::memory:");
+        options.max_connections(1);
+        let db = Database::connect(options).await.unwrap();
+        migration::Migrator::up(&db, Some(4)).await.unwrap();
+        let uuid = || Value::from(uuid::Uuid::now_v7());
+        let (ws, cu, waiting, answered) = (uuid(), uuid(), uuid(), uuid());
+        let at = |minute: u32| {
+            Value::from(
+                chrono::Utc
+                    .with_ymd_and_hms(2026, 11, 1, 12, minute, 0)
+                    .unwrap(),
+            )
+        };
+        // Rows written as the code of before wrote them, through bound values.
+        let mut statements: Vec<(&str, Vec<Value>)> = vec![
+            (
+                "INSERT INTO workspace (id, slug, name, settings, created_at) VALUES (?, 'w', 'w', '{}', ?)",
+                vec![ws.clone(), at(0)],
+            ),
+            (
+                "INSERT INTO customer (id, workspace_id, display_name, lifecycle_stage, custom, first_seen_at, last_seen_at, created_at, updated_at) VALUES (?, ?, 'Ana', 'lead', '{}', ?, ?, ?, ?)",
+                vec![cu.clone(), ws.clone(), at(0), at(0), at(0), at(0)],
+            ),
+        ];
+        for (conversation, assignee) in [
+            (waiting.clone(), Value::from(Some("carmen".to_owned()))),
+            (answered.clone(), Value::from(Option::<String>::None)),
+        ] {
+            statements.push((
+                "INSERT INTO conversation (id, workspace_id, customer_id, channel, status, priority, assignee, last_message_at, created_at, updated_at) VALUES (?, ?, ?, 'email', 'open', 'normal', ?, ?, ?, ?)",
+                vec![conversation, ws.clone(), cu.clone(), assignee, at(40), at(40), at(40)],
+            ));
+        }
+        // `waiting`: in at :00, our answer at :10, in at :20 and :30 → waits since :20.
+        // `answered`: in at :00, our answer at :10 → waits for nothing.
+        for (conversation, direction, minute) in [
+            (&waiting, "inbound", 0),
+            (&waiting, "outbound", 10),
+            (&waiting, "inbound", 20),
+            (&waiting, "inbound", 30),
+            (&answered, "inbound", 0),
+            (&answered, "outbound", 10),
+        ] {
+            statements.push((
+                "INSERT INTO interaction (id, workspace_id, customer_id, conversation_id, channel, direction, kind, text, occurred_at, ingested_at) VALUES (?, ?, ?, ?, 'email', ?, 'email', 'x', ?, ?)",
+                vec![uuid(), ws.clone(), cu.clone(), conversation.clone(), direction.into(), at(minute), at(minute)],
+            ));
+        }
+        for (sql, values) in statements {
+            db.execute(Statement::from_sql_and_values(
+                DatabaseBackend::Sqlite,
+                sql,
+                values,
+            ))
+            .await
+            .unwrap();
+        }
+        migration::Migrator::up(&db, None).await.unwrap();
+        let rows = entity::conversation::Entity::find().all(&db).await.unwrap();
+        let of = |id: &Value| {
+            rows.iter()
+                .find(|row| Value::from(row.id.uuid()) == *id)
+                .unwrap()
+        };
+        assert_eq!(
+            of(&waiting).waiting_since,
+            Some(
+                chrono::Utc
+                    .with_ymd_and_hms(2026, 11, 1, 12, 20, 0)
+                    .unwrap()
+            )
+        );
+        assert_eq!(of(&answered).waiting_since, None);
+        assert!(!of(&waiting).spam && of(&waiting).assignee_id.is_none());
+        let kept = db
+            .query_one(Statement::from_sql_and_values(
+                DatabaseBackend::Sqlite,
+                "SELECT assignee FROM conversation WHERE id = ?",
+                [waiting.clone()],
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.try_get::<String>("", "assignee").unwrap(), "carmen");
+    }
+}

@@ -123,6 +123,12 @@ async fn inbox(app: &TestApp, key: &str, filter: Value) -> Vec<Value> {
         .collect()
 }
 
+/// Sleeps until just after `until`.
+async fn sleep_past(until: chrono::DateTime<chrono::Utc>) {
+    let left = (until - domain::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(left + std::time::Duration::from_millis(100)).await;
+}
+
 const SET_STATUS: &str = "mutation($input: SetConversationStatusInput!) { setConversationStatus(input: $input) { conversation { status snoozedUntil } } }";
 
 backend_test! {
@@ -221,12 +227,13 @@ backend_test! {
         }
         let (code, _) = app.gql_error(&agent, SET_STATUS, json!({ "input": { "conversationId": conversation, "status": "OPEN", "snoozedUntil": "2099-01-01T00:00:00Z" } })).await;
         assert_eq!(code, "BAD_USER_INPUT");
-        let until = domain::now() + chrono::Duration::milliseconds(1_500);
+        // Far enough ahead for a slow machine to set it before it passes.
+        let until = domain::now() + chrono::Duration::seconds(2);
         let data = app.gql(&agent, SET_STATUS, json!({ "input": { "conversationId": conversation, "status": "SNOOZED", "snoozedUntil": until } })).await;
         assert_eq!(data["setConversationStatus"]["conversation"]["status"], "SNOOZED");
         assert_eq!(app.gql(&agent, COUNTS, json!({})).await["inboxCounts"]["snoozed"], 1);
         assert_eq!(domain::inbox::wake_due(&app.app.db, 100).await.unwrap(), 0, "not due yet");
-        tokio::time::sleep(std::time::Duration::from_millis(1_600)).await;
+        sleep_past(until).await;
         let rows = inbox(&app, &agent, json!({ "statuses": ["OPEN"] })).await;
         assert_eq!((rows.len(), rows[0]["snoozedUntil"].clone()), (1, Value::Null), "due: it reads as OPEN before the timer ran");
         assert_eq!(app.gql(&agent, COUNTS, json!({})).await["inboxCounts"], json!({ "open": 1, "pending": 0, "snoozed": 0, "resolved": 0, "total": 1 }));
@@ -590,5 +597,25 @@ backend_test! {
         insta::assert_json_snapshot!("inbox_bulk_too_many", body);
         let rows = inbox(&app, &agent, json!({})).await;
         assert_eq!((rows[0]["status"].as_str(), rows[0]["labels"].clone()), (Some("OPEN"), json!([])), "nothing changed");
+    }
+}
+
+backend_test! {
+    async fn two_timers_waking_at_once_wake_each_conversation_once(app: TestApp) {
+        let agent = app.key(Role::Agent).await;
+        let ids = seeded(&app, 6).await;
+        let until = domain::now() + chrono::Duration::seconds(2);
+        let status = "mutation($input: BulkSetConversationStatusInput!) { bulkSetConversationStatus(input: $input) { conversations { status } } }";
+        app.gql(&agent, status, json!({ "input": { "conversationIds": ids, "status": "SNOOZED", "snoozedUntil": until } })).await;
+        sleep_past(until).await;
+        // Two processes' timers, each on its own connection of the pool.
+        let (a, b) = tokio::join!(
+            domain::inbox::wake_due(&app.app.db, 100),
+            domain::inbox::wake_due(&app.app.db, 100)
+        );
+        assert_eq!(a.unwrap() + b.unwrap(), 6);
+        let woken = events(&app).await.into_iter().filter(|(kind, _)| kind == "conversation.woken").count();
+        assert_eq!(woken, 6, "one event per wake");
+        assert_eq!(app.gql(&agent, COUNTS, json!({})).await["inboxCounts"]["open"], 6);
     }
 }
