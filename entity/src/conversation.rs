@@ -26,7 +26,7 @@ pub struct Model {
     /// While `status` is SNOOZED: when it wakes (it reads as OPEN from then on).
     pub snoozed_until: Option<DateTimeUtc>,
     /// Since when the customer has waited for an answer: their oldest message after our
-    /// last reply; `None` when nothing waits.
+    /// last reply or the conversation's resolution; `None` when nothing waits.
     pub waiting_since: Option<DateTimeUtc>,
     /// Marked as spam: hidden from the inbox unless asked for.
     pub spam: bool,

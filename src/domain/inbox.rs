@@ -641,11 +641,20 @@ pub async fn apply(
                         && row.snoozed_until != *snoozed_until)
             });
             if !changed.is_empty() {
-                let resolved_at = (*status == ConversationStatus::Resolved).then_some(now);
-                update()
+                let resolved = *status == ConversationStatus::Resolved;
+                let mut statement = update()
                     .col_expr(Column::Status, Expr::value(status.as_str()))
                     .col_expr(Column::SnoozedUntil, Expr::value(*snoozed_until))
-                    .col_expr(Column::ResolvedAt, Expr::value(resolved_at))
+                    .col_expr(Column::ResolvedAt, Expr::value(resolved.then_some(now)));
+                if resolved {
+                    // Resolved, nothing waits any more (answered or not): the customer's
+                    // next message starts a new wait.
+                    statement = statement.col_expr(
+                        Column::WaitingSince,
+                        Expr::value(Option::<DateTime<Utc>>::None),
+                    );
+                }
+                statement
                     .filter(Column::Id.is_in(changed.clone()))
                     .exec(&txn)
                     .await?;

@@ -63,8 +63,8 @@ impl Conversation {
     async fn spam(&self) -> bool {
         self.0.spam
     }
-    /// Since when the customer has waited for our answer (their oldest message after our
-    /// last reply); `null` when nothing waits.
+    /// Since when the customer has waited for our answer: their oldest message after our
+    /// last reply (or since the conversation was resolved); `null` when nothing waits.
     async fn waiting_since(&self) -> Option<DateTime<Utc>> {
         self.0.waiting_since
     }

@@ -214,10 +214,13 @@ backend_test! {
         assert_eq!(rows[0]["lastInteraction"]["direction"], "OUTBOUND");
 
         // RESOLVED, reopened by a new message.
+        ingest(&app, &source, item("3b", 12, false)).await;
         app.gql(&agent, SET_STATUS, json!({ "input": { "conversationId": conversation, "status": "RESOLVED" } })).await;
-        assert_eq!(inbox(&app, &agent, json!({ "statuses": ["RESOLVED"] })).await.len(), 1);
+        let rows = inbox(&app, &agent, json!({ "statuses": ["RESOLVED"] })).await;
+        assert_eq!((rows.len(), rows[0]["waitingSince"].clone()), (1, Value::Null), "resolved: nothing waits");
         ingest(&app, &source, item("4", 20, false)).await;
-        assert_eq!(inbox(&app, &agent, json!({ "statuses": ["OPEN"] })).await.len(), 1);
+        let rows = inbox(&app, &agent, json!({ "statuses": ["OPEN"] })).await;
+        assert_eq!((rows.len(), rows[0]["waitingSince"].clone()), (1, json!("2026-11-01T12:20:00+00:00")), "reopened: a new wait");
 
         // SNOOZED needs a future time; it reads as OPEN once the time has come, and the
         // timer stores the wake once.
