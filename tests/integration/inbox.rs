@@ -178,6 +178,11 @@ backend_test! {
         assert_eq!(rows[0]["waitingSince"], "2026-11-01T12:00:00+00:00");
         assert_eq!(inbox(&app, &agent, json!({ "unanswered": true, "language": "es", "waitingLongerThan": 3600 })).await.len(), 1);
         assert_eq!(inbox(&app, &agent, json!({ "language": "en" })).await.len(), 0);
+        let source_id = rapport::ids::encode(source.id);
+        assert_eq!(inbox(&app, &agent, json!({ "channel": "WEBHOOK", "sourceId": source_id })).await.len(), 1);
+        assert_eq!(inbox(&app, &agent, json!({ "channel": "EMAIL" })).await.len(), 0);
+        assert_eq!(inbox(&app, &agent, json!({ "sourceId": rapport::ids::encode(entity::SourceId::new()) })).await.len(), 0);
+        assert_eq!(inbox(&app, &agent, json!({ "waitingLongerThan": 3_000_000_000i64 })).await.len(), 0, "not waiting for 95 years");
 
         // Assigned to me; ME and NOBODY filter on it; a viewer may not assign.
         let assign = "mutation($input: AssignConversationInput!) { assignConversation(input: $input) { conversation { assignee { name } } } }";
