@@ -200,6 +200,8 @@ struct Fresh<'a> {
 enum Snapshot {
     Customer(EventKind, customer::Model),
     Conversation(EventKind, conversation::Model),
+    /// A conversation a new message reopened, with who did it.
+    Reopened(super::event::ConversationChange),
     /// The interaction row at this index of the batch's rows.
     Interaction(usize),
 }
@@ -349,7 +351,11 @@ pub async fn store(
         let mut touch = |id: ConversationId, mine: &mut Events| -> Result<()> {
             if let Some(model) = conversations.get_mut(&id) {
                 let kind = on_interaction(model, f.direction, at, now);
-                mine.push(Snapshot::Conversation(kind, model.clone()));
+                mine.push(if kind == EventKind::ConversationStatusChanged {
+                    Snapshot::Reopened(super::conversation::reopened(model.clone()))
+                } else {
+                    Snapshot::Conversation(kind, model.clone())
+                });
                 changed_conversations.insert(id);
             }
             Ok(())
@@ -515,9 +521,7 @@ pub async fn store(
         Snapshot::Conversation(EventKind::ConversationCreated, model) => {
             Event::ConversationCreated(model)
         }
-        Snapshot::Conversation(EventKind::ConversationStatusChanged, model) => {
-            Event::ConversationStatusChanged(model)
-        }
+        Snapshot::Reopened(change) => Event::ConversationStatusChanged(change),
         Snapshot::Conversation(_, model) => Event::ConversationUpdated(model),
         Snapshot::Interaction(index) => Event::InteractionCreated(&rows[*index]),
     });

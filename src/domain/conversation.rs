@@ -8,7 +8,7 @@ use sea_orm::{
     QueryFilter, QuerySelect,
 };
 
-use super::event::Event;
+use super::event::{Actor, ConversationChange, Event};
 use super::{Caller, ConversationStatus, Direction};
 use crate::error::Result;
 use entity::conversation::{self, Column, Entity, Model};
@@ -93,12 +93,12 @@ pub async fn on_interaction(
     row.first_response_at = Set(changed.first_response_at);
     row.updated_at = Set(super::now());
     let model = row.update(db).await?;
-    let event = if status_changed {
-        Event::ConversationStatusChanged(&model)
+    if status_changed {
+        let change = reopened(model.clone());
+        super::event::append(db, workspace_id, Event::ConversationStatusChanged(&change)).await?;
     } else {
-        Event::ConversationUpdated(&model)
-    };
-    super::event::append(db, workspace_id, event).await?;
+        super::event::append(db, workspace_id, Event::ConversationUpdated(&model)).await?;
+    }
     Ok(Some(model))
 }
 
@@ -133,6 +133,16 @@ pub fn follow_interaction(model: &mut Model, direction: Direction, at: DateTime<
         }
     }
     false
+}
+
+/// The payload of a reopening by a new message: the row, and as who did it Rapport itself
+/// on the customer's message (the `interaction.created` that follows names it).
+pub fn reopened(model: Model) -> ConversationChange {
+    ConversationChange {
+        conversation: model,
+        actor: Actor::system("new message"),
+        label: None,
+    }
 }
 
 /// An item to file into its conversation: where it came from, its thread and its author.

@@ -80,9 +80,10 @@ event_kinds! {
     ConversationCreated = "conversation.created" (entity::conversation::Model),
     /// Payload: the conversation row (a new message, a first response).
     ConversationUpdated = "conversation.updated" (entity::conversation::Model),
-    /// Payload: the conversation row. Its own kind: the search index refreshes the
-    /// status of every interaction of the conversation on this event only.
-    ConversationStatusChanged = "conversation.status_changed" (entity::conversation::Model),
+    /// Payload: [`ConversationChange`] (the row, reopened by a new message; the actor is
+    /// Rapport's `new message`). Its own kind: the search index refreshes the status of
+    /// every interaction of the conversation on this event, not on every new message.
+    ConversationStatusChanged = "conversation.status_changed" (ConversationChange),
     /// Payload: the interaction row ([`InteractionPayload`] reads what consumers need).
     InteractionCreated = "interaction.created" (entity::interaction::Model),
     /// Payload: the organization row.

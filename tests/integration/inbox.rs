@@ -272,6 +272,8 @@ backend_test! {
         assert_eq!(assigned["actor"]["user_id"], json!(carmen.uuid()));
         assert_eq!(assigned["assignee_id"], json!(carmen.uuid()));
         assert!(assigned["actor"]["key_id"].is_string(), "{assigned}");
+        let (_, reopened) = events.iter().find(|(kind, _)| kind == "conversation.status_changed").unwrap();
+        assert_eq!((reopened["status"].as_str(), reopened["actor"]["name"].as_str()), (Some("open"), Some("new message")));
         let (_, woken) = events.iter().find(|(kind, _)| kind == "conversation.woken").unwrap();
         assert_eq!((woken["status"].as_str(), woken["actor"]["name"].as_str()), (Some("open"), Some("snooze timer")));
     }
