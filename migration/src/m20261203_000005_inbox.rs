@@ -194,6 +194,8 @@ impl MigrationTrait for Migration {
                 .await?;
         }
         // What already waits: the oldest customer message no reply of ours came after.
+        // Not in a resolved thread: resolving ends the wait (the runtime rule), so an old
+        // resolved thread never answered waits for nothing until the customer writes again.
         manager
             .get_connection()
             .execute_unprepared(
@@ -202,7 +204,8 @@ impl MigrationTrait for Migration {
                    WHERE i.conversation_id = conversation.id AND i.direction = 'inbound' \
                      AND NOT EXISTS (SELECT 1 FROM interaction o \
                        WHERE o.conversation_id = conversation.id AND o.direction = 'outbound' \
-                         AND o.occurred_at >= i.occurred_at))",
+                         AND o.occurred_at >= i.occurred_at)) \
+                 WHERE status <> 'resolved'",
             )
             .await?;
         for statement in [

@@ -942,7 +942,7 @@ mod migration_tests {
         let db = Database::connect(options).await.unwrap();
         migration::Migrator::up(&db, Some(4)).await.unwrap();
         let uuid = || Value::from(uuid::Uuid::now_v7());
-        let (ws, cu, waiting, answered) = (uuid(), uuid(), uuid(), uuid());
+        let (ws, cu, waiting, answered, resolved) = (uuid(), uuid(), uuid(), uuid(), uuid());
         let at = |minute: u32| {
             Value::from(
                 chrono::Utc
@@ -961,17 +961,19 @@ mod migration_tests {
                 vec![cu.clone(), ws.clone(), at(0), at(0), at(0), at(0)],
             ),
         ];
-        for (conversation, assignee) in [
-            (waiting.clone(), Value::from(Some("carmen".to_owned()))),
-            (answered.clone(), Value::from(Option::<String>::None)),
+        for (conversation, status, assignee) in [
+            (waiting.clone(), "open", Value::from(Some("carmen".to_owned()))),
+            (answered.clone(), "open", Value::from(Option::<String>::None)),
+            (resolved.clone(), "resolved", Value::from(Option::<String>::None)),
         ] {
             statements.push((
-                "INSERT INTO conversation (id, workspace_id, customer_id, channel, status, priority, assignee, last_message_at, created_at, updated_at) VALUES (?, ?, ?, 'email', 'open', 'normal', ?, ?, ?, ?)",
-                vec![conversation, ws.clone(), cu.clone(), assignee, at(40), at(40), at(40)],
+                "INSERT INTO conversation (id, workspace_id, customer_id, channel, status, priority, assignee, last_message_at, created_at, updated_at) VALUES (?, ?, ?, 'email', ?, 'normal', ?, ?, ?, ?)",
+                vec![conversation, ws.clone(), cu.clone(), status.into(), assignee, at(40), at(40), at(40)],
             ));
         }
         // `waiting`: in at :00, our answer at :10, in at :20 and :30 → waits since :20.
         // `answered`: in at :00, our answer at :10 → waits for nothing.
+        // `resolved`: in at :00, never answered, but resolved → waits for nothing either.
         for (conversation, direction, minute) in [
             (&waiting, "inbound", 0),
             (&waiting, "outbound", 10),
@@ -979,6 +981,7 @@ mod migration_tests {
             (&waiting, "inbound", 30),
             (&answered, "inbound", 0),
             (&answered, "outbound", 10),
+            (&resolved, "inbound", 0),
         ] {
             statements.push((
                 "INSERT INTO interaction (id, workspace_id, customer_id, conversation_id, channel, direction, kind, text, occurred_at, ingested_at) VALUES (?, ?, ?, ?, 'email', ?, 'email', 'x', ?, ?)",
@@ -1010,6 +1013,7 @@ mod migration_tests {
             )
         );
         assert_eq!(of(&answered).waiting_since, None);
+        assert_eq!(of(&resolved).waiting_since, None);
         assert!(!of(&waiting).spam && of(&waiting).assignee_id.is_none());
         let kept = db
             .query_one(Statement::from_sql_and_values(
