@@ -66,7 +66,10 @@ pub async fn open_counts(
 
 /// Keeps a conversation's state in step with a new interaction in it: the last message
 /// time moves, an inbound item reopens a resolved thread, the first outbound one is the
-/// first response.
+/// first response. Runs inside the caller's write transaction: on PostgreSQL the row is
+/// locked (SELECT … FOR UPDATE) until it commits, so an agent's status change or a wake
+/// committed meanwhile is read, not overwritten with a stale copy, and a reopening is
+/// decided once.
 pub async fn on_interaction(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
@@ -76,6 +79,7 @@ pub async fn on_interaction(
 ) -> Result<Option<Model>> {
     let Some(model) = super::scoped::<Entity>(workspace_id)
         .filter(Column::Id.eq(id))
+        .lock_exclusive()
         .one(db)
         .await?
     else {
@@ -83,14 +87,24 @@ pub async fn on_interaction(
     };
     let mut changed = model.clone();
     let status_changed = follow_interaction(&mut changed, direction, at);
-    // Only the columns the rule owns: an assignment or a label made meanwhile stays.
-    let mut row: conversation::ActiveModel = model.into();
-    row.last_message_at = Set(changed.last_message_at);
-    row.status = Set(changed.status);
-    row.resolved_at = Set(changed.resolved_at);
-    row.snoozed_until = Set(changed.snoozed_until);
-    row.waiting_since = Set(changed.waiting_since);
-    row.first_response_at = Set(changed.first_response_at);
+    // Only the columns the rule owns, and of those only the ones it changes: an
+    // assignment, a label or a status set meanwhile stays as it is.
+    let mut row: conversation::ActiveModel = model.clone().into();
+    macro_rules! set_if_changed {
+        ($($column:ident),*) => {$(
+            if changed.$column != model.$column {
+                row.$column = Set(changed.$column);
+            }
+        )*};
+    }
+    set_if_changed!(
+        last_message_at,
+        status,
+        resolved_at,
+        snoozed_until,
+        waiting_since,
+        first_response_at
+    );
     row.updated_at = Set(super::now());
     let model = row.update(db).await?;
     if status_changed {

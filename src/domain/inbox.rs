@@ -962,9 +962,21 @@ mod migration_tests {
             ),
         ];
         for (conversation, status, assignee) in [
-            (waiting.clone(), "open", Value::from(Some("carmen".to_owned()))),
-            (answered.clone(), "open", Value::from(Option::<String>::None)),
-            (resolved.clone(), "resolved", Value::from(Option::<String>::None)),
+            (
+                waiting.clone(),
+                "open",
+                Value::from(Some("carmen".to_owned())),
+            ),
+            (
+                answered.clone(),
+                "open",
+                Value::from(Option::<String>::None),
+            ),
+            (
+                resolved.clone(),
+                "resolved",
+                Value::from(Option::<String>::None),
+            ),
         ] {
             statements.push((
                 "INSERT INTO conversation (id, workspace_id, customer_id, channel, status, priority, assignee, last_message_at, created_at, updated_at) VALUES (?, ?, ?, 'email', ?, 'normal', ?, ?, ?, ?)",

@@ -629,3 +629,158 @@ backend_test! {
         assert_eq!(app.gql(&agent, COUNTS, json!({})).await["inboxCounts"]["open"], 6);
     }
 }
+
+/// Saves a new message (`direction`) in the conversation `id` while another transaction
+/// holds the row with an agent's change (`agent`, columns and values), and commits the
+/// agent's change first. On PostgreSQL the message's transaction is running and blocked
+/// on the row when the agent commits (checked with `pg_blocking_pids`), so a message that
+/// read the row before the change would write its stale copy back; on SQLite the writers
+/// take turns.
+async fn message_during_agent_change(
+    app: &TestApp,
+    id: entity::ConversationId,
+    agent: Vec<(entity::conversation::Column, sea_orm::Value)>,
+    direction: domain::Direction,
+) {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
+    let workspace = workspace(app, "acme").await;
+    let db = app.app.db.clone();
+    let holder = db.begin().await.unwrap();
+    let mut update =
+        entity::conversation::Entity::update_many().filter(entity::conversation::Column::Id.eq(id));
+    for (column, value) in agent {
+        update = update.col_expr(column, Expr::value(value));
+    }
+    update.exec(&holder).await.unwrap();
+    let pid = match app.backend {
+        crate::common::Backend::Postgres => Some(
+            holder
+                .query_one(Statement::from_string(
+                    DatabaseBackend::Postgres,
+                    "SELECT pg_backend_pid() AS pid",
+                ))
+                .await
+                .unwrap()
+                .unwrap()
+                .try_get::<i32>("", "pid")
+                .unwrap(),
+        ),
+        crate::common::Backend::Sqlite => None,
+    };
+    let message = tokio::spawn(async move {
+        let txn = domain::begin_write(&db).await.unwrap();
+        let at = domain::now();
+        domain::conversation::on_interaction(&txn, workspace, id, direction, at)
+            .await
+            .unwrap();
+        txn.commit().await.unwrap();
+    });
+    match pid {
+        Some(pid) => {
+            let blocked = Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                [pid.into()],
+            );
+            let mut waited = 0;
+            loop {
+                let row = app
+                    .app
+                    .db
+                    .query_one(blocked.clone())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                if row.try_get::<i64>("", "n").unwrap() > 0 {
+                    break;
+                }
+                waited += 1;
+                assert!(
+                    waited < 500,
+                    "the message's transaction never reached the row"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        None => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+    }
+    holder.commit().await.unwrap();
+    message.await.unwrap();
+}
+
+backend_test! {
+    async fn a_new_message_neither_undoes_an_agents_concurrent_status_change_nor_doubles_a_reopening(app: TestApp) {
+        use entity::conversation::Column;
+        use sea_orm::sea_query::Expr;
+        use sea_orm::ColumnTrait;
+        let ids: Vec<entity::ConversationId> = seeded(&app, 3)
+            .await
+            .iter()
+            .map(|id| rapport::ids::decode("id", id).unwrap())
+            .collect();
+        let row = |id: entity::ConversationId| {
+            let db = app.app.db.clone();
+            async move { entity::conversation::Entity::find_by_id(id).one(&db).await.unwrap().unwrap() }
+        };
+        let reopenings = || async {
+            events(&app).await.into_iter().filter(|(kind, _)| kind == "conversation.status_changed").count()
+        };
+        let now = domain::now();
+        let status = |status: &str| sea_orm::Value::from(status.to_owned());
+
+        // Our reply arrives while an agent resolves: the thread stays resolved.
+        let before = reopenings().await;
+        message_during_agent_change(
+            &app,
+            ids[0],
+            vec![
+                (Column::Status, status("resolved")),
+                (Column::ResolvedAt, Some(now).into()),
+                (Column::WaitingSince, Option::<chrono::DateTime<chrono::Utc>>::None.into()),
+            ],
+            domain::Direction::Outbound,
+        )
+        .await;
+        let resolved = row(ids[0]).await;
+        assert_eq!(resolved.status, domain::ConversationStatus::Resolved, "the agent's RESOLVED was overwritten");
+        assert_eq!(resolved.resolved_at, Some(now));
+        assert_eq!(reopenings().await, before);
+
+        // The customer writes while an agent sets PENDING: the message reopens what the
+        // agent set, with exactly one reopening event, and the log ends where the row is.
+        message_during_agent_change(
+            &app,
+            ids[1],
+            vec![(Column::Status, status("pending"))],
+            domain::Direction::Inbound,
+        )
+        .await;
+        assert_eq!(row(ids[1]).await.status, domain::ConversationStatus::Open);
+        assert_eq!(reopenings().await, before + 1, "one reopening of the PENDING thread");
+
+        // The customer writes while a snoozed thread is woken: one wake, no second
+        // reopening by the message.
+        entity::conversation::Entity::update_many()
+            .col_expr(Column::Status, Expr::value("snoozed"))
+            .col_expr(Column::SnoozedUntil, Expr::value(Some(now + chrono::Duration::hours(1))))
+            .filter(Column::Id.eq(ids[2]))
+            .exec(&app.app.db)
+            .await
+            .unwrap();
+        message_during_agent_change(
+            &app,
+            ids[2],
+            vec![
+                (Column::Status, status("open")),
+                (Column::SnoozedUntil, Option::<chrono::DateTime<chrono::Utc>>::None.into()),
+            ],
+            domain::Direction::Inbound,
+        )
+        .await;
+        let woken = row(ids[2]).await;
+        assert_eq!(woken.status, domain::ConversationStatus::Open);
+        assert_eq!(woken.snoozed_until, None);
+        assert_eq!(reopenings().await, before + 1, "the woken thread was reopened a second time");
+    }
+}
