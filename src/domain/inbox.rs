@@ -402,6 +402,25 @@ pub async fn counts(
     Ok(counts)
 }
 
+/// Which of `customers` are marked as spam authors (one statement for any number).
+pub async fn spam_authors(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    customers: &[CustomerId],
+) -> Result<HashSet<CustomerId>> {
+    if customers.is_empty() {
+        return Ok(HashSet::new());
+    }
+    Ok(spam_author::Entity::find()
+        .filter(spam_author::Column::WorkspaceId.eq(workspace_id))
+        .filter(spam_author::Column::CustomerId.is_in(customers.iter().copied()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|row| row.customer_id)
+        .collect())
+}
+
 /// The labels of each conversation, by name (one statement for any number).
 pub async fn labels_of(
     db: &impl ConnectionTrait,
@@ -672,11 +691,11 @@ pub async fn apply(
             }
             (changed, ChangeKind::PrioritySet)
         }
-        Change::Spam(spam) => {
-            let changed = unlike(&|row| row.spam != *spam);
+        Change::Spam(true) => {
+            let changed = unlike(&|row| !row.spam);
             if !changed.is_empty() {
                 update()
-                    .col_expr(Column::Spam, Expr::value(*spam))
+                    .col_expr(Column::Spam, Expr::value(true))
                     .filter(Column::Id.is_in(changed.clone()))
                     .exec(&txn)
                     .await?;
@@ -684,7 +703,46 @@ pub async fn apply(
                     .iter()
                     .filter_map(|id| rows.get(id).map(|row| row.customer_id))
                     .collect();
-                mark_authors(&txn, workspace_id, authors, *spam, now).await?;
+                mark_authors(&txn, workspace_id, authors, true, now).await?;
+            }
+            (changed, ChangeKind::SpamSet)
+        }
+        Change::Spam(false) => {
+            // "Not spam" on any conversation the inbox hides as spam: its own mark and its
+            // author's mark go, whichever hid it (a later thread of a marked author has
+            // no mark of its own), so every conversation of those authors shows again.
+            let customers: Vec<CustomerId> = rows
+                .values()
+                .map(|row| row.customer_id)
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let marked = spam_authors(&txn, workspace_id, &customers).await?;
+            let mut changed = unlike(&|row| row.spam || marked.contains(&row.customer_id));
+            if !marked.is_empty() {
+                // The author's threads marked themselves show again too: the mark was on
+                // the author, whichever of their threads it was given through.
+                let asked: HashSet<ConversationId> = ids.iter().copied().collect();
+                let flagged = super::scoped::<Entity>(workspace_id)
+                    .filter(Column::CustomerId.is_in(marked.iter().copied()))
+                    .filter(Column::Spam.eq(true))
+                    .order_by_asc(Column::Id)
+                    .all(&txn)
+                    .await?;
+                changed.extend(
+                    flagged
+                        .into_iter()
+                        .map(|row| row.id)
+                        .filter(|id| !asked.contains(id)),
+                );
+            }
+            if !changed.is_empty() {
+                update()
+                    .col_expr(Column::Spam, Expr::value(false))
+                    .filter(Column::Id.is_in(changed.clone()))
+                    .exec(&txn)
+                    .await?;
+                mark_authors(&txn, workspace_id, marked, false, now).await?;
             }
             (changed, ChangeKind::SpamSet)
         }
@@ -742,7 +800,10 @@ pub async fn apply(
             (changed, ChangeKind::LabelRemoved)
         }
     };
-    let mut after = super::by_ids::<Entity, _>(&txn, workspace_id, &ids, |row| row.id).await?;
+    // The asked rows, and the others a change reached (an author's other spam threads).
+    let mut read = ids.clone();
+    read.extend(changed.iter().filter(|id| !rows.contains_key(id)));
+    let mut after = super::by_ids::<Entity, _>(&txn, workspace_id, &read, |row| row.id).await?;
     let actor = Actor::of(caller);
     let changes: Vec<ConversationChange> = changed
         .iter()

@@ -4,7 +4,7 @@ use async_graphql::{Context, Object, Result, ID};
 use chrono::{DateTime, Utc};
 
 use super::customer::Customer;
-use super::inbox::{LabelsOf, LastInteractionOf};
+use super::inbox::{AuthorMarkedSpam, LabelsOf, LastInteractionOf};
 use super::interaction::{interactions_of, Interaction, InteractionConnection};
 use super::load;
 use super::loaders::*;
@@ -59,9 +59,16 @@ impl Conversation {
             .map(Tag)
             .collect())
     }
-    /// Marked as spam: hidden from the inbox unless asked for.
-    async fn spam(&self) -> bool {
-        self.0.spam
+    /// Hidden from the inbox as spam (unless asked for): marked itself, or its customer is
+    /// (marking any conversation marks its customer, so all their conversations, later
+    /// ones too, read `true`). `markConversationSpam(spam: false)` on it clears both.
+    async fn spam(&self, ctx: &Context<'_>) -> Result<bool> {
+        if self.0.spam {
+            return Ok(true);
+        }
+        Ok(load(ctx, AuthorMarkedSpam(self.0.customer_id))
+            .await?
+            .unwrap_or(false))
     }
     /// Since when the customer has waited for our answer: their oldest message after our
     /// last reply (or since the conversation was resolved); `null` when nothing waits.

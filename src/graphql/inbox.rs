@@ -18,7 +18,7 @@ use crate::domain::inbox::{self, AssigneeFilter, Change, InboxFilter, InboxOrder
 use crate::domain::page::PageArgs;
 use crate::domain::{ConversationStatus, Priority};
 use crate::error::Error;
-use entity::{interaction, tag, ConversationId, SourceId, UserId};
+use entity::{interaction, tag, ConversationId, CustomerId, SourceId, UserId};
 
 /// Whose conversations: the caller's own or nobody's (a user's: `assigneeId`).
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
@@ -174,6 +174,27 @@ impl Loader<LabelsOf> for Loaders {
     }
 }
 
+/// Whether a customer is marked as a spam author (which hides all their conversations).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AuthorMarkedSpam(pub CustomerId);
+
+impl Loader<AuthorMarkedSpam> for Loaders {
+    type Value = bool;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[AuthorMarkedSpam],
+    ) -> Result<HashMap<AuthorMarkedSpam, Self::Value>, Self::Error> {
+        let ids: Vec<CustomerId> = keys.iter().map(|key| key.0).collect();
+        let marked = inbox::spam_authors(&self.db, self.workspace_id, &ids).await?;
+        Ok(ids
+            .into_iter()
+            .map(|id| (AuthorMarkedSpam(id), marked.contains(&id)))
+            .collect())
+    }
+}
+
 /// The latest interaction of a conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LastInteractionOf(pub ConversationId);
@@ -249,7 +270,8 @@ pub struct RemoveConversationLabelInput {
 pub struct MarkConversationSpamInput {
     pub conversation_id: ID,
     /// `true` hides it and every conversation of its customer, those to come included;
-    /// `false` takes the mark off (and the customer's).
+    /// `false` takes the mark off the customer and every conversation of theirs, also
+    /// when this one was hidden only through its customer.
     pub spam: bool,
 }
 

@@ -225,7 +225,8 @@ impl Mutation {
     }
 
     /// Marks a conversation as spam, hiding it and its customer's other and future
-    /// conversations from the inbox (or takes the mark off).
+    /// conversations from the inbox, or (`spam: false`, on any conversation hidden as
+    /// spam) takes the mark off the customer and all their conversations.
     async fn mark_conversation_spam(
         &self,
         ctx: &Context<'_>,

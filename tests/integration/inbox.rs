@@ -784,3 +784,39 @@ backend_test! {
         assert_eq!(reopenings().await, before + 1, "the woken thread was reopened a second time");
     }
 }
+
+backend_test! {
+    async fn not_spam_on_a_thread_hidden_by_its_author_shows_all_the_authors_threads_again(app: TestApp) {
+        let admin = app.key(Role::Admin).await;
+        let agent = app.key(Role::Agent).await;
+        let source = source(&app, &admin).await;
+        ingest(&app, &source, item("1", 0, false)).await;
+        let first = inbox(&app, &agent, json!({})).await[0]["id"].as_str().unwrap().to_owned();
+        let spam = "mutation($id: ID!, $spam: Boolean!) { markConversationSpam(input: { conversationId: $id, spam: $spam }) { conversation { id spam } } }";
+        app.gql(&agent, spam, json!({ "id": first, "spam": true })).await;
+        // The author's next thread is hidden through the author's mark, and says so.
+        ingest(&app, &source, InboundItem { thread_key: Some("thread-2".into()), ..item("2", 10, false) }).await;
+        assert_eq!(inbox(&app, &agent, json!({})).await.len(), 0);
+        let hidden = inbox(&app, &agent, json!({ "spam": true })).await;
+        assert_eq!(hidden.len(), 2);
+        assert!(hidden.iter().all(|row| row["spam"] == json!(true)), "{hidden:?}");
+        let second = hidden.iter().map(|row| row["id"].as_str().unwrap().to_owned()).find(|id| *id != first).unwrap();
+
+        // "Not spam" on the second thread, which has no mark of its own.
+        let data = app.gql(&agent, spam, json!({ "id": second, "spam": false })).await;
+        assert_eq!(data["markConversationSpam"]["conversation"], json!({ "id": second, "spam": false }));
+        let shown = inbox(&app, &agent, json!({})).await;
+        assert_eq!(shown.len(), 2, "both threads of the author show again: {shown:?}");
+        assert!(shown.iter().all(|row| row["spam"] == json!(false)), "{shown:?}");
+        assert_eq!(inbox(&app, &agent, json!({ "spam": true })).await.len(), 0);
+        let spam_events = || async {
+            events(&app).await.into_iter().filter(|(kind, _)| kind == "conversation.spam_set").map(|(_, payload)| (payload["id"].clone(), payload["spam"].clone())).collect::<Vec<_>>()
+        };
+        let unmarked = spam_events().await;
+        assert_eq!(unmarked.len(), 3, "a mark, then an un-mark for each thread: {unmarked:?}");
+        assert!(unmarked[1..].iter().all(|(_, spam)| *spam == json!(false)), "{unmarked:?}");
+        // Nothing left to take off: a no-op, no event.
+        app.gql(&agent, spam, json!({ "id": second, "spam": false })).await;
+        assert_eq!(spam_events().await.len(), 3);
+    }
+}
