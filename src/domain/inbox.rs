@@ -362,10 +362,10 @@ pub async fn list(
 }
 
 /// How many conversations match `filter` (its statuses aside) in each status, as they
-/// read now. Two statements: the stored statuses, then the snoozed ones already due,
-/// which count as OPEN (a grouping by an expression with a bound time would not be
-/// portable: PostgreSQL sees the select list's and the GROUP BY's parameters as two
-/// different expressions).
+/// read now: a snoozed conversation already due counts as OPEN. One statement (a count
+/// per status through CASE, no GROUP BY), so the counts are of one snapshot even while the
+/// snooze timer wakes rows: a wake between two statements would count a row twice or not
+/// at all.
 pub async fn counts(
     db: &impl ConnectionTrait,
     caller: &Caller,
@@ -373,33 +373,45 @@ pub async fn counts(
 ) -> Result<HashMap<ConversationStatus, i64>> {
     #[derive(sea_orm::FromQueryResult)]
     struct Row {
-        status: ConversationStatus,
-        count: i64,
+        open: i64,
+        pending: i64,
+        snoozed: i64,
+        resolved: i64,
     }
     let now = super::now();
-    let rows = filtered(caller.workspace_id, filter, now, false)
+    let status = |status: ConversationStatus| Expr::col(Column::Status).eq(status.as_str());
+    let due = || status(ConversationStatus::Snoozed).and(Expr::col(Column::SnoozedUntil).lte(now));
+    // COUNT of a CASE without ELSE counts the rows it is 1 for (0, never NULL, on none).
+    let count_when =
+        |condition: SimpleExpr| -> SimpleExpr { Expr::expr(Expr::case(condition, 1)).count() };
+    let row = filtered(caller.workspace_id, filter, now, false)
         .select_only()
-        .column(Column::Status)
-        .column_as(Column::Id.count(), "count")
-        .group_by(Column::Status)
+        .column_as(
+            count_when(status(ConversationStatus::Open).or(due())),
+            "open",
+        )
+        .column_as(count_when(status(ConversationStatus::Pending)), "pending")
+        .column_as(
+            count_when(
+                status(ConversationStatus::Snoozed).and(
+                    Expr::col(Column::SnoozedUntil)
+                        .is_null()
+                        .or(Expr::col(Column::SnoozedUntil).gt(now)),
+                ),
+            ),
+            "snoozed",
+        )
+        .column_as(count_when(status(ConversationStatus::Resolved)), "resolved")
         .into_model::<Row>()
-        .all(db)
-        .await?;
-    let mut counts: HashMap<ConversationStatus, i64> = rows
-        .into_iter()
-        .map(|row| (row.status, row.count))
-        .collect();
-    use sea_orm::PaginatorTrait;
-    let due = filtered(caller.workspace_id, filter, now, false)
-        .filter(Column::Status.eq(ConversationStatus::Snoozed.as_str()))
-        .filter(Column::SnoozedUntil.lte(now))
-        .count(db)
-        .await? as i64;
-    if due > 0 {
-        *counts.entry(ConversationStatus::Snoozed).or_default() -= due;
-        *counts.entry(ConversationStatus::Open).or_default() += due;
-    }
-    Ok(counts)
+        .one(db)
+        .await?
+        .ok_or_else(|| Error::Internal("a count without a row".into()))?;
+    Ok(HashMap::from([
+        (ConversationStatus::Open, row.open),
+        (ConversationStatus::Pending, row.pending),
+        (ConversationStatus::Snoozed, row.snoozed),
+        (ConversationStatus::Resolved, row.resolved),
+    ]))
 }
 
 /// Which of `customers` are marked as spam authors (one statement for any number).

@@ -820,3 +820,23 @@ backend_test! {
         assert_eq!(spam_events().await.len(), 3);
     }
 }
+
+backend_test! {
+    async fn inbox_counts_read_every_status_in_one_statement(app: TestApp) {
+        let agent = app.key(Role::Agent).await;
+        let ids = seeded(&app, 4).await;
+        let until = domain::now() + chrono::Duration::seconds(2);
+        app.gql(&agent, SET_STATUS, json!({ "input": { "conversationId": ids[0], "status": "SNOOZED", "snoozedUntil": until } })).await;
+        app.gql(&agent, SET_STATUS, json!({ "input": { "conversationId": ids[1], "status": "SNOOZED", "snoozedUntil": "2099-01-01T00:00:00Z" } })).await;
+        app.gql(&agent, SET_STATUS, json!({ "input": { "conversationId": ids[2], "status": "PENDING" } })).await;
+        sleep_past(until).await;
+        // What any query costs (the key's authentication), then the counts on top of it.
+        let before = app.statements();
+        app.gql(&agent, "{ __typename }", json!({})).await;
+        let base = app.statements() - before;
+        let before = app.statements();
+        let counts = app.gql(&agent, COUNTS, json!({})).await;
+        assert_eq!(app.statements() - before, base + 1, "inboxCounts takes one statement");
+        assert_eq!(counts["inboxCounts"], json!({ "open": 2, "pending": 1, "snoozed": 1, "resolved": 0, "total": 4 }), "the due snooze counts as OPEN");
+    }
+}
