@@ -254,6 +254,18 @@ pub async fn seed(
     let mut rng = StdRng::seed_from_u64(20_261_123);
     let now = domain::now();
     let mut data = Rows::default();
+    // The inbox's agents, whom half the conversations are assigned to.
+    let owner = domain::Caller::owner_without_key(workspace_id, "demo");
+    let mut agents = Vec::new();
+    for name in ["Carmen", "Liam", "Yuki"] {
+        let email = format!("{}@demo.rapport.example", name.to_lowercase());
+        let new = domain::user::NewUser {
+            name,
+            email: &email,
+            role: Role::Agent,
+        };
+        agents.push(domain::user::create(db, &owner, new).await?.id);
+    }
 
     let organizations: Vec<OrganizationId> = ORGANIZATIONS
         .iter()
@@ -455,9 +467,12 @@ pub async fn seed(
                     Priority::High,
                     Priority::Urgent,
                 ][rng.gen_range(0..5)]),
-                assignee: Set(rng
+                assignee_id: Set(rng
                     .gen_bool(0.5)
-                    .then(|| ["carmen", "liam", "yuki"][rng.gen_range(0..3)].to_owned())),
+                    .then(|| agents[rng.gen_range(0..agents.len())])),
+                snoozed_until: Set(None),
+                waiting_since: Set(None),
+                spam: Set(false),
                 first_response_at: Set(first_response),
                 resolved_at: Set((status == ConversationStatus::Resolved).then_some(last_message)),
                 last_message_at: Set(last_message),
@@ -621,7 +636,11 @@ pub async fn seed_uniform(
             subject: Set(None),
             status: Set(ConversationStatus::Open),
             priority: Set(Priority::Normal),
-            assignee: Set(None),
+            assignee_id: Set(None),
+            snoozed_until: Set(None),
+            // Every message is the customer's: they have waited since the first.
+            waiting_since: Set((interactions > 0).then(|| created + Duration::hours(1))),
+            spam: Set(false),
             first_response_at: Set(None),
             resolved_at: Set(None),
             last_message_at: Set(last),

@@ -4,7 +4,7 @@
 
 use entity::{
     ApiKeyId, ContactPointId, ConversationId, CustomerId, DealId, IdentityId, InteractionId,
-    NoteId, OrganizationId, SourceId, TagId, WorkspaceId,
+    NoteId, OrganizationId, SourceId, TagId, UserId, WorkspaceId,
 };
 use uuid::Uuid;
 
@@ -81,6 +81,7 @@ kinds! {
     Tag(TagId) = "tag", "tag";
     ApiKey(ApiKeyId) = "key", "API key";
     Source(SourceId) = "src", "source";
+    User(UserId) = "usr", "user";
 }
 
 /// Formats a row's id: the prefix of its kind and its UUID in hex.

@@ -74,7 +74,11 @@ stored_enum!(InteractionKind {
     Call = "call",
     Meeting = "meeting",
 });
-stored_enum!(ConversationStatus { Open = "open", Pending = "pending", Resolved = "resolved" });
+stored_enum!(
+    /// Where a conversation stands: OPEN to work, PENDING waiting on the customer, SNOOZED
+    /// until a time (then OPEN by itself), RESOLVED done.
+    ConversationStatus { Open = "open", Pending = "pending", Snoozed = "snoozed", Resolved = "resolved" }
+);
 stored_enum!(Priority { Low = "low", Normal = "normal", High = "high", Urgent = "urgent" });
 stored_enum!(DealStage {
     Qualification = "qualification",

@@ -79,6 +79,8 @@ typed_ids!(
     ApiKeyId,
     /// A `source` row.
     SourceId,
+    /// A `user` row.
+    UserId,
 );
 
 #[cfg(test)]

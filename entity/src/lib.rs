@@ -4,6 +4,7 @@ pub mod api_key;
 pub mod consumer_offset;
 pub mod contact_point;
 pub mod conversation;
+pub mod conversation_label;
 pub mod customer;
 pub mod customer_tag;
 pub mod deal;
@@ -15,10 +16,12 @@ pub mod interaction;
 pub mod note;
 pub mod organization;
 pub mod source;
+pub mod spam_author;
 pub mod tag;
+pub mod user;
 pub mod workspace;
 
 pub use id::{
     ApiKeyId, ContactPointId, ConversationId, CustomerId, DealId, IdentityId, InteractionId,
-    NoteId, OrganizationId, SourceId, TagId, WorkspaceId,
+    NoteId, OrganizationId, SourceId, TagId, UserId, WorkspaceId,
 };

@@ -7,6 +7,7 @@ mod m20261123_000001_foundation;
 mod m20261123_000002_sources;
 mod m20261123_000003_parent_indexes;
 mod m20261203_000004_consumer_lease;
+mod m20261203_000005_inbox;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_sources::Migration),
             Box::new(m20261123_000003_parent_indexes::Migration),
             Box::new(m20261203_000004_consumer_lease::Migration),
+            Box::new(m20261203_000005_inbox::Migration),
         ]
     }
 }

@@ -18,6 +18,9 @@ pub enum KeysCommand {
         /// A name to recognise the key by (shown as the author of its notes).
         #[arg(long, default_value = "cli")]
         name: String,
+        /// The user (usr_…, of the same workspace) the key belongs to: "me" in the inbox.
+        #[arg(long)]
+        user: Option<String>,
     },
     /// List the keys of a workspace (never the secrets).
     List {
@@ -33,7 +36,7 @@ pub enum KeysCommand {
     },
 }
 
-fn parse_role(text: &str) -> Result<Role, String> {
+pub(crate) fn parse_role(text: &str) -> Result<Role, String> {
     Role::parse(&text.to_ascii_lowercase())
         .ok_or_else(|| format!("`{text}` is not a role: use viewer, agent, admin or owner"))
 }
@@ -45,10 +48,23 @@ pub async fn run(app: App, command: KeysCommand) -> anyhow::Result<()> {
             role,
             workspace,
             name,
+            user,
         } => {
-            let workspace = domain::workspace::ensure(&app.db, &workspace).await?;
+            let user = user
+                .map(|user| ids::decode::<entity::UserId>("user", &user))
+                .transpose()?;
+            let slug = workspace;
+            let workspace = domain::workspace::ensure(&app.db, &slug).await?;
             let (_, key) =
-                domain::workspace::create_key(&app.db, workspace.id, role, &name).await?;
+                domain::workspace::create_key_for(&app.db, workspace.id, role, &name, user)
+                    .await
+                    .map_err(|err| match err {
+                        rapport::Error::NotFound { .. } => anyhow::anyhow!(
+                            "the workspace `{slug}` has no user {}: give a user of the same workspace (`rapport users list --workspace {slug}`)",
+                            user.map(ids::encode).unwrap_or_default()
+                        ),
+                        other => other.into(),
+                    })?;
             println!("{key}");
         }
         KeysCommand::List { workspace } => {

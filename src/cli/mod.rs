@@ -12,6 +12,7 @@ pub mod schema;
 pub mod serve;
 pub mod sources;
 pub mod sync;
+pub mod users;
 
 use std::path::PathBuf;
 
@@ -77,6 +78,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Manage the users (people) of a workspace.
+    #[command(subcommand)]
+    Users(users::UsersCommand),
     /// Manage the sources (connector instances) of a workspace.
     #[command(subcommand)]
     Sources(sources::SourcesCommand),

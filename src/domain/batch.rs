@@ -200,6 +200,8 @@ struct Fresh<'a> {
 enum Snapshot {
     Customer(EventKind, customer::Model),
     Conversation(EventKind, conversation::Model),
+    /// A conversation a new message reopened, with who did it.
+    Reopened(super::event::ConversationChange),
     /// The interaction row at this index of the batch's rows.
     Interaction(usize),
 }
@@ -349,7 +351,11 @@ pub async fn store(
         let mut touch = |id: ConversationId, mine: &mut Events| -> Result<()> {
             if let Some(model) = conversations.get_mut(&id) {
                 let kind = on_interaction(model, f.direction, at, now);
-                mine.push(Snapshot::Conversation(kind, model.clone()));
+                mine.push(if kind == EventKind::ConversationStatusChanged {
+                    Snapshot::Reopened(super::conversation::reopened(model.clone()))
+                } else {
+                    Snapshot::Conversation(kind, model.clone())
+                });
                 changed_conversations.insert(id);
             }
             Ok(())
@@ -454,6 +460,8 @@ pub async fn store(
                     conversation::Column::LastMessageAt,
                     conversation::Column::Status,
                     conversation::Column::ResolvedAt,
+                    conversation::Column::SnoozedUntil,
+                    conversation::Column::WaitingSince,
                     conversation::Column::FirstResponseAt,
                     conversation::Column::UpdatedAt,
                 ])
@@ -513,9 +521,7 @@ pub async fn store(
         Snapshot::Conversation(EventKind::ConversationCreated, model) => {
             Event::ConversationCreated(model)
         }
-        Snapshot::Conversation(EventKind::ConversationStatusChanged, model) => {
-            Event::ConversationStatusChanged(model)
-        }
+        Snapshot::Reopened(change) => Event::ConversationStatusChanged(change),
         Snapshot::Conversation(_, model) => Event::ConversationUpdated(model),
         Snapshot::Interaction(index) => Event::InteractionCreated(&rows[*index]),
     });
@@ -537,30 +543,20 @@ fn thread_key(item: &InboundItem) -> &str {
 }
 
 /// A conversation's state after a new interaction in it (the rule of
-/// [`super::conversation::on_interaction`]): the last message time moves, an inbound
-/// item reopens a resolved thread, the first outbound one is the first response. Returns
-/// the kind of the event to append.
+/// [`super::conversation::follow_interaction`]). Returns the kind of the event to append.
 fn on_interaction(
     model: &mut conversation::Model,
     direction: Direction,
     at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> EventKind {
-    model.last_message_at = model.last_message_at.max(at);
-    let mut kind = EventKind::ConversationUpdated;
-    match direction {
-        Direction::Inbound if model.status == ConversationStatus::Resolved => {
-            model.status = ConversationStatus::Open;
-            model.resolved_at = None;
-            kind = EventKind::ConversationStatusChanged;
-        }
-        Direction::Outbound if model.first_response_at.is_none() => {
-            model.first_response_at = Some(at);
-        }
-        _ => {}
-    }
+    let status_changed = super::conversation::follow_interaction(model, direction, at);
     model.updated_at = now;
-    kind
+    if status_changed {
+        EventKind::ConversationStatusChanged
+    } else {
+        EventKind::ConversationUpdated
+    }
 }
 
 /// A new conversation for the item `f` under `key` (the rule of
@@ -585,7 +581,10 @@ fn new_conversation(
         subject: f.item.subject.clone(),
         status: ConversationStatus::Open,
         priority: Priority::Normal,
-        assignee: None,
+        assignee_id: None,
+        snoozed_until: None,
+        waiting_since: (f.direction == Direction::Inbound).then_some(at),
+        spam: false,
         first_response_at: (f.direction == Direction::Outbound).then_some(at),
         resolved_at: None,
         last_message_at: at,

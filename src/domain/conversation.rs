@@ -8,7 +8,7 @@ use sea_orm::{
     QueryFilter, QuerySelect,
 };
 
-use super::event::Event;
+use super::event::{Actor, ConversationChange, Event};
 use super::{Caller, ConversationStatus, Direction};
 use crate::error::Result;
 use entity::conversation::{self, Column, Entity, Model};
@@ -66,7 +66,10 @@ pub async fn open_counts(
 
 /// Keeps a conversation's state in step with a new interaction in it: the last message
 /// time moves, an inbound item reopens a resolved thread, the first outbound one is the
-/// first response.
+/// first response. Runs inside the caller's write transaction: on PostgreSQL the row is
+/// locked (SELECT … FOR UPDATE) until it commits, so an agent's status change or a wake
+/// committed meanwhile is read, not overwritten with a stale copy, and a reopening is
+/// decided once.
 pub async fn on_interaction(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
@@ -76,36 +79,84 @@ pub async fn on_interaction(
 ) -> Result<Option<Model>> {
     let Some(model) = super::scoped::<Entity>(workspace_id)
         .filter(Column::Id.eq(id))
+        .lock_exclusive()
         .one(db)
         .await?
     else {
         return Ok(None);
     };
+    let mut changed = model.clone();
+    let status_changed = follow_interaction(&mut changed, direction, at);
+    // Only the columns the rule owns, and of those only the ones it changes: an
+    // assignment, a label or a status set meanwhile stays as it is.
     let mut row: conversation::ActiveModel = model.clone().into();
-    row.last_message_at = Set(model.last_message_at.max(at));
-    let mut status_changed = false;
-    match direction {
-        Direction::Inbound if model.status == ConversationStatus::Resolved => {
-            row.status = Set(ConversationStatus::Open);
-            row.resolved_at = Set(None);
-            // Its own kind: the search index refreshes the status of every interaction
-            // of the conversation on this event, not on every new message.
-            status_changed = true;
-        }
-        Direction::Outbound if model.first_response_at.is_none() => {
-            row.first_response_at = Set(Some(at))
-        }
-        _ => {}
+    macro_rules! set_if_changed {
+        ($($column:ident),*) => {$(
+            if changed.$column != model.$column {
+                row.$column = Set(changed.$column);
+            }
+        )*};
     }
+    set_if_changed!(
+        last_message_at,
+        status,
+        resolved_at,
+        snoozed_until,
+        waiting_since,
+        first_response_at
+    );
     row.updated_at = Set(super::now());
     let model = row.update(db).await?;
-    let event = if status_changed {
-        Event::ConversationStatusChanged(&model)
+    if status_changed {
+        let change = reopened(model.clone());
+        super::event::append(db, workspace_id, Event::ConversationStatusChanged(&change)).await?;
     } else {
-        Event::ConversationUpdated(&model)
-    };
-    super::event::append(db, workspace_id, event).await?;
+        super::event::append(db, workspace_id, Event::ConversationUpdated(&model)).await?;
+    }
     Ok(Some(model))
+}
+
+/// The rule of a new interaction in a conversation, shared with the batch writer
+/// (`batch::on_interaction`): the last message time moves; a customer's message reopens a
+/// resolved, pending or snoozed thread (the customer is waiting again, whatever we were
+/// waiting for) and starts the wait if none runs; our own message ends the wait, and the
+/// first one is the first response. Returns whether the status changed.
+pub fn follow_interaction(model: &mut Model, direction: Direction, at: DateTime<Utc>) -> bool {
+    model.last_message_at = model.last_message_at.max(at);
+    match direction {
+        Direction::Inbound => {
+            if model.waiting_since.is_none() {
+                model.waiting_since = Some(at);
+            }
+            if model.status != ConversationStatus::Open {
+                model.status = ConversationStatus::Open;
+                model.resolved_at = None;
+                model.snoozed_until = None;
+                return true;
+            }
+        }
+        Direction::Outbound => {
+            // A reply dated before the wait began (an import of old mail) answers
+            // nothing that waits now.
+            if model.waiting_since.is_some_and(|since| since <= at) {
+                model.waiting_since = None;
+            }
+            if model.first_response_at.is_none() {
+                model.first_response_at = Some(at);
+            }
+        }
+    }
+    false
+}
+
+/// The payload of a reopening by a new message: the row, and as who did it Rapport itself
+/// on the customer's message (the `interaction.created` that follows names it).
+pub fn reopened(model: Model) -> ConversationChange {
+    ConversationChange {
+        conversation: model,
+        actor: Actor::system("new message"),
+        label: None,
+    }
 }
 
 /// An item to file into its conversation: where it came from, its thread and its author.
@@ -156,7 +207,10 @@ pub async fn thread(db: &impl ConnectionTrait, item: Threaded<'_>) -> Result<Con
         subject: Set(subject.map(str::to_owned)),
         status: Set(ConversationStatus::Open),
         priority: Set(super::Priority::Normal),
-        assignee: Set(None),
+        assignee_id: Set(None),
+        snoozed_until: Set(None),
+        waiting_since: Set((direction == Direction::Inbound).then_some(at)),
+        spam: Set(false),
         first_response_at: Set((direction == Direction::Outbound).then_some(at)),
         resolved_at: Set(None),
         last_message_at: Set(at),

@@ -7,7 +7,7 @@
 //! kind this build does not know is skipped by readers with a warning.
 
 use chrono::{DateTime, Utc};
-use entity::{CustomerId, SourceId, WorkspaceId};
+use entity::{ApiKeyId, CustomerId, SourceId, UserId, WorkspaceId};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
@@ -80,9 +80,10 @@ event_kinds! {
     ConversationCreated = "conversation.created" (entity::conversation::Model),
     /// Payload: the conversation row (a new message, a first response).
     ConversationUpdated = "conversation.updated" (entity::conversation::Model),
-    /// Payload: the conversation row. Its own kind: the search index refreshes the
-    /// status of every interaction of the conversation on this event only.
-    ConversationStatusChanged = "conversation.status_changed" (entity::conversation::Model),
+    /// Payload: [`ConversationChange`] (the row, reopened by a new message; the actor is
+    /// Rapport's `new message`). Its own kind: the search index refreshes the status of
+    /// every interaction of the conversation on this event, not on every new message.
+    ConversationStatusChanged = "conversation.status_changed" (ConversationChange),
     /// Payload: the interaction row ([`InteractionPayload`] reads what consumers need).
     InteractionCreated = "interaction.created" (entity::interaction::Model),
     /// Payload: the organization row.
@@ -101,6 +102,72 @@ event_kinds! {
     SourceUpdated = "source.updated" (entity::source::Model),
     /// Payload: `{ "id" }`.
     SourceDeleted = "source.deleted" (Deleted<SourceId>),
+    /// Payload: the user row.
+    UserCreated = "user.created" (entity::user::Model),
+    /// Payload: [`ConversationChange`] (the row with its new `assignee_id`, and who).
+    ConversationAssigned = "conversation.assigned" (ConversationChange),
+    /// Payload: [`ConversationChange`]. A status set by someone (a new message reopening
+    /// a thread is `conversation.status_changed`); the search index refreshes the
+    /// conversation's interactions on it as on that one.
+    ConversationStatusSet = "conversation.status_set" (ConversationChange),
+    /// Payload: [`ConversationChange`].
+    ConversationPrioritySet = "conversation.priority_set" (ConversationChange),
+    /// Payload: [`ConversationChange`] with the `label` put on.
+    ConversationLabelAdded = "conversation.label_added" (ConversationChange),
+    /// Payload: [`ConversationChange`] with the `label` taken off.
+    ConversationLabelRemoved = "conversation.label_removed" (ConversationChange),
+    /// Payload: [`ConversationChange`] (the row's `spam` says which way).
+    ConversationSpamSet = "conversation.spam_set" (ConversationChange),
+    /// Payload: [`ConversationChange`] by the snooze timer: a SNOOZED conversation whose
+    /// time came is OPEN again. Refreshes the search index's status as a status change does.
+    ConversationWoken = "conversation.woken" (ConversationChange),
+}
+
+/// Who made a change: the API key and its user, or Rapport itself (`key_id` and
+/// `user_id` both absent, `name` saying what: the snooze timer, the command line).
+#[derive(Clone, Debug, Serialize)]
+pub struct Actor {
+    pub key_id: Option<ApiKeyId>,
+    pub user_id: Option<UserId>,
+    pub name: String,
+}
+
+impl Actor {
+    /// The caller as the author of a change (a caller without a key has no key id).
+    pub fn of(caller: &super::Caller) -> Actor {
+        Actor {
+            key_id: (!caller.key_id.uuid().is_nil()).then_some(caller.key_id),
+            user_id: caller.user_id,
+            name: caller.key_name.clone(),
+        }
+    }
+
+    /// Rapport itself, doing `what`.
+    pub fn system(what: &str) -> Actor {
+        Actor {
+            key_id: None,
+            user_id: None,
+            name: what.to_owned(),
+        }
+    }
+}
+
+/// The payload of a change made to a conversation by someone: the row as changed (its
+/// fields at the top level, as a `conversation.*` row payload has them), who did it, and
+/// the label a label change is about.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConversationChange {
+    #[serde(flatten)]
+    pub conversation: entity::conversation::Model,
+    pub actor: Actor,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+impl Payload for ConversationChange {
+    fn entity_id(&self) -> Uuid {
+        self.conversation.id.uuid()
+    }
 }
 
 /// The payload of a deletion: the id of what is gone.
@@ -137,7 +204,8 @@ payload_rows!(
     entity::organization::Model,
     entity::note::Model,
     entity::deal::Model,
-    entity::source::Model
+    entity::source::Model,
+    entity::user::Model
 );
 
 impl std::fmt::Display for EventKind {

@@ -34,6 +34,7 @@ pub mod document;
 pub mod enrich;
 pub mod event;
 pub mod identity;
+pub mod inbox;
 pub mod interaction;
 pub mod note;
 pub mod organization;
@@ -41,6 +42,7 @@ pub mod page;
 pub mod source;
 pub mod tag;
 pub mod text;
+pub mod user;
 pub mod view;
 pub mod workspace;
 
@@ -49,7 +51,7 @@ use std::hash::Hash;
 use std::str::FromStr;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use entity::{ApiKeyId, WorkspaceId};
+use entity::{ApiKeyId, UserId, WorkspaceId};
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction,
     EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Select, TransactionTrait, Value,
@@ -70,6 +72,8 @@ pub struct Caller {
     pub role: Role,
     pub key_id: ApiKeyId,
     pub key_name: String,
+    /// The person the key belongs to, if any: "me" in the inbox.
+    pub user_id: Option<UserId>,
 }
 
 impl Caller {
@@ -82,6 +86,7 @@ impl Caller {
             role: Role::Owner,
             key_id: ApiKeyId::from_uuid(uuid::Uuid::nil()),
             key_name: name.to_owned(),
+            user_id: None,
         }
     }
 
@@ -214,6 +219,7 @@ stored!(
     ConversationId => conversation,
     DealId => deal,
     SourceId => source,
+    UserId => user,
 );
 
 /// One row by id within the workspace, or `NOT_FOUND` naming the id's kind and id.

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::{Caller, Role};
 use crate::error::{Error, Result};
 use crate::ids;
-use entity::{api_key, workspace, ApiKeyId, WorkspaceId};
+use entity::{api_key, workspace, ApiKeyId, UserId, WorkspaceId};
 
 /// The prefix of every key, so secret scanners can recognise a leaked one.
 pub const KEY_PREFIX: &str = "rpk_";
@@ -61,6 +61,21 @@ pub async fn create_key(
     role: Role,
     name: &str,
 ) -> Result<(api_key::Model, String)> {
+    create_key_for(db, workspace_id, role, name, None).await
+}
+
+/// Like [`create_key`], for the user `user_id` of the same workspace (`NOT_FOUND` naming
+/// it when the workspace has no such user, so a key never crosses tenants).
+pub async fn create_key_for(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    role: Role,
+    name: &str,
+    user_id: Option<UserId>,
+) -> Result<(api_key::Model, String)> {
+    if let Some(user_id) = user_id {
+        super::find_scoped(db, workspace_id, user_id).await?;
+    }
     let mut bytes = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut bytes);
     let secret = format!("{KEY_PREFIX}{}", hex::encode(bytes));
@@ -74,6 +89,7 @@ pub async fn create_key(
         created_at: Set(super::now()),
         last_used_at: Set(None),
         revoked_at: Set(None),
+        user_id: Set(user_id),
     };
     let model = api_key::Entity::insert(row).exec_with_returning(db).await?;
     Ok((model, secret))
@@ -129,6 +145,7 @@ pub async fn authenticate(db: &impl ConnectionTrait, secret: &str) -> Result<Cal
         role: key.role,
         key_id: key.id,
         key_name: key.name,
+        user_id: key.user_id,
     })
 }
 

@@ -4,10 +4,14 @@ use async_graphql::{Context, Object, Result, ID};
 use chrono::{DateTime, Utc};
 
 use super::customer::Customer;
-use super::interaction::{interactions_of, InteractionConnection};
+use super::inbox::{AuthorMarkedSpam, LabelsOf, LastInteractionOf};
+use super::interaction::{interactions_of, Interaction, InteractionConnection};
 use super::load;
 use super::loaders::*;
+use super::tag::Tag;
 use super::types::Channel;
+use super::user::{User, UserById};
+use crate::domain::inbox;
 use crate::domain::interaction::InteractionFilter;
 use crate::domain::page::PageArgs;
 use crate::domain::{ConversationStatus, Priority};
@@ -28,15 +32,54 @@ impl Conversation {
     async fn subject(&self) -> Option<&str> {
         self.0.subject.as_deref()
     }
+    /// Where it stands now: a SNOOZED conversation whose time came reads as OPEN.
     async fn status(&self) -> ConversationStatus {
-        self.0.status
+        inbox::effective_status(&self.0, crate::domain::now())
+    }
+    /// When a SNOOZED conversation wakes; `null` otherwise.
+    async fn snoozed_until(&self) -> Option<DateTime<Utc>> {
+        inbox::effective_snoozed_until(&self.0, crate::domain::now())
     }
     async fn priority(&self) -> Priority {
         self.0.priority
     }
-    /// Who works it.
-    async fn assignee(&self) -> Option<&str> {
-        self.0.assignee.as_deref()
+    /// Who works it; `null` when nobody does.
+    async fn assignee(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        match self.0.assignee_id {
+            Some(id) => Ok(load(ctx, UserById(id)).await?.map(User)),
+            None => Ok(None),
+        }
+    }
+    /// Its labels (workspace tags), by name.
+    async fn labels(&self, ctx: &Context<'_>) -> Result<Vec<Tag>> {
+        Ok(load(ctx, LabelsOf(self.0.id))
+            .await?
+            .unwrap_or_default()
+            .into_iter()
+            .map(Tag)
+            .collect())
+    }
+    /// Hidden from the inbox as spam (unless asked for): marked itself, or its customer is
+    /// (marking any conversation marks its customer, so all their conversations, later
+    /// ones too, read `true`). `markConversationSpam(spam: false)` on it clears both.
+    async fn spam(&self, ctx: &Context<'_>) -> Result<bool> {
+        if self.0.spam {
+            return Ok(true);
+        }
+        Ok(load(ctx, AuthorMarkedSpam(self.0.customer_id))
+            .await?
+            .unwrap_or(false))
+    }
+    /// Since when the customer has waited for our answer: their oldest message after our
+    /// last reply (or since the conversation was resolved); `null` when nothing waits.
+    async fn waiting_since(&self) -> Option<DateTime<Utc>> {
+        self.0.waiting_since
+    }
+    /// The latest message of the thread, either way.
+    async fn last_interaction(&self, ctx: &Context<'_>) -> Result<Option<Interaction>> {
+        Ok(load(ctx, LastInteractionOf(self.0.id))
+            .await?
+            .map(Interaction))
     }
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
         Ok(load(ctx, CustomerById(self.0.customer_id))

@@ -44,12 +44,21 @@ pub const MAX_INTROSPECTION_DEPTH: u32 = 24;
 /// Mutations that call out to a platform: each is an outbound request.
 const OUTBOUND_MUTATIONS: [&str; 2] = ["syncSource", "replyToInteraction"];
 /// Argument-less fields that still run their own query.
-const QUERY_FIELDS: [&str; 4] = ["totalCount", "sources", "searchStatus", "viewer"];
+const QUERY_FIELDS: [&str; 7] = [
+    "totalCount",
+    "sources",
+    "searchStatus",
+    "viewer",
+    "users",
+    "me",
+    "inboxCounts",
+];
 /// Fields that return a page (a connection, or search hits) even when asked without
 /// paging arguments: the default page size multiplies what their items cost. Read from the
 /// schema's connection fields; a test checks the list against the served schema.
-pub const PAGED_FIELDS: [&str; 6] = [
+pub const PAGED_FIELDS: [&str; 7] = [
     "customers",
+    "inbox",
     "organizations",
     "interactions",
     "timeline",

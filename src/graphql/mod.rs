@@ -18,6 +18,7 @@ pub mod customer;
 pub mod deal;
 pub mod errors;
 pub mod identity;
+pub mod inbox;
 pub mod inputs;
 pub mod interaction;
 pub mod loaders;
@@ -29,6 +30,7 @@ pub mod search;
 pub mod source;
 pub mod tag;
 pub mod types;
+pub mod user;
 pub mod workspace;
 
 use std::future::Future;

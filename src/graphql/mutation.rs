@@ -13,6 +13,12 @@ use super::customer::{
     UpdateCustomerInput,
 };
 use super::deal::{CreateDealInput, DealPayload, UpdateDealInput};
+use super::inbox::{
+    AddConversationLabelInput, AssignConversationInput, BulkAssignConversationsInput,
+    BulkConversationsPayload, BulkLabelConversationsInput, BulkSetConversationStatusInput,
+    ConversationPayload, MarkConversationSpamInput, RemoveConversationLabelInput,
+    SetConversationPriorityInput, SetConversationStatusInput,
+};
 use super::interaction::{InteractionPayload, RecordInteractionInput, ReplyToInteractionInput};
 use super::note::{AddNoteInput, NotePayload};
 use super::organization::{CreateOrganizationInput, OrganizationPayload, UpdateOrganizationInput};
@@ -170,6 +176,91 @@ impl Mutation {
         input: ReplyToInteractionInput,
     ) -> Result<InteractionPayload> {
         super::interaction::reply_to_interaction(ctx, input).await
+    }
+
+    /// Assigns a conversation to a user of the workspace, or unassigns it with a null
+    /// `assigneeId` (agent role).
+    async fn assign_conversation(
+        &self,
+        ctx: &Context<'_>,
+        input: AssignConversationInput,
+    ) -> Result<ConversationPayload> {
+        super::inbox::assign_conversation(ctx, input).await
+    }
+
+    /// Sets a conversation's status (agent role). SNOOZED needs `snoozedUntil` in the
+    /// future; the conversation is OPEN again from then on.
+    async fn set_conversation_status(
+        &self,
+        ctx: &Context<'_>,
+        input: SetConversationStatusInput,
+    ) -> Result<ConversationPayload> {
+        super::inbox::set_conversation_status(ctx, input).await
+    }
+
+    async fn set_conversation_priority(
+        &self,
+        ctx: &Context<'_>,
+        input: SetConversationPriorityInput,
+    ) -> Result<ConversationPayload> {
+        super::inbox::set_conversation_priority(ctx, input).await
+    }
+
+    /// Puts a label on a conversation (a no-op when it is there already).
+    async fn add_conversation_label(
+        &self,
+        ctx: &Context<'_>,
+        input: AddConversationLabelInput,
+    ) -> Result<ConversationPayload> {
+        super::inbox::add_conversation_label(ctx, input).await
+    }
+
+    /// Takes a label off a conversation; `NOT_FOUND` when the workspace has no such label.
+    async fn remove_conversation_label(
+        &self,
+        ctx: &Context<'_>,
+        input: RemoveConversationLabelInput,
+    ) -> Result<ConversationPayload> {
+        super::inbox::remove_conversation_label(ctx, input).await
+    }
+
+    /// Marks a conversation as spam, hiding it and its customer's other and future
+    /// conversations from the inbox, or (`spam: false`, on any conversation hidden as
+    /// spam) takes the mark off the customer and all their conversations.
+    async fn mark_conversation_spam(
+        &self,
+        ctx: &Context<'_>,
+        input: MarkConversationSpamInput,
+    ) -> Result<ConversationPayload> {
+        super::inbox::mark_conversation_spam(ctx, input).await
+    }
+
+    /// Sets the status of up to 100 conversations, all or nothing.
+    async fn bulk_set_conversation_status(
+        &self,
+        ctx: &Context<'_>,
+        input: BulkSetConversationStatusInput,
+    ) -> Result<BulkConversationsPayload> {
+        super::inbox::bulk_set_conversation_status(ctx, input).await
+    }
+
+    /// Assigns (or unassigns) up to 100 conversations, all or nothing.
+    async fn bulk_assign_conversations(
+        &self,
+        ctx: &Context<'_>,
+        input: BulkAssignConversationsInput,
+    ) -> Result<BulkConversationsPayload> {
+        super::inbox::bulk_assign_conversations(ctx, input).await
+    }
+
+    /// Puts a label on (or, with `remove`, takes it off) up to 100 conversations, all or
+    /// nothing.
+    async fn bulk_label_conversations(
+        &self,
+        ctx: &Context<'_>,
+        input: BulkLabelConversationsInput,
+    ) -> Result<BulkConversationsPayload> {
+        super::inbox::bulk_label_conversations(ctx, input).await
     }
 
     /// Deletes a source; what it ingested stays.

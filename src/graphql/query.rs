@@ -5,6 +5,7 @@
 use async_graphql::{Context, Object, Result, ID};
 
 use super::customer::{Customer, CustomerConnection, CustomerFilterInput, CustomerOrder};
+use super::inbox::{InboxConnection, InboxCounts, InboxFilterInput};
 use super::interaction::{InteractionConnection, InteractionFilterInput};
 use super::organization::{Organization, OrganizationConnection};
 use super::search::{
@@ -12,7 +13,9 @@ use super::search::{
 };
 use super::source::Source;
 use super::types::{fetch_node, Node};
+use super::user::User;
 use super::workspace::Viewer;
+use crate::domain::inbox::InboxOrder;
 use crate::domain::page::PageArgs;
 use crate::error::Error;
 
@@ -43,6 +46,39 @@ impl Query {
     /// The caller: its workspace and role.
     async fn viewer(&self, ctx: &Context<'_>) -> Result<Viewer> {
         super::workspace::viewer(ctx).await
+    }
+
+    /// The user of the calling API key; `null` for a key that belongs to nobody.
+    async fn me(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        super::user::me(ctx).await
+    }
+
+    /// The workspace's users (the inbox's agents), by name.
+    async fn users(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
+        super::user::users(ctx).await
+    }
+
+    /// The conversations to work, filtered (spam hidden unless asked for) and ordered
+    /// (LAST_ACTIVITY by default), forward pages of at most 100.
+    async fn inbox(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<InboxFilterInput>,
+        order_by: Option<InboxOrder>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<InboxConnection> {
+        super::inbox::inbox(ctx, filter, order_by, first, after).await
+    }
+
+    /// How many conversations `filter` matches in each status (its `statuses` aside):
+    /// the inbox's tabs.
+    async fn inbox_counts(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<InboxFilterInput>,
+    ) -> Result<InboxCounts> {
+        super::inbox::inbox_counts(ctx, filter).await
     }
 
     /// One customer with everything known about them; `null` when not found.

@@ -14,6 +14,7 @@ use super::note::Note;
 use super::organization::Organization;
 use super::source::Source;
 use super::tag::Tag;
+use super::user::User;
 use super::workspace::Workspace;
 use crate::domain::page::Page;
 
@@ -48,6 +49,7 @@ pub enum Node {
     Note(Note),
     Tag(Tag),
     Source(Source),
+    User(User),
 }
 
 /// Builds a Relay connection from a page, with `cursor` naming each row's position.
@@ -102,6 +104,9 @@ pub async fn fetch_node(ctx: &async_graphql::Context<'_>, id: &ID) -> Result<Opt
         AnyId::Source(id) => load(ctx, SourceById(id))
             .await?
             .map(|m| Node::Source(Source(m))),
+        AnyId::User(id) => load(ctx, super::user::UserById(id))
+            .await?
+            .map(|m| Node::User(User(m))),
         AnyId::Workspace(_) | AnyId::ApiKey(_) => None,
     };
     Ok(node)

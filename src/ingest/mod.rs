@@ -14,6 +14,7 @@
 pub mod gather;
 pub mod reply;
 pub mod scheduler;
+pub mod snooze;
 pub mod sync;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -217,7 +217,9 @@ impl Indexer {
                 }
                 // A status change re-indexes the conversation's interactions (their
                 // `status`); a new message in it does not need to.
-                EventKind::ConversationStatusChanged => {
+                EventKind::ConversationStatusChanged
+                | EventKind::ConversationStatusSet
+                | EventKind::ConversationWoken => {
                     conversations.insert(event.entity());
                 }
                 EventKind::CustomerDeleted => {
@@ -236,7 +238,13 @@ impl Indexer {
                 | EventKind::DealUpdated
                 | EventKind::SourceCreated
                 | EventKind::SourceUpdated
-                | EventKind::SourceDeleted => {}
+                | EventKind::SourceDeleted
+                | EventKind::UserCreated
+                | EventKind::ConversationAssigned
+                | EventKind::ConversationPrioritySet
+                | EventKind::ConversationLabelAdded
+                | EventKind::ConversationLabelRemoved
+                | EventKind::ConversationSpamSet => {}
             }
         }
         if !conversations.is_empty() {

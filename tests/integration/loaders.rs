@@ -130,7 +130,7 @@ const EVERY_RELATION: &str = "fragment view on Customer {
     timeline(first: 3) { totalCount edges { cursor node { id channel direction kind subject text html url
             language sentiment externalId occurredAt ingestedAt } }
         pageInfo { hasNextPage hasPreviousPage startCursor endCursor } }
-    conversations { id channel subject status priority assignee firstResponseAt resolvedAt lastMessageAt createdAt updatedAt }
+    conversations { id channel subject status priority assignee { id name } firstResponseAt resolvedAt lastMessageAt createdAt updatedAt }
     deals { id title amount currency stage closeDate createdAt updatedAt }
     notes { id body author createdAt updatedAt }
 }";

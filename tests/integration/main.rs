@@ -17,6 +17,7 @@ mod failpoints;
 mod feeds;
 mod fuzz;
 mod hostile_input;
+mod inbox;
 mod ingest;
 mod loaders;
 mod mastodon;

@@ -1306,7 +1306,13 @@ backend_test!(
         rapport::domain::event::append(
             &app.app.db,
             workspace,
-            rapport::domain::event::Event::ConversationStatusChanged(&resolved),
+            rapport::domain::event::Event::ConversationStatusSet(
+                &rapport::domain::event::ConversationChange {
+                    conversation: resolved,
+                    actor: rapport::domain::event::Actor::system("test"),
+                    label: None,
+                },
+            ),
         )
         .await
         .unwrap();

@@ -1,0 +1,95 @@
+//! People of a workspace: the agents who own API keys and work conversations. A user is
+//! made from the command line (`rapport users add`); "me" in the inbox is the user of the
+//! key that calls.
+
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+};
+
+use super::event::Event;
+use super::{Caller, Role};
+use crate::error::{Error, Result};
+use entity::{user, UserId, WorkspaceId};
+
+/// What a new user is made of.
+pub struct NewUser<'a> {
+    pub name: &'a str,
+    pub email: &'a str,
+    pub role: Role,
+}
+
+/// Adds a user to the caller's workspace (admin role). The e-mail is stored lowercased
+/// and is unique per workspace: a second user with it is `CONFLICT` (the UNIQUE index
+/// decides, so two at once cannot both get it).
+pub async fn create(
+    db: &impl sea_orm::TransactionTrait,
+    caller: &Caller,
+    new: NewUser<'_>,
+) -> Result<user::Model> {
+    caller.require(Role::Admin, "adding a user")?;
+    let name = super::clean_required("name", new.name, 200)?;
+    let email = super::clean_required("email", new.email, 320)?.to_lowercase();
+    let valid = email
+        .split_once('@')
+        .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+        && !email.chars().any(char::is_whitespace);
+    if !valid {
+        return Err(Error::field(
+            "email",
+            format!("`{email}` is not an e-mail address"),
+        ));
+    }
+    let txn = super::begin_write(db).await?;
+    let row = user::ActiveModel {
+        id: Set(UserId::new()),
+        workspace_id: Set(caller.workspace_id),
+        name: Set(name),
+        email: Set(email.clone()),
+        role: Set(new.role),
+        active: Set(true),
+        created_at: Set(super::now()),
+    };
+    let inserted = user::Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([user::Column::WorkspaceId, user::Column::Email])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+    if inserted == 0 {
+        return Err(Error::Conflict(format!(
+            "the workspace has a user with the e-mail {email} already"
+        )));
+    }
+    let model = super::scoped::<user::Entity>(caller.workspace_id)
+        .filter(user::Column::Email.eq(email))
+        .one(&txn)
+        .await?
+        .ok_or_else(|| Error::Internal("a user vanished after its insertion".into()))?;
+    super::event::append(&txn, caller.workspace_id, Event::UserCreated(&model)).await?;
+    txn.commit().await?;
+    Ok(model)
+}
+
+/// The users of a workspace by name.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+) -> Result<Vec<user::Model>> {
+    Ok(super::scoped::<user::Entity>(workspace_id)
+        .order_by_asc(user::Column::Name)
+        .order_by_asc(user::Column::Id)
+        .all(db)
+        .await?)
+}
+
+/// A user of the workspace, or `NOT_FOUND` (as for another workspace's user).
+pub async fn get(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    id: UserId,
+) -> Result<user::Model> {
+    super::find_scoped(db, workspace_id, id).await
+}
