@@ -759,7 +759,7 @@ pub async fn apply(
             (changed, ChangeKind::SpamSet)
         }
         Change::AddLabel { name, color } => {
-            let tag = ensure_tag(&txn, workspace_id, name, color.clone()).await?;
+            let tag = super::tag::ensure(&txn, workspace_id, name, color.clone()).await?;
             let carrying = carrying(&txn, workspace_id, tag.id, &ids).await?;
             let changed = unlike(&|row| !carrying.contains(&row.id));
             if !changed.is_empty() {
@@ -891,35 +891,6 @@ impl ChangeKind {
             ChangeKind::LabelRemoved => Event::ConversationLabelRemoved(change),
         }
     }
-}
-
-/// The tag `name` of the workspace, created when missing (the UNIQUE name decides races).
-async fn ensure_tag(
-    db: &impl ConnectionTrait,
-    workspace_id: WorkspaceId,
-    name: &str,
-    color: Option<String>,
-) -> Result<tag::Model> {
-    let row = tag::ActiveModel {
-        id: Set(TagId::new()),
-        workspace_id: Set(workspace_id),
-        name: Set(name.to_owned()),
-        color: Set(color),
-        created_at: Set(super::now()),
-    };
-    tag::Entity::insert(row)
-        .on_conflict(
-            OnConflict::columns([tag::Column::WorkspaceId, tag::Column::Name])
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(db)
-        .await?;
-    super::scoped::<tag::Entity>(workspace_id)
-        .filter(tag::Column::Name.eq(name.to_owned()))
-        .one(db)
-        .await?
-        .ok_or_else(|| Error::Internal(format!("tag {name} vanished after its creation")))
 }
 
 /// Which of `ids` carry the tag `tag_id`.

@@ -12,12 +12,11 @@ use super::{clean_optional, clean_required, Caller, Role};
 use crate::error::{Error, Result};
 use entity::{customer_tag, tag, CustomerId, TagId, WorkspaceId};
 
-/// Puts the tag `name` on a customer inside the caller's transaction, creating the tag
-/// when the workspace has none by that name. Tagging twice is a no-op.
-pub async fn attach(
+/// The workspace's tag `name` (checked: at most 64 characters, a colour of at most 32),
+/// created when missing; the UNIQUE name decides a race between two creators.
+pub(super) async fn ensure(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
-    customer_id: CustomerId,
     name: &str,
     color: Option<String>,
 ) -> Result<tag::Model> {
@@ -38,11 +37,23 @@ pub async fn attach(
         )
         .exec_without_returning(db)
         .await?;
-    let tag = super::scoped::<tag::Entity>(workspace_id)
+    super::scoped::<tag::Entity>(workspace_id)
         .filter(tag::Column::Name.eq(name.clone()))
         .one(db)
         .await?
-        .ok_or_else(|| Error::Internal(format!("tag {name} vanished after its creation")))?;
+        .ok_or_else(|| Error::Internal(format!("tag {name} vanished after its creation")))
+}
+
+/// Puts the tag `name` on a customer inside the caller's transaction, creating the tag
+/// when the workspace has none by that name. Tagging twice is a no-op.
+pub async fn attach(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    customer_id: CustomerId,
+    name: &str,
+    color: Option<String>,
+) -> Result<tag::Model> {
+    let tag = ensure(db, workspace_id, name, color).await?;
     let link = customer_tag::ActiveModel {
         customer_id: Set(customer_id),
         tag_id: Set(tag.id),
