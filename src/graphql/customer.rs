@@ -189,6 +189,7 @@ impl Customer {
         ctx: &Context<'_>,
         status: Option<ConversationStatus>,
     ) -> Result<Vec<Conversation>> {
+        let now = domain::now();
         let conversations = match self.prefetched(|r| r.conversations.take()) {
             Some(conversations) => conversations,
             None => load(ctx, ConversationsOf(self.0.id))
@@ -197,7 +198,10 @@ impl Customer {
         };
         Ok(conversations
             .into_iter()
-            .filter(|c| status.is_none_or(|status| c.status == status))
+            .filter(|c| {
+                // As the conversation's own `status` reads it: a snooze past its time is OPEN.
+                status.is_none_or(|status| domain::inbox::effective_status(c, now) == status)
+            })
             .map(Conversation)
             .collect())
     }

@@ -244,6 +244,21 @@ backend_test! {
         sleep_past(until).await;
         let rows = inbox(&app, &agent, json!({ "statuses": ["OPEN"] })).await;
         assert_eq!((rows.len(), rows[0]["snoozedUntil"].clone()), (1, Value::Null), "due: it reads as OPEN before the timer ran");
+        // The customer's view agrees, through its loader and read with the customer alike.
+        for query in [
+            "query($id: ID!) { node(id: $id) { ... on Conversation { customer { open: conversations(status: OPEN) { id } snoozed: conversations(status: SNOOZED) { id } } } } }",
+            "query($id: ID!) { node(id: $id) { ... on Conversation { customer { id } } } }",
+        ] {
+            let data = app.gql(&agent, query, json!({ "id": conversation })).await;
+            let customer = &data["node"]["customer"];
+            if customer.get("open").is_some() {
+                assert_eq!((customer["open"].as_array().unwrap().len(), customer["snoozed"].as_array().unwrap().len()), (1, 0), "{customer}");
+            } else {
+                let id = customer["id"].clone();
+                let view = app.gql(&agent, "query($id: ID!) { customer(id: $id) { conversations(status: OPEN) { id } } }", json!({ "id": id })).await;
+                assert_eq!(view["customer"]["conversations"].as_array().unwrap().len(), 1, "{view}");
+            }
+        }
         assert_eq!(app.gql(&agent, COUNTS, json!({})).await["inboxCounts"], json!({ "open": 1, "pending": 0, "snoozed": 0, "resolved": 0, "total": 1 }));
         assert_eq!(domain::inbox::wake_due(&app.app.db, 100).await.unwrap(), 1);
         assert_eq!(domain::inbox::wake_due(&app.app.db, 100).await.unwrap(), 0, "woken once");
