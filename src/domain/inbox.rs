@@ -69,6 +69,10 @@ pub struct InboxFilter {
     pub unanswered: Option<bool>,
     /// The customer has waited at least this many seconds for an answer.
     pub waiting_longer_than_secs: Option<i64>,
+    /// The sentiment of the customer's latest message in the conversation lies in this
+    /// range (each end in [-1, 1], inclusive; either may be open). A conversation whose
+    /// latest customer message has no score is left out.
+    pub sentiment: Option<(Option<f64>, Option<f64>)>,
     /// `true`: only spam (conversations marked, and those of customers one was marked
     /// of); `false` (the default): spam hidden.
     pub spam: bool,
@@ -82,6 +86,23 @@ impl InboxFilter {
         }
         if let Some(language) = self.language.take() {
             self.language = Some(super::text::check_lookup("filter.language", &language, 16)?);
+        }
+        if let Some((min, max)) = self.sentiment {
+            let outside = |end: Option<f64>| end.is_some_and(|v| !(-1.0..=1.0).contains(&v));
+            if outside(min) || outside(max) {
+                return Err(Error::field(
+                    "filter.sentiment",
+                    "a sentiment score lies between -1 (negative) and 1 (positive)",
+                ));
+            }
+            if let (Some(min), Some(max)) = (min, max) {
+                if min > max {
+                    return Err(Error::field(
+                        "filter.sentiment",
+                        "sentiment.min must not be above sentiment.max",
+                    ));
+                }
+            }
         }
         if self.waiting_longer_than_secs.is_some_and(|secs| secs < 0) {
             return Err(Error::field(
@@ -216,6 +237,41 @@ fn filtered(
             .and_where(Expr::col((tag::Entity, tag::Column::Name)).eq(label.clone()))
             .to_owned();
         select = select.filter(Expr::exists(labelled));
+    }
+    if let Some((min, max)) = filter.sentiment {
+        // The latest customer message's score, by the conversation's timeline index.
+        let latest = Query::select()
+            .column((interaction::Entity, interaction::Column::Sentiment))
+            .from(interaction::Entity)
+            .and_where(
+                Expr::col((interaction::Entity, interaction::Column::ConversationId))
+                    .equals((Entity, Column::Id)),
+            )
+            .and_where(
+                Expr::col((interaction::Entity, interaction::Column::Direction))
+                    .eq(super::Direction::Inbound.as_str()),
+            )
+            .order_by(
+                (interaction::Entity, interaction::Column::OccurredAt),
+                sea_orm::Order::Desc,
+            )
+            .order_by(
+                (interaction::Entity, interaction::Column::Id),
+                sea_orm::Order::Desc,
+            )
+            .limit(1)
+            .to_owned();
+        let latest =
+            || SimpleExpr::SubQuery(None, Box::new(latest.clone().into_sub_query_statement()));
+        if let Some(min) = min {
+            select = select.filter(Expr::expr(latest()).gte(min));
+        }
+        if let Some(max) = max {
+            select = select.filter(Expr::expr(latest()).lte(max));
+        }
+        if min.is_none() && max.is_none() {
+            select = select.filter(Expr::expr(latest()).is_not_null());
+        }
     }
     if let Some(language) = &filter.language {
         let spoken = Query::select()

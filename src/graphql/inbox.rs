@@ -53,6 +53,10 @@ pub struct InboxFilterInput {
     /// The customer has waited at least this many **seconds** for our answer (since
     /// their oldest message after our last reply).
     pub waiting_longer_than: Option<i64>,
+    /// The sentiment of the customer's latest message lies in this range (scores run from
+    /// -1, negative, to 1, positive): `{max: -0.3}` finds the unhappy ones. Conversations
+    /// whose latest customer message has no score are left out.
+    pub sentiment: Option<SentimentRange>,
     /// `true` shows only spam: conversations marked as spam, and every conversation of a
     /// customer one was marked of.
     #[graphql(default)]
@@ -94,10 +98,18 @@ impl InboxFilterInput {
             language: self.language,
             unanswered: self.unanswered,
             waiting_longer_than_secs: self.waiting_longer_than,
+            sentiment: self.sentiment.map(|range| (range.min, range.max)),
             spam: self.spam,
         }
         .checked()
     }
+}
+
+/// A range of sentiment scores, both ends inclusive; a missing end is open.
+#[derive(InputObject, Default)]
+pub struct SentimentRange {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
 }
 
 pub type InboxConnection = Connection<String, Conversation, EmptyFields, EmptyFields>;

@@ -855,3 +855,43 @@ backend_test! {
         assert_eq!(counts["inboxCounts"], json!({ "open": 2, "pending": 1, "snoozed": 1, "resolved": 0, "total": 4 }), "the due snooze counts as OPEN");
     }
 }
+
+backend_test! {
+    async fn the_inbox_filters_on_the_sentiment_of_the_customers_latest_message(app: TestApp) {
+        let admin = app.key(Role::Admin).await;
+        let source = source(&app, &admin).await;
+        let said = |id: &str, minute, thread: &str, text: &str, outbound| InboundItem {
+            text: text.into(),
+            thread_key: Some(thread.into()),
+            ..item(id, minute, outbound)
+        };
+        ingest(&app, &source, said("1", 0, "happy", "I love it, support was amazing! Thanks", false)).await;
+        ingest(&app, &source, said("2", 1, "angry", "Broken again, terrible and slow", false)).await;
+        ingest(&app, &source, said("3", 2, "plain", "The meeting is on Tuesday at 10", false)).await;
+        // Angry first, happy last: the latest customer message counts ...
+        ingest(&app, &source, said("4", 3, "turned", "This is terrible", false)).await;
+        ingest(&app, &source, said("5", 4, "turned", "Fixed, thanks, you are amazing", false)).await;
+        // ... and ours does not.
+        ingest(&app, &source, said("6", 5, "angry", "We are so happy to help, wonderful!", true)).await;
+        let texts = |rows: Vec<Value>| {
+            let mut texts: Vec<String> = rows
+                .iter()
+                .map(|row| row["lastInteraction"]["text"].as_str().unwrap().to_owned())
+                .collect();
+            texts.sort();
+            texts
+        };
+        let unhappy = inbox(&app, &admin, json!({ "sentiment": { "max": -0.3 } })).await;
+        assert_eq!(texts(unhappy), ["We are so happy to help, wonderful!"], "the angry thread, whatever we answered");
+        let happy = inbox(&app, &admin, json!({ "sentiment": { "min": 0.3 } })).await;
+        assert_eq!(texts(happy), ["Fixed, thanks, you are amazing", "I love it, support was amazing! Thanks"]);
+        let neutral = inbox(&app, &admin, json!({ "sentiment": { "min": -0.1, "max": 0.1 } })).await;
+        assert_eq!(texts(neutral), ["The meeting is on Tuesday at 10"]);
+        assert_eq!(inbox(&app, &admin, json!({ "sentiment": {} })).await.len(), 4, "every scored conversation");
+        for (range, what) in [(json!({ "min": 2 }), "between -1"), (json!({ "min": 0.5, "max": -0.5 }), "must not be above")] {
+            let (code, body) = app.gql_error(&admin, INBOX, json!({ "filter": { "sentiment": range } })).await;
+            assert_eq!(code, "BAD_USER_INPUT");
+            assert!(body.to_string().contains(what), "{body}");
+        }
+    }
+}
