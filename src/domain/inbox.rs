@@ -681,7 +681,18 @@ pub async fn apply(
     let change = change.checked(now)?;
     let workspace_id = caller.workspace_id;
     let txn = super::begin_write(db).await?;
-    let rows = super::by_ids::<Entity, _>(&txn, workspace_id, &ids, |row| row.id).await?;
+    // Locked (PostgreSQL; SQLite's writers take turns already) and in id order: two agents
+    // making the same change at once must not both see the old value and both write an
+    // event, and two bulk changes over the same rows must not lock them crosswise.
+    let rows: HashMap<ConversationId, Model> =
+        super::by_ids_query::<Entity, _>(txn.get_database_backend(), workspace_id, &ids)
+            .order_by_asc(Column::Id)
+            .lock_exclusive()
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row))
+            .collect();
     if let Some(missing) = ids.iter().find(|id| !rows.contains_key(id)) {
         return Err(Error::not_found("conversation", ids::encode(*missing)));
     }

@@ -895,3 +895,31 @@ backend_test! {
         }
     }
 }
+
+backend_test! {
+    async fn two_agents_making_the_same_change_at_once_write_one_event(app: TestApp) {
+        let admin = app.key(Role::Admin).await;
+        let source = source(&app, &admin).await;
+        for n in 0..12 {
+            let thread = format!("thread-{n}");
+            ingest(&app, &source, InboundItem { thread_key: Some(thread), ..item(&n.to_string(), n, false) }).await;
+        }
+        let ids: Vec<String> = inbox(&app, &admin, json!({})).await.iter().map(|row| row["id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(ids.len(), 12);
+        let before = events(&app).await.len();
+        // Each conversation resolved by two requests at once, and by a bulk change over all.
+        let single = ids.iter().flat_map(|id| {
+            let input = json!({ "input": { "conversationId": id, "status": "RESOLVED" } });
+            [input.clone(), input]
+        });
+        let bulk = "mutation($ids: [ID!]!) { bulkSetConversationStatus(input: { conversationIds: $ids, status: RESOLVED }) { conversations { status } } }";
+        let (singles, _) = tokio::join!(
+            futures_util::future::join_all(single.map(|variables| app.gql(&admin, SET_STATUS, variables))),
+            app.gql(&admin, bulk, json!({ "ids": ids })),
+        );
+        assert!(singles.iter().all(|data| data["setConversationStatus"]["conversation"]["status"] == "RESOLVED"));
+        let changes: Vec<_> = events(&app).await.into_iter().skip(before).map(|(kind, _)| kind).collect();
+        assert_eq!(changes.len(), 12, "one status change per conversation, whoever made it: {changes:?}");
+        assert!(changes.iter().all(|kind| kind == "conversation.status_set"), "{changes:?}");
+    }
+}
