@@ -856,9 +856,7 @@ pub async fn apply(
             (changed, ChangeKind::LabelAdded)
         }
         Change::RemoveLabel(name) => {
-            let tag = super::scoped::<tag::Entity>(workspace_id)
-                .filter(tag::Column::Name.eq(name.clone()))
-                .one(&txn)
+            let tag = super::tag::by_name(&txn, workspace_id, name)
                 .await?
                 .ok_or_else(|| Error::not_found("label", name.clone()))?;
             let carrying = carrying(&txn, workspace_id, tag.id, &ids).await?;

@@ -37,11 +37,21 @@ pub(super) async fn ensure(
         )
         .exec_without_returning(db)
         .await?;
-    super::scoped::<tag::Entity>(workspace_id)
-        .filter(tag::Column::Name.eq(name.clone()))
-        .one(db)
+    by_name(db, workspace_id, &name)
         .await?
         .ok_or_else(|| Error::Internal(format!("tag {name} vanished after its creation")))
+}
+
+/// The workspace's tag `name`, if it has one.
+pub(super) async fn by_name(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    name: &str,
+) -> Result<Option<tag::Model>> {
+    Ok(super::scoped::<tag::Entity>(workspace_id)
+        .filter(tag::Column::Name.eq(name))
+        .one(db)
+        .await?)
 }
 
 /// Puts the tag `name` on a customer inside the caller's transaction, creating the tag
@@ -99,10 +109,7 @@ pub async fn remove(
     caller.require(Role::Agent, "untagging a customer")?;
     let name = super::text::check_lookup("name", name, 64)?;
     super::customer::change_belonging(db, caller, customer_id, async |txn| {
-        let tag = super::scoped::<tag::Entity>(caller.workspace_id)
-            .filter(tag::Column::Name.eq(name.clone()))
-            .one(txn)
-            .await?;
+        let tag = by_name(txn, caller.workspace_id, &name).await?;
         let removed = match tag {
             Some(tag) => {
                 customer_tag::Entity::delete_many()

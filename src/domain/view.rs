@@ -17,7 +17,7 @@
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, FromQueryResult, IdenStatic, Iterable,
-    QueryFilter, QuerySelect, QueryTrait,
+    QueryFilter, QueryResult, QuerySelect, QueryTrait,
 };
 use serde::de::DeserializeOwned;
 
@@ -156,92 +156,75 @@ pub async fn get(
     id: CustomerId,
     wanted: &Wanted,
 ) -> Result<(Model, Related)> {
+    let missing = || Error::not_found("customer", crate::ids::encode(id));
     let select =
         super::scoped::<customer::Entity>(caller.workspace_id).filter(customer::Column::Id.eq(id));
-    read(db, select, wanted)
-        .await?
-        .pop()
-        .ok_or_else(|| Error::not_found("customer", crate::ids::encode(id)))
+    if !wanted.is_empty() && db.get_database_backend() == DatabaseBackend::Postgres {
+        let mut combined = select.clone();
+        for (alias, sql) in wanted.columns() {
+            combined = combined.expr_as(Expr::cust(sql), alias);
+        }
+        match db
+            .query_one(combined.build(DatabaseBackend::Postgres))
+            .await
+        {
+            Ok(Some(row)) => {
+                return Ok((Model::from_query_result(&row, "")?, related(&row, wanted)?))
+            }
+            Ok(None) => return Err(missing()),
+            // One relation that cannot be read must not cost the customer and every other
+            // relation: read the customer alone, and each relation through its loader,
+            // where only the broken one fails (a GraphQL answer keeps its other fields).
+            Err(err) => {
+                tracing::warn!(error = %err, "reading a customer with its relations failed; reading them one relation at a time")
+            }
+        }
+    }
+    let model = select.one(db).await?.ok_or_else(missing)?;
+    Ok((model, Related::default()))
 }
 
-/// Runs a customer select, with a column per wanted relation on PostgreSQL.
-async fn read(
-    db: &impl ConnectionTrait,
-    select: sea_orm::Select<customer::Entity>,
-    wanted: &Wanted,
-) -> Result<Vec<(Model, Related)>> {
-    if wanted.is_empty() || db.get_database_backend() != DatabaseBackend::Postgres {
-        let rows = select.all(db).await?;
-        return Ok(rows
-            .into_iter()
-            .map(|row| (row, Related::default()))
-            .collect());
+/// The relations `wanted` from their columns of a customer row.
+fn related(row: &QueryResult, wanted: &Wanted) -> Result<Related> {
+    let text = |alias: &str| -> Result<Option<String>> { Ok(row.try_get("", alias)?) };
+    let mut related = Related::default();
+    if wanted.contact_points {
+        let mut points: Vec<contact_point::Model> = json(text("rel_contact_points")?)?;
+        super::identity::sort_contact_points(&mut points);
+        related.contact_points = Some(points);
     }
-    let mut combined = select.clone();
-    for (alias, sql) in wanted.columns() {
-        combined = combined.expr_as(Expr::cust(sql), alias);
+    if wanted.identities {
+        related.identities = Some(json(text("rel_identities")?)?);
     }
-    let rows = match db
-        .query_all(combined.build(DatabaseBackend::Postgres))
-        .await
-    {
-        Ok(rows) => rows,
-        Err(err) => {
-            // One relation that cannot be read must not cost the customer and every other
-            // relation: read the customers alone, and each relation through its loader,
-            // where only the broken one fails (a GraphQL answer keeps its other fields).
-            tracing::warn!(error = %err, "reading customers with their relations failed; reading them one relation at a time");
-            let rows = select.all(db).await?;
-            return Ok(rows
-                .into_iter()
-                .map(|row| (row, Related::default()))
-                .collect());
-        }
-    };
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let model = Model::from_query_result(&row, "")?;
-        let mut related = Related::default();
-        let text = |alias: &str| -> Result<Option<String>> { Ok(row.try_get("", alias)?) };
-        if wanted.contact_points {
-            let mut points: Vec<contact_point::Model> = json(text("rel_contact_points")?)?;
-            super::identity::sort_contact_points(&mut points);
-            related.contact_points = Some(points);
-        }
-        if wanted.identities {
-            related.identities = Some(json(text("rel_identities")?)?);
-        }
-        if wanted.conversations {
-            related.conversations = Some(json(text("rel_conversations")?)?);
-        }
-        if wanted.deals {
-            related.deals = Some(json(text("rel_deals")?)?);
-        }
-        if wanted.notes {
-            related.notes = Some(json(text("rel_notes")?)?);
-        }
-        if wanted.organization {
-            related.organization = Some(match text("rel_organization")? {
-                Some(organization) => Some(parse(&organization)?),
-                None => None,
-            });
-        }
-        if wanted.tags {
-            related.tags = Some(json(text("rel_tags")?)?);
-        }
-        if let Some(size) = wanted.timeline {
-            let rows: Vec<interaction::Model> = json(text("rel_timeline")?)?;
-            let window = page::Window {
-                size,
-                backward: false,
-                after: None,
-                before: None,
-            };
-            related.timeline = Some((size, page::finish(rows, &window)));
-        }
-        out.push((model, related));
+    if wanted.conversations {
+        related.conversations = Some(json(text("rel_conversations")?)?);
     }
-    Ok(out)
+    if wanted.deals {
+        related.deals = Some(json(text("rel_deals")?)?);
+    }
+    if wanted.notes {
+        related.notes = Some(json(text("rel_notes")?)?);
+    }
+    if wanted.organization {
+        related.organization = Some(match text("rel_organization")? {
+            Some(organization) => Some(parse(&organization)?),
+            None => None,
+        });
+    }
+    if wanted.tags {
+        related.tags = Some(json(text("rel_tags")?)?);
+    }
+    if let Some(size) = wanted.timeline {
+        let rows: Vec<interaction::Model> = json(text("rel_timeline")?)?;
+        let window = page::Window {
+            size,
+            backward: false,
+            after: None,
+            before: None,
+        };
+        related.timeline = Some((size, page::finish(rows, &window)));
+    }
+    Ok(related)
 }
 
 /// A JSON array of rows (`[]` when the aggregate read none).

@@ -5,7 +5,9 @@ use std::process::Command;
 
 use serde_json::json;
 
-fn rapport(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+/// Runs the `rapport` binary on the SQLite database of `data_dir`, nothing from the
+/// environment leaking in.
+pub(crate) fn rapport(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_rapport"))
         .args(args)
         .arg("--data-dir")
@@ -19,8 +21,26 @@ fn rapport(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
         .expect("the rapport binary runs")
 }
 
+/// The one line a command that succeeded printed on stdout (a key, an id): scripts
+/// capture it whole.
+pub(crate) fn printed_alone(output: std::process::Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "stdout must hold the {what} alone: {stdout:?}"
+    );
+    lines[0].to_owned()
+}
+
 /// Serves the SQLite database of `data_dir` on a loopback port, as `rapport serve` would.
-async fn serve_data_dir(data_dir: &std::path::Path) -> std::net::SocketAddr {
+pub(crate) async fn serve_data_dir(data_dir: &std::path::Path) -> std::net::SocketAddr {
     let config = rapport::Config {
         data_dir: data_dir.to_owned(),
         ..rapport::Config::default()
@@ -46,15 +66,8 @@ async fn keys_create_prints_the_key_alone_and_it_works_in_its_workspace() {
             "initech",
         ],
     );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "stdout must hold the key alone: {stdout:?}");
-    let key = lines[0];
+    let key = printed_alone(output, "key");
+    let key = key.as_str();
     assert!(key.starts_with("rpk_") && key.len() > 40, "{key}");
     // Without --workspace the key is for `default`.
     let output = rapport(dir.path(), &["keys", "create", "--role", "admin"]);

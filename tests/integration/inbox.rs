@@ -9,6 +9,7 @@ use sea_orm::{EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{json, Value};
 
 use crate::backend_test;
+use crate::cli::{printed_alone, rapport, serve_data_dir};
 use crate::common::TestApp;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -460,20 +461,6 @@ backend_test! {
     }
 }
 
-fn rapport(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("RAPPORT_DATABASE_URL")
-        .env_remove("RAPPORT_MEILI_URL")
-        .env_remove("RAPPORT_CONFIG")
-        .env_remove("RAPPORT_OUTBOUND_ALLOW")
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("the rapport binary runs")
-}
-
 #[tokio::test]
 async fn users_add_prints_the_id_alone_and_keys_create_binds_a_key_to_a_user_of_its_workspace() {
     let dir = tempfile::tempdir().unwrap();
@@ -492,15 +479,7 @@ async fn users_add_prints_the_id_alone_and_keys_create_binds_a_key_to_a_user_of_
             "acme",
         ],
     );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "stdout must hold the id alone: {stdout:?}");
-    let id = lines[0].to_owned();
+    let id = printed_alone(output, "id");
     assert!(id.starts_with("usr_") && id.len() == 36, "{id}");
     let again = rapport(
         dir.path(),
@@ -558,20 +537,8 @@ async fn users_add_prints_the_id_alone_and_keys_create_binds_a_key_to_a_user_of_
             "acme",
         ],
     );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
-    let config = rapport::Config {
-        data_dir: dir.path().to_owned(),
-        ..rapport::Config::default()
-    };
-    let app = rapport::App::start(config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(rapport::http::serve(app, listener, std::future::pending()));
+    let key = printed_alone(output, "key");
+    let addr = serve_data_dir(dir.path()).await;
     let body: Value = reqwest::Client::new()
         .post(format!("http://{addr}/graphql"))
         .bearer_auth(&key)
