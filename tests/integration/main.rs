@@ -19,6 +19,7 @@ mod fuzz;
 mod hostile_input;
 mod inbox;
 mod ingest;
+mod live;
 mod loaders;
 mod mastodon;
 mod outbound;
