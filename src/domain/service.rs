@@ -29,6 +29,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::event::EventKind;
 use super::{Caller, Role};
 use crate::error::{Error, Result};
 use entity::{ConversationId, CustomerId, SourceId, UserId, WorkspaceId};
@@ -589,13 +590,13 @@ fn check_range(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<()> {
 }
 
 /// The kinds of event metrics read.
-const LOG_KINDS: [&str; 6] = [
-    "interaction.created",
-    "conversation.created",
-    "conversation.status_changed",
-    "conversation.status_set",
-    "conversation.woken",
-    "conversation.assigned",
+const LOG_KINDS: [EventKind; 6] = [
+    EventKind::InteractionCreated,
+    EventKind::ConversationCreated,
+    EventKind::ConversationStatusChanged,
+    EventKind::ConversationStatusSet,
+    EventKind::ConversationWoken,
+    EventKind::ConversationAssigned,
 ];
 
 /// The payload fields metrics read, projected in SQL.
@@ -648,7 +649,7 @@ async fn read_log(
     for name in LOG_FIELDS {
         select = select.column_as(Expr::cust(field(name)), format!("f_{name}"));
     }
-    select = select.filter(Column::Kind.is_in(LOG_KINDS));
+    select = select.filter(Column::Kind.is_in(LOG_KINDS.map(EventKind::as_str)));
     if let Some(customer) = customer {
         // A UUID's own text: nothing of the caller's reaches the SQL.
         let uuid: Uuid = customer.uuid();
@@ -820,7 +821,10 @@ fn compute(
     let mut threads: HashMap<ConversationId, Thread> = HashMap::new();
     let mut messages: Vec<Message> = Vec::new();
     for row in log {
-        if row.kind == "interaction.created" {
+        let Some(kind) = EventKind::parse(&row.kind) else {
+            continue;
+        };
+        if kind == EventKind::InteractionCreated {
             let Some(at) = instant(&row.f_occurred_at) else {
                 continue;
             };
@@ -857,8 +861,8 @@ fn compute(
         };
         // A conversation's opening and a reopening by a message are the message's time;
         // a status someone set, the time it was written.
-        let at = match row.kind.as_str() {
-            "conversation.created" | "conversation.status_changed" => {
+        let at = match kind {
+            EventKind::ConversationCreated | EventKind::ConversationStatusChanged => {
                 instant(&row.f_last_message_at).unwrap_or(row.created_at)
             }
             _ => row.created_at,
@@ -875,7 +879,7 @@ fn compute(
             .or(thread.channel);
         thread.assignee = uuid_of(&row.f_assignee_id).map(UserId::from_uuid);
         thread.source = uuid_of(&row.f_source_id).map(SourceId::from_uuid);
-        if row.kind != "conversation.assigned" {
+        if kind != EventKind::ConversationAssigned {
             let resolved = row.f_status.as_deref() == Some("resolved");
             thread.statuses.push((at, row.seq, resolved));
         }
@@ -1090,8 +1094,10 @@ mod tests {
     }
 
     fn weekdays(zone: &str, open: u32, close: u32) -> BusinessHours {
-        let mut hours = BusinessHours::default();
-        hours.time_zone = parse_zone("timeZone", zone).unwrap();
+        let mut hours = BusinessHours {
+            time_zone: parse_zone("timeZone", zone).unwrap(),
+            ..BusinessHours::default()
+        };
         for interval in &mut hours.hours {
             interval.open = open * 60;
             interval.close = close * 60;
