@@ -464,6 +464,19 @@ backend_test! {
         let theirs = app.gql(&other, rules, json!({})).await;
         assert_eq!(theirs["slaRules"][0]["firstResponseSecs"], 60);
         assert_eq!(theirs["businessHours"], json!({ "timeZone": "Asia/Tokyo", "hours": [] }));
+        // A fixed number of statements whatever the log holds (no query per
+        // conversation): B's empty workspace costs what A's seven conversations do.
+        let statements = |key: String| {
+            let app = &app;
+            async move {
+                let before = app.statements();
+                app.gql(&key, &metrics_query(), json!({ "range": range(), "groupBy": "CHANNEL" })).await;
+                app.statements() - before
+            }
+        };
+        let (empty, full) = (statements(other.clone()).await, statements(fixture.viewer.clone()).await);
+        assert_eq!(full, empty, "statements for an empty and a full workspace");
+        assert!(full <= 6, "{full} statements");
         // A customer of A is no customer of B.
         let data = app.gql(&other, "query($id: ID!) { customer(id: $id) { metrics { service(range: {from: \"2026-10-01T00:00:00Z\", to: \"2026-11-01T00:00:00Z\"}) { volumeIn } } } }",
             json!({ "id": fixture.ana_customer })).await;
