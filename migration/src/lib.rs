@@ -8,8 +8,8 @@ mod m20261123_000002_sources;
 mod m20261123_000003_parent_indexes;
 mod m20261203_000004_consumer_lease;
 mod m20261203_000005_inbox;
-mod m20261204_000008_event_notify;
 mod m20261204_000007_service;
+mod m20261204_000008_event_notify;
 
 pub struct Migrator;
 
