@@ -15,6 +15,8 @@ pub mod identity;
 pub mod interaction;
 pub mod note;
 pub mod organization;
+pub mod service_settings;
+pub mod sla_rule;
 pub mod source;
 pub mod spam_author;
 pub mod tag;

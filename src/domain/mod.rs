@@ -39,6 +39,7 @@ pub mod interaction;
 pub mod note;
 pub mod organization;
 pub mod page;
+pub mod service;
 pub mod source;
 pub mod tag;
 pub mod text;

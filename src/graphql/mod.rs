@@ -27,6 +27,7 @@ pub mod note;
 pub mod organization;
 pub mod query;
 pub mod search;
+pub mod service;
 pub mod source;
 pub mod subscription;
 pub mod tag;

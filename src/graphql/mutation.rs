@@ -22,6 +22,10 @@ use super::inbox::{
 use super::interaction::{InteractionPayload, RecordInteractionInput, ReplyToInteractionInput};
 use super::note::{AddNoteInput, NotePayload};
 use super::organization::{CreateOrganizationInput, OrganizationPayload, UpdateOrganizationInput};
+use super::service::{
+    BusinessHoursPayload, DeleteSlaRuleInput, DeleteSlaRulePayload, SetBusinessHoursInput,
+    SetSlaRuleInput, SlaRulePayload,
+};
 use super::source::{
     CreateSourceInput, DeleteSourcePayload, SourceIdInput, SourcePayload, SyncSourcePayload,
     UpdateSourceInput,
@@ -270,5 +274,35 @@ impl Mutation {
         input: SourceIdInput,
     ) -> Result<DeleteSourcePayload> {
         super::source::delete_source(ctx, input).await
+    }
+
+    /// Sets the SLA rule of a channel, or of every channel without its own (admin role);
+    /// it replaces the rule the channel had.
+    async fn set_sla_rule(
+        &self,
+        ctx: &Context<'_>,
+        input: SetSlaRuleInput,
+    ) -> Result<SlaRulePayload> {
+        super::service::set_sla_rule(ctx, input).await
+    }
+
+    /// Deletes the SLA rule of a channel, or the any-channel rule (admin role).
+    async fn delete_sla_rule(
+        &self,
+        ctx: &Context<'_>,
+        input: DeleteSlaRuleInput,
+    ) -> Result<DeleteSlaRulePayload> {
+        super::service::delete_sla_rule(ctx, input).await
+    }
+
+    /// Replaces the workspace's time zone and business hours (admin role).
+    /// `BAD_USER_INPUT` naming `timeZone` or `hours[i]` for an unknown zone, an interval
+    /// that does not close after it opens, or two that overlap.
+    async fn set_business_hours(
+        &self,
+        ctx: &Context<'_>,
+        input: SetBusinessHoursInput,
+    ) -> Result<BusinessHoursPayload> {
+        super::service::set_business_hours(ctx, input).await
     }
 }

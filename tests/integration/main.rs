@@ -28,4 +28,5 @@ mod scale;
 mod schema;
 mod search;
 mod server;
+mod service;
 mod tenancy;
