@@ -44,7 +44,7 @@ pub const MAX_INTROSPECTION_DEPTH: u32 = 24;
 /// Mutations that call out to a platform: each is an outbound request.
 const OUTBOUND_MUTATIONS: [&str; 2] = ["syncSource", "replyToInteraction"];
 /// Argument-less fields that still run their own query.
-const QUERY_FIELDS: [&str; 7] = [
+const QUERY_FIELDS: [&str; 9] = [
     "totalCount",
     "sources",
     "searchStatus",
@@ -52,6 +52,8 @@ const QUERY_FIELDS: [&str; 7] = [
     "users",
     "me",
     "inboxCounts",
+    "slaRules",
+    "businessHours",
 ];
 /// Fields that return a page (a connection, or search hits) even when asked without
 /// paging arguments: the default page size multiplies what their items cost. Read from the
@@ -69,6 +71,10 @@ pub const PAGED_FIELDS: [&str; 7] = [
 pub const MAX_OPERATIONS: usize = 50;
 /// Fields that run a full-text search whatever their arguments.
 const SEARCH_FIELDS: [&str; 2] = ["search", "searchCustomers"];
+/// Fields that read and aggregate a workspace's whole event log (service metrics): priced
+/// like a search, since each reads every fact of six event kinds and works the figures
+/// out in Rust.
+const HEAVY_READ_FIELDS: [&str; 1] = ["serviceMetrics"];
 
 /// What one document costs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -470,7 +476,7 @@ impl<'a> Walk<'a> {
         let searches = SEARCH_FIELDS.contains(&name)
             || argument("search").is_some_and(|value| !value.null)
             || argument("filter").is_some_and(|filter| filter.has_search);
-        if searches {
+        if searches || HEAVY_READ_FIELDS.contains(&name) {
             base += SEARCH_COST;
         }
         if name == "__schema" {
@@ -687,6 +693,17 @@ mod tests {
             .collect();
         let refusal = cost_of(&format!("{{ {many} }}")).unwrap_err();
         assert!(refusal.message.contains("cost"), "{refusal:?}");
+    }
+
+    #[test]
+    fn service_levels_cost_a_query_and_service_metrics_a_search() {
+        let settings = cost_of("{ slaRules { channel } businessHours { timeZone } }").unwrap();
+        assert_eq!(settings.cost(), 1 + 1 + QUERY_COST + 1 + 1 + QUERY_COST);
+        let metrics = cost_of(
+            r#"{ serviceMetrics(range: {from: "2026-01-01T00:00:00Z", to: "2026-02-01T00:00:00Z"}) { timeZone } }"#,
+        )
+        .unwrap();
+        assert_eq!(metrics.cost(), 1 + SEARCH_COST + 1 + QUERY_COST);
     }
 
     #[test]

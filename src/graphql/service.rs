@@ -2,16 +2,20 @@
 //! mutations that set them, and the figures `Customer.metrics.service` shares. Rules and
 //! arithmetic live in `domain::service`.
 
+use std::collections::HashMap;
+
+use async_graphql::dataloader::Loader;
 use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::inputs::opt_id;
+use super::loaders::{LoadError, Loaders};
 use super::types::Channel;
 use super::user::{User, UserById};
 use super::{app, caller, load};
 use crate::domain::service::{
-    self, BacklogPoint, BusinessHours, Durations, Figures, GroupKey, Interval, Metrics,
-    MetricsQuery, NewSlaRule, ServiceGroupBy, SlaRule, Weekday,
+    self, BacklogPoint, BusinessHours, CustomerRange, Durations, Figures, GroupKey, Interval,
+    Metrics, MetricsQuery, NewSlaRule, ServiceGroupBy, SlaRule, Weekday,
 };
 use crate::domain::Role;
 use crate::ids::encode;
@@ -38,18 +42,29 @@ pub struct ServiceMetricsFilterInput {
 ///
 /// Definitions. **First response**: per conversation, from its first inbound message to
 /// the first outbound one at or after it, counted where that inbound message falls (a
-/// conversation whose first inbound message lies before the range is not measured).
+/// conversation whose first inbound message lies before the range is not measured; a
+/// conversation's first response is measured once, not again after a reopening).
 /// **Resolution**: from the conversation's opening (its first message) or its reopening
 /// (a new message or a status set after a resolution) to a status RESOLVED, counted where
 /// the resolution falls. Times are wall-clock seconds; medians and p90 are nearest-rank.
 /// **Volume**: messages by `occurred_at` in the range, inbound and outbound. **Opened**:
 /// openings and reopenings in the range; **resolved**: resolutions in it. **Backlog**:
 /// conversations not resolved at the end of each local day (DAY, WEEK: of the group's
-/// last day; other groupings and the total: at `to`). **SLA breaches** against the
-/// workspace's rules (`slaRules`, business seconds for a rule with
-/// `businessHoursOnly`): a first response slower than the target (or still missing at
-/// `to` after longer than it), a resolution slower than its target. DAY and WEEK buckets
-/// (weeks start on Monday) are local days of the workspace's time zone (`businessHours`).
+/// last day; other groupings and the total: at `to`); PENDING and SNOOZED conversations
+/// are not resolved, and spam counts like any other conversation. **SLA breaches** against
+/// the workspace's rules (`slaRules`, business seconds for a rule with
+/// `businessHoursOnly`): a first response slower than the target, or still missing after
+/// longer than it at `to` (at the time of the request when `to` is still ahead: a
+/// deadline that has not passed is no breach), a resolution slower than its target. DAY
+/// and WEEK buckets (weeks start on Monday) are local days of the workspace's time zone
+/// (`businessHours`).
+///
+/// **Time of a fact**: a message's `occurredAt`; an opening or a reopening by a message,
+/// that message's; a status someone set, or a snooze that ran out, when it happened. A
+/// conversation's status changes keep the order they were recorded in, and time never
+/// runs backwards within a conversation: each change takes the later of its own time and
+/// the previous change's. So a message written before a resolution but received after
+/// it reopens the conversation at the resolution's time.
 pub struct ServiceMetrics(Metrics, Option<ServiceGroupBy>);
 
 #[Object]
@@ -248,16 +263,39 @@ pub(super) async fn service_metrics(
     Ok(ServiceMetrics(metrics, group_by))
 }
 
-/// `Customer.metrics.service`: the totals of one customer's conversations.
+/// `Customer.metrics.service`: the totals of one customer's conversations, through the
+/// request's loader so a page of customers shares one log read.
 pub(super) async fn customer_service(
     ctx: &Context<'_>,
     customer: entity::CustomerId,
     range: ServiceRangeInput,
 ) -> Result<ServiceFigures> {
-    let metrics =
-        service::customer_metrics(&app(ctx).db, caller(ctx)?, customer, range.from, range.to)
-            .await?;
-    Ok(ServiceFigures(metrics.total))
+    // The range's error names its field here, not as a loader's failure.
+    service::check_range(range.from, range.to)?;
+    let key = CustomerServiceOf(CustomerRange {
+        customer,
+        from: range.from,
+        to: range.to,
+    });
+    Ok(ServiceFigures(load(ctx, key).await?.unwrap_or_default()))
+}
+
+/// The key of one customer's service figures over a range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CustomerServiceOf(pub CustomerRange);
+
+impl Loader<CustomerServiceOf> for Loaders {
+    type Value = Figures;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[CustomerServiceOf],
+    ) -> std::result::Result<HashMap<CustomerServiceOf, Figures>, LoadError> {
+        let wanted: Vec<CustomerRange> = keys.iter().map(|key| key.0).collect();
+        let figures = service::customers_metrics(&self.db, self.workspace_id, &wanted).await?;
+        Ok(keys.iter().copied().zip(figures).collect())
+    }
 }
 
 /// A service-level target.

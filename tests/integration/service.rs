@@ -531,3 +531,71 @@ backend_test! {
         insta::assert_json_snapshot!("service_range_backwards", body);
     }
 }
+
+backend_test! {
+    async fn a_late_message_reopens_after_the_resolve_it_follows_in_the_log(app: TestApp) {
+        let fixture = fixture(&app).await;
+        let workspace = domain::workspace::ensure(&app.app.db, "acme").await.unwrap().id;
+        let mastodon = entity::source::Entity::find()
+            .filter(entity::source::Column::WorkspaceId.eq(workspace))
+            .filter(entity::source::Column::Channel.eq("mastodon"))
+            .one(&app.app.db)
+            .await
+            .unwrap()
+            .unwrap();
+        // m5: the customer writes at 08:00, an agent resolves at 09:00, then the customer's
+        // message written at 08:59 arrives (polling lag) and reopens the conversation. The
+        // log has the reopening after the resolve, so the conversation is open at the end.
+        ingest(&app, &mastodon, item("m5", 1, utc(10, 28, 8, 0), false)).await;
+        let data = app.gql(&fixture.admin, "{ inbox(first: 100) { edges { node { id customer { displayName } } } } }", json!({})).await;
+        let m5 = data["inbox"]["edges"].as_array().unwrap().iter()
+            .find(|edge| edge["node"]["customer"]["displayName"] == "Customer m5")
+            .map(|edge| edge["node"]["id"].as_str().unwrap().to_owned())
+            .unwrap();
+        resolve(&app, &fixture.admin, &m5, utc(10, 28, 9, 0)).await;
+        ingest(&app, &mastodon, item("m5", 2, utc(10, 28, 8, 59), false)).await;
+        let status = app.gql(&fixture.admin, "query($id: ID!) { conversation(id: $id) { status } }", json!({ "id": m5 })).await;
+        assert_eq!(status["conversation"]["status"], "OPEN");
+
+        let data = app.gql(&fixture.viewer, &metrics_query(), json!({ "range": range() })).await;
+        let total = &data["serviceMetrics"]["total"];
+        // The fixture's 7 openings and 4 open at the end, plus m5's opening, its reopening,
+        // and m5 open at the end; its resolution (08:00 → 09:00) counts too.
+        assert_eq!((total["opened"].as_i64(), total["resolved"].as_i64(), total["backlog"].as_i64()), (Some(9), Some(5), Some(5)));
+        let backlog = data["serviceMetrics"]["backlog"].as_array().unwrap();
+        assert_eq!(backlog.last().unwrap()["open"].as_i64(), Some(5));
+        // Wednesday 10-28 ends with m5 open (the reopening took the resolve's time, 09:00).
+        assert_eq!((backlog[9]["date"].as_str(), backlog[9]["open"].as_i64()), (Some("2026-10-28"), Some(5)));
+    }
+}
+
+backend_test! {
+    async fn customer_service_figures_of_a_page_cost_the_statements_of_one(app: TestApp) {
+        let fixture = fixture(&app).await;
+        let query = format!("query($n: Int!, $range: ServiceRangeInput!) {{ customers(first: $n) {{ nodes {{ id metrics {{ service(range: $range) {{ {FIGURES} }} }} }} }} }}");
+        let run = |n: i64| {
+            let (app, query, key) = (&app, &query, fixture.viewer.clone());
+            async move {
+                let before = app.statements();
+                let data = app.gql(&key, query, json!({ "n": n, "range": range() })).await;
+                (app.statements() - before, data)
+            }
+        };
+        let (two, small) = run(2).await;
+        let (twenty, large) = run(20).await;
+        let nodes = large["customers"]["nodes"].as_array().unwrap();
+        assert_eq!((small["customers"]["nodes"].as_array().unwrap().len(), nodes.len()), (2, 7));
+        assert_eq!(twenty, two, "statements for 7 customers and for 2");
+        // Each customer's figures are its own: the batch answers what one customer's read
+        // does (m2's author, as the 360 test checks).
+        for node in nodes {
+            let one = app.gql(&fixture.viewer, &format!("query($id: ID!, $range: ServiceRangeInput!) {{ customer(id: $id) {{ metrics {{ service(range: $range) {{ {FIGURES} }} }} }} }}"),
+                json!({ "id": node["id"], "range": range() })).await;
+            assert_eq!(one["customer"]["metrics"]["service"], node["metrics"]["service"]);
+        }
+        let ana = nodes.iter().find(|node| node["id"] == fixture.ana_customer.as_str()).unwrap();
+        assert_eq!(ana["metrics"]["service"]["resolved"].as_i64(), Some(2));
+        let volumes: i64 = nodes.iter().map(|node| node["metrics"]["service"]["volumeIn"].as_i64().unwrap()).sum();
+        assert_eq!(volumes, 7, "every inbound message of the range, each with its customer");
+    }
+}
