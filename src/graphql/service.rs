@@ -37,6 +37,9 @@ pub struct ServiceMetricsFilterInput {
     pub source_id: Option<ID>,
 }
 
+/// `serviceMetrics`' answer (its definitions are the GraphQL type's doc, below).
+pub struct ServiceMetrics(Metrics, Option<ServiceGroupBy>);
+
 /// Service metrics, computed from the event log (a re-run over the same log gives the same
 /// numbers; later changes to a conversation do not rewrite past figures).
 ///
@@ -65,8 +68,6 @@ pub struct ServiceMetricsFilterInput {
 /// runs backwards within a conversation: each change takes the later of its own time and
 /// the previous change's. So a message written before a resolution but received after
 /// it reopens the conversation at the resolution's time.
-pub struct ServiceMetrics(Metrics, Option<ServiceGroupBy>);
-
 #[Object]
 impl ServiceMetrics {
     /// The zone DAY/WEEK buckets and the backlog's days are in.
@@ -162,9 +163,9 @@ impl ServiceGroup {
     }
 }
 
-/// The figures of a group, a range or a customer (see `ServiceMetrics` for definitions).
 pub struct ServiceFigures(pub Figures);
 
+/// The figures of a group, a range or a customer (see `ServiceMetrics` for definitions).
 #[Object]
 impl ServiceFigures {
     /// Seconds from a conversation's first inbound message to our first answer.

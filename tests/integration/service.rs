@@ -554,8 +554,8 @@ backend_test! {
             .unwrap();
         resolve(&app, &fixture.admin, &m5, utc(10, 28, 9, 0)).await;
         ingest(&app, &mastodon, item("m5", 2, utc(10, 28, 8, 59), false)).await;
-        let status = app.gql(&fixture.admin, "query($id: ID!) { conversation(id: $id) { status } }", json!({ "id": m5 })).await;
-        assert_eq!(status["conversation"]["status"], "OPEN");
+        let status = app.gql(&fixture.admin, "query($id: ID!) { node(id: $id) { ... on Conversation { status } } }", json!({ "id": m5 })).await;
+        assert_eq!(status["node"]["status"], "OPEN");
 
         let data = app.gql(&fixture.viewer, &metrics_query(), json!({ "range": range() })).await;
         let total = &data["serviceMetrics"]["total"];
