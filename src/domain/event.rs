@@ -362,6 +362,11 @@ pub async fn of_workspace(
 /// missing seqs is still running (a longer one is taken for a rollback).
 pub const GAP_GRACE: chrono::Duration = chrono::Duration::minutes(5);
 
+/// An event's `created_at` is Rapport's clock read before its batch was inserted, and
+/// `xact_start` is the database's: a transaction that began up to this long after it is
+/// still taken as one that may own a lower seq (a batch inserted slowly, clocks apart).
+const GAP_CLOCK_MARGIN: chrono::Duration = chrono::Duration::seconds(2);
+
 /// How far a reader that read `events` (ascending, every event after `from` up to some
 /// limit) may move its position: to the end of the contiguous run of seqs, going past
 /// gaps that no open transaction can still fill. On PostgreSQL sequence numbers are taken
@@ -378,7 +383,7 @@ pub async fn visible_until(
     for event in events {
         if event.seq != mark + 1
             && event.created_at >= super::now() - GAP_GRACE
-            && writer_open_since(db, event.created_at).await?
+            && writer_open_since(db, event.created_at + GAP_CLOCK_MARGIN).await?
         {
             break;
         }
