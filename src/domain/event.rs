@@ -121,6 +121,8 @@ event_kinds! {
     /// Payload: [`ConversationChange`] by the snooze timer: a SNOOZED conversation whose
     /// time came is OPEN again. Refreshes the search index's status as a status change does.
     ConversationWoken = "conversation.woken" (ConversationChange),
+    /// Payload: the user row as changed (renamed, a new role, deactivated or reactivated).
+    UserUpdated = "user.updated" (entity::user::Model),
 }
 
 /// Who made a change: the API key and its user, or Rapport itself (`key_id` and

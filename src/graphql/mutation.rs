@@ -267,6 +267,17 @@ impl Mutation {
         super::inbox::bulk_label_conversations(ctx, input).await
     }
 
+    /// Renames a user, changes their role, or deactivates (`active: false`) or reactivates
+    /// them (admin role; an owner only by an owner). A deactivated user's keys stop working
+    /// at once and they cannot be assigned.
+    async fn update_user(
+        &self,
+        ctx: &Context<'_>,
+        input: super::user::UpdateUserInput,
+    ) -> Result<super::user::UserPayload> {
+        super::user::update_user(ctx, input).await
+    }
+
     /// Deletes a source; what it ingested stays.
     async fn delete_source(
         &self,

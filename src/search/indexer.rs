@@ -238,6 +238,7 @@ impl Indexer {
                 | EventKind::SourceUpdated
                 | EventKind::SourceDeleted
                 | EventKind::UserCreated
+                | EventKind::UserUpdated
                 | EventKind::ConversationAssigned
                 | EventKind::ConversationPrioritySet
                 | EventKind::ConversationLabelAdded
