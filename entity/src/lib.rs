@@ -15,6 +15,7 @@ pub mod identity;
 pub mod interaction;
 pub mod note;
 pub mod organization;
+pub mod saved_reply;
 pub mod source;
 pub mod spam_author;
 pub mod tag;
@@ -23,5 +24,5 @@ pub mod workspace;
 
 pub use id::{
     ApiKeyId, ContactPointId, ConversationId, CustomerId, DealId, IdentityId, InteractionId,
-    NoteId, OrganizationId, SourceId, TagId, UserId, WorkspaceId,
+    NoteId, OrganizationId, SavedReplyId, SourceId, TagId, UserId, WorkspaceId,
 };

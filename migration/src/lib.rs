@@ -8,6 +8,7 @@ mod m20261123_000002_sources;
 mod m20261123_000003_parent_indexes;
 mod m20261203_000004_consumer_lease;
 mod m20261203_000005_inbox;
+mod m20261204_000006_replies;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_parent_indexes::Migration),
             Box::new(m20261203_000004_consumer_lease::Migration),
             Box::new(m20261203_000005_inbox::Migration),
+            Box::new(m20261204_000006_replies::Migration),
         ]
     }
 }

@@ -14,6 +14,7 @@ use super::search::{
 use super::source::Source;
 use super::types::{fetch_node, Node};
 use super::user::User;
+use super::reply::SavedReplyConnection;
 use super::workspace::Viewer;
 use crate::domain::inbox::InboxOrder;
 use crate::domain::page::PageArgs;
@@ -51,6 +52,16 @@ impl Query {
     /// The user of the calling API key; `null` for a key that belongs to nobody.
     async fn me(&self, ctx: &Context<'_>) -> Result<Option<User>> {
         super::user::me(ctx).await
+    }
+
+    /// The workspace's saved replies, by name.
+    async fn saved_replies(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<SavedReplyConnection> {
+        super::reply::saved_replies(ctx, first, after).await
     }
 
     /// The workspace's users (the inbox's agents), by name.
