@@ -74,7 +74,11 @@ pub async fn add_to_conversation(
     let txn = super::begin_write(db).await?;
     let conversation = super::conversation::get(&txn, caller, conversation_id).await?;
     let author = match caller.user_id {
-        Some(user) => super::user::get(&txn, caller.workspace_id, user).await?.name,
+        Some(user) => {
+            super::user::get(&txn, caller.workspace_id, user)
+                .await?
+                .name
+        }
         None => caller.key_name.clone(),
     };
     let now = super::now();
@@ -93,7 +97,12 @@ pub async fn add_to_conversation(
         note: model.clone(),
         actor: Actor::of(caller),
     };
-    super::event::append(&txn, caller.workspace_id, Event::ConversationNoteAdded(&change)).await?;
+    super::event::append(
+        &txn,
+        caller.workspace_id,
+        Event::ConversationNoteAdded(&change),
+    )
+    .await?;
     txn.commit().await?;
     Ok(model)
 }

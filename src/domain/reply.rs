@@ -199,8 +199,7 @@ pub async fn mark_sent(
     row.occurred_at = Set(at);
     let model = row.update(&txn).await.map_err(|err| {
         Error::on_unique(err, || {
-            "the platform's post of this reply is stored already (a sync read it first)"
-                .to_owned()
+            "the platform's post of this reply is stored already (a sync read it first)".to_owned()
         })
     })?;
     let change = DeliveryChange {
@@ -254,10 +253,10 @@ async fn set_pending(
         .col_expr(conversation::Column::UpdatedAt, Expr::value(at))
         .filter(conversation::Column::WorkspaceId.eq(caller.workspace_id))
         .filter(conversation::Column::Id.eq(id))
-        .filter(
-            conversation::Column::Status
-                .is_in([ConversationStatus::Open.as_str(), ConversationStatus::Snoozed.as_str()]),
-        )
+        .filter(conversation::Column::Status.is_in([
+            ConversationStatus::Open.as_str(),
+            ConversationStatus::Snoozed.as_str(),
+        ]))
         .exec(db)
         .await?;
     if changed.rows_affected == 1 {
@@ -267,8 +266,12 @@ async fn set_pending(
             actor: Actor::of(caller),
             label: None,
         };
-        super::event::append(db, caller.workspace_id, Event::ConversationStatusSet(&change))
-            .await?;
+        super::event::append(
+            db,
+            caller.workspace_id,
+            Event::ConversationStatusSet(&change),
+        )
+        .await?;
     }
     Ok(())
 }

@@ -131,7 +131,10 @@ pub async fn create(
         .insert(&txn)
         .await
         .map_err(|err| Error::on_unique(err, || name_taken(&name)))?;
-    record(&txn, caller, &model, |change| Event::SavedReplyCreated(change)).await?;
+    record(&txn, caller, &model, |change| {
+        Event::SavedReplyCreated(change)
+    })
+    .await?;
     txn.commit().await?;
     Ok(model)
 }
@@ -156,10 +159,7 @@ pub async fn update(
     caller.require(Role::Agent, "changing a saved reply")?;
     let txn = super::begin_write(db).await?;
     let current = get(&txn, caller, id).await?;
-    let (name, body) = checked(
-        name.unwrap_or(&current.name),
-        body.unwrap_or(&current.body),
-    )?;
+    let (name, body) = checked(name.unwrap_or(&current.name), body.unwrap_or(&current.body))?;
     let mut row: saved_reply::ActiveModel = current.into();
     row.name = Set(name.clone());
     row.body = Set(body);
@@ -168,13 +168,20 @@ pub async fn update(
         .update(&txn)
         .await
         .map_err(|err| Error::on_unique(err, || name_taken(&name)))?;
-    record(&txn, caller, &model, |change| Event::SavedReplyUpdated(change)).await?;
+    record(&txn, caller, &model, |change| {
+        Event::SavedReplyUpdated(change)
+    })
+    .await?;
     txn.commit().await?;
     Ok(model)
 }
 
 /// Deletes a saved reply (agent role); returns it as it was.
-pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: SavedReplyId) -> Result<Model> {
+pub async fn delete(
+    db: &impl TransactionTrait,
+    caller: &Caller,
+    id: SavedReplyId,
+) -> Result<Model> {
     caller.require(Role::Agent, "deleting a saved reply")?;
     let txn = super::begin_write(db).await?;
     let current = get(&txn, caller, id).await?;
@@ -183,7 +190,10 @@ pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: SavedReplyI
         .filter(Column::Id.eq(id))
         .exec(&txn)
         .await?;
-    record(&txn, caller, &current, |change| Event::SavedReplyDeleted(change)).await?;
+    record(&txn, caller, &current, |change| {
+        Event::SavedReplyDeleted(change)
+    })
+    .await?;
     txn.commit().await?;
     Ok(current)
 }
@@ -252,18 +262,30 @@ mod tests {
 
     #[test]
     fn placeholders_render_and_unknown_ones_are_refused() {
-        let rendered = render("Hi {{customer.givenName}}, {{ agent.name }} here{{customer.familyName}}.", |name| {
-            Ok(match name {
-                "customer.givenName" => Some("Maya".to_owned()),
-                "agent.name" => Some("Ana".to_owned()),
-                _ => None,
-            })
-        })
+        let rendered = render(
+            "Hi {{customer.givenName}}, {{ agent.name }} here{{customer.familyName}}.",
+            |name| {
+                Ok(match name {
+                    "customer.givenName" => Some("Maya".to_owned()),
+                    "agent.name" => Some("Ana".to_owned()),
+                    _ => None,
+                })
+            },
+        )
         .unwrap();
         assert_eq!(rendered, "Hi Maya, Ana here.");
         let err = placeholders("body", "Hi {{customer.email}}").unwrap_err();
-        assert!(err.to_string().contains("unknown placeholder {{customer.email}}"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("unknown placeholder {{customer.email}}"),
+            "{err}"
+        );
         assert!(placeholders("body", "Hi {{customer.givenName").is_err());
-        assert_eq!(placeholders("body", "no placeholder { here }").unwrap().len(), 0);
+        assert_eq!(
+            placeholders("body", "no placeholder { here }")
+                .unwrap()
+                .len(),
+            0
+        );
     }
 }

@@ -200,7 +200,10 @@ pub struct SettingsUpdate {
 }
 
 /// The settings of the caller's workspace.
-pub async fn settings(db: &impl ConnectionTrait, workspace_id: WorkspaceId) -> Result<WorkspaceSettings> {
+pub async fn settings(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+) -> Result<WorkspaceSettings> {
     Ok(WorkspaceSettings::of(&get(db, workspace_id).await?))
 }
 
@@ -233,7 +236,12 @@ pub async fn update_settings(
         workspace: model.clone(),
         actor: super::event::Actor::of(caller),
     };
-    super::event::append(&txn, caller.workspace_id, super::event::Event::WorkspaceSettingsUpdated(&change)).await?;
+    super::event::append(
+        &txn,
+        caller.workspace_id,
+        super::event::Event::WorkspaceSettingsUpdated(&change),
+    )
+    .await?;
     txn.commit().await?;
     Ok(model)
 }

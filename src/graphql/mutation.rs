@@ -20,18 +20,18 @@ use super::inbox::{
     SetConversationPriorityInput, SetConversationStatusInput,
 };
 use super::interaction::{InteractionPayload, RecordInteractionInput, ReplyToInteractionInput};
+use super::note::AddConversationNoteInput;
 use super::note::{AddNoteInput, NotePayload};
 use super::organization::{CreateOrganizationInput, OrganizationPayload, UpdateOrganizationInput};
+use super::reply::{
+    CreateSavedReplyInput, DeleteSavedReplyInput, ReplyToConversationInput, RetryReplyInput,
+    SavedReplyPayload, UpdateSavedReplyInput,
+};
 use super::source::{
     CreateSourceInput, DeleteSourcePayload, SourceIdInput, SourcePayload, SyncSourcePayload,
     UpdateSourceInput,
 };
 use super::tag::{AddTagInput, RemoveTagInput};
-use super::note::AddConversationNoteInput;
-use super::reply::{
-    CreateSavedReplyInput, DeleteSavedReplyInput, ReplyToConversationInput, RetryReplyInput,
-    SavedReplyPayload, UpdateSavedReplyInput,
-};
 use super::workspace::{UpdateWorkspaceSettingsInput, WorkspacePayload};
 
 pub struct Mutation;

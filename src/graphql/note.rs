@@ -29,7 +29,10 @@ impl Note {
         &self.0.author
     }
     /// The conversation the note is on; `null` for a note on the customer.
-    async fn conversation(&self, ctx: &Context<'_>) -> Result<Option<super::conversation::Conversation>> {
+    async fn conversation(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<Option<super::conversation::Conversation>> {
         match self.0.conversation_id {
             Some(id) => Ok(load(ctx, ConversationById(id))
                 .await?
@@ -98,12 +101,18 @@ impl async_graphql::dataloader::Loader<NotesOfConversation> for Loaders {
     async fn load(
         &self,
         keys: &[NotesOfConversation],
-    ) -> std::result::Result<std::collections::HashMap<NotesOfConversation, Self::Value>, Self::Error> {
+    ) -> std::result::Result<std::collections::HashMap<NotesOfConversation, Self::Value>, Self::Error>
+    {
         let ids: Vec<ConversationId> = keys.iter().map(|key| key.0).collect();
         let mut rows = domain::note::of_conversations(&self.db, self.workspace_id, &ids).await?;
         Ok(ids
             .into_iter()
-            .map(|id| (NotesOfConversation(id), rows.remove(&id).unwrap_or_default()))
+            .map(|id| {
+                (
+                    NotesOfConversation(id),
+                    rows.remove(&id).unwrap_or_default(),
+                )
+            })
             .collect())
     }
 }

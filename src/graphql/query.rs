@@ -8,13 +8,13 @@ use super::customer::{Customer, CustomerConnection, CustomerFilterInput, Custome
 use super::inbox::{InboxConnection, InboxCounts, InboxFilterInput};
 use super::interaction::{InteractionConnection, InteractionFilterInput};
 use super::organization::{Organization, OrganizationConnection};
+use super::reply::SavedReplyConnection;
 use super::search::{
     CustomerSearchHit, SearchConnection, SearchFilterInput, SearchSort, SearchStatusInfo,
 };
 use super::source::Source;
 use super::types::{fetch_node, Node};
 use super::user::User;
-use super::reply::SavedReplyConnection;
 use super::workspace::Viewer;
 use crate::domain::inbox::InboxOrder;
 use crate::domain::page::PageArgs;

@@ -49,7 +49,9 @@ pub(super) async fn reply_to_conversation(
         (Some(text), None) => ReplyText::Text(text),
         (None, Some(saved)) => ReplyText::Saved(id::<SavedReplyId>("savedReplyId", saved)?),
         _ => {
-            return Err(Error::field("text", "give either text or savedReplyId (exactly one)").into())
+            return Err(
+                Error::field("text", "give either text or savedReplyId (exactly one)").into(),
+            )
         }
     };
     let in_reply_to = opt_id::<InteractionId>("inReplyToId", input.in_reply_to_id.as_ref())?;

@@ -58,8 +58,8 @@ async fn outlet(
         .await
         .map_err(|_| Error::field(field, "the source this interaction came from was deleted"))?;
     let channel = source.channel;
-    let connector =
-        super::connector(&source, &syncer.outbound).map_err(|err| Error::field(field, err.to_string()))?;
+    let connector = super::connector(&source, &syncer.outbound)
+        .map_err(|err| Error::field(field, err.to_string()))?;
     // Built, so registered.
     let spec = connectors::spec(channel)
         .ok_or_else(|| Error::Internal(format!("no connector for {}", channel.as_str())))?;
@@ -114,7 +114,11 @@ static LIMITS: LazyLock<Mutex<HashMap<(SourceId, DateTime<Utc>), Option<ReplyLim
 
 async fn reply_limit(outlet: &Outlet) -> Option<ReplyLimit> {
     let key = (outlet.source.id, outlet.source.updated_at);
-    if let Some(known) = LIMITS.lock().ok().and_then(|limits| limits.get(&key).copied()) {
+    if let Some(known) = LIMITS
+        .lock()
+        .ok()
+        .and_then(|limits| limits.get(&key).copied())
+    {
         return known;
     }
     match outlet.connector.reply_limit().await {
@@ -158,7 +162,9 @@ async fn check_limit(outlet: &Outlet, text: &str, field: &str) -> Result<()> {
 fn failure(source: &source::Model, err: &ConnectorError) -> String {
     let message = match err {
         ConnectorError::RateLimited { retry_after_secs } => match retry_after_secs {
-            Some(secs) => format!("the platform rate-limited the reply (429); retry after {secs} s"),
+            Some(secs) => {
+                format!("the platform rate-limited the reply (429); retry after {secs} s")
+            }
             None => "the platform rate-limited the reply (429); retry later".to_owned(),
         },
         other => other.to_string(),
@@ -321,7 +327,12 @@ pub async fn reply_to_conversation(
     };
     let key = idempotency_key(
         input.idempotency_key,
-        &["conversation", &conversation.id.to_string(), &target.id.to_string(), &text],
+        &[
+            "conversation",
+            &conversation.id.to_string(),
+            &target.id.to_string(),
+            &text,
+        ],
     )?;
     let outlet = outlet(syncer, caller, &target, field_of_target, key.clone()).await?;
     check_limit(&outlet, &text, field).await?;

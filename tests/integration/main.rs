@@ -22,6 +22,7 @@ mod ingest;
 mod loaders;
 mod mastodon;
 mod outbound;
+mod replies;
 mod roles;
 mod scale;
 mod schema;
