@@ -106,10 +106,13 @@ async fn outlet(
     })
 }
 
+/// A source as its reply limit was asked of it: its id and `updated_at`.
+type SourceVersion = (SourceId, DateTime<Utc>);
+
 /// The reply limit each source's platform gave, asked once per process and source (a
 /// source changed since is asked again: its `updated_at` is part of the key). A platform
 /// that could not say is asked again next time; its connector's default applies meanwhile.
-static LIMITS: LazyLock<Mutex<HashMap<(SourceId, DateTime<Utc>), Option<ReplyLimit>>>> =
+static LIMITS: LazyLock<Mutex<HashMap<SourceVersion, Option<ReplyLimit>>>> =
     LazyLock::new(Default::default);
 
 async fn reply_limit(outlet: &Outlet) -> Option<ReplyLimit> {
