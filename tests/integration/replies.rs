@@ -257,9 +257,18 @@ backend_test!(
         assert_eq!(reply(&app, &agent, same_text).await["id"], later["id"]);
         assert_eq!(mastodon.posts().len(), 2);
 
+        // The same key twice at once: one row, one post.
+        let both = json!({ "conversationId": conversation_id, "text": "at once", "idempotencyKey": "reply-parallel" });
+        let (one, two) = tokio::join!(
+            reply(&app, &agent, both.clone()),
+            reply(&app, &agent, both.clone())
+        );
+        assert_eq!(one["id"], two["id"]);
+        assert_eq!(mastodon.posts().len(), 3);
+
         // Every change is an event naming who.
         let deliveries = events(&app, EventKind::InteractionDeliveryChanged).await;
-        assert_eq!(deliveries.len(), 2);
+        assert_eq!(deliveries.len(), 3);
         assert!(deliveries.iter().all(
             |event| event["actor"]["name"] == "agent-key" && event["delivery_status"] == "sent"
         ));
@@ -282,7 +291,7 @@ backend_test!(
             )
             .await;
         assert_eq!(code, "BAD_USER_INPUT");
-        assert_eq!(mastodon.posts().len(), 2);
+        assert_eq!(mastodon.posts().len(), 3);
     }
 );
 
