@@ -447,6 +447,7 @@ pub async fn seed(
                     delivery_status: Set(None),
                     delivery_error: Set(None),
                     idempotency_key: Set(None),
+                    delivery_attempted_at: Set(None),
                 });
                 interactions += 1;
                 first_seen = first_seen.min(at);
@@ -630,6 +631,7 @@ pub async fn seed_uniform(
                 delivery_status: Set(None),
                 delivery_error: Set(None),
                 idempotency_key: Set(None),
+                delivery_attempted_at: Set(None),
             });
         }
         let last = created + Duration::hours(interactions as i64);

@@ -38,6 +38,8 @@ pub struct Model {
     pub delivery_error: Option<String>,
     /// The key of a reply sent from Rapport, UNIQUE per workspace.
     pub idempotency_key: Option<String>,
+    /// When the latest attempt at sending a reply from Rapport began.
+    pub delivery_attempted_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -33,6 +33,18 @@ impl MigrationTrait for Migration {
                 .await?;
         }
         manager
+            .alter_table(
+                Table::alter()
+                    .table(id("interaction"))
+                    .add_column(
+                        ColumnDef::new(id("delivery_attempted_at"))
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
             .create_index(
                 Index::create()
                     .name("uq_interaction_idempotency_key")
@@ -122,6 +134,7 @@ impl MigrationTrait for Migration {
         }
         for (table, column) in [
             ("note", "conversation_id"),
+            ("interaction", "delivery_attempted_at"),
             ("interaction", "idempotency_key"),
             ("interaction", "delivery_error"),
             ("interaction", "delivery_status"),

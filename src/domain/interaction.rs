@@ -449,6 +449,7 @@ pub async fn record(
         delivery_status: Set(None),
         delivery_error: Set(None),
         idempotency_key: Set(None),
+        delivery_attempted_at: Set(None),
     };
     let model = row.insert(&txn).await?;
     super::event::append(&txn, caller.workspace_id, Event::InteractionCreated(&model)).await?;
@@ -645,6 +646,7 @@ impl Enriched {
             delivery_status: None,
             delivery_error: None,
             idempotency_key: None,
+            delivery_attempted_at: None,
         }
     }
 }

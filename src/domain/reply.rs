@@ -85,6 +85,7 @@ pub async fn begin(
         delivery_status: Some(DeliveryStatus::Sending),
         delivery_error: None,
         idempotency_key: Some(reply.idempotency_key.clone()),
+        delivery_attempted_at: Some(now),
     };
     let inserted = Entity::insert(interaction::ActiveModel::from(model.clone()))
         .on_conflict(
@@ -126,9 +127,16 @@ pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: InteractionId) 
     Ok(model)
 }
 
-/// Claims a `FAILED` reply for another attempt (it becomes `SENDING`); returns the row and
-/// whether the caller should send it. A `SENT` or `SENDING` one is returned as it is: one
-/// conditional `UPDATE` decides, so of two retries at once one sends.
+/// How long a reply may stay `SENDING` before a retry takes it as abandoned (the process
+/// sending it stopped between sending and recording the outcome): far longer than a send
+/// may take (the HTTP client's timeout).
+pub const ABANDONED_AFTER: chrono::Duration = chrono::Duration::minutes(2);
+
+/// Claims a reply for another attempt (it becomes `SENDING`, attempted now): a `FAILED`
+/// one, or a `SENDING` one abandoned for [`ABANDONED_AFTER`] (sent again with the same
+/// key, which the platform may use to drop a repeat). Returns the row and whether the
+/// caller should send it; a `SENT` one, or one being sent, is returned as it is. One
+/// conditional `UPDATE` on the state read decides, so of two retries at once one sends.
 pub async fn claim_retry(
     db: &impl TransactionTrait,
     caller: &Caller,
@@ -137,19 +145,28 @@ pub async fn claim_retry(
     caller.require(Role::Agent, "retrying a reply")?;
     let txn = super::begin_write(db).await?;
     let current = get(&txn, caller, id).await?;
-    if current.delivery_status != Some(DeliveryStatus::Failed) {
+    let now = super::now();
+    let abandoned = current.delivery_status == Some(DeliveryStatus::Sending)
+        && current
+            .delivery_attempted_at
+            .is_none_or(|at| at < now - ABANDONED_AFTER);
+    if current.delivery_status != Some(DeliveryStatus::Failed) && !abandoned {
         return Ok((current, false));
     }
-    let claimed = Entity::update_many()
+    let mut claim = Entity::update_many()
         .col_expr(
             Column::DeliveryStatus,
             Expr::value(DeliveryStatus::Sending.as_str()),
         )
+        .col_expr(Column::DeliveryAttemptedAt, Expr::value(Some(now)))
         .filter(Column::WorkspaceId.eq(caller.workspace_id))
         .filter(Column::Id.eq(id))
-        .filter(Column::DeliveryStatus.eq(DeliveryStatus::Failed.as_str()))
-        .exec(&txn)
-        .await?;
+        .filter(Column::DeliveryStatus.eq(current.delivery_status.map(|s| s.as_str())));
+    claim = match current.delivery_attempted_at {
+        Some(at) => claim.filter(Column::DeliveryAttemptedAt.eq(at)),
+        None => claim.filter(Column::DeliveryAttemptedAt.is_null()),
+    };
+    let claimed = claim.exec(&txn).await?;
     let model = get(&txn, caller, id).await?;
     if claimed.rows_affected == 1 {
         let change = DeliveryChange {

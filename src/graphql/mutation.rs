@@ -293,7 +293,8 @@ impl Mutation {
         super::reply::reply_to_conversation(ctx, input).await
     }
 
-    /// Sends a FAILED reply again with its idempotency key (agent role); a SENT one is
+    /// Sends a FAILED reply again with its idempotency key (agent role), or a SENDING one
+    /// left for two minutes by a process that stopped while sending it; a SENT one is
     /// returned as it is.
     async fn retry_reply(
         &self,

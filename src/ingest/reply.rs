@@ -359,8 +359,10 @@ pub async fn reply_to_conversation(
 }
 
 /// Sends a `FAILED` reply again with its idempotency key (so a platform that deduplicates
-/// on it, as Mastodon does, posts it once even if an earlier attempt did get through);
-/// a `SENT` or `SENDING` one is returned as it is. Agent role.
+/// on it, as Mastodon does, posts it once even if an earlier attempt did get through), or
+/// a `SENDING` one abandoned by a process that stopped mid-send
+/// ([`domain::reply::ABANDONED_AFTER`]); a `SENT` one, or one being sent, is returned as
+/// it is. Agent role.
 pub async fn retry(
     syncer: &Syncer,
     caller: &Caller,

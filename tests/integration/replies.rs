@@ -359,6 +359,45 @@ backend_test!(
             .map(|event| event["delivery_status"].as_str().unwrap())
             .collect();
         assert_eq!(statuses, ["failed", "sending", "sent"].repeat(3));
+
+        // A reply whose process stopped between sending and recording stays SENDING: a
+        // retry leaves it while it may still be under way, and sends it again (same key)
+        // once it is abandoned.
+        mastodon.fail_next(&[500]);
+        let stuck = reply(&app, &agent, json!({ "conversationId": conversation_id, "text": "stuck", "idempotencyKey": "reply-stuck" })).await;
+        let posts = mastodon.posts().len();
+        let stuck_id: entity::InteractionId =
+            rapport::ids::decode("id", stuck["id"].as_str().unwrap()).unwrap();
+        let sending = |minutes_ago: i64| {
+            use sea_orm::sea_query::Expr;
+            use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+            let at = rapport::domain::now() - chrono::Duration::minutes(minutes_ago);
+            entity::interaction::Entity::update_many()
+                .col_expr(
+                    entity::interaction::Column::DeliveryStatus,
+                    Expr::value("sending"),
+                )
+                .col_expr(
+                    entity::interaction::Column::DeliveryAttemptedAt,
+                    Expr::value(Some(at)),
+                )
+                .filter(entity::interaction::Column::Id.eq(stuck_id))
+                .exec(&app.app.db)
+        };
+        sending(0).await.unwrap();
+        let left = app.gql(&agent, RETRY, json!({ "id": stuck["id"] })).await["retryReply"]
+            ["interaction"]
+            .clone();
+        assert_eq!(left["deliveryStatus"], "SENDING");
+        assert_eq!(mastodon.posts().len(), posts);
+        sending(10).await.unwrap();
+        let resent = app.gql(&agent, RETRY, json!({ "id": stuck["id"] })).await["retryReply"]
+            ["interaction"]
+            .clone();
+        assert_eq!(resent["deliveryStatus"], "SENT", "{resent:#}");
+        let all = mastodon.posts();
+        assert_eq!(all.len(), posts + 1);
+        assert_eq!(all[posts].headers["idempotency-key"], "reply-stuck");
         // An interaction that is not a reply from Rapport has nothing to retry.
         let (_, inbound) = conversation_of(&app, &agent, &mention).await;
         let (code, _) = app.gql_error(&agent, RETRY, json!({ "id": inbound })).await;
