@@ -123,6 +123,13 @@ pub struct Limits {
     pub max_connections: usize,
     /// Open connections from one client address at once.
     pub max_connections_per_client: usize,
+    /// Subscriptions one API key may hold at once in one process (`/graphql/ws`).
+    pub max_subscriptions_per_key: usize,
+    /// Open subscription sockets at once (they leave the connection table once upgraded).
+    pub max_sockets: usize,
+    /// Events a subscriber may fall behind the live feed before it is stopped and told
+    /// to subscribe again from its last cursor (the log keeps what it missed).
+    pub subscription_backlog: usize,
 }
 
 impl Default for Limits {
@@ -144,6 +151,9 @@ impl Default for Limits {
             header_read_timeout_secs: 10,
             max_connections: 4_096,
             max_connections_per_client: 256,
+            max_subscriptions_per_key: 100,
+            max_sockets: 1_024,
+            subscription_backlog: 10_000,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod graphql;
 pub mod http;
 pub mod ids;
 pub mod ingest;
+pub mod live;
 pub mod metrics;
 pub mod search;
 pub mod server;
@@ -45,6 +46,8 @@ pub struct App {
     pub search_consumer: String,
     /// Webhook deliveries gathered into one batch per source ([`ingest::gather`]).
     pub deliveries: Arc<ingest::gather::Deliveries>,
+    /// The event log as it grows, for this process's subscriptions ([`live`]).
+    pub live: Arc<live::Feed>,
 }
 
 impl App {
@@ -66,6 +69,7 @@ impl App {
         let search_consumer = search::consumer(&config)?;
         let search = search::open(&config).await?;
         let deliveries = ingest::gather::Deliveries::new(db.clone());
+        let live = live::Feed::new(db.clone(), &config.limits);
         Ok(App {
             config,
             db,
@@ -75,6 +79,7 @@ impl App {
             search_status: Arc::new(search::SearchStatus::default()),
             search_consumer,
             deliveries,
+            live,
         })
     }
 }

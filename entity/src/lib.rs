@@ -16,6 +16,8 @@ pub mod interaction;
 pub mod note;
 pub mod organization;
 pub mod saved_reply;
+pub mod service_settings;
+pub mod sla_rule;
 pub mod source;
 pub mod spam_author;
 pub mod tag;

@@ -9,6 +9,8 @@ mod m20261123_000003_parent_indexes;
 mod m20261203_000004_consumer_lease;
 mod m20261203_000005_inbox;
 mod m20261204_000006_replies;
+mod m20261204_000007_service;
+mod m20261204_000008_event_notify;
 
 pub struct Migrator;
 
@@ -21,6 +23,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_parent_indexes::Migration),
             Box::new(m20261203_000004_consumer_lease::Migration),
             Box::new(m20261203_000005_inbox::Migration),
+            Box::new(m20261204_000008_event_notify::Migration),
+            Box::new(m20261204_000007_service::Migration),
             Box::new(m20261204_000006_replies::Migration),
         ]
     }

@@ -5,18 +5,20 @@
 //! `BENCHMARKS.md`, never into test assertions. [`ingest`] and [`search`] measure the
 //! ingestion pipeline (beside its plain INSERT reference) and the search backend the same
 //! way, [`compare`] the 360 view and a list beside a reference server (PostGraphile 5,
-//! `bench/peers/`), [`scale`] several `rapport serve` processes over one database (one
+//! `bench/peers/`), [`live`] the delay from a commit to a subscriber's socket, [`scale`] several `rapport serve` processes over one database (one
 //! killed halfway); [`report`] prints the tables.
 //! Only the command line (`rapport bench`) and its tests use this module: nothing on the
 //! request path depends on it.
 
 mod ingest;
+mod live;
 mod peer;
 pub mod report;
 mod scale;
 mod search;
 
 pub use ingest::{ingest, IngestBenchReport};
+pub use live::{live, LiveBenchReport, LiveOptions};
 pub use peer::{compare, CompareOptions, CompareReport, CompareRow, Peer, Scenario};
 pub use scale::{scale, ScaleOptions, ScaleReport};
 pub use search::{search, SearchBenchReport};

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use super::{
-    BenchOptions, CompareReport, IngestBenchReport, ScaleReport, ScenarioReport, SearchBenchReport,
+    BenchOptions, CompareReport, IngestBenchReport, LiveBenchReport, ScaleReport, ScenarioReport,
+    SearchBenchReport,
 };
 
 /// Everything one `rapport bench` run measured. The ingestion, search and comparison
@@ -18,6 +19,7 @@ pub struct Results {
     pub search: Option<anyhow::Result<SearchBenchReport>>,
     pub compare: Option<anyhow::Result<CompareReport>>,
     pub scale: Option<anyhow::Result<ScaleReport>>,
+    pub live: Option<anyhow::Result<LiveBenchReport>>,
 }
 
 impl Results {
@@ -32,6 +34,7 @@ impl Results {
             search,
             compare,
             scale,
+            live,
         } = self;
         if !scenarios.is_empty() {
             println!(
@@ -90,6 +93,24 @@ impl Results {
             println!(
                 "\nNew items at {:.0} % of the plain INSERT's rate, measured in this run.",
                 100.0 * ingest.new_per_second / ingest.reference_per_second
+            );
+        }
+        if let Some(live) = live {
+            let live = live?;
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            println!(
+                "\n{database}, live updates: {} subscribers on /graphql/ws, {} items stored at {} a second (a transaction every 10 ms), every message checked (each item once, in order, on every socket)\n",
+                live.options.subscribers, live.items, live.options.rate
+            );
+            println!("| items/s stored | events/s in the log | commit → socket p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|");
+            println!(
+                "| {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                live.stored_per_second,
+                live.events_per_second,
+                ms(live.p50),
+                ms(live.p90),
+                ms(live.p99),
+                ms(live.max)
             );
         }
         if let Some(scale) = scale {

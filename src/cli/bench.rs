@@ -77,6 +77,16 @@ pub struct BenchArgs {
     /// indexing process killed halfway (nothing may be lost or doubled).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     scale_kill: bool,
+    /// Items stored a second in the live-update benchmark (subscribers timed from each
+    /// commit to their socket).
+    #[arg(long, default_value_t = 1_000)]
+    live_rate: usize,
+    /// Seconds the live-update benchmark stores items for (0 skips it).
+    #[arg(long, default_value_t = 10)]
+    live_seconds: u64,
+    /// Sockets subscribed in the live-update benchmark.
+    #[arg(long, default_value_t = 4)]
+    live_subscribers: usize,
     /// A Rapport already serving this database (its GraphQL URL, e.g. under a profiler),
     /// asked in the comparison instead of one in this process.
     #[arg(long)]
@@ -140,6 +150,16 @@ pub async fn run(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
         };
         Some(rapport::bench::scale(&app, options).await)
     };
+    let live = if args.live_seconds > 0 {
+        let options = rapport::bench::LiveOptions {
+            rate: args.live_rate.max(1),
+            seconds: args.live_seconds,
+            subscribers: args.live_subscribers.max(1),
+        };
+        Some(rapport::bench::live(&app, options).await)
+    } else {
+        None
+    };
     let result = if args.requests > 0 {
         rapport::bench::run(app.clone(), options.clone()).await
     } else {
@@ -186,6 +206,7 @@ pub async fn run(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
         search,
         compare,
         scale,
+        live,
     }
     .print()
 }

@@ -121,8 +121,9 @@ event_kinds! {
     /// Payload: [`ConversationChange`] by the snooze timer: a SNOOZED conversation whose
     /// time came is OPEN again. Refreshes the search index's status as a status change does.
     ConversationWoken = "conversation.woken" (ConversationChange),
-    /// Payload: [`DeliveryChange`]: a reply sent from Rapport was sent, or failed (its
-    /// `delivery_status` and `delivery_error` say which), or is being sent again, and who.
+    /// Payload: [`DeliveryChange`]: a reply from Rapport was stored to be sent, was sent,
+    /// failed, or is being sent again (its `delivery_status` and `delivery_error` say
+    /// which), and who. A sent reply also gets its `interaction.created`.
     InteractionDeliveryChanged = "interaction.delivery_changed" (DeliveryChange),
     /// Payload: [`NoteChange`]: an internal note put on a conversation, and who.
     ConversationNoteAdded = "conversation.note_added" (NoteChange),
@@ -294,6 +295,7 @@ pub struct InteractionPayload {
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
     pub seq: i64,
+    pub workspace_id: WorkspaceId,
     /// `None` for a stored kind this build does not know (skipped, with a warning when read).
     pub kind: Option<EventKind>,
     /// The row the event is about, of the table `kind` names: see [`StoredEvent::entity`].
@@ -322,6 +324,7 @@ impl From<entity::event::Model> for StoredEvent {
         }
         StoredEvent {
             seq: row.seq,
+            workspace_id: row.workspace_id,
             kind,
             entity_id: row.entity_id,
             payload: row.payload,
@@ -402,6 +405,94 @@ pub async fn after(db: &impl ConnectionTrait, seq: i64, limit: u64) -> Result<Ve
         .into_iter()
         .map(StoredEvent::from)
         .collect())
+}
+
+/// Up to `limit` events of `workspace_id` with `from < seq <= upto` whose kind is one of
+/// `kinds`, in `seq` order: a subscriber's backlog, read from the log that is the truth.
+pub async fn of_workspace(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    (from, upto): (i64, i64),
+    kinds: &[EventKind],
+    limit: u64,
+) -> Result<Vec<StoredEvent>> {
+    Ok(super::scoped::<entity::event::Entity>(workspace_id)
+        .filter(entity::event::Column::Seq.gt(from))
+        .filter(entity::event::Column::Seq.lte(upto))
+        .filter(entity::event::Column::Kind.is_in(kinds.iter().map(|kind| kind.as_str())))
+        .order_by_asc(entity::event::Column::Seq)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(StoredEvent::from)
+        .collect())
+}
+
+/// How long a gap in `seq` may hold a reader back while a transaction that could own the
+/// missing seqs is still running (a longer one is taken for a rollback).
+pub const GAP_GRACE: chrono::Duration = chrono::Duration::minutes(5);
+
+/// How far a reader that read `events` (ascending, every event after `from` up to some
+/// limit) may move its position: to the end of the contiguous run of seqs, going past
+/// gaps that no open transaction can still fill. On PostgreSQL sequence numbers are taken
+/// at insert and become visible at commit, so seq 41 can appear after 42 was read: a gap
+/// holds the reader back while a transaction that began before the event after it is
+/// still open, for at most [`GAP_GRACE`]; with none, the gap is a rollback and is skipped.
+/// SQLite assigns seqs in commit order, so its gaps are always skipped.
+pub async fn visible_until(
+    db: &impl ConnectionTrait,
+    from: i64,
+    events: &[StoredEvent],
+) -> Result<i64> {
+    let mut mark = from;
+    for event in events {
+        if event.seq != mark + 1
+            && event.created_at >= super::now() - GAP_GRACE
+            && writer_open_since(db, event.created_at).await?
+        {
+            break;
+        }
+        mark = event.seq;
+    }
+    Ok(mark)
+}
+
+/// The PostgreSQL channel a trigger on `event` notifies after every insert (migration
+/// `m20261204_000008_event_notify`), so readers in any process wake at once.
+const NOTIFY_CHANNEL: &str = "rapport_events";
+
+/// Wake-ups when events are committed, from any process: PostgreSQL's `LISTEN` on the
+/// channel the `event` table's trigger notifies. Readers still read the log itself (a
+/// notification says only "look"), and poll too, so a lost notification delays, never loses.
+pub struct Wakeups(sea_orm::sqlx::postgres::PgListener);
+
+impl Wakeups {
+    /// Listens on `db`, or `None` on SQLite (whose writers are in this process: readers poll).
+    pub async fn listen(db: &sea_orm::DatabaseConnection) -> Result<Option<Wakeups>> {
+        if db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+            return Ok(None);
+        }
+        let pool = db.get_postgres_connection_pool();
+        let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(pool)
+            .await
+            .map_err(|err| Error::Internal(format!("LISTEN failed: {err}")))?;
+        listener
+            .listen(NOTIFY_CHANNEL)
+            .await
+            .map_err(|err| Error::Internal(format!("LISTEN failed: {err}")))?;
+        Ok(Some(Wakeups(listener)))
+    }
+
+    /// Waits for the next notification (after a lost connection, the next one on the
+    /// connection it makes again).
+    pub async fn next(&mut self) -> Result<()> {
+        self.0
+            .recv()
+            .await
+            .map(drop)
+            .map_err(|err| Error::Internal(format!("LISTEN failed: {err}")))
+    }
 }
 
 /// Whether a transaction that began before `at` is still open and has written, so it may

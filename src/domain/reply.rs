@@ -3,7 +3,9 @@
 //! call with the same key finds the first row and sends nothing), then marked `SENT` with
 //! the platform's id or `FAILED` with the platform's error; a failed one is claimed back
 //! to `SENDING` by one conditional `UPDATE` before it is sent again, so two retries at
-//! once send once. `ingest::reply` does the sending between these steps.
+//! once send once. `ingest::reply` does the sending between these steps. Every step is
+//! an `interaction.delivery_changed` event naming who; `interaction.created` is written
+//! when the reply is SENT (a failed reply is no response in the service metrics).
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
@@ -96,7 +98,18 @@ pub async fn begin(
         .exec_without_returning(&txn)
         .await?;
     if inserted == 1 {
-        super::event::append(&txn, caller.workspace_id, Event::InteractionCreated(&model)).await?;
+        // Not `interaction.created` yet: consumers of that (service metrics' first
+        // response, `interactionReceived`) see the reply once it exists on the platform.
+        let change = DeliveryChange {
+            interaction: model.clone(),
+            actor: Actor::of(caller),
+        };
+        super::event::append(
+            &txn,
+            caller.workspace_id,
+            Event::InteractionDeliveryChanged(&change),
+        )
+        .await?;
         txn.commit().await?;
         return Ok((model, true));
     }
@@ -229,6 +242,8 @@ pub async fn mark_sent(
         Event::InteractionDeliveryChanged(&change),
     )
     .await?;
+    // The reply exists now: as an interaction created at the time it was sent.
+    super::event::append(&txn, caller.workspace_id, Event::InteractionCreated(&model)).await?;
     super::customer::seen_at(&txn, caller.workspace_id, model.customer_id, at).await?;
     if let Some(conversation_id) = model.conversation_id {
         let followed = super::conversation::on_interaction(

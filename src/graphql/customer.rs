@@ -275,6 +275,15 @@ impl CustomerMetrics {
             .map(|(channel, count)| ChannelCount { channel, count })
             .collect())
     }
+    /// Service figures of this customer's conversations and messages over `range`, as
+    /// `serviceMetrics` counts them for the workspace.
+    async fn service(
+        &self,
+        ctx: &Context<'_>,
+        range: super::service::ServiceRangeInput,
+    ) -> Result<super::service::ServiceFigures> {
+        super::service::customer_service(ctx, self.0.id, range).await
+    }
     /// Conversations not yet resolved (open or pending).
     async fn open_conversations(&self, ctx: &Context<'_>) -> Result<i64> {
         Ok(load(ctx, OpenConversationsOf(self.0.id))

@@ -64,7 +64,7 @@ pub struct InboxFilterInput {
 }
 
 impl InboxFilterInput {
-    fn into_domain(self, ctx: &Context<'_>) -> crate::Result<InboxFilter> {
+    pub(super) fn into_domain(self, ctx: &Context<'_>) -> crate::Result<InboxFilter> {
         let assignee = match (self.assignee, self.assignee_id) {
             (Some(_), Some(_)) => {
                 return Err(Error::field(
@@ -140,7 +140,7 @@ pub(super) async fn inbox(
 }
 
 /// How many conversations are in each status (the inbox's tabs).
-#[derive(SimpleObject, Default)]
+#[derive(SimpleObject, Default, Clone, PartialEq, Eq)]
 pub struct InboxCounts {
     pub open: i64,
     pub pending: i64,
@@ -157,7 +157,16 @@ pub(super) async fn inbox_counts(
     filter: Option<InboxFilterInput>,
 ) -> Result<InboxCounts> {
     let filter = filter.unwrap_or_default().into_domain(ctx)?;
-    let counts = inbox::counts(&app(ctx).db, caller(ctx)?, &filter).await?;
+    Ok(counts_of(app(ctx), caller(ctx)?, &filter).await?)
+}
+
+/// The counts per status of the conversations `filter` matches, its `statuses` aside.
+pub(super) async fn counts_of(
+    app: &crate::App,
+    caller: &crate::domain::Caller,
+    filter: &InboxFilter,
+) -> crate::Result<InboxCounts> {
+    let counts = inbox::counts(&app.db, caller, filter).await?;
     let of = |status| counts.get(&status).copied().unwrap_or(0);
     Ok(InboxCounts {
         open: of(ConversationStatus::Open),

@@ -28,7 +28,9 @@ pub mod organization;
 pub mod query;
 pub mod reply;
 pub mod search;
+pub mod service;
 pub mod source;
+pub mod subscription;
 pub mod tag;
 pub mod types;
 pub mod user;
@@ -43,7 +45,7 @@ use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::Duration;
 
 use async_graphql::dataloader::{DataLoader, Loader};
-use async_graphql::{Context, EmptySubscription, Schema};
+use async_graphql::{Context, Schema};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
@@ -52,7 +54,7 @@ use crate::domain::Caller;
 use crate::error::{Code, Error};
 use crate::App;
 
-pub type AppSchema = Schema<query::Query, mutation::Mutation, EmptySubscription>;
+pub type AppSchema = Schema<query::Query, mutation::Mutation, subscription::Subscription>;
 
 /// The GraphQL API of one [`App`]: the app and the schema built once for it. Cheap to
 /// clone; the HTTP router builds one and every request executes through it.
@@ -80,7 +82,7 @@ impl Api {
 /// expand fragments without memoization). Per request, [`execute`] adds the [`Caller`]
 /// and a fresh [`DataLoader`] of [`loaders::Loaders`].
 pub fn build_schema(config: &Config) -> AppSchema {
-    Schema::build(query::Query, mutation::Mutation, EmptySubscription)
+    Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
         .limit_recursive_depth(32)
         .extension(RequestBudget {
             parallel_fields: config.limits.max_parallel_fields.max(1),
@@ -106,7 +108,7 @@ impl async_graphql::extensions::ExtensionFactory for RequestBudget {
     fn create(&self) -> Arc<dyn async_graphql::extensions::Extension> {
         Arc::new(RequestGate {
             root_fields: tokio::sync::Semaphore::new(self.parallel_fields),
-            values: AtomicU64::new(0),
+            values: Arc::new(AtomicU64::new(0)),
             max_values: self.max_values,
         })
     }
@@ -114,12 +116,30 @@ impl async_graphql::extensions::ExtensionFactory for RequestBudget {
 
 struct RequestGate {
     root_fields: tokio::sync::Semaphore,
-    values: AtomicU64,
+    /// Values resolved so far: of the request, or of a subscription's current event.
+    values: Arc<AtomicU64>,
     max_values: u64,
 }
 
 #[async_trait::async_trait]
 impl async_graphql::extensions::Extension for RequestGate {
+    /// A subscription runs as long as its client listens: `max_values` bounds each of its
+    /// answers (one per event), not all of them together.
+    fn subscribe<'s>(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        stream: futures_util::stream::BoxStream<'s, async_graphql::Response>,
+        next: async_graphql::extensions::NextSubscribe<'_>,
+    ) -> futures_util::stream::BoxStream<'s, async_graphql::Response> {
+        let values = self.values.clone();
+        next.run(ctx, stream)
+            .map(move |response| {
+                values.store(0, Ordering::Relaxed);
+                response
+            })
+            .boxed()
+    }
+
     async fn resolve(
         &self,
         ctx: &async_graphql::extensions::ExtensionContext<'_>,
@@ -215,26 +235,8 @@ async fn execute_unmapped(
     mut request: async_graphql::Request,
 ) -> async_graphql::Response {
     let limits = &api.app.config.limits;
-    let variables = match serde_json::to_value(&request.variables) {
-        Ok(serde_json::Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
-    };
-    let operation_name = request.operation_name.clone();
-    let document = match request.parsed_query() {
-        Ok(document) => document,
-        Err(error) => {
-            return bounded_errors(
-                async_graphql::Response::from_errors(vec![error]),
-                limits.max_errors,
-            )
-        }
-    };
-    if let Err(refusal) = cost::check(document, operation_name.as_deref(), &variables, limits) {
-        let error = errors::request_error(refusal.message, Code::BadUserInput, |extensions| {
-            extensions.set("measured", refusal.measured);
-            extensions.set("limit", refusal.limit);
-        });
-        return async_graphql::Response::from_errors(vec![error]);
+    if let Err(refused) = measure(api, &mut request) {
+        return *refused;
     }
     let budget = Duration::from_secs(limits.request_timeout_secs.max(1));
     match tokio::time::timeout(budget, run(api, caller, request)).await {
@@ -249,6 +251,84 @@ async fn execute_unmapped(
             ])
         }
     }
+}
+
+/// Parses `request` once and measures it ([`cost::check`]): the answer to give instead
+/// of running it when it does not parse or is over the limits.
+fn measure(
+    api: &Api,
+    request: &mut async_graphql::Request,
+) -> Result<(), Box<async_graphql::Response>> {
+    let limits = &api.app.config.limits;
+    let variables = match serde_json::to_value(&request.variables) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let operation_name = request.operation_name.clone();
+    let document = match request.parsed_query() {
+        Ok(document) => document,
+        Err(error) => {
+            return Err(Box::new(bounded_errors(
+                async_graphql::Response::from_errors(vec![error]),
+                limits.max_errors,
+            )))
+        }
+    };
+    if let Err(refusal) = cost::check(document, operation_name.as_deref(), &variables, limits) {
+        let error = errors::request_error(refusal.message, Code::BadUserInput, |extensions| {
+            extensions.set("measured", refusal.measured);
+            extensions.set("limit", refusal.limit);
+        });
+        return Err(Box::new(async_graphql::Response::from_errors(vec![error])));
+    }
+    Ok(())
+}
+
+/// Executes `request` for `caller` as a stream of responses: a subscription gives one
+/// response per event for as long as it runs, a query or mutation its one response
+/// ([`execute`]). Measured like every request; each response's errors mapped as
+/// [`execute`] maps them. A subscription's loaders batch as usual, one set per
+/// subscription (they cache nothing, so every event reads what is stored).
+pub fn execute_stream(
+    api: &Api,
+    caller: Caller,
+    mut request: async_graphql::Request,
+) -> futures_util::stream::BoxStream<'static, async_graphql::Response> {
+    use async_graphql::parser::types::OperationType;
+    let api = api.clone();
+    if let Err(refused) = measure(&api, &mut request) {
+        let refused = errors::present(*refused, &api.app.metrics);
+        return futures_util::stream::once(async move { refused }).boxed();
+    }
+    let name = request.operation_name.clone();
+    let subscribes = request.parsed_query().is_ok_and(|document| {
+        let name = name.as_deref();
+        document
+            .operations
+            .iter()
+            .any(|(operation_name, operation)| {
+                operation.node.ty == OperationType::Subscription
+                    && (name.is_none() || operation_name.map(|n| n.as_str()) == name)
+            })
+    });
+    if !subscribes {
+        return futures_util::stream::once(async move { execute(&api, caller, request).await })
+            .boxed();
+    }
+    let loader = DataLoader::new(
+        loaders::Loaders {
+            db: api.app.db.clone(),
+            workspace_id: caller.workspace_id,
+        },
+        tokio::spawn,
+    );
+    let request = request.data(api.app.clone()).data(caller).data(loader);
+    let max_errors = api.app.config.limits.max_errors;
+    let metrics = api.app.metrics.clone();
+    api.schema
+        .execute_stream(request)
+        .map(move |response| errors::present(bounded_errors(response, max_errors), &metrics))
+        .boxed()
 }
 
 /// Keeps the first `max` errors of `response` and says how many more there were.

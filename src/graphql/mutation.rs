@@ -27,6 +27,10 @@ use super::reply::{
     CreateSavedReplyInput, DeleteSavedReplyInput, ReplyToConversationInput, RetryReplyInput,
     SavedReplyPayload, UpdateSavedReplyInput,
 };
+use super::service::{
+    BusinessHoursPayload, DeleteSlaRuleInput, DeleteSlaRulePayload, SetBusinessHoursInput,
+    SetSlaRuleInput, SlaRulePayload,
+};
 use super::source::{
     CreateSourceInput, DeleteSourcePayload, SourceIdInput, SourcePayload, SyncSourcePayload,
     UpdateSourceInput,
@@ -347,5 +351,35 @@ impl Mutation {
         input: UpdateWorkspaceSettingsInput,
     ) -> Result<WorkspacePayload> {
         super::workspace::update_workspace_settings(ctx, input).await
+    }
+
+    /// Sets the SLA rule of a channel, or of every channel without its own (admin role);
+    /// it replaces the rule the channel had.
+    async fn set_sla_rule(
+        &self,
+        ctx: &Context<'_>,
+        input: SetSlaRuleInput,
+    ) -> Result<SlaRulePayload> {
+        super::service::set_sla_rule(ctx, input).await
+    }
+
+    /// Deletes the SLA rule of a channel, or the any-channel rule (admin role).
+    async fn delete_sla_rule(
+        &self,
+        ctx: &Context<'_>,
+        input: DeleteSlaRuleInput,
+    ) -> Result<DeleteSlaRulePayload> {
+        super::service::delete_sla_rule(ctx, input).await
+    }
+
+    /// Replaces the workspace's time zone and business hours (admin role).
+    /// `BAD_USER_INPUT` naming `timeZone` or `hours[i]` for an unknown zone, an interval
+    /// that does not close after it opens, or two that overlap.
+    async fn set_business_hours(
+        &self,
+        ctx: &Context<'_>,
+        input: SetBusinessHoursInput,
+    ) -> Result<BusinessHoursPayload> {
+        super::service::set_business_hours(ctx, input).await
     }
 }

@@ -12,12 +12,17 @@ use super::reply::SavedReplyConnection;
 use super::search::{
     CustomerSearchHit, SearchConnection, SearchFilterInput, SearchSort, SearchStatusInfo,
 };
+use super::service::{
+    BusinessHoursObject, ServiceMetrics, ServiceMetricsFilterInput, ServiceRangeInput,
+    SlaRuleObject,
+};
 use super::source::Source;
 use super::types::{fetch_node, Node};
 use super::user::User;
 use super::workspace::Viewer;
 use crate::domain::inbox::InboxOrder;
 use crate::domain::page::PageArgs;
+use crate::domain::service::ServiceGroupBy;
 use crate::error::Error;
 
 pub struct Query;
@@ -215,5 +220,28 @@ impl Query {
             before,
         };
         super::interaction::interactions(ctx, filter, page).await
+    }
+
+    /// Service metrics over `range` (see `ServiceMetrics` for what each figure counts),
+    /// in total and per group, computed from the event log.
+    async fn service_metrics(
+        &self,
+        ctx: &Context<'_>,
+        range: ServiceRangeInput,
+        group_by: Option<ServiceGroupBy>,
+        filter: Option<ServiceMetricsFilterInput>,
+    ) -> Result<ServiceMetrics> {
+        super::service::service_metrics(ctx, range, group_by, filter).await
+    }
+
+    /// The workspace's SLA rules, the any-channel rule (`channel: null`) first.
+    async fn sla_rules(&self, ctx: &Context<'_>) -> Result<Vec<SlaRuleObject>> {
+        super::service::sla_rules(ctx).await
+    }
+
+    /// The workspace's time zone and business hours (UTC, Monday to Friday 09:00–17:00
+    /// until set).
+    async fn business_hours(&self, ctx: &Context<'_>) -> Result<BusinessHoursObject> {
+        super::service::business_hours(ctx).await
     }
 }

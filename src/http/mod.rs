@@ -2,6 +2,7 @@
 //! tracing span, metrics, time budget, CORS, body limit).
 //! The routes live in rooms of their own:
 //! - [`graphql`]: `/graphql`, the GraphQL-over-HTTP transport;
+//! - [`ws`]: `/graphql/ws`, GraphQL over WebSocket (subscriptions);
 //! - [`auth`]: bearer keys, authentication and the rate limiters;
 //! - [`webhook`]: `POST /webhooks/{source_id}`, signed deliveries into ingest;
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics` and the demo feed;
@@ -16,6 +17,7 @@ mod graphql;
 pub mod listener;
 mod ops;
 mod webhook;
+mod ws;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +51,8 @@ struct HttpState {
     webhook_failures: Arc<RateLimiter<(String, std::net::IpAddr)>>,
     /// Signed deliveries a minute per webhook source.
     webhooks: Arc<RateLimiter<String>>,
+    /// Places for open subscription sockets.
+    sockets: Arc<tokio::sync::Semaphore>,
 }
 
 impl HttpState {
@@ -66,6 +70,7 @@ pub fn router(app: App) -> Router {
         auth_failures: Arc::new(RateLimiter::new(limits.failed_auth_per_minute)),
         webhook_failures: Arc::new(RateLimiter::new(limits.failed_auth_per_minute)),
         webhooks: Arc::new(RateLimiter::new(limits.webhook_requests_per_minute)),
+        sockets: Arc::new(tokio::sync::Semaphore::new(limits.max_sockets)),
         api: crate::graphql::Api::new(app),
     };
     Router::new()
@@ -78,6 +83,7 @@ pub fn router(app: App) -> Router {
                     auth::limit_auth_failures,
                 )),
         )
+        .route("/graphql/ws", get(ws::upgrade))
         .route(
             "/webhooks/{source_id}",
             axum::routing::post(webhook::deliver).route_layer(middleware::from_fn_with_state(

@@ -40,16 +40,14 @@ use tokio::sync::watch;
 
 use super::{Change, Changes, IndexName, Progress, SearchIndex, SearchStatus, Submitted};
 use crate::domain::document::{self, customer_docs, interaction_docs};
-use crate::domain::event::{self, EventKind, StoredEvent};
+use crate::domain::event::{self, EventKind};
 use crate::error::{Error, Result};
 
 /// The shared indexer's row in `consumer_offset` (Meilisearch, and embedded directories
 /// indexed before each had its own row).
 pub const CONSUMER: &str = "search";
 
-/// How long a gap in `seq` may hold the offset back while a transaction that could own
-/// the missing seqs is still running (a longer one is taken for a rollback).
-pub const GAP_GRACE: chrono::Duration = chrono::Duration::minutes(5);
+pub use crate::domain::event::GAP_GRACE;
 
 /// Batches sent to the backend and not yet known applied, at most.
 pub const IN_FLIGHT: usize = 4;
@@ -300,7 +298,7 @@ impl Indexer {
             changes.push(Change::DeleteCustomers(gone.clone()));
             changes.push(Change::DeleteInteractionsOf(gone));
         }
-        let watermark = self.watermark(from, &events).await?;
+        let watermark = event::visible_until(&self.db, from, &events).await?;
         Ok(Some(Batch {
             last,
             watermark,
@@ -588,30 +586,6 @@ impl Indexer {
 
 fn write_failed(reason: &str) -> Error {
     Error::Internal(format!("the search backend failed a write: {reason}"))
-}
-
-impl Indexer {
-    /// The new offset after reading `events` (ascending) from `from`: the end of the
-    /// contiguous run, going past gaps that no open transaction can still fill.
-    async fn watermark(&self, from: i64, events: &[StoredEvent]) -> Result<i64> {
-        let mut mark = from;
-        for event in events {
-            if event.seq != mark + 1 && self.gap_may_fill(event.created_at).await? {
-                break;
-            }
-            mark = event.seq;
-        }
-        Ok(mark)
-    }
-
-    /// Whether a transaction that began before `at` is still open and has written, so it
-    /// may commit an event with a seq below the one written at `at`.
-    async fn gap_may_fill(&self, at: chrono::DateTime<chrono::Utc>) -> Result<bool> {
-        if at < crate::domain::now() - GAP_GRACE {
-            return Ok(false);
-        }
-        event::writer_open_since(&self.db, at).await
-    }
 }
 
 /// Rebuilds `index` (or both) from the database aside and swaps it in, reporting

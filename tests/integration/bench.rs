@@ -24,6 +24,13 @@ backend_test! {
         assert_eq!((report.items, report.customers), (300, 60));
         assert_eq!(entity::interaction::Entity::find().count(&app.app.db).await.unwrap(), 0);
         assert_eq!(entity::workspace::Entity::find().count(&app.app.db).await.unwrap(), 0);
+        // The live-update benchmark receives every item once on every socket and cleans up.
+        let options = rapport::bench::LiveOptions { rate: 200, seconds: 1, subscribers: 2 };
+        let report = rapport::bench::live(&app.app, options).await.unwrap();
+        assert_eq!(report.items, 200);
+        assert!(report.p50 <= report.p99 && report.p99 <= report.max);
+        assert_eq!(entity::interaction::Entity::find().count(&app.app.db).await.unwrap(), 0);
+        assert_eq!(entity::workspace::Entity::find().count(&app.app.db).await.unwrap(), 0);
     }
 }
 

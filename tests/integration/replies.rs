@@ -268,10 +268,21 @@ backend_test!(
 
         // Every change is an event naming who.
         let deliveries = events(&app, EventKind::InteractionDeliveryChanged).await;
-        assert_eq!(deliveries.len(), 3);
-        assert!(deliveries.iter().all(
-            |event| event["actor"]["name"] == "agent-key" && event["delivery_status"] == "sent"
-        ));
+        let statuses: Vec<&str> = deliveries
+            .iter()
+            .map(|event| event["delivery_status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses, ["sending", "sent"].repeat(3));
+        assert!(deliveries
+            .iter()
+            .all(|event| event["actor"]["name"] == "agent-key"));
+        // Each reply is an interaction once sent.
+        let created = events(&app, EventKind::InteractionCreated).await;
+        let outbound = created
+            .iter()
+            .filter(|event| event["direction"] == "outbound")
+            .count();
+        assert_eq!(outbound, 3);
 
         // A viewer may not reply; a reply without text or saved reply is refused.
         let viewer = app.key(Role::Viewer).await;
@@ -358,7 +369,7 @@ backend_test!(
             .iter()
             .map(|event| event["delivery_status"].as_str().unwrap())
             .collect();
-        assert_eq!(statuses, ["failed", "sending", "sent"].repeat(3));
+        assert_eq!(statuses, ["sending", "failed", "sending", "sent"].repeat(3));
 
         // A reply whose process stopped between sending and recording stays SENDING: a
         // retry leaves it while it may still be under way, and sends it again (same key)

@@ -1,0 +1,238 @@
+//! The live-update benchmark: subscribers on `/graphql/ws` while items are stored at a
+//! steady rate, each timed from the commit of its transaction to its arrival on every
+//! subscriber's socket. Every message is checked: each subscriber must receive every
+//! item once, in order, with its text.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::domain::{self, Role};
+use crate::App;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    /// Items stored a second (each one interaction and its conversation's events).
+    pub rate: usize,
+    pub seconds: u64,
+    pub subscribers: usize,
+}
+
+/// The figures of the live-update benchmark.
+#[derive(Debug)]
+pub struct LiveBenchReport {
+    pub options: LiveOptions,
+    pub items: usize,
+    /// Items stored a second, as achieved.
+    pub stored_per_second: f64,
+    /// Events appended to the log a second over the run (every kind).
+    pub events_per_second: f64,
+    pub p50: Duration,
+    pub p90: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+/// Items a transaction: the writer stores a batch every [`TICK`].
+const TICK: Duration = Duration::from_millis(10);
+
+const SUBSCRIPTION: &str =
+    "subscription { interactionReceived { cursor interaction { text direction } } }";
+
+/// Serves `app` on a loopback port, opens `subscribers` sockets subscribed to every new
+/// interaction, stores `rate` items a second for `seconds` (a transaction every 10 ms),
+/// and times each item from its commit to its arrival on each socket. Deletes the scratch
+/// workspace afterwards.
+pub async fn live(app: &App, options: LiveOptions) -> anyhow::Result<LiveBenchReport> {
+    let slug = format!("bench-live-{}", uuid::Uuid::now_v7().simple());
+    let workspace = domain::workspace::ensure(&app.db, &slug).await?;
+    let result = run(app, workspace.id, &options).await;
+    domain::workspace::delete(&app.db, workspace.id).await?;
+    result
+}
+
+async fn run(
+    app: &App,
+    workspace: entity::WorkspaceId,
+    options: &LiveOptions,
+) -> anyhow::Result<LiveBenchReport> {
+    let caller = domain::Caller::owner_without_key(workspace, "bench");
+    let source = domain::source::create(
+        &app.db,
+        &caller,
+        domain::source::NewSource {
+            channel: connectors::Channel::Webhook,
+            name: "bench".into(),
+            config: json!({ "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }),
+            schedule_secs: None,
+        },
+    )
+    .await?;
+    let (_, key) =
+        domain::workspace::create_key(&app.db, workspace, Role::Viewer, "bench-live").await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::http::serve(app.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+
+    let per_tick = (options.rate as f64 * TICK.as_secs_f64()).ceil().max(1.0) as usize;
+    let ticks = (options.seconds as f64 / TICK.as_secs_f64()).ceil() as usize;
+    let items = per_tick * ticks;
+    // When each item's transaction committed (as seen by the writer).
+    let mut committed = Vec::with_capacity(items);
+    let mut readers = Vec::new();
+    for _ in 0..options.subscribers.max(1) {
+        let mut socket = subscribe(&addr, &key).await?;
+        readers.push(tokio::spawn(async move {
+            let mut arrivals = Vec::with_capacity(items);
+            let mut last_cursor = 0i64;
+            while arrivals.len() < items {
+                let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
+                    .await
+                    .context("no message for 30 s")?;
+                let Some(Ok(Message::Text(text))) = message else {
+                    bail!("the socket closed: {message:?}");
+                };
+                let arrived = Instant::now();
+                let value: Value = serde_json::from_str(&text)?;
+                if value["type"] == "ping" {
+                    continue;
+                }
+                let data = &value["payload"]["data"]["interactionReceived"];
+                if value["type"] != "next" || data.is_null() {
+                    bail!("an unexpected message: {value}");
+                }
+                let cursor: i64 = data["cursor"].as_str().unwrap_or_default().parse()?;
+                if cursor <= last_cursor {
+                    bail!("cursor {cursor} after {last_cursor}: out of order or repeated");
+                }
+                last_cursor = cursor;
+                let n: usize = data["interaction"]["text"]
+                    .as_str()
+                    .and_then(|text| text.strip_prefix("live item "))
+                    .and_then(|n| n.parse().ok())
+                    .with_context(|| format!("an unexpected interaction: {data}"))?;
+                if n != arrivals.len() {
+                    bail!("item {n} arrived where item {} was due", arrivals.len());
+                }
+                arrivals.push(arrived);
+            }
+            Ok(arrivals)
+        }));
+    }
+
+    let head = domain::event::head(&app.db).await?;
+    let started = Instant::now();
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let base = chrono::Utc::now();
+    for tick in 0..ticks {
+        interval.tick().await;
+        let batch: Vec<connectors::InboundItem> = (tick * per_tick..(tick + 1) * per_tick)
+            .map(|n| item(n, base))
+            .collect();
+        crate::ingest::ingest(&app.db, &source, &batch, None, None).await?;
+        let at = Instant::now();
+        committed.extend(std::iter::repeat_n(at, per_tick));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let events = domain::event::head(&app.db).await? - head;
+    let mut latencies = Vec::new();
+    for reader in readers {
+        let arrivals: Vec<Instant> = reader.await.context("a subscriber panicked")??;
+        // An item may reach a socket before the writer's own call has returned: zero.
+        latencies.extend(
+            arrivals
+                .iter()
+                .zip(&committed)
+                .map(|(arrived, at)| arrived.saturating_duration_since(*at)),
+        );
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Ok(LiveBenchReport {
+        options: options.clone(),
+        items,
+        stored_per_second: items as f64 / elapsed,
+        events_per_second: events as f64 / elapsed,
+        p50: at(0.50),
+        p90: at(0.90),
+        p99: at(0.99),
+        max: *latencies.last().expect("at least one item"),
+    })
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A socket initialised with `key` and subscribed, ready for the first event.
+async fn subscribe(addr: &std::net::SocketAddr, key: &str) -> anyhow::Result<Socket> {
+    let mut request = format!("ws://{addr}/graphql/ws").into_client_request()?;
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+    let send = |value: Value| Message::text(value.to_string());
+    socket
+        .send(send(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {key}") } })))
+        .await?;
+    socket
+        .send(send(
+            json!({ "id": "live", "type": "subscribe", "payload": { "query": SUBSCRIPTION } }),
+        ))
+        .await?;
+    // A query after it answers once the subscription is in place.
+    socket
+        .send(send(
+            json!({ "id": "ready", "type": "subscribe", "payload": { "query": "{ me { id } }" } }),
+        ))
+        .await?;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .context("the subscription did not start")?;
+        let Some(Ok(Message::Text(text))) = message else {
+            bail!("the socket closed: {message:?}");
+        };
+        let value: Value = serde_json::from_str(&text)?;
+        if value["type"] == "complete" && value["id"] == "ready" {
+            return Ok(socket);
+        }
+        if value["type"] == "connection_error" || value["payload"]["errors"].is_array() {
+            bail!("the subscription failed: {value}");
+        }
+    }
+}
+
+/// Item `n`: a mention by one of a hundred authors.
+fn item(n: usize, base: chrono::DateTime<chrono::Utc>) -> connectors::InboundItem {
+    let author = n % 100;
+    connectors::InboundItem {
+        external_id: format!("live-{n}"),
+        author: connectors::Author {
+            platform_id: format!("https://social.example/users/live{author}"),
+            display_name: Some(format!("Live {author}")),
+            ..connectors::Author::default()
+        },
+        outbound: false,
+        kind: "mention".into(),
+        subject: None,
+        text: format!("live item {n}"),
+        html: None,
+        url: None,
+        language: None,
+        occurred_at: base + chrono::Duration::milliseconds(n as i64),
+        thread_key: Some(format!("live-thread-{author}")),
+        in_reply_to: None,
+        raw: json!({ "n": n }),
+    }
+}

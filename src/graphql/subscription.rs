@@ -1,0 +1,501 @@
+//! Subscriptions, served at `/graphql/ws` (graphql-transport-ws): new interactions,
+//! conversation changes and the inbox's tab counts, live. Each is fed from the event log
+//! through this process's [`crate::live::Feed`], so a change written by any process
+//! arrives, in `seq` order. Every message carries a `cursor`; subscribing again with
+//! `after: <last cursor>` first replays, from the log, what the client missed, then goes
+//! on live: nothing lost, nothing repeated. Scoped to the key's workspace; every role may
+//! read, so every role may subscribe.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{Context, Enum, InputObject, Result, SimpleObject, Subscription, ID};
+use futures_util::Stream;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::conversation::Conversation;
+use super::inbox::{InboxCounts, InboxFilterInput};
+use super::inputs::opt_id;
+use super::interaction::Interaction;
+use super::types::Channel;
+use super::user::{User, UserById};
+use super::{app, caller, load};
+use crate::domain::event::{self, EventKind, StoredEvent};
+use crate::domain::{inbox, ConversationStatus, Direction};
+use crate::error::Error;
+use crate::live::Subscription as Joined;
+use crate::App;
+use entity::{ConversationId, CustomerId, SourceId, UserId, WorkspaceId};
+
+pub struct Subscription;
+
+#[Subscription]
+impl Subscription {
+    /// Every interaction stored from now on (mentions, messages, our replies) that matches
+    /// `filter`. With `after` (a `cursor` this subscription gave), the ones stored since
+    /// that cursor come first, from the log.
+    async fn interaction_received(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<InteractionReceivedFilter>,
+        after: Option<String>,
+    ) -> Result<impl Stream<Item = Result<InteractionReceived>>> {
+        let filter = filter.unwrap_or_default().checked()?;
+        let reader = Reader::join(ctx, INTERACTION_KINDS, after).await?;
+        Ok(futures_util::stream::unfold(
+            (reader, filter),
+            |(mut reader, filter)| async move {
+                loop {
+                    let event = match reader.next().await? {
+                        Ok(event) => event,
+                        Err(err) => return Some((Err(err.into()), (reader, filter))),
+                    };
+                    let Ok(row) =
+                        serde_json::from_value::<entity::interaction::Model>(event.payload.clone())
+                    else {
+                        tracing::warn!(seq = event.seq, "an interaction event did not parse");
+                        continue;
+                    };
+                    if filter.matches(&row) {
+                        let item = InteractionReceived {
+                            cursor: event.seq.to_string(),
+                            interaction: Interaction(row),
+                        };
+                        return Some((Ok(item), (reader, filter)));
+                    }
+                }
+            },
+        ))
+    }
+
+    /// Every change to a conversation from now on (created, a new message, a status set
+    /// by someone or by a new message or the snooze timer, assigned, priority, labels,
+    /// spam) whose conversation, as changed, matches `filter`. `after` replays as for
+    /// `interactionReceived`.
+    async fn conversation_changed(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<ConversationChangedFilter>,
+        after: Option<String>,
+    ) -> Result<impl Stream<Item = Result<ConversationChanged>>> {
+        let filter = filter.unwrap_or_default().checked(caller(ctx)?.user_id)?;
+        let reader = Reader::join(ctx, CONVERSATION_KINDS, after).await?;
+        Ok(futures_util::stream::unfold(
+            (reader, filter),
+            |(mut reader, filter)| async move {
+                loop {
+                    let event = match reader.next().await? {
+                        Ok(event) => event,
+                        Err(err) => return Some((Err(err.into()), (reader, filter))),
+                    };
+                    let Some(change) = ConversationChanged::of(&event) else {
+                        tracing::warn!(seq = event.seq, "a conversation event did not parse");
+                        continue;
+                    };
+                    if filter.matches(&change.row) {
+                        return Some((Ok(change), (reader, filter)));
+                    }
+                }
+            },
+        ))
+    }
+
+    /// The inbox's tab counts (as `inboxCounts(filter)`): once at once, then whenever a
+    /// conversation change moves them (changes a moment apart are counted together).
+    /// Counts that move with time alone (`waitingLongerThan`) are recounted on the next change.
+    async fn inbox_counts_changed(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<InboxFilterInput>,
+    ) -> Result<impl Stream<Item = Result<InboxCountsChanged>>> {
+        let filter = filter.unwrap_or_default().into_domain(ctx)?;
+        let reader = Reader::join(ctx, CONVERSATION_KINDS, None).await?;
+        let app = app(ctx).clone();
+        let caller = caller(ctx)?.clone();
+        let cursor = reader.last;
+        let first = super::inbox::counts_of(&app, &caller, &filter).await?;
+        let state = CountsState {
+            reader,
+            app,
+            caller,
+            filter,
+            last: None,
+            pending: Some((cursor, first)),
+        };
+        Ok(futures_util::stream::unfold(
+            state,
+            |mut state| async move {
+                loop {
+                    if let Some((cursor, counts)) = state.pending.take() {
+                        if state.last.as_ref() != Some(&counts) {
+                            state.last = Some(counts.clone());
+                            let item = InboxCountsChanged {
+                                cursor: cursor.to_string(),
+                                counts,
+                            };
+                            return Some((Ok(item), state));
+                        }
+                    }
+                    // A change, then whatever follows it within a moment: one recount.
+                    let mut cursor = match state.reader.next().await? {
+                        Ok(event) => event.seq,
+                        Err(err) => return Some((Err(err.into()), state)),
+                    };
+                    while let Ok(next) =
+                        tokio::time::timeout(COUNTS_SETTLE, state.reader.next()).await
+                    {
+                        match next? {
+                            Ok(event) => cursor = event.seq,
+                            Err(err) => return Some((Err(err.into()), state)),
+                        }
+                    }
+                    match super::inbox::counts_of(&state.app, &state.caller, &state.filter).await {
+                        Ok(counts) => state.pending = Some((cursor, counts)),
+                        Err(err) => return Some((Err(err.into()), state)),
+                    }
+                }
+            },
+        ))
+    }
+}
+
+/// How long a recount of the inbox waits for further changes to count together.
+const COUNTS_SETTLE: Duration = Duration::from_millis(50);
+
+const INTERACTION_KINDS: &[EventKind] = &[EventKind::InteractionCreated];
+
+const CONVERSATION_KINDS: &[EventKind] = &[
+    EventKind::ConversationCreated,
+    EventKind::ConversationUpdated,
+    EventKind::ConversationStatusChanged,
+    EventKind::ConversationStatusSet,
+    EventKind::ConversationWoken,
+    EventKind::ConversationAssigned,
+    EventKind::ConversationPrioritySet,
+    EventKind::ConversationLabelAdded,
+    EventKind::ConversationLabelRemoved,
+    EventKind::ConversationSpamSet,
+];
+
+/// One subscriber's events: its backlog from the log (after its cursor, up to where it
+/// joined the feed), then the feed's, of its workspace and kinds, each once.
+struct Reader {
+    app: App,
+    workspace_id: WorkspaceId,
+    kinds: &'static [EventKind],
+    joined: Joined,
+    /// The seq of the last event handed out (or skipped as delivered before).
+    last: i64,
+    backlog: VecDeque<StoredEvent>,
+    backlog_done: bool,
+    ended: bool,
+}
+
+/// Backlog events read from the log at a time.
+const BACKLOG_PAGE: u64 = 200;
+
+impl Reader {
+    async fn join(
+        ctx: &Context<'_>,
+        kinds: &'static [EventKind],
+        after: Option<String>,
+    ) -> crate::Result<Reader> {
+        let caller = caller(ctx)?;
+        let after = after
+            .map(|cursor| {
+                cursor
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|seq| *seq >= 0)
+                    .ok_or_else(|| {
+                        Error::field("after", "not a cursor this API gave (a `cursor` field)")
+                    })
+            })
+            .transpose()?;
+        let app = app(ctx).clone();
+        let joined = app.live.subscribe(caller.key_id).await?;
+        let last = after.unwrap_or(joined.joined_at);
+        Ok(Reader {
+            workspace_id: caller.workspace_id,
+            kinds,
+            backlog_done: last >= joined.joined_at,
+            last,
+            joined,
+            app,
+            backlog: VecDeque::new(),
+            ended: false,
+        })
+    }
+
+    /// The next event, an error that ends the subscription (then `None`), or `None`.
+    async fn next(&mut self) -> Option<crate::Result<Arc<StoredEvent>>> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            if let Some(event) = self.backlog.pop_front() {
+                self.last = event.seq;
+                return Some(Ok(Arc::new(event)));
+            }
+            if !self.backlog_done {
+                let page = event::of_workspace(
+                    &self.app.db,
+                    self.workspace_id,
+                    (self.last, self.joined.joined_at),
+                    self.kinds,
+                    BACKLOG_PAGE,
+                )
+                .await;
+                match page {
+                    Ok(page) if page.is_empty() => self.backlog_done = true,
+                    Ok(page) => self.backlog.extend(page),
+                    Err(err) => {
+                        self.ended = true;
+                        return Some(Err(err));
+                    }
+                }
+                continue;
+            }
+            match self.joined.events.recv().await {
+                Ok(event) => {
+                    if event.seq > self.last
+                        && event.workspace_id == self.workspace_id
+                        && event.kind.is_some_and(|kind| self.kinds.contains(&kind))
+                    {
+                        self.last = event.seq;
+                        return Some(Ok(event));
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    self.ended = true;
+                    return Some(Err(Error::Conflict(format!(
+                        "this subscription fell more than {} events behind and was stopped; subscribe again with after: \"{}\" (the last cursor received) to go on without missing any",
+                        self.app.config.limits.subscription_backlog, self.last
+                    ))));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+/// Which new interactions `interactionReceived` reports; every given field must match.
+#[derive(InputObject, Default)]
+pub struct InteractionReceivedFilter {
+    pub channel: Option<Channel>,
+    pub source_id: Option<ID>,
+    pub customer_id: Option<ID>,
+    pub conversation_id: Option<ID>,
+    pub direction: Option<Direction>,
+}
+
+struct InteractionMatch {
+    channel: Option<Channel>,
+    source_id: Option<SourceId>,
+    customer_id: Option<CustomerId>,
+    conversation_id: Option<ConversationId>,
+    direction: Option<Direction>,
+}
+
+impl InteractionReceivedFilter {
+    fn checked(self) -> crate::Result<InteractionMatch> {
+        Ok(InteractionMatch {
+            channel: self.channel,
+            source_id: opt_id("filter.sourceId", self.source_id.as_ref())?,
+            customer_id: opt_id("filter.customerId", self.customer_id.as_ref())?,
+            conversation_id: opt_id("filter.conversationId", self.conversation_id.as_ref())?,
+            direction: self.direction,
+        })
+    }
+}
+
+impl InteractionMatch {
+    fn matches(&self, row: &entity::interaction::Model) -> bool {
+        self.channel.is_none_or(|channel| row.channel == channel)
+            && self.source_id.is_none_or(|id| row.source_id == Some(id))
+            && self.customer_id.is_none_or(|id| row.customer_id == id)
+            && self
+                .conversation_id
+                .is_none_or(|id| row.conversation_id == Some(id))
+            && self
+                .direction
+                .is_none_or(|direction| row.direction == direction)
+    }
+}
+
+/// A new interaction, and where it sits in the log.
+#[derive(SimpleObject)]
+pub struct InteractionReceived {
+    /// Give it as `after` to subscribe again from here.
+    pub cursor: String,
+    pub interaction: Interaction,
+}
+
+/// Which conversation changes `conversationChanged` reports, judged on the conversation
+/// as changed; every given field must match.
+#[derive(InputObject, Default)]
+pub struct ConversationChangedFilter {
+    pub conversation_id: Option<ID>,
+    /// Any of these statuses (as the conversation reads after the change).
+    pub statuses: Option<Vec<ConversationStatus>>,
+    /// ME or NOBODY; for a given user use `assigneeId` (not both).
+    pub assignee: Option<super::inbox::InboxAssignee>,
+    pub assignee_id: Option<ID>,
+    pub channel: Option<Channel>,
+    pub source_id: Option<ID>,
+}
+
+struct ConversationMatch {
+    conversation_id: Option<ConversationId>,
+    statuses: Vec<ConversationStatus>,
+    /// `Some(None)`: assigned to nobody.
+    assignee: Option<Option<UserId>>,
+    channel: Option<Channel>,
+    source_id: Option<SourceId>,
+}
+
+impl ConversationChangedFilter {
+    fn checked(self, me: Option<UserId>) -> crate::Result<ConversationMatch> {
+        use super::inbox::InboxAssignee;
+        let assignee = match (self.assignee, self.assignee_id) {
+            (Some(_), Some(_)) => {
+                return Err(Error::field(
+                    "filter.assignee",
+                    "give either assignee (ME, NOBODY) or assigneeId, not both",
+                ))
+            }
+            (Some(InboxAssignee::Nobody), None) => Some(None),
+            (Some(InboxAssignee::Me), None) => Some(Some(me.ok_or_else(|| {
+                Error::field(
+                    "filter.assignee",
+                    "this API key belongs to no user, so ME means nobody: make a key with `rapport keys create --user`",
+                )
+            })?)),
+            (None, Some(user)) => Some(Some(super::inputs::id("filter.assigneeId", &user)?)),
+            (None, None) => None,
+        };
+        Ok(ConversationMatch {
+            conversation_id: opt_id("filter.conversationId", self.conversation_id.as_ref())?,
+            statuses: self.statuses.unwrap_or_default(),
+            assignee,
+            channel: self.channel,
+            source_id: opt_id("filter.sourceId", self.source_id.as_ref())?,
+        })
+    }
+}
+
+impl ConversationMatch {
+    fn matches(&self, row: &entity::conversation::Model) -> bool {
+        self.conversation_id.is_none_or(|id| row.id == id)
+            && (self.statuses.is_empty()
+                || self
+                    .statuses
+                    .contains(&inbox::effective_status(row, crate::domain::now())))
+            && self.assignee.is_none_or(|user| row.assignee_id == user)
+            && self.channel.is_none_or(|channel| row.channel == channel)
+            && self.source_id.is_none_or(|id| row.source_id == Some(id))
+    }
+}
+
+/// What happened to a conversation.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ConversationChange {
+    Created,
+    /// A new message (either way), or our first response.
+    Updated,
+    /// Someone set its status.
+    StatusSet,
+    /// A new message reopened it.
+    Reopened,
+    /// Its snooze ran out: OPEN again.
+    Woken,
+    Assigned,
+    PrioritySet,
+    LabelAdded,
+    LabelRemoved,
+    SpamSet,
+}
+
+/// A change to a conversation: the conversation as the change left it, and who made it.
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct ConversationChanged {
+    /// Give it as `after` to subscribe again from here.
+    pub cursor: String,
+    pub change: ConversationChange,
+    pub conversation: Conversation,
+    /// Who made the change: the key's name, or what in Rapport did it (`new message`,
+    /// `snooze timer`).
+    pub actor_name: Option<String>,
+    /// The label a label change is about.
+    pub label: Option<String>,
+    #[graphql(skip)]
+    actor_user: Option<UserId>,
+    #[graphql(skip)]
+    row: entity::conversation::Model,
+}
+
+#[async_graphql::ComplexObject]
+impl ConversationChanged {
+    /// The user who made the change, when their key belongs to one.
+    async fn actor(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        match self.actor_user {
+            Some(id) => Ok(load(ctx, UserById(id)).await?.map(User)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl ConversationChanged {
+    fn of(event: &StoredEvent) -> Option<ConversationChanged> {
+        let change = match event.kind? {
+            EventKind::ConversationCreated => ConversationChange::Created,
+            EventKind::ConversationUpdated => ConversationChange::Updated,
+            EventKind::ConversationStatusSet => ConversationChange::StatusSet,
+            EventKind::ConversationStatusChanged => ConversationChange::Reopened,
+            EventKind::ConversationWoken => ConversationChange::Woken,
+            EventKind::ConversationAssigned => ConversationChange::Assigned,
+            EventKind::ConversationPrioritySet => ConversationChange::PrioritySet,
+            EventKind::ConversationLabelAdded => ConversationChange::LabelAdded,
+            EventKind::ConversationLabelRemoved => ConversationChange::LabelRemoved,
+            EventKind::ConversationSpamSet => ConversationChange::SpamSet,
+            _ => return None,
+        };
+        let row: entity::conversation::Model =
+            serde_json::from_value(event.payload.clone()).ok()?;
+        let actor = event.payload.get("actor");
+        let text = |value: Option<&serde_json::Value>| {
+            value.and_then(|value| value.as_str()).map(str::to_owned)
+        };
+        Some(ConversationChanged {
+            cursor: event.seq.to_string(),
+            change,
+            conversation: Conversation(row.clone()),
+            actor_name: text(actor.and_then(|actor| actor.get("name"))),
+            label: text(event.payload.get("label")),
+            actor_user: actor
+                .and_then(|actor| actor.get("user_id"))
+                .and_then(|id| serde_json::from_value::<UserId>(id.clone()).ok()),
+            row,
+        })
+    }
+}
+
+/// The inbox's tab counts after a change.
+#[derive(SimpleObject)]
+pub struct InboxCountsChanged {
+    /// The last change counted.
+    pub cursor: String,
+    pub counts: InboxCounts,
+}
+
+struct CountsState {
+    reader: Reader,
+    app: App,
+    caller: crate::domain::Caller,
+    filter: inbox::InboxFilter,
+    last: Option<InboxCounts>,
+    pending: Option<(i64, InboxCounts)>,
+}

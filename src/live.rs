@@ -1,0 +1,230 @@
+//! The live feed: the event log as it grows, fanned out to this process's subscriptions.
+//!
+//! One task per process tails the log while anyone listens: it wakes on PostgreSQL's
+//! notification (every process's writes notify, [`event::Wakeups`]) or on a short poll
+//! (SQLite, and as a safety net), reads the events after its position, moves only over
+//! seqs no open transaction can still fill ([`event::visible_until`]), and broadcasts them
+//! in `seq` order. A subscriber is handed the feed's position when it joins: what came
+//! before is its backlog, read from the log itself ([`Subscription::backlog`]); what comes
+//! after arrives through the broadcast. Joining and broadcasting take the same lock, so no
+//! event falls between the two, and a subscriber skips what it already delivered, so none
+//! is repeated.
+//!
+//! Bounded: a subscriber may fall [`crate::config::Limits::subscription_backlog`] events
+//! behind the broadcast; past that it is told to subscribe again from its last cursor
+//! (nothing is lost, the log has it) instead of being buffered without end. A key holds
+//! at most `max_subscriptions_per_key` subscriptions in this process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+use tokio::sync::broadcast;
+
+use crate::domain::event::{self, StoredEvent, Wakeups};
+use crate::error::{Error, Result};
+use entity::ApiKeyId;
+
+/// How often the tail looks at the log without a notification: SQLite's only wake-up,
+/// PostgreSQL's safety net for a notification lost with its connection.
+const POLL_SQLITE: Duration = Duration::from_millis(20);
+const POLL_POSTGRES: Duration = Duration::from_millis(500);
+/// How soon it looks again past a gap an open transaction may still fill.
+const GAP_POLL: Duration = Duration::from_millis(10);
+/// Events read from the log at a time.
+const READ: u64 = 1_000;
+
+/// This process's view of the log as it grows.
+pub struct Feed {
+    db: DatabaseConnection,
+    max_per_key: usize,
+    capacity: usize,
+    state: tokio::sync::Mutex<Tail>,
+    per_key: Mutex<HashMap<ApiKeyId, usize>>,
+}
+
+/// The tail's position and its broadcast; `running` while its task lives.
+struct Tail {
+    position: i64,
+    sender: broadcast::Sender<Arc<StoredEvent>>,
+    running: bool,
+}
+
+/// One subscriber's place in the feed. Dropping it frees the key's slot.
+pub struct Subscription {
+    /// Events after the feed's position when this subscriber joined.
+    pub events: broadcast::Receiver<Arc<StoredEvent>>,
+    /// The feed's position when it joined: the backlog ends here.
+    pub joined_at: i64,
+    _slot: Slot,
+}
+
+struct Slot {
+    feed: Arc<Feed>,
+    key: ApiKeyId,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut per_key = self
+            .feed
+            .per_key
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = per_key.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                per_key.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl Feed {
+    pub fn new(db: DatabaseConnection, limits: &crate::config::Limits) -> Arc<Feed> {
+        let capacity = limits.subscription_backlog.max(16);
+        Arc::new(Feed {
+            db,
+            max_per_key: limits.max_subscriptions_per_key,
+            capacity,
+            state: tokio::sync::Mutex::new(Tail {
+                position: 0,
+                sender: broadcast::channel(capacity).0,
+                running: false,
+            }),
+            per_key: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Joins the feed for `key` (starting the tail if nobody listened), or
+    /// `BAD_USER_INPUT` when the key holds its most subscriptions already.
+    pub async fn subscribe(self: &Arc<Feed>, key: ApiKeyId) -> Result<Subscription> {
+        {
+            let mut per_key = self
+                .per_key
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let count = per_key.entry(key).or_insert(0);
+            if *count >= self.max_per_key {
+                return Err(Error::bad_input(format!(
+                    "this API key holds {} subscriptions already, the most it may (close one first)",
+                    self.max_per_key
+                )));
+            }
+            *count += 1;
+        }
+        let slot = Slot {
+            feed: self.clone(),
+            key,
+        };
+        let mut tail = self.state.lock().await;
+        if !tail.running {
+            tail.position = event::head(&self.db).await?;
+            tail.sender = broadcast::channel(self.capacity).0;
+            tail.running = true;
+            let wakeups = match Wakeups::listen(&self.db).await {
+                Ok(wakeups) => wakeups,
+                Err(err) => {
+                    tracing::warn!(error = %err, "no notifications from the database: the live feed polls");
+                    None
+                }
+            };
+            tokio::spawn(run(Arc::downgrade(self), wakeups));
+        }
+        Ok(Subscription {
+            events: tail.sender.subscribe(),
+            joined_at: tail.position,
+            _slot: slot,
+        })
+    }
+
+    /// The database the feed reads (subscribers read their backlog from it).
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+}
+
+/// The tail: reads and broadcasts until nobody listens (or the feed is gone).
+async fn run(feed: Weak<Feed>, mut wakeups: Option<Wakeups>) {
+    let poll = if wakeups.is_some() {
+        POLL_POSTGRES
+    } else {
+        POLL_SQLITE
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(feed) = feed.upgrade() else { return };
+        let pause = match step(&feed).await {
+            Ok(Step::Stop) => return,
+            Ok(step) => {
+                backoff = Duration::from_millis(100);
+                match step {
+                    Step::More => Duration::ZERO,
+                    Step::Held => GAP_POLL,
+                    _ => poll,
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "the live feed could not read the event log");
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff
+            }
+        };
+        drop(feed);
+        if pause.is_zero() {
+            continue;
+        }
+        match wakeups.as_mut() {
+            Some(wakeups) if pause == poll => {
+                tokio::select! {
+                    woke = wakeups.next() => {
+                        if let Err(err) = woke {
+                            tracing::warn!(error = %err, "the live feed's LISTEN connection failed");
+                            tokio::time::sleep(backoff).await;
+                        }
+                    }
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+            _ => tokio::time::sleep(pause).await,
+        }
+    }
+}
+
+enum Step {
+    /// Nobody listens: the tail stopped (the next subscriber starts it again).
+    Stop,
+    /// A full read: read again at once.
+    More,
+    /// A gap an open transaction may fill holds the position back.
+    Held,
+    CaughtUp,
+}
+
+async fn step(feed: &Feed) -> Result<Step> {
+    let from = {
+        let mut tail = feed.state.lock().await;
+        if tail.sender.receiver_count() == 0 {
+            tail.running = false;
+            return Ok(Step::Stop);
+        }
+        tail.position
+    };
+    let events = event::after(&feed.db, from, READ).await?;
+    let until = event::visible_until(&feed.db, from, &events).await?;
+    let mut tail = feed.state.lock().await;
+    // Only the tail moves the position, so it is still `from`.
+    for event in events.iter().take_while(|event| event.seq <= until) {
+        // No receiver is not an error: one may join before the next read.
+        let _ = tail.sender.send(Arc::new(event.clone()));
+    }
+    tail.position = until;
+    Ok(if until < events.last().map_or(from, |event| event.seq) {
+        Step::Held
+    } else if events.len() as u64 == READ {
+        Step::More
+    } else {
+        Step::CaughtUp
+    })
+}

@@ -1,0 +1,418 @@
+//! Subscriptions at `/graphql/ws` (graphql-transport-ws): authentication in
+//! `connection_init`, workspace scoping, replay after a reconnect with the last cursor,
+//! events written by another process, the inbox's live counts, and the bounds.
+
+use std::time::Duration;
+
+use chrono::TimeZone;
+use connectors::{Author, InboundItem};
+use futures_util::{SinkExt, StreamExt};
+use rapport::domain::{self, Role};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::backend_test;
+use crate::common::TestApp;
+
+/// How long a test waits for a message it expects (a failure, not a measurement).
+const WAIT: Duration = Duration::from_secs(20);
+/// How long it listens to be sure nothing more comes.
+const QUIET: Duration = Duration::from_millis(700);
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A graphql-transport-ws client, as the `graphql-ws` library speaks it.
+struct Client {
+    socket: Socket,
+}
+
+impl Client {
+    /// Connects without saying anything yet.
+    async fn connect(app: &TestApp) -> Client {
+        let mut request = format!("ws://{}/graphql/ws", app.addr)
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        assert_eq!(
+            response.headers()["sec-websocket-protocol"],
+            "graphql-transport-ws"
+        );
+        Client { socket }
+    }
+
+    /// Connects and initialises with `key`; panics unless acknowledged.
+    async fn open(app: &TestApp, key: &str) -> Client {
+        let mut client = Client::connect(app).await;
+        client
+            .send(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {key}") } }))
+            .await;
+        assert_eq!(client.next().await["type"], "connection_ack");
+        client
+    }
+
+    async fn send(&mut self, message: Value) {
+        self.socket
+            .send(Message::text(message.to_string()))
+            .await
+            .unwrap();
+    }
+
+    async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        self.send(json!({ "id": id, "type": "subscribe", "payload": { "query": query, "variables": variables } }))
+            .await;
+    }
+
+    /// The next protocol message (pings answered), or `{"closed": code}`.
+    async fn next(&mut self) -> Value {
+        self.next_within(WAIT)
+            .await
+            .expect("a message within the wait")
+    }
+
+    async fn next_within(&mut self, wait: Duration) -> Option<Value> {
+        loop {
+            let message = tokio::time::timeout(wait, self.socket.next()).await.ok()?;
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value = serde_json::from_str(&text).unwrap();
+                    if value["type"] == "ping" {
+                        self.send(json!({ "type": "pong" })).await;
+                        continue;
+                    }
+                    return Some(value);
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Some(json!({ "closed": frame.map(|f| u16::from(f.code)), }))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Some(json!({ "closed": null })),
+            }
+        }
+    }
+
+    /// The next `next` message's data for subscription `id`.
+    async fn data(&mut self, id: &str) -> Value {
+        let message = self.next().await;
+        assert_eq!(
+            (message["type"].clone(), message["id"].clone()),
+            (json!("next"), json!(id)),
+            "{message}"
+        );
+        assert!(message["payload"]["errors"].is_null(), "{message}");
+        message["payload"]["data"].clone()
+    }
+
+    /// Asserts nothing arrives for a moment.
+    async fn quiet(&mut self) {
+        if let Some(message) = self.next_within(QUIET).await {
+            panic!("expected nothing more, got {message}");
+        }
+    }
+}
+
+const INTERACTIONS: &str = "subscription($after: String, $filter: InteractionReceivedFilter) {
+  interactionReceived(after: $after, filter: $filter) { cursor interaction { text direction customer { displayName } } }
+}";
+
+const CONVERSATIONS: &str = "subscription($after: String) {
+  conversationChanged(after: $after) { cursor change actorName label actor { name } conversation { status assignee { name } } }
+}";
+
+const COUNTS: &str = "subscription { inboxCountsChanged { cursor counts { open pending total } } }";
+
+/// A webhook source of workspace `slug`, through the API.
+async fn source(app: &TestApp, key: &str) -> entity::source::Model {
+    let input = json!({ "channel": "WEBHOOK", "name": "form", "config": { "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" } });
+    let data = app
+        .gql(key, "mutation($input: CreateSourceInput!) { createSource(input: $input) { source { id } } }", json!({ "input": input }))
+        .await;
+    let id: entity::SourceId =
+        rapport::ids::decode("id", data["createSource"]["source"]["id"].as_str().unwrap()).unwrap();
+    domain::source::for_webhook(&app.app.db, id).await.unwrap()
+}
+
+/// A message of `author` in their thread.
+fn item(author: &str, id: &str, outbound: bool) -> InboundItem {
+    InboundItem {
+        external_id: id.into(),
+        author: Author {
+            platform_id: format!("acct:{author}"),
+            display_name: Some(author.into()),
+            ..Author::default()
+        },
+        outbound,
+        kind: "mention".into(),
+        subject: None,
+        text: format!("{author} says {id}"),
+        html: None,
+        url: None,
+        language: None,
+        occurred_at: chrono::Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap(),
+        thread_key: Some(format!("thread-{author}")),
+        in_reply_to: None,
+        raw: json!({ "id": id }),
+    }
+}
+
+async fn ingest(app: &TestApp, source: &entity::source::Model, item: InboundItem) {
+    rapport::ingest::ingest(&app.app.db, source, &[item], None, None)
+        .await
+        .unwrap();
+}
+
+backend_test! {
+    async fn each_workspace_sees_its_own_events_and_a_reconnect_with_the_last_cursor_misses_and_repeats_nothing(app: TestApp) {
+        let acme = app.key_in("acme", Role::Admin).await;
+        let globex = app.key_in("globex", Role::Viewer).await;
+        let globex_admin = app.key_in("globex", Role::Admin).await;
+        let acme_source = source(&app, &acme).await;
+        let globex_source = source(&app, &globex_admin).await;
+
+        let mut a = Client::open(&app, &acme).await;
+        let mut b = Client::open(&app, &globex).await;
+        a.subscribe("i", INTERACTIONS, json!({})).await;
+        a.subscribe("c", CONVERSATIONS, json!({})).await;
+        b.subscribe("i", INTERACTIONS, json!({})).await;
+        // A query on the socket answers once: the subscriptions are in place after it.
+        for client in [&mut a, &mut b] {
+            client.subscribe("q", "{ me { id } }", json!({})).await;
+            let answer = client.next().await;
+            assert_eq!((answer["type"].clone(), answer["id"].clone()), (json!("next"), json!("q")), "{answer}");
+            assert_eq!(client.next().await, json!({ "type": "complete", "id": "q" }));
+        }
+
+        ingest(&app, &acme_source, item("ana", "1", false)).await;
+        ingest(&app, &globex_source, item("bo", "2", false)).await;
+
+        // The interaction and the conversation's creation, in log order, in any order
+        // between the two subscriptions.
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let message = a.next().await;
+            assert_eq!(message["type"], "next", "{message}");
+            seen.push((message["id"].as_str().unwrap().to_owned(), message["payload"]["data"].clone()));
+        }
+        seen.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(seen[0].0, "c");
+        assert_eq!(seen[0].1["conversationChanged"]["change"], "CREATED");
+        assert_eq!(seen[0].1["conversationChanged"]["conversation"]["status"], "OPEN");
+        assert_eq!(seen[1].0, "i");
+        assert_eq!(seen[1].1["interactionReceived"]["interaction"]["text"], "ana says 1");
+        assert_eq!(seen[1].1["interactionReceived"]["interaction"]["customer"]["displayName"], "ana");
+        let data = b.data("i").await;
+        assert_eq!(data["interactionReceived"]["interaction"]["text"], "bo says 2", "globex sees its own only");
+        a.quiet().await;
+        b.quiet().await;
+
+        // An agent's change arrives with who made it.
+        let conversation = app.gql(&acme, "{ inbox { edges { node { id } } } }", json!({})).await["inbox"]["edges"][0]["node"]["id"].clone();
+        app.gql(&acme, "mutation($id: ID!) { setConversationStatus(input: { conversationId: $id, status: PENDING }) { conversation { id } } }", json!({ "id": conversation })).await;
+        let data = a.data("c").await;
+        assert_eq!(data["conversationChanged"]["change"], "STATUS_SET");
+        assert_eq!(data["conversationChanged"]["actorName"], "admin-key");
+        assert_eq!(data["conversationChanged"]["conversation"]["status"], "PENDING");
+
+        // Stop listening; three messages come meanwhile; come back with the last cursor.
+        let last = seen[1].1["interactionReceived"]["cursor"].as_str().unwrap().to_owned();
+        drop(a);
+        for id in ["3", "4", "5"] {
+            ingest(&app, &acme_source, item("ana", id, false)).await;
+        }
+        let mut a = Client::open(&app, &acme).await;
+        a.subscribe("i", INTERACTIONS, json!({ "after": last })).await;
+        let mut texts = Vec::new();
+        let mut cursor = last.clone();
+        for _ in 0..3 {
+            let data = a.data("i").await;
+            texts.push(data["interactionReceived"]["interaction"]["text"].as_str().unwrap().to_owned());
+            let next = data["interactionReceived"]["cursor"].as_str().unwrap().to_owned();
+            assert!(next.parse::<i64>().unwrap() > cursor.parse::<i64>().unwrap(), "cursors grow");
+            cursor = next;
+        }
+        assert_eq!(texts, ["ana says 3", "ana says 4", "ana says 5"], "the missed ones, once, in order");
+        // Then live, without a repeat.
+        ingest(&app, &acme_source, item("ana", "6", false)).await;
+        assert_eq!(a.data("i").await["interactionReceived"]["interaction"]["text"], "ana says 6");
+        a.quiet().await;
+
+        // A filter: only our own replies.
+        a.subscribe("out", INTERACTIONS, json!({ "filter": { "direction": "OUTBOUND" } })).await;
+        a.subscribe("q", "{ me { id } }", json!({})).await;
+        assert_eq!(a.next().await["id"], "q");
+        assert_eq!(a.next().await["type"], "complete");
+        ingest(&app, &acme_source, item("ana", "7", false)).await;
+        ingest(&app, &acme_source, item("ana", "8", true)).await;
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let message = a.next().await;
+            got.push((message["id"].as_str().unwrap().to_owned(), message["payload"]["data"]["interactionReceived"]["interaction"]["text"].as_str().unwrap().to_owned()));
+        }
+        got.sort();
+        assert_eq!(got, [("i".to_owned(), "ana says 7".to_owned()), ("i".to_owned(), "ana says 8".to_owned()), ("out".to_owned(), "ana says 8".to_owned())]);
+
+        // A cursor is no way into another workspace: globex replaying from 0 sees its own.
+        b.subscribe("all", INTERACTIONS, json!({ "after": "0" })).await;
+        let data = b.data("all").await;
+        assert_eq!(data["interactionReceived"]["interaction"]["text"], "bo says 2");
+        b.quiet().await;
+    }
+}
+
+backend_test! {
+    async fn a_socket_without_a_good_key_in_connection_init_is_refused(app: TestApp) {
+        let key = app.key(Role::Viewer).await;
+        let cases = [
+            (json!({ "type": "connection_init", "payload": { "Authorization": "Bearer rpk_wrong" } }), 4403),
+            (json!({ "type": "connection_init", "payload": {} }), 4403),
+            (json!({ "type": "connection_init" }), 4403),
+            (json!({ "type": "connection_init", "payload": { "Authorization": key.clone() } }), 4403),
+            (json!({ "id": "1", "type": "subscribe", "payload": { "query": COUNTS } }), 4401),
+        ];
+        for (first, code) in cases {
+            let mut client = Client::connect(&app).await;
+            client.send(first.clone()).await;
+            assert_eq!(client.next().await, json!({ "closed": code }), "{first}");
+        }
+        // The header name in any case, as browsers' clients send it.
+        let mut client = Client::connect(&app).await;
+        client.send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {key}") } })).await;
+        assert_eq!(client.next().await["type"], "connection_ack");
+        // A document over the limits, or not a document, is an error of that operation.
+        client.subscribe("bad", "subscription { nope }", json!({})).await;
+        let message = client.next().await;
+        assert!(message["type"] == "error" || message["payload"]["errors"].is_array(), "{message}");
+        // Plain HTTP at the socket's path is told what it is.
+        let response = app.client.get(app.url("/graphql/ws")).send().await.unwrap();
+        assert!(response.status().is_client_error());
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    }
+}
+
+backend_test! {
+    async fn the_inbox_counts_arrive_at_once_and_again_when_a_change_moves_them(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let source = source(&app, &key).await;
+        ingest(&app, &source, item("ana", "1", false)).await;
+        let mut client = Client::open(&app, &key).await;
+        client.subscribe("n", COUNTS, json!({})).await;
+        let first = client.data("n").await;
+        assert_eq!(first["inboxCountsChanged"]["counts"], json!({ "open": 1, "pending": 0, "total": 1 }));
+        ingest(&app, &source, item("bo", "2", false)).await;
+        assert_eq!(client.data("n").await["inboxCountsChanged"]["counts"], json!({ "open": 2, "pending": 0, "total": 2 }));
+        let conversation = app.gql(&key, "{ inbox(first: 1) { edges { node { id } } } }", json!({})).await["inbox"]["edges"][0]["node"]["id"].clone();
+        app.gql(&key, "mutation($id: ID!) { setConversationStatus(input: { conversationId: $id, status: PENDING }) { conversation { id } } }", json!({ "id": conversation })).await;
+        assert_eq!(client.data("n").await["inboxCountsChanged"]["counts"], json!({ "open": 1, "pending": 1, "total": 2 }));
+        // A change that moves nothing (a priority) sends nothing.
+        app.gql(&key, "mutation($id: ID!) { setConversationPriority(input: { conversationId: $id, priority: HIGH }) { conversation { id } } }", json!({ "id": conversation })).await;
+        client.quiet().await;
+    }
+}
+
+backend_test! {
+    async fn a_key_holds_a_bounded_number_of_subscriptions_and_a_subscriber_that_falls_behind_is_stopped_with_its_cursor(app: TestApp) {
+        // The per-key bound, over the socket.
+        let limits = rapport::config::Limits { max_subscriptions_per_key: 2, subscription_backlog: 16, ..Default::default() };
+        let app = TestApp::with_config(app.backend, |config| config.limits = limits).await.unwrap();
+        let key = app.key(Role::Admin).await;
+        let source = source(&app, &key).await;
+        let mut client = Client::open(&app, &key).await;
+        for id in ["1", "2", "3"] {
+            client.subscribe(id, INTERACTIONS, json!({})).await;
+        }
+        // One of the three (whichever joined last) is refused, and ends.
+        let message = client.next().await;
+        assert_eq!(message["payload"]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{message}");
+        let refused = message["id"].as_str().unwrap().to_owned();
+        assert_eq!(client.next().await, json!({ "type": "complete", "id": refused }));
+        let kept: Vec<&str> = ["1", "2", "3"].into_iter().filter(|id| *id != refused).collect();
+        // Closing one frees its place.
+        client.send(json!({ "id": kept[0], "type": "complete" })).await;
+        assert_eq!(client.next().await, json!({ "type": "complete", "id": kept[0] }));
+        client.subscribe("4", INTERACTIONS, json!({})).await;
+        client.subscribe("q", "{ me { id } }", json!({})).await;
+        let message = client.next().await;
+        assert_eq!(message["id"], "q", "no error for 4: {message}");
+        ingest(&app, &source, item("ana", "0", false)).await;
+        let mut got = [client.next().await, client.next().await, client.next().await];
+        got.sort_by_key(|message| message["id"].as_str().unwrap_or_default().to_owned());
+        assert_eq!(got.iter().map(|m| (m["type"].clone(), m["id"].clone())).collect::<Vec<_>>(),
+            [(json!("next"), json!(kept[1])), (json!("next"), json!("4")), (json!("complete"), json!("q"))]);
+        drop(client);
+
+        // A subscriber that does not read while 40 events pass is stopped, with the cursor
+        // to go on from; going on from it misses nothing.
+        let caller = domain::workspace::authenticate(&app.app.db, &key).await.unwrap();
+        let api = rapport::graphql::Api::new(app.app.clone());
+        let request = async_graphql::Request::new(INTERACTIONS);
+        let mut stream = rapport::graphql::execute_stream(&api, caller.clone(), request);
+        // Polled once, so it has joined the feed.
+        assert!(tokio::time::timeout(Duration::from_millis(200), stream.next()).await.is_err());
+        for n in 0..40 {
+            ingest(&app, &source, item("ana", &format!("l{n}"), false)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut received = Vec::new();
+        let error = loop {
+            let response = tokio::time::timeout(WAIT, stream.next()).await.unwrap().expect("an answer");
+            if let Some(error) = response.errors.first() {
+                break error.clone();
+            }
+            let data = response.data.into_json().unwrap();
+            received.push(data["interactionReceived"]["cursor"].as_str().unwrap().to_owned());
+        };
+        assert!(received.len() < 40, "it fell behind: {}", received.len());
+        let code = error.extensions.as_ref().and_then(|e| e.get("code")).cloned();
+        assert_eq!(code, Some(async_graphql::Value::from("CONFLICT")), "{error:?}");
+        // The cursor to go on from: the last one received, or where it joined.
+        let last = error.message.split("after: \"").nth(1).and_then(|rest| rest.split('"').next()).unwrap().to_owned();
+        if let Some(received) = received.last() {
+            assert_eq!(&last, received);
+        }
+        let request = async_graphql::Request::new(INTERACTIONS).variables(async_graphql::Variables::from_json(json!({ "after": last })));
+        let mut stream = rapport::graphql::execute_stream(&api, caller, request);
+        let mut rest = 0;
+        while let Ok(Some(response)) = tokio::time::timeout(QUIET, stream.next()).await {
+            assert!(response.errors.is_empty(), "{:?}", response.errors);
+            rest += 1;
+        }
+        assert_eq!(received.len() + rest, 40, "every event once across the two subscriptions");
+    }
+}
+
+/// PostgreSQL: a `rapport` process of its own writes (the demo's data) while this one
+/// serves the subscription; its events arrive through the database's notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_written_by_another_process_reaches_a_subscriber() {
+    let Some(app) = TestApp::start(crate::common::Backend::Postgres).await else {
+        eprintln!("skipped: set RAPPORT_TEST_DATABASE_URL to run the PostgreSQL variant");
+        return;
+    };
+    let key = app.key_in("default", Role::Viewer).await;
+    let mut client = Client::open(&app, &key).await;
+    client.subscribe("i", INTERACTIONS, json!({})).await;
+    client.subscribe("q", "{ me { id } }", json!({})).await;
+    assert_eq!(client.next().await["id"], "q");
+    assert_eq!(client.next().await["type"], "complete");
+    let config = crate::processes::config_file(&app, "enabled = false\n");
+    let output = crate::processes::rapport(&config)
+        .arg("demo")
+        .output()
+        .expect("rapport demo runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let data = client.data("i").await;
+    assert!(
+        data["interactionReceived"]["interaction"]["text"].is_string(),
+        "{data}"
+    );
+}
