@@ -224,3 +224,76 @@ pub async fn delete(db: &impl ConnectionTrait, workspace_id: WorkspaceId) -> Res
         .await?;
     Ok(())
 }
+
+/// The workspace's settings, stored in `workspace.settings` (JSON). Keys this build does
+/// not know are kept as they are, so an older process does not drop a newer one's setting.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WorkspaceSettings {
+    /// Our successful reply moves an OPEN conversation to PENDING (waiting on the
+    /// customer); their next message reopens it. Off by default.
+    #[serde(default)]
+    pub reply_sets_pending: bool,
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+impl WorkspaceSettings {
+    /// The settings of a workspace row; a stored value that does not read (hand-edited)
+    /// counts as the defaults rather than failing every reply.
+    pub fn of(model: &workspace::Model) -> WorkspaceSettings {
+        serde_json::from_value(model.settings.clone()).unwrap_or_default()
+    }
+}
+
+/// A change of settings: each given field is set, the rest stay.
+#[derive(Clone, Debug, Default)]
+pub struct SettingsUpdate {
+    pub reply_sets_pending: Option<bool>,
+}
+
+/// The settings of the caller's workspace.
+pub async fn settings(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+) -> Result<WorkspaceSettings> {
+    Ok(WorkspaceSettings::of(&get(db, workspace_id).await?))
+}
+
+/// Changes the caller's workspace's settings (admin role), recorded by a
+/// `workspace.settings_updated` event naming the caller. Read and written in one
+/// transaction with the row locked, so two changes of different settings both stay.
+pub async fn update_settings(
+    db: &impl sea_orm::TransactionTrait,
+    caller: &Caller,
+    update: SettingsUpdate,
+) -> Result<workspace::Model> {
+    use sea_orm::{ActiveModelTrait, QuerySelect};
+    caller.require(Role::Admin, "changing the workspace's settings")?;
+    let txn = super::begin_write(db).await?;
+    let current = workspace::Entity::find_by_id(caller.workspace_id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+        .ok_or_else(|| Error::not_found("workspace", ids::encode(caller.workspace_id)))?;
+    let mut settings = WorkspaceSettings::of(&current);
+    if let Some(on) = update.reply_sets_pending {
+        settings.reply_sets_pending = on;
+    }
+    let value = serde_json::to_value(&settings)
+        .map_err(|err| Error::Internal(format!("settings did not serialise: {err}")))?;
+    let mut row: workspace::ActiveModel = current.into();
+    row.settings = Set(value);
+    let model = row.update(&txn).await?;
+    let change = super::event::SettingsChange {
+        workspace: model.clone(),
+        actor: super::event::Actor::of(caller),
+    };
+    super::event::append(
+        &txn,
+        caller.workspace_id,
+        super::event::Event::WorkspaceSettingsUpdated(&change),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(model)
+}
