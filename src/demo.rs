@@ -444,6 +444,10 @@ pub async fn seed(
                     occurred_at: Set(at),
                     ingested_at: Set(at),
                     raw: Set(None),
+                    delivery_status: Set(None),
+                    delivery_error: Set(None),
+                    idempotency_key: Set(None),
+                    delivery_attempted_at: Set(None),
                 });
                 interactions += 1;
                 first_seen = first_seen.min(at);
@@ -516,6 +520,7 @@ pub async fn seed(
                 author: Set("demo".to_owned()),
                 created_at: Set(last_seen),
                 updated_at: Set(last_seen),
+                conversation_id: Set(None),
             });
         }
         data.customers.push(customer::ActiveModel {
@@ -623,6 +628,10 @@ pub async fn seed_uniform(
                 occurred_at: Set(at),
                 ingested_at: Set(at),
                 raw: Set(None),
+                delivery_status: Set(None),
+                delivery_error: Set(None),
+                idempotency_key: Set(None),
+                delivery_attempted_at: Set(None),
             });
         }
         let last = created + Duration::hours(interactions as i64);
@@ -668,6 +677,7 @@ pub async fn seed_uniform(
             author: Set("seed".to_owned()),
             created_at: Set(created),
             updated_at: Set(created),
+            conversation_id: Set(None),
         });
         data.customer_tags.push(customer_tag::ActiveModel {
             customer_id: Set(customer_id),

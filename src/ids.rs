@@ -4,7 +4,7 @@
 
 use entity::{
     ApiKeyId, ContactPointId, ConversationId, CustomerId, DealId, IdentityId, InteractionId,
-    NoteId, OrganizationId, SourceId, TagId, UserId, WorkspaceId,
+    NoteId, OrganizationId, SavedReplyId, SourceId, TagId, UserId, WorkspaceId,
 };
 use uuid::Uuid;
 
@@ -82,6 +82,7 @@ kinds! {
     ApiKey(ApiKeyId) = "key", "API key";
     Source(SourceId) = "src", "source";
     User(UserId) = "usr", "user";
+    SavedReply(SavedReplyId) = "svr", "saved reply";
 }
 
 /// Formats a row's id: the prefix of its kind and its UUID in hex.

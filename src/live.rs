@@ -1,6 +1,6 @@
 //! The live feed: the event log as it grows, fanned out to this process's subscriptions.
 //!
-//! One task per process tails the log while anyone listens: it wakes on PostgreSQL's
+//! One task per process tails the log while anyone listens (and a minute longer): it wakes on PostgreSQL's
 //! notification (every process's writes notify, [`event::Wakeups`]) or on a short poll
 //! (SQLite, and as a safety net), reads the events after its position, moves only over
 //! seqs no open transaction can still fill ([`event::visible_until`]), and broadcasts them
@@ -31,7 +31,13 @@ use entity::ApiKeyId;
 const POLL_SQLITE: Duration = Duration::from_millis(20);
 const POLL_POSTGRES: Duration = Duration::from_millis(500);
 /// How soon it looks again past a gap an open transaction may still fill.
-const GAP_POLL: Duration = Duration::from_millis(10);
+const GAP_POLL: Duration = Duration::from_millis(100);
+/// How long the tail goes on after its last subscriber left: a client reconnecting
+/// finds it where it was (and its database connection still listening).
+const LINGER: Duration = Duration::from_secs(60);
+/// How far back from the head the tail looks, when it starts, for a gap an open
+/// transaction may still fill.
+const START_WINDOW: i64 = 10_000;
 /// Events read from the log at a time.
 const READ: u64 = 1_000;
 
@@ -120,7 +126,7 @@ impl Feed {
         };
         let mut tail = self.state.lock().await;
         if !tail.running {
-            tail.position = event::head(&self.db).await?;
+            tail.position = start(&self.db).await?;
             tail.sender = broadcast::channel(self.capacity).0;
             tail.running = true;
             let wakeups = match Wakeups::listen(&self.db).await {
@@ -153,9 +159,10 @@ async fn run(feed: Weak<Feed>, mut wakeups: Option<Wakeups>) {
         POLL_SQLITE
     };
     let mut backoff = Duration::from_millis(100);
+    let mut idle_since = None;
     loop {
         let Some(feed) = feed.upgrade() else { return };
-        let pause = match step(&feed).await {
+        let pause = match step(&feed, &mut idle_since).await {
             Ok(Step::Stop) => return,
             Ok(step) => {
                 backoff = Duration::from_millis(100);
@@ -193,7 +200,7 @@ async fn run(feed: Weak<Feed>, mut wakeups: Option<Wakeups>) {
 }
 
 enum Step {
-    /// Nobody listens: the tail stopped (the next subscriber starts it again).
+    /// Nobody listened for [`LINGER`]: the tail stopped (the next subscriber starts it again).
     Stop,
     /// A full read: read again at once.
     More,
@@ -202,12 +209,27 @@ enum Step {
     CaughtUp,
 }
 
-async fn step(feed: &Feed) -> Result<Step> {
+/// Where a tail starts: after the last event no open transaction can still precede (the
+/// head, unless a transaction that may yet commit a lower seq is open on PostgreSQL), so
+/// a subscriber joining there misses nothing committed later below it.
+async fn start(db: &DatabaseConnection) -> Result<i64> {
+    let head = event::head(db).await?;
+    let from = (head - START_WINDOW).max(0);
+    let recent = event::after(db, from, START_WINDOW as u64).await?;
+    event::visible_until(db, from, &recent).await
+}
+
+async fn step(feed: &Feed, idle_since: &mut Option<std::time::Instant>) -> Result<Step> {
     let from = {
         let mut tail = feed.state.lock().await;
         if tail.sender.receiver_count() == 0 {
-            tail.running = false;
-            return Ok(Step::Stop);
+            let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= LINGER {
+                tail.running = false;
+                return Ok(Step::Stop);
+            }
+        } else {
+            *idle_since = None;
         }
         tail.position
     };

@@ -195,6 +195,59 @@ pub trait Connector: Send + Sync {
     fn planned_external_id(&self, _to: &ReplyTarget) -> Option<String> {
         None
     }
+    /// The longest reply the platform takes without asking it (`None`: no limit): what
+    /// [`Connector::reply_limit`] falls back to when the platform cannot say.
+    fn default_reply_limit(&self) -> Option<ReplyLimit> {
+        None
+    }
+    /// The longest reply the platform takes, asked of it where it is configurable (a
+    /// Mastodon instance's `max_characters`). The caller caches the answer per source and
+    /// uses [`Connector::default_reply_limit`] when this fails.
+    async fn reply_limit(&self) -> Result<Option<ReplyLimit>, ConnectorError> {
+        Ok(self.default_reply_limit())
+    }
+    /// The length of `text` sent as a reply to `to`, counted as the platform counts it
+    /// against its limit (with what the connector adds, such as a leading mention).
+    fn reply_length(&self, _to: &ReplyTarget, text: &str, limit: ReplyLimit) -> usize {
+        limit.measure(text.trim())
+    }
+}
+
+/// The longest reply a platform takes, in the unit it counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyLimit {
+    /// Unicode scalar values (Mastodon: <https://docs.joinmastodon.org/user/posting/#text>).
+    Characters(usize),
+    /// Extended grapheme clusters (Bluesky's 300 for a post:
+    /// <https://docs.bsky.app/docs/advanced-guides/post-richtext>).
+    Graphemes(usize),
+}
+
+impl ReplyLimit {
+    /// The most the platform takes.
+    pub fn max(self) -> usize {
+        match self {
+            ReplyLimit::Characters(max) | ReplyLimit::Graphemes(max) => max,
+        }
+    }
+
+    /// The length of `text` in this limit's unit.
+    pub fn measure(self, text: &str) -> usize {
+        match self {
+            ReplyLimit::Characters(_) => text.chars().count(),
+            ReplyLimit::Graphemes(_) => {
+                unicode_segmentation::UnicodeSegmentation::graphemes(text, true).count()
+            }
+        }
+    }
+
+    /// The unit, for messages ("500 characters").
+    pub fn unit(self) -> &'static str {
+        match self {
+            ReplyLimit::Characters(_) => "characters",
+            ReplyLimit::Graphemes(_) => "graphemes",
+        }
+    }
 }
 
 /// A configuration error: the field (within the source's config) and what is wrong.

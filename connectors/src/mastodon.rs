@@ -41,7 +41,7 @@ use serde_json::{json, Value};
 use crate::http::{self, MAX_BODY_BYTES};
 use crate::{
     Author, Capabilities, Channel, Connector, ConnectorError, Cursor, InboundItem, Pull,
-    ReplyTarget, Sent,
+    ReplyLimit, ReplyTarget, Sent,
 };
 
 /// Statuses asked for per request on timelines and search (their maximum), and the
@@ -364,6 +364,64 @@ impl MastodonConnector {
     }
 }
 
+/// The characters a status may have on an instance that does not say otherwise.
+pub const DEFAULT_MAX_CHARACTERS: usize = 500;
+
+/// What a reply posts: `text` with a leading mention of the answered author (unless the
+/// text mentions them already), so they are notified.
+fn status_text(to: &ReplyTarget, text: &str) -> String {
+    let status = text.trim().to_owned();
+    let Some(recipient) = to.recipient.as_deref() else {
+        return status;
+    };
+    let mention = if recipient.starts_with('@') {
+        recipient.to_owned()
+    } else {
+        format!("@{recipient}")
+    };
+    if status.contains(&mention) {
+        status
+    } else {
+        format!("{mention} {status}")
+    }
+}
+
+/// The length of a status as Mastodon counts it against `max_characters`: a link counts as
+/// 23 characters whatever its length, and a mention of a remote account as its local part
+/// (`@maya@social.example` is `@maya`)
+/// (<https://docs.joinmastodon.org/user/posting/#text>).
+fn status_length(status: &str) -> usize {
+    const URL_LENGTH: usize = 23;
+    let mut length = 0;
+    let mut word = String::new();
+    let mut count_word = |word: &mut String| {
+        if word.starts_with("https://") || word.starts_with("http://") {
+            length += URL_LENGTH;
+        } else if let Some(local) = word
+            .strip_prefix('@')
+            .and_then(|rest| rest.split_once('@'))
+            .map(|(local, _)| local)
+            .filter(|local| !local.is_empty())
+        {
+            length += 1 + local.chars().count();
+        } else {
+            length += word.chars().count();
+        }
+        word.clear();
+    };
+    let mut spaces = 0;
+    for c in status.chars() {
+        if c.is_whitespace() {
+            count_word(&mut word);
+            spaces += 1;
+        } else {
+            word.push(c);
+        }
+    }
+    count_word(&mut word);
+    length + spaces
+}
+
 /// Orders Mastodon ids: decimal strings of any length.
 fn compare_ids(a: &str, b: &str) -> std::cmp::Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
@@ -468,18 +526,39 @@ impl Connector for MastodonConnector {
         })
     }
 
-    async fn reply(&self, to: &ReplyTarget, text: &str) -> Result<Sent, ConnectorError> {
-        let mut status = text.trim().to_owned();
-        if let Some(recipient) = to.recipient.as_deref() {
-            let mention = if recipient.starts_with('@') {
-                recipient.to_owned()
-            } else {
-                format!("@{recipient}")
-            };
-            if !status.contains(&mention) {
-                status = format!("{mention} {status}");
-            }
+    fn default_reply_limit(&self) -> Option<ReplyLimit> {
+        Some(ReplyLimit::Characters(DEFAULT_MAX_CHARACTERS))
+    }
+
+    /// `GET /api/v2/instance`, `configuration.statuses.max_characters`
+    /// (<https://docs.joinmastodon.org/entities/Instance/#max_characters>): instances
+    /// raise the default 500.
+    async fn reply_limit(&self) -> Result<Option<ReplyLimit>, ConnectorError> {
+        let (instance, _) = self.get("/api/v2/instance", &[], &mut None).await?;
+        let max = instance
+            .pointer("/configuration/statuses/max_characters")
+            .and_then(Value::as_u64)
+            .filter(|max| *max > 0)
+            .ok_or_else(|| {
+                self.shape(
+                    "/api/v2/instance",
+                    "no configuration.statuses.max_characters",
+                )
+            })?;
+        Ok(Some(ReplyLimit::Characters(
+            usize::try_from(max).unwrap_or(usize::MAX),
+        )))
+    }
+
+    fn reply_length(&self, to: &ReplyTarget, text: &str, limit: ReplyLimit) -> usize {
+        match limit {
+            ReplyLimit::Characters(_) => status_length(&status_text(to, text)),
+            ReplyLimit::Graphemes(_) => limit.measure(&status_text(to, text)),
         }
+    }
+
+    async fn reply(&self, to: &ReplyTarget, text: &str) -> Result<Sent, ConnectorError> {
+        let status = status_text(to, text);
         let visibility = to
             .context
             .get("visibility")
@@ -516,5 +595,49 @@ impl Connector for MastodonConnector {
             url: posted.get("url").and_then(Value::as_str).map(str::to_owned),
             text: status,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn to(recipient: Option<&str>) -> ReplyTarget {
+        ReplyTarget {
+            external_id: "1".into(),
+            thread_key: None,
+            recipient: recipient.map(str::to_owned),
+            context: Value::Null,
+            idempotency_key: "k".into(),
+        }
+    }
+
+    #[test]
+    fn a_status_is_counted_as_mastodon_counts_it() {
+        // Links are 23, a remote mention its local part, everything else its characters.
+        assert_eq!(status_length("héllo"), 5);
+        assert_eq!(
+            status_length("see https://example.com/a/very/long/path/indeed/yes"),
+            4 + 23
+        );
+        assert_eq!(status_length("@maya@social.example hi"), 5 + 1 + 2);
+        assert_eq!(status_length("a  b"), 4);
+        let reply = status_text(&to(Some("@maya@social.example")), " thanks ");
+        assert_eq!(reply, "@maya@social.example thanks");
+        assert_eq!(status_length(&reply), 12);
+        // A text that mentions the author already gets no second mention.
+        assert_eq!(
+            status_text(&to(Some("maya@social.example")), "@maya@social.example ok"),
+            "@maya@social.example ok"
+        );
+        assert_eq!(status_text(&to(None), "ok"), "ok");
+    }
+
+    #[test]
+    fn a_reply_limit_counts_in_its_unit() {
+        let family = "👨‍👩‍👧";
+        assert_eq!(ReplyLimit::Graphemes(300).measure(family), 1);
+        assert_eq!(ReplyLimit::Characters(500).measure(family), 5);
+        assert_eq!(ReplyLimit::Graphemes(300).unit(), "graphemes");
     }
 }

@@ -79,6 +79,10 @@ stored_enum!(
     /// until a time (then OPEN by itself), RESOLVED done.
     ConversationStatus { Open = "open", Pending = "pending", Snoozed = "snoozed", Resolved = "resolved" }
 );
+stored_enum!(
+    /// Where a reply sent from Rapport stands: stored before it is sent, then sent or failed.
+    DeliveryStatus { Sending = "sending", Sent = "sent", Failed = "failed" }
+);
 stored_enum!(Priority { Low = "low", Normal = "normal", High = "high", Urgent = "urgent" });
 stored_enum!(DealStage {
     Qualification = "qualification",

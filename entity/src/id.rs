@@ -81,6 +81,8 @@ typed_ids!(
     SourceId,
     /// A `user` row.
     UserId,
+    /// A `saved_reply` row.
+    SavedReplyId,
 );
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::enums::{Direction, InteractionKind};
+use crate::enums::{DeliveryStatus, Direction, InteractionKind};
 use crate::id::{ConversationId, CustomerId, IdentityId, InteractionId, SourceId, WorkspaceId};
 use connectors::Channel;
 
@@ -32,6 +32,14 @@ pub struct Model {
     pub ingested_at: DateTimeUtc,
     #[sea_orm(column_type = "JsonBinary")]
     pub raw: Option<Json>,
+    /// Where a reply sent from Rapport stands; `None` for every other item.
+    pub delivery_status: Option<DeliveryStatus>,
+    /// The platform's answer to a reply that failed, scrubbed of secrets and internals.
+    pub delivery_error: Option<String>,
+    /// The key of a reply sent from Rapport, UNIQUE per workspace.
+    pub idempotency_key: Option<String>,
+    /// When the latest attempt at sending a reply from Rapport began.
+    pub delivery_attempted_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -15,6 +15,7 @@ pub mod identity;
 pub mod interaction;
 pub mod note;
 pub mod organization;
+pub mod saved_reply;
 pub mod service_settings;
 pub mod sla_rule;
 pub mod source;
@@ -25,5 +26,5 @@ pub mod workspace;
 
 pub use id::{
     ApiKeyId, ContactPointId, ConversationId, CustomerId, DealId, IdentityId, InteractionId,
-    NoteId, OrganizationId, SourceId, TagId, UserId, WorkspaceId,
+    NoteId, OrganizationId, SavedReplyId, SourceId, TagId, UserId, WorkspaceId,
 };

@@ -1,9 +1,9 @@
-//! An internal note on a customer.
+//! An internal note on a customer, or on one of their conversations.
 
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::id::{CustomerId, NoteId, WorkspaceId};
+use crate::id::{ConversationId, CustomerId, NoteId, WorkspaceId};
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "note")]
@@ -16,6 +16,8 @@ pub struct Model {
     pub author: String,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// The conversation the note is about (`None`: about the customer).
+    pub conversation_id: Option<ConversationId>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

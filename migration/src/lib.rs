@@ -10,6 +10,7 @@ mod m20261203_000004_consumer_lease;
 mod m20261203_000005_inbox;
 mod m20261204_000008_event_notify;
 mod m20261204_000009_service;
+mod m20261204_000010_replies;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000005_inbox::Migration),
             Box::new(m20261204_000008_event_notify::Migration),
             Box::new(m20261204_000009_service::Migration),
+            Box::new(m20261204_000010_replies::Migration),
         ]
     }
 }

@@ -121,6 +121,22 @@ event_kinds! {
     /// Payload: [`ConversationChange`] by the snooze timer: a SNOOZED conversation whose
     /// time came is OPEN again. Refreshes the search index's status as a status change does.
     ConversationWoken = "conversation.woken" (ConversationChange),
+    /// Payload: the user row as changed (renamed, a new role, deactivated or reactivated).
+    UserUpdated = "user.updated" (entity::user::Model),
+    /// Payload: [`DeliveryChange`]: a reply from Rapport was stored to be sent, was sent,
+    /// failed, or is being sent again (its `delivery_status` and `delivery_error` say
+    /// which), and who. A sent reply also gets its `interaction.created`.
+    InteractionDeliveryChanged = "interaction.delivery_changed" (DeliveryChange),
+    /// Payload: [`NoteChange`]: an internal note put on a conversation, and who.
+    ConversationNoteAdded = "conversation.note_added" (NoteChange),
+    /// Payload: [`SettingsChange`]: the workspace's settings as changed, and who.
+    WorkspaceSettingsUpdated = "workspace.settings_updated" (SettingsChange),
+    /// Payload: [`SavedReplyChange`] (the row, and who).
+    SavedReplyCreated = "saved_reply.created" (SavedReplyChange),
+    /// Payload: [`SavedReplyChange`].
+    SavedReplyUpdated = "saved_reply.updated" (SavedReplyChange),
+    /// Payload: [`SavedReplyChange`] (the row as it was).
+    SavedReplyDeleted = "saved_reply.deleted" (SavedReplyChange),
 }
 
 /// Who made a change: the API key and its user, or Rapport itself (`key_id` and
@@ -167,6 +183,63 @@ pub struct ConversationChange {
 impl Payload for ConversationChange {
     fn entity_id(&self) -> Uuid {
         self.conversation.id.uuid()
+    }
+}
+
+/// The payload of a change to a reply's delivery: the interaction row (its fields at the
+/// top level, as an `interaction.created` payload has them) and who made the change.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeliveryChange {
+    #[serde(flatten)]
+    pub interaction: entity::interaction::Model,
+    pub actor: Actor,
+}
+
+/// The payload of a note put on a conversation: the note row and who wrote it.
+#[derive(Clone, Debug, Serialize)]
+pub struct NoteChange {
+    #[serde(flatten)]
+    pub note: entity::note::Model,
+    pub actor: Actor,
+}
+
+/// The payload of a change of the workspace's settings: the workspace row and who.
+#[derive(Clone, Debug, Serialize)]
+pub struct SettingsChange {
+    #[serde(flatten)]
+    pub workspace: entity::workspace::Model,
+    pub actor: Actor,
+}
+
+/// The payload of a change to a saved reply: the row and who.
+#[derive(Clone, Debug, Serialize)]
+pub struct SavedReplyChange {
+    #[serde(flatten)]
+    pub saved_reply: entity::saved_reply::Model,
+    pub actor: Actor,
+}
+
+impl Payload for DeliveryChange {
+    fn entity_id(&self) -> Uuid {
+        self.interaction.id.uuid()
+    }
+}
+
+impl Payload for NoteChange {
+    fn entity_id(&self) -> Uuid {
+        self.note.id.uuid()
+    }
+}
+
+impl Payload for SettingsChange {
+    fn entity_id(&self) -> Uuid {
+        self.workspace.id.uuid()
+    }
+}
+
+impl Payload for SavedReplyChange {
+    fn entity_id(&self) -> Uuid {
+        self.saved_reply.id.uuid()
     }
 }
 
@@ -362,6 +435,11 @@ pub async fn of_workspace(
 /// missing seqs is still running (a longer one is taken for a rollback).
 pub const GAP_GRACE: chrono::Duration = chrono::Duration::minutes(5);
 
+/// An event's `created_at` is Rapport's clock read before its batch was inserted, and
+/// `xact_start` is the database's: a transaction that began up to this long after it is
+/// still taken as one that may own a lower seq (a batch inserted slowly, clocks apart).
+const GAP_CLOCK_MARGIN: chrono::Duration = chrono::Duration::seconds(2);
+
 /// How far a reader that read `events` (ascending, every event after `from` up to some
 /// limit) may move its position: to the end of the contiguous run of seqs, going past
 /// gaps that no open transaction can still fill. On PostgreSQL sequence numbers are taken
@@ -378,7 +456,7 @@ pub async fn visible_until(
     for event in events {
         if event.seq != mark + 1
             && event.created_at >= super::now() - GAP_GRACE
-            && writer_open_since(db, event.created_at).await?
+            && writer_open_since(db, event.created_at + GAP_CLOCK_MARGIN).await?
         {
             break;
         }

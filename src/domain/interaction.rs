@@ -446,6 +446,10 @@ pub async fn record(
         occurred_at: Set(occurred_at),
         ingested_at: Set(now),
         raw: Set(None),
+        delivery_status: Set(None),
+        delivery_error: Set(None),
+        idempotency_key: Set(None),
+        delivery_attempted_at: Set(None),
     };
     let model = row.insert(&txn).await?;
     super::event::append(&txn, caller.workspace_id, Event::InteractionCreated(&model)).await?;
@@ -639,6 +643,10 @@ impl Enriched {
             occurred_at: self.occurred_at,
             ingested_at: now,
             raw: Some(self.raw),
+            delivery_status: None,
+            delivery_error: None,
+            idempotency_key: None,
+            delivery_attempted_at: None,
         }
     }
 }

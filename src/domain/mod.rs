@@ -39,6 +39,8 @@ pub mod interaction;
 pub mod note;
 pub mod organization;
 pub mod page;
+pub mod reply;
+pub mod saved_reply;
 pub mod service;
 pub mod source;
 pub mod tag;
@@ -62,8 +64,8 @@ use crate::error::{Error, Result};
 use crate::ids::{self, TypedId};
 
 pub use entity::enums::{
-    ContactPointKind, ConversationStatus, DealStage, Direction, InteractionKind, LifecycleStage,
-    Priority, Role, SourceStatus,
+    ContactPointKind, ConversationStatus, DealStage, DeliveryStatus, Direction, InteractionKind,
+    LifecycleStage, Priority, Role, SourceStatus,
 };
 
 /// Who is calling: the workspace and role of the API key that authenticated the request.

@@ -73,6 +73,58 @@ pub async fn create(
     Ok(model)
 }
 
+/// What an update changes; `None` leaves a field as it is.
+#[derive(Default)]
+pub struct UserChanges<'a> {
+    pub name: Option<&'a str>,
+    pub role: Option<Role>,
+    pub active: Option<bool>,
+}
+
+/// Renames a user, changes their role, or deactivates or reactivates them (admin role).
+/// A deactivated user's keys stop working at once and they cannot be assigned; their
+/// conversations stay assigned to them (reassign with `bulkAssignConversations`).
+pub async fn update(
+    db: &impl sea_orm::TransactionTrait,
+    caller: &Caller,
+    id: UserId,
+    changes: UserChanges<'_>,
+) -> Result<user::Model> {
+    caller.require(Role::Admin, "changing a user")?;
+    let name = changes
+        .name
+        .map(|name| super::clean_required("name", name, 200))
+        .transpose()?;
+    if changes.role == Some(Role::Owner) && caller.role < Role::Owner {
+        return Err(Error::Forbidden(
+            "making a user an owner needs the owner role".into(),
+        ));
+    }
+    let txn = super::begin_write(db).await?;
+    let row = super::find_scoped(&txn, caller.workspace_id, id).await?;
+    if row.role == Role::Owner && caller.role < Role::Owner {
+        return Err(Error::Forbidden(
+            "changing an owner needs the owner role".into(),
+        ));
+    }
+    let mut model: user::ActiveModel = row.clone().into();
+    if let Some(name) = name {
+        model.name = Set(name);
+    }
+    if let Some(role) = changes.role {
+        model.role = Set(role);
+    }
+    if let Some(active) = changes.active {
+        model.active = Set(active);
+    }
+    let updated = sea_orm::ActiveModelTrait::update(model, &txn).await?;
+    if updated != row {
+        super::event::append(&txn, caller.workspace_id, Event::UserUpdated(&updated)).await?;
+    }
+    txn.commit().await?;
+    Ok(updated)
+}
+
 /// The users of a workspace by name.
 pub async fn list(
     db: &impl ConnectionTrait,

@@ -2,9 +2,11 @@
 //! SHA-256 hash is stored, so a leaked database does not leak keys.
 
 use rand::RngCore;
+use sea_orm::sea_query::IntoCondition;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use sha2::{Digest, Sha256};
 
@@ -128,21 +130,71 @@ pub async fn revoke_key(
     Ok(())
 }
 
+/// A key as authentication reads it, with its user's state.
+#[derive(sea_orm::FromQueryResult)]
+struct KeyRow {
+    id: ApiKeyId,
+    workspace_id: WorkspaceId,
+    name: String,
+    role: Role,
+    user_id: Option<UserId>,
+    user_active: Option<bool>,
+    user_role: Option<Role>,
+}
+
 /// Resolves a presented key to its caller; `UNAUTHENTICATED` when unknown or revoked.
 pub async fn authenticate(db: &impl ConnectionTrait, secret: &str) -> Result<Caller> {
     let invalid = || Error::Unauthenticated("the API key is unknown or revoked".to_owned());
     if !secret.starts_with(KEY_PREFIX) || secret.len() > 128 {
         return Err(invalid());
     }
+    // The key and its user (if any) in one statement: every request runs it.
     let key = api_key::Entity::find()
+        .select_only()
+        .columns([
+            api_key::Column::Id,
+            api_key::Column::WorkspaceId,
+            api_key::Column::Name,
+            api_key::Column::Role,
+            api_key::Column::UserId,
+        ])
+        .column_as(entity::user::Column::Active, "user_active")
+        .column_as(entity::user::Column::Role, "user_role")
+        .join(
+            sea_orm::JoinType::LeftJoin,
+            api_key::Entity::belongs_to(entity::user::Entity)
+                .from(api_key::Column::UserId)
+                .to(entity::user::Column::Id)
+                .on_condition(|key, user| {
+                    sea_orm::sea_query::Expr::col((user, entity::user::Column::WorkspaceId))
+                        .equals((key, api_key::Column::WorkspaceId))
+                        .into_condition()
+                })
+                .into(),
+        )
         .filter(api_key::Column::KeyHash.eq(hash(secret)))
         .filter(api_key::Column::RevokedAt.is_null())
+        .into_model::<KeyRow>()
         .one(db)
         .await?
         .ok_or_else(invalid)?;
+    // A key of a user acts as that user: not once they are deactivated, and never above
+    // their role.
+    let mut role = key.role;
+    if key.user_id.is_some() {
+        match (key.user_active, key.user_role) {
+            (Some(true), Some(user_role)) => role = role.min(user_role),
+            (Some(false), _) => {
+                return Err(Error::Unauthenticated(
+                    "the API key belongs to a deactivated user".to_owned(),
+                ))
+            }
+            _ => return Err(invalid()),
+        }
+    }
     Ok(Caller {
         workspace_id: key.workspace_id,
-        role: key.role,
+        role,
         key_id: key.id,
         key_name: key.name,
         user_id: key.user_id,
@@ -171,4 +223,77 @@ pub async fn delete(db: &impl ConnectionTrait, workspace_id: WorkspaceId) -> Res
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// The workspace's settings, stored in `workspace.settings` (JSON). Keys this build does
+/// not know are kept as they are, so an older process does not drop a newer one's setting.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WorkspaceSettings {
+    /// Our successful reply moves an OPEN conversation to PENDING (waiting on the
+    /// customer); their next message reopens it. Off by default.
+    #[serde(default)]
+    pub reply_sets_pending: bool,
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+impl WorkspaceSettings {
+    /// The settings of a workspace row; a stored value that does not read (hand-edited)
+    /// counts as the defaults rather than failing every reply.
+    pub fn of(model: &workspace::Model) -> WorkspaceSettings {
+        serde_json::from_value(model.settings.clone()).unwrap_or_default()
+    }
+}
+
+/// A change of settings: each given field is set, the rest stay.
+#[derive(Clone, Debug, Default)]
+pub struct SettingsUpdate {
+    pub reply_sets_pending: Option<bool>,
+}
+
+/// The settings of the caller's workspace.
+pub async fn settings(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+) -> Result<WorkspaceSettings> {
+    Ok(WorkspaceSettings::of(&get(db, workspace_id).await?))
+}
+
+/// Changes the caller's workspace's settings (admin role), recorded by a
+/// `workspace.settings_updated` event naming the caller. Read and written in one
+/// transaction with the row locked, so two changes of different settings both stay.
+pub async fn update_settings(
+    db: &impl sea_orm::TransactionTrait,
+    caller: &Caller,
+    update: SettingsUpdate,
+) -> Result<workspace::Model> {
+    use sea_orm::{ActiveModelTrait, QuerySelect};
+    caller.require(Role::Admin, "changing the workspace's settings")?;
+    let txn = super::begin_write(db).await?;
+    let current = workspace::Entity::find_by_id(caller.workspace_id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+        .ok_or_else(|| Error::not_found("workspace", ids::encode(caller.workspace_id)))?;
+    let mut settings = WorkspaceSettings::of(&current);
+    if let Some(on) = update.reply_sets_pending {
+        settings.reply_sets_pending = on;
+    }
+    let value = serde_json::to_value(&settings)
+        .map_err(|err| Error::Internal(format!("settings did not serialise: {err}")))?;
+    let mut row: workspace::ActiveModel = current.into();
+    row.settings = Set(value);
+    let model = row.update(&txn).await?;
+    let change = super::event::SettingsChange {
+        workspace: model.clone(),
+        actor: super::event::Actor::of(caller),
+    };
+    super::event::append(
+        &txn,
+        caller.workspace_id,
+        super::event::Event::WorkspaceSettingsUpdated(&change),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(model)
 }

@@ -103,6 +103,15 @@ impl Conversation {
         };
         interactions_of(ctx, self.0.id, InteractionFilter::default(), args).await
     }
+    /// The team's internal notes on it, newest first.
+    async fn notes(&self, ctx: &Context<'_>) -> Result<Vec<super::note::Note>> {
+        Ok(load(ctx, super::note::NotesOfConversation(self.0.id))
+            .await?
+            .unwrap_or_default()
+            .into_iter()
+            .map(super::note::Note)
+            .collect())
+    }
     async fn first_response_at(&self) -> Option<DateTime<Utc>> {
         self.0.first_response_at
     }

@@ -42,7 +42,12 @@ pub const TYPE_INTROSPECTION_COST: u64 = 20;
 pub const MAX_INTROSPECTION_DEPTH: u32 = 24;
 
 /// Mutations that call out to a platform: each is an outbound request.
-const OUTBOUND_MUTATIONS: [&str; 2] = ["syncSource", "replyToInteraction"];
+const OUTBOUND_MUTATIONS: [&str; 4] = [
+    "syncSource",
+    "replyToInteraction",
+    "replyToConversation",
+    "retryReply",
+];
 /// Argument-less fields that still run their own query.
 const QUERY_FIELDS: [&str; 9] = [
     "totalCount",
@@ -58,7 +63,7 @@ const QUERY_FIELDS: [&str; 9] = [
 /// Fields that return a page (a connection, or search hits) even when asked without
 /// paging arguments: the default page size multiplies what their items cost. Read from the
 /// schema's connection fields; a test checks the list against the served schema.
-pub const PAGED_FIELDS: [&str; 7] = [
+pub const PAGED_FIELDS: [&str; 8] = [
     "customers",
     "inbox",
     "organizations",
@@ -66,6 +71,7 @@ pub const PAGED_FIELDS: [&str; 7] = [
     "timeline",
     "search",
     "searchCustomers",
+    "savedReplies",
 ];
 /// Operations one document may hold (the engine validates every one of them).
 pub const MAX_OPERATIONS: usize = 50;

@@ -68,6 +68,14 @@ impl Interaction {
     async fn ingested_at(&self) -> DateTime<Utc> {
         self.0.ingested_at
     }
+    /// Where a reply sent with `replyToConversation` stands; `null` for every other item.
+    async fn delivery_status(&self) -> Option<crate::domain::DeliveryStatus> {
+        self.0.delivery_status
+    }
+    /// Why the platform did not take a FAILED reply (its answer, without secrets).
+    async fn delivery_error(&self) -> Option<&str> {
+        self.0.delivery_error.as_deref()
+    }
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
         Ok(load(ctx, CustomerById(self.0.customer_id))
             .await?

@@ -26,6 +26,7 @@ pub mod mutation;
 pub mod note;
 pub mod organization;
 pub mod query;
+pub mod reply;
 pub mod search;
 pub mod service;
 pub mod source;

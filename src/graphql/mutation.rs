@@ -20,8 +20,13 @@ use super::inbox::{
     SetConversationPriorityInput, SetConversationStatusInput,
 };
 use super::interaction::{InteractionPayload, RecordInteractionInput, ReplyToInteractionInput};
+use super::note::AddConversationNoteInput;
 use super::note::{AddNoteInput, NotePayload};
 use super::organization::{CreateOrganizationInput, OrganizationPayload, UpdateOrganizationInput};
+use super::reply::{
+    CreateSavedReplyInput, DeleteSavedReplyInput, ReplyToConversationInput, RetryReplyInput,
+    SavedReplyPayload, UpdateSavedReplyInput,
+};
 use super::service::{
     BusinessHoursPayload, DeleteSlaRuleInput, DeleteSlaRulePayload, SetBusinessHoursInput,
     SetSlaRuleInput, SlaRulePayload,
@@ -31,6 +36,7 @@ use super::source::{
     UpdateSourceInput,
 };
 use super::tag::{AddTagInput, RemoveTagInput};
+use super::workspace::{UpdateWorkspaceSettingsInput, WorkspacePayload};
 
 pub struct Mutation;
 
@@ -267,6 +273,17 @@ impl Mutation {
         super::inbox::bulk_label_conversations(ctx, input).await
     }
 
+    /// Renames a user, changes their role, or deactivates (`active: false`) or reactivates
+    /// them (admin role; an owner only by an owner). A deactivated user's keys stop working
+    /// at once and they cannot be assigned.
+    async fn update_user(
+        &self,
+        ctx: &Context<'_>,
+        input: super::user::UpdateUserInput,
+    ) -> Result<super::user::UserPayload> {
+        super::user::update_user(ctx, input).await
+    }
+
     /// Deletes a source; what it ingested stays.
     async fn delete_source(
         &self,
@@ -274,6 +291,77 @@ impl Mutation {
         input: SourceIdInput,
     ) -> Result<DeleteSourcePayload> {
         super::source::delete_source(ctx, input).await
+    }
+
+    /// Answers a conversation through its source (agent role), in reply to `inReplyToId`
+    /// or the conversation's latest inbound message, with `text` or a saved reply. Text
+    /// over the platform's limit (Mastodon: the instance's, 500 characters by default) is
+    /// refused before anything is sent. The reply is stored before it is sent: the same
+    /// `idempotencyKey` returns it again and sends nothing; a platform's refusal leaves it
+    /// FAILED with the platform's error (`retryReply` sends it again); once SENT it holds
+    /// the platform's id, and the first one is the conversation's first response.
+    async fn reply_to_conversation(
+        &self,
+        ctx: &Context<'_>,
+        input: ReplyToConversationInput,
+    ) -> Result<InteractionPayload> {
+        super::reply::reply_to_conversation(ctx, input).await
+    }
+
+    /// Sends a FAILED reply again with its idempotency key (agent role), or a SENDING one
+    /// left for two minutes by a process that stopped while sending it; a SENT one is
+    /// returned as it is.
+    async fn retry_reply(
+        &self,
+        ctx: &Context<'_>,
+        input: RetryReplyInput,
+    ) -> Result<InteractionPayload> {
+        super::reply::retry_reply(ctx, input).await
+    }
+
+    /// Puts an internal note on a conversation (agent role); never sent to any platform.
+    async fn add_conversation_note(
+        &self,
+        ctx: &Context<'_>,
+        input: AddConversationNoteInput,
+    ) -> Result<NotePayload> {
+        super::note::add_conversation_note(ctx, input).await
+    }
+
+    /// Saves a reply agents reuse (agent role); an unknown placeholder is refused here.
+    async fn create_saved_reply(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateSavedReplyInput,
+    ) -> Result<SavedReplyPayload> {
+        super::reply::create_saved_reply(ctx, input).await
+    }
+
+    /// Renames or rewrites a saved reply (agent role).
+    async fn update_saved_reply(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateSavedReplyInput,
+    ) -> Result<SavedReplyPayload> {
+        super::reply::update_saved_reply(ctx, input).await
+    }
+
+    /// Deletes a saved reply (agent role); returns it as it was.
+    async fn delete_saved_reply(
+        &self,
+        ctx: &Context<'_>,
+        input: DeleteSavedReplyInput,
+    ) -> Result<SavedReplyPayload> {
+        super::reply::delete_saved_reply(ctx, input).await
+    }
+
+    /// Changes the workspace's settings (admin role).
+    async fn update_workspace_settings(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateWorkspaceSettingsInput,
+    ) -> Result<WorkspacePayload> {
+        super::workspace::update_workspace_settings(ctx, input).await
     }
 
     /// Sets the SLA rule of a channel, or of every channel without its own (admin role);

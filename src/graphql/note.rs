@@ -1,4 +1,5 @@
-//! Notes on a customer: the object, inputs and payloads.
+//! Notes on a customer or on a conversation: the object, inputs and payloads, and the
+//! loader of a conversation's notes.
 //! The mutations on notes are here too; the `Mutation` root delegates to them.
 
 use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
@@ -26,6 +27,18 @@ impl Note {
     /// The name of the API key that wrote it.
     async fn author(&self) -> &str {
         &self.0.author
+    }
+    /// The conversation the note is on; `null` for a note on the customer.
+    async fn conversation(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<Option<super::conversation::Conversation>> {
+        match self.0.conversation_id {
+            Some(id) => Ok(load(ctx, ConversationById(id))
+                .await?
+                .map(super::conversation::Conversation)),
+            None => Ok(None),
+        }
     }
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
         Ok(load(ctx, CustomerById(self.0.customer_id))
@@ -57,4 +70,49 @@ pub(super) async fn add_note(ctx: &Context<'_>, input: AddNoteInput) -> Result<N
     let customer = id::<CustomerId>("customerId", &input.customer_id)?;
     let model = domain::note::add(&app(ctx).db, caller(ctx)?, customer, &input.body).await?;
     Ok(NotePayload { note: Note(model) })
+}
+
+/// An internal note on a conversation: for the team, never sent to any platform.
+#[derive(InputObject)]
+pub struct AddConversationNoteInput {
+    pub conversation_id: ID,
+    pub body: String,
+}
+
+pub(super) async fn add_conversation_note(
+    ctx: &Context<'_>,
+    input: AddConversationNoteInput,
+) -> Result<NotePayload> {
+    let conversation = id::<ConversationId>("conversationId", &input.conversation_id)?;
+    let model =
+        domain::note::add_to_conversation(&app(ctx).db, caller(ctx)?, conversation, &input.body)
+            .await?;
+    Ok(NotePayload { note: Note(model) })
+}
+
+/// The notes of a conversation, newest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NotesOfConversation(pub ConversationId);
+
+impl async_graphql::dataloader::Loader<NotesOfConversation> for Loaders {
+    type Value = Vec<note::Model>;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[NotesOfConversation],
+    ) -> std::result::Result<std::collections::HashMap<NotesOfConversation, Self::Value>, Self::Error>
+    {
+        let ids: Vec<ConversationId> = keys.iter().map(|key| key.0).collect();
+        let mut rows = domain::note::of_conversations(&self.db, self.workspace_id, &ids).await?;
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                (
+                    NotesOfConversation(id),
+                    rows.remove(&id).unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
 }

@@ -8,6 +8,7 @@ use super::customer::{Customer, CustomerConnection, CustomerFilterInput, Custome
 use super::inbox::{InboxConnection, InboxCounts, InboxFilterInput};
 use super::interaction::{InteractionConnection, InteractionFilterInput};
 use super::organization::{Organization, OrganizationConnection};
+use super::reply::SavedReplyConnection;
 use super::search::{
     CustomerSearchHit, SearchConnection, SearchFilterInput, SearchSort, SearchStatusInfo,
 };
@@ -56,6 +57,16 @@ impl Query {
     /// The user of the calling API key; `null` for a key that belongs to nobody.
     async fn me(&self, ctx: &Context<'_>) -> Result<Option<User>> {
         super::user::me(ctx).await
+    }
+
+    /// The workspace's saved replies, by name.
+    async fn saved_replies(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<SavedReplyConnection> {
+        super::reply::saved_replies(ctx, first, after).await
     }
 
     /// The workspace's users (the inbox's agents), by name.

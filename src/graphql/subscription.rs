@@ -93,7 +93,7 @@ impl Subscription {
                         tracing::warn!(seq = event.seq, "a conversation event did not parse");
                         continue;
                     };
-                    if filter.matches(&change.row) {
+                    if filter.matches(&change.row, event.created_at) {
                         return Some((Ok(change), (reader, filter)));
                     }
                 }
@@ -142,8 +142,12 @@ impl Subscription {
                         Ok(event) => event.seq,
                         Err(err) => return Some((Err(err.into()), state)),
                     };
-                    while let Ok(next) =
-                        tokio::time::timeout(COUNTS_SETTLE, state.reader.next()).await
+                    let deadline = tokio::time::Instant::now() + COUNTS_SETTLE_MAX;
+                    while let Ok(next) = tokio::time::timeout_at(
+                        deadline.min(tokio::time::Instant::now() + COUNTS_SETTLE),
+                        state.reader.next(),
+                    )
+                    .await
                     {
                         match next? {
                             Ok(event) => cursor = event.seq,
@@ -160,8 +164,10 @@ impl Subscription {
     }
 }
 
-/// How long a recount of the inbox waits for further changes to count together.
+/// How long a recount of the inbox waits for further changes to count together, and at
+/// most after the first (a busy inbox is recounted at least that often).
 const COUNTS_SETTLE: Duration = Duration::from_millis(50);
+const COUNTS_SETTLE_MAX: Duration = Duration::from_millis(250);
 
 const INTERACTION_KINDS: &[EventKind] = &[EventKind::InteractionCreated];
 
@@ -215,6 +221,14 @@ impl Reader {
             })
             .transpose()?;
         let app = app(ctx).clone();
+        if let Some(after) = after {
+            if after > event::head(&app.db).await? {
+                return Err(Error::field(
+                    "after",
+                    "this cursor is ahead of every event stored: give a `cursor` this API gave",
+                ));
+            }
+        }
         let joined = app.live.subscribe(caller.key_id).await?;
         let last = after.unwrap_or(joined.joined_at);
         Ok(Reader {
@@ -387,12 +401,16 @@ impl ConversationChangedFilter {
 }
 
 impl ConversationMatch {
-    fn matches(&self, row: &entity::conversation::Model) -> bool {
+    /// Whether the conversation as an event at `at` left it matches: its status as it read
+    /// then, so a replay judges an event as it was judged live.
+    fn matches(
+        &self,
+        row: &entity::conversation::Model,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> bool {
         self.conversation_id.is_none_or(|id| row.id == id)
             && (self.statuses.is_empty()
-                || self
-                    .statuses
-                    .contains(&inbox::effective_status(row, crate::domain::now())))
+                || self.statuses.contains(&inbox::effective_status(row, at)))
             && self.assignee.is_none_or(|user| row.assignee_id == user)
             && self.channel.is_none_or(|channel| row.channel == channel)
             && self.source_id.is_none_or(|id| row.source_id == Some(id))

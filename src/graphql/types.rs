@@ -107,7 +107,8 @@ pub async fn fetch_node(ctx: &async_graphql::Context<'_>, id: &ID) -> Result<Opt
         AnyId::User(id) => load(ctx, super::user::UserById(id))
             .await?
             .map(|m| Node::User(User(m))),
-        AnyId::Workspace(_) | AnyId::ApiKey(_) => None,
+        // Saved replies are listed by `savedReplies`, not fetched as nodes.
+        AnyId::Workspace(_) | AnyId::ApiKey(_) | AnyId::SavedReply(_) => None,
     };
     Ok(node)
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use async_graphql::dataloader::Loader;
-use async_graphql::{Context, Object, Result, ID};
+use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
 use super::loaders::{LoadError, Loaders};
@@ -76,4 +76,30 @@ pub(super) async fn me(ctx: &Context<'_>) -> Result<Option<User>> {
         Some(id) => Ok(load(ctx, UserById(id)).await?.map(User)),
         None => Ok(None),
     }
+}
+
+/// Changes to a user; a field left out stays as it is.
+#[derive(InputObject)]
+pub struct UpdateUserInput {
+    pub user_id: ID,
+    pub name: Option<String>,
+    pub role: Option<Role>,
+    /// `false` deactivates: the user's keys stop working and they cannot be assigned.
+    pub active: Option<bool>,
+}
+
+#[derive(SimpleObject)]
+pub struct UserPayload {
+    pub user: User,
+}
+
+pub(super) async fn update_user(ctx: &Context<'_>, input: UpdateUserInput) -> Result<UserPayload> {
+    let id = super::inputs::id::<UserId>("userId", &input.user_id)?;
+    let changes = domain::user::UserChanges {
+        name: input.name.as_deref(),
+        role: input.role,
+        active: input.active,
+    };
+    let model = domain::user::update(&app(ctx).db, caller(ctx)?, id, changes).await?;
+    Ok(UserPayload { user: User(model) })
 }

@@ -24,6 +24,47 @@ impl Workspace {
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    async fn settings(&self) -> WorkspaceSettings {
+        WorkspaceSettings(crate::domain::workspace::WorkspaceSettings::of(&self.0))
+    }
+}
+
+/// How the workspace works.
+pub struct WorkspaceSettings(pub crate::domain::workspace::WorkspaceSettings);
+
+#[Object]
+impl WorkspaceSettings {
+    /// Our successful reply moves an OPEN conversation to PENDING (waiting on the
+    /// customer); the customer's next message reopens it. Off by default.
+    async fn reply_sets_pending(&self) -> bool {
+        self.0.reply_sets_pending
+    }
+}
+
+/// A change of the workspace's settings: each given field is set, the rest stay.
+#[derive(async_graphql::InputObject)]
+pub struct UpdateWorkspaceSettingsInput {
+    pub reply_sets_pending: Option<bool>,
+}
+
+#[derive(async_graphql::SimpleObject)]
+pub struct WorkspacePayload {
+    pub workspace: Workspace,
+}
+
+pub(super) async fn update_workspace_settings(
+    ctx: &async_graphql::Context<'_>,
+    input: UpdateWorkspaceSettingsInput,
+) -> async_graphql::Result<WorkspacePayload> {
+    let update = crate::domain::workspace::SettingsUpdate {
+        reply_sets_pending: input.reply_sets_pending,
+    };
+    let model =
+        crate::domain::workspace::update_settings(&super::app(ctx).db, super::caller(ctx)?, update)
+            .await?;
+    Ok(WorkspacePayload {
+        workspace: Workspace(model),
+    })
 }
 
 /// Who is calling.

@@ -53,6 +53,8 @@ struct HttpState {
     webhooks: Arc<RateLimiter<String>>,
     /// Places for open subscription sockets.
     sockets: Arc<tokio::sync::Semaphore>,
+    /// Open subscription sockets per client address.
+    client_sockets: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
 }
 
 impl HttpState {
@@ -71,6 +73,7 @@ pub fn router(app: App) -> Router {
         webhook_failures: Arc::new(RateLimiter::new(limits.failed_auth_per_minute)),
         webhooks: Arc::new(RateLimiter::new(limits.webhook_requests_per_minute)),
         sockets: Arc::new(tokio::sync::Semaphore::new(limits.max_sockets)),
+        client_sockets: Arc::default(),
         api: crate::graphql::Api::new(app),
     };
     Router::new()

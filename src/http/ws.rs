@@ -9,12 +9,19 @@
 //! that the protocol is async-graphql's, over an executor that measures and maps every
 //! operation as `/graphql` does ([`crate::graphql::execute_stream`]).
 //!
-//! Bounded: at most `max_sockets` sockets at once, `max_subscriptions_per_key` per key
-//! ([`crate::live`]), messages of at most `max_body_bytes`; an answer the client does not
+//! Every operation on the socket looks its key up again and takes a token of the key's
+//! request rate, as over HTTP, and the key is looked up every [`KEY_RECHECK`] too: a key
+//! revoked while its socket is open ends it (`4403`).
+//!
+//! Bounded: at most `max_sockets` sockets at once and `max_connections_per_client` from one
+//! address, [`MAX_IN_FLIGHT`] operations a socket, `max_subscriptions_per_key` subscriptions
+//! per key ([`crate::live`]), messages of at most `max_body_bytes`; an answer the client does not
 //! take within [`SEND_TIMEOUT`] closes the socket (nothing is queued for it meanwhile: a
 //! subscription that falls behind is stopped with its last cursor, [`crate::live`]).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +42,8 @@ const PROTOCOL: &str = "graphql-transport-ws";
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one message to the client may take to go out.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an open socket's key is looked up again.
+const KEY_RECHECK: Duration = Duration::from_secs(30);
 
 /// `GET /graphql/ws`: upgrades to a GraphQL socket.
 pub(super) async fn upgrade(State(state): State<HttpState>, request: Request) -> Response {
@@ -75,6 +84,22 @@ pub(super) async fn upgrade(State(state): State<HttpState>, request: Request) ->
             },
         );
     };
+    // One address may not take every place: it holds at most as many sockets as it may
+    // hold connections.
+    let Some(client_slot) = ip.and_then(|ip| ClientSlot::take(&state, ip)).or_else(|| {
+        ip.is_none().then(|| ClientSlot {
+            sockets: state.client_sockets.clone(),
+            ip: None,
+        })
+    }) else {
+        return reject(
+            &state,
+            MediaType::Json,
+            Error::RateLimited {
+                retry_after_secs: 5,
+            },
+        );
+    };
     let max_message = state.app().config.limits.max_body_bytes;
     upgrade
         .protocols([PROTOCOL])
@@ -82,7 +107,7 @@ pub(super) async fn upgrade(State(state): State<HttpState>, request: Request) ->
         .max_frame_size(max_message)
         .on_upgrade(move |socket| async move {
             serve(state, socket, ip).await;
-            drop(socket_slot);
+            drop((socket_slot, client_slot));
         })
         .into_response()
 }
@@ -130,14 +155,16 @@ async fn serve(state: HttpState, socket: WebSocket, ip: Option<IpAddr>) {
             if let (Error::Unauthenticated(_), Some(ip)) = (&error, ip) {
                 let _ = state.auth_failures.check(ip);
             }
-            state.app().metrics.record_error(error.code().as_str());
-            let _ = sink.send(close(4403, &format!("Forbidden: {error}"))).await;
+            let _ = sink.send(refusal(&state, &error)).await;
             return;
         }
     };
+    let secret: Arc<str> = bearer(&payload).unwrap_or_default().into();
     let executor = Executor {
-        api: state.api.clone(),
-        caller: Arc::new(caller),
+        state: state.clone(),
+        secret: secret.clone(),
+        key_id: caller.key_id,
+        in_flight: Arc::new(AtomicUsize::new(0)),
     };
     // The protocol engine sees `connection_init` too, and acknowledges it.
     let messages = futures_util::stream::once(async move { init.into_bytes() }).chain(
@@ -158,7 +185,23 @@ async fn serve(state: HttpState, socket: WebSocket, ip: Option<IpAddr>) {
     )
     .on_connection_init(|_| async { Ok(async_graphql::Data::default()) });
     let mut protocol = std::pin::pin!(protocol);
-    while let Some(message) = protocol.next().await {
+    let mut recheck =
+        tokio::time::interval_at(tokio::time::Instant::now() + KEY_RECHECK, KEY_RECHECK);
+    loop {
+        let message = tokio::select! {
+            message = protocol.next() => message,
+            _ = recheck.tick() => {
+                // A key revoked (or its workspace deleted) while the socket is open ends it.
+                match current_caller(&state, &secret, caller.key_id).await {
+                    Ok(_) => continue,
+                    Err(error) => {
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(refusal(&state, &error))).await;
+                        return;
+                    }
+                }
+            }
+        };
+        let Some(message) = message else { break };
         let (message, last) = match message {
             WsMessage::Text(text) => (Message::Text(text.into()), false),
             WsMessage::Close(code, reason) => (close(code, &reason), true),
@@ -189,9 +232,9 @@ async fn first_text(incoming: &mut futures_util::stream::SplitStream<WebSocket>)
     None
 }
 
-/// The caller of a `connection_init` payload: `{"Authorization": "Bearer <key>"}`
-/// (the header's name in any case).
-async fn authenticate(state: &HttpState, payload: &Value) -> Result<Caller, Error> {
+/// The key of a `connection_init` payload: `{"Authorization": "Bearer <key>"}` (the
+/// header's name in any case).
+fn bearer(payload: &Value) -> Result<&str, Error> {
     let value = payload
         .as_object()
         .and_then(|payload| {
@@ -205,26 +248,137 @@ async fn authenticate(state: &HttpState, payload: &Value) -> Result<Caller, Erro
                 "send the API key in connection_init: {\"Authorization\": \"Bearer <key>\"}".into(),
             )
         })?;
-    let key = value
+    value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .map(str::trim)
-        .ok_or_else(|| Error::Unauthenticated("Authorization must be `Bearer <key>`".into()))?;
-    let caller = domain::workspace::authenticate(&state.app().db, key).await?;
+        .ok_or_else(|| Error::Unauthenticated("Authorization must be `Bearer <key>`".into()))
+}
+
+/// The caller of a `connection_init` payload, within its key's request rate.
+async fn authenticate(state: &HttpState, payload: &Value) -> Result<Caller, Error> {
+    let caller = domain::workspace::authenticate(&state.app().db, bearer(payload)?).await?;
     state.limiter.check(caller.key_id)?;
     Ok(caller)
 }
 
-/// Runs one socket's operations as its caller.
+/// The socket's key looked up again: still valid, still the same key, its role as it is
+/// now (a key revoked or a workspace deleted since the socket opened is refused).
+async fn current_caller(
+    state: &HttpState,
+    secret: &str,
+    key_id: entity::ApiKeyId,
+) -> Result<Caller, Error> {
+    let caller = domain::workspace::authenticate(&state.app().db, secret).await?;
+    if caller.key_id != key_id {
+        return Err(Error::Unauthenticated(
+            "the API key is unknown or revoked".into(),
+        ));
+    }
+    Ok(caller)
+}
+
+/// The close frame refusing a socket for `error`: 4403 for a bad key or role, 4429 over
+/// the key's rate, 1011 for anything else (whose details stay in the log).
+fn refusal(state: &HttpState, error: &Error) -> Message {
+    state.app().metrics.record_error(error.code().as_str());
+    match error {
+        Error::Unauthenticated(_) | Error::Forbidden(_) => {
+            close(4403, &format!("Forbidden: {error}"))
+        }
+        Error::RateLimited { .. } => close(4429, "Too many requests: slow down and connect again"),
+        _ => {
+            tracing::warn!(error = %error, "a subscription socket could not authenticate");
+            close(1011, "Internal error")
+        }
+    }
+}
+
+/// A place of one client address among the sockets open.
+pub(super) struct ClientSlot {
+    sockets: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    ip: Option<IpAddr>,
+}
+
+impl ClientSlot {
+    fn take(state: &HttpState, ip: IpAddr) -> Option<ClientSlot> {
+        let cap = state.app().config.limits.max_connections_per_client.max(1);
+        let mut sockets = state
+            .client_sockets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = sockets.entry(ip).or_insert(0);
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            sockets: state.client_sockets.clone(),
+            ip: Some(ip),
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let Some(ip) = self.ip else { return };
+        let mut sockets = self
+            .sockets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = sockets.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                sockets.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Runs one socket's operations as its caller. Each operation looks the key up again and
+/// takes a token of the key's request rate, as a request to `/graphql` does, and a socket
+/// runs at most [`MAX_IN_FLIGHT`] operations at once.
 #[derive(Clone)]
 struct Executor {
-    api: crate::graphql::Api,
-    caller: Arc<Caller>,
+    state: HttpState,
+    secret: Arc<str>,
+    key_id: entity::ApiKeyId,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Operations (subscriptions included) one socket runs at once.
+const MAX_IN_FLIGHT: usize = 64;
+
+impl Executor {
+    async fn caller(&self) -> Result<Caller, Error> {
+        let caller = current_caller(&self.state, &self.secret, self.key_id).await?;
+        self.state.limiter.check(caller.key_id)?;
+        Ok(caller)
+    }
+}
+
+/// An operation's place among its socket's operations in flight.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The answer to an operation that may not run, as `/graphql` words its errors.
+fn refused(error: Error) -> async_graphql::Response {
+    let error =
+        crate::graphql::errors::to_graphql(&error).into_server_error(async_graphql::Pos::default());
+    async_graphql::Response::from_errors(vec![error])
 }
 
 impl async_graphql::Executor for Executor {
     async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response {
-        crate::graphql::execute(&self.api, (*self.caller).clone(), request).await
+        match self.caller().await {
+            Ok(caller) => crate::graphql::execute(&self.state.api, caller, request).await,
+            Err(error) => refused(error),
+        }
     }
 
     fn execute_stream(
@@ -232,6 +386,27 @@ impl async_graphql::Executor for Executor {
         request: async_graphql::Request,
         _session: Option<Arc<async_graphql::Data>>,
     ) -> futures_util::stream::BoxStream<'static, async_graphql::Response> {
-        crate::graphql::execute_stream(&self.api, (*self.caller).clone(), request)
+        let this = self.clone();
+        if this.in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT {
+            this.in_flight.fetch_sub(1, Ordering::SeqCst);
+            let error = Error::bad_input(format!(
+                "a socket runs at most {MAX_IN_FLIGHT} operations at once: complete some first"
+            ));
+            return futures_util::stream::once(async move { refused(error) }).boxed();
+        }
+        let slot = InFlight(this.in_flight.clone());
+        futures_util::stream::once(async move {
+            match this.caller().await {
+                Ok(caller) => crate::graphql::execute_stream(&this.state.api, caller, request),
+                Err(error) => futures_util::stream::once(async move { refused(error) }).boxed(),
+            }
+        })
+        .flatten()
+        // The place is held as long as the operation's stream lives.
+        .map(move |response| {
+            let _ = &slot;
+            response
+        })
+        .boxed()
     }
 }

@@ -1,56 +1,71 @@
-//! Answering an ingested item from Rapport: the reply goes out through the connector of
-//! the item's source (a Mastodon status, an e-mail over SMTP, a POST to a webhook
+//! Answering from Rapport: the reply goes out through the connector of the source the
+//! answered item came from (a Mastodon status, an e-mail over SMTP, a POST to a webhook
 //! source's reply URL) and is stored as an outbound interaction in the same conversation.
 //!
-//! Idempotent: the idempotency key (given, or derived from the answered item and the
-//! text) is sent to the platform and makes the sent item's external id, so a retried
-//! reply is sent and stored once.
+//! Two paths share the preparation (the connector, where the reply goes, the platform's
+//! length limit checked before anything is sent):
+//! - [`reply`] (`replyToInteraction`) sends, then stores what was sent; the idempotency
+//!   key (given, or derived from the answered item and the text) is sent to the platform
+//!   and makes the sent item's external id, so a retried reply is sent and stored once.
+//! - [`reply_to_conversation`] (`replyToConversation`) stores the reply as `SENDING`
+//!   first (UNIQUE on its key: the same key again returns that row and sends nothing),
+//!   then marks it `SENT` with the platform's id or `FAILED` with the platform's error;
+//!   [`retry`] sends a failed one again with the same key.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use super::sync::Syncer;
 use crate::domain::{self, Caller, Role};
 use crate::error::{Error, Result};
 use crate::ids;
-use connectors::{ConnectorError, InboundItem, ReplyTarget};
-use entity::{interaction, InteractionId};
+use connectors::{Connector, ConnectorError, InboundItem, ReplyLimit, ReplyTarget};
+use entity::{interaction, source, ConversationId, InteractionId, SavedReplyId, SourceId};
 
-/// Sends `text` as an answer to interaction `id` and stores it; returns the stored reply.
-pub async fn reply(
+/// The longest text a reply may have before the platform's own limit applies.
+const MAX_REPLY_CHARS: usize = 10_000;
+
+/// Where a reply to one interaction goes: its source, that source's connector, and the
+/// target the connector answers.
+struct Outlet {
+    source: source::Model,
+    connector: Box<dyn Connector>,
+    to: ReplyTarget,
+}
+
+/// Builds the outlet of a reply to `target` with `key`; `field` names the input the
+/// caller gave the target by. An item not ingested from a source, a deleted source or a
+/// source that cannot reply is `BAD_USER_INPUT` on `field`.
+async fn outlet(
     syncer: &Syncer,
     caller: &Caller,
-    id: InteractionId,
-    text: &str,
-    idempotency_key: Option<String>,
-) -> Result<interaction::Model> {
-    caller.require(Role::Agent, "replying")?;
-    let text = domain::clean_required("text", text, 10_000)?;
+    target: &interaction::Model,
+    field: &str,
+    key: String,
+) -> Result<Outlet> {
     let db = &syncer.db;
-    let target = domain::interaction::get(db, caller, id).await?;
     let (Some(source_id), Some(external_id)) = (target.source_id, target.external_id.clone())
     else {
         return Err(Error::field(
-            "interactionId",
+            field,
             "this interaction was not ingested from a source, so there is nowhere to reply; record your answer with recordInteraction",
         ));
     };
     let source = domain::source::get(db, caller, source_id)
         .await
-        .map_err(|_| {
-            Error::field(
-                "interactionId",
-                "the source this interaction came from was deleted",
-            )
-        })?;
+        .map_err(|_| Error::field(field, "the source this interaction came from was deleted"))?;
     let channel = source.channel;
     let connector = super::connector(&source, &syncer.outbound)
-        .map_err(|err| Error::field("interactionId", err.to_string()))?;
+        .map_err(|err| Error::field(field, err.to_string()))?;
     // Built, so registered.
     let spec = connectors::spec(channel)
         .ok_or_else(|| Error::Internal(format!("no connector for {}", channel.as_str())))?;
     if !connector.capabilities().reply {
         return Err(Error::field(
-            "interactionId",
+            field,
             format!(
                 "the {} source `{}` cannot send replies{}",
                 channel.as_str(),
@@ -59,7 +74,7 @@ pub async fn reply(
             ),
         ));
     }
-    let (identity, thread_key) = domain::interaction::author_and_thread(db, &target).await?;
+    let (identity, thread_key) = domain::interaction::author_and_thread(db, target).await?;
     let recipient = identity.as_ref().and_then(|identity| match spec.recipient {
         connectors::Recipient::Handle => identity.handle.clone(),
         connectors::Recipient::Address => target
@@ -77,11 +92,96 @@ pub async fn reply(
                 )
             }),
     });
-    let key = idempotency_key
+    let to = ReplyTarget {
+        external_id,
+        thread_key,
+        recipient,
+        context: target.raw.clone().unwrap_or(serde_json::Value::Null),
+        idempotency_key: key,
+    };
+    Ok(Outlet {
+        source,
+        connector,
+        to,
+    })
+}
+
+/// A source as its reply limit was asked of it: its id and `updated_at`.
+type SourceVersion = (SourceId, DateTime<Utc>);
+
+/// The reply limit each source's platform gave, asked once per process and source (a
+/// source changed since is asked again: its `updated_at` is part of the key). A platform
+/// that could not say is asked again next time; its connector's default applies meanwhile.
+static LIMITS: LazyLock<Mutex<HashMap<SourceVersion, Option<ReplyLimit>>>> =
+    LazyLock::new(Default::default);
+
+async fn reply_limit(outlet: &Outlet) -> Option<ReplyLimit> {
+    let key = (outlet.source.id, outlet.source.updated_at);
+    if let Some(known) = LIMITS
+        .lock()
+        .ok()
+        .and_then(|limits| limits.get(&key).copied())
+    {
+        return known;
+    }
+    match outlet.connector.reply_limit().await {
+        Ok(limit) => {
+            if let Ok(mut limits) = LIMITS.lock() {
+                limits.insert(key, limit);
+            }
+            limit
+        }
+        Err(err) => {
+            tracing::info!(source = %outlet.source.id, error = %domain::source::scrub(&outlet.source, err.to_string()), "the platform did not say its reply limit; using the default");
+            outlet.connector.default_reply_limit()
+        }
+    }
+}
+
+/// `BAD_USER_INPUT` on `field` when `text` is longer than the platform takes, counted as
+/// the platform counts (with what the connector adds, such as a leading mention), before
+/// anything is stored or sent.
+async fn check_limit(outlet: &Outlet, text: &str, field: &str) -> Result<()> {
+    let Some(limit) = reply_limit(outlet).await else {
+        return Ok(());
+    };
+    let length = outlet.connector.reply_length(&outlet.to, text, limit);
+    if length > limit.max() {
+        return Err(Error::field(
+            field,
+            format!(
+                "the reply is {length} {unit} long as {channel} counts it; {channel} takes at most {max} {unit} here",
+                unit = limit.unit(),
+                channel = outlet.source.channel.as_str(),
+                max = limit.max(),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What the platform said when a reply failed, as the reply row keeps it: the platform's
+/// answer as the connector reads it, with the source's secrets scrubbed.
+fn failure(source: &source::Model, err: &ConnectorError) -> String {
+    let message = match err {
+        ConnectorError::RateLimited { retry_after_secs } => match retry_after_secs {
+            Some(secs) => {
+                format!("the platform rate-limited the reply (429); retry after {secs} s")
+            }
+            None => "the platform rate-limited the reply (429); retry later".to_owned(),
+        },
+        other => other.to_string(),
+    };
+    domain::source::scrub(source, message)
+}
+
+/// The idempotency key given (trimmed), or one derived from `parts`.
+fn idempotency_key(given: Option<String>, parts: &[&str]) -> Result<String> {
+    let key = given
         .map(|key| key.trim().to_owned())
         .filter(|key| !key.is_empty())
         .unwrap_or_else(|| {
-            let digest = Sha256::digest(format!("{id}\u{1f}{text}").as_bytes());
+            let digest = Sha256::digest(parts.join("\u{1f}").as_bytes());
             hex::encode(&digest[..16])
         });
     if key.len() > 200 {
@@ -90,13 +190,32 @@ pub async fn reply(
             "idempotencyKey is longer than 200 characters",
         ));
     }
-    let to = ReplyTarget {
-        external_id: external_id.clone(),
-        thread_key,
-        recipient,
-        context: target.raw.clone().unwrap_or(serde_json::Value::Null),
-        idempotency_key: key,
+    Ok(key)
+}
+
+/// Sends `text` as an answer to interaction `id` and stores it; returns the stored reply.
+pub async fn reply(
+    syncer: &Syncer,
+    caller: &Caller,
+    id: InteractionId,
+    text: &str,
+    idempotency_key_given: Option<String>,
+) -> Result<interaction::Model> {
+    caller.require(Role::Agent, "replying")?;
+    let text = domain::clean_required("text", text, MAX_REPLY_CHARS)?;
+    let db = &syncer.db;
+    let target = domain::interaction::get(db, caller, id).await?;
+    let key = idempotency_key(idempotency_key_given, &[&id.to_string(), &text])?;
+    let Outlet {
+        source,
+        connector,
+        to,
+    } = {
+        let outlet = outlet(syncer, caller, &target, "interactionId", key).await?;
+        check_limit(&outlet, &text, "text").await?;
+        outlet
     };
+    let external_id = to.external_id.clone();
     let stored = |external_id: String| {
         domain::interaction::by_external_id(db, caller.workspace_id, source.id, external_id)
     };
@@ -143,4 +262,172 @@ pub async fn reply(
     stored(sent.external_id)
         .await?
         .ok_or_else(|| Error::Internal("a stored reply vanished".into()))
+}
+
+/// What a reply to a conversation says: a text, or a saved reply rendered for the
+/// conversation's customer and the calling agent.
+pub enum ReplyText {
+    Text(String),
+    Saved(SavedReplyId),
+}
+
+/// A reply to a conversation (`replyToConversation`).
+pub struct ConversationReply {
+    pub conversation_id: ConversationId,
+    pub text: ReplyText,
+    /// The interaction answered; the conversation's latest inbound one when `None`.
+    pub in_reply_to: Option<InteractionId>,
+    pub idempotency_key: Option<String>,
+}
+
+/// Answers a conversation through its connector (agent role). The text is checked against
+/// the platform's limit first; the reply is then stored as `SENDING` (a key the workspace
+/// used already returns that reply, sent or not, and sends nothing), sent, and stored as
+/// `SENT` with the platform's id (the conversation's first response when it is the first;
+/// OPEN → PENDING when the workspace says so) or as `FAILED` with the platform's error,
+/// which [`retry`] sends again. A conversation, interaction or saved reply of another
+/// workspace is `NOT_FOUND`, as an unknown id is.
+pub async fn reply_to_conversation(
+    syncer: &Syncer,
+    caller: &Caller,
+    input: ConversationReply,
+) -> Result<interaction::Model> {
+    caller.require(Role::Agent, "replying")?;
+    let db = &syncer.db;
+    let conversation = domain::conversation::get(db, caller, input.conversation_id).await?;
+    let (text, field) = match input.text {
+        ReplyText::Text(text) => (text, "text"),
+        ReplyText::Saved(id) => (
+            domain::saved_reply::render_for(db, caller, id, &conversation).await?,
+            "savedReplyId",
+        ),
+    };
+    let text = domain::clean_required(field, &text, MAX_REPLY_CHARS)?;
+    let target = match input.in_reply_to {
+        Some(id) => {
+            let target = domain::interaction::get(db, caller, id).await?;
+            if target.conversation_id != Some(conversation.id) {
+                return Err(Error::field(
+                    "inReplyToId",
+                    "this interaction belongs to another conversation",
+                ));
+            }
+            target
+        }
+        None => domain::reply::latest_inbound(db, caller, conversation.id)
+            .await?
+            .ok_or_else(|| {
+                Error::field(
+                    "conversationId",
+                    "this conversation has no message from a source to answer; record your answer with recordInteraction",
+                )
+            })?,
+    };
+    let field_of_target = if input.in_reply_to.is_some() {
+        "inReplyToId"
+    } else {
+        "conversationId"
+    };
+    let key = idempotency_key(
+        input.idempotency_key,
+        &[
+            "conversation",
+            &conversation.id.to_string(),
+            &target.id.to_string(),
+            &text,
+        ],
+    )?;
+    let outlet = outlet(syncer, caller, &target, field_of_target, key.clone()).await?;
+    check_limit(&outlet, &text, field).await?;
+    let (row, new) = domain::reply::begin(
+        db,
+        caller,
+        domain::reply::NewReply {
+            conversation: &conversation,
+            source_id: outlet.source.id,
+            channel: outlet.source.channel,
+            in_reply_to: &target,
+            text: text.clone(),
+            idempotency_key: key,
+        },
+    )
+    .await?;
+    if !new {
+        return Ok(row);
+    }
+    deliver(syncer, caller, &outlet, row.id, &text).await
+}
+
+/// Sends a `FAILED` reply again with its idempotency key (so a platform that deduplicates
+/// on it, as Mastodon does, posts it once even if an earlier attempt did get through), or
+/// a `SENDING` one abandoned by a process that stopped mid-send
+/// ([`domain::reply::ABANDONED_AFTER`]); a `SENT` one, or one being sent, is returned as
+/// it is. Agent role.
+pub async fn retry(
+    syncer: &Syncer,
+    caller: &Caller,
+    id: InteractionId,
+) -> Result<interaction::Model> {
+    caller.require(Role::Agent, "retrying a reply")?;
+    let db = &syncer.db;
+    let (row, claimed) = domain::reply::claim_retry(db, caller, id).await?;
+    if !claimed {
+        return Ok(row);
+    }
+    let resend = async {
+        let target = row
+            .raw
+            .as_ref()
+            .and_then(|raw| raw.get("in_reply_to"))
+            .and_then(|id| id.as_str())
+            .ok_or_else(|| Error::Internal("a stored reply does not name what it answers".into()))
+            .and_then(|id| ids::decode::<InteractionId>("interactionId", id))?;
+        let target = domain::interaction::get(db, caller, target).await?;
+        let key = row
+            .idempotency_key
+            .clone()
+            .ok_or_else(|| Error::Internal("a stored reply has no idempotency key".into()))?;
+        let outlet = outlet(syncer, caller, &target, "interactionId", key).await?;
+        deliver(syncer, caller, &outlet, row.id, &row.text).await
+    };
+    match resend.await {
+        Ok(model) => Ok(model),
+        // Claimed but not sent (the answered item or its source went away): failed
+        // again, with why, rather than left SENDING.
+        Err(err) => {
+            let message = err.public_message();
+            domain::reply::mark_failed(db, caller, id, message).await?;
+            Err(err)
+        }
+    }
+}
+
+/// Sends the stored reply `id` and records the outcome on it.
+async fn deliver(
+    syncer: &Syncer,
+    caller: &Caller,
+    outlet: &Outlet,
+    id: InteractionId,
+    text: &str,
+) -> Result<interaction::Model> {
+    let db = &syncer.db;
+    match outlet.connector.reply(&outlet.to, text).await {
+        Ok(sent) => {
+            crate::failpoint::failpoint("reply.after_send");
+            let pending = domain::workspace::settings(db, caller.workspace_id)
+                .await?
+                .reply_sets_pending;
+            let delivered = domain::reply::Delivered {
+                external_id: sent.external_id,
+                url: sent.url,
+                text: sent.text,
+            };
+            domain::reply::mark_sent(db, caller, id, delivered, pending).await
+        }
+        Err(err) => {
+            let message = failure(&outlet.source, &err);
+            tracing::info!(reply = %id, error = %message, "a reply was not sent");
+            domain::reply::mark_failed(db, caller, id, message).await
+        }
+    }
 }

@@ -207,7 +207,8 @@ impl Indexer {
             // An unknown kind was logged when read and touches nothing here.
             let Some(kind) = event.kind else { continue };
             match kind {
-                EventKind::InteractionCreated => {
+                // A reply's delivery may change its text (the mention a platform needs).
+                EventKind::InteractionCreated | EventKind::InteractionDeliveryChanged => {
                     interactions.insert(event.entity());
                     if let Some(customer) = event.interaction().customer_id {
                         customers.insert(customer);
@@ -238,11 +239,17 @@ impl Indexer {
                 | EventKind::SourceUpdated
                 | EventKind::SourceDeleted
                 | EventKind::UserCreated
+                | EventKind::UserUpdated
                 | EventKind::ConversationAssigned
                 | EventKind::ConversationPrioritySet
                 | EventKind::ConversationLabelAdded
                 | EventKind::ConversationLabelRemoved
-                | EventKind::ConversationSpamSet => {}
+                | EventKind::ConversationSpamSet
+                | EventKind::ConversationNoteAdded
+                | EventKind::WorkspaceSettingsUpdated
+                | EventKind::SavedReplyCreated
+                | EventKind::SavedReplyUpdated
+                | EventKind::SavedReplyDeleted => {}
             }
         }
         if !conversations.is_empty() {

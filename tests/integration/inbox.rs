@@ -890,3 +890,52 @@ backend_test! {
         assert!(changes.iter().all(|kind| kind == "conversation.status_set"), "{changes:?}");
     }
 }
+
+backend_test! {
+    async fn a_deactivated_users_keys_stop_working_and_a_key_never_acts_above_its_user(app: TestApp) {
+        let admin = app.key(Role::Admin).await;
+        let carmen = user(&app, "acme", "Carmen", "carmen@example.com").await;
+        // An admin key made for an agent acts as an agent.
+        let carmens = key_of(&app, "acme", Role::Admin, carmen).await;
+        let update = "mutation($input: UpdateUserInput!) { updateUser(input: $input) { user { name role active } } }";
+        let input = json!({ "input": { "userId": rapport::ids::encode(carmen), "name": "Carmen R." } });
+        let (code, _) = app.gql_error(&carmens, update, input.clone()).await;
+        assert_eq!(code, "FORBIDDEN", "her key is capped at her agent role");
+        let data = app.gql(&admin, update, input).await;
+        assert_eq!(data["updateUser"]["user"], json!({ "name": "Carmen R.", "role": "AGENT", "active": true }));
+        assert_eq!(app.gql(&carmens, "{ me { name } }", json!({})).await["me"]["name"], "Carmen R.");
+
+        // Deactivated: her key is refused at once, she cannot be assigned.
+        let off = json!({ "input": { "userId": rapport::ids::encode(carmen), "active": false } });
+        assert_eq!(app.gql(&admin, update, off).await["updateUser"]["user"]["active"], false);
+        let (status, body) = app.post(&carmens, "{ me { name } }", json!({})).await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+        // Reactivated: the key works again.
+        let on = json!({ "input": { "userId": rapport::ids::encode(carmen), "active": true } });
+        app.gql(&admin, update, on).await;
+        assert_eq!(app.gql(&carmens, "{ me { active } }", json!({})).await["me"]["active"], true);
+
+        // Viewers change nobody; another workspace's admin cannot find her; bad input says which field.
+        let viewer = app.key(Role::Viewer).await;
+        let (code, _) = app.gql_error(&viewer, update, json!({ "input": { "userId": rapport::ids::encode(carmen), "active": false } })).await;
+        assert_eq!(code, "FORBIDDEN");
+        let other = app.key_in("globex", Role::Admin).await;
+        let (code, _) = app.gql_error(&other, update, json!({ "input": { "userId": rapport::ids::encode(carmen), "active": false } })).await;
+        assert_eq!(code, "NOT_FOUND");
+        let (code, body) = app.gql_error(&admin, update, json!({ "input": { "userId": rapport::ids::encode(carmen), "name": "  " } })).await;
+        assert_eq!(code, "BAD_USER_INPUT", "{body}");
+        let (code, _) = app.gql_error(&admin, update, json!({ "input": { "userId": rapport::ids::encode(carmen), "role": "OWNER" } })).await;
+        assert_eq!(code, "FORBIDDEN", "only an owner makes owners");
+        let kinds: Vec<String> = entity::event::Entity::find()
+            .order_by_asc(entity::event::Column::Seq)
+            .all(&app.app.db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|event| event.kind)
+            .filter(|kind| kind.starts_with("user."))
+            .collect();
+        assert_eq!(kinds, ["user.created", "user.updated", "user.updated", "user.updated"]);
+    }
+}

@@ -287,11 +287,52 @@ backend_test! {
         client.subscribe("bad", "subscription { nope }", json!({})).await;
         let message = client.next().await;
         assert!(message["type"] == "error" || message["payload"]["errors"].is_array(), "{message}");
+        assert_eq!(client.next().await, json!({ "type": "complete", "id": "bad" }));
+        // A cursor ahead of every event is refused, not silently waited for.
+        client.subscribe("ahead", INTERACTIONS, json!({ "after": "999999999" })).await;
+        let message = client.next().await;
+        assert_eq!(message["payload"]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{message}");
+        assert_eq!(client.next().await, json!({ "type": "complete", "id": "ahead" }));
+        // A key revoked while its socket is open runs nothing more on it.
+        let caller = domain::workspace::authenticate(&app.app.db, &key).await.unwrap();
+        domain::workspace::revoke_key(&app.app.db, caller.workspace_id, caller.key_id).await.unwrap();
+        client.subscribe("after-revoke", "{ me { id } }", json!({})).await;
+        let message = client.next().await;
+        assert_eq!(message["payload"]["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{message}");
         // Plain HTTP at the socket's path is told what it is.
         let response = app.client.get(app.url("/graphql/ws")).send().await.unwrap();
         assert!(response.status().is_client_error());
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    }
+}
+
+backend_test! {
+    async fn one_address_cannot_take_every_socket(app: TestApp) {
+        let limits = rapport::config::Limits { max_connections_per_client: 2, ..Default::default() };
+        let app = TestApp::with_config(app.backend, |config| config.limits = limits).await.unwrap();
+        let key = app.key(Role::Viewer).await;
+        let first = Client::open(&app, &key).await;
+        let _second = Client::open(&app, &key).await;
+        let mut request = format!("ws://{}/graphql/ws", app.addr).into_client_request().unwrap();
+        request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+        match tokio_tungstenite::connect_async(request).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 429),
+            other => panic!("a third socket from one address: {:?}", other.map(|(_, response)| response.status())),
+        }
+        // A socket closed gives its place back.
+        drop(first);
+        let mut opened = None;
+        for _ in 0..50 {
+            let mut request = format!("ws://{}/graphql/ws", app.addr).into_client_request().unwrap();
+            request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+            if let Ok((socket, _)) = tokio_tungstenite::connect_async(request).await {
+                opened = Some(socket);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(opened.is_some(), "the place came back");
     }
 }
 

@@ -23,6 +23,7 @@ mod live;
 mod loaders;
 mod mastodon;
 mod outbound;
+mod replies;
 mod roles;
 mod scale;
 mod schema;

@@ -1,0 +1,291 @@
+//! Saved replies: named answers of a workspace that agents reuse, with placeholders filled
+//! in for the conversation's customer and the agent who sends it. Placeholders are
+//! checked when a saved reply is written (an unknown one is `BAD_USER_INPUT` then, not
+//! when an agent is answering a customer); a value that is missing renders as "".
+//!
+//! Agents create, change and delete them: they are the team's working material, like
+//! notes and labels, not workspace configuration.
+
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    TransactionTrait,
+};
+
+use super::event::{Actor, Event, SavedReplyChange};
+use super::page::{Page, PageArgs, Sort, SortKind};
+use super::{Caller, Role};
+use crate::error::{Error, Result};
+use crate::ids;
+use entity::saved_reply::{self, Column, Entity, Model};
+use entity::{conversation, SavedReplyId};
+
+/// The placeholders a saved reply may use.
+pub const PLACEHOLDERS: &[&str] = &[
+    "customer.givenName",
+    "customer.familyName",
+    "customer.displayName",
+    "agent.name",
+];
+
+const MAX_NAME_CHARS: usize = 100;
+const MAX_BODY_CHARS: usize = 10_000;
+
+/// The placeholders of `body` in order (`{{ name }}`, spaces inside allowed); an unclosed
+/// `{{` or an unknown name is `BAD_USER_INPUT` on `field`.
+fn placeholders<'a>(field: &str, body: &'a str) -> Result<Vec<(usize, usize, &'a str)>> {
+    let mut found = Vec::new();
+    let mut rest = 0;
+    while let Some(open) = body[rest..].find("{{").map(|at| rest + at) {
+        let Some(close) = body[open + 2..].find("}}").map(|at| open + 2 + at) else {
+            return Err(Error::field(
+                field,
+                "a placeholder opened with {{ is not closed with }}",
+            ));
+        };
+        let name = body[open + 2..close].trim();
+        if !PLACEHOLDERS.contains(&name) {
+            return Err(Error::field(
+                field,
+                format!(
+                    "unknown placeholder {{{{{name}}}}}; known: {}",
+                    PLACEHOLDERS
+                        .iter()
+                        .map(|name| format!("{{{{{name}}}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        found.push((open, close + 2, name));
+        rest = close + 2;
+    }
+    Ok(found)
+}
+
+/// `body` with each placeholder replaced by `value(name)` ("" when `None`).
+fn render(body: &str, value: impl Fn(&str) -> Result<Option<String>>) -> Result<String> {
+    let mut out = String::with_capacity(body.len());
+    let mut at = 0;
+    for (start, end, name) in placeholders("body", body)? {
+        out.push_str(&body[at..start]);
+        out.push_str(&value(name)?.unwrap_or_default());
+        at = end;
+    }
+    out.push_str(&body[at..]);
+    Ok(out)
+}
+
+fn checked(name: &str, body: &str) -> Result<(String, String)> {
+    let name = super::clean_required("name", name, MAX_NAME_CHARS)?;
+    let body = super::clean_required("body", body, MAX_BODY_CHARS)?;
+    placeholders("body", &body)?;
+    Ok((name, body))
+}
+
+fn name_taken(name: &str) -> String {
+    format!("this workspace already has a saved reply called {name}; pick another name")
+}
+
+/// The name a caller writes as: their user's name, else their key's.
+async fn author(db: &impl ConnectionTrait, caller: &Caller) -> Result<String> {
+    Ok(match caller.user_id {
+        Some(user) => super::user::get(db, caller.workspace_id, user).await?.name,
+        None => caller.key_name.clone(),
+    })
+}
+
+async fn record(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    model: &Model,
+    event: for<'a> fn(&'a SavedReplyChange) -> Event<'a>,
+) -> Result<()> {
+    let change = SavedReplyChange {
+        saved_reply: model.clone(),
+        actor: Actor::of(caller),
+    };
+    super::event::append(db, caller.workspace_id, event(&change)).await
+}
+
+/// Creates a saved reply (agent role); a name the workspace has is `CONFLICT`.
+pub async fn create(
+    db: &impl TransactionTrait,
+    caller: &Caller,
+    name: &str,
+    body: &str,
+) -> Result<Model> {
+    caller.require(Role::Agent, "creating a saved reply")?;
+    let (name, body) = checked(name, body)?;
+    let txn = super::begin_write(db).await?;
+    let now = super::now();
+    let row = saved_reply::ActiveModel {
+        id: Set(SavedReplyId::new()),
+        workspace_id: Set(caller.workspace_id),
+        name: Set(name.clone()),
+        body: Set(body),
+        created_by: Set(author(&txn, caller).await?),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    let model = row
+        .insert(&txn)
+        .await
+        .map_err(|err| Error::on_unique(err, || name_taken(&name)))?;
+    record(&txn, caller, &model, |change| {
+        Event::SavedReplyCreated(change)
+    })
+    .await?;
+    txn.commit().await?;
+    Ok(model)
+}
+
+/// A saved reply of the caller's workspace, or `NOT_FOUND`.
+pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: SavedReplyId) -> Result<Model> {
+    super::scoped::<Entity>(caller.workspace_id)
+        .filter(Column::Id.eq(id))
+        .one(db)
+        .await?
+        .ok_or_else(|| Error::not_found("saved reply", ids::encode(id)))
+}
+
+/// Changes a saved reply's name and/or body (agent role).
+pub async fn update(
+    db: &impl TransactionTrait,
+    caller: &Caller,
+    id: SavedReplyId,
+    name: Option<&str>,
+    body: Option<&str>,
+) -> Result<Model> {
+    caller.require(Role::Agent, "changing a saved reply")?;
+    let txn = super::begin_write(db).await?;
+    let current = get(&txn, caller, id).await?;
+    let (name, body) = checked(name.unwrap_or(&current.name), body.unwrap_or(&current.body))?;
+    let mut row: saved_reply::ActiveModel = current.into();
+    row.name = Set(name.clone());
+    row.body = Set(body);
+    row.updated_at = Set(super::now());
+    let model = row
+        .update(&txn)
+        .await
+        .map_err(|err| Error::on_unique(err, || name_taken(&name)))?;
+    record(&txn, caller, &model, |change| {
+        Event::SavedReplyUpdated(change)
+    })
+    .await?;
+    txn.commit().await?;
+    Ok(model)
+}
+
+/// Deletes a saved reply (agent role); returns it as it was.
+pub async fn delete(
+    db: &impl TransactionTrait,
+    caller: &Caller,
+    id: SavedReplyId,
+) -> Result<Model> {
+    caller.require(Role::Agent, "deleting a saved reply")?;
+    let txn = super::begin_write(db).await?;
+    let current = get(&txn, caller, id).await?;
+    Entity::delete_many()
+        .filter(Column::WorkspaceId.eq(caller.workspace_id))
+        .filter(Column::Id.eq(id))
+        .exec(&txn)
+        .await?;
+    record(&txn, caller, &current, |change| {
+        Event::SavedReplyDeleted(change)
+    })
+    .await?;
+    txn.commit().await?;
+    Ok(current)
+}
+
+fn sort() -> Sort<Entity> {
+    Sort {
+        name: "name",
+        column: Column::Name,
+        id: Column::Id,
+        descending: false,
+        kind: SortKind::Text,
+    }
+}
+
+/// The opaque cursor of a saved reply in [`list`].
+pub fn cursor(model: &Model) -> String {
+    super::page::encode("name", model.name.clone(), model.id)
+}
+
+/// One page of the workspace's saved replies, by name.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    args: &PageArgs,
+) -> Result<Page<Model>> {
+    let sort = sort();
+    let window = args.window(sort.name)?;
+    let select = sort.between(super::scoped::<Entity>(caller.workspace_id), &window)?;
+    let rows = sort.order_and_limit(select, &window).all(db).await?;
+    Ok(super::page::finish(rows, &window))
+}
+
+/// The saved reply `id` rendered for `conversation`'s customer and the caller: a
+/// placeholder of the agent when the caller's key has no user is `BAD_USER_INPUT`.
+pub async fn render_for(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    id: SavedReplyId,
+    conversation: &conversation::Model,
+) -> Result<String> {
+    let saved = get(db, caller, id).await?;
+    let customer = super::customer::get(db, caller, conversation.customer_id).await?;
+    let agent = match caller.user_id {
+        Some(user) => Some(super::user::get(db, caller.workspace_id, user).await?.name),
+        None => None,
+    };
+    render(&saved.body, |name| {
+        Ok(match name {
+            "customer.givenName" => customer.given_name.clone(),
+            "customer.familyName" => customer.family_name.clone(),
+            "customer.displayName" => Some(customer.display_name.clone()),
+            "agent.name" => Some(agent.clone().ok_or_else(|| {
+                Error::field(
+                    "savedReplyId",
+                    "this saved reply names the agent ({{agent.name}}), but this API key belongs to no user; use a user's key or a text",
+                )
+            })?),
+            _ => None,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_render_and_unknown_ones_are_refused() {
+        let rendered = render(
+            "Hi {{customer.givenName}}, {{ agent.name }} here{{customer.familyName}}.",
+            |name| {
+                Ok(match name {
+                    "customer.givenName" => Some("Maya".to_owned()),
+                    "agent.name" => Some("Ana".to_owned()),
+                    _ => None,
+                })
+            },
+        )
+        .unwrap();
+        assert_eq!(rendered, "Hi Maya, Ana here.");
+        let err = placeholders("body", "Hi {{customer.email}}").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unknown placeholder {{customer.email}}"),
+            "{err}"
+        );
+        assert!(placeholders("body", "Hi {{customer.givenName").is_err());
+        assert_eq!(
+            placeholders("body", "no placeholder { here }")
+                .unwrap()
+                .len(),
+            0
+        );
+    }
+}
