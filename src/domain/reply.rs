@@ -10,8 +10,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    TransactionTrait,
 };
 
 use super::event::{Actor, ConversationChange, DeliveryChange, Event};
@@ -210,28 +210,69 @@ pub struct Delivered {
 /// the customer's wait ends) and, when `pending` is set (the workspace's
 /// `replySetsPending`), an OPEN conversation becomes PENDING, recorded as a status set by
 /// the caller.
+///
+/// Only the attempt that is still the reply's (`SENDING` since `attempt`) records its
+/// outcome: a slow earlier attempt finishing after a retry took over changes nothing, and
+/// the reply as it stands is returned. When a sync stored the platform's post first (our
+/// own post matched a listening source), the reply is still `SENT` (it is on the
+/// platform: it must never be sent again) and keeps no external id of its own; its
+/// `delivery_error` points at the stored post.
 pub async fn mark_sent(
     db: &impl TransactionTrait,
     caller: &Caller,
     id: InteractionId,
+    attempt: Option<DateTime<Utc>>,
     delivered: Delivered,
     pending: bool,
 ) -> Result<Model> {
     let txn = super::begin_write(db).await?;
-    let current = get(&txn, caller, id).await?;
     let at: DateTime<Utc> = super::now();
-    let mut row: interaction::ActiveModel = current.clone().into();
-    row.delivery_status = Set(Some(DeliveryStatus::Sent));
-    row.delivery_error = Set(None);
-    row.external_id = Set(Some(delivered.external_id));
-    row.url = Set(delivered.url);
-    row.text = Set(super::clean(&delivered.text));
-    row.occurred_at = Set(at);
-    let model = row.update(&txn).await.map_err(|err| {
-        Error::on_unique(err, || {
-            "the platform's post of this reply is stored already (a sync read it first)".to_owned()
-        })
-    })?;
+    let sent = |external_id: Option<String>, note: Option<String>| interaction::ActiveModel {
+        delivery_status: Set(Some(DeliveryStatus::Sent)),
+        delivery_error: Set(note),
+        external_id: Set(external_id),
+        url: Set(delivered.url.clone()),
+        text: Set(super::clean(&delivered.text)),
+        occurred_at: Set(at),
+        ..Default::default()
+    };
+    let savepoint = txn.begin().await?;
+    let claimed = match still_sending(
+        sent(Some(delivered.external_id.clone()), None),
+        caller,
+        id,
+        attempt,
+    )
+    .exec(&savepoint)
+    .await
+    {
+        Ok(result) => {
+            savepoint.commit().await?;
+            result.rows_affected
+        }
+        Err(err)
+            if matches!(
+                err.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            ) =>
+        {
+            savepoint.rollback().await?;
+            let note = format!(
+                "sent; the platform's post (id {}) was stored by a sync before this reply was recorded",
+                delivered.external_id
+            );
+            still_sending(sent(None, Some(note)), caller, id, attempt)
+                .exec(&txn)
+                .await?
+                .rows_affected
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let model = get(&txn, caller, id).await?;
+    if claimed == 0 {
+        // Another attempt owns the reply now; its outcome stands.
+        return Ok(model);
+    }
     let change = DeliveryChange {
         interaction: model.clone(),
         actor: Actor::of(caller),
@@ -263,6 +304,24 @@ pub async fn mark_sent(
     }
     txn.commit().await?;
     Ok(model)
+}
+
+/// An update of reply `id` that applies only while it is `SENDING` for `attempt`.
+fn still_sending(
+    changes: interaction::ActiveModel,
+    caller: &Caller,
+    id: InteractionId,
+    attempt: Option<DateTime<Utc>>,
+) -> sea_orm::UpdateMany<Entity> {
+    let update = Entity::update_many()
+        .set(changes)
+        .filter(Column::WorkspaceId.eq(caller.workspace_id))
+        .filter(Column::Id.eq(id))
+        .filter(Column::DeliveryStatus.eq(DeliveryStatus::Sending.as_str()));
+    match attempt {
+        Some(at) => update.filter(Column::DeliveryAttemptedAt.eq(at)),
+        None => update.filter(Column::DeliveryAttemptedAt.is_null()),
+    }
 }
 
 /// OPEN → PENDING after our reply: a conditional `UPDATE` (a status set meanwhile stays),
@@ -308,29 +367,38 @@ async fn set_pending(
     Ok(())
 }
 
-/// Marks a reply `FAILED` with `error` (the platform's answer, already scrubbed).
+/// Marks a reply `FAILED` with `error` (the platform's answer, already scrubbed), if
+/// the attempt since `attempt` is still its own ([`mark_sent`]); returns the reply.
 pub async fn mark_failed(
     db: &impl TransactionTrait,
     caller: &Caller,
     id: InteractionId,
+    attempt: Option<DateTime<Utc>>,
     error: String,
 ) -> Result<Model> {
     let txn = super::begin_write(db).await?;
-    let current = get(&txn, caller, id).await?;
-    let mut row: interaction::ActiveModel = current.into();
-    row.delivery_status = Set(Some(DeliveryStatus::Failed));
-    row.delivery_error = Set(Some(super::clean(&error).chars().take(1_000).collect()));
-    let model = row.update(&txn).await?;
-    let change = DeliveryChange {
-        interaction: model.clone(),
-        actor: Actor::of(caller),
+    let failed = interaction::ActiveModel {
+        delivery_status: Set(Some(DeliveryStatus::Failed)),
+        delivery_error: Set(Some(super::clean(&error).chars().take(1_000).collect())),
+        ..Default::default()
     };
-    super::event::append(
-        &txn,
-        caller.workspace_id,
-        Event::InteractionDeliveryChanged(&change),
-    )
-    .await?;
+    let claimed = still_sending(failed, caller, id, attempt)
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    let model = get(&txn, caller, id).await?;
+    if claimed == 1 {
+        let change = DeliveryChange {
+            interaction: model.clone(),
+            actor: Actor::of(caller),
+        };
+        super::event::append(
+            &txn,
+            caller.workspace_id,
+            Event::InteractionDeliveryChanged(&change),
+        )
+        .await?;
+    }
     txn.commit().await?;
     Ok(model)
 }

@@ -355,7 +355,15 @@ pub async fn reply_to_conversation(
     if !new {
         return Ok(row);
     }
-    deliver(syncer, caller, &outlet, row.id, &text).await
+    deliver(
+        syncer,
+        caller,
+        outlet,
+        row.id,
+        row.delivery_attempted_at,
+        text,
+    )
+    .await
 }
 
 /// Sends a `FAILED` reply again with its idempotency key (so a platform that deduplicates
@@ -374,7 +382,10 @@ pub async fn retry(
     if !claimed {
         return Ok(row);
     }
-    let resend = async {
+    let attempt = row.delivery_attempted_at;
+    // What the sending needs; a failure here happens before anything is sent, so the
+    // reply is failed again, with why, rather than left SENDING.
+    let prepared = async {
         let target = row
             .raw
             .as_ref()
@@ -387,47 +398,65 @@ pub async fn retry(
             .idempotency_key
             .clone()
             .ok_or_else(|| Error::Internal("a stored reply has no idempotency key".into()))?;
-        let outlet = outlet(syncer, caller, &target, "interactionId", key).await?;
-        deliver(syncer, caller, &outlet, row.id, &row.text).await
+        outlet(syncer, caller, &target, "interactionId", key).await
     };
-    match resend.await {
-        Ok(model) => Ok(model),
-        // Claimed but not sent (the answered item or its source went away): failed
-        // again, with why, rather than left SENDING.
+    let outlet = match prepared.await {
+        Ok(outlet) => outlet,
         Err(err) => {
             let message = err.public_message();
-            domain::reply::mark_failed(db, caller, id, message).await?;
-            Err(err)
+            domain::reply::mark_failed(db, caller, id, attempt, message).await?;
+            return Err(err);
         }
-    }
+    };
+    deliver(syncer, caller, outlet, row.id, attempt, row.text.clone()).await
 }
 
-/// Sends the stored reply `id` and records the outcome on it.
+/// Sends the stored reply `id` (whose attempt began at `attempt`) and records the outcome
+/// on it. The sending and its recording run as a task of their own: a request cancelled
+/// by its time budget, or a client that went away, does not cut a post off between the
+/// platform taking it and Rapport recording it. Only an error the platform gave before
+/// taking the post makes the reply `FAILED`; when recording a sent post fails, the reply
+/// stays `SENDING` (a retry after [`domain::reply::ABANDONED_AFTER`] sends it again with
+/// its idempotency key, which a platform that deduplicates takes as the same post).
 async fn deliver(
     syncer: &Syncer,
     caller: &Caller,
-    outlet: &Outlet,
+    outlet: Outlet,
     id: InteractionId,
-    text: &str,
+    attempt: Option<chrono::DateTime<chrono::Utc>>,
+    text: String,
 ) -> Result<interaction::Model> {
-    let db = &syncer.db;
-    match outlet.connector.reply(&outlet.to, text).await {
-        Ok(sent) => {
-            crate::failpoint::failpoint("reply.after_send");
-            let pending = domain::workspace::settings(db, caller.workspace_id)
-                .await?
-                .reply_sets_pending;
-            let delivered = domain::reply::Delivered {
-                external_id: sent.external_id,
-                url: sent.url,
-                text: sent.text,
-            };
-            domain::reply::mark_sent(db, caller, id, delivered, pending).await
+    let db = syncer.db.clone();
+    let caller = caller.clone();
+    let task = tokio::spawn(async move {
+        match outlet.connector.reply(&outlet.to, &text).await {
+            Ok(sent) => {
+                crate::failpoint::failpoint("reply.after_send");
+                let pending = domain::workspace::settings(&db, caller.workspace_id)
+                    .await
+                    .map(|settings| settings.reply_sets_pending)
+                    .unwrap_or_else(|err| {
+                        tracing::warn!(error = %err, "workspace settings unread; the reply leaves the conversation's status as it is");
+                        false
+                    });
+                let delivered = domain::reply::Delivered {
+                    external_id: sent.external_id,
+                    url: sent.url,
+                    text: sent.text,
+                };
+                domain::reply::mark_sent(&db, &caller, id, attempt, delivered, pending)
+                    .await
+                    .inspect_err(|err| {
+                        tracing::error!(reply = %id, error = %err, "a reply was sent but not recorded; it stays SENDING until retried");
+                    })
+            }
+            Err(err) => {
+                let message = failure(&outlet.source, &err);
+                tracing::info!(reply = %id, error = %message, "a reply was not sent");
+                domain::reply::mark_failed(&db, &caller, id, attempt, message).await
+            }
         }
-        Err(err) => {
-            let message = failure(&outlet.source, &err);
-            tracing::info!(reply = %id, error = %message, "a reply was not sent");
-            domain::reply::mark_failed(db, caller, id, message).await
-        }
-    }
+    });
+    task.await
+        .map_err(|err| Error::Internal(format!("a reply's delivery task failed: {err}")))?
 }

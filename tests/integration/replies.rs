@@ -828,3 +828,60 @@ backend_test!(
         assert_eq!(theirs.posts().len(), 0);
     }
 );
+
+backend_test!(
+    async fn a_reply_a_sync_stored_first_is_sent_not_failed_and_a_stale_attempt_changes_nothing(app: TestApp) {
+        use rapport::domain;
+        let admin = app.key(Role::Admin).await;
+        let agent = app.key(Role::Agent).await;
+        let mastodon = Mastodon::start().await;
+        let mention = mastodon.mention(1, 1);
+        let source_id = source(&app, &admin, &mastodon, "acmehq").await;
+        let (conversation_id, _) = conversation_of(&app, &agent, &mention).await;
+        mastodon.fail_next(&[500]);
+        let input = json!({ "conversationId": conversation_id, "text": "on its way", "idempotencyKey": "k-1" });
+        let failed = reply(&app, &agent, input).await;
+        assert_eq!(failed["deliveryStatus"], "FAILED");
+        let id: entity::InteractionId = rapport::ids::decode("id", failed["id"].as_str().unwrap()).unwrap();
+        let caller = domain::workspace::authenticate(&app.app.db, &agent).await.unwrap();
+
+        // A retry claims it; meanwhile the platform did take the first attempt, and a
+        // listening sync stored our post under its platform id.
+        let (claimed, ok) = domain::reply::claim_retry(&app.app.db, &caller, id).await.unwrap();
+        assert!(ok);
+        let source_id: entity::SourceId = rapport::ids::decode("id", &source_id).unwrap();
+        let source = domain::source::get(&app.app.db, &caller, source_id).await.unwrap();
+        let ours = connectors::InboundItem {
+            external_id: "post-999".into(),
+            author: connectors::Author { platform_id: "https://mastodon.example/users/acmehq".into(), ..Default::default() },
+            outbound: true,
+            kind: "mention".into(),
+            subject: None,
+            text: "on its way".into(),
+            html: None,
+            url: None,
+            language: None,
+            occurred_at: domain::now(),
+            thread_key: None,
+            in_reply_to: None,
+            raw: json!({}),
+        };
+        rapport::ingest::ingest(&app.app.db, &source, &[ours], None, None).await.unwrap();
+
+        // The first attempt's late failure is not the reply's any more: nothing changes.
+        let stale = Some(domain::now() - chrono::Duration::minutes(10));
+        let row = domain::reply::mark_failed(&app.app.db, &caller, id, stale, "late".into()).await.unwrap();
+        assert_eq!(row.delivery_status, Some(domain::DeliveryStatus::Sending));
+
+        // The retry's answer names the post the sync stored: SENT (never to be sent
+        // again), pointing at the stored post rather than failing on its id.
+        let delivered = domain::reply::Delivered { external_id: "post-999".into(), url: None, text: "on its way".into() };
+        let row = domain::reply::mark_sent(&app.app.db, &caller, id, claimed.delivery_attempted_at, delivered, false).await.unwrap();
+        assert_eq!(row.delivery_status, Some(domain::DeliveryStatus::Sent));
+        assert_eq!(row.external_id, None);
+        assert!(row.delivery_error.as_deref().unwrap_or_default().contains("post-999"), "{:?}", row.delivery_error);
+        let again = app.gql(&agent, RETRY, json!({ "id": failed["id"] })).await["retryReply"]["interaction"].clone();
+        assert_eq!(again["deliveryStatus"], "SENT");
+        assert_eq!(mastodon.posts().len(), 1, "one attempt reached the platform, and no other");
+    }
+);
