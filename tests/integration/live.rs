@@ -24,13 +24,13 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A graphql-transport-ws client, as the `graphql-ws` library speaks it.
-struct Client {
+pub(crate) struct Client {
     socket: Socket,
 }
 
 impl Client {
     /// Connects without saying anything yet.
-    async fn connect(app: &TestApp) -> Client {
+    pub(crate) async fn connect(app: &TestApp) -> Client {
         let mut request = format!("ws://{}/graphql/ws", app.addr)
             .into_client_request()
             .unwrap();
@@ -47,7 +47,7 @@ impl Client {
     }
 
     /// Connects and initialises with `key`; panics unless acknowledged.
-    async fn open(app: &TestApp, key: &str) -> Client {
+    pub(crate) async fn open(app: &TestApp, key: &str) -> Client {
         let mut client = Client::connect(app).await;
         client
             .send(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {key}") } }))
@@ -56,26 +56,26 @@ impl Client {
         client
     }
 
-    async fn send(&mut self, message: Value) {
+    pub(crate) async fn send(&mut self, message: Value) {
         self.socket
             .send(Message::text(message.to_string()))
             .await
             .unwrap();
     }
 
-    async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+    pub(crate) async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
         self.send(json!({ "id": id, "type": "subscribe", "payload": { "query": query, "variables": variables } }))
             .await;
     }
 
     /// The next protocol message (pings answered), or `{"closed": code}`.
-    async fn next(&mut self) -> Value {
+    pub(crate) async fn next(&mut self) -> Value {
         self.next_within(WAIT)
             .await
             .expect("a message within the wait")
     }
 
-    async fn next_within(&mut self, wait: Duration) -> Option<Value> {
+    pub(crate) async fn next_within(&mut self, wait: Duration) -> Option<Value> {
         loop {
             let message = tokio::time::timeout(wait, self.socket.next()).await.ok()?;
             match message {
@@ -97,7 +97,7 @@ impl Client {
     }
 
     /// The next `next` message's data for subscription `id`.
-    async fn data(&mut self, id: &str) -> Value {
+    pub(crate) async fn data(&mut self, id: &str) -> Value {
         let message = self.next().await;
         assert_eq!(
             (message["type"].clone(), message["id"].clone()),
@@ -109,7 +109,7 @@ impl Client {
     }
 
     /// Asserts nothing arrives for a moment.
-    async fn quiet(&mut self) {
+    pub(crate) async fn quiet(&mut self) {
         if let Some(message) = self.next_within(QUIET).await {
             panic!("expected nothing more, got {message}");
         }

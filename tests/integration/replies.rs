@@ -830,7 +830,9 @@ backend_test!(
 );
 
 backend_test!(
-    async fn a_reply_a_sync_stored_first_is_sent_not_failed_and_a_stale_attempt_changes_nothing(app: TestApp) {
+    async fn a_reply_a_sync_stored_first_is_sent_not_failed_and_a_stale_attempt_changes_nothing(
+        app: TestApp,
+    ) {
         use rapport::domain;
         let admin = app.key(Role::Admin).await;
         let agent = app.key(Role::Agent).await;
@@ -842,18 +844,28 @@ backend_test!(
         let input = json!({ "conversationId": conversation_id, "text": "on its way", "idempotencyKey": "k-1" });
         let failed = reply(&app, &agent, input).await;
         assert_eq!(failed["deliveryStatus"], "FAILED");
-        let id: entity::InteractionId = rapport::ids::decode("id", failed["id"].as_str().unwrap()).unwrap();
-        let caller = domain::workspace::authenticate(&app.app.db, &agent).await.unwrap();
+        let id: entity::InteractionId =
+            rapport::ids::decode("id", failed["id"].as_str().unwrap()).unwrap();
+        let caller = domain::workspace::authenticate(&app.app.db, &agent)
+            .await
+            .unwrap();
 
         // A retry claims it; meanwhile the platform did take the first attempt, and a
         // listening sync stored our post under its platform id.
-        let (claimed, ok) = domain::reply::claim_retry(&app.app.db, &caller, id).await.unwrap();
+        let (claimed, ok) = domain::reply::claim_retry(&app.app.db, &caller, id)
+            .await
+            .unwrap();
         assert!(ok);
         let source_id: entity::SourceId = rapport::ids::decode("id", &source_id).unwrap();
-        let source = domain::source::get(&app.app.db, &caller, source_id).await.unwrap();
+        let source = domain::source::get(&app.app.db, &caller, source_id)
+            .await
+            .unwrap();
         let ours = connectors::InboundItem {
             external_id: "post-999".into(),
-            author: connectors::Author { platform_id: "https://mastodon.example/users/acmehq".into(), ..Default::default() },
+            author: connectors::Author {
+                platform_id: "https://mastodon.example/users/acmehq".into(),
+                ..Default::default()
+            },
             outbound: true,
             kind: "mention".into(),
             subject: None,
@@ -866,22 +878,203 @@ backend_test!(
             in_reply_to: None,
             raw: json!({}),
         };
-        rapport::ingest::ingest(&app.app.db, &source, &[ours], None, None).await.unwrap();
+        rapport::ingest::ingest(&app.app.db, &source, &[ours], None, None)
+            .await
+            .unwrap();
 
         // The first attempt's late failure is not the reply's any more: nothing changes.
         let stale = Some(domain::now() - chrono::Duration::minutes(10));
-        let row = domain::reply::mark_failed(&app.app.db, &caller, id, stale, "late".into()).await.unwrap();
+        let row = domain::reply::mark_failed(&app.app.db, &caller, id, stale, "late".into())
+            .await
+            .unwrap();
         assert_eq!(row.delivery_status, Some(domain::DeliveryStatus::Sending));
 
         // The retry's answer names the post the sync stored: SENT (never to be sent
         // again), pointing at the stored post rather than failing on its id.
-        let delivered = domain::reply::Delivered { external_id: "post-999".into(), url: None, text: "on its way".into() };
-        let row = domain::reply::mark_sent(&app.app.db, &caller, id, claimed.delivery_attempted_at, delivered, false).await.unwrap();
+        let delivered = domain::reply::Delivered {
+            external_id: "post-999".into(),
+            url: None,
+            text: "on its way".into(),
+        };
+        let row = domain::reply::mark_sent(
+            &app.app.db,
+            &caller,
+            id,
+            claimed.delivery_attempted_at,
+            delivered,
+            false,
+        )
+        .await
+        .unwrap();
         assert_eq!(row.delivery_status, Some(domain::DeliveryStatus::Sent));
         assert_eq!(row.external_id, None);
-        assert!(row.delivery_error.as_deref().unwrap_or_default().contains("post-999"), "{:?}", row.delivery_error);
-        let again = app.gql(&agent, RETRY, json!({ "id": failed["id"] })).await["retryReply"]["interaction"].clone();
+        assert!(
+            row.delivery_error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("post-999"),
+            "{:?}",
+            row.delivery_error
+        );
+        let again = app.gql(&agent, RETRY, json!({ "id": failed["id"] })).await["retryReply"]
+            ["interaction"]
+            .clone();
         assert_eq!(again["deliveryStatus"], "SENT");
-        assert_eq!(mastodon.posts().len(), 1, "one attempt reached the platform, and no other");
+        assert_eq!(
+            mastodon.posts().len(),
+            1,
+            "one attempt reached the platform, and no other"
+        );
+    }
+);
+
+/// Reads `live` until a message for which `wanted` holds; panics after 40 others.
+async fn until(
+    live: &mut crate::live::Client,
+    what: &str,
+    wanted: impl Fn(&Value) -> bool,
+) -> Value {
+    for _ in 0..40 {
+        let message = live.next().await;
+        assert!(message["payload"]["errors"].is_null(), "{message}");
+        if wanted(&message) {
+            return message;
+        }
+    }
+    panic!("no {what} arrived");
+}
+
+backend_test!(
+    async fn the_whole_life_of_a_conversation_through_graphql(app: TestApp) {
+        let admin = app.key(Role::Admin).await;
+        let agent = user_key(&app, "Ana", Role::Agent).await;
+        let mastodon = Mastodon::start().await;
+        // An agent's live view, open before anything happens.
+        let mut live = crate::live::Client::open(&app, &agent).await;
+        live.subscribe("in", "subscription { interactionReceived(filter: { direction: INBOUND }) { interaction { externalId } } }", json!({})).await;
+        live.subscribe(
+            "c",
+            "subscription { conversationChanged { change conversation { id status } } }",
+            json!({}),
+        )
+        .await;
+        live.subscribe("q", "{ me { id } }", json!({})).await;
+        let me = live.next().await["payload"]["data"]["me"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(live.next().await, json!({ "type": "complete", "id": "q" }));
+        let changed = |change: &'static str| {
+            move |message: &Value| {
+                message["id"] == "c"
+                    && message["payload"]["data"]["conversationChanged"]["change"] == change
+            }
+        };
+
+        // A mention is ingested: seen live, and in the inbox.
+        let first = mastodon.mention(1, 1);
+        let source_id = source(&app, &admin, &mastodon, "acmehq").await;
+        let seen = until(&mut live, "the mention", |m| m["id"] == "in").await;
+        assert_eq!(
+            seen["payload"]["data"]["interactionReceived"]["interaction"]["externalId"],
+            first.as_str()
+        );
+        let (conversation_id, _) = conversation_of(&app, &agent, &first).await;
+        let inbox = app.gql(&agent, "{ inbox(filter: { statuses: [OPEN], unanswered: true }) { edges { node { id } } } }", json!({})).await;
+        assert_eq!(
+            inbox["inbox"]["edges"][0]["node"]["id"],
+            conversation_id.as_str()
+        );
+
+        // Assigned to me, seen live.
+        app.gql(&agent, "mutation($id: ID!, $me: ID) { assignConversation(input: { conversationId: $id, assigneeId: $me }) { conversation { id } } }", json!({ "id": conversation_id, "me": me })).await;
+        until(&mut live, "the assignment", changed("ASSIGNED")).await;
+        let mine = app
+            .gql(
+                &agent,
+                "{ inbox(filter: { assignee: ME }) { edges { node { id } } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(mine["inbox"]["edges"].as_array().unwrap().len(), 1);
+
+        // Replied: the post answers the mention on the platform; the first response is recorded.
+        let sent = reply(
+            &app,
+            &agent,
+            json!({ "conversationId": conversation_id, "text": "on it" }),
+        )
+        .await;
+        assert_eq!(sent["deliveryStatus"], "SENT", "{sent:#}");
+        let body: Value = serde_json::from_slice(&mastodon.posts()[0].body).unwrap();
+        assert_eq!(body["in_reply_to_id"], first.as_str());
+        let first_response = sent["conversation"]["firstResponseAt"].clone();
+        assert!(first_response.is_string());
+
+        // PENDING; the customer writes again: OPEN, seen live.
+        let status = "mutation($id: ID!, $status: ConversationStatus!, $until: DateTime) { setConversationStatus(input: { conversationId: $id, status: $status, snoozedUntil: $until }) { conversation { status } } }";
+        app.gql(
+            &agent,
+            status,
+            json!({ "id": conversation_id, "status": "PENDING" }),
+        )
+        .await;
+        let second = mastodon.answer(2, 1, sent["externalId"].as_str());
+        sync(&app, &admin, &source_id).await;
+        until(&mut live, "the reopening", changed("REOPENED")).await;
+        let now = conversation(&app, &agent, &conversation_id).await;
+        assert_eq!(
+            (now["status"].clone(), now["firstResponseAt"].clone()),
+            (json!("OPEN"), first_response.clone())
+        );
+        let (same, _) = conversation_of(&app, &agent, &second).await;
+        assert_eq!(same, conversation_id);
+
+        // RESOLVED, then reopened by a new mention.
+        app.gql(
+            &agent,
+            status,
+            json!({ "id": conversation_id, "status": "RESOLVED" }),
+        )
+        .await;
+        assert_eq!(
+            conversation(&app, &agent, &conversation_id).await["status"],
+            "RESOLVED"
+        );
+        mastodon.answer(3, 1, sent["externalId"].as_str());
+        sync(&app, &admin, &source_id).await;
+        until(&mut live, "the second reopening", changed("REOPENED")).await;
+        assert_eq!(
+            conversation(&app, &agent, &conversation_id).await["status"],
+            "OPEN"
+        );
+
+        // SNOOZED, and woken by time: OPEN once due, the timer's wake seen live.
+        let until_at = rapport::domain::now() + chrono::Duration::seconds(2);
+        app.gql(
+            &agent,
+            status,
+            json!({ "id": conversation_id, "status": "SNOOZED", "until": until_at }),
+        )
+        .await;
+        assert_eq!(
+            conversation(&app, &agent, &conversation_id).await["status"],
+            "SNOOZED"
+        );
+        let left = (until_at - rapport::domain::now())
+            .to_std()
+            .unwrap_or_default();
+        tokio::time::sleep(left + std::time::Duration::from_millis(100)).await;
+        assert_eq!(
+            conversation(&app, &agent, &conversation_id).await["status"],
+            "OPEN"
+        );
+        assert_eq!(
+            rapport::domain::inbox::wake_due(&app.app.db, 100)
+                .await
+                .unwrap(),
+            1
+        );
+        until(&mut live, "the wake", changed("WOKEN")).await;
     }
 );
