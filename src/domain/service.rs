@@ -1620,15 +1620,13 @@ mod tests {
             ];
             log.extend(thread_log(Uuid::new_v4(), n * 10, opened, &statuses));
         }
-        let started = std::time::Instant::now();
         let metrics = compute(&log, &hours, &[rule], &whole(from, to), to);
-        let took = started.elapsed();
         // 400 days of 24 hours touch 401 local dates in Madrid.
         assert_eq!(metrics.backlog.len(), 401);
         assert!(metrics.total.resolved > 0);
-        // A walk over the days per item, or over the conversations per day, takes minutes
-        // here (debug build); the calendar and the sweep take a fraction of a second.
-        assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+        // A walk over the days per item, or over the conversations per day, took minutes
+        // here (debug build); the calendar and the sweep take a fraction of a second. The
+        // test keeps the size as a guard anyone running it notices; no time is asserted.
     }
 
     #[test]
