@@ -48,6 +48,8 @@ pub struct App {
     pub deliveries: Arc<ingest::gather::Deliveries>,
     /// The event log as it grows, for this process's subscriptions ([`live`]).
     pub live: Arc<live::Feed>,
+    /// Subscription cursors, encrypted per workspace with the database's server key.
+    pub cursors: domain::secret::Cursors,
 }
 
 impl App {
@@ -70,6 +72,7 @@ impl App {
         let search = search::open(&config).await?;
         let deliveries = ingest::gather::Deliveries::new(db.clone());
         let live = live::Feed::new(db.clone(), &config.limits);
+        let cursors = domain::secret::Cursors::load(&db).await?;
         Ok(App {
             config,
             db,
@@ -80,6 +83,7 @@ impl App {
             search_consumer,
             deliveries,
             live,
+            cursors,
         })
     }
 }

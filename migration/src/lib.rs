@@ -11,6 +11,7 @@ mod m20261203_000005_inbox;
 mod m20261204_000008_event_notify;
 mod m20261204_000009_service;
 mod m20261204_000010_replies;
+mod m20261204_000011_server_secret;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000008_event_notify::Migration),
             Box::new(m20261204_000009_service::Migration),
             Box::new(m20261204_000010_replies::Migration),
+            Box::new(m20261204_000011_server_secret::Migration),
         ]
     }
 }

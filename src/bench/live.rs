@@ -92,7 +92,7 @@ async fn run(
         let mut socket = subscribe(&addr, &key).await?;
         readers.push(tokio::spawn(async move {
             let mut arrivals = Vec::with_capacity(items);
-            let mut last_cursor = 0i64;
+            let mut last_cursor = String::new();
             while arrivals.len() < items {
                 let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
                     .await
@@ -109,9 +109,10 @@ async fn run(
                 if value["type"] != "next" || data.is_null() {
                     bail!("an unexpected message: {value}");
                 }
-                let cursor: i64 = data["cursor"].as_str().unwrap_or_default().parse()?;
-                if cursor <= last_cursor {
-                    bail!("cursor {cursor} after {last_cursor}: out of order or repeated");
+                // Cursors are opaque: the order is checked on the items' numbers below.
+                let cursor = data["cursor"].as_str().unwrap_or_default().to_owned();
+                if cursor.is_empty() || cursor == last_cursor {
+                    bail!("cursor {cursor:?} after {last_cursor:?}: missing or repeated");
                 }
                 last_cursor = cursor;
                 let n: usize = data["interaction"]["text"]

@@ -41,6 +41,7 @@ pub mod organization;
 pub mod page;
 pub mod reply;
 pub mod saved_reply;
+pub mod secret;
 pub mod service;
 pub mod source;
 pub mod tag;

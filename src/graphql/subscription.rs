@@ -59,7 +59,7 @@ impl Subscription {
                     };
                     if filter.matches(&row) {
                         let item = InteractionReceived {
-                            cursor: event.seq.to_string(),
+                            cursor: reader.cursor(event.seq),
                             interaction: Interaction(row),
                         };
                         return Some((Ok(item), (reader, filter)));
@@ -89,7 +89,8 @@ impl Subscription {
                         Ok(event) => event,
                         Err(err) => return Some((Err(err.into()), (reader, filter))),
                     };
-                    let Some(change) = ConversationChanged::of(&event) else {
+                    let Some(change) = ConversationChanged::of(&event, reader.cursor(event.seq))
+                    else {
                         tracing::warn!(seq = event.seq, "a conversation event did not parse");
                         continue;
                     };
@@ -131,7 +132,7 @@ impl Subscription {
                         if state.last.as_ref() != Some(&counts) {
                             state.last = Some(counts.clone());
                             let item = InboxCountsChanged {
-                                cursor: cursor.to_string(),
+                                cursor: state.reader.cursor(cursor),
                                 counts,
                             };
                             return Some((Ok(item), state));
@@ -208,19 +209,20 @@ impl Reader {
         after: Option<String>,
     ) -> crate::Result<Reader> {
         let caller = caller(ctx)?;
+        let app = app(ctx).clone();
         let after = after
             .map(|cursor| {
-                cursor
-                    .trim()
-                    .parse::<i64>()
-                    .ok()
+                app.cursors
+                    .decode(caller.workspace_id, &cursor)
                     .filter(|seq| *seq >= 0)
                     .ok_or_else(|| {
-                        Error::field("after", "not a cursor this API gave (a `cursor` field)")
+                        Error::field(
+                            "after",
+                            "not a cursor this API gave this workspace (the `cursor` field of a message)",
+                        )
                     })
             })
             .transpose()?;
-        let app = app(ctx).clone();
         if let Some(after) = after {
             if after > event::head(&app.db).await? {
                 return Err(Error::field(
@@ -241,6 +243,11 @@ impl Reader {
             backlog: VecDeque::new(),
             ended: false,
         })
+    }
+
+    /// The opaque cursor of the event at `seq` ([`crate::domain::secret::Cursors`]).
+    fn cursor(&self, seq: i64) -> String {
+        self.app.cursors.encode(self.workspace_id, seq)
     }
 
     /// The next event, an error that ends the subscription (then `None`), or `None`.
@@ -286,7 +293,8 @@ impl Reader {
                     self.ended = true;
                     return Some(Err(Error::Conflict(format!(
                         "this subscription fell more than {} events behind and was stopped; subscribe again with after: \"{}\" (the last cursor received) to go on without missing any",
-                        self.app.config.limits.subscription_backlog, self.last
+                        self.app.config.limits.subscription_backlog,
+                        self.cursor(self.last)
                     ))));
                 }
                 Err(RecvError::Closed) => return None,
@@ -342,7 +350,8 @@ impl InteractionMatch {
 /// A new interaction, and where it sits in the log.
 #[derive(SimpleObject)]
 pub struct InteractionReceived {
-    /// Give it as `after` to subscribe again from here.
+    /// Give it as `after` to subscribe again from here. Opaque: it is good only in this
+    /// workspace, and says nothing of order (compare nothing, keep the last one received).
     pub cursor: String,
     pub interaction: Interaction,
 }
@@ -440,7 +449,8 @@ pub enum ConversationChange {
 #[derive(SimpleObject)]
 #[graphql(complex)]
 pub struct ConversationChanged {
-    /// Give it as `after` to subscribe again from here.
+    /// Give it as `after` to subscribe again from here. Opaque: it is good only in this
+    /// workspace, and says nothing of order (compare nothing, keep the last one received).
     pub cursor: String,
     pub change: ConversationChange,
     pub conversation: Conversation,
@@ -467,7 +477,7 @@ impl ConversationChanged {
 }
 
 impl ConversationChanged {
-    fn of(event: &StoredEvent) -> Option<ConversationChanged> {
+    fn of(event: &StoredEvent, cursor: String) -> Option<ConversationChanged> {
         let change = match event.kind? {
             EventKind::ConversationCreated => ConversationChange::Created,
             EventKind::ConversationUpdated => ConversationChange::Updated,
@@ -488,7 +498,7 @@ impl ConversationChanged {
             value.and_then(|value| value.as_str()).map(str::to_owned)
         };
         Some(ConversationChanged {
-            cursor: event.seq.to_string(),
+            cursor,
             change,
             conversation: Conversation(row.clone()),
             actor_name: text(actor.and_then(|actor| actor.get("name"))),
@@ -504,7 +514,7 @@ impl ConversationChanged {
 /// The inbox's tab counts after a change.
 #[derive(SimpleObject)]
 pub struct InboxCountsChanged {
-    /// The last change counted.
+    /// The last change counted (opaque, as the other subscriptions' cursors).
     pub cursor: String,
     pub counts: InboxCounts,
 }

@@ -207,6 +207,7 @@ backend_test! {
         assert_eq!(seen[1].1["interactionReceived"]["interaction"]["customer"]["displayName"], "ana");
         let data = b.data("i").await;
         assert_eq!(data["interactionReceived"]["interaction"]["text"], "bo says 2", "globex sees its own only");
+        let globex_cursor = data["interactionReceived"]["cursor"].as_str().unwrap().to_owned();
         a.quiet().await;
         b.quiet().await;
 
@@ -232,7 +233,8 @@ backend_test! {
             let data = a.data("i").await;
             texts.push(data["interactionReceived"]["interaction"]["text"].as_str().unwrap().to_owned());
             let next = data["interactionReceived"]["cursor"].as_str().unwrap().to_owned();
-            assert!(next.parse::<i64>().unwrap() > cursor.parse::<i64>().unwrap(), "cursors grow");
+            assert_ne!(next, cursor, "each message its own cursor");
+            assert!(next.parse::<i64>().is_err(), "a cursor is opaque, not the log's position: {next}");
             cursor = next;
         }
         assert_eq!(texts, ["ana says 3", "ana says 4", "ana says 5"], "the missed ones, once, in order");
@@ -256,10 +258,26 @@ backend_test! {
         got.sort();
         assert_eq!(got, [("i".to_owned(), "ana says 7".to_owned()), ("i".to_owned(), "ana says 8".to_owned()), ("out".to_owned(), "ana says 8".to_owned())]);
 
-        // A cursor is no way into another workspace: globex replaying from 0 sees its own.
-        b.subscribe("all", INTERACTIONS, json!({ "after": "0" })).await;
-        let data = b.data("all").await;
-        assert_eq!(data["interactionReceived"]["interaction"]["text"], "bo says 2");
+        // A cursor is no way into another workspace: acme's is refused in globex, as is a
+        // made-up position; globex's own replays globex's events only.
+        for made_up in [last.as_str(), "0"] {
+            b.subscribe("all", INTERACTIONS, json!({ "after": made_up })).await;
+            let message = b.next().await;
+            assert_eq!(message["payload"]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{message}");
+            assert_eq!(b.next().await, json!({ "type": "complete", "id": "all" }));
+        }
+        ingest(&app, &globex_source, item("bo", "9", false)).await;
+        ingest(&app, &acme_source, item("ana", "10", false)).await;
+        b.subscribe("all", INTERACTIONS, json!({ "after": globex_cursor })).await;
+        // The replay from globex's own cursor, and globex's live subscription: bo's message
+        // once each, acme's in neither.
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let message = b.next().await;
+            got.push((message["id"].as_str().unwrap().to_owned(), message["payload"]["data"]["interactionReceived"]["interaction"]["text"].as_str().unwrap().to_owned()));
+        }
+        got.sort();
+        assert_eq!(got, [("all".to_owned(), "bo says 9".to_owned()), ("i".to_owned(), "bo says 9".to_owned())]);
         b.quiet().await;
     }
 }
@@ -289,12 +307,13 @@ backend_test! {
         assert!(message["type"] == "error" || message["payload"]["errors"].is_array(), "{message}");
         assert_eq!(client.next().await, json!({ "type": "complete", "id": "bad" }));
         // A cursor ahead of every event is refused, not silently waited for.
-        client.subscribe("ahead", INTERACTIONS, json!({ "after": "999999999" })).await;
+        let caller = domain::workspace::authenticate(&app.app.db, &key).await.unwrap();
+        let ahead = app.app.cursors.encode(caller.workspace_id, 999_999_999);
+        client.subscribe("ahead", INTERACTIONS, json!({ "after": ahead })).await;
         let message = client.next().await;
         assert_eq!(message["payload"]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{message}");
         assert_eq!(client.next().await, json!({ "type": "complete", "id": "ahead" }));
         // A key revoked while its socket is open runs nothing more on it.
-        let caller = domain::workspace::authenticate(&app.app.db, &key).await.unwrap();
         domain::workspace::revoke_key(&app.app.db, caller.workspace_id, caller.key_id).await.unwrap();
         client.subscribe("after-revoke", "{ me { id } }", json!({})).await;
         let message = client.next().await;
