@@ -137,6 +137,14 @@ event_kinds! {
     SavedReplyUpdated = "saved_reply.updated" (SavedReplyChange),
     /// Payload: [`SavedReplyChange`] (the row as it was).
     SavedReplyDeleted = "saved_reply.deleted" (SavedReplyChange),
+    /// Payload: [`ServiceChange`]: an SLA rule set (`before` the channel's rule or null,
+    /// `after` the new one), and who. Service metrics judge a conversation by the rules in
+    /// force when its clock started, read from these.
+    SlaRuleSet = "sla_rule.set" (ServiceChange),
+    /// Payload: [`ServiceChange`] (`after` null).
+    SlaRuleDeleted = "sla_rule.deleted" (ServiceChange),
+    /// Payload: [`ServiceChange`] (`channel` null; `before`/`after` `{time_zone, hours}`).
+    BusinessHoursSet = "business_hours.set" (ServiceChange),
 }
 
 /// Who made a change: the API key and its user, or Rapport itself (`key_id` and
@@ -234,6 +242,25 @@ impl Payload for NoteChange {
 impl Payload for SettingsChange {
     fn entity_id(&self) -> Uuid {
         self.workspace.id.uuid()
+    }
+}
+
+/// The payload of a change of the workspace's service levels: an SLA rule (`channel` its
+/// key, `*` for every channel) or the business hours (`channel` absent), as they were and
+/// as they are, in their stored form, and who.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceChange {
+    pub workspace_id: WorkspaceId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    pub actor: Actor,
+}
+
+impl Payload for ServiceChange {
+    fn entity_id(&self) -> Uuid {
+        self.workspace_id.uuid()
     }
 }
 

@@ -32,13 +32,13 @@ use chrono_tz::Tz;
 use connectors::Channel;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait as _,
-    FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction,
+    EntityTrait as _, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::event::EventKind;
+use super::event::{Actor, Event, EventKind, ServiceChange};
 use super::{Caller, Role};
 use crate::error::{Error, Result};
 use entity::{ConversationId, CustomerId, SourceId, UserId, WorkspaceId};
@@ -234,26 +234,38 @@ impl BusinessHours {
     }
 
     fn from_stored(row: &entity::service_settings::Model) -> Result<BusinessHours> {
-        let broken = || {
+        BusinessHours::from_parts(&row.time_zone, &row.hours).ok_or_else(|| {
             Error::Internal(format!(
                 "stored business hours of {} do not read",
                 row.workspace_id
             ))
-        };
-        let time_zone = Tz::from_str(&row.time_zone).map_err(|_| broken())?;
-        let stored: Vec<StoredInterval> =
-            serde_json::from_value(row.hours.clone()).map_err(|_| broken())?;
+        })
+    }
+
+    /// The hours of a stored zone name and `hours` value (a row's, or a logged change's).
+    fn from_parts(time_zone: &str, hours: &serde_json::Value) -> Option<BusinessHours> {
+        let time_zone = Tz::from_str(time_zone).ok()?;
+        let stored: Vec<StoredInterval> = serde_json::from_value(hours.clone()).ok()?;
         let hours = stored
             .iter()
             .map(|interval| {
-                Ok(Interval {
-                    weekday: Weekday::parse(&interval.weekday).ok_or_else(broken)?,
-                    open: parse_minutes("open", &interval.open).map_err(|_| broken())?,
-                    close: parse_minutes("close", &interval.close).map_err(|_| broken())?,
+                Some(Interval {
+                    weekday: Weekday::parse(&interval.weekday)?,
+                    open: parse_minutes("open", &interval.open).ok()?,
+                    close: parse_minutes("close", &interval.close).ok()?,
                 })
             })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(BusinessHours { time_zone, hours })
+            .collect::<Option<Vec<_>>>()?;
+        Some(BusinessHours { time_zone, hours })
+    }
+
+    /// As a logged change holds them: `{time_zone, hours}`.
+    fn to_logged(&self) -> serde_json::Value {
+        serde_json::json!({ "time_zone": self.time_zone.name(), "hours": self.to_stored() })
+    }
+
+    fn from_logged(value: &serde_json::Value) -> Option<BusinessHours> {
+        BusinessHours::from_parts(value.get("time_zone")?.as_str()?, value.get("hours")?)
     }
 }
 
@@ -348,16 +360,53 @@ async fn hours_of(db: &impl ConnectionTrait, workspace_id: WorkspaceId) -> Resul
     }
 }
 
-/// Replaces the workspace's time zone and business hours (admin role). `BAD_USER_INPUT`
-/// naming `timeZone` or `hours[i]` for an unknown zone, an interval that does not close
-/// after it opens, or two that overlap.
+/// Begins a change of the workspace's service levels: a write transaction holding the
+/// workspace's row on PostgreSQL, so changes of one workspace's levels log their `before`
+/// and `after` in the order they commit (SQLite's write lock already orders them).
+async fn begin_levels_change(
+    db: &impl TransactionTrait,
+    workspace_id: WorkspaceId,
+) -> Result<DatabaseTransaction> {
+    let txn = super::begin_write(db).await?;
+    entity::workspace::Entity::find_by_id(workspace_id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?;
+    Ok(txn)
+}
+
+/// Logs a change of the service levels (`channel` for a rule, `None` for the hours).
+async fn log_levels_change(
+    txn: &DatabaseTransaction,
+    caller: &Caller,
+    kind: for<'a> fn(&'a ServiceChange) -> Event<'a>,
+    channel: Option<&str>,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+) -> Result<()> {
+    let change = ServiceChange {
+        workspace_id: caller.workspace_id,
+        channel: channel.map(str::to_owned),
+        before,
+        after,
+        actor: Actor::of(caller),
+    };
+    super::event::append(txn, caller.workspace_id, kind(&change)).await
+}
+
+/// Replaces the workspace's time zone and business hours (admin role), and logs the
+/// change (`business_hours.set`, with the hours before). `BAD_USER_INPUT` naming
+/// `timeZone` or `hours[i]` for an unknown zone, an interval that does not close after it
+/// opens, or two that overlap.
 pub async fn set_business_hours(
-    db: &impl ConnectionTrait,
+    db: &impl TransactionTrait,
     caller: &Caller,
     hours: BusinessHours,
 ) -> Result<BusinessHours> {
     caller.require(Role::Admin, "setting business hours")?;
     let hours = BusinessHours::new(hours.time_zone, hours.hours)?;
+    let txn = begin_levels_change(db, caller.workspace_id).await?;
+    let before = hours_of(&txn, caller.workspace_id).await?;
     use entity::service_settings::{ActiveModel, Column, Entity};
     let row = ActiveModel {
         workspace_id: Set(caller.workspace_id),
@@ -371,8 +420,18 @@ pub async fn set_business_hours(
                 .update_columns([Column::TimeZone, Column::Hours, Column::UpdatedAt])
                 .to_owned(),
         )
-        .exec_without_returning(db)
+        .exec_without_returning(&txn)
         .await?;
+    log_levels_change(
+        &txn,
+        caller,
+        |change| Event::BusinessHoursSet(change),
+        None,
+        Some(before.to_logged()),
+        Some(hours.to_logged()),
+    )
+    .await?;
+    txn.commit().await?;
     Ok(hours)
 }
 
@@ -391,6 +450,30 @@ pub struct SlaRule {
 const ANY_CHANNEL: &str = "*";
 
 impl SlaRule {
+    /// As a logged change holds it (the targets; the channel is the change's own).
+    fn to_logged(&self) -> serde_json::Value {
+        serde_json::json!({
+            "first_response_secs": self.first_response_secs,
+            "resolution_secs": self.resolution_secs,
+            "business_hours_only": self.business_hours_only,
+        })
+    }
+
+    fn from_logged(
+        channel: Option<Channel>,
+        value: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Option<SlaRule> {
+        let secs = |name: &str| value.get(name).and_then(serde_json::Value::as_i64);
+        Some(SlaRule {
+            channel,
+            first_response_secs: secs("first_response_secs"),
+            resolution_secs: secs("resolution_secs"),
+            business_hours_only: value.get("business_hours_only")?.as_bool()?,
+            updated_at: at,
+        })
+    }
+
     fn from_row(row: entity::sla_rule::Model) -> SlaRule {
         SlaRule {
             channel: Channel::parse(&row.channel),
@@ -430,11 +513,26 @@ pub struct NewSlaRule {
     pub business_hours_only: bool,
 }
 
-/// Sets the rule of `rule.channel`, replacing the one it had (admin role; the primary key
-/// (workspace, channel) and `ON CONFLICT` keep one rule a channel). `BAD_USER_INPUT` for a
-/// rule without a target or a target outside 1 second to a year.
-pub async fn set_sla_rule(
+/// The rule of one channel key, if any.
+async fn rule_of(
     db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    key: &str,
+) -> Result<Option<SlaRule>> {
+    use entity::sla_rule::{Column, Entity};
+    Ok(super::scoped::<Entity>(workspace_id)
+        .filter(Column::Channel.eq(key))
+        .one(db)
+        .await?
+        .map(SlaRule::from_row))
+}
+
+/// Sets the rule of `rule.channel`, replacing the one it had (admin role; the primary key
+/// (workspace, channel) and `ON CONFLICT` keep one rule a channel), and logs the change
+/// (`sla_rule.set`, with the rule before). `BAD_USER_INPUT` for a rule without a target or
+/// a target outside 1 second to a year.
+pub async fn set_sla_rule(
+    db: &impl TransactionTrait,
     caller: &Caller,
     rule: NewSlaRule,
 ) -> Result<SlaRule> {
@@ -456,10 +554,13 @@ pub async fn set_sla_rule(
             "give firstResponseSecs, resolutionSecs or both: a rule without a target measures nothing",
         ));
     }
+    let key = channel_key(rule.channel);
+    let txn = begin_levels_change(db, caller.workspace_id).await?;
+    let before = rule_of(&txn, caller.workspace_id, key).await?;
     use entity::sla_rule::{ActiveModel, Column, Entity};
     let row = entity::sla_rule::Model {
         workspace_id: caller.workspace_id,
-        channel: channel_key(rule.channel).to_owned(),
+        channel: key.to_owned(),
         first_response_secs: rule.first_response_secs,
         resolution_secs: rule.resolution_secs,
         business_hours_only: rule.business_hours_only,
@@ -476,25 +577,194 @@ pub async fn set_sla_rule(
                 ])
                 .to_owned(),
         )
-        .exec_without_returning(db)
+        .exec_without_returning(&txn)
         .await?;
-    Ok(SlaRule::from_row(row))
+    let rule = SlaRule::from_row(row);
+    log_levels_change(
+        &txn,
+        caller,
+        |change| Event::SlaRuleSet(change),
+        Some(key),
+        before.as_ref().map(SlaRule::to_logged),
+        Some(rule.to_logged()),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(rule)
 }
 
-/// Deletes the rule of `channel` (admin role); `false` when there was none.
+/// Deletes the rule of `channel` (admin role) and logs it (`sla_rule.deleted`); `false`
+/// when there was none.
 pub async fn delete_sla_rule(
-    db: &impl ConnectionTrait,
+    db: &impl TransactionTrait,
     caller: &Caller,
     channel: Option<Channel>,
 ) -> Result<bool> {
     caller.require(Role::Admin, "deleting an SLA rule")?;
+    let key = channel_key(channel);
+    let txn = begin_levels_change(db, caller.workspace_id).await?;
+    let Some(before) = rule_of(&txn, caller.workspace_id, key).await? else {
+        return Ok(false);
+    };
     use entity::sla_rule::{Column, Entity};
-    let deleted = Entity::delete_many()
+    Entity::delete_many()
         .filter(Column::WorkspaceId.eq(caller.workspace_id))
-        .filter(Column::Channel.eq(channel_key(channel)))
-        .exec(db)
+        .filter(Column::Channel.eq(key))
+        .exec(&txn)
         .await?;
-    Ok(deleted.rows_affected > 0)
+    log_levels_change(
+        &txn,
+        caller,
+        |change| Event::SlaRuleDeleted(change),
+        Some(key),
+        Some(before.to_logged()),
+        None,
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(true)
+}
+
+/// The service levels in force at a point of the log: the SLA rules and business hours.
+#[derive(Clone, Debug)]
+struct Levels {
+    rules: Vec<SlaRule>,
+    hours: BusinessHours,
+}
+
+/// The service levels over the log: each version with the seq of the change that made
+/// it, the first (what was in force before any logged change) at `i64::MIN`. Metrics
+/// judge a wait by the version in force when it started, so changing a rule today does not
+/// rewrite last month's breaches, and a re-run over the same log gives the same numbers.
+#[derive(Clone, Debug)]
+struct History {
+    versions: Vec<(i64, Levels)>,
+}
+
+impl History {
+    /// One version for the whole log.
+    #[cfg(test)]
+    fn fixed(hours: BusinessHours, rules: Vec<SlaRule>) -> History {
+        History {
+            versions: vec![(i64::MIN, Levels { rules, hours })],
+        }
+    }
+
+    /// The version in force for the fact at `seq`, and its index.
+    fn at(&self, seq: i64) -> (usize, &Levels) {
+        let index = self
+            .versions
+            .partition_point(|(from, _)| *from < seq)
+            .saturating_sub(1);
+        (index, &self.versions[index].1)
+    }
+
+    /// Whether any version counts business hours.
+    fn any_business_hours(&self) -> bool {
+        self.versions
+            .iter()
+            .any(|(_, levels)| levels.rules.iter().any(|rule| rule.business_hours_only))
+    }
+}
+
+/// The kinds of event that change the service levels.
+const LEVEL_KINDS: [EventKind; 3] = [
+    EventKind::SlaRuleSet,
+    EventKind::SlaRuleDeleted,
+    EventKind::BusinessHoursSet,
+];
+
+/// The workspace's service levels over its log: one statement for the current rows'
+/// settings, one for the rules, one for the logged changes (a handful of rows). Levels set
+/// before changes were logged count as in force from the start.
+async fn history_of(db: &impl ConnectionTrait, workspace_id: WorkspaceId) -> Result<History> {
+    let current_hours = hours_of(db, workspace_id).await?;
+    let current_rules = rules_of(db, workspace_id).await?;
+    use entity::event::{Column, Entity};
+    let changes = super::scoped::<Entity>(workspace_id)
+        .filter(Column::Kind.is_in(LEVEL_KINDS.map(EventKind::as_str)))
+        .order_by_asc(Column::Seq)
+        .all(db)
+        .await?;
+    Ok(history_from(current_hours, current_rules, &changes))
+}
+
+/// [`History`] from the current levels and the logged changes in log order (pure). The
+/// levels before the first change: for each rule and the hours, the `before` of its first
+/// logged change, or (never changed since logging began) the current one.
+fn history_from(
+    hours: BusinessHours,
+    rules: Vec<SlaRule>,
+    changes: &[entity::event::Model],
+) -> History {
+    let rule_key = |change: &entity::event::Model| {
+        change
+            .payload
+            .get("channel")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    let apply_rule = |rules: &mut Vec<SlaRule>,
+                      key: &str,
+                      value: Option<&serde_json::Value>,
+                      at: DateTime<Utc>| {
+        let channel = Channel::parse(key);
+        if key != ANY_CHANNEL && channel.is_none() {
+            return;
+        }
+        rules.retain(|rule| channel_key(rule.channel) != key);
+        if let Some(rule) = value
+            .filter(|value| !value.is_null())
+            .and_then(|value| SlaRule::from_logged(channel, value, at))
+        {
+            rules.push(rule);
+        }
+        rules.sort_by(|a, b| channel_key(a.channel).cmp(channel_key(b.channel)));
+    };
+    let mut first = Levels { rules, hours };
+    let mut seen_keys = BTreeSet::new();
+    let mut hours_seen = false;
+    for change in changes {
+        let before = change.payload.get("before");
+        match EventKind::parse(&change.kind) {
+            Some(EventKind::SlaRuleSet | EventKind::SlaRuleDeleted) => {
+                if let Some(key) = rule_key(change) {
+                    if seen_keys.insert(key.clone()) {
+                        apply_rule(&mut first.rules, &key, before, change.created_at);
+                    }
+                }
+            }
+            Some(EventKind::BusinessHoursSet) if !hours_seen => {
+                hours_seen = true;
+                if let Some(hours) = before.and_then(BusinessHours::from_logged) {
+                    first.hours = hours;
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut versions = vec![(i64::MIN, first)];
+    for change in changes {
+        let mut next = versions[versions.len() - 1].1.clone();
+        let after = change.payload.get("after");
+        match EventKind::parse(&change.kind) {
+            Some(EventKind::SlaRuleSet | EventKind::SlaRuleDeleted) => {
+                let Some(key) = rule_key(change) else {
+                    continue;
+                };
+                apply_rule(&mut next.rules, &key, after, change.created_at);
+            }
+            Some(EventKind::BusinessHoursSet) => {
+                let Some(hours) = after.and_then(BusinessHours::from_logged) else {
+                    continue;
+                };
+                next.hours = hours;
+            }
+            _ => continue,
+        }
+        versions.push((change.seq, next));
+    }
+    History { versions }
 }
 
 /// What metrics are asked about.
@@ -597,11 +867,10 @@ pub async fn metrics(
     query: &MetricsQuery,
 ) -> Result<Metrics> {
     check_range(query.from, query.to)?;
-    let settings = hours_of(db, caller.workspace_id).await?;
-    let rules = rules_of(db, caller.workspace_id).await?;
+    let history = history_of(db, caller.workspace_id).await?;
     let log = read_log(db, caller.workspace_id, None).await?;
     let (query, now) = (query.clone(), super::now());
-    off_executor(move || compute(&log, &settings, &rules, &query, now)).await
+    off_executor(move || compute(&log, &history, &query, now)).await
 }
 
 /// One customer's figures over a range, as [`customers_metrics`] is asked for them.
@@ -613,8 +882,8 @@ pub struct CustomerRange {
 }
 
 /// The figures of several customers' conversations and messages (no groups), one answer
-/// per item of `wanted`, in its order: the same 3 statements for one customer or a page
-/// of them (settings, rules, and one log read for all of them).
+/// per item of `wanted`, in its order: the same 4 statements for one customer or a page
+/// of them (settings, rules, their logged changes, and one log read for all of them).
 pub async fn customers_metrics(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
@@ -626,8 +895,7 @@ pub async fn customers_metrics(
     for item in wanted {
         check_range(item.from, item.to)?;
     }
-    let settings = hours_of(db, workspace_id).await?;
-    let rules = rules_of(db, workspace_id).await?;
+    let history = history_of(db, workspace_id).await?;
     let customers: BTreeSet<CustomerId> = wanted.iter().map(|item| item.customer).collect();
     let customers: Vec<CustomerId> = customers.into_iter().collect();
     let log = read_log(db, workspace_id, Some(&customers)).await?;
@@ -653,7 +921,7 @@ pub async fn customers_metrics(
                 let log = by_customer
                     .get(&item.customer)
                     .map_or(&[][..], Vec::as_slice);
-                compute(log, &settings, &rules, &query, now).total
+                compute(log, &history, &query, now).total
             })
             .collect()
     })
@@ -804,6 +1072,9 @@ struct Thread {
     /// The time of the last status fact read, whether before `to` or not.
     clock: Option<DateTime<Utc>>,
     first_inbound: Option<DateTime<Utc>>,
+    /// The seq of the first inbound message's event: the levels in force then judge the
+    /// first response.
+    first_inbound_seq: i64,
     /// Outbound message times, to find the first one after the first inbound.
     outbound: Vec<DateTime<Utc>>,
 }
@@ -827,18 +1098,18 @@ impl Thread {
             .is_some_and(|(_, _, resolved)| !resolved)
     }
 
-    /// (start, end) of each resolution: from the opening, or the reopening after the last
-    /// resolution, to a status RESOLVED.
-    fn resolutions(&self) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    /// (start, the seq of the fact that started it, end) of each resolution: from the
+    /// opening, or the reopening after the last resolution, to a status RESOLVED.
+    fn resolutions(&self) -> Vec<(DateTime<Utc>, i64, DateTime<Utc>)> {
         let mut spans = Vec::new();
-        let mut opened: Option<DateTime<Utc>> = None;
-        for &(at, _, resolved) in &self.statuses {
+        let mut opened: Option<(DateTime<Utc>, i64)> = None;
+        for &(at, seq, resolved) in &self.statuses {
             match (resolved, opened) {
-                (true, Some(start)) => {
-                    spans.push((start, at));
+                (true, Some((start, start_seq))) => {
+                    spans.push((start, start_seq, at));
                     opened = None;
                 }
-                (false, None) => opened = Some(at),
+                (false, None) => opened = Some((at, seq)),
                 _ => {}
             }
         }
@@ -934,15 +1205,11 @@ fn counted(rule: &SlaRule, calendar: &Calendar, start: DateTime<Utc>, end: DateT
     }
 }
 
-/// The figures of `log` (pure: the same log, settings, query and `now` give the same
-/// answer; `now` only bounds how long an unanswered message has waited).
-fn compute(
-    log: &[LogRow],
-    hours: &BusinessHours,
-    rules: &[SlaRule],
-    query: &MetricsQuery,
-    now: DateTime<Utc>,
-) -> Metrics {
+/// The figures of `log` (pure: the same log, levels, query and `now` give the same
+/// answer; `now` only bounds how long an unanswered message has waited). Each wait is
+/// judged by the levels in force when it started (`history`); days and weeks are the
+/// current time zone's.
+fn compute(log: &[LogRow], history: &History, query: &MetricsQuery, now: DateTime<Utc>) -> Metrics {
     let (from, to) = (query.from, query.to);
     let mut threads: HashMap<ConversationId, Thread> = HashMap::new();
     let mut messages: Vec<Message> = Vec::new();
@@ -962,7 +1229,10 @@ fn compute(
             if let Some(id) = conversation {
                 let thread = threads.entry(id).or_default();
                 if inbound {
-                    thread.first_inbound = Some(thread.first_inbound.map_or(at, |t| t.min(at)));
+                    if thread.first_inbound.is_none_or(|first| at < first) {
+                        thread.first_inbound = Some(at);
+                        thread.first_inbound_seq = row.seq;
+                    }
                 } else {
                     thread.outbound.push(at);
                 }
@@ -1031,7 +1301,10 @@ fn compute(
     };
     threads.retain(|_, thread| wanted(thread));
 
-    let zone = hours.time_zone;
+    let zone = history
+        .versions
+        .last()
+        .map_or(Tz::UTC, |(_, levels)| levels.hours.time_zone);
     let local_date = |at: DateTime<Utc>| at.with_timezone(&zone).date_naive();
     let time_key = |at: DateTime<Utc>| match query.group_by {
         Some(ServiceGroupBy::Day) => Some(GroupKey::Day(local_date(at))),
@@ -1070,20 +1343,31 @@ fn compute(
         }
     };
 
-    // Business seconds of every span measured below: from the earliest fact (a
-    // resolution can start long before `from`) to `to`.
-    let calendar = if rules.iter().any(|rule| rule.business_hours_only) {
-        let earliest = threads
+    // Business seconds of every span measured below, in the hours of the levels that
+    // judge it: from the earliest fact (a resolution can start long before `from`) to
+    // `to`, one calendar per version of the levels a business-hours rule needs.
+    let earliest = if history.any_business_hours() {
+        threads
             .values()
             .filter_map(|thread| thread.statuses.first().map(|&(at, _, _)| at))
             .chain(threads.values().filter_map(|thread| thread.first_inbound))
-            .fold(from, DateTime::min);
-        Calendar::new(hours, earliest, to)
+            .fold(from, DateTime::min)
     } else {
-        Calendar {
-            spans: Vec::new(),
-            before: vec![0],
-        }
+        from
+    };
+    let mut calendars: HashMap<usize, Calendar> = HashMap::new();
+    let mut breached = |seq: i64, pick: fn(&SlaRule) -> Option<i64>, channel, start, end| {
+        let (version, levels) = history.at(seq);
+        let Some(rule) = rule_for(&levels.rules, channel) else {
+            return false;
+        };
+        let Some(target) = pick(rule) else {
+            return false;
+        };
+        let calendar = calendars
+            .entry(version)
+            .or_insert_with(|| Calendar::new(&levels.hours, earliest, to));
+        counted(rule, calendar, start, end) > target
     };
     // An unanswered message has waited until `to`, or until now when `to` is still ahead:
     // a deadline that has not passed yet is no breach.
@@ -1093,7 +1377,6 @@ fn compute(
     ids.sort();
     for id in ids {
         let thread = &threads[id];
-        let rule = rule_for(rules, thread.channel);
         if let Some((inbound, reply)) = thread.first_response() {
             if inbound >= from {
                 let key = key_of(thread, inbound);
@@ -1101,20 +1384,25 @@ fn compute(
                     let secs = (reply - inbound).num_seconds();
                     add(key, &|t| t.first_response.push(secs));
                 }
-                let target = rule.and_then(|r| r.first_response_secs.map(|secs| (r, secs)));
-                if let Some((rule, target)) = target {
-                    // Unanswered: breached once the wait so far passed the target.
-                    if counted(rule, &calendar, inbound, reply.unwrap_or(waited_until)) > target {
-                        let id = *id;
-                        add(key, &|t| {
-                            t.first_response_breaches += 1;
-                            t.breaching.insert(id);
-                        });
-                    }
+                // Unanswered: breached once the wait so far passed the target.
+                let end = reply.unwrap_or(waited_until);
+                let first_response = |rule: &SlaRule| rule.first_response_secs;
+                if breached(
+                    thread.first_inbound_seq,
+                    first_response,
+                    thread.channel,
+                    inbound,
+                    end,
+                ) {
+                    let id = *id;
+                    add(key, &|t| {
+                        t.first_response_breaches += 1;
+                        t.breaching.insert(id);
+                    });
                 }
             }
         }
-        for (start, end) in thread.resolutions() {
+        for (start, start_seq, end) in thread.resolutions() {
             if end < from {
                 continue;
             }
@@ -1124,15 +1412,13 @@ fn compute(
                 t.resolution.push(secs);
                 t.resolved += 1;
             });
-            let target = rule.and_then(|r| r.resolution_secs.map(|secs| (r, secs)));
-            if let Some((rule, target)) = target {
-                if counted(rule, &calendar, start, end) > target {
-                    let id = *id;
-                    add(key, &|t| {
-                        t.resolution_breaches += 1;
-                        t.breaching.insert(id);
-                    });
-                }
+            let resolution = |rule: &SlaRule| rule.resolution_secs;
+            if breached(start_seq, resolution, thread.channel, start, end) {
+                let id = *id;
+                add(key, &|t| {
+                    t.resolution_breaches += 1;
+                    t.breaching.insert(id);
+                });
             }
         }
         for start in thread.openings() {
@@ -1516,7 +1802,8 @@ mod tests {
             ],
         );
         let (from, to) = (at("2026-11-04T00:00:00Z"), at("2026-11-05T00:00:00Z"));
-        let metrics = compute(&log, &BusinessHours::default(), &[], &whole(from, to), to);
+        let levels = History::fixed(BusinessHours::default(), Vec::new());
+        let metrics = compute(&log, &levels, &whole(from, to), to);
         // Open at the end; opened at 10:00 and again at 10:05 (the resolve's time, since
         // time does not run backwards within a conversation); one resolution of 5 min.
         assert_eq!(metrics.total.backlog, 1);
@@ -1537,12 +1824,11 @@ mod tests {
             updated_at: now,
         };
         let query = whole(now - Duration::hours(1), now + Duration::hours(23));
-        let hours = BusinessHours::default();
-        let rules = [rule];
-        let metrics = compute(&log, &hours, &rules, &query, now);
+        let levels = History::fixed(BusinessHours::default(), vec![rule]);
+        let metrics = compute(&log, &levels, &query, now);
         assert_eq!(metrics.total.breaches, Breaches::default());
         // Two hours on, the deadline has passed.
-        let later = compute(&log, &hours, &rules, &query, now + Duration::hours(2));
+        let later = compute(&log, &levels, &query, now + Duration::hours(2));
         assert_eq!(later.total.breaches.first_response, 1);
     }
 
@@ -1620,13 +1906,116 @@ mod tests {
             ];
             log.extend(thread_log(Uuid::new_v4(), n * 10, opened, &statuses));
         }
-        let metrics = compute(&log, &hours, &[rule], &whole(from, to), to);
+        let metrics = compute(
+            &log,
+            &History::fixed(hours, vec![rule]),
+            &whole(from, to),
+            to,
+        );
         // 400 days of 24 hours touch 401 local dates in Madrid.
         assert_eq!(metrics.backlog.len(), 401);
         assert!(metrics.total.resolved > 0);
         // A walk over the days per item, or over the conversations per day, took minutes
         // here (debug build); the calendar and the sweep take a fraction of a second. The
         // test keeps the size as a guard anyone running it notices; no time is asserted.
+    }
+
+    #[test]
+    fn the_levels_in_force_follow_the_logged_changes() {
+        let when = at("2026-11-01T00:00:00Z");
+        let change = |seq: i64,
+                      kind: EventKind,
+                      channel: Option<&str>,
+                      before: serde_json::Value,
+                      after: serde_json::Value| {
+            entity::event::Model {
+                seq,
+                workspace_id: WorkspaceId::from_uuid(Uuid::nil()),
+                kind: kind.as_str().to_owned(),
+                entity_id: Uuid::nil(),
+                payload: serde_json::json!({ "channel": channel, "before": before, "after": after }),
+                created_at: when,
+            }
+        };
+        let targets = |first: i64| serde_json::json!({ "first_response_secs": first, "resolution_secs": null, "business_hours_only": false });
+        let madrid = weekdays("Europe/Madrid", 9, 17);
+        // Now: Mastodon 120 s, no any-channel rule, Madrid hours. The log: Mastodon went
+        // 60 → 120 at seq 10, the any-channel rule (999 s, set before logging began) went
+        // at seq 20, the hours went from the default to Madrid's at seq 30. The e-mail rule
+        // was never changed since logging began: in force throughout.
+        let current = vec![
+            SlaRule {
+                channel: Some(Channel::Email),
+                first_response_secs: Some(5),
+                resolution_secs: None,
+                business_hours_only: false,
+                updated_at: when,
+            },
+            SlaRule {
+                channel: Some(Channel::Mastodon),
+                first_response_secs: Some(120),
+                resolution_secs: None,
+                business_hours_only: false,
+                updated_at: when,
+            },
+        ];
+        let changes = [
+            change(
+                10,
+                EventKind::SlaRuleSet,
+                Some("mastodon"),
+                targets(60),
+                targets(120),
+            ),
+            change(
+                20,
+                EventKind::SlaRuleDeleted,
+                Some("*"),
+                targets(999),
+                serde_json::Value::Null,
+            ),
+            change(
+                30,
+                EventKind::BusinessHoursSet,
+                None,
+                BusinessHours::default().to_logged(),
+                madrid.to_logged(),
+            ),
+        ];
+        let history = history_from(madrid.clone(), current, &changes);
+        let first = |seq: i64, channel: Option<&'static str>| {
+            rule_for(&history.at(seq).1.rules, channel).and_then(|rule| rule.first_response_secs)
+        };
+        assert_eq!(history.versions.len(), 4);
+        assert_eq!(
+            (
+                first(5, Some("mastodon")),
+                first(5, Some("webhook")),
+                first(5, Some("email"))
+            ),
+            (Some(60), Some(999), Some(5))
+        );
+        assert_eq!(
+            (first(15, Some("mastodon")), first(15, Some("webhook"))),
+            (Some(120), Some(999))
+        );
+        assert_eq!(
+            (
+                first(25, Some("mastodon")),
+                first(25, Some("webhook")),
+                first(25, Some("email"))
+            ),
+            (Some(120), None, Some(5))
+        );
+        assert_eq!(history.at(25).1.hours, BusinessHours::default());
+        assert_eq!(history.at(31).1.hours, madrid);
+        // The change's own seq is the last fact judged by the levels before it.
+        assert_eq!(history.at(10).0, 0);
+        assert_eq!(history.at(11).0, 1);
+        // No change logged: one version, the current levels.
+        let plain = history_from(madrid.clone(), Vec::new(), &[]);
+        assert_eq!(plain.versions.len(), 1);
+        assert_eq!(plain.at(1).1.hours, madrid);
     }
 
     #[test]

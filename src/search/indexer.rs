@@ -249,7 +249,10 @@ impl Indexer {
                 | EventKind::WorkspaceSettingsUpdated
                 | EventKind::SavedReplyCreated
                 | EventKind::SavedReplyUpdated
-                | EventKind::SavedReplyDeleted => {}
+                | EventKind::SavedReplyDeleted
+                | EventKind::SlaRuleSet
+                | EventKind::SlaRuleDeleted
+                | EventKind::BusinessHoursSet => {}
             }
         }
         if !conversations.is_empty() {

@@ -342,6 +342,79 @@ backend_test! {
 }
 
 backend_test! {
+    async fn changing_the_service_levels_does_not_rewrite_past_figures(app: TestApp) {
+        let fixture = fixture(&app).await;
+        let before = app.gql(&fixture.viewer, &metrics_query(), json!({ "range": range() })).await;
+        assert_eq!(before["serviceMetrics"]["total"]["slaBreaches"]["count"], 4);
+
+        // Today the admin loosens Mastodon's first response to a day and tightens its
+        // resolution to 10 minutes, drops the any-channel rule, and opens around the clock
+        // (same zone, so days are the same days).
+        let all_day: Vec<Value> = ["MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY"]
+            .iter()
+            .map(|day| json!({ "weekday": day, "open": "00:00", "close": "24:00" }))
+            .collect();
+        app.gql(&fixture.admin, "mutation { setSlaRule(input: {channel: MASTODON, firstResponseSecs: 86400, resolutionSecs: 600}) { slaRule { channel } } }", json!({})).await;
+        app.gql(&fixture.admin, "mutation { deleteSlaRule(input: {channel: null}) { deleted } }", json!({})).await;
+        app.gql(&fixture.admin, "mutation($input: SetBusinessHoursInput!) { setBusinessHours(input: $input) { businessHours { timeZone } } }",
+            json!({ "input": { "timeZone": "Europe/Madrid", "hours": all_day } })).await;
+        let rules = app.gql(&fixture.viewer, "{ slaRules { channel firstResponseSecs resolutionSecs } }", json!({})).await;
+        assert_eq!(rules["slaRules"], json!([{ "channel": "MASTODON", "firstResponseSecs": 86400, "resolutionSecs": 600 }]));
+
+        // The two weeks already measured keep every figure, breaches included: each wait
+        // is judged by the levels in force when it started.
+        let after = app.gql(&fixture.viewer, &metrics_query(), json!({ "range": range() })).await;
+        assert_eq!(after, before);
+        let customer = "query($id: ID!) { customer(id: $id) { metrics { service(range: {from: \"2026-10-18T22:00:00Z\", to: \"2026-11-01T23:00:00Z\"}) { slaBreaches { firstResponse resolution } } } } }";
+        let m2 = app.gql(&fixture.viewer, customer, json!({ "id": fixture.ana_customer })).await;
+        assert_eq!(m2["customer"]["metrics"]["service"]["slaBreaches"], json!({ "firstResponse": 1, "resolution": 1 }), "m2's breaches stand");
+
+        // A conversation that starts after the change is judged by the new levels: a first
+        // response after 2 h is within a day (the old hour would have breached), and a
+        // resolution after 3 h is over 10 minutes (the old day would not have).
+        let mastodon = entity::source::Entity::find()
+            .filter(entity::source::Column::Channel.eq("mastodon"))
+            .one(&app.app.db)
+            .await
+            .unwrap()
+            .unwrap();
+        ingest(&app, &mastodon, item("m5", 1, utc(11, 3, 8, 0), false)).await;
+        ingest(&app, &mastodon, item("m5", 2, utc(11, 3, 10, 0), true)).await;
+        let data = app.gql(&fixture.admin, "{ inbox(first: 100) { edges { node { id customer { displayName } } } } }", json!({})).await;
+        let m5 = data["inbox"]["edges"].as_array().unwrap().iter()
+            .find(|edge| edge["node"]["customer"]["displayName"] == "Customer m5")
+            .map(|edge| edge["node"]["id"].as_str().unwrap().to_owned())
+            .unwrap();
+        resolve(&app, &fixture.admin, &m5, utc(11, 3, 11, 0)).await;
+        let week = json!({ "from": "2026-11-02T23:00:00Z", "to": "2026-11-09T23:00:00Z" });
+        let data = app.gql(&fixture.viewer, &metrics_query(), json!({ "range": week })).await;
+        let total = &data["serviceMetrics"]["total"];
+        assert_eq!(total["firstResponse"], stats(1, Some(7200), Some(7200)));
+        assert_eq!(total["resolution"], stats(1, Some(10_800), Some(10_800)));
+        assert_eq!((total["slaBreaches"]["firstResponse"].as_i64(), total["slaBreaches"]["resolution"].as_i64()), (Some(0), Some(1)));
+        assert_eq!(sorted_ids(&total["slaBreaches"]["conversationIds"]), vec![m5]);
+
+        // Each change is in the log with who made it and what it replaced.
+        let changes = entity::event::Entity::find()
+            .filter(entity::event::Column::Kind.is_in(["sla_rule.set", "sla_rule.deleted", "business_hours.set"]))
+            .order_by_asc(entity::event::Column::Seq)
+            .all(&app.app.db)
+            .await
+            .unwrap();
+        let kinds: Vec<&str> = changes.iter().map(|change| change.kind.as_str()).collect();
+        assert_eq!(kinds, ["business_hours.set", "sla_rule.set", "sla_rule.set", "sla_rule.set", "sla_rule.deleted", "business_hours.set"]);
+        let loosened = &changes[3].payload;
+        assert_eq!(loosened["channel"], "mastodon");
+        assert_eq!(loosened["before"], json!({ "first_response_secs": 3600, "resolution_secs": 86400, "business_hours_only": false }));
+        assert_eq!(loosened["after"], json!({ "first_response_secs": 86400, "resolution_secs": 600, "business_hours_only": false }));
+        assert_eq!(loosened["actor"]["name"], "admin-key");
+        assert_eq!(changes[4].payload["after"], json!(null));
+        assert_eq!(changes[5].payload["before"]["time_zone"], "Europe/Madrid");
+        assert_eq!(changes[5].payload["after"]["hours"].as_array().map(Vec::len), Some(7));
+    }
+}
+
+backend_test! {
     async fn service_metrics_group_by_day_channel_and_assignee(app: TestApp) {
         let fixture = fixture(&app).await;
         let query = metrics_query();
