@@ -5,6 +5,13 @@
 //!
 //! Agents create, change and delete them: they are the team's working material, like
 //! notes and labels, not workspace configuration.
+//!
+//! A value put in for a placeholder is text, never markup of the platform: a customer's
+//! name comes from the platform's own profile, where anyone can call themselves
+//! `@everyone@instance.example` or `#giveaway https://phish.example`, and a reply must not
+//! mention, tag or link what the customer chose. So a word joiner (U+2060, invisible) goes
+//! after every `@` and `#` and inside `://` of a value, which breaks the platforms'
+//! mention, hashtag and link detection and leaves the text as it reads.
 
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
@@ -62,13 +69,32 @@ fn placeholders<'a>(field: &str, body: &'a str) -> Result<Vec<(usize, usize, &'a
     Ok(found)
 }
 
-/// `body` with each placeholder replaced by `value(name)` ("" when `None`).
+/// U+2060 WORD JOINER: zero width, no break, and not a word character, so `@` + it + a
+/// name is no mention on any platform.
+const WORD_JOINER: char = '\u{2060}';
+
+/// `value` as plain text in a post: no mention, hashtag or link can start inside it.
+fn inert(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 8);
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        match c {
+            '@' | '#' | '!' => out.push(WORD_JOINER),
+            ':' if chars.peek() == Some(&'/') => out.push(WORD_JOINER),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `body` with each placeholder replaced by `value(name)` made [`inert`] ("" when `None`).
 fn render(body: &str, value: impl Fn(&str) -> Result<Option<String>>) -> Result<String> {
     let mut out = String::with_capacity(body.len());
     let mut at = 0;
     for (start, end, name) in placeholders("body", body)? {
         out.push_str(&body[at..start]);
-        out.push_str(&value(name)?.unwrap_or_default());
+        out.push_str(&inert(&value(name)?.unwrap_or_default()));
         at = end;
     }
     out.push_str(&body[at..]);
@@ -281,6 +307,22 @@ mod tests {
             "{err}"
         );
         assert!(placeholders("body", "Hi {{customer.givenName").is_err());
+        // A value is text: what the customer called themselves mentions, tags and links
+        // nobody, while the saved reply's own text keeps its markup.
+        let rendered = render(
+            "Hi {{customer.displayName}}, see https://help.example @team",
+            |_| {
+                Ok(Some(
+                    "@everyone@m.example #win https://phish.example !room".to_owned(),
+                ))
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            rendered,
+            "Hi @\u{2060}everyone@\u{2060}m.example #\u{2060}win https:\u{2060}//phish.example !\u{2060}room, see https://help.example @team"
+        );
+        assert_eq!(rendered.replace('\u{2060}', "").len(), rendered.len() - 15);
         assert_eq!(
             placeholders("body", "no placeholder { here }")
                 .unwrap()
