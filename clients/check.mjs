@@ -1,0 +1,146 @@
+// Rapport against the JavaScript clients frontend teams use, unchanged.
+//
+// The `graphql-ws` library (what Apollo Client, urql and Relay use for subscriptions) over
+// `ws` against a real `rapport serve --demo` on a fresh SQLite directory: the key in
+// `connection_init`, a conversation change seen live, the inbox counts at once, a
+// reconnect with the last cursor that misses nothing and repeats nothing, and a bad key
+// refused with 4403. Run: `npm ci && node check.mjs path/to/rapport`.
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import assert from "node:assert/strict";
+import { createClient } from "graphql-ws";
+import WebSocket from "ws";
+
+const binary = process.argv[2];
+if (!binary) {
+  console.error("usage: node check.mjs path/to/rapport");
+  process.exit(2);
+}
+
+const dataDir = mkdtempSync(join(tmpdir(), "rapport-clients-"));
+const server = spawn(binary, ["serve", "--demo", "--addr", "127.0.0.1:0"], {
+  env: { ...process.env, RAPPORT_DATA_DIR: dataDir, RUST_LOG: "warn" },
+  stdio: ["ignore", "pipe", "pipe"],
+});
+let stderr = "";
+let stdout = "";
+const ready = new Promise((resolve, reject) => {
+  const timer = setTimeout(() => reject(new Error(`rapport did not start in 120 s:\n${stderr}`)), 120_000);
+  const check = () => {
+    const url = stderr.match(/GraphiQL: (http:\/\/127\.0\.0\.1:\d+)\/graphql/);
+    const key = stdout.split("\n").map((line) => line.trim()).find((line) => line.length > 0);
+    if (url && key) {
+      clearTimeout(timer);
+      resolve({ base: url[1], key });
+    }
+  };
+  server.stdout.on("data", (chunk) => { stdout += chunk; check(); });
+  server.stderr.on("data", (chunk) => { stderr += chunk; check(); });
+  server.on("exit", (code) => reject(new Error(`rapport exited with ${code}:\n${stderr}`)));
+});
+
+async function finish(code) {
+  if (server.exitCode === null) {
+    const exited = new Promise((resolve) => server.once("exit", resolve));
+    server.kill("SIGTERM");
+    await within(30_000, exited, "exit after SIGTERM").catch(() => server.kill("SIGKILL"));
+  }
+  rmSync(dataDir, { recursive: true, force: true });
+  process.exit(code);
+}
+
+/** Resolves with the first value `promise` gives, or fails after `ms`. */
+function within(ms, promise, what) {
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms)),
+  ]);
+}
+
+try {
+  const { base, key } = await ready;
+  const gql = async (query, variables = {}) => {
+    const response = await fetch(`${base}/graphql`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${key}` },
+      body: JSON.stringify({ query, variables }),
+    });
+    const body = await response.json();
+    assert.equal(body.errors, undefined, JSON.stringify(body.errors));
+    return body.data;
+  };
+  const setStatus = (id, status) =>
+    gql("mutation($id: ID!, $status: ConversationStatus!) { setConversationStatus(input: {conversationId: $id, status: $status}) { conversation { status } } }", { id, status });
+
+  const inbox = await gql("{ inbox(first: 1) { edges { node { id } } } }");
+  const conversation = inbox.inbox.edges[0].node.id;
+  const url = `${base.replace("http", "ws")}/graphql/ws`;
+  const connect = (authorization) =>
+    createClient({ url, webSocketImpl: WebSocket, retryAttempts: 0, lazy: true, connectionParams: { Authorization: authorization } });
+  const changes = (after) => ({
+    query: `subscription($id: ID!, $after: String) {
+      conversationChanged(filter: {conversationId: $id}, after: $after) { cursor change conversation { id status } }
+    }`,
+    variables: { id: conversation, after },
+  });
+  // A query on the socket answers after the subscriptions sent before it are in place.
+  const settle = async (client) => {
+    for await (const result of client.iterate({ query: "{ __typename }" })) {
+      assert.equal(result.data.__typename, "Query");
+    }
+  };
+
+  // Live: a change made over HTTP arrives on the socket, with who made it and a cursor.
+  let client = connect(`Bearer ${key}`);
+  let live = client.iterate(changes(null));
+  const counts = client.iterate({ query: "subscription { inboxCountsChanged { cursor counts { open pending total } } }" });
+  const firstCounts = await within(10_000, counts.next(), "inbox counts");
+  assert.ok(firstCounts.value.data.inboxCountsChanged.counts.total >= 1, JSON.stringify(firstCounts.value));
+  await settle(client);
+  await setStatus(conversation, "PENDING");
+  const pending = (await within(10_000, live.next(), "conversation change")).value.data.conversationChanged;
+  assert.equal(pending.change, "STATUS_SET");
+  assert.equal(pending.conversation.status, "PENDING");
+  assert.match(pending.cursor, /^[A-Za-z0-9_-]{16}$/, "an opaque cursor");
+  const movedCounts = (await within(10_000, counts.next(), "recount")).value.data.inboxCountsChanged.counts;
+  assert.ok(movedCounts.pending >= 1, JSON.stringify(movedCounts));
+  await live.return();
+  await counts.return();
+  await client.dispose();
+
+  // Away: two changes happen; back with the last cursor, they come first, once each,
+  // then live ones.
+  await setStatus(conversation, "OPEN");
+  await setStatus(conversation, "RESOLVED");
+  client = connect(`Bearer ${key}`);
+  live = client.iterate(changes(pending.cursor));
+  const seen = [];
+  for (let n = 0; n < 2; n++) {
+    seen.push((await within(10_000, live.next(), "replayed change")).value.data.conversationChanged.conversation.status);
+  }
+  assert.deepEqual(seen, ["OPEN", "RESOLVED"]);
+  await settle(client);
+  await setStatus(conversation, "OPEN");
+  const again = (await within(10_000, live.next(), "live change")).value.data.conversationChanged;
+  assert.equal(again.conversation.status, "OPEN");
+  const nothing = await Promise.race([live.next(), new Promise((resolve) => setTimeout(() => resolve("quiet"), 500))]);
+  assert.equal(nothing, "quiet", `nothing repeated: ${JSON.stringify(nothing)}`);
+  await live.return();
+  await client.dispose();
+
+  // A bad key is refused in connection_init with 4403, as the protocol's Forbidden.
+  const refused = connect("Bearer rpk_wrong");
+  const error = await within(10_000, refused.iterate(changes(null)).next().then(() => null, (err) => err), "refusal");
+  assert.equal(error?.code, 4403, `closed with ${error?.code} ${error?.reason}`);
+  await refused.dispose();
+
+  console.log("clients: graphql-ws live changes, inbox counts, reconnect with the last cursor, bad key refused: ok");
+  await finish(0);
+} catch (error) {
+  console.error(error);
+  console.error(stderr.split("\n").slice(-30).join("\n"));
+  await finish(1);
+}
