@@ -10,10 +10,13 @@
 //! event falls between the two, and a subscriber skips what it already delivered, so none
 //! is repeated.
 //!
+//! Each workspace with subscribers has a broadcast of its own, so tenants do not share a
+//! buffer: a burst in one workspace cannot push another's subscribers behind.
+//!
 //! Bounded: a subscriber may fall [`crate::config::Limits::subscription_backlog`] events
-//! behind the broadcast; past that it is told to subscribe again from its last cursor
-//! (nothing is lost, the log has it) instead of being buffered without end. A key holds
-//! at most `max_subscriptions_per_key` subscriptions in this process.
+//! of its workspace behind the broadcast; past that it is told to subscribe again from its
+//! last cursor (nothing is lost, the log has it) instead of being buffered without end. A
+//! key holds at most `max_subscriptions_per_key` subscriptions in this process.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -24,7 +27,7 @@ use tokio::sync::broadcast;
 
 use crate::domain::event::{self, StoredEvent, Wakeups};
 use crate::error::{Error, Result};
-use entity::ApiKeyId;
+use entity::{ApiKeyId, WorkspaceId};
 
 /// How often the tail looks at the log without a notification: SQLite's only wake-up,
 /// PostgreSQL's safety net for a notification lost with its connection.
@@ -50,16 +53,25 @@ pub struct Feed {
     per_key: Mutex<HashMap<ApiKeyId, usize>>,
 }
 
-/// The tail's position and its broadcast; `running` while its task lives.
+/// The tail's position and the broadcast of each workspace with subscribers; `running`
+/// while its task lives.
 struct Tail {
     position: i64,
-    sender: broadcast::Sender<Arc<StoredEvent>>,
+    senders: HashMap<WorkspaceId, broadcast::Sender<Arc<StoredEvent>>>,
     running: bool,
+}
+
+impl Tail {
+    /// Drops the broadcasts nobody listens to, and says whether anyone listens.
+    fn prune(&mut self) -> bool {
+        self.senders.retain(|_, sender| sender.receiver_count() > 0);
+        !self.senders.is_empty()
+    }
 }
 
 /// One subscriber's place in the feed. Dropping it frees the key's slot.
 pub struct Subscription {
-    /// Events after the feed's position when this subscriber joined.
+    /// Events of its workspace after the feed's position when this subscriber joined.
     pub events: broadcast::Receiver<Arc<StoredEvent>>,
     /// The feed's position when it joined: the backlog ends here.
     pub joined_at: i64,
@@ -96,16 +108,20 @@ impl Feed {
             capacity,
             state: tokio::sync::Mutex::new(Tail {
                 position: 0,
-                sender: broadcast::channel(capacity).0,
+                senders: HashMap::new(),
                 running: false,
             }),
             per_key: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Joins the feed for `key` (starting the tail if nobody listened), or
+    /// Joins the feed of `workspace` for `key` (starting the tail if nobody listened), or
     /// `BAD_USER_INPUT` when the key holds its most subscriptions already.
-    pub async fn subscribe(self: &Arc<Feed>, key: ApiKeyId) -> Result<Subscription> {
+    pub async fn subscribe(
+        self: &Arc<Feed>,
+        key: ApiKeyId,
+        workspace: WorkspaceId,
+    ) -> Result<Subscription> {
         {
             let mut per_key = self
                 .per_key
@@ -127,7 +143,7 @@ impl Feed {
         let mut tail = self.state.lock().await;
         if !tail.running {
             tail.position = start(&self.db).await?;
-            tail.sender = broadcast::channel(self.capacity).0;
+            tail.senders.clear();
             tail.running = true;
             let wakeups = match Wakeups::listen(&self.db).await {
                 Ok(wakeups) => wakeups,
@@ -138,8 +154,14 @@ impl Feed {
             };
             tokio::spawn(run(Arc::downgrade(self), wakeups));
         }
+        let capacity = self.capacity;
+        let events = tail
+            .senders
+            .entry(workspace)
+            .or_insert_with(|| broadcast::channel(capacity).0)
+            .subscribe();
         Ok(Subscription {
-            events: tail.sender.subscribe(),
+            events,
             joined_at: tail.position,
             _slot: slot,
         })
@@ -222,7 +244,7 @@ async fn start(db: &DatabaseConnection) -> Result<i64> {
 async fn step(feed: &Feed, idle_since: &mut Option<std::time::Instant>) -> Result<Step> {
     let from = {
         let mut tail = feed.state.lock().await;
-        if tail.sender.receiver_count() == 0 {
+        if !tail.prune() {
             let since = *idle_since.get_or_insert_with(std::time::Instant::now);
             if since.elapsed() >= LINGER {
                 tail.running = false;
@@ -238,8 +260,10 @@ async fn step(feed: &Feed, idle_since: &mut Option<std::time::Instant>) -> Resul
     let mut tail = feed.state.lock().await;
     // Only the tail moves the position, so it is still `from`.
     for event in events.iter().take_while(|event| event.seq <= until) {
-        // No receiver is not an error: one may join before the next read.
-        let _ = tail.sender.send(Arc::new(event.clone()));
+        if let Some(sender) = tail.senders.get(&event.workspace_id) {
+            // No receiver is not an error: the last one may just have left.
+            let _ = sender.send(Arc::new(event.clone()));
+        }
     }
     tail.position = until;
     Ok(if until < events.last().map_or(from, |event| event.seq) {

@@ -231,7 +231,10 @@ impl Reader {
                 ));
             }
         }
-        let joined = app.live.subscribe(caller.key_id).await?;
+        let joined = app
+            .live
+            .subscribe(caller.key_id, caller.workspace_id)
+            .await?;
         let last = after.unwrap_or(joined.joined_at);
         Ok(Reader {
             workspace_id: caller.workspace_id,

@@ -443,6 +443,23 @@ backend_test! {
             rest += 1;
         }
         assert_eq!(received.len() + rest, 40, "every event once across the two subscriptions");
+
+        // Another workspace's burst does not push a subscriber behind: globex's subscriber
+        // reads nothing while this workspace writes 40 events (over the bound of 16), then
+        // gets its own next one, without an error.
+        let globex_key = app.key_in("globex", Role::Admin).await;
+        let globex_source = self::source(&app, &globex_key).await;
+        let globex = domain::workspace::authenticate(&app.app.db, &globex_key).await.unwrap();
+        let mut theirs = rapport::graphql::execute_stream(&api, globex, async_graphql::Request::new(INTERACTIONS));
+        assert!(tokio::time::timeout(Duration::from_millis(200), theirs.next()).await.is_err());
+        for n in 0..40 {
+            ingest(&app, &source, item("ana", &format!("b{n}"), false)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        ingest(&app, &globex_source, item("bo", "g1", false)).await;
+        let response = tokio::time::timeout(WAIT, theirs.next()).await.unwrap().expect("an answer");
+        assert!(response.errors.is_empty(), "{:?}", response.errors);
+        assert_eq!(response.data.into_json().unwrap()["interactionReceived"]["interaction"]["text"], "bo says g1");
     }
 }
 
