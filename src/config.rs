@@ -130,6 +130,10 @@ pub struct Limits {
     /// Events a subscriber may fall behind the live feed before it is stopped and told
     /// to subscribe again from its last cursor (the log keeps what it missed).
     pub subscription_backlog: usize,
+    /// Seconds a new `/graphql/ws` socket may take to send `connection_init` (then `4408`).
+    pub socket_init_timeout_secs: u64,
+    /// Seconds between look-ups of an open socket's key (a revoked key's socket ends).
+    pub socket_key_recheck_secs: u64,
 }
 
 impl Default for Limits {
@@ -154,6 +158,8 @@ impl Default for Limits {
             max_subscriptions_per_key: 100,
             max_sockets: 1_024,
             subscription_backlog: 10_000,
+            socket_init_timeout_secs: 10,
+            socket_key_recheck_secs: 30,
         }
     }
 }

@@ -4,13 +4,14 @@
 //!
 //! The client authenticates in `connection_init` with `{"Authorization": "Bearer <key>"}`
 //! as its payload; a socket that sends anything else first, or nothing for
-//! [`INIT_TIMEOUT`], is closed (`4401` / `4408`, as the protocol says), and a bad key is
+//! `socket_init_timeout_secs` (10), is closed (`4401` / `4408`, as the protocol says), and a bad key is
 //! refused with `4403` and counted with the failed authentications of its address. After
 //! that the protocol is async-graphql's, over an executor that measures and maps every
 //! operation as `/graphql` does ([`crate::graphql::execute_stream`]).
 //!
 //! Every operation on the socket looks its key up again and takes a token of the key's
-//! request rate, as over HTTP, and the key is looked up every [`KEY_RECHECK`] too: a key
+//! request rate, as over HTTP, and the key is looked up every `socket_key_recheck_secs`
+//! (30) too: a key
 //! revoked while its socket is open ends it (`4403`).
 //!
 //! Bounded: at most `max_sockets` sockets at once and `max_connections_per_client` from one
@@ -38,12 +39,8 @@ use crate::error::Error;
 
 /// The subprotocol spoken.
 const PROTOCOL: &str = "graphql-transport-ws";
-/// How long a socket may take to send `connection_init`.
-const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one message to the client may take to go out.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often an open socket's key is looked up again.
-const KEY_RECHECK: Duration = Duration::from_secs(30);
 
 /// `GET /graphql/ws`: upgrades to a GraphQL socket.
 pub(super) async fn upgrade(State(state): State<HttpState>, request: Request) -> Response {
@@ -128,7 +125,10 @@ fn close(code: u16, reason: &str) -> Message {
 /// One socket, from `connection_init` to its close.
 async fn serve(state: HttpState, socket: WebSocket, ip: Option<IpAddr>) {
     let (mut sink, mut incoming) = socket.split();
-    let init = match tokio::time::timeout(INIT_TIMEOUT, first_text(&mut incoming)).await {
+    let limits = &state.app().config.limits;
+    let init_timeout = Duration::from_secs(limits.socket_init_timeout_secs.max(1));
+    let key_recheck = Duration::from_secs(limits.socket_key_recheck_secs.max(1));
+    let init = match tokio::time::timeout(init_timeout, first_text(&mut incoming)).await {
         Err(_) => {
             let _ = sink
                 .send(close(4408, "Connection initialisation timeout"))
@@ -186,7 +186,7 @@ async fn serve(state: HttpState, socket: WebSocket, ip: Option<IpAddr>) {
     .on_connection_init(|_| async { Ok(async_graphql::Data::default()) });
     let mut protocol = std::pin::pin!(protocol);
     let mut recheck =
-        tokio::time::interval_at(tokio::time::Instant::now() + KEY_RECHECK, KEY_RECHECK);
+        tokio::time::interval_at(tokio::time::Instant::now() + key_recheck, key_recheck);
     loop {
         let message = tokio::select! {
             message = protocol.next() => message,

@@ -356,6 +356,27 @@ backend_test! {
 }
 
 backend_test! {
+    async fn a_silent_socket_is_closed_with_4408_and_a_revoked_key_ends_its_idle_socket(app: TestApp) {
+        let limits = rapport::config::Limits { socket_init_timeout_secs: 1, socket_key_recheck_secs: 1, ..Default::default() };
+        let app = TestApp::with_config(app.backend, |config| config.limits = limits).await.unwrap();
+        // Connected, nothing said: closed as the protocol's initialisation timeout.
+        let mut silent = Client::connect(&app).await;
+        let started = std::time::Instant::now();
+        assert_eq!(silent.next().await, json!({ "closed": 4408 }));
+        assert!(started.elapsed() >= Duration::from_millis(900), "not before the timeout");
+        // A subscriber that sends nothing more: revoking its key ends the socket at the
+        // next look-up, with no operation needed to notice.
+        let key = app.key(Role::Viewer).await;
+        let mut idle = Client::open(&app, &key).await;
+        idle.subscribe("i", INTERACTIONS, json!({})).await;
+        idle.quiet().await;
+        let caller = domain::workspace::authenticate(&app.app.db, &key).await.unwrap();
+        domain::workspace::revoke_key(&app.app.db, caller.workspace_id, caller.key_id).await.unwrap();
+        assert_eq!(idle.next().await, json!({ "closed": 4403 }));
+    }
+}
+
+backend_test! {
     async fn the_inbox_counts_arrive_at_once_and_again_when_a_change_moves_them(app: TestApp) {
         let key = app.key(Role::Admin).await;
         let source = source(&app, &key).await;
