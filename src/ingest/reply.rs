@@ -110,7 +110,8 @@ async fn outlet(
 type SourceVersion = (SourceId, DateTime<Utc>);
 
 /// The reply limit each source's platform gave, asked once per process and source (a
-/// source changed since is asked again: its `updated_at` is part of the key). A platform
+/// source changed since is asked again: its `updated_at` is part of the key, and the
+/// entry of its earlier version goes, so the map holds one entry per source). A platform
 /// that could not say is asked again next time; its connector's default applies meanwhile.
 static LIMITS: LazyLock<Mutex<HashMap<SourceVersion, Option<ReplyLimit>>>> =
     LazyLock::new(Default::default);
@@ -127,6 +128,7 @@ async fn reply_limit(outlet: &Outlet) -> Option<ReplyLimit> {
     match outlet.connector.reply_limit().await {
         Ok(limit) => {
             if let Ok(mut limits) = LIMITS.lock() {
+                limits.retain(|(source, _), _| *source != outlet.source.id);
                 limits.insert(key, limit);
             }
             limit
