@@ -216,7 +216,9 @@ pub trait Connector: Send + Sync {
 /// The longest reply a platform takes, in the unit it counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplyLimit {
-    /// Unicode scalar values (Mastodon: <https://docs.joinmastodon.org/user/posting/#text>).
+    /// Characters, as the platform says it (Mastodon's `max_characters`, whose connector
+    /// counts them as Mastodon does: links as 23, user-perceived characters; unicode
+    /// scalar values where a connector does not count its own way).
     Characters(usize),
     /// Extended grapheme clusters (Bluesky's 300 for a post:
     /// <https://docs.bsky.app/docs/advanced-guides/post-richtext>).

@@ -387,10 +387,14 @@ fn status_text(to: &ReplyTarget, text: &str) -> String {
 }
 
 /// The length of a status as Mastodon counts it against `max_characters`: a link counts as
-/// 23 characters whatever its length, and a mention of a remote account as its local part
-/// (`@maya@social.example` is `@maya`)
+/// 23 characters whatever its length, a mention of a remote account as its local part
+/// (`@maya@social.example` is `@maya`), and the rest in user-perceived characters
+/// (extended grapheme clusters: a family emoji of five code points is one), as its
+/// validators count `grapheme_length`
 /// (<https://docs.joinmastodon.org/user/posting/#text>).
 fn status_length(status: &str) -> usize {
+    let count =
+        |text: &str| unicode_segmentation::UnicodeSegmentation::graphemes(text, true).count();
     const URL_LENGTH: usize = 23;
     let mut length = 0;
     let mut word = String::new();
@@ -403,9 +407,9 @@ fn status_length(status: &str) -> usize {
             .map(|(local, _)| local)
             .filter(|local| !local.is_empty())
         {
-            length += 1 + local.chars().count();
+            length += 1 + count(local);
         } else {
-            length += word.chars().count();
+            length += count(word);
         }
         word.clear();
     };
@@ -616,6 +620,8 @@ mod tests {
     fn a_status_is_counted_as_mastodon_counts_it() {
         // Links are 23, a remote mention its local part, everything else its characters.
         assert_eq!(status_length("héllo"), 5);
+        // Decomposed é (e + combining acute) and a family of five code points: one each.
+        assert_eq!(status_length("he\u{301}llo 👨‍👩‍👧"), 5 + 1 + 1);
         assert_eq!(
             status_length("see https://example.com/a/very/long/path/indeed/yes"),
             4 + 23
