@@ -423,6 +423,21 @@ pub async fn head(db: &impl ConnectionTrait) -> Result<i64> {
         .map_or(0, |row| row.seq))
 }
 
+/// The seq of `workspace_id`'s last event at or before `upto` (0 when it has none): a
+/// position of the workspace's own, to show it instead of the log's global one.
+pub async fn last_of_workspace(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    upto: i64,
+) -> Result<i64> {
+    Ok(super::scoped::<entity::event::Entity>(workspace_id)
+        .filter(entity::event::Column::Seq.lte(upto))
+        .order_by_desc(entity::event::Column::Seq)
+        .one(db)
+        .await?
+        .map_or(0, |row| row.seq))
+}
+
 /// Up to `limit` events after `seq`, in `seq` order (every workspace: for consumers).
 pub async fn after(db: &impl ConnectionTrait, seq: i64, limit: u64) -> Result<Vec<StoredEvent>> {
     Ok(entity::event::Entity::find()

@@ -8,7 +8,7 @@
 //! A subscription cursor stands for an event's `seq`, the log's global position. Shown as
 //! is, it would tell a workspace how many events every other workspace wrote between two
 //! of its own (a side channel on other tenants' activity), and a client could make up
-//! positions. So the seq is encrypted per workspace: a 64-bit Feistel permutation (four
+//! positions. So the seq is encrypted per workspace: a 64-bit Feistel permutation (eight
 //! rounds, SHA-256 as the round function, keyed by the server key and the workspace's id)
 //! followed by a 32-bit tag. Cursors look random, do not order, differ between workspaces
 //! for the same seq, and a cursor of another workspace, or one altered, is refused.
@@ -74,6 +74,10 @@ impl std::fmt::Debug for Cursors {
     }
 }
 
+/// Rounds of the permutation: eight, so every output bit depends on every input bit
+/// several times over (a seq below 2^32 has an all-zero upper half).
+const ROUNDS: u8 = 8;
+
 /// Bytes of a cursor: the encrypted seq and its tag.
 const CURSOR_BYTES: usize = 12;
 
@@ -119,7 +123,7 @@ impl Cursors {
         let key = self.workspace_key(workspace_id);
         let value = seq as u64;
         let (mut left, mut right) = ((value >> 32) as u32, value as u32);
-        for round in 0..4 {
+        for round in 0..ROUNDS {
             let next = left ^ Self::round(&key, round, right);
             left = right;
             right = next;
@@ -147,7 +151,7 @@ impl Cursors {
         }
         let value = u64::from_be_bytes(block);
         let (mut left, mut right) = ((value >> 32) as u32, value as u32);
-        for round in (0..4).rev() {
+        for round in (0..ROUNDS).rev() {
             let previous = right ^ Self::round(&key, round, left);
             right = left;
             left = previous;

@@ -214,7 +214,6 @@ impl Reader {
             .map(|cursor| {
                 app.cursors
                     .decode(caller.workspace_id, &cursor)
-                    .filter(|seq| *seq >= 0)
                     .ok_or_else(|| {
                         Error::field(
                             "after",
@@ -235,7 +234,16 @@ impl Reader {
             .live
             .subscribe(caller.key_id, caller.workspace_id)
             .await?;
-        let last = after.unwrap_or(joined.joined_at);
+        // Without a cursor, start from the workspace's own last event before the feed's
+        // position, never the position itself: every cursor shown (the first inbox counts,
+        // a lag's) is then a seq of this workspace, and nothing of other tenants' activity
+        // shows through. Nothing of this workspace lies in between, so nothing is replayed.
+        let last = match after {
+            Some(after) => after,
+            None => {
+                event::last_of_workspace(&app.db, caller.workspace_id, joined.joined_at).await?
+            }
+        };
         Ok(Reader {
             workspace_id: caller.workspace_id,
             kinds,
