@@ -6,12 +6,15 @@
 //! Agents create, change and delete them: they are the team's working material, like
 //! notes and labels, not workspace configuration.
 //!
-//! A value put in for a placeholder is text, never markup of the platform: a customer's
-//! name comes from the platform's own profile, where anyone can call themselves
-//! `@everyone@instance.example` or `#giveaway https://phish.example`, and a reply must not
-//! mention, tag or link what the customer chose. So a word joiner (U+2060, invisible) goes
-//! after every `@` and `#` and inside `://` of a value, which breaks the platforms'
-//! mention, hashtag and link detection and leaves the text as it reads.
+//! On a social network a value put in for a placeholder is text, never markup of the
+//! platform: a customer's name comes from the platform's own profile, where anyone can
+//! call themselves `@everyone@instance.example` or `#giveaway https://phish.example`, and a
+//! reply must not mention, tag or link what the customer chose. So a word joiner (U+2060,
+//! invisible) goes after every `@`, `#`, `!` (and their full-width forms) and inside
+//! `://` of a value, and before a value that the saved reply's own `@`, `#` or `:` would
+//! join into one: the platforms' mention, hashtag and link detection stops there and the
+//! text reads as it did. E-mail and webhook replies have no such markup and get the
+//! values as they are (an address stays copyable, an SMS gateway sees no extra character).
 
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
@@ -73,28 +76,56 @@ fn placeholders<'a>(field: &str, body: &'a str) -> Result<Vec<(usize, usize, &'a
 /// name is no mention on any platform.
 const WORD_JOINER: char = '\u{2060}';
 
-/// `value` as plain text in a post: no mention, hashtag or link can start inside it.
-fn inert(value: &str) -> String {
+/// Characters that start a mention, a hashtag or a room/community link on some platform
+/// (Mastodon takes the full-width `＃` for a hashtag; twitter-text style parsers `＠`).
+const MARKUP_STARTS: [char; 5] = ['@', '#', '!', '＠', '＃'];
+
+/// Whether replies on `channel` have markup a value could start (mentions, hashtags,
+/// links the platform makes of text): the social networks, not e-mail or webhooks.
+fn has_markup(channel: connectors::Channel) -> bool {
+    !matches!(
+        channel,
+        connectors::Channel::Email | connectors::Channel::Webhook
+    )
+}
+
+/// `value` as plain text in a post that follows `before` (the saved reply's text up to
+/// it): no mention, hashtag or link can start inside it or join it to `before`.
+fn inert(before: &str, value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 8);
+    let joins =
+        before.ends_with(MARKUP_STARTS) || (before.ends_with(':') && value.starts_with('/'));
+    if joins && !value.is_empty() {
+        out.push(WORD_JOINER);
+    }
     let mut chars = value.chars().peekable();
     while let Some(c) = chars.next() {
         out.push(c);
-        match c {
-            '@' | '#' | '!' => out.push(WORD_JOINER),
-            ':' if chars.peek() == Some(&'/') => out.push(WORD_JOINER),
-            _ => {}
+        if MARKUP_STARTS.contains(&c) || (c == ':' && chars.peek() == Some(&'/')) {
+            out.push(WORD_JOINER);
         }
     }
     out
 }
 
-/// `body` with each placeholder replaced by `value(name)` made [`inert`] ("" when `None`).
-fn render(body: &str, value: impl Fn(&str) -> Result<Option<String>>) -> Result<String> {
+/// `body` with each placeholder replaced by `value(name)` ("" when `None`), made
+/// [`inert`] when `markup` says the channel has markup.
+fn render(
+    body: &str,
+    markup: bool,
+    value: impl Fn(&str) -> Result<Option<String>>,
+) -> Result<String> {
     let mut out = String::with_capacity(body.len());
     let mut at = 0;
     for (start, end, name) in placeholders("body", body)? {
         out.push_str(&body[at..start]);
-        out.push_str(&inert(&value(name)?.unwrap_or_default()));
+        let value = value(name)?.unwrap_or_default();
+        if markup {
+            let inert = inert(&out, &value);
+            out.push_str(&inert);
+        } else {
+            out.push_str(&value);
+        }
         at = end;
     }
     out.push_str(&body[at..]);
@@ -266,7 +297,7 @@ pub async fn render_for(
         Some(user) => Some(super::user::get(db, caller.workspace_id, user).await?.name),
         None => None,
     };
-    render(&saved.body, |name| {
+    render(&saved.body, has_markup(conversation.channel), |name| {
         Ok(match name {
             "customer.givenName" => customer.given_name.clone(),
             "customer.familyName" => customer.family_name.clone(),
@@ -290,6 +321,7 @@ mod tests {
     fn placeholders_render_and_unknown_ones_are_refused() {
         let rendered = render(
             "Hi {{customer.givenName}}, {{ agent.name }} here{{customer.familyName}}.",
+            true,
             |name| {
                 Ok(match name {
                     "customer.givenName" => Some("Maya".to_owned()),
@@ -309,20 +341,49 @@ mod tests {
         assert!(placeholders("body", "Hi {{customer.givenName").is_err());
         // A value is text: what the customer called themselves mentions, tags and links
         // nobody, while the saved reply's own text keeps its markup.
+        let value = "@everyone@m.example #win ＃promo ＠all https://phish.example !room";
         let rendered = render(
             "Hi {{customer.displayName}}, see https://help.example @team",
-            |_| {
-                Ok(Some(
-                    "@everyone@m.example #win https://phish.example !room".to_owned(),
-                ))
-            },
+            true,
+            |_| Ok(Some(value.to_owned())),
         )
         .unwrap();
         assert_eq!(
             rendered,
-            "Hi @\u{2060}everyone@\u{2060}m.example #\u{2060}win https:\u{2060}//phish.example !\u{2060}room, see https://help.example @team"
+            "Hi @\u{2060}everyone@\u{2060}m.example #\u{2060}win ＃\u{2060}promo ＠\u{2060}all https:\u{2060}//phish.example !\u{2060}room, see https://help.example @team"
         );
-        assert_eq!(rendered.replace('\u{2060}', "").len(), rendered.len() - 15);
+        assert_eq!(rendered.chars().filter(|c| *c == WORD_JOINER).count(), 7);
+        // The saved reply's own @, # or scheme cannot join a value into a mention, a tag
+        // or a link either.
+        for (body, name, expected) in [
+            (
+                "@{{customer.displayName}} thanks",
+                "everyone@evil.example",
+                "@\u{2060}everyone@\u{2060}evil.example thanks",
+            ),
+            ("#{{customer.displayName}}", "promo", "#\u{2060}promo"),
+            (
+                "https:{{customer.displayName}}",
+                "//phish.example",
+                "https:\u{2060}//phish.example",
+            ),
+            ("Hi {{customer.displayName}}", "Maya", "Hi Maya"),
+        ] {
+            let rendered = render(body, true, |_| Ok(Some(name.to_owned()))).unwrap();
+            assert_eq!(rendered, expected, "{body}");
+        }
+        // E-mail and webhooks have no such markup: values go in as they are.
+        let plain = render("Hi {{customer.displayName}}", false, |_| {
+            Ok(Some("ana@example.com".to_owned()))
+        })
+        .unwrap();
+        assert_eq!(plain, "Hi ana@example.com");
+        assert!(
+            !has_markup(connectors::Channel::Email) && !has_markup(connectors::Channel::Webhook)
+        );
+        assert!(
+            has_markup(connectors::Channel::Mastodon) && has_markup(connectors::Channel::Bluesky)
+        );
         assert_eq!(
             placeholders("body", "no placeholder { here }")
                 .unwrap()
