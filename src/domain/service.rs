@@ -3,8 +3,11 @@
 //! `metrics`, which reads first-response and resolution times, volumes, backlog and SLA
 //! breaches from the event log.
 //!
-//! Metrics read the log, never the current rows, so a past figure cannot change when a
-//! conversation changes later, and a re-run over the same log gives the same numbers. One
+//! Metrics read the log, never the current conversations, so a past figure cannot change
+//! when a conversation changes later, and a re-run over the same log gives the same
+//! numbers. The service levels are read from the log too (their logged changes; the
+//! current rows only for levels set before changes were logged): a wait is judged by the
+//! levels in force at the point of the log where it started. One
 //! statement reads the log's facts the metrics need (the JSON fields projected in SQL,
 //! never the messages' text); pairing a first response with its inbound message and a
 //! resolution with its opening, and counting business seconds in the workspace's zone,
@@ -20,7 +23,8 @@
 //!
 //! The figures are worked out off the async executor (`spawn_blocking`), at most
 //! [`COMPUTE_SLOTS`] at once in the process, and in time that grows with the facts and the
-//! days, not their product: business seconds come from a per-day calendar built once, the
+//! days, not their product: business seconds come from a per-day calendar built once per
+//! version of the levels a business-hours rule needs, the
 //! backlog from one sweep over the sorted openings and closings.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -361,7 +365,8 @@ async fn hours_of(db: &impl ConnectionTrait, workspace_id: WorkspaceId) -> Resul
 }
 
 /// Begins a change of the workspace's service levels: a write transaction holding the
-/// workspace's row on PostgreSQL, so changes of one workspace's levels log their `before`
+/// workspace's row on PostgreSQL (`FOR NO KEY UPDATE`, which ingestion's foreign-key
+/// checks on the row do not wait for), so changes of one workspace's levels log their `before`
 /// and `after` in the order they commit (SQLite's write lock already orders them).
 async fn begin_levels_change(
     db: &impl TransactionTrait,
@@ -369,7 +374,7 @@ async fn begin_levels_change(
 ) -> Result<DatabaseTransaction> {
     let txn = super::begin_write(db).await?;
     entity::workspace::Entity::find_by_id(workspace_id)
-        .lock_exclusive()
+        .lock(sea_orm::sea_query::LockType::NoKeyUpdate)
         .one(&txn)
         .await?;
     Ok(txn)
@@ -604,6 +609,7 @@ pub async fn delete_sla_rule(
     let key = channel_key(channel);
     let txn = begin_levels_change(db, caller.workspace_id).await?;
     let Some(before) = rule_of(&txn, caller.workspace_id, key).await? else {
+        txn.rollback().await?;
         return Ok(false);
     };
     use entity::sla_rule::{Column, Entity};
@@ -639,6 +645,8 @@ struct Levels {
 #[derive(Clone, Debug)]
 struct History {
     versions: Vec<(i64, Levels)>,
+    /// The current time zone: days and weeks are its own, whatever the versions say.
+    zone: Tz,
 }
 
 impl History {
@@ -646,6 +654,7 @@ impl History {
     #[cfg(test)]
     fn fixed(hours: BusinessHours, rules: Vec<SlaRule>) -> History {
         History {
+            zone: hours.time_zone,
             versions: vec![(i64::MIN, Levels { rules, hours })],
         }
     }
@@ -721,6 +730,7 @@ fn history_from(
         }
         rules.sort_by(|a, b| channel_key(a.channel).cmp(channel_key(b.channel)));
     };
+    let zone = hours.time_zone;
     let mut first = Levels { rules, hours };
     let mut seen_keys = BTreeSet::new();
     let mut hours_seen = false;
@@ -764,7 +774,7 @@ fn history_from(
         }
         versions.push((change.seq, next));
     }
-    History { versions }
+    History { versions, zone }
 }
 
 /// What metrics are asked about.
@@ -1195,19 +1205,11 @@ fn rule_for<'a>(rules: &'a [SlaRule], channel: Option<&'static str>) -> Option<&
     own.or_else(|| rules.iter().find(|rule| rule.channel.is_none()))
 }
 
-/// The seconds a rule counts from `start` to `end`: business seconds (from `calendar`,
-/// which covers every span measured) or wall-clock ones.
-fn counted(rule: &SlaRule, calendar: &Calendar, start: DateTime<Utc>, end: DateTime<Utc>) -> i64 {
-    if rule.business_hours_only {
-        calendar.seconds_between(start, end)
-    } else {
-        (end - start).num_seconds()
-    }
-}
-
 /// The figures of `log` (pure: the same log, levels, query and `now` give the same
 /// answer; `now` only bounds how long an unanswered message has waited). Each wait is
-/// judged by the levels in force when it started (`history`); days and weeks are the
+/// judged by the levels in force at the seq of the fact that started it (`history`),
+/// whatever that fact's own time (mail imported after a change is judged by the levels
+/// at its import); days and weeks are the
 /// current time zone's.
 fn compute(log: &[LogRow], history: &History, query: &MetricsQuery, now: DateTime<Utc>) -> Metrics {
     let (from, to) = (query.from, query.to);
@@ -1301,10 +1303,7 @@ fn compute(log: &[LogRow], history: &History, query: &MetricsQuery, now: DateTim
     };
     threads.retain(|_, thread| wanted(thread));
 
-    let zone = history
-        .versions
-        .last()
-        .map_or(Tz::UTC, |(_, levels)| levels.hours.time_zone);
+    let zone = history.zone;
     let local_date = |at: DateTime<Utc>| at.with_timezone(&zone).date_naive();
     let time_key = |at: DateTime<Utc>| match query.group_by {
         Some(ServiceGroupBy::Day) => Some(GroupKey::Day(local_date(at))),
@@ -1356,7 +1355,11 @@ fn compute(log: &[LogRow], history: &History, query: &MetricsQuery, now: DateTim
         from
     };
     let mut calendars: HashMap<usize, Calendar> = HashMap::new();
-    let mut breached = |seq: i64, pick: fn(&SlaRule) -> Option<i64>, channel, start, end| {
+    let mut breached = |seq: i64,
+                        pick: fn(&SlaRule) -> Option<i64>,
+                        channel: Option<&'static str>,
+                        start: DateTime<Utc>,
+                        end: DateTime<Utc>| {
         let (version, levels) = history.at(seq);
         let Some(rule) = rule_for(&levels.rules, channel) else {
             return false;
@@ -1364,10 +1367,13 @@ fn compute(log: &[LogRow], history: &History, query: &MetricsQuery, now: DateTim
         let Some(target) = pick(rule) else {
             return false;
         };
+        if !rule.business_hours_only {
+            return (end - start).num_seconds() > target;
+        }
         let calendar = calendars
             .entry(version)
             .or_insert_with(|| Calendar::new(&levels.hours, earliest, to));
-        counted(rule, calendar, start, end) > target
+        calendar.seconds_between(start, end) > target
     };
     // An unanswered message has waited until `to`, or until now when `to` is still ahead:
     // a deadline that has not passed yet is no breach.

@@ -365,7 +365,8 @@ impl Mutation {
     }
 
     /// Sets the SLA rule of a channel, or of every channel without its own (admin role);
-    /// it replaces the rule the channel had.
+    /// it replaces the rule the channel had for waits from now on (the change is logged
+    /// with the rule it replaced; waits already started keep the earlier rule).
     async fn set_sla_rule(
         &self,
         ctx: &Context<'_>,
@@ -374,7 +375,8 @@ impl Mutation {
         super::service::set_sla_rule(ctx, input).await
     }
 
-    /// Deletes the SLA rule of a channel, or the any-channel rule (admin role).
+    /// Deletes the SLA rule of a channel, or the any-channel rule (admin role), for waits
+    /// from now on (logged, as `setSlaRule`).
     async fn delete_sla_rule(
         &self,
         ctx: &Context<'_>,
@@ -383,7 +385,9 @@ impl Mutation {
         super::service::delete_sla_rule(ctx, input).await
     }
 
-    /// Replaces the workspace's time zone and business hours (admin role).
+    /// Replaces the workspace's time zone and business hours (admin role): the hours count
+    /// for SLA waits from now on (logged, as `setSlaRule`), the zone for every day and week
+    /// of `serviceMetrics`.
     /// `BAD_USER_INPUT` naming `timeZone` or `hours[i]` for an unknown zone, an interval
     /// that does not close after it opens, or two that overlap.
     async fn set_business_hours(

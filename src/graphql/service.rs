@@ -55,8 +55,10 @@ pub struct ServiceMetrics(Metrics, Option<ServiceGroupBy>);
 /// conversations not resolved at the end of each local day (DAY, WEEK: of the group's
 /// last day; other groupings and the total: at `to`); PENDING and SNOOZED conversations
 /// are not resolved, and spam counts like any other conversation. **SLA breaches** against
-/// the workspace's rules (`slaRules`, business seconds for a rule with
-/// `businessHoursOnly`): a first response slower than the target, or still missing after
+/// the workspace's rules and business hours as they were when Rapport recorded the fact
+/// that started the wait (the first inbound message, the opening): `slaRules` and
+/// `businessHours` for waits since their last change, the logged earlier ones before
+/// (business seconds for a rule with `businessHoursOnly`): a first response slower than the target, or still missing after
 /// longer than it at `to` (at the time of the request when `to` is still ahead: a
 /// deadline that has not passed is no breach), a resolution slower than its target. DAY
 /// and WEEK buckets (weeks start on Monday) are local days of the workspace's time zone

@@ -394,6 +394,18 @@ backend_test! {
         assert_eq!((total["slaBreaches"]["firstResponse"].as_i64(), total["slaBreaches"]["resolution"].as_i64()), (Some(0), Some(1)));
         assert_eq!(sorted_ids(&total["slaBreaches"]["conversationIds"]), vec![m5]);
 
+        // History imported after the change is judged by the levels at its import, whatever
+        // its own date: m6's first response of 2 h on 10-28 is within the new day (the
+        // hour in force on 10-28 would have breached), so the figures of past ranges move
+        // only by what is added to them.
+        ingest(&app, &mastodon, item("m6", 1, utc(10, 28, 8, 0), false)).await;
+        ingest(&app, &mastodon, item("m6", 2, utc(10, 28, 10, 0), true)).await;
+        let day = json!({ "from": "2026-10-27T23:00:00Z", "to": "2026-10-28T23:00:00Z" });
+        let data = app.gql(&fixture.viewer, &metrics_query(), json!({ "range": day })).await;
+        let total = &data["serviceMetrics"]["total"];
+        assert_eq!(total["firstResponse"], stats(1, Some(7200), Some(7200)));
+        assert_eq!(total["slaBreaches"]["firstResponse"], 0);
+
         // Each change is in the log with who made it and what it replaced.
         let changes = entity::event::Entity::find()
             .filter(entity::event::Column::Kind.is_in(["sla_rule.set", "sla_rule.deleted", "business_hours.set"]))
