@@ -12,6 +12,7 @@ mod m20261204_000008_event_notify;
 mod m20261204_000009_service;
 mod m20261204_000010_replies;
 mod m20261204_000011_server_secret;
+mod m20261204_000012_event_levels_index;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000009_service::Migration),
             Box::new(m20261204_000010_replies::Migration),
             Box::new(m20261204_000011_server_secret::Migration),
+            Box::new(m20261204_000012_event_levels_index::Migration),
         ]
     }
 }
