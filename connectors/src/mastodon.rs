@@ -404,8 +404,8 @@ fn status_length(status: &str) -> usize {
         } else if let Some(local) = word
             .strip_prefix('@')
             .and_then(|rest| rest.split_once('@'))
+            .filter(|(local, domain)| is_mention(local, domain))
             .map(|(local, _)| local)
-            .filter(|local| !local.is_empty())
         {
             length += 1 + count(local);
         } else {
@@ -414,16 +414,36 @@ fn status_length(status: &str) -> usize {
         word.clear();
     };
     let mut spaces = 0;
+    let mut after_cr = false;
     for c in status.chars() {
         if c.is_whitespace() {
             count_word(&mut word);
-            spaces += 1;
+            // "\r\n" is one grapheme.
+            if !(after_cr && c == '\n') {
+                spaces += 1;
+            }
         } else {
             word.push(c);
         }
+        after_cr = c == '\r';
     }
     count_word(&mut word);
     length + spaces
+}
+
+/// Whether `@local@domain` is a mention Mastodon recognises (and so counts by its local
+/// part): a username of letters, digits, `_`, `.`, `-`, and a domain of word characters,
+/// dots and dashes. Anything else (a saved reply's inert value, with a word joiner) is
+/// counted whole, as Mastodon counts it.
+fn is_mention(local: &str, domain: &str) -> bool {
+    !local.is_empty()
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && !domain.is_empty()
+        && domain
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// Orders Mastodon ids: decimal strings of any length.
@@ -628,6 +648,9 @@ mod tests {
         );
         assert_eq!(status_length("@maya@social.example hi"), 5 + 1 + 2);
         assert_eq!(status_length("a  b"), 4);
+        assert_eq!(status_length("a\r\nb"), 3);
+        // Not a mention Mastodon sees (an inert value from a saved reply): counted whole.
+        assert_eq!(status_length("@\u{2060}ana@\u{2060}m.example"), 16);
         let reply = status_text(&to(Some("@maya@social.example")), " thanks ");
         assert_eq!(reply, "@maya@social.example thanks");
         assert_eq!(status_length(&reply), 12);

@@ -126,8 +126,9 @@ fn close(code: u16, reason: &str) -> Message {
 async fn serve(state: HttpState, socket: WebSocket, ip: Option<IpAddr>) {
     let (mut sink, mut incoming) = socket.split();
     let limits = &state.app().config.limits;
-    let init_timeout = Duration::from_secs(limits.socket_init_timeout_secs.max(1));
-    let key_recheck = Duration::from_secs(limits.socket_key_recheck_secs.max(1));
+    // Clamped: a day at most, so no setting can overflow the timers.
+    let init_timeout = Duration::from_secs(limits.socket_init_timeout_secs.clamp(1, 86_400));
+    let key_recheck = Duration::from_secs(limits.socket_key_recheck_secs.clamp(1, 86_400));
     let init = match tokio::time::timeout(init_timeout, first_text(&mut incoming)).await {
         Err(_) => {
             let _ = sink
