@@ -95,6 +95,39 @@ async fn redate(app: &TestApp, id: &str, kind: &str, at: DateTime<Utc>) {
         .unwrap();
 }
 
+/// The fixture's Mastodon source of `acme`.
+async fn acme_mastodon(app: &TestApp) -> entity::source::Model {
+    let workspace = domain::workspace::ensure(&app.app.db, "acme")
+        .await
+        .unwrap()
+        .id;
+    entity::source::Entity::find()
+        .filter(entity::source::Column::WorkspaceId.eq(workspace))
+        .filter(entity::source::Column::Channel.eq("mastodon"))
+        .one(&app.app.db)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// The id of the conversation of `thread`'s customer ("Customer <thread>"), from the inbox.
+async fn conversation_of(app: &TestApp, key: &str, thread: &str) -> String {
+    let data = app
+        .gql(
+            key,
+            "{ inbox(first: 100) { edges { node { id customer { displayName } } } } }",
+            json!({}),
+        )
+        .await;
+    data["inbox"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|edge| edge["node"]["customer"]["displayName"] == format!("Customer {thread}"))
+        .map(|edge| edge["node"]["id"].as_str().unwrap().to_owned())
+        .unwrap()
+}
+
 const RESOLVE: &str = "mutation($id: ID!) { setConversationStatus(input: {conversationId: $id, status: RESOLVED}) { conversation { status } } }";
 const ASSIGN: &str = "mutation($id: ID!, $user: ID) { assignConversation(input: {conversationId: $id, assigneeId: $user}) { conversation { id } } }";
 
@@ -372,19 +405,10 @@ backend_test! {
         // A conversation that starts after the change is judged by the new levels: a first
         // response after 2 h is within a day (the old hour would have breached), and a
         // resolution after 3 h is over 10 minutes (the old day would not have).
-        let mastodon = entity::source::Entity::find()
-            .filter(entity::source::Column::Channel.eq("mastodon"))
-            .one(&app.app.db)
-            .await
-            .unwrap()
-            .unwrap();
+        let mastodon = acme_mastodon(&app).await;
         ingest(&app, &mastodon, item("m5", 1, utc(11, 3, 8, 0), false)).await;
         ingest(&app, &mastodon, item("m5", 2, utc(11, 3, 10, 0), true)).await;
-        let data = app.gql(&fixture.admin, "{ inbox(first: 100) { edges { node { id customer { displayName } } } } }", json!({})).await;
-        let m5 = data["inbox"]["edges"].as_array().unwrap().iter()
-            .find(|edge| edge["node"]["customer"]["displayName"] == "Customer m5")
-            .map(|edge| edge["node"]["id"].as_str().unwrap().to_owned())
-            .unwrap();
+        let m5 = conversation_of(&app, &fixture.admin, "m5").await;
         resolve(&app, &fixture.admin, &m5, utc(11, 3, 11, 0)).await;
         let week = json!({ "from": "2026-11-02T23:00:00Z", "to": "2026-11-09T23:00:00Z" });
         let data = app.gql(&fixture.viewer, &metrics_query(), json!({ "range": week })).await;
@@ -620,23 +644,12 @@ backend_test! {
 backend_test! {
     async fn a_late_message_reopens_after_the_resolve_it_follows_in_the_log(app: TestApp) {
         let fixture = fixture(&app).await;
-        let workspace = domain::workspace::ensure(&app.app.db, "acme").await.unwrap().id;
-        let mastodon = entity::source::Entity::find()
-            .filter(entity::source::Column::WorkspaceId.eq(workspace))
-            .filter(entity::source::Column::Channel.eq("mastodon"))
-            .one(&app.app.db)
-            .await
-            .unwrap()
-            .unwrap();
+        let mastodon = acme_mastodon(&app).await;
         // m5: the customer writes at 08:00, an agent resolves at 09:00, then the customer's
         // message written at 08:59 arrives (polling lag) and reopens the conversation. The
         // log has the reopening after the resolve, so the conversation is open at the end.
         ingest(&app, &mastodon, item("m5", 1, utc(10, 28, 8, 0), false)).await;
-        let data = app.gql(&fixture.admin, "{ inbox(first: 100) { edges { node { id customer { displayName } } } } }", json!({})).await;
-        let m5 = data["inbox"]["edges"].as_array().unwrap().iter()
-            .find(|edge| edge["node"]["customer"]["displayName"] == "Customer m5")
-            .map(|edge| edge["node"]["id"].as_str().unwrap().to_owned())
-            .unwrap();
+        let m5 = conversation_of(&app, &fixture.admin, "m5").await;
         resolve(&app, &fixture.admin, &m5, utc(10, 28, 9, 0)).await;
         ingest(&app, &mastodon, item("m5", 2, utc(10, 28, 8, 59), false)).await;
         let status = app.gql(&fixture.admin, "query($id: ID!) { node(id: $id) { ... on Conversation { status } } }", json!({ "id": m5 })).await;
