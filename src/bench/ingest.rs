@@ -16,6 +16,8 @@ use crate::App;
 pub struct IngestBenchReport {
     pub items: usize,
     pub batch: usize,
+    /// The approximate size of each item's platform payload.
+    pub raw_bytes: usize,
     /// New items through the whole pipeline (identity, threading, events, cursor).
     pub new_per_second: f64,
     /// The same items pulled again: every one recognised and dropped.
@@ -32,8 +34,15 @@ pub struct IngestBenchReport {
 /// [`crate::ingest::ingest`] in batches of `batch`, as a connector's pulls would, then the
 /// same items again; checks every item is stored exactly once; inserts the stored rows
 /// again under another source with plain multi-row INSERTs in batches of `batch` (the
-/// reference); and deletes the scratch workspace.
-pub async fn ingest(app: &App, items: usize, batch: usize) -> anyhow::Result<IngestBenchReport> {
+/// reference); and deletes the scratch workspace. Each item carries a platform payload
+/// (`raw`) of about `raw_bytes` bytes, shaped like a Mastodon notification (0: a bare
+/// `{"id"}`, as the figures before this option had).
+pub async fn ingest(
+    app: &App,
+    items: usize,
+    batch: usize,
+    raw_bytes: usize,
+) -> anyhow::Result<IngestBenchReport> {
     let slug = format!("bench-ingest-{}", uuid::Uuid::now_v7().simple());
     let workspace = domain::workspace::ensure(&app.db, &slug).await?;
     let caller = domain::Caller::owner_without_key(workspace.id, "bench");
@@ -80,7 +89,7 @@ pub async fn ingest(app: &App, items: usize, batch: usize) -> anyhow::Result<Ing
                 occurred_at: base + chrono::Duration::seconds(n as i64),
                 thread_key: None,
                 in_reply_to: (n % 3 == 2).then(|| format!("item-{}", n - 1)),
-                raw: json!({ "id": n }),
+                raw: raw_payload(n, author, raw_bytes),
             }
         })
         .collect();
@@ -139,12 +148,53 @@ pub async fn ingest(app: &App, items: usize, batch: usize) -> anyhow::Result<Ing
     Ok(IngestBenchReport {
         items,
         batch,
+        raw_bytes,
         new_per_second,
         replay_per_second,
         reference_per_second,
         customers: counts.customers,
         conversations: counts.conversations,
     })
+}
+
+/// A platform payload of about `bytes` bytes for item `n` by `author`: a notification
+/// with its account and status objects, as Mastodon sends them (the account's profile
+/// note and the status's HTML take the size); `{"id"}` alone for 0.
+fn raw_payload(n: usize, author: usize, bytes: usize) -> serde_json::Value {
+    if bytes == 0 {
+        return json!({ "id": n });
+    }
+    let mut raw = json!({
+        "id": n.to_string(),
+        "type": "mention",
+        "created_at": "2026-11-03T10:00:00.000Z",
+        "account": {
+            "id": author.to_string(),
+            "username": format!("u{author}"),
+            "acct": format!("u{author}@social.example"),
+            "display_name": format!("User {author}"),
+            "url": format!("https://social.example/@u{author}"),
+            "followers_count": 120,
+            "following_count": 80,
+            "statuses_count": 3_400,
+            "fields": [{ "name": "Web", "value": "<a href=\"https://u.example\">u.example</a>" }],
+        },
+        "status": {
+            "id": n.to_string(),
+            "visibility": "public",
+            "language": "en",
+            "uri": format!("https://social.example/users/u{author}/statuses/{n}"),
+            "replies_count": 0,
+            "reblogs_count": 0,
+            "favourites_count": 0,
+            "mentions": [{ "id": "1", "username": "acme", "acct": "acme" }],
+        },
+    });
+    let have = raw.to_string().len();
+    let padding = bytes.saturating_sub(have) / 2;
+    raw["account"]["note"] = json!(format!("<p>{}</p>", "profile ".repeat(padding / 8)));
+    raw["status"]["content"] = json!(format!("<p>{}</p>", "status text ".repeat(padding / 12)));
+    raw
 }
 
 /// Inserts the interaction rows `source` holds again, under a new source of the same

@@ -77,8 +77,15 @@ impl Results {
         if let Some(ingest) = ingest {
             let ingest = ingest?;
             println!(
-                "\n{database}, ingestion pipeline: {} items in batches of {} ({} customers, {} conversations made)\n",
-                ingest.items, ingest.batch, ingest.customers, ingest.conversations
+                "\n{database}, ingestion pipeline: {} items in batches of {}, platform payloads of {} ({} customers, {} conversations made)\n",
+                ingest.items,
+                ingest.batch,
+                match ingest.raw_bytes {
+                    0 => "a bare id".to_owned(),
+                    bytes => format!("about {bytes} bytes"),
+                },
+                ingest.customers,
+                ingest.conversations
             );
             println!("| pass | items/s |\n|---|---|");
             println!("| new items | {:.0} |", ingest.new_per_second);

@@ -30,6 +30,10 @@ pub struct BenchArgs {
     /// backlog arrives in pulls of about a thousand.
     #[arg(long, default_value_t = 1_000)]
     ingest_batch: usize,
+    /// The approximate size of each ingested item's platform payload (`raw`), shaped
+    /// like a Mastodon notification (a real one is 2 to 4 KB); 0 gives a bare `{"id"}`.
+    #[arg(long, default_value_t = 0)]
+    ingest_raw_bytes: usize,
     /// Customers (× 20 interactions) for the search benchmark (0 skips it).
     #[arg(long, default_value_t = 5_000)]
     search_customers: usize,
@@ -129,7 +133,15 @@ pub async fn run(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
     };
     let app = App::start(config).await?;
     let ingest = if args.ingest_items > 0 {
-        Some(rapport::bench::ingest(&app, args.ingest_items, args.ingest_batch).await)
+        Some(
+            rapport::bench::ingest(
+                &app,
+                args.ingest_items,
+                args.ingest_batch,
+                args.ingest_raw_bytes,
+            )
+            .await,
+        )
     } else {
         None
     };

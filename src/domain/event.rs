@@ -62,7 +62,7 @@ macro_rules! event_kinds {
 
             /// The payload as stored.
             fn to_json(self) -> Result<serde_json::Value> {
-                let value = match self { $(Event::$variant(payload) => serde_json::to_value(payload)),+ };
+                let value = match self { $(Event::$variant(payload) => Payload::to_json(payload)),+ };
                 value.map_err(|err| Error::Internal(format!("an event payload did not serialise: {err}")))
             }
         }
@@ -84,7 +84,8 @@ event_kinds! {
     /// Rapport's `new message`). Its own kind: the search index refreshes the status of
     /// every interaction of the conversation on this event, not on every new message.
     ConversationStatusChanged = "conversation.status_changed" (ConversationChange),
-    /// Payload: the interaction row ([`InteractionPayload`] reads what consumers need).
+    /// Payload: the interaction row without `raw` ([`InteractionPayload`] reads what
+    /// consumers need).
     InteractionCreated = "interaction.created" (entity::interaction::Model),
     /// Payload: the organization row.
     OrganizationCreated = "organization.created" (entity::organization::Model),
@@ -279,6 +280,11 @@ pub struct Deleted<I> {
 /// A payload knows the row its event is about.
 trait Payload: Serialize {
     fn entity_id(&self) -> Uuid;
+
+    /// The payload as the log stores it.
+    fn to_json(&self) -> serde_json::Result<serde_json::Value> {
+        serde_json::to_value(self)
+    }
 }
 
 macro_rules! payload_rows {
@@ -300,13 +306,108 @@ impl<I: TypedId + Serialize> Payload for Deleted<I> {
 payload_rows!(
     entity::customer::Model,
     entity::conversation::Model,
-    entity::interaction::Model,
     entity::organization::Model,
     entity::note::Model,
     entity::deal::Model,
     entity::source::Model,
     entity::user::Model
 );
+
+impl Payload for entity::interaction::Model {
+    fn entity_id(&self) -> Uuid {
+        self.id.uuid()
+    }
+
+    /// The row without `raw`: the platform's payload (often several kilobytes, larger
+    /// than the rest of the row) stays in the row, where the reply path reads it; no
+    /// consumer of the log needs it, and every new item wrote it twice.
+    fn to_json(&self) -> serde_json::Result<serde_json::Value> {
+        serde_json::to_value(InteractionWithoutRaw::from(self))
+    }
+}
+
+/// An interaction row as its events carry it: every column but `raw` (a stored event
+/// reads back as the row with `raw: None`).
+#[derive(Serialize)]
+struct InteractionWithoutRaw<'a> {
+    id: entity::InteractionId,
+    workspace_id: WorkspaceId,
+    customer_id: entity::CustomerId,
+    conversation_id: Option<entity::ConversationId>,
+    identity_id: Option<entity::IdentityId>,
+    source_id: Option<entity::SourceId>,
+    external_id: &'a Option<String>,
+    channel: connectors::Channel,
+    direction: entity::enums::Direction,
+    kind: entity::enums::InteractionKind,
+    subject: &'a Option<String>,
+    text: &'a str,
+    html: &'a Option<String>,
+    url: &'a Option<String>,
+    language: &'a Option<String>,
+    sentiment: Option<f64>,
+    occurred_at: DateTime<Utc>,
+    ingested_at: DateTime<Utc>,
+    delivery_status: Option<entity::enums::DeliveryStatus>,
+    delivery_error: &'a Option<String>,
+    idempotency_key: &'a Option<String>,
+    delivery_attempted_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> From<&'a entity::interaction::Model> for InteractionWithoutRaw<'a> {
+    fn from(row: &'a entity::interaction::Model) -> Self {
+        // Destructured whole, so a column added to the row must be placed here.
+        let entity::interaction::Model {
+            id,
+            workspace_id,
+            customer_id,
+            conversation_id,
+            identity_id,
+            source_id,
+            external_id,
+            channel,
+            direction,
+            kind,
+            subject,
+            text,
+            html,
+            url,
+            language,
+            sentiment,
+            occurred_at,
+            ingested_at,
+            raw: _,
+            delivery_status,
+            delivery_error,
+            idempotency_key,
+            delivery_attempted_at,
+        } = row;
+        InteractionWithoutRaw {
+            id: *id,
+            workspace_id: *workspace_id,
+            customer_id: *customer_id,
+            conversation_id: *conversation_id,
+            identity_id: *identity_id,
+            source_id: *source_id,
+            external_id,
+            channel: *channel,
+            direction: *direction,
+            kind: *kind,
+            subject,
+            text,
+            html,
+            url,
+            language,
+            sentiment: *sentiment,
+            occurred_at: *occurred_at,
+            ingested_at: *ingested_at,
+            delivery_status: *delivery_status,
+            delivery_error,
+            idempotency_key,
+            delivery_attempted_at: *delivery_attempted_at,
+        }
+    }
+}
 
 impl std::fmt::Display for EventKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -761,5 +862,41 @@ mod tests {
             serde_json::json!({ "customer_id": 3 }),
         ));
         assert_eq!(odd.interaction().customer_id, None);
+    }
+
+    #[test]
+    fn an_interaction_event_carries_every_column_but_raw_and_reads_back_as_the_row() {
+        let now = super::super::now();
+        let row = entity::interaction::Model {
+            id: entity::InteractionId::new(),
+            workspace_id: WorkspaceId::new(),
+            customer_id: CustomerId::new(),
+            conversation_id: Some(entity::ConversationId::new()),
+            identity_id: Some(entity::IdentityId::new()),
+            source_id: Some(SourceId::new()),
+            external_id: Some("109".into()),
+            channel: connectors::Channel::Mastodon,
+            direction: entity::enums::Direction::Outbound,
+            kind: entity::enums::InteractionKind::Reply,
+            subject: Some("Re: export".into()),
+            text: "On it".into(),
+            html: Some("<p>On it</p>".into()),
+            url: Some("https://social.example/@acme/109".into()),
+            language: Some("en".into()),
+            sentiment: Some(0.25),
+            occurred_at: now,
+            ingested_at: now,
+            raw: Some(serde_json::json!({ "account": { "note": "a long profile" } })),
+            delivery_status: Some(entity::enums::DeliveryStatus::Failed),
+            delivery_error: Some("422".into()),
+            idempotency_key: Some("k1".into()),
+            delivery_attempted_at: Some(now),
+        };
+        let stored = Event::InteractionCreated(&row).to_json().unwrap();
+        let mut whole = serde_json::to_value(&row).unwrap();
+        whole.as_object_mut().unwrap().remove("raw");
+        assert_eq!(stored, whole, "every other column, in the row's own form");
+        let back: entity::interaction::Model = serde_json::from_value(stored).unwrap();
+        assert_eq!(back, entity::interaction::Model { raw: None, ..row });
     }
 }
