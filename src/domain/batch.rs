@@ -198,7 +198,7 @@ struct Fresh<'a> {
 /// An event of the batch with its payload as it was when the per-item pipeline would
 /// have appended it (a row's state after that item).
 enum Snapshot {
-    Customer(EventKind, customer::Model),
+    CustomerCreated(customer::Model),
     Conversation(EventKind, conversation::Model),
     /// A conversation a new message reopened, with who did it.
     Reopened(super::event::ConversationChange),
@@ -374,10 +374,7 @@ pub async fn store(
             (answered, Some(author)) => {
                 if let Some((first, model)) = authors.created.get(&author.customer_id) {
                     if *first == n {
-                        mine.push(Snapshot::Customer(
-                            EventKind::CustomerCreated,
-                            model.clone(),
-                        ));
+                        mine.push(Snapshot::CustomerCreated(model.clone()));
                     }
                 }
                 let key = thread_key(f.item);
@@ -472,7 +469,8 @@ pub async fn store(
     let inserted = insert_interactions(db, &rows).await?;
     mid_batch();
 
-    // First and last seen of each stored item's customer, in order.
+    // First and last seen of each stored item's customer, in order: the row only, no
+    // event (see `customer::seen_at`).
     let mut seen_changed: HashSet<CustomerId> = HashSet::new();
     let mut new = Vec::with_capacity(inserted.len());
     let mut all_events = Events::new();
@@ -491,10 +489,6 @@ pub async fn store(
                 customer.first_seen_at = customer.first_seen_at.min(at);
                 customer.last_seen_at = customer.last_seen_at.max(at);
                 customer.updated_at = now;
-                all_events.push(Snapshot::Customer(
-                    EventKind::CustomerUpdated,
-                    customer.clone(),
-                ));
                 seen_changed.insert(customer.id);
             }
         }
@@ -516,8 +510,7 @@ pub async fn store(
     )
     .await?;
     let events = all_events.iter().map(|snapshot| match snapshot {
-        Snapshot::Customer(EventKind::CustomerCreated, model) => Event::CustomerCreated(model),
-        Snapshot::Customer(_, model) => Event::CustomerUpdated(model),
+        Snapshot::CustomerCreated(model) => Event::CustomerCreated(model),
         Snapshot::Conversation(EventKind::ConversationCreated, model) => {
             Event::ConversationCreated(model)
         }
