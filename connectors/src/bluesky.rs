@@ -219,10 +219,12 @@ impl Session {
 /// An account: the service and identifier it logs in at.
 type Account = (String, String);
 
-/// Sessions kept in this process, by account, with a digest of the password they were
-/// made with (a changed password logs in again). One entry per account.
-static SESSIONS: LazyLock<Mutex<HashMap<Account, ([u8; 32], Session)>>> =
-    LazyLock::new(Default::default);
+/// A session and the digest of the password it was made with (a changed password logs
+/// in again).
+type KeptSession = ([u8; 32], Session);
+
+/// Sessions kept in this process, one per account.
+static SESSIONS: LazyLock<Mutex<HashMap<Account, KeptSession>>> = LazyLock::new(Default::default);
 
 /// The newest entry of a stream already handed over: later walks stop at it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

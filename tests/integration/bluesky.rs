@@ -46,6 +46,9 @@ struct State {
     throttled: bool,
 }
 
+/// How the PDS answers one method.
+type Route = fn(&Bluesky, &Seen) -> Reply;
+
 #[derive(Clone)]
 struct Bluesky {
     server: Platform,
@@ -191,7 +194,7 @@ impl Bluesky {
             server: Platform::start().await,
             state: Arc::new(Mutex::new(State::default())),
         };
-        let routes: [(&str, fn(&Bluesky, &Seen) -> Reply); 7] = [
+        let routes: [(&str, Route); 7] = [
             ("com.atproto.server.createSession", Bluesky::create_session),
             (
                 "com.atproto.server.refreshSession",
