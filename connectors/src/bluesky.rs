@@ -1127,6 +1127,16 @@ mod tests {
         }
     }
 
+    fn connector(identifier: &str) -> BlueskyConnector {
+        BlueskyConnector::new(
+            reqwest::Client::new(),
+            BlueskyConfig::parse(&json!({
+                "service": "https://pds.example", "identifier": identifier, "app_password": "p"
+            }))
+            .unwrap(),
+        )
+    }
+
     #[test]
     fn a_mention_facet_counts_utf8_bytes() {
         // Prepended: the mention starts the text.
@@ -1177,13 +1187,7 @@ mod tests {
 
     #[test]
     fn a_reply_is_measured_with_its_mention_in_graphemes() {
-        let connector = BlueskyConnector::new(
-            reqwest::Client::new(),
-            BlueskyConfig::parse(&json!({
-                "service": "https://pds.example", "identifier": "acme.example", "app_password": "p"
-            }))
-            .unwrap(),
-        );
+        let connector = connector("acme.example");
         let limit = ReplyLimit::Graphemes(MAX_GRAPHEMES);
         let context =
             json!({ "cid": "c", "author": { "did": "did:plc:maya", "handle": "maya.example" } });
@@ -1216,6 +1220,16 @@ mod tests {
         }
         // Pinned: a change of derivation would post retried replies twice.
         assert_eq!(rkey, "26zjneadzt3m2");
+        // With the account named by DID, the reply's uri is known before it is sent.
+        let target = to(json!({}), None);
+        assert_eq!(
+            connector("did:plc:acme").planned_external_id(&target),
+            Some(format!(
+                "at://did:plc:acme/app.bsky.feed.post/{}",
+                rkey_for("k")
+            ))
+        );
+        assert_eq!(connector("acme.example").planned_external_id(&target), None);
     }
 
     fn entry(n: u64) -> Value {

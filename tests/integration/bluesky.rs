@@ -15,9 +15,11 @@ use rapport::domain::Role;
 use serde_json::{json, Value};
 
 use crate::backend_test;
+use crate::common::TestApp;
 use crate::feeds::{create_source, items, sync};
 use crate::mastodon::{find_interaction, source_row, stored_ids, sync_until_done};
 use crate::platform::{Platform, Reply, Seen};
+use crate::processes::{config_file, rapport};
 
 const HANDLE: &str = "acme.example";
 const DID: &str = "did:plc:acmeacmeacmeacmeacmeacme";
@@ -222,6 +224,11 @@ impl Bluesky {
 
     fn seen(&self, nsid: &str) -> Vec<Seen> {
         self.server.seen(&format!("/xrpc/{nsid}"))
+    }
+
+    /// A Bluesky source of `app`'s workspace on this PDS, with `extra` settings.
+    async fn source(&self, app: &TestApp, key: &str, name: &str, extra: Value) -> String {
+        create_source(app, key, "BLUESKY", name, self.config(extra)).await
     }
 
     fn config(&self, extra: Value) -> Value {
@@ -740,14 +747,9 @@ backend_test!(
         let key = app.key(Role::Admin).await;
         let bluesky = Bluesky::start().await;
         bluesky.mentions(0..250);
-        let id = create_source(
-            &app,
-            &key,
-            "BLUESKY",
-            "backfill",
-            bluesky.config(json!({ "backfill_limit": 120 })),
-        )
-        .await;
+        let id = bluesky
+            .source(&app, &key, "backfill", json!({ "backfill_limit": 120 }))
+            .await;
 
         let report = sync(&app, &key, &id).await;
         assert_eq!(report["error"], Value::Null, "{report:#}");
@@ -793,14 +795,9 @@ backend_test!(
         // backfill_limit 0: the first sync only sets the mark.
         let fresh = Bluesky::start().await;
         fresh.mentions(0..50);
-        let id = create_source(
-            &app,
-            &key,
-            "BLUESKY",
-            "new only",
-            fresh.config(json!({ "backfill_limit": 0 })),
-        )
-        .await;
+        let id = fresh
+            .source(&app, &key, "new only", json!({ "backfill_limit": 0 }))
+            .await;
         assert_eq!(sync(&app, &key, &id).await["newItems"], 0);
         assert_eq!(
             param(
@@ -817,17 +814,13 @@ backend_test!(
 
 backend_test!(
     async fn an_interrupted_backfill_resumes_where_it_stopped(app: TestApp) {
-        let key = app.key(Role::Admin).await;
+        // `rapport sync` works in the default workspace.
+        let key = app.key_in("default", Role::Admin).await;
         let bluesky = Bluesky::start().await;
         bluesky.mentions(0..2_600);
-        let id = create_source(
-            &app,
-            &key,
-            "BLUESKY",
-            "resumed",
-            bluesky.config(json!({ "backfill_limit": 2_500 })),
-        )
-        .await;
+        let id = bluesky
+            .source(&app, &key, "resumed", json!({ "backfill_limit": 2_500 }))
+            .await;
         // One batch, then the run is stopped (a shutdown): the newest thousand are stored
         // with a cursor where the walk goes on.
         let syncer = rapport::ingest::sync::Syncer::new(&app.app);
@@ -845,17 +838,39 @@ backend_test!(
             bluesky.state.lock().unwrap().notifications[1_600]["indexedAt"]
         );
 
-        // Mentions arrive meanwhile. The next runs go on from the cursor down to the limit;
-        // the new ones come with the walk after.
+        let walk_cursor = walk["cursor"].as_str().unwrap().to_owned();
+        let after_one = source_row(&app, &id).await.cursor;
+
+        // The next run dies after its pull: nothing of it is stored, the cursor stays.
+        let one_batch = config_file(&app, "max_batches = 1\nlease_secs = 1\n");
+        let output = rapport(&one_batch)
+            .args(["sync", &id])
+            .env("RAPPORT_FAILPOINT", "sync.after_pull")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        assert_eq!(stored_ids(&app).await, expected(1_600..2_600));
+        assert_eq!(source_row(&app, &id).await.cursor, after_one);
+
+        // Mentions arrive meanwhile. Once the dead run's lease is over, the next runs go
+        // on from the cursor down to the limit; the new ones come with the walk after.
         bluesky.mentions(2_600..2_607);
-        let (new, _) = sync_until_done(&app, &id).await;
-        assert_eq!(new, 1_500);
-        assert_eq!(stored_ids(&app).await, expected(100..2_600));
-        let resumed = &bluesky.seen("app.bsky.notification.listNotifications")[10];
-        assert_eq!(
-            param(resumed, "cursor").as_ref(),
-            walk["cursor"].as_str().map(str::to_owned).as_ref()
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+        let output = rapport(&one_batch).args(["sync", &id]).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
         );
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "1000");
+        assert_eq!(stored_ids(&app).await, expected(600..2_600));
+        // Both runs asked from the stored walk's cursor.
+        let seen = bluesky.seen("app.bsky.notification.listNotifications");
+        assert_eq!(param(&seen[10], "cursor"), Some(walk_cursor.clone()));
+        assert_eq!(param(&seen[20], "cursor"), Some(walk_cursor));
+        let (new, _) = sync_until_done(&app, &id).await;
+        assert_eq!(new, 500);
+        assert_eq!(stored_ids(&app).await, expected(100..2_600));
         let (new, _) = sync_until_done(&app, &id).await;
         assert_eq!(new, 7);
         assert_eq!(stored_ids(&app).await, expected(100..2_607));
@@ -867,7 +882,7 @@ backend_test!(
         let key = app.key(Role::Admin).await;
         let bluesky = Bluesky::start().await;
         bluesky.mentions(0..3);
-        let id = create_source(&app, &key, "BLUESKY", "session", bluesky.config(json!({}))).await;
+        let id = bluesky.source(&app, &key, "session", json!({})).await;
         assert_eq!(sync(&app, &key, &id).await["newItems"], 3);
 
         // Two hours later the access token has expired: refreshed with the refresh token,
