@@ -14,8 +14,10 @@
 //!   the process ([`SESSIONS`]) as well as in the connector, because a connector lives for
 //!   one sync or one reply and `createSession` is limited to 30 per 5 minutes and 300 a
 //!   day per account (<https://docs.bsky.app/docs/advanced-guides/rate-limits>): a login
-//!   per five-minute sync would spend that alone. Our DID tells our posts (outbound) from
-//!   others'.
+//!   per five-minute sync would spend that alone. Kept per service, identifier and app
+//!   password digest, at most [`MAX_SESSIONS`] (the oldest dropped), tokens at most
+//!   [`MAX_TOKEN_BYTES`]; a refused login drops the account's. Our DID tells our posts
+//!   (outbound) from others'.
 //! - Listening: `app.bsky.notification.listNotifications` with `reasons` mention, reply
 //!   and quote (filtered here too, for servers that ignore the parameter), and
 //!   `app.bsky.feed.searchPosts` (`sort=latest`) for each keyword and each hashtag (`q`
@@ -45,12 +47,20 @@
 //!   `app.bsky.feed.getPosts` when that is not stored), a leading mention of the author
 //!   with a mention facet (UTF-8 byte offsets,
 //!   <https://docs.bsky.app/docs/advanced-guides/post-richtext>), and a record key derived
-//!   from the reply's idempotency key ([`rkey_for`]): a retried reply names the same
-//!   record, which the PDS refuses to create twice; the refusal is read back with
-//!   `com.atproto.repo.getRecord`, so the reply is posted once. At most 300 graphemes.
+//!   from the answered post's uri and the reply's idempotency key ([`rkey_for`]): a
+//!   retried reply names the same record, which the PDS refuses to create twice. After
+//!   any failure of `createRecord` but refused credentials and rate limits (the refusal
+//!   of a taken key is not documented; the reference PDS answers 500), the record at that
+//!   key is read with `com.atproto.repo.getRecord` and, if it answers the same post, is
+//!   the reply: posted once, even when the first attempt's answer was lost. At most 300
+//!   graphemes.
 //! - `ratelimit-remaining: 0` with `ratelimit-reset` (epoch seconds, as Bluesky sends it)
-//!   and 429 become "not before" times for the scheduler; a pull stops asking at the
-//!   first and keeps what it has.
+//!   and 429 become "not before" times for the scheduler, at most a day ahead; a pull
+//!   stops asking at the first and keeps what it has.
+//! - A search the platform does not answer (anything but refused credentials or a rate
+//!   limit) does not fail the pull: the notifications and other searches go on, and the
+//!   stream's `warning` in the stored cursor says what failed. A failure of the
+//!   notifications fails the pull.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
@@ -80,6 +90,27 @@ pub const MAX_BACKFILL_LIMIT: u64 = 100_000;
 
 /// The graphemes a post may have (the `app.bsky.feed.post` lexicon's `maxGraphemes`).
 pub const MAX_GRAPHEMES: usize = 300;
+
+/// The keywords and hashtags a source may listen to, together: each is one search per pull.
+pub const MAX_QUERIES: usize = 20;
+
+/// The characters a keyword or hashtag may have (it goes into every search URL and the
+/// stored cursor).
+pub const MAX_QUERY_CHARS: usize = 100;
+
+/// The bytes a post uri or a platform cursor may have to be kept: both are stored in the
+/// source's cursor, and real ones are far shorter.
+pub const MAX_REF_BYTES: usize = 1024;
+
+/// The bytes a session token may have (real ones are about 1 KiB): kept sessions live in
+/// process memory.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// The accounts whose sessions this process keeps; the oldest kept is dropped beyond.
+pub const MAX_SESSIONS: usize = 1_024;
+
+/// The longest a platform may ask us to wait (a reset further ahead is taken as this).
+const MAX_WAIT_SECS: i64 = 86_400;
 
 /// The notification reasons listened to.
 const REASONS: [&str; 3] = ["mention", "reply", "quote"];
@@ -172,6 +203,35 @@ impl BlueskyConfig {
         if config.keywords.iter().any(|k| k.trim().is_empty()) {
             return Err(("keywords".into(), "keywords must not be empty".into()));
         }
+        for (field, queries) in [
+            ("keywords", &config.keywords),
+            ("hashtags", &config.hashtags),
+        ] {
+            if let Some(long) = queries
+                .iter()
+                .find(|q| q.trim().chars().count() > MAX_QUERY_CHARS)
+            {
+                let start: String = long.trim().chars().take(20).collect();
+                return Err((
+                    field.into(),
+                    format!("`{start}…` is longer than {MAX_QUERY_CHARS} characters"),
+                ));
+            }
+        }
+        if config.keywords.len() + config.hashtags.len() > MAX_QUERIES {
+            let field = if config.keywords.len() > MAX_QUERIES {
+                "keywords"
+            } else {
+                "hashtags"
+            };
+            return Err((
+                field.into(),
+                format!(
+                    "keywords and hashtags are at most {MAX_QUERIES} together (each is a search \
+                     on every sync)"
+                ),
+            ));
+        }
         if config.backfill_limit > MAX_BACKFILL_LIMIT {
             return Err((
                 "backfill_limit".into(),
@@ -199,32 +259,87 @@ struct Session {
 }
 
 impl Session {
-    /// The session of a `createSession` or `refreshSession` answer.
-    fn read(body: &Value) -> Option<Session> {
+    /// The session of a `createSession` or `refreshSession` answer; the error says what is
+    /// wrong with it. Every field is at most [`MAX_TOKEN_BYTES`]: a session is kept in
+    /// memory for as long as the process runs.
+    fn read(body: &Value) -> Result<Session, &'static str> {
         let text = |key: &str| {
             body.get(key)
                 .and_then(Value::as_str)
                 .filter(|value| !value.is_empty())
                 .map(str::to_owned)
         };
-        Some(Session {
-            access: text("accessJwt")?,
-            refresh: text("refreshJwt")?,
-            did: text("did").filter(|did| did.starts_with("did:"))?,
-            handle: text("handle")?,
-        })
+        let session = Session {
+            access: text("accessJwt").ok_or("a session without accessJwt")?,
+            refresh: text("refreshJwt").ok_or("a session without refreshJwt")?,
+            did: text("did")
+                .filter(|did| did.starts_with("did:"))
+                .ok_or("a session without a did")?,
+            handle: text("handle").ok_or("a session without a handle")?,
+        };
+        let fields = [
+            &session.access,
+            &session.refresh,
+            &session.did,
+            &session.handle,
+        ];
+        if fields.iter().any(|field| field.len() > MAX_TOKEN_BYTES) {
+            return Err("a session token longer than 16 KiB");
+        }
+        Ok(session)
     }
 }
 
-/// An account: the service and identifier it logs in at.
-type Account = (String, String);
+/// An account as logged in: the service, the identifier and a digest of the app password.
+/// Each app password has its own slot (Bluesky advises one per integration, so two
+/// workspaces may use one account with two), and a changed password logs in again.
+type Account = (String, String, [u8; 32]);
 
-/// A session and the digest of the password it was made with (a changed password logs
-/// in again).
-type KeptSession = ([u8; 32], Session);
+/// The sessions this process keeps, at most `capacity`: past it the one kept longest ago
+/// is dropped (it logs in again when next used).
+struct Sessions {
+    capacity: usize,
+    /// Each session with when it was kept (a counter), to find the oldest.
+    kept: HashMap<Account, (u64, Session)>,
+    count: u64,
+}
 
-/// Sessions kept in this process, one per account.
-static SESSIONS: LazyLock<Mutex<HashMap<Account, KeptSession>>> = LazyLock::new(Default::default);
+impl Sessions {
+    fn new(capacity: usize) -> Sessions {
+        Sessions {
+            capacity,
+            kept: HashMap::new(),
+            count: 0,
+        }
+    }
+
+    fn get(&self, account: &Account) -> Option<Session> {
+        self.kept.get(account).map(|(_, session)| session.clone())
+    }
+
+    fn keep(&mut self, account: Account, session: Session) {
+        if !self.kept.contains_key(&account) && self.kept.len() >= self.capacity {
+            let oldest = self
+                .kept
+                .iter()
+                .min_by_key(|(_, (when, _))| *when)
+                .map(|(account, _)| account.clone());
+            if let Some(oldest) = oldest {
+                self.kept.remove(&oldest);
+            }
+        }
+        self.count += 1;
+        self.kept.insert(account, (self.count, session));
+    }
+
+    fn forget(&mut self, account: &Account) {
+        self.kept.remove(account);
+    }
+}
+
+/// Sessions kept in this process (see the module doc).
+static SESSIONS: LazyLock<Mutex<Sessions>> =
+    LazyLock::new(|| Mutex::new(Sessions::new(MAX_SESSIONS)));
 
 /// The newest entry of a stream already handed over: later walks stop at it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -235,10 +350,12 @@ struct Mark {
 }
 
 impl Mark {
+    /// The mark of `entry`; `None` when it has no `indexedAt`, or no `at://` uri of at most
+    /// [`MAX_REF_BYTES`] (such an entry is skipped: nothing of it is stored).
     fn of(entry: &Value) -> Option<Mark> {
         Some(Mark {
             at: time(entry.get("indexedAt"))?,
-            uri: entry.get("uri")?.as_str()?.to_owned(),
+            uri: post_uri(entry)?.to_owned(),
         })
     }
 
@@ -269,6 +386,11 @@ struct Stream {
     mark: Option<Mark>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     walk: Option<Walk>,
+    /// What went wrong with this stream in the last pull that read it (a search the
+    /// platform refused, a cursor too long to keep): the pull itself goes on without it, and
+    /// `source.cursor` shows this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    warning: Option<String>,
 }
 
 impl Stream {
@@ -280,13 +402,17 @@ impl Stream {
                 left: Some(backfill),
                 ..Walk::default()
             }),
+            warning: None,
         }
     }
 
     /// Takes one page of the walk (`entries` as served, `next` its cursor) into `taken`,
     /// those `keep` accepts and that are newer than the mark, within the walk's allowance;
     /// ends the walk (its newest entry becomes the mark) when it reached the mark, the
-    /// allowance or the stream's end. Returns whether the walk goes on.
+    /// allowance or the stream's end. A platform that goes nowhere ends it too, or it
+    /// would be walked on every pull for ever: a `next` equal to the cursor sent, a page
+    /// with entries of which none can be read, a `next` longer than [`MAX_REF_BYTES`]
+    /// (noted in `warning`). Returns whether the walk goes on.
     fn step(
         &mut self,
         mut walk: Walk,
@@ -296,10 +422,12 @@ impl Stream {
         taken: &mut Vec<Value>,
     ) -> bool {
         let mut reached = entries.is_empty();
+        let mut readable = false;
         for entry in entries {
             let Some(mark) = Mark::of(&entry) else {
                 continue;
             };
+            readable = true;
             if walk.top.as_ref().is_none_or(|top| mark > *top) {
                 walk.top = Some(mark.clone());
             }
@@ -314,8 +442,18 @@ impl Stream {
                 }
             }
         }
-        walk.cursor = next;
-        if reached || walk.cursor.is_none() || walk.left == Some(0) {
+        let stuck = !readable || (next.is_some() && next == walk.cursor);
+        walk.cursor = match next {
+            Some(next) if next.len() > MAX_REF_BYTES => {
+                self.warning = Some(format!(
+                    "the platform's cursor is longer than {MAX_REF_BYTES} bytes: the walk \
+                     ended there"
+                ));
+                None
+            }
+            next => next,
+        };
+        if reached || stuck || walk.cursor.is_none() || walk.left == Some(0) {
             self.mark = self.mark.take().max(walk.top);
             self.walk = None;
             false
@@ -404,11 +542,11 @@ impl BlueskyConnector {
             .unwrap_or_default()
     }
 
-    fn account(&self) -> (Account, [u8; 32]) {
-        let digest = Sha256::digest(self.config.app_password.as_bytes()).into();
+    fn account(&self) -> Account {
         (
-            (self.config.service.clone(), self.config.identifier.clone()),
-            digest,
+            self.config.service.clone(),
+            self.config.identifier.clone(),
+            Sha256::digest(self.config.app_password.as_bytes()).into(),
         )
     }
 
@@ -418,19 +556,26 @@ impl BlueskyConnector {
         if let Some(session) = self.session.lock().ok().and_then(|s| s.clone()) {
             return Some(session);
         }
-        let (account, digest) = self.account();
-        let sessions = SESSIONS.lock().ok()?;
-        let (made_with, session) = sessions.get(&account)?;
-        (*made_with == digest).then(|| session.clone())
+        SESSIONS.lock().ok()?.get(&self.account())
     }
 
     fn keep(&self, session: &Session) {
         if let Ok(mut mine) = self.session.lock() {
             *mine = Some(session.clone());
         }
-        let (account, digest) = self.account();
         if let Ok(mut sessions) = SESSIONS.lock() {
-            sessions.insert(account, (digest, session.clone()));
+            sessions.keep(self.account(), session.clone());
+        }
+    }
+
+    /// Drops the kept session (its login was refused): nothing is kept for credentials
+    /// that do not work.
+    fn forget(&self) {
+        if let Ok(mut mine) = self.session.lock() {
+            *mine = None;
+        }
+        if let Ok(mut sessions) = SESSIONS.lock() {
+            sessions.forget(&self.account());
         }
     }
 
@@ -477,7 +622,10 @@ impl BlueskyConnector {
         Err(match code {
             400 | 401 if error == "ExpiredToken" => Failure::Expired,
             429 => Failure::Connector(ConnectorError::RateLimited {
-                retry_after_secs: until.map(|at| (at - now).num_seconds().max(1) as u64),
+                retry_after_secs: until.map(|at| {
+                    let wait = at.signed_duration_since(now).num_seconds();
+                    wait.clamp(1, MAX_WAIT_SECS).unsigned_abs()
+                }),
             }),
             401 | 403 => Failure::Connector(refused(&host, nsid, code, &error)),
             _ if REFUSED.contains(&error.as_str()) => {
@@ -522,13 +670,11 @@ impl BlueskyConnector {
         let answer = self
             .send(CREATE_SESSION, &Call::Post(Some(body)), None, not_before)
             .await
-            .map_err(|failure| self.error(CREATE_SESSION, failure))?;
-        let session = Session::read(&answer).ok_or_else(|| {
-            self.shape(
-                CREATE_SESSION,
-                "a session without accessJwt, refreshJwt, did or handle",
-            )
-        })?;
+            .map_err(|failure| self.error(CREATE_SESSION, failure));
+        if let Err(ConnectorError::Unauthorized(_)) = answer {
+            self.forget();
+        }
+        let session = Session::read(&answer?).map_err(|what| self.shape(CREATE_SESSION, what))?;
         self.keep(&session);
         Ok(session)
     }
@@ -561,8 +707,8 @@ impl BlueskyConnector {
             .await;
         match answer {
             Ok(answer) => {
-                let session = Session::read(&answer)
-                    .ok_or_else(|| self.shape(REFRESH_SESSION, "a session without its tokens"))?;
+                let session =
+                    Session::read(&answer).map_err(|what| self.shape(REFRESH_SESSION, what))?;
                 self.keep(&session);
                 Ok(session)
             }
@@ -636,10 +782,12 @@ impl BlueskyConnector {
             .call(nsid, Call::Get(query), not_before)
             .await
             .map_err(|failure| self.error(nsid, failure))?;
-        let entries = match body.get_mut(list).map(Value::take) {
+        let mut entries = match body.get_mut(list).map(Value::take) {
             Some(Value::Array(entries)) => entries,
             _ => return Err(self.shape(nsid, &format!("no `{list}` list"))),
         };
+        // No more than asked for, whatever the platform sends.
+        entries.truncate(limit);
         let next = body
             .get("cursor")
             .and_then(Value::as_str)
@@ -648,14 +796,18 @@ impl BlueskyConnector {
         Ok((entries, next))
     }
 
-    /// Walks `stream` (see the module doc) while the pull's budget lasts, taking entries
-    /// into `taken`; returns whether its walk goes on. On an error, `stream` is as the last
-    /// page left it.
+    /// Walks `stream` (see the module doc) while the pull's budget lasts (`before`: the
+    /// entries earlier streams of this pull took), taking entries into `taken`; returns
+    /// whether its walk goes on in this pull's next batch. A page of which nothing is taken
+    /// (all filtered out) leaves the rest of the walk to the next scheduled pull, so a
+    /// platform serving only such pages cannot keep a source busy. On an error, `stream` is
+    /// as the last page left it.
     async fn walk(
         &self,
         listen: Listen<'_>,
         stream: &mut Stream,
         taken: &mut Vec<Value>,
+        before: usize,
         started: std::time::Instant,
         not_before: &mut Option<DateTime<Utc>>,
     ) -> Result<bool, ConnectorError> {
@@ -675,10 +827,11 @@ impl BlueskyConnector {
                     .is_some_and(|reason| REASONS.contains(&reason)),
                 Listen::Search(_) => true,
             };
-            if !stream.step(walk, entries, next, keep, taken) {
+            let had = taken.len();
+            if !stream.step(walk, entries, next, keep, taken) || taken.len() == had {
                 return Ok(false);
             }
-            if taken.len() + PAGE > PULL_ITEMS
+            if before + taken.len() + PAGE > PULL_ITEMS
                 || started.elapsed() >= PULL_TIME
                 || not_before.is_some_and(|at| at > Utc::now())
             {
@@ -689,10 +842,7 @@ impl BlueskyConnector {
 
     /// A notification or a post view as an item; `None` when it lacks what every post has.
     fn item(&self, entry: &Value, kind: &str, me: &str) -> Option<InboundItem> {
-        let uri = entry
-            .get("uri")?
-            .as_str()
-            .filter(|uri| uri.starts_with("at://"))?;
+        let uri = post_uri(entry)?;
         let author = entry.get("author")?;
         let text_of = |value: &Value, key: &str| {
             value
@@ -767,23 +917,39 @@ impl BlueskyConnector {
             })
     }
 
-    /// The record at our `rkey`, when it exists: a reply an earlier attempt posted.
+    /// The uri of the record at our `rkey`, when it exists and answers `parent` (a uri): a
+    /// reply an earlier attempt posted. `None` when there is none (or it cannot be read); an
+    /// error when a record there answers another post, which no retry would fix.
     async fn posted(
         &self,
         session: &Session,
         rkey: &str,
+        parent: &str,
         not_before: &mut Option<DateTime<Utc>>,
-    ) -> Option<String> {
+    ) -> Result<Option<String>, ConnectorError> {
         let query = vec![
             ("repo", session.did.clone()),
             ("collection", POST.to_owned()),
             ("rkey", rkey.to_owned()),
         ];
-        let record = self
-            .call(GET_RECORD, Call::Get(query), not_before)
-            .await
-            .ok()?;
-        record.get("uri").and_then(Value::as_str).map(str::to_owned)
+        let Ok(record) = self.call(GET_RECORD, Call::Get(query), not_before).await else {
+            return Ok(None);
+        };
+        let Some(uri) = record.get("uri").and_then(Value::as_str) else {
+            return Ok(None);
+        };
+        if record
+            .pointer("/value/reply/parent/uri")
+            .and_then(Value::as_str)
+            != Some(parent)
+        {
+            return Err(ConnectorError::Payload(format!(
+                "{} holds a different post under this reply's record key ({uri}): \
+                 send it with another idempotency key",
+                self.host()
+            )));
+        }
+        Ok(Some(uri.to_owned()))
     }
 }
 
@@ -879,13 +1045,16 @@ fn reply_record(
 /// The characters of a record key in TID form, in sort order ("base32-sortable").
 const BASE32_SORTABLE: &[u8; 32] = b"234567abcdefghijklmnopqrstuvwxyz";
 
-/// The record key of the reply with idempotency key `key`: a TID-shaped key (13 characters
-/// of base32-sortable, the 64-bit value's top bit clear,
-/// <https://atproto.com/specs/tid>) from a digest of the key, so every attempt at one
-/// reply names the same record. Its "timestamp" bits are the digest's, not a clock's: the
-/// post's time is its `createdAt`, and record keys only need to be TIDs in form.
-pub fn rkey_for(key: &str) -> String {
-    let digest = Sha256::digest(format!("rapport bluesky reply\u{1f}{key}").as_bytes());
+/// The record key of the reply to the post `answered` (its uri) with idempotency key
+/// `key`: a TID-shaped key (13 characters of base32-sortable, the 64-bit value's top bit
+/// clear, <https://atproto.com/specs/tid>) from a digest of both, so every attempt at one
+/// reply names the same record, and equal keys of two workspaces (or of a staging and a
+/// production instance) replying to different posts from one account name different ones.
+/// Its "timestamp" bits are the digest's, not a clock's (anywhere from 1970 to about
+/// 2255): the post's time is its `createdAt`, and record keys only need to be TIDs in form.
+pub fn rkey_for(answered: &str, key: &str) -> String {
+    let digest =
+        Sha256::digest(format!("rapport bluesky reply\u{1f}{answered}\u{1f}{key}").as_bytes());
     let mut bits = digest[..8]
         .iter()
         .fold(0u64, |bits, byte| bits << 8 | u64::from(*byte))
@@ -902,6 +1071,14 @@ pub fn rkey_for(key: &str) -> String {
 fn permalink(author: &str, uri: &str) -> String {
     let rkey = uri.rsplit('/').next().unwrap_or_default();
     format!("https://bsky.app/profile/{author}/post/{rkey}")
+}
+
+/// The `at://` uri of a post view or notification, when it has one short enough to keep.
+fn post_uri(entry: &Value) -> Option<&str> {
+    entry
+        .get("uri")?
+        .as_str()
+        .filter(|uri| uri.starts_with("at://") && uri.len() <= MAX_REF_BYTES)
 }
 
 fn time(value: Option<&Value>) -> Option<DateTime<Utc>> {
@@ -945,14 +1122,29 @@ fn rate_limited_until(headers: &HeaderMap, now: DateTime<Utc>) -> Option<DateTim
     if header("ratelimit-remaining") == Some(0) {
         if let Some(reset) = header("ratelimit-reset") {
             let at = if reset > 1_000_000_000 {
-                Utc.timestamp_opt(reset, 0).single()
+                // Past the calendar's end: as far as we wait at all.
+                Utc.timestamp_opt(reset, 0).single().unwrap_or(latest(now))
             } else {
-                Some(now + chrono::Duration::seconds(reset.clamp(0, 86_400)))
+                after(now, reset)
             };
-            return at.map(|at| at.max(now));
+            return Some(at.clamp(now, latest(now)));
         }
     }
     http::not_before(headers, now)
+}
+
+/// The latest "not before" a platform can set: a day from `now` (as [`http::not_before`]
+/// caps it), so a hostile or broken reset header cannot park a source for good.
+fn latest(now: DateTime<Utc>) -> DateTime<Utc> {
+    now.checked_add_signed(chrono::TimeDelta::seconds(MAX_WAIT_SECS))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `now` plus `secs` seconds the platform asked for, between `now` and [`latest`]: never
+/// an overflow, whatever the number.
+fn after(now: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
+    now.checked_add_signed(chrono::TimeDelta::seconds(secs.clamp(0, MAX_WAIT_SECS)))
+        .unwrap_or(now)
 }
 
 #[async_trait::async_trait]
@@ -991,9 +1183,17 @@ impl Connector for BlueskyConnector {
             let walked = if stopped {
                 Ok(true)
             } else {
+                stream.warning = None;
                 let mut entries = Vec::new();
                 let walked = self
-                    .walk(listen, &mut stream, &mut entries, started, &mut not_before)
+                    .walk(
+                        listen,
+                        &mut stream,
+                        &mut entries,
+                        taken.len(),
+                        started,
+                        &mut not_before,
+                    )
                     .await;
                 let kind = |entry: &Value| match listen {
                     Listen::Search(_) => "post",
@@ -1018,12 +1218,28 @@ impl Connector for BlueskyConnector {
                 Ok(goes_on) => more |= goes_on,
                 // Keep what the earlier pages gave; come back when the platform says.
                 Err(ConnectorError::RateLimited { retry_after_secs }) => {
-                    let at = Utc::now()
-                        + chrono::Duration::seconds(retry_after_secs.unwrap_or(60) as i64);
+                    let secs = retry_after_secs
+                        .map_or(60, |secs| i64::try_from(secs).unwrap_or(MAX_WAIT_SECS));
+                    let at = after(Utc::now(), secs);
                     not_before = Some(not_before.map_or(at, |old| old.max(at)));
                     more = true;
                 }
-                Err(err) => return Err(err),
+                // A search the platform will not answer (a query it refuses, a cursor past
+                // its window, an outage of its search) does not stop the notifications or
+                // the other searches: the stream keeps where its last page left it and
+                // says why in the stored cursor. Refused credentials fail the pull.
+                Err(err) => match (listen, err) {
+                    (
+                        Listen::Search(query),
+                        err @ (ConnectorError::Payload(_) | ConnectorError::Transport(_)),
+                    ) => {
+                        if let Some(stream) = search.get_mut(query) {
+                            stream.warning =
+                                Some(format!("the search for `{query}` failed: {err}"));
+                        }
+                    }
+                    (_, err) => return Err(err),
+                },
             }
             stopped |= not_before.is_some_and(|at| at > Utc::now());
         }
@@ -1063,8 +1279,10 @@ impl Connector for BlueskyConnector {
     /// Known before sending when the source names its account by DID.
     fn planned_external_id(&self, to: &ReplyTarget) -> Option<String> {
         let did = &self.config.identifier;
-        did.starts_with("did:")
-            .then(|| format!("at://{did}/{POST}/{}", rkey_for(&to.idempotency_key)))
+        did.starts_with("did:").then(|| {
+            let rkey = rkey_for(&to.external_id, &to.idempotency_key);
+            format!("at://{did}/{POST}/{rkey}")
+        })
     }
 
     async fn reply(&self, to: &ReplyTarget, text: &str) -> Result<Sent, ConnectorError> {
@@ -1073,7 +1291,7 @@ impl Connector for BlueskyConnector {
         let answered = self.answered(to, &mut not_before).await?;
         let mention = mentioned(to).filter(|(_, did)| *did != session.did);
         let (text, range) = post_text(mention.as_ref().map(|(handle, _)| handle.as_str()), text);
-        let rkey = rkey_for(&to.idempotency_key);
+        let rkey = rkey_for(&to.external_id, &to.idempotency_key);
         let record = reply_record(
             &text,
             range.zip(mention.as_ref().map(|(_, did)| did.as_str())),
@@ -1095,15 +1313,26 @@ impl Connector for BlueskyConnector {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
                 .ok_or_else(|| self.shape(CREATE_RECORD, "no uri"))?,
-            // The PDS refused to create the record: if an earlier attempt posted it, that
-            // is the reply (the documentation names no error for a taken key).
-            Err(failure @ Failure::Xrpc { .. }) => {
-                match self.posted(&session, &rkey, &mut not_before).await {
+            // Refused credentials and rate limits say nothing about the record. Any other
+            // failure may hide a post that was made: an earlier attempt whose answer was
+            // lost (the PDS then refuses the taken key, the reference PDS with a 500), or
+            // this one's answer lost now (a 5xx or timeout after the write). The record
+            // at our key, if it answers the same post, is the reply.
+            Err(
+                failure @ (Failure::Expired
+                | Failure::Connector(
+                    ConnectorError::Unauthorized(_) | ConnectorError::RateLimited { .. },
+                )),
+            ) => return Err(self.error(CREATE_RECORD, failure)),
+            Err(failure) => {
+                match self
+                    .posted(&session, &rkey, &to.external_id, &mut not_before)
+                    .await?
+                {
                     Some(uri) => uri,
                     None => return Err(self.error(CREATE_RECORD, failure)),
                 }
             }
-            Err(failure) => return Err(self.error(CREATE_RECORD, failure)),
         };
         Ok(Sent {
             url: Some(permalink(&session.handle, &uri)),
@@ -1208,25 +1437,32 @@ mod tests {
     }
 
     #[test]
-    fn a_record_key_is_a_tid_derived_from_the_idempotency_key() {
-        let rkey = rkey_for("reply-1");
-        assert_eq!(rkey, rkey_for("reply-1"));
-        assert_ne!(rkey, rkey_for("reply-2"));
+    fn a_record_key_is_a_tid_derived_from_the_answered_post_and_the_idempotency_key() {
+        let maya = "at://did:plc:maya/app.bsky.feed.post/3kmaya";
+        let rkey = rkey_for(maya, "reply-1");
+        assert_eq!(rkey, rkey_for(maya, "reply-1"));
+        assert_ne!(rkey, rkey_for(maya, "reply-2"));
+        // The same key answering another post (another workspace's, say): another record.
+        assert_ne!(
+            rkey,
+            rkey_for("at://did:plc:lucia/app.bsky.feed.post/3klucia", "reply-1")
+        );
         assert_eq!(rkey.len(), 13);
         assert!(rkey.bytes().all(|c| BASE32_SORTABLE.contains(&c)), "{rkey}");
         // The TID syntax: the top bit clear, so the first character is one of eight.
         for key in ["a", "b", "c", "reply-1", "reply-2", "🦋"] {
-            assert!("234567ab".contains(&rkey_for(key)[..1]), "{key}");
+            assert!("234567ab".contains(&rkey_for(maya, key)[..1]), "{key}");
         }
-        // Pinned: a change of derivation would post retried replies twice.
-        assert_eq!(rkey, "26zjneadzt3m2");
+        // Pinned (checked against a separate computation): a change of derivation would
+        // post retried replies twice.
+        assert_eq!(rkey, "7nvmhggl4kkcq");
         // With the account named by DID, the reply's uri is known before it is sent.
         let target = to(json!({}), None);
         assert_eq!(
             connector("did:plc:acme").planned_external_id(&target),
             Some(format!(
                 "at://did:plc:acme/app.bsky.feed.post/{}",
-                rkey_for("k")
+                rkey_for("at://did:plc:maya/app.bsky.feed.post/3kmaya", "k")
             ))
         );
         assert_eq!(connector("acme.example").planned_external_id(&target), None);
@@ -1348,8 +1584,121 @@ mod tests {
             rate_limited_until(&headers, now),
             Some(now + chrono::Duration::seconds(120))
         );
+        // A reset past a day (far in the future, past the calendar's end) is a day; one in
+        // the past is now. None of them panics.
+        let day = now + chrono::Duration::days(1);
+        for (reset, until) in [
+            ("8210266876799", day),
+            ("9223372036854775807", day),
+            ("-5", now),
+            ("1000000001", now),
+            ("90000", day),
+        ] {
+            headers.insert("ratelimit-reset", HeaderValue::from_static(reset));
+            assert_eq!(rate_limited_until(&headers, now), Some(until), "{reset}");
+        }
+        assert_eq!(after(now, i64::MAX), day);
+        assert_eq!(after(now, i64::MIN), now);
+        assert_eq!(
+            after(DateTime::<Utc>::MAX_UTC, 60),
+            DateTime::<Utc>::MAX_UTC
+        );
         headers.insert("ratelimit-remaining", HeaderValue::from_static("2999"));
         assert_eq!(rate_limited_until(&headers, now), None);
+    }
+
+    fn session(n: usize) -> Session {
+        Session {
+            access: format!("access-{n}"),
+            refresh: format!("refresh-{n}"),
+            did: "did:plc:acme".into(),
+            handle: "acme.example".into(),
+        }
+    }
+
+    #[test]
+    fn kept_sessions_are_per_password_bounded_and_small() {
+        let account = |password: &str| {
+            (
+                "https://pds.example".to_owned(),
+                "acme.example".to_owned(),
+                Sha256::digest(password.as_bytes()).into(),
+            )
+        };
+        let mut sessions = Sessions::new(3);
+        // Two app passwords of one account: two sessions, neither replaces the other.
+        sessions.keep(account("one"), session(1));
+        sessions.keep(account("two"), session(2));
+        assert_eq!(sessions.get(&account("one")).unwrap().access, "access-1");
+        assert_eq!(sessions.get(&account("two")).unwrap().access, "access-2");
+        assert!(sessions.get(&account("wrong")).is_none());
+        // Renewed in place; past the capacity the one kept longest ago goes.
+        sessions.keep(account("one"), session(3));
+        sessions.keep(account("three"), session(4));
+        sessions.keep(account("four"), session(5));
+        assert_eq!(sessions.kept.len(), 3);
+        assert!(sessions.get(&account("two")).is_none());
+        assert_eq!(sessions.get(&account("one")).unwrap().access, "access-3");
+        sessions.forget(&account("one"));
+        assert!(sessions.get(&account("one")).is_none());
+
+        // A session with a token past 16 KiB is refused, not kept.
+        let answer = |access: String| json!({ "accessJwt": access, "refreshJwt": "r", "did": "did:plc:acme", "handle": "acme.example" });
+        assert!(Session::read(&answer("a".repeat(MAX_TOKEN_BYTES))).is_ok());
+        assert_eq!(
+            Session::read(&answer("a".repeat(MAX_TOKEN_BYTES + 1))).err(),
+            Some("a session token longer than 16 KiB")
+        );
+        assert!(Session::read(&json!({ "accessJwt": "a" })).is_err());
+    }
+
+    #[test]
+    fn a_walk_that_goes_nowhere_ends() {
+        let all = |_: &Value| true;
+        // The same cursor back as was sent: the walk ends, its newest entry the mark.
+        let mut stream = Stream::first(1_000);
+        let mut taken = Vec::new();
+        let walk = stream.walk.clone().unwrap();
+        assert!(stream.step(walk, vec![entry(9)], Some("c".into()), all, &mut taken));
+        let walk = stream.walk.clone().unwrap();
+        assert!(!stream.step(walk, vec![entry(8)], Some("c".into()), all, &mut taken));
+        assert_eq!(stream.walk, None);
+        assert_eq!(stream.mark, Mark::of(&entry(9)));
+        assert_eq!(uris(&taken), ["9", "8"]);
+
+        // A page of which nothing can be read (no indexedAt, no at:// uri, a uri past
+        // 1 KiB): taken as the stream's end.
+        let long = format!("at://did:plc:fan/app.bsky.feed.post/{}", "x".repeat(1_024));
+        for junk in [
+            json!({ "uri": "at://did:plc:fan/app.bsky.feed.post/1" }),
+            json!({ "uri": "https://example.com", "indexedAt": "2026-01-01T00:00:00Z" }),
+            json!({ "uri": long, "indexedAt": "2026-01-01T00:00:00Z" }),
+            json!("a string"),
+        ] {
+            let mut stream = Stream::first(1_000);
+            let walk = stream.walk.clone().unwrap();
+            let mut taken = Vec::new();
+            assert!(!stream.step(walk, vec![junk.clone()], Some("n".into()), all, &mut taken));
+            assert!(taken.is_empty(), "{junk}");
+            assert_eq!(stream.walk, None);
+        }
+
+        // A cursor past 1 KiB is not kept: the walk ends there, and the stream says so.
+        let mut stream = Stream::first(1_000);
+        let walk = stream.walk.clone().unwrap();
+        let mut taken = Vec::new();
+        let huge = "c".repeat(MAX_REF_BYTES + 1);
+        assert!(!stream.step(walk, vec![entry(3)], Some(huge), all, &mut taken));
+        assert_eq!(uris(&taken), ["3"]);
+        assert_eq!(stream.walk, None);
+        assert!(stream.warning.as_deref().unwrap().contains("1024 bytes"));
+        assert!(!BlueskyCursor {
+            notifications: Some(stream),
+            search: BTreeMap::new(),
+        }
+        .encode()
+        .0
+        .contains("ccccc"));
     }
 
     #[test]
@@ -1378,6 +1727,22 @@ mod tests {
         assert_eq!(
             field(with("backfill_limit", json!(100_001))),
             "backfill_limit"
+        );
+        // Each keyword or hashtag is a search on every sync: 20 together, 100 characters each.
+        let many = |n: usize| json!((0..n).map(|i| format!("w{i}")).collect::<Vec<_>>());
+        assert!(BlueskyConfig::parse(&with("keywords", many(20))).is_ok());
+        assert_eq!(field(with("keywords", many(21))), "keywords");
+        let mut both = with("keywords", many(15));
+        both["hashtags"] = many(6);
+        assert_eq!(field(both), "hashtags");
+        assert!(BlueskyConfig::parse(&with("keywords", json!(["k".repeat(100)]))).is_ok());
+        assert_eq!(
+            field(with("keywords", json!(["k".repeat(101)]))),
+            "keywords"
+        );
+        assert_eq!(
+            field(with("hashtags", json!(["h".repeat(101)]))),
+            "hashtags"
         );
         assert_eq!(field(with("handle", json!("x"))), "handle");
     }
