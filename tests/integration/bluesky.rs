@@ -46,6 +46,9 @@ struct State {
     exhausted: bool,
     /// Answer listNotifications with 429.
     throttled: bool,
+    /// How many of the next createRecord and getRecord answers a gateway in front of the
+    /// PDS loses (a 502 after the PDS did its work).
+    lose: usize,
 }
 
 /// How the PDS answers one method.
@@ -418,14 +421,11 @@ impl Bluesky {
         let rkey = input["rkey"].as_str().unwrap().to_owned();
         let uri = format!("at://{DID}/app.bsky.feed.post/{rkey}");
         let mut state = self.state.lock().unwrap();
-        // The documentation names no error for a key already taken; the PDS refuses the
-        // write as an invalid request.
+        // The documentation names no error for a key already taken. The reference PDS's
+        // repository throws a plain error ("There is already a value at key"), which its
+        // XRPC server answers as an internal error.
         if state.records.contains_key(&rkey) {
-            return xrpc_error(
-                400,
-                "InvalidRequest",
-                &format!("Record already exists at {uri}"),
-            );
+            return xrpc_error(500, "InternalServerError", "Internal Server Error");
         }
         state.records.insert(rkey, input["record"].clone());
         // The AppView indexes it.
@@ -435,6 +435,9 @@ impl Bluesky {
             "indexedAt": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true), "labels": []
         });
         state.posts.push(view);
+        if Bluesky::lost(&mut state) {
+            return Reply::status(502);
+        }
         Reply::json(&json!({
             "uri": uri,
             "cid": cid(&uri),
@@ -443,8 +446,18 @@ impl Bluesky {
         }))
     }
 
+    /// Whether this answer is lost on its way back.
+    fn lost(state: &mut State) -> bool {
+        let lost = state.lose > 0;
+        state.lose = state.lose.saturating_sub(1);
+        lost
+    }
+
     fn get_record(&self, seen: &Seen) -> Reply {
-        let state = self.state.lock().unwrap();
+        let mut state = self.state.lock().unwrap();
+        if Bluesky::lost(&mut state) {
+            return Reply::status(502);
+        }
         let rkey = param(seen, "rkey").unwrap();
         assert_eq!(param(seen, "repo").as_deref(), Some(DID));
         match state.records.get(&rkey) {
@@ -695,8 +708,8 @@ backend_test!(
         assert_eq!(sent["direction"], "OUTBOUND");
         assert_eq!(sent["conversation"]["id"], mention["conversation"]["id"]);
 
-        // The same reply again: the same record key, which the PDS refuses; the record is
-        // read back and the stored reply returned. One post on Bluesky.
+        // The same reply again: the same record key, which the PDS refuses (500); the record
+        // is read back and the stored reply returned. One post on Bluesky.
         let again = app.gql(&agent, REPLY, json!({ "input": input })).await["replyToInteraction"]
             ["interaction"]
             .clone();
@@ -965,3 +978,201 @@ backend_test!(
         assert_eq!(bluesky.state.lock().unwrap().issued, 3);
     }
 );
+
+const TO_CONVERSATION: &str = "mutation($input: ReplyToConversationInput!) { replyToConversation(input: $input) { interaction { id externalId deliveryStatus deliveryError } } }";
+const RETRY: &str = "mutation($id: ID!) { retryReply(input: { interactionId: $id }) { interaction { id externalId deliveryStatus deliveryError } } }";
+
+backend_test!(
+    async fn a_reply_whose_answer_was_lost_is_posted_once_and_sent_on_retry(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let agent = app.key(Role::Agent).await;
+        let bluesky = Bluesky::start().await;
+        let maya = profile(MAYA, "maya.bsky.social", "Maya Lindqvist");
+        let lucia = profile(LUCIA, "lucia.bsky.social", "Lucía Pérez");
+        let m1 = post(&maya, 1, "@acme.example is the export down?", 1, None);
+        let l1 = post(&lucia, 2, "@acme.example ¿hay modo oscuro?", 2, None);
+        bluesky.add(&m1, Some(("mention", None)));
+        bluesky.add(&l1, Some(("mention", None)));
+        let id = bluesky.source(&app, &key, "lost", json!({})).await;
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 2);
+        let all = items(&app, &key).await;
+        let conversation = |view: &Value| {
+            all[view["uri"].as_str().unwrap()]["conversation"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let reply = |conversation: String, text: &str, idempotency: &str| {
+            let input = json!({ "conversationId": conversation, "text": text, "idempotencyKey": idempotency });
+            let app = &app;
+            let agent = agent.clone();
+            async move {
+                app.gql(&agent, TO_CONVERSATION, json!({ "input": input }))
+                    .await["replyToConversation"]["interaction"]
+                    .clone()
+            }
+        };
+        let records = || bluesky.state.lock().unwrap().records.len();
+
+        // The PDS takes the post, but its answer is lost, and so is the read-back's: the
+        // reply is FAILED, while the post is on Bluesky.
+        bluesky.state.lock().unwrap().lose = 2;
+        let failed = reply(conversation(&m1), "yes, fixed within the hour", "lost-1").await;
+        assert_eq!(failed["deliveryStatus"], "FAILED", "{failed:#}");
+        assert!(
+            failed["deliveryError"].as_str().unwrap().contains("502"),
+            "{failed:#}"
+        );
+        assert_eq!(records(), 1);
+        let rkey = body(&bluesky.seen("com.atproto.repo.createRecord")[0])["rkey"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            rkey,
+            connectors::bluesky::rkey_for(m1["uri"].as_str().unwrap(), "lost-1")
+        );
+
+        // Retried: the same record key, which the PDS refuses as taken (500); the record
+        // there answers Maya's post, so it is the reply. Posted once, SENT with its uri.
+        let retried = app.gql(&agent, RETRY, json!({ "id": failed["id"] })).await["retryReply"]
+            ["interaction"]
+            .clone();
+        assert_eq!(retried["id"], failed["id"]);
+        assert_eq!(retried["deliveryStatus"], "SENT", "{retried:#}");
+        assert_eq!(retried["deliveryError"], Value::Null);
+        assert_eq!(
+            retried["externalId"],
+            format!("at://{DID}/app.bsky.feed.post/{rkey}")
+        );
+        let created = bluesky.seen("com.atproto.repo.createRecord");
+        assert_eq!(created.len(), 2);
+        assert_eq!(body(&created[1])["rkey"], rkey);
+        assert_eq!(bluesky.seen("com.atproto.repo.getRecord").len(), 2);
+        assert_eq!(records(), 1);
+
+        // Only the answer lost: the record is read back at once, and the reply is SENT.
+        bluesky.state.lock().unwrap().lose = 1;
+        let sent = reply(conversation(&l1), "pronto, sí", "lost-2").await;
+        assert_eq!(sent["deliveryStatus"], "SENT", "{sent:#}");
+        let rkey = connectors::bluesky::rkey_for(l1["uri"].as_str().unwrap(), "lost-2");
+        assert_eq!(
+            sent["externalId"],
+            format!("at://{DID}/app.bsky.feed.post/{rkey}")
+        );
+        assert_eq!(records(), 2);
+
+        // A record already at the key that answers another post is not taken for the
+        // reply: FAILED, saying so, and nothing is posted.
+        let rkey = connectors::bluesky::rkey_for(l1["uri"].as_str().unwrap(), "taken");
+        bluesky.state.lock().unwrap().records.insert(
+            rkey,
+            json!({ "$type": "app.bsky.feed.post", "text": "else", "reply": {
+                "root": { "uri": m1["uri"], "cid": m1["cid"] },
+                "parent": { "uri": m1["uri"], "cid": m1["cid"] } } }),
+        );
+        let refused = reply(conversation(&l1), "otra cosa", "taken").await;
+        assert_eq!(refused["deliveryStatus"], "FAILED", "{refused:#}");
+        assert_eq!(refused["externalId"], Value::Null);
+        let error = refused["deliveryError"].as_str().unwrap();
+        assert!(error.contains("a different post"), "{error}");
+        assert_eq!(records(), 3);
+    }
+);
+
+backend_test!(
+    async fn a_stream_that_goes_nowhere_ends_its_walk_and_a_failed_search_stops_nothing_else(
+        app: TestApp,
+    ) {
+        let key = app.key(Role::Admin).await;
+        let bluesky = Bluesky::start().await;
+        bluesky.mentions(0..3);
+        let fan = profile(
+            "did:plc:fan000000000000000000007",
+            "fan7.bsky.social",
+            "Fan 7",
+        );
+        let looping = post(&fan, 7, "the export loops", 7, None);
+        // A search that answers the same page with the same cursor, whatever it is sent.
+        bluesky
+            .server
+            .handle("/xrpc/app.bsky.feed.searchPosts", move |seen| {
+                if param(seen, "q").as_deref() == Some("boom") {
+                    return xrpc_error(400, "BadQueryString", "could not parse the query");
+                }
+                Reply::json(&json!({ "posts": [looping], "cursor": "same" }))
+            });
+        let id = bluesky
+            .source(
+                &app,
+                &key,
+                "nowhere",
+                json!({ "keywords": ["boom", "export"] }),
+            )
+            .await;
+        // One batch: the walk ends when the cursor comes back unchanged; the search the
+        // platform refuses does not stop the notifications or the other search.
+        let (new, batches) = sync_until_done(&app, &id).await;
+        assert_eq!((new, batches), (4, 1));
+        let searched: Vec<(Option<String>, Option<String>)> = bluesky
+            .seen("app.bsky.feed.searchPosts")
+            .iter()
+            .map(|seen| (param(seen, "q"), param(seen, "cursor")))
+            .collect();
+        let export = |cursor: Option<&str>| (Some("export".to_owned()), cursor.map(str::to_owned));
+        assert_eq!(
+            searched,
+            [
+                (Some("boom".to_owned()), None),
+                export(None),
+                export(Some("same"))
+            ]
+        );
+        let cursor: Value =
+            serde_json::from_str(&source_row(&app, &id).await.cursor.unwrap()).unwrap();
+        assert_eq!(cursor["search"]["export"].get("walk"), None);
+        assert!(cursor["search"]["export"]["mark"].is_object());
+        let warning = cursor["search"]["boom"]["warning"].as_str().unwrap();
+        assert!(
+            warning.contains("`boom`") && warning.contains("BadQueryString"),
+            "{warning}"
+        );
+        // Still a first walk: it is asked again on the next sync.
+        assert!(cursor["search"]["boom"]["walk"].is_object());
+        assert_eq!(cursor["notifications"].get("walk"), None);
+
+        // Notifications the platform does not filter: pages of likes only, newer than the
+        // mark, each with a new cursor, for ever. One page per sync, then the walk waits
+        // for the next scheduled one instead of keeping the source busy.
+        let served = Arc::new(Mutex::new(0_i64));
+        let counter = served.clone();
+        bluesky
+            .server
+            .handle("/xrpc/app.bsky.notification.listNotifications", move |_| {
+                let mut n = counter.lock().unwrap();
+                *n += 1;
+                let like = |k: i64| {
+                    let view = post(&fan_like(), 5_000 + k as u64, "liked", 100_000 - k, None);
+                    notification(&view, "like", None)
+                };
+                let page: Vec<Value> = (0..100).map(|k| like(*n * 100 + k)).collect();
+                Reply::json(&json!({ "notifications": page, "cursor": format!("page-{n}") }))
+            });
+        let (new, batches) = sync_until_done(&app, &id).await;
+        assert_eq!((new, batches), (0, 1));
+        assert_eq!(*served.lock().unwrap(), 1);
+        let cursor: Value =
+            serde_json::from_str(&source_row(&app, &id).await.cursor.unwrap()).unwrap();
+        assert_eq!(cursor["notifications"]["walk"]["cursor"], "page-1");
+        sync_until_done(&app, &id).await;
+        assert_eq!(*served.lock().unwrap(), 2);
+    }
+);
+
+fn fan_like() -> Value {
+    profile(
+        "did:plc:fan000000000000000000008",
+        "fan8.bsky.social",
+        "Fan 8",
+    )
+}
