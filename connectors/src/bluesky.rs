@@ -855,7 +855,12 @@ impl BlueskyConnector {
         let did = text_of(author, "did").filter(|did| did.starts_with("did:"))?;
         let handle = text_of(author, "handle");
         let record = entry.get("record").unwrap_or(&Value::Null);
-        let occurred_at = time(record.get("createdAt")).or(time(entry.get("indexedAt")))?;
+        // `createdAt` is the client's claim (backdated or in the future); like Bluesky's own
+        // ordering, never later than when the platform indexed it.
+        let occurred_at = match (time(record.get("createdAt")), time(entry.get("indexedAt"))) {
+            (Some(created), Some(indexed)) => created.min(indexed),
+            (created, indexed) => created.or(indexed)?,
+        };
         Some(InboundItem {
             external_id: uri.to_owned(),
             author: Author {
@@ -1271,7 +1276,10 @@ impl Connector for BlueskyConnector {
     }
 
     fn reply_length(&self, to: &ReplyTarget, text: &str, limit: ReplyLimit) -> usize {
-        let mention = mentioned(to);
+        // As `reply` does, no mention of ourselves (known here by the configured identifier).
+        let me = &self.config.identifier;
+        let mention =
+            mentioned(to).filter(|(handle, did)| did != me && !handle.eq_ignore_ascii_case(me));
         let (text, _) = post_text(mention.as_ref().map(|(handle, _)| handle.as_str()), text);
         limit.measure(&text)
     }
@@ -1434,6 +1442,17 @@ mod tests {
             mentioned(&to(context, None)),
             Some(("maya.example".into(), "did:plc:maya".into()))
         );
+        // Answering our own post: no mention is made, so none is counted, whether the
+        // source names us by handle or by DID.
+        let ours =
+            json!({ "cid": "c", "author": { "did": "did:plc:acme", "handle": "Acme.example" } });
+        for identifier in ["acme.example", "did:plc:acme"] {
+            assert_eq!(
+                self::connector(identifier).reply_length(&to(ours.clone(), None), "ok", limit),
+                2,
+                "{identifier}"
+            );
+        }
     }
 
     #[test]
@@ -1650,6 +1669,28 @@ mod tests {
             Some("a session token longer than 16 KiB")
         );
         assert!(Session::read(&json!({ "accessJwt": "a" })).is_err());
+    }
+
+    #[test]
+    fn a_post_happened_no_later_than_it_was_indexed() {
+        let connector = connector("acme.example");
+        let post = |created: &str| {
+            json!({ "uri": "at://did:plc:maya/app.bsky.feed.post/3k", "indexedAt": "2026-12-04T10:00:00.000Z",
+                "author": { "did": "did:plc:maya", "handle": "maya.example" },
+                "record": { "text": "hi", "createdAt": created } })
+        };
+        let at = |post: Value| {
+            connector
+                .item(&post, "mention", "did:plc:acme")
+                .unwrap()
+                .occurred_at
+        };
+        let indexed = Utc.with_ymd_and_hms(2026, 12, 4, 10, 0, 0).unwrap();
+        // Claimed for next year: when it was indexed. Backdated: as claimed.
+        assert_eq!(at(post("2027-12-04T10:00:00.000Z")), indexed);
+        let earlier = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(at(post("2020-01-01T00:00:00.000Z")), earlier);
+        assert_eq!(at(post("not a time")), indexed);
     }
 
     #[test]
