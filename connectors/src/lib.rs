@@ -2,6 +2,7 @@
 //! [`InboundItem`]s and sends replies. Pure I/O and parsing: a connector never touches the
 //! database; the ingest pipeline of the `rapport` crate stores what it returns.
 
+pub mod bluesky;
 pub mod email;
 pub mod feed;
 #[cfg(test)]
@@ -451,6 +452,28 @@ pub static REGISTRY: &[ChannelSpec] = &[
         reply_setup: " (set a reply_url)",
         recipient: Recipient::Address,
     },
+    ChannelSpec {
+        channel: Channel::Bluesky,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: true,
+        },
+        // The app password logs in, at `service`, as `identifier`.
+        secrets: &[SecretField {
+            name: "app_password",
+            bound_to: &["service", "identifier"],
+        }],
+        check: |config| bluesky::BlueskyConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(bluesky::BlueskyConnector::new(
+                outbound.client().clone(),
+                bluesky::BlueskyConfig::parse(config)?,
+            )))
+        },
+        reply_setup: "",
+        recipient: Recipient::Handle,
+    },
 ];
 
 /// The registry entry of `channel`; `None` for a channel without a connector (yet).
@@ -552,6 +575,9 @@ mod tests {
             Channel::Webhook => serde_json::json!({
                 "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "reply_url": "https://r.example"
             }),
+            Channel::Bluesky => serde_json::json!({
+                "service": "https://bsky.social", "identifier": "acme.example", "app_password": "p"
+            }),
             _ => serde_json::json!({}),
         };
         for &channel in Channel::ALL {
@@ -587,7 +613,8 @@ mod tests {
                 Channel::Rss,
                 Channel::Mastodon,
                 Channel::Email,
-                Channel::Webhook
+                Channel::Webhook,
+                Channel::Bluesky
             ]
         );
         assert!(is_pulled(Channel::Email) && !is_pulled(Channel::Webhook));
@@ -596,7 +623,7 @@ mod tests {
             Err((field, message)) => {
                 assert_eq!(field, "channel");
                 assert!(
-                    message.ends_with("available: rss, mastodon, email, webhook"),
+                    message.ends_with("available: rss, mastodon, email, webhook, bluesky"),
                     "{message}"
                 );
             }

@@ -10,6 +10,7 @@ mod abuse;
 mod api;
 mod batches;
 mod bench;
+mod bluesky;
 mod cli;
 mod customers;
 mod email;

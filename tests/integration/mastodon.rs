@@ -570,7 +570,7 @@ fn query_of(seen: &Seen) -> HashMap<String, String> {
 }
 
 /// Every stored interaction's external id, with how many times it is stored.
-async fn stored_ids(app: &TestApp) -> BTreeMap<String, usize> {
+pub async fn stored_ids(app: &TestApp) -> BTreeMap<String, usize> {
     let mut ids = BTreeMap::new();
     for row in entity::interaction::Entity::find()
         .all(&app.app.db)
@@ -596,7 +596,7 @@ async fn interaction(app: &TestApp, external_id: &str) -> entity::interaction::M
         .unwrap_or_else(|| panic!("{external_id} is stored"))
 }
 
-async fn source_row(app: &TestApp, id: &str) -> entity::source::Model {
+pub async fn source_row(app: &TestApp, id: &str) -> entity::source::Model {
     let id = rapport::ids::decode::<entity::SourceId>("id", id).unwrap();
     entity::source::Entity::find_by_id(id)
         .one(&app.app.db)
@@ -608,7 +608,7 @@ async fn source_row(app: &TestApp, id: &str) -> entity::source::Model {
 /// Syncs the source the way the scheduler does (no request budget around it) until a
 /// sync ends before its last allowed batch, the source having said there is no more;
 /// returns the new items and the batches.
-async fn sync_until_done(app: &TestApp, id: &str) -> (usize, usize) {
+pub async fn sync_until_done(app: &TestApp, id: &str) -> (usize, usize) {
     let syncer = rapport::ingest::sync::Syncer::new(&app.app);
     let (mut new, mut batches) = (0, 0);
     for _ in 0..20 {

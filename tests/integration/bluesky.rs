@@ -1,0 +1,1178 @@
+//! The Bluesky connector against a local PDS answering as the HTTP reference documents
+//! each method (<https://docs.bsky.app/docs/category/http-reference>):
+//! `com.atproto.server.createSession` / `refreshSession` (with `ExpiredToken`),
+//! `app.bsky.notification.listNotifications` (paged back by an `indexedAt` cursor, as the
+//! AppView pages), `app.bsky.feed.searchPosts` (paged by an offset cursor),
+//! `app.bsky.feed.getPosts`, `com.atproto.repo.createRecord` / `getRecord`, with the
+//! `ratelimit-*` headers Bluesky sends (reset in epoch seconds). The payloads are written
+//! here, field for field from those pages, for people made up for the test.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use rapport::domain::Role;
+use serde_json::{json, Value};
+
+use crate::backend_test;
+use crate::common::TestApp;
+use crate::feeds::{create_source, items, sync};
+use crate::mastodon::{find_interaction, source_row, stored_ids, sync_until_done};
+use crate::platform::{Platform, Reply, Seen};
+use crate::processes::{config_file, rapport};
+
+const HANDLE: &str = "acme.example";
+const DID: &str = "did:plc:acmeacmeacmeacmeacmeacme";
+const APP_PASSWORD: &str = "xk2q-7bvn-m3rt-p9wd";
+const MAYA: &str = "did:plc:mayamayamayamayamayamaya";
+const LUCIA: &str = "did:plc:luciluciluciluciluciluc";
+const REPLY: &str = "mutation($input: ReplyToInteractionInput!) { replyToInteraction(input: $input) { interaction { id externalId direction kind text url customer { id } conversation { id } } } }";
+
+/// What the PDS (and the AppView behind it) holds and how it answers.
+#[derive(Default)]
+struct State {
+    /// Notifications of our account, oldest first.
+    notifications: Vec<Value>,
+    /// Every post view the AppView knows, oldest first.
+    posts: Vec<Value>,
+    /// Records we created, by record key.
+    records: BTreeMap<String, Value>,
+    /// The valid access and refresh tokens (empty: none valid until a refresh).
+    access: String,
+    refresh: String,
+    /// Tokens issued so far.
+    issued: usize,
+    /// Answers say the rate-limit budget is spent until ten minutes from now.
+    exhausted: bool,
+    /// Answer listNotifications with 429.
+    throttled: bool,
+    /// How many of the next createRecord and getRecord answers a gateway in front of the
+    /// PDS loses (a 502 after the PDS did its work).
+    lose: usize,
+}
+
+/// How the PDS answers one method.
+type Route = fn(&Bluesky, &Seen) -> Reply;
+
+#[derive(Clone)]
+struct Bluesky {
+    server: Platform,
+    state: Arc<Mutex<State>>,
+}
+
+fn at(minutes: i64) -> String {
+    (DateTime::parse_from_rfc3339("2026-11-02T09:00:00Z").unwrap() + Duration::minutes(minutes))
+        .with_timezone(&Utc)
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A record key in TID form for post `n`.
+fn tid(n: u64) -> String {
+    const ALPHABET: &[u8] = b"234567abcdefghijklmnopqrstuvwxyz";
+    let mut value = 0x0006_1a2b_3c4d_0000_u64 + n * 1024;
+    let mut out = Vec::new();
+    while out.len() < 13 {
+        out.push(ALPHABET[(value % 32) as usize]);
+        value /= 32;
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap()
+}
+
+fn cid(seed: &str) -> String {
+    let digest = sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        seed,
+    ));
+    format!("bafyrei{}", &hex::encode(digest)[..52])
+}
+
+/// An `app.bsky.actor.defs#profileViewBasic`.
+fn profile(did: &str, handle: &str, name: &str) -> Value {
+    json!({
+        "did": did,
+        "handle": handle,
+        "displayName": name,
+        "avatar": format!("https://cdn.bsky.app/img/avatar/plain/{did}/{}@jpeg", cid(did)),
+        "associated": { "chat": { "allowIncoming": "following" } },
+        "viewer": { "muted": false, "blockedBy": false },
+        "labels": [],
+        "createdAt": "2023-05-10T11:20:00.000Z"
+    })
+}
+
+/// A post by `author` as an `app.bsky.feed.defs#postView`; `reply` names the root and
+/// parent views it answers.
+fn post(author: &Value, n: u64, text: &str, minute: i64, reply: Option<(&Value, &Value)>) -> Value {
+    let did = author["did"].as_str().unwrap();
+    let uri = format!("at://{did}/app.bsky.feed.post/{}", tid(n));
+    let mut record = json!({
+        "$type": "app.bsky.feed.post",
+        "text": text,
+        "createdAt": at(minute),
+        "langs": [if text.contains("encanta") { "es" } else { "en" }],
+    });
+    if let Some(at_start) = text.find("@acme.example") {
+        record["facets"] = json!([{
+            "index": { "byteStart": at_start, "byteEnd": at_start + "@acme.example".len() },
+            "features": [{ "$type": "app.bsky.richtext.facet#mention", "did": DID }]
+        }]);
+    }
+    if let Some((root, parent)) = reply {
+        record["reply"] = json!({
+            "root": { "uri": root["uri"], "cid": root["cid"] },
+            "parent": { "uri": parent["uri"], "cid": parent["cid"] }
+        });
+    }
+    json!({
+        "uri": uri,
+        "cid": cid(&uri),
+        "author": author,
+        "record": record,
+        "replyCount": 0,
+        "repostCount": 0,
+        "likeCount": 0,
+        "quoteCount": 0,
+        // Indexed a few seconds after it was written.
+        "indexedAt": at(minute).replace(":00.000Z", ":04.000Z"),
+        "viewer": { "threadMuted": false, "embeddingDisabled": false },
+        "labels": []
+    })
+}
+
+/// The `app.bsky.notification.listNotifications#notification` of `view` for `reason`.
+fn notification(view: &Value, reason: &str, subject: Option<&Value>) -> Value {
+    let mut entry = json!({
+        "uri": view["uri"],
+        "cid": view["cid"],
+        "author": view["author"],
+        "reason": reason,
+        "record": view["record"],
+        "isRead": false,
+        "indexedAt": view["indexedAt"],
+        "labels": []
+    });
+    if let Some(subject) = subject {
+        entry["reasonSubject"] = subject["uri"].clone();
+    }
+    entry
+}
+
+fn params(seen: &Seen) -> Vec<(String, String)> {
+    reqwest::Url::parse(&format!("http://query/?{}", seen.query))
+        .unwrap()
+        .query_pairs()
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect()
+}
+
+fn param(seen: &Seen, name: &str) -> Option<String> {
+    params(seen)
+        .into_iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value)
+}
+
+fn body(seen: &Seen) -> Value {
+    serde_json::from_slice(&seen.body).unwrap()
+}
+
+fn bearer(seen: &Seen) -> String {
+    seen.headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// An XRPC error answer.
+fn xrpc_error(status: u16, error: &str, message: &str) -> Reply {
+    Reply {
+        status,
+        ..Reply::json(&json!({ "error": error, "message": message }))
+    }
+}
+
+impl Bluesky {
+    async fn start() -> Bluesky {
+        let bluesky = Bluesky {
+            server: Platform::start().await,
+            state: Arc::new(Mutex::new(State::default())),
+        };
+        let routes: [(&str, Route); 7] = [
+            ("com.atproto.server.createSession", Bluesky::create_session),
+            (
+                "com.atproto.server.refreshSession",
+                Bluesky::refresh_session,
+            ),
+            (
+                "app.bsky.notification.listNotifications",
+                Bluesky::list_notifications,
+            ),
+            ("app.bsky.feed.searchPosts", Bluesky::search_posts),
+            ("app.bsky.feed.getPosts", Bluesky::get_posts),
+            ("com.atproto.repo.createRecord", Bluesky::create_record),
+            ("com.atproto.repo.getRecord", Bluesky::get_record),
+        ];
+        for (nsid, route) in routes {
+            let serving = bluesky.clone();
+            bluesky
+                .server
+                .handle(&format!("/xrpc/{nsid}"), move |seen| {
+                    serving.limited(route(&serving, seen))
+                });
+        }
+        bluesky
+    }
+
+    fn seen(&self, nsid: &str) -> Vec<Seen> {
+        self.server.seen(&format!("/xrpc/{nsid}"))
+    }
+
+    /// A Bluesky source of `app`'s workspace on this PDS, with `extra` settings.
+    async fn source(&self, app: &TestApp, key: &str, name: &str, extra: Value) -> String {
+        create_source(app, key, "BLUESKY", name, self.config(extra)).await
+    }
+
+    fn config(&self, extra: Value) -> Value {
+        let mut config = json!({ "service": self.server.base, "identifier": HANDLE, "app_password": APP_PASSWORD });
+        for (key, value) in extra.as_object().unwrap() {
+            config[key] = value.clone();
+        }
+        config
+    }
+
+    /// The headers every answer carries (the PDS's global per-IP limit).
+    fn limited(&self, reply: Reply) -> Reply {
+        let state = self.state.lock().unwrap();
+        let (remaining, reset) = if state.exhausted || reply.status == 429 {
+            ("0", Utc::now() + Duration::minutes(10))
+        } else {
+            ("2999", Utc::now() + Duration::minutes(5))
+        };
+        reply
+            .header("ratelimit-limit", "3000")
+            .header("ratelimit-remaining", remaining)
+            .header("ratelimit-reset", &reset.timestamp().to_string())
+            .header("ratelimit-policy", "3000;w=300")
+    }
+
+    fn tokens(state: &mut State) -> Value {
+        state.issued += 1;
+        state.access = format!("eyJhbGciOiJFUzI1NksifQ.access-{}", state.issued);
+        state.refresh = format!("eyJhbGciOiJFUzI1NksifQ.refresh-{}", state.issued);
+        json!({
+            "accessJwt": state.access,
+            "refreshJwt": state.refresh,
+            "handle": HANDLE,
+            "did": DID,
+            "didDoc": {
+                "@context": ["https://www.w3.org/ns/did/v1"],
+                "id": DID,
+                "alsoKnownAs": [format!("at://{HANDLE}")],
+                "service": [{ "id": "#atproto_pds", "type": "AtprotoPersonalDataServer", "serviceEndpoint": "https://pds.example" }]
+            },
+            "email": "social@acme.example",
+            "emailConfirmed": true,
+            "emailAuthFactor": false,
+            "active": true
+        })
+    }
+
+    fn create_session(&self, seen: &Seen) -> Reply {
+        let input = body(seen);
+        if seen.method != "POST"
+            || input["identifier"] != HANDLE
+            || input["password"] != APP_PASSWORD
+        {
+            return xrpc_error(
+                401,
+                "AuthenticationRequired",
+                "Invalid identifier or password",
+            );
+        }
+        Reply::json(&Bluesky::tokens(&mut self.state.lock().unwrap()))
+    }
+
+    fn refresh_session(&self, seen: &Seen) -> Reply {
+        let mut state = self.state.lock().unwrap();
+        if state.refresh.is_empty() || bearer(seen) != format!("Bearer {}", state.refresh) {
+            return xrpc_error(400, "ExpiredToken", "Token has expired");
+        }
+        let mut session = Bluesky::tokens(&mut state);
+        session.as_object_mut().unwrap().remove("email");
+        Reply::json(&session)
+    }
+
+    /// `None` when `seen` carries the valid access token; the error answer otherwise.
+    fn refused(&self, seen: &Seen) -> Option<Reply> {
+        let state = self.state.lock().unwrap();
+        let token = bearer(seen);
+        if !state.access.is_empty() && token == format!("Bearer {}", state.access) {
+            return None;
+        }
+        Some(if token.contains(".access-") {
+            xrpc_error(400, "ExpiredToken", "Token has expired")
+        } else {
+            xrpc_error(401, "AuthenticationRequired", "Authentication Required")
+        })
+    }
+
+    /// The access token stops working (its two hours are over).
+    fn expire(&self) {
+        self.state.lock().unwrap().access.clear();
+    }
+
+    fn list_notifications(&self, seen: &Seen) -> Reply {
+        if let Some(refused) = self.refused(seen) {
+            return refused;
+        }
+        let state = self.state.lock().unwrap();
+        if state.throttled {
+            return xrpc_error(429, "RateLimitExceeded", "Rate Limit Exceeded");
+        }
+        let reasons: Vec<String> = params(seen)
+            .into_iter()
+            .filter(|(key, _)| key == "reasons")
+            .map(|(_, value)| value)
+            .collect();
+        let limit = param(seen, "limit").map_or(50, |l| l.parse::<usize>().unwrap().clamp(1, 100));
+        let before = param(seen, "cursor");
+        let page: Vec<Value> = state
+            .notifications
+            .iter()
+            .rev()
+            .filter(|n| {
+                before
+                    .as_deref()
+                    .is_none_or(|c| n["indexedAt"].as_str().unwrap() < c)
+            })
+            .filter(|n| reasons.is_empty() || reasons.iter().any(|r| n["reason"] == r.as_str()))
+            .take(limit)
+            .cloned()
+            .collect();
+        let mut answer = json!({ "notifications": page, "priority": false, "seenAt": at(0) });
+        // The AppView's cursor: the indexedAt of the page's last (oldest) entry.
+        if let Some(last) = page.last() {
+            answer["cursor"] = last["indexedAt"].clone();
+        }
+        Reply::json(&answer)
+    }
+
+    fn search_posts(&self, seen: &Seen) -> Reply {
+        if let Some(refused) = self.refused(seen) {
+            return refused;
+        }
+        let state = self.state.lock().unwrap();
+        let q = param(seen, "q").unwrap().to_lowercase();
+        assert_eq!(param(seen, "sort").as_deref(), Some("latest"));
+        let limit = param(seen, "limit").map_or(25, |l| l.parse::<usize>().unwrap().clamp(1, 100));
+        let offset = param(seen, "cursor").map_or(0, |c| c.parse::<usize>().unwrap());
+        let hits: Vec<&Value> = state
+            .posts
+            .iter()
+            .rev()
+            .filter(|p| {
+                p["record"]["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_lowercase()
+                    .contains(&q)
+            })
+            .collect();
+        let page: Vec<Value> = hits
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|p| (*p).clone())
+            .collect();
+        let mut answer = json!({ "posts": page, "hitsTotal": hits.len() });
+        if offset + limit < hits.len() {
+            answer["cursor"] = json!((offset + limit).to_string());
+        }
+        Reply::json(&answer)
+    }
+
+    fn get_posts(&self, seen: &Seen) -> Reply {
+        if let Some(refused) = self.refused(seen) {
+            return refused;
+        }
+        let state = self.state.lock().unwrap();
+        let uris: Vec<String> = params(seen)
+            .into_iter()
+            .filter(|(key, _)| key == "uris")
+            .map(|(_, value)| value)
+            .collect();
+        let posts: Vec<&Value> = state
+            .posts
+            .iter()
+            .filter(|p| uris.iter().any(|u| p["uri"] == u.as_str()))
+            .collect();
+        Reply::json(&json!({ "posts": posts }))
+    }
+
+    fn create_record(&self, seen: &Seen) -> Reply {
+        if let Some(refused) = self.refused(seen) {
+            return refused;
+        }
+        let input = body(seen);
+        assert_eq!(input["repo"], DID);
+        assert_eq!(input["collection"], "app.bsky.feed.post");
+        let rkey = input["rkey"].as_str().unwrap().to_owned();
+        let uri = format!("at://{DID}/app.bsky.feed.post/{rkey}");
+        let mut state = self.state.lock().unwrap();
+        // The documentation names no error for a key already taken. The reference PDS's
+        // repository throws a plain error ("There is already a value at key"), which its
+        // XRPC server answers as an internal error.
+        if state.records.contains_key(&rkey) {
+            return xrpc_error(500, "InternalServerError", "Internal Server Error");
+        }
+        state.records.insert(rkey, input["record"].clone());
+        // The AppView indexes it.
+        let view = json!({
+            "uri": uri, "cid": cid(&uri), "author": profile(DID, HANDLE, "Acme"), "record": input["record"],
+            "replyCount": 0, "repostCount": 0, "likeCount": 0, "quoteCount": 0,
+            "indexedAt": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true), "labels": []
+        });
+        state.posts.push(view);
+        if Bluesky::lost(&mut state) {
+            return Reply::status(502);
+        }
+        Reply::json(&json!({
+            "uri": uri,
+            "cid": cid(&uri),
+            "commit": { "cid": cid("commit"), "rev": "3lbx2kq4wcn2k" },
+            "validationStatus": "valid"
+        }))
+    }
+
+    /// Whether this answer is lost on its way back.
+    fn lost(state: &mut State) -> bool {
+        let lost = state.lose > 0;
+        state.lose = state.lose.saturating_sub(1);
+        lost
+    }
+
+    fn get_record(&self, seen: &Seen) -> Reply {
+        let mut state = self.state.lock().unwrap();
+        if Bluesky::lost(&mut state) {
+            return Reply::status(502);
+        }
+        let rkey = param(seen, "rkey").unwrap();
+        assert_eq!(param(seen, "repo").as_deref(), Some(DID));
+        match state.records.get(&rkey) {
+            Some(record) => {
+                let uri = format!("at://{DID}/app.bsky.feed.post/{rkey}");
+                Reply::json(&json!({ "uri": uri, "cid": cid(&uri), "value": record }))
+            }
+            None => xrpc_error(
+                400,
+                "RecordNotFound",
+                &format!("Could not locate record: at://{DID}/app.bsky.feed.post/{rkey}"),
+            ),
+        }
+    }
+
+    /// A post the AppView indexes, with the notification it gives us (if any).
+    fn add(&self, view: &Value, reason: Option<(&str, Option<&Value>)>) {
+        let mut state = self.state.lock().unwrap();
+        state.posts.push(view.clone());
+        if let Some((reason, subject)) = reason {
+            state
+                .notifications
+                .push(notification(view, reason, subject));
+        }
+    }
+
+    /// Mentions of us by a hundred fans, numbered `range` (one a minute).
+    fn mentions(&self, range: std::ops::Range<u64>) {
+        for n in range {
+            let fan = n % 100;
+            let author = profile(
+                &format!("did:plc:fan{fan:0>21}"),
+                &format!("fan{fan}.bsky.social"),
+                &format!("Fan {fan}"),
+            );
+            let view = post(
+                &author,
+                1_000 + n,
+                &format!("@acme.example question {n} about the export"),
+                n as i64,
+                None,
+            );
+            self.add(&view, Some(("mention", None)));
+        }
+    }
+}
+
+/// The external id of mention `n` by [`Bluesky::mentions`].
+fn mention_uri(n: u64) -> String {
+    format!(
+        "at://did:plc:fan{:0>21}/app.bsky.feed.post/{}",
+        n % 100,
+        tid(1_000 + n)
+    )
+}
+
+fn expected(range: impl Iterator<Item = u64>) -> BTreeMap<String, usize> {
+    range.map(|n| (mention_uri(n), 1)).collect()
+}
+
+backend_test!(
+    async fn mentions_and_searches_land_threaded_and_a_reply_is_posted_once(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let bluesky = Bluesky::start().await;
+        let maya = profile(MAYA, "maya.bsky.social", "Maya Lindqvist");
+        let lucia = profile(LUCIA, "lucia.bsky.social", "Lucía Pérez");
+        let us = profile(DID, HANDLE, "Acme");
+        let m1 = post(
+            &maya,
+            1,
+            "@acme.example the CSV export has been broken since Tuesday, any news?",
+            1,
+            None,
+        );
+        let r1 = post(
+            &us,
+            2,
+            "@maya.bsky.social looking into the export right now",
+            2,
+            Some((&m1, &m1)),
+        );
+        let m2 = post(
+            &maya,
+            3,
+            "thanks! the export still fails for files over 10 MB",
+            3,
+            Some((&m1, &r1)),
+        );
+        let es = post(
+            &lucia,
+            4,
+            "me encanta la exportación nueva de #rapportcrm",
+            4,
+            None,
+        );
+        // Maya moved to her own domain; her DID stays.
+        let maya_moved = profile(MAYA, "maya.example.com", "Maya Lindqvist");
+        let quote = post(
+            &maya_moved,
+            5,
+            "this is why I recommend @acme.example to everyone",
+            5,
+            None,
+        );
+        bluesky.add(&m1, Some(("mention", None)));
+        bluesky.add(&r1, None);
+        bluesky.add(&m2, Some(("reply", Some(&r1))));
+        bluesky.add(&es, None);
+        bluesky.add(&quote, Some(("quote", Some(&r1))));
+
+        let created = app
+            .gql(&key, crate::feeds::CREATE, json!({ "input": { "channel": "BLUESKY", "name": "acme", "config": bluesky.config(json!({ "keywords": ["export"], "hashtags": ["#rapportcrm"] })) } }))
+            .await;
+        let source = &created["createSource"]["source"];
+        assert_eq!(source["secretsSet"], json!(["app_password"]));
+        assert!(!source["config"].to_string().contains(APP_PASSWORD));
+        let id = source["id"].as_str().unwrap().to_owned();
+
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 5, "{report:#}");
+        // One login, with the identifier and the app password, then bearer tokens.
+        let logins = bluesky.seen("com.atproto.server.createSession");
+        assert_eq!(logins.len(), 1);
+        assert_eq!(
+            body(&logins[0]),
+            json!({ "identifier": HANDLE, "password": APP_PASSWORD })
+        );
+        let listed = bluesky.seen("app.bsky.notification.listNotifications");
+        assert_eq!(bearer(&listed[0]), "Bearer eyJhbGciOiJFUzI1NksifQ.access-1");
+        let reasons: Vec<String> = params(&listed[0])
+            .into_iter()
+            .filter(|(k, _)| k == "reasons")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(reasons, ["mention", "reply", "quote"]);
+        assert_eq!(param(&listed[0], "limit").as_deref(), Some("100"));
+        let searched: Vec<String> = bluesky
+            .seen("app.bsky.feed.searchPosts")
+            .iter()
+            .map(|s| param(s, "q").unwrap())
+            .collect();
+        assert_eq!(searched, ["export", "#rapportcrm"]);
+
+        let all = items(&app, &key).await;
+        let uri = |view: &Value| view["uri"].as_str().unwrap().to_owned();
+        let mention = &all[&uri(&m1)];
+        assert_eq!(mention["kind"], "MENTION");
+        assert_eq!(mention["direction"], "INBOUND");
+        assert_eq!(mention["channel"], "BLUESKY");
+        assert_eq!(mention["text"], m1["record"]["text"]);
+        assert_eq!(mention["identity"]["platformId"], MAYA);
+        assert_eq!(mention["customer"]["displayName"], "Maya Lindqvist");
+        assert_eq!(
+            mention["url"],
+            format!("https://bsky.app/profile/maya.bsky.social/post/{}", tid(1))
+        );
+        // Our reply, found by the keyword search, is outbound in Maya's conversation; her
+        // answer to it (a notification, handed over after it) joins the same one.
+        let ours = &all[&uri(&r1)];
+        assert_eq!(ours["direction"], "OUTBOUND");
+        assert_eq!(ours["kind"], "POST");
+        assert_eq!(ours["conversation"]["id"], mention["conversation"]["id"]);
+        assert_eq!(ours["customer"]["id"], mention["customer"]["id"]);
+        let answer = &all[&uri(&m2)];
+        assert_eq!(answer["kind"], "REPLY");
+        assert_eq!(answer["conversation"]["id"], mention["conversation"]["id"]);
+        // A new handle, the same DID: the same customer.
+        let quoted = &all[&uri(&quote)];
+        assert_eq!(quoted["kind"], "MENTION");
+        assert_eq!(quoted["customer"]["id"], mention["customer"]["id"]);
+        assert_eq!(
+            quoted["url"],
+            format!("https://bsky.app/profile/maya.example.com/post/{}", tid(5))
+        );
+        let spanish = &all[&uri(&es)];
+        assert_eq!(spanish["language"], "es");
+        assert_eq!(spanish["customer"]["displayName"], "Lucía Pérez");
+        assert_ne!(spanish["customer"]["id"], mention["customer"]["id"]);
+
+        // The first sync walked back to the stream's end (an empty page); the next one
+        // finds nothing new in one page, which reaches the mark.
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 0, "{report:#}");
+        assert_eq!(
+            bluesky
+                .seen("app.bsky.notification.listNotifications")
+                .len(),
+            3
+        );
+        assert_eq!(bluesky.seen("com.atproto.server.createSession").len(), 1);
+
+        // A reply from Rapport: a post answering Maya's, in her thread, mentioning her.
+        let agent = app.key(Role::Agent).await;
+        let target = find_interaction(&app, &key, &uri(&m2)).await;
+        let input = json!({ "interactionId": target, "text": "¡Arreglado! ✨ gracias por la paciencia", "idempotencyKey": "reply-m2-1" });
+        let sent = app.gql(&agent, REPLY, json!({ "input": input })).await["replyToInteraction"]
+            ["interaction"]
+            .clone();
+        let created = bluesky.seen("com.atproto.repo.createRecord");
+        assert_eq!(created.len(), 1);
+        assert_eq!(
+            bearer(&created[0]),
+            "Bearer eyJhbGciOiJFUzI1NksifQ.access-1"
+        );
+        let mut request = body(&created[0]);
+        let rkey = request["rkey"].as_str().unwrap().to_owned();
+        assert_eq!(rkey.len(), 13);
+        assert!(
+            rkey.bytes()
+                .all(|c| b"234567abcdefghijklmnopqrstuvwxyz".contains(&c)),
+            "{rkey}"
+        );
+        let created_at = request["record"]["createdAt"].take();
+        assert!(
+            DateTime::parse_from_rfc3339(created_at.as_str().unwrap()).is_ok(),
+            "{created_at}"
+        );
+        let text = "@maya.bsky.social ¡Arreglado! ✨ gracias por la paciencia";
+        assert_eq!(
+            request,
+            json!({
+                "repo": DID,
+                "collection": "app.bsky.feed.post",
+                "rkey": rkey,
+                "record": {
+                    "$type": "app.bsky.feed.post",
+                    "text": text,
+                    "createdAt": null,
+                    "reply": {
+                        "root": { "uri": m1["uri"], "cid": m1["cid"] },
+                        "parent": { "uri": m2["uri"], "cid": m2["cid"] }
+                    },
+                    "facets": [{
+                        "index": { "byteStart": 0, "byteEnd": 17 },
+                        "features": [{ "$type": "app.bsky.richtext.facet#mention", "did": MAYA }]
+                    }]
+                }
+            })
+        );
+        let posted = format!("at://{DID}/app.bsky.feed.post/{rkey}");
+        assert_eq!(sent["externalId"], posted);
+        assert_eq!(sent["text"], text);
+        assert_eq!(
+            sent["url"],
+            format!("https://bsky.app/profile/{HANDLE}/post/{rkey}")
+        );
+        assert_eq!(sent["direction"], "OUTBOUND");
+        assert_eq!(sent["conversation"]["id"], mention["conversation"]["id"]);
+
+        // The same reply again: the same record key, which the PDS refuses (500); the record
+        // is read back and the stored reply returned. One post on Bluesky.
+        let again = app.gql(&agent, REPLY, json!({ "input": input })).await["replyToInteraction"]
+            ["interaction"]
+            .clone();
+        assert_eq!(again["id"], sent["id"]);
+        let created = bluesky.seen("com.atproto.repo.createRecord");
+        assert_eq!(created.len(), 2);
+        assert_eq!(body(&created[1])["rkey"], rkey);
+        assert_eq!(bluesky.seen("com.atproto.repo.getRecord").len(), 1);
+        assert_eq!(bluesky.state.lock().unwrap().records.len(), 1);
+
+        // Too long for a post once the mention is in: refused before anything is sent.
+        let long = json!({ "interactionId": target, "text": "a".repeat(290) });
+        let (code, refusal) = app.gql_error(&agent, REPLY, json!({ "input": long })).await;
+        assert_eq!(code, "BAD_USER_INPUT");
+        let message = refusal["errors"][0]["message"].as_str().unwrap();
+        assert!(
+            message.contains("308 graphemes") && message.contains("300"),
+            "{message}"
+        );
+        assert_eq!(bluesky.seen("com.atproto.repo.createRecord").len(), 2);
+
+        // Answering our own reply, stored as Rapport sent it (no cid): the post is read
+        // with getPosts, and the thread's root comes from it.
+        let own = json!({ "interactionId": sent["id"], "text": "update: fixed in 2.0.1", "idempotencyKey": "reply-2" });
+        let update = app.gql(&agent, REPLY, json!({ "input": own })).await["replyToInteraction"]
+            ["interaction"]
+            .clone();
+        assert!(update["externalId"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("at://{DID}/")));
+        let fetched = bluesky.seen("app.bsky.feed.getPosts");
+        assert_eq!(fetched.len(), 1);
+        assert_eq!(param(&fetched[0], "uris"), Some(posted.clone()));
+        let created = bluesky.seen("com.atproto.repo.createRecord");
+        let record = &body(&created[2])["record"];
+        assert_eq!(record["reply"]["root"]["uri"], m1["uri"]);
+        assert_eq!(record["reply"]["parent"]["uri"], posted);
+        // Our own post: no mention of ourselves.
+        assert_eq!(record["text"], "update: fixed in 2.0.1");
+        assert!(record.get("facets").is_none());
+        assert_eq!(update["conversation"]["id"], mention["conversation"]["id"]);
+    }
+);
+
+backend_test!(
+    async fn a_first_sync_backfills_up_to_its_limit_then_takes_only_new_posts(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let bluesky = Bluesky::start().await;
+        bluesky.mentions(0..250);
+        let id = bluesky
+            .source(&app, &key, "backfill", json!({ "backfill_limit": 120 }))
+            .await;
+
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 120, "{report:#}");
+        assert_eq!(stored_ids(&app).await, expected(130..250));
+        // Back from the newest: a full page, then the 20 the limit leaves, from the first
+        // page's cursor (the indexedAt of its oldest entry).
+        let seen = bluesky.seen("app.bsky.notification.listNotifications");
+        assert_eq!(seen.len(), 2);
+        assert_eq!(param(&seen[0], "cursor"), None);
+        assert_eq!(param(&seen[0], "limit").as_deref(), Some("100"));
+        let oldest_of_first = bluesky.state.lock().unwrap().notifications[150]["indexedAt"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(param(&seen[1], "cursor"), Some(oldest_of_first));
+        assert_eq!(param(&seen[1], "limit").as_deref(), Some("20"));
+        let cursor: Value =
+            serde_json::from_str(report["source"]["cursor"].as_str().unwrap()).unwrap();
+        assert_eq!(cursor["notifications"]["mark"]["uri"], mention_uri(249));
+        assert_eq!(cursor["notifications"].get("walk"), None);
+
+        // New mentions: only those, in one page that reaches the mark.
+        bluesky.mentions(250..280);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 30, "{report:#}");
+        let seen = bluesky.seen("app.bsky.notification.listNotifications");
+        assert_eq!(seen.len(), 3);
+        assert_eq!(param(&seen[2], "cursor"), None);
+        // More than a page of them: back until the mark.
+        bluesky.mentions(280..430);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 150, "{report:#}");
+        assert_eq!(
+            bluesky
+                .seen("app.bsky.notification.listNotifications")
+                .len(),
+            5
+        );
+        assert_eq!(stored_ids(&app).await, expected(130..430));
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 0);
+
+        // backfill_limit 0: the first sync only sets the mark.
+        let fresh = Bluesky::start().await;
+        fresh.mentions(0..50);
+        let id = fresh
+            .source(&app, &key, "new only", json!({ "backfill_limit": 0 }))
+            .await;
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 0);
+        assert_eq!(
+            param(
+                &fresh.seen("app.bsky.notification.listNotifications")[0],
+                "limit"
+            )
+            .as_deref(),
+            Some("1")
+        );
+        fresh.mentions(50..53);
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 3);
+    }
+);
+
+backend_test!(
+    async fn an_interrupted_backfill_resumes_where_it_stopped(app: TestApp) {
+        // `rapport sync` works in the default workspace.
+        let key = app.key_in("default", Role::Admin).await;
+        let bluesky = Bluesky::start().await;
+        bluesky.mentions(0..2_600);
+        let id = bluesky
+            .source(&app, &key, "resumed", json!({ "backfill_limit": 2_500 }))
+            .await;
+        // One batch, then the run is stopped (a shutdown): the newest thousand are stored
+        // with a cursor where the walk goes on.
+        let syncer = rapport::ingest::sync::Syncer::new(&app.app);
+        let claimed = syncer.claim(&source_row(&app, &id).await).await.unwrap();
+        let report = syncer.run(claimed, &|| true).await.unwrap();
+        assert_eq!((report.new, report.batches), (1_000, 1), "{report:?}");
+        assert_eq!(stored_ids(&app).await, expected(1_600..2_600));
+        let cursor: Value =
+            serde_json::from_str(&source_row(&app, &id).await.cursor.unwrap()).unwrap();
+        let walk = &cursor["notifications"]["walk"];
+        assert_eq!(walk["left"], 1_500);
+        assert_eq!(walk["top"]["uri"], mention_uri(2_599));
+        assert_eq!(
+            walk["cursor"],
+            bluesky.state.lock().unwrap().notifications[1_600]["indexedAt"]
+        );
+
+        let walk_cursor = walk["cursor"].as_str().unwrap().to_owned();
+        let after_one = source_row(&app, &id).await.cursor;
+
+        // The next run dies after its pull: nothing of it is stored, the cursor stays.
+        let one_batch = config_file(&app, "max_batches = 1\nlease_secs = 1\n");
+        let output = rapport(&one_batch)
+            .args(["sync", &id])
+            .env("RAPPORT_FAILPOINT", "sync.after_pull")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        assert_eq!(stored_ids(&app).await, expected(1_600..2_600));
+        assert_eq!(source_row(&app, &id).await.cursor, after_one);
+
+        // Mentions arrive meanwhile. Once the dead run's lease is over, the next runs go
+        // on from the cursor down to the limit; the new ones come with the walk after.
+        bluesky.mentions(2_600..2_607);
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+        let output = rapport(&one_batch).args(["sync", &id]).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "1000");
+        assert_eq!(stored_ids(&app).await, expected(600..2_600));
+        // Both runs asked from the stored walk's cursor.
+        let seen = bluesky.seen("app.bsky.notification.listNotifications");
+        assert_eq!(param(&seen[10], "cursor"), Some(walk_cursor.clone()));
+        assert_eq!(param(&seen[20], "cursor"), Some(walk_cursor));
+        let (new, _) = sync_until_done(&app, &id).await;
+        assert_eq!(new, 500);
+        assert_eq!(stored_ids(&app).await, expected(100..2_600));
+        let (new, _) = sync_until_done(&app, &id).await;
+        assert_eq!(new, 7);
+        assert_eq!(stored_ids(&app).await, expected(100..2_607));
+    }
+);
+
+backend_test!(
+    async fn an_expired_session_is_refreshed_and_rate_limits_set_the_next_run(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let bluesky = Bluesky::start().await;
+        bluesky.mentions(0..3);
+        let id = bluesky.source(&app, &key, "session", json!({})).await;
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 3);
+
+        // Two hours later the access token has expired: refreshed with the refresh token,
+        // and the call made again with the new one. No new login.
+        bluesky.expire();
+        bluesky.mentions(3..5);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 2, "{report:#}");
+        let refreshed = bluesky.seen("com.atproto.server.refreshSession");
+        assert_eq!(refreshed.len(), 1);
+        assert_eq!(refreshed[0].method, "POST");
+        assert_eq!(
+            bearer(&refreshed[0]),
+            "Bearer eyJhbGciOiJFUzI1NksifQ.refresh-1"
+        );
+        let listed = bluesky.seen("app.bsky.notification.listNotifications");
+        let last_two: Vec<String> = listed[listed.len() - 2..].iter().map(bearer).collect();
+        assert_eq!(
+            last_two,
+            [
+                "Bearer eyJhbGciOiJFUzI1NksifQ.access-1",
+                "Bearer eyJhbGciOiJFUzI1NksifQ.access-2"
+            ]
+        );
+        assert_eq!(bluesky.seen("com.atproto.server.createSession").len(), 1);
+        // Both tokens spent: a new login.
+        {
+            let mut state = bluesky.state.lock().unwrap();
+            state.access.clear();
+            state.refresh.clear();
+        }
+        assert_eq!(sync(&app, &key, &id).await["error"], Value::Null);
+        assert_eq!(bluesky.seen("com.atproto.server.createSession").len(), 2);
+
+        // The budget spent (ratelimit-remaining 0, reset in epoch seconds ten minutes on):
+        // the page is stored and the next run waits for the reset.
+        bluesky.state.lock().unwrap().exhausted = true;
+        bluesky.mentions(5..6);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 1, "{report:#}");
+        assert_eq!(report["source"]["status"], "RATE_LIMITED");
+        let next: DateTime<Utc> = report["source"]["nextRunAt"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(next >= Utc::now() + Duration::minutes(9), "{next}");
+        assert!(next <= Utc::now() + Duration::minutes(11), "{next}");
+
+        // 429: nothing lost, the same wait.
+        {
+            let mut state = bluesky.state.lock().unwrap();
+            state.exhausted = false;
+            state.throttled = true;
+        }
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["source"]["status"], "RATE_LIMITED", "{report:#}");
+        let next: DateTime<Utc> = report["source"]["nextRunAt"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(next >= Utc::now() + Duration::minutes(9), "{next}");
+        bluesky.state.lock().unwrap().throttled = false;
+        bluesky.mentions(6..8);
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 2);
+
+        // A wrong app password: the source fails, saying what to check, not the password.
+        let wrong = create_source(&app, &key, "BLUESKY", "wrong", json!({ "service": bluesky.server.base, "identifier": "someone.example", "app_password": "wrong-pass-word-1234" })).await;
+        let report = sync(&app, &key, &wrong).await;
+        assert_eq!(report["source"]["status"], "FAILING", "{report:#}");
+        let error = report["source"]["lastError"].as_str().unwrap();
+        assert!(
+            error.contains("AuthenticationRequired") && error.contains("app_password"),
+            "{error}"
+        );
+        assert!(!error.contains("wrong-pass-word-1234"));
+        // Tokens were issued by two logins and one refresh only.
+        assert_eq!(bluesky.state.lock().unwrap().issued, 3);
+    }
+);
+
+const TO_CONVERSATION: &str = "mutation($input: ReplyToConversationInput!) { replyToConversation(input: $input) { interaction { id externalId deliveryStatus deliveryError } } }";
+const RETRY: &str = "mutation($id: ID!) { retryReply(input: { interactionId: $id }) { interaction { id externalId deliveryStatus deliveryError } } }";
+
+backend_test!(
+    async fn a_reply_whose_answer_was_lost_is_posted_once_and_sent_on_retry(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let agent = app.key(Role::Agent).await;
+        let bluesky = Bluesky::start().await;
+        let maya = profile(MAYA, "maya.bsky.social", "Maya Lindqvist");
+        let lucia = profile(LUCIA, "lucia.bsky.social", "Lucía Pérez");
+        let m1 = post(&maya, 1, "@acme.example is the export down?", 1, None);
+        let l1 = post(&lucia, 2, "@acme.example ¿hay modo oscuro?", 2, None);
+        bluesky.add(&m1, Some(("mention", None)));
+        bluesky.add(&l1, Some(("mention", None)));
+        let id = bluesky.source(&app, &key, "lost", json!({})).await;
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 2);
+        let all = items(&app, &key).await;
+        let conversation = |view: &Value| {
+            all[view["uri"].as_str().unwrap()]["conversation"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let reply = |conversation: String, text: &str, idempotency: &str| {
+            let input = json!({ "conversationId": conversation, "text": text, "idempotencyKey": idempotency });
+            let app = &app;
+            let agent = agent.clone();
+            async move {
+                app.gql(&agent, TO_CONVERSATION, json!({ "input": input }))
+                    .await["replyToConversation"]["interaction"]
+                    .clone()
+            }
+        };
+        let records = || bluesky.state.lock().unwrap().records.len();
+
+        // The PDS takes the post, but its answer is lost, and so is the read-back's: the
+        // reply is FAILED, while the post is on Bluesky.
+        bluesky.state.lock().unwrap().lose = 2;
+        let failed = reply(conversation(&m1), "yes, fixed within the hour", "lost-1").await;
+        assert_eq!(failed["deliveryStatus"], "FAILED", "{failed:#}");
+        assert!(
+            failed["deliveryError"].as_str().unwrap().contains("502"),
+            "{failed:#}"
+        );
+        assert_eq!(records(), 1);
+        let rkey = body(&bluesky.seen("com.atproto.repo.createRecord")[0])["rkey"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            rkey,
+            connectors::bluesky::rkey_for(m1["uri"].as_str().unwrap(), "lost-1")
+        );
+
+        // Retried: the same record key, which the PDS refuses as taken (500); the record
+        // there answers Maya's post, so it is the reply. Posted once, SENT with its uri.
+        let retried = app.gql(&agent, RETRY, json!({ "id": failed["id"] })).await["retryReply"]
+            ["interaction"]
+            .clone();
+        assert_eq!(retried["id"], failed["id"]);
+        assert_eq!(retried["deliveryStatus"], "SENT", "{retried:#}");
+        assert_eq!(retried["deliveryError"], Value::Null);
+        assert_eq!(
+            retried["externalId"],
+            format!("at://{DID}/app.bsky.feed.post/{rkey}")
+        );
+        let created = bluesky.seen("com.atproto.repo.createRecord");
+        assert_eq!(created.len(), 2);
+        assert_eq!(body(&created[1])["rkey"], rkey);
+        assert_eq!(bluesky.seen("com.atproto.repo.getRecord").len(), 2);
+        assert_eq!(records(), 1);
+
+        // Only the answer lost: the record is read back at once, and the reply is SENT.
+        bluesky.state.lock().unwrap().lose = 1;
+        let sent = reply(conversation(&l1), "pronto, sí", "lost-2").await;
+        assert_eq!(sent["deliveryStatus"], "SENT", "{sent:#}");
+        let rkey = connectors::bluesky::rkey_for(l1["uri"].as_str().unwrap(), "lost-2");
+        assert_eq!(
+            sent["externalId"],
+            format!("at://{DID}/app.bsky.feed.post/{rkey}")
+        );
+        assert_eq!(records(), 2);
+
+        // A record already at the key that answers another post is not taken for the
+        // reply: FAILED, saying so, and nothing is posted.
+        let rkey = connectors::bluesky::rkey_for(l1["uri"].as_str().unwrap(), "taken");
+        bluesky.state.lock().unwrap().records.insert(
+            rkey,
+            json!({ "$type": "app.bsky.feed.post", "text": "else", "reply": {
+                "root": { "uri": m1["uri"], "cid": m1["cid"] },
+                "parent": { "uri": m1["uri"], "cid": m1["cid"] } } }),
+        );
+        let refused = reply(conversation(&l1), "otra cosa", "taken").await;
+        assert_eq!(refused["deliveryStatus"], "FAILED", "{refused:#}");
+        assert_eq!(refused["externalId"], Value::Null);
+        let error = refused["deliveryError"].as_str().unwrap();
+        assert!(error.contains("a different post"), "{error}");
+        assert_eq!(records(), 3);
+    }
+);
+
+backend_test!(
+    async fn a_stream_that_goes_nowhere_ends_its_walk_and_a_failed_search_stops_nothing_else(
+        app: TestApp,
+    ) {
+        let key = app.key(Role::Admin).await;
+        let bluesky = Bluesky::start().await;
+        bluesky.mentions(0..3);
+        let fan = profile(
+            "did:plc:fan000000000000000000007",
+            "fan7.bsky.social",
+            "Fan 7",
+        );
+        let looping = post(&fan, 7, "the export loops", 7, None);
+        // A search that answers the same page with the same cursor, whatever it is sent.
+        bluesky
+            .server
+            .handle("/xrpc/app.bsky.feed.searchPosts", move |seen| {
+                if param(seen, "q").as_deref() == Some("boom") {
+                    return xrpc_error(400, "BadQueryString", "could not parse the query");
+                }
+                Reply::json(&json!({ "posts": [looping], "cursor": "same" }))
+            });
+        let id = bluesky
+            .source(
+                &app,
+                &key,
+                "nowhere",
+                json!({ "keywords": ["boom", "export"] }),
+            )
+            .await;
+        // One batch: the walk ends when the cursor comes back unchanged; the search the
+        // platform refuses does not stop the notifications or the other search.
+        let (new, batches) = sync_until_done(&app, &id).await;
+        assert_eq!((new, batches), (4, 1));
+        let searched: Vec<(Option<String>, Option<String>)> = bluesky
+            .seen("app.bsky.feed.searchPosts")
+            .iter()
+            .map(|seen| (param(seen, "q"), param(seen, "cursor")))
+            .collect();
+        let export = |cursor: Option<&str>| (Some("export".to_owned()), cursor.map(str::to_owned));
+        assert_eq!(
+            searched,
+            [
+                (Some("boom".to_owned()), None),
+                export(None),
+                export(Some("same"))
+            ]
+        );
+        let cursor: Value =
+            serde_json::from_str(&source_row(&app, &id).await.cursor.unwrap()).unwrap();
+        assert_eq!(cursor["search"]["export"].get("walk"), None);
+        assert!(cursor["search"]["export"]["mark"].is_object());
+        let warning = cursor["search"]["boom"]["warning"].as_str().unwrap();
+        assert!(
+            warning.contains("`boom`") && warning.contains("BadQueryString"),
+            "{warning}"
+        );
+        // Still a first walk: it is asked again on the next sync.
+        assert!(cursor["search"]["boom"]["walk"].is_object());
+        assert_eq!(cursor["notifications"].get("walk"), None);
+
+        // Notifications the platform does not filter: pages of likes only, newer than the
+        // mark, each with a new cursor, for ever. One page per sync, then the walk waits
+        // for the next scheduled one instead of keeping the source busy.
+        let served = Arc::new(Mutex::new(0_i64));
+        let counter = served.clone();
+        bluesky
+            .server
+            .handle("/xrpc/app.bsky.notification.listNotifications", move |_| {
+                let mut n = counter.lock().unwrap();
+                *n += 1;
+                let like = |k: i64| {
+                    let view = post(&fan_like(), 5_000 + k as u64, "liked", 100_000 - k, None);
+                    notification(&view, "like", None)
+                };
+                let page: Vec<Value> = (0..100).map(|k| like(*n * 100 + k)).collect();
+                Reply::json(&json!({ "notifications": page, "cursor": format!("page-{n}") }))
+            });
+        let (new, batches) = sync_until_done(&app, &id).await;
+        assert_eq!((new, batches), (0, 1));
+        assert_eq!(*served.lock().unwrap(), 1);
+        let cursor: Value =
+            serde_json::from_str(&source_row(&app, &id).await.cursor.unwrap()).unwrap();
+        assert_eq!(cursor["notifications"]["walk"]["cursor"], "page-1");
+        sync_until_done(&app, &id).await;
+        assert_eq!(*served.lock().unwrap(), 2);
+    }
+);
+
+fn fan_like() -> Value {
+    profile(
+        "did:plc:fan000000000000000000008",
+        "fan8.bsky.social",
+        "Fan 8",
+    )
+}
