@@ -32,8 +32,9 @@ pub struct BenchArgs {
     ingest_batch: usize,
     /// The approximate size of each ingested item's platform payload (`raw`), shaped
     /// like a Mastodon notification (a real one is 2 to 4 KB); 0 gives a bare `{"id"}`.
-    #[arg(long, default_value_t = 0)]
-    ingest_raw_bytes: usize,
+    /// At most 60,000: a larger payload is stored as a truncation marker.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=60_000))]
+    ingest_raw_bytes: u32,
     /// Customers (× 20 interactions) for the search benchmark (0 skips it).
     #[arg(long, default_value_t = 5_000)]
     search_customers: usize,
@@ -138,7 +139,7 @@ pub async fn run(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
                 &app,
                 args.ingest_items,
                 args.ingest_batch,
-                args.ingest_raw_bytes,
+                args.ingest_raw_bytes as usize,
             )
             .await,
         )

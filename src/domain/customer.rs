@@ -478,7 +478,8 @@ pub async fn touch(
 /// event: the interaction's own `interaction.created` names the customer, and the seen
 /// times follow from the interactions; consumers that keep them (the search index)
 /// refresh the customer on that event. A `customer.updated` per new item was a quarter of
-/// the rows ingestion wrote to the log, each a whole customer row.
+/// the rows ingestion wrote to the log, each a whole customer row. So a caller must
+/// append that interaction's `interaction.created` in the same transaction.
 pub async fn seen_at(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,

@@ -1,6 +1,9 @@
 //! The append-only event log (the outbox). Every write that changes a customer,
 //! interaction, conversation or deal appends here in the same transaction, so consumers
-//! (the search indexer, subscriptions) see exactly what was committed.
+//! (the search indexer, subscriptions) see exactly what was committed. One exception: a
+//! customer's first/last seen (and `updated_at`) moving with a new interaction is told by
+//! that interaction's `interaction.created`, which names the customer, not by a
+//! `customer.updated` of its own (see `customer::seen_at`).
 //!
 //! Event kinds are the closed set [`EventKind`]; the stored text (`customer.created`, …)
 //! is its wire form and never changes, so rows written before stay readable. A stored
@@ -196,7 +199,8 @@ impl Payload for ConversationChange {
 }
 
 /// The payload of a change to a reply's delivery: the interaction row (its fields at the
-/// top level, as an `interaction.created` payload has them) and who made the change.
+/// top level, as an `interaction.created` payload has them, `raw` included: a reply's is
+/// small and such changes are rare) and who made the change.
 #[derive(Clone, Debug, Serialize)]
 pub struct DeliveryChange {
     #[serde(flatten)]

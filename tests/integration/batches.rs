@@ -138,6 +138,9 @@ backend_test! {
         assert_eq!((conversation.status, conversation.resolved_at), (entity::enums::ConversationStatus::Open, None));
         let kinds = event_kinds(&app).await;
         assert_eq!(kinds[kinds.len() - 2..], ["conversation.status_changed", "interaction.created"]);
+        // Her seen times moved with the later batch all the same.
+        let ana = entity::customer::Entity::find_by_id(ana.id).one(&app.app.db).await.unwrap().unwrap();
+        assert_eq!((ana.first_seen_at, ana.last_seen_at), (batch[0].occurred_at, d.occurred_at));
         assert!(!kinds.contains(&"customer.updated".to_owned()), "seen times move with the interactions, without events: {kinds:?}");
     }
 }
