@@ -63,10 +63,11 @@ macro_rules! event_kinds {
                 match self { $(Event::$variant(payload) => Payload::entity_id(*payload)),+ }
             }
 
-            /// The payload as stored.
-            fn to_json(self) -> Result<serde_json::Value> {
-                let value = match self { $(Event::$variant(payload) => Payload::to_json(payload)),+ };
-                value.map_err(|err| Error::Internal(format!("an event payload did not serialise: {err}")))
+            /// The payload as stored: JSON text, written straight from the row (no
+            /// `serde_json::Value` tree in between).
+            fn to_text(self) -> Result<String> {
+                let text = match self { $(Event::$variant(payload) => Payload::to_text(payload)),+ };
+                text.map_err(|err| Error::Internal(format!("an event payload did not serialise: {err}")))
             }
         }
     };
@@ -286,8 +287,8 @@ trait Payload: Serialize {
     fn entity_id(&self) -> Uuid;
 
     /// The payload as the log stores it.
-    fn to_json(&self) -> serde_json::Result<serde_json::Value> {
-        serde_json::to_value(self)
+    fn to_text(&self) -> serde_json::Result<String> {
+        serde_json::to_string(self)
     }
 }
 
@@ -325,8 +326,8 @@ impl Payload for entity::interaction::Model {
     /// The row without `raw`: the platform's payload (often several kilobytes, larger
     /// than the rest of the row) stays in the row, where the reply path reads it; no
     /// consumer of the log needs it, and every new item wrote it twice.
-    fn to_json(&self) -> serde_json::Result<serde_json::Value> {
-        serde_json::to_value(InteractionWithoutRaw::from(self))
+    fn to_text(&self) -> serde_json::Result<String> {
+        serde_json::to_string(&InteractionWithoutRaw::from(self))
     }
 }
 
@@ -476,30 +477,49 @@ pub async fn append(
     append_many(db, workspace_id, [event]).await
 }
 
-/// Appends events in order, several rows a statement.
+/// Appends events in order, several rows a statement. Each payload is bound as JSON text
+/// (cast to `jsonb` on PostgreSQL): building a `serde_json::Value` of every row first, as
+/// an entity insert does, was a tenth of an ingestion batch's time.
 pub async fn append_many<'a>(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
     events: impl IntoIterator<Item = Event<'a>>,
 ) -> Result<()> {
+    use entity::event::{Column, Entity};
+    use sea_orm::sea_query::{Alias, Expr, Query, SimpleExpr};
+    let backend = db.get_database_backend();
     let created_at = super::now();
     let rows = events
         .into_iter()
         .map(|event| {
-            Ok(entity::event::ActiveModel {
-                workspace_id: Set(workspace_id),
-                kind: Set(event.kind().as_str().to_owned()),
-                entity_id: Set(event.entity_id()),
-                payload: Set(event.to_json()?),
-                created_at: Set(created_at),
-                ..Default::default()
-            })
+            let payload = Expr::val(event.to_text()?);
+            let payload: SimpleExpr = if backend == sea_orm::DatabaseBackend::Postgres {
+                payload.cast_as(Alias::new("jsonb"))
+            } else {
+                payload.into()
+            };
+            Ok([
+                Expr::val(workspace_id).into(),
+                Expr::val(event.kind().as_str()).into(),
+                Expr::val(event.entity_id()).into(),
+                payload,
+                Expr::val(created_at).into(),
+            ])
         })
         .collect::<Result<Vec<_>>>()?;
     for chunk in rows.chunks(500) {
-        entity::event::Entity::insert_many(chunk.to_vec())
-            .exec_without_returning(db)
-            .await?;
+        let mut insert = Query::insert();
+        insert.into_table(Entity).columns([
+            Column::WorkspaceId,
+            Column::Kind,
+            Column::EntityId,
+            Column::Payload,
+            Column::CreatedAt,
+        ]);
+        for row in chunk {
+            insert.values_panic(row.iter().cloned());
+        }
+        db.execute(backend.build(&insert)).await?;
     }
     Ok(())
 }
@@ -832,7 +852,7 @@ mod tests {
         assert_eq!(deleted.kind().as_str(), "customer.deleted");
         assert_eq!(deleted.entity_id(), id.uuid());
         assert_eq!(
-            deleted.to_json().unwrap(),
+            serde_json::from_str::<serde_json::Value>(&deleted.to_text().unwrap()).unwrap(),
             serde_json::json!({ "id": id.uuid() })
         );
         let id = SourceId::new();
@@ -896,7 +916,8 @@ mod tests {
             idempotency_key: Some("k1".into()),
             delivery_attempted_at: Some(now),
         };
-        let stored = Event::InteractionCreated(&row).to_json().unwrap();
+        let stored: serde_json::Value =
+            serde_json::from_str(&Event::InteractionCreated(&row).to_text().unwrap()).unwrap();
         let mut whole = serde_json::to_value(&row).unwrap();
         whole.as_object_mut().unwrap().remove("raw");
         assert_eq!(stored, whole, "every other column, in the row's own form");
