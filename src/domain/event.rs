@@ -507,7 +507,9 @@ pub async fn append_many<'a>(
             ])
         })
         .collect::<Result<Vec<_>>>()?;
-    for chunk in rows.chunks(500) {
+    // Rows are moved into the statements, not cloned: each holds its payload's text.
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
         let mut insert = Query::insert();
         insert.into_table(Entity).columns([
             Column::WorkspaceId,
@@ -516,8 +518,8 @@ pub async fn append_many<'a>(
             Column::Payload,
             Column::CreatedAt,
         ]);
-        for row in chunk {
-            insert.values_panic(row.iter().cloned());
+        for row in rows.by_ref().take(500) {
+            insert.values_panic(row);
         }
         db.execute(backend.build(&insert)).await?;
     }
