@@ -33,6 +33,48 @@ pub struct Config {
     /// process dies, another process's indexer takes over within this time.
     pub indexer_lease_secs: u64,
     pub outbound: OutboundConfig,
+    pub http: HttpConfig,
+}
+
+/// The HTTP transport (`[http]`).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Request headers a browser page on another origin may send, on top of the ones the
+    /// CORS preflight always allows ([`crate::http::DEFAULT_CORS_ALLOW_HEADERS`]: auth,
+    /// tracing, client identification). Checked when the configuration is read.
+    #[serde(deserialize_with = "header_names")]
+    pub cors_allow_headers: Vec<axum::http::HeaderName>,
+}
+
+/// `[http] cors_allow_headers` as header names; a bad entry fails the file's parse, and
+/// the parse error names the key and the line.
+fn header_names<'de, D>(deserializer: D) -> Result<Vec<axum::http::HeaderName>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let names = Vec::<String>::deserialize(deserializer)?;
+    names
+        .iter()
+        .map(|name| header_name(name).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// `name` as an HTTP header name (lower-cased), or an error that names it. `*` is
+/// refused: in a preflight's answer it would let every header through.
+pub fn header_name(name: &str) -> Result<axum::http::HeaderName, String> {
+    let name = name.trim();
+    if name == "*" {
+        return Err(
+            "`*` in cors_allow_headers: name each header; a wildcard would allow any".to_owned(),
+        );
+    }
+    axum::http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        format!(
+            "`{name}` in cors_allow_headers is not an HTTP header name \
+             (letters, digits and `-`, e.g. `x-client-version`)"
+        )
+    })
 }
 
 /// Which non-public addresses connectors may reach (`[outbound]`). Every outbound
@@ -188,6 +230,7 @@ impl Default for Config {
             indexer: true,
             indexer_lease_secs: 15,
             outbound: OutboundConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -210,6 +253,7 @@ pub struct FileConfig {
     pub indexer: Option<bool>,
     pub indexer_lease_secs: Option<u64>,
     pub outbound: Option<OutboundConfig>,
+    pub http: Option<HttpConfig>,
 }
 
 /// Values from the command line or the environment; they win over the file.
@@ -224,12 +268,15 @@ pub struct Overrides {
     /// More `[outbound] allow` entries (`--outbound-allow`, `RAPPORT_OUTBOUND_ALLOW`,
     /// comma-separated); added to the file's.
     pub outbound_allow: Vec<String>,
+    /// More `[http] cors_allow_headers` entries (`--cors-allow-headers`,
+    /// `RAPPORT_CORS_ALLOW_HEADERS`, comma-separated); added to the file's.
+    pub cors_allow_headers: Vec<String>,
 }
 
 impl Config {
     /// Builds the configuration: defaults, then the file at `path` (or `./rapport.toml`
     /// when it exists), then `overrides`. Fails on an unreadable or invalid file, naming
-    /// the file and the key.
+    /// the file and the key, or on an invalid header name from the command line.
     pub fn load(path: Option<&Path>, overrides: Overrides) -> anyhow::Result<Config> {
         let file = match path {
             Some(path) => Some(read_file(path)?),
@@ -242,7 +289,7 @@ impl Config {
         if let Some(file) = file {
             config.apply_file(file);
         }
-        config.apply_overrides(overrides);
+        config.apply_overrides(overrides)?;
         Ok(config)
     }
 
@@ -278,9 +325,12 @@ impl Config {
         if let Some(outbound) = file.outbound {
             self.outbound = outbound;
         }
+        if let Some(http) = file.http {
+            self.http = http;
+        }
     }
 
-    fn apply_overrides(&mut self, overrides: Overrides) {
+    fn apply_overrides(&mut self, overrides: Overrides) -> anyhow::Result<()> {
         if let Some(addr) = overrides.addr {
             self.addr = addr;
         }
@@ -300,6 +350,18 @@ impl Config {
                 self.outbound.allow.push(entry.to_owned());
             }
         }
+        for entry in overrides.cors_allow_headers {
+            if entry.trim().is_empty() {
+                continue;
+            }
+            let name = header_name(&entry).map_err(|err| {
+                anyhow::anyhow!("invalid --cors-allow-headers / RAPPORT_CORS_ALLOW_HEADERS: {err}")
+            })?;
+            if !self.http.cors_allow_headers.contains(&name) {
+                self.http.cors_allow_headers.push(name);
+            }
+        }
+        Ok(())
     }
 
     /// The database URL actually used: the configured one or SQLite in the data directory.
@@ -383,6 +445,46 @@ mod tests {
             ["10.1.0.0/16", "intranet.example", "127.0.0.1:8080"]
         );
         assert!(Config::default().outbound.allow.is_empty());
+    }
+
+    #[test]
+    fn cors_allow_headers_of_the_file_and_the_environment_are_merged_and_checked() {
+        let dir = std::env::temp_dir().join(format!("rapport-config-cors-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rapport.toml");
+        std::fs::write(&path, "[http]\ncors_allow_headers = [\"X-Tenant\"]\n").unwrap();
+        let config = Config::load(
+            Some(&path),
+            Overrides {
+                cors_allow_headers: vec!["x-tenant".into(), " x-build ".into(), "".into()],
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(config.http.cors_allow_headers, ["x-tenant", "x-build"]);
+        assert!(Config::default().http.cors_allow_headers.is_empty());
+
+        std::fs::write(
+            &path,
+            "[http]\ncors_allow_headers = [\"x-ok\", \"x bad\"]\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&path), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`x bad`") && err.contains("line 2"), "{err}");
+        for bad in ["x:y", "*", "é"] {
+            let err = Config::load(
+                None,
+                Overrides {
+                    cors_allow_headers: vec![bad.into()],
+                    ..Overrides::default()
+                },
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(&format!("`{bad}`")), "{err}");
+        }
     }
 
     #[test]

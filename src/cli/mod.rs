@@ -65,6 +65,16 @@ pub struct Global {
         value_delimiter = ','
     )]
     outbound_allow: Vec<String>,
+    /// Request headers browser pages on other origins may send, added to `[http]
+    /// cors_allow_headers` and to the ones always allowed (auth, W3C/Sentry/B3 tracing,
+    /// Apollo and GraphQL client names), comma-separated: x-tenant,x-client-build.
+    #[arg(
+        long,
+        global = true,
+        env = "RAPPORT_CORS_ALLOW_HEADERS",
+        value_delimiter = ','
+    )]
+    cors_allow_headers: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -123,6 +133,7 @@ impl Cli {
             meili_key: self.global.meili_key.clone(),
             log_format: self.global.log_format,
             outbound_allow: self.global.outbound_allow.clone(),
+            cors_allow_headers: self.global.cors_allow_headers.clone(),
         };
         Config::load(self.global.config_file.as_deref(), overrides)
     }

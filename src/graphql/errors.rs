@@ -51,7 +51,8 @@ pub(super) fn request_error(
 /// A domain error that reached GraphQL through `?` (directly, or shared by a DataLoader as
 /// an `Arc`): its code, field and public message replace the raw text (which, for
 /// internal errors, may hold SQL). Parse, validation, limit and variable-coercion errors
-/// come from the GraphQL engine without a code: all of them are the caller's input.
+/// come from the GraphQL engine without a code: all of them are the caller's input. A
+/// syntax error's drawing of the document becomes one line ([`one_line_syntax_error`]).
 pub(super) fn present(
     mut response: async_graphql::Response,
     metrics: &Metrics,
@@ -67,6 +68,9 @@ pub(super) fn present(
                 error.extensions = graphql.extensions;
             }
         }
+        if let Some(message) = one_line_syntax_error(&error.message, &error.locations) {
+            error.message = message;
+        }
         let extensions = error.extensions.get_or_insert_with(Default::default);
         let code = match extensions.get("code") {
             Some(async_graphql::Value::String(code)) => Code::parse(code),
@@ -79,6 +83,40 @@ pub(super) fn present(
         metrics.record_error(code.as_str());
     }
     response
+}
+
+/// The parser's syntax error (a drawing of the offending line with a caret, over several
+/// lines) as one line a client can show: `syntax error at line 2, column 17: expected
+/// selection set, directive or arguments, found `)``. `None` for any other message.
+fn one_line_syntax_error(message: &str, locations: &[async_graphql::Pos]) -> Option<String> {
+    let mut lines = message.lines();
+    lines.next()?.trim_start().strip_prefix("--> ")?;
+    let position = locations.first()?;
+    let reason = message
+        .lines()
+        .rev()
+        .find_map(|line| line.trim_start().strip_prefix("= "))?;
+    // Grammar rule names (`selection_set`, `type_`) read as words.
+    let reason = reason
+        .split(", ")
+        .map(|part| part.trim_end_matches('_').replace('_', " "))
+        .collect::<Vec<_>>()
+        .join(", ")
+        .replace(", or ", " or ");
+    let prefix = format!("{} | ", position.line);
+    let found = message
+        .lines()
+        .find_map(|line| line.trim_start().strip_prefix(&prefix))
+        .and_then(|source| source.chars().nth(position.column.checked_sub(1)?))
+        .filter(|found| !found.is_whitespace() && !found.is_control());
+    let mut one_line = format!(
+        "syntax error at line {}, column {}: {reason}",
+        position.line, position.column
+    );
+    if let Some(found) = found {
+        one_line.push_str(&format!(", found `{found}`"));
+    }
+    Some(one_line)
 }
 
 #[cfg(test)]
@@ -182,5 +220,56 @@ mod tests {
         assert!(metrics
             .render()
             .contains("rapport_graphql_errors_total{code=\"BAD_USER_INPUT\"} 2"));
+    }
+
+    fn syntax_error(query: &str) -> async_graphql::ServerError {
+        async_graphql::parser::parse_query(query)
+            .expect_err("a syntax error")
+            .into()
+    }
+
+    #[test]
+    fn a_syntax_error_is_one_line_naming_the_position_and_keeps_its_location() {
+        let metrics = Metrics::default();
+        let response = present(
+            response_with(vec![
+                syntax_error("query {\n  viewer { role ) }\n}"),
+                syntax_error("{ viewer { "),
+                syntax_error("query Q($x: ) { a }"),
+            ]),
+            &metrics,
+        );
+        let messages: Vec<&str> = response.errors.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "syntax error at line 2, column 17: expected selection set, selection, directive or arguments, found `)`",
+                "syntax error at line 1, column 12: expected selection",
+                "syntax error at line 1, column 13: expected type, found `)`",
+            ]
+        );
+        assert_eq!(
+            response.errors[0].locations,
+            [async_graphql::Pos {
+                line: 2,
+                column: 17
+            }]
+        );
+        for error in &response.errors {
+            assert_eq!(
+                extension(error, "code"),
+                Some(&async_graphql::Value::from("BAD_USER_INPUT"))
+            );
+        }
+    }
+
+    #[test]
+    fn other_messages_are_left_as_they_are() {
+        let pos = [async_graphql::Pos { line: 1, column: 1 }];
+        assert_eq!(one_line_syntax_error("Unknown field \"nope\"", &pos), None);
+        assert_eq!(
+            one_line_syntax_error(" --> 1:1\n  = expected name", &[]),
+            None
+        );
     }
 }

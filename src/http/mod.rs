@@ -1,5 +1,5 @@
 //! The HTTP surface: the router and the middleware every route runs under (request id,
-//! tracing span, metrics, time budget, CORS, body limit).
+//! tracing span, metrics, time budget, CORS, compression, body limit).
 //! The routes live in rooms of their own:
 //! - [`graphql`]: `/graphql`, the GraphQL-over-HTTP transport;
 //! - [`ws`]: `/graphql/ws`, GraphQL over WebSocket (subscriptions);
@@ -29,6 +29,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::compression::CompressionLayer;
 use tower_http::cors::{Any, CorsLayer};
 use tracing::Instrument;
 
@@ -76,6 +78,10 @@ pub fn router(app: App) -> Router {
         client_sockets: Arc::default(),
         api: crate::graphql::Api::new(app),
     };
+    let cors = cors(&state.app().config.http);
+    // The socket route stays out of compression: its 101 answer has no body to compress,
+    // and its frames are the WebSocket protocol's business (permessage-deflate), not HTTP's.
+    let sockets = Router::new().route("/graphql/ws", get(ws::upgrade));
     Router::new()
         .route(
             "/graphql",
@@ -86,7 +92,6 @@ pub fn router(app: App) -> Router {
                     auth::limit_auth_failures,
                 )),
         )
-        .route("/graphql/ws", get(ws::upgrade))
         .route(
             "/webhooks/{source_id}",
             axum::routing::post(webhook::deliver).route_layer(middleware::from_fn_with_state(
@@ -99,26 +104,68 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback(|| async { no_such_route() })
+        .layer(compression())
+        .merge(sockets)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(cors())
+        .layer(cors)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
+/// The request headers a browser page on another origin may always send: the key and the
+/// body's type, a request id, the tracing contexts of W3C Trace Context and Baggage,
+/// Sentry and Zipkin B3, and the client names and flags Apollo Client, Apollo Router and
+/// other GraphQL clients add. Without one of them in the preflight's answer, the browser
+/// refuses every request that carries it. `[http] cors_allow_headers` adds more.
+pub const DEFAULT_CORS_ALLOW_HEADERS: &[&str] = &[
+    "authorization",
+    "content-type",
+    "accept",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "sentry-trace",
+    "b3",
+    "apollographql-client-name",
+    "apollographql-client-version",
+    "apollo-require-preflight",
+    "x-apollo-operation-name",
+    "graphql-client-name",
+    "graphql-client-version",
+];
+
 /// Browsers may call the API from any origin: it authenticates with a bearer key, never
 /// with cookies, so a foreign page cannot borrow a user's session.
-fn cors() -> CorsLayer {
+fn cors(config: &crate::config::HttpConfig) -> CorsLayer {
+    let mut allowed: Vec<HeaderName> = DEFAULT_CORS_ALLOW_HEADERS
+        .iter()
+        .map(|name| HeaderName::from_static(name))
+        .collect();
+    for name in &config.cors_allow_headers {
+        if !allowed.contains(name) {
+            allowed.push(name.clone());
+        }
+    }
     CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            header::ACCEPT,
-            HeaderName::from_static("x-request-id"),
-        ])
+        .allow_headers(allowed)
         .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
         .max_age(Duration::from_secs(3_600))
+}
+
+/// gzip or brotli (tower-http's brotli level 4, as on-the-fly servers use) for clients that
+/// ask with `Accept-Encoding`. Bodies under a kilobyte stay as they are (the saving would
+/// not pay for the work), and so do streams a client reads as they come (Server-Sent
+/// Events, `multipart/mixed` incremental delivery): an encoder holds bytes back until it
+/// has enough to compress, which would delay each part.
+fn compression() -> CompressionLayer<impl Predicate> {
+    CompressionLayer::new().compress_when(
+        SizeAbove::new(1024)
+            .and(NotForContentType::SSE)
+            .and(NotForContentType::const_new("multipart/")),
+    )
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then finishes requests in flight.

@@ -16,6 +16,7 @@ pub(crate) fn rapport(data_dir: &std::path::Path, args: &[&str]) -> std::process
         .env_remove("RAPPORT_MEILI_URL")
         .env_remove("RAPPORT_CONFIG")
         .env_remove("RAPPORT_OUTBOUND_ALLOW")
+        .env_remove("RAPPORT_CORS_ALLOW_HEADERS")
         .env("RUST_LOG", "warn")
         .output()
         .expect("the rapport binary runs")

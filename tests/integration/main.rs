@@ -32,3 +32,4 @@ mod search;
 mod server;
 mod service;
 mod tenancy;
+mod transport;
