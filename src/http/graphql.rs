@@ -580,7 +580,8 @@ async fn execute(
                 answer
             }
         };
-        if let Answer::Refused(error) = &answer {
+        // A lone request's refusal is counted by `reject`, a batch's here.
+        if let (true, Answer::Refused(error)) = (batched, &answer) {
             state.app().metrics.record_error(error.code().as_str());
         }
         answers.push(answer);
@@ -614,7 +615,8 @@ async fn execute(
     }
     // GraphQL-over-HTTP: with its own media type, a request that could not run is a 4xx;
     // with `application/json` every executed request is 200. A persisted query's miss is
-    // 200 whatever the media type: Apollo's link only retries with the text after a 200.
+    // 200 whatever the media type, as Apollo Server answers it: clients that look for the
+    // miss only in a successful answer's errors retry with the text too.
     let status = if matches!(answer, Answer::Ran(_))
         && answer.is_request_error()
         && media == MediaType::GraphqlResponse
