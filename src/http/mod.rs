@@ -57,6 +57,8 @@ struct HttpState {
     sockets: Arc<tokio::sync::Semaphore>,
     /// Open subscription sockets per client address.
     client_sockets: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    /// Automatic persisted queries, per workspace.
+    persisted: Arc<graphql::PersistedQueries>,
 }
 
 impl HttpState {
@@ -76,6 +78,7 @@ pub fn router(app: App) -> Router {
         webhooks: Arc::new(RateLimiter::new(limits.webhook_requests_per_minute)),
         sockets: Arc::new(tokio::sync::Semaphore::new(limits.max_sockets)),
         client_sockets: Arc::default(),
+        persisted: Arc::default(),
         api: crate::graphql::Api::new(app),
     };
     let cors = cors(&state.app().config.http);
@@ -90,7 +93,8 @@ pub fn router(app: App) -> Router {
                 .route_layer(middleware::from_fn_with_state(
                     state.clone(),
                     auth::limit_auth_failures,
-                )),
+                ))
+                .route_layer(middleware::from_fn(graphql::cache_control)),
         )
         .route(
             "/webhooks/{source_id}",

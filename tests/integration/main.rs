@@ -24,6 +24,7 @@ mod live;
 mod loaders;
 mod mastodon;
 mod outbound;
+mod persisted_and_batched;
 mod replies;
 mod roles;
 mod scale;
