@@ -17,6 +17,7 @@ mod email;
 mod failpoints;
 mod feeds;
 mod fuzz;
+mod graphiql;
 mod hostile_input;
 mod inbox;
 mod ingest;
