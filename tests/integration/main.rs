@@ -24,6 +24,7 @@ mod ingest;
 mod live;
 mod loaders;
 mod mastodon;
+mod order;
 mod outbound;
 mod replies;
 mod roles;
