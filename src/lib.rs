@@ -50,6 +50,9 @@ pub struct App {
     pub live: Arc<live::Feed>,
     /// Subscription cursors, encrypted per workspace with the database's server key.
     pub cursors: domain::secret::Cursors,
+    /// The API key GraphiQL's headers editor starts with: the one `serve --demo` printed
+    /// (a local demo's), else none.
+    pub graphiql_key: Option<Arc<str>>,
 }
 
 impl App {
@@ -84,6 +87,7 @@ impl App {
             deliveries,
             live,
             cursors,
+            graphiql_key: None,
         })
     }
 }

@@ -52,9 +52,10 @@ impl Server {
             // address (and port) only, nothing else on the machine.
             config.outbound.allow.push(local.to_string());
         }
-        let app = App::start(config).await?;
+        let mut app = App::start(config).await?;
         let demo = if options.demo {
             let seeded = demo::seed_default(&app).await?;
+            app.graphiql_key = Some(seeded.key.as_str().into());
             let webhook = demo::webhook_source(&app).await?;
             demo::feed_source(&app, &format!("http://{local}")).await?;
             Some(Demo { seeded, webhook })

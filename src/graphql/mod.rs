@@ -24,6 +24,7 @@ pub mod interaction;
 pub mod loaders;
 pub mod mutation;
 pub mod note;
+mod order;
 pub mod organization;
 pub mod query;
 pub mod reply;
@@ -238,9 +239,17 @@ async fn execute_unmapped(
     if let Err(refused) = measure(api, &mut request) {
         return *refused;
     }
+    // The engine adds fields as they complete: the answer is put back in selection order.
+    let document = request.parsed_query().ok().cloned();
+    let operation_name = request.operation_name.clone();
     let budget = Duration::from_secs(limits.request_timeout_secs.max(1));
     match tokio::time::timeout(budget, run(api, caller, request)).await {
-        Ok(response) => bounded_errors(response, limits.max_errors),
+        Ok(mut response) => {
+            if let Some(document) = &document {
+                order::reorder(document, operation_name.as_deref(), &mut response.data);
+            }
+            bounded_errors(response, limits.max_errors)
+        }
         Err(_) => {
             let error = Error::Timeout {
                 secs: budget.as_secs(),
@@ -322,12 +331,18 @@ pub fn execute_stream(
         },
         tokio::spawn,
     );
+    let document = request.parsed_query().ok().cloned();
     let request = request.data(api.app.clone()).data(caller).data(loader);
     let max_errors = api.app.config.limits.max_errors;
     let metrics = api.app.metrics.clone();
     api.schema
         .execute_stream(request)
-        .map(move |response| errors::present(bounded_errors(response, max_errors), &metrics))
+        .map(move |mut response| {
+            if let Some(document) = &document {
+                order::reorder(document, name.as_deref(), &mut response.data);
+            }
+            errors::present(bounded_errors(response, max_errors), &metrics)
+        })
         .boxed()
 }
 

@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -106,13 +106,7 @@ pub(super) async fn get(
         );
     };
     if params.query.is_none() && params.extensions.is_none() && wants_html {
-        return Html(
-            async_graphql::http::GraphiQLSource::build()
-                .endpoint("/graphql")
-                .title("Rapport GraphiQL")
-                .finish(),
-        )
-        .into_response();
+        return super::graphiql::page(state.app().graphiql_key.as_deref());
     }
     let Some(media) = negotiate(&headers) else {
         return not_acceptable(&state);

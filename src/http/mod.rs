@@ -2,6 +2,7 @@
 //! tracing span, metrics, time budget, CORS, compression, body limit).
 //! The routes live in rooms of their own:
 //! - [`graphql`]: `/graphql`, the GraphQL-over-HTTP transport;
+//! - [`graphiql`]: GraphiQL for a browser's `GET /graphql`, its assets at `/graphiql/…`;
 //! - [`ws`]: `/graphql/ws`, GraphQL over WebSocket (subscriptions);
 //! - [`auth`]: bearer keys, authentication and the rate limiters;
 //! - [`webhook`]: `POST /webhooks/{source_id}`, signed deliveries into ingest;
@@ -13,6 +14,7 @@
 //! ([`Rejection::protocol`]: 405, 406, 413, 415, and a webhook's 422 and 503).
 
 mod auth;
+mod graphiql;
 mod graphql;
 pub mod listener;
 mod ops;
@@ -96,6 +98,7 @@ pub fn router(app: App) -> Router {
                 ))
                 .route_layer(middleware::from_fn(graphql::cache_control)),
         )
+        .route("/graphiql/{file}", get(graphiql::asset))
         .route(
             "/webhooks/{source_id}",
             axum::routing::post(webhook::deliver).route_layer(middleware::from_fn_with_state(

@@ -1,0 +1,191 @@
+//! Response fields in the order the query selected them (GraphQL spec, "CollectFields"
+//! and "ExecuteSelectionSet": an ordered map in the order of the selection). The engine
+//! resolves an object's fields all together and adds each to the answer as it completes,
+//! so `{ timeline { … } displayName }` came back `displayName` first; snapshot tests and
+//! people reading answers notice. [`reorder`] puts every object of the answer back in the
+//! selection's order, walking the answer (bounded by `max_values`), not the document.
+//!
+//! Fragments on different types that select the same fields in different orders: the
+//! first fragment's order wins (the answer does not say which type each object is).
+
+use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::{Name, Value};
+
+/// The selection sets that apply to one response key (a field asked for several times,
+/// through fragments or repeated, merges its sub-selections).
+type Sets<'d> = Vec<&'d SelectionSet>;
+
+/// Orders every object of `data` as `operation_name`'s selection in `document` does.
+pub(crate) fn reorder(
+    document: &ExecutableDocument,
+    operation_name: Option<&str>,
+    data: &mut Value,
+) {
+    let operation = match operation_name {
+        Some(name) => document
+            .operations
+            .iter()
+            .find(|(op_name, _)| op_name.map(|n| n.as_str()) == Some(name)),
+        None => document.operations.iter().next(),
+    };
+    if let Some((_, operation)) = operation {
+        apply(document, &[&operation.node.selection_set.node], data);
+    }
+}
+
+fn apply(document: &ExecutableDocument, sets: &[&SelectionSet], value: &mut Value) {
+    match value {
+        Value::List(items) => {
+            let fields = collect(document, sets);
+            for item in items {
+                apply_collected(document, &fields, item);
+            }
+        }
+        Value::Object(_) => {
+            let fields = collect(document, sets);
+            apply_collected(document, &fields, value);
+        }
+        _ => {}
+    }
+}
+
+/// Orders one value (an object, or a list of them at any depth) by `fields`.
+fn apply_collected(document: &ExecutableDocument, fields: &[(&Name, Sets<'_>)], value: &mut Value) {
+    match value {
+        Value::List(items) => {
+            for item in items {
+                apply_collected(document, fields, item);
+            }
+        }
+        Value::Object(map) => {
+            let position = |key: &Name| {
+                fields
+                    .iter()
+                    .position(|(name, _)| *name == key)
+                    .unwrap_or(usize::MAX)
+            };
+            map.sort_by(|a, _, b, _| position(a).cmp(&position(b)));
+            for (key, child) in map.iter_mut() {
+                if let Some((_, sets)) = fields.iter().find(|(name, _)| *name == key) {
+                    if !sets.is_empty() {
+                        apply(document, sets, child);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The response keys `sets` select, in order, each with its sub-selections; a fragment
+/// is expanded once per level (as CollectFields' visited fragments), so no chain of
+/// spreads makes this grow beyond the document's size.
+fn collect<'d>(
+    document: &'d ExecutableDocument,
+    sets: &[&'d SelectionSet],
+) -> Vec<(&'d Name, Sets<'d>)> {
+    let mut fields: Vec<(&'d Name, Sets<'d>)> = Vec::new();
+    let mut visited: Vec<&'d Name> = Vec::new();
+    let mut stack: Vec<&'d SelectionSet> = sets.iter().rev().copied().collect();
+    // Depth first, in document order: a stack of sets to visit, items taken front to back.
+    let mut pending: Vec<std::slice::Iter<'d, async_graphql::Positioned<Selection>>> = Vec::new();
+    if let Some(first) = stack.pop() {
+        pending.push(first.items.iter());
+    }
+    loop {
+        let Some(iter) = pending.last_mut() else {
+            match stack.pop() {
+                Some(set) => {
+                    pending.push(set.items.iter());
+                    continue;
+                }
+                None => break,
+            }
+        };
+        let Some(selection) = iter.next() else {
+            pending.pop();
+            continue;
+        };
+        match &selection.node {
+            Selection::Field(field) => {
+                let key = &field.node.response_key().node;
+                let sub = &field.node.selection_set.node;
+                match fields.iter_mut().find(|(name, _)| *name == key) {
+                    Some((_, sets)) => sets.push(sub),
+                    None => fields.push((key, vec![sub])),
+                }
+            }
+            Selection::InlineFragment(fragment) => {
+                pending.push(fragment.node.selection_set.node.items.iter());
+            }
+            Selection::FragmentSpread(spread) => {
+                let name = &spread.node.fragment_name.node;
+                if visited.contains(&name) {
+                    continue;
+                }
+                visited.push(name);
+                if let Some(fragment) = document.fragments.get(name) {
+                    pending.push(fragment.node.selection_set.node.items.iter());
+                }
+            }
+        }
+    }
+    // A leaf field's empty selection set says nothing.
+    for (_, sets) in &mut fields {
+        sets.retain(|set| !set.items.is_empty());
+    }
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ordered(query: &str, answer: serde_json::Value) -> String {
+        let document = async_graphql::parser::parse_query(query).unwrap();
+        let mut value = Value::from_json(answer).unwrap();
+        reorder(&document, None, &mut value);
+        value.into_json().unwrap().to_string()
+    }
+
+    #[test]
+    fn objects_follow_the_selection_through_lists_aliases_and_fragments() {
+        let query = r#"
+            query { customers { edges { node { timeline { totalCount } ...Names id alias: tags { name } } } } }
+            fragment Names on Customer { displayName ... on Customer { givenName } }
+        "#;
+        let answer = serde_json::json!({ "customers": { "edges": [
+            { "node": { "id": "1", "displayName": "A", "alias": [], "givenName": null, "timeline": { "totalCount": 1 } } },
+            { "node": { "alias": [{ "name": "vip" }], "id": "2", "timeline": { "totalCount": 0 }, "givenName": "B", "displayName": "B" } },
+        ] } });
+        assert_eq!(
+            ordered(query, answer),
+            r#"{"customers":{"edges":[{"node":{"timeline":{"totalCount":1},"displayName":"A","givenName":null,"id":"1","alias":[]}},{"node":{"timeline":{"totalCount":0},"displayName":"B","givenName":"B","id":"2","alias":[{"name":"vip"}]}}]}}"#
+        );
+    }
+
+    #[test]
+    fn a_field_asked_twice_keeps_its_first_place_and_merges_its_selections() {
+        let query = "{ viewer { role } me { name } viewer { workspace { id name } } }";
+        let answer = serde_json::json!({ "me": null, "viewer": { "workspace": { "name": "w", "id": "1" }, "role": "ADMIN" } });
+        assert_eq!(
+            ordered(query, answer),
+            r#"{"viewer":{"role":"ADMIN","workspace":{"id":"1","name":"w"}},"me":null}"#
+        );
+    }
+
+    #[test]
+    fn spreads_repeated_at_one_level_are_walked_once() {
+        // 2^30 paths if every spread were expanded again.
+        let mut query = String::from("{ ...F0 }");
+        for n in 0..30 {
+            query.push_str(&format!(
+                " fragment F{n} on Query {{ ...F{m} ...F{m} a{n}: viewer {{ role }} }}",
+                m = n + 1
+            ));
+        }
+        query.push_str(" fragment F30 on Query { me { id } }");
+        let answer = serde_json::json!({ "me": null, "a0": { "role": "X" } });
+        assert_eq!(ordered(&query, answer), r#"{"me":null,"a0":{"role":"X"}}"#);
+    }
+}
