@@ -9,6 +9,9 @@ import { getIntrospectionQuery, buildClientSchema, buildSchema, findBreakingChan
 import { readFileSync } from "node:fs";
 import { ApolloClient, HttpLink, InMemoryCache, gql } from "@apollo/client";
 import { relayStylePagination } from "@apollo/client/utilities";
+import { BatchHttpLink } from "@apollo/client/link/batch-http";
+import { PersistedQueryLink } from "@apollo/client/link/persisted-queries";
+import { createHash } from "node:crypto";
 import { Client, fetchExchange } from "@urql/core";
 import { cacheExchange } from "@urql/exchange-graphcache";
 import { generate } from "@graphql-codegen/cli";
@@ -44,7 +47,63 @@ export async function apps({ base, key, schemaFile }) {
   await introspection(endpoint, authorization, schemaFile);
   await codegen(endpoint, authorization);
   await apollo(endpoint, authorization);
+  await persisted(endpoint, authorization);
+  await batched(endpoint, authorization);
   await urql(endpoint, authorization);
+}
+
+/** `fetch` that notes every request body it sends. */
+function recording() {
+  const bodies = [];
+  const fetcher = (url, options) => {
+    bodies.push(JSON.parse(options.body));
+    return fetch(url, options);
+  };
+  return { bodies, fetcher };
+}
+
+/** Apollo's persisted-query link: a miss, the text sent once, then the hash alone. */
+async function persisted(endpoint, authorization) {
+  const sha256 = (text) => createHash("sha256").update(text).digest("hex");
+  const query = gql(`query Persisted${Date.now()} { viewer { role } }`);
+  const run = async () => {
+    const { bodies, fetcher } = recording();
+    const link = new PersistedQueryLink({ sha256 }).concat(new HttpLink({ uri: endpoint, headers: { authorization }, fetch: fetcher }));
+    const client = new ApolloClient({ link, cache: new InMemoryCache() });
+    const result = await client.query({ query, fetchPolicy: "network-only" });
+    assert.equal(result.data.viewer.role, "ADMIN");
+    return bodies;
+  };
+  const first = await run();
+  assert.equal(first.length, 2, `a miss, then the text: ${JSON.stringify(first)}`);
+  assert.equal(first[0].query, undefined);
+  assert.ok(first[0].extensions.persistedQuery.sha256Hash);
+  assert.ok(first[1].query);
+  // Another client of the same workspace: the hash alone is enough now.
+  const second = await run();
+  assert.equal(second.length, 1, JSON.stringify(second));
+  assert.equal(second[0].query, undefined);
+  console.log("clients: Apollo persisted-query link (PERSISTED_QUERY_NOT_FOUND, register, hash alone): ok");
+}
+
+/** Apollo's `BatchHttpLink`: three queries in one HTTP request, three answers. */
+async function batched(endpoint, authorization) {
+  const { bodies, fetcher } = recording();
+  const client = new ApolloClient({
+    link: new BatchHttpLink({ uri: endpoint, headers: { authorization }, fetch: fetcher, batchMax: 10, batchInterval: 20 }),
+    cache: new InMemoryCache(),
+  });
+  const [viewer, customers, bad] = await Promise.all([
+    client.query({ query: gql("query A { viewer { role } }") }),
+    client.query({ query: gql(CUSTOMERS_PAGE), variables: { first: 2 } }),
+    client.query({ query: gql(CUSTOMER_360), variables: { id: "not-an-id" }, errorPolicy: "all" }),
+  ]);
+  assert.equal(bodies.length, 1, `one HTTP request: ${bodies.length}`);
+  assert.ok(Array.isArray(bodies[0]) && bodies[0].length === 3, JSON.stringify(bodies[0]).slice(0, 200));
+  assert.equal(viewer.data.viewer.role, "ADMIN");
+  assert.equal(customers.data.customers.edges.length, 2);
+  assert.ok(bad.error?.errors?.[0]?.extensions?.code, "the failing request has its own error");
+  console.log("clients: Apollo BatchHttpLink (three operations, one request, one failing alone): ok");
 }
 
 const BUILT_IN_DIRECTIVE = /\b(deprecated|specifiedBy|include|skip|oneOf)\b/;
