@@ -73,6 +73,11 @@ fn main() {
         }
         Err(why) => {
             println!("cargo:warning=GraphiQL's assets are not embedded ({why}); /graphql will say so instead of showing GraphiQL");
+            // A path that never exists: the next build tries again (npm back, say).
+            println!(
+                "cargo:rerun-if-changed={}",
+                out.join("graphiql").join("fetch-again").display()
+            );
             format!("pub const MISSING: Option<&str> = Some({why:?});\npub const ASSETS: &[Asset] = &[];\n")
         }
     };

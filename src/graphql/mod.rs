@@ -147,7 +147,11 @@ impl async_graphql::extensions::Extension for RequestGate {
         info: async_graphql::extensions::ResolveInfo<'_>,
         next: async_graphql::extensions::NextResolve<'_>,
     ) -> async_graphql::ServerResult<Option<async_graphql::Value>> {
-        let resolved = self.values.fetch_add(1, Ordering::Relaxed) + 1;
+        // The requests of one HTTP batch count together: one answer's bound for them all.
+        let counter = ctx
+            .data_opt::<BatchValues>()
+            .map_or(&*self.values, |batch| &*batch.0);
+        let resolved = counter.fetch_add(1, Ordering::Relaxed) + 1;
         if resolved > self.max_values {
             let error = Error::bad_input(format!(
                 "the answer would hold more than {} values: ask for smaller pages or fewer fields",
@@ -163,6 +167,12 @@ impl async_graphql::extensions::Extension for RequestGate {
         next.run(ctx, info).await
     }
 }
+
+/// The values resolved by every request of one HTTP batch together (request data the
+/// transport adds to each of them): `max_values` bounds a batch's answer as it bounds
+/// one request's.
+#[derive(Clone, Default)]
+pub struct BatchValues(Arc<AtomicU64>);
 
 /// The schema in SDL, as committed in `schema.graphql`.
 pub fn sdl() -> String {
@@ -243,13 +253,15 @@ async fn execute_unmapped(
     let document = request.parsed_query().ok().cloned();
     let operation_name = request.operation_name.clone();
     let budget = Duration::from_secs(limits.request_timeout_secs.max(1));
-    match tokio::time::timeout(budget, run(api, caller, request)).await {
-        Ok(mut response) => {
-            if let Some(document) = &document {
-                order::reorder(document, operation_name.as_deref(), &mut response.data);
-            }
-            bounded_errors(response, limits.max_errors)
+    let ordered = async {
+        let mut response = run(api, caller, request).await;
+        if let Some(document) = &document {
+            order::reorder(document, operation_name.as_deref(), &mut response.data);
         }
+        response
+    };
+    match tokio::time::timeout(budget, ordered).await {
+        Ok(response) => bounded_errors(response, limits.max_errors),
         Err(_) => {
             let error = Error::Timeout {
                 secs: budget.as_secs(),

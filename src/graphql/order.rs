@@ -7,6 +7,11 @@
 //!
 //! Fragments on different types that select the same fields in different orders: the
 //! first fragment's order wins (the answer does not say which type each object is).
+//!
+//! Linear in the answer: each level's keys are placed once through a map, and an object
+//! already in order is left as it is.
+
+use std::collections::HashMap;
 
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{Name, Value};
@@ -14,6 +19,13 @@ use async_graphql::{Name, Value};
 /// The selection sets that apply to one response key (a field asked for several times,
 /// through fragments or repeated, merges its sub-selections).
 type Sets<'d> = Vec<&'d SelectionSet>;
+
+/// The response keys of one level in selection order, each with its sub-selections, and
+/// where each key stands (one lookup per key, however many aliases a level holds).
+struct Collected<'d> {
+    fields: Vec<(&'d Name, Sets<'d>)>,
+    index: HashMap<&'d str, usize>,
+}
 
 /// Orders every object of `data` as `operation_name`'s selection in `document` does.
 pub(crate) fn reorder(
@@ -35,38 +47,38 @@ pub(crate) fn reorder(
 
 fn apply(document: &ExecutableDocument, sets: &[&SelectionSet], value: &mut Value) {
     match value {
-        Value::List(items) => {
-            let fields = collect(document, sets);
-            for item in items {
-                apply_collected(document, &fields, item);
-            }
-        }
-        Value::Object(_) => {
-            let fields = collect(document, sets);
-            apply_collected(document, &fields, value);
+        Value::List(_) | Value::Object(_) => {
+            let collected = collect(document, sets);
+            apply_collected(document, &collected, value);
         }
         _ => {}
     }
 }
 
-/// Orders one value (an object, or a list of them at any depth) by `fields`.
-fn apply_collected(document: &ExecutableDocument, fields: &[(&Name, Sets<'_>)], value: &mut Value) {
+/// Orders one value (an object, or a list of them at any depth) by `collected`: a sort by
+/// each key's place, skipped when the object is in order already (an engine that kept the
+/// order costs one pass).
+fn apply_collected(document: &ExecutableDocument, collected: &Collected<'_>, value: &mut Value) {
     match value {
         Value::List(items) => {
             for item in items {
-                apply_collected(document, fields, item);
+                apply_collected(document, collected, item);
             }
         }
         Value::Object(map) => {
-            let position = |key: &Name| {
-                fields
-                    .iter()
-                    .position(|(name, _)| *name == key)
+            let place = |key: &Name| {
+                collected
+                    .index
+                    .get(key.as_str())
+                    .copied()
                     .unwrap_or(usize::MAX)
             };
-            map.sort_by(|a, _, b, _| position(a).cmp(&position(b)));
+            if !map.keys().map(place).is_sorted() {
+                map.sort_by_cached_key(|key, _| place(key));
+            }
             for (key, child) in map.iter_mut() {
-                if let Some((_, sets)) = fields.iter().find(|(name, _)| *name == key) {
+                if let Some(&at) = collected.index.get(key.as_str()) {
+                    let sets = &collected.fields[at].1;
                     if !sets.is_empty() {
                         apply(document, sets, child);
                     }
@@ -80,11 +92,9 @@ fn apply_collected(document: &ExecutableDocument, fields: &[(&Name, Sets<'_>)], 
 /// The response keys `sets` select, in order, each with its sub-selections; a fragment
 /// is expanded once per level (as CollectFields' visited fragments), so no chain of
 /// spreads makes this grow beyond the document's size.
-fn collect<'d>(
-    document: &'d ExecutableDocument,
-    sets: &[&'d SelectionSet],
-) -> Vec<(&'d Name, Sets<'d>)> {
+fn collect<'d>(document: &'d ExecutableDocument, sets: &[&'d SelectionSet]) -> Collected<'d> {
     let mut fields: Vec<(&'d Name, Sets<'d>)> = Vec::new();
+    let mut index: HashMap<&'d str, usize> = HashMap::new();
     let mut visited: Vec<&'d Name> = Vec::new();
     let mut stack: Vec<&'d SelectionSet> = sets.iter().rev().copied().collect();
     // Depth first, in document order: a stack of sets to visit, items taken front to back.
@@ -110,9 +120,12 @@ fn collect<'d>(
             Selection::Field(field) => {
                 let key = &field.node.response_key().node;
                 let sub = &field.node.selection_set.node;
-                match fields.iter_mut().find(|(name, _)| *name == key) {
-                    Some((_, sets)) => sets.push(sub),
-                    None => fields.push((key, vec![sub])),
+                match index.get(key.as_str()) {
+                    Some(&at) => fields[at].1.push(sub),
+                    None => {
+                        index.insert(key.as_str(), fields.len());
+                        fields.push((key, vec![sub]));
+                    }
                 }
             }
             Selection::InlineFragment(fragment) => {
@@ -134,7 +147,7 @@ fn collect<'d>(
     for (_, sets) in &mut fields {
         sets.retain(|set| !set.items.is_empty());
     }
-    fields
+    Collected { fields, index }
 }
 
 #[cfg(test)]

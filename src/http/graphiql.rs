@@ -5,8 +5,9 @@
 //! proxy, and never runs code from a CDN. When `serve --demo` printed an API key, the
 //! headers editor starts with it.
 
-use axum::extract::Path;
+use axum::extract::{Path, Request};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -29,8 +30,10 @@ const STYLE: &str = include_str!("graphiql/rapport-graphiql.css");
 /// else (no inline script, no other origin, no frames, no forms).
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// The GraphiQL page for a browser. `key` is the demo's key, put in the headers editor.
-pub(super) fn page(key: Option<&str>) -> Response {
+/// The GraphiQL page for a browser. `key` is the demo's key, put in the headers editor
+/// only for a page opened as a window of this machine ([`opened_here`]).
+pub(super) fn page(key: Option<&str>, request: &HeaderMap) -> Response {
+    let key = key.filter(|_| opened_here(request));
     if let Some(missing) = embedded::MISSING {
         let text = format!(
             "GraphiQL is not in this build of Rapport: its assets could not be fetched when it was built ({missing}). Build again where `npm` reaches the npm registry, or point RAPPORT_GRAPHIQL_TARBALLS at a directory holding the pinned tarballs (build.rs names them). The API itself works: POST queries to /graphql."
@@ -87,6 +90,44 @@ pub(super) fn page(key: Option<&str>) -> Response {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(POLICY),
     );
+    response
+}
+
+/// Whether a request is a browser window opening the page on this machine: the address
+/// typed is a loopback one (not a name rebound to 127.0.0.1 by another site's DNS), and it
+/// is a navigation the user made, not another page's script fetching it (`Sec-Fetch-*`,
+/// which scripts cannot set; clients without them, such as curl, are not browsers).
+fn opened_here(request: &HeaderMap) -> bool {
+    let text = |name: &str| request.get(name).and_then(|value| value.to_str().ok());
+    let host = text("host").unwrap_or_default();
+    let hostname = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    let loopback = hostname.eq_ignore_ascii_case("localhost")
+        || hostname
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let navigation = text("sec-fetch-mode").is_none_or(|mode| mode == "navigate");
+    let own = text("sec-fetch-site").is_none_or(|site| site == "none" || site == "same-origin");
+    loopback && navigation && own
+}
+
+/// Pages are for windows of their own origin: no CORS header lets another origin's script
+/// read one (the demo's GraphiQL page holds its key). Runs outside the CORS layer.
+pub(super) async fn unshared(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/html"));
+    if page {
+        let headers = response.headers_mut();
+        headers.remove(header::ACCESS_CONTROL_ALLOW_ORIGIN);
+        headers.remove(header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
+        headers.remove(header::ACCESS_CONTROL_EXPOSE_HEADERS);
+    }
     response
 }
 
@@ -204,12 +245,61 @@ mod tests {
     }
 
     #[test]
+    fn the_key_goes_only_to_a_window_opened_on_this_machine() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, HeaderValue::from_static(value));
+            }
+            map
+        };
+        let window = [("sec-fetch-mode", "navigate"), ("sec-fetch-site", "none")];
+        for host in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "[::1]:8080",
+            "127.0.0.1",
+            "LOCALHOST",
+        ] {
+            let mut pairs = vec![("host", host)];
+            pairs.extend(window);
+            assert!(opened_here(&headers(&pairs)), "{host}");
+        }
+        assert!(
+            opened_here(&headers(&[("host", "127.0.0.1:8080")])),
+            "curl on this machine"
+        );
+        for host in [
+            "evil.example:8080",
+            "192.168.1.4:8080",
+            "127.0.0.1.evil.example",
+            "",
+        ] {
+            let mut pairs = vec![("host", host)];
+            pairs.extend(window);
+            assert!(!opened_here(&headers(&pairs)), "{host}");
+        }
+        let fetched = [
+            ("host", "127.0.0.1:8080"),
+            ("sec-fetch-mode", "cors"),
+            ("sec-fetch-site", "cross-site"),
+        ];
+        assert!(!opened_here(&headers(&fetched)));
+        let framed = [
+            ("host", "127.0.0.1:8080"),
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-site", "cross-site"),
+        ];
+        assert!(!opened_here(&headers(&framed)));
+    }
+
+    #[test]
     fn every_page_asset_is_embedded() {
         if embedded::MISSING.is_some() {
             eprintln!("skipped: this build has no GraphiQL assets");
             return;
         }
-        let html = page(None);
+        let html = page(None, &HeaderMap::new());
         assert_eq!(html.status(), StatusCode::OK);
         for asset in embedded::ASSETS {
             let bytes = inflate(asset.gzip).expect("an embedded asset inflates");

@@ -106,7 +106,7 @@ pub(super) async fn get(
         );
     };
     if params.query.is_none() && params.extensions.is_none() && wants_html {
-        return super::graphiql::page(state.app().graphiql_key.as_deref());
+        return super::graphiql::page(state.app().graphiql_key.as_deref(), &headers);
     }
     let Some(media) = negotiate(&headers) else {
         return not_acceptable(&state);
@@ -530,11 +530,19 @@ async fn execute(
     // A batch shares one request's budget: what has not finished by then is a TIMEOUT.
     let budget = Duration::from_secs(state.app().config.limits.request_timeout_secs.max(1));
     let deadline = Instant::now() + budget;
+    let values = crate::graphql::BatchValues::default();
     let mut answers = Vec::with_capacity(resolved.len());
     for request in resolved {
         let answer = match request {
             Resolved::NotFound => Answer::NotFound,
             Resolved::Refused(error) => Answer::Refused(error),
+            // A request that does not wait (all computing) is not cut by the timeout
+            // below: one that would start after the budget is spent does not start.
+            Resolved::Run { .. } if batched && Instant::now() >= deadline => {
+                Answer::Refused(Error::Timeout {
+                    secs: budget.as_secs(),
+                })
+            }
             Resolved::Run {
                 query,
                 operation_name,
@@ -551,6 +559,9 @@ async fn execute(
                     gql = gql.variables(async_graphql::Variables::from_json(Value::Object(
                         variables,
                     )));
+                }
+                if batched {
+                    gql = gql.data(values.clone());
                 }
                 // Errors arrive mapped and counted (`graphql::execute`): their code, field
                 // and public message are already what the caller may see.

@@ -115,6 +115,7 @@ pub fn router(app: App) -> Router {
         .merge(sockets)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(cors)
+        .layer(middleware::from_fn(graphiql::unshared))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -171,7 +172,11 @@ fn compression() -> CompressionLayer<impl Predicate> {
     CompressionLayer::new().compress_when(
         SizeAbove::new(1024)
             .and(NotForContentType::SSE)
-            .and(NotForContentType::const_new("multipart/")),
+            .and(NotForContentType::const_new("multipart/"))
+            // GraphiQL's files are stored gzip-compressed; a client that takes only other
+            // codings gets them as they are rather than recompressed on every request.
+            .and(NotForContentType::const_new("text/javascript"))
+            .and(NotForContentType::const_new("text/css")),
     )
 }
 

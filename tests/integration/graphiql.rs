@@ -86,5 +86,28 @@ backend_test! {
         assert!(html.contains(r#""key":"rpk_demo\u003c/script>\u003cb>""#), "{html}");
         assert!(html.contains(r#"Bearer rpk_demo\u003c/script>\u003cb>"#), "{html}");
         assert_eq!(html.matches("</script>").count(), 5, "{html}");
+        // Another site's script cannot read the page (no CORS header on it), and a page
+        // fetched by a script, or through a name that is not a loopback address (DNS
+        // rebinding), does not get the key.
+        let page = |headers: &'static [(&'static str, &'static str)]| {
+            let mut request = app.client.get(format!("http://{addr}/graphql")).header("accept", "text/html");
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            async move { request.send().await.unwrap() }
+        };
+        let response = page(&[("origin", "https://evil.example")]).await;
+        assert!(response.headers().get("access-control-allow-origin").is_none(), "{:?}", response.headers());
+        for headers in [
+            &[("sec-fetch-mode", "cors"), ("sec-fetch-site", "cross-site")][..],
+            &[("host", "evil.example:8080"), ("sec-fetch-mode", "navigate"), ("sec-fetch-site", "none")][..],
+        ] {
+            let html = page(headers).await.text().await.unwrap();
+            assert!(!html.contains("rpk_demo"), "{headers:?}: {html}");
+            assert!(html.contains(r#""key":null"#), "{html}");
+        }
+        // The API itself stays open to every origin.
+        let response = app.client.post(format!("http://{addr}/graphql")).header("origin", "https://app.example").json(&serde_json::json!({"query": "{ __typename }"})).send().await.unwrap();
+        assert_eq!(response.headers()["access-control-allow-origin"], "*");
     }
 }

@@ -266,3 +266,34 @@ backend_test! {
         assert_eq!((status, cache.as_str()), (401, "no-store"));
     }
 }
+
+#[tokio::test]
+async fn the_answer_bound_holds_for_a_batch_together() {
+    let limits = Limits {
+        max_values: 12,
+        ..Limits::default()
+    };
+    let app = TestApp::with_limits(Backend::Sqlite, limits).await.unwrap();
+    let key = app.key(Role::Admin).await;
+    // Five values each (viewer, role, workspace, id, name): one alone is well within 12,
+    // three together are not.
+    let query = "{ viewer { role workspace { id name } } }";
+    let (status, _, alone) = post(&app, &key, &json!({ "query": query })).await;
+    assert_eq!(status, 200);
+    assert!(alone.get("errors").is_none(), "{alone:#}");
+    let batch: Vec<Value> = (0..3).map(|_| json!({ "query": query })).collect();
+    let (status, _, body) = post(&app, &key, &Value::Array(batch)).await;
+    assert_eq!(status, 200, "{body:#}");
+    let answers = body.as_array().unwrap();
+    assert!(answers[0].get("errors").is_none(), "{body:#}");
+    assert!(answers[1].get("errors").is_none(), "{body:#}");
+    let error = &answers[2]["errors"][0];
+    assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{body:#}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than 12 values"),
+        "{body:#}"
+    );
+}

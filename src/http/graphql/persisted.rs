@@ -4,8 +4,10 @@
 //!
 //! Kept in memory, per process and per workspace, least recently used first out: each
 //! process learns the queries it is sent (a miss costs the client one re-send with the
-//! text), and a workspace never sees what another registered, nor can it push another's
-//! entries out. async-graphql's `apollo_persisted_queries` extension keeps one cache for
+//! text), and a workspace never sees what another registered. The whole store is bounded
+//! too ([`MAX_TOTAL_BYTES`]): when it is full, the workspace holding the most text gives up
+//! its least recently used query, so a workspace can push another's entries out only down
+//! to its own share. async-graphql's `apollo_persisted_queries` extension keeps one cache for
 //! the whole schema, which would share hashes across tenants: hence this store.
 
 use std::collections::HashMap;
@@ -19,6 +21,8 @@ pub(crate) const MAX_ENTRIES: usize = 500;
 /// Bytes of query text one workspace keeps registered at once. A longer query than this
 /// still runs when sent with its text, it is just not registered.
 pub(crate) const MAX_BYTES: usize = 2 << 20;
+/// Bytes of query text the process keeps registered for all workspaces together.
+pub(crate) const MAX_TOTAL_BYTES: usize = 64 << 20;
 
 /// The registered queries of every workspace that sent one.
 #[derive(Default)]
@@ -80,6 +84,36 @@ impl PersistedQueries {
         }
         entries.bytes += query.len();
         entries.queries.insert(hash, (Arc::from(query), clock));
+        Self::bound(&mut workspaces, MAX_TOTAL_BYTES);
+    }
+
+    /// Keeps the text of every workspace together under `max` bytes: the workspace holding
+    /// the most gives up its least recently used query, until the total fits.
+    fn bound(workspaces: &mut HashMap<WorkspaceId, Entries>, max: usize) {
+        let mut total: usize = workspaces.values().map(|entries| entries.bytes).sum();
+        while total > max {
+            let Some((&largest, _)) = workspaces.iter().max_by_key(|(_, entries)| entries.bytes)
+            else {
+                return;
+            };
+            let entries = workspaces.get_mut(&largest).expect("found just now");
+            let Some(oldest) = entries
+                .queries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(hash, _)| hash.clone())
+            else {
+                workspaces.remove(&largest);
+                continue;
+            };
+            if let Some((text, _)) = entries.queries.remove(&oldest) {
+                entries.bytes -= text.len();
+                total -= text.len();
+            }
+            if entries.queries.is_empty() {
+                workspaces.remove(&largest);
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<WorkspaceId, Entries>> {
@@ -137,6 +171,31 @@ mod tests {
         store.insert(a, hash(&too_big), &too_big);
         assert!(store.get(a, &hash(&too_big)).is_none());
         assert!(store.get(a, &hash(&other)).is_some());
+    }
+
+    #[test]
+    fn a_full_store_takes_from_the_workspace_holding_the_most() {
+        let store = PersistedQueries::default();
+        let (small, large) = (workspace(), workspace());
+        let kept = "{ kept }";
+        store.insert(small, hash(kept), kept);
+        let texts: Vec<String> = (0..4)
+            .map(|i| format!("{{ q{i} {} }}", "x".repeat(100)))
+            .collect();
+        for text in &texts {
+            store.insert(large, hash(text), text);
+        }
+        let mut workspaces = store.lock();
+        let max = kept.len() + texts[0].len() * 2;
+        PersistedQueries::bound(&mut workspaces, max);
+        drop(workspaces);
+        assert!(
+            store.get(small, &hash(kept)).is_some(),
+            "the small workspace keeps its query"
+        );
+        assert!(store.get(large, &hash(&texts[0])).is_none());
+        assert!(store.get(large, &hash(&texts[1])).is_none());
+        assert!(store.get(large, &hash(&texts[3])).is_some());
     }
 
     #[test]
