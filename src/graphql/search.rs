@@ -174,21 +174,132 @@ pub struct SearchHit {
     pub highlights: Vec<Highlight>,
 }
 
-/// How many hits have a value.
-#[derive(SimpleObject)]
-pub struct FacetCount {
-    pub value: String,
+/// How many hits are on one channel. `value` is what `SearchFilterInput.channels` takes,
+/// so a facet fed back as a filter narrows the search to these `count` hits.
+#[derive(SimpleObject, Debug, PartialEq)]
+pub struct ChannelFacetCount {
+    /// The channel.
+    pub value: Channel,
+    /// Hits on it, among every hit of the search (not only this page).
     pub count: u64,
 }
 
-/// Hit counts by channel, kind, sentiment (`negative`, `neutral`, `positive`, `unknown`)
-/// and language, over every hit of the search.
-#[derive(SimpleObject, Default)]
+/// How many hits are of one kind. `value` is what `SearchFilterInput.kinds` takes.
+#[derive(SimpleObject, Debug, PartialEq)]
+pub struct KindFacetCount {
+    /// The kind of interaction.
+    pub value: InteractionKind,
+    /// Hits of it, among every hit of the search (not only this page).
+    pub count: u64,
+}
+
+/// The sentiment bucket of an interaction's score (from -1, negative, to 1, positive).
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Sentiment {
+    /// A score of -0.05 or less.
+    Negative,
+    /// A score between -0.05 and 0.05, both excluded.
+    Neutral,
+    /// A score of 0.05 or more.
+    Positive,
+    /// No score: the interaction has no words to judge (an empty text, only symbols).
+    Unknown,
+}
+
+impl Sentiment {
+    /// The bucket as the search index stores it (`domain::document::sentiment_label`).
+    fn parse(label: &str) -> Option<Sentiment> {
+        match label {
+            "negative" => Some(Sentiment::Negative),
+            "neutral" => Some(Sentiment::Neutral),
+            "positive" => Some(Sentiment::Positive),
+            "unknown" => Some(Sentiment::Unknown),
+            _ => None,
+        }
+    }
+}
+
+/// How many hits are in one sentiment bucket. To narrow a search to a bucket, give
+/// `sentimentMin`/`sentimentMax` with the bucket's bounds.
+#[derive(SimpleObject, Debug, PartialEq)]
+pub struct SentimentFacetCount {
+    /// The bucket.
+    pub value: Sentiment,
+    /// Hits in it, among every hit of the search (not only this page).
+    pub count: u64,
+}
+
+/// How many hits are in one language. `value` is what `SearchFilterInput.languages`
+/// takes.
+#[derive(SimpleObject, Debug, PartialEq)]
+pub struct FacetCount {
+    /// An ISO 639-1 code (`en`, `es`, …), lowercase.
+    pub value: String,
+    /// Hits in it, among every hit of the search (not only this page).
+    pub count: u64,
+}
+
+/// Hit counts by channel, kind, sentiment and language, over every hit of the search
+/// (not only this page); most hits first, ties in a stable order. Values with no hit are
+/// left out.
+#[derive(SimpleObject, Default, Debug, PartialEq)]
 pub struct SearchFacets {
-    pub channel: Vec<FacetCount>,
-    pub kind: Vec<FacetCount>,
-    pub sentiment: Vec<FacetCount>,
+    /// By channel.
+    pub channel: Vec<ChannelFacetCount>,
+    /// By kind of interaction.
+    pub kind: Vec<KindFacetCount>,
+    /// By sentiment bucket.
+    pub sentiment: Vec<SentimentFacetCount>,
+    /// By detected language; interactions without one are not counted.
     pub language: Vec<FacetCount>,
+}
+
+/// The counts of one facet whose stored values `parse` knows. A value it does not know
+/// (stored by a newer version with a channel or kind this one lacks, or by an index
+/// written before a rename) is left out with a warning: one odd document must not make
+/// every search that asks for facets fail.
+fn typed_counts<T, C>(
+    facet: &str,
+    list: &[(String, u64)],
+    parse: impl Fn(&str) -> Option<T>,
+    count: impl Fn(T, u64) -> C,
+) -> Vec<C> {
+    list.iter()
+        .filter_map(|(value, n)| match parse(value) {
+            Some(known) => Some(count(known, *n)),
+            None => {
+                tracing::warn!(facet, value = %value, "a search facet value this version does not know is left out");
+                None
+            }
+        })
+        .collect()
+}
+
+impl From<&search::Facets> for SearchFacets {
+    fn from(f: &search::Facets) -> SearchFacets {
+        SearchFacets {
+            channel: typed_counts("channel", &f.channel, Channel::parse, |value, count| {
+                ChannelFacetCount { value, count }
+            }),
+            kind: typed_counts("kind", &f.kind, InteractionKind::parse, |value, count| {
+                KindFacetCount { value, count }
+            }),
+            sentiment: typed_counts(
+                "sentiment",
+                &f.sentiment,
+                Sentiment::parse,
+                |value, count| SentimentFacetCount { value, count },
+            ),
+            language: f
+                .language
+                .iter()
+                .map(|(value, count)| FacetCount {
+                    value: value.clone(),
+                    count: *count,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// `estimatedTotal` and `facets` of a search.
@@ -203,24 +314,13 @@ impl SearchExtra {
     async fn estimated_total(&self) -> u64 {
         self.estimated_total
     }
+    /// Hit counts by channel, kind, sentiment and language; empty lists when the backend
+    /// gave none.
     async fn facets(&self) -> SearchFacets {
-        let counts = |list: &[(String, u64)]| {
-            list.iter()
-                .map(|(value, count)| FacetCount {
-                    value: value.clone(),
-                    count: *count,
-                })
-                .collect()
-        };
-        match &self.facets {
-            Some(f) => SearchFacets {
-                channel: counts(&f.channel),
-                kind: counts(&f.kind),
-                sentiment: counts(&f.sentiment),
-                language: counts(&f.language),
-            },
-            None => SearchFacets::default(),
-        }
+        self.facets
+            .as_ref()
+            .map(SearchFacets::from)
+            .unwrap_or_default()
     }
 }
 
@@ -606,4 +706,48 @@ pub async fn search_status(ctx: &Context<'_>) -> Result<SearchStatusInfo> {
             "indexing is failing, so recent changes may not be searchable yet; the operator's server log has the reason".to_owned()
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facet_values_the_version_does_not_know_are_left_out() {
+        let stored = search::Facets {
+            channel: vec![("hacker_news".into(), 3), ("myspace".into(), 2)],
+            kind: vec![("mention".into(), 4), ("fax".into(), 1)],
+            sentiment: vec![("positive".into(), 2), ("ecstatic".into(), 1)],
+            language: vec![("en".into(), 5)],
+        };
+        assert_eq!(
+            SearchFacets::from(&stored),
+            SearchFacets {
+                channel: vec![ChannelFacetCount {
+                    value: Channel::HackerNews,
+                    count: 3
+                }],
+                kind: vec![KindFacetCount {
+                    value: InteractionKind::Mention,
+                    count: 4
+                }],
+                sentiment: vec![SentimentFacetCount {
+                    value: Sentiment::Positive,
+                    count: 2
+                }],
+                language: vec![FacetCount {
+                    value: "en".into(),
+                    count: 5
+                }],
+            }
+        );
+    }
+
+    #[test]
+    fn every_sentiment_bucket_the_index_stores_is_known() {
+        for score in [None, Some(-1.0), Some(0.0), Some(1.0)] {
+            let label = crate::domain::document::sentiment_label(score);
+            assert!(Sentiment::parse(label).is_some(), "{label}");
+        }
+    }
 }
