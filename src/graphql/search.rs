@@ -29,18 +29,24 @@ pub enum SearchSort {
     /// Best matches first.
     #[default]
     Relevance,
-    /// Most recent first.
+    /// Most recent first (by `occurredAt`, ties by id); pages through every hit.
     Newest,
+    /// Earliest first (by `occurredAt`, ties by id); pages through every hit.
     Oldest,
 }
 
 /// Narrows a search; every list means "any of these".
 #[derive(InputObject, Default)]
 pub struct SearchFilterInput {
+    /// Interactions with any of these customers (`cus_…`).
     pub customer_ids: Option<Vec<ID>>,
+    /// Interactions in any of these conversations (`cnv_…`).
     pub conversation_ids: Option<Vec<ID>>,
+    /// On any of these channels (a `channel` facet's `value` fits here).
     pub channels: Option<Vec<Channel>>,
+    /// Of any of these kinds (a `kind` facet's `value` fits here).
     pub kinds: Option<Vec<InteractionKind>>,
+    /// Either way when left out.
     pub directions: Option<Vec<Direction>>,
     /// The status of the interaction's conversation.
     pub statuses: Option<Vec<ConversationStatus>>,
@@ -137,7 +143,10 @@ impl SearchFilterInput {
 /// Where a match is in a field: a character offset and a length.
 #[derive(SimpleObject, Clone)]
 pub struct MatchPosition {
+    /// Where the match starts in the whole field (not the snippet), in characters
+    /// (Unicode scalar values) from 0.
     pub start: i32,
+    /// How many characters it spans.
     pub length: i32,
 }
 
@@ -146,7 +155,11 @@ pub struct MatchPosition {
 pub struct Highlight {
     /// `text` or `subject` (interactions), `displayName` (customers).
     pub field: String,
+    /// About 160 characters of the field around its first match, `…` where cut, each
+    /// match wrapped in `<mark>…</mark>`. The rest is the field's text as stored, not
+    /// escaped: escape it before rendering as HTML, keeping only the marks.
     pub snippet: String,
+    /// Every match in the whole field, in order (`snippet` shows those within it).
     pub matches: Vec<MatchPosition>,
 }
 
@@ -170,7 +183,9 @@ impl From<search::Highlight> for Highlight {
 /// One interaction found.
 #[derive(SimpleObject)]
 pub struct SearchHit {
+    /// The interaction found.
     pub interaction: Interaction,
+    /// Its fields that matched, with the matches marked; empty for an empty query.
     pub highlights: Vec<Highlight>,
 }
 
@@ -330,7 +345,10 @@ pub type SearchConnection =
 /// A customer found by `searchCustomers`.
 #[derive(SimpleObject)]
 pub struct CustomerSearchHit {
+    /// The customer found.
     pub customer: Customer,
+    /// Their `displayName` with the matches marked; empty when the match was elsewhere
+    /// (an e-mail, a handle, a tag).
     pub highlights: Vec<Highlight>,
 }
 
