@@ -51,8 +51,8 @@ stored_enum!(
     Role {
         /// Reads everything in the workspace, changes nothing.
         Viewer = "viewer",
-        /// Also creates and changes customers, conversations, notes, deals and
-        /// interactions, and replies.
+        /// Also creates and changes customers, organizations, conversations, notes, deals,
+        /// interactions and saved replies, and replies.
         Agent = "agent",
         /// Also deletes customers and manages users, keys, sources and workspace settings.
         Admin = "admin",

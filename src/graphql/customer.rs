@@ -68,7 +68,8 @@ impl Customer {
     }
     /// The name to show, never empty (at most 200 characters): as given, else made of the
     /// given and family names or the first e-mail when the customer was created; for a
-    /// customer first seen on a channel, the account's name or handle.
+    /// customer first seen on a channel, the account's display name, handle, e-mail or
+    /// platform id, the first one known.
     async fn display_name(&self) -> &str {
         &self.0.display_name
     }
@@ -271,7 +272,8 @@ impl Customer {
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
-    /// When the customer, a contact point or a tag of theirs last changed.
+    /// When the customer last changed, a change to their contact points, tags or notes
+    /// included.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
@@ -327,7 +329,7 @@ impl CustomerMetrics {
     ) -> Result<super::service::ServiceFigures> {
         super::service::customer_service(ctx, self.0.id, range).await
     }
-    /// Conversations not yet resolved (open or pending).
+    /// Conversations not resolved: OPEN, PENDING or SNOOZED.
     async fn open_conversations(&self, ctx: &Context<'_>) -> Result<i64> {
         Ok(load(ctx, OpenConversationsOf(self.0.id))
             .await?
@@ -451,7 +453,7 @@ pub struct CreateCustomerInput {
 pub struct UpdateCustomerInput {
     /// The customer to change (`cus_…`).
     pub id: ID,
-    /// A new name to show (at most 200 characters); cannot be cleared.
+    /// A new name to show, 1 to 200 characters (it cannot be cleared: `null` leaves it).
     pub display_name: Option<String>,
     /// A new first name; `null` clears it.
     pub given_name: MaybeUndefined<String>,

@@ -29,8 +29,8 @@ impl Identity {
     async fn platform_id(&self) -> &str {
         &self.0.platform_id
     }
-    /// The account's handle as the platform shows it (`@ana@mastodon.social`, an e-mail
-    /// address, …); `null` when the platform gives none.
+    /// The account's handle on its platform (a Mastodon account name, a Bluesky handle,
+    /// an e-mail address, …); `null` when the platform gives none.
     async fn handle(&self) -> Option<&str> {
         self.0.handle.as_deref()
     }

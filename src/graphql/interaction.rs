@@ -72,7 +72,8 @@ impl Interaction {
     async fn external_id(&self) -> Option<&str> {
         self.0.external_id.as_deref()
     }
-    /// When it happened, as the platform dates it (for one recorded by hand, as given).
+    /// When it happened, as the platform dates it; for one recorded by hand, as given
+    /// (else when it was recorded).
     async fn occurred_at(&self) -> DateTime<Utc> {
         self.0.occurred_at
     }

@@ -30,8 +30,8 @@ pub struct Query;
 /// The most ids `nodes(ids:)` takes at once.
 const MAX_NODES: usize = 100;
 
-/// Everything a key may read, in its own workspace only. Lists are paged (at most 100
-/// a page); an id of another workspace reads as not found (`null`).
+/// Everything a key may read, in its own workspace only: connections give at most 100
+/// items a page, and an id of another workspace reads as not found (`null`).
 #[Object]
 impl Query {
     /// Any object by its id; `null` when this workspace has no such object.

@@ -361,9 +361,10 @@ pub(super) async fn sla_rules(ctx: &Context<'_>) -> Result<Vec<SlaRuleObject>> {
 pub struct SetSlaRuleInput {
     /// The channel; leave out (or `null`) for the rule of every channel without its own.
     pub channel: Option<Channel>,
-    /// The first-response target in seconds; no such target when left out.
+    /// The first-response target in seconds (1 to a year); no such target when left out.
+    /// A rule needs at least one target (`BAD_USER_INPUT` otherwise).
     pub first_response_secs: Option<i64>,
-    /// The resolution target in seconds; no such target when left out.
+    /// The resolution target in seconds (1 to a year); no such target when left out.
     pub resolution_secs: Option<i64>,
     /// Count only business hours (`setBusinessHours`) towards the targets.
     #[graphql(default)]
