@@ -52,6 +52,8 @@ pub struct SearchFilterInput {
     pub statuses: Option<Vec<ConversationStatus>>,
     /// ISO 639-1 codes (`en`, `es`, …). Every list of this filter takes at most 100 values.
     pub languages: Option<Vec<String>>,
+    /// In any of these sentiment buckets (a `sentiment` facet's `value` fits here).
+    pub sentiments: Option<Vec<Sentiment>>,
     /// Sentiment at least this (-1 to 1).
     pub sentiment_min: Option<f64>,
     /// Sentiment at most this.
@@ -131,6 +133,10 @@ impl SearchFilterInput {
                     .map(|language| language.to_lowercase())
                 })
                 .collect::<Result<_, Error>>()?,
+            sentiments: at_most("filter.sentiments", self.sentiments)?
+                .into_iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
             sentiment_min: self.sentiment_min,
             sentiment_max: self.sentiment_max,
             occurred_after: self.occurred_after,
@@ -222,20 +228,30 @@ pub enum Sentiment {
 }
 
 impl Sentiment {
+    const ALL: [Sentiment; 4] = [
+        Sentiment::Negative,
+        Sentiment::Neutral,
+        Sentiment::Positive,
+        Sentiment::Unknown,
+    ];
+
     /// The bucket as the search index stores it (`domain::document::sentiment_label`).
-    fn parse(label: &str) -> Option<Sentiment> {
-        match label {
-            "negative" => Some(Sentiment::Negative),
-            "neutral" => Some(Sentiment::Neutral),
-            "positive" => Some(Sentiment::Positive),
-            "unknown" => Some(Sentiment::Unknown),
-            _ => None,
+    fn as_str(self) -> &'static str {
+        match self {
+            Sentiment::Negative => "negative",
+            Sentiment::Neutral => "neutral",
+            Sentiment::Positive => "positive",
+            Sentiment::Unknown => "unknown",
         }
+    }
+
+    fn parse(label: &str) -> Option<Sentiment> {
+        Sentiment::ALL.into_iter().find(|s| s.as_str() == label)
     }
 }
 
-/// How many hits are in one sentiment bucket. To narrow a search to a bucket, give
-/// `sentimentMin`/`sentimentMax` with the bucket's bounds.
+/// How many hits are in one sentiment bucket. `value` is what `SearchFilterInput.sentiments`
+/// takes.
 #[derive(SimpleObject, Debug, PartialEq)]
 pub struct SentimentFacetCount {
     /// The bucket.
