@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 /// feature the same enum is the API's `Channel` type, so a channel added here is in the
 /// schema without a second list.
 macro_rules! channels {
-    ($($variant:ident = $name:literal,)+) => {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal,)+) => {
         /// The channels Rapport talks to.
         // Stored and configured as their `as_str` name.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -30,6 +30,7 @@ macro_rules! channels {
         #[serde(rename_all = "snake_case")]
         pub enum Channel {
             $(
+                $(#[$doc])*
                 #[cfg_attr(feature = "sea-orm", sea_orm(string_value = $name))]
                 $variant
             ),+
@@ -54,15 +55,25 @@ macro_rules! channels {
 }
 
 channels! {
+    /// Mastodon and servers with its API: mentions pulled by a source, replies sent back.
     Mastodon = "mastodon",
+    /// Bluesky: mentions and replies pulled by a source, replies sent back.
     Bluesky = "bluesky",
+    /// Reddit; no connector yet: record its interactions with `recordInteraction`.
     Reddit = "reddit",
+    /// Hacker News; no connector yet: record its interactions with `recordInteraction`.
     HackerNews = "hacker_news",
+    /// RSS and Atom feeds, pulled by a source.
     Rss = "rss",
+    /// E-mail: a mailbox read over IMAP, replies sent over SMTP.
     Email = "email",
+    /// Items POSTed by another system to a webhook source's `webhookPath`.
     Webhook = "webhook",
+    /// Phone calls, recorded with `recordInteraction`.
     Phone = "phone",
+    /// Meetings, recorded with `recordInteraction`.
     Meeting = "meeting",
+    /// Anything else entered by hand (the default of `recordInteraction`).
     Manual = "manual",
 }
 

@@ -21,7 +21,16 @@ use entity::{CustomerId, OrganizationId, WorkspaceId};
 
 string_enum!(
     /// What a customer list can be ordered by.
-    CustomerOrderField { CreatedAt = "created_at", UpdatedAt = "updated_at", LastSeenAt = "last_seen_at", DisplayName = "display_name" }
+    CustomerOrderField {
+        /// When the customer was created.
+        CreatedAt = "created_at",
+        /// When the customer was last changed.
+        UpdatedAt = "updated_at",
+        /// `lastSeenAt`: the latest of creation and the last interaction.
+        LastSeenAt = "last_seen_at",
+        /// `displayName`, as stored (case-sensitive).
+        DisplayName = "display_name",
+    }
 );
 
 /// Which customers a list shows; every set field must match.

@@ -39,7 +39,14 @@ string_enum!(
     /// How the inbox is ordered. LAST_ACTIVITY: the most recent message first.
     /// OLDEST_WAITING: the customer who has waited longest for an answer first (those
     /// waiting for nothing last). PRIORITY: URGENT first, then by last activity.
-    InboxOrder { LastActivity = "last_activity", OldestWaiting = "oldest_waiting", Priority = "priority" }
+    InboxOrder {
+        /// The most recent message (either way) first.
+        LastActivity = "last_activity",
+        /// The longest `waitingSince` first; conversations waiting for nothing last.
+        OldestWaiting = "oldest_waiting",
+        /// URGENT, HIGH, NORMAL, LOW; the most recent message first within each.
+        Priority = "priority",
+    }
 );
 
 /// Whose conversations a list shows.

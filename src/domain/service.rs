@@ -50,12 +50,19 @@ use entity::{ConversationId, CustomerId, SourceId, UserId, WorkspaceId};
 string_enum!(
     /// A day of the week, for business hours.
     Weekday {
+        /// Monday.
         Monday = "monday",
+        /// Tuesday.
         Tuesday = "tuesday",
+        /// Wednesday.
         Wednesday = "wednesday",
+        /// Thursday.
         Thursday = "thursday",
+        /// Friday.
         Friday = "friday",
+        /// Saturday.
         Saturday = "saturday",
+        /// Sunday.
         Sunday = "sunday",
     }
 );
@@ -77,10 +84,15 @@ impl Weekday {
 string_enum!(
     /// How `serviceMetrics` groups its figures.
     ServiceGroupBy {
+        /// One group per local day of the range (the workspace's time zone).
         Day = "day",
+        /// One group per local week of the range, Monday to Sunday.
         Week = "week",
+        /// One group per channel something happened on.
         Channel = "channel",
+        /// One group per assignee at the end of the range, and one for the unassigned.
         Assignee = "assignee",
+        /// One group per source the conversations came from, and `none` for the rest.
         Source = "source",
     }
 );

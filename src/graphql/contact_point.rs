@@ -16,11 +16,15 @@ use entity::*;
 /// An e-mail, phone, postal address or website of a customer.
 pub struct ContactPoint(pub contact_point::Model);
 
+/// An e-mail, phone, postal address or website of a customer. Unique in the workspace by
+/// kind and normalized value: identity resolution matches on it.
 #[Object]
 impl ContactPoint {
+    /// The contact point's id (`cpt_…`).
     pub(super) async fn id(&self) -> ID {
         ID(encode(self.0.id))
     }
+    /// What it holds.
     async fn kind(&self) -> ContactPointKind {
         self.0.kind
     }
@@ -32,9 +36,11 @@ impl ContactPoint {
     async fn normalized_value(&self) -> &str {
         &self.0.normalized
     }
+    /// A label such as "work" or "home"; `null` when none was given.
     async fn label(&self) -> Option<&str> {
         self.0.label.as_deref()
     }
+    /// Whether someone confirmed it belongs to the customer (as set when added).
     async fn verified(&self) -> bool {
         self.0.verified
     }
@@ -42,6 +48,7 @@ impl ContactPoint {
     async fn primary(&self) -> bool {
         self.0.is_primary
     }
+    /// The customer it belongs to.
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
         Ok(load(ctx, CustomerById(self.0.customer_id))
             .await?
@@ -49,21 +56,28 @@ impl ContactPoint {
     }
 }
 
+/// What `addContactPoint` answers.
 #[derive(SimpleObject)]
 pub struct ContactPointPayload {
+    /// The contact point added, as stored (with its normalized value).
     pub contact_point: ContactPoint,
+    /// Its customer after the change (primaries of the kind updated).
     pub customer: Customer,
 }
 
+/// What `removeContactPoint` answers.
 #[derive(SimpleObject)]
 pub struct RemoveContactPointPayload {
+    /// The id of the contact point removed.
     pub removed_contact_point_id: ID,
+    /// Its former customer after the change.
     pub customer: Customer,
 }
 
 /// A contact point to add.
 #[derive(InputObject)]
 pub struct ContactPointInput {
+    /// What `value` holds.
     pub kind: ContactPointKind,
     /// An e-mail, a phone in international format (+34 600 123 456), an address or a web address.
     pub value: String,
@@ -72,6 +86,7 @@ pub struct ContactPointInput {
     /// Make it the customer's primary of its kind (the first of a kind always is).
     #[graphql(default)]
     pub primary: bool,
+    /// Whether someone confirmed it belongs to the customer.
     #[graphql(default)]
     pub verified: bool,
 }
@@ -88,14 +103,19 @@ impl From<ContactPointInput> for NewContactPoint {
     }
 }
 
+/// A contact point to add to a customer.
 #[derive(InputObject)]
 pub struct AddContactPointInput {
+    /// The customer (`cus_…`).
     pub customer_id: ID,
+    /// The contact point.
     pub contact_point: ContactPointInput,
 }
 
+/// The contact point to remove.
 #[derive(InputObject)]
 pub struct RemoveContactPointInput {
+    /// The contact point (`cpt_…`).
     pub id: ID,
 }
 

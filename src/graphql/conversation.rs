@@ -21,14 +21,19 @@ use entity::*;
 /// A thread with one customer: the unit of the inbox.
 pub struct Conversation(pub conversation::Model);
 
+/// A thread with one customer on one channel: the unit of the inbox. Interactions are
+/// filed into conversations as they arrive; a customer's new message reopens it.
 #[Object]
 impl Conversation {
+    /// The conversation's id (`cnv_…`).
     pub(super) async fn id(&self) -> ID {
         ID(encode(self.0.id))
     }
+    /// The channel the thread is on.
     async fn channel(&self) -> Channel {
         self.0.channel
     }
+    /// The thread's subject (an e-mail's, a post's title); `null` on channels without one.
     async fn subject(&self) -> Option<&str> {
         self.0.subject.as_deref()
     }
@@ -40,6 +45,7 @@ impl Conversation {
     async fn snoozed_until(&self) -> Option<DateTime<Utc>> {
         inbox::effective_snoozed_until(&self.0, crate::domain::now())
     }
+    /// How urgent it is (NORMAL unless set).
     async fn priority(&self) -> Priority {
         self.0.priority
     }
@@ -81,6 +87,7 @@ impl Conversation {
             .await?
             .map(Interaction))
     }
+    /// The customer the thread is with.
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
         Ok(load(ctx, CustomerById(self.0.customer_id))
             .await?
@@ -90,9 +97,21 @@ impl Conversation {
     async fn interactions(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "How many to return, 0 to 100 (default 20); `BAD_USER_INPUT` outside that range."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "The `endCursor` (or an edge's `cursor`) of the previous page, to get the items after it; `BAD_USER_INPUT` for a cursor this list did not hand out."
+        )]
         after: Option<String>,
+        #[graphql(
+            desc = "How many to return from the end (backward paging), 0 to 100; not with `first`."
+        )]
         last: Option<i32>,
+        #[graphql(
+            desc = "The `startCursor` of the following page, to get the items before it (backward paging)."
+        )]
         before: Option<String>,
     ) -> Result<InteractionConnection> {
         let args = PageArgs {
@@ -112,18 +131,23 @@ impl Conversation {
             .map(super::note::Note)
             .collect())
     }
+    /// When our first message in the thread was sent; `null` until we answer.
     async fn first_response_at(&self) -> Option<DateTime<Utc>> {
         self.0.first_response_at
     }
+    /// When it was set RESOLVED; `null` unless it is RESOLVED now.
     async fn resolved_at(&self) -> Option<DateTime<Utc>> {
         self.0.resolved_at
     }
+    /// When its latest message (either way) occurred.
     async fn last_message_at(&self) -> DateTime<Utc> {
         self.0.last_message_at
     }
+    /// When Rapport created the conversation.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When anything of it last changed (a message, its status, assignee, labels, …).
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }

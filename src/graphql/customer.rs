@@ -57,20 +57,32 @@ impl Customer {
     }
 }
 
+/// A person the workspace deals with, on any number of channels: their profile, contact
+/// points, identities, organization, tags, timeline, conversations, deals, notes and
+/// metrics. Identities that turn out to be one person are merged into one customer.
 #[Object]
 impl Customer {
+    /// The customer's id (`cus_…`).
     pub(super) async fn id(&self) -> ID {
         ID(encode(self.0.id))
     }
+    /// The name to show, never empty (at most 200 characters): as given, else made of the
+    /// given and family names or the first e-mail when the customer was created; for a
+    /// customer first seen on a channel, the account's display name, handle, e-mail or
+    /// platform id, the first one known.
     async fn display_name(&self) -> &str {
         &self.0.display_name
     }
+    /// First name; `null` when unknown.
     async fn given_name(&self) -> Option<&str> {
         self.0.given_name.as_deref()
     }
+    /// Last name; `null` when unknown.
     async fn family_name(&self) -> Option<&str> {
         self.0.family_name.as_deref()
     }
+    /// Where they stand in the relationship: SUBSCRIBER when first seen on a channel, LEAD
+    /// when created by `createCustomer` without one, until someone changes it.
     async fn lifecycle_stage(&self) -> LifecycleStage {
         self.0.lifecycle_stage
     }
@@ -96,6 +108,7 @@ impl Customer {
     async fn identities(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "Only the identities on this channel; all when left out.")]
         channel: Option<Channel>,
     ) -> Result<Vec<Identity>> {
         let identities = match self.prefetched(|r| r.identities.take()) {
@@ -110,6 +123,7 @@ impl Customer {
             .map(Identity)
             .collect())
     }
+    /// The organization they belong to; `null` when none.
     async fn organization(&self, ctx: &Context<'_>) -> Result<Option<Organization>> {
         if let Some(organization) = self.prefetched(|r| r.organization.take()) {
             return Ok(organization.map(Organization));
@@ -119,6 +133,7 @@ impl Customer {
             None => Ok(None),
         }
     }
+    /// The workspace tags they carry, by name.
     async fn tags(&self, ctx: &Context<'_>) -> Result<Vec<Tag>> {
         let tags = match self.prefetched(|r| r.tags.take()) {
             Some(tags) => tags,
@@ -136,11 +151,27 @@ impl Customer {
     async fn timeline(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "Only the interactions it lets through; all when left out.")]
         filter: Option<super::interaction::TimelineFilter>,
+        #[graphql(
+            desc = "Words to find, as `search` finds them; at most 500 characters. Empty or blank means no search. Not with `last`/`before` (`BAD_USER_INPUT`)."
+        )]
         search: Option<String>,
+        #[graphql(
+            desc = "How many to return, 0 to 100 (default 20); `BAD_USER_INPUT` outside that range."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "The `endCursor` (or an edge's `cursor`) of the previous page, to get the items after it; `BAD_USER_INPUT` for a cursor this list did not hand out."
+        )]
         after: Option<String>,
+        #[graphql(
+            desc = "How many to return from the end (backward paging), 0 to 100; not with `first`."
+        )]
         last: Option<i32>,
+        #[graphql(
+            desc = "The `startCursor` of the following page, to get the items before it (backward paging)."
+        )]
         before: Option<String>,
     ) -> Result<InteractionConnection> {
         let first_page = filter.is_none()
@@ -187,6 +218,9 @@ impl Customer {
     async fn conversations(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "Only those in this status, as `Conversation.status` reads it (a snooze past its time is OPEN); all when left out."
+        )]
         status: Option<ConversationStatus>,
     ) -> Result<Vec<Conversation>> {
         let now = domain::now();
@@ -205,6 +239,7 @@ impl Customer {
             .map(Conversation)
             .collect())
     }
+    /// Their deals, newest first.
     async fn deals(&self, ctx: &Context<'_>) -> Result<Vec<Deal>> {
         let deals = match self.prefetched(|r| r.deals.take()) {
             Some(deals) => deals,
@@ -220,6 +255,8 @@ impl Customer {
         };
         Ok(notes.into_iter().map(Note).collect())
     }
+    /// Figures about them: first and last seen, interactions by channel, open
+    /// conversations, service figures over a range.
     async fn metrics(&self) -> CustomerMetrics {
         CustomerMetrics(self.0.clone())
     }
@@ -231,29 +268,36 @@ impl Customer {
     async fn last_seen_at(&self) -> DateTime<Utc> {
         self.0.last_seen_at
     }
+    /// When the customer was created in Rapport.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When the customer last changed, a change to their contact points, tags or notes
+    /// included.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
 }
 
-/// Figures about one customer.
 pub struct CustomerMetrics(customer::Model);
 
 /// How many interactions a customer had on one channel.
 #[derive(SimpleObject)]
 pub struct ChannelCount {
+    /// The channel.
     pub channel: Channel,
+    /// Interactions on it, both directions.
     pub count: i64,
 }
 
+/// Figures about one customer.
 #[Object]
 impl CustomerMetrics {
+    /// As `Customer.firstSeenAt`: creation or the first interaction, whichever is earlier.
     async fn first_seen_at(&self) -> DateTime<Utc> {
         self.0.first_seen_at
     }
+    /// As `Customer.lastSeenAt`: the latest of creation and the last interaction.
     async fn last_seen_at(&self) -> DateTime<Utc> {
         self.0.last_seen_at
     }
@@ -280,11 +324,12 @@ impl CustomerMetrics {
     async fn service(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The span measured, at most 400 days.")]
         range: super::service::ServiceRangeInput,
     ) -> Result<super::service::ServiceFigures> {
         super::service::customer_service(ctx, self.0.id, range).await
     }
-    /// Conversations not yet resolved (open or pending).
+    /// Conversations not resolved: OPEN, PENDING or SNOOZED.
     async fn open_conversations(&self, ctx: &Context<'_>) -> Result<i64> {
         Ok(load(ctx, OpenConversationsOf(self.0.id))
             .await?
@@ -308,11 +353,14 @@ pub type CustomerConnection = Connection<String, Customer, CustomerTotal, EmptyF
 /// Payload of mutations that change a customer.
 #[derive(SimpleObject)]
 pub struct CustomerPayload {
+    /// The customer as the mutation left it.
     pub customer: Customer,
 }
 
+/// What `deleteCustomer` answers.
 #[derive(SimpleObject)]
 pub struct DeleteCustomerPayload {
+    /// The id of the customer deleted (drop it from client caches).
     pub deleted_customer_id: ID,
 }
 
@@ -326,6 +374,7 @@ pub struct CustomerFilterInput {
     pub lifecycle_stages: Option<Vec<LifecycleStage>>,
     /// Carrying every one of these tags (at most 20).
     pub tags: Option<Vec<String>>,
+    /// Belonging to this organization (`org_…`).
     pub organization_id: Option<ID>,
     /// With an identity on this channel.
     pub channel: Option<Channel>,
@@ -364,26 +413,36 @@ impl CustomerFilterInput {
 /// How a customer list is ordered; ties are broken by id, so paging is stable.
 #[derive(InputObject)]
 pub struct CustomerOrder {
+    /// What to order by.
     #[graphql(default_with = "CustomerOrderField::CreatedAt")]
     pub field: CustomerOrderField,
+    /// Which way.
     #[graphql(default)]
     pub direction: OrderDirection,
 }
 
+/// A new customer. It needs a `displayName`, a `givenName` or `familyName`, or an e-mail
+/// contact point (`BAD_USER_INPUT` naming `displayName` otherwise). Names have at most 200
+/// characters.
 #[derive(InputObject)]
 pub struct CreateCustomerInput {
     /// Defaults to the given and family names, or else the first e-mail.
     pub display_name: Option<String>,
+    /// First name.
     pub given_name: Option<String>,
+    /// Last name.
     pub family_name: Option<String>,
     /// Defaults to LEAD.
     pub lifecycle_stage: Option<LifecycleStage>,
     /// Your own id for the customer, unique in the workspace.
     pub external_id: Option<String>,
+    /// The organization they belong to (`org_…`).
     pub organization_id: Option<ID>,
     /// A JSON object of free-form attributes. At most 16 KiB serialized, 200 keys, 5 levels deep, keys of at most 100
     /// characters; no control characters.
     pub custom_attributes: Option<Json<serde_json::Value>>,
+    /// Their e-mails, phones, addresses and websites; one the workspace has already (on
+    /// any customer) is `CONFLICT`, and nothing is created.
     pub contact_points: Option<Vec<ContactPointInput>>,
     /// Tag names; missing tags are created.
     pub tags: Option<Vec<String>>,
@@ -392,20 +451,30 @@ pub struct CreateCustomerInput {
 /// Fields left out stay as they are; `null` clears a nullable field.
 #[derive(InputObject)]
 pub struct UpdateCustomerInput {
+    /// The customer to change (`cus_…`).
     pub id: ID,
+    /// A new name to show, 1 to 200 characters (it cannot be cleared: `null` leaves it).
     pub display_name: Option<String>,
+    /// A new first name; `null` clears it.
     pub given_name: MaybeUndefined<String>,
+    /// A new last name; `null` clears it.
     pub family_name: MaybeUndefined<String>,
+    /// A new stage.
     pub lifecycle_stage: Option<LifecycleStage>,
+    /// Your own id for them, unique in the workspace (`CONFLICT` when another customer has
+    /// it); `null` clears it.
     pub external_id: MaybeUndefined<String>,
+    /// Their organization (`org_…`); `null` takes them out of theirs.
     pub organization_id: MaybeUndefined<ID>,
     /// Replaces all custom attributes. At most 16 KiB serialized, 200 keys, 5 levels deep, keys of at most 100
     /// characters; no control characters.
     pub custom_attributes: Option<Json<serde_json::Value>>,
 }
 
+/// The customer to delete.
 #[derive(InputObject)]
 pub struct DeleteCustomerInput {
+    /// The customer (`cus_…`).
     pub id: ID,
 }
 

@@ -40,7 +40,9 @@ pub struct InboxFilterInput {
     pub assignee: Option<InboxAssignee>,
     /// Assigned to this user (usr_…).
     pub assignee_id: Option<ID>,
+    /// On this channel.
     pub channel: Option<Channel>,
+    /// Of this source (`src_…`), the one its interactions come through.
     pub source_id: Option<ID>,
     /// Carrying the label with this name.
     pub label: Option<String>,
@@ -108,7 +110,9 @@ impl InboxFilterInput {
 /// A range of sentiment scores, both ends inclusive; a missing end is open.
 #[derive(InputObject, Default)]
 pub struct SentimentRange {
+    /// The lowest score let through, -1 to 1.
     pub min: Option<f64>,
+    /// The highest score let through, -1 to 1.
     pub max: Option<f64>,
 }
 
@@ -142,9 +146,13 @@ pub(super) async fn inbox(
 /// How many conversations are in each status (the inbox's tabs).
 #[derive(SimpleObject, Default, Clone, PartialEq, Eq)]
 pub struct InboxCounts {
+    /// OPEN, snoozed ones whose time came included.
     pub open: i64,
+    /// PENDING.
     pub pending: i64,
+    /// SNOOZED and still asleep.
     pub snoozed: i64,
+    /// RESOLVED.
     pub resolved: i64,
     /// Every status together.
     pub total: i64,
@@ -242,38 +250,50 @@ impl Loader<LastInteractionOf> for Loaders {
 /// What a change to one conversation answers.
 #[derive(SimpleObject)]
 pub struct ConversationPayload {
+    /// The conversation as the change left it.
     pub conversation: Conversation,
 }
 
 /// What a bulk change answers: the conversations, in the order asked.
 #[derive(SimpleObject)]
 pub struct BulkConversationsPayload {
+    /// Every conversation asked for, as the change left it.
     pub conversations: Vec<Conversation>,
 }
 
+/// Who works a conversation.
 #[derive(InputObject)]
 pub struct AssignConversationInput {
+    /// The conversation (`cnv_…`).
     pub conversation_id: ID,
     /// A user of the workspace (usr_…); `null` unassigns.
     pub assignee_id: Option<ID>,
 }
 
+/// A conversation's new status.
 #[derive(InputObject)]
 pub struct SetConversationStatusInput {
+    /// The conversation (`cnv_…`).
     pub conversation_id: ID,
+    /// The new status.
     pub status: ConversationStatus,
     /// Required with SNOOZED (a time in the future), refused with any other status.
     pub snoozed_until: Option<DateTime<Utc>>,
 }
 
+/// A conversation's new priority.
 #[derive(InputObject)]
 pub struct SetConversationPriorityInput {
+    /// The conversation (`cnv_…`).
     pub conversation_id: ID,
+    /// The new priority.
     pub priority: Priority,
 }
 
+/// A label to put on a conversation.
 #[derive(InputObject)]
 pub struct AddConversationLabelInput {
+    /// The conversation (`cnv_…`).
     pub conversation_id: ID,
     /// The label's name (at most 64 characters): a workspace tag, created when missing.
     pub label: String,
@@ -281,14 +301,19 @@ pub struct AddConversationLabelInput {
     pub color: Option<String>,
 }
 
+/// A label to take off a conversation.
 #[derive(InputObject)]
 pub struct RemoveConversationLabelInput {
+    /// The conversation (`cnv_…`).
     pub conversation_id: ID,
+    /// The label's name.
     pub label: String,
 }
 
+/// Whether a conversation (and so its customer) is spam.
 #[derive(InputObject)]
 pub struct MarkConversationSpamInput {
+    /// The conversation (`cnv_…`).
     pub conversation_id: ID,
     /// `true` hides it and every conversation of its customer, those to come included;
     /// `false` takes the mark off the customer and every conversation of theirs, also
@@ -296,14 +321,19 @@ pub struct MarkConversationSpamInput {
     pub spam: bool,
 }
 
+/// A new status for several conversations, all or nothing (one id the workspace does not
+/// have and nothing changes: `NOT_FOUND`).
 #[derive(InputObject)]
 pub struct BulkSetConversationStatusInput {
     /// At most 100.
     pub conversation_ids: Vec<ID>,
+    /// The new status.
     pub status: ConversationStatus,
+    /// Required with SNOOZED (a time in the future), refused with any other status.
     pub snoozed_until: Option<DateTime<Utc>>,
 }
 
+/// A new assignee for several conversations, all or nothing.
 #[derive(InputObject)]
 pub struct BulkAssignConversationsInput {
     /// At most 100.
@@ -312,11 +342,14 @@ pub struct BulkAssignConversationsInput {
     pub assignee_id: Option<ID>,
 }
 
+/// A label to put on (or take off) several conversations, all or nothing.
 #[derive(InputObject)]
 pub struct BulkLabelConversationsInput {
     /// At most 100.
     pub conversation_ids: Vec<ID>,
+    /// The label's name (at most 64 characters): a workspace tag, created when missing.
     pub label: String,
+    /// The colour of a label created here.
     pub color: Option<String>,
     /// `true` takes the label off instead.
     #[graphql(default)]

@@ -23,26 +23,36 @@ use entity::*;
 /// One mention, message, comment, review, e-mail, call, meeting or reply.
 pub struct Interaction(pub interaction::Model);
 
+/// One mention, message, comment, review, e-mail, note, reply, post, call or meeting with a
+/// customer, either way: ingested from a source, recorded by hand, or sent from Rapport.
 #[Object]
 impl Interaction {
+    /// The interaction's id (`int_…`).
     pub(super) async fn id(&self) -> ID {
         ID(encode(self.0.id))
     }
+    /// The channel it happened on.
     async fn channel(&self) -> Channel {
         self.0.channel
     }
+    /// INBOUND from the customer, OUTBOUND from us.
     async fn direction(&self) -> Direction {
         self.0.direction
     }
+    /// What it is.
     async fn kind(&self) -> InteractionKind {
         self.0.kind
     }
+    /// Its subject or title (an e-mail's, a feed entry's); `null` when it has none.
     async fn subject(&self) -> Option<&str> {
         self.0.subject.as_deref()
     }
+    /// Its content as plain text (HTML turned into text), at most 100,000 characters.
     async fn text(&self) -> &str {
         &self.0.text
     }
+    /// Its content as HTML, when the platform gave HTML (Mastodon posts, HTML e-mails);
+    /// markup from outside, to sanitize before rendering. `null` otherwise.
     async fn html(&self) -> Option<&str> {
         self.0.html.as_deref()
     }
@@ -62,9 +72,12 @@ impl Interaction {
     async fn external_id(&self) -> Option<&str> {
         self.0.external_id.as_deref()
     }
+    /// When it happened, as the platform dates it; for one recorded by hand, as given
+    /// (else when it was recorded).
     async fn occurred_at(&self) -> DateTime<Utc> {
         self.0.occurred_at
     }
+    /// When Rapport stored it.
     async fn ingested_at(&self) -> DateTime<Utc> {
         self.0.ingested_at
     }
@@ -76,6 +89,7 @@ impl Interaction {
     async fn delivery_error(&self) -> Option<&str> {
         self.0.delivery_error.as_deref()
     }
+    /// The customer it is with.
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
         Ok(load(ctx, CustomerById(self.0.customer_id))
             .await?
@@ -88,6 +102,7 @@ impl Interaction {
             None => Ok(None),
         }
     }
+    /// The conversation it belongs to; `null` when it was filed in none.
     async fn conversation(&self, ctx: &Context<'_>) -> Result<Option<Conversation>> {
         match self.0.conversation_id {
             Some(id) => Ok(load(ctx, ConversationById(id)).await?.map(Conversation)),
@@ -170,8 +185,10 @@ pub fn interaction_connection(
     )
 }
 
+/// What a mutation that records or sends an interaction answers.
 #[derive(SimpleObject)]
 pub struct InteractionPayload {
+    /// The interaction as stored (for a reply, with its `deliveryStatus`).
     pub interaction: Interaction,
 }
 
@@ -182,6 +199,7 @@ pub struct TimelineFilter {
     pub channels: Option<Vec<Channel>>,
     /// Any of these kinds.
     pub kinds: Option<Vec<InteractionKind>>,
+    /// Only this direction.
     pub direction: Option<Direction>,
     /// Occurred at or after.
     pub occurred_after: Option<DateTime<Utc>>,
@@ -206,12 +224,15 @@ impl From<TimelineFilter> for InteractionFilter {
 /// Which interactions a list shows; every given field must match.
 #[derive(InputObject, Default)]
 pub struct InteractionFilterInput {
+    /// Only this customer's (`cus_…`).
     pub customer_id: Option<ID>,
+    /// Only this conversation's (`cnv_…`).
     pub conversation_id: Option<ID>,
     /// Any of these channels.
     pub channels: Option<Vec<Channel>>,
     /// Any of these kinds.
     pub kinds: Option<Vec<InteractionKind>>,
+    /// Only this direction.
     pub direction: Option<Direction>,
     /// Occurred at or after.
     pub occurred_after: Option<DateTime<Utc>>,
@@ -242,16 +263,23 @@ impl InteractionFilterInput {
 /// An interaction logged by hand: a call, a meeting, an e-mail sent outside Rapport.
 #[derive(InputObject)]
 pub struct RecordInteractionInput {
+    /// The customer it was with (`cus_…`).
     pub customer_id: ID,
     /// A conversation of the same customer to file it in.
     pub conversation_id: Option<ID>,
+    /// The channel it happened on.
     #[graphql(default_with = "Channel::Manual")]
     pub channel: Channel,
+    /// What it was.
     pub kind: InteractionKind,
+    /// INBOUND from the customer, OUTBOUND from us.
     #[graphql(default_with = "Direction::Outbound")]
     pub direction: Direction,
+    /// A subject or title, at most 500 characters.
     pub subject: Option<String>,
+    /// What was said, 1 to 100,000 characters.
     pub text: String,
+    /// Where it lives, if anywhere (at most 2,000 characters).
     pub url: Option<String>,
     /// ISO 639-1 code such as "en".
     pub language: Option<String>,
@@ -262,7 +290,9 @@ pub struct RecordInteractionInput {
 /// An answer to an ingested interaction.
 #[derive(InputObject)]
 pub struct ReplyToInteractionInput {
+    /// The ingested interaction to answer (`int_…`).
     pub interaction_id: ID,
+    /// What to send, within the platform's limit.
     pub text: String,
     /// Makes retries safe: the same key sends and stores the reply once. Defaults to one
     /// derived from the interaction and the text.

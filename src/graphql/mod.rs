@@ -84,6 +84,36 @@ impl Api {
 /// and a fresh [`DataLoader`] of [`loaders::Loaders`].
 pub fn build_schema(config: &Config) -> AppSchema {
     Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
+        .override_output_type_description::<chrono::DateTime<chrono::Utc>>(
+            "A moment in time, as an RFC 3339 string. Output is always UTC, offset \
+             `+00:00`, with fractional seconds only when not whole \
+             (`2026-11-02T09:30:00.123456+00:00`); input may carry any offset \
+             (`2026-11-02T10:30:00+01:00`, `…Z`) and means that instant. Any other string \
+             is an error.",
+        )
+        .override_output_type_description::<customer::CustomerConnection>(
+            "A page of customers: `edges` (or `nodes`) in the list's order, `pageInfo` to \
+             page on, `totalCount` over every page.",
+        )
+        .override_output_type_description::<inbox::InboxConnection>(
+            "A page of conversations: `edges` (or `nodes`) in the list's order, `pageInfo` \
+             to page on.",
+        )
+        .override_output_type_description::<interaction::InteractionConnection>(
+            "A page of interactions: `edges` (or `nodes`) in the list's order, `pageInfo` \
+             to page on, `totalCount` over every page.",
+        )
+        .override_output_type_description::<organization::OrganizationConnection>(
+            "A page of organizations: `edges` (or `nodes`) by name, `pageInfo` to page on, \
+             `totalCount` over every page.",
+        )
+        .override_output_type_description::<reply::SavedReplyConnection>(
+            "A page of saved replies: `edges` (or `nodes`) by name, `pageInfo` to page on.",
+        )
+        .override_output_type_description::<search::SearchConnection>(
+            "A page of search hits: `edges` (or `nodes`) in the search's order, `pageInfo` \
+             to page on, the index's `estimatedTotal` and the `facets` of every hit.",
+        )
         .limit_recursive_depth(32)
         .extension(RequestBudget {
             parallel_fields: config.limits.max_parallel_fields.max(1),

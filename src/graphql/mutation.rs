@@ -40,21 +40,26 @@ use super::workspace::{UpdateWorkspaceSettingsInput, WorkspacePayload};
 
 pub struct Mutation;
 
+/// Every change: each takes one `input` and returns a payload. The caller's role decides
+/// what it may do (`FORBIDDEN` otherwise); input problems are `BAD_USER_INPUT` naming the
+/// field, missing objects `NOT_FOUND`, duplicates `CONFLICT`.
 #[Object]
 impl Mutation {
     /// Creates a customer with contact points and tags, all or nothing.
     async fn create_customer(
         &self,
         ctx: &Context<'_>,
-        input: CreateCustomerInput,
+        #[graphql(desc = "The new customer.")] input: CreateCustomerInput,
     ) -> Result<CustomerPayload> {
         super::customer::create_customer(ctx, input).await
     }
 
+    /// Changes a customer's profile (agent role): fields left out stay, `null` clears a
+    /// nullable one. `CONFLICT` when `externalId` is another customer's.
     async fn update_customer(
         &self,
         ctx: &Context<'_>,
-        input: UpdateCustomerInput,
+        #[graphql(desc = "The customer and the fields to change.")] input: UpdateCustomerInput,
     ) -> Result<CustomerPayload> {
         super::customer::update_customer(ctx, input).await
     }
@@ -64,65 +69,100 @@ impl Mutation {
     async fn delete_customer(
         &self,
         ctx: &Context<'_>,
-        input: DeleteCustomerInput,
+        #[graphql(desc = "The customer to delete.")] input: DeleteCustomerInput,
     ) -> Result<DeleteCustomerPayload> {
         super::customer::delete_customer(ctx, input).await
     }
 
+    /// Adds an e-mail, phone, address or website to a customer (agent role); the first of
+    /// its kind becomes primary. `BAD_USER_INPUT` naming `contactPoint.value` when it does
+    /// not parse (a phone needs its country code), `CONFLICT` when the workspace has it
+    /// already, on any customer.
     async fn add_contact_point(
         &self,
         ctx: &Context<'_>,
-        input: AddContactPointInput,
+        #[graphql(desc = "The customer and the contact point to add.")] input: AddContactPointInput,
     ) -> Result<ContactPointPayload> {
         super::contact_point::add_contact_point(ctx, input).await
     }
 
+    /// Removes a contact point (agent role); when it was primary, the oldest remaining one
+    /// of its kind becomes primary. `NOT_FOUND` when the workspace has no such contact point.
     async fn remove_contact_point(
         &self,
         ctx: &Context<'_>,
-        input: RemoveContactPointInput,
+        #[graphql(desc = "The contact point to remove.")] input: RemoveContactPointInput,
     ) -> Result<RemoveContactPointPayload> {
         super::contact_point::remove_contact_point(ctx, input).await
     }
 
     /// Tags a customer (a no-op when already tagged).
-    async fn add_tag(&self, ctx: &Context<'_>, input: AddTagInput) -> Result<CustomerPayload> {
+    async fn add_tag(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The customer and the tag to put on them.")] input: AddTagInput,
+    ) -> Result<CustomerPayload> {
         super::tag::add_tag(ctx, input).await
     }
 
+    /// Takes a tag off a customer (agent role); the tag stays in the workspace. `NOT_FOUND`
+    /// when the customer does not carry it.
     async fn remove_tag(
         &self,
         ctx: &Context<'_>,
-        input: RemoveTagInput,
+        #[graphql(desc = "The customer and the tag to take off.")] input: RemoveTagInput,
     ) -> Result<CustomerPayload> {
         super::tag::remove_tag(ctx, input).await
     }
 
+    /// Creates an organization (agent role). `CONFLICT` when its domain is another
+    /// organization's.
     async fn create_organization(
         &self,
         ctx: &Context<'_>,
-        input: CreateOrganizationInput,
+        #[graphql(desc = "The new organization.")] input: CreateOrganizationInput,
     ) -> Result<OrganizationPayload> {
         super::organization::create_organization(ctx, input).await
     }
 
+    /// Changes an organization (agent role): fields left out stay, `null` clears a nullable
+    /// one. `CONFLICT` when the new domain is another organization's.
     async fn update_organization(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The organization and the fields to change.")]
         input: UpdateOrganizationInput,
     ) -> Result<OrganizationPayload> {
         super::organization::update_organization(ctx, input).await
     }
 
-    async fn create_deal(&self, ctx: &Context<'_>, input: CreateDealInput) -> Result<DealPayload> {
+    /// Creates a deal for a customer and/or an organization (agent role). `BAD_USER_INPUT`
+    /// naming `amount` for an amount that is negative or has more than two fraction digits.
+    async fn create_deal(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The new deal.")] input: CreateDealInput,
+    ) -> Result<DealPayload> {
         super::deal::create_deal(ctx, input).await
     }
 
-    async fn update_deal(&self, ctx: &Context<'_>, input: UpdateDealInput) -> Result<DealPayload> {
+    /// Changes a deal (agent role), such as moving it to another stage: fields left out
+    /// stay, `null` clears a nullable one.
+    async fn update_deal(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The deal and the fields to change.")] input: UpdateDealInput,
+    ) -> Result<DealPayload> {
         super::deal::update_deal(ctx, input).await
     }
 
-    async fn add_note(&self, ctx: &Context<'_>, input: AddNoteInput) -> Result<NotePayload> {
+    /// Puts an internal note on a customer (agent role), written by the calling key's
+    /// name; never sent to any platform.
+    async fn add_note(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The customer and the note.")] input: AddNoteInput,
+    ) -> Result<NotePayload> {
         super::note::add_note(ctx, input).await
     }
 
@@ -130,7 +170,7 @@ impl Mutation {
     async fn record_interaction(
         &self,
         ctx: &Context<'_>,
-        input: RecordInteractionInput,
+        #[graphql(desc = "The interaction to record.")] input: RecordInteractionInput,
     ) -> Result<InteractionPayload> {
         super::interaction::record_interaction(ctx, input).await
     }
@@ -139,28 +179,39 @@ impl Mutation {
     async fn create_source(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The new source: its channel, name and settings.")]
         input: CreateSourceInput,
     ) -> Result<SourcePayload> {
         super::source::create_source(ctx, input).await
     }
 
+    /// Renames a source, changes its schedule or replaces its settings (admin role).
+    /// Changing a setting a secret is bound to (Mastodon `base_url`, e-mail `imap_host`,
+    /// webhook `reply_url`, …) needs the secret again: `BAD_USER_INPUT` naming
+    /// `config.<secret>` otherwise.
     async fn update_source(
         &self,
         ctx: &Context<'_>,
-        input: UpdateSourceInput,
+        #[graphql(desc = "The source and the fields to change.")] input: UpdateSourceInput,
     ) -> Result<SourcePayload> {
         super::source::update_source(ctx, input).await
     }
 
     /// Stops a source: pulls stop, webhook deliveries are refused with 503 until resumed.
-    async fn pause_source(&self, ctx: &Context<'_>, input: SourceIdInput) -> Result<SourcePayload> {
+    async fn pause_source(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The source.")] input: SourceIdInput,
+    ) -> Result<SourcePayload> {
         super::source::pause_source(ctx, input).await
     }
 
+    /// Resumes a paused source (admin role): status OK, and a pull source is due at once.
+    /// A source that is not paused is returned as it is.
     async fn resume_source(
         &self,
         ctx: &Context<'_>,
-        input: SourceIdInput,
+        #[graphql(desc = "The source.")] input: SourceIdInput,
     ) -> Result<SourcePayload> {
         super::source::resume_source(ctx, input).await
     }
@@ -171,7 +222,7 @@ impl Mutation {
     async fn sync_source(
         &self,
         ctx: &Context<'_>,
-        input: SourceIdInput,
+        #[graphql(desc = "The source.")] input: SourceIdInput,
     ) -> Result<SyncSourcePayload> {
         super::source::sync_source(ctx, input).await
     }
@@ -183,6 +234,7 @@ impl Mutation {
     async fn reply_to_interaction(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The interaction to answer and the answer.")]
         input: ReplyToInteractionInput,
     ) -> Result<InteractionPayload> {
         super::interaction::reply_to_interaction(ctx, input).await
@@ -193,7 +245,7 @@ impl Mutation {
     async fn assign_conversation(
         &self,
         ctx: &Context<'_>,
-        input: AssignConversationInput,
+        #[graphql(desc = "The conversation and its new assignee.")] input: AssignConversationInput,
     ) -> Result<ConversationPayload> {
         super::inbox::assign_conversation(ctx, input).await
     }
@@ -203,14 +255,16 @@ impl Mutation {
     async fn set_conversation_status(
         &self,
         ctx: &Context<'_>,
-        input: SetConversationStatusInput,
+        #[graphql(desc = "The conversation and its new status.")] input: SetConversationStatusInput,
     ) -> Result<ConversationPayload> {
         super::inbox::set_conversation_status(ctx, input).await
     }
 
+    /// Sets a conversation's priority (agent role).
     async fn set_conversation_priority(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The conversation and its new priority.")]
         input: SetConversationPriorityInput,
     ) -> Result<ConversationPayload> {
         super::inbox::set_conversation_priority(ctx, input).await
@@ -220,7 +274,7 @@ impl Mutation {
     async fn add_conversation_label(
         &self,
         ctx: &Context<'_>,
-        input: AddConversationLabelInput,
+        #[graphql(desc = "The conversation and the label.")] input: AddConversationLabelInput,
     ) -> Result<ConversationPayload> {
         super::inbox::add_conversation_label(ctx, input).await
     }
@@ -229,7 +283,7 @@ impl Mutation {
     async fn remove_conversation_label(
         &self,
         ctx: &Context<'_>,
-        input: RemoveConversationLabelInput,
+        #[graphql(desc = "The conversation and the label.")] input: RemoveConversationLabelInput,
     ) -> Result<ConversationPayload> {
         super::inbox::remove_conversation_label(ctx, input).await
     }
@@ -240,6 +294,7 @@ impl Mutation {
     async fn mark_conversation_spam(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The conversation, and whether it is spam.")]
         input: MarkConversationSpamInput,
     ) -> Result<ConversationPayload> {
         super::inbox::mark_conversation_spam(ctx, input).await
@@ -249,6 +304,7 @@ impl Mutation {
     async fn bulk_set_conversation_status(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The conversations and their new status.")]
         input: BulkSetConversationStatusInput,
     ) -> Result<BulkConversationsPayload> {
         super::inbox::bulk_set_conversation_status(ctx, input).await
@@ -258,6 +314,7 @@ impl Mutation {
     async fn bulk_assign_conversations(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The conversations and their new assignee.")]
         input: BulkAssignConversationsInput,
     ) -> Result<BulkConversationsPayload> {
         super::inbox::bulk_assign_conversations(ctx, input).await
@@ -268,7 +325,7 @@ impl Mutation {
     async fn bulk_label_conversations(
         &self,
         ctx: &Context<'_>,
-        input: BulkLabelConversationsInput,
+        #[graphql(desc = "The conversations and the label.")] input: BulkLabelConversationsInput,
     ) -> Result<BulkConversationsPayload> {
         super::inbox::bulk_label_conversations(ctx, input).await
     }
@@ -279,7 +336,7 @@ impl Mutation {
     async fn update_user(
         &self,
         ctx: &Context<'_>,
-        input: super::user::UpdateUserInput,
+        #[graphql(desc = "The user and the fields to change.")] input: super::user::UpdateUserInput,
     ) -> Result<super::user::UserPayload> {
         super::user::update_user(ctx, input).await
     }
@@ -288,7 +345,7 @@ impl Mutation {
     async fn delete_source(
         &self,
         ctx: &Context<'_>,
-        input: SourceIdInput,
+        #[graphql(desc = "The source.")] input: SourceIdInput,
     ) -> Result<DeleteSourcePayload> {
         super::source::delete_source(ctx, input).await
     }
@@ -303,7 +360,7 @@ impl Mutation {
     async fn reply_to_conversation(
         &self,
         ctx: &Context<'_>,
-        input: ReplyToConversationInput,
+        #[graphql(desc = "The conversation and the reply.")] input: ReplyToConversationInput,
     ) -> Result<InteractionPayload> {
         super::reply::reply_to_conversation(ctx, input).await
     }
@@ -314,7 +371,7 @@ impl Mutation {
     async fn retry_reply(
         &self,
         ctx: &Context<'_>,
-        input: RetryReplyInput,
+        #[graphql(desc = "The failed reply.")] input: RetryReplyInput,
     ) -> Result<InteractionPayload> {
         super::reply::retry_reply(ctx, input).await
     }
@@ -323,7 +380,7 @@ impl Mutation {
     async fn add_conversation_note(
         &self,
         ctx: &Context<'_>,
-        input: AddConversationNoteInput,
+        #[graphql(desc = "The conversation and the note.")] input: AddConversationNoteInput,
     ) -> Result<NotePayload> {
         super::note::add_conversation_note(ctx, input).await
     }
@@ -332,7 +389,7 @@ impl Mutation {
     async fn create_saved_reply(
         &self,
         ctx: &Context<'_>,
-        input: CreateSavedReplyInput,
+        #[graphql(desc = "The new saved reply.")] input: CreateSavedReplyInput,
     ) -> Result<SavedReplyPayload> {
         super::reply::create_saved_reply(ctx, input).await
     }
@@ -341,7 +398,7 @@ impl Mutation {
     async fn update_saved_reply(
         &self,
         ctx: &Context<'_>,
-        input: UpdateSavedReplyInput,
+        #[graphql(desc = "The saved reply and the fields to change.")] input: UpdateSavedReplyInput,
     ) -> Result<SavedReplyPayload> {
         super::reply::update_saved_reply(ctx, input).await
     }
@@ -350,7 +407,7 @@ impl Mutation {
     async fn delete_saved_reply(
         &self,
         ctx: &Context<'_>,
-        input: DeleteSavedReplyInput,
+        #[graphql(desc = "The saved reply to delete.")] input: DeleteSavedReplyInput,
     ) -> Result<SavedReplyPayload> {
         super::reply::delete_saved_reply(ctx, input).await
     }
@@ -359,7 +416,7 @@ impl Mutation {
     async fn update_workspace_settings(
         &self,
         ctx: &Context<'_>,
-        input: UpdateWorkspaceSettingsInput,
+        #[graphql(desc = "The settings to change.")] input: UpdateWorkspaceSettingsInput,
     ) -> Result<WorkspacePayload> {
         super::workspace::update_workspace_settings(ctx, input).await
     }
@@ -370,7 +427,7 @@ impl Mutation {
     async fn set_sla_rule(
         &self,
         ctx: &Context<'_>,
-        input: SetSlaRuleInput,
+        #[graphql(desc = "The channel and its targets.")] input: SetSlaRuleInput,
     ) -> Result<SlaRulePayload> {
         super::service::set_sla_rule(ctx, input).await
     }
@@ -380,7 +437,7 @@ impl Mutation {
     async fn delete_sla_rule(
         &self,
         ctx: &Context<'_>,
-        input: DeleteSlaRuleInput,
+        #[graphql(desc = "The channel whose rule goes.")] input: DeleteSlaRuleInput,
     ) -> Result<DeleteSlaRulePayload> {
         super::service::delete_sla_rule(ctx, input).await
     }
@@ -393,7 +450,7 @@ impl Mutation {
     async fn set_business_hours(
         &self,
         ctx: &Context<'_>,
-        input: SetBusinessHoursInput,
+        #[graphql(desc = "The time zone and the weekly hours.")] input: SetBusinessHoursInput,
     ) -> Result<BusinessHoursPayload> {
         super::service::set_business_hours(ctx, input).await
     }

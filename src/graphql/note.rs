@@ -16,11 +16,15 @@ use entity::*;
 /// An internal note on a customer.
 pub struct Note(pub note::Model);
 
+/// An internal note on a customer, or on one of their conversations: for the team, never
+/// sent to any platform.
 #[Object]
 impl Note {
+    /// The note's id (`not_…`).
     pub(super) async fn id(&self) -> ID {
         ID(encode(self.0.id))
     }
+    /// The text, as written (at most 20,000 characters).
     async fn body(&self) -> &str {
         &self.0.body
     }
@@ -40,27 +44,35 @@ impl Note {
             None => Ok(None),
         }
     }
+    /// The customer it is about (for a conversation's note, the conversation's customer).
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
         Ok(load(ctx, CustomerById(self.0.customer_id))
             .await?
             .map(Customer::new))
     }
+    /// When it was written.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When it last changed.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
 }
 
+/// What adding a note answers.
 #[derive(SimpleObject)]
 pub struct NotePayload {
+    /// The note as stored.
     pub note: Note,
 }
 
+/// An internal note on a customer.
 #[derive(InputObject)]
 pub struct AddNoteInput {
+    /// The customer (`cus_…`).
     pub customer_id: ID,
+    /// The text, 1 to 20,000 characters.
     pub body: String,
 }
 
@@ -75,7 +87,9 @@ pub(super) async fn add_note(ctx: &Context<'_>, input: AddNoteInput) -> Result<N
 /// An internal note on a conversation: for the team, never sent to any platform.
 #[derive(InputObject)]
 pub struct AddConversationNoteInput {
+    /// The conversation (`cnv_…`).
     pub conversation_id: ID,
+    /// The text, 1 to 20,000 characters.
     pub body: String,
 }
 

@@ -18,11 +18,14 @@ use entity::*;
 /// A company (B2B account).
 pub struct Organization(pub organization::Model);
 
+/// A company (a B2B account) customers belong to; deals can be with it.
 #[Object]
 impl Organization {
+    /// The organization's id (`org_…`).
     pub(super) async fn id(&self) -> ID {
         ID(encode(self.0.id))
     }
+    /// Its name (at most 200 characters).
     async fn name(&self) -> &str {
         &self.0.name
     }
@@ -30,6 +33,7 @@ impl Organization {
     async fn domain(&self) -> Option<&str> {
         self.0.domain.as_deref()
     }
+    /// Free-form attributes, always a JSON object.
     async fn custom_attributes(&self) -> Json<serde_json::Value> {
         Json(self.0.custom.clone())
     }
@@ -37,6 +41,7 @@ impl Organization {
     async fn customer_count(&self, ctx: &Context<'_>) -> Result<i64> {
         Ok(load(ctx, CustomerCountOf(self.0.id)).await?.unwrap_or(0))
     }
+    /// Its deals, newest first.
     async fn deals(&self, ctx: &Context<'_>) -> Result<Vec<Deal>> {
         Ok(load(ctx, DealsOfOrganization(self.0.id))
             .await?
@@ -45,9 +50,11 @@ impl Organization {
             .map(Deal)
             .collect())
     }
+    /// When it was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When it last changed.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
@@ -67,13 +74,17 @@ impl OrganizationTotal {
 
 pub type OrganizationConnection = Connection<String, Organization, OrganizationTotal, EmptyFields>;
 
+/// What a change to an organization answers.
 #[derive(SimpleObject)]
 pub struct OrganizationPayload {
+    /// The organization as the mutation left it.
     pub organization: Organization,
 }
 
+/// A new organization.
 #[derive(InputObject)]
 pub struct CreateOrganizationInput {
+    /// Its name, 1 to 200 characters.
     pub name: String,
     /// Such as example.com; unique in the workspace.
     pub domain: Option<String>,
@@ -82,10 +93,15 @@ pub struct CreateOrganizationInput {
     pub custom_attributes: Option<Json<serde_json::Value>>,
 }
 
+/// Changes to an organization: fields left out stay as they are; `null` clears a
+/// nullable field.
 #[derive(InputObject)]
 pub struct UpdateOrganizationInput {
+    /// The organization (`org_…`).
     pub id: ID,
+    /// A new name, 1 to 200 characters.
     pub name: Option<String>,
+    /// A new domain, unique in the workspace (`CONFLICT` otherwise); `null` clears it.
     pub domain: MaybeUndefined<String>,
     /// Replaces all custom attributes. At most 16 KiB serialized, 200 keys, 5 levels deep, keys of at most 100
     /// characters; no control characters.

@@ -30,15 +30,28 @@ pub struct Query;
 /// The most ids `nodes(ids:)` takes at once.
 const MAX_NODES: usize = 100;
 
+/// Everything a key may read, in its own workspace only: connections give at most 100
+/// items a page, and an id of another workspace reads as not found (`null`).
 #[Object]
 impl Query {
     /// Any object by its id; `null` when this workspace has no such object.
-    async fn node(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Node>> {
+    async fn node(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "An id as this API hands them out (`cus_…`, `cnv_…`, …); `BAD_USER_INPUT` when malformed."
+        )]
+        id: ID,
+    ) -> Result<Option<Node>> {
         fetch_node(ctx, &id).await
     }
 
     /// Several objects by id, in the order asked; `null` for each one not found (at most 100).
-    async fn nodes(&self, ctx: &Context<'_>, ids: Vec<ID>) -> Result<Vec<Option<Node>>> {
+    async fn nodes(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "At most 100 ids, of any types; more is `BAD_USER_INPUT`.")] ids: Vec<ID>,
+    ) -> Result<Vec<Option<Node>>> {
         if ids.len() > MAX_NODES {
             return Err(
                 Error::field("ids", format!("ask for at most {MAX_NODES} ids at once")).into(),
@@ -63,7 +76,13 @@ impl Query {
     async fn saved_replies(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "How many to return, 0 to 100 (default 20); `BAD_USER_INPUT` outside that range."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "The `endCursor` (or an edge's `cursor`) of the previous page, to get the items after it; `BAD_USER_INPUT` for a cursor this list did not hand out."
+        )]
         after: Option<String>,
     ) -> Result<SavedReplyConnection> {
         super::reply::saved_replies(ctx, first, after).await
@@ -79,9 +98,19 @@ impl Query {
     async fn inbox(
         &self,
         ctx: &Context<'_>,
-        filter: Option<InboxFilterInput>,
-        order_by: Option<InboxOrder>,
+        #[graphql(desc = "Which conversations; all but spam when left out.")] filter: Option<
+            InboxFilterInput,
+        >,
+        #[graphql(desc = "The order; most recent activity first when left out.")] order_by: Option<
+            InboxOrder,
+        >,
+        #[graphql(
+            desc = "How many to return, 0 to 100 (default 20); `BAD_USER_INPUT` outside that range."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "The `endCursor` (or an edge's `cursor`) of the previous page, to get the items after it; `BAD_USER_INPUT` for a cursor this list did not hand out."
+        )]
         after: Option<String>,
     ) -> Result<InboxConnection> {
         super::inbox::inbox(ctx, filter, order_by, first, after).await
@@ -92,13 +121,21 @@ impl Query {
     async fn inbox_counts(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "As `inbox` takes it; its `statuses` are ignored (each status is counted)."
+        )]
         filter: Option<InboxFilterInput>,
     ) -> Result<InboxCounts> {
         super::inbox::inbox_counts(ctx, filter).await
     }
 
     /// One customer with everything known about them; `null` when not found.
-    async fn customer(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Customer>> {
+    async fn customer(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The customer's id (`cus_…`); `BAD_USER_INPUT` for another kind of id.")]
+        id: ID,
+    ) -> Result<Option<Customer>> {
         super::customer::customer(ctx, &id).await
     }
 
@@ -106,6 +143,9 @@ impl Query {
     async fn customer_by_external_id(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "The `externalId` given when the customer was created or updated; exact match."
+        )]
         external_id: String,
     ) -> Result<Option<Customer>> {
         super::customer::customer_by_external_id(ctx, &external_id).await
@@ -119,11 +159,26 @@ impl Query {
     async fn customers(
         &self,
         ctx: &Context<'_>,
-        filter: Option<CustomerFilterInput>,
+        #[graphql(desc = "Which customers; all of the workspace when left out.")] filter: Option<
+            CustomerFilterInput,
+        >,
+        #[graphql(desc = "The order; newest first (`CREATED_AT`, `DESC`) when left out.")]
         order_by: Option<CustomerOrder>,
+        #[graphql(
+            desc = "How many to return, 0 to 100 (default 20); `BAD_USER_INPUT` outside that range."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "The `endCursor` (or an edge's `cursor`) of the previous page, to get the items after it; `BAD_USER_INPUT` for a cursor this list did not hand out."
+        )]
         after: Option<String>,
+        #[graphql(
+            desc = "How many to return from the end (backward paging), 0 to 100; not with `first`."
+        )]
         last: Option<i32>,
+        #[graphql(
+            desc = "The `startCursor` of the following page, to get the items before it (backward paging)."
+        )]
         before: Option<String>,
     ) -> Result<CustomerConnection> {
         let page = PageArgs {
@@ -135,7 +190,12 @@ impl Query {
         super::customer::customers(ctx, filter, order_by, page).await
     }
 
-    async fn organization(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Organization>> {
+    /// One organization; `null` when this workspace has no such organization.
+    async fn organization(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The organization's id (`org_…`).")] id: ID,
+    ) -> Result<Option<Organization>> {
         super::organization::organization(ctx, &id).await
     }
 
@@ -144,10 +204,23 @@ impl Query {
     async fn organizations(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "Part of the name or domain, case-insensitive; at most 200 characters.")]
         search: Option<String>,
+        #[graphql(
+            desc = "How many to return, 0 to 100 (default 20); `BAD_USER_INPUT` outside that range."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "The `endCursor` (or an edge's `cursor`) of the previous page, to get the items after it; `BAD_USER_INPUT` for a cursor this list did not hand out."
+        )]
         after: Option<String>,
+        #[graphql(
+            desc = "How many to return from the end (backward paging), 0 to 100; not with `first`."
+        )]
         last: Option<i32>,
+        #[graphql(
+            desc = "The `startCursor` of the following page, to get the items before it (backward paging)."
+        )]
         before: Option<String>,
     ) -> Result<OrganizationConnection> {
         let page = PageArgs {
@@ -164,7 +237,12 @@ impl Query {
         super::source::sources(ctx).await
     }
 
-    async fn source(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Source>> {
+    /// One source; `null` when this workspace has no such source.
+    async fn source(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The source's id (`src_…`).")] id: ID,
+    ) -> Result<Option<Source>> {
         super::source::source(ctx, &id).await
     }
 
@@ -178,10 +256,21 @@ impl Query {
     async fn search(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "The words to find, at most 500 characters; empty matches every interaction the filter lets through."
+        )]
         query: String,
-        filter: Option<SearchFilterInput>,
-        sort: Option<SearchSort>,
+        #[graphql(desc = "Narrows the hits; every given field must match.")] filter: Option<
+            SearchFilterInput,
+        >,
+        #[graphql(desc = "The order; `RELEVANCE` when left out.")] sort: Option<SearchSort>,
+        #[graphql(
+            desc = "How many to return, 0 to 100 (default 20); `BAD_USER_INPUT` outside that range."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "The `endCursor` of the previous page of a search in the same `sort`; `BAD_USER_INPUT` for any other."
+        )]
         after: Option<String>,
     ) -> Result<SearchConnection> {
         super::search::search(ctx, query, filter, sort, first, after).await
@@ -192,8 +281,10 @@ impl Query {
     async fn search_customers(
         &self,
         ctx: &Context<'_>,
-        query: String,
-        first: Option<i32>,
+        #[graphql(desc = "What was typed so far, at most 500 characters.")] query: String,
+        #[graphql(desc = "How many to return, 0 to 100 (default 10), best first.")] first: Option<
+            i32,
+        >,
     ) -> Result<Vec<CustomerSearchHit>> {
         super::search::search_customers(ctx, query, first).await
     }
@@ -207,10 +298,24 @@ impl Query {
     async fn interactions(
         &self,
         ctx: &Context<'_>,
-        filter: Option<InteractionFilterInput>,
+        #[graphql(desc = "Which interactions; all of the workspace when left out.")] filter: Option<
+            InteractionFilterInput,
+        >,
+        #[graphql(
+            desc = "How many to return, 0 to 100 (default 20); `BAD_USER_INPUT` outside that range."
+        )]
         first: Option<i32>,
+        #[graphql(
+            desc = "The `endCursor` (or an edge's `cursor`) of the previous page, to get the items after it; `BAD_USER_INPUT` for a cursor this list did not hand out."
+        )]
         after: Option<String>,
+        #[graphql(
+            desc = "How many to return from the end (backward paging), 0 to 100; not with `first`."
+        )]
         last: Option<i32>,
+        #[graphql(
+            desc = "The `startCursor` of the following page, to get the items before it (backward paging)."
+        )]
         before: Option<String>,
     ) -> Result<InteractionConnection> {
         let page = PageArgs {
@@ -227,9 +332,12 @@ impl Query {
     async fn service_metrics(
         &self,
         ctx: &Context<'_>,
-        range: ServiceRangeInput,
+        #[graphql(desc = "The span measured, at most 400 days.")] range: ServiceRangeInput,
+        #[graphql(desc = "How to split the figures into `groups`; no groups when left out.")]
         group_by: Option<ServiceGroupBy>,
-        filter: Option<ServiceMetricsFilterInput>,
+        #[graphql(desc = "Which conversations count; all when left out.")] filter: Option<
+            ServiceMetricsFilterInput,
+        >,
     ) -> Result<ServiceMetrics> {
         super::service::service_metrics(ctx, range, group_by, filter).await
     }

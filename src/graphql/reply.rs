@@ -20,6 +20,7 @@ use entity::*;
 /// An answer to a conversation, sent through its source.
 #[derive(InputObject)]
 pub struct ReplyToConversationInput {
+    /// The conversation (`cnv_…`).
     pub conversation_id: ID,
     /// What to send; give either this or `savedReplyId`.
     pub text: Option<String>,
@@ -37,6 +38,7 @@ pub struct ReplyToConversationInput {
 /// Another attempt at a reply whose sending failed.
 #[derive(InputObject)]
 pub struct RetryReplyInput {
+    /// The reply, an outbound interaction (`int_…`) sent from Rapport.
     pub interaction_id: ID,
 }
 
@@ -92,14 +94,20 @@ pub(super) async fn retry_reply(
 /// `{{agent.name}}` (the sending key's user), filled in when it is sent.
 pub struct SavedReply(pub saved_reply::Model);
 
+/// A named answer agents reuse. Its body may hold the placeholders
+/// `{{customer.givenName}}`, `{{customer.familyName}}`, `{{customer.displayName}}` and
+/// `{{agent.name}}` (the sending key's user), filled in when it is sent.
 #[Object]
 impl SavedReply {
+    /// The saved reply's id (`svr_…`).
     async fn id(&self) -> ID {
         ID(encode(self.0.id))
     }
+    /// Its name, unique in the workspace (at most 100 characters).
     async fn name(&self) -> &str {
         &self.0.name
     }
+    /// Its text with its placeholders unfilled (at most 10,000 characters).
     async fn body(&self) -> &str {
         &self.0.body
     }
@@ -107,9 +115,11 @@ impl SavedReply {
     async fn created_by(&self) -> &str {
         &self.0.created_by
     }
+    /// When it was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When it was last renamed or rewritten.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
@@ -117,27 +127,38 @@ impl SavedReply {
 
 pub type SavedReplyConnection = Connection<String, SavedReply, EmptyFields, EmptyFields>;
 
+/// What a change to a saved reply answers.
 #[derive(SimpleObject)]
 pub struct SavedReplyPayload {
+    /// The saved reply as the mutation left it (for a deletion, as it was).
     pub saved_reply: SavedReply,
 }
 
+/// A new saved reply. `CONFLICT` when the workspace has one of that name.
 #[derive(InputObject)]
 pub struct CreateSavedReplyInput {
     /// Unique in the workspace.
     pub name: String,
+    /// Its text, 1 to 10,000 characters; only the placeholders `SavedReply` lists
+    /// (`BAD_USER_INPUT` naming `body` for any other).
     pub body: String,
 }
 
+/// Changes to a saved reply; a field left out stays as it is.
 #[derive(InputObject)]
 pub struct UpdateSavedReplyInput {
+    /// The saved reply (`svr_…`).
     pub id: ID,
+    /// A new name, unique in the workspace (`CONFLICT` otherwise), 1 to 100 characters.
     pub name: Option<String>,
+    /// A new text, as `CreateSavedReplyInput.body`.
     pub body: Option<String>,
 }
 
+/// The saved reply to delete.
 #[derive(InputObject)]
 pub struct DeleteSavedReplyInput {
+    /// The saved reply (`svr_…`).
     pub id: ID,
 }
 

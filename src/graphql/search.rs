@@ -29,23 +29,31 @@ pub enum SearchSort {
     /// Best matches first.
     #[default]
     Relevance,
-    /// Most recent first.
+    /// Most recent first (by `occurredAt`, ties by id); pages through every hit.
     Newest,
+    /// Earliest first (by `occurredAt`, ties by id); pages through every hit.
     Oldest,
 }
 
 /// Narrows a search; every list means "any of these".
 #[derive(InputObject, Default)]
 pub struct SearchFilterInput {
+    /// Interactions with any of these customers (`cus_…`).
     pub customer_ids: Option<Vec<ID>>,
+    /// Interactions in any of these conversations (`cnv_…`).
     pub conversation_ids: Option<Vec<ID>>,
+    /// On any of these channels (a `channel` facet's `value` fits here).
     pub channels: Option<Vec<Channel>>,
+    /// Of any of these kinds (a `kind` facet's `value` fits here).
     pub kinds: Option<Vec<InteractionKind>>,
+    /// Either way when left out.
     pub directions: Option<Vec<Direction>>,
     /// The status of the interaction's conversation.
     pub statuses: Option<Vec<ConversationStatus>>,
     /// ISO 639-1 codes (`en`, `es`, …). Every list of this filter takes at most 100 values.
     pub languages: Option<Vec<String>>,
+    /// In any of these sentiment buckets (a `sentiment` facet's `value` fits here).
+    pub sentiments: Option<Vec<Sentiment>>,
     /// Sentiment at least this (-1 to 1).
     pub sentiment_min: Option<f64>,
     /// Sentiment at most this.
@@ -125,6 +133,10 @@ impl SearchFilterInput {
                     .map(|language| language.to_lowercase())
                 })
                 .collect::<Result<_, Error>>()?,
+            sentiments: at_most("filter.sentiments", self.sentiments)?
+                .into_iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
             sentiment_min: self.sentiment_min,
             sentiment_max: self.sentiment_max,
             occurred_after: self.occurred_after,
@@ -137,7 +149,10 @@ impl SearchFilterInput {
 /// Where a match is in a field: a character offset and a length.
 #[derive(SimpleObject, Clone)]
 pub struct MatchPosition {
+    /// Where the match starts in the whole field (not the snippet), in characters
+    /// (Unicode scalar values) from 0.
     pub start: i32,
+    /// How many characters it spans.
     pub length: i32,
 }
 
@@ -146,7 +161,11 @@ pub struct MatchPosition {
 pub struct Highlight {
     /// `text` or `subject` (interactions), `displayName` (customers).
     pub field: String,
+    /// About 160 characters of the field around its first match, `…` where cut, each
+    /// match wrapped in `<mark>…</mark>`. The rest is the field's text as stored, not
+    /// escaped: escape it before rendering as HTML, keeping only the marks.
     pub snippet: String,
+    /// Every match in the whole field, in order (`snippet` shows those within it).
     pub matches: Vec<MatchPosition>,
 }
 
@@ -170,25 +189,148 @@ impl From<search::Highlight> for Highlight {
 /// One interaction found.
 #[derive(SimpleObject)]
 pub struct SearchHit {
+    /// The interaction found.
     pub interaction: Interaction,
+    /// Its fields that matched, with the matches marked; empty for an empty query.
     pub highlights: Vec<Highlight>,
 }
 
-/// How many hits have a value.
-#[derive(SimpleObject)]
-pub struct FacetCount {
-    pub value: String,
+/// How many hits are on one channel. `value` is what `SearchFilterInput.channels` takes,
+/// so a facet fed back as a filter narrows the search to these `count` hits.
+#[derive(SimpleObject, Debug, PartialEq)]
+pub struct ChannelFacetCount {
+    /// The channel.
+    pub value: Channel,
+    /// Hits on it, among every hit of the search (not only this page).
     pub count: u64,
 }
 
-/// Hit counts by channel, kind, sentiment (`negative`, `neutral`, `positive`, `unknown`)
-/// and language, over every hit of the search.
-#[derive(SimpleObject, Default)]
+/// How many hits are of one kind. `value` is what `SearchFilterInput.kinds` takes.
+#[derive(SimpleObject, Debug, PartialEq)]
+pub struct KindFacetCount {
+    /// The kind of interaction.
+    pub value: InteractionKind,
+    /// Hits of it, among every hit of the search (not only this page).
+    pub count: u64,
+}
+
+/// The sentiment bucket of an interaction's score (from -1, negative, to 1, positive).
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Sentiment {
+    /// A score of -0.05 or less.
+    Negative,
+    /// A score between -0.05 and 0.05, both excluded.
+    Neutral,
+    /// A score of 0.05 or more.
+    Positive,
+    /// No score: the interaction has no words to judge (an empty text, only symbols).
+    Unknown,
+}
+
+impl Sentiment {
+    const ALL: [Sentiment; 4] = [
+        Sentiment::Negative,
+        Sentiment::Neutral,
+        Sentiment::Positive,
+        Sentiment::Unknown,
+    ];
+
+    /// The bucket as the search index stores it (`domain::document::sentiment_label`).
+    fn as_str(self) -> &'static str {
+        match self {
+            Sentiment::Negative => "negative",
+            Sentiment::Neutral => "neutral",
+            Sentiment::Positive => "positive",
+            Sentiment::Unknown => "unknown",
+        }
+    }
+
+    fn parse(label: &str) -> Option<Sentiment> {
+        Sentiment::ALL.into_iter().find(|s| s.as_str() == label)
+    }
+}
+
+/// How many hits are in one sentiment bucket. `value` is what `SearchFilterInput.sentiments`
+/// takes.
+#[derive(SimpleObject, Debug, PartialEq)]
+pub struct SentimentFacetCount {
+    /// The bucket.
+    pub value: Sentiment,
+    /// Hits in it, among every hit of the search (not only this page).
+    pub count: u64,
+}
+
+/// How many hits are in one language. `value` is what `SearchFilterInput.languages`
+/// takes.
+#[derive(SimpleObject, Debug, PartialEq)]
+pub struct FacetCount {
+    /// An ISO 639-1 code (`en`, `es`, …), lowercase.
+    pub value: String,
+    /// Hits in it, among every hit of the search (not only this page).
+    pub count: u64,
+}
+
+/// Hit counts by channel, kind, sentiment and language, over every hit of the search
+/// (not only this page); most hits first, ties in a stable order. Values with no hit are
+/// left out.
+#[derive(SimpleObject, Default, Debug, PartialEq)]
 pub struct SearchFacets {
-    pub channel: Vec<FacetCount>,
-    pub kind: Vec<FacetCount>,
-    pub sentiment: Vec<FacetCount>,
+    /// By channel.
+    pub channel: Vec<ChannelFacetCount>,
+    /// By kind of interaction.
+    pub kind: Vec<KindFacetCount>,
+    /// By sentiment bucket.
+    pub sentiment: Vec<SentimentFacetCount>,
+    /// By detected language; interactions without one are not counted.
     pub language: Vec<FacetCount>,
+}
+
+/// The counts of one facet whose stored values `parse` knows. A value it does not know
+/// (stored by a newer version with a channel or kind this one lacks, or by an index
+/// written before a rename) is left out with a warning: one odd document must not make
+/// every search that asks for facets fail.
+fn typed_counts<T, C>(
+    facet: &str,
+    list: &[(String, u64)],
+    parse: impl Fn(&str) -> Option<T>,
+    count: impl Fn(T, u64) -> C,
+) -> Vec<C> {
+    list.iter()
+        .filter_map(|(value, n)| match parse(value) {
+            Some(known) => Some(count(known, *n)),
+            None => {
+                tracing::warn!(facet, value = %value, "a search facet value this version does not know is left out");
+                None
+            }
+        })
+        .collect()
+}
+
+impl From<&search::Facets> for SearchFacets {
+    fn from(f: &search::Facets) -> SearchFacets {
+        SearchFacets {
+            channel: typed_counts("channel", &f.channel, Channel::parse, |value, count| {
+                ChannelFacetCount { value, count }
+            }),
+            kind: typed_counts("kind", &f.kind, InteractionKind::parse, |value, count| {
+                KindFacetCount { value, count }
+            }),
+            sentiment: typed_counts(
+                "sentiment",
+                &f.sentiment,
+                Sentiment::parse,
+                |value, count| SentimentFacetCount { value, count },
+            ),
+            language: f
+                .language
+                .iter()
+                .map(|(value, count)| FacetCount {
+                    value: value.clone(),
+                    count: *count,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// `estimatedTotal` and `facets` of a search.
@@ -203,24 +345,13 @@ impl SearchExtra {
     async fn estimated_total(&self) -> u64 {
         self.estimated_total
     }
+    /// Hit counts by channel, kind, sentiment and language; empty lists when the backend
+    /// gave none.
     async fn facets(&self) -> SearchFacets {
-        let counts = |list: &[(String, u64)]| {
-            list.iter()
-                .map(|(value, count)| FacetCount {
-                    value: value.clone(),
-                    count: *count,
-                })
-                .collect()
-        };
-        match &self.facets {
-            Some(f) => SearchFacets {
-                channel: counts(&f.channel),
-                kind: counts(&f.kind),
-                sentiment: counts(&f.sentiment),
-                language: counts(&f.language),
-            },
-            None => SearchFacets::default(),
-        }
+        self.facets
+            .as_ref()
+            .map(SearchFacets::from)
+            .unwrap_or_default()
     }
 }
 
@@ -230,7 +361,10 @@ pub type SearchConnection =
 /// A customer found by `searchCustomers`.
 #[derive(SimpleObject)]
 pub struct CustomerSearchHit {
+    /// The customer found.
     pub customer: Customer,
+    /// Their `displayName` with the matches marked; empty when the match was elsewhere
+    /// (an e-mail, a handle, a tag).
     pub highlights: Vec<Highlight>,
 }
 
@@ -606,4 +740,48 @@ pub async fn search_status(ctx: &Context<'_>) -> Result<SearchStatusInfo> {
             "indexing is failing, so recent changes may not be searchable yet; the operator's server log has the reason".to_owned()
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facet_values_the_version_does_not_know_are_left_out() {
+        let stored = search::Facets {
+            channel: vec![("hacker_news".into(), 3), ("myspace".into(), 2)],
+            kind: vec![("mention".into(), 4), ("fax".into(), 1)],
+            sentiment: vec![("positive".into(), 2), ("ecstatic".into(), 1)],
+            language: vec![("en".into(), 5)],
+        };
+        assert_eq!(
+            SearchFacets::from(&stored),
+            SearchFacets {
+                channel: vec![ChannelFacetCount {
+                    value: Channel::HackerNews,
+                    count: 3
+                }],
+                kind: vec![KindFacetCount {
+                    value: InteractionKind::Mention,
+                    count: 4
+                }],
+                sentiment: vec![SentimentFacetCount {
+                    value: Sentiment::Positive,
+                    count: 2
+                }],
+                language: vec![FacetCount {
+                    value: "en".into(),
+                    count: 5
+                }],
+            }
+        );
+    }
+
+    #[test]
+    fn every_sentiment_bucket_the_index_stores_is_known() {
+        for score in [None, Some(-1.0), Some(0.0), Some(1.0)] {
+            let label = crate::domain::document::sentiment_label(score);
+            assert!(Sentiment::parse(label).is_some(), "{label}");
+        }
+    }
 }

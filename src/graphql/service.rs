@@ -24,16 +24,20 @@ use entity::{SourceId, UserId};
 /// A span of time, `from` included, `to` excluded (at most 400 days).
 #[derive(InputObject, Clone, Copy)]
 pub struct ServiceRangeInput {
+    /// The first moment counted.
     pub from: DateTime<Utc>,
+    /// The first moment not counted; after `from`.
     pub to: DateTime<Utc>,
 }
 
 /// Which conversations (and their messages) the metrics count; every given field must match.
 #[derive(InputObject, Default)]
 pub struct ServiceMetricsFilterInput {
+    /// Conversations on this channel.
     pub channel: Option<Channel>,
     /// Conversations assigned to this user (usr_…) at the end of the range.
     pub assignee_id: Option<ID>,
+    /// Conversations of this source (`src_…`).
     pub source_id: Option<ID>,
 }
 
@@ -76,6 +80,7 @@ impl ServiceMetrics {
     async fn time_zone(&self) -> &str {
         self.0.time_zone.name()
     }
+    /// The grouping asked for; `null` when none was (then `groups` is empty).
     async fn group_by(&self) -> Option<ServiceGroupBy> {
         self.1
     }
@@ -106,6 +111,7 @@ pub struct ServiceBacklogPoint {
     pub date: NaiveDate,
     /// The moment counted: the day's end (its next local midnight), or `to`.
     pub at: DateTime<Utc>,
+    /// Conversations not resolved at `at`.
     pub open: i64,
 }
 
@@ -122,6 +128,8 @@ impl ServiceBacklogPoint {
 /// One group of `serviceMetrics`: the field of its grouping is set.
 pub struct ServiceGroup(GroupKey, Figures);
 
+/// One group of `serviceMetrics`: the field of its grouping (`date`, `channel`,
+/// `assignee` or `sourceId`) is set, the others are `null`.
 #[Object]
 impl ServiceGroup {
     /// The group as text: the day or week's first day (`2026-11-02`), the channel's
@@ -141,6 +149,7 @@ impl ServiceGroup {
             _ => None,
         }
     }
+    /// CHANNEL: the channel.
     async fn channel(&self) -> Option<Channel> {
         match self.0 {
             GroupKey::Channel(Some(name)) => Channel::parse(name),
@@ -154,12 +163,15 @@ impl ServiceGroup {
             _ => Ok(None),
         }
     }
+    /// SOURCE: the source's id (`src_…`); `null` for the group of conversations of no
+    /// source (`key` `none`).
     async fn source_id(&self) -> Option<ID> {
         match self.0 {
             GroupKey::Source(Some(source)) => Some(ID(encode(source))),
             _ => None,
         }
     }
+    /// The group's figures.
     async fn figures(&self) -> ServiceFigures {
         ServiceFigures(self.1.clone())
     }
@@ -198,6 +210,7 @@ impl ServiceFigures {
     async fn backlog(&self) -> i64 {
         self.0.backlog
     }
+    /// Breaches of the SLA rules (see `ServiceMetrics`).
     async fn sla_breaches(&self) -> SlaBreaches {
         let breaches = &self.0.breaches;
         SlaBreaches {
@@ -218,8 +231,11 @@ impl ServiceFigures {
 /// (nearest rank; `null` when none were).
 #[derive(SimpleObject)]
 pub struct DurationStats {
+    /// How many durations were measured.
     pub count: i64,
+    /// Their median in seconds; `null` when none were measured.
     pub median_secs: Option<i64>,
+    /// Their 90th percentile in seconds; `null` when none were measured.
     pub p90_secs: Option<i64>,
 }
 
@@ -238,7 +254,9 @@ impl DurationStats {
 pub struct SlaBreaches {
     /// First-response and resolution breaches together.
     pub count: i64,
+    /// First responses slower than the target, or still missing past it.
     pub first_response: i64,
+    /// Resolutions slower than the target.
     pub resolution: i64,
     /// How many conversations breached a target.
     pub conversation_count: i64,
@@ -304,6 +322,7 @@ impl Loader<CustomerServiceOf> for Loaders {
 /// A service-level target.
 pub struct SlaRuleObject(SlaRule);
 
+/// A service-level target: how fast we answer and resolve a channel's conversations.
 #[Object(name = "SlaRule")]
 impl SlaRuleObject {
     /// The channel it applies to; `null`: every channel without a rule of its own.
@@ -322,6 +341,7 @@ impl SlaRuleObject {
     async fn business_hours_only(&self) -> bool {
         self.0.business_hours_only
     }
+    /// When the rule was last set.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
@@ -341,15 +361,20 @@ pub(super) async fn sla_rules(ctx: &Context<'_>) -> Result<Vec<SlaRuleObject>> {
 pub struct SetSlaRuleInput {
     /// The channel; leave out (or `null`) for the rule of every channel without its own.
     pub channel: Option<Channel>,
+    /// The first-response target in seconds (1 to a year); no such target when left out.
+    /// A rule needs at least one target (`BAD_USER_INPUT` otherwise).
     pub first_response_secs: Option<i64>,
+    /// The resolution target in seconds (1 to a year); no such target when left out.
     pub resolution_secs: Option<i64>,
     /// Count only business hours (`setBusinessHours`) towards the targets.
     #[graphql(default)]
     pub business_hours_only: bool,
 }
 
+/// What `setSlaRule` answers.
 #[derive(SimpleObject)]
 pub struct SlaRulePayload {
+    /// The rule as set.
     pub sla_rule: SlaRuleObject,
 }
 
@@ -370,12 +395,14 @@ pub(super) async fn set_sla_rule(
     })
 }
 
+/// The SLA rule to delete.
 #[derive(InputObject)]
 pub struct DeleteSlaRuleInput {
     /// The channel whose rule goes; `null` for the any-channel rule.
     pub channel: Option<Channel>,
 }
 
+/// What `deleteSlaRule` answers.
 #[derive(SimpleObject)]
 pub struct DeleteSlaRulePayload {
     /// `false` when there was no such rule.
@@ -395,8 +422,11 @@ pub(super) async fn delete_sla_rule(
 #[derive(InputObject, SimpleObject)]
 #[graphql(input_name = "BusinessHoursIntervalInput")]
 pub struct BusinessHoursInterval {
+    /// The day.
     pub weekday: Weekday,
+    /// When it opens, local `HH:MM` (`09:00`).
     pub open: String,
+    /// When it closes, local `HH:MM`, after `open` (`17:30`, or `24:00` for midnight).
     pub close: String,
 }
 
@@ -435,12 +465,16 @@ pub(super) async fn business_hours(ctx: &Context<'_>) -> Result<BusinessHoursObj
 /// Replaces the time zone and every interval: weekdays left out are closed.
 #[derive(InputObject)]
 pub struct SetBusinessHoursInput {
+    /// An IANA zone (`Europe/Madrid`).
     pub time_zone: String,
+    /// The opening intervals; intervals of one day must not overlap.
     pub hours: Vec<BusinessHoursInterval>,
 }
 
+/// What `setBusinessHours` answers.
 #[derive(SimpleObject)]
 pub struct BusinessHoursPayload {
+    /// The time zone and hours as set.
     pub business_hours: BusinessHoursObject,
 }
 

@@ -16,14 +16,20 @@ use entity::SourceId;
 /// nothing returns their values.
 pub struct Source(pub entity::source::Model);
 
+/// A configured connector: where Rapport pulls interactions from (or receives them, for
+/// webhooks) and sends replies through. Its secrets are write-only: `secretsSet` names
+/// them, nothing returns their values.
 #[Object]
 impl Source {
+    /// The source's id (`src_…`).
     pub(super) async fn id(&self) -> ID {
         ID(encode(self.0.id))
     }
+    /// The channel it connects to.
     async fn channel(&self) -> Channel {
         self.0.channel
     }
+    /// Its name, unique in the workspace (at most 100 characters).
     async fn name(&self) -> &str {
         &self.0.name
     }
@@ -43,18 +49,24 @@ impl Source {
     async fn cursor(&self) -> Option<&str> {
         self.0.cursor.as_deref()
     }
+    /// How it is doing.
     async fn status(&self) -> domain::source::SourceStatus {
         self.0.status
     }
+    /// Why its last run failed, secrets masked (`***`); `null` after a run that worked.
     async fn last_error(&self) -> Option<&str> {
         self.0.last_error.as_deref()
     }
+    /// Interactions it has stored since it was created (duplicates not counted).
     async fn items_ingested(&self) -> i64 {
         self.0.items_ingested
     }
+    /// When it last ran; `null` before its first run.
     async fn last_run_at(&self) -> Option<DateTime<Utc>> {
         self.0.last_run_at
     }
+    /// When the scheduler pulls it next; `null` for sources that are not pulled
+    /// (webhooks).
     async fn next_run_at(&self) -> Option<DateTime<Utc>> {
         self.0.next_run_at
     }
@@ -62,16 +74,20 @@ impl Source {
     async fn webhook_path(&self) -> Option<String> {
         (self.0.channel == Channel::Webhook).then(|| format!("/webhooks/{}", encode(self.0.id)))
     }
+    /// When it was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When it last changed (settings, status, cursor).
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
 }
 
+/// What a change to a source answers.
 #[derive(SimpleObject)]
 pub struct SourcePayload {
+    /// The source as the mutation left it.
     pub source: Source,
 }
 
@@ -90,13 +106,18 @@ pub struct SyncSourcePayload {
     pub error: Option<String>,
 }
 
+/// What `deleteSource` answers.
 #[derive(SimpleObject)]
 pub struct DeleteSourcePayload {
+    /// The id of the source deleted.
     pub deleted_source_id: ID,
 }
 
+/// A new source. `BAD_USER_INPUT` naming `config.<field>` for a setting that is missing
+/// or wrong for the channel.
 #[derive(InputObject)]
 pub struct CreateSourceInput {
+    /// The channel; one without a connector (see `Channel`) is `BAD_USER_INPUT`.
     pub channel: Channel,
     /// Unique in the workspace.
     pub name: String,
@@ -111,14 +132,20 @@ pub struct CreateSourceInput {
 /// leaves out are kept.
 #[derive(InputObject)]
 pub struct UpdateSourceInput {
+    /// The source (`src_…`).
     pub id: ID,
+    /// A new name, unique in the workspace, 1 to 100 characters.
     pub name: Option<String>,
+    /// New settings, replacing the old ones (secrets it leaves out are kept).
     pub config: Option<Json<serde_json::Value>>,
+    /// Seconds between pulls, 30 to 86400.
     pub schedule_secs: Option<i32>,
 }
 
+/// The source a mutation acts on.
 #[derive(InputObject)]
 pub struct SourceIdInput {
+    /// The source (`src_…`).
     pub id: ID,
 }
 

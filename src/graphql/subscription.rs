@@ -30,6 +30,8 @@ use entity::{ConversationId, CustomerId, SourceId, UserId, WorkspaceId};
 
 pub struct Subscription;
 
+/// Live events over WebSocket (`graphql-transport-ws`), fed from the event log, so changes
+/// made by any Rapport process arrive.
 #[Subscription]
 impl Subscription {
     /// Every interaction stored from now on (mentions, messages, our replies) that matches
@@ -38,7 +40,11 @@ impl Subscription {
     async fn interaction_received(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "Which interactions; every one of the workspace when left out.")]
         filter: Option<InteractionReceivedFilter>,
+        #[graphql(
+            desc = "A `cursor` this subscription handed out, to replay what was stored since it before the live events; `BAD_USER_INPUT` for any other string."
+        )]
         after: Option<String>,
     ) -> Result<impl Stream<Item = Result<InteractionReceived>>> {
         let filter = filter.unwrap_or_default().checked()?;
@@ -76,7 +82,11 @@ impl Subscription {
     async fn conversation_changed(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "Which changes; every one of the workspace when left out.")]
         filter: Option<ConversationChangedFilter>,
+        #[graphql(
+            desc = "A `cursor` this subscription handed out, to replay what was stored since it before the live events; `BAD_USER_INPUT` for any other string."
+        )]
         after: Option<String>,
     ) -> Result<impl Stream<Item = Result<ConversationChanged>>> {
         let filter = filter.unwrap_or_default().checked(caller(ctx)?.user_id)?;
@@ -108,7 +118,9 @@ impl Subscription {
     async fn inbox_counts_changed(
         &self,
         ctx: &Context<'_>,
-        filter: Option<InboxFilterInput>,
+        #[graphql(desc = "As `inboxCounts` takes it; all but spam when left out.")] filter: Option<
+            InboxFilterInput,
+        >,
     ) -> Result<impl Stream<Item = Result<InboxCountsChanged>>> {
         let filter = filter.unwrap_or_default().into_domain(ctx)?;
         let reader = Reader::join(ctx, CONVERSATION_KINDS, None).await?;
@@ -317,10 +329,15 @@ impl Reader {
 /// Which new interactions `interactionReceived` reports; every given field must match.
 #[derive(InputObject, Default)]
 pub struct InteractionReceivedFilter {
+    /// On this channel.
     pub channel: Option<Channel>,
+    /// Ingested from or sent through this source (`src_…`).
     pub source_id: Option<ID>,
+    /// With this customer (`cus_…`).
     pub customer_id: Option<ID>,
+    /// In this conversation (`cnv_…`).
     pub conversation_id: Option<ID>,
+    /// Only this direction.
     pub direction: Option<Direction>,
 }
 
@@ -364,6 +381,7 @@ pub struct InteractionReceived {
     /// Give it as `after` to subscribe again from here. Opaque: it is good only in this
     /// workspace, and says nothing of order (compare nothing, keep the last one received).
     pub cursor: String,
+    /// The interaction as stored.
     pub interaction: Interaction,
 }
 
@@ -371,13 +389,17 @@ pub struct InteractionReceived {
 /// as changed; every given field must match.
 #[derive(InputObject, Default)]
 pub struct ConversationChangedFilter {
+    /// Only this conversation (`cnv_…`).
     pub conversation_id: Option<ID>,
     /// Any of these statuses (as the conversation reads after the change).
     pub statuses: Option<Vec<ConversationStatus>>,
     /// ME or NOBODY; for a given user use `assigneeId` (not both).
     pub assignee: Option<super::inbox::InboxAssignee>,
+    /// Assigned to this user (`usr_…`) after the change.
     pub assignee_id: Option<ID>,
+    /// On this channel.
     pub channel: Option<Channel>,
+    /// Of this source (`src_…`).
     pub source_id: Option<ID>,
 }
 
@@ -440,6 +462,7 @@ impl ConversationMatch {
 /// What happened to a conversation.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum ConversationChange {
+    /// A new conversation: its first message arrived or was recorded.
     Created,
     /// A new message (either way), or our first response.
     Updated,
@@ -449,10 +472,15 @@ pub enum ConversationChange {
     Reopened,
     /// Its snooze ran out: OPEN again.
     Woken,
+    /// Someone assigned it, or unassigned it (`assignee` is then `null`).
     Assigned,
+    /// Someone set its priority.
     PrioritySet,
+    /// Someone added the label named by `label`.
     LabelAdded,
+    /// Someone removed the label named by `label`.
     LabelRemoved,
+    /// Someone marked it (or its customer) as spam, or cleared the mark.
     SpamSet,
 }
 
@@ -463,7 +491,9 @@ pub struct ConversationChanged {
     /// Give it as `after` to subscribe again from here. Opaque: it is good only in this
     /// workspace, and says nothing of order (compare nothing, keep the last one received).
     pub cursor: String,
+    /// What happened.
     pub change: ConversationChange,
+    /// The conversation as the change left it (not as it is now, for a replayed change).
     pub conversation: Conversation,
     /// Who made the change: the key's name, or what in Rapport did it (`new message`,
     /// `snooze timer`).
@@ -527,6 +557,7 @@ impl ConversationChanged {
 pub struct InboxCountsChanged {
     /// The last change counted (opaque, as the other subscriptions' cursors).
     pub cursor: String,
+    /// The counts after that change.
     pub counts: InboxCounts,
 }
 

@@ -13,30 +13,42 @@ use entity::*;
 /// A label on customers.
 pub struct Tag(pub tag::Model);
 
+/// A workspace tag: on customers (`tags`) and, as labels, on conversations (`labels`).
+/// Unique in the workspace by name.
 #[Object]
 impl Tag {
+    /// The tag's id (`tag_…`).
     pub(super) async fn id(&self) -> ID {
         ID(encode(self.0.id))
     }
+    /// Its name, at most 64 characters.
     async fn name(&self) -> &str {
         &self.0.name
     }
+    /// A colour for clients to show it in, as given when the tag was created (at most 32
+    /// characters, free text such as `#2f80ed`); `null` when none was.
     async fn color(&self) -> Option<&str> {
         self.0.color.as_deref()
     }
 }
 
+/// A tag to put on a customer.
 #[derive(InputObject)]
 pub struct AddTagInput {
+    /// The customer (`cus_…`).
     pub customer_id: ID,
     /// The tag's name; created in the workspace when missing.
     pub name: String,
+    /// The colour of a tag created here (at most 32 characters); ignored for an existing tag.
     pub color: Option<String>,
 }
 
+/// A tag to take off a customer.
 #[derive(InputObject)]
 pub struct RemoveTagInput {
+    /// The customer (`cus_…`).
     pub customer_id: ID,
+    /// The tag's name.
     pub name: String,
 }
 

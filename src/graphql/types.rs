@@ -25,7 +25,9 @@ pub use connectors::Channel;
 /// Sort direction.
 #[derive(Enum, Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub enum OrderDirection {
+    /// Smallest (earliest, A to Z) first.
     Asc,
+    /// Largest (latest, Z to A) first.
     #[default]
     Desc,
 }

@@ -16,11 +16,14 @@ use entity::{user, UserId};
 /// A person of the workspace: owns API keys, works conversations.
 pub struct User(pub user::Model);
 
+/// A person of the workspace: owns API keys, works conversations.
 #[Object]
 impl User {
+    /// The user's id (`usr_…`).
     pub(super) async fn id(&self) -> ID {
         ID(encode(self.0.id))
     }
+    /// Their name (at most 200 characters).
     async fn name(&self) -> &str {
         &self.0.name
     }
@@ -28,6 +31,7 @@ impl User {
     async fn email(&self) -> &str {
         &self.0.email
     }
+    /// What they may do; their keys have this role.
     async fn role(&self) -> Role {
         self.0.role
     }
@@ -35,6 +39,7 @@ impl User {
     async fn active(&self) -> bool {
         self.0.active
     }
+    /// When the user was added.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -81,15 +86,20 @@ pub(super) async fn me(ctx: &Context<'_>) -> Result<Option<User>> {
 /// Changes to a user; a field left out stays as it is.
 #[derive(InputObject)]
 pub struct UpdateUserInput {
+    /// The user (`usr_…`).
     pub user_id: ID,
+    /// A new name, 1 to 200 characters.
     pub name: Option<String>,
+    /// A new role; OWNER, or any change to an owner, needs the owner role (`FORBIDDEN`).
     pub role: Option<Role>,
     /// `false` deactivates: the user's keys stop working and they cannot be assigned.
     pub active: Option<bool>,
 }
 
+/// What `updateUser` answers.
 #[derive(SimpleObject)]
 pub struct UserPayload {
+    /// The user as the change left them.
     pub user: User,
 }
 

@@ -10,20 +10,26 @@ use entity::*;
 /// A tenant: every object belongs to exactly one.
 pub struct Workspace(pub workspace::Model);
 
+/// A tenant: every object belongs to exactly one, and an API key sees only its own.
 #[Object]
 impl Workspace {
+    /// The workspace's id (`wsp_…`).
     pub(super) async fn id(&self) -> ID {
         ID(encode(self.0.id))
     }
+    /// Its short unique name, as `rapport keys create --workspace` takes it (`default`).
     async fn slug(&self) -> &str {
         &self.0.slug
     }
+    /// Its display name.
     async fn name(&self) -> &str {
         &self.0.name
     }
+    /// When it was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// How the workspace works; admins change it with `updateWorkspaceSettings`.
     async fn settings(&self) -> WorkspaceSettings {
         WorkspaceSettings(crate::domain::workspace::WorkspaceSettings::of(&self.0))
     }
@@ -32,6 +38,7 @@ impl Workspace {
 /// How the workspace works.
 pub struct WorkspaceSettings(pub crate::domain::workspace::WorkspaceSettings);
 
+/// How the workspace works.
 #[Object]
 impl WorkspaceSettings {
     /// Our successful reply moves an OPEN conversation to PENDING (waiting on the
@@ -44,11 +51,14 @@ impl WorkspaceSettings {
 /// A change of the workspace's settings: each given field is set, the rest stay.
 #[derive(async_graphql::InputObject)]
 pub struct UpdateWorkspaceSettingsInput {
+    /// Whether our reply moves an OPEN conversation to PENDING (see `WorkspaceSettings`).
     pub reply_sets_pending: Option<bool>,
 }
 
+/// What a change to the workspace answers.
 #[derive(async_graphql::SimpleObject)]
 pub struct WorkspacePayload {
+    /// The workspace as the change left it.
     pub workspace: Workspace,
 }
 
@@ -74,8 +84,10 @@ pub struct Viewer {
     pub key_name: String,
 }
 
+/// Who is calling: the API key's workspace, role and name.
 #[Object]
 impl Viewer {
+    /// The workspace the key belongs to; everything the key reads and changes is in it.
     async fn workspace(&self) -> Workspace {
         Workspace(self.workspace.clone())
     }

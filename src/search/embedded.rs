@@ -604,6 +604,7 @@ fn plan_of(schema: &Schema, q: &InteractionQuery) -> Plan {
         ("direction", f.directions.clone()),
         ("status", f.statuses.clone()),
         ("language", f.languages.clone()),
+        ("sentiment_label", f.sentiments.clone()),
     ] {
         if !values.is_empty() {
             plan.sets.push(TermSet {

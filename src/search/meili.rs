@@ -135,6 +135,7 @@ pub fn filter_of(query: &InteractionQuery) -> String {
     any_of(&mut clauses, "direction", &f.directions);
     any_of(&mut clauses, "status", &f.statuses);
     any_of(&mut clauses, "language", &f.languages);
+    any_of(&mut clauses, "sentiment_label", &f.sentiments);
     if let Some(min) = f.sentiment_min {
         clauses.push(format!("sentiment >= {min}"));
     }

@@ -80,6 +80,8 @@ pub struct SearchFilter {
     pub directions: Vec<String>,
     pub statuses: Vec<String>,
     pub languages: Vec<String>,
+    /// Sentiment buckets as stored (`domain::document::sentiment_label`).
+    pub sentiments: Vec<String>,
     pub sentiment_min: Option<f64>,
     pub sentiment_max: Option<f64>,
     pub occurred_after: Option<DateTime<Utc>>,

@@ -781,7 +781,7 @@ backend_test!(
         );
         assert_eq!(
             result["facets"]["channel"],
-            json!([{ "value": "email", "count": 2 }])
+            json!([{ "value": "EMAIL", "count": 2 }])
         );
         // Accents; filter by customer and channel; pagination by cursor.
         let data = app.gql(&key, SEARCH, json!({ "q": "cancion", "filter": { "customerIds": [ben], "channels": ["PHONE"], "languages": ["es"] } })).await;
@@ -1735,5 +1735,71 @@ backend_test!(
         );
         stop.send(true).unwrap();
         task.await.unwrap();
+    }
+);
+
+backend_test!(
+    async fn a_facet_value_fed_back_as_a_filter_finds_its_count(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let ana = app
+            .create_customer(&key, json!({ "displayName": "Ana Souza" }))
+            .await;
+        for (channel, kind, text, language) in [
+            (
+                "HACKER_NEWS",
+                "MENTION",
+                "Rapport keeps the export simple",
+                "en",
+            ),
+            (
+                "HACKER_NEWS",
+                "COMMENT",
+                "The export is great, thanks",
+                "en",
+            ),
+            ("EMAIL", "EMAIL", "The export is broken and slow", "en"),
+            (
+                "PHONE",
+                "CALL",
+                "El export funciona bien, muchas gracias",
+                "es",
+            ),
+        ] {
+            let input = json!({ "customerId": ana, "channel": channel, "kind": kind, "direction": "INBOUND", "text": text, "language": language });
+            app.gql(&key, RECORD, json!({ "input": input })).await;
+        }
+        catch_up(&app).await;
+        let facets =
+            app.gql(&key, SEARCH, json!({ "q": "export" })).await["search"]["facets"].clone();
+        assert_eq!(
+            facets["channel"],
+            json!([{ "value": "HACKER_NEWS", "count": 2 }, { "value": "EMAIL", "count": 1 }, { "value": "PHONE", "count": 1 }]),
+            "{facets}"
+        );
+        let mut fed_back = 0;
+        for (facet, filter) in [
+            ("channel", "channels"),
+            ("kind", "kinds"),
+            ("language", "languages"),
+            ("sentiment", "sentiments"),
+        ] {
+            for entry in facets[facet].as_array().unwrap() {
+                let narrowed = app
+                    .gql(
+                        &key,
+                        SEARCH,
+                        json!({ "q": "export", "filter": { filter: [entry["value"].clone()] } }),
+                    )
+                    .await;
+                assert_eq!(
+                    narrowed["search"]["estimatedTotal"], entry["count"],
+                    "{facet} {entry} fed back as {filter}"
+                );
+                fed_back += 1;
+            }
+        }
+        let buckets = facets["sentiment"].as_array().unwrap().len();
+        assert!(buckets >= 2, "positive and negative texts: {facets}");
+        assert_eq!(fed_back, 3 + 4 + 2 + buckets);
     }
 );
