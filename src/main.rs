@@ -36,6 +36,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Migrate) => cli::schema::migrate(config).await,
         Some(Command::Demo) => cli::demo::run(config).await,
         Some(Command::Keys(command)) => cli::keys::run(App::start(config).await?, command).await,
+        Some(Command::Documents(command)) => {
+            cli::documents::run(App::start(config).await?, command).await
+        }
         Some(Command::Users(command)) => cli::users::run(App::start(config).await?, command).await,
         Some(Command::Bench(args)) => cli::bench::run(config, args).await,
         Some(Command::Sources(command)) => {

@@ -22,6 +22,8 @@ pub struct Model {
     pub revoked_at: Option<DateTimeUtc>,
     /// The person the key belongs to (`me` in the inbox); `None` for a machine key.
     pub user_id: Option<UserId>,
+    /// The key runs only the workspace's trusted documents (registered ahead of time).
+    pub trusted_documents_only: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

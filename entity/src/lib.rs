@@ -21,6 +21,7 @@ pub mod sla_rule;
 pub mod source;
 pub mod spam_author;
 pub mod tag;
+pub mod trusted_document;
 pub mod user;
 pub mod workspace;
 

@@ -13,6 +13,7 @@ mod m20261204_000009_service;
 mod m20261204_000010_replies;
 mod m20261204_000011_server_secret;
 mod m20261204_000012_event_levels_index;
+mod m20261204_000013_trusted_documents;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000010_replies::Migration),
             Box::new(m20261204_000011_server_secret::Migration),
             Box::new(m20261204_000012_event_levels_index::Migration),
+            Box::new(m20261204_000013_trusted_documents::Migration),
         ]
     }
 }

@@ -21,6 +21,10 @@ pub enum KeysCommand {
         /// The user (usr_…, of the same workspace) the key belongs to: "me" in the inbox.
         #[arg(long)]
         user: Option<String>,
+        /// The key runs only the workspace's trusted documents (`rapport documents
+        /// register`): for a production app, whose key ships inside it.
+        #[arg(long)]
+        trusted_documents_only: bool,
     },
     /// List the keys of a workspace (never the secrets).
     List {
@@ -49,6 +53,7 @@ pub async fn run(app: App, command: KeysCommand) -> anyhow::Result<()> {
             workspace,
             name,
             user,
+            trusted_documents_only,
         } => {
             let user = user
                 .map(|user| ids::decode::<entity::UserId>("user", &user))
@@ -56,8 +61,15 @@ pub async fn run(app: App, command: KeysCommand) -> anyhow::Result<()> {
             let slug = workspace;
             let workspace = domain::workspace::ensure(&app.db, &slug).await?;
             let (_, key) =
-                domain::workspace::create_key_for(&app.db, workspace.id, role, &name, user)
-                    .await
+                domain::workspace::create_key_with(
+                    &app.db,
+                    workspace.id,
+                    role,
+                    &name,
+                    user,
+                    trusted_documents_only,
+                )
+                .await
                     .map_err(|err| match err {
                         rapport::Error::NotFound { .. } => anyhow::anyhow!(
                             "the workspace `{slug}` has no user {}: give a user of the same workspace (`rapport users list --workspace {slug}`)",
@@ -73,13 +85,19 @@ pub async fn run(app: App, command: KeysCommand) -> anyhow::Result<()> {
                 let state = key.revoked_at.map_or("active".to_owned(), |at| {
                     format!("revoked {}", at.to_rfc3339())
                 });
+                let documents = if key.trusted_documents_only {
+                    "trusted-documents-only"
+                } else {
+                    "any-document"
+                };
                 println!(
-                    "{}\t{}\t{}\t{}…\t{}",
+                    "{}\t{}\t{}\t{}…\t{}\t{}",
                     ids::encode(key.id),
                     key.role,
                     key.name,
                     key.prefix,
-                    state
+                    state,
+                    documents
                 );
             }
         }

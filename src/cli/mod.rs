@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod documents;
 pub mod keys;
 pub mod reindex;
 pub mod schema;
@@ -88,6 +89,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Manage the trusted documents of a workspace (what trusted-only keys may run).
+    #[command(subcommand)]
+    Documents(documents::DocumentsCommand),
     /// Manage the users (people) of a workspace.
     #[command(subcommand)]
     Users(users::UsersCommand),

@@ -46,6 +46,7 @@ pub mod service;
 pub mod source;
 pub mod tag;
 pub mod text;
+pub mod trusted_document;
 pub mod user;
 pub mod view;
 pub mod workspace;
@@ -78,6 +79,9 @@ pub struct Caller {
     pub key_name: String,
     /// The person the key belongs to, if any: "me" in the inbox.
     pub user_id: Option<UserId>,
+    /// The key runs only the workspace's trusted documents (`/graphql` checks each
+    /// request before it runs).
+    pub trusted_documents_only: bool,
 }
 
 impl Caller {
@@ -91,6 +95,7 @@ impl Caller {
             key_id: ApiKeyId::from_uuid(uuid::Uuid::nil()),
             key_name: name.to_owned(),
             user_id: None,
+            trusted_documents_only: false,
         }
     }
 

@@ -75,6 +75,20 @@ pub async fn create_key_for(
     name: &str,
     user_id: Option<UserId>,
 ) -> Result<(api_key::Model, String)> {
+    create_key_with(db, workspace_id, role, name, user_id, false).await
+}
+
+/// Like [`create_key_for`]; with `trusted_documents_only`, the key runs only the
+/// workspace's trusted documents ([`super::trusted_document`]): for a production app,
+/// whose key is in every copy of the app and must not run arbitrary queries.
+pub async fn create_key_with(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    role: Role,
+    name: &str,
+    user_id: Option<UserId>,
+    trusted_documents_only: bool,
+) -> Result<(api_key::Model, String)> {
     if let Some(user_id) = user_id {
         super::find_scoped(db, workspace_id, user_id).await?;
     }
@@ -92,6 +106,7 @@ pub async fn create_key_for(
         last_used_at: Set(None),
         revoked_at: Set(None),
         user_id: Set(user_id),
+        trusted_documents_only: Set(trusted_documents_only),
     };
     let model = api_key::Entity::insert(row).exec_with_returning(db).await?;
     Ok((model, secret))
@@ -138,6 +153,7 @@ struct KeyRow {
     name: String,
     role: Role,
     user_id: Option<UserId>,
+    trusted_documents_only: bool,
     user_active: Option<bool>,
     user_role: Option<Role>,
 }
@@ -157,6 +173,7 @@ pub async fn authenticate(db: &impl ConnectionTrait, secret: &str) -> Result<Cal
             api_key::Column::Name,
             api_key::Column::Role,
             api_key::Column::UserId,
+            api_key::Column::TrustedDocumentsOnly,
         ])
         .column_as(entity::user::Column::Active, "user_active")
         .column_as(entity::user::Column::Role, "user_role")
@@ -198,6 +215,7 @@ pub async fn authenticate(db: &impl ConnectionTrait, secret: &str) -> Result<Cal
         key_id: key.id,
         key_name: key.name,
         user_id: key.user_id,
+        trusted_documents_only: key.trusted_documents_only,
     })
 }
 

@@ -33,6 +33,7 @@ pub mod service;
 pub mod source;
 pub mod subscription;
 pub mod tag;
+pub mod trusted_document;
 pub mod types;
 pub mod user;
 pub mod workspace;

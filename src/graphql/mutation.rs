@@ -36,6 +36,10 @@ use super::source::{
     UpdateSourceInput,
 };
 use super::tag::{AddTagInput, RemoveTagInput};
+use super::trusted_document::{
+    RegisterTrustedDocumentsInput, RegisterTrustedDocumentsPayload, RemoveTrustedDocumentInput,
+    RemoveTrustedDocumentPayload,
+};
 use super::workspace::{UpdateWorkspaceSettingsInput, WorkspacePayload};
 
 pub struct Mutation;
@@ -453,5 +457,28 @@ impl Mutation {
         #[graphql(desc = "The time zone and the weekly hours.")] input: SetBusinessHoursInput,
     ) -> Result<BusinessHoursPayload> {
         super::service::set_business_hours(ctx, input).await
+    }
+
+    /// Registers GraphQL documents as trusted (admin role): the workspace's
+    /// trusted-documents-only keys run these and nothing else. Registering a text again
+    /// is harmless (it keeps its first name). At most 100 documents of 64 KiB each a
+    /// call; `BAD_USER_INPUT` naming `documents[i]` for one that does not parse, and then
+    /// none is registered.
+    async fn register_trusted_documents(
+        &self,
+        ctx: &Context<'_>,
+        input: RegisterTrustedDocumentsInput,
+    ) -> Result<RegisterTrustedDocumentsPayload> {
+        super::trusted_document::register_trusted_documents(ctx, input).await
+    }
+
+    /// Removes a trusted document by its hash (admin role): trusted-documents-only keys
+    /// cannot run it from then on. `NOT_FOUND` when the workspace has none.
+    async fn remove_trusted_document(
+        &self,
+        ctx: &Context<'_>,
+        input: RemoveTrustedDocumentInput,
+    ) -> Result<RemoveTrustedDocumentPayload> {
+        super::trusted_document::remove_trusted_document(ctx, input).await
     }
 }

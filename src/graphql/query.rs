@@ -17,6 +17,7 @@ use super::service::{
     SlaRuleObject,
 };
 use super::source::Source;
+use super::trusted_document::TrustedDocument;
 use super::types::{fetch_node, Node};
 use super::user::User;
 use super::workspace::Viewer;
@@ -351,5 +352,20 @@ impl Query {
     /// until set).
     async fn business_hours(&self, ctx: &Context<'_>) -> Result<BusinessHoursObject> {
         super::service::business_hours(ctx).await
+    }
+
+    /// The workspace's trusted documents (admin role), by hash: what its
+    /// trusted-documents-only keys may run. `first` at most 500 (100 when not given);
+    /// `after` a hash, to read the next page.
+    async fn trusted_documents(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "How many documents to return: at most 500, 100 when left out.")]
+        first: Option<i32>,
+        #[graphql(desc = "The hash of the last document of the previous page.")] after: Option<
+            String,
+        >,
+    ) -> Result<Vec<TrustedDocument>> {
+        super::trusted_document::trusted_documents(ctx, first, after).await
     }
 }

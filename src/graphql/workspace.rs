@@ -82,6 +82,7 @@ pub struct Viewer {
     pub workspace: workspace::Model,
     pub role: Role,
     pub key_name: String,
+    pub trusted_documents_only: bool,
 }
 
 /// Who is calling: the API key's workspace, role and name.
@@ -99,6 +100,10 @@ impl Viewer {
     async fn key_name(&self) -> &str {
         &self.key_name
     }
+    /// Whether this key runs only the workspace's trusted documents.
+    async fn trusted_documents_only(&self) -> bool {
+        self.trusted_documents_only
+    }
 }
 
 /// `viewer`: the caller's workspace and role.
@@ -109,5 +114,6 @@ pub async fn viewer(ctx: &async_graphql::Context<'_>) -> async_graphql::Result<V
         workspace,
         role: caller.role,
         key_name: caller.key_name.clone(),
+        trusted_documents_only: caller.trusted_documents_only,
     })
 }

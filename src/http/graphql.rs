@@ -382,24 +382,45 @@ enum Resolved {
     Refused(Error),
 }
 
-fn resolve(state: &HttpState, caller: &Caller, request: GraphqlRequest) -> Resolved {
+async fn resolve(state: &HttpState, caller: &Caller, request: GraphqlRequest) -> Resolved {
     let GraphqlRequest {
         query,
         operation_name,
         variables,
         persisted,
     } = request;
+    if let (Some(query), Some(hash)) = (&query, &persisted) {
+        if persisted::hash(query) != *hash {
+            return Resolved::Refused(Error::field(
+                "extensions.persistedQuery.sha256Hash",
+                "`sha256Hash` is not the SHA-256 of `query`: hash the exact text sent, as lowercase hex",
+            ));
+        }
+    }
+    if caller.trusted_documents_only {
+        return match super::trusted::admit(state, caller, query.as_deref(), persisted.as_deref())
+            .await
+        {
+            Ok(stored) => {
+                let by_hash = stored.is_some();
+                let Some(query) = stored.or(query) else {
+                    return Resolved::Refused(Error::bad_input("the request has no `query`"));
+                };
+                Resolved::Run {
+                    query,
+                    operation_name,
+                    variables,
+                    register: None,
+                    by_hash,
+                }
+            }
+            Err(error) => Resolved::Refused(error),
+        };
+    }
     let (query, register, by_hash) = match (query, persisted) {
         (Some(query), None) => (query, None, false),
-        (Some(query), Some(hash)) => {
-            if persisted::hash(&query) != hash {
-                return Resolved::Refused(Error::field(
-                    "extensions.persistedQuery.sha256Hash",
-                    "`sha256Hash` is not the SHA-256 of `query`: hash the exact text sent, as lowercase hex",
-                ));
-            }
-            (query, Some(hash), false)
-        }
+        // Checked above: the hash is the text's.
+        (Some(query), Some(hash)) => (query, Some(hash), false),
         (None, Some(hash)) => match state.persisted.get(caller.workspace_id, &hash) {
             Some(query) => (query.to_string(), None, true),
             None => return Resolved::NotFound,
@@ -505,10 +526,10 @@ async fn execute(
             return reject(state, media, err);
         }
     }
-    let resolved: Vec<Resolved> = requests
-        .into_iter()
-        .map(|request| resolve(state, &caller, request))
-        .collect();
+    let mut resolved = Vec::with_capacity(requests.len());
+    for request in requests {
+        resolved.push(resolve(state, &caller, request).await);
+    }
     if method == Method::GET
         && resolved.iter().any(|request| match request {
             Resolved::Run {

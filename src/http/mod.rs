@@ -18,6 +18,7 @@ mod graphiql;
 mod graphql;
 pub mod listener;
 mod ops;
+mod trusted;
 mod webhook;
 mod ws;
 

@@ -374,10 +374,38 @@ fn refused(error: Error) -> async_graphql::Response {
     async_graphql::Response::from_errors(vec![error])
 }
 
+/// `request` as a trusted-only caller may run it (its text looked up when it named a
+/// registered hash alone), or its refusal; any other caller's as it is.
+async fn admit(
+    state: &HttpState,
+    caller: &Caller,
+    mut request: async_graphql::Request,
+) -> Result<async_graphql::Request, Error> {
+    if !caller.trusted_documents_only {
+        return Ok(request);
+    }
+    let hash = match request.extensions.0.get("persistedQuery") {
+        Some(async_graphql::Value::Object(persisted)) => match persisted.get("sha256Hash") {
+            Some(async_graphql::Value::String(hash)) => Some(hash.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let query = (!request.query.is_empty()).then_some(request.query.as_str());
+    if let Some(text) = super::trusted::admit(state, caller, query, hash.as_deref()).await? {
+        request.query = text;
+    }
+    Ok(request)
+}
+
 impl async_graphql::Executor for Executor {
     async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response {
-        match self.caller().await {
-            Ok(caller) => crate::graphql::execute(&self.state.api, caller, request).await,
+        let caller = match self.caller().await {
+            Ok(caller) => caller,
+            Err(error) => return refused(error),
+        };
+        match admit(&self.state, &caller, request).await {
+            Ok(request) => crate::graphql::execute(&self.state.api, caller, request).await,
             Err(error) => refused(error),
         }
     }
@@ -397,8 +425,16 @@ impl async_graphql::Executor for Executor {
         }
         let slot = InFlight(this.in_flight.clone());
         futures_util::stream::once(async move {
-            match this.caller().await {
-                Ok(caller) => crate::graphql::execute_stream(&this.state.api, caller, request),
+            let admitted = match this.caller().await {
+                Ok(caller) => admit(&this.state, &caller, request)
+                    .await
+                    .map(|request| (caller, request)),
+                Err(error) => Err(error),
+            };
+            match admitted {
+                Ok((caller, request)) => {
+                    crate::graphql::execute_stream(&this.state.api, caller, request)
+                }
                 Err(error) => futures_util::stream::once(async move { refused(error) }).boxed(),
             }
         })

@@ -36,3 +36,4 @@ mod server;
 mod service;
 mod tenancy;
 mod transport;
+mod trusted_documents;
