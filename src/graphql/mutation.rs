@@ -467,6 +467,7 @@ impl Mutation {
     async fn register_trusted_documents(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The documents to register, at most 100.")]
         input: RegisterTrustedDocumentsInput,
     ) -> Result<RegisterTrustedDocumentsPayload> {
         super::trusted_document::register_trusted_documents(ctx, input).await
@@ -477,7 +478,7 @@ impl Mutation {
     async fn remove_trusted_document(
         &self,
         ctx: &Context<'_>,
-        input: RemoveTrustedDocumentInput,
+        #[graphql(desc = "The hash of the document to remove.")] input: RemoveTrustedDocumentInput,
     ) -> Result<RemoveTrustedDocumentPayload> {
         super::trusted_document::remove_trusted_document(ctx, input).await
     }
