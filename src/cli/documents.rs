@@ -106,6 +106,14 @@ pub async fn run(app: App, command: DocumentsCommand) -> anyhow::Result<()> {
             for (label, document) in &documents {
                 trusted_document::check(&document.body)
                     .map_err(|reason| anyhow::anyhow!("{label}: the document {reason}"))?;
+                // Names too: a bad one found in a later call would leave the earlier
+                // calls' documents registered.
+                domain::clean_optional(
+                    "name",
+                    document.name.clone(),
+                    trusted_document::MAX_NAME_CHARS,
+                )
+                .map_err(|err| anyhow::anyhow!("{label}: {err}"))?;
             }
             let workspace = domain::workspace::ensure(&app.db, &workspace).await?;
             let caller = Caller::owner_without_key(workspace.id, "cli");

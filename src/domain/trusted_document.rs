@@ -69,6 +69,7 @@ pub async fn register(
     documents: Vec<NewDocument>,
 ) -> Result<Vec<Model>> {
     caller.require(Role::Admin, "registering trusted documents")?;
+    unrestricted(caller, "register")?;
     if documents.is_empty() {
         return Err(Error::field("documents", "give at least one document"));
     }
@@ -175,10 +176,23 @@ pub async fn list(
         .await?)
 }
 
+/// A trusted-documents-only key never changes the list it is held to: were a registering
+/// mutation ever registered (an admin console's, say), such a key could otherwise add any
+/// document and run it.
+fn unrestricted(caller: &Caller, what: &str) -> Result<()> {
+    if caller.trusted_documents_only {
+        return Err(Error::Forbidden(format!(
+            "a trusted-documents-only key cannot {what} trusted documents: use an admin key without that restriction"
+        )));
+    }
+    Ok(())
+}
+
 /// Removes the document registered under `hash` (admin role): trusted-only keys cannot
 /// run it from then on. `NOT_FOUND` when the workspace has none.
 pub async fn remove(db: &impl ConnectionTrait, caller: &Caller, hash: &str) -> Result<()> {
     caller.require(Role::Admin, "removing trusted documents")?;
+    unrestricted(caller, "remove")?;
     let result = Entity::delete_many()
         .filter(Column::WorkspaceId.eq(caller.workspace_id))
         .filter(Column::Hash.eq(hash.to_ascii_lowercase()))

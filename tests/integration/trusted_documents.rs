@@ -202,6 +202,18 @@ backend_test! {
         let admin = app.key(Role::Admin).await;
         let listed = app.gql(&admin, "{ trustedDocuments { hash } }", json!({})).await;
         assert_eq!(listed["trustedDocuments"], json!([]));
+        // Nor were the registering and removing mutations registered themselves (an admin
+        // console's): such a key never changes the list it is held to.
+        const REMOVE: &str = "mutation($hash: String!) { removeTrustedDocument(input: {hash: $hash}) { hash } }";
+        register(&app, &admin, &[REGISTER, REMOVE]).await;
+        let (status, body) = post(&app, &key, &json!({ "query": REGISTER, "variables": { "input": { "documents": [{ "query": OTHER }] } } })).await;
+        assert_eq!(status, 200, "{body:#}");
+        assert_eq!(body["errors"][0]["extensions"]["code"], "FORBIDDEN", "{body:#}");
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains("cannot register"), "{body:#}");
+        let (_, body) = post(&app, &key, &json!({ "query": REMOVE, "variables": { "hash": sha256(REGISTER) } })).await;
+        assert_eq!(body["errors"][0]["extensions"]["code"], "FORBIDDEN", "{body:#}");
+        let listed = app.gql(&admin, "{ trustedDocuments { hash } }", json!({})).await;
+        assert_eq!(listed["trustedDocuments"].as_array().unwrap().len(), 2, "{listed}");
     }
 }
 
@@ -292,6 +304,36 @@ async fn the_cli_registers_files_for_a_trusted_only_key_made_by_the_cli() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("bad.graphql") && stderr.contains("is not a GraphQL document"),
+        "{stderr}"
+    );
+    // So is a name too long, though it lies past the first call's hundred documents.
+    let operations: Vec<Value> = (0..=domain::trusted_document::MAX_DOCUMENTS)
+        .map(|i| {
+            let body = format!("query Q{i} {{ viewer {{ role }} }}");
+            let name = if i == domain::trusted_document::MAX_DOCUMENTS {
+                "n".repeat(300)
+            } else {
+                format!("Q{i}")
+            };
+            json!({ "id": sha256(&body), "name": name, "type": "query", "body": body })
+        })
+        .collect();
+    let long = dir.path().join("long.json");
+    std::fs::write(&long, json!({ "format": "apollo-persisted-query-manifest", "version": 1, "operations": operations }).to_string()).unwrap();
+    let output = rapport(
+        dir.path(),
+        &[
+            "documents",
+            "register",
+            "--workspace",
+            "initech",
+            long.to_str().unwrap(),
+        ],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("long.json") && stderr.contains("200 characters"),
         "{stderr}"
     );
     let output = rapport(dir.path(), &["documents", "list", "--workspace", "initech"]);
