@@ -36,6 +36,20 @@ pub fn hash(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+/// `text` as a stored hash (64 hex digits, lowercased), or `BAD_USER_INPUT` on `field`: what
+/// a caller gives as a hash reaches no statement unchecked (PostgreSQL refuses a NUL in
+/// text, which would read as an internal error).
+fn hash_of(field: &str, text: &str) -> Result<String> {
+    if text.len() == 64 && text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(Error::field(
+            field,
+            "not a trusted document's hash (64 hex digits, the SHA-256 of its text)",
+        ))
+    }
+}
+
 /// A document to register.
 #[derive(Clone, Debug)]
 pub struct NewDocument {
@@ -141,6 +155,10 @@ pub async fn find(
     workspace_id: WorkspaceId,
     hash: &str,
 ) -> Result<Option<String>> {
+    // Not a hash at all: registered under no hash either.
+    let Ok(hash) = hash_of("hash", hash) else {
+        return Ok(None);
+    };
     Ok(super::scoped::<Entity>(workspace_id)
         .select_only()
         .column(Column::Body)
@@ -167,7 +185,7 @@ pub async fn list(
     }
     let mut select = super::scoped::<Entity>(caller.workspace_id);
     if let Some(after) = after {
-        select = select.filter(Column::Hash.gt(after.to_ascii_lowercase()));
+        select = select.filter(Column::Hash.gt(hash_of("after", after)?));
     }
     Ok(select
         .order_by_asc(Column::Hash)
@@ -193,9 +211,10 @@ fn unrestricted(caller: &Caller, what: &str) -> Result<()> {
 pub async fn remove(db: &impl ConnectionTrait, caller: &Caller, hash: &str) -> Result<()> {
     caller.require(Role::Admin, "removing trusted documents")?;
     unrestricted(caller, "remove")?;
+    let hash = hash_of("input.hash", hash)?;
     let result = Entity::delete_many()
         .filter(Column::WorkspaceId.eq(caller.workspace_id))
-        .filter(Column::Hash.eq(hash.to_ascii_lowercase()))
+        .filter(Column::Hash.eq(hash.as_str()))
         .exec(db)
         .await?;
     if result.rows_affected == 0 {

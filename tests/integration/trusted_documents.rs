@@ -233,6 +233,12 @@ backend_test! {
         assert_eq!(code, "BAD_USER_INPUT");
         let listed = app.gql(&admin, "{ trustedDocuments { hash } }", json!({})).await;
         assert_eq!(listed["trustedDocuments"], json!([]));
+        // What is not a hash never reaches the database (PostgreSQL refuses a NUL in text;
+        // the fuzzer found it as an internal error).
+        let (code, body) = app.gql_error(&admin, "query($after: String) { trustedDocuments(after: $after) { hash } }", json!({ "after": "\u{0}".repeat(80) })).await;
+        assert_eq!((code.as_str(), &body["errors"][0]["extensions"]["field"]), ("BAD_USER_INPUT", &json!("after")), "{body:#}");
+        let (code, body) = app.gql_error(&admin, "mutation { removeTrustedDocument(input: {hash: \"zz\"}) { hash } }", json!({})).await;
+        assert_eq!((code.as_str(), &body["errors"][0]["extensions"]["field"]), ("BAD_USER_INPUT", &json!("input.hash")), "{body:#}");
     }
 }
 
