@@ -36,11 +36,16 @@ pub fn hash(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+/// Whether `text` reads as a [`hash`]: 64 hex digits, either case.
+pub fn is_hash(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|byte| byte.is_ascii_hexdigit())
+}
+
 /// `text` as a stored hash (64 hex digits, lowercased), or `BAD_USER_INPUT` on `field`: what
 /// a caller gives as a hash reaches no statement unchecked (PostgreSQL refuses a NUL in
 /// text, which would read as an internal error).
 fn hash_of(field: &str, text: &str) -> Result<String> {
-    if text.len() == 64 && text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+    if is_hash(text) {
         Ok(text.to_ascii_lowercase())
     } else {
         Err(Error::field(

@@ -323,7 +323,7 @@ fn persisted_hash(extensions: Option<Value>) -> Result<Option<String>, Rejection
     let hash = persisted
         .get("sha256Hash")
         .and_then(Value::as_str)
-        .filter(|hash| hash.len() == 64 && hash.bytes().all(|byte| byte.is_ascii_hexdigit()))
+        .filter(|hash| crate::domain::trusted_document::is_hash(hash))
         .ok_or_else(|| {
             Rejection::from(Error::field(
                 "extensions.persistedQuery.sha256Hash",

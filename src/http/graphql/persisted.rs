@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use entity::WorkspaceId;
-use sha2::{Digest, Sha256};
 
 /// Queries one workspace keeps registered at once.
 pub(crate) const MAX_ENTRIES: usize = 500;
@@ -38,10 +37,9 @@ struct Entries {
     clock: u64,
 }
 
-/// The lowercase hex SHA-256 of `query`, as Apollo's link computes it.
-pub(crate) fn hash(query: &str) -> String {
-    hex::encode(Sha256::digest(query.as_bytes()))
-}
+/// The lowercase hex SHA-256 of a query, as Apollo's link computes it (the same hash
+/// names trusted documents).
+pub(crate) use crate::domain::trusted_document::hash;
 
 impl PersistedQueries {
     /// The query `workspace` registered under `hash`, if this process still holds it.
