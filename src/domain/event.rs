@@ -88,8 +88,8 @@ event_kinds! {
     /// Rapport's `new message`). Its own kind: the search index refreshes the status of
     /// every interaction of the conversation on this event, not on every new message.
     ConversationStatusChanged = "conversation.status_changed" (ConversationChange),
-    /// Payload: the interaction row without `raw` ([`InteractionPayload`] reads what
-    /// consumers need).
+    /// Payload: the row's id and the columns consumers select on ([`InteractionRef`];
+    /// [`InteractionPayload`] reads them); the rest is read from the row.
     InteractionCreated = "interaction.created" (entity::interaction::Model),
     /// Payload: the organization row.
     OrganizationCreated = "organization.created" (entity::organization::Model),
@@ -323,93 +323,44 @@ impl Payload for entity::interaction::Model {
         self.id.uuid()
     }
 
-    /// The row without `raw`: the platform's payload (often several kilobytes, larger
-    /// than the rest of the row) stays in the row, where the reply path reads it; no
-    /// consumer of the log needs it, and every new item wrote it twice.
+    /// The row named, not copied: its id and the columns consumers filter and count on
+    /// ([`InteractionRef`]). The text, the HTML and the platform's payload stay in the
+    /// row, which a subscription reads by id; copying them made the log write more bytes
+    /// than the interactions themselves.
     fn to_text(&self) -> serde_json::Result<String> {
-        serde_json::to_string(&InteractionWithoutRaw::from(self))
+        serde_json::to_string(&InteractionRef::from(self))
     }
 }
 
-/// An interaction row as its events carry it: every column but `raw` (a stored event
-/// reads back as the row with `raw: None`).
+/// What an `interaction.created` event stores of its row: what never changes once the
+/// row is written and what consumers select on (a subscription's filter, the service
+/// metrics' facts, the index's customer). Events written before this payload carried the
+/// whole row; both read back the same through [`InteractionPayload`] and SQL projections.
 #[derive(Serialize)]
-struct InteractionWithoutRaw<'a> {
+struct InteractionRef {
     id: entity::InteractionId,
-    workspace_id: WorkspaceId,
     customer_id: entity::CustomerId,
     conversation_id: Option<entity::ConversationId>,
     identity_id: Option<entity::IdentityId>,
     source_id: Option<entity::SourceId>,
-    external_id: &'a Option<String>,
     channel: connectors::Channel,
     direction: entity::enums::Direction,
     kind: entity::enums::InteractionKind,
-    subject: &'a Option<String>,
-    text: &'a str,
-    html: &'a Option<String>,
-    url: &'a Option<String>,
-    language: &'a Option<String>,
-    sentiment: Option<f64>,
     occurred_at: DateTime<Utc>,
-    ingested_at: DateTime<Utc>,
-    delivery_status: Option<entity::enums::DeliveryStatus>,
-    delivery_error: &'a Option<String>,
-    idempotency_key: &'a Option<String>,
-    delivery_attempted_at: Option<DateTime<Utc>>,
 }
 
-impl<'a> From<&'a entity::interaction::Model> for InteractionWithoutRaw<'a> {
-    fn from(row: &'a entity::interaction::Model) -> Self {
-        // Destructured whole, so a column added to the row must be placed here.
-        let entity::interaction::Model {
-            id,
-            workspace_id,
-            customer_id,
-            conversation_id,
-            identity_id,
-            source_id,
-            external_id,
-            channel,
-            direction,
-            kind,
-            subject,
-            text,
-            html,
-            url,
-            language,
-            sentiment,
-            occurred_at,
-            ingested_at,
-            raw: _,
-            delivery_status,
-            delivery_error,
-            idempotency_key,
-            delivery_attempted_at,
-        } = row;
-        InteractionWithoutRaw {
-            id: *id,
-            workspace_id: *workspace_id,
-            customer_id: *customer_id,
-            conversation_id: *conversation_id,
-            identity_id: *identity_id,
-            source_id: *source_id,
-            external_id,
-            channel: *channel,
-            direction: *direction,
-            kind: *kind,
-            subject,
-            text,
-            html,
-            url,
-            language,
-            sentiment: *sentiment,
-            occurred_at: *occurred_at,
-            ingested_at: *ingested_at,
-            delivery_status: *delivery_status,
-            delivery_error,
-            idempotency_key,
-            delivery_attempted_at: *delivery_attempted_at,
+impl From<&entity::interaction::Model> for InteractionRef {
+    fn from(row: &entity::interaction::Model) -> Self {
+        InteractionRef {
+            id: row.id,
+            customer_id: row.customer_id,
+            conversation_id: row.conversation_id,
+            identity_id: row.identity_id,
+            source_id: row.source_id,
+            channel: row.channel,
+            direction: row.direction,
+            kind: row.kind,
+            occurred_at: row.occurred_at,
         }
     }
 }
@@ -420,10 +371,37 @@ impl std::fmt::Display for EventKind {
     }
 }
 
-/// What consumers read from an `interaction.*` payload.
-#[derive(Debug, Default, Clone, serde::Deserialize)]
+/// What consumers read from an `interaction.*` payload: the fields every form of it
+/// carries (a whole row before `interaction.created` named its row, [`InteractionRef`]
+/// since, the row of an `interaction.delivery_changed`). Each field is read on its own,
+/// so a value this build does not know (a newer channel) loses only that field.
+#[derive(Debug, Default, Clone)]
 pub struct InteractionPayload {
+    pub id: Option<entity::InteractionId>,
     pub customer_id: Option<CustomerId>,
+    pub conversation_id: Option<entity::ConversationId>,
+    pub source_id: Option<SourceId>,
+    pub channel: Option<connectors::Channel>,
+    pub direction: Option<entity::enums::Direction>,
+}
+
+impl InteractionPayload {
+    fn of(payload: &serde_json::Value) -> InteractionPayload {
+        fn field<T: serde::de::DeserializeOwned>(
+            payload: &serde_json::Value,
+            name: &str,
+        ) -> Option<T> {
+            T::deserialize(payload.get(name)?).ok()
+        }
+        InteractionPayload {
+            id: field(payload, "id"),
+            customer_id: field(payload, "customer_id"),
+            conversation_id: field(payload, "conversation_id"),
+            source_id: field(payload, "source_id"),
+            channel: field(payload, "channel"),
+            direction: field(payload, "direction"),
+        }
+    }
 }
 
 /// One stored event as consumers read it.
@@ -445,9 +423,9 @@ impl StoredEvent {
         I::from_uuid(self.entity_id)
     }
 
-    /// The payload of an `interaction.*` event (empty when it does not parse).
+    /// The payload of an `interaction.*` event (a field that does not parse is `None`).
     pub fn interaction(&self) -> InteractionPayload {
-        serde_json::from_value(self.payload.clone()).unwrap_or_default()
+        InteractionPayload::of(&self.payload)
     }
 }
 
@@ -891,7 +869,7 @@ mod tests {
     }
 
     #[test]
-    fn an_interaction_event_carries_every_column_but_raw_and_reads_back_as_the_row() {
+    fn an_interaction_event_names_its_row_with_the_columns_consumers_select_on() {
         let now = super::super::now();
         let row = entity::interaction::Model {
             id: entity::InteractionId::new(),
@@ -920,10 +898,49 @@ mod tests {
         };
         let stored: serde_json::Value =
             serde_json::from_str(&Event::InteractionCreated(&row).to_text().unwrap()).unwrap();
-        let mut whole = serde_json::to_value(&row).unwrap();
-        whole.as_object_mut().unwrap().remove("raw");
-        assert_eq!(stored, whole, "every other column, in the row's own form");
-        let back: entity::interaction::Model = serde_json::from_value(stored).unwrap();
-        assert_eq!(back, entity::interaction::Model { raw: None, ..row });
+        let whole = serde_json::to_value(&row).unwrap();
+        let kept = [
+            "id",
+            "customer_id",
+            "conversation_id",
+            "identity_id",
+            "source_id",
+            "channel",
+            "direction",
+            "kind",
+            "occurred_at",
+        ];
+        let expected: serde_json::Map<String, serde_json::Value> = kept
+            .iter()
+            .map(|name| (name.to_string(), whole[name].clone()))
+            .collect();
+        assert_eq!(
+            stored,
+            serde_json::Value::Object(expected),
+            "in the row's own form"
+        );
+        let read = StoredEvent::from(entity::event::Model {
+            seq: 1,
+            workspace_id: row.workspace_id,
+            kind: "interaction.created".into(),
+            entity_id: row.id.uuid(),
+            payload: stored,
+            created_at: now,
+        })
+        .interaction();
+        assert_eq!(read.id, Some(row.id));
+        assert_eq!(read.customer_id, Some(row.customer_id));
+        assert_eq!(read.conversation_id, row.conversation_id);
+        assert_eq!(read.source_id, row.source_id);
+        assert_eq!(read.channel, Some(row.channel));
+        assert_eq!(read.direction, Some(row.direction));
+
+        // A whole row, as events stored before carried it, reads the same; a channel this
+        // build does not know loses that field only.
+        let mut old = whole.clone();
+        old["channel"] = serde_json::json!("myspace");
+        let read = InteractionPayload::of(&old);
+        assert_eq!((read.id, read.channel), (Some(row.id), None));
+        assert_eq!(read.customer_id, Some(row.customer_id));
     }
 }

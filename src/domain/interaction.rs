@@ -521,6 +521,15 @@ pub async fn conversation_of(
     Ok(row.and_then(|row| row.conversation_id))
 }
 
+/// The interactions of `workspace_id` among `ids` that exist, by id (one statement).
+pub async fn rows(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    ids: &[InteractionId],
+) -> Result<HashMap<InteractionId, Model>> {
+    super::by_ids::<Entity, _>(db, workspace_id, ids, |row| row.id).await
+}
+
 /// An interaction of the caller's workspace, or `NOT_FOUND`.
 pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: InteractionId) -> Result<Model> {
     super::find_scoped(db, caller.workspace_id, id).await

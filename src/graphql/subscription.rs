@@ -6,7 +6,7 @@
 //! on live: nothing lost, nothing repeated. Scoped to the key's workspace; every role may
 //! read, so every role may subscribe.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,11 +22,11 @@ use super::types::Channel;
 use super::user::{User, UserById};
 use super::{app, caller, load};
 use crate::domain::event::{self, EventKind, StoredEvent};
-use crate::domain::{inbox, ConversationStatus, Direction};
+use crate::domain::{inbox, interaction, ConversationStatus, Direction};
 use crate::error::Error;
 use crate::live::Subscription as Joined;
 use crate::App;
-use entity::{ConversationId, CustomerId, SourceId, UserId, WorkspaceId};
+use entity::{ConversationId, CustomerId, InteractionId, SourceId, UserId, WorkspaceId};
 
 pub struct Subscription;
 
@@ -50,26 +50,43 @@ impl Subscription {
         let filter = filter.unwrap_or_default().checked()?;
         let reader = Reader::join(ctx, INTERACTION_KINDS, after).await?;
         Ok(futures_util::stream::unfold(
-            (reader, filter),
-            |(mut reader, filter)| async move {
+            (reader, filter, HashMap::new()),
+            |(mut reader, filter, mut rows)| async move {
                 loop {
                     let event = match reader.next().await? {
                         Ok(event) => event,
-                        Err(err) => return Some((Err(err.into()), (reader, filter))),
+                        Err(err) => return Some((Err(err.into()), (reader, filter, rows))),
                     };
-                    let Ok(row) =
-                        serde_json::from_value::<entity::interaction::Model>(event.payload.clone())
-                    else {
-                        tracing::warn!(seq = event.seq, "an interaction event did not parse");
+                    if !filter.matches(&event.interaction()) {
+                        continue;
+                    }
+                    // The event names its row: read it, with the rows of the other
+                    // matching events already read from the log (a replay's page).
+                    let id: InteractionId = event.entity();
+                    if !rows.contains_key(&id) {
+                        let ids: Vec<InteractionId> = std::iter::once(id)
+                            .chain(
+                                reader
+                                    .backlog
+                                    .iter()
+                                    .filter(|later| filter.matches(&later.interaction()))
+                                    .map(StoredEvent::entity),
+                            )
+                            .collect();
+                        match interaction::rows(&reader.app.db, reader.workspace_id, &ids).await {
+                            Ok(found) => rows.extend(found),
+                            Err(err) => return Some((Err(err.into()), (reader, filter, rows))),
+                        }
+                    }
+                    // An interaction deleted since (with its customer) is left out.
+                    let Some(row) = rows.remove(&id) else {
                         continue;
                     };
-                    if filter.matches(&row) {
-                        let item = InteractionReceived {
-                            cursor: reader.cursor(event.seq),
-                            interaction: Interaction(row),
-                        };
-                        return Some((Ok(item), (reader, filter)));
-                    }
+                    let item = InteractionReceived {
+                        cursor: reader.cursor(event.seq),
+                        interaction: Interaction(row),
+                    };
+                    return Some((Ok(item), (reader, filter, rows)));
                 }
             },
         ))
@@ -362,16 +379,21 @@ impl InteractionReceivedFilter {
 }
 
 impl InteractionMatch {
-    fn matches(&self, row: &entity::interaction::Model) -> bool {
-        self.channel.is_none_or(|channel| row.channel == channel)
-            && self.source_id.is_none_or(|id| row.source_id == Some(id))
-            && self.customer_id.is_none_or(|id| row.customer_id == id)
+    /// Judged on what the event names (every form of an `interaction.created` payload
+    /// carries these), before the row is read.
+    fn matches(&self, named: &event::InteractionPayload) -> bool {
+        self.channel
+            .is_none_or(|channel| named.channel.is_some_and(|named| named == channel))
+            && self.source_id.is_none_or(|id| named.source_id == Some(id))
+            && self
+                .customer_id
+                .is_none_or(|id| named.customer_id == Some(id))
             && self
                 .conversation_id
-                .is_none_or(|id| row.conversation_id == Some(id))
+                .is_none_or(|id| named.conversation_id == Some(id))
             && self
                 .direction
-                .is_none_or(|direction| row.direction == direction)
+                .is_none_or(|direction| named.direction == Some(direction))
     }
 }
 
@@ -381,7 +403,8 @@ pub struct InteractionReceived {
     /// Give it as `after` to subscribe again from here. Opaque: it is good only in this
     /// workspace, and says nothing of order (compare nothing, keep the last one received).
     pub cursor: String,
-    /// The interaction as stored.
+    /// The interaction as stored now (one deleted before it is delivered, with its
+    /// customer, is left out).
     pub interaction: Interaction,
 }
 

@@ -532,3 +532,53 @@ async fn an_event_written_by_another_process_reaches_a_subscriber() {
         "{data}"
     );
 }
+
+backend_test! {
+    async fn a_replay_reads_the_rows_its_events_name_in_order_across_pages_and_leaves_out_the_deleted(app: TestApp) {
+        let acme = app.key_in("acme", Role::Admin).await;
+        let acme_source = source(&app, &acme).await;
+        let mut client = Client::open(&app, &acme).await;
+        client.subscribe("i", INTERACTIONS, json!({})).await;
+        client.subscribe("q", "{ me { id } }", json!({})).await;
+        assert_eq!(client.next().await["id"], "q");
+        assert_eq!(client.next().await["type"], "complete");
+        ingest(&app, &acme_source, item("ana", "0", false)).await;
+        let start = client.data("i").await["interactionReceived"]["cursor"].as_str().unwrap().to_owned();
+        drop(client);
+
+        // More than a replay page (200 events) in one batch, from two authors; then one
+        // of them is deleted with everything theirs.
+        let items: Vec<InboundItem> = (1..=250)
+            .map(|n| item(if n % 2 == 0 { "bo" } else { "cy" }, &n.to_string(), false))
+            .collect();
+        rapport::ingest::ingest(&app.app.db, &acme_source, &items, None, None).await.unwrap();
+        let customers = app.gql(&acme, "{ customers(first: 10) { edges { node { id displayName } } } }", json!({})).await;
+        let id_of = |name: &str| {
+            customers["customers"]["edges"].as_array().unwrap().iter()
+                .find(|edge| edge["node"]["displayName"] == name)
+                .map(|edge| edge["node"]["id"].clone())
+                .unwrap()
+        };
+        app.gql(&acme, "mutation($id: ID!) { deleteCustomer(input: {id: $id}) { deletedCustomerId } }", json!({ "id": id_of("bo") })).await;
+
+        let mut client = Client::open(&app, &acme).await;
+        client.subscribe("i", INTERACTIONS, json!({ "after": start })).await;
+        client.subscribe("cy", INTERACTIONS, json!({ "after": start, "filter": { "customerId": id_of("cy") } })).await;
+        let (mut all, mut cy) = (Vec::new(), Vec::new());
+        for _ in 0..250 {
+            let message = client.next().await;
+            assert!(message["payload"]["errors"].is_null(), "{message}");
+            let interaction = &message["payload"]["data"]["interactionReceived"]["interaction"];
+            assert_eq!(interaction["direction"], "INBOUND", "the row read whole: {message}");
+            let text = interaction["text"].as_str().unwrap().to_owned();
+            match message["id"].as_str().unwrap() {
+                "i" => all.push(text),
+                _ => cy.push(text),
+            }
+        }
+        let expected: Vec<String> = (1..=250).filter(|n| n % 2 == 1).map(|n| format!("cy says {n}")).collect();
+        assert_eq!(all, expected, "the deleted customer's messages are left out, the rest in log order");
+        assert_eq!(cy, expected, "a filter judged on what the events name");
+        client.quiet().await;
+    }
+}
