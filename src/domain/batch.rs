@@ -1124,6 +1124,9 @@ async fn insert_interactions(
     let per_statement = MAX_PARAMS / interaction::Column::iter().count();
     let backend = db.get_database_backend();
     let mut inserted = HashSet::with_capacity(rows.len());
+    if backend == DbBackend::Postgres {
+        return insert_interactions_as_json(db, rows).await;
+    }
     for chunk in rows.chunks(per_statement) {
         let mut statement = interaction::Entity::insert_many(
             chunk.iter().cloned().map(interaction::ActiveModel::from),
@@ -1139,6 +1142,43 @@ async fn insert_interactions(
         .into_query();
         statement.returning_col(interaction::Column::Id);
         for row in db.query_all(backend.build(&statement)).await? {
+            inserted.insert(row.try_get::<InteractionId>("", "id")?);
+        }
+    }
+    Ok(inserted)
+}
+
+/// Rows of `interaction` a statement at most on PostgreSQL (about a megabyte of JSON
+/// without payloads).
+const JSON_ROWS: usize = 2_000;
+
+/// [`insert_interactions`] on PostgreSQL: the rows as one JSON array, bound as one
+/// parameter and turned back into rows by the server (`json_populate_recordset` over the
+/// table's own row type). A multi-row `VALUES` list binds 23 parameters a row, which the
+/// server parses and plans one by one: for a thousand rows that was most of the statement.
+/// The JSON is each row's serde form, whose field names are the column names and whose
+/// enums are the stored names.
+async fn insert_interactions_as_json(
+    db: &impl ConnectionTrait,
+    rows: &[interaction::Model],
+) -> Result<HashSet<InteractionId>> {
+    use sea_orm::{Iden, Iterable};
+    let columns = interaction::Column::iter()
+        .map(|column| format!("\"{}\"", column.to_string()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO interaction ({columns}) \
+         SELECT {columns} FROM json_populate_recordset(NULL::interaction, $1::json) \
+         ON CONFLICT (source_id, external_id) DO NOTHING RETURNING id"
+    );
+    let mut inserted = HashSet::with_capacity(rows.len());
+    for chunk in rows.chunks(JSON_ROWS) {
+        let json = serde_json::to_string(chunk)
+            .map_err(|err| Error::Internal(format!("interaction rows did not serialise: {err}")))?;
+        let statement =
+            sea_orm::Statement::from_sql_and_values(DbBackend::Postgres, &sql, [json.into()]);
+        for row in db.query_all(statement).await? {
             inserted.insert(row.try_get::<InteractionId>("", "id")?);
         }
     }

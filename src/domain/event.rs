@@ -467,6 +467,9 @@ pub async fn append_many<'a>(
     use sea_orm::sea_query::{Alias, Expr, Query, SimpleExpr};
     let backend = db.get_database_backend();
     let created_at = super::now();
+    if backend == sea_orm::DatabaseBackend::Postgres {
+        return append_unnested(db, workspace_id, created_at, events).await;
+    }
     let rows = events
         .into_iter()
         .map(|event| {
@@ -501,6 +504,44 @@ pub async fn append_many<'a>(
         }
         db.execute(backend.build(&insert)).await?;
     }
+    Ok(())
+}
+
+/// [`append_many`] on PostgreSQL: one statement whatever the number of events, each
+/// column bound as one array and the rows taken from `unnest` in the given order (the
+/// order their seqs are drawn in). A multi-row `VALUES` list of a thousand events binds
+/// five thousand parameters, which the server parses and plans row by row.
+async fn append_unnested<'a>(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    created_at: DateTime<Utc>,
+    events: impl IntoIterator<Item = Event<'a>>,
+) -> Result<()> {
+    let (mut kinds, mut entities, mut payloads) = (Vec::new(), Vec::new(), Vec::new());
+    for event in events {
+        kinds.push(event.kind().as_str().to_owned());
+        entities.push(event.entity_id());
+        payloads.push(event.to_text()?);
+    }
+    if kinds.is_empty() {
+        return Ok(());
+    }
+    db.execute(sea_orm::Statement::from_sql_and_values(
+        sea_orm::DatabaseBackend::Postgres,
+        "INSERT INTO event (workspace_id, kind, entity_id, payload, created_at) \
+         SELECT $1, t.kind, t.entity_id, CAST(t.payload AS jsonb), $2 \
+         FROM unnest($3::text[], $4::uuid[], $5::text[]) WITH ORDINALITY \
+           AS t(kind, entity_id, payload, n) \
+         ORDER BY t.n",
+        [
+            workspace_id.into(),
+            created_at.into(),
+            kinds.into(),
+            entities.into(),
+            payloads.into(),
+        ],
+    ))
+    .await?;
     Ok(())
 }
 
