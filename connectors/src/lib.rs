@@ -10,6 +10,7 @@ mod fuzz;
 pub mod http;
 pub mod mastodon;
 pub mod outbound;
+pub mod reddit;
 pub mod text;
 pub mod webhook;
 
@@ -59,7 +60,8 @@ channels! {
     Mastodon = "mastodon",
     /// Bluesky: mentions and replies pulled by a source, replies sent back.
     Bluesky = "bluesky",
-    /// Reddit; no connector yet: record its interactions with `recordInteraction`.
+    /// Reddit: mentions, inbox, subreddits and searches pulled by a source, replies sent
+    /// back as comments.
     Reddit = "reddit",
     /// Hacker News; no connector yet: record its interactions with `recordInteraction`.
     HackerNews = "hacker_news",
@@ -485,6 +487,35 @@ pub static REGISTRY: &[ChannelSpec] = &[
         reply_setup: "",
         recipient: Recipient::Handle,
     },
+    ChannelSpec {
+        channel: Channel::Reddit,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: true,
+        },
+        // Both go to the token endpoint (`auth_url`) with the app's id and the account's
+        // name; the token they give goes to `base_url`.
+        secrets: &[
+            SecretField {
+                name: "client_secret",
+                bound_to: &["auth_url", "base_url", "client_id"],
+            },
+            SecretField {
+                name: "password",
+                bound_to: &["auth_url", "base_url", "username"],
+            },
+        ],
+        check: |config| reddit::RedditConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(reddit::RedditConnector::new(
+                outbound.client().clone(),
+                reddit::RedditConfig::parse(config)?,
+            )))
+        },
+        reply_setup: "",
+        recipient: Recipient::Handle,
+    },
 ];
 
 /// The registry entry of `channel`; `None` for a channel without a connector (yet).
@@ -589,6 +620,10 @@ mod tests {
             Channel::Bluesky => serde_json::json!({
                 "service": "https://bsky.social", "identifier": "acme.example", "app_password": "p"
             }),
+            Channel::Reddit => serde_json::json!({
+                "base_url": "https://oauth.reddit.com", "auth_url": "https://www.reddit.com",
+                "client_id": "c", "client_secret": "s", "username": "acme", "password": "p"
+            }),
             _ => serde_json::json!({}),
         };
         for &channel in Channel::ALL {
@@ -625,7 +660,8 @@ mod tests {
                 Channel::Mastodon,
                 Channel::Email,
                 Channel::Webhook,
-                Channel::Bluesky
+                Channel::Bluesky,
+                Channel::Reddit
             ]
         );
         assert!(is_pulled(Channel::Email) && !is_pulled(Channel::Webhook));
@@ -634,7 +670,7 @@ mod tests {
             Err((field, message)) => {
                 assert_eq!(field, "channel");
                 assert!(
-                    message.ends_with("available: rss, mastodon, email, webhook, bluesky"),
+                    message.ends_with("available: rss, mastodon, email, webhook, bluesky, reddit"),
                     "{message}"
                 );
             }

@@ -27,6 +27,7 @@ mod mastodon;
 mod order;
 mod outbound;
 mod persisted_and_batched;
+mod reddit;
 mod replies;
 mod roles;
 mod scale;
