@@ -7,6 +7,7 @@ pub mod email;
 pub mod feed;
 #[cfg(test)]
 mod fuzz;
+pub mod hackernews;
 pub mod http;
 pub mod mastodon;
 pub mod outbound;
@@ -63,7 +64,8 @@ channels! {
     /// Reddit: mentions, inbox, subreddits and searches pulled by a source, replies sent
     /// back as comments.
     Reddit = "reddit",
-    /// Hacker News; no connector yet: record its interactions with `recordInteraction`.
+    /// Hacker News: stories and comments pulled by a source from the Algolia HN Search API;
+    /// no replies (Hacker News has no API for posting: each item links to its page).
     HackerNews = "hacker_news",
     /// RSS and Atom feeds, pulled by a source.
     Rss = "rss",
@@ -516,6 +518,24 @@ pub static REGISTRY: &[ChannelSpec] = &[
         reply_setup: "",
         recipient: Recipient::Handle,
     },
+    ChannelSpec {
+        channel: Channel::HackerNews,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: false,
+        },
+        secrets: &[],
+        check: |config| hackernews::HackerNewsConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(hackernews::HackerNewsConnector::new(
+                outbound.client().clone(),
+                hackernews::HackerNewsConfig::parse(config)?,
+            )))
+        },
+        reply_setup: " (Hacker News has no API for posting: answer on the item's page, its url)",
+        recipient: Recipient::Handle,
+    },
 ];
 
 /// The registry entry of `channel`; `None` for a channel without a connector (yet).
@@ -661,7 +681,8 @@ mod tests {
                 Channel::Email,
                 Channel::Webhook,
                 Channel::Bluesky,
-                Channel::Reddit
+                Channel::Reddit,
+                Channel::HackerNews
             ]
         );
         assert!(is_pulled(Channel::Email) && !is_pulled(Channel::Webhook));
@@ -670,7 +691,9 @@ mod tests {
             Err((field, message)) => {
                 assert_eq!(field, "channel");
                 assert!(
-                    message.ends_with("available: rss, mastodon, email, webhook, bluesky, reddit"),
+                    message.ends_with(
+                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news"
+                    ),
                     "{message}"
                 );
             }

@@ -18,6 +18,7 @@ mod failpoints;
 mod feeds;
 mod fuzz;
 mod graphiql;
+mod hackernews;
 mod hostile_input;
 mod inbox;
 mod ingest;
