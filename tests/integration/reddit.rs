@@ -883,3 +883,68 @@ backend_test!(
         assert!(cursor.contains("\"mentions\""), "{cursor}");
     }
 );
+
+backend_test!(
+    async fn an_interrupted_backfill_resumes_and_a_closed_subreddit_only_warns(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let reddit = Reddit::start().await;
+        reddit.mentions(0..1_300);
+        // r/closed answers 404 (banned or missing); r/selfhosted has a post.
+        reddit.server.on("/r/closed/new", vec![Reply::status(404)]);
+        reddit
+            .server
+            .on("/r/closed/comments", vec![Reply::status(404)]);
+        reddit.add(
+            post(
+                "1h7zzzz",
+                ("lucia_p", LUCIA),
+                "Rapport on a Pi?",
+                "It runs.",
+                2_000,
+            ),
+            &["r/selfhosted/new"],
+        );
+        let id = reddit
+            .source(
+                &app,
+                &key,
+                "resumed",
+                json!({ "backfill_limit": 1_200, "subreddits": ["closed", "selfhosted"] }),
+            )
+            .await;
+        // One batch, then the run is stopped: the newest thousand mentions are stored with a
+        // cursor where the walk goes on.
+        let syncer = rapport::ingest::sync::Syncer::new(&app.app);
+        let claimed = syncer.claim(&source_row(&app, &id).await).await.unwrap();
+        let report = syncer.run(claimed, &|| true).await.unwrap();
+        assert_eq!(report.batches, 1, "{report:?}");
+        let stored = stored_ids(&app).await;
+        assert_eq!(stored.len(), 1_001, "{report:?}");
+        assert!(stored.contains_key("t3_1h7zzzz"));
+        let cursor: Value =
+            serde_json::from_str(&source_row(&app, &id).await.cursor.unwrap()).unwrap();
+        let walk = &cursor["streams"]["mentions"]["walk"];
+        assert_eq!(walk["after"], "t1_m000300");
+        assert_eq!(walk["left"], 200);
+        assert_eq!(walk["top"]["name"], "t1_m001299");
+        // The closed subreddit warns in the cursor; nothing else stopped for it.
+        let warning = cursor["streams"]["r/closed/new"]["warning"]
+            .as_str()
+            .unwrap();
+        assert!(warning.contains("404"), "{warning}");
+        assert!(cursor["streams"]["r/selfhosted/new"]["mark"].is_object());
+
+        // The next sync goes on from the cursor down to the limit.
+        let (new, _) = crate::mastodon::sync_until_done(&app, &id).await;
+        assert_eq!(new, 200);
+        let mentions = reddit.seen("/message/mentions");
+        assert_eq!(query(&mentions[10])["after"], "t1_m000300");
+        let mut all = expected(100..1_300);
+        all.insert("t3_1h7zzzz".to_owned(), 1);
+        assert_eq!(stored_ids(&app).await, all);
+        let cursor: Value =
+            serde_json::from_str(&source_row(&app, &id).await.cursor.unwrap()).unwrap();
+        assert_eq!(cursor["streams"]["mentions"].get("walk"), None);
+        assert_eq!(cursor["streams"]["mentions"]["mark"]["name"], "t1_m001299");
+    }
+);
