@@ -27,6 +27,8 @@ struct State {
     hits: Vec<Value>,
     /// Answer 429 with a Retry-After.
     throttled: bool,
+    /// Queries answered with 400 (Algolia's answer to parameters it cannot read).
+    refused: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -160,6 +162,12 @@ impl Algolia {
             .header("retry-after", "900");
         }
         let q = query(seen);
+        if state.refused.contains(&q["query"]) {
+            return Reply {
+                status: 400,
+                ..Reply::json(&json!({ "message": "invalid numericFilters", "status": 400 }))
+            };
+        }
         let words = q.get("query").map(|w| w.to_lowercase()).unwrap_or_default();
         let in_url = q.get("restrictSearchableAttributes").map(String::as_str) == Some("url");
         let tags = q.get("tags").cloned().unwrap_or_default();
@@ -469,5 +477,46 @@ backend_test!(
         assert!(next >= Utc::now() + Duration::minutes(14), "{next}");
         fresh.state.lock().unwrap().throttled = false;
         assert_eq!(sync(&app, &key, &id).await["newItems"], 2);
+    }
+);
+
+backend_test!(
+    async fn a_failing_search_warns_and_only_all_failing_fail_the_sync(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let algolia = Algolia::start().await;
+        algolia.comments(0..3);
+        algolia.state.lock().unwrap().refused = vec!["broken".to_owned()];
+        let id = algolia
+            .source(
+                &app,
+                &key,
+                "partly",
+                json!({ "keywords": ["broken", "rapport"] }),
+            )
+            .await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 3, "{report:#}");
+        let cursor: Value =
+            serde_json::from_str(report["source"]["cursor"].as_str().unwrap()).unwrap();
+        let warning = cursor["streams"]["keyword/broken"]["warning"]
+            .as_str()
+            .unwrap();
+        assert!(warning.contains("400"), "{warning}");
+        // Still a first walk: asked again next time.
+        assert!(cursor["streams"]["keyword/broken"]["walk"].is_object());
+
+        let id = algolia
+            .source(&app, &key, "broken", json!({ "keywords": ["broken"] }))
+            .await;
+        let report = sync(&app, &key, &id).await;
+        assert_ne!(report["source"]["status"], "OK", "{report:#}");
+        assert!(
+            report["source"]["lastError"]
+                .as_str()
+                .unwrap()
+                .contains("400"),
+            "{report:#}"
+        );
     }
 );
