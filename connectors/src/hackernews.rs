@@ -284,9 +284,13 @@ impl Stream {
         let goes_on = full && walk.left != Some(0) && oldest.is_some();
         let next = if !goes_on {
             None
-        } else if walk.page + 1 < pages && (walk.page + 2) * PAGE <= WINDOW {
-            Some((walk.upper, walk.page + 1))
-        } else if walk.page + 1 >= pages && (walk.page + 1) * PAGE < WINDOW {
+        } else if walk.page.saturating_add(1) < pages
+            && walk.page.saturating_add(2).saturating_mul(PAGE) <= WINDOW
+        {
+            Some((walk.upper, walk.page.saturating_add(1)))
+        } else if walk.page.saturating_add(1) >= pages
+            && walk.page.saturating_add(1).saturating_mul(PAGE) < WINDOW
+        {
             // The results' end.
             None
         } else {

@@ -1019,8 +1019,8 @@ fn wait_in(message: &str) -> Option<i64> {
         let unit = pair[1].trim_end_matches(['.', ',', ')']);
         match unit {
             "second" | "seconds" => Some(n),
-            "minute" | "minutes" => Some(n * 60),
-            "hour" | "hours" => Some(n * 3_600),
+            "minute" | "minutes" => Some(n.saturating_mul(60)),
+            "hour" | "hours" => Some(n.saturating_mul(3_600)),
             _ => None,
         }
     })
@@ -1582,6 +1582,8 @@ mod tests {
         assert_eq!(wait(Some(&json!(42.7))), Some(43));
         assert_eq!(wait_in("try again in 30 seconds."), Some(30));
         assert_eq!(wait_in("no number here"), None);
+        // A hostile number waits a day at most, and never overflows.
+        assert_eq!(wait_in("in 9223372036854775807 hours"), Some(i64::MAX));
         let locked = json!([["THREAD_LOCKED", "Comments are locked.", "parent"]]);
         match reply_error(locked.as_array().unwrap(), None) {
             ConnectorError::Payload(message) => assert_eq!(
