@@ -7,9 +7,11 @@ pub mod email;
 pub mod feed;
 #[cfg(test)]
 mod fuzz;
+pub mod hackernews;
 pub mod http;
 pub mod mastodon;
 pub mod outbound;
+pub mod reddit;
 pub mod text;
 pub mod webhook;
 
@@ -59,9 +61,11 @@ channels! {
     Mastodon = "mastodon",
     /// Bluesky: mentions and replies pulled by a source, replies sent back.
     Bluesky = "bluesky",
-    /// Reddit; no connector yet: record its interactions with `recordInteraction`.
+    /// Reddit: mentions, inbox, subreddits and searches pulled by a source, replies sent
+    /// back as comments.
     Reddit = "reddit",
-    /// Hacker News; no connector yet: record its interactions with `recordInteraction`.
+    /// Hacker News: stories and comments pulled by a source from the Algolia HN Search API;
+    /// no replies (Hacker News has no API for posting: each item links to its page).
     HackerNews = "hacker_news",
     /// RSS and Atom feeds, pulled by a source.
     Rss = "rss",
@@ -485,6 +489,53 @@ pub static REGISTRY: &[ChannelSpec] = &[
         reply_setup: "",
         recipient: Recipient::Handle,
     },
+    ChannelSpec {
+        channel: Channel::Reddit,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: true,
+        },
+        // Both go to the token endpoint (`auth_url`) with the app's id and the account's
+        // name; the token they give goes to `base_url`.
+        secrets: &[
+            SecretField {
+                name: "client_secret",
+                bound_to: &["auth_url", "base_url", "client_id"],
+            },
+            SecretField {
+                name: "password",
+                bound_to: &["auth_url", "base_url", "username"],
+            },
+        ],
+        check: |config| reddit::RedditConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(reddit::RedditConnector::new(
+                outbound.client().clone(),
+                reddit::RedditConfig::parse(config)?,
+            )))
+        },
+        reply_setup: "",
+        recipient: Recipient::Handle,
+    },
+    ChannelSpec {
+        channel: Channel::HackerNews,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: false,
+        },
+        secrets: &[],
+        check: |config| hackernews::HackerNewsConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(hackernews::HackerNewsConnector::new(
+                outbound.client().clone(),
+                hackernews::HackerNewsConfig::parse(config)?,
+            )))
+        },
+        reply_setup: " (Hacker News has no API for posting: answer on the item's page, its url)",
+        recipient: Recipient::Handle,
+    },
 ];
 
 /// The registry entry of `channel`; `None` for a channel without a connector (yet).
@@ -589,6 +640,10 @@ mod tests {
             Channel::Bluesky => serde_json::json!({
                 "service": "https://bsky.social", "identifier": "acme.example", "app_password": "p"
             }),
+            Channel::Reddit => serde_json::json!({
+                "base_url": "https://oauth.reddit.com", "auth_url": "https://www.reddit.com",
+                "client_id": "c", "client_secret": "s", "username": "acme", "password": "p"
+            }),
             _ => serde_json::json!({}),
         };
         for &channel in Channel::ALL {
@@ -625,7 +680,9 @@ mod tests {
                 Channel::Mastodon,
                 Channel::Email,
                 Channel::Webhook,
-                Channel::Bluesky
+                Channel::Bluesky,
+                Channel::Reddit,
+                Channel::HackerNews
             ]
         );
         assert!(is_pulled(Channel::Email) && !is_pulled(Channel::Webhook));
@@ -634,7 +691,9 @@ mod tests {
             Err((field, message)) => {
                 assert_eq!(field, "channel");
                 assert!(
-                    message.ends_with("available: rss, mastodon, email, webhook, bluesky"),
+                    message.ends_with(
+                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news"
+                    ),
                     "{message}"
                 );
             }

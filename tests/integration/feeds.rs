@@ -424,7 +424,7 @@ backend_test!(
                 json!({ "imap_host": "imap.example", "imap_port": "993", "username": "a@b.example", "password": "pw" }),
                 "config.imap_port",
             ),
-            ("REDDIT", json!({}), "channel"),
+            ("PHONE", json!({}), "channel"),
         ] {
             let input = json!({ "channel": channel, "name": "bad", "config": config });
             let (code, body) = app.gql_error(&key, CREATE, json!({ "input": input })).await;

@@ -161,7 +161,7 @@ backend_test! {
             let (code, body) = app.gql_error(&admin, CREATE, json!({ "input": { "channel": "WEBHOOK", "name": "x", "config": config } })).await;
             assert_eq!((code.as_str(), body["errors"][0]["extensions"]["field"].as_str()), ("BAD_USER_INPUT", Some(field)));
         }
-        let (code, body) = app.gql_error(&admin, CREATE, json!({ "input": { "channel": "REDDIT", "name": "x", "config": {} } })).await;
+        let (code, body) = app.gql_error(&admin, CREATE, json!({ "input": { "channel": "PHONE", "name": "x", "config": {} } })).await;
         assert_eq!(code, "BAD_USER_INPUT");
         insta::assert_json_snapshot!("source_channel_without_connector", body["errors"]);
         // Renaming keeps the secret (a new reply_url needs it given again); another
