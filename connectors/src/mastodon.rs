@@ -552,7 +552,8 @@ impl MastodonConnector {
                 .rev()
                 .filter(|entry| listen.keep(entry)),
         );
-        // A page that does not move the mark on (a server ignoring `min_id`) ends the pull.
+        // A page that does not move the mark on (a server ignoring `min_id`) ends the stream's
+        // reading for this pull.
         match page.newer {
             Some(next) if compare_ids(&next, &mark).is_gt() => {
                 stream.mark = Some(next);
