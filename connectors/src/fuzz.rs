@@ -946,6 +946,7 @@ proptest! {
                 access_token: "token".into(),
                 hashtags: vec!["rapport".into()],
                 keywords: vec!["rapport crm".into()],
+                backfill_limit: crate::mastodon::DEFAULT_BACKFILL_LIMIT,
             };
             let client = reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))

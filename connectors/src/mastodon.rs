@@ -1,36 +1,48 @@
 //! The Mastodon channel (pull + reply), over the client API of any Mastodon-compatible
 //! server (<https://docs.joinmastodon.org/methods/>).
 //!
-//! - Mentions: `GET /api/v1/notifications?types[]=mention` paged forward with `min_id`
-//!   ("results immediately newer than this id"), `limit` 80 (the method's maximum); the
-//!   next `min_id` comes from the `Link: <…>; rel="prev"` header (the page's newest id when
-//!   the header is absent), as the API's paging guide asks, since a server may filter a
-//!   page after choosing its bounds. A pull gathers pages until about [`PULL_ITEMS`]
-//!   items, [`PULL_TIME`] or a page that is not full, so a backlog comes in batches near a
-//!   thousand; a full last page means more are waiting.
-//! - First sync (no `min_id` yet): one request without paging parameters reads the newest
-//!   page. Shorter than a full page, it is the whole history: stored, and forward polling
-//!   starts after it. Full, the account has older mentions: the page is set aside and the
-//!   walk starts from `min_id=0`, before every id, oldest first. Forward from the oldest
-//!   rather than back with `max_id` because a reply joins its parent's conversation only
-//!   when the parent is stored before it (or earlier in its batch), and because the
-//!   cursor stays what it always was, one `min_id`: every committed batch's cursor is
-//!   exactly where the walk resumes after a crash or a stop (nothing skipped, nothing
-//!   read twice), mentions arriving during the walk are simply further along it, and a
-//!   cursor stored before backfill existed means the same (forward polling). A page cut
-//!   short by a server (a lower `limit` cap, filtered entries) only ends the pull early:
-//!   the next sync resumes from the committed cursor, so it costs time, never mentions.
-//! - Listening: each configured hashtag through `GET /api/v1/timelines/tag/:hashtag`, each
-//!   keyword through `GET /api/v2/search?type=statuses`, each with its own `min_id`, one
-//!   page per pull, from the newest on a first sync: a hashtag's or a keyword's whole
-//!   history is not the workspace's to import.
+//! - Streams: mentions through `GET /api/v1/notifications?types[]=mention` (`limit` 80, the
+//!   method's maximum), each configured hashtag through `GET /api/v1/timelines/tag/:hashtag`
+//!   and each keyword through `GET /api/v2/search?type=statuses` (`limit` 40, theirs). Each
+//!   stream has its own place in the cursor.
+//! - Paging: `max_id` bounds a page from above (the next older page; the `Link: <…>;
+//!   rel="next"` header names it, else the page's oldest id), `min_id` from below. On
+//!   notifications and tag timelines `min_id` gives the entries *immediately* newer (the
+//!   `Link: <…>; rel="prev"` header names the next, since a server may filter a page after
+//!   choosing its bounds), so those streams are read forward, oldest first. Search has no
+//!   `Link` header and its `min_id` is only a lower bound on results sorted newest first
+//!   (a date filter in Mastodon's search), so a search is walked back from the newest with
+//!   `max_id` down to the newest status already handed over.
+//! - First sync (backfill): up to `backfill_limit` entries per stream (0: none, only what
+//!   comes after). A forward stream walks back page by page with `max_id`, only counting,
+//!   until it has seen the limit or the stream's start; the oldest page it reaches is
+//!   handed over (its newest entries within the limit) and the stream is then read forward
+//!   from there. So a backfill lands oldest first like everything else: a reply finds the
+//!   conversation of the mention it answers, stored before it, and a conversation's wait
+//!   starts and ends in order. The price is reading the counted pages twice, once; a search
+//!   hands over what its walk back takes.
+//! - Cursor, per stream: `mark` (forward streams: the `min_id` to read on from; search: the
+//!   newest status handed over) and, while a walk is under way, `walk`: `cursor` (the
+//!   `max_id` of its next page), `top` (the newest id it has seen) and on a first sync
+//!   `left` (how many it may still count). Every batch's cursor is exactly where the stream
+//!   resumes after a crash or a stop: a walk that only counted hands nothing over, so
+//!   nothing is skipped or read twice; entries that arrive meanwhile are further along.
+//!   The stored form is JSON, `{"me", "notifications": {"mark", "walk": {"cursor", "top",
+//!   "left"}}, "tags": {"<tag>": {…}}, "search": {"<keyword>": {…}}}`. A cursor of the
+//!   version before backfill holds a bare `min_id` per stream: that is a `mark`, so such a
+//!   source goes on from where it was and does not backfill (`"0"`, a first walk that had
+//!   not started, is a first sync).
+//! - A pull gathers pages until about [`PULL_ITEMS`] items, [`PULL_TIME`] or the first
+//!   rate limit, every stream getting at least one page, so a backlog comes in batches near
+//!   a thousand. Pages a backfill only counts are bounded by the time alone.
 //! - The account behind the token (`GET /api/v1/accounts/verify_credentials`) tells our own
 //!   posts (outbound) from others'.
 //! - Replies: `POST /api/v1/statuses` with `in_reply_to_id`, the answered post's
 //!   visibility, a leading mention of its author, and an `Idempotency-Key` header so a
 //!   retried reply is posted once.
 //! - `X-RateLimit-Remaining: 0` / `X-RateLimit-Reset` and 429 `Retry-After` become
-//!   "not before" times for the scheduler; a pull stops gathering pages at the first.
+//!   "not before" times for the scheduler; a stream stops gathering pages at the first,
+//!   and a 429 keeps what the pull has and asks nothing more.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -38,6 +50,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+pub use crate::bluesky::{DEFAULT_BACKFILL_LIMIT, MAX_BACKFILL_LIMIT};
 use crate::http::{self, MAX_BODY_BYTES};
 use crate::{
     Author, Capabilities, Channel, Connector, ConnectorError, Cursor, InboundItem, Pull,
@@ -61,9 +74,13 @@ pub const PULL_ITEMS: usize = 1_000;
 /// streams must fit in what is left.
 pub const PULL_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The `min_id` before every notification (ids are decimal numbers): where a first sync
-/// with more than a page of history starts its walk.
+/// The `min_id` before every entry (ids are decimal numbers): where a stream with no
+/// entries yet, or a backfill that reached the stream's start, reads forward from.
 const BEFORE_ALL: &str = "0";
+
+fn default_backfill_limit() -> u64 {
+    DEFAULT_BACKFILL_LIMIT
+}
 
 /// A source's settings. `access_token` is a secret: stored apart, never returned.
 #[derive(Clone, Deserialize)]
@@ -75,6 +92,9 @@ pub struct MastodonConfig {
     pub hashtags: Vec<String>,
     #[serde(default)]
     pub keywords: Vec<String>,
+    /// Entries per stream a first sync takes (0: only what comes after it).
+    #[serde(default = "default_backfill_limit")]
+    pub backfill_limit: u64,
 }
 
 impl std::fmt::Debug for MastodonConfig {
@@ -84,6 +104,7 @@ impl std::fmt::Debug for MastodonConfig {
             .field("access_token", &"***")
             .field("hashtags", &self.hashtags)
             .field("keywords", &self.keywords)
+            .field("backfill_limit", &self.backfill_limit)
             .finish()
     }
 }
@@ -112,22 +133,216 @@ impl MastodonConfig {
         if config.keywords.iter().any(|k| k.trim().is_empty()) {
             return Err(("keywords".into(), "keywords must not be empty".into()));
         }
+        if config.backfill_limit > MAX_BACKFILL_LIMIT {
+            return Err((
+                "backfill_limit".into(),
+                format!("backfill_limit is at most {MAX_BACKFILL_LIMIT}"),
+            ));
+        }
         Ok(config)
     }
 }
 
-/// Where a Mastodon source stands: our account id and one `min_id` per stream (for
-/// notifications, also where a first sync's walk through the history has got to).
+/// A walk back through a stream with `max_id`, under way.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Walk {
+    /// The `max_id` of the next page (`None`: start at the newest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cursor: Option<String>,
+    /// The newest id seen since the walk began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    top: Option<String>,
+    /// On a first sync, how many entries the walk may still count (`None`: down to the
+    /// mark).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    left: Option<u64>,
+}
+
+/// Where one stream stands (see the module doc). Neither mark nor walk: never synced.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredStream")]
+struct Stream {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mark: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    walk: Option<Walk>,
+}
+
+/// A stream as stored: by this version, or by the one before backfill (a bare `min_id`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredStream {
+    MinId(String),
+    Stream {
+        #[serde(default)]
+        mark: Option<String>,
+        #[serde(default)]
+        walk: Option<Walk>,
+    },
+}
+
+impl From<StoredStream> for Stream {
+    fn from(stored: StoredStream) -> Stream {
+        match stored {
+            // The walk that version would have started (its whole history): not begun, so
+            // nothing of this stream is stored yet.
+            StoredStream::MinId(id) if id == BEFORE_ALL || id.is_empty() => Stream::default(),
+            StoredStream::MinId(id) => Stream {
+                mark: Some(id),
+                walk: None,
+            },
+            StoredStream::Stream { mark, walk } => Stream { mark, walk },
+        }
+    }
+}
+
+impl Stream {
+    /// A stream never synced: a walk back of up to `backfill` entries.
+    fn first(backfill: u64) -> Stream {
+        Stream {
+            mark: None,
+            walk: Some(Walk {
+                left: Some(backfill),
+                ..Walk::default()
+            }),
+        }
+    }
+}
+
+/// Where a Mastodon source stands: our account id and one [`Stream`] per stream.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct MastodonCursor {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     me: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    notifications: Option<String>,
+    notifications: Option<Stream>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    tags: BTreeMap<String, String>,
+    tags: BTreeMap<String, Stream>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    search: BTreeMap<String, String>,
+    search: BTreeMap<String, Stream>,
+}
+
+impl MastodonCursor {
+    /// Reads a stored cursor; one this version cannot read starts over (a first sync).
+    fn decode(cursor: Option<&Cursor>) -> MastodonCursor {
+        cursor
+            .and_then(|cursor| serde_json::from_str(&cursor.0).ok())
+            .unwrap_or_default()
+    }
+
+    fn encode(&self) -> Cursor {
+        Cursor(serde_json::to_string(self).expect("a cursor serialises"))
+    }
+}
+
+/// One stream the connector listens to.
+#[derive(Clone, Copy, Debug)]
+enum Listen<'a> {
+    Mentions,
+    Tag(&'a str),
+    Search(&'a str),
+}
+
+impl Listen<'_> {
+    fn path(self) -> String {
+        match self {
+            Listen::Mentions => "/api/v1/notifications".to_owned(),
+            Listen::Tag(tag) => format!("/api/v1/timelines/tag/{tag}"),
+            Listen::Search(_) => "/api/v2/search".to_owned(),
+        }
+    }
+
+    fn query(self) -> Vec<(&'static str, String)> {
+        match self {
+            Listen::Mentions => vec![("types[]", "mention".to_owned())],
+            Listen::Tag(_) => Vec::new(),
+            Listen::Search(keyword) => vec![
+                ("q", keyword.to_owned()),
+                ("type", "statuses".to_owned()),
+                ("resolve", "false".to_owned()),
+            ],
+        }
+    }
+
+    /// Entries asked for per request.
+    fn page_size(self) -> usize {
+        match self {
+            Listen::Mentions => NOTIFICATIONS_PAGE,
+            Listen::Tag(_) | Listen::Search(_) => PAGE,
+        }
+    }
+
+    /// Whether `min_id` pages forward (see the module doc); search's does not.
+    fn forward(self) -> bool {
+        !matches!(self, Listen::Search(_))
+    }
+
+    /// Whether an entry of the stream is handed over: a mention notification with its
+    /// status (servers before 3.5 ignore `types[]`), any status.
+    fn keep(self, entry: &Value) -> bool {
+        match self {
+            Listen::Mentions => {
+                entry.get("type").and_then(Value::as_str) == Some("mention")
+                    && entry.get("status").is_some_and(Value::is_object)
+            }
+            Listen::Tag(_) | Listen::Search(_) => true,
+        }
+    }
+
+    /// The status an entry carries, and its item's kind.
+    fn status(self, entry: &Value) -> Option<(&Value, &'static str)> {
+        match self {
+            Listen::Mentions => Some((entry.get("status")?, "mention")),
+            Listen::Tag(_) | Listen::Search(_) => Some((entry, "post")),
+        }
+    }
+}
+
+/// Which page of a stream to ask for.
+#[derive(Clone, Copy)]
+enum Bound<'a> {
+    Newest,
+    /// Older than this id (`max_id`).
+    Before(&'a str),
+    /// Immediately newer than this id (`min_id`).
+    After(&'a str),
+}
+
+/// One page of a stream.
+struct Page {
+    /// Newest first; every one with an id.
+    entries: Vec<Value>,
+    /// The newest id on the page.
+    newest: Option<String>,
+    /// The `max_id` of the next older page: the `Link` header's `rel="next"`, else the
+    /// page's oldest id.
+    older: Option<String>,
+    /// The `min_id` of the next newer page: the `Link` header's `rel="prev"`, else the
+    /// page's newest id.
+    newer: Option<String>,
+    /// Whether the page was full (more may wait beyond it).
+    full: bool,
+}
+
+/// The bytes an id may have to be kept: ids go into the stored cursor, and real ones
+/// (Mastodon's numbers, other servers' ULIDs and flake ids) are under 30.
+const MAX_ID_BYTES: usize = 64;
+
+/// An entry's id, when it has one short enough to keep (an entry without one is skipped).
+fn entry_id(entry: &Value) -> Option<&str> {
+    entry.get("id")?.as_str().filter(|id| usable_id(id))
+}
+
+fn usable_id(id: &str) -> bool {
+    !id.trim().is_empty() && id.len() <= MAX_ID_BYTES
+}
+
+/// The later of two ids.
+fn newer_of(a: Option<String>, b: Option<String>) -> Option<String> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if compare_ids(&a, &b).is_lt() { b } else { a }),
+        (a, b) => a.or(b),
+    }
 }
 
 pub struct MastodonConnector {
@@ -179,99 +394,226 @@ impl MastodonConnector {
         Ok((value, headers))
     }
 
-    /// One stream's page of up to `limit` after `min_id`: its entries (oldest first), the
-    /// next `min_id` and whether the page was full.
+    /// One page of `listen` of up to `limit` entries at `bound`.
     async fn page(
         &self,
-        path: &str,
-        mut query: Vec<(&str, String)>,
+        listen: Listen<'_>,
+        bound: Bound<'_>,
         limit: usize,
-        min_id: Option<&String>,
         not_before: &mut Option<DateTime<Utc>>,
-    ) -> Result<(Vec<Value>, Option<String>, bool), ConnectorError> {
+    ) -> Result<Page, ConnectorError> {
+        let path = listen.path();
+        let mut query = listen.query();
         query.push(("limit", limit.to_string()));
-        if let Some(min_id) = min_id {
-            query.push(("min_id", min_id.clone()));
+        match bound {
+            Bound::Newest => {}
+            Bound::Before(id) => query.push(("max_id", id.to_owned())),
+            Bound::After(id) => query.push(("min_id", id.to_owned())),
         }
-        let (body, headers) = self.get(path, &query, not_before).await?;
+        let (body, headers) = self.get(&path, &query, not_before).await?;
         let list = match body {
             Value::Array(list) => list,
             Value::Object(mut object) => match object.remove("statuses") {
                 Some(Value::Array(list)) => list,
-                _ => return Err(self.shape(path, "an object without `statuses`")),
+                _ => return Err(self.shape(&path, "an object without `statuses`")),
             },
-            _ => return Err(self.shape(path, "neither a list nor an object")),
+            _ => return Err(self.shape(&path, "neither a list nor an object")),
         };
         let full = list.len() >= PAGE.min(limit);
-        let newest = list
-            .iter()
-            .filter_map(|entry| entry.get("id")?.as_str())
-            .max_by(|a, b| compare_ids(a, b))
-            .map(str::to_owned);
-        let from_link = http::link(&headers, "prev").and_then(|prev| {
-            reqwest::Url::parse(&prev).ok().and_then(|url| {
-                url.query_pairs()
-                    .find(|(key, _)| key == "min_id")
-                    .map(|(_, value)| value.into_owned())
-            })
-        });
-        let next = from_link.or(newest).or(min_id.cloned());
-        let mut list = list;
-        list.sort_by(|a, b| {
+        let mut entries: Vec<Value> = list
+            .into_iter()
+            .filter(|entry| entry_id(entry).is_some())
+            .collect();
+        entries.sort_by(|a, b| {
             compare_ids(
-                a["id"].as_str().unwrap_or_default(),
-                b["id"].as_str().unwrap_or_default(),
+                entry_id(b).unwrap_or_default(),
+                entry_id(a).unwrap_or_default(),
             )
         });
-        Ok((list, next, full))
+        let newest = entries.first().and_then(entry_id).map(str::to_owned);
+        let oldest = entries.last().and_then(entry_id).map(str::to_owned);
+        let from_link = |rel: &str, key: &str| {
+            http::link(&headers, rel).and_then(|url| {
+                reqwest::Url::parse(&url).ok().and_then(|url| {
+                    url.query_pairs()
+                        .find(|(name, _)| name == key)
+                        .map(|(_, value)| value.into_owned())
+                        .filter(|id| usable_id(id))
+                })
+            })
+        };
+        Ok(Page {
+            older: from_link("next", "max_id").or(oldest),
+            newer: from_link("prev", "min_id").or(newest.clone()),
+            newest,
+            entries,
+            full,
+        })
     }
 
-    /// The mention notifications of one pull (oldest first) and whether more are waiting;
-    /// moves `state.notifications` past them (see the module doc for the walk).
-    async fn mentions(
+    /// Reads `listen` on from `stream` while the pull's budget lasts (`before`: the items
+    /// earlier streams of this pull took), taking its entries into `taken`; returns whether
+    /// more are waiting. On an error, `stream` and `taken` are as the last page left them.
+    async fn read(
         &self,
-        state: &mut MastodonCursor,
+        listen: Listen<'_>,
+        stream: &mut Stream,
+        taken: &mut Vec<Value>,
+        before: usize,
         started: std::time::Instant,
         not_before: &mut Option<DateTime<Utc>>,
-    ) -> Result<(Vec<Value>, bool), ConnectorError> {
-        const PATH: &str = "/api/v1/notifications";
-        let query = || vec![("types[]", "mention".to_owned())];
-        let mut min_id = match state.notifications.clone() {
-            Some(min_id) => min_id,
-            None => {
-                let (newest, next, full) = self
-                    .page(PATH, query(), NOTIFICATIONS_PAGE, None, not_before)
-                    .await?;
-                if !full {
-                    state.notifications = next;
-                    return Ok((newest, false));
-                }
-                if not_before.is_some_and(|at| at > Utc::now()) {
-                    // The budget is spent: the walk starts on the next run.
-                    state.notifications = Some(BEFORE_ALL.to_owned());
-                    return Ok((Vec::new(), true));
-                }
-                BEFORE_ALL.to_owned()
-            }
-        };
-        let mut gathered = Vec::new();
+    ) -> Result<bool, ConnectorError> {
         loop {
-            let (page, next, full) = self
-                .page(PATH, query(), NOTIFICATIONS_PAGE, Some(&min_id), not_before)
-                .await?;
-            gathered.extend(page);
-            if let Some(next) = next {
-                min_id = next;
-            }
-            let rate_limited = not_before.is_some_and(|at| at > Utc::now());
-            if !full
-                || rate_limited
-                || gathered.len() + NOTIFICATIONS_PAGE > PULL_ITEMS
+            let goes_on = match (listen.forward(), stream.walk.clone()) {
+                (true, Some(walk)) => self.locate(listen, stream, walk, taken, not_before).await?,
+                (true, None) => self.forward(listen, stream, taken, not_before).await?,
+                (false, walk) => {
+                    let walk = walk.unwrap_or_default();
+                    self.back(listen, stream, walk, taken, not_before).await?
+                }
+            };
+            if !goes_on
+                || before + taken.len() + listen.page_size() > PULL_ITEMS
                 || started.elapsed() >= PULL_TIME
+                || not_before.is_some_and(|at| at > Utc::now())
             {
-                state.notifications = Some(min_id);
-                return Ok((gathered, full));
+                return Ok(goes_on);
             }
+        }
+    }
+
+    /// One page of a forward stream's first walk back: counted until the walk has seen its
+    /// limit or the stream's start; that oldest page's entries within the limit are taken
+    /// and the stream goes on forward from its newest. Returns whether the stream goes on.
+    async fn locate(
+        &self,
+        listen: Listen<'_>,
+        stream: &mut Stream,
+        mut walk: Walk,
+        taken: &mut Vec<Value>,
+        not_before: &mut Option<DateTime<Utc>>,
+    ) -> Result<bool, ConnectorError> {
+        let left = walk.left.unwrap_or(0);
+        // Backfill 0 only needs the newest id.
+        let limit = if left == 0 { 1 } else { listen.page_size() };
+        let bound = walk.cursor.as_deref().map_or(Bound::Newest, Bound::Before);
+        let page = self.page(listen, bound, limit, not_before).await?;
+        walk.top = newer_of(walk.top, page.newest.clone());
+        let seen = page.entries.len() as u64;
+        // A server that does not page back (an older page that is not older) ends the walk.
+        let stuck = match (&page.older, &walk.cursor) {
+            (None, _) => true,
+            (Some(older), Some(cursor)) => !compare_ids(older, cursor).is_lt(),
+            (Some(_), None) => false,
+        };
+        if seen < left && page.full && !stuck {
+            walk.left = Some(left - seen);
+            walk.cursor = page.older;
+            stream.walk = Some(walk);
+            return Ok(true);
+        }
+        let within = usize::try_from(left).unwrap_or(usize::MAX);
+        let mut oldest: Vec<Value> = page
+            .entries
+            .into_iter()
+            .take(within)
+            .filter(|entry| listen.keep(entry))
+            .collect();
+        oldest.reverse();
+        taken.extend(oldest);
+        // An empty page past full ones: the stream starts right before the last page seen.
+        let mark = page.newer.unwrap_or_else(|| BEFORE_ALL.to_owned());
+        // The pages after it were only counted: read them forward.
+        let goes_on = walk
+            .top
+            .as_deref()
+            .is_some_and(|top| compare_ids(&mark, top).is_lt());
+        stream.mark = Some(mark);
+        stream.walk = None;
+        Ok(goes_on)
+    }
+
+    /// One page of a forward stream after its mark, oldest first. Returns whether more
+    /// are waiting.
+    async fn forward(
+        &self,
+        listen: Listen<'_>,
+        stream: &mut Stream,
+        taken: &mut Vec<Value>,
+        not_before: &mut Option<DateTime<Utc>>,
+    ) -> Result<bool, ConnectorError> {
+        let mark = stream.mark.clone().unwrap_or_else(|| BEFORE_ALL.to_owned());
+        let page = self
+            .page(listen, Bound::After(&mark), listen.page_size(), not_before)
+            .await?;
+        taken.extend(
+            page.entries
+                .into_iter()
+                .rev()
+                .filter(|entry| listen.keep(entry)),
+        );
+        // A page that does not move the mark on (a server ignoring `min_id`) ends the stream's
+        // reading for this pull.
+        match page.newer {
+            Some(next) if compare_ids(&next, &mark).is_gt() => {
+                stream.mark = Some(next);
+                Ok(page.full)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// One page of a walk back from the newest (search): takes what is newer than the
+    /// mark within the walk's allowance; the walk ends (its newest id becomes the mark) at
+    /// the mark, the allowance or the stream's end. Returns whether the walk goes on.
+    async fn back(
+        &self,
+        listen: Listen<'_>,
+        stream: &mut Stream,
+        mut walk: Walk,
+        taken: &mut Vec<Value>,
+        not_before: &mut Option<DateTime<Utc>>,
+    ) -> Result<bool, ConnectorError> {
+        let limit = walk.left.map_or(listen.page_size(), |left| {
+            listen
+                .page_size()
+                .min(usize::try_from(left).unwrap_or(usize::MAX))
+                .max(1)
+        });
+        let bound = walk.cursor.as_deref().map_or(Bound::Newest, Bound::Before);
+        let page = self.page(listen, bound, limit, not_before).await?;
+        walk.top = newer_of(walk.top, page.newest.clone());
+        let mut reached = page.entries.is_empty();
+        for entry in page.entries {
+            let id = entry_id(&entry).unwrap_or_default();
+            let handed_over = stream
+                .mark
+                .as_deref()
+                .is_some_and(|mark| !compare_ids(id, mark).is_gt());
+            if handed_over || walk.left == Some(0) {
+                reached = true;
+                continue;
+            }
+            if let Some(left) = &mut walk.left {
+                *left -= 1;
+            }
+            if listen.keep(&entry) {
+                taken.push(entry);
+            }
+        }
+        let stuck = match (&page.older, &walk.cursor) {
+            (None, _) => true,
+            (Some(older), Some(cursor)) => !compare_ids(older, cursor).is_lt(),
+            (Some(_), None) => false,
+        };
+        if reached || stuck || !page.full || walk.left == Some(0) {
+            stream.mark = newer_of(stream.mark.take(), walk.top);
+            stream.walk = None;
+            Ok(false)
+        } else {
+            walk.cursor = page.older;
+            stream.walk = Some(walk);
+            Ok(true)
         }
     }
 
@@ -467,9 +809,7 @@ impl Connector for MastodonConnector {
 
     async fn pull(&self, cursor: Option<&Cursor>) -> Result<Pull, ConnectorError> {
         let started = std::time::Instant::now();
-        let mut state: MastodonCursor = cursor
-            .and_then(|cursor| serde_json::from_str(&cursor.0).ok())
-            .unwrap_or_default();
+        let mut state = MastodonCursor::decode(cursor);
         let mut not_before = None;
         if state.me.is_none() {
             let (me, _) = self
@@ -478,73 +818,92 @@ impl Connector for MastodonConnector {
             state.me = me.get("id").and_then(Value::as_str).map(str::to_owned);
         }
         let me = state.me.clone();
-        let mut items = Vec::new();
-        let mut seen = HashSet::new();
+        let backfill = self.config.backfill_limit;
+        let mut taken: Vec<(Value, Listen)> = Vec::new();
+        let mut tags = BTreeMap::new();
+        let mut search = BTreeMap::new();
         let mut more = false;
-        let mut push = |item: Option<InboundItem>, items: &mut Vec<InboundItem>| {
-            if let Some(item) = item {
-                if seen.insert(item.external_id.clone()) {
-                    items.push(item);
+        let mut stopped = false;
+        let listens = std::iter::once(Listen::Mentions)
+            .chain(self.config.hashtags.iter().map(|tag| Listen::Tag(tag)))
+            .chain(
+                self.config
+                    .keywords
+                    .iter()
+                    .map(|keyword| Listen::Search(keyword)),
+            );
+        for listen in listens {
+            let mut stream = match listen {
+                Listen::Mentions => state.notifications.take(),
+                Listen::Tag(tag) => state.tags.remove(tag),
+                Listen::Search(keyword) => state.search.remove(keyword),
+            }
+            .unwrap_or_default();
+            if stream.mark.is_none() && stream.walk.is_none() {
+                stream = Stream::first(backfill);
+            }
+            if stopped {
+                more = true;
+            } else {
+                let mut entries = Vec::new();
+                let read = self
+                    .read(
+                        listen,
+                        &mut stream,
+                        &mut entries,
+                        taken.len(),
+                        started,
+                        &mut not_before,
+                    )
+                    .await;
+                match read {
+                    Ok(goes_on) => more |= goes_on,
+                    // Keep what the pull has; ask nothing more until the platform says.
+                    Err(ConnectorError::RateLimited { retry_after_secs }) => {
+                        let secs = retry_after_secs.unwrap_or(60).min(86_400);
+                        let at = Utc::now()
+                            + chrono::Duration::seconds(i64::try_from(secs).unwrap_or(86_400));
+                        not_before = Some(not_before.map_or(at, |old| old.max(at)));
+                        more = true;
+                        stopped = true;
+                    }
+                    Err(err) => return Err(err),
+                }
+                // Oldest first within the stream, whichever way it was read.
+                entries.sort_by(|a, b| {
+                    compare_ids(
+                        entry_id(a).unwrap_or_default(),
+                        entry_id(b).unwrap_or_default(),
+                    )
+                });
+                taken.extend(entries.into_iter().map(|entry| (entry, listen)));
+            }
+            match listen {
+                Listen::Mentions => state.notifications = Some(stream),
+                Listen::Tag(tag) => {
+                    tags.insert(tag.to_owned(), stream);
+                }
+                Listen::Search(keyword) => {
+                    search.insert(keyword.to_owned(), stream);
                 }
             }
-        };
+        }
+        // Hashtags and keywords no longer configured are forgotten.
+        state.tags = tags;
+        state.search = search;
 
-        let (notifications, full) = self.mentions(&mut state, started, &mut not_before).await?;
-        for notification in &notifications {
-            if notification.get("type").and_then(Value::as_str) != Some("mention") {
-                continue;
-            }
-            if let Some(status) = notification.get("status") {
-                push(self.item(status, "mention", me.as_deref()), &mut items);
-            }
-        }
-        more |= full;
-
-        for tag in &self.config.hashtags {
-            let path = format!("/api/v1/timelines/tag/{tag}");
-            let (statuses, next, full) = self
-                .page(
-                    &path,
-                    Vec::new(),
-                    PAGE,
-                    state.tags.get(tag),
-                    &mut not_before,
-                )
-                .await?;
-            for status in &statuses {
-                push(self.item(status, "post", me.as_deref()), &mut items);
-            }
-            if let Some(next) = next {
-                state.tags.insert(tag.clone(), next);
-            }
-            more |= full;
-        }
-        for keyword in &self.config.keywords {
-            let query = vec![
-                ("q", keyword.clone()),
-                ("type", "statuses".to_owned()),
-                ("resolve", "false".to_owned()),
-            ];
-            let (statuses, next, full) = self
-                .page(
-                    "/api/v2/search",
-                    query,
-                    PAGE,
-                    state.search.get(keyword),
-                    &mut not_before,
-                )
-                .await?;
-            for status in &statuses {
-                push(self.item(status, "post", me.as_deref()), &mut items);
-            }
-            if let Some(next) = next {
-                state.search.insert(keyword.clone(), next);
-            }
-            more |= full;
-        }
+        let mut seen = HashSet::new();
+        let items = taken
+            .iter()
+            .filter_map(|(entry, listen)| {
+                let (status, kind) = listen.status(entry)?;
+                let item = self.item(status, kind, me.as_deref())?;
+                seen.insert(item.external_id.clone()).then_some(item)
+            })
+            .collect();
         Ok(Pull {
             items,
-            next_cursor: Some(Cursor(serde_json::to_string(&state).expect("a cursor"))),
+            next_cursor: Some(state.encode()),
             more,
             not_before,
         })
@@ -660,6 +1019,83 @@ mod tests {
             "@maya@social.example ok"
         );
         assert_eq!(status_text(&to(None), "ok"), "ok");
+    }
+
+    #[test]
+    fn the_config_is_checked_and_backfill_limit_named_when_wrong() {
+        let base = json!({ "base_url": "https://social.example/", "access_token": "t0ken" });
+        let config = MastodonConfig::parse(&base).unwrap();
+        assert_eq!(config.base_url, "https://social.example");
+        assert_eq!(config.backfill_limit, DEFAULT_BACKFILL_LIMIT);
+        assert!(!format!("{config:?}").contains("t0ken"));
+        let with = |value: Value| {
+            let mut config = base.clone();
+            config["backfill_limit"] = value;
+            MastodonConfig::parse(&config)
+        };
+        assert_eq!(with(json!(0)).unwrap().backfill_limit, 0);
+        assert_eq!(with(json!(100_000)).unwrap().backfill_limit, 100_000);
+        for wrong in [json!(100_001), json!(-1), json!("all"), json!(1.5)] {
+            let (field, message) = with(wrong.clone()).unwrap_err();
+            assert_eq!(field, "backfill_limit", "{wrong}: {message}");
+        }
+        assert_eq!(
+            with(json!(100_001)).unwrap_err().1,
+            "backfill_limit is at most 100000"
+        );
+    }
+
+    #[test]
+    fn a_cursor_of_the_version_before_backfill_reads_as_marks() {
+        let before = Cursor(
+            json!({ "me": "1", "notifications": "34975870", "tags": { "rapport": "113" },
+                "search": { "rapport crm": "114" } })
+            .to_string(),
+        );
+        let cursor = MastodonCursor::decode(Some(&before));
+        let mark = |id: &str| Stream {
+            mark: Some(id.to_owned()),
+            walk: None,
+        };
+        assert_eq!(cursor.me.as_deref(), Some("1"));
+        assert_eq!(cursor.notifications, Some(mark("34975870")));
+        assert_eq!(cursor.tags["rapport"], mark("113"));
+        assert_eq!(cursor.search["rapport crm"], mark("114"));
+        // Written back in this version's form, and read again the same.
+        let stored = cursor.encode();
+        let json: Value = serde_json::from_str(&stored.0).unwrap();
+        assert_eq!(json["notifications"], json!({ "mark": "34975870" }));
+        assert_eq!(MastodonCursor::decode(Some(&stored)), cursor);
+        // "0": that version's walk had not begun, so nothing is stored: a first sync.
+        let unstarted = Cursor(json!({ "me": "1", "notifications": "0" }).to_string());
+        assert_eq!(
+            MastodonCursor::decode(Some(&unstarted)).notifications,
+            Some(Stream::default())
+        );
+        // A walk under way survives a round trip.
+        let walking = MastodonCursor {
+            notifications: Some(Stream {
+                mark: None,
+                walk: Some(Walk {
+                    cursor: Some("40002920".into()),
+                    top: Some("40002999".into()),
+                    left: Some(2_420),
+                }),
+            }),
+            ..MastodonCursor::default()
+        };
+        let stored = walking.encode();
+        assert_eq!(
+            serde_json::from_str::<Value>(&stored.0).unwrap()["notifications"],
+            json!({ "walk": { "cursor": "40002920", "top": "40002999", "left": 2420 } })
+        );
+        assert_eq!(MastodonCursor::decode(Some(&stored)), walking);
+        // Unreadable: a first sync.
+        assert_eq!(
+            MastodonCursor::decode(Some(&Cursor("{\"notifications\": 5}".into()))),
+            MastodonCursor::default()
+        );
+        assert_eq!(Stream::first(7).walk.unwrap().left, Some(7));
     }
 
     #[test]

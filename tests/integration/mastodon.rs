@@ -495,58 +495,163 @@ impl Mentions {
     }
 
     fn page(&self, query: &str) -> Reply {
-        let url = reqwest::Url::parse(&format!("http://query/?{query}")).unwrap();
-        let param = |name: &str| {
-            url.query_pairs()
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| value.into_owned())
-        };
-        let id = |name: &str| param(name).map(|value| value.parse::<u64>().unwrap());
-        assert_eq!(param("types[]").as_deref(), Some("mention"), "{query}");
-        let limit = param("limit").map_or(40, |l| l.parse::<usize>().unwrap().clamp(1, 80));
-        let (max_id, since_id, min_id) = (id("max_id"), id("since_id"), id("min_id"));
+        assert_eq!(
+            query_param(query, "types[]").as_deref(),
+            Some("mention"),
+            "{query}"
+        );
         let all = self.all.lock().unwrap();
-        let in_range = all.iter().filter(|entry| {
-            let n: u64 = entry["id"].as_str().unwrap().parse().unwrap();
-            max_id.is_none_or(|max| n < max)
-                && since_id.is_none_or(|since| n > since)
-                && min_id.is_none_or(|min| n > min)
-        });
-        // Stored oldest first: `min_id` takes the ones right after it, the others the
-        // newest in range; either way the page goes out newest first.
-        let mut page: Vec<&Value> = if min_id.is_some() {
-            in_range.take(limit).collect()
-        } else {
-            in_range.rev().take(limit).collect()
-        };
-        page.sort_by_key(|entry| {
-            std::cmp::Reverse(entry["id"].as_str().unwrap().parse::<u64>().unwrap())
-        });
+        let (page, limit) = page_of(&all, query, 40, 80, true);
         let exhausted = *self.exhausted.lock().unwrap();
         let reset = (chrono::Utc::now() + chrono::Duration::minutes(10))
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let mut reply = Reply::json(&Value::Array(page.iter().map(|e| (*e).clone()).collect()))
+        let reply = Reply::json(&Value::Array(page.clone()))
             .header("x-ratelimit-limit", "300")
             .header("x-ratelimit-remaining", if exhausted { "0" } else { "299" })
             .header("x-ratelimit-reset", &reset);
-        if let (Some(newest), Some(oldest)) = (page.first(), page.last()) {
-            let link = |bound: &str, id: &Value| {
-                format!(
-                    "{}/api/v1/notifications?limit={limit}&{bound}={}&types%5B%5D=mention",
-                    self.base,
-                    id.as_str().unwrap()
-                )
-            };
-            reply = reply.header(
-                "link",
-                &format!(
-                    "<{}>; rel=\"next\", <{}>; rel=\"prev\"",
-                    link("max_id", &oldest["id"]),
-                    link("min_id", &newest["id"])
-                ),
+        with_links(
+            reply,
+            &format!("{}/api/v1/notifications", self.base),
+            "&types%5B%5D=mention",
+            limit,
+            &page,
+        )
+    }
+}
+
+/// The value of `name` in a request's query.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    reqwest::Url::parse(&format!("http://query/?{query}"))
+        .unwrap()
+        .query_pairs()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// The page Mastodon serves from `all` (oldest first, decimal ids) for `query`, newest
+/// first, and its `limit` (`default` when absent, at most `cap`): `max_id`, `since_id` and
+/// `min_id` bound it by id; `min_id` takes the entries immediately newer when `immediately`
+/// (notifications, timelines: it pages forward), else it is only a lower bound and the
+/// newest in range are served, as Mastodon's search does with it; `offset` skips.
+fn page_of(
+    all: &[Value],
+    query: &str,
+    default: usize,
+    cap: usize,
+    immediately: bool,
+) -> (Vec<Value>, usize) {
+    let id = |name: &str| query_param(query, name).map(|value| value.parse::<u64>().unwrap());
+    let limit =
+        query_param(query, "limit").map_or(default, |l| l.parse::<usize>().unwrap().clamp(1, cap));
+    let offset = query_param(query, "offset").map_or(0, |o| o.parse::<usize>().unwrap());
+    let (max_id, since_id, min_id) = (id("max_id"), id("since_id"), id("min_id"));
+    let in_range = all.iter().filter(|entry| {
+        let n: u64 = entry["id"].as_str().unwrap().parse().unwrap();
+        max_id.is_none_or(|max| n < max)
+            && since_id.is_none_or(|since| n > since)
+            && min_id.is_none_or(|min| n > min)
+    });
+    let mut page: Vec<Value> = if min_id.is_some() && immediately {
+        in_range.skip(offset).take(limit).cloned().collect()
+    } else {
+        in_range.rev().skip(offset).take(limit).cloned().collect()
+    };
+    page.sort_by_key(|entry| {
+        std::cmp::Reverse(entry["id"].as_str().unwrap().parse::<u64>().unwrap())
+    });
+    (page, limit)
+}
+
+/// `reply` with the `Link` header Mastodon sends with a page of `url`: the next (older)
+/// page below its oldest id, the previous (newer) one above its newest; none when empty.
+fn with_links(reply: Reply, url: &str, extra: &str, limit: usize, page: &[Value]) -> Reply {
+    let (Some(newest), Some(oldest)) = (page.first(), page.last()) else {
+        return reply;
+    };
+    let link = |bound: &str, id: &Value| {
+        format!(
+            "{url}?limit={limit}&{bound}={}{extra}",
+            id.as_str().unwrap()
+        )
+    };
+    reply.header(
+        "link",
+        &format!(
+            "<{}>; rel=\"next\", <{}>; rel=\"prev\"",
+            link("max_id", &oldest["id"]),
+            link("min_id", &newest["id"])
+        ),
+    )
+}
+
+/// A status `n` as the API documents it (mention `n`'s status, without the notification).
+fn post(n: u64) -> Value {
+    mention(n)["status"].clone()
+}
+
+/// Statuses served as a hashtag timeline (`GET /api/v1/timelines/tag/:hashtag`: limit 20,
+/// at most 40, `min_id` paging forward, `Link` headers) or as a statuses search
+/// (`GET /api/v2/search?type=statuses`: limit 20, at most 40, `max_id`, `min_id` as a
+/// lower bound only, `offset`; no `Link` header, an object with `statuses`).
+#[derive(Clone)]
+struct Statuses {
+    all: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Statuses {
+    /// Statuses `range` on the tag timeline of `tag`.
+    fn tag(server: &Platform, tag: &str, range: std::ops::Range<u64>) -> Statuses {
+        let statuses = Statuses::new(range);
+        let serving = statuses.clone();
+        let url = server.url(&format!("/api/v1/timelines/tag/{tag}"));
+        server.handle(&format!("/api/v1/timelines/tag/{tag}"), move |seen| {
+            let all = serving.all.lock().unwrap();
+            let (page, limit) = page_of(&all, &seen.query, 20, 40, true);
+            with_links(
+                Reply::json(&Value::Array(page.clone())),
+                &url,
+                "",
+                limit,
+                &page,
+            )
+        });
+        statuses
+    }
+
+    /// Statuses `range` found by searching for `keyword`.
+    fn search(server: &Platform, keyword: &str, range: std::ops::Range<u64>) -> Statuses {
+        let statuses = Statuses::new(range);
+        let serving = statuses.clone();
+        let keyword = keyword.to_owned();
+        server.handle("/api/v2/search", move |seen| {
+            assert_eq!(
+                query_param(&seen.query, "q"),
+                Some(keyword.clone()),
+                "{}",
+                seen.query
             );
-        }
-        reply
+            assert_eq!(
+                query_param(&seen.query, "type").as_deref(),
+                Some("statuses")
+            );
+            let all = serving.all.lock().unwrap();
+            let (page, _) = page_of(&all, &seen.query, 20, 40, false);
+            Reply::json(&json!({ "accounts": [], "statuses": page, "hashtags": [] }))
+        });
+        statuses
+    }
+
+    fn new(range: std::ops::Range<u64>) -> Statuses {
+        let statuses = Statuses {
+            all: Arc::new(Mutex::new(Vec::new())),
+        };
+        statuses.add(range);
+        statuses
+    }
+
+    /// New statuses are posted.
+    fn add(&self, range: std::ops::Range<u64>) {
+        self.all.lock().unwrap().extend(range.map(post));
     }
 }
 
@@ -624,8 +729,19 @@ pub async fn sync_until_done(app: &TestApp, id: &str) -> (usize, usize) {
     panic!("the source never said it was done");
 }
 
+/// The stored cursor of the source `id`.
+async fn cursor_of(app: &TestApp, id: &str) -> Value {
+    serde_json::from_str(&source_row(app, id).await.cursor.unwrap()).unwrap()
+}
+
+/// Statuses `range`'s ids, each once.
+fn expected_posts(range: std::ops::Range<u64>) -> BTreeMap<String, usize> {
+    expected(range)
+}
+
 backend_test!(
     async fn a_first_sync_walks_ten_thousand_earlier_mentions_then_polls_forward(app: TestApp) {
+        // Issue 11's backfill at volume: 10,000 earlier mentions, a limit that takes them all.
         let key = app.key(Role::Admin).await;
         let (server, mentions) = mastodon_with_mentions(10_000).await;
         let id = create_source(
@@ -633,7 +749,7 @@ backend_test!(
             &key,
             "MASTODON",
             "backfill",
-            json!({ "base_url": server.base, "access_token": TOKEN }),
+            json!({ "base_url": server.base, "access_token": TOKEN, "backfill_limit": 10_000 }),
         )
         .await;
 
@@ -672,27 +788,39 @@ backend_test!(
         assert_eq!(author.handle.as_deref(), Some("@fan321@fans6.example"));
         assert_eq!(sample.customer_id, author.customer_id);
         assert_eq!(sample.text, "@acmehq question number 4321 about the export");
-        // Oldest first: a reply found the mention it answers, stored in an earlier batch.
+        // Oldest first: a reply found the mention it answers, stored in an earlier batch,
+        // down a chain of ten (9,999 answers 8,999, which answers 7,999, …).
         let reply = interaction(&app, &status_id(9_999)).await;
         let answered = interaction(&app, &status_id(8_999)).await;
+        let root = interaction(&app, &status_id(999)).await;
         assert!(reply.conversation_id.is_some());
         assert_eq!(reply.conversation_id, answered.conversation_id);
+        assert_eq!(reply.conversation_id, root.conversation_id);
 
-        // The walk as Mastodon pages: a look at the newest page, then min_id from before
-        // the first notification forward, 80 at a time, each from the last Link prev.
+        // The walk as Mastodon pages: back from the newest page with each page's Link
+        // next (`max_id`), counting, to the oldest page within the limit; then forward
+        // from it with each page's Link prev (`min_id`), 80 at a time.
         let seen = server.seen("/api/v1/notifications");
         let first = query_of(&seen[0]);
         assert!(
             !first.contains_key("min_id") && !first.contains_key("max_id"),
             "{first:?}"
         );
-        assert_eq!(query_of(&seen[1])["min_id"], "0");
         assert!(seen.iter().all(|s| query_of(s)["limit"] == "80"));
+        for (n, seen) in seen[1..125].iter().enumerate() {
+            let bound = notification_id(10_000 - 80 * (n as u64 + 1));
+            assert_eq!(query_of(seen).get("max_id"), Some(&bound.to_string()));
+        }
         assert_eq!(
-            query_of(&seen[2])["min_id"],
+            query_of(&seen[125])["min_id"],
             notification_id(79).to_string()
         );
-        assert!(seen.len() <= 128, "{} requests", seen.len());
+        assert_eq!(
+            query_of(&seen[126])["min_id"],
+            notification_id(159).to_string()
+        );
+        // Each page read at most twice (once counted, once taken), and once more at the end.
+        assert!(seen.len() <= 2 * 125 + 1, "{} requests", seen.len());
 
         // Nothing more: the next sync asks after the newest and stores nothing.
         let report = sync(&app, &key, &id).await;
@@ -702,11 +830,146 @@ backend_test!(
             query_of(seen.last().unwrap())["min_id"],
             notification_id(9_999).to_string()
         );
+        assert_eq!(
+            cursor_of(&app, &id).await["notifications"],
+            json!({ "mark": notification_id(9_999).to_string() })
+        );
         // New mentions are picked up.
         mentions.add(10_000..10_030);
         let (new, _) = sync_until_done(&app, &id).await;
         assert_eq!(new, 30);
         assert_eq!(stored_ids(&app).await, expected(0..10_030));
+    }
+);
+
+backend_test!(
+    async fn a_first_sync_takes_up_to_backfill_limit_per_stream_then_only_new_items(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let (server, mentions) = mastodon_with_mentions(250).await;
+        let tagged = Statuses::tag(&server, "rapportcrm", 20_000..20_250);
+        let found = Statuses::search(&server, "rapport crm", 30_000..30_250);
+        let id = create_source(
+            &app,
+            &key,
+            "MASTODON",
+            "limited",
+            json!({ "base_url": server.base, "access_token": TOKEN, "hashtags": ["rapportcrm"],
+                "keywords": ["rapport crm"], "backfill_limit": 100 }),
+        )
+        .await;
+
+        // Each stream: its newest hundred.
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 300, "{report:#}");
+        let mut want = expected(150..250);
+        want.extend(expected_posts(20_150..20_250));
+        want.extend(expected_posts(30_150..30_250));
+        assert_eq!(stored_ids(&app).await, want);
+        // Mentions: a page counted, then the oldest page within the limit, whose newest 20
+        // are taken, then forward from its newest to the newest (a full page: one more look).
+        let seen = server.seen("/api/v1/notifications");
+        assert_eq!(seen.len(), 4);
+        assert_eq!(
+            query_of(&seen[1])["max_id"],
+            notification_id(170).to_string()
+        );
+        assert_eq!(
+            query_of(&seen[2])["min_id"],
+            notification_id(169).to_string()
+        );
+        // The tag timeline the same way, 40 a page: three pages back (the third holds the
+        // limit's last 20), then forward through the two counted ones and one more look.
+        let seen = server.seen("/api/v1/timelines/tag/rapportcrm");
+        assert_eq!(seen.len(), 6, "{seen:?}");
+        assert!(seen.iter().all(|s| query_of(s)["limit"] == "40"));
+        assert_eq!(query_of(&seen[2])["max_id"], status_id(20_170));
+        assert_eq!(query_of(&seen[3])["min_id"], status_id(20_169));
+        // The search back from the newest, taking as it goes, the last page no more than
+        // the limit leaves.
+        let seen = server.seen("/api/v2/search");
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert_eq!(query_of(&seen[1])["max_id"], status_id(30_210));
+        assert_eq!(query_of(&seen[2])["limit"], "20");
+        let cursor = cursor_of(&app, &id).await;
+        assert_eq!(
+            cursor["notifications"],
+            json!({ "mark": notification_id(249).to_string() })
+        );
+        assert_eq!(
+            cursor["tags"]["rapportcrm"],
+            json!({ "mark": status_id(20_249) })
+        );
+        assert_eq!(
+            cursor["search"]["rapport crm"],
+            json!({ "mark": status_id(30_249) })
+        );
+
+        // Later: only what is new, more than a page of each, oldest first.
+        mentions.add(250..350);
+        tagged.add(20_250..20_350);
+        found.add(30_250..30_350);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 300, "{report:#}");
+        want.extend(expected(250..350));
+        want.extend(expected_posts(20_250..20_350));
+        want.extend(expected_posts(30_250..30_350));
+        assert_eq!(stored_ids(&app).await, want);
+        // The search walked back from the newest down to what it had.
+        let seen = server.seen("/api/v2/search");
+        assert_eq!(query_of(&seen[3]).get("max_id"), None);
+        assert_eq!(query_of(&seen[5])["max_id"], status_id(30_270));
+        assert_eq!(seen.len(), 6);
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 0);
+
+        // A limit of 0: the first sync only notes where each stream is.
+        let (server, mentions) = mastodon_with_mentions(50).await;
+        let tagged = Statuses::tag(&server, "rapportcrm", 20_000..20_050);
+        let found = Statuses::search(&server, "rapport crm", 30_000..30_050);
+        let id = create_source(
+            &app,
+            &key,
+            "MASTODON",
+            "new only",
+            json!({ "base_url": server.base, "access_token": TOKEN, "hashtags": ["rapportcrm"],
+                "keywords": ["rapport crm"], "backfill_limit": 0 }),
+        )
+        .await;
+        let before = stored_ids(&app).await.len();
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 0);
+        assert_eq!(
+            query_of(&server.seen("/api/v1/notifications")[0])["limit"],
+            "1"
+        );
+        mentions.add(50..53);
+        tagged.add(20_050..20_052);
+        found.add(30_050..30_051);
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 6);
+        assert_eq!(stored_ids(&app).await.len(), before + 6);
+
+        // No limit set: a thousand a stream.
+        let (server, _) = mastodon_with_mentions(1_200).await;
+        let id = create_source(
+            &app,
+            &key,
+            "MASTODON",
+            "default",
+            json!({ "base_url": server.base, "access_token": TOKEN }),
+        )
+        .await;
+        let (new, _) = sync_until_done(&app, &id).await;
+        assert_eq!(new, 1_000);
+        let source = source_row(&app, &id).await;
+        let mut taken: Vec<String> = entity::interaction::Entity::find()
+            .filter(entity::interaction::Column::SourceId.eq(source.id))
+            .all(&app.app.db)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|row| row.external_id)
+            .collect();
+        taken.sort();
+        assert_eq!(taken, (200..1_200).map(status_id).collect::<Vec<_>>());
     }
 );
 
@@ -722,45 +985,44 @@ backend_test!(
             &key,
             "MASTODON",
             "resumed",
-            json!({ "base_url": server.base, "access_token": TOKEN }),
+            json!({ "base_url": server.base, "access_token": TOKEN, "backfill_limit": 2_500 }),
         )
         .await;
-        let cursor = || async {
-            let row = source_row(&app, &id).await;
-            serde_json::from_str::<Value>(&row.cursor.unwrap()).unwrap()
-        };
-        // `rapport sync` allowed one batch: the oldest 960 (twelve pages) and a cursor
-        // after them.
+        // A first run stops after one page of its walk back (the rate limit is spent): the
+        // cursor says where the walk goes on, nothing is stored.
+        *mentions.exhausted.lock().unwrap() = true;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 0, "{report:#}");
+        assert_eq!(report["source"]["status"], "RATE_LIMITED");
+        let walking = cursor_of(&app, &id).await;
+        assert_eq!(
+            walking["notifications"],
+            json!({ "walk": { "cursor": notification_id(2_920).to_string(),
+                "top": notification_id(2_999).to_string(), "left": 2_420 } })
+        );
+        *mentions.exhausted.lock().unwrap() = false;
+
+        // A run dies after its pull, mid-walk: nothing of it is stored, the cursor stays.
         let one_batch = config_file(&app, "max_batches = 1\nlease_secs = 1\n");
-        let output = rapport(&one_batch).args(["sync", &id]).output().unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "960");
-        assert_eq!(stored_ids(&app).await, expected(0..960));
-        let after_one = cursor().await;
-        assert_eq!(after_one["notifications"], notification_id(959).to_string());
+        let killed = || {
+            let output = rapport(&one_batch)
+                .args(["sync", &id])
+                .env("RAPPORT_FAILPOINT", "sync.after_pull")
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(!output.status.success());
+            assert!(
+                stderr.contains("failpoint sync.after_pull: aborting"),
+                "{stderr}"
+            );
+        };
+        killed();
+        assert_eq!(stored_ids(&app).await, BTreeMap::new());
+        assert_eq!(cursor_of(&app, &id).await, walking);
 
-        // The next run dies after its pull: nothing of it is stored, the cursor stays.
-        let output = rapport(&one_batch)
-            .args(["sync", &id])
-            .env("RAPPORT_FAILPOINT", "sync.after_pull")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success());
-        assert!(
-            stderr.contains("failpoint sync.after_pull: aborting"),
-            "{stderr}"
-        );
-        assert_eq!(stored_ids(&app).await, expected(0..960));
-        assert_eq!(cursor().await, after_one);
-
-        // Mentions keep arriving meanwhile. Once the dead run's lease is over, a run goes
-        // on from the cursor: the next 960, then the rest and the new ones, each once.
-        mentions.add(3_000..3_005);
+        // Once the dead run's lease is over, a run goes on from the stored walk: to the
+        // oldest page within the limit (its newest 20 taken), then forward; one batch.
         tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
         let output = rapport(&one_batch).args(["sync", &id]).output().unwrap();
         assert!(
@@ -768,15 +1030,39 @@ backend_test!(
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "960");
-        assert_eq!(stored_ids(&app).await, expected(0..1_920));
-        let resumed = server.seen("/api/v1/notifications");
-        assert!(resumed
-            .iter()
-            .any(|seen| query_of(seen).get("min_id") == Some(&notification_id(959).to_string())));
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "980");
+        assert_eq!(stored_ids(&app).await, expected(500..1_480));
+        let after_one = cursor_of(&app, &id).await;
+        assert_eq!(
+            after_one["notifications"],
+            json!({ "mark": notification_id(1_479).to_string() })
+        );
+        // Both runs after the first asked from the stored walk's cursor.
+        let from_walk: Vec<Seen> = server
+            .seen("/api/v1/notifications")
+            .into_iter()
+            .filter(|seen| {
+                query_of(seen).get("max_id") == Some(&notification_id(2_920).to_string())
+            })
+            .collect();
+        assert_eq!(from_walk.len(), 2);
+
+        // The next run dies after its pull, going forward: the same.
+        killed();
+        assert_eq!(stored_ids(&app).await, expected(500..1_480));
+        assert_eq!(cursor_of(&app, &id).await, after_one);
+
+        // Mentions keep arriving meanwhile. Later runs go on from the cursor: the rest and
+        // the new ones, each once.
+        mentions.add(3_000..3_005);
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
         let (new, _) = sync_until_done(&app, &id).await;
-        assert_eq!(new, 3_005 - 1_920);
-        assert_eq!(stored_ids(&app).await, expected(0..3_005));
+        assert_eq!(new, 3_005 - 1_480);
+        assert_eq!(stored_ids(&app).await, expected(500..3_005));
+        assert!(server
+            .seen("/api/v1/notifications")
+            .iter()
+            .any(|seen| query_of(seen).get("min_id") == Some(&notification_id(1_479).to_string())));
         assert_eq!(sync(&app, &key, &id).await["newItems"], 0);
     }
 );
@@ -818,6 +1104,71 @@ backend_test!(
 );
 
 backend_test!(
+    async fn every_stream_of_a_cursor_stored_before_backfill_goes_on_without_backfilling(
+        app: TestApp,
+    ) {
+        let key = app.key(Role::Admin).await;
+        let (server, _mentions) = mastodon_with_mentions(300).await;
+        let _tagged = Statuses::tag(&server, "rapportcrm", 20_000..20_300);
+        let _found = Statuses::search(&server, "rapport crm", 30_000..30_300);
+        let id = create_source(
+            &app,
+            &key,
+            "MASTODON",
+            "syncing",
+            json!({ "base_url": server.base, "access_token": TOKEN, "hashtags": ["rapportcrm"],
+                "keywords": ["rapport crm"] }),
+        )
+        .await;
+        // Today's format, a source well past its first sync: a bare min_id per stream.
+        let mut row: entity::source::ActiveModel = source_row(&app, &id).await.into();
+        row.cursor = sea_orm::Set(Some(
+            json!({ "me": "109000000000000001", "notifications": notification_id(289).to_string(),
+                "tags": { "rapportcrm": status_id(20_250) },
+                "search": { "rapport crm": status_id(30_280) } })
+            .to_string(),
+        ));
+        row.update(&app.app.db).await.unwrap();
+
+        // Only what came after each: no walk back through the thousand before.
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        let mut want = expected(290..300);
+        want.extend(expected_posts(20_251..20_300));
+        want.extend(expected_posts(30_281..30_300));
+        assert_eq!(stored_ids(&app).await, want);
+        assert_eq!(report["newItems"], 10 + 49 + 19, "{report:#}");
+        for path in ["/api/v1/notifications", "/api/v1/timelines/tag/rapportcrm"] {
+            let seen = server.seen(path);
+            assert!(
+                seen.iter().all(|s| !query_of(s).contains_key("max_id")),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            query_of(&server.seen("/api/v1/timelines/tag/rapportcrm")[0])["min_id"],
+            status_id(20_250)
+        );
+        // Stored again in the new form, at the newest of each.
+        let cursor = cursor_of(&app, &id).await;
+        assert_eq!(cursor["me"], "109000000000000001");
+        assert_eq!(
+            cursor["notifications"],
+            json!({ "mark": notification_id(299).to_string() })
+        );
+        assert_eq!(
+            cursor["tags"]["rapportcrm"],
+            json!({ "mark": status_id(20_299) })
+        );
+        assert_eq!(
+            cursor["search"]["rapport crm"],
+            json!({ "mark": status_id(30_299) })
+        );
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 0);
+    }
+);
+
+backend_test!(
     async fn a_first_look_that_spends_the_rate_limit_leaves_the_walk_to_the_next_run(app: TestApp) {
         let key = app.key(Role::Admin).await;
         let (server, mentions) = mastodon_with_mentions(200).await;
@@ -831,18 +1182,72 @@ backend_test!(
         )
         .await;
         // The newest page is full (older mentions wait) and the budget is spent: no
-        // further request, and the cursor says where the walk will start.
+        // further request, and the cursor says where the walk will go on.
         let report = sync(&app, &key, &id).await;
         assert_eq!(report["newItems"], 0, "{report:#}");
         assert_eq!(report["source"]["status"], "RATE_LIMITED");
         assert_eq!(server.seen("/api/v1/notifications").len(), 1);
         let cursor: Value =
             serde_json::from_str(report["source"]["cursor"].as_str().unwrap()).unwrap();
-        assert_eq!(cursor["notifications"], "0");
+        assert_eq!(
+            cursor["notifications"],
+            json!({ "walk": { "cursor": notification_id(120).to_string(),
+                "top": notification_id(199).to_string(), "left": 920 } })
+        );
 
         *mentions.exhausted.lock().unwrap() = false;
         let (new, _) = sync_until_done(&app, &id).await;
         assert_eq!(new, 200);
         assert_eq!(stored_ids(&app).await, expected(0..200));
+        // The walk went on from where it was.
+        assert_eq!(
+            query_of(&server.seen("/api/v1/notifications")[1])["max_id"],
+            notification_id(120).to_string()
+        );
+    }
+);
+
+backend_test!(
+    async fn a_rate_limit_met_mid_pull_keeps_what_the_pull_has(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let (server, _mentions) = mastodon_with_mentions(30).await;
+        server.on(
+            "/api/v1/timelines/tag/rapportcrm",
+            vec![Reply::status(429).header("retry-after", "900")],
+        );
+        let found = Statuses::search(&server, "rapport crm", 30_000..30_010);
+        let id = create_source(
+            &app,
+            &key,
+            "MASTODON",
+            "throttled midway",
+            json!({ "base_url": server.base, "access_token": TOKEN, "hashtags": ["rapportcrm"],
+                "keywords": ["rapport crm"] }),
+        )
+        .await;
+        // The mentions are stored; the tag timeline's 429 stops the pull before the search.
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 30, "{report:#}");
+        assert_eq!(report["source"]["status"], "RATE_LIMITED");
+        assert!(server.seen("/api/v2/search").is_empty());
+        let next: chrono::DateTime<chrono::Utc> = report["source"]["nextRunAt"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            next >= chrono::Utc::now() + chrono::Duration::seconds(800),
+            "{next}"
+        );
+        let cursor = cursor_of(&app, &id).await;
+        assert_eq!(
+            cursor["notifications"],
+            json!({ "mark": notification_id(29).to_string() })
+        );
+        // The streams not read are still to be synced for the first time.
+        assert_eq!(cursor["tags"]["rapportcrm"]["walk"]["left"], 1_000);
+        assert_eq!(cursor["search"]["rapport crm"]["walk"]["left"], 1_000);
+        drop(found);
     }
 );
