@@ -245,7 +245,10 @@ impl BlueskyConfig {
     fn queries(&self) -> Vec<String> {
         let keywords = self.keywords.iter().map(|k| k.trim().to_owned());
         let tags = self.hashtags.iter().map(|tag| format!("#{tag}"));
-        keywords.chain(tags).collect()
+        // A keyword `#x` and a hashtag `x` are one search, as are repeats: one stream each.
+        let mut queries = keywords.chain(tags).collect();
+        crate::drop_repeats(&mut queries);
+        queries
     }
 }
 
@@ -1353,6 +1356,16 @@ impl Connector for BlueskyConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_search_configured_twice_is_one_stream() {
+        let config = BlueskyConfig::parse(&serde_json::json!({
+            "service": "https://bsky.social", "identifier": "acme.example", "app_password": "p",
+            "keywords": ["rapport", " Rapport ", "#crm"], "hashtags": ["crm", "#CRM", "sales"]
+        }))
+        .unwrap();
+        assert_eq!(config.queries(), ["rapport", "#crm", "#sales"]);
+    }
 
     fn to(context: Value, recipient: Option<&str>) -> ReplyTarget {
         ReplyTarget {

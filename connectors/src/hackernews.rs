@@ -122,6 +122,8 @@ impl HackerNewsConfig {
             }
             *domain = bare.to_owned();
         }
+        crate::drop_repeats(&mut config.keywords);
+        crate::drop_repeats(&mut config.domains);
         for (field, queries) in [("keywords", &config.keywords), ("domains", &config.domains)] {
             if queries.iter().any(String::is_empty) {
                 return Err((field.into(), format!("{field} must not be empty")));
@@ -440,13 +442,13 @@ impl HackerNewsConnector {
         }
     }
 
-    /// Walks `stream` while the pull's budget lasts; returns whether it goes on.
+    /// Walks `stream` while the pull's budget lasts (`taken` holds every stream's items of
+    /// this pull so far); returns whether it goes on.
     async fn walk(
         &self,
         listen: Listen<'_>,
         stream: &mut Stream,
         taken: &mut Vec<Value>,
-        before: usize,
         started: std::time::Instant,
         not_before: &mut Option<DateTime<Utc>>,
     ) -> Result<bool, ConnectorError> {
@@ -459,7 +461,7 @@ impl HackerNewsConnector {
             if !stream.step(walk, hits, pages, taken) || taken.len() == had {
                 return Ok(false);
             }
-            if before + taken.len() + PAGE > PULL_ITEMS
+            if taken.len() + PAGE > PULL_ITEMS
                 || started.elapsed() >= PULL_TIME
                 || not_before.is_some_and(|at| at > Utc::now())
             {
@@ -565,16 +567,8 @@ impl Connector for HackerNewsConnector {
                 more = true;
             } else {
                 stream.warning = None;
-                let before = taken.len();
                 let walked = self
-                    .walk(
-                        listen,
-                        &mut stream,
-                        &mut taken,
-                        before,
-                        started,
-                        &mut not_before,
-                    )
+                    .walk(listen, &mut stream, &mut taken, started, &mut not_before)
                     .await;
                 match walked {
                     Ok(goes_on) => more |= goes_on,
@@ -633,6 +627,17 @@ impl Connector for HackerNewsConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keyword_or_domain_configured_twice_is_one_stream() {
+        let config = HackerNewsConfig::parse(&serde_json::json!({
+            "keywords": ["rapport", "Rapport "],
+            "domains": ["example.com", "https://www.example.com/", "EXAMPLE.com"]
+        }))
+        .unwrap();
+        assert_eq!(config.keywords, ["rapport"]);
+        assert_eq!(config.domains, ["example.com"]);
+    }
     use serde_json::json;
 
     fn hit(n: i64, at: i64) -> Value {

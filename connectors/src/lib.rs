@@ -278,7 +278,7 @@ pub fn read_config<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ConfigProblem> {
     serde_path_to_error::deserialize(config.clone()).map_err(|err| {
         let path = err.path().to_string();
-        let message = err.inner().to_string();
+        let message = without_value(&err.inner().to_string());
         let (field, message) = config_error(&message, default_field);
         if path.is_empty() || path == "." {
             (field, message)
@@ -287,6 +287,27 @@ pub fn read_config<T: serde::de::DeserializeOwned>(
             (field, message)
         }
     })
+}
+
+/// A serde "invalid type/value" message without the value it quotes: the field may be a
+/// secret (a password given as a number is still the password), and the message goes back
+/// to the caller and into logs. `invalid type: integer `123`, expected a string` becomes
+/// `invalid type: integer, expected a string`.
+fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
+        let Some(rest) = message.strip_prefix(prefix) else {
+            continue;
+        };
+        let (got, expected) = rest.split_once(", expected").unwrap_or((rest, ""));
+        let kind = got.split(['`', '"']).next().unwrap_or(got).trim_end();
+        let expected = if expected.is_empty() {
+            String::new()
+        } else {
+            format!(", expected{expected}")
+        };
+        return format!("{prefix}{kind}{expected}");
+    }
+    message.to_owned()
 }
 
 /// Turns a serde error about a source's config into the field it names and a message.
@@ -318,6 +339,14 @@ pub fn config_error(message: &str, default_field: &str) -> ConfigProblem {
     }
     let message = message.split(" at line").next().unwrap_or(message);
     (default_field.to_owned(), message.to_owned())
+}
+
+/// Drops the later of two values equal but for case, keeping the first spelling: each
+/// configured hashtag, keyword or domain is a stream with its own place in the cursor,
+/// and two copies of one stream would take turns overwriting each other's place.
+pub fn drop_repeats(values: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    values.retain(|value| seen.insert(value.to_lowercase()));
 }
 
 /// Checks that `value` is an http(s) URL.
@@ -618,6 +647,54 @@ pub fn build(
     let spec = spec(channel).ok_or(ConnectorError::Unsupported("this channel"))?;
     (spec.build)(config, outbound)
         .map_err(|(field, message)| ConnectorError::Config(format!("{field}: {message}")))
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    #[test]
+    fn a_config_error_never_quotes_the_value_given() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Secretive {
+            password: String,
+            tags: Vec<String>,
+        }
+        for (config, field) in [
+            (
+                serde_json::json!({ "password": 12345678, "tags": [] }),
+                "password",
+            ),
+            (
+                serde_json::json!({ "password": "hunter2", "tags": "hunter2" }),
+                "tags",
+            ),
+            (
+                serde_json::json!({ "password": true, "tags": [] }),
+                "password",
+            ),
+            (
+                serde_json::json!({ "password": 1.5, "tags": [] }),
+                "password",
+            ),
+        ] {
+            let (named, message) = read_config::<Secretive>(&config, "config").unwrap_err();
+            assert_eq!(named, field);
+            for value in ["12345678", "hunter2", "true", "1.5"] {
+                assert!(!message.contains(value), "{message}");
+            }
+            assert!(message.contains("expected"), "{message}");
+        }
+        assert_eq!(
+            without_value("invalid type: integer `123`, expected a string"),
+            "invalid type: integer, expected a string"
+        );
+        assert_eq!(
+            without_value("invalid value: string \"x\", expected one of `a`"),
+            "invalid value: string, expected one of `a`"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -133,6 +133,11 @@ impl MastodonConfig {
         if config.keywords.iter().any(|k| k.trim().is_empty()) {
             return Err(("keywords".into(), "keywords must not be empty".into()));
         }
+        for keyword in &mut config.keywords {
+            *keyword = keyword.trim().to_owned();
+        }
+        crate::drop_repeats(&mut config.hashtags);
+        crate::drop_repeats(&mut config.keywords);
         if config.backfill_limit > MAX_BACKFILL_LIMIT {
             return Err((
                 "backfill_limit".into(),
@@ -984,6 +989,18 @@ impl Connector for MastodonConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hashtag_or_keyword_configured_twice_is_one_stream() {
+        let config = MastodonConfig::parse(&serde_json::json!({
+            "base_url": "https://social.example", "access_token": "t",
+            "hashtags": ["rapport", "#rapport", "Rapport", "crm"],
+            "keywords": ["export", " export ", "EXPORT"]
+        }))
+        .unwrap();
+        assert_eq!(config.hashtags, ["rapport", "crm"]);
+        assert_eq!(config.keywords, ["export"]);
+    }
 
     fn to(recipient: Option<&str>) -> ReplyTarget {
         ReplyTarget {

@@ -122,6 +122,10 @@ const EXPIRY_MARGIN_SECS: i64 = 60;
 /// reply whose answer was lost.
 const READ_BACK: usize = 25;
 
+/// How long before an attempt a comment read back may have been created and still be
+/// taken for that attempt's (clocks apart, a retry of a send whose answer was lost).
+const READ_BACK_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
+
 fn default_backfill_limit() -> u64 {
     DEFAULT_BACKFILL_LIMIT
 }
@@ -241,6 +245,7 @@ impl RedditConfig {
                 ));
             }
         }
+        crate::drop_repeats(&mut config.keywords);
         if config.keywords.len() > MAX_KEYWORDS {
             return Err((
                 "keywords".into(),
@@ -918,15 +923,19 @@ impl RedditConnector {
         })
     }
 
-    /// The reply an earlier attempt posted: among the account's newest comments (or sent
-    /// messages, answering a message), one answering `thing_id` with `text`. `None` when
-    /// there is none or they cannot be read.
+    /// The reply an attempt begun at `started` posted: among the account's newest comments
+    /// (or sent messages, answering a message), one answering `thing_id` with `text`,
+    /// created no earlier than [`READ_BACK_WINDOW`] before it (an older one with the same
+    /// words is an earlier answer, not this one). `None` when there is none or they cannot
+    /// be read.
     async fn posted(
         &self,
         thing_id: &str,
         text: &str,
+        started: DateTime<Utc>,
         not_before: &mut Option<DateTime<Utc>>,
     ) -> Option<Value> {
+        let since = (started - READ_BACK_WINDOW).timestamp() as f64;
         let path = if thing_id.starts_with("t4_") {
             "/message/sent".to_owned()
         } else {
@@ -945,6 +954,7 @@ impl RedditConnector {
         things.into_iter().find(|thing| {
             let data = &thing["data"];
             data["parent_id"].as_str() == Some(thing_id)
+                && data["created_utc"].as_f64().is_some_and(|at| at >= since)
                 && data["body"].as_str().map(str::trim) == Some(text)
                 && data["author"]
                     .as_str()
@@ -1254,12 +1264,13 @@ impl Connector for RedditConnector {
             ("text", text.to_owned()),
         ];
         let call = Call::Post("/api/comment".to_owned(), form);
+        let started = Utc::now();
         let thing = match self.call(&call, true, &mut not_before).await {
             Ok(answer) => self.created_thing(&answer)?,
             // A timeout or a 5xx may hide a comment Reddit made: ours, answering the same
             // thing with the same text, is the reply.
             Err(err @ ConnectorError::Transport(_)) => {
-                match self.posted(thing_id, text, &mut not_before).await {
+                match self.posted(thing_id, text, started, &mut not_before).await {
                     Some(thing) => thing,
                     None => return Err(err),
                 }
@@ -1286,6 +1297,16 @@ impl Connector for RedditConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keyword_configured_twice_is_one_stream() {
+        let config = RedditConfig::parse(&serde_json::json!({
+            "client_id": "c", "client_secret": "s", "username": "acme", "password": "p",
+            "keywords": ["rapport", " rapport", "Rapport", "crm"]
+        }))
+        .unwrap();
+        assert_eq!(config.keywords, ["rapport", "crm"]);
+    }
     use reqwest::header::HeaderValue;
     use serde_json::json;
 

@@ -378,13 +378,17 @@ impl Reddit {
         state.posted += 1;
         let parent = form["thing_id"].clone();
         let id = format!("r{:0>6}", state.posted);
-        let made = if parent.starts_with("t4_") {
+        let mut made = if parent.starts_with("t4_") {
             let mut made = message(&id, (USERNAME, US), "re: export", &form["text"], 500);
             made["data"]["parent_id"] = json!(parent);
             made
         } else {
             comment(&id, (USERNAME, US), &form["text"], &parent, 500)
         };
+        // Made now, as Reddit stamps it.
+        let now = chrono::Utc::now().timestamp() as f64;
+        made["data"]["created"] = json!(now);
+        made["data"]["created_utc"] = json!(now);
         let listing = if parent.starts_with("t4_") {
             "message/sent".to_owned()
         } else {
@@ -863,8 +867,13 @@ backend_test!(
         assert_eq!(query(&read[0])["sort"], "new");
         assert_eq!(reddit.state.lock().unwrap().posted, 1);
 
-        // A 502 before Reddit made anything: nothing of ours answers Maya with this text,
-        // so the reply is FAILED with the 502 and nothing is taken for it.
+        // A 502 before Reddit made anything: nothing of ours answers Maya with this text
+        // lately (an answer with the same words from weeks ago is an earlier one), so the
+        // reply is FAILED with the 502 and nothing is taken for it.
+        reddit.add(
+            comment("old0001", (USERNAME, US), "another answer", "t1_kq3v9zd", 2),
+            &[&format!("user/{USERNAME}/comments")],
+        );
         reddit.state.lock().unwrap().down = 1;
         let failed = reply("another answer", "r-4").await;
         assert_eq!(failed["deliveryStatus"], "FAILED", "{failed:#}");
