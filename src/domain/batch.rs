@@ -1148,9 +1148,10 @@ async fn insert_interactions(
     Ok(inserted)
 }
 
-/// Rows of `interaction` a statement at most on PostgreSQL (about a megabyte of JSON
-/// without payloads).
-const JSON_ROWS: usize = 2_000;
+/// The JSON of one statement of [`insert_interactions_as_json`] stops growing past this
+/// many bytes (a row's text and platform payload are capped, at 100,000 characters and
+/// 64 KiB, so a statement stays within a few megabytes whatever the batch).
+const JSON_BYTES: usize = 4 << 20;
 
 /// [`insert_interactions`] on PostgreSQL: the rows as one JSON array, bound as one
 /// parameter and turned back into rows by the server (`json_populate_recordset` over the
@@ -1173,9 +1174,22 @@ async fn insert_interactions_as_json(
          ON CONFLICT (source_id, external_id) DO NOTHING RETURNING id"
     );
     let mut inserted = HashSet::with_capacity(rows.len());
-    for chunk in rows.chunks(JSON_ROWS) {
-        let json = serde_json::to_string(chunk)
-            .map_err(|err| Error::Internal(format!("interaction rows did not serialise: {err}")))?;
+    let mut rows = rows.iter().peekable();
+    while rows.peek().is_some() {
+        let mut json = String::from("[");
+        for row in rows.by_ref() {
+            if json.len() > 1 {
+                json.push(',');
+            }
+            let text = serde_json::to_string(row).map_err(|err| {
+                Error::Internal(format!("an interaction row did not serialise: {err}"))
+            })?;
+            json.push_str(&text);
+            if json.len() >= JSON_BYTES {
+                break;
+            }
+        }
+        json.push(']');
         let statement =
             sea_orm::Statement::from_sql_and_values(DbBackend::Postgres, &sql, [json.into()]);
         for row in db.query_all(statement).await? {
