@@ -18,16 +18,18 @@
 //! last cursor (nothing is lost, the log has it) instead of being buffered without end. A
 //! key holds at most `max_subscriptions_per_key` subscriptions in this process.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
 use tokio::sync::broadcast;
 
-use crate::domain::event::{self, StoredEvent, Wakeups};
+use crate::domain;
+use crate::domain::event::{self, EventKind, StoredEvent, Wakeups};
 use crate::error::{Error, Result};
-use entity::{ApiKeyId, WorkspaceId};
+use entity::{ApiKeyId, InteractionId, WorkspaceId};
+use uuid::Uuid;
 
 /// How often the tail looks at the log without a notification: SQLite's only wake-up,
 /// PostgreSQL's safety net for a notification lost with its connection.
@@ -257,20 +259,60 @@ async fn step(feed: &Feed, idle_since: &mut Option<std::time::Instant>) -> Resul
     };
     let events = event::after(&feed.db, from, READ).await?;
     let until = event::visible_until(&feed.db, from, &events).await?;
-    let mut tail = feed.state.lock().await;
-    // Only the tail moves the position, so it is still `from`.
-    for event in events.iter().take_while(|event| event.seq <= until) {
-        if let Some(sender) = tail.senders.get(&event.workspace_id) {
-            // No receiver is not an error: the last one may just have left.
-            let _ = sender.send(Arc::new(event.clone()));
-        }
-    }
-    tail.position = until;
-    Ok(if until < events.last().map_or(from, |event| event.seq) {
+    let step = if until < events.last().map_or(from, |event| event.seq) {
         Step::Held
     } else if events.len() as u64 == READ {
         Step::More
     } else {
         Step::CaughtUp
-    })
+    };
+    let listened: HashSet<WorkspaceId> = feed.state.lock().await.senders.keys().copied().collect();
+    let mut rows = interaction_rows(&feed.db, &events, until, &listened).await;
+    let mut tail = feed.state.lock().await;
+    // Only the tail moves the position, so it is still `from`.
+    for mut event in events.into_iter().take_while(|event| event.seq <= until) {
+        if let Some(sender) = tail.senders.get(&event.workspace_id) {
+            event.interaction_row = rows.remove(&event.entity_id);
+            // No receiver is not an error: the last one may just have left.
+            let _ = sender.send(Arc::new(event));
+        }
+    }
+    tail.position = until;
+    Ok(step)
+}
+
+/// The rows the `interaction.created` events up to `until` of the `listened` workspaces
+/// name, one statement a workspace: read once here for every subscriber instead of once
+/// by each. A failed read leaves them to the subscribers (each reads its own).
+async fn interaction_rows(
+    db: &DatabaseConnection,
+    events: &[StoredEvent],
+    until: i64,
+    listened: &HashSet<WorkspaceId>,
+) -> HashMap<Uuid, Arc<entity::interaction::Model>> {
+    let mut named: HashMap<WorkspaceId, Vec<InteractionId>> = HashMap::new();
+    for event in events.iter().take_while(|event| event.seq <= until) {
+        if event.kind == Some(EventKind::InteractionCreated)
+            && listened.contains(&event.workspace_id)
+        {
+            named
+                .entry(event.workspace_id)
+                .or_default()
+                .push(event.entity());
+        }
+    }
+    let mut rows = HashMap::new();
+    for (workspace_id, ids) in named {
+        match domain::interaction::rows(db, workspace_id, &ids).await {
+            Ok(found) => rows.extend(
+                found
+                    .into_iter()
+                    .map(|(id, row)| (id.uuid(), Arc::new(row))),
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, "the live feed could not read new interactions; subscribers read their own");
+            }
+        }
+    }
+    rows
 }

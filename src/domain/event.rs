@@ -415,6 +415,9 @@ pub struct StoredEvent {
     pub entity_id: Uuid,
     pub payload: serde_json::Value,
     pub created_at: DateTime<Utc>,
+    /// The row an `interaction.created` names, when the live feed read it for every
+    /// subscriber at once (`None`: read from the log, or deleted before the feed read it).
+    pub interaction_row: Option<std::sync::Arc<entity::interaction::Model>>,
 }
 
 impl StoredEvent {
@@ -442,6 +445,7 @@ impl From<entity::event::Model> for StoredEvent {
             entity_id: row.entity_id,
             payload: row.payload,
             created_at: row.created_at,
+            interaction_row: None,
         }
     }
 }

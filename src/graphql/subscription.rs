@@ -63,6 +63,9 @@ impl Subscription {
                     // The event names its row: read it, with the rows of the other
                     // matching events already read from the log (a replay's page).
                     let id: InteractionId = event.entity();
+                    if let Some(row) = &event.interaction_row {
+                        rows.insert(id, row.as_ref().clone());
+                    }
                     if !rows.contains_key(&id) {
                         let ids: Vec<InteractionId> = std::iter::once(id)
                             .chain(
