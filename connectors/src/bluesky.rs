@@ -1226,10 +1226,7 @@ impl Connector for BlueskyConnector {
                 Ok(goes_on) => more |= goes_on,
                 // Keep what the earlier pages gave; come back when the platform says.
                 Err(ConnectorError::RateLimited { retry_after_secs }) => {
-                    let secs = retry_after_secs
-                        .map_or(60, |secs| i64::try_from(secs).unwrap_or(MAX_WAIT_SECS));
-                    let at = after(Utc::now(), secs);
-                    not_before = Some(not_before.map_or(at, |old| old.max(at)));
+                    crate::http::wait_out(&mut not_before, retry_after_secs);
                     more = true;
                 }
                 // A search the platform will not answer (a query it refuses, a cursor past

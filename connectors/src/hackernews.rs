@@ -573,9 +573,7 @@ impl Connector for HackerNewsConnector {
                 match walked {
                     Ok(goes_on) => more |= goes_on,
                     Err(ConnectorError::RateLimited { retry_after_secs }) => {
-                        let secs = retry_after_secs.unwrap_or(60).min(86_400) as i64;
-                        let at = Utc::now() + chrono::Duration::seconds(secs);
-                        not_before = Some(not_before.map_or(at, |old| old.max(at)));
+                        crate::http::wait_out(&mut not_before, retry_after_secs);
                         more = true;
                     }
                     Err(err @ (ConnectorError::Refused(_) | ConnectorError::Config(_))) => {

@@ -86,6 +86,15 @@ pub fn check_status(response: &Response, now: DateTime<Utc>) -> Result<(), Conne
     })
 }
 
+/// Moves `not_before` to the end of a rate-limit wait met in a pull (`retry_after_secs`
+/// as the platform gave it, 60 s when it gave none, a day at most), keeping the later of
+/// the two: the pull keeps what it read and asks nothing more until then.
+pub fn wait_out(not_before: &mut Option<DateTime<Utc>>, retry_after_secs: Option<u64>) {
+    let secs = retry_after_secs.unwrap_or(60).min(86_400);
+    let at = Utc::now() + chrono::Duration::seconds(secs as i64);
+    *not_before = Some(not_before.map_or(at, |old| old.max(at)));
+}
+
 /// When the platform asks us to come back, from `Retry-After` (seconds or an HTTP date),
 /// `X-RateLimit-Remaining: 0` + `X-RateLimit-Reset` (epoch seconds, seconds from now, or
 /// an ISO 8601 time as Mastodon sends), or the IETF `RateLimit-Remaining`/`RateLimit-Reset`
@@ -166,6 +175,27 @@ pub fn link(headers: &HeaderMap, rel: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_met_in_a_pull_keeps_the_later_end_and_lasts_a_day_at_most() {
+        let secs = |at: Option<DateTime<Utc>>| (at.unwrap() - Utc::now()).num_seconds();
+        let mut not_before = None;
+        wait_out(&mut not_before, None);
+        assert!(
+            (58..=60).contains(&secs(not_before)),
+            "60 s when none is given"
+        );
+        wait_out(&mut not_before, Some(5));
+        assert!(
+            secs(not_before) >= 58,
+            "an earlier end does not shorten the wait"
+        );
+        wait_out(&mut not_before, Some(u64::MAX));
+        assert!(
+            (86_398..=86_400).contains(&secs(not_before)),
+            "a day at most"
+        );
+    }
     use reqwest::header::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

@@ -865,10 +865,7 @@ impl Connector for MastodonConnector {
                     Ok(goes_on) => more |= goes_on,
                     // Keep what the pull has; ask nothing more until the platform says.
                     Err(ConnectorError::RateLimited { retry_after_secs }) => {
-                        let secs = retry_after_secs.unwrap_or(60).min(86_400);
-                        let at = Utc::now()
-                            + chrono::Duration::seconds(i64::try_from(secs).unwrap_or(86_400));
-                        not_before = Some(not_before.map_or(at, |old| old.max(at)));
+                        crate::http::wait_out(&mut not_before, retry_after_secs);
                         more = true;
                         stopped = true;
                     }

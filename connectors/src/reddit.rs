@@ -1193,14 +1193,7 @@ impl Connector for RedditConnector {
                 Ok(goes_on) => more |= goes_on,
                 // Keep what the earlier pages gave; come back when Reddit says.
                 Err(ConnectorError::RateLimited { retry_after_secs }) => {
-                    let secs = retry_after_secs
-                        .map_or(60, |secs| i64::try_from(secs).unwrap_or(MAX_WAIT_SECS));
-                    let at = Utc::now()
-                        .checked_add_signed(chrono::TimeDelta::seconds(
-                            secs.clamp(0, MAX_WAIT_SECS),
-                        ))
-                        .unwrap_or_else(Utc::now);
-                    not_before = Some(not_before.map_or(at, |old| old.max(at)));
+                    crate::http::wait_out(&mut not_before, retry_after_secs);
                     more = true;
                 }
                 Err(err @ (ConnectorError::Payload(_) | ConnectorError::Transport(_)))
