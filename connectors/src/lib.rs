@@ -7,6 +7,7 @@ pub mod email;
 pub mod feed;
 #[cfg(test)]
 mod fuzz;
+pub mod github;
 pub mod hackernews;
 pub mod http;
 pub mod mastodon;
@@ -67,6 +68,9 @@ channels! {
     /// Hacker News: stories and comments pulled by a source from the Algolia HN Search API;
     /// no replies (Hacker News has no API for posting: each item links to its page).
     HackerNews = "hacker_news",
+    /// GitHub: issues, pull requests and their comments in chosen repositories pulled by a
+    /// source, replies sent back as issue comments.
+    Github = "github",
     /// RSS and Atom feeds, pulled by a source.
     Rss = "rss",
     /// E-mail: a mailbox read over IMAP, replies sent over SMTP.
@@ -565,6 +569,28 @@ pub static REGISTRY: &[ChannelSpec] = &[
         reply_setup: " (Hacker News has no API for posting: answer on the item's page, its url)",
         recipient: Recipient::Handle,
     },
+    ChannelSpec {
+        channel: Channel::Github,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: true,
+        },
+        // The token goes, as a bearer token, to base_url.
+        secrets: &[SecretField {
+            name: "token",
+            bound_to: &["base_url"],
+        }],
+        check: |config| github::GithubConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(github::GithubConnector::new(
+                outbound.client().clone(),
+                github::GithubConfig::parse(config)?,
+            )))
+        },
+        reply_setup: "",
+        recipient: Recipient::Handle,
+    },
 ];
 
 /// The registry entry of `channel`; `None` for a channel without a connector (yet).
@@ -721,6 +747,9 @@ mod tests {
                 "base_url": "https://oauth.reddit.com", "auth_url": "https://www.reddit.com",
                 "client_id": "c", "client_secret": "s", "username": "acme", "password": "p"
             }),
+            Channel::Github => serde_json::json!({
+                "base_url": "https://api.github.com", "token": "t", "repositories": ["acme/widgets"]
+            }),
             _ => serde_json::json!({}),
         };
         for &channel in Channel::ALL {
@@ -759,7 +788,8 @@ mod tests {
                 Channel::Webhook,
                 Channel::Bluesky,
                 Channel::Reddit,
-                Channel::HackerNews
+                Channel::HackerNews,
+                Channel::Github
             ]
         );
         assert!(is_pulled(Channel::Email) && !is_pulled(Channel::Webhook));
@@ -769,7 +799,7 @@ mod tests {
                 assert_eq!(field, "channel");
                 assert!(
                     message.ends_with(
-                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news"
+                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news, github"
                     ),
                     "{message}"
                 );

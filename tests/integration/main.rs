@@ -17,6 +17,7 @@ mod email;
 mod failpoints;
 mod feeds;
 mod fuzz;
+mod github;
 mod graphiql;
 mod hackernews;
 mod hostile_input;

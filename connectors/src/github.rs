@@ -1,0 +1,1306 @@
+//! The GitHub channel (pull + reply), over GitHub's REST API
+//! (<https://docs.github.com/en/rest/issues>), on github.com or a GitHub Enterprise Server.
+//!
+//! Plain calls through the guarded client rather than `octocrab`: the connector uses one
+//! identity call, two listings and one write, each a small JSON body; `octocrab` is a large
+//! dependency wrapping far more of the API, builds its own HTTP stack (so its connections
+//! would not all go through the outbound guard), and handles rate limits its own way where
+//! the scheduler needs GitHub's primary and secondary limits as "not before" times.
+//!
+//! - Every request carries `Accept: application/vnd.github+json`,
+//!   `X-GitHub-Api-Version: 2022-11-28`, a `User-Agent` (GitHub refuses requests without
+//!   one) and the token as `Authorization: Bearer`.
+//! - Listening, for each configured repository: issues and pull requests themselves
+//!   (`GET /repos/{owner}/{repo}/issues?state=all&sort=updated`; a pull request is an issue
+//!   with a `pull_request` key: its opening text is an item) and every comment of their
+//!   conversations (`GET /repos/{owner}/{repo}/issues/comments?sort=updated`), 100 a page.
+//!   Review comments on a pull request's diff and discussions are not read.
+//! - Cursor: per stream a *mark*, the newest `updated_at` second handed over and the ids of
+//!   that second (GitHub's `since` is inclusive and counts in seconds), and on a first sync
+//!   a *walk* back from the newest (`direction=desc`, paged by the `Link: <…>; rel="next"`
+//!   header, whose URL is kept so a crash mid-walk resumes there), up to `backfill_limit`
+//!   items per stream (0: it only sets the mark). Later pulls ask `since=` the mark with
+//!   `direction=asc` and take what the mark does not cover. A page whose items move the mark
+//!   is followed by a new request from the moved mark rather than by its `next` link: an
+//!   item updated meanwhile moves to the end of the order and would shift the pages under a
+//!   numbered walk, losing the item that slid back onto the page already read. Only a page
+//!   that stays within the mark's second follows its `next` link. The stored cursor is
+//!   JSON: `{"streams": {"{owner}/{repo}/issues": {"mark": {"at", "ids"}, "walk": {"next",
+//!   "top", "left"}}, "{owner}/{repo}/comments": {…}}}`.
+//! - Items: an issue or pull request is a `post` (its title the subject, its body the text),
+//!   a comment a `comment`; either is a `mention` when it names the token's account
+//!   (`@login`, read from `GET /user` once a pull). An issue's external id is
+//!   `{owner}/{repo}#{number}` (the repository as configured, in lower case), a comment's
+//!   `issuecomment-{id}` (GitHub's own anchor; the id does not change when it is edited, so
+//!   an edit is the same item and the pipeline drops it). Every item of an issue carries
+//!   the issue's id as its thread key, so the issue and all its comments are one
+//!   conversation whichever arrives first. The author's numeric `user.id` is the identity
+//!   (logins can be renamed), the login the handle, `html_url` the profile. Items by bots
+//!   (`user.type` `Bot`: Dependabot, CI apps) are skipped: they are no customers, and CI
+//!   bots comment on every pull request. Items without a user (a deleted account whose
+//!   items GitHub has not moved to `ghost` yet) are skipped too. Items by the token's
+//!   account are outbound.
+//! - Replies: `POST /repos/{owner}/{repo}/issues/{number}/comments` with `{"body": …}`
+//!   (Markdown) on the answered item's issue (its conversation's thread key, else its own
+//!   id or `issue_url`), at most [`MAX_REPLY_CHARS`] characters, checked before sending.
+//!   GitHub has no idempotency key: a retried reply whose first answer was lost is posted
+//!   twice.
+//! - Rate limits: `x-ratelimit-remaining: 0` with `x-ratelimit-reset` (epoch seconds) on
+//!   any answer is the primary limit; 403 or 429 with `retry-after`, or with a message
+//!   naming the secondary rate limit (then at least a minute, as GitHub's documentation
+//!   asks) is the secondary one. Both become "not before" times (at most a day ahead); a
+//!   pull stops asking at the first and keeps what it has. 401 is refused credentials.
+//! - A repository GitHub does not answer for (404: missing or invisible to the token; 403:
+//!   the token has no access; 410: issues disabled) does not fail the pull: the other
+//!   repositories go on, and the stream's `warning` in the stored cursor says what failed.
+//!   When every stream fails, the pull fails with the first error.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, TimeZone, Utc};
+use reqwest::header::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::http::{self, MAX_BODY_BYTES};
+pub use crate::mastodon::{PULL_ITEMS, PULL_TIME};
+use crate::{
+    Author, Capabilities, Channel, Connector, ConnectorError, Cursor, InboundItem, Pull,
+    ReplyLimit, ReplyTarget, Sent,
+};
+
+/// Items asked for per request (the REST API's maximum).
+pub const PAGE: usize = 100;
+
+/// Items per stream a first sync takes when the source does not say.
+pub const DEFAULT_BACKFILL_LIMIT: u64 = 1_000;
+
+/// The most a source may ask a first sync to take per stream.
+pub const MAX_BACKFILL_LIMIT: u64 = 100_000;
+
+/// The repositories a source may listen to (two listings each on every sync).
+pub const MAX_REPOSITORIES: usize = 20;
+
+/// The characters a comment body may have (GitHub: "body is too long (maximum is 65536
+/// characters)").
+pub const MAX_REPLY_CHARS: usize = 65_536;
+
+/// The default API (GitHub Enterprise Server: `https://HOST/api/v3`).
+pub const API: &str = "https://api.github.com";
+
+/// The ids of the mark's second kept in the cursor.
+const MAX_MARK_IDS: usize = 100;
+
+/// The bytes a walk's `next` link may have to be kept in the cursor.
+const MAX_LINK_BYTES: usize = 2_048;
+
+/// The longest a platform may ask us to wait (a reset further ahead is taken as this).
+const MAX_WAIT_SECS: i64 = 86_400;
+
+/// GitHub's documentation: without `retry-after`, wait at least a minute after a secondary
+/// rate limit.
+const SECONDARY_WAIT_SECS: u64 = 60;
+
+/// The API version every request asks for.
+const API_VERSION: &str = "2022-11-28";
+
+fn default_backfill_limit() -> u64 {
+    DEFAULT_BACKFILL_LIMIT
+}
+
+fn default_base_url() -> String {
+    API.to_owned()
+}
+
+/// A source's settings. `token` is a secret: stored apart, never returned, bound to
+/// `base_url`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubConfig {
+    /// The REST API (`https://api.github.com`, or `https://HOST/api/v3`).
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// A fine-grained personal access token (Issues and Metadata: read; Issues: write to
+    /// reply), or a classic one with `repo` / `public_repo`.
+    pub token: String,
+    /// `owner/name` of each repository listened to.
+    pub repositories: Vec<String>,
+    /// Items per stream a first sync takes (0: only what comes after it).
+    #[serde(default = "default_backfill_limit")]
+    pub backfill_limit: u64,
+}
+
+impl std::fmt::Debug for GithubConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubConfig")
+            .field("base_url", &self.base_url)
+            .field("token", &"***")
+            .field("repositories", &self.repositories)
+            .field("backfill_limit", &self.backfill_limit)
+            .finish()
+    }
+}
+
+impl GithubConfig {
+    /// Reads and checks a source's settings (the token merged in); the error names the
+    /// field.
+    pub fn parse(config: &Value) -> Result<GithubConfig, (String, String)> {
+        let mut config: GithubConfig = crate::read_config(config, "repositories")?;
+        crate::check_http_url("base_url", &config.base_url)?;
+        config.base_url = config.base_url.trim().trim_end_matches('/').to_owned();
+        config.token = config.token.trim().to_owned();
+        if config.token.is_empty() || config.token.contains(char::is_whitespace) {
+            return Err((
+                "token".into(),
+                "token must be a GitHub personal access token".into(),
+            ));
+        }
+        for repository in &mut config.repositories {
+            *repository = repository.trim().trim_matches('/').to_owned();
+            if !is_repository(repository) {
+                return Err((
+                    "repositories".into(),
+                    format!("`{repository}` is not a repository as `owner/name`"),
+                ));
+            }
+        }
+        crate::drop_repeats(&mut config.repositories);
+        if config.repositories.is_empty() {
+            return Err((
+                "repositories".into(),
+                "name at least one repository as `owner/name`".into(),
+            ));
+        }
+        if config.repositories.len() > MAX_REPOSITORIES {
+            return Err((
+                "repositories".into(),
+                format!(
+                    "at most {MAX_REPOSITORIES} repositories (each is two listings on every sync)"
+                ),
+            ));
+        }
+        if config.backfill_limit > MAX_BACKFILL_LIMIT {
+            return Err((
+                "backfill_limit".into(),
+                format!("backfill_limit is at most {MAX_BACKFILL_LIMIT}"),
+            ));
+        }
+        Ok(config)
+    }
+}
+
+/// Whether `name` is `owner/name` as GitHub allows them: an owner of 1 to 39 ASCII letters,
+/// digits and inner `-`; a repository name of 1 to 100 letters, digits, `.`, `-` and `_`,
+/// neither `.` nor `..`.
+fn is_repository(name: &str) -> bool {
+    let Some((owner, repo)) = name.split_once('/') else {
+        return false;
+    };
+    let owner_ok = (1..=39).contains(&owner.len())
+        && owner
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        && !owner.starts_with('-')
+        && !owner.ends_with('-');
+    let repo_ok = (1..=100).contains(&repo.len())
+        && repo
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
+        && repo != "."
+        && repo != "..";
+    owner_ok && repo_ok
+}
+
+/// An issue as `owner/repo` (lower case) and its number, read from its external id
+/// (`owner/repo#number`).
+fn issue_of(key: &str) -> Option<(String, u64)> {
+    let (repository, number) = key.rsplit_once('#')?;
+    let number: u64 = number.parse().ok().filter(|n| *n > 0)?;
+    is_repository(repository).then(|| (repository.to_ascii_lowercase(), number))
+}
+
+/// The issue an API URL of it names (`…/repos/{owner}/{repo}/issues/{number}`).
+fn issue_of_url(url: &str) -> Option<(String, u64)> {
+    let path = reqwest::Url::parse(url).ok()?.path().to_owned();
+    let rest = path.split("/repos/").nth(1)?;
+    let mut parts = rest.split('/');
+    let (owner, repo, issues, number) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if issues != "issues" || parts.next().is_some() {
+        return None;
+    }
+    issue_of(&format!("{owner}/{repo}#{number}"))
+}
+
+/// The newest second of a stream handed over, and the items of that second.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Mark {
+    at: i64,
+    #[serde(default)]
+    ids: Vec<String>,
+}
+
+impl Mark {
+    /// Takes in an item updated in second `at`: a newer second replaces the mark, the same
+    /// one adds its id.
+    fn add(&mut self, at: i64, id: &str) {
+        if at > self.at {
+            *self = Mark {
+                at,
+                ids: vec![id.to_owned()],
+            };
+        } else if at == self.at
+            && self.ids.len() < MAX_MARK_IDS
+            && !self.ids.iter().any(|known| known == id)
+        {
+            self.ids.push(id.to_owned());
+        }
+    }
+
+    /// The later of two marks (the ids of both when they share a second).
+    fn merge(self, other: Mark) -> Mark {
+        let mut merged = if other.at > self.at {
+            other.clone()
+        } else {
+            self
+        };
+        if other.at == merged.at {
+            for id in &other.ids {
+                merged.add(other.at, id);
+            }
+        }
+        merged
+    }
+
+    /// Whether the item `id` updated in second `at` was handed over already.
+    fn covers(&self, at: i64, id: &str) -> bool {
+        at < self.at || (at == self.at && self.ids.iter().any(|known| known == id))
+    }
+}
+
+/// A first sync's walk back from the newest, under way.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Walk {
+    /// The `next` link of the last page read (`None`: start at the newest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+    /// The newest second seen since the walk began: the mark when it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    top: Option<Mark>,
+    /// How many items the walk may still take.
+    #[serde(default)]
+    left: u64,
+}
+
+/// Where one stream stands (see the module doc).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Stream {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mark: Option<Mark>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    walk: Option<Walk>,
+    /// What went wrong with this stream in the last pull that read it; `source.cursor`
+    /// shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    warning: Option<String>,
+}
+
+impl Stream {
+    fn first(backfill: u64) -> Stream {
+        Stream {
+            walk: Some(Walk {
+                left: backfill,
+                ..Walk::default()
+            }),
+            ..Stream::default()
+        }
+    }
+
+    /// Takes one page of the walk back (`items` newest first, `next` its `next` link) into
+    /// `taken`, within the walk's allowance. Ends the walk (its newest second becomes the
+    /// mark) at the allowance or the listing's end. Returns whether the walk goes on.
+    fn back(
+        &mut self,
+        mut walk: Walk,
+        items: Vec<Value>,
+        next: Option<String>,
+        taken: &mut Vec<Value>,
+    ) -> bool {
+        let empty = items.is_empty();
+        for item in items {
+            let Some((at, id)) = key(&item) else {
+                continue;
+            };
+            walk.top.get_or_insert_with(Mark::default).add(at, &id);
+            if walk.left == 0 || self.mark.as_ref().is_some_and(|mark| mark.covers(at, &id)) {
+                continue;
+            }
+            taken.push(item);
+            walk.left -= 1;
+        }
+        let next = match next {
+            Some(next) if next.len() > MAX_LINK_BYTES => {
+                self.warning = Some(format!(
+                    "GitHub's next link is longer than {MAX_LINK_BYTES} bytes: the backfill ended there"
+                ));
+                None
+            }
+            next => next,
+        };
+        let stuck = next.is_some() && next == walk.next;
+        walk.next = next;
+        if empty || stuck || walk.left == 0 || walk.next.is_none() {
+            let top = walk.top.unwrap_or_default();
+            self.mark = Some(match self.mark.take() {
+                Some(mark) => mark.merge(top),
+                None => top,
+            });
+            self.walk = None;
+            false
+        } else {
+            self.walk = Some(walk);
+            true
+        }
+    }
+
+    /// Takes one page read forward from the mark (`items` oldest first) into `taken`: those
+    /// the mark does not cover, moving the mark over each. Returns whether the mark moved
+    /// to a later second.
+    fn forward(&mut self, items: Vec<Value>, taken: &mut Vec<Value>) -> bool {
+        let mark = self.mark.get_or_insert_with(Mark::default);
+        let from = mark.at;
+        for item in items {
+            let Some((at, id)) = key(&item) else {
+                continue;
+            };
+            if mark.covers(at, &id) {
+                continue;
+            }
+            mark.add(at, &id);
+            taken.push(item);
+        }
+        mark.at > from
+    }
+}
+
+/// An issue's or comment's `updated_at` (epoch seconds) and numeric `id`.
+fn key(item: &Value) -> Option<(i64, String)> {
+    let at = time(item, "updated_at")?.timestamp();
+    let id = item.get("id")?.as_u64()?;
+    Some((at, id.to_string()))
+}
+
+fn time(item: &Value, field: &str) -> Option<DateTime<Utc>> {
+    let text = item.get(field)?.as_str()?;
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|at| at.with_timezone(&Utc))
+}
+
+/// Where a GitHub source stands: one [`Stream`] per listing, by [`Listen::key`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct GithubCursor {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    streams: BTreeMap<String, Stream>,
+}
+
+impl GithubCursor {
+    /// Reads a stored cursor; one this version cannot read starts over (a first sync).
+    fn decode(cursor: Option<&Cursor>) -> GithubCursor {
+        cursor
+            .and_then(|cursor| serde_json::from_str(&cursor.0).ok())
+            .unwrap_or_default()
+    }
+
+    fn encode(&self) -> Cursor {
+        Cursor(serde_json::to_string(self).expect("a cursor serialises"))
+    }
+}
+
+/// One listing the connector reads.
+#[derive(Clone, Copy, Debug)]
+enum Listen<'a> {
+    Issues(&'a str),
+    Comments(&'a str),
+}
+
+impl Listen<'_> {
+    fn repository(self) -> String {
+        match self {
+            Listen::Issues(repo) | Listen::Comments(repo) => repo.to_ascii_lowercase(),
+        }
+    }
+
+    /// The stream's name in the stored cursor.
+    fn key(self) -> String {
+        match self {
+            Listen::Issues(_) => format!("{}/issues", self.repository()),
+            Listen::Comments(_) => format!("{}/comments", self.repository()),
+        }
+    }
+
+    fn path(self) -> String {
+        match self {
+            Listen::Issues(repo) => format!("/repos/{repo}/issues"),
+            Listen::Comments(repo) => format!("/repos/{repo}/issues/comments"),
+        }
+    }
+}
+
+/// The account the token belongs to.
+#[derive(Clone, Debug)]
+struct Me {
+    id: u64,
+    login: String,
+}
+
+pub struct GithubConnector {
+    client: reqwest::Client,
+    config: GithubConfig,
+}
+
+impl GithubConnector {
+    pub fn new(client: reqwest::Client, config: GithubConfig) -> GithubConnector {
+        GithubConnector { client, config }
+    }
+
+    fn host(&self) -> String {
+        reqwest::Url::parse(&self.config.base_url)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, url)
+            .bearer_auth(&self.config.token)
+            .header("accept", "application/vnd.github+json")
+            .header("x-github-api-version", API_VERSION)
+            .header("user-agent", concat!("rapport/", env!("CARGO_PKG_VERSION")))
+    }
+
+    /// Sends `request`; rate-limit headers of every answer move `not_before`. Returns the
+    /// body and the answer's headers, or the error `what` (the path, for messages) met.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+        writing: bool,
+        not_before: &mut Option<DateTime<Utc>>,
+    ) -> Result<(Value, HeaderMap), ConnectorError> {
+        let now = Utc::now();
+        let response = request.send().await.map_err(http::transport)?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let until = rate_limited_until(&headers, now);
+        if let Some(at) = until {
+            *not_before = Some(not_before.map_or(at, |old| old.max(at)));
+        }
+        let body = http::read_capped(response, MAX_BODY_BYTES).await?;
+        let host = self.host();
+        if (200..300).contains(&status) {
+            let value = serde_json::from_slice(&body).map_err(|err| {
+                ConnectorError::Payload(format!("{host} answered {what} with invalid JSON: {err}"))
+            })?;
+            return Ok((value, headers));
+        }
+        Err(failure(status, &headers, &body, now, &host, what, writing))
+    }
+
+    /// The account the token belongs to (`GET /user`).
+    async fn me(&self, not_before: &mut Option<DateTime<Utc>>) -> Result<Me, ConnectorError> {
+        let url = format!("{}/user", self.config.base_url);
+        let (user, _) = self
+            .send(
+                self.request(reqwest::Method::GET, &url),
+                "/user",
+                false,
+                not_before,
+            )
+            .await?;
+        let id = user.get("id").and_then(Value::as_u64);
+        let login = user.get("login").and_then(Value::as_str);
+        match (id, login) {
+            (Some(id), Some(login)) => Ok(Me {
+                id,
+                login: login.to_owned(),
+            }),
+            _ => Err(ConnectorError::Payload(format!(
+                "{} answered /user without the account's id and login",
+                self.host()
+            ))),
+        }
+    }
+
+    /// One page of a listing: its items and its `next` link. `next` is a link of an earlier
+    /// page (followed as given when it points into the API), else the first page `since`
+    /// the mark (oldest first) or, without one, from the newest back (`per_page` items).
+    async fn page(
+        &self,
+        listen: Listen<'_>,
+        next: Option<&str>,
+        since: Option<i64>,
+        per_page: usize,
+        not_before: &mut Option<DateTime<Utc>>,
+    ) -> Result<(Vec<Value>, Option<String>), ConnectorError> {
+        let path = listen.path();
+        let url = match next {
+            Some(next) if next.starts_with(&format!("{}/", self.config.base_url)) => {
+                next.to_owned()
+            }
+            Some(_) => {
+                return Err(ConnectorError::Payload(format!(
+                    "{} sent a next link outside its API for {path}",
+                    self.host()
+                )))
+            }
+            None => {
+                let mut query = vec![
+                    ("sort", "updated".to_owned()),
+                    ("per_page", per_page.to_string()),
+                ];
+                if let Listen::Issues(_) = listen {
+                    query.push(("state", "all".to_owned()));
+                }
+                match since.and_then(|at| Utc.timestamp_opt(at, 0).single()) {
+                    Some(since) => {
+                        query.push(("direction", "asc".to_owned()));
+                        query.push((
+                            "since",
+                            since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        ));
+                    }
+                    None => query.push(("direction", "desc".to_owned())),
+                }
+                let mut url = reqwest::Url::parse(&format!("{}{path}", self.config.base_url))
+                    .map_err(|err| ConnectorError::Config(format!("base_url: {err}")))?;
+                url.query_pairs_mut().extend_pairs(query);
+                url.to_string()
+            }
+        };
+        let (body, headers) = self
+            .send(
+                self.request(reqwest::Method::GET, &url),
+                &path,
+                false,
+                not_before,
+            )
+            .await?;
+        let Value::Array(items) = body else {
+            return Err(ConnectorError::Payload(format!(
+                "{} answered {path} without a list",
+                self.host()
+            )));
+        };
+        Ok((items, http::link(&headers, "next")))
+    }
+
+    /// Reads `stream` while the pull's budget lasts (`taken` holds every stream's items of
+    /// this pull so far); returns whether it goes on in this pull's next batch. On an
+    /// error, `stream` is as the last page left it.
+    async fn walk(
+        &self,
+        listen: Listen<'_>,
+        stream: &mut Stream,
+        taken: &mut Vec<Value>,
+        started: std::time::Instant,
+        not_before: &mut Option<DateTime<Utc>>,
+    ) -> Result<bool, ConnectorError> {
+        let spent = |taken: &Vec<Value>, not_before: &Option<DateTime<Utc>>| {
+            taken.len() + PAGE > PULL_ITEMS
+                || started.elapsed() >= PULL_TIME
+                || not_before.is_some_and(|at| at > Utc::now())
+        };
+        // A first sync: back from the newest.
+        while let Some(walk) = stream.walk.clone() {
+            let per_page = if walk.left == 0 { 1 } else { PAGE };
+            let (items, next) = self
+                .page(listen, walk.next.as_deref(), None, per_page, not_before)
+                .await?;
+            let had = taken.len();
+            // Ended: what came since its first page is the next pull's.
+            if !stream.back(walk, items, next, taken) {
+                return Ok(false);
+            }
+            // A page of which nothing is taken leaves the rest to the next scheduled pull.
+            if taken.len() == had || spent(taken, not_before) {
+                return Ok(true);
+            }
+        }
+        // Then forward from the mark.
+        let mut next: Option<String> = None;
+        loop {
+            let since = stream.mark.as_ref().map(|mark| mark.at);
+            let (items, link) = self
+                .page(listen, next.as_deref(), since, PAGE, not_before)
+                .await?;
+            let full = items.len() >= PAGE;
+            let moved = stream.forward(items, taken);
+            next = match (full || link.is_some(), moved) {
+                (false, _) => return Ok(false),
+                // From the moved mark: pages numbered from the old one may have shifted.
+                (true, true) => None,
+                // A whole page within the mark's second: only its next link goes further.
+                (true, false) => match link {
+                    Some(link) if link.len() <= MAX_LINK_BYTES => Some(link),
+                    _ => return Ok(false),
+                },
+            };
+            if spent(taken, not_before) {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// An issue (or pull request) or a comment of `repository` as an item; `None` for a
+    /// bot's, one without a user, or one lacking what every item has.
+    fn item(&self, listen: Listen<'_>, value: &Value, me: &Me) -> Option<InboundItem> {
+        let user = value.get("user").filter(|user| user.is_object())?;
+        if user.get("type").and_then(Value::as_str) == Some("Bot") {
+            return None;
+        }
+        let user_id = user.get("id")?.as_u64()?;
+        let login = user.get("login")?.as_str()?.to_owned();
+        let text_of = |key: &str| {
+            value
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let id = value.get("id")?.as_u64()?;
+        let repository = listen.repository();
+        let (external_id, issue, subject, body, kind) = match listen {
+            Listen::Issues(_) => {
+                let number = value.get("number")?.as_u64()?;
+                let issue = format!("{repository}#{number}");
+                let title = text_of("title");
+                let body = text_of("body")
+                    .or_else(|| title.clone())
+                    .unwrap_or_default();
+                (issue.clone(), issue, title, body, "post")
+            }
+            Listen::Comments(_) => {
+                let (_, number) = issue_of_url(value.get("issue_url")?.as_str()?)?;
+                let issue = format!("{repository}#{number}");
+                let body = text_of("body").unwrap_or_default();
+                (format!("issuecomment-{id}"), issue, None, body, "comment")
+            }
+        };
+        let outbound = user_id == me.id;
+        let kind = if !outbound && mentions(&body, &me.login) {
+            "mention"
+        } else {
+            kind
+        };
+        let in_reply_to = match listen {
+            Listen::Issues(_) => None,
+            Listen::Comments(_) => Some(issue.clone()),
+        };
+        Some(InboundItem {
+            external_id,
+            author: Author {
+                platform_id: user_id.to_string(),
+                handle: Some(login.clone()),
+                display_name: Some(login),
+                profile_url: user
+                    .get("html_url")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                avatar_url: user
+                    .get("avatar_url")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                email: None,
+                phone: None,
+            },
+            outbound,
+            kind: kind.to_owned(),
+            subject,
+            text: body,
+            html: None,
+            url: text_of("html_url"),
+            language: None,
+            occurred_at: time(value, "created_at")?,
+            thread_key: Some(issue),
+            in_reply_to,
+            raw: value.clone(),
+        })
+    }
+}
+
+/// Whether `text` names `login` (`@login`, not inside an address or a longer name, not a
+/// team `@login/team`).
+fn mentions(text: &str, login: &str) -> bool {
+    let (text, login) = (text.to_ascii_lowercase(), login.to_ascii_lowercase());
+    let needle = format!("@{login}");
+    let bytes = text.as_bytes();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+    text.match_indices(&needle).any(|(at, _)| {
+        let before = at.checked_sub(1).map(|i| bytes[i]);
+        let after = bytes.get(at + needle.len()).copied();
+        !before.is_some_and(word) && !after.is_some_and(|c| word(c) || c == b'/')
+    })
+}
+
+/// What a failed answer means: 401 refused credentials; 403 or 429 with `retry-after`, an
+/// exhausted primary limit or a secondary limit's message a rate limit; 403, 404 and 410
+/// that the token cannot reach what was asked (a 403 to a write: refused credentials, as
+/// replying needs a permission reading does not); 5xx an outage (retried).
+fn failure(
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: DateTime<Utc>,
+    host: &str,
+    what: &str,
+    writing: bool,
+) -> ConnectorError {
+    let message: String = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|body| {
+            body.get("message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect();
+    let said = if message.is_empty() {
+        String::new()
+    } else {
+        format!(" ({message})")
+    };
+    if matches!(status, 403 | 429) {
+        let until = rate_limited_until(headers, now);
+        let secondary = message
+            .to_ascii_lowercase()
+            .contains("secondary rate limit");
+        if until.is_some() || secondary || status == 429 {
+            let secs = until.map(|at| (at - now).num_seconds().clamp(1, MAX_WAIT_SECS) as u64);
+            let secs = if secondary {
+                Some(secs.unwrap_or(SECONDARY_WAIT_SECS))
+            } else {
+                secs
+            };
+            return ConnectorError::RateLimited {
+                retry_after_secs: secs,
+            };
+        }
+    }
+    match status {
+        401 => ConnectorError::Unauthorized(format!(
+            "{host} answered {what} with 401{said}: the token is wrong, expired or revoked"
+        )),
+        403 if writing => ConnectorError::Unauthorized(format!(
+            "{host} answered {what} with 403{said}: replying needs the token's Issues \
+             permission set to Read and write"
+        )),
+        403 => ConnectorError::Payload(format!(
+            "{host} answered {what} with 403{said}: the token has no access (a fine-grained \
+             token needs the repository and Issues permission)"
+        )),
+        404 => ConnectorError::Payload(format!(
+            "{host} answered {what} with 404{said}: no such repository or issue, or the \
+             token cannot see it"
+        )),
+        500.. => ConnectorError::Transport(format!("{host} answered {what} with {status}")),
+        _ => ConnectorError::Payload(format!("{host} answered {what} with {status}{said}")),
+    }
+}
+
+/// When GitHub asks us to come back: `retry-after` (seconds), or `x-ratelimit-remaining: 0`
+/// with `x-ratelimit-reset` (epoch seconds). At most a day ahead, never in the past.
+fn rate_limited_until(headers: &HeaderMap, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let latest = now + chrono::Duration::seconds(MAX_WAIT_SECS);
+    http::not_before(headers, now).map(|at| at.clamp(now, latest))
+}
+
+#[async_trait::async_trait]
+impl Connector for GithubConnector {
+    fn channel(&self) -> Channel {
+        Channel::Github
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            pull: true,
+            webhook: false,
+            reply: true,
+        }
+    }
+
+    async fn pull(&self, cursor: Option<&Cursor>) -> Result<Pull, ConnectorError> {
+        let started = std::time::Instant::now();
+        let mut state = GithubCursor::decode(cursor);
+        let mut not_before = None;
+        let me = self.me(&mut not_before).await?;
+        let listens: Vec<Listen<'_>> = self
+            .config
+            .repositories
+            .iter()
+            .flat_map(|repo| [Listen::Issues(repo), Listen::Comments(repo)])
+            .collect();
+        let mut streams = BTreeMap::new();
+        let mut taken: Vec<(Listen<'_>, Value)> = Vec::new();
+        let mut more = false;
+        let mut stopped = not_before.is_some_and(|at| at > Utc::now());
+        let mut failures = Vec::new();
+        for listen in listens {
+            let key = listen.key();
+            let mut stream = state
+                .streams
+                .remove(&key)
+                .unwrap_or_else(|| Stream::first(self.config.backfill_limit));
+            if stopped {
+                more = true;
+            } else {
+                stream.warning = None;
+                let mut values = Vec::new();
+                let walked = self
+                    .walk(listen, &mut stream, &mut values, started, &mut not_before)
+                    .await;
+                taken.extend(values.into_iter().map(|value| (listen, value)));
+                match walked {
+                    Ok(goes_on) => more |= goes_on,
+                    // Keep what the earlier pages gave; come back when GitHub says.
+                    Err(ConnectorError::RateLimited { retry_after_secs }) => {
+                        http::wait_out(&mut not_before, retry_after_secs);
+                        more = true;
+                    }
+                    Err(err @ (ConnectorError::Payload(_) | ConnectorError::Transport(_))) => {
+                        stream.warning = Some(format!("{} failed: {err}", listen.path()));
+                        failures.push(err);
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+            streams.insert(key, stream);
+            stopped |= not_before.is_some_and(|at| at > Utc::now());
+        }
+        // Every stream failed: the source's error, not a quiet empty sync.
+        if !failures.is_empty() && failures.len() == streams.len() {
+            return Err(failures.remove(0));
+        }
+        // Repositories no longer configured are forgotten.
+        state.streams = streams;
+
+        let mut seen = HashSet::new();
+        let mut items: Vec<InboundItem> = taken
+            .iter()
+            .filter_map(|(listen, value)| self.item(*listen, value, &me))
+            .filter(|item| seen.insert(item.external_id.clone()))
+            .collect();
+        // Oldest first: an issue before its comments when both are new.
+        items.sort_by(|a, b| (a.occurred_at, &a.external_id).cmp(&(b.occurred_at, &b.external_id)));
+        Ok(Pull {
+            items,
+            next_cursor: Some(state.encode()),
+            more,
+            not_before,
+        })
+    }
+
+    fn default_reply_limit(&self) -> Option<ReplyLimit> {
+        Some(ReplyLimit::Characters(MAX_REPLY_CHARS))
+    }
+
+    async fn reply(&self, to: &ReplyTarget, text: &str) -> Result<Sent, ConnectorError> {
+        let text = text.trim();
+        let length = text.chars().count();
+        if length > MAX_REPLY_CHARS {
+            return Err(ConnectorError::Payload(format!(
+                "the reply has {length} characters; GitHub takes at most {MAX_REPLY_CHARS}"
+            )));
+        }
+        let (repository, number) = to
+            .thread_key
+            .as_deref()
+            .and_then(issue_of)
+            .or_else(|| issue_of(&to.external_id))
+            .or_else(|| {
+                to.context
+                    .get("issue_url")
+                    .and_then(Value::as_str)
+                    .and_then(issue_of_url)
+            })
+            .ok_or_else(|| {
+                ConnectorError::Payload(format!(
+                    "`{}` is not in a GitHub issue or pull request to answer",
+                    to.external_id
+                ))
+            })?;
+        let path = format!("/repos/{repository}/issues/{number}/comments");
+        let url = format!("{}{path}", self.config.base_url);
+        let mut not_before = None;
+        let (comment, _) = self
+            .send(
+                self.request(reqwest::Method::POST, &url)
+                    .json(&serde_json::json!({ "body": text })),
+                &path,
+                true,
+                &mut not_before,
+            )
+            .await?;
+        let id = comment.get("id").and_then(Value::as_u64).ok_or_else(|| {
+            ConnectorError::Payload(format!(
+                "{} answered {path} without the comment's id",
+                self.host()
+            ))
+        })?;
+        Ok(Sent {
+            external_id: format!("issuecomment-{id}"),
+            url: comment
+                .get("html_url")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            text: text.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+    use serde_json::json;
+
+    fn config() -> Value {
+        json!({
+            "token": "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
+            "repositories": [" acme/widgets ", "Acme/Widgets", "acme/docs.site"]
+        })
+    }
+
+    fn connector() -> GithubConnector {
+        GithubConnector::new(
+            reqwest::Client::new(),
+            GithubConfig::parse(&config()).unwrap(),
+        )
+    }
+
+    fn me() -> Me {
+        Me {
+            id: 9_000_001,
+            login: "acme-support".into(),
+        }
+    }
+
+    /// An issue comment as `GET /repos/{owner}/{repo}/issues/comments` lists it
+    /// (docs.github.com/en/rest/issues/comments).
+    fn comment() -> Value {
+        json!({
+            "id": 1_956_013_482u64,
+            "node_id": "IC_kwDOKx3Y5s50lY6q",
+            "url": "https://api.github.com/repos/acme/widgets/issues/comments/1956013482",
+            "html_url": "https://github.com/acme/widgets/issues/1347#issuecomment-1956013482",
+            "body": "@Acme-Support the CSV export fails for files over 10 MB",
+            "user": {
+                "login": "maya-l", "id": 5_811_112, "node_id": "MDQ6VXNlcjU4MTExMTI=",
+                "avatar_url": "https://avatars.githubusercontent.com/u/5811112?v=4",
+                "html_url": "https://github.com/maya-l", "type": "User", "site_admin": false
+            },
+            "created_at": "2026-11-02T09:02:00Z",
+            "updated_at": "2026-11-02T09:02:00Z",
+            "issue_url": "https://api.github.com/repos/acme/widgets/issues/1347",
+            "author_association": "NONE"
+        })
+    }
+
+    #[test]
+    fn the_config_is_checked_and_never_shows_the_token() {
+        let parsed = GithubConfig::parse(&config()).unwrap();
+        assert_eq!(parsed.base_url, API);
+        assert_eq!(parsed.repositories, ["acme/widgets", "acme/docs.site"]);
+        assert_eq!(parsed.backfill_limit, DEFAULT_BACKFILL_LIMIT);
+        let shown = format!("{parsed:?}");
+        assert!(!shown.contains("github_pat"), "{shown}");
+        let field = |key: &str, value: Value| {
+            let mut config = config();
+            config[key] = value;
+            GithubConfig::parse(&config).unwrap_err().0
+        };
+        assert_eq!(field("base_url", json!("ftp://x")), "base_url");
+        assert_eq!(field("token", json!(" ")), "token");
+        assert_eq!(field("repositories", json!([])), "repositories");
+        for bad in [
+            "acme",
+            "acme/",
+            "/widgets",
+            "ac me/widgets",
+            "acme/..",
+            "-acme/w",
+            "a/b/c",
+        ] {
+            assert_eq!(field("repositories", json!([bad])), "repositories", "{bad}");
+        }
+        let many = json!((0..21).map(|i| format!("acme/r{i}")).collect::<Vec<_>>());
+        assert_eq!(field("repositories", many), "repositories");
+        assert_eq!(field("backfill_limit", json!(100_001)), "backfill_limit");
+        assert_eq!(field("access_token", json!("x")), "access_token");
+        let mut enterprise = config();
+        enterprise["base_url"] = json!("https://github.example.com/api/v3/");
+        assert_eq!(
+            GithubConfig::parse(&enterprise).unwrap().base_url,
+            "https://github.example.com/api/v3"
+        );
+    }
+
+    #[test]
+    fn a_comment_is_an_item_by_its_user_id_in_its_issues_conversation() {
+        let github = connector();
+        let item = github
+            .item(Listen::Comments("acme/widgets"), &comment(), &me())
+            .unwrap();
+        assert_eq!(item.external_id, "issuecomment-1956013482");
+        assert_eq!(item.author.platform_id, "5811112");
+        assert_eq!(item.author.handle.as_deref(), Some("maya-l"));
+        assert_eq!(
+            item.author.profile_url.as_deref(),
+            Some("https://github.com/maya-l")
+        );
+        assert_eq!(item.kind, "mention");
+        assert!(!item.outbound);
+        assert_eq!(item.thread_key.as_deref(), Some("acme/widgets#1347"));
+        assert_eq!(item.in_reply_to.as_deref(), Some("acme/widgets#1347"));
+        assert_eq!(
+            item.url.as_deref(),
+            Some("https://github.com/acme/widgets/issues/1347#issuecomment-1956013482")
+        );
+
+        // Ours: outbound, whatever it names.
+        let mut ours = comment();
+        ours["user"]["id"] = json!(9_000_001);
+        let item = github
+            .item(Listen::Comments("acme/widgets"), &ours, &me())
+            .unwrap();
+        assert!(item.outbound);
+        assert_eq!(item.kind, "comment");
+
+        // Bots and vanished users are skipped.
+        let mut bot = comment();
+        bot["user"]["type"] = json!("Bot");
+        assert!(github
+            .item(Listen::Comments("acme/widgets"), &bot, &me())
+            .is_none());
+        let mut gone = comment();
+        gone["user"] = Value::Null;
+        assert!(github
+            .item(Listen::Comments("acme/widgets"), &gone, &me())
+            .is_none());
+
+        // A pull request is an issue: its body a post, its number the thread.
+        let pull = json!({
+            "id": 2_101_003_004u64, "number": 1350, "title": "Stream the CSV export",
+            "body": null, "state": "open",
+            "html_url": "https://github.com/acme/widgets/pull/1350",
+            "user": { "login": "lucia-p", "id": 7_001, "type": "User", "html_url": "https://github.com/lucia-p" },
+            "pull_request": { "url": "https://api.github.com/repos/acme/widgets/pulls/1350" },
+            "created_at": "2026-11-02T10:00:00Z", "updated_at": "2026-11-02T10:05:00Z"
+        });
+        let item = github
+            .item(Listen::Issues("Acme/Widgets"), &pull, &me())
+            .unwrap();
+        assert_eq!(item.external_id, "acme/widgets#1350");
+        assert_eq!(item.thread_key.as_deref(), Some("acme/widgets#1350"));
+        assert_eq!(item.in_reply_to, None);
+        assert_eq!(item.kind, "post");
+        assert_eq!(item.subject.as_deref(), Some("Stream the CSV export"));
+        assert_eq!(item.text, "Stream the CSV export");
+        assert_eq!(item.occurred_at.to_rfc3339(), "2026-11-02T10:00:00+00:00");
+    }
+
+    #[test]
+    fn a_mention_is_the_login_as_a_word() {
+        for (text, named) in [
+            ("@acme-support hi", true),
+            ("hi @Acme-Support.", true),
+            ("(@acme-support)", true),
+            ("mail me at x@acme-support.com", false),
+            ("@acme-supporters", false),
+            ("@acme-support/team please", false),
+            ("@acme-support-bot", false),
+            ("acme-support", false),
+        ] {
+            assert_eq!(mentions(text, "acme-support"), named, "{text}");
+        }
+    }
+
+    fn at(n: i64, id: u64) -> Value {
+        let when = Utc.timestamp_opt(1_793_000_000 + n, 0).unwrap();
+        json!({ "id": id, "updated_at": when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) })
+    }
+
+    fn ids(taken: &[Value]) -> Vec<u64> {
+        taken.iter().map(|v| v["id"].as_u64().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_walk_backfills_to_its_limit_then_the_mark_never_repeats_nor_skips_its_second() {
+        let mut stream = Stream::first(3);
+        let mut taken = Vec::new();
+        let walk = stream.walk.clone().unwrap();
+        assert!(stream.back(
+            walk,
+            vec![at(9, 9), at(9, 8)],
+            Some("n2".into()),
+            &mut taken
+        ));
+        let walk = stream.walk.clone().unwrap();
+        assert_eq!((walk.next.as_deref(), walk.left), (Some("n2"), 1));
+        assert!(!stream.back(
+            walk,
+            vec![at(7, 7), at(6, 6)],
+            Some("n3".into()),
+            &mut taken
+        ));
+        assert_eq!(ids(&taken), [9, 8, 7]);
+        let mark = stream.mark.clone().unwrap();
+        assert_eq!(mark.at, 1_793_000_009);
+        assert_eq!(mark.ids, ["9", "8"]);
+        assert_eq!(stream.walk, None);
+
+        // Forward: the mark's second comes again (since is inclusive); only the item of it
+        // not handed over yet, and those after, are taken.
+        let mut taken = Vec::new();
+        let moved = stream.forward(vec![at(9, 9), at(9, 8), at(9, 10), at(12, 11)], &mut taken);
+        assert!(moved);
+        assert_eq!(ids(&taken), [10, 11]);
+        // An edited comment: same id, later updated_at; handed over again (the pipeline
+        // drops it by its external id), nothing else.
+        let mut taken = Vec::new();
+        assert!(stream.forward(vec![at(12, 11), at(20, 9)], &mut taken));
+        assert_eq!(ids(&taken), [9]);
+        let mut taken = Vec::new();
+        assert!(!stream.forward(vec![at(20, 9)], &mut taken));
+        assert!(taken.is_empty());
+
+        let cursor = GithubCursor {
+            streams: BTreeMap::from([("acme/widgets/comments".to_owned(), stream.clone())]),
+        };
+        let stored = cursor.encode();
+        assert_eq!(GithubCursor::decode(Some(&stored)), cursor);
+        let json: Value = serde_json::from_str(&stored.0).unwrap();
+        assert_eq!(
+            json["streams"]["acme/widgets/comments"]["mark"]["ids"],
+            json!(["9"])
+        );
+        assert_eq!(
+            GithubCursor::decode(Some(&Cursor("v0".into()))),
+            GithubCursor::default()
+        );
+
+        // Backfill 0: one look sets the mark, nothing is taken.
+        let mut stream = Stream::first(0);
+        let mut taken = Vec::new();
+        let walk = stream.walk.clone().unwrap();
+        assert!(!stream.back(walk, vec![at(5, 5)], Some("n".into()), &mut taken));
+        assert!(taken.is_empty());
+        assert_eq!(stream.mark.unwrap().at, 1_793_000_005);
+        // The same next link back, or one too long to keep: the walk ends.
+        let mut stream = Stream::first(100);
+        let walk = Walk {
+            next: Some("n".into()),
+            ..stream.walk.clone().unwrap()
+        };
+        assert!(!stream.back(walk, vec![at(4, 4)], Some("n".into()), &mut taken));
+        let mut stream = Stream::first(100);
+        let walk = stream.walk.clone().unwrap();
+        assert!(!stream.back(walk, vec![at(3, 3)], Some("n".repeat(2_049)), &mut taken));
+        assert!(stream.warning.unwrap().contains("2048 bytes"));
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn primary_and_secondary_limits_are_waits_and_a_403_without_them_is_no_access() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 4, 10, 0, 0).unwrap();
+        let wait = |status, pairs: &[(&'static str, &str)], body: &str| match failure(
+            status,
+            &headers(pairs),
+            body.as_bytes(),
+            now,
+            "api.github.com",
+            "/x",
+            false,
+        ) {
+            ConnectorError::RateLimited { retry_after_secs } => Ok(retry_after_secs),
+            other => Err(other.to_string()),
+        };
+        let reset = (now.timestamp() + 1_200).to_string();
+        let primary = [
+            ("x-ratelimit-limit", "5000"),
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-used", "5000"),
+            ("x-ratelimit-reset", reset.as_str()),
+            ("x-ratelimit-resource", "core"),
+        ];
+        let exceeded = r#"{"message":"API rate limit exceeded for user ID 9000001.","documentation_url":"https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"}"#;
+        assert_eq!(wait(403, &primary, exceeded), Ok(Some(1_200)));
+        assert_eq!(wait(429, &primary, exceeded), Ok(Some(1_200)));
+        let secondary = r#"{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again.","documentation_url":"https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"}"#;
+        assert_eq!(wait(403, &[("retry-after", "90")], secondary), Ok(Some(90)));
+        assert_eq!(
+            wait(403, &[("x-ratelimit-remaining", "4000")], secondary),
+            Ok(Some(60))
+        );
+        assert_eq!(wait(429, &[], "{}"), Ok(None));
+        let refused = wait(
+            403,
+            &[("x-ratelimit-remaining", "4999")],
+            r#"{"message":"Resource not accessible by personal access token"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            refused.contains("403") && refused.contains("no access"),
+            "{refused}"
+        );
+        let missing = wait(404, &[], r#"{"message":"Not Found"}"#).unwrap_err();
+        assert!(missing.contains("404"), "{missing}");
+        assert!(matches!(
+            failure(
+                401,
+                &HeaderMap::new(),
+                b"{\"message\":\"Bad credentials\"}",
+                now,
+                "h",
+                "/x",
+                false
+            ),
+            ConnectorError::Unauthorized(_)
+        ));
+        assert!(matches!(
+            failure(502, &HeaderMap::new(), b"", now, "h", "/x", false),
+            ConnectorError::Transport(_)
+        ));
+    }
+
+    #[test]
+    fn an_issue_is_read_from_its_key_or_its_api_url() {
+        assert_eq!(
+            issue_of("acme/widgets#1347"),
+            Some(("acme/widgets".into(), 1347))
+        );
+        assert_eq!(issue_of("Acme/Widgets#7"), Some(("acme/widgets".into(), 7)));
+        assert_eq!(issue_of("acme/widgets#0"), None);
+        assert_eq!(issue_of("../x#1"), None);
+        assert_eq!(issue_of("issuecomment-12"), None);
+        assert_eq!(
+            issue_of_url("https://github.example.com/api/v3/repos/acme/widgets/issues/12"),
+            Some(("acme/widgets".into(), 12))
+        );
+        assert_eq!(
+            issue_of_url("https://api.github.com/repos/acme/widgets/pulls/12"),
+            None
+        );
+    }
+}

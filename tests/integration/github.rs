@@ -1,0 +1,787 @@
+//! The GitHub connector against a local stand-in for GitHub's REST API answering as its
+//! documentation says (<https://docs.github.com/en/rest>: "List repository issues", "List
+//! issue comments for a repository", "Create an issue comment", "Get the authenticated
+//! user", "Rate limits for the REST API", "Using pagination in the REST API"): lists sorted
+//! by `updated` with `direction` and an inclusive `since`, paged with `page`/`per_page` and
+//! a `Link` header (`rel="next"`, `rel="last"`), the `x-ratelimit-limit`, `-remaining`,
+//! `-used`, `-reset` (epoch seconds) and `-resource` headers on every answer, and errors as
+//! `{"message", "documentation_url"}`. The payloads are written here, field for field from
+//! those pages, for people made up for the test.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use rapport::domain::Role;
+use serde_json::{json, Value};
+
+use crate::backend_test;
+use crate::common::TestApp;
+use crate::feeds::{create_source, items, sync};
+use crate::mastodon::{find_interaction, source_row, stored_ids};
+use crate::platform::{Platform, Reply, Seen};
+
+const TOKEN: &str = "github_pat_11AAAAAAA0bQ3xYzRapportTest_k9v2Lw8XhQpTnS4mUe7JcRb";
+const REPO: &str = "acme/widgets";
+const US: (&str, u64) = ("acme-support", 9_000_001);
+const MAYA: (&str, u64) = ("maya-l", 5_811_112);
+const LUCIA: (&str, u64) = ("lucia-p", 7_001);
+const DEPENDABOT: (&str, u64) = ("dependabot[bot]", 49_699_333);
+const REPLY: &str = "mutation($input: ReplyToInteractionInput!) { replyToInteraction(input: $input) { interaction { id externalId direction kind text url conversation { id } } } }";
+
+/// What GitHub holds and how it answers.
+#[derive(Default)]
+struct State {
+    /// Issues and pull requests, by repository.
+    issues: Vec<Value>,
+    /// Issue comments.
+    comments: Vec<Value>,
+    /// Comment listings say the hour's budget is spent (`x-ratelimit-remaining: 0`).
+    exhausted: bool,
+    /// The next comment listings answer this instead.
+    throttle: Vec<Reply>,
+    /// Comments created so far.
+    posted: u64,
+}
+
+#[derive(Clone)]
+struct Github {
+    server: Platform,
+    state: Arc<Mutex<State>>,
+    /// `x-ratelimit-reset` of every answer.
+    reset: i64,
+}
+
+/// Minute `n` of the test's day.
+fn minute(n: i64) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-02T09:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+        + Duration::minutes(n)
+}
+
+fn stamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn header(seen: &Seen, name: &str) -> String {
+    seen.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn query(seen: &Seen) -> HashMap<String, String> {
+    reqwest::Url::parse(&format!("http://q/?{}", seen.query))
+        .unwrap()
+        .query_pairs()
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect()
+}
+
+/// A "simple user" as GitHub embeds it.
+fn user((login, id): (&str, u64), kind: &str) -> Value {
+    json!({
+        "login": login, "id": id, "node_id": format!("MDQ6VXNlcj{id}"),
+        "avatar_url": format!("https://avatars.githubusercontent.com/u/{id}?v=4"),
+        "gravatar_id": "", "url": format!("https://api.github.com/users/{login}"),
+        "html_url": format!("https://github.com/{login}"),
+        "followers_url": format!("https://api.github.com/users/{login}/followers"),
+        "repos_url": format!("https://api.github.com/users/{login}/repos"),
+        "type": kind, "user_view_type": "public", "site_admin": false
+    })
+}
+
+/// An issue (or, with `pull`, a pull request) as "List repository issues" shows it.
+fn issue(
+    number: u64,
+    author: (&str, u64),
+    title: &str,
+    body: &str,
+    created: i64,
+    pull: bool,
+) -> Value {
+    let api = format!("https://api.github.com/repos/{REPO}/issues/{number}");
+    let web = if pull { "pull" } else { "issues" };
+    let mut issue = json!({
+        "id": 2_000_000_000u64 + number, "node_id": format!("I_kwDOKx3Y5s6{number}"),
+        "url": api, "repository_url": format!("https://api.github.com/repos/{REPO}"),
+        "labels_url": format!("{api}/labels{{/name}}"), "comments_url": format!("{api}/comments"),
+        "events_url": format!("{api}/events"),
+        "html_url": format!("https://github.com/{REPO}/{web}/{number}"),
+        "number": number, "state": "open", "state_reason": null, "title": title, "body": body,
+        "user": user(author, "User"), "labels": [], "assignee": null, "assignees": [],
+        "milestone": null, "locked": false, "active_lock_reason": null, "comments": 2,
+        "closed_at": null, "created_at": stamp(minute(created)),
+        "updated_at": stamp(minute(created)), "closed_by": null,
+        "author_association": "NONE", "draft": false,
+        "reactions": { "url": format!("{api}/reactions"), "total_count": 0, "+1": 0, "-1": 0,
+            "laugh": 0, "hooray": 0, "confused": 0, "heart": 0, "rocket": 0, "eyes": 0 },
+        "timeline_url": format!("{api}/timeline"), "performed_via_github_app": null
+    });
+    if pull {
+        issue["pull_request"] = json!({
+            "url": format!("https://api.github.com/repos/{REPO}/pulls/{number}"),
+            "html_url": format!("https://github.com/{REPO}/pull/{number}"),
+            "diff_url": format!("https://github.com/{REPO}/pull/{number}.diff"),
+            "patch_url": format!("https://github.com/{REPO}/pull/{number}.patch"),
+            "merged_at": null
+        });
+    }
+    issue
+}
+
+/// An issue comment as "List issue comments for a repository" shows it.
+fn comment(id: u64, author: (&str, u64), kind: &str, issue: u64, body: &str, at: i64) -> Value {
+    json!({
+        "id": id, "node_id": format!("IC_kwDOKx3Y5s{id}"),
+        "url": format!("https://api.github.com/repos/{REPO}/issues/comments/{id}"),
+        "html_url": format!("https://github.com/{REPO}/issues/{issue}#issuecomment-{id}"),
+        "body": body, "user": user(author, kind),
+        "created_at": stamp(minute(at)), "updated_at": stamp(minute(at)),
+        "issue_url": format!("https://api.github.com/repos/{REPO}/issues/{issue}"),
+        "author_association": if author.1 == US.1 { "MEMBER" } else { "NONE" },
+        "performed_via_github_app": null,
+        "reactions": { "url": format!("https://api.github.com/repos/{REPO}/issues/comments/{id}/reactions"),
+            "total_count": 0, "+1": 0, "-1": 0, "laugh": 0, "hooray": 0, "confused": 0,
+            "heart": 0, "rocket": 0, "eyes": 0 }
+    })
+}
+
+fn error(status: u16, message: &str, docs: &str) -> Reply {
+    Reply {
+        status,
+        ..Reply::json(
+            &json!({ "message": message, "documentation_url": docs, "status": status.to_string() }),
+        )
+    }
+}
+
+impl Github {
+    async fn start() -> Github {
+        let github = Github {
+            server: Platform::start().await,
+            state: Arc::new(Mutex::new(State::default())),
+            reset: Utc::now().timestamp() + 1_200,
+        };
+        let serving = github.clone();
+        github.server.handle("/user", move |seen| {
+            let reply = serving.refused(seen).unwrap_or_else(|| {
+                let mut me = user(US, "User");
+                me["name"] = json!("Acme Support");
+                me["company"] = json!("Acme");
+                me["created_at"] = json!("2019-03-01T10:00:00Z");
+                Reply::json(&me)
+            });
+            serving.limited(reply, false)
+        });
+        let serving = github.clone();
+        github
+            .server
+            .handle(&format!("/repos/{REPO}/issues"), move |seen| {
+                let reply = serving.list(seen, false);
+                serving.limited(reply, false)
+            });
+        let serving = github.clone();
+        github
+            .server
+            .handle(&format!("/repos/{REPO}/issues/comments"), move |seen| {
+                let throttled = {
+                    let mut state = serving.state.lock().unwrap();
+                    (!state.throttle.is_empty()).then(|| state.throttle.remove(0))
+                };
+                let reply = throttled.unwrap_or_else(|| serving.list(seen, true));
+                serving.limited(reply, true)
+            });
+        for number in [1347, 1350] {
+            let serving = github.clone();
+            github.server.handle(
+                &format!("/repos/{REPO}/issues/{number}/comments"),
+                move |seen| {
+                    let reply = serving.create(seen, number);
+                    serving.limited(reply, false)
+                },
+            );
+        }
+        github
+    }
+
+    fn config(&self, extra: Value) -> Value {
+        let mut config =
+            json!({ "base_url": self.server.base, "token": TOKEN, "repositories": [REPO] });
+        for (key, value) in extra.as_object().unwrap() {
+            config[key] = value.clone();
+        }
+        config
+    }
+
+    async fn source(&self, app: &TestApp, key: &str, name: &str, extra: Value) -> String {
+        create_source(app, key, "GITHUB", name, self.config(extra)).await
+    }
+
+    fn seen(&self, path: &str) -> Vec<Seen> {
+        self.server.seen(path)
+    }
+
+    fn comments_seen(&self) -> Vec<Seen> {
+        self.seen(&format!("/repos/{REPO}/issues/comments"))
+    }
+
+    /// The rate-limit headers of every answer (the token's hour of 5,000 requests); `last`:
+    /// whether this answer may be the one that spends the budget.
+    fn limited(&self, reply: Reply, last: bool) -> Reply {
+        let exhausted = last && self.state.lock().unwrap().exhausted;
+        let (remaining, used) = if exhausted {
+            ("0", "5000")
+        } else {
+            ("4987", "13")
+        };
+        reply
+            .header("x-ratelimit-limit", "5000")
+            .header("x-ratelimit-remaining", remaining)
+            .header("x-ratelimit-used", used)
+            .header("x-ratelimit-reset", &self.reset.to_string())
+            .header("x-ratelimit-resource", "core")
+            .header("x-github-api-version-selected", "2022-11-28")
+    }
+
+    /// `None` when `seen` carries the token and the headers GitHub asks for.
+    fn refused(&self, seen: &Seen) -> Option<Reply> {
+        assert_eq!(header(seen, "accept"), "application/vnd.github+json");
+        assert_eq!(header(seen, "x-github-api-version"), "2022-11-28");
+        assert!(
+            header(seen, "user-agent").starts_with("rapport/"),
+            "{seen:?}"
+        );
+        (header(seen, "authorization") != format!("Bearer {TOKEN}"))
+            .then(|| error(401, "Bad credentials", "https://docs.github.com/rest"))
+    }
+
+    /// A list of issues or comments as GitHub pages it.
+    fn list(&self, seen: &Seen, comments: bool) -> Reply {
+        if let Some(refused) = self.refused(seen) {
+            return refused;
+        }
+        let q = query(seen);
+        assert_eq!(q["sort"], "updated");
+        if !comments {
+            assert_eq!(q["state"], "all");
+        }
+        let state = self.state.lock().unwrap();
+        let since = q.get("since").map(|since| {
+            DateTime::parse_from_rfc3339(since)
+                .unwrap()
+                .with_timezone(&Utc)
+        });
+        let key = |item: &Value| {
+            let at: DateTime<Utc> = item["updated_at"].as_str().unwrap().parse().unwrap();
+            (at, item["id"].as_u64().unwrap())
+        };
+        let mut all: Vec<&Value> = if comments {
+            state.comments.iter().collect()
+        } else {
+            state.issues.iter().collect()
+        };
+        // `since`: updated at or after it.
+        all.retain(|item| since.is_none_or(|since| key(item).0 >= since));
+        all.sort_by_key(|item| key(item));
+        if q.get("direction").map(String::as_str) != Some("asc") {
+            all.reverse();
+        }
+        let per_page: usize = q.get("per_page").map_or(30, |n| n.parse().unwrap());
+        let per_page = per_page.clamp(1, 100);
+        let page: usize = q.get("page").map_or(1, |n| n.parse().unwrap());
+        let body: Vec<Value> = all
+            .iter()
+            .skip((page - 1) * per_page)
+            .take(per_page)
+            .map(|item| (*item).clone())
+            .collect();
+        let last = all.len().div_ceil(per_page).max(1);
+        let mut reply = Reply::json(&json!(body));
+        if page < last {
+            let link = |page: usize| {
+                let mut url = reqwest::Url::parse(&self.server.url(&seen.path)).unwrap();
+                url.query_pairs_mut().clear();
+                for (key, value) in reqwest::Url::parse(&format!("http://q/?{}", seen.query))
+                    .unwrap()
+                    .query_pairs()
+                    .filter(|(key, _)| key != "page")
+                {
+                    url.query_pairs_mut().append_pair(&key, &value);
+                }
+                url.query_pairs_mut().append_pair("page", &page.to_string());
+                url.to_string()
+            };
+            reply = reply.header(
+                "link",
+                &format!(
+                    "<{}>; rel=\"next\", <{}>; rel=\"last\"",
+                    link(page + 1),
+                    link(last)
+                ),
+            );
+        }
+        reply
+    }
+
+    /// `POST /repos/{owner}/{repo}/issues/{number}/comments`.
+    fn create(&self, seen: &Seen, number: u64) -> Reply {
+        if let Some(refused) = self.refused(seen) {
+            return refused;
+        }
+        assert_eq!(seen.method, "POST");
+        let body: Value = serde_json::from_slice(&seen.body).unwrap();
+        let mut state = self.state.lock().unwrap();
+        state.posted += 1;
+        let id = 3_000_000_000 + state.posted;
+        let mut made = comment(id, US, "User", number, body["body"].as_str().unwrap(), 0);
+        let now = stamp(Utc::now());
+        made["created_at"] = json!(now);
+        made["updated_at"] = json!(now);
+        state.comments.push(made.clone());
+        Reply {
+            status: 201,
+            ..Reply::json(&made)
+        }
+        .header(
+            "location",
+            &format!("https://api.github.com/repos/{REPO}/issues/comments/{id}"),
+        )
+    }
+
+    fn add_issue(&self, issue: Value) {
+        self.state.lock().unwrap().issues.push(issue);
+    }
+
+    fn add_comment(&self, comment: Value) {
+        self.state.lock().unwrap().comments.push(comment);
+    }
+
+    /// Comments by a hundred fans on issue 1347, numbered `range`, one a minute (or all in
+    /// one second, `same`).
+    fn fans(&self, range: std::ops::Range<u64>, same: Option<i64>) {
+        for n in range {
+            let fan = n % 100;
+            self.add_comment(comment(
+                n,
+                (&format!("fan-{fan}"), 100_000 + fan),
+                "User",
+                1347,
+                &format!("question {n} about the export"),
+                same.unwrap_or(n as i64),
+            ));
+        }
+    }
+}
+
+fn expected(range: std::ops::Range<u64>) -> BTreeMap<String, usize> {
+    range.map(|n| (format!("issuecomment-{n}"), 1)).collect()
+}
+
+backend_test!(
+    async fn issues_and_comments_land_threaded_by_user_id_and_a_reply_is_an_issue_comment(
+        app: TestApp,
+    ) {
+        let key = app.key(Role::Admin).await;
+        let github = Github::start().await;
+        // Lucía opens an issue; Maya comments naming us; we answer; Dependabot comments;
+        // Maya opens a pull request and Lucía comments on it.
+        github.add_issue(issue(
+            1347,
+            LUCIA,
+            "CSV export fails",
+            "Exporting 20k contacts times out.",
+            1,
+            false,
+        ));
+        github.add_comment(comment(
+            1_956_013_482,
+            MAYA,
+            "User",
+            1347,
+            "@acme-support same here, files over 10 MB fail",
+            2,
+        ));
+        github.add_comment(comment(
+            1_956_013_500,
+            US,
+            "User",
+            1347,
+            "Looking into it now",
+            3,
+        ));
+        github.add_comment(comment(
+            1_956_013_600,
+            DEPENDABOT,
+            "Bot",
+            1347,
+            "Bumps csv from 1.3.0 to 1.3.1.",
+            4,
+        ));
+        github.add_issue(issue(
+            1350,
+            MAYA,
+            "Stream the CSV export",
+            "Fixes #1347 by streaming rows.",
+            5,
+            true,
+        ));
+        github.add_comment(comment(
+            1_956_014_001,
+            LUCIA,
+            "User",
+            1350,
+            "Works for my 20k contacts.",
+            6,
+        ));
+
+        let input =
+            json!({ "channel": "GITHUB", "name": "acme", "config": github.config(json!({})) });
+        let created = app
+            .gql(&key, crate::feeds::CREATE, json!({ "input": input }))
+            .await;
+        let source = &created["createSource"]["source"];
+        assert_eq!(source["secretsSet"], json!(["token"]));
+        let shown = source["config"].to_string();
+        assert!(!shown.contains(TOKEN), "{shown}");
+        let id = source["id"].as_str().unwrap().to_owned();
+
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        // Two issues and three comments; Dependabot's skipped.
+        assert_eq!(report["newItems"], 5, "{report:#}");
+        assert_eq!(github.seen("/user").len(), 1);
+        let first = &github.comments_seen()[0];
+        assert_eq!(header(first, "authorization"), format!("Bearer {TOKEN}"));
+        let q = query(first);
+        assert_eq!(
+            (
+                q["direction"].as_str(),
+                q["per_page"].as_str(),
+                q.get("since")
+            ),
+            ("desc", "100", None)
+        );
+
+        let all = items(&app, &key).await;
+        let opened = &all["acme/widgets#1347"];
+        assert_eq!(opened["kind"], "POST");
+        assert_eq!(opened["channel"], "GITHUB");
+        assert_eq!(opened["subject"], "CSV export fails");
+        assert_eq!(opened["text"], "Exporting 20k contacts times out.");
+        assert_eq!(opened["url"], "https://github.com/acme/widgets/issues/1347");
+        assert_eq!(opened["identity"]["platformId"], "7001");
+        let named = &all["issuecomment-1956013482"];
+        assert_eq!(named["kind"], "MENTION");
+        assert_eq!(named["direction"], "INBOUND");
+        assert_eq!(named["identity"]["platformId"], "5811112");
+        assert_eq!(named["customer"]["displayName"], "maya-l");
+        assert_eq!(
+            named["url"],
+            "https://github.com/acme/widgets/issues/1347#issuecomment-1956013482"
+        );
+        let ours = &all["issuecomment-1956013500"];
+        assert_eq!(ours["direction"], "OUTBOUND");
+        assert_eq!(ours["kind"], "COMMENT");
+        assert!(!all.contains_key("issuecomment-1956013600"));
+        // Threaded: the issue and its comments are one conversation, the pull request and
+        // its comment another.
+        let conversation = &opened["conversation"]["id"];
+        assert_eq!(named["conversation"]["id"], *conversation);
+        assert_eq!(ours["conversation"]["id"], *conversation);
+        let pull = &all["acme/widgets#1350"];
+        assert_eq!(pull["kind"], "POST");
+        assert_eq!(pull["url"], "https://github.com/acme/widgets/pull/1350");
+        let on_pull = &all["issuecomment-1956014001"];
+        assert_eq!(on_pull["kind"], "COMMENT");
+        assert_eq!(on_pull["conversation"]["id"], pull["conversation"]["id"]);
+        assert_ne!(pull["conversation"]["id"], *conversation);
+        // One person, one customer, by the numeric id.
+        assert_eq!(pull["customer"]["id"], named["customer"]["id"]);
+        assert_eq!(on_pull["customer"]["id"], opened["customer"]["id"]);
+        assert_ne!(opened["customer"]["id"], named["customer"]["id"]);
+
+        // Maya edits her comment: the same id, a later updated_at. It comes again (since is
+        // inclusive of later updates) and is not stored twice.
+        {
+            let mut state = github.state.lock().unwrap();
+            let edited = state
+                .comments
+                .iter_mut()
+                .find(|c| c["id"] == 1_956_013_482u64)
+                .unwrap();
+            edited["body"] = json!("@acme-support same here, files over 10 MB fail (edited)");
+            edited["updated_at"] = json!(stamp(minute(30)));
+        }
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 0, "{report:#}");
+        assert_eq!(report["duplicates"], 1, "{report:#}");
+        let q = query(&github.comments_seen()[1]);
+        assert_eq!(
+            (q["direction"].as_str(), q["since"].as_str()),
+            ("asc", "2026-11-02T09:06:00Z")
+        );
+        assert_eq!(stored_ids(&app).await["issuecomment-1956013482"], 1);
+
+        // A reply from Rapport: a comment on the answered comment's issue.
+        let agent = app.key(Role::Agent).await;
+        let target = find_interaction(&app, &key, "issuecomment-1956013482").await;
+        let text = "Fixed in 2.0.1, see #1350 — thanks @maya-l!";
+        let sent = app
+            .gql(
+                &agent,
+                REPLY,
+                json!({ "input": { "interactionId": target, "text": text } }),
+            )
+            .await["replyToInteraction"]["interaction"]
+            .clone();
+        let posted = github.seen("/repos/acme/widgets/issues/1347/comments");
+        assert_eq!(posted.len(), 1);
+        assert_eq!(posted[0].method, "POST");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&posted[0].body).unwrap(),
+            json!({ "body": text })
+        );
+        assert_eq!(header(&posted[0], "content-type"), "application/json");
+        assert_eq!(
+            header(&posted[0], "authorization"),
+            format!("Bearer {TOKEN}")
+        );
+        assert_eq!(sent["externalId"], "issuecomment-3000000001");
+        assert_eq!(sent["direction"], "OUTBOUND");
+        assert_eq!(sent["text"], text);
+        assert_eq!(
+            sent["url"],
+            "https://github.com/acme/widgets/issues/1347#issuecomment-3000000001"
+        );
+        assert_eq!(sent["conversation"]["id"], *conversation);
+        // The pull request's opening post is answered on the pull request.
+        let target = find_interaction(&app, &key, "acme/widgets#1350").await;
+        let sent = app
+            .gql(
+                &agent,
+                REPLY,
+                json!({ "input": { "interactionId": target, "text": "Merged, thanks!" } }),
+            )
+            .await["replyToInteraction"]["interaction"]
+            .clone();
+        assert_eq!(sent["externalId"], "issuecomment-3000000002");
+        assert_eq!(sent["conversation"]["id"], pull["conversation"]["id"]);
+        assert_eq!(
+            github
+                .seen("/repos/acme/widgets/issues/1350/comments")
+                .len(),
+            1
+        );
+
+        // Our replies come back in the listing: stored already.
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 0, "{report:#}");
+        assert_eq!(stored_ids(&app).await["issuecomment-3000000001"], 1);
+
+        // Over 65,536 characters: refused before anything is sent.
+        let long = json!({ "interactionId": target, "text": "a".repeat(65_537) });
+        let (code, _) = app.gql_error(&agent, REPLY, json!({ "input": long })).await;
+        assert_eq!(code, "BAD_USER_INPUT");
+        assert_eq!(
+            github
+                .seen("/repos/acme/widgets/issues/1350/comments")
+                .len(),
+            1
+        );
+    }
+);
+
+backend_test!(
+    async fn a_first_sync_backfills_over_pages_then_takes_only_new_comments(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let github = Github::start().await;
+        github.fans(0..250, None);
+        let id = github
+            .source(&app, &key, "backfill", json!({ "backfill_limit": 120 }))
+            .await;
+
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 120, "{report:#}");
+        assert_eq!(stored_ids(&app).await, expected(130..250));
+        // Back from the newest: a page, then the next as the Link header says.
+        let seen = github.comments_seen();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(query(&seen[0]).get("page"), None);
+        assert_eq!(query(&seen[1])["page"], "2");
+        assert_eq!(query(&seen[1])["direction"], "desc");
+        let cursor: Value =
+            serde_json::from_str(report["source"]["cursor"].as_str().unwrap()).unwrap();
+        let stream = &cursor["streams"]["acme/widgets/comments"];
+        assert_eq!(stream["mark"]["at"], minute(249).timestamp());
+        assert_eq!(stream["mark"]["ids"], json!(["249"]));
+        assert_eq!(stream.get("walk"), None);
+
+        // New comments: only those, from the mark.
+        github.fans(250..280, None);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 30, "{report:#}");
+        let seen = github.comments_seen();
+        assert_eq!(seen.len(), 3);
+        assert_eq!(query(&seen[2])["since"], stamp(minute(249)));
+        assert_eq!(query(&seen[2])["direction"], "asc");
+        // More than a page: the second request starts from where the first page moved the
+        // mark, not from the first request's page 2.
+        github.fans(280..430, None);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 150, "{report:#}");
+        let seen = github.comments_seen();
+        assert_eq!(seen.len(), 5);
+        assert_eq!(query(&seen[4])["since"], stamp(minute(378)));
+        assert_eq!(query(&seen[4]).get("page"), None);
+        assert_eq!(stored_ids(&app).await, expected(130..430));
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 0);
+
+        // 150 comments in one second (an import): the page within the mark's second follows
+        // its Link to page 2; none lost, none twice.
+        github.fans(1_000..1_150, Some(500));
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 150, "{report:#}");
+        let seen = github.comments_seen();
+        assert!(
+            seen.iter()
+                .any(|s| query(s).get("page").map(String::as_str) == Some("2")
+                    && query(s).get("since").map(String::as_str) == Some(&stamp(minute(500)))),
+            "{seen:?}"
+        );
+        let mut all = expected(130..430);
+        all.extend(expected(1_000..1_150));
+        assert_eq!(stored_ids(&app).await, all);
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 0);
+
+        // backfill_limit 0: the first sync only sets the mark.
+        let fresh = Github::start().await;
+        fresh.fans(0..50, None);
+        let id = fresh
+            .source(&app, &key, "new only", json!({ "backfill_limit": 0 }))
+            .await;
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 0);
+        assert_eq!(query(&fresh.comments_seen()[0])["per_page"], "1");
+        fresh.fans(50..53, None);
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 3);
+    }
+);
+
+backend_test!(
+    async fn rate_limits_set_the_next_run_a_bad_token_fails_and_a_missing_repository_warns(
+        app: TestApp,
+    ) {
+        let key = app.key(Role::Admin).await;
+        let github = Github::start().await;
+        github.fans(0..3, None);
+        // acme/gone: deleted, or invisible to the token.
+        let docs = "https://docs.github.com/rest/issues/issues#list-repository-issues";
+        for path in [
+            "/repos/acme/gone/issues",
+            "/repos/acme/gone/issues/comments",
+        ] {
+            github.server.on(path, vec![error(404, "Not Found", docs)]);
+        }
+        // Every 30 s, so a minute's wait is later than the next scheduled run.
+        let input = json!({ "channel": "GITHUB", "name": "limits", "scheduleSecs": 30,
+            "config": github.config(json!({ "repositories": [REPO, "acme/gone"] })) });
+        let id = app
+            .gql(&key, crate::feeds::CREATE, json!({ "input": input }))
+            .await["createSource"]["source"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 3, "{report:#}");
+        assert_eq!(report["source"]["status"], "OK", "{report:#}");
+        let cursor: Value =
+            serde_json::from_str(&source_row(&app, &id).await.cursor.unwrap()).unwrap();
+        let warning = cursor["streams"]["acme/gone/comments"]["warning"]
+            .as_str()
+            .unwrap();
+        assert!(warning.contains("404"), "{warning}");
+        assert_eq!(
+            cursor["streams"]["acme/widgets/comments"].get("warning"),
+            None
+        );
+
+        // The primary limit spent (x-ratelimit-remaining 0, reset in 20 minutes): the page
+        // is stored and the next run waits for the reset.
+        github.state.lock().unwrap().exhausted = true;
+        github.fans(3..4, None);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 1, "{report:#}");
+        assert_eq!(report["source"]["status"], "RATE_LIMITED", "{report:#}");
+        let next: DateTime<Utc> = report["source"]["nextRunAt"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(next >= Utc::now() + Duration::minutes(19), "{next}");
+        assert!(next <= Utc::now() + Duration::minutes(21), "{next}");
+        github.state.lock().unwrap().exhausted = false;
+
+        // A secondary limit: 403 with GitHub's message and no retry-after: at least a minute.
+        let secondary = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID 8C2A:2B1F:3F0E1A:7E4B5C:6750A1B2.";
+        let secondary_docs = "https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits";
+        github.state.lock().unwrap().throttle = vec![error(403, secondary, secondary_docs)];
+        github.fans(4..5, None);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["source"]["status"], "RATE_LIMITED", "{report:#}");
+        let next: DateTime<Utc> = report["source"]["nextRunAt"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(next >= Utc::now() + Duration::seconds(55), "{next}");
+        assert!(next <= Utc::now() + Duration::minutes(5), "{next}");
+        // 429 with retry-after: that long.
+        github.state.lock().unwrap().throttle =
+            vec![error(429, secondary, secondary_docs).header("retry-after", "600")];
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["source"]["status"], "RATE_LIMITED", "{report:#}");
+        let next: DateTime<Utc> = report["source"]["nextRunAt"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(next >= Utc::now() + Duration::minutes(9), "{next}");
+        assert!(next <= Utc::now() + Duration::minutes(11), "{next}");
+        // Nothing lost meanwhile.
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 1, "{report:#}");
+        assert_eq!(stored_ids(&app).await, expected(0..5));
+
+        // A wrong token: 401 Bad credentials fails the source, never showing the token.
+        let wrong = github
+            .source(
+                &app,
+                &key,
+                "wrong",
+                json!({ "token": "github_pat_wrong-token-0000" }),
+            )
+            .await;
+        let report = sync(&app, &key, &wrong).await;
+        assert_eq!(report["source"]["status"], "FAILING", "{report:#}");
+        let error = report["source"]["lastError"].as_str().unwrap();
+        assert!(
+            error.contains("401") && error.contains("Bad credentials"),
+            "{error}"
+        );
+        assert!(!error.contains("wrong-token"), "{error}");
+
+        // Every repository missing: the sync fails, saying so.
+        let gone = github
+            .source(&app, &key, "gone", json!({ "repositories": ["acme/gone"] }))
+            .await;
+        let report = sync(&app, &key, &gone).await;
+        assert_eq!(report["source"]["status"], "BACKING_OFF", "{report:#}");
+        let error = report["source"]["lastError"].as_str().unwrap();
+        assert!(error.contains("404"), "{error}");
+    }
+);
