@@ -1278,6 +1278,21 @@ mod tests {
             ),
             ConnectorError::Unauthorized(_)
         ));
+        // A 403 to a reply: the token may read but not write.
+        match failure(
+            403,
+            &headers(&[("x-ratelimit-remaining", "4999")]),
+            br#"{"message":"Resource not accessible by personal access token"}"#,
+            now,
+            "api.github.com",
+            "/repos/acme/widgets/issues/1/comments",
+            true,
+        ) {
+            ConnectorError::Unauthorized(message) => {
+                assert!(message.contains("Read and write"), "{message}")
+            }
+            other => panic!("{other}"),
+        }
         assert!(matches!(
             failure(502, &HeaderMap::new(), b"", now, "h", "/x", false),
             ConnectorError::Transport(_)

@@ -785,3 +785,46 @@ backend_test!(
         assert!(error.contains("404"), "{error}");
     }
 );
+
+backend_test!(
+    async fn an_interrupted_backfill_resumes_from_its_next_link(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let github = Github::start().await;
+        github.fans(0..1_300, None);
+        let id = github
+            .source(&app, &key, "resumed", json!({ "backfill_limit": 1_200 }))
+            .await;
+        // One batch, then the run is stopped: the newest thousand comments are stored with a
+        // cursor whose walk goes on at the next page.
+        let syncer = rapport::ingest::sync::Syncer::new(&app.app);
+        let claimed = syncer.claim(&source_row(&app, &id).await).await.unwrap();
+        let report = syncer.run(claimed, &|| true).await.unwrap();
+        assert_eq!(report.batches, 1, "{report:?}");
+        assert_eq!(stored_ids(&app).await, expected(300..1_300));
+        let cursor: Value =
+            serde_json::from_str(&source_row(&app, &id).await.cursor.unwrap()).unwrap();
+        let walk = &cursor["streams"]["acme/widgets/comments"]["walk"];
+        assert_eq!(walk["left"], 200);
+        let next = walk["next"].as_str().unwrap();
+        assert!(
+            next.starts_with(&github.server.url("/repos/acme/widgets/issues/comments?"))
+                && next.contains("page=11"),
+            "{next}"
+        );
+        assert_eq!(walk["top"]["at"], minute(1_299).timestamp());
+
+        // The next sync goes on from there down to the limit, then follows new ones.
+        let (new, _) = crate::mastodon::sync_until_done(&app, &id).await;
+        assert_eq!(new, 200);
+        let seen = github.comments_seen();
+        assert_eq!(query(&seen[10])["page"], "11");
+        assert_eq!(stored_ids(&app).await, expected(100..1_300));
+        let cursor: Value =
+            serde_json::from_str(&source_row(&app, &id).await.cursor.unwrap()).unwrap();
+        let stream = &cursor["streams"]["acme/widgets/comments"];
+        assert_eq!(stream.get("walk"), None);
+        assert_eq!(stream["mark"]["ids"], json!(["1299"]));
+        github.fans(1_300..1_302, None);
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 2);
+    }
+);
