@@ -104,6 +104,46 @@ const SECONDARY_WAIT_SECS: u64 = 60;
 /// The API version every request asks for.
 const API_VERSION: &str = "2022-11-28";
 
+/// Discussions asked for per GraphQL request, with the newest [`DISCUSSION_COMMENTS`]
+/// comments of each and the newest [`COMMENT_REPLIES`] replies of each comment: 20,000
+/// nodes at most, well within GraphQL's 500,000 a query, at about a point of its budget.
+pub const DISCUSSIONS_PAGE: usize = 20;
+pub const DISCUSSION_COMMENTS: usize = 50;
+pub const COMMENT_REPLIES: usize = 20;
+
+/// A repository's discussions, most recently updated first, with their comments and
+/// replies.
+const DISCUSSIONS: &str = "query($owner: String!, $name: String!, $first: Int!, $after: String, $comments: Int!, $replies: Int!) {
+  repository(owner: $owner, name: $name) {
+    hasDiscussionsEnabled
+    discussions(first: $first, after: $after, orderBy: {field: UPDATED_AT, direction: DESC}) {
+      pageInfo { hasNextPage endCursor }
+      nodes {
+        id number title body url createdAt updatedAt
+        author { ...who }
+        comments(last: $comments) {
+          nodes {
+            id body url createdAt updatedAt
+            author { ...who }
+            replies(last: $replies) {
+              nodes { id body url createdAt updatedAt author { ...who } replyTo { id } }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+fragment who on Actor { __typename login url avatarUrl ... on User { databaseId } }";
+
+/// A comment on a discussion, or a reply to one of its comments.
+const ADD_DISCUSSION_COMMENT: &str =
+    "mutation($discussionId: ID!, $body: String!, $replyToId: ID) {
+  addDiscussionComment(input: {discussionId: $discussionId, body: $body, replyToId: $replyToId}) {
+    comment { id url }
+  }
+}";
+
 fn default_backfill_limit() -> u64 {
     DEFAULT_BACKFILL_LIMIT
 }
@@ -316,9 +356,10 @@ impl Stream {
         }
     }
 
-    /// Takes one page of the walk back (`items` newest first, `next` its `next` link) into
-    /// `taken`, within the walk's allowance. Ends the walk (its newest second becomes the
-    /// mark) at the allowance or the listing's end. Returns whether the walk goes on.
+    /// Takes one page of the walk back (`items` newest first, `next` its `next` link or
+    /// GraphQL cursor) into `taken`: those the mark does not cover, within the walk's
+    /// allowance. Ends the walk (its newest second becomes the mark) at the mark, the
+    /// allowance or the listing's end. Returns whether the walk goes on.
     fn back(
         &mut self,
         mut walk: Walk,
@@ -327,12 +368,17 @@ impl Stream {
         taken: &mut Vec<Value>,
     ) -> bool {
         let empty = items.is_empty();
+        let mut reached = false;
         for item in items {
             let Some((at, id)) = key(&item) else {
                 continue;
             };
             walk.top.get_or_insert_with(Mark::default).add(at, &id);
-            if walk.left == 0 || self.mark.as_ref().is_some_and(|mark| mark.covers(at, &id)) {
+            if self.mark.as_ref().is_some_and(|mark| mark.covers(at, &id)) {
+                reached = true;
+                continue;
+            }
+            if walk.left == 0 {
                 continue;
             }
             taken.push(item);
@@ -349,7 +395,7 @@ impl Stream {
         };
         let stuck = next.is_some() && next == walk.next;
         walk.next = next;
-        if empty || stuck || walk.left == 0 || walk.next.is_none() {
+        if empty || reached || stuck || walk.left == 0 || walk.next.is_none() {
             let top = walk.top.unwrap_or_default();
             self.mark = Some(match self.mark.take() {
                 Some(mark) => mark.merge(top),
@@ -383,11 +429,26 @@ impl Stream {
     }
 }
 
-/// An issue's or comment's `updated_at` (epoch seconds) and numeric `id`.
+/// An issue's or comment's `updated_at` (epoch seconds) and numeric `id`, or a
+/// discussion's `updatedAt` and node `id`.
 fn key(item: &Value) -> Option<(i64, String)> {
-    let at = time(item, "updated_at")?.timestamp();
-    let id = item.get("id")?.as_u64()?;
-    Some((at, id.to_string()))
+    let at = time(item, "updated_at")
+        .or_else(|| time(item, "updatedAt"))?
+        .timestamp();
+    let id = match item.get("id")? {
+        Value::Number(id) => id.as_u64()?.to_string(),
+        Value::String(id) if is_node_id(id) => id.clone(),
+        _ => return None,
+    };
+    Some((at, id))
+}
+
+/// Whether `id` looks like a GraphQL node id (`D_kwDO…`, `DC_kwDO…`), short enough to keep.
+fn is_node_id(id: &str) -> bool {
+    (1..=100).contains(&id.len())
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'=' | b'+' | b'/'))
 }
 
 fn time(item: &Value, field: &str) -> Option<DateTime<Utc>> {
@@ -422,12 +483,15 @@ impl GithubCursor {
 enum Listen<'a> {
     Issues(&'a str),
     Comments(&'a str),
+    Discussions(&'a str),
 }
 
 impl Listen<'_> {
     fn repository(self) -> String {
         match self {
-            Listen::Issues(repo) | Listen::Comments(repo) => repo.to_ascii_lowercase(),
+            Listen::Issues(repo) | Listen::Comments(repo) | Listen::Discussions(repo) => {
+                repo.to_ascii_lowercase()
+            }
         }
     }
 
@@ -436,6 +500,7 @@ impl Listen<'_> {
         match self {
             Listen::Issues(_) => format!("{}/issues", self.repository()),
             Listen::Comments(_) => format!("{}/comments", self.repository()),
+            Listen::Discussions(_) => format!("{}/discussions", self.repository()),
         }
     }
 
@@ -443,6 +508,7 @@ impl Listen<'_> {
         match self {
             Listen::Issues(repo) => format!("/repos/{repo}/issues"),
             Listen::Comments(repo) => format!("/repos/{repo}/issues/comments"),
+            Listen::Discussions(repo) => format!("/graphql (discussions of {repo})"),
         }
     }
 }
@@ -612,6 +678,27 @@ impl GithubConnector {
                 || started.elapsed() >= PULL_TIME
                 || not_before.is_some_and(|at| at > Utc::now())
         };
+        if let Listen::Discussions(repository) = listen {
+            // No `since` in the GraphQL API: every sync walks back from the newest to the
+            // mark (a first one within its allowance).
+            loop {
+                let walk = stream.walk.clone().unwrap_or(Walk {
+                    left: u64::MAX,
+                    ..Walk::default()
+                });
+                let per_page = if walk.left == 0 { 1 } else { DISCUSSIONS_PAGE };
+                let (discussions, next) = self
+                    .discussions(repository, walk.next.as_deref(), per_page, not_before)
+                    .await?;
+                let had = taken.len();
+                if !stream.back(walk, discussions, next, taken) {
+                    return Ok(false);
+                }
+                if taken.len() == had || spent(taken, not_before) {
+                    return Ok(true);
+                }
+            }
+        }
         // A first sync: back from the newest.
         while let Some(walk) = stream.walk.clone() {
             let per_page = if walk.left == 0 { 1 } else { PAGE };
@@ -653,6 +740,168 @@ impl GithubConnector {
         }
     }
 
+    /// A GraphQL request; its `errors` (GitHub answers most of them with 200) become the
+    /// errors the REST answers would be: `RATE_LIMITED` a rate limit, `FORBIDDEN` no access
+    /// (refused credentials to a write), `NOT_FOUND` and others a payload error.
+    async fn graphql(
+        &self,
+        query: &str,
+        variables: Value,
+        what: &str,
+        writing: bool,
+        not_before: &mut Option<DateTime<Utc>>,
+    ) -> Result<Value, ConnectorError> {
+        let now = Utc::now();
+        let url = graphql_url(&self.config.base_url);
+        let request = self
+            .request(reqwest::Method::POST, &url)
+            .json(&serde_json::json!({ "query": query, "variables": variables }));
+        let (body, headers) = self.send(request, what, writing, not_before).await?;
+        let host = self.host();
+        if let Some(error) = body
+            .get("errors")
+            .and_then(Value::as_array)
+            .and_then(|errors| errors.first())
+        {
+            let kind = error
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let message: String = error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect();
+            return Err(match kind {
+                "RATE_LIMITED" => ConnectorError::RateLimited {
+                    retry_after_secs: Some(
+                        rate_limited_until(&headers, now).map_or(SECONDARY_WAIT_SECS, |at| {
+                            (at - now).num_seconds().clamp(1, MAX_WAIT_SECS) as u64
+                        }),
+                    ),
+                },
+                "FORBIDDEN" if writing => ConnectorError::Unauthorized(format!(
+                    "{host} refused {what} ({message}): replying needs the token's \
+                     Discussions permission set to Read and write"
+                )),
+                "FORBIDDEN" => ConnectorError::Payload(format!(
+                    "{host} refused {what} ({message}): the token has no access (a \
+                     fine-grained token needs the Discussions permission)"
+                )),
+                _ => ConnectorError::Payload(format!(
+                    "{host} answered {what} with {} ({message})",
+                    if kind.is_empty() { "an error" } else { kind }
+                )),
+            });
+        }
+        body.get("data")
+            .filter(|data| data.is_object())
+            .cloned()
+            .ok_or_else(|| ConnectorError::Payload(format!("{host} answered {what} without data")))
+    }
+
+    /// One page of a repository's discussions (most recently updated first) and the
+    /// cursor of the next; none when the repository has discussions off.
+    async fn discussions(
+        &self,
+        repository: &str,
+        after: Option<&str>,
+        first: usize,
+        not_before: &mut Option<DateTime<Utc>>,
+    ) -> Result<(Vec<Value>, Option<String>), ConnectorError> {
+        let (owner, name) = repository.split_once('/').unwrap_or((repository, ""));
+        let what = format!("/graphql (discussions of {repository})");
+        let variables = serde_json::json!({
+            "owner": owner, "name": name, "first": first, "after": after,
+            "comments": DISCUSSION_COMMENTS, "replies": COMMENT_REPLIES,
+        });
+        let mut data = self
+            .graphql(DISCUSSIONS, variables, &what, false, not_before)
+            .await?;
+        let Some(repo) = data.get_mut("repository").filter(|repo| repo.is_object()) else {
+            return Err(ConnectorError::Payload(format!(
+                "{} answered {what} without the repository",
+                self.host()
+            )));
+        };
+        if repo.get("hasDiscussionsEnabled") == Some(&Value::Bool(false)) {
+            return Ok((Vec::new(), None));
+        }
+        let connection = repo.get_mut("discussions").map(Value::take);
+        let connection = connection.unwrap_or_default();
+        let next = connection
+            .pointer("/pageInfo/hasNextPage")
+            .and_then(Value::as_bool)
+            .filter(|more| *more)
+            .and_then(|_| connection.pointer("/pageInfo/endCursor"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        match connection.get("nodes") {
+            Some(Value::Array(nodes)) => Ok((nodes.clone(), next)),
+            _ => Err(ConnectorError::Payload(format!(
+                "{} answered {what} without discussions",
+                self.host()
+            ))),
+        }
+    }
+
+    /// A comment on `discussion` answering `to`: the discussion itself, one of its
+    /// comments (a reply to it), or a reply (GitHub nests one level: a reply to its
+    /// comment).
+    async fn reply_in_discussion(
+        &self,
+        discussion: &str,
+        to: &ReplyTarget,
+        text: &str,
+    ) -> Result<Sent, ConnectorError> {
+        let reply_to = if to.external_id == discussion {
+            None
+        } else {
+            let parent = to
+                .context
+                .pointer("/replyTo/id")
+                .and_then(Value::as_str)
+                .unwrap_or(&to.external_id);
+            Some(parent.to_owned()).filter(|id| id.starts_with("DC_") && is_node_id(id))
+        };
+        let variables = serde_json::json!({
+            "discussionId": discussion, "body": text, "replyToId": reply_to,
+        });
+        let mut not_before = None;
+        let data = self
+            .graphql(
+                ADD_DISCUSSION_COMMENT,
+                variables,
+                "/graphql (addDiscussionComment)",
+                true,
+                &mut not_before,
+            )
+            .await?;
+        let comment = data
+            .pointer("/addDiscussionComment/comment")
+            .unwrap_or(&Value::Null);
+        let id = comment
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|id| is_node_id(id))
+            .ok_or_else(|| {
+                ConnectorError::Payload(format!(
+                    "{} answered addDiscussionComment without the comment's id",
+                    self.host()
+                ))
+            })?;
+        Ok(Sent {
+            external_id: id.to_owned(),
+            url: comment
+                .get("url")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            text: text.to_owned(),
+        })
+    }
+
     /// An issue (or pull request) or a comment of `repository` as an item; `None` for a
     /// bot's, one without a user, or one lacking what every item has.
     fn item(&self, listen: Listen<'_>, value: &Value, me: &Me) -> Option<InboundItem> {
@@ -688,6 +937,7 @@ impl GithubConnector {
                 let body = text_of("body").unwrap_or_default();
                 (format!("issuecomment-{id}"), issue, None, body, "comment")
             }
+            Listen::Discussions(_) => return None,
         };
         let outbound = user_id == me.id;
         let kind = if !outbound && mentions(&body, &me.login) {
@@ -696,8 +946,8 @@ impl GithubConnector {
             kind
         };
         let in_reply_to = match listen {
-            Listen::Issues(_) => None,
             Listen::Comments(_) => Some(issue.clone()),
+            Listen::Issues(_) | Listen::Discussions(_) => None,
         };
         Some(InboundItem {
             external_id,
@@ -729,6 +979,141 @@ impl GithubConnector {
             raw: value.clone(),
         })
     }
+}
+
+/// The GraphQL endpoint of a REST API: `https://api.github.com/graphql`, or on a GitHub
+/// Enterprise Server (`https://HOST/api/v3`) `https://HOST/api/graphql`.
+fn graphql_url(base_url: &str) -> String {
+    match base_url.strip_suffix("/v3") {
+        Some(api) if api.ends_with("/api") => format!("{api}/graphql"),
+        _ => format!("{base_url}/graphql"),
+    }
+}
+
+/// A discussion, its comments and their replies as items, all in the discussion's
+/// conversation: a comment answers the discussion, a reply its comment. Skipped as the REST
+/// items are: bots' and those without an author.
+fn discussion_items(discussion: &Value, me: &Me) -> Vec<InboundItem> {
+    let Some(thread) = discussion
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|id| is_node_id(id))
+    else {
+        return Vec::new();
+    };
+    let nodes = |value: &Value, field: &str| {
+        value
+            .get(field)
+            .and_then(|connection| connection.get("nodes"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut items = Vec::new();
+    let mut raw = discussion.clone();
+    if let Some(raw) = raw.as_object_mut() {
+        raw.remove("comments");
+    }
+    let subject = discussion
+        .get("title")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    items.extend(node_item(
+        discussion, raw, "post", subject, thread, None, me,
+    ));
+    for comment in nodes(discussion, "comments") {
+        let Some(comment_id) = comment.get("id").and_then(Value::as_str) else {
+            continue;
+        };
+        let mut raw = comment.clone();
+        if let Some(raw) = raw.as_object_mut() {
+            raw.remove("replies");
+        }
+        items.extend(node_item(
+            &comment,
+            raw,
+            "comment",
+            None,
+            thread,
+            Some(thread),
+            me,
+        ));
+        for reply in nodes(&comment, "replies") {
+            let raw = reply.clone();
+            items.extend(node_item(
+                &reply,
+                raw,
+                "comment",
+                None,
+                thread,
+                Some(comment_id),
+                me,
+            ));
+        }
+    }
+    items
+}
+
+/// One discussion node (the discussion, a comment or a reply) as an item.
+fn node_item(
+    node: &Value,
+    raw: Value,
+    kind: &str,
+    subject: Option<String>,
+    thread: &str,
+    in_reply_to: Option<&str>,
+    me: &Me,
+) -> Option<InboundItem> {
+    let id = node
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|id| is_node_id(id))?;
+    let author = node.get("author").filter(|author| author.is_object())?;
+    if author.get("__typename").and_then(Value::as_str) == Some("Bot") {
+        return None;
+    }
+    let user_id = author.get("databaseId")?.as_u64()?;
+    let login = author.get("login")?.as_str()?.to_owned();
+    let text = |value: &Value, key: &str| {
+        value
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let body = text(node, "body")
+        .or_else(|| subject.clone())
+        .unwrap_or_default();
+    let outbound = user_id == me.id;
+    let kind = if !outbound && mentions(&body, &me.login) {
+        "mention"
+    } else {
+        kind
+    };
+    Some(InboundItem {
+        external_id: id.to_owned(),
+        author: Author {
+            platform_id: user_id.to_string(),
+            handle: Some(login.clone()),
+            display_name: Some(login),
+            profile_url: text(author, "url"),
+            avatar_url: text(author, "avatarUrl"),
+            email: None,
+            phone: None,
+        },
+        outbound,
+        kind: kind.to_owned(),
+        subject,
+        text: body,
+        html: None,
+        url: text(node, "url"),
+        language: None,
+        occurred_at: time(node, "createdAt")?,
+        thread_key: Some(thread.to_owned()),
+        in_reply_to: in_reply_to.map(str::to_owned),
+        raw,
+    })
 }
 
 /// Whether `text` names `login` (`@login`, not inside an address or a longer name, not a
@@ -842,7 +1227,13 @@ impl Connector for GithubConnector {
             .config
             .repositories
             .iter()
-            .flat_map(|repo| [Listen::Issues(repo), Listen::Comments(repo)])
+            .flat_map(|repo| {
+                [
+                    Listen::Issues(repo),
+                    Listen::Comments(repo),
+                    Listen::Discussions(repo),
+                ]
+            })
             .collect();
         let mut streams = BTreeMap::new();
         let mut taken: Vec<(Listen<'_>, Value)> = Vec::new();
@@ -891,7 +1282,10 @@ impl Connector for GithubConnector {
         let mut seen = HashSet::new();
         let mut items: Vec<InboundItem> = taken
             .iter()
-            .filter_map(|(listen, value)| self.item(*listen, value, &me))
+            .flat_map(|(listen, value)| match listen {
+                Listen::Discussions(_) => discussion_items(value, &me),
+                _ => self.item(*listen, value, &me).into_iter().collect(),
+            })
             .filter(|item| seen.insert(item.external_id.clone()))
             .collect();
         // Oldest first: an issue before its comments when both are new.
@@ -915,6 +1309,13 @@ impl Connector for GithubConnector {
             return Err(ConnectorError::Payload(format!(
                 "the reply has {length} characters; GitHub takes at most {MAX_REPLY_CHARS}"
             )));
+        }
+        if let Some(discussion) = to
+            .thread_key
+            .as_deref()
+            .filter(|key| key.starts_with("D_") && is_node_id(key))
+        {
+            return self.reply_in_discussion(discussion, to, text).await;
         }
         let (repository, number) = to
             .thread_key

@@ -42,6 +42,8 @@ struct State {
     throttle: Vec<Reply>,
     /// Comments created so far.
     posted: u64,
+    /// Discussions of acme/widgets, with their comments and replies.
+    discussions: Vec<Value>,
 }
 
 #[derive(Clone)]
@@ -149,6 +151,45 @@ fn comment(id: u64, author: (&str, u64), kind: &str, issue: u64, body: &str, at:
     })
 }
 
+/// An actor as the discussions query selects it (`...who`).
+fn actor((login, id): (&str, u64), kind: &str) -> Value {
+    let mut actor = json!({
+        "__typename": kind, "login": login, "url": format!("https://github.com/{login}"),
+        "avatarUrl": format!("https://avatars.githubusercontent.com/u/{id}?v=4")
+    });
+    if kind == "User" {
+        actor["databaseId"] = json!(id);
+    }
+    actor
+}
+
+/// A discussion comment (or a reply) as the discussions query selects it.
+fn discussion_comment(
+    id: &str,
+    number: u64,
+    author: (&str, u64),
+    kind: &str,
+    body: &str,
+    at: i64,
+) -> Value {
+    json!({
+        "id": id, "body": body,
+        "url": format!("https://github.com/{REPO}/discussions/{number}#discussioncomment-{}", id.len()),
+        "createdAt": stamp(minute(at)), "updatedAt": stamp(minute(at)),
+        "author": actor(author, kind), "replies": { "nodes": [] }
+    })
+}
+
+/// A discussion as the discussions query selects it.
+fn discussion(number: u64, author: (&str, u64), title: &str, body: &str, at: i64) -> Value {
+    json!({
+        "id": format!("D_kwDOKx3Y5s4AXy{number}"), "number": number, "title": title,
+        "body": body, "url": format!("https://github.com/{REPO}/discussions/{number}"),
+        "createdAt": stamp(minute(at)), "updatedAt": stamp(minute(at)),
+        "author": actor(author, "User"), "comments": { "nodes": [] }
+    })
+}
+
 fn error(status: u16, message: &str, docs: &str) -> Reply {
     Reply {
         status,
@@ -194,6 +235,11 @@ impl Github {
                 let reply = throttled.unwrap_or_else(|| serving.list(seen, true));
                 serving.limited(reply, true)
             });
+        let serving = github.clone();
+        github.server.handle("/graphql", move |seen| {
+            let reply = serving.graphql(seen);
+            serving.limited(reply, false)
+        });
         for number in [1347, 1350] {
             let serving = github.clone();
             github.server.handle(
@@ -349,6 +395,119 @@ impl Github {
             "location",
             &format!("https://api.github.com/repos/{REPO}/issues/comments/{id}"),
         )
+    }
+
+    /// `POST /graphql`: the discussions query and the `addDiscussionComment` mutation.
+    fn graphql(&self, seen: &Seen) -> Reply {
+        if let Some(refused) = self.refused(seen) {
+            return refused;
+        }
+        assert_eq!(seen.method, "POST");
+        let request: Value = serde_json::from_slice(&seen.body).unwrap();
+        let query = request["query"].as_str().unwrap();
+        let vars = &request["variables"];
+        let mut state = self.state.lock().unwrap();
+        if query.starts_with("mutation") {
+            assert!(query.contains("addDiscussionComment(input:"), "{query}");
+            state.posted += 1;
+            let n = state.posted;
+            let discussion = state
+                .discussions
+                .iter_mut()
+                .find(|d| d["id"] == vars["discussionId"])
+                .unwrap();
+            let number = discussion["number"].as_u64().unwrap();
+            let made = discussion_comment(
+                &format!("DC_kwDOKx3Y5s4AhNEW{n}"),
+                number,
+                US,
+                "User",
+                vars["body"].as_str().unwrap(),
+                0,
+            );
+            let mut made = made;
+            let now = stamp(Utc::now());
+            made["createdAt"] = json!(now);
+            made["updatedAt"] = json!(now);
+            discussion["updatedAt"] = json!(now);
+            let answer = json!({ "data": { "addDiscussionComment": { "comment": {
+                "id": made["id"], "url": made["url"] } } } });
+            match vars["replyToId"].as_str() {
+                Some(parent) => {
+                    made["replyTo"] = json!({ "id": parent });
+                    let comment = discussion["comments"]["nodes"]
+                        .as_array_mut()
+                        .unwrap()
+                        .iter_mut()
+                        .find(|c| c["id"] == parent)
+                        .unwrap();
+                    comment["replies"]["nodes"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(made);
+                }
+                None => discussion["comments"]["nodes"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(made),
+            }
+            return Reply::json(&answer);
+        }
+        assert!(
+            query.contains("orderBy: {field: UPDATED_AT, direction: DESC}"),
+            "{query}"
+        );
+        if (vars["owner"].as_str(), vars["name"].as_str()) != (Some("acme"), Some("widgets")) {
+            let name = format!(
+                "{}/{}",
+                vars["owner"].as_str().unwrap(),
+                vars["name"].as_str().unwrap()
+            );
+            return Reply::json(&json!({
+                "data": { "repository": null },
+                "errors": [{ "type": "NOT_FOUND", "path": ["repository"],
+                    "locations": [{ "line": 2, "column": 3 }],
+                    "message": format!("Could not resolve to a Repository with the name '{name}'.") }]
+            }));
+        }
+        let mut all: Vec<Value> = state.discussions.clone();
+        all.sort_by_key(|d| std::cmp::Reverse(d["updatedAt"].as_str().unwrap().to_owned()));
+        let first = vars["first"].as_u64().unwrap() as usize;
+        let start = vars["after"].as_str().map_or(0, |after| {
+            after.strip_prefix("Y3Vyc29y:").unwrap().parse().unwrap()
+        });
+        let (comments, replies) = (
+            vars["comments"].as_u64().unwrap() as usize,
+            vars["replies"].as_u64().unwrap() as usize,
+        );
+        let last = |nodes: &Value, n: usize| {
+            let nodes = nodes.as_array().unwrap();
+            json!(nodes[nodes.len().saturating_sub(n)..].to_vec())
+        };
+        let page: Vec<Value> = all
+            .iter()
+            .skip(start)
+            .take(first)
+            .map(|d| {
+                let mut d = d.clone();
+                let mut kept = last(&d["comments"]["nodes"], comments);
+                for comment in kept.as_array_mut().unwrap() {
+                    let nodes = last(&comment["replies"]["nodes"], replies);
+                    comment["replies"]["nodes"] = nodes;
+                }
+                d["comments"]["nodes"] = kept;
+                d
+            })
+            .collect();
+        let more = start + first < all.len();
+        Reply::json(&json!({ "data": { "repository": {
+            "hasDiscussionsEnabled": true,
+            "discussions": {
+                "pageInfo": { "hasNextPage": more,
+                    "endCursor": format!("Y3Vyc29y:{}", start + page.len()) },
+                "nodes": page
+            }
+        } } }))
     }
 
     fn add_issue(&self, issue: Value) {
@@ -826,5 +985,171 @@ backend_test!(
         assert_eq!(stream["mark"]["ids"], json!(["1299"]));
         github.fans(1_300..1_302, None);
         assert_eq!(sync(&app, &key, &id).await["newItems"], 2);
+    }
+);
+
+backend_test!(
+    async fn discussions_comments_and_replies_are_one_conversation_and_replies_nest(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let github = Github::start().await;
+        // Lucía starts a discussion; Maya comments naming us; we reply to Maya; a bot
+        // comments; Lucía replies to Maya. Maya also starts one of her own, and comments on
+        // an issue (one person on both APIs).
+        let mut roadmap = discussion(7, LUCIA, "Roadmap for exports", "What comes after CSV?", 10);
+        let mut maya = discussion_comment(
+            "DC_kwDOKx3Y5s4AhM01",
+            7,
+            MAYA,
+            "User",
+            "@acme-support Parquet please",
+            11,
+        );
+        let mut ours = discussion_comment(
+            "DC_kwDOKx3Y5s4AhM02",
+            7,
+            US,
+            "User",
+            "On the list for 2.1",
+            12,
+        );
+        ours["replyTo"] = json!({ "id": "DC_kwDOKx3Y5s4AhM01" });
+        let mut lucia = discussion_comment(
+            "DC_kwDOKx3Y5s4AhM03",
+            7,
+            LUCIA,
+            "User",
+            "+1 for Parquet",
+            13,
+        );
+        lucia["replyTo"] = json!({ "id": "DC_kwDOKx3Y5s4AhM01" });
+        maya["replies"]["nodes"] = json!([ours, lucia]);
+        let bot = discussion_comment(
+            "DC_kwDOKx3Y5s4AhM04",
+            7,
+            ("github-actions", 41_898_282),
+            "Bot",
+            "Labelled: roadmap",
+            13,
+        );
+        roadmap["comments"]["nodes"] = json!([maya, bot]);
+        roadmap["updatedAt"] = json!(stamp(minute(13)));
+        github.state.lock().unwrap().discussions =
+            vec![roadmap, discussion(8, MAYA, "Dark mode?", "", 20)];
+        github.add_comment(comment(1_956_020_000, MAYA, "User", 1347, "Any news?", 21));
+        let id = github.source(&app, &key, "discussions", json!({})).await;
+
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        // Two discussions, three comments and replies (the bot's skipped), one issue comment.
+        assert_eq!(report["newItems"], 6, "{report:#}");
+        let asked = github.seen("/graphql");
+        assert_eq!(asked.len(), 1);
+        let request: Value = serde_json::from_slice(&asked[0].body).unwrap();
+        assert_eq!(
+            request["variables"],
+            json!({ "owner": "acme", "name": "widgets", "first": 20, "after": null, "comments": 50, "replies": 20 })
+        );
+        assert_eq!(
+            header(&asked[0], "authorization"),
+            format!("Bearer {TOKEN}")
+        );
+
+        let all = items(&app, &key).await;
+        let started = &all["D_kwDOKx3Y5s4AXy7"];
+        assert_eq!(started["kind"], "POST");
+        assert_eq!(started["subject"], "Roadmap for exports");
+        assert_eq!(
+            started["url"],
+            "https://github.com/acme/widgets/discussions/7"
+        );
+        assert_eq!(started["identity"]["platformId"], "7001");
+        let named = &all["DC_kwDOKx3Y5s4AhM01"];
+        assert_eq!(named["kind"], "MENTION");
+        assert_eq!(named["identity"]["platformId"], "5811112");
+        let ours = &all["DC_kwDOKx3Y5s4AhM02"];
+        assert_eq!(ours["direction"], "OUTBOUND");
+        let answer = &all["DC_kwDOKx3Y5s4AhM03"];
+        assert_eq!(answer["kind"], "COMMENT");
+        assert!(!all.contains_key("DC_kwDOKx3Y5s4AhM04"));
+        let conversation = &started["conversation"]["id"];
+        for item in [named, ours, answer] {
+            assert_eq!(item["conversation"]["id"], *conversation, "{item:#}");
+        }
+        let dark = &all["D_kwDOKx3Y5s4AXy8"];
+        assert_eq!(dark["text"], "Dark mode?");
+        assert_ne!(dark["conversation"]["id"], *conversation);
+        // Maya is one customer on discussions and issues: the same numeric id.
+        assert_eq!(dark["customer"]["id"], named["customer"]["id"]);
+        assert_eq!(
+            all["issuecomment-1956020000"]["customer"]["id"],
+            named["customer"]["id"]
+        );
+
+        // Nothing new: one request, whose first discussion is the mark.
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 0);
+        assert_eq!(github.seen("/graphql").len(), 2);
+
+        // A reply to Lucía's reply nests under Maya's comment (GitHub nests one level).
+        let agent = app.key(Role::Agent).await;
+        let target = find_interaction(&app, &key, "DC_kwDOKx3Y5s4AhM03").await;
+        let sent = app
+            .gql(
+                &agent,
+                REPLY,
+                json!({ "input": { "interactionId": target, "text": "Parquet lands in 2.1." } }),
+            )
+            .await["replyToInteraction"]["interaction"]
+            .clone();
+        let asked = github.seen("/graphql");
+        let mutation: Value = serde_json::from_slice(&asked[2].body).unwrap();
+        assert!(
+            mutation["query"]
+                .as_str()
+                .unwrap()
+                .starts_with("mutation($discussionId: ID!, $body: String!, $replyToId: ID)"),
+            "{mutation:#}"
+        );
+        assert_eq!(
+            mutation["variables"],
+            json!({ "discussionId": "D_kwDOKx3Y5s4AXy7", "body": "Parquet lands in 2.1.", "replyToId": "DC_kwDOKx3Y5s4AhM01" })
+        );
+        assert_eq!(sent["externalId"], "DC_kwDOKx3Y5s4AhNEW1");
+        assert_eq!(sent["direction"], "OUTBOUND");
+        assert_eq!(sent["conversation"]["id"], *conversation);
+        // Answering a discussion itself is a top-level comment.
+        let target = find_interaction(&app, &key, "D_kwDOKx3Y5s4AXy8").await;
+        app.gql(
+            &agent,
+            REPLY,
+            json!({ "input": { "interactionId": target, "text": "Yes, in 2.2." } }),
+        )
+        .await;
+        let mutation: Value = serde_json::from_slice(&github.seen("/graphql")[3].body).unwrap();
+        assert_eq!(mutation["variables"]["discussionId"], "D_kwDOKx3Y5s4AXy8");
+        assert_eq!(mutation["variables"]["replyToId"], Value::Null);
+
+        // Our comments come back with the discussions they moved: stored already; a new
+        // comment of Lucía's is the only new item.
+        {
+            let mut state = github.state.lock().unwrap();
+            let roadmap = &mut state.discussions[0];
+            let late = discussion_comment("DC_kwDOKx3Y5s4AhM05", 7, LUCIA, "User", "Any date?", 0);
+            let mut late = late;
+            let now = stamp(Utc::now() + Duration::seconds(5));
+            late["createdAt"] = json!(now);
+            late["updatedAt"] = json!(now);
+            roadmap["comments"]["nodes"]
+                .as_array_mut()
+                .unwrap()
+                .push(late);
+            roadmap["updatedAt"] = json!(now);
+        }
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 1, "{report:#}");
+        assert_eq!(stored_ids(&app).await["DC_kwDOKx3Y5s4AhNEW1"], 1);
+        assert_eq!(
+            items(&app, &key).await["DC_kwDOKx3Y5s4AhM05"]["conversation"]["id"],
+            *conversation
+        );
     }
 );
