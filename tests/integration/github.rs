@@ -1033,17 +1033,28 @@ backend_test!(
         );
         roadmap["comments"]["nodes"] = json!([maya, bot]);
         roadmap["updatedAt"] = json!(stamp(minute(13)));
-        github.state.lock().unwrap().discussions =
-            vec![roadmap, discussion(8, MAYA, "Dark mode?", "", 20)];
+        // And 25 older ones, more than a page.
+        let mut discussions = vec![roadmap, discussion(8, MAYA, "Dark mode?", "", 20)];
+        for n in 0..25 {
+            let fan = (&format!("fan-{n}") as &str, 100_000 + n);
+            discussions.push(discussion(
+                100 + n,
+                fan,
+                "Question",
+                "How do I…",
+                n as i64 - 30,
+            ));
+        }
+        github.state.lock().unwrap().discussions = discussions;
         github.add_comment(comment(1_956_020_000, MAYA, "User", 1347, "Any news?", 21));
         let id = github.source(&app, &key, "discussions", json!({})).await;
 
         let report = sync(&app, &key, &id).await;
         assert_eq!(report["error"], Value::Null, "{report:#}");
-        // Two discussions, three comments and replies (the bot's skipped), one issue comment.
-        assert_eq!(report["newItems"], 6, "{report:#}");
+        // 27 discussions, three comments and replies (the bot's skipped), one issue comment.
+        assert_eq!(report["newItems"], 31, "{report:#}");
         let asked = github.seen("/graphql");
-        assert_eq!(asked.len(), 1);
+        assert_eq!(asked.len(), 2);
         let request: Value = serde_json::from_slice(&asked[0].body).unwrap();
         assert_eq!(
             request["variables"],
@@ -1085,9 +1096,12 @@ backend_test!(
             named["customer"]["id"]
         );
 
+        let request: Value = serde_json::from_slice(&asked[1].body).unwrap();
+        assert_eq!(request["variables"]["after"], "Y3Vyc29y:20");
+
         // Nothing new: one request, whose first discussion is the mark.
         assert_eq!(sync(&app, &key, &id).await["newItems"], 0);
-        assert_eq!(github.seen("/graphql").len(), 2);
+        assert_eq!(github.seen("/graphql").len(), 3);
 
         // A reply to Lucía's reply nests under Maya's comment (GitHub nests one level).
         let agent = app.key(Role::Agent).await;
@@ -1101,7 +1115,7 @@ backend_test!(
             .await["replyToInteraction"]["interaction"]
             .clone();
         let asked = github.seen("/graphql");
-        let mutation: Value = serde_json::from_slice(&asked[2].body).unwrap();
+        let mutation: Value = serde_json::from_slice(&asked[3].body).unwrap();
         assert!(
             mutation["query"]
                 .as_str()
@@ -1124,7 +1138,7 @@ backend_test!(
             json!({ "input": { "interactionId": target, "text": "Yes, in 2.2." } }),
         )
         .await;
-        let mutation: Value = serde_json::from_slice(&github.seen("/graphql")[3].body).unwrap();
+        let mutation: Value = serde_json::from_slice(&github.seen("/graphql")[4].body).unwrap();
         assert_eq!(mutation["variables"]["discussionId"], "D_kwDOKx3Y5s4AXy8");
         assert_eq!(mutation["variables"]["replyToId"], Value::Null);
 
