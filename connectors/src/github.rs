@@ -2,7 +2,8 @@
 //! (<https://docs.github.com/en/rest/issues>), on github.com or a GitHub Enterprise Server.
 //!
 //! Plain calls through the guarded client rather than `octocrab`: the connector uses one
-//! identity call, two listings and one write, each a small JSON body; `octocrab` is a large
+//! identity call, two listings, one write and one GraphQL query and mutation, each a small
+//! JSON body; `octocrab` is a large
 //! dependency wrapping far more of the API, builds its own HTTP stack (so its connections
 //! would not all go through the outbound guard), and handles rate limits its own way where
 //! the scheduler needs GitHub's primary and secondary limits as "not before" times.
@@ -13,8 +14,13 @@
 //! - Listening, for each configured repository: issues and pull requests themselves
 //!   (`GET /repos/{owner}/{repo}/issues?state=all&sort=updated`; a pull request is an issue
 //!   with a `pull_request` key: its opening text is an item) and every comment of their
-//!   conversations (`GET /repos/{owner}/{repo}/issues/comments?sort=updated`), 100 a page.
-//!   Review comments on a pull request's diff and discussions are not read.
+//!   conversations (`GET /repos/{owner}/{repo}/issues/comments?sort=updated`), 100 a page;
+//!   and its discussions over GraphQL (`POST /graphql`, on GitHub Enterprise Server
+//!   `https://HOST/api/graphql`): `repository.discussions` most recently updated first,
+//!   [`DISCUSSIONS_PAGE`] a page, each with its newest [`DISCUSSION_COMMENTS`] comments and
+//!   their newest [`COMMENT_REPLIES`] replies (a discussion's `updatedAt` moves when it gets
+//!   a comment; a burst of more comments than that between two syncs loses the older ones).
+//!   Review comments on a pull request's diff are not read.
 //! - Cursor: per stream a *mark*, the newest `updated_at` second handed over and the ids of
 //!   that second (GitHub's `since` is inclusive and counts in seconds), and on a first sync
 //!   a *walk* back from the newest (`direction=desc`, paged by the `Link: <…>; rel="next"`
@@ -24,17 +30,21 @@
 //!   is followed by a new request from the moved mark rather than by its `next` link: an
 //!   item updated meanwhile moves to the end of the order and would shift the pages under a
 //!   numbered walk, losing the item that slid back onto the page already read. Only a page
-//!   that stays within the mark's second follows its `next` link. The stored cursor is
-//!   JSON: `{"streams": {"{owner}/{repo}/issues": {"mark": {"at", "ids"}, "walk": {"next",
-//!   "top", "left"}}, "{owner}/{repo}/comments": {…}}}`.
+//!   that stays within the mark's second follows its `next` link. GraphQL has no `since`:
+//!   every sync walks the discussions back from the newest (by `endCursor`) to the mark.
+//!   The stored cursor is JSON: `{"streams": {"{owner}/{repo}/issues": {"mark": {"at",
+//!   "ids"}, "walk": {"next", "top", "left"}}, "{owner}/{repo}/comments": {…},
+//!   "{owner}/{repo}/discussions": {…}}}`.
 //! - Items: an issue or pull request is a `post` (its title the subject, its body the text),
 //!   a comment a `comment`; either is a `mention` when it names the token's account
 //!   (`@login`, read from `GET /user` once a pull). An issue's external id is
 //!   `{owner}/{repo}#{number}` (the repository as configured, in lower case), a comment's
 //!   `issuecomment-{id}` (GitHub's own anchor; the id does not change when it is edited, so
-//!   an edit is the same item and the pipeline drops it). Every item of an issue carries
-//!   the issue's id as its thread key, so the issue and all its comments are one
-//!   conversation whichever arrives first. The author's numeric `user.id` is the identity
+//!   an edit is the same item and the pipeline drops it); a discussion's, its comments' and
+//!   replies' their node ids (`D_…`, `DC_…`). Every item of an issue carries the issue's id
+//!   as its thread key, every item of a discussion the discussion's, so each is one
+//!   conversation whichever item arrives first (a reply answers its comment, a comment its
+//!   discussion or issue). The author's numeric `user.id` is the identity
 //!   (logins can be renamed), the login the handle, `html_url` the profile. Items by bots
 //!   (`user.type` `Bot`: Dependabot, CI apps) are skipped: they are no customers, and CI
 //!   bots comment on every pull request. Items without a user (a deleted account whose
@@ -43,13 +53,17 @@
 //! - Replies: `POST /repos/{owner}/{repo}/issues/{number}/comments` with `{"body": …}`
 //!   (Markdown) on the answered item's issue (its conversation's thread key, else its own
 //!   id or `issue_url`), at most [`MAX_REPLY_CHARS`] characters, checked before sending.
-//!   GitHub has no idempotency key: a retried reply whose first answer was lost is posted
-//!   twice.
+//!   In a discussion (its node id is the thread key): `addDiscussionComment` with
+//!   `discussionId` and, answering a comment or a reply, `replyToId` the top-level comment
+//!   (GitHub nests one level). GitHub has no idempotency key: a retried reply whose first
+//!   answer was lost is posted twice.
 //! - Rate limits: `x-ratelimit-remaining: 0` with `x-ratelimit-reset` (epoch seconds) on
 //!   any answer is the primary limit; 403 or 429 with `retry-after`, or with a message
 //!   naming the secondary rate limit (then at least a minute, as GitHub's documentation
 //!   asks) is the secondary one. Both become "not before" times (at most a day ahead); a
 //!   pull stops asking at the first and keeps what it has. 401 is refused credentials.
+//!   GraphQL answers its errors with 200 and `errors[].type`: `RATE_LIMITED` is a rate
+//!   limit, `FORBIDDEN` no access, `NOT_FOUND` a missing repository.
 //! - A repository GitHub does not answer for (404: missing or invisible to the token; 403:
 //!   the token has no access; 410: issues disabled) does not fail the pull: the other
 //!   repositories go on, and the stream's `warning` in the stored cursor says what failed.
@@ -1698,6 +1712,62 @@ mod tests {
             failure(502, &HeaderMap::new(), b"", now, "h", "/x", false),
             ConnectorError::Transport(_)
         ));
+    }
+
+    #[test]
+    fn a_discussion_is_items_threaded_by_its_node_id() {
+        assert_eq!(graphql_url(API), "https://api.github.com/graphql");
+        assert_eq!(
+            graphql_url("https://github.example.com/api/v3"),
+            "https://github.example.com/api/graphql"
+        );
+        let who = |login: &str, id: u64, kind: &str| {
+            json!({ "__typename": kind, "login": login, "url": format!("https://github.com/{login}"),
+                "avatarUrl": "https://avatars.githubusercontent.com/u/1?v=4", "databaseId": id })
+        };
+        let discussion = json!({
+            "id": "D_kwDOKx3Y5s4AXy7", "number": 7, "title": "Roadmap", "body": "",
+            "url": "https://github.com/acme/widgets/discussions/7",
+            "createdAt": "2026-11-02T09:10:00Z", "updatedAt": "2026-11-02T09:13:00Z",
+            "author": who("lucia-p", 7_001, "User"),
+            "comments": { "nodes": [{
+                "id": "DC_kwDOKx3Y5s4AhM01", "body": "@acme-support parquet?", "url": "https://github.com/acme/widgets/discussions/7#discussioncomment-1",
+                "createdAt": "2026-11-02T09:11:00Z", "updatedAt": "2026-11-02T09:11:00Z",
+                "author": who("maya-l", 5_811_112, "User"),
+                "replies": { "nodes": [
+                    { "id": "DC_kwDOKx3Y5s4AhM02", "body": "soon", "url": "u", "createdAt": "2026-11-02T09:12:00Z",
+                      "updatedAt": "2026-11-02T09:12:00Z", "author": who("acme-support", 9_000_001, "User"),
+                      "replyTo": { "id": "DC_kwDOKx3Y5s4AhM01" } },
+                    { "id": "DC_kwDOKx3Y5s4AhM03", "body": "Labelled", "url": "u", "createdAt": "2026-11-02T09:12:00Z",
+                      "updatedAt": "2026-11-02T09:12:00Z", "author": who("github-actions", 41_898_282, "Bot"),
+                      "replyTo": { "id": "DC_kwDOKx3Y5s4AhM01" } }
+                ] }
+            }] }
+        });
+        let items = discussion_items(&discussion, &me());
+        let ids: Vec<&str> = items.iter().map(|i| i.external_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "D_kwDOKx3Y5s4AXy7",
+                "DC_kwDOKx3Y5s4AhM01",
+                "DC_kwDOKx3Y5s4AhM02"
+            ]
+        );
+        assert!(items
+            .iter()
+            .all(|i| i.thread_key.as_deref() == Some("D_kwDOKx3Y5s4AXy7")));
+        assert_eq!(items[0].text, "Roadmap");
+        assert_eq!(items[0].raw.get("comments"), None);
+        assert_eq!(items[1].kind, "mention");
+        assert_eq!(items[1].in_reply_to.as_deref(), Some("D_kwDOKx3Y5s4AXy7"));
+        assert_eq!(items[1].raw.get("replies"), None);
+        assert_eq!(items[2].in_reply_to.as_deref(), Some("DC_kwDOKx3Y5s4AhM01"));
+        assert!(items[2].outbound);
+        assert_eq!(
+            key(&discussion),
+            Some((1_793_610_780, "D_kwDOKx3Y5s4AXy7".into()))
+        );
     }
 
     #[test]

@@ -68,8 +68,8 @@ channels! {
     /// Hacker News: stories and comments pulled by a source from the Algolia HN Search API;
     /// no replies (Hacker News has no API for posting: each item links to its page).
     HackerNews = "hacker_news",
-    /// GitHub: issues, pull requests and their comments in chosen repositories pulled by a
-    /// source, replies sent back as issue comments.
+    /// GitHub: issues, pull requests, discussions and their comments in chosen repositories
+    /// pulled by a source, replies sent back as comments.
     Github = "github",
     /// RSS and Atom feeds, pulled by a source.
     Rss = "rss",
