@@ -55,8 +55,11 @@
 //!   id or `issue_url`), at most [`MAX_REPLY_CHARS`] characters, checked before sending.
 //!   In a discussion (its node id is the thread key): `addDiscussionComment` with
 //!   `discussionId` and, answering a comment or a reply, `replyToId` the top-level comment
-//!   (GitHub nests one level). GitHub has no idempotency key: a retried reply whose first
-//!   answer was lost is posted twice.
+//!   (GitHub nests one level). GitHub has no idempotency key: when the answer to an issue
+//!   comment is lost (a timeout or a 5xx), the connector reads the issue's comments since
+//!   shortly before the attempt for one of the token's account with the same text, and
+//!   takes it for the reply. When that read fails too, or in a discussion, the reply is
+//!   FAILED although it may be on GitHub, and a retry posts it a second time.
 //! - Rate limits: `x-ratelimit-remaining: 0` with `x-ratelimit-reset` (epoch seconds) on
 //!   any answer is the primary limit; 403 or 429 with `retry-after`, or with a message
 //!   naming the secondary rate limit (then at least a minute, as GitHub's documentation
@@ -114,6 +117,10 @@ const MAX_WAIT_SECS: i64 = 86_400;
 /// GitHub's documentation: without `retry-after`, wait at least a minute after a secondary
 /// rate limit.
 const SECONDARY_WAIT_SECS: u64 = 60;
+
+/// How long before an attempt a comment read back may have been created and still be
+/// taken for that attempt's (clocks apart, a retry of a send whose answer was lost).
+const READ_BACK_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
 
 /// The API version every request asks for.
 const API_VERSION: &str = "2022-11-28";
@@ -861,6 +868,38 @@ impl GithubConnector {
         }
     }
 
+    /// The comment an attempt begun at `started` made on the issue whose comments are at
+    /// `url`: the token's account's, with `text`, created no earlier than [`READ_BACK_WINDOW`]
+    /// before it (an older one with the same words is an earlier answer). `None` when there
+    /// is none or it cannot be read.
+    async fn posted(&self, url: &str, text: &str, started: DateTime<Utc>) -> Option<Value> {
+        let mut not_before = None;
+        let me = self.me(&mut not_before).await.ok()?;
+        let since = started - READ_BACK_WINDOW;
+        let mut url = reqwest::Url::parse(url).ok()?;
+        url.query_pairs_mut()
+            .append_pair(
+                "since",
+                &since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            )
+            .append_pair("per_page", &PAGE.to_string());
+        let (comments, _) = self
+            .send(
+                self.request(reqwest::Method::GET, url.as_str()),
+                "the issue's comments",
+                false,
+                &mut not_before,
+            )
+            .await
+            .ok()?;
+        comments.as_array()?.iter().rev().find_map(|comment| {
+            let ours = comment.pointer("/user/id").and_then(Value::as_u64) == Some(me.id);
+            let same = comment.get("body").and_then(Value::as_str).map(str::trim) == Some(text);
+            let recent = time(comment, "created_at").is_some_and(|at| at >= since);
+            (ours && same && recent).then(|| comment.clone())
+        })
+    }
+
     /// A comment on `discussion` answering `to`: the discussion itself, one of its
     /// comments (a reply to it), or a reply (GitHub nests one level: a reply to its
     /// comment).
@@ -1351,7 +1390,8 @@ impl Connector for GithubConnector {
         let path = format!("/repos/{repository}/issues/{number}/comments");
         let url = format!("{}{path}", self.config.base_url);
         let mut not_before = None;
-        let (comment, _) = self
+        let started = Utc::now();
+        let sent = self
             .send(
                 self.request(reqwest::Method::POST, &url)
                     .json(&serde_json::json!({ "body": text })),
@@ -1359,7 +1399,19 @@ impl Connector for GithubConnector {
                 true,
                 &mut not_before,
             )
-            .await?;
+            .await;
+        let comment = match sent {
+            Ok((comment, _)) => comment,
+            // A timeout or a 5xx may hide a comment GitHub made: ours on this issue with
+            // the same text, made since this attempt began, is the reply.
+            Err(err @ ConnectorError::Transport(_)) => {
+                match self.posted(&url, text, started).await {
+                    Some(comment) => comment,
+                    None => return Err(err),
+                }
+            }
+            Err(err) => return Err(err),
+        };
         let id = comment.get("id").and_then(Value::as_u64).ok_or_else(|| {
             ConnectorError::Payload(format!(
                 "{} answered {path} without the comment's id",

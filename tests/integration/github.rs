@@ -42,6 +42,10 @@ struct State {
     throttle: Vec<Reply>,
     /// Comments created so far.
     posted: u64,
+    /// How many of the next comment creations a proxy loses (a 502 after GitHub made it).
+    lose: usize,
+    /// How many of the next comment creations answer 502 before making anything.
+    down: usize,
     /// Discussions of acme/widgets, with their comments and replies.
     discussions: Vec<Value>,
 }
@@ -377,9 +381,34 @@ impl Github {
         if let Some(refused) = self.refused(seen) {
             return refused;
         }
+        let mut state = self.state.lock().unwrap();
+        if seen.method == "GET" {
+            // "List issue comments": this issue's, updated since `since`, oldest first.
+            let q = query(seen);
+            let since: DateTime<Utc> = q["since"].parse().unwrap();
+            let issue_url = format!("https://api.github.com/repos/{REPO}/issues/{number}");
+            let listed: Vec<Value> = state
+                .comments
+                .iter()
+                .filter(|c| c["issue_url"] == issue_url.as_str())
+                .filter(|c| {
+                    c["updated_at"]
+                        .as_str()
+                        .unwrap()
+                        .parse::<DateTime<Utc>>()
+                        .unwrap()
+                        >= since
+                })
+                .cloned()
+                .collect();
+            return Reply::json(&json!(listed));
+        }
         assert_eq!(seen.method, "POST");
         let body: Value = serde_json::from_slice(&seen.body).unwrap();
-        let mut state = self.state.lock().unwrap();
+        if state.down > 0 {
+            state.down -= 1;
+            return error(502, "Server Error", "");
+        }
         state.posted += 1;
         let id = 3_000_000_000 + state.posted;
         let mut made = comment(id, US, "User", number, body["body"].as_str().unwrap(), 0);
@@ -387,6 +416,10 @@ impl Github {
         made["created_at"] = json!(now);
         made["updated_at"] = json!(now);
         state.comments.push(made.clone());
+        if state.lose > 0 {
+            state.lose -= 1;
+            return Reply::status(502);
+        }
         Reply {
             status: 201,
             ..Reply::json(&made)
@@ -740,6 +773,42 @@ backend_test!(
         let report = sync(&app, &key, &id).await;
         assert_eq!(report["newItems"], 0, "{report:#}");
         assert_eq!(stored_ids(&app).await["issuecomment-3000000001"], 1);
+
+        // GitHub made the comment but the answer was lost (502): the issue's comments since
+        // shortly before are read back, ours with this text is the reply. Posted once.
+        let target = find_interaction(&app, &key, "issuecomment-1956013482").await;
+        github.state.lock().unwrap().lose = 1;
+        let sent = app
+            .gql(
+                &agent,
+                REPLY,
+                json!({ "input": { "interactionId": target, "text": "Released 2.0.2 as well." } }),
+            )
+            .await["replyToInteraction"]["interaction"]
+            .clone();
+        assert_eq!(sent["externalId"], "issuecomment-3000000003", "{sent:#}");
+        let read = github.seen("/repos/acme/widgets/issues/1347/comments");
+        let read: Vec<&Seen> = read.iter().filter(|s| s.method == "GET").collect();
+        assert_eq!(read.len(), 1);
+        let since: DateTime<Utc> = query(read[0])["since"].parse().unwrap();
+        assert!(since <= Utc::now() - Duration::minutes(14), "{since}");
+        assert_eq!(github.state.lock().unwrap().posted, 3);
+        // A 502 before anything was made: none of our comments has this text, so the reply
+        // fails with the 502 and nothing is taken for it.
+        github.state.lock().unwrap().down = 1;
+        let (_, answer) = app
+            .gql_error(
+                &agent,
+                REPLY,
+                json!({ "input": { "interactionId": target, "text": "Released 2.0.3." } }),
+            )
+            .await;
+        assert!(answer.to_string().contains("502"), "{answer:#}");
+        assert_eq!(github.state.lock().unwrap().posted, 3);
+        assert!(!stored_ids(&app)
+            .await
+            .contains_key("issuecomment-3000000004"));
+        let target = find_interaction(&app, &key, "acme/widgets#1350").await;
 
         // Over 65,536 characters: refused before anything is sent.
         let long = json!({ "interactionId": target, "text": "a".repeat(65_537) });
