@@ -3,10 +3,10 @@
 //!
 //! Plain calls through the guarded client rather than `octocrab`: the connector uses one
 //! identity call, two listings, one write and one GraphQL query and mutation, each a small
-//! JSON body; `octocrab` is a large
-//! dependency wrapping far more of the API, builds its own HTTP stack (so its connections
-//! would not all go through the outbound guard), and handles rate limits its own way where
-//! the scheduler needs GitHub's primary and secondary limits as "not before" times.
+//! JSON body; `octocrab` is a large dependency wrapping far more of the API, builds its own
+//! HTTP stack (so its connections would not all go through the outbound guard), and
+//! handles rate limits its own way where the scheduler needs GitHub's primary and
+//! secondary limits as "not before" times.
 //!
 //! - Every request carries `Accept: application/vnd.github+json`,
 //!   `X-GitHub-Api-Version: 2022-11-28`, a `User-Agent` (GitHub refuses requests without
@@ -44,12 +44,13 @@
 //!   replies' their node ids (`D_…`, `DC_…`). Every item of an issue carries the issue's id
 //!   as its thread key, every item of a discussion the discussion's, so each is one
 //!   conversation whichever item arrives first (a reply answers its comment, a comment its
-//!   discussion or issue). The author's numeric `user.id` is the identity
-//!   (logins can be renamed), the login the handle, `html_url` the profile. Items by bots
-//!   (`user.type` `Bot`: Dependabot, CI apps) are skipped: they are no customers, and CI
-//!   bots comment on every pull request. Items without a user (a deleted account whose
-//!   items GitHub has not moved to `ghost` yet) are skipped too. Items by the token's
-//!   account are outbound.
+//!   discussion or issue). The author's numeric `user.id` (GraphQL: `databaseId`, the same
+//!   number) is the identity (logins can be renamed), the login the handle, `html_url` the
+//!   profile. Items by bots (`user.type` `Bot`, GraphQL `__typename` `Bot`: Dependabot, CI
+//!   apps) are skipped: they are no customers, and CI bots comment on every pull request.
+//!   Items without a user (a deleted account whose items GitHub has not moved to `ghost`
+//!   yet; in discussions any author that is not a `User`) are skipped too. Items by the
+//!   token's account are outbound.
 //! - Replies: `POST /repos/{owner}/{repo}/issues/{number}/comments` with `{"body": …}`
 //!   (Markdown) on the answered item's issue (its conversation's thread key, else its own
 //!   id or `issue_url`), at most [`MAX_REPLY_CHARS`] characters, checked before sending.
