@@ -38,6 +38,8 @@ struct State {
     comments: Vec<Value>,
     /// Comment listings say the hour's budget is spent (`x-ratelimit-remaining: 0`).
     exhausted: bool,
+    /// GraphQL answers `RATE_LIMITED` with its budget spent.
+    graphql_exhausted: bool,
     /// The next comment listings answer this instead.
     throttle: Vec<Reply>,
     /// Comments created so far.
@@ -241,8 +243,16 @@ impl Github {
             });
         let serving = github.clone();
         github.server.handle("/graphql", move |seen| {
-            let reply = serving.graphql(seen);
-            serving.limited(reply, false)
+            let spent = serving.state.lock().unwrap().graphql_exhausted;
+            let reply = if spent {
+                // GraphQL's own budget: 200 with an error of type RATE_LIMITED.
+                Reply::json(&json!({ "errors": [{ "type": "RATE_LIMITED",
+                    "code": "graphql_rate_limit",
+                    "message": "API rate limit already exceeded for user ID 9000001." }] }))
+            } else {
+                serving.graphql(seen)
+            };
+            serving.limited(reply, spent)
         });
         for number in [1347, 1350] {
             let serving = github.clone();
@@ -281,7 +291,10 @@ impl Github {
     /// The rate-limit headers of every answer (the token's hour of 5,000 requests); `last`:
     /// whether this answer may be the one that spends the budget.
     fn limited(&self, reply: Reply, last: bool) -> Reply {
-        let exhausted = last && self.state.lock().unwrap().exhausted;
+        let exhausted = last && {
+            let state = self.state.lock().unwrap();
+            state.exhausted || state.graphql_exhausted
+        };
         let (remaining, used) = if exhausted {
             ("0", "5000")
         } else {
@@ -906,7 +919,8 @@ backend_test!(
         let key = app.key(Role::Admin).await;
         let github = Github::start().await;
         github.fans(0..3, None);
-        // acme/gone: deleted, or invisible to the token.
+        // acme/gone: deleted, or invisible to the token; acme/private: visible, but the
+        // fine-grained token was not given it.
         let docs = "https://docs.github.com/rest/issues/issues#list-repository-issues";
         for path in [
             "/repos/acme/gone/issues",
@@ -914,9 +928,20 @@ backend_test!(
         ] {
             github.server.on(path, vec![error(404, "Not Found", docs)]);
         }
+        for path in [
+            "/repos/acme/private/issues",
+            "/repos/acme/private/issues/comments",
+        ] {
+            let refused = error(
+                403,
+                "Resource not accessible by personal access token",
+                docs,
+            );
+            github.server.on(path, vec![github.limited(refused, false)]);
+        }
         // Every 30 s, so a minute's wait is later than the next scheduled run.
         let input = json!({ "channel": "GITHUB", "name": "limits", "scheduleSecs": 30,
-            "config": github.config(json!({ "repositories": [REPO, "acme/gone"] })) });
+            "config": github.config(json!({ "repositories": [REPO, "acme/gone", "acme/private"] })) });
         let id = app
             .gql(&key, crate::feeds::CREATE, json!({ "input": input }))
             .await["createSource"]["source"]["id"]
@@ -933,8 +958,23 @@ backend_test!(
             .as_str()
             .unwrap();
         assert!(warning.contains("404"), "{warning}");
+        let warning = cursor["streams"]["acme/private/issues"]["warning"]
+            .as_str()
+            .unwrap();
+        assert!(
+            warning.contains("403") && warning.contains("no access"),
+            "{warning}"
+        );
+        let warning = cursor["streams"]["acme/gone/discussions"]["warning"]
+            .as_str()
+            .unwrap();
+        assert!(warning.contains("NOT_FOUND"), "{warning}");
         assert_eq!(
             cursor["streams"]["acme/widgets/comments"].get("warning"),
+            None
+        );
+        assert_eq!(
+            cursor["streams"]["acme/widgets/discussions"].get("warning"),
             None
         );
 
@@ -984,6 +1024,19 @@ backend_test!(
         let report = sync(&app, &key, &id).await;
         assert_eq!(report["newItems"], 1, "{report:#}");
         assert_eq!(stored_ids(&app).await, expected(0..5));
+
+        // GraphQL's budget spent (RATE_LIMITED, x-ratelimit-remaining 0): the reset is
+        // awaited.
+        github.state.lock().unwrap().graphql_exhausted = true;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["source"]["status"], "RATE_LIMITED", "{report:#}");
+        let next: DateTime<Utc> = report["source"]["nextRunAt"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(next >= Utc::now() + Duration::minutes(19), "{next}");
+        github.state.lock().unwrap().graphql_exhausted = false;
 
         // A wrong token: 401 Bad credentials fails the source, never showing the token.
         let wrong = github
