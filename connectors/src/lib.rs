@@ -10,6 +10,7 @@ mod fuzz;
 pub mod hackernews;
 pub mod http;
 pub mod mastodon;
+pub mod matrix;
 pub mod outbound;
 pub mod reddit;
 pub mod text;
@@ -67,6 +68,9 @@ channels! {
     /// Hacker News: stories and comments pulled by a source from the Algolia HN Search API;
     /// no replies (Hacker News has no API for posting: each item links to its page).
     HackerNews = "hacker_news",
+    /// Matrix: messages in chosen rooms pulled by a source with `/sync`, replies sent back
+    /// into the room (threads kept).
+    Matrix = "matrix",
     /// RSS and Atom feeds, pulled by a source.
     Rss = "rss",
     /// E-mail: a mailbox read over IMAP, replies sent over SMTP.
@@ -565,6 +569,28 @@ pub static REGISTRY: &[ChannelSpec] = &[
         reply_setup: " (Hacker News has no API for posting: answer on the item's page, its url)",
         recipient: Recipient::Handle,
     },
+    ChannelSpec {
+        channel: Channel::Matrix,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: true,
+        },
+        // The token goes, as a bearer token, to the homeserver.
+        secrets: &[SecretField {
+            name: "access_token",
+            bound_to: &["homeserver"],
+        }],
+        check: |config| matrix::MatrixConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(matrix::MatrixConnector::new(
+                outbound.client().clone(),
+                matrix::MatrixConfig::parse(config)?,
+            )))
+        },
+        reply_setup: "",
+        recipient: Recipient::Handle,
+    },
 ];
 
 /// The registry entry of `channel`; `None` for a channel without a connector (yet).
@@ -721,6 +747,10 @@ mod tests {
                 "base_url": "https://oauth.reddit.com", "auth_url": "https://www.reddit.com",
                 "client_id": "c", "client_secret": "s", "username": "acme", "password": "p"
             }),
+            Channel::Matrix => serde_json::json!({
+                "homeserver": "https://matrix.example.org", "access_token": "t",
+                "rooms": ["#support:matrix.example.org"]
+            }),
             _ => serde_json::json!({}),
         };
         for &channel in Channel::ALL {
@@ -759,7 +789,8 @@ mod tests {
                 Channel::Webhook,
                 Channel::Bluesky,
                 Channel::Reddit,
-                Channel::HackerNews
+                Channel::HackerNews,
+                Channel::Matrix
             ]
         );
         assert!(is_pulled(Channel::Email) && !is_pulled(Channel::Webhook));
@@ -769,7 +800,7 @@ mod tests {
                 assert_eq!(field, "channel");
                 assert!(
                     message.ends_with(
-                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news"
+                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news, matrix"
                     ),
                     "{message}"
                 );
