@@ -296,9 +296,12 @@ impl Failure {
     fn into_error(self, what: &str) -> ConnectorError {
         match self {
             Failure::Connector(err) => err,
-            refused @ Failure::Refused { status: 403, .. } => ConnectorError::Unauthorized(
-                format!("{what} answered {}: check the source's access_token", refused.said()),
-            ),
+            refused @ Failure::Refused { status: 403, .. } => {
+                ConnectorError::Unauthorized(format!(
+                    "{what} answered {}: check the source's access_token",
+                    refused.said()
+                ))
+            }
             refused => ConnectorError::Payload(format!("{what} answered {}", refused.said())),
         }
     }
@@ -454,7 +457,10 @@ impl MatrixConnector {
     }
 
     /// The account behind the token (`GET /account/whoami`).
-    async fn whoami(&self, not_before: &mut Option<DateTime<Utc>>) -> Result<String, ConnectorError> {
+    async fn whoami(
+        &self,
+        not_before: &mut Option<DateTime<Utc>>,
+    ) -> Result<String, ConnectorError> {
         let answer = self
             .call(Method::GET, &["account", "whoami"], &[], None, not_before)
             .await
@@ -548,10 +554,7 @@ impl MatrixConnector {
                 "account_data": none,
             },
         });
-        let mut query = vec![
-            ("filter", filter.to_string()),
-            ("timeout", "0".to_owned()),
-        ];
+        let mut query = vec![("filter", filter.to_string()), ("timeout", "0".to_owned())];
         if let Some(since) = since {
             query.push(("since", since.to_owned()));
         }
@@ -689,11 +692,7 @@ impl MatrixConnector {
         };
         // Only a real reply carries a fallback (a thread's fallback reply has none).
         let quoted = parent.is_some() && !falling_back;
-        let text = if quoted {
-            without_fallback(body)
-        } else {
-            body
-        };
+        let text = if quoted { without_fallback(body) } else { body };
         let html = (content.get("format").and_then(Value::as_str)
             == Some("org.matrix.custom.html"))
         .then(|| content.get("formatted_body").and_then(Value::as_str))
@@ -706,9 +705,7 @@ impl MatrixConnector {
             author: Author {
                 platform_id: sender.to_owned(),
                 handle: Some(sender.to_owned()),
-                display_name: names
-                    .get(&(room.to_owned(), sender.to_owned()))
-                    .cloned(),
+                display_name: names.get(&(room.to_owned(), sender.to_owned())).cloned(),
                 profile_url: Some(format!("{MATRIX_TO}{sender}")),
                 avatar_url: None,
                 email: None,
@@ -730,7 +727,6 @@ impl MatrixConnector {
 
     /// Walks the rooms' walks while the pull's budget lasts; returns whether one stopped
     /// for the budget (and so goes on in the next batch).
-    #[allow(clippy::too_many_arguments)]
     async fn walk_rooms(
         &self,
         rooms: &mut BTreeMap<String, Room>,
@@ -800,9 +796,8 @@ fn retry_after(
         .get("retry_after_ms")
         .and_then(Value::as_u64)
         .map(|ms| ms.div_ceil(1_000));
-    let from_header = || {
-        http::not_before(headers, now).map(|at| (at - now).num_seconds().max(0).unsigned_abs())
-    };
+    let from_header =
+        || http::not_before(headers, now).map(|at| (at - now).num_seconds().max(0).unsigned_abs());
     from_body
         .or_else(from_header)
         .map(|secs| secs.clamp(1, MAX_WAIT_SECS))
@@ -1127,10 +1122,8 @@ impl MatrixConnector {
             let mut events = list("/timeline/events");
             gathered.learn(&id, &list("/state/events"));
             gathered.learn(&id, &events);
-            let limited = update
-                .pointer("/timeline/limited")
-                .and_then(Value::as_bool)
-                == Some(true);
+            let limited =
+                update.pointer("/timeline/limited").and_then(Value::as_bool) == Some(true);
             let prev = update
                 .pointer("/timeline/prev_batch")
                 .and_then(Value::as_str)
@@ -1216,7 +1209,10 @@ mod tests {
             config[key] = value;
             MatrixConfig::parse(&config).unwrap_err().0
         };
-        assert_eq!(field("homeserver", json!("matrix.example.org")), "homeserver");
+        assert_eq!(
+            field("homeserver", json!("matrix.example.org")),
+            "homeserver"
+        );
         assert_eq!(field("access_token", json!(" ")), "access_token");
         assert_eq!(field("rooms", json!([])), "rooms");
         assert_eq!(field("rooms", json!(["support"])), "rooms");
@@ -1286,7 +1282,10 @@ mod tests {
         assert_eq!(item.kind, "mention");
         assert_eq!(item.text, "no, still broken");
         assert_eq!(item.html.as_deref(), Some("no, <b>still</b> broken"));
-        assert_eq!(item.in_reply_to.as_deref(), Some("$ours:matrix.example.org"));
+        assert_eq!(
+            item.in_reply_to.as_deref(),
+            Some("$ours:matrix.example.org")
+        );
 
         // In a thread: filed under the root; a fallback reply answers the root.
         let thread = event(json!({
@@ -1333,10 +1332,19 @@ mod tests {
     #[test]
     fn fallbacks_are_cut_only_where_they_are() {
         assert_eq!(without_fallback("> <@a:b> hi\n> there\n\nanswer"), "answer");
-        assert_eq!(without_fallback("> quoted by hand\n\nanswer"), "> quoted by hand\n\nanswer");
-        assert_eq!(without_fallback("> <@a:b> only a quote"), "> <@a:b> only a quote");
+        assert_eq!(
+            without_fallback("> quoted by hand\n\nanswer"),
+            "> quoted by hand\n\nanswer"
+        );
+        assert_eq!(
+            without_fallback("> <@a:b> only a quote"),
+            "> <@a:b> only a quote"
+        );
         assert_eq!(without_mx_reply("<b>x</b>"), "<b>x</b>");
-        assert_eq!(without_mx_reply("<mx-reply>q</mx-reply><b>x</b>"), "<b>x</b>");
+        assert_eq!(
+            without_mx_reply("<mx-reply>q</mx-reply><b>x</b>"),
+            "<b>x</b>"
+        );
     }
 
     #[test]
@@ -1358,6 +1366,41 @@ mod tests {
         with_header.insert("retry-after", "42".parse().unwrap());
         assert_eq!(retry_after(&json!({}), &with_header, now), Some(42));
         assert_eq!(retry_after(&json!({}), &headers, now), None);
+    }
+
+    #[tokio::test]
+    async fn a_reply_too_large_for_an_event_is_refused_before_sending() {
+        // Nothing listens there: a request would fail as a transport error.
+        let mut config = config();
+        config["homeserver"] = json!("http://127.0.0.1:9");
+        let connector = MatrixConnector::new(
+            reqwest::Client::new(),
+            MatrixConfig::parse(&config).unwrap(),
+        );
+        let to = ReplyTarget {
+            external_id: "$143273582443PhrSn:example.org".into(),
+            thread_key: None,
+            recipient: Some("@maya:example.org".into()),
+            context: event(json!({ "msgtype": "m.text", "body": "hi" })),
+            idempotency_key: "k".into(),
+        };
+        // Quotes are escaped in JSON: 30,001 of them are 60,002 bytes of content.
+        match connector.reply(&to, &"\"".repeat(30_001)).await {
+            Err(ConnectorError::Payload(message)) => {
+                assert!(message.contains("65536"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        match connector.reply(&to, "fits").await {
+            Err(ConnectorError::Transport(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        let mut roomless = to.clone();
+        roomless.context = json!({});
+        assert!(matches!(
+            connector.reply(&roomless, "fits").await,
+            Err(ConnectorError::Payload(_))
+        ));
     }
 
     #[test]
