@@ -574,6 +574,14 @@ backend_test!(
             "m.in_reply_to": { "event_id": "$tomas" }
         });
         homeserver.add(COMMUNITY, message("$lucia", LUCIA, 6, answer));
+        // Lucía again in the thread, answering a message Rapport never saw: still the
+        // thread's conversation, by its root.
+        let mut late = text("and on 2.3 it failed");
+        late["m.relates_to"] = json!({
+            "rel_type": "m.thread", "event_id": "$root", "is_falling_back": false,
+            "m.in_reply_to": { "event_id": "$unseen" }
+        });
+        homeserver.add(COMMUNITY, message("$late", LUCIA, 6, late));
         let mut edit = text("* the CSV export is broken since Monday");
         edit["m.new_content"] = text("the CSV export is broken since Monday");
         edit["m.relates_to"] = json!({ "rel_type": "m.replace", "event_id": "$bug" });
@@ -590,8 +598,8 @@ backend_test!(
 
         let report = sync(&app, &key, &id).await;
         assert_eq!(report["error"], Value::Null, "{report:#}");
-        // Six messages; the edit is no item of its own.
-        assert_eq!(report["newItems"], 6, "{report:#}");
+        // Seven messages; the edit is no item of its own.
+        assert_eq!(report["newItems"], 7, "{report:#}");
         let all = items(&app, &key).await;
         assert!(!all.contains_key("$edit"));
         let bug = &all["$bug"];
@@ -616,7 +624,7 @@ backend_test!(
         let root = &all["$root"];
         assert_eq!(root["kind"], "MESSAGE");
         assert_ne!(root["conversation"]["id"], *conversation);
-        for reply in ["$tomas", "$lucia"] {
+        for reply in ["$tomas", "$lucia", "$late"] {
             assert_eq!(all[reply]["kind"], "REPLY");
             assert_eq!(all[reply]["conversation"]["id"], root["conversation"]["id"]);
         }
