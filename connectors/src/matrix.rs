@@ -38,11 +38,13 @@
 //!   (`rel_type: m.thread`) is filed under its root's id (the thread key) and answers the
 //!   event it replies to, or the root when its `m.in_reply_to` is only a fallback
 //!   (`is_falling_back`). An event whose `m.mentions.user_ids` holds the account's MXID
-//!   (from `GET /account/whoami`) is a mention; the account's own events are outbound. The
+//!   (from `GET /account/whoami`), or without `m.mentions` (clients before spec v1.7) whose
+//!   body names it, is a mention; the account's own events are outbound. The
 //!   reply fallback some clients still put in `body` (`> <@a:b> …` lines) and
 //!   `formatted_body` (`<mx-reply>`) is cut off.
 //! - Edits (`rel_type: m.replace`) are skipped: an item keeps the text it first had, and an
-//!   edit never becomes a second item. Redactions are not read (`m.room.redaction` is not
+//!   edit never becomes a second item. Notices (`msgtype: m.notice`) are what bots send,
+//!   and are skipped too. Redactions are not read (`m.room.redaction` is not
 //!   in the filter); a redacted event met in a walk has no `body` and is skipped.
 //! - Replies: `PUT /rooms/{id}/send/m.room.message/{txnId}` with `msgtype: m.text`, the
 //!   text as `body`, `m.relates_to.m.in_reply_to` naming the answered event (inside a
@@ -648,6 +650,11 @@ impl MatrixConnector {
         let sender = text("sender").filter(|sender| is_id(sender, '@'))?;
         let content = event.get("content")?;
         let body = content.get("body").and_then(Value::as_str)?;
+        // Notices are what bots send (<https://spec.matrix.org/v1.13/client-server-api/#mnotice>):
+        // no customer writes one, and answering one could loop with the bot.
+        if content.get("msgtype").and_then(Value::as_str) == Some("m.notice") {
+            return None;
+        }
         let relates = content.get("m.relates_to");
         let relation = relates
             .and_then(|r| r.get("rel_type"))
@@ -677,11 +684,14 @@ impl MatrixConnector {
             _ => parent.clone(),
         };
         let outbound = me == Some(sender);
-        let mentioned = me.is_some_and(|me| {
-            content
-                .pointer("/m.mentions/user_ids")
+        // `m.mentions` says who is mentioned when present (even empty); a client older than
+        // it (spec v1.7) only wrote the MXID into the body.
+        let mentioned = me.is_some_and(|me| match content.get("m.mentions") {
+            Some(mentions) => mentions
+                .get("user_ids")
                 .and_then(Value::as_array)
-                .is_some_and(|ids| ids.iter().any(|id| id.as_str() == Some(me)))
+                .is_some_and(|ids| ids.iter().any(|id| id.as_str() == Some(me))),
+            None => without_fallback(body).contains(me),
         });
         let kind = if mentioned && !outbound {
             "mention"
@@ -1310,7 +1320,24 @@ mod tests {
         assert!(item.outbound);
         assert_eq!(item.kind, "reply");
 
-        // Edits, redacted events, other types and broken ids are no items.
+        // A client without `m.mentions` mentions by the MXID in the body; one with it names
+        // whom it mentions there only (a quoted MXID is no mention).
+        let legacy =
+            event(json!({ "msgtype": "m.text", "body": "@acme:matrix.example.org help?" }));
+        assert_eq!(
+            connector().item(&legacy, me, &names).unwrap().kind,
+            "mention"
+        );
+        let mut quoted = legacy.clone();
+        quoted["content"]["m.mentions"] = json!({});
+        assert_eq!(
+            connector().item(&quoted, me, &names).unwrap().kind,
+            "message"
+        );
+
+        // Edits, bots' notices, redacted events, other types and broken ids are no items.
+        let notice = event(json!({ "msgtype": "m.notice", "body": "build passed" }));
+        assert!(connector().item(&notice, me, &names).is_none());
         let edit = event(json!({ "msgtype": "m.text", "body": "* fixed",
             "m.new_content": { "msgtype": "m.text", "body": "fixed" },
             "m.relates_to": { "rel_type": "m.replace", "event_id": "$143273582443PhrSn:example.org" } }));
