@@ -312,6 +312,8 @@ impl Failure {
 /// Events gathered in a pull, with their room, and the senders' display names by room.
 #[derive(Default)]
 struct Gathered {
+    /// Whether the pull has read anything (a page or a sync) yet.
+    read: bool,
     events: Vec<Value>,
     names: HashMap<(String, String), String>,
 }
@@ -612,6 +614,7 @@ impl MatrixConnector {
         if let Some(Value::Array(state)) = answer.get("state") {
             gathered.learn(room, state);
         }
+        gathered.read = true;
         let taken = chunk.len() as u64;
         let empty = chunk.is_empty();
         gathered.take(room, chunk);
@@ -784,15 +787,16 @@ impl MatrixConnector {
 }
 
 /// Whether a pull has gathered enough: about [`PULL_ITEMS`] events, [`PULL_TIME`], or a
-/// wait the homeserver asked for.
+/// wait the homeserver asked for. A pull that has read nothing yet reads once whatever
+/// the time (a slow `whoami` must not leave every batch empty).
 fn over_budget(
     gathered: &Gathered,
     started: std::time::Instant,
     not_before: &Option<DateTime<Utc>>,
 ) -> bool {
-    gathered.events.len() + PAGE > PULL_ITEMS
-        || started.elapsed() >= PULL_TIME
-        || not_before.is_some_and(|at| at > Utc::now())
+    not_before.is_some_and(|at| at > Utc::now())
+        || (gathered.read
+            && (gathered.events.len() + PAGE > PULL_ITEMS || started.elapsed() >= PULL_TIME))
 }
 
 /// How long a 429 asks us to wait: `retry_after_ms` of its body (rounded up), else its
@@ -965,6 +969,7 @@ impl Connector for MatrixConnector {
                 .await
             {
                 Ok(answer) => {
+                    gathered.read = true;
                     self.read_sync(&answer, &mut state, &listened, &mut gathered)?;
                     more |= self
                         .walk_rooms(
@@ -1428,6 +1433,26 @@ mod tests {
             connector.reply(&roomless, "fits").await,
             Err(ConnectorError::Payload(_))
         ));
+    }
+
+    #[test]
+    fn a_pull_reads_once_whatever_the_time_then_keeps_to_its_budget() {
+        let now = std::time::Instant::now();
+        let long_ago = now
+            .checked_sub(std::time::Duration::from_secs(10))
+            .unwrap_or(now);
+        let mut gathered = Gathered::default();
+        assert!(!over_budget(&gathered, long_ago, &None));
+        gathered.read = true;
+        assert_eq!(
+            over_budget(&gathered, long_ago, &None),
+            now.duration_since(long_ago) >= PULL_TIME
+        );
+        assert!(!over_budget(&gathered, now, &None));
+        gathered.events = vec![Value::Null; PULL_ITEMS - PAGE + 1];
+        assert!(over_budget(&gathered, now, &None));
+        let waiting = Some(Utc::now() + chrono::Duration::seconds(60));
+        assert!(over_budget(&Gathered::default(), now, &waiting));
     }
 
     #[test]
