@@ -8,7 +8,8 @@
 //! connections past the outbound guard. Encrypted rooms are therefore not read (their
 //! events are `m.room.encrypted`, which the filter leaves out).
 //!
-//! - Rooms: `rooms` names room ids (`!opaque:server`) or aliases (`#name:server`); an
+//! - Rooms: `rooms` names room ids (`!opaque:server`, or `!opaque` from room version 12
+//!   on) or aliases (`#name:server`); an
 //!   alias is resolved once with `GET /directory/room/{alias}` and its id kept in the
 //!   cursor. Rapport never joins a room itself (joining is visible to the room and may need
 //!   an invite): the account must be a member already. `GET /joined_rooms` is asked on
@@ -153,7 +154,7 @@ impl MatrixConfig {
                 let start: String = room.chars().take(40).collect();
                 return Err((
                     "rooms".into(),
-                    format!("`{start}` is neither a room id (!opaque:server) nor an alias (#name:server)"),
+                    format!("`{start}` is neither a room id (!opaque:server, or !opaque) nor an alias (#name:server)"),
                 ));
             }
         }
@@ -180,14 +181,21 @@ impl MatrixConfig {
 }
 
 /// Whether `id` is a Matrix identifier with `sigil`: `{sigil}{local}:{server}`, both parts
-/// non-empty, no whitespace, at most 255 bytes.
+/// non-empty, no whitespace, at most 255 bytes. A room id of room version 12 on is the
+/// create event's hash alone, without `:server`
+/// (<https://spec.matrix.org/v1.16/rooms/v12/#room-ids>): Synapse makes such rooms by
+/// default.
 fn is_id(id: &str, sigil: char) -> bool {
-    id.len() <= MAX_ID_BYTES
+    let Some(rest) = id.strip_prefix(sigil) else {
+        return false;
+    };
+    let well_formed = match rest.split_once(':') {
+        Some((local, server)) => !local.is_empty() && !server.is_empty(),
+        None => sigil == '!' && !rest.is_empty(),
+    };
+    well_formed
+        && id.len() <= MAX_ID_BYTES
         && !id.chars().any(|c| c.is_whitespace() || c.is_control())
-        && id
-            .strip_prefix(sigil)
-            .and_then(|rest| rest.split_once(':'))
-            .is_some_and(|(local, server)| !local.is_empty() && !server.is_empty())
 }
 
 /// Whether `id` is an event id (`$` and an opaque part; room versions 1 and 2 add
@@ -553,7 +561,13 @@ impl MatrixConnector {
             "room": {
                 "rooms": rooms,
                 "timeline": { "limit": limit, "types": ["m.room.message"] },
-                "state": { "types": ["m.room.member"], "lazy_load_members": true },
+                // Every sync names its senders again: the connector keeps no member list,
+                // and Synapse leaves out members it sent this device before otherwise.
+                "state": {
+                    "types": ["m.room.member"],
+                    "lazy_load_members": true,
+                    "include_redundant_members": true
+                },
                 "ephemeral": none,
                 "account_data": none,
             },
@@ -581,7 +595,11 @@ impl MatrixConnector {
             .left
             .map_or(PAGE, |left| PAGE.min(usize::try_from(left).unwrap_or(PAGE)))
             .max(1);
-        let filter = json!({ "types": ["m.room.message"], "lazy_load_members": true });
+        let filter = json!({
+            "types": ["m.room.message"],
+            "lazy_load_members": true,
+            "include_redundant_members": true
+        });
         let mut query = vec![
             ("dir", "b".to_owned()),
             ("limit", limit.to_string()),
@@ -1233,6 +1251,12 @@ mod tests {
         assert_eq!(field("rooms", json!(["support"])), "rooms");
         assert_eq!(field("rooms", json!(["@maya:example.org"])), "rooms");
         assert_eq!(field("rooms", json!(["#:example.org"])), "rooms");
+        assert_eq!(field("rooms", json!(["#support"])), "rooms");
+        assert_eq!(field("rooms", json!(["!"])), "rooms");
+        // Room version 12: the create event's hash, no server.
+        let mut v12 = config();
+        v12["rooms"] = json!(["!2KPw98CgGYb7xn4Z3Qp6v9FrNQYnqaSR1Qi04YN"]);
+        assert!(MatrixConfig::parse(&v12).is_ok());
         assert_eq!(field("rooms", json!(["#a b:example.org"])), "rooms");
         let many: Vec<String> = (0..21).map(|n| format!("!r{n}:example.org")).collect();
         assert_eq!(field("rooms", json!(many)), "rooms");

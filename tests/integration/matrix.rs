@@ -275,6 +275,7 @@ impl Homeserver {
             json!(["m.room.message"])
         );
         assert_eq!(filter["room"]["state"]["lazy_load_members"], true);
+        assert_eq!(filter["room"]["state"]["include_redundant_members"], true);
         let limit = filter["room"]["timeline"]["limit"].as_u64().unwrap() as usize;
         let rooms: Vec<String> = serde_json::from_value(filter["room"]["rooms"].clone()).unwrap();
         let state = self.state.lock().unwrap();
@@ -820,3 +821,225 @@ backend_test!(
         assert!(!error.contains(TOKEN), "{error}");
     }
 );
+
+/// A user registered on the real homeserver: MXID and access token.
+struct Account {
+    id: String,
+    token: String,
+}
+
+/// A client-server call to the real homeserver as `who`.
+async fn call(
+    base: &str,
+    who: &Account,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> Value {
+    let response = reqwest::Client::new()
+        .request(method, format!("{base}{API}{path}"))
+        .bearer_auth(&who.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{path}: {status} {answer}");
+    answer
+}
+
+/// Registers `name` (the test homeserver allows open registration on loopback).
+async fn register(base: &str, name: &str) -> Account {
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{base}{API}/register"))
+        .json(&json!({
+            "username": name, "password": format!("pw-{name}-secret"),
+            "auth": { "type": "m.login.dummy" }, "inhibit_login": false
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    Account {
+        id: answer["user_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .to_owned(),
+        token: answer["access_token"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// Sends `content` to `room` as `who`; returns the event id.
+async fn say(base: &str, who: &Account, room: &str, txn: &str, content: Value) -> String {
+    let path = format!("/rooms/{room}/send/m.room.message/{txn}");
+    call(base, who, reqwest::Method::PUT, &path, content).await["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The connector against a real Synapse (`RAPPORT_TEST_SYNAPSE_URL`, started on 127.0.0.1
+/// by `.ci/synapse`): what the stand-in above assumes of a homeserver (inline filters,
+/// `prev_batch` and `limited`, `/messages` with a sync token as `to`, transaction ids,
+/// `m.mentions` and threads) is what Synapse does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_a_real_synapse_backfill_since_gaps_threads_and_replies_hold() {
+    use connectors::matrix::{MatrixConfig, MatrixConnector};
+    use connectors::{Connector, ConnectorError, ReplyTarget};
+    let Some(base) = std::env::var("RAPPORT_TEST_SYNAPSE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+    else {
+        eprintln!("skipped: set RAPPORT_TEST_SYNAPSE_URL (bash .ci/synapse starts one) to run it");
+        return;
+    };
+    let base = base.trim_end_matches('/').to_owned();
+    let run = Utc::now().timestamp_micros();
+    let acme = register(&base, &format!("acme{run}")).await;
+    let maya = register(&base, &format!("maya{run}")).await;
+    let room = call(
+        &base,
+        &maya,
+        reqwest::Method::POST,
+        "/createRoom",
+        json!({ "preset": "private_chat", "invite": [acme.id] }),
+    )
+    .await["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    call(
+        &base,
+        &acme,
+        reqwest::Method::POST,
+        &format!("/join/{room}"),
+        json!({}),
+    )
+    .await;
+    call(
+        &base,
+        &maya,
+        reqwest::Method::PUT,
+        &format!("/profile/{}/displayname", maya.id),
+        json!({ "displayname": "Maya Lindqvist" }),
+    )
+    .await;
+    let mut history = Vec::new();
+    for n in 0..130 {
+        history.push(
+            say(
+                &base,
+                &maya,
+                &room,
+                &format!("h{n}"),
+                text(&format!("question {n}")),
+            )
+            .await,
+        );
+    }
+    let connector = |token: &str, backfill: u64| {
+        MatrixConnector::new(
+            reqwest::Client::new(),
+            MatrixConfig::parse(&json!({
+                "homeserver": base, "access_token": token, "rooms": [room], "backfill_limit": backfill
+            }))
+            .unwrap(),
+        )
+    };
+    let ids = |pull: &connectors::Pull| -> Vec<String> {
+        pull.items
+            .iter()
+            .map(|item| item.external_id.clone())
+            .collect()
+    };
+
+    // First sync: a timeline of 100, then /messages back from its prev_batch for 20.
+    let matrix = connector(&acme.token, 120);
+    let first = matrix.pull(None).await.unwrap();
+    assert!(!first.more);
+    assert_eq!(ids(&first), history[10..]);
+    let item = &first.items[0];
+    assert_eq!(item.author.platform_id, maya.id);
+    assert!(!item.outbound);
+    assert_eq!(item.kind, "message");
+    let cursor = first.next_cursor.unwrap();
+
+    // New: a mention, a thread root and an answer in it; only those come.
+    let mut named = text("the export is broken");
+    named["m.mentions"] = json!({ "user_ids": [acme.id] });
+    let named = say(&base, &maya, &room, "named", named).await;
+    let root = say(&base, &maya, &room, "root", text("API from Python?")).await;
+    let mut in_thread = text("with httpx?");
+    in_thread["m.relates_to"] = json!({
+        "rel_type": "m.thread", "event_id": root, "is_falling_back": true,
+        "m.in_reply_to": { "event_id": root }
+    });
+    let in_thread = say(&base, &maya, &room, "thread", in_thread).await;
+    let next = matrix.pull(Some(&cursor)).await.unwrap();
+    assert_eq!(ids(&next), [named.clone(), root.clone(), in_thread.clone()]);
+    assert_eq!(next.items[0].kind, "mention");
+    assert_eq!(
+        next.items[0].author.display_name.as_deref(),
+        Some("Maya Lindqvist")
+    );
+    assert_eq!(next.items[2].thread_key.as_deref(), Some(root.as_str()));
+    assert_eq!(next.items[2].in_reply_to.as_deref(), Some(root.as_str()));
+    let cursor = next.next_cursor.unwrap();
+
+    // More than a timeline holds: the gap is walked back to the last since, no further.
+    let mut gap = Vec::new();
+    for n in 0..150 {
+        gap.push(
+            say(
+                &base,
+                &maya,
+                &room,
+                &format!("g{n}"),
+                text(&format!("more {n}")),
+            )
+            .await,
+        );
+    }
+    let after = matrix.pull(Some(&cursor)).await.unwrap();
+    assert_eq!(ids(&after), gap);
+    let cursor = after.next_cursor.unwrap();
+
+    // A reply in the thread, twice with one idempotency key: one event.
+    let target = &next.items[2];
+    let to = ReplyTarget {
+        external_id: target.external_id.clone(),
+        thread_key: target.thread_key.clone(),
+        recipient: target.author.handle.clone(),
+        context: target.raw.clone(),
+        idempotency_key: format!("synapse-{run}"),
+    };
+    let sent = matrix.reply(&to, "2.4 or later").await.unwrap();
+    let again = matrix.reply(&to, "2.4 or later").await.unwrap();
+    assert_eq!(sent.external_id, again.external_id);
+    let seen = call(
+        &base,
+        &maya,
+        reqwest::Method::GET,
+        &format!("/rooms/{room}/event/{}", sent.external_id),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(seen["content"]["m.relates_to"]["rel_type"], "m.thread");
+    assert_eq!(seen["content"]["m.relates_to"]["event_id"], json!(root));
+    assert_eq!(seen["content"]["m.mentions"]["user_ids"], json!([maya.id]));
+    // Ours comes back once, outbound.
+    let ours = matrix.pull(Some(&cursor)).await.unwrap();
+    assert_eq!(ids(&ours), [sent.external_id.clone()]);
+    assert!(ours.items[0].outbound);
+
+    // A token that is not one: refused credentials.
+    match connector("syt_not_a_token", 0).pull(None).await {
+        Err(ConnectorError::Unauthorized(message)) => {
+            assert!(message.contains("M_UNKNOWN_TOKEN"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
