@@ -1032,7 +1032,7 @@ async fn against_a_real_synapse_backfill_since_gaps_threads_and_replies_hold() {
     assert_eq!(seen["content"]["m.mentions"]["user_ids"], json!([maya.id]));
     // Ours comes back once, outbound.
     let ours = matrix.pull(Some(&cursor)).await.unwrap();
-    assert_eq!(ids(&ours), [sent.external_id.clone()]);
+    assert_eq!(ids(&ours), vec![sent.external_id.clone()]);
     assert!(ours.items[0].outbound);
 
     // A token that is not one: refused credentials.
