@@ -800,13 +800,28 @@ backend_test!(
             state.throttle_ms = None;
             state.forbidden.clear();
         }
-        // The closed room opened: its walk goes on; the two new messages come.
+        // The closed room opened: its walk goes on; the two new messages come. The account
+        // joined the community room: it is walked back from its newest message (its five
+        // also come through /sync, once).
+        homeserver.join(COMMUNITY);
+        for n in 0..5 {
+            homeserver.add(
+                COMMUNITY,
+                message(&format!("$joined{n}"), LUCIA, 300 + n, text("hello")),
+            );
+        }
         let report = sync(&app, &key, &id).await;
-        assert_eq!(report["newItems"], 22, "{report:#}");
-        assert_eq!(
-            cursor_of(&app, &id).await["rooms"][CLOSED].get("warning"),
-            None
-        );
+        assert_eq!(report["newItems"], 27, "{report:#}");
+        assert_eq!(report["duplicates"], 0, "{report:#}");
+        let cursor = cursor_of(&app, &id).await;
+        assert_eq!(cursor["rooms"][CLOSED].get("warning"), None);
+        assert_eq!(cursor["rooms"][COMMUNITY].get("warning"), None);
+        assert_eq!(cursor["rooms"][COMMUNITY]["synced"], true);
+        let walked = homeserver.seen(&format!("/rooms/{COMMUNITY}/messages"));
+        assert_eq!(walked.len(), 1);
+        assert_eq!(query(&walked[0]).get("from"), None);
+        assert_eq!(query(&walked[0])["limit"], "100");
+        assert!(stored_ids(&app).await.contains_key("$joined4"));
 
         // The token logged out (401 M_UNKNOWN_TOKEN): the source fails saying what to do,
         // never the token.
