@@ -11,6 +11,7 @@ pub mod github;
 pub mod hackernews;
 pub mod http;
 pub mod mastodon;
+pub mod matrix;
 pub mod outbound;
 pub mod reddit;
 pub mod text;
@@ -68,6 +69,9 @@ channels! {
     /// Hacker News: stories and comments pulled by a source from the Algolia HN Search API;
     /// no replies (Hacker News has no API for posting: each item links to its page).
     HackerNews = "hacker_news",
+    /// Matrix: messages in chosen rooms pulled by a source with `/sync`, replies sent back
+    /// into the room (threads kept).
+    Matrix = "matrix",
     /// GitHub: issues, pull requests, discussions and their comments in chosen repositories
     /// pulled by a source, replies sent back as comments.
     Github = "github",
@@ -570,6 +574,28 @@ pub static REGISTRY: &[ChannelSpec] = &[
         recipient: Recipient::Handle,
     },
     ChannelSpec {
+        channel: Channel::Matrix,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: true,
+        },
+        // The token goes, as a bearer token, to the homeserver.
+        secrets: &[SecretField {
+            name: "access_token",
+            bound_to: &["homeserver"],
+        }],
+        check: |config| matrix::MatrixConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(matrix::MatrixConnector::new(
+                outbound.client().clone(),
+                matrix::MatrixConfig::parse(config)?,
+            )))
+        },
+        reply_setup: "",
+        recipient: Recipient::Handle,
+    },
+    ChannelSpec {
         channel: Channel::Github,
         capabilities: Capabilities {
             pull: true,
@@ -747,6 +773,10 @@ mod tests {
                 "base_url": "https://oauth.reddit.com", "auth_url": "https://www.reddit.com",
                 "client_id": "c", "client_secret": "s", "username": "acme", "password": "p"
             }),
+            Channel::Matrix => serde_json::json!({
+                "homeserver": "https://matrix.example.org", "access_token": "t",
+                "rooms": ["#support:matrix.example.org"]
+            }),
             Channel::Github => serde_json::json!({
                 "base_url": "https://api.github.com", "token": "t", "repositories": ["acme/widgets"]
             }),
@@ -789,6 +819,7 @@ mod tests {
                 Channel::Bluesky,
                 Channel::Reddit,
                 Channel::HackerNews,
+                Channel::Matrix,
                 Channel::Github
             ]
         );
@@ -799,7 +830,7 @@ mod tests {
                 assert_eq!(field, "channel");
                 assert!(
                     message.ends_with(
-                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news, github"
+                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news, matrix, github"
                     ),
                     "{message}"
                 );

@@ -26,6 +26,7 @@ mod ingest;
 mod live;
 mod loaders;
 mod mastodon;
+mod matrix;
 mod order;
 mod outbound;
 mod persisted_and_batched;
