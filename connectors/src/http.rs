@@ -98,8 +98,14 @@ pub fn wait_out(not_before: &mut Option<DateTime<Utc>>, retry_after_secs: Option
 /// When the platform asks us to come back, from `Retry-After` (seconds or an HTTP date),
 /// `X-RateLimit-Remaining: 0` + `X-RateLimit-Reset` (epoch seconds, seconds from now, or
 /// an ISO 8601 time as Mastodon sends), or the IETF `RateLimit-Remaining`/`RateLimit-Reset`
-/// (seconds from now) and combined `RateLimit: remaining=0, reset=N` forms.
+/// (seconds from now) and combined `RateLimit: remaining=0, reset=N` forms. Whatever the
+/// form, the time is at most a day ahead (a platform's clock or a hostile server cannot
+/// park a source for years) and never before `now`.
 pub fn not_before(headers: &HeaderMap, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    asked_time(headers, now).map(|at| at.clamp(now, now + chrono::Duration::days(1)))
+}
+
+fn asked_time(headers: &HeaderMap, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -266,6 +272,34 @@ mod tests {
                 now
             ),
             None
+        );
+    }
+
+    #[test]
+    fn a_time_asked_far_ahead_or_in_the_past_is_held_within_a_day_from_now() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+        let day = Some(now + chrono::Duration::days(1));
+        let far_epoch = (now.timestamp() + 10 * 365 * 86_400).to_string();
+        for asked in [
+            headers(&[("retry-after", "Sun, 23 Nov 2036 12:00:00 GMT")]),
+            headers(&[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "2036-11-23T12:00:00.000Z"),
+            ]),
+            headers(&[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", &far_epoch),
+            ]),
+        ] {
+            assert_eq!(not_before(&asked, now), day, "{asked:?}");
+        }
+        // A time already past: no wait beyond now.
+        assert_eq!(
+            not_before(
+                &headers(&[("retry-after", "Mon, 23 Nov 2026 11:00:00 GMT")]),
+                now
+            ),
+            Some(now)
         );
     }
 
