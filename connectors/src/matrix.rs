@@ -791,9 +791,17 @@ impl MatrixConnector {
                         more = true;
                         break;
                     }
-                    // This room only: the walk stays for the next pull.
-                    Err(refused @ Failure::Refused { .. }) => {
-                        room.warning = Some(format!("/messages answered {}", refused.said()));
+                    // This room only: the walk stays for the next pull. A 5xx, a lost
+                    // connection or an unreadable page is about this room too (Synapse
+                    // answers 500/502 while it backfills a federated room from other
+                    // servers): the other rooms and the sync go on.
+                    Err(
+                        failure @ (Failure::Refused { .. }
+                        | Failure::Connector(
+                            ConnectorError::Transport(_) | ConnectorError::Payload(_),
+                        )),
+                    ) => {
+                        room.warning = Some(format!("/messages answered {}", failure.said()));
                         break;
                     }
                     Err(Failure::Connector(err)) => return Err(err),
@@ -815,6 +823,12 @@ fn over_budget(
     not_before.is_some_and(|at| at > Utc::now())
         || (gathered.read
             && (gathered.events.len() + PAGE > PULL_ITEMS || started.elapsed() >= PULL_TIME))
+}
+
+/// Whether a payload error is the body cap's ([`http::read_capped`]), not a malformed
+/// answer.
+fn oversized(message: &str) -> bool {
+    message.contains("is larger than")
 }
 
 /// How long a 429 asks us to wait: `retry_after_ms` of its body (rounded up), else its
@@ -977,15 +991,27 @@ impl Connector for MatrixConnector {
                 .iter()
                 .filter_map(|key| state.rooms.get(key)?.id.as_deref())
                 .collect();
-            let limit = if first {
+            let mut limit = if first {
                 usize::try_from(backfill).unwrap_or(PAGE).clamp(1, PAGE)
             } else {
                 PAGE
             };
-            match self
-                .sync(&ids, state.since.as_deref(), limit, &mut not_before)
-                .await
-            {
+            // A sync of 20 rooms × 100 events of up to 64 KiB can pass the body cap (one
+            // member flooding two rooms is enough): ask again with a timeline half as long,
+            // down to one event. The timelines then come back `limited` and the rest is
+            // walked with `/messages`, whose pages stay under the cap.
+            let synced = loop {
+                match self
+                    .sync(&ids, state.since.as_deref(), limit, &mut not_before)
+                    .await
+                {
+                    Err(ConnectorError::Payload(message)) if limit > 1 && oversized(&message) => {
+                        limit = (limit / 2).max(1);
+                    }
+                    other => break other,
+                }
+            };
+            match synced {
                 Ok(answer) => {
                     gathered.read = true;
                     self.read_sync(&answer, &mut state, &listened, &mut gathered)?;

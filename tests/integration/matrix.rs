@@ -54,6 +54,11 @@ struct State {
     forbidden: HashSet<String>,
     /// `/sync` answers 429 with this `retry_after_ms`.
     throttle_ms: Option<u64>,
+    /// Rooms whose `/messages` fail: `"502"`, `"json"` (a 200 that is no JSON) or `"429"`.
+    failing: HashMap<String, &'static str>,
+    /// A `/sync` whose timeline limit passes this answers a body over the connector's
+    /// 10 MiB cap.
+    sync_cap: Option<usize>,
     /// The token was logged out.
     revoked: bool,
     /// Event ids made per transaction id.
@@ -279,6 +284,12 @@ impl Homeserver {
         let limit = filter["room"]["timeline"]["limit"].as_u64().unwrap() as usize;
         let rooms: Vec<String> = serde_json::from_value(filter["room"]["rooms"].clone()).unwrap();
         let state = self.state.lock().unwrap();
+        if state.sync_cap.is_some_and(|cap| limit > cap) {
+            return Reply::ok(
+                "application/json",
+                vec![b' '; connectors::http::MAX_BODY_BYTES + 1],
+            );
+        }
         if let Some(ms) = state.throttle_ms {
             return Reply {
                 status: 429,
@@ -350,6 +361,19 @@ impl Homeserver {
                 "M_FORBIDDEN",
                 "User @acme:matrix.example.org not in room",
             );
+        }
+        match state.failing.get(room).copied() {
+            Some("502") => return Reply::status(502),
+            Some("json") => return Reply::ok("application/json", "<html>Bad Gateway</html>"),
+            Some("429") => {
+                return Reply {
+                    status: 429,
+                    ..Reply::json(&json!({
+                        "errcode": "M_LIMIT_EXCEEDED", "error": "Too many requests", "retry_after_ms": 600_000
+                    }))
+                }
+            }
+            _ => {}
         }
         let token = |key: &str, prefix: char| {
             q.get(key)
@@ -834,6 +858,145 @@ backend_test!(
             "{error}"
         );
         assert!(!error.contains(TOKEN), "{error}");
+    }
+);
+
+backend_test!(
+    async fn one_rooms_failing_history_is_its_warning_and_the_other_rooms_and_the_sync_go_on(
+        app: TestApp,
+    ) {
+        let key = app.key(Role::Admin).await;
+        let homeserver = Homeserver::start().await;
+        homeserver.join(SUPPORT);
+        homeserver.join(CLOSED);
+        homeserver.chatter(SUPPORT, 0..150);
+        for n in 0..150 {
+            homeserver.add(
+                CLOSED,
+                message(&format!("$c{n:03}"), MAYA, n, text("in the other room")),
+            );
+        }
+        // The first room's history answers 502 (Synapse does while it backfills a
+        // federated room): that room warns, the second is walked all the same.
+        homeserver
+            .state
+            .lock()
+            .unwrap()
+            .failing
+            .insert(CLOSED.to_owned(), "502");
+        let id = homeserver
+            .source(
+                &app,
+                &key,
+                &[CLOSED, SUPPORT],
+                json!({ "backfill_limit": 120 }),
+            )
+            .await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["source"]["status"], "OK", "{report:#}");
+        // Both timelines (100 each) and the support room's 20 walked.
+        assert_eq!(report["newItems"], 220, "{report:#}");
+        let cursor = cursor_of(&app, &id).await;
+        let warning = |cursor: &Value, room: &str| {
+            cursor["rooms"][room]["warning"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(warning(&cursor, CLOSED).contains("502"), "{cursor:#}");
+        assert_eq!(
+            cursor["rooms"][CLOSED]["walks"],
+            json!([{ "from": "t200", "left": 20 }]),
+            "the walk waits for the room's history to answer"
+        );
+        assert_eq!(warning(&cursor, SUPPORT), "");
+
+        // An unreadable page (no JSON): the same, and the sync after the walks goes on.
+        homeserver
+            .state
+            .lock()
+            .unwrap()
+            .failing
+            .insert(CLOSED.to_owned(), "json");
+        homeserver.chatter(SUPPORT, 150..152);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 2, "{report:#}");
+        let cursor = cursor_of(&app, &id).await;
+        assert!(
+            warning(&cursor, CLOSED).contains("invalid JSON"),
+            "{cursor:#}"
+        );
+
+        // A 429 there still stops the pull and waits.
+        homeserver
+            .state
+            .lock()
+            .unwrap()
+            .failing
+            .insert(CLOSED.to_owned(), "429");
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["source"]["status"], "RATE_LIMITED", "{report:#}");
+
+        // The history answers again: the walk goes on where it stopped.
+        homeserver.state.lock().unwrap().failing.clear();
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 20, "{report:#}");
+        let cursor = cursor_of(&app, &id).await;
+        assert_eq!(cursor["rooms"][CLOSED].get("warning"), None, "{cursor:#}");
+        assert_eq!(cursor["rooms"][CLOSED].get("walks"), None, "{cursor:#}");
+        assert!(stored_ids(&app).await.contains_key("$c030"));
+    }
+);
+
+backend_test!(
+    async fn a_sync_over_the_body_cap_is_asked_again_with_shorter_timelines(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let homeserver = Homeserver::start().await;
+        homeserver.join(SUPPORT);
+        homeserver.chatter(SUPPORT, 0..60);
+        // Timelines over 25 events make an answer larger than 10 MiB.
+        homeserver.state.lock().unwrap().sync_cap = Some(25);
+        let id = homeserver.source(&app, &key, &[SUPPORT], json!({})).await;
+        let limits = || -> Vec<u64> {
+            homeserver
+                .seen("/sync")
+                .iter()
+                .map(|seen| {
+                    let filter: Value = serde_json::from_str(&query(seen)["filter"]).unwrap();
+                    filter["room"]["timeline"]["limit"].as_u64().unwrap()
+                })
+                .collect()
+        };
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["source"]["status"], "OK", "{report:#}");
+        // 25 from the timeline, the 35 before them walked with /messages.
+        assert_eq!(report["newItems"], 60, "{report:#}");
+        assert_eq!(limits(), [100, 50, 25]);
+        assert_eq!(stored_ids(&app).await, expected(0..60));
+
+        // A later sync too: the shorter timeline is `limited` and the gap is walked.
+        homeserver.chatter(SUPPORT, 60..90);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 30, "{report:#}");
+        assert_eq!(limits(), [100, 50, 25, 100, 50, 25]);
+        assert_eq!(stored_ids(&app).await, expected(0..90));
+
+        // Even one event is too many: the pull fails, saying so.
+        homeserver.state.lock().unwrap().sync_cap = Some(0);
+        let report = sync(&app, &key, &id).await;
+        assert!(
+            report["source"]["lastError"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("larger than"),
+            "{report:#}"
+        );
+        assert_eq!(*limits().last().unwrap(), 1);
     }
 );
 
