@@ -65,6 +65,12 @@ struct State {
     sent: HashMap<String, String>,
     /// How many of the next sends answer 502 before making anything.
     down: usize,
+    /// How many of the next sends make their event, then answer 502 (the answer is lost).
+    lost: usize,
+    /// Transaction ids are forgotten (Synapse keeps them about 30 minutes).
+    expired: bool,
+    /// Events made by sends.
+    made: usize,
 }
 
 #[derive(Clone)]
@@ -146,7 +152,11 @@ impl Homeserver {
         ];
         for room in [SUPPORT, COMMUNITY, CLOSED] {
             paths.push(format!("{API}/rooms/{room}/messages"));
-            for txn in [TXN_1, &connectors::matrix::txn_id("matrix-reply-2")] {
+            for txn in [
+                TXN_1,
+                &connectors::matrix::txn_id("matrix-reply-2"),
+                &connectors::matrix::txn_id("matrix-reply-4"),
+            ] {
                 paths.push(format!("{API}/rooms/{room}/send/m.room.message/{txn}"));
             }
         }
@@ -420,14 +430,23 @@ impl Homeserver {
             state.down -= 1;
             return Reply::status(502);
         }
-        if let Some(id) = state.sent.get(txn) {
+        if let Some(id) = state.sent.get(txn).filter(|_| !state.expired) {
             return Reply::json(&json!({ "event_id": id }));
         }
         let content: Value = serde_json::from_slice(&seen.body).unwrap();
-        let id = format!("$sent{}", state.sent.len() + 1);
+        state.made += 1;
+        let id = format!("$sent{}", state.made);
         state.sent.insert(txn.to_owned(), id.clone());
+        let lost = state.lost > 0;
+        state.lost = state.lost.saturating_sub(1);
         drop(state);
-        self.add(room, message(&id, US, 900, content));
+        // The sender's own events carry the transaction id that made them.
+        let mut event = message(&id, US, 900, content);
+        event["unsigned"]["transaction_id"] = json!(txn);
+        self.add(room, event);
+        if lost {
+            return Reply::status(502);
+        }
         Reply::json(&json!({ "event_id": id }))
     }
 }
@@ -737,6 +756,30 @@ backend_test!(
         let (code, _) = app.gql_error(&agent, REPLY, json!({ "input": long })).await;
         assert_eq!(code, "BAD_USER_INPUT");
         assert_eq!(homeserver.state.lock().unwrap().sent.len(), 2);
+
+        // The event is made but the answer is lost, and the retry comes after the
+        // homeserver forgot the transaction id: the event is found among the room's
+        // messages by its transaction id, and not posted twice.
+        {
+            let mut state = homeserver.state.lock().unwrap();
+            state.lost = 1;
+            state.expired = true;
+        }
+        let input = json!({ "conversationId": conversation, "text": "Also in 2.0.2", "idempotencyKey": "matrix-reply-4" });
+        let failed = app
+            .gql(&agent, TO_CONVERSATION, json!({ "input": input }))
+            .await["replyToConversation"]["interaction"]
+            .clone();
+        assert_eq!(failed["deliveryStatus"], "FAILED", "{failed:#}");
+        let retried = app.gql(&agent, RETRY, json!({ "id": failed["id"] })).await["retryReply"]
+            ["interaction"]
+            .clone();
+        assert_eq!(retried["deliveryStatus"], "SENT", "{retried:#}");
+        assert_eq!(retried["externalId"], "$sent3");
+        let txn = connectors::matrix::txn_id("matrix-reply-4");
+        let put = homeserver.seen(&format!("/rooms/{COMMUNITY}/send/m.room.message/{txn}"));
+        assert_eq!(put.len(), 1);
+        assert_eq!(homeserver.state.lock().unwrap().made, 3);
     }
 );
 
@@ -1234,6 +1277,24 @@ async fn against_a_real_synapse_backfill_since_gaps_threads_and_replies_hold() {
     let sent = matrix.reply(&to, "2.4 or later").await.unwrap();
     let again = matrix.reply(&to, "2.4 or later").await.unwrap();
     assert_eq!(sent.external_id, again.external_id);
+    // What the look for an earlier attempt relies on: to the session that sent it, our
+    // event carries its transaction id.
+    let recent = call(
+        &base,
+        &acme,
+        reqwest::Method::GET,
+        &format!("/rooms/{room}/messages?dir=b&limit=10"),
+        Value::Null,
+    )
+    .await;
+    let txn = connectors::matrix::txn_id(&to.idempotency_key);
+    assert!(
+        recent["chunk"].as_array().unwrap().iter().any(|event| {
+            event["event_id"] == json!(sent.external_id)
+                && event["unsigned"]["transaction_id"] == json!(txn)
+        }),
+        "{recent}"
+    );
     let seen = call(
         &base,
         &maya,
