@@ -52,13 +52,17 @@
 //!   thread also `rel_type: m.thread`, the root and `is_falling_back: false`), and
 //!   `m.mentions` naming its sender. The transaction id is derived from the reply's
 //!   idempotency key ([`txn_id`]): the homeserver answers a repeated one with the event it
-//!   already made, so a retried reply is posted once. An event is at most 65,536 bytes
+//!   already made, but only for a while and per access token (Synapse: about 30 minutes),
+//!   so a reply first looks for its transaction id among the room's newest messages
+//!   (`sent_before`). An event is at most 65,536 bytes
 //!   (<https://spec.matrix.org/v1.13/client-server-api/#size-limits>); a reply whose
 //!   content passes [`MAX_CONTENT_BYTES`] is refused before sending.
 //! - Errors are JSON `{"errcode", "error"}`: 429 `M_LIMIT_EXCEEDED` waits `retry_after_ms`
 //!   (or `Retry-After`), and a pull keeps what it has; 401 `M_UNKNOWN_TOKEN` is refused
-//!   credentials; a 403 or 404 on one room (its directory entry, its `/messages`) is that
-//!   room's warning and the other rooms go on.
+//!   credentials; a 403 or 404 on one room (its directory entry, its `/messages`), and a
+//!   5xx, lost connection or unreadable page of its `/messages`, is that room's warning and
+//!   the other rooms go on. A `/sync` answer over the body cap is asked again with
+//!   timelines half as long (down to one event); the rest is walked.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -654,6 +658,45 @@ impl MatrixConnector {
         }
     }
 
+    /// The event an earlier attempt of the reply with transaction id `txn` made in `room`,
+    /// when it is among the room's newest [`PAGE`] messages. The homeserver answers a
+    /// repeated transaction id with the event it made only for a while (Synapse keeps them
+    /// about 30 minutes, per access token): a retry after that, of a reply whose answer was
+    /// lost, would post it again. The sender's own events carry `unsigned.transaction_id`
+    /// (to the device that sent them), so it is looked for first. A failed look is no
+    /// answer: the send goes ahead, as before.
+    async fn sent_before(&self, room: &str, txn: &str) -> Option<String> {
+        let query = [
+            ("dir", "b".to_owned()),
+            ("limit", PAGE.to_string()),
+            ("filter", json!({ "types": ["m.room.message"] }).to_string()),
+        ];
+        let answer = self
+            .call(
+                Method::GET,
+                &["rooms", room, "messages"],
+                &query,
+                None,
+                &mut None,
+            )
+            .await
+            .ok()?;
+        answer
+            .get("chunk")?
+            .as_array()?
+            .iter()
+            .find(|event| {
+                event
+                    .pointer("/unsigned/transaction_id")
+                    .and_then(Value::as_str)
+                    == Some(txn)
+            })?
+            .get("event_id")
+            .and_then(Value::as_str)
+            .filter(|id| is_event_id(id))
+            .map(str::to_owned)
+    }
+
     /// An event as an item; `None` for what is not a message to keep (another type, an
     /// edit, a redacted event) or lacks what every event has.
     fn item(
@@ -791,9 +834,17 @@ impl MatrixConnector {
                         more = true;
                         break;
                     }
-                    // This room only: the walk stays for the next pull.
-                    Err(refused @ Failure::Refused { .. }) => {
-                        room.warning = Some(format!("/messages answered {}", refused.said()));
+                    // This room only: the walk stays for the next pull. A 5xx, a lost
+                    // connection or an unreadable page is about this room too (Synapse
+                    // answers 500/502 while it backfills a federated room from other
+                    // servers): the other rooms and the sync go on.
+                    Err(
+                        failure @ (Failure::Refused { .. }
+                        | Failure::Connector(
+                            ConnectorError::Transport(_) | ConnectorError::Payload(_),
+                        )),
+                    ) => {
+                        room.warning = Some(format!("/messages answered {}", failure.said()));
                         break;
                     }
                     Err(Failure::Connector(err)) => return Err(err),
@@ -815,6 +866,12 @@ fn over_budget(
     not_before.is_some_and(|at| at > Utc::now())
         || (gathered.read
             && (gathered.events.len() + PAGE > PULL_ITEMS || started.elapsed() >= PULL_TIME))
+}
+
+/// Whether a payload error is the body cap's ([`http::read_capped`]), not a malformed
+/// answer.
+fn oversized(message: &str) -> bool {
+    message.contains("is larger than")
 }
 
 /// How long a 429 asks us to wait: `retry_after_ms` of its body (rounded up), else its
@@ -977,15 +1034,27 @@ impl Connector for MatrixConnector {
                 .iter()
                 .filter_map(|key| state.rooms.get(key)?.id.as_deref())
                 .collect();
-            let limit = if first {
+            let mut limit = if first {
                 usize::try_from(backfill).unwrap_or(PAGE).clamp(1, PAGE)
             } else {
                 PAGE
             };
-            match self
-                .sync(&ids, state.since.as_deref(), limit, &mut not_before)
-                .await
-            {
+            // A sync of 20 rooms × 100 events of up to 64 KiB can pass the body cap (one
+            // member flooding two rooms is enough): ask again with a timeline half as long,
+            // down to one event. The timelines then come back `limited` and the rest is
+            // walked with `/messages`, whose pages stay under the cap.
+            let synced = loop {
+                match self
+                    .sync(&ids, state.since.as_deref(), limit, &mut not_before)
+                    .await
+                {
+                    Err(ConnectorError::Payload(message)) if limit > 1 && oversized(&message) => {
+                        limit = (limit / 2).max(1);
+                    }
+                    other => break other,
+                }
+            };
+            match synced {
                 Ok(answer) => {
                     gathered.read = true;
                     self.read_sync(&answer, &mut state, &listened, &mut gathered)?;
@@ -1074,6 +1143,13 @@ impl Connector for MatrixConnector {
             )));
         }
         let txn = txn_id(&to.idempotency_key);
+        if let Some(id) = self.sent_before(room, &txn).await {
+            return Ok(Sent {
+                url: Some(format!("{MATRIX_TO}{room}/{id}")),
+                external_id: id,
+                text: text.to_owned(),
+            });
+        }
         let answer = self
             .call(
                 Method::PUT,
