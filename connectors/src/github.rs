@@ -120,7 +120,13 @@ const OVER_CAP: &str = "an answer over the size cap";
 
 /// The characters a comment body may have (GitHub: "body is too long (maximum is 65536
 /// characters)").
-pub const MAX_REPLY_CHARS: usize = 65_536;
+pub const MAX_BODY_CHARS: usize = 65_536;
+
+/// The characters of a reply's text: the body less the blank line and [`marker`] after it.
+pub const MAX_REPLY_CHARS: usize = MAX_BODY_CHARS - MARKER_CHARS;
+
+/// `\n\n<!-- rapport:{16 hex} -->`.
+const MARKER_CHARS: usize = 2 + "<!-- rapport: -->".len() + 16;
 
 /// The default API (GitHub Enterprise Server: `https://HOST/api/v3`).
 pub const API: &str = "https://api.github.com";
@@ -528,6 +534,7 @@ impl Stream {
 }
 
 /// The next smaller of [`PAGE_SIZES`] than `size`.
+#[cfg(test)]
 fn smaller_page(size: usize) -> Option<usize> {
     PAGE_SIZES.iter().copied().find(|smaller| *smaller < size)
 }
@@ -880,8 +887,12 @@ impl GithubConnector {
         url: &str,
     ) -> Option<String> {
         let size = per_page_of(url);
-        if let Some(smaller) = smaller_page(size) {
-            let resized = resized(url, smaller, false)?;
+        // The largest smaller size whose pages meet this page's place (1 always does).
+        let smaller = PAGE_SIZES
+            .iter()
+            .filter(|smaller| **smaller < size)
+            .find_map(|smaller| Some((*smaller, resized(url, *smaller, false)?)));
+        if let Some((smaller, resized)) = smaller {
             stream.per_page = Some(smaller);
             return Some(resized);
         }
@@ -1700,7 +1711,8 @@ impl Connector for GithubConnector {
         let length = text.chars().count();
         if length > MAX_REPLY_CHARS {
             return Err(ConnectorError::Payload(format!(
-                "the reply has {length} characters; GitHub takes at most {MAX_REPLY_CHARS}"
+                "the reply has {length} characters; GitHub takes at most {MAX_REPLY_CHARS} \
+                 ({MAX_BODY_CHARS} with the reply's hidden marker)"
             )));
         }
         let marker = marker(&to.idempotency_key);
@@ -2237,7 +2249,8 @@ mod tests {
         assert_eq!(one, marker("reply-1"));
         assert_ne!(one, marker("reply-2"));
         assert!(one.starts_with("<!-- rapport:") && one.ends_with(" -->"));
-        assert_eq!(one.len(), "<!-- rapport: -->".len() + 16);
+        assert_eq!(one.len() + 2, MARKER_CHARS);
+        assert_eq!(MAX_REPLY_CHARS, 65_501);
         assert_eq!(unmarked(&format!("Thanks!\n\n{one}\n")), "Thanks!");
         assert_eq!(unmarked("no marker"), "no marker");
         assert_eq!(
@@ -2269,11 +2282,16 @@ mod tests {
             reqwest::Client::new(),
             GithubConfig::parse(&config).unwrap(),
         );
-        match github.reply(&target, &"a".repeat(65_537)).await {
-            Err(ConnectorError::Payload(message)) => {
-                assert!(message.contains("65537 characters"), "{message}")
+        for length in [65_537, 65_502] {
+            match github.reply(&target, &"a".repeat(length)).await {
+                Err(ConnectorError::Payload(message)) => {
+                    assert!(
+                        message.contains(&format!("{length} characters")),
+                        "{message}"
+                    )
+                }
+                other => panic!("{other:?}"),
             }
-            other => panic!("{other:?}"),
         }
         assert_eq!(
             github.default_reply_limit(),
