@@ -32,6 +32,13 @@
 //!   numbered walk, losing the item that slid back onto the page already read. Only a page
 //!   that stays within the mark's second follows its `next` link. GraphQL has no `since`:
 //!   every sync walks the discussions back from the newest (by `endCursor`) to the mark.
+//!   A `next` link is followed only into `base_url` (normalised when the config is read:
+//!   same scheme, host and port, a path under its path); another ends the walk with a
+//!   warning, so no refused link stays in the cursor. A page over the body cap is asked
+//!   again at the same place in smaller pages ([`PAGE_SIZES`], GraphQL half as many
+//!   discussions), the stream keeping the size until caught up; an item over the cap on its
+//!   own is skipped (lost) with a warning. A pull's item budget counts every stream's items
+//!   (a discussion with its comments and replies).
 //!   The stored cursor is JSON: `{"streams": {"{owner}/{repo}/issues": {"mark": {"at",
 //!   "ids"}, "walk": {"next", "top", "left"}}, "{owner}/{repo}/comments": {…},
 //!   "{owner}/{repo}/discussions": {…}}}`.
@@ -56,11 +63,13 @@
 //!   id or `issue_url`), at most [`MAX_REPLY_CHARS`] characters, checked before sending.
 //!   In a discussion (its node id is the thread key): `addDiscussionComment` with
 //!   `discussionId` and, answering a comment or a reply, `replyToId` the top-level comment
-//!   (GitHub nests one level). GitHub has no idempotency key: when the answer to an issue
+//!   (GitHub nests one level). Every body ends with the reply's hidden [`marker`] (from
+//!   its idempotency key). GitHub has no idempotency key: when the answer to an issue
 //!   comment is lost (a timeout or a 5xx), the connector reads the issue's comments since
-//!   shortly before the attempt for one of the token's account with the same text, and
-//!   takes it for the reply. When that read fails too, or in a discussion, the reply is
-//!   FAILED although it may be on GitHub, and a retry posts it a second time.
+//!   shortly before the attempt for the token's account's one carrying this reply's marker
+//!   (never one with the same words from another reply), and takes it for the reply. When
+//!   that read fails too, or in a discussion, the reply is FAILED although it may be on
+//!   GitHub, and a retry posts it a second time.
 //! - Rate limits: `x-ratelimit-remaining: 0` with `x-ratelimit-reset` (epoch seconds) on
 //!   any answer is the primary limit; 403 or 429 with `retry-after`, or with a message
 //!   naming the secondary rate limit (then at least a minute, as GitHub's documentation
@@ -79,6 +88,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::http::{self, MAX_BODY_BYTES};
 pub use crate::mastodon::{PULL_ITEMS, PULL_TIME};
@@ -96,12 +106,27 @@ pub const DEFAULT_BACKFILL_LIMIT: u64 = 1_000;
 /// The most a source may ask a first sync to take per stream.
 pub const MAX_BACKFILL_LIMIT: u64 = 100_000;
 
-/// The repositories a source may listen to (two listings each on every sync).
+/// The repositories a source may listen to (three listings each on every sync).
 pub const MAX_REPOSITORIES: usize = 20;
+
+/// The page sizes a listing steps down through while a page is over the body cap
+/// ([`MAX_BODY_BYTES`]; GitHub allows 65,536 characters a body, so about 40 large comments
+/// make a page of 100 too large). Each divides the one before, so a page-numbered `next`
+/// link's place is a whole number of smaller pages.
+const PAGE_SIZES: [usize; 5] = [100, 50, 25, 5, 1];
+
+/// What [`GithubConnector::send`] says of an answer over the body cap.
+const OVER_CAP: &str = "an answer over the size cap";
 
 /// The characters a comment body may have (GitHub: "body is too long (maximum is 65536
 /// characters)").
-pub const MAX_REPLY_CHARS: usize = 65_536;
+pub const MAX_BODY_CHARS: usize = 65_536;
+
+/// The characters of a reply's text: the body less the blank line and [`marker`] after it.
+pub const MAX_REPLY_CHARS: usize = MAX_BODY_CHARS - MARKER_CHARS;
+
+/// `\n\n<!-- rapport:{16 hex} -->`.
+const MARKER_CHARS: usize = 2 + "<!-- rapport: -->".len() + 16;
 
 /// The default API (GitHub Enterprise Server: `https://HOST/api/v3`).
 pub const API: &str = "https://api.github.com";
@@ -123,12 +148,15 @@ const SECONDARY_WAIT_SECS: u64 = 60;
 /// taken for that attempt's (clocks apart, a retry of a send whose answer was lost).
 const READ_BACK_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
 
+/// Pages of an issue's comments read back after a lost answer.
+const READ_BACK_PAGES: usize = 10;
+
 /// The API version every request asks for.
 const API_VERSION: &str = "2022-11-28";
 
 /// Discussions asked for per GraphQL request, with the newest [`DISCUSSION_COMMENTS`]
 /// comments of each and the newest [`COMMENT_REPLIES`] replies of each comment: 20,000
-/// nodes at most, well within GraphQL's 500,000 a query, at about a point of its budget.
+/// nodes at most, well within GraphQL's 500,000 a query, at about ten points of its budget.
 pub const DISCUSSIONS_PAGE: usize = 20;
 pub const DISCUSSION_COMMENTS: usize = 50;
 pub const COMMENT_REPLIES: usize = 20;
@@ -209,7 +237,8 @@ impl GithubConfig {
     pub fn parse(config: &Value) -> Result<GithubConfig, (String, String)> {
         let mut config: GithubConfig = crate::read_config(config, "repositories")?;
         crate::check_http_url("base_url", &config.base_url)?;
-        config.base_url = config.base_url.trim().trim_end_matches('/').to_owned();
+        config.base_url = normal_base_url(&config.base_url)
+            .ok_or_else(|| ("base_url".to_owned(), "base_url is not a URL".to_owned()))?;
         config.token = config.token.trim().to_owned();
         if config.token.is_empty() || config.token.contains(char::is_whitespace) {
             return Err((
@@ -237,7 +266,7 @@ impl GithubConfig {
             return Err((
                 "repositories".into(),
                 format!(
-                    "at most {MAX_REPOSITORIES} repositories (each is two listings on every sync)"
+                    "at most {MAX_REPOSITORIES} repositories (each is three listings on every sync)"
                 ),
             ));
         }
@@ -249,6 +278,55 @@ impl GithubConfig {
         }
         Ok(config)
     }
+}
+
+/// The hidden mark at the end of a reply's body (GitHub's Markdown shows no HTML comment):
+/// the reply's own, from its idempotency key, so a lost answer's read-back finds this
+/// reply's comment and never another with the same words.
+fn marker(idempotency_key: &str) -> String {
+    let digest = Sha256::digest(idempotency_key.as_bytes());
+    format!("<!-- rapport:{} -->", hex::encode(&digest[..8]))
+}
+
+/// `body` without a reply's trailing [`marker`].
+fn unmarked(body: &str) -> &str {
+    let trimmed = body.trim_end();
+    if let Some(start) = trimmed.rfind("<!-- rapport:") {
+        let mark = &trimmed[start..];
+        let hex = mark
+            .strip_prefix("<!-- rapport:")
+            .and_then(|rest| rest.strip_suffix(" -->"));
+        if hex.is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|c| c.is_ascii_hexdigit())) {
+            return trimmed[..start].trim_end();
+        }
+    }
+    body
+}
+
+/// `base_url` as the `Link` headers spell it: scheme and host in lower case, no default
+/// port, no trailing slash, no query (`https://API.github.com:443/` is
+/// `https://api.github.com`).
+fn normal_base_url(base_url: &str) -> Option<String> {
+    let mut url = reqwest::Url::parse(base_url.trim()).ok()?;
+    url.host_str()?;
+    url.set_query(None);
+    url.set_fragment(None);
+    Some(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// Whether `link` points into the API at `base_url` (the same scheme, host and port, a path
+/// under its path): only those are followed, so a `Link` never takes the token elsewhere.
+fn within(base_url: &str, link: &str) -> bool {
+    let (Ok(base), Ok(link)) = (reqwest::Url::parse(base_url), reqwest::Url::parse(link)) else {
+        return false;
+    };
+    let prefix = format!("{}/", base.path().trim_end_matches('/'));
+    base.scheme() == link.scheme()
+        && base.host_str() == link.host_str()
+        && base.port_or_known_default() == link.port_or_known_default()
+        && link.username().is_empty()
+        && link.password().is_none()
+        && link.path().starts_with(&prefix)
 }
 
 /// Whether `name` is `owner/name` as GitHub allows them: an owner of 1 to 39 ASCII letters,
@@ -365,6 +443,10 @@ struct Stream {
     /// shows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     warning: Option<String>,
+    /// The page size since a page was over the body cap (one of [`PAGE_SIZES`]), until the
+    /// listing is caught up; none: [`PAGE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    per_page: Option<usize>,
 }
 
 impl Stream {
@@ -449,6 +531,87 @@ impl Stream {
         }
         mark.at > from
     }
+}
+
+/// The next smaller of [`PAGE_SIZES`] than `size`.
+#[cfg(test)]
+fn smaller_page(size: usize) -> Option<usize> {
+    PAGE_SIZES.iter().copied().find(|smaller| *smaller < size)
+}
+
+/// The next larger of [`PAGE_SIZES`] than `size`.
+fn larger_page(size: usize) -> Option<usize> {
+    PAGE_SIZES
+        .iter()
+        .rev()
+        .copied()
+        .find(|larger| *larger > size)
+}
+
+/// A listing URL's `per_page` (GitHub's default 30 when it has none).
+fn per_page_of(url: &str) -> usize {
+    query_number(url, "per_page").unwrap_or(30).max(1)
+}
+
+fn query_number(url: &str, key: &str) -> Option<usize> {
+    let url = reqwest::Url::parse(url).ok()?;
+    let value = url.query_pairs().find(|(name, _)| name == key)?.1;
+    value.parse().ok()
+}
+
+/// The listing page at `url` asked in pages of `per_page` from the same item on (`page` k
+/// of p items begins at item (k - 1)·p), or with `skip` the page after that. `None` when the
+/// place is no whole number of such pages.
+fn resized(url: &str, per_page: usize, skip: bool) -> Option<String> {
+    let mut parsed = reqwest::Url::parse(url).ok()?;
+    let offset = query_number(url, "page")
+        .unwrap_or(1)
+        .max(1)
+        .checked_sub(1)?
+        .checked_mul(per_page_of(url))?;
+    if offset % per_page != 0 {
+        return None;
+    }
+    let page = offset / per_page + 1 + usize::from(skip);
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|(name, _)| name != "per_page" && name != "page")
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    parsed
+        .query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair("per_page", &per_page.to_string())
+        .append_pair("page", &page.to_string());
+    Some(parsed.to_string())
+}
+
+/// Whether `err` is an answer over the body cap.
+fn is_too_large(err: &ConnectorError) -> bool {
+    matches!(err, ConnectorError::Payload(message) if message.contains(OVER_CAP))
+}
+
+/// The items `taken` hands over: a discussion with its comments and replies.
+fn weight(listen: Listen<'_>, taken: &[Value]) -> usize {
+    match listen {
+        Listen::Discussions(_) => taken.iter().map(discussion_weight).sum(),
+        _ => taken.len(),
+    }
+}
+
+fn discussion_weight(discussion: &Value) -> usize {
+    let comments = discussion
+        .pointer("/comments/nodes")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    1 + comments.len()
+        + comments
+            .iter()
+            .filter_map(|comment| comment.pointer("/replies/nodes").and_then(Value::as_array))
+            .map(Vec::len)
+            .sum::<usize>()
 }
 
 /// An issue's or comment's `updated_at` (epoch seconds) and numeric `id`, or a
@@ -585,8 +748,16 @@ impl GithubConnector {
         if let Some(at) = until {
             *not_before = Some(not_before.map_or(at, |old| old.max(at)));
         }
-        let body = http::read_capped(response, MAX_BODY_BYTES).await?;
         let host = self.host();
+        let body = http::read_capped(response, MAX_BODY_BYTES)
+            .await
+            .map_err(|err| match err {
+                ConnectorError::Payload(_) => ConnectorError::Payload(format!(
+                    "{host} answered {what} with {OVER_CAP} of {} MiB",
+                    MAX_BODY_BYTES / (1024 * 1024)
+                )),
+                other => other,
+            })?;
         if (200..300).contains(&status) {
             let value = serde_json::from_slice(&body).map_err(|err| {
                 ConnectorError::Payload(format!("{host} answered {what} with invalid JSON: {err}"))
@@ -621,55 +792,55 @@ impl GithubConnector {
         }
     }
 
-    /// One page of a listing: its items and its `next` link. `next` is a link of an earlier
-    /// page (followed as given when it points into the API), else the first page `since`
-    /// the mark (oldest first) or, without one, from the newest back (`per_page` items).
+    /// The first page of a listing: `since` the mark (oldest first) or, without one, from
+    /// the newest back, `per_page` items.
+    fn first_url(
+        &self,
+        listen: Listen<'_>,
+        since: Option<i64>,
+        per_page: usize,
+    ) -> Result<String, ConnectorError> {
+        let mut query = vec![
+            ("sort", "updated".to_owned()),
+            ("per_page", per_page.to_string()),
+        ];
+        if let Listen::Issues(_) = listen {
+            query.push(("state", "all".to_owned()));
+        }
+        match since.and_then(|at| Utc.timestamp_opt(at, 0).single()) {
+            Some(since) => {
+                query.push(("direction", "asc".to_owned()));
+                query.push((
+                    "since",
+                    since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                ));
+            }
+            None => query.push(("direction", "desc".to_owned())),
+        }
+        let mut url = reqwest::Url::parse(&format!("{}{}", self.config.base_url, listen.path()))
+            .map_err(|err| ConnectorError::Config(format!("base_url: {err}")))?;
+        url.query_pairs_mut().extend_pairs(query);
+        Ok(url.to_string())
+    }
+
+    /// One page of a listing at `url` (a first page, or an earlier page's `next` link
+    /// pointing into the API): its items and its `next` link.
     async fn page(
         &self,
         listen: Listen<'_>,
-        next: Option<&str>,
-        since: Option<i64>,
-        per_page: usize,
+        url: &str,
         not_before: &mut Option<DateTime<Utc>>,
     ) -> Result<(Vec<Value>, Option<String>), ConnectorError> {
         let path = listen.path();
-        let url = match next {
-            Some(next) if next.starts_with(&format!("{}/", self.config.base_url)) => {
-                next.to_owned()
-            }
-            Some(_) => {
-                return Err(ConnectorError::Payload(format!(
-                    "{} sent a next link outside its API for {path}",
-                    self.host()
-                )))
-            }
-            None => {
-                let mut query = vec![
-                    ("sort", "updated".to_owned()),
-                    ("per_page", per_page.to_string()),
-                ];
-                if let Listen::Issues(_) = listen {
-                    query.push(("state", "all".to_owned()));
-                }
-                match since.and_then(|at| Utc.timestamp_opt(at, 0).single()) {
-                    Some(since) => {
-                        query.push(("direction", "asc".to_owned()));
-                        query.push((
-                            "since",
-                            since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        ));
-                    }
-                    None => query.push(("direction", "desc".to_owned())),
-                }
-                let mut url = reqwest::Url::parse(&format!("{}{path}", self.config.base_url))
-                    .map_err(|err| ConnectorError::Config(format!("base_url: {err}")))?;
-                url.query_pairs_mut().extend_pairs(query);
-                url.to_string()
-            }
-        };
+        if !within(&self.config.base_url, url) {
+            return Err(ConnectorError::Payload(format!(
+                "{} sent a next link outside its API for {path}",
+                self.host()
+            )));
+        }
         let (body, headers) = self
             .send(
-                self.request(reqwest::Method::GET, &url),
+                self.request(reqwest::Method::GET, url),
                 &path,
                 false,
                 not_before,
@@ -684,19 +855,90 @@ impl GithubConnector {
         Ok((items, http::link(&headers, "next")))
     }
 
-    /// Reads `stream` while the pull's budget lasts (`taken` holds every stream's items of
-    /// this pull so far); returns whether it goes on in this pull's next batch. On an
-    /// error, `stream` is as the last page left it.
+    /// `link` when it may be followed; else `None`, with the stream's warning saying why
+    /// (a link kept would be refused on every later pull).
+    fn followed(
+        &self,
+        listen: Listen<'_>,
+        stream: &mut Stream,
+        link: Option<String>,
+    ) -> Option<String> {
+        let link = link?;
+        if within(&self.config.base_url, &link) {
+            return Some(link);
+        }
+        let shown: String = link.chars().take(200).collect();
+        stream.warning = Some(format!(
+            "{} sent a next link outside {} for {} ({shown}): the listing ended there",
+            self.host(),
+            self.config.base_url,
+            listen.path()
+        ));
+        None
+    }
+
+    /// What to ask after the page at `url` was over the body cap: the same place in smaller
+    /// pages, or at one item a page the page after it (that item is skipped, with the
+    /// stream's warning saying so). `None` when neither can be asked.
+    fn after_too_large(
+        &self,
+        listen: Listen<'_>,
+        stream: &mut Stream,
+        url: &str,
+    ) -> Option<String> {
+        let size = per_page_of(url);
+        // The largest smaller size whose pages meet this page's place (1 always does).
+        let smaller = PAGE_SIZES
+            .iter()
+            .filter(|smaller| **smaller < size)
+            .find_map(|smaller| Some((*smaller, resized(url, *smaller, false)?)));
+        if let Some((smaller, resized)) = smaller {
+            stream.per_page = Some(smaller);
+            return Some(resized);
+        }
+        let skip = resized(url, 1, true)?;
+        stream.warning = Some(format!(
+            "an item of {} alone is larger than {} MiB: it was skipped",
+            listen.path(),
+            MAX_BODY_BYTES / (1024 * 1024)
+        ));
+        Some(skip)
+    }
+
+    /// After a page that was not too large, the next one a size larger (while the stream
+    /// is at a smaller size): `next` resized when its place is a whole number of larger
+    /// pages, else as it is.
+    fn grown(stream: &mut Stream, next: String) -> String {
+        let Some(larger) = stream.per_page.and_then(larger_page) else {
+            return next;
+        };
+        if query_number(&next, "page").is_none() {
+            return next;
+        }
+        match resized(&next, larger, false) {
+            Some(resized) => {
+                stream.per_page = Some(larger).filter(|larger| *larger < PAGE);
+                resized
+            }
+            None => next,
+        }
+    }
+
+    /// Reads `stream` while the pull's budget lasts (`before`: the items earlier streams of
+    /// this pull took; `taken` this stream's, a discussion counted with its comments and
+    /// replies); returns whether it goes on in this pull's next batch. On an error,
+    /// `stream` is as the last page left it.
     async fn walk(
         &self,
         listen: Listen<'_>,
         stream: &mut Stream,
         taken: &mut Vec<Value>,
+        before: usize,
         started: std::time::Instant,
         not_before: &mut Option<DateTime<Utc>>,
     ) -> Result<bool, ConnectorError> {
         let spent = |taken: &Vec<Value>, not_before: &Option<DateTime<Utc>>| {
-            taken.len() + PAGE > PULL_ITEMS
+            before + weight(listen, taken) + PAGE > PULL_ITEMS
                 || started.elapsed() >= PULL_TIME
                 || not_before.is_some_and(|at| at > Utc::now())
         };
@@ -708,12 +950,32 @@ impl GithubConnector {
                     left: u64::MAX,
                     ..Walk::default()
                 });
-                let per_page = if walk.left == 0 { 1 } else { DISCUSSIONS_PAGE };
-                let (discussions, next) = self
+                let per_page = if walk.left == 0 {
+                    1
+                } else {
+                    stream
+                        .per_page
+                        .unwrap_or(DISCUSSIONS_PAGE)
+                        .min(DISCUSSIONS_PAGE)
+                };
+                let (discussions, next) = match self
                     .discussions(repository, walk.next.as_deref(), per_page, not_before)
-                    .await?;
+                    .await
+                {
+                    // Over the body cap: fewer discussions a page (the cursor keeps the
+                    // place); one alone over it stays this stream's warning.
+                    Err(err) if is_too_large(&err) && per_page > 1 => {
+                        stream.per_page = Some(per_page / 2);
+                        if spent(taken, not_before) {
+                            return Ok(true);
+                        }
+                        continue;
+                    }
+                    answer => answer?,
+                };
                 let had = taken.len();
                 if !stream.back(walk, discussions, next, taken) {
+                    stream.per_page = None;
                     return Ok(false);
                 }
                 if taken.len() == had || spent(taken, not_before) {
@@ -722,14 +984,50 @@ impl GithubConnector {
             }
         }
         // A first sync: back from the newest.
-        while let Some(walk) = stream.walk.clone() {
-            let per_page = if walk.left == 0 { 1 } else { PAGE };
-            let (items, next) = self
-                .page(listen, walk.next.as_deref(), None, per_page, not_before)
-                .await?;
+        while let Some(mut walk) = stream.walk.clone() {
+            let per_page = if walk.left == 0 {
+                1
+            } else {
+                stream.per_page.unwrap_or(PAGE)
+            };
+            let url = match walk.next.clone() {
+                Some(next) => next,
+                None => self.first_url(listen, None, per_page)?,
+            };
+            let (items, next) = match self.page(listen, &url, not_before).await {
+                Err(err) if is_too_large(&err) => {
+                    match self.after_too_large(listen, stream, &url) {
+                        Some(smaller) => {
+                            walk.next = Some(smaller);
+                            stream.walk = Some(walk);
+                        }
+                        // Nowhere to go: the backfill ends there.
+                        None => {
+                            stream.back(walk, Vec::new(), None, taken);
+                            stream.warning = Some(format!("{} failed: {err}", listen.path()));
+                        }
+                    }
+                    if spent(taken, not_before) {
+                        return Ok(true);
+                    }
+                    continue;
+                }
+                // A link kept from an earlier version that is refused now: the backfill
+                // ends there rather than failing on every pull.
+                Err(err @ ConnectorError::Payload(_)) if !within(&self.config.base_url, &url) => {
+                    stream.back(walk, Vec::new(), None, taken);
+                    stream.warning = Some(format!("{} failed: {err}", listen.path()));
+                    continue;
+                }
+                answer => answer?,
+            };
+            let next = self
+                .followed(listen, stream, next)
+                .map(|next| Self::grown(stream, next));
             let had = taken.len();
-            // Ended: what came since its first page is the next pull's.
+            // Ended: what came since its first page is the next pull's, at full pages.
             if !stream.back(walk, items, next, taken) {
+                stream.per_page = None;
                 return Ok(false);
             }
             // A page of which nothing is taken leaves the rest to the next scheduled pull.
@@ -741,17 +1039,42 @@ impl GithubConnector {
         let mut next: Option<String> = None;
         loop {
             let since = stream.mark.as_ref().map(|mark| mark.at);
-            let (items, link) = self
-                .page(listen, next.as_deref(), since, PAGE, not_before)
-                .await?;
-            let full = items.len() >= PAGE;
+            let constructed = next.is_none();
+            let url = match next.take() {
+                Some(next) => next,
+                None => self.first_url(listen, since, stream.per_page.unwrap_or(PAGE))?,
+            };
+            let (items, link) = match self.page(listen, &url, not_before).await {
+                Err(err) if is_too_large(&err) => {
+                    next = self.after_too_large(listen, stream, &url);
+                    if next.is_none() {
+                        return Err(err);
+                    }
+                    if spent(taken, not_before) {
+                        return Ok(true);
+                    }
+                    continue;
+                }
+                answer => answer?,
+            };
+            // The listing's last page: caught up, so later pages are full size again; else
+            // the next page from a moved mark a size larger.
+            if link.is_none() {
+                stream.per_page = None;
+            } else if constructed {
+                stream.per_page = stream
+                    .per_page
+                    .and_then(larger_page)
+                    .filter(|larger| *larger < PAGE);
+            }
+            let full = items.len() >= per_page_of(&url);
             let moved = stream.forward(items, taken);
             next = match (full || link.is_some(), moved) {
                 (false, _) => return Ok(false),
                 // From the moved mark: pages numbered from the old one may have shifted.
                 (true, true) => None,
                 // A whole page within the mark's second: only its next link goes further.
-                (true, false) => match link {
+                (true, false) => match self.followed(listen, stream, link) {
                     Some(link) if link.len() <= MAX_LINK_BYTES => Some(link),
                     _ => return Ok(false),
                 },
@@ -870,10 +1193,12 @@ impl GithubConnector {
     }
 
     /// The comment an attempt begun at `started` made on the issue whose comments are at
-    /// `url`: the token's account's, with `text`, created no earlier than [`READ_BACK_WINDOW`]
-    /// before it (an older one with the same words is an earlier answer). `None` when there
-    /// is none or it cannot be read.
-    async fn posted(&self, url: &str, text: &str, started: DateTime<Utc>) -> Option<Value> {
+    /// `url`: the token's account's carrying the reply's `marker`, created no earlier than
+    /// [`READ_BACK_WINDOW`] before it. The text alone is not enough: a saved reply sent twice
+    /// on one issue has the same words, and the other one's comment is not this reply.
+    /// The comments since the window's start are read page by page (at most
+    /// [`READ_BACK_PAGES`]). `None` when there is none or they cannot be read.
+    async fn posted(&self, url: &str, marker: &str, started: DateTime<Utc>) -> Option<Value> {
         let mut not_before = None;
         let me = self.me(&mut not_before).await.ok()?;
         let since = started - READ_BACK_WINDOW;
@@ -884,21 +1209,33 @@ impl GithubConnector {
                 &since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             )
             .append_pair("per_page", &PAGE.to_string());
-        let (comments, _) = self
-            .send(
-                self.request(reqwest::Method::GET, url.as_str()),
-                "the issue's comments",
-                false,
-                &mut not_before,
-            )
-            .await
-            .ok()?;
-        comments.as_array()?.iter().rev().find_map(|comment| {
-            let ours = comment.pointer("/user/id").and_then(Value::as_u64) == Some(me.id);
-            let same = comment.get("body").and_then(Value::as_str).map(str::trim) == Some(text);
-            let recent = time(comment, "created_at").is_some_and(|at| at >= since);
-            (ours && same && recent).then(|| comment.clone())
-        })
+        let mut url = url.to_string();
+        for _ in 0..READ_BACK_PAGES {
+            let (comments, headers) = self
+                .send(
+                    self.request(reqwest::Method::GET, &url),
+                    "the issue's comments",
+                    false,
+                    &mut not_before,
+                )
+                .await
+                .ok()?;
+            let found = comments.as_array()?.iter().rev().find(|comment| {
+                let ours = comment.pointer("/user/id").and_then(Value::as_u64) == Some(me.id);
+                let marked = comment
+                    .get("body")
+                    .and_then(Value::as_str)
+                    .is_some_and(|body| body.trim_end().ends_with(marker));
+                let recent = time(comment, "created_at").is_some_and(|at| at >= since);
+                ours && marked && recent
+            });
+            if let Some(found) = found {
+                return Some(found.clone());
+            }
+            url =
+                http::link(&headers, "next").filter(|next| within(&self.config.base_url, next))?;
+        }
+        None
     }
 
     /// A comment on `discussion` answering `to`: the discussion itself, one of its
@@ -909,6 +1246,7 @@ impl GithubConnector {
         discussion: &str,
         to: &ReplyTarget,
         text: &str,
+        body: &str,
     ) -> Result<Sent, ConnectorError> {
         let reply_to = if to.external_id == discussion {
             None
@@ -921,7 +1259,7 @@ impl GithubConnector {
             Some(parent.to_owned()).filter(|id| id.starts_with("DC_") && is_node_id(id))
         };
         let variables = serde_json::json!({
-            "discussionId": discussion, "body": text, "replyToId": reply_to,
+            "discussionId": discussion, "body": body, "replyToId": reply_to,
         });
         let mut not_before = None;
         let data = self
@@ -988,7 +1326,7 @@ impl GithubConnector {
             Listen::Comments(_) => {
                 let (_, number) = issue_of_url(value.get("issue_url")?.as_str()?)?;
                 let issue = format!("{repository}#{number}");
-                let body = text_of("body").unwrap_or_default();
+                let body = text_of("body").map_or_else(String::new, |b| unmarked(&b).to_owned());
                 (format!("issuecomment-{id}"), issue, None, body, "comment")
             }
             Listen::Discussions(_) => return None,
@@ -1137,6 +1475,8 @@ fn node_item(
             .map(str::to_owned)
     };
     let body = text(node, "body")
+        .map(|body| unmarked(&body).to_owned())
+        .filter(|body| !body.is_empty())
         .or_else(|| subject.clone())
         .unwrap_or_default();
     let outbound = user_id == me.id;
@@ -1294,6 +1634,8 @@ impl Connector for GithubConnector {
         let mut more = false;
         let mut stopped = not_before.is_some_and(|at| at > Utc::now());
         let mut failures = Vec::new();
+        // One budget for the whole pull (one stored batch), not one per stream.
+        let mut before = 0;
         for listen in listens {
             let key = listen.key();
             let mut stream = state
@@ -1306,8 +1648,16 @@ impl Connector for GithubConnector {
                 stream.warning = None;
                 let mut values = Vec::new();
                 let walked = self
-                    .walk(listen, &mut stream, &mut values, started, &mut not_before)
+                    .walk(
+                        listen,
+                        &mut stream,
+                        &mut values,
+                        before,
+                        started,
+                        &mut not_before,
+                    )
                     .await;
+                before += weight(listen, &values);
                 taken.extend(values.into_iter().map(|value| (listen, value)));
                 match walked {
                     Ok(goes_on) => more |= goes_on,
@@ -1361,15 +1711,18 @@ impl Connector for GithubConnector {
         let length = text.chars().count();
         if length > MAX_REPLY_CHARS {
             return Err(ConnectorError::Payload(format!(
-                "the reply has {length} characters; GitHub takes at most {MAX_REPLY_CHARS}"
+                "the reply has {length} characters; GitHub takes at most {MAX_REPLY_CHARS} \
+                 ({MAX_BODY_CHARS} with the reply's hidden marker)"
             )));
         }
+        let marker = marker(&to.idempotency_key);
+        let body = format!("{text}\n\n{marker}");
         if let Some(discussion) = to
             .thread_key
             .as_deref()
             .filter(|key| key.starts_with("D_") && is_node_id(key))
         {
-            return self.reply_in_discussion(discussion, to, text).await;
+            return self.reply_in_discussion(discussion, to, text, &body).await;
         }
         let (repository, number) = to
             .thread_key
@@ -1395,7 +1748,7 @@ impl Connector for GithubConnector {
         let sent = self
             .send(
                 self.request(reqwest::Method::POST, &url)
-                    .json(&serde_json::json!({ "body": text })),
+                    .json(&serde_json::json!({ "body": body })),
                 &path,
                 true,
                 &mut not_before,
@@ -1404,9 +1757,9 @@ impl Connector for GithubConnector {
         let comment = match sent {
             Ok((comment, _)) => comment,
             // A timeout or a 5xx may hide a comment GitHub made: ours on this issue with
-            // the same text, made since this attempt began, is the reply.
+            // this reply's marker, made since shortly before this attempt, is the reply.
             Err(err @ ConnectorError::Transport(_)) => {
-                match self.posted(&url, text, started).await {
+                match self.posted(&url, &marker, started).await {
                     Some(comment) => comment,
                     None => return Err(err),
                 }
@@ -1820,6 +2173,129 @@ mod tests {
         assert_eq!(
             key(&discussion),
             Some((1_793_610_780, "D_kwDOKx3Y5s4AXy7".into()))
+        );
+    }
+
+    #[test]
+    fn base_url_is_normalised_and_only_links_into_it_are_followed() {
+        let parsed = |base: &str| {
+            let mut config = config();
+            config["base_url"] = json!(base);
+            GithubConfig::parse(&config).unwrap().base_url
+        };
+        assert_eq!(parsed("https://API.GitHub.com:443/"), API);
+        assert_eq!(parsed("HTTPS://api.github.com"), API);
+        assert_eq!(
+            parsed("https://GHE.example.com:8443/api/v3/"),
+            "https://ghe.example.com:8443/api/v3"
+        );
+        let next = "https://api.github.com/repositories/1/issues/comments?page=2";
+        assert!(within(API, next));
+        assert!(within(API, "https://api.github.com:443/x"));
+        for refused in [
+            "http://api.github.com/x",
+            "https://api.github.com:8443/x",
+            "https://evil.example/x",
+            "https://api.github.com.evil.example/x",
+            "https://user:pw@api.github.com/x",
+            "not a url",
+        ] {
+            assert!(!within(API, refused), "{refused}");
+        }
+        let ghe = "https://ghe.example.com/api/v3";
+        assert!(within(
+            ghe,
+            "https://ghe.example.com/api/v3/repos/a/b/issues?page=2"
+        ));
+        assert!(!within(ghe, "https://ghe.example.com/api/v3x/repos"));
+        assert!(!within(ghe, "https://ghe.example.com/login"));
+    }
+
+    #[test]
+    fn a_page_over_the_cap_is_asked_again_smaller_at_the_same_place_then_skipped() {
+        let q = |url: &str| {
+            (
+                query_number(url, "per_page").unwrap(),
+                query_number(url, "page").unwrap(),
+            )
+        };
+        let first = "https://api.github.com/repos/a/b/issues/comments?sort=updated&per_page=100&direction=desc";
+        let smaller = resized(first, 50, false).unwrap();
+        assert_eq!(q(&smaller), (50, 1));
+        assert!(smaller.contains("direction=desc") && smaller.contains("sort=updated"));
+        // Page 3 of 100 begins at item 200: page 5 of 50, page 9 of 25, page 41 of 5.
+        let third = "https://api.github.com/repos/a/b/issues/comments?per_page=100&page=3";
+        assert_eq!(q(&resized(third, 50, false).unwrap()), (50, 5));
+        assert_eq!(q(&resized(third, 25, false).unwrap()), (25, 9));
+        let one = resized(third, 1, false).unwrap();
+        assert_eq!(q(&one), (1, 201));
+        // At one a page: the page after (the item is skipped).
+        assert_eq!(q(&resized(&one, 1, true).unwrap()), (1, 202));
+        let mut steps = vec![PAGE];
+        while let Some(next) = smaller_page(*steps.last().unwrap()) {
+            assert_eq!(steps.last().unwrap() % next, 0);
+            steps.push(next);
+        }
+        assert_eq!(steps.last(), Some(&1));
+        assert!(is_too_large(&ConnectorError::Payload(format!(
+            "h answered /x with {OVER_CAP} of 10 MiB"
+        ))));
+        assert!(!is_too_large(&ConnectorError::Payload("404".into())));
+    }
+
+    #[test]
+    fn a_reply_carries_its_own_hidden_marker_which_items_do_not_show() {
+        let one = marker("reply-1");
+        assert_eq!(one, marker("reply-1"));
+        assert_ne!(one, marker("reply-2"));
+        assert!(one.starts_with("<!-- rapport:") && one.ends_with(" -->"));
+        assert_eq!(one.len() + 2, MARKER_CHARS);
+        assert_eq!(MAX_REPLY_CHARS, 65_501);
+        assert_eq!(unmarked(&format!("Thanks!\n\n{one}\n")), "Thanks!");
+        assert_eq!(unmarked("no marker"), "no marker");
+        assert_eq!(
+            unmarked("<!-- rapport:not hex at all -->"),
+            "<!-- rapport:not hex at all -->"
+        );
+        let mut ours = comment();
+        ours["body"] = json!(format!("Fixed in 2.0.1\n\n{one}"));
+        let item = connector()
+            .item(Listen::Comments("acme/widgets"), &ours, &me())
+            .unwrap();
+        assert_eq!(item.text, "Fixed in 2.0.1");
+    }
+
+    #[tokio::test]
+    async fn a_reply_over_65536_characters_is_refused_before_sending() {
+        // Rapport refuses replies over 10,000 characters first; this is the connector's own
+        // check. The client points nowhere: nothing may be sent.
+        let target = ReplyTarget {
+            external_id: "acme/widgets#1".into(),
+            thread_key: Some("acme/widgets#1".into()),
+            context: Value::Null,
+            recipient: None,
+            idempotency_key: "k".into(),
+        };
+        let mut config = config();
+        config["base_url"] = json!("http://127.0.0.1:9");
+        let github = GithubConnector::new(
+            reqwest::Client::new(),
+            GithubConfig::parse(&config).unwrap(),
+        );
+        for length in [65_537, 65_502] {
+            match github.reply(&target, &"a".repeat(length)).await {
+                Err(ConnectorError::Payload(message)) => {
+                    assert!(
+                        message.contains(&format!("{length} characters")),
+                        "{message}"
+                    )
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            github.default_reply_limit(),
+            Some(ReplyLimit::Characters(MAX_REPLY_CHARS))
         );
     }
 

@@ -50,7 +50,20 @@ struct State {
     down: usize,
     /// Discussions of acme/widgets, with their comments and replies.
     discussions: Vec<Value>,
+    /// Comments of about 256 KiB each (40 spam comments near GitHub's 65,536 characters):
+    /// a page of more than 40 of them is over the connector's 10 MiB cap.
+    big: Vec<u64>,
+    /// Comments that alone make any page over the cap.
+    huge: Vec<u64>,
+    /// A discussions page of more than this many discussions is over the cap.
+    discussions_cap: Option<usize>,
+    /// Listings' `Link` headers name this host instead of the API's (a GitHub Enterprise
+    /// Server reached by another name).
+    link_host: Option<String>,
 }
+
+/// The connector's body cap.
+const CAP: usize = 10 * 1024 * 1024;
 
 #[derive(Clone)]
 struct Github {
@@ -361,11 +374,26 @@ impl Github {
             .take(per_page)
             .map(|item| (*item).clone())
             .collect();
+        let big = body
+            .iter()
+            .filter(|item| state.big.contains(&item["id"].as_u64().unwrap()))
+            .count();
+        if big > 40
+            || body
+                .iter()
+                .any(|item| state.huge.contains(&item["id"].as_u64().unwrap()))
+        {
+            // Stands for the page's JSON: only its size matters to the connector.
+            return Reply::ok("application/json", vec![b' '; CAP + 1]);
+        }
         let last = all.len().div_ceil(per_page).max(1);
         let mut reply = Reply::json(&json!(body));
         if page < last {
             let link = |page: usize| {
                 let mut url = reqwest::Url::parse(&self.server.url(&seen.path)).unwrap();
+                if let Some(host) = &state.link_host {
+                    url.set_host(Some(host)).unwrap();
+                }
                 url.query_pairs_mut().clear();
                 for (key, value) in reqwest::Url::parse(&format!("http://q/?{}", seen.query))
                     .unwrap()
@@ -414,7 +442,25 @@ impl Github {
                 })
                 .cloned()
                 .collect();
-            return Reply::json(&json!(listed));
+            // Oldest first, paged as every listing.
+            let per_page: usize = q.get("per_page").map_or(30, |n| n.parse().unwrap());
+            let page: usize = q.get("page").map_or(1, |n| n.parse().unwrap());
+            let body: Vec<Value> = listed
+                .iter()
+                .skip((page - 1) * per_page)
+                .take(per_page)
+                .cloned()
+                .collect();
+            let mut reply = Reply::json(&json!(body));
+            if page * per_page < listed.len() {
+                let mut url = reqwest::Url::parse(&self.server.url(&seen.path)).unwrap();
+                url.query_pairs_mut()
+                    .append_pair("since", &q["since"])
+                    .append_pair("per_page", &per_page.to_string())
+                    .append_pair("page", &(page + 1).to_string());
+                reply = reply.header("link", &format!("<{url}>; rel=\"next\""));
+            }
+            return reply;
         }
         assert_eq!(seen.method, "POST");
         let body: Value = serde_json::from_slice(&seen.body).unwrap();
@@ -545,6 +591,9 @@ impl Github {
                 d
             })
             .collect();
+        if state.discussions_cap.is_some_and(|cap| page.len() > cap) {
+            return Reply::ok("application/json", vec![b' '; CAP + 1]);
+        }
         let more = start + first < all.len();
         Reply::json(&json!({ "data": { "repository": {
             "hasDiscussionsEnabled": true,
@@ -579,6 +628,23 @@ impl Github {
             ));
         }
     }
+}
+
+/// The hidden marker of the reply whose body `body` is: `text`, a blank line and
+/// `<!-- rapport:{16 hex digits} -->`. Returns the marker.
+fn marked<'a>(body: &'a str, text: &str) -> &'a str {
+    let marker = body
+        .strip_prefix(&format!("{text}\n\n"))
+        .unwrap_or_else(|| panic!("{body}"));
+    let hex = marker
+        .strip_prefix("<!-- rapport:")
+        .and_then(|rest| rest.strip_suffix(" -->"))
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(
+        hex.len() == 16 && hex.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{body}"
+    );
+    marker
 }
 
 fn expected(range: std::ops::Range<u64>) -> BTreeMap<String, usize> {
@@ -746,10 +812,9 @@ backend_test!(
         let posted = github.seen("/repos/acme/widgets/issues/1347/comments");
         assert_eq!(posted.len(), 1);
         assert_eq!(posted[0].method, "POST");
-        assert_eq!(
-            serde_json::from_slice::<Value>(&posted[0].body).unwrap(),
-            json!({ "body": text })
-        );
+        let body = serde_json::from_slice::<Value>(&posted[0].body).unwrap();
+        assert_eq!(body.as_object().unwrap().len(), 1, "{body:#}");
+        marked(body["body"].as_str().unwrap(), text);
         assert_eq!(header(&posted[0], "content-type"), "application/json");
         assert_eq!(
             header(&posted[0], "authorization"),
@@ -1245,8 +1310,11 @@ backend_test!(
                 .starts_with("mutation($discussionId: ID!, $body: String!, $replyToId: ID)"),
             "{mutation:#}"
         );
+        let mut variables = mutation["variables"].clone();
+        marked(variables["body"].as_str().unwrap(), "Parquet lands in 2.1.");
+        variables["body"] = json!("Parquet lands in 2.1.");
         assert_eq!(
-            mutation["variables"],
+            variables,
             json!({ "discussionId": "D_kwDOKx3Y5s4AXy7", "body": "Parquet lands in 2.1.", "replyToId": "DC_kwDOKx3Y5s4AhM01" })
         );
         assert_eq!(sent["externalId"], "DC_kwDOKx3Y5s4AhNEW1");
@@ -1287,5 +1355,250 @@ backend_test!(
             items(&app, &key).await["DC_kwDOKx3Y5s4AhM05"]["conversation"]["id"],
             *conversation
         );
+    }
+);
+
+backend_test!(
+    async fn a_page_over_the_size_cap_is_read_in_smaller_pages_and_a_lone_huge_item_skipped(
+        app: TestApp,
+    ) {
+        // 60 spam comments of about 256 KiB each: a page of 100 (or 50 of them) is over the
+        // 10 MiB cap, a page of 25 is not. Comment 200 alone is over it.
+        let key = app.key(Role::Admin).await;
+        let github = Github::start().await;
+        github.fans(0..300, None);
+        {
+            let mut state = github.state.lock().unwrap();
+            state.big = (100..160).collect();
+            state.huge = vec![200];
+            // Twelve long discussions: a page of more than five is over the cap.
+            state.discussions = (0..12)
+                .map(|n| discussion(100 + n, MAYA, "Long", "…", n as i64))
+                .collect();
+            state.discussions_cap = Some(5);
+        }
+        let id = github.source(&app, &key, "spam", json!({})).await;
+        let (new, _) = crate::mastodon::sync_until_done(&app, &id).await;
+        // Every comment but the huge one, each once, and every discussion.
+        let mut all = expected(0..300);
+        all.remove("issuecomment-200");
+        for n in 0..12 {
+            all.insert(format!("D_kwDOKx3Y5s4AXy{}", 100 + n), 1);
+        }
+        assert_eq!(new, 299 + 12);
+        assert_eq!(stored_ids(&app).await, all);
+        let firsts: Vec<u64> = github
+            .seen("/graphql")
+            .iter()
+            .map(|seen| {
+                serde_json::from_slice::<Value>(&seen.body).unwrap()["variables"]["first"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(firsts[..4], [20, 10, 5, 5], "{firsts:?}");
+        let sizes: Vec<String> = github
+            .comments_seen()
+            .iter()
+            .map(|seen| query(seen)["per_page"].clone())
+            .collect();
+        for size in ["100", "50", "25", "5", "1"] {
+            assert!(sizes.iter().any(|s| s == size), "{size}: {sizes:?}");
+        }
+        let cursor: Value =
+            serde_json::from_str(&source_row(&app, &id).await.cursor.unwrap()).unwrap();
+        let stream = &cursor["streams"]["acme/widgets/comments"];
+        assert_eq!(stream.get("walk"), None, "{stream:#}");
+        assert_eq!(stream["mark"]["ids"], json!(["299"]));
+
+        // Forward from the mark: new spam makes the page from the mark too large; smaller
+        // pages read it, then the stream is caught up and back to pages of 100.
+        github.fans(300..400, None);
+        github.state.lock().unwrap().big.extend(300..360);
+        let asked = github.comments_seen().len();
+        let (new, _) = crate::mastodon::sync_until_done(&app, &id).await;
+        assert_eq!(new, 100);
+        let seen = github.comments_seen();
+        let forward: Vec<&Seen> = seen[asked..].iter().collect();
+        assert!(forward.iter().all(|s| query(s).contains_key("since")));
+        assert_eq!(query(forward[0])["per_page"], "100");
+        assert_eq!(query(forward[1])["per_page"], "50");
+        github.fans(400..402, None);
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 2);
+        let last = github.comments_seen();
+        assert_eq!(query(last.last().unwrap())["per_page"], "100");
+        let mut all = expected(0..402);
+        all.remove("issuecomment-200");
+        for n in 0..12 {
+            all.insert(format!("D_kwDOKx3Y5s4AXy{}", 100 + n), 1);
+        }
+        assert_eq!(stored_ids(&app).await, all);
+
+        // A lone huge item in the forward read: skipped with a warning, the rest read.
+        github.fans(402..405, None);
+        github.state.lock().unwrap().huge.push(403);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 2, "{report:#}");
+        let cursor: Value =
+            serde_json::from_str(&source_row(&app, &id).await.cursor.unwrap()).unwrap();
+        let warning = cursor["streams"]["acme/widgets/comments"]["warning"]
+            .as_str()
+            .unwrap();
+        assert!(warning.contains("skipped"), "{warning}");
+        github.fans(405..406, None);
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 1);
+    }
+);
+
+backend_test!(
+    async fn a_next_link_off_the_api_ends_the_backfill_and_base_url_is_compared_normalised(
+        app: TestApp,
+    ) {
+        let key = app.key(Role::Admin).await;
+        let github = Github::start().await;
+        github.fans(0..250, None);
+        // The server names itself `localhost` in its links; the source reaches it as
+        // 127.0.0.1. The link is refused and the backfill ends at the first page, with a
+        // warning, instead of failing on every pull.
+        github.state.lock().unwrap().link_host = Some("localhost".into());
+        let id = github.source(&app, &key, "elsewhere", json!({})).await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 100, "{report:#}");
+        let cursor: Value =
+            serde_json::from_str(&source_row(&app, &id).await.cursor.unwrap()).unwrap();
+        let stream = &cursor["streams"]["acme/widgets/comments"];
+        assert_eq!(stream.get("walk"), None, "{stream:#}");
+        let warning = stream["warning"].as_str().unwrap();
+        assert!(warning.contains("outside"), "{warning}");
+        // New comments are read forward from the mark.
+        github.fans(250..253, None);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 3, "{report:#}");
+        let seen = github.comments_seen();
+        assert_eq!(query(seen.last().unwrap())["since"], stamp(minute(249)));
+        assert!(
+            seen.iter().all(|s| !query(s).contains_key("page")),
+            "{seen:?}"
+        );
+
+        // base_url typed in another case, with a trailing slash: the links are the API's.
+        let github = Github::start().await;
+        github.fans(0..150, None);
+        let typed = format!("{}/", github.server.base.replacen("http://", "HTTP://", 1));
+        let id = github
+            .source(&app, &key, "typed", json!({ "base_url": typed }))
+            .await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 150, "{report:#}");
+        assert_eq!(github.comments_seen().len(), 2);
+    }
+);
+
+backend_test!(
+    async fn a_lost_answer_is_read_back_by_the_replys_own_marker_never_a_twin_with_the_same_text(
+        app: TestApp,
+    ) {
+        let key = app.key(Role::Admin).await;
+        let github = Github::start().await;
+        github.add_issue(issue(
+            1347,
+            LUCIA,
+            "CSV export fails",
+            "Times out.",
+            1,
+            false,
+        ));
+        github.add_comment(comment(10, MAYA, "User", 1347, "Same here", 2));
+        github.add_comment(comment(11, LUCIA, "User", 1347, "And here", 3));
+        let id = github.source(&app, &key, "twins", json!({})).await;
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 3);
+        let agent = app.key(Role::Agent).await;
+        let saved = "Thanks, fixed in 2.0.1";
+        // The saved reply to Maya: sent.
+        let maya = find_interaction(&app, &key, "issuecomment-10").await;
+        let first = app
+            .gql(
+                &agent,
+                REPLY,
+                json!({ "input": { "interactionId": maya, "text": saved } }),
+            )
+            .await["replyToInteraction"]["interaction"]
+            .clone();
+        assert_eq!(first["externalId"], "issuecomment-3000000001");
+        // The same words to Lucía, and GitHub fails before making it (502): Maya's comment
+        // has the same text but not this reply's marker. The reply fails, nothing is
+        // taken for it.
+        let lucia = find_interaction(&app, &key, "issuecomment-11").await;
+        github.state.lock().unwrap().down = 1;
+        let (_, answer) = app
+            .gql_error(
+                &agent,
+                REPLY,
+                json!({ "input": { "interactionId": lucia, "text": saved } }),
+            )
+            .await;
+        assert!(answer.to_string().contains("502"), "{answer:#}");
+        assert_eq!(github.state.lock().unwrap().posted, 1);
+        assert_eq!(stored_ids(&app).await["issuecomment-3000000001"], 1);
+
+        // 120 comments of ours with those words since (a busy day of saved replies), then
+        // the answer to Lucía's is lost after GitHub made it: the read-back pages past the
+        // first 100 to the one with its marker.
+        for n in 0..120 {
+            let mut twin = comment(4_000_000 + n, US, "User", 1347, saved, 0);
+            let now = stamp(Utc::now());
+            twin["created_at"] = json!(now);
+            twin["updated_at"] = json!(now);
+            github.add_comment(twin);
+        }
+        github.state.lock().unwrap().lose = 1;
+        let sent = app
+            .gql(
+                &agent,
+                REPLY,
+                json!({ "input": { "interactionId": lucia, "text": saved } }),
+            )
+            .await["replyToInteraction"]["interaction"]
+            .clone();
+        assert_eq!(sent["externalId"], "issuecomment-3000000002", "{sent:#}");
+        assert_eq!(sent["text"], saved);
+        let read: Vec<Seen> = github
+            .seen("/repos/acme/widgets/issues/1347/comments")
+            .into_iter()
+            .filter(|s| s.method == "GET")
+            .collect();
+        // One read after the 502, two pages now.
+        assert_eq!(read.len(), 3);
+        assert_eq!(query(&read[2])["page"], "2");
+        // The comment comes back in the listing without its marker in the text.
+        let posted: Vec<Value> = github.state.lock().unwrap().comments.clone();
+        let made = posted.iter().find(|c| c["id"] == 3_000_000_002u64).unwrap();
+        marked(made["body"].as_str().unwrap(), saved);
+    }
+);
+
+backend_test!(
+    async fn one_pull_takes_about_one_budget_of_items_across_all_streams(app: TestApp) {
+        // 950 issues and 200 comments: the issues take most of the pull's 1,000 items, so
+        // the comments get one page and the rest waits for the next batch.
+        let key = app.key(Role::Admin).await;
+        let github = Github::start().await;
+        for n in 1..=950 {
+            github.add_issue(issue(n, MAYA, "Export", "It fails", n as i64, false));
+        }
+        github.fans(0..200, None);
+        let id = github
+            .source(&app, &key, "budget", json!({ "backfill_limit": 5_000 }))
+            .await;
+        let syncer = rapport::ingest::sync::Syncer::new(&app.app);
+        let claimed = syncer.claim(&source_row(&app, &id).await).await.unwrap();
+        let report = syncer.run(claimed, &|| true).await.unwrap();
+        assert_eq!(report.batches, 1, "{report:?}");
+        assert_eq!(report.new, 1_050, "{report:?}");
+        let (new, _) = crate::mastodon::sync_until_done(&app, &id).await;
+        assert_eq!(new, 100);
+        assert_eq!(stored_ids(&app).await.len(), 1_150);
     }
 );
