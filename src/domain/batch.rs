@@ -267,11 +267,15 @@ pub async fn store(
         });
     }
 
-    // Replies: the conversations of the stored items they answer.
+    // Replies: the conversations of the stored items they answer. An item of this batch
+    // is not stored yet (that is what made it fresh): a reply to it is threaded below
+    // without asking the database.
+    let in_batch: HashSet<&str> = fresh.iter().map(|f| f.item.external_id.as_str()).collect();
     let parents: Vec<&str> = fresh
         .iter()
         .filter(|f| f.item.thread_key.is_none())
         .filter_map(|f| f.item.in_reply_to.as_deref())
+        .filter(|parent| !in_batch.contains(parent))
         .collect();
     let parent_conversations = conversations_of_items(db, source.id, &distinct(parents)).await?;
 

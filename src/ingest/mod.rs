@@ -133,6 +133,7 @@ pub async fn store(
     domain::source::record_batch(&txn, source.id, report.new.len(), next_cursor, lease).await?;
     failpoint("ingest.before_commit");
     txn.commit().await?;
+    crate::db::checkpoint_aside(db);
     // The statistics can be stale only after 1,000 changed rows (see
     // `refresh_statistics`): asking the catalogue after every small batch (a webhook
     // delivery's) cost a query a batch for nothing.
