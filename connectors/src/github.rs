@@ -1555,9 +1555,10 @@ fn failure(
     };
     if matches!(status, 403 | 429) {
         let until = rate_limited_until(headers, now);
-        let secondary = message
-            .to_ascii_lowercase()
-            .contains("secondary rate limit");
+        // GitHub's older wording of the same limit was "abuse detection mechanism".
+        let lowered = message.to_ascii_lowercase();
+        let secondary =
+            lowered.contains("secondary rate limit") || lowered.contains("abuse detection");
         if until.is_some() || secondary || status == 429 {
             let secs = until.map(|at| (at - now).num_seconds().clamp(1, MAX_WAIT_SECS) as u64);
             let secs = if secondary {
@@ -2072,6 +2073,11 @@ mod tests {
         assert_eq!(wait(403, &[("retry-after", "90")], secondary), Ok(Some(90)));
         assert_eq!(
             wait(403, &[("x-ratelimit-remaining", "4000")], secondary),
+            Ok(Some(60))
+        );
+        let abuse = r#"{"message":"You have triggered an abuse detection mechanism. Please wait a few minutes before you try again.","documentation_url":"https://developer.github.com/v3/#abuse-rate-limits"}"#;
+        assert_eq!(
+            wait(403, &[("x-ratelimit-remaining", "4000")], abuse),
             Ok(Some(60))
         );
         assert_eq!(wait(429, &[], "{}"), Ok(None));

@@ -1154,6 +1154,14 @@ async fn against_a_real_synapse_backfill_since_gaps_threads_and_replies_hold() {
         return;
     };
     let base = base.trim_end_matches('/').to_owned();
+    // The test registers accounts and posts: only ever on this machine.
+    let host = reqwest::Url::parse(&base)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_owned));
+    assert!(
+        matches!(host.as_deref(), Some("127.0.0.1" | "localhost" | "[::1]")),
+        "RAPPORT_TEST_SYNAPSE_URL must be a loopback address, not {base}"
+    );
     let run = Utc::now().timestamp_micros();
     let acme = register(&base, &format!("acme{run}")).await;
     let maya = register(&base, &format!("maya{run}")).await;
