@@ -13,6 +13,7 @@ pub mod http;
 pub mod mastodon;
 pub mod outbound;
 pub mod reddit;
+pub mod telegram;
 pub mod text;
 pub mod webhook;
 
@@ -71,6 +72,9 @@ channels! {
     /// GitHub: issues, pull requests, discussions and their comments in chosen repositories
     /// pulled by a source, replies sent back as comments.
     Github = "github",
+    /// Telegram: messages to a bot (private chats, groups, channels) pulled by a source,
+    /// replies sent back as answering messages.
+    Telegram = "telegram",
     /// RSS and Atom feeds, pulled by a source.
     Rss = "rss",
     /// E-mail: a mailbox read over IMAP, replies sent over SMTP.
@@ -591,6 +595,28 @@ pub static REGISTRY: &[ChannelSpec] = &[
         reply_setup: "",
         recipient: Recipient::Handle,
     },
+    ChannelSpec {
+        channel: Channel::Telegram,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: true,
+        },
+        // The token is part of every request's path at base_url.
+        secrets: &[SecretField {
+            name: "bot_token",
+            bound_to: &["base_url"],
+        }],
+        check: |config| telegram::TelegramConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(telegram::TelegramConnector::new(
+                outbound.client().clone(),
+                telegram::TelegramConfig::parse(config)?,
+            )))
+        },
+        reply_setup: "",
+        recipient: Recipient::Handle,
+    },
 ];
 
 /// The registry entry of `channel`; `None` for a channel without a connector (yet).
@@ -750,6 +776,9 @@ mod tests {
             Channel::Github => serde_json::json!({
                 "base_url": "https://api.github.com", "token": "t", "repositories": ["acme/widgets"]
             }),
+            Channel::Telegram => serde_json::json!({
+                "base_url": "https://api.telegram.org", "bot_token": "123:AAH"
+            }),
             _ => serde_json::json!({}),
         };
         for &channel in Channel::ALL {
@@ -789,7 +818,8 @@ mod tests {
                 Channel::Bluesky,
                 Channel::Reddit,
                 Channel::HackerNews,
-                Channel::Github
+                Channel::Github,
+                Channel::Telegram
             ]
         );
         assert!(is_pulled(Channel::Email) && !is_pulled(Channel::Webhook));
@@ -799,7 +829,7 @@ mod tests {
                 assert_eq!(field, "channel");
                 assert!(
                     message.ends_with(
-                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news, github"
+                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news, github, telegram"
                     ),
                     "{message}"
                 );
