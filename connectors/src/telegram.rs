@@ -606,3 +606,112 @@ impl Connector for TelegramConnector {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "123456789:AAHsecretPartOfTheToken_x";
+
+    fn me() -> Me {
+        Me {
+            id: 123_456_789,
+            username: "acme_bot".into(),
+        }
+    }
+
+    fn group_message(text: &str, entities: Value) -> Value {
+        json!({ "update_id": 10, "message": {
+            "message_id": 4, "date": 1_794_042_000, "text": text, "entities": entities,
+            "from": { "id": 55, "is_bot": false, "first_name": "Ana", "username": "ana" },
+            "chat": { "id": -100_200, "type": "supergroup", "title": "Users" }
+        }})
+    }
+
+    #[test]
+    fn the_config_is_checked_and_never_shows_the_token() {
+        let config = TelegramConfig::parse(&json!({ "bot_token": TOKEN })).unwrap();
+        assert_eq!(config.base_url, API);
+        assert_eq!(config.mode, "poll");
+        assert_eq!(config.backfill_limit, DEFAULT_BACKFILL_LIMIT);
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("secretPart"), "{shown}");
+        let (field, message) =
+            TelegramConfig::parse(&json!({ "bot_token": TOKEN, "mode": "webhook" })).unwrap_err();
+        assert_eq!(field, "mode");
+        assert!(message.contains("not supported"), "{message}");
+        for bad in ["", "AAH", "12:", "12:a/b", "12:a b", "x1:abc"] {
+            let (field, message) = TelegramConfig::parse(&json!({ "bot_token": bad })).unwrap_err();
+            assert_eq!(field, "bot_token");
+            assert!(bad.is_empty() || !message.contains(bad), "{message}");
+        }
+        let (field, _) =
+            TelegramConfig::parse(&json!({ "bot_token": TOKEN, "backfill_limit": 100_001 }))
+                .unwrap_err();
+        assert_eq!(field, "backfill_limit");
+        let config =
+            TelegramConfig::parse(&json!({ "bot_token": TOKEN, "chats": [1, 2, 1] })).unwrap();
+        assert_eq!(config.chats, [1, 2]);
+    }
+
+    #[test]
+    fn a_mention_is_found_by_utf16_offsets_and_only_for_this_bot() {
+        // "é🙂 " is 4 UTF-16 code units.
+        let named = group_message(
+            "é🙂 @ACME_bot hi",
+            json!([{ "type": "mention", "offset": 4, "length": 9 }]),
+        );
+        assert_eq!(item(&named, &me(), &[]).unwrap().kind, "mention");
+        let other = group_message(
+            "é🙂 @other_bot hi",
+            json!([{ "type": "mention", "offset": 4, "length": 10 }]),
+        );
+        assert_eq!(item(&other, &me(), &[]).unwrap().kind, "message");
+        let text_mention = group_message(
+            "Acme bot, help",
+            json!([{ "type": "text_mention", "offset": 0, "length": 8,
+                "user": { "id": 123_456_789, "is_bot": true, "first_name": "Acme" } }]),
+        );
+        assert_eq!(item(&text_mention, &me(), &[]).unwrap().kind, "mention");
+        // Offsets past the text are no mention, and no panic.
+        let broken = group_message(
+            "@acme_bot",
+            json!([{ "type": "mention", "offset": 3, "length": 90 }]),
+        );
+        assert_eq!(item(&broken, &me(), &[]).unwrap().kind, "message");
+    }
+
+    #[test]
+    fn an_update_is_an_item_by_its_user_in_its_chat_unless_a_bot_or_without_text() {
+        let update = group_message("hello", json!([]));
+        let got = item(&update, &me(), &[]).unwrap();
+        assert_eq!(got.external_id, "-100200:4");
+        assert_eq!(got.thread_key.as_deref(), Some("-100200"));
+        assert_eq!(got.author.platform_id, "55");
+        assert_eq!(got.author.handle.as_deref(), Some("@ana"));
+        assert_eq!(got.author.display_name.as_deref(), Some("Ana"));
+        assert_eq!(got.url, None);
+        assert!(item(&update, &me(), &[-100_200]).is_some());
+        assert!(item(&update, &me(), &[7]).is_none());
+        let mut bot = update.clone();
+        bot["message"]["from"]["is_bot"] = json!(true);
+        assert!(item(&bot, &me(), &[]).is_none());
+        let mut sticker = update.clone();
+        sticker["message"].as_object_mut().unwrap().remove("text");
+        assert!(item(&sticker, &me(), &[]).is_none());
+        sticker["message"]["caption"] = json!("look");
+        assert_eq!(item(&sticker, &me(), &[]).unwrap().text, "look");
+    }
+
+    #[test]
+    fn the_token_is_scrubbed_from_what_telegram_says() {
+        let connector = TelegramConnector::new(
+            reqwest::Client::new(),
+            TelegramConfig::parse(&json!({ "bot_token": TOKEN })).unwrap(),
+        );
+        let said = connector.scrub(&format!(
+            "Not Found: /bot{TOKEN}/x and AAHsecretPartOfTheToken_x"
+        ));
+        assert!(!said.contains("secretPart"), "{said}");
+    }
+}
