@@ -465,6 +465,24 @@ backend_test!(
         assert_eq!(code, "BAD_USER_INPUT");
         assert_eq!(telegram.server.seen(&path("sendMessage")).len(), 2);
 
+        // A 502 from a proxy: Telegram may have sent it, but nothing can be read back, so
+        // the reply fails (a retry would send it again) and nothing is taken for it.
+        telegram.state.lock().unwrap().fail = vec![Reply::status(502)];
+        let (_, answer) = app
+            .gql_error(
+                &agent,
+                REPLY,
+                json!({ "input": { "interactionId": target, "text": "Still there?" } }),
+            )
+            .await;
+        let said = answer.to_string();
+        assert!(said.contains("502"), "{said}");
+        assert!(!said.contains("rapportTest"), "{said}");
+        assert_eq!(telegram.server.seen(&path("sendMessage")).len(), 3);
+        assert!(!stored_ids(&app)
+            .await
+            .contains_key(&format!("{}:9003", MAYA.0)));
+
         // The bot blocked by Maya: 403, said, and the token nowhere in it.
         telegram.state.lock().unwrap().fail =
             vec![error(403, "Forbidden: bot was blocked by the user", None)];
