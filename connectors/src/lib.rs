@@ -211,6 +211,13 @@ pub trait Connector: Send + Sync {
     fn capabilities(&self) -> Capabilities;
     /// Fetches the items after `cursor` (from the start when `None`).
     async fn pull(&self, cursor: Option<&Cursor>) -> Result<Pull, ConnectorError>;
+    /// Whether a pull from a cursor tells the platform that everything before it is
+    /// delivered, so the platform forgets it (Telegram's `getUpdates` offset). The sync
+    /// then pulls again only once the batch that cursor ends is committed: a pull made
+    /// while it is still being stored would throw it away if the store failed.
+    fn confirms_on_read(&self) -> bool {
+        false
+    }
     /// Sends `text` as an answer to `to`.
     async fn reply(&self, to: &ReplyTarget, text: &str) -> Result<Sent, ConnectorError>;
     /// The external id a reply to `to` will have, when the connector decides it before

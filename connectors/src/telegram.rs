@@ -13,13 +13,19 @@
 //!   the token before it is shown.
 //! - Listening (`mode: "poll"`, the only mode for now: a webhook needs a route of the
 //!   server): `getUpdates` with `offset` the last update's `update_id` + 1 (the cursor,
-//!   `{"offset": N}`), `limit` 100, `timeout` 0 and `allowed_updates` `message`,
-//!   `edited_message`, `channel_post`. A page of 100 is followed by the next until
-//!   [`PULL_ITEMS`] or [`PULL_TIME`]. The Bot API keeps undelivered updates 24 hours and has
-//!   no history: a first sync takes what `getUpdates` still holds, at most `backfill_limit`
-//!   (the newest, with the negative `offset` the API provides; 0: none, only what comes
-//!   after). A webhook set on the bot makes `getUpdates` answer 409: the error says to
-//!   delete it; the connector never deletes it itself.
+//!   `{"offset": N, "at": unix}`, `at` when the offset last moved), `limit` 100, `timeout`
+//!   0 and `allowed_updates` `message`, `edited_message`, `channel_post`. An offset makes
+//!   Telegram forget every update before it, so a pull makes one call, from the stored
+//!   cursor: the page it returns is confirmed by the next pull, which the sync makes only
+//!   once the page and its cursor are committed ([`Connector::confirms_on_read`]). After a
+//!   week without updates Telegram numbers the next one at random, often below our
+//!   offset: when the offset has not moved for [`QUIET_SECS`], a pull asks without it
+//!   (everything still held is then unconfirmed, so new to us). The Bot API keeps
+//!   undelivered updates 24 hours and has no history: a first sync takes what `getUpdates`
+//!   still holds, at most `backfill_limit` (the newest, with the negative `offset` the API
+//!   provides; 0: none, only what comes after). A webhook set on the bot makes
+//!   `getUpdates` answer 409: the error says to delete it; the connector never deletes it
+//!   itself.
 //! - Items: a message's external id is `{chat_id}:{message_id}` (message ids are unique per
 //!   chat). An edit (`edited_message`) has the same id, so the pipeline drops it: the
 //!   first text stored stays. The author's numeric `from.id` is the identity (usernames
@@ -43,14 +49,14 @@
 //!   {"retry_after"}}`. 429 is a rate limit (`retry_after` seconds; a pull keeps what it read
 //!   and comes back then), 401 a refused token, 403 (the bot blocked, or removed from the
 //!   chat) a refused reply, 409 a webhook or another poller in the way, other 4xx a payload
-//!   error, 5xx a transport error.
+//!   error, 5xx a transport error. The description is cut to 200 characters; an
+//!   `error_code` that is no HTTP status gives way to the answer's status.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::http::{self, MAX_BODY_BYTES};
-pub use crate::mastodon::{PULL_ITEMS, PULL_TIME};
 use crate::{
     Author, Capabilities, Channel, Connector, ConnectorError, Cursor, InboundItem, Pull,
     ReplyLimit, ReplyTarget, Sent,
@@ -180,12 +186,22 @@ fn is_token(token: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
 }
 
-/// The stored cursor: the next `offset` to ask (none: nothing seen yet after a first sync).
+/// The stored cursor: the next `offset` to ask (none: nothing seen yet after a first sync)
+/// and when it last moved (Unix seconds; none in a cursor written before it was kept).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct TelegramCursor {
     #[serde(default)]
     offset: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    at: Option<i64>,
 }
+
+/// How long the offset may stay still before a pull asks without it: the Bot API numbers
+/// the next update at random after a week without any, so a day short of that.
+const QUIET_SECS: i64 = 6 * 86_400;
+
+/// The most of a description from the server kept in an error.
+const MAX_DESCRIPTION_CHARS: usize = 200;
 
 /// The bot, as `getMe` says.
 #[derive(Clone, Debug, Default)]
@@ -260,13 +276,19 @@ impl TelegramConnector {
         let code = answer
             .get("error_code")
             .and_then(Value::as_u64)
-            .map_or(status, |code| code as u16);
+            .and_then(|code| u16::try_from(code).ok())
+            .unwrap_or(status);
+        // Scrubbed whole, then cut: a cut could split the token and let a part through.
         let description = self.scrub(
             answer
                 .get("description")
                 .and_then(Value::as_str)
                 .unwrap_or(""),
         );
+        let description = match description.char_indices().nth(MAX_DESCRIPTION_CHARS) {
+            Some((end, _)) => format!("{}…", &description[..end]),
+            None => description,
+        };
         let said = if description.is_empty() {
             format!("{host} answered {method} with {code}")
         } else {
@@ -468,84 +490,108 @@ impl Connector for TelegramConnector {
         }
     }
 
+    fn confirms_on_read(&self) -> bool {
+        true
+    }
+
     async fn pull(&self, cursor: Option<&Cursor>) -> Result<Pull, ConnectorError> {
-        let started = std::time::Instant::now();
         let first = cursor.is_none();
-        let mut state: TelegramCursor = cursor
+        let state: TelegramCursor = cursor
             .and_then(|cursor| serde_json::from_str(&cursor.0).ok())
             .unwrap_or_default();
         let me = self.me().await?;
-        let mut items = Vec::new();
-        let mut not_before: Option<DateTime<Utc>> = None;
-        let mut more = false;
+        let now = Utc::now().timestamp();
+        let skip_all = first && self.config.backfill_limit == 0;
         // A first sync starts that many updates from the end of what Telegram holds (a
-        // negative offset); with 0 it only reads the newest update's id.
-        let mut offset = if first {
+        // negative offset, which forgets what is before it); with 0 it only reads the
+        // newest update's id. After a quiet week Telegram may number the next update
+        // below our offset, which would confirm it unseen: past `QUIET_SECS` the ask has
+        // no offset, and every update Telegram still holds is one we have not stored.
+        let quiet = state
+            .at
+            .is_some_and(|at| now.saturating_sub(at) > QUIET_SECS);
+        let offset = if first {
             Some(-(self.config.backfill_limit.max(1) as i64))
+        } else if quiet {
+            None
         } else {
             state.offset
         };
-        let skip_all = first && self.config.backfill_limit == 0;
-        loop {
-            let mut body = json!({
-                "limit": if skip_all { 1 } else { PAGE },
-                "timeout": 0,
-                "allowed_updates": ALLOWED_UPDATES,
-            });
-            if let Some(offset) = offset {
-                body["offset"] = json!(offset);
+        let mut body = json!({
+            "limit": if skip_all { 1 } else { PAGE },
+            "timeout": 0,
+            "allowed_updates": ALLOWED_UPDATES,
+        });
+        if let Some(offset) = offset {
+            body["offset"] = json!(offset);
+        }
+        let updates = match self.call("getUpdates", &body).await {
+            Ok(updates) => updates,
+            Err(ConnectorError::RateLimited { retry_after_secs }) => {
+                // Nothing read: the stored cursor stays as it is (a first sync's too).
+                let mut not_before = None;
+                http::wait_out(&mut not_before, retry_after_secs);
+                return Ok(Pull {
+                    items: Vec::new(),
+                    next_cursor: None,
+                    more: true,
+                    not_before,
+                });
             }
-            let updates = match self.call("getUpdates", &body).await {
-                Ok(updates) => updates,
-                Err(ConnectorError::RateLimited { retry_after_secs }) => {
-                    http::wait_out(&mut not_before, retry_after_secs);
-                    more = true;
-                    break;
-                }
-                Err(err) => return Err(err),
-            };
-            let updates = updates.as_array().cloned().ok_or_else(|| {
-                ConnectorError::Payload(format!(
-                    "{} answered getUpdates without a list",
-                    self.host()
-                ))
-            })?;
-            let count = updates.len();
-            for update in &updates {
-                let id = update
-                    .get("update_id")
-                    .and_then(Value::as_i64)
-                    .ok_or_else(|| {
-                        ConnectorError::Payload(format!(
-                            "{} answered getUpdates with an update without update_id",
-                            self.host()
-                        ))
-                    })?;
-                state.offset = Some(state.offset.map_or(id + 1, |old| old.max(id + 1)));
-                if !skip_all {
-                    items.extend(item(update, &me, &self.config.chats));
-                }
-            }
-            offset = state.offset;
-            if skip_all {
-                // The newest update marks where the source starts; nothing is taken.
-                break;
-            }
-            if count < PAGE {
-                break;
-            }
-            if items.len() >= PULL_ITEMS || started.elapsed() >= PULL_TIME {
-                more = true;
-                break;
+            Err(err) => return Err(err),
+        };
+        let updates = updates.as_array().ok_or_else(|| {
+            ConnectorError::Payload(format!(
+                "{} answered getUpdates without a list",
+                self.host()
+            ))
+        })?;
+        let mut items = Vec::new();
+        let mut last = None;
+        for update in updates {
+            let id = update
+                .get("update_id")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| {
+                    ConnectorError::Payload(format!(
+                        "{} answered getUpdates with an update without update_id",
+                        self.host()
+                    ))
+                })?;
+            last = Some(id);
+            if !skip_all {
+                items.extend(item(update, &me, &self.config.chats));
             }
         }
+        // The next pull asks from after the last update of this answer (Telegram sends
+        // them in order; after a renumbering the new ids may be lower than the old
+        // offset), which confirms this page only once the sync has stored it.
+        let next = match last {
+            Some(id) => TelegramCursor {
+                offset: Some(id.checked_add(1).ok_or_else(|| {
+                    ConnectorError::Payload(format!(
+                        "{} answered getUpdates with update_id {id}",
+                        self.host()
+                    ))
+                })?),
+                at: Some(now),
+            },
+            None if first => TelegramCursor {
+                offset: None,
+                at: Some(now),
+            },
+            None => TelegramCursor {
+                offset: state.offset,
+                at: state.at.or(Some(now)),
+            },
+        };
         Ok(Pull {
             items,
             next_cursor: Some(Cursor(
-                serde_json::to_string(&state).unwrap_or_else(|_| "{}".into()),
+                serde_json::to_string(&next).unwrap_or_else(|_| "{}".into()),
             )),
-            more,
-            not_before,
+            more: !skip_all && updates.len() >= PAGE,
+            not_before: None,
         })
     }
 

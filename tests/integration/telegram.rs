@@ -12,10 +12,11 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 use rapport::domain::Role;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use serde_json::{json, Value};
 
 use crate::backend_test;
+use crate::common::TestApp;
 use crate::feeds::{create_source, items, sync};
 use crate::mastodon::{find_interaction, source_row, stored_ids};
 use crate::platform::{Platform, Reply, Seen};
@@ -34,6 +35,8 @@ struct State {
     updates: Vec<Value>,
     /// The next answers of any method, instead of the real one.
     fail: Vec<Reply>,
+    /// The next answers of getUpdates only: `None` answers for real.
+    fail_updates: Vec<Option<Reply>>,
     /// Messages sent so far.
     sent: i64,
 }
@@ -130,6 +133,12 @@ impl Telegram {
         telegram.server.handle(&path("getUpdates"), move |seen| {
             serving
                 .failed(seen)
+                .or_else(|| {
+                    let mut state = serving.state.lock().unwrap();
+                    (!state.fail_updates.is_empty())
+                        .then(|| state.fail_updates.remove(0))
+                        .flatten()
+                })
                 .unwrap_or_else(|| serving.get_updates(seen))
         });
         let serving = telegram.clone();
@@ -229,6 +238,17 @@ impl Telegram {
     }
 }
 
+/// The stored cursor's next offset; it moved (or was first written) within the last minute.
+async fn offset_of(app: &TestApp, id: &str) -> Value {
+    let cursor = source_row(app, id).await.cursor.unwrap();
+    assert!(!cursor.contains("rapportTest"), "{cursor}");
+    let cursor: Value = serde_json::from_str(&cursor).unwrap();
+    assert_eq!(cursor.as_object().unwrap().len(), 2, "{cursor}");
+    let at = cursor["at"].as_i64().unwrap();
+    assert!((Utc::now().timestamp() - at).abs() < 60, "{cursor}");
+    cursor["offset"].clone()
+}
+
 /// `count` private messages from Maya, update and message ids from `from`.
 fn chatter(from: i64, count: i64) -> Vec<Value> {
     (from..from + count)
@@ -270,12 +290,7 @@ backend_test!(
             })
             .collect();
         assert_eq!(offsets, [json!(-1000), json!(101), json!(201)]);
-        let cursor = source_row(&app, &id).await.cursor.unwrap();
-        assert_eq!(
-            serde_json::from_str::<Value>(&cursor).unwrap(),
-            json!({ "offset": 251 })
-        );
-        assert!(!cursor.contains(TOKEN) && !cursor.contains("rapportTest"));
+        assert_eq!(offset_of(&app, &id).await, 251);
 
         // New updates: one message, Maya's edit of message 7 (the same message: not stored
         // twice), another bot's message (skipped).
@@ -334,11 +349,7 @@ backend_test!(
             (asked["offset"].clone(), asked["limit"].clone()),
             (json!(-1), json!(1))
         );
-        let cursor = source_row(&app, &quiet).await.cursor.unwrap();
-        assert_eq!(
-            serde_json::from_str::<Value>(&cursor).unwrap(),
-            json!({ "offset": 305 })
-        );
+        assert_eq!(offset_of(&app, &quiet).await, 305);
     }
 );
 
@@ -514,13 +525,14 @@ backend_test!(
             .as_str()
             .unwrap()
             .to_owned();
-        // getMe answers, the first page too, then 429 with retry_after: the page is kept
-        // and the next run waits the 600 s.
+        // getMe answers, the first page too, then (the next pull) getMe, and 429 with
+        // retry_after: the page is kept and the next run waits the 600 s.
         let ok_me = Reply::json(&json!({ "ok": true, "result": bot_user() }));
         let first_page = Reply::json(&json!({ "ok": true, "result": chatter(1, 100) }));
         telegram.state.lock().unwrap().fail = vec![
             ok_me.clone(),
             first_page,
+            ok_me.clone(),
             error(
                 429,
                 "Too Many Requests: retry after 600",
@@ -537,11 +549,7 @@ backend_test!(
             .unwrap();
         assert!(next >= Utc::now() + Duration::seconds(590), "{next}");
         assert!(next <= Utc::now() + Duration::seconds(610), "{next}");
-        let cursor = source_row(&app, &id).await.cursor.unwrap();
-        assert_eq!(
-            serde_json::from_str::<Value>(&cursor).unwrap(),
-            json!({ "offset": 101 })
-        );
+        assert_eq!(offset_of(&app, &id).await, 101);
 
         // A revoked token: 401, and the source's error does not show it.
         telegram.state.lock().unwrap().fail = vec![error(401, "Unauthorized", None)];
@@ -563,11 +571,7 @@ backend_test!(
         let said = report.to_string();
         assert!(said.contains("deleteWebhook"), "{report:#}");
         assert!(!said.contains("rapportTest"), "{report:#}");
-        let cursor = source_row(&app, &id).await.cursor.unwrap();
-        assert_eq!(
-            serde_json::from_str::<Value>(&cursor).unwrap(),
-            json!({ "offset": 101 })
-        );
+        assert_eq!(offset_of(&app, &id).await, 101);
 
         // Config: webhook mode is refused by name.
         let input = json!({ "channel": "TELEGRAM", "name": "hook",
@@ -581,5 +585,130 @@ backend_test!(
             "{body:#}"
         );
         assert!(!body.to_string().contains("rapportTest"));
+    }
+);
+
+backend_test!(
+    async fn a_failed_page_or_a_failed_store_loses_no_update(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let telegram = Telegram::start().await;
+        telegram.push(chatter(1, 150));
+        let id = create_source(&app, &key, "TELEGRAM", "bot", telegram.config(json!({}))).await;
+        // The second page answers 502: the first is stored with its cursor, and the next
+        // sync asks from it again, so Telegram forgets it only then.
+        telegram.state.lock().unwrap().fail_updates = vec![None, Some(Reply::status(502))];
+        let report = sync(&app, &key, &id).await;
+        assert!(
+            report["error"].as_str().unwrap().contains("502"),
+            "{report:#}"
+        );
+        assert_eq!(report["newItems"], 100, "{report:#}");
+        assert_eq!(offset_of(&app, &id).await, 101);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 50, "{report:#}");
+        let offsets: Vec<Value> = telegram
+            .updates_seen()
+            .iter()
+            .map(|asked| asked["offset"].clone())
+            .collect();
+        assert_eq!(offsets, [json!(-1000), json!(101), json!(101)]);
+        assert_eq!(stored_ids(&app).await.len(), 150);
+
+        // Storing the first batch of the next sync fails: nothing is asked after it (an
+        // ask would confirm it), and the sync after that stores it.
+        telegram.push(chatter(151, 150));
+        app.app
+            .db
+            .execute_unprepared("ALTER TABLE identity RENAME TO identity_gone")
+            .await
+            .unwrap();
+        let report = sync(&app, &key, &id).await;
+        app.app
+            .db
+            .execute_unprepared("ALTER TABLE identity_gone RENAME TO identity")
+            .await
+            .unwrap();
+        assert!(report["error"].is_string(), "{report:#}");
+        assert_eq!(report["newItems"], 0, "{report:#}");
+        assert_eq!(offset_of(&app, &id).await, 151);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        let stored = stored_ids(&app).await;
+        assert_eq!(stored.len(), 300);
+        assert!(stored.values().all(|count| *count == 1));
+        assert_eq!(report["newItems"], 150, "{report:#}");
+        let offsets: Vec<Value> = telegram.updates_seen()[3..]
+            .iter()
+            .map(|asked| asked["offset"].clone())
+            .collect();
+        assert_eq!(offsets, [json!(151), json!(151), json!(251)]);
+    }
+);
+
+backend_test!(
+    async fn after_a_quiet_week_updates_numbered_anew_below_the_offset_are_read(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let telegram = Telegram::start().await;
+        telegram.push(chatter(1_000, 3));
+        let id = create_source(&app, &key, "TELEGRAM", "bot", telegram.config(json!({}))).await;
+        sync(&app, &key, &id).await;
+        assert_eq!(offset_of(&app, &id).await, 1_003);
+        // Nothing for six days and more: the offset last moved then.
+        let week_ago = (Utc::now() - Duration::days(7)).timestamp();
+        let mut row: entity::source::ActiveModel = source_row(&app, &id).await.into();
+        row.cursor = sea_orm::Set(Some(json!({ "offset": 1_003, "at": week_ago }).to_string()));
+        row.update(&app.app.db).await.unwrap();
+        // Telegram numbers the next updates at random, here below our offset.
+        telegram.push(chatter(500, 2));
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 2, "{report:#}");
+        let asked = telegram.updates_seen().pop().unwrap();
+        assert_eq!(asked.get("offset"), None, "{asked}");
+        // The offset follows the last update read, lower than before.
+        assert_eq!(offset_of(&app, &id).await, 502);
+        telegram.push(chatter(502, 1));
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 1, "{report:#}");
+        assert_eq!(telegram.updates_seen().pop().unwrap()["offset"], 502);
+        assert_eq!(offset_of(&app, &id).await, 503);
+        assert_eq!(stored_ids(&app).await.len(), 6);
+
+        // Quiet, and still nothing (Telegram keeps an update 24 hours, confirmed or not):
+        // asking without an offset confirms nothing, and the cursor stays.
+        telegram.state.lock().unwrap().updates.clear();
+        let mut row: entity::source::ActiveModel = source_row(&app, &id).await.into();
+        row.cursor = sea_orm::Set(Some(json!({ "offset": 503, "at": week_ago }).to_string()));
+        row.update(&app.app.db).await.unwrap();
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 0, "{report:#}");
+        assert_eq!(telegram.updates_seen().pop().unwrap().get("offset"), None);
+        let cursor: Value =
+            serde_json::from_str(&source_row(&app, &id).await.cursor.unwrap()).unwrap();
+        assert_eq!(cursor, json!({ "offset": 503, "at": week_ago }));
+    }
+);
+
+backend_test!(
+    async fn a_long_description_is_cut_and_an_error_code_out_of_range_is_not_a_status(
+        app: TestApp,
+    ) {
+        let key = app.key(Role::Admin).await;
+        let telegram = Telegram::start().await;
+        let id = create_source(&app, &key, "TELEGRAM", "bot", telegram.config(json!({}))).await;
+        // 65,965 is 429 once cut to 16 bits: the answer's 502 stands, no rate limit.
+        let answer = json!({ "ok": false, "error_code": 65_965,
+            "description": format!("Bad Gateway {}", "é".repeat(10_000)) });
+        telegram.state.lock().unwrap().fail = vec![Reply {
+            status: 502,
+            ..Reply::json(&answer)
+        }];
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["source"]["status"], "BACKING_OFF", "{report:#}");
+        let said = report["error"].as_str().unwrap();
+        assert!(said.contains("with 502 (Bad Gateway éé"), "{said}");
+        assert!(said.chars().count() < 300, "{said}");
+        assert_eq!(report["source"]["lastError"], said);
     }
 );
