@@ -573,6 +573,26 @@ backend_test!(
         assert!(!said.contains("rapportTest"), "{report:#}");
         assert_eq!(offset_of(&app, &id).await, 101);
 
+        // A 429 on a first sync's first ask leaves no cursor: the next sync starts from
+        // the backfill limit again, not from wherever Telegram's queue begins.
+        let fresh =
+            create_source(&app, &key, "TELEGRAM", "fresh", telegram.config(json!({}))).await;
+        telegram.state.lock().unwrap().fail = vec![
+            Reply::json(&json!({ "ok": true, "result": bot_user() })),
+            error(
+                429,
+                "Too Many Requests: retry after 3600",
+                Some(json!({ "retry_after": 3_600 })),
+            ),
+        ];
+        let report = sync(&app, &key, &fresh).await;
+        assert_eq!(report["source"]["status"], "RATE_LIMITED", "{report:#}");
+        assert_eq!(source_row(&app, &fresh).await.cursor, None);
+        let report = sync(&app, &key, &fresh).await;
+        assert_eq!(report["newItems"], 150, "{report:#}");
+        let seen = telegram.updates_seen();
+        assert_eq!(seen[seen.len() - 2]["offset"], -1000);
+
         // Config: webhook mode is refused by name.
         let input = json!({ "channel": "TELEGRAM", "name": "hook",
             "config": telegram.config(json!({ "mode": "webhook" })) });
