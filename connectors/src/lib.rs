@@ -14,6 +14,7 @@ pub mod mastodon;
 pub mod matrix;
 pub mod outbound;
 pub mod reddit;
+pub mod telegram;
 pub mod text;
 pub mod webhook;
 
@@ -75,6 +76,9 @@ channels! {
     /// GitHub: issues, pull requests, discussions and their comments in chosen repositories
     /// pulled by a source, replies sent back as comments.
     Github = "github",
+    /// Telegram: messages to a bot (private chats, groups, channels) pulled by a source,
+    /// replies sent back as answering messages.
+    Telegram = "telegram",
     /// RSS and Atom feeds, pulled by a source.
     Rss = "rss",
     /// E-mail: a mailbox read over IMAP, replies sent over SMTP.
@@ -211,6 +215,13 @@ pub trait Connector: Send + Sync {
     fn capabilities(&self) -> Capabilities;
     /// Fetches the items after `cursor` (from the start when `None`).
     async fn pull(&self, cursor: Option<&Cursor>) -> Result<Pull, ConnectorError>;
+    /// Whether a pull from a cursor tells the platform that everything before it is
+    /// delivered, so the platform forgets it (Telegram's `getUpdates` offset). The sync
+    /// then pulls again only once the batch that cursor ends is committed: a pull made
+    /// while it is still being stored would throw it away if the store failed.
+    fn confirms_on_read(&self) -> bool {
+        false
+    }
     /// Sends `text` as an answer to `to`.
     async fn reply(&self, to: &ReplyTarget, text: &str) -> Result<Sent, ConnectorError>;
     /// The external id a reply to `to` will have, when the connector decides it before
@@ -617,6 +628,28 @@ pub static REGISTRY: &[ChannelSpec] = &[
         reply_setup: "",
         recipient: Recipient::Handle,
     },
+    ChannelSpec {
+        channel: Channel::Telegram,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: true,
+        },
+        // The token is part of every request's path at base_url.
+        secrets: &[SecretField {
+            name: "bot_token",
+            bound_to: &["base_url"],
+        }],
+        check: |config| telegram::TelegramConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(telegram::TelegramConnector::new(
+                outbound.client().clone(),
+                telegram::TelegramConfig::parse(config)?,
+            )))
+        },
+        reply_setup: "",
+        recipient: Recipient::Handle,
+    },
 ];
 
 /// The registry entry of `channel`; `None` for a channel without a connector (yet).
@@ -780,6 +813,9 @@ mod tests {
             Channel::Github => serde_json::json!({
                 "base_url": "https://api.github.com", "token": "t", "repositories": ["acme/widgets"]
             }),
+            Channel::Telegram => serde_json::json!({
+                "base_url": "https://api.telegram.org", "bot_token": "123:AAH"
+            }),
             _ => serde_json::json!({}),
         };
         for &channel in Channel::ALL {
@@ -820,7 +856,8 @@ mod tests {
                 Channel::Reddit,
                 Channel::HackerNews,
                 Channel::Matrix,
-                Channel::Github
+                Channel::Github,
+                Channel::Telegram
             ]
         );
         assert!(is_pulled(Channel::Email) && !is_pulled(Channel::Webhook));
@@ -830,7 +867,7 @@ mod tests {
                 assert_eq!(field, "channel");
                 assert!(
                     message.ends_with(
-                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news, matrix, github"
+                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news, matrix, github, telegram"
                     ),
                     "{message}"
                 );

@@ -184,7 +184,9 @@ impl Syncer {
     /// prepared (normalised, enriched) while batch N's transaction runs: the cursor it is
     /// pulled from is the connector's, not the database's, and the batches still commit
     /// one after another in order, so a failure or a crash anywhere leaves the cursor
-    /// after the last committed batch, as before.
+    /// after the last committed batch, as before. A connector whose pull confirms what
+    /// comes before its cursor ([`connectors::Connector::confirms_on_read`]) is pulled
+    /// again only after batch N is committed.
     async fn pull_batches(
         &self,
         source: &Model,
@@ -213,6 +215,14 @@ impl Syncer {
             );
             let (stored, next) = if last {
                 (stored.await, None)
+            } else if connector.confirms_on_read() {
+                // The next pull confirms this batch to the platform: only once it is stored.
+                let stored = stored.await;
+                let next = match stored {
+                    Ok(_) => Some(self.pull(source, &*connector, next_cursor.as_ref()).await),
+                    Err(_) => None,
+                };
+                (stored, next)
             } else {
                 let (stored, next) =
                     tokio::join!(stored, self.pull(source, &*connector, next_cursor.as_ref()));

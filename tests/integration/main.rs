@@ -38,6 +38,7 @@ mod schema;
 mod search;
 mod server;
 mod service;
+mod telegram;
 mod tenancy;
 mod transport;
 mod trusted_documents;
