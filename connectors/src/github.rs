@@ -91,6 +91,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::http::{self, MAX_BODY_BYTES};
+use crate::mark::Mark;
 pub use crate::mastodon::{PULL_ITEMS, PULL_TIME};
 use crate::{
     Author, Capabilities, Channel, Connector, ConnectorError, Cursor, InboundItem, Pull,
@@ -130,9 +131,6 @@ const MARKER_CHARS: usize = 2 + "<!-- rapport: -->".len() + 16;
 
 /// The default API (GitHub Enterprise Server: `https://HOST/api/v3`).
 pub const API: &str = "https://api.github.com";
-
-/// The ids of the mark's second kept in the cursor.
-const MAX_MARK_IDS: usize = 100;
 
 /// The bytes a walk's `next` link may have to be kept in the cursor.
 const MAX_LINK_BYTES: usize = 2_048;
@@ -373,51 +371,6 @@ fn issue_of_url(url: &str) -> Option<(String, u64)> {
 }
 
 /// The newest second of a stream handed over, and the items of that second.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Mark {
-    at: i64,
-    #[serde(default)]
-    ids: Vec<String>,
-}
-
-impl Mark {
-    /// Takes in an item updated in second `at`: a newer second replaces the mark, the same
-    /// one adds its id.
-    fn add(&mut self, at: i64, id: &str) {
-        if at > self.at {
-            *self = Mark {
-                at,
-                ids: vec![id.to_owned()],
-            };
-        } else if at == self.at
-            && self.ids.len() < MAX_MARK_IDS
-            && !self.ids.iter().any(|known| known == id)
-        {
-            self.ids.push(id.to_owned());
-        }
-    }
-
-    /// The later of two marks (the ids of both when they share a second).
-    fn merge(self, other: Mark) -> Mark {
-        let mut merged = if other.at > self.at {
-            other.clone()
-        } else {
-            self
-        };
-        if other.at == merged.at {
-            for id in &other.ids {
-                merged.add(other.at, id);
-            }
-        }
-        merged
-    }
-
-    /// Whether the item `id` updated in second `at` was handed over already.
-    fn covers(&self, at: i64, id: &str) -> bool {
-        at < self.at || (at == self.at && self.ids.iter().any(|known| known == id))
-    }
-}
-
 /// A first sync's walk back from the newest, under way.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Walk {

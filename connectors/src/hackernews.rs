@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::http::{self, MAX_BODY_BYTES};
+use crate::mark::Mark;
 pub use crate::mastodon::{PULL_ITEMS, PULL_TIME};
 use crate::{
     Author, Capabilities, Channel, Connector, ConnectorError, Cursor, InboundItem, Pull,
@@ -60,9 +61,6 @@ pub const MAX_QUERIES: usize = 20;
 
 /// The characters a keyword or domain may have.
 pub const MAX_QUERY_CHARS: usize = 100;
-
-/// The `objectID`s of the mark's second kept in the cursor.
-const MAX_MARK_IDS: usize = 100;
 
 /// The default API.
 pub const API: &str = "https://hn.algolia.com";
@@ -168,51 +166,6 @@ impl HackerNewsConfig {
 }
 
 /// The newest second of a stream handed over, and the items of that second.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Mark {
-    at: i64,
-    #[serde(default)]
-    ids: Vec<String>,
-}
-
-impl Mark {
-    /// Takes in an item of second `at`: a newer second replaces the mark, the same one
-    /// adds its id.
-    fn add(&mut self, at: i64, id: &str) {
-        if at > self.at {
-            *self = Mark {
-                at,
-                ids: vec![id.to_owned()],
-            };
-        } else if at == self.at
-            && self.ids.len() < MAX_MARK_IDS
-            && !self.ids.iter().any(|known| known == id)
-        {
-            self.ids.push(id.to_owned());
-        }
-    }
-
-    /// The later of two marks (the ids of both when they share a second).
-    fn merge(self, other: Mark) -> Mark {
-        let mut merged = if other.at > self.at {
-            other.clone()
-        } else {
-            self
-        };
-        if other.at == merged.at {
-            for id in &other.ids {
-                merged.add(other.at, id);
-            }
-        }
-        merged
-    }
-
-    /// Whether the item `id` of second `at` was handed over already.
-    fn covers(&self, at: i64, id: &str) -> bool {
-        at < self.at || (at == self.at && self.ids.iter().any(|known| known == id))
-    }
-}
-
 /// A walk back through a stream, under way.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Walk {

@@ -10,6 +10,7 @@ mod fuzz;
 pub mod github;
 pub mod hackernews;
 pub mod http;
+mod mark;
 pub mod mastodon;
 pub mod matrix;
 pub mod outbound;
