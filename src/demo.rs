@@ -422,7 +422,7 @@ pub async fn seed(
                 data.interactions.push(interaction::ActiveModel {
                     id: Set(InteractionId::new()),
                     workspace_id: Set(workspace_id),
-                    customer_id: Set(customer_id),
+                    customer_id: Set(Some(customer_id)),
                     conversation_id: Set(Some(conversation_id)),
                     identity_id: Set((direction == Direction::Inbound).then_some(identity)),
                     source_id: Set(None),
@@ -458,7 +458,7 @@ pub async fn seed(
             data.conversations.push(conversation::ActiveModel {
                 id: Set(conversation_id),
                 workspace_id: Set(workspace_id),
-                customer_id: Set(customer_id),
+                customer_id: Set(Some(customer_id)),
                 source_id: Set(None),
                 thread_key: Set(None),
                 channel: Set(channel),
@@ -611,7 +611,7 @@ pub async fn seed_uniform(
             data.interactions.push(interaction::ActiveModel {
                 id: Set(InteractionId::new()),
                 workspace_id: Set(workspace_id),
-                customer_id: Set(customer_id),
+                customer_id: Set(Some(customer_id)),
                 conversation_id: Set(Some(conversation_id)),
                 identity_id: Set(identity_ids.get(n % identities.max(1)).copied()),
                 source_id: Set(None),
@@ -638,7 +638,7 @@ pub async fn seed_uniform(
         data.conversations.push(conversation::ActiveModel {
             id: Set(conversation_id),
             workspace_id: Set(workspace_id),
-            customer_id: Set(customer_id),
+            customer_id: Set(Some(customer_id)),
             source_id: Set(None),
             thread_key: Set(None),
             channel: Set(channels[0]),

@@ -13,7 +13,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: ConversationId,
     pub workspace_id: WorkspaceId,
-    pub customer_id: CustomerId,
+    /// `None` for the thread of a publication, which answers of many customers join.
+    pub customer_id: Option<CustomerId>,
     pub source_id: Option<SourceId>,
     pub thread_key: Option<String>,
     pub channel: Channel,

@@ -13,7 +13,9 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: InteractionId,
     pub workspace_id: WorkspaceId,
-    pub customer_id: CustomerId,
+    /// `None` for a publication: an item the workspace's own account wrote that answers
+    /// nothing stored.
+    pub customer_id: Option<CustomerId>,
     pub conversation_id: Option<ConversationId>,
     pub identity_id: Option<IdentityId>,
     pub source_id: Option<SourceId>,

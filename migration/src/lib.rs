@@ -14,6 +14,7 @@ mod m20261204_000010_replies;
 mod m20261204_000011_server_secret;
 mod m20261204_000012_event_levels_index;
 mod m20261204_000013_trusted_documents;
+mod m20261205_000014_publications;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000011_server_secret::Migration),
             Box::new(m20261204_000012_event_levels_index::Migration),
             Box::new(m20261204_000013_trusted_documents::Migration),
+            Box::new(m20261205_000014_publications::Migration),
         ]
     }
 }

@@ -174,8 +174,8 @@ pub async fn stored_ids(
 #[derive(Clone, Copy)]
 enum Answered {
     No,
-    /// A stored item's conversation.
-    Stored(ConversationId),
+    /// A stored item's conversation, and that item's customer (`None` for a publication).
+    Stored(ConversationId, Option<CustomerId>),
     /// The conversation of the new item at this index of the batch.
     InBatch(usize),
 }
@@ -281,7 +281,10 @@ pub async fn store(
 
     // Every conversation an item may join: by the answered item, or by thread key.
     let keys: Vec<&str> = fresh.iter().map(|f| thread_key(f.item)).collect();
-    let by_id: Vec<ConversationId> = parent_conversations.values().flatten().copied().collect();
+    let by_id: Vec<ConversationId> = parent_conversations
+        .values()
+        .filter_map(|(conversation, _)| *conversation)
+        .collect();
     let mut conversations: HashMap<ConversationId, conversation::Model> = HashMap::new();
     let mut by_key: HashMap<String, ConversationId> = HashMap::new();
     for row in conversations_for(db, workspace_id, source.id, &by_id, &distinct(keys)).await? {
@@ -301,7 +304,9 @@ pub async fn store(
             (None, Some(parent)) => match earlier.get(parent.as_str()) {
                 Some(&index) => Answered::InBatch(index),
                 None => match parent_conversations.get(parent.as_str()) {
-                    Some(Some(id)) if conversations.contains_key(id) => Answered::Stored(*id),
+                    Some((Some(id), customer)) if conversations.contains_key(id) => {
+                        Answered::Stored(*id, *customer)
+                    }
                     _ => Answered::No,
                 },
             },
@@ -310,13 +315,8 @@ pub async fn store(
         answered.push(found);
         earlier.insert(f.item.external_id.as_str(), n);
     }
-    // The workspace's own replies in a known conversation are filed under its customer;
-    // every other item's author is resolved.
-    let needs_author: Vec<bool> = fresh
-        .iter()
-        .zip(&answered)
-        .map(|(f, answered)| !f.item.outbound || matches!(answered, Answered::No))
-        .collect();
+    // The workspace's own items are never a customer's: only inbound authors are resolved.
+    let needs_author: Vec<bool> = fresh.iter().map(|f| !f.item.outbound).collect();
     let authors = resolve_authors(db, workspace_id, channel, &fresh, &needs_author, now).await?;
 
     // The customers whose first and last seen may move.
@@ -325,7 +325,7 @@ pub async fn store(
         .iter()
         .flatten()
         .map(|author| author.customer_id)
-        .chain(conversations.values().map(|c| c.customer_id))
+        .chain(conversations.values().filter_map(|c| c.customer_id))
         .filter(|id| !authors.created.contains_key(id))
         .collect();
     customer_ids.sort_unstable();
@@ -347,10 +347,12 @@ pub async fn store(
     for (n, f) in fresh.iter_mut().enumerate() {
         let mut mine = Events::new();
         let at = f.item.occurred_at;
-        let answered = match answered[n] {
-            Answered::No => None,
-            Answered::Stored(id) => Some(id),
-            Answered::InBatch(index) => Some(conversation_of[index]),
+        // The answered item's conversation, and the customer our own answer is filed
+        // under: the conversation's, else (in a publication's thread) the answered item's.
+        let (answered, parent_customer) = match answered[n] {
+            Answered::No => (None, None),
+            Answered::Stored(id, customer) => (Some(id), customer),
+            Answered::InBatch(index) => (Some(conversation_of[index]), rows[index].customer_id),
         };
         let mut touch = |id: ConversationId, mine: &mut Events| -> Result<()> {
             if let Some(model) = conversations.get_mut(&id) {
@@ -367,60 +369,54 @@ pub async fn store(
         if let Some(id) = answered {
             touch(id, &mut mine)?;
         }
-        let (customer_id, identity_id, conversation_id) = match (answered, authors.of_item[n]) {
-            (Some(id), None) => {
-                let customer_id = conversations
-                    .get(&id)
-                    .map(|c| c.customer_id)
-                    .ok_or_else(|| Error::Internal("an answered conversation vanished".into()))?;
-                (customer_id, None, id)
-            }
-            (answered, Some(author)) => {
-                if let Some((first, model)) = authors.created.get(&author.customer_id) {
-                    if *first == n {
-                        mine.push(Snapshot::CustomerCreated(model.clone()));
-                    }
+        // An inbound item is its author's; our own is filed under the conversation's
+        // customer, else the answered item's, else none: a publication.
+        let author = authors.of_item[n];
+        if let Some(author) = author {
+            if let Some((first, model)) = authors.created.get(&author.customer_id) {
+                if *first == n {
+                    mine.push(Snapshot::CustomerCreated(model.clone()));
                 }
-                let key = thread_key(f.item);
-                let conversation_id = match (answered, by_key.get(key).copied()) {
-                    (Some(id), _) => id,
-                    (None, Some(id)) => {
-                        touch(id, &mut mine)?;
-                        id
-                    }
-                    (None, None) => {
-                        let model = new_conversation(
-                            workspace_id,
-                            source.id,
-                            channel,
-                            key,
-                            author.customer_id,
-                            f,
-                            now,
-                        );
-                        mine.push(Snapshot::Conversation(
-                            EventKind::ConversationCreated,
-                            model.clone(),
-                        ));
-                        by_key.insert(key.to_owned(), model.id);
-                        created_conversations.push(model.id);
-                        let id = model.id;
-                        conversations.insert(id, model);
-                        id
-                    }
-                };
-                (
-                    author.customer_id,
-                    Some(author.identity_id),
-                    conversation_id,
-                )
+            }
+        } else if !f.item.outbound {
+            return Err(Error::Internal("an inbound item has no author".into()));
+        }
+        let key = thread_key(f.item);
+        let conversation_id = match (answered, by_key.get(key).copied()) {
+            (Some(id), _) => id,
+            (None, Some(id)) => {
+                touch(id, &mut mine)?;
+                id
             }
             (None, None) => {
-                return Err(Error::Internal(
-                    "an item has neither author nor thread".into(),
-                ))
+                let model = new_conversation(
+                    workspace_id,
+                    source.id,
+                    channel,
+                    key,
+                    author.map(|author| author.customer_id),
+                    f,
+                    now,
+                );
+                mine.push(Snapshot::Conversation(
+                    EventKind::ConversationCreated,
+                    model.clone(),
+                ));
+                by_key.insert(key.to_owned(), model.id);
+                created_conversations.push(model.id);
+                let id = model.id;
+                conversations.insert(id, model);
+                id
             }
         };
+        let customer_id = match author {
+            Some(author) => Some(author.customer_id),
+            None => conversations
+                .get(&conversation_id)
+                .and_then(|c| c.customer_id)
+                .or(parent_customer),
+        };
+        let identity_id = author.map(|author| author.identity_id);
         conversation_of.push(conversation_id);
         let ingested = Ingested {
             workspace_id,
@@ -487,7 +483,7 @@ pub async fn store(
         }
         new.push(row.id);
         all_events.push(Snapshot::Interaction(index));
-        if let Some(customer) = customers.get_mut(&row.customer_id) {
+        if let Some(customer) = row.customer_id.and_then(|id| customers.get_mut(&id)) {
             let at = row.occurred_at;
             if at < customer.first_seen_at || at > customer.last_seen_at {
                 customer.first_seen_at = customer.first_seen_at.min(at);
@@ -563,7 +559,7 @@ fn new_conversation(
     source_id: SourceId,
     channel: connectors::Channel,
     key: &str,
-    customer_id: CustomerId,
+    customer_id: Option<CustomerId>,
     f: &Fresh<'_>,
     now: DateTime<Utc>,
 ) -> conversation::Model {
@@ -592,7 +588,7 @@ fn new_conversation(
 
 /// The authors of a batch, resolved.
 struct Authors {
-    /// Each new item's author; `None` for the workspace's own replies in a known thread.
+    /// Each new item's author; `None` for the workspace's own items.
     of_item: Vec<Option<Author>>,
     /// Customers created by this batch (and kept): id → (the index of the item that
     /// created it, the row as inserted).
@@ -972,26 +968,28 @@ fn by_source(source_id: SourceId) -> sea_orm::Select<interaction::Entity> {
     interaction::Entity::find().filter(interaction::Column::SourceId.eq(source_id))
 }
 
-/// The conversation of each of `external_ids` stored for `source_id`.
+/// The conversation and customer of each of `external_ids` stored for `source_id`.
 async fn conversations_of_items(
     db: &impl ConnectionTrait,
     source_id: SourceId,
     external_ids: &[&str],
-) -> Result<HashMap<String, Option<ConversationId>>> {
+) -> Result<HashMap<String, (Option<ConversationId>, Option<CustomerId>)>> {
+    type Row = (Option<String>, Option<ConversationId>, Option<CustomerId>);
     let mut found = HashMap::new();
     for chunk in external_ids.chunks(MAX_IN_LIST) {
-        let rows: Vec<(Option<String>, Option<ConversationId>)> = if is_postgres(db) {
+        let rows: Vec<Row> = if is_postgres(db) {
             let probe = probe_each(
                 "interaction",
                 vec![("source_id", source_id.into())],
                 ("external_id", chunk),
-                "r.external_id, r.conversation_id",
+                "r.external_id, r.conversation_id, r.customer_id",
             );
             let mut rows = Vec::new();
             for row in db.query_all(probe).await? {
                 rows.push((
                     row.try_get("", "external_id")?,
                     row.try_get("", "conversation_id")?,
+                    row.try_get("", "customer_id")?,
                 ));
             }
             rows
@@ -1001,13 +999,14 @@ async fn conversations_of_items(
                 .select_only()
                 .column(interaction::Column::ExternalId)
                 .column(interaction::Column::ConversationId)
+                .column(interaction::Column::CustomerId)
                 .into_tuple()
                 .all(db)
                 .await?
         };
         found.extend(
             rows.into_iter()
-                .filter_map(|(id, conversation)| Some((id?, conversation))),
+                .filter_map(|(id, conversation, customer)| Some((id?, (conversation, customer)))),
         );
     }
     Ok(found)

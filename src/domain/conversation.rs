@@ -32,7 +32,7 @@ pub async fn of_customers(
         customers,
         "last_message_at",
         true,
-        |c| Some(c.customer_id),
+        |c| c.customer_id,
     )
     .await
 }
@@ -165,8 +165,8 @@ pub struct Threaded<'a> {
     pub workspace_id: WorkspaceId,
     pub source_id: SourceId,
     pub thread_key: &'a str,
-    /// The customer a new conversation belongs to.
-    pub customer_id: CustomerId,
+    /// The customer a new conversation belongs to (`None`: a publication's thread).
+    pub customer_id: Option<CustomerId>,
     pub channel: connectors::Channel,
     pub subject: Option<&'a str>,
     pub direction: Direction,
@@ -174,8 +174,9 @@ pub struct Threaded<'a> {
 }
 
 /// Files an item of `source` into the conversation with `thread_key`, creating it when
-/// new (the UNIQUE (workspace, source, thread key) decides races). Returns its id.
-pub async fn thread(db: &impl ConnectionTrait, item: Threaded<'_>) -> Result<ConversationId> {
+/// new (the UNIQUE (workspace, source, thread key) decides races). Returns it as it is
+/// after the item.
+pub async fn thread(db: &impl ConnectionTrait, item: Threaded<'_>) -> Result<Model> {
     use sea_orm::sea_query::OnConflict;
     let Threaded {
         workspace_id,
@@ -193,8 +194,8 @@ pub async fn thread(db: &impl ConnectionTrait, item: Threaded<'_>) -> Result<Con
             .filter(Column::ThreadKey.eq(thread_key))
     };
     if let Some(existing) = find().one(db).await? {
-        on_interaction(db, workspace_id, existing.id, direction, at).await?;
-        return Ok(existing.id);
+        let followed = on_interaction(db, workspace_id, existing.id, direction, at).await?;
+        return Ok(followed.unwrap_or(existing));
     }
     let now = super::now();
     let row = conversation::ActiveModel {
@@ -230,8 +231,8 @@ pub async fn thread(db: &impl ConnectionTrait, item: Threaded<'_>) -> Result<Con
     })?;
     if inserted == 1 {
         super::event::append(db, workspace_id, Event::ConversationCreated(&model)).await?;
-    } else {
-        on_interaction(db, workspace_id, model.id, direction, at).await?;
+        return Ok(model);
     }
-    Ok(model.id)
+    let followed = on_interaction(db, workspace_id, model.id, direction, at).await?;
+    Ok(followed.unwrap_or(model))
 }

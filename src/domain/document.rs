@@ -22,7 +22,8 @@ use entity::{
 pub struct InteractionDoc {
     pub id: InteractionId,
     pub workspace_id: WorkspaceId,
-    pub customer_id: CustomerId,
+    /// `None` for a publication.
+    pub customer_id: Option<CustomerId>,
     pub conversation_id: Option<ConversationId>,
     pub channel: String,
     pub kind: String,

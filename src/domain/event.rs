@@ -339,7 +339,7 @@ impl Payload for entity::interaction::Model {
 #[derive(Serialize)]
 struct InteractionRef {
     id: entity::InteractionId,
-    customer_id: entity::CustomerId,
+    customer_id: Option<entity::CustomerId>,
     conversation_id: Option<entity::ConversationId>,
     identity_id: Option<entity::IdentityId>,
     source_id: Option<entity::SourceId>,
@@ -919,7 +919,7 @@ mod tests {
         let row = entity::interaction::Model {
             id: entity::InteractionId::new(),
             workspace_id: WorkspaceId::new(),
-            customer_id: CustomerId::new(),
+            customer_id: Some(CustomerId::new()),
             conversation_id: Some(entity::ConversationId::new()),
             identity_id: Some(entity::IdentityId::new()),
             source_id: Some(SourceId::new()),
@@ -974,7 +974,7 @@ mod tests {
         })
         .interaction();
         assert_eq!(read.id, Some(row.id));
-        assert_eq!(read.customer_id, Some(row.customer_id));
+        assert_eq!(read.customer_id, row.customer_id);
         assert_eq!(read.conversation_id, row.conversation_id);
         assert_eq!(read.source_id, row.source_id);
         assert_eq!(read.channel, Some(row.channel));
@@ -986,6 +986,6 @@ mod tests {
         old["channel"] = serde_json::json!("myspace");
         let read = InteractionPayload::of(&old);
         assert_eq!((read.id, read.channel), (Some(row.id), None));
-        assert_eq!(read.customer_id, Some(row.customer_id));
+        assert_eq!(read.customer_id, row.customer_id);
     }
 }

@@ -787,7 +787,7 @@ pub async fn apply(
                     .await?;
                 let authors: HashSet<CustomerId> = changed
                     .iter()
-                    .filter_map(|id| rows.get(id).map(|row| row.customer_id))
+                    .filter_map(|id| rows.get(id).and_then(|row| row.customer_id))
                     .collect();
                 mark_authors(&txn, workspace_id, authors, true, now).await?;
             }
@@ -799,12 +799,13 @@ pub async fn apply(
             // no mark of its own), so every conversation of those authors shows again.
             let customers: Vec<CustomerId> = rows
                 .values()
-                .map(|row| row.customer_id)
+                .filter_map(|row| row.customer_id)
                 .collect::<HashSet<_>>()
                 .into_iter()
                 .collect();
             let marked = spam_authors(&txn, workspace_id, &customers).await?;
-            let mut changed = unlike(&|row| row.spam || marked.contains(&row.customer_id));
+            let mut changed =
+                unlike(&|row| row.spam || row.customer_id.is_some_and(|id| marked.contains(&id)));
             if !marked.is_empty() {
                 // The author's threads marked themselves show again too: the mark was on
                 // the author, whichever of their threads it was given through.

@@ -32,6 +32,10 @@ pub struct InteractionFilter {
     pub direction: Option<Direction>,
     pub occurred_after: Option<DateTime<Utc>>,
     pub occurred_before: Option<DateTime<Utc>>,
+    /// Only this source's items.
+    pub source_id: Option<SourceId>,
+    /// Only publications: the workspace's own items that are no customer's.
+    pub publications: bool,
 }
 
 const SORT: &str = "occurred_at";
@@ -73,6 +77,12 @@ fn filtered(workspace_id: WorkspaceId, filter: &InteractionFilter) -> sea_orm::S
     }
     if let Some(before) = filter.occurred_before {
         select = select.filter(Column::OccurredAt.lt(before));
+    }
+    if let Some(source) = filter.source_id {
+        select = select.filter(Column::SourceId.eq(source));
+    }
+    if filter.publications {
+        select = select.filter(Column::CustomerId.is_null());
     }
     select
 }
@@ -150,7 +160,7 @@ impl Parent for CustomerId {
     const COLUMN: Column = Column::CustomerId;
 
     fn of(model: &Model) -> Option<Self> {
-        Some(model.customer_id)
+        model.customer_id
     }
 
     fn narrow(self, filter: InteractionFilter) -> InteractionFilter {
@@ -416,7 +426,11 @@ pub async fn record(
     super::customer::get(&txn, caller, input.customer_id).await?;
     if let Some(conversation) = input.conversation_id {
         let conversation = super::conversation::get(&txn, caller, conversation).await?;
-        if conversation.customer_id != input.customer_id {
+        // A publication's thread is no one customer's: anyone's interaction may join it.
+        if conversation
+            .customer_id
+            .is_some_and(|owner| owner != input.customer_id)
+        {
             return Err(Error::field(
                 "conversationId",
                 "the conversation belongs to another customer",
@@ -429,7 +443,7 @@ pub async fn record(
     let row = interaction::ActiveModel {
         id: Set(InteractionId::new()),
         workspace_id: Set(caller.workspace_id),
-        customer_id: Set(input.customer_id),
+        customer_id: Set(Some(input.customer_id)),
         conversation_id: Set(input.conversation_id),
         identity_id: Set(None),
         source_id: Set(None),
@@ -453,7 +467,7 @@ pub async fn record(
     };
     let model = row.insert(&txn).await?;
     super::event::append(&txn, caller.workspace_id, Event::InteractionCreated(&model)).await?;
-    super::customer::seen_at(&txn, caller.workspace_id, model.customer_id, occurred_at).await?;
+    super::customer::seen_at(&txn, caller.workspace_id, input.customer_id, occurred_at).await?;
     if let Some(conversation) = model.conversation_id {
         super::conversation::on_interaction(
             &txn,
@@ -486,8 +500,9 @@ pub struct Ingested<'a> {
     pub workspace_id: WorkspaceId,
     pub source_id: SourceId,
     pub channel: connectors::Channel,
-    pub customer_id: CustomerId,
-    /// The author's identity; `None` for the workspace's own outbound replies.
+    /// `None` for a publication.
+    pub customer_id: Option<CustomerId>,
+    /// The author's identity; `None` for the workspace's own items.
     pub identity_id: Option<IdentityId>,
     pub conversation_id: ConversationId,
     pub item: &'a connectors::InboundItem,
@@ -507,18 +522,19 @@ pub async fn stored_external_ids(
     Ok(rows.into_iter().filter_map(|row| row.external_id).collect())
 }
 
-/// The conversation of an item of `source` by its external id (for replies).
+/// The conversation of an item of `source` by its external id, with that item's customer
+/// (`None` for a publication): where a reply to it goes.
 pub async fn conversation_of(
     db: &impl ConnectionTrait,
     source_id: SourceId,
     external_id: &str,
-) -> Result<Option<ConversationId>> {
+) -> Result<Option<(ConversationId, Option<CustomerId>)>> {
     let row = Entity::find()
         .filter(Column::SourceId.eq(source_id))
         .filter(Column::ExternalId.eq(external_id))
         .one(db)
         .await?;
-    Ok(row.and_then(|row| row.conversation_id))
+    Ok(row.and_then(|row| Some((row.conversation_id?, row.customer_id))))
 }
 
 /// The interactions of `workspace_id` among `ids` that exist, by id (one statement).
@@ -681,12 +697,8 @@ pub async fn insert_ingested(
         return Ok(None);
     }
     super::event::append(db, ingested.workspace_id, Event::InteractionCreated(&model)).await?;
-    super::customer::seen_at(
-        db,
-        ingested.workspace_id,
-        model.customer_id,
-        model.occurred_at,
-    )
-    .await?;
+    if let Some(customer) = model.customer_id {
+        super::customer::seen_at(db, ingested.workspace_id, customer, model.occurred_at).await?;
+    }
     Ok(Some(model))
 }

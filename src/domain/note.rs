@@ -9,7 +9,7 @@ use super::event::{Actor, NoteChange};
 
 use super::event::Event;
 use super::{Caller, Role};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use entity::note::{self, Entity, Model};
 use entity::{ConversationId, CustomerId, NoteId, WorkspaceId};
 
@@ -73,6 +73,13 @@ pub async fn add_to_conversation(
     let body = super::clean_required("body", body, 20_000)?;
     let txn = super::begin_write(db).await?;
     let conversation = super::conversation::get(&txn, caller, conversation_id).await?;
+    // A note is a customer's; a publication's thread has none to hold it.
+    let Some(customer_id) = conversation.customer_id else {
+        return Err(Error::field(
+            "conversationId",
+            "this is a publication's thread, which is no one customer's: put the note on the customer's own conversation",
+        ));
+    };
     let author = match caller.user_id {
         Some(user) => {
             super::user::get(&txn, caller.workspace_id, user)
@@ -85,7 +92,7 @@ pub async fn add_to_conversation(
     let row = note::ActiveModel {
         id: Set(NoteId::new()),
         workspace_id: Set(caller.workspace_id),
-        customer_id: Set(conversation.customer_id),
+        customer_id: Set(customer_id),
         body: Set(body),
         author: Set(author),
         created_at: Set(now),

@@ -63,7 +63,11 @@ pub async fn begin(
     let model = Model {
         id: InteractionId::new(),
         workspace_id: caller.workspace_id,
-        customer_id: reply.conversation.customer_id,
+        // The conversation's customer, else (in a publication's thread) the answered one's.
+        customer_id: reply
+            .conversation
+            .customer_id
+            .or(reply.in_reply_to.customer_id),
         conversation_id: Some(reply.conversation.id),
         identity_id: None,
         source_id: Some(reply.source_id),
@@ -285,7 +289,9 @@ pub async fn mark_sent(
     .await?;
     // The reply exists now: as an interaction created at the time it was sent.
     super::event::append(&txn, caller.workspace_id, Event::InteractionCreated(&model)).await?;
-    super::customer::seen_at(&txn, caller.workspace_id, model.customer_id, at).await?;
+    if let Some(customer) = model.customer_id {
+        super::customer::seen_at(&txn, caller.workspace_id, customer, at).await?;
+    }
     if let Some(conversation_id) = model.conversation_id {
         let followed = super::conversation::on_interaction(
             &txn,

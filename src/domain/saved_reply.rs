@@ -27,7 +27,7 @@ use super::{Caller, Role};
 use crate::error::{Error, Result};
 use crate::ids;
 use entity::saved_reply::{self, Column, Entity, Model};
-use entity::{conversation, SavedReplyId};
+use entity::{CustomerId, SavedReplyId};
 
 /// The placeholders a saved reply may use.
 pub const PLACEHOLDERS: &[&str] = &[
@@ -283,25 +283,38 @@ pub async fn list(
     Ok(super::page::finish(rows, &window))
 }
 
-/// The saved reply `id` rendered for `conversation`'s customer and the caller: a
-/// placeholder of the agent when the caller's key has no user is `BAD_USER_INPUT`.
+/// The saved reply `id` rendered on `channel` for `customer` and the caller: a placeholder
+/// of the agent when the caller's key has no user, or of the customer when the answered
+/// item is no customer's (our own publication), is `BAD_USER_INPUT`.
 pub async fn render_for(
     db: &impl ConnectionTrait,
     caller: &Caller,
     id: SavedReplyId,
-    conversation: &conversation::Model,
+    channel: connectors::Channel,
+    customer: Option<CustomerId>,
 ) -> Result<String> {
     let saved = get(db, caller, id).await?;
-    let customer = super::customer::get(db, caller, conversation.customer_id).await?;
+    let customer = match customer {
+        Some(id) => Some(super::customer::get(db, caller, id).await?),
+        None => None,
+    };
+    let customer = |name: &str| {
+        customer.as_ref().ok_or_else(|| {
+            Error::field(
+                "savedReplyId",
+                format!("this saved reply names the customer ({{{{{name}}}}}), but the answered item is no customer's; use a text"),
+            )
+        })
+    };
     let agent = match caller.user_id {
         Some(user) => Some(super::user::get(db, caller.workspace_id, user).await?.name),
         None => None,
     };
-    render(&saved.body, has_markup(conversation.channel), |name| {
+    render(&saved.body, has_markup(channel), |name| {
         Ok(match name {
-            "customer.givenName" => customer.given_name.clone(),
-            "customer.familyName" => customer.family_name.clone(),
-            "customer.displayName" => Some(customer.display_name.clone()),
+            "customer.givenName" => customer(name)?.given_name.clone(),
+            "customer.familyName" => customer(name)?.family_name.clone(),
+            "customer.displayName" => Some(customer(name)?.display_name.clone()),
             "agent.name" => Some(agent.clone().ok_or_else(|| {
                 Error::field(
                     "savedReplyId",

@@ -72,7 +72,10 @@ impl Conversation {
         if self.0.spam {
             return Ok(true);
         }
-        Ok(load(ctx, AuthorMarkedSpam(self.0.customer_id))
+        let Some(customer) = self.0.customer_id else {
+            return Ok(false);
+        };
+        Ok(load(ctx, AuthorMarkedSpam(customer))
             .await?
             .unwrap_or(false))
     }
@@ -87,11 +90,13 @@ impl Conversation {
             .await?
             .map(Interaction))
     }
-    /// The customer the thread is with.
+    /// The customer the thread is with; `null` for the thread of a publication, which the
+    /// answers of many customers join (each answer's `customer` says whose it is).
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
-        Ok(load(ctx, CustomerById(self.0.customer_id))
-            .await?
-            .map(Customer::new))
+        let Some(customer) = self.0.customer_id else {
+            return Ok(None);
+        };
+        Ok(load(ctx, CustomerById(customer)).await?.map(Customer::new))
     }
     /// The messages of this thread, newest first.
     async fn interactions(

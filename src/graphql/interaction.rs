@@ -89,11 +89,13 @@ impl Interaction {
     async fn delivery_error(&self) -> Option<&str> {
         self.0.delivery_error.as_deref()
     }
-    /// The customer it is with.
+    /// The customer it is with; `null` for a publication (what the workspace's own account
+    /// posted that answers nothing stored: see `Query.publications`).
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
-        Ok(load(ctx, CustomerById(self.0.customer_id))
-            .await?
-            .map(Customer::new))
+        let Some(customer) = self.0.customer_id else {
+            return Ok(None);
+        };
+        Ok(load(ctx, CustomerById(customer)).await?.map(Customer::new))
     }
     /// The account that wrote it, for inbound items from a channel.
     async fn identity(&self, ctx: &Context<'_>) -> Result<Option<Identity>> {
@@ -217,6 +219,8 @@ impl From<TimelineFilter> for InteractionFilter {
             direction: filter.direction,
             occurred_after: filter.occurred_after,
             occurred_before: filter.occurred_before,
+            source_id: None,
+            publications: false,
         }
     }
 }
@@ -355,6 +359,24 @@ pub async fn interactions(
     args: PageArgs,
 ) -> Result<InteractionConnection> {
     let filter = filter.unwrap_or_default().into_domain()?;
+    let page = domain::interaction::list(&app(ctx).db, caller(ctx)?, &filter, &args).await?;
+    Ok(interaction_connection(page, filter))
+}
+
+/// One page of the workspace's publications, newest first: what its own accounts posted
+/// that answers nothing stored (see `Query.publications`).
+pub async fn publications(
+    ctx: &Context<'_>,
+    source_id: Option<ID>,
+    channels: Option<Vec<Channel>>,
+    args: PageArgs,
+) -> Result<InteractionConnection> {
+    let filter = InteractionFilter {
+        source_id: opt_id::<SourceId>("sourceId", source_id.as_ref())?,
+        channels: channels.unwrap_or_default(),
+        publications: true,
+        ..InteractionFilter::default()
+    };
     let page = domain::interaction::list(&app(ctx).db, caller(ctx)?, &filter, &args).await?;
     Ok(interaction_connection(page, filter))
 }

@@ -18,7 +18,7 @@ use super::service::{
 };
 use super::source::Source;
 use super::trusted_document::TrustedDocument;
-use super::types::{fetch_node, Node};
+use super::types::{fetch_node, Channel, Node};
 use super::user::User;
 use super::workspace::Viewer;
 use crate::domain::inbox::InboxOrder;
@@ -326,6 +326,45 @@ impl Query {
             before,
         };
         super::interaction::interactions(ctx, filter, page).await
+    }
+
+    /// The workspace's publications, newest first: what its own accounts posted on a
+    /// channel that answers nothing stored (a post, a toot, a new topic). They belong to no
+    /// customer (the workspace's own accounts never become customers); each has a
+    /// conversation that the answers of every customer join.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "two filters and a Relay connection's four paging arguments are GraphQL arguments, so resolver parameters"
+    )]
+    async fn publications(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only this source's (`src_…`).")] source_id: Option<ID>,
+        #[graphql(desc = "Only these channels.")] channels: Option<Vec<Channel>>,
+        #[graphql(
+            desc = "How many to return, 0 to 100 (default 20); `BAD_USER_INPUT` outside that range."
+        )]
+        first: Option<i32>,
+        #[graphql(
+            desc = "The `endCursor` (or an edge's `cursor`) of the previous page, to get the items after it; `BAD_USER_INPUT` for a cursor this list did not hand out."
+        )]
+        after: Option<String>,
+        #[graphql(
+            desc = "How many to return from the end (backward paging), 0 to 100; not with `first`."
+        )]
+        last: Option<i32>,
+        #[graphql(
+            desc = "The `startCursor` of the following page, to get the items before it (backward paging)."
+        )]
+        before: Option<String>,
+    ) -> Result<InteractionConnection> {
+        let page = PageArgs {
+            first,
+            after,
+            last,
+            before,
+        };
+        super::interaction::publications(ctx, source_id, channels, page).await
     }
 
     /// Service metrics over `range` (see `ServiceMetrics` for what each figure counts),

@@ -179,6 +179,24 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
         .map_err(|err| crate::error::Error::Internal(format!("preparing a batch failed: {err}")))
 }
 
+/// Stores `items` of `source` the way a batch the set-based writer refused is stored,
+/// item by item ([`ingest_one_by_one`]), in one transaction, cursor untouched. Public so
+/// tests can hold the two paths to the same rules; ingestion itself goes through
+/// [`ingest`].
+#[doc(hidden)]
+pub async fn ingest_item_by_item(
+    db: &DatabaseConnection,
+    source: &source::Model,
+    items: &[InboundItem],
+) -> Result<IngestReport> {
+    let txn = db.begin().await?;
+    domain::source::lock_for_batch(&txn, source.id).await?;
+    let normalized: Vec<InboundItem> = items.iter().map(domain::text::normalize_item).collect();
+    let report = ingest_one_by_one(&txn, source, &normalized).await?;
+    txn.commit().await?;
+    Ok(report)
+}
+
 /// Stores each (normalised) item under its own savepoint: an item the database refuses
 /// for its data is rolled back alone, logged and reported as skipped. The path of a batch
 /// the set-based writer could not store whole.
@@ -245,8 +263,8 @@ async fn store_item(
         }
         _ => None,
     };
-    let answered = match answered {
-        Some(conversation) => {
+    let (answered, parent_customer) = match answered {
+        Some((conversation, parent_customer)) => (
             domain::conversation::on_interaction(
                 txn,
                 source.workspace_id,
@@ -254,53 +272,58 @@ async fn store_item(
                 direction,
                 item.occurred_at,
             )
-            .await?
-        }
-        None => None,
+            .await?,
+            parent_customer,
+        ),
+        None => (None, None),
     };
-    let (customer_id, identity_id, conversation_id, new_customer) = match answered {
-        Some(conversation) if item.outbound => {
-            (conversation.customer_id, None, conversation.id, false)
-        }
-        answered => {
-            let author = domain::identity::resolve_author(
+    // The workspace's own items are never a customer's: only inbound authors are
+    // resolved, and our own item is filed under the conversation's customer, else the
+    // answered item's, else none (a publication).
+    let author = if item.outbound {
+        None
+    } else {
+        Some(
+            domain::identity::resolve_author(
                 txn,
                 source.workspace_id,
                 channel,
                 &item.author,
                 item.occurred_at,
             )
-            .await?;
-            let customer_id = author.identity.customer_id;
-            let conversation_id = match answered {
-                Some(conversation) => conversation.id,
-                None => {
-                    let thread_key = item
-                        .thread_key
-                        .as_ref()
-                        .or(item.in_reply_to.as_ref())
-                        .unwrap_or(&item.external_id);
-                    let threaded = domain::conversation::Threaded {
-                        workspace_id: source.workspace_id,
-                        source_id: source.id,
-                        thread_key,
-                        customer_id,
-                        channel,
-                        subject: item.subject.as_deref(),
-                        direction,
-                        at: item.occurred_at,
-                    };
-                    domain::conversation::thread(txn, threaded).await?
-                }
+            .await?,
+        )
+    };
+    let conversation = match answered {
+        Some(conversation) => conversation,
+        None => {
+            let thread_key = item
+                .thread_key
+                .as_ref()
+                .or(item.in_reply_to.as_ref())
+                .unwrap_or(&item.external_id);
+            let threaded = domain::conversation::Threaded {
+                workspace_id: source.workspace_id,
+                source_id: source.id,
+                thread_key,
+                customer_id: author.as_ref().map(|author| author.identity.customer_id),
+                channel,
+                subject: item.subject.as_deref(),
+                direction,
+                at: item.occurred_at,
             };
-            (
-                customer_id,
-                Some(author.identity.id),
-                conversation_id,
-                author.new_customer,
-            )
+            domain::conversation::thread(txn, threaded).await?
         }
     };
+    let (customer_id, identity_id, new_customer) = match &author {
+        Some(author) => (
+            Some(author.identity.customer_id),
+            Some(author.identity.id),
+            author.new_customer,
+        ),
+        None => (conversation.customer_id.or(parent_customer), None, false),
+    };
+    let conversation_id = conversation.id;
     let ingested = domain::interaction::Ingested {
         workspace_id: source.workspace_id,
         source_id: source.id,

@@ -297,14 +297,6 @@ pub async fn reply_to_conversation(
     caller.require(Role::Agent, "replying")?;
     let db = &syncer.db;
     let conversation = domain::conversation::get(db, caller, input.conversation_id).await?;
-    let (text, field) = match input.text {
-        ReplyText::Text(text) => (text, "text"),
-        ReplyText::Saved(id) => (
-            domain::saved_reply::render_for(db, caller, id, &conversation).await?,
-            "savedReplyId",
-        ),
-    };
-    let text = domain::clean_required(field, &text, MAX_REPLY_CHARS)?;
     let target = match input.in_reply_to {
         Some(id) => {
             let target = domain::interaction::get(db, caller, id).await?;
@@ -325,6 +317,23 @@ pub async fn reply_to_conversation(
                 )
             })?,
     };
+    // Rendered for the customer answered: the conversation's, else (in a publication's
+    // thread) the answered item's.
+    let (text, field) = match input.text {
+        ReplyText::Text(text) => (text, "text"),
+        ReplyText::Saved(id) => (
+            domain::saved_reply::render_for(
+                db,
+                caller,
+                id,
+                conversation.channel,
+                conversation.customer_id.or(target.customer_id),
+            )
+            .await?,
+            "savedReplyId",
+        ),
+    };
+    let text = domain::clean_required(field, &text, MAX_REPLY_CHARS)?;
     let field_of_target = if input.in_reply_to.is_some() {
         "inReplyToId"
     } else {

@@ -491,7 +491,10 @@ fn interaction_document(schema: &Schema, d: &InteractionDoc) -> TantivyDocument 
         "workspace_id",
         &d.workspace_id.to_string(),
     );
-    add_text(&mut doc, schema, "customer_id", &d.customer_id.to_string());
+    // A publication has none: no customer filter ever matches it.
+    if let Some(customer) = d.customer_id {
+        add_text(&mut doc, schema, "customer_id", &customer.to_string());
+    }
     if let Some(conversation) = d.conversation_id {
         add_text(
             &mut doc,
@@ -939,7 +942,7 @@ mod tests {
         InteractionDoc {
             id: InteractionId::new(),
             workspace_id: workspace,
-            customer_id: customers[n % customers.len()],
+            customer_id: Some(customers[n % customers.len()]),
             conversation_id: None,
             channel: channel.into(),
             kind: if n % 5 == 0 { "reply" } else { "mention" }.into(),

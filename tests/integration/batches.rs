@@ -8,7 +8,7 @@ use rapport::domain::Role;
 use sea_orm::{
     ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait,
 };
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::backend_test;
 use crate::common::TestApp;
@@ -104,7 +104,7 @@ backend_test! {
         assert_eq!(conversation.first_response_at, Some(batch[2].occurred_at), "the first response is our answer");
         assert_eq!(conversation.last_message_at, batch[2].occurred_at);
         assert_eq!(conversation.customer_id, by_id("a").customer_id);
-        let ana = entity::customer::Entity::find_by_id(by_id("a").customer_id).one(&app.app.db).await.unwrap().unwrap();
+        let ana = entity::customer::Entity::find_by_id(by_id("a").customer_id.unwrap()).one(&app.app.db).await.unwrap().unwrap();
         assert_eq!((ana.first_seen_at, ana.last_seen_at), (batch[0].occurred_at, batch[2].occurred_at));
         // The events one by one would append, in the same order.
         assert_eq!(
@@ -133,7 +133,7 @@ backend_test! {
         assert_eq!((report.new.len(), report.new_customers), (1, 0));
         let rows = interactions(&app).await;
         let d = rows.iter().find(|row| row.external_id.as_deref() == Some("d")).unwrap();
-        assert_eq!((d.conversation_id, d.customer_id), (thread, ana.id));
+        assert_eq!((d.conversation_id, d.customer_id), (thread, Some(ana.id)));
         let conversation = entity::conversation::Entity::find_by_id(thread.unwrap()).one(&app.app.db).await.unwrap().unwrap();
         assert_eq!((conversation.status, conversation.resolved_at), (entity::enums::ConversationStatus::Open, None));
         let kinds = event_kinds(&app).await;
@@ -174,7 +174,7 @@ backend_test! {
         let report = rapport::ingest::ingest(&app.app.db, &source, &batch, None, None).await.unwrap();
         assert_eq!((report.new.len(), report.new_customers), (6, 2), "ana and bo are new; bo-alt is bo, kay is Known");
         let rows = interactions(&app).await;
-        let customer = |id: &str| rows.iter().find(|row| row.external_id.as_deref() == Some(id)).unwrap().customer_id;
+        let customer = |id: &str| rows.iter().find(|row| row.external_id.as_deref() == Some(id)).unwrap().customer_id.unwrap();
         assert_eq!((customer("1"), customer("1")), (customer("2"), customer("3")));
         assert_eq!(customer("4"), customer("5"));
         assert_eq!(rapport::ids::encode(customer("6")), known);
@@ -269,5 +269,82 @@ backend_test! {
         let identities: std::collections::HashSet<_> = entity::identity::Entity::find().all(&app.app.db).await.unwrap().into_iter().map(|i| i.id).collect();
         assert!(rows.iter().all(|row| row.identity_id.is_some_and(|id| identities.contains(&id))));
         other.db.close().await.ok();
+    }
+}
+
+/// Publications (`Query.publications`): external id, customer, conversation; and the total.
+const PUBLICATIONS: &str = "query($source: ID) { publications(sourceId: $source, first: 10) { totalCount edges { node { externalId direction customer { id } conversation { id customer { id } } } } } }";
+
+backend_test! {
+    async fn the_workspaces_own_items_are_never_a_customer_and_its_posts_are_publications(app: TestApp) {
+        let admin = app.key(Role::Admin).await;
+        let other_source = source(&app, &admin, "other").await;
+        let source = source(&app, &admin, "brand").await;
+        let ours = |id: &str, minute: u32| InboundItem { outbound: true, ..item(id, "brand", minute) };
+        let our_answer = |id: &str, minute: u32, to: &str| InboundItem { outbound: true, ..reply(id, "brand", minute, to) };
+        let rows_by_id = |rows: Vec<entity::interaction::Model>| move |id: &str| rows.iter().find(|row| row.external_id.as_deref() == Some(id)).unwrap().clone();
+
+        // The set-based writer: our post p, ana answers it, we answer ana, bo answers p.
+        let batch = vec![ours("p", 0), reply("q", "ana", 5, "p"), our_answer("r", 9, "q"), reply("t", "bo", 10, "p")];
+        let report = rapport::ingest::ingest(&app.app.db, &source, &batch, Some("c1"), None).await.unwrap();
+        assert_eq!((report.new.len(), report.new_customers), (4, 2), "ana and bo; our own account is nobody's customer");
+        let by_id = rows_by_id(interactions(&app).await);
+        let (p, q, r, t) = (by_id("p"), by_id("q"), by_id("r"), by_id("t"));
+        assert_eq!((p.customer_id, p.identity_id), (None, None), "a publication: no customer, no identity");
+        assert!(p.conversation_id.is_some());
+        assert_eq!([q.conversation_id, r.conversation_id, t.conversation_id], [p.conversation_id; 3], "the answers join the publication's thread");
+        assert!(q.customer_id.is_some() && t.customer_id.is_some() && q.customer_id != t.customer_id);
+        assert_eq!((r.customer_id, r.identity_id), (q.customer_id, None), "our answer is filed under the customer it answers");
+        let thread = entity::conversation::Entity::find_by_id(p.conversation_id.unwrap()).one(&app.app.db).await.unwrap().unwrap();
+        assert_eq!(thread.customer_id, None, "a publication's thread is no one customer's");
+        assert_eq!(thread.waiting_since, Some(t.occurred_at), "bo waits for an answer; ana had hers");
+        assert_eq!(thread.first_response_at, Some(p.occurred_at));
+        let brand = entity::identity::Entity::find().filter(entity::identity::Column::PlatformId.eq("acct:brand")).count(&app.app.db).await.unwrap();
+        assert_eq!(brand, 0, "no identity for the workspace's own account");
+        assert_eq!(entity::customer::Entity::find().count(&app.app.db).await.unwrap(), 2);
+
+        // The one-by-one path (a batch the set-based writer could not store whole) keeps
+        // the same rules: our second post u, ana answers it, we answer her; and our answer
+        // to her stored item q.
+        let report = rapport::ingest::ingest_item_by_item(&app.app.db, &source, &[ours("u", 20), reply("v", "ana", 25, "u"), our_answer("w", 26, "v"), our_answer("x", 30, "q")]).await.unwrap();
+        assert_eq!((report.new.len(), report.new_customers), (4, 0));
+        let by_id = rows_by_id(interactions(&app).await);
+        let (u, v, w, x) = (by_id("u"), by_id("v"), by_id("w"), by_id("x"));
+        assert_eq!((u.customer_id, u.identity_id), (None, None));
+        assert_ne!(u.conversation_id, p.conversation_id, "a second publication, a second thread");
+        assert_eq!([v.conversation_id, w.conversation_id], [u.conversation_id; 2]);
+        assert_eq!((v.customer_id, w.customer_id), (q.customer_id, q.customer_id));
+        assert_eq!((x.customer_id, x.conversation_id), (q.customer_id, p.conversation_id));
+        let thread = entity::conversation::Entity::find_by_id(u.conversation_id.unwrap()).one(&app.app.db).await.unwrap().unwrap();
+        assert_eq!((thread.customer_id, thread.waiting_since), (None, None));
+        // And the set-based writer answers a stored customer item in a publication's
+        // thread under that customer too.
+        rapport::ingest::ingest(&app.app.db, &source, &[our_answer("y", 40, "t")], Some("c2"), None).await.unwrap();
+        let by_id = rows_by_id(interactions(&app).await);
+        assert_eq!((by_id("y").customer_id, by_id("y").conversation_id), (t.customer_id, p.conversation_id));
+        assert_eq!(entity::customer::Entity::find().count(&app.app.db).await.unwrap(), 2);
+
+        // The API: publications newest first, no customer; the answers are in their
+        // customers' timelines, not here.
+        let data = app.gql(&admin, PUBLICATIONS, json!({})).await;
+        let list = &data["publications"];
+        assert_eq!(list["totalCount"], 2, "{data:#}");
+        let ids: Vec<&str> = list["edges"].as_array().unwrap().iter().map(|e| e["node"]["externalId"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["u", "p"]);
+        let node = &list["edges"][1]["node"];
+        assert_eq!((&node["direction"], &node["customer"], &node["conversation"]["customer"]), (&json!("OUTBOUND"), &Value::Null, &Value::Null));
+        assert_eq!(node["conversation"]["id"], json!(rapport::ids::encode(p.conversation_id.unwrap())));
+        let of_other = app.gql(&admin, PUBLICATIONS, json!({ "source": rapport::ids::encode(other_source.id) })).await;
+        assert_eq!(of_other["publications"]["totalCount"], 0);
+        let ana = rapport::ids::encode(q.customer_id.unwrap());
+        let timeline = app.gql(&admin, "query($id: ID!) { customer(id: $id) { timeline(first: 20) { edges { node { externalId } } } } }", json!({ "id": ana })).await;
+        let ids: Vec<&str> = timeline["customer"]["timeline"]["edges"].as_array().unwrap().iter().map(|e| e["node"]["externalId"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["x", "w", "v", "r", "q"], "{timeline:#}");
+        // Another workspace sees none of them.
+        let stranger = app.key_in("globex", Role::Admin).await;
+        let theirs = app.gql(&stranger, PUBLICATIONS, json!({})).await;
+        assert_eq!(theirs["publications"]["totalCount"], 0);
+        let theirs = app.gql(&stranger, PUBLICATIONS, json!({ "source": rapport::ids::encode(source.id) })).await;
+        assert_eq!(theirs["publications"]["totalCount"], 0, "another workspace's source filters to nothing");
     }
 }

@@ -786,7 +786,7 @@ backend_test!(
             .unwrap();
         assert_eq!(author.platform_id, "https://fans6.example/users/fan321");
         assert_eq!(author.handle.as_deref(), Some("@fan321@fans6.example"));
-        assert_eq!(sample.customer_id, author.customer_id);
+        assert_eq!(sample.customer_id, Some(author.customer_id));
         assert_eq!(sample.text, "@acmehq question number 4321 about the export");
         // Oldest first: a reply found the mention it answers, stored in an earlier batch,
         // down a chain of ten (9,999 answers 8,999, which answers 7,999, …).

@@ -88,7 +88,7 @@ fn doc(
     InteractionDoc {
         id: InteractionId::new(),
         workspace_id,
-        customer_id,
+        customer_id: Some(customer_id),
         conversation_id,
         channel: channel.into(),
         kind: kind.into(),
