@@ -45,6 +45,25 @@ pub struct HttpConfig {
     /// tracing, client identification). Checked when the configuration is read.
     #[serde(deserialize_with = "header_names")]
     pub cors_allow_headers: Vec<axum::http::HeaderName>,
+    /// The address clients and platforms reach this server at (`https://crm.example`),
+    /// when it is not the listening address (behind a proxy). Telegram sources in webhook
+    /// mode register `{public_url}/webhooks/{source_id}` with `setWebhook`; without it they
+    /// cannot. Checked when the configuration is read: an http(s) URL.
+    #[serde(deserialize_with = "public_url")]
+    pub public_url: Option<String>,
+}
+
+/// `[http] public_url`: an http(s) URL, kept without a trailing slash.
+fn public_url<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let Some(url) = Option::<String>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    connectors::check_http_url("public_url", &url)
+        .map_err(|(_, message)| serde::de::Error::custom(message))?;
+    Ok(Some(url.trim().trim_end_matches('/').to_owned()))
 }
 
 /// `[http] cors_allow_headers` as header names; a bad entry fails the file's parse, and

@@ -77,6 +77,22 @@
 //!   pull stops asking at the first and keeps what it has. 401 is refused credentials.
 //!   GraphQL answers its errors with 200 and `errors[].type`: `RATE_LIMITED` is a rate
 //!   limit, `FORBIDDEN` no access, `NOT_FOUND` a missing repository.
+//! - Webhooks (with a `webhook_secret`; the source's `webhookPath` is the payload URL):
+//!   `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>` is verified over the raw
+//!   body first (constant-time); then `X-GitHub-Event` says what the body is: `issues`
+//!   (`opened`), `issue_comment` (`created`, on issues and pull requests), `discussion`
+//!   (`created`) and `discussion_comment` (`created`) become the same items a pull makes of
+//!   them (same external id, thread key, `in_reply_to`, kind), mapped by the same code. The
+//!   token's account is asked (`GET /user`, as every pull does) for each delivery that
+//!   holds an item, so our own comments are outbound and mentions of us are mentions
+//!   exactly as pulled; when GitHub cannot be asked the delivery is answered 503 (GitHub
+//!   shows it failed; "Redeliver", or the next pull, brings it). A discussion reply's
+//!   `parent_id` is a number where the pull's `in_reply_to` is the parent's node id: its
+//!   `replyTo` is asked over GraphQL. Everything else (`ping`, other actions such as
+//!   `edited` or `labeled`, other events, repositories not in `repositories`) is answered
+//!   200 and stored nothing. `X-GitHub-Delivery` is not signed, so replays are recognised
+//!   by the items' external ids, never by it. The stored `raw` of a delivered item is the
+//!   webhook's object (a discussion's in the GraphQL field names the pull stores).
 //! - A repository GitHub does not answer for (404: missing or invisible to the token; 403:
 //!   the token has no access; 410: issues disabled) does not fail the pull: the other
 //!   repositories go on, and the stream's `warning` in the stored cursor says what failed.
@@ -216,6 +232,10 @@ pub struct GithubConfig {
     /// Items per stream a first sync takes (0: only what comes after it).
     #[serde(default = "default_backfill_limit")]
     pub backfill_limit: u64,
+    /// The secret of the repositories' webhooks (16 characters or more), a secret like
+    /// `token`. Without it the source takes no webhook deliveries (its address is 404).
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
 }
 
 impl std::fmt::Debug for GithubConfig {
@@ -225,6 +245,10 @@ impl std::fmt::Debug for GithubConfig {
             .field("token", &"***")
             .field("repositories", &self.repositories)
             .field("backfill_limit", &self.backfill_limit)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "***"),
+            )
             .finish()
     }
 }
@@ -273,6 +297,10 @@ impl GithubConfig {
                 "backfill_limit".into(),
                 format!("backfill_limit is at most {MAX_BACKFILL_LIMIT}"),
             ));
+        }
+        if let Some(secret) = &config.webhook_secret {
+            crate::webhook::Secret::parse(secret)
+                .map_err(|message| ("webhook_secret".to_owned(), message))?;
         }
         Ok(config)
     }
@@ -661,11 +689,201 @@ struct Me {
 pub struct GithubConnector {
     client: reqwest::Client,
     config: GithubConfig,
+    /// The webhooks' secret, when the source has one.
+    webhook_secret: Option<crate::webhook::Secret>,
+}
+
+/// The parent of a discussion comment (`replyTo`), by the comment's node id.
+const REPLY_TO: &str =
+    "query($id: ID!) { node(id: $id) { ... on DiscussionComment { replyTo { id } } } }";
+
+/// What a webhook event is, when the source listens to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    IssueOpened,
+    IssueComment,
+    Discussion,
+    DiscussionComment,
 }
 
 impl GithubConnector {
     pub fn new(client: reqwest::Client, config: GithubConfig) -> GithubConnector {
-        GithubConnector { client, config }
+        let webhook_secret = config
+            .webhook_secret
+            .as_deref()
+            .and_then(|secret| crate::webhook::Secret::parse(secret).ok());
+        GithubConnector {
+            client,
+            config,
+            webhook_secret,
+        }
+    }
+
+    /// A webhook delivery (see the module doc): verified, then mapped as a pull maps it.
+    async fn hook(
+        &self,
+        request: &crate::WebhookRequest<'_>,
+        body: &[u8],
+    ) -> Result<crate::Hooked, crate::WebhookError> {
+        use crate::{Hooked, WebhookError};
+        let secret = self
+            .webhook_secret
+            .as_ref()
+            .ok_or(WebhookError::Unsupported)?;
+        let signature = crate::webhook::SignatureHeaders {
+            hub_signature_256: request.header("x-hub-signature-256"),
+            ..crate::webhook::SignatureHeaders::default()
+        };
+        secret
+            .verify(&signature, body, Utc::now())
+            .map_err(|err| WebhookError::Unauthenticated(err.to_string()))?;
+        let payload_error = |field: &'static str, message: &str| WebhookError::Payload {
+            field,
+            message: message.to_owned(),
+        };
+        let name = request.header("x-github-event").unwrap_or_default();
+        let payload: Value =
+            serde_json::from_slice(body).map_err(|_| payload_error("body", "not valid JSON"))?;
+        if !payload.is_object() {
+            return Err(payload_error("body", "must be a JSON object"));
+        }
+        let action = payload
+            .get("action")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let event = match (name, action) {
+            ("ping", _) => return Ok(Hooked::Ignored("ping: the webhook is set up".into())),
+            ("issues", "opened") => Event::IssueOpened,
+            ("issue_comment", "created") => Event::IssueComment,
+            ("discussion", "created") => Event::Discussion,
+            ("discussion_comment", "created") => Event::DiscussionComment,
+            _ => {
+                let what = if action.is_empty() {
+                    format!("`{name}`")
+                } else {
+                    format!("`{name}` `{action}`")
+                };
+                return Ok(Hooked::Ignored(format!("{what} is not listened to")));
+            }
+        };
+        let full_name = payload
+            .pointer("/repository/full_name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| payload_error("repository", "the event names no repository"))?;
+        // The repository as configured: a pull names its items by it.
+        let Some(repository) = self
+            .config
+            .repositories
+            .iter()
+            .find(|configured| configured.eq_ignore_ascii_case(full_name))
+        else {
+            return Ok(Hooked::Ignored(
+                "the repository is not one of the source's repositories".into(),
+            ));
+        };
+        let object = |key: &'static str| {
+            payload
+                .get(key)
+                .filter(|value| value.is_object())
+                .ok_or_else(|| payload_error(key, "missing from the event"))
+        };
+        let mut not_before = None;
+        let items: Vec<InboundItem> = match event {
+            Event::IssueOpened => {
+                let issue = object("issue")?;
+                let me = self.me(&mut not_before).await?;
+                self.item(Listen::Issues(repository), issue, &me)
+                    .into_iter()
+                    .collect()
+            }
+            Event::IssueComment => {
+                let comment = object("comment")?;
+                let me = self.me(&mut not_before).await?;
+                self.item(Listen::Comments(repository), comment, &me)
+                    .into_iter()
+                    .collect()
+            }
+            Event::Discussion => {
+                let discussion = graphql_shape(object("discussion")?);
+                let me = self.me(&mut not_before).await?;
+                let thread = discussion
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .filter(|id| is_node_id(id))
+                    .ok_or_else(|| payload_error("discussion", "has no node_id"))?;
+                let subject = discussion
+                    .get("title")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                node_item(
+                    &discussion,
+                    discussion.clone(),
+                    "post",
+                    subject,
+                    thread,
+                    None,
+                    &me,
+                )
+                .into_iter()
+                .collect()
+            }
+            Event::DiscussionComment => {
+                let thread = object("discussion")?
+                    .get("node_id")
+                    .and_then(Value::as_str)
+                    .filter(|id| is_node_id(id))
+                    .ok_or_else(|| payload_error("discussion", "has no node_id"))?
+                    .to_owned();
+                let raw = object("comment")?;
+                let comment = graphql_shape(raw);
+                let me = self.me(&mut not_before).await?;
+                // A reply names its parent by number; the pull answers it to the parent's
+                // node id, so that is asked.
+                let parent = if raw.get("parent_id").is_some_and(|parent| !parent.is_null()) {
+                    let id = comment.get("id").cloned().unwrap_or_default();
+                    let data = self
+                        .graphql(
+                            REPLY_TO,
+                            serde_json::json!({ "id": id }),
+                            "/graphql (a discussion comment's parent)",
+                            false,
+                            &mut not_before,
+                        )
+                        .await?;
+                    let parent = data
+                        .pointer("/node/replyTo/id")
+                        .and_then(Value::as_str)
+                        .filter(|id| is_node_id(id))
+                        .map(str::to_owned);
+                    Some(parent.ok_or_else(|| {
+                        crate::ConnectorError::Payload(format!(
+                            "{} did not say which comment a reply answers",
+                            self.host()
+                        ))
+                    })?)
+                } else {
+                    None
+                };
+                let answers = parent.as_deref().unwrap_or(&thread);
+                node_item(
+                    &comment,
+                    comment.clone(),
+                    "comment",
+                    None,
+                    &thread,
+                    Some(answers),
+                    &me,
+                )
+                .into_iter()
+                .collect()
+            }
+        };
+        if items.is_empty() {
+            return Ok(Hooked::Ignored(
+                "the event holds no item (a bot's, or without a user)".into(),
+            ));
+        }
+        Ok(Hooked::Items(items))
     }
 
     fn host(&self) -> String {
@@ -1399,6 +1617,36 @@ fn discussion_items(discussion: &Value, me: &Me) -> Vec<InboundItem> {
     items
 }
 
+/// A discussion or discussion comment of a webhook (REST field names) in the field names
+/// the discussions query selects, so [`node_item`] maps it as it maps a pulled one: the
+/// node id is the `id`, the author an actor with its `databaseId`.
+fn graphql_shape(rest: &Value) -> Value {
+    let user = rest.get("user").filter(|user| user.is_object());
+    let author = user.map(|user| {
+        serde_json::json!({
+            "__typename": user.get("type").cloned().unwrap_or(Value::Null),
+            "login": user.get("login").cloned().unwrap_or(Value::Null),
+            "url": user.get("html_url").cloned().unwrap_or(Value::Null),
+            "avatarUrl": user.get("avatar_url").cloned().unwrap_or(Value::Null),
+            "databaseId": user.get("id").cloned().unwrap_or(Value::Null),
+        })
+    });
+    let field = |key: &str| rest.get(key).cloned().unwrap_or(Value::Null);
+    let mut node = serde_json::json!({
+        "id": field("node_id"),
+        "body": field("body"),
+        "url": field("html_url"),
+        "createdAt": field("created_at"),
+        "updatedAt": field("updated_at"),
+        "author": author.unwrap_or(Value::Null),
+    });
+    if let Some(title) = rest.get("title") {
+        node["title"] = title.clone();
+        node["number"] = field("number");
+    }
+    node
+}
+
 /// One discussion node (the discussion, a comment or a reply) as an item.
 fn node_item(
     node: &Value,
@@ -1561,9 +1809,17 @@ impl Connector for GithubConnector {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             pull: true,
-            webhook: false,
+            webhook: self.webhook_secret.is_some(),
             reply: true,
         }
+    }
+
+    async fn webhook(
+        &self,
+        request: &crate::WebhookRequest<'_>,
+        body: &[u8],
+    ) -> Result<crate::Hooked, crate::WebhookError> {
+        self.hook(request, body).await
     }
 
     async fn pull(&self, cursor: Option<&Cursor>) -> Result<Pull, ConnectorError> {
@@ -2077,6 +2333,128 @@ mod tests {
             failure(502, &HeaderMap::new(), b"", now, "h", "/x", false),
             ConnectorError::Transport(_)
         ));
+    }
+
+    #[test]
+    fn a_webhook_discussion_comment_maps_as_the_pulled_one() {
+        let pulled = json!({
+            "id": "DC_kwDOKx3Y5s4AhM01", "body": "@acme-support parquet?",
+            "url": "https://github.com/acme/widgets/discussions/7#discussioncomment-1",
+            "createdAt": "2026-11-02T09:11:00Z", "updatedAt": "2026-11-02T09:11:00Z",
+            "author": { "__typename": "User", "login": "maya-l", "url": "https://github.com/maya-l",
+                "avatarUrl": "https://avatars.githubusercontent.com/u/5811112?v=4", "databaseId": 5_811_112 }
+        });
+        // The same comment as a `discussion_comment` webhook carries it.
+        let delivered = json!({
+            "id": 11_001, "node_id": "DC_kwDOKx3Y5s4AhM01", "parent_id": null,
+            "html_url": "https://github.com/acme/widgets/discussions/7#discussioncomment-1",
+            "body": "@acme-support parquet?", "child_comment_count": 0,
+            "created_at": "2026-11-02T09:11:00Z", "updated_at": "2026-11-02T09:11:00Z",
+            "user": { "login": "maya-l", "id": 5_811_112, "type": "User",
+                "html_url": "https://github.com/maya-l",
+                "avatar_url": "https://avatars.githubusercontent.com/u/5811112?v=4" }
+        });
+        let thread = "D_kwDOKx3Y5s4AXy7";
+        let map = |node: &Value| {
+            let mut item = node_item(
+                node,
+                Value::Null,
+                "comment",
+                None,
+                thread,
+                Some(thread),
+                &me(),
+            )
+            .unwrap();
+            item.raw = Value::Null;
+            item
+        };
+        let item = map(&graphql_shape(&delivered));
+        assert_eq!(item, map(&pulled));
+        assert_eq!(item.kind, "mention");
+        assert_eq!(item.author.platform_id, "5811112");
+    }
+
+    #[tokio::test]
+    async fn a_webhook_is_verified_before_it_is_read_and_unheard_events_are_ignored() {
+        use crate::{Hooked, WebhookError, WebhookRequest};
+        let secret = "wh-acme-widgets-3f9c2e71b8d4";
+        let hooked = GithubConnector::new(
+            reqwest::Client::new(),
+            GithubConfig::parse(&json!({ "token": "t", "repositories": ["Acme/Widgets"],
+                "webhook_secret": secret }))
+            .unwrap(),
+        );
+        assert!(hooked.capabilities().webhook);
+        assert!(!connector().capabilities().webhook);
+        let sign = |body: &str| {
+            crate::webhook::Secret::parse(secret)
+                .unwrap()
+                .sign_github(body.as_bytes())
+        };
+        let deliver = |event: &str, signature: Option<String>, body: &str| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert("x-github-event", event.parse().unwrap());
+            if let Some(signature) = signature {
+                headers.insert("x-hub-signature-256", signature.parse().unwrap());
+            }
+            let body = body.to_owned();
+            let hooked = &hooked;
+            async move {
+                hooked
+                    .webhook(&WebhookRequest { headers: &headers }, body.as_bytes())
+                    .await
+            }
+        };
+        let other =
+            r#"{"action":"created","repository":{"full_name":"acme/gadgets"},"comment":{}}"#;
+        // Nothing is parsed before the signature: not even invalid JSON is reported.
+        for (signature, body) in [
+            (None, other),
+            (Some(sign(other)), "{not json"),
+            (Some("sha256=00".into()), other),
+        ] {
+            match deliver("issue_comment", signature, body).await {
+                Err(WebhookError::Unauthenticated(message)) => assert!(!message.contains(secret)),
+                other => panic!("{other:?}"),
+            }
+        }
+        match deliver("issue_comment", Some(sign(other)), other).await {
+            Ok(Hooked::Ignored(why)) => assert!(why.contains("repositories"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let ping = r#"{"zen":"Design for failure.","hook_id":1}"#;
+        assert!(matches!(
+            deliver("ping", Some(sign(ping)), ping).await,
+            Ok(Hooked::Ignored(_))
+        ));
+        let edited = r#"{"action":"edited","repository":{"full_name":"acme/widgets"}}"#;
+        assert!(matches!(
+            deliver("issue_comment", Some(sign(edited)), edited).await,
+            Ok(Hooked::Ignored(_))
+        ));
+        let broken = r#"{"action":"created","repository":{"full_name":"acme/widgets"}}"#;
+        assert!(matches!(
+            deliver("issue_comment", Some(sign(broken)), broken).await,
+            Err(WebhookError::Payload {
+                field: "comment",
+                ..
+            })
+        ));
+        let unsigned = connector();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("x-hub-signature-256", sign(ping).parse().unwrap());
+        assert!(matches!(
+            unsigned
+                .webhook(&WebhookRequest { headers: &headers }, ping.as_bytes())
+                .await,
+            Err(WebhookError::Unsupported)
+        ));
+        let (field, message) = GithubConfig::parse(&json!({ "token": "t", "repositories": ["a/b"],
+            "webhook_secret": "short-one" }))
+        .unwrap_err();
+        assert_eq!(field, "webhook_secret");
+        assert!(!message.contains("short-one"), "{message}");
     }
 
     #[test]

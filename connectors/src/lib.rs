@@ -209,6 +209,55 @@ pub enum ConnectorError {
     Refused(String),
 }
 
+/// A delivery POSTed to a source's webhook address (`/webhooks/{source_id}`), as the
+/// server received it: its headers (the body is passed alongside, as raw bytes, since
+/// signatures cover the bytes).
+#[derive(Clone, Copy, Debug)]
+pub struct WebhookRequest<'a> {
+    pub headers: &'a reqwest::header::HeaderMap,
+}
+
+impl WebhookRequest<'_> {
+    /// The header `name` as text; `None` when absent or not visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+/// What a connector made of a delivery whose signature it verified.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Hooked {
+    /// The items to store (the same items a pull of them gives: same external ids, so a
+    /// delivery and a pull of one comment are stored once).
+    Items(Vec<InboundItem>),
+    /// An event the source does not listen to (a ping, another action, a repository or
+    /// chat not configured): answered 200, nothing stored. Says why.
+    Ignored(String),
+}
+
+/// Why a delivery to a connector was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// The source takes no deliveries (the connector, or its configuration, has no
+    /// webhook): the server answers as for an unknown address.
+    #[error("this source takes no webhook deliveries")]
+    Unsupported,
+    /// The signature or secret header is missing or does not match: nothing is read.
+    /// Never holds the secret or what was sent in its place.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A verified delivery that does not follow the platform's documented shape.
+    #[error("{field}: {message}")]
+    Payload {
+        field: &'static str,
+        message: String,
+    },
+    /// The connector needed the platform to map the delivery (the token's own account)
+    /// and could not ask it: the sender should retry.
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+}
+
 /// One channel's connector. Implementations are registered by channel name.
 #[async_trait::async_trait]
 pub trait Connector: Send + Sync {
@@ -223,6 +272,22 @@ pub trait Connector: Send + Sync {
     fn confirms_on_read(&self) -> bool {
         false
     }
+    /// Takes one delivery POSTed by the platform to the source's webhook address: verifies
+    /// its signature over the raw `body` first (constant-time; nothing is parsed before),
+    /// then maps it with the same mapping as [`Connector::pull`]. Connectors without
+    /// [`Capabilities::webhook`] refuse every delivery ([`WebhookError::Unsupported`]).
+    async fn webhook(
+        &self,
+        _request: &WebhookRequest<'_>,
+        _body: &[u8],
+    ) -> Result<Hooked, WebhookError> {
+        Err(WebhookError::Unsupported)
+    }
+    /// Tells the connector the public address its deliveries reach the server at (the
+    /// server's `[http] public_url` + `/webhooks/{source_id}`), for platforms where the
+    /// connector registers it (Telegram's `setWebhook`). Not called when the server has
+    /// no `public_url`.
+    fn listen_at(&mut self, _url: &str) {}
     /// Sends `text` as an answer to `to`.
     async fn reply(&self, to: &ReplyTarget, text: &str) -> Result<Sent, ConnectorError>;
     /// The external id a reply to `to` will have, when the connector decides it before
@@ -609,16 +674,24 @@ pub static REGISTRY: &[ChannelSpec] = &[
     },
     ChannelSpec {
         channel: Channel::Github,
+        // Webhook deliveries only with a `webhook_secret` (the connector says).
         capabilities: Capabilities {
             pull: true,
-            webhook: false,
+            webhook: true,
             reply: true,
         },
-        // The token goes, as a bearer token, to base_url.
-        secrets: &[SecretField {
-            name: "token",
-            bound_to: &["base_url"],
-        }],
+        // The token goes, as a bearer token, to base_url. The webhook secret goes nowhere
+        // (deliveries are checked against it), so it is bound to no setting.
+        secrets: &[
+            SecretField {
+                name: "token",
+                bound_to: &["base_url"],
+            },
+            SecretField {
+                name: "webhook_secret",
+                bound_to: &[],
+            },
+        ],
         check: |config| github::GithubConfig::parse(config).map(drop),
         build: |config, outbound| {
             Ok(Box::new(github::GithubConnector::new(
@@ -631,16 +704,25 @@ pub static REGISTRY: &[ChannelSpec] = &[
     },
     ChannelSpec {
         channel: Channel::Telegram,
+        // Webhook deliveries in `mode: "webhook"` (the connector says); the sync then sets
+        // the webhook instead of polling.
         capabilities: Capabilities {
             pull: true,
-            webhook: false,
+            webhook: true,
             reply: true,
         },
-        // The token is part of every request's path at base_url.
-        secrets: &[SecretField {
-            name: "bot_token",
-            bound_to: &["base_url"],
-        }],
+        // The token is part of every request's path at base_url; the webhook secret is
+        // given to that Bot API by setWebhook.
+        secrets: &[
+            SecretField {
+                name: "bot_token",
+                bound_to: &["base_url"],
+            },
+            SecretField {
+                name: "webhook_secret",
+                bound_to: &["base_url"],
+            },
+        ],
         check: |config| telegram::TelegramConfig::parse(config).map(drop),
         build: |config, outbound| {
             Ok(Box::new(telegram::TelegramConnector::new(
@@ -812,10 +894,12 @@ mod tests {
                 "rooms": ["#support:matrix.example.org"]
             }),
             Channel::Github => serde_json::json!({
-                "base_url": "https://api.github.com", "token": "t", "repositories": ["acme/widgets"]
+                "base_url": "https://api.github.com", "token": "t", "repositories": ["acme/widgets"],
+                "webhook_secret": "a-webhook-secret-of-some-length"
             }),
             Channel::Telegram => serde_json::json!({
-                "base_url": "https://api.telegram.org", "bot_token": "123:AAH"
+                "base_url": "https://api.telegram.org", "bot_token": "123:AAH",
+                "mode": "webhook", "webhook_secret": "s3cr3t_T0ken-x"
             }),
             _ => serde_json::json!({}),
         };

@@ -11,8 +11,23 @@
 //!   is part of the URL path, so no message this connector makes names a URL: transport
 //!   errors name the host only, and every description Telegram sends back is scrubbed of
 //!   the token before it is shown.
-//! - Listening (`mode: "poll"`, the only mode for now: a webhook needs a route of the
-//!   server): `getUpdates` with `offset` the last update's `update_id` + 1 (the cursor,
+//! - Listening, `mode: "webhook"`: the server's `/webhooks/{source_id}` takes the updates
+//!   Telegram POSTs (one `Update` a request), each with the header
+//!   `X-Telegram-Bot-Api-Secret-Token`, compared in constant time with the source's
+//!   `webhook_secret` (1 to 256 of `A-Z a-z 0-9 _ -`, required in this mode) before the
+//!   body is read; a missing or wrong one is refused (401) and stores nothing. The update
+//!   becomes the item a pull makes of it (same id; `getMe` is asked for the bot, as each
+//!   pull does; when it cannot be, the delivery is answered 503 and Telegram sends it
+//!   again). Updates from chats not in `chats`, from bots or without text are answered
+//!   200 and stored nothing. A sync in this mode does not call `getUpdates` (Telegram
+//!   refuses it while a webhook is set): it calls `setWebhook` with `url` the server's
+//!   `[http] public_url` + `/webhooks/{source_id}`, `secret_token` and the same
+//!   `allowed_updates`, so the webhook stays set (setting it again is harmless); without
+//!   `public_url` the sync fails saying so. Back in `mode: "poll"`, a `getUpdates` refused
+//!   for a webhook deletes it (`deleteWebhook`) only when it is this source's own address
+//!   (`getWebhookInfo`), then asks again; another program's webhook stays and the error
+//!   says so.
+//! - Listening, `mode: "poll"` (the default): `getUpdates` with `offset` the last update's `update_id` + 1 (the cursor,
 //!   `{"offset": N, "at": unix}`, `at` when the offset last moved), `limit` 100, `timeout`
 //!   0 and `allowed_updates` `message`, `edited_message`, `channel_post`. An offset makes
 //!   Telegram forget every update before it, so a pull makes one call, from the stored
@@ -24,8 +39,8 @@
 //!   undelivered updates 24 hours and has no history: a first sync takes what `getUpdates`
 //!   still holds, at most `backfill_limit` (the newest, with the negative `offset` the API
 //!   provides; 0: none, only what comes after). A webhook set on the bot makes
-//!   `getUpdates` answer 409: the error says to delete it; the connector never deletes it
-//!   itself.
+//!   `getUpdates` answer 409: unless it is this source's own (see webhook mode), the
+//!   error says to delete it.
 //! - Items: a message's external id is `{chat_id}:{message_id}` (message ids are unique per
 //!   chat). An edit (`edited_message`) has the same id, so the pipeline drops it: the
 //!   first text stored stays. The author's numeric `from.id` is the identity (usernames
@@ -105,9 +120,13 @@ pub struct TelegramConfig {
     pub base_url: String,
     /// The token @BotFather gave (`123456789:AA…`).
     pub bot_token: String,
-    /// `poll` (getUpdates); `webhook` is refused for now.
+    /// `poll` (getUpdates) or `webhook` (setWebhook; needs `webhook_secret`).
     #[serde(default = "default_mode")]
     pub mode: String,
+    /// The `secret_token` Telegram sends with every webhook delivery (1 to 256 of
+    /// `A-Z a-z 0-9 _ -`); a secret like `bot_token`. Required in webhook mode.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
     /// Chat ids listened to (none: every chat the bot is in).
     #[serde(default)]
     pub chats: Vec<i64>,
@@ -122,6 +141,10 @@ impl std::fmt::Debug for TelegramConfig {
             .field("base_url", &self.base_url)
             .field("bot_token", &"***")
             .field("mode", &self.mode)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "***"),
+            )
             .field("chats", &self.chats)
             .field("backfill_limit", &self.backfill_limit)
             .finish()
@@ -144,18 +167,26 @@ impl TelegramConfig {
         }
         match config.mode.trim() {
             "poll" => config.mode = "poll".into(),
-            "webhook" => {
-                return Err((
-                    "mode".into(),
-                    "mode `webhook` is not supported yet (the server has no Telegram webhook route): use `poll`".into(),
-                ))
-            }
+            "webhook" => config.mode = "webhook".into(),
             other => {
                 return Err((
                     "mode".into(),
-                    format!("mode must be `poll` (not `{other}`)"),
+                    format!("mode must be `poll` or `webhook` (not `{other}`)"),
                 ))
             }
+        }
+        if let Some(secret) = &config.webhook_secret {
+            if !is_secret_token(secret) {
+                return Err((
+                    "webhook_secret".into(),
+                    "webhook_secret must be 1 to 256 characters of A-Z, a-z, 0-9, _ and - (Telegram's secret_token)".into(),
+                ));
+            }
+        } else if config.mode == "webhook" {
+            return Err((
+                "webhook_secret".into(),
+                "mode `webhook` needs a webhook_secret (1 to 256 characters of A-Z, a-z, 0-9, _ and -): Telegram sends it with every delivery".into(),
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         config.chats.retain(|chat| seen.insert(*chat));
@@ -170,6 +201,29 @@ impl TelegramConfig {
         }
         Ok(config)
     }
+}
+
+/// Whether `secret` is a `secret_token` Telegram takes: 1 to 256 of `A-Z a-z 0-9 _ -`.
+fn is_secret_token(secret: &str) -> bool {
+    (1..=256).contains(&secret.len())
+        && secret
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+}
+
+/// Whether `given` equals `secret`, in time that does not depend on where they differ (nor
+/// on the secret's length): both are keyed-hashed and the tags compared in constant time.
+fn same_secret(secret: &str, given: &str) -> bool {
+    use hmac::{Hmac, Mac};
+    type HmacSha256 = Hmac<sha2::Sha256>;
+    let tag = |key: &str| {
+        let mut mac = HmacSha256::new_from_slice(key.as_bytes()).expect("any key length");
+        mac.update(b"telegram secret_token");
+        mac
+    };
+    tag(secret)
+        .verify_slice(&tag(given).finalize().into_bytes())
+        .is_ok()
 }
 
 /// Whether `token` looks like a bot token: the bot's numeric id, `:`, and a secret of URL-safe
@@ -213,11 +267,107 @@ struct Me {
 pub struct TelegramConnector {
     client: reqwest::Client,
     config: TelegramConfig,
+    /// Where the server takes this source's webhook deliveries (from `public_url`).
+    webhook_url: Option<String>,
 }
 
 impl TelegramConnector {
     pub fn new(client: reqwest::Client, config: TelegramConfig) -> TelegramConnector {
-        TelegramConnector { client, config }
+        TelegramConnector {
+            client,
+            config,
+            webhook_url: None,
+        }
+    }
+
+    fn webhook_mode(&self) -> bool {
+        self.config.mode == "webhook"
+    }
+
+    /// Webhook mode's sync: the webhook set (again) to this source's address.
+    async fn set_webhook(&self) -> Result<Pull, ConnectorError> {
+        let url = self.webhook_url.as_ref().ok_or_else(|| {
+            ConnectorError::Config(
+                "mode `webhook` needs the server's public address: set [http] public_url in the server's configuration (or use mode `poll`)".into(),
+            )
+        })?;
+        let secret = self.config.webhook_secret.as_deref().unwrap_or_default();
+        let body = json!({
+            "url": url,
+            "secret_token": secret,
+            "allowed_updates": ALLOWED_UPDATES,
+        });
+        match self.call("setWebhook", &body).await {
+            Ok(_) => Ok(Pull::default()),
+            Err(ConnectorError::RateLimited { retry_after_secs }) => {
+                let mut not_before = None;
+                http::wait_out(&mut not_before, retry_after_secs);
+                Ok(Pull {
+                    not_before,
+                    ..Pull::default()
+                })
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Poll mode met a webhook: deletes it when it is this source's own address (left from
+    /// webhook mode). Whether it did.
+    async fn delete_own_webhook(&self) -> Result<bool, ConnectorError> {
+        let Some(url) = &self.webhook_url else {
+            return Ok(false);
+        };
+        let info = self.call("getWebhookInfo", &json!({})).await?;
+        if info.get("url").and_then(Value::as_str) != Some(url.as_str()) {
+            return Ok(false);
+        }
+        self.call("deleteWebhook", &json!({ "drop_pending_updates": false }))
+            .await?;
+        Ok(true)
+    }
+
+    /// A webhook delivery (see the module doc).
+    async fn hook(
+        &self,
+        request: &crate::WebhookRequest<'_>,
+        body: &[u8],
+    ) -> Result<crate::Hooked, crate::WebhookError> {
+        use crate::{Hooked, WebhookError};
+        let secret = match (&self.config.webhook_secret, self.webhook_mode()) {
+            (Some(secret), true) => secret,
+            _ => return Err(WebhookError::Unsupported),
+        };
+        let given = request
+            .header("x-telegram-bot-api-secret-token")
+            .ok_or_else(|| {
+                WebhookError::Unauthenticated(
+                    "the delivery carries no X-Telegram-Bot-Api-Secret-Token".into(),
+                )
+            })?;
+        if !same_secret(secret, given) {
+            return Err(WebhookError::Unauthenticated(
+                "the X-Telegram-Bot-Api-Secret-Token does not match the source's webhook_secret"
+                    .into(),
+            ));
+        }
+        let update: Value = serde_json::from_slice(body).map_err(|_| WebhookError::Payload {
+            field: "body",
+            message: "not valid JSON".into(),
+        })?;
+        if update.get("update_id").and_then(Value::as_i64).is_none() {
+            return Err(WebhookError::Payload {
+                field: "update_id",
+                message: "an Update has an update_id".into(),
+            });
+        }
+        let me = self.me().await?;
+        Ok(match item(&update, &me, &self.config.chats) {
+            Some(item) => Hooked::Items(vec![item]),
+            None => Hooked::Ignored(
+                "the update holds no message listened to (another chat, a bot's, or without text)"
+                    .into(),
+            ),
+        })
     }
 
     fn host(&self) -> String {
@@ -476,25 +626,9 @@ fn item(update: &Value, me: &Me, chats: &[i64]) -> Option<InboundItem> {
     })
 }
 
-#[async_trait::async_trait]
-impl Connector for TelegramConnector {
-    fn channel(&self) -> Channel {
-        Channel::Telegram
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            pull: true,
-            webhook: false,
-            reply: true,
-        }
-    }
-
-    fn confirms_on_read(&self) -> bool {
-        true
-    }
-
-    async fn pull(&self, cursor: Option<&Cursor>) -> Result<Pull, ConnectorError> {
+impl TelegramConnector {
+    /// Poll mode's pull (see the module doc).
+    async fn poll(&self, cursor: Option<&Cursor>) -> Result<Pull, ConnectorError> {
         let first = cursor.is_none();
         let state: TelegramCursor = cursor
             .and_then(|cursor| serde_json::from_str(&cursor.0).ok())
@@ -594,6 +728,55 @@ impl Connector for TelegramConnector {
             not_before: None,
         })
     }
+}
+
+#[async_trait::async_trait]
+impl Connector for TelegramConnector {
+    fn channel(&self) -> Channel {
+        Channel::Telegram
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            pull: true,
+            webhook: self.webhook_mode(),
+            reply: true,
+        }
+    }
+
+    fn confirms_on_read(&self) -> bool {
+        true
+    }
+
+    async fn webhook(
+        &self,
+        request: &crate::WebhookRequest<'_>,
+        body: &[u8],
+    ) -> Result<crate::Hooked, crate::WebhookError> {
+        self.hook(request, body).await
+    }
+
+    fn listen_at(&mut self, url: &str) {
+        self.webhook_url = Some(url.to_owned());
+    }
+
+    async fn pull(&self, cursor: Option<&Cursor>) -> Result<Pull, ConnectorError> {
+        if self.webhook_mode() {
+            // Updates arrive on the webhook; getUpdates would be refused while it is set.
+            return self.set_webhook().await;
+        }
+        match self.poll(cursor).await {
+            // Left from webhook mode: ours to delete, then poll as asked.
+            Err(ConnectorError::Config(message)) if message.contains("a webhook is set") => {
+                if self.delete_own_webhook().await? {
+                    self.poll(cursor).await
+                } else {
+                    Err(ConnectorError::Config(message))
+                }
+            }
+            polled => polled,
+        }
+    }
 
     fn default_reply_limit(&self) -> Option<ReplyLimit> {
         Some(ReplyLimit::Characters(MAX_REPLY_UNITS))
@@ -684,8 +867,25 @@ mod tests {
         assert!(!shown.contains("secretPart"), "{shown}");
         let (field, message) =
             TelegramConfig::parse(&json!({ "bot_token": TOKEN, "mode": "webhook" })).unwrap_err();
+        assert_eq!(field, "webhook_secret");
+        assert!(message.contains("needs a webhook_secret"), "{message}");
+        let (field, _) =
+            TelegramConfig::parse(&json!({ "bot_token": TOKEN, "mode": "push" })).unwrap_err();
         assert_eq!(field, "mode");
-        assert!(message.contains("not supported"), "{message}");
+        for bad in ["", "has space", "slash/", &"x".repeat(257)] {
+            let (field, message) = TelegramConfig::parse(
+                &json!({ "bot_token": TOKEN, "mode": "webhook", "webhook_secret": bad }),
+            )
+            .unwrap_err();
+            assert_eq!(field, "webhook_secret");
+            assert!(bad.is_empty() || !message.contains(bad), "{message}");
+        }
+        let hooked = TelegramConfig::parse(
+            &json!({ "bot_token": TOKEN, "mode": " webhook ", "webhook_secret": "Ab_9-z" }),
+        )
+        .unwrap();
+        assert_eq!(hooked.mode, "webhook");
+        assert!(!format!("{hooked:?}").contains("Ab_9-z"));
         for bad in ["", "AAH", "12:", "12:a/b", "12:a b", "x1:abc"] {
             let (field, message) = TelegramConfig::parse(&json!({ "bot_token": bad })).unwrap_err();
             assert_eq!(field, "bot_token");
@@ -747,6 +947,14 @@ mod tests {
         assert!(item(&sticker, &me(), &[]).is_none());
         sticker["message"]["caption"] = json!("look");
         assert_eq!(item(&sticker, &me(), &[]).unwrap().text, "look");
+    }
+
+    #[test]
+    fn the_secret_token_must_be_equal_whole() {
+        assert!(same_secret("Ab_9-z", "Ab_9-z"));
+        for other in ["", "Ab_9-", "Ab_9-zz", "ab_9-z", "Ab_9-y"] {
+            assert!(!same_secret("Ab_9-z", other), "{other}");
+        }
     }
 
     #[test]

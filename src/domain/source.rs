@@ -270,6 +270,16 @@ pub async fn for_webhook(db: &impl ConnectionTrait, id: SourceId) -> Result<Mode
         .ok_or_else(|| Error::not_found("webhook source", ids::encode(id)))
 }
 
+/// The source a delivery to `/webhooks/{id}` is addressed to, of any channel (the route
+/// asks its connector whether it takes deliveries): its id is the address, so this too is
+/// a lookup not scoped by a caller. `NOT_FOUND` when there is none.
+pub async fn for_delivery(db: &impl ConnectionTrait, id: SourceId) -> Result<Model> {
+    Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or_else(|| Error::not_found("webhook source", ids::encode(id)))
+}
+
 /// The names of the secrets a source has, to show that they are set.
 pub fn secret_names(model: &Model) -> Vec<String> {
     model

@@ -70,9 +70,17 @@ impl Source {
     async fn next_run_at(&self) -> Option<DateTime<Utc>> {
         self.0.next_run_at
     }
-    /// For webhook sources: the path to POST deliveries to.
-    async fn webhook_path(&self) -> Option<String> {
-        (self.0.channel == Channel::Webhook).then(|| format!("/webhooks/{}", encode(self.0.id)))
+    /// The path the platform POSTs deliveries to, for sources that take them: webhook
+    /// sources, GitHub sources with a `webhook_secret`, Telegram sources in webhook mode.
+    async fn webhook_path(&self, ctx: &Context<'_>) -> Option<String> {
+        let takes = self.0.channel == Channel::Webhook
+            || connectors::build(
+                self.0.channel,
+                &domain::source::full_config(&self.0),
+                &app(ctx).outbound,
+            )
+            .is_ok_and(|connector| connector.capabilities().webhook);
+        takes.then(|| format!("/webhooks/{}", encode(self.0.id)))
     }
     /// When it was created.
     async fn created_at(&self) -> DateTime<Utc> {

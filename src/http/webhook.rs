@@ -1,6 +1,12 @@
 //! `POST /webhooks/{source_id}`: signed deliveries from a platform into ingest. The
 //! signature is verified over the raw bytes before anything is parsed; the delivery is
 //! stored through the same ingest path as a sync, so replays are stored once.
+//!
+//! The source's channel decides who reads a delivery: a `webhook` source's is the
+//! documented generic payload (`connectors::webhook`); a source whose connector takes
+//! deliveries ([`connectors::Connector::webhook`]: GitHub with a `webhook_secret`,
+//! Telegram in webhook mode) hands it to its connector, which verifies and maps it as its
+//! pull maps the same item; any other source is answered as an unknown address (404).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -27,7 +33,7 @@ pub(super) async fn deliver(
     let Ok(id) = crate::ids::decode::<entity::SourceId>("source_id", &source_id) else {
         return refuse(not_found().into());
     };
-    let source = match domain::source::for_webhook(&state.app().db, id).await {
+    let source = match domain::source::for_delivery(&state.app().db, id).await {
         Ok(source) => source,
         Err(Error::NotFound { .. }) => return refuse(not_found().into()),
         Err(err) => {
@@ -49,6 +55,9 @@ pub(super) async fn deliver(
         }
         Err(_) => return refuse(Rejection::bad("the delivery could not be read")),
     };
+    if source.channel != connectors::Channel::Webhook {
+        return to_connector(&state, &source_id, &source, &headers, &body).await;
+    }
     let secret = source
         .secrets
         .get("secret")
@@ -93,28 +102,42 @@ pub(super) async fn deliver(
     }
     // Stored in the next batch of this source's deliveries (`ingest::gather`), answered
     // once that batch committed.
-    match state.app().deliveries.deliver(&source, item).await {
+    let delivered = state.app().deliveries.deliver(&source, item).await;
+    answer(
+        &state,
+        &source_id,
+        delivered.map(|delivered| vec![delivered]),
+    )
+}
+
+/// The answer to a delivery once what it held was stored (one answer per item, in order;
+/// none for an ignored event).
+fn answer(
+    state: &HttpState,
+    source_id: &str,
+    delivered: crate::error::Result<Vec<Delivered>>,
+) -> Response {
+    let refuse = |rejection: Rejection| reject(state, MediaType::Json, rejection);
+    match delivered {
         // 422, not 400: the delivery is well formed, its content cannot be stored, and
         // senders do not retry a 4xx.
-        Ok(Delivered::Refused) => refuse(Rejection::protocol(
+        Ok(delivered) if delivered.contains(&Delivered::Refused) => refuse(Rejection::protocol(
             StatusCode::UNPROCESSABLE_ENTITY,
             Error::bad_input("the delivery's content cannot be stored; do not retry it unchanged"),
         )),
         Ok(delivered) => {
             crate::failpoint::failpoint("webhook.after_commit");
-            let interaction = match delivered {
-                Delivered::New(id) => Some(crate::ids::encode(id)),
+            let interaction = delivered.iter().find_map(|delivered| match delivered {
+                Delivered::New(id) => Some(crate::ids::encode(*id)),
                 _ => None,
-            };
-            let duplicate = delivered == Delivered::Duplicate;
+            });
+            let duplicate = !delivered.is_empty()
+                && delivered
+                    .iter()
+                    .all(|delivered| *delivered == Delivered::Duplicate);
             let body =
                 json!({ "accepted": true, "duplicate": duplicate, "interactionId": interaction });
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, JSON)],
-                body.to_string(),
-            )
-                .into_response()
+            ok(body)
         }
         Err(err) => {
             // Only a server-side failure is a 5xx (the sender retries); an error about the
@@ -126,4 +149,83 @@ pub(super) async fn deliver(
             refuse(rejection)
         }
     }
+}
+
+fn ok(body: Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, JSON)],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// A delivery to a source of a platform channel: its connector verifies it (a connector
+/// without webhooks, or not configured for them, is answered as an unknown address) and
+/// maps it; its items are stored as a webhook source's are, in the source's next batch.
+async fn to_connector(
+    state: &HttpState,
+    source_id: &str,
+    source: &entity::source::Model,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let refuse = |rejection: Rejection| reject(state, MediaType::Json, rejection);
+    let not_found = || Error::not_found("webhook source", source_id.to_owned());
+    let app = state.app();
+    let connector = match crate::ingest::connector(
+        source,
+        &app.outbound,
+        app.config.http.public_url.as_deref(),
+    ) {
+        Ok(connector) if connector.capabilities().webhook => connector,
+        // Unknown channels, sources without webhooks, and sources whose stored settings
+        // no longer build: all look like no address at all to a sender.
+        _ => return refuse(not_found().into()),
+    };
+    let request = connectors::WebhookRequest { headers };
+    let hooked = match connector.webhook(&request, body).await {
+        Ok(hooked) => hooked,
+        Err(connectors::WebhookError::Unsupported) => return refuse(not_found().into()),
+        Err(connectors::WebhookError::Unauthenticated(reason)) => {
+            tracing::warn!(source = %source_id, %reason, "webhook delivery refused");
+            return refuse(Error::Unauthenticated(reason).into());
+        }
+        Err(connectors::WebhookError::Payload { field, message }) => {
+            return refuse(Error::field(field, format!("{field}: {message}")).into())
+        }
+        Err(connectors::WebhookError::Connector(err)) => {
+            // The platform could not be asked what the delivery needs (the token's own
+            // account): 503, so a sender that retries (Telegram) comes back.
+            tracing::warn!(source = %source_id, error = %err, "mapping a webhook delivery failed");
+            return refuse(Rejection::protocol(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Error::Conflict(format!(
+                    "the delivery could not be mapped now; retry later ({err})"
+                )),
+            ));
+        }
+    };
+    if source.status == domain::source::SourceStatus::Paused {
+        return refuse(Rejection::protocol(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Error::Conflict("the source is paused; retry later".into()),
+        ));
+    }
+    let items = match hooked {
+        connectors::Hooked::Ignored(reason) => {
+            return ok(json!({
+                "accepted": true, "duplicate": false, "interactionId": null, "ignored": reason
+            }))
+        }
+        connectors::Hooked::Items(items) => items,
+    };
+    let mut delivered = Vec::with_capacity(items.len());
+    for item in items {
+        match app.deliveries.deliver(source, item).await {
+            Ok(one) => delivered.push(one),
+            Err(err) => return answer(state, source_id, Err(err)),
+        }
+    }
+    answer(state, source_id, Ok(delivered))
 }

@@ -53,13 +53,23 @@ enum Stored {
 }
 
 /// The connector of `source`, built from its settings and secrets; every connection it
-/// opens goes through `outbound`. The one place a source becomes a connector.
+/// opens goes through `outbound`. With the server's `public_url` it is told the address
+/// its webhook deliveries reach the server at. The one place a source becomes a connector.
 pub fn connector(
     source: &source::Model,
     outbound: &connectors::outbound::Outbound,
+    public_url: Option<&str>,
 ) -> std::result::Result<Box<dyn Connector>, ConnectorError> {
     let channel = source.channel;
-    connectors::build(channel, &domain::source::full_config(source), outbound)
+    let mut connector = connectors::build(channel, &domain::source::full_config(source), outbound)?;
+    if let Some(base) = public_url {
+        connector.listen_at(&format!(
+            "{}/webhooks/{}",
+            base.trim_end_matches('/'),
+            crate::ids::encode(source.id)
+        ));
+    }
+    Ok(connector)
 }
 
 /// Stores `items` of `source` and moves its cursor to `next_cursor` (when given), all in

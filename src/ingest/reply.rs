@@ -58,7 +58,7 @@ async fn outlet(
         .await
         .map_err(|_| Error::field(field, "the source this interaction came from was deleted"))?;
     let channel = source.channel;
-    let connector = super::connector(&source, &syncer.outbound)
+    let connector = super::connector(&source, &syncer.outbound, syncer.public_url.as_deref())
         .map_err(|err| Error::field(field, err.to_string()))?;
     // Built, so registered.
     let spec = connectors::spec(channel)

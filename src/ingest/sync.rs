@@ -44,6 +44,8 @@ pub struct Syncer {
     pub outbound: connectors::outbound::Outbound,
     pub owner: String,
     pub config: SyncConfig,
+    /// The server's `[http] public_url`, for connectors that register their webhook.
+    pub public_url: Option<String>,
 }
 
 impl Syncer {
@@ -57,6 +59,7 @@ impl Syncer {
                 hex::encode(rand::random::<[u8; 4]>())
             ),
             config: app.config.sync.clone(),
+            public_url: app.config.http.public_url.clone(),
         }
     }
 
@@ -194,7 +197,8 @@ impl Syncer {
         not_before: &mut Option<DateTime<Utc>>,
         stop: &(dyn Fn() -> bool + Sync),
     ) -> std::result::Result<(), Failure> {
-        let connector = super::connector(source, &self.outbound).map_err(Failure::Connector)?;
+        let connector = super::connector(source, &self.outbound, self.public_url.as_deref())
+            .map_err(Failure::Connector)?;
         let mut cursor = source.cursor.clone().map(Cursor);
         let mut pulled = self.pull(source, &*connector, cursor.as_ref()).await?;
         for batch in 1..=self.config.max_batches.max(1) {

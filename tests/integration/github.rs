@@ -499,6 +499,25 @@ impl Github {
         let query = request["query"].as_str().unwrap();
         let vars = &request["variables"];
         let mut state = self.state.lock().unwrap();
+        // A discussion comment's parent, asked for a webhook's reply (by node id).
+        if query.contains("replyTo { id }") && query.starts_with("query($id: ID!)") {
+            let parent = state.discussions.iter().find_map(|d| {
+                d["comments"]["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find_map(|c| {
+                        c["replies"]["nodes"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .find(|r| r["id"] == vars["id"])
+                            .map(|_| c["id"].clone())
+                    })
+            });
+            let node = parent.map_or(Value::Null, |id| json!({ "replyTo": { "id": id } }));
+            return Reply::json(&json!({ "data": { "node": node } }));
+        }
         if query.starts_with("mutation") {
             assert!(query.contains("addDiscussionComment(input:"), "{query}");
             state.posted += 1;
@@ -1600,5 +1619,465 @@ backend_test!(
         let (new, _) = crate::mastodon::sync_until_done(&app, &id).await;
         assert_eq!(new, 100);
         assert_eq!(stored_ids(&app).await.len(), 1_150);
+    }
+);
+
+const HOOK_SECRET: &str = "wh-acme-widgets-3f9c2e71b8d4";
+const CREATE_HOOKED: &str = "mutation($input: CreateSourceInput!) { createSource(input: $input) { source { id config secretsSet webhookPath } } }";
+
+/// The repository as webhook payloads embed it.
+fn repository(full_name: &str) -> Value {
+    let (owner, name) = full_name.split_once('/').unwrap();
+    json!({
+        "id": 735_001_234, "node_id": "R_kgDOKx3Y5s", "name": name, "full_name": full_name,
+        "private": false, "owner": user((owner, 120_001), "Organization"),
+        "html_url": format!("https://github.com/{full_name}"), "description": "Widgets",
+        "fork": false, "url": format!("https://api.github.com/repos/{full_name}"),
+        "created_at": "2019-03-01T10:00:00Z", "updated_at": "2026-11-01T10:00:00Z",
+        "pushed_at": "2026-11-01T10:00:00Z", "default_branch": "main",
+        "has_issues": true, "has_discussions": true, "visibility": "public"
+    })
+}
+
+/// A webhook payload: `action`, the event's objects, `repository` and `sender`.
+fn event_payload(action: &str, objects: Value, repo: &str, sender: (&str, u64)) -> Value {
+    let mut payload = json!({ "action": action, "repository": repository(repo),
+        "sender": user(sender, "User") });
+    for (key, value) in objects.as_object().unwrap() {
+        payload[key] = value.clone();
+    }
+    payload
+}
+
+/// POSTs `body` as GitHub delivers a webhook (its documented headers), signed with
+/// `signature` (none: unsigned). The status and the answer.
+async fn deliver_raw(
+    app: &TestApp,
+    path: &str,
+    event: &str,
+    signature: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let mut request = app
+        .client
+        .post(app.url(path))
+        .header("content-type", "application/json")
+        .header("user-agent", "GitHub-Hookshot/7f4e5a1")
+        .header("x-github-event", event)
+        .header("x-github-delivery", uuid::Uuid::now_v7().to_string())
+        .header("x-github-hook-id", "512345678")
+        .header("x-github-hook-installation-target-id", "735001234")
+        .header("x-github-hook-installation-target-type", "repository");
+    if let Some(signature) = signature {
+        request = request.header("x-hub-signature-256", signature);
+    }
+    let response = request.body(body.to_owned()).send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert!(!text.contains(HOOK_SECRET), "{text}");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Delivers `payload` as GitHub does, signed with `secret`.
+async fn deliver_signed(
+    app: &TestApp,
+    path: &str,
+    event: &str,
+    secret: &str,
+    payload: &Value,
+) -> (u16, Value) {
+    let body = payload.to_string();
+    let signature = connectors::webhook::Secret::parse(secret)
+        .unwrap()
+        .sign_github(body.as_bytes());
+    deliver_raw(app, path, event, Some(&signature), &body).await
+}
+
+async fn create_hooked(app: &TestApp, key: &str, name: &str, config: Value) -> Value {
+    let input = json!({ "channel": "GITHUB", "name": name, "config": config });
+    app.gql(key, CREATE_HOOKED, json!({ "input": input })).await["createSource"]["source"].clone()
+}
+
+backend_test!(
+    async fn webhook_deliveries_are_the_items_a_pull_makes_and_only_signed_ones_are_taken(
+        app: TestApp,
+    ) {
+        let key = app.key(Role::Admin).await;
+        let github = Github::start().await;
+        let opened = issue(
+            1347,
+            LUCIA,
+            "CSV export fails",
+            "Exporting 20k contacts times out.",
+            1,
+            false,
+        );
+        let maya = comment(
+            1_956_013_482,
+            MAYA,
+            "User",
+            1347,
+            "@acme-support same here, files over 10 MB fail",
+            2,
+        );
+        let ours = comment(1_956_013_500, US, "User", 1347, "Looking into it now", 3);
+        github.add_issue(opened.clone());
+        github.add_comment(maya.clone());
+        github.add_comment(ours.clone());
+
+        let source = create_hooked(
+            &app,
+            &key,
+            "acme",
+            github.config(json!({ "webhook_secret": HOOK_SECRET })),
+        )
+        .await;
+        let id = source["id"].as_str().unwrap().to_owned();
+        let mut secrets: Vec<String> =
+            serde_json::from_value(source["secretsSet"].clone()).unwrap();
+        secrets.sort();
+        assert_eq!(secrets, ["token", "webhook_secret"]);
+        assert!(
+            !source["config"].to_string().contains(HOOK_SECRET),
+            "{source}"
+        );
+        let path = format!("/webhooks/{id}");
+        assert_eq!(source["webhookPath"], path.as_str());
+        let listed = app
+            .gql(&key, "{ sources { config secretsSet } }", json!({}))
+            .await;
+        assert!(!listed.to_string().contains(HOOK_SECRET), "{listed}");
+
+        // GitHub pings a new webhook: answered, nothing stored.
+        let ping = json!({ "zen": "Keep it logically awesome.", "hook_id": 512_345_678,
+            "hook": { "type": "Repository", "id": 512_345_678, "active": true,
+                "events": ["issues", "issue_comment", "discussion", "discussion_comment"],
+                "config": { "content_type": "json", "insecure_ssl": "0",
+                    "url": "https://crm.example/webhooks/x" } },
+            "repository": repository(REPO), "sender": user(US, "User") });
+        let (status, answer) = deliver_signed(&app, &path, "ping", HOOK_SECRET, &ping).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["accepted"], true);
+        assert!(
+            answer["ignored"].as_str().unwrap().contains("ping"),
+            "{answer}"
+        );
+        assert!(stored_ids(&app).await.is_empty());
+        assert!(github.seen("/user").is_empty());
+
+        // The issue and Maya's comment naming us arrive as webhooks.
+        let (status, answer) = deliver_signed(
+            &app,
+            &path,
+            "issues",
+            HOOK_SECRET,
+            &event_payload("opened", json!({ "issue": opened }), REPO, LUCIA),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer["interactionId"].is_string(), "{answer}");
+        let commented = event_payload(
+            "created",
+            json!({ "issue": opened, "comment": maya }),
+            REPO,
+            MAYA,
+        );
+        let (status, answer) =
+            deliver_signed(&app, &path, "issue_comment", HOOK_SECRET, &commented).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            (answer["accepted"].clone(), answer["duplicate"].clone()),
+            (json!(true), json!(false))
+        );
+        let interaction = answer["interactionId"].as_str().unwrap().to_owned();
+        assert_eq!(github.seen("/user").len(), 2);
+        let all = items(&app, &key).await;
+        let named = &all["issuecomment-1956013482"];
+        assert_eq!(named["kind"], "MENTION");
+        assert_eq!(named["direction"], "INBOUND");
+        assert_eq!(named["channel"], "GITHUB");
+        assert_eq!(named["identity"]["platformId"], "5811112");
+        assert_eq!(named["customer"]["displayName"], "maya-l");
+        assert_eq!(
+            named["text"],
+            "@acme-support same here, files over 10 MB fail"
+        );
+        assert_eq!(
+            named["url"],
+            "https://github.com/acme/widgets/issues/1347#issuecomment-1956013482"
+        );
+        assert_eq!(
+            named["conversation"]["id"],
+            all["acme/widgets#1347"]["conversation"]["id"]
+        );
+        assert_eq!(all["acme/widgets#1347"]["kind"], "POST");
+        assert_eq!(
+            find_interaction(&app, &key, "issuecomment-1956013482").await,
+            interaction
+        );
+
+        // A replay is stored once.
+        let (status, answer) =
+            deliver_signed(&app, &path, "issue_comment", HOOK_SECRET, &commented).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            (answer["duplicate"].clone(), answer["interactionId"].clone()),
+            (json!(true), Value::Null)
+        );
+
+        // Our own comment, delivered, is outbound as pulled.
+        let (status, _) = deliver_signed(
+            &app,
+            &path,
+            "issue_comment",
+            HOOK_SECRET,
+            &event_payload(
+                "created",
+                json!({ "issue": opened, "comment": ours }),
+                REPO,
+                US,
+            ),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let all = items(&app, &key).await;
+        assert_eq!(all["issuecomment-1956013500"]["direction"], "OUTBOUND");
+        assert_eq!(all["issuecomment-1956013500"]["kind"], "COMMENT");
+        let before = stored_ids(&app).await;
+        assert_eq!(before.len(), 3);
+
+        // Unsigned, tampered, or signed with another secret: 401, nothing stored.
+        let body = json!({ "action": "created", "issue": opened,
+            "comment": comment(1_956_013_777, MAYA, "User", 1347, "forged", 4),
+            "repository": repository(REPO), "sender": user(MAYA, "User") })
+        .to_string();
+        let (status, answer) = deliver_raw(&app, &path, "issue_comment", None, &body).await;
+        assert_eq!(
+            (status, answer["errors"][0]["extensions"]["code"].as_str()),
+            (401, Some("UNAUTHENTICATED")),
+            "{answer}"
+        );
+        let signature = connectors::webhook::Secret::parse(HOOK_SECRET)
+            .unwrap()
+            .sign_github(body.as_bytes());
+        let tampered = body.replace("forged", "forgeD");
+        assert_eq!(
+            deliver_raw(&app, &path, "issue_comment", Some(&signature), &tampered)
+                .await
+                .0,
+            401
+        );
+        let other = connectors::webhook::Secret::parse("wh-some-other-secret-0000")
+            .unwrap()
+            .sign_github(body.as_bytes());
+        assert_eq!(
+            deliver_raw(&app, &path, "issue_comment", Some(&other), &body)
+                .await
+                .0,
+            401
+        );
+        assert_eq!(
+            deliver_raw(&app, &path, "issue_comment", Some("sha256=zz"), &body)
+                .await
+                .0,
+            401
+        );
+        assert_eq!(stored_ids(&app).await, before);
+        // The right signature over that body is taken (the forgery above was only unsigned).
+        assert_eq!(
+            deliver_raw(&app, &path, "issue_comment", Some(&signature), &body)
+                .await
+                .0,
+            200
+        );
+        assert_eq!(stored_ids(&app).await.len(), 4);
+        let before = stored_ids(&app).await;
+
+        // Events and actions not listened to, and repositories not configured: 200, nothing.
+        let edited = event_payload(
+            "edited",
+            json!({ "issue": opened, "comment": maya,
+            "changes": { "body": { "from": "old" } } }),
+            REPO,
+            MAYA,
+        );
+        let labeled = event_payload(
+            "labeled",
+            json!({ "issue": opened,
+            "label": { "id": 1, "name": "bug", "color": "d73a4a" } }),
+            REPO,
+            US,
+        );
+        let elsewhere = event_payload(
+            "created",
+            json!({ "issue": opened,
+            "comment": comment(1_956_019_999, MAYA, "User", 1347, "elsewhere", 5) }),
+            "acme/gadgets",
+            MAYA,
+        );
+        let starred = event_payload(
+            "created",
+            json!({ "starred_at": "2026-11-02T09:00:00Z" }),
+            REPO,
+            MAYA,
+        );
+        for (event, payload) in [
+            ("issue_comment", &edited),
+            ("issues", &labeled),
+            ("issue_comment", &elsewhere),
+            ("star", &starred),
+        ] {
+            let (status, answer) = deliver_signed(&app, &path, event, HOOK_SECRET, payload).await;
+            assert_eq!(status, 200, "{event} {answer}");
+            assert!(answer["ignored"].is_string(), "{event} {answer}");
+            assert_eq!(answer["interactionId"], Value::Null);
+        }
+        assert_eq!(stored_ids(&app).await, before);
+
+        // A pull of the same items finds them stored: the same external ids.
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(
+            (report["newItems"].clone(), report["duplicates"].clone()),
+            (json!(0), json!(3)),
+            "{report:#}"
+        );
+        assert!(stored_ids(&app).await.values().all(|n| *n == 1));
+
+        // Another workspace's GitHub source: a delivery signed with our secret is refused
+        // there, and a source without a webhook_secret has no address at all.
+        let theirs_key = app.key_in("globex", Role::Admin).await;
+        let theirs = create_hooked(
+            &app,
+            &theirs_key,
+            "globex",
+            github.config(json!({ "webhook_secret": "wh-globex-secret-7a6b5c4d3e" })),
+        )
+        .await;
+        let theirs_path = theirs["webhookPath"].as_str().unwrap().to_owned();
+        assert_eq!(
+            deliver_signed(&app, &theirs_path, "issue_comment", HOOK_SECRET, &commented)
+                .await
+                .0,
+            401
+        );
+        let plain = create_hooked(&app, &theirs_key, "plain", github.config(json!({}))).await;
+        assert_eq!(plain["webhookPath"], Value::Null);
+        let plain_path = format!("/webhooks/{}", plain["id"].as_str().unwrap());
+        let (status, answer) =
+            deliver_signed(&app, &plain_path, "issue_comment", HOOK_SECRET, &commented).await;
+        assert_eq!(status, 404, "{answer}");
+        assert_eq!(stored_ids(&app).await, before);
+    }
+);
+
+backend_test!(
+    async fn discussion_webhooks_thread_as_the_pulled_discussion(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let github = Github::start().await;
+        // Maya opens discussion 7, Lucía comments, Maya answers Lucía's comment.
+        let mut pulled = discussion(7, MAYA, "Dark mode?", "Any plans for a dark theme?", 10);
+        let mut lucia =
+            discussion_comment("DC_kwDOKx3Y5s4AhLu1", 7, LUCIA, "User", "+1 from me", 11);
+        let mut reply = discussion_comment(
+            "DC_kwDOKx3Y5s4AhMa2",
+            7,
+            MAYA,
+            "User",
+            "@acme-support any news?",
+            12,
+        );
+        reply.as_object_mut().unwrap().remove("replies");
+        reply["replyTo"] = json!({ "id": "DC_kwDOKx3Y5s4AhLu1" });
+        lucia["replies"]["nodes"] = json!([reply.clone()]);
+        pulled["comments"]["nodes"] = json!([lucia.clone()]);
+        github
+            .state
+            .lock()
+            .unwrap()
+            .discussions
+            .push(pulled.clone());
+
+        let source = create_hooked(
+            &app,
+            &key,
+            "acme",
+            github.config(json!({ "webhook_secret": HOOK_SECRET })),
+        )
+        .await;
+        let id = source["id"].as_str().unwrap().to_owned();
+        let path = source["webhookPath"].as_str().unwrap().to_owned();
+
+        // The same discussion and comments as GitHub's webhooks carry them (REST names).
+        let rest_discussion = json!({
+            "id": 5_001, "node_id": pulled["id"], "number": 7, "title": "Dark mode?",
+            "body": "Any plans for a dark theme?", "html_url": pulled["url"],
+            "user": user(MAYA, "User"), "state": "open", "locked": false, "comments": 0,
+            "created_at": pulled["createdAt"], "updated_at": pulled["updatedAt"],
+            "author_association": "NONE", "active_lock_reason": null, "answer_html_url": null,
+            "category": { "id": 31, "node_id": "DIC_kwDOKx3Y5s4CAl", "slug": "ideas",
+                "name": "Ideas", "emoji": ":bulb:", "is_answerable": false }
+        });
+        let rest_comment = |node: &Value, id: u64, parent: Option<u64>, author: (&str, u64)| {
+            json!({
+                "id": id, "node_id": node["id"], "html_url": node["url"], "parent_id": parent,
+                "child_comment_count": 0, "repository_url": format!("https://api.github.com/repos/{REPO}"),
+                "discussion_id": 5_001, "author_association": "NONE", "user": user(author, "User"),
+                "created_at": node["createdAt"], "updated_at": node["updatedAt"], "body": node["body"]
+            })
+        };
+        let deliveries = [
+            ("discussion", json!({ "discussion": rest_discussion })),
+            (
+                "discussion_comment",
+                json!({ "discussion": rest_discussion,
+                "comment": rest_comment(&lucia, 9_001, None, LUCIA) }),
+            ),
+            (
+                "discussion_comment",
+                json!({ "discussion": rest_discussion,
+                "comment": rest_comment(&reply, 9_002, Some(9_001), MAYA) }),
+            ),
+        ];
+        for (event, objects) in &deliveries {
+            let (status, answer) = deliver_signed(
+                &app,
+                &path,
+                event,
+                HOOK_SECRET,
+                &event_payload("created", objects.clone(), REPO, MAYA),
+            )
+            .await;
+            assert_eq!(status, 200, "{event} {answer}");
+            assert!(answer["interactionId"].is_string(), "{event} {answer}");
+        }
+        let all = items(&app, &key).await;
+        let thread = &all["D_kwDOKx3Y5s4AXy7"]["conversation"]["id"];
+        assert_eq!(all["D_kwDOKx3Y5s4AXy7"]["subject"], "Dark mode?");
+        assert_eq!(all["D_kwDOKx3Y5s4AXy7"]["kind"], "POST");
+        assert_eq!(all["DC_kwDOKx3Y5s4AhLu1"]["conversation"]["id"], *thread);
+        assert_eq!(all["DC_kwDOKx3Y5s4AhMa2"]["conversation"]["id"], *thread);
+        assert_eq!(all["DC_kwDOKx3Y5s4AhMa2"]["kind"], "MENTION");
+        assert_eq!(all["DC_kwDOKx3Y5s4AhLu1"]["identity"]["platformId"], "7001");
+        // The reply's parent was asked of GitHub by the reply's node id.
+        let asked: Vec<Value> = github
+            .seen("/graphql")
+            .iter()
+            .map(|seen| serde_json::from_slice(&seen.body).unwrap())
+            .collect();
+        assert_eq!(asked.len(), 1);
+        assert_eq!(
+            asked[0]["variables"],
+            json!({ "id": "DC_kwDOKx3Y5s4AhMa2" })
+        );
+
+        // The pull finds all three stored.
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(
+            (report["newItems"].clone(), report["duplicates"].clone()),
+            (json!(0), json!(3)),
+            "{report:#}"
+        );
     }
 );

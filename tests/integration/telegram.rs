@@ -593,18 +593,20 @@ backend_test!(
         let seen = telegram.updates_seen();
         assert_eq!(seen[seen.len() - 2]["offset"], -1000);
 
-        // Config: webhook mode is refused by name.
-        let input = json!({ "channel": "TELEGRAM", "name": "hook",
-            "config": telegram.config(json!({ "mode": "webhook" })) });
-        let (code, body) = app
-            .gql_error(&key, crate::feeds::CREATE, json!({ "input": input }))
-            .await;
-        assert_eq!(code, "BAD_USER_INPUT");
-        assert_eq!(
-            body["errors"][0]["extensions"]["field"], "config.mode",
-            "{body:#}"
-        );
-        assert!(!body.to_string().contains("rapportTest"));
+        // Config: webhook mode without its secret, and an unknown mode, are refused by name.
+        for (mode, field) in [
+            ("webhook", "config.webhook_secret"),
+            ("push", "config.mode"),
+        ] {
+            let input = json!({ "channel": "TELEGRAM", "name": "hook",
+                "config": telegram.config(json!({ "mode": mode })) });
+            let (code, body) = app
+                .gql_error(&key, crate::feeds::CREATE, json!({ "input": input }))
+                .await;
+            assert_eq!(code, "BAD_USER_INPUT");
+            assert_eq!(body["errors"][0]["extensions"]["field"], field, "{body:#}");
+            assert!(!body.to_string().contains("rapportTest"));
+        }
     }
 );
 
@@ -730,5 +732,195 @@ backend_test!(
         assert!(said.contains("with 502 (Bad Gateway éé"), "{said}");
         assert!(said.chars().count() < 300, "{said}");
         assert_eq!(report["source"]["lastError"], said);
+    }
+);
+
+const HOOK_SECRET: &str = "tg_hook-Secret_4f8a2c";
+const PUBLIC_URL: &str = "https://crm.example.test";
+
+/// POSTs `update` as Telegram delivers to a webhook: JSON, with the secret token header
+/// when given. The status and the answer.
+async fn deliver_update(
+    app: &TestApp,
+    path: &str,
+    secret: Option<&str>,
+    update: &Value,
+) -> (u16, Value) {
+    let mut request = app
+        .client
+        .post(app.url(path))
+        .header("content-type", "application/json");
+    if let Some(secret) = secret {
+        request = request.header("x-telegram-bot-api-secret-token", secret);
+    }
+    let response = request.body(update.to_string()).send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert!(
+        !text.contains(HOOK_SECRET) && !text.contains("rapportTest"),
+        "{text}"
+    );
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+backend_test!(
+    async fn webhook_mode_sets_the_webhook_and_takes_only_updates_with_the_secret(app: TestApp) {
+        // The server knows its public address (`[http] public_url`).
+        let app = TestApp::with_config(app.backend, |config| {
+            config.http.public_url = Some(PUBLIC_URL.to_owned())
+        })
+        .await
+        .unwrap();
+        let key = app.key(Role::Admin).await;
+        let telegram = Telegram::start().await;
+        // Telegram's webhook: set by setWebhook, told by getWebhookInfo, removed by
+        // deleteWebhook; getUpdates is refused while it is set.
+        let webhook = Arc::new(Mutex::new(String::new()));
+        let set = webhook.clone();
+        telegram.server.handle(&path("setWebhook"), move |seen| {
+            *set.lock().unwrap() = body(seen)["url"].as_str().unwrap().to_owned();
+            Reply::json(&json!({ "ok": true, "result": true, "description": "Webhook was set" }))
+        });
+        let info = webhook.clone();
+        telegram.server.handle(&path("getWebhookInfo"), move |_| {
+            Reply::json(
+                &json!({ "ok": true, "result": { "url": *info.lock().unwrap(),
+                "has_custom_certificate": false, "pending_update_count": 0,
+                "max_connections": 40, "ip_address": "192.0.2.10" } }),
+            )
+        });
+        let deleted = webhook.clone();
+        telegram.server.handle(&path("deleteWebhook"), move |_| {
+            deleted.lock().unwrap().clear();
+            Reply::json(
+                &json!({ "ok": true, "result": true, "description": "Webhook was deleted" }),
+            )
+        });
+
+        let input = json!({ "channel": "TELEGRAM", "name": "hook",
+            "config": telegram.config(json!({ "mode": "webhook", "webhook_secret": HOOK_SECRET,
+                "chats": [MAYA.0, GROUP] })) });
+        let created = app
+            .gql(&key, "mutation($input: CreateSourceInput!) { createSource(input: $input) { source { id config secretsSet webhookPath } } }", json!({ "input": input }))
+            .await;
+        let source = &created["createSource"]["source"];
+        let id = source["id"].as_str().unwrap().to_owned();
+        let mut secrets: Vec<String> =
+            serde_json::from_value(source["secretsSet"].clone()).unwrap();
+        secrets.sort();
+        assert_eq!(secrets, ["bot_token", "webhook_secret"]);
+        assert!(
+            !source["config"].to_string().contains(HOOK_SECRET),
+            "{source}"
+        );
+        let hook_path = format!("/webhooks/{id}");
+        assert_eq!(source["webhookPath"], hook_path.as_str());
+
+        // A sync sets the webhook, exactly so, and never polls.
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 0);
+        let asked: Vec<Value> = telegram
+            .server
+            .seen(&path("setWebhook"))
+            .iter()
+            .map(body)
+            .collect();
+        assert_eq!(
+            asked,
+            [
+                json!({ "url": format!("{PUBLIC_URL}{hook_path}"), "secret_token": HOOK_SECRET,
+                "allowed_updates": ["message", "edited_message", "channel_post"] })
+            ]
+        );
+        assert!(telegram.updates_seen().is_empty());
+
+        // Maya writes to the bot: Telegram POSTs the update with the secret.
+        let hello = update(
+            301,
+            "message",
+            message(41, user(MAYA), private(MAYA), "Hi, is the export fixed?", 5),
+        );
+        let (status, answer) = deliver_update(&app, &hook_path, Some(HOOK_SECRET), &hello).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["duplicate"], false);
+        let interaction = answer["interactionId"].as_str().unwrap().to_owned();
+        let external = format!("{}:41", MAYA.0);
+        assert_eq!(find_interaction(&app, &key, &external).await, interaction);
+        let all = items(&app, &key).await;
+        let stored = &all[&external];
+        assert_eq!(stored["kind"], "MESSAGE");
+        assert_eq!(stored["direction"], "INBOUND");
+        assert_eq!(stored["channel"], "TELEGRAM");
+        assert_eq!(stored["text"], "Hi, is the export fixed?");
+        assert_eq!(stored["identity"]["platformId"], MAYA.0.to_string());
+        // Delivered again (Telegram retries): stored once.
+        let (status, answer) = deliver_update(&app, &hook_path, Some(HOOK_SECRET), &hello).await;
+        assert_eq!(
+            (status, answer["duplicate"].clone()),
+            (200, json!(true)),
+            "{answer}"
+        );
+
+        // A missing or wrong secret: 401, nothing stored.
+        let forged = update(
+            302,
+            "message",
+            message(42, user(MAYA), private(MAYA), "forged", 6),
+        );
+        for secret in [
+            None,
+            Some("tg_hook-Secret_4f8a2d"),
+            Some(""),
+            Some("tg_hook-Secret_4f8a2c0"),
+        ] {
+            let (status, answer) = deliver_update(&app, &hook_path, secret, &forged).await;
+            assert_eq!(status, 401, "{secret:?} {answer}");
+            assert_eq!(answer["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+        }
+        assert_eq!(stored_ids(&app).await.len(), 1);
+
+        // Another chat and a bot's message: answered, nothing stored.
+        let stranger = update(
+            303,
+            "message",
+            message(43, user(LUCIA), private(LUCIA), "hello?", 7),
+        );
+        let mut bot = message(44, bot_user(), group(), "I am a bot", 8);
+        bot["from"]["is_bot"] = json!(true);
+        for ignored in [stranger, update(304, "message", bot)] {
+            let (status, answer) =
+                deliver_update(&app, &hook_path, Some(HOOK_SECRET), &ignored).await;
+            assert_eq!(status, 200, "{answer}");
+            assert!(answer["ignored"].is_string(), "{answer}");
+        }
+        assert_eq!(stored_ids(&app).await.len(), 1);
+
+        // Back to polling: the sync finds its own webhook in the way, deletes it, polls.
+        telegram.push(chatter(500, 2));
+        telegram.state.lock().unwrap().fail_updates = vec![Some(error(
+            409,
+            "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first",
+            None,
+        ))];
+        let changed = app.gql(&key, "mutation($id: ID!, $config: JSON!) { updateSource(input: {id: $id, config: $config}) { source { webhookPath secretsSet } } }",
+            json!({ "id": id, "config": telegram.config(json!({ "mode": "poll" })) })).await;
+        assert_eq!(
+            changed["updateSource"]["source"]["webhookPath"],
+            Value::Null,
+            "{changed}"
+        );
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 2, "{report:#}");
+        assert_eq!(telegram.server.seen(&path("deleteWebhook")).len(), 1);
+        assert!(webhook.lock().unwrap().is_empty());
+        // A poll-mode source takes no deliveries.
+        assert_eq!(
+            deliver_update(&app, &hook_path, Some(HOOK_SECRET), &hello)
+                .await
+                .0,
+            404
+        );
     }
 );
