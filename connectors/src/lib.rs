@@ -899,7 +899,7 @@ mod tests {
             }),
             Channel::Telegram => serde_json::json!({
                 "base_url": "https://api.telegram.org", "bot_token": "123:AAH",
-                "mode": "webhook", "webhook_secret": "s3cr3t_T0ken-x"
+                "mode": "webhook", "webhook_secret": "s3cr3t_T0ken-x-0123"
             }),
             _ => serde_json::json!({}),
         };

@@ -14,7 +14,7 @@
 //! - Listening, `mode: "webhook"`: the server's `/webhooks/{source_id}` takes the updates
 //!   Telegram POSTs (one `Update` a request), each with the header
 //!   `X-Telegram-Bot-Api-Secret-Token`, compared in constant time with the source's
-//!   `webhook_secret` (1 to 256 of `A-Z a-z 0-9 _ -`, required in this mode) before the
+//!   `webhook_secret` (16 to 256 of `A-Z a-z 0-9 _ -`, required in this mode) before the
 //!   body is read; a missing or wrong one is refused (401) and stores nothing. The update
 //!   becomes the item a pull makes of it (same id; `getMe` is asked for the bot, as each
 //!   pull does; when it cannot be, the delivery is answered 503 and Telegram sends it
@@ -123,7 +123,7 @@ pub struct TelegramConfig {
     /// `poll` (getUpdates) or `webhook` (setWebhook; needs `webhook_secret`).
     #[serde(default = "default_mode")]
     pub mode: String,
-    /// The `secret_token` Telegram sends with every webhook delivery (1 to 256 of
+    /// The `secret_token` Telegram sends with every webhook delivery (16 to 256 of
     /// `A-Z a-z 0-9 _ -`); a secret like `bot_token`. Required in webhook mode.
     #[serde(default)]
     pub webhook_secret: Option<String>,
@@ -179,13 +179,13 @@ impl TelegramConfig {
             if !is_secret_token(secret) {
                 return Err((
                     "webhook_secret".into(),
-                    "webhook_secret must be 1 to 256 characters of A-Z, a-z, 0-9, _ and - (Telegram's secret_token)".into(),
+                    "webhook_secret must be 16 to 256 characters of A-Z, a-z, 0-9, _ and - (Telegram's secret_token)".into(),
                 ));
             }
         } else if config.mode == "webhook" {
             return Err((
                 "webhook_secret".into(),
-                "mode `webhook` needs a webhook_secret (1 to 256 characters of A-Z, a-z, 0-9, _ and -): Telegram sends it with every delivery".into(),
+                "mode `webhook` needs a webhook_secret (16 to 256 characters of A-Z, a-z, 0-9, _ and -): Telegram sends it with every delivery".into(),
             ));
         }
         let mut seen = std::collections::HashSet::new();
@@ -203,9 +203,11 @@ impl TelegramConfig {
     }
 }
 
-/// Whether `secret` is a `secret_token` Telegram takes: 1 to 256 of `A-Z a-z 0-9 _ -`.
+/// Whether `secret` is a `secret_token` Telegram takes (16 to 256 of `A-Z a-z 0-9 _ -`)
+/// and at least 16 long, as every webhook secret of Rapport: the author of a delivery
+/// comes from its body, so a guessable secret lets anyone write as any contact.
 fn is_secret_token(secret: &str) -> bool {
-    (1..=256).contains(&secret.len())
+    (16..=256).contains(&secret.len())
         && secret
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
@@ -872,7 +874,7 @@ mod tests {
         let (field, _) =
             TelegramConfig::parse(&json!({ "bot_token": TOKEN, "mode": "push" })).unwrap_err();
         assert_eq!(field, "mode");
-        for bad in ["", "has space", "slash/", &"x".repeat(257)] {
+        for bad in ["", "Ab_9-z", "has space", "slash/", &"x".repeat(257)] {
             let (field, message) = TelegramConfig::parse(
                 &json!({ "bot_token": TOKEN, "mode": "webhook", "webhook_secret": bad }),
             )
@@ -881,7 +883,7 @@ mod tests {
             assert!(bad.is_empty() || !message.contains(bad), "{message}");
         }
         let hooked = TelegramConfig::parse(
-            &json!({ "bot_token": TOKEN, "mode": " webhook ", "webhook_secret": "Ab_9-z" }),
+            &json!({ "bot_token": TOKEN, "mode": " webhook ", "webhook_secret": "Ab_9-z0123456789" }),
         )
         .unwrap();
         assert_eq!(hooked.mode, "webhook");

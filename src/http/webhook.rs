@@ -196,13 +196,14 @@ async fn to_connector(
         }
         Err(connectors::WebhookError::Connector(err)) => {
             // The platform could not be asked what the delivery needs (the token's own
-            // account): 503, so a sender that retries (Telegram) comes back.
-            tracing::warn!(source = %source_id, error = %err, "mapping a webhook delivery failed");
+            // account): 503, so a sender that retries (Telegram) comes back. Its error may
+            // quote the platform, which may quote our token: scrubbed like a sync's, and
+            // kept out of the answer, which the sender shows its own users.
+            let error = domain::source::scrub(&source, err.to_string());
+            tracing::warn!(source = %source_id, %error, "mapping a webhook delivery failed");
             return refuse(Rejection::protocol(
                 StatusCode::SERVICE_UNAVAILABLE,
-                Error::Conflict(format!(
-                    "the delivery could not be mapped now; retry later ({err})"
-                )),
+                Error::Conflict("the delivery could not be mapped now; retry later".into()),
             ));
         }
     };
