@@ -424,8 +424,7 @@ impl Stream {
             Some(watched) => watched.replies = watched.replies.max(replies),
             None => self.watch.push(Watched { id, at, replies }),
         }
-        self.watch
-            .sort_by(|a, b| (b.at, &b.id).cmp(&(a.at, &a.id)));
+        self.watch.sort_by(|a, b| (b.at, &b.id).cmp(&(a.at, &a.id)));
         self.watch.truncate(WATCHED);
     }
 }
@@ -433,7 +432,10 @@ impl Stream {
 /// A thread's top-level comment's `publishedAt` (epoch seconds) and the thread's id.
 fn key(thread: &Value) -> Option<(i64, String)> {
     let id = thread.get("id")?.as_str().filter(|id| is_comment_id(id))?;
-    let at = time(thread.pointer("/snippet/topLevelComment/snippet")?, "publishedAt")?;
+    let at = time(
+        thread.pointer("/snippet/topLevelComment/snippet")?,
+        "publishedAt",
+    )?;
     Some((at.timestamp(), id.to_owned()))
 }
 
@@ -653,7 +655,9 @@ impl YoutubeConnector {
             404 => ConnectorError::Payload(format!(
                 "{host} answered {what} with 404{said}: no such video, channel or comment"
             )),
-            500.. => ConnectorError::Transport(format!("{host} answered {what} with {status}{said}")),
+            500.. => {
+                ConnectorError::Transport(format!("{host} answered {what} with {status}{said}"))
+            }
             _ => ConnectorError::Payload(format!("{host} answered {what} with {status}{said}")),
         }
     }
@@ -860,7 +864,9 @@ impl YoutubeConnector {
 
     /// The channel the access token belongs to (`channels.list?mine=true`).
     async fn mine(&self) -> Option<String> {
-        let url = self.url("channels", &[("part", "id"), ("mine", "true")]).ok()?;
+        let url = self
+            .url("channels", &[("part", "id"), ("mine", "true")])
+            .ok()?;
         let answer = self
             .send(self.request(reqwest::Method::GET, url), "channels", false)
             .await
@@ -881,7 +887,9 @@ impl YoutubeConnector {
             let (replies, next) = self.replies(parent, token.as_deref()).await.ok()?;
             let found = replies.into_iter().find(|reply| {
                 let snippet = reply.get("snippet").unwrap_or(&Value::Null);
-                let ours = snippet.pointer("/authorChannelId/value").and_then(Value::as_str)
+                let ours = snippet
+                    .pointer("/authorChannelId/value")
+                    .and_then(Value::as_str)
                     == Some(mine.as_str());
                 let same = snippet
                     .get("textOriginal")
@@ -1005,7 +1013,11 @@ fn comment_item(
             let handle = url.rsplit('/').next()?;
             handle.starts_with('@').then(|| handle.to_owned())
         });
-    let outbound = context.owners.iter().flatten().any(|owner| *owner == author);
+    let outbound = context
+        .owners
+        .iter()
+        .flatten()
+        .any(|owner| *owner == author);
     let mut raw = comment.clone();
     if let (Some(video), Some(snippet)) = (context.video, raw.get_mut("snippet")) {
         if snippet.get("videoId").is_none() {
@@ -1276,7 +1288,10 @@ mod tests {
         assert_eq!(problem(json!({ "api_key": " " })).0, "api_key");
         assert_eq!(problem(json!({ "api_key": "a b" })).0, "api_key");
         assert_eq!(problem(json!({ "channel_id": "acme" })).0, "channel_id");
-        assert_eq!(problem(json!({ "video_ids": ["watch?v=1"] })).0, "video_ids");
+        assert_eq!(
+            problem(json!({ "video_ids": ["watch?v=1"] })).0,
+            "video_ids"
+        );
         assert_eq!(
             problem(json!({ "channel_id": null, "video_ids": [] })).0,
             "channel_id"
@@ -1349,7 +1364,14 @@ mod tests {
             .to_string()
         };
         let fail = |status, body: String, writing| {
-            youtube.failure(status, &HeaderMap::new(), body.as_bytes(), now, "x", writing)
+            youtube.failure(
+                status,
+                &HeaderMap::new(),
+                body.as_bytes(),
+                now,
+                "x",
+                writing,
+            )
         };
         match fail(403, body(403, "quotaExceeded", "quota"), false) {
             ConnectorError::RateLimited {
@@ -1367,7 +1389,11 @@ mod tests {
         }
         let refused = fail(
             401,
-            body(401, "authError", "Invalid key AIzaSyTestKey-0123456789abcdefghijklmn"),
+            body(
+                401,
+                "authError",
+                "Invalid key AIzaSyTestKey-0123456789abcdefghijklmn",
+            ),
             false,
         );
         assert!(matches!(refused, ConnectorError::Unauthorized(_)));
@@ -1395,26 +1421,52 @@ mod tests {
 
     #[test]
     fn a_walk_takes_threads_down_to_the_mark_and_watches_the_newest() {
-        let t = |id: &str, minute: u32| thread(id, &format!("2026-11-02T09:{minute:02}:00Z"), vec![], 0);
+        let t = |id: &str, minute: u32| {
+            thread(id, &format!("2026-11-02T09:{minute:02}:00Z"), vec![], 0)
+        };
         let ids = |taken: &[Value]| -> Vec<String> {
-            taken.iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect()
+            taken
+                .iter()
+                .map(|t| t["id"].as_str().unwrap().to_owned())
+                .collect()
         };
         // A first sync with room for three threads over two pages.
         let mut stream = Stream::first(3);
         let mut taken = Vec::new();
         let walk = stream.walk.clone().unwrap();
-        assert!(stream.back(walk, vec![t("Ug5", 5), t("Ug4", 4)], Some("p2".into()), &mut taken));
+        assert!(stream.back(
+            walk,
+            vec![t("Ug5", 5), t("Ug4", 4)],
+            Some("p2".into()),
+            &mut taken
+        ));
         let walk = stream.walk.clone().unwrap();
         assert_eq!(walk.next.as_deref(), Some("p2"));
-        assert!(!stream.back(walk, vec![t("Ug3", 3), t("Ug2", 2)], Some("p3".into()), &mut taken));
+        assert!(!stream.back(
+            walk,
+            vec![t("Ug3", 3), t("Ug2", 2)],
+            Some("p3".into()),
+            &mut taken
+        ));
         assert_eq!(ids(&taken), ["Ug5", "Ug4", "Ug3"]);
         assert_eq!(stream.walk, None);
         let mark = stream.mark.clone().unwrap();
-        assert_eq!((mark.ids.clone(), mark.at), (vec!["Ug5".to_owned()], key(&t("Ug5", 5)).unwrap().0));
+        assert_eq!(
+            (mark.ids.clone(), mark.at),
+            (vec!["Ug5".to_owned()], key(&t("Ug5", 5)).unwrap().0)
+        );
         // A later sync: new threads down to the mark.
         let mut taken = Vec::new();
-        let later = Walk { left: u64::MAX, ..Walk::default() };
-        assert!(!stream.back(later, vec![t("Ug7", 7), t("Ug6", 6), t("Ug5", 5)], Some("q".into()), &mut taken));
+        let later = Walk {
+            left: u64::MAX,
+            ..Walk::default()
+        };
+        assert!(!stream.back(
+            later,
+            vec![t("Ug7", 7), t("Ug6", 6), t("Ug5", 5)],
+            Some("q".into()),
+            &mut taken
+        ));
         assert_eq!(ids(&taken), ["Ug7", "Ug6"]);
         // Backfill 0: nothing taken, the mark set.
         let mut stream = Stream::first(0);
@@ -1445,9 +1497,17 @@ mod tests {
         ours["snippet"]["authorChannelId"]["value"] = json!(CHANNEL);
         ours["id"] = json!("UgzTop.AbCdEf2");
         let mut anonymous = reply.clone();
-        anonymous["snippet"].as_object_mut().unwrap().remove("authorChannelId");
+        anonymous["snippet"]
+            .as_object_mut()
+            .unwrap()
+            .remove("authorChannelId");
         anonymous["id"] = json!("UgzTop.AbCdEf3");
-        let value = thread("UgzTop", "2026-11-02T09:00:00Z", vec![reply, ours, anonymous], 3);
+        let value = thread(
+            "UgzTop",
+            "2026-11-02T09:00:00Z",
+            vec![reply, ours, anonymous],
+            3,
+        );
         let items = thread_items(&value, None);
         assert_eq!(items.len(), 3);
         let top = &items[0];

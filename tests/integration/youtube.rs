@@ -117,7 +117,13 @@ fn thread_id(n: u64) -> String {
 }
 
 /// A comment resource by `(channel id, display name)`.
-fn comment(id: &str, author: (&str, &str), text: &str, at: DateTime<Utc>, parent: Option<&str>) -> Value {
+fn comment(
+    id: &str,
+    author: (&str, &str),
+    text: &str,
+    at: DateTime<Utc>,
+    parent: Option<&str>,
+) -> Value {
     let handle = author.1;
     let mut snippet = json!({
         "authorDisplayName": handle,
@@ -151,7 +157,9 @@ impl Youtube {
         let serving = youtube.clone();
         youtube
             .server
-            .handle("/youtube/v3/commentThreads", move |seen| serving.threads(seen));
+            .handle("/youtube/v3/commentThreads", move |seen| {
+                serving.threads(seen)
+            });
         let serving = youtube.clone();
         youtube.server.handle("/youtube/v3/comments", move |seen| {
             if seen.method == "POST" {
@@ -176,8 +184,14 @@ impl Youtube {
 
     /// Checks what every request carries: the key as `key`, or the token as a bearer.
     fn authorized(&self, seen: &Seen) {
-        assert!(header(seen, "accept").contains("application/json"), "{seen:?}");
-        assert!(header(seen, "user-agent").starts_with("rapport/"), "{seen:?}");
+        assert!(
+            header(seen, "accept").contains("application/json"),
+            "{seen:?}"
+        );
+        assert!(
+            header(seen, "user-agent").starts_with("rapport/"),
+            "{seen:?}"
+        );
         let q = query(seen);
         let key = q.get("key").map(String::as_str);
         let bearer = header(seen, "authorization");
@@ -204,7 +218,8 @@ impl Youtube {
             }
         });
         if !replies.is_empty() {
-            thread["replies"] = json!({ "comments": replies.iter().take(INLINE).collect::<Vec<_>>() });
+            thread["replies"] =
+                json!({ "comments": replies.iter().take(INLINE).collect::<Vec<_>>() });
         }
         thread
     }
@@ -294,7 +309,11 @@ impl Youtube {
         let size: usize = q["maxResults"].parse().unwrap();
         assert!((1..=100).contains(&size), "{size}");
         let state = self.state.lock().unwrap();
-        let all = state.replies.get(&q["parentId"]).cloned().unwrap_or_default();
+        let all = state
+            .replies
+            .get(&q["parentId"])
+            .cloned()
+            .unwrap_or_default();
         let from: usize = q
             .get("pageToken")
             .map(|token| token.strip_prefix("Q0NB").unwrap().parse().unwrap())
@@ -355,7 +374,13 @@ impl Youtube {
         for k in 0..count {
             let id = format!("{parent}.9Zr{:03}x{:04}", replies.len(), n);
             let at = minute(at + k as i64);
-            replies.push(comment(&id, author, &format!("reply {k} to {n}"), at, Some(&parent)));
+            replies.push(comment(
+                &id,
+                author,
+                &format!("reply {k} to {n}"),
+                at,
+                Some(&parent),
+            ));
             ids.push(id);
         }
         ids
@@ -389,7 +414,11 @@ async fn cursor_of(app: &TestApp, id: &str) -> Value {
 }
 
 fn next_run(report: &Value) -> DateTime<Utc> {
-    report["source"]["nextRunAt"].as_str().unwrap().parse().unwrap()
+    report["source"]["nextRunAt"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 backend_test!(
@@ -400,7 +429,8 @@ backend_test!(
         let youtube = Youtube::start().await;
         youtube.push(VIDEO, 0, 250);
         youtube.answer(249, LUCIA, 2, 400);
-        let input = json!({ "channel": "YOUTUBE", "name": "channel", "config": youtube.config(json!({})) });
+        let input =
+            json!({ "channel": "YOUTUBE", "name": "channel", "config": youtube.config(json!({})) });
         let created = app
             .gql(&key, crate::feeds::CREATE, json!({ "input": input }))
             .await;
@@ -417,18 +447,30 @@ backend_test!(
         let pages: Vec<(Option<&str>, &str)> = asked
             .iter()
             .filter(|q| !q.contains_key("id"))
-            .map(|q| (q.get("pageToken").map(String::as_str), q["maxResults"].as_str()))
+            .map(|q| {
+                (
+                    q.get("pageToken").map(String::as_str),
+                    q["maxResults"].as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             pages,
-            [(None, "100"), (Some("QURTSl9p100"), "100"), (Some("QURTSl9p200"), "100")]
+            [
+                (None, "100"),
+                (Some("QURTSl9p100"), "100"),
+                (Some("QURTSl9p200"), "100")
+            ]
         );
         assert!(asked.iter().all(|q| q["key"] == KEY));
         let cursor = cursor_of(&app, &id).await;
         let stream = &cursor["streams"][format!("channel:{CHANNEL}")];
         assert_eq!(stream["mark"]["ids"], json!([thread_id(249)]));
         assert_eq!(stream["watch"].as_array().unwrap().len(), 50);
-        assert_eq!(stream["watch"][0], json!({ "id": thread_id(249), "at": minute(249).timestamp(), "replies": 2 }));
+        assert_eq!(
+            stream["watch"][0],
+            json!({ "id": thread_id(249), "at": minute(249).timestamp(), "replies": 2 })
+        );
 
         // New: two threads, and seven replies to a watched one (five inline, two more
         // from comments.list). Threads older than the watch get replies unseen.
@@ -454,7 +496,9 @@ backend_test!(
         assert_eq!(stored.len(), 261);
         assert!(stored.values().all(|count| *count == 1));
         assert!(seven.iter().all(|id| stored.contains_key(id)));
-        assert!(!stored.keys().any(|id| id.starts_with(&format!("{}.", thread_id(10)))));
+        assert!(!stored
+            .keys()
+            .any(|id| id.starts_with(&format!("{}.", thread_id(10)))));
 
         // Nothing new: one page down to the mark, one watch call, nothing stored.
         let report = sync(&app, &key, &id).await;
@@ -462,20 +506,39 @@ backend_test!(
         assert_eq!(youtube.listings().len(), asked.len() + 2);
 
         // backfill_limit 0: one thread asked, only to set the mark; then only what is new.
-        let quiet = create_source(&app, &key, "YOUTUBE", "quiet",
-            youtube.config(json!({ "backfill_limit": 0, "video_ids": [VIDEO], "channel_id": null }))).await;
+        let quiet = create_source(
+            &app,
+            &key,
+            "YOUTUBE",
+            "quiet",
+            youtube
+                .config(json!({ "backfill_limit": 0, "video_ids": [VIDEO], "channel_id": null })),
+        )
+        .await;
         let report = sync(&app, &key, &quiet).await;
         assert_eq!(report["newItems"], 0, "{report:#}");
         let q = youtube.listings().pop().unwrap();
-        assert_eq!((q["maxResults"].as_str(), q.get("videoId").map(String::as_str)), ("1", Some(VIDEO)));
+        assert_eq!(
+            (
+                q["maxResults"].as_str(),
+                q.get("videoId").map(String::as_str)
+            ),
+            ("1", Some(VIDEO))
+        );
         youtube.push(VIDEO, 300, 1);
         let report = sync(&app, &key, &quiet).await;
         assert_eq!(report["newItems"], 1, "{report:#}");
 
         // backfill_limit 120: two pages, 120 threads (each source stores its own), the
         // newest of them with their replies (2 + 7).
-        let some = create_source(&app, &key, "YOUTUBE", "some",
-            youtube.config(json!({ "backfill_limit": 120 }))).await;
+        let some = create_source(
+            &app,
+            &key,
+            "YOUTUBE",
+            "some",
+            youtube.config(json!({ "backfill_limit": 120 })),
+        )
+        .await;
         let report = sync(&app, &key, &some).await;
         assert_eq!(report["error"], Value::Null, "{report:#}");
         assert_eq!(report["newItems"], 120 + 2 + 7, "{report:#}");
@@ -494,16 +557,21 @@ backend_test!(
         let calls = Arc::new(Mutex::new(0));
         let failing = Arc::new(Mutex::new(true));
         let (counted, broken) = (calls.clone(), failing.clone());
-        youtube.server.handle("/youtube/v3/commentThreads", move |seen| {
-            let mut calls = counted.lock().unwrap();
-            *calls += 1;
-            if *calls >= 2 && *broken.lock().unwrap() {
-                return error(503, "global", "backendError", "Backend Error");
-            }
-            serving.threads(seen)
-        });
+        youtube
+            .server
+            .handle("/youtube/v3/commentThreads", move |seen| {
+                let mut calls = counted.lock().unwrap();
+                *calls += 1;
+                if *calls >= 2 && *broken.lock().unwrap() {
+                    return error(503, "global", "backendError", "Backend Error");
+                }
+                serving.threads(seen)
+            });
         let report = sync(&app, &key, &id).await;
-        assert!(report["error"].as_str().unwrap().contains("503"), "{report:#}");
+        assert!(
+            report["error"].as_str().unwrap().contains("503"),
+            "{report:#}"
+        );
         assert_eq!(report["newItems"], 100, "{report:#}");
         assert_eq!(report["source"]["status"], "BACKING_OFF", "{report:#}");
         let cursor = cursor_of(&app, &id).await;
@@ -523,7 +591,14 @@ backend_test!(
             .filter(|q| !q.contains_key("id"))
             .map(|q| q.get("pageToken").cloned())
             .collect();
-        assert_eq!(q[1..3], [Some("QURTSl9p100".to_owned()), Some("QURTSl9p100".to_owned())], "{q:?}");
+        assert_eq!(
+            q[1..3],
+            [
+                Some("QURTSl9p100".to_owned()),
+                Some("QURTSl9p100".to_owned())
+            ],
+            "{q:?}"
+        );
         let report = sync(&app, &key, &id).await;
         assert_eq!(report["error"], Value::Null, "{report:#}");
         let stored = stored_ids(&app).await;
@@ -533,9 +608,7 @@ backend_test!(
 );
 
 backend_test!(
-    async fn threads_and_identities_and_a_reply_of_the_documented_shape_posted_once(
-        app: TestApp,
-    ) {
+    async fn threads_and_identities_and_a_reply_of_the_documented_shape_posted_once(app: TestApp) {
         let key = app.key(Role::Admin).await;
         let youtube = Youtube::start().await;
         youtube.push(VIDEO, 1, 1);
@@ -545,12 +618,23 @@ backend_test!(
         {
             let mut state = youtube.state.lock().unwrap();
             let parent = thread_id(1);
-            let ours = comment(&format!("{parent}.9ZrOurs0001"), (CHANNEL, "@acmesupport"),
-                "Which file size?", minute(20), Some(&parent));
+            let ours = comment(
+                &format!("{parent}.9ZrOurs0001"),
+                (CHANNEL, "@acmesupport"),
+                "Which file size?",
+                minute(20),
+                Some(&parent),
+            );
             state.replies.get_mut(&parent).unwrap().push(ours);
         }
-        let id = create_source(&app, &key, "YOUTUBE", "channel",
-            youtube.config(json!({ "access_token": TOKEN }))).await;
+        let id = create_source(
+            &app,
+            &key,
+            "YOUTUBE",
+            "channel",
+            youtube.config(json!({ "access_token": TOKEN })),
+        )
+        .await;
         let report = sync(&app, &key, &id).await;
         assert_eq!(report["error"], Value::Null, "{report:#}");
         assert_eq!(report["newItems"], 4, "{report:#}");
@@ -566,7 +650,13 @@ backend_test!(
         assert_eq!(top["direction"], "INBOUND");
         assert_eq!(top["subject"], format!("YouTube video {VIDEO}"));
         assert_eq!(top["text"], "comment 1");
-        assert_eq!(top["url"], format!("https://www.youtube.com/watch?v={VIDEO}&lc={}", thread_id(1)));
+        assert_eq!(
+            top["url"],
+            format!(
+                "https://www.youtube.com/watch?v={VIDEO}&lc={}",
+                thread_id(1)
+            )
+        );
         assert_eq!(top["identity"]["platformId"], MAYA.0);
         assert_eq!(top["identity"]["displayName"], MAYA.1);
         let answer = &all[&format!("{}.9Zr000x0001", thread_id(1))];
@@ -598,7 +688,11 @@ backend_test!(
         let target = find_interaction(&app, &key, &format!("{}.9Zr000x0001", thread_id(1))).await;
         let text = "Fixed in 2.0.1 — thanks Lucía!";
         let sent = app
-            .gql(&agent, REPLY, json!({ "input": { "interactionId": target, "text": text } }))
+            .gql(
+                &agent,
+                REPLY,
+                json!({ "input": { "interactionId": target, "text": text } }),
+            )
             .await["replyToInteraction"]["interaction"]
             .clone();
         let posted: Vec<Seen> = youtube
@@ -608,9 +702,18 @@ backend_test!(
             .filter(|seen| seen.method == "POST")
             .collect();
         assert_eq!(posted.len(), 1);
-        assert_eq!(query(&posted[0]), HashMap::from([("part".to_owned(), "snippet".to_owned()), ("key".to_owned(), KEY.to_owned())]));
+        assert_eq!(
+            query(&posted[0]),
+            HashMap::from([
+                ("part".to_owned(), "snippet".to_owned()),
+                ("key".to_owned(), KEY.to_owned())
+            ])
+        );
         assert_eq!(header(&posted[0], "content-type"), "application/json");
-        assert_eq!(header(&posted[0], "authorization"), format!("Bearer {TOKEN}"));
+        assert_eq!(
+            header(&posted[0], "authorization"),
+            format!("Bearer {TOKEN}")
+        );
         assert_eq!(
             serde_json::from_slice::<Value>(&posted[0].body).unwrap(),
             json!({ "snippet": { "parentId": thread_id(1), "textOriginal": text } })
@@ -618,7 +721,10 @@ backend_test!(
         let made = format!("{}.9ZrApport0001", thread_id(1));
         assert_eq!(sent["externalId"], made);
         assert_eq!(sent["direction"], "OUTBOUND");
-        assert_eq!(sent["url"], format!("https://www.youtube.com/watch?v={VIDEO}&lc={made}"));
+        assert_eq!(
+            sent["url"],
+            format!("https://www.youtube.com/watch?v={VIDEO}&lc={made}")
+        );
         assert_eq!(sent["conversation"]["id"], top["conversation"]["id"]);
         // Our reply comes back in the thread: stored already.
         let report = sync(&app, &key, &id).await;
@@ -629,30 +735,48 @@ backend_test!(
         // these words, published since shortly before, is taken for it. Posted once.
         youtube.state.lock().unwrap().lose = 1;
         let sent = app
-            .gql(&agent, REPLY, json!({ "input": { "interactionId": target, "text": "Released 2.0.2 as well." } }))
+            .gql(
+                &agent,
+                REPLY,
+                json!({ "input": { "interactionId": target, "text": "Released 2.0.2 as well." } }),
+            )
             .await["replyToInteraction"]["interaction"]
             .clone();
-        assert_eq!(sent["externalId"], format!("{}.9ZrApport0002", thread_id(1)), "{sent:#}");
+        assert_eq!(
+            sent["externalId"],
+            format!("{}.9ZrApport0002", thread_id(1)),
+            "{sent:#}"
+        );
         assert_eq!(youtube.state.lock().unwrap().inserted, 2);
         assert_eq!(youtube.server.seen("/youtube/v3/channels").len(), 1);
         // A 503 before anything was made: nothing of ours has these words, so the reply
         // fails and nothing is taken for it.
         youtube.state.lock().unwrap().down = 1;
         let (_, answer) = app
-            .gql_error(&agent, REPLY, json!({ "input": { "interactionId": target, "text": "Released 2.0.3." } }))
+            .gql_error(
+                &agent,
+                REPLY,
+                json!({ "input": { "interactionId": target, "text": "Released 2.0.3." } }),
+            )
             .await;
         assert!(answer.to_string().contains("503"), "{answer:#}");
         assert!(!answer.to_string().contains("RapportTest"), "{answer:#}");
         assert_eq!(youtube.state.lock().unwrap().inserted, 2);
 
         // Over 10,000 characters: refused before anything is sent.
-        let posts = || youtube.server.seen("/youtube/v3/comments").iter().filter(|s| s.method == "POST").count();
+        let posts = || {
+            youtube
+                .server
+                .seen("/youtube/v3/comments")
+                .iter()
+                .filter(|s| s.method == "POST")
+                .count()
+        };
         let before = posts();
         let long = json!({ "interactionId": target, "text": "é".repeat(10_001) });
         let (code, _) = app.gql_error(&agent, REPLY, json!({ "input": long })).await;
         assert_eq!(code, "BAD_USER_INPUT");
         assert_eq!(posts(), before);
-
     }
 );
 
@@ -666,11 +790,18 @@ backend_test!(
         let agent = app.key(Role::Agent).await;
         let target = find_interaction(&app, &key, &thread_id(1)).await;
         let (code, body) = app
-            .gql_error(&agent, REPLY, json!({ "input": { "interactionId": target, "text": "Hi" } }))
+            .gql_error(
+                &agent,
+                REPLY,
+                json!({ "input": { "interactionId": target, "text": "Hi" } }),
+            )
             .await;
         assert_eq!(code, "BAD_USER_INPUT", "{body:#}");
         let said = body.to_string();
-        assert!(said.contains("access_token") && said.contains("api_key can only read"), "{said}");
+        assert!(
+            said.contains("access_token") && said.contains("api_key can only read"),
+            "{said}"
+        );
         assert!(!said.contains("RapportTest"), "{said}");
         assert!(youtube.server.seen("/youtube/v3/comments").is_empty());
     }
@@ -710,20 +841,33 @@ backend_test!(
         assert_eq!(report["newItems"], 100, "{report:#}");
         assert_eq!(report["source"]["status"], "RATE_LIMITED", "{report:#}");
         let next = next_run(&report);
-        assert!(next > Utc::now() && next <= Utc::now() + Duration::days(1), "{next}");
+        assert!(
+            next > Utc::now() && next <= Utc::now() + Duration::days(1),
+            "{next}"
+        );
         assert!(matches!(next.hour(), 7 | 8) && next.minute() == 0, "{next}");
-        assert_eq!(cursor_of(&app, &id).await["streams"][format!("channel:{CHANNEL}")]["walk"]["next"], "QURTSl9p100");
+        assert_eq!(
+            cursor_of(&app, &id).await["streams"][format!("channel:{CHANNEL}")]["walk"]["next"],
+            "QURTSl9p100"
+        );
 
         // A short limit (rateLimitExceeded): about a minute.
         let serving = youtube.clone();
-        let limited = Arc::new(Mutex::new(vec![error(403, "youtube.quota", "rateLimitExceeded", "The request cannot be completed because you have exceeded your quota.")]));
+        let limited = Arc::new(Mutex::new(vec![error(
+            403,
+            "youtube.quota",
+            "rateLimitExceeded",
+            "The request cannot be completed because you have exceeded your quota.",
+        )]));
         let queued = limited.clone();
-        youtube.server.handle("/youtube/v3/commentThreads", move |seen| {
-            if let Some(reply) = queued.lock().unwrap().pop() {
-                return reply;
-            }
-            serving.threads(seen)
-        });
+        youtube
+            .server
+            .handle("/youtube/v3/commentThreads", move |seen| {
+                if let Some(reply) = queued.lock().unwrap().pop() {
+                    return reply;
+                }
+                serving.threads(seen)
+            });
         let report = sync(&app, &key, &id).await;
         assert_eq!(report["source"]["status"], "RATE_LIMITED", "{report:#}");
         let next = next_run(&report);
@@ -735,10 +879,20 @@ backend_test!(
         assert_eq!(report["newItems"], 52, "{report:#}");
 
         // A refused key: 401 fails the source, never showing the key.
-        let wrong = create_source(&app, &key, "YOUTUBE", "wrong",
-            youtube.config(json!({ "api_key": "AIzaWrongKeyRapportTest000" }))).await;
-        *limited.lock().unwrap() = vec![error(401, "global", "authError",
-            "API key not valid. Please pass a valid API key. (key=AIzaWrongKeyRapportTest000)")];
+        let wrong = create_source(
+            &app,
+            &key,
+            "YOUTUBE",
+            "wrong",
+            youtube.config(json!({ "api_key": "AIzaWrongKeyRapportTest000" })),
+        )
+        .await;
+        *limited.lock().unwrap() = vec![error(
+            401,
+            "global",
+            "authError",
+            "API key not valid. Please pass a valid API key. (key=AIzaWrongKeyRapportTest000)",
+        )];
         let report = sync(&app, &key, &wrong).await;
         assert_eq!(report["source"]["status"], "FAILING", "{report:#}");
         let said = report["source"]["lastError"].as_str().unwrap();
@@ -746,27 +900,57 @@ backend_test!(
         assert!(!report.to_string().contains("RapportTest"), "{report:#}");
 
         // Videos: comments off on one, another missing, a third fine: warnings, items.
-        youtube.state.lock().unwrap().disabled.insert(VIDEO.to_owned());
-        let videos = create_source(&app, &key, "YOUTUBE", "videos", youtube.config(json!({
-            "channel_id": null, "video_ids": [VIDEO, "Gone0000000", OTHER_VIDEO]
-        }))).await;
+        youtube
+            .state
+            .lock()
+            .unwrap()
+            .disabled
+            .insert(VIDEO.to_owned());
+        let videos = create_source(
+            &app,
+            &key,
+            "YOUTUBE",
+            "videos",
+            youtube.config(json!({
+                "channel_id": null, "video_ids": [VIDEO, "Gone0000000", OTHER_VIDEO]
+            })),
+        )
+        .await;
         let report = sync(&app, &key, &videos).await;
         assert_eq!(report["error"], Value::Null, "{report:#}");
         assert_eq!(report["source"]["status"], "OK", "{report:#}");
         let cursor = cursor_of(&app, &videos).await;
-        let warning = |video: &str| cursor["streams"][format!("video:{video}")]["warning"].as_str().unwrap_or_default().to_owned();
+        let warning = |video: &str| {
+            cursor["streams"][format!("video:{video}")]["warning"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
         assert!(warning(VIDEO).contains("commentsDisabled"), "{cursor:#}");
-        assert!(warning("Gone0000000").contains("videoNotFound"), "{cursor:#}");
+        assert!(
+            warning("Gone0000000").contains("videoNotFound"),
+            "{cursor:#}"
+        );
         assert_eq!(warning(OTHER_VIDEO), "");
         assert_eq!(report["newItems"], 2, "{report:#}");
 
         // Every video failing: the sync fails (transient on a 5xx).
-        let broken = create_source(&app, &key, "YOUTUBE", "broken", youtube.config(json!({
-            "channel_id": null, "video_ids": [OTHER_VIDEO]
-        }))).await;
+        let broken = create_source(
+            &app,
+            &key,
+            "YOUTUBE",
+            "broken",
+            youtube.config(json!({
+                "channel_id": null, "video_ids": [OTHER_VIDEO]
+            })),
+        )
+        .await;
         *limited.lock().unwrap() = vec![error(500, "global", "backendError", "Backend Error")];
         let report = sync(&app, &key, &broken).await;
         assert_eq!(report["source"]["status"], "BACKING_OFF", "{report:#}");
-        assert!(report["error"].as_str().unwrap().contains("500"), "{report:#}");
+        assert!(
+            report["error"].as_str().unwrap().contains("500"),
+            "{report:#}"
+        );
     }
 );
