@@ -626,8 +626,10 @@ impl YoutubeConnector {
         };
         if has("quotaExceeded") || has("dailyLimitExceeded") {
             let until = pacific_midnight_after(now).clamp(now, now + Duration::days(1));
+            // Rounded up: a wait cut to whole seconds would come back just before the reset.
+            let millis = (until - now).num_milliseconds();
             return ConnectorError::RateLimited {
-                retry_after_secs: Some((until - now).num_seconds().max(1) as u64),
+                retry_after_secs: Some(((millis + 999) / 1_000).max(1) as u64),
             };
         }
         if has("rateLimitExceeded") || has("userRateLimitExceeded") || status == 429 {
