@@ -48,9 +48,11 @@
 //!   reply answers the top-level comment (YouTube nests one level). The author's channel
 //!   id (`authorChannelId.value`) is the identity, the display name (`@handle` nowadays)
 //!   the handle, `authorChannelUrl` the profile, `authorProfileImageUrl` the avatar. A
-//!   comment without an author channel is skipped. Comments by the channel the thread
-//!   belongs to (`snippet.channelId` of the thread, or `channel_id`) are outbound: the
-//!   workspace's own. The link is `https://www.youtube.com/watch?v={videoId}&lc={id}`.
+//!   comment without an author channel is skipped. Comments by `channel_id` or, with an
+//!   `access_token`, by the token's channel (`channels.list?mine=true`, asked once per pull
+//!   that hands something over) are outbound: the workspace's own. The video's channel
+//!   (`snippet.channelId` of the thread) is not: a chosen video may be a stranger's, whose
+//!   comments are a customer's. The link is `https://www.youtube.com/watch?v={videoId}&lc={id}`.
 //! - Replies: `POST {base_url}/comments?part=snippet` with `{"snippet": {"parentId":
 //!   <top-level comment id>, "textOriginal": …}}`, at most [`MAX_REPLY_CHARS`] characters
 //!   (YouTube's limit), checked before sending. YouTube has no idempotency key and shows a
@@ -465,6 +467,10 @@ fn time(value: &Value, field: &str) -> Option<DateTime<Utc>> {
 struct YoutubeCursor {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     streams: BTreeMap<String, Stream>,
+    /// The access token's channel as last asked: used only when asking fails, so a
+    /// transient error does not turn our own comments into a customer's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mine: Option<String>,
 }
 
 impl YoutubeCursor {
@@ -866,17 +872,27 @@ impl YoutubeConnector {
 
     /// The channel the access token belongs to (`channels.list?mine=true`).
     async fn mine(&self) -> Option<String> {
-        let url = self
-            .url("channels", &[("part", "id"), ("mine", "true")])
-            .ok()?;
+        self.whose().await.ok()
+    }
+
+    /// [`Self::mine`], with the reason when it cannot be told.
+    async fn whose(&self) -> Result<String, ConnectorError> {
+        let url = self.url("channels", &[("part", "id"), ("mine", "true")])?;
         let answer = self
             .send(self.request(reqwest::Method::GET, url), "channels", false)
-            .await
-            .ok()?;
+            .await?;
         answer
             .pointer("/items/0/id")
             .and_then(Value::as_str)
+            .filter(|id| is_channel_id(id))
             .map(str::to_owned)
+            .ok_or_else(|| {
+                ConnectorError::Payload(format!(
+                    "{} answered channels?mine=true without a channel: the access token \
+                     belongs to no YouTube channel",
+                    self.host()
+                ))
+            })
     }
 
     /// The reply an attempt begun at `started` made under `parent`: by the token's channel,
@@ -939,7 +955,8 @@ fn comment_url(video: Option<&str>, id: &str) -> Option<String> {
 }
 
 /// A thread's comments as items: the top-level one, then its replies.
-fn thread_items(thread: &Value, own_channel: Option<&str>) -> Vec<InboundItem> {
+/// `ours`: `channel_id` and the access token's channel, whose comments are outbound.
+fn thread_items(thread: &Value, ours: [Option<&str>; 2]) -> Vec<InboundItem> {
     let Some(thread_id) = thread
         .get("id")
         .and_then(Value::as_str)
@@ -949,12 +966,11 @@ fn thread_items(thread: &Value, own_channel: Option<&str>) -> Vec<InboundItem> {
     };
     let snippet = thread.get("snippet").unwrap_or(&Value::Null);
     let video = snippet.get("videoId").and_then(Value::as_str);
-    let owner = snippet.get("channelId").and_then(Value::as_str);
     let mut items = Vec::new();
     let context = Context {
         thread: thread_id,
         video,
-        owners: [owner, own_channel],
+        owners: ours,
     };
     if let Some(top) = snippet.get("topLevelComment") {
         items.extend(comment_item(top, &context, None));
@@ -978,7 +994,8 @@ fn thread_items(thread: &Value, own_channel: Option<&str>) -> Vec<InboundItem> {
 struct Context<'a> {
     thread: &'a str,
     video: Option<&'a str>,
-    /// The channel the thread belongs to and the source's channel: their comments are ours.
+    /// The source's channel and the access token's: their comments are ours. Not the
+    /// video's channel, which may be a stranger's.
     owners: [Option<&'a str>; 2],
 }
 
@@ -1126,11 +1143,25 @@ impl Connector for YoutubeConnector {
         }
         // Videos no longer configured are forgotten.
         state.streams = streams;
-        let own = self.config.channel_id.as_deref();
+        // The token may be another channel than `channel_id` (or the only one, with just
+        // videos): ask once per pull that hands something over, as a token can be changed.
+        if self.config.access_token.is_some() && !taken.is_empty() {
+            match self.whose().await {
+                Ok(channel) => state.mine = Some(channel),
+                // Handed over without it, our own comments would be stored as a
+                // customer's for good: keep the cursor and come back.
+                Err(err) if state.mine.is_none() => return Err(err),
+                Err(_) => {}
+            }
+        }
+        if self.config.access_token.is_none() {
+            state.mine = None;
+        }
+        let ours = [self.config.channel_id.as_deref(), state.mine.as_deref()];
         let mut seen = HashSet::new();
         let mut items: Vec<InboundItem> = taken
             .iter()
-            .flat_map(|thread| thread_items(thread, own))
+            .flat_map(|thread| thread_items(thread, ours))
             .filter(|item| seen.insert(item.external_id.clone()))
             .collect();
         // Oldest first: a top-level comment before its replies.
@@ -1510,7 +1541,7 @@ mod tests {
             vec![reply, ours, anonymous],
             3,
         );
-        let items = thread_items(&value, None);
+        let items = thread_items(&value, [Some(CHANNEL), None]);
         assert_eq!(items.len(), 3);
         let top = &items[0];
         assert_eq!(top.external_id, "UgzTop");
@@ -1528,6 +1559,13 @@ mod tests {
         assert_eq!(items[1].subject, None);
         assert!(items[2].outbound);
         assert_eq!(items[2].raw["snippet"]["videoId"], "dQw4w9WgXcQ");
+        // The token's channel is ours too.
+        let items = thread_items(&value, [None, Some(CHANNEL)]);
+        assert!(items[2].outbound);
+        // A chosen video of another channel: its owner answering is a customer, not us.
+        let items = thread_items(&value, [Some("UCacme0000000000000000aa"), None]);
+        assert_eq!(items[2].author.platform_id, CHANNEL);
+        assert!(items.iter().all(|item| !item.outbound));
     }
 
     #[tokio::test]

@@ -32,6 +32,9 @@ const VIDEO: &str = "Xq3vTn8LmPw";
 const OTHER_VIDEO: &str = "Lm0pQr5StUv";
 const MAYA: (&str, &str) = ("UCmaya0Lk9F3xVq2Zt7Bw1yA", "@maya_makes");
 const LUCIA: (&str, &str) = ("UClucia8Rt5Wq1Yp3Xs9Nb2e", "@lucia.p");
+/// A reviewer whose video about the product a source chooses: a stranger, not us.
+const REVIEWER: (&str, &str) = ("UCrevu3Xk8Wq2Lp5Zt9Bn1yC", "@gadget_reviews");
+const REVIEW_VIDEO: &str = "Rv7kPq2WxYz";
 const REPLY: &str = "mutation($input: ReplyToInteractionInput!) { replyToInteraction(input: $input) { interaction { id externalId direction kind text url conversation { id } } } }";
 const IDENTITIES: &str = "query($id: ID!) { customer(id: $id) { displayName identities { channel platformId handle displayName profileUrl avatarUrl } } }";
 /// Replies a thread holds in its `replies` part.
@@ -48,6 +51,8 @@ struct State {
     fail: Vec<Reply>,
     /// Videos with comments turned off.
     disabled: HashSet<String>,
+    /// The channel of each video not ours.
+    owners: HashMap<String, String>,
     /// Comments inserted so far.
     inserted: u64,
     /// How many of the next inserts a proxy loses (a 502 after YouTube made the comment).
@@ -210,10 +215,11 @@ impl Youtube {
     /// A commentThread resource as it stands now (the first replies inline).
     fn thread(&self, state: &State, id: &str, top: &Value, video: &str) -> Value {
         let replies = state.replies.get(id).cloned().unwrap_or_default();
+        let owner = state.owners.get(video).map_or(CHANNEL, String::as_str);
         let mut thread = json!({
             "kind": "youtube#commentThread", "etag": format!("t{}", replies.len()), "id": id,
             "snippet": {
-                "channelId": CHANNEL, "videoId": video, "topLevelComment": top,
+                "channelId": owner, "videoId": video, "topLevelComment": top,
                 "canReply": true, "totalReplyCount": replies.len(), "isPublic": true
             }
         });
@@ -638,6 +644,8 @@ backend_test!(
         let report = sync(&app, &key, &id).await;
         assert_eq!(report["error"], Value::Null, "{report:#}");
         assert_eq!(report["newItems"], 4, "{report:#}");
+        // The token's channel is asked once a pull, to tell our comments.
+        assert_eq!(youtube.server.seen("/youtube/v3/channels").len(), 1);
         // With both secrets, both go.
         let asked = &youtube.server.seen("/youtube/v3/commentThreads")[0];
         assert_eq!(query(asked)["key"], KEY);
@@ -733,6 +741,7 @@ backend_test!(
 
         // YouTube made the comment but the answer was lost (502): our channel's reply with
         // these words, published since shortly before, is taken for it. Posted once.
+        let asked = youtube.server.seen("/youtube/v3/channels").len();
         youtube.state.lock().unwrap().lose = 1;
         let sent = app
             .gql(
@@ -748,7 +757,7 @@ backend_test!(
             "{sent:#}"
         );
         assert_eq!(youtube.state.lock().unwrap().inserted, 2);
-        assert_eq!(youtube.server.seen("/youtube/v3/channels").len(), 1);
+        assert_eq!(youtube.server.seen("/youtube/v3/channels").len(), asked + 1);
         // A 503 before anything was made: nothing of ours has these words, so the reply
         // fails and nothing is taken for it.
         youtube.state.lock().unwrap().down = 1;
@@ -777,6 +786,64 @@ backend_test!(
         let (code, _) = app.gql_error(&agent, REPLY, json!({ "input": long })).await;
         assert_eq!(code, "BAD_USER_INPUT");
         assert_eq!(posts(), before);
+    }
+);
+
+backend_test!(
+    async fn on_a_chosen_video_of_another_channel_its_owner_is_a_customer_and_the_token_us(
+        app: TestApp,
+    ) {
+        let key = app.key(Role::Admin).await;
+        let youtube = Youtube::start().await;
+        youtube
+            .state
+            .lock()
+            .unwrap()
+            .owners
+            .insert(REVIEW_VIDEO.to_owned(), REVIEWER.0.to_owned());
+        youtube.push(REVIEW_VIDEO, 1, 1);
+        let owner = youtube.answer(1, REVIEWER, 1, 10).remove(0);
+        let ours = youtube
+            .answer(1, (CHANNEL, "@acmesupport"), 1, 20)
+            .remove(0);
+        // The reviewer's own top-level comment on their video.
+        {
+            let mut state = youtube.state.lock().unwrap();
+            let top = comment(
+                &thread_id(2),
+                REVIEWER,
+                "Pinned: specs below",
+                minute(2),
+                None,
+            );
+            state.threads.push((REVIEW_VIDEO.to_owned(), top));
+        }
+        // No channel_id: the token's channel is ours.
+        let id = create_source(
+            &app,
+            &key,
+            "YOUTUBE",
+            "review",
+            youtube.config(json!({
+                "channel_id": null, "video_ids": [REVIEW_VIDEO], "access_token": TOKEN
+            })),
+        )
+        .await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 4, "{report:#}");
+        let all = items(&app, &key).await;
+        let reviewer = &all[&owner];
+        assert_eq!(reviewer["direction"], "INBOUND", "{reviewer:#}");
+        assert_eq!(reviewer["identity"]["platformId"], REVIEWER.0);
+        assert!(reviewer["customer"]["id"].is_string(), "{reviewer:#}");
+        let pinned = &all[&thread_id(2)];
+        assert_eq!(pinned["direction"], "INBOUND", "{pinned:#}");
+        assert_eq!(pinned["customer"]["id"], reviewer["customer"]["id"]);
+        let maya = &all[&thread_id(1)];
+        assert_ne!(maya["customer"]["id"], reviewer["customer"]["id"]);
+        assert_eq!(all[&ours]["direction"], "OUTBOUND");
+        assert_eq!(youtube.server.seen("/youtube/v3/channels").len(), 1);
     }
 );
 
