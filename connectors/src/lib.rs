@@ -18,6 +18,7 @@ pub mod reddit;
 pub mod telegram;
 pub mod text;
 pub mod webhook;
+pub mod youtube;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,9 @@ channels! {
     /// Telegram: messages to a bot (private chats, groups, channels) pulled by a source,
     /// replies sent back as answering messages.
     Telegram = "telegram",
+    /// YouTube: comments on a channel's videos or on chosen videos pulled by a source,
+    /// replies sent back under the top-level comment (with an OAuth access token).
+    Youtube = "youtube",
     /// RSS and Atom feeds, pulled by a source.
     Rss = "rss",
     /// E-mail: a mailbox read over IMAP, replies sent over SMTP.
@@ -733,6 +737,34 @@ pub static REGISTRY: &[ChannelSpec] = &[
         reply_setup: "",
         recipient: Recipient::Handle,
     },
+    ChannelSpec {
+        channel: Channel::Youtube,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: true,
+        },
+        // The key goes as a query parameter, the token as a bearer token, to base_url.
+        secrets: &[
+            SecretField {
+                name: "api_key",
+                bound_to: &["base_url"],
+            },
+            SecretField {
+                name: "access_token",
+                bound_to: &["base_url"],
+            },
+        ],
+        check: |config| youtube::YoutubeConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(youtube::YoutubeConnector::new(
+                outbound.client().clone(),
+                youtube::YoutubeConfig::parse(config)?,
+            )))
+        },
+        reply_setup: " (set an OAuth access_token with the youtube.force-ssl scope: an api_key can only read)",
+        recipient: Recipient::Handle,
+    },
 ];
 
 /// The registry entry of `channel`; `None` for a channel without a connector (yet).
@@ -901,6 +933,10 @@ mod tests {
                 "base_url": "https://api.telegram.org", "bot_token": "123:AAH",
                 "mode": "webhook", "webhook_secret": "s3cr3t_T0ken-x"
             }),
+            Channel::Youtube => serde_json::json!({
+                "base_url": "https://www.googleapis.com/youtube/v3", "api_key": "AIza",
+                "access_token": "ya29", "channel_id": "UCk3f9rY2pLmQx7Zt1Vb8NwA"
+            }),
             _ => serde_json::json!({}),
         };
         for &channel in Channel::ALL {
@@ -942,7 +978,8 @@ mod tests {
                 Channel::HackerNews,
                 Channel::Matrix,
                 Channel::Github,
-                Channel::Telegram
+                Channel::Telegram,
+                Channel::Youtube
             ]
         );
         assert!(is_pulled(Channel::Email) && !is_pulled(Channel::Webhook));
@@ -952,7 +989,7 @@ mod tests {
                 assert_eq!(field, "channel");
                 assert!(
                     message.ends_with(
-                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news, matrix, github, telegram"
+                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news, matrix, github, telegram, youtube"
                     ),
                     "{message}"
                 );
