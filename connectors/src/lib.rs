@@ -18,6 +18,7 @@ pub mod reddit;
 pub mod telegram;
 pub mod text;
 pub mod webhook;
+pub mod x;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,9 @@ channels! {
     /// Telegram: messages to a bot (private chats, groups, channels) pulled by a source,
     /// replies sent back as answering messages.
     Telegram = "telegram",
+    /// X (formerly Twitter): mentions of the workspace's account and keyword searches
+    /// pulled by a source, replies sent back as answering posts.
+    X = "x",
     /// RSS and Atom feeds, pulled by a source.
     Rss = "rss",
     /// E-mail: a mailbox read over IMAP, replies sent over SMTP.
@@ -651,6 +655,28 @@ pub static REGISTRY: &[ChannelSpec] = &[
         reply_setup: "",
         recipient: Recipient::Handle,
     },
+    ChannelSpec {
+        channel: Channel::X,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: true,
+        },
+        // The token goes, as a bearer token, to base_url.
+        secrets: &[SecretField {
+            name: "bearer_token",
+            bound_to: &["base_url"],
+        }],
+        check: |config| x::XConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(x::XConnector::new(
+                outbound.client().clone(),
+                x::XConfig::parse(config)?,
+            )))
+        },
+        reply_setup: "",
+        recipient: Recipient::Handle,
+    },
 ];
 
 /// The registry entry of `channel`; `None` for a channel without a connector (yet).
@@ -817,6 +843,9 @@ mod tests {
             Channel::Telegram => serde_json::json!({
                 "base_url": "https://api.telegram.org", "bot_token": "123:AAH"
             }),
+            Channel::X => serde_json::json!({
+                "base_url": "https://api.x.com", "bearer_token": "t", "user_id": "2244994945"
+            }),
             _ => serde_json::json!({}),
         };
         for &channel in Channel::ALL {
@@ -858,7 +887,8 @@ mod tests {
                 Channel::HackerNews,
                 Channel::Matrix,
                 Channel::Github,
-                Channel::Telegram
+                Channel::Telegram,
+                Channel::X
             ]
         );
         assert!(is_pulled(Channel::Email) && !is_pulled(Channel::Webhook));
@@ -868,7 +898,7 @@ mod tests {
                 assert_eq!(field, "channel");
                 assert!(
                     message.ends_with(
-                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news, matrix, github, telegram"
+                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news, matrix, github, telegram, x"
                     ),
                     "{message}"
                 );
