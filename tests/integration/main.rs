@@ -42,3 +42,4 @@ mod telegram;
 mod tenancy;
 mod transport;
 mod trusted_documents;
+mod x;
