@@ -19,6 +19,7 @@ pub mod telegram;
 pub mod text;
 pub mod webhook;
 pub mod youtube;
+pub mod x;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -84,6 +85,9 @@ channels! {
     /// YouTube: comments on a channel's videos or on chosen videos pulled by a source,
     /// replies sent back under the top-level comment (with an OAuth access token).
     Youtube = "youtube",
+    /// X (formerly Twitter): mentions of the workspace's account and keyword searches
+    /// pulled by a source, replies sent back as answering posts.
+    X = "x",
     /// RSS and Atom feeds, pulled by a source.
     Rss = "rss",
     /// E-mail: a mailbox read over IMAP, replies sent over SMTP.
@@ -765,6 +769,28 @@ pub static REGISTRY: &[ChannelSpec] = &[
         reply_setup: " (set an OAuth access_token with the youtube.force-ssl scope: an api_key can only read)",
         recipient: Recipient::Handle,
     },
+    ChannelSpec {
+        channel: Channel::X,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: true,
+        },
+        // The token goes, as a bearer token, to base_url.
+        secrets: &[SecretField {
+            name: "bearer_token",
+            bound_to: &["base_url"],
+        }],
+        check: |config| x::XConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(x::XConnector::new(
+                outbound.client().clone(),
+                x::XConfig::parse(config)?,
+            )))
+        },
+        reply_setup: "",
+        recipient: Recipient::Handle,
+    },
 ];
 
 /// The registry entry of `channel`; `None` for a channel without a connector (yet).
@@ -937,6 +963,9 @@ mod tests {
                 "base_url": "https://www.googleapis.com/youtube/v3", "api_key": "AIza",
                 "access_token": "ya29", "channel_id": "UCk3f9rY2pLmQx7Zt1Vb8NwA"
             }),
+            Channel::X => serde_json::json!({
+                "base_url": "https://api.x.com", "bearer_token": "t", "user_id": "2244994945"
+            }),
             _ => serde_json::json!({}),
         };
         for &channel in Channel::ALL {
@@ -979,7 +1008,8 @@ mod tests {
                 Channel::Matrix,
                 Channel::Github,
                 Channel::Telegram,
-                Channel::Youtube
+                Channel::Youtube,
+                Channel::X,
             ]
         );
         assert!(is_pulled(Channel::Email) && !is_pulled(Channel::Webhook));
@@ -989,7 +1019,7 @@ mod tests {
                 assert_eq!(field, "channel");
                 assert!(
                     message.ends_with(
-                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news, matrix, github, telegram, youtube"
+                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news, matrix, github, telegram, youtube, x"
                     ),
                     "{message}"
                 );

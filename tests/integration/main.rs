@@ -43,3 +43,4 @@ mod tenancy;
 mod transport;
 mod trusted_documents;
 mod youtube;
+mod x;
