@@ -3,6 +3,7 @@
 //! database; the ingest pipeline of the `rapport` crate stores what it returns.
 
 pub mod bluesky;
+pub mod discourse;
 pub mod email;
 pub mod feed;
 #[cfg(test)]
@@ -77,6 +78,9 @@ channels! {
     /// GitHub: issues, pull requests, discussions and their comments in chosen repositories
     /// pulled by a source, replies sent back as comments.
     Github = "github",
+    /// Discourse: a forum's latest posts (all, or chosen categories) and keyword searches
+    /// pulled by a source, replies sent back as posts in the topic.
+    Discourse = "discourse",
     /// Telegram: messages to a bot (private chats, groups, channels) pulled by a source,
     /// replies sent back as answering messages.
     Telegram = "telegram",
@@ -630,6 +634,28 @@ pub static REGISTRY: &[ChannelSpec] = &[
         recipient: Recipient::Handle,
     },
     ChannelSpec {
+        channel: Channel::Discourse,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: true,
+        },
+        // The key goes, as the Api-Key header, to base_url, and acts as api_username.
+        secrets: &[SecretField {
+            name: "api_key",
+            bound_to: &["base_url", "api_username"],
+        }],
+        check: |config| discourse::DiscourseConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(discourse::DiscourseConnector::new(
+                outbound.client().clone(),
+                discourse::DiscourseConfig::parse(config)?,
+            )))
+        },
+        reply_setup: "",
+        recipient: Recipient::Handle,
+    },
+    ChannelSpec {
         channel: Channel::Telegram,
         capabilities: Capabilities {
             pull: true,
@@ -814,6 +840,9 @@ mod tests {
             Channel::Github => serde_json::json!({
                 "base_url": "https://api.github.com", "token": "t", "repositories": ["acme/widgets"]
             }),
+            Channel::Discourse => serde_json::json!({
+                "base_url": "https://forum.example.com", "api_key": "k", "api_username": "acme"
+            }),
             Channel::Telegram => serde_json::json!({
                 "base_url": "https://api.telegram.org", "bot_token": "123:AAH"
             }),
@@ -858,6 +887,7 @@ mod tests {
                 Channel::HackerNews,
                 Channel::Matrix,
                 Channel::Github,
+                Channel::Discourse,
                 Channel::Telegram
             ]
         );
@@ -868,7 +898,7 @@ mod tests {
                 assert_eq!(field, "channel");
                 assert!(
                     message.ends_with(
-                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news, matrix, github, telegram"
+                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news, matrix, github, discourse, telegram"
                     ),
                     "{message}"
                 );
