@@ -37,7 +37,9 @@
 //!   still take). A first sync walks back up to `backfill_limit` posts (0: it only sets the
 //!   mark); later syncs walk back from the newest to the mark, [`MAX_PAGES`] pages per stream
 //!   and pull at most, then `more`. A walk ends at the mark, its allowance, the listing's
-//!   end, or when a page does not lead lower (`before` must fall). The stored cursor:
+//!   end (an empty page or one reaching id 1; a short page is not the end: older Discourse
+//!   pages by a window of ids, and posts the key may not see are dropped), or when a page
+//!   does not lead lower (`before` must fall). The stored cursor:
 //!   `{"streams": {"posts": {"mark", "walk": {"before", "top", "left", "done"}, "warning"},
 //!   "search:{keyword}": {…}}, "categories": {"{slug}": {"id", "at", "warning"}}}`.
 //! - A `/posts.json` page larger than the body cap (50 posts of 32,000 four-byte characters
@@ -53,7 +55,9 @@
 //!   title as its subject, the others `comment`s; `@api_username` in the text makes it a
 //!   `mention`; `api_username`'s own posts are outbound. `in_reply_to` is the answered
 //!   post (`reply_to_post_number`, else post 1) when that post is in the same pull. The
-//!   identity is the Discourse user id (usernames can change), with the username as handle,
+//!   identity is the forum and the Discourse user id, `{host[:port]}{path}#{user_id}`
+//!   (`forum.example.com/community#42`: ids are per forum, and a workspace may connect
+//!   two; usernames can change), with the username as handle,
 //!   the name as display name, `{base_url}/u/{username}` as profile and the avatar from
 //!   `avatar_template` (the forum's own or an https one). The text is `raw` (without a
 //!   reply's marker), else `cooked` as plain text. Skipped: system users (id ≤ 0), deleted
@@ -781,8 +785,11 @@ impl DiscourseConnector {
                 answer => {
                     let posts = answer?;
                     let next = posts.iter().filter_map(id_of).min();
-                    // Ids start at 1: nothing lies below a page that reached it.
-                    let end = posts.len() < PAGE || next.is_some_and(|next| next <= 1);
+                    // Only an empty page or id 1 is the start: a short page is not, since
+                    // older Discourse pages by a window of 50 ids and every version drops
+                    // the posts the key may not see, so a page mid-walk can hold fewer
+                    // than 50. A page that does not lead lower ends the walk in `back`.
+                    let end = posts.is_empty() || next.is_some_and(|next| next <= 1);
                     (posts, next, end)
                 }
             };
@@ -950,6 +957,24 @@ impl DiscourseConnector {
         None
     }
 
+    /// The forum in an identity: `base_url`'s host, its port when not the scheme's
+    /// default, and its path (`forum.example.com/community`). Identities are unique per
+    /// workspace and channel, not per source, and user ids are per forum: user 42 of two
+    /// forums are two people. The scheme is left out so that moving to https keeps them.
+    fn forum(&self) -> String {
+        reqwest::Url::parse(&self.config.base_url)
+            .ok()
+            .and_then(|url| {
+                let host = url.host_str()?.to_owned();
+                let port = url
+                    .port()
+                    .map(|port| format!(":{port}"))
+                    .unwrap_or_default();
+                Some(format!("{host}{port}{}", url.path().trim_end_matches('/')))
+            })
+            .unwrap_or_else(|| self.config.base_url.clone())
+    }
+
     /// The origin of `base_url` (`https://forum.example.com`), for avatar paths.
     fn origin(&self) -> String {
         reqwest::Url::parse(&self.config.base_url)
@@ -1018,7 +1043,7 @@ impl DiscourseConnector {
         Some(InboundItem {
             external_id: format!("post:{id}"),
             author: Author {
-                platform_id: user_id.to_string(),
+                platform_id: format!("{}#{user_id}", self.forum()),
                 handle: Some(username.clone()),
                 display_name: Some(text_of("name").unwrap_or(&username).to_owned()),
                 profile_url: profile,
@@ -1403,7 +1428,24 @@ mod tests {
         assert_eq!(item.kind, "post");
         assert_eq!(item.subject.as_deref(), Some("CSV export fails"));
         assert_eq!(item.text, "Hello **there**");
-        assert_eq!(item.author.platform_id, "42");
+        assert_eq!(item.author.platform_id, "forum.example.com#42");
+        // The forum's host, a port other than the default and a subfolder; not the scheme.
+        for (base, forum) in [
+            ("HTTPS://Forum.Example.com:443/", "forum.example.com"),
+            (
+                "http://forum.example.com:8080/community/",
+                "forum.example.com:8080/community",
+            ),
+        ] {
+            let mut config = config();
+            config["base_url"] = json!(base);
+            let other = DiscourseConnector::new(
+                reqwest::Client::new(),
+                DiscourseConfig::parse(&config).unwrap(),
+            );
+            let item = other.item(&first, &HashMap::new()).unwrap();
+            assert_eq!(item.author.platform_id, format!("{forum}#42"));
+        }
         assert_eq!(item.author.handle.as_deref(), Some("maya"));
         assert_eq!(item.author.display_name.as_deref(), Some("Maya Lin"));
         assert_eq!(

@@ -38,6 +38,9 @@ struct State {
     fail: HashMap<String, Vec<Option<Reply>>>,
     /// Make the next created post, then answer 502.
     lose_next: bool,
+    /// Posts `/posts.json` drops after taking its 50 (as the controller drops the posts the
+    /// key may not see), so their page comes back short with older posts below it.
+    unseen: std::collections::HashSet<u64>,
 }
 
 #[derive(Clone)]
@@ -270,6 +273,14 @@ impl Discourse {
             .into_iter()
             .filter(|p| p["id"].as_u64().unwrap() < before && self.public(p))
             .take(50)
+            .filter(|p| {
+                !self
+                    .state
+                    .lock()
+                    .unwrap()
+                    .unseen
+                    .contains(&p["id"].as_u64().unwrap())
+            })
             .collect();
         Reply::json(&json!({ "latest_posts": page }))
     }
@@ -497,6 +508,106 @@ backend_test!(
         assert_eq!(report["newItems"], 2, "{report:#}");
     }
 );
+backend_test!(
+    async fn a_short_page_mid_walk_is_not_the_forums_start(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let discourse = Discourse::start().await;
+        discourse.add(chatter(1, 130));
+        // Post 60 is on the second page (80…31) and the key may not see it: that page
+        // holds 49 posts, and posts 30…1 lie below it.
+        discourse.state.lock().unwrap().unseen.insert(60);
+        let id = create_source(
+            &app,
+            &key,
+            "DISCOURSE",
+            "forum",
+            discourse.config(json!({})),
+        )
+        .await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 129, "{report:#}");
+        assert_eq!(discourse.befores(), [0, 81, 31]);
+        let stored = stored_ids(&app).await;
+        assert!(stored.contains_key("post:1") && stored.contains_key("post:30"));
+        assert!(!stored.contains_key("post:60"));
+
+        // A later sync with more than a page of new posts, the newest page short: the walk
+        // goes on down to the mark, and posts 131…140 are not jumped.
+        discourse.add(chatter(131, 60));
+        discourse.state.lock().unwrap().unseen.insert(170);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 59, "{report:#}");
+        assert_eq!(discourse.befores()[3..], [0, 141]);
+        let stored = stored_ids(&app).await;
+        assert_eq!(stored.len(), 188);
+        assert!((131..=140).all(|id| stored.contains_key(&format!("post:{id}"))));
+        assert_eq!(
+            cursor_of(&app, &id).await,
+            json!({ "streams": { "posts": { "mark": 190 } } })
+        );
+    }
+);
+
+backend_test!(
+    async fn one_user_id_on_two_forums_is_two_customers(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let community = Discourse::start().await;
+        let partners = Discourse::start().await;
+        community.add(vec![post(1, 9, 1, MAYA, "Hello from the community forum")]);
+        partners.add(vec![post(1, 9, 1, MAYA, "Hello from the partner forum")]);
+        for (name, forum) in [("community", &community), ("partners", &partners)] {
+            let id = create_source(&app, &key, "DISCOURSE", name, forum.config(json!({}))).await;
+            let report = sync(&app, &key, &id).await;
+            assert_eq!(report["error"], Value::Null, "{report:#}");
+            assert_eq!(report["newItems"], 1, "{report:#}");
+        }
+        // Both posts are `post:1` of their own source; user 42 of each forum is its own
+        // identity and customer, named by the forum's host and port.
+        let found = app
+            .gql(
+                &key,
+                "{ interactions(first: 10) { edges { node { text identity { platformId handle } customer { id } } } } customers { totalCount } }",
+                json!({}),
+            )
+            .await;
+        let nodes: Vec<Value> = found["interactions"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|edge| edge["node"].clone())
+            .collect();
+        assert_eq!(nodes.len(), 2, "{found:#}");
+        assert_eq!(found["customers"]["totalCount"], 2, "{found:#}");
+        let by_text = |text: &str| {
+            nodes
+                .iter()
+                .find(|node| node["text"].as_str().unwrap().contains(text))
+                .unwrap()
+                .clone()
+        };
+        let (a, b) = (by_text("community"), by_text("partner"));
+        let forum = |platform: &Platform| {
+            reqwest::Url::parse(&platform.base)
+                .unwrap()
+                .authority()
+                .to_owned()
+        };
+        assert_eq!(
+            a["identity"]["platformId"],
+            format!("{}#42", forum(&community.server))
+        );
+        assert_eq!(
+            b["identity"]["platformId"],
+            format!("{}#42", forum(&partners.server))
+        );
+        assert_ne!(a["identity"]["platformId"], b["identity"]["platformId"]);
+        assert_eq!(a["identity"]["handle"], "maya");
+        assert_eq!(b["identity"]["handle"], "maya");
+        assert_ne!(a["customer"]["id"], b["customer"]["id"]);
+    }
+);
 
 backend_test!(
     async fn posts_thread_by_topic_with_identities_and_a_reply_is_a_post_read_back_by_its_marker(
@@ -528,19 +639,23 @@ backend_test!(
         assert_eq!(report["newItems"], 4, "{report:#}");
 
         let all = items(&app, &key).await;
+        let forum = reqwest::Url::parse(&discourse.server.base)
+            .unwrap()
+            .authority()
+            .to_owned();
         let opening = &all["post:1"];
         assert_eq!(opening["kind"], "POST");
         assert_eq!(opening["subject"], "CSV export fails");
         assert_eq!(opening["channel"], "DISCOURSE");
         assert_eq!(opening["url"], format!("{}/t/9/1", discourse.server.base));
-        assert_eq!(opening["identity"]["platformId"], "42");
+        assert_eq!(opening["identity"]["platformId"], format!("{forum}#42"));
         assert_eq!(opening["identity"]["displayName"], "Maya Lin");
         let mine = &all["post:2"];
         assert_eq!(mine["direction"], "OUTBOUND");
         assert_eq!(mine["kind"], "COMMENT");
         let named = &all["post:3"];
         assert_eq!(named["kind"], "MENTION");
-        assert_eq!(named["identity"]["platformId"], "57");
+        assert_eq!(named["identity"]["platformId"], format!("{forum}#57"));
         // One topic, one conversation; another topic another.
         assert_eq!(named["conversation"]["id"], opening["conversation"]["id"]);
         assert_eq!(mine["conversation"]["id"], opening["conversation"]["id"]);
@@ -553,7 +668,7 @@ backend_test!(
         assert_ne!(named["customer"]["id"], opening["customer"]["id"]);
         assert!(!all.contains_key("post:4") && !all.contains_key("post:5"));
         let identity = entity::identity::Entity::find()
-            .filter(entity::identity::Column::PlatformId.eq("57"))
+            .filter(entity::identity::Column::PlatformId.eq(format!("{forum}#57")))
             .one(&app.app.db)
             .await
             .unwrap()
