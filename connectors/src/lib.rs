@@ -3,6 +3,7 @@
 //! database; the ingest pipeline of the `rapport` crate stores what it returns.
 
 pub mod bluesky;
+pub mod discourse;
 pub mod email;
 pub mod feed;
 #[cfg(test)]
@@ -79,6 +80,9 @@ channels! {
     /// GitHub: issues, pull requests, discussions and their comments in chosen repositories
     /// pulled by a source, replies sent back as comments.
     Github = "github",
+    /// Discourse: a forum's latest posts (all, or chosen categories) and keyword searches
+    /// pulled by a source, replies sent back as posts in the topic.
+    Discourse = "discourse",
     /// Telegram: messages to a bot (private chats, groups, channels) pulled by a source,
     /// replies sent back as answering messages.
     Telegram = "telegram",
@@ -711,6 +715,28 @@ pub static REGISTRY: &[ChannelSpec] = &[
         recipient: Recipient::Handle,
     },
     ChannelSpec {
+        channel: Channel::Discourse,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: true,
+        },
+        // The key goes, as the Api-Key header, to base_url, and acts as api_username.
+        secrets: &[SecretField {
+            name: "api_key",
+            bound_to: &["base_url", "api_username"],
+        }],
+        check: |config| discourse::DiscourseConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(discourse::DiscourseConnector::new(
+                outbound.client().clone(),
+                discourse::DiscourseConfig::parse(config)?,
+            )))
+        },
+        reply_setup: "",
+        recipient: Recipient::Handle,
+    },
+    ChannelSpec {
         channel: Channel::Telegram,
         // Webhook deliveries in `mode: "webhook"` (the connector says); the sync then sets
         // the webhook instead of polling.
@@ -955,6 +981,9 @@ mod tests {
                 "base_url": "https://api.github.com", "token": "t", "repositories": ["acme/widgets"],
                 "webhook_secret": "a-webhook-secret-of-some-length"
             }),
+            Channel::Discourse => serde_json::json!({
+                "base_url": "https://forum.example.com", "api_key": "k", "api_username": "acme"
+            }),
             Channel::Telegram => serde_json::json!({
                 "base_url": "https://api.telegram.org", "bot_token": "123:AAH",
                 "mode": "webhook", "webhook_secret": "s3cr3t_T0ken-x"
@@ -1007,6 +1036,7 @@ mod tests {
                 Channel::HackerNews,
                 Channel::Matrix,
                 Channel::Github,
+                Channel::Discourse,
                 Channel::Telegram,
                 Channel::Youtube,
                 Channel::X,
@@ -1019,7 +1049,7 @@ mod tests {
                 assert_eq!(field, "channel");
                 assert!(
                     message.ends_with(
-                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news, matrix, github, telegram, youtube, x"
+                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news, matrix, github, discourse, telegram, youtube, x"
                     ),
                     "{message}"
                 );

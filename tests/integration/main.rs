@@ -13,6 +13,7 @@ mod bench;
 mod bluesky;
 mod cli;
 mod customers;
+mod discourse;
 mod email;
 mod failpoints;
 mod feeds;
