@@ -3,6 +3,7 @@
 //! database; the ingest pipeline of the `rapport` crate stores what it returns.
 
 pub mod bluesky;
+pub mod discourse;
 pub mod email;
 pub mod feed;
 #[cfg(test)]
@@ -18,6 +19,8 @@ pub mod reddit;
 pub mod telegram;
 pub mod text;
 pub mod webhook;
+pub mod youtube;
+pub mod x;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -77,9 +80,18 @@ channels! {
     /// GitHub: issues, pull requests, discussions and their comments in chosen repositories
     /// pulled by a source, replies sent back as comments.
     Github = "github",
+    /// Discourse: a forum's latest posts (all, or chosen categories) and keyword searches
+    /// pulled by a source, replies sent back as posts in the topic.
+    Discourse = "discourse",
     /// Telegram: messages to a bot (private chats, groups, channels) pulled by a source,
     /// replies sent back as answering messages.
     Telegram = "telegram",
+    /// YouTube: comments on a channel's videos or on chosen videos pulled by a source,
+    /// replies sent back under the top-level comment (with an OAuth access token).
+    Youtube = "youtube",
+    /// X (formerly Twitter): mentions of the workspace's account and keyword searches
+    /// pulled by a source, replies sent back as answering posts.
+    X = "x",
     /// RSS and Atom feeds, pulled by a source.
     Rss = "rss",
     /// E-mail: a mailbox read over IMAP, replies sent over SMTP.
@@ -703,6 +715,28 @@ pub static REGISTRY: &[ChannelSpec] = &[
         recipient: Recipient::Handle,
     },
     ChannelSpec {
+        channel: Channel::Discourse,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: true,
+        },
+        // The key goes, as the Api-Key header, to base_url, and acts as api_username.
+        secrets: &[SecretField {
+            name: "api_key",
+            bound_to: &["base_url", "api_username"],
+        }],
+        check: |config| discourse::DiscourseConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(discourse::DiscourseConnector::new(
+                outbound.client().clone(),
+                discourse::DiscourseConfig::parse(config)?,
+            )))
+        },
+        reply_setup: "",
+        recipient: Recipient::Handle,
+    },
+    ChannelSpec {
         channel: Channel::Telegram,
         // Webhook deliveries in `mode: "webhook"` (the connector says); the sync then sets
         // the webhook instead of polling.
@@ -728,6 +762,56 @@ pub static REGISTRY: &[ChannelSpec] = &[
             Ok(Box::new(telegram::TelegramConnector::new(
                 outbound.client().clone(),
                 telegram::TelegramConfig::parse(config)?,
+            )))
+        },
+        reply_setup: "",
+        recipient: Recipient::Handle,
+    },
+    ChannelSpec {
+        channel: Channel::Youtube,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: true,
+        },
+        // The key goes as a query parameter, the token as a bearer token, to base_url.
+        secrets: &[
+            SecretField {
+                name: "api_key",
+                bound_to: &["base_url"],
+            },
+            SecretField {
+                name: "access_token",
+                bound_to: &["base_url"],
+            },
+        ],
+        check: |config| youtube::YoutubeConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(youtube::YoutubeConnector::new(
+                outbound.client().clone(),
+                youtube::YoutubeConfig::parse(config)?,
+            )))
+        },
+        reply_setup: " (set an OAuth access_token with the youtube.force-ssl scope: an api_key can only read)",
+        recipient: Recipient::Handle,
+    },
+    ChannelSpec {
+        channel: Channel::X,
+        capabilities: Capabilities {
+            pull: true,
+            webhook: false,
+            reply: true,
+        },
+        // The token goes, as a bearer token, to base_url.
+        secrets: &[SecretField {
+            name: "bearer_token",
+            bound_to: &["base_url"],
+        }],
+        check: |config| x::XConfig::parse(config).map(drop),
+        build: |config, outbound| {
+            Ok(Box::new(x::XConnector::new(
+                outbound.client().clone(),
+                x::XConfig::parse(config)?,
             )))
         },
         reply_setup: "",
@@ -897,9 +981,19 @@ mod tests {
                 "base_url": "https://api.github.com", "token": "t", "repositories": ["acme/widgets"],
                 "webhook_secret": "a-webhook-secret-of-some-length"
             }),
+            Channel::Discourse => serde_json::json!({
+                "base_url": "https://forum.example.com", "api_key": "k", "api_username": "acme"
+            }),
             Channel::Telegram => serde_json::json!({
                 "base_url": "https://api.telegram.org", "bot_token": "123:AAH",
                 "mode": "webhook", "webhook_secret": "s3cr3t_T0ken-x-0123"
+            }),
+            Channel::Youtube => serde_json::json!({
+                "base_url": "https://www.googleapis.com/youtube/v3", "api_key": "AIza",
+                "access_token": "ya29", "channel_id": "UCk3f9rY2pLmQx7Zt1Vb8NwA"
+            }),
+            Channel::X => serde_json::json!({
+                "base_url": "https://api.x.com", "bearer_token": "t", "user_id": "2244994945"
             }),
             _ => serde_json::json!({}),
         };
@@ -942,7 +1036,10 @@ mod tests {
                 Channel::HackerNews,
                 Channel::Matrix,
                 Channel::Github,
-                Channel::Telegram
+                Channel::Discourse,
+                Channel::Telegram,
+                Channel::Youtube,
+                Channel::X,
             ]
         );
         assert!(is_pulled(Channel::Email) && !is_pulled(Channel::Webhook));
@@ -952,7 +1049,7 @@ mod tests {
                 assert_eq!(field, "channel");
                 assert!(
                     message.ends_with(
-                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news, matrix, github, telegram"
+                        "available: rss, mastodon, email, webhook, bluesky, reddit, hacker_news, matrix, github, discourse, telegram, youtube, x"
                     ),
                     "{message}"
                 );
