@@ -272,14 +272,17 @@ const TLDS: [&str; 30] = [
     "so",
 ];
 
-/// Whether `word` (trailing punctuation already off) is a link as X counts one: with an
-/// `http(s)://` scheme, `www.`, or a host ending in a known top-level domain.
+/// Whether `word` (trailing punctuation already off) is a link as X counts one: a host
+/// ending in a known top-level domain, with or without an `http(s)://` scheme (X's
+/// twitter-text needs a valid domain for the scheme and the `www.` forms too; anything
+/// else is counted by its characters, which only ever counts more than X).
 fn is_link(word: &str) -> bool {
     let lower = word.to_ascii_lowercase();
-    if lower.starts_with("http://") || lower.starts_with("https://") {
-        return lower.len() > "https://".len() - usize::from(lower.starts_with("http://"));
-    }
-    let host = lower.split(['/', '?', '#']).next().unwrap_or("");
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+        .unwrap_or(&lower);
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = host.split(':').next().unwrap_or("");
     let labels: Vec<&str> = host.split('.').collect();
     labels.len() >= 2
@@ -290,7 +293,7 @@ fn is_link(word: &str) -> bool {
                     .bytes()
                     .all(|c| c.is_ascii_alphanumeric() || c == b'-')
         })
-        && (labels[0] == "www" || TLDS.contains(labels.last().expect("two labels")))
+        && TLDS.contains(labels.last().expect("two labels"))
 }
 
 /// The length of `text` as X counts it against [`MAX_WEIGHTED_LENGTH`] (twitter-text
@@ -314,11 +317,19 @@ pub fn weighted_length(text: &str) -> usize {
         let end = core
             .trim_end_matches(|c: char| ".,;:!?)]}>\"'".contains(c))
             .len();
-        // A scheme inside a word (`see:https://…`) starts the link there.
-        let scheme = core
-            .to_ascii_lowercase()
-            .find("http")
-            .filter(|at| is_link(&core[*at..end]));
+        // A scheme inside a word (`see:https://…`) starts the link there, but not after a
+        // letter or digit (`abchttps://…`) or `@$#`: X does not take that for a link.
+        let lower = core[..end].to_ascii_lowercase();
+        let scheme = lower
+            .match_indices("http")
+            .map(|(at, _)| at)
+            .filter(|&at| {
+                lower[..at]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| !c.is_alphanumeric() && !"@$#".contains(c))
+            })
+            .find(|&at| is_link(&core[at..end]));
         let (before, link, after) = match scheme {
             Some(at) if at > 0 => (&word[..start + at], &core[at..end], &core[end..]),
             _ if is_link(&core[..end]) => (&word[..start], &core[..end], &core[end..]),
@@ -376,6 +387,26 @@ struct Stream {
 /// Tweet ids are decimal numbers growing with time (snowflakes); `None` for anything else.
 fn id_number(id: &str) -> Option<u64> {
     id.parse().ok()
+}
+
+/// The first millisecond of X's snowflake ids (2010-11-04T01:42:54.657Z).
+const SNOWFLAKE_EPOCH_MS: i64 = 1_288_834_974_657;
+
+/// How old a `since_id` recent search still takes: its window is 7 days and it answers
+/// 400 to an older one, so an hour is kept for clocks and the pull itself.
+const SEARCH_SINCE_MAX: chrono::Duration = chrono::Duration::hours(7 * 24 - 1);
+
+/// When the tweet `id` was made (a snowflake's time is its bits above the 22nd).
+fn id_time(id: &str) -> Option<DateTime<Utc>> {
+    let ms = i64::try_from(id_number(id)? >> 22).ok()?;
+    DateTime::from_timestamp_millis(ms.checked_add(SNOWFLAKE_EPOCH_MS)?)
+}
+
+/// Whether recent search still takes `since` as its `since_id` at `now`. An older one
+/// is left out of the request: the walk's own `since` still drops what was handed over,
+/// and the search ends at its 7-day window anyway.
+fn search_takes_since(since: &str, now: DateTime<Utc>) -> bool {
+    id_time(since).is_some_and(|at| now - at < SEARCH_SINCE_MAX)
 }
 
 /// Whether `tweet` is a retweet (a `retweeted` referenced tweet).
@@ -568,21 +599,40 @@ impl XConnector {
         writing: bool,
         not_before: &mut Option<DateTime<Utc>>,
     ) -> Result<Value, ConnectorError> {
+        self.exchange(request, what, writing, not_before).await.1
+    }
+
+    /// [`Self::send`], also giving the answer's status (`None`: no answer came).
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+        writing: bool,
+        not_before: &mut Option<DateTime<Utc>>,
+    ) -> (Option<u16>, Result<Value, ConnectorError>) {
         let now = Utc::now();
-        let response = request.send().await.map_err(http::transport)?;
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(err) => return (None, Err(http::transport(err))),
+        };
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         if let Some(at) = exhausted_until(&headers, now) {
             *not_before = Some(not_before.map_or(at, |old| old.max(at)));
         }
         let host = self.host();
-        let body = http::read_capped(response, MAX_BODY_BYTES).await?;
+        let body = match http::read_capped(response, MAX_BODY_BYTES).await {
+            Ok(body) => body,
+            Err(err) => return (Some(status), Err(err)),
+        };
         if (200..300).contains(&status) {
-            return serde_json::from_slice(&body).map_err(|_| {
+            let value = serde_json::from_slice(&body).map_err(|_| {
                 ConnectorError::Payload(format!("{host} answered {what} with invalid JSON"))
             });
+            return (Some(status), value);
         }
-        Err(self.failure(status, &headers, &body, now, what, writing))
+        let err = self.failure(status, &headers, &body, now, what, writing);
+        (Some(status), Err(err))
     }
 
     /// What a failed answer means (see the module doc).
@@ -630,12 +680,14 @@ impl XConnector {
         text.replace(self.config.bearer_token.as_str(), "***")
     }
 
-    /// One page of `listen` for `walk`.
+    /// One page of `listen` for `walk`. `stale` is set when X refused the walk's paging
+    /// token with a 400 (an expired one does): the walk must start again from the newest.
     async fn page(
         &self,
         listen: &Listen,
         walk: &Walk,
         not_before: &mut Option<DateTime<Utc>>,
+        stale: &mut bool,
     ) -> Result<Page, ConnectorError> {
         let path = listen.path(&self.config.user_id);
         // A backfill of 0 asks the smallest page only to learn the newest id.
@@ -657,7 +709,11 @@ impl XConnector {
             ("expansions", "author_id"),
             ("user.fields", USER_FIELDS),
         ]);
-        if let Some(since) = &walk.since {
+        let takes_since = |since: &&String| match listen {
+            Listen::Mentions => true,
+            Listen::Search(_) => search_takes_since(since, Utc::now()),
+        };
+        if let Some(since) = walk.since.as_ref().filter(takes_since) {
             query.push(("since_id", since.as_str()));
         }
         if let Some(token) = &walk.token {
@@ -670,14 +726,16 @@ impl XConnector {
             ));
         }
         let url = self.url(&path, &query)?;
-        let answer = self
-            .send(
+        let (status, answer) = self
+            .exchange(
                 self.request(reqwest::Method::GET, url),
                 &path,
                 false,
                 not_before,
             )
-            .await?;
+            .await;
+        *stale = status == Some(400) && walk.token.is_some();
+        let answer = answer?;
         // A 200 may carry `errors` beside partial `data` (a tweet or user it could not
         // give): the data is kept. Errors without any data or meta are the answer's error.
         if answer.get("data").is_none() && answer.get("meta").is_none() {
@@ -741,7 +799,24 @@ impl XConnector {
     ) -> Result<bool, ConnectorError> {
         loop {
             let walk = stream.walk();
-            let page = self.page(listen, &walk, not_before).await?;
+            let mut stale = false;
+            let page = match self.page(listen, &walk, not_before, &mut stale).await {
+                Ok(page) => page,
+                // The token expired: the next pull walks again from the newest page down
+                // to the same `since` (within the same allowance), what it meets twice
+                // kept once. Not the source's failure, or the cleared walk is not stored.
+                Err(err) if stale => {
+                    stream.warning = Some(format!(
+                        "{} failed: {err}; the walk starts again from the newest",
+                        listen.path(&self.config.user_id)
+                    ));
+                    if let Some(walk) = stream.walk.as_mut() {
+                        walk.token = None;
+                    }
+                    return Ok(true);
+                }
+                Err(err) => return Err(err),
+            };
             users.extend(page.users);
             if !stream.page(
                 walk,
@@ -1506,6 +1581,62 @@ mod tests {
     }
 
     #[test]
+    fn what_x_does_not_take_for_a_link_is_counted_by_its_characters() {
+        // A scheme right after a letter or digit is no link at X.
+        assert_eq!(weighted_length("abchttps://x"), 12);
+        assert_eq!(weighted_length("abchttps://example.com"), 22);
+        assert_eq!(weighted_length("v2http://example.com/a"), 22);
+        // A scheme or `www.` without a valid top-level domain is no link either.
+        assert_eq!(weighted_length("https://nodomain"), 16);
+        assert_eq!(weighted_length("www.x"), 5);
+        assert_eq!(weighted_length("http://a.b"), 10);
+        let long = format!("https://{}", "a".repeat(300));
+        assert_eq!(weighted_length(&long), 308);
+        assert!(weighted_length(&long) > MAX_WEIGHTED_LENGTH);
+        // A valid link still counts 23, also after punctuation inside the word.
+        assert_eq!(weighted_length("https://example.com/x"), 23);
+        assert_eq!(weighted_length("www.example.com"), 23);
+        assert_eq!(weighted_length("(see:https://example.com)"), 5 + 23 + 1);
+    }
+
+    #[test]
+    fn recent_search_gets_no_since_id_older_than_its_window() {
+        // 1288834974657 ms after the epoch is snowflake time 0.
+        let id = |at: DateTime<Utc>| {
+            (((at.timestamp_millis() - SNOWFLAKE_EPOCH_MS) as u64) << 22 | 0x3f_ffff).to_string()
+        };
+        let now = DateTime::parse_from_rfc3339("2026-12-05T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            id_time(&id(now)).map(|at| at.timestamp_millis()),
+            Some(now.timestamp_millis())
+        );
+        // A known tweet: 1861000000000000000 was made on 2024-11-25.
+        assert_eq!(
+            id_time("1861000000000000000").map(|at| at.date_naive().to_string()),
+            Some("2024-11-25".to_owned())
+        );
+        assert!(search_takes_since(
+            &id(now - chrono::Duration::days(6)),
+            now
+        ));
+        assert!(search_takes_since(
+            &id(now - chrono::Duration::hours(7 * 24 - 2)),
+            now
+        ));
+        assert!(!search_takes_since(
+            &id(now - chrono::Duration::hours(7 * 24 - 1)),
+            now
+        ));
+        assert!(!search_takes_since(
+            &id(now - chrono::Duration::days(8)),
+            now
+        ));
+        assert!(!search_takes_since("not a number", now));
+    }
+
+    #[test]
     fn a_reply_is_read_back_by_its_text_without_links_and_leading_mentions() {
         assert_eq!(
             comparable("@maya_l @acme Fixed in 2.0.1, see https://t.co/abc123"),
@@ -1523,8 +1654,11 @@ mod tests {
             context: Value::Null,
             idempotency_key: "k".into(),
         };
-        // No server: a refusal before any request is the only way this can fail fast.
-        let err = connector().reply(&to, &"字".repeat(141)).await.unwrap_err();
+        // A closed loopback port: should the check ever regress, nothing leaves the machine.
+        let mut config = config();
+        config["base_url"] = json!("http://127.0.0.1:9");
+        let loopback = XConnector::new(reqwest::Client::new(), XConfig::parse(&config).unwrap());
+        let err = loopback.reply(&to, &"字".repeat(141)).await.unwrap_err();
         assert!(err.to_string().contains("282"), "{err}");
         assert_eq!(
             connector().reply_length(&to, " 日本 ", ReplyLimit::Characters(280)),

@@ -12,7 +12,7 @@
 //! here, field for field from those pages, for people made up for the test.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use rapport::domain::Role;
@@ -36,11 +36,20 @@ const QUERY: &str = "(\"acme widgets\" OR #acme) -is:retweet";
 const REPLY: &str = "mutation($input: ReplyToInteractionInput!) { replyToInteraction(input: $input) { interaction { id externalId direction kind text url conversation { id } } } }";
 const ITEMS: &str = "{ interactions(first: 100) { edges { node { externalId text url kind direction language customer { id } identity { platformId handle displayName profileUrl avatarUrl } conversation { id } } } } }";
 
-/// Tweet ids: snowflakes growing with time.
-const BASE: u64 = 1_861_000_000_000_000_000;
+/// The first millisecond of X's snowflake ids.
+const SNOWFLAKE_EPOCH_MS: i64 = 1_288_834_974_657;
 
+/// The id of a tweet made `hours` ago (a snowflake: its time above the 22nd bit), plus `n`.
+fn id_ago(hours: i64, n: u64) -> u64 {
+    let ms = (Utc::now() - Duration::hours(hours)).timestamp_millis() - SNOWFLAKE_EPOCH_MS;
+    ((ms as u64) << 22) + n
+}
+
+/// Tweet ids: snowflakes growing with time, from an hour before the test (recent search
+/// takes only a `since_id` of its 7-day window).
 fn tid(n: u64) -> String {
-    (BASE + n).to_string()
+    static BASE: OnceLock<u64> = OnceLock::new();
+    (*BASE.get_or_init(|| id_ago(1, 0)) + n).to_string()
 }
 
 /// Second `n` of the test's morning, as X writes times.
@@ -100,6 +109,8 @@ struct State {
     posted: u64,
     /// `x-rate-limit-remaining` of listings (none: plenty).
     remaining: Option<u32>,
+    /// The paging tokens given so far have expired: refused until a walk starts afresh.
+    expired: bool,
 }
 
 #[derive(Clone)]
@@ -131,6 +142,19 @@ fn problem(status: u16, title: &str, detail: &str, kind: &str) -> Reply {
     Reply {
         status,
         ..Reply::json(&json!({ "title": title, "detail": detail, "type": kind, "status": status }))
+    }
+}
+
+/// X's 400 for a request parameter it refuses.
+fn invalid(parameter: &str, value: &str, message: &str) -> Reply {
+    Reply {
+        status: 400,
+        ..Reply::json(&json!({
+            "errors": [{ "parameters": { parameter: [value] }, "message": message }],
+            "title": "Invalid Request",
+            "detail": "One or more parameters to your request was invalid.",
+            "type": "https://api.twitter.com/2/problems/invalid-request"
+        }))
     }
 }
 
@@ -262,6 +286,34 @@ impl X {
         }
         let max: usize = asked["max_results"].parse().unwrap();
         assert!((least..=100).contains(&max), "{asked:?}");
+        // Recent search covers 7 days and refuses a `since_id` made before them.
+        if let Some(since) = asked
+            .get("since_id")
+            .filter(|_| seen.path.ends_with("/recent"))
+        {
+            let made = (since.parse::<u64>().unwrap() >> 22) as i64 + SNOWFLAKE_EPOCH_MS;
+            let window = (Utc::now() - Duration::days(7)).timestamp_millis();
+            if made < window {
+                let message = format!(
+                    "Invalid 'since_id':'{since}'. 'since_id' must be a tweet id created after {}.",
+                    (Utc::now() - Duration::days(7)).to_rfc3339_opts(SecondsFormat::Millis, true)
+                );
+                return self.limits(invalid("since_id", since, &message));
+            }
+        }
+        {
+            let mut state = self.state.lock().unwrap();
+            match asked.get(paging) {
+                Some(given) if state.expired => {
+                    let message =
+                        format!("The `{paging}` query parameter value [{given}] is not valid");
+                    drop(state);
+                    return self.limits(invalid(paging, given, &message));
+                }
+                Some(_) => {}
+                None => state.expired = false,
+            }
+        }
         tweets.sort_by_key(|t| std::cmp::Reverse(number(t)));
         tweets.truncate(window);
         if let Some(since) = asked.get("since_id") {
@@ -737,7 +789,7 @@ backend_test!(
         // A reply: POST /2/tweets answering Lucía's tweet.
         let agent = app.key(Role::Agent).await;
         let target = find_interaction(&app, &key, &tid(30)).await;
-        let text = "Fixed in 2.0.1 — thanks Lucía! Details: https://acme.example/changelog";
+        let text = "Fixed in 2.0.1 — thanks Lucía! Details: https://example.com/changelog";
         let sent = app
             .gql(
                 &agent,
@@ -772,7 +824,7 @@ backend_test!(
         assert_eq!(code, "BAD_USER_INPUT");
         // 256 letters and a long link weigh 280 (a link is 23): taken.
         let full = format!(
-            "{} https://acme.example/{}",
+            "{} https://example.com/{}",
             "a".repeat(256),
             "p".repeat(200)
         );
@@ -806,7 +858,7 @@ backend_test!(
         // X fails before making anything (503): nothing of ours answers Maya with these
         // words, so the reply fails and nothing is taken for it.
         let maya = find_interaction(&app, &key, &tid(10)).await;
-        let words = "We are on it, https://acme.example/status";
+        let words = "We are on it, https://example.com/status";
         x.state.lock().unwrap().refuse = vec![problem(
             503,
             "Service Unavailable",
@@ -840,5 +892,102 @@ backend_test!(
         let read = x.asked(&format!("/2/users/{}/tweets", US.0));
         assert_eq!(read.last().unwrap()["since_id"], tid(10));
         assert_eq!(stored_ids(&app).await[&tid(900_003)], 1);
+    }
+);
+
+backend_test!(
+    async fn an_old_since_id_is_not_sent_to_search_and_an_expired_paging_token_restarts_the_walk(
+        app: TestApp,
+    ) {
+        let key = app.key(Role::Admin).await;
+        let x = X::start().await;
+        // A keyword last heard of eight days ago: its newest id is past search's window.
+        let old = id_ago(8 * 24, 0);
+        let mut aged = tweet(0, LUCIA, "loving #acme, long ago");
+        aged["id"] = json!(old.to_string());
+        aged["conversation_id"] = json!(old.to_string());
+        x.state.lock().unwrap().found = vec![aged];
+        let id = create_source(
+            &app,
+            &key,
+            "X",
+            "x",
+            x.config(json!({ "keywords": ["acme widgets", "#acme"] })),
+        )
+        .await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 1, "{report:#}");
+        let stream = format!("search:{QUERY}");
+        assert_eq!(
+            cursor_of(&app, &id).await["streams"][&stream],
+            json!({ "newest": old.to_string() })
+        );
+        // Now new posts: the search is asked without the old since_id (X would answer 400),
+        // what was seen is skipped by the stored id, and the new ones come in.
+        x.state
+            .lock()
+            .unwrap()
+            .found
+            .extend((1..=3).map(|n| tweet(n, LUCIA, &format!("loving #acme {n}"))));
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 3, "{report:#}");
+        let searched = x.asked("/2/tweets/search/recent");
+        assert_eq!(searched[1].get("since_id"), None, "{searched:?}");
+        let cursor = cursor_of(&app, &id).await;
+        assert_eq!(cursor["streams"][&stream], json!({ "newest": tid(3) }));
+        // A recent newest id is sent again.
+        x.state
+            .lock()
+            .unwrap()
+            .found
+            .push(tweet(4, MAYA, "#acme again"));
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 1, "{report:#}");
+        assert_eq!(x.asked("/2/tweets/search/recent")[2]["since_id"], tid(3));
+        let stored = stored_ids(&app).await;
+        assert_eq!(stored.len(), 5);
+        assert!(stored.values().all(|count| *count == 1));
+
+        // A backfill stopped at its second page (503) whose token has expired when the
+        // next sync comes: X answers 400, and the sync after walks again from the newest.
+        let x = X::start().await;
+        x.state.lock().unwrap().mentions = chatter(100, 250);
+        let walker = create_source(&app, &key, "X", "walker", x.config(json!({}))).await;
+        let unavailable = || {
+            Some(problem(
+                503,
+                "Service Unavailable",
+                "Service Unavailable",
+                "about:blank",
+            ))
+        };
+        // Two: a 5xx is tried once more.
+        x.state.lock().unwrap().fail_mentions = vec![None, unavailable(), unavailable()];
+        let report = sync(&app, &key, &walker).await;
+        assert_eq!(report["newItems"], 100, "{report:#}");
+        let before = x.asked(&mentions_path()).len();
+        assert_eq!(
+            cursor_of(&app, &walker).await["streams"]["mentions"]["walk"]["token"],
+            token(100)
+        );
+        x.state.lock().unwrap().expired = true;
+        // One sync: the refused token, then the walk again from the newest page (the
+        // first 100 met twice, kept once), down to the end.
+        let report = sync(&app, &key, &walker).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 150, "{report:#}");
+        assert_eq!(report["duplicates"], 100, "{report:#}");
+        let asked = x.asked(&mentions_path());
+        assert_eq!(asked[before]["pagination_token"], token(100));
+        assert_eq!(asked[before + 1].get("pagination_token"), None);
+        assert_eq!(asked[before + 1].get("since_id"), None);
+        assert_eq!(asked[before + 2]["pagination_token"], token(100));
+        assert_eq!(asked[before + 3]["pagination_token"], token(200));
+        assert_eq!(
+            cursor_of(&app, &walker).await["streams"]["mentions"],
+            json!({ "newest": tid(349) })
+        );
+        assert_eq!(stored_ids(&app).await.len(), 5 + 250);
     }
 );
