@@ -19,8 +19,8 @@ pub mod reddit;
 pub mod telegram;
 pub mod text;
 pub mod webhook;
-pub mod youtube;
 pub mod x;
+pub mod youtube;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -43,5 +43,5 @@ mod telegram;
 mod tenancy;
 mod transport;
 mod trusted_documents;
-mod youtube;
 mod x;
+mod youtube;
