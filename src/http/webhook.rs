@@ -199,7 +199,7 @@ async fn to_connector(
             // account): 503, so a sender that retries (Telegram) comes back. Its error may
             // quote the platform, which may quote our token: scrubbed like a sync's, and
             // kept out of the answer, which the sender shows its own users.
-            let error = domain::source::scrub(&source, err.to_string());
+            let error = domain::source::scrub(source, err.to_string());
             tracing::warn!(source = %source_id, %error, "mapping a webhook delivery failed");
             return refuse(Rejection::protocol(
                 StatusCode::SERVICE_UNAVAILABLE,
