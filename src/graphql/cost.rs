@@ -63,11 +63,12 @@ const QUERY_FIELDS: [&str; 9] = [
 /// Fields that return a page (a connection, or search hits) even when asked without
 /// paging arguments: the default page size multiplies what their items cost. Read from the
 /// schema's connection fields; a test checks the list against the served schema.
-pub const PAGED_FIELDS: [&str; 8] = [
+pub const PAGED_FIELDS: [&str; 9] = [
     "customers",
     "inbox",
     "organizations",
     "interactions",
+    "publications",
     "timeline",
     "search",
     "searchCustomers",
