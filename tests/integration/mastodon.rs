@@ -408,8 +408,9 @@ fn mention(n: u64) -> Value {
     let at = at
         .with_timezone(&chrono::Utc)
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    // Account ids apart from our own (109000000000000001): a fan with our id would be us.
     let account = json!({
-        "id": (109_000_000_000_000_000 + fan).to_string(),
+        "id": (109_000_000_000_010_000 + fan).to_string(),
         "username": format!("fan{fan}"),
         "acct": format!("fan{fan}@{host}"),
         "display_name": format!("Fan {fan}"),
