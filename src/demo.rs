@@ -373,6 +373,7 @@ pub async fn seed(
                 display_name: Set(Some(format!("{given} {family}"))),
                 profile_url: Set(Some(format!("https://{channel}.example/{slug}"))),
                 avatar_url: Set(None),
+                profile_key: Set(None),
                 created_at: Set(created),
                 updated_at: Set(created),
             });
@@ -601,6 +602,7 @@ pub async fn seed_uniform(
                 display_name: Set(None),
                 profile_url: Set(None),
                 avatar_url: Set(None),
+                profile_key: Set(None),
                 created_at: Set(created),
                 updated_at: Set(created),
             });

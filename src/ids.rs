@@ -3,8 +3,9 @@
 //! be mixed up.
 
 use entity::{
-    ApiKeyId, ContactPointId, ConversationId, CustomerId, DealId, IdentityId, InteractionId,
-    NoteId, OrganizationId, SavedReplyId, SourceId, TagId, UserId, WorkspaceId,
+    ApiKeyId, ContactPointId, ConversationId, CustomerId, DealId, DuplicateSuggestionId,
+    IdentityId, InteractionId, NoteId, OrganizationId, SavedReplyId, SourceId, TagId, UserId,
+    WorkspaceId,
 };
 use uuid::Uuid;
 
@@ -83,6 +84,7 @@ kinds! {
     Source(SourceId) = "src", "source";
     User(UserId) = "usr", "user";
     SavedReply(SavedReplyId) = "svr", "saved reply";
+    DuplicateSuggestion(DuplicateSuggestionId) = "dup", "duplicate suggestion";
 }
 
 /// Formats a row's id: the prefix of its kind and its UUID in hex.

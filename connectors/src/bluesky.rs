@@ -75,8 +75,8 @@ use sha2::{Digest, Sha256};
 use crate::http::{self, MAX_BODY_BYTES};
 pub use crate::mastodon::{PULL_ITEMS, PULL_TIME};
 use crate::{
-    Author, Capabilities, Channel, Connector, ConnectorError, Cursor, InboundItem, Pull,
-    ReplyLimit, ReplyTarget, Sent,
+    Author, Capabilities, Channel, Connector, ConnectorError, Cursor, InboundItem, ProfileLink,
+    Pull, ReplyLimit, ReplyTarget, Sent,
 };
 
 /// Entries asked for per request (both methods' maximum).
@@ -874,6 +874,21 @@ impl BlueskyConnector {
                 avatar_url: text_of(author, "avatar"),
                 email: None,
                 phone: None,
+                // A profile view's description (notifications carry it; search results
+                // carry the basic view, without it).
+                links: text_of(author, "description")
+                    .map(|bio| {
+                        crate::text::links_in_text(&bio)
+                            .into_iter()
+                            .take(crate::MAX_PROFILE_LINKS)
+                            .map(|url| ProfileLink {
+                                url,
+                                label: Some("bio".to_owned()),
+                                verified: false,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             },
             outbound: did == me,
             kind: kind.to_owned(),

@@ -1050,6 +1050,7 @@ impl DiscourseConnector {
                 avatar_url: text_of("avatar_template").and_then(|t| self.avatar(t)),
                 email: None,
                 phone: None,
+                links: Vec::new(),
             },
             outbound: ours,
             kind: kind.to_owned(),

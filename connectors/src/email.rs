@@ -529,6 +529,7 @@ pub fn parse_message(bytes: &[u8], own_address: &str, place: Place) -> Option<In
             avatar_url: None,
             email: Some(author_address),
             phone: None,
+            links: Vec::new(),
         },
         outbound,
         kind: "email".to_owned(),

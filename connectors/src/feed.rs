@@ -386,6 +386,7 @@ fn author_of(person: &feed_rs::model::Person, feed_url: &str) -> Author {
         avatar_url: None,
         email,
         phone: None,
+        links: Vec::new(),
     }
 }
 

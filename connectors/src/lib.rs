@@ -139,7 +139,27 @@ pub struct Author {
     pub avatar_url: Option<String>,
     pub email: Option<String>,
     pub phone: Option<String>,
+    /// What the profile links to (its profile fields, the addresses in its bio): the
+    /// author's other accounts and sites, as the profile writes them. Rapport turns a link
+    /// that names another customer's account, site or address into a duplicate suggestion,
+    /// never a merge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<ProfileLink>,
 }
+
+/// A link an author's profile shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileLink {
+    /// As written: a web address, an e-mail address or a fediverse handle (`@ana@host`).
+    pub url: String,
+    /// Where the profile shows it: a profile field's name, or `bio`.
+    pub label: Option<String>,
+    /// The platform checked that the linked page links back (Mastodon's `rel="me"`).
+    pub verified: bool,
+}
+
+/// At most this many links of one profile are kept.
+pub const MAX_PROFILE_LINKS: usize = 16;
 
 /// One normalised item pulled from a channel.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -53,8 +53,8 @@ use serde_json::{json, Value};
 pub use crate::bluesky::{DEFAULT_BACKFILL_LIMIT, MAX_BACKFILL_LIMIT};
 use crate::http::{self, MAX_BODY_BYTES};
 use crate::{
-    Author, Capabilities, Channel, Connector, ConnectorError, Cursor, InboundItem, Pull,
-    ReplyLimit, ReplyTarget, Sent,
+    Author, Capabilities, Channel, Connector, ConnectorError, Cursor, InboundItem, ProfileLink,
+    Pull, ReplyLimit, ReplyTarget, Sent,
 };
 
 /// Statuses asked for per request on timelines and search (their maximum), and the
@@ -707,8 +707,72 @@ impl MastodonConnector {
             avatar_url: text("avatar"),
             email: None,
             phone: None,
+            links: profile_links(account),
         })
     }
+}
+
+/// The links an account's profile shows: each profile field's links (verified when the
+/// instance found a `rel="me"` link back, `verified_at`), or the field's text when it holds
+/// no link (`ana@example.com`, `@ana@other.example`); then the links of its bio that are
+/// not mentions or hashtags, and the addresses and handles its bio writes as text.
+fn profile_links(account: &Value) -> Vec<ProfileLink> {
+    let is_mention = |class: &str| {
+        class
+            .split_ascii_whitespace()
+            .any(|c| c == "mention" || c == "hashtag")
+    };
+    let mut links: Vec<ProfileLink> = Vec::new();
+    let mut add = |url: String, label: Option<String>, verified: bool| {
+        if links.len() < crate::MAX_PROFILE_LINKS && !links.iter().any(|link| link.url == url) {
+            links.push(ProfileLink {
+                url,
+                label,
+                verified,
+            });
+        }
+    };
+    let fields = account.get("fields").and_then(Value::as_array);
+    for field in fields.into_iter().flatten() {
+        let value = field
+            .get("value")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let label = field
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned);
+        let verified = field.get("verified_at").is_some_and(|at| !at.is_null());
+        let mut urls: Vec<String> = crate::text::anchors(value)
+            .into_iter()
+            .filter(|(_, class)| !is_mention(class))
+            .map(|(href, _)| href)
+            .collect();
+        if urls.is_empty() {
+            urls = crate::text::links_in_text(&crate::text::html_to_text(value));
+        }
+        for url in urls {
+            add(url, label.clone(), verified);
+        }
+    }
+    let note = account
+        .get("note")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let bio = Some("bio".to_owned());
+    for (href, class) in crate::text::anchors(note) {
+        if !is_mention(&class) {
+            add(href, bio.clone(), false);
+        }
+    }
+    for url in crate::text::links_in_text(&crate::text::html_to_text(note)) {
+        if !url.starts_with("http") {
+            add(url, bio.clone(), false);
+        }
+    }
+    links
 }
 
 /// The characters a status may have on an instance that does not say otherwise.
@@ -986,6 +1050,37 @@ impl Connector for MastodonConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_profiles_fields_and_bio_give_its_links_and_mentions_do_not() {
+        // An Account entity's `fields` and `note` as the API returns them (the HTML
+        // Mastodon renders, `verified_at` where it found a rel="me" link back).
+        let account = json!({
+            "id": "110", "username": "ana", "acct": "ana", "display_name": "Ana",
+            "uri": "https://social.example/users/ana", "url": "https://social.example/@ana",
+            "note": "<p>Maker. Also <a href=\"https://bsky.app/profile/ana.example.com\" target=\"_blank\" rel=\"nofollow noopener noreferrer\" translate=\"no\"><span class=\"invisible\">https://</span><span class=\"\">bsky.app/profile/ana.example.com</span><span class=\"invisible\"></span></a>, with <span class=\"h-card\" translate=\"no\"><a href=\"https://social.example/@bob\" class=\"u-url mention\">@<span>bob</span></a></span> <a href=\"https://social.example/tags/rust\" class=\"mention hashtag\" rel=\"tag\">#<span>rust</span></a>. Write ana@mail.example</p>",
+            "fields": [
+                { "name": "Website", "value": "<a href=\"https://ana.example.com\" target=\"_blank\" rel=\"nofollow noopener noreferrer me\" translate=\"no\"><span class=\"invisible\">https://</span><span class=\"\">ana.example.com</span><span class=\"invisible\"></span></a>", "verified_at": "2026-10-01T10:00:00.000+00:00" },
+                { "name": "Fediverse", "value": "@ana@other.example", "verified_at": null },
+                { "name": "Pronouns", "value": "she/her", "verified_at": null }
+            ]
+        });
+        let link = |url: &str, label: &str, verified: bool| ProfileLink {
+            url: url.into(),
+            label: Some(label.into()),
+            verified,
+        };
+        assert_eq!(
+            profile_links(&account),
+            vec![
+                link("https://ana.example.com", "Website", true),
+                link("@ana@other.example", "Fediverse", false),
+                link("https://bsky.app/profile/ana.example.com", "bio", false),
+                link("ana@mail.example", "bio", false),
+            ]
+        );
+        assert!(profile_links(&json!({})).is_empty());
+    }
 
     #[test]
     fn a_hashtag_or_keyword_configured_twice_is_one_stream() {

@@ -784,6 +784,7 @@ impl MatrixConnector {
                 avatar_url: None,
                 email: None,
                 phone: None,
+                links: Vec::new(),
             },
             outbound,
             kind: kind.to_owned(),

@@ -905,6 +905,7 @@ impl RedditConnector {
                 avatar_url: None,
                 email: None,
                 phone: None,
+                links: Vec::new(),
             },
             outbound: author.eq_ignore_ascii_case(&self.config.username),
             kind: kind.to_owned(),

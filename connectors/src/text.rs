@@ -153,9 +153,110 @@ fn named_entity(name: &str) -> Option<char> {
     })
 }
 
+/// The links of an HTML fragment: each `<a>` element's `href` and `class` attributes,
+/// entities decoded, in document order.
+pub fn anchors(html: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut rest = html;
+    while let Some(start) = rest.find('<') {
+        let after = &rest[start + 1..];
+        let Some(end) = tag_end(after) else {
+            rest = after;
+            continue;
+        };
+        let tag = &after[..end];
+        rest = &after[end + 1..];
+        let is_anchor = tag
+            .split(|c: char| c.is_ascii_whitespace())
+            .next()
+            .is_some_and(|name| name.eq_ignore_ascii_case("a"));
+        if !is_anchor {
+            continue;
+        }
+        if let Some(href) = attribute(tag, "href").filter(|href| !href.is_empty()) {
+            found.push((href, attribute(tag, "class").unwrap_or_default()));
+        }
+    }
+    found
+}
+
+/// The value of attribute `name` in the text of a start tag (`a href="…" class=x`).
+fn attribute(tag: &str, name: &str) -> Option<String> {
+    let mut rest = tag;
+    while let Some(at) = rest.find('=') {
+        let key = rest[..at]
+            .rsplit(|c: char| c.is_ascii_whitespace())
+            .next()
+            .unwrap_or_default();
+        let value_text = rest[at + 1..].trim_start();
+        let (value, after) = match value_text.chars().next() {
+            Some(quote @ ('"' | '\'')) => {
+                let inner = &value_text[1..];
+                let close = inner.find(quote)?;
+                (&inner[..close], &inner[close + 1..])
+            }
+            _ => {
+                let close = value_text
+                    .find(|c: char| c.is_ascii_whitespace())
+                    .unwrap_or(value_text.len());
+                (&value_text[..close], &value_text[close..])
+            }
+        };
+        if key.eq_ignore_ascii_case(name) {
+            return Some(decode_entities(value).trim().to_owned());
+        }
+        rest = after;
+    }
+    None
+}
+
+/// The links written as text: web addresses (`https://…`, `http://…`), e-mail addresses
+/// and fediverse handles (`@name@host`), trailing punctuation left out.
+pub fn links_in_text(text: &str) -> Vec<String> {
+    text.split(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '(' | ')' | '"' | '\''))
+        .map(|word| word.trim_end_matches(['.', ',', ';', ':', '!', '?']))
+        .filter(|word| {
+            let lower = word.to_ascii_lowercase();
+            let web = lower.starts_with("https://") || lower.starts_with("http://");
+            let at_count = word.matches('@').count();
+            let email = at_count == 1
+                && !word.starts_with('@')
+                && word
+                    .split('@')
+                    .nth(1)
+                    .is_some_and(|domain| domain.contains('.'));
+            let handle = at_count == 2
+                && word.starts_with('@')
+                && word[1..].split('@').all(|part| !part.is_empty());
+            (web && word.len() > 10) || email || handle
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anchors_and_text_links_are_found() {
+        let html = r#"<p>Dev at <a href="https://example.com/" rel="nofollow">example</a>, <span class="h-card"><a href='https://mastodon.social/@bob' class="u-url mention">@bob</a></span> <A HREF=https://x.test/a?b=1&amp;c=2>x</A></p>"#;
+        assert_eq!(
+            anchors(html),
+            vec![
+                ("https://example.com/".to_owned(), String::new()),
+                (
+                    "https://mastodon.social/@bob".to_owned(),
+                    "u-url mention".to_owned()
+                ),
+                ("https://x.test/a?b=1&c=2".to_owned(), String::new()),
+            ]
+        );
+        assert_eq!(
+            links_in_text("Find me at https://ana.dev. Mail ana@example.com, or @ana@social.example! Not @ana or a@b"),
+            vec!["https://ana.dev", "ana@example.com", "@ana@social.example"]
+        );
+    }
 
     #[test]
     fn html_becomes_readable_text() {

@@ -295,6 +295,7 @@ pub fn parse(
             avatar_url: None,
             email,
             phone,
+            links: Vec::new(),
         },
         outbound: false,
         kind: "message".to_owned(),

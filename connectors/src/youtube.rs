@@ -1053,6 +1053,7 @@ fn comment_item(
             avatar_url: text_of("authorProfileImageUrl"),
             email: None,
             phone: None,
+            links: Vec::new(),
         },
         outbound,
         kind: "comment".to_owned(),

@@ -195,3 +195,12 @@ stored_enum!(
         Paused = "paused",
     }
 );
+stored_enum!(
+    /// Where a duplicate suggestion stands.
+    DuplicateStatus {
+        /// Waiting for someone to merge or dismiss it.
+        Pending = "pending",
+        /// Someone said the two records are different people: never suggested again.
+        Dismissed = "dismissed",
+    }
+);

@@ -83,6 +83,8 @@ typed_ids!(
     UserId,
     /// A `saved_reply` row.
     SavedReplyId,
+    /// A `duplicate_suggestion` row.
+    DuplicateSuggestionId,
 );
 
 #[cfg(test)]

@@ -19,6 +19,10 @@ pub struct Model {
     pub display_name: Option<String>,
     pub profile_url: Option<String>,
     pub avatar_url: Option<String>,
+    /// What this account is, as a link to it is written once normalised (its profile
+    /// address, or `https://{handle}` for a Bluesky handle on a domain): what another
+    /// profile's links are matched against to suggest duplicates.
+    pub profile_key: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

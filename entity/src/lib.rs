@@ -8,10 +8,12 @@ pub mod conversation_label;
 pub mod customer;
 pub mod customer_tag;
 pub mod deal;
+pub mod duplicate_suggestion;
 pub mod enums;
 pub mod event;
 pub mod id;
 pub mod identity;
+pub mod identity_link;
 pub mod interaction;
 pub mod note;
 pub mod organization;
@@ -26,6 +28,7 @@ pub mod user;
 pub mod workspace;
 
 pub use id::{
-    ApiKeyId, ContactPointId, ConversationId, CustomerId, DealId, IdentityId, InteractionId,
-    NoteId, OrganizationId, SavedReplyId, SourceId, TagId, UserId, WorkspaceId,
+    ApiKeyId, ContactPointId, ConversationId, CustomerId, DealId, DuplicateSuggestionId,
+    IdentityId, InteractionId, NoteId, OrganizationId, SavedReplyId, SourceId, TagId, UserId,
+    WorkspaceId,
 };

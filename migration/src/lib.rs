@@ -15,6 +15,7 @@ mod m20261204_000011_server_secret;
 mod m20261204_000012_event_levels_index;
 mod m20261204_000013_trusted_documents;
 mod m20261205_000014_publications;
+mod m20261205_000015_duplicate_links;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000012_event_levels_index::Migration),
             Box::new(m20261204_000013_trusted_documents::Migration),
             Box::new(m20261205_000014_publications::Migration),
+            Box::new(m20261205_000015_duplicate_links::Migration),
         ]
     }
 }

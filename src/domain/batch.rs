@@ -710,6 +710,12 @@ async fn resolve_authors(
             display_name: author.display_name.clone(),
             profile_url: author.profile_url.clone(),
             avatar_url: author.avatar_url.clone(),
+            profile_key: super::duplicate::profile_key(
+                channel,
+                &f.platform_id,
+                author.handle.as_deref(),
+                author.profile_url.as_deref(),
+            ),
             created_at: now,
             updated_at: now,
         };
@@ -723,6 +729,9 @@ async fn resolve_authors(
         new_identities.push(identity);
     }
 
+    // What a profile link may name, new in this batch: the identities this batch inserts
+    // (another writer's winner is theirs to check) and the e-mail addresses it stores.
+    let mut targets: Vec<super::duplicate::Target> = Vec::new();
     if !new_identities.is_empty() {
         let mut customers: Vec<&customer::Model> = created.values().map(|(_, m)| m).collect();
         customers.sort_unstable_by_key(|m| m.id);
@@ -773,7 +782,9 @@ async fn resolve_authors(
             let winner = winners.get(&planned.platform_id).ok_or_else(|| {
                 Error::Internal("an identity vanished after its insertion".into())
             })?;
-            if winner.id != planned.id {
+            if winner.id == planned.id {
+                targets.extend(super::duplicate::identity_target(planned));
+            } else {
                 known.insert(
                     planned.platform_id.clone(),
                     Author {
@@ -790,6 +801,11 @@ async fn resolve_authors(
             forget_customers(db, workspace_id, &replaced, &mut known, &mut new_points).await?;
             created.retain(|id, _| !replaced.contains_key(id));
         }
+        targets.extend(
+            new_points
+                .iter()
+                .filter_map(super::duplicate::contact_point_target),
+        );
         new_points.sort_unstable_by(|a, b| (&a.kind, &a.normalized).cmp(&(&b.kind, &b.normalized)));
         insert_rows::<contact_point::Entity, _>(
             db,
@@ -809,6 +825,24 @@ async fn resolve_authors(
         )
         .await?;
     }
+
+    let mut seen_identities = std::collections::HashSet::new();
+    let linked: Vec<super::duplicate::Linked<'_>> = wanted
+        .iter()
+        .filter(|&&n| !fresh[n].item.author.links.is_empty())
+        .filter_map(|&n| {
+            let author = known.get(&fresh[n].platform_id)?;
+            seen_identities
+                .insert(author.identity_id)
+                .then_some(super::duplicate::Linked {
+                    identity_id: author.identity_id,
+                    customer_id: author.customer_id,
+                    channel,
+                    links: &fresh[n].item.author.links,
+                })
+        })
+        .collect();
+    super::duplicate::after_authors(db, workspace_id, &linked, &targets, now).await?;
 
     let of_item = (0..fresh.len())
         .map(|n| {

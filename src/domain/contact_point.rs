@@ -144,9 +144,16 @@ pub async fn insert(
         is_primary: Set(primary),
         created_at: Set(super::now()),
     };
-    row.insert(db)
+    let model = row
+        .insert(db)
         .await
-        .map_err(|err| Error::on_unique(err, || taken(input.kind, &value)))
+        .map_err(|err| Error::on_unique(err, || taken(input.kind, &value)))?;
+    // A profile that links this address or site suggests its customer as a duplicate.
+    let targets: Vec<super::duplicate::Target> = super::duplicate::contact_point_target(&model)
+        .into_iter()
+        .collect();
+    super::duplicate::after_authors(db, workspace_id, &[], &targets, model.created_at).await?;
+    Ok(model)
 }
 
 /// Adds a contact point to a customer of the caller's workspace.

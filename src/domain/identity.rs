@@ -84,7 +84,17 @@ pub async fn resolve_author(
             .filter(Column::Channel.eq(channel.as_str()))
             .filter(Column::PlatformId.eq(platform_id.clone()))
     };
+    let linked = |identity: &Model| super::duplicate::Linked {
+        identity_id: identity.id,
+        customer_id: identity.customer_id,
+        channel,
+        links: &author.links,
+    };
     if let Some(identity) = find().one(db).await? {
+        if !author.links.is_empty() {
+            super::duplicate::after_authors(db, workspace_id, &[linked(&identity)], &[], at)
+                .await?;
+        }
         return Ok(ResolvedAuthor {
             identity,
             new_customer: false,
@@ -122,7 +132,15 @@ pub async fn resolve_author(
                 .id
         }
     };
+    let mut targets: Vec<super::duplicate::Target> = Vec::new();
     for (kind, value, normalized) in points {
+        if kind == super::ContactPointKind::Email {
+            targets.push(super::duplicate::Target {
+                key: normalized.clone(),
+                customer_id,
+                what: format!("the e-mail address {value}"),
+            });
+        }
         super::contact_point::insert_if_free(
             db,
             workspace_id,
@@ -135,8 +153,9 @@ pub async fn resolve_author(
         .await?;
     }
     let now = super::now();
+    let planned = IdentityId::new();
     let row = ActiveModel {
-        id: Set(IdentityId::new()),
+        id: Set(planned),
         workspace_id: Set(workspace_id),
         customer_id: Set(customer_id),
         channel: Set(channel),
@@ -145,6 +164,12 @@ pub async fn resolve_author(
         display_name: Set(author.display_name.clone()),
         profile_url: Set(author.profile_url.clone()),
         avatar_url: Set(author.avatar_url.clone()),
+        profile_key: Set(super::duplicate::profile_key(
+            channel,
+            &platform_id,
+            author.handle.as_deref(),
+            author.profile_url.as_deref(),
+        )),
         created_at: Set(now),
         updated_at: Set(now),
     };
@@ -160,6 +185,14 @@ pub async fn resolve_author(
         .one(db)
         .await?
         .ok_or_else(|| crate::Error::Internal("an identity vanished after its insertion".into()))?;
+    if identity.id == planned {
+        targets.extend(super::duplicate::identity_target(&identity));
+    }
+    let linked: Vec<super::duplicate::Linked<'_>> = (!author.links.is_empty())
+        .then(|| linked(&identity))
+        .into_iter()
+        .collect();
+    super::duplicate::after_authors(db, workspace_id, &linked, &targets, at).await?;
     Ok(ResolvedAuthor {
         identity,
         new_customer,

@@ -31,6 +31,7 @@ pub mod conversation;
 pub mod customer;
 pub mod deal;
 pub mod document;
+pub mod duplicate;
 pub mod enrich;
 pub mod event;
 pub mod identity;

@@ -152,6 +152,9 @@ pub struct Sort<E: EntityTrait> {
 pub enum SortKind {
     Time,
     Text,
+    /// A floating-point column (a score), written as Rust prints an `f64`: the shortest
+    /// text that reads back as the same number.
+    Number,
 }
 
 /// A sort value as written into a cursor.
@@ -163,6 +166,13 @@ impl<E: EntityTrait> Sort<E> {
     fn value(&self, field: &str, position: &Position) -> Result<Value> {
         match self.kind {
             SortKind::Text => Ok(position.value.clone().into()),
+            SortKind::Number => position
+                .value
+                .parse::<f64>()
+                .ok()
+                .filter(|number| number.is_finite())
+                .map(Value::from)
+                .ok_or_else(|| Error::field(field, "the cursor is damaged")),
             SortKind::Time => DateTime::parse_from_rfc3339(&position.value)
                 .map(|time| time.with_timezone(&Utc).into())
                 .map_err(|_| Error::field(field, "the cursor is damaged")),

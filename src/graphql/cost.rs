@@ -63,7 +63,7 @@ const QUERY_FIELDS: [&str; 9] = [
 /// Fields that return a page (a connection, or search hits) even when asked without
 /// paging arguments: the default page size multiplies what their items cost. Read from the
 /// schema's connection fields; a test checks the list against the served schema.
-pub const PAGED_FIELDS: [&str; 9] = [
+pub const PAGED_FIELDS: [&str; 10] = [
     "customers",
     "inbox",
     "organizations",
@@ -73,6 +73,7 @@ pub const PAGED_FIELDS: [&str; 9] = [
     "search",
     "searchCustomers",
     "savedReplies",
+    "duplicateSuggestions",
 ];
 /// Operations one document may hold (the engine validates every one of them).
 pub const MAX_OPERATIONS: usize = 50;

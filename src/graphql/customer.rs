@@ -104,6 +104,21 @@ impl Customer {
         };
         Ok(points.into_iter().map(ContactPoint).collect())
     }
+    /// Pending duplicate suggestions naming this customer, highest score first (at most
+    /// 100; `duplicateSuggestions` pages through them all).
+    async fn duplicate_suggestions(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<Vec<super::duplicate::DuplicateSuggestion>> {
+        let mut rows = load(ctx, DuplicatesOf(self.0.id))
+            .await?
+            .unwrap_or_default();
+        rows.truncate(100);
+        Ok(rows
+            .into_iter()
+            .map(super::duplicate::DuplicateSuggestion)
+            .collect())
+    }
     /// The customer's accounts on each channel, optionally only on `channel`.
     async fn identities(
         &self,

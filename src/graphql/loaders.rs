@@ -126,6 +126,11 @@ children!(
     note::of_customers
 );
 children!(
+    DuplicatesOf(CustomerId),
+    Vec<entity::duplicate_suggestion::Model>,
+    domain::duplicate::of_customers
+);
+children!(
     OpenConversationsOf(CustomerId),
     i64,
     conversation::open_counts

@@ -16,6 +16,7 @@ pub mod conversation;
 pub mod cost;
 pub mod customer;
 pub mod deal;
+pub mod duplicate;
 pub mod errors;
 pub mod identity;
 pub mod inbox;

@@ -416,6 +416,17 @@ impl Mutation {
         super::reply::delete_saved_reply(ctx, input).await
     }
 
+    /// Says the two customers of a duplicate suggestion are different people (agent
+    /// role): it leaves the lists and the pair is not suggested again.
+    async fn dismiss_duplicate(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The suggestion to dismiss.")]
+        input: super::duplicate::DismissDuplicateInput,
+    ) -> Result<super::duplicate::DismissDuplicatePayload> {
+        super::duplicate::dismiss_duplicate(ctx, input).await
+    }
+
     /// Changes the workspace's settings (admin role).
     async fn update_workspace_settings(
         &self,

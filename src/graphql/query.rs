@@ -367,6 +367,39 @@ impl Query {
         super::interaction::publications(ctx, source_id, channels, page).await
     }
 
+    /// Pairs of customers who may be one person, highest score first: pending suggestions
+    /// (not merged, not dismissed) scoring at least `minScore`.
+    async fn duplicate_suggestions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "The lowest score listed, 0 to 1 (default 0.5); `BAD_USER_INPUT` outside that range."
+        )]
+        min_score: Option<f64>,
+        #[graphql(
+            desc = "How many to return, 0 to 100 (default 20); `BAD_USER_INPUT` outside that range."
+        )]
+        first: Option<i32>,
+        #[graphql(
+            desc = "The `endCursor` (or an edge's `cursor`) of the previous page, to get the suggestions after it."
+        )]
+        after: Option<String>,
+        #[graphql(
+            desc = "How many to return from the end (backward paging), 0 to 100; not with `first`."
+        )]
+        last: Option<i32>,
+        #[graphql(desc = "The `startCursor` of the following page (backward paging).")]
+        before: Option<String>,
+    ) -> Result<super::duplicate::DuplicateSuggestionConnection> {
+        let page = PageArgs {
+            first,
+            after,
+            last,
+            before,
+        };
+        super::duplicate::duplicate_suggestions(ctx, min_score, page).await
+    }
+
     /// Service metrics over `range` (see `ServiceMetrics` for what each figure counts),
     /// in total and per group, computed from the event log.
     async fn service_metrics(

@@ -109,8 +109,12 @@ pub async fn fetch_node(ctx: &async_graphql::Context<'_>, id: &ID) -> Result<Opt
         AnyId::User(id) => load(ctx, super::user::UserById(id))
             .await?
             .map(|m| Node::User(User(m))),
-        // Saved replies are listed by `savedReplies`, not fetched as nodes.
-        AnyId::Workspace(_) | AnyId::ApiKey(_) | AnyId::SavedReply(_) => None,
+        // Saved replies and duplicate suggestions are listed by their queries, not
+        // fetched as nodes.
+        AnyId::Workspace(_)
+        | AnyId::ApiKey(_)
+        | AnyId::SavedReply(_)
+        | AnyId::DuplicateSuggestion(_) => None,
     };
     Ok(node)
 }

@@ -372,6 +372,7 @@ backend_test! {
             display_name: Set(None),
             profile_url: Set(None),
             avatar_url: Set(None),
+            profile_key: Set(None),
             created_at: Set(chrono::Utc::now()),
             updated_at: Set(chrono::Utc::now()),
         }

@@ -14,6 +14,7 @@ mod bluesky;
 mod cli;
 mod customers;
 mod discourse;
+mod duplicates;
 mod email;
 mod failpoints;
 mod feeds;

@@ -1,0 +1,611 @@
+//! Duplicate suggestions: pairs of customers who may be one person, each with a score in
+//! [0, 1] and its reasons, stored once per pair (UNIQUE, `ON CONFLICT DO NOTHING`) so
+//! every detector and every process share one list, and never merged silently.
+//!
+//! The detector here reads profile links. An identity's profile shows links (a Mastodon
+//! profile field with a GitHub address, a website or an e-mail address in a bio); each is
+//! normalised into a key and stored (`identity_link`). Every identity also has the key of
+//! what it is (`identity.profile_key`: its profile address, `https://{handle}` for a
+//! Bluesky handle, which is a domain). A link whose key is another customer's identity,
+//! e-mail address or website makes a suggestion. Both directions are checked as records
+//! arrive: a new link against the stored identities and contact points, a new identity or
+//! contact point against the stored links. Blocking is by key: every lookup is one probe
+//! of an index, never a comparison of all pairs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+};
+use serde::{Deserialize, Serialize};
+
+use super::page::{Page, PageArgs, Sort, SortKind};
+use super::{Caller, ContactPointKind, Role};
+use crate::error::{Error, Result};
+use entity::duplicate_suggestion::{ActiveModel, Column, Entity, Model};
+use entity::enums::DuplicateStatus;
+use entity::{contact_point, identity, identity_link};
+use entity::{CustomerId, DuplicateSuggestionId, IdentityId, WorkspaceId};
+
+/// What one profile link is worth as evidence: a link the platform verified (the linked
+/// page links back) is nearly proof; a profile field is the person's own claim; a bio's
+/// address may name someone else.
+const VERIFIED_SCORE: f64 = 0.95;
+const FIELD_SCORE: f64 = 0.85;
+const BIO_SCORE: f64 = 0.8;
+/// The default `minScore` of the list.
+pub const DEFAULT_MIN_SCORE: f64 = 0.5;
+/// Keys looked up per statement.
+const CHUNK: usize = 500;
+
+/// Why two customers may be one person.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    /// The field that matched (`identity`).
+    pub field: String,
+    /// How it matched (`profile_link`).
+    pub kind: String,
+    /// What matched, in words.
+    pub detail: String,
+    /// What this reason alone is worth.
+    pub score: f64,
+}
+
+/// The reasons of a stored suggestion.
+pub fn reasons(row: &Model) -> Vec<Reason> {
+    serde_json::from_str(&row.reasons).unwrap_or_default()
+}
+
+/// The key of a link as a profile writes it: web addresses lowercased without scheme,
+/// query, fragment or trailing slash, written `https://…` (as a website contact point is
+/// normalised); a Bluesky profile address as the handle's domain; a fediverse handle
+/// `@name@host` as `https://host/@name`; an e-mail address (or `mailto:`) lowercased.
+/// `None` for anything else.
+pub fn link_key(raw: &str) -> Option<String> {
+    let lower = raw.trim().to_lowercase();
+    if lower.is_empty() || lower.len() > 2_048 || lower.chars().any(char::is_whitespace) {
+        return None;
+    }
+    if let Some(address) = lower.strip_prefix("mailto:") {
+        let address = address.split('?').next().unwrap_or_default();
+        return super::contact_point::normalize(ContactPointKind::Email, address)
+            .ok()
+            .map(|(_, normalized)| normalized);
+    }
+    if let Some(handle) = lower.strip_prefix('@') {
+        let (name, host) = handle.split_once('@')?;
+        return (!name.is_empty() && host.contains('.') && !host.contains(['@', '/']))
+            .then(|| format!("https://{host}/@{name}"));
+    }
+    let rest = match lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+    {
+        Some(rest) => rest,
+        None if lower.contains('@') => {
+            return super::contact_point::normalize(ContactPointKind::Email, &lower)
+                .ok()
+                .map(|(_, normalized)| normalized);
+        }
+        None => &lower,
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let rest = rest.trim_end_matches('/');
+    let host = rest.split('/').next().unwrap_or_default();
+    if !host.contains('.') || host.starts_with('.') || host.ends_with('.') || host.contains('@') {
+        return None;
+    }
+    if host == "bsky.app" {
+        let handle = rest.strip_prefix("bsky.app/profile/")?.split('/').next()?;
+        return (!handle.starts_with("did:") && handle.contains('.'))
+            .then(|| format!("https://{handle}"));
+    }
+    Some(format!("https://{rest}"))
+}
+
+/// The key of what an identity is: a Bluesky handle as its domain, an e-mail identity as
+/// its address, any other as its profile address.
+pub fn profile_key(
+    channel: connectors::Channel,
+    platform_id: &str,
+    handle: Option<&str>,
+    profile_url: Option<&str>,
+) -> Option<String> {
+    match channel {
+        connectors::Channel::Bluesky => {
+            let handle = handle?.trim_start_matches('@');
+            link_key(&format!("https://{handle}"))
+        }
+        connectors::Channel::Email => link_key(&format!("mailto:{platform_id}")),
+        _ => link_key(profile_url?),
+    }
+}
+
+/// An identity whose author came with profile links, as a batch resolved it.
+pub struct Linked<'a> {
+    pub identity_id: IdentityId,
+    pub customer_id: CustomerId,
+    pub channel: connectors::Channel,
+    pub links: &'a [connectors::ProfileLink],
+}
+
+/// A record that can be the target of a link, new in this write: an identity's profile key
+/// or a contact point's normalised e-mail address or website.
+pub struct Target {
+    pub key: String,
+    pub customer_id: CustomerId,
+    /// What it is, in words ("the GitHub account @ana").
+    pub what: String,
+}
+
+/// The target an identity is, if it has a key.
+pub fn identity_target(row: &identity::Model) -> Option<Target> {
+    Some(Target {
+        key: row.profile_key.clone()?,
+        customer_id: row.customer_id,
+        what: identity_words(row.channel, row.handle.as_deref(), &row.platform_id),
+    })
+}
+
+/// The target a contact point is, for the kinds a link can name.
+pub fn contact_point_target(row: &contact_point::Model) -> Option<Target> {
+    let what = match row.kind {
+        ContactPointKind::Email => format!("the e-mail address {}", row.value),
+        ContactPointKind::Website => format!("the website {}", row.value),
+        _ => return None,
+    };
+    Some(Target {
+        key: row.normalized.clone(),
+        customer_id: row.customer_id,
+        what,
+    })
+}
+
+fn identity_words(channel: connectors::Channel, handle: Option<&str>, platform_id: &str) -> String {
+    format!(
+        "the {} account {}",
+        channel.as_str(),
+        handle.unwrap_or(platform_id)
+    )
+}
+
+/// A pair found, before it is stored.
+#[derive(Default)]
+struct Found {
+    reasons: Vec<Reason>,
+}
+
+/// Stores the links of `linked` identities not stored yet, then suggests every pair a new
+/// link or a new target makes: the new links against the stored identities and contact
+/// points, the new targets against the stored links. Runs in the caller's transaction.
+pub async fn after_authors(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    linked: &[Linked<'_>],
+    targets: &[Target],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if linked.is_empty() && targets.is_empty() {
+        return Ok(());
+    }
+    // The links not stored yet.
+    let ids: Vec<IdentityId> = linked.iter().map(|l| l.identity_id).collect();
+    let mut stored: HashSet<(IdentityId, String)> = HashSet::new();
+    for chunk in ids.chunks(CHUNK) {
+        let rows = super::scoped::<identity_link::Entity>(workspace_id)
+            .filter(identity_link::Column::IdentityId.is_in(chunk.iter().copied()))
+            .all(db)
+            .await?;
+        stored.extend(rows.into_iter().map(|row| (row.identity_id, row.key)));
+    }
+    let mut new_links: Vec<(&Linked<'_>, identity_link::Model)> = Vec::new();
+    for owner in linked {
+        for link in owner.links.iter().take(connectors::MAX_PROFILE_LINKS) {
+            let Some(key) = link_key(&link.url) else {
+                continue;
+            };
+            if !stored.insert((owner.identity_id, key.clone())) {
+                continue;
+            }
+            new_links.push((
+                owner,
+                identity_link::Model {
+                    identity_id: owner.identity_id,
+                    key,
+                    workspace_id,
+                    url: super::clean(&link.url).chars().take(2_048).collect(),
+                    label: link
+                        .label
+                        .as_deref()
+                        .map(|label| super::clean(label).chars().take(200).collect()),
+                    verified: link.verified,
+                    created_at: now,
+                },
+            ));
+        }
+    }
+    if new_links.is_empty() && targets.is_empty() {
+        return Ok(());
+    }
+    for chunk in new_links.chunks(CHUNK) {
+        identity_link::Entity::insert_many(
+            chunk
+                .iter()
+                .map(|(_, row)| identity_link::ActiveModel::from(row.clone())),
+        )
+        .on_conflict(
+            OnConflict::columns([
+                identity_link::Column::IdentityId,
+                identity_link::Column::Key,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    }
+
+    let mut found: BTreeMap<(CustomerId, CustomerId), Found> = BTreeMap::new();
+    let mut add = |x: CustomerId, y: CustomerId, reason: Reason| {
+        if x == y {
+            return;
+        }
+        let reasons = &mut found.entry((x.min(y), x.max(y))).or_default().reasons;
+        if !reasons.iter().any(|known| known.detail == reason.detail) {
+            reasons.push(reason);
+        }
+    };
+
+    // New links against what is stored.
+    let keys: Vec<String> = distinct(new_links.iter().map(|(_, row)| row.key.as_str()));
+    let mut stored_targets: HashMap<String, Vec<Target>> = HashMap::new();
+    for chunk in keys.chunks(CHUNK) {
+        let identities = super::scoped::<identity::Entity>(workspace_id)
+            .filter(identity::Column::ProfileKey.is_in(chunk.iter().cloned()))
+            .all(db)
+            .await?;
+        let points = super::scoped::<contact_point::Entity>(workspace_id)
+            .filter(
+                contact_point::Column::Kind
+                    .is_in([ContactPointKind::Email, ContactPointKind::Website]),
+            )
+            .filter(contact_point::Column::Normalized.is_in(chunk.iter().cloned()))
+            .all(db)
+            .await?;
+        let all = identities
+            .iter()
+            .filter_map(identity_target)
+            .chain(points.iter().filter_map(contact_point_target));
+        for target in all {
+            stored_targets
+                .entry(target.key.clone())
+                .or_default()
+                .push(target);
+        }
+    }
+    // Targets new in this write count as stored for the new links too.
+    for target in targets {
+        stored_targets
+            .entry(target.key.clone())
+            .or_default()
+            .push(Target {
+                key: target.key.clone(),
+                customer_id: target.customer_id,
+                what: target.what.clone(),
+            });
+    }
+    for (owner, row) in &new_links {
+        for target in stored_targets.get(&row.key).into_iter().flatten() {
+            add(
+                owner.customer_id,
+                target.customer_id,
+                link_reason(owner.channel, row, &target.what),
+            );
+        }
+    }
+
+    // New targets against the links stored before this write.
+    let target_keys = distinct(targets.iter().map(|t| t.key.as_str()));
+    let fresh: HashSet<(IdentityId, &str)> = new_links
+        .iter()
+        .map(|(_, row)| (row.identity_id, row.key.as_str()))
+        .collect();
+    for chunk in target_keys.chunks(CHUNK) {
+        let links: Vec<identity_link::Model> = super::scoped::<identity_link::Entity>(workspace_id)
+            .filter(identity_link::Column::Key.is_in(chunk.iter().cloned()))
+            .all(db)
+            .await?
+            .into_iter()
+            .filter(|link| !fresh.contains(&(link.identity_id, link.key.as_str())))
+            .collect();
+        if links.is_empty() {
+            continue;
+        }
+        let owner_ids: Vec<IdentityId> = distinct_ids(links.iter().map(|l| l.identity_id));
+        let owners =
+            super::by_ids::<identity::Entity, _>(db, workspace_id, &owner_ids, |row| row.id)
+                .await?;
+        for link in &links {
+            let Some(owner) = owners.get(&link.identity_id) else {
+                continue;
+            };
+            for target in targets.iter().filter(|t| t.key == link.key) {
+                add(
+                    owner.customer_id,
+                    target.customer_id,
+                    link_reason(owner.channel, link, &target.what),
+                );
+            }
+        }
+    }
+    store(db, workspace_id, found, now).await
+}
+
+fn link_reason(channel: connectors::Channel, link: &identity_link::Model, what: &str) -> Reason {
+    let place = match link.label.as_deref() {
+        Some("bio") => "bio".to_owned(),
+        Some(label) => format!("profile field \u{201c}{label}\u{201d}"),
+        None => "profile".to_owned(),
+    };
+    let score = if link.verified {
+        VERIFIED_SCORE
+    } else if link.label.as_deref() == Some("bio") {
+        BIO_SCORE
+    } else {
+        FIELD_SCORE
+    };
+    Reason {
+        field: "identity".to_owned(),
+        kind: "profile_link".to_owned(),
+        detail: format!(
+            "a {} {place} links {}{}: {what}",
+            channel.as_str(),
+            link.url,
+            if link.verified { " (verified)" } else { "" }
+        ),
+        score,
+    }
+}
+
+/// Independent reasons add up: 1 − Π(1 − sᵢ), at most 0.99 (only a person is sure).
+fn combined(reasons: &[Reason]) -> f64 {
+    let doubt: f64 = reasons
+        .iter()
+        .map(|r| 1.0 - r.score.clamp(0.0, 1.0))
+        .product();
+    ((1.0 - doubt) * 1_000.0).round().min(990.0) / 1_000.0
+}
+
+async fn store(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    found: BTreeMap<(CustomerId, CustomerId), Found>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let rows: Vec<ActiveModel> = found
+        .into_iter()
+        .map(|((a, b), mut found)| {
+            found.reasons.sort_by(|x, y| y.score.total_cmp(&x.score));
+            ActiveModel {
+                id: Set(DuplicateSuggestionId::new()),
+                workspace_id: Set(workspace_id),
+                customer_a: Set(a),
+                customer_b: Set(b),
+                score: Set(combined(&found.reasons)),
+                reasons: Set(serde_json::to_string(&found.reasons).unwrap_or_else(|_| "[]".into())),
+                status: Set(DuplicateStatus::Pending),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }
+        })
+        .collect();
+    for chunk in rows.chunks(CHUNK) {
+        // A pair already suggested (or dismissed) stays as it is.
+        Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                OnConflict::columns([Column::WorkspaceId, Column::CustomerA, Column::CustomerB])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
+fn distinct(values: impl IntoIterator<Item = impl AsRef<str>>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    values
+        .into_iter()
+        .filter_map(|value| {
+            let value = value.as_ref().to_owned();
+            seen.insert(value.clone()).then_some(value)
+        })
+        .collect()
+}
+
+fn distinct_ids(values: impl IntoIterator<Item = IdentityId>) -> Vec<IdentityId> {
+    let mut seen = HashSet::new();
+    values.into_iter().filter(|id| seen.insert(*id)).collect()
+}
+
+const SORT: &str = "score";
+
+fn sort() -> Sort<Entity> {
+    Sort {
+        name: SORT,
+        column: Column::Score,
+        id: Column::Id,
+        descending: true,
+        kind: SortKind::Number,
+    }
+}
+
+/// The cursor of a suggestion in the list.
+pub fn cursor(row: &Model) -> String {
+    super::page::encode(SORT, row.score.to_string(), row.id)
+}
+
+fn pending(workspace_id: WorkspaceId, min_score: f64) -> sea_orm::Select<Entity> {
+    super::scoped::<Entity>(workspace_id)
+        .filter(Column::Status.eq(DuplicateStatus::Pending))
+        .filter(Column::Score.gte(min_score))
+}
+
+fn check_min_score(min_score: f64) -> Result<f64> {
+    if (0.0..=1.0).contains(&min_score) {
+        Ok(min_score)
+    } else {
+        Err(Error::field(
+            "minScore",
+            format!("minScore must be between 0 and 1, got {min_score}"),
+        ))
+    }
+}
+
+/// The pending suggestions of the caller's workspace scoring at least `min_score`,
+/// highest first.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    min_score: f64,
+    args: &PageArgs,
+) -> Result<Page<Model>> {
+    let min_score = check_min_score(min_score)?;
+    let sort = sort();
+    let window = args.window(SORT)?;
+    let select = sort.order_and_limit(
+        sort.between(pending(caller.workspace_id, min_score), &window)?,
+        &window,
+    );
+    Ok(super::page::finish(select.all(db).await?, &window))
+}
+
+/// How many pending suggestions score at least `min_score`.
+pub async fn count(db: &impl ConnectionTrait, caller: &Caller, min_score: f64) -> Result<u64> {
+    let min_score = check_min_score(min_score)?;
+    Ok(pending(caller.workspace_id, min_score).count(db).await?)
+}
+
+/// The pending suggestions naming each customer, highest score first.
+pub async fn of_customers(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    customers: &[CustomerId],
+) -> Result<HashMap<CustomerId, Vec<Model>>> {
+    let mut out: HashMap<CustomerId, Vec<Model>> = HashMap::new();
+    for chunk in customers.chunks(CHUNK) {
+        for (column, first) in [(Column::CustomerA, true), (Column::CustomerB, false)] {
+            let rows = pending(workspace_id, 0.0)
+                .filter(column.is_in(chunk.iter().copied()))
+                .all(db)
+                .await?;
+            for row in rows {
+                let customer = if first {
+                    row.customer_a
+                } else {
+                    row.customer_b
+                };
+                out.entry(customer).or_default().push(row);
+            }
+        }
+    }
+    for rows in out.values_mut() {
+        rows.sort_by(|x, y| y.score.total_cmp(&x.score).then(y.id.cmp(&x.id)));
+    }
+    Ok(out)
+}
+
+/// Marks a suggestion as two different people: it leaves the lists and the pair is never
+/// suggested again. `NOT_FOUND` for an id of another workspace.
+pub async fn dismiss(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    id: DuplicateSuggestionId,
+) -> Result<Model> {
+    caller.require(Role::Agent, "dismissing a duplicate suggestion")?;
+    let row = super::scoped::<Entity>(caller.workspace_id)
+        .filter(Column::Id.eq(id))
+        .one(db)
+        .await?
+        .ok_or_else(|| Error::not_found("duplicate suggestion", crate::ids::encode(id)))?;
+    if row.status == DuplicateStatus::Dismissed {
+        return Ok(row);
+    }
+    let now = super::now();
+    let mut active: ActiveModel = row.into();
+    active.status = Set(DuplicateStatus::Dismissed);
+    active.updated_at = Set(now);
+    Ok(sea_orm::ActiveModelTrait::update(active, db).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_keyed_as_the_records_they_name() {
+        for (raw, key) in [
+            ("https://GitHub.com/Ana/", Some("https://github.com/ana")),
+            ("http://ana.example.com", Some("https://ana.example.com")),
+            (
+                "https://ana.dev/about?ref=x#top",
+                Some("https://ana.dev/about"),
+            ),
+            ("github.com/ana", Some("https://github.com/ana")),
+            ("@Ana@Social.Example", Some("https://social.example/@ana")),
+            ("mailto:Ana@Example.com", Some("ana@example.com")),
+            ("Ana@Example.com", Some("ana@example.com")),
+            (
+                "https://bsky.app/profile/ana.example.com",
+                Some("https://ana.example.com"),
+            ),
+            ("https://bsky.app/profile/did:plc:abc", None),
+            ("@ana", None),
+            ("not a link", None),
+            ("localhost/x", None),
+            ("", None),
+        ] {
+            assert_eq!(link_key(raw).as_deref(), key, "{raw}");
+        }
+        assert_eq!(
+            profile_key(
+                connectors::Channel::Bluesky,
+                "did:plc:abc",
+                Some("@Ana.Example.com"),
+                Some("https://bsky.app/profile/did:plc:abc")
+            )
+            .as_deref(),
+            Some("https://ana.example.com")
+        );
+        assert_eq!(
+            profile_key(
+                connectors::Channel::Mastodon,
+                "https://social.example/users/ana",
+                Some("@ana@social.example"),
+                Some("https://social.example/@ana")
+            )
+            .as_deref(),
+            link_key("@ana@social.example").as_deref()
+        );
+        assert_eq!(
+            profile_key(connectors::Channel::Email, "Ana@Example.com", None, None).as_deref(),
+            Some("ana@example.com")
+        );
+    }
+
+    #[test]
+    fn reasons_add_up_without_reaching_certainty() {
+        let reason = |score| Reason {
+            field: "identity".into(),
+            kind: "profile_link".into(),
+            detail: String::new(),
+            score,
+        };
+        assert_eq!(combined(&[reason(0.85)]), 0.85);
+        assert_eq!(combined(&[reason(0.8), reason(0.85)]), 0.97);
+        assert_eq!(combined(&[reason(0.95), reason(0.95)]), 0.99);
+    }
+}

@@ -1,0 +1,152 @@
+//! Duplicate suggestions from profile links: one person on two platforms whose profile
+//! on one links the other (a profile field with a GitHub address, a website in a bio, a
+//! customer's e-mail address) becomes a suggestion with that reason, never a merge; in
+//! both orders of arrival, through the set-based writer and the one-by-one path; a
+//! dismissed pair stays dismissed; another workspace sees and changes nothing.
+
+use chrono::TimeZone;
+use connectors::{Author, InboundItem, ProfileLink};
+use rapport::domain::Role;
+use sea_orm::{EntityTrait, PaginatorTrait};
+use serde_json::{json, Value};
+
+use crate::backend_test;
+use crate::common::TestApp;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+const LIST: &str = "query($min: Float) { duplicateSuggestions(minScore: $min, first: 10) { totalCount edges { cursor node { id score status reasons { field kind detail score } a { id displayName } b { id displayName } } } } }";
+
+async fn source(app: &TestApp, key: &str) -> entity::source::Model {
+    let input = json!({ "channel": "WEBHOOK", "name": "forms", "config": { "secret": SECRET } });
+    let data = app
+        .gql(key, "mutation($input: CreateSourceInput!) { createSource(input: $input) { source { id } } }", json!({ "input": input }))
+        .await;
+    let id: entity::SourceId =
+        rapport::ids::decode("id", data["createSource"]["source"]["id"].as_str().unwrap()).unwrap();
+    rapport::domain::source::for_webhook(&app.app.db, id)
+        .await
+        .unwrap()
+}
+
+fn item(id: &str, who: &str, profile: Option<&str>, links: &[(&str, &str, bool)]) -> InboundItem {
+    InboundItem {
+        external_id: id.into(),
+        author: Author {
+            platform_id: format!("acct:{who}"),
+            handle: Some(format!("@{who}")),
+            display_name: Some(who.into()),
+            profile_url: profile.map(str::to_owned),
+            links: links
+                .iter()
+                .map(|(url, label, verified)| ProfileLink {
+                    url: (*url).into(),
+                    label: Some((*label).into()),
+                    verified: *verified,
+                })
+                .collect(),
+            ..Author::default()
+        },
+        outbound: false,
+        kind: "mention".into(),
+        subject: None,
+        text: format!("message {id} from {who}"),
+        html: None,
+        url: None,
+        language: None,
+        occurred_at: chrono::Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap(),
+        thread_key: None,
+        in_reply_to: None,
+        raw: json!({ "id": id }),
+    }
+}
+
+fn names(edge: &Value) -> Vec<String> {
+    let node = &edge["node"];
+    let mut names = vec![
+        node["a"]["displayName"].as_str().unwrap().to_owned(),
+        node["b"]["displayName"].as_str().unwrap().to_owned(),
+    ];
+    names.sort();
+    names
+}
+
+backend_test! {
+    async fn a_profile_linking_another_customers_account_site_or_address_is_a_suggestion_not_a_merge(app: TestApp) {
+        let admin = app.key(Role::Admin).await;
+        let source = source(&app, &admin).await;
+
+        // One batch: ana's GitHub-like account, and her other account whose verified
+        // profile field links it (written differently: case, trailing slash).
+        let batch = [
+            item("1", "ana-gh", Some("https://github.com/ana-dev"), &[]),
+            item("2", "ana-social", Some("https://social.example/@ana"), &[("https://GitHub.com/Ana-Dev/", "GitHub", true)]),
+            item("3", "noise", None, &[("https://github.com/someone-else", "GitHub", false), ("not a link", "Misc", false)]),
+        ];
+        let report = rapport::ingest::ingest(&app.app.db, &source, &batch, Some("c1"), None).await.unwrap();
+        assert_eq!(report.new_customers, 3, "a suggestion, never a merge");
+        let data = app.gql(&admin, LIST, json!({})).await;
+        let list = &data["duplicateSuggestions"];
+        assert_eq!(list["totalCount"], 1, "{data:#}");
+        let first = &list["edges"][0];
+        assert_eq!(names(first), ["ana-gh", "ana-social"]);
+        assert_eq!(first["node"]["score"], 0.95, "a verified link");
+        assert_eq!(first["node"]["status"], "PENDING");
+        let reason = &first["node"]["reasons"][0];
+        assert_eq!((&reason["field"], &reason["kind"]), (&json!("identity"), &json!("profile_link")));
+        let detail = reason["detail"].as_str().unwrap();
+        assert!(detail.contains("https://GitHub.com/Ana-Dev/") && detail.contains("verified") && detail.contains("@ana-gh") && detail.contains("GitHub"), "{detail}");
+
+        // The other order, one by one: bo's bio links a site nobody has yet; then an
+        // account whose profile is that site arrives, and a customer is given bo's
+        // e-mail address that his profile also names.
+        let report = rapport::ingest::ingest_item_by_item(&app.app.db, &source, &[item("4", "bo", None, &[("https://bo.example.com/", "bio", false), ("bo@example.com", "Contact", false)])]).await.unwrap();
+        assert_eq!(report.new_customers, 1);
+        assert_eq!(app.gql(&admin, LIST, json!({})).await["duplicateSuggestions"]["totalCount"], 1, "nothing names bo's links yet");
+        rapport::ingest::ingest(&app.app.db, &source, &[item("5", "bo-site", Some("http://bo.example.com"), &[])], Some("c2"), None).await.unwrap();
+        let robert = app.create_customer(&admin, json!({ "displayName": "Robert", "contactPoints": [{ "kind": "EMAIL", "value": "Bo@Example.com" }] })).await;
+        let data = app.gql(&admin, LIST, json!({})).await;
+        let edges = data["duplicateSuggestions"]["edges"].as_array().unwrap().clone();
+        assert_eq!(edges.len(), 3, "{data:#}");
+        let pairs: Vec<(Vec<String>, f64)> = edges.iter().map(|edge| (names(edge), edge["node"]["score"].as_f64().unwrap())).collect();
+        assert_eq!(pairs, [
+            (vec!["ana-gh".to_owned(), "ana-social".to_owned()], 0.95),
+            (vec!["Robert".to_owned(), "bo".to_owned()], 0.85),
+            (vec!["bo".to_owned(), "bo-site".to_owned()], 0.8),
+        ], "highest score first; a profile field counts more than a bio");
+        // A threshold, and paging by cursor.
+        assert_eq!(app.gql(&admin, LIST, json!({ "min": 0.9 })).await["duplicateSuggestions"]["totalCount"], 1);
+        let after = edges[0]["cursor"].as_str().unwrap();
+        let data = app.gql(&admin, "query($after: String) { duplicateSuggestions(first: 1, after: $after) { edges { node { score } } pageInfo { hasNextPage } } }", json!({ "after": after })).await;
+        assert_eq!(data["duplicateSuggestions"]["edges"][0]["node"]["score"], 0.85);
+        assert_eq!(data["duplicateSuggestions"]["pageInfo"]["hasNextPage"], true);
+        // On the customer, through the loader.
+        let data = app.gql(&admin, "query($id: ID!) { customer(id: $id) { duplicateSuggestions { score a { id } b { id } } } }", json!({ "id": robert })).await;
+        let of_robert = data["customer"]["duplicateSuggestions"].as_array().unwrap();
+        assert_eq!(of_robert.len(), 1, "{data:#}");
+        assert!(of_robert[0]["a"]["id"] == json!(robert) || of_robert[0]["b"]["id"] == json!(robert));
+        assert_eq!(entity::customer::Entity::find().count(&app.app.db).await.unwrap(), 6, "nothing was merged");
+
+        // Dismissed: out of the lists, and the same evidence again does not bring it back.
+        let ana_pair = edges[0]["node"]["id"].as_str().unwrap().to_owned();
+        let dismiss = "mutation($id: ID!) { dismissDuplicate(input: { id: $id }) { duplicateSuggestion { id status } } }";
+        let viewer = app.key(Role::Viewer).await;
+        let (code, _) = app.gql_error(&viewer, dismiss, json!({ "id": ana_pair })).await;
+        assert_eq!(code, "FORBIDDEN");
+        let data = app.gql(&admin, dismiss, json!({ "id": ana_pair })).await;
+        assert_eq!(data["dismissDuplicate"]["duplicateSuggestion"]["status"], "DISMISSED");
+        rapport::ingest::ingest(&app.app.db, &source, &[item("6", "ana-social", None, &[("https://github.com/ana-dev", "Code", false)])], Some("c3"), None).await.unwrap();
+        let data = app.gql(&admin, LIST, json!({})).await;
+        assert_eq!(data["duplicateSuggestions"]["totalCount"], 2, "{data:#}");
+
+        // Another workspace sees none of it and cannot dismiss it.
+        let stranger = app.key_in("globex", Role::Admin).await;
+        assert_eq!(app.gql(&stranger, LIST, json!({ "min": 0.0 })).await["duplicateSuggestions"]["totalCount"], 0);
+        let other = edges[1]["node"]["id"].as_str().unwrap();
+        let (code, _) = app.gql_error(&stranger, dismiss, json!({ "id": other })).await;
+        assert_eq!(code, "NOT_FOUND");
+        assert_eq!(app.gql(&admin, LIST, json!({})).await["duplicateSuggestions"]["totalCount"], 2);
+        let (code, _) = app.gql_error(&admin, LIST, json!({ "min": 1.5 })).await;
+        assert_eq!(code, "BAD_USER_INPUT");
+    }
+}
