@@ -10,7 +10,7 @@
 //
 // Environment: ATPROTO_DB_URL (the AppView's PostgreSQL database, emptied here at each
 // start), ATPROTO_PLC_PORT, ATPROTO_PDS_PORT, ATPROTO_APPVIEW_PORT, ATPROTO_READY (a file
-// written with the URLs once everything answers).
+// written with the URLs once everything answers), ATPROTO_APP_PASSWORD_ACCESS_SECS (below).
 import net from 'node:net'
 import fs from 'node:fs'
 
@@ -70,11 +70,42 @@ const network = await TestNetwork.create({
   bsky: { port: ports.bsky, publicUrl: `http://localhost:${ports.bsky}` },
 })
 
+// ATPROTO_APP_PASSWORD_ACCESS_SECS: how long the access token of an app-password session
+// lasts (the PDS's is 120 minutes and has no setting). Short, a test sees the PDS refuse a
+// token as `ExpiredToken` and an integration renew it with `refreshSession`, within
+// seconds. The token is signed as the PDS signs it (same key, claims and header), only its
+// `exp` is sooner; accounts' own sessions (password logins) are left as they are.
+const accessSecs = Number(process.env.ATPROTO_APP_PASSWORD_ACCESS_SECS || 0)
+if (accessSecs > 0) {
+  const { SignJWT, decodeJwt } = await import('jose')
+  const accounts = network.pds.ctx.accountManager
+  const appPassword = new Set(['com.atproto.appPass', 'com.atproto.appPassPrivileged'])
+  const shorten = async (tokens) => {
+    if (!tokens) return tokens
+    const claims = decodeJwt(tokens.accessJwt)
+    if (!appPassword.has(claims.scope)) return tokens
+    const accessJwt = await new SignJWT({ scope: claims.scope })
+      .setProtectedHeader({ typ: 'at+jwt', alg: 'HS256' })
+      .setAudience(claims.aud)
+      .setSubject(claims.sub)
+      .setIssuedAt(claims.iat)
+      .setExpirationTime(claims.iat + accessSecs)
+      .sign(accounts.jwtKey)
+    return { ...tokens, accessJwt }
+  }
+  // Logins (createSession) and refreshes (refreshSession) both make their tokens here.
+  for (const method of ['createSession', 'rotateRefreshToken']) {
+    const original = accounts[method].bind(accounts)
+    accounts[method] = async (...args) => shorten(await original(...args))
+  }
+}
+
 const urls = {
   plc: `http://${LOOPBACK}:${network.plc.port}`,
   pds: `http://${LOOPBACK}:${network.pds.port}`,
   appview: `http://${LOOPBACK}:${network.bsky.port}`,
   appviewDid: network.bsky.serverDid,
+  accessSecs,
 }
 console.log(JSON.stringify(urls))
 if (process.env.ATPROTO_READY) {

@@ -1185,7 +1185,8 @@ struct Atproto {
 }
 
 /// One XRPC call of the test itself to the real network (GET with `query`, else POST of
-/// `input`); the answer's JSON, failing the test with the platform's answer otherwise.
+/// `input`, no body for `Value::Null`); the answer's JSON, failing the test with the
+/// platform's answer otherwise.
 async fn xrpc(
     base: &str,
     nsid: &str,
@@ -1209,6 +1210,7 @@ async fn xrpc_answer(
     let client = reqwest::Client::new();
     let url = format!("{base}/xrpc/{nsid}");
     let mut request = match input {
+        Some(Value::Null) => client.post(url),
         Some(input) => client.post(url).json(&input),
         None => client.get(url).query(query),
     };
@@ -1473,7 +1475,7 @@ backend_test!(
         assert_eq!(report["error"], Value::Null, "{report:#}");
         assert_eq!(report["source"]["lastError"], Value::Null, "{report:#}");
         assert_eq!(report["newItems"], 4, "{report:#}");
-        let once: BTreeMap<String, usize> = [&ours, &maya_reply, &lucia_mention, &ana_post]
+        let mut once: BTreeMap<String, usize> = [&ours, &maya_reply, &lucia_mention, &ana_post]
             .into_iter()
             .map(|post| (uri(post), 1))
             .collect();
@@ -1541,6 +1543,97 @@ backend_test!(
         assert_eq!(report["error"], Value::Null, "{report:#}");
         assert_eq!(report["newItems"], 0, "{report:#}");
         assert_eq!(stored_ids(&app).await, once);
+
+        // Sessions. The network's app-password access tokens last a few seconds
+        // (ATPROTO_APP_PASSWORD_ACCESS_SECS of .ci/atproto/run): the PDS refuses one whose
+        // time is over as `ExpiredToken` and renews it with `refreshSession`...
+        let secs: u64 = std::env::var("RAPPORT_TEST_ATPROTO_ACCESS_SECS")
+            .ok()
+            .and_then(|secs| secs.parse().ok())
+            .unwrap_or(0);
+        if secs > 0 {
+            let login = xrpc(
+                &pds,
+                "com.atproto.server.createSession",
+                None,
+                &[],
+                Some(json!({ "identifier": brand.handle, "password": password })),
+            )
+            .await;
+            tokio::time::sleep(std::time::Duration::from_secs(secs + 1)).await;
+            let (status, refused) = xrpc_answer(
+                &pds,
+                "app.bsky.notification.listNotifications",
+                login["accessJwt"].as_str(),
+                &[],
+                None,
+            )
+            .await;
+            assert_eq!(
+                (status.as_u16(), refused["error"].as_str()),
+                (400, Some("ExpiredToken")),
+                "{refused}"
+            );
+            let renewed = xrpc(
+                &pds,
+                "com.atproto.server.refreshSession",
+                login["refreshJwt"].as_str(),
+                &[],
+                Some(Value::Null),
+            )
+            .await;
+            assert_eq!(renewed["did"], brand.did);
+            xrpc(
+                &pds,
+                "app.bsky.notification.listNotifications",
+                renewed["accessJwt"].as_str(),
+                &[],
+                None,
+            )
+            .await;
+            // ... and the connector's session, made by the syncs above, has run out too:
+            // the next sync renews it and takes the new mention.
+            let again = format!("@{} ¿y en el móvil?", brand.handle);
+            let later = publish(
+                &pds,
+                &lucia,
+                json!({ "text": again, "facets": [{
+                    "index": { "byteStart": 0, "byteEnd": named.len() },
+                    "features": [{ "$type": "app.bsky.richtext.facet#mention", "did": brand.did }]
+                }] }),
+            )
+            .await;
+            eventually(
+                "the second mention in the brand's notifications",
+                || async {
+                    let listed = xrpc(
+                        &pds,
+                        "app.bsky.notification.listNotifications",
+                        Some(&brand.access),
+                        &[("limit", "100")],
+                        None,
+                    )
+                    .await;
+                    listed["notifications"]
+                        .as_array()?
+                        .iter()
+                        .any(|n| n["uri"] == later["uri"])
+                        .then_some(())
+                },
+            )
+            .await;
+            let report = sync(&app, &key, &id).await;
+            assert_eq!(report["error"], Value::Null, "{report:#}");
+            assert_eq!(report["source"]["lastError"], Value::Null, "{report:#}");
+            assert_eq!(report["newItems"], 1, "{report:#}");
+            once.insert(uri(&later), 1);
+            assert_eq!(stored_ids(&app).await, once);
+        } else {
+            eprintln!(
+                "the session part skipped: RAPPORT_TEST_ATPROTO_ACCESS_SECS is not set (the \
+                 network's access tokens last two hours)"
+            );
+        }
 
         // Replies from Rapport. To Lucía: the text names her already, after non-ASCII
         // text, so the facet is where her handle is, in UTF-8 bytes.
