@@ -41,8 +41,10 @@ const ports = {
   pds: Number(env('ATPROTO_PDS_PORT', '18583')),
   bsky: Number(env('ATPROTO_APPVIEW_PORT', '18584')),
 }
-// The AppView and its helpers check for these at start; nothing of the network uses Redis.
-process.env.REDIS_HOST ||= '127.0.0.1:6379'
+// TestNetwork.create asserts that REDIS_HOST is set, and nothing of the network uses it
+// (dev-env 0.6.7 only hands it to the AppView's config). A port where nothing listens: a
+// later version that does use it fails here instead of writing into a Redis of the machine.
+process.env.REDIS_HOST = '127.0.0.1:9'
 
 // A fresh database for each start: the AppView's schema and nothing left of a former run
 // (a PLC and a PDS that start empty with an AppView that still knows their old accounts
