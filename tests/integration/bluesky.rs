@@ -7,7 +7,7 @@
 //! `ratelimit-*` headers Bluesky sends (reset in epoch seconds). The payloads are written
 //! here, field for field from those pages, for people made up for the test.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
@@ -1176,3 +1176,569 @@ fn fan_like() -> Value {
         "Fan 8",
     )
 }
+
+/// An account made on the real network: its DID, handle and access token.
+struct Atproto {
+    did: String,
+    handle: String,
+    access: String,
+}
+
+/// One XRPC call of the test itself to the real network (GET with `query`, else POST of
+/// `input`, no body for `Value::Null`); the answer's JSON, failing the test with the
+/// platform's answer otherwise.
+async fn xrpc(
+    base: &str,
+    nsid: &str,
+    token: Option<&str>,
+    query: &[(&str, &str)],
+    input: Option<Value>,
+) -> Value {
+    let (status, answer) = xrpc_answer(base, nsid, token, query, input).await;
+    assert!(status.is_success(), "{nsid}: {status} {answer}");
+    answer
+}
+
+/// [`xrpc`]'s call, its status and JSON answer whatever they are.
+async fn xrpc_answer(
+    base: &str,
+    nsid: &str,
+    token: Option<&str>,
+    query: &[(&str, &str)],
+    input: Option<Value>,
+) -> (reqwest::StatusCode, Value) {
+    let client = reqwest::Client::new();
+    let url = format!("{base}/xrpc/{nsid}");
+    let mut request = match input {
+        Some(Value::Null) => client.post(url),
+        Some(input) => client.post(url).json(&input),
+        None => client.get(url).query(query),
+    };
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A new account on the PDS (the test network needs no invite code), handle `{name}.test`.
+async fn create_account(base: &str, name: &str) -> Atproto {
+    let answer = xrpc(
+        base,
+        "com.atproto.server.createAccount",
+        None,
+        &[],
+        Some(json!({
+            "handle": format!("{name}.test"),
+            "email": format!("{name}@example.test"),
+            "password": format!("pw-{name}-secret"),
+        })),
+    )
+    .await;
+    Atproto {
+        did: answer["did"].as_str().unwrap().to_owned(),
+        handle: answer["handle"].as_str().unwrap().to_owned(),
+        access: answer["accessJwt"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// Writes `record` (an `app.bsky.feed.post`, `createdAt` added) as `who`; its `{uri, cid}`.
+async fn publish(base: &str, who: &Atproto, mut record: Value) -> Value {
+    record["$type"] = json!("app.bsky.feed.post");
+    record["createdAt"] = json!(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true));
+    let created = xrpc(
+        base,
+        "com.atproto.repo.createRecord",
+        Some(&who.access),
+        &[],
+        Some(json!({ "repo": who.did, "collection": "app.bsky.feed.post", "record": record })),
+    )
+    .await;
+    json!({ "uri": created["uri"], "cid": created["cid"] })
+}
+
+/// Asks `check` every 200 ms until it answers, for at most 30 s: the AppView indexes what
+/// the PDS writes from its firehose, a moment later.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the AppView did not show {what} within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// The record at `uri` as the PDS holds it (`com.atproto.repo.getRecord`): `{uri, cid, value}`.
+async fn record_at(base: &str, uri: &str) -> Value {
+    let path = uri.strip_prefix("at://").unwrap();
+    let mut parts = path.splitn(3, '/');
+    let (repo, collection, rkey) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    xrpc(
+        base,
+        "com.atproto.repo.getRecord",
+        None,
+        &[("repo", repo), ("collection", collection), ("rkey", rkey)],
+        None,
+    )
+    .await
+}
+
+const PUBLICATIONS: &str = "query($source: ID) { publications(sourceId: $source, first: 10) { totalCount edges { node { externalId direction kind customer { id } conversation { id customer { id } } } } } }";
+
+backend_test!(
+    /// The connector against a real atproto network (.ci/atproto/run: @atproto/dev-env's
+    /// PLC, PDS and AppView on 127.0.0.1): real mentions with facets, a reply to the
+    /// brand's post and a hashtag post become interactions once, through the AppView's
+    /// notifications and search as the PDS proxies them; replies sent from Rapport are real
+    /// records in the right thread, with mention facets at the right byte offsets.
+    async fn against_a_real_atproto_network_mentions_replies_and_searches_land_and_replies_post(
+        app: TestApp,
+    ) {
+        let Some(pds) = std::env::var("RAPPORT_TEST_ATPROTO_PDS")
+            .ok()
+            .filter(|url| !url.is_empty())
+        else {
+            // In CI the network is part of the run (.ci/run starts it): its absence is a
+            // failure there, never a quiet pass.
+            if std::env::var("CI").is_ok_and(|ci| !ci.is_empty() && ci != "false") {
+                panic!(
+                    "CI is set but RAPPORT_TEST_ATPROTO_PDS is not: the atproto network did \
+                     not start (.ci/run starts it with .ci/atproto/run)"
+                );
+            }
+            eprintln!(
+                "skipped: RAPPORT_TEST_ATPROTO_PDS is not set (out=$(bash .ci/atproto/run \
+                 start) && eval \"$out\" starts a PLC, PDS and AppView on 127.0.0.1 and sets it)"
+            );
+            return;
+        };
+        let pds = pds.trim_end_matches('/').to_owned();
+        // The test makes accounts and posts: only ever on this machine.
+        let host = reqwest::Url::parse(&pds)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned));
+        assert!(
+            matches!(host.as_deref(), Some("127.0.0.1" | "localhost" | "[::1]")),
+            "RAPPORT_TEST_ATPROTO_PDS must be a loopback address, not {pds}"
+        );
+        // The network outlives a test run (both backends' runs use it at once): names of
+        // this run only, in base 36, as the PDS takes at most 18 characters before `.test`.
+        let mut run = match app.backend {
+            crate::common::Backend::Sqlite => "s",
+            crate::common::Backend::Postgres => "p",
+        }
+        .to_owned();
+        let mut micros = Utc::now().timestamp_micros().unsigned_abs();
+        while micros > 0 {
+            run.insert(1, char::from_digit((micros % 36) as u32, 36).unwrap());
+            micros /= 36;
+        }
+        let brand = create_account(&pds, &format!("brand{run}")).await;
+        let maya = create_account(&pds, &format!("maya{run}")).await;
+        let lucia = create_account(&pds, &format!("lucia{run}")).await;
+        let ana = create_account(&pds, &format!("ana{run}")).await;
+        let password = xrpc(
+            &pds,
+            "com.atproto.server.createAppPassword",
+            Some(&brand.access),
+            &[],
+            Some(json!({ "name": "rapport" })),
+        )
+        .await["password"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let keyword = format!("export{run}");
+        let tag = format!("rapport{run}");
+
+        // The brand's post (found by the keyword search), Maya's answer to it, Lucía's
+        // mention (a facet after non-ASCII text: its offsets are UTF-8 bytes) and Ana's
+        // post with the hashtag.
+        let ours = publish(
+            &pds,
+            &brand,
+            json!({ "text": format!("The new CSV {keyword} is out today"), "langs": ["en"] }),
+        )
+        .await;
+        let search = |q: String, post: Value| {
+            let (pds, token) = (pds.clone(), brand.access.clone());
+            async move {
+                eventually(&format!("{q} in the search"), || async {
+                    let found = xrpc(
+                        &pds,
+                        "app.bsky.feed.searchPosts",
+                        Some(&token),
+                        &[("q", q.as_str()), ("sort", "latest")],
+                        None,
+                    )
+                    .await;
+                    found["posts"]
+                        .as_array()?
+                        .iter()
+                        .any(|p| p["uri"] == post["uri"])
+                        .then_some(())
+                })
+                .await
+            }
+        };
+        // Maya answers once she can see it. The AppView indexes each repository's events
+        // on its own, and an answer indexed before the post it answers loses the brand's
+        // reply notification: when the post comes, the AppView would notify its author of
+        // it, and it never notifies a post's own author (@atproto/bsky 0.0.x,
+        // indexing/plugins/post.js, `notifsForInsert`).
+        search(keyword.clone(), ours.clone()).await;
+        let maya_reply = publish(
+            &pds,
+            &maya,
+            json!({ "text": "does it handle files over 10 MB? 📎", "langs": ["en"],
+                    "reply": { "root": ours, "parent": ours } }),
+        )
+        .await;
+        let opening = "¿Hay modo oscuro? ✨ ";
+        let named = format!("@{}", brand.handle);
+        let lucia_text = format!("{opening}{named} gracias");
+        let lucia_mention = publish(
+            &pds,
+            &lucia,
+            json!({ "text": lucia_text, "langs": ["es"], "facets": [{
+                "index": { "byteStart": opening.len(), "byteEnd": opening.len() + named.len() },
+                "features": [{ "$type": "app.bsky.richtext.facet#mention", "did": brand.did }]
+            }] }),
+        )
+        .await;
+        let ana_post = publish(
+            &pds,
+            &ana,
+            json!({ "text": format!("me encanta la exportación nueva de #{tag}"), "langs": ["es"],
+                    "facets": [{
+                        "index": { "byteStart": "me encanta la exportación nueva de ".len(),
+                                   "byteEnd": "me encanta la exportación nueva de #".len() + tag.len() },
+                        "features": [{ "$type": "app.bsky.richtext.facet#tag", "tag": tag }]
+                    }] }),
+        )
+        .await;
+        let uri = |post: &Value| post["uri"].as_str().unwrap().to_owned();
+
+        // Wait for the AppView to have indexed all four, as the brand sees them.
+        eventually(
+            "the mention and the reply in the brand's notifications",
+            || async {
+                let listed = xrpc(
+                    &pds,
+                    "app.bsky.notification.listNotifications",
+                    Some(&brand.access),
+                    &[("limit", "100")],
+                    None,
+                )
+                .await;
+                let reasons: BTreeMap<String, String> = listed["notifications"]
+                    .as_array()?
+                    .iter()
+                    .map(|n| {
+                        (
+                            n["uri"].as_str().unwrap().to_owned(),
+                            n["reason"].as_str().unwrap().to_owned(),
+                        )
+                    })
+                    .collect();
+                (reasons.get(&uri(&lucia_mention)).map(String::as_str) == Some("mention")
+                    && reasons.get(&uri(&maya_reply)).map(String::as_str) == Some("reply"))
+                .then_some(())
+            },
+        )
+        .await;
+        search(format!("#{tag}"), ana_post.clone()).await;
+
+        // The source: the brand's handle and app password on the PDS, which proxies the
+        // app.bsky reads to the AppView.
+        let key = app.key(Role::Admin).await;
+        let config = json!({
+            "service": pds, "identifier": brand.handle, "app_password": password,
+            "keywords": [keyword], "hashtags": [format!("#{tag}")]
+        });
+        let id = create_source(&app, &key, "BLUESKY", "real", config).await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["source"]["lastError"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 4, "{report:#}");
+        let mut once: BTreeMap<String, usize> = [&ours, &maya_reply, &lucia_mention, &ana_post]
+            .into_iter()
+            .map(|post| (uri(post), 1))
+            .collect();
+        assert_eq!(stored_ids(&app).await, once);
+        // No search failed quietly.
+        let cursor: Value =
+            serde_json::from_str(&source_row(&app, &id).await.cursor.unwrap()).unwrap();
+        assert!(!cursor.to_string().contains("warning"), "{cursor:#}");
+
+        let all = items(&app, &key).await;
+        let item = |post: &Value| all[&uri(post)].clone();
+        let (mention, answer, published, tagged) = (
+            item(&lucia_mention),
+            item(&maya_reply),
+            item(&ours),
+            item(&ana_post),
+        );
+        assert_eq!(mention["kind"], "MENTION");
+        assert_eq!(mention["direction"], "INBOUND");
+        assert_eq!(mention["text"], lucia_text);
+        assert_eq!(mention["language"], "es");
+        assert_eq!(answer["kind"], "REPLY");
+        assert_eq!(tagged["kind"], "POST");
+        // Identities are DIDs (a handle can change).
+        for (item, who) in [(&mention, &lucia), (&answer, &maya), (&tagged, &ana)] {
+            assert_eq!(item["identity"]["platformId"], who.did, "{item:#}");
+            assert_eq!(item["channel"], "BLUESKY");
+        }
+        let customers: HashSet<&str> = [&mention, &answer, &tagged]
+            .iter()
+            .map(|item| item["customer"]["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(customers.len(), 3);
+        assert_eq!(
+            mention["url"],
+            format!(
+                "https://bsky.app/profile/{}/post/{}",
+                lucia.handle,
+                uri(&lucia_mention).rsplit('/').next().unwrap()
+            )
+        );
+        // The brand's own post is a publication: outbound, nobody's; Maya's answer to it
+        // joins its thread, under her.
+        assert_eq!(published["direction"], "OUTBOUND", "{published:#}");
+        assert_eq!(published["customer"], Value::Null, "{published:#}");
+        assert_eq!(published["identity"], Value::Null, "{published:#}");
+        assert_eq!(
+            answer["conversation"]["id"],
+            published["conversation"]["id"]
+        );
+        assert_ne!(
+            mention["conversation"]["id"],
+            published["conversation"]["id"]
+        );
+        let data = app.gql(&key, PUBLICATIONS, json!({ "source": id })).await;
+        let list = &data["publications"];
+        assert_eq!(list["totalCount"], 1, "{data:#}");
+        let node = &list["edges"][0]["node"];
+        assert_eq!(node["externalId"], uri(&ours));
+        assert_eq!(node["customer"], Value::Null);
+        assert_eq!(node["conversation"]["customer"], Value::Null);
+
+        // A second sync: nothing new.
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 0, "{report:#}");
+        assert_eq!(stored_ids(&app).await, once);
+
+        // Sessions. The network's app-password access tokens last a few seconds
+        // (ATPROTO_APP_PASSWORD_ACCESS_SECS of .ci/atproto/run): the PDS refuses one whose
+        // time is over as `ExpiredToken` and renews it with `refreshSession`...
+        let secs: u64 = std::env::var("RAPPORT_TEST_ATPROTO_ACCESS_SECS")
+            .ok()
+            .and_then(|secs| secs.parse().ok())
+            .unwrap_or(0);
+        if secs > 0 {
+            let login = xrpc(
+                &pds,
+                "com.atproto.server.createSession",
+                None,
+                &[],
+                Some(json!({ "identifier": brand.handle, "password": password })),
+            )
+            .await;
+            tokio::time::sleep(std::time::Duration::from_secs(secs + 1)).await;
+            let (status, refused) = xrpc_answer(
+                &pds,
+                "app.bsky.notification.listNotifications",
+                login["accessJwt"].as_str(),
+                &[],
+                None,
+            )
+            .await;
+            assert_eq!(
+                (status.as_u16(), refused["error"].as_str()),
+                (400, Some("ExpiredToken")),
+                "{refused}"
+            );
+            let renewed = xrpc(
+                &pds,
+                "com.atproto.server.refreshSession",
+                login["refreshJwt"].as_str(),
+                &[],
+                Some(Value::Null),
+            )
+            .await;
+            assert_eq!(renewed["did"], brand.did);
+            xrpc(
+                &pds,
+                "app.bsky.notification.listNotifications",
+                renewed["accessJwt"].as_str(),
+                &[],
+                None,
+            )
+            .await;
+            // ... and the connector's session, made by the syncs above, has run out too:
+            // the next sync renews it and takes the new mention.
+            let again = format!("@{} ¿y en el móvil?", brand.handle);
+            let later = publish(
+                &pds,
+                &lucia,
+                json!({ "text": again, "facets": [{
+                    "index": { "byteStart": 0, "byteEnd": named.len() },
+                    "features": [{ "$type": "app.bsky.richtext.facet#mention", "did": brand.did }]
+                }] }),
+            )
+            .await;
+            eventually(
+                "the second mention in the brand's notifications",
+                || async {
+                    let listed = xrpc(
+                        &pds,
+                        "app.bsky.notification.listNotifications",
+                        Some(&brand.access),
+                        &[("limit", "100")],
+                        None,
+                    )
+                    .await;
+                    listed["notifications"]
+                        .as_array()?
+                        .iter()
+                        .any(|n| n["uri"] == later["uri"])
+                        .then_some(())
+                },
+            )
+            .await;
+            let report = sync(&app, &key, &id).await;
+            assert_eq!(report["error"], Value::Null, "{report:#}");
+            assert_eq!(report["source"]["lastError"], Value::Null, "{report:#}");
+            assert_eq!(report["newItems"], 1, "{report:#}");
+            once.insert(uri(&later), 1);
+            assert_eq!(stored_ids(&app).await, once);
+        } else {
+            eprintln!(
+                "the session part skipped: RAPPORT_TEST_ATPROTO_ACCESS_SECS is not set (the \
+                 network's access tokens last two hours)"
+            );
+        }
+
+        // Replies from Rapport. To Lucía: the text names her already, after non-ASCII
+        // text, so the facet is where her handle is, in UTF-8 bytes.
+        let agent = app.key(Role::Agent).await;
+        let to_lucia = format!("¡Sí, @{}! ✨ llega en la 2.1", lucia.handle);
+        let target = find_interaction(&app, &key, &uri(&lucia_mention)).await;
+        let input = json!({ "interactionId": target, "text": to_lucia, "idempotencyKey": format!("lucia-{run}") });
+        let sent = app
+            .gql(&agent, REPLY, json!({ "input": input.clone() }))
+            .await["replyToInteraction"]["interaction"]
+            .clone();
+        let posted = sent["externalId"].as_str().unwrap().to_owned();
+        assert!(
+            posted.starts_with(&format!("at://{}/app.bsky.feed.post/", brand.did)),
+            "{sent:#}"
+        );
+        assert_eq!(sent["direction"], "OUTBOUND");
+        assert_eq!(sent["conversation"]["id"], mention["conversation"]["id"]);
+        let record = record_at(&pds, &posted).await;
+        let value = &record["value"];
+        assert_eq!(value["text"], to_lucia);
+        assert_eq!(
+            value["reply"],
+            json!({ "root": lucia_mention, "parent": lucia_mention })
+        );
+        let start = "¡Sí, ".len();
+        assert_eq!(start, 7, "UTF-8 bytes, not characters");
+        let named_lucia = format!("@{}", lucia.handle);
+        assert_eq!(
+            value["facets"],
+            json!([{
+                "index": { "byteStart": start, "byteEnd": start + named_lucia.len() },
+                "features": [{ "$type": "app.bsky.richtext.facet#mention", "did": lucia.did }]
+            }])
+        );
+        assert_eq!(
+            &to_lucia.as_bytes()[start..start + named_lucia.len()],
+            named_lucia.as_bytes()
+        );
+
+        // The same reply again (the same idempotency key): the stored one, still one record.
+        let again = app.gql(&agent, REPLY, json!({ "input": input })).await["replyToInteraction"]
+            ["interaction"]
+            .clone();
+        assert_eq!(again["id"], sent["id"]);
+        assert_eq!(record_at(&pds, &posted).await["cid"], record["cid"]);
+
+        // To Maya's answer in the publication's thread: the root is the brand's post, the
+        // parent hers, and a leading mention of her.
+        let target = find_interaction(&app, &key, &uri(&maya_reply)).await;
+        let input = json!({ "interactionId": target, "text": "yes, up to 2 GB 📎", "idempotencyKey": format!("maya-{run}") });
+        let sent = app.gql(&agent, REPLY, json!({ "input": input })).await["replyToInteraction"]
+            ["interaction"]
+            .clone();
+        let to_maya = sent["externalId"].as_str().unwrap().to_owned();
+        assert_eq!(sent["conversation"]["id"], published["conversation"]["id"]);
+        let value = record_at(&pds, &to_maya).await["value"].clone();
+        let named_maya = format!("@{}", maya.handle);
+        assert_eq!(value["text"], format!("{named_maya} yes, up to 2 GB 📎"));
+        assert_eq!(
+            value["reply"],
+            json!({ "root": ours, "parent": maya_reply })
+        );
+        assert_eq!(
+            value["facets"][0]["index"],
+            json!({ "byteStart": 0, "byteEnd": named_maya.len() })
+        );
+        assert_eq!(value["facets"][0]["features"][0]["did"], maya.did);
+
+        // The AppView takes both as replies in their threads, and tells Maya of hers.
+        for (reply, parent) in [(&posted, &lucia_mention), (&to_maya, &maya_reply)] {
+            eventually(&format!("{reply} in its thread"), || async {
+                // NotFound until the AppView has indexed it.
+                let (_, thread) = xrpc_answer(
+                    &pds,
+                    "app.bsky.feed.getPostThread",
+                    Some(&brand.access),
+                    &[("uri", reply.as_str()), ("depth", "0")],
+                    None,
+                )
+                .await;
+                (thread["thread"]["parent"]["post"]["uri"] == parent["uri"]).then_some(())
+            })
+            .await;
+        }
+        eventually("Maya's notification of the brand's reply", || async {
+            let listed = xrpc(
+                &pds,
+                "app.bsky.notification.listNotifications",
+                Some(&maya.access),
+                &[("limit", "100")],
+                None,
+            )
+            .await;
+            listed["notifications"]
+                .as_array()?
+                .iter()
+                .any(|n| n["uri"] == to_maya.as_str())
+                .then_some(())
+        })
+        .await;
+
+        // Rapport's own replies bring nothing back in with the next sync.
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 0, "{report:#}");
+    }
+);
