@@ -4,8 +4,8 @@
 //! identity's profile shows (profile fields, bio), indexed by key; and
 //! `duplicate_suggestion` holds each pair of customers who may be one person, once per
 //! pair, with a score and its reasons. The existing identities' keys are filled in SQL for
-//! the plain cases (an address without query or fragment); the rest are filled when the
-//! identity is next written.
+//! the plain cases (an address without query or fragment); ingestion fills the rest when
+//! it next sees the identity.
 
 use sea_orm_migration::prelude::*;
 
@@ -33,13 +33,18 @@ fn cascade(table: &str, column: &str, target: &str) -> ForeignKeyCreateStatement
 }
 
 /// The backfill of `identity.profile_key`: the same keys as `rapport::domain::duplicate`
-/// computes for these plain cases.
+/// computes, for the plain cases (a profile address without query or fragment, ASCII);
+/// the rest are filled by ingestion when the identity is next seen.
 const BACKFILL: &str = "UPDATE identity SET profile_key = CASE
     WHEN channel = 'bluesky' AND handle IS NOT NULL
         THEN 'https://' || lower(ltrim(handle, '@'))
     WHEN channel = 'email' THEN lower(platform_id)
+    WHEN lower(profile_url) LIKE 'https://www.%'
+        THEN 'https://' || rtrim(substr(lower(profile_url), 13), '/')
     WHEN lower(profile_url) LIKE 'https://%'
         THEN 'https://' || rtrim(substr(lower(profile_url), 9), '/')
+    WHEN lower(profile_url) LIKE 'http://www.%'
+        THEN 'https://' || rtrim(substr(lower(profile_url), 12), '/')
     WHEN lower(profile_url) LIKE 'http://%'
         THEN 'https://' || rtrim(substr(lower(profile_url), 8), '/')
     END

@@ -611,8 +611,9 @@ async fn resolve_authors(
 ) -> Result<Authors> {
     let wanted: Vec<usize> = (0..fresh.len()).filter(|&n| needs_author[n]).collect();
     let platform_ids = distinct(wanted.iter().map(|&n| fresh[n].platform_id.as_str()));
-    let mut known: HashMap<String, Author> = identities(db, workspace_id, channel, &platform_ids)
-        .await?
+    let stored = identities(db, workspace_id, channel, &platform_ids).await?;
+    super::duplicate::fill_profile_keys(db, &stored).await?;
+    let mut known: HashMap<String, Author> = stored
         .into_iter()
         .map(|row| {
             let author = Author {

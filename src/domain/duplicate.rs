@@ -35,6 +35,8 @@ use entity::{CustomerId, DuplicateSuggestionId, IdentityId, WorkspaceId};
 const VERIFIED_SCORE: f64 = 0.95;
 const FIELD_SCORE: f64 = 0.85;
 const BIO_SCORE: f64 = 0.8;
+/// A Bluesky handle on the domain of another customer's website.
+const HANDLE_SCORE: f64 = 0.9;
 /// The default `minScore` of the list.
 pub const DEFAULT_MIN_SCORE: f64 = 0.5;
 /// Keys looked up per statement.
@@ -58,25 +60,31 @@ pub fn reasons(row: &Model) -> Vec<Reason> {
     serde_json::from_str(&row.reasons).unwrap_or_default()
 }
 
-/// The key of a link as a profile writes it: web addresses lowercased without scheme,
-/// query, fragment or trailing slash, written `https://…` (as a website contact point is
-/// normalised); a Bluesky profile address as the handle's domain; a fediverse handle
-/// `@name@host` as `https://host/@name`; an e-mail address (or `mailto:`) lowercased.
-/// `None` for anything else.
+/// The key of a link as a profile writes it, `None` for anything that is not one:
+/// - a web address lowercased, written `https://{host}{path}` without `www.`, the
+///   trailing slash of its path dropped, its query and fragment kept (they name the
+///   person on `matrix.to/#/@ana:example.org` and `news.ycombinator.com/user?id=ana`);
+///   `twitter.com` is `x.com`;
+/// - a Bluesky profile address (`bsky.app/profile/{handle}`) as the handle's domain;
+/// - a fediverse handle `@name@host` as the address Mastodon gives it,
+///   `https://host/@name`;
+/// - an e-mail address (or `mailto:`) as a contact point normalises it.
 pub fn link_key(raw: &str) -> Option<String> {
     let lower = raw.trim().to_lowercase();
-    if lower.is_empty() || lower.len() > 2_048 || lower.chars().any(char::is_whitespace) {
+    if lower.is_empty()
+        || lower.len() > 2_048
+        || lower.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return None;
     }
     if let Some(address) = lower.strip_prefix("mailto:") {
         let address = address.split('?').next().unwrap_or_default();
-        return super::contact_point::normalize(ContactPointKind::Email, address)
-            .ok()
-            .map(|(_, normalized)| normalized);
+        return email_key(address);
     }
     if let Some(handle) = lower.strip_prefix('@') {
         let (name, host) = handle.split_once('@')?;
-        return (!name.is_empty() && host.contains('.') && !host.contains(['@', '/']))
+        let host = host.strip_prefix("www.").unwrap_or(host);
+        return (!name.is_empty() && is_host(host) && !name.contains(['/', '?', '#']))
             .then(|| format!("https://{host}/@{name}"));
     }
     let rest = match lower
@@ -84,25 +92,42 @@ pub fn link_key(raw: &str) -> Option<String> {
         .or_else(|| lower.strip_prefix("http://"))
     {
         Some(rest) => rest,
-        None if lower.contains('@') => {
-            return super::contact_point::normalize(ContactPointKind::Email, &lower)
-                .ok()
-                .map(|(_, normalized)| normalized);
-        }
+        None if lower.contains('@') => return email_key(&lower),
         None => &lower,
     };
-    let rest = rest.split(['?', '#']).next().unwrap_or_default();
-    let rest = rest.trim_end_matches('/');
-    let host = rest.split('/').next().unwrap_or_default();
-    if !host.contains('.') || host.starts_with('.') || host.ends_with('.') || host.contains('@') {
+    let split = rest.find(['?', '#']).unwrap_or(rest.len());
+    let (address, tail) = rest.split_at(split);
+    let address = address.trim_end_matches('/');
+    let (host, path) = address.split_at(address.find('/').unwrap_or(address.len()));
+    let host = host.strip_prefix("www.").unwrap_or(host);
+    if !is_host(host) {
         return None;
     }
+    let host = match host {
+        "twitter.com" | "mobile.twitter.com" => "x.com",
+        other => other,
+    };
     if host == "bsky.app" {
-        let handle = rest.strip_prefix("bsky.app/profile/")?.split('/').next()?;
-        return (!handle.starts_with("did:") && handle.contains('.'))
+        let handle = path.strip_prefix("/profile/")?.split('/').next()?;
+        return (!handle.starts_with("did:") && is_host(handle))
             .then(|| format!("https://{handle}"));
     }
-    Some(format!("https://{rest}"))
+    // An empty query or fragment says nothing.
+    let tail = tail.trim_end_matches(['?', '#']);
+    Some(format!("https://{host}{path}{tail}"))
+}
+
+fn is_host(host: &str) -> bool {
+    host.contains('.')
+        && !host.starts_with('.')
+        && !host.ends_with('.')
+        && !host.contains(['@', '/', '?', '#'])
+}
+
+fn email_key(address: &str) -> Option<String> {
+    super::contact_point::normalize(ContactPointKind::Email, address)
+        .ok()
+        .map(|(_, normalized)| normalized)
 }
 
 /// The key of what an identity is: a Bluesky handle as its domain, an e-mail identity as
@@ -123,6 +148,32 @@ pub fn profile_key(
     }
 }
 
+/// Gives the identities stored before profile keys existed the key the migration could
+/// not compute (an address with a query or fragment, non-ASCII): one UPDATE per such row,
+/// once; identities with a key, or with nothing to key, cost nothing.
+pub async fn fill_profile_keys(db: &impl ConnectionTrait, rows: &[identity::Model]) -> Result<()> {
+    for row in rows.iter().filter(|row| row.profile_key.is_none()) {
+        let key = profile_key(
+            row.channel,
+            &row.platform_id,
+            row.handle.as_deref(),
+            row.profile_url.as_deref(),
+        );
+        if let Some(key) = key {
+            identity::Entity::update_many()
+                .col_expr(
+                    identity::Column::ProfileKey,
+                    sea_orm::sea_query::Expr::value(key),
+                )
+                .filter(identity::Column::WorkspaceId.eq(row.workspace_id))
+                .filter(identity::Column::Id.eq(row.id))
+                .exec(db)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 /// An identity whose author came with profile links, as a batch resolved it.
 pub struct Linked<'a> {
     pub identity_id: IdentityId,
@@ -131,13 +182,16 @@ pub struct Linked<'a> {
     pub links: &'a [connectors::ProfileLink],
 }
 
-/// A record that can be the target of a link, new in this write: an identity's profile key
-/// or a contact point's normalised e-mail address or website.
+/// A record a link or an address can name: an identity (by its profile key) or a
+/// contact point (an e-mail address or a website, by its key).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Target {
     pub key: String,
     pub customer_id: CustomerId,
-    /// What it is, in words ("the GitHub account @ana").
+    /// What it is, in words ("the bluesky account @ana.example.com").
     pub what: String,
+    /// The identity's channel; `None` for a contact point.
+    pub channel: Option<connectors::Channel>,
 }
 
 /// The target an identity is, if it has a key.
@@ -145,7 +199,12 @@ pub fn identity_target(row: &identity::Model) -> Option<Target> {
     Some(Target {
         key: row.profile_key.clone()?,
         customer_id: row.customer_id,
-        what: identity_words(row.channel, row.handle.as_deref(), &row.platform_id),
+        what: format!(
+            "the {} account {}",
+            row.channel.as_str(),
+            row.handle.as_deref().unwrap_or(&row.platform_id)
+        ),
+        channel: Some(row.channel),
     })
 }
 
@@ -157,29 +216,44 @@ pub fn contact_point_target(row: &contact_point::Model) -> Option<Target> {
         _ => return None,
     };
     Some(Target {
-        key: row.normalized.clone(),
+        key: link_key(&row.normalized)?,
         customer_id: row.customer_id,
         what,
+        channel: None,
     })
 }
 
-fn identity_words(channel: connectors::Channel, handle: Option<&str>, platform_id: &str) -> String {
-    format!(
-        "the {} account {}",
-        channel.as_str(),
-        handle.unwrap_or(platform_id)
-    )
+/// The stored values a contact point holding `key` may have: contact points keep `www.`.
+fn point_values(key: &str) -> Vec<String> {
+    let mut values = vec![key.to_owned()];
+    if let Some(rest) = key.strip_prefix("https://") {
+        values.push(format!("https://www.{rest}"));
+    }
+    values
 }
 
-/// A pair found, before it is stored.
-#[derive(Default)]
-struct Found {
-    reasons: Vec<Reason>,
+/// A key naming more records than this (of different customers), or linked by more
+/// profiles than this, is no one person's (a shared site, an employer, a platform's home
+/// page): it suggests nothing, and the work per key stays bounded.
+const MAX_SHARED: usize = 5;
+
+/// Where a pair's evidence came from, so one piece of evidence counts once however many
+/// records it names (an e-mail author is an identity and a contact point with one key).
+type Evidence = String;
+
+/// A link of a profile, with its owner.
+struct Owned {
+    link: identity_link::Model,
+    customer_id: CustomerId,
+    channel: connectors::Channel,
+    new: bool,
 }
 
-/// Stores the links of `linked` identities not stored yet, then suggests every pair a new
-/// link or a new target makes: the new links against the stored identities and contact
-/// points, the new targets against the stored links. Runs in the caller's transaction.
+/// Stores the links of `linked` identities not stored yet, then suggests every pair that
+/// a new link or a new record makes: a link naming another customer's identity, e-mail
+/// address or website, and an identity that is another customer's address or website (a
+/// Bluesky handle on the domain of a customer's website). Only pairs with something new
+/// in this write are looked at. Runs in the caller's transaction.
 pub async fn after_authors(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
@@ -190,9 +264,8 @@ pub async fn after_authors(
     if linked.is_empty() && targets.is_empty() {
         return Ok(());
     }
-    // The links not stored yet.
-    let ids: Vec<IdentityId> = linked.iter().map(|l| l.identity_id).collect();
     let mut stored: HashSet<(IdentityId, String)> = HashSet::new();
+    let ids: Vec<IdentityId> = linked.iter().map(|l| l.identity_id).collect();
     for chunk in ids.chunks(CHUNK) {
         let rows = super::scoped::<identity_link::Entity>(workspace_id)
             .filter(identity_link::Column::IdentityId.is_in(chunk.iter().copied()))
@@ -200,7 +273,7 @@ pub async fn after_authors(
             .await?;
         stored.extend(rows.into_iter().map(|row| (row.identity_id, row.key)));
     }
-    let mut new_links: Vec<(&Linked<'_>, identity_link::Model)> = Vec::new();
+    let mut links: Vec<Owned> = Vec::new();
     for owner in linked {
         for link in owner.links.iter().take(connectors::MAX_PROFILE_LINKS) {
             let Some(key) = link_key(&link.url) else {
@@ -209,9 +282,8 @@ pub async fn after_authors(
             if !stored.insert((owner.identity_id, key.clone())) {
                 continue;
             }
-            new_links.push((
-                owner,
-                identity_link::Model {
+            links.push(Owned {
+                link: identity_link::Model {
                     identity_id: owner.identity_id,
                     key,
                     workspace_id,
@@ -223,17 +295,23 @@ pub async fn after_authors(
                     verified: link.verified,
                     created_at: now,
                 },
-            ));
+                customer_id: owner.customer_id,
+                channel: owner.channel,
+                new: true,
+            });
         }
     }
-    if new_links.is_empty() && targets.is_empty() {
+    if links.is_empty() && targets.is_empty() {
         return Ok(());
     }
-    for chunk in new_links.chunks(CHUNK) {
+    // In key order, so two writers inserting overlapping links wait for each other
+    // instead of deadlocking.
+    links.sort_by(|a, b| (&a.link.key, a.link.identity_id).cmp(&(&b.link.key, b.link.identity_id)));
+    for chunk in links.chunks(CHUNK) {
         identity_link::Entity::insert_many(
             chunk
                 .iter()
-                .map(|(_, row)| identity_link::ActiveModel::from(row.clone())),
+                .map(|owned| identity_link::ActiveModel::from(owned.link.clone())),
         )
         .on_conflict(
             OnConflict::columns([
@@ -247,31 +325,36 @@ pub async fn after_authors(
         .await?;
     }
 
-    let mut found: BTreeMap<(CustomerId, CustomerId), Found> = BTreeMap::new();
-    let mut add = |x: CustomerId, y: CustomerId, reason: Reason| {
-        if x == y {
-            return;
-        }
-        let reasons = &mut found.entry((x.min(y), x.max(y))).or_default().reasons;
-        if !reasons.iter().any(|known| known.detail == reason.detail) {
-            reasons.push(reason);
+    // Every record the keys name: stored, and new in this write.
+    let keys: Vec<String> = distinct(
+        links
+            .iter()
+            .map(|owned| owned.link.key.as_str())
+            .chain(targets.iter().map(|t| t.key.as_str())),
+    );
+    let mut records: HashMap<String, Vec<(Target, bool)>> = HashMap::new();
+    let mut note = |target: Target, new: bool| {
+        let list = records.entry(target.key.clone()).or_default();
+        match list.iter_mut().find(|(known, _)| *known == target) {
+            Some((_, was_new)) => *was_new |= new,
+            None => list.push((target, new)),
         }
     };
-
-    // New links against what is stored.
-    let keys: Vec<String> = distinct(new_links.iter().map(|(_, row)| row.key.as_str()));
-    let mut stored_targets: HashMap<String, Vec<Target>> = HashMap::new();
+    for target in targets {
+        note(target.clone(), true);
+    }
     for chunk in keys.chunks(CHUNK) {
         let identities = super::scoped::<identity::Entity>(workspace_id)
             .filter(identity::Column::ProfileKey.is_in(chunk.iter().cloned()))
             .all(db)
             .await?;
+        let values: Vec<String> = chunk.iter().flat_map(|key| point_values(key)).collect();
         let points = super::scoped::<contact_point::Entity>(workspace_id)
             .filter(
                 contact_point::Column::Kind
                     .is_in([ContactPointKind::Email, ContactPointKind::Website]),
             )
-            .filter(contact_point::Column::Normalized.is_in(chunk.iter().cloned()))
+            .filter(contact_point::Column::Normalized.is_in(values))
             .all(db)
             .await?;
         let all = identities
@@ -279,64 +362,98 @@ pub async fn after_authors(
             .filter_map(identity_target)
             .chain(points.iter().filter_map(contact_point_target));
         for target in all {
-            stored_targets
-                .entry(target.key.clone())
-                .or_default()
-                .push(target);
+            note(target, false);
         }
     }
-    // Targets new in this write count as stored for the new links too.
-    for target in targets {
-        stored_targets
-            .entry(target.key.clone())
-            .or_default()
-            .push(Target {
-                key: target.key.clone(),
-                customer_id: target.customer_id,
-                what: target.what.clone(),
-            });
-    }
-    for (owner, row) in &new_links {
-        for target in stored_targets.get(&row.key).into_iter().flatten() {
-            add(
-                owner.customer_id,
-                target.customer_id,
-                link_reason(owner.channel, row, &target.what),
-            );
-        }
-    }
-
-    // New targets against the links stored before this write.
+    // The links stored before this write that name a new record.
     let target_keys = distinct(targets.iter().map(|t| t.key.as_str()));
-    let fresh: HashSet<(IdentityId, &str)> = new_links
-        .iter()
-        .map(|(_, row)| (row.identity_id, row.key.as_str()))
-        .collect();
     for chunk in target_keys.chunks(CHUNK) {
-        let links: Vec<identity_link::Model> = super::scoped::<identity_link::Entity>(workspace_id)
+        let older: Vec<identity_link::Model> = super::scoped::<identity_link::Entity>(workspace_id)
             .filter(identity_link::Column::Key.is_in(chunk.iter().cloned()))
             .all(db)
             .await?
             .into_iter()
-            .filter(|link| !fresh.contains(&(link.identity_id, link.key.as_str())))
+            .filter(|link| {
+                !links.iter().any(|owned| {
+                    owned.new
+                        && owned.link.identity_id == link.identity_id
+                        && owned.link.key == link.key
+                })
+            })
             .collect();
-        if links.is_empty() {
+        if older.is_empty() {
             continue;
         }
-        let owner_ids: Vec<IdentityId> = distinct_ids(links.iter().map(|l| l.identity_id));
+        let owner_ids: Vec<IdentityId> = distinct_ids(older.iter().map(|l| l.identity_id));
         let owners =
             super::by_ids::<identity::Entity, _>(db, workspace_id, &owner_ids, |row| row.id)
                 .await?;
-        for link in &links {
-            let Some(owner) = owners.get(&link.identity_id) else {
-                continue;
-            };
-            for target in targets.iter().filter(|t| t.key == link.key) {
-                add(
-                    owner.customer_id,
-                    target.customer_id,
-                    link_reason(owner.channel, link, &target.what),
-                );
+        for link in older {
+            if let Some(owner) = owners.get(&link.identity_id) {
+                links.push(Owned {
+                    customer_id: owner.customer_id,
+                    channel: owner.channel,
+                    link,
+                    new: false,
+                });
+            }
+        }
+    }
+
+    let mut found: BTreeMap<(CustomerId, CustomerId), BTreeMap<Evidence, Reason>> = BTreeMap::new();
+    let mut add = |x: CustomerId, y: CustomerId, evidence: Evidence, reason: Reason| {
+        if x == y {
+            return;
+        }
+        let pair = found.entry((x.min(y), x.max(y))).or_default();
+        match pair.get(&evidence) {
+            Some(known) if known.score >= reason.score => {}
+            _ => {
+                pair.insert(evidence, reason);
+            }
+        }
+    };
+    let mut links_by_key: HashMap<&str, Vec<&Owned>> = HashMap::new();
+    for owned in &links {
+        links_by_key.entry(&owned.link.key).or_default().push(owned);
+    }
+    let shared = |customers: &mut dyn Iterator<Item = CustomerId>| {
+        customers.collect::<HashSet<_>>().len() > MAX_SHARED
+    };
+    for key in &keys {
+        let named = records.get(key).map(Vec::as_slice).unwrap_or_default();
+        if shared(&mut named.iter().map(|(t, _)| t.customer_id)) {
+            continue;
+        }
+        let linking = links_by_key
+            .get(key.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if !shared(&mut linking.iter().map(|o| o.customer_id)) {
+            for owned in linking {
+                for (target, new) in named {
+                    if owned.new || *new {
+                        add(
+                            owned.customer_id,
+                            target.customer_id,
+                            format!("link {} {}", owned.link.identity_id, key),
+                            link_reason(owned.channel, &owned.link, &target.what),
+                        );
+                    }
+                }
+            }
+        }
+        // An account that is another customer's address or site.
+        for (account, account_new) in named.iter().filter(|(t, _)| t.channel.is_some()) {
+            for (point, point_new) in named.iter().filter(|(t, _)| t.channel.is_none()) {
+                if *account_new || *point_new {
+                    add(
+                        account.customer_id,
+                        point.customer_id,
+                        format!("address {key}"),
+                        address_reason(account, point),
+                    );
+                }
             }
         }
     }
@@ -369,6 +486,23 @@ fn link_reason(channel: connectors::Channel, link: &identity_link::Model, what: 
     }
 }
 
+/// An account whose address is a contact point of another customer: the same e-mail
+/// address, or a Bluesky handle on the domain of a customer's website (Bluesky checks the
+/// handle against the domain's DNS or a file it serves, so its owner controls the site).
+fn address_reason(account: &Target, point: &Target) -> Reason {
+    let score = match account.channel {
+        Some(connectors::Channel::Email) => VERIFIED_SCORE,
+        Some(connectors::Channel::Bluesky) => HANDLE_SCORE,
+        _ => FIELD_SCORE,
+    };
+    Reason {
+        field: "identity".to_owned(),
+        kind: "profile_address".to_owned(),
+        detail: format!("{} is {}", account.what, point.what),
+        score,
+    }
+}
+
 /// Independent reasons add up: 1 − Π(1 − sᵢ), at most 0.99 (only a person is sure).
 fn combined(reasons: &[Reason]) -> f64 {
     let doubt: f64 = reasons
@@ -381,20 +515,21 @@ fn combined(reasons: &[Reason]) -> f64 {
 async fn store(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
-    found: BTreeMap<(CustomerId, CustomerId), Found>,
+    found: BTreeMap<(CustomerId, CustomerId), BTreeMap<Evidence, Reason>>,
     now: DateTime<Utc>,
 ) -> Result<()> {
     let rows: Vec<ActiveModel> = found
         .into_iter()
-        .map(|((a, b), mut found)| {
-            found.reasons.sort_by(|x, y| y.score.total_cmp(&x.score));
+        .map(|((a, b), evidence)| {
+            let mut reasons: Vec<Reason> = evidence.into_values().collect();
+            reasons.sort_by(|x, y| y.score.total_cmp(&x.score));
             ActiveModel {
                 id: Set(DuplicateSuggestionId::new()),
                 workspace_id: Set(workspace_id),
                 customer_a: Set(a),
                 customer_b: Set(b),
-                score: Set(combined(&found.reasons)),
-                reasons: Set(serde_json::to_string(&found.reasons).unwrap_or_else(|_| "[]".into())),
+                score: Set(combined(&reasons)),
+                reasons: Set(serde_json::to_string(&reasons).unwrap_or_else(|_| "[]".into())),
                 status: Set(DuplicateStatus::Pending),
                 created_at: Set(now),
                 updated_at: Set(now),
@@ -550,10 +685,18 @@ mod tests {
         for (raw, key) in [
             ("https://GitHub.com/Ana/", Some("https://github.com/ana")),
             ("http://ana.example.com", Some("https://ana.example.com")),
+            ("https://www.ana.dev/about/", Some("https://ana.dev/about")),
             (
-                "https://ana.dev/about?ref=x#top",
-                Some("https://ana.dev/about"),
+                "https://matrix.to/#/@Ana:example.org",
+                Some("https://matrix.to#/@ana:example.org"),
             ),
+            (
+                "https://news.ycombinator.com/user?id=ana",
+                Some("https://news.ycombinator.com/user?id=ana"),
+            ),
+            ("https://ana.dev/?#", Some("https://ana.dev")),
+            ("https://twitter.com/Ana", Some("https://x.com/ana")),
+            ("https://ana.dev/\u{0}x", None),
             ("github.com/ana", Some("https://github.com/ana")),
             ("@Ana@Social.Example", Some("https://social.example/@ana")),
             ("mailto:Ana@Example.com", Some("ana@example.com")),

@@ -91,6 +91,7 @@ pub async fn resolve_author(
         links: &author.links,
     };
     if let Some(identity) = find().one(db).await? {
+        super::duplicate::fill_profile_keys(db, std::slice::from_ref(&identity)).await?;
         if !author.links.is_empty() {
             super::duplicate::after_authors(db, workspace_id, &[linked(&identity)], &[], at)
                 .await?;
@@ -139,6 +140,7 @@ pub async fn resolve_author(
                 key: normalized.clone(),
                 customer_id,
                 what: format!("the e-mail address {value}"),
+                channel: None,
             });
         }
         super::contact_point::insert_if_free(

@@ -170,6 +170,18 @@ pub fn normalize_item(item: &connectors::InboundItem) -> connectors::InboundItem
             truncate_chars(value, max);
         }
     }
+    // Profile links are keys (indexed) and words in a reason: cleaned like any author text,
+    // bounded in number and length.
+    author.links.truncate(connectors::MAX_PROFILE_LINKS);
+    for link in &mut author.links {
+        one(&mut link.url);
+        truncate_chars(&mut link.url, 2_048);
+        opt(&mut link.label);
+        if let Some(label) = &mut link.label {
+            truncate_chars(label, 200);
+        }
+    }
+    author.links.retain(|link| !link.url.is_empty());
     if let Some(url) = &mut item.url {
         truncate_chars(url, 2_048);
     }

@@ -104,8 +104,8 @@ impl Customer {
         };
         Ok(points.into_iter().map(ContactPoint).collect())
     }
-    /// Pending duplicate suggestions naming this customer, highest score first (at most
-    /// 100; `duplicateSuggestions` pages through them all).
+    /// Pending duplicate suggestions naming this customer, highest score first (the 20
+    /// highest; `duplicateSuggestions` pages through them all).
     async fn duplicate_suggestions(
         &self,
         ctx: &Context<'_>,
@@ -113,7 +113,7 @@ impl Customer {
         let mut rows = load(ctx, DuplicatesOf(self.0.id))
             .await?
             .unwrap_or_default();
-        rows.truncate(100);
+        rows.truncate(20);
         Ok(rows
             .into_iter()
             .map(super::duplicate::DuplicateSuggestion)

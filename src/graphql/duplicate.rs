@@ -17,9 +17,10 @@ use entity::duplicate_suggestion::Model;
 use entity::enums::DuplicateStatus;
 use entity::DuplicateSuggestionId;
 
-/// Two customers who may be one person.
 pub struct DuplicateSuggestion(pub Model);
 
+/// Two customers who may be one person, found by a detector and waiting for someone to
+/// merge or dismiss them (never merged silently).
 #[Object]
 impl DuplicateSuggestion {
     /// `dup_…`.
@@ -58,9 +59,11 @@ impl DuplicateSuggestion {
     async fn status(&self) -> DuplicateStatus {
         self.0.status
     }
+    /// When the pair was first suggested.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When its status last changed.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }

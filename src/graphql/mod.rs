@@ -97,6 +97,10 @@ pub fn build_schema(config: &Config) -> AppSchema {
             "A page of customers: `edges` (or `nodes`) in the list's order, `pageInfo` to \
              page on, `totalCount` over every page.",
         )
+        .override_output_type_description::<duplicate::DuplicateSuggestionConnection>(
+            "A page of duplicate suggestions: `edges` (or `nodes`) highest score first, \
+             `pageInfo` to page on, `totalCount` over every page.",
+        )
         .override_output_type_description::<inbox::InboxConnection>(
             "A page of conversations: `edges` (or `nodes`) in the list's order, `pageInfo` \
              to page on.",

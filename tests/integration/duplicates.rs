@@ -127,7 +127,8 @@ backend_test! {
         assert!(of_robert[0]["a"]["id"] == json!(robert) || of_robert[0]["b"]["id"] == json!(robert));
         assert_eq!(entity::customer::Entity::find().count(&app.app.db).await.unwrap(), 6, "nothing was merged");
 
-        // Dismissed: out of the lists, and the same evidence again does not bring it back.
+        // Dismissed: out of the lists, and new evidence for the same pair does not bring
+        // it back: ana's profile now links a site, and ana-gh's customer is given it.
         let ana_pair = edges[0]["node"]["id"].as_str().unwrap().to_owned();
         let dismiss = "mutation($id: ID!) { dismissDuplicate(input: { id: $id }) { duplicateSuggestion { id status } } }";
         let viewer = app.key(Role::Viewer).await;
@@ -135,9 +136,43 @@ backend_test! {
         assert_eq!(code, "FORBIDDEN");
         let data = app.gql(&admin, dismiss, json!({ "id": ana_pair })).await;
         assert_eq!(data["dismissDuplicate"]["duplicateSuggestion"]["status"], "DISMISSED");
-        rapport::ingest::ingest(&app.app.db, &source, &[item("6", "ana-social", None, &[("https://github.com/ana-dev", "Code", false)])], Some("c3"), None).await.unwrap();
+        rapport::ingest::ingest(&app.app.db, &source, &[item("6", "ana-social", None, &[("https://ana-site.example", "Site", false)])], Some("c3"), None).await.unwrap();
+        let ana_gh = edges[0]["node"]["a"]["id"].as_str().filter(|_| edges[0]["node"]["a"]["displayName"] == "ana-gh").or(edges[0]["node"]["b"]["id"].as_str()).unwrap().to_owned();
+        app.gql(&admin, "mutation($input: AddContactPointInput!) { addContactPoint(input: $input) { contactPoint { id } } }", json!({ "input": { "customerId": ana_gh, "contactPoint": { "kind": "WEBSITE", "value": "https://www.ana-site.example/" } } })).await;
         let data = app.gql(&admin, LIST, json!({})).await;
         assert_eq!(data["duplicateSuggestions"]["totalCount"], 2, "{data:#}");
+        let status: Vec<String> = entity::duplicate_suggestion::Entity::find().all(&app.app.db).await.unwrap().into_iter().map(|row| row.status.as_str().to_owned()).collect();
+        assert_eq!(status.iter().filter(|s| *s == "dismissed").count(), 1);
+
+        // A Bluesky handle on the domain of another customer's website, in both orders:
+        // the handle arrives (set-based) after the site; the site is added after a handle
+        // arrived one by one.
+        let bluesky = entity::source::Model { channel: connectors::Channel::Bluesky, ..source.clone() };
+        let bsky = |id: &str, handle: &str| InboundItem {
+            author: Author { platform_id: format!("did:plc:{handle}"), handle: Some(format!("@{handle}")), display_name: Some(handle.into()), ..Author::default() },
+            ..item(id, handle, None, &[])
+        };
+        let cy = app.create_customer(&admin, json!({ "displayName": "Cy", "contactPoints": [{ "kind": "WEBSITE", "value": "https://www.cy.example.org/" }] })).await;
+        rapport::ingest::ingest(&app.app.db, &bluesky, &[bsky("b1", "cy.example.org")], Some("c4"), None).await.unwrap();
+        rapport::ingest::ingest_item_by_item(&app.app.db, &bluesky, &[bsky("b2", "dee.example.net")]).await.unwrap();
+        let dee = app.create_customer(&admin, json!({ "displayName": "Dee", "contactPoints": [{ "kind": "WEBSITE", "value": "dee.example.net" }] })).await;
+        let data = app.gql(&admin, "query($min: Float) { duplicateSuggestions(minScore: $min, first: 10) { edges { node { score reasons { kind detail } a { id } b { id } } } } }", json!({ "min": 0.89 })).await;
+        let handles: Vec<&Value> = data["duplicateSuggestions"]["edges"].as_array().unwrap().iter().filter(|e| e["node"]["reasons"][0]["kind"] == "profile_address").collect();
+        assert_eq!(handles.len(), 2, "{data:#}");
+        for edge in &handles {
+            assert_eq!(edge["node"]["score"], 0.9, "a handle on the domain: Bluesky checked it");
+        }
+        for customer in [&cy, &dee] {
+            assert!(handles.iter().any(|e| e["node"]["a"]["id"] == json!(customer) || e["node"]["b"]["id"] == json!(customer)), "{customer}: {data:#}");
+        }
+        assert!(handles.iter().any(|e| e["node"]["reasons"][0]["detail"].as_str().unwrap().contains("@cy.example.org")));
+
+        // A site linked by many profiles (an employer's) suggests no one.
+        let staff: Vec<InboundItem> = (0..6).map(|n| item(&format!("s{n}"), &format!("staff{n}"), None, &[("https://employer.example", "Work", false)])).collect();
+        rapport::ingest::ingest(&app.app.db, &source, &staff, Some("c5"), None).await.unwrap();
+        let before = app.gql(&admin, LIST, json!({ "min": 0.0 })).await["duplicateSuggestions"]["totalCount"].clone();
+        app.create_customer(&admin, json!({ "displayName": "Employer", "contactPoints": [{ "kind": "WEBSITE", "value": "https://employer.example" }] })).await;
+        assert_eq!(app.gql(&admin, LIST, json!({ "min": 0.0 })).await["duplicateSuggestions"]["totalCount"], before);
 
         // Another workspace sees none of it and cannot dismiss it.
         let stranger = app.key_in("globex", Role::Admin).await;
@@ -145,7 +180,7 @@ backend_test! {
         let other = edges[1]["node"]["id"].as_str().unwrap();
         let (code, _) = app.gql_error(&stranger, dismiss, json!({ "id": other })).await;
         assert_eq!(code, "NOT_FOUND");
-        assert_eq!(app.gql(&admin, LIST, json!({})).await["duplicateSuggestions"]["totalCount"], 2);
+        assert_eq!(app.gql(&admin, LIST, json!({})).await["duplicateSuggestions"]["totalCount"], 4);
         let (code, _) = app.gql_error(&admin, LIST, json!({ "min": 1.5 })).await;
         assert_eq!(code, "BAD_USER_INPUT");
     }
