@@ -1203,12 +1203,14 @@ fn verify(secret: &str, signature: Option<&str>, body: &[u8]) -> Result<(), Webh
     else {
         return refused("the X-Discourse-Event-Signature header is malformed");
     };
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .expect("HMAC takes keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(body);
     match mac.verify_slice(&digest) {
         Ok(()) => Ok(()),
-        Err(_) => refused("the X-Discourse-Event-Signature does not match the source's webhook_secret"),
+        Err(_) => {
+            refused("the X-Discourse-Event-Signature does not match the source's webhook_secret")
+        }
     }
 }
 
@@ -1314,14 +1316,8 @@ impl DiscourseConnector {
             .webhook_secret
             .as_deref()
             .ok_or(WebhookError::Unsupported)?;
-        verify(
-            secret,
-            request.header("x-discourse-event-signature"),
-            body,
-        )?;
-        let kind = request
-            .header("x-discourse-event-type")
-            .unwrap_or_default();
+        verify(secret, request.header("x-discourse-event-signature"), body)?;
+        let kind = request.header("x-discourse-event-type").unwrap_or_default();
         let name = request.header("x-discourse-event").unwrap_or_default();
         if kind == "ping" {
             return Ok(Hooked::Ignored("ping: the webhook is set up".into()));
@@ -1350,7 +1346,11 @@ impl DiscourseConnector {
         // body says, so a destroyed post named `post_created` is still skipped by its
         // `deleted_at`.
         if !matches!(name, "post_created" | "post_edited" | "post_recovered") {
-            let name = if name.is_empty() { "a post event without X-Discourse-Event" } else { name };
+            let name = if name.is_empty() {
+                "a post event without X-Discourse-Event"
+            } else {
+                name
+            };
             return Ok(Hooked::Ignored(format!("`{name}` is not listened to")));
         }
         let post = payload
@@ -1918,7 +1918,10 @@ mod tests {
                        signature: Option<String>,
                        body: &[u8]| {
             let mut pairs = vec![
-                ("x-discourse-instance", "https://forum.example.com".to_owned()),
+                (
+                    "x-discourse-instance",
+                    "https://forum.example.com".to_owned(),
+                ),
                 ("x-discourse-event-id", "4711".to_owned()),
                 ("x-discourse-event-type", kind.to_owned()),
                 ("x-discourse-event", name.to_owned()),
@@ -1928,7 +1931,12 @@ mod tests {
             }
             let pairs: Vec<(&'static str, &str)> =
                 pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            connector.hook(&WebhookRequest { headers: &headers(&pairs) }, body)
+            connector.hook(
+                &WebhookRequest {
+                    headers: &headers(&pairs),
+                },
+                body,
+            )
         };
         let pulled = post(100, 9, 1);
         let body = delivered(&pulled, "regular", "support").to_string();
@@ -1937,10 +1945,16 @@ mod tests {
         // Nothing is read before the signature: not even broken JSON is reported.
         for (signature, body) in [
             (None, body.as_bytes()),
-            (Some(sign(HOOK_SECRET, body.as_bytes())), b"{not json".as_slice()),
+            (
+                Some(sign(HOOK_SECRET, body.as_bytes())),
+                b"{not json".as_slice(),
+            ),
             (Some("sha256=00".to_owned()), body.as_bytes()),
             (Some("sha1=abc".to_owned()), body.as_bytes()),
-            (Some(sign("another-forums-secret-9", body.as_bytes())), body.as_bytes()),
+            (
+                Some(sign("another-forums-secret-9", body.as_bytes())),
+                body.as_bytes(),
+            ),
         ] {
             match deliver(&hooked, "post", "post_created", signature, body) {
                 Err(WebhookError::Unauthenticated(message)) => {
@@ -1951,7 +1965,13 @@ mod tests {
         }
         // A source without a secret takes no deliveries.
         assert!(matches!(
-            deliver(&connector(), "post", "post_created", Some(signed.clone()), body.as_bytes()),
+            deliver(
+                &connector(),
+                "post",
+                "post_created",
+                Some(signed.clone()),
+                body.as_bytes()
+            ),
             Err(WebhookError::Unsupported)
         ));
 
@@ -1974,7 +1994,13 @@ mod tests {
         // Acknowledged, nothing stored: a ping, other events, and what a pull skips.
         let ignored = |kind: &str, name: &str, body: &Value| {
             let body = body.to_string();
-            match deliver(&hooked, kind, name, Some(sign(HOOK_SECRET, body.as_bytes())), body.as_bytes()) {
+            match deliver(
+                &hooked,
+                kind,
+                name,
+                Some(sign(HOOK_SECRET, body.as_bytes())),
+                body.as_bytes(),
+            ) {
                 Ok(Hooked::Ignored(why)) => why,
                 other => panic!("{kind} {name}: {other:?}"),
             }
@@ -1984,23 +2010,46 @@ mod tests {
         ignored("user", "user_created", &json!({ "user": { "id": 42 } }));
         let mut destroyed = pulled.clone();
         destroyed["deleted_at"] = json!("2026-11-30T11:00:00.000Z");
-        ignored("post", "post_destroyed", &delivered(&destroyed, "regular", "support"));
+        ignored(
+            "post",
+            "post_destroyed",
+            &delivered(&destroyed, "regular", "support"),
+        );
         // The event's name is not signed: a destroyed post named created is still skipped.
-        ignored("post", "post_created", &delivered(&destroyed, "regular", "support"));
+        ignored(
+            "post",
+            "post_created",
+            &delivered(&destroyed, "regular", "support"),
+        );
         let mut whisper = post(101, 9, 2);
         whisper["post_type"] = json!(4);
-        ignored("post", "post_created", &delivered(&whisper, "regular", "support"));
+        ignored(
+            "post",
+            "post_created",
+            &delivered(&whisper, "regular", "support"),
+        );
         let mut message = post(102, 12, 1);
         message["category_id"] = Value::Null;
-        assert!(ignored("post", "post_created", &delivered(&message, "private_message", ""))
-            .contains("private message"));
+        assert!(ignored(
+            "post",
+            "post_created",
+            &delivered(&message, "private_message", "")
+        )
+        .contains("private message"));
         let mut old = delivered(&message, "regular", "");
-        old["post"].as_object_mut().unwrap().remove("topic_archetype");
+        old["post"]
+            .as_object_mut()
+            .unwrap()
+            .remove("topic_archetype");
         ignored("post", "post_created", &old);
         let mut elsewhere = post(103, 13, 1);
         elsewhere["category_id"] = json!(11);
-        assert!(ignored("post", "post_created", &delivered(&elsewhere, "regular", "general"))
-            .contains("categories"));
+        assert!(ignored(
+            "post",
+            "post_created",
+            &delivered(&elsewhere, "regular", "general")
+        )
+        .contains("categories"));
         // A category named by its slug is known by the delivery's slug, without a lookup.
         elsewhere["category_id"] = json!(12);
         let by_slug = delivered(&elsewhere, "regular", "feature-requests").to_string();
@@ -2016,7 +2065,13 @@ mod tests {
             (json!([1, 2]), "body"),
         ] {
             let body = body.to_string();
-            match deliver(&hooked, "post", "post_created", Some(sign(HOOK_SECRET, body.as_bytes())), body.as_bytes()) {
+            match deliver(
+                &hooked,
+                "post",
+                "post_created",
+                Some(sign(HOOK_SECRET, body.as_bytes())),
+                body.as_bytes(),
+            ) {
                 Err(WebhookError::Payload { field: named, .. }) => assert_eq!(named, field),
                 other => panic!("{field}: {other:?}"),
             }

@@ -1169,7 +1169,10 @@ fn discourse_delivery() -> impl Strategy<Value = Vec<u8>> {
         ),
         ("hidden", typed(flag())),
         ("user_deleted", typed(flag())),
-        ("deleted_at", typed(prop_oneof![Just(Value::Null), string_value()].boxed())),
+        (
+            "deleted_at",
+            typed(prop_oneof![Just(Value::Null), string_value()].boxed()),
+        ),
     ]);
     prop_oneof![
         6 => post.prop_map(|post| json!({ "post": post }).to_string().into_bytes()),

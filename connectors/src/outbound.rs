@@ -995,10 +995,9 @@ mod tests {
     async fn the_same_origin_client_stops_at_a_redirect_to_another_origin() {
         let (port, to, _) = redirecting_server().await;
         let (elsewhere, _, reached) = redirecting_server().await;
-        let outbound = Outbound::new(
-            OutboundPolicy::parse(["127.0.0.1"]).unwrap(),
-            |builder| builder,
-        )
+        let outbound = Outbound::new(OutboundPolicy::parse(["127.0.0.1"]).unwrap(), |builder| {
+            builder
+        })
         .unwrap();
         let key = |request: reqwest::RequestBuilder| request.header("api-key", "k-secret-1");
         // Within the origin: followed, the header kept.
@@ -1020,17 +1019,25 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(far.status(), 302);
-        assert!(reached.lock().unwrap().is_empty(), "nothing reached the other origin");
+        assert!(
+            reached.lock().unwrap().is_empty(),
+            "nothing reached the other origin"
+        );
         // The plain client follows it, and the custom header goes along: why connectors
         // with such keys use the same-origin client.
-        let followed = key(outbound.client().get(format!("http://127.0.0.1:{port}/away")))
-            .send()
-            .await
-            .unwrap();
+        let followed = key(outbound
+            .client()
+            .get(format!("http://127.0.0.1:{port}/away")))
+        .send()
+        .await
+        .unwrap();
         assert_eq!(followed.status(), 200);
         let heads = reached.lock().unwrap().clone();
         assert_eq!(heads.len(), 1);
-        assert!(heads[0].to_lowercase().contains("api-key: k-secret-1"), "{heads:?}");
+        assert!(
+            heads[0].to_lowercase().contains("api-key: k-secret-1"),
+            "{heads:?}"
+        );
     }
 
     #[test]
