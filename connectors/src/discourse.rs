@@ -1,4 +1,4 @@
-//! The Discourse channel (pull + reply), over a forum's JSON API
+//! The Discourse channel (pull, webhooks and reply), over a forum's JSON API
 //! (<https://docs.discourse.org>), with an API key.
 //!
 //! Plain calls through the guarded client rather than a crate: there is no maintained Rust
@@ -7,7 +7,11 @@
 //! scheduler's "not before" times.
 //!
 //! - Every request carries `Api-Key` and `Api-Username` (the key is bound to `base_url`
-//!   and `api_username`), `Accept: application/json` and a `User-Agent`.
+//!   and `api_username`), `Accept: application/json` and a `User-Agent`. Those are headers
+//!   of Discourse's own, which reqwest would carry along a redirect to any host (it drops
+//!   only `Authorization`, `Cookie` and `Proxy-Authorization`): the connector's client
+//!   ([`crate::outbound::Outbound::same_origin_client`]) follows redirects within the
+//!   forum's origin only, and a redirect elsewhere fails the request as a `base_url` to fix.
 //! - Listening, streams with their own place in the cursor:
 //!   - `posts`: the forum's latest posts, `GET /posts.json` (50 a page, newest first, paged
 //!     back with `before=<lowest id read>`; public categories only, no private messages).
@@ -46,10 +50,15 @@
 //!   are) is read post by post: the ids in `[before − 50, before)` with
 //!   `GET /posts/{id}.json` (404 or 403: skipped), and each of their topics once with
 //!   `GET /t/{topic_id}.json` for its category and archetype (a post carries neither):
-//!   private messages are dropped. For the newest page, the 50 ids above the mark are read
-//!   so, the mark moves to the highest found, and the newest page is asked again; on a first
-//!   sync (no mark yet) the stream keeps a warning until newer posts push the long ones off
-//!   the newest page.
+//!   private messages are dropped. A window with nothing to take is not the listing's end:
+//!   the walk goes on below it, down to id 1. For the newest page, the 50 ids above the
+//!   mark are read so, the mark moves to the highest id that answered (200 or 403: a private
+//!   message, a deleted or forbidden post moves it too), and the newest page is asked again;
+//!   a window where no id answers (never made, or destroyed) is passed for the next 50 ids,
+//!   [`GAP_WINDOWS`] windows at most, after which the mark stays (those ids may not exist
+//!   yet) and the stream warns until newer posts come. Window bounds saturate, so a hostile
+//!   id near `u64::MAX` cannot overflow them. On a first sync (no mark yet) the stream keeps
+//!   a warning until newer posts push the long ones off the newest page.
 //! - Items: a post's external id is `post:{id}` (ids are per forum, and a source is one
 //!   forum), its thread `topic:{topic_id}`. Post 1 of a topic is a `post` with the topic's
 //!   title as its subject, the others `comment`s; `@api_username` in the text makes it a
@@ -72,6 +81,32 @@
 //!   the same post, ending with this reply's marker, made since shortly before: it is the
 //!   reply. When none is found (a very busy forum can push it past those pages), the reply
 //!   fails, and a retry posts it again.
+//! - Webhooks (with a `webhook_secret`; the source's `webhookPath` is the Payload URL of a
+//!   webhook made in Discourse's admin, Content Type `application/json`, the same Secret,
+//!   Post events; see `app/jobs/regular/emit_web_hook_event.rb` and
+//!   `WebHookPostSerializer` in Discourse's source):
+//!   `X-Discourse-Event-Signature: sha256=<hex HMAC-SHA256 of the raw body, keyed with the
+//!   secret>` is checked first, in constant time; nothing is parsed before. Then
+//!   `X-Discourse-Event-Type` (`ping`, `post`, `topic`, …) and `X-Discourse-Event`
+//!   (`post_created`, `post_edited`, `post_recovered`, …) say what the body is. A `post`
+//!   event's body is `{"post": {…}}`: the post as a single post reads, with its topic's
+//!   title, `category_id`, `category_slug` and `topic_archetype`. `post_created`,
+//!   `post_edited` and `post_recovered` become the item a pull makes of the same post (the
+//!   same mapping: external id, identity, thread, outbound for `api_username`, mentions),
+//!   so a post both delivered and pulled is stored once; an edit of a stored post stores
+//!   nothing new. The pull's filters hold: private messages (`topic_archetype`, or no
+//!   category from a Discourse that sends none), posts outside `categories` (matched by
+//!   `category_id`, or `category_slug` for a slug, so a delivery asks the forum nothing),
+//!   and what the item skips (system users, deleted, hidden, whispers, small actions) are
+//!   answered 200 and stored nothing; so are `ping`, topic events (a topic's opening post
+//!   arrives as its own `post_created`) and every other event. Only the body is signed:
+//!   the event headers and `X-Discourse-Event-Id` could be changed on a captured
+//!   delivery, so a post is taken for what its body says (a destroyed post has its
+//!   `deleted_at` whatever the event is named) and replays are recognised by the item's
+//!   external id. A delivery names the answered post by number, not id: its item has no
+//!   `in_reply_to` (as a pull's has none when the answered post is not in the same pull);
+//!   it is threaded by its topic all the same. `X-Discourse-Instance` is not checked (not
+//!   signed, and the secret already names the forum).
 //! - Rate limits: 429 with `Retry-After` and the body's `extras.wait_seconds`; the later of
 //!   the two is the wait (at most a day). A pull keeps what it read and asks nothing more
 //!   until then. 401 and 403 are refused credentials (to a reply, 403 also means the user
@@ -81,6 +116,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
 use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -89,8 +125,8 @@ use sha2::{Digest, Sha256};
 use crate::http::{self, MAX_BODY_BYTES};
 pub use crate::mastodon::{PULL_ITEMS, PULL_TIME};
 use crate::{
-    Author, Capabilities, Channel, Connector, ConnectorError, Cursor, InboundItem, Pull,
-    ReplyLimit, ReplyTarget, Sent,
+    Author, Capabilities, Channel, Connector, ConnectorError, Cursor, Hooked, InboundItem, Pull,
+    ReplyLimit, ReplyTarget, Sent, WebhookError, WebhookRequest,
 };
 
 /// Posts per `/posts.json` page, and matches per full-page search page (Discourse's own).
@@ -138,6 +174,14 @@ pub const READ_BACK_PAGES: usize = 4;
 /// The longest wait a rate limit may ask.
 const MAX_WAIT_SECS: i64 = 86_400;
 
+/// The shortest `webhook_secret` (as the generic webhook and GitHub's require).
+pub const MIN_SECRET_CHARS: usize = 16;
+
+/// Windows of [`PAGE`] ids read one by one above the mark, when the newest page is over
+/// the body cap, before a stream gives up for this pull without moving its mark (the ids
+/// may simply not exist yet).
+pub const GAP_WINDOWS: u64 = 3;
+
 fn default_backfill_limit() -> u64 {
     DEFAULT_BACKFILL_LIMIT
 }
@@ -181,6 +225,10 @@ pub struct DiscourseConfig {
     /// Posts per stream a first sync takes (0: only what comes after it).
     #[serde(default = "default_backfill_limit")]
     pub backfill_limit: u64,
+    /// The Secret of the forum's webhook (16 characters or more), a secret like `api_key`.
+    /// Without it the source takes no webhook deliveries (its address is 404).
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
 }
 
 impl std::fmt::Debug for DiscourseConfig {
@@ -192,6 +240,10 @@ impl std::fmt::Debug for DiscourseConfig {
             .field("categories", &self.categories)
             .field("keywords", &self.keywords)
             .field("backfill_limit", &self.backfill_limit)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "***"),
+            )
             .finish()
     }
 }
@@ -278,6 +330,16 @@ impl DiscourseConfig {
                 "backfill_limit".into(),
                 format!("backfill_limit is at most {MAX_BACKFILL_LIMIT}"),
             ));
+        }
+        if let Some(secret) = &mut config.webhook_secret {
+            *secret = secret.trim().to_owned();
+            // Discourse asks for 12 characters; the other channels' webhooks for 16.
+            if secret.chars().count() < MIN_SECRET_CHARS {
+                return Err((
+                    "webhook_secret".into(),
+                    format!("the secret is too short: use at least {MIN_SECRET_CHARS} random characters, the same in Discourse's webhook"),
+                ));
+            }
         }
         Ok(config)
     }
@@ -383,7 +445,9 @@ impl Stream {
             (Some(next), Some(before)) => next >= before,
             _ => false,
         };
-        if page.is_empty() || reached || walk.left == 0 || end || stuck || next.is_none() {
+        // An empty page is the end only when its caller says so (`end`): a window of ids
+        // read one by one may hold nothing to take with older posts below it.
+        if reached || walk.left == 0 || end || stuck || next.is_none() {
             let top = walk.top.into_iter().chain(self.mark).max();
             self.mark = top;
             self.walk = None;
@@ -458,12 +522,22 @@ impl Filter {
 /// An answer, or one of the statuses the caller takes as "not there".
 enum Asked {
     Got(Value),
-    Gone,
+    /// The status, one of those the caller named.
+    Gone(u16),
 }
 
 /// Whether `err` is the body cap's (http.rs says "larger than").
 fn oversized(err: &ConnectorError) -> bool {
     matches!(err, ConnectorError::Payload(message) if message.contains("larger than"))
+}
+
+/// The `gap`-th window of [`PAGE`] ids above `mark`. Saturating: a hostile forum's id near
+/// `u64::MAX` gives a short or empty window, never an overflow.
+fn above(mark: u64, gap: u64) -> std::ops::Range<u64> {
+    let from = mark
+        .saturating_add(1)
+        .saturating_add(gap.saturating_mul(PAGE as u64));
+    from..from.saturating_add(PAGE as u64)
 }
 
 fn id_of(post: &Value) -> Option<u64> {
@@ -531,7 +605,21 @@ impl DiscourseConnector {
         let headers = response.headers().clone();
         let host = self.host();
         if gone.contains(&status) {
-            return Ok(Asked::Gone);
+            return Ok(Asked::Gone(status));
+        }
+        // The client follows redirects within the forum's origin only (the key travels in
+        // headers reqwest would carry to any host): a hop elsewhere ends here.
+        if (300..400).contains(&status) {
+            let to = headers
+                .get(reqwest::header::LOCATION)
+                .and_then(|location| location.to_str().ok())
+                .and_then(|location| response.url().join(location).ok())
+                .map(|url| format!(" ({})", url.origin().ascii_serialization()))
+                .unwrap_or_default();
+            return Err(ConnectorError::Config(format!(
+                "base_url: {host} answered {what} with {status}, a redirect to another address{to}; \
+                 set base_url to the forum's own address (the key is not sent elsewhere)"
+            )));
         }
         let body = http::read_capped(response, MAX_BODY_BYTES)
             .await
@@ -571,7 +659,7 @@ impl DiscourseConnector {
     ) -> Result<Value, ConnectorError> {
         match self.get(path, query, &[]).await? {
             Asked::Got(value) => Ok(value),
-            Asked::Gone => unreachable!("no status is taken as gone"),
+            Asked::Gone(_) => unreachable!("no status is taken as gone"),
         }
     }
 
@@ -606,17 +694,27 @@ impl DiscourseConnector {
 
     /// The posts with ids in `ids`, read one by one (404 or 403: skipped; 401 fails), each
     /// with its topic's category and title, read once per topic; private messages and
-    /// posts of topics that cannot be read are dropped. Newest first.
-    async fn window(&self, ids: std::ops::Range<u64>) -> Result<Vec<Value>, ConnectorError> {
+    /// posts of topics that cannot be read are dropped. Newest first, with the highest id
+    /// that answered at all (200 or 403: a post that exists, though none of ours to take).
+    async fn window(
+        &self,
+        ids: std::ops::Range<u64>,
+    ) -> Result<(Vec<Value>, Option<u64>), ConnectorError> {
         let mut posts = Vec::new();
+        let mut existing = None;
         for id in ids.rev() {
-            if let Asked::Got(post) = self
+            match self
                 .get(&format!("/posts/{id}.json"), &[], &[403, 404])
                 .await?
             {
-                if id_of(&post) == Some(id) {
-                    posts.push(post);
+                Asked::Got(post) => {
+                    existing = existing.max(Some(id));
+                    if id_of(&post) == Some(id) {
+                        posts.push(post);
+                    }
                 }
+                Asked::Gone(403) => existing = existing.max(Some(id)),
+                Asked::Gone(_) => {}
             }
         }
         let mut topics: HashMap<u64, Option<Value>> = HashMap::new();
@@ -632,11 +730,11 @@ impl DiscourseConnector {
                 .await?
             {
                 Asked::Got(read) => Some(read),
-                Asked::Gone => None,
+                Asked::Gone(_) => None,
             };
             topics.insert(topic, read);
         }
-        Ok(posts
+        let posts = posts
             .into_iter()
             .filter_map(|mut post| {
                 let topic_id = post.get("topic_id").and_then(Value::as_u64)?;
@@ -650,7 +748,8 @@ impl DiscourseConnector {
                 }
                 Some(post)
             })
-            .collect())
+            .collect();
+        Ok((posts, existing))
     }
 
     /// The category filter of this pull: ids kept within [`CATEGORY_TTL_SECS`], else looked
@@ -689,7 +788,7 @@ impl DiscourseConnector {
                         ))),
                     }
                 }
-                Ok(Asked::Gone) => Ok(None),
+                Ok(Asked::Gone(_)) => Ok(None),
                 Err(ConnectorError::RateLimited { retry_after_secs }) => {
                     http::wait_out(not_before, retry_after_secs);
                     return Err(ConnectorError::RateLimited { retry_after_secs });
@@ -754,16 +853,35 @@ impl DiscourseConnector {
                 Err(err) if oversized(&err) => match (walk.before, stream.mark) {
                     // The page below `before`, post by post.
                     (Some(before), _) => {
+                        // A window with nothing to take is not the end: the walk goes on
+                        // below it (`back` ends it at id 1).
                         let from = before.saturating_sub(PAGE as u64).max(1);
-                        let posts = self.window(from..before).await?;
+                        let (posts, _) = self.window(from..before).await?;
                         (posts, Some(from), from <= 1)
                     }
                     // The newest page: the ids above the mark, then the newest page again.
                     (None, Some(mark)) => {
-                        let posts = self.window(mark + 1..mark + 1 + PAGE as u64).await?;
-                        let Some(top) = posts.iter().filter_map(id_of).max() else {
+                        // A window may hold nothing to take (private messages, deleted or
+                        // forbidden posts): the mark moves over the ids that answered. One
+                        // where no id answers (ids never made, or destroyed) is passed for
+                        // the next, [`GAP_WINDOWS`] at most; the mark stays when none
+                        // answers, as those ids may not exist yet.
+                        let mut found = None;
+                        for gap in 0..GAP_WINDOWS {
+                            let ids = above(mark, gap);
+                            if ids.is_empty() {
+                                break;
+                            }
+                            let (posts, existing) = self.window(ids).await?;
+                            if let Some(top) = existing {
+                                found = Some((posts, top));
+                                break;
+                            }
+                        }
+                        let Some((posts, top)) = found else {
                             stream.warning = Some(format!(
-                                "{err}; no post was found above {mark} one by one: waiting for newer posts"
+                                "{err}; no post was found in the {} ids above {mark} one by one: waiting for newer posts",
+                                GAP_WINDOWS * PAGE as u64
                             ));
                             return Ok(false);
                         };
@@ -1069,6 +1187,43 @@ impl DiscourseConnector {
     }
 }
 
+/// Checks `X-Discourse-Event-Signature: sha256=<hex HMAC-SHA256 of the body>` keyed with
+/// the secret's bytes, in constant time (`Mac::verify_slice`). The messages never hold the
+/// secret or what was sent in its place.
+fn verify(secret: &str, signature: Option<&str>, body: &[u8]) -> Result<(), WebhookError> {
+    let refused = |message: &str| Err(WebhookError::Unauthenticated(message.to_owned()));
+    let Some(signature) = signature else {
+        return refused(
+            "the delivery carries no X-Discourse-Event-Signature: give the webhook a Secret in Discourse",
+        );
+    };
+    let Some(digest) = signature
+        .trim()
+        .strip_prefix("sha256=")
+        .and_then(|hex| hex::decode(hex).ok())
+    else {
+        return refused("the X-Discourse-Event-Signature header is malformed");
+    };
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(body);
+    match mac.verify_slice(&digest) {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            refused("the X-Discourse-Event-Signature does not match the source's webhook_secret")
+        }
+    }
+}
+
+/// Whether a delivered post is in a private message: its `topic_archetype`, or, from a
+/// Discourse too old to send one, a topic without a category (every public topic has one).
+fn private(post: &Value) -> bool {
+    match post.get("topic_archetype").and_then(Value::as_str) {
+        Some(archetype) => archetype == "private_message",
+        None => post.get("category_id").is_none_or(Value::is_null),
+    }
+}
+
 /// `segment` percent-encoded for a URL path.
 fn urlencoding_path(segment: &str) -> String {
     segment
@@ -1149,6 +1304,118 @@ fn failure(
     }
 }
 
+impl DiscourseConnector {
+    /// A webhook delivery (see the module doc): verified, then mapped as a pull maps the
+    /// same post.
+    pub(crate) fn hook(
+        &self,
+        request: &WebhookRequest<'_>,
+        body: &[u8],
+    ) -> Result<Hooked, WebhookError> {
+        let secret = self
+            .config
+            .webhook_secret
+            .as_deref()
+            .ok_or(WebhookError::Unsupported)?;
+        verify(secret, request.header("x-discourse-event-signature"), body)?;
+        let kind = request.header("x-discourse-event-type").unwrap_or_default();
+        let name = request.header("x-discourse-event").unwrap_or_default();
+        if kind == "ping" {
+            return Ok(Hooked::Ignored("ping: the webhook is set up".into()));
+        }
+        let payload_error = |field: &'static str, message: &str| WebhookError::Payload {
+            field,
+            message: message.to_owned(),
+        };
+        let payload: Value = serde_json::from_slice(body).map_err(|_| {
+            payload_error(
+                "body",
+                "not valid JSON (set the webhook's Content Type to application/json)",
+            )
+        })?;
+        if !payload.is_object() {
+            return Err(payload_error("body", "must be a JSON object"));
+        }
+        // A topic's opening post comes as its own `post_created`, with the topic's title.
+        if kind != "post" {
+            let what = if kind.is_empty() { "an unnamed" } else { kind };
+            return Ok(Hooked::Ignored(format!(
+                "{what} event is not listened to (posts are)"
+            )));
+        }
+        // The event's name is not signed (only the body is): a post is taken for what its
+        // body says, so a destroyed post named `post_created` is still skipped by its
+        // `deleted_at`.
+        if !matches!(name, "post_created" | "post_edited" | "post_recovered") {
+            let name = if name.is_empty() {
+                "a post event without X-Discourse-Event"
+            } else {
+                name
+            };
+            return Ok(Hooked::Ignored(format!("`{name}` is not listened to")));
+        }
+        let post = payload
+            .get("post")
+            .filter(|post| post.is_object())
+            .ok_or_else(|| payload_error("post", "missing from the event"))?;
+        for (field, present) in [
+            ("post.id", id_of(post).is_some()),
+            (
+                "post.topic_id",
+                post.get("topic_id").and_then(Value::as_u64).is_some(),
+            ),
+            (
+                "post.post_number",
+                post.get("post_number").and_then(Value::as_u64).is_some(),
+            ),
+            (
+                "post.username",
+                post.get("username").and_then(Value::as_str).is_some(),
+            ),
+            ("post.created_at", time(post, "created_at").is_some()),
+        ] {
+            if !present {
+                return Err(payload_error(field, "missing or not of Discourse's type"));
+            }
+        }
+        if private(post) {
+            return Ok(Hooked::Ignored(
+                "a private message: not read, as a pull reads none".into(),
+            ));
+        }
+        if !self.wants_category(post) {
+            return Ok(Hooked::Ignored(
+                "the post's category is not one of the source's categories".into(),
+            ));
+        }
+        // The answered post is named by its number, not its id: no `in_reply_to`, as a
+        // pull gives when the answered post is not in the same pull.
+        match self.item(post, &HashMap::new()) {
+            Some(item) => Ok(Hooked::Items(vec![item])),
+            None => Ok(Hooked::Ignored(
+                "a system user's, deleted, hidden, whispered or small-action post: not stored, as a pull skips it".into(),
+            )),
+        }
+    }
+
+    /// Whether a delivered post is in one of `categories` (all when none is named): by the
+    /// `category_id`, or the `category_slug` for a category named by its slug (a
+    /// delivery is answered without asking the forum).
+    fn wants_category(&self, post: &Value) -> bool {
+        if self.config.categories.is_empty() {
+            return true;
+        }
+        let id = post.get("category_id").and_then(Value::as_u64);
+        let slug = post
+            .get("category_slug")
+            .and_then(Value::as_str)
+            .map(str::to_lowercase);
+        self.config.categories.iter().any(|name| {
+            id.is_some_and(|id| name == &id.to_string()) || slug.as_deref() == Some(name)
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl Connector for DiscourseConnector {
     fn channel(&self) -> Channel {
@@ -1158,9 +1425,17 @@ impl Connector for DiscourseConnector {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             pull: true,
-            webhook: false,
+            webhook: self.config.webhook_secret.is_some(),
             reply: true,
         }
+    }
+
+    async fn webhook(
+        &self,
+        request: &WebhookRequest<'_>,
+        body: &[u8],
+    ) -> Result<Hooked, WebhookError> {
+        self.hook(request, body)
     }
 
     async fn pull(&self, cursor: Option<&Cursor>) -> Result<Pull, ConnectorError> {
@@ -1324,7 +1599,7 @@ impl Connector for DiscourseConnector {
             .await;
         let post = match sent {
             Ok(Asked::Got(post)) => post,
-            Ok(Asked::Gone) => unreachable!("no status is taken as gone"),
+            Ok(Asked::Gone(_)) => unreachable!("no status is taken as gone"),
             // A timeout or a 5xx may hide a post Discourse made: ours, in this topic,
             // answering the same post, with this reply's marker, is the reply.
             Err(err @ ConnectorError::Transport(_)) => {
@@ -1579,6 +1854,235 @@ mod tests {
         let walk = searching.walk.clone().unwrap();
         assert_eq!((walk.before, walk.done.len()), (Some(4), 0));
         assert!(!searching.back(walk, &page(&[56]), Some(4), false, true).1);
+    }
+
+    #[test]
+    fn an_empty_window_mid_walk_goes_on_and_windows_above_a_hostile_mark_saturate() {
+        // A window below `before` with nothing to take (private messages, deleted or
+        // forbidden posts) leads on to the ids below it; at id 1 it is the end.
+        let mut stream = Stream {
+            mark: Some(10),
+            ..Stream::default()
+        };
+        let mut walk = stream.walk(100);
+        walk.before = Some(151);
+        let (taken, goes_on) = stream.back(walk, &[], Some(101), false, false);
+        assert_eq!((taken, goes_on), (vec![], true));
+        let walk = stream.walk(100);
+        assert_eq!(walk.before, Some(101));
+        assert!(!stream.back(walk, &[], Some(1), true, false).1);
+        assert_eq!(stream.mark, Some(10));
+
+        assert_eq!(above(100, 0), 101..151);
+        assert_eq!(above(100, 2), 201..251);
+        assert_eq!(above(u64::MAX - 5, 0), u64::MAX - 4..u64::MAX);
+        assert!(above(u64::MAX - 5, 1).is_empty());
+        assert!(above(u64::MAX, 0).is_empty());
+        assert!(above(u64::MAX, u64::MAX).is_empty());
+    }
+
+    const HOOK_SECRET: &str = "dsc-hook-5b1e9f3a7c2d";
+
+    fn sign(secret: &str, body: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// `post` as Discourse's `WebHookPostSerializer` sends it: the post's own fields, its
+    /// topic's title and category, and the webhook's additions.
+    fn delivered(post: &Value, archetype: &str, slug: &str) -> Value {
+        let mut sent = post.clone();
+        for (key, value) in [
+            ("topic_posts_count", json!(3)),
+            ("topic_filtered_posts_count", json!(3)),
+            ("topic_archetype", json!(archetype)),
+            ("category_slug", json!(slug)),
+        ] {
+            sent[key] = value;
+        }
+        json!({ "post": sent })
+    }
+
+    #[test]
+    fn a_webhook_is_verified_before_it_is_read_and_maps_as_the_pulled_post() {
+        let mut hooked_config = config();
+        hooked_config["webhook_secret"] = json!(format!("  {HOOK_SECRET} "));
+        let parsed = DiscourseConfig::parse(&hooked_config).unwrap();
+        assert!(!format!("{parsed:?}").contains(HOOK_SECRET));
+        let hooked = DiscourseConnector::new(reqwest::Client::new(), parsed);
+        assert!(hooked.capabilities().webhook);
+        assert!(!connector().capabilities().webhook);
+        let deliver = |connector: &DiscourseConnector,
+                       kind: &str,
+                       name: &str,
+                       signature: Option<String>,
+                       body: &[u8]| {
+            let mut pairs = vec![
+                (
+                    "x-discourse-instance",
+                    "https://forum.example.com".to_owned(),
+                ),
+                ("x-discourse-event-id", "4711".to_owned()),
+                ("x-discourse-event-type", kind.to_owned()),
+                ("x-discourse-event", name.to_owned()),
+            ];
+            if let Some(signature) = signature {
+                pairs.push(("x-discourse-event-signature", signature));
+            }
+            let pairs: Vec<(&'static str, &str)> =
+                pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            connector.hook(
+                &WebhookRequest {
+                    headers: &headers(&pairs),
+                },
+                body,
+            )
+        };
+        let pulled = post(100, 9, 1);
+        let body = delivered(&pulled, "regular", "support").to_string();
+        let signed = sign(HOOK_SECRET, body.as_bytes());
+
+        // Nothing is read before the signature: not even broken JSON is reported.
+        for (signature, body) in [
+            (None, body.as_bytes()),
+            (
+                Some(sign(HOOK_SECRET, body.as_bytes())),
+                b"{not json".as_slice(),
+            ),
+            (Some("sha256=00".to_owned()), body.as_bytes()),
+            (Some("sha1=abc".to_owned()), body.as_bytes()),
+            (
+                Some(sign("another-forums-secret-9", body.as_bytes())),
+                body.as_bytes(),
+            ),
+        ] {
+            match deliver(&hooked, "post", "post_created", signature, body) {
+                Err(WebhookError::Unauthenticated(message)) => {
+                    assert!(!message.contains(HOOK_SECRET), "{message}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // A source without a secret takes no deliveries.
+        assert!(matches!(
+            deliver(
+                &connector(),
+                "post",
+                "post_created",
+                Some(signed.clone()),
+                body.as_bytes()
+            ),
+            Err(WebhookError::Unsupported)
+        ));
+
+        // The post, created or edited, is the item a pull makes of it.
+        let mut expected = connector().item(&pulled, &HashMap::new()).unwrap();
+        expected.raw = Value::Null;
+        for name in ["post_created", "post_edited"] {
+            match deliver(&hooked, "post", name, Some(signed.clone()), body.as_bytes()) {
+                Ok(Hooked::Items(items)) => {
+                    assert_eq!(items.len(), 1);
+                    let mut item = items[0].clone();
+                    assert_eq!(item.raw["topic_archetype"], "regular");
+                    item.raw = Value::Null;
+                    assert_eq!(item, expected);
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+
+        // Acknowledged, nothing stored: a ping, other events, and what a pull skips.
+        let ignored = |kind: &str, name: &str, body: &Value| {
+            let body = body.to_string();
+            match deliver(
+                &hooked,
+                kind,
+                name,
+                Some(sign(HOOK_SECRET, body.as_bytes())),
+                body.as_bytes(),
+            ) {
+                Ok(Hooked::Ignored(why)) => why,
+                other => panic!("{kind} {name}: {other:?}"),
+            }
+        };
+        assert!(ignored("ping", "ping", &json!({ "ping": "OK" })).contains("ping"));
+        ignored("topic", "topic_created", &json!({ "topic": { "id": 9 } }));
+        ignored("user", "user_created", &json!({ "user": { "id": 42 } }));
+        let mut destroyed = pulled.clone();
+        destroyed["deleted_at"] = json!("2026-11-30T11:00:00.000Z");
+        ignored(
+            "post",
+            "post_destroyed",
+            &delivered(&destroyed, "regular", "support"),
+        );
+        // The event's name is not signed: a destroyed post named created is still skipped.
+        ignored(
+            "post",
+            "post_created",
+            &delivered(&destroyed, "regular", "support"),
+        );
+        let mut whisper = post(101, 9, 2);
+        whisper["post_type"] = json!(4);
+        ignored(
+            "post",
+            "post_created",
+            &delivered(&whisper, "regular", "support"),
+        );
+        let mut message = post(102, 12, 1);
+        message["category_id"] = Value::Null;
+        assert!(ignored(
+            "post",
+            "post_created",
+            &delivered(&message, "private_message", "")
+        )
+        .contains("private message"));
+        let mut old = delivered(&message, "regular", "");
+        old["post"]
+            .as_object_mut()
+            .unwrap()
+            .remove("topic_archetype");
+        ignored("post", "post_created", &old);
+        let mut elsewhere = post(103, 13, 1);
+        elsewhere["category_id"] = json!(11);
+        assert!(ignored(
+            "post",
+            "post_created",
+            &delivered(&elsewhere, "regular", "general")
+        )
+        .contains("categories"));
+        // A category named by its slug is known by the delivery's slug, without a lookup.
+        elsewhere["category_id"] = json!(12);
+        let by_slug = delivered(&elsewhere, "regular", "feature-requests").to_string();
+        assert!(matches!(
+            deliver(&hooked, "post", "post_created", Some(sign(HOOK_SECRET, by_slug.as_bytes())), by_slug.as_bytes()),
+            Ok(Hooked::Items(items)) if items[0].external_id == "post:103"
+        ));
+
+        // Verified but not Discourse's shape: the field is named.
+        for (body, field) in [
+            (json!({ "topic": {} }), "post"),
+            (json!({ "post": { "id": "x" } }), "post.id"),
+            (json!([1, 2]), "body"),
+        ] {
+            let body = body.to_string();
+            match deliver(
+                &hooked,
+                "post",
+                "post_created",
+                Some(sign(HOOK_SECRET, body.as_bytes())),
+                body.as_bytes(),
+            ) {
+                Err(WebhookError::Payload { field: named, .. }) => assert_eq!(named, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+
+        let mut short = config();
+        short["webhook_secret"] = json!("short-secret");
+        let (field, message) = DiscourseConfig::parse(&short).unwrap_err();
+        assert_eq!(field, "webhook_secret");
+        assert!(!message.contains("short-secret"), "{message}");
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

@@ -1111,3 +1111,136 @@ proptest! {
         prop_assert!(parsed.verify(&signed, &tampered, now).is_err());
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Discourse webhook deliveries
+// ---------------------------------------------------------------------------------------
+
+const DISCOURSE_SECRET: &str = "dsc-fuzz-forum-secret-4c1d";
+
+/// A Discourse `post` delivery (`{"post": {…}}`, `WebHookPostSerializer`'s fields) with
+/// values of every type, or any JSON, or bytes.
+fn discourse_delivery() -> impl Strategy<Value = Vec<u8>> {
+    let number = || {
+        prop_oneof![
+            Just(json!(1)),
+            Just(json!(2)),
+            Just(json!(0)),
+            Just(json!(-1)),
+            Just(json!(u64::MAX)),
+            Just(json!(1.5)),
+            any::<u64>().prop_map(|n| json!(n)),
+        ]
+        .boxed()
+    };
+    let flag = || prop_oneof![Just(json!(true)), Just(json!(false)), Just(Value::Null)].boxed();
+    let post = object(vec![
+        ("id", typed(number())),
+        ("topic_id", typed(number())),
+        ("post_number", typed(number())),
+        ("reply_to_post_number", typed(number())),
+        ("user_id", typed(number())),
+        ("post_type", typed(number())),
+        ("category_id", typed(number())),
+        ("username", typed(string_value())),
+        ("name", typed(string_value())),
+        ("raw", typed(string_value())),
+        ("cooked", typed(string_value())),
+        ("avatar_template", typed(string_value())),
+        ("topic_title", typed(string_value())),
+        (
+            "created_at",
+            typed(prop_oneof![Just(json!("2026-11-30T10:00:00.000Z")), string_value()].boxed()),
+        ),
+        (
+            "topic_archetype",
+            typed(
+                prop_oneof![
+                    Just(json!("regular")),
+                    Just(json!("private_message")),
+                    string_value()
+                ]
+                .boxed(),
+            ),
+        ),
+        (
+            "category_slug",
+            typed(prop_oneof![Just(json!("support")), string_value()].boxed()),
+        ),
+        ("hidden", typed(flag())),
+        ("user_deleted", typed(flag())),
+        (
+            "deleted_at",
+            typed(prop_oneof![Just(Value::Null), string_value()].boxed()),
+        ),
+    ]);
+    prop_oneof![
+        6 => post.prop_map(|post| json!({ "post": post }).to_string().into_bytes()),
+        1 => json_value().prop_map(|v| v.to_string().into_bytes()),
+        1 => prop::collection::vec(any::<u8>(), 0..64),
+    ]
+}
+
+fn discourse_hook(
+    body: &[u8],
+    kind: &str,
+    name: &str,
+    signature: Option<&str>,
+) -> Result<crate::Hooked, crate::WebhookError> {
+    let config = json!({ "base_url": "https://forum.example.com", "api_key": "k",
+        "api_username": "acme_support", "categories": ["support", 7],
+        "webhook_secret": DISCOURSE_SECRET });
+    let connector = crate::discourse::DiscourseConnector::new(
+        reqwest::Client::new(),
+        crate::discourse::DiscourseConfig::parse(&config).expect("a valid config"),
+    );
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (header, value) in [
+        ("x-discourse-event-type", Some(kind)),
+        ("x-discourse-event", Some(name)),
+        ("x-discourse-event-signature", signature),
+    ] {
+        if let Some(value) = value.and_then(|v| reqwest::header::HeaderValue::from_str(v).ok()) {
+            headers.insert(header, value);
+        }
+    }
+    connector.hook(&crate::WebhookRequest { headers: &headers }, body)
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn discourse_deliveries_are_items_ignored_or_a_named_field_and_unsigned_ones_refused(
+        body in prop_oneof![discourse_delivery(), (discourse_delivery(), prop::collection::vec(mutation(), 1..4)).prop_map(|(b, m)| mutate(&b, &m))],
+        kind in select(&["post", "topic", "ping", "user", ""][..]),
+        name in select(&["post_created", "post_edited", "post_recovered", "post_destroyed", "topic_created", "ping", ""][..]),
+        garbage in prop::option::of(header_text()),
+    ) {
+        let signed = crate::webhook::Secret::parse(DISCOURSE_SECRET)
+            .expect("a valid secret")
+            .sign_github(&body);
+        match discourse_hook(&body, kind, name, Some(&signed)) {
+            Ok(crate::Hooked::Items(items)) => {
+                prop_assert_eq!(items.len(), 1);
+                for item in &items {
+                    check_item(item)?;
+                    prop_assert!(item.external_id.starts_with("post:"));
+                    prop_assert!(item.thread_key.as_deref().is_some_and(|key| key.starts_with("topic:")));
+                    prop_assert_eq!(item.in_reply_to.as_deref(), None);
+                }
+            }
+            Ok(crate::Hooked::Ignored(why)) => prop_assert!(!why.is_empty()),
+            Err(crate::WebhookError::Payload { field, .. }) => prop_assert!(
+                ["body", "post", "post.id", "post.topic_id", "post.post_number", "post.username", "post.created_at"].contains(&field),
+                "an error naming no field of the payload: {field}"
+            ),
+            Err(other) => prop_assert!(false, "a signed delivery failed otherwise: {other:?}"),
+        }
+        // No garbage signature (or none) is taken, whatever the body.
+        prop_assert!(matches!(
+            discourse_hook(&body, kind, name, garbage.as_deref()),
+            Err(crate::WebhookError::Unauthenticated(_))
+        ));
+    }
+}

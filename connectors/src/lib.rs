@@ -736,20 +736,30 @@ pub static REGISTRY: &[ChannelSpec] = &[
     },
     ChannelSpec {
         channel: Channel::Discourse,
+        // Webhook deliveries only with a `webhook_secret` (the connector says).
         capabilities: Capabilities {
             pull: true,
-            webhook: false,
+            webhook: true,
             reply: true,
         },
-        // The key goes, as the Api-Key header, to base_url, and acts as api_username.
-        secrets: &[SecretField {
-            name: "api_key",
-            bound_to: &["base_url", "api_username"],
-        }],
+        // The key goes, as the Api-Key header, to base_url, and acts as api_username. The
+        // webhook secret goes nowhere (deliveries are checked against it).
+        secrets: &[
+            SecretField {
+                name: "api_key",
+                bound_to: &["base_url", "api_username"],
+            },
+            SecretField {
+                name: "webhook_secret",
+                bound_to: &[],
+            },
+        ],
         check: |config| discourse::DiscourseConfig::parse(config).map(drop),
+        // The key is a custom header, which reqwest would carry along a redirect to any
+        // host: the client follows redirects within the forum's origin only.
         build: |config, outbound| {
             Ok(Box::new(discourse::DiscourseConnector::new(
-                outbound.client().clone(),
+                outbound.same_origin_client().clone(),
                 discourse::DiscourseConfig::parse(config)?,
             )))
         },
@@ -1002,7 +1012,8 @@ mod tests {
                 "webhook_secret": "a-webhook-secret-of-some-length"
             }),
             Channel::Discourse => serde_json::json!({
-                "base_url": "https://forum.example.com", "api_key": "k", "api_username": "acme"
+                "base_url": "https://forum.example.com", "api_key": "k", "api_username": "acme",
+                "webhook_secret": "a-discourse-webhook-secret"
             }),
             Channel::Telegram => serde_json::json!({
                 "base_url": "https://api.telegram.org", "bot_token": "123:AAH",

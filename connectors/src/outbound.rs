@@ -518,35 +518,47 @@ where
     }
 }
 
+/// The most redirects a request follows.
+pub const MAX_REDIRECTS: usize = 5;
+
 /// The HTTP client connectors use, built only here so it is always guarded, and the policy
 /// for connectors that open their own sockets.
 #[derive(Clone)]
 pub struct Outbound {
     policy: Arc<OutboundPolicy>,
     client: reqwest::Client,
+    same_origin: reqwest::Client,
 }
 
 impl Outbound {
-    /// Builds the guarded client: `configure` sets what the caller wants (user agent,
-    /// timeouts); the guard (resolver, connector layer, no proxy, at most 5 redirects) is
-    /// added after it so it cannot be undone.
+    /// Builds the guarded clients: `configure` sets what the caller wants (user agent,
+    /// timeouts); the guard (resolver, connector layer, no proxy, at most
+    /// [`MAX_REDIRECTS`] redirects) is added after it so it cannot be undone.
     pub fn new(
         policy: OutboundPolicy,
-        configure: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+        configure: impl Fn(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
     ) -> Result<Outbound, reqwest::Error> {
         let policy = Arc::new(policy);
-        let client = configure(reqwest::Client::builder())
-            .dns_resolver(Arc::new(GuardResolver {
-                policy: policy.clone(),
-            }))
-            .connector_layer(GuardLayer {
-                policy: policy.clone(),
-            })
-            // A proxy would connect on our behalf to addresses we never see.
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .build()?;
-        Ok(Outbound { policy, client })
+        let build = |redirect: reqwest::redirect::Policy| {
+            configure(reqwest::Client::builder())
+                .dns_resolver(Arc::new(GuardResolver {
+                    policy: policy.clone(),
+                }))
+                .connector_layer(GuardLayer {
+                    policy: policy.clone(),
+                })
+                // A proxy would connect on our behalf to addresses we never see.
+                .no_proxy()
+                .redirect(redirect)
+                .build()
+        };
+        let client = build(reqwest::redirect::Policy::limited(MAX_REDIRECTS))?;
+        let same_origin = build(same_origin_redirects())?;
+        Ok(Outbound {
+            policy,
+            client,
+            same_origin,
+        })
     }
 
     /// The guarded HTTP client (cheap to clone).
@@ -554,10 +566,34 @@ impl Outbound {
         &self.client
     }
 
+    /// The guarded HTTP client that follows a redirect only within the origin (scheme, host
+    /// and port) the request was sent to; a redirect elsewhere is not followed, and the
+    /// caller gets the 3xx answer. For connectors whose credentials travel in headers of
+    /// their own (Discourse's `Api-Key`): reqwest drops only `Authorization`, `Cookie` and
+    /// `Proxy-Authorization` when a redirect changes host, and would send any other header
+    /// to wherever the platform points.
+    pub fn same_origin_client(&self) -> &reqwest::Client {
+        &self.same_origin
+    }
+
     /// The policy, for connectors that connect themselves.
     pub fn policy(&self) -> &Arc<OutboundPolicy> {
         &self.policy
     }
+}
+
+/// Follows at most [`MAX_REDIRECTS`] redirects, each within the first request's origin.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let origin = attempt.previous().first().map(|url| url.origin());
+        if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else if origin != Some(attempt.url().origin()) {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// The refusal inside a reqwest error, wherever in its chain of sources it sits.
@@ -917,6 +953,91 @@ mod tests {
             .unwrap_err();
         assert_eq!(refusal(&err).as_deref(), Some("127.0.0.1"));
         assert_eq!(other_count.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    /// A loopback server answering `GET /away` with a 302 to `to` (set once its port is
+    /// known) and anything else with 200, keeping each request's head.
+    async fn redirecting_server() -> (
+        u16,
+        Arc<std::sync::Mutex<String>>,
+        Arc<std::sync::Mutex<Vec<String>>>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let to = Arc::new(std::sync::Mutex::new(String::new()));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (target, log) = (to.clone(), seen.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (target, log) = (target.clone(), log.clone());
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 4096];
+                    let read = stream.read(&mut buffer).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&buffer[..read]).into_owned();
+                    let away = head.starts_with("GET /away ");
+                    log.lock().unwrap().push(head);
+                    let answer = if away {
+                        let to = target.lock().unwrap().clone();
+                        format!("HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    } else {
+                        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                            .to_owned()
+                    };
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (port, to, seen)
+    }
+
+    #[tokio::test]
+    async fn the_same_origin_client_stops_at_a_redirect_to_another_origin() {
+        let (port, to, _) = redirecting_server().await;
+        let (elsewhere, _, reached) = redirecting_server().await;
+        let outbound = Outbound::new(OutboundPolicy::parse(["127.0.0.1"]).unwrap(), |builder| {
+            builder
+        })
+        .unwrap();
+        let key = |request: reqwest::RequestBuilder| request.header("api-key", "k-secret-1");
+        // Within the origin: followed, the header kept.
+        *to.lock().unwrap() = "/here".to_owned();
+        let near = key(outbound
+            .same_origin_client()
+            .get(format!("http://127.0.0.1:{port}/away")))
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(near.status(), 200);
+        assert_eq!(near.url().path(), "/here");
+        // Another port on the same host is another origin: not followed, the 302 answered.
+        *to.lock().unwrap() = format!("http://127.0.0.1:{elsewhere}/posts.json");
+        let far = key(outbound
+            .same_origin_client()
+            .get(format!("http://127.0.0.1:{port}/away")))
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(far.status(), 302);
+        assert!(
+            reached.lock().unwrap().is_empty(),
+            "nothing reached the other origin"
+        );
+        // The plain client follows it, and the custom header goes along: why connectors
+        // with such keys use the same-origin client.
+        let followed = key(outbound
+            .client()
+            .get(format!("http://127.0.0.1:{port}/away")))
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(followed.status(), 200);
+        let heads = reached.lock().unwrap().clone();
+        assert_eq!(heads.len(), 1);
+        assert!(
+            heads[0].to_lowercase().contains("api-key: k-secret-1"),
+            "{heads:?}"
+        );
     }
 
     #[test]

@@ -1086,3 +1086,523 @@ backend_test!(
         assert_eq!(report["source"]["status"], "BACKING_OFF", "{report:#}");
     }
 );
+
+const HOOK_SECRET: &str = "dsc-acme-forum-8e1f4a2b9c7d";
+const CREATE_HOOKED: &str = "mutation($input: CreateSourceInput!) { createSource(input: $input) { source { id config secretsSet webhookPath } } }";
+
+/// `post` as a Discourse webhook carries it (`WebHookPostSerializer`: the post serialiser
+/// with `raw`, the topic's title and `category_id`, without the viewer's `can_*`, `yours`,
+/// `actions_summary`, flair colours and `readers_count`, plus `topic_posts_count`,
+/// `topic_filtered_posts_count`, `topic_archetype` and `category_slug`), under `post`.
+fn hooked(post: &Value, archetype: &str, slug: &str) -> Value {
+    let mut sent = post.clone();
+    let fields = sent.as_object_mut().unwrap();
+    for gone in [
+        "can_edit",
+        "can_delete",
+        "can_recover",
+        "can_see_hidden_post",
+        "can_wiki",
+        "actions_summary",
+        "can_view_edit_history",
+        "yours",
+        "flair_url",
+        "flair_bg_color",
+        "flair_color",
+        "readers_count",
+    ] {
+        fields.remove(gone);
+    }
+    fields.insert("topic_posts_count".into(), json!(3));
+    fields.insert("topic_filtered_posts_count".into(), json!(3));
+    fields.insert("topic_archetype".into(), json!(archetype));
+    fields.insert("category_slug".into(), json!(slug));
+    json!({ "post": sent })
+}
+
+/// POSTs `body` to `path` with the headers Discourse sends (`emit_web_hook_event.rb`),
+/// signed with `signature` (none: unsigned). The status and the answer.
+async fn deliver_raw(
+    app: &TestApp,
+    path: &str,
+    (kind, name): (&str, &str),
+    signature: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let mut request = app
+        .client
+        .post(app.url(path))
+        .header("accept", "*/*")
+        .header("content-type", "application/json")
+        .header("user-agent", "Discourse/3.4.0")
+        .header("x-discourse-instance", "https://forum.example.com")
+        .header("x-discourse-event-id", "4711")
+        .header("x-discourse-event-type", kind)
+        .header("x-discourse-event", name);
+    if let Some(signature) = signature {
+        request = request.header("x-discourse-event-signature", signature);
+    }
+    let response = request.body(body.to_owned()).send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert!(!text.contains(HOOK_SECRET), "{text}");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// `sha256=` and the hex HMAC-SHA256 of `body` keyed with `secret`, as Discourse signs (the
+/// scheme of GitHub's `X-Hub-Signature-256`, whose signer the generic webhook has).
+fn signature(secret: &str, body: &str) -> String {
+    connectors::webhook::Secret::parse(secret)
+        .unwrap()
+        .sign_github(body.as_bytes())
+}
+
+async fn deliver(
+    app: &TestApp,
+    path: &str,
+    event: (&str, &str),
+    secret: &str,
+    payload: &Value,
+) -> (u16, Value) {
+    let body = payload.to_string();
+    deliver_raw(app, path, event, Some(&signature(secret, &body)), &body).await
+}
+
+const CREATED: (&str, &str) = ("post", "post_created");
+
+backend_test!(
+    async fn webhook_deliveries_are_the_items_a_pull_makes_and_only_signed_ones_are_taken(
+        app: TestApp,
+    ) {
+        let key = app.key(Role::Admin).await;
+        let discourse = Discourse::start().await;
+        let mut first = post(1, 9, 1, MAYA, "The CSV export fails with 20k rows");
+        first["topic_title"] = json!("CSV export fails");
+        let ours = post(2, 9, 2, ME, "Which version?");
+        let mut named = post(3, 9, 3, LUCIA, "Same here on 2.0, @acme_support");
+        named["reply_to_post_number"] = json!(2);
+        let mut private = post(4, 12, 1, MAYA, "My contract (private)");
+        private["category_id"] = Value::Null;
+        let mut whisper = post(5, 9, 4, ME, "staff only");
+        whisper["post_type"] = json!(4);
+        discourse.add(vec![
+            first.clone(),
+            ours.clone(),
+            named.clone(),
+            private.clone(),
+            whisper.clone(),
+        ]);
+
+        let input = json!({ "channel": "DISCOURSE", "name": "forum",
+            "config": discourse.config(json!({ "webhook_secret": HOOK_SECRET })) });
+        let source = app
+            .gql(&key, CREATE_HOOKED, json!({ "input": input }))
+            .await["createSource"]["source"]
+            .clone();
+        let id = source["id"].as_str().unwrap().to_owned();
+        let mut secrets: Vec<String> =
+            serde_json::from_value(source["secretsSet"].clone()).unwrap();
+        secrets.sort();
+        assert_eq!(secrets, ["api_key", "webhook_secret"]);
+        assert!(
+            !source["config"].to_string().contains(HOOK_SECRET),
+            "{source}"
+        );
+        let path = format!("/webhooks/{id}");
+        assert_eq!(source["webhookPath"], path.as_str());
+
+        // Discourse pings a new webhook: answered, nothing stored, the forum not asked.
+        let (status, answer) = deliver(
+            &app,
+            &path,
+            ("ping", "ping"),
+            HOOK_SECRET,
+            &json!({ "ping": "OK" }),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(
+            answer["ignored"].as_str().unwrap().contains("ping"),
+            "{answer}"
+        );
+        assert!(stored_ids(&app).await.is_empty());
+
+        // Webhook first: the opening post, ours and Lucía's mention arrive as deliveries.
+        let mut delivered = Vec::new();
+        for post in [&first, &ours, &named] {
+            let (status, answer) = deliver(
+                &app,
+                &path,
+                CREATED,
+                HOOK_SECRET,
+                &hooked(post, "regular", "support"),
+            )
+            .await;
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(answer["duplicate"], false, "{answer}");
+            delivered.push(answer["interactionId"].as_str().unwrap().to_owned());
+        }
+        assert!(discourse.server.seen("/posts.json").is_empty());
+        let all = items(&app, &key).await;
+        let forum = reqwest::Url::parse(&discourse.server.base)
+            .unwrap()
+            .authority()
+            .to_owned();
+        let opening = &all["post:1"];
+        assert_eq!(opening["kind"], "POST");
+        assert_eq!(opening["subject"], "CSV export fails");
+        assert_eq!(opening["channel"], "DISCOURSE");
+        assert_eq!(opening["identity"]["platformId"], format!("{forum}#42"));
+        assert_eq!(opening["url"], format!("{}/t/9/1", discourse.server.base));
+        assert_eq!(all["post:2"]["direction"], "OUTBOUND");
+        assert_eq!(all["post:2"]["kind"], "COMMENT");
+        assert_eq!(all["post:3"]["kind"], "MENTION");
+        assert_eq!(
+            all["post:3"]["identity"]["platformId"],
+            format!("{forum}#57")
+        );
+        for post in ["post:2", "post:3"] {
+            assert_eq!(
+                all[post]["conversation"]["id"], opening["conversation"]["id"],
+                "{post}"
+            );
+        }
+        assert_eq!(find_interaction(&app, &key, "post:3").await, delivered[2]);
+
+        // A replay of a delivery (Discourse's Redeliver, or its retry) stores nothing new.
+        let (status, answer) = deliver(
+            &app,
+            &path,
+            CREATED,
+            HOOK_SECRET,
+            &hooked(&named, "regular", "support"),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            (answer["duplicate"].clone(), answer["interactionId"].clone()),
+            (json!(true), Value::Null)
+        );
+        // Then the sync: the same posts, found stored.
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(
+            (report["newItems"].clone(), report["duplicates"].clone()),
+            (json!(0), json!(3)),
+            "{report:#}"
+        );
+
+        // Sync first: a new post synced, then delivered (edited), is stored once.
+        let later = post(6, 9, 5, MAYA, "Still failing on 2.0.1");
+        discourse.add(vec![later.clone()]);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 1, "{report:#}");
+        let mut edited = later.clone();
+        edited["raw"] = json!("Still failing on 2.0.1 (edited)");
+        let (status, answer) = deliver(
+            &app,
+            &path,
+            ("post", "post_edited"),
+            HOOK_SECRET,
+            &hooked(&edited, "regular", "support"),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["duplicate"], true, "{answer}");
+        let before = stored_ids(&app).await;
+        assert_eq!(
+            before.keys().collect::<Vec<_>>(),
+            ["post:1", "post:2", "post:3", "post:6"]
+        );
+        assert!(before.values().all(|count| *count == 1));
+
+        // Unsigned, tampered, signed with another secret, or malformed: 401, nothing stored.
+        let forged = hooked(&post(7, 9, 6, MAYA, "forged"), "regular", "support").to_string();
+        let (status, answer) = deliver_raw(&app, &path, CREATED, None, &forged).await;
+        assert_eq!(
+            (status, answer["errors"][0]["extensions"]["code"].as_str()),
+            (401, Some("UNAUTHENTICATED")),
+            "{answer}"
+        );
+        let signed = signature(HOOK_SECRET, &forged);
+        let tampered = forged.replace("forged", "forgeD");
+        let other = signature("dsc-another-forum-0b9c8d7e", &forged);
+        for (signature, body) in [
+            (signed.as_str(), tampered.as_str()),
+            (other.as_str(), forged.as_str()),
+            ("sha256=zz", forged.as_str()),
+            ("sha1=0123", forged.as_str()),
+        ] {
+            let (status, answer) = deliver_raw(&app, &path, CREATED, Some(signature), body).await;
+            assert_eq!(status, 401, "{signature}: {answer}");
+        }
+        assert_eq!(stored_ids(&app).await, before);
+
+        // What a pull skips is acknowledged and not stored: a private message, a whisper,
+        // a post outside the categories; and events not listened to.
+        let mut elsewhere = post(8, 14, 1, MAYA, "Elsewhere");
+        elsewhere["category_id"] = json!(OTHER);
+        let categorised = create_source(
+            &app,
+            &key,
+            "DISCOURSE",
+            "support only",
+            discourse.config(json!({ "categories": ["support"], "webhook_secret": HOOK_SECRET })),
+        )
+        .await;
+        let categorised = format!("/webhooks/{categorised}");
+        let mut deleted = later.clone();
+        deleted["deleted_at"] = json!("2026-11-30T12:00:00.000Z");
+        for (path, event, payload) in [
+            (&path, CREATED, hooked(&private, "private_message", "")),
+            (&path, CREATED, hooked(&whisper, "regular", "support")),
+            (
+                &categorised,
+                CREATED,
+                hooked(&elsewhere, "regular", "other"),
+            ),
+            (
+                &path,
+                ("post", "post_destroyed"),
+                hooked(&deleted, "regular", "support"),
+            ),
+            (
+                &path,
+                ("topic", "topic_created"),
+                json!({ "topic": { "id": 14, "title": "Elsewhere", "archetype": "regular",
+                    "category_id": OTHER, "created_by": { "id": 42, "username": "maya" } } }),
+            ),
+        ] {
+            let (status, answer) = deliver(&app, path, event, HOOK_SECRET, &payload).await;
+            assert_eq!(status, 200, "{event:?} {answer}");
+            assert!(answer["ignored"].is_string(), "{event:?} {answer}");
+            assert_eq!(answer["interactionId"], Value::Null);
+        }
+        // The configured category, known by the delivery's slug, is taken.
+        let (status, answer) = deliver(
+            &app,
+            &categorised,
+            CREATED,
+            HOOK_SECRET,
+            &hooked(
+                &post(9, 15, 1, LUCIA, "Support question"),
+                "regular",
+                "support",
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer["interactionId"].is_string(), "{answer}");
+        assert_eq!(stored_ids(&app).await.len(), before.len() + 1);
+
+        // Another workspace's Discourse source: our secret does not verify there, and a
+        // source without a webhook_secret has no address at all.
+        let theirs_key = app.key_in("globex", Role::Admin).await;
+        let theirs = app
+            .gql(
+                &theirs_key,
+                CREATE_HOOKED,
+                json!({ "input": { "channel": "DISCOURSE", "name": "globex",
+                    "config": discourse.config(json!({ "webhook_secret": "dsc-globex-forum-1a2b3c4d5e" })) } }),
+            )
+            .await["createSource"]["source"]
+            .clone();
+        let theirs_path = theirs["webhookPath"].as_str().unwrap().to_owned();
+        let payload = hooked(&post(10, 16, 1, MAYA, "To globex?"), "regular", "support");
+        assert_eq!(
+            deliver(&app, &theirs_path, CREATED, HOOK_SECRET, &payload)
+                .await
+                .0,
+            401
+        );
+        let plain = app
+            .gql(
+                &theirs_key,
+                CREATE_HOOKED,
+                json!({ "input": { "channel": "DISCOURSE", "name": "plain",
+                    "config": discourse.config(json!({})) } }),
+            )
+            .await["createSource"]["source"]
+            .clone();
+        assert_eq!(plain["webhookPath"], Value::Null);
+        let plain_path = format!("/webhooks/{}", plain["id"].as_str().unwrap());
+        let (status, answer) = deliver(&app, &plain_path, CREATED, HOOK_SECRET, &payload).await;
+        assert_eq!(status, 404, "{answer}");
+        assert_eq!(stored_ids(&app).await.len(), before.len() + 1);
+
+        // A secret shorter than 16 characters is refused, without being quoted.
+        let (code, answer) = app
+            .gql_error(
+                &key,
+                CREATE_HOOKED,
+                json!({ "input": { "channel": "DISCOURSE", "name": "short",
+                    "config": discourse.config(json!({ "webhook_secret": "short-secret" })) } }),
+            )
+            .await;
+        assert_eq!(code, "BAD_USER_INPUT", "{answer}");
+        assert!(!answer.to_string().contains("short-secret"), "{answer}");
+    }
+);
+
+/// `count` posts from `from` as [`chatter`] makes them, each with 32,000 four-byte
+/// characters in `raw` and `cooked` (50 of them pass the 10 MiB answer cap).
+fn long_chatter(from: u64, count: u64) -> Vec<Value> {
+    let long = "𝔸".repeat(32_000);
+    let mut posts = chatter(from, count);
+    for post in &mut posts {
+        post["raw"] = json!(long);
+        post["cooked"] = json!(format!("<p>{long}</p>"));
+    }
+    posts
+}
+
+/// `count` private messages from `from`, one topic each (a topic without a category is a
+/// private message in the stand-in).
+fn messages(from: u64, count: u64) -> Vec<Value> {
+    (from..from + count)
+        .map(|id| {
+            let mut message = post(id, 50_000 + id, 1, MAYA, &format!("private {id}"));
+            message["category_id"] = Value::Null;
+            message
+        })
+        .collect()
+}
+
+backend_test!(
+    async fn windows_with_nothing_to_take_are_walked_over_below_and_above_the_mark(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let discourse = Discourse::start().await;
+        // Below: posts 1…50 long, 51…100 private messages (one of them forbidden to the
+        // key), 101…150 short. The page below 101 is over the cap, and its window of ids
+        // 51…100 holds nothing to take: the walk goes on below it.
+        let mut posts = long_chatter(1, 50);
+        posts.extend(messages(51, 50));
+        posts.extend(chatter(101, 50));
+        discourse.add(posts);
+        discourse.fail(
+            "/posts/77.json",
+            vec![Some(errors(
+                403,
+                "You are not permitted to view the requested resource.",
+                "invalid_access",
+            ))],
+        );
+        let id = create_source(
+            &app,
+            &key,
+            "DISCOURSE",
+            "forum",
+            discourse.config(json!({})),
+        )
+        .await;
+        let (new, _) = sync_until_done(&app, &id).await;
+        assert_eq!(new, 100);
+        assert_eq!(discourse.befores(), [0, 101, 51]);
+        let stored = stored_ids(&app).await;
+        assert!((1..=50)
+            .chain(101..=150)
+            .all(|id| stored.contains_key(&format!("post:{id}"))));
+        assert_eq!(cursor_of(&app, &id).await["streams"]["posts"]["mark"], 150);
+
+        // Above: private messages 151…200, no post 201…250 at all, then 251…300 long. The
+        // mark moves over the messages, the empty window is passed, 251…300 are read; then
+        // three empty windows: the mark stays, with a warning.
+        let mut newer = messages(151, 50);
+        newer.extend(long_chatter(251, 50));
+        discourse.add(newer);
+        let (new, _) = sync_until_done(&app, &id).await;
+        assert_eq!(new, 50);
+        let cursor = cursor_of(&app, &id).await;
+        let stream = &cursor["streams"]["posts"];
+        assert_eq!(stream["mark"], 300, "{cursor}");
+        assert!(
+            stream["warning"]
+                .as_str()
+                .unwrap()
+                .contains("150 ids above 300"),
+            "{cursor}"
+        );
+        // Nothing beyond the three windows was asked.
+        assert!(discourse.server.seen("/posts/451.json").is_empty());
+        assert_eq!(discourse.server.seen("/posts/450.json").len(), 1);
+
+        // Newer posts come: read from the mark, the warning gone once the newest page is
+        // small enough again.
+        discourse.add(chatter(301, 50));
+        let (new, _) = sync_until_done(&app, &id).await;
+        assert_eq!(new, 50);
+        let cursor = cursor_of(&app, &id).await;
+        assert_eq!(cursor["streams"]["posts"]["mark"], 350, "{cursor}");
+        assert_eq!(
+            cursor["streams"]["posts"]["warning"],
+            Value::Null,
+            "{cursor}"
+        );
+        let stored = stored_ids(&app).await;
+        assert_eq!(stored.len(), 200);
+        assert!(stored.values().all(|count| *count == 1));
+    }
+);
+
+backend_test!(
+    async fn a_redirect_to_another_origin_is_not_followed_and_the_key_never_arrives_there(
+        app: TestApp,
+    ) {
+        let key = app.key(Role::Admin).await;
+        let discourse = Discourse::start().await;
+        discourse.add(chatter(1, 3));
+        // Another loopback port: another origin, as allowed by the outbound guard as the
+        // forum is.
+        let elsewhere = Platform::start().await;
+        elsewhere.on(
+            "/posts.json",
+            vec![Reply::json(&json!({ "latest_posts": [] }))],
+        );
+        let id = create_source(
+            &app,
+            &key,
+            "DISCOURSE",
+            "forum",
+            discourse.config(json!({})),
+        )
+        .await;
+        discourse.fail(
+            "/posts.json",
+            vec![Some(
+                Reply::status(302).header("location", &elsewhere.url("/posts.json")),
+            )],
+        );
+        let report = sync(&app, &key, &id).await;
+        let error = report["error"].as_str().unwrap();
+        assert!(
+            error.contains("base_url") && error.contains("302"),
+            "{report:#}"
+        );
+        assert!(error.contains(&elsewhere.base), "{report:#}");
+        assert!(!report.to_string().contains("rapportTest"), "{report:#}");
+        assert_eq!(report["source"]["status"], "FAILING", "{report:#}");
+        assert!(
+            elsewhere.seen("/posts.json").is_empty(),
+            "the key went elsewhere"
+        );
+        assert!(stored_ids(&app).await.is_empty());
+
+        // Within the forum's origin a redirect is followed, with the key (the stand-in
+        // checks every request carries it).
+        let serving = discourse.clone();
+        discourse.server.handle("/moved/posts.json", move |seen| {
+            serving.failed(seen).unwrap_or_else(|| serving.latest(seen))
+        });
+        discourse.fail(
+            "/posts.json",
+            vec![Some(
+                Reply::status(301).header("location", "/moved/posts.json"),
+            )],
+        );
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 3, "{report:#}");
+        assert_eq!(discourse.server.seen("/moved/posts.json").len(), 1);
+        assert!(elsewhere.seen("/posts.json").is_empty());
+    }
+);
