@@ -284,10 +284,19 @@ pub trait Connector: Send + Sync {
     fn confirms_on_read(&self) -> bool {
         false
     }
-    /// Takes one delivery POSTed by the platform to the source's webhook address: verifies
-    /// its signature over the raw `body` first (constant-time; nothing is parsed before),
-    /// then maps it with the same mapping as [`Connector::pull`]. Connectors without
+    /// Checks that a delivery POSTed to the source's webhook address is the platform's:
+    /// its signature or secret header over the raw `body` (constant-time), nothing parsed,
+    /// nothing asked of the platform. The server calls it before anything else about the
+    /// source shows (whether it is paused), so an unsigned caller learns nothing but the
+    /// refusal; [`Connector::webhook`] verifies again itself. Connectors without
     /// [`Capabilities::webhook`] refuse every delivery ([`WebhookError::Unsupported`]).
+    fn verify(&self, _request: &WebhookRequest<'_>, _body: &[u8]) -> Result<(), WebhookError> {
+        Err(WebhookError::Unsupported)
+    }
+    /// Takes one delivery POSTed by the platform to the source's webhook address: verifies
+    /// it first ([`Connector::verify`]; nothing is parsed before), then maps it with the
+    /// same mapping as [`Connector::pull`]. Connectors without [`Capabilities::webhook`]
+    /// refuse every delivery ([`WebhookError::Unsupported`]).
     async fn webhook(
         &self,
         _request: &WebhookRequest<'_>,

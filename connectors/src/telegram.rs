@@ -328,13 +328,10 @@ impl TelegramConnector {
         Ok(true)
     }
 
-    /// A webhook delivery (see the module doc).
-    async fn hook(
-        &self,
-        request: &crate::WebhookRequest<'_>,
-        body: &[u8],
-    ) -> Result<crate::Hooked, crate::WebhookError> {
-        use crate::{Hooked, WebhookError};
+    /// A delivery's `X-Telegram-Bot-Api-Secret-Token`, compared whole with the
+    /// `webhook_secret` in constant time; only in webhook mode.
+    fn check_secret(&self, request: &crate::WebhookRequest<'_>) -> Result<(), crate::WebhookError> {
+        use crate::WebhookError;
         let secret = match (&self.config.webhook_secret, self.webhook_mode()) {
             (Some(secret), true) => secret,
             _ => return Err(WebhookError::Unsupported),
@@ -352,6 +349,17 @@ impl TelegramConnector {
                     .into(),
             ));
         }
+        Ok(())
+    }
+
+    /// A webhook delivery (see the module doc).
+    async fn hook(
+        &self,
+        request: &crate::WebhookRequest<'_>,
+        body: &[u8],
+    ) -> Result<crate::Hooked, crate::WebhookError> {
+        use crate::{Hooked, WebhookError};
+        self.check_secret(request)?;
         let update: Value = serde_json::from_slice(body).map_err(|_| WebhookError::Payload {
             field: "body",
             message: "not valid JSON".into(),
@@ -748,6 +756,14 @@ impl Connector for TelegramConnector {
 
     fn confirms_on_read(&self) -> bool {
         true
+    }
+
+    fn verify(
+        &self,
+        request: &crate::WebhookRequest<'_>,
+        _body: &[u8],
+    ) -> Result<(), crate::WebhookError> {
+        self.check_secret(request)
     }
 
     async fn webhook(
