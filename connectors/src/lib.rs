@@ -309,6 +309,13 @@ pub trait Connector: Send + Sync {
     /// connector registers it (Telegram's `setWebhook`). Not called when the server has
     /// no `public_url`.
     fn listen_at(&mut self, _url: &str) {}
+    /// Undoes what the connector registered at the platform for the source's deliveries
+    /// (Telegram's `setWebhook`), when the source is deleted or changed so that it takes
+    /// none. Called on the connector of the source as it was; leaves alone what is not
+    /// this source's own (another address). Connectors that register nothing do nothing.
+    async fn unlisten(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
     /// Sends `text` as an answer to `to`.
     async fn reply(&self, to: &ReplyTarget, text: &str) -> Result<Sent, ConnectorError>;
     /// The external id a reply to `to` will have, when the connector decides it before
