@@ -818,10 +818,11 @@ pub static REGISTRY: &[ChannelSpec] = &[
             webhook: false,
             reply: true,
         },
-        // The token goes, as a bearer token, to base_url.
+        // The token goes, as a bearer token, to base_url, and speaks for user_id's account
+        // (its mentions are read, its posts are outbound): another account needs its token.
         secrets: &[SecretField {
             name: "bearer_token",
-            bound_to: &["base_url"],
+            bound_to: &["base_url", "user_id"],
         }],
         check: |config| x::XConfig::parse(config).map(drop),
         build: |config, outbound| {
