@@ -174,6 +174,10 @@ pub struct Limits {
     pub failed_auth_per_minute: u32,
     /// Deliveries a minute one webhook source accepts; 0 turns the limit off.
     pub webhook_requests_per_minute: u32,
+    /// How long a platform connector may take to map one verified delivery (the calls it
+    /// makes to the platform, such as GitHub's `GET /user`); past it the delivery is
+    /// answered 503 and the sender retries. GitHub gives up on a delivery after 10 s.
+    pub webhook_timeout_secs: u64,
     /// The time budget of one request, after which it is cancelled with `TIMEOUT`.
     pub request_timeout_secs: u64,
     /// How long a client may take to send a request's headers, and how long a
@@ -212,6 +216,7 @@ impl Default for Limits {
             requests_per_minute: 6_000,
             failed_auth_per_minute: 60,
             webhook_requests_per_minute: 1_200,
+            webhook_timeout_secs: 8,
             request_timeout_secs: 15,
             header_read_timeout_secs: 10,
             max_connections: 4_096,

@@ -52,7 +52,9 @@
 //!   as its thread key, every item of a discussion the discussion's, so each is one
 //!   conversation whichever item arrives first (a reply answers its comment, a comment its
 //!   discussion or issue). The author's numeric `user.id` (GraphQL: `databaseId`, the same
-//!   number) is the identity (logins can be renamed), the login the handle, `html_url` the
+//!   number) is the identity (logins can be renamed): as is on github.com, and on a GitHub
+//!   Enterprise Server qualified by it, `{host[:port][/path]}#{id}` (see [`realm`]: ids are
+//!   per server, and a workspace may connect two); the login is the handle, `html_url` the
 //!   profile. Items by bots (`user.type` `Bot`, GraphQL `__typename` `Bot`: Dependabot, CI
 //!   apps) are skipped: they are no customers, and CI bots comment on every pull request.
 //!   Items without a user (a deleted account whose items GitHub has not moved to `ghost`
@@ -82,13 +84,18 @@
 //!   body first (constant-time); then `X-GitHub-Event` says what the body is: `issues`
 //!   (`opened`), `issue_comment` (`created`, on issues and pull requests), `discussion`
 //!   (`created`) and `discussion_comment` (`created`) become the same items a pull makes of
-//!   them (same external id, thread key, `in_reply_to`, kind), mapped by the same code. The
-//!   token's account is asked (`GET /user`, as every pull does) for each delivery that
-//!   holds an item, so our own comments are outbound and mentions of us are mentions
-//!   exactly as pulled; when GitHub cannot be asked the delivery is answered 503 (GitHub
-//!   shows it failed; "Redeliver", or the next pull, brings it). A discussion reply's
-//!   `parent_id` is a number where the pull's `in_reply_to` is the parent's node id: its
-//!   `replyTo` is asked over GraphQL. Everything else (`ping`, other actions such as
+//!   them (same external id, thread key, `in_reply_to`, kind), mapped by the same code.
+//!   `X-GitHub-Event` is not signed, so the body must have that event's shape (an
+//!   `issue_comment` a `comment` with its `issue_url`, a `discussion` no `comment`, …), else
+//!   it is refused (400). The token's account is asked (`GET /user`, as every pull does)
+//!   for a delivery holding a person's item (a bot's or a user-less one is answered
+//!   without asking), at most once per [`ME_TTL`] per source (the server keeps the
+//!   connector between deliveries), so our own comments are outbound and mentions of us are
+//!   mentions exactly as pulled; when GitHub cannot be asked the delivery is answered 503
+//!   (GitHub shows it failed; "Redeliver", or the next pull, brings it). A discussion
+//!   reply's `parent_id` is a number where the pull's `in_reply_to` is the parent's node
+//!   id: its `replyTo` is asked over GraphQL (a comment without its `node_id` is refused
+//!   before). Everything else (`ping`, other actions such as
 //!   `edited` or `labeled`, other events, repositories not in `repositories`) is answered
 //!   200 and stored nothing. `X-GitHub-Delivery` is not signed, so replays are recognised
 //!   by the items' external ids, never by it. The stored `raw` of a delivered item is the
@@ -691,6 +698,66 @@ pub struct GithubConnector {
     config: GithubConfig,
     /// The webhooks' secret, when the source has one.
     webhook_secret: Option<crate::webhook::Secret>,
+    /// The server user ids belong to in identities: `None` on github.com, else
+    /// `host[:port][/path]` of `base_url` (see [`realm`]).
+    realm: Option<String>,
+    /// The token's account as last asked, and when: webhook deliveries (the server keeps
+    /// a source's connector between them) ask GitHub again only after [`ME_TTL`].
+    me: std::sync::Mutex<Option<(std::time::Instant, Me)>>,
+}
+
+/// How long the token's account, once asked, is taken as known: long enough that a
+/// burst of deliveries (or replays of one) costs one `GET /user`, short enough that a
+/// renamed login is soon seen.
+const ME_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Whom items are mapped for: the token's account (outbound items, mentions) and the
+/// realm of user ids in identities.
+#[derive(Clone, Copy)]
+struct Who<'a> {
+    me: &'a Me,
+    realm: Option<&'a str>,
+}
+
+impl Who<'_> {
+    /// The identity of GitHub user `id`: the number on github.com (as always stored), else
+    /// `{realm}#{id}` (`github.example.com#42`).
+    fn platform_id(self, id: u64) -> String {
+        match self.realm {
+            Some(realm) => format!("{realm}#{id}"),
+            None => id.to_string(),
+        }
+    }
+}
+
+/// The realm of `base_url`'s user ids: `None` for github.com (`https://api.github.com`),
+/// else its host, its port when not the scheme's default, and its path without the API's
+/// `/api/v3` (`github.example.com`, `git.example.org:8443/gh`). User ids are per server,
+/// and identities are unique per workspace and channel, not per source: user 42 of two
+/// GitHub Enterprise Servers are two people. The scheme is left out, as Discourse does.
+fn realm(base_url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(base_url).ok()?;
+    let host = url.host_str()?;
+    if host.eq_ignore_ascii_case("api.github.com") {
+        return None;
+    }
+    let port = url
+        .port()
+        .map(|port| format!(":{port}"))
+        .unwrap_or_default();
+    let path = url.path().trim_end_matches('/');
+    let path = path.strip_suffix("/api/v3").unwrap_or(path);
+    Some(format!("{host}{port}{path}"))
+}
+
+/// Whether `author` (a REST `user`, or a GraphQL-shaped `author`) is a person whose item
+/// is stored: an object, not a bot, with a numeric id and a login.
+fn by_person(author: Option<&Value>, kind: &str, id: &str) -> bool {
+    author.is_some_and(|author| {
+        author.get(kind).and_then(Value::as_str) != Some("Bot")
+            && author.get(id).and_then(Value::as_u64).is_some()
+            && author.get("login").and_then(Value::as_str).is_some()
+    })
 }
 
 /// The parent of a discussion comment (`replyTo`), by the comment's node id.
@@ -713,10 +780,33 @@ impl GithubConnector {
             .as_deref()
             .and_then(|secret| crate::webhook::Secret::parse(secret).ok());
         GithubConnector {
+            realm: realm(&config.base_url),
             client,
             config,
             webhook_secret,
+            me: std::sync::Mutex::new(None),
         }
+    }
+
+    /// A delivery's `X-Hub-Signature-256` over the raw body, checked against the
+    /// `webhook_secret` (constant-time); nothing is parsed.
+    fn check_signature(
+        &self,
+        request: &crate::WebhookRequest<'_>,
+        body: &[u8],
+    ) -> Result<(), crate::WebhookError> {
+        let secret = self
+            .webhook_secret
+            .as_ref()
+            .ok_or(crate::WebhookError::Unsupported)?;
+        let signature = crate::webhook::SignatureHeaders {
+            hub_signature_256: request.header("x-hub-signature-256"),
+            ..crate::webhook::SignatureHeaders::default()
+        };
+        secret
+            .verify(&signature, body, Utc::now())
+            .map(drop)
+            .map_err(|err| crate::WebhookError::Unauthenticated(err.to_string()))
     }
 
     /// A webhook delivery (see the module doc): verified, then mapped as a pull maps it.
@@ -726,17 +816,7 @@ impl GithubConnector {
         body: &[u8],
     ) -> Result<crate::Hooked, crate::WebhookError> {
         use crate::{Hooked, WebhookError};
-        let secret = self
-            .webhook_secret
-            .as_ref()
-            .ok_or(WebhookError::Unsupported)?;
-        let signature = crate::webhook::SignatureHeaders {
-            hub_signature_256: request.header("x-hub-signature-256"),
-            ..crate::webhook::SignatureHeaders::default()
-        };
-        secret
-            .verify(&signature, body, Utc::now())
-            .map_err(|err| WebhookError::Unauthenticated(err.to_string()))?;
+        self.check_signature(request, body)?;
         let payload_error = |field: &'static str, message: &str| WebhookError::Payload {
             field,
             message: message.to_owned(),
@@ -787,30 +867,66 @@ impl GithubConnector {
                 .filter(|value| value.is_object())
                 .ok_or_else(|| payload_error(key, "missing from the event"))
         };
-        let mut not_before = None;
-        let items: Vec<InboundItem> = match event {
+        // `X-GitHub-Event` is not signed: a signed body sent again under another event's
+        // name must not be read as that event. Each event's body has its own objects.
+        let has = |key: &str| payload.get(key).is_some_and(|value| !value.is_null());
+        let shaped = match event {
             Event::IssueOpened => {
-                let issue = object("issue")?;
-                let me = self.me(&mut not_before).await?;
-                self.item(Listen::Issues(repository), issue, &me)
-                    .into_iter()
-                    .collect()
+                object("issue")?;
+                !has("comment") && !has("discussion")
             }
             Event::IssueComment => {
-                let comment = object("comment")?;
+                object("comment")?
+                    .get("issue_url")
+                    .is_some_and(Value::is_string)
+                    && !has("discussion")
+            }
+            Event::Discussion => {
+                object("discussion")?;
+                !has("comment") && !has("issue")
+            }
+            Event::DiscussionComment => {
+                object("discussion")?;
+                object("comment")?.get("issue_url").is_none() && !has("issue")
+            }
+        };
+        if !shaped {
+            return Err(payload_error(
+                "X-GitHub-Event",
+                &format!("the body is not a `{name}` event"),
+            ));
+        }
+        let ignored = || {
+            Ok(Hooked::Ignored(
+                "the event holds no item (a bot's, or without a user)".into(),
+            ))
+        };
+        let mut not_before = None;
+        // The token's account is asked only for an item that is stored: a bot's or a
+        // user-less one is answered without any call to GitHub.
+        let items: Vec<InboundItem> = match event {
+            Event::IssueOpened | Event::IssueComment => {
+                let (listen, value) = match event {
+                    Event::IssueOpened => (Listen::Issues(repository), object("issue")?),
+                    _ => (Listen::Comments(repository), object("comment")?),
+                };
+                if !by_person(value.get("user"), "type", "id") {
+                    return ignored();
+                }
                 let me = self.me(&mut not_before).await?;
-                self.item(Listen::Comments(repository), comment, &me)
-                    .into_iter()
-                    .collect()
+                self.item(listen, value, &me).into_iter().collect()
             }
             Event::Discussion => {
                 let discussion = graphql_shape(object("discussion")?);
-                let me = self.me(&mut not_before).await?;
                 let thread = discussion
                     .get("id")
                     .and_then(Value::as_str)
                     .filter(|id| is_node_id(id))
                     .ok_or_else(|| payload_error("discussion", "has no node_id"))?;
+                if !by_person(discussion.get("author"), "__typename", "databaseId") {
+                    return ignored();
+                }
+                let me = self.me(&mut not_before).await?;
                 let subject = discussion
                     .get("title")
                     .and_then(Value::as_str)
@@ -822,7 +938,7 @@ impl GithubConnector {
                     subject,
                     thread,
                     None,
-                    &me,
+                    &self.who(&me),
                 )
                 .into_iter()
                 .collect()
@@ -836,11 +952,21 @@ impl GithubConnector {
                     .to_owned();
                 let raw = object("comment")?;
                 let comment = graphql_shape(raw);
+                // Its node id names it to GraphQL (a reply's parent) and is its external
+                // id: without one there is nothing to ask nor to store.
+                let id = comment
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .filter(|id| is_node_id(id))
+                    .ok_or_else(|| payload_error("comment", "has no node_id"))?
+                    .to_owned();
+                if !by_person(comment.get("author"), "__typename", "databaseId") {
+                    return ignored();
+                }
                 let me = self.me(&mut not_before).await?;
                 // A reply names its parent by number; the pull answers it to the parent's
                 // node id, so that is asked.
                 let parent = if raw.get("parent_id").is_some_and(|parent| !parent.is_null()) {
-                    let id = comment.get("id").cloned().unwrap_or_default();
                     let data = self
                         .graphql(
                             REPLY_TO,
@@ -872,16 +998,14 @@ impl GithubConnector {
                     None,
                     &thread,
                     Some(answers),
-                    &me,
+                    &self.who(&me),
                 )
                 .into_iter()
                 .collect()
             }
         };
         if items.is_empty() {
-            return Ok(Hooked::Ignored(
-                "the event holds no item (a bot's, or without a user)".into(),
-            ));
+            return ignored();
         }
         Ok(Hooked::Items(items))
     }
@@ -938,8 +1062,33 @@ impl GithubConnector {
         Err(failure(status, &headers, &body, now, &host, what, writing))
     }
 
-    /// The account the token belongs to (`GET /user`).
+    /// Whom this connector's items are mapped for, `me` being the token's account.
+    fn who<'a>(&'a self, me: &'a Me) -> Who<'a> {
+        Who {
+            me,
+            realm: self.realm.as_deref(),
+        }
+    }
+
+    /// The account the token belongs to (`GET /user`), asked again after [`ME_TTL`].
     async fn me(&self, not_before: &mut Option<DateTime<Utc>>) -> Result<Me, ConnectorError> {
+        let known = self.me.lock().ok().and_then(|me| {
+            me.as_ref()
+                .filter(|(at, _)| at.elapsed() < ME_TTL)
+                .map(|(_, me)| me.clone())
+        });
+        if let Some(me) = known {
+            return Ok(me);
+        }
+        let me = self.ask_me(not_before).await?;
+        if let Ok(mut known) = self.me.lock() {
+            *known = Some((std::time::Instant::now(), me.clone()));
+        }
+        Ok(me)
+    }
+
+    /// [`Self::me`], asked of GitHub.
+    async fn ask_me(&self, not_before: &mut Option<DateTime<Utc>>) -> Result<Me, ConnectorError> {
         let url = format!("{}/user", self.config.base_url);
         let (user, _) = self
             .send(
@@ -1515,7 +1664,7 @@ impl GithubConnector {
         Some(InboundItem {
             external_id,
             author: Author {
-                platform_id: user_id.to_string(),
+                platform_id: self.who(me).platform_id(user_id),
                 handle: Some(login.clone()),
                 display_name: Some(login),
                 profile_url: user
@@ -1557,7 +1706,7 @@ fn graphql_url(base_url: &str) -> String {
 /// A discussion, its comments and their replies as items, all in the discussion's
 /// conversation: a comment answers the discussion, a reply its comment. Skipped as the REST
 /// items are: bots' and those without an author.
-fn discussion_items(discussion: &Value, me: &Me) -> Vec<InboundItem> {
+fn discussion_items(discussion: &Value, who: &Who<'_>) -> Vec<InboundItem> {
     let Some(thread) = discussion
         .get("id")
         .and_then(Value::as_str)
@@ -1583,7 +1732,7 @@ fn discussion_items(discussion: &Value, me: &Me) -> Vec<InboundItem> {
         .and_then(Value::as_str)
         .map(str::to_owned);
     items.extend(node_item(
-        discussion, raw, "post", subject, thread, None, me,
+        discussion, raw, "post", subject, thread, None, who,
     ));
     for comment in nodes(discussion, "comments") {
         let Some(comment_id) = comment.get("id").and_then(Value::as_str) else {
@@ -1600,7 +1749,7 @@ fn discussion_items(discussion: &Value, me: &Me) -> Vec<InboundItem> {
             None,
             thread,
             Some(thread),
-            me,
+            who,
         ));
         for reply in nodes(&comment, "replies") {
             let raw = reply.clone();
@@ -1611,7 +1760,7 @@ fn discussion_items(discussion: &Value, me: &Me) -> Vec<InboundItem> {
                 None,
                 thread,
                 Some(comment_id),
-                me,
+                who,
             ));
         }
     }
@@ -1656,8 +1805,9 @@ fn node_item(
     subject: Option<String>,
     thread: &str,
     in_reply_to: Option<&str>,
-    me: &Me,
+    who: &Who<'_>,
 ) -> Option<InboundItem> {
+    let me = who.me;
     let id = node
         .get("id")
         .and_then(Value::as_str)
@@ -1690,7 +1840,7 @@ fn node_item(
     Some(InboundItem {
         external_id: id.to_owned(),
         author: Author {
-            platform_id: user_id.to_string(),
+            platform_id: who.platform_id(user_id),
             handle: Some(login.clone()),
             display_name: Some(login),
             profile_url: text(author, "url"),
@@ -1816,6 +1966,14 @@ impl Connector for GithubConnector {
         }
     }
 
+    fn verify(
+        &self,
+        request: &crate::WebhookRequest<'_>,
+        body: &[u8],
+    ) -> Result<(), crate::WebhookError> {
+        self.check_signature(request, body)
+    }
+
     async fn webhook(
         &self,
         request: &crate::WebhookRequest<'_>,
@@ -1899,7 +2057,7 @@ impl Connector for GithubConnector {
         let mut items: Vec<InboundItem> = taken
             .iter()
             .flat_map(|(listen, value)| match listen {
-                Listen::Discussions(_) => discussion_items(value, &me),
+                Listen::Discussions(_) => discussion_items(value, &self.who(&me)),
                 _ => self.item(*listen, value, &me).into_iter().collect(),
             })
             .filter(|item| seen.insert(item.external_id.clone()))
@@ -2365,7 +2523,10 @@ mod tests {
                 None,
                 thread,
                 Some(thread),
-                &me(),
+                &Who {
+                    me: &me(),
+                    realm: None,
+                },
             )
             .unwrap();
             item.raw = Value::Null;
@@ -2459,6 +2620,201 @@ mod tests {
         assert!(!message.contains("short-one"), "{message}");
     }
 
+    /// A webhook connector for acme/widgets whose GitHub is nowhere (port 9 refuses): any
+    /// call it makes fails with a transport error.
+    fn unreachable_hooked() -> GithubConnector {
+        GithubConnector::new(
+            reqwest::Client::new(),
+            GithubConfig::parse(&json!({ "token": "t", "repositories": ["acme/widgets"],
+                "base_url": "http://127.0.0.1:9", "webhook_secret": "wh-acme-widgets-3f9c2e71b8d4" }))
+            .unwrap(),
+        )
+    }
+
+    async fn deliver_to(
+        hooked: &GithubConnector,
+        event: &str,
+        body: &Value,
+    ) -> Result<crate::Hooked, crate::WebhookError> {
+        let body = body.to_string();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("x-github-event", event.parse().unwrap());
+        let signature = crate::webhook::Secret::parse("wh-acme-widgets-3f9c2e71b8d4")
+            .unwrap()
+            .sign_github(body.as_bytes());
+        headers.insert("x-hub-signature-256", signature.parse().unwrap());
+        let request = crate::WebhookRequest { headers: &headers };
+        hooked.verify(&request, body.as_bytes())?;
+        hooked.webhook(&request, body.as_bytes()).await
+    }
+
+    /// A discussion comment as the `discussion_comment` webhook carries it.
+    fn hooked_discussion_comment() -> Value {
+        json!({
+            "action": "created", "repository": { "full_name": "acme/widgets" },
+            "discussion": { "node_id": "D_kwDOKx3Y5s4AXy7", "number": 7, "title": "Parquet?" },
+            "comment": {
+                "id": 11_002, "node_id": "DC_kwDOKx3Y5s4AhM02", "parent_id": 11_001,
+                "html_url": "https://github.com/acme/widgets/discussions/7#discussioncomment-2",
+                "body": "+1", "created_at": "2026-11-02T09:12:00Z",
+                "updated_at": "2026-11-02T09:12:00Z",
+                "user": { "login": "maya-l", "id": 5_811_112, "type": "User" }
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_webhook_body_must_be_the_event_it_claims_and_ignored_items_ask_github_nothing() {
+        use crate::{Hooked, WebhookError};
+        let hooked = unreachable_hooked();
+        let repository = json!({ "full_name": "acme/widgets" });
+        let issue_comment = json!({ "action": "created", "repository": repository,
+            "issue": { "number": 1347 }, "comment": comment() });
+        let discussion_comment = hooked_discussion_comment();
+        let mut discussion = discussion_comment.clone();
+        discussion.as_object_mut().unwrap().remove("comment");
+        let mut without_url = issue_comment.clone();
+        without_url["comment"]
+            .as_object_mut()
+            .unwrap()
+            .remove("issue_url");
+        // Signed bodies under another event's (unsigned) name: refused, nothing asked.
+        for (event, body) in [
+            ("discussion", &discussion_comment),
+            ("issue_comment", &discussion_comment),
+            ("discussion_comment", &issue_comment),
+            (
+                "issues",
+                &json!({ "action": "opened", "repository": repository,
+                "issue": { "number": 1347 }, "comment": comment() }),
+            ),
+            ("issue_comment", &without_url),
+        ] {
+            let mut body = body.clone();
+            // An issue's comment with a discussion made up for it, so that only its shape
+            // is wrong (without one, the missing discussion is named).
+            if event == "discussion_comment" {
+                body["discussion"] = discussion_comment["discussion"].clone();
+            }
+            body["action"] = json!(if event == "issues" {
+                "opened"
+            } else {
+                "created"
+            });
+            match deliver_to(&hooked, event, &body).await {
+                Err(WebhookError::Payload { field, message }) => {
+                    assert_eq!(field, "X-GitHub-Event", "{event} {body}");
+                    assert!(message.contains(event), "{message}");
+                }
+                other => panic!("{event} {body}: {other:?}"),
+            }
+        }
+        // A reply to a discussion comment without its node id: refused before GraphQL
+        // (or GitHub at all) is asked.
+        let mut nameless = discussion_comment.clone();
+        nameless["comment"]["node_id"] = Value::Null;
+        match deliver_to(&hooked, "discussion_comment", &nameless).await {
+            Err(WebhookError::Payload { field, .. }) => assert_eq!(field, "comment"),
+            other => panic!("{other:?}"),
+        }
+        // A bot's or a user-less item is ignored without asking who the token is.
+        let mut bot = issue_comment.clone();
+        bot["comment"]["user"]["type"] = json!("Bot");
+        let mut ghost = issue_comment.clone();
+        ghost["comment"]["user"] = Value::Null;
+        let mut bot_reply = discussion_comment.clone();
+        bot_reply["comment"]["user"]["type"] = json!("Bot");
+        let mut bot_discussion = discussion.clone();
+        bot_discussion["discussion"]["user"] =
+            json!({ "login": "dependabot[bot]", "id": 49_699_333, "type": "Bot" });
+        for (event, body) in [
+            ("issue_comment", &bot),
+            ("issue_comment", &ghost),
+            ("discussion_comment", &bot_reply),
+            ("discussion", &bot_discussion),
+        ] {
+            match deliver_to(&hooked, event, body).await {
+                Ok(Hooked::Ignored(why)) => assert!(why.contains("bot"), "{why}"),
+                other => panic!("{event} {body}: {other:?}"),
+            }
+        }
+        // A person's item needs the token's account: GitHub is asked (and is not there).
+        assert!(matches!(
+            deliver_to(&hooked, "issue_comment", &issue_comment).await,
+            Err(WebhookError::Connector(ConnectorError::Transport(_)))
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_tokens_account_is_asked_once_for_a_while() {
+        use crate::Hooked;
+        let hooked = unreachable_hooked();
+        let body = json!({ "action": "created", "repository": { "full_name": "acme/widgets" },
+            "issue": { "number": 1347 }, "comment": comment() });
+        // Known since just now: no call (GitHub is unreachable), the item maps.
+        *hooked.me.lock().unwrap() = Some((std::time::Instant::now(), me()));
+        match deliver_to(&hooked, "issue_comment", &body).await {
+            Ok(Hooked::Items(items)) => assert_eq!(items[0].kind, "mention"),
+            other => panic!("{other:?}"),
+        }
+        // Known for longer than ME_TTL: asked again.
+        let long_ago = std::time::Instant::now()
+            .checked_sub(ME_TTL + std::time::Duration::from_secs(1))
+            .unwrap();
+        *hooked.me.lock().unwrap() = Some((long_ago, me()));
+        assert!(deliver_to(&hooked, "issue_comment", &body).await.is_err());
+    }
+
+    #[test]
+    fn user_ids_of_an_enterprise_server_are_qualified_by_it() {
+        for (base, realm) in [
+            ("https://api.github.com", None),
+            ("https://API.GitHub.com/", None),
+            (
+                "https://github.example.com/api/v3",
+                Some("github.example.com"),
+            ),
+            (
+                "https://git.example.org:8443/api/v3/",
+                Some("git.example.org:8443"),
+            ),
+            ("http://127.0.0.1:4000/gh", Some("127.0.0.1:4000/gh")),
+        ] {
+            let mut config = config();
+            config["base_url"] = json!(base);
+            let connector = GithubConnector::new(
+                reqwest::Client::new(),
+                GithubConfig::parse(&config).unwrap(),
+            );
+            let item = connector
+                .item(Listen::Comments("acme/widgets"), &comment(), &me())
+                .unwrap();
+            let expected = match realm {
+                Some(realm) => format!("{realm}#5811112"),
+                None => "5811112".to_owned(),
+            };
+            assert_eq!(item.author.platform_id, expected, "{base}");
+            let pulled = json!({
+                "id": "D_kwDOKx3Y5s4AXy7", "number": 7, "title": "Parquet?", "body": "?",
+                "url": "https://github.example.com/acme/widgets/discussions/7",
+                "createdAt": "2026-11-02T09:10:00Z", "updatedAt": "2026-11-02T09:10:00Z",
+                "author": { "__typename": "User", "login": "maya-l", "databaseId": 5_811_112 },
+                "comments": { "nodes": [] }
+            });
+            let items = discussion_items(&pulled, &connector.who(&me()));
+            assert_eq!(items[0].author.platform_id, expected, "{base}");
+            // Outbound stays by the number.
+            let mut ours = comment();
+            ours["user"]["id"] = json!(9_000_001);
+            assert!(
+                connector
+                    .item(Listen::Comments("acme/widgets"), &ours, &me())
+                    .unwrap()
+                    .outbound
+            );
+        }
+    }
+
     #[test]
     fn a_discussion_is_items_threaded_by_its_node_id() {
         assert_eq!(graphql_url(API), "https://api.github.com/graphql");
@@ -2489,7 +2845,13 @@ mod tests {
                 ] }
             }] }
         });
-        let items = discussion_items(&discussion, &me());
+        let items = discussion_items(
+            &discussion,
+            &Who {
+                me: &me(),
+                realm: None,
+            },
+        );
         let ids: Vec<&str> = items.iter().map(|i| i.external_id.as_str()).collect();
         assert_eq!(
             ids,

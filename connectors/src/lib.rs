@@ -304,10 +304,19 @@ pub trait Connector: Send + Sync {
     fn confirms_on_read(&self) -> bool {
         false
     }
-    /// Takes one delivery POSTed by the platform to the source's webhook address: verifies
-    /// its signature over the raw `body` first (constant-time; nothing is parsed before),
-    /// then maps it with the same mapping as [`Connector::pull`]. Connectors without
+    /// Checks that a delivery POSTed to the source's webhook address is the platform's:
+    /// its signature or secret header over the raw `body` (constant-time), nothing parsed,
+    /// nothing asked of the platform. The server calls it before anything else about the
+    /// source shows (whether it is paused), so an unsigned caller learns nothing but the
+    /// refusal; [`Connector::webhook`] verifies again itself. Connectors without
     /// [`Capabilities::webhook`] refuse every delivery ([`WebhookError::Unsupported`]).
+    fn verify(&self, _request: &WebhookRequest<'_>, _body: &[u8]) -> Result<(), WebhookError> {
+        Err(WebhookError::Unsupported)
+    }
+    /// Takes one delivery POSTed by the platform to the source's webhook address: verifies
+    /// it first ([`Connector::verify`]; nothing is parsed before), then maps it with the
+    /// same mapping as [`Connector::pull`]. Connectors without [`Capabilities::webhook`]
+    /// refuse every delivery ([`WebhookError::Unsupported`]).
     async fn webhook(
         &self,
         _request: &WebhookRequest<'_>,
@@ -320,6 +329,13 @@ pub trait Connector: Send + Sync {
     /// connector registers it (Telegram's `setWebhook`). Not called when the server has
     /// no `public_url`.
     fn listen_at(&mut self, _url: &str) {}
+    /// Undoes what the connector registered at the platform for the source's deliveries
+    /// (Telegram's `setWebhook`), when the source is deleted or changed so that it takes
+    /// none. Called on the connector of the source as it was; leaves alone what is not
+    /// this source's own (another address). Connectors that register nothing do nothing.
+    async fn unlisten(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
     /// Sends `text` as an answer to `to`.
     async fn reply(&self, to: &ReplyTarget, text: &str) -> Result<Sent, ConnectorError>;
     /// The external id a reply to `to` will have, when the connector decides it before
@@ -832,10 +848,11 @@ pub static REGISTRY: &[ChannelSpec] = &[
             webhook: false,
             reply: true,
         },
-        // The token goes, as a bearer token, to base_url.
+        // The token goes, as a bearer token, to base_url, and speaks for user_id's account
+        // (its mentions are read, its posts are outbound): another account needs its token.
         secrets: &[SecretField {
             name: "bearer_token",
-            bound_to: &["base_url"],
+            bound_to: &["base_url", "user_id"],
         }],
         check: |config| x::XConfig::parse(config).map(drop),
         build: |config, outbound| {

@@ -266,6 +266,23 @@ struct Me {
     username: String,
 }
 
+/// A failed call: the error, and whether it is Telegram refusing `getUpdates` because a
+/// webhook is set (which poll mode deletes when it is this source's own).
+#[derive(Debug)]
+struct Failed {
+    error: ConnectorError,
+    webhook_set: bool,
+}
+
+impl From<ConnectorError> for Failed {
+    fn from(error: ConnectorError) -> Failed {
+        Failed {
+            error,
+            webhook_set: false,
+        }
+    }
+}
+
 pub struct TelegramConnector {
     client: reqwest::Client,
     config: TelegramConfig,
@@ -328,13 +345,10 @@ impl TelegramConnector {
         Ok(true)
     }
 
-    /// A webhook delivery (see the module doc).
-    async fn hook(
-        &self,
-        request: &crate::WebhookRequest<'_>,
-        body: &[u8],
-    ) -> Result<crate::Hooked, crate::WebhookError> {
-        use crate::{Hooked, WebhookError};
+    /// A delivery's `X-Telegram-Bot-Api-Secret-Token`, compared whole with the
+    /// `webhook_secret` in constant time; only in webhook mode.
+    fn check_secret(&self, request: &crate::WebhookRequest<'_>) -> Result<(), crate::WebhookError> {
+        use crate::WebhookError;
         let secret = match (&self.config.webhook_secret, self.webhook_mode()) {
             (Some(secret), true) => secret,
             _ => return Err(WebhookError::Unsupported),
@@ -352,6 +366,17 @@ impl TelegramConnector {
                     .into(),
             ));
         }
+        Ok(())
+    }
+
+    /// A webhook delivery (see the module doc).
+    async fn hook(
+        &self,
+        request: &crate::WebhookRequest<'_>,
+        body: &[u8],
+    ) -> Result<crate::Hooked, crate::WebhookError> {
+        use crate::{Hooked, WebhookError};
+        self.check_secret(request)?;
         let update: Value = serde_json::from_slice(body).map_err(|_| WebhookError::Payload {
             field: "body",
             message: "not valid JSON".into(),
@@ -391,6 +416,11 @@ impl TelegramConnector {
 
     /// Calls `method` with `body`; the `result` of the answer, or the error it means.
     async fn call(&self, method: &str, body: &Value) -> Result<Value, ConnectorError> {
+        self.ask(method, body).await.map_err(|failed| failed.error)
+    }
+
+    /// [`Self::call`], saying whether a refusal was for a webhook in the way.
+    async fn ask(&self, method: &str, body: &Value) -> Result<Value, Failed> {
         let url = format!(
             "{}/bot{}/{method}",
             self.config.base_url, self.config.bot_token
@@ -416,12 +446,14 @@ impl TelegramConnector {
                         ConnectorError::Payload(format!(
                             "{host} answered {method} without a result"
                         ))
+                        .into()
                     });
                 }
             } else {
                 return Err(ConnectorError::Payload(format!(
                     "{host} answered {method} with invalid JSON"
-                )));
+                ))
+                .into());
             }
         }
         let answer = answer.unwrap_or(Value::Null);
@@ -446,7 +478,10 @@ impl TelegramConnector {
         } else {
             format!("{host} answered {method} with {code} ({description})")
         };
-        Err(match code {
+        // Telegram refuses getUpdates with 409 while a webhook is set (its description
+        // names the webhook; another poller's 409 does not).
+        let webhook_set = code == 409 && description.to_lowercase().contains("webhook");
+        let error = match code {
             429 => ConnectorError::RateLimited {
                 retry_after_secs: answer
                     .pointer("/parameters/retry_after")
@@ -462,7 +497,7 @@ impl TelegramConnector {
             403 => ConnectorError::Unauthorized(format!(
                 "{said}: the bot may not write there (blocked by the user, or removed from the chat)"
             )),
-            409 if description.to_lowercase().contains("webhook") => ConnectorError::Config(format!(
+            409 if webhook_set => ConnectorError::Config(format!(
                 "{said}: a webhook is set for this bot, so getUpdates cannot be used; delete it (the Bot API's deleteWebhook) or give the source another bot"
             )),
             409 => ConnectorError::Transport(format!(
@@ -470,7 +505,8 @@ impl TelegramConnector {
             )),
             500.. => ConnectorError::Transport(said),
             _ => ConnectorError::Payload(said),
-        })
+        };
+        Err(Failed { error, webhook_set })
     }
 
     async fn me(&self) -> Result<Me, ConnectorError> {
@@ -630,7 +666,7 @@ fn item(update: &Value, me: &Me, chats: &[i64]) -> Option<InboundItem> {
 
 impl TelegramConnector {
     /// Poll mode's pull (see the module doc).
-    async fn poll(&self, cursor: Option<&Cursor>) -> Result<Pull, ConnectorError> {
+    async fn poll(&self, cursor: Option<&Cursor>) -> Result<Pull, Failed> {
         let first = cursor.is_none();
         let state: TelegramCursor = cursor
             .and_then(|cursor| serde_json::from_str(&cursor.0).ok())
@@ -661,9 +697,12 @@ impl TelegramConnector {
         if let Some(offset) = offset {
             body["offset"] = json!(offset);
         }
-        let updates = match self.call("getUpdates", &body).await {
+        let updates = match self.ask("getUpdates", &body).await {
             Ok(updates) => updates,
-            Err(ConnectorError::RateLimited { retry_after_secs }) => {
+            Err(Failed {
+                error: ConnectorError::RateLimited { retry_after_secs },
+                ..
+            }) => {
                 // Nothing read: the stored cursor stays as it is (a first sync's too).
                 let mut not_before = None;
                 http::wait_out(&mut not_before, retry_after_secs);
@@ -750,6 +789,14 @@ impl Connector for TelegramConnector {
         true
     }
 
+    fn verify(
+        &self,
+        request: &crate::WebhookRequest<'_>,
+        _body: &[u8],
+    ) -> Result<(), crate::WebhookError> {
+        self.check_secret(request)
+    }
+
     async fn webhook(
         &self,
         request: &crate::WebhookRequest<'_>,
@@ -762,6 +809,14 @@ impl Connector for TelegramConnector {
         self.webhook_url = Some(url.to_owned());
     }
 
+    /// Webhook mode's webhook, deleted when it still is this source's own address.
+    async fn unlisten(&self) -> Result<(), ConnectorError> {
+        if !self.webhook_mode() {
+            return Ok(());
+        }
+        self.delete_own_webhook().await.map(drop)
+    }
+
     async fn pull(&self, cursor: Option<&Cursor>) -> Result<Pull, ConnectorError> {
         if self.webhook_mode() {
             // Updates arrive on the webhook; getUpdates would be refused while it is set.
@@ -769,14 +824,17 @@ impl Connector for TelegramConnector {
         }
         match self.poll(cursor).await {
             // Left from webhook mode: ours to delete, then poll as asked.
-            Err(ConnectorError::Config(message)) if message.contains("a webhook is set") => {
+            Err(Failed {
+                error,
+                webhook_set: true,
+            }) => {
                 if self.delete_own_webhook().await? {
-                    self.poll(cursor).await
+                    self.poll(cursor).await.map_err(|failed| failed.error)
                 } else {
-                    Err(ConnectorError::Config(message))
+                    Err(error)
                 }
             }
-            polled => polled,
+            polled => polled.map_err(|failed| failed.error),
         }
     }
 

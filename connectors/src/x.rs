@@ -8,8 +8,10 @@
 //!
 //! - Every request carries the `bearer_token` as `Authorization: Bearer` and a
 //!   `User-Agent`. Reading works with an app-only token; posting needs a user-context token
-//!   (OAuth 2.0 user access token with `tweet.read`, `tweet.write`, `users.read`): a 403 to
-//!   the post says so.
+//!   (OAuth 2.0 user access token with `tweet.read`, `tweet.write`, `users.read`). A 403 to
+//!   the post says why, by its problem's `type` and `detail` ([`refused_post`]): an app-only
+//!   token, an app not enrolled for the endpoint, a duplicate of a recent post, or a post
+//!   whose author limited who may reply.
 //! - Listening: the mentions of the workspace's own account `user_id`
 //!   (`GET /2/users/:id/mentions`, `pagination_token`), and, when `keywords` are set,
 //!   recent search (`GET /2/tweets/search/recent`, `next_token`) with the keywords OR-ed
@@ -661,11 +663,7 @@ impl XConnector {
             401 => ConnectorError::Unauthorized(format!(
                 "{host} answered {what} with 401{said}: the bearer_token is wrong, expired or revoked"
             )),
-            403 if writing => ConnectorError::Unauthorized(format!(
-                "{host} answered {what} with 403{said}: posting needs a user-context token \
-                 (an OAuth 2.0 user access token with tweet.read, tweet.write and users.read); \
-                 an app-only bearer token can read but cannot post"
-            )),
+            403 if writing => refused_post(body, &format!("{host} answered {what} with 403{said}")),
             403 => ConnectorError::Payload(format!(
                 "{host} answered {what} with 403{said}: the token's app or access level may not \
                  read this"
@@ -1063,6 +1061,62 @@ fn problem(body: &[u8]) -> Option<String> {
     })
 }
 
+/// Why X refused a post with 403, from its problem's `type` and `detail`: X answers 403
+/// for an app-only token (`…/problems/unsupported-authentication`), an app not enrolled
+/// for the endpoint (`…/problems/client-forbidden`), a post with the same text as a recent
+/// one of the account ("duplicate content"), and a reply to a post whose author limited
+/// replies to the accounts it mentions or follows ("not allowed because you have not been
+/// mentioned or otherwise engaged"). `said` is what X answered, for the message.
+fn refused_post(body: &[u8], said: &str) -> ConnectorError {
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let problems = std::iter::once(&body).chain(
+        body.get("errors")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten(),
+    );
+    let (mut kind, mut detail) = (String::new(), String::new());
+    for problem in problems {
+        for (key, into) in [("type", &mut kind), ("detail", &mut detail)] {
+            if let Some(text) = problem.get(key).and_then(Value::as_str) {
+                into.push_str(&text.to_lowercase());
+                into.push(' ');
+            }
+        }
+        if let Some(text) = problem.get("message").and_then(Value::as_str) {
+            detail.push_str(&text.to_lowercase());
+            detail.push(' ');
+        }
+    }
+    if kind.contains("/unsupported-authentication") || detail.contains("application-only") {
+        ConnectorError::Unauthorized(format!(
+            "{said}: posting needs a user-context token (an OAuth 2.0 user access token with \
+             tweet.read, tweet.write and users.read); an app-only bearer token can read but \
+             cannot post"
+        ))
+    } else if detail.contains("duplicate") {
+        ConnectorError::Payload(format!(
+            "{said}: X takes no post with the same text as one the account posted recently; \
+             change the reply's words"
+        ))
+    } else if detail.contains("mentioned") || detail.contains("engaged") {
+        ConnectorError::Payload(format!(
+            "{said}: the post's author lets only the accounts it mentions or follows reply, \
+             and the source's account is not one of them; answer in another way"
+        ))
+    } else if kind.contains("/client-forbidden") {
+        ConnectorError::Unauthorized(format!(
+            "{said}: the token's app may not use this endpoint (attach it to a Project with \
+             access to the X API v2)"
+        ))
+    } else {
+        ConnectorError::Unauthorized(format!(
+            "{said}: X refused the post; check that the bearer_token is a user-context token \
+             of the source's account allowed to post"
+        ))
+    }
+}
+
 /// The time X's `reset` header names when its `remaining` header says 0 (or `force`: a
 /// 429 whatever is said to be left), read by [`http::not_before`] (epoch seconds, at most
 /// a day ahead).
@@ -1306,8 +1360,12 @@ mod tests {
         })
     }
 
+    /// A connector with a real client: at a closed loopback port, so that nothing a test
+    /// sends (should one ever send) leaves the machine.
     fn connector() -> XConnector {
-        XConnector::new(reqwest::Client::new(), XConfig::parse(&config()).unwrap())
+        let mut config = config();
+        config["base_url"] = json!("http://127.0.0.1:9");
+        XConnector::new(reqwest::Client::new(), XConfig::parse(&config).unwrap())
     }
 
     #[test]
@@ -1581,6 +1639,56 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_post_names_why_x_refused_it() {
+        let x = connector();
+        let refused = |body: &str| {
+            x.failure(
+                403,
+                &HeaderMap::new(),
+                body.as_bytes(),
+                Utc::now(),
+                "/2/tweets",
+                true,
+            )
+            .to_string()
+        };
+        let app_only = refused(
+            r#"{"title":"Unsupported Authentication","detail":"Authenticating with OAuth 2.0 Application-Only is forbidden for this endpoint.  Supported authentication types are [OAuth 1.0a User Context, OAuth 2.0 User Context].","type":"https://api.twitter.com/2/problems/unsupported-authentication","status":403}"#,
+        );
+        assert!(app_only.contains("user-context token"), "{app_only}");
+        let duplicate = refused(
+            r#"{"detail":"You are not allowed to create a Tweet with duplicate content.","type":"about:blank","title":"Forbidden","status":403}"#,
+        );
+        assert!(duplicate.contains("same text"), "{duplicate}");
+        let limited = refused(
+            r#"{"detail":"Reply to this conversation is not allowed because you have not been mentioned or otherwise engaged by the author of the post you are replying to.","type":"about:blank","title":"Forbidden","status":403}"#,
+        );
+        assert!(
+            limited.contains("only the accounts it mentions"),
+            "{limited}"
+        );
+        let enrolled = refused(
+            r#"{"client_id":"29011234","detail":"When authenticating requests to the Twitter API v2 endpoints, you must use keys and tokens from a Twitter developer App that is attached to a Project.","registration_url":"https://developer.twitter.com/en/docs/projects/overview","title":"Client Forbidden","required_enrollment":"Appropriate Level of API Access","reason":"client-not-enrolled","type":"https://api.twitter.com/2/problems/client-forbidden"}"#,
+        );
+        assert!(enrolled.contains("attach it to a Project"), "{enrolled}");
+        for message in [&duplicate, &limited, &enrolled] {
+            assert!(!message.contains("user-context token"), "{message}");
+        }
+        let unknown = refused(r#"{"title":"Forbidden","type":"about:blank","status":403}"#);
+        assert!(unknown.contains("X refused the post"), "{unknown}");
+        // Reading keeps its own message.
+        let read = x.failure(
+            403,
+            &HeaderMap::new(),
+            b"{}",
+            Utc::now(),
+            "/2/tweets/search/recent",
+            false,
+        );
+        assert!(read.to_string().contains("may not read"), "{read}");
+    }
+
+    #[test]
     fn what_x_does_not_take_for_a_link_is_counted_by_its_characters() {
         // A scheme right after a letter or digit is no link at X.
         assert_eq!(weighted_length("abchttps://x"), 12);
@@ -1655,10 +1763,7 @@ mod tests {
             idempotency_key: "k".into(),
         };
         // A closed loopback port: should the check ever regress, nothing leaves the machine.
-        let mut config = config();
-        config["base_url"] = json!("http://127.0.0.1:9");
-        let loopback = XConnector::new(reqwest::Client::new(), XConfig::parse(&config).unwrap());
-        let err = loopback.reply(&to, &"字".repeat(141)).await.unwrap_err();
+        let err = connector().reply(&to, &"字".repeat(141)).await.unwrap_err();
         assert!(err.to_string().contains("282"), "{err}");
         assert_eq!(
             connector().reply_length(&to, " 日本 ", ReplyLimit::Characters(280)),

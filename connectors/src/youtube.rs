@@ -22,11 +22,17 @@
 //!   thread's `replies` hold only some of its replies: when `snippet.totalReplyCount` is
 //!   more than it holds, the replies are read with `comments.list?parentId=` (at most
 //!   [`REPLY_PAGES`] pages of 100 a thread, each one quota unit; more are lost with a
-//!   warning).
+//!   warning, and the thread is watched with the replies read, so the next sync reads it
+//!   again and warns again).
 //! - Cursor: per stream a *mark*, the newest top-level comment's `publishedAt` second handed
 //!   over and the thread ids of that second. The API has no "since": every sync walks the
-//!   threads from the newest (by `pageToken`) down to the mark; a first sync's walk takes at
-//!   most `backfill_limit` threads (0: one thread asked, only to set the mark). A walk
+//!   threads from the newest (by `pageToken`) down to the mark, and on until a page holds
+//!   nothing to take (one page, one quota unit, more than stopping at the mark): a comment
+//!   held for review and approved later keeps its old `publishedAt`, so it shows up below
+//!   threads already handed over. Such a thread, older than the mark but among the watched
+//!   threads (see below) and not one of them, is taken; one older than every watched
+//!   thread is not caught. A first sync's walk takes at most `backfill_limit` threads (0:
+//!   one thread asked, only to set the mark). A walk
 //!   stopped by the pull's budget, a rate limit or a failure keeps its `pageToken` and goes
 //!   on from there on the next pull (resumable); the mark moves only when the walk reaches
 //!   it. Threads that arrive while a walk pages only push older ones down, so a page read
@@ -359,9 +365,12 @@ impl Stream {
     }
 
     /// Takes one page of threads (newest first; `next` its `nextPageToken`) into `taken`:
-    /// those the mark does not cover, within the walk's allowance. Ends the walk (its
-    /// newest second becomes the mark) at the mark, the allowance or the listing's end.
-    /// Returns whether the walk goes on.
+    /// those the mark does not cover, and those [`Stream::approved_late`], within the
+    /// walk's allowance. Ends the walk (its newest second becomes the mark) at a page that
+    /// holds nothing to take, the allowance or the listing's end. Not at the first covered
+    /// thread: a comment held for review and approved later keeps its old `publishedAt`,
+    /// so it shows up below threads already handed over (possibly on the next page), and
+    /// is taken there. Returns whether the walk goes on.
     fn back(
         &mut self,
         mut walk: Walk,
@@ -370,14 +379,17 @@ impl Stream {
         taken: &mut Vec<Value>,
     ) -> bool {
         let empty = threads.is_empty();
-        let mut reached = false;
+        let (mut covered, mut keyed) = (0, 0);
         for thread in threads {
             let Some((at, id)) = key(&thread) else {
                 continue;
             };
+            keyed += 1;
             walk.top.get_or_insert_with(Mark::default).add(at, &id);
-            if self.mark.as_ref().is_some_and(|mark| mark.covers(at, &id)) {
-                reached = true;
+            if self.mark.as_ref().is_some_and(|mark| mark.covers(at, &id))
+                && !self.approved_late(at, &id)
+            {
+                covered += 1;
                 continue;
             }
             if walk.left == 0 {
@@ -395,6 +407,7 @@ impl Stream {
             }
             next => next,
         };
+        let reached = keyed > 0 && covered == keyed;
         let stuck = next.is_some() && next == walk.next;
         walk.next = next;
         if empty || reached || stuck || walk.left == 0 || walk.next.is_none() {
@@ -409,6 +422,15 @@ impl Stream {
             self.walk = Some(walk);
             true
         }
+    }
+
+    /// Whether thread `id` of second `at`, older than the mark, was never handed over
+    /// although it is within the watched threads (newer than the oldest of them) and
+    /// every one of those was: a comment held for review and approved since, which keeps
+    /// its old `publishedAt`.
+    fn approved_late(&self, at: i64, id: &str) -> bool {
+        self.watch.last().is_some_and(|oldest| at > oldest.at)
+            && !self.watch.iter().any(|watched| watched.id == id)
     }
 
     /// Watches `thread` with the replies handed over (all it has when `complete`, else
@@ -848,8 +870,9 @@ impl YoutubeConnector {
     }
 
     /// Completes each thread's replies and hands it over, watching it. When a completion
-    /// fails (a rate limit), the threads are still handed over with the replies they hold,
-    /// watched with only those counted, so a later sync reads the rest; then the error.
+    /// fails (a rate limit) or stops at [`REPLY_PAGES`], the threads are still handed over
+    /// with the replies they hold, watched with only those counted, so a later sync reads
+    /// the rest; then the error.
     async fn hand_over(
         &self,
         stream: &mut Stream,
@@ -858,13 +881,20 @@ impl YoutubeConnector {
     ) -> Result<(), ConnectorError> {
         let mut failed = None;
         for mut thread in threads {
+            // Whether every reply was read: else the thread is watched with the replies
+            // read, so the next sync reads it again (and warns again) rather than taking
+            // the ones past the cap for handed over.
+            let mut whole = false;
             if failed.is_none() {
                 match self.complete(&mut thread).await {
-                    Ok(warning) => stream.warning = warning.or(stream.warning.take()),
+                    Ok(warning) => {
+                        whole = warning.is_none();
+                        stream.warning = warning.or(stream.warning.take());
+                    }
                     Err(err) => failed = Some(err),
                 }
             }
-            stream.watch(&thread, failed.is_none());
+            stream.watch(&thread, whole);
             taken.push(thread);
         }
         failed.map_or(Ok(()), Err)
@@ -1489,19 +1519,41 @@ mod tests {
             (mark.ids.clone(), mark.at),
             (vec!["Ug5".to_owned()], key(&t("Ug5", 5)).unwrap().0)
         );
-        // A later sync: new threads down to the mark.
+        // A later sync: new threads down to the mark, then one more page, since a comment
+        // approved late keeps its old time and shows up below those handed over. The
+        // walk ends at a page the mark covers whole.
         let mut taken = Vec::new();
         let later = Walk {
             left: u64::MAX,
             ..Walk::default()
         };
-        assert!(!stream.back(
+        for thread in [t("Ug5", 5), t("Ug4", 4), t("Ug3", 3)] {
+            stream.watch(&thread, true);
+        }
+        assert!(stream.back(
             later,
             vec![t("Ug7", 7), t("Ug6", 6), t("Ug5", 5)],
             Some("q".into()),
             &mut taken
         ));
-        assert_eq!(ids(&taken), ["Ug7", "Ug6"]);
+        let walk = stream.walk.clone().unwrap();
+        let late = thread("UgLate", "2026-11-02T09:03:30Z", vec![], 0);
+        assert!(stream.back(
+            walk,
+            vec![t("Ug4", 4), late, t("Ug3", 3)],
+            Some("r".into()),
+            &mut taken
+        ));
+        let walk = stream.walk.clone().unwrap();
+        assert!(!stream.back(
+            walk,
+            vec![t("Ug2", 2), t("Ug1", 1)],
+            Some("s".into()),
+            &mut taken
+        ));
+        assert_eq!(ids(&taken), ["Ug7", "Ug6", "UgLate"]);
+        assert_eq!(stream.walk, None);
+        assert_eq!(stream.mark.clone().unwrap().ids, ["Ug7"]);
         // Backfill 0: nothing taken, the mark set.
         let mut stream = Stream::first(0);
         let mut taken = Vec::new();

@@ -93,7 +93,7 @@ pub async fn run(app: App, command: SourcesCommand) -> anyhow::Result<()> {
         SourcesCommand::Remove { id, workspace } => {
             let source = ids::decode::<entity::SourceId>("id", &id)?;
             let caller = owner_of(&app, &workspace).await?;
-            domain::source::delete(&app.db, &caller, source).await?;
+            rapport::ingest::unlisten::delete(&app, &caller, source).await?;
             eprintln!("removed {id}");
         }
     }

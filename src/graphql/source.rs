@@ -190,7 +190,7 @@ pub(super) async fn update_source(
         paused: None,
     };
     Ok(SourcePayload {
-        source: Source(domain::source::update(&app(ctx).db, caller(ctx)?, id, changes).await?),
+        source: Source(crate::ingest::unlisten::update(app(ctx), caller(ctx)?, id, changes).await?),
     })
 }
 
@@ -240,7 +240,7 @@ pub(super) async fn delete_source(
     input: SourceIdInput,
 ) -> Result<DeleteSourcePayload> {
     let id = id::<SourceId>("id", &input.id)?;
-    domain::source::delete(&app(ctx).db, caller(ctx)?, id).await?;
+    crate::ingest::unlisten::delete(app(ctx), caller(ctx)?, id).await?;
     Ok(DeleteSourcePayload {
         deleted_source_id: input.id,
     })

@@ -56,6 +56,8 @@ struct HttpState {
     webhook_failures: Arc<RateLimiter<(String, std::net::IpAddr)>>,
     /// Signed deliveries a minute per webhook source.
     webhooks: Arc<RateLimiter<String>>,
+    /// The connectors of sources that take deliveries, kept between deliveries.
+    hooked: Arc<webhook::Connectors>,
     /// Places for open subscription sockets.
     sockets: Arc<tokio::sync::Semaphore>,
     /// Open subscription sockets per client address.
@@ -79,6 +81,7 @@ pub fn router(app: App) -> Router {
         auth_failures: Arc::new(RateLimiter::new(limits.failed_auth_per_minute)),
         webhook_failures: Arc::new(RateLimiter::new(limits.failed_auth_per_minute)),
         webhooks: Arc::new(RateLimiter::new(limits.webhook_requests_per_minute)),
+        hooked: Arc::default(),
         sockets: Arc::new(tokio::sync::Semaphore::new(limits.max_sockets)),
         client_sockets: Arc::default(),
         persisted: Arc::default(),

@@ -7,12 +7,18 @@
 //! deliveries ([`connectors::Connector::webhook`]: GitHub with a `webhook_secret`,
 //! Telegram in webhook mode) hands it to its connector, which verifies and maps it as its
 //! pull maps the same item; any other source is answered as an unknown address (404).
+//! The order is the same for both: the signature first (an unsigned caller learns only
+//! that it is refused, not whether the source is paused), then a paused source is 503,
+//! then the delivery is read (a connector's mapping, which may call its platform, within
+//! `limits.webhook_timeout_secs`).
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use super::{reject, HttpState, MediaType, Rejection, JSON};
 use crate::domain;
@@ -173,46 +179,40 @@ async fn to_connector(
     let refuse = |rejection: Rejection| reject(state, MediaType::Json, rejection);
     let not_found = || Error::not_found("webhook source", source_id.to_owned());
     let app = state.app();
-    let connector = match crate::ingest::connector(
-        source,
-        &app.outbound,
-        app.config.http.public_url.as_deref(),
-    ) {
+    let connector = match state.hooked.get(app, source) {
         Ok(connector) if connector.capabilities().webhook => connector,
         // Unknown channels, sources without webhooks, and sources whose stored settings
         // no longer build: all look like no address at all to a sender.
         _ => return refuse(not_found().into()),
     };
     let request = connectors::WebhookRequest { headers };
-    let hooked = match connector.webhook(&request, body).await {
-        Ok(hooked) => hooked,
-        Err(connectors::WebhookError::Unsupported) => return refuse(not_found().into()),
-        Err(connectors::WebhookError::Unauthenticated(reason)) => {
-            tracing::warn!(source = %source_id, %reason, "webhook delivery refused");
-            return refuse(Error::Unauthenticated(reason).into());
-        }
-        Err(connectors::WebhookError::Payload { field, message }) => {
-            return refuse(Error::field(field, format!("{field}: {message}")).into())
-        }
-        Err(connectors::WebhookError::Connector(err)) => {
-            // The platform could not be asked what the delivery needs (the token's own
-            // account): 503, so a sender that retries (Telegram) comes back. Its error may
-            // quote the platform, which may quote our token: scrubbed like a sync's, and
-            // kept out of the answer, which the sender shows its own users.
-            let error = domain::source::scrub(source, err.to_string());
-            tracing::warn!(source = %source_id, %error, "mapping a webhook delivery failed");
-            return refuse(Rejection::protocol(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Error::Conflict("the delivery could not be mapped now; retry later".into()),
-            ));
-        }
-    };
+    // Verified before anything else is looked at: an unsigned caller gets the same 401
+    // whether the source is paused or not, and learns nothing about it.
+    if let Err(err) = connector.verify(&request, body) {
+        return refused(state, source, source_id, err);
+    }
+    // Checked before mapping: a paused source makes no call to its platform (GitHub's
+    // `GET /user`, Telegram's `getMe`) however many deliveries arrive.
     if source.status == domain::source::SourceStatus::Paused {
         return refuse(Rejection::protocol(
             StatusCode::SERVICE_UNAVAILABLE,
             Error::Conflict("the source is paused; retry later".into()),
         ));
     }
+    // A platform that does not answer the mapping's calls must not hold the delivery
+    // past the sender's own patience (GitHub gives up after 10 s): 503, it retries.
+    let budget = std::time::Duration::from_secs(app.config.limits.webhook_timeout_secs.max(1));
+    let hooked = match tokio::time::timeout(budget, connector.webhook(&request, body)).await {
+        Ok(Ok(hooked)) => hooked,
+        Ok(Err(err)) => return refused(state, source, source_id, err),
+        Err(_) => {
+            tracing::warn!(source = %source_id, secs = budget.as_secs(), "mapping a webhook delivery timed out");
+            return refuse(Rejection::protocol(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Error::Conflict("the delivery could not be mapped now; retry later".into()),
+            ));
+        }
+    };
     let items = match hooked {
         connectors::Hooked::Ignored(reason) => {
             return ok(json!({
@@ -229,4 +229,90 @@ async fn to_connector(
         }
     }
     answer(state, source_id, Ok(delivered))
+}
+
+/// The connectors of sources that take deliveries, one per source, kept while the
+/// source's settings and secrets are unchanged: what a connector learns from its platform
+/// for mapping (GitHub's token account, cached for a few minutes) then serves the next
+/// deliveries rather than being asked again for each (a replayed burst included). Not
+/// keyed by `updated_at`, which every stored batch moves. A changed source gets a new
+/// connector; at [`Connectors::MAX`] sources the map starts over.
+#[derive(Default)]
+pub(super) struct Connectors(Mutex<HashMap<entity::SourceId, Built>>);
+
+/// A source's connector and the settings and secrets it was built from.
+struct Built {
+    config: Value,
+    secrets: Value,
+    connector: Arc<dyn connectors::Connector>,
+}
+
+impl Connectors {
+    const MAX: usize = 10_000;
+
+    /// The connector of `source` as it is now.
+    fn get(
+        &self,
+        app: &crate::App,
+        source: &entity::source::Model,
+    ) -> Result<Arc<dyn connectors::Connector>, connectors::ConnectorError> {
+        if let Ok(built) = self.0.lock() {
+            if let Some(built) = built.get(&source.id) {
+                if built.config == source.config && built.secrets == source.secrets {
+                    return Ok(built.connector.clone());
+                }
+            }
+        }
+        let connector: Arc<dyn connectors::Connector> = Arc::from(crate::ingest::connector(
+            source,
+            &app.outbound,
+            app.config.http.public_url.as_deref(),
+        )?);
+        if let Ok(mut built) = self.0.lock() {
+            if built.len() >= Self::MAX {
+                built.clear();
+            }
+            let entry = Built {
+                config: source.config.clone(),
+                secrets: source.secrets.clone(),
+                connector: connector.clone(),
+            };
+            built.insert(source.id, entry);
+        }
+        Ok(connector)
+    }
+}
+
+/// The answer to a delivery a connector did not take (see [`connectors::WebhookError`]).
+fn refused(
+    state: &HttpState,
+    source: &entity::source::Model,
+    source_id: &str,
+    err: connectors::WebhookError,
+) -> Response {
+    let refuse = |rejection: Rejection| reject(state, MediaType::Json, rejection);
+    match err {
+        connectors::WebhookError::Unsupported => {
+            refuse(Error::not_found("webhook source", source_id.to_owned()).into())
+        }
+        connectors::WebhookError::Unauthenticated(reason) => {
+            tracing::warn!(source = %source_id, %reason, "webhook delivery refused");
+            refuse(Error::Unauthenticated(reason).into())
+        }
+        connectors::WebhookError::Payload { field, message } => {
+            refuse(Error::field(field, format!("{field}: {message}")).into())
+        }
+        connectors::WebhookError::Connector(err) => {
+            // The platform could not be asked what the delivery needs (the token's own
+            // account): 503, so a sender that retries (Telegram) comes back. Its error may
+            // quote the platform, which may quote our token: scrubbed like a sync's, and
+            // kept out of the answer, which the sender shows its own users.
+            let error = domain::source::scrub(source, err.to_string());
+            tracing::warn!(source = %source_id, %error, "mapping a webhook delivery failed");
+            refuse(Rejection::protocol(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Error::Conflict("the delivery could not be mapped now; retry later".into()),
+            ))
+        }
+    }
 }

@@ -16,6 +16,7 @@ pub mod reply;
 pub mod scheduler;
 pub mod snooze;
 pub mod sync;
+pub mod unlisten;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -280,6 +280,12 @@ impl Github {
         github
     }
 
+    /// The identity of GitHub user `id` of this stand-in: qualified by its host and port,
+    /// as a GitHub Enterprise Server's (it is not api.github.com).
+    fn identity(&self, id: u64) -> String {
+        format!("{}#{id}", self.server.base.trim_start_matches("http://"))
+    }
+
     fn config(&self, extra: Value) -> Value {
         let mut config =
             json!({ "base_url": self.server.base, "token": TOKEN, "repositories": [REPO] });
@@ -762,11 +768,11 @@ backend_test!(
         assert_eq!(opened["subject"], "CSV export fails");
         assert_eq!(opened["text"], "Exporting 20k contacts times out.");
         assert_eq!(opened["url"], "https://github.com/acme/widgets/issues/1347");
-        assert_eq!(opened["identity"]["platformId"], "7001");
+        assert_eq!(opened["identity"]["platformId"], github.identity(LUCIA.1));
         let named = &all["issuecomment-1956013482"];
         assert_eq!(named["kind"], "MENTION");
         assert_eq!(named["direction"], "INBOUND");
-        assert_eq!(named["identity"]["platformId"], "5811112");
+        assert_eq!(named["identity"]["platformId"], github.identity(MAYA.1));
         assert_eq!(named["customer"]["displayName"], "maya-l");
         assert_eq!(
             named["url"],
@@ -1279,10 +1285,10 @@ backend_test!(
             started["url"],
             "https://github.com/acme/widgets/discussions/7"
         );
-        assert_eq!(started["identity"]["platformId"], "7001");
+        assert_eq!(started["identity"]["platformId"], github.identity(LUCIA.1));
         let named = &all["DC_kwDOKx3Y5s4AhM01"];
         assert_eq!(named["kind"], "MENTION");
-        assert_eq!(named["identity"]["platformId"], "5811112");
+        assert_eq!(named["identity"]["platformId"], github.identity(MAYA.1));
         let ours = &all["DC_kwDOKx3Y5s4AhM02"];
         assert_eq!(ours["direction"], "OUTBOUND");
         let answer = &all["DC_kwDOKx3Y5s4AhM03"];
@@ -1790,13 +1796,13 @@ backend_test!(
             (json!(true), json!(false))
         );
         let interaction = answer["interactionId"].as_str().unwrap().to_owned();
-        assert_eq!(github.seen("/user").len(), 2);
+        assert_eq!(github.seen("/user").len(), 1);
         let all = items(&app, &key).await;
         let named = &all["issuecomment-1956013482"];
         assert_eq!(named["kind"], "MENTION");
         assert_eq!(named["direction"], "INBOUND");
         assert_eq!(named["channel"], "GITHUB");
-        assert_eq!(named["identity"]["platformId"], "5811112");
+        assert_eq!(named["identity"]["platformId"], github.identity(MAYA.1));
         assert_eq!(named["customer"]["displayName"], "maya-l");
         assert_eq!(
             named["text"],
@@ -1972,6 +1978,114 @@ backend_test!(
 );
 
 backend_test!(
+    async fn the_same_user_id_on_two_github_servers_is_two_people(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        // Two GitHub Enterprise Servers (two stand-ins, two ports): their user 5811112
+        // are not the same account.
+        let (first, second) = (Github::start().await, Github::start().await);
+        first.add_comment(comment(1_956_013_482, MAYA, "User", 1347, "pulled here", 2));
+        let theirs = comment(1_956_020_001, MAYA, "User", 1347, "delivered there", 3);
+        second.add_comment(theirs.clone());
+        let pulled = first.source(&app, &key, "first", json!({})).await;
+        let report = sync(&app, &key, &pulled).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        let hooked = create_hooked(
+            &app,
+            &key,
+            "second",
+            second.config(json!({ "webhook_secret": HOOK_SECRET })),
+        )
+        .await;
+        let path = format!("/webhooks/{}", hooked["id"].as_str().unwrap());
+        let commented = event_payload(
+            "created",
+            json!({ "issue": issue(1347, LUCIA, "CSV", "fails", 1, false), "comment": theirs }),
+            REPO,
+            MAYA,
+        );
+        let (status, answer) =
+            deliver_signed(&app, &path, "issue_comment", HOOK_SECRET, &commented).await;
+        assert_eq!(status, 200, "{answer}");
+
+        let all = items(&app, &key).await;
+        let here = &all["issuecomment-1956013482"];
+        let there = &all["issuecomment-1956020001"];
+        assert_eq!(here["identity"]["platformId"], first.identity(MAYA.1));
+        assert_eq!(there["identity"]["platformId"], second.identity(MAYA.1));
+        assert_ne!(first.identity(MAYA.1), second.identity(MAYA.1));
+        assert_ne!(here["customer"]["id"], there["customer"]["id"]);
+        // The second server's pull finds the delivered comment under the same identity.
+        let report = sync(&app, &key, hooked["id"].as_str().unwrap()).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["duplicates"], 1, "{report:#}");
+        let all = items(&app, &key).await;
+        assert_eq!(all.len(), 2);
+        assert_eq!(
+            all["issuecomment-1956020001"]["customer"]["id"],
+            there["customer"]["id"]
+        );
+    }
+);
+
+const PAUSE: &str = "mutation($id: ID!) { pauseSource(input: {id: $id}) { source { status } } }";
+const RESUME: &str = "mutation($id: ID!) { resumeSource(input: {id: $id}) { source { status } } }";
+
+backend_test!(
+    async fn a_paused_source_asks_github_nothing_and_a_stalled_github_is_answered_503(
+        app: TestApp,
+    ) {
+        let app = TestApp::with_config(app.backend, |config| {
+            config.limits.webhook_timeout_secs = 1;
+        })
+        .await
+        .unwrap();
+        let key = app.key(Role::Admin).await;
+        let github = Github::start().await;
+        let source = create_hooked(
+            &app,
+            &key,
+            "acme",
+            github.config(json!({ "webhook_secret": HOOK_SECRET })),
+        )
+        .await;
+        let id = source["id"].as_str().unwrap().to_owned();
+        let path = format!("/webhooks/{id}");
+        let opened = issue(1347, LUCIA, "CSV export fails", "It times out.", 1, false);
+        let payload = event_payload("opened", json!({ "issue": opened }), REPO, LUCIA);
+
+        // Paused: a signed delivery is 503 and GitHub is not asked who the token is.
+        app.gql(&key, PAUSE, json!({ "id": id })).await;
+        let (status, answer) = deliver_signed(&app, &path, "issues", HOOK_SECRET, &payload).await;
+        assert_eq!(status, 503, "{answer}");
+        assert_eq!(answer["errors"][0]["extensions"]["code"], "CONFLICT");
+        assert!(github.seen("/user").is_empty());
+        // An unsigned one is refused as it is by a running source: nothing says "paused".
+        let (status, answer) = deliver_raw(&app, &path, "issues", None, &payload.to_string()).await;
+        assert_eq!(status, 401, "{answer}");
+        assert_eq!(answer["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+        assert!(!answer.to_string().contains("paused"), "{answer}");
+        assert!(stored_ids(&app).await.is_empty());
+
+        // Running again, with GitHub stalling on `GET /user`: answered 503 within the
+        // budget (GitHub gives up after 10 s), nothing stored.
+        app.gql(&key, RESUME, json!({ "id": id })).await;
+        github.server.handle("/user", |_| {
+            Reply::json(&user(US, "User")).delay(std::time::Duration::from_secs(30))
+        });
+        let started = std::time::Instant::now();
+        let (status, answer) = deliver_signed(&app, &path, "issues", HOOK_SECRET, &payload).await;
+        assert_eq!(status, 503, "{answer}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(github.seen("/user").len(), 1);
+        assert!(stored_ids(&app).await.is_empty());
+    }
+);
+
+backend_test!(
     async fn discussion_webhooks_thread_as_the_pulled_discussion(app: TestApp) {
         let key = app.key(Role::Admin).await;
         let github = Github::start().await;
@@ -2058,7 +2172,10 @@ backend_test!(
         assert_eq!(all["DC_kwDOKx3Y5s4AhLu1"]["conversation"]["id"], *thread);
         assert_eq!(all["DC_kwDOKx3Y5s4AhMa2"]["conversation"]["id"], *thread);
         assert_eq!(all["DC_kwDOKx3Y5s4AhMa2"]["kind"], "MENTION");
-        assert_eq!(all["DC_kwDOKx3Y5s4AhLu1"]["identity"]["platformId"], "7001");
+        assert_eq!(
+            all["DC_kwDOKx3Y5s4AhLu1"]["identity"]["platformId"],
+            github.identity(LUCIA.1)
+        );
         // The reply's parent was asked of GitHub by the reply's node id.
         let asked: Vec<Value> = github
             .seen("/graphql")

@@ -896,13 +896,7 @@ backend_test!(
         }
         assert_eq!(stored_ids(&app).await.len(), 1);
 
-        // Back to polling: the sync finds its own webhook in the way, deletes it, polls.
-        telegram.push(chatter(500, 2));
-        telegram.state.lock().unwrap().fail_updates = vec![Some(error(
-            409,
-            "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first",
-            None,
-        ))];
+        // Back to polling: the change deletes our webhook at Telegram.
         let changed = app.gql(&key, "mutation($id: ID!, $config: JSON!) { updateSource(input: {id: $id, config: $config}) { source { webhookPath secretsSet } } }",
             json!({ "id": id, "config": telegram.config(json!({ "mode": "poll" })) })).await;
         assert_eq!(
@@ -910,10 +904,20 @@ backend_test!(
             Value::Null,
             "{changed}"
         );
+        assert_eq!(telegram.server.seen(&path("deleteWebhook")).len(), 1);
+        assert!(webhook.lock().unwrap().is_empty());
+        // Had that failed, the sync finds its own webhook in the way, deletes it, polls.
+        *webhook.lock().unwrap() = format!("{PUBLIC_URL}{hook_path}");
+        telegram.push(chatter(500, 2));
+        telegram.state.lock().unwrap().fail_updates = vec![Some(error(
+            409,
+            "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first",
+            None,
+        ))];
         let report = sync(&app, &key, &id).await;
         assert_eq!(report["error"], Value::Null, "{report:#}");
         assert_eq!(report["newItems"], 2, "{report:#}");
-        assert_eq!(telegram.server.seen(&path("deleteWebhook")).len(), 1);
+        assert_eq!(telegram.server.seen(&path("deleteWebhook")).len(), 2);
         assert!(webhook.lock().unwrap().is_empty());
         // A poll-mode source takes no deliveries.
         assert_eq!(
@@ -922,5 +926,123 @@ backend_test!(
                 .0,
             404
         );
+    }
+);
+
+const DELETE: &str = "mutation($id: ID!) { deleteSource(input: {id: $id}) { deletedSourceId } }";
+
+/// Serves Telegram's webhook methods on `telegram` over one shared webhook URL (empty:
+/// none set), as `webhook_mode_sets_the_webhook_and_takes_only_updates_with_the_secret`.
+fn serve_webhook(telegram: &Telegram) -> Arc<Mutex<String>> {
+    let webhook = Arc::new(Mutex::new(String::new()));
+    let set = webhook.clone();
+    telegram.server.handle(&path("setWebhook"), move |seen| {
+        *set.lock().unwrap() = body(seen)["url"].as_str().unwrap().to_owned();
+        Reply::json(&json!({ "ok": true, "result": true, "description": "Webhook was set" }))
+    });
+    let info = webhook.clone();
+    telegram.server.handle(&path("getWebhookInfo"), move |_| {
+        Reply::json(
+            &json!({ "ok": true, "result": { "url": *info.lock().unwrap(),
+            "has_custom_certificate": false, "pending_update_count": 0 } }),
+        )
+    });
+    let deleted = webhook.clone();
+    telegram.server.handle(&path("deleteWebhook"), move |_| {
+        deleted.lock().unwrap().clear();
+        Reply::json(&json!({ "ok": true, "result": true, "description": "Webhook was deleted" }))
+    });
+    webhook
+}
+
+backend_test!(
+    async fn a_deleted_webhook_source_removes_its_own_webhook_and_no_other(app: TestApp) {
+        let app = TestApp::with_config(app.backend, |config| {
+            config.http.public_url = Some(PUBLIC_URL.to_owned())
+        })
+        .await
+        .unwrap();
+        let key = app.key(Role::Admin).await;
+        let telegram = Telegram::start().await;
+        let webhook = serve_webhook(&telegram);
+        let hooked = |name: &str| {
+            json!({ "channel": "TELEGRAM", "name": name,
+                "config": telegram.config(json!({ "mode": "webhook", "webhook_secret": HOOK_SECRET })) })
+        };
+        let create = |input: Value| {
+            let app = &app;
+            let key = &key;
+            async move {
+                app.gql(key, crate::feeds::CREATE, json!({ "input": input }))
+                    .await["createSource"]["source"]["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            }
+        };
+
+        // Deleted after its sync set the webhook: the webhook goes with it.
+        let id = create(hooked("hook")).await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(
+            *webhook.lock().unwrap(),
+            format!("{PUBLIC_URL}/webhooks/{id}")
+        );
+        let deleted = app.gql(&key, DELETE, json!({ "id": id })).await;
+        assert_eq!(deleted["deleteSource"]["deletedSourceId"], id.as_str());
+        assert_eq!(telegram.server.seen(&path("deleteWebhook")).len(), 1);
+        assert!(webhook.lock().unwrap().is_empty());
+
+        // The bot's webhook now points at another program: deleting a source leaves it.
+        let other = "https://elsewhere.example/telegram";
+        let id = create(hooked("again")).await;
+        *webhook.lock().unwrap() = other.to_owned();
+        app.gql(&key, DELETE, json!({ "id": id })).await;
+        assert_eq!(telegram.server.seen(&path("deleteWebhook")).len(), 1);
+        assert_eq!(*webhook.lock().unwrap(), other);
+
+        // A poll-mode source meeting that webhook leaves it too, and says what is in the way.
+        let id = create(json!({ "channel": "TELEGRAM", "name": "poll",
+            "config": telegram.config(json!({})) }))
+        .await;
+        let conflict = "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first";
+        telegram.state.lock().unwrap().fail_updates = vec![Some(error(409, conflict, None))];
+        let report = sync(&app, &key, &id).await;
+        let said = report["error"].as_str().unwrap_or_default();
+        assert!(said.contains(conflict), "{report:#}");
+        assert!(said.contains("a webhook is set for this bot"), "{report:#}");
+        assert!(!said.contains("rapportTest"), "{report:#}");
+        assert_eq!(telegram.server.seen(&path("getWebhookInfo")).len(), 3);
+        assert_eq!(telegram.server.seen(&path("deleteWebhook")).len(), 1);
+        assert_eq!(*webhook.lock().unwrap(), other);
+        assert_eq!(telegram.updates_seen().len(), 1);
+    }
+);
+
+backend_test!(
+    async fn webhook_mode_without_a_public_url_fails_and_never_polls(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let telegram = Telegram::start().await;
+        let webhook = serve_webhook(&telegram);
+        telegram.push(chatter(1, 3));
+        let id = create_source(
+            &app,
+            &key,
+            "TELEGRAM",
+            "hook",
+            telegram.config(json!({ "mode": "webhook", "webhook_secret": HOOK_SECRET })),
+        )
+        .await;
+        let report = sync(&app, &key, &id).await;
+        let said = report["error"].as_str().unwrap_or_default();
+        assert!(said.contains("public_url"), "{report:#}");
+        assert_eq!(report["newItems"], 0, "{report:#}");
+        assert!(telegram.updates_seen().is_empty());
+        assert!(telegram.server.seen(&path("setWebhook")).is_empty());
+        assert!(webhook.lock().unwrap().is_empty());
+        // Deleted: with no address of ours known, nothing is asked of Telegram.
+        app.gql(&key, DELETE, json!({ "id": id })).await;
+        assert!(telegram.server.seen(&path("getWebhookInfo")).is_empty());
     }
 );

@@ -991,3 +991,43 @@ backend_test!(
         assert_eq!(stored_ids(&app).await.len(), 5 + 250);
     }
 );
+
+backend_test!(
+    async fn another_account_needs_its_own_token(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let x = X::start().await;
+        let id = create_source(&app, &key, "X", "acme", x.config(json!({}))).await;
+        let update = "mutation($id: ID!, $config: JSON!) { updateSource(input: {id: $id, config: $config}) { source { config secretsSet } } }";
+        let mut moved = x.config(json!({ "user_id": MAYA.0 }));
+        moved.as_object_mut().unwrap().remove("bearer_token");
+        // The stored token speaks for our account: it is not kept for another one.
+        let (code, body) = app
+            .gql_error(&key, update, json!({ "id": id, "config": moved }))
+            .await;
+        assert_eq!(code, "BAD_USER_INPUT", "{body}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["field"], "config.bearer_token",
+            "{body}"
+        );
+        assert!(body.to_string().contains("user_id"), "{body}");
+        assert!(!body.to_string().contains("RapportTest"), "{body}");
+        // The same account with another setting keeps it; another account with its token is taken.
+        let mut kept = x.config(json!({ "keywords": ["acme"] }));
+        kept.as_object_mut().unwrap().remove("bearer_token");
+        let changed = app
+            .gql(&key, update, json!({ "id": id, "config": kept }))
+            .await;
+        assert_eq!(
+            changed["updateSource"]["source"]["secretsSet"],
+            json!(["bearer_token"])
+        );
+        let given = x.config(json!({ "user_id": MAYA.0 }));
+        let changed = app
+            .gql(&key, update, json!({ "id": id, "config": given }))
+            .await;
+        assert_eq!(
+            changed["updateSource"]["source"]["config"]["user_id"],
+            MAYA.0
+        );
+    }
+);

@@ -487,10 +487,15 @@ backend_test!(
         assert_eq!(report["error"], Value::Null, "{report:#}");
         assert_eq!(report["newItems"], 9, "{report:#}");
         let asked = youtube.listings();
-        let last: Vec<&HashMap<String, String>> = asked[asked.len() - 2..].iter().collect();
+        let last: Vec<&HashMap<String, String>> = asked[asked.len() - 3..].iter().collect();
         assert_eq!(last[0].get("pageToken"), None);
+        // One page more than down to the mark (a comment approved late shows up below it).
+        assert_eq!(
+            last[1].get("pageToken").map(String::as_str),
+            Some("QURTSl9p100")
+        );
         // The 50 newest less the two just read.
-        let watched: Vec<&str> = last[1]["id"].split(',').collect();
+        let watched: Vec<&str> = last[2]["id"].split(',').collect();
         assert_eq!(watched.len(), 48);
         assert!(!watched.contains(&thread_id(250).as_str()));
         assert!(watched.contains(&thread_id(230).as_str()));
@@ -1018,6 +1023,92 @@ backend_test!(
         assert!(
             report["error"].as_str().unwrap().contains("500"),
             "{report:#}"
+        );
+    }
+);
+
+backend_test!(
+    async fn a_comment_approved_late_below_threads_handed_over_is_taken(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let youtube = Youtube::start().await;
+        youtube.push(VIDEO, 1, 100);
+        let id = create_source(&app, &key, "YOUTUBE", "channel", youtube.config(json!({}))).await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 100, "{report:#}");
+
+        // Ten new threads, and Lucía's comment written at minute 95 and held for review
+        // until now: listed (by its publishedAt) below threads 100 to 96, handed over.
+        youtube.push(VIDEO, 101, 10);
+        let late = "Ugzl4teAppr0vedRt5Wq1YpAaABAg";
+        let written = minute(95) + Duration::seconds(30);
+        youtube.state.lock().unwrap().threads.push((
+            VIDEO.to_owned(),
+            comment(late, LUCIA, "held for review", written, None),
+        ));
+        let before = youtube.listings().len();
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 11, "{report:#}");
+        assert!(stored_ids(&app).await.contains_key(late));
+        // The page down to the mark, the next one (nothing to take there: the walk ends),
+        // the watch call.
+        let asked = youtube.listings();
+        let pages: Vec<Option<&str>> = asked[before..]
+            .iter()
+            .filter(|q| !q.contains_key("id"))
+            .map(|q| q.get("pageToken").map(String::as_str))
+            .collect();
+        assert_eq!(pages, [None, Some("QURTSl9p100")]);
+        assert_eq!(asked.len(), before + 3);
+
+        // Nothing new: one page, the watch call.
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 0, "{report:#}");
+        assert_eq!(youtube.listings().len(), before + 5);
+    }
+);
+
+backend_test!(
+    async fn a_thread_with_more_replies_than_are_read_is_read_again_next_sync(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let youtube = Youtube::start().await;
+        youtube.push(VIDEO, 1, 3);
+        youtube.answer(2, LUCIA, 520, 10);
+        let id = create_source(&app, &key, "YOUTUBE", "channel", youtube.config(json!({}))).await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 3 + 500, "{report:#}");
+        assert_eq!(youtube.server.seen("/youtube/v3/comments").len(), 5);
+        let stream = |cursor: Value| cursor["streams"][format!("channel:{CHANNEL}")].clone();
+        let stream_now = stream(cursor_of(&app, &id).await);
+        assert!(
+            stream_now["warning"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("more than 500 replies"),
+            "{stream_now:#}"
+        );
+        // Watched with the replies read, not the 520 it has.
+        let watched = stream_now["watch"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|watched| watched["id"] == thread_id(2))
+            .cloned()
+            .unwrap();
+        assert_eq!(watched["replies"], 500, "{stream_now:#}");
+
+        // The next sync reads it again, and says so again.
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(youtube.server.seen("/youtube/v3/comments").len(), 10);
+        let stream_now = stream(cursor_of(&app, &id).await);
+        assert!(
+            stream_now["warning"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("more than 500 replies"),
+            "{stream_now:#}"
         );
     }
 );
