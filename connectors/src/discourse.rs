@@ -1307,17 +1307,26 @@ fn failure(
 impl DiscourseConnector {
     /// A webhook delivery (see the module doc): verified, then mapped as a pull maps the
     /// same post.
-    pub(crate) fn hook(
+    /// The delivery's signature checked against `webhook_secret`, nothing parsed.
+    pub(crate) fn check_signature(
         &self,
         request: &WebhookRequest<'_>,
         body: &[u8],
-    ) -> Result<Hooked, WebhookError> {
+    ) -> Result<(), WebhookError> {
         let secret = self
             .config
             .webhook_secret
             .as_deref()
             .ok_or(WebhookError::Unsupported)?;
-        verify(secret, request.header("x-discourse-event-signature"), body)?;
+        verify(secret, request.header("x-discourse-event-signature"), body)
+    }
+
+    pub(crate) fn hook(
+        &self,
+        request: &WebhookRequest<'_>,
+        body: &[u8],
+    ) -> Result<Hooked, WebhookError> {
+        self.check_signature(request, body)?;
         let kind = request.header("x-discourse-event-type").unwrap_or_default();
         let name = request.header("x-discourse-event").unwrap_or_default();
         if kind == "ping" {
@@ -1428,6 +1437,10 @@ impl Connector for DiscourseConnector {
             webhook: self.config.webhook_secret.is_some(),
             reply: true,
         }
+    }
+
+    fn verify(&self, request: &WebhookRequest<'_>, body: &[u8]) -> Result<(), WebhookError> {
+        self.check_signature(request, body)
     }
 
     async fn webhook(
