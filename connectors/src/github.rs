@@ -117,8 +117,8 @@ use crate::http::{self, MAX_BODY_BYTES};
 use crate::mark::Mark;
 pub use crate::mastodon::{PULL_ITEMS, PULL_TIME};
 use crate::{
-    Author, Capabilities, Channel, Connector, ConnectorError, Cursor, InboundItem, Pull,
-    ReplyLimit, ReplyTarget, Sent,
+    Author, Capabilities, Channel, Connector, ConnectorError, Cursor, InboundItem, ProfileLink,
+    Pull, ReplyLimit, ReplyTarget, Sent,
 };
 
 /// Items asked for per request (the REST API's maximum).
@@ -704,7 +704,29 @@ pub struct GithubConnector {
     /// The token's account as last asked, and when: webhook deliveries (the server keeps
     /// a source's connector between them) ask GitHub again only after [`ME_TTL`].
     me: std::sync::Mutex<Option<(std::time::Instant, Me)>>,
+    /// Authors' profile links as last read (`GET /users/{login}` and its social
+    /// accounts), by login, and when: read again after [`PROFILE_TTL`].
+    profiles:
+        std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Vec<ProfileLink>)>>,
 }
+
+/// A GitHub login (letters, digits, hyphens; underscores on some Enterprise servers): what
+/// may go into a `/users/{login}` path as it is.
+fn is_login(login: &str) -> bool {
+    (1..=39).contains(&login.len())
+        && login
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Authors a pull reads the profile of, at most (two requests each) beyond those this
+/// connector already knows: a pull's new authors are few, and GitHub's budget is shared
+/// with the listing itself.
+const PROFILES_PER_PULL: usize = 10;
+/// How long an author's profile links are taken as known.
+const PROFILE_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3_600);
+/// Profiles kept in memory at most; the oldest half goes when it is full.
+const PROFILES_KEPT: usize = 10_000;
 
 /// How long the token's account, once asked, is taken as known: long enough that a
 /// burst of deliveries (or replays of one) costs one `GET /user`, short enough that a
@@ -785,6 +807,7 @@ impl GithubConnector {
             config,
             webhook_secret,
             me: std::sync::Mutex::new(None),
+            profiles: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -1085,6 +1108,139 @@ impl GithubConnector {
             *known = Some((std::time::Instant::now(), me.clone()));
         }
         Ok(me)
+    }
+
+    /// Gives the items' authors the links their GitHub profile shows: the website
+    /// (`blog`), the X account, the social accounts GitHub lists (Bluesky, Mastodon,
+    /// LinkedIn, …), the public e-mail address and the links in the bio. Known profiles
+    /// come from memory; at most [`PROFILES_PER_PULL`] are read per pull, and a profile
+    /// that cannot be read (rate limit, error) leaves the author without links this time:
+    /// the pull goes on, and a later item of the author reads it again.
+    async fn add_profile_links(&self, items: &mut [InboundItem]) {
+        let mut logins: Vec<String> = Vec::new();
+        for item in items.iter().filter(|item| !item.outbound) {
+            if let Some(login) = item.author.handle.as_deref().filter(|l| is_login(l)) {
+                if !logins.iter().any(|known| known == login) {
+                    logins.push(login.to_owned());
+                }
+            }
+        }
+        let mut read = 0;
+        let mut found: std::collections::HashMap<String, Vec<ProfileLink>> =
+            std::collections::HashMap::new();
+        for login in logins {
+            let known = self.profiles.lock().ok().and_then(|profiles| {
+                profiles
+                    .get(&login)
+                    .filter(|(at, _)| at.elapsed() < PROFILE_TTL)
+                    .map(|(_, links)| links.clone())
+            });
+            let links = match known {
+                Some(links) => links,
+                None if read < PROFILES_PER_PULL => {
+                    read += 1;
+                    match self.read_profile(&login).await {
+                        Ok(links) => {
+                            if let Ok(mut profiles) = self.profiles.lock() {
+                                if profiles.len() >= PROFILES_KEPT {
+                                    let mut ages: Vec<_> =
+                                        profiles.values().map(|(at, _)| *at).collect();
+                                    ages.sort_unstable();
+                                    let cut = ages[ages.len() / 2];
+                                    profiles.retain(|_, (at, _)| *at > cut);
+                                }
+                                profiles.insert(
+                                    login.clone(),
+                                    (std::time::Instant::now(), links.clone()),
+                                );
+                            }
+                            links
+                        }
+                        Err(ConnectorError::RateLimited { .. }) => break,
+                        Err(_) => continue,
+                    }
+                }
+                None => continue,
+            };
+            found.insert(login, links);
+        }
+        for item in items.iter_mut().filter(|item| !item.outbound) {
+            if let Some(links) = item
+                .author
+                .handle
+                .as_ref()
+                .and_then(|login| found.get(login))
+            {
+                item.author.links = links.clone();
+            }
+        }
+    }
+
+    /// One author's profile links, read from GitHub.
+    async fn read_profile(&self, login: &str) -> Result<Vec<ProfileLink>, ConnectorError> {
+        // A profile's rate limit must not hold the pull back: its own wait is dropped.
+        let mut ignored = None;
+        let url = format!("{}/users/{login}", self.config.base_url);
+        let (user, _) = self
+            .send(
+                self.request(reqwest::Method::GET, &url),
+                "/users/{login}",
+                false,
+                &mut ignored,
+            )
+            .await?;
+        let text = |key: &str| {
+            user.get(key)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|value| !value.is_empty())
+                .map(str::to_owned)
+        };
+        let mut links: Vec<ProfileLink> = Vec::new();
+        let mut add = |url: String, label: &str| {
+            if links.len() < crate::MAX_PROFILE_LINKS && !links.iter().any(|link| link.url == url) {
+                links.push(ProfileLink {
+                    url,
+                    label: Some(label.to_owned()),
+                    verified: false,
+                });
+            }
+        };
+        if let Some(blog) = text("blog") {
+            add(blog, "Website");
+        }
+        if let Some(name) = text("twitter_username") {
+            add(format!("https://x.com/{name}"), "X");
+        }
+        if let Some(email) = text("email") {
+            add(email, "E-mail");
+        }
+        let url = format!("{url}/social_accounts");
+        if let Ok((accounts, _)) = self
+            .send(
+                self.request(reqwest::Method::GET, &url),
+                "/users/{login}/social_accounts",
+                false,
+                &mut ignored,
+            )
+            .await
+        {
+            for account in accounts.as_array().into_iter().flatten() {
+                let provider = account
+                    .get("provider")
+                    .and_then(Value::as_str)
+                    .unwrap_or("social");
+                if let Some(url) = account.get("url").and_then(Value::as_str) {
+                    add(url.trim().to_owned(), provider);
+                }
+            }
+        }
+        if let Some(bio) = text("bio") {
+            for url in crate::text::links_in_text(&bio) {
+                add(url, "bio");
+            }
+        }
+        Ok(links)
     }
 
     /// [`Self::me`], asked of GitHub.
@@ -2064,6 +2220,7 @@ impl Connector for GithubConnector {
             .collect();
         // Oldest first: an issue before its comments when both are new.
         items.sort_by(|a, b| (a.occurred_at, &a.external_id).cmp(&(b.occurred_at, &b.external_id)));
+        self.add_profile_links(&mut items).await;
         Ok(Pull {
             items,
             next_cursor: Some(state.encode()),

@@ -2198,3 +2198,115 @@ backend_test!(
         );
     }
 );
+
+backend_test!(
+    async fn a_github_profile_naming_a_bluesky_handle_or_site_of_another_customer_is_a_duplicate_suggestion(
+        app: TestApp,
+    ) {
+        let key = app.key(Role::Admin).await;
+        let github = Github::start().await;
+        // Maya's public profile (`GET /users/{username}`) and the social accounts she
+        // listed (`GET /users/{username}/social_accounts`); Lucía's cannot be read (404).
+        github.server.handle(&format!("/users/{}", MAYA.0), |_| {
+            let mut profile = user(MAYA, "User");
+            for (field, value) in [
+                ("name", json!("Maya López")),
+                ("company", json!("@lopez-labs")),
+                ("blog", json!("maya.example.com")),
+                ("location", json!("Valencia")),
+                ("email", Value::Null),
+                ("hireable", Value::Null),
+                ("bio", json!("Data plumbing. Mail maya@lopez.example")),
+                ("twitter_username", Value::Null),
+                ("public_repos", json!(31)),
+                ("followers", json!(120)),
+                ("following", json!(8)),
+                ("created_at", json!("2016-02-03T09:00:00Z")),
+                ("updated_at", json!("2026-11-20T18:00:00Z")),
+            ] {
+                profile[field] = value;
+            }
+            Reply::json(&profile)
+        });
+        github
+            .server
+            .handle(&format!("/users/{}/social_accounts", MAYA.0), |_| {
+                Reply::json(&json!([
+                    { "provider": "bluesky", "url": "https://bsky.app/profile/maya.example.com" },
+                    { "provider": "linkedin", "url": "https://www.linkedin.com/in/maya-lopez" }
+                ]))
+            });
+        // The records her profile names: a customer whose website is her Bluesky handle's
+        // domain, and one holding the address in her bio.
+        let site = app
+            .create_customer(&key, json!({ "displayName": "M. López", "contactPoints": [{ "kind": "WEBSITE", "value": "https://maya.example.com/" }] }))
+            .await;
+        let mail = app
+            .create_customer(&key, json!({ "displayName": "Lopez Labs", "contactPoints": [{ "kind": "EMAIL", "value": "maya@lopez.example" }] }))
+            .await;
+        github.add_issue(issue(
+            1347,
+            LUCIA,
+            "CSV export fails",
+            "Exporting 20k contacts times out.",
+            1,
+            false,
+        ));
+        github.add_comment(comment(1_956_013_482, MAYA, "User", 1347, "same here", 2));
+        github.add_comment(comment(
+            1_956_013_483,
+            MAYA,
+            "User",
+            1347,
+            "and with 5k rows",
+            3,
+        ));
+        let id = github.source(&app, &key, "acme", json!({})).await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 3, "{report:#}");
+        assert_eq!(
+            github.seen(&format!("/users/{}", MAYA.0)).len(),
+            1,
+            "one read of a profile per pull, however many items"
+        );
+
+        let data = app
+            .gql(&key, "{ duplicateSuggestions { totalCount edges { node { score reasons { kind detail } a { id } b { id } } } } }", json!({}))
+            .await;
+        let list = &data["duplicateSuggestions"];
+        assert_eq!(list["totalCount"], 2, "{data:#}");
+        for (customer, words) in [
+            (&site, "https://bsky.app/profile/maya.example.com"),
+            (&mail, "maya@lopez.example"),
+        ] {
+            let edge = list["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| {
+                    e["node"]["a"]["id"] == json!(customer)
+                        || e["node"]["b"]["id"] == json!(customer)
+                })
+                .unwrap_or_else(|| panic!("{customer}: {data:#}"));
+            let details: String = edge["node"]["reasons"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["detail"].as_str().unwrap().to_owned())
+                .collect();
+            assert!(
+                details.contains("github")
+                    && (details.contains(words) || details.contains("maya.example.com")),
+                "{details}"
+            );
+        }
+        let customers = app
+            .gql(&key, "{ customers(first: 10) { totalCount } }", json!({}))
+            .await;
+        assert_eq!(
+            customers["customers"]["totalCount"], 4,
+            "suggested, not merged"
+        );
+    }
+);
