@@ -750,6 +750,9 @@ fn profile_links(account: &Value) -> Vec<ProfileLink> {
             .filter(|(_, class)| !is_mention(class))
             .map(|(href, _)| href)
             .collect();
+        // Mastodon verifies a field's one link; a field with several, or links read from
+        // its text, are the person's claim only.
+        let verified = verified && urls.len() == 1;
         if urls.is_empty() {
             urls = crate::text::links_in_text(&crate::text::html_to_text(value));
         }

@@ -7,7 +7,7 @@
 use chrono::TimeZone;
 use connectors::{Author, InboundItem, ProfileLink};
 use rapport::domain::Role;
-use sea_orm::{EntityTrait, PaginatorTrait};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{json, Value};
 
 use crate::backend_test;
@@ -136,9 +136,12 @@ backend_test! {
         assert_eq!(code, "FORBIDDEN");
         let data = app.gql(&admin, dismiss, json!({ "id": ana_pair })).await;
         assert_eq!(data["dismissDuplicate"]["duplicateSuggestion"]["status"], "DISMISSED");
-        rapport::ingest::ingest(&app.app.db, &source, &[item("6", "ana-social", None, &[("https://ana-site.example", "Site", false)])], Some("c3"), None).await.unwrap();
         let ana_gh = edges[0]["node"]["a"]["id"].as_str().filter(|_| edges[0]["node"]["a"]["displayName"] == "ana-gh").or(edges[0]["node"]["b"]["id"].as_str()).unwrap().to_owned();
         app.gql(&admin, "mutation($input: AddContactPointInput!) { addContactPoint(input: $input) { contactPoint { id } } }", json!({ "input": { "customerId": ana_gh, "contactPoint": { "kind": "WEBSITE", "value": "https://www.ana-site.example/" } } })).await;
+        rapport::ingest::ingest(&app.app.db, &source, &[item("6", "ana-social", None, &[("https://ana-site.example", "Site", false)])], Some("c3"), None).await.unwrap();
+        let pairs = entity::duplicate_suggestion::Entity::find().all(&app.app.db).await.unwrap();
+        let ana_row = pairs.iter().find(|row| rapport::ids::encode(row.id) == ana_pair).unwrap();
+        assert!(rapport::domain::duplicate::reasons(ana_row).len() == 1, "the dismissed row was left as it was");
         let data = app.gql(&admin, LIST, json!({})).await;
         assert_eq!(data["duplicateSuggestions"]["totalCount"], 2, "{data:#}");
         let status: Vec<String> = entity::duplicate_suggestion::Entity::find().all(&app.app.db).await.unwrap().into_iter().map(|row| row.status.as_str().to_owned()).collect();
@@ -154,11 +157,13 @@ backend_test! {
         };
         let cy = app.create_customer(&admin, json!({ "displayName": "Cy", "contactPoints": [{ "kind": "WEBSITE", "value": "https://www.cy.example.org/" }] })).await;
         rapport::ingest::ingest(&app.app.db, &bluesky, &[bsky("b1", "cy.example.org")], Some("c4"), None).await.unwrap();
-        rapport::ingest::ingest_item_by_item(&app.app.db, &bluesky, &[bsky("b2", "dee.example.net")]).await.unwrap();
         let dee = app.create_customer(&admin, json!({ "displayName": "Dee", "contactPoints": [{ "kind": "WEBSITE", "value": "dee.example.net" }] })).await;
+        rapport::ingest::ingest_item_by_item(&app.app.db, &bluesky, &[bsky("b2", "dee.example.net")]).await.unwrap();
+        rapport::ingest::ingest_item_by_item(&app.app.db, &bluesky, &[bsky("b3", "eve.example.com")]).await.unwrap();
+        app.create_customer(&admin, json!({ "displayName": "Eve", "contactPoints": [{ "kind": "WEBSITE", "value": "https://eve.example.com" }] })).await;
         let data = app.gql(&admin, "query($min: Float) { duplicateSuggestions(minScore: $min, first: 10) { edges { node { score reasons { kind detail } a { id } b { id } } } } }", json!({ "min": 0.89 })).await;
         let handles: Vec<&Value> = data["duplicateSuggestions"]["edges"].as_array().unwrap().iter().filter(|e| e["node"]["reasons"][0]["kind"] == "profile_address").collect();
-        assert_eq!(handles.len(), 2, "{data:#}");
+        assert_eq!(handles.len(), 3, "{data:#}");
         for edge in &handles {
             assert_eq!(edge["node"]["score"], 0.9, "a handle on the domain: Bluesky checked it");
         }
@@ -174,13 +179,23 @@ backend_test! {
         app.create_customer(&admin, json!({ "displayName": "Employer", "contactPoints": [{ "kind": "WEBSITE", "value": "https://employer.example" }] })).await;
         assert_eq!(app.gql(&admin, LIST, json!({ "min": 0.0 })).await["duplicateSuggestions"]["totalCount"], before);
 
-        // Another workspace sees none of it and cannot dismiss it.
+        // Another workspace's profiles linking this one's records suggest nothing in
+        // either workspace.
         let stranger = app.key_in("globex", Role::Admin).await;
+        let globex = rapport::domain::workspace::ensure(&app.app.db, "globex").await.unwrap();
+        let theirs = self::source(&app, &stranger).await;
+        let counted = app.gql(&admin, LIST, json!({ "min": 0.0 })).await["duplicateSuggestions"]["totalCount"].clone();
+        let report = rapport::ingest::ingest_item_by_item(&app.app.db, &theirs, &[item("g1", "spy", None, &[("https://github.com/ana-dev", "GitHub", true), ("bo@example.com", "Mail", false)])]).await.unwrap();
+        assert_eq!(report.new_customers, 1);
+        assert_eq!(entity::duplicate_suggestion::Entity::find().filter(entity::duplicate_suggestion::Column::WorkspaceId.eq(globex.id)).count(&app.app.db).await.unwrap(), 0);
+        assert_eq!(app.gql(&admin, LIST, json!({ "min": 0.0 })).await["duplicateSuggestions"]["totalCount"], counted);
+
+        // Another workspace sees none of it and cannot dismiss it.
         assert_eq!(app.gql(&stranger, LIST, json!({ "min": 0.0 })).await["duplicateSuggestions"]["totalCount"], 0);
         let other = edges[1]["node"]["id"].as_str().unwrap();
         let (code, _) = app.gql_error(&stranger, dismiss, json!({ "id": other })).await;
         assert_eq!(code, "NOT_FOUND");
-        assert_eq!(app.gql(&admin, LIST, json!({})).await["duplicateSuggestions"]["totalCount"], 4);
+        assert_eq!(app.gql(&admin, LIST, json!({})).await["duplicateSuggestions"]["totalCount"], 5);
         let (code, _) = app.gql_error(&admin, LIST, json!({ "min": 1.5 })).await;
         assert_eq!(code, "BAD_USER_INPUT");
     }
