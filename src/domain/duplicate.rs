@@ -343,11 +343,42 @@ pub async fn after_authors(
     for target in targets {
         note(target.clone(), true);
     }
-    for chunk in keys.chunks(CHUNK) {
+    // Looked up only where a pair can come of it (ingestion pays for each query): a new
+    // link may name any account or contact point; a new contact point may be an account's
+    // address; a new account may be a contact point only when its key is an address (an
+    // e-mail identity) or a domain (a Bluesky handle). Every new record may be linked.
+    let link_keys = links.iter().map(|owned| owned.link.key.as_str());
+    let account_keys = distinct(
+        link_keys.clone().chain(
+            targets
+                .iter()
+                .filter(|t| t.channel.is_none())
+                .map(|t| t.key.as_str()),
+        ),
+    );
+    let point_keys = distinct(
+        link_keys.chain(
+            targets
+                .iter()
+                .filter(|t| {
+                    matches!(
+                        t.channel,
+                        Some(connectors::Channel::Email | connectors::Channel::Bluesky)
+                    )
+                })
+                .map(|t| t.key.as_str()),
+        ),
+    );
+    for chunk in account_keys.chunks(CHUNK) {
         let identities = super::scoped::<identity::Entity>(workspace_id)
             .filter(identity::Column::ProfileKey.is_in(chunk.iter().cloned()))
             .all(db)
             .await?;
+        for target in identities.iter().filter_map(identity_target) {
+            note(target, false);
+        }
+    }
+    for chunk in point_keys.chunks(CHUNK) {
         let values: Vec<String> = chunk.iter().flat_map(|key| point_values(key)).collect();
         let points = super::scoped::<contact_point::Entity>(workspace_id)
             .filter(
@@ -357,11 +388,7 @@ pub async fn after_authors(
             .filter(contact_point::Column::Normalized.is_in(values))
             .all(db)
             .await?;
-        let all = identities
-            .iter()
-            .filter_map(identity_target)
-            .chain(points.iter().filter_map(contact_point_target));
-        for target in all {
+        for target in points.iter().filter_map(contact_point_target) {
             note(target, false);
         }
     }
