@@ -549,6 +549,10 @@ impl Outbound {
                 })
                 // A proxy would connect on our behalf to addresses we never see.
                 .no_proxy()
+                // reqwest sends the previous URL as `Referer` on a redirect, to any host:
+                // a token in a path (Telegram's bot URLs) or a key in a query (YouTube's
+                // `key=`) would go along.
+                .referer(false)
                 .redirect(redirect)
                 .build()
         };
@@ -975,7 +979,7 @@ mod tests {
                     let mut buffer = [0u8; 4096];
                     let read = stream.read(&mut buffer).await.unwrap_or(0);
                     let head = String::from_utf8_lossy(&buffer[..read]).into_owned();
-                    let away = head.starts_with("GET /away ");
+                    let away = head.starts_with("GET /away ") || head.starts_with("GET /away?");
                     log.lock().unwrap().push(head);
                     let answer = if away {
                         let to = target.lock().unwrap().clone();
@@ -1036,6 +1040,21 @@ mod tests {
         assert_eq!(heads.len(), 1);
         assert!(
             heads[0].to_lowercase().contains("api-key: k-secret-1"),
+            "{heads:?}"
+        );
+        // No client tells the next host where it came from: a secret in the first URL
+        // (a bot token in its path, a key in its query) stays with its host.
+        reached.lock().unwrap().clear();
+        let _ = outbound
+            .client()
+            .get(format!("http://127.0.0.1:{port}/away?key=k-secret-2"))
+            .send()
+            .await
+            .unwrap();
+        let heads = reached.lock().unwrap().clone();
+        assert_eq!(heads.len(), 1);
+        assert!(
+            !heads[0].to_lowercase().contains("referer") && !heads[0].contains("k-secret-2"),
             "{heads:?}"
         );
     }
