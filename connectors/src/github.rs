@@ -722,7 +722,10 @@ fn is_login(login: &str) -> bool {
 /// Authors a pull reads the profile of, at most (two requests each) beyond those this
 /// connector already knows: a pull's new authors are few, and GitHub's budget is shared
 /// with the listing itself.
-const PROFILES_PER_PULL: usize = 10;
+const PROFILES_PER_PULL: usize = 5;
+/// How long a pull spends on profiles at most: a slow profile endpoint must not take the
+/// pull past its own budget (the pull would fail and, its cursor unmoved, fail again).
+const PROFILES_TIME: std::time::Duration = std::time::Duration::from_secs(8);
 /// How long an author's profile links are taken as known.
 const PROFILE_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3_600);
 /// Profiles kept in memory at most; the oldest half goes when it is full.
@@ -1112,11 +1115,14 @@ impl GithubConnector {
 
     /// Gives the items' authors the links their GitHub profile shows: the website
     /// (`blog`), the X account, the social accounts GitHub lists (Bluesky, Mastodon,
-    /// LinkedIn, …), the public e-mail address and the links in the bio. Known profiles
-    /// come from memory; at most [`PROFILES_PER_PULL`] are read per pull, and a profile
-    /// that cannot be read (rate limit, error) leaves the author without links this time:
-    /// the pull goes on, and a later item of the author reads it again.
+    /// LinkedIn, …), the public e-mail address and the links in the bio. Profiles this
+    /// connector read in the last [`PROFILE_TTL`] come from memory (a sync run builds its
+    /// own connector, so within a run); at most [`PROFILES_PER_PULL`] are read per pull,
+    /// within [`PROFILES_TIME`]. A profile that cannot be read (rate limit, error, time)
+    /// leaves the author without links this time: the pull goes on, and a later item of
+    /// the author reads it again.
     async fn add_profile_links(&self, items: &mut [InboundItem]) {
+        let deadline = std::time::Instant::now() + PROFILES_TIME;
         let mut logins: Vec<String> = Vec::new();
         for item in items.iter().filter(|item| !item.outbound) {
             if let Some(login) = item.author.handle.as_deref().filter(|l| is_login(l)) {
@@ -1139,7 +1145,12 @@ impl GithubConnector {
                 Some(links) => links,
                 None if read < PROFILES_PER_PULL => {
                     read += 1;
-                    match self.read_profile(&login).await {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    let Ok(answer) = tokio::time::timeout(left, self.read_profile(&login)).await
+                    else {
+                        break;
+                    };
+                    match answer {
                         Ok(links) => {
                             if let Ok(mut profiles) = self.profiles.lock() {
                                 if profiles.len() >= PROFILES_KEPT {
@@ -1156,7 +1167,10 @@ impl GithubConnector {
                             }
                             links
                         }
-                        Err(ConnectorError::RateLimited { .. }) => break,
+                        // A platform that limits or fails to connect fails the next too.
+                        Err(ConnectorError::RateLimited { .. } | ConnectorError::Transport(_)) => {
+                            break
+                        }
                         Err(_) => continue,
                     }
                 }

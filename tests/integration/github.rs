@@ -2261,10 +2261,24 @@ backend_test!(
             "and with 5k rows",
             3,
         ));
+        // Sam's profile never answers in time: the pull stops reading profiles, not items.
+        const SAM: (&str, u64) = ("slow-sam", 8_123);
+        github.server.handle(&format!("/users/{}", SAM.0), |_| {
+            Reply::json(&user(SAM, "User")).delay(std::time::Duration::from_secs(60))
+        });
+        github.add_comment(comment(1_956_013_484, SAM, "User", 1347, "+1", 4));
         let id = github.source(&app, &key, "acme", json!({})).await;
+        let started = std::time::Instant::now();
         let report = sync(&app, &key, &id).await;
         assert_eq!(report["error"], Value::Null, "{report:#}");
-        assert_eq!(report["newItems"], 3, "{report:#}");
+        assert_eq!(report["newItems"], 4, "{report:#}");
+        // Not a speed check: without its own deadline the pull would wait out the client's
+        // 30 s timeout on Sam's profile.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(25),
+            "{:?}",
+            started.elapsed()
+        );
         assert_eq!(
             github.seen(&format!("/users/{}", MAYA.0)).len(),
             1,
@@ -2305,7 +2319,7 @@ backend_test!(
             .gql(&key, "{ customers(first: 10) { totalCount } }", json!({}))
             .await;
         assert_eq!(
-            customers["customers"]["totalCount"], 4,
+            customers["customers"]["totalCount"], 5,
             "suggested, not merged"
         );
     }
