@@ -332,6 +332,7 @@ pub async fn after_authors(
             .map(|owned| owned.link.key.as_str())
             .chain(targets.iter().map(|t| t.key.as_str())),
     );
+    lock_keys(db, workspace_id, &keys).await?;
     let mut records: HashMap<String, Vec<(Target, bool)>> = HashMap::new();
     let mut note = |target: Target, new: bool| {
         let list = records.entry(target.key.clone()).or_default();
@@ -485,6 +486,46 @@ pub async fn after_authors(
         }
     }
     store(db, workspace_id, found, now).await
+}
+
+/// The advisory-lock class of duplicate keys (`pg_advisory_xact_lock(class, key)`).
+const LOCK_CLASS: i32 = 0x5241_5044;
+
+/// On PostgreSQL, waits for the other writers holding any of `keys` to commit, and holds
+/// them until this transaction ends. Without it, two transactions each storing one side of
+/// a pair (one the account, the other the link naming it) would each look for the other
+/// before it committed, and the pair would never be suggested. Locked in one statement,
+/// in key order (no deadlock between two such writers); a collision of two keys' hashes
+/// only makes their writers wait for each other. SQLite has one writer at a time.
+async fn lock_keys(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    keys: &[String],
+) -> Result<()> {
+    use sha2::Digest;
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres || keys.is_empty() {
+        return Ok(());
+    }
+    let mut hashes: Vec<i32> = keys
+        .iter()
+        .map(|key| {
+            let mut hasher = sha2::Sha256::new();
+            hasher.update(workspace_id.uuid().as_bytes());
+            hasher.update(key.as_bytes());
+            let digest = hasher.finalize();
+            i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+        })
+        .collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    db.execute(sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        "SELECT count(pg_advisory_xact_lock($1, k)) FROM \
+         (SELECT k FROM unnest($2::int4[]) AS t(k) ORDER BY k) AS ordered",
+        [LOCK_CLASS.into(), hashes.into()],
+    ))
+    .await?;
+    Ok(())
 }
 
 fn link_reason(channel: connectors::Channel, link: &identity_link::Model, what: &str) -> Reason {

@@ -200,3 +200,78 @@ backend_test! {
         assert_eq!(code, "BAD_USER_INPUT");
     }
 }
+
+/// An identity of `customer` as ingestion stores it, with its profile key.
+fn identity_row(
+    workspace: entity::WorkspaceId,
+    customer: entity::CustomerId,
+    channel: connectors::Channel,
+    platform_id: &str,
+    profile: &str,
+) -> entity::identity::Model {
+    let now = chrono::Utc::now();
+    entity::identity::Model {
+        id: entity::IdentityId::new(),
+        workspace_id: workspace,
+        customer_id: customer,
+        channel,
+        platform_id: platform_id.into(),
+        handle: Some(platform_id.into()),
+        display_name: None,
+        profile_url: Some(profile.into()),
+        avatar_url: None,
+        profile_key: rapport::domain::duplicate::profile_key(
+            channel,
+            platform_id,
+            None,
+            Some(profile),
+        ),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+backend_test! {
+    async fn two_writers_storing_the_two_sides_of_a_pair_at_once_still_suggest_it(app: TestApp) {
+        use rapport::domain::duplicate::{after_authors, identity_target, Linked};
+        use sea_orm::{ActiveModelTrait, TransactionTrait};
+        if app.backend != crate::common::Backend::Postgres {
+            eprintln!("skipped on SQLite: it has one writer at a time, so no two writers interleave");
+            return;
+        }
+        let admin = app.key(Role::Admin).await;
+        let workspace = rapport::domain::workspace::ensure(&app.app.db, "acme").await.unwrap();
+        let decode = |id: String| rapport::ids::decode::<entity::CustomerId>("id", &id).unwrap();
+        let ana = decode(app.create_customer(&admin, json!({ "displayName": "Ana" })).await);
+        let ana_too = decode(app.create_customer(&admin, json!({ "displayName": "Ana L." })).await);
+
+        // The first writer stores Ana's GitHub account and looks for links naming it (none
+        // committed), and does not commit yet.
+        let first = app.app.db.begin().await.unwrap();
+        let github = identity_row(workspace.id, ana, connectors::Channel::Github, "ana-dev", "https://github.com/ana-dev");
+        entity::identity::ActiveModel::from(github.clone()).insert(&first).await.unwrap();
+        let target: Vec<_> = identity_target(&github).into_iter().collect();
+        after_authors(&first, workspace.id, &[], &target, chrono::Utc::now()).await.unwrap();
+
+        // The second stores her Mastodon account, whose profile links the GitHub one.
+        let db = app.app.db.clone();
+        let workspace_id = workspace.id;
+        let second = tokio::spawn(async move {
+            let txn = db.begin().await.unwrap();
+            let mastodon = identity_row(workspace_id, ana_too, connectors::Channel::Mastodon, "https://social.example/users/ana", "https://social.example/@ana");
+            entity::identity::ActiveModel::from(mastodon.clone()).insert(&txn).await.unwrap();
+            let links = [ProfileLink { url: "https://github.com/ana-dev".into(), label: Some("GitHub".into()), verified: false }];
+            let linked = [Linked { identity_id: mastodon.id, customer_id: ana_too, channel: connectors::Channel::Mastodon, links: &links }];
+            after_authors(&txn, workspace_id, &linked, &[], chrono::Utc::now()).await.unwrap();
+            txn.commit().await.unwrap();
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(!second.is_finished(), "the second writer waits for the first, which holds the key");
+        first.commit().await.unwrap();
+        second.await.unwrap();
+
+        let pairs = entity::duplicate_suggestion::Entity::find().all(&app.app.db).await.unwrap();
+        assert_eq!(pairs.len(), 1, "{pairs:?}");
+        assert_eq!((pairs[0].customer_a.min(pairs[0].customer_b), pairs[0].customer_a.max(pairs[0].customer_b)), (ana.min(ana_too), ana.max(ana_too)));
+    }
+}
