@@ -728,7 +728,8 @@ const PROFILES_PER_PULL: usize = 5;
 const PROFILES_TIME: std::time::Duration = std::time::Duration::from_secs(8);
 /// How long an author's profile links are taken as known.
 const PROFILE_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3_600);
-/// Profiles kept in memory at most; the oldest half goes when it is full.
+/// Profiles kept in memory at most; all are forgotten when it is full (as the webhook
+/// route's connectors are).
 const PROFILES_KEPT: usize = 10_000;
 
 /// How long the token's account, once asked, is taken as known: long enough that a
@@ -1154,11 +1155,7 @@ impl GithubConnector {
                         Ok(links) => {
                             if let Ok(mut profiles) = self.profiles.lock() {
                                 if profiles.len() >= PROFILES_KEPT {
-                                    let mut ages: Vec<_> =
-                                        profiles.values().map(|(at, _)| *at).collect();
-                                    ages.sort_unstable();
-                                    let cut = ages[ages.len() / 2];
-                                    profiles.retain(|_, (at, _)| *at > cut);
+                                    profiles.clear();
                                 }
                                 profiles.insert(
                                     login.clone(),

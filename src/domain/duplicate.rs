@@ -445,19 +445,16 @@ pub async fn after_authors(
     for owned in &links {
         links_by_key.entry(&owned.link.key).or_default().push(owned);
     }
-    let shared = |customers: &mut dyn Iterator<Item = CustomerId>| {
-        customers.collect::<HashSet<_>>().len() > MAX_SHARED
-    };
     for key in &keys {
         let named = records.get(key).map(Vec::as_slice).unwrap_or_default();
-        if shared(&mut named.iter().map(|(t, _)| t.customer_id)) {
+        if shared(named.iter().map(|(t, _)| t.customer_id)) {
             continue;
         }
         let linking = links_by_key
             .get(key.as_str())
             .map(Vec::as_slice)
             .unwrap_or_default();
-        if !shared(&mut linking.iter().map(|o| o.customer_id)) {
+        if !shared(linking.iter().map(|o| o.customer_id)) {
             for owned in linking {
                 for (target, new) in named {
                     if owned.new || *new {
@@ -627,6 +624,11 @@ fn distinct(values: impl IntoIterator<Item = impl AsRef<str>>) -> Vec<String> {
             seen.insert(value.clone()).then_some(value)
         })
         .collect()
+}
+
+/// Whether a key names (or is linked by) more customers than one person could be.
+fn shared(customers: impl Iterator<Item = CustomerId>) -> bool {
+    customers.collect::<HashSet<_>>().len() > MAX_SHARED
 }
 
 fn distinct_ids(values: impl IntoIterator<Item = IdentityId>) -> Vec<IdentityId> {
