@@ -48,7 +48,7 @@ pub async fn open_counts(
         customer_id: CustomerId,
         count: i64,
     }
-    let rows = super::scoped::<Entity>(workspace_id)
+    let rows = super::scoped_under::<Entity>(db.get_database_backend(), workspace_id)
         .filter(Column::CustomerId.is_in(customers.iter().copied()))
         .filter(Column::Status.ne(ConversationStatus::Resolved.as_str()))
         .select_only()

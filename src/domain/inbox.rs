@@ -564,7 +564,7 @@ pub async fn last_interactions(
                 ),
         )
         .to_owned();
-    let rows = super::scoped::<interaction::Entity>(workspace_id)
+    let rows = super::scoped_under::<interaction::Entity>(db.get_database_backend(), workspace_id)
         .filter(I::ConversationId.is_in(conversations.iter().copied()))
         .filter(Expr::exists(later).not())
         .all(db)
@@ -810,12 +810,13 @@ pub async fn apply(
                 // The author's threads marked themselves show again too: the mark was on
                 // the author, whichever of their threads it was given through.
                 let asked: HashSet<ConversationId> = ids.iter().copied().collect();
-                let flagged = super::scoped::<Entity>(workspace_id)
-                    .filter(Column::CustomerId.is_in(marked.iter().copied()))
-                    .filter(Column::Spam.eq(true))
-                    .order_by_asc(Column::Id)
-                    .all(&txn)
-                    .await?;
+                let flagged =
+                    super::scoped_under::<Entity>(txn.get_database_backend(), workspace_id)
+                        .filter(Column::CustomerId.is_in(marked.iter().copied()))
+                        .filter(Column::Spam.eq(true))
+                        .order_by_asc(Column::Id)
+                        .all(&txn)
+                        .await?;
                 changed.extend(
                     flagged
                         .into_iter()

@@ -55,8 +55,21 @@ pub fn cursor(model: &Model) -> String {
     page::encode(SORT, page::time_value(&model.occurred_at), model.id)
 }
 
-fn filtered(workspace_id: WorkspaceId, filter: &InteractionFilter) -> sea_orm::Select<Entity> {
-    let mut select = super::scoped::<Entity>(workspace_id);
+/// The workspace's interactions matching `filter`; `under_parent` when the caller also
+/// picks them by customer or conversation (see [`super::scoped_under`]).
+fn filtered(
+    backend: sea_orm::DatabaseBackend,
+    workspace_id: WorkspaceId,
+    filter: &InteractionFilter,
+    under_parent: bool,
+) -> sea_orm::Select<Entity> {
+    let under_parent =
+        under_parent || filter.customer_id.is_some() || filter.conversation_id.is_some();
+    let mut select = if under_parent {
+        super::scoped_under::<Entity>(backend, workspace_id)
+    } else {
+        super::scoped::<Entity>(workspace_id)
+    };
     if let Some(customer) = filter.customer_id {
         select = select.filter(Column::CustomerId.eq(customer));
     }
@@ -94,13 +107,28 @@ pub async fn list(
     filter: &InteractionFilter,
     args: &PageArgs,
 ) -> Result<Page<Model>> {
-    let sort = sort();
     let window = args.window(SORT)?;
-    let select = sort.order_and_limit(
-        sort.between(filtered(caller.workspace_id, filter), &window)?,
+    let select = list_query(
+        db.get_database_backend(),
+        caller.workspace_id,
+        filter,
         &window,
-    );
+    )?;
     Ok(page::finish(select.all(db).await?, &window))
+}
+
+/// The statement of [`list`].
+fn list_query(
+    backend: sea_orm::DatabaseBackend,
+    workspace_id: WorkspaceId,
+    filter: &InteractionFilter,
+    window: &Window,
+) -> Result<sea_orm::Select<Entity>> {
+    let sort = sort();
+    Ok(sort.order_and_limit(
+        sort.between(filtered(backend, workspace_id, filter, false), window)?,
+        window,
+    ))
 }
 
 /// How many interactions match `filter`.
@@ -109,7 +137,14 @@ pub async fn count(
     caller: &Caller,
     filter: &InteractionFilter,
 ) -> Result<u64> {
-    Ok(filtered(caller.workspace_id, filter).count(db).await?)
+    Ok(filtered(
+        db.get_database_backend(),
+        caller.workspace_id,
+        filter,
+        false,
+    )
+    .count(db)
+    .await?)
 }
 
 /// How many interactions `source` of `workspace_id` holds, and how many distinct
@@ -249,7 +284,15 @@ async fn pages_lateral<P: Parent>(
     let page = Alias::new("t");
     let inner = sort
         .order_and_limit(
-            sort.between(without_raw(filtered(workspace_id, filter)), window)?,
+            sort.between(
+                without_raw(filtered(
+                    db.get_database_backend(),
+                    workspace_id,
+                    filter,
+                    true,
+                )),
+                window,
+            )?,
             window,
         )
         .filter(Expr::col((Entity, P::COLUMN)).equals((parent.clone(), parent.clone())))
@@ -291,9 +334,27 @@ async fn pages_windowed<P: Parent>(
     filter: &InteractionFilter,
     window: &Window,
 ) -> Result<Vec<Model>> {
+    let backend = db.get_database_backend();
+    let outer = windowed_query(backend, workspace_id, parents, filter, window)?;
+    Ok(Model::find_by_statement(backend.build(&outer))
+        .all(db)
+        .await?)
+}
+
+/// The statement of [`pages_windowed`].
+fn windowed_query<P: Parent>(
+    backend: sea_orm::DatabaseBackend,
+    workspace_id: WorkspaceId,
+    parents: &[P],
+    filter: &InteractionFilter,
+    window: &Window,
+) -> Result<sea_orm::sea_query::SelectStatement> {
     let sort = sort();
     let select = sort
-        .between(without_raw(filtered(workspace_id, filter)), window)?
+        .between(
+            without_raw(filtered(backend, workspace_id, filter, true)),
+            window,
+        )?
         .filter(P::COLUMN.is_in(parents.iter().copied()));
     let direction = if sort.read_descending(window) {
         "DESC"
@@ -308,18 +369,13 @@ async fn pages_windowed<P: Parent>(
         )),
         Alias::new("rn"),
     );
-    let outer = Query::select()
+    Ok(Query::select()
         .column(Asterisk)
         .from_subquery(inner, Alias::new("t"))
         .and_where(Expr::col(Alias::new("rn")).lte(window.size as i64 + 1))
         .order_by(Alias::new(P::COLUMN.as_str()), Order::Asc)
         .order_by(Alias::new("rn"), Order::Asc)
-        .to_owned();
-    Ok(
-        Model::find_by_statement(db.get_database_backend().build(&outer))
-            .all(db)
-            .await?,
-    )
+        .to_owned())
 }
 
 /// For each parent, how many of its interactions match `filter` (one query).
@@ -329,15 +385,16 @@ pub async fn counts_of<P: Parent>(
     parents: &[P],
     filter: &InteractionFilter,
 ) -> Result<HashMap<P, i64>> {
-    let rows: Vec<(Option<P>, i64)> = filtered(workspace_id, filter)
-        .filter(P::COLUMN.is_in(parents.iter().copied()))
-        .select_only()
-        .column_as(P::COLUMN, "parent")
-        .column_as(Column::Id.count(), "count")
-        .group_by(P::COLUMN)
-        .into_tuple()
-        .all(db)
-        .await?;
+    let rows: Vec<(Option<P>, i64)> =
+        filtered(db.get_database_backend(), workspace_id, filter, true)
+            .filter(P::COLUMN.is_in(parents.iter().copied()))
+            .select_only()
+            .column_as(P::COLUMN, "parent")
+            .column_as(Column::Id.count(), "count")
+            .group_by(P::COLUMN)
+            .into_tuple()
+            .all(db)
+            .await?;
     Ok(rows
         .into_iter()
         .filter_map(|(parent, count)| parent.map(|id| (id, count)))
@@ -358,7 +415,7 @@ pub async fn by_channel(
     customers: &[CustomerId],
     filter: &InteractionFilter,
 ) -> Result<HashMap<CustomerId, Vec<(connectors::Channel, i64)>>> {
-    let rows = filtered(workspace_id, filter)
+    let rows = filtered(db.get_database_backend(), workspace_id, filter, true)
         .filter(Column::CustomerId.is_in(customers.iter().copied()))
         .select_only()
         .column(Column::CustomerId)
@@ -701,4 +758,79 @@ pub async fn insert_ingested(
         super::customer::seen_at(db, ingested.workspace_id, customer, model.occurred_at).await?;
     }
     Ok(Some(model))
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+    use sea_orm::{DatabaseBackend, QueryTrait};
+
+    const SQLITE: DatabaseBackend = DatabaseBackend::Sqlite;
+
+    fn first(size: i32) -> Window {
+        window(&PageArgs {
+            first: Some(size),
+            ..PageArgs::default()
+        })
+        .unwrap()
+    }
+
+    async fn list_plan(filter: InteractionFilter) -> Vec<String> {
+        let query = list_query(SQLITE, WorkspaceId::new(), &filter, &first(20)).unwrap();
+        crate::domain::sqlite_plan(query.build(SQLITE)).await
+    }
+
+    fn reads(plan: &[String], index: &str) -> bool {
+        plan.iter()
+            .any(|step| step.contains(&format!("INDEX {index} ")) || step.ends_with(index))
+    }
+
+    /// Without planner statistics SQLite would walk a workspace index in the order asked
+    /// for; a customer's or a conversation's interactions come by their own index.
+    #[tokio::test]
+    async fn a_parents_interactions_are_read_by_its_index_on_sqlite() {
+        let customer = list_plan(InteractionFilter {
+            customer_id: Some(CustomerId::new()),
+            ..InteractionFilter::default()
+        })
+        .await;
+        assert!(reads(&customer, "ix_interaction_timeline"), "{customer:?}");
+        let conversation = list_plan(InteractionFilter {
+            conversation_id: Some(ConversationId::new()),
+            channels: vec![connectors::Channel::Mastodon],
+            ..InteractionFilter::default()
+        })
+        .await;
+        assert!(
+            reads(&conversation, "ix_interaction_conversation"),
+            "{conversation:?}"
+        );
+        let customers: Vec<CustomerId> = (0..50).map(|_| CustomerId::new()).collect();
+        let pages = windowed_query(
+            SQLITE,
+            WorkspaceId::new(),
+            &customers,
+            &InteractionFilter::default(),
+            &first(5),
+        )
+        .unwrap();
+        let pages = crate::domain::sqlite_plan(SQLITE.build(&pages)).await;
+        assert!(reads(&pages, "ix_interaction_timeline"), "{pages:?}");
+    }
+
+    /// Reads that name no parent keep the workspace's indexes.
+    #[tokio::test]
+    async fn workspace_lists_keep_the_workspace_indexes_on_sqlite() {
+        let all = list_plan(InteractionFilter::default()).await;
+        assert!(reads(&all, "ix_interaction_occurred"), "{all:?}");
+        let publications = list_plan(InteractionFilter {
+            publications: true,
+            ..InteractionFilter::default()
+        })
+        .await;
+        assert!(
+            reads(&publications, "ix_interaction_publications"),
+            "{publications:?}"
+        );
+    }
 }

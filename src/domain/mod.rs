@@ -202,6 +202,28 @@ pub fn scoped<E: EntityTrait>(workspace_id: WorkspaceId) -> Select<E> {
     E::find().filter(column::<E>("workspace_id").eq(workspace_id))
 }
 
+/// [`scoped`], for a read that also picks its rows by their parent (`customer_id`,
+/// `conversation_id`): on SQLite the workspace term is kept off the indexes with a unary
+/// `+` (see [`by_ids_query`]), so the parent's index is the one read. Without planner
+/// statistics SQLite would rather read a workspace-leading index in the order asked for,
+/// through every row of the workspace; the parent indexes lead with the parent alone
+/// (they also serve the foreign keys' ON DELETE look-ups), and the workspace is checked
+/// on each row found. PostgreSQL plans with its statistics and gets the plain form.
+pub fn scoped_under<E: EntityTrait>(
+    backend: sea_orm::DatabaseBackend,
+    workspace_id: WorkspaceId,
+) -> Select<E> {
+    match backend {
+        sea_orm::DatabaseBackend::Sqlite => {
+            E::find().filter(sea_orm::sea_query::Expr::cust_with_values(
+                format!("+\"{}\".\"workspace_id\" = ?", E::default().table_name()),
+                [workspace_id],
+            ))
+        }
+        _ => scoped::<E>(workspace_id),
+    }
+}
+
 /// A typed id of a table the domain reads and changes by id: it names the table's entity,
 /// so [`find_scoped`] and [`update`] need nothing but the id.
 pub trait Stored: TypedId + Into<Value> {
@@ -366,17 +388,16 @@ pub async fn children_of<E: EntityTrait, P: Copy + Eq + Hash + Into<Value>>(
     descending: bool,
     parent_of: impl Fn(&E::Model) -> Option<P>,
 ) -> Result<HashMap<P, Vec<E::Model>>> {
-    let direction = if descending {
-        sea_orm::Order::Desc
-    } else {
-        sea_orm::Order::Asc
-    };
-    let rows = scoped::<E>(workspace_id)
-        .filter(column::<E>(parent).is_in(parents.iter().copied()))
-        .order_by(column::<E>(order), direction.clone())
-        .order_by(column::<E>("id"), direction)
-        .all(db)
-        .await?;
+    let rows = children_query::<E, P>(
+        db.get_database_backend(),
+        workspace_id,
+        parent,
+        parents,
+        order,
+        descending,
+    )
+    .all(db)
+    .await?;
     let mut grouped: HashMap<P, Vec<E::Model>> = HashMap::new();
     for row in rows {
         if let Some(parent) = parent_of(&row) {
@@ -384,6 +405,48 @@ pub async fn children_of<E: EntityTrait, P: Copy + Eq + Hash + Into<Value>>(
         }
     }
     Ok(grouped)
+}
+
+/// The statement of [`children_of`].
+fn children_query<E: EntityTrait, P: Copy + Into<Value>>(
+    backend: sea_orm::DatabaseBackend,
+    workspace_id: WorkspaceId,
+    parent: &str,
+    parents: &[P],
+    order: &str,
+    descending: bool,
+) -> Select<E> {
+    let direction = if descending {
+        sea_orm::Order::Desc
+    } else {
+        sea_orm::Order::Asc
+    };
+    scoped_under::<E>(backend, workspace_id)
+        .filter(column::<E>(parent).is_in(parents.iter().copied()))
+        .order_by(column::<E>(order), direction.clone())
+        .order_by(column::<E>("id"), direction)
+}
+
+/// The steps of SQLite's plan for `statement` over a fresh migrated database: no rows and
+/// so no planner statistics, as a young or never-analysed database has.
+#[cfg(test)]
+pub(crate) async fn sqlite_plan(statement: sea_orm::Statement) -> Vec<String> {
+    use migration::MigratorTrait;
+    let mut options = sea_orm::ConnectOptions::new("sqlite::memory:");
+    options.max_connections(1);
+    let db = sea_orm::Database::connect(options).await.unwrap();
+    migration::Migrator::up(&db, None).await.unwrap();
+    let plan = db
+        .query_all(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DatabaseBackend::Sqlite,
+            format!("EXPLAIN QUERY PLAN {}", statement.sql),
+            statement.values.map(|values| values.0).unwrap_or_default(),
+        ))
+        .await
+        .unwrap();
+    plan.iter()
+        .map(|row| row.try_get::<String>("", "detail").unwrap())
+        .collect()
 }
 
 #[cfg(test)]
@@ -511,6 +574,33 @@ mod by_ids_tests {
         assert!(
             postgres.contains("\"interaction\".\"workspace_id\" = $1"),
             "{postgres}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+    use sea_orm::QueryTrait;
+
+    #[tokio::test]
+    async fn a_customers_conversations_are_read_by_their_parent_index_on_sqlite() {
+        let customers: Vec<entity::CustomerId> =
+            (0..50).map(|_| entity::CustomerId::new()).collect();
+        let query = children_query::<entity::conversation::Entity, _>(
+            sea_orm::DatabaseBackend::Sqlite,
+            WorkspaceId::new(),
+            "customer_id",
+            &customers,
+            "last_message_at",
+            true,
+        )
+        .build(sea_orm::DatabaseBackend::Sqlite);
+        let plan = sqlite_plan(query).await;
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("ix_conversation_customer")),
+            "{plan:?}"
         );
     }
 }
