@@ -241,7 +241,10 @@ async fn dump(app: &TestApp) -> String {
                     .collect();
                 let parts: Vec<String> = columns
                     .iter()
-                    .map(|column| format!("coalesce(CAST(\"{column}\" AS TEXT), '')"))
+                    .map(|column| {
+                        // A UUID may be stored as 16 bytes: shown in hex, as text would not be.
+                        format!("coalesce(CASE WHEN typeof(\"{column}\") = 'blob' THEN hex(\"{column}\") ELSE CAST(\"{column}\" AS TEXT) END, '')")
+                    })
                     .collect();
                 format!(
                     "SELECT {} AS line FROM \"{table}\"",
@@ -253,7 +256,7 @@ async fn dump(app: &TestApp) -> String {
         for row in rows(select).await {
             text.push_str(&table);
             text.push_str(": ");
-            text.push_str(&row.try_get::<String>("", "line").unwrap_or_default());
+            text.push_str(&row.try_get::<String>("", "line").unwrap());
             text.push('\n');
         }
     }
