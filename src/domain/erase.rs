@@ -246,8 +246,10 @@ pub struct Removed {
 /// organization's), the duplicate suggestions naming them, and the events about any of
 /// these (their payloads carry the rows). A conversation that also holds other people's
 /// messages stays, handed to the first of the others with our replies in it, without the
-/// person's messages. The search indexes follow the `customer.deleted` event written here
-/// (both delete the customer and every interaction filed under them). Tombstones keep
+/// person's messages. The search indexes follow the `customer.erased` event written here
+/// (ids only: both delete the customer and every interaction filed under them, then
+/// write again our replies that moved to the conversation's new customer; the event is
+/// also the log's record that an erasure happened). Tombstones keep
 /// them out (see the module's text); the `erasure` row records who did it and how much
 /// went. All in one transaction. `NOT_FOUND` for an id of no customer of the workspace.
 pub async fn erase(db: &impl TransactionTrait, caller: &Caller, id: CustomerId) -> Result<Removed> {
@@ -257,6 +259,7 @@ pub async fn erase(db: &impl TransactionTrait, caller: &Caller, id: CustomerId) 
     super::find_scoped(&txn, workspace_id, id).await?;
     let hasher = Hasher::new(&super::secret::key(&txn, KEY).await?, workspace_id)?;
     let mut removed = Removed::default();
+    let mut moved: Vec<InteractionId> = Vec::new();
     record(&txn, caller, id, "erased").await?;
 
     // Conversations that others wrote in too stay, with our replies in them, under the
@@ -294,6 +297,16 @@ pub async fn erase(db: &impl TransactionTrait, caller: &Caller, id: CustomerId) 
             .await?
             .flatten();
         let Some(other) = other else { continue };
+        let ours: Vec<InteractionId> = super::scoped::<interaction::Entity>(workspace_id)
+            .select_only()
+            .column(interaction::Column::Id)
+            .filter(interaction::Column::ConversationId.eq(conversation_id))
+            .filter(interaction::Column::CustomerId.eq(id))
+            .filter(interaction::Column::Direction.eq(Direction::Outbound))
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        moved.extend(ours);
         interaction::Entity::update_many()
             .col_expr(interaction::Column::CustomerId, Expr::value(other))
             .filter(interaction::Column::WorkspaceId.eq(workspace_id))
@@ -401,7 +414,7 @@ pub async fn erase(db: &impl TransactionTrait, caller: &Caller, id: CustomerId) 
     event::append(
         &txn,
         workspace_id,
-        Event::CustomerDeleted(&event::Deleted { id }),
+        Event::CustomerErased(&event::Erased { id, moved }),
     )
     .await?;
     finish(&txn, id, &removed).await?;

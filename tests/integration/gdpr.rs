@@ -36,6 +36,9 @@ const PHONE: &str = "+44 7700 900123";
 /// A word only her posts use, to look for them in the search index.
 const HER_WORD: &str = "xylophonist";
 
+/// A word only our reply in her thread uses.
+const OUR_WORD: &str = "zebrafix";
+
 /// What must not be found anywhere once she is erased (lower case).
 const TRACES: [&str; 5] = ["quennell", "brightwater", "zofia", "7700900123", HER_WORD];
 
@@ -122,6 +125,12 @@ async fn mastodon(entries: Arc<Mutex<Vec<Value>>>) -> Platform {
             fixture("mastodon/verify_credentials.json"),
         )],
     );
+    // Our reply, as Mastodon answers the post: to the other author's status.
+    let mut posted: Value =
+        serde_json::from_slice(&fixture("mastodon/status-posted.json")).unwrap();
+    posted["in_reply_to_id"] = json!(format!("{}", 113_100_000_000_000_003u64));
+    posted["content"] = json!(format!("<p>@ravi thanks, the {OUR_WORD} is live</p>"));
+    server.on("/api/v1/statuses", vec![Reply::json(&posted)]);
     server.handle("/api/v1/notifications", move |seen| {
         let bound = |name: &str| -> Option<u64> {
             seen.query.split('&').find_map(|pair| {
@@ -411,6 +420,33 @@ backend_test!(
         let her = her_customer(&app, &w.key).await;
         enrich(&app, &w.key, &her).await;
         catch_up(&app).await;
+        // Our reply to the other author in her thread is filed under her, the
+        // conversation's customer.
+        let ids = app
+            .gql(
+                &w.key,
+                "{ interactions(first: 10) { edges { node { id externalId } } } }",
+                json!({}),
+            )
+            .await;
+        let ravis = ids["interactions"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|edge| edge["node"]["externalId"] == "113100000000000003")
+            .unwrap()["node"]["id"]
+            .clone();
+        let agent = app.key(Role::Agent).await;
+        let sent = app
+            .gql(&agent, "mutation($input: ReplyToInteractionInput!) { replyToInteraction(input: $input) { interaction { customer { id } conversation { id } } } }",
+                json!({ "input": { "interactionId": ravis, "text": format!("thanks, the {OUR_WORD} is live"), "idempotencyKey": "gdpr-reply-1" } }))
+            .await;
+        assert_eq!(
+            sent["replyToInteraction"]["interaction"]["customer"]["id"],
+            her.as_str()
+        );
+        catch_up(&app).await;
+        assert_eq!(indexed(&app, OUR_WORD).await.0, 1);
         assert!(!traces(&dump(&app).await).is_empty(), "she is there first");
         assert_eq!(indexed(&app, HER_WORD).await.0, 2);
         assert!(indexed(&app, "Quennell").await.1 >= 1);
@@ -439,13 +475,19 @@ backend_test!(
         assert_eq!(indexed(&app, HER_WORD).await, (0, 0));
         assert_eq!(indexed(&app, "Quennell").await, (0, 0));
         assert_eq!(indexed(&app, "Zofia").await, (0, 0));
-        // The other author's reply stays, in the thread she started, now his.
+        // The other author's reply stays, in the thread she started, now his, with our
+        // answer to him, still searchable.
         let all = items(&app, &w.key).await;
-        assert_eq!(all.len(), 1, "{all:#?}");
-        let reply = all.values().next().unwrap();
-        assert_eq!(reply["customer"]["displayName"], OTHER.0);
-        assert!(reply["conversation"]["id"].is_string());
+        assert_eq!(all.len(), 2, "{all:#?}");
+        for item in all.values() {
+            assert_eq!(item["customer"]["displayName"], OTHER.0, "{item:#}");
+            assert_eq!(
+                item["conversation"]["id"],
+                sent["replyToInteraction"]["interaction"]["conversation"]["id"]
+            );
+        }
         assert_eq!(indexed(&app, "fails").await.0, 1);
+        assert_eq!(indexed(&app, OUR_WORD).await.0, 1);
         // The audit: two erasures, no personal data (the dump above holds them).
         assert!(dumped.contains("erasure: "));
         for id in [&her, &crm] {
@@ -498,7 +540,7 @@ backend_test!(
         let report = sync(&app, &w.key, &w.source).await;
         assert_eq!(report["newItems"], 1, "{report:#}");
         let all = items(&app, &w.key).await;
-        assert_eq!(all.len(), 2, "{all:#?}");
+        assert_eq!(all.len(), 3, "{all:#?}");
         let fresh: Vec<&Value> = all
             .values()
             .filter(|item| item["customer"]["displayName"] == NAME)
