@@ -36,11 +36,15 @@ pub struct ErasureCounts {
     /// Conversations that also held other people's messages: kept, handed to the first of
     /// those people with our replies, without the erased person's messages.
     pub conversations_kept: i32,
+    /// Notes filed under them (on the customer, or on one of their conversations).
     pub notes: i32,
     /// Their deals of no organization (a deal of an organization stays, unlinked).
     pub deals: i32,
+    /// Their channel identities, with the links their profiles showed.
     pub identities: i32,
+    /// Their e-mail addresses, phones, postal addresses and websites.
     pub contact_points: i32,
+    /// Duplicate suggestions naming them.
     pub duplicate_suggestions: i32,
     /// Events of the log about the erased rows (their payloads carried the rows).
     pub events: i32,
@@ -53,6 +57,7 @@ pub struct ErasureCounts {
 pub struct EraseCustomerPayload {
     /// The id the customer had; it now resolves to nothing.
     pub erased_customer_id: ID,
+    /// What was removed, by kind.
     pub removed: ErasureCounts,
 }
 
