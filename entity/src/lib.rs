@@ -10,6 +10,8 @@ pub mod customer_tag;
 pub mod deal;
 pub mod duplicate_suggestion;
 pub mod enums;
+pub mod erasure;
+pub mod erasure_tombstone;
 pub mod event;
 pub mod id;
 pub mod identity;

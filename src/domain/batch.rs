@@ -60,6 +60,18 @@ impl Prepared {
     pub fn items(&self) -> &[InboundItem] {
         &self.items
     }
+
+    /// Keeps the items `keep` says yes to, in order (`keep` has one flag per item; those
+    /// [`super::erase::keep_mask`] refuses are dropped before storing); returns how many went.
+    pub fn retain(&mut self, keep: &[bool]) -> usize {
+        let before = self.items.len();
+        let mut flags = keep.iter();
+        let mut kept = keep.iter();
+        self.items.retain(|_| flags.next().copied().unwrap_or(true));
+        self.enriched
+            .retain(|_| kept.next().copied().unwrap_or(true));
+        before - self.items.len()
+    }
 }
 
 /// Normalises `items` on every core (the calling thread among them).

@@ -438,13 +438,10 @@ pub async fn update(
 }
 
 /// Deletes a customer and everything that is only theirs (identities, contact points,
-/// conversations, interactions, notes); deals stay, unlinked. Admins only.
+/// conversations, interactions, notes); deals stay, unlinked. Admins only. Their items
+/// are tombstoned so a re-pull does not store them again ([`super::erase::delete`]).
 pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: CustomerId) -> Result<()> {
-    let how = (Role::Admin, "deleting a customer");
-    super::delete(db, caller, id, how, |deleted| {
-        Event::CustomerDeleted(deleted)
-    })
-    .await
+    super::erase::delete(db, caller, id).await
 }
 
 /// The one shape of a change to what belongs to a customer (contact points, tags, notes):

@@ -80,6 +80,9 @@ event_kinds! {
     CustomerUpdated = "customer.updated" (entity::customer::Model),
     /// Payload: `{ "id" }`; the customer and everything only theirs is gone.
     CustomerDeleted = "customer.deleted" (Deleted<CustomerId>),
+    /// Payload: [`Erased`]: the customer was erased (GDPR) with everything that identified
+    /// them and the events about their rows; ids only, no personal data.
+    CustomerErased = "customer.erased" (Erased),
     /// Payload: the conversation row.
     ConversationCreated = "conversation.created" (entity::conversation::Model),
     /// Payload: the conversation row (a new message, a first response).
@@ -273,6 +276,21 @@ impl Payload for ServiceChange {
 impl Payload for SavedReplyChange {
     fn entity_id(&self) -> Uuid {
         self.saved_reply.id.uuid()
+    }
+}
+
+/// The payload of an erasure: the customer erased, and our replies that stayed in a
+/// conversation they shared with others, now filed under another customer (the search
+/// index deletes every interaction filed under the erased one, then writes these again).
+#[derive(Clone, Debug, Serialize)]
+pub struct Erased {
+    pub id: CustomerId,
+    pub moved: Vec<entity::InteractionId>,
+}
+
+impl Payload for Erased {
+    fn entity_id(&self) -> Uuid {
+        self.id.uuid()
     }
 }
 

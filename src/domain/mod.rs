@@ -33,6 +33,7 @@ pub mod deal;
 pub mod document;
 pub mod duplicate;
 pub mod enrich;
+pub mod erase;
 pub mod event;
 pub mod identity;
 pub mod inbox;

@@ -26,7 +26,7 @@ use entity::WorkspaceId;
 const CURSOR_KEY: &str = "subscription_cursor";
 
 /// The server's key for `name`, made now if no process made it yet.
-async fn key(db: &DatabaseConnection, name: &str) -> Result<[u8; 32]> {
+pub(super) async fn key(db: &impl ConnectionTrait, name: &str) -> Result<[u8; 32]> {
     let table = Alias::new("server_secret");
     let mut fresh = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut fresh);
@@ -46,19 +46,31 @@ async fn key(db: &DatabaseConnection, name: &str) -> Result<[u8; 32]> {
         .to_owned();
     let backend = db.get_database_backend();
     db.execute(backend.build(&insert)).await?;
+    existing_key(db, name)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("the server key {name} was not stored")))
+}
+
+/// The server's key for `name` if a process made it, without making it (a reader that
+/// has nothing to do without one: no erasure key, no tombstones).
+pub(super) async fn existing_key(
+    db: &impl ConnectionTrait,
+    name: &str,
+) -> Result<Option<[u8; 32]>> {
+    let backend = db.get_database_backend();
     let select = Query::select()
         .column(Alias::new("value"))
-        .from(table)
+        .from(Alias::new("server_secret"))
         .and_where(Expr::col(Alias::new("name")).eq(name))
         .to_owned();
-    let row = db
-        .query_one(backend.build(&select))
-        .await?
-        .ok_or_else(|| Error::Internal(format!("the server key {name} was not stored")))?;
+    let Some(row) = db.query_one(backend.build(&select)).await? else {
+        return Ok(None);
+    };
     let value: String = row.try_get("", "value")?;
     hex::decode(value.trim())
         .ok()
         .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .map(Some)
         .ok_or_else(|| Error::Internal(format!("the server key {name} is not 32 bytes of hex")))
 }
 

@@ -251,6 +251,12 @@ pub struct WorkspaceSettings {
     /// customer); their next message reopens it. Off by default.
     #[serde(default)]
     pub reply_sets_pending: bool,
+    /// What becomes of a new item whose author has an erased person's platform id,
+    /// e-mail address or phone number ([`super::erase`]): on, it is stored under a fresh
+    /// customer; off (the default), it is dropped, so the person does not come back. The
+    /// erased items themselves never return either way.
+    #[serde(default)]
+    pub new_contact_after_erasure: bool,
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
 }
@@ -267,6 +273,7 @@ impl WorkspaceSettings {
 #[derive(Clone, Debug, Default)]
 pub struct SettingsUpdate {
     pub reply_sets_pending: Option<bool>,
+    pub new_contact_after_erasure: Option<bool>,
 }
 
 /// The settings of the caller's workspace.
@@ -296,6 +303,9 @@ pub async fn update_settings(
     let mut settings = WorkspaceSettings::of(&current);
     if let Some(on) = update.reply_sets_pending {
         settings.reply_sets_pending = on;
+    }
+    if let Some(on) = update.new_contact_after_erasure {
+        settings.new_contact_after_erasure = on;
     }
     let value = serde_json::to_value(&settings)
         .map_err(|err| Error::Internal(format!("settings did not serialise: {err}")))?;

@@ -81,8 +81,8 @@ pub const MAX_OPERATIONS: usize = 50;
 const SEARCH_FIELDS: [&str; 2] = ["search", "searchCustomers"];
 /// Fields that read and aggregate a workspace's whole event log (service metrics): priced
 /// like a search, since each reads every fact of six event kinds and works the figures
-/// out in Rust.
-const HEAVY_READ_FIELDS: [&str; 1] = ["serviceMetrics"];
+/// out in Rust; and a customer's export, which reads every row held about them.
+const HEAVY_READ_FIELDS: [&str; 2] = ["serviceMetrics", "exportCustomer"];
 
 /// What one document costs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -69,13 +69,31 @@ impl Mutation {
     }
 
     /// Deletes a customer with their identities, contact points, conversations,
-    /// interactions and notes (admin role).
+    /// interactions and notes (admin role). Their items are tombstoned: a re-pull of the
+    /// source does not store them again (a new item of theirs makes a new customer; to
+    /// keep the person out too, erase them with `eraseCustomer`).
     async fn delete_customer(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The customer to delete.")] input: DeleteCustomerInput,
     ) -> Result<DeleteCustomerPayload> {
         super::customer::delete_customer(ctx, input).await
+    }
+
+    /// Erases a customer (admin role, GDPR): them and everything that identifies them —
+    /// identities, contact points, tags, interactions with their raw payloads, the
+    /// conversations only they wrote in, notes, deals of no organization, duplicate
+    /// suggestions, the events about them, their search documents — leaving an audit entry
+    /// without personal data, and hashed tombstones so a re-pull of their items, or their
+    /// platform ids and addresses arriving again, do not bring them back (see the
+    /// workspace setting `newContactAfterErasure`). `NOT_FOUND` when the workspace has no
+    /// such customer.
+    async fn erase_customer(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The customer to erase.")] input: super::gdpr::EraseCustomerInput,
+    ) -> Result<super::gdpr::EraseCustomerPayload> {
+        super::gdpr::erase_customer(ctx, input).await
     }
 
     /// Adds an e-mail, phone, address or website to a customer (agent role); the first of

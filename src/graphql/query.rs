@@ -140,6 +140,20 @@ impl Query {
         super::customer::customer(ctx, &id).await
     }
 
+    /// Everything held about a customer as one JSON document (admin role), for a
+    /// subject's access or portability request: profile, organization, contact points,
+    /// identities with their profile links, tags, notes, deals, duplicate suggestions,
+    /// and every conversation with their messages (whole, raw platform payloads included);
+    /// `NOT_FOUND` when the workspace has no such customer.
+    async fn export_customer(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The customer's id (`cus_…`); `BAD_USER_INPUT` for another kind of id.")]
+        id: ID,
+    ) -> Result<async_graphql::Json<serde_json::Value>> {
+        super::gdpr::export_customer(ctx, &id).await
+    }
+
     /// A customer by your own id for them (at most 200 characters).
     async fn customer_by_external_id(
         &self,

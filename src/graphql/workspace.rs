@@ -46,6 +46,12 @@ impl WorkspaceSettings {
     async fn reply_sets_pending(&self) -> bool {
         self.0.reply_sets_pending
     }
+    /// A new item whose author has an erased person's platform id, e-mail address or
+    /// phone number is stored under a fresh customer; off (the default), it is dropped so
+    /// the person does not come back. The erased items themselves never return.
+    async fn new_contact_after_erasure(&self) -> bool {
+        self.0.new_contact_after_erasure
+    }
 }
 
 /// A change of the workspace's settings: each given field is set, the rest stay.
@@ -53,6 +59,9 @@ impl WorkspaceSettings {
 pub struct UpdateWorkspaceSettingsInput {
     /// Whether our reply moves an OPEN conversation to PENDING (see `WorkspaceSettings`).
     pub reply_sets_pending: Option<bool>,
+    /// Whether new contact from an erased person makes a fresh customer (see
+    /// `WorkspaceSettings`).
+    pub new_contact_after_erasure: Option<bool>,
 }
 
 /// What a change to the workspace answers.
@@ -68,6 +77,7 @@ pub(super) async fn update_workspace_settings(
 ) -> async_graphql::Result<WorkspacePayload> {
     let update = crate::domain::workspace::SettingsUpdate {
         reply_sets_pending: input.reply_sets_pending,
+        new_contact_after_erasure: input.new_contact_after_erasure,
     };
     let model =
         crate::domain::workspace::update_settings(&super::app(ctx).db, super::caller(ctx)?, update)

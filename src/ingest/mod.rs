@@ -42,6 +42,9 @@ pub struct IngestReport {
     /// External ids of items the database refused for their data: skipped, logged, and
     /// not retried (the cursor moves past them).
     pub skipped: Vec<String>,
+    /// Items dropped because they, or their author, were erased or deleted before
+    /// ([`domain::erase::keep_mask`]).
+    pub erased: usize,
 }
 
 /// What storing one item did.
@@ -115,6 +118,8 @@ pub async fn store(
     // Write first: the source's row is locked before anything is read (see
     // `lock_for_batch` for why each backend needs it).
     domain::source::lock_for_batch(&txn, source.id).await?;
+    let keep = domain::erase::keep_mask(&txn, source, prepared.items()).await?;
+    let erased = prepared.retain(&keep);
     let savepoint = txn.begin().await?;
     let mid_batch = || failpoint("ingest.mid_batch");
     let report = match domain::batch::store(&savepoint, source, &mut prepared, &mid_batch).await {
@@ -125,6 +130,7 @@ pub async fn store(
                 duplicates: stored.duplicates,
                 new_customers: stored.new_customers,
                 skipped: Vec::new(),
+                erased,
             }
         }
         Err(err) if domain::refused_for_its_data(&err) => {
@@ -136,7 +142,10 @@ pub async fn store(
                 error = %err,
                 "the database refused part of a batch; storing its items one by one"
             );
-            ingest_one_by_one(&txn, source, prepared.items()).await?
+            IngestReport {
+                erased,
+                ..ingest_one_by_one(&txn, source, prepared.items()).await?
+            }
         }
         Err(err) => return Err(err),
     };
@@ -202,8 +211,15 @@ pub async fn ingest_item_by_item(
 ) -> Result<IngestReport> {
     let txn = db.begin().await?;
     domain::source::lock_for_batch(&txn, source.id).await?;
-    let normalized: Vec<InboundItem> = items.iter().map(domain::text::normalize_item).collect();
-    let report = ingest_one_by_one(&txn, source, &normalized).await?;
+    let mut normalized: Vec<InboundItem> = items.iter().map(domain::text::normalize_item).collect();
+    let keep = domain::erase::keep_mask(&txn, source, &normalized).await?;
+    let mut flags = keep.iter();
+    normalized.retain(|_| flags.next().copied().unwrap_or(true));
+    let erased = keep.iter().filter(|keep| !**keep).count();
+    let report = IngestReport {
+        erased,
+        ..ingest_one_by_one(&txn, source, &normalized).await?
+    };
     txn.commit().await?;
     Ok(report)
 }

@@ -224,6 +224,17 @@ impl Indexer {
                 EventKind::CustomerDeleted => {
                     erased.insert(event.entity());
                 }
+                // Written after the interactions moved away were, so they are upserted
+                // after the erased customer's are deleted (see the order below).
+                EventKind::CustomerErased => {
+                    erased.insert(event.entity());
+                    if let Some(moved) = event.payload.get("moved") {
+                        interactions.extend(
+                            serde_json::from_value::<Vec<InteractionId>>(moved.clone())
+                                .unwrap_or_default(),
+                        );
+                    }
+                }
                 EventKind::CustomerCreated | EventKind::CustomerUpdated => {
                     customers.insert(event.entity());
                 }

@@ -19,6 +19,7 @@ mod email;
 mod failpoints;
 mod feeds;
 mod fuzz;
+mod gdpr;
 mod github;
 mod graphiql;
 mod hackernews;

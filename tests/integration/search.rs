@@ -620,6 +620,14 @@ async fn contract(name: &str, index: Arc<dyn SearchIndex>) {
         "{name}: the erased customer's interactions are gone"
     );
     assert_eq!(find("ana").await, vec![ana.id], "{name}: others stay");
+    // Nothing that identified them finds them: name, e-mail, handle, tag.
+    for text in ["okafor", "ben@okafor.example", "bokafor", "churn"] {
+        assert_eq!(
+            find(text).await,
+            Vec::<CustomerId>::new(),
+            "{name}: the erased customer by `{text}`"
+        );
+    }
 
     // A rebuild aside replaces the whole index at once; searches work during it.
     let mut rebuild: Box<dyn Rebuild> = index.begin_rebuild(IndexName::Interactions).await.unwrap();

@@ -1,0 +1,669 @@
+//! GDPR end to end: `exportCustomer` holds every part of a person (raw payloads
+//! included); `eraseCustomer` leaves nothing of their name, e-mail, phone, handle or
+//! platform id in any table (event payloads included) nor in the search index, and a
+//! re-sync of the source — a local Mastodon serving the same statuses — brings nothing
+//! back; with `newContactAfterErasure` a new status of theirs makes a fresh customer while
+//! the erased ones stay out; `deleteCustomer`'s items do not return on a re-pull either;
+//! roles and tenancy.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::TimeZone;
+use connectors::{Author, InboundItem};
+use rapport::domain::Role;
+use rapport::search::{InteractionQuery, SearchFilter, SearchSort};
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{json, Value};
+
+use crate::backend_test;
+use crate::common::{Backend, TestApp};
+use crate::feeds::{items, sync};
+use crate::platform::{fixture, Platform, Reply};
+
+const TOKEN: &str = "gdpr-mastodon-token-4Kp9";
+const EXPORT: &str = "query($id: ID!) { exportCustomer(id: $id) }";
+const ERASE: &str = "mutation($id: ID!) { eraseCustomer(input: { id: $id }) { erasedCustomerId removed { interactions conversations conversationsKept notes deals identities contactPoints duplicateSuggestions events tombstones } } }";
+const DELETE: &str =
+    "mutation($id: ID!) { deleteCustomer(input: { id: $id }) { deletedCustomerId } }";
+const SETTINGS: &str = "mutation($on: Boolean!) { updateWorkspaceSettings(input: { newContactAfterErasure: $on }) { workspace { settings { newContactAfterErasure } } } }";
+
+/// The person asking to be forgotten, and what identifies them.
+const NAME: &str = "Zofia Quennell-Brightwater";
+const HANDLE: &str = "zquennell@social.example";
+const PLATFORM_ID: &str = "https://social.example/users/zquennell";
+const EMAIL: &str = "zofia.quennell@mailbox.example";
+const PHONE: &str = "+44 7700 900123";
+/// A word only her posts use, to look for them in the search index.
+const HER_WORD: &str = "xylophonist";
+
+/// A word only our reply in her thread uses.
+const OUR_WORD: &str = "zebrafix";
+
+/// What must not be found anywhere once she is erased (lower case).
+const TRACES: [&str; 5] = ["quennell", "brightwater", "zofia", "7700900123", HER_WORD];
+
+/// Someone else, whose reply in her thread stays.
+const OTHER: (&str, &str, &str) = (
+    "Ravi Okonkwo",
+    "ravi@fosstodon.example",
+    "https://fosstodon.example/users/ravi",
+);
+
+/// A Mastodon account as the API gives it.
+fn account(id: &str, name: &str, acct: &str, uri: &str, fields: Value) -> Value {
+    let username = acct.split('@').next().unwrap_or(acct);
+    let host = acct.split('@').nth(1).unwrap_or("social.example");
+    json!({
+        "id": id, "username": username, "acct": acct, "display_name": name,
+        "locked": false, "bot": false, "discoverable": true, "group": false,
+        "created_at": "2022-11-05T00:00:00.000Z", "note": "<p>Hello.</p>",
+        "url": format!("https://{host}/@{username}"), "uri": uri,
+        "avatar": format!("https://files.{host}/avatars/{id}.png"),
+        "avatar_static": format!("https://files.{host}/avatars/{id}.png"),
+        "header": "", "header_static": "", "followers_count": 1, "following_count": 1,
+        "statuses_count": 1, "last_status_at": "2026-11-22", "emojis": [], "fields": fields,
+    })
+}
+
+fn zofia() -> Value {
+    account(
+        "109555000000000777",
+        NAME,
+        HANDLE,
+        PLATFORM_ID,
+        json!([{ "name": "Mail", "value": EMAIL, "verified_at": null }]),
+    )
+}
+
+fn ravi() -> Value {
+    account("108999111222333444", OTHER.0, OTHER.1, OTHER.2, json!([]))
+}
+
+/// A mention notification (the documented shape, from the fixture) of status `id` by
+/// `account`, answering `in_reply_to` when given.
+fn mention(id: u64, account: Value, text: &str, in_reply_to: Option<u64>) -> Value {
+    let template: Value = serde_json::from_slice(&fixture("mastodon/notifications.json")).unwrap();
+    let mut entry = template[0].clone();
+    let at = chrono::Utc
+        .timestamp_opt(1_795_000_000 + id as i64 * 60, 0)
+        .unwrap();
+    let at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let username = account["username"].as_str().unwrap().to_owned();
+    let host = account["acct"]
+        .as_str()
+        .unwrap()
+        .split('@')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    entry["id"] = json!(format!("{}", 40_000_000 + id));
+    entry["created_at"] = json!(at);
+    entry["account"] = account.clone();
+    let status = &mut entry["status"];
+    status["id"] = json!(format!("{}", 113_100_000_000_000_000 + id));
+    status["created_at"] = json!(at);
+    status["uri"] = json!(format!("https://{host}/users/{username}/statuses/{id}"));
+    status["url"] = json!(format!("https://{host}/@{username}/{id}"));
+    status["content"] = json!(format!("<p>@acmehq {text}</p>"));
+    status["language"] = json!("en");
+    status["account"] = account;
+    status["in_reply_to_id"] = match in_reply_to {
+        Some(parent) => json!(format!("{}", 113_100_000_000_000_000 + parent)),
+        None => Value::Null,
+    };
+    entry
+}
+
+/// A Mastodon server whose mention notifications are `entries` (paged by `max_id` and
+/// `min_id` as Mastodon pages them, newest first).
+async fn mastodon(entries: Arc<Mutex<Vec<Value>>>) -> Platform {
+    let server = Platform::start().await;
+    server.on(
+        "/api/v1/accounts/verify_credentials",
+        vec![Reply::ok(
+            "application/json",
+            fixture("mastodon/verify_credentials.json"),
+        )],
+    );
+    // Our reply, as Mastodon answers the post: to the other author's status.
+    let mut posted: Value =
+        serde_json::from_slice(&fixture("mastodon/status-posted.json")).unwrap();
+    posted["in_reply_to_id"] = json!(format!("{}", 113_100_000_000_000_003u64));
+    posted["content"] = json!(format!("<p>@ravi thanks, the {OUR_WORD} is live</p>"));
+    server.on("/api/v1/statuses", vec![Reply::json(&posted)]);
+    server.handle("/api/v1/notifications", move |seen| {
+        let bound = |name: &str| -> Option<u64> {
+            seen.query.split('&').find_map(|pair| {
+                let (key, value) = pair.split_once('=')?;
+                (key == name).then(|| value.parse().ok()).flatten()
+            })
+        };
+        let (max, min) = (bound("max_id"), bound("min_id"));
+        let mut page: Vec<Value> = entries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|entry| {
+                let id: u64 = entry["id"].as_str().unwrap().parse().unwrap();
+                max.is_none_or(|max| id < max) && min.is_none_or(|min| id > min)
+            })
+            .cloned()
+            .collect();
+        page.sort_by_key(|entry| {
+            std::cmp::Reverse(entry["id"].as_str().unwrap().parse::<u64>().unwrap())
+        });
+        Reply::json(&Value::Array(page))
+    });
+    server
+}
+
+struct World {
+    key: String,
+    source: String,
+    entries: Arc<Mutex<Vec<Value>>>,
+    _server: Platform,
+}
+
+/// An admin, a Mastodon source with two statuses of hers (the second answering the
+/// first) and a reply of someone else in her thread, synced and indexed.
+async fn world(app: &TestApp) -> World {
+    let key = app.key(Role::Admin).await;
+    let entries = Arc::new(Mutex::new(vec![
+        mention(
+            1,
+            zofia(),
+            &format!("I am a {HER_WORD}, is the export broken?"),
+            None,
+        ),
+        mention(
+            2,
+            zofia(),
+            &format!("Still broken, says this {HER_WORD}."),
+            Some(1),
+        ),
+        mention(
+            3,
+            ravi(),
+            "Same here, the export fails for me too.",
+            Some(1),
+        ),
+    ]));
+    let server = mastodon(entries.clone()).await;
+    let config = json!({ "base_url": server.base, "access_token": TOKEN });
+    let source = crate::feeds::create_source(app, &key, "MASTODON", "acmehq", config).await;
+    let report = sync(app, &key, &source).await;
+    assert_eq!(report["error"], Value::Null, "{report:#}");
+    assert_eq!(report["newItems"], 3, "{report:#}");
+    World {
+        key,
+        source,
+        entries,
+        _server: server,
+    }
+}
+
+/// The customer her statuses were filed under.
+async fn her_customer(app: &TestApp, key: &str) -> String {
+    let all = items(app, key).await;
+    let status = all
+        .values()
+        .find(|item| item["text"].as_str().unwrap_or_default().contains(HER_WORD))
+        .expect("one of her statuses");
+    status["customer"]["id"].as_str().unwrap().to_owned()
+}
+
+async fn catch_up(app: &TestApp) {
+    rapport::search::indexer::Indexer::new(&app.app)
+        .catch_up()
+        .await
+        .unwrap();
+}
+
+/// Every row of every table as text, lower-cased: what a dump of the database shows.
+async fn dump(app: &TestApp) -> String {
+    let db = &app.app.db;
+    let backend = db.get_database_backend();
+    let rows = |sql: String| async move {
+        db.query_all(Statement::from_string(backend, sql))
+            .await
+            .unwrap()
+    };
+    let tables: Vec<String> = match app.backend {
+        Backend::Sqlite => rows("SELECT name FROM sqlite_master WHERE type = 'table'".into()).await,
+        Backend::Postgres => {
+            rows("SELECT table_name AS name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'".into())
+                .await
+        }
+    }
+    .iter()
+    .map(|row| row.try_get::<String>("", "name").unwrap())
+    .collect();
+    assert!(tables.iter().any(|table| table == "event"), "{tables:?}");
+    let mut text = String::new();
+    for table in tables {
+        let select = match app.backend {
+            Backend::Sqlite => {
+                let columns: Vec<String> = rows(format!("PRAGMA table_info(\"{table}\")"))
+                    .await
+                    .iter()
+                    .map(|row| row.try_get::<String>("", "name").unwrap())
+                    .collect();
+                let parts: Vec<String> = columns
+                    .iter()
+                    .map(|column| {
+                        // A UUID may be stored as 16 bytes: shown in hex, as text would not be.
+                        format!("coalesce(CASE WHEN typeof(\"{column}\") = 'blob' THEN hex(\"{column}\") ELSE CAST(\"{column}\" AS TEXT) END, '')")
+                    })
+                    .collect();
+                format!(
+                    "SELECT {} AS line FROM \"{table}\"",
+                    parts.join(" || '|' || ")
+                )
+            }
+            Backend::Postgres => format!("SELECT CAST(t AS TEXT) AS line FROM \"{table}\" AS t"),
+        };
+        for row in rows(select).await {
+            text.push_str(&table);
+            text.push_str(": ");
+            text.push_str(&row.try_get::<String>("", "line").unwrap());
+            text.push('\n');
+        }
+    }
+    text.to_lowercase()
+}
+
+/// The lines of `dump` that hold one of her traces.
+fn traces(dump: &str) -> Vec<&str> {
+    dump.lines()
+        .filter(|line| TRACES.iter().any(|trace| line.contains(trace)) || line.contains(EMAIL))
+        .collect()
+}
+
+async fn workspace_id(app: &TestApp) -> entity::WorkspaceId {
+    rapport::domain::workspace::ensure(&app.app.db, "acme")
+        .await
+        .unwrap()
+        .id
+}
+
+async fn indexed(app: &TestApp, text: &str) -> (usize, usize) {
+    let workspace = workspace_id(app).await;
+    let search = &app.app.search;
+    let interactions = search
+        .search_interactions(&InteractionQuery {
+            workspace_id: workspace,
+            text: text.to_owned(),
+            filter: SearchFilter::default(),
+            sort: SearchSort::Relevance,
+            offset: 0,
+            limit: 50,
+            facets: false,
+        })
+        .await
+        .unwrap();
+    let customers = search.search_customers(workspace, text, 50).await.unwrap();
+    (interactions.ids.len(), customers.ids.len())
+}
+
+/// Resets the source's cursor, so the next sync reads every status again.
+async fn forget_cursor(app: &TestApp) {
+    app.app
+        .db
+        .execute(Statement::from_string(
+            app.app.db.get_database_backend(),
+            "UPDATE source SET cursor = NULL",
+        ))
+        .await
+        .unwrap();
+}
+
+/// Her other record: made by hand in the CRM with her e-mail, which her Mastodon
+/// profile names (a duplicate suggestion), and her phone.
+async fn crm_record(app: &TestApp, key: &str) -> String {
+    app.create_customer(
+        key,
+        json!({ "displayName": "Zofia Q.", "givenName": "Zofia", "familyName": "Quennell-Brightwater",
+                "contactPoints": [{ "kind": "EMAIL", "value": EMAIL }] }),
+    )
+    .await
+}
+
+/// Her Mastodon record with a phone, a note, a deal and a tag.
+async fn enrich(app: &TestApp, key: &str, customer: &str) {
+    app.gql(key, "mutation($input: AddContactPointInput!) { addContactPoint(input: $input) { contactPoint { id } } }",
+        json!({ "input": { "customerId": customer, "contactPoint": { "kind": "PHONE", "value": PHONE } } })).await;
+    app.gql(key, "mutation($input: AddNoteInput!) { addNote(input: $input) { note { id } } }",
+        json!({ "input": { "customerId": customer, "body": format!("{NAME} called about exports") } })).await;
+    app.gql(
+        key,
+        "mutation($input: CreateDealInput!) { createDeal(input: $input) { deal { id } } }",
+        json!({ "input": { "customerId": customer, "title": format!("Renewal for {NAME}") } }),
+    )
+    .await;
+    app.gql(
+        key,
+        "mutation($input: AddTagInput!) { addTag(input: $input) { customer { id } } }",
+        json!({ "input": { "customerId": customer, "name": "vip" } }),
+    )
+    .await;
+}
+
+backend_test!(
+    async fn an_export_holds_every_part_of_the_person_with_raw_payloads(app: TestApp) {
+        let crm = crm_record(&app, &app.key(Role::Admin).await).await;
+        let w = world(&app).await;
+        let her = her_customer(&app, &w.key).await;
+        enrich(&app, &w.key, &her).await;
+
+        let data = app.gql(&w.key, EXPORT, json!({ "id": her })).await;
+        let doc = &data["exportCustomer"];
+        assert_eq!(doc["format"], "rapport.customer-export/1");
+        assert_eq!(doc["customer"]["display_name"], NAME);
+        let points = doc["contact_points"].as_array().unwrap();
+        assert_eq!(points.len(), 1, "{doc:#}");
+        assert_eq!(points[0]["normalized"], "+447700900123");
+        let identities = doc["identities"].as_array().unwrap();
+        assert_eq!(identities.len(), 1);
+        assert_eq!(identities[0]["platform_id"], PLATFORM_ID);
+        assert_eq!(identities[0]["handle"], format!("@{HANDLE}"));
+        assert!(
+            identities[0]["links"].to_string().contains(EMAIL),
+            "the profile's links: {doc:#}"
+        );
+        assert_eq!(doc["tags"][0]["name"], "vip");
+        assert!(doc["notes"][0]["body"].as_str().unwrap().contains(NAME));
+        assert!(doc["deals"][0]["title"].as_str().unwrap().contains(NAME));
+        let suggestions = doc["duplicate_suggestions"].as_array().unwrap();
+        assert_eq!(suggestions.len(), 1, "her two records: {doc:#}");
+        let crm_uuid = rapport::ids::decode::<entity::CustomerId>("id", &crm)
+            .unwrap()
+            .uuid()
+            .to_string();
+        assert!(suggestions[0].to_string().contains(&crm_uuid));
+        assert!(suggestions[0]["reasons"].is_array());
+
+        // Her two statuses, whole, raw payload included, in her conversation; the
+        // other author's reply in it is not hers and is not exported.
+        let conversations = doc["conversations"].as_array().unwrap();
+        assert_eq!(conversations.len(), 1, "{doc:#}");
+        let messages = conversations[0]["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 2, "{doc:#}");
+        for message in messages {
+            assert!(message["text"].as_str().unwrap().contains(HER_WORD));
+            assert_eq!(message["raw"]["account"]["uri"], PLATFORM_ID, "{message:#}");
+            assert!(message["html"].as_str().unwrap().contains(HER_WORD));
+        }
+        assert!(!doc.to_string().contains(OTHER.0));
+        assert_eq!(doc["interactions"], json!([]));
+        assert!(doc.get("merges").is_none());
+
+        // Her other record's export names the same pair.
+        let data = app.gql(&w.key, EXPORT, json!({ "id": crm })).await;
+        assert_eq!(
+            data["exportCustomer"]["contact_points"][0]["value"], EMAIL,
+            "{data:#}"
+        );
+        assert_eq!(
+            data["exportCustomer"]["duplicate_suggestions"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+);
+
+backend_test!(
+    async fn an_erased_person_leaves_no_trace_and_a_resync_brings_nothing_back(app: TestApp) {
+        let crm = crm_record(&app, &app.key(Role::Admin).await).await;
+        let w = world(&app).await;
+        let her = her_customer(&app, &w.key).await;
+        enrich(&app, &w.key, &her).await;
+        catch_up(&app).await;
+        // Our reply to the other author in her thread is filed under her, the
+        // conversation's customer.
+        let ids = app
+            .gql(
+                &w.key,
+                "{ interactions(first: 10) { edges { node { id externalId } } } }",
+                json!({}),
+            )
+            .await;
+        let ravis = ids["interactions"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|edge| edge["node"]["externalId"] == "113100000000000003")
+            .unwrap()["node"]["id"]
+            .clone();
+        let agent = app.key(Role::Agent).await;
+        let sent = app
+            .gql(&agent, "mutation($input: ReplyToInteractionInput!) { replyToInteraction(input: $input) { interaction { customer { id } conversation { id } } } }",
+                json!({ "input": { "interactionId": ravis, "text": format!("thanks, the {OUR_WORD} is live"), "idempotencyKey": "gdpr-reply-1" } }))
+            .await;
+        assert_eq!(
+            sent["replyToInteraction"]["interaction"]["customer"]["id"],
+            her.as_str()
+        );
+        catch_up(&app).await;
+        assert_eq!(indexed(&app, OUR_WORD).await.0, 1);
+        assert!(!traces(&dump(&app).await).is_empty(), "she is there first");
+        assert_eq!(indexed(&app, HER_WORD).await.0, 2);
+        assert!(indexed(&app, "Quennell").await.1 >= 1);
+
+        // Both her records: the one from Mastodon and the one made by hand.
+        let data = app.gql(&w.key, ERASE, json!({ "id": her })).await;
+        let removed = &data["eraseCustomer"]["removed"];
+        assert_eq!(data["eraseCustomer"]["erasedCustomerId"], her.as_str());
+        assert_eq!(removed["interactions"], 2, "{data:#}");
+        assert_eq!(removed["conversations"], 0, "{data:#}");
+        assert_eq!(removed["conversationsKept"], 1, "{data:#}");
+        assert_eq!(removed["notes"], 1);
+        assert_eq!(removed["deals"], 1);
+        assert_eq!(removed["identities"], 1);
+        assert_eq!(removed["contactPoints"], 1);
+        assert_eq!(removed["duplicateSuggestions"], 1);
+        assert!(removed["events"].as_i64().unwrap() >= 5, "{data:#}");
+        // Two items, her platform id and her phone.
+        assert_eq!(removed["tombstones"], 4, "{data:#}");
+        let data = app.gql(&w.key, ERASE, json!({ "id": crm })).await;
+        assert_eq!(data["eraseCustomer"]["removed"]["contactPoints"], 1);
+        catch_up(&app).await;
+
+        let dumped = dump(&app).await;
+        assert_eq!(traces(&dumped), Vec::<&str>::new());
+        assert_eq!(indexed(&app, HER_WORD).await, (0, 0));
+        assert_eq!(indexed(&app, "Quennell").await, (0, 0));
+        assert_eq!(indexed(&app, "Zofia").await, (0, 0));
+        // The other author's reply stays, in the thread she started, now his, with our
+        // answer to him, still searchable.
+        let all = items(&app, &w.key).await;
+        assert_eq!(all.len(), 2, "{all:#?}");
+        for item in all.values() {
+            assert_eq!(item["customer"]["displayName"], OTHER.0, "{item:#}");
+            assert_eq!(
+                item["conversation"]["id"],
+                sent["replyToInteraction"]["interaction"]["conversation"]["id"]
+            );
+        }
+        assert_eq!(indexed(&app, "fails").await.0, 1);
+        assert_eq!(indexed(&app, OUR_WORD).await.0, 1);
+        // The audit: two erasures, no personal data (the dump above holds them).
+        assert!(dumped.contains("erasure: "));
+        for id in [&her, &crm] {
+            let (code, _) = app.gql_error(&w.key, EXPORT, json!({ "id": id })).await;
+            assert_eq!(code, "NOT_FOUND");
+            let (code, _) = app.gql_error(&w.key, ERASE, json!({ "id": id })).await;
+            assert_eq!(code, "NOT_FOUND");
+        }
+
+        // The source is read again from the start: nothing of hers comes back.
+        forget_cursor(&app).await;
+        let report = sync(&app, &w.key, &w.source).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 0, "{report:#}");
+        catch_up(&app).await;
+        assert_eq!(traces(&dump(&app).await), Vec::<&str>::new());
+        assert_eq!(indexed(&app, HER_WORD).await, (0, 0));
+
+        // A new status of hers: dropped, her platform id is erased (the default).
+        w.entries.lock().unwrap().push(mention(
+            4,
+            zofia(),
+            "Hello again, the importer works now.",
+            None,
+        ));
+        let report = sync(&app, &w.key, &w.source).await;
+        assert_eq!(report["newItems"], 0, "{report:#}");
+        // Her e-mail address arriving on another channel: dropped too.
+        let webhook = webhook_source(&app, &w.key).await;
+        let report = rapport::ingest::ingest(
+            &app.app.db,
+            &webhook,
+            &[form_item("form-1", EMAIL, "Please call me back")],
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!((report.new.len(), report.erased), (0, 1));
+        assert_eq!(traces(&dump(&app).await), Vec::<&str>::new());
+
+        // With new contact allowed, her new status makes a fresh customer; the erased
+        // statuses still stay out, read again from the start.
+        let data = app.gql(&w.key, SETTINGS, json!({ "on": true })).await;
+        assert_eq!(
+            data["updateWorkspaceSettings"]["workspace"]["settings"]["newContactAfterErasure"],
+            true
+        );
+        forget_cursor(&app).await;
+        let report = sync(&app, &w.key, &w.source).await;
+        assert_eq!(report["newItems"], 1, "{report:#}");
+        let all = items(&app, &w.key).await;
+        assert_eq!(all.len(), 3, "{all:#?}");
+        let fresh: Vec<&Value> = all
+            .values()
+            .filter(|item| item["customer"]["displayName"] == NAME)
+            .collect();
+        assert_eq!(fresh.len(), 1, "{all:#?}");
+        assert_eq!(
+            fresh[0]["text"],
+            "@acmehq Hello again, the importer works now."
+        );
+        assert_ne!(fresh[0]["customer"]["id"], her.as_str());
+        assert!(!all
+            .values()
+            .any(|item| item["text"].as_str().unwrap().contains(HER_WORD)));
+        catch_up(&app).await;
+        assert_eq!(indexed(&app, HER_WORD).await, (0, 0));
+    }
+);
+
+async fn webhook_source(app: &TestApp, key: &str) -> entity::source::Model {
+    let input = json!({ "channel": "WEBHOOK", "name": "forms", "config": { "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" } });
+    let data = app
+        .gql(key, "mutation($input: CreateSourceInput!) { createSource(input: $input) { source { id } } }", json!({ "input": input }))
+        .await;
+    let id: entity::SourceId =
+        rapport::ids::decode("id", data["createSource"]["source"]["id"].as_str().unwrap()).unwrap();
+    rapport::domain::source::for_webhook(&app.app.db, id)
+        .await
+        .unwrap()
+}
+
+/// A web form delivery from `email`.
+fn form_item(id: &str, email: &str, text: &str) -> InboundItem {
+    InboundItem {
+        external_id: id.into(),
+        author: Author {
+            platform_id: email.into(),
+            handle: None,
+            display_name: Some("Someone".into()),
+            profile_url: None,
+            avatar_url: None,
+            email: Some(email.into()),
+            phone: None,
+            links: Vec::new(),
+        },
+        outbound: false,
+        kind: "message".into(),
+        subject: None,
+        text: text.into(),
+        html: None,
+        url: None,
+        language: None,
+        occurred_at: chrono::Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap(),
+        thread_key: None,
+        in_reply_to: None,
+        raw: json!({ "email": email, "text": text }),
+    }
+}
+
+backend_test!(
+    async fn a_deleted_customers_items_do_not_return_on_a_repull(app: TestApp) {
+        let w = world(&app).await;
+        let her = her_customer(&app, &w.key).await;
+        let data = app.gql(&w.key, DELETE, json!({ "id": her })).await;
+        assert_eq!(data["deleteCustomer"]["deletedCustomerId"], her.as_str());
+        assert_eq!(items(&app, &w.key).await.len(), 1);
+
+        forget_cursor(&app).await;
+        let report = sync(&app, &w.key, &w.source).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 0, "{report:#}");
+        let all = items(&app, &w.key).await;
+        assert_eq!(all.len(), 1, "{all:#?}");
+        assert!(!all
+            .values()
+            .any(|item| item["text"].as_str().unwrap().contains(HER_WORD)));
+
+        // Deletion is not erasure: the person is not tombstoned, so a new status of
+        // hers makes a new customer (her deleted ones still stay out).
+        w.entries
+            .lock()
+            .unwrap()
+            .push(mention(4, zofia(), "Back again.", None));
+        forget_cursor(&app).await;
+        let report = sync(&app, &w.key, &w.source).await;
+        assert_eq!(report["newItems"], 1, "{report:#}");
+        let all = items(&app, &w.key).await;
+        assert_eq!(all.len(), 2, "{all:#?}");
+        let back = all
+            .values()
+            .find(|item| item["customer"]["displayName"] == NAME)
+            .unwrap();
+        assert_ne!(back["customer"]["id"], her.as_str());
+    }
+);
+
+backend_test!(
+    async fn export_and_erase_are_for_admins_of_the_same_workspace(app: TestApp) {
+        let admin = app.key(Role::Admin).await;
+        let her = crm_record(&app, &admin).await;
+        for role in [Role::Viewer, Role::Agent] {
+            let key = app.key(role).await;
+            let (code, body) = app.gql_error(&key, EXPORT, json!({ "id": her })).await;
+            assert_eq!(code, "FORBIDDEN", "{body:#}");
+            let (code, body) = app.gql_error(&key, ERASE, json!({ "id": her })).await;
+            assert_eq!(code, "FORBIDDEN", "{body:#}");
+        }
+        let stranger = app.key_in("globex", Role::Owner).await;
+        let (code, body) = app.gql_error(&stranger, EXPORT, json!({ "id": her })).await;
+        assert_eq!(code, "NOT_FOUND", "{body:#}");
+        let (code, body) = app.gql_error(&stranger, ERASE, json!({ "id": her })).await;
+        assert_eq!(code, "NOT_FOUND", "{body:#}");
+        let (code, body) = app
+            .gql_error(
+                &admin,
+                EXPORT,
+                json!({ "id": "org_00000000000000000000000000" }),
+            )
+            .await;
+        assert_eq!(code, "BAD_USER_INPUT", "{body:#}");
+        // Still there, whole, for her own workspace's admin.
+        let data = app.gql(&admin, EXPORT, json!({ "id": her })).await;
+        assert_eq!(data["exportCustomer"]["contact_points"][0]["value"], EMAIL);
+        let owner = app.key(Role::Owner).await;
+        app.gql(&owner, ERASE, json!({ "id": her })).await;
+    }
+);
