@@ -340,3 +340,25 @@ pub async fn customers_of_organizations(
         .all(db)
         .await?)
 }
+
+/// The ids of the interactions a merge moved to its survivor.
+pub async fn interactions_of_merge(
+    db: &impl ConnectionTrait,
+    merge_id: entity::MergeRecordId,
+) -> Result<Vec<InteractionId>> {
+    super::merge::moved_interactions(db, merge_id).await
+}
+
+/// The ids of a customer's interactions (a customer unmerged gets back what it had).
+pub async fn interactions_of_customer(
+    db: &impl ConnectionTrait,
+    customer: CustomerId,
+) -> Result<Vec<InteractionId>> {
+    Ok(entity::interaction::Entity::find()
+        .select_only()
+        .column(entity::interaction::Column::Id)
+        .filter(entity::interaction::Column::CustomerId.eq(customer))
+        .into_tuple()
+        .all(db)
+        .await?)
+}

@@ -251,6 +251,10 @@ pub struct WorkspaceSettings {
     /// customer); their next message reopens it. Off by default.
     #[serde(default)]
     pub reply_sets_pending: bool,
+    /// A duplicate suggestion scoring at least this is merged at once (the older customer
+    /// survives); `None`, the default, merges nothing without a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_merge_threshold: Option<f64>,
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
 }
@@ -267,6 +271,8 @@ impl WorkspaceSettings {
 #[derive(Clone, Debug, Default)]
 pub struct SettingsUpdate {
     pub reply_sets_pending: Option<bool>,
+    /// `Some(None)` turns automatic merging off.
+    pub auto_merge_threshold: Option<Option<f64>>,
 }
 
 /// The settings of the caller's workspace.
@@ -296,6 +302,9 @@ pub async fn update_settings(
     let mut settings = WorkspaceSettings::of(&current);
     if let Some(on) = update.reply_sets_pending {
         settings.reply_sets_pending = on;
+    }
+    if let Some(threshold) = update.auto_merge_threshold {
+        settings.auto_merge_threshold = super::merge::check_threshold(threshold)?;
     }
     let value = serde_json::to_value(&settings)
         .map_err(|err| Error::Internal(format!("settings did not serialise: {err}")))?;

@@ -46,6 +46,12 @@ impl WorkspaceSettings {
     async fn reply_sets_pending(&self) -> bool {
         self.0.reply_sets_pending
     }
+    /// A duplicate suggestion scoring at least this (in (0, 1]) merges its two customers
+    /// at once, the older one surviving (`unmergeCustomer` undoes it); `null`, the
+    /// default, merges nothing without a person.
+    async fn auto_merge_threshold(&self) -> Option<f64> {
+        self.0.auto_merge_threshold
+    }
 }
 
 /// A change of the workspace's settings: each given field is set, the rest stay.
@@ -53,6 +59,9 @@ impl WorkspaceSettings {
 pub struct UpdateWorkspaceSettingsInput {
     /// Whether our reply moves an OPEN conversation to PENDING (see `WorkspaceSettings`).
     pub reply_sets_pending: Option<bool>,
+    /// The score from which duplicate suggestions merge at once (see `WorkspaceSettings`);
+    /// `null` turns automatic merging off.
+    pub auto_merge_threshold: async_graphql::MaybeUndefined<f64>,
 }
 
 /// What a change to the workspace answers.
@@ -68,6 +77,7 @@ pub(super) async fn update_workspace_settings(
 ) -> async_graphql::Result<WorkspacePayload> {
     let update = crate::domain::workspace::SettingsUpdate {
         reply_sets_pending: input.reply_sets_pending,
+        auto_merge_threshold: super::inputs::change(input.auto_merge_threshold),
     };
     let model =
         crate::domain::workspace::update_settings(&super::app(ctx).db, super::caller(ctx)?, update)
