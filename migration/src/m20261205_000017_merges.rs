@@ -81,6 +81,16 @@ impl MigrationTrait for Migration {
             }
             manager.create_index(index.to_owned()).await?;
         }
+        // The search index reads the names of the customers merged into those it writes.
+        manager
+            .create_index(
+                Index::create()
+                    .name("ix_customer_merged_into")
+                    .table(id("customer"))
+                    .col(id("merged_into"))
+                    .to_owned(),
+            )
+            .await?;
         manager
             .create_table(
                 Table::create()
@@ -114,6 +124,14 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table(id("merge_moved")).to_owned())
+            .await?;
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("ix_customer_merged_into")
+                    .table(id("customer"))
+                    .to_owned(),
+            )
             .await?;
         manager
             .drop_table(Table::drop().table(id("merge_record")).to_owned())

@@ -176,6 +176,21 @@ pub async fn customer_docs(
         entry.extend(identity.handle);
         entry.extend(identity.display_name);
     }
+    // The names of the customers merged into these: the survivor is found by them too.
+    let mut merged_names: HashMap<CustomerId, Vec<String>> = HashMap::new();
+    for merged in entity::customer::Entity::find()
+        .filter(entity::customer::Column::MergedInto.is_in(ids.clone()))
+        .all(db)
+        .await?
+    {
+        if let Some(survivor) = merged.merged_into {
+            merged_names.entry(survivor).or_default().extend(
+                [Some(merged.display_name), merged.given_name, merged.family_name]
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+    }
     let links = customer_tag::Entity::find()
         .filter(customer_tag::Column::CustomerId.is_in(ids.clone()))
         .all(db)
@@ -233,7 +248,7 @@ pub async fn customer_docs(
                 }
                 phones.push(digits);
             }
-            let names = [
+            let mut names: Vec<String> = [
                 Some(row.display_name.clone()),
                 row.given_name.clone(),
                 row.family_name.clone(),
@@ -241,6 +256,11 @@ pub async fn customer_docs(
             .into_iter()
             .flatten()
             .collect();
+            for name in merged_names.remove(&row.id).unwrap_or_default() {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
             CustomerDoc {
                 id: row.id,
                 workspace_id: row.workspace_id,

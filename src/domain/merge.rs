@@ -506,6 +506,29 @@ async fn merge_one(
         )));
     }
     let merge_id = MergeRecordId::new();
+    let (reason, score) = match why {
+        Why::Manual => ("manual", None),
+        Why::Automatic(score) => ("automatic", Some(score)),
+    };
+    // The record first (the moved rows name it); completed once the merge is done.
+    let record = merge_record::ActiveModel {
+        id: Set(merge_id),
+        workspace_id: Set(workspace_id),
+        survivor_id: Set(survivor_id),
+        merged_id: Set(merged_id),
+        reason: Set(reason.to_owned()),
+        score: Set(score),
+        actor: Set(json(actor)?),
+        survivor_before: Set(json(&before)?),
+        survivor_after: Set(json(&before)?),
+        merged_before: Set(json(&gone)?),
+        changes: Set(json(&Changes::default())?),
+        created_at: Set(now),
+        unmerged_at: Set(None),
+        unmerged_by: Set(None),
+    }
+    .insert(db)
+    .await?;
     let mut changes = Changes {
         demoted: demote_points(db, workspace_id, survivor_id, merged_id).await?,
         ..Changes::default()
@@ -565,28 +588,10 @@ async fn merge_one(
         })
     })?;
 
-    let (reason, score) = match why {
-        Why::Manual => ("manual", None),
-        Why::Automatic(score) => ("automatic", Some(score)),
-    };
-    let record = merge_record::ActiveModel {
-        id: Set(merge_id),
-        workspace_id: Set(workspace_id),
-        survivor_id: Set(survivor_id),
-        merged_id: Set(merged_id),
-        reason: Set(reason.to_owned()),
-        score: Set(score),
-        actor: Set(json(actor)?),
-        survivor_before: Set(json(&before)?),
-        survivor_after: Set(json(&after)?),
-        merged_before: Set(json(&gone)?),
-        changes: Set(json(&changes)?),
-        created_at: Set(now),
-        unmerged_at: Set(None),
-        unmerged_by: Set(None),
-    }
-    .insert(db)
-    .await?;
+    let mut record: merge_record::ActiveModel = record.into();
+    record.survivor_after = Set(json(&after)?);
+    record.changes = Set(json(&changes)?);
+    let record = record.update(db).await?;
     let change = MergeChange::of(&record, actor);
     super::event::append(db, workspace_id, Event::CustomerMerged(&change)).await?;
     Ok(record)
@@ -1100,7 +1105,15 @@ async fn unmerge_within(
     // The survivor first: it gives back an external id the merged customer takes again.
     let before: customer::Model = read(&record.survivor_before)?;
     let after: customer::Model = read(&record.survivor_after)?;
-    let restored = three_way(&before, &after, &survivor, now)?;
+    let mut restored = three_way(&before, &after, &survivor, now)?;
+    // Seen times follow from what the survivor still holds: its own before this merge,
+    // the customers still merged into it, and its interactions.
+    let (first, last) = seen_of(db, workspace_id, survivor_id, record.id, &before).await?;
+    if (first, last) != (restored.first_seen_at, restored.last_seen_at) {
+        restored.first_seen_at = first;
+        restored.last_seen_at = last;
+        restored.updated_at = now;
+    }
     let survivor = if restored == survivor {
         survivor
     } else {
@@ -1192,6 +1205,57 @@ fn three_way(
         restored.insert("updated_at".into(), stamp);
     }
     read(&serde_json::Value::Object(restored))
+}
+
+/// The survivor's first and last seen once `merge_id` is undone: its own before it was
+/// first a survivor (what later merges added is theirs), widened by the customers still
+/// merged into it and by its interactions.
+async fn seen_of(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    survivor_id: CustomerId,
+    merge_id: MergeRecordId,
+    before: &customer::Model,
+) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
+    let earliest = merge_record::Entity::find()
+        .filter(merge_record::Column::WorkspaceId.eq(workspace_id))
+        .filter(merge_record::Column::SurvivorId.eq(survivor_id))
+        .order_by_asc(merge_record::Column::CreatedAt)
+        .order_by_asc(merge_record::Column::Id)
+        .one(db)
+        .await?;
+    let own: customer::Model = match earliest {
+        Some(record) => read(&record.survivor_before)?,
+        None => before.clone(),
+    };
+    let (mut first, mut last) = (own.first_seen_at, own.last_seen_at);
+    let others = merge_record::Entity::find()
+        .filter(merge_record::Column::WorkspaceId.eq(workspace_id))
+        .filter(merge_record::Column::SurvivorId.eq(survivor_id))
+        .filter(merge_record::Column::UnmergedAt.is_null())
+        .filter(merge_record::Column::Id.ne(merge_id))
+        .all(db)
+        .await?;
+    for other in others {
+        let merged: customer::Model = read(&other.merged_before)?;
+        first = first.min(merged.first_seen_at);
+        last = last.max(merged.last_seen_at);
+    }
+    let row = db
+        .query_one(statement(
+            db.get_database_backend(),
+            "SELECT min(occurred_at) AS first, max(occurred_at) AS last FROM interaction \
+             WHERE workspace_id = ? AND customer_id = ?",
+            vec![workspace_id.into(), survivor_id.into()],
+        ))
+        .await?;
+    if let Some(row) = row {
+        let (lo, hi): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
+            (row.try_get("", "first")?, row.try_get("", "last")?);
+        first = lo.map_or(first, |lo| first.min(lo));
+        last = hi.map_or(last, |hi| last.max(hi));
+    }
+    Ok((first, last))
 }
 
 async fn moved_ids(
