@@ -185,9 +185,13 @@ pub async fn customer_docs(
     {
         if let Some(survivor) = merged.merged_into {
             merged_names.entry(survivor).or_default().extend(
-                [Some(merged.display_name), merged.given_name, merged.family_name]
-                    .into_iter()
-                    .flatten(),
+                [
+                    Some(merged.display_name),
+                    merged.given_name,
+                    merged.family_name,
+                ]
+                .into_iter()
+                .flatten(),
             );
         }
     }
