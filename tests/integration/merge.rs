@@ -394,6 +394,15 @@ backend_test! {
         assert_eq!((&data["customer"], &data["node"]), (&Value::Null, &Value::Null));
         let data = app.gql(&viewer, "query($id: ID!) { customer(id: $id) { id } }", json!({ "id": bo })).await;
         assert_eq!(data["customer"]["id"], json!(ana), "a viewer reads the survivor through the merged id");
+        // Nothing is written to a tombstone, where no one would see it.
+        for write in [
+            "mutation($id: ID!) { addNote(input: { customerId: $id, body: \"x\" }) { note { id } } }",
+            "mutation($id: ID!) { updateCustomer(input: { id: $id, displayName: \"X\" }) { customer { id } } }",
+            "mutation($id: ID!) { createDeal(input: { customerId: $id, title: \"X\" }) { deal { id } } }",
+        ] {
+            let (code, body) = app.gql_error(&agent, write, json!({ "id": bo })).await;
+            assert_eq!(code, "CONFLICT", "{write}: {body}");
+        }
         app.gql(&agent, UNMERGE, json!({ "id": bo })).await;
     }
 }
