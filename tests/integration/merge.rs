@@ -435,6 +435,8 @@ backend_test! {
                     tries += 1;
                     assert!(tries < 5, "{err}");
                 }
+                // A scheduler's pause between pulls (SQLite's waiting writer gets its turn).
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
         });
         let stored = || async {
