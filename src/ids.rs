@@ -4,8 +4,8 @@
 
 use entity::{
     ApiKeyId, ContactPointId, ConversationId, CustomerId, DealId, DuplicateSuggestionId,
-    IdentityId, InteractionId, NoteId, OrganizationId, SavedReplyId, SourceId, TagId, UserId,
-    WorkspaceId,
+    IdentityId, InteractionId, MergeRecordId, NoteId, OrganizationId, SavedReplyId, SourceId,
+    TagId, UserId, WorkspaceId,
 };
 use uuid::Uuid;
 
@@ -85,6 +85,7 @@ kinds! {
     User(UserId) = "usr", "user";
     SavedReply(SavedReplyId) = "svr", "saved reply";
     DuplicateSuggestion(DuplicateSuggestionId) = "dup", "duplicate suggestion";
+    MergeRecord(MergeRecordId) = "mrg", "merge record";
 }
 
 /// Formats a row's id: the prefix of its kind and its UUID in hex.

@@ -202,5 +202,7 @@ stored_enum!(
         Pending = "pending",
         /// Someone said the two records are different people: never suggested again.
         Dismissed = "dismissed",
+        /// The two were merged into one customer (back to pending if they are unmerged).
+        Merged = "merged",
     }
 );

@@ -85,6 +85,8 @@ typed_ids!(
     SavedReplyId,
     /// A `duplicate_suggestion` row.
     DuplicateSuggestionId,
+    /// A `merge_record` row.
+    MergeRecordId,
 );
 
 #[cfg(test)]

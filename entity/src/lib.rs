@@ -17,6 +17,8 @@ pub mod id;
 pub mod identity;
 pub mod identity_link;
 pub mod interaction;
+pub mod merge_moved;
+pub mod merge_record;
 pub mod note;
 pub mod organization;
 pub mod saved_reply;
@@ -31,6 +33,6 @@ pub mod workspace;
 
 pub use id::{
     ApiKeyId, ContactPointId, ConversationId, CustomerId, DealId, DuplicateSuggestionId,
-    IdentityId, InteractionId, NoteId, OrganizationId, SavedReplyId, SourceId, TagId, UserId,
-    WorkspaceId,
+    IdentityId, InteractionId, MergeRecordId, NoteId, OrganizationId, SavedReplyId, SourceId,
+    TagId, UserId, WorkspaceId,
 };

@@ -329,7 +329,8 @@ pub async fn store(
     }
     // The workspace's own items are never a customer's: only inbound authors are resolved.
     let needs_author: Vec<bool> = fresh.iter().map(|f| !f.item.outbound).collect();
-    let authors = resolve_authors(db, workspace_id, channel, &fresh, &needs_author, now).await?;
+    let mut authors =
+        resolve_authors(db, workspace_id, channel, &fresh, &needs_author, now).await?;
 
     // The customers whose first and last seen may move.
     let mut customer_ids: Vec<CustomerId> = authors
@@ -343,6 +344,16 @@ pub async fn store(
     customer_ids.sort_unstable();
     customer_ids.dedup();
     let mut customers = locked_customers(db, workspace_id, &customer_ids).await?;
+    // Customers merged since their authors were read: the items go to the survivors.
+    let redirected = authors
+        .of_item
+        .iter_mut()
+        .flatten()
+        .map(|a| &mut a.customer_id);
+    let filed = conversations
+        .values_mut()
+        .filter_map(|c| c.customer_id.as_mut());
+    super::merge::follow_merged(db, workspace_id, &mut customers, redirected.chain(filed)).await?;
     customers.extend(
         authors
             .created
@@ -531,6 +542,7 @@ pub async fn store(
         Snapshot::Interaction(index) => Event::InteractionCreated(&rows[*index]),
     });
     super::event::append_many(db, workspace_id, events).await?;
+    super::duplicate::merge_above_threshold(db, workspace_id, &authors.above_threshold).await?;
     Ok(Stored {
         new,
         duplicates,
@@ -605,6 +617,8 @@ struct Authors {
     /// Customers created by this batch (and kept): id → (the index of the item that
     /// created it, the row as inserted).
     created: HashMap<CustomerId, (usize, customer::Model)>,
+    /// New duplicate suggestions to merge once the batch is written.
+    above_threshold: Vec<super::duplicate::AutoMerge>,
 }
 
 /// Resolves the authors of the items that need one, as [`super::identity::resolve_author`]
@@ -855,7 +869,8 @@ async fn resolve_authors(
                 })
         })
         .collect();
-    super::duplicate::after_authors(db, workspace_id, &linked, &targets, now).await?;
+    let above_threshold =
+        super::duplicate::after_authors(db, workspace_id, &linked, &targets, now).await?;
 
     let of_item = (0..fresh.len())
         .map(|n| {
@@ -871,7 +886,11 @@ async fn resolve_authors(
     {
         return Err(Error::Internal("an author was left unresolved".into()));
     }
-    Ok(Authors { of_item, created })
+    Ok(Authors {
+        of_item,
+        created,
+        above_threshold,
+    })
 }
 
 /// Deletes the customers this batch created for authors another writer created first

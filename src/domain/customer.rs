@@ -280,6 +280,21 @@ pub async fn get(db: &impl ConnectionTrait, caller: &Caller, id: CustomerId) -> 
     super::find_scoped(db, caller.workspace_id, id).await
 }
 
+/// A customer something is about to be written to or linked with: `NOT_FOUND`, and
+/// `CONFLICT` for a customer merged into another (what is written to its tombstone would
+/// be seen nowhere).
+pub async fn get_live(db: &impl ConnectionTrait, caller: &Caller, id: CustomerId) -> Result<Model> {
+    let model = get(db, caller, id).await?;
+    match model.merged_into {
+        Some(survivor) => Err(Error::Conflict(format!(
+            "customer {} was merged into {}: use that id, or unmerge it first",
+            crate::ids::encode(id),
+            crate::ids::encode(survivor)
+        ))),
+        None => Ok(model),
+    }
+}
+
 /// A customer by the caller's own id for them (`externalId`).
 pub async fn by_external_id(
     db: &impl ConnectionTrait,
@@ -409,7 +424,10 @@ pub async fn update(
         }),
         event: |model| Event::CustomerUpdated(model),
     };
-    super::update(db, caller, id, how, async |txn, _, row| {
+    super::update(db, caller, id, how, async |txn, current, row| {
+        if current.merged_into.is_some() {
+            get_live(txn, caller, id).await?;
+        }
         if let Some(name) = changes.display_name {
             row.display_name = Set(super::clean_required("displayName", &name, 200)?);
         }
@@ -454,7 +472,7 @@ pub async fn change_belonging<T>(
     change: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T>,
 ) -> Result<T> {
     let txn = super::begin_write(db).await?;
-    get(&txn, caller, id).await?;
+    get_live(&txn, caller, id).await?;
     let changed = change(&txn).await?;
     touch(&txn, caller.workspace_id, id).await?;
     txn.commit().await?;

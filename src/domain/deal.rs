@@ -82,7 +82,7 @@ async fn check_links(
     organization: Option<OrganizationId>,
 ) -> Result<()> {
     if let Some(customer) = customer {
-        super::customer::get(db, caller, customer).await?;
+        super::customer::get_live(db, caller, customer).await?;
     }
     if let Some(organization) = organization {
         super::organization::get(db, caller, organization).await?;

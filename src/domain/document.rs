@@ -176,6 +176,25 @@ pub async fn customer_docs(
         entry.extend(identity.handle);
         entry.extend(identity.display_name);
     }
+    // The names of the customers merged into these: the survivor is found by them too.
+    let mut merged_names: HashMap<CustomerId, Vec<String>> = HashMap::new();
+    for merged in entity::customer::Entity::find()
+        .filter(entity::customer::Column::MergedInto.is_in(ids.clone()))
+        .all(db)
+        .await?
+    {
+        if let Some(survivor) = merged.merged_into {
+            merged_names.entry(survivor).or_default().extend(
+                [
+                    Some(merged.display_name),
+                    merged.given_name,
+                    merged.family_name,
+                ]
+                .into_iter()
+                .flatten(),
+            );
+        }
+    }
     let links = customer_tag::Entity::find()
         .filter(customer_tag::Column::CustomerId.is_in(ids.clone()))
         .all(db)
@@ -233,7 +252,7 @@ pub async fn customer_docs(
                 }
                 phones.push(digits);
             }
-            let names = [
+            let mut names: Vec<String> = [
                 Some(row.display_name.clone()),
                 row.given_name.clone(),
                 row.family_name.clone(),
@@ -241,6 +260,11 @@ pub async fn customer_docs(
             .into_iter()
             .flatten()
             .collect();
+            for name in merged_names.remove(&row.id).unwrap_or_default() {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
             CustomerDoc {
                 id: row.id,
                 workspace_id: row.workspace_id,
@@ -336,6 +360,28 @@ pub async fn customers_of_organizations(
         .select_only()
         .column(entity::customer::Column::Id)
         .filter(entity::customer::Column::OrganizationId.is_in(organizations))
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
+/// The ids of the interactions a merge moved to its survivor.
+pub async fn interactions_of_merge(
+    db: &impl ConnectionTrait,
+    merge_id: entity::MergeRecordId,
+) -> Result<Vec<InteractionId>> {
+    super::merge::moved_interactions(db, merge_id).await
+}
+
+/// The ids of a customer's interactions (a customer unmerged gets back what it had).
+pub async fn interactions_of_customer(
+    db: &impl ConnectionTrait,
+    customer: CustomerId,
+) -> Result<Vec<InteractionId>> {
+    Ok(entity::interaction::Entity::find()
+        .select_only()
+        .column(entity::interaction::Column::Id)
+        .filter(entity::interaction::Column::CustomerId.eq(customer))
         .into_tuple()
         .all(db)
         .await?)

@@ -21,6 +21,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use super::merge::AutoMerge;
 use super::page::{Page, PageArgs, Sort, SortKind};
 use super::{Caller, ContactPointKind, Role};
 use crate::error::{Error, Result};
@@ -254,15 +255,19 @@ struct Owned {
 /// address or website, and an identity that is another customer's address or website (a
 /// Bluesky handle on the domain of a customer's website). Only pairs with something new
 /// in this write are looked at. Runs in the caller's transaction.
+///
+/// Returns the new suggestions that score at least the workspace's auto-merge threshold
+/// (none when it has none): the caller merges them ([`merge_above_threshold`]) once it
+/// has stored what it was writing, so its rows move with their customer.
 pub async fn after_authors(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
     linked: &[Linked<'_>],
     targets: &[Target],
     now: DateTime<Utc>,
-) -> Result<()> {
+) -> Result<Vec<AutoMerge>> {
     if linked.is_empty() && targets.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut stored: HashSet<(IdentityId, String)> = HashSet::new();
     let ids: Vec<IdentityId> = linked.iter().map(|l| l.identity_id).collect();
@@ -302,7 +307,7 @@ pub async fn after_authors(
         }
     }
     if links.is_empty() && targets.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     // In key order, so two writers inserting overlapping links wait for each other
     // instead of deadlocking.
@@ -577,12 +582,14 @@ fn combined(reasons: &[Reason]) -> f64 {
     ((1.0 - doubt) * 1_000.0).round().min(990.0) / 1_000.0
 }
 
+/// Stores the suggestions `found` (a pair suggested before stays as it is) and returns
+/// those new ones that score at least the workspace's auto-merge threshold.
 async fn store(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
     found: BTreeMap<(CustomerId, CustomerId), BTreeMap<Evidence, Reason>>,
     now: DateTime<Utc>,
-) -> Result<()> {
+) -> Result<Vec<AutoMerge>> {
     let rows: Vec<ActiveModel> = found
         .into_iter()
         .map(|((a, b), evidence)| {
@@ -612,7 +619,58 @@ async fn store(
             .exec_without_returning(db)
             .await?;
     }
-    Ok(())
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(threshold) = super::workspace::settings(db, workspace_id)
+        .await?
+        .auto_merge_threshold
+    else {
+        return Ok(Vec::new());
+    };
+    let above: Vec<&ActiveModel> = rows
+        .iter()
+        .filter(|row| super::set_value(&row.score).is_some_and(|score| *score >= threshold))
+        .collect();
+    let ids: Vec<DuplicateSuggestionId> = above
+        .iter()
+        .filter_map(|row| super::set_value(&row.id).copied())
+        .collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Ours is stored only where no suggestion of the pair was before: it is new.
+    let stored: HashSet<DuplicateSuggestionId> = super::scoped::<Entity>(workspace_id)
+        .filter(Column::Id.is_in(ids))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|row| row.id)
+        .collect();
+    Ok(above
+        .into_iter()
+        .filter(|row| super::set_value(&row.id).is_some_and(|id| stored.contains(id)))
+        .filter_map(|row| {
+            Some(AutoMerge {
+                a: *super::set_value(&row.customer_a)?,
+                b: *super::set_value(&row.customer_b)?,
+                score: *super::set_value(&row.score)?,
+            })
+        })
+        .collect())
+}
+
+/// Merges the pairs [`after_authors`] found above the workspace's threshold, inside the
+/// caller's transaction, the older customer surviving (see [`super::merge`]).
+pub async fn merge_above_threshold(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    pending: &[AutoMerge],
+) -> Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    super::merge::merge_automatically(db, workspace_id, pending).await
 }
 
 fn distinct(values: impl IntoIterator<Item = impl AsRef<str>>) -> Vec<String> {

@@ -16,7 +16,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -153,6 +153,13 @@ event_kinds! {
     SlaRuleDeleted = "sla_rule.deleted" (ServiceChange),
     /// Payload: [`ServiceChange`] (`channel` null; `before`/`after` `{time_zone, hours}`).
     BusinessHoursSet = "business_hours.set" (ServiceChange),
+    /// Payload: [`MergeChange`]: a customer merged into another (the survivor), and who.
+    /// The merged customer is a tombstone now; the interactions it had are the survivor's
+    /// (the search index reads which from the merge record).
+    CustomerMerged = "customer.merged" (MergeChange),
+    /// Payload: [`MergeChange`] of the record undone, and who: both customers are
+    /// themselves again.
+    CustomerUnmerged = "customer.unmerged" (MergeChange),
 }
 
 /// Who made a change: the API key and its user, or Rapport itself (`key_id` and
@@ -292,6 +299,47 @@ impl Payload for Erased {
     fn entity_id(&self) -> Uuid {
         self.id.uuid()
     }
+}
+
+/// The payload of a merge or an unmerge: the merge record's id, the survivor and the
+/// merged customer (the event is about the merged one), why, and who.
+#[derive(Clone, Debug, Serialize)]
+pub struct MergeChange {
+    pub merge_id: entity::MergeRecordId,
+    pub survivor_id: CustomerId,
+    pub merged_id: CustomerId,
+    /// `manual` or `automatic`.
+    pub reason: String,
+    pub score: Option<f64>,
+    pub actor: Actor,
+}
+
+impl MergeChange {
+    /// The payload of `record`'s merge (or unmerge) by `actor`.
+    pub fn of(record: &entity::merge_record::Model, actor: &Actor) -> MergeChange {
+        MergeChange {
+            merge_id: record.id,
+            survivor_id: record.survivor_id,
+            merged_id: record.merged_id,
+            reason: record.reason.clone(),
+            score: record.score,
+            actor: actor.clone(),
+        }
+    }
+}
+
+impl Payload for MergeChange {
+    fn entity_id(&self) -> Uuid {
+        self.merged_id.uuid()
+    }
+}
+
+/// What consumers read from a `customer.merged`/`customer.unmerged` payload.
+#[derive(Clone, Copy, Debug)]
+pub struct MergePayload {
+    pub merge_id: entity::MergeRecordId,
+    pub survivor_id: CustomerId,
+    pub merged_id: CustomerId,
 }
 
 /// The payload of a deletion: the id of what is gone.
@@ -442,6 +490,17 @@ impl StoredEvent {
     /// The id of the row the event is about, typed by the table its kind names.
     pub fn entity<I: TypedId>(&self) -> I {
         I::from_uuid(self.entity_id)
+    }
+
+    /// The payload of a `customer.merged`/`customer.unmerged` event; `None` when it does
+    /// not read.
+    pub fn merge(&self) -> Option<MergePayload> {
+        let field = |name: &str| uuid::Uuid::deserialize(self.payload.get(name)?).ok();
+        Some(MergePayload {
+            merge_id: entity::MergeRecordId::from_uuid(field("merge_id")?),
+            survivor_id: CustomerId::from_uuid(field("survivor_id")?),
+            merged_id: CustomerId::from_uuid(field("merged_id")?),
+        })
     }
 
     /// The payload of an `interaction.*` event (a field that does not parse is `None`).

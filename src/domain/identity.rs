@@ -93,11 +93,13 @@ pub async fn resolve_author(
     if let Some(identity) = find().one(db).await? {
         super::duplicate::fill_profile_keys(db, std::slice::from_ref(&identity)).await?;
         if !author.links.is_empty() {
-            super::duplicate::after_authors(db, workspace_id, &[linked(&identity)], &[], at)
-                .await?;
+            let above =
+                super::duplicate::after_authors(db, workspace_id, &[linked(&identity)], &[], at)
+                    .await?;
+            super::duplicate::merge_above_threshold(db, workspace_id, &above).await?;
         }
         return Ok(ResolvedAuthor {
-            identity,
+            identity: super::merge::settled_identity(db, workspace_id, identity).await?,
             new_customer: false,
         });
     }
@@ -194,9 +196,10 @@ pub async fn resolve_author(
         .then(|| linked(&identity))
         .into_iter()
         .collect();
-    super::duplicate::after_authors(db, workspace_id, &linked, &targets, at).await?;
+    let above = super::duplicate::after_authors(db, workspace_id, &linked, &targets, at).await?;
+    super::duplicate::merge_above_threshold(db, workspace_id, &above).await?;
     Ok(ResolvedAuthor {
-        identity,
+        identity: super::merge::settled_identity(db, workspace_id, identity).await?,
         new_customer,
     })
 }

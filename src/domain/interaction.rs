@@ -480,7 +480,7 @@ pub async fn record(
         ));
     }
     let txn = super::begin_write(db).await?;
-    super::customer::get(&txn, caller, input.customer_id).await?;
+    super::customer::get_live(&txn, caller, input.customer_id).await?;
     if let Some(conversation) = input.conversation_id {
         let conversation = super::conversation::get(&txn, caller, conversation).await?;
         // A publication's thread is no one customer's: anyone's interaction may join it.

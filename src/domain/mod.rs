@@ -38,6 +38,7 @@ pub mod event;
 pub mod identity;
 pub mod inbox;
 pub mod interaction;
+pub mod merge;
 pub mod note;
 pub mod organization;
 pub mod page;

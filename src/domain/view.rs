@@ -149,8 +149,29 @@ impl Wanted {
     }
 }
 
-/// A customer of the caller's workspace with the relations `wanted`, or `NOT_FOUND`.
+/// A customer of the caller's workspace with the relations `wanted`, or `NOT_FOUND`. The
+/// id of a customer merged into another stands for that survivor.
 pub async fn get(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    id: CustomerId,
+    wanted: &Wanted,
+) -> Result<(Model, Related)> {
+    let mut id = id;
+    for _ in 0..super::merge::MAX_CHAIN {
+        let (model, related) = get_one(db, caller, id, wanted).await?;
+        match model.merged_into {
+            Some(survivor) => id = survivor,
+            None => return Ok((model, related)),
+        }
+    }
+    Err(Error::Internal(format!(
+        "customer {} is merged through too many customers",
+        crate::ids::encode(id)
+    )))
+}
+
+async fn get_one(
     db: &impl ConnectionTrait,
     caller: &Caller,
     id: CustomerId,

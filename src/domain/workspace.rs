@@ -257,6 +257,10 @@ pub struct WorkspaceSettings {
     /// erased items themselves never return either way.
     #[serde(default)]
     pub new_contact_after_erasure: bool,
+    /// A duplicate suggestion scoring at least this is merged at once (the older customer
+    /// survives); `None`, the default, merges nothing without a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_merge_threshold: Option<f64>,
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
 }
@@ -274,6 +278,8 @@ impl WorkspaceSettings {
 pub struct SettingsUpdate {
     pub reply_sets_pending: Option<bool>,
     pub new_contact_after_erasure: Option<bool>,
+    /// `Some(None)` turns automatic merging off.
+    pub auto_merge_threshold: Option<Option<f64>>,
 }
 
 /// The settings of the caller's workspace.
@@ -306,6 +312,9 @@ pub async fn update_settings(
     }
     if let Some(on) = update.new_contact_after_erasure {
         settings.new_contact_after_erasure = on;
+    }
+    if let Some(threshold) = update.auto_merge_threshold {
+        settings.auto_merge_threshold = super::merge::check_threshold(threshold)?;
     }
     let value = serde_json::to_value(&settings)
         .map_err(|err| Error::Internal(format!("settings did not serialise: {err}")))?;

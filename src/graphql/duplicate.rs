@@ -55,7 +55,7 @@ impl DuplicateSuggestion {
             .await?
             .map(Customer::new))
     }
-    /// Pending, or dismissed (two different people).
+    /// Pending, dismissed (two different people) or merged (one person now).
     async fn status(&self) -> DuplicateStatus {
         self.0.status
     }

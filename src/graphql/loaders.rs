@@ -83,7 +83,26 @@ macro_rules! children {
     };
 }
 
-by_id!(CustomerById(CustomerId), customer);
+/// A customer by id; the id of a customer merged into another loads that survivor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CustomerById(pub CustomerId);
+
+impl Loader<CustomerById> for Loaders {
+    type Value = customer::Model;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[CustomerById],
+    ) -> Result<HashMap<CustomerById, Self::Value>, Self::Error> {
+        let ids: Vec<CustomerId> = keys.iter().map(|key| key.0).collect();
+        let rows = domain::merge::by_ids_resolved(&self.db, self.workspace_id, &ids).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, row)| (CustomerById(id), row))
+            .collect())
+    }
+}
 by_id!(OrganizationById(OrganizationId), organization_row);
 by_id!(IdentityById(IdentityId), identity_row);
 by_id!(ConversationById(ConversationId), conversation_row);

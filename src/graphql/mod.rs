@@ -24,6 +24,7 @@ pub mod inbox;
 pub mod inputs;
 pub mod interaction;
 pub mod loaders;
+pub mod merge;
 pub mod mutation;
 pub mod note;
 mod order;

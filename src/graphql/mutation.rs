@@ -445,6 +445,31 @@ impl Mutation {
         super::duplicate::dismiss_duplicate(ctx, input).await
     }
 
+    /// Merges customers who are one person into the survivor (agent role), in one
+    /// transaction: their identities, contact points, interactions, conversations, deals,
+    /// notes and tags become the survivor's; each profile field keeps the value
+    /// `fieldChoices` names, else the survivor's, else a merged one's. A merged customer's
+    /// id still resolves to the survivor; `unmergeCustomer` undoes the merge.
+    async fn merge_customers(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The survivor, the customers to merge into it, and the field choices.")]
+        input: super::merge::MergeCustomersInput,
+    ) -> Result<super::merge::MergeCustomersPayload> {
+        super::merge::merge_customers(ctx, input).await
+    }
+
+    /// Undoes the latest merge of a customer (agent role): it and everything that was
+    /// theirs are back as they were, with what arrived since through their identities.
+    async fn unmerge_customer(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The merged customer to restore.")]
+        input: super::merge::UnmergeCustomerInput,
+    ) -> Result<super::merge::UnmergeCustomerPayload> {
+        super::merge::unmerge_customer(ctx, input).await
+    }
+
     /// Changes the workspace's settings (admin role).
     async fn update_workspace_settings(
         &self,

@@ -114,7 +114,8 @@ pub async fn fetch_node(ctx: &async_graphql::Context<'_>, id: &ID) -> Result<Opt
         AnyId::Workspace(_)
         | AnyId::ApiKey(_)
         | AnyId::SavedReply(_)
-        | AnyId::DuplicateSuggestion(_) => None,
+        | AnyId::DuplicateSuggestion(_)
+        | AnyId::MergeRecord(_) => None,
     };
     Ok(node)
 }

@@ -52,6 +52,12 @@ impl WorkspaceSettings {
     async fn new_contact_after_erasure(&self) -> bool {
         self.0.new_contact_after_erasure
     }
+    /// A duplicate suggestion scoring at least this (in (0, 1]) merges its two customers
+    /// at once, the older one surviving (`unmergeCustomer` undoes it); `null`, the
+    /// default, merges nothing without a person.
+    async fn auto_merge_threshold(&self) -> Option<f64> {
+        self.0.auto_merge_threshold
+    }
 }
 
 /// A change of the workspace's settings: each given field is set, the rest stay.
@@ -62,6 +68,9 @@ pub struct UpdateWorkspaceSettingsInput {
     /// Whether new contact from an erased person makes a fresh customer (see
     /// `WorkspaceSettings`).
     pub new_contact_after_erasure: Option<bool>,
+    /// The score from which duplicate suggestions merge at once (see `WorkspaceSettings`);
+    /// `null` turns automatic merging off.
+    pub auto_merge_threshold: async_graphql::MaybeUndefined<f64>,
 }
 
 /// What a change to the workspace answers.
@@ -78,6 +87,7 @@ pub(super) async fn update_workspace_settings(
     let update = crate::domain::workspace::SettingsUpdate {
         reply_sets_pending: input.reply_sets_pending,
         new_contact_after_erasure: input.new_contact_after_erasure,
+        auto_merge_threshold: super::inputs::change(input.auto_merge_threshold),
     };
     let model =
         crate::domain::workspace::update_settings(&super::app(ctx).db, super::caller(ctx)?, update)

@@ -203,6 +203,7 @@ impl Indexer {
         let mut customers = BTreeSet::new();
         let mut erased = BTreeSet::new();
         let mut organizations = BTreeSet::new();
+        let mut merges = Vec::new();
         for event in &events {
             // An unknown kind was logged when read and touches nothing here.
             let Some(kind) = event.kind else { continue };
@@ -238,6 +239,18 @@ impl Indexer {
                 EventKind::CustomerCreated | EventKind::CustomerUpdated => {
                     customers.insert(event.entity());
                 }
+                // The merged customer leaves the index (its document is gone, and with it
+                // the interactions still filed under it), the survivor is rewritten with
+                // the merged one's names and addresses, and the moved interactions are
+                // filed under whoever holds them now; an unmerge files back those of
+                // the customer restored.
+                EventKind::CustomerMerged | EventKind::CustomerUnmerged => {
+                    if let Some(merge) = event.merge() {
+                        customers.insert(merge.survivor_id);
+                        customers.insert(merge.merged_id);
+                        merges.push((kind, merge));
+                    }
+                }
                 EventKind::OrganizationCreated | EventKind::OrganizationUpdated => {
                     organizations.insert(event.entity());
                 }
@@ -272,6 +285,14 @@ impl Indexer {
         }
         if !organizations.is_empty() {
             customers.extend(document::customers_of_organizations(&self.db, organizations).await?);
+        }
+        for (kind, merge) in merges {
+            interactions.extend(match kind {
+                EventKind::CustomerMerged => {
+                    document::interactions_of_merge(&self.db, merge.merge_id).await?
+                }
+                _ => document::interactions_of_customer(&self.db, merge.merged_id).await?,
+            });
         }
         let erased: Vec<CustomerId> = erased.into_iter().collect();
         customers.retain(|id| !erased.contains(id));

@@ -30,6 +30,7 @@ mod live;
 mod loaders;
 mod mastodon;
 mod matrix;
+mod merge;
 mod order;
 mod outbound;
 mod persisted_and_batched;
