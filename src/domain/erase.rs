@@ -37,7 +37,9 @@ use entity::{
     contact_point, conversation, customer, customer_tag, deal, duplicate_suggestion, erasure,
     erasure_tombstone, identity, identity_link, interaction, note, tag,
 };
-use entity::{ConversationId, CustomerId, DealId, IdentityId, InteractionId, WorkspaceId};
+use entity::{
+    ConversationId, CustomerId, DealId, IdentityId, InteractionId, SourceId, WorkspaceId,
+};
 
 /// The `server_secret` row the tombstones are keyed with.
 const KEY: &str = "erasure";
@@ -94,8 +96,11 @@ impl Hasher {
         hex::encode(mac.finalize().into_bytes())
     }
 
-    fn item(&self, channel: Channel, external_id: &str) -> String {
-        self.hash(Mark::Item, channel.as_str(), external_id)
+    /// An item is named by its source and external id, the key ingestion deduplicates
+    /// on: external ids are unique only within a source (a forum's `post:12`, a webhook
+    /// sender's own ids), so a channel-wide key would drop other people's items.
+    fn item(&self, source: SourceId, external_id: &str) -> String {
+        self.hash(Mark::Item, &source.uuid().to_string(), external_id)
     }
 
     fn platform_id(&self, channel: Channel, platform_id: &str) -> String {
@@ -158,7 +163,7 @@ pub async fn keep_mask(
     let hashed: Vec<(String, Vec<String>)> = items
         .iter()
         .map(|item| {
-            let own = hasher.item(source.channel, &item.external_id);
+            let own = hasher.item(source.id, &item.external_id);
             let mut author = Vec::new();
             if !item.outbound {
                 author.push(hasher.platform_id(source.channel, &item.author.platform_id));
@@ -256,7 +261,7 @@ pub async fn erase(db: &impl TransactionTrait, caller: &Caller, id: CustomerId) 
     caller.require(Role::Admin, "erasing a customer")?;
     let workspace_id = caller.workspace_id;
     let txn = super::begin_write(db).await?;
-    super::find_scoped(&txn, workspace_id, id).await?;
+    settle(&txn, caller, id).await?;
     let hasher = Hasher::new(&super::secret::key(&txn, KEY).await?, workspace_id)?;
     let mut removed = Removed::default();
     let mut moved: Vec<InteractionId> = Vec::new();
@@ -395,6 +400,19 @@ pub async fn erase(db: &impl TransactionTrait, caller: &Caller, id: CustomerId) 
         .await?;
     removed.events = delete_events(&txn, workspace_id, id).await?;
 
+    // Customers merged into this one are the same person: their rows (the profile as it
+    // was before the merge) and the events about them go too. Left alone they would come
+    // back as customers when the survivor's row goes (its foreign key sets their
+    // `merged_into` to NULL); their merge records go with the survivor's row.
+    let merged = merged_chain(&txn, workspace_id, id).await?;
+    for tombstone in &merged {
+        removed.events += delete_events(&txn, workspace_id, *tombstone).await?;
+        let (items, tombstones) = tombstone_items(&txn, workspace_id, *tombstone, &hasher).await?;
+        removed.interactions += items;
+        removed.tombstones += tombstones;
+    }
+    delete_customers(&txn, workspace_id, &merged).await?;
+
     // The rows: deals of no organization, then the customer, whose foreign keys take
     // the rest (identities and their links, contact points, tags, interactions, their
     // conversations, notes, duplicate suggestions, spam marks; deals of an organization
@@ -430,10 +448,19 @@ pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: CustomerId)
     caller.require(Role::Admin, "deleting a customer")?;
     let workspace_id = caller.workspace_id;
     let txn = super::begin_write(db).await?;
-    super::find_scoped(&txn, workspace_id, id).await?;
+    settle(&txn, caller, id).await?;
     let hasher = Hasher::new(&super::secret::key(&txn, KEY).await?, workspace_id)?;
     record(&txn, caller, id, "deleted").await?;
-    let (items, tombstones) = tombstone_items(&txn, workspace_id, id, &hasher).await?;
+    let (mut items, mut tombstones) = tombstone_items(&txn, workspace_id, id, &hasher).await?;
+    // The customers merged into this one go with it (see `erase`).
+    let merged = merged_chain(&txn, workspace_id, id).await?;
+    for tombstone in &merged {
+        let (more_items, more_tombstones) =
+            tombstone_items(&txn, workspace_id, *tombstone, &hasher).await?;
+        items += more_items;
+        tombstones += more_tombstones;
+    }
+    delete_customers(&txn, workspace_id, &merged).await?;
     customer::Entity::delete_many()
         .filter(customer::Column::WorkspaceId.eq(workspace_id))
         .filter(customer::Column::Id.eq(id))
@@ -452,6 +479,71 @@ pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: CustomerId)
     };
     finish(&txn, id, &removed).await?;
     txn.commit().await?;
+    Ok(())
+}
+
+/// Checks `id` names a live customer of the caller's workspace and, on PostgreSQL, takes
+/// the workspace's sources' row locks (in id order) until the erasure commits. A batch
+/// holds its source's lock from before it reads the tombstones until it commits, so a
+/// batch either committed before (its rows are erased here) or reads the tombstones
+/// after: none stores the person again behind the erasure's back. SQLite's writers
+/// take turns already.
+///
+/// `CONFLICT` for a customer merged into another: its tombstone holds nothing, the
+/// person's rows are the survivor's, and erasing the empty row would look done.
+async fn settle(txn: &impl ConnectionTrait, caller: &Caller, id: CustomerId) -> Result<()> {
+    super::customer::get_live(txn, caller, id).await?;
+    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        let _: Vec<SourceId> = super::scoped::<entity::source::Entity>(caller.workspace_id)
+            .select_only()
+            .column(entity::source::Column::Id)
+            .order_by_asc(entity::source::Column::Id)
+            .lock_exclusive()
+            .into_tuple()
+            .all(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The customers merged into `id`, directly or through a chain of merges (their rows are
+/// tombstones of the same person), at most 32 merges deep as `merge::resolve` follows them.
+async fn merged_chain(
+    txn: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    id: CustomerId,
+) -> Result<Vec<CustomerId>> {
+    let mut all = Vec::new();
+    let mut frontier = vec![id];
+    for _ in 0..32 {
+        let next: Vec<CustomerId> = super::scoped::<customer::Entity>(workspace_id)
+            .select_only()
+            .column(customer::Column::Id)
+            .filter(customer::Column::MergedInto.is_in(frontier))
+            .into_tuple()
+            .all(txn)
+            .await?;
+        if next.is_empty() {
+            break;
+        }
+        all.extend(next.iter().copied());
+        frontier = next;
+    }
+    Ok(all)
+}
+
+async fn delete_customers(
+    txn: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    ids: &[CustomerId],
+) -> Result<()> {
+    if !ids.is_empty() {
+        customer::Entity::delete_many()
+            .filter(customer::Column::WorkspaceId.eq(workspace_id))
+            .filter(customer::Column::Id.is_in(ids.iter().copied()))
+            .exec(txn)
+            .await?;
+    }
     Ok(())
 }
 
@@ -506,7 +598,7 @@ async fn tombstone_items(
         let mut page = super::scoped::<interaction::Entity>(workspace_id)
             .select_only()
             .column(interaction::Column::Id)
-            .column(interaction::Column::Channel)
+            .column(interaction::Column::SourceId)
             .column(interaction::Column::ExternalId)
             .filter(interaction::Column::CustomerId.eq(id))
             .order_by_asc(interaction::Column::Id)
@@ -514,7 +606,7 @@ async fn tombstone_items(
         if let Some(last) = after {
             page = page.filter(interaction::Column::Id.gt(last));
         }
-        let rows: Vec<(InteractionId, Channel, Option<String>)> =
+        let rows: Vec<(InteractionId, Option<SourceId>, Option<String>)> =
             page.into_tuple().all(txn).await?;
         let Some((last, _, _)) = rows.last() else {
             break;
@@ -523,8 +615,8 @@ async fn tombstone_items(
         items += rows.len() as u64;
         let hashes = rows
             .iter()
-            .filter_map(|(_, channel, external_id)| {
-                Some((Mark::Item, hasher.item(*channel, external_id.as_deref()?)))
+            .filter_map(|(_, source, external_id)| {
+                Some((Mark::Item, hasher.item((*source)?, external_id.as_deref()?)))
             })
             .collect();
         written += insert_tombstones(txn, workspace_id, id, hashes).await?;
@@ -620,8 +712,9 @@ pub const EXPORT_FORMAT: &str = "rapport.customer-export/1";
 /// the `links` its profile showed), `tags`, `notes`, `deals`, `duplicate_suggestions`
 /// (the pairs naming them, with the reasons), `conversations` (every conversation holding
 /// one of their interactions, each with its `messages`: the interactions filed under the
-/// person, whole, raw platform payload included), and `interactions` (theirs that belong
-/// to no conversation). Each interaction appears once.
+/// person, whole, raw platform payload included), `interactions` (theirs that belong
+/// to no conversation), and `merges` (the merge records naming them, as survivor or
+/// merged, with the rows as they were before each merge). Each interaction appears once.
 ///
 /// The document is built in memory, rows read a page at a time: its size is what the
 /// person's rows weigh (with raw payloads about 2 KiB an interaction; 100,000
@@ -772,6 +865,8 @@ pub async fn export(db: &impl TransactionTrait, caller: &Caller, id: CustomerId)
             conversations.push(value);
         }
     }
+    // The merges this person was part of, with the rows as they were before each.
+    let merges = super::merge::history(&txn, workspace_id, id).await?;
     txn.commit().await?;
     Ok(json!({
         "format": EXPORT_FORMAT,
@@ -786,6 +881,7 @@ pub async fn export(db: &impl TransactionTrait, caller: &Caller, id: CustomerId)
         "duplicate_suggestions": suggestions,
         "conversations": conversations,
         "interactions": loose,
+        "merges": merges.iter().map(to_value).collect::<Result<Vec<_>>>()?,
     }))
 }
 

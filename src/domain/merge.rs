@@ -1492,6 +1492,12 @@ pub struct AutoMerge {
 /// Merges each pair of `pending` inside `db` (the transaction that created their
 /// suggestions), the older customer surviving, recorded as automatic with Rapport as the
 /// actor. A pair whose customers are one already (an earlier pair merged them) is skipped.
+///
+/// Each pair is merged under a savepoint: a merge that fails (the two records' custom
+/// attributes together over the limit, a conflict, a deadlock on PostgreSQL) is rolled
+/// back alone and leaves its suggestion pending for a person, logged; the batch that
+/// found the pair still commits. Failing the batch instead would fail it again on every
+/// retry and hold its source's cursor back.
 pub async fn merge_automatically(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
@@ -1499,27 +1505,56 @@ pub async fn merge_automatically(
 ) -> Result<()> {
     let actor = Actor::system("automatic merge");
     for pair in pending {
-        let (Some(a), Some(b)) = (
-            resolve(db, workspace_id, pair.a).await?,
-            resolve(db, workspace_id, pair.b).await?,
-        ) else {
-            continue;
-        };
-        if a.id == b.id {
-            continue;
+        db.execute_unprepared("SAVEPOINT rapport_auto_merge")
+            .await?;
+        match merge_pair(db, workspace_id, &actor, pair).await {
+            Ok(()) => {
+                db.execute_unprepared("RELEASE SAVEPOINT rapport_auto_merge")
+                    .await?;
+            }
+            Err(err) => {
+                db.execute_unprepared("ROLLBACK TO SAVEPOINT rapport_auto_merge")
+                    .await?;
+                db.execute_unprepared("RELEASE SAVEPOINT rapport_auto_merge")
+                    .await?;
+                tracing::warn!(
+                    customer_a = %crate::ids::encode(pair.a),
+                    customer_b = %crate::ids::encode(pair.b),
+                    error = %err,
+                    "an automatic merge failed; the suggestion stays for a person"
+                );
+            }
         }
-        let (survivor, merged) = if (a.created_at, a.id) <= (b.created_at, b.id) {
-            (a.id, b.id)
-        } else {
-            (b.id, a.id)
-        };
-        let input = MergeInput {
-            survivor_id: survivor,
-            merged_ids: vec![merged],
-            choices: Vec::new(),
-        };
-        merge_all(db, workspace_id, &actor, &input, Why::Automatic(pair.score)).await?;
     }
+    Ok(())
+}
+
+async fn merge_pair(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    actor: &Actor,
+    pair: &AutoMerge,
+) -> Result<()> {
+    let (Some(a), Some(b)) = (
+        resolve(db, workspace_id, pair.a).await?,
+        resolve(db, workspace_id, pair.b).await?,
+    ) else {
+        return Ok(());
+    };
+    if a.id == b.id {
+        return Ok(());
+    }
+    let (survivor, merged) = if (a.created_at, a.id) <= (b.created_at, b.id) {
+        (a.id, b.id)
+    } else {
+        (b.id, a.id)
+    };
+    let input = MergeInput {
+        survivor_id: survivor,
+        merged_ids: vec![merged],
+        choices: Vec::new(),
+    };
+    merge_all(db, workspace_id, actor, &input, Why::Automatic(pair.score)).await?;
     Ok(())
 }
 

@@ -667,3 +667,56 @@ backend_test!(
         app.gql(&owner, ERASE, json!({ "id": her })).await;
     }
 );
+
+backend_test!(
+    async fn a_person_merged_from_two_records_is_erased_whole(app: TestApp) {
+        // Two records of her, merged: the merged one's row stays as a tombstone holding
+        // her name as it was, and the merge record holds both rows as they were.
+        let owner = app.key(Role::Owner).await;
+        let survivor = crm_record(&app, &owner).await;
+        let merged = app
+            .create_customer(
+                &owner,
+                json!({ "displayName": "Zosia Brightwater",
+                        "contactPoints": [{ "kind": "PHONE", "value": PHONE }] }),
+            )
+            .await;
+        app.gql(
+            &owner,
+            "mutation($s: ID!, $m: ID!) { mergeCustomers(input: { survivorId: $s, mergedIds: [$m] }) { survivor { id } } }",
+            json!({ "s": survivor, "m": merged }),
+        )
+        .await;
+        let export = app.gql(&owner, EXPORT, json!({ "id": survivor })).await;
+        let merges = export["exportCustomer"]["merges"].as_array().unwrap();
+        assert_eq!(merges.len(), 1, "{export:#}");
+        assert!(
+            merges[0].to_string().contains("Zosia Brightwater"),
+            "the merge record, with the merged row as it was: {export:#}"
+        );
+
+        app.gql(&owner, ERASE, json!({ "id": survivor })).await;
+        let dump = dump(&app).await;
+        let left = traces(&dump);
+        assert!(
+            left.is_empty(),
+            "traces of her after the erasure: {left:#?}"
+        );
+        assert!(!dump.contains("zosia"), "the merged record's name stays");
+        // Neither id names a customer any more; the tombstone did not come back.
+        for id in [&survivor, &merged] {
+            let data = app
+                .gql(
+                    &owner,
+                    "query($id: ID!) { customer(id: $id) { id displayName } }",
+                    json!({ "id": id }),
+                )
+                .await;
+            assert!(data["customer"].is_null(), "{id}: {data:#}");
+        }
+        let data = app
+            .gql(&owner, "{ customers(first: 10) { totalCount } }", json!({}))
+            .await;
+        assert_eq!(data["customers"]["totalCount"], 0, "{data:#}");
+    }
+);
