@@ -395,7 +395,7 @@ backend_test!(
         }
         assert!(!doc.to_string().contains(OTHER.0));
         assert_eq!(doc["interactions"], json!([]));
-        assert!(doc.get("merges").is_none());
+        assert_eq!(doc["merges"], json!([]), "no merge names her");
 
         // Her other record's export names the same pair.
         let data = app.gql(&w.key, EXPORT, json!({ "id": crm })).await;
@@ -560,7 +560,11 @@ backend_test!(
 );
 
 async fn webhook_source(app: &TestApp, key: &str) -> entity::source::Model {
-    let input = json!({ "channel": "WEBHOOK", "name": "forms", "config": { "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" } });
+    named_webhook_source(app, key, "forms").await
+}
+
+async fn named_webhook_source(app: &TestApp, key: &str, name: &str) -> entity::source::Model {
+    let input = json!({ "channel": "WEBHOOK", "name": name, "config": { "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" } });
     let data = app
         .gql(key, "mutation($input: CreateSourceInput!) { createSource(input: $input) { source { id } } }", json!({ "input": input }))
         .await;
@@ -718,5 +722,50 @@ backend_test!(
             .gql(&owner, "{ customers(first: 10) { totalCount } }", json!({}))
             .await;
         assert_eq!(data["customers"]["totalCount"], 0, "{data:#}");
+    }
+);
+
+backend_test!(
+    async fn a_deleted_item_stays_out_of_its_own_source_only(app: TestApp) {
+        // External ids are unique only within a source: two forms both number their
+        // deliveries, and deleting one form's sender must not drop the other's.
+        let owner = app.key(Role::Owner).await;
+        let first = named_webhook_source(&app, &owner, "contact form").await;
+        let second = named_webhook_source(&app, &owner, "support form").await;
+        let store = |source: entity::source::Model, email: &'static str| {
+            let db = app.app.db.clone();
+            async move {
+                rapport::ingest::ingest(
+                    &db,
+                    &source,
+                    &[form_item("post:12", email, "Hello there")],
+                    None,
+                    None,
+                )
+                .await
+                .unwrap()
+            }
+        };
+        let report = store(first.clone(), "ana@first.example").await;
+        assert_eq!(report.new.len(), 1);
+        let all = items(&app, &owner).await;
+        let ana = all.values().next().unwrap()["customer"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        app.gql(&owner, DELETE, json!({ "id": ana })).await;
+
+        let report = store(second, "bo@second.example").await;
+        assert_eq!(
+            report.new.len(),
+            1,
+            "the other source's post:12 is someone else's"
+        );
+        let report = store(first, "ana@first.example").await;
+        assert_eq!(
+            report.new.len(),
+            0,
+            "the deleted item stays out of its source"
+        );
     }
 );
