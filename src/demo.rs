@@ -539,6 +539,7 @@ pub async fn seed(
             last_seen_at: Set(last_seen),
             created_at: Set(created),
             updated_at: Set(last_seen),
+            ..Default::default()
         });
     }
     tracing::info!(customers, interactions, "seeding demo data");
@@ -657,6 +658,7 @@ pub async fn seed_uniform(
             last_message_at: Set(last),
             created_at: Set(created),
             updated_at: Set(last),
+            ..Default::default()
         });
         data.deals.push(deal::ActiveModel {
             id: Set(DealId::new()),
@@ -710,6 +712,7 @@ pub async fn seed_uniform(
             last_seen_at: Set(last),
             created_at: Set(created),
             updated_at: Set(last),
+            ..Default::default()
         });
     }
     data.insert(db, workspace_id).await

@@ -35,6 +35,7 @@ pub mod duplicate;
 pub mod enrich;
 pub mod event;
 pub mod identity;
+pub mod import;
 pub mod inbox;
 pub mod interaction;
 pub mod note;
@@ -49,6 +50,7 @@ pub mod tag;
 pub mod text;
 pub mod trusted_document;
 pub mod user;
+pub mod validate;
 pub mod view;
 pub mod workspace;
 

@@ -251,6 +251,10 @@ pub struct WorkspaceSettings {
     /// customer); their next message reopens it. Off by default.
     #[serde(default)]
     pub reply_sets_pending: bool,
+    /// The region (ISO 3166-1 alpha-2) a phone number without country code is read in,
+    /// on every write path; without one such a number is refused. None by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_phone_region: Option<String>,
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
 }
@@ -267,6 +271,8 @@ impl WorkspaceSettings {
 #[derive(Clone, Debug, Default)]
 pub struct SettingsUpdate {
     pub reply_sets_pending: Option<bool>,
+    /// `Some(None)` clears it.
+    pub default_phone_region: Option<Option<String>>,
 }
 
 /// The settings of the caller's workspace.
@@ -287,6 +293,14 @@ pub async fn update_settings(
 ) -> Result<workspace::Model> {
     use sea_orm::{ActiveModelTrait, QuerySelect};
     caller.require(Role::Admin, "changing the workspace's settings")?;
+    let region = match &update.default_phone_region {
+        Some(Some(region)) => Some(Some(super::validate::default_phone_region(
+            "defaultPhoneRegion",
+            region,
+        )?)),
+        Some(None) => Some(None),
+        None => None,
+    };
     let txn = super::begin_write(db).await?;
     let current = workspace::Entity::find_by_id(caller.workspace_id)
         .lock_exclusive()
@@ -296,6 +310,9 @@ pub async fn update_settings(
     let mut settings = WorkspaceSettings::of(&current);
     if let Some(on) = update.reply_sets_pending {
         settings.reply_sets_pending = on;
+    }
+    if let Some(region) = region {
+        settings.default_phone_region = region;
     }
     let value = serde_json::to_value(&settings)
         .map_err(|err| Error::Internal(format!("settings did not serialise: {err}")))?;

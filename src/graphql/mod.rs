@@ -19,6 +19,7 @@ pub mod deal;
 pub mod duplicate;
 pub mod errors;
 pub mod identity;
+pub mod import;
 pub mod inbox;
 pub mod inputs;
 pub mod interaction;

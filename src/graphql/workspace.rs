@@ -46,6 +46,11 @@ impl WorkspaceSettings {
     async fn reply_sets_pending(&self) -> bool {
         self.0.reply_sets_pending
     }
+    /// The region (ISO 3166-1 alpha-2) a phone number written without country code is
+    /// read in, on every write path (GraphQL, import); `null`: such a number is refused.
+    async fn default_phone_region(&self) -> Option<&str> {
+        self.0.default_phone_region.as_deref()
+    }
 }
 
 /// A change of the workspace's settings: each given field is set, the rest stay.
@@ -53,6 +58,9 @@ impl WorkspaceSettings {
 pub struct UpdateWorkspaceSettingsInput {
     /// Whether our reply moves an OPEN conversation to PENDING (see `WorkspaceSettings`).
     pub reply_sets_pending: Option<bool>,
+    /// The default phone region: an ISO 3166-1 code (alpha-2 or alpha-3) or a country's
+    /// name, stored as alpha-2; `null` clears it.
+    pub default_phone_region: async_graphql::MaybeUndefined<String>,
 }
 
 /// What a change to the workspace answers.
@@ -68,6 +76,11 @@ pub(super) async fn update_workspace_settings(
 ) -> async_graphql::Result<WorkspacePayload> {
     let update = crate::domain::workspace::SettingsUpdate {
         reply_sets_pending: input.reply_sets_pending,
+        default_phone_region: match input.default_phone_region {
+            async_graphql::MaybeUndefined::Undefined => None,
+            async_graphql::MaybeUndefined::Null => Some(None),
+            async_graphql::MaybeUndefined::Value(region) => Some(Some(region)),
+        },
     };
     let model =
         crate::domain::workspace::update_settings(&super::app(ctx).db, super::caller(ctx)?, update)
