@@ -169,9 +169,13 @@ struct CsvRows<R> {
 
 impl<R: Read> CsvRows<R> {
     fn new(input: R) -> CsvRows<R> {
+        // Records end at a line feed alone: with the default (CR, LF or CRLF), the LF of a
+        // CRLF is read with the next record, whose line then comes out one short. The CR
+        // left at the end of a CRLF line is taken off its last field below.
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(true)
+            .terminator(csv::Terminator::Any(b'\n'))
             .from_reader(input);
         let header = match reader.headers() {
             Ok(header) => Ok(header.iter().map(|name| name.trim().to_owned()).collect()),
@@ -209,6 +213,19 @@ impl<R: Read> Iterator for CsvRows<R> {
             Ok(false) => None,
             Ok(true) => {
                 let line = self.record.position().map_or(0, csv::Position::line);
+                let last = self.record.len().saturating_sub(1);
+                let field = |n: usize| {
+                    let value = self.record.get(n).unwrap_or_default();
+                    if n == last {
+                        value.strip_suffix('\r').unwrap_or(value)
+                    } else {
+                        value
+                    }
+                };
+                if self.record.len() == 1 && field(0).is_empty() {
+                    // A blank line (CRLF): nothing to import.
+                    return self.next();
+                }
                 if self.record.len() != header.len() {
                     return Some(Ok(Err(Issue {
                         line,
@@ -223,8 +240,8 @@ impl<R: Read> Iterator for CsvRows<R> {
                 }
                 let fields = header
                     .iter()
-                    .zip(self.record.iter())
-                    .map(|(name, value)| (name.clone(), Value::String(value.to_owned())))
+                    .enumerate()
+                    .map(|(n, name)| (name.clone(), Value::String(field(n).to_owned())))
                     .collect();
                 Some(Ok(Ok(Record { line, fields })))
             }
@@ -1164,15 +1181,17 @@ mod tests {
     fn csv_rows_keep_their_lines_and_quoting() {
         let rows = read(
             Format::Csv,
-            "external_id,display_name,notes\r\na1,\"Lopez, Ana\",\"two\nlines\"\r\na2,Bo\na3\n",
+            "external_id,display_name,notes\r\na1,\"Lopez, Ana\",\"two\nlines\"\r\n\r\na2,Bo,x\r\na3\n",
         );
         let first = rows[0].as_ref().unwrap();
         assert_eq!(first.line, 2);
         assert_eq!(first.fields[1].1, Value::String("Lopez, Ana".into()));
         assert_eq!(first.fields[2].1, Value::String("two\nlines".into()));
-        assert_eq!(rows[1].as_ref().unwrap().line, 4, "a quoted line break counts");
+        let second = rows[1].as_ref().unwrap();
+        assert_eq!(second.line, 5, "a quoted line break counts, a blank line too");
+        assert_eq!(second.fields[2].1, Value::String("x".into()), "no CR left");
         let bad = rows[2].as_ref().unwrap_err();
-        assert_eq!((bad.line, bad.rejected), (5, true));
+        assert_eq!((bad.line, bad.rejected), (6, true));
     }
 
     #[test]
