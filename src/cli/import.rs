@@ -82,31 +82,23 @@ pub async fn run(app: App, command: ImportCommand) -> anyhow::Result<()> {
         let _ = std::io::stderr().flush();
     };
     let started = std::time::Instant::now();
-    let summary = import::run(
-        &app.db,
-        &caller,
-        format,
-        input,
-        batch_size,
-        &progress,
-    )
-    .await?;
+    let summary = import::run(&app.db, &caller, format, input, batch_size, &progress).await?;
     if terminal {
         eprintln!();
     }
     for issue in &summary.issues {
         eprintln!("{issue}");
     }
-    eprintln!(
-        "imported in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("imported in {:.1} s", started.elapsed().as_secs_f64());
     println!(
         "created {}, updated {}, unchanged {}, rejected {}",
         summary.created, summary.updated, summary.unchanged, summary.rejected
     );
     if summary.rejected > 0 {
-        anyhow::bail!("{} rows rejected (their lines are listed above)", summary.rejected);
+        anyhow::bail!(
+            "{} rows rejected (their lines are listed above)",
+            summary.rejected
+        );
     }
     Ok(())
 }

@@ -58,13 +58,16 @@ pub fn normalize_in(
         ContactPointKind::Email => super::validate::email(&value).map_err(invalid)?,
         ContactPointKind::Phone => super::validate::phone(&value, region).ok_or_else(|| {
             invalid(match region {
-                None => "use the international format with the country code, such as +34 600 123 456",
-                Some(_) => "it is not a phone number of its country (or of the workspace's default region)",
+                None => {
+                    "use the international format with the country code, such as +34 600 123 456"
+                }
+                Some(_) => {
+                    "it is not a phone number of its country (or of the workspace's default region)"
+                }
             })
         })?,
-        ContactPointKind::Website => super::validate::url(&value).ok_or_else(|| {
-            invalid("expected a web address such as https://example.com")
-        })?,
+        ContactPointKind::Website => super::validate::url(&value)
+            .ok_or_else(|| invalid("expected a web address such as https://example.com"))?,
         ContactPointKind::Address => value
             .split_whitespace()
             .collect::<Vec<_>>()

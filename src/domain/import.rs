@@ -250,7 +250,9 @@ impl<R: Read> Iterator for CsvRows<R> {
                 match err.kind() {
                     csv::ErrorKind::Io(_) => {
                         self.done = true;
-                        Some(Err(Error::bad_input(format!("reading the input failed: {err}"))))
+                        Some(Err(Error::bad_input(format!(
+                            "reading the input failed: {err}"
+                        ))))
                     }
                     _ => Some(Ok(Err(Issue {
                         line,
@@ -406,8 +408,7 @@ fn check(record: Record, rules: &Rules<'_>, issues: &mut Vec<Issue>) -> Option<C
                 known.insert(known_column, value);
             }
             None => {
-                if !value.is_null() && value.as_str().is_none_or(|text| !text.trim().is_empty())
-                {
+                if !value.is_null() && value.as_str().is_none_or(|text| !text.trim().is_empty()) {
                     custom.insert(name, value);
                 }
             }
@@ -664,7 +665,15 @@ pub async fn run_inline(
             ),
         ));
     }
-    run(db, caller, format, data.as_bytes(), DEFAULT_BATCH_ROWS, &|_| {}).await
+    run(
+        db,
+        caller,
+        format,
+        data.as_bytes(),
+        DEFAULT_BATCH_ROWS,
+        &|_| {},
+    )
+    .await
 }
 
 /// The customer a candidate makes of `existing` (or of nothing): every value it has
@@ -786,12 +795,10 @@ async fn write_batch(
     let mut owners: HashMap<(ContactPointKind, String), CustomerId> = HashMap::new();
     for chunk in values.chunks(MAX_IN_LIST) {
         for point in super::scoped::<contact_point::Entity>(workspace_id)
-            .filter(
-                contact_point::Column::Kind.is_in([
-                    ContactPointKind::Email.as_str(),
-                    ContactPointKind::Phone.as_str(),
-                ]),
-            )
+            .filter(contact_point::Column::Kind.is_in([
+                ContactPointKind::Email.as_str(),
+                ContactPointKind::Phone.as_str(),
+            ]))
             .filter(contact_point::Column::Normalized.is_in(chunk.iter().copied()))
             .all(&txn)
             .await?
@@ -956,7 +963,11 @@ async fn write_batch(
     // Contact points and tags the customers lack.
     let mut points: Vec<contact_point::Model> = Vec::new();
     let mut links: Vec<(CustomerId, String)> = Vec::new();
-    let written: Vec<usize> = writes.iter().map(|(n, _, _)| *n).chain(touched.iter().copied()).collect();
+    let written: Vec<usize> = writes
+        .iter()
+        .map(|(n, _, _)| *n)
+        .chain(touched.iter().copied())
+        .collect();
     for n in &written {
         let candidate = &batch[*n];
         let Some(customer_id) = stored_ids.get(&candidate.external_id).copied() else {
@@ -1188,7 +1199,10 @@ mod tests {
         assert_eq!(first.fields[1].1, Value::String("Lopez, Ana".into()));
         assert_eq!(first.fields[2].1, Value::String("two\nlines".into()));
         let second = rows[1].as_ref().unwrap();
-        assert_eq!(second.line, 5, "a quoted line break counts, a blank line too");
+        assert_eq!(
+            second.line, 5,
+            "a quoted line break counts, a blank line too"
+        );
         assert_eq!(second.fields[2].1, Value::String("x".into()), "no CR left");
         let bad = rows[2].as_ref().unwrap_err();
         assert_eq!((bad.line, bad.rejected), (6, true));

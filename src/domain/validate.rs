@@ -90,7 +90,9 @@ pub fn email(value: &str) -> std::result::Result<String, &'static str> {
         && local.chars().all(|c| {
             !c.is_whitespace()
                 && !c.is_control()
-                && (!c.is_ascii() || c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c))
+                && (!c.is_ascii()
+                    || c.is_ascii_alphanumeric()
+                    || "!#$%&'*+-/=?^_`{|}~.".contains(c))
         });
     if !local_ok {
         return Err("expected name@example.com");
@@ -114,13 +116,9 @@ fn host(domain: &str) -> Option<String> {
             (1..=63).contains(&label.len())
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
-        && !labels[labels.len() - 1]
-            .chars()
-            .all(|c| c.is_ascii_digit());
+        && !labels[labels.len() - 1].chars().all(|c| c.is_ascii_digit());
     ok.then_some(ascii)
 }
 
@@ -214,7 +212,8 @@ fn countries() -> &'static HashMap<String, &'static str> {
         let mut table = HashMap::new();
         for line in include_str!("countries.txt").lines() {
             let mut parts = line.splitn(3, ' ');
-            let (Some(alpha2), Some(alpha3), Some(names)) = (parts.next(), parts.next(), parts.next())
+            let (Some(alpha2), Some(alpha3), Some(names)) =
+                (parts.next(), parts.next(), parts.next())
             else {
                 continue;
             };
@@ -253,14 +252,13 @@ fn postal_pattern(country: &str) -> Option<(&'static str, fn(&str) -> bool)> {
         text.len() == n && text.chars().all(|c| c.is_ascii_digit())
     }
     let pattern: (&'static str, fn(&str) -> bool) = match country {
-        "DE" | "FR" | "ES" | "IT" | "FI" | "EE" | "HR" | "MX" => {
-            ("5 digits", |t| digits(t, 5))
-        }
+        "DE" | "FR" | "ES" | "IT" | "FI" | "EE" | "HR" | "MX" => ("5 digits", |t| digits(t, 5)),
         "AT" | "BE" | "CH" | "DK" | "NO" | "AU" | "NZ" | "HU" | "LU" | "SI" => {
             ("4 digits", |t| digits(t, 4))
         }
         "US" => ("5 digits or 5+4 digits (12345-6789)", |t| {
-            digits(t, 5) || (t.len() == 10 && digits(&t[..5], 5) && &t[5..6] == "-" && digits(&t[6..], 4))
+            digits(t, 5)
+                || (t.len() == 10 && digits(&t[..5], 5) && &t[5..6] == "-" && digits(&t[6..], 4))
         }),
         "SE" => ("5 digits (123 45)", |t| digits(&t.replace(' ', ""), 5)),
         "PT" => ("1234-567", |t| {
@@ -277,7 +275,11 @@ fn postal_pattern(country: &str) -> Option<(&'static str, fn(&str) -> bool)> {
             let t: Vec<char> = t.replace(' ', "").chars().collect();
             t.len() == 6
                 && t.iter().enumerate().all(|(i, c)| {
-                    if i % 2 == 0 { c.is_ascii_alphabetic() } else { c.is_ascii_digit() }
+                    if i % 2 == 0 {
+                        c.is_ascii_alphabetic()
+                    } else {
+                        c.is_ascii_digit()
+                    }
                 })
         }),
         "GB" => ("an outward and inward code (SW1A 1AA)", |t| {
@@ -360,7 +362,10 @@ pub fn birth_date_text(field: &str, text: &str, today: NaiveDate) -> Result<Naiv
     let date = NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").map_err(|_| {
         Error::field(
             field,
-            format!("{field} `{}` is not a date: expected YYYY-MM-DD", text.trim()),
+            format!(
+                "{field} `{}` is not a date: expected YYYY-MM-DD",
+                text.trim()
+            ),
         )
     })?;
     birth_date(field, date, today)
@@ -456,12 +461,25 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(email("Ana.Lopez@Example.COM").unwrap(), "ana.lopez@example.com");
+        assert_eq!(
+            email("Ana.Lopez@Example.COM").unwrap(),
+            "ana.lopez@example.com"
+        );
         assert_eq!(email("ana@Bücher.DE").unwrap(), "ana@xn--bcher-kva.de");
-        assert_eq!(email("ana+news@sub.example.co.uk").unwrap(), "ana+news@sub.example.co.uk");
+        assert_eq!(
+            email("ana+news@sub.example.co.uk").unwrap(),
+            "ana+news@sub.example.co.uk"
+        );
         for bad in [
-            "ana", "ana@localhost", "@example.com", "ana@@example.com", "ana@exa mple.com",
-            ".ana@example.com", "an..a@example.com", "ana@example.123", "ana@-x.com",
+            "ana",
+            "ana@localhost",
+            "@example.com",
+            "ana@@example.com",
+            "ana@exa mple.com",
+            ".ana@example.com",
+            "an..a@example.com",
+            "ana@example.123",
+            "ana@-x.com",
             "a\"b@example.com",
         ] {
             assert!(email(bad).is_err(), "{bad}");
@@ -475,18 +493,38 @@ mod tests {
         assert_eq!(phone("600 123 456", Some("ES")).unwrap(), "+34600123456");
         assert_eq!(phone("(202) 555-0143", Some("us")).unwrap(), "+12025550143");
         assert_eq!(phone("030 1234567", Some("DE")).unwrap(), "+49301234567");
-        assert_eq!(phone("600 123 456", None), None, "no country code, no region");
+        assert_eq!(
+            phone("600 123 456", None),
+            None,
+            "no country code, no region"
+        );
         assert_eq!(phone("+34 abc", None), None);
         assert_eq!(phone("+34 100", None), None, "too short for Spain");
-        assert_eq!(phone("+999 123 456 789", None), None, "no such country code");
+        assert_eq!(
+            phone("+999 123 456 789", None),
+            None,
+            "no such country code"
+        );
     }
 
     #[test]
     fn urls() {
-        assert_eq!(url("Example.com/About/").unwrap(), "https://example.com/about");
+        assert_eq!(
+            url("Example.com/About/").unwrap(),
+            "https://example.com/about"
+        );
         assert_eq!(url("http://bücher.de").unwrap(), "https://xn--bcher-kva.de");
-        assert_eq!(url("https://example.com:8443/x").unwrap(), "https://example.com:8443/x");
-        for bad in ["not a site", "https://localhost", "https://user@example.com", "https://ex ample.com", "ftp//x"] {
+        assert_eq!(
+            url("https://example.com:8443/x").unwrap(),
+            "https://example.com:8443/x"
+        );
+        for bad in [
+            "not a site",
+            "https://localhost",
+            "https://user@example.com",
+            "https://ex ample.com",
+            "ftp//x",
+        ] {
             assert_eq!(url(bad), None, "{bad}");
         }
     }
@@ -494,32 +532,61 @@ mod tests {
     #[test]
     fn countries_and_postal_codes() {
         for (given, code) in [
-            ("es", "ES"), ("ESP", "ES"), ("Spain", "ES"), ("España", "ES"), ("espana", "ES"),
-            ("United States of America", "US"), ("U.S.A.", "US"), ("UK", "GB"),
-            ("côte d’ivoire", "CI"), ("Deutschland", "DE"),
+            ("es", "ES"),
+            ("ESP", "ES"),
+            ("Spain", "ES"),
+            ("España", "ES"),
+            ("espana", "ES"),
+            ("United States of America", "US"),
+            ("U.S.A.", "US"),
+            ("UK", "GB"),
+            ("côte d’ivoire", "CI"),
+            ("Deutschland", "DE"),
         ] {
             assert_eq!(country("country", given).unwrap(), code, "{given}");
         }
-        assert!(countries().values().collect::<std::collections::HashSet<_>>().len() == 249);
+        assert!(
+            countries()
+                .values()
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                == 249
+        );
         for bad in ["Atlantis", "XX", "", "E"] {
             assert!(country("country", bad).is_err(), "{bad}");
         }
-        assert_eq!(postal_code("p", " sw1a  1aa ", Some("GB")).unwrap(), "SW1A 1AA");
+        assert_eq!(
+            postal_code("p", " sw1a  1aa ", Some("GB")).unwrap(),
+            "SW1A 1AA"
+        );
         assert_eq!(postal_code("p", "28013", Some("ES")).unwrap(), "28013");
-        assert_eq!(postal_code("p", "12345-6789", Some("US")).unwrap(), "12345-6789");
+        assert_eq!(
+            postal_code("p", "12345-6789", Some("US")).unwrap(),
+            "12345-6789"
+        );
         assert_eq!(postal_code("p", "1234 ab", Some("NL")).unwrap(), "1234 AB");
         assert_eq!(postal_code("p", "K1A 0B1", Some("CA")).unwrap(), "K1A 0B1");
         assert_eq!(postal_code("p", "ZZ-99", Some("AR")).unwrap(), "ZZ-99");
-        for (bad, country) in [("2801", Some("ES")), ("28013", Some("NL")), ("12#45", None), ("12345678901234567", None)] {
+        for (bad, country) in [
+            ("2801", Some("ES")),
+            ("28013", Some("NL")),
+            ("12#45", None),
+            ("12345678901234567", None),
+        ] {
             assert!(postal_code("p", bad, country).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn names_and_dates() {
-        assert_eq!(name("givenName", Some("  Lucía ".into())).unwrap().unwrap(), "Lucía");
         assert_eq!(
-            name("givenName", Some("Luci\u{301}a".into())).unwrap().unwrap(),
+            name("givenName", Some("  Lucía ".into())).unwrap().unwrap(),
+            "Lucía"
+        );
+        assert_eq!(
+            name("givenName", Some("Luci\u{301}a".into()))
+                .unwrap()
+                .unwrap(),
             "Lucía",
             "NFC"
         );
@@ -528,8 +595,18 @@ mod tests {
             assert!(name("givenName", Some(bad.to_owned())).is_err(), "{bad:?}");
         }
         let today = day(2026, 12, 5);
-        assert_eq!(birth_date_text("b", "1990-02-28", today).unwrap(), day(1990, 2, 28));
-        for bad in ["1990-02-30", "1899-12-31", "2026-12-05", "2030-01-01", "28/02/1990", "1990-2-28x"] {
+        assert_eq!(
+            birth_date_text("b", "1990-02-28", today).unwrap(),
+            day(1990, 2, 28)
+        );
+        for bad in [
+            "1990-02-30",
+            "1899-12-31",
+            "2026-12-05",
+            "2030-01-01",
+            "28/02/1990",
+            "1990-2-28x",
+        ] {
             assert!(birth_date_text("b", bad, today).is_err(), "{bad}");
         }
     }
@@ -553,6 +630,8 @@ mod tests {
         }
         .checked("postalAddress")
         .unwrap_err();
-        assert!(matches!(err, Error::BadInput { field: Some(ref f), .. } if f == "postalAddress.postalCode"));
+        assert!(
+            matches!(err, Error::BadInput { field: Some(ref f), .. } if f == "postalAddress.postalCode")
+        );
     }
 }

@@ -29,8 +29,12 @@ c-5,Cy,Zhang,,,,,,,,,Atlantis,2999-01-01,,,,free\n\
 c-6,,,,,,,,,,,,,,,,\n";
 
 async fn import(app: &TestApp, key: &str, format: &str, data: &str) -> Value {
-    app.gql(key, IMPORT, json!({ "input": { "format": format, "data": data } }))
-        .await["importCustomers"]
+    app.gql(
+        key,
+        IMPORT,
+        json!({ "input": { "format": format, "data": data } }),
+    )
+    .await["importCustomers"]
         .clone()
 }
 
@@ -169,28 +173,51 @@ backend_test! {
 /// Everything an import stores for a workspace, without ids and times: customers by
 /// external id with their contact points, tags and organization.
 async fn dump(app: &TestApp, slug: &str) -> Value {
-    let workspace = rapport::domain::workspace::ensure(&app.app.db, slug).await.unwrap();
+    let workspace = rapport::domain::workspace::ensure(&app.app.db, slug)
+        .await
+        .unwrap();
     let db = &app.app.db;
     let organizations: HashMap<_, _> = entity::organization::Entity::find()
         .filter(entity::organization::Column::WorkspaceId.eq(workspace.id))
-        .all(db).await.unwrap().into_iter().map(|o| (o.id, o.name)).collect();
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.id, o.name))
+        .collect();
     let tags: HashMap<_, _> = entity::tag::Entity::find()
         .filter(entity::tag::Column::WorkspaceId.eq(workspace.id))
-        .all(db).await.unwrap().into_iter().map(|t| (t.id, t.name)).collect();
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.id, t.name))
+        .collect();
     let mut out = Vec::new();
     for customer in entity::customer::Entity::find()
         .filter(entity::customer::Column::WorkspaceId.eq(workspace.id))
         .order_by_asc(entity::customer::Column::ExternalId)
-        .all(db).await.unwrap()
+        .all(db)
+        .await
+        .unwrap()
     {
         let points: Vec<Value> = entity::contact_point::Entity::find()
             .filter(entity::contact_point::Column::CustomerId.eq(customer.id))
             .order_by_asc(entity::contact_point::Column::Normalized)
-            .all(db).await.unwrap().into_iter()
-            .map(|p| json!([p.kind.as_str(), p.value, p.normalized, p.is_primary])).collect();
+            .all(db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| json!([p.kind.as_str(), p.value, p.normalized, p.is_primary]))
+            .collect();
         let mut tag_names: Vec<String> = entity::customer_tag::Entity::find()
             .filter(entity::customer_tag::Column::CustomerId.eq(customer.id))
-            .all(db).await.unwrap().into_iter().map(|l| tags[&l.tag_id].clone()).collect();
+            .all(db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| tags[&l.tag_id].clone())
+            .collect();
         tag_names.sort();
         out.push(json!({
             "external_id": customer.external_id, "display_name": customer.display_name,

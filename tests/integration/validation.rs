@@ -137,3 +137,26 @@ backend_test! {
         assert_eq!(code, "FORBIDDEN");
     }
 }
+
+backend_test! {
+    async fn ingestion_keeps_the_item_and_drops_an_invalid_contact_value(app: TestApp) {
+        use crate::ingest::{deliver, webhook_source};
+        let admin = app.key(Role::Admin).await;
+        let path = webhook_source(&app, &admin).await["webhookPath"].as_str().unwrap().to_owned();
+        let metric = |text: &str| -> u64 {
+            text.lines()
+                .find_map(|line| line.strip_prefix("rapport_invalid_values_dropped_total "))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap()
+        };
+        let metrics = || async { app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+        let before = metric(&metrics().await);
+        let body = json!({ "name": "Dee", "email": "dee..x@example.com", "phone": "+34 100", "text": "Hola", "thread_id": "t-1" });
+        let (status, answer) = deliver(&app, &path, "msg_bad", &body, None).await;
+        assert_eq!(status, 200, "{answer}");
+        let dee = app.gql(&admin, "{ customers(filter: {search: \"Dee\"}) { edges { node { displayName contactPoints { kind } timeline { totalCount } } } } }", json!({})).await;
+        assert_eq!(dee["customers"]["edges"][0]["node"], json!({ "displayName": "Dee", "contactPoints": [], "timeline": { "totalCount": 1 } }));
+        // Counted per process: other tests running at once may add to it, never take away.
+        assert!(metric(&metrics().await) >= before + 2);
+    }
+}
