@@ -658,7 +658,6 @@ pub async fn seed_uniform(
             last_message_at: Set(last),
             created_at: Set(created),
             updated_at: Set(last),
-            ..Default::default()
         });
         data.deals.push(deal::ActiveModel {
             id: Set(DealId::new()),

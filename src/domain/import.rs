@@ -61,15 +61,14 @@ impl Format {
     /// character that is not white space (`{` is JSON Lines).
     pub fn guess(name: &str, start: &[u8]) -> Format {
         let lower = name.to_ascii_lowercase();
-        if lower.ends_with(".csv") {
-            Format::Csv
-        } else if lower.ends_with(".jsonl") || lower.ends_with(".ndjson") {
-            Format::JsonLines
-        } else if start
-            .iter()
-            .find(|b| !b.is_ascii_whitespace())
-            .is_some_and(|b| *b == b'{')
-        {
+        let json_lines = lower.ends_with(".jsonl")
+            || lower.ends_with(".ndjson")
+            || (!lower.ends_with(".csv")
+                && start
+                    .iter()
+                    .find(|b| !b.is_ascii_whitespace())
+                    .is_some_and(|b| *b == b'{'));
+        if json_lines {
             Format::JsonLines
         } else {
             Format::Csv

@@ -247,11 +247,14 @@ pub fn country(field: &str, value: &str) -> Result<String> {
 
 /// Postal code patterns of the countries where a wrong one is common and the rule is
 /// simple (digits; letters where noted). Others only get the general check.
-fn postal_pattern(country: &str) -> Option<(&'static str, fn(&str) -> bool)> {
+/// A postal code format: its shape in words, and the check.
+type PostalPattern = (&'static str, fn(&str) -> bool);
+
+fn postal_pattern(country: &str) -> Option<PostalPattern> {
     fn digits(text: &str, n: usize) -> bool {
         text.len() == n && text.chars().all(|c| c.is_ascii_digit())
     }
-    let pattern: (&'static str, fn(&str) -> bool) = match country {
+    let pattern: PostalPattern = match country {
         "DE" | "FR" | "ES" | "IT" | "FI" | "EE" | "HR" | "MX" => ("5 digits", |t| digits(t, 5)),
         "AT" | "BE" | "CH" | "DK" | "NO" | "AU" | "NZ" | "HU" | "LU" | "SI" => {
             ("4 digits", |t| digits(t, 4))
