@@ -806,16 +806,43 @@ async fn write_batch(
         }
     }
     let existing_ids: Vec<CustomerId> = existing.values().map(|m| m.id).collect();
+    // Whether a stored customer has a contact point of a kind decides if a new one is
+    // primary: read only for the customers about to get one (none on a re-import).
+    let gaining: Vec<CustomerId> = batch
+        .iter()
+        .filter_map(|c| {
+            let stored = existing.get(&c.external_id)?;
+            let new = [
+                (ContactPointKind::Email, &c.email),
+                (ContactPointKind::Phone, &c.phone),
+            ]
+            .into_iter()
+            .any(|(kind, point)| {
+                point.as_ref().is_some_and(|(_, normalized)| {
+                    !owners.contains_key(&(kind, normalized.clone()))
+                })
+            });
+            new.then_some(stored.id)
+        })
+        .collect();
     let mut has_kind: HashSet<(CustomerId, ContactPointKind)> = HashSet::new();
-    let mut has_tag: HashSet<(CustomerId, String)> = HashSet::new();
-    for chunk in existing_ids.chunks(MAX_IN_LIST) {
-        for point in super::scoped::<contact_point::Entity>(workspace_id)
+    for chunk in gaining.chunks(MAX_IN_LIST) {
+        // By customer id alone, the ids being this workspace's (read scoped above) and
+        // the rows checked again below: with `workspace_id = ?` as well, SQLite's planner
+        // takes the (workspace_id, kind, normalized) index and reads every contact point
+        // of the workspace for each batch.
+        for point in contact_point::Entity::find()
             .filter(contact_point::Column::CustomerId.is_in(chunk.iter().copied()))
             .all(&txn)
             .await?
         {
-            has_kind.insert((point.customer_id, point.kind));
+            if point.workspace_id == workspace_id {
+                has_kind.insert((point.customer_id, point.kind));
+            }
         }
+    }
+    let mut has_tag: HashSet<(CustomerId, String)> = HashSet::new();
+    for chunk in existing_ids.chunks(MAX_IN_LIST) {
         let query = Query::select()
             .column((customer_tag::Entity, customer_tag::Column::CustomerId))
             .column((tag::Entity, tag::Column::Name))
