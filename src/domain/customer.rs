@@ -578,7 +578,13 @@ pub async fn create_subscriber(
         last_seen_at: Set(at.min(now)),
         created_at: Set(now),
         updated_at: Set(now),
-        ..Default::default()
+        birth_date: Set(None),
+        street: Set(None),
+        street2: Set(None),
+        locality: Set(None),
+        region: Set(None),
+        postal_code: Set(None),
+        country: Set(None),
     };
     let model = row.insert(db).await?;
     super::event::append(db, workspace_id, Event::CustomerCreated(&model)).await?;

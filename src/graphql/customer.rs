@@ -513,11 +513,17 @@ impl From<domain::validate::PostalAddress> for PostalAddress {
 /// naming it (`postalAddress.postalCode`).
 #[derive(InputObject)]
 pub struct PostalAddressInput {
+    /// Street and number, at most 200 characters.
     pub street: Option<String>,
+    /// A second address line, at most 200 characters.
     pub street2: Option<String>,
+    /// City, town or village, at most 100 characters.
     pub locality: Option<String>,
+    /// State, province or county, at most 100 characters.
     pub region: Option<String>,
+    /// Postal code: letters, digits, spaces and dashes, at most 16.
     pub postal_code: Option<String>,
+    /// ISO 3166-1 alpha-2 or alpha-3 code, or the country's name.
     pub country: Option<String>,
 }
 

@@ -24,6 +24,7 @@ pub enum ImportFormat {
 /// Empty values leave what is stored.
 #[derive(InputObject)]
 pub struct ImportCustomersInput {
+    /// How `data` is written.
     pub format: ImportFormat,
     /// The rows, at most 5,000 (more is `BAD_USER_INPUT` naming `data` and nothing is
     /// imported: a larger file goes through `rapport import customers`).
@@ -37,6 +38,7 @@ pub struct ImportIssue {
     pub line: u64,
     /// The column at fault, when one value is.
     pub field: Option<String>,
+    /// What is wrong, in words.
     pub message: String,
     /// The whole row was left out (else only the value was dropped).
     pub rejected: bool,
@@ -45,10 +47,13 @@ pub struct ImportIssue {
 /// What an import did.
 #[derive(SimpleObject)]
 pub struct ImportCustomersPayload {
+    /// Rows that made a new customer.
     pub created: u64,
+    /// Rows that changed a customer (a value, or a new contact point or tag).
     pub updated: u64,
     /// Rows whose customer already was as they say.
     pub unchanged: u64,
+    /// Rows left out (see `issues`).
     pub rejected: u64,
     /// Every rejected row and dropped value, in line order.
     pub issues: Vec<ImportIssue>,
