@@ -539,6 +539,13 @@ pub async fn seed(
             last_seen_at: Set(last_seen),
             created_at: Set(created),
             updated_at: Set(last_seen),
+            birth_date: Set(None),
+            street: Set(None),
+            street2: Set(None),
+            locality: Set(None),
+            region: Set(None),
+            postal_code: Set(None),
+            country: Set(None),
         });
     }
     tracing::info!(customers, interactions, "seeding demo data");
@@ -710,6 +717,13 @@ pub async fn seed_uniform(
             last_seen_at: Set(last),
             created_at: Set(created),
             updated_at: Set(last),
+            birth_date: Set(None),
+            street: Set(None),
+            street2: Set(None),
+            locality: Set(None),
+            region: Set(None),
+            postal_code: Set(None),
+            country: Set(None),
         });
     }
     data.insert(db, workspace_id).await

@@ -10,6 +10,8 @@
 //! - `webhook.after_commit`: a delivery is committed, before the HTTP answer;
 //! - `indexer.after_write`: the search backend was written, before the offset is stored;
 //! - `reply.after_send`: the platform accepted a reply, before it is stored.
+//! - `import.mid_batch`: an import's second or later batch has written its customers
+//!   inside its transaction (the earlier batches are committed).
 //!
 //! The one environment variable read outside the configuration, on purpose: it is a test
 //! hook, not a setting, and reading it here keeps it out of `Config`'s documented surface.
@@ -17,13 +19,14 @@
 use std::sync::OnceLock;
 
 /// The names of every failpoint, for documentation and tests.
-pub const POINTS: [&str; 6] = [
+pub const POINTS: [&str; 7] = [
     "sync.after_pull",
     "ingest.mid_batch",
     "ingest.before_commit",
     "webhook.after_commit",
     "indexer.after_write",
     "reply.after_send",
+    "import.mid_batch",
 ];
 
 /// Aborts the process when `RAPPORT_FAILPOINT` names `point` (read once per process).

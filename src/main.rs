@@ -40,6 +40,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli::documents::run(App::start(config).await?, command).await
         }
         Some(Command::Users(command)) => cli::users::run(App::start(config).await?, command).await,
+        Some(Command::Import(command)) => {
+            cli::import::run(App::start(config).await?, command).await
+        }
         Some(Command::Bench(args)) => cli::bench::run(config, args).await,
         Some(Command::Sources(command)) => {
             cli::sources::run(App::start(config).await?, command).await

@@ -122,6 +122,13 @@ impl Metrics {
         out.push_str("# TYPE rapport_db_statement_seconds_total counter\n");
         let seconds = self.statement_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "rapport_db_statement_seconds_total {seconds}");
+        out.push_str("# HELP rapport_invalid_values_dropped_total Invalid e-mails and phones ingestion dropped (the items were kept).\n");
+        out.push_str("# TYPE rapport_invalid_values_dropped_total counter\n");
+        let _ = writeln!(
+            out,
+            "rapport_invalid_values_dropped_total {}",
+            crate::domain::validate::dropped_values()
+        );
         out
     }
 }

@@ -1,4 +1,5 @@
-//! A person. `merged_into` points at the survivor once merged.
+//! A person. `merged_into` points at the survivor once merged. The postal address is
+//! one per customer, in parts (`street` … `country`).
 
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,15 @@ pub struct Model {
     pub last_seen_at: DateTimeUtc,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// A real past date, not before 1900 (`domain::validate::birth_date`).
+    pub birth_date: Option<Date>,
+    pub street: Option<String>,
+    pub street2: Option<String>,
+    pub locality: Option<String>,
+    pub region: Option<String>,
+    pub postal_code: Option<String>,
+    /// ISO 3166-1 alpha-2, upper case.
+    pub country: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -16,6 +16,7 @@ mod m20261204_000012_event_levels_index;
 mod m20261204_000013_trusted_documents;
 mod m20261205_000014_publications;
 mod m20261205_000015_duplicate_links;
+mod m20261205_000016_customer_fields;
 mod m20261205_000017_merges;
 mod m20261205_000018_erasure;
 mod m20261205_000019_index_diet;
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000013_trusted_documents::Migration),
             Box::new(m20261205_000014_publications::Migration),
             Box::new(m20261205_000015_duplicate_links::Migration),
+            Box::new(m20261205_000016_customer_fields::Migration),
             Box::new(m20261205_000017_merges::Migration),
             Box::new(m20261205_000018_erasure::Migration),
             Box::new(m20261205_000019_index_diet::Migration),

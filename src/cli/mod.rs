@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod demo;
 pub mod documents;
+pub mod import;
 pub mod keys;
 pub mod reindex;
 pub mod schema;
@@ -95,6 +96,9 @@ pub enum Command {
     /// Manage the users (people) of a workspace.
     #[command(subcommand)]
     Users(users::UsersCommand),
+    /// Import records in bulk (customers from CSV or JSON Lines).
+    #[command(subcommand)]
+    Import(import::ImportCommand),
     /// Manage the sources (connector instances) of a workspace.
     #[command(subcommand)]
     Sources(sources::SourcesCommand),

@@ -658,7 +658,7 @@ async fn resolve_authors(
         ]
         .into_iter()
         .filter_map(|(kind, value)| {
-            let (value, normalized) = super::contact_point::normalize(kind, value?).ok()?;
+            let (value, normalized) = super::validate::ingested_point(kind, value?)?;
             Some((kind, value, normalized))
         })
         .collect()
@@ -952,6 +952,13 @@ fn new_subscriber(workspace_id: WorkspaceId, f: &Fresh<'_>, now: DateTime<Utc>) 
         last_seen_at: seen,
         created_at: now,
         updated_at: now,
+        birth_date: None,
+        street: None,
+        street2: None,
+        locality: None,
+        region: None,
+        postal_code: None,
+        country: None,
     }
 }
 

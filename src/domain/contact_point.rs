@@ -21,10 +21,22 @@ pub struct NewContactPoint {
     pub verified: bool,
 }
 
-/// Checks `value` for `kind` and returns it cleaned and normalised:
-/// e-mail lowercased; phone in E.164 (`+` and digits); website as `https://host/path`
-/// without a trailing slash; address with folded white space, lowercased.
+/// Checks `value` for `kind` and returns it cleaned and normalised (the rules are
+/// `domain::validate`'s): e-mail with a lower-cased local part and a punycode, lower-case
+/// domain; phone in E.164 (`+` and digits); website as `https://host/path` without a
+/// trailing slash; address with folded white space, lowercased. A phone without country
+/// code is refused: [`normalize_in`] reads it in a region.
 pub fn normalize(kind: ContactPointKind, value: &str) -> Result<(String, String)> {
+    normalize_in(kind, value, None)
+}
+
+/// [`normalize`], reading a phone number without country code in `region` (the
+/// workspace's default, ISO 3166-1 alpha-2) when given.
+pub fn normalize_in(
+    kind: ContactPointKind,
+    value: &str,
+    region: Option<&str>,
+) -> Result<(String, String)> {
     if value.len() > 4 * 320 + 1_024 {
         return Err(Error::field("value", "value is longer than 320 characters"));
     }
@@ -43,40 +55,19 @@ pub fn normalize(kind: ContactPointKind, value: &str) -> Result<(String, String)
         return Err(Error::field("value", "value is longer than 320 characters"));
     }
     let normalized = match kind {
-        ContactPointKind::Email => {
-            let lower = value.to_lowercase();
-            let (local, domain) = lower
-                .split_once('@')
-                .ok_or_else(|| invalid("it has no @"))?;
-            let ok = !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !lower.chars().any(char::is_whitespace)
-                && !domain.contains('@');
-            if !ok {
-                return Err(invalid("expected name@example.com"));
-            }
-            lower
-        }
-        ContactPointKind::Phone => normalize_phone(&value).ok_or_else(|| {
-            invalid("use the international format with the country code, such as +34 600 123 456")
+        ContactPointKind::Email => super::validate::email(&value).map_err(invalid)?,
+        ContactPointKind::Phone => super::validate::phone(&value, region).ok_or_else(|| {
+            invalid(match region {
+                None => {
+                    "use the international format with the country code, such as +34 600 123 456"
+                }
+                Some(_) => {
+                    "it is not a phone number of its country (or of the workspace's default region)"
+                }
+            })
         })?,
-        ContactPointKind::Website => {
-            let lower = value.to_lowercase();
-            let rest = lower
-                .strip_prefix("https://")
-                .or_else(|| lower.strip_prefix("http://"))
-                .unwrap_or(&lower);
-            let rest = rest.trim_end_matches('/');
-            let host = rest.split('/').next().unwrap_or_default();
-            if !host.contains('.') || rest.chars().any(char::is_whitespace) {
-                return Err(invalid(
-                    "expected a web address such as https://example.com",
-                ));
-            }
-            format!("https://{rest}")
-        }
+        ContactPointKind::Website => super::validate::url(&value)
+            .ok_or_else(|| invalid("expected a web address such as https://example.com"))?,
         ContactPointKind::Address => value
             .split_whitespace()
             .collect::<Vec<_>>()
@@ -86,20 +77,21 @@ pub fn normalize(kind: ContactPointKind, value: &str) -> Result<(String, String)
     Ok((value, normalized))
 }
 
-/// E.164: `+` then 8 to 15 digits; `00` stands for `+`; spaces, dots, dashes and
-/// parentheses are dropped. A number without country code is refused rather than guessed.
-pub fn normalize_phone(value: &str) -> Option<String> {
-    let compact: String = value
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '.' | '-' | '(' | ')' | '/'))
-        .collect();
-    let digits = compact
-        .strip_prefix('+')
-        .or_else(|| compact.strip_prefix("00"))?;
-    let ok = (8..=15).contains(&digits.len())
-        && digits.chars().all(|c| c.is_ascii_digit())
-        && !digits.starts_with('0');
-    ok.then(|| format!("+{digits}"))
+/// The workspace's default phone region, read only for a phone number that needs one
+/// (no `+` or `00` in front).
+pub async fn region_for(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    kind: ContactPointKind,
+    value: &str,
+) -> Result<Option<String>> {
+    let trimmed = value.trim_start();
+    if kind != ContactPointKind::Phone || trimmed.starts_with('+') || trimmed.starts_with("00") {
+        return Ok(None);
+    }
+    Ok(super::workspace::settings(db, workspace_id)
+        .await?
+        .default_phone_region)
 }
 
 fn taken(kind: ContactPointKind, value: &str) -> String {
@@ -116,7 +108,8 @@ pub async fn insert(
     customer_id: CustomerId,
     input: NewContactPoint,
 ) -> Result<Model> {
-    let (value, normalized) = normalize(input.kind, &input.value)?;
+    let region = region_for(db, workspace_id, input.kind, &input.value).await?;
+    let (value, normalized) = normalize_in(input.kind, &input.value, region.as_deref())?;
     let label = clean_optional("label", input.label, 100)?;
     let existing = Entity::find()
         .filter(Column::CustomerId.eq(customer_id))

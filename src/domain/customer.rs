@@ -2,7 +2,7 @@
 //! keyset pagination, creation with contact points and tags in one transaction, updates,
 //! and deletion (which erases their identities, conversations, interactions and notes).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::sea_query::{Expr, Func, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
@@ -13,6 +13,7 @@ use super::contact_point::{self, NewContactPoint};
 use super::event::Event;
 use super::organization::like_pattern;
 use super::page::{self, Page, PageArgs, Sort, SortKind};
+use super::validate::{self, PostalAddress};
 use super::{clean_optional, custom_object, Caller, ContactPointKind, LifecycleStage, Role};
 use crate::error::{Error, Result};
 use entity::customer::{self, Column, Entity, Model};
@@ -98,6 +99,8 @@ pub struct NewCustomer {
     pub custom: Option<serde_json::Value>,
     pub contact_points: Vec<NewContactPoint>,
     pub tags: Vec<String>,
+    pub birth_date: Option<NaiveDate>,
+    pub postal_address: Option<PostalAddress>,
 }
 
 /// Changes to a customer: `None` leaves a field alone, `Some(None)` clears it.
@@ -110,6 +113,9 @@ pub struct CustomerChanges {
     pub external_id: Option<Option<String>>,
     pub organization_id: Option<Option<OrganizationId>>,
     pub custom: Option<serde_json::Value>,
+    pub birth_date: Option<Option<NaiveDate>>,
+    /// Replaces every part of the address (parts left out are cleared).
+    pub postal_address: Option<Option<PostalAddress>>,
 }
 
 fn sort(field: CustomerOrderField, descending: bool) -> Sort<Entity> {
@@ -333,9 +339,9 @@ pub async fn create(
     input: NewCustomer,
 ) -> Result<Model> {
     caller.require(Role::Agent, "creating a customer")?;
-    let given_name = clean_optional("givenName", input.given_name, 200)?;
-    let family_name = clean_optional("familyName", input.family_name, 200)?;
-    let display_name = match clean_optional("displayName", input.display_name, 200)? {
+    let given_name = validate::name("givenName", input.given_name)?;
+    let family_name = validate::name("familyName", input.family_name)?;
+    let display_name = match validate::name("displayName", input.display_name)? {
         Some(name) => name,
         None => derive_display_name(
             given_name.as_deref(),
@@ -346,6 +352,15 @@ pub async fn create(
     let external_id = clean_optional("externalId", input.external_id, 200)?;
     let custom = custom_object("customAttributes", input.custom)?;
     let now = super::now();
+    let birth_date = input
+        .birth_date
+        .map(|date| validate::birth_date("birthDate", date, now.date_naive()))
+        .transpose()?;
+    let address = input
+        .postal_address
+        .map(|address| address.checked("postalAddress"))
+        .transpose()?
+        .unwrap_or_default();
     let row = customer::ActiveModel {
         id: Set(CustomerId::new()),
         workspace_id: Set(caller.workspace_id),
@@ -361,6 +376,13 @@ pub async fn create(
         last_seen_at: Set(now),
         created_at: Set(now),
         updated_at: Set(now),
+        birth_date: Set(birth_date),
+        street: Set(address.street),
+        street2: Set(address.street2),
+        locality: Set(address.locality),
+        region: Set(address.region),
+        postal_code: Set(address.postal_code),
+        country: Set(address.country),
     };
     let txn = super::begin_write(db).await?;
     check_organization(&txn, caller, input.organization_id).await?;
@@ -429,13 +451,31 @@ pub async fn update(
             get_live(txn, caller, id).await?;
         }
         if let Some(name) = changes.display_name {
-            row.display_name = Set(super::clean_required("displayName", &name, 200)?);
+            row.display_name = Set(validate::required_name("displayName", &name)?);
         }
         if let Some(given) = changes.given_name {
-            row.given_name = Set(clean_optional("givenName", given, 200)?);
+            row.given_name = Set(validate::name("givenName", given)?);
         }
         if let Some(family) = changes.family_name {
-            row.family_name = Set(clean_optional("familyName", family, 200)?);
+            row.family_name = Set(validate::name("familyName", family)?);
+        }
+        if let Some(date) = changes.birth_date {
+            let today = super::now().date_naive();
+            row.birth_date = Set(date
+                .map(|date| validate::birth_date("birthDate", date, today))
+                .transpose()?);
+        }
+        if let Some(address) = changes.postal_address {
+            let address = address
+                .map(|address| address.checked("postalAddress"))
+                .transpose()?
+                .unwrap_or_default();
+            row.street = Set(address.street);
+            row.street2 = Set(address.street2);
+            row.locality = Set(address.locality);
+            row.region = Set(address.region);
+            row.postal_code = Set(address.postal_code);
+            row.country = Set(address.country);
         }
         if let Some(stage) = changes.lifecycle_stage {
             row.lifecycle_stage = Set(stage);
@@ -553,6 +593,13 @@ pub async fn create_subscriber(
         last_seen_at: Set(at.min(now)),
         created_at: Set(now),
         updated_at: Set(now),
+        birth_date: Set(None),
+        street: Set(None),
+        street2: Set(None),
+        locality: Set(None),
+        region: Set(None),
+        postal_code: Set(None),
+        country: Set(None),
     };
     let model = row.insert(db).await?;
     super::event::append(db, workspace_id, Event::CustomerCreated(&model)).await?;

@@ -109,7 +109,7 @@ pub async fn resolve_author(
     ]
     .into_iter()
     .filter_map(|(kind, value)| {
-        let (value, normalized) = super::contact_point::normalize(kind, value?).ok()?;
+        let (value, normalized) = super::validate::ingested_point(kind, value?)?;
         Some((kind, value, normalized))
     })
     .collect();

@@ -36,6 +36,7 @@ pub mod enrich;
 pub mod erase;
 pub mod event;
 pub mod identity;
+pub mod import;
 pub mod inbox;
 pub mod interaction;
 pub mod merge;
@@ -51,6 +52,7 @@ pub mod tag;
 pub mod text;
 pub mod trusted_document;
 pub mod user;
+pub mod validate;
 pub mod view;
 pub mod workspace;
 

@@ -261,6 +261,10 @@ pub struct WorkspaceSettings {
     /// survives); `None`, the default, merges nothing without a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_merge_threshold: Option<f64>,
+    /// The region (ISO 3166-1 alpha-2) a phone number without country code is read in,
+    /// on every write path; without one such a number is refused. None by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_phone_region: Option<String>,
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
 }
@@ -280,6 +284,8 @@ pub struct SettingsUpdate {
     pub new_contact_after_erasure: Option<bool>,
     /// `Some(None)` turns automatic merging off.
     pub auto_merge_threshold: Option<Option<f64>>,
+    /// `Some(None)` clears it.
+    pub default_phone_region: Option<Option<String>>,
 }
 
 /// The settings of the caller's workspace.
@@ -300,6 +306,14 @@ pub async fn update_settings(
 ) -> Result<workspace::Model> {
     use sea_orm::{ActiveModelTrait, QuerySelect};
     caller.require(Role::Admin, "changing the workspace's settings")?;
+    let region = match &update.default_phone_region {
+        Some(Some(region)) => Some(Some(super::validate::default_phone_region(
+            "defaultPhoneRegion",
+            region,
+        )?)),
+        Some(None) => Some(None),
+        None => None,
+    };
     let txn = super::begin_write(db).await?;
     let current = workspace::Entity::find_by_id(caller.workspace_id)
         .lock_exclusive()
@@ -315,6 +329,9 @@ pub async fn update_settings(
     }
     if let Some(threshold) = update.auto_merge_threshold {
         settings.auto_merge_threshold = super::merge::check_threshold(threshold)?;
+    }
+    if let Some(region) = region {
+        settings.default_phone_region = region;
     }
     let value = serde_json::to_value(&settings)
         .map_err(|err| Error::Internal(format!("settings did not serialise: {err}")))?;

@@ -10,7 +10,7 @@ use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{
     Context, InputObject, Json, Lookahead, MaybeUndefined, Object, Result, SimpleObject, ID,
 };
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 use super::contact_point::{ContactPoint, ContactPointInput};
 use super::conversation::Conversation;
@@ -89,6 +89,15 @@ impl Customer {
     /// Your own id for this customer (from another system), unique in the workspace.
     async fn external_id(&self) -> Option<&str> {
         self.0.external_id.as_deref()
+    }
+    /// Date of birth (a past date, not before 1900); `null` when unknown.
+    async fn birth_date(&self) -> Option<NaiveDate> {
+        self.0.birth_date
+    }
+    /// Their postal address; `null` when no part of it is known.
+    async fn postal_address(&self) -> Option<PostalAddress> {
+        let address = domain::validate::PostalAddress::of(&self.0);
+        (!address.is_empty()).then(|| PostalAddress::from(address))
     }
     /// Free-form attributes, always a JSON object.
     async fn custom_attributes(&self) -> Json<serde_json::Value> {
@@ -461,6 +470,74 @@ pub struct CreateCustomerInput {
     pub contact_points: Option<Vec<ContactPointInput>>,
     /// Tag names; missing tags are created.
     pub tags: Option<Vec<String>>,
+    /// Date of birth: a past date, not before 1900.
+    pub birth_date: Option<NaiveDate>,
+    /// Their postal address.
+    pub postal_address: Option<PostalAddressInput>,
+}
+
+/// A postal address in parts; every part may be `null`.
+#[derive(SimpleObject)]
+pub struct PostalAddress {
+    /// Street and number.
+    pub street: Option<String>,
+    /// A second address line (floor, building, c/o).
+    pub street2: Option<String>,
+    /// City, town or village.
+    pub locality: Option<String>,
+    /// State, province or county.
+    pub region: Option<String>,
+    /// Postal code, upper case.
+    pub postal_code: Option<String>,
+    /// ISO 3166-1 alpha-2 country code (ES, US, …).
+    pub country: Option<String>,
+}
+
+impl From<domain::validate::PostalAddress> for PostalAddress {
+    fn from(address: domain::validate::PostalAddress) -> Self {
+        PostalAddress {
+            street: address.street,
+            street2: address.street2,
+            locality: address.locality,
+            region: address.region,
+            postal_code: address.postal_code,
+            country: address.country,
+        }
+    }
+}
+
+/// A postal address. Lines of at most 200 characters (street) or 100 (locality, region),
+/// on one line; a postal code of letters, digits, spaces and dashes (at most 16, checked
+/// against the country's format where Rapport knows it); the country as an ISO 3166-1
+/// alpha-2 or alpha-3 code or its name, stored as alpha-2. A bad part is `BAD_USER_INPUT`
+/// naming it (`postalAddress.postalCode`).
+#[derive(InputObject)]
+pub struct PostalAddressInput {
+    /// Street and number, at most 200 characters.
+    pub street: Option<String>,
+    /// A second address line, at most 200 characters.
+    pub street2: Option<String>,
+    /// City, town or village, at most 100 characters.
+    pub locality: Option<String>,
+    /// State, province or county, at most 100 characters.
+    pub region: Option<String>,
+    /// Postal code: letters, digits, spaces and dashes, at most 16.
+    pub postal_code: Option<String>,
+    /// ISO 3166-1 alpha-2 or alpha-3 code, or the country's name.
+    pub country: Option<String>,
+}
+
+impl From<PostalAddressInput> for domain::validate::PostalAddress {
+    fn from(input: PostalAddressInput) -> Self {
+        domain::validate::PostalAddress {
+            street: input.street,
+            street2: input.street2,
+            locality: input.locality,
+            region: input.region,
+            postal_code: input.postal_code,
+            country: input.country,
+        }
+    }
 }
 
 /// Fields left out stay as they are; `null` clears a nullable field.
@@ -484,6 +561,10 @@ pub struct UpdateCustomerInput {
     /// Replaces all custom attributes. At most 16 KiB serialized, 200 keys, 5 levels deep, keys of at most 100
     /// characters; no control characters.
     pub custom_attributes: Option<Json<serde_json::Value>>,
+    /// Date of birth (a past date, not before 1900); `null` clears it.
+    pub birth_date: MaybeUndefined<NaiveDate>,
+    /// Replaces the whole postal address (parts left out are cleared); `null` clears it.
+    pub postal_address: MaybeUndefined<PostalAddressInput>,
 }
 
 /// The customer to delete.
@@ -524,6 +605,8 @@ pub(super) async fn create_customer(
             .map(Into::into)
             .collect(),
         tags: input.tags.unwrap_or_default(),
+        birth_date: input.birth_date,
+        postal_address: input.postal_address.map(Into::into),
     };
     let model = domain::customer::create(&app(ctx).db, caller(ctx)?, new).await?;
     Ok(CustomerPayload {
@@ -544,6 +627,8 @@ pub(super) async fn update_customer(
         external_id: change(input.external_id),
         organization_id: change_id::<OrganizationId>("organizationId", input.organization_id)?,
         custom: input.custom_attributes.map(|json| json.0),
+        birth_date: change(input.birth_date),
+        postal_address: change(input.postal_address).map(|address| address.map(Into::into)),
     };
     let model = domain::customer::update(&app(ctx).db, caller(ctx)?, id, changes).await?;
     Ok(CustomerPayload {

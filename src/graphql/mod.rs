@@ -20,6 +20,7 @@ pub mod duplicate;
 pub mod errors;
 pub mod gdpr;
 pub mod identity;
+pub mod import;
 pub mod inbox;
 pub mod inputs;
 pub mod interaction;

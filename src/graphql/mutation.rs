@@ -13,6 +13,7 @@ use super::customer::{
     UpdateCustomerInput,
 };
 use super::deal::{CreateDealInput, DealPayload, UpdateDealInput};
+use super::import::{ImportCustomersInput, ImportCustomersPayload};
 use super::inbox::{
     AddConversationLabelInput, AssignConversationInput, BulkAssignConversationsInput,
     BulkConversationsPayload, BulkLabelConversationsInput, BulkSetConversationStatusInput,
@@ -94,6 +95,16 @@ impl Mutation {
         #[graphql(desc = "The customer to erase.")] input: super::gdpr::EraseCustomerInput,
     ) -> Result<super::gdpr::EraseCustomerPayload> {
         super::gdpr::erase_customer(ctx, input).await
+    }
+    /// Imports customers from CSV or JSON Lines sent inline (agent role), upserting on
+    /// `external_id`: a second import of the same data changes nothing. Bad values are
+    /// dropped and bad rows left out, each reported with its line.
+    async fn import_customers(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The format and the rows.")] input: ImportCustomersInput,
+    ) -> Result<ImportCustomersPayload> {
+        super::import::import_customers(ctx, input).await
     }
 
     /// Adds an e-mail, phone, address or website to a customer (agent role); the first of

@@ -58,6 +58,11 @@ impl WorkspaceSettings {
     async fn auto_merge_threshold(&self) -> Option<f64> {
         self.0.auto_merge_threshold
     }
+    /// The region (ISO 3166-1 alpha-2) a phone number written without country code is
+    /// read in, on every write path (GraphQL, import); `null`: such a number is refused.
+    async fn default_phone_region(&self) -> Option<&str> {
+        self.0.default_phone_region.as_deref()
+    }
 }
 
 /// A change of the workspace's settings: each given field is set, the rest stay.
@@ -71,6 +76,9 @@ pub struct UpdateWorkspaceSettingsInput {
     /// The score from which duplicate suggestions merge at once (see `WorkspaceSettings`);
     /// `null` turns automatic merging off.
     pub auto_merge_threshold: async_graphql::MaybeUndefined<f64>,
+    /// The default phone region: an ISO 3166-1 code (alpha-2 or alpha-3) or a country's
+    /// name, stored as alpha-2; `null` clears it.
+    pub default_phone_region: async_graphql::MaybeUndefined<String>,
 }
 
 /// What a change to the workspace answers.
@@ -88,6 +96,11 @@ pub(super) async fn update_workspace_settings(
         reply_sets_pending: input.reply_sets_pending,
         new_contact_after_erasure: input.new_contact_after_erasure,
         auto_merge_threshold: super::inputs::change(input.auto_merge_threshold),
+        default_phone_region: match input.default_phone_region {
+            async_graphql::MaybeUndefined::Undefined => None,
+            async_graphql::MaybeUndefined::Null => Some(None),
+            async_graphql::MaybeUndefined::Value(region) => Some(Some(region)),
+        },
     };
     let model =
         crate::domain::workspace::update_settings(&super::app(ctx).db, super::caller(ctx)?, update)

@@ -12,13 +12,13 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 const CREATE: &str = "mutation($input: CreateSourceInput!) { createSource(input: $input) { source { id channel name config secretsSet status itemsIngested webhookPath } } }";
 
-async fn webhook_source(app: &TestApp, key: &str) -> Value {
+pub(crate) async fn webhook_source(app: &TestApp, key: &str) -> Value {
     let input = json!({ "channel": "WEBHOOK", "name": "Contact form", "config": { "secret": SECRET, "reply_url": "https://example.com/reply" } });
     app.gql(key, CREATE, json!({ "input": input })).await["createSource"]["source"].clone()
 }
 
 /// POSTs `body` signed the Standard Webhooks way with `id` (unless `signature` overrides).
-async fn deliver(
+pub(crate) async fn deliver(
     app: &TestApp,
     path: &str,
     id: &str,
