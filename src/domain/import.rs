@@ -208,59 +208,62 @@ impl<R: Read> Iterator for CsvRows<R> {
                 })));
             }
         };
-        match self.reader.read_record(&mut self.record) {
-            Ok(false) => None,
-            Ok(true) => {
-                let line = self.record.position().map_or(0, csv::Position::line);
-                let last = self.record.len().saturating_sub(1);
-                let field = |n: usize| {
-                    let value = self.record.get(n).unwrap_or_default();
-                    if n == last {
-                        value.strip_suffix('\r').unwrap_or(value)
-                    } else {
-                        value
+        loop {
+            return match self.reader.read_record(&mut self.record) {
+                Ok(false) => None,
+                Ok(true) => {
+                    let line = self.record.position().map_or(0, csv::Position::line);
+                    let last = self.record.len().saturating_sub(1);
+                    let field = |n: usize| {
+                        let value = self.record.get(n).unwrap_or_default();
+                        if n == last {
+                            value.strip_suffix('\r').unwrap_or(value)
+                        } else {
+                            value
+                        }
+                    };
+                    if self.record.len() == 1 && field(0).is_empty() {
+                        // A blank line (CRLF): nothing to import. Read on in this loop, not
+                        // by recursion: a body of blank lines would overflow the stack.
+                        continue;
                     }
-                };
-                if self.record.len() == 1 && field(0).is_empty() {
-                    // A blank line (CRLF): nothing to import.
-                    return self.next();
-                }
-                if self.record.len() != header.len() {
-                    return Some(Ok(Err(Issue {
-                        line,
-                        field: None,
-                        message: format!(
-                            "the row has {} fields, the header {}",
-                            self.record.len(),
-                            header.len()
-                        ),
-                        rejected: true,
-                    })));
-                }
-                let fields = header
-                    .iter()
-                    .enumerate()
-                    .map(|(n, name)| (name.clone(), Value::String(field(n).to_owned())))
-                    .collect();
-                Some(Ok(Ok(Record { line, fields })))
-            }
-            Err(err) => {
-                let line = err.position().map_or(0, csv::Position::line);
-                match err.kind() {
-                    csv::ErrorKind::Io(_) => {
-                        self.done = true;
-                        Some(Err(Error::bad_input(format!(
-                            "reading the input failed: {err}"
-                        ))))
+                    if self.record.len() != header.len() {
+                        return Some(Ok(Err(Issue {
+                            line,
+                            field: None,
+                            message: format!(
+                                "the row has {} fields, the header {}",
+                                self.record.len(),
+                                header.len()
+                            ),
+                            rejected: true,
+                        })));
                     }
-                    _ => Some(Ok(Err(Issue {
-                        line,
-                        field: None,
-                        message: format!("the row does not read: {err}"),
-                        rejected: true,
-                    }))),
+                    let fields = header
+                        .iter()
+                        .enumerate()
+                        .map(|(n, name)| (name.clone(), Value::String(field(n).to_owned())))
+                        .collect();
+                    Some(Ok(Ok(Record { line, fields })))
                 }
-            }
+                Err(err) => {
+                    let line = err.position().map_or(0, csv::Position::line);
+                    match err.kind() {
+                        csv::ErrorKind::Io(_) => {
+                            self.done = true;
+                            Some(Err(Error::bad_input(format!(
+                                "reading the input failed: {err}"
+                            ))))
+                        }
+                        _ => Some(Ok(Err(Issue {
+                            line,
+                            field: None,
+                            message: format!("the row does not read: {err}"),
+                            rejected: true,
+                        }))),
+                    }
+                }
+            };
         }
     }
 }
@@ -676,14 +679,16 @@ pub async fn run_inline(
 }
 
 /// The customer a candidate makes of `existing` (or of nothing): every value it has
-/// replaces the stored one; its custom attributes are merged in.
+/// replaces the stored one; its custom attributes are merged in, unless together they
+/// would be over the limit of custom attributes (then the stored ones stay, and the
+/// second value says the row's were dropped).
 fn apply(
     workspace_id: WorkspaceId,
     candidate: &Candidate,
     existing: Option<&customer::Model>,
     organization: Option<OrganizationId>,
     now: DateTime<Utc>,
-) -> Option<customer::Model> {
+) -> Option<(customer::Model, bool)> {
     let mut model = match existing {
         Some(model) => model.clone(),
         None => {
@@ -747,14 +752,18 @@ fn apply(
     set(&mut model.region, &address.region);
     set(&mut model.postal_code, &address.postal_code);
     set(&mut model.country, &address.country);
+    let mut dropped = false;
     if !candidate.custom.is_empty() {
         let mut custom = model.custom.as_object().cloned().unwrap_or_default();
         for (key, value) in &candidate.custom {
             custom.insert(key.clone(), value.clone());
         }
-        model.custom = Value::Object(custom);
+        match super::custom_object("customAttributes", Some(Value::Object(custom))) {
+            Ok(merged) => model.custom = merged,
+            Err(_) => dropped = true,
+        }
     }
-    Some(model)
+    Some((model, dropped))
 }
 
 /// Writes one batch in one transaction and counts it into `summary`.
@@ -885,7 +894,8 @@ async fn write_batch(
             .organization
             .as_ref()
             .and_then(|name| organizations.get(name).copied());
-        let Some(model) = apply(workspace_id, candidate, stored, organization, now) else {
+        let Some((model, dropped)) = apply(workspace_id, candidate, stored, organization, now)
+        else {
             summary.rejected += 1;
             summary.issues.push(Issue {
                 line: candidate.line,
@@ -895,6 +905,16 @@ async fn write_batch(
             });
             continue;
         };
+        if dropped {
+            summary.issues.push(Issue {
+                line: candidate.line,
+                field: Some("custom attributes".to_owned()),
+                message: "the custom attributes with those stored would be over the limit of \
+                          custom attributes: the row's were dropped"
+                    .to_owned(),
+                rejected: false,
+            });
+        }
         match stored {
             None => writes.push((n, model, true)),
             Some(stored) => {
@@ -1212,6 +1232,23 @@ mod tests {
         records(format, text.as_bytes(), &counter)
             .map(|row| row.unwrap())
             .collect()
+    }
+
+    #[test]
+    fn a_body_of_blank_lines_reads_in_a_loop_not_by_recursion() {
+        // Half a million blank CRLF lines (1 MB) after the header: read by recursion they
+        // overflowed a worker's stack and took the server down.
+        let text = format!(
+            "external_id,display_name\r\n{}a1,Ana\r\n",
+            "\r\n".repeat(500_000)
+        );
+        let rows = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || read(Format::Csv, &text).len())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(rows, 1);
     }
 
     #[test]

@@ -659,6 +659,29 @@ fn chosen(
     if takes(MergeField::ExternalId, None, survivor.external_id.is_none()) {
         after.external_id = gone.external_id.clone();
     }
+    // A birth date and a postal address the survivor lacks come from the merged record;
+    // the address whole (the parts of two addresses make none).
+    if survivor.birth_date.is_none() {
+        after.birth_date = gone.birth_date;
+    }
+    let no_address = [
+        &survivor.street,
+        &survivor.street2,
+        &survivor.locality,
+        &survivor.region,
+        &survivor.postal_code,
+        &survivor.country,
+    ]
+    .iter()
+    .all(|part| part.is_none());
+    if no_address {
+        after.street = gone.street.clone();
+        after.street2 = gone.street2.clone();
+        after.locality = gone.locality.clone();
+        after.region = gone.region.clone();
+        after.postal_code = gone.postal_code.clone();
+        after.country = gone.country.clone();
+    }
     let mut custom = survivor.custom.as_object().cloned().unwrap_or_default();
     let theirs = gone.custom.as_object().cloned().unwrap_or_default();
     let keys: Vec<String> = theirs
@@ -1611,6 +1634,13 @@ mod tests {
             last_seen_at: now,
             created_at: now,
             updated_at: now,
+            birth_date: None,
+            street: None,
+            street2: None,
+            locality: None,
+            region: None,
+            postal_code: None,
+            country: None,
         }
     }
 
