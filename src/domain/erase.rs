@@ -60,6 +60,8 @@ enum Mark {
     Email,
     /// A normalised phone number, on any channel.
     Phone,
+    /// The workspace's own id for the customer (`externalId`), which an import upserts on.
+    ExternalId,
 }
 
 impl Mark {
@@ -69,6 +71,7 @@ impl Mark {
             Mark::PlatformId => "platform_id",
             Mark::Email => "email",
             Mark::Phone => "phone",
+            Mark::ExternalId => "external_id",
         }
     }
 }
@@ -101,6 +104,10 @@ impl Hasher {
     /// sender's own ids), so a channel-wide key would drop other people's items.
     fn item(&self, source: SourceId, external_id: &str) -> String {
         self.hash(Mark::Item, &source.uuid().to_string(), external_id)
+    }
+
+    fn external_id(&self, external_id: &str) -> String {
+        self.hash(Mark::ExternalId, "", external_id)
     }
 
     fn platform_id(&self, channel: Channel, platform_id: &str) -> String {
@@ -204,6 +211,65 @@ pub async fn keep_mask(
 }
 
 /// The hashes among `hashes` that are tombstones of `workspace_id`.
+/// Which of an import's `rows` (each the workspace's external id for a customer and its
+/// normalised e-mail and phone) name an erased person: the external id of an erased
+/// record always (it is the record itself coming back); an e-mail or phone of theirs
+/// unless the workspace lets new contact after erasure make a fresh record. One lookup
+/// of the key (none made: nothing was erased) and one query for the rows' hashes.
+pub async fn erased_records(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    rows: &[(&str, Vec<(ContactPointKind, &str)>)],
+) -> Result<Vec<bool>> {
+    let mut erased = vec![false; rows.len()];
+    if rows.is_empty() {
+        return Ok(erased);
+    }
+    let Some(key) = super::secret::existing_key(db, KEY).await? else {
+        return Ok(erased);
+    };
+    let hasher = Hasher::new(&key, workspace_id)?;
+    let hashed: Vec<(String, Vec<String>)> = rows
+        .iter()
+        .map(|(external_id, points)| {
+            let points = points
+                .iter()
+                .filter_map(|(kind, normalized)| hasher.point(*kind, normalized))
+                .collect();
+            (hasher.external_id(external_id), points)
+        })
+        .collect();
+    let all: Vec<&str> = hashed
+        .iter()
+        .flat_map(|(own, points)| std::iter::once(own).chain(points))
+        .map(String::as_str)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let found = tombstoned(db, workspace_id, &all).await?;
+    if found.is_empty() {
+        return Ok(erased);
+    }
+    let mut by_address = Vec::new();
+    for (n, (own, points)) in hashed.iter().enumerate() {
+        if found.contains(own) {
+            erased[n] = true;
+        } else if points.iter().any(|hash| found.contains(hash)) {
+            by_address.push(n);
+        }
+    }
+    if !by_address.is_empty()
+        && !super::workspace::settings(db, workspace_id)
+            .await?
+            .new_contact_after_erasure
+    {
+        for n in by_address {
+            erased[n] = true;
+        }
+    }
+    Ok(erased)
+}
+
 async fn tombstoned(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
@@ -261,7 +327,7 @@ pub async fn erase(db: &impl TransactionTrait, caller: &Caller, id: CustomerId) 
     caller.require(Role::Admin, "erasing a customer")?;
     let workspace_id = caller.workspace_id;
     let txn = super::begin_write(db).await?;
-    settle(&txn, caller, id).await?;
+    let erased = settle(&txn, caller, id).await?;
     let hasher = Hasher::new(&super::secret::key(&txn, KEY).await?, workspace_id)?;
     let mut removed = Removed::default();
     let mut moved: Vec<InteractionId> = Vec::new();
@@ -333,8 +399,12 @@ pub async fn erase(db: &impl TransactionTrait, caller: &Caller, id: CustomerId) 
         removed.conversations_kept += 1;
     }
 
-    // Tombstones: what identified them, hashed.
+    // Tombstones: what identified them, hashed (the workspace's own id for them too, so
+    // an import of an old export does not bring the record back).
     let mut hashes: Vec<(Mark, String)> = Vec::new();
+    if let Some(external_id) = &erased.external_id {
+        hashes.push((Mark::ExternalId, hasher.external_id(external_id)));
+    }
     let identities: Vec<identity::Model> = super::scoped::<identity::Entity>(workspace_id)
         .filter(identity::Column::CustomerId.eq(id))
         .all(&txn)
@@ -491,8 +561,12 @@ pub async fn delete(db: &impl TransactionTrait, caller: &Caller, id: CustomerId)
 ///
 /// `CONFLICT` for a customer merged into another: its tombstone holds nothing, the
 /// person's rows are the survivor's, and erasing the empty row would look done.
-async fn settle(txn: &impl ConnectionTrait, caller: &Caller, id: CustomerId) -> Result<()> {
-    super::customer::get_live(txn, caller, id).await?;
+async fn settle(
+    txn: &impl ConnectionTrait,
+    caller: &Caller,
+    id: CustomerId,
+) -> Result<customer::Model> {
+    let model = super::customer::get_live(txn, caller, id).await?;
     if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
         let _: Vec<SourceId> = super::scoped::<entity::source::Entity>(caller.workspace_id)
             .select_only()
@@ -503,7 +577,7 @@ async fn settle(txn: &impl ConnectionTrait, caller: &Caller, id: CustomerId) -> 
             .all(txn)
             .await?;
     }
-    Ok(())
+    Ok(model)
 }
 
 /// The customers merged into `id`, directly or through a chain of merges (their rows are

@@ -778,6 +778,42 @@ async fn write_batch(
     let now = super::now();
     let backend = txn.get_database_backend();
 
+    // An erased person stays erased: a row naming their record or their address is left
+    // out (see `erase::erased_records`).
+    let keys: Vec<(&str, Vec<(ContactPointKind, &str)>)> = batch
+        .iter()
+        .map(|c| {
+            let points = [
+                (ContactPointKind::Email, &c.email),
+                (ContactPointKind::Phone, &c.phone),
+            ]
+            .into_iter()
+            .filter_map(|(kind, value)| Some((kind, value.as_ref()?.1.as_str())))
+            .collect();
+            (c.external_id.as_str(), points)
+        })
+        .collect();
+    let erased = super::erase::erased_records(&txn, workspace_id, &keys).await?;
+    drop(keys);
+    let mut batch = batch;
+    let mut n = 0;
+    batch.retain(|candidate| {
+        let keep = !erased[n];
+        n += 1;
+        if !keep {
+            summary.rejected += 1;
+            summary.issues.push(Issue {
+                line: candidate.line,
+                field: Some("external_id".to_owned()),
+                message: "the row names a person erased from this workspace (their record, \
+                          e-mail or phone): left out"
+                    .to_owned(),
+                rejected: true,
+            });
+        }
+        keep
+    });
+
     // What the workspace has already: the customers by external id, the owners of the
     // batch's e-mails and phones, the kinds each existing customer has, the organizations
     // by name and the existing customers' tags.

@@ -287,3 +287,25 @@ backend_test! {
         assert_eq!(dump(&app, "clean").await["customers"].as_array().unwrap().len(), 22);
     }
 }
+
+backend_test! {
+    async fn an_erased_person_does_not_come_back_with_an_old_export(app: TestApp) {
+        // The old CRM export imported, the person erased, the same export imported again:
+        // their row stays out, by its external id and by their address under another.
+        let owner = app.key(Role::Owner).await;
+        let export = "external_id,display_name,email,phone\n\
+                      e-1,Ines Varga,ines@example.com,+36 20 123 4567\n\
+                      e-2,Olaf Berg,olaf@example.com,\n";
+        assert_eq!(counts(&import(&app, &owner, "CSV", export).await), [2, 0, 0, 0]);
+        let ines = by_external_id(&app, &owner, "e-1").await["id"].as_str().unwrap().to_owned();
+        app.gql(&owner, "mutation($id: ID!) { eraseCustomer(input: { id: $id }) { erasedCustomerId } }", json!({ "id": ines })).await;
+
+        let again = import(&app, &owner, "CSV", export).await;
+        assert_eq!(counts(&again), [0, 0, 1, 1], "{again:#}");
+        assert_eq!(again["issues"][0]["line"], 2, "{again:#}");
+        assert_eq!(by_external_id(&app, &owner, "e-1").await, Value::Null);
+        let renamed = import(&app, &owner, "CSV", "external_id,display_name,email\nnew-9,I. Varga,ines@example.com\n").await;
+        assert_eq!(counts(&renamed), [0, 0, 0, 1], "her address under another id: {renamed:#}");
+        assert_eq!(by_external_id(&app, &owner, "new-9").await, Value::Null);
+    }
+}
