@@ -960,10 +960,30 @@ async fn unmerge_within(
             ids::encode(next)
         )));
     }
+    // Read again under the locks: another unmerge of the same customer may have
+    // committed while this one waited for them (and a new merge after it made a new
+    // record), so the record read first may be undone already.
+    let still_active = merge_record::Entity::find()
+        .filter(merge_record::Column::WorkspaceId.eq(workspace_id))
+        .filter(merge_record::Column::Id.eq(record.id))
+        .filter(merge_record::Column::UnmergedAt.is_null())
+        .one(db)
+        .await?
+        .is_some();
+    if !still_active {
+        return Err(Error::field(
+            "customerId",
+            format!(
+                "{} was unmerged already, by another request at the same time",
+                ids::encode(merged_id)
+            ),
+        ));
+    }
     if tombstone.merged_into != Some(survivor_id) {
-        return Err(Error::Internal(format!(
-            "merge record {} does not match its customer",
-            ids::encode(record.id)
+        return Err(Error::Conflict(format!(
+            "{} is no longer merged into {}: its merge changed meanwhile, try again",
+            ids::encode(merged_id),
+            ids::encode(survivor_id)
         )));
     }
     let now = super::now();
