@@ -32,7 +32,7 @@ const NAME: &str = "Zofia Quennell-Brightwater";
 const HANDLE: &str = "zquennell@social.example";
 const PLATFORM_ID: &str = "https://social.example/users/zquennell";
 const EMAIL: &str = "zofia.quennell@mailbox.example";
-const PHONE: &str = "+44 7700 900123";
+const PHONE: &str = "+44 7911 123456";
 /// A word only her posts use, to look for them in the search index.
 const HER_WORD: &str = "xylophonist";
 
@@ -40,7 +40,7 @@ const HER_WORD: &str = "xylophonist";
 const OUR_WORD: &str = "zebrafix";
 
 /// What must not be found anywhere once she is erased (lower case).
-const TRACES: [&str; 5] = ["quennell", "brightwater", "zofia", "7700900123", HER_WORD];
+const TRACES: [&str; 5] = ["quennell", "brightwater", "zofia", "7911123456", HER_WORD];
 
 /// Someone else, whose reply in her thread stays.
 const OTHER: (&str, &str, &str) = (
@@ -361,7 +361,7 @@ backend_test!(
         assert_eq!(doc["customer"]["display_name"], NAME);
         let points = doc["contact_points"].as_array().unwrap();
         assert_eq!(points.len(), 1, "{doc:#}");
-        assert_eq!(points[0]["normalized"], "+447700900123");
+        assert_eq!(points[0]["normalized"], "+447911123456");
         let identities = doc["identities"].as_array().unwrap();
         assert_eq!(identities.len(), 1);
         assert_eq!(identities[0]["platform_id"], PLATFORM_ID);

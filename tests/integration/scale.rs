@@ -266,7 +266,13 @@ backend_test!(
         let mut answered = vec![false; total];
         for round in 0..total / 4 {
             if round == total / 8 {
-                let owner = holder().await.unwrap();
+                // A two-second lease on a loaded machine may lapse between renewals (the
+                // next renewal or another process takes it again): wait for a holder.
+                eventually("an indexer holds the lease", 30, || async {
+                    holder().await.is_some()
+                })
+                .await;
+                let owner = holder().await.expect("an indexer holds the lease");
                 let victim = processes
                     .iter()
                     .position(|(child, _)| owner.starts_with(&format!("pid{}-", child.id())))
