@@ -314,7 +314,7 @@ pub async fn by_external_id(
         .await?)
 }
 
-fn external_id_taken(external_id: Option<&str>) -> String {
+pub(super) fn external_id_taken(external_id: Option<&str>) -> String {
     format!(
         "another customer already has the externalId {}",
         external_id.unwrap_or_default()

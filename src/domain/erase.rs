@@ -147,7 +147,7 @@ impl Hasher {
 // Ingestion
 
 /// Which of a batch's (normalised) `items` of `source` may be stored: `false` for an item
-/// erased or deleted before (its channel and external id tombstoned), and for an inbound
+/// erased or deleted before (its source and external id tombstoned), and for an inbound
 /// item whose author's platform id, e-mail or phone is an erased person's unless the
 /// workspace lets new contact after erasure make a fresh customer.
 ///
@@ -159,7 +159,7 @@ pub async fn keep_mask(
     source: &entity::source::Model,
     items: &[InboundItem],
 ) -> Result<Vec<bool>> {
-    let mut keep = vec![true; items.len()];
+    let keep = vec![true; items.len()];
     if items.is_empty() {
         return Ok(keep);
     }
@@ -179,38 +179,13 @@ pub async fn keep_mask(
             (own, author)
         })
         .collect();
-    let all: Vec<&str> = hashed
-        .iter()
-        .flat_map(|(own, author)| std::iter::once(own).chain(author))
-        .map(String::as_str)
-        .collect::<BTreeSet<_>>()
+    Ok(matched(db, source.workspace_id, &hashed)
+        .await?
         .into_iter()
-        .collect();
-    let found = tombstoned(db, source.workspace_id, &all).await?;
-    if found.is_empty() {
-        return Ok(keep);
-    }
-    let mut author_matched = Vec::new();
-    for (n, (own, author)) in hashed.iter().enumerate() {
-        if found.contains(own) {
-            keep[n] = false;
-        } else if author.iter().any(|hash| found.contains(hash)) {
-            author_matched.push(n);
-        }
-    }
-    if !author_matched.is_empty()
-        && !super::workspace::settings(db, source.workspace_id)
-            .await?
-            .new_contact_after_erasure
-    {
-        for n in author_matched {
-            keep[n] = false;
-        }
-    }
-    Ok(keep)
+        .map(|stopped| !stopped)
+        .collect())
 }
 
-/// The hashes among `hashes` that are tombstones of `workspace_id`.
 /// Which of an import's `rows` (each the workspace's external id for a customer and its
 /// normalised e-mail and phone) name an erased person: the external id of an erased
 /// record always (it is the record itself coming back); an e-mail or phone of theirs
@@ -221,7 +196,7 @@ pub async fn erased_records(
     workspace_id: WorkspaceId,
     rows: &[(&str, Vec<(ContactPointKind, &str)>)],
 ) -> Result<Vec<bool>> {
-    let mut erased = vec![false; rows.len()];
+    let erased = vec![false; rows.len()];
     if rows.is_empty() {
         return Ok(erased);
     }
@@ -239,35 +214,48 @@ pub async fn erased_records(
             (hasher.external_id(external_id), points)
         })
         .collect();
+    matched(db, workspace_id, &hashed).await
+}
+
+/// For each `(own, others)` of `hashed`, whether it is stopped by a tombstone: its own hash
+/// (an item, a record) always; one of the others (an author's account or addresses)
+/// unless the workspace lets new contact after erasure make a fresh customer. One query
+/// for all the hashes; the settings are read only when one of the others matched.
+async fn matched(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    hashed: &[(String, Vec<String>)],
+) -> Result<Vec<bool>> {
+    let mut stopped = vec![false; hashed.len()];
     let all: Vec<&str> = hashed
         .iter()
-        .flat_map(|(own, points)| std::iter::once(own).chain(points))
+        .flat_map(|(own, others)| std::iter::once(own).chain(others))
         .map(String::as_str)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
     let found = tombstoned(db, workspace_id, &all).await?;
     if found.is_empty() {
-        return Ok(erased);
+        return Ok(stopped);
     }
-    let mut by_address = Vec::new();
-    for (n, (own, points)) in hashed.iter().enumerate() {
+    let mut by_others = Vec::new();
+    for (n, (own, others)) in hashed.iter().enumerate() {
         if found.contains(own) {
-            erased[n] = true;
-        } else if points.iter().any(|hash| found.contains(hash)) {
-            by_address.push(n);
+            stopped[n] = true;
+        } else if others.iter().any(|hash| found.contains(hash)) {
+            by_others.push(n);
         }
     }
-    if !by_address.is_empty()
+    if !by_others.is_empty()
         && !super::workspace::settings(db, workspace_id)
             .await?
             .new_contact_after_erasure
     {
-        for n in by_address {
-            erased[n] = true;
+        for n in by_others {
+            stopped[n] = true;
         }
     }
-    Ok(erased)
+    Ok(stopped)
 }
 
 async fn tombstoned(

@@ -581,10 +581,7 @@ async fn merge_one(
     let external_id = after.external_id.clone();
     let after = write_whole(db, after).await.map_err(|err| {
         Error::on_unique(err, || {
-            format!(
-                "another customer already has the externalId {}",
-                external_id.unwrap_or_default()
-            )
+            super::customer::external_id_taken(external_id.as_deref())
         })
     })?;
 
