@@ -129,7 +129,10 @@ pub fn phone(value: &str, region: Option<&str>) -> Option<String> {
         .chars()
         .filter(|c| !matches!(c, ' ' | '.' | '-' | '(' | ')' | '/'))
         .collect();
-    if compact.is_empty() || compact.len() > 40 {
+    // Digits after an optional `+` only: the parser is handed nothing else (a webhook's
+    // phone of NUL characters panicked inside it and dropped the delivery's connection).
+    let digits = compact.strip_prefix('+').unwrap_or(&compact);
+    if digits.is_empty() || compact.len() > 40 || !digits.chars().all(|c| c.is_ascii_digit()) {
         return None;
     }
     let international = match compact.strip_prefix("00") {
@@ -460,6 +463,22 @@ mod tests {
 
     fn day(y: i32, m: u32, d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    #[test]
+    fn a_phone_of_anything_but_digits_is_refused_without_reaching_the_parser() {
+        for value in [
+            "\u{0}".repeat(36),
+            "+\u{0}44".into(),
+            "+".into(),
+            "12a45".into(),
+        ] {
+            assert_eq!(phone(&value, Some("GB")), None, "{value:?}");
+        }
+        assert_eq!(
+            phone("+44 7911 123456", None).as_deref(),
+            Some("+447911123456")
+        );
     }
 
     #[test]
