@@ -831,9 +831,14 @@ impl Traces {
             add(&row.normalized);
             add(row.normalized.trim_start_matches('+'));
         }
+        Ok(Traces::new(words))
+    }
+
+    /// The traces `words` (lower case), longest first.
+    fn new(words: BTreeSet<String>) -> Traces {
         let mut words: Vec<Vec<char>> = words.into_iter().map(|w| w.chars().collect()).collect();
         words.sort_by_key(|word| std::cmp::Reverse(word.len()));
-        Ok(Traces { words })
+        Traces { words }
     }
 
     /// `text` with every trace of the person, compared without case and standing as a
@@ -896,12 +901,15 @@ struct Shared {
 /// - the conversation's subject is the earliest remaining message's, and a thread key
 ///   naming them (their item's id, a URI with their DID) is cleared: later replies
 ///   still find the conversation through the item they answer;
-/// - its `conversation.*` events and the touched rows' `interaction.delivery_changed`
-///   events (their payloads are the rows as they were) go; an `interaction.created` of
-///   the form that held the whole row keeps only what the current form names. One
-///   `conversation.updated` then says what the conversation is now.
+/// - the events holding those rows as they were go: a changed conversation's
+///   `conversation.*` events (its status and assignment history with them: the
+///   service metrics no longer count it) and the changed interactions'
+///   `interaction.delivery_changed`; an `interaction.created` of the form that held
+///   the whole row keeps only what the current form names. One `conversation.updated`
+///   then says what each changed conversation is now. A conversation of someone else
+///   whose row names nothing of theirs keeps its events.
 ///
-/// The touched interactions are listed in `customer.erased` so both search indexes
+/// The changed interactions are listed in `customer.erased` so both search indexes
 /// write them again (or delete them, for the replies that went).
 async fn keep_shared(
     txn: &impl ConnectionTrait,
@@ -1000,13 +1008,14 @@ async fn keep_shared(
                 customer,
                 rows: &rows,
             };
-            shared
-                .touched
-                .extend(thread.scrub(txn, workspace_id).await?);
-            touched_conversations.push(conversation.id);
+            let (rows, changed) = thread.scrub(txn, workspace_id).await?;
+            shared.touched.extend(rows);
+            if changed {
+                touched_conversations.push(conversation.id);
+            }
         }
     }
-    if touched_conversations.is_empty() {
+    if touched_conversations.is_empty() && shared.touched.is_empty() {
         return Ok(shared);
     }
     forget_events(txn, workspace_id, &touched_conversations, &shared.touched).await?;
@@ -1068,12 +1077,13 @@ impl Thread<'_> {
     }
 
     /// Writes the conversation and its rows as [`keep_shared`] says; returns the
-    /// interactions touched.
+    /// interactions changed (our replies to them included) and whether the
+    /// conversation's row changed (its customer, subject or thread key).
     async fn scrub(
         &self,
         txn: &impl ConnectionTrait,
         workspace_id: WorkspaceId,
-    ) -> Result<Vec<InteractionId>> {
+    ) -> Result<(Vec<InteractionId>, bool)> {
         let their_items: Vec<&interaction::Model> = self
             .rows
             .iter()
@@ -1116,6 +1126,7 @@ impl Thread<'_> {
         // Our replies to them go with their rows (tombstoned, their events deleted).
         refile(&to_them, Some(self.id)).await?;
         refile(&handed, self.customer).await?;
+        let mut changed: BTreeSet<InteractionId> = handed.iter().map(|row| row.id).collect();
         let payloads: Vec<InteractionId> = left
             .iter()
             .filter(|row| {
@@ -1123,6 +1134,7 @@ impl Thread<'_> {
             })
             .map(|row| row.id)
             .collect();
+        changed.extend(payloads.iter().copied());
         for chunk in payloads.chunks(PAGE as usize) {
             interaction::Entity::update_many()
                 .col_expr(
@@ -1146,6 +1158,7 @@ impl Thread<'_> {
                 subject = row_subject.clone();
             }
             if text != row.text || row_subject != row.subject {
+                changed.insert(row.id);
                 interaction::Entity::update_many()
                     .col_expr(interaction::Column::Text, Expr::value(text))
                     .col_expr(interaction::Column::Subject, Expr::value(row_subject))
@@ -1162,16 +1175,23 @@ impl Thread<'_> {
                     .any(|row| row.external_id.as_ref() == Some(key))
                 && !self.traces.names_them(key)
         });
-        conversation::Entity::update_many()
-            .col_expr(conversation::Column::CustomerId, Expr::value(self.customer))
-            .col_expr(conversation::Column::Subject, Expr::value(subject))
-            .col_expr(conversation::Column::ThreadKey, Expr::value(thread_key))
-            .col_expr(conversation::Column::UpdatedAt, Expr::value(super::now()))
-            .filter(conversation::Column::WorkspaceId.eq(workspace_id))
-            .filter(conversation::Column::Id.eq(self.conversation.id))
-            .exec(txn)
-            .await?;
-        Ok(left.iter().chain(&to_them).map(|row| row.id).collect())
+        let row = self.conversation;
+        let renamed = self.customer != row.customer_id
+            || subject != row.subject
+            || thread_key != row.thread_key;
+        if renamed {
+            conversation::Entity::update_many()
+                .col_expr(conversation::Column::CustomerId, Expr::value(self.customer))
+                .col_expr(conversation::Column::Subject, Expr::value(subject))
+                .col_expr(conversation::Column::ThreadKey, Expr::value(thread_key))
+                .col_expr(conversation::Column::UpdatedAt, Expr::value(super::now()))
+                .filter(conversation::Column::WorkspaceId.eq(workspace_id))
+                .filter(conversation::Column::Id.eq(row.id))
+                .exec(txn)
+                .await?;
+        }
+        changed.extend(to_them.iter().map(|row| row.id));
+        Ok((changed.into_iter().collect(), renamed))
     }
 }
 
@@ -1437,4 +1457,45 @@ pub async fn export(db: &impl TransactionTrait, caller: &Caller, id: CustomerId)
 fn to_value(row: &impl serde::Serialize) -> Result<Value> {
     serde_json::to_value(row)
         .map_err(|err| Error::Internal(format!("an exported row did not serialise: {err}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traces_go_whole_words_only_and_without_regard_to_case() {
+        let traces = Traces::new(
+            [
+                "@zquennell@social.example",
+                "@zquennell",
+                "zquennell",
+                "zofia",
+                "quennell",
+                "did:plc:quennellquennellquennell",
+            ]
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        );
+        for (text, scrubbed) in [
+            ("@acmehq @zquennell Same here", "@acmehq [erased] Same here"),
+            (
+                "cc @zquennell@social.example and ZOFIA's friend",
+                "cc [erased] and [erased]'s friend",
+            ),
+            (
+                "at://did:plc:quennellquennellquennell/app.bsky.feed.post/1",
+                "at://[erased]/app.bsky.feed.post/1",
+            ),
+            // Inside a longer word it is someone else's.
+            ("Zofiana and quennells", "Zofiana and quennells"),
+            ("Quennell-Smith", "[erased]-Smith"),
+            ("", ""),
+        ] {
+            assert_eq!(traces.scrub(text), scrubbed, "{text}");
+        }
+        assert!(traces.names_them("113100000000000001 zofia"));
+        assert!(!traces.names_them("113100000000000001"));
+    }
 }

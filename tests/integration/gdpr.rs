@@ -535,6 +535,10 @@ backend_test!(
 
         let dumped = dump(&app).await;
         assert_eq!(traces(&dumped), Vec::<&str>::new());
+        // Her statuses' ids are gone too: the thread she started was keyed by the first.
+        for status in ["113100000000000001", "113100000000000002"] {
+            assert!(!dumped.contains(status), "{status}: {dumped}");
+        }
         assert_eq!(indexed(&app, HER_WORD).await, (0, 0));
         assert_eq!(indexed(&app, "Quennell").await, (0, 0));
         assert_eq!(indexed(&app, "Zofia").await, (0, 0));
