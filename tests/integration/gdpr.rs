@@ -335,6 +335,31 @@ async fn indexed(app: &TestApp, text: &str) -> (usize, usize) {
     (interactions.ids.len(), customers.ids.len())
 }
 
+/// Makes the `interaction.created` event of interaction `id` (`int_…`) hold the whole
+/// row, as builds before the event named its row wrote it.
+async fn whole_row_event(app: &TestApp, id: &str) {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let id: entity::InteractionId = rapport::ids::decode("id", id).unwrap();
+    let row = entity::interaction::Entity::find_by_id(id)
+        .one(&app.app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(row.raw.as_ref().unwrap().to_string().contains(ACCOUNT_ID));
+    let changed = entity::event::Entity::update_many()
+        .col_expr(
+            entity::event::Column::Payload,
+            Expr::value(serde_json::to_value(&row).unwrap()),
+        )
+        .filter(entity::event::Column::Kind.eq("interaction.created"))
+        .filter(entity::event::Column::EntityId.eq(id.uuid()))
+        .exec(&app.app.db)
+        .await
+        .unwrap();
+    assert_eq!(changed.rows_affected, 1);
+}
+
 /// Resets the source's cursor, so the next sync reads every status again.
 async fn forget_cursor(app: &TestApp) {
     app.app
@@ -511,6 +536,9 @@ backend_test!(
         assert!(!traces(&dump(&app).await).is_empty(), "she is there first");
         assert_eq!(indexed(&app, HER_WORD).await.0, 2);
         assert!(indexed(&app, "Quennell").await.1 >= 1);
+        // Ravi's reply as an older build logged it: the whole row, raw payload (her
+        // account id, her mention) included.
+        whole_row_event(&app, ravis.as_str().unwrap()).await;
 
         // Both her records: the one from Mastodon and the one made by hand.
         let data = app.gql(&w.key, ERASE, json!({ "id": her })).await;
