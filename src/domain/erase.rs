@@ -751,6 +751,9 @@ struct Traces {
 const ERASED: &str = "[erased]";
 
 impl Traces {
+    /// The traces of `people` (the customer erased and those merged into it). Names are
+    /// also taken in parts (a family name alone names them too); values under three
+    /// characters are left out, as they would match ordinary words.
     async fn of(
         txn: &impl ConnectionTrait,
         workspace_id: WorkspaceId,
@@ -871,6 +874,7 @@ impl Traces {
         out
     }
 
+    /// Whether `text` holds a trace of the person.
     fn names_them(&self, text: &str) -> bool {
         self.scrub(text) != text
     }
