@@ -50,7 +50,7 @@ const PAGE: u64 = 2_000;
 
 /// What a tombstone stands for (stored in its `kind`, and hashed with the value, so an
 /// e-mail address and an item id that happen to be equal do not collide).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Mark {
     /// An item: its channel and external id.
     Item,
@@ -304,10 +304,12 @@ pub struct Removed {
 /// to no organization (one with an organization stays, unlinked: it is the
 /// organization's), the duplicate suggestions naming them, and the events about any of
 /// these (their payloads carry the rows). A conversation that also holds other people's
-/// messages stays, handed to the first of the others with our replies in it, without the
-/// person's messages. The search indexes follow the `customer.erased` event written here
-/// (ids only: both delete the customer and every interaction filed under them, then
-/// write again our replies that moved to the conversation's new customer; the event is
+/// messages stays, handed to the first of the others, without the person's messages, our
+/// replies to them, or anything else that names them ([`keep_shared`]): the same holds
+/// for every conversation filed under someone else that they wrote in. The search
+/// indexes follow the `customer.erased` event written here (ids only: both delete the
+/// customer and every interaction filed under them, then write again, or delete, the
+/// interactions of the conversations kept that changed; the event is
 /// also the log's record that an erasure happened). Tombstones keep
 /// them out (see the module's text); the `erasure` row records who did it and how much
 /// went. All in one transaction. `NOT_FOUND` for an id of no customer of the workspace.
@@ -318,74 +320,18 @@ pub async fn erase(db: &impl TransactionTrait, caller: &Caller, id: CustomerId) 
     let erased = settle(&txn, caller, id).await?;
     let hasher = Hasher::new(&super::secret::key(&txn, KEY).await?, workspace_id)?;
     let mut removed = Removed::default();
-    let mut moved: Vec<InteractionId> = Vec::new();
     record(&txn, caller, id, "erased").await?;
 
-    // Conversations that others wrote in too stay, with our replies in them, under the
-    // first other author; this customer's own messages go with them below.
-    let shared: Vec<Option<ConversationId>> = super::scoped::<interaction::Entity>(workspace_id)
-        .select_only()
-        .column(interaction::Column::ConversationId)
-        .distinct()
-        .filter(interaction::Column::CustomerId.is_not_null())
-        .filter(interaction::Column::CustomerId.ne(id))
-        .filter(
-            interaction::Column::ConversationId.in_subquery(
-                Query::select()
-                    .column(conversation::Column::Id)
-                    .from(conversation::Entity)
-                    .and_where(conversation::Column::WorkspaceId.eq(workspace_id))
-                    .and_where(conversation::Column::CustomerId.eq(id))
-                    .to_owned(),
-            ),
-        )
-        .into_tuple()
-        .all(&txn)
-        .await?;
-    for conversation_id in shared.into_iter().flatten() {
-        let other: Option<CustomerId> = super::scoped::<interaction::Entity>(workspace_id)
-            .select_only()
-            .column(interaction::Column::CustomerId)
-            .filter(interaction::Column::ConversationId.eq(conversation_id))
-            .filter(interaction::Column::CustomerId.is_not_null())
-            .filter(interaction::Column::CustomerId.ne(id))
-            .order_by_asc(interaction::Column::OccurredAt)
-            .order_by_asc(interaction::Column::Id)
-            .into_tuple::<Option<CustomerId>>()
-            .one(&txn)
-            .await?
-            .flatten();
-        let Some(other) = other else { continue };
-        let ours: Vec<InteractionId> = super::scoped::<interaction::Entity>(workspace_id)
-            .select_only()
-            .column(interaction::Column::Id)
-            .filter(interaction::Column::ConversationId.eq(conversation_id))
-            .filter(interaction::Column::CustomerId.eq(id))
-            .filter(interaction::Column::Direction.eq(Direction::Outbound))
-            .into_tuple()
-            .all(&txn)
-            .await?;
-        moved.extend(ours);
-        interaction::Entity::update_many()
-            .col_expr(interaction::Column::CustomerId, Expr::value(other))
-            .filter(interaction::Column::WorkspaceId.eq(workspace_id))
-            .filter(interaction::Column::ConversationId.eq(conversation_id))
-            .filter(interaction::Column::CustomerId.eq(id))
-            .filter(interaction::Column::Direction.eq(Direction::Outbound))
-            .exec(&txn)
-            .await?;
-        let now = super::now();
-        conversation::Entity::update_many()
-            .col_expr(conversation::Column::CustomerId, Expr::value(other))
-            .col_expr(conversation::Column::UpdatedAt, Expr::value(now))
-            .filter(conversation::Column::WorkspaceId.eq(workspace_id))
-            .filter(conversation::Column::Id.eq(conversation_id))
-            .exec(&txn)
-            .await?;
-        let row = super::find_scoped(&txn, workspace_id, conversation_id).await?;
-        event::append(&txn, workspace_id, Event::ConversationUpdated(&row)).await?;
-        removed.conversations_kept += 1;
-    }
+    // Customers merged into this one are the same person (see below).
+    let merged = merged_chain(&txn, workspace_id, id).await?;
+    let people: Vec<CustomerId> = std::iter::once(id).chain(merged.iter().copied()).collect();
+
+    // Conversations that others wrote in too stay, without anything that names them;
+    // read what does before their rows go.
+    let traces = Traces::of(&txn, workspace_id, &people).await?;
+    let shared = keep_shared(&txn, workspace_id, id, &people, &traces).await?;
+    removed.conversations_kept = shared.kept;
+    let moved = shared.touched;
 
     // Tombstones: what identified them, hashed (the workspace's own id for them too, so
     // an import of an old export does not bring the record back).
@@ -417,6 +363,35 @@ pub async fn erase(db: &impl TransactionTrait, caller: &Caller, id: CustomerId) 
             hashes.push((mark, hash));
         }
     }
+    // An address their profiles showed (Mastodon's "Mail" field) is theirs as much as
+    // a contact point: a web form from it would bring them back.
+    let identity_ids: Vec<IdentityId> = identities.iter().map(|row| row.id).collect();
+    for chunk in identity_ids.chunks(PAGE as usize) {
+        let keys: Vec<String> = identity_link::Entity::find()
+            .select_only()
+            .column(identity_link::Column::Key)
+            .filter(identity_link::Column::WorkspaceId.eq(workspace_id))
+            .filter(identity_link::Column::IdentityId.is_in(chunk.iter().copied()))
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        for key in keys {
+            // Web addresses are keyed `https://…`; an e-mail address as a contact
+            // point normalises it.
+            if key.contains("://") || !key.contains('@') {
+                continue;
+            }
+            if let Ok((_, normalized)) =
+                super::contact_point::normalize(ContactPointKind::Email, &key)
+            {
+                if let Some(hash) = hasher.point(ContactPointKind::Email, &normalized) {
+                    hashes.push((Mark::Email, hash));
+                }
+            }
+        }
+    }
+    hashes.sort();
+    hashes.dedup();
     removed.identities = identities.len() as u64;
     removed.contact_points = points.len() as u64;
     removed.tombstones += insert_tombstones(&txn, workspace_id, id, hashes).await?;
@@ -462,7 +437,6 @@ pub async fn erase(db: &impl TransactionTrait, caller: &Caller, id: CustomerId) 
     // was before the merge) and the events about them go too. Left alone they would come
     // back as customers when the survivor's row goes (its foreign key sets their
     // `merged_into` to NULL); their merge records go with the survivor's row.
-    let merged = merged_chain(&txn, workspace_id, id).await?;
     for tombstone in &merged {
         removed.events += delete_events(&txn, workspace_id, *tombstone).await?;
         let (items, tombstones) = tombstone_items(&txn, workspace_id, *tombstone, &hasher).await?;
@@ -763,6 +737,543 @@ async fn delete_events(
 }
 
 // ---------------------------------------------------------------------------------------
+// Shared conversations
+
+/// What names the person in text others wrote: their names (whole and in parts), handles
+/// (with and without the instance, as platforms write mentions), platform ids, profile
+/// addresses, the links their profiles showed, e-mail addresses and phone numbers. Read
+/// before their rows go; longest first, so a handle goes whole before its local part.
+struct Traces {
+    words: Vec<Vec<char>>,
+}
+
+/// What a trace of the person in another row's text becomes.
+const ERASED: &str = "[erased]";
+
+impl Traces {
+    /// The traces of `people` (the customer erased and those merged into it). Names are
+    /// also taken in parts (a family name alone names them too); values under three
+    /// characters are left out, as they would match ordinary words.
+    async fn of(
+        txn: &impl ConnectionTrait,
+        workspace_id: WorkspaceId,
+        people: &[CustomerId],
+    ) -> Result<Traces> {
+        let mut words: BTreeSet<String> = BTreeSet::new();
+        let mut add = |value: &str| {
+            let value = value.trim();
+            if value.chars().count() >= 3 {
+                words.insert(value.to_lowercase());
+            }
+        };
+        let customers = super::scoped::<customer::Entity>(workspace_id)
+            .filter(customer::Column::Id.is_in(people.iter().copied()))
+            .all(txn)
+            .await?;
+        for row in &customers {
+            for name in [
+                Some(&row.display_name),
+                row.given_name.as_ref(),
+                row.family_name.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                add(name);
+                name.split(|c: char| c.is_whitespace() || c == '-')
+                    .for_each(&mut add);
+            }
+        }
+        let identities = super::scoped::<identity::Entity>(workspace_id)
+            .filter(identity::Column::CustomerId.is_in(people.iter().copied()))
+            .all(txn)
+            .await?;
+        for row in &identities {
+            add(&row.platform_id);
+            for value in [&row.profile_url, &row.profile_key, &row.avatar_url]
+                .into_iter()
+                .flatten()
+            {
+                add(value);
+            }
+            if let Some(name) = &row.display_name {
+                add(name);
+                name.split(|c: char| c.is_whitespace() || c == '-')
+                    .for_each(&mut add);
+            }
+            if let Some(handle) = &row.handle {
+                // `@name@instance` as stored; a mention on the same instance, and the
+                // plain text of one, is `@name` or `name`.
+                let bare = handle.trim_start_matches('@');
+                add(handle);
+                add(bare);
+                if let Some((local, _)) = bare.split_once('@') {
+                    add(&format!("@{local}"));
+                    add(local);
+                }
+            }
+        }
+        let identity_ids: Vec<IdentityId> = identities.iter().map(|row| row.id).collect();
+        for chunk in identity_ids.chunks(PAGE as usize) {
+            for link in identity_link::Entity::find()
+                .filter(identity_link::Column::WorkspaceId.eq(workspace_id))
+                .filter(identity_link::Column::IdentityId.is_in(chunk.iter().copied()))
+                .all(txn)
+                .await?
+            {
+                add(&link.url);
+                add(&link.key);
+            }
+        }
+        for row in super::scoped::<contact_point::Entity>(workspace_id)
+            .filter(contact_point::Column::CustomerId.is_in(people.iter().copied()))
+            .all(txn)
+            .await?
+        {
+            add(&row.value);
+            add(&row.normalized);
+            add(row.normalized.trim_start_matches('+'));
+        }
+        Ok(Traces::new(words))
+    }
+
+    /// The traces `words` (lower case), longest first.
+    fn new(words: BTreeSet<String>) -> Traces {
+        let mut words: Vec<Vec<char>> = words.into_iter().map(|w| w.chars().collect()).collect();
+        words.sort_by_key(|word| std::cmp::Reverse(word.len()));
+        Traces { words }
+    }
+
+    /// `text` with every trace of the person, compared without case and standing as a
+    /// word of its own (not inside a longer one), replaced by [`ERASED`].
+    fn scrub(&self, text: &str) -> String {
+        let chars: Vec<char> = text.chars().collect();
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        'next: while at < chars.len() {
+            let starts_word = at == 0 || !chars[at - 1].is_alphanumeric();
+            if starts_word {
+                for word in &self.words {
+                    let end = at + word.len();
+                    if end <= chars.len()
+                        && chars[at..end]
+                            .iter()
+                            .zip(word)
+                            .all(|(c, w)| c.to_lowercase().eq(w.to_lowercase()))
+                        && chars.get(end).is_none_or(|c| !c.is_alphanumeric())
+                    {
+                        out.push_str(ERASED);
+                        at = end;
+                        continue 'next;
+                    }
+                }
+            }
+            out.push(chars[at]);
+            at += 1;
+        }
+        out
+    }
+
+    /// Whether `text` holds a trace of the person.
+    fn names_them(&self, text: &str) -> bool {
+        self.scrub(text) != text
+    }
+}
+
+/// What the conversations the person wrote in became: the interactions touched (our
+/// replies handed to another customer, the rows scrubbed, our replies to the person
+/// filed under them to go with their rows), and how many of their conversations stayed.
+#[derive(Default)]
+struct Shared {
+    touched: Vec<InteractionId>,
+    kept: u64,
+}
+
+/// Keeps the conversations the person shares with others without anything that names
+/// them, before their own rows go (`people`: the customer erased and those merged into
+/// it; `id` the one erased). In every conversation they wrote in or that is filed under
+/// them and holds someone else's message:
+/// - our replies *to them* (the item they answer is theirs: their text mentions the
+///   person and may be a saved reply filled with their name) are filed under `id`, so
+///   they are tombstoned and go with the person's rows; our other replies filed under
+///   them go to the conversation's new customer, the first other author;
+/// - the remaining interactions lose their `raw` and `html` (others' payloads name the
+///   person: Mastodon's `in_reply_to_account_id` and `mentions`, Bluesky's reply URIs
+///   holding their DID), but for our replies sent from Rapport, whose `raw` says only
+///   who sent them and which (not their) item they answer; the person's traces in
+///   `text` and `subject` become "[erased]";
+/// - the conversation's subject is the earliest remaining message's, and a thread key
+///   naming them (their item's id, a URI with their DID) is cleared: later replies
+///   still find the conversation through the item they answer;
+/// - the events holding those rows as they were go: a changed conversation's
+///   `conversation.*` events (its status and assignment history with them: the
+///   service metrics no longer count it) and the changed interactions'
+///   `interaction.delivery_changed`; an `interaction.created` of the form that held
+///   the whole row keeps only what the current form names. One `conversation.updated`
+///   then says what each changed conversation is now. A conversation of someone else
+///   whose row names nothing of theirs keeps its events.
+///
+/// The changed interactions are listed in `customer.erased` so both search indexes
+/// write them again (or delete them, for the replies that went).
+async fn keep_shared(
+    txn: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    id: CustomerId,
+    people: &[CustomerId],
+    traces: &Traces,
+) -> Result<Shared> {
+    let mut candidates: BTreeSet<ConversationId> =
+        super::scoped::<interaction::Entity>(workspace_id)
+            .select_only()
+            .column(interaction::Column::ConversationId)
+            .distinct()
+            .filter(interaction::Column::CustomerId.is_in(people.iter().copied()))
+            .filter(interaction::Column::ConversationId.is_not_null())
+            .into_tuple::<Option<ConversationId>>()
+            .all(txn)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+    candidates.extend(
+        super::scoped::<conversation::Entity>(workspace_id)
+            .select_only()
+            .column(conversation::Column::Id)
+            .filter(conversation::Column::CustomerId.is_in(people.iter().copied()))
+            .into_tuple::<ConversationId>()
+            .all(txn)
+            .await?,
+    );
+    let candidates: Vec<ConversationId> = candidates.into_iter().collect();
+    let mut shared = Shared::default();
+    let mut touched_conversations = Vec::new();
+    // A hundred conversations at a time: their rows are read whole (raw payloads too),
+    // and only for those holding a row that is not theirs (the rest go whole).
+    for chunk in candidates.chunks(100) {
+        let chunk: Vec<ConversationId> = super::scoped::<interaction::Entity>(workspace_id)
+            .select_only()
+            .column(interaction::Column::ConversationId)
+            .distinct()
+            .filter(interaction::Column::ConversationId.is_in(chunk.iter().copied()))
+            .filter(
+                Condition::any()
+                    .add(interaction::Column::CustomerId.is_null())
+                    .add(interaction::Column::CustomerId.is_not_in(people.iter().copied())),
+            )
+            .into_tuple::<Option<ConversationId>>()
+            .all(txn)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        if chunk.is_empty() {
+            continue;
+        }
+        let conversations = super::scoped::<conversation::Entity>(workspace_id)
+            .filter(conversation::Column::Id.is_in(chunk.iter().copied()))
+            .order_by_asc(conversation::Column::Id)
+            .all(txn)
+            .await?;
+        let mut rows: HashMap<ConversationId, Vec<interaction::Model>> = HashMap::new();
+        for row in super::scoped::<interaction::Entity>(workspace_id)
+            .filter(interaction::Column::ConversationId.is_in(chunk.iter().copied()))
+            .order_by_asc(interaction::Column::OccurredAt)
+            .order_by_asc(interaction::Column::Id)
+            .all(txn)
+            .await?
+        {
+            if let Some(conversation) = row.conversation_id {
+                rows.entry(conversation).or_default().push(row);
+            }
+        }
+        for conversation in conversations {
+            let rows = rows.remove(&conversation.id).unwrap_or_default();
+            let customer = if conversation
+                .customer_id
+                .is_some_and(|customer| people.contains(&customer))
+            {
+                // Theirs: kept under the first other author when there is one, else it
+                // goes whole with their rows.
+                let other = rows
+                    .iter()
+                    .filter_map(|row| row.customer_id)
+                    .find(|customer| !people.contains(customer));
+                let Some(other) = other else { continue };
+                shared.kept += 1;
+                Some(other)
+            } else {
+                conversation.customer_id
+            };
+            let thread = Thread {
+                id,
+                people,
+                traces,
+                conversation: &conversation,
+                customer,
+                rows: &rows,
+            };
+            let (rows, changed) = thread.scrub(txn, workspace_id).await?;
+            shared.touched.extend(rows);
+            if changed {
+                touched_conversations.push(conversation.id);
+            }
+        }
+    }
+    if touched_conversations.is_empty() && shared.touched.is_empty() {
+        return Ok(shared);
+    }
+    forget_events(txn, workspace_id, &touched_conversations, &shared.touched).await?;
+    for chunk in touched_conversations.chunks(PAGE as usize) {
+        let rows = super::scoped::<conversation::Entity>(workspace_id)
+            .filter(conversation::Column::Id.is_in(chunk.iter().copied()))
+            .order_by_asc(conversation::Column::Id)
+            .all(txn)
+            .await?;
+        event::append_many(
+            txn,
+            workspace_id,
+            rows.iter().map(Event::ConversationUpdated),
+        )
+        .await?;
+    }
+    Ok(shared)
+}
+
+/// One conversation the person shares with others, as [`keep_shared`] leaves it.
+struct Thread<'a> {
+    /// The customer erased.
+    id: CustomerId,
+    /// The customer erased and those merged into it.
+    people: &'a [CustomerId],
+    traces: &'a Traces,
+    conversation: &'a conversation::Model,
+    /// Whom the conversation is filed under afterwards.
+    customer: Option<CustomerId>,
+    /// Its interactions, oldest first.
+    rows: &'a [interaction::Model],
+}
+
+impl Thread<'_> {
+    fn theirs(&self, row: &interaction::Model) -> bool {
+        row.customer_id
+            .is_some_and(|customer| self.people.contains(&customer))
+    }
+
+    /// Whether our reply `row` answers one of the person's items: by our id of it (a
+    /// reply sent from Rapport), or by its platform id (ours, Mastodon's
+    /// `in_reply_to_id`, Bluesky's `reply.parent.uri`, as our own posts are pulled).
+    fn answers_them(
+        row: &interaction::Model,
+        ids: &HashSet<String>,
+        external_ids: &HashSet<&str>,
+    ) -> bool {
+        let Some(raw) = &row.raw else { return false };
+        let at = |pointer: &str| raw.pointer(pointer).and_then(Value::as_str);
+        at("/in_reply_to").is_some_and(|answered| ids.contains(answered))
+            || [
+                "/in_reply_to_external_id",
+                "/in_reply_to_id",
+                "/record/reply/parent/uri",
+            ]
+            .into_iter()
+            .filter_map(at)
+            .any(|answered| external_ids.contains(answered))
+    }
+
+    /// Writes the conversation and its rows as [`keep_shared`] says; returns the
+    /// interactions changed (our replies to them included) and whether the
+    /// conversation's row changed (its customer, subject or thread key).
+    async fn scrub(
+        &self,
+        txn: &impl ConnectionTrait,
+        workspace_id: WorkspaceId,
+    ) -> Result<(Vec<InteractionId>, bool)> {
+        let their_items: Vec<&interaction::Model> = self
+            .rows
+            .iter()
+            .filter(|row| row.direction == Direction::Inbound && self.theirs(row))
+            .collect();
+        let ids: HashSet<String> = their_items
+            .iter()
+            .map(|row| crate::ids::encode(row.id))
+            .collect();
+        let external_ids: HashSet<&str> = their_items
+            .iter()
+            .filter_map(|row| row.external_id.as_deref())
+            .collect();
+        let (mut to_them, mut handed, mut left) = (Vec::new(), Vec::new(), Vec::new());
+        for row in self.rows {
+            if row.direction == Direction::Outbound && Self::answers_them(row, &ids, &external_ids)
+            {
+                to_them.push(row);
+            } else if !self.theirs(row) {
+                left.push(row);
+            } else if row.direction == Direction::Outbound {
+                handed.push(row);
+                left.push(row);
+            }
+        }
+        let refile = |rows: &[&interaction::Model], customer: Option<CustomerId>| {
+            let ids: Vec<InteractionId> = rows.iter().map(|row| row.id).collect();
+            async move {
+                if !ids.is_empty() {
+                    interaction::Entity::update_many()
+                        .col_expr(interaction::Column::CustomerId, Expr::value(customer))
+                        .filter(interaction::Column::WorkspaceId.eq(workspace_id))
+                        .filter(interaction::Column::Id.is_in(ids))
+                        .exec(txn)
+                        .await?;
+                }
+                Ok::<_, Error>(())
+            }
+        };
+        // Our replies to them go with their rows (tombstoned, their events deleted).
+        refile(&to_them, Some(self.id)).await?;
+        refile(&handed, self.customer).await?;
+        let mut changed: BTreeSet<InteractionId> = handed.iter().map(|row| row.id).collect();
+        let payloads: Vec<InteractionId> = left
+            .iter()
+            .filter(|row| {
+                row.delivery_status.is_none() && (row.raw.is_some() || row.html.is_some())
+            })
+            .map(|row| row.id)
+            .collect();
+        changed.extend(payloads.iter().copied());
+        for chunk in payloads.chunks(PAGE as usize) {
+            interaction::Entity::update_many()
+                .col_expr(
+                    interaction::Column::Raw,
+                    Expr::value(sea_orm::Value::Json(None)),
+                )
+                .col_expr(
+                    interaction::Column::Html,
+                    Expr::value(Option::<String>::None),
+                )
+                .filter(interaction::Column::WorkspaceId.eq(workspace_id))
+                .filter(interaction::Column::Id.is_in(chunk.iter().copied()))
+                .exec(txn)
+                .await?;
+        }
+        let mut subject = None;
+        for (n, row) in left.iter().enumerate() {
+            let text = self.traces.scrub(&row.text);
+            let row_subject = row.subject.as_deref().map(|s| self.traces.scrub(s));
+            if n == 0 {
+                subject = row_subject.clone();
+            }
+            if text != row.text || row_subject != row.subject {
+                changed.insert(row.id);
+                interaction::Entity::update_many()
+                    .col_expr(interaction::Column::Text, Expr::value(text))
+                    .col_expr(interaction::Column::Subject, Expr::value(row_subject))
+                    .filter(interaction::Column::WorkspaceId.eq(workspace_id))
+                    .filter(interaction::Column::Id.eq(row.id))
+                    .exec(txn)
+                    .await?;
+            }
+        }
+        let thread_key = self.conversation.thread_key.clone().filter(|key| {
+            !external_ids.contains(key.as_str())
+                && !to_them
+                    .iter()
+                    .any(|row| row.external_id.as_ref() == Some(key))
+                && !self.traces.names_them(key)
+        });
+        let row = self.conversation;
+        let renamed = self.customer != row.customer_id
+            || subject != row.subject
+            || thread_key != row.thread_key;
+        if renamed {
+            conversation::Entity::update_many()
+                .col_expr(conversation::Column::CustomerId, Expr::value(self.customer))
+                .col_expr(conversation::Column::Subject, Expr::value(subject))
+                .col_expr(conversation::Column::ThreadKey, Expr::value(thread_key))
+                .col_expr(conversation::Column::UpdatedAt, Expr::value(super::now()))
+                .filter(conversation::Column::WorkspaceId.eq(workspace_id))
+                .filter(conversation::Column::Id.eq(row.id))
+                .exec(txn)
+                .await?;
+        }
+        changed.extend(to_them.iter().map(|row| row.id));
+        Ok((changed.into_iter().collect(), renamed))
+    }
+}
+
+/// The fields of an `interaction.created` payload since it names its row rather than
+/// holding it (`InteractionRef` in [`super::event`]): ids, channel, direction, kind, time.
+const INTERACTION_REF: [&str; 9] = [
+    "id",
+    "customer_id",
+    "conversation_id",
+    "identity_id",
+    "source_id",
+    "channel",
+    "direction",
+    "kind",
+    "occurred_at",
+];
+
+/// The events of conversations and interactions [`keep_shared`] touched that hold their
+/// rows as they were: every `conversation.*` of the conversations and the
+/// `interaction.delivery_changed` of the interactions go; an `interaction.created` of
+/// the old form (the whole row) keeps what the current form names.
+async fn forget_events(
+    txn: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    conversations: &[ConversationId],
+    interactions: &[InteractionId],
+) -> Result<()> {
+    use entity::event::{Column, Entity};
+    for chunk in conversations.chunks(PAGE as usize) {
+        Entity::delete_many()
+            .filter(Column::WorkspaceId.eq(workspace_id))
+            .filter(Column::Kind.starts_with("conversation."))
+            .filter(Column::EntityId.is_in(chunk.iter().map(|id| id.uuid())))
+            .exec(txn)
+            .await?;
+    }
+    for chunk in interactions.chunks(PAGE as usize) {
+        Entity::delete_many()
+            .filter(Column::WorkspaceId.eq(workspace_id))
+            .filter(Column::Kind.eq(event::EventKind::InteractionDeliveryChanged.as_str()))
+            .filter(Column::EntityId.is_in(chunk.iter().map(|id| id.uuid())))
+            .exec(txn)
+            .await?;
+        let created: Vec<(i64, Value)> = super::scoped::<Entity>(workspace_id)
+            .select_only()
+            .column(Column::Seq)
+            .column(Column::Payload)
+            .filter(Column::Kind.eq(event::EventKind::InteractionCreated.as_str()))
+            .filter(Column::EntityId.is_in(chunk.iter().map(|id| id.uuid())))
+            .into_tuple()
+            .all(txn)
+            .await?;
+        for (seq, payload) in created {
+            let Value::Object(fields) = payload else {
+                continue;
+            };
+            if !["text", "html", "raw", "subject"]
+                .iter()
+                .any(|field| fields.contains_key(*field))
+            {
+                continue;
+            }
+            let kept: serde_json::Map<String, Value> = fields
+                .into_iter()
+                .filter(|(field, _)| INTERACTION_REF.contains(&field.as_str()))
+                .collect();
+            Entity::update_many()
+                .col_expr(Column::Payload, Expr::value(Value::Object(kept)))
+                .filter(Column::WorkspaceId.eq(workspace_id))
+                .filter(Column::Seq.eq(seq))
+                .exec(txn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
 // Export
 
 /// The format of an export, stated in the document.
@@ -950,4 +1461,45 @@ pub async fn export(db: &impl TransactionTrait, caller: &Caller, id: CustomerId)
 fn to_value(row: &impl serde::Serialize) -> Result<Value> {
     serde_json::to_value(row)
         .map_err(|err| Error::Internal(format!("an exported row did not serialise: {err}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traces_go_whole_words_only_and_without_regard_to_case() {
+        let traces = Traces::new(
+            [
+                "@zquennell@social.example",
+                "@zquennell",
+                "zquennell",
+                "zofia",
+                "quennell",
+                "did:plc:quennellquennellquennell",
+            ]
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        );
+        for (text, scrubbed) in [
+            ("@acmehq @zquennell Same here", "@acmehq [erased] Same here"),
+            (
+                "cc @zquennell@social.example and ZOFIA's friend",
+                "cc [erased] and [erased]'s friend",
+            ),
+            (
+                "at://did:plc:quennellquennellquennell/app.bsky.feed.post/1",
+                "at://[erased]/app.bsky.feed.post/1",
+            ),
+            // Inside a longer word it is someone else's.
+            ("Zofiana and quennells", "Zofiana and quennells"),
+            ("Quennell-Smith", "[erased]-Smith"),
+            ("", ""),
+        ] {
+            assert_eq!(traces.scrub(text), scrubbed, "{text}");
+        }
+        assert!(traces.names_them("113100000000000001 zofia"));
+        assert!(!traces.names_them("113100000000000001"));
+    }
 }

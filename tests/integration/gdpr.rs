@@ -39,8 +39,18 @@ const HER_WORD: &str = "xylophonist";
 /// A word only our reply in her thread uses.
 const OUR_WORD: &str = "zebrafix";
 
+/// Her Mastodon account's numeric id, which replies to her carry.
+const ACCOUNT_ID: &str = "109555000000000777";
+
 /// What must not be found anywhere once she is erased (lower case).
-const TRACES: [&str; 5] = ["quennell", "brightwater", "zofia", "7911123456", HER_WORD];
+const TRACES: [&str; 6] = [
+    "quennell",
+    "brightwater",
+    "zofia",
+    "7911123456",
+    HER_WORD,
+    ACCOUNT_ID,
+];
 
 /// Someone else, whose reply in her thread stays.
 const OTHER: (&str, &str, &str) = (
@@ -67,7 +77,7 @@ fn account(id: &str, name: &str, acct: &str, uri: &str, fields: Value) -> Value 
 
 fn zofia() -> Value {
     account(
-        "109555000000000777",
+        ACCOUNT_ID,
         NAME,
         HANDLE,
         PLATFORM_ID,
@@ -80,8 +90,10 @@ fn ravi() -> Value {
 }
 
 /// A mention notification (the documented shape, from the fixture) of status `id` by
-/// `account`, answering `in_reply_to` when given.
-fn mention(id: u64, account: Value, text: &str, in_reply_to: Option<u64>) -> Value {
+/// `account`, answering status `in_reply_to` of its author's when given. A reply to
+/// someone else names them as Mastodon writes it: `in_reply_to_account_id`, a mention in
+/// `mentions` and one in the content, after ours.
+fn mention(id: u64, account: Value, text: &str, in_reply_to: Option<(u64, &Value)>) -> Value {
     let template: Value = serde_json::from_slice(&fixture("mastodon/notifications.json")).unwrap();
     let mut entry = template[0].clone();
     let at = chrono::Utc
@@ -104,13 +116,25 @@ fn mention(id: u64, account: Value, text: &str, in_reply_to: Option<u64>) -> Val
     status["created_at"] = json!(at);
     status["uri"] = json!(format!("https://{host}/users/{username}/statuses/{id}"));
     status["url"] = json!(format!("https://{host}/@{username}/{id}"));
-    status["content"] = json!(format!("<p>@acmehq {text}</p>"));
+    let mut content = "@acmehq".to_owned();
+    if let Some((parent, author)) = in_reply_to {
+        status["in_reply_to_id"] = json!(format!("{}", 113_100_000_000_000_000 + parent));
+        status["in_reply_to_account_id"] = author["id"].clone();
+        if author["id"] != account["id"] {
+            let (name, url) = (&author["username"], &author["url"]);
+            content.push_str(&format!(
+                " <span class=\"h-card\"><a href=\"{}\" class=\"u-url mention\">@<span>{}</span></a></span>",
+                url.as_str().unwrap(),
+                name.as_str().unwrap()
+            ));
+            status["mentions"].as_array_mut().unwrap().push(
+                json!({ "id": author["id"], "username": name, "url": url, "acct": author["acct"] }),
+            );
+        }
+    }
+    status["content"] = json!(format!("<p>{content} {text}</p>"));
     status["language"] = json!("en");
     status["account"] = account;
-    status["in_reply_to_id"] = match in_reply_to {
-        Some(parent) => json!(format!("{}", 113_100_000_000_000_000 + parent)),
-        None => Value::Null,
-    };
     entry
 }
 
@@ -125,12 +149,18 @@ async fn mastodon(entries: Arc<Mutex<Vec<Value>>>) -> Platform {
             fixture("mastodon/verify_credentials.json"),
         )],
     );
-    // Our reply, as Mastodon answers the post: to the other author's status.
-    let mut posted: Value =
-        serde_json::from_slice(&fixture("mastodon/status-posted.json")).unwrap();
-    posted["in_reply_to_id"] = json!(format!("{}", 113_100_000_000_000_003u64));
-    posted["content"] = json!(format!("<p>@ravi thanks, the {OUR_WORD} is live</p>"));
-    server.on("/api/v1/statuses", vec![Reply::json(&posted)]);
+    // Our replies, as Mastodon answers the post: a status of its own for each status
+    // answered.
+    let template: Value = serde_json::from_slice(&fixture("mastodon/status-posted.json")).unwrap();
+    server.handle("/api/v1/statuses", move |seen| {
+        let asked: Value = serde_json::from_slice(&seen.body).unwrap();
+        let answered = asked["in_reply_to_id"].as_str().unwrap();
+        let mut posted = template.clone();
+        posted["id"] = json!(format!("1139{}", &answered[4..]));
+        posted["in_reply_to_id"] = json!(answered);
+        posted["content"] = json!(format!("<p>{}</p>", asked["status"].as_str().unwrap()));
+        Reply::json(&posted)
+    });
     server.handle("/api/v1/notifications", move |seen| {
         let bound = |name: &str| -> Option<u64> {
             seen.query.split('&').find_map(|pair| {
@@ -165,7 +195,7 @@ struct World {
 }
 
 /// An admin, a Mastodon source with two statuses of hers (the second answering the
-/// first) and a reply of someone else in her thread, synced and indexed.
+/// first) and a reply of someone else to her first, naming her, synced and indexed.
 async fn world(app: &TestApp) -> World {
     let key = app.key(Role::Admin).await;
     let entries = Arc::new(Mutex::new(vec![
@@ -179,13 +209,13 @@ async fn world(app: &TestApp) -> World {
             2,
             zofia(),
             &format!("Still broken, says this {HER_WORD}."),
-            Some(1),
+            Some((1, &zofia())),
         ),
         mention(
             3,
             ravi(),
             "Same here, the export fails for me too.",
-            Some(1),
+            Some((1, &zofia())),
         ),
     ]));
     let server = mastodon(entries.clone()).await;
@@ -303,6 +333,31 @@ async fn indexed(app: &TestApp, text: &str) -> (usize, usize) {
         .unwrap();
     let customers = search.search_customers(workspace, text, 50).await.unwrap();
     (interactions.ids.len(), customers.ids.len())
+}
+
+/// Makes the `interaction.created` event of interaction `id` (`int_…`) hold the whole
+/// row, as builds before the event named its row wrote it.
+async fn whole_row_event(app: &TestApp, id: &str) {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let id: entity::InteractionId = rapport::ids::decode("id", id).unwrap();
+    let row = entity::interaction::Entity::find_by_id(id)
+        .one(&app.app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(row.raw.as_ref().unwrap().to_string().contains(ACCOUNT_ID));
+    let changed = entity::event::Entity::update_many()
+        .col_expr(
+            entity::event::Column::Payload,
+            Expr::value(serde_json::to_value(&row).unwrap()),
+        )
+        .filter(entity::event::Column::Kind.eq("interaction.created"))
+        .filter(entity::event::Column::EntityId.eq(id.uuid()))
+        .exec(&app.app.db)
+        .await
+        .unwrap();
+    assert_eq!(changed.rows_affected, 1);
 }
 
 /// Resets the source's cursor, so the next sync reads every status again.
@@ -445,17 +500,52 @@ backend_test!(
             sent["replyToInteraction"]["interaction"]["customer"]["id"],
             her.as_str()
         );
+        // Our reply to her: a saved reply filled with her name, after the mention of
+        // her Mastodon adds. It answers her, so it goes with her.
+        app.gql(
+            &w.key,
+            "mutation($input: UpdateCustomerInput!) { updateCustomer(input: $input) { customer { id } } }",
+            json!({ "input": { "id": her, "givenName": "Zofia" } }),
+        )
+        .await;
+        let saved = app
+            .gql(
+                &agent,
+                "mutation($name: String!, $body: String!) { createSavedReply(input: { name: $name, body: $body }) { savedReply { id } } }",
+                json!({ "name": "fixed", "body": "Hi {{customer.givenName}}, the fix ships today." }),
+            )
+            .await["createSavedReply"]["savedReply"]["id"]
+            .clone();
+        let hers = ids["interactions"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|edge| edge["node"]["externalId"] == "113100000000000001")
+            .unwrap()["node"]["id"]
+            .clone();
+        let to_her = app
+            .gql(&agent, "mutation($input: ReplyToConversationInput!) { replyToConversation(input: $input) { interaction { text deliveryStatus } } }",
+                json!({ "input": { "conversationId": sent["replyToInteraction"]["interaction"]["conversation"]["id"], "savedReplyId": saved, "inReplyToId": hers } }))
+            .await;
+        assert_eq!(
+            to_her["replyToConversation"]["interaction"],
+            json!({ "text": "@zquennell@social.example Hi Zofia, the fix ships today.", "deliveryStatus": "SENT" })
+        );
         catch_up(&app).await;
         assert_eq!(indexed(&app, OUR_WORD).await.0, 1);
         assert!(!traces(&dump(&app).await).is_empty(), "she is there first");
         assert_eq!(indexed(&app, HER_WORD).await.0, 2);
         assert!(indexed(&app, "Quennell").await.1 >= 1);
+        // Ravi's reply as an older build logged it: the whole row, raw payload (her
+        // account id, her mention) included.
+        whole_row_event(&app, ravis.as_str().unwrap()).await;
 
         // Both her records: the one from Mastodon and the one made by hand.
         let data = app.gql(&w.key, ERASE, json!({ "id": her })).await;
         let removed = &data["eraseCustomer"]["removed"];
         assert_eq!(data["eraseCustomer"]["erasedCustomerId"], her.as_str());
-        assert_eq!(removed["interactions"], 2, "{data:#}");
+        // Her two statuses and our reply to her.
+        assert_eq!(removed["interactions"], 3, "{data:#}");
         assert_eq!(removed["conversations"], 0, "{data:#}");
         assert_eq!(removed["conversationsKept"], 1, "{data:#}");
         assert_eq!(removed["notes"], 1);
@@ -464,19 +554,24 @@ backend_test!(
         assert_eq!(removed["contactPoints"], 1);
         assert_eq!(removed["duplicateSuggestions"], 1);
         assert!(removed["events"].as_i64().unwrap() >= 5, "{data:#}");
-        // Two items, her platform id and her phone.
-        assert_eq!(removed["tombstones"], 4, "{data:#}");
+        // Three items (hers and our reply to her), her platform id, her phone and the
+        // e-mail address her profile shows.
+        assert_eq!(removed["tombstones"], 6, "{data:#}");
         let data = app.gql(&w.key, ERASE, json!({ "id": crm })).await;
         assert_eq!(data["eraseCustomer"]["removed"]["contactPoints"], 1);
         catch_up(&app).await;
 
         let dumped = dump(&app).await;
         assert_eq!(traces(&dumped), Vec::<&str>::new());
+        // Her statuses' ids are gone too: the thread she started was keyed by the first.
+        for status in ["113100000000000001", "113100000000000002"] {
+            assert!(!dumped.contains(status), "{status}: {dumped}");
+        }
         assert_eq!(indexed(&app, HER_WORD).await, (0, 0));
         assert_eq!(indexed(&app, "Quennell").await, (0, 0));
         assert_eq!(indexed(&app, "Zofia").await, (0, 0));
         // The other author's reply stays, in the thread she started, now his, with our
-        // answer to him, still searchable.
+        // answer to him, still searchable; his mention of her is gone.
         let all = items(&app, &w.key).await;
         assert_eq!(all.len(), 2, "{all:#?}");
         for item in all.values() {
@@ -486,6 +581,10 @@ backend_test!(
                 sent["replyToInteraction"]["interaction"]["conversation"]["id"]
             );
         }
+        assert_eq!(
+            all["113100000000000003"]["text"],
+            "@acmehq [erased] Same here, the export fails for me too."
+        );
         assert_eq!(indexed(&app, "fails").await.0, 1);
         assert_eq!(indexed(&app, OUR_WORD).await.0, 1);
         // The audit: two erasures, no personal data (the dump above holds them).
@@ -767,5 +866,224 @@ backend_test!(
             0,
             "the deleted item stays out of its source"
         );
+    }
+);
+
+/// Her Bluesky account: the DID is the identity, and every URI of her posts holds it.
+const HER_DID: &str = "did:plc:quennellquennellquennell";
+const RAVI_DID: &str = "did:plc:raviraviraviraviraviravi";
+const OUR_DID: &str = "did:plc:acmeacmeacmeacmeacmeacme";
+
+/// A Bluesky post as the connector hands it over: `n` its record key, by `author` (DID,
+/// handle, name), answering `parent` (and through it `root`) when given.
+fn bluesky_post(
+    n: u32,
+    author: (&str, &str, &str),
+    text: &str,
+    reply: Option<(&str, &str)>,
+) -> InboundItem {
+    let (did, handle, name) = author;
+    let uri = format!("at://{did}/app.bsky.feed.post/3lgdpr{n:07}");
+    let mut record = json!({ "$type": "app.bsky.feed.post", "text": text, "createdAt": "2026-11-30T09:00:00.000Z", "langs": ["en"] });
+    if let Some((root, parent)) = reply {
+        record["reply"] = json!({
+            "root": { "uri": root, "cid": format!("bafyreiroot{n}") },
+            "parent": { "uri": parent, "cid": format!("bafyreiparent{n}") }
+        });
+    }
+    // A mention of her is a facet naming her DID, as a client writes one.
+    if let Some(start) = text.find("@zquennell.bsky.social") {
+        record["facets"] = json!([{
+            "index": { "byteStart": start, "byteEnd": start + "@zquennell.bsky.social".len() },
+            "features": [{ "$type": "app.bsky.richtext.facet#mention", "did": HER_DID }]
+        }]);
+    }
+    InboundItem {
+        external_id: uri.clone(),
+        author: Author {
+            platform_id: did.into(),
+            handle: Some(format!("@{handle}")),
+            display_name: Some(name.into()),
+            profile_url: Some(format!("https://bsky.app/profile/{did}")),
+            avatar_url: None,
+            email: None,
+            phone: None,
+            links: Vec::new(),
+        },
+        outbound: did == OUR_DID,
+        kind: if reply.is_some() { "reply" } else { "mention" }.into(),
+        subject: None,
+        text: text.into(),
+        html: None,
+        url: Some(format!(
+            "https://bsky.app/profile/{handle}/post/3lgdpr{n:07}"
+        )),
+        language: Some("en".into()),
+        occurred_at: chrono::Utc.with_ymd_and_hms(2026, 11, 30, 9, n, 0).unwrap(),
+        thread_key: None,
+        in_reply_to: reply.map(|(_, parent)| parent.to_owned()),
+        raw: json!({
+            "uri": uri,
+            "cid": format!("bafyreipost{n}"),
+            "author": { "did": did, "handle": handle, "displayName": name },
+            "record": record,
+            "indexedAt": "2026-11-30T09:00:04.000Z"
+        }),
+    }
+}
+
+backend_test!(
+    async fn an_erased_bluesky_author_leaves_no_did_in_the_thread_others_keep(app: TestApp) {
+        let owner = app.key(Role::Owner).await;
+        let pds = Platform::start().await;
+        let id = crate::feeds::create_source(
+            &app,
+            &owner,
+            "BLUESKY",
+            "acme",
+            json!({ "service": pds.base, "identifier": "acme.example", "app_password": "xk2q-7bvn-m3rt-p9wd" }),
+        )
+        .await;
+        let source = crate::mastodon::source_row(&app, &id).await;
+        // Her post, Ravi's answer naming her, our answer to her and our answer to him
+        // (our own posts, pulled back as outbound items): every reply's URIs hold her
+        // DID, as its thread's root or as the post answered.
+        let her = (HER_DID, "zquennell.bsky.social", NAME);
+        let ravi = (RAVI_DID, "ravi.example", OTHER.0);
+        let us = (OUR_DID, "acme.example", "Acme");
+        let first = bluesky_post(1, her, &format!("Is the {HER_WORD} export broken?"), None);
+        let root = first.external_id.clone();
+        let his = bluesky_post(
+            2,
+            ravi,
+            "@zquennell.bsky.social same here, the export fails",
+            Some((&root, &root)),
+        );
+        let to_her = bluesky_post(
+            3,
+            us,
+            "@zquennell.bsky.social thanks Zofia, it is fixed",
+            Some((&root, &root)),
+        );
+        let to_him = bluesky_post(
+            4,
+            us,
+            &format!("@ravi.example the {OUR_WORD} is live"),
+            Some((&root, &his.external_id)),
+        );
+        let report = rapport::ingest::ingest(
+            &app.app.db,
+            &source,
+            &[first, his, to_her, to_him],
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.new.len(), 4);
+        let all = items(&app, &owner).await;
+        let conversation = all[&root]["conversation"]["id"].clone();
+        assert!(
+            all.values()
+                .all(|item| item["conversation"]["id"] == conversation),
+            "{all:#?}"
+        );
+        let her_id = all[&root]["customer"]["id"].as_str().unwrap().to_owned();
+        catch_up(&app).await;
+        assert!(!traces(&dump(&app).await).is_empty(), "she is there first");
+
+        let data = app.gql(&owner, ERASE, json!({ "id": her_id })).await;
+        let removed = &data["eraseCustomer"]["removed"];
+        assert_eq!(
+            removed["interactions"], 2,
+            "her post and our answer to her: {data:#}"
+        );
+        assert_eq!(removed["conversationsKept"], 1, "{data:#}");
+        catch_up(&app).await;
+        let dumped = dump(&app).await;
+        let left = traces(&dumped);
+        assert!(
+            left.is_empty(),
+            "traces of her after the erasure: {left:#?}"
+        );
+        assert_eq!(indexed(&app, HER_WORD).await, (0, 0));
+        assert_eq!(indexed(&app, "Zofia").await, (0, 0));
+
+        // Ravi's answer and ours to him stay, in the same conversation, now his.
+        let all = items(&app, &owner).await;
+        assert_eq!(all.len(), 2, "{all:#?}");
+        for item in all.values() {
+            assert_eq!(item["customer"]["displayName"], OTHER.0, "{item:#}");
+            assert_eq!(item["conversation"]["id"], conversation, "{item:#}");
+        }
+        let texts: Vec<&str> = all
+            .values()
+            .map(|item| item["text"].as_str().unwrap())
+            .collect();
+        assert!(
+            texts.contains(&"[erased] same here, the export fails"),
+            "{texts:?}"
+        );
+        assert_eq!(indexed(&app, OUR_WORD).await.0, 1);
+        assert_eq!(indexed(&app, "fails").await.0, 1);
+
+        // Read again, nothing of hers comes back, and a new answer to Ravi's post
+        // still finds the conversation.
+        let report = rapport::ingest::ingest(
+            &app.app.db,
+            &source,
+            &[
+                bluesky_post(1, her, &format!("Is the {HER_WORD} export broken?"), None),
+                bluesky_post(
+                    5,
+                    ravi,
+                    "and it works now",
+                    Some((
+                        &root,
+                        &all.keys()
+                            .find(|uri| uri.contains(RAVI_DID))
+                            .unwrap()
+                            .clone(),
+                    )),
+                ),
+            ],
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!((report.new.len(), report.erased), (1, 1));
+        let all = items(&app, &owner).await;
+        assert!(
+            all.values()
+                .all(|item| item["conversation"]["id"] == conversation),
+            "{all:#?}"
+        );
+    }
+);
+
+backend_test!(
+    async fn an_address_only_her_profile_showed_keeps_her_out_too(app: TestApp) {
+        // No record of hers holds her e-mail address as a contact point: her Mastodon
+        // profile's "Mail" field names it. After she is erased, a web form from that
+        // address is hers coming back.
+        let w = world(&app).await;
+        let her = her_customer(&app, &w.key).await;
+        let export = app.gql(&w.key, EXPORT, json!({ "id": her })).await;
+        assert_eq!(export["exportCustomer"]["contact_points"], json!([]));
+        app.gql(&w.key, ERASE, json!({ "id": her })).await;
+
+        let webhook = webhook_source(&app, &w.key).await;
+        let report = rapport::ingest::ingest(
+            &app.app.db,
+            &webhook,
+            &[form_item("form-1", EMAIL, "Please call me back")],
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!((report.new.len(), report.erased), (0, 1));
+        assert_eq!(traces(&dump(&app).await), Vec::<&str>::new());
     }
 );
