@@ -446,6 +446,8 @@ struct Person {
     postal: Option<String>,
     locality: Option<String>,
     organization: Option<String>,
+    /// A social handle, for some.
+    handle: Option<String>,
 }
 
 /// The generated registry: records and the pairs that are one person.
@@ -566,9 +568,18 @@ fn new_person(rng: &mut StdRng, names: &Names, taken: &mut HashSet<String>, n: u
         organization: rng
             .gen_bool(0.4)
             .then(|| format!("org-{}", rng.gen_range(0..300))),
+        handle: None,
         given,
         family,
     };
+    if rng.gen_bool(0.3) {
+        let (g, f) = (ascii_local(&person.given), ascii_local(&person.family));
+        person.handle = Some(match rng.gen_range(0..3) {
+            0 => format!("{g}{f}"),
+            1 => format!("{g}_{}{}", &f[..f.len().min(3)], n % 100),
+            _ => format!("{}{f}{}", &g[..g.len().min(1)], n % 1000),
+        });
+    }
     if rng.gen_bool(0.9) {
         person
             .emails
@@ -773,6 +784,25 @@ fn duplicate_of(rng: &mut StdRng, taken: &mut HashSet<String>, p: &Person, n: us
     d
 }
 
+/// A second record that is a social author: the name as shown on the platform (no given
+/// or family name), a handle (the same one as on another platform when the person has
+/// one), nothing else.
+fn social(rng: &mut StdRng, p: &Person, n: usize) -> Profile {
+    let shown = if rng.gen_bool(0.3) {
+        format!("{} {}", p.given, typo(rng, &p.family))
+    } else {
+        format!("{} {}", p.given, p.family)
+    };
+    let handle = match &p.handle {
+        Some(handle) if rng.gen_bool(0.6) => handle.clone(),
+        _ => format!("{}{}", ascii_local(&p.given), n % 997),
+    };
+    Profile {
+        handles: vec![("bluesky".to_owned(), format!("{handle}.bsky.social"))],
+        ..Profile::new(CustomerId::new(), shown)
+    }
+}
+
 fn record(p: &Person) -> Profile {
     Profile {
         id: CustomerId::new(),
@@ -786,12 +816,23 @@ fn record(p: &Person) -> Profile {
         postal_code: p.postal.clone(),
         locality: p.locality.clone(),
         organization: p.organization.clone(),
-        handles: Vec::new(),
+        handles: p
+            .handle
+            .iter()
+            .map(|h| ("mastodon".to_owned(), format!("@{h}@mastodon.example")))
+            .collect(),
     }
 }
 
-/// A registry of `people` people (and their duplicates, relatives and namesakes).
+/// A registry of `people` people (and their duplicates, relatives, twins, fathers and
+/// sons, and namesakes).
 pub fn generate(people: usize, seed: u64) -> Registry {
+    generate_with(people, seed, 0.0)
+}
+
+/// [`generate`], with a share of the second records being social authors instead: a
+/// name as the platform shows it and a handle, nothing else ([`social`]).
+pub fn generate_with(people: usize, seed: u64, social_share: f64) -> Registry {
     let mut rng = StdRng::seed_from_u64(seed);
     let names = Names::new();
     let mut taken = HashSet::new();
@@ -811,8 +852,12 @@ pub fn generate(people: usize, seed: u64) -> Registry {
             0
         };
         for _ in 0..copies {
-            let copy = duplicate_of(&mut rng, &mut taken, &person, n);
-            records.push(record(&copy));
+            if social_share > 0.0 && rng.gen_bool(social_share) {
+                records.push(social(&mut rng, &person, n));
+            } else {
+                let copy = duplicate_of(&mut rng, &mut taken, &person, n);
+                records.push(record(&copy));
+            }
         }
         for x in first..records.len() {
             for y in x + 1..records.len() {
@@ -836,6 +881,39 @@ pub fn generate(people: usize, seed: u64) -> Registry {
                     .to_owned();
             }
             records.push(record(&relative));
+        }
+        if rng.gen_bool(0.004) {
+            // A twin: the family name, the birth date, the home.
+            let mut twin = new_person(&mut rng, &names, &mut taken, n + 3);
+            twin.family = person.family.clone();
+            twin.birth = person.birth;
+            twin.street = person.street.clone();
+            twin.postal = person.postal.clone();
+            twin.locality = person.locality.clone();
+            if twin.given == person.given {
+                twin.given = GIVEN[(GIVEN.iter().position(|g| *g == person.given).unwrap_or(0)
+                    + 7)
+                    % GIVEN.len()]
+                .to_owned();
+            }
+            records.push(record(&twin));
+        }
+        if rng.gen_bool(0.003) {
+            // A son of the same name at the same address, "Jr" in his family name or not.
+            let mut junior = new_person(&mut rng, &names, &mut taken, n + 4);
+            junior.given = person.given.clone();
+            junior.family = if rng.gen_bool(0.5) {
+                format!("{} Jr", person.family)
+            } else {
+                person.family.clone()
+            };
+            junior.street = person.street.clone();
+            junior.postal = person.postal.clone();
+            junior.locality = person.locality.clone();
+            if rng.gen_bool(0.5) {
+                junior.phone = person.phone.clone();
+            }
+            records.push(record(&junior));
         }
         if FAMILY.contains(&person.family.as_str()) && rng.gen_bool(0.05) {
             // A namesake: the same (common) name, nothing else in common.
@@ -912,10 +990,11 @@ mod tests {
     use super::*;
 
     /// The floors the issue sets, at the list's default threshold, on a registry of
-    /// 20,000 people (about 26,000 records) with known true pairs.
+    /// 20,000 people (about 28,000 records) with known true pairs. The seed is not the
+    /// one the weights were looked at with (`rapport dedupe --evaluate` defaults to 7).
     #[test]
     fn duplicate_detection_meets_its_quality_floors() {
-        let registry = generate(20_000, 7);
+        let registry = generate(20_000, 2026);
         let quality = evaluate(&registry, crate::domain::duplicate::DEFAULT_MIN_SCORE);
         println!("{quality:?}");
         if std::env::var_os("RAPPORT_DEDUPE_MISSES").is_some() {

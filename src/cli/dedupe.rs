@@ -18,6 +18,10 @@ pub struct DedupeArgs {
     /// The workspace slug.
     #[arg(long, default_value = "default")]
     workspace: String,
+    /// Merge the new suggestions at or above the workspace's autoMergeThreshold (none
+    /// without it). Off by default: a field is what someone said of themselves.
+    #[arg(long)]
+    merge: bool,
     /// Measure precision and recall on a generated registry of this many people (about
     /// 1.4 records each) instead, printing a Markdown table; no database is touched.
     #[arg(long, value_name = "PEOPLE")]
@@ -105,7 +109,7 @@ pub async fn run(app: App, args: DedupeArgs) -> anyhow::Result<()> {
         let _ = std::io::stderr().flush();
     };
     let started = Instant::now();
-    let report = dedupe::run(&app.db, caller.workspace_id, &mut progress).await?;
+    let report = dedupe::run(&app.db, caller.workspace_id, args.merge, &mut progress).await?;
     if terminal {
         eprintln!();
     }

@@ -101,8 +101,9 @@ pub enum Command {
     #[command(subcommand)]
     Import(import::ImportCommand),
     /// Find duplicate customers in a whole workspace: rebuild the blocking keys, compare
-    /// the customers sharing one, store the suggestions (merging those at or above the
-    /// workspace's autoMergeThreshold). Prints `found N, new N, updated N, merged N`.
+    /// the customers sharing one, store the suggestions (with --merge, merging the new ones
+    /// at or above the workspace's autoMergeThreshold). Prints `found N, new N, updated N,
+    /// merged N`.
     /// With --evaluate N, measures precision and recall on a generated registry instead.
     Dedupe(dedupe::DedupeArgs),
     /// Manage the sources (connector instances) of a workspace.

@@ -869,10 +869,12 @@ async fn resolve_authors(
                 })
         })
         .collect();
-    let mut above_threshold =
+    let above_threshold =
         super::duplicate::after_authors(db, workspace_id, &linked, &targets, now).await?;
+    // Suggested, never merged: a name, a handle or a variant of an address is what an
+    // author says of themselves, and anyone can say it of someone else.
     let new_customers: Vec<CustomerId> = created.keys().copied().collect();
-    above_threshold.extend(super::dedupe::check(db, workspace_id, &new_customers, now).await?);
+    super::dedupe::check(db, workspace_id, &new_customers, now).await?;
 
     let of_item = (0..fresh.len())
         .map(|n| {

@@ -497,9 +497,16 @@ pub async fn update(
     .await?;
     // The changed profile is checked again (its keys follow it); a suggestion, never a
     // merge, and in a transaction of its own: the change stands either way.
-    let txn = super::begin_write(db).await?;
-    super::dedupe::check(&txn, caller.workspace_id, &[model.id], model.updated_at).await?;
-    txn.commit().await?;
+    let checked = async {
+        let txn = super::begin_write(db).await?;
+        super::dedupe::check(&txn, caller.workspace_id, &[model.id], model.updated_at).await?;
+        txn.commit().await?;
+        Ok::<(), Error>(())
+    };
+    if let Err(err) = checked.await {
+        // The change is stored; the check runs again with the next write or `rapport dedupe`.
+        tracing::warn!(customer = %model.id, error = %err, "duplicate check after an update failed");
+    }
     Ok(model)
 }
 

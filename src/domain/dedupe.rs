@@ -52,7 +52,7 @@ pub const MAX_BLOCK: usize = 100;
 /// and still see them).
 pub const MIN_STORED: f64 = 0.45;
 /// Where the logistic curve crosses 0.5, and how steep it is.
-const MIDPOINT: f64 = 6.3;
+const MIDPOINT: f64 = 6.1;
 const SPREAD: f64 = 1.6;
 /// Rows per statement.
 const CHUNK: usize = 500;
@@ -108,7 +108,12 @@ struct Name {
     sound: String,
     /// The formal name a nickname stands for (`bob` → `robert`), else `plain`.
     formal: String,
+    /// A generational suffix written after the name (`jr`, `sr`, `iii`), taken out of
+    /// `plain`: a father and his son of one name and one home are two people.
+    generation: Option<&'static str>,
 }
+
+const GENERATIONS: &[&str] = &["jr", "junior", "sr", "senior", "ii", "iii", "iv"];
 
 #[derive(Clone, Debug)]
 struct Email {
@@ -154,7 +159,15 @@ impl Prepared {
                 .collect();
             if words.len() >= 2 {
                 given = name(words[0]);
-                family = name(words[words.len() - 1]);
+                // "Ana García Jr": the family name with its suffix.
+                let last = words[words.len() - 1];
+                let generational =
+                    GENERATIONS.contains(&last.trim_end_matches('.').to_lowercase().as_str());
+                family = if generational && words.len() >= 3 {
+                    name(&format!("{} {last}", words[words.len() - 2]))
+                } else {
+                    name(last)
+                };
             }
         }
         let street = profile.street.as_deref().map(plain_street);
@@ -345,8 +358,9 @@ pub fn compare(a: &Prepared, b: &Prepared) -> Comparison {
         };
         name_weight
             + match count {
-                Some(0..=2) => 1.5,
-                Some(3..=6) => 0.8,
+                // At most so much that a full name alone stays below the default
+                // threshold: two people may share the rarest name.
+                Some(0..=6) => 0.5,
                 Some(7..=20) => 0.0,
                 Some(21..=50) => -0.8,
                 Some(_) => -1.5,
@@ -407,7 +421,7 @@ pub fn compare(a: &Prepared, b: &Prepared) -> Comparison {
     }
     match best_email {
         Some((w, r)) => add(w, Some(r)),
-        None if !a.emails.is_empty() && !b.emails.is_empty() => add(-0.5, None),
+        None if !a.emails.is_empty() && !b.emails.is_empty() => add(-0.3, None),
         None => {}
     }
 
@@ -548,6 +562,15 @@ fn names(
     let mut weight = 0.0;
     let mut reasons = Vec::new();
     if let (Some(x), Some(y)) = (af, bf) {
+        if x.generation != y.generation {
+            weight -= 4.0;
+            reasons.push(reason(
+                "familyName",
+                "generation",
+                format!("{} and {}: two generations", x.shown, y.shown),
+                -4.0,
+            ));
+        }
         let (w, kind) = if x.plain == y.plain {
             (3.0, Some("exact"))
         } else if !x.sound.is_empty() && x.sound == y.sound {
@@ -591,6 +614,8 @@ fn names(
         {
             (2.0, Some("phonetic"))
         } else if !short
+            // Gary and Mary are two names: a short name's first letter is no typo.
+            && (x.plain.len() > 5 || x.plain.chars().next() == y.plain.chars().next())
             && (jaro_winkler(&x.plain, &y.plain) >= 0.9 || one_typo(&x.plain, &y.plain))
         {
             (1.8, Some("typo"))
@@ -697,9 +722,16 @@ pub fn jaro_winkler(x: &str, y: &str) -> f64 {
 
 /// Lower-case ASCII letters and single spaces, diacritics dropped (`Núñez` → `nunez`,
 /// `O'Brien` → `obrien`, `Jean-Luc` → `jean luc`).
+/// At most this many characters of a name, street or handle are compared (NFKD can
+/// turn one character into eighteen; the comparisons are quadratic in length).
+const MAX_PART: usize = 64;
+
 fn plain(value: &str) -> String {
     let mut out = String::new();
-    for c in value.nfkd() {
+    for c in value.chars().take(MAX_PART).nfkd() {
+        if out.len() >= MAX_PART {
+            break;
+        }
         if unicode_normalization::char::is_combining_mark(c) {
             continue;
         }
@@ -727,7 +759,18 @@ fn plain(value: &str) -> String {
 }
 
 fn name(value: &str) -> Option<Name> {
-    let plain = plain(value);
+    let mut plain = plain(value);
+    let mut generation = None;
+    if let Some((rest, last)) = plain.rsplit_once(' ') {
+        if let Some(g) = GENERATIONS.iter().find(|g| **g == last) {
+            generation = Some(match *g {
+                "junior" => "jr",
+                "senior" => "sr",
+                other => other,
+            });
+            plain = rest.to_owned();
+        }
+    }
     if plain.is_empty() {
         return None;
     }
@@ -737,6 +780,7 @@ fn name(value: &str) -> Option<Name> {
         sound: sound(&plain),
         formal,
         plain,
+        generation,
     })
 }
 
@@ -874,6 +918,7 @@ fn handle_local(handle: &str) -> Option<String> {
     let local: String = local
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+        .take(MAX_PART)
         .collect();
     (local.len() >= 4).then_some(local)
 }
@@ -1157,6 +1202,35 @@ fn of_workspace(
     }
 }
 
+/// Rewrites the blocking keys of `ids` from what they are now, without comparing: a
+/// merge's survivor gains its merged records' contact points and identities, a merged
+/// record's keys go, an unmerged one's come back. Suggestions are left as the merge left
+/// them (the next write of either, or `rapport dedupe`, compares again).
+pub async fn refresh_keys(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    ids: &[CustomerId],
+) -> Result<()> {
+    let live: Vec<Prepared> = profiles(db, workspace_id, ids)
+        .await?
+        .iter()
+        .map(Prepared::of)
+        .collect();
+    let gone: Vec<CustomerId> = ids
+        .iter()
+        .copied()
+        .filter(|id| !live.iter().any(|p| p.id == *id))
+        .collect();
+    for chunk in gone.chunks(CHUNK) {
+        customer_match_key::Entity::delete_many()
+            .filter(of_workspace(db.get_database_backend(), workspace_id))
+            .filter(customer_match_key::Column::CustomerId.is_in(chunk.iter().copied()))
+            .exec(db)
+            .await?;
+    }
+    store_keys(db, workspace_id, &live).await
+}
+
 #[derive(FromQueryResult)]
 struct KeyCount {
     key: String,
@@ -1354,7 +1428,8 @@ pub struct DedupeReport {
     pub new: u64,
     /// Pending suggestions whose score or reasons changed.
     pub updated: u64,
-    /// New suggestions at or above the workspace's auto-merge threshold, merged.
+    /// New suggestions at or above the workspace's auto-merge threshold, merged (with
+    /// `merge` only).
     pub merged: u64,
 }
 
@@ -1362,12 +1437,14 @@ pub struct DedupeReport {
 pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, u64);
 
 /// `rapport dedupe`: rebuilds the blocking keys of every live customer of the workspace,
-/// compares every pair that shares one and stores the suggestions (auto-merging those at
-/// or above the workspace's threshold, when it has one). Reads the workspace in pages;
+/// compares every pair that shares one and stores the suggestions; with `merge` (an
+/// explicit choice: the fields are what people said of themselves) merges the new ones
+/// at or above the workspace's threshold, when it has one. Reads the workspace in pages;
 /// holds the prepared profiles in memory (a few hundred bytes a customer).
 pub async fn run(
     db: &(impl sea_orm::TransactionTrait + ConnectionTrait),
     workspace_id: WorkspaceId,
+    merge: bool,
     progress: Progress<'_>,
 ) -> Result<DedupeReport> {
     const PAGE: u64 = 2_000;
@@ -1448,7 +1525,7 @@ pub async fn run(
                 .await?;
         report.new += outcome.new;
         report.updated += outcome.updated;
-        if !outcome.above.is_empty() {
+        if merge && !outcome.above.is_empty() {
             report.merged += outcome.above.len() as u64;
             super::duplicate::merge_above_threshold(&txn, workspace_id, &outcome.above).await?;
         }

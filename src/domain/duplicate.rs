@@ -583,8 +583,9 @@ fn combined(reasons: &[Reason]) -> f64 {
     ((1.0 - doubt) * 1_000.0).round().min(990.0) / 1_000.0
 }
 
-/// Stores the suggestions `found` by profile links (a pair suggested before stays as it
-/// is) and returns those new ones that score at least the workspace's auto-merge threshold.
+/// Stores the suggestions `found` by profile links ([`store_found_counted`] says what
+/// happens to a pair suggested before) and returns those at or above the workspace's
+/// auto-merge threshold.
 async fn store(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
@@ -668,10 +669,11 @@ pub async fn store_found(
 }
 
 /// Stores `found`: a pair not suggested yet is inserted (`ON CONFLICT DO NOTHING`: two
-/// writers finding it at once store it once); a pending suggestion the field detector
-/// finds again takes its new score and reasons, keeping the profile links' (the two
-/// combine as independent evidence); a dismissed or merged pair stays as it is, and so
-/// does a pending one the link detector finds again.
+/// writers finding it at once store it once); a pending suggestion found again keeps the
+/// other detector's reasons and takes this one's (the field detector's replace its own,
+/// the link detector's add to its own), the two parts of the score combining as
+/// independent evidence; a pending pair that new link evidence lifts over the auto-merge
+/// threshold is returned with the new ones; a dismissed or merged pair stays as it is.
 pub async fn store_found_counted(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
@@ -700,6 +702,7 @@ pub async fn store_found_counted(
         );
     }
     let mut rows: Vec<ActiveModel> = Vec::new();
+    let mut raised: Vec<AutoMerge> = Vec::new();
     for mut f in found {
         f.reasons.sort_by(|x, y| y.score.total_cmp(&x.score));
         match existing.get(&(f.a, f.b)) {
@@ -714,18 +717,44 @@ pub async fn store_found_counted(
                 created_at: Set(now),
                 updated_at: Set(now),
             }),
-            Some(row)
-                if row.status == DuplicateStatus::Pending && f.detector == Detector::Fields =>
-            {
-                let links: Vec<Reason> = reasons(row).into_iter().filter(from_links).collect();
-                let score = if links.is_empty() {
-                    f.score
-                } else {
-                    let doubt = (1.0 - combined(&links)) * (1.0 - f.score);
-                    ((1.0 - doubt) * 1_000.0).round().min(990.0) / 1_000.0
+            Some(row) if row.status == DuplicateStatus::Pending => {
+                let (old_links, old_fields): (Vec<Reason>, Vec<Reason>) =
+                    reasons(row).into_iter().partition(from_links);
+                // The fields' part of the stored score, and what this finding changes.
+                let (links, fields, field_score) = match f.detector {
+                    Detector::Fields => (old_links, f.reasons, f.score),
+                    Detector::Links => {
+                        let field_score = if old_fields.is_empty() {
+                            0.0
+                        } else {
+                            (1.0 - (1.0 - row.score) / (1.0 - combined(&old_links)).max(1e-3))
+                                .clamp(0.0, 1.0)
+                        };
+                        let mut links = old_links;
+                        for reason in f.reasons {
+                            if !links
+                                .iter()
+                                .any(|r| r.kind == reason.kind && r.detail == reason.detail)
+                            {
+                                links.push(reason);
+                            }
+                        }
+                        (links, old_fields, field_score)
+                    }
                 };
+                let doubt = (1.0 - combined(&links)) * (1.0 - field_score);
+                let score = ((1.0 - doubt) * 1_000.0).round().min(990.0) / 1_000.0;
+                if f.detector == Detector::Links && score > row.score {
+                    // Link evidence is what the auto-merge threshold was set for; a pair
+                    // it lifts over the threshold merges as a new one would.
+                    raised.push(AutoMerge {
+                        a: f.a,
+                        b: f.b,
+                        score,
+                    });
+                }
                 let mut all = links;
-                all.extend(f.reasons);
+                all.extend(fields);
                 all.sort_by(|x, y| y.score.total_cmp(&x.score));
                 let text = serde_json::to_string(&all).unwrap_or_else(|_| "[]".into());
                 if (score - row.score).abs() > 1e-9 || text != row.reasons {
@@ -754,7 +783,7 @@ pub async fn store_found_counted(
             .exec_without_returning(db)
             .await?;
     }
-    if rows.is_empty() {
+    if rows.is_empty() && raised.is_empty() {
         return Ok(outcome);
     }
     // Ours is stored only where no suggestion of the pair was before: it is new.
@@ -792,6 +821,7 @@ pub async fn store_found_counted(
                 score: *super::set_value(&row.score)?,
             })
         })
+        .chain(raised.into_iter().filter(|m| m.score >= threshold))
         .collect();
     Ok(outcome)
 }

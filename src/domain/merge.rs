@@ -417,6 +417,8 @@ async fn merge_all(
         .await?
         .ok_or_else(|| Error::Internal("the survivor vanished during its merge".into()))?;
     super::event::append(db, workspace_id, Event::CustomerUpdated(&survivor)).await?;
+    let keyed: Vec<CustomerId> = std::iter::once(survivor.id).chain(merged).collect();
+    super::dedupe::refresh_keys(db, workspace_id, &keyed).await?;
     Ok(Merged { survivor, records })
 }
 
@@ -1201,6 +1203,7 @@ async fn unmerge_within(
         ],
     )
     .await?;
+    super::dedupe::refresh_keys(db, workspace_id, &[customer.id, survivor.id]).await?;
     Ok(Unmerged {
         customer,
         survivor,
