@@ -81,8 +81,9 @@ pub const MAX_OPERATIONS: usize = 50;
 const SEARCH_FIELDS: [&str; 2] = ["search", "searchCustomers"];
 /// Fields that read and aggregate a workspace's whole event log (service metrics): priced
 /// like a search, since each reads every fact of six event kinds and works the figures
-/// out in Rust; and a customer's export, which reads every row held about them.
-const HEAVY_READ_FIELDS: [&str; 2] = ["serviceMetrics", "exportCustomer"];
+/// out in Rust; a customer's export, which reads every row held about them; and the
+/// data-quality report, which reads every live customer and contact point.
+const HEAVY_READ_FIELDS: [&str; 3] = ["serviceMetrics", "exportCustomer", "dataQuality"];
 
 /// What one document costs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
