@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
     QueryFilter, QueryOrder, QuerySelect, Statement, Value,
@@ -792,11 +792,23 @@ pub async fn record_due(db: &impl ConnectionTrait, now: DateTime<Utc>, limit: u6
     let due: Vec<WorkspaceId> = workspace::Entity::find()
         .select_only()
         .column(workspace::Column::Id)
-        .filter(Expr::cust_with_values(
-            "NOT EXISTS (SELECT 1 FROM quality_snapshot s \
-             WHERE s.workspace_id = workspace.id AND s.day = ?)",
-            [Value::from(day)],
-        ))
+        .filter(
+            Expr::exists(
+                Query::select()
+                    .expr(Expr::val(1))
+                    .from(quality_snapshot::Entity)
+                    .and_where(
+                        Expr::col((
+                            quality_snapshot::Entity,
+                            quality_snapshot::Column::WorkspaceId,
+                        ))
+                        .equals((workspace::Entity, workspace::Column::Id)),
+                    )
+                    .and_where(quality_snapshot::Column::Day.eq(day))
+                    .to_owned(),
+            )
+            .not(),
+        )
         .order_by_asc(workspace::Column::Id)
         .limit(limit)
         .into_tuple()

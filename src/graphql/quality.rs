@@ -162,12 +162,13 @@ impl QualityTrend {
         ctx: &Context<'_>,
         #[graphql(
             default = 30,
-            desc = "How many days back, 1 to 366 (default 30); `BAD_USER_INPUT` outside that range."
+            desc = "How many days back, 1 to 366 (30 when left out or null); `BAD_USER_INPUT` outside that range."
         )]
-        days: i32,
+        days: Option<i32>,
     ) -> Result<Vec<QualitySnapshot>> {
+        let days = days.map_or(quality::DEFAULT_TREND_DAYS, i64::from);
         let today = crate::domain::now().date_naive();
-        let snapshots = quality::trend(&app(ctx).db, caller(ctx)?, i64::from(days), today).await?;
+        let snapshots = quality::trend(&app(ctx).db, caller(ctx)?, days, today).await?;
         Ok(snapshots.into_iter().map(QualitySnapshot).collect())
     }
 }
