@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::{validate, Caller, ContactPointKind};
 use crate::error::{Error, Result};
 use entity::{contact_point, customer, dropped_value, quality_snapshot, workspace};
-use entity::{ContactPointId, CustomerId, WorkspaceId};
+use entity::{CustomerId, WorkspaceId};
 
 /// Rows read at a time by the validity check.
 const CHUNK: u64 = 1_000;
@@ -450,15 +450,17 @@ fn refused_fields(row: &StoredFields, today: NaiveDate) -> Vec<QualityField> {
 /// The stored contact points the validity check reads.
 #[derive(FromQueryResult)]
 struct StoredPoint {
-    id: ContactPointId,
     customer_id: CustomerId,
-    kind: ContactPointKind,
     value: String,
+    normalized: String,
 }
 
 /// Reads the live customers' fields and their e-mail, phone and website contact points
-/// in chunks of [`CHUNK`] rows (keyset on the id) and checks each value as a write
-/// would today (a phone in the workspace's default region).
+/// in chunks of [`CHUNK`] rows and checks each value as a write would today (a phone in
+/// the workspace's default region). The chunks follow indexes that start with the
+/// workspace: customers by (display name, id), contact points of each kind by normalised
+/// value (unique in the workspace), so a small workspace in a large database reads only
+/// its own rows.
 async fn invalid_values(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
@@ -466,7 +468,7 @@ async fn invalid_values(
     today: NaiveDate,
 ) -> Result<Invalid> {
     let mut invalid = Invalid::default();
-    let mut after: Option<CustomerId> = None;
+    let mut after: Option<(String, CustomerId)> = None;
     loop {
         let mut query = customer::Entity::find()
             .select_only()
@@ -485,10 +487,17 @@ async fn invalid_values(
             ])
             .filter(customer::Column::WorkspaceId.eq(workspace_id))
             .filter(customer::Column::MergedInto.is_null());
-        if let Some(after) = after {
-            query = query.filter(customer::Column::Id.gt(after));
+        if let Some((name, id)) = after.take() {
+            query = query.filter(
+                Expr::tuple([
+                    Expr::col((customer::Entity, customer::Column::DisplayName)).into(),
+                    Expr::col((customer::Entity, customer::Column::Id)).into(),
+                ])
+                .gt(Expr::tuple([Expr::val(name).into(), Expr::val(id).into()])),
+            );
         }
         let rows = query
+            .order_by_asc(customer::Column::DisplayName)
             .order_by_asc(customer::Column::Id)
             .limit(CHUNK)
             .into_model::<StoredFields>()
@@ -500,52 +509,50 @@ async fn invalid_values(
             }
         }
         match rows.last() {
-            Some(last) if rows.len() as u64 == CHUNK => after = Some(last.id),
+            Some(last) if rows.len() as u64 == CHUNK => {
+                after = Some((last.display_name.clone(), last.id));
+            }
             _ => break,
         }
     }
-    let mut after: Option<ContactPointId> = None;
-    loop {
-        let mut query = contact_point::Entity::find()
-            .select_only()
-            .columns([
-                contact_point::Column::Id,
-                contact_point::Column::CustomerId,
-                contact_point::Column::Kind,
-                contact_point::Column::Value,
-            ])
-            .filter(contact_point::Column::WorkspaceId.eq(workspace_id))
-            .filter(contact_point::Column::Kind.is_in([
-                ContactPointKind::Email.as_str(),
-                ContactPointKind::Phone.as_str(),
-                ContactPointKind::Website.as_str(),
-            ]))
-            .filter(Expr::cust(
-                "EXISTS (SELECT 1 FROM customer cu WHERE cu.id = contact_point.customer_id \
-                 AND cu.merged_into IS NULL)",
-            ));
-        if let Some(after) = after {
-            query = query.filter(contact_point::Column::Id.gt(after));
-        }
-        let rows = query
-            .order_by_asc(contact_point::Column::Id)
-            .limit(CHUNK)
-            .into_model::<StoredPoint>()
-            .all(db)
-            .await?;
-        for row in &rows {
-            if super::contact_point::normalize_in(row.kind, &row.value, region).is_err() {
-                let field = match row.kind {
-                    ContactPointKind::Email => QualityField::Email,
-                    ContactPointKind::Phone => QualityField::Phone,
-                    _ => QualityField::Website,
-                };
-                invalid.note(row.customer_id, field);
+    for (kind, field) in [
+        (ContactPointKind::Email, QualityField::Email),
+        (ContactPointKind::Phone, QualityField::Phone),
+        (ContactPointKind::Website, QualityField::Website),
+    ] {
+        let mut after: Option<String> = None;
+        loop {
+            let mut query = contact_point::Entity::find()
+                .select_only()
+                .columns([
+                    contact_point::Column::CustomerId,
+                    contact_point::Column::Value,
+                    contact_point::Column::Normalized,
+                ])
+                .filter(contact_point::Column::WorkspaceId.eq(workspace_id))
+                .filter(contact_point::Column::Kind.eq(kind.as_str()))
+                .filter(Expr::cust(
+                    "EXISTS (SELECT 1 FROM customer cu WHERE cu.id = contact_point.customer_id \
+                     AND cu.merged_into IS NULL)",
+                ));
+            if let Some(after) = after.take() {
+                query = query.filter(contact_point::Column::Normalized.gt(after));
             }
-        }
-        match rows.last() {
-            Some(last) if rows.len() as u64 == CHUNK => after = Some(last.id),
-            _ => break,
+            let rows = query
+                .order_by_asc(contact_point::Column::Normalized)
+                .limit(CHUNK)
+                .into_model::<StoredPoint>()
+                .all(db)
+                .await?;
+            for row in &rows {
+                if super::contact_point::normalize_in(kind, &row.value, region).is_err() {
+                    invalid.note(row.customer_id, field);
+                }
+            }
+            match rows.last() {
+                Some(last) if rows.len() as u64 == CHUNK => after = Some(last.normalized.clone()),
+                _ => break,
+            }
         }
     }
     Ok(invalid)

@@ -435,3 +435,68 @@ backend_test! {
         assert!(rapport::domain::workspace::find(&app.app.db, "nowhere").await.is_err(), "nothing was created");
     }
 }
+
+backend_test! {
+    async fn the_validity_check_reads_a_large_workspace_in_chunks(app: TestApp) {
+        let admin = app.key(Role::Admin).await;
+        let acme = rapport::domain::workspace::find(&app.app.db, "acme").await.unwrap();
+        // 2,500 customers, most of them sharing a display name (the chunks' keyset must
+        // not skip or repeat equal names), every 100th with a legacy given name; each with
+        // an e-mail, every 250th of them legacy.
+        let now = Utc::now();
+        let mut customers = Vec::new();
+        let mut points = Vec::new();
+        for n in 0..2_500 {
+            let id = entity::CustomerId::new();
+            customers.push(entity::customer::ActiveModel {
+                id: Set(id),
+                workspace_id: Set(acme.id),
+                display_name: Set(if n % 3 == 0 { format!("Person {n}") } else { "Same Name".into() }),
+                given_name: Set((n % 100 == 0).then(|| "???".to_owned())),
+                family_name: Set(None),
+                lifecycle_stage: Set(entity::enums::LifecycleStage::Subscriber),
+                external_id: Set(None),
+                organization_id: Set(None),
+                custom: Set(json!({})),
+                merged_into: Set(None),
+                first_seen_at: Set(now),
+                last_seen_at: Set(now),
+                created_at: Set(now),
+                updated_at: Set(now),
+                birth_date: Set(None),
+                street: Set(None),
+                street2: Set(None),
+                locality: Set(None),
+                region: Set(None),
+                postal_code: Set(None),
+                country: Set(None),
+            });
+            let value = if n % 250 == 0 { format!("person{n} at example") } else { format!("person{n}@example.com") };
+            points.push(entity::contact_point::ActiveModel {
+                id: Set(entity::ContactPointId::new()),
+                workspace_id: Set(acme.id),
+                customer_id: Set(id),
+                kind: Set(rapport::domain::ContactPointKind::Email),
+                normalized: Set(value.clone()),
+                value: Set(value),
+                label: Set(None),
+                verified: Set(false),
+                is_primary: Set(true),
+                created_at: Set(now),
+            });
+        }
+        for chunk in customers.chunks(400) {
+            entity::customer::Entity::insert_many(chunk.to_vec()).exec(&app.app.db).await.unwrap();
+        }
+        for chunk in points.chunks(400) {
+            entity::contact_point::Entity::insert_many(chunk.to_vec()).exec(&app.app.db).await.unwrap();
+        }
+        let report = app.gql(&admin, REPORT, json!({})).await["dataQuality"].clone();
+        assert_eq!(report["customers"], 2_500);
+        let invalid = by_field(&report["invalidValues"], "count");
+        assert_eq!((invalid["GIVEN_NAME"].clone(), invalid["EMAIL"].clone()), (json!(25), json!(10)));
+        // Customers 0, 500, 1000, 1500 and 2000 have both.
+        assert_eq!(report["withInvalidValues"], 25 + 10 - 5);
+        assert_eq!(by_field(&report["completeness"], "filled")["EMAIL"], 2_500);
+    }
+}
