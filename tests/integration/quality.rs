@@ -2,8 +2,9 @@
 //! workspace, legacy rows written straight through the entities standing for values
 //! stored before today's rules; values dropped by ingestion (batch and item by item) and
 //! by an import; another workspace's rows never counted, its key reading only its own;
-//! the trend of recorded days, one row a day however often it is recorded; the command
-//! line's table and JSON.
+//! the trend of recorded days, one row a day however often it is recorded, and a serving
+//! process recording each workspace's day on its own; the command line's table and JSON;
+//! the validity check's chunks over a workspace larger than one.
 
 use chrono::{Duration, TimeZone, Utc};
 use connectors::{Author, InboundItem};
@@ -498,5 +499,38 @@ backend_test! {
         // Customers 0, 500, 1000, 1500 and 2000 have both.
         assert_eq!(report["withInvalidValues"], 25 + 10 - 5);
         assert_eq!(by_field(&report["completeness"], "filled")["EMAIL"], 2_500);
+    }
+}
+
+backend_test! {
+    async fn a_serving_process_records_each_workspace_s_report_of_the_day(app: TestApp) {
+        let admin = app.key(Role::Admin).await;
+        crafted(&app, &admin).await;
+        app.key_in("other", Role::Viewer).await;
+        let mut config = (*app.app.config).clone();
+        config.addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        config.sync.enabled = false;
+        config.indexer = false;
+        let server = rapport::server::Server::start(config, rapport::server::Options::default())
+            .await
+            .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let rows = loop {
+            let rows = entity::quality_snapshot::Entity::find().all(&app.app.db).await.unwrap();
+            if rows.len() == 2 || std::time::Instant::now() > deadline {
+                break rows;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        stop.send(()).unwrap();
+        running.await.unwrap().expect("the server and its tasks stop cleanly");
+        assert_eq!(rows.len(), 2, "one report for acme, one for other: {rows:?}");
+        assert!(rows.iter().all(|row| row.day == Utc::now().date_naive()));
+        let trend = app.gql(&admin, TREND, json!({})).await["dataQuality"]["trend"].clone();
+        assert_eq!(trend[0]["report"], json!({ "customers": 4, "score": 0.625 }));
     }
 }
