@@ -792,8 +792,8 @@ pub async fn trend(
 
 /// Records today's report (`now`'s UTC day) of up to `limit` workspaces that have none
 /// yet; the number recorded. The server's daily task calls it: when every workspace has
-/// its report of the day it costs one indexed read. Two processes may both record a
-/// workspace; the later report is kept.
+/// its report of the day it costs one statement, a primary-key probe per workspace. Two
+/// processes may both record a workspace; the later report is kept.
 pub async fn record_due(db: &impl ConnectionTrait, now: DateTime<Utc>, limit: u64) -> Result<u64> {
     let day = now.date_naive();
     let due: Vec<WorkspaceId> = workspace::Entity::find()

@@ -2,8 +2,9 @@
 //! today's (UTC) report of each workspace that has none yet
 //! ([`crate::domain::quality::record_due`]), so `dataQuality.trend` has a point a day
 //! without anyone running `rapport quality`. Every process runs it; once a workspace has
-//! its report of the day a tick costs one indexed read. Two processes racing on a
-//! workspace both write the same day's row (`ON CONFLICT … DO UPDATE`): one row stays.
+//! its report of the day a tick costs one statement (a primary-key probe per workspace).
+//! Two processes racing on a workspace both write the same day's row (`ON CONFLICT … DO
+//! UPDATE`): one row stays, the later report.
 
 use std::time::Duration;
 
