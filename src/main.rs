@@ -44,6 +44,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli::import::run(App::start(config).await?, command).await
         }
         Some(Command::Bench(args)) => cli::bench::run(config, args).await,
+        Some(Command::Dedupe(args)) if !cli::dedupe::needs_database(&args) => {
+            cli::dedupe::evaluate(&args)
+        }
+        Some(Command::Dedupe(args)) => cli::dedupe::run(App::start(config).await?, args).await,
         Some(Command::Sources(command)) => {
             cli::sources::run(App::start(config).await?, command).await
         }

@@ -6,6 +6,7 @@ pub mod contact_point;
 pub mod conversation;
 pub mod conversation_label;
 pub mod customer;
+pub mod customer_match_key;
 pub mod customer_tag;
 pub mod deal;
 pub mod dropped_value;

@@ -10,6 +10,7 @@
 //! Only the command line (`rapport bench`) and its tests use this module: nothing on the
 //! request path depends on it.
 
+pub mod dedupe;
 mod ingest;
 mod live;
 mod peer;

@@ -883,8 +883,10 @@ async fn resolve_authors(
                 })
         })
         .collect();
-    let above_threshold =
+    let mut above_threshold =
         super::duplicate::after_authors(db, workspace_id, &linked, &targets, now).await?;
+    let new_customers: Vec<CustomerId> = created.keys().copied().collect();
+    above_threshold.extend(super::dedupe::check(db, workspace_id, &new_customers, now).await?);
 
     let of_item = (0..fresh.len())
         .map(|n| {

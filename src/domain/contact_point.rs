@@ -158,7 +158,9 @@ pub async fn add(
 ) -> Result<Model> {
     caller.require(Role::Agent, "adding a contact point")?;
     super::customer::change_belonging(db, caller, customer_id, async |txn| {
-        insert(txn, caller.workspace_id, customer_id, input).await
+        let point = insert(txn, caller.workspace_id, customer_id, input).await?;
+        super::dedupe::check(txn, caller.workspace_id, &[customer_id], point.created_at).await?;
+        Ok(point)
     })
     .await
 }
@@ -189,6 +191,13 @@ pub async fn remove(
         }
     }
     super::customer::touch(&txn, caller.workspace_id, point.customer_id).await?;
+    super::dedupe::check(
+        &txn,
+        caller.workspace_id,
+        &[point.customer_id],
+        super::now(),
+    )
+    .await?;
     txn.commit().await?;
     Ok(point.customer_id)
 }

@@ -401,6 +401,8 @@ pub async fn create(
             .map_err(|err| err.within(&format!("tags[{index}]")))?;
     }
     super::event::append(&txn, caller.workspace_id, Event::CustomerCreated(&model)).await?;
+    // Suggested, never merged: the caller asked for this record.
+    super::dedupe::check(&txn, caller.workspace_id, &[model.id], now).await?;
     txn.commit().await?;
     Ok(model)
 }
@@ -446,7 +448,7 @@ pub async fn update(
         }),
         event: |model| Event::CustomerUpdated(model),
     };
-    super::update(db, caller, id, how, async |txn, current, row| {
+    let model = super::update(db, caller, id, how, async |txn, current, row| {
         if current.merged_into.is_some() {
             get_live(txn, caller, id).await?;
         }
@@ -492,7 +494,13 @@ pub async fn update(
         }
         Ok(())
     })
-    .await
+    .await?;
+    // The changed profile is checked again (its keys follow it); a suggestion, never a
+    // merge, and in a transaction of its own: the change stands either way.
+    let txn = super::begin_write(db).await?;
+    super::dedupe::check(&txn, caller.workspace_id, &[model.id], model.updated_at).await?;
+    txn.commit().await?;
+    Ok(model)
 }
 
 /// Deletes a customer and everything that is only theirs (identities, contact points,

@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QuerySelect,
 };
 use serde::{Deserialize, Serialize};
 
@@ -499,7 +500,7 @@ const LOCK_CLASS: i32 = 0x5241_5044;
 /// before it committed, and the pair would never be suggested. Locked in one statement,
 /// in key order (no deadlock between two such writers); a collision of two keys' hashes
 /// only makes their writers wait for each other. SQLite has one writer at a time.
-async fn lock_keys(
+pub(super) async fn lock_keys(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
     keys: &[String],
@@ -582,34 +583,168 @@ fn combined(reasons: &[Reason]) -> f64 {
     ((1.0 - doubt) * 1_000.0).round().min(990.0) / 1_000.0
 }
 
-/// Stores the suggestions `found` (a pair suggested before stays as it is) and returns
-/// those new ones that score at least the workspace's auto-merge threshold.
+/// Stores the suggestions `found` by profile links (a pair suggested before stays as it
+/// is) and returns those new ones that score at least the workspace's auto-merge threshold.
 async fn store(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
     found: BTreeMap<(CustomerId, CustomerId), BTreeMap<Evidence, Reason>>,
     now: DateTime<Utc>,
 ) -> Result<Vec<AutoMerge>> {
-    let rows: Vec<ActiveModel> = found
+    let found = found
         .into_iter()
         .map(|((a, b), evidence)| {
-            let mut reasons: Vec<Reason> = evidence.into_values().collect();
-            reasons.sort_by(|x, y| y.score.total_cmp(&x.score));
-            ActiveModel {
-                id: Set(DuplicateSuggestionId::new()),
-                workspace_id: Set(workspace_id),
-                customer_a: Set(a),
-                customer_b: Set(b),
-                score: Set(combined(&reasons)),
-                reasons: Set(serde_json::to_string(&reasons).unwrap_or_else(|_| "[]".into())),
-                status: Set(DuplicateStatus::Pending),
-                created_at: Set(now),
-                updated_at: Set(now),
+            let reasons: Vec<Reason> = evidence.into_values().collect();
+            Found {
+                a,
+                b,
+                score: combined(&reasons),
+                reasons,
+                detector: Detector::Links,
             }
         })
         .collect();
+    store_found(db, workspace_id, found, now).await
+}
+
+/// Which detector found a pair: the profile links here, or the profile's fields
+/// ([`super::dedupe`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detector {
+    Links,
+    Fields,
+}
+
+/// A pair a detector found, its score and reasons.
+#[derive(Clone, Debug)]
+pub struct Found {
+    pub a: CustomerId,
+    pub b: CustomerId,
+    pub score: f64,
+    pub reasons: Vec<Reason>,
+    pub detector: Detector,
+}
+
+impl Found {
+    /// A pair the field detector scored (either order).
+    pub fn scored(x: CustomerId, y: CustomerId, score: f64, reasons: Vec<Reason>) -> Found {
+        Found {
+            a: x.min(y),
+            b: x.max(y),
+            score,
+            reasons,
+            detector: Detector::Fields,
+        }
+    }
+}
+
+/// What [`store_found_counted`] did.
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// Pairs not suggested before.
+    pub new: u64,
+    /// Pending suggestions whose score or reasons changed.
+    pub updated: u64,
+    /// New suggestions at or above the workspace's auto-merge threshold.
+    pub above: Vec<AutoMerge>,
+}
+
+/// The reasons only the link detector gives (it keeps its own; the field detector
+/// rewrites the rest).
+fn from_links(reason: &Reason) -> bool {
+    reason.kind.starts_with("profile_")
+}
+
+/// Stores `found` and returns the new suggestions at or above the auto-merge threshold.
+pub async fn store_found(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    found: Vec<Found>,
+    now: DateTime<Utc>,
+) -> Result<Vec<AutoMerge>> {
+    Ok(store_found_counted(db, workspace_id, found, now)
+        .await?
+        .above)
+}
+
+/// Stores `found`: a pair not suggested yet is inserted (`ON CONFLICT DO NOTHING`: two
+/// writers finding it at once store it once); a pending suggestion the field detector
+/// finds again takes its new score and reasons, keeping the profile links' (the two
+/// combine as independent evidence); a dismissed or merged pair stays as it is, and so
+/// does a pending one the link detector finds again.
+pub async fn store_found_counted(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    mut found: Vec<Found>,
+    now: DateTime<Utc>,
+) -> Result<Stored> {
+    let mut outcome = Stored::default();
+    found.retain(|f| f.a != f.b);
+    if found.is_empty() {
+        return Ok(outcome);
+    }
+    found.sort_by_key(|f| (f.a, f.b));
+    found.dedup_by_key(|f| (f.a, f.b));
+    let mut existing: HashMap<(CustomerId, CustomerId), Model> = HashMap::new();
+    for chunk in found.chunks(CHUNK) {
+        let a: Vec<CustomerId> = chunk.iter().map(|f| f.a).collect();
+        let b: Vec<CustomerId> = chunk.iter().map(|f| f.b).collect();
+        let rows = super::scoped::<Entity>(workspace_id)
+            .filter(Column::CustomerA.is_in(a))
+            .filter(Column::CustomerB.is_in(b))
+            .all(db)
+            .await?;
+        existing.extend(
+            rows.into_iter()
+                .map(|row| ((row.customer_a, row.customer_b), row)),
+        );
+    }
+    let mut rows: Vec<ActiveModel> = Vec::new();
+    for mut f in found {
+        f.reasons.sort_by(|x, y| y.score.total_cmp(&x.score));
+        match existing.get(&(f.a, f.b)) {
+            None => rows.push(ActiveModel {
+                id: Set(DuplicateSuggestionId::new()),
+                workspace_id: Set(workspace_id),
+                customer_a: Set(f.a),
+                customer_b: Set(f.b),
+                score: Set(f.score),
+                reasons: Set(serde_json::to_string(&f.reasons).unwrap_or_else(|_| "[]".into())),
+                status: Set(DuplicateStatus::Pending),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }),
+            Some(row)
+                if row.status == DuplicateStatus::Pending && f.detector == Detector::Fields =>
+            {
+                let links: Vec<Reason> = reasons(row).into_iter().filter(from_links).collect();
+                let score = if links.is_empty() {
+                    f.score
+                } else {
+                    let doubt = (1.0 - combined(&links)) * (1.0 - f.score);
+                    ((1.0 - doubt) * 1_000.0).round().min(990.0) / 1_000.0
+                };
+                let mut all = links;
+                all.extend(f.reasons);
+                all.sort_by(|x, y| y.score.total_cmp(&x.score));
+                let text = serde_json::to_string(&all).unwrap_or_else(|_| "[]".into());
+                if (score - row.score).abs() > 1e-9 || text != row.reasons {
+                    Entity::update_many()
+                        .col_expr(Column::Score, sea_orm::sea_query::Expr::value(score))
+                        .col_expr(Column::Reasons, sea_orm::sea_query::Expr::value(text))
+                        .col_expr(Column::UpdatedAt, sea_orm::sea_query::Expr::value(now))
+                        .filter(Column::WorkspaceId.eq(workspace_id))
+                        .filter(Column::Id.eq(row.id))
+                        .filter(Column::Status.eq(DuplicateStatus::Pending))
+                        .exec(db)
+                        .await?;
+                    outcome.updated += 1;
+                }
+            }
+            Some(_) => {}
+        }
+    }
     for chunk in rows.chunks(CHUNK) {
-        // A pair already suggested (or dismissed) stays as it is.
         Entity::insert_many(chunk.to_vec())
             .on_conflict(
                 OnConflict::columns([Column::WorkspaceId, Column::CustomerA, Column::CustomerB])
@@ -620,36 +755,36 @@ async fn store(
             .await?;
     }
     if rows.is_empty() {
-        return Ok(Vec::new());
+        return Ok(outcome);
     }
+    // Ours is stored only where no suggestion of the pair was before: it is new.
+    let ids: Vec<DuplicateSuggestionId> = rows
+        .iter()
+        .filter_map(|row| super::set_value(&row.id).copied())
+        .collect();
+    let mut stored: HashSet<DuplicateSuggestionId> = HashSet::new();
+    for chunk in ids.chunks(CHUNK) {
+        stored.extend(
+            super::scoped::<Entity>(workspace_id)
+                .filter(Column::Id.is_in(chunk.iter().copied()))
+                .select_only()
+                .column(Column::Id)
+                .into_tuple::<DuplicateSuggestionId>()
+                .all(db)
+                .await?,
+        );
+    }
+    outcome.new = stored.len() as u64;
     let Some(threshold) = super::workspace::settings(db, workspace_id)
         .await?
         .auto_merge_threshold
     else {
-        return Ok(Vec::new());
+        return Ok(outcome);
     };
-    let above: Vec<&ActiveModel> = rows
+    outcome.above = rows
         .iter()
-        .filter(|row| super::set_value(&row.score).is_some_and(|score| *score >= threshold))
-        .collect();
-    let ids: Vec<DuplicateSuggestionId> = above
-        .iter()
-        .filter_map(|row| super::set_value(&row.id).copied())
-        .collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    // Ours is stored only where no suggestion of the pair was before: it is new.
-    let stored: HashSet<DuplicateSuggestionId> = super::scoped::<Entity>(workspace_id)
-        .filter(Column::Id.is_in(ids))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|row| row.id)
-        .collect();
-    Ok(above
-        .into_iter()
         .filter(|row| super::set_value(&row.id).is_some_and(|id| stored.contains(id)))
+        .filter(|row| super::set_value(&row.score).is_some_and(|score| *score >= threshold))
         .filter_map(|row| {
             Some(AutoMerge {
                 a: *super::set_value(&row.customer_a)?,
@@ -657,7 +792,8 @@ async fn store(
                 score: *super::set_value(&row.score)?,
             })
         })
-        .collect())
+        .collect();
+    Ok(outcome)
 }
 
 /// Merges the pairs [`after_authors`] found above the workspace's threshold, inside the

@@ -210,7 +210,11 @@ pub async fn resolve_author(
         .then(|| linked(&identity))
         .into_iter()
         .collect();
-    let above = super::duplicate::after_authors(db, workspace_id, &linked, &targets, at).await?;
+    let mut above =
+        super::duplicate::after_authors(db, workspace_id, &linked, &targets, at).await?;
+    if new_customer {
+        above.extend(super::dedupe::check(db, workspace_id, &[identity.customer_id], at).await?);
+    }
     super::duplicate::merge_above_threshold(db, workspace_id, &above).await?;
     Ok(ResolvedAuthor {
         identity: super::merge::settled_identity(db, workspace_id, identity).await?,

@@ -1071,6 +1071,7 @@ async fn write_batch(
         .map(|(n, _, _)| *n)
         .chain(touched.iter().copied())
         .collect();
+    let mut claims: Vec<super::dedupe::Claim> = Vec::new();
     for n in &written {
         let candidate = &batch[*n];
         let Some(customer_id) = stored_ids.get(&candidate.external_id).copied() else {
@@ -1085,15 +1086,23 @@ async fn write_batch(
             };
             match owners.get(&(kind, normalized.clone())) {
                 Some(owner) if *owner == customer_id => {}
-                Some(_) => summary.issues.push(Issue {
-                    line: candidate.line,
-                    field: Some(field.to_owned()),
-                    message: format!(
-                        "the {} {value} already belongs to another customer; it stays theirs",
-                        kind.as_str()
-                    ),
-                    rejected: false,
-                }),
+                Some(owner) => {
+                    claims.push(super::dedupe::Claim {
+                        claimer: customer_id,
+                        owner: *owner,
+                        kind,
+                        value: normalized.clone(),
+                    });
+                    summary.issues.push(Issue {
+                        line: candidate.line,
+                        field: Some(field.to_owned()),
+                        message: format!(
+                            "the {} {value} already belongs to another customer; it stays theirs",
+                            kind.as_str()
+                        ),
+                        rejected: false,
+                    })
+                }
                 None => {
                     owners.insert((kind, normalized.clone()), customer_id);
                     let primary = has_kind.insert((customer_id, kind));
@@ -1140,6 +1149,14 @@ async fn write_batch(
         .filter_map(super::duplicate::contact_point_target)
         .collect();
     super::duplicate::after_authors(&txn, workspace_id, &[], &targets, now).await?;
+    // Every row written is checked against the workspace (and the rest of the batch) at
+    // once; suggested, not merged (an import is a deliberate write).
+    let checked: Vec<CustomerId> = written
+        .iter()
+        .filter_map(|n| stored_ids.get(&batch[*n].external_id).copied())
+        .collect();
+    super::dedupe::check(&txn, workspace_id, &checked, now).await?;
+    super::dedupe::check_claims(&txn, workspace_id, &claims, now).await?;
 
     // A customer whose row did not change but who got a contact point or tag is updated.
     for n in touched {

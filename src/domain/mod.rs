@@ -30,6 +30,7 @@ pub mod contact_point;
 pub mod conversation;
 pub mod customer;
 pub mod deal;
+pub mod dedupe;
 pub mod document;
 pub mod duplicate;
 pub mod enrich;

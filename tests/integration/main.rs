@@ -13,6 +13,7 @@ mod bench;
 mod bluesky;
 mod cli;
 mod customers;
+mod dedupe;
 mod discourse;
 mod duplicates;
 mod email;
