@@ -1,7 +1,7 @@
 //! The `rapport` command: serve the API, migrate, seed demo data, manage keys and sources,
-//! sync, reindex, benchmark, print the schema. This file parses the command line and
-//! dispatches; each command family lives in `cli/`. Results go to stdout (a key, the SDL)
-//! so scripts can capture them; logs and progress go to stderr.
+//! sync, reindex, report data quality, benchmark, print the schema. This file parses the
+//! command line and dispatches; each command family lives in `cli/`. Results go to stdout
+//! (a key, the SDL) so scripts can capture them; logs and progress go to stderr.
 
 mod cli;
 
@@ -58,6 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Reindex { index }) => {
             cli::reindex::run(App::start(config).await?, index).await
         }
+        Some(Command::Quality(args)) => cli::quality::run(App::start(config).await?, args).await,
         Some(Command::Serve(args)) => cli::serve::run(config, &args).await,
         None => cli::serve::run(config, &cli::serve::ServeArgs::default()).await,
     }

@@ -1,7 +1,8 @@
 //! The serve start-up `rapport serve` runs, in the library so tests and the binary share
 //! it: bind the address, open and migrate the database ([`App::start`]), seed the demo when
-//! asked, then run the HTTP server with the sync scheduler, the search indexer and the
-//! snooze timer beside it until a shutdown signal, and let them finish what they are doing.
+//! asked, then run the HTTP server with the sync scheduler, the search indexer, the
+//! snooze timer and the daily data-quality snapshot beside it until a shutdown signal,
+//! and let them finish what they are doing.
 //!
 //! [`Server::start`] does everything up to serving and hands back what the demo made (its
 //! admin key is shown only once: the caller prints it); [`Server::run`] serves.
@@ -107,6 +108,10 @@ impl Server {
             ))
         });
         let snooze = tokio::spawn(crate::ingest::snooze::run(app.db.clone(), stop.subscribe()));
+        let quality = tokio::spawn(crate::ingest::quality::run(
+            app.db.clone(),
+            stop.subscribe(),
+        ));
         let indexer = app.config.indexer.then(|| {
             tokio::spawn(crate::search::indexer::Indexer::new(&app).run(stop.subscribe()))
         });
@@ -122,6 +127,7 @@ impl Server {
             indexer.await.ok();
         }
         snooze.await.ok();
+        quality.await.ok();
         tracing::info!("stopped");
         Ok(())
     }

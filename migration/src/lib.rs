@@ -21,6 +21,7 @@ mod m20261205_000017_merges;
 mod m20261205_000018_erasure;
 mod m20261205_000019_index_diet;
 mod m20261205_000020_match_keys;
+mod m20261205_000021_quality_snapshots;
 
 pub struct Migrator;
 
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000018_erasure::Migration),
             Box::new(m20261205_000019_index_diet::Migration),
             Box::new(m20261205_000020_match_keys::Migration),
+            Box::new(m20261205_000021_quality_snapshots::Migration),
         ]
     }
 }

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod documents;
 pub mod import;
 pub mod keys;
+pub mod quality;
 pub mod reindex;
 pub mod schema;
 pub mod serve;
@@ -124,6 +125,10 @@ pub enum Command {
         #[arg(long)]
         index: Option<String>,
     },
+    /// Print a workspace's data-quality report (completeness, invalid and dropped values,
+    /// pending duplicates, customers without contact point, stale customers, a score) and
+    /// record it as today's snapshot of its trend.
+    Quality(quality::QualityArgs),
     /// Print the GraphQL schema (SDL) on stdout.
     Schema,
     /// Load-test the GraphQL API over loopback HTTP and print a Markdown table of latencies.

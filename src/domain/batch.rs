@@ -543,6 +543,14 @@ pub async fn store(
     });
     super::event::append_many(db, workspace_id, events).await?;
     super::duplicate::merge_above_threshold(db, workspace_id, &authors.above_threshold).await?;
+    super::quality::count_dropped(
+        db,
+        workspace_id,
+        &crate::ids::encode(source.id),
+        now.date_naive(),
+        &authors.dropped,
+    )
+    .await?;
     Ok(Stored {
         new,
         duplicates,
@@ -619,6 +627,8 @@ struct Authors {
     created: HashMap<CustomerId, (usize, customer::Model)>,
     /// New duplicate suggestions to merge once the batch is written.
     above_threshold: Vec<super::duplicate::AutoMerge>,
+    /// The authors' contact values dropped as invalid, counted once the batch is written.
+    dropped: super::quality::Dropped,
 }
 
 /// Resolves the authors of the items that need one, as [`super::identity::resolve_author`]
@@ -651,6 +661,7 @@ async fn resolve_authors(
         .collect();
 
     // The contact points of the authors without an identity, normalised.
+    let dropped = super::quality::Dropped::default();
     let points_of = |f: &Fresh<'_>| -> Vec<(ContactPointKind, String, String)> {
         [
             (ContactPointKind::Email, f.item.author.email.as_deref()),
@@ -658,7 +669,10 @@ async fn resolve_authors(
         ]
         .into_iter()
         .filter_map(|(kind, value)| {
-            let (value, normalized) = super::validate::ingested_point(kind, value?)?;
+            let Some((value, normalized)) = super::validate::ingested_point(kind, value?) else {
+                dropped.note_point(kind);
+                return None;
+            };
             Some((kind, value, normalized))
         })
         .collect()
@@ -894,6 +908,7 @@ async fn resolve_authors(
         of_item,
         created,
         above_threshold,
+        dropped,
     })
 }
 

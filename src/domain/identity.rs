@@ -66,10 +66,12 @@ pub struct ResolvedAuthor {
 /// transaction: the identity with the same (channel, platform id) if there is one; else
 /// the customer owning the author's e-mail or phone; else a new customer (stage
 /// `subscriber`). UNIQUE constraints decide races: identities and contact points are
-/// inserted with `ON CONFLICT DO NOTHING` and read back.
+/// inserted with `ON CONFLICT DO NOTHING` and read back. A contact value dropped as
+/// invalid is counted for `source_id` ([`super::quality::count_dropped`]).
 pub async fn resolve_author(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
+    source_id: entity::SourceId,
     channel: connectors::Channel,
     author: &connectors::Author,
     at: chrono::DateTime<chrono::Utc>,
@@ -103,16 +105,28 @@ pub async fn resolve_author(
             new_customer: false,
         });
     }
+    let dropped = super::quality::Dropped::default();
     let points: Vec<(super::ContactPointKind, String, String)> = [
         (super::ContactPointKind::Email, author.email.as_deref()),
         (super::ContactPointKind::Phone, author.phone.as_deref()),
     ]
     .into_iter()
     .filter_map(|(kind, value)| {
-        let (value, normalized) = super::validate::ingested_point(kind, value?)?;
+        let Some((value, normalized)) = super::validate::ingested_point(kind, value?) else {
+            dropped.note_point(kind);
+            return None;
+        };
         Some((kind, value, normalized))
     })
     .collect();
+    super::quality::count_dropped(
+        db,
+        workspace_id,
+        &crate::ids::encode(source_id),
+        super::now().date_naive(),
+        &dropped,
+    )
+    .await?;
     let mut customer = None;
     for (kind, _, normalized) in &points {
         let owner = super::scoped::<entity::contact_point::Entity>(workspace_id)

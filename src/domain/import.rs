@@ -10,7 +10,8 @@
 //! with the result of one clean run.
 //!
 //! Every value goes through `domain::validate`. A bad value is dropped and reported with
-//! its line and field, the row kept; a row is rejected (not stored) only when it cannot be
+//! its line and field (and counted for the data-quality report, `domain::quality`), the
+//! row kept; a row is rejected (not stored) only when it cannot be
 //! one: no `external_id`, an `external_id` an earlier line had, no name and no e-mail to
 //! name it, or a line that does not read. Empty cells leave the stored value as it is;
 //! `custom` attributes are merged key by key; an e-mail, phone or tag is added when the
@@ -32,6 +33,7 @@ use sea_orm::{
 use serde_json::{Map, Value};
 
 use super::event::Event;
+use super::quality::QualityField;
 use super::validate::{self, PostalAddress};
 use super::{Caller, ContactPointKind, LifecycleStage, Role};
 use crate::error::{Error, Result};
@@ -595,6 +597,7 @@ pub async fn run(
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut count = 0u64;
     let mut batch_index = 0usize;
+    let dropped = super::quality::Dropped::default();
     loop {
         let mut batch = Vec::with_capacity(batch_rows);
         let mut ended = false;
@@ -612,7 +615,16 @@ pub async fn run(
                     continue;
                 }
             };
-            let Some(candidate) = check(record, &rules, &mut summary.issues) else {
+            let before = summary.issues.len();
+            let checked = check(record, &rules, &mut summary.issues);
+            for issue in &summary.issues[before..] {
+                if let Some(field) = issue.field.as_deref().and_then(QualityField::parse) {
+                    if !issue.rejected {
+                        dropped.note(field);
+                    }
+                }
+            }
+            let Some(candidate) = checked else {
                 summary.rejected += 1;
                 continue;
             };
@@ -636,6 +648,15 @@ pub async fn run(
             write_batch(db, caller.workspace_id, batch, batch_index, &mut summary).await?;
             batch_index += 1;
         }
+        // The values this batch's rows dropped as invalid, for the data-quality report.
+        super::quality::count_dropped(
+            db,
+            caller.workspace_id,
+            super::quality::IMPORT_ORIGIN,
+            rules.today,
+            &dropped,
+        )
+        .await?;
         progress(Progress {
             rows: count,
             bytes: read.load(std::sync::atomic::Ordering::Relaxed),

@@ -44,6 +44,7 @@ pub mod merge;
 pub mod note;
 pub mod organization;
 pub mod page;
+pub mod quality;
 pub mod reply;
 pub mod saved_reply;
 pub mod secret;

@@ -219,6 +219,33 @@ pub async fn authenticate(db: &impl ConnectionTrait, secret: &str) -> Result<Cal
     })
 }
 
+/// The workspace a command line names: by slug, by id (`wsp_…`) or by bare UUID;
+/// `NOT_FOUND` naming it when there is none (nothing is created).
+pub async fn find(db: &impl ConnectionTrait, slug_or_id: &str) -> Result<workspace::Model> {
+    let given = slug_or_id.trim();
+    let by_id = ids::decode::<WorkspaceId>("workspace", given)
+        .ok()
+        .or_else(|| {
+            uuid::Uuid::parse_str(given)
+                .ok()
+                .map(WorkspaceId::from_uuid)
+        });
+    let found = match by_id {
+        Some(id) => workspace::Entity::find_by_id(id).one(db).await?,
+        None => None,
+    };
+    let found = match found {
+        Some(found) => Some(found),
+        None => {
+            workspace::Entity::find()
+                .filter(workspace::Column::Slug.eq(given))
+                .one(db)
+                .await?
+        }
+    };
+    found.ok_or_else(|| Error::not_found("workspace", given))
+}
+
 /// The workspace by id.
 pub async fn get(db: &impl ConnectionTrait, workspace_id: WorkspaceId) -> Result<workspace::Model> {
     workspace::Entity::find_by_id(workspace_id)
@@ -265,6 +292,11 @@ pub struct WorkspaceSettings {
     /// on every write path; without one such a number is refused. None by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_phone_region: Option<String>,
+    /// A customer with no activity (`last_seen_at`) and no change (`updated_at`) for this
+    /// many days counts as stale in the data-quality report; `None` is
+    /// [`DEFAULT_STALE_AFTER_DAYS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_after_days: Option<u32>,
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
 }
@@ -275,6 +307,30 @@ impl WorkspaceSettings {
     pub fn of(model: &workspace::Model) -> WorkspaceSettings {
         serde_json::from_value(model.settings.clone()).unwrap_or_default()
     }
+
+    /// Days without activity or change after which a customer is stale (the setting, or
+    /// [`DEFAULT_STALE_AFTER_DAYS`]).
+    pub fn stale_after_days(&self) -> u32 {
+        self.stale_after_days.unwrap_or(DEFAULT_STALE_AFTER_DAYS)
+    }
+}
+
+/// Days without activity or change after which a customer is stale, until set.
+pub const DEFAULT_STALE_AFTER_DAYS: u32 = 365;
+/// The longest `staleAfterDays` may be (ten years).
+pub const MAX_STALE_AFTER_DAYS: u32 = 3_650;
+
+/// `staleAfterDays` checked: 1 to [`MAX_STALE_AFTER_DAYS`], else `BAD_USER_INPUT`.
+pub fn check_stale_after_days(days: i64) -> Result<u32> {
+    u32::try_from(days)
+        .ok()
+        .filter(|days| (1..=MAX_STALE_AFTER_DAYS).contains(days))
+        .ok_or_else(|| {
+            Error::field(
+                "staleAfterDays",
+                format!("staleAfterDays must be 1 to {MAX_STALE_AFTER_DAYS} days, not {days}"),
+            )
+        })
 }
 
 /// A change of settings: each given field is set, the rest stay.
@@ -286,6 +342,9 @@ pub struct SettingsUpdate {
     pub auto_merge_threshold: Option<Option<f64>>,
     /// `Some(None)` clears it.
     pub default_phone_region: Option<Option<String>>,
+    /// `Some(None)` goes back to the default; a value is checked by
+    /// [`check_stale_after_days`].
+    pub stale_after_days: Option<Option<i64>>,
 }
 
 /// The settings of the caller's workspace.
@@ -314,6 +373,10 @@ pub async fn update_settings(
         Some(None) => Some(None),
         None => None,
     };
+    let stale_after_days = update
+        .stale_after_days
+        .map(|days| days.map(check_stale_after_days).transpose())
+        .transpose()?;
     let txn = super::begin_write(db).await?;
     let current = workspace::Entity::find_by_id(caller.workspace_id)
         .lock_exclusive()
@@ -332,6 +395,9 @@ pub async fn update_settings(
     }
     if let Some(region) = region {
         settings.default_phone_region = region;
+    }
+    if let Some(days) = stale_after_days {
+        settings.stale_after_days = days;
     }
     let value = serde_json::to_value(&settings)
         .map_err(|err| Error::Internal(format!("settings did not serialise: {err}")))?;

@@ -48,8 +48,9 @@ const OUTBOUND_MUTATIONS: [&str; 4] = [
     "replyToConversation",
     "retryReply",
 ];
-/// Argument-less fields that still run their own query.
-const QUERY_FIELDS: [&str; 9] = [
+/// Argument-less fields that still run their own query (`trend`: `dataQuality`'s
+/// recorded days, with its default of 30).
+const QUERY_FIELDS: [&str; 10] = [
     "totalCount",
     "sources",
     "searchStatus",
@@ -59,6 +60,7 @@ const QUERY_FIELDS: [&str; 9] = [
     "inboxCounts",
     "slaRules",
     "businessHours",
+    "trend",
 ];
 /// Fields that return a page (a connection, or search hits) even when asked without
 /// paging arguments: the default page size multiplies what their items cost. Read from the
@@ -81,8 +83,9 @@ pub const MAX_OPERATIONS: usize = 50;
 const SEARCH_FIELDS: [&str; 2] = ["search", "searchCustomers"];
 /// Fields that read and aggregate a workspace's whole event log (service metrics): priced
 /// like a search, since each reads every fact of six event kinds and works the figures
-/// out in Rust; and a customer's export, which reads every row held about them.
-const HEAVY_READ_FIELDS: [&str; 2] = ["serviceMetrics", "exportCustomer"];
+/// out in Rust; a customer's export, which reads every row held about them; and the
+/// data-quality report, which reads every live customer and contact point.
+const HEAVY_READ_FIELDS: [&str; 3] = ["serviceMetrics", "exportCustomer", "dataQuality"];
 
 /// What one document costs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -720,6 +723,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(metrics.cost(), 1 + SEARCH_COST + 1 + QUERY_COST);
+    }
+
+    #[test]
+    fn the_data_quality_report_costs_a_search_and_its_trend_a_query() {
+        let report = cost_of("{ dataQuality { score trend { day } } }").unwrap();
+        assert_eq!(report.cost(), 1 + SEARCH_COST + 1 + 1 + QUERY_COST + 1);
+        let trend = cost_of("{ dataQuality { trend(days: 7) { day } } }").unwrap();
+        assert_eq!(trend.cost(), report.cost() - 1);
     }
 
     #[test]

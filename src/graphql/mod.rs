@@ -30,6 +30,7 @@ pub mod mutation;
 pub mod note;
 mod order;
 pub mod organization;
+pub mod quality;
 pub mod query;
 pub mod reply;
 pub mod search;

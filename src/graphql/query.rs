@@ -8,6 +8,7 @@ use super::customer::{Customer, CustomerConnection, CustomerFilterInput, Custome
 use super::inbox::{InboxConnection, InboxCounts, InboxFilterInput};
 use super::interaction::{InteractionConnection, InteractionFilterInput};
 use super::organization::{Organization, OrganizationConnection};
+use super::quality::DataQuality;
 use super::reply::SavedReplyConnection;
 use super::search::{
     CustomerSearchHit, SearchConnection, SearchFilterInput, SearchSort, SearchStatusInfo,
@@ -427,6 +428,14 @@ impl Query {
         >,
     ) -> Result<ServiceMetrics> {
         super::service::service_metrics(ctx, range, group_by, filter).await
+    }
+
+    /// The data quality of the workspace's customers (completeness per field, invalid
+    /// values, dropped values, pending duplicates, customers without a contact point,
+    /// stale customers, a score) and its daily trend; any role.
+    async fn data_quality(&self, ctx: &Context<'_>) -> Result<DataQuality> {
+        super::caller(ctx)?;
+        Ok(super::quality::data_quality())
     }
 
     /// The workspace's SLA rules, the any-channel rule (`channel: null`) first.

@@ -63,6 +63,11 @@ impl WorkspaceSettings {
     async fn default_phone_region(&self) -> Option<&str> {
         self.0.default_phone_region.as_deref()
     }
+    /// A customer with no activity (`lastSeenAt`) and no change (`updatedAt`) for this
+    /// many days counts as stale in `dataQuality`; 365 until set.
+    async fn stale_after_days(&self) -> i32 {
+        i32::try_from(self.0.stale_after_days()).unwrap_or(i32::MAX)
+    }
 }
 
 /// A change of the workspace's settings: each given field is set, the rest stay.
@@ -79,6 +84,9 @@ pub struct UpdateWorkspaceSettingsInput {
     /// The default phone region: an ISO 3166-1 code (alpha-2 or alpha-3) or a country's
     /// name, stored as alpha-2; `null` clears it.
     pub default_phone_region: async_graphql::MaybeUndefined<String>,
+    /// Days without activity or change after which a customer is stale, 1 to 3650;
+    /// `null` goes back to the default (365).
+    pub stale_after_days: async_graphql::MaybeUndefined<i32>,
 }
 
 /// What a change to the workspace answers.
@@ -101,6 +109,8 @@ pub(super) async fn update_workspace_settings(
             async_graphql::MaybeUndefined::Null => Some(None),
             async_graphql::MaybeUndefined::Value(region) => Some(Some(region)),
         },
+        stale_after_days: super::inputs::change(input.stale_after_days)
+            .map(|days| days.map(i64::from)),
     };
     let model =
         crate::domain::workspace::update_settings(&super::app(ctx).db, super::caller(ctx)?, update)

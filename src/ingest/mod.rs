@@ -12,6 +12,7 @@
 //! error (connection, lock, lease) still fails the whole batch, so nothing is lost.
 
 pub mod gather;
+pub mod quality;
 pub mod reply;
 pub mod scheduler;
 pub mod snooze;
@@ -314,6 +315,7 @@ async fn store_item(
             domain::identity::resolve_author(
                 txn,
                 source.workspace_id,
+                source.id,
                 channel,
                 &item.author,
                 item.occurred_at,

@@ -36,6 +36,7 @@ mod merge;
 mod order;
 mod outbound;
 mod persisted_and_batched;
+mod quality;
 mod reddit;
 mod replies;
 mod roles;
