@@ -12,7 +12,7 @@
 //! name and birth date) and namesakes (the same name, nothing else in common).
 //!
 //! [`evaluate`] runs the detector's own blocking and comparison ([`domain::dedupe`]) over
-//! the records and counts true and false pairs at a threshold. `rapport bench --dedupe`
+//! the records and counts true and false pairs at a threshold. `rapport dedupe --evaluate`
 //! prints it; a test holds the floors (precision ≥ 0.97, recall ≥ 0.93 at the default).
 
 use std::collections::HashSet;

@@ -28,7 +28,11 @@
 //! and landline, another given name) stays below it, as does a namesake with nothing else
 //! in common. The weights are checked against a generated registry with known true pairs
 //! (`crate::bench::dedupe`): precision and recall at the default threshold are printed by
-//! `rapport bench --dedupe` and have floors in a test.
+//! `rapport dedupe --evaluate N` and have floors in a test.
+//!
+//! A field is what someone said of themselves: the field detector suggests and never
+//! merges by itself (only `rapport dedupe --merge` merges its pairs above the workspace's
+//! threshold); profile links, which a platform may have verified, keep merging above it.
 
 use std::collections::{HashMap, HashSet};
 

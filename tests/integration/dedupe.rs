@@ -292,3 +292,51 @@ backend_test! {
         assert_eq!(low["duplicateSuggestions"]["totalCount"], 2, "{low:#}");
     }
 }
+
+backend_test! {
+    async fn link_evidence_after_a_field_suggestion_adds_its_reason_and_can_merge(app: TestApp) {
+        let admin = app.key(Role::Admin).await;
+        let data = app.gql(&admin, "mutation($input: CreateSourceInput!) { createSource(input: $input) { source { id } } }", json!({ "input": { "channel": "WEBHOOK", "name": "forms", "config": { "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" } } })).await;
+        let id: entity::SourceId = rapport::ids::decode("id", data["createSource"]["source"]["id"].as_str().unwrap()).unwrap();
+        let source = rapport::domain::source::for_webhook(&app.app.db, id).await.unwrap();
+        app.create_customer(&admin, json!({ "givenName": "Nadia", "familyName": "Haddad", "contactPoints": [{ "kind": "WEBSITE", "value": "https://nadia-haddad.example/" }] })).await;
+        let item = |external_id: &str, links: Vec<connectors::ProfileLink>| InboundItem {
+            external_id: external_id.into(),
+            author: Author { platform_id: "acct:nadia".into(), handle: Some("@nadia".into()), display_name: Some("Nadia Haddad".into()), links, ..Author::default() },
+            outbound: false,
+            kind: "mention".into(),
+            subject: None,
+            text: "hello".into(),
+            html: None,
+            url: None,
+            language: None,
+            occurred_at: chrono::Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap(),
+            thread_key: None,
+            in_reply_to: None,
+            raw: json!({ "id": external_id }),
+        };
+        // First the name alone: stored below the default.
+        rapport::ingest::ingest(&app.app.db, &source, &[item("n-1", Vec::new())], Some("c1"), None).await.unwrap();
+        let low = app.gql(&admin, LIST, json!({ "min": 0.45 })).await;
+        let edges = low["duplicateSuggestions"]["edges"].as_array().unwrap().clone();
+        assert_eq!(edges.len(), 1, "{low:#}");
+        let before = edges[0]["node"]["score"].as_f64().unwrap();
+        assert!(before < 0.5, "{low:#}");
+        // Then her profile shows a verified link to the record's site: the link's reason
+        // joins the name's, the score rises, and the workspace's threshold merges them.
+        app.gql(&admin, "mutation { updateWorkspaceSettings(input: { autoMergeThreshold: 0.9 }) { workspace { id } } }", json!({})).await;
+        let link = connectors::ProfileLink { url: "https://nadia-haddad.example".into(), label: Some("Website".into()), verified: true };
+        rapport::ingest::ingest(&app.app.db, &source, &[item("n-2", vec![link])], Some("c2"), None).await.unwrap();
+        let live = entity::customer::Entity::find()
+            .filter(entity::customer::Column::MergedInto.is_null())
+            .count(&app.app.db)
+            .await
+            .unwrap();
+        assert_eq!(live, 1, "merged above the threshold");
+        let row = entity::duplicate_suggestion::Entity::find().one(&app.app.db).await.unwrap().unwrap();
+        assert!(row.score >= 0.95, "{row:?}");
+        let reasons: Vec<Value> = serde_json::from_str(&row.reasons).unwrap();
+        assert!(reasons.iter().any(|r| r["kind"] == "profile_link"), "{reasons:?}");
+        assert!(reasons.iter().any(|r| r["field"] == "familyName"), "{reasons:?}");
+    }
+}
