@@ -50,8 +50,14 @@ use crate::error::Result;
 use entity::{contact_point, customer, customer_match_key, identity};
 use entity::{CustomerId, WorkspaceId};
 
-/// Customers under one key beyond which the key is not compared within.
+/// Customers under one key beyond which the key is not compared within, by `rapport
+/// dedupe` (which holds the workspace in memory).
 pub const MAX_BLOCK: usize = 100;
+/// The same bound for the check as records are written ([`check`]): each customer of a
+/// write loads and compares at most this many others a key, so a batch of a thousand
+/// ingested or imported rows stays a few queries, not a read of every neighbour (a
+/// building's hundred residents under one address key are compared by `rapport dedupe`).
+pub const MAX_LIVE_BLOCK: usize = 16;
 /// Suggestions scoring below this are not stored (the list's `minScore` cannot go lower
 /// and still see them).
 pub const MIN_STORED: f64 = 0.45;
@@ -115,6 +121,8 @@ struct Name {
     /// A generational suffix written after the name (`jr`, `sr`, `iii`), taken out of
     /// `plain`: a father and his son of one name and one home are two people.
     generation: Option<&'static str>,
+    /// Written with digits (`Given123`): compared only as written.
+    numbered: bool,
 }
 
 const GENERATIONS: &[&str] = &["jr", "junior", "sr", "senior", "ii", "iii", "iv"];
@@ -577,6 +585,8 @@ fn names(
         }
         let (w, kind) = if x.plain == y.plain {
             (3.0, Some("exact"))
+        } else if x.numbered || y.numbered {
+            (-4.0, None)
         } else if !x.sound.is_empty() && x.sound == y.sound {
             (2.2, Some("phonetic"))
         } else if jaro_winkler(&x.plain, &y.plain) >= 0.9 || one_typo(&x.plain, &y.plain) {
@@ -608,6 +618,8 @@ fn names(
         let short = x.plain.len() == 1 || y.plain.len() == 1;
         let (w, kind) = if x.plain == y.plain {
             (2.5, Some("exact"))
+        } else if x.numbered || y.numbered {
+            (-4.0, None)
         } else if short && x.plain.chars().next() == y.plain.chars().next() {
             (0.8, Some("initial"))
         } else if x.formal == y.formal {
@@ -763,6 +775,24 @@ fn plain(value: &str) -> String {
 }
 
 fn name(value: &str) -> Option<Name> {
+    if value.chars().any(|c| c.is_ascii_digit()) {
+        // `User 42`, `Given123`: a label, not a name; the same only when written alike.
+        let plain: String = value
+            .chars()
+            .take(MAX_PART)
+            .filter(|c| c.is_alphanumeric() || *c == ' ')
+            .flat_map(char::to_lowercase)
+            .collect();
+        let plain = plain.trim().to_owned();
+        return (!plain.is_empty()).then(|| Name {
+            shown: value.trim().to_owned(),
+            sound: String::new(),
+            formal: plain.clone(),
+            plain,
+            generation: None,
+            numbered: true,
+        });
+    }
     let mut plain = plain(value);
     let mut generation = None;
     if let Some((rest, last)) = plain.rsplit_once(' ') {
@@ -785,6 +815,7 @@ fn name(value: &str) -> Option<Name> {
         formal,
         plain,
         generation,
+        numbered: false,
     })
 }
 
@@ -1243,7 +1274,7 @@ struct KeyCount {
 
 /// Checks the customers `ids` (just created, imported, ingested or changed) against the
 /// stored ones: stores their blocking keys, compares them with every live customer under
-/// a key they share (blocks of at most [`MAX_BLOCK`]) and stores the suggestions. Runs in
+/// a key they share (blocks of at most [`MAX_LIVE_BLOCK`]) and stores the suggestions. Runs in
 /// the caller's transaction; returns the new suggestions at or above the workspace's
 /// auto-merge threshold, for the caller to merge once its own rows are stored.
 pub async fn check(
@@ -1271,7 +1302,7 @@ pub async fn check(
     super::duplicate::lock_keys(db, workspace_id, &all_keys).await?;
     store_keys(db, workspace_id, &mine).await?;
 
-    let mut members: HashMap<CustomerId, ()> = HashMap::new();
+    let mut members: HashMap<CustomerId, (u32, u32)> = HashMap::new();
     let mut populations: HashMap<String, u32> = HashMap::new();
     for chunk in all_keys.chunks(CHUNK) {
         let counts = KeyCount::find_by_statement(
@@ -1293,7 +1324,7 @@ pub async fn check(
         populations.extend(counts.iter().map(|c| (c.key.clone(), c.count as u32)));
         let small: Vec<String> = counts
             .into_iter()
-            .filter(|c| (2..=MAX_BLOCK as i64).contains(&c.count))
+            .filter(|c| (2..=MAX_LIVE_BLOCK as i64).contains(&c.count))
             .map(|c| c.key)
             .collect();
         if small.is_empty() {
@@ -1302,12 +1333,19 @@ pub async fn check(
         let rows = super::scoped::<customer_match_key::Entity>(workspace_id)
             .filter(customer_match_key::Column::Key.is_in(small))
             .select_only()
+            .column(customer_match_key::Column::Key)
             .column(customer_match_key::Column::CustomerId)
-            .into_tuple::<CustomerId>()
+            .into_tuple::<(String, CustomerId)>()
             .all(db)
             .await?;
-        members.extend(rows.into_iter().map(|id| (id, ())));
+        for (key, id) in rows {
+            let entry = members.entry(id).or_default();
+            entry.0 += u32::from(strong_key(&key));
+            entry.1 += 1;
+        }
     }
+    // Loaded and compared are the candidates sharing a strong key or two keys (see below).
+    members.retain(|_, (strong, total)| *strong > 0 || *total >= 2);
     let mut mine = mine;
     for p in &mut mine {
         p.name_count = p
@@ -1330,33 +1368,60 @@ pub async fn check(
         }
         map
     };
-    let mut seen = HashSet::new();
-    let mut found: Vec<Found> = Vec::new();
+    // Which keys each pair shares: compared as records are written are the pairs that
+    // share a name, a mailbox, a phone or a handle, or two keys of any kind (one shared
+    // address or birthday alone is left to `rapport dedupe`, which compares every block).
+    let mut shared: HashMap<(CustomerId, CustomerId), (u32, u32, &Prepared, &Prepared)> =
+        HashMap::new();
     for p in &mine {
         for key in keys(p) {
             let Some(under) = by_key.get(&key) else {
                 continue;
             };
-            if under.len() > MAX_BLOCK {
+            if under.len() > MAX_LIVE_BLOCK {
                 continue;
             }
+            let strong = strong_key(&key);
             for q in under {
-                if q.id == p.id || !seen.insert((p.id.min(q.id), p.id.max(q.id))) {
+                if q.id == p.id {
                     continue;
                 }
-                let comparison = compare(p, q);
-                if comparison.score() >= MIN_STORED {
-                    found.push(Found::scored(
-                        p.id,
-                        q.id,
-                        comparison.score(),
-                        comparison.reasons,
-                    ));
-                }
+                let entry = shared
+                    .entry((p.id.min(q.id), p.id.max(q.id)))
+                    .or_insert((0, 0, p, q));
+                entry.0 += u32::from(strong);
+                entry.1 += 1;
             }
         }
     }
+    let mut found: Vec<Found> = Vec::new();
+    for (strong, total, p, q) in shared.into_values() {
+        // A key two new records share was counted from both sides.
+        let needed = if own.contains(&p.id) && own.contains(&q.id) {
+            4
+        } else {
+            2
+        };
+        if strong == 0 && total < needed {
+            continue;
+        }
+        let comparison = compare(p, q);
+        if comparison.score() >= MIN_STORED {
+            found.push(Found::scored(
+                p.id,
+                q.id,
+                comparison.score(),
+                comparison.reasons,
+            ));
+        }
+    }
     super::duplicate::store_found(db, workspace_id, found, now).await
+}
+
+/// A key that alone makes two records worth comparing as they are written: a name, a
+/// mailbox, a phone, a handle (an address or a birthday is shared by many).
+fn strong_key(key: &str) -> bool {
+    ["n:", "e:", "p:", "h:"].iter().any(|s| key.starts_with(s))
 }
 
 /// A contact point a record gave that another customer already has (an import row's
