@@ -1181,17 +1181,28 @@ async fn with_contacts(
     Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
 }
 
-/// Replaces the stored blocking keys of `profiles`, in key order (two writers inserting
-/// overlapping keys wait for each other instead of deadlocking).
+/// Replaces the stored blocking keys of `profiles`.
 async fn store_keys(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
     prepared: &[Prepared],
 ) -> Result<()> {
-    for chunk in prepared.chunks(CHUNK) {
+    let ids: Vec<CustomerId> = prepared.iter().map(|p| p.id).collect();
+    replace_keys(db, workspace_id, &ids, prepared).await
+}
+
+/// Deletes the stored keys of `ids` and inserts those of `prepared`, in key order (two
+/// writers inserting overlapping keys wait for each other instead of deadlocking).
+async fn replace_keys(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    ids: &[CustomerId],
+    prepared: &[Prepared],
+) -> Result<()> {
+    for chunk in ids.chunks(CHUNK) {
         customer_match_key::Entity::delete_many()
             .filter(of_workspace(db.get_database_backend(), workspace_id))
-            .filter(customer_match_key::Column::CustomerId.is_in(chunk.iter().map(|p| p.id)))
+            .filter(customer_match_key::Column::CustomerId.is_in(chunk.iter().copied()))
             .exec(db)
             .await?;
     }
@@ -1251,19 +1262,8 @@ pub async fn refresh_keys(
         .iter()
         .map(Prepared::of)
         .collect();
-    let gone: Vec<CustomerId> = ids
-        .iter()
-        .copied()
-        .filter(|id| !live.iter().any(|p| p.id == *id))
-        .collect();
-    for chunk in gone.chunks(CHUNK) {
-        customer_match_key::Entity::delete_many()
-            .filter(of_workspace(db.get_database_backend(), workspace_id))
-            .filter(customer_match_key::Column::CustomerId.is_in(chunk.iter().copied()))
-            .exec(db)
-            .await?;
-    }
-    store_keys(db, workspace_id, &live).await
+    // A tombstone among `ids` has no profile: its keys go, and none come back.
+    replace_keys(db, workspace_id, ids, &live).await
 }
 
 #[derive(FromQueryResult)]

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait,
-    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait, Value,
+    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, TransactionTrait, Value,
 };
 use serde::{Deserialize, Serialize};
 
@@ -1285,7 +1285,7 @@ async fn seen_of(
         last = last.max(merged.last_seen_at);
     }
     let row = db
-        .query_one(statement(
+        .query_one(super::statement(
             db.get_database_backend(),
             "SELECT min(occurred_at) AS first, max(occurred_at) AS last FROM interaction \
              WHERE workspace_id = ? AND customer_id = ?",
@@ -1326,7 +1326,7 @@ async fn seen_since(
 ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> {
     let backend = db.get_database_backend();
     let row = db
-        .query_one(statement(
+        .query_one(super::statement(
             backend,
             "SELECT min(occurred_at) AS first, max(occurred_at) AS last FROM interaction \
              WHERE workspace_id = ? AND customer_id = ? AND id NOT IN \
@@ -1390,30 +1390,10 @@ async fn restore_suggestions(
     Ok(())
 }
 
-/// A statement with `?` placeholders, numbered `$1…` on PostgreSQL.
-fn statement(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
-    let sql = if backend == DbBackend::Postgres {
-        let mut numbered = String::with_capacity(sql.len() + 16);
-        let mut n = 0;
-        for c in sql.chars() {
-            if c == '?' {
-                n += 1;
-                numbered.push_str(&format!("${n}"));
-            } else {
-                numbered.push(c);
-            }
-        }
-        numbered
-    } else {
-        sql.to_owned()
-    };
-    Statement::from_sql_and_values(backend, sql, values)
-}
-
 /// Runs a statement of this module; the number of rows it changed.
 async fn execute(db: &impl ConnectionTrait, sql: &str, values: Vec<Value>) -> Result<u64> {
     let result = db
-        .execute(statement(db.get_database_backend(), sql, values))
+        .execute(super::statement(db.get_database_backend(), sql, values))
         .await?;
     Ok(result.rows_affected())
 }
@@ -1723,13 +1703,13 @@ mod tests {
 
     #[test]
     fn placeholders_are_numbered_for_postgres() {
-        let sql = statement(
+        let sql = crate::domain::statement(
             DbBackend::Postgres,
             "a = ? AND b = ?",
             vec![1.into(), 2.into()],
         );
         assert_eq!(sql.sql, "a = $1 AND b = $2");
-        let sql = statement(DbBackend::Sqlite, "a = ?", vec![1.into()]);
+        let sql = crate::domain::statement(DbBackend::Sqlite, "a = ?", vec![1.into()]);
         assert_eq!(sql.sql, "a = ?");
     }
 }

@@ -230,6 +230,31 @@ pub fn scoped_under<E: EntityTrait>(
     }
 }
 
+/// A statement with `?` placeholders, numbered `$1…` on PostgreSQL (for the hand-written
+/// SQL of `merge` and `quality`).
+pub(crate) fn statement(
+    backend: sea_orm::DatabaseBackend,
+    sql: &str,
+    values: Vec<sea_orm::Value>,
+) -> sea_orm::Statement {
+    let sql = if backend == sea_orm::DatabaseBackend::Postgres {
+        let mut numbered = String::with_capacity(sql.len() + 16);
+        let mut n = 0;
+        for c in sql.chars() {
+            if c == '?' {
+                n += 1;
+                numbered.push_str(&format!("${n}"));
+            } else {
+                numbered.push(c);
+            }
+        }
+        numbered
+    } else {
+        sql.to_owned()
+    };
+    sea_orm::Statement::from_sql_and_values(backend, sql, values)
+}
+
 /// A typed id of a table the domain reads and changes by id: it names the table's entity,
 /// so [`find_scoped`] and [`update`] need nothing but the id.
 pub trait Stored: TypedId + Into<Value> {

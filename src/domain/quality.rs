@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
-    QueryFilter, QueryOrder, QuerySelect, Statement, Value,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect, Value,
 };
 use serde::{Deserialize, Serialize};
 
@@ -324,7 +324,7 @@ async fn figures(
         workspace_id.into(),
     ];
     let row = db
-        .query_one(statement(db.get_database_backend(), &sql, values))
+        .query_one(super::statement(db.get_database_backend(), &sql, values))
         .await?
         .ok_or_else(|| Error::Internal("the quality aggregate returned no row".into()))?;
     let count = |name: &str| -> Result<u64> {
@@ -341,26 +341,6 @@ async fn figures(
         stale: count("stale")?,
         pending_duplicates: count("pending_duplicates")?,
     })
-}
-
-/// A statement with `?` placeholders, numbered `$1…` on PostgreSQL.
-fn statement(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
-    let sql = if backend == DbBackend::Postgres {
-        let mut numbered = String::with_capacity(sql.len() + 16);
-        let mut n = 0;
-        for c in sql.chars() {
-            if c == '?' {
-                n += 1;
-                numbered.push_str(&format!("${n}"));
-            } else {
-                numbered.push(c);
-            }
-        }
-        numbered
-    } else {
-        sql.to_owned()
-    };
-    Statement::from_sql_and_values(backend, sql, values)
 }
 
 /// The validity check's result.

@@ -35,6 +35,35 @@ fn pair(node: &Value) -> Vec<String> {
     names
 }
 
+/// A webhook source (a web form) of the caller's workspace.
+async fn forms(app: &TestApp, key: &str) -> entity::source::Model {
+    let data = app.gql(key, "mutation($input: CreateSourceInput!) { createSource(input: $input) { source { id } } }", json!({ "input": { "channel": "WEBHOOK", "name": "forms", "config": { "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" } } })).await;
+    let id: entity::SourceId =
+        rapport::ids::decode("id", data["createSource"]["source"]["id"].as_str().unwrap()).unwrap();
+    rapport::domain::source::for_webhook(&app.app.db, id)
+        .await
+        .unwrap()
+}
+
+/// A message from `author`.
+fn message(external_id: &str, author: Author) -> InboundItem {
+    InboundItem {
+        external_id: external_id.into(),
+        author,
+        outbound: false,
+        kind: "message".into(),
+        subject: None,
+        text: "Hello, about my order".into(),
+        html: None,
+        url: None,
+        language: None,
+        occurred_at: chrono::Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap(),
+        thread_key: None,
+        in_reply_to: None,
+        raw: json!({ "id": external_id }),
+    }
+}
+
 fn kinds(node: &Value) -> Vec<(String, String)> {
     node["reasons"]
         .as_array()
@@ -143,29 +172,10 @@ backend_test! {
         // An author who wrote through a web form with another address of the same
         // mailbox and the same name: a new customer (no contact point matched exactly),
         // and at once a suggestion with the imported record.
-        let data = app.gql(&admin, "mutation($input: CreateSourceInput!) { createSource(input: $input) { source { id } } }", json!({ "input": { "channel": "WEBHOOK", "name": "forms", "config": { "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" } } })).await;
-        let id: entity::SourceId = rapport::ids::decode("id", data["createSource"]["source"]["id"].as_str().unwrap()).unwrap();
-        let source = rapport::domain::source::for_webhook(&app.app.db, id).await.unwrap();
+        let source = forms(&app, &admin).await;
         app.create_customer(&admin, json!({ "givenName": "Maria", "familyName": "Rossi", "contactPoints": [{ "kind": "EMAIL", "value": "maria.rossi@example.org" }] })).await;
-        let item = |external_id: &str, email: &str, name: &str| InboundItem {
-            external_id: external_id.into(),
-            author: Author {
-                platform_id: email.into(),
-                display_name: Some(name.into()),
-                email: Some(email.into()),
-                ..Author::default()
-            },
-            outbound: false,
-            kind: "message".into(),
-            subject: None,
-            text: "Hello, about my order".into(),
-            html: None,
-            url: None,
-            language: None,
-            occurred_at: chrono::Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap(),
-            thread_key: None,
-            in_reply_to: None,
-            raw: json!({ "id": external_id }),
+        let item = |external_id: &str, email: &str, name: &str| {
+            message(external_id, Author { platform_id: email.into(), display_name: Some(name.into()), email: Some(email.into()), ..Author::default() })
         };
         let report = rapport::ingest::ingest(&app.app.db, &source, &[item("f-1", "maria.rossi+orders@example.org", "Maria Rossi")], Some("c1"), None).await.unwrap();
         assert_eq!(report.new_customers, 1);
@@ -296,24 +306,10 @@ backend_test! {
 backend_test! {
     async fn link_evidence_after_a_field_suggestion_adds_its_reason_and_can_merge(app: TestApp) {
         let admin = app.key(Role::Admin).await;
-        let data = app.gql(&admin, "mutation($input: CreateSourceInput!) { createSource(input: $input) { source { id } } }", json!({ "input": { "channel": "WEBHOOK", "name": "forms", "config": { "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" } } })).await;
-        let id: entity::SourceId = rapport::ids::decode("id", data["createSource"]["source"]["id"].as_str().unwrap()).unwrap();
-        let source = rapport::domain::source::for_webhook(&app.app.db, id).await.unwrap();
+        let source = forms(&app, &admin).await;
         app.create_customer(&admin, json!({ "givenName": "Nadia", "familyName": "Haddad", "contactPoints": [{ "kind": "WEBSITE", "value": "https://nadia-haddad.example/" }] })).await;
-        let item = |external_id: &str, links: Vec<connectors::ProfileLink>| InboundItem {
-            external_id: external_id.into(),
-            author: Author { platform_id: "acct:nadia".into(), handle: Some("@nadia".into()), display_name: Some("Nadia Haddad".into()), links, ..Author::default() },
-            outbound: false,
-            kind: "mention".into(),
-            subject: None,
-            text: "hello".into(),
-            html: None,
-            url: None,
-            language: None,
-            occurred_at: chrono::Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap(),
-            thread_key: None,
-            in_reply_to: None,
-            raw: json!({ "id": external_id }),
+        let item = |external_id: &str, links: Vec<connectors::ProfileLink>| {
+            message(external_id, Author { platform_id: "acct:nadia".into(), handle: Some("@nadia".into()), display_name: Some("Nadia Haddad".into()), links, ..Author::default() })
         };
         // First the name alone: stored below the default.
         rapport::ingest::ingest(&app.app.db, &source, &[item("n-1", Vec::new())], Some("c1"), None).await.unwrap();
