@@ -268,7 +268,11 @@ pub async fn list(
         sort.between(filtered(caller.workspace_id, filter), &window)?,
         &window,
     );
-    Ok(page::finish(select.all(db).await?, &window))
+    let rows = select
+        .into_model::<super::decode::Fast<Model>>()
+        .all(db)
+        .await?;
+    Ok(page::finish(super::decode::models(rows), &window))
 }
 
 /// How many customers match `filter`.

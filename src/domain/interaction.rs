@@ -14,6 +14,7 @@ use sea_orm::{
     TransactionTrait, TryGetable, Value,
 };
 
+use super::decode::Fast;
 use super::event::Event;
 use super::page::{self, Page, PageArgs, Sort, SortKind, Window};
 use super::{clean_optional, Caller, Direction, InteractionKind, Role};
@@ -318,11 +319,10 @@ async fn pages_lateral<P: Parent>(
         .order_by((page.clone(), Column::OccurredAt), order.clone())
         .order_by((page, Column::Id), order)
         .to_owned();
-    Ok(
-        Model::find_by_statement(db.get_database_backend().build(&outer))
-            .all(db)
-            .await?,
-    )
+    let rows = Fast::<Model>::find_by_statement(db.get_database_backend().build(&outer))
+        .all(db)
+        .await?;
+    Ok(super::decode::models(rows))
 }
 
 /// SQLite: every matching interaction of the parents numbered per parent in reading
@@ -336,9 +336,10 @@ async fn pages_windowed<P: Parent>(
 ) -> Result<Vec<Model>> {
     let backend = db.get_database_backend();
     let outer = windowed_query(backend, workspace_id, parents, filter, window)?;
-    Ok(Model::find_by_statement(backend.build(&outer))
+    let rows = Fast::<Model>::find_by_statement(backend.build(&outer))
         .all(db)
-        .await?)
+        .await?;
+    Ok(super::decode::models(rows))
 }
 
 /// The statement of [`pages_windowed`].

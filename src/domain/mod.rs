@@ -30,6 +30,7 @@ pub mod contact_point;
 pub mod conversation;
 pub mod customer;
 pub mod deal;
+pub mod decode;
 pub mod dedupe;
 pub mod document;
 pub mod duplicate;
@@ -418,7 +419,10 @@ pub async fn children_of<E: EntityTrait, P: Copy + Eq + Hash + Into<Value>>(
     order: &str,
     descending: bool,
     parent_of: impl Fn(&E::Model) -> Option<P>,
-) -> Result<HashMap<P, Vec<E::Model>>> {
+) -> Result<HashMap<P, Vec<E::Model>>>
+where
+    E::Model: decode::Decode,
+{
     let rows = children_query::<E, P>(
         db.get_database_backend(),
         workspace_id,
@@ -427,8 +431,10 @@ pub async fn children_of<E: EntityTrait, P: Copy + Eq + Hash + Into<Value>>(
         order,
         descending,
     )
+    .into_model::<decode::Fast<E::Model>>()
     .all(db)
     .await?;
+    let rows = decode::models(rows);
     let mut grouped: HashMap<P, Vec<E::Model>> = HashMap::new();
     for row in rows {
         if let Some(parent) = parent_of(&row) {

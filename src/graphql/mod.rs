@@ -43,6 +43,7 @@ pub mod types;
 pub mod user;
 pub mod workspace;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
@@ -52,6 +53,7 @@ use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::Duration;
 
 use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{Context, Schema};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -69,13 +71,18 @@ pub type AppSchema = Schema<query::Query, mutation::Mutation, subscription::Subs
 pub struct Api {
     app: App,
     schema: AppSchema,
+    documents: Arc<Documents>,
 }
 
 impl Api {
     /// Builds the schema for `app` (limits from its config).
     pub fn new(app: App) -> Api {
         let schema = build_schema(&app.config);
-        Api { app, schema }
+        Api {
+            app,
+            schema,
+            documents: Arc::default(),
+        }
     }
 
     /// The app this API serves.
@@ -286,18 +293,16 @@ async fn execute_unmapped(
     mut request: async_graphql::Request,
 ) -> async_graphql::Response {
     let limits = &api.app.config.limits;
-    if let Err(refused) = measure(api, &mut request) {
-        return *refused;
-    }
+    let document = match measure(api, &mut request) {
+        Ok(document) => document,
+        Err(refused) => return *refused,
+    };
     // The engine adds fields as they complete: the answer is put back in selection order.
-    let document = request.parsed_query().ok().cloned();
     let operation_name = request.operation_name.clone();
     let budget = Duration::from_secs(limits.request_timeout_secs.max(1));
     let ordered = async {
         let mut response = run(api, caller, request).await;
-        if let Some(document) = &document {
-            order::reorder(document, operation_name.as_deref(), &mut response.data);
-        }
+        order::reorder(&document, operation_name.as_deref(), &mut response.data);
         response
     };
     match tokio::time::timeout(budget, ordered).await {
@@ -314,19 +319,59 @@ async fn execute_unmapped(
     }
 }
 
-/// Parses `request` once and measures it ([`cost::check`]): the answer to give instead
-/// of running it when it does not parse or is over the limits.
+/// Parsed documents by their text: an application sends the same few queries over and
+/// over, and parsing one was 7 % of the server's CPU on the 360 view (BENCHMARKS.md,
+/// "Rows decoded by name, once"). Bounded: emptied when full, texts over
+/// [`CACHED_QUERY_BYTES`] never kept, so documents sent once cost nothing but a miss.
+#[derive(Default)]
+struct Documents(Mutex<HashMap<String, Arc<ExecutableDocument>>>);
+
+/// Documents kept at most.
+const CACHED_DOCUMENTS: usize = 256;
+/// The longest query text kept.
+const CACHED_QUERY_BYTES: usize = 8 * 1024;
+
+impl Documents {
+    /// `query` parsed: from the cache, or parsed now (and kept).
+    fn parse(&self, query: &str) -> async_graphql::ServerResult<Arc<ExecutableDocument>> {
+        let cached = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(query)
+            .cloned();
+        if let Some(document) = cached {
+            return Ok(document);
+        }
+        let document = Arc::new(async_graphql::parser::parse_query(query)?);
+        if query.len() <= CACHED_QUERY_BYTES {
+            let mut documents = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if documents.len() >= CACHED_DOCUMENTS {
+                documents.clear();
+            }
+            documents.insert(query.to_owned(), document.clone());
+        }
+        Ok(document)
+    }
+}
+
+/// Parses `request` once (or finds it parsed) and measures it ([`cost::check`]): the
+/// document, or the answer to give instead of running it when it does not parse or is
+/// over the limits.
 fn measure(
     api: &Api,
     request: &mut async_graphql::Request,
-) -> Result<(), Box<async_graphql::Response>> {
+) -> Result<Arc<ExecutableDocument>, Box<async_graphql::Response>> {
     let limits = &api.app.config.limits;
     let variables = match serde_json::to_value(&request.variables) {
         Ok(serde_json::Value::Object(map)) => map,
         _ => serde_json::Map::new(),
     };
     let operation_name = request.operation_name.clone();
-    let document = match request.parsed_query() {
+    let document = match api.documents.parse(&request.query) {
         Ok(document) => document,
         Err(error) => {
             return Err(Box::new(bounded_errors(
@@ -335,14 +380,15 @@ fn measure(
             )))
         }
     };
-    if let Err(refusal) = cost::check(document, operation_name.as_deref(), &variables, limits) {
+    if let Err(refusal) = cost::check(&document, operation_name.as_deref(), &variables, limits) {
         let error = errors::request_error(refusal.message, Code::BadUserInput, |extensions| {
             extensions.set("measured", refusal.measured);
             extensions.set("limit", refusal.limit);
         });
         return Err(Box::new(async_graphql::Response::from_errors(vec![error])));
     }
-    Ok(())
+    request.set_parsed_query(ExecutableDocument::clone(&document));
+    Ok(document)
 }
 
 /// Executes `request` for `caller` as a stream of responses: a subscription gives one
@@ -526,5 +572,28 @@ impl Future for Driver {
                 return Poll::Pending;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_are_parsed_once_and_the_cache_stays_bounded() {
+        let documents = Documents::default();
+        let first = documents.parse("{ customers { totalCount } }").unwrap();
+        let again = documents.parse("{ customers { totalCount } }").unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the second request reuses the parse");
+        assert!(documents.parse("{ customers { ").is_err());
+        let long = format!("{{ {} }}", "__typename ".repeat(CACHED_QUERY_BYTES / 10));
+        documents.parse(&long).unwrap();
+        for n in 0..CACHED_DOCUMENTS * 2 {
+            documents.parse(&format!("{{ a{n}: __typename }}")).unwrap();
+        }
+        let kept = documents.0.lock().unwrap();
+        assert!(kept.len() <= CACHED_DOCUMENTS);
+        assert!(!kept.contains_key(&long), "long texts are not kept");
+        assert!(!kept.contains_key("{ customers { "), "failures are not kept");
     }
 }
