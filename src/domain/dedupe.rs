@@ -88,6 +88,20 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// The profile of a stored customer, without its contact points and identities.
+    pub fn of_customer(c: customer::Model) -> Profile {
+        Profile {
+            given_name: c.given_name,
+            family_name: c.family_name,
+            birth_date: c.birth_date,
+            street: c.street,
+            postal_code: c.postal_code,
+            locality: c.locality,
+            organization: c.organization_id.map(|o| o.to_string()),
+            ..Profile::new(c.id, c.display_name)
+        }
+    }
+
     /// A profile with a name shown and nothing else.
     pub fn new(id: CustomerId, display_name: String) -> Profile {
         Profile {
@@ -1148,21 +1162,7 @@ async fn with_contacts(
             .await?;
     let mut by_id: HashMap<CustomerId, Profile> = customers
         .into_iter()
-        .map(|c| {
-            (
-                c.id,
-                Profile {
-                    given_name: c.given_name,
-                    family_name: c.family_name,
-                    birth_date: c.birth_date,
-                    street: c.street,
-                    postal_code: c.postal_code,
-                    locality: c.locality,
-                    organization: c.organization_id.map(|o| o.to_string()),
-                    ..Profile::new(c.id, c.display_name)
-                },
-            )
-        })
+        .map(|c| (c.id, Profile::of_customer(c)))
         .collect();
     for point in points {
         if let Some(p) = by_id.get_mut(&point.customer_id) {
@@ -1191,13 +1191,25 @@ async fn store_keys(
     replace_keys(db, workspace_id, &ids, prepared).await
 }
 
-/// Deletes the stored keys of `ids` and inserts those of `prepared`, in key order (two
-/// writers inserting overlapping keys wait for each other instead of deadlocking).
+/// Deletes the stored keys of `ids` and inserts those of `prepared`.
 async fn replace_keys(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
     ids: &[CustomerId],
     prepared: &[Prepared],
+) -> Result<()> {
+    delete_keys(db, workspace_id, ids).await?;
+    let rows: Vec<(String, CustomerId)> = prepared
+        .iter()
+        .flat_map(|p| keys(p).into_iter().map(move |key| (key, p.id)))
+        .collect();
+    insert_keys(db, workspace_id, rows).await
+}
+
+async fn delete_keys(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    ids: &[CustomerId],
 ) -> Result<()> {
     for chunk in ids.chunks(CHUNK) {
         customer_match_key::Entity::delete_many()
@@ -1206,10 +1218,16 @@ async fn replace_keys(
             .exec(db)
             .await?;
     }
-    let mut rows: Vec<(String, CustomerId)> = prepared
-        .iter()
-        .flat_map(|p| keys(p).into_iter().map(move |key| (key, p.id)))
-        .collect();
+    Ok(())
+}
+
+/// Inserts `(key, customer)` rows in key order (two writers inserting overlapping keys
+/// wait for each other instead of deadlocking).
+async fn insert_keys(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    mut rows: Vec<(String, CustomerId)>,
+) -> Result<()> {
     rows.sort();
     for chunk in rows.chunks(CHUNK) {
         customer_match_key::Entity::insert_many(chunk.iter().map(|(key, id)| {
@@ -1286,13 +1304,37 @@ pub async fn check(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let mine: Vec<Prepared> = profiles(db, workspace_id, ids)
-        .await?
+    let mine = profiles(db, workspace_id, ids).await?;
+    check_profiles(db, workspace_id, mine, &HashSet::new(), now).await
+}
+
+/// [`check`] of profiles the caller already holds (an import batch's new rows, as it
+/// wrote them: reading them back cost a third of the check). `created` are those the
+/// caller's transaction created: they have no stored keys to replace. The profiles are
+/// checked in the order given, as [`check`] checks its `ids`.
+pub async fn check_profiles(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    mine: Vec<Profile>,
+    created: &HashSet<CustomerId>,
+    now: DateTime<Utc>,
+) -> Result<Vec<AutoMerge>> {
+    if mine.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Each profile's keys, computed once (they were computed four times).
+    let mut once = HashSet::new();
+    let mut mine: Vec<(Prepared, Vec<String>)> = mine
         .iter()
-        .map(Prepared::of)
+        .filter(|profile| once.insert(profile.id))
+        .map(|profile| {
+            let prepared = Prepared::of(profile);
+            let keys = keys(&prepared);
+            (prepared, keys)
+        })
         .collect();
     let all_keys: Vec<String> = {
-        let mut all: Vec<String> = mine.iter().flat_map(keys).collect();
+        let mut all: Vec<String> = mine.iter().flat_map(|(_, k)| k.iter().cloned()).collect();
         all.sort_unstable();
         all.dedup();
         all
@@ -1300,7 +1342,20 @@ pub async fn check(
     // Writers storing two sides of a pair wait for each other (PostgreSQL), so the later
     // one sees the earlier one's keys.
     super::duplicate::lock_keys(db, workspace_id, &all_keys).await?;
-    store_keys(db, workspace_id, &mine).await?;
+    let stale: Vec<CustomerId> = mine
+        .iter()
+        .map(|(p, _)| p.id)
+        .filter(|id| !created.contains(id))
+        .collect();
+    delete_keys(db, workspace_id, &stale).await?;
+    insert_keys(
+        db,
+        workspace_id,
+        mine.iter()
+            .flat_map(|(p, k)| k.iter().map(|key| (key.clone(), p.id)))
+            .collect(),
+    )
+    .await?;
 
     let mut members: HashMap<CustomerId, (u32, u32)> = HashMap::new();
     let mut populations: HashMap<String, u32> = HashMap::new();
@@ -1309,8 +1364,11 @@ pub async fn check(
             db.get_database_backend().build(
                 Query::select()
                     .column(customer_match_key::Column::Key)
+                    // COUNT(*), not of a column: the (workspace, key) index answers it
+                    // alone, where counting customer ids read each entry's table row
+                    // (a block of a thousand is a thousand random reads on SQLite).
                     .expr_as(
-                        Expr::col(customer_match_key::Column::CustomerId).count(),
+                        Expr::cust("COUNT(*)"),
                         sea_orm::sea_query::Alias::new("count"),
                     )
                     .from(customer_match_key::Entity)
@@ -1346,24 +1404,27 @@ pub async fn check(
     }
     // Loaded and compared are the candidates sharing a strong key or two keys (see below).
     members.retain(|_, (strong, total)| *strong > 0 || *total >= 2);
-    let mut mine = mine;
-    for p in &mut mine {
+    for (p, _) in &mut mine {
         p.name_count = p
             .name_key()
             .map(|key| populations.get(&key).copied().unwrap_or(1));
     }
-    let own: HashSet<CustomerId> = mine.iter().map(|p| p.id).collect();
+    let own: HashSet<CustomerId> = mine.iter().map(|(p, _)| p.id).collect();
     let others: Vec<CustomerId> = members.into_keys().filter(|id| !own.contains(id)).collect();
-    let theirs: Vec<Prepared> = profiles(db, workspace_id, &others)
+    let theirs: Vec<(Prepared, Vec<String>)> = profiles(db, workspace_id, &others)
         .await?
         .iter()
-        .map(Prepared::of)
+        .map(|profile| {
+            let prepared = Prepared::of(profile);
+            let keys = keys(&prepared);
+            (prepared, keys)
+        })
         .collect();
-    let by_key: HashMap<String, Vec<&Prepared>> = {
-        let mut map: HashMap<String, Vec<&Prepared>> = HashMap::new();
-        for p in mine.iter().chain(&theirs) {
-            for key in keys(p) {
-                map.entry(key).or_default().push(p);
+    let by_key: HashMap<&str, Vec<&Prepared>> = {
+        let mut map: HashMap<&str, Vec<&Prepared>> = HashMap::new();
+        for (p, keys) in mine.iter().chain(&theirs) {
+            for key in keys {
+                map.entry(key.as_str()).or_default().push(p);
             }
         }
         map
@@ -1373,15 +1434,15 @@ pub async fn check(
     // address or birthday alone is left to `rapport dedupe`, which compares every block).
     let mut shared: HashMap<(CustomerId, CustomerId), (u32, u32, &Prepared, &Prepared)> =
         HashMap::new();
-    for p in &mine {
-        for key in keys(p) {
-            let Some(under) = by_key.get(&key) else {
+    for (p, keys) in &mine {
+        for key in keys {
+            let Some(under) = by_key.get(key.as_str()) else {
                 continue;
             };
             if under.len() > MAX_LIVE_BLOCK {
                 continue;
             }
-            let strong = strong_key(&key);
+            let strong = strong_key(key);
             for q in under {
                 if q.id == p.id {
                     continue;
