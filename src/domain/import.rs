@@ -1127,9 +1127,21 @@ async fn write_batch(
             }
         }
     }
-    // The points actually stored (another writer may have taken one since the owners were
-    // read), for the duplicate check below.
+    // The points actually stored, for the duplicate check below. On PostgreSQL another
+    // writer may have taken one since the owners were read (the insert then leaves it
+    // out), so the insert says which it stored; on SQLite this transaction has held the
+    // one write lock since it began, so every point not owned then is stored (and
+    // returning 2,000 rows a batch costs a transfer each).
+    let postgres = backend == sea_orm::DatabaseBackend::Postgres;
     let mut stored_points: HashMap<CustomerId, Vec<(ContactPointKind, String)>> = HashMap::new();
+    if !postgres {
+        for point in &points {
+            stored_points
+                .entry(point.customer_id)
+                .or_default()
+                .push((point.kind, point.normalized.clone()));
+        }
+    }
     for chunk in points.chunks(500) {
         let mut statement = contact_point::Entity::insert_many(
             chunk.iter().cloned().map(contact_point::ActiveModel::from),
@@ -1144,6 +1156,10 @@ async fn write_batch(
             .to_owned(),
         )
         .into_query();
+        if !postgres {
+            txn.execute(backend.build(&statement)).await?;
+            continue;
+        }
         statement.returning(Query::returning().columns([
             contact_point::Column::CustomerId,
             contact_point::Column::Kind,
