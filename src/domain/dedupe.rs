@@ -65,7 +65,7 @@ pub const MIN_STORED: f64 = 0.45;
 const MIDPOINT: f64 = 6.1;
 const SPREAD: f64 = 1.6;
 /// Rows per statement.
-const CHUNK: usize = 500;
+pub const CHUNK: usize = 500;
 
 /// What the detector reads of a customer.
 #[derive(Clone, Debug)]
@@ -1402,7 +1402,7 @@ pub async fn check(
 /// [`check`] of profiles the caller already holds (an import batch's new rows, as it
 /// wrote them: reading them back cost a third of the check). `created` are those the
 /// caller's transaction created: they have no stored keys to replace. The profiles are
-/// checked in the order given, as [`check`] checks its `ids`.
+/// compared in the order given; [`check`] gives them in [`profiles`]' order.
 pub async fn check_profiles(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,

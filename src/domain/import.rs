@@ -1216,9 +1216,16 @@ async fn write_batch(
             .into_iter()
             .map(|p| (p.id, p))
             .collect();
+    // In the order `dedupe::check` read them back (by id within each 500), which decides
+    // which record of a pair its reasons name first.
     let profiles: Vec<super::dedupe::Profile> = checked
-        .iter()
-        .filter_map(|id| new_profiles.remove(id).or_else(|| changed.remove(id)))
+        .chunks(super::dedupe::CHUNK)
+        .flat_map(|chunk| {
+            let mut chunk = chunk.to_vec();
+            chunk.sort_unstable();
+            chunk
+        })
+        .filter_map(|id| new_profiles.remove(&id).or_else(|| changed.remove(&id)))
         .collect();
     super::dedupe::check_profiles(&txn, workspace_id, profiles, &created, now).await?;
     super::dedupe::check_claims(&txn, workspace_id, &claims, now).await?;
