@@ -1216,16 +1216,27 @@ async fn write_batch(
             .into_iter()
             .map(|p| (p.id, p))
             .collect();
-    // In the order `dedupe::check` read them back (by id within each 500), which decides
-    // which record of a pair its reasons name first.
-    let profiles: Vec<super::dedupe::Profile> = checked
+    // In the order `dedupe::check` read them back, which decides which record of a pair
+    // its reasons name first: within each 500, by external id on SQLite (its planner reads
+    // the ids through the workspace's external-id index), by id on PostgreSQL.
+    let profiles: Vec<super::dedupe::Profile> = written
+        .iter()
+        .filter_map(|n| {
+            let external_id = batch[*n].external_id.as_str();
+            Some((stored_ids.get(external_id).copied()?, external_id))
+        })
+        .collect::<Vec<_>>()
         .chunks(super::dedupe::CHUNK)
         .flat_map(|chunk| {
             let mut chunk = chunk.to_vec();
-            chunk.sort_unstable();
+            if postgres {
+                chunk.sort_unstable_by_key(|(id, _)| *id);
+            } else {
+                chunk.sort_unstable_by_key(|(_, external_id)| *external_id);
+            }
             chunk
         })
-        .filter_map(|id| new_profiles.remove(&id).or_else(|| changed.remove(&id)))
+        .filter_map(|(id, _)| new_profiles.remove(&id).or_else(|| changed.remove(&id)))
         .collect();
     super::dedupe::check_profiles(&txn, workspace_id, profiles, &created, now).await?;
     super::dedupe::check_claims(&txn, workspace_id, &claims, now).await?;
