@@ -1812,6 +1812,28 @@ mod tests {
     }
 
     #[test]
+    fn a_pair_may_meet_on_two_weak_keys_alone() {
+        // Why every kind of key is stored: a mailbox's local part at another provider and
+        // a birthday whose year has a typo are all these two share, and they are one
+        // person by the default threshold.
+        let mut a = Profile {
+            given_name: Some("Ana".into()),
+            ..Profile::new(CustomerId::new(), "Ana".into())
+        };
+        a.emails = vec!["sunflower77@gmail.com".into()];
+        a.birth_date = NaiveDate::from_ymd_opt(1980, 4, 11);
+        let mut b = person("Ana", "Lopez");
+        b.emails = vec!["sunflower77@example.org".into()];
+        b.birth_date = NaiveDate::from_ymd_opt(1981, 4, 11);
+        let (pa, pb) = (Prepared::of(&a), Prepared::of(&b));
+        let (ka, kb) = (keys(&pa), keys(&pb));
+        let shared: Vec<&String> = ka.iter().filter(|k| kb.contains(k)).collect();
+        assert_eq!(shared, ["bd:4-11:a", "el:sunflower77"]);
+        assert!(shared.iter().all(|k| !strong_key(k)));
+        assert!(compare(&pa, &pb).score() >= 0.5);
+    }
+
+    #[test]
     fn namesakes_and_relatives_stay_below_the_default() {
         let mut a = person("Maria", "Garcia");
         a.birth_date = NaiveDate::from_ymd_opt(1970, 1, 2);
