@@ -65,7 +65,7 @@ pub const MIN_STORED: f64 = 0.45;
 const MIDPOINT: f64 = 6.1;
 const SPREAD: f64 = 1.6;
 /// Rows per statement.
-const CHUNK: usize = 500;
+pub const CHUNK: usize = 500;
 
 /// What the detector reads of a customer.
 #[derive(Clone, Debug)]
@@ -88,6 +88,20 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// The profile of a stored customer, without its contact points and identities.
+    pub fn of_customer(c: customer::Model) -> Profile {
+        Profile {
+            given_name: c.given_name,
+            family_name: c.family_name,
+            birth_date: c.birth_date,
+            street: c.street,
+            postal_code: c.postal_code,
+            locality: c.locality,
+            organization: c.organization_id.map(|o| o.to_string()),
+            ..Profile::new(c.id, c.display_name)
+        }
+    }
+
     /// A profile with a name shown and nothing else.
     pub fn new(id: CustomerId, display_name: String) -> Profile {
         Profile {
@@ -1112,20 +1126,72 @@ pub async fn profiles(
 ) -> Result<Vec<Profile>> {
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(CHUNK) {
+        // The columns compared, not the whole row: a customer's custom attributes are
+        // JSON parsed for nothing, and a write's check loads thousands of candidates.
         let customers = super::scoped::<customer::Entity>(workspace_id)
             .filter(customer::Column::Id.is_in(chunk.iter().copied()))
             .filter(customer::Column::MergedInto.is_null())
+            .select_only()
+            .columns([
+                customer::Column::Id,
+                customer::Column::DisplayName,
+                customer::Column::GivenName,
+                customer::Column::FamilyName,
+                customer::Column::BirthDate,
+                customer::Column::Street,
+                customer::Column::PostalCode,
+                customer::Column::Locality,
+                customer::Column::OrganizationId,
+            ])
+            .into_model::<ProfileRow>()
             .all(db)
             .await?;
-        out.extend(with_contacts(db, workspace_id, customers).await?);
+        out.extend(
+            with_contacts(
+                db,
+                workspace_id,
+                customers.into_iter().map(Profile::from).collect(),
+            )
+            .await?,
+        );
     }
     Ok(out)
 }
 
+/// What [`profiles`] reads of a customer.
+#[derive(FromQueryResult)]
+struct ProfileRow {
+    id: CustomerId,
+    display_name: String,
+    given_name: Option<String>,
+    family_name: Option<String>,
+    birth_date: Option<NaiveDate>,
+    street: Option<String>,
+    postal_code: Option<String>,
+    locality: Option<String>,
+    organization_id: Option<entity::OrganizationId>,
+}
+
+impl From<ProfileRow> for Profile {
+    fn from(c: ProfileRow) -> Profile {
+        Profile {
+            given_name: c.given_name,
+            family_name: c.family_name,
+            birth_date: c.birth_date,
+            street: c.street,
+            postal_code: c.postal_code,
+            locality: c.locality,
+            organization: c.organization_id.map(|o| o.to_string()),
+            ..Profile::new(c.id, c.display_name)
+        }
+    }
+}
+
+/// `customers` with their e-mail addresses, phones and handles.
 async fn with_contacts(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
-    customers: Vec<customer::Model>,
+    customers: Vec<Profile>,
 ) -> Result<Vec<Profile>> {
     if customers.is_empty() {
         return Ok(Vec::new());
@@ -1146,24 +1212,8 @@ async fn with_contacts(
             .filter(identity::Column::Handle.is_not_null())
             .all(db)
             .await?;
-    let mut by_id: HashMap<CustomerId, Profile> = customers
-        .into_iter()
-        .map(|c| {
-            (
-                c.id,
-                Profile {
-                    given_name: c.given_name,
-                    family_name: c.family_name,
-                    birth_date: c.birth_date,
-                    street: c.street,
-                    postal_code: c.postal_code,
-                    locality: c.locality,
-                    organization: c.organization_id.map(|o| o.to_string()),
-                    ..Profile::new(c.id, c.display_name)
-                },
-            )
-        })
-        .collect();
+    let mut by_id: HashMap<CustomerId, Profile> =
+        customers.into_iter().map(|c| (c.id, c)).collect();
     for point in points {
         if let Some(p) = by_id.get_mut(&point.customer_id) {
             match point.kind {
@@ -1191,13 +1241,25 @@ async fn store_keys(
     replace_keys(db, workspace_id, &ids, prepared).await
 }
 
-/// Deletes the stored keys of `ids` and inserts those of `prepared`, in key order (two
-/// writers inserting overlapping keys wait for each other instead of deadlocking).
+/// Deletes the stored keys of `ids` and inserts those of `prepared`.
 async fn replace_keys(
     db: &impl ConnectionTrait,
     workspace_id: WorkspaceId,
     ids: &[CustomerId],
     prepared: &[Prepared],
+) -> Result<()> {
+    delete_keys(db, workspace_id, ids).await?;
+    let rows: Vec<(String, CustomerId)> = prepared
+        .iter()
+        .flat_map(|p| keys(p).into_iter().map(move |key| (key, p.id)))
+        .collect();
+    insert_keys(db, workspace_id, rows).await
+}
+
+async fn delete_keys(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    ids: &[CustomerId],
 ) -> Result<()> {
     for chunk in ids.chunks(CHUNK) {
         customer_match_key::Entity::delete_many()
@@ -1206,10 +1268,16 @@ async fn replace_keys(
             .exec(db)
             .await?;
     }
-    let mut rows: Vec<(String, CustomerId)> = prepared
-        .iter()
-        .flat_map(|p| keys(p).into_iter().map(move |key| (key, p.id)))
-        .collect();
+    Ok(())
+}
+
+/// Inserts `(key, customer)` rows in key order (two writers inserting overlapping keys
+/// wait for each other instead of deadlocking).
+async fn insert_keys(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    mut rows: Vec<(String, CustomerId)>,
+) -> Result<()> {
     rows.sort();
     for chunk in rows.chunks(CHUNK) {
         customer_match_key::Entity::insert_many(chunk.iter().map(|(key, id)| {
@@ -1272,6 +1340,47 @@ struct KeyCount {
     count: i64,
 }
 
+/// A name key's population is counted up to this: the rarity of a name
+/// ([`Prepared::name_count`]) is read in buckets up to "more than 50".
+const NAME_COUNT_CAP: usize = 51;
+
+/// How many stored customers have each of `keys`, for the keys two customers or more
+/// have, counted up to what the check reads: [`NAME_COUNT_CAP`] for a name key, one more
+/// than [`MAX_LIVE_BLOCK`] for the others. Counting every entry of a block of a thousand
+/// (a common birthday, a big building) with `COUNT(*) … GROUP BY key` was a third of an
+/// import batch's check; a key of one customer (each row costs a transfer) is left out.
+async fn populations_of(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    keys: &[String],
+) -> Result<Vec<KeyCount>> {
+    let (names, others): (Vec<&String>, Vec<&String>) =
+        keys.iter().partition(|key| key.starts_with("n:"));
+    let mut out = Vec::new();
+    for (keys, cap) in [(names, NAME_COUNT_CAP), (others, MAX_LIVE_BLOCK + 1)] {
+        if keys.is_empty() {
+            continue;
+        }
+        // The LIMIT ends each key's index scan; the (workspace, key) index answers alone.
+        let sql = format!(
+            "WITH v(key) AS (VALUES {}) \
+             SELECT key, count FROM (SELECT v.key AS key, (SELECT COUNT(*) FROM \
+             (SELECT 1 FROM customer_match_key k WHERE k.workspace_id = ? AND k.key = v.key \
+             LIMIT {cap}) AS x) AS count FROM v) AS counted WHERE count > 1",
+            vec!["(?)"; keys.len()].join(", ")
+        );
+        let mut values: Vec<sea_orm::Value> =
+            keys.into_iter().map(|key| key.clone().into()).collect();
+        values.push(workspace_id.into());
+        out.extend(
+            KeyCount::find_by_statement(super::statement(db.get_database_backend(), &sql, values))
+                .all(db)
+                .await?,
+        );
+    }
+    Ok(out)
+}
+
 /// Checks the customers `ids` (just created, imported, ingested or changed) against the
 /// stored ones: stores their blocking keys, compares them with every live customer under
 /// a key they share (blocks of at most [`MAX_LIVE_BLOCK`]) and stores the suggestions. Runs in
@@ -1286,13 +1395,37 @@ pub async fn check(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let mine: Vec<Prepared> = profiles(db, workspace_id, ids)
-        .await?
+    let mine = profiles(db, workspace_id, ids).await?;
+    check_profiles(db, workspace_id, mine, &HashSet::new(), now).await
+}
+
+/// [`check`] of profiles the caller already holds (an import batch's new rows, as it
+/// wrote them: reading them back cost a third of the check). `created` are those the
+/// caller's transaction created: they have no stored keys to replace. The profiles are
+/// compared in the order given; [`check`] gives them in [`profiles`]' order.
+pub async fn check_profiles(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+    mine: Vec<Profile>,
+    created: &HashSet<CustomerId>,
+    now: DateTime<Utc>,
+) -> Result<Vec<AutoMerge>> {
+    if mine.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Each profile's keys, computed once (they were computed four times).
+    let mut once = HashSet::new();
+    let mut mine: Vec<(Prepared, Vec<String>)> = mine
         .iter()
-        .map(Prepared::of)
+        .filter(|profile| once.insert(profile.id))
+        .map(|profile| {
+            let prepared = Prepared::of(profile);
+            let keys = keys(&prepared);
+            (prepared, keys)
+        })
         .collect();
     let all_keys: Vec<String> = {
-        let mut all: Vec<String> = mine.iter().flat_map(keys).collect();
+        let mut all: Vec<String> = mine.iter().flat_map(|(_, k)| k.iter().cloned()).collect();
         all.sort_unstable();
         all.dedup();
         all
@@ -1300,27 +1433,27 @@ pub async fn check(
     // Writers storing two sides of a pair wait for each other (PostgreSQL), so the later
     // one sees the earlier one's keys.
     super::duplicate::lock_keys(db, workspace_id, &all_keys).await?;
-    store_keys(db, workspace_id, &mine).await?;
+    let stale: Vec<CustomerId> = mine
+        .iter()
+        .map(|(p, _)| p.id)
+        .filter(|id| !created.contains(id))
+        .collect();
+    delete_keys(db, workspace_id, &stale).await?;
+    insert_keys(
+        db,
+        workspace_id,
+        mine.iter()
+            .flat_map(|(p, k)| k.iter().map(|key| (key.clone(), p.id)))
+            .collect(),
+    )
+    .await?;
 
     let mut members: HashMap<CustomerId, (u32, u32)> = HashMap::new();
     let mut populations: HashMap<String, u32> = HashMap::new();
     for chunk in all_keys.chunks(CHUNK) {
-        let counts = KeyCount::find_by_statement(
-            db.get_database_backend().build(
-                Query::select()
-                    .column(customer_match_key::Column::Key)
-                    .expr_as(
-                        Expr::col(customer_match_key::Column::CustomerId).count(),
-                        sea_orm::sea_query::Alias::new("count"),
-                    )
-                    .from(customer_match_key::Entity)
-                    .and_where(customer_match_key::Column::WorkspaceId.eq(workspace_id))
-                    .and_where(customer_match_key::Column::Key.is_in(chunk.iter().cloned()))
-                    .group_by_col(customer_match_key::Column::Key),
-            ),
-        )
-        .all(db)
-        .await?;
+        // A key of the batch alone under it (most: an e-mail address, a phone) comes back
+        // with no row and counts 1.
+        let counts = populations_of(db, workspace_id, chunk).await?;
         populations.extend(counts.iter().map(|c| (c.key.clone(), c.count as u32)));
         let small: Vec<String> = counts
             .into_iter()
@@ -1346,24 +1479,27 @@ pub async fn check(
     }
     // Loaded and compared are the candidates sharing a strong key or two keys (see below).
     members.retain(|_, (strong, total)| *strong > 0 || *total >= 2);
-    let mut mine = mine;
-    for p in &mut mine {
+    for (p, _) in &mut mine {
         p.name_count = p
             .name_key()
             .map(|key| populations.get(&key).copied().unwrap_or(1));
     }
-    let own: HashSet<CustomerId> = mine.iter().map(|p| p.id).collect();
+    let own: HashSet<CustomerId> = mine.iter().map(|(p, _)| p.id).collect();
     let others: Vec<CustomerId> = members.into_keys().filter(|id| !own.contains(id)).collect();
-    let theirs: Vec<Prepared> = profiles(db, workspace_id, &others)
+    let theirs: Vec<(Prepared, Vec<String>)> = profiles(db, workspace_id, &others)
         .await?
         .iter()
-        .map(Prepared::of)
+        .map(|profile| {
+            let prepared = Prepared::of(profile);
+            let keys = keys(&prepared);
+            (prepared, keys)
+        })
         .collect();
-    let by_key: HashMap<String, Vec<&Prepared>> = {
-        let mut map: HashMap<String, Vec<&Prepared>> = HashMap::new();
-        for p in mine.iter().chain(&theirs) {
-            for key in keys(p) {
-                map.entry(key).or_default().push(p);
+    let by_key: HashMap<&str, Vec<&Prepared>> = {
+        let mut map: HashMap<&str, Vec<&Prepared>> = HashMap::new();
+        for (p, keys) in mine.iter().chain(&theirs) {
+            for key in keys {
+                map.entry(key.as_str()).or_default().push(p);
             }
         }
         map
@@ -1373,15 +1509,15 @@ pub async fn check(
     // address or birthday alone is left to `rapport dedupe`, which compares every block).
     let mut shared: HashMap<(CustomerId, CustomerId), (u32, u32, &Prepared, &Prepared)> =
         HashMap::new();
-    for p in &mine {
-        for key in keys(p) {
-            let Some(under) = by_key.get(&key) else {
+    for (p, keys) in &mine {
+        for key in keys {
+            let Some(under) = by_key.get(key.as_str()) else {
                 continue;
             };
             if under.len() > MAX_LIVE_BLOCK {
                 continue;
             }
-            let strong = strong_key(&key);
+            let strong = strong_key(key);
             for q in under {
                 if q.id == p.id {
                     continue;
@@ -1538,6 +1674,7 @@ pub async fn run(
             break;
         };
         after = Some(last.id);
+        let rows = rows.into_iter().map(Profile::of_customer).collect();
         let these: Vec<Prepared> = with_contacts(&txn, workspace_id, rows)
             .await?
             .iter()
@@ -1672,6 +1809,28 @@ mod tests {
             fields.contains(&"birthDate") && fields.contains(&"givenName"),
             "{fields:?}"
         );
+    }
+
+    #[test]
+    fn a_pair_may_meet_on_two_weak_keys_alone() {
+        // Why every kind of key is stored: a mailbox's local part at another provider and
+        // a birthday whose year has a typo are all these two share, and they are one
+        // person by the default threshold.
+        let mut a = Profile {
+            given_name: Some("Ana".into()),
+            ..Profile::new(CustomerId::new(), "Ana".into())
+        };
+        a.emails = vec!["sunflower77@gmail.com".into()];
+        a.birth_date = NaiveDate::from_ymd_opt(1980, 4, 11);
+        let mut b = person("Ana", "Lopez");
+        b.emails = vec!["sunflower77@example.org".into()];
+        b.birth_date = NaiveDate::from_ymd_opt(1981, 4, 11);
+        let (pa, pb) = (Prepared::of(&a), Prepared::of(&b));
+        let (ka, kb) = (keys(&pa), keys(&pb));
+        let shared: Vec<&String> = ka.iter().filter(|k| kb.contains(k)).collect();
+        assert_eq!(shared, ["bd:4-11:a", "el:sunflower77"]);
+        assert!(shared.iter().all(|k| !strong_key(k)));
+        assert!(compare(&pa, &pb).score() >= 0.5);
     }
 
     #[test]

@@ -1127,8 +1127,23 @@ async fn write_batch(
             }
         }
     }
+    // The points actually stored, for the duplicate check below. On PostgreSQL another
+    // writer may have taken one since the owners were read (the insert then leaves it
+    // out), so the insert says which it stored; on SQLite this transaction has held the
+    // one write lock since it began, so every point not owned then is stored (and
+    // returning 2,000 rows a batch costs a transfer each).
+    let postgres = backend == sea_orm::DatabaseBackend::Postgres;
+    let mut stored_points: HashMap<CustomerId, Vec<(ContactPointKind, String)>> = HashMap::new();
+    if !postgres {
+        for point in &points {
+            stored_points
+                .entry(point.customer_id)
+                .or_default()
+                .push((point.kind, point.normalized.clone()));
+        }
+    }
     for chunk in points.chunks(500) {
-        contact_point::Entity::insert_many(
+        let mut statement = contact_point::Entity::insert_many(
             chunk.iter().cloned().map(contact_point::ActiveModel::from),
         )
         .on_conflict(
@@ -1140,8 +1155,25 @@ async fn write_batch(
             .do_nothing()
             .to_owned(),
         )
-        .exec_without_returning(&txn)
-        .await?;
+        .into_query();
+        if !postgres {
+            txn.execute(backend.build(&statement)).await?;
+            continue;
+        }
+        statement.returning(Query::returning().columns([
+            contact_point::Column::CustomerId,
+            contact_point::Column::Kind,
+            contact_point::Column::Normalized,
+        ]));
+        for row in txn.query_all(backend.build(&statement)).await? {
+            stored_points
+                .entry(row.try_get::<CustomerId>("", "customer_id")?)
+                .or_default()
+                .push((
+                    row.try_get::<ContactPointKind>("", "kind")?,
+                    row.try_get::<String>("", "normalized")?,
+                ));
+        }
     }
     attach_tags(&txn, workspace_id, &links, now).await?;
     let targets: Vec<super::duplicate::Target> = points
@@ -1155,7 +1187,58 @@ async fn write_batch(
         .iter()
         .filter_map(|n| stored_ids.get(&batch[*n].external_id).copied())
         .collect();
-    super::dedupe::check(&txn, workspace_id, &checked, now).await?;
+    // A created customer is what this batch wrote (its row as returned, the contact points
+    // stored, no identity); the updated ones are read back, with what they had before.
+    let mut new_profiles: HashMap<CustomerId, super::dedupe::Profile> = events
+        .iter()
+        .filter(|(_, created)| *created)
+        .map(|(model, _)| {
+            let mut profile = super::dedupe::Profile::of_customer(model.clone());
+            for (kind, normalized) in stored_points.remove(&model.id).unwrap_or_default() {
+                match kind {
+                    ContactPointKind::Email => profile.emails.push(normalized),
+                    ContactPointKind::Phone => profile.phones.push(normalized),
+                    _ => {}
+                }
+            }
+            (model.id, profile)
+        })
+        .collect();
+    let created: HashSet<CustomerId> = new_profiles.keys().copied().collect();
+    let changed: Vec<CustomerId> = checked
+        .iter()
+        .filter(|id| !created.contains(id))
+        .copied()
+        .collect();
+    let mut changed: HashMap<CustomerId, super::dedupe::Profile> =
+        super::dedupe::profiles(&txn, workspace_id, &changed)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect();
+    // In the order `dedupe::check` read them back, which decides which record of a pair
+    // its reasons name first: within each 500, by external id on SQLite (its planner reads
+    // the ids through the workspace's external-id index), by id on PostgreSQL.
+    let profiles: Vec<super::dedupe::Profile> = written
+        .iter()
+        .filter_map(|n| {
+            let external_id = batch[*n].external_id.as_str();
+            Some((stored_ids.get(external_id).copied()?, external_id))
+        })
+        .collect::<Vec<_>>()
+        .chunks(super::dedupe::CHUNK)
+        .flat_map(|chunk| {
+            let mut chunk = chunk.to_vec();
+            if postgres {
+                chunk.sort_unstable_by_key(|(id, _)| *id);
+            } else {
+                chunk.sort_unstable_by_key(|(_, external_id)| *external_id);
+            }
+            chunk
+        })
+        .filter_map(|(id, _)| new_profiles.remove(&id).or_else(|| changed.remove(&id)))
+        .collect();
+    super::dedupe::check_profiles(&txn, workspace_id, profiles, &created, now).await?;
     super::dedupe::check_claims(&txn, workspace_id, &claims, now).await?;
 
     // A customer whose row did not change but who got a contact point or tag is updated.
