@@ -584,7 +584,10 @@ mod tests {
         let documents = Documents::default();
         let first = documents.parse("{ customers { totalCount } }").unwrap();
         let again = documents.parse("{ customers { totalCount } }").unwrap();
-        assert!(Arc::ptr_eq(&first, &again), "the second request reuses the parse");
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the second request reuses the parse"
+        );
         assert!(documents.parse("{ customers { ").is_err());
         let long = format!("{{ {} }}", "__typename ".repeat(CACHED_QUERY_BYTES / 10));
         documents.parse(&long).unwrap();
@@ -594,6 +597,9 @@ mod tests {
         let kept = documents.0.lock().unwrap();
         assert!(kept.len() <= CACHED_DOCUMENTS);
         assert!(!kept.contains_key(&long), "long texts are not kept");
-        assert!(!kept.contains_key("{ customers { "), "failures are not kept");
+        assert!(
+            !kept.contains_key("{ customers { "),
+            "failures are not kept"
+        );
     }
 }
