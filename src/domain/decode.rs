@@ -5,10 +5,10 @@
 //! `Option` around it then throws away. On a page of 50 customers with their identities and
 //! last 5 interactions (about 400 rows of up to 23 columns, a third of them NULL) that was
 //! 19 % of the server's CPU (`perf`, BENCHMARKS.md "Rows decoded by name, once"). [`Fast`]
-//! reads the same columns by the same names with the same sqlx decoders, without the
-//! strings and without sqlx's type check per value (these statements select the model's
-//! own columns, whose types the migrations fix; a value of another width still fails to
-//! decode); on SQLite, or under a prefix, it is sea-orm's decoder unchanged.
+//! reads the same columns by the same names with the same sqlx decoders (type checks
+//! included), without the strings; on SQLite, or under a prefix, it is sea-orm's decoder
+//! unchanged. The names are the fields' own (`stringify!`): a model whose column is renamed
+//! with `column_name` cannot be listed here as it is (the unit test below compares them).
 
 use sea_orm::sqlx::postgres::PgRow;
 use sea_orm::sqlx::Row;
@@ -21,6 +21,9 @@ pub struct Fast<M>(pub M);
 
 /// Builds a model from a PostgreSQL row whose columns carry the model's column names.
 pub trait Decode: Sized {
+    /// The column names it reads, one per field.
+    const COLUMNS: &'static [&'static str];
+
     fn decode(row: &PgRow) -> Result<Self, DbErr>;
 }
 
@@ -48,29 +51,26 @@ fn column(error: sea_orm::sqlx::Error) -> DbErr {
 /// `ActiveEnum`).
 macro_rules! field {
     ($row:ident, $name:ident) => {
-        $row.try_get_unchecked(stringify!($name)).map_err(column)?
+        $row.try_get(stringify!($name)).map_err(column)?
     };
     ($row:ident, $name:ident, id, $ty:ty) => {
-        <$ty>::from_uuid(
-            $row.try_get_unchecked::<Uuid, _>(stringify!($name))
-                .map_err(column)?,
-        )
+        <$ty>::from_uuid($row.try_get::<Uuid, _>(stringify!($name)).map_err(column)?)
     };
     ($row:ident, $name:ident, opt_id, $ty:ty) => {
-        $row.try_get_unchecked::<Option<Uuid>, _>(stringify!($name))
+        $row.try_get::<Option<Uuid>, _>(stringify!($name))
             .map_err(column)?
             .map(<$ty>::from_uuid)
     };
     ($row:ident, $name:ident, enumeration) => {
         ActiveEnum::try_from_value(
             &$row
-                .try_get_unchecked::<String, _>(stringify!($name))
+                .try_get::<String, _>(stringify!($name))
                 .map_err(column)?,
         )?
     };
     ($row:ident, $name:ident, opt_enumeration) => {
         match $row
-            .try_get_unchecked::<Option<String>, _>(stringify!($name))
+            .try_get::<Option<String>, _>(stringify!($name))
             .map_err(column)?
         {
             Some(value) => Some(ActiveEnum::try_from_value(&value)?),
@@ -83,6 +83,8 @@ macro_rules! field {
 macro_rules! decode {
     ($($model:path { $($name:ident $(: $kind:ident $(($ty:ty))?)?),+ $(,)? })+) => {$(
         impl Decode for $model {
+            const COLUMNS: &'static [&'static str] = &[$(stringify!($name)),+];
+
             fn decode(row: &PgRow) -> Result<Self, DbErr> {
                 Ok(Self { $($name: field!(row, $name $(, $kind $(, $ty)?)?)),+ })
             }
@@ -212,5 +214,36 @@ decode! {
         created_at,
         updated_at,
         conversation_id: opt_id(ConversationId),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Decode;
+    use sea_orm::{EntityTrait, IdenStatic, Iterable};
+
+    fn same<E: EntityTrait>()
+    where
+        E::Model: Decode,
+    {
+        let mut read: Vec<String> = E::Model::COLUMNS.iter().map(|c| c.to_string()).collect();
+        let mut stored: Vec<String> = E::Column::iter()
+            .map(|column| column.as_str().to_owned())
+            .collect();
+        read.sort_unstable();
+        stored.sort_unstable();
+        assert_eq!(read, stored, "{}", E::default().table_name());
+    }
+
+    /// Every column of each model is read under its stored name, none twice.
+    #[test]
+    fn the_names_read_are_the_columns_stored() {
+        same::<entity::interaction::Entity>();
+        same::<entity::identity::Entity>();
+        same::<entity::customer::Entity>();
+        same::<entity::contact_point::Entity>();
+        same::<entity::conversation::Entity>();
+        same::<entity::deal::Entity>();
+        same::<entity::note::Entity>();
     }
 }

@@ -321,40 +321,64 @@ async fn execute_unmapped(
 
 /// Parsed documents by their text: an application sends the same few queries over and
 /// over, and parsing one was 7 % of the server's CPU on the 360 view (BENCHMARKS.md,
-/// "Rows decoded by name, once"). Bounded: emptied when full, texts over
-/// [`CACHED_QUERY_BYTES`] never kept, so documents sent once cost nothing but a miss.
+/// "Rows decoded by name, once"). Only documents that passed [`cost::check`] are kept
+/// (their selections are bounded), at most [`CACHED_TEXT_BYTES`] of query text in all (a
+/// parsed document is up to about a hundred times its text: a few megabytes at most), and
+/// texts over [`CACHED_QUERY_BYTES`] are neither kept nor looked up. When full, the cache
+/// is emptied: documents sent once cost a miss, never memory.
 #[derive(Default)]
-struct Documents(Mutex<HashMap<String, Arc<ExecutableDocument>>>);
+struct Documents(Mutex<DocumentMap>);
 
-/// Documents kept at most.
-const CACHED_DOCUMENTS: usize = 256;
+#[derive(Default)]
+struct DocumentMap {
+    parsed: HashMap<String, Arc<ExecutableDocument>>,
+    text_bytes: usize,
+}
+
+/// The query text kept at most, all documents together.
+const CACHED_TEXT_BYTES: usize = 256 * 1024;
 /// The longest query text kept.
 const CACHED_QUERY_BYTES: usize = 8 * 1024;
 
 impl Documents {
-    /// `query` parsed: from the cache, or parsed now (and kept).
+    /// `query` parsed: from the cache, or parsed now (see [`Documents::keep`]).
     fn parse(&self, query: &str) -> async_graphql::ServerResult<Arc<ExecutableDocument>> {
-        let cached = self
-            .0
+        if query.len() <= CACHED_QUERY_BYTES {
+            let cached = self.lock().parsed.get(query).cloned();
+            if let Some(document) = cached {
+                return Ok(document);
+            }
+        }
+        Ok(Arc::new(async_graphql::parser::parse_query(query)?))
+    }
+
+    /// Keeps `document`, the parse of `query`, once it has been measured within limits.
+    fn keep(&self, query: &str, document: &Arc<ExecutableDocument>) {
+        if query.len() > CACHED_QUERY_BYTES {
+            return;
+        }
+        let mut documents = self.lock();
+        if documents.parsed.contains_key(query) {
+            return;
+        }
+        // Emptied when full; the old documents are dropped after the lock is released.
+        let _dropped = if documents.text_bytes + query.len() > CACHED_TEXT_BYTES {
+            documents.text_bytes = 0;
+            Some(std::mem::take(&mut documents.parsed))
+        } else {
+            None
+        };
+        documents.text_bytes += query.len();
+        documents
+            .parsed
+            .insert(query.to_owned(), Arc::clone(document));
+        drop(documents);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DocumentMap> {
+        self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(query)
-            .cloned();
-        if let Some(document) = cached {
-            return Ok(document);
-        }
-        let document = Arc::new(async_graphql::parser::parse_query(query)?);
-        if query.len() <= CACHED_QUERY_BYTES {
-            let mut documents = self
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if documents.len() >= CACHED_DOCUMENTS {
-                documents.clear();
-            }
-            documents.insert(query.to_owned(), document.clone());
-        }
-        Ok(document)
     }
 }
 
@@ -387,6 +411,7 @@ fn measure(
         });
         return Err(Box::new(async_graphql::Response::from_errors(vec![error])));
     }
+    api.documents.keep(&request.query, &document);
     request.set_parsed_query(ExecutableDocument::clone(&document));
     Ok(document)
 }
@@ -582,24 +607,36 @@ mod tests {
     #[test]
     fn documents_are_parsed_once_and_the_cache_stays_bounded() {
         let documents = Documents::default();
-        let first = documents.parse("{ customers { totalCount } }").unwrap();
-        let again = documents.parse("{ customers { totalCount } }").unwrap();
+        let query = "{ customers { totalCount } }";
+        let first = documents.parse(query).unwrap();
         assert!(
-            Arc::ptr_eq(&first, &again),
-            "the second request reuses the parse"
+            !Arc::ptr_eq(&first, &documents.parse(query).unwrap()),
+            "nothing is kept before it is measured"
+        );
+        documents.keep(query, &first);
+        assert!(
+            Arc::ptr_eq(&first, &documents.parse(query).unwrap()),
+            "a measured document is parsed once"
         );
         assert!(documents.parse("{ customers { ").is_err());
         let long = format!("{{ {} }}", "__typename ".repeat(CACHED_QUERY_BYTES / 10));
-        documents.parse(&long).unwrap();
-        for n in 0..CACHED_DOCUMENTS * 2 {
-            documents.parse(&format!("{{ a{n}: __typename }}")).unwrap();
+        let parsed = documents.parse(&long).unwrap();
+        documents.keep(&long, &parsed);
+        let mut most = 0;
+        for n in 0..CACHED_TEXT_BYTES / 10 {
+            let text = format!("{{ a{n}: __typename }}");
+            let parsed = documents.parse(&text).unwrap();
+            documents.keep(&text, &parsed);
+            let kept = documents.lock();
+            assert!(kept.text_bytes <= CACHED_TEXT_BYTES);
+            assert_eq!(
+                kept.text_bytes,
+                kept.parsed.keys().map(String::len).sum::<usize>()
+            );
+            most = most.max(kept.parsed.len());
         }
-        let kept = documents.0.lock().unwrap();
-        assert!(kept.len() <= CACHED_DOCUMENTS);
-        assert!(!kept.contains_key(&long), "long texts are not kept");
-        assert!(
-            !kept.contains_key("{ customers { "),
-            "failures are not kept"
-        );
+        assert!(most > 1_000, "small documents fill the cache: {most}");
+        let kept = documents.lock();
+        assert!(!kept.parsed.contains_key(&long), "long texts are not kept");
     }
 }
