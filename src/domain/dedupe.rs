@@ -90,16 +90,17 @@ pub struct Profile {
 impl Profile {
     /// The profile of a stored customer, without its contact points and identities.
     pub fn of_customer(c: customer::Model) -> Profile {
-        Profile {
+        Profile::from(ProfileRow {
+            id: c.id,
+            display_name: c.display_name,
             given_name: c.given_name,
             family_name: c.family_name,
             birth_date: c.birth_date,
             street: c.street,
             postal_code: c.postal_code,
             locality: c.locality,
-            organization: c.organization_id.map(|o| o.to_string()),
-            ..Profile::new(c.id, c.display_name)
-        }
+            organization_id: c.organization_id,
+        })
     }
 
     /// A profile with a name shown and nothing else.
@@ -1158,7 +1159,8 @@ pub async fn profiles(
     Ok(out)
 }
 
-/// What [`profiles`] reads of a customer.
+/// What [`profiles`] reads of a customer: the fields a profile compares, which
+/// [`Profile::of_customer`] takes from a whole row.
 #[derive(FromQueryResult)]
 struct ProfileRow {
     id: CustomerId,

@@ -181,8 +181,6 @@ async fn get_one(
     wanted: &Wanted,
 ) -> Result<(Model, Related)> {
     let missing = || Error::not_found("customer", crate::ids::encode(id));
-    let select =
-        super::scoped::<customer::Entity>(caller.workspace_id).filter(customer::Column::Id.eq(id));
     if !wanted.is_empty() && db.get_database_backend() == DatabaseBackend::Postgres {
         match db
             .query_one(statement(wanted, caller.workspace_id, id))
@@ -201,7 +199,10 @@ async fn get_one(
             }
         }
     }
-    let model = select.one(db).await?.ok_or_else(missing)?;
+    let model = by_id(caller.workspace_id, id)
+        .one(db)
+        .await?
+        .ok_or_else(missing)?;
     Ok((model, Related::default()))
 }
 
@@ -240,10 +241,14 @@ fn statement(wanted: &Wanted, workspace_id: WorkspaceId, id: CustomerId) -> Stat
     statement
 }
 
+/// The customer `id` of the workspace.
+fn by_id(workspace_id: WorkspaceId, id: CustomerId) -> sea_orm::Select<customer::Entity> {
+    super::scoped::<customer::Entity>(workspace_id).filter(customer::Column::Id.eq(id))
+}
+
 /// [`statement`] built from the query builder.
 fn built(wanted: &Wanted, workspace_id: WorkspaceId, id: CustomerId) -> Statement {
-    let mut combined =
-        super::scoped::<customer::Entity>(workspace_id).filter(customer::Column::Id.eq(id));
+    let mut combined = by_id(workspace_id, id);
     for (alias, sql) in wanted.columns() {
         combined = combined.expr_as(Expr::cust(sql), alias);
     }
