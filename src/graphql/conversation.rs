@@ -58,12 +58,8 @@ impl Conversation {
     }
     /// Its labels (workspace tags), by name.
     async fn labels(&self, ctx: &Context<'_>) -> Result<Vec<Tag>> {
-        Ok(load(ctx, LabelsOf(self.0.id))
-            .await?
-            .unwrap_or_default()
-            .into_iter()
-            .map(Tag)
-            .collect())
+        let labels = load(ctx, LabelsOf(self.0.id)).await?.unwrap_or_default();
+        Ok(super::charged(ctx, labels)?.into_iter().map(Tag).collect())
     }
     /// Hidden from the inbox as spam (unless asked for): marked itself, or its customer is
     /// (marking any conversation marks its customer, so all their conversations, later
@@ -129,9 +125,10 @@ impl Conversation {
     }
     /// The team's internal notes on it, newest first.
     async fn notes(&self, ctx: &Context<'_>) -> Result<Vec<super::note::Note>> {
-        Ok(load(ctx, super::note::NotesOfConversation(self.0.id))
+        let notes = load(ctx, super::note::NotesOfConversation(self.0.id))
             .await?
-            .unwrap_or_default()
+            .unwrap_or_default();
+        Ok(super::charged(ctx, notes)?
             .into_iter()
             .map(super::note::Note)
             .collect())

@@ -12,6 +12,7 @@ use async_graphql::{
 };
 use chrono::{DateTime, NaiveDate, Utc};
 
+use super::charged;
 use super::contact_point::{ContactPoint, ContactPointInput};
 use super::conversation::Conversation;
 use super::deal::Deal;
@@ -111,7 +112,10 @@ impl Customer {
                 .await?
                 .unwrap_or_default(),
         };
-        Ok(points.into_iter().map(ContactPoint).collect())
+        Ok(charged(ctx, points)?
+            .into_iter()
+            .map(ContactPoint)
+            .collect())
     }
     /// Pending duplicate suggestions naming this customer, highest score first (the 20
     /// highest; `duplicateSuggestions` pages through them all).
@@ -141,11 +145,12 @@ impl Customer {
                 .await?
                 .unwrap_or_default(),
         };
-        Ok(identities
+        let identities: Vec<_> = identities
             .into_iter()
             .filter(|identity| channel.is_none_or(|channel| identity.channel == channel))
             .map(Identity)
-            .collect())
+            .collect();
+        Ok(charged(ctx, identities)?)
     }
     /// The organization they belong to; `null` when none.
     async fn organization(&self, ctx: &Context<'_>) -> Result<Option<Organization>> {
@@ -163,7 +168,7 @@ impl Customer {
             Some(tags) => tags,
             None => load(ctx, TagsOf(self.0.id)).await?.unwrap_or_default(),
         };
-        Ok(tags.into_iter().map(Tag).collect())
+        Ok(charged(ctx, tags)?.into_iter().map(Tag).collect())
     }
     /// Every interaction with this customer across every channel, newest first. With
     /// `search` (at most 500 characters), only those matching it (through the search
@@ -254,14 +259,15 @@ impl Customer {
                 .await?
                 .unwrap_or_default(),
         };
-        Ok(conversations
+        let conversations: Vec<_> = conversations
             .into_iter()
             .filter(|c| {
                 // As the conversation's own `status` reads it: a snooze past its time is OPEN.
                 status.is_none_or(|status| domain::inbox::effective_status(c, now) == status)
             })
             .map(Conversation)
-            .collect())
+            .collect();
+        Ok(charged(ctx, conversations)?)
     }
     /// Their deals, newest first.
     async fn deals(&self, ctx: &Context<'_>) -> Result<Vec<Deal>> {
@@ -269,7 +275,7 @@ impl Customer {
             Some(deals) => deals,
             None => load(ctx, DealsOf(self.0.id)).await?.unwrap_or_default(),
         };
-        Ok(deals.into_iter().map(Deal).collect())
+        Ok(charged(ctx, deals)?.into_iter().map(Deal).collect())
     }
     /// Internal notes, newest first.
     async fn notes(&self, ctx: &Context<'_>) -> Result<Vec<Note>> {
@@ -277,7 +283,7 @@ impl Customer {
             Some(notes) => notes,
             None => load(ctx, NotesOf(self.0.id)).await?.unwrap_or_default(),
         };
-        Ok(notes.into_iter().map(Note).collect())
+        Ok(charged(ctx, notes)?.into_iter().map(Note).collect())
     }
     /// Figures about them: first and last seen, interactions by channel, open
     /// conversations, service figures over a range.

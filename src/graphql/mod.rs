@@ -58,12 +58,11 @@ use async_graphql::{Context, Schema};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
-use crate::config::Config;
 use crate::domain::Caller;
 use crate::error::{Code, Error};
 use crate::App;
 
-pub type AppSchema = Schema<query::Query, mutation::Mutation, subscription::Subscription>;
+pub type AppSchema = Schema<Root, mutation::Mutation, subscription::Subscription>;
 
 /// The GraphQL API of one [`App`]: the app and the schema built once for it. Cheap to
 /// clone; the HTTP router builds one and every request executes through it.
@@ -77,7 +76,7 @@ pub struct Api {
 impl Api {
     /// Builds the schema for `app` (limits from its config).
     pub fn new(app: App) -> Api {
-        let schema = build_schema(&app.config);
+        let schema = build_schema();
         Api {
             app,
             schema,
@@ -94,9 +93,11 @@ impl Api {
 /// The schema. Depth, cost and mutation limits are not the engine's: [`execute`] measures
 /// every document with [`cost::check`] before the engine sees it (the engine's own checks
 /// expand fragments without memoization). Per request, [`execute`] adds the [`Caller`]
-/// and a fresh [`DataLoader`] of [`loaders::Loaders`].
-pub fn build_schema(config: &Config) -> AppSchema {
-    Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
+/// and a fresh [`DataLoader`] of [`loaders::Loaders`], and the request's run-time bounds
+/// ([`RootFields`], [`BatchValues`]) from the app's limits: the schema itself holds none.
+pub fn build_schema() -> AppSchema {
+    let root = Root(query::Query);
+    Schema::build(root, mutation::Mutation, subscription::Subscription)
         .override_output_type_description::<chrono::DateTime<chrono::Utc>>(
             "A moment in time, as an RFC 3339 string. Output is always UTC, offset \
              `+00:00`, with fractional seconds only when not whole \
@@ -132,98 +133,175 @@ pub fn build_schema(config: &Config) -> AppSchema {
              to page on, the index's `estimatedTotal` and the `facets` of every hit.",
         )
         .limit_recursive_depth(32)
-        .extension(RequestBudget {
-            parallel_fields: config.limits.max_parallel_fields.max(1),
-            max_values: config.limits.max_values,
-        })
         .finish()
 }
 
 /// What one request may take at run time, beside what [`cost::check`] measured before it
-/// ran: its share of the database (at most `max_parallel_fields` of its root fields resolve
-/// at once, each with everything below it: the engine runs a query's root fields all
-/// together, so 200 aliases would otherwise ask the pool for 200 connections at once and
-/// every other tenant would queue behind them; nested lists go through the loaders, one
-/// batch per relation), and the size of its answer (at most `max_values` fields and list
-/// items resolved: lists without paging, such as a customer's notes, are as long as the
-/// data makes them, which no static cost can know).
-struct RequestBudget {
-    parallel_fields: usize,
-    max_values: u64,
-}
+/// ran, without an engine extension (one on every field makes async-graphql take its slow
+/// path for every field and list item: a registry look-up by type and field name and two
+/// formatted type names per item: BENCHMARKS.md, "Without an engine extension"):
+///
+/// - its share of the database: at most `max_parallel_fields` of a query's root fields
+///   resolve at once, each with everything below it ([`Root`]): the engine runs a query's
+///   root fields all together, so 200 aliases would otherwise ask the pool for 200
+///   connections at once and every other tenant would queue behind them (nested lists go
+///   through the loaders, one batch per relation);
+/// - the size of its answer: at most `max_values` fields and list items. Counted exactly
+///   once the answer is complete ([`order::reorder`] walks it), and bounded while it
+///   resolves by [`charge_list`], which every list without paging (a customer's notes, its
+///   tags: as long as the data makes them, which no static cost can know) calls with its
+///   length before its items resolve, so an answer that will be refused stops early.
+struct RootFields(tokio::sync::Semaphore);
 
-impl async_graphql::extensions::ExtensionFactory for RequestBudget {
-    fn create(&self) -> Arc<dyn async_graphql::extensions::Extension> {
-        Arc::new(RequestGate {
-            root_fields: tokio::sync::Semaphore::new(self.parallel_fields),
-            values: Arc::new(AtomicU64::new(0)),
-            max_values: self.max_values,
-        })
+/// The query root as the schema serves it: [`query::Query`] with each root field holding
+/// one of the request's [`RootFields`] permits while it, and everything below it, resolves.
+pub struct Root(query::Query);
+
+impl async_graphql::OutputType for Root {
+    fn type_name() -> std::borrow::Cow<'static, str> {
+        <query::Query as async_graphql::OutputType>::type_name()
     }
-}
 
-struct RequestGate {
-    root_fields: tokio::sync::Semaphore,
-    /// Values resolved so far: of the request, or of a subscription's current event.
-    values: Arc<AtomicU64>,
-    max_values: u64,
-}
-
-#[async_trait::async_trait]
-impl async_graphql::extensions::Extension for RequestGate {
-    /// A subscription runs as long as its client listens: `max_values` bounds each of its
-    /// answers (one per event), not all of them together.
-    fn subscribe<'s>(
-        &self,
-        ctx: &async_graphql::extensions::ExtensionContext<'_>,
-        stream: futures_util::stream::BoxStream<'s, async_graphql::Response>,
-        next: async_graphql::extensions::NextSubscribe<'_>,
-    ) -> futures_util::stream::BoxStream<'s, async_graphql::Response> {
-        let values = self.values.clone();
-        next.run(ctx, stream)
-            .map(move |response| {
-                values.store(0, Ordering::Relaxed);
-                response
-            })
-            .boxed()
+    fn create_type_info(registry: &mut async_graphql::registry::Registry) -> String {
+        <query::Query as async_graphql::OutputType>::create_type_info(registry)
     }
 
     async fn resolve(
         &self,
-        ctx: &async_graphql::extensions::ExtensionContext<'_>,
-        info: async_graphql::extensions::ResolveInfo<'_>,
-        next: async_graphql::extensions::NextResolve<'_>,
-    ) -> async_graphql::ServerResult<Option<async_graphql::Value>> {
-        // The requests of one HTTP batch count together: one answer's bound for them all.
-        let counter = ctx
-            .data_opt::<BatchValues>()
-            .map_or(&*self.values, |batch| &*batch.0);
-        let resolved = counter.fetch_add(1, Ordering::Relaxed) + 1;
-        if resolved > self.max_values {
-            let error = Error::bad_input(format!(
-                "the answer would hold more than {} values: ask for smaller pages or fewer fields",
-                self.max_values
-            ));
-            return Err(async_graphql::Error::from(error).into_server_error(info.field.name.pos));
-        }
-        if info.path_node.parent.is_some() {
-            return next.run(ctx, info).await;
-        }
-        // Closed never: the semaphore lives as long as the request.
-        let _permit = self.root_fields.acquire().await.ok();
-        next.run(ctx, info).await
+        ctx: &async_graphql::ContextSelectionSet<'_>,
+        _field: &async_graphql::Positioned<async_graphql::parser::types::Field>,
+    ) -> async_graphql::ServerResult<async_graphql::Value> {
+        async_graphql::resolver_utils::resolve_container(ctx, self).await
     }
 }
 
-/// The values resolved by every request of one HTTP batch together (request data the
-/// transport adds to each of them): `max_values` bounds a batch's answer as it bounds
-/// one request's.
+impl async_graphql::ContainerType for Root {
+    async fn resolve_field(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::ServerResult<Option<async_graphql::Value>> {
+        // Closed never: the semaphore lives as long as the request.
+        let _permit = match ctx.data_opt::<RootFields>() {
+            Some(gate) => gate.0.acquire().await.ok(),
+            None => None,
+        };
+        self.0.resolve_field(ctx).await
+    }
+}
+
+impl async_graphql::ObjectType for Root {}
+
+/// The values of the answers of one HTTP batch (the requests of a batch count together:
+/// `max_values` bounds a batch's answer as it bounds one request's), or of one request.
+/// The transport adds it to each request of a batch as request data.
 #[derive(Clone, Default)]
-pub struct BatchValues(Arc<AtomicU64>);
+pub struct BatchValues(Arc<Values>);
+
+#[derive(Default)]
+struct Values {
+    /// Values of the answers already given.
+    held: AtomicU64,
+    /// What the request resolving now has charged so far ([`charge_list`]): a lower bound
+    /// of its answer's values.
+    charged: AtomicU64,
+}
+
+/// Charges `items` items of a list without paging, with the fields each selects directly,
+/// to the request's answer before they resolve: `BAD_USER_INPUT` once the answer would hold
+/// more than `max_values` values. The exact count comes when the answer is complete; this
+/// charges what is resolved, so a list resolved twice under one response key (the same
+/// list selected by two fragments) is charged twice, as the work is done twice.
+pub(crate) fn charge_list(ctx: &Context<'_>, items: usize) -> Result<(), Error> {
+    // The fields each item names directly, once per response key: a lower bound of its
+    // values (fragments and fields under a directive may add none), in one pass over a
+    // selection the cost check bounded.
+    let mut keys: Vec<&str> = Vec::new();
+    for selection in &ctx.item.node.selection_set.node.items {
+        if let async_graphql::parser::types::Selection::Field(field) = &selection.node {
+            let key = field.node.response_key().node.as_str();
+            if field.node.directives.is_empty() {
+                keys.push(key);
+            }
+        }
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    let per_item = 1 + keys.len() as u64;
+    charge_values(ctx, (items as u64).saturating_mul(per_item))
+}
+
+/// Charges `values` values the answer will hold to the request before they are built
+/// ([`charge_list`]).
+pub(crate) fn charge_values(ctx: &Context<'_>, values: u64) -> Result<(), Error> {
+    let Some(budget) = ctx.data_opt::<BatchValues>() else {
+        return Ok(());
+    };
+    let charged = budget.0.charged.fetch_add(values, Ordering::Relaxed) + values;
+    let max = app(ctx).config.limits.max_values;
+    if budget
+        .0
+        .held
+        .load(Ordering::Relaxed)
+        .saturating_add(charged)
+        > max
+    {
+        return Err(Error::bad_input(too_many_values(max)));
+    }
+    Ok(())
+}
+
+/// `items`, a list without paging, charged to the answer ([`charge_list`]).
+pub(crate) fn charged<T>(ctx: &Context<'_>, items: Vec<T>) -> Result<Vec<T>, Error> {
+    charge_list(ctx, items.len())?;
+    Ok(items)
+}
+
+fn too_many_values(max: u64) -> String {
+    format!("the answer would hold more than {max} values: ask for smaller pages or fewer fields")
+}
+
+/// `response` refused when its answer holds `count` values and the answers given before
+/// it in `values` (its batch) with it more than `max`. A mutation's answer is given
+/// whatever its size (its lists were charged as they resolved): its writes are done, and
+/// an answer refused after them would tell the client to send them again.
+fn bounded_values(
+    response: async_graphql::Response,
+    values: &Values,
+    count: u64,
+    max: u64,
+    wrote: bool,
+) -> async_graphql::Response {
+    values.charged.store(0, Ordering::Relaxed);
+    let held = values.held.fetch_add(count, Ordering::Relaxed) + count;
+    if held <= max || wrote {
+        return response;
+    }
+    // The errors met on the way (a list refused as it resolved names its path) stay.
+    let mut refused = values_refusal(max);
+    refused.errors.splice(0..0, response.errors);
+    refused
+}
+
+fn values_refusal(max: u64) -> async_graphql::Response {
+    let error = errors::request_error(too_many_values(max), Code::BadUserInput, |extensions| {
+        extensions.set("limit", max);
+    });
+    async_graphql::Response::from_errors(vec![error])
+}
+
+/// Whether the operation `name` picks in `document` is a mutation.
+fn is_mutation(document: &ExecutableDocument, name: Option<&str>) -> bool {
+    use async_graphql::parser::types::OperationType;
+    document
+        .operations
+        .iter()
+        .find(|(operation_name, _)| name.is_none() || operation_name.map(|n| n.as_str()) == name)
+        .is_some_and(|(_, operation)| operation.node.ty == OperationType::Mutation)
+}
 
 /// The schema in SDL, as committed in `schema.graphql`.
 pub fn sdl() -> String {
-    build_schema(&Config::default()).sdl()
+    build_schema().sdl()
 }
 
 /// `Ok(None)` for `NOT_FOUND`: a query by id answers `null` for a missing object, as it
@@ -297,13 +375,31 @@ async fn execute_unmapped(
         Ok(document) => document,
         Err(refused) => return *refused,
     };
-    // The engine adds fields as they complete: the answer is put back in selection order.
+    // The engine adds fields as they complete: the answer is put back in selection order,
+    // its values counted on the way.
     let operation_name = request.operation_name.clone();
     let budget = Duration::from_secs(limits.request_timeout_secs.max(1));
+    let values = match request
+        .data
+        .get(&std::any::TypeId::of::<BatchValues>())
+        .and_then(|values| values.downcast_ref::<BatchValues>())
+    {
+        Some(batch) => batch.clone(),
+        None => {
+            let values = BatchValues::default();
+            request.data.insert(values.clone());
+            values
+        }
+    };
+    // A request of a batch whose answers already hold all they may does not run.
+    if values.0.held.load(Ordering::Relaxed) >= limits.max_values {
+        return values_refusal(limits.max_values);
+    }
+    let wrote = is_mutation(&document, operation_name.as_deref());
     let ordered = async {
         let mut response = run(api, caller, request).await;
-        order::reorder(&document, operation_name.as_deref(), &mut response.data);
-        response
+        let count = order::reorder(&document, operation_name.as_deref(), &mut response.data);
+        bounded_values(response, &values.0, count, limits.max_values, wrote)
     };
     match tokio::time::timeout(budget, ordered).await {
         Ok(response) => bounded_errors(response, limits.max_errors),
@@ -455,15 +551,26 @@ pub fn execute_stream(
         tokio::spawn,
     );
     let document = request.parsed_query().ok().cloned();
-    let request = request.data(api.app.clone()).data(caller).data(loader);
+    // `max_values` bounds each of a subscription's answers (one per event), not all of
+    // them together: nothing is held from one event to the next.
+    let values = BatchValues::default();
+    let request = request
+        .data(api.app.clone())
+        .data(caller)
+        .data(loader)
+        .data(values.clone());
     let max_errors = api.app.config.limits.max_errors;
+    let max_values = api.app.config.limits.max_values;
     let metrics = api.app.metrics.clone();
     api.schema
         .execute_stream(request)
         .map(move |mut response| {
-            if let Some(document) = &document {
-                order::reorder(document, name.as_deref(), &mut response.data);
-            }
+            let count = match &document {
+                Some(document) => order::reorder(document, name.as_deref(), &mut response.data),
+                None => 0,
+            };
+            let response = bounded_values(response, &values.0, count, max_values, false);
+            values.0.held.store(0, Ordering::Relaxed);
             errors::present(bounded_errors(response, max_errors), &metrics)
         })
         .boxed()
@@ -505,7 +612,14 @@ async fn run(
             .push(task);
     })
     .delay(Duration::ZERO);
-    let request = request.data(app.clone()).data(caller).data(loader);
+    let root_fields = RootFields(tokio::sync::Semaphore::new(
+        app.config.limits.max_parallel_fields.max(1),
+    ));
+    let request = request
+        .data(app.clone())
+        .data(caller)
+        .data(loader)
+        .data(root_fields);
     let schema = api.schema.clone();
     Driver {
         query: Box::pin(async move { schema.execute(request).await }),

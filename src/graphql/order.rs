@@ -27,12 +27,14 @@ struct Collected<'d> {
     index: HashMap<&'d str, usize>,
 }
 
-/// Orders every object of `data` as `operation_name`'s selection in `document` does.
+/// Orders every object of `data` as `operation_name`'s selection in `document` does, and
+/// counts its values: each field of an object and each item of a list, at any depth (what
+/// `limits.max_values` bounds; a leaf field's list counts its items, a JSON value is one).
 pub(crate) fn reorder(
     document: &ExecutableDocument,
     operation_name: Option<&str>,
     data: &mut Value,
-) {
+) -> u64 {
     let operation = match operation_name {
         Some(name) => document
             .operations
@@ -40,31 +42,43 @@ pub(crate) fn reorder(
             .find(|(op_name, _)| op_name.map(|n| n.as_str()) == Some(name)),
         None => document.operations.iter().next(),
     };
-    if let Some((_, operation)) = operation {
-        apply(document, &[&operation.node.selection_set.node], data);
+    match operation {
+        Some((_, operation)) => apply(document, &[&operation.node.selection_set.node], data),
+        None => 0,
     }
 }
 
-fn apply(document: &ExecutableDocument, sets: &[&SelectionSet], value: &mut Value) {
+fn apply(document: &ExecutableDocument, sets: &[&SelectionSet], value: &mut Value) -> u64 {
     match value {
         Value::List(_) | Value::Object(_) => {
             let collected = collect(document, sets);
-            apply_collected(document, &collected, value);
+            apply_collected(document, &collected, value)
         }
-        _ => {}
+        _ => 0,
+    }
+}
+
+/// The values below a leaf field's value: the items of a list of scalars.
+fn leaf_values(value: &Value) -> u64 {
+    match value {
+        Value::List(items) => items.iter().map(|item| 1 + leaf_values(item)).sum(),
+        _ => 0,
     }
 }
 
 /// Orders one value (an object, or a list of them at any depth) by `collected`: a sort by
 /// each key's place, skipped when the object is in order already (an engine that kept the
 /// order costs one pass).
-fn apply_collected(document: &ExecutableDocument, collected: &Collected<'_>, value: &mut Value) {
+fn apply_collected(
+    document: &ExecutableDocument,
+    collected: &Collected<'_>,
+    value: &mut Value,
+) -> u64 {
     match value {
-        Value::List(items) => {
-            for item in items {
-                apply_collected(document, collected, item);
-            }
-        }
+        Value::List(items) => items
+            .iter_mut()
+            .map(|item| 1 + apply_collected(document, collected, item))
+            .sum(),
         Value::Object(map) => {
             let place = |key: &Name| {
                 collected
@@ -76,16 +90,21 @@ fn apply_collected(document: &ExecutableDocument, collected: &Collected<'_>, val
             if !map.keys().map(place).is_sorted() {
                 map.sort_by_cached_key(|key, _| place(key));
             }
+            let mut values = 0;
             for (key, child) in map.iter_mut() {
-                if let Some(&at) = collected.index.get(key.as_str()) {
-                    let sets = &collected.fields[at].1;
-                    if !sets.is_empty() {
-                        apply(document, sets, child);
-                    }
-                }
+                let sets = collected
+                    .index
+                    .get(key.as_str())
+                    .map(|&at| &collected.fields[at].1)
+                    .filter(|sets| !sets.is_empty());
+                values += 1 + match sets {
+                    Some(sets) => apply(document, sets, child),
+                    None => leaf_values(child),
+                };
             }
+            values
         }
-        _ => {}
+        _ => 0,
     }
 }
 
@@ -200,5 +219,50 @@ mod tests {
         query.push_str(" fragment F30 on Query { me { id } }");
         let answer = serde_json::json!({ "me": null, "a0": { "role": "X" } });
         assert_eq!(ordered(&query, answer), r#"{"me":null,"a0":{"role":"X"}}"#);
+    }
+}
+
+#[cfg(test)]
+mod counting {
+    use super::*;
+
+    fn count(query: &str, answer: serde_json::Value) -> u64 {
+        let document = async_graphql::parser::parse_query(query).unwrap();
+        reorder(&document, None, &mut Value::from_json(answer).unwrap())
+    }
+
+    #[test]
+    fn every_field_and_list_item_is_one_value_and_a_json_value_is_one() {
+        // viewer, role, workspace, id, name.
+        assert_eq!(
+            count(
+                "{ viewer { role workspace { id name } } }",
+                serde_json::json!(
+                    { "viewer": { "role": "ADMIN", "workspace": { "id": "1", "name": "w" } } }
+                )
+            ),
+            5
+        );
+        // nodes + 2 items × (item + notes + 3 × (item + body)), a null item, a list of
+        // scalars (field + 2 items), a JSON object (one value whatever it holds).
+        let query = "{ nodes(ids: []) { ... on Customer { notes { body } } } \
+                     secretsSet customAttributes }";
+        let note = serde_json::json!({ "body": "n" });
+        let customer = serde_json::json!({ "notes": [note, note, note] });
+        assert_eq!(
+            count(
+                query,
+                serde_json::json!({
+                    "nodes": [customer, customer, null],
+                    "secretsSet": ["a", "b"],
+                    "customAttributes": { "a": 1, "b": [1, 2, 3] },
+                })
+            ),
+            1 + 2 * (1 + 1 + 3 * 2) + 1 + 3 + 1
+        );
+        assert_eq!(
+            count("{ viewer { role } }", serde_json::json!({ "viewer": null })),
+            1
+        );
     }
 }

@@ -43,12 +43,10 @@ impl Organization {
     }
     /// Its deals, newest first.
     async fn deals(&self, ctx: &Context<'_>) -> Result<Vec<Deal>> {
-        Ok(load(ctx, DealsOfOrganization(self.0.id))
+        let deals = load(ctx, DealsOfOrganization(self.0.id))
             .await?
-            .unwrap_or_default()
-            .into_iter()
-            .map(Deal)
-            .collect())
+            .unwrap_or_default();
+        Ok(super::charged(ctx, deals)?.into_iter().map(Deal).collect())
     }
     /// When it was created.
     async fn created_at(&self) -> DateTime<Utc> {

@@ -169,7 +169,10 @@ impl QualityTrend {
         let days = days.map_or(quality::DEFAULT_TREND_DAYS, i64::from);
         let today = crate::domain::now().date_naive();
         let snapshots = quality::trend(&app(ctx).db, caller(ctx)?, days, today).await?;
-        Ok(snapshots.into_iter().map(QualitySnapshot).collect())
+        Ok(super::charged(ctx, snapshots)?
+            .into_iter()
+            .map(QualitySnapshot)
+            .collect())
     }
 }
 

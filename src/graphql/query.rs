@@ -92,7 +92,7 @@ impl Query {
 
     /// The workspace's users (the inbox's agents), by name.
     async fn users(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
-        super::user::users(ctx).await
+        Ok(super::charged(ctx, super::user::users(ctx).await?)?)
     }
 
     /// The conversations to work, filtered (spam hidden unless asked for) and ordered
@@ -250,7 +250,7 @@ impl Query {
 
     /// The workspace's sources by name.
     async fn sources(&self, ctx: &Context<'_>) -> Result<Vec<Source>> {
-        super::source::sources(ctx).await
+        Ok(super::charged(ctx, super::source::sources(ctx).await?)?)
     }
 
     /// One source; `null` when this workspace has no such source.
@@ -440,7 +440,7 @@ impl Query {
 
     /// The workspace's SLA rules, the any-channel rule (`channel: null`) first.
     async fn sla_rules(&self, ctx: &Context<'_>) -> Result<Vec<SlaRuleObject>> {
-        super::service::sla_rules(ctx).await
+        Ok(super::charged(ctx, super::service::sla_rules(ctx).await?)?)
     }
 
     /// The workspace's time zone and business hours (UTC, Monday to Friday 09:00–17:00

@@ -616,6 +616,28 @@ pub async fn search(
         },
     )
     .await?;
+    // Every match of a field is one item: a text of 100,000 characters can hold tens of
+    // thousands of them, so they are charged to the answer before they are built.
+    let look = ctx.look_ahead();
+    if look
+        .field("nodes")
+        .field("highlights")
+        .field("matches")
+        .exists()
+        || look
+            .field("edges")
+            .field("node")
+            .field("highlights")
+            .field("matches")
+            .exists()
+    {
+        let matches: usize = found
+            .iter()
+            .flat_map(|(_, hit)| &hit.highlights)
+            .map(|highlight| highlight.matches.len())
+            .sum();
+        super::charge_values(ctx, matches as u64)?;
+    }
     let mut connection = Connection::with_additional_fields(
         has_previous,
         has_next,

@@ -90,17 +90,20 @@ impl ServiceMetrics {
     }
     /// One entry per group: every local day (week) of the range for DAY (WEEK), in order;
     /// the groups something happened in for CHANNEL, ASSIGNEE and SOURCE.
-    async fn groups(&self) -> Vec<ServiceGroup> {
-        self.0
+    async fn groups(&self, ctx: &Context<'_>) -> Result<Vec<ServiceGroup>> {
+        let groups = self
+            .0
             .groups
             .iter()
             .map(|(key, figures)| ServiceGroup(*key, figures.clone()))
-            .collect()
+            .collect();
+        Ok(super::charged(ctx, groups)?)
     }
     /// Conversations not resolved at the end of each local day of the range (the last
     /// day's at `to`).
-    async fn backlog(&self) -> Vec<ServiceBacklogPoint> {
-        self.0.backlog.iter().map(ServiceBacklogPoint::of).collect()
+    async fn backlog(&self, ctx: &Context<'_>) -> Result<Vec<ServiceBacklogPoint>> {
+        let backlog = self.0.backlog.iter().map(ServiceBacklogPoint::of).collect();
+        Ok(super::charged(ctx, backlog)?)
     }
 }
 

@@ -82,7 +82,10 @@ pub(super) async fn trusted_documents(
         .map_err(|_| crate::error::Error::field("first", "`first` must not be negative"))?;
     let documents =
         trusted_document::list(&app(ctx).db, caller(ctx)?, first, after.as_deref()).await?;
-    Ok(documents.into_iter().map(TrustedDocument).collect())
+    Ok(super::charged(ctx, documents)?
+        .into_iter()
+        .map(TrustedDocument)
+        .collect())
 }
 
 pub(super) async fn register_trusted_documents(

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use rapport::config::Limits;
 use rapport::domain::Role;
+use sea_orm::EntityTrait;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -758,3 +759,235 @@ backend_test! {
         }
     }
 }
+
+limits_test!(
+    a_query_runs_at_most_max_parallel_fields_root_fields_at_once,
+    |limits| {
+        limits.max_parallel_fields = 1;
+    },
+    |app| {
+        let key = app.key(Role::Agent).await;
+        let mut customers = Vec::new();
+        for n in 0..4 {
+            let customer = app
+                .create_customer(&key, json!({ "displayName": format!("Root {n}") }))
+                .await;
+            app.gql(
+                &key,
+                &format!("mutation {{ addNote(input: {{customerId: \"{customer}\", body: \"hello {n}\"}}) {{ note {{ id }} }} }}"),
+                json!({}),
+            )
+            .await;
+            customers.push(customer);
+        }
+        let field = |n: usize| {
+            format!(
+                "c{n}: customer(id: \"{}\") {{ displayName notes {{ body }} }}",
+                customers[n]
+            )
+        };
+        let before = app.statements();
+        let alone = app
+            .gql(&key, &format!("{{ {} }}", field(0)), json!({}))
+            .await;
+        let one = app.statements() - before;
+        assert_eq!(alone["c0"]["notes"][0]["body"], "hello 0");
+        // Run together, the fields' loads would share batches (one statement per relation
+        // for all of them); one at a time, each field costs what it costs alone.
+        let all: Vec<String> = (0..4).map(field).collect();
+        let before = app.statements();
+        app.gql(&key, &format!("{{ {} }}", all[..2].join(" ")), json!({}))
+            .await;
+        let two = app.statements() - before;
+        let before = app.statements();
+        let data = app
+            .gql(&key, &format!("{{ {} }}", all.join(" ")), json!({}))
+            .await;
+        let four = app.statements() - before;
+        for n in 0..4 {
+            assert_eq!(
+                data[format!("c{n}")]["notes"][0]["body"],
+                format!("hello {n}")
+            );
+        }
+        assert!(
+            two > one,
+            "a second root field shared the first one's batches"
+        );
+        assert_eq!(
+            four,
+            one + 3 * (two - one),
+            "{four} statements for four root fields, {two} for two, {one} for one"
+        );
+    }
+);
+
+limits_test!(
+    a_list_without_paging_is_refused_before_its_items_resolve,
+    |limits| {
+        limits.max_values = 40;
+    },
+    |app| {
+        let key = app.key(Role::Agent).await;
+        let customer = app
+            .create_customer(&key, json!({ "displayName": "Chatty" }))
+            .await;
+        for i in 0..24 {
+            let note = format!("mutation {{ addNote(input: {{customerId: \"{customer}\", body: \"note {i}\"}}) {{ note {{ id }} }} }}");
+            app.gql(&key, &note, json!({})).await;
+        }
+        // 24 notes of two values each are over 40 before one of them resolves: the list's
+        // own field is refused (its path), not the finished answer.
+        let query = format!("{{ customer(id: \"{customer}\") {{ notes {{ body }} }} }}");
+        let (status, body) = app.post(&key, &query, json!({})).await;
+        assert_eq!(status, 200);
+        let error = &body["errors"][0];
+        assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{body:#}");
+        assert_eq!(error["path"], json!(["customer", "notes"]), "{body:#}");
+        assert!(
+            error["message"].as_str().unwrap().contains("40 values"),
+            "{body:#}"
+        );
+        // Without the list the customer answers.
+        let query = format!("{{ customer(id: \"{customer}\") {{ displayName }} }}");
+        let data = app.gql(&key, &query, json!({})).await;
+        assert_eq!(data["customer"]["displayName"], "Chatty");
+    }
+);
+
+limits_test!(
+    a_cycle_through_a_customers_conversations_is_refused_while_it_resolves,
+    |limits| {
+        limits.max_values = 200;
+    },
+    |app| {
+        let admin = app.key(Role::Admin).await;
+        let source = create_source(
+            &app,
+            &admin,
+            "WEBHOOK",
+            "hook",
+            json!({ "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }),
+        )
+        .await;
+        let source_id: entity::SourceId = rapport::ids::decode("id", &source).unwrap();
+        let source = entity::source::Entity::find_by_id(source_id)
+            .one(&app.app.db)
+            .await
+            .unwrap()
+            .unwrap();
+        // One author in four threads: one customer with four conversations.
+        let items: Vec<connectors::InboundItem> = (0..4)
+            .map(|n| connectors::InboundItem {
+                external_id: format!("loop-{n}"),
+                author: connectors::Author {
+                    platform_id: "acct:loop".into(),
+                    display_name: Some("Looped".into()),
+                    ..connectors::Author::default()
+                },
+                outbound: false,
+                kind: "message".into(),
+                subject: None,
+                text: format!("thread {n}"),
+                html: None,
+                url: None,
+                language: None,
+                occurred_at: chrono::Utc::now(),
+                thread_key: Some(format!("thread-{n}")),
+                in_reply_to: None,
+                raw: json!({ "id": n }),
+            })
+            .collect();
+        rapport::ingest::ingest(&app.app.db, &source, &items, None, None)
+            .await
+            .unwrap();
+        let data = app
+            .gql(
+                &admin,
+                "{ customers(first: 1) { nodes { id conversations { id } } } }",
+                json!({}),
+            )
+            .await;
+        let customer = data["customers"]["nodes"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            data["customers"]["nodes"][0]["conversations"]
+                .as_array()
+                .unwrap()
+                .len(),
+            4
+        );
+        let key = admin;
+        // Four conversations, each leading back to the customer: 4^k objects at depth k
+        // (1,024 at the fifth), a few statements and a small static cost.
+        let mut selection = String::from("id");
+        for _ in 0..5 {
+            selection = format!("conversations {{ customer {{ {selection} }} }}");
+        }
+        let query = format!("{{ customer(id: \"{customer}\") {{ {selection} }} }}");
+        let (status, body) = app.post(&key, &query, json!({})).await;
+        assert_eq!(status, 200);
+        let errors = body["errors"].as_array().unwrap();
+        assert!(body["data"].is_null(), "{body:#}");
+        assert!(
+            errors
+                .iter()
+                .all(|error| error["extensions"]["code"] == "BAD_USER_INPUT"),
+            "{body:#}"
+        );
+        assert!(
+            errors[0]["path"]
+                .as_array()
+                .is_some_and(|path| path.len() > 2),
+            "refused at a list while resolving, not once built: {body:#}"
+        );
+    }
+);
+
+limits_test!(
+    a_search_charges_every_match_it_would_list,
+    |limits| {
+        limits.max_values = 500;
+    },
+    |app| {
+        let key = app.key(Role::Agent).await;
+        let customer = app
+            .create_customer(&key, json!({ "displayName": "Echo" }))
+            .await;
+        // One text, 600 matches of one word.
+        let text = "echo ".repeat(600);
+        let record = "mutation($input: RecordInteractionInput!) { recordInteraction(input: $input) { interaction { id } } }";
+        let input = json!({ "customerId": customer, "kind": "NOTE", "text": text });
+        app.gql(&key, record, json!({ "input": input })).await;
+        rapport::search::indexer::Indexer::new(&app.app)
+            .catch_up()
+            .await
+            .unwrap();
+        let (status, body) = app
+            .post(
+                &key,
+                "{ search(query: \"echo\") { nodes { highlights { field matches { start } } } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let error = &body["errors"][0];
+        assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{body:#}");
+        assert_eq!(
+            error["path"],
+            json!(["search"]),
+            "refused before the matches were built: {body:#}"
+        );
+        // Without the matches the same search answers.
+        let data = app
+            .gql(
+                &key,
+                "{ search(query: \"echo\") { nodes { highlights { field snippet } } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(data["search"]["nodes"].as_array().unwrap().len(), 1);
+    }
+);

@@ -297,3 +297,51 @@ async fn the_answer_bound_holds_for_a_batch_together() {
         "{body:#}"
     );
 }
+
+#[tokio::test]
+async fn a_mutation_keeps_its_answer_and_a_batch_past_the_bound_runs_nothing_more() {
+    let limits = Limits {
+        max_values: 12,
+        ..Limits::default()
+    };
+    let app = TestApp::with_limits(Backend::Sqlite, limits).await.unwrap();
+    let key = app.key(Role::Admin).await;
+    // A mutation's answer over the bound is given: its write is done, and a refusal
+    // would have the client send it again.
+    let create = r#"mutation { createCustomer(input: { displayName: "Ada", givenName: "Ada", familyName: "Lovelace" }) {
+        customer { id displayName givenName familyName lifecycleStage externalId birthDate createdAt updatedAt firstSeenAt lastSeenAt }
+    } }"#;
+    let (status, _, created) = post(&app, &key, &json!({ "query": create })).await;
+    assert_eq!(status, 200);
+    assert!(created.get("errors").is_none(), "{created:#}");
+    assert_eq!(
+        created["data"]["createCustomer"]["customer"]["familyName"],
+        "Lovelace"
+    );
+    // In a batch, once the answers hold all they may, the requests after run nothing.
+    let query = "{ viewer { role workspace { id name } } }";
+    let note = "mutation { createCustomer(input: { displayName: \"Never\" }) { customer { id } } }";
+    let mut batch: Vec<Value> = (0..3).map(|_| json!({ "query": query })).collect();
+    batch.push(json!({ "query": note }));
+    let (status, _, body) = post(&app, &key, &Value::Array(batch)).await;
+    assert_eq!(status, 200, "{body:#}");
+    let answers = body.as_array().unwrap();
+    assert_eq!(
+        answers[2]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{body:#}"
+    );
+    assert_eq!(
+        answers[3]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{body:#}"
+    );
+    let (_, _, found) = post(
+        &app,
+        &key,
+        &json!({ "query": "{ customers(first: 10) { totalCount } }" }),
+    )
+    .await;
+    assert_eq!(
+        found["data"]["customers"]["totalCount"], 1,
+        "the mutation after the bound did not run: {found:#}"
+    );
+}

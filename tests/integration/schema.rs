@@ -27,7 +27,7 @@ fn the_committed_schema_matches_the_code() {
 #[tokio::test]
 async fn every_part_of_the_schema_has_a_description() {
     const BUILT_IN: [&str; 5] = ["String", "Int", "Float", "Boolean", "ID"];
-    let schema = rapport::graphql::build_schema(&rapport::config::Config::default());
+    let schema = rapport::graphql::build_schema();
     let response = schema
         .execute(
             "{ __schema { types { name description \
