@@ -268,11 +268,9 @@ pub async fn list(
         sort.between(filtered(caller.workspace_id, filter), &window)?,
         &window,
     );
-    let rows = select
-        .into_model::<super::decode::Fast<Model>>()
-        .all(db)
-        .await?;
-    Ok(page::finish(super::decode::models(rows), &window))
+    let statement = sea_orm::QueryTrait::build(&select, db.get_database_backend());
+    let rows = super::decode::all(db, statement).await?;
+    Ok(page::finish(rows, &window))
 }
 
 /// How many customers match `filter`.

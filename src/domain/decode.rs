@@ -4,19 +4,20 @@
 //! for each NULL it builds an error whose message formats the column's name, which the
 //! `Option` around it then throws away. On a page of 50 customers with their identities and
 //! last 5 interactions (about 400 rows of up to 23 columns, a third of them NULL) that was
-//! 19 % of the server's CPU (`perf`, BENCHMARKS.md "Rows decoded by name, once"). [`Fast`]
-//! reads the same columns by the same names with the same sqlx decoders (type checks
-//! included), without the strings; on SQLite, or under a prefix, it is sea-orm's decoder
+//! 19 % of the server's CPU (`perf`, BENCHMARKS.md "Rows decoded by name, once"). [`all`]
+//! finds a result's columns by name and checks their types once (sqlx's `try_get` does both
+//! for every value), then reads every row by position with the same sqlx decoders; [`Fast`]
+//! does the same for one row. On SQLite, or under a prefix, it is sea-orm's decoder
 //! unchanged. The names are the fields' own (`stringify!`): a model whose column is renamed
 //! with `column_name` cannot be listed here as it is (the unit test below compares them).
 
-use sea_orm::sqlx::postgres::PgRow;
-use sea_orm::sqlx::Row;
-use sea_orm::{ActiveEnum, DbErr, FromQueryResult, QueryResult};
+use sea_orm::sqlx::postgres::{PgColumn, PgRow};
+use sea_orm::sqlx::{Column, Postgres, Row, Type, TypeInfo};
+use sea_orm::{ActiveEnum, ConnectionTrait, DbErr, FromQueryResult, QueryResult, Statement};
 use uuid::Uuid;
 
 /// A model decoded by [`Decode`] on PostgreSQL (`Fast::<Model>::find_by_statement`,
-/// `select.into_model::<Fast<Model>>()`).
+/// `select.into_model::<Fast<Model>>()`): one row's columns found by name and checked.
 pub struct Fast<M>(pub M);
 
 /// Builds a model from a PostgreSQL row whose columns carry the model's column names.
@@ -24,7 +25,18 @@ pub trait Decode: Sized {
     /// The column names it reads, one per field.
     const COLUMNS: &'static [&'static str];
 
-    fn decode(row: &PgRow) -> Result<Self, DbErr>;
+    /// Where each field's column is among `columns`, in field order, and whether its values
+    /// need sqlx's type check (what `try_get` checks for every value): only a column whose
+    /// type is not one the field decodes (a `NULL` literal reads as `text`) does.
+    fn plan(columns: &[PgColumn]) -> Result<Vec<Place>, DbErr>;
+
+    /// The model of `row`, each field read at its place in `at` (from [`Decode::plan`] of
+    /// the row's columns).
+    fn decode_at(row: &PgRow, at: &[Place]) -> Result<Self, DbErr>;
+
+    fn decode(row: &PgRow) -> Result<Self, DbErr> {
+        Self::decode_at(row, &Self::plan(row.columns())?)
+    }
 }
 
 impl<M: Decode + FromQueryResult> FromQueryResult for Fast<M> {
@@ -36,9 +48,37 @@ impl<M: Decode + FromQueryResult> FromQueryResult for Fast<M> {
     }
 }
 
-/// The models of a statement read through [`Fast`].
-pub fn models<M>(rows: Vec<Fast<M>>) -> Vec<M> {
-    rows.into_iter().map(|Fast(model)| model).collect()
+/// Every row of `statement` as a model. On PostgreSQL the columns are found and their
+/// types checked once for the whole result (its rows share one description), then each
+/// row read by position: name look-ups and type checks per value were 10 % of the
+/// server's CPU on a list of 50 customers (BENCHMARKS.md, "Without an engine extension").
+/// On SQLite, sea-orm's decoder.
+pub async fn all<M: Decode + FromQueryResult>(
+    db: &impl ConnectionTrait,
+    statement: Statement,
+) -> Result<Vec<M>, DbErr> {
+    let rows = db.query_all(statement).await?;
+    decode_all(&rows)
+}
+
+fn decode_all<M: Decode + FromQueryResult>(rows: &[QueryResult]) -> Result<Vec<M>, DbErr> {
+    let mut models = Vec::with_capacity(rows.len());
+    // The plan and the columns it was made for: rows of one result share them (compared
+    // by address while every row is alive, so an address cannot have been reused).
+    let mut plan: Option<(*const PgColumn, Vec<Place>)> = None;
+    for row in rows {
+        let Some(pg) = row.try_as_pg_row() else {
+            models.push(M::from_query_result(row, "")?);
+            continue;
+        };
+        let columns = pg.columns();
+        let at = match &plan {
+            Some((made_for, at)) if std::ptr::eq(*made_for, columns.as_ptr()) => at,
+            _ => &plan.insert((columns.as_ptr(), M::plan(columns)?)).1,
+        };
+        models.push(M::decode_at(pg, at)?);
+    }
+    Ok(models)
 }
 
 /// sea-orm's error for a column that would not decode, as its own decoder reports it.
@@ -46,33 +86,86 @@ fn column(error: sea_orm::sqlx::Error) -> DbErr {
     DbErr::Query(sea_orm::RuntimeErr::SqlxError(error))
 }
 
-/// One field: `name` (decoded as the field's type), `name: id(Type)` / `opt_id(Type)` (a
+/// Where a field's column is in a result, and whether each of its values is type-checked.
+#[derive(Clone, Copy, Debug)]
+pub struct Place {
+    at: usize,
+    check: bool,
+}
+
+/// The place of column `name` among `columns`, checked once when its type is one `T`
+/// decodes, value by value otherwise (sqlx then refuses any value that is not `NULL`).
+fn place<T: Type<Postgres>>(columns: &[PgColumn], name: &str) -> Result<Place, DbErr> {
+    let (at, found) = columns
+        .iter()
+        .enumerate()
+        .find(|(_, column)| column.name() == name)
+        .ok_or_else(|| column(sea_orm::sqlx::Error::ColumnNotFound(name.to_owned())))?;
+    let ty = found.type_info();
+    Ok(Place {
+        at,
+        check: !ty.is_null() && !T::compatible(ty),
+    })
+}
+
+/// Reads the value at `place` as `T`.
+fn read<'r, T>(row: &'r PgRow, place: Place) -> Result<T, DbErr>
+where
+    T: sea_orm::sqlx::Decode<'r, Postgres> + Type<Postgres>,
+{
+    if place.check {
+        row.try_get(place.at).map_err(column)
+    } else {
+        row.try_get_unchecked(place.at).map_err(column)
+    }
+}
+
+/// [`place`] for the type of the field `field` reads.
+fn place_of<M, T: Type<Postgres>>(
+    columns: &[PgColumn],
+    name: &str,
+    _field: impl FnOnce(M) -> T,
+) -> Result<Place, DbErr> {
+    place::<T>(columns, name)
+}
+
+/// One field's place: `name` (the field's own type), `name: id(Type)` / `opt_id(Type)` (a
 /// typed id over a UUID), `name: enumeration` / `opt_enumeration` (a text column of an
 /// `ActiveEnum`).
+macro_rules! place {
+    ($columns:ident, $model:path, $name:ident) => {
+        place_of($columns, stringify!($name), |model: $model| model.$name)?
+    };
+    ($columns:ident, $model:path, $name:ident, id, $ty:ty) => {
+        place::<Uuid>($columns, stringify!($name))?
+    };
+    ($columns:ident, $model:path, $name:ident, opt_id, $ty:ty) => {
+        place::<Option<Uuid>>($columns, stringify!($name))?
+    };
+    ($columns:ident, $model:path, $name:ident, enumeration) => {
+        place::<String>($columns, stringify!($name))?
+    };
+    ($columns:ident, $model:path, $name:ident, opt_enumeration) => {
+        place::<Option<String>>($columns, stringify!($name))?
+    };
+}
+
+/// One field read at `$at`, as [`place!`] placed it.
 macro_rules! field {
-    ($row:ident, $name:ident) => {
-        $row.try_get(stringify!($name)).map_err(column)?
+    ($row:ident, $at:expr) => {
+        read($row, $at)?
     };
-    ($row:ident, $name:ident, id, $ty:ty) => {
-        <$ty>::from_uuid($row.try_get::<Uuid, _>(stringify!($name)).map_err(column)?)
+    ($row:ident, $at:expr, id, $ty:ty) => {
+        <$ty>::from_uuid(read::<Uuid>($row, $at)?)
     };
-    ($row:ident, $name:ident, opt_id, $ty:ty) => {
-        $row.try_get::<Option<Uuid>, _>(stringify!($name))
-            .map_err(column)?
-            .map(<$ty>::from_uuid)
+    ($row:ident, $at:expr, opt_id, $ty:ty) => {
+        read::<Option<Uuid>>($row, $at)?.map(<$ty>::from_uuid)
     };
-    ($row:ident, $name:ident, enumeration) => {
-        ActiveEnum::try_from_value(
-            &$row
-                .try_get::<String, _>(stringify!($name))
-                .map_err(column)?,
-        )?
+    ($row:ident, $at:expr, enumeration) => {
+        ActiveEnum::try_from_value(&read::<String>($row, $at)?)?
     };
-    ($row:ident, $name:ident, opt_enumeration) => {
-        match $row
-            .try_get::<Option<String>, _>(stringify!($name))
-            .map_err(column)?
-        {
+    ($row:ident, $at:expr, opt_enumeration) => {
+        match read::<Option<String>>($row, $at)? {
             Some(value) => Some(ActiveEnum::try_from_value(&value)?),
             None => None,
         }
@@ -85,8 +178,18 @@ macro_rules! decode {
         impl Decode for $model {
             const COLUMNS: &'static [&'static str] = &[$(stringify!($name)),+];
 
-            fn decode(row: &PgRow) -> Result<Self, DbErr> {
-                Ok(Self { $($name: field!(row, $name $(, $kind $(, $ty)?)?)),+ })
+            fn plan(columns: &[PgColumn]) -> Result<Vec<Place>, DbErr> {
+                Ok(vec![$(place!(columns, $model, $name $(, $kind $(, $ty)?)?)),+])
+            }
+
+            fn decode_at(row: &PgRow, at: &[Place]) -> Result<Self, DbErr> {
+                // Fields are evaluated in the order written, the order `plan` placed them;
+                // a short plan reads past the row's columns, an error.
+                let past = Place { at: usize::MAX, check: true };
+                let mut at = at.iter().copied();
+                Ok(Self {
+                    $($name: field!(row, at.next().unwrap_or(past) $(, $kind $(, $ty)?)?)),+
+                })
             }
         }
     )+};

@@ -14,7 +14,6 @@ use sea_orm::{
     TransactionTrait, TryGetable, Value,
 };
 
-use super::decode::Fast;
 use super::event::Event;
 use super::page::{self, Page, PageArgs, Sort, SortKind, Window};
 use super::{clean_optional, Caller, Direction, InteractionKind, Role};
@@ -319,10 +318,7 @@ async fn pages_lateral<P: Parent>(
         .order_by((page.clone(), Column::OccurredAt), order.clone())
         .order_by((page, Column::Id), order)
         .to_owned();
-    let rows = Fast::<Model>::find_by_statement(db.get_database_backend().build(&outer))
-        .all(db)
-        .await?;
-    Ok(super::decode::models(rows))
+    Ok(super::decode::all(db, db.get_database_backend().build(&outer)).await?)
 }
 
 /// SQLite: every matching interaction of the parents numbered per parent in reading
@@ -336,10 +332,7 @@ async fn pages_windowed<P: Parent>(
 ) -> Result<Vec<Model>> {
     let backend = db.get_database_backend();
     let outer = windowed_query(backend, workspace_id, parents, filter, window)?;
-    let rows = Fast::<Model>::find_by_statement(backend.build(&outer))
-        .all(db)
-        .await?;
-    Ok(super::decode::models(rows))
+    Ok(super::decode::all(db, backend.build(&outer)).await?)
 }
 
 /// The statement of [`pages_windowed`].

@@ -423,18 +423,9 @@ pub async fn children_of<E: EntityTrait, P: Copy + Eq + Hash + Into<Value>>(
 where
     E::Model: decode::Decode,
 {
-    let rows = children_query::<E, P>(
-        db.get_database_backend(),
-        workspace_id,
-        parent,
-        parents,
-        order,
-        descending,
-    )
-    .into_model::<decode::Fast<E::Model>>()
-    .all(db)
-    .await?;
-    let rows = decode::models(rows);
+    let backend = db.get_database_backend();
+    let select = children_query::<E, P>(backend, workspace_id, parent, parents, order, descending);
+    let rows: Vec<E::Model> = decode::all(db, sea_orm::QueryTrait::build(&select, backend)).await?;
     let mut grouped: HashMap<P, Vec<E::Model>> = HashMap::new();
     for row in rows {
         if let Some(parent) = parent_of(&row) {

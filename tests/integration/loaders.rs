@@ -184,3 +184,31 @@ backend_test! {
         }
     }
 }
+
+backend_test! {
+    async fn rows_read_by_position_equal_the_orms_and_a_wrong_column_type_is_an_error(app: TestApp) {
+        use sea_orm::{ConnectionTrait, EntityTrait, Statement};
+        let workspace = rapport::domain::workspace::ensure(&app.app.db, "acme").await.unwrap();
+        rapport::demo::seed_uniform(&app.app.db, workspace.id, 30, 1, 1).await.unwrap();
+        let backend = app.app.db.get_database_backend();
+        // The columns in the reverse order of the model's fields.
+        let columns = "updated_at, created_at, conversation_id, author, body, customer_id, workspace_id, id";
+        let sql = format!("SELECT {columns} FROM note ORDER BY id");
+        let read: Vec<entity::note::Model> =
+            rapport::domain::decode::all(&app.app.db, Statement::from_string(backend, sql))
+                .await
+                .unwrap();
+        let mut stored = entity::note::Entity::find().all(&app.app.db).await.unwrap();
+        stored.sort_by_key(|note| note.id.uuid());
+        assert_eq!(read.len(), 30);
+        assert_eq!(read, stored);
+        // A column of another type is refused as an error, never read as the field's.
+        let wrong = "SELECT updated_at, created_at, conversation_id, author, body, customer_id, workspace_id, 1.5 AS id FROM note".to_owned();
+        let refused = rapport::domain::decode::all::<entity::note::Model>(
+            &app.app.db,
+            Statement::from_string(backend, wrong),
+        )
+        .await;
+        assert!(refused.is_err(), "{refused:?}");
+    }
+}
