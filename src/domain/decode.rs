@@ -96,9 +96,11 @@ pub struct Place {
 /// The place of column `name` among `columns`, checked once when its type is one `T`
 /// decodes, value by value otherwise (sqlx then refuses any value that is not `NULL`).
 fn place<T: Type<Postgres>>(columns: &[PgColumn], name: &str) -> Result<Place, DbErr> {
+    // The last of several columns of one name, as sqlx's look-up by name takes.
     let (at, found) = columns
         .iter()
         .enumerate()
+        .rev()
         .find(|(_, column)| column.name() == name)
         .ok_or_else(|| column(sea_orm::sqlx::Error::ColumnNotFound(name.to_owned())))?;
     let ty = found.type_info();

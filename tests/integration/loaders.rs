@@ -202,6 +202,13 @@ backend_test! {
         stored.sort_by_key(|note| note.id.uuid());
         assert_eq!(read.len(), 30);
         assert_eq!(read, stored);
+        // Of two columns of one name, the last is read (as sqlx reads by name).
+        let twice = format!("SELECT 'not an id' AS id, {columns} FROM note ORDER BY note.id");
+        let read: Vec<entity::note::Model> =
+            rapport::domain::decode::all(&app.app.db, Statement::from_string(backend, twice))
+                .await
+                .unwrap();
+        assert_eq!(read, stored);
         // A column of another type is refused as an error, never read as the field's.
         let wrong = "SELECT updated_at, created_at, conversation_id, author, body, customer_id, workspace_id, 1.5 AS id FROM note".to_owned();
         let refused = rapport::domain::decode::all::<entity::note::Model>(
