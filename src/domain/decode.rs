@@ -16,8 +16,8 @@ use sea_orm::sqlx::{Column, Postgres, Row, Type, TypeInfo};
 use sea_orm::{ActiveEnum, ConnectionTrait, DbErr, FromQueryResult, QueryResult, Statement};
 use uuid::Uuid;
 
-/// A model decoded by [`Decode`] on PostgreSQL (`Fast::<Model>::find_by_statement`,
-/// `select.into_model::<Fast<Model>>()`): one row's columns found by name and checked.
+/// A model decoded by [`Decode`] on PostgreSQL from one row (`Fast::<Model>::from_query_result`),
+/// its columns found by name and checked; [`all`] reads a whole result.
 pub struct Fast<M>(pub M);
 
 /// Builds a model from a PostgreSQL row whose columns carry the model's column names.

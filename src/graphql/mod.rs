@@ -218,9 +218,8 @@ pub(crate) fn charge_list(ctx: &Context<'_>, items: usize) -> Result<(), Error> 
     let mut keys: Vec<&str> = Vec::new();
     for selection in &ctx.item.node.selection_set.node.items {
         if let async_graphql::parser::types::Selection::Field(field) = &selection.node {
-            let key = field.node.response_key().node.as_str();
             if field.node.directives.is_empty() {
-                keys.push(key);
+                keys.push(field.node.response_key().node.as_str());
             }
         }
     }
@@ -287,16 +286,6 @@ fn values_refusal(max: u64) -> async_graphql::Response {
         extensions.set("limit", max);
     });
     async_graphql::Response::from_errors(vec![error])
-}
-
-/// Whether the operation `name` picks in `document` is a mutation.
-fn is_mutation(document: &ExecutableDocument, name: Option<&str>) -> bool {
-    use async_graphql::parser::types::OperationType;
-    document
-        .operations
-        .iter()
-        .find(|(operation_name, _)| name.is_none() || operation_name.map(|n| n.as_str()) == name)
-        .is_some_and(|(_, operation)| operation.node.ty == OperationType::Mutation)
 }
 
 /// The schema in SDL, as committed in `schema.graphql`.
@@ -395,7 +384,9 @@ async fn execute_unmapped(
     if values.0.held.load(Ordering::Relaxed) >= limits.max_values {
         return values_refusal(limits.max_values);
     }
-    let wrote = is_mutation(&document, operation_name.as_deref());
+    let wrote = order::operation(&document, operation_name.as_deref()).is_some_and(|operation| {
+        operation.ty == async_graphql::parser::types::OperationType::Mutation
+    });
     let ordered = async {
         let mut response = run(api, caller, request).await;
         let count = order::reorder(&document, operation_name.as_deref(), &mut response.data);

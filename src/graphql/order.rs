@@ -13,7 +13,9 @@
 
 use std::collections::HashMap;
 
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::parser::types::{
+    ExecutableDocument, OperationDefinition, Selection, SelectionSet,
+};
 use async_graphql::{Name, Value};
 
 /// The selection sets that apply to one response key (a field asked for several times,
@@ -35,17 +37,25 @@ pub(crate) fn reorder(
     operation_name: Option<&str>,
     data: &mut Value,
 ) -> u64 {
-    let operation = match operation_name {
+    match operation(document, operation_name) {
+        Some(operation) => apply(document, &[&operation.selection_set.node], data),
+        None => 0,
+    }
+}
+
+/// The operation `operation_name` picks in `document` (the first one without a name).
+pub(crate) fn operation<'d>(
+    document: &'d ExecutableDocument,
+    operation_name: Option<&str>,
+) -> Option<&'d OperationDefinition> {
+    let found = match operation_name {
         Some(name) => document
             .operations
             .iter()
             .find(|(op_name, _)| op_name.map(|n| n.as_str()) == Some(name)),
         None => document.operations.iter().next(),
     };
-    match operation {
-        Some((_, operation)) => apply(document, &[&operation.node.selection_set.node], data),
-        None => 0,
-    }
+    found.map(|(_, operation)| &operation.node)
 }
 
 fn apply(document: &ExecutableDocument, sets: &[&SelectionSet], value: &mut Value) -> u64 {

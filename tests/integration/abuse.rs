@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use rapport::config::Limits;
 use rapport::domain::Role;
-use sea_orm::EntityTrait;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -862,20 +861,8 @@ limits_test!(
     },
     |app| {
         let admin = app.key(Role::Admin).await;
-        let source = create_source(
-            &app,
-            &admin,
-            "WEBHOOK",
-            "hook",
-            json!({ "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }),
-        )
-        .await;
-        let source_id: entity::SourceId = rapport::ids::decode("id", &source).unwrap();
-        let source = entity::source::Entity::find_by_id(source_id)
-            .one(&app.app.db)
-            .await
-            .unwrap()
-            .unwrap();
+        let source = crate::ingest::webhook_source(&app, &admin).await;
+        let source = crate::mastodon::source_row(&app, source["id"].as_str().unwrap()).await;
         // One author in four threads: one customer with four conversations.
         let items: Vec<connectors::InboundItem> = (0..4)
             .map(|n| connectors::InboundItem {
