@@ -460,10 +460,10 @@ pub async fn store(
 
     // Write: conversations (new ones, then changed ones), then the interactions.
     let created: HashSet<ConversationId> = created_conversations.iter().copied().collect();
-    insert_rows::<conversation::Entity, _>(
+    insert_rows::<conversation::Entity>(
         db,
         rows_of(&conversations, &created_conversations),
-        None,
+        Conflict::Fail,
     )
     .await?;
     let mut changed: Vec<ConversationId> = changed_conversations
@@ -471,21 +471,20 @@ pub async fn store(
         .filter(|id| !created.contains(id))
         .collect();
     changed.sort_unstable();
-    insert_rows::<conversation::Entity, _>(
+    insert_rows::<conversation::Entity>(
         db,
         rows_of(&conversations, &changed),
-        Some(
-            OnConflict::column(conversation::Column::Id)
-                .update_columns([
-                    conversation::Column::LastMessageAt,
-                    conversation::Column::Status,
-                    conversation::Column::ResolvedAt,
-                    conversation::Column::SnoozedUntil,
-                    conversation::Column::WaitingSince,
-                    conversation::Column::FirstResponseAt,
-                    conversation::Column::UpdatedAt,
-                ])
-                .to_owned(),
+        Conflict::Update(
+            conversation::Column::Id,
+            vec![
+                conversation::Column::LastMessageAt,
+                conversation::Column::Status,
+                conversation::Column::ResolvedAt,
+                conversation::Column::SnoozedUntil,
+                conversation::Column::WaitingSince,
+                conversation::Column::FirstResponseAt,
+                conversation::Column::UpdatedAt,
+            ],
         ),
     )
     .await?;
@@ -518,20 +517,11 @@ pub async fn store(
     }
     let mut seen_changed: Vec<CustomerId> = seen_changed.into_iter().collect();
     seen_changed.sort_unstable();
-    insert_rows::<customer::Entity, _>(
-        db,
-        rows_of(&customers, &seen_changed),
-        Some(
-            OnConflict::column(customer::Column::Id)
-                .update_columns([
-                    customer::Column::FirstSeenAt,
-                    customer::Column::LastSeenAt,
-                    customer::Column::UpdatedAt,
-                ])
-                .to_owned(),
-        ),
-    )
-    .await?;
+    let seen_changed: Vec<&customer::Model> = seen_changed
+        .iter()
+        .filter_map(|id| customers.get(id))
+        .collect();
+    update_seen(db, workspace_id, &seen_changed, now).await?;
     let events = all_events.iter().map(|snapshot| match snapshot {
         Snapshot::CustomerCreated(model) => Event::CustomerCreated(model),
         Snapshot::Conversation(EventKind::ConversationCreated, model) => {
@@ -629,6 +619,46 @@ struct Authors {
     above_threshold: Vec<super::duplicate::AutoMerge>,
     /// The authors' contact values dropped as invalid, counted once the batch is written.
     dropped: super::quality::Dropped,
+}
+
+/// The profiles of the customers a batch creates (`created`, those that survived the
+/// race for their identities), as it stores them: their rows, the contact points planned
+/// for them and the handles of the identities of theirs that won (`won`), in id order
+/// (their creation order). Built, not read back: reading them cost a third of the
+/// duplicate check. A contact point another writer stored first between the batch's
+/// look-up and its insert (`ON CONFLICT DO NOTHING`) stays in the profile: its address is
+/// then shared with that writer's customer, which is what the check looks for.
+fn profiles_of_created(
+    created: &HashMap<CustomerId, (usize, customer::Model)>,
+    identities: &[identity::Model],
+    won: &HashSet<IdentityId>,
+    points: &[contact_point::Model],
+) -> Vec<super::dedupe::Profile> {
+    let mut profiles: HashMap<CustomerId, super::dedupe::Profile> = created
+        .iter()
+        .map(|(id, (_, model))| (*id, super::dedupe::Profile::of_customer(model.clone())))
+        .collect();
+    for point in points {
+        if let Some(profile) = profiles.get_mut(&point.customer_id) {
+            match point.kind {
+                ContactPointKind::Email => profile.emails.push(point.normalized.clone()),
+                ContactPointKind::Phone => profile.phones.push(point.normalized.clone()),
+                _ => {}
+            }
+        }
+    }
+    for identity in identities.iter().filter(|row| won.contains(&row.id)) {
+        if let (Some(profile), Some(handle)) =
+            (profiles.get_mut(&identity.customer_id), &identity.handle)
+        {
+            profile
+                .handles
+                .push((identity.channel.as_str().to_owned(), handle.clone()));
+        }
+    }
+    let mut profiles: Vec<super::dedupe::Profile> = profiles.into_values().collect();
+    profiles.sort_unstable_by_key(|profile| profile.id);
+    profiles
 }
 
 /// Resolves the authors of the items that need one, as [`super::identity::resolve_author`]
@@ -773,38 +803,29 @@ async fn resolve_authors(
     // What a profile link may name, new in this batch: the identities this batch inserts
     // (another writer's winner is theirs to check) and the e-mail addresses it stores.
     let mut targets: Vec<super::duplicate::Target> = Vec::new();
+    // The new customers' profiles as this batch stores them, for the duplicate check.
+    let mut new_profiles = Vec::new();
+    let mut won: HashSet<IdentityId> = HashSet::new();
     if !new_identities.is_empty() {
         let mut customers: Vec<&customer::Model> = created.values().map(|(_, m)| m).collect();
         customers.sort_unstable_by_key(|m| m.id);
-        insert_rows::<customer::Entity, _>(
+        insert_rows::<customer::Entity>(
             db,
-            customers
-                .into_iter()
-                .cloned()
-                .map(customer::ActiveModel::from)
-                .collect(),
-            None,
+            customers.into_iter().cloned().collect(),
+            Conflict::Fail,
         )
         .await?;
         // In key order, so two writers inserting overlapping authors wait for each other
         // instead of deadlocking.
         new_identities.sort_unstable_by(|a, b| a.platform_id.cmp(&b.platform_id));
-        insert_rows::<identity::Entity, _>(
+        insert_rows::<identity::Entity>(
             db,
-            new_identities
-                .iter()
-                .cloned()
-                .map(identity::ActiveModel::from)
-                .collect(),
-            Some(
-                OnConflict::columns([
-                    identity::Column::WorkspaceId,
-                    identity::Column::Channel,
-                    identity::Column::PlatformId,
-                ])
-                .do_nothing()
-                .to_owned(),
-            ),
+            new_identities.clone(),
+            Conflict::Ignore(vec![
+                identity::Column::WorkspaceId,
+                identity::Column::Channel,
+                identity::Column::PlatformId,
+            ]),
         )
         .await?;
         let planned: Vec<&str> = new_identities
@@ -824,6 +845,7 @@ async fn resolve_authors(
                 Error::Internal("an identity vanished after its insertion".into())
             })?;
             if winner.id == planned.id {
+                won.insert(planned.id);
                 targets.extend(super::duplicate::identity_target(planned));
             } else {
                 known.insert(
@@ -848,21 +870,15 @@ async fn resolve_authors(
                 .filter_map(super::duplicate::contact_point_target),
         );
         new_points.sort_unstable_by(|a, b| (&a.kind, &a.normalized).cmp(&(&b.kind, &b.normalized)));
-        insert_rows::<contact_point::Entity, _>(
+        new_profiles = profiles_of_created(&created, &new_identities, &won, &new_points);
+        insert_rows::<contact_point::Entity>(
             db,
-            new_points
-                .into_iter()
-                .map(contact_point::ActiveModel::from)
-                .collect(),
-            Some(
-                OnConflict::columns([
-                    contact_point::Column::WorkspaceId,
-                    contact_point::Column::Kind,
-                    contact_point::Column::Normalized,
-                ])
-                .do_nothing()
-                .to_owned(),
-            ),
+            new_points,
+            Conflict::Ignore(vec![
+                contact_point::Column::WorkspaceId,
+                contact_point::Column::Kind,
+                contact_point::Column::Normalized,
+            ]),
         )
         .await?;
     }
@@ -887,8 +903,8 @@ async fn resolve_authors(
         super::duplicate::after_authors(db, workspace_id, &linked, &targets, now).await?;
     // Suggested, never merged: a name, a handle or a variant of an address is what an
     // author says of themselves, and anyone can say it of someone else.
-    let new_customers: Vec<CustomerId> = created.keys().copied().collect();
-    super::dedupe::check(db, workspace_id, &new_customers, now).await?;
+    let new_customers: HashSet<CustomerId> = created.keys().copied().collect();
+    super::dedupe::check_profiles(db, workspace_id, new_profiles, &new_customers, now).await?;
 
     let of_item = (0..fresh.len())
         .map(|n| {
@@ -1183,24 +1199,152 @@ async fn locked_customers(
     Ok(found)
 }
 
-/// Inserts `rows` with as few multi-row statements as the bind-parameter limit allows,
-/// with `on_conflict` when given.
-async fn insert_rows<E, A>(
+/// Stores the first and last seen times of `customers` (of `workspace_id`) as they are in
+/// the models, `updated_at` set to `now`: one `UPDATE … FROM` a set of (id, first, last)
+/// a statement, instead of a whole-row upsert (which bound every column of every row, and
+/// on PostgreSQL tried an insert before each update).
+async fn update_seen(
     db: &impl ConnectionTrait,
-    rows: Vec<A>,
-    on_conflict: Option<OnConflict>,
+    workspace_id: WorkspaceId,
+    customers: &[&customer::Model],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let backend = db.get_database_backend();
+    if customers.is_empty() {
+        return Ok(());
+    }
+    if backend == DbBackend::Postgres {
+        let rows: Vec<serde_json::Value> = customers
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "id": c.id,
+                    "first_seen_at": c.first_seen_at,
+                    "last_seen_at": c.last_seen_at,
+                })
+            })
+            .collect();
+        // `(…) IS TRUE` keeps the workspace term off the indexes (see
+        // `workspace_off_indexes`): the rows are found by id.
+        db.execute(sea_orm::Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE customer AS c SET first_seen_at = t.first_seen_at, \
+             last_seen_at = t.last_seen_at, updated_at = $2 \
+             FROM json_populate_recordset(NULL::customer, $3::json) AS t \
+             WHERE c.id = t.id AND (c.workspace_id = $1) IS TRUE",
+            [
+                workspace_id.into(),
+                now.into(),
+                serde_json::Value::Array(rows).to_string().into(),
+            ],
+        ))
+        .await?;
+        return Ok(());
+    }
+    for chunk in super::statement_chunks(customers, MAX_PARAMS / 3) {
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(3 * chunk.len() + 2);
+        for c in chunk {
+            values.push(c.id.into());
+            values.push(c.first_seen_at.into());
+            values.push(c.last_seen_at.into());
+        }
+        values.push(now.into());
+        values.push(workspace_id.into());
+        // `+` keeps the workspace term off the indexes: the rows are found by id.
+        let sql = format!(
+            "WITH t(id, first_seen_at, last_seen_at) AS (VALUES {}) \
+             UPDATE customer SET first_seen_at = t.first_seen_at, \
+             last_seen_at = t.last_seen_at, updated_at = ? \
+             FROM t WHERE customer.id = t.id AND +customer.workspace_id = ?",
+            vec!["(?, ?, ?)"; chunk.len()].join(", ")
+        );
+        db.execute(sea_orm::Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            sql,
+            values,
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// What an insert does with a row whose key is stored already.
+enum Conflict<C> {
+    /// The statement fails: the rows carry fresh ids.
+    Fail,
+    /// The row is skipped (another writer stored it first).
+    Ignore(Vec<C>),
+    /// The stored row of the same id takes these columns of the new one.
+    Update(C, Vec<C>),
+}
+
+impl<C: ColumnTrait> Conflict<C> {
+    /// The clause on SQLite, for sea-query.
+    fn clause(&self) -> Option<OnConflict> {
+        match self {
+            Conflict::Fail => None,
+            Conflict::Ignore(key) => Some(OnConflict::columns(key.clone()).do_nothing().to_owned()),
+            Conflict::Update(id, columns) => Some(
+                OnConflict::column(*id)
+                    .update_columns(columns.clone())
+                    .to_owned(),
+            ),
+        }
+    }
+
+    /// The clause as SQL, for a statement written by hand (PostgreSQL).
+    fn sql(&self) -> String {
+        let names = |columns: &[C]| -> Vec<String> {
+            columns
+                .iter()
+                .map(|column| format!("\"{}\"", column.to_string()))
+                .collect()
+        };
+        match self {
+            Conflict::Fail => String::new(),
+            Conflict::Ignore(key) => format!(" ON CONFLICT ({}) DO NOTHING", names(key).join(", ")),
+            Conflict::Update(id, columns) => format!(
+                " ON CONFLICT ({}) DO UPDATE SET {}",
+                names(std::slice::from_ref(id)).join(""),
+                names(columns)
+                    .iter()
+                    .map(|name| format!("{name} = EXCLUDED.{name}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+/// Inserts `rows`: on SQLite with as few multi-row statements as the bind-parameter limit
+/// allows, on PostgreSQL as JSON ([`insert_as_json`]).
+async fn insert_rows<E>(
+    db: &impl ConnectionTrait,
+    rows: Vec<E::Model>,
+    conflict: Conflict<E::Column>,
 ) -> Result<()>
 where
     E: EntityTrait,
-    E::Model: sea_orm::IntoActiveModel<A>,
-    A: sea_orm::ActiveModelTrait<Entity = E> + Send,
+    E::Model: serde::Serialize + sea_orm::IntoActiveModel<E::ActiveModel>,
+    E::ActiveModel: Send,
 {
     use sea_orm::Iterable;
-    let per_statement = (MAX_PARAMS / E::Column::iter().count().max(1)).max(1);
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<A> = rows.by_ref().take(per_statement).collect();
-        let mut insert = E::insert_many(chunk);
+    if rows.is_empty() {
+        return Ok(());
+    }
+    if db.get_database_backend() == DbBackend::Postgres {
+        insert_as_json::<E>(db, &rows, &conflict, false).await?;
+        return Ok(());
+    }
+    let per_statement = MAX_PARAMS / E::Column::iter().count().max(1);
+    let on_conflict = conflict.clause();
+    for chunk in super::statement_chunks(&rows, per_statement) {
+        let mut insert = E::insert_many(
+            chunk
+                .iter()
+                .cloned()
+                .map(sea_orm::IntoActiveModel::into_active_model),
+        );
         if let Some(on_conflict) = &on_conflict {
             insert = insert.on_conflict(on_conflict.clone());
         }
@@ -1216,24 +1360,21 @@ async fn insert_interactions(
     rows: &[interaction::Model],
 ) -> Result<HashSet<InteractionId>> {
     use sea_orm::Iterable;
-    let per_statement = MAX_PARAMS / interaction::Column::iter().count();
+    let conflict = Conflict::Ignore(vec![
+        interaction::Column::SourceId,
+        interaction::Column::ExternalId,
+    ]);
     let backend = db.get_database_backend();
-    let mut inserted = HashSet::with_capacity(rows.len());
     if backend == DbBackend::Postgres {
-        return insert_interactions_as_json(db, rows).await;
+        return insert_as_json::<interaction::Entity>(db, rows, &conflict, true).await;
     }
-    for chunk in rows.chunks(per_statement) {
+    let per_statement = MAX_PARAMS / interaction::Column::iter().count();
+    let mut inserted = HashSet::with_capacity(rows.len());
+    for chunk in super::statement_chunks(rows, per_statement) {
         let mut statement = interaction::Entity::insert_many(
             chunk.iter().cloned().map(interaction::ActiveModel::from),
         )
-        .on_conflict(
-            OnConflict::columns([
-                interaction::Column::SourceId,
-                interaction::Column::ExternalId,
-            ])
-            .do_nothing()
-            .to_owned(),
-        )
+        .on_conflict(conflict.clause().expect("a conflict clause"))
         .into_query();
         statement.returning_col(interaction::Column::Id);
         for row in db.query_all(backend.build(&statement)).await? {
@@ -1243,32 +1384,43 @@ async fn insert_interactions(
     Ok(inserted)
 }
 
-/// The JSON of one statement of [`insert_interactions_as_json`] stops growing past this
-/// many bytes (a row's text and platform payload are capped, at 100,000 characters and
-/// 64 KiB, so a statement stays within a few megabytes whatever the batch).
+/// The JSON of one statement of [`insert_as_json`] stops growing past this many bytes (a
+/// row's text and platform payload are capped, at 100,000 characters and 64 KiB, so a
+/// statement stays within a few megabytes whatever the batch).
 const JSON_BYTES: usize = 4 << 20;
 
-/// [`insert_interactions`] on PostgreSQL: the rows as one JSON array, bound as one
+/// Inserts `rows` of `E` on PostgreSQL as one JSON array a statement, bound as one
 /// parameter and turned back into rows by the server (`json_populate_recordset` over the
-/// table's own row type). A multi-row `VALUES` list binds 23 parameters a row, which the
-/// server parses and plans one by one: for a thousand rows that was most of the statement.
-/// The JSON is each row's serde form, whose field names are the column names and whose
-/// enums are the stored names.
-async fn insert_interactions_as_json(
+/// table's own row type). A multi-row `VALUES` list binds a parameter a column a row
+/// (23 a row for interactions, 19 for conversations), which the server parses and plans
+/// one by one: for a thousand rows that was most of the statement. The JSON is each
+/// row's serde form, whose field names are the column names and whose enums, ids and
+/// times are their stored forms (the models are the tables'; a test reads back every
+/// column). With `returning`, answers the ids of the rows inserted (not skipped), which
+/// must be [`InteractionId`]s.
+async fn insert_as_json<E>(
     db: &impl ConnectionTrait,
-    rows: &[interaction::Model],
-) -> Result<HashSet<InteractionId>> {
+    rows: &[E::Model],
+    conflict: &Conflict<E::Column>,
+    returning: bool,
+) -> Result<HashSet<InteractionId>>
+where
+    E: EntityTrait,
+    E::Model: serde::Serialize,
+{
     use sea_orm::{Iden, Iterable};
-    let columns = interaction::Column::iter()
+    let columns = E::Column::iter()
         .map(|column| format!("\"{}\"", column.to_string()))
         .collect::<Vec<_>>()
         .join(", ");
+    let table = E::default().table_name().to_owned();
     let sql = format!(
-        "INSERT INTO interaction ({columns}) \
-         SELECT {columns} FROM json_populate_recordset(NULL::interaction, $1::json) \
-         ON CONFLICT (source_id, external_id) DO NOTHING RETURNING id"
+        "INSERT INTO {table} ({columns}) \
+         SELECT {columns} FROM json_populate_recordset(NULL::{table}, $1::json){}{}",
+        conflict.sql(),
+        if returning { " RETURNING id" } else { "" }
     );
-    let mut inserted = HashSet::with_capacity(rows.len());
+    let mut inserted = HashSet::new();
     let mut rows = rows.iter().peekable();
     while rows.peek().is_some() {
         let mut json = String::from("[");
@@ -1277,7 +1429,7 @@ async fn insert_interactions_as_json(
                 json.push(',');
             }
             let text = serde_json::to_string(row).map_err(|err| {
-                Error::Internal(format!("an interaction row did not serialise: {err}"))
+                Error::Internal(format!("a {table} row did not serialise: {err}"))
             })?;
             json.push_str(&text);
             if json.len() >= JSON_BYTES {
@@ -1287,8 +1439,12 @@ async fn insert_interactions_as_json(
         json.push(']');
         let statement =
             sea_orm::Statement::from_sql_and_values(DbBackend::Postgres, &sql, [json.into()]);
-        for row in db.query_all(statement).await? {
-            inserted.insert(row.try_get::<InteractionId>("", "id")?);
+        if returning {
+            for row in db.query_all(statement).await? {
+                inserted.insert(row.try_get::<InteractionId>("", "id")?);
+            }
+        } else {
+            db.execute(statement).await?;
         }
     }
     Ok(inserted)

@@ -570,8 +570,11 @@ pub async fn append_many<'a>(
         })
         .collect::<Result<Vec<_>>>()?;
     // Rows are moved into the statements, not cloned: each holds its payload's text.
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
+    let sizes: Vec<usize> = super::statement_chunks(&rows, 512)
+        .map(<[_]>::len)
+        .collect();
+    let mut rows = rows.into_iter();
+    for size in sizes {
         let mut insert = Query::insert();
         insert.into_table(Entity).columns([
             Column::WorkspaceId,
@@ -580,7 +583,7 @@ pub async fn append_many<'a>(
             Column::Payload,
             Column::CreatedAt,
         ]);
-        for row in rows.by_ref().take(500) {
+        for row in rows.by_ref().take(size) {
             insert.values_panic(row);
         }
         db.execute(backend.build(&insert)).await?;

@@ -121,6 +121,26 @@ impl Caller {
     }
 }
 
+/// `rows` cut into chunks of at most `max` rows (a multi-row statement each), every chunk
+/// a power of two long: the largest that fits what is left, so 667 rows go as 512, 128,
+/// 16, 8, 2 and 1. A connection keeps the statements it prepared by their text, and
+/// SQLite parses and compiles a statement of a text it has not seen (for a thousand rows,
+/// tens of thousands of parameters) anew; a batch's row counts vary from batch to batch,
+/// so chunks of any length made a new text nearly every time, whereas these make a dozen.
+pub fn statement_chunks<T>(rows: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    let floor = |n: usize| 1usize << (usize::BITS - 1 - n.max(1).leading_zeros());
+    let max = floor(max);
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (chunk, tail) = rest.split_at(floor(rest.len()).min(max));
+        rest = tail;
+        Some(chunk)
+    })
+}
+
 /// Now, truncated to microseconds so SQLite and PostgreSQL store the same instant and
 /// cursors built from a read value match the stored one exactly.
 pub fn now() -> DateTime<Utc> {
@@ -498,6 +518,24 @@ pub(crate) async fn sqlite_plan(statement: sea_orm::Statement) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statement_chunks_are_powers_of_two_in_order() {
+        let rows: Vec<u32> = (0..667).collect();
+        let sizes: Vec<usize> = statement_chunks(&rows, 1_304).map(<[u32]>::len).collect();
+        assert_eq!(sizes, [512, 128, 16, 8, 2, 1]);
+        let sizes: Vec<usize> = statement_chunks(&rows, 300).map(<[u32]>::len).collect();
+        assert_eq!(sizes, [256, 256, 128, 16, 8, 2, 1]);
+        let again: Vec<u32> = statement_chunks(&rows, 300).flatten().copied().collect();
+        assert_eq!(again, rows, "every row once, in order");
+        assert_eq!(statement_chunks(&rows[..0], 10).count(), 0);
+        assert_eq!(
+            statement_chunks(&rows[..3], 0)
+                .map(<[u32]>::len)
+                .collect::<Vec<_>>(),
+            [1, 1, 1]
+        );
+    }
 
     #[test]
     fn roles_are_ordered_by_power() {

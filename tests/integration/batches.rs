@@ -348,3 +348,112 @@ backend_test! {
         assert_eq!(theirs["publications"]["totalCount"], 0, "another workspace's source filters to nothing");
     }
 }
+
+/// Every stored column of what ingestion wrote in `workspace_id`, with ids replaced by
+/// what names the row (a customer's display name, an item's external id) and the write
+/// times (`created_at`, `updated_at`: the clock's) left out, sorted.
+async fn written(app: &TestApp, workspace_id: entity::WorkspaceId) -> Value {
+    use entity::{
+        contact_point, conversation, customer, duplicate_suggestion, identity, interaction,
+    };
+    let db = &app.app.db;
+    let customers = customer::Entity::find()
+        .filter(customer::Column::WorkspaceId.eq(workspace_id))
+        .all(db)
+        .await
+        .unwrap();
+    let name = |id: Option<entity::CustomerId>| -> Value {
+        id.map_or(Value::Null, |id| {
+            json!(customers.iter().find(|c| c.id == id).unwrap().display_name)
+        })
+    };
+    let rows = entity::interaction::Entity::find()
+        .filter(interaction::Column::WorkspaceId.eq(workspace_id))
+        .all(db)
+        .await
+        .unwrap();
+    // A conversation is named by its first item.
+    let thread = |id: Option<entity::ConversationId>| -> Value {
+        rows.iter()
+            .filter(|row| row.conversation_id == id && id.is_some())
+            .map(|row| row.external_id.clone().unwrap())
+            .min()
+            .map_or(Value::Null, Value::from)
+    };
+    let identities = identity::Entity::find()
+        .filter(identity::Column::WorkspaceId.eq(workspace_id))
+        .all(db)
+        .await
+        .unwrap();
+    let mut out = json!({
+        "customers": customers.iter().map(|c| json!([c.display_name, c.given_name, c.family_name, c.lifecycle_stage, c.external_id, c.organization_id, c.custom, name(c.merged_into), c.first_seen_at, c.last_seen_at, c.birth_date, c.street, c.street2, c.locality, c.region, c.postal_code, c.country])).collect::<Vec<_>>(),
+        "identities": identities.iter().map(|i| json!([i.platform_id, name(Some(i.customer_id)), i.channel, i.handle, i.display_name, i.profile_url, i.avatar_url, i.profile_key])).collect::<Vec<_>>(),
+        "points": contact_point::Entity::find().filter(contact_point::Column::WorkspaceId.eq(workspace_id)).all(db).await.unwrap()
+            .iter().map(|p| json!([p.normalized, name(Some(p.customer_id)), p.kind, p.value, p.label, p.verified, p.is_primary])).collect::<Vec<_>>(),
+        "conversations": conversation::Entity::find().filter(conversation::Column::WorkspaceId.eq(workspace_id)).all(db).await.unwrap()
+            .iter().map(|c| json!([thread(Some(c.id)), name(c.customer_id), c.thread_key, c.channel, c.subject, c.status, c.priority, c.assignee_id, c.snoozed_until, c.waiting_since, c.spam, c.first_response_at, c.resolved_at, c.last_message_at])).collect::<Vec<_>>(),
+        "interactions": rows.iter().map(|r| {
+            let identity = r.identity_id.map(|id| identities.iter().find(|i| i.id == id).unwrap().platform_id.clone());
+            json!([r.external_id, name(r.customer_id), identity, thread(r.conversation_id), r.channel, r.direction, r.kind, r.subject, r.text, r.html, r.url, r.language, r.sentiment, r.occurred_at, r.raw, r.delivery_status, r.delivery_error])
+        }).collect::<Vec<_>>(),
+        "suggestions": duplicate_suggestion::Entity::find().filter(duplicate_suggestion::Column::WorkspaceId.eq(workspace_id)).all(db).await.unwrap()
+            .iter().map(|s| { let mut pair = [name(Some(s.customer_a)), name(Some(s.customer_b))]; pair.sort_by_key(|v| v.to_string()); json!([pair, s.score, s.status]) }).collect::<Vec<_>>(),
+    });
+    for list in out.as_object_mut().unwrap().values_mut() {
+        list.as_array_mut()
+            .unwrap()
+            .sort_by_key(|row| row.to_string());
+    }
+    out
+}
+
+backend_test! {
+    async fn the_set_based_writer_stores_every_column_the_item_by_item_path_stores(app: TestApp) {
+        // The same items through the batch writer (workspace acme) and one by one
+        // (workspace globex): every column of every row written alike, the duplicate
+        // suggestions among the new customers too.
+        let acme = app.key(Role::Admin).await;
+        let globex = app.key_in("globex", Role::Admin).await;
+        let batch_source = source(&app, &acme, "form").await;
+        let single_source = source(&app, &globex, "form").await;
+        let rich = |id: &str, who: &str, name: &str, minute: u32| {
+            let mut item = item(id, who, minute);
+            item.author.display_name = Some(name.into());
+            item.author.profile_url = Some(format!("https://social.example/@{who}"));
+            item.author.avatar_url = Some(format!("https://social.example/{who}.png"));
+            item.author.email = Some(format!("{who}@Example.com"));
+            item.author.phone = Some(format!("+34 600 {:03} 222", minute + 100));
+            item.html = Some(format!("<p>message {id}</p>"));
+            item.url = Some(format!("https://social.example/@{who}/{id}"));
+            item.subject = Some(format!("about {id}"));
+            item.raw = json!({ "id": id, "nested": { "list": [1, 2.5, "three", null], "flag": true } });
+            item
+        };
+        let threaded = |id: &str, who: &str, minute: u32, key: &str| InboundItem { thread_key: Some(key.into()), ..item(id, who, minute) };
+        let first = vec![
+            rich("a", "ana", "Ana López", 0),
+            InboundItem { text: "thanks, that is great!".into(), ..reply("b", "bo", 5, "a") },
+            InboundItem { outbound: true, ..reply("c", "brand", 9, "b") },
+            item("d", "ana", 20),
+            // Another account under her name and a variant of her address: a suggestion.
+            InboundItem { author: Author { email: Some("ana+shop@example.com".into()), ..rich("e", "ana2", "Ana Lopez", 21).author }, ..rich("e", "ana2", "Ana Lopez", 21) },
+            threaded("f", "cy", 22, "t1"),
+            threaded("g", "dee", 23, "t1"),
+        ];
+        let second = vec![reply("h", "ana", 40, "d"), reply("i", "cy", 41, "c"), item("j", "eve", 42)];
+        for items in [&first, &second] {
+            rapport::ingest::ingest(&app.app.db, &batch_source, items, None, None).await.unwrap();
+            rapport::ingest::ingest_item_by_item(&app.app.db, &single_source, items).await.unwrap();
+        }
+        let batched = written(&app, batch_source.workspace_id).await;
+        let single = written(&app, single_source.workspace_id).await;
+        assert_eq!(batched, single);
+        // What was compared is what was meant to be.
+        assert_eq!(batched["interactions"].as_array().unwrap().len(), 10);
+        assert_eq!(batched["customers"].as_array().unwrap().len(), 6, "{batched:#}");
+        assert_eq!(batched["suggestions"].as_array().unwrap().len(), 1, "{batched:#}");
+        assert_eq!(batched["points"].as_array().unwrap().len(), 4, "{batched:#}");
+        let ana = batched["customers"].as_array().unwrap().iter().find(|c| c[0] == "Ana López").unwrap().clone();
+        assert_eq!((&ana[8], &ana[9], &ana[6]), (&json!(first[0].occurred_at), &json!(second[0].occurred_at), &json!({})), "{ana}");
+    }
+}
