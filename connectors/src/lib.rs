@@ -36,11 +36,12 @@ macro_rules! channels {
         #[cfg_attr(feature = "graphql", derive(async_graphql::Enum))]
         #[cfg_attr(feature = "sea-orm", derive(sea_orm::EnumIter, sea_orm::DeriveActiveEnum))]
         #[cfg_attr(feature = "sea-orm", sea_orm(rs_type = "String", db_type = "Text"))]
-        #[serde(rename_all = "snake_case")]
         pub enum Channel {
             $(
                 $(#[$doc])*
                 #[cfg_attr(feature = "sea-orm", sea_orm(string_value = $name))]
+                // The serde name is the stored one: rows are written as JSON too.
+                #[serde(rename = $name)]
                 $variant
             ),+
         }
@@ -1112,5 +1113,14 @@ mod tests {
             assert_eq!(Channel::parse(channel.as_str()), Some(channel));
         }
         assert_eq!(Channel::parse("myspace"), None);
+    }
+
+    #[test]
+    fn every_channels_json_is_its_stored_name() {
+        for &channel in Channel::ALL {
+            let json = serde_json::to_value(channel).unwrap();
+            assert_eq!(json, serde_json::json!(channel.as_str()));
+            assert_eq!(serde_json::from_value::<Channel>(json).unwrap(), channel);
+        }
     }
 }

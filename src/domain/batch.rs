@@ -460,10 +460,11 @@ pub async fn store(
 
     // Write: conversations (new ones, then changed ones), then the interactions.
     let created: HashSet<ConversationId> = created_conversations.iter().copied().collect();
-    insert_rows::<conversation::Entity>(
+    insert_rows::<conversation::Entity, ConversationId>(
         db,
-        rows_of(&conversations, &created_conversations),
+        &rows_of(&conversations, &created_conversations),
         Conflict::Fail,
+        false,
     )
     .await?;
     let mut changed: Vec<ConversationId> = changed_conversations
@@ -471,9 +472,9 @@ pub async fn store(
         .filter(|id| !created.contains(id))
         .collect();
     changed.sort_unstable();
-    insert_rows::<conversation::Entity>(
+    insert_rows::<conversation::Entity, ConversationId>(
         db,
-        rows_of(&conversations, &changed),
+        &rows_of(&conversations, &changed),
         Conflict::Update(
             conversation::Column::Id,
             vec![
@@ -486,9 +487,19 @@ pub async fn store(
                 conversation::Column::UpdatedAt,
             ],
         ),
+        false,
     )
     .await?;
-    let inserted = insert_interactions(db, &rows).await?;
+    let inserted: HashSet<InteractionId> = insert_rows::<interaction::Entity, _>(
+        db,
+        &rows,
+        Conflict::Ignore(vec![
+            interaction::Column::SourceId,
+            interaction::Column::ExternalId,
+        ]),
+        true,
+    )
+    .await?;
     mid_batch();
 
     // First and last seen of each stored item's customer, in order: the row only, no
@@ -624,10 +635,8 @@ struct Authors {
 /// The profiles of the customers a batch creates (`created`, those that survived the
 /// race for their identities), as it stores them: their rows, the contact points planned
 /// for them and the handles of the identities of theirs that won (`won`), in id order
-/// (their creation order). Built, not read back: reading them cost a third of the
-/// duplicate check. A contact point another writer stored first between the batch's
-/// look-up and its insert (`ON CONFLICT DO NOTHING`) stays in the profile: its address is
-/// then shared with that writer's customer, which is what the check looks for.
+/// (their creation order), `points` being those it inserted. Built, not read back:
+/// reading them cost most of the duplicate check.
 fn profiles_of_created(
     created: &HashMap<CustomerId, (usize, customer::Model)>,
     identities: &[identity::Model],
@@ -807,25 +816,22 @@ async fn resolve_authors(
     let mut new_profiles = Vec::new();
     let mut won: HashSet<IdentityId> = HashSet::new();
     if !new_identities.is_empty() {
-        let mut customers: Vec<&customer::Model> = created.values().map(|(_, m)| m).collect();
+        let mut customers: Vec<customer::Model> =
+            created.values().map(|(_, m)| m.clone()).collect();
         customers.sort_unstable_by_key(|m| m.id);
-        insert_rows::<customer::Entity>(
-            db,
-            customers.into_iter().cloned().collect(),
-            Conflict::Fail,
-        )
-        .await?;
+        insert_rows::<customer::Entity, CustomerId>(db, &customers, Conflict::Fail, false).await?;
         // In key order, so two writers inserting overlapping authors wait for each other
         // instead of deadlocking.
         new_identities.sort_unstable_by(|a, b| a.platform_id.cmp(&b.platform_id));
-        insert_rows::<identity::Entity>(
+        insert_rows::<identity::Entity, IdentityId>(
             db,
-            new_identities.clone(),
+            &new_identities,
             Conflict::Ignore(vec![
                 identity::Column::WorkspaceId,
                 identity::Column::Channel,
                 identity::Column::PlatformId,
             ]),
+            false,
         )
         .await?;
         let planned: Vec<&str> = new_identities
@@ -870,17 +876,20 @@ async fn resolve_authors(
                 .filter_map(super::duplicate::contact_point_target),
         );
         new_points.sort_unstable_by(|a, b| (&a.kind, &a.normalized).cmp(&(&b.kind, &b.normalized)));
-        new_profiles = profiles_of_created(&created, &new_identities, &won, &new_points);
-        insert_rows::<contact_point::Entity>(
+        let stored: HashSet<ContactPointId> = insert_rows::<contact_point::Entity, _>(
             db,
-            new_points,
+            &new_points,
             Conflict::Ignore(vec![
                 contact_point::Column::WorkspaceId,
                 contact_point::Column::Kind,
                 contact_point::Column::Normalized,
             ]),
+            true,
         )
         .await?;
+        // A point another writer stored first (for its own customer) is not ours.
+        new_points.retain(|point| stored.contains(&point.id));
+        new_profiles = profiles_of_created(&created, &new_identities, &won, &new_points);
     }
 
     let mut seen_identities = std::collections::HashSet::new();
@@ -1317,28 +1326,32 @@ impl<C: ColumnTrait> Conflict<C> {
 }
 
 /// Inserts `rows`: on SQLite with as few multi-row statements as the bind-parameter limit
-/// allows, on PostgreSQL as JSON ([`insert_as_json`]).
-async fn insert_rows<E>(
+/// allows, on PostgreSQL as JSON ([`insert_as_json`]). With `returning`, answers the ids
+/// (`I`, the table's) of the rows inserted, not those `conflict` skipped.
+async fn insert_rows<E, I>(
     db: &impl ConnectionTrait,
-    rows: Vec<E::Model>,
+    rows: &[E::Model],
     conflict: Conflict<E::Column>,
-) -> Result<()>
+    returning: bool,
+) -> Result<HashSet<I>>
 where
     E: EntityTrait,
     E::Model: serde::Serialize + sea_orm::IntoActiveModel<E::ActiveModel>,
     E::ActiveModel: Send,
+    I: sea_orm::TryGetable + Eq + std::hash::Hash,
 {
     use sea_orm::Iterable;
+    let backend = db.get_database_backend();
     if rows.is_empty() {
-        return Ok(());
+        return Ok(HashSet::new());
     }
-    if db.get_database_backend() == DbBackend::Postgres {
-        insert_as_json::<E>(db, &rows, &conflict, false).await?;
-        return Ok(());
+    if backend == DbBackend::Postgres {
+        return insert_as_json::<E, I>(db, rows, &conflict, returning).await;
     }
     let per_statement = MAX_PARAMS / E::Column::iter().count().max(1);
     let on_conflict = conflict.clause();
-    for chunk in super::statement_chunks(&rows, per_statement) {
+    let mut inserted = HashSet::new();
+    for chunk in super::statement_chunks(rows, per_statement) {
         let mut insert = E::insert_many(
             chunk
                 .iter()
@@ -1348,37 +1361,14 @@ where
         if let Some(on_conflict) = &on_conflict {
             insert = insert.on_conflict(on_conflict.clone());
         }
-        insert.exec_without_returning(db).await?;
-    }
-    Ok(())
-}
-
-/// Inserts the interaction rows unless stored already (`ON CONFLICT DO NOTHING`), and
-/// returns the ids of those inserted.
-async fn insert_interactions(
-    db: &impl ConnectionTrait,
-    rows: &[interaction::Model],
-) -> Result<HashSet<InteractionId>> {
-    use sea_orm::Iterable;
-    let conflict = Conflict::Ignore(vec![
-        interaction::Column::SourceId,
-        interaction::Column::ExternalId,
-    ]);
-    let backend = db.get_database_backend();
-    if backend == DbBackend::Postgres {
-        return insert_as_json::<interaction::Entity>(db, rows, &conflict, true).await;
-    }
-    let per_statement = MAX_PARAMS / interaction::Column::iter().count();
-    let mut inserted = HashSet::with_capacity(rows.len());
-    for chunk in super::statement_chunks(rows, per_statement) {
-        let mut statement = interaction::Entity::insert_many(
-            chunk.iter().cloned().map(interaction::ActiveModel::from),
-        )
-        .on_conflict(conflict.clause().expect("a conflict clause"))
-        .into_query();
-        statement.returning_col(interaction::Column::Id);
+        if !returning {
+            insert.exec_without_returning(db).await?;
+            continue;
+        }
+        let mut statement = insert.into_query();
+        statement.returning_col(sea_orm::sea_query::Alias::new("id"));
         for row in db.query_all(backend.build(&statement)).await? {
-            inserted.insert(row.try_get::<InteractionId>("", "id")?);
+            inserted.insert(row.try_get::<I>("", "id")?);
         }
     }
     Ok(inserted)
@@ -1395,18 +1385,19 @@ const JSON_BYTES: usize = 4 << 20;
 /// (23 a row for interactions, 19 for conversations), which the server parses and plans
 /// one by one: for a thousand rows that was most of the statement. The JSON is each
 /// row's serde form, whose field names are the column names and whose enums, ids and
-/// times are their stored forms (the models are the tables'; a test reads back every
-/// column). With `returning`, answers the ids of the rows inserted (not skipped), which
-/// must be [`InteractionId`]s.
-async fn insert_as_json<E>(
+/// times are their stored forms (the models are the tables'; a test compares what this
+/// and the item-by-item path store, column by column). With `returning`, answers the ids
+/// (`I`) of the rows inserted, not those `conflict` skipped.
+async fn insert_as_json<E, I>(
     db: &impl ConnectionTrait,
     rows: &[E::Model],
     conflict: &Conflict<E::Column>,
     returning: bool,
-) -> Result<HashSet<InteractionId>>
+) -> Result<HashSet<I>>
 where
     E: EntityTrait,
     E::Model: serde::Serialize,
+    I: sea_orm::TryGetable + Eq + std::hash::Hash,
 {
     use sea_orm::{Iden, Iterable};
     let columns = E::Column::iter()
@@ -1415,8 +1406,8 @@ where
         .join(", ");
     let table = E::default().table_name().to_owned();
     let sql = format!(
-        "INSERT INTO {table} ({columns}) \
-         SELECT {columns} FROM json_populate_recordset(NULL::{table}, $1::json){}{}",
+        "INSERT INTO \"{table}\" ({columns}) \
+         SELECT {columns} FROM json_populate_recordset(NULL::\"{table}\", $1::json){}{}",
         conflict.sql(),
         if returning { " RETURNING id" } else { "" }
     );
@@ -1441,7 +1432,7 @@ where
             sea_orm::Statement::from_sql_and_values(DbBackend::Postgres, &sql, [json.into()]);
         if returning {
             for row in db.query_all(statement).await? {
-                inserted.insert(row.try_get::<InteractionId>("", "id")?);
+                inserted.insert(row.try_get::<I>("", "id")?);
             }
         } else {
             db.execute(statement).await?;
@@ -1451,14 +1442,13 @@ where
 }
 
 /// The rows of `ids` in `models`, in the order of `ids`, ready to insert.
-fn rows_of<I, M, A>(models: &HashMap<I, M>, ids: &[I]) -> Vec<A>
+fn rows_of<I, M>(models: &HashMap<I, M>, ids: &[I]) -> Vec<M>
 where
     I: Eq + std::hash::Hash,
-    M: Clone + Into<A>,
+    M: Clone,
 {
     ids.iter()
         .filter_map(|id| models.get(id).cloned())
-        .map(Into::into)
         .collect()
 }
 

@@ -134,6 +134,10 @@ pub fn normalize_item(item: &connectors::InboundItem) -> connectors::InboundItem
     {
         *key = bounded_key(key);
     }
+    // Microseconds, as both databases store them: the item's time is copied into the
+    // conversation's and the customer's times, which each writer must store as the same
+    // instant (PostgreSQL rounds nanoseconds written as text, sqlx truncates them bound).
+    item.occurred_at = chrono::SubsecRound::trunc_subsecs(item.occurred_at, 6);
     one(&mut item.kind);
     one(&mut item.text);
     for text in [

@@ -351,8 +351,13 @@ backend_test! {
 
 /// Every stored column of what ingestion wrote in `workspace_id`, with ids replaced by
 /// what names the row (a customer's display name, an item's external id) and the write
-/// times (`created_at`, `updated_at`: the clock's) left out, sorted.
-async fn written(app: &TestApp, workspace_id: entity::WorkspaceId) -> Value {
+/// times (`created_at`, `updated_at`: the clock's) left out, `source_id` as whether it is
+/// `source_id`, sorted.
+async fn written(
+    app: &TestApp,
+    workspace_id: entity::WorkspaceId,
+    source_id: entity::SourceId,
+) -> Value {
     use entity::{
         contact_point, conversation, customer, duplicate_suggestion, identity, interaction,
     };
@@ -385,16 +390,17 @@ async fn written(app: &TestApp, workspace_id: entity::WorkspaceId) -> Value {
         .all(db)
         .await
         .unwrap();
+    let own = |id: Option<entity::SourceId>| id == Some(source_id);
     let mut out = json!({
         "customers": customers.iter().map(|c| json!([c.display_name, c.given_name, c.family_name, c.lifecycle_stage, c.external_id, c.organization_id, c.custom, name(c.merged_into), c.first_seen_at, c.last_seen_at, c.birth_date, c.street, c.street2, c.locality, c.region, c.postal_code, c.country])).collect::<Vec<_>>(),
         "identities": identities.iter().map(|i| json!([i.platform_id, name(Some(i.customer_id)), i.channel, i.handle, i.display_name, i.profile_url, i.avatar_url, i.profile_key])).collect::<Vec<_>>(),
         "points": contact_point::Entity::find().filter(contact_point::Column::WorkspaceId.eq(workspace_id)).all(db).await.unwrap()
             .iter().map(|p| json!([p.normalized, name(Some(p.customer_id)), p.kind, p.value, p.label, p.verified, p.is_primary])).collect::<Vec<_>>(),
         "conversations": conversation::Entity::find().filter(conversation::Column::WorkspaceId.eq(workspace_id)).all(db).await.unwrap()
-            .iter().map(|c| json!([thread(Some(c.id)), name(c.customer_id), c.thread_key, c.channel, c.subject, c.status, c.priority, c.assignee_id, c.snoozed_until, c.waiting_since, c.spam, c.first_response_at, c.resolved_at, c.last_message_at])).collect::<Vec<_>>(),
+            .iter().map(|c| json!([thread(Some(c.id)), name(c.customer_id), own(c.source_id), c.thread_key, c.channel, c.subject, c.status, c.priority, c.assignee_id, c.snoozed_until, c.waiting_since, c.spam, c.first_response_at, c.resolved_at, c.last_message_at])).collect::<Vec<_>>(),
         "interactions": rows.iter().map(|r| {
             let identity = r.identity_id.map(|id| identities.iter().find(|i| i.id == id).unwrap().platform_id.clone());
-            json!([r.external_id, name(r.customer_id), identity, thread(r.conversation_id), r.channel, r.direction, r.kind, r.subject, r.text, r.html, r.url, r.language, r.sentiment, r.occurred_at, r.raw, r.delivery_status, r.delivery_error])
+            json!([r.external_id, own(r.source_id), name(r.customer_id), identity, thread(r.conversation_id), r.channel, r.direction, r.kind, r.subject, r.text, r.html, r.url, r.language, r.sentiment, r.occurred_at, r.raw, r.delivery_status, r.delivery_error])
         }).collect::<Vec<_>>(),
         "suggestions": duplicate_suggestion::Entity::find().filter(duplicate_suggestion::Column::WorkspaceId.eq(workspace_id)).all(db).await.unwrap()
             .iter().map(|s| { let mut pair = [name(Some(s.customer_a)), name(Some(s.customer_b))]; pair.sort_by_key(|v| v.to_string()); json!([pair, s.score, s.status]) }).collect::<Vec<_>>(),
@@ -432,7 +438,12 @@ backend_test! {
         let threaded = |id: &str, who: &str, minute: u32, key: &str| InboundItem { thread_key: Some(key.into()), ..item(id, who, minute) };
         let first = vec![
             rich("a", "ana", "Ana López", 0),
-            InboundItem { text: "thanks, that is great!".into(), ..reply("b", "bo", 5, "a") },
+            // A time finer than the databases keep: stored as the same microsecond by both.
+            InboundItem {
+                text: "thanks, that is great!".into(),
+                occurred_at: chrono::Utc.with_ymd_and_hms(2026, 11, 1, 12, 5, 0).unwrap() + chrono::Duration::nanoseconds(999_999_600),
+                ..reply("b", "bo", 5, "a")
+            },
             InboundItem { outbound: true, ..reply("c", "brand", 9, "b") },
             item("d", "ana", 20),
             // Another account under her name and a variant of her address: a suggestion.
@@ -440,16 +451,30 @@ backend_test! {
             threaded("f", "cy", 22, "t1"),
             threaded("g", "dee", 23, "t1"),
         ];
-        let second = vec![reply("h", "ana", 40, "d"), reply("i", "cy", 41, "c"), item("j", "eve", 42)];
+        let second = vec![reply("h", "ana", 40, "d"), reply("i", "cy", 41, "c"), item("j", "eve", 42), threaded("k", "eve", 43, "t1")];
         for items in [&first, &second] {
             rapport::ingest::ingest(&app.app.db, &batch_source, items, None, None).await.unwrap();
             rapport::ingest::ingest_item_by_item(&app.app.db, &single_source, items).await.unwrap();
         }
-        let batched = written(&app, batch_source.workspace_id).await;
-        let single = written(&app, single_source.workspace_id).await;
+        let batched = written(&app, batch_source.workspace_id, batch_source.id).await;
+        let single = written(&app, single_source.workspace_id, single_source.id).await;
         assert_eq!(batched, single);
         // What was compared is what was meant to be.
-        assert_eq!(batched["interactions"].as_array().unwrap().len(), 10);
+        assert_eq!(batched["interactions"].as_array().unwrap().len(), 11);
+        assert!(batched["interactions"].as_array().unwrap().iter().all(|row| row[1] == true), "{batched:#}");
+        let bo = batched["customers"].as_array().unwrap().iter().find(|c| c[0] == "bo").unwrap().clone();
+        assert_eq!(bo[8], json!("2026-11-01T12:05:00.999999Z"), "{bo}");
+        let t1 = batched["conversations"].as_array().unwrap().iter().find(|c| c[0] == "f").unwrap().clone();
+        assert_eq!(t1[14], json!(second[3].occurred_at), "the later batch's item joined the thread: {t1}");
+        // The later batch moved Ana's seen times and the thread of d: their rows say when.
+        for source in [&batch_source, &single_source] {
+            let rows = interactions(&app).await;
+            let h = rows.iter().find(|row| row.source_id == Some(source.id) && row.external_id.as_deref() == Some("h")).unwrap();
+            let ana = entity::customer::Entity::find_by_id(h.customer_id.unwrap()).one(&app.app.db).await.unwrap().unwrap();
+            assert!(ana.updated_at > ana.created_at, "{ana:?}");
+            let thread = entity::conversation::Entity::find_by_id(h.conversation_id.unwrap()).one(&app.app.db).await.unwrap().unwrap();
+            assert!(thread.updated_at > thread.created_at, "{thread:?}");
+        }
         assert_eq!(batched["customers"].as_array().unwrap().len(), 6, "{batched:#}");
         assert_eq!(batched["suggestions"].as_array().unwrap().len(), 1, "{batched:#}");
         assert_eq!(batched["points"].as_array().unwrap().len(), 4, "{batched:#}");
