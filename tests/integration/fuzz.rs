@@ -875,14 +875,32 @@ impl Fuzz {
             eprintln!("fuzz seed {} case {case}: {what} {shown}", self.seed);
         }
         let started = Instant::now();
-        let answer = tokio::time::timeout(BOUND, async {
-            let response = request.send().await?;
-            let status = response.status().as_u16();
-            let bytes = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, bytes))
-        })
-        .await;
+        let send = |request: reqwest::RequestBuilder| {
+            tokio::time::timeout(BOUND, async {
+                let response = request.send().await?;
+                let status = response.status().as_u16();
+                let bytes = response.bytes().await?;
+                Ok::<_, reqwest::Error>((status, bytes))
+            })
+        };
+        let again = request.try_clone();
+        let mut answer = send(request).await;
         let context = format!("seed {} case {case}: {what} {shown}", self.seed);
+        // A kept-alive connection the server closed after the previous answer can be
+        // picked by the client's pool just as the close arrives: the request then fails
+        // without reaching a handler, which no server can prevent for a client that does
+        // not retry. It is sent once more, on a new connection: a handler that panics on
+        // this input drops that one too and fails the test.
+        if let (Ok(Err(err)), Some(again)) = (&answer, again) {
+            if !err.is_builder() {
+                eprintln!(
+                    "{context}: {} after {:?}; sent again on a new connection",
+                    chain(err),
+                    started.elapsed()
+                );
+                answer = send(again).await;
+            }
+        }
         let (status, bytes) = match answer {
             Err(_) => return self.fail(format!("no answer within {BOUND:?} on {what}"), context),
             // The client could not even form the request (a URL too long for it): nothing
@@ -890,7 +908,8 @@ impl Fuzz {
             Ok(Err(err)) if err.is_builder() => return,
             Ok(Err(err)) => {
                 let example = format!(
-                    "{err} after {:?} (a panic in the handler?): {context}",
+                    "{} after {:?}, twice (a panic in the handler?): {context}",
+                    chain(&err),
                     started.elapsed()
                 );
                 return self.fail(format!("connection dropped on {what}"), example);
@@ -1379,3 +1398,14 @@ fuzz_test!(
         }
     }
 );
+
+/// `err` with the errors under it (the transport's reason: reset, closed, refused).
+fn chain(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
