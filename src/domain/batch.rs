@@ -814,7 +814,6 @@ async fn resolve_authors(
     let mut targets: Vec<super::duplicate::Target> = Vec::new();
     // The new customers' profiles as this batch stores them, for the duplicate check.
     let mut new_profiles = Vec::new();
-    let mut won: HashSet<IdentityId> = HashSet::new();
     if !new_identities.is_empty() {
         let mut customers: Vec<customer::Model> =
             created.values().map(|(_, m)| m.clone()).collect();
@@ -823,7 +822,7 @@ async fn resolve_authors(
         // In key order, so two writers inserting overlapping authors wait for each other
         // instead of deadlocking.
         new_identities.sort_unstable_by(|a, b| a.platform_id.cmp(&b.platform_id));
-        insert_rows::<identity::Entity, IdentityId>(
+        let won: HashSet<IdentityId> = insert_rows::<identity::Entity, _>(
             db,
             &new_identities,
             Conflict::Ignore(vec![
@@ -831,29 +830,33 @@ async fn resolve_authors(
                 identity::Column::Channel,
                 identity::Column::PlatformId,
             ]),
-            false,
+            true,
         )
         .await?;
-        let planned: Vec<&str> = new_identities
+        // Only an identity another writer inserted first is read (its id and customer).
+        let lost: Vec<&str> = new_identities
             .iter()
+            .filter(|row| !won.contains(&row.id))
             .map(|row| row.platform_id.as_str())
             .collect();
-        let winners: HashMap<String, identity::Model> =
-            identities(db, workspace_id, channel, &planned)
+        let winners: HashMap<String, identity::Model> = if lost.is_empty() {
+            HashMap::new()
+        } else {
+            identities(db, workspace_id, channel, &lost)
                 .await?
                 .into_iter()
                 .map(|row| (row.platform_id.clone(), row))
-                .collect();
+                .collect()
+        };
         // Authors another writer created first: theirs wins, ours goes.
         let mut replaced: HashMap<CustomerId, CustomerId> = HashMap::new();
         for planned in &new_identities {
-            let winner = winners.get(&planned.platform_id).ok_or_else(|| {
-                Error::Internal("an identity vanished after its insertion".into())
-            })?;
-            if winner.id == planned.id {
-                won.insert(planned.id);
+            if won.contains(&planned.id) {
                 targets.extend(super::duplicate::identity_target(planned));
             } else {
+                let winner = winners.get(&planned.platform_id).ok_or_else(|| {
+                    Error::Internal("an identity vanished after its insertion".into())
+                })?;
                 known.insert(
                     planned.platform_id.clone(),
                     Author {
