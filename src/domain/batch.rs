@@ -1306,21 +1306,19 @@ impl<C: ColumnTrait> Conflict<C> {
 
     /// The clause as SQL, for a statement written by hand (PostgreSQL).
     fn sql(&self) -> String {
-        let names = |columns: &[C]| -> Vec<String> {
-            columns
-                .iter()
-                .map(|column| format!("\"{}\"", column.to_string()))
-                .collect()
-        };
+        let name = |column: &C| format!("\"{}\"", column.to_string());
         match self {
             Conflict::Fail => String::new(),
-            Conflict::Ignore(key) => format!(" ON CONFLICT ({}) DO NOTHING", names(key).join(", ")),
+            Conflict::Ignore(key) => format!(
+                " ON CONFLICT ({}) DO NOTHING",
+                key.iter().map(name).collect::<Vec<_>>().join(", ")
+            ),
             Conflict::Update(id, columns) => format!(
                 " ON CONFLICT ({}) DO UPDATE SET {}",
-                names(std::slice::from_ref(id)).join(""),
-                names(columns)
+                name(id),
+                columns
                     .iter()
-                    .map(|name| format!("{name} = EXCLUDED.{name}"))
+                    .map(|column| format!("{0} = EXCLUDED.{0}", name(column)))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),

@@ -885,6 +885,7 @@ impl Fuzz {
         };
         let again = request.try_clone();
         let mut answer = send(request).await;
+        let mut sent = "once";
         let context = format!("seed {} case {case}: {what} {shown}", self.seed);
         // A kept-alive connection the server closed after the previous answer can be
         // picked by the client's pool just as the close arrives: the request then fails
@@ -899,6 +900,7 @@ impl Fuzz {
                     started.elapsed()
                 );
                 answer = send(again).await;
+                sent = "twice";
             }
         }
         let (status, bytes) = match answer {
@@ -908,7 +910,7 @@ impl Fuzz {
             Ok(Err(err)) if err.is_builder() => return,
             Ok(Err(err)) => {
                 let example = format!(
-                    "{} after {:?}, twice (a panic in the handler?): {context}",
+                    "{} after {:?}, sent {sent} (a panic in the handler?): {context}",
                     chain(&err),
                     started.elapsed()
                 );
