@@ -1,9 +1,10 @@
 //! Contact points (e-mail addresses, phones, handles) of a customer: object, inputs, payloads.
 //! The mutations on contact points are here too; the `Mutation` root delegates to them.
 
-use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
+use async_graphql::{Context, InputObject, Object, Result, SimpleObject, Value, ID};
 
 use super::customer::{customer_payload, Customer};
+use super::fast::{enumeration, opt_text, scalar, text, Plain};
 use super::inputs::id;
 use super::loaders::*;
 use super::{app, caller, load};
@@ -15,6 +16,22 @@ use entity::*;
 
 /// An e-mail, phone, postal address or website of a customer.
 pub struct ContactPoint(pub contact_point::Model);
+
+impl Plain for ContactPoint {
+    fn plain(&self, field: &str) -> Option<Value> {
+        let row = &self.0;
+        Some(match field {
+            "id" => text(&encode(row.id)),
+            "kind" => enumeration(row.kind),
+            "value" => text(&row.value),
+            "normalizedValue" => text(&row.normalized),
+            "label" => opt_text(row.label.as_deref()),
+            "verified" => scalar(&row.verified),
+            "primary" => scalar(&row.is_primary),
+            _ => return None,
+        })
+    }
+}
 
 /// An e-mail, phone, postal address or website of a customer. Unique in the workspace by
 /// kind and normalized value: identity resolution matches on it.

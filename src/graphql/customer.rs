@@ -8,7 +8,7 @@ use std::sync::{Mutex, PoisonError};
 
 use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{
-    Context, InputObject, Json, Lookahead, MaybeUndefined, Object, Result, SimpleObject, ID,
+    Context, InputObject, Json, Lookahead, MaybeUndefined, Object, Result, SimpleObject, Value, ID,
 };
 use chrono::{DateTime, NaiveDate, Utc};
 
@@ -16,6 +16,7 @@ use super::charged;
 use super::contact_point::{ContactPoint, ContactPointInput};
 use super::conversation::Conversation;
 use super::deal::Deal;
+use super::fast::{enumeration, opt, opt_text, scalar, text, Fast, Plain};
 use super::identity::Identity;
 use super::inputs::{change, change_id, id, opt_id};
 use super::interaction::{interaction_connection, interactions_of, InteractionConnection};
@@ -55,6 +56,26 @@ impl Customer {
             .unwrap_or_else(PoisonError::into_inner)
             .as_deref_mut()
             .and_then(pick)
+    }
+}
+
+impl Plain for Customer {
+    fn plain(&self, field: &str) -> Option<Value> {
+        let row = &self.0;
+        Some(match field {
+            "id" => text(&encode(row.id)),
+            "displayName" => text(&row.display_name),
+            "givenName" => opt_text(row.given_name.as_deref()),
+            "familyName" => opt_text(row.family_name.as_deref()),
+            "lifecycleStage" => enumeration(row.lifecycle_stage),
+            "externalId" => opt_text(row.external_id.as_deref()),
+            "birthDate" => opt(&row.birth_date),
+            "firstSeenAt" => scalar(&row.first_seen_at),
+            "lastSeenAt" => scalar(&row.last_seen_at),
+            "createdAt" => scalar(&row.created_at),
+            "updatedAt" => scalar(&row.updated_at),
+            _ => return None,
+        })
     }
 }
 
@@ -105,7 +126,7 @@ impl Customer {
         Json(self.0.custom.clone())
     }
     /// E-mails, phones, addresses and websites; primary first within each kind.
-    async fn contact_points(&self, ctx: &Context<'_>) -> Result<Vec<ContactPoint>> {
+    async fn contact_points(&self, ctx: &Context<'_>) -> Result<Vec<Fast<ContactPoint>>> {
         let points = match self.prefetched(|r| r.contact_points.take()) {
             Some(points) => points,
             None => load(ctx, ContactPointsOf(self.0.id))
@@ -114,7 +135,7 @@ impl Customer {
         };
         Ok(charged(ctx, points)?
             .into_iter()
-            .map(ContactPoint)
+            .map(|row| Fast(ContactPoint(row)))
             .collect())
     }
     /// Pending duplicate suggestions naming this customer, highest score first (the 20
@@ -138,7 +159,7 @@ impl Customer {
         ctx: &Context<'_>,
         #[graphql(desc = "Only the identities on this channel; all when left out.")]
         channel: Option<Channel>,
-    ) -> Result<Vec<Identity>> {
+    ) -> Result<Vec<Fast<Identity>>> {
         let identities = match self.prefetched(|r| r.identities.take()) {
             Some(identities) => identities,
             None => load(ctx, IdentitiesOf(self.0.id))
@@ -148,7 +169,7 @@ impl Customer {
         let identities: Vec<_> = identities
             .into_iter()
             .filter(|identity| channel.is_none_or(|channel| identity.channel == channel))
-            .map(Identity)
+            .map(|row| Fast(Identity(row)))
             .collect();
         Ok(charged(ctx, identities)?)
     }
@@ -163,12 +184,15 @@ impl Customer {
         }
     }
     /// The workspace tags they carry, by name.
-    async fn tags(&self, ctx: &Context<'_>) -> Result<Vec<Tag>> {
+    async fn tags(&self, ctx: &Context<'_>) -> Result<Vec<Fast<Tag>>> {
         let tags = match self.prefetched(|r| r.tags.take()) {
             Some(tags) => tags,
             None => load(ctx, TagsOf(self.0.id)).await?.unwrap_or_default(),
         };
-        Ok(charged(ctx, tags)?.into_iter().map(Tag).collect())
+        Ok(charged(ctx, tags)?
+            .into_iter()
+            .map(|row| Fast(Tag(row)))
+            .collect())
     }
     /// Every interaction with this customer across every channel, newest first. With
     /// `search` (at most 500 characters), only those matching it (through the search
@@ -270,20 +294,26 @@ impl Customer {
         Ok(charged(ctx, conversations)?)
     }
     /// Their deals, newest first.
-    async fn deals(&self, ctx: &Context<'_>) -> Result<Vec<Deal>> {
+    async fn deals(&self, ctx: &Context<'_>) -> Result<Vec<Fast<Deal>>> {
         let deals = match self.prefetched(|r| r.deals.take()) {
             Some(deals) => deals,
             None => load(ctx, DealsOf(self.0.id)).await?.unwrap_or_default(),
         };
-        Ok(charged(ctx, deals)?.into_iter().map(Deal).collect())
+        Ok(charged(ctx, deals)?
+            .into_iter()
+            .map(|row| Fast(Deal(row)))
+            .collect())
     }
     /// Internal notes, newest first.
-    async fn notes(&self, ctx: &Context<'_>) -> Result<Vec<Note>> {
+    async fn notes(&self, ctx: &Context<'_>) -> Result<Vec<Fast<Note>>> {
         let notes = match self.prefetched(|r| r.notes.take()) {
             Some(notes) => notes,
             None => load(ctx, NotesOf(self.0.id)).await?.unwrap_or_default(),
         };
-        Ok(charged(ctx, notes)?.into_iter().map(Note).collect())
+        Ok(charged(ctx, notes)?
+            .into_iter()
+            .map(|row| Fast(Note(row)))
+            .collect())
     }
     /// Figures about them: first and last seen, interactions by channel, open
     /// conversations, service figures over a range.
@@ -378,7 +408,7 @@ impl CustomerTotal {
     }
 }
 
-pub type CustomerConnection = Connection<String, Customer, CustomerTotal, EmptyFields>;
+pub type CustomerConnection = Connection<String, Fast<Customer>, CustomerTotal, EmptyFields>;
 
 /// Payload of mutations that change a customer.
 #[derive(SimpleObject)]
@@ -702,7 +732,7 @@ pub async fn customers(
         page,
         CustomerTotal(filter),
         |row| domain::customer::cursor(row, field),
-        Customer::new,
+        |row| Fast(Customer::new(row)),
     ))
 }
 

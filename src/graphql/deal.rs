@@ -1,10 +1,13 @@
 //! Deals: the object, inputs and payloads.
 //! The mutations on deals are here too; the `Mutation` root delegates to them.
 
-use async_graphql::{Context, InputObject, MaybeUndefined, Object, Result, SimpleObject, ID};
+use async_graphql::{
+    Context, InputObject, MaybeUndefined, Object, Result, SimpleObject, Value, ID,
+};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::customer::Customer;
+use super::fast::{enumeration, opt, opt_text, scalar, text, Plain};
 use super::inputs::{change, change_id, id, opt_id};
 use super::loaders::*;
 use super::organization::Organization;
@@ -16,6 +19,23 @@ use entity::*;
 
 /// An opportunity with a customer or an organization.
 pub struct Deal(pub deal::Model);
+
+impl Plain for Deal {
+    fn plain(&self, field: &str) -> Option<Value> {
+        let row = &self.0;
+        Some(match field {
+            "id" => text(&encode(row.id)),
+            "title" => text(&row.title),
+            "amount" => opt_text(row.amount_minor.map(domain::deal::format_amount).as_deref()),
+            "currency" => text(&row.currency),
+            "stage" => enumeration(row.stage),
+            "closeDate" => opt(&row.close_date),
+            "createdAt" => scalar(&row.created_at),
+            "updatedAt" => scalar(&row.updated_at),
+            _ => return None,
+        })
+    }
+}
 
 /// An opportunity with a customer and/or an organization, moving through the pipeline
 /// stages.

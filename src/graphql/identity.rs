@@ -1,9 +1,10 @@
 //! Identities: a customer as a platform knows them.
 
-use async_graphql::{Context, Object, Result, ID};
+use async_graphql::{Context, Object, Result, Value, ID};
 use chrono::{DateTime, Utc};
 
 use super::customer::Customer;
+use super::fast::{enumeration, opt_text, scalar, text, Plain};
 use super::load;
 use super::loaders::*;
 use super::types::Channel;
@@ -12,6 +13,23 @@ use entity::*;
 
 /// A customer's account on one channel.
 pub struct Identity(pub identity::Model);
+
+impl Plain for Identity {
+    fn plain(&self, field: &str) -> Option<Value> {
+        let row = &self.0;
+        Some(match field {
+            "id" => text(&encode(row.id)),
+            "channel" => enumeration(row.channel),
+            "platformId" => text(&row.platform_id),
+            "handle" => opt_text(row.handle.as_deref()),
+            "displayName" => opt_text(row.display_name.as_deref()),
+            "profileUrl" => opt_text(row.profile_url.as_deref()),
+            "avatarUrl" => opt_text(row.avatar_url.as_deref()),
+            "createdAt" => scalar(&row.created_at),
+            _ => return None,
+        })
+    }
+}
 
 /// A customer's account on one channel, as the platform describes it. Found by its
 /// `platformId`, so a renamed handle stays the same identity.

@@ -3,11 +3,12 @@
 //! The mutations on interactions are here too; the `Mutation` root delegates to them.
 
 use async_graphql::connection::{Connection, EmptyFields};
-use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
+use async_graphql::{Context, InputObject, Object, Result, SimpleObject, Value, ID};
 use chrono::{DateTime, Utc};
 
 use super::conversation::Conversation;
 use super::customer::Customer;
+use super::fast::{enumeration, opt, opt_enumeration, opt_text, scalar, text, Fast, Plain};
 use super::identity::Identity;
 use super::inputs::{id, opt_id};
 use super::loaders::*;
@@ -22,6 +23,30 @@ use entity::*;
 
 /// One mention, message, comment, review, e-mail, call, meeting or reply.
 pub struct Interaction(pub interaction::Model);
+
+impl Plain for Interaction {
+    fn plain(&self, field: &str) -> Option<Value> {
+        let row = &self.0;
+        Some(match field {
+            "id" => text(&encode(row.id)),
+            "channel" => enumeration(row.channel),
+            "direction" => enumeration(row.direction),
+            "kind" => enumeration(row.kind),
+            "subject" => opt_text(row.subject.as_deref()),
+            "text" => text(&row.text),
+            "html" => opt_text(row.html.as_deref()),
+            "url" => opt_text(row.url.as_deref()),
+            "language" => opt_text(row.language.as_deref()),
+            "sentiment" => opt(&row.sentiment),
+            "externalId" => opt_text(row.external_id.as_deref()),
+            "occurredAt" => scalar(&row.occurred_at),
+            "ingestedAt" => scalar(&row.ingested_at),
+            "deliveryStatus" => opt_enumeration(row.delivery_status),
+            "deliveryError" => opt_text(row.delivery_error.as_deref()),
+            _ => return None,
+        })
+    }
+}
 
 /// One mention, message, comment, review, e-mail, note, reply, post, call or meeting with a
 /// customer, either way: ingested from a source, recorded by hand, or sent from Rapport.
@@ -151,7 +176,8 @@ impl InteractionTotal {
     }
 }
 
-pub type InteractionConnection = Connection<String, Interaction, InteractionTotal, EmptyFields>;
+pub type InteractionConnection =
+    Connection<String, Fast<Interaction>, InteractionTotal, EmptyFields>;
 
 /// One page of a customer's or conversation's interactions through the loader, so the
 /// lists of a whole page of parents come from one query.
@@ -183,7 +209,7 @@ pub fn interaction_connection(
         page,
         InteractionTotal(filter, None),
         domain::interaction::cursor,
-        Interaction,
+        |row| Fast(Interaction(row)),
     )
 }
 

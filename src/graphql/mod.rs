@@ -18,6 +18,7 @@ pub mod customer;
 pub mod deal;
 pub mod duplicate;
 pub mod errors;
+pub mod fast;
 pub mod gdpr;
 pub mod identity;
 pub mod import;

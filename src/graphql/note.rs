@@ -2,10 +2,11 @@
 //! loader of a conversation's notes.
 //! The mutations on notes are here too; the `Mutation` root delegates to them.
 
-use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
+use async_graphql::{Context, InputObject, Object, Result, SimpleObject, Value, ID};
 use chrono::{DateTime, Utc};
 
 use super::customer::Customer;
+use super::fast::{scalar, text, Plain};
 use super::inputs::id;
 use super::loaders::*;
 use super::{app, caller, load};
@@ -15,6 +16,20 @@ use entity::*;
 
 /// An internal note on a customer.
 pub struct Note(pub note::Model);
+
+impl Plain for Note {
+    fn plain(&self, field: &str) -> Option<Value> {
+        let row = &self.0;
+        Some(match field {
+            "id" => text(&encode(row.id)),
+            "body" => text(&row.body),
+            "author" => text(&row.author),
+            "createdAt" => scalar(&row.created_at),
+            "updatedAt" => scalar(&row.updated_at),
+            _ => return None,
+        })
+    }
+}
 
 /// An internal note on a customer, or on one of their conversations: for the team, never
 /// sent to any platform.

@@ -705,7 +705,7 @@ pub async fn searched_timeline(
     );
     connection.edges = found
         .into_iter()
-        .map(|(cursor, hit)| Edge::new(cursor, hit.interaction))
+        .map(|(cursor, hit)| Edge::new(cursor, super::fast::Fast(hit.interaction)))
         .collect();
     Ok(connection)
 }

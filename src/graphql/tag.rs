@@ -1,9 +1,10 @@
 //! Tags: the object and the inputs that add and remove them.
 //! The mutations on tags are here too; the `Mutation` root delegates to them.
 
-use async_graphql::{Context, InputObject, Object, Result, ID};
+use async_graphql::{Context, InputObject, Object, Result, Value, ID};
 
 use super::customer::{customer_payload, CustomerPayload};
+use super::fast::{opt_text, text, Plain};
 use super::inputs::id;
 use super::{app, caller};
 use crate::domain;
@@ -12,6 +13,18 @@ use entity::*;
 
 /// A label on customers.
 pub struct Tag(pub tag::Model);
+
+impl Plain for Tag {
+    fn plain(&self, field: &str) -> Option<Value> {
+        let row = &self.0;
+        Some(match field {
+            "id" => text(&encode(row.id)),
+            "name" => text(&row.name),
+            "color" => opt_text(row.color.as_deref()),
+            _ => return None,
+        })
+    }
+}
 
 /// A workspace tag: on customers (`tags`) and, as labels, on conversations (`labels`).
 /// Unique in the workspace by name.

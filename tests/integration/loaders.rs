@@ -219,3 +219,116 @@ backend_test! {
         assert!(refused.is_err(), "{refused:?}");
     }
 }
+
+/// The fields of `type_name` a parity check can select bare: no arguments, a scalar or
+/// enum (through any non-null / list wrappers).
+async fn bare_fields(app: &TestApp, key: &str, type_name: &str) -> Vec<String> {
+    let data = app
+        .gql(
+            key,
+            "query($name: String!) { __type(name: $name) { fields { name args { name }
+                type { kind ofType { kind ofType { kind ofType { kind } } } } } } }",
+            json!({ "name": type_name }),
+        )
+        .await;
+    let mut names = Vec::new();
+    for field in data["__type"]["fields"].as_array().unwrap() {
+        let mut ty = &field["type"];
+        while matches!(ty["kind"].as_str(), Some("NON_NULL" | "LIST")) {
+            ty = &ty["ofType"];
+        }
+        let leaf = matches!(ty["kind"].as_str(), Some("SCALAR" | "ENUM"));
+        if leaf && field["args"].as_array().unwrap().is_empty() {
+            names.push(field["name"].as_str().unwrap().to_owned());
+        }
+    }
+    names
+}
+
+backend_test! {
+    async fn fields_answered_inline_equal_those_answered_by_their_resolvers(app: TestApp) {
+        // A customer list answers the column fields of customers and their relations
+        // inline (`graphql::fast`); `nodes(ids:)` answers the same objects through their
+        // resolvers. Every bare field of each type, as the schema lists them, is compared.
+        let key = app.key(Role::Owner).await;
+        let workspace = rapport::domain::workspace::ensure(&app.app.db, "acme").await.unwrap();
+        assert!(rapport::demo::seed(&app.app.db, workspace.id).await.unwrap() >= 50);
+        // (type, where the list holds its objects, a field the schema must list)
+        let types = [
+            ("Customer", "", "lastSeenAt"),
+            ("Identity", "identities", "platformId"),
+            ("Interaction", "timeline", "deliveryStatus"),
+            ("ContactPoint", "contactPoints", "normalizedValue"),
+            ("Tag", "tags", "color"),
+            ("Deal", "deals", "closeDate"),
+            ("Note", "notes", "author"),
+        ];
+        let mut fields = std::collections::HashMap::new();
+        for (name, _, expected) in types {
+            let bare = bare_fields(&app, &key, name).await;
+            assert!(bare.iter().any(|f| f == expected), "{name}: {bare:?}");
+            fields.insert(name, bare.join(" "));
+        }
+        // Inline answers also go through aliases, `__typename`, a named and an inline
+        // fragment, and a field asked twice.
+        let relations: String = types[1..]
+            .iter()
+            .map(|(name, at, _)| match *at {
+                "timeline" => format!("timeline(first: 5) {{ edges {{ node {{ {} __typename ...on {name} {{ id }} }} }} }}", fields[name]),
+                _ => format!("{at} {{ {} __typename ...same }}", fields[name]),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let list = app
+            .gql(&key, &format!(
+                "{{ customers(first: 30, orderBy: {{field: DISPLAY_NAME}}) {{ edges {{ node {{ {} __typename again: displayName ...on Node {{ id }}
+                    {relations} }} }} }} }}
+                 fragment same on Node {{ other: id id }}", fields["Customer"]),
+                json!({}))
+            .await;
+        let mut objects: Vec<(serde_json::Value, &str)> = Vec::new();
+        for edge in list["customers"]["edges"].as_array().unwrap() {
+            let node = &edge["node"];
+            assert_eq!(node["again"], node["displayName"]);
+            objects.push((node.clone(), "Customer"));
+            for (name, at, _) in &types[1..] {
+                let items: Vec<&serde_json::Value> = match *at {
+                    "timeline" => node[at]["edges"].as_array().unwrap().iter().map(|e| &e["node"]).collect(),
+                    _ => node[at].as_array().unwrap().iter().collect(),
+                };
+                for item in items {
+                    assert_eq!(item["__typename"], *name);
+                    if *at != "timeline" {
+                        assert_eq!(item["other"], item["id"]);
+                    }
+                    objects.push((item.clone(), name));
+                }
+            }
+        }
+        for (name, _, _) in types {
+            let n = objects.iter().filter(|(_, kind)| *kind == name).count();
+            assert!(n >= 5, "only {n} {name} objects in the demo data's first 30 customers");
+        }
+        // Varied enough to mean something: optional fields seen set, and null.
+        let seen = |name: &str, field: &str| {
+            let values: Vec<&serde_json::Value> = objects.iter().filter(|(_, kind)| *kind == name).map(|(o, _)| &o[field]).collect();
+            (values.iter().any(|v| v.is_null()), values.iter().any(|v| !v.is_null()))
+        };
+        for (kind, field) in [("Interaction", "sentiment"), ("Interaction", "subject"), ("Interaction", "language"), ("Identity", "handle"), ("Customer", "givenName"), ("Deal", "amount")] {
+            assert!(seen(kind, field).1, "{kind}.{field} is never set in the demo data");
+        }
+        assert!(seen("Interaction", "subject").0, "and sometimes null");
+        let every: String = types.iter().map(|(name, _, _)| format!("...on {name} {{ {} }}", fields[name])).collect();
+        for chunk in objects.chunks(100) {
+            let ids: Vec<&str> = chunk.iter().map(|(o, _)| o["id"].as_str().unwrap()).collect();
+            let resolved = app
+                .gql(&key, &format!("query($ids: [ID!]!) {{ nodes(ids: $ids) {{ {every} }} }}"), json!({ "ids": ids }))
+                .await;
+            for ((inline, kind), resolved) in chunk.iter().zip(resolved["nodes"].as_array().unwrap()) {
+                for field in fields[kind].split(' ') {
+                    assert_eq!(inline[field], resolved[field], "{kind}.{field} of {}", inline["id"]);
+                }
+            }
+        }
+    }
+}
