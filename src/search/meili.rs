@@ -360,6 +360,19 @@ impl SearchIndex for Meili {
         let sort_newest = ["occurred_at:desc", "id:desc"];
         let sort_oldest = ["occurred_at:asc", "id:asc"];
         let retrieve = ["id", "occurred_at"];
+        // A date-ordered page after the first filters on its cursor, so Meilisearch would
+        // count and facet only what lies past it: the totals of the whole search come
+        // from a second search without the cursor and without hits, sent alongside.
+        let keyset = q.sort != SearchSort::Relevance && q.filter.after_position.is_some();
+        let whole_filter = keyset.then(|| {
+            filter_of(&InteractionQuery {
+                filter: crate::search::SearchFilter {
+                    after_position: None,
+                    ..q.filter.clone()
+                },
+                ..q.clone()
+            })
+        });
         let mut search = index.search();
         search
             .with_query(&q.text)
@@ -377,15 +390,31 @@ impl SearchIndex for Meili {
                 search.with_sort(&sort_oldest);
             }
         }
-        if q.facets {
-            search.with_facets(Selectors::Some(&facet_names));
+        let mut whole = index.search();
+        if let Some(whole_filter) = &whole_filter {
+            whole
+                .with_query(&q.text)
+                .with_filter(whole_filter)
+                .with_limit(0)
+                .with_matching_strategy(MatchingStrategies::ALL);
         }
-        let results = search
-            .execute::<IdOnly<InteractionId>>()
-            .await
-            .map_err(failed)?;
+        if q.facets {
+            if keyset {
+                whole.with_facets(Selectors::Some(&facet_names));
+            } else {
+                search.with_facets(Selectors::Some(&facet_names));
+            }
+        }
+        let (results, whole) = tokio::try_join!(search.execute::<IdOnly<InteractionId>>(), async {
+            match keyset {
+                true => whole.execute::<IdOnly<InteractionId>>().await.map(Some),
+                false => Ok(None),
+            }
+        })
+        .map_err(failed)?;
+        let totals = whole.as_ref().unwrap_or(&results);
         let facets = q.facets.then(|| {
-            let distribution = results.facet_distribution.clone().unwrap_or_default();
+            let distribution = totals.facet_distribution.clone().unwrap_or_default();
             let counts = |name: &str| -> Vec<(String, u64)> {
                 let mut counts: Vec<(String, u64)> = distribution
                     .get(name)
@@ -405,7 +434,7 @@ impl SearchIndex for Meili {
                 language: counts("language"),
             }
         });
-        let estimated_total = results.estimated_total_hits.unwrap_or(0) as u64;
+        let estimated_total = totals.estimated_total_hits.unwrap_or(0) as u64;
         if q.sort == SearchSort::Relevance {
             return Ok(Hits {
                 ids: results.hits.into_iter().map(|hit| hit.result.id).collect(),

@@ -51,6 +51,7 @@ async fn still_answers(app: &TestApp) {
 }
 
 const SEARCH: &str = "query($q: String!, $sort: SearchSort, $first: Int, $after: String) { search(query: $q, sort: $sort, first: $first, after: $after) { estimatedTotal edges { cursor node { interaction { id occurredAt } } } pageInfo { hasNextPage endCursor } } }";
+const SEARCH_FACETS: &str = "query($q: String!, $sort: SearchSort, $first: Int, $after: String) { search(query: $q, sort: $sort, first: $first, after: $after) { estimatedTotal facets { channel { value count } kind { value count } } edges { cursor node { interaction { id occurredAt } } } pageInfo { hasNextPage endCursor } } }";
 const TIMELINE: &str = "query($id: ID!, $s: String, $first: Int, $after: String, $last: Int, $before: String) { customer(id: $id) { timeline(search: $s, first: $first, after: $after, last: $last, before: $before) { edges { cursor node { id } } pageInfo { hasNextPage endCursor } } } }";
 
 async fn record(app: &TestApp, key: &str, customer: &str, text: &str) -> String {
@@ -345,6 +346,7 @@ backend_test!(
         catch_up(&app).await;
 
         for sort in ["NEWEST", "OLDEST"] {
+            let mut first_facets: Option<serde_json::Value> = None;
             let mut seen = Vec::new();
             let mut times = Vec::new();
             let mut after: Option<String> = None;
@@ -352,12 +354,28 @@ backend_test!(
                 let data = app
                     .gql(
                         &key,
-                        SEARCH,
+                        SEARCH_FACETS,
                         json!({ "q": "message", "sort": sort, "first": 100, "after": after }),
                     )
                     .await;
                 let search = &data["search"];
+                // Every page counts and facets the whole search, not what lies past it.
                 assert_eq!(search["estimatedTotal"], 1200, "{sort}");
+                let facets = &search["facets"];
+                assert_eq!(
+                    facets["channel"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|c| c["count"].as_u64().unwrap())
+                        .sum::<u64>(),
+                    1200,
+                    "{sort}: {facets}"
+                );
+                match &first_facets {
+                    None => first_facets = Some(facets.clone()),
+                    Some(first) => assert_eq!(facets, first, "{sort}: the facets of a later page"),
+                }
                 for edge in search["edges"].as_array().unwrap() {
                     seen.push(
                         edge["node"]["interaction"]["id"]

@@ -25,6 +25,19 @@ pub(crate) fn config_file(app: &TestApp, sync: &str) -> PathBuf {
     if let Some(schema) = &config.database_schema {
         text.push_str(&format!("database_schema = {schema:?}\n"));
     }
+    // With Meilisearch, the processes index into the test's own indexes (the binary is
+    // started without `RAPPORT_MEILI_URL`: the file says where), as the indexer's
+    // consumer name and lease are per index.
+    if let Some(url) = &config.meili_url {
+        text.push_str(&format!("meili_url = {url:?}\n"));
+        text.push_str(&format!(
+            "meili_index_prefix = {:?}\n",
+            config.meili_index_prefix
+        ));
+        if let Some(key) = &config.meili_key {
+            text.push_str(&format!("meili_key = {key:?}\n"));
+        }
+    }
     // A process killed in a test leaves its indexer lease behind: the next one takes
     // over within two seconds instead of the default fifteen.
     text.push_str("indexer_lease_secs = 2\n");

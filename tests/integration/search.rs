@@ -1424,6 +1424,23 @@ async fn answers(
     out
 }
 
+/// An empty index of the backend `app` searches (in `dir`, or on new Meilisearch indexes
+/// that `destroy` deletes): two engines need not agree on every ranking and count.
+async fn fresh_index(app: &TestApp, dir: &std::path::Path) -> Arc<dyn SearchIndex> {
+    let config = &app.app.config;
+    match &config.meili_url {
+        Some(url) => {
+            let prefix = format!("rt_{}_", Uuid::now_v7().simple());
+            Arc::new(
+                rapport::search::meili::Meili::connect(url, config.meili_key.as_deref(), &prefix)
+                    .await
+                    .unwrap(),
+            )
+        }
+        None => Arc::new(rapport::search::embedded::Embedded::open(&dir.join("search")).unwrap()),
+    }
+}
+
 /// Asserts two [`answers`] are the same, search by search.
 fn same_answers(
     got: &[(String, u64, Option<rapport::search::Facets>, Vec<String>)],
@@ -1454,11 +1471,10 @@ backend_test!(
             .iter()
             .any(|(name, total, _, _)| name.starts_with("\"message\"") && *total == 1_200));
 
-        // From scratch: a new index filled from the database answers the same.
+        // From scratch: a new index (of the app's backend) filled from the database
+        // answers the same.
         let dir = tempfile::tempdir().unwrap();
-        let fresh: Arc<dyn SearchIndex> = Arc::new(
-            rapport::search::embedded::Embedded::open(&dir.path().join("search")).unwrap(),
-        );
+        let fresh = fresh_index(&app, dir.path()).await;
         rebuild(&app, &fresh).await;
         same_answers(
             &answers(&fresh, workspace).await,
@@ -1497,16 +1513,16 @@ backend_test!(
             &after_deletes,
             "rebuilt aside after deletes",
         );
+        fresh.destroy().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let fresh: Arc<dyn SearchIndex> = Arc::new(
-            rapport::search::embedded::Embedded::open(&dir.path().join("search")).unwrap(),
-        );
+        let fresh = fresh_index(&app, dir.path()).await;
         rebuild(&app, &fresh).await;
         same_answers(
             &answers(&fresh, workspace).await,
             &after_deletes,
             "from scratch after deletes",
         );
+        fresh.destroy().await.unwrap();
     }
 );
 
@@ -1535,11 +1551,27 @@ impl Queued {
         self.tasks.lock().unwrap()[uid].0.clone()
     }
 
-    /// Applies task `uid` and marks it succeeded.
+    /// Applies task `uid`'s writes to the inner index and marks it succeeded.
     async fn succeed(&self, uid: usize) {
-        let changes = self.changes(uid);
-        self.inner.submit(changes).await.unwrap();
+        self.apply(self.changes(uid)).await.unwrap();
         self.tasks.lock().unwrap()[uid].1 = TaskState::Succeeded;
+    }
+
+    /// Sends `changes` to the inner index and waits until they are searchable (a
+    /// backend that applies its tasks later, as Meilisearch does, says when).
+    async fn apply(&self, changes: rapport::search::Changes) -> rapport::Result<()> {
+        let submitted = self.inner.submit(changes).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.inner.progress(&submitted).await? {
+                rapport::search::Progress::Applied => return Ok(()),
+                rapport::search::Progress::Applying => {
+                    assert!(Instant::now() < deadline, "a task never applied");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                rapport::search::Progress::Failed(reason) => panic!("{reason}"),
+            }
+        }
     }
 
     fn fail(&self, uid: usize) {
@@ -1557,7 +1589,7 @@ impl SearchIndex for Queued {
         changes: rapport::search::Changes,
     ) -> rapport::Result<rapport::search::Submitted> {
         let state = if self.auto.load(Ordering::Relaxed) {
-            self.inner.submit(changes.clone()).await?;
+            self.apply(changes.clone()).await?;
             TaskState::Succeeded
         } else {
             TaskState::Enqueued
