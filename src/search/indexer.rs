@@ -151,6 +151,10 @@ struct Pumped {
     moved: bool,
     /// Whether a gap stopped the reading.
     held: bool,
+    /// Whether a read found no event after those read before. A pump that sent nothing
+    /// because its batches were all in flight has not drained the log, even when they
+    /// were all applied by the time it returned.
+    drained: bool,
 }
 
 impl Indexer {
@@ -407,6 +411,7 @@ impl Indexer {
         while sent < IN_FLIGHT && pipeline.in_flight.len() < IN_FLIGHT && !pipeline.held {
             sent += 1;
             let Some(batch) = self.read(pipeline.read_from).await? else {
+                pumped.drained = true;
                 break;
             };
             if pipeline
@@ -442,7 +447,7 @@ impl Indexer {
             pipeline.held = false;
             pipeline.read_from = pipeline.stored;
         }
-        if pumped.read == 0 && pipeline.in_flight.is_empty() && !pumped.held {
+        if pumped.drained && pipeline.in_flight.is_empty() && !pumped.held {
             self.status.lag.store(0, Ordering::Relaxed);
         } else if pumped.moved {
             let behind = (head(&self.db).await? - pipeline.stored).max(0);
@@ -483,19 +488,19 @@ impl Indexer {
         loop {
             let pumped = self.pump(&mut pipeline).await?;
             total += pumped.read;
-            if pumped.read == 0 && pipeline.in_flight.is_empty() && !pumped.held {
+            if pumped.drained && pipeline.in_flight.is_empty() && !pumped.held {
                 return Ok(total);
             }
             if pumped.moved || pumped.read > 0 && !pumped.held {
                 stalled = 0;
-            } else if pipeline.in_flight.is_empty() || pumped.held {
+            } else if pumped.held {
                 // Only a gap holds it back.
                 stalled += 1;
                 if stalled > 300 {
                     return Ok(total);
                 }
                 tokio::time::sleep(GAP_POLL).await;
-            } else {
+            } else if !pipeline.in_flight.is_empty() {
                 tokio::time::sleep(APPLY_POLL).await;
             }
         }
@@ -586,7 +591,7 @@ impl Indexer {
                         None => Duration::ZERO,
                         Some(pumped) if pumped.held => GAP_POLL,
                         Some(_) if in_flight => APPLY_POLL,
-                        Some(pumped) if pumped.read > 0 => Duration::ZERO,
+                        Some(pumped) if pumped.read > 0 || !pumped.drained => Duration::ZERO,
                         Some(_) => IDLE_POLL,
                     }
                 }

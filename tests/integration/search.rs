@@ -1535,11 +1535,15 @@ enum TaskState {
 }
 
 /// A backend that queues each batch the indexer submits as one task, as Meilisearch does,
-/// and applies it to `inner` only when the test lets it succeed (or at once with `auto`).
+/// and applies it to `inner` only when the test lets it succeed (or at once with `auto`,
+/// then reported applying until no task was sent for `delay`: tasks queued together
+/// finish together, as Meilisearch applies consecutive writes to an index in one batch).
 struct Queued {
     inner: Arc<dyn SearchIndex>,
     tasks: std::sync::Mutex<Vec<(rapport::search::Changes, TaskState)>>,
     auto: AtomicBool,
+    delay: Duration,
+    sent: std::sync::Mutex<Vec<Instant>>,
 }
 
 impl Queued {
@@ -1594,6 +1598,7 @@ impl SearchIndex for Queued {
         } else {
             TaskState::Enqueued
         };
+        self.sent.lock().unwrap().push(Instant::now());
         let mut tasks = self.tasks.lock().unwrap();
         tasks.push((changes, state));
         Ok(rapport::search::Submitted {
@@ -1605,6 +1610,15 @@ impl SearchIndex for Queued {
         submitted: &rapport::search::Submitted,
     ) -> rapport::Result<rapport::search::Progress> {
         use rapport::search::Progress;
+        let quiet = self
+            .sent
+            .lock()
+            .unwrap()
+            .last()
+            .is_none_or(|last| last.elapsed() >= self.delay);
+        if !quiet {
+            return Ok(Progress::Applying);
+        }
         let tasks = self.tasks.lock().unwrap();
         let states: Vec<TaskState> = submitted
             .tasks
@@ -1684,6 +1698,8 @@ backend_test!(
             inner: app.app.search.clone(),
             tasks: std::sync::Mutex::new(Vec::new()),
             auto: AtomicBool::new(false),
+            delay: Duration::ZERO,
+            sent: std::sync::Mutex::new(Vec::new()),
         });
         let status = Arc::new(rapport::search::SearchStatus::default());
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -1775,6 +1791,42 @@ backend_test!(
         );
         stop.send(true).unwrap();
         task.await.unwrap();
+    }
+);
+
+backend_test!(
+    async fn catching_up_with_tasks_that_take_a_while_indexes_every_event(app: TestApp) {
+        // With every batch in flight, a pump sends nothing; when the batches are all
+        // applied by the time it looks, the pipeline is empty although the log is not:
+        // catching up (and the running indexer) must read on, not stop there.
+        use rapport::search::indexer::{self, IN_FLIGHT};
+        let workspace = ingest_items(&app, "acme", 300).await;
+        let db = app.app.db.clone();
+        let head = indexer::head(&db).await.unwrap();
+        let batch = 20u64;
+        assert!(head as u64 > batch * IN_FLIGHT as u64 * 3, "{head}");
+        let slow = Arc::new(Queued {
+            inner: app.app.search.clone(),
+            tasks: std::sync::Mutex::new(Vec::new()),
+            auto: AtomicBool::new(true),
+            delay: Duration::from_millis(30),
+            sent: std::sync::Mutex::new(Vec::new()),
+        });
+        let indexer = indexer::Indexer {
+            search: slow.clone(),
+            batch,
+            ..indexer::Indexer::new(&app.app)
+        };
+        let read = indexer.catch_up().await.unwrap();
+        assert_eq!(read as i64, head, "every event read");
+        assert_eq!(
+            indexer::lag(&db, &app.app.search_consumer).await.unwrap(),
+            0
+        );
+        assert_eq!(
+            indexed(&app, &app.app.search, workspace, "invoices").await,
+            300
+        );
     }
 );
 
