@@ -220,6 +220,116 @@ backend_test! {
     }
 }
 
+/// Sets the optional columns the demo data leaves empty (and varies its flags and times)
+/// on a few rows of every kind, each to a value of its own, so that a field answered
+/// from the wrong column shows.
+async fn fill_every_column(app: &TestApp) {
+    use entity::enums::DeliveryStatus;
+    use entity::*;
+    use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
+    let db = &app.app.db;
+    for (n, row) in interaction::Entity::find()
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .enumerate()
+        .filter(|(n, _)| n % 3 == 0)
+    {
+        let mut row = row.into_active_model();
+        row.html = Set(Some(format!("<p>html {n}</p>")));
+        row.external_id = Set(Some(format!("ext-{n}")));
+        row.url = Set(Some(format!("https://example.com/i/{n}")));
+        row.ingested_at =
+            Set(row.occurred_at.as_ref().to_owned() + chrono::Duration::seconds(n as i64 + 1));
+        row.delivery_status = Set(Some(
+            [
+                DeliveryStatus::Sending,
+                DeliveryStatus::Sent,
+                DeliveryStatus::Failed,
+            ][n % 3],
+        ));
+        row.delivery_error = Set(Some(format!("refused {n}")));
+        row.update(db).await.unwrap();
+    }
+    for (n, row) in customer::Entity::find()
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .enumerate()
+        .filter(|(n, _)| n % 2 == 0)
+    {
+        let mut row = row.into_active_model();
+        row.birth_date = Set(chrono::NaiveDate::from_ymd_opt(
+            1950 + n as i32 % 50,
+            1 + n as u32 % 12,
+            1 + n as u32 % 28,
+        ));
+        row.external_id = Set(Some(format!("crm-{n}")));
+        row.given_name = Set(Some(format!("Given {n}")));
+        row.family_name = Set(Some(format!("Family {n}")));
+        row.update(db).await.unwrap();
+    }
+    for (n, row) in identity::Entity::find()
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .enumerate()
+        .filter(|(n, _)| n % 2 == 0)
+    {
+        let mut row = row.into_active_model();
+        row.avatar_url = Set(Some(format!("https://example.com/a/{n}.png")));
+        row.profile_url = Set(Some(format!("https://example.com/p/{n}")));
+        row.display_name = Set(Some(format!("Shown {n}")));
+        row.handle = Set(Some(format!("handle{n}")));
+        row.update(db).await.unwrap();
+    }
+    for (n, row) in contact_point::Entity::find()
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .enumerate()
+        .filter(|(n, _)| n % 2 == 0)
+    {
+        let mut row = row.into_active_model();
+        row.label = Set(Some(format!("label {n}")));
+        row.verified = Set(true);
+        row.is_primary = Set(n % 4 != 0);
+        row.update(db).await.unwrap();
+    }
+    for (n, row) in tag::Entity::find()
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .enumerate()
+    {
+        let mut row = row.into_active_model();
+        row.color = Set(Some(format!("#00{n:04}")));
+        row.update(db).await.unwrap();
+    }
+    for (n, row) in deal::Entity::find()
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .enumerate()
+        .filter(|(n, _)| n % 2 == 0)
+    {
+        let mut row = row.into_active_model();
+        row.close_date = Set(chrono::NaiveDate::from_ymd_opt(
+            2027,
+            1 + n as u32 % 12,
+            1 + n as u32 % 28,
+        ));
+        row.amount_minor = Set(Some(100_000 + n as i64 * 101));
+        row.update(db).await.unwrap();
+    }
+}
+
 /// The fields of `type_name` a parity check can select bare: no arguments, a scalar or
 /// enum (through any non-null / list wrappers).
 async fn bare_fields(app: &TestApp, key: &str, type_name: &str) -> Vec<String> {
@@ -253,6 +363,7 @@ backend_test! {
         let key = app.key(Role::Owner).await;
         let workspace = rapport::domain::workspace::ensure(&app.app.db, "acme").await.unwrap();
         assert!(rapport::demo::seed(&app.app.db, workspace.id).await.unwrap() >= 50);
+        fill_every_column(&app).await;
         // (type, where the list holds its objects, a field the schema must list)
         let types = [
             ("Customer", "", "lastSeenAt"),
@@ -314,9 +425,13 @@ backend_test! {
             let values: Vec<&serde_json::Value> = objects.iter().filter(|(_, kind)| *kind == name).map(|(o, _)| &o[field]).collect();
             (values.iter().any(|v| v.is_null()), values.iter().any(|v| !v.is_null()))
         };
-        for (kind, field) in [("Interaction", "sentiment"), ("Interaction", "subject"), ("Interaction", "language"), ("Identity", "handle"), ("Customer", "givenName"), ("Deal", "amount")] {
-            assert!(seen(kind, field).1, "{kind}.{field} is never set in the demo data");
+        for (kind, _, _) in types {
+            for field in fields[kind].split(' ') {
+                assert!(seen(kind, field).1, "{kind}.{field} is never set in the data");
+            }
         }
+        let flags = |field: &str| objects.iter().filter(|(_, kind)| *kind == "ContactPoint").map(|(o, _)| o[field].as_bool().unwrap()).collect::<std::collections::HashSet<bool>>().len();
+        assert_eq!((flags("verified"), flags("primary")), (2, 2), "both values of the flags");
         assert!(seen("Interaction", "subject").0, "and sometimes null");
         let every: String = types.iter().map(|(name, _, _)| format!("...on {name} {{ {} }}", fields[name])).collect();
         for chunk in objects.chunks(100) {
@@ -326,6 +441,7 @@ backend_test! {
                 .await;
             for ((inline, kind), resolved) in chunk.iter().zip(resolved["nodes"].as_array().unwrap()) {
                 for field in fields[kind].split(' ') {
+                    assert!(inline.get(field).is_some(), "{kind}.{field} missing inline");
                     assert_eq!(inline[field], resolved[field], "{kind}.{field} of {}", inline["id"]);
                 }
             }
