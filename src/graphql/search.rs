@@ -503,6 +503,8 @@ struct Asked<'a> {
     first: Option<i32>,
     after: Option<String>,
     facets: bool,
+    /// Whether the answer shows the total (`estimatedTotal`, `totalCount`).
+    totals: bool,
 }
 
 /// Runs an interaction search and loads the hits, in order, with their highlights and
@@ -519,6 +521,7 @@ async fn run(
         first,
         after,
         facets,
+        totals,
     } = asked;
     let caller = caller(ctx)?;
     let text = search::check_query(text_field, text)?;
@@ -544,6 +547,7 @@ async fn run(
         offset,
         limit: limit + 1,
         facets,
+        totals,
     };
     let mut hits = app(ctx).search.search_interactions(&query).await?;
     let has_next = hits.ids.len() > limit
@@ -602,6 +606,7 @@ pub async fn search(
 ) -> Result<SearchConnection> {
     let filter = filter.unwrap_or_default().into_filter()?;
     let facets = ctx.look_ahead().field("facets").exists();
+    let totals = ctx.look_ahead().field("estimatedTotal").exists();
     let has_previous = after.is_some();
     let (found, hits, has_next) = run(
         ctx,
@@ -613,6 +618,7 @@ pub async fn search(
             first,
             after,
             facets,
+            totals,
         },
     )
     .await?;
@@ -689,6 +695,7 @@ pub async fn searched_timeline(
             first,
             after,
             facets: false,
+            totals: ctx.look_ahead().field("totalCount").exists(),
         },
     )
     .await?;

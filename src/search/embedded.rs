@@ -1035,6 +1035,7 @@ mod tests {
             offset: 0,
             limit: 50,
             facets: false,
+            totals: true,
         }
     }
 
@@ -1273,6 +1274,7 @@ mod tests {
             offset: 0,
             limit: 50,
             facets: false,
+            totals: true,
         };
         let found: BTreeSet<InteractionId> = index
             .search_interactions(&q)

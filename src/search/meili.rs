@@ -362,8 +362,11 @@ impl SearchIndex for Meili {
         let retrieve = ["id", "occurred_at"];
         // A date-ordered page after the first filters on its cursor, so Meilisearch would
         // count and facet only what lies past it: the totals of the whole search come
-        // from a second search without the cursor and without hits, sent alongside.
-        let keyset = q.sort != SearchSort::Relevance && q.filter.after_position.is_some();
+        // from a second search without the cursor and without hits, sent alongside when
+        // the answer shows them.
+        let keyset = q.sort != SearchSort::Relevance
+            && q.filter.after_position.is_some()
+            && (q.totals || q.facets);
         let whole_filter = keyset.then(|| {
             filter_of(&InteractionQuery {
                 filter: crate::search::SearchFilter {
@@ -412,9 +415,9 @@ impl SearchIndex for Meili {
             }
         })
         .map_err(failed)?;
-        let totals = whole.as_ref().unwrap_or(&results);
+        let counted = whole.as_ref().unwrap_or(&results);
         let facets = q.facets.then(|| {
-            let distribution = totals.facet_distribution.clone().unwrap_or_default();
+            let distribution = counted.facet_distribution.clone().unwrap_or_default();
             let counts = |name: &str| -> Vec<(String, u64)> {
                 let mut counts: Vec<(String, u64)> = distribution
                     .get(name)
@@ -434,7 +437,7 @@ impl SearchIndex for Meili {
                 language: counts("language"),
             }
         });
-        let estimated_total = totals.estimated_total_hits.unwrap_or(0) as u64;
+        let estimated_total = counted.estimated_total_hits.unwrap_or(0) as u64;
         if q.sort == SearchSort::Relevance {
             return Ok(Hits {
                 ids: results.hits.into_iter().map(|hit| hit.result.id).collect(),
@@ -581,6 +584,7 @@ mod tests {
             offset: 0,
             limit: 20,
             facets: true,
+            totals: true,
         };
         assert_eq!(
             filter_of(&query),
@@ -607,6 +611,7 @@ mod tests {
             offset: 0,
             limit: 20,
             facets: false,
+            totals: true,
         };
         assert!(filter_of(&query).ends_with(&format!(
             " AND (occurred_at < 1000 OR (occurred_at = 1000 AND id < \"{id}\"))"
@@ -637,6 +642,8 @@ mod tests {
             pub tasks: Vec<(String, &'static str, &'static str)>,
             /// How many times `GET /tasks` was asked.
             pub polls: usize,
+            /// The filter and limit of every search asked.
+            pub searches: Vec<(String, u64)>,
         }
 
         pub type Shared = Arc<Mutex<Tasks>>;
@@ -700,6 +707,28 @@ mod tests {
             )
         }
 
+        /// A search: no hits; 1,200 in all, or 1,100 when the filter has a date cursor (as
+        /// Meilisearch counts only what its filter leaves), with a facet to match.
+        async fn search(
+            State(state): State<Shared>,
+            Path(index): Path<String>,
+            Json(body): Json<Value>,
+        ) -> Json<Value> {
+            let filter = body["filter"].as_str().unwrap_or_default().to_owned();
+            let limit = body["limit"].as_u64().unwrap_or(20);
+            state.lock().unwrap().searches.push((filter.clone(), limit));
+            let total = if filter.contains("occurred_at <") {
+                1_100
+            } else {
+                1_200
+            };
+            Json(json!({
+                "hits": [], "query": body["q"], "processingTimeMs": 0, "limit": limit,
+                "offset": 0, "estimatedTotalHits": total, "indexUid": index,
+                "facetDistribution": { "channel": { "email": total } }
+            }))
+        }
+
         /// Serves the stand-in on a loopback port; returns its URL.
         pub async fn serve(state: Shared) -> String {
             let app = Router::new()
@@ -707,12 +736,70 @@ mod tests {
                 .route("/indexes/{index}/documents/delete-batch", post(delete))
                 .route("/indexes/{index}/documents/delete", post(delete))
                 .route("/tasks", get(tasks))
+                .route("/indexes/{index}/search", post(search))
                 .with_state(state);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let url = format!("http://{}", listener.local_addr().unwrap());
             tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
             url
         }
+    }
+
+    #[tokio::test]
+    async fn a_later_date_ordered_page_counts_the_whole_search_only_when_the_answer_shows_it() {
+        let state = fake::Shared::default();
+        let url = fake::serve(state.clone()).await;
+        let meili = Meili {
+            client: Client::new(&url, None::<String>).unwrap(),
+            prefix: "t_".into(),
+        };
+        let mut query = InteractionQuery {
+            workspace_id: WorkspaceId::from_uuid(uuid::Uuid::nil()),
+            text: "export".into(),
+            filter: crate::search::SearchFilter {
+                channels: vec!["email".into()],
+                after_position: Some(crate::search::DatePosition {
+                    occurred_at: 1_000,
+                    id: InteractionId::from_uuid(uuid::Uuid::from_u128(9)),
+                }),
+                ..crate::search::SearchFilter::default()
+            },
+            sort: SearchSort::Newest,
+            offset: 0,
+            limit: 21,
+            facets: true,
+            totals: true,
+        };
+        let hits = meili.search_interactions(&query).await.unwrap();
+        assert_eq!(hits.estimated_total, 1_200, "the whole search's count");
+        let facets = hits.facets.unwrap();
+        assert_eq!(facets.channel, vec![("email".to_owned(), 1_200)]);
+        {
+            let mut asked = std::mem::take(&mut state.lock().unwrap().searches);
+            asked.sort_by_key(|(_, limit)| *limit);
+            assert_eq!(asked.len(), 2, "{asked:?}");
+            let (count, page) = (&asked[0], &asked[1]);
+            assert_eq!(count.1, 0, "the count search asks for no hit");
+            assert!(!count.0.contains("occurred_at"), "{}", count.0);
+            assert!(
+                count.0.contains("channel IN [\"email\"]"),
+                "with every other filter: {}",
+                count.0
+            );
+            assert_eq!(page.1, 21);
+            assert!(page.0.contains("occurred_at <"), "{}", page.0);
+        }
+        // Neither the total nor facets shown: one search.
+        query.facets = false;
+        query.totals = false;
+        meili.search_interactions(&query).await.unwrap();
+        assert_eq!(state.lock().unwrap().searches.len(), 1);
+        // The first page, or relevance order: one search, its own count.
+        query.totals = true;
+        query.filter.after_position = None;
+        let first = meili.search_interactions(&query).await.unwrap();
+        assert_eq!(first.estimated_total, 1_200);
+        assert_eq!(state.lock().unwrap().searches.len(), 2);
     }
 
     #[tokio::test]

@@ -117,6 +117,10 @@ pub struct InteractionQuery {
     pub offset: usize,
     pub limit: usize,
     pub facets: bool,
+    /// Whether the answer shows `estimated_total`. A page after a date-ordered cursor
+    /// may cost a backend a second search for it (Meilisearch counts what its filter
+    /// leaves); the embedded index counts the whole search either way.
+    pub totals: bool,
 }
 
 /// Counts of hits by value.

@@ -328,6 +328,7 @@ async fn indexed(app: &TestApp, text: &str) -> (usize, usize) {
             offset: 0,
             limit: 50,
             facets: false,
+            totals: true,
         })
         .await
         .unwrap();

@@ -192,6 +192,7 @@ fn query(workspace: WorkspaceId, text: &str) -> InteractionQuery {
         offset: 0,
         limit: 20,
         facets: false,
+        totals: true,
     }
 }
 
