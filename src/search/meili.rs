@@ -393,25 +393,25 @@ impl SearchIndex for Meili {
                 search.with_sort(&sort_oldest);
             }
         }
-        let mut whole = index.search();
-        if let Some(whole_filter) = &whole_filter {
+        let whole = whole_filter.as_ref().map(|whole_filter| {
+            let mut whole = index.search();
             whole
                 .with_query(&q.text)
                 .with_filter(whole_filter)
                 .with_limit(0)
                 .with_matching_strategy(MatchingStrategies::ALL);
-        }
-        if q.facets {
-            if keyset {
+            if q.facets {
                 whole.with_facets(Selectors::Some(&facet_names));
-            } else {
-                search.with_facets(Selectors::Some(&facet_names));
             }
+            whole
+        });
+        if q.facets && whole.is_none() {
+            search.with_facets(Selectors::Some(&facet_names));
         }
         let (results, whole) = tokio::try_join!(search.execute::<IdOnly<InteractionId>>(), async {
-            match keyset {
-                true => whole.execute::<IdOnly<InteractionId>>().await.map(Some),
-                false => Ok(None),
+            match &whole {
+                Some(whole) => whole.execute::<IdOnly<InteractionId>>().await.map(Some),
+                None => Ok(None),
             }
         })
         .map_err(failed)?;

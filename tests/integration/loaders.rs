@@ -220,114 +220,76 @@ backend_test! {
     }
 }
 
+/// Changes every `every`-th row of `E` (numbered in the order read) with `change`.
+async fn change_rows<E, A>(app: &TestApp, every: usize, change: impl Fn(usize, &mut A))
+where
+    E: sea_orm::EntityTrait,
+    E::Model: sea_orm::IntoActiveModel<A>,
+    A: sea_orm::ActiveModelTrait<Entity = E> + sea_orm::ActiveModelBehavior + Send,
+{
+    use sea_orm::IntoActiveModel;
+    let rows = E::find().all(&app.app.db).await.unwrap();
+    for (n, row) in rows.into_iter().enumerate().step_by(every) {
+        let mut row = row.into_active_model();
+        change(n, &mut row);
+        row.update(&app.app.db).await.unwrap();
+    }
+}
+
 /// Sets the optional columns the demo data leaves empty (and varies its flags and times)
 /// on a few rows of every kind, each to a value of its own, so that a field answered
 /// from the wrong column shows.
 async fn fill_every_column(app: &TestApp) {
+    use chrono::NaiveDate;
     use entity::enums::DeliveryStatus;
     use entity::*;
-    use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
-    let db = &app.app.db;
-    for (n, row) in interaction::Entity::find()
-        .all(db)
-        .await
-        .unwrap()
-        .into_iter()
-        .enumerate()
-        .filter(|(n, _)| n % 3 == 0)
-    {
-        let mut row = row.into_active_model();
+    use sea_orm::Set;
+    change_rows::<interaction::Entity, _>(app, 3, |n, row| {
         row.html = Set(Some(format!("<p>html {n}</p>")));
         row.external_id = Set(Some(format!("ext-{n}")));
         row.url = Set(Some(format!("https://example.com/i/{n}")));
         row.ingested_at =
             Set(row.occurred_at.as_ref().to_owned() + chrono::Duration::seconds(n as i64 + 1));
-        row.delivery_status = Set(Some(
-            [
-                DeliveryStatus::Sending,
-                DeliveryStatus::Sent,
-                DeliveryStatus::Failed,
-            ][n % 3],
-        ));
+        let statuses = [
+            DeliveryStatus::Sending,
+            DeliveryStatus::Sent,
+            DeliveryStatus::Failed,
+        ];
+        row.delivery_status = Set(Some(statuses[n / 3 % 3]));
         row.delivery_error = Set(Some(format!("refused {n}")));
-        row.update(db).await.unwrap();
-    }
-    for (n, row) in customer::Entity::find()
-        .all(db)
-        .await
-        .unwrap()
-        .into_iter()
-        .enumerate()
-        .filter(|(n, _)| n % 2 == 0)
-    {
-        let mut row = row.into_active_model();
-        row.birth_date = Set(chrono::NaiveDate::from_ymd_opt(
-            1950 + n as i32 % 50,
-            1 + n as u32 % 12,
-            1 + n as u32 % 28,
-        ));
+    })
+    .await;
+    change_rows::<customer::Entity, _>(app, 2, |n, row| {
+        let (year, month, day) = (1950 + n as i32 % 50, 1 + n as u32 % 12, 1 + n as u32 % 28);
+        row.birth_date = Set(NaiveDate::from_ymd_opt(year, month, day));
         row.external_id = Set(Some(format!("crm-{n}")));
         row.given_name = Set(Some(format!("Given {n}")));
         row.family_name = Set(Some(format!("Family {n}")));
-        row.update(db).await.unwrap();
-    }
-    for (n, row) in identity::Entity::find()
-        .all(db)
-        .await
-        .unwrap()
-        .into_iter()
-        .enumerate()
-        .filter(|(n, _)| n % 2 == 0)
-    {
-        let mut row = row.into_active_model();
+    })
+    .await;
+    change_rows::<identity::Entity, _>(app, 2, |n, row| {
         row.avatar_url = Set(Some(format!("https://example.com/a/{n}.png")));
         row.profile_url = Set(Some(format!("https://example.com/p/{n}")));
         row.display_name = Set(Some(format!("Shown {n}")));
         row.handle = Set(Some(format!("handle{n}")));
-        row.update(db).await.unwrap();
-    }
-    for (n, row) in contact_point::Entity::find()
-        .all(db)
-        .await
-        .unwrap()
-        .into_iter()
-        .enumerate()
-        .filter(|(n, _)| n % 2 == 0)
-    {
-        let mut row = row.into_active_model();
+    })
+    .await;
+    change_rows::<contact_point::Entity, _>(app, 2, |n, row| {
         row.label = Set(Some(format!("label {n}")));
         row.verified = Set(true);
         row.is_primary = Set(n % 4 != 0);
-        row.update(db).await.unwrap();
-    }
-    for (n, row) in tag::Entity::find()
-        .all(db)
-        .await
-        .unwrap()
-        .into_iter()
-        .enumerate()
-    {
-        let mut row = row.into_active_model();
+    })
+    .await;
+    change_rows::<tag::Entity, _>(app, 1, |n, row| {
         row.color = Set(Some(format!("#00{n:04}")));
-        row.update(db).await.unwrap();
-    }
-    for (n, row) in deal::Entity::find()
-        .all(db)
-        .await
-        .unwrap()
-        .into_iter()
-        .enumerate()
-        .filter(|(n, _)| n % 2 == 0)
-    {
-        let mut row = row.into_active_model();
-        row.close_date = Set(chrono::NaiveDate::from_ymd_opt(
-            2027,
-            1 + n as u32 % 12,
-            1 + n as u32 % 28,
-        ));
+    })
+    .await;
+    change_rows::<deal::Entity, _>(app, 2, |n, row| {
+        let (month, day) = (1 + n as u32 % 12, 1 + n as u32 % 28);
+        row.close_date = Set(NaiveDate::from_ymd_opt(2027, month, day));
         row.amount_minor = Set(Some(100_000 + n as i64 * 101));
-        row.update(db).await.unwrap();
-    }
+    })
+    .await;
 }
 
 /// The fields of `type_name` a parity check can select bare: no arguments, a scalar or
