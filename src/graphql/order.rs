@@ -11,6 +11,7 @@
 //! Linear in the answer: each level's keys are placed once through a map, and an object
 //! already in order is left as it is.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 
 use async_graphql::parser::types::{
@@ -22,11 +23,42 @@ use async_graphql::{Name, Value};
 /// through fragments or repeated, merges its sub-selections).
 type Sets<'d> = Vec<&'d SelectionSet>;
 
-/// The response keys of one level in selection order, each with its sub-selections, and
-/// where each key stands (one lookup per key, however many aliases a level holds).
+/// The response keys of one level in selection order, each with its sub-selections and
+/// the level below it (collected on first use, once for every object the level answers:
+/// a page of 50 customers walks its `node` level once, not 50 times), and where each key
+/// stands.
 struct Collected<'d> {
-    fields: Vec<(&'d Name, Sets<'d>)>,
-    index: HashMap<&'d str, usize>,
+    fields: Vec<Collecting<'d>>,
+    index: Index<'d>,
+}
+
+/// One response key of a level.
+struct Collecting<'d> {
+    key: &'d Name,
+    sets: Sets<'d>,
+    below: OnceCell<Collected<'d>>,
+}
+
+/// Where each key of a level stands: a scan of the keys for a level of a few (cheaper than
+/// hashing each key of every object), a map for one of many aliases.
+enum Index<'d> {
+    Scan,
+    Map(HashMap<&'d str, usize>),
+}
+
+/// Levels with more keys than this are looked up through a map.
+const SCANNED_KEYS: usize = 16;
+
+impl<'d> Collected<'d> {
+    fn place(&self, key: &str) -> Option<usize> {
+        match &self.index {
+            Index::Scan => self
+                .fields
+                .iter()
+                .position(|field| field.key.as_str() == key),
+            Index::Map(map) => map.get(key).copied(),
+        }
+    }
 }
 
 /// Orders every object of `data` as `operation_name`'s selection in `document` does, and
@@ -79,9 +111,9 @@ fn leaf_values(value: &Value) -> u64 {
 /// Orders one value (an object, or a list of them at any depth) by `collected`: a sort by
 /// each key's place, skipped when the object is in order already (an engine that kept the
 /// order costs one pass).
-fn apply_collected(
-    document: &ExecutableDocument,
-    collected: &Collected<'_>,
+fn apply_collected<'d>(
+    document: &'d ExecutableDocument,
+    collected: &Collected<'d>,
     value: &mut Value,
 ) -> u64 {
     match value {
@@ -90,25 +122,22 @@ fn apply_collected(
             .map(|item| 1 + apply_collected(document, collected, item))
             .sum(),
         Value::Object(map) => {
-            let place = |key: &Name| {
-                collected
-                    .index
-                    .get(key.as_str())
-                    .copied()
-                    .unwrap_or(usize::MAX)
-            };
+            let place = |key: &Name| collected.place(key.as_str()).unwrap_or(usize::MAX);
             if !map.keys().map(place).is_sorted() {
                 map.sort_by_cached_key(|key, _| place(key));
             }
             let mut values = 0;
             for (key, child) in map.iter_mut() {
-                let sets = collected
-                    .index
-                    .get(key.as_str())
-                    .map(|&at| &collected.fields[at].1)
-                    .filter(|sets| !sets.is_empty());
-                values += 1 + match sets {
-                    Some(sets) => apply(document, sets, child),
+                let field = collected
+                    .place(key.as_str())
+                    .map(|at| &collected.fields[at])
+                    .filter(|field| !field.sets.is_empty());
+                values += 1 + match field {
+                    Some(field) if matches!(child, Value::List(_) | Value::Object(_)) => {
+                        let below = field.below.get_or_init(|| collect(document, &field.sets));
+                        apply_collected(document, below, child)
+                    }
+                    Some(_) => 0,
                     None => leaf_values(child),
                 };
             }
@@ -122,7 +151,7 @@ fn apply_collected(
 /// is expanded once per level (as CollectFields' visited fragments), so no chain of
 /// spreads makes this grow beyond the document's size.
 fn collect<'d>(document: &'d ExecutableDocument, sets: &[&'d SelectionSet]) -> Collected<'d> {
-    let mut fields: Vec<(&'d Name, Sets<'d>)> = Vec::new();
+    let mut fields: Vec<Collecting<'d>> = Vec::new();
     let mut index: HashMap<&'d str, usize> = HashMap::new();
     let mut visited: Vec<&'d Name> = Vec::new();
     let mut stack: Vec<&'d SelectionSet> = sets.iter().rev().copied().collect();
@@ -150,10 +179,14 @@ fn collect<'d>(document: &'d ExecutableDocument, sets: &[&'d SelectionSet]) -> C
                 let key = &field.node.response_key().node;
                 let sub = &field.node.selection_set.node;
                 match index.get(key.as_str()) {
-                    Some(&at) => fields[at].1.push(sub),
+                    Some(&at) => fields[at].sets.push(sub),
                     None => {
                         index.insert(key.as_str(), fields.len());
-                        fields.push((key, vec![sub]));
+                        fields.push(Collecting {
+                            key,
+                            sets: vec![sub],
+                            below: OnceCell::new(),
+                        });
                     }
                 }
             }
@@ -173,9 +206,14 @@ fn collect<'d>(document: &'d ExecutableDocument, sets: &[&'d SelectionSet]) -> C
         }
     }
     // A leaf field's empty selection set says nothing.
-    for (_, sets) in &mut fields {
-        sets.retain(|set| !set.items.is_empty());
+    for field in &mut fields {
+        field.sets.retain(|set| !set.items.is_empty());
     }
+    let index = if fields.len() > SCANNED_KEYS {
+        Index::Map(index)
+    } else {
+        Index::Scan
+    };
     Collected { fields, index }
 }
 
@@ -213,6 +251,25 @@ mod tests {
         assert_eq!(
             ordered(query, answer),
             r#"{"viewer":{"role":"ADMIN","workspace":{"id":"1","name":"w"}},"me":null}"#
+        );
+    }
+
+    #[test]
+    fn a_level_of_many_aliases_is_ordered_like_one_of_a_few() {
+        // More keys than a level scans: placed through its map, in every item of a list.
+        let aliases: Vec<String> = (0..40).map(|n| format!("a{n}: displayName")).collect();
+        let query = format!("{{ customers {{ nodes {{ {} id }} }} }}", aliases.join(" "));
+        let mut node = serde_json::Map::new();
+        node.insert("id".into(), serde_json::json!("1"));
+        for n in (0..40).rev() {
+            node.insert(format!("a{n}"), serde_json::json!(n));
+        }
+        let answer = serde_json::json!({ "customers": { "nodes": [node.clone(), node] } });
+        let keys: Vec<String> = (0..40).map(|n| format!(r#""a{n}":{n}"#)).collect();
+        let one = format!(r#"{{{},"id":"1"}}"#, keys.join(","));
+        assert_eq!(
+            ordered(&query, answer),
+            format!(r#"{{"customers":{{"nodes":[{one},{one}]}}}}"#)
         );
     }
 
