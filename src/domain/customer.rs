@@ -135,14 +135,16 @@ fn sort(field: CustomerOrderField, descending: bool) -> Sort<Entity> {
 }
 
 /// The cursor of `model` in a list ordered by `field`.
-pub fn cursor(model: &Model, field: CustomerOrderField) -> String {
-    let value = match field {
-        CustomerOrderField::CreatedAt => page::time_value(&model.created_at),
-        CustomerOrderField::UpdatedAt => page::time_value(&model.updated_at),
-        CustomerOrderField::LastSeenAt => page::time_value(&model.last_seen_at),
-        CustomerOrderField::DisplayName => model.display_name.clone(),
-    };
-    page::encode(field.as_str(), value, model.id)
+pub fn cursor(model: &Model, field: CustomerOrderField) -> page::Cursor {
+    let sort = field.as_str();
+    match field {
+        CustomerOrderField::CreatedAt => page::Cursor::time(sort, model.created_at, model.id),
+        CustomerOrderField::UpdatedAt => page::Cursor::time(sort, model.updated_at, model.id),
+        CustomerOrderField::LastSeenAt => page::Cursor::time(sort, model.last_seen_at, model.id),
+        CustomerOrderField::DisplayName => {
+            page::Cursor::text(sort, model.display_name.clone(), model.id)
+        }
+    }
 }
 
 fn filtered(workspace_id: WorkspaceId, filter: &CustomerFilter) -> sea_orm::Select<Entity> {

@@ -51,8 +51,8 @@ fn sort() -> Sort<Entity> {
 }
 
 /// The cursor of an interaction in any interaction list.
-pub fn cursor(model: &Model) -> String {
-    page::encode(SORT, page::time_value(&model.occurred_at), model.id)
+pub fn cursor(model: &Model) -> page::Cursor {
+    page::Cursor::time(SORT, model.occurred_at, model.id)
 }
 
 /// The workspace's interactions matching `filter`; `under_parent` when the caller also

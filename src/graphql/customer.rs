@@ -6,7 +6,6 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{
     Context, InputObject, Json, Lookahead, MaybeUndefined, Object, Result, SimpleObject, Value, ID,
 };
@@ -16,7 +15,7 @@ use super::charged;
 use super::contact_point::{ContactPoint, ContactPointInput};
 use super::conversation::Conversation;
 use super::deal::Deal;
-use super::fast::{enumeration, opt, opt_text, scalar, text, Fast, Plain};
+use super::fast::{enumeration, opt, opt_text, scalar, text, Fast, FastConnection, Plain};
 use super::identity::Identity;
 use super::inputs::{change, change_id, id, opt_id};
 use super::interaction::{interaction_connection, interactions_of, InteractionConnection};
@@ -408,7 +407,7 @@ impl CustomerTotal {
     }
 }
 
-pub type CustomerConnection = Connection<String, Fast<Customer>, CustomerTotal, EmptyFields>;
+pub type CustomerConnection = FastConnection<Customer, CustomerTotal>;
 
 /// Payload of mutations that change a customer.
 #[derive(SimpleObject)]
@@ -728,12 +727,12 @@ pub async fn customers(
         &args,
     )
     .await?;
-    Ok(super::types::connection(
+    Ok(FastConnection(super::types::connection(
         page,
         CustomerTotal(filter),
         |row| domain::customer::cursor(row, field),
         |row| Fast(Customer::new(row)),
-    ))
+    )))
 }
 
 /// The relations a selection of customer fields asks for, to read with the customers

@@ -2,13 +2,14 @@
 //! conversation timelines), filters, inputs and payloads.
 //! The mutations on interactions are here too; the `Mutation` root delegates to them.
 
-use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, InputObject, Object, Result, SimpleObject, Value, ID};
 use chrono::{DateTime, Utc};
 
 use super::conversation::Conversation;
 use super::customer::Customer;
-use super::fast::{enumeration, opt, opt_enumeration, opt_text, scalar, text, Fast, Plain};
+use super::fast::{
+    enumeration, opt, opt_enumeration, opt_text, scalar, text, Fast, FastConnection, Plain,
+};
 use super::identity::Identity;
 use super::inputs::{id, opt_id};
 use super::loaders::*;
@@ -176,8 +177,7 @@ impl InteractionTotal {
     }
 }
 
-pub type InteractionConnection =
-    Connection<String, Fast<Interaction>, InteractionTotal, EmptyFields>;
+pub type InteractionConnection = FastConnection<Interaction, InteractionTotal>;
 
 /// One page of a customer's or conversation's interactions through the loader, so the
 /// lists of a whole page of parents come from one query.
@@ -205,12 +205,12 @@ pub fn interaction_connection(
     page: Page<interaction::Model>,
     filter: InteractionFilter,
 ) -> InteractionConnection {
-    connection(
+    FastConnection(connection(
         page,
         InteractionTotal(filter, None),
         domain::interaction::cursor,
         |row| Fast(Interaction(row)),
-    )
+    ))
 }
 
 /// What a mutation that records or sends an interaction answers.

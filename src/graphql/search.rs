@@ -712,9 +712,14 @@ pub async fn searched_timeline(
     );
     connection.edges = found
         .into_iter()
-        .map(|(cursor, hit)| Edge::new(cursor, super::fast::Fast(hit.interaction)))
+        .map(|(cursor, hit)| {
+            Edge::new(
+                crate::domain::page::Cursor::encoded(cursor),
+                super::fast::Fast(hit.interaction),
+            )
+        })
         .collect();
-    Ok(connection)
+    Ok(super::fast::FastConnection(connection))
 }
 
 pub async fn search_customers(

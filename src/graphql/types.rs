@@ -1,7 +1,7 @@
 //! Types every noun shares: the `Channel` and `OrderDirection` enums, the `Node`
 //! interface, and the Relay connection builder.
 
-use async_graphql::connection::{Connection, Edge, EmptyFields};
+use async_graphql::connection::{Connection, CursorType, Edge, EmptyFields};
 use async_graphql::{Enum, Interface, Result, ID};
 
 use super::contact_point::ContactPoint;
@@ -16,7 +16,7 @@ use super::source::Source;
 use super::tag::Tag;
 use super::user::User;
 use super::workspace::Workspace;
-use crate::domain::page::Page;
+use crate::domain::page::{Cursor, Page};
 
 /// The channels: the connectors' own enum (its `graphql` feature derives the GraphQL
 /// type), so the API lists exactly the channels the registry knows.
@@ -55,12 +55,17 @@ pub enum Node {
 }
 
 /// Builds a Relay connection from a page, with `cursor` naming each row's position.
-pub fn connection<M, N: async_graphql::OutputType, T: async_graphql::ObjectType>(
+pub fn connection<M, C, N, T>(
     page: Page<M>,
     total: T,
-    cursor: impl Fn(&M) -> String,
+    cursor: impl Fn(&M) -> C,
     node: impl Fn(M) -> N,
-) -> Connection<String, N, T, EmptyFields> {
+) -> Connection<C, N, T, EmptyFields>
+where
+    C: CursorType + Send + Sync,
+    N: async_graphql::OutputType,
+    T: async_graphql::ObjectType,
+{
     let mut connection =
         Connection::with_additional_fields(page.has_previous, page.has_next, total);
     connection.edges = page
@@ -118,4 +123,18 @@ pub async fn fetch_node(ctx: &async_graphql::Context<'_>, id: &ID) -> Result<Opt
         | AnyId::MergeRecord(_) => None,
     };
     Ok(node)
+}
+
+/// A row's position, encoded when an answer shows its cursor. Cursors coming back are
+/// decoded by the list's own window ([`crate::domain::page`]), never through this trait.
+impl CursorType for Cursor {
+    type Error = &'static str;
+
+    fn decode_cursor(_: &str) -> std::result::Result<Self, Self::Error> {
+        Err("cursors are decoded by their list's window")
+    }
+
+    fn encode_cursor(&self) -> String {
+        self.encode()
+    }
 }
