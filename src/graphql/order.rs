@@ -8,8 +8,9 @@
 //! Fragments on different types that select the same fields in different orders: the
 //! first fragment's order wins (the answer does not say which type each object is).
 //!
-//! Linear in the answer: each level's keys are placed once through a map, and an object
-//! already in order is left as it is.
+//! Linear in the answer: each level of the selection is collected once (shared by every
+//! object it answers), each key placed by a scan of the level's keys (through a map for a
+//! level of many aliases), and an object already in order is left as it is.
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
@@ -24,9 +25,9 @@ use async_graphql::{Name, Value};
 type Sets<'d> = Vec<&'d SelectionSet>;
 
 /// The response keys of one level in selection order, each with its sub-selections and
-/// the level below it (collected on first use, once for every object the level answers:
-/// a page of 50 customers walks its `node` level once, not 50 times), and where each key
-/// stands.
+/// the level below it (collected on first use, then shared by every object the level
+/// answers: a page of 50 customers walks its `node` level once, not 50 times), and where
+/// each key stands.
 struct Collected<'d> {
     fields: Vec<Collecting<'d>>,
     index: Index<'d>,
