@@ -254,7 +254,10 @@ fn search_condition(workspace_id: WorkspaceId, search: &str) -> Condition {
         .add(Column::Id.in_subquery(by_handle))
 }
 
-/// One page of the workspace's customers matching `filter`.
+/// One page of the workspace's customers matching `filter`, each with the relations
+/// `wanted` that a page reads in its own statement on PostgreSQL (`domain::view::list`);
+/// elsewhere, or when that statement fails, the page alone (the relations, `Related`
+/// empty, then go through the loaders).
 pub async fn list(
     db: &impl ConnectionTrait,
     caller: &Caller,
@@ -262,7 +265,40 @@ pub async fn list(
     order: CustomerOrderField,
     descending: bool,
     args: &PageArgs,
-) -> Result<Page<Model>> {
+    wanted: &super::view::Wanted,
+) -> Result<Page<(Model, super::view::Related)>> {
+    let (statement, sort, window) = page_statement(db, caller, filter, order, descending, args)?;
+    if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres && wanted.has_list_blocks() {
+        let read = super::view::list(
+            db,
+            statement.clone(),
+            sea_orm::IdenStatic::as_str(&sort.column),
+            sort.read_descending(&window),
+            window.size,
+            wanted,
+        )
+        .await?;
+        if let Some(rows) = read {
+            return Ok(page::finish(rows, &window));
+        }
+    }
+    let rows: Vec<Model> = super::decode::all(db, statement).await?;
+    let rows = rows
+        .into_iter()
+        .map(|row| (row, Default::default()))
+        .collect();
+    Ok(page::finish(rows, &window))
+}
+
+/// The statement of a page of [`list`] (the customers alone), its sort and its window.
+fn page_statement(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    filter: &CustomerFilter,
+    order: CustomerOrderField,
+    descending: bool,
+    args: &PageArgs,
+) -> Result<(sea_orm::Statement, Sort<Entity>, page::Window)> {
     let sort = sort(order, descending);
     let window = args.window(sort.name)?;
     let filter = &filter.clone().checked()?;
@@ -271,8 +307,7 @@ pub async fn list(
         &window,
     );
     let statement = sea_orm::QueryTrait::build(&select, db.get_database_backend());
-    let rows = super::decode::all(db, statement).await?;
-    Ok(page::finish(rows, &window))
+    Ok((statement, sort, window))
 }
 
 /// How many customers match `filter`.

@@ -81,6 +81,27 @@ fn decode_all<M: Decode + FromQueryResult>(rows: &[QueryResult]) -> Result<Vec<M
     Ok(models)
 }
 
+/// The places of `M`'s fields in the block of `len` columns at `start` of a row that holds
+/// several models side by side (`domain::view::list`): names are looked up within the
+/// block alone, so blocks may share column names.
+pub fn plan_block<M: Decode>(
+    columns: &[PgColumn],
+    start: usize,
+    len: usize,
+) -> Result<Vec<Place>, DbErr> {
+    let block = columns.get(start..start + len).ok_or_else(|| {
+        DbErr::Type(format!(
+            "a block of {len} columns at {start} lies past the row's {}",
+            columns.len()
+        ))
+    })?;
+    let mut places = M::plan(block)?;
+    for place in &mut places {
+        place.at += start;
+    }
+    Ok(places)
+}
+
 /// sea-orm's error for a column that would not decode, as its own decoder reports it.
 fn column(error: sea_orm::sqlx::Error) -> DbErr {
     DbErr::Query(sea_orm::RuntimeErr::SqlxError(error))

@@ -1,7 +1,7 @@
 //! Customers: the object, its metrics, its connection and total, and its inputs and
 //! payloads. The 360 view (`customer(id:)`) reads the relations its selection asks for
-//! with the customer (`domain::view`, PostgreSQL); everything else goes through the
-//! request's loaders.
+//! with the customer, and a page of `customers` those of many rows each with the page
+//! (`domain::view`, PostgreSQL); everything else goes through the request's loaders.
 //! The mutations on customers are here too; the `Mutation` root delegates to them.
 
 use std::sync::{Mutex, PoisonError};
@@ -715,9 +715,10 @@ pub async fn customers(
             (o.field, o.direction)
         });
     let descending = direction == OrderDirection::Desc;
-    // A page's relations go through the loaders, one statement each with plain rows: for
-    // 50 customers' timelines, JSON built and parsed per row cost more than the round
-    // trips it saved (BENCHMARKS.md, "One statement for the 360 view").
+    // The relations of many rows that the nodes ask for come with the page on PostgreSQL
+    // (`domain::view::list`, binary rows); the others through the loaders.
+    let look = ctx.look_ahead();
+    let wanted = wanted(&look.field("edges").field("node")).or(wanted(&look.field("nodes")));
     let page = domain::customer::list(
         &app(ctx).db,
         caller(ctx)?,
@@ -725,13 +726,14 @@ pub async fn customers(
         field,
         descending,
         &args,
+        &wanted,
     )
     .await?;
     Ok(FastConnection(super::types::connection(
         page,
         CustomerTotal(filter),
-        |row| domain::customer::cursor(row, field),
-        |row| Fast(Customer::new(row)),
+        |(row, _)| domain::customer::cursor(row, field),
+        |(row, related)| Fast(Customer::with(row, related)),
     )))
 }
 
