@@ -38,7 +38,7 @@ use crate::domain::page::Cursor;
 pub trait Plain: ContainerType {
     /// `field`'s value when it is read from the row alone, without arguments; `None`
     /// sends the field to the object's resolver. Must answer exactly what the resolver
-    /// of the same field answers (`fast_and_resolved_answers_agree` checks every field).
+    /// of the same field answers (`loaders::fields_answered_inline_equal_those_answered_by_their_resolvers` checks every field).
     fn plain(&self, field: &str) -> Option<Value>;
 }
 
