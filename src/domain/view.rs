@@ -358,9 +358,15 @@ impl Wanted {
         blocks
     }
 
-    /// Whether a list reads any of these with its page ([`list`]).
+    /// Whether a list reads any of these with its page ([`list`]): the flags
+    /// [`Wanted::blocks`] reads, without building the blocks.
     pub fn has_list_blocks(&self) -> bool {
-        !self.blocks().is_empty()
+        self.contact_points
+            || self.identities
+            || self.conversations
+            || self.deals
+            || self.notes
+            || self.timeline.is_some()
     }
 }
 
@@ -683,6 +689,30 @@ fn parse<T: DeserializeOwned>(text: &str) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A list reads relations with its page exactly when it has blocks to read.
+    #[test]
+    fn has_list_blocks_says_whether_there_are_blocks() {
+        for bits in 0u8..128 {
+            for timeline in [None, Some(5)] {
+                let wanted = Wanted {
+                    contact_points: bits & 1 != 0,
+                    identities: bits & 2 != 0,
+                    organization: bits & 4 != 0,
+                    tags: bits & 8 != 0,
+                    conversations: bits & 16 != 0,
+                    deals: bits & 32 != 0,
+                    notes: bits & 64 != 0,
+                    timeline,
+                };
+                assert_eq!(
+                    wanted.has_list_blocks(),
+                    !wanted.blocks().is_empty(),
+                    "{wanted:?}"
+                );
+            }
+        }
+    }
 
     /// The cached text with fresh parameters is the statement the builder writes, for
     /// every shape (each set of relations, with and without timelines of two sizes), the
