@@ -48,6 +48,8 @@ pub struct App {
     pub deliveries: Arc<ingest::gather::Deliveries>,
     /// The event log as it grows, for this process's subscriptions ([`live`]).
     pub live: Arc<live::Feed>,
+    /// The callers of recent requests by key, proven fresh ([`domain::callers`]).
+    pub callers: Arc<domain::callers::Callers>,
     /// Subscription cursors, encrypted per workspace with the database's server key.
     pub cursors: domain::secret::Cursors,
     /// The API key GraphiQL's headers editor starts with: the one `serve --demo` printed
@@ -75,6 +77,7 @@ impl App {
         let search = search::open(&config).await?;
         let deliveries = ingest::gather::Deliveries::new(db.clone());
         let live = live::Feed::new(db.clone(), &config.limits);
+        let callers = domain::callers::Callers::new(db.clone());
         let cursors = domain::secret::Cursors::load(&db).await?;
         Ok(App {
             config,
@@ -86,6 +89,7 @@ impl App {
             search_consumer,
             deliveries,
             live,
+            callers,
             cursors,
             graphiql_key: None,
         })

@@ -22,6 +22,7 @@ mod m20261205_000018_erasure;
 mod m20261205_000019_index_diet;
 mod m20261205_000020_match_keys;
 mod m20261205_000021_quality_snapshots;
+mod m20261206_000022_auth_notify;
 
 pub struct Migrator;
 
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000019_index_diet::Migration),
             Box::new(m20261205_000020_match_keys::Migration),
             Box::new(m20261205_000021_quality_snapshots::Migration),
+            Box::new(m20261206_000022_auth_notify::Migration),
         ]
     }
 }

@@ -26,6 +26,7 @@ macro_rules! string_enum {
 
 pub mod batch;
 pub mod bulk;
+pub mod callers;
 pub mod contact_point;
 pub mod conversation;
 pub mod customer;

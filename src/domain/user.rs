@@ -122,6 +122,9 @@ pub async fn update(
         super::event::append(&txn, caller.workspace_id, Event::UserUpdated(&updated)).await?;
     }
     txn.commit().await?;
+    if (updated.role, updated.active) != (row.role, row.active) {
+        super::callers::changed();
+    }
     Ok(updated)
 }
 

@@ -142,6 +142,7 @@ pub async fn revoke_key(
     if result.rows_affected == 0 {
         return Err(Error::not_found("API key", ids::encode(key_id)));
     }
+    super::callers::changed();
     Ok(())
 }
 
@@ -158,10 +159,15 @@ struct KeyRow {
     user_role: Option<Role>,
 }
 
+/// Whether `secret` can be a key at all (else [`authenticate`] refuses it unread).
+pub fn shaped_like_a_key(secret: &str) -> bool {
+    secret.starts_with(KEY_PREFIX) && secret.len() <= 128
+}
+
 /// Resolves a presented key to its caller; `UNAUTHENTICATED` when unknown or revoked.
 pub async fn authenticate(db: &impl ConnectionTrait, secret: &str) -> Result<Caller> {
     let invalid = || Error::Unauthenticated("the API key is unknown or revoked".to_owned());
-    if !secret.starts_with(KEY_PREFIX) || secret.len() > 128 {
+    if !shaped_like_a_key(secret) {
         return Err(invalid());
     }
     // The key and its user (if any) in one statement: every request runs it.
@@ -267,6 +273,7 @@ pub async fn delete(db: &impl ConnectionTrait, workspace_id: WorkspaceId) -> Res
     workspace::Entity::delete_by_id(workspace_id)
         .exec(db)
         .await?;
+    super::callers::changed();
     Ok(())
 }
 

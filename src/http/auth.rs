@@ -78,13 +78,14 @@ pub(super) async fn limit_webhooks(
     response
 }
 
-/// The caller of a request: its bearer key, looked up, within the key's request rate.
+/// The caller of a request: its bearer key, looked up (or known, [`domain::callers`]),
+/// within the key's request rate.
 pub(super) async fn authenticate(
     state: &HttpState,
     headers: &HeaderMap,
 ) -> Result<domain::Caller, Error> {
     let key = bearer(headers)?;
-    let caller = domain::workspace::authenticate(&state.app().db, key).await?;
+    let caller = state.app().callers.authenticate(key).await?;
     state.limiter.check(caller.key_id)?;
     Ok(caller)
 }

@@ -52,7 +52,8 @@ backend_test! {
         let report = rapport::bench::compare(app.app.clone(), options).await.unwrap();
         assert_eq!(report.rows.len(), 4);
         assert!(report.rows.iter().all(|row| row.rapport.requests == 8 && row.peer.is_none() && row.ratio().is_none()));
-        assert!(report.rows.iter().all(|row| row.rapport_statements.is_some_and(|n| n >= 2.0)));
+        // At least the view's own statement (on PostgreSQL the key is read once, then known).
+        assert!(report.rows.iter().all(|row| row.rapport_statements.is_some_and(|n| n >= 1.0)));
         use sea_orm::{EntityTrait, PaginatorTrait};
         assert_eq!(entity::interaction::Entity::find().count(&app.app.db).await.unwrap(), 0);
         assert_eq!(entity::customer::Entity::find().count(&app.app.db).await.unwrap(), 0);

@@ -11,6 +11,7 @@ mod api;
 mod batches;
 mod bench;
 mod bluesky;
+mod callers;
 mod cli;
 mod customers;
 mod dedupe;
