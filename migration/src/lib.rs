@@ -23,6 +23,7 @@ mod m20261205_000019_index_diet;
 mod m20261205_000020_match_keys;
 mod m20261205_000021_quality_snapshots;
 mod m20261206_000022_auth_notify;
+mod m20261206_000023_user_keys_revoked;
 
 pub struct Migrator;
 
@@ -50,6 +51,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000020_match_keys::Migration),
             Box::new(m20261205_000021_quality_snapshots::Migration),
             Box::new(m20261206_000022_auth_notify::Migration),
+            Box::new(m20261206_000023_user_keys_revoked::Migration),
         ]
     }
 }

@@ -271,3 +271,23 @@ async fn a_cache_whose_listening_connection_was_lost_starts_over_empty() {
     let fresh = app.key(Role::Viewer).await;
     cached(&app, &fresh).await;
 }
+
+backend_test! {
+    async fn a_deleted_users_keys_are_revoked_not_promoted_to_their_own_role(app: TestApp) {
+        // `api_key.user_id` is ON DELETE SET NULL: without the trigger, an admin key of a
+        // user capped to viewer would become a machine key acting as admin.
+        let db = &app.app.db;
+        let workspace = rapport::domain::workspace::ensure(db, "acme").await.unwrap();
+        let owner = rapport::domain::Caller::owner_without_key(workspace.id, "test");
+        let new = rapport::domain::user::NewUser { name: "Eve", email: "eve@example.com", role: Role::Viewer };
+        let user_id = rapport::domain::user::create(db, &owner, new).await.unwrap().id;
+        let (_, eves) = rapport::domain::workspace::create_key_for(db, workspace.id, Role::Admin, "eve", Some(user_id)).await.unwrap();
+        assert_eq!(viewer(&app, &eves).await.1, "VIEWER", "capped at her role");
+        db.execute_unprepared("DELETE FROM \"user\"").await.unwrap();
+        refused_within(&app, &eves, Duration::from_secs(10)).await;
+        let keys = rapport::domain::workspace::list_keys(db, workspace.id).await.unwrap();
+        assert_eq!(keys.len(), 1);
+        assert!(keys[0].revoked_at.is_some_and(|at| (chrono::Utc::now() - at).num_seconds().abs() < 60), "{:?}", keys[0].revoked_at);
+        assert_eq!(keys[0].user_id, None);
+    }
+}
