@@ -55,6 +55,20 @@ pub(super) async fn metrics(State(state): State<HttpState>) -> Response {
          # HELP rapport_search_indexer_active 1 while this process holds the index's lease and indexes it (0: another process does, or none runs here).\n\
          # TYPE rapport_search_indexer_active gauge\nrapport_search_indexer_active {active}\n"
     ));
+    // The key cache (`domain::callers`): whether it is proven and in use, and how often
+    // keys were read all the same.
+    let callers = &app.callers;
+    body.push_str(&format!(
+        "# HELP rapport_key_cache_listening 1 while this process's key cache is proven fresh and read (PostgreSQL, keys asked for in the last minute).\n\
+         # TYPE rapport_key_cache_listening gauge\nrapport_key_cache_listening {}\n\
+         # HELP rapport_key_lookups_total API keys this process read from the database.\n\
+         # TYPE rapport_key_lookups_total counter\nrapport_key_lookups_total {}\n\
+         # HELP rapport_key_cache_losses_total Listening connections of the key cache lost (each emptied it).\n\
+         # TYPE rapport_key_cache_losses_total counter\nrapport_key_cache_losses_total {}\n",
+        u8::from(callers.listening()),
+        callers.lookups(),
+        callers.losses(),
+    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

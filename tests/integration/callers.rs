@@ -84,11 +84,17 @@ backend_test! {
             let (status, _) = app.post("rpk_0000000000000000000000000000000000000000000000", "{ viewer { role } }", json!({})).await;
             assert_eq!(status, 401);
             assert_eq!(viewer(&app, &key).await.1, "AGENT");
+            let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+            assert!(metrics.contains("\nrapport_key_cache_listening 1\n"), "{metrics}");
+            assert!(metrics.contains(&format!("\nrapport_key_lookups_total {}\n", app.app.callers.lookups())), "{metrics}");
         } else {
             let (first, _) = viewer(&app, &key).await;
             let (second, _) = viewer(&app, &key).await;
             assert_eq!(first, second, "SQLite reads the key every time");
             assert!(!app.app.callers.listening());
+            let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+            assert!(metrics.contains("\nrapport_key_cache_listening 0\n"), "{metrics}");
+            assert!(metrics.contains("\nrapport_key_lookups_total 2\n"), "{metrics}");
         }
     }
 }
