@@ -19,7 +19,8 @@
 //! timelines, JSON built and parsed per row cost more than the round trips it saved.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -217,7 +218,11 @@ async fn get_one(
             // relation: read the customer alone, and each relation through its loader,
             // where only the broken one fails (a GraphQL answer keeps its other fields).
             Err(err) => {
-                tracing::warn!(error = %err, "reading a customer with its relations failed; reading them one relation at a time")
+                static WARNING: Warning = Warning::new();
+                WARNING.log(
+                    &err,
+                    "reading a customer with its relations failed; reading them one relation at a time",
+                );
             }
         }
     }
@@ -394,13 +399,106 @@ pub async fn list(
     size: u64,
     wanted: &Wanted,
 ) -> Result<Option<Vec<(Model, Related)>>> {
+    let text = list_text(&page.sql, order_by, descending, size, wanted);
+    let statement = Statement {
+        sql: text.sql.clone(),
+        ..page
+    };
+    let rows = match db.query_all(statement).await {
+        Ok(rows) => rows,
+        Err(err) => {
+            static WARNING: Warning = Warning::new();
+            WARNING.log(
+                &err,
+                "reading a page of customers with their relations failed; reading them one relation at a time",
+            );
+            return Ok(None);
+        }
+    };
+    // A row that does not decode (a value a model does not know) fails its relation's
+    // field alone through the loaders, as for a statement that fails.
+    match read_list(&rows, &text.customer, &text.blocks, wanted) {
+        Ok(customers) => Ok(Some(customers)),
+        Err(err) => {
+            static WARNING: Warning = Warning::new();
+            WARNING.log(
+                &err,
+                "a page of customers with their relations did not decode; reading them one relation at a time",
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// The text of [`list`]'s statement and the blocks of its rows, for one shape of list.
+struct ListText {
+    sql: String,
+    customer: Block,
+    blocks: Vec<Block>,
+}
+
+/// What [`list`]'s text depends on: its values are the page's parameters.
+#[derive(PartialEq, Eq, Hash)]
+struct ListShape {
+    page_sql: String,
+    order_by: String,
+    descending: bool,
+    size: u64,
+    wanted: Wanted,
+}
+
+/// [`list_built`], built once per shape of list (page filter, order, size, relations) and
+/// then shared: formatting a statement of a few hundred columns per request was CPU every
+/// list paid for the same text.
+fn list_text(
+    page_sql: &str,
+    order_by: &str,
+    descending: bool,
+    size: u64,
+    wanted: &Wanted,
+) -> Arc<ListText> {
+    static TEXTS: OnceLock<Mutex<HashMap<ListShape, Arc<ListText>>>> = OnceLock::new();
+    let texts = TEXTS.get_or_init(Mutex::default);
+    let shape = ListShape {
+        page_sql: page_sql.to_owned(),
+        order_by: order_by.to_owned(),
+        descending,
+        size,
+        wanted: wanted.clone(),
+    };
+    if let Some(text) = texts
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&shape)
+    {
+        return Arc::clone(text);
+    }
+    let text = Arc::new(list_built(page_sql, order_by, descending, size, wanted));
+    let mut texts = texts.lock().unwrap_or_else(PoisonError::into_inner);
+    // Filters × orders × page sizes × relation sets are many: a client cycling through
+    // them empties the cache instead of growing it.
+    if texts.len() >= 256 {
+        texts.clear();
+    }
+    texts.insert(shape, Arc::clone(&text));
+    text
+}
+
+/// [`list`]'s statement text around the page's own select `page_sql`, and its blocks.
+fn list_built(
+    page_sql: &str,
+    order_by: &str,
+    descending: bool,
+    size: u64,
+    wanted: &Wanted,
+) -> ListText {
     let customer = Block::of::<customer::Entity>(CUSTOMER, "customer");
     let blocks = wanted.blocks();
     let direction = if descending { "DESC" } else { "ASC" };
     let mut sql = format!(
         "WITH page AS (SELECT row_number() OVER (ORDER BY p.\"{order_by}\" {direction}, p.\"id\" {direction}) AS seq, p.* FROM ({}) p LIMIT {}) \
          SELECT {CUSTOMER} AS kind, page.seq AS seq, {}",
-        page.sql,
+        page_sql,
         // The page's own limit is a parameter: written out here too, the planner knows
         // how many customers the relations are read for, and keeps one plan for the text.
         size + 1,
@@ -440,22 +538,10 @@ pub async fn list(
             branch.table,
         ));
     }
-    let statement = Statement { sql, ..page };
-    let rows = match db.query_all(statement).await {
-        Ok(rows) => rows,
-        Err(err) => {
-            tracing::warn!(error = %err, "reading a page of customers with their relations failed; reading them one relation at a time");
-            return Ok(None);
-        }
-    };
-    // A row that does not decode (a value a model does not know) fails its relation's
-    // field alone through the loaders, as for a statement that fails.
-    match read_list(&rows, &customer, &blocks, wanted) {
-        Ok(customers) => Ok(Some(customers)),
-        Err(err) => {
-            tracing::warn!(error = %err, "a page of customers with their relations did not decode; reading them one relation at a time");
-            Ok(None)
-        }
+    ListText {
+        sql,
+        customer,
+        blocks,
     }
 }
 
@@ -673,6 +759,45 @@ fn related(row: &QueryResult, wanted: &Wanted) -> Result<Related> {
     Ok(related)
 }
 
+/// A warning logged at most once a minute, with how many like it were left out since the
+/// last: a relation that cannot be read (a schema that drifted from the models, say) fails
+/// every request alike, and a line per request would bury the log.
+struct Warning {
+    /// When it was last logged, in seconds since the Unix epoch (0: never).
+    last: AtomicU64,
+    left_out: AtomicU64,
+}
+
+impl Warning {
+    const EVERY_SECS: u64 = 60;
+
+    const fn new() -> Warning {
+        Warning {
+            last: AtomicU64::new(0),
+            left_out: AtomicU64::new(0),
+        }
+    }
+
+    fn log(&self, error: &dyn std::fmt::Display, message: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |since| since.as_secs().max(1));
+        let last = self.last.load(Ordering::Relaxed);
+        let due = last == 0 || now >= last.saturating_add(Self::EVERY_SECS);
+        if !due
+            || self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            self.left_out.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let left_out = self.left_out.swap(0, Ordering::Relaxed);
+        tracing::warn!(error = %error, left_out, "{message}");
+    }
+}
+
 /// A JSON array of rows (`[]` when the aggregate read none).
 fn json<T: DeserializeOwned>(text: Option<String>) -> Result<Vec<T>> {
     match text {
@@ -743,5 +868,69 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A list's cached text is the one built, for each relation set and page shape, the
+    /// first time and after; its blocks are the ones read back.
+    #[test]
+    fn a_cached_list_text_is_the_built_one() {
+        for bits in 0u8..128 {
+            let wanted = Wanted {
+                contact_points: bits & 1 != 0,
+                identities: bits & 2 != 0,
+                conversations: bits & 16 != 0,
+                deals: bits & 32 != 0,
+                notes: bits & 64 != 0,
+                timeline: (bits & 4 != 0).then_some(5),
+                ..Wanted::default()
+            };
+            for (page, order_by, descending, size) in [
+                (
+                    "SELECT * FROM customer WHERE workspace_id = $1 LIMIT $2",
+                    "last_seen_at",
+                    true,
+                    50,
+                ),
+                (
+                    "SELECT * FROM customer WHERE workspace_id = $1 LIMIT $2",
+                    "created_at",
+                    false,
+                    10,
+                ),
+            ] {
+                for _ in 0..2 {
+                    let cached = list_text(page, order_by, descending, size, &wanted);
+                    let built = list_built(page, order_by, descending, size, &wanted);
+                    assert_eq!(cached.sql, built.sql);
+                    let kinds = |blocks: &[Block]| {
+                        blocks
+                            .iter()
+                            .map(|b| (b.kind, b.columns.clone()))
+                            .collect::<Vec<_>>()
+                    };
+                    assert_eq!(kinds(&cached.blocks), kinds(&built.blocks));
+                    assert_eq!(cached.customer.columns, built.customer.columns);
+                }
+            }
+        }
+    }
+
+    /// A warning repeated within the minute is counted, not logged; the next one logged
+    /// says how many were left out.
+    #[test]
+    fn a_repeated_warning_is_counted_until_its_minute_is_over() {
+        let warning = Warning::new();
+        warning.log(&"broken", "first");
+        assert_eq!(warning.left_out.load(Ordering::Relaxed), 0);
+        warning.log(&"broken", "again");
+        warning.log(&"broken", "again");
+        assert_eq!(warning.left_out.load(Ordering::Relaxed), 2);
+        let logged = warning.last.load(Ordering::Relaxed);
+        warning
+            .last
+            .store(logged - Warning::EVERY_SECS, Ordering::Relaxed);
+        warning.log(&"broken", "a minute later");
+        assert_eq!(warning.left_out.load(Ordering::Relaxed), 0);
+        assert!(warning.last.load(Ordering::Relaxed) >= logged);
     }
 }
