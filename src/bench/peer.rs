@@ -248,6 +248,7 @@ async fn compare_in(
     }
 
     let mut rows = Vec::new();
+    let peer_pid = process.as_ref().map(|process| process.child.id());
     let (client, ids, expect) = (&client, &ids[..], &expect);
     let peer_workspace = peer_workspace.as_deref();
     let per_round = (options.requests / options.rounds.max(1)).max(1);
@@ -285,7 +286,9 @@ async fn compare_in(
                         run(warm_up, 7 * per_round).await?;
                     }
                     let before = statements(app, client, &rapport, &options.rapport_url).await;
+                    let cpu_before = Cpu::now(peer_pid);
                     let (latencies, elapsed) = run(per_round, round * per_round).await?;
+                    let cpu = Cpu::now(peer_pid).since(&cpu_before);
                     let runs = if ours {
                         let after = statements(app, client, &rapport, &options.rapport_url).await;
                         rapport_statements = match (rapport_statements, before, after) {
@@ -300,8 +303,13 @@ async fn compare_in(
                     };
                     runs.latencies.extend(latencies);
                     runs.elapsed += elapsed;
+                    runs.cpu.add(&cpu);
                 }
             }
+            eprintln!(
+                "{}",
+                cpu_line(&rapport_runs, &peer_runs, options.rapport_url.is_some())
+            );
             let rapport_report = rapport_runs
                 .report(scenario.name())
                 .context("no Rapport request was timed")?;
@@ -383,15 +391,30 @@ impl Scenario {
                     (Scenario::List, false) => (PEER_LIST, json!({ "workspace": workspace })),
                 };
                 let sent = Instant::now();
-                let data = target.post(client, query, variables).await?;
+                let checked = match (self, ours) {
+                    (Scenario::View, true) => {
+                        target
+                            .ask::<RapportView>(client, query, variables, expect)
+                            .await
+                    }
+                    (Scenario::View, false) => {
+                        target
+                            .ask::<PeerView>(client, query, variables, expect)
+                            .await
+                    }
+                    (Scenario::List, true) => {
+                        target
+                            .ask::<RapportList>(client, query, variables, expect)
+                            .await
+                    }
+                    (Scenario::List, false) => {
+                        target
+                            .ask::<PeerList>(client, query, variables, expect)
+                            .await
+                    }
+                };
                 let latency = sent.elapsed();
-                self.check(ours, &data, expect).with_context(|| {
-                    format!(
-                        "{}: {} request {n} answered {data}",
-                        self.name(),
-                        target.name
-                    )
-                })?;
+                checked.with_context(|| format!("{}: {} request {n}", self.name(), target.name))?;
                 anyhow::Ok(latency)
             })
             .buffer_unordered(clients)
@@ -401,46 +424,165 @@ impl Scenario {
             .collect::<anyhow::Result<_>>()?;
         Ok((latencies, started.elapsed()))
     }
+}
 
-    fn check(self, ours: bool, data: &Value, expect: &Expect) -> anyhow::Result<()> {
-        match self {
-            Scenario::View => {
-                let view = if ours {
-                    rapport_360(data)?
-                } else {
-                    peer_360(data)?
-                };
-                let identities = view["identities"].as_array().map_or(0, Vec::len);
-                let timeline = view["timeline"].as_array().map_or(0, Vec::len);
-                if identities != expect.identities || timeline != expect.timeline {
-                    bail!("{identities} identities and {timeline} interactions");
-                }
-                if view["organization"].is_null() {
-                    bail!("no organization");
-                }
-            }
-            Scenario::List => {
-                let list = if ours {
-                    rapport_list(data)?
-                } else {
-                    peer_list(data)?
-                };
-                let customers = list.as_array().map_or(&[][..], Vec::as_slice);
-                if customers.len() != expect.page {
-                    bail!("{} customers on the page", customers.len());
-                }
-                for customer in customers {
-                    let identities = customer["identities"].as_array().map_or(0, Vec::len);
-                    let timeline = customer["timeline"].as_array().map_or(0, Vec::len);
-                    if identities != expect.identities || timeline != expect.page_timeline {
-                        bail!(
-                            "a customer with {identities} identities and {timeline} interactions"
-                        );
-                    }
-                }
-            }
+/// An answer of a timed request, read only as far as its check needs: the body is parsed
+/// whole (the JSON must be well formed) but nothing is kept of what is not counted, so
+/// the load generator spends little of the CPU the servers share with it.
+trait Counted: serde::de::DeserializeOwned {
+    fn check(&self, expect: &Expect) -> anyhow::Result<()>;
+}
+
+/// The shape of a timed answer: `data`, and `errors` when there are any.
+#[derive(serde::Deserialize)]
+struct Answer<T> {
+    data: Option<T>,
+    errors: Option<serde::de::IgnoredAny>,
+}
+
+/// A list of which only the length is kept.
+type Many = Vec<serde::de::IgnoredAny>;
+
+#[derive(serde::Deserialize)]
+struct Nodes<T> {
+    nodes: Vec<T>,
+}
+
+#[derive(serde::Deserialize)]
+struct Edges<T> {
+    edges: Vec<Edge<T>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Edge<T> {
+    node: T,
+}
+
+/// The 360 view's counts, the same in either schema.
+fn check_view(
+    identities: usize,
+    timeline: usize,
+    organization: bool,
+    expect: &Expect,
+) -> anyhow::Result<()> {
+    if identities != expect.identities || timeline != expect.timeline {
+        bail!("{identities} identities and {timeline} interactions");
+    }
+    if !organization {
+        bail!("no organization");
+    }
+    Ok(())
+}
+
+/// The list's counts (customers, and each one's identities and interactions).
+fn check_list(customers: &[(usize, usize)], expect: &Expect) -> anyhow::Result<()> {
+    if customers.len() != expect.page {
+        bail!("{} customers on the page", customers.len());
+    }
+    for &(identities, timeline) in customers {
+        if identities != expect.identities || timeline != expect.page_timeline {
+            bail!("a customer with {identities} identities and {timeline} interactions");
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct RapportView {
+    customer: Option<RapportCustomer>,
+}
+
+#[derive(serde::Deserialize)]
+struct RapportCustomer {
+    identities: Many,
+    #[serde(default)]
+    organization: Option<serde::de::IgnoredAny>,
+    timeline: Edges<serde::de::IgnoredAny>,
+}
+
+impl Counted for RapportView {
+    fn check(&self, expect: &Expect) -> anyhow::Result<()> {
+        let c = self.customer.as_ref().context("no customer")?;
+        check_view(
+            c.identities.len(),
+            c.timeline.edges.len(),
+            c.organization.is_some(),
+            expect,
+        )
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PeerView {
+    customer_by_row_id: Option<PeerCustomer>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PeerCustomer {
+    identities_by_customer_id: Nodes<serde::de::IgnoredAny>,
+    #[serde(default)]
+    organization_by_organization_id: Option<serde::de::IgnoredAny>,
+    interactions_by_customer_id: Nodes<serde::de::IgnoredAny>,
+}
+
+impl Counted for PeerView {
+    fn check(&self, expect: &Expect) -> anyhow::Result<()> {
+        let c = self.customer_by_row_id.as_ref().context("no customer")?;
+        check_view(
+            c.identities_by_customer_id.nodes.len(),
+            c.interactions_by_customer_id.nodes.len(),
+            c.organization_by_organization_id.is_some(),
+            expect,
+        )
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RapportList {
+    customers: Edges<RapportListed>,
+}
+
+#[derive(serde::Deserialize)]
+struct RapportListed {
+    identities: Many,
+    timeline: Edges<serde::de::IgnoredAny>,
+}
+
+impl Counted for RapportList {
+    fn check(&self, expect: &Expect) -> anyhow::Result<()> {
+        let counts: Vec<_> = (self.customers.edges.iter())
+            .map(|c| (c.node.identities.len(), c.node.timeline.edges.len()))
+            .collect();
+        check_list(&counts, expect)
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PeerList {
+    all_customers: Nodes<PeerListed>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PeerListed {
+    identities_by_customer_id: Nodes<serde::de::IgnoredAny>,
+    interactions_by_customer_id: Nodes<serde::de::IgnoredAny>,
+}
+
+impl Counted for PeerList {
+    fn check(&self, expect: &Expect) -> anyhow::Result<()> {
+        let counts: Vec<_> = (self.all_customers.nodes.iter())
+            .map(|c| {
+                (
+                    c.identities_by_customer_id.nodes.len(),
+                    c.interactions_by_customer_id.nodes.len(),
+                )
+            })
+            .collect();
+        check_list(&counts, expect)
     }
 }
 
@@ -449,6 +591,136 @@ impl Scenario {
 struct Runs {
     latencies: Vec<Duration>,
     elapsed: Duration,
+    /// The CPU time spent while they ran.
+    cpu: Cpu,
+}
+
+/// CPU time (user and system) of the processes a comparison runs on, where `/proc` tells
+/// (Linux): both servers share the machine with the load generator and PostgreSQL, so
+/// what each spends a request says where a ratio comes from.
+#[derive(Clone, Copy)]
+struct Cpu {
+    /// This process: the load generator, and Rapport when it serves in this process.
+    own: Duration,
+    /// Every process named `postgres` on this machine.
+    database: Option<Duration>,
+    /// The reference server's process, when started here.
+    peer: Option<Duration>,
+}
+
+impl Default for Cpu {
+    /// Nothing spent yet: a sum that stays unknown once any part of it is.
+    fn default() -> Cpu {
+        Cpu {
+            own: Duration::ZERO,
+            database: Some(Duration::ZERO),
+            peer: Some(Duration::ZERO),
+        }
+    }
+}
+
+impl Cpu {
+    fn now(peer: Option<u32>) -> Cpu {
+        Cpu {
+            own: own_cpu(),
+            database: database_cpu(),
+            peer: peer.and_then(process_cpu),
+        }
+    }
+
+    fn since(&self, earlier: &Cpu) -> Cpu {
+        let minus =
+            |now: Option<Duration>, then: Option<Duration>| Some(now?.saturating_sub(then?));
+        Cpu {
+            own: self.own.saturating_sub(earlier.own),
+            database: minus(self.database, earlier.database),
+            peer: minus(self.peer, earlier.peer),
+        }
+    }
+
+    fn add(&mut self, other: &Cpu) {
+        let plus = |sum: Option<Duration>, more: Option<Duration>| Some(sum? + more?);
+        self.own += other.own;
+        self.database = plus(self.database, other.database);
+        self.peer = plus(self.peer, other.peer);
+    }
+}
+
+/// What each process spent a request, in µs, for one scenario at one client count.
+fn cpu_line(rapport: &Runs, peer: &Runs, rapport_elsewhere: bool) -> String {
+    let per = |runs: &Runs, cpu: Option<Duration>| match cpu {
+        Some(cpu) if !runs.latencies.is_empty() => {
+            format!(
+                "{:.0}",
+                cpu.as_secs_f64() * 1e6 / runs.latencies.len() as f64
+            )
+        }
+        _ => "–".to_owned(),
+    };
+    let own = if rapport_elsewhere {
+        "load generator"
+    } else {
+        "this process (Rapport and the load generator)"
+    };
+    format!(
+        "compare: CPU µs a request, Rapport · reference: {own} {} · {}; PostgreSQL {} · {}; the reference's process {}",
+        per(rapport, Some(rapport.cpu.own)),
+        per(peer, Some(peer.cpu.own)),
+        per(rapport, rapport.cpu.database),
+        per(peer, peer.cpu.database),
+        per(peer, peer.cpu.peer),
+    )
+}
+
+/// The CPU time (user and system) this process has used; zero where it cannot be read.
+fn own_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given, which is all integers.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return Duration::ZERO;
+        }
+        usage
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// The CPU time of process `pid` and its threads, from `/proc/<pid>/stat`.
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu(&stat).map(|(_, cpu)| cpu)
+}
+
+/// The CPU time of every process named `postgres` (the server and its backends).
+fn database_cpu() -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some(("postgres", cpu)) = stat_cpu(&stat) {
+            total += cpu;
+        }
+    }
+    Some(total)
+}
+
+/// A process's name and CPU time (`utime` + `stime`, the 14th and 15th fields) from the
+/// text of its `/proc/<pid>/stat`.
+fn stat_cpu(stat: &str) -> Option<(&str, Duration)> {
+    let close = stat.rfind(')')?;
+    let name = stat.get(stat.find('(')? + 1..close)?;
+    let mut fields = stat[close + 1..].split_whitespace().skip(11);
+    let ticks = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+    // SAFETY: sysconf reads a constant of the system.
+    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .ok()
+        .filter(|&hz| hz > 0)?;
+    Some((name, Duration::from_micros(ticks * 1_000_000 / per_second)))
 }
 
 impl Runs {
@@ -503,6 +775,38 @@ impl Target {
         match body {
             Value::Object(mut body) => Ok(body.remove("data").unwrap_or(Value::Null)),
             _ => bail!("{} answered {status} without an object", self.name),
+        }
+    }
+
+    /// Sends a timed request and checks its answer ([`Counted`]): a transport error, a
+    /// non-2xx status, any `errors` or a count that differs fails it, with the body.
+    async fn ask<T: Counted>(
+        &self,
+        client: &reqwest::Client,
+        query: &str,
+        variables: Value,
+        expect: &Expect,
+    ) -> anyhow::Result<()> {
+        let mut request = client
+            .post(&self.url)
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(key) = &self.key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        let shown = || String::from_utf8_lossy(&body).into_owned();
+        let answer: Answer<T> = serde_json::from_slice(&body)
+            .with_context(|| format!("{} answered {status}: {}", self.name, shown()))?;
+        match answer {
+            Answer {
+                data: Some(data),
+                errors: None,
+            } if status.is_success() => data
+                .check(expect)
+                .with_context(|| format!("{} answered {}", self.name, shown())),
+            _ => bail!("{} answered {status}: {}", self.name, shown()),
         }
     }
 
@@ -875,6 +1179,24 @@ impl CompareRow {
 mod tests {
     use serde_json::json;
 
+    /// A process's name and CPU time come from its `stat` line, whatever its name holds.
+    #[test]
+    fn a_stat_line_gives_name_and_cpu() {
+        // SAFETY: sysconf reads a constant of the system.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let line =
+            "4242 (postgres) S 1 4242 4242 0 -1 4194560 1200 0 0 0 150 50 0 0 20 0 1 0 100 0";
+        let (name, cpu) = super::stat_cpu(line).unwrap();
+        assert_eq!(name, "postgres");
+        assert!((cpu.as_secs_f64() - 200.0 / hz).abs() < 1e-6, "{cpu:?}");
+        let odd = "7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 100 0";
+        let (name, cpu) = super::stat_cpu(odd).unwrap();
+        assert_eq!(name, "a) b (c)");
+        assert!((cpu.as_secs_f64() - 7.0 / hz).abs() < 1e-6, "{cpu:?}");
+        assert!(super::stat_cpu("garbage").is_none());
+        assert!(super::stat_cpu("1 )x( S").is_none());
+    }
+
     #[test]
     fn answers_of_both_schemas_come_to_one_shape() {
         let ours = json!({ "customer": {
@@ -911,5 +1233,62 @@ mod tests {
         other["timeline"] = json!([]);
         let error = super::same("the 360 view", "Ada", &ours, &other).unwrap_err();
         assert!(error.to_string().contains("`timeline`"), "{error}");
+    }
+
+    /// A timed answer is checked by its counts in either schema: the right counts pass,
+    /// one interaction missing, no organization or a missing customer fail.
+    #[test]
+    fn timed_answers_are_counted_in_both_schemas() {
+        use super::{Counted, Expect, PeerList, PeerView, RapportList, RapportView};
+        fn read<T: Counted>(value: serde_json::Value) -> T {
+            serde_json::from_value(value).unwrap()
+        }
+        let expect = Expect {
+            identities: 2,
+            timeline: 1,
+            page: 2,
+            page_timeline: 1,
+        };
+        let ours = |timeline: serde_json::Value, organization: serde_json::Value| {
+            json!({ "customer": { "identities": [{ "handle": "a" }, { "handle": "b" }],
+                "organization": organization, "timeline": { "edges": timeline } } })
+        };
+        let edge = json!([{ "node": { "text": "hi" } }]);
+        read::<RapportView>(ours(edge.clone(), json!({ "name": "Org" })))
+            .check(&expect)
+            .unwrap();
+        assert!(
+            read::<RapportView>(ours(json!([]), json!({ "name": "Org" })))
+                .check(&expect)
+                .is_err()
+        );
+        assert!(read::<RapportView>(ours(edge.clone(), json!(null)))
+            .check(&expect)
+            .is_err());
+        assert!(read::<RapportView>(json!({ "customer": null }))
+            .check(&expect)
+            .is_err());
+        let theirs = json!({ "customerByRowId": {
+            "identitiesByCustomerId": { "nodes": [{}, {}] },
+            "organizationByOrganizationId": { "name": "Org" },
+            "interactionsByCustomerId": { "nodes": [{ "text": "hi" }] } } });
+        read::<PeerView>(theirs).check(&expect).unwrap();
+
+        let listed = json!({ "node": { "identities": [{}, {}], "timeline": { "edges": edge } } });
+        read::<RapportList>(json!({ "customers": { "edges": [listed, listed] } }))
+            .check(&expect)
+            .unwrap();
+        assert!(
+            read::<RapportList>(json!({ "customers": { "edges": [listed] } }))
+                .check(&expect)
+                .is_err()
+        );
+        let listed = json!({ "identitiesByCustomerId": { "nodes": [{}, {}] },
+            "interactionsByCustomerId": { "nodes": [] } });
+        assert!(
+            read::<PeerList>(json!({ "allCustomers": { "nodes": [listed, listed] } }))
+                .check(&expect)
+                .is_err()
+        );
     }
 }
