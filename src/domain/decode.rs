@@ -28,7 +28,15 @@ pub trait Decode: Sized {
     /// Where each field's column is among `columns`, in field order, and whether its values
     /// need sqlx's type check (what `try_get` checks for every value): only a column whose
     /// type is not one the field decodes (a `NULL` literal reads as `text`) does.
-    fn plan(columns: &[PgColumn]) -> Result<Vec<Place>, DbErr>;
+    fn plan(columns: &[PgColumn]) -> Result<Vec<Place>, DbErr> {
+        Self::plan_without(columns, &[])
+    }
+
+    /// [`Decode::plan`] for a row that leaves out the columns `unread`: their fields
+    /// are not looked for and read as their type's default (an id as the nil UUID, an
+    /// `Option` as `None`), for a reader that knows nothing shows them (`domain::view`). A
+    /// field of an enumeration cannot be left out (reading it fails).
+    fn plan_without(columns: &[PgColumn], unread: &[&str]) -> Result<Vec<Place>, DbErr>;
 
     /// The model of `row`, each field read at its place in `at` (from [`Decode::plan`] of
     /// the row's columns).
@@ -89,15 +97,27 @@ pub fn plan_block<M: Decode>(
     start: usize,
     len: usize,
 ) -> Result<Vec<Place>, DbErr> {
+    plan_block_without::<M>(columns, start, len, &[])
+}
+
+/// [`plan_block`] of a block that leaves out the columns `unread` ([`Decode::plan_without`]).
+pub fn plan_block_without<M: Decode>(
+    columns: &[PgColumn],
+    start: usize,
+    len: usize,
+    unread: &[&str],
+) -> Result<Vec<Place>, DbErr> {
     let block = columns.get(start..start + len).ok_or_else(|| {
         DbErr::Type(format!(
             "a block of {len} columns at {start} lies past the row's {}",
             columns.len()
         ))
     })?;
-    let mut places = M::plan(block)?;
+    let mut places = M::plan_without(block, unread)?;
     for place in &mut places {
-        place.at += start;
+        if !place.is_unread() {
+            place.at += start;
+        }
     }
     Ok(places)
 }
@@ -112,6 +132,18 @@ fn column(error: sea_orm::sqlx::Error) -> DbErr {
 pub struct Place {
     at: usize,
     check: bool,
+}
+
+impl Place {
+    /// A field whose column the row leaves out: it reads as its default.
+    const UNREAD: Place = Place {
+        at: usize::MAX,
+        check: false,
+    };
+
+    fn is_unread(self) -> bool {
+        self.at == usize::MAX && !self.check
+    }
 }
 
 /// The place of column `name` among `columns`, checked once when its type is one `T`
@@ -175,24 +207,45 @@ macro_rules! place {
 
 /// One field read at `$at`, as [`place!`] placed it.
 macro_rules! field {
-    ($row:ident, $at:expr) => {
-        read($row, $at)?
-    };
-    ($row:ident, $at:expr, id, $ty:ty) => {
-        <$ty>::from_uuid(read::<Uuid>($row, $at)?)
-    };
-    ($row:ident, $at:expr, opt_id, $ty:ty) => {
-        read::<Option<Uuid>>($row, $at)?.map(<$ty>::from_uuid)
-    };
+    ($row:ident, $at:expr) => {{
+        let at = $at;
+        if at.is_unread() {
+            Default::default()
+        } else {
+            read($row, at)?
+        }
+    }};
+    ($row:ident, $at:expr, id, $ty:ty) => {{
+        let at = $at;
+        <$ty>::from_uuid(if at.is_unread() {
+            Uuid::nil()
+        } else {
+            read::<Uuid>($row, at)?
+        })
+    }};
+    ($row:ident, $at:expr, opt_id, $ty:ty) => {{
+        let at = $at;
+        if at.is_unread() {
+            None
+        } else {
+            read::<Option<Uuid>>($row, at)?.map(<$ty>::from_uuid)
+        }
+    }};
     ($row:ident, $at:expr, enumeration) => {
         ActiveEnum::try_from_value(&read::<String>($row, $at)?)?
     };
-    ($row:ident, $at:expr, opt_enumeration) => {
-        match read::<Option<String>>($row, $at)? {
+    ($row:ident, $at:expr, opt_enumeration) => {{
+        let at = $at;
+        let value = if at.is_unread() {
+            None
+        } else {
+            read::<Option<String>>($row, at)?
+        };
+        match value {
             Some(value) => Some(ActiveEnum::try_from_value(&value)?),
             None => None,
         }
-    };
+    }};
 }
 
 /// Implements [`Decode`] for each model from its field list (every field, in any order).
@@ -201,8 +254,14 @@ macro_rules! decode {
         impl Decode for $model {
             const COLUMNS: &'static [&'static str] = &[$(stringify!($name)),+];
 
-            fn plan(columns: &[PgColumn]) -> Result<Vec<Place>, DbErr> {
-                Ok(vec![$(place!(columns, $model, $name $(, $kind $(, $ty)?)?)),+])
+            fn plan_without(columns: &[PgColumn], unread: &[&str]) -> Result<Vec<Place>, DbErr> {
+                Ok(vec![$(
+                    if unread.contains(&stringify!($name)) {
+                        Place::UNREAD
+                    } else {
+                        place!(columns, $model, $name $(, $kind $(, $ty)?)?)
+                    }
+                ),+])
             }
 
             fn decode_at(row: &PgRow, at: &[Place]) -> Result<Self, DbErr> {

@@ -58,6 +58,9 @@ impl Customer {
     }
 }
 
+// A field added here or below, or one that reads another column, goes into
+// `domain::view::CUSTOMER_FIELDS` too: a list leaves out of its rows the columns no selected field
+// shows, and reads every column for a field that map does not know.
 impl Plain for Customer {
     fn plain(&self, field: &str) -> Option<Value> {
         let row = &self.0;
@@ -718,7 +721,7 @@ pub async fn customers(
     // The relations of many rows that the nodes ask for come with the page on PostgreSQL
     // (`domain::view::list`, binary rows); the others through the loaders.
     let look = ctx.look_ahead();
-    let wanted = wanted(&look.field("edges").field("node")).or(wanted(&look.field("nodes")));
+    let wanted = listed(&[look.field("edges").field("node"), look.field("nodes")]);
     let page = domain::customer::list(
         &app(ctx).db,
         caller(ctx)?,
@@ -755,6 +758,57 @@ fn wanted(customer: &Lookahead<'_>) -> Wanted {
         } else {
             None
         },
+        // Every column (the 360 view reads whole rows as JSON; a list says what it
+        // leaves out: `listed`).
+        ..Wanted::default()
+    }
+}
+
+/// [`wanted`] of a list's customers (selected in each of `places`: edges and nodes), with
+/// the columns of the customers, their identities and timelines that no field of the
+/// selection shows (left out of the list's rows).
+fn listed(places: &[Lookahead<'_>]) -> Wanted {
+    // A field of a connection or an edge that is not known to read no column makes every
+    // column read: an unknown name stands for it.
+    const UNKNOWN: &str = "";
+    let (mut customer_fields, mut identity_fields, mut interaction_fields) =
+        (Vec::new(), Vec::new(), Vec::new());
+    let mut wanted = Wanted::default();
+    for customer in places {
+        wanted = wanted.or(self::wanted(customer));
+        for node in customer.selection_fields() {
+            customer_fields.extend(node.selection_set().map(|field| field.name()));
+        }
+        for identities in customer.field("identities").selection_fields() {
+            identity_fields.extend(identities.selection_set().map(|field| field.name()));
+        }
+        for timeline in customer.field("timeline").selection_fields() {
+            for field in timeline.selection_set() {
+                match field.name() {
+                    "edges" => {
+                        for edge in field.selection_set() {
+                            match edge.name() {
+                                "node" => interaction_fields
+                                    .extend(edge.selection_set().map(|field| field.name())),
+                                "cursor" | "__typename" => {}
+                                _ => interaction_fields.push(UNKNOWN),
+                            }
+                        }
+                    }
+                    "nodes" => {
+                        interaction_fields.extend(field.selection_set().map(|field| field.name()))
+                    }
+                    "pageInfo" | "totalCount" | "__typename" => {}
+                    _ => interaction_fields.push(UNKNOWN),
+                }
+            }
+        }
+    }
+    Wanted {
+        customers_unread: domain::view::customers_unread(customer_fields),
+        identities_unread: domain::view::identities_unread(identity_fields),
+        timeline_unread: domain::view::timeline_unread(interaction_fields),
+        ..wanted
     }
 }
 

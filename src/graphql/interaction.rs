@@ -25,6 +25,9 @@ use entity::*;
 /// One mention, message, comment, review, e-mail, call, meeting or reply.
 pub struct Interaction(pub interaction::Model);
 
+// A field added here or below, or one that reads another column, goes into
+// `domain::view::INTERACTION_FIELDS` too: a list leaves out of its rows the columns no selected field
+// shows, and reads every column for a field that map does not know.
 impl Plain for Interaction {
     fn plain(&self, field: &str) -> Option<Value> {
         let row = &self.0;

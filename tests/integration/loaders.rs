@@ -482,6 +482,40 @@ backend_test! {
                 }
             }
         }
+        // A list leaves out of its rows the columns no selected field shows
+        // (`domain::view`): each field of an identity or an interaction asked alone, with
+        // nothing else of its object, answers what it answered among all of them.
+        for (name, at) in [("Customer", ""), ("Identity", "identities"), ("Interaction", "timeline")] {
+            for field in fields[name].split(' ') {
+                let inner = match at {
+                    // With a relation, so that the page is read with it (`view::list`).
+                    "" => format!("{field} identities {{ id }}"),
+                    "timeline" => format!("timeline(first: 5) {{ edges {{ node {{ {field} }} }} }}"),
+                    _ => format!("{at} {{ {field} }}"),
+                };
+                let alone = app
+                    .gql(&key, &format!(
+                        "{{ customers(first: 30, orderBy: {{field: DISPLAY_NAME}}) {{ edges {{ node {{ id {inner} }} }} }} }}"),
+                        json!({}))
+                    .await;
+                let items = |list: &serde_json::Value| -> Vec<serde_json::Value> {
+                    let mut values = Vec::new();
+                    for edge in list["customers"]["edges"].as_array().unwrap() {
+                        let node = &edge["node"];
+                        match at {
+                            "" => values.push(node[field].clone()),
+                            "timeline" => values.extend(node[at]["edges"].as_array().unwrap().iter().map(|e| e["node"][field].clone())),
+                            _ => values.extend(node[at].as_array().unwrap().iter().map(|i| i[field].clone())),
+                        }
+                    }
+                    values
+                };
+                let (alone, among) = (items(&alone), items(&list));
+                assert_eq!(alone.len(), among.len(), "{name}.{field}");
+                assert!(alone.iter().any(|v| !v.is_null()), "{name}.{field} never set");
+                assert_eq!(alone, among, "{name}.{field} asked alone");
+            }
+        }
     }
 }
 
