@@ -754,19 +754,29 @@ struct Target {
 impl Target {
     /// The `data` of a successful answer; fails on a transport error, a non-2xx status or
     /// any `errors`.
+    /// A GraphQL request of `query` with `variables`, with the key when there is one.
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        query: &str,
+        variables: Value,
+    ) -> reqwest::RequestBuilder {
+        let request = client
+            .post(&self.url)
+            .json(&json!({ "query": query, "variables": variables }));
+        match &self.key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+
     async fn post(
         &self,
         client: &reqwest::Client,
         query: &str,
         variables: Value,
     ) -> anyhow::Result<Value> {
-        let mut request = client
-            .post(&self.url)
-            .json(&json!({ "query": query, "variables": variables }));
-        if let Some(key) = &self.key {
-            request = request.bearer_auth(key);
-        }
-        let response = request.send().await?;
+        let response = self.request(client, query, variables).send().await?;
         let status = response.status();
         let body: Value = response.json().await?;
         if !status.is_success() || body.get("errors").is_some() {
@@ -787,13 +797,7 @@ impl Target {
         variables: Value,
         expect: &Expect,
     ) -> anyhow::Result<()> {
-        let mut request = client
-            .post(&self.url)
-            .json(&json!({ "query": query, "variables": variables }));
-        if let Some(key) = &self.key {
-            request = request.bearer_auth(key);
-        }
-        let response = request.send().await?;
+        let response = self.request(client, query, variables).send().await?;
         let status = response.status();
         let body = response.bytes().await?;
         let shown = || String::from_utf8_lossy(&body).into_owned();

@@ -400,14 +400,8 @@ async fn get_one(
 /// are its parameters, the text depends on `wanted` alone, so it is built once per shape
 /// of view (building it was 7 % of the server's CPU on the 360 view).
 fn statement(wanted: &Wanted, workspace_id: WorkspaceId, id: CustomerId) -> Statement {
-    static TEXTS: OnceLock<Mutex<HashMap<Wanted, String>>> = OnceLock::new();
-    let texts = TEXTS.get_or_init(Mutex::default);
-    let cached = texts
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(wanted)
-        .cloned();
-    if let Some(sql) = cached {
+    static TEXTS: Texts<Wanted, String> = Texts::new();
+    if let Some(sql) = TEXTS.get(wanted) {
         return Statement::from_sql_and_values(
             DatabaseBackend::Postgres,
             sql,
@@ -421,14 +415,35 @@ fn statement(wanted: &Wanted, workspace_id: WorkspaceId, id: CustomerId) -> Stat
     if statement.values.as_ref().map(|values| &values.0[..]) != Some(&expected[..]) {
         return statement;
     }
-    let mut texts = texts.lock().unwrap_or_else(PoisonError::into_inner);
-    // At most 2^7 relation sets × 101 page sizes exist; a client cycling through them
-    // empties the cache instead of growing it.
-    if texts.len() >= 256 {
-        texts.clear();
-    }
-    texts.insert(wanted.clone(), statement.sql.clone());
+    TEXTS.keep(wanted.clone(), statement.sql.clone());
     statement
+}
+
+/// Statement texts built once per shape and shared by every request of that shape; at
+/// most 256 kept (2^7 relation sets × 101 page sizes exist for the view alone, more for
+/// lists): a client cycling through shapes empties the map instead of growing it.
+struct Texts<K, V>(OnceLock<Mutex<HashMap<K, V>>>);
+
+impl<K: std::hash::Hash + Eq, V: Clone> Texts<K, V> {
+    const fn new() -> Self {
+        Texts(OnceLock::new())
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+        (self.0.get_or_init(Mutex::default).lock()).unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        self.map().get(key).cloned()
+    }
+
+    fn keep(&self, key: K, value: V) {
+        let mut map = self.map();
+        if map.len() >= 256 {
+            map.clear();
+        }
+        map.insert(key, value);
+    }
 }
 
 /// The customer `id` of the workspace.
@@ -645,8 +660,7 @@ fn list_text(
     size: u64,
     wanted: &Wanted,
 ) -> Arc<ListText> {
-    static TEXTS: OnceLock<Mutex<HashMap<ListShape, Arc<ListText>>>> = OnceLock::new();
-    let texts = TEXTS.get_or_init(Mutex::default);
+    static TEXTS: Texts<ListShape, Arc<ListText>> = Texts::new();
     let shape = ListShape {
         page_sql: page_sql.to_owned(),
         order_by: order_by.to_owned(),
@@ -654,21 +668,11 @@ fn list_text(
         size,
         wanted: wanted.clone(),
     };
-    if let Some(text) = texts
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&shape)
-    {
-        return Arc::clone(text);
+    if let Some(text) = TEXTS.get(&shape) {
+        return text;
     }
     let text = Arc::new(list_built(page_sql, order_by, descending, size, wanted));
-    let mut texts = texts.lock().unwrap_or_else(PoisonError::into_inner);
-    // Filters × orders × page sizes × relation sets are many: a client cycling through
-    // them empties the cache instead of growing it.
-    if texts.len() >= 256 {
-        texts.clear();
-    }
-    texts.insert(shape, Arc::clone(&text));
+    TEXTS.keep(shape, Arc::clone(&text));
     text
 }
 

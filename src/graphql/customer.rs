@@ -768,9 +768,6 @@ fn wanted(customer: &Lookahead<'_>) -> Wanted {
 /// the columns of the customers, their identities and timelines that no field of the
 /// selection shows (left out of the list's rows).
 fn listed(places: &[Lookahead<'_>]) -> Wanted {
-    // A field of a connection or an edge that is not known to read no column makes every
-    // column read: an unknown name stands for it.
-    const UNKNOWN: &str = "";
     let (mut customer_fields, mut identity_fields, mut interaction_fields) =
         (Vec::new(), Vec::new(), Vec::new());
     let mut wanted = Wanted::default();
@@ -783,25 +780,7 @@ fn listed(places: &[Lookahead<'_>]) -> Wanted {
             identity_fields.extend(identities.selection_set().map(|field| field.name()));
         }
         for timeline in customer.field("timeline").selection_fields() {
-            for field in timeline.selection_set() {
-                match field.name() {
-                    "edges" => {
-                        for edge in field.selection_set() {
-                            match edge.name() {
-                                "node" => interaction_fields
-                                    .extend(edge.selection_set().map(|field| field.name())),
-                                "cursor" | "__typename" => {}
-                                _ => interaction_fields.push(UNKNOWN),
-                            }
-                        }
-                    }
-                    "nodes" => {
-                        interaction_fields.extend(field.selection_set().map(|field| field.name()))
-                    }
-                    "pageInfo" | "totalCount" | "__typename" => {}
-                    _ => interaction_fields.push(UNKNOWN),
-                }
-            }
+            timeline_fields(timeline, &mut interaction_fields);
         }
     }
     Wanted {
@@ -809,6 +788,29 @@ fn listed(places: &[Lookahead<'_>]) -> Wanted {
         identities_unread: domain::view::identities_unread(identity_fields),
         timeline_unread: domain::view::timeline_unread(interaction_fields),
         ..wanted
+    }
+}
+
+/// The names of the interaction fields a `timeline` selects, under `edges { node }` or
+/// `nodes`, added to `fields`. A field of the connection or its edges not known to read no
+/// interaction column adds a name no map knows, so that every column is read.
+fn timeline_fields<'a>(timeline: async_graphql::SelectionField<'a>, fields: &mut Vec<&'a str>) {
+    const UNKNOWN: &str = "";
+    for field in timeline.selection_set() {
+        match field.name() {
+            "edges" => {
+                for edge in field.selection_set() {
+                    match edge.name() {
+                        "node" => fields.extend(edge.selection_set().map(|f| f.name())),
+                        "cursor" | "__typename" => {}
+                        _ => fields.push(UNKNOWN),
+                    }
+                }
+            }
+            "nodes" => fields.extend(field.selection_set().map(|f| f.name())),
+            "pageInfo" | "totalCount" | "__typename" => {}
+            _ => fields.push(UNKNOWN),
+        }
     }
 }
 
