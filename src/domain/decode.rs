@@ -36,7 +36,13 @@ pub trait Decode: Sized {
     /// are not looked for and read as their type's default (an id as the nil UUID, an
     /// `Option` as `None`), for a reader that knows nothing shows them (`domain::view`). A
     /// field of an enumeration cannot be left out (reading it fails).
-    fn plan_without(columns: &[PgColumn], unread: &[&str]) -> Result<Vec<Place>, DbErr>;
+    fn plan_without(columns: &[PgColumn], unread: &[&str]) -> Result<Vec<Place>, DbErr> {
+        Self::plan_found(columns, &|name| by_name(columns, name), unread)
+    }
+
+    /// [`Decode::plan_without`] with each column found where `find` says among `columns`
+    /// rather than by its name ([`plan_named`]).
+    fn plan_found(columns: &[PgColumn], find: Find, unread: &[&str]) -> Result<Vec<Place>, DbErr>;
 
     /// The model of `row`, each field read at its place in `at` (from [`Decode::plan`] of
     /// the row's columns).
@@ -89,37 +95,25 @@ fn decode_all<M: Decode + FromQueryResult>(rows: &[QueryResult]) -> Result<Vec<M
     Ok(models)
 }
 
-/// The places of `M`'s fields in the block of `len` columns at `start` of a row that holds
-/// several models side by side (`domain::view::list`): names are looked up within the
-/// block alone, so blocks may share column names.
-pub fn plan_block<M: Decode>(
+/// The places of `M`'s fields in a row that holds several models' columns side by side
+/// (`domain::view::list`): each column of `M` the row carries is at the position `named`
+/// gives it (whatever the row's own column names), the columns `unread` are left out
+/// ([`Decode::plan_without`]).
+pub fn plan_named<M: Decode>(
     columns: &[PgColumn],
-    start: usize,
-    len: usize,
-) -> Result<Vec<Place>, DbErr> {
-    plan_block_without::<M>(columns, start, len, &[])
-}
-
-/// [`plan_block`] of a block that leaves out the columns `unread` ([`Decode::plan_without`]).
-pub fn plan_block_without<M: Decode>(
-    columns: &[PgColumn],
-    start: usize,
-    len: usize,
+    named: &[(&str, usize)],
     unread: &[&str],
 ) -> Result<Vec<Place>, DbErr> {
-    let block = columns.get(start..start + len).ok_or_else(|| {
-        DbErr::Type(format!(
-            "a block of {len} columns at {start} lies past the row's {}",
-            columns.len()
-        ))
-    })?;
-    let mut places = M::plan_without(block, unread)?;
-    for place in &mut places {
-        if !place.is_unread() {
-            place.at += start;
-        }
-    }
-    Ok(places)
+    M::plan_found(
+        columns,
+        &|name| {
+            named
+                .iter()
+                .find(|(column, _)| *column == name)
+                .map(|(_, at)| *at)
+        },
+        unread,
+    )
 }
 
 /// sea-orm's error for a column that would not decode, as its own decoder reports it.
@@ -146,17 +140,22 @@ impl Place {
     }
 }
 
-/// The place of column `name` among `columns`, checked once when its type is one `T`
-/// decodes, value by value otherwise (sqlx then refuses any value that is not `NULL`).
-fn place<T: Type<Postgres>>(columns: &[PgColumn], name: &str) -> Result<Place, DbErr> {
-    // The last of several columns of one name, as sqlx's look-up by name takes.
-    let (at, found) = columns
-        .iter()
-        .enumerate()
-        .rev()
-        .find(|(_, column)| column.name() == name)
-        .ok_or_else(|| column(sea_orm::sqlx::Error::ColumnNotFound(name.to_owned())))?;
-    let ty = found.type_info();
+/// Where a model's column of a name is among a row's columns.
+pub type Find<'a> = &'a dyn Fn(&str) -> Option<usize>;
+
+/// The position of the column `name` among `columns`: the last of several of one name, as
+/// sqlx's look-up by name takes.
+fn by_name(columns: &[PgColumn], name: &str) -> Option<usize> {
+    columns.iter().rposition(|column| column.name() == name)
+}
+
+/// The place of column `name` among `columns` (where `find` says), checked once when its
+/// type is one `T` decodes, value by value otherwise (sqlx then refuses any value that is
+/// not `NULL`).
+fn place<T: Type<Postgres>>(columns: &[PgColumn], find: Find, name: &str) -> Result<Place, DbErr> {
+    let not_found = || column(sea_orm::sqlx::Error::ColumnNotFound(name.to_owned()));
+    let at = find(name).ok_or_else(not_found)?;
+    let ty = columns.get(at).ok_or_else(not_found)?.type_info();
     Ok(Place {
         at,
         check: !ty.is_null() && !T::compatible(ty),
@@ -178,30 +177,33 @@ where
 /// [`place`] for the type of the field `field` reads.
 fn place_of<M, T: Type<Postgres>>(
     columns: &[PgColumn],
+    find: Find,
     name: &str,
     _field: impl FnOnce(M) -> T,
 ) -> Result<Place, DbErr> {
-    place::<T>(columns, name)
+    place::<T>(columns, find, name)
 }
 
 /// One field's place: `name` (the field's own type), `name: id(Type)` / `opt_id(Type)` (a
 /// typed id over a UUID), `name: enumeration` / `opt_enumeration` (a text column of an
 /// `ActiveEnum`).
 macro_rules! place {
-    ($columns:ident, $model:path, $name:ident) => {
-        place_of($columns, stringify!($name), |model: $model| model.$name)?
+    ($columns:ident, $find:ident, $model:path, $name:ident) => {
+        place_of($columns, $find, stringify!($name), |model: $model| {
+            model.$name
+        })?
     };
-    ($columns:ident, $model:path, $name:ident, id, $ty:ty) => {
-        place::<Uuid>($columns, stringify!($name))?
+    ($columns:ident, $find:ident, $model:path, $name:ident, id, $ty:ty) => {
+        place::<Uuid>($columns, $find, stringify!($name))?
     };
-    ($columns:ident, $model:path, $name:ident, opt_id, $ty:ty) => {
-        place::<Option<Uuid>>($columns, stringify!($name))?
+    ($columns:ident, $find:ident, $model:path, $name:ident, opt_id, $ty:ty) => {
+        place::<Option<Uuid>>($columns, $find, stringify!($name))?
     };
-    ($columns:ident, $model:path, $name:ident, enumeration) => {
-        place::<String>($columns, stringify!($name))?
+    ($columns:ident, $find:ident, $model:path, $name:ident, enumeration) => {
+        place::<String>($columns, $find, stringify!($name))?
     };
-    ($columns:ident, $model:path, $name:ident, opt_enumeration) => {
-        place::<Option<String>>($columns, stringify!($name))?
+    ($columns:ident, $find:ident, $model:path, $name:ident, opt_enumeration) => {
+        place::<Option<String>>($columns, $find, stringify!($name))?
     };
 }
 
@@ -254,12 +256,16 @@ macro_rules! decode {
         impl Decode for $model {
             const COLUMNS: &'static [&'static str] = &[$(stringify!($name)),+];
 
-            fn plan_without(columns: &[PgColumn], unread: &[&str]) -> Result<Vec<Place>, DbErr> {
+            fn plan_found(
+                columns: &[PgColumn],
+                find: Find,
+                unread: &[&str],
+            ) -> Result<Vec<Place>, DbErr> {
                 Ok(vec![$(
                     if unread.contains(&stringify!($name)) {
                         Place::UNREAD
                     } else {
-                        place!(columns, $model, $name $(, $kind $(, $ty)?)?)
+                        place!(columns, find, $model, $name $(, $kind $(, $ty)?)?)
                     }
                 ),+])
             }

@@ -460,13 +460,17 @@ fn built(wanted: &Wanted, workspace_id: WorkspaceId, id: CustomerId) -> Statemen
     combined.build(DatabaseBackend::Postgres)
 }
 
-/// A block of columns of [`list`]'s rows: the customer or one relation, its rows told
+/// The columns of [`list`]'s rows that hold the customer or one relation, its rows told
 /// apart by the `kind` column.
 struct Block {
     kind: i32,
     table: &'static str,
     /// The columns its rows carry: the table's, but those `unread`.
     columns: Vec<String>,
+    /// Each column's type, as far as slots go ([`slot_type`]).
+    types: Vec<String>,
+    /// Each column's slot ([`Slots`]).
+    slots: Vec<usize>,
     /// Columns of the table left out of the rows (their fields read as defaults: no field
     /// the selection asks for shows them).
     unread: Vec<&'static str>,
@@ -478,28 +482,93 @@ impl Block {
         E: EntityTrait,
         E::Column: IdenStatic,
     {
+        let (columns, types) = E::Column::iter()
+            .filter(|column| !unread.contains(&IdenStatic::as_str(column)))
+            .map(|column| {
+                (
+                    IdenStatic::as_str(&column).to_owned(),
+                    slot_type(column.def().get_column_type()),
+                )
+            })
+            .unzip();
         Block {
             kind,
             table,
-            columns: E::Column::iter()
-                .map(|column| IdenStatic::as_str(&column).to_owned())
-                .filter(|column| !unread.contains(&column.as_str()))
-                .collect(),
+            columns,
+            types,
+            slots: Vec::new(),
             unread,
         }
     }
 
-    /// Its columns, read from `from` (an alias) in its own rows and as typed NULLs in the
-    /// others' (`(NULL::table).column` has the column's type, so the `UNION` agrees).
-    fn select(&self, from: Option<&str>) -> String {
-        let mut out = Vec::with_capacity(self.columns.len());
-        for column in &self.columns {
-            match from {
-                Some(from) => out.push(format!("{from}.\"{column}\"")),
-                None => out.push(format!("(NULL::\"{}\").\"{column}\"", self.table)),
-            }
+    /// The row's slots in its own rows: its columns read from `from` (an alias), the
+    /// slots it does not fill as typed NULLs.
+    fn values(&self, from: &str, slots: &Slots) -> Vec<String> {
+        let mut out: Vec<String> = slots.0.iter().map(|slot| slot.null.clone()).collect();
+        for (column, slot) in self.columns.iter().zip(&self.slots) {
+            out[*slot] = format!("{from}.\"{column}\"");
         }
-        out.join(", ")
+        out
+    }
+
+    /// Each column's position in the row (after `kind` and `seq`).
+    fn named(&self) -> Vec<(&str, usize)> {
+        self.columns
+            .iter()
+            .zip(&self.slots)
+            .map(|(column, slot)| (column.as_str(), 2 + slot))
+            .collect()
+    }
+}
+
+/// What a slot of [`list`]'s rows may hold: columns of this type share one (a `UNION`
+/// column has one type). Strings are one type whatever their length (PostgreSQL's union
+/// of `varchar` and `text` is `text`).
+fn slot_type(ty: &sea_orm::ColumnType) -> String {
+    use sea_orm::ColumnType;
+    match ty {
+        ColumnType::String(_) | ColumnType::Text | ColumnType::Char(_) => "text".to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A column of [`list`]'s rows that each kind of row fills with a column of its own or
+/// leaves NULL: a row is as wide as its widest kind (per type), not as all kinds together.
+/// Padding each kind's rows with the other kinds' columns as NULLs cost PostgreSQL about
+/// as much as the columns themselves (BENCHMARKS.md).
+struct Slot {
+    ty: String,
+    /// The slot's NULL, typed as its first column (`(NULL::table).column` has the
+    /// column's type, so the `UNION` agrees).
+    null: String,
+}
+
+struct Slots(Vec<Slot>);
+
+impl Slots {
+    /// Gives every column of `blocks` a slot: each block's columns of one type take the
+    /// first slots of that type, in order, a new one when there are not enough.
+    fn assign(blocks: &mut [&mut Block]) -> Slots {
+        let mut slots: Vec<Slot> = Vec::new();
+        for block in blocks.iter_mut() {
+            let mut taken = vec![false; slots.len()];
+            let mut assigned = Vec::with_capacity(block.columns.len());
+            for (column, ty) in block.columns.iter().zip(&block.types) {
+                let free = (0..slots.len()).find(|&i| !taken[i] && slots[i].ty == *ty);
+                let slot = free.unwrap_or_else(|| {
+                    slots.push(Slot {
+                        ty: ty.clone(),
+                        null: format!("(NULL::\"{}\").\"{column}\"", block.table),
+                    });
+                    taken.push(false);
+                    slots.len() - 1
+                });
+                taken[slot] = true;
+                assigned.push(slot);
+            }
+            block.slots = assigned;
+        }
+        Slots(slots)
     }
 }
 
@@ -579,8 +648,9 @@ impl Wanted {
 ///
 /// The statement is a `UNION ALL` of the page and one branch per relation, a `LATERAL`
 /// subquery per customer (an index scan by customer whatever the planner estimates of
-/// the page). Every row holds a block of columns per kind, the other kinds' typed NULLs,
-/// after `kind` and the customer's position in the page. It has no `ORDER BY`: sorting
+/// the page). After `kind` and the customer's position in the page, a row holds its kind's
+/// columns in slots that the kinds share by type ([`Slots`]), the slots its kind does not
+/// fill as typed NULLs: a row is as wide as the widest kind, not as all kinds together. It has no `ORDER BY`: sorting
 /// its wide rows cost PostgreSQL more than [`read_list`] sorting each customer's few.
 ///
 /// The customers', identities' and the timeline's rows carry only the columns a field of
@@ -687,23 +757,38 @@ fn list_built(
     // The page is ordered, and its cursors made, by its order's column.
     let mut unread = wanted.customers_unread.clone();
     unread.retain(|column| *column != order_by);
-    let customer = Block::of::<customer::Entity>(CUSTOMER, "customer", unread);
-    let blocks = wanted.blocks();
+    let mut customer = Block::of::<customer::Entity>(CUSTOMER, "customer", unread);
+    let mut blocks = wanted.blocks();
+    let slots = {
+        let mut all: Vec<&mut Block> = vec![&mut customer];
+        all.extend(blocks.iter_mut());
+        Slots::assign(&mut all)
+    };
     let direction = if descending { "DESC" } else { "ASC" };
+    // The first branch names the slots (the union's column names are its).
+    let named: Vec<String> = customer
+        .values("page", &slots)
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| format!("{value} AS s{i}"))
+        .collect();
+    // The page keeps only the customer's columns the rows carry (its id and workspace
+    // among them, which the branches join on): PostgreSQL stores it for the branches.
+    let kept: Vec<String> = customer
+        .columns
+        .iter()
+        .map(|column| format!("p.\"{column}\""))
+        .collect();
     let mut sql = format!(
-        "WITH page AS (SELECT row_number() OVER (ORDER BY p.\"{order_by}\" {direction}, p.\"id\" {direction}) AS seq, p.* FROM ({}) p LIMIT {}) \
-         SELECT {CUSTOMER} AS kind, page.seq AS seq, {}",
+        "WITH page AS (SELECT row_number() OVER (ORDER BY p.\"{order_by}\" {direction}, p.\"id\" {direction}) AS seq, {} FROM ({}) p LIMIT {}) \
+         SELECT {CUSTOMER} AS kind, page.seq AS seq, {} FROM page",
+        kept.join(", "),
         page_sql,
         // The page's own limit is a parameter: written out here too, the planner knows
         // how many customers the relations are read for, and keeps one plan for the text.
         size + 1,
-        customer.select(Some("page"))
+        named.join(", ")
     );
-    for block in &blocks {
-        sql.push_str(", ");
-        sql.push_str(&block.select(None));
-    }
-    sql.push_str(" FROM page");
     for branch in &blocks {
         // Each customer's rows by a lateral subquery (an index scan by customer, whatever
         // the planner knows of the page); the timeline's first n + 1 by its index.
@@ -718,16 +803,12 @@ fn list_built(
             }
             _ => String::new(),
         };
-        let mut selected = vec![customer.select(None)];
-        for block in &blocks {
-            selected.push(block.select((block.kind == branch.kind).then_some("r")));
-        }
         sql.push_str(&format!(
             " UNION ALL SELECT {}, page.seq, {} FROM page CROSS JOIN LATERAL (SELECT {} FROM \"{}\" c \
              WHERE c.workspace_id = page.workspace_id AND c.customer_id = page.id{limit}) r \
              WHERE page.seq <= {size}",
             branch.kind,
-            selected.join(", "),
+            branch.values("r", &slots).join(", "),
             columns.join(", "),
             branch.table,
         ));
@@ -746,7 +827,7 @@ fn read_list(
     blocks: &[Block],
     wanted: &Wanted,
 ) -> Result<Vec<(Model, Related)>> {
-    use super::decode::{plan_block_without as plan_block, Decode, Place};
+    use super::decode::{plan_named, Decode, Place};
     let Some(first) = rows.first() else {
         return Ok(Vec::new());
     };
@@ -755,21 +836,19 @@ fn read_list(
             "a list read ahead on PostgreSQL only".to_owned(),
         ));
     };
-    // Where each block's fields are: after `kind` and `seq`, in the statement's order.
-    let mut start = 2;
-    let mut plan = |block: &Block| -> Result<Vec<Place>> {
-        let (kind, len, unread) = (block.kind, block.columns.len(), &block.unread[..]);
-        let places = match kind {
-            CUSTOMER => plan_block::<Model>(columns, start, len, unread),
-            CONTACT_POINTS => plan_block::<contact_point::Model>(columns, start, len, unread),
-            IDENTITIES => plan_block::<identity::Model>(columns, start, len, unread),
-            CONVERSATIONS => plan_block::<conversation::Model>(columns, start, len, unread),
-            DEALS => plan_block::<deal::Model>(columns, start, len, unread),
-            NOTES => plan_block::<note::Model>(columns, start, len, unread),
-            TIMELINE => plan_block::<interaction::Model>(columns, start, len, unread),
-            _ => return Err(Error::Internal(format!("no block of kind {kind}"))),
+    // Where each block's fields are: in their slots, after `kind` and `seq`.
+    let plan = |block: &Block| -> Result<Vec<Place>> {
+        let (named, unread) = (block.named(), &block.unread[..]);
+        let places = match block.kind {
+            CUSTOMER => plan_named::<Model>(columns, &named, unread),
+            CONTACT_POINTS => plan_named::<contact_point::Model>(columns, &named, unread),
+            IDENTITIES => plan_named::<identity::Model>(columns, &named, unread),
+            CONVERSATIONS => plan_named::<conversation::Model>(columns, &named, unread),
+            DEALS => plan_named::<deal::Model>(columns, &named, unread),
+            NOTES => plan_named::<note::Model>(columns, &named, unread),
+            TIMELINE => plan_named::<interaction::Model>(columns, &named, unread),
+            kind => return Err(Error::Internal(format!("no block of kind {kind}"))),
         }?;
-        start += len;
         Ok(places)
     };
     let customer_places = plan(customer)?;
@@ -1102,14 +1181,80 @@ mod tests {
                     let kinds = |blocks: &[Block]| {
                         blocks
                             .iter()
-                            .map(|b| (b.kind, b.columns.clone()))
+                            .map(|b| (b.kind, b.columns.clone(), b.slots.clone()))
                             .collect::<Vec<_>>()
                     };
                     assert_eq!(kinds(&cached.blocks), kinds(&built.blocks));
                     assert_eq!(cached.customer.columns, built.customer.columns);
+                    assert_eq!(cached.customer.slots, built.customer.slots);
                 }
             }
         }
+    }
+
+    /// The kinds of a list's rows share slots: each column has one slot of its own type
+    /// within its kind, a slot holds one type, and a row is as wide as the widest kind per
+    /// type; every branch of the statement has that many columns, in its slots.
+    #[test]
+    fn kinds_share_slots_of_their_type() {
+        let wanted = Wanted {
+            contact_points: true,
+            identities: true,
+            conversations: true,
+            deals: true,
+            notes: true,
+            timeline: Some(5),
+            ..Wanted::default()
+        };
+        let mut customer = Block::of::<customer::Entity>(CUSTOMER, "customer", Vec::new());
+        let mut blocks = wanted.blocks();
+        let slots = {
+            let mut all: Vec<&mut Block> = vec![&mut customer];
+            all.extend(blocks.iter_mut());
+            Slots::assign(&mut all)
+        };
+        let mut widest: HashMap<&str, usize> = HashMap::new();
+        let mut columns = 0;
+        for block in std::iter::once(&customer).chain(&blocks) {
+            assert_eq!(block.slots.len(), block.columns.len(), "{}", block.table);
+            let mut seen = std::collections::HashSet::new();
+            for (slot, ty) in block.slots.iter().zip(&block.types) {
+                assert!(seen.insert(*slot), "{}: slot {slot} twice", block.table);
+                assert_eq!(&slots.0[*slot].ty, ty, "{}: slot {slot}", block.table);
+            }
+            let mut by_type: HashMap<&str, usize> = HashMap::new();
+            for ty in &block.types {
+                *by_type.entry(ty).or_default() += 1;
+            }
+            for (ty, n) in by_type {
+                let widest = widest.entry(ty).or_default();
+                *widest = (*widest).max(n);
+            }
+            columns += block.columns.len();
+        }
+        assert_eq!(slots.0.len(), widest.values().sum::<usize>());
+        assert!(
+            slots.0.len() < columns / 2,
+            "{} slots for {columns} columns",
+            slots.0.len()
+        );
+        // Interactions and identities share their ids' slot.
+        let timeline = blocks.iter().find(|b| b.kind == TIMELINE).unwrap();
+        let identities = blocks.iter().find(|b| b.kind == IDENTITIES).unwrap();
+        let at = |block: &Block, column: &str| {
+            block.slots[block.columns.iter().position(|c| c == column).unwrap()]
+        };
+        assert_eq!(at(timeline, "id"), at(identities, "id"));
+
+        let text = list_built("SELECT * FROM customer", "created_at", false, 10, &wanted);
+        let branches: Vec<&str> = text.sql.split(" UNION ALL ").collect();
+        assert_eq!(branches.len(), 1 + text.blocks.len());
+        let values = |block: &Block, from: &str| block.values(from, &slots);
+        for (block, branch) in text.blocks.iter().zip(&branches[1..]) {
+            let expected = values(block, "r").join(", ");
+            assert!(branch.contains(&expected), "{}: {branch}", block.table);
+        }
+        assert_eq!(values(&text.customer, "page").len(), slots.0.len());
     }
 
     /// A warning repeated within the minute is counted, not logged; the next one logged
