@@ -883,7 +883,11 @@ fn read_list(
         index.insert(model.id, customers.len());
         customers.push((model, empty(wanted)));
     }
-    let mut timelines: Vec<Vec<interaction::Model>> = vec![Vec::new(); customers.len()];
+    // Each timeline holds at most its page and one more row.
+    let timeline_rows = wanted.timeline.map_or(0, |size| size as usize + 1);
+    let mut timelines: Vec<Vec<interaction::Model>> = (0..customers.len())
+        .map(|_| Vec::with_capacity(timeline_rows))
+        .collect();
     // … then their relations, each put in its reading order below.
     let owner =
         |customer_id: Option<CustomerId>| customer_id.and_then(|id| index.get(&id).copied());
