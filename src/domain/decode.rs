@@ -20,7 +20,8 @@ use uuid::Uuid;
 /// its columns found by name and checked; [`all`] reads a whole result.
 pub struct Fast<M>(pub M);
 
-/// Builds a model from a PostgreSQL row whose columns carry the model's column names.
+/// Builds a model from a PostgreSQL row whose columns carry the model's column names, or
+/// whose columns' places are given ([`plan_named`]).
 pub trait Decode: Sized {
     /// The column names it reads, one per field.
     const COLUMNS: &'static [&'static str];

@@ -475,10 +475,11 @@ impl Answer {
                     data: (!self.is_request_error()).then_some(&response.data),
                     errors: &response.errors,
                 };
-                // Sized as the last answer was (up to a megabyte): grown from nothing, a
+                // Sized as the last answer was, up to 256 KiB (a larger one grows from
+                // there; the buffer lives until the body is sent): grown from nothing, a
                 // list's answer was copied about eight times on its way to its size.
                 static LAST: AtomicUsize = AtomicUsize::new(0);
-                let mut out = Vec::with_capacity(LAST.load(Ordering::Relaxed).min(1 << 20));
+                let mut out = Vec::with_capacity(LAST.load(Ordering::Relaxed).min(256 << 10));
                 match serde_json::to_writer(&mut out, &body) {
                     Ok(()) => {
                         LAST.store(out.len(), Ordering::Relaxed);
