@@ -9,7 +9,10 @@
 //! correlated subquery that aggregates the relation's rows as JSON, in the order its
 //! loader reads them. The row mapping is the entities' own `Deserialize` (the JSON keys
 //! are the column names, the enum values their stored names), so a relation read here
-//! and one read through its loader are the same models.
+//! and one read through its loader are the same models. The identities' and the
+//! timeline's JSON leave out the columns no field of the selection shows (`json_select`),
+//! as a list's rows do: PostgreSQL spent about twice on the view's statement what it
+//! spends on PostGraphile's, which builds objects of the fields asked (BENCHMARKS.md).
 //!
 //! SQLite answers in-process, where a statement costs microseconds: there the customer is
 //! read alone and the relations go through the loaders as before ([`Related`] empty).
@@ -53,7 +56,7 @@ pub struct Wanted {
     /// its rows ([`customers_unread`]; the list's order is always read); empty: every
     /// column is read.
     pub customers_unread: Vec<&'static str>,
-    /// The same for their identities.
+    /// The same for their identities, in a list's rows and a view's JSON alike.
     pub identities_unread: Vec<&'static str>,
     /// The same for the timeline's interactions.
     pub timeline_unread: Vec<&'static str>,
@@ -126,34 +129,49 @@ impl Wanted {
     /// subquery is scoped by the outer row's workspace as well as its id.
     fn columns(&self) -> Vec<(&'static str, String)> {
         let mut columns = Vec::new();
-        let mut children = |alias, table: &str, order: &str| {
+        // A relation's rows as JSON: every column, or (`Some`) those a select of `c` reads.
+        let mut rows = |alias, table: &str, order: &str, select: Option<String>| {
+            let from = match select {
+                None => format!(
+                    "{table} r WHERE r.workspace_id = customer.workspace_id AND r.customer_id = customer.id"
+                ),
+                Some(select) => format!(
+                    "(SELECT {select} FROM {table} c \
+                     WHERE c.workspace_id = customer.workspace_id AND c.customer_id = customer.id) r"
+                ),
+            };
             columns.push((
                 alias,
-                format!(
-                    "(SELECT coalesce(json_agg(r ORDER BY {order}), '[]')::text FROM {table} r \
-                     WHERE r.workspace_id = customer.workspace_id AND r.customer_id = customer.id)"
-                ),
+                format!("(SELECT coalesce(json_agg(r ORDER BY {order}), '[]')::text FROM {from})"),
             ));
         };
         // The orders are the loaders' (`children_of`): its column, then the id.
         if self.contact_points {
-            children("rel_contact_points", "contact_point", "r.created_at, r.id");
+            rows(
+                "rel_contact_points",
+                "contact_point",
+                "r.created_at, r.id",
+                None,
+            );
         }
         if self.identities {
-            children("rel_identities", "identity", "r.created_at, r.id");
+            let select = (!self.identities_unread.is_empty())
+                .then(|| json_select::<identity::Entity>("c", &self.identities_unread));
+            rows("rel_identities", "identity", "r.created_at, r.id", select);
         }
         if self.conversations {
-            children(
+            rows(
                 "rel_conversations",
                 "conversation",
                 "r.last_message_at DESC, r.id DESC",
+                None,
             );
         }
         if self.deals {
-            children("rel_deals", "deal", "r.created_at DESC, r.id DESC");
+            rows("rel_deals", "deal", "r.created_at DESC, r.id DESC", None);
         }
         if self.notes {
-            children("rel_notes", "note", "r.created_at DESC, r.id DESC");
+            rows("rel_notes", "note", "r.created_at DESC, r.id DESC", None);
         }
         if self.organization {
             columns.push((
@@ -173,18 +191,16 @@ impl Wanted {
             ));
         }
         if let Some(size) = self.timeline {
-            // Every column but `raw`, as the timeline loader reads them; one row past the
-            // page says whether there is a next one.
-            let columns_but_raw = interaction::Column::iter()
-                .filter(|column| !matches!(column, interaction::Column::Raw))
-                .map(|column| format!("i.{}", column.as_str()))
-                .collect::<Vec<_>>()
-                .join(", ");
+            // Every column but `raw` (as the timeline loader reads them) and those no field
+            // of the selection shows; one row past the page says whether there is a next one.
+            let mut unread = self.timeline_unread.clone();
+            unread.push("raw");
+            let select = json_select::<interaction::Entity>("i", &unread);
             columns.push((
                 "rel_timeline",
                 format!(
                     "(SELECT coalesce(json_agg(r ORDER BY r.occurred_at DESC, r.id DESC), '[]')::text \
-                     FROM (SELECT {columns_but_raw}, NULL::jsonb AS raw FROM interaction i \
+                     FROM (SELECT {select} FROM interaction i \
                      WHERE i.workspace_id = customer.workspace_id AND i.customer_id = customer.id \
                      ORDER BY i.occurred_at DESC, i.id DESC LIMIT {}) r)",
                     size + 1
@@ -193,6 +209,38 @@ impl Wanted {
         }
         columns
     }
+}
+
+/// The select list of `E`'s columns read from `from` for a relation's JSON, but those
+/// `unread`: such a column that may be NULL is left out (its field reads as `None`), one
+/// that may not is given its type's zero (its field is one no field asked shows; a column
+/// of a type without one is read). The JSON keys are the column names, as the models'
+/// `Deserialize` reads them.
+fn json_select<E>(from: &str, unread: &[&str]) -> String
+where
+    E: EntityTrait,
+    E::Column: IdenStatic,
+{
+    use sea_orm::ColumnType;
+    let mut select = Vec::new();
+    for column in E::Column::iter() {
+        let name = IdenStatic::as_str(&column);
+        let def = column.def();
+        let zero = match def.get_column_type() {
+            ColumnType::String(_) | ColumnType::Text | ColumnType::Char(_) => Some("''"),
+            ColumnType::Uuid => Some("'00000000-0000-0000-0000-000000000000'::uuid"),
+            ColumnType::TimestampWithTimeZone => Some("'epoch'::timestamptz"),
+            ColumnType::Integer | ColumnType::BigInteger | ColumnType::Double => Some("0"),
+            ColumnType::Boolean => Some("false"),
+            _ => None,
+        };
+        match (unread.contains(&name), def.is_null(), zero) {
+            (true, true, _) => {}
+            (true, false, Some(zero)) => select.push(format!("{zero} AS \"{name}\"")),
+            _ => select.push(format!("{from}.\"{name}\"")),
+        }
+    }
+    select.join(", ")
 }
 
 /// What a field of a listed customer shows of its row, among the columns a list may
@@ -533,7 +581,8 @@ fn slot_type(ty: &sea_orm::ColumnType) -> String {
 }
 
 /// A column of [`list`]'s rows that each kind of row fills with a column of its own or
-/// leaves NULL: a row is as wide as its widest kind (per type), not as all kinds together.
+/// leaves NULL: per type, as many slots as the kind with most columns of it, not as many as
+/// all kinds together.
 /// Padding each kind's rows with the other kinds' columns as NULLs cost PostgreSQL about
 /// as much as the columns themselves (BENCHMARKS.md).
 struct Slot {
@@ -582,7 +631,7 @@ const NOTES: i32 = 5;
 const TIMELINE: i32 = 6;
 
 impl Wanted {
-    /// The relation blocks a list reads with its page, in column order: the relations of
+    /// The relation blocks a list reads with its page, in branch order: the relations of
     /// many rows per customer (organization and tags go through their loaders).
     fn blocks(&self) -> Vec<Block> {
         let mut blocks = Vec::new();
@@ -650,8 +699,9 @@ impl Wanted {
 /// subquery per customer (an index scan by customer whatever the planner estimates of
 /// the page). After `kind` and the customer's position in the page, a row holds its kind's
 /// columns in slots that the kinds share by type ([`Slots`]), the slots its kind does not
-/// fill as typed NULLs: a row is as wide as the widest kind, not as all kinds together. It has no `ORDER BY`: sorting
-/// its wide rows cost PostgreSQL more than [`read_list`] sorting each customer's few.
+/// fill as typed NULLs: for each type, as many slots as the kind with most columns of it
+/// needs, not as all kinds together. It has no `ORDER BY`: sorting its wide rows cost
+/// PostgreSQL more than [`read_list`] sorting each customer's few.
 ///
 /// The customers', identities' and the timeline's rows carry only the columns a field of
 /// the selection shows, besides the ids and those that group and order them
@@ -883,11 +933,7 @@ fn read_list(
         index.insert(model.id, customers.len());
         customers.push((model, empty(wanted)));
     }
-    // Each timeline holds at most its page and one more row.
-    let timeline_rows = wanted.timeline.map_or(0, |size| size as usize + 1);
-    let mut timelines: Vec<Vec<interaction::Model>> = (0..customers.len())
-        .map(|_| Vec::with_capacity(timeline_rows))
-        .collect();
+    let mut timelines: Vec<Vec<interaction::Model>> = vec![Vec::new(); customers.len()];
     // … then their relations, each put in its reading order below.
     let owner =
         |customer_id: Option<CustomerId>| customer_id.and_then(|id| index.get(&id).copied());
@@ -1237,6 +1283,21 @@ mod tests {
             columns += block.columns.len();
         }
         assert_eq!(slots.0.len(), widest.values().sum::<usize>());
+        // Every type a slot holds is one PostgreSQL type whatever the table (a new kind of
+        // column must be checked against its migrations before it joins this list).
+        let known = [
+            "Uuid",
+            "text",
+            "TimestampWithTimeZone",
+            "Boolean",
+            "Date",
+            "JsonBinary",
+            "BigInteger",
+            "Double",
+        ];
+        for slot in &slots.0 {
+            assert!(known.contains(&slot.ty.as_str()), "slot type {}", slot.ty);
+        }
         assert!(
             slots.0.len() < columns / 2,
             "{} slots for {columns} columns",

@@ -758,8 +758,22 @@ fn wanted(customer: &Lookahead<'_>) -> Wanted {
         } else {
             None
         },
-        // Every column (the 360 view reads whole rows as JSON; a list says what it
-        // leaves out: `listed`).
+        // The columns of identities and the timeline no field shows are left out of their
+        // rows (a list says the same of its customers too: `listed`).
+        identities_unread: {
+            let mut fields = Vec::new();
+            for identities in customer.field("identities").selection_fields() {
+                fields.extend(identities.selection_set().map(|field| field.name()));
+            }
+            domain::view::identities_unread(fields)
+        },
+        timeline_unread: {
+            let mut fields = Vec::new();
+            for timeline in customer.field("timeline").selection_fields() {
+                timeline_fields(timeline, &mut fields);
+            }
+            domain::view::timeline_unread(fields)
+        },
         ..Wanted::default()
     }
 }

@@ -514,9 +514,37 @@ backend_test! {
                 assert_eq!(alone.len(), among.len(), "{name}.{field}");
                 assert!(alone.iter().any(|v| !v.is_null()), "{name}.{field} never set");
                 assert_eq!(alone, among, "{name}.{field} asked alone");
+                if at.is_empty() {
+                    continue;
+                }
+                // The same through each customer's own view (`customer(id:)`, whose
+                // relations' JSON leaves out the same columns), all 30 in one request.
+                let ids: Vec<&str> = list["customers"]["edges"].as_array().unwrap().iter().map(|e| e["node"]["id"].as_str().unwrap()).collect();
+                let views: String = ids.iter().enumerate().map(|(i, id)| format!("c{i}: customer(id: \"{id}\") {{ {inner} }}")).collect();
+                let viewed = app.gql(&key, &format!("{{ {views} }}"), json!({})).await;
+                let mut values = Vec::new();
+                for i in 0..ids.len() {
+                    let node = &viewed[format!("c{i}")];
+                    match at {
+                        "timeline" => values.extend(node[at]["edges"].as_array().unwrap().iter().map(|e| e["node"][field].clone())),
+                        _ => values.extend(node[at].as_array().unwrap().iter().map(|i| i[field].clone())),
+                    }
+                }
+                assert_eq!(values, among, "{name}.{field} asked alone in a customer's view");
             }
         }
     }
+}
+
+/// A customer's display name as stored.
+async fn viewed_name(app: &TestApp, id: entity::CustomerId) -> String {
+    use sea_orm::EntityTrait;
+    entity::customer::Entity::find_by_id(id)
+        .one(&app.app.db)
+        .await
+        .unwrap()
+        .unwrap()
+        .display_name
 }
 
 backend_test! {
@@ -599,6 +627,53 @@ backend_test! {
         }
         if postgres {
             assert_eq!(compared, 8 * 17);
+        }
+        // The benchmark's list leaves out the columns its fields do not show, in the
+        // page's rows and in each customer's view alike: read (not by the fallback), equal
+        // to each other, and left out (a required column read as its zero, an optional
+        // one as `None`).
+        let narrow = Wanted {
+            identities: true,
+            timeline: Some(5),
+            customers_unread: rapport::domain::view::customers_unread(["id", "displayName", "identities", "timeline"]),
+            identities_unread: rapport::domain::view::identities_unread(["channel", "handle"]),
+            timeline_unread: rapport::domain::view::timeline_unread(["text", "occurredAt"]),
+            ..Wanted::default()
+        };
+        assert!(narrow.identities_unread.contains(&"platform_id") && narrow.timeline_unread.contains(&"ingested_at"));
+        let first = PageArgs { first: Some(20), ..PageArgs::default() };
+        let page = list(&app.app.db, &caller, &filter, CustomerOrderField::LastSeenAt, true, &first, &narrow).await.unwrap();
+        assert_eq!(page.items.len(), 20);
+        let epoch = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        let (mut identities, mut interactions) = (0, 0);
+        for (customer, related) in page.items {
+            let full = get(&app.app.db, &caller, customer.id, &Wanted { identities: true, timeline: Some(5), ..Wanted::default() }).await.unwrap().1;
+            if !postgres {
+                assert!(related.identities.is_none(), "SQLite reads relations through the loaders");
+                continue;
+            }
+            let (_, viewed) = get(&app.app.db, &caller, customer.id, &narrow).await.unwrap();
+            assert_eq!(customer.display_name, viewed_name(&app, customer.id).await);
+            let listed = related.identities.expect("the identities read with the page");
+            assert_eq!(Some(&listed), viewed.identities.as_ref(), "{}", customer.id);
+            for (identity, whole) in listed.iter().zip(full.identities.unwrap()) {
+                assert_eq!((identity.id, &identity.handle, identity.channel), (whole.id, &whole.handle, whole.channel));
+                assert_eq!((identity.platform_id.as_str(), identity.profile_key.as_ref()), ("", None), "left out");
+                assert!(!whole.platform_id.is_empty());
+                identities += 1;
+            }
+            let (_, listed) = related.timeline.expect("the timeline read with the page");
+            let (_, viewed) = viewed.timeline.unwrap();
+            assert_eq!(listed.items, viewed.items);
+            for (interaction, whole) in listed.items.iter().zip(full.timeline.unwrap().1.items) {
+                assert_eq!((interaction.id, &interaction.text, interaction.occurred_at), (whole.id, &whole.text, whole.occurred_at));
+                assert_eq!((interaction.ingested_at, interaction.conversation_id), (epoch, None), "left out");
+                assert!(whole.ingested_at != epoch);
+                interactions += 1;
+            }
+        }
+        if postgres {
+            assert!(identities >= 10 && interactions >= 50, "{identities} identities, {interactions} interactions");
         }
         // Another workspace's customers and relations never come with this one's page.
         let other = rapport::domain::workspace::ensure(&app.app.db, "other").await.unwrap();
