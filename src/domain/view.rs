@@ -289,8 +289,9 @@ const CUSTOMER_OPTIONAL: &[&str] = &[
     "country",
 ];
 
-/// What a field of an identity shows of its row, among the columns a list may leave out
-/// (the others, ids, the channel and `created_at`, which orders them, are always read).
+/// What a field of an identity shows of its row, among the columns a list's rows or a view's
+/// JSON may leave out (the others, ids, the channel and `created_at`, which orders them,
+/// are always read).
 const IDENTITY_FIELDS: &[(&str, &[&str])] = &[
     ("__typename", &[]),
     ("id", &[]),
@@ -358,8 +359,8 @@ pub fn customers_unread<'a>(fields: impl IntoIterator<Item = &'a str>) -> Vec<&'
     unread(fields, CUSTOMER_FIELDS, CUSTOMER_OPTIONAL)
 }
 
-/// The columns of a list's identities that none of the GraphQL `fields` selected on them
-/// shows; none when a field is not one whose columns are known.
+/// The columns of identities (of a list or a view) that none of the GraphQL `fields`
+/// selected on them shows; none when a field is not one whose columns are known.
 pub fn identities_unread<'a>(fields: impl IntoIterator<Item = &'a str>) -> Vec<&'static str> {
     unread(fields, IDENTITY_FIELDS, IDENTITY_OPTIONAL)
 }
@@ -468,8 +469,9 @@ fn statement(wanted: &Wanted, workspace_id: WorkspaceId, id: CustomerId) -> Stat
 }
 
 /// Statement texts built once per shape and shared by every request of that shape; at
-/// most 256 kept (2^7 relation sets × 101 page sizes exist for the view alone, more for
-/// lists): a client cycling through shapes empties the map instead of growing it.
+/// most 256 kept (2^7 relation sets × 101 page sizes × the columns left out exist for the
+/// view alone, more for lists): a client cycling through shapes empties the map instead
+/// of growing it.
 struct Texts<K, V>(OnceLock<Mutex<HashMap<K, V>>>);
 
 impl<K: std::hash::Hash + Eq, V: Clone> Texts<K, V> {

@@ -745,7 +745,7 @@ pub async fn customers(
 /// size, unfiltered and unsearched, the same for every place the selection asks for it.
 fn wanted(customer: &Lookahead<'_>) -> Wanted {
     let timeline = customer.field("timeline");
-    Wanted {
+    let mut wanted = Wanted {
         contact_points: customer.field("contactPoints").exists(),
         identities: customer.field("identities").exists(),
         organization: customer.field("organization").exists(),
@@ -758,24 +758,25 @@ fn wanted(customer: &Lookahead<'_>) -> Wanted {
         } else {
             None
         },
-        // The columns of identities and the timeline no field shows are left out of their
-        // rows (a list says the same of its customers too: `listed`).
-        identities_unread: {
-            let mut fields = Vec::new();
-            for identities in customer.field("identities").selection_fields() {
-                fields.extend(identities.selection_set().map(|field| field.name()));
-            }
-            domain::view::identities_unread(fields)
-        },
-        timeline_unread: {
-            let mut fields = Vec::new();
-            for timeline in customer.field("timeline").selection_fields() {
-                timeline_fields(timeline, &mut fields);
-            }
-            domain::view::timeline_unread(fields)
-        },
         ..Wanted::default()
+    };
+    // The columns of identities and the timeline no field shows are left out of their
+    // rows, when they are read with the customer (else none: one text per shape of view).
+    if wanted.identities {
+        let mut fields = Vec::new();
+        for identities in customer.field("identities").selection_fields() {
+            fields.extend(identities.selection_set().map(|field| field.name()));
+        }
+        wanted.identities_unread = domain::view::identities_unread(fields);
     }
+    if wanted.timeline.is_some() {
+        let mut fields = Vec::new();
+        for timeline in timeline.selection_fields() {
+            timeline_fields(timeline, &mut fields);
+        }
+        wanted.timeline_unread = domain::view::timeline_unread(fields);
+    }
+    wanted
 }
 
 /// [`wanted`] of a list's customers (selected in each of `places`: edges and nodes), with
@@ -797,10 +798,19 @@ fn listed(places: &[Lookahead<'_>]) -> Wanted {
             timeline_fields(timeline, &mut interaction_fields);
         }
     }
+    // Of relations not read with the page, none (one text per shape of list).
+    let identities_unread = match wanted.identities {
+        true => domain::view::identities_unread(identity_fields),
+        false => Vec::new(),
+    };
+    let timeline_unread = match wanted.timeline {
+        Some(_) => domain::view::timeline_unread(interaction_fields),
+        None => Vec::new(),
+    };
     Wanted {
         customers_unread: domain::view::customers_unread(customer_fields),
-        identities_unread: domain::view::identities_unread(identity_fields),
-        timeline_unread: domain::view::timeline_unread(interaction_fields),
+        identities_unread,
+        timeline_unread,
         ..wanted
     }
 }

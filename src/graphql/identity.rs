@@ -15,8 +15,8 @@ use entity::*;
 pub struct Identity(pub identity::Model);
 
 // A field added here or below, or one that reads another column, goes into
-// `domain::view::IDENTITY_FIELDS` too: a list leaves out of its rows the columns no selected field
-// shows, and reads every column for a field that map does not know.
+// `domain::view::IDENTITY_FIELDS` too: a list's rows and a customer view's JSON leave out the
+// columns no selected field shows, and read every column for a field that map does not know.
 impl Plain for Identity {
     fn plain(&self, field: &str) -> Option<Value> {
         let row = &self.0;

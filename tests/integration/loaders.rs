@@ -536,8 +536,29 @@ backend_test! {
     }
 }
 
+/// The first customer of the workspace's newest-seen page with identities and interactions.
+async fn page_first(app: &TestApp, caller: &rapport::domain::Caller) -> entity::CustomerId {
+    use sea_orm::{ConnectionTrait, Statement};
+    let sql = format!(
+        "SELECT c.id FROM customer c WHERE c.workspace_id = '{}' AND EXISTS (SELECT 1 FROM identity i WHERE i.customer_id = c.id) \
+         AND (SELECT count(*) FROM interaction i WHERE i.customer_id = c.id) >= 5 ORDER BY c.id LIMIT 1",
+        caller.workspace_id.uuid()
+    );
+    let row = app
+        .app
+        .db
+        .query_one(Statement::from_string(
+            app.app.db.get_database_backend(),
+            sql,
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    entity::CustomerId::from_uuid(row.try_get::<uuid::Uuid>("", "id").unwrap())
+}
+
 /// A customer's display name as stored.
-async fn viewed_name(app: &TestApp, id: entity::CustomerId) -> String {
+async fn stored_name(app: &TestApp, id: entity::CustomerId) -> String {
     use sea_orm::EntityTrait;
     entity::customer::Entity::find_by_id(id)
         .one(&app.app.db)
@@ -645,7 +666,7 @@ backend_test! {
         let page = list(&app.app.db, &caller, &filter, CustomerOrderField::LastSeenAt, true, &first, &narrow).await.unwrap();
         assert_eq!(page.items.len(), 20);
         let epoch = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
-        let (mut identities, mut interactions) = (0, 0);
+        let (mut identities, mut interactions, mut in_conversations) = (0, 0, 0);
         for (customer, related) in page.items {
             let full = get(&app.app.db, &caller, customer.id, &Wanted { identities: true, timeline: Some(5), ..Wanted::default() }).await.unwrap().1;
             if !postgres {
@@ -653,10 +674,12 @@ backend_test! {
                 continue;
             }
             let (_, viewed) = get(&app.app.db, &caller, customer.id, &narrow).await.unwrap();
-            assert_eq!(customer.display_name, viewed_name(&app, customer.id).await);
+            assert_eq!(customer.display_name, stored_name(&app, customer.id).await);
             let listed = related.identities.expect("the identities read with the page");
             assert_eq!(Some(&listed), viewed.identities.as_ref(), "{}", customer.id);
-            for (identity, whole) in listed.iter().zip(full.identities.unwrap()) {
+            let whole = full.identities.unwrap();
+            assert_eq!(listed.len(), whole.len());
+            for (identity, whole) in listed.iter().zip(whole) {
                 assert_eq!((identity.id, &identity.handle, identity.channel), (whole.id, &whole.handle, whole.channel));
                 assert_eq!((identity.platform_id.as_str(), identity.profile_key.as_ref()), ("", None), "left out");
                 assert!(!whole.platform_id.is_empty());
@@ -665,15 +688,40 @@ backend_test! {
             let (_, listed) = related.timeline.expect("the timeline read with the page");
             let (_, viewed) = viewed.timeline.unwrap();
             assert_eq!(listed.items, viewed.items);
-            for (interaction, whole) in listed.items.iter().zip(full.timeline.unwrap().1.items) {
+            let whole = full.timeline.unwrap().1.items;
+            assert_eq!(listed.items.len(), whole.len());
+            for (interaction, whole) in listed.items.iter().zip(whole) {
                 assert_eq!((interaction.id, &interaction.text, interaction.occurred_at), (whole.id, &whole.text, whole.occurred_at));
                 assert_eq!((interaction.ingested_at, interaction.conversation_id), (epoch, None), "left out");
                 assert!(whole.ingested_at != epoch);
+                in_conversations += usize::from(whole.conversation_id.is_some());
                 interactions += 1;
             }
         }
         if postgres {
             assert!(identities >= 10 && interactions >= 50, "{identities} identities, {interactions} interactions");
+            assert!(in_conversations > 0, "a column left out that the data sets");
+            // Each field asked alone is read in the view's own statement, not by the
+            // fallback (which reads no relation: `None`), its rows as many as in full.
+            let some = page_first(&app, &caller).await;
+            let identity_fields = ["__typename", "id", "channel", "createdAt", "customer", "platformId", "handle", "displayName", "profileUrl", "avatarUrl", "profileKey"];
+            let interaction_fields = ["__typename", "id", "channel", "direction", "kind", "occurredAt", "customer", "text", "subject", "html", "url", "language", "sentiment", "externalId", "ingestedAt", "deliveryStatus", "deliveryError", "conversation"];
+            let full = get(&app.app.db, &caller, some, &Wanted { identities: true, timeline: Some(5), ..Wanted::default() }).await.unwrap().1;
+            let shapes = identity_fields.iter().map(|f| (*f, "id")).chain(interaction_fields.iter().map(|f| ("id", *f)));
+            for (identity_field, interaction_field) in shapes {
+                let shape = Wanted {
+                    identities: true,
+                    timeline: Some(5),
+                    identities_unread: rapport::domain::view::identities_unread([identity_field]),
+                    timeline_unread: rapport::domain::view::timeline_unread([interaction_field]),
+                    ..Wanted::default()
+                };
+                let (_, one) = get(&app.app.db, &caller, some, &shape).await.unwrap();
+                let read = one.identities.unwrap_or_else(|| panic!("{identity_field}: identities by the fallback"));
+                assert_eq!(read.len(), full.identities.as_ref().unwrap().len());
+                let (_, timeline) = one.timeline.unwrap_or_else(|| panic!("{interaction_field}: timeline by the fallback"));
+                assert_eq!(timeline.items.len(), full.timeline.as_ref().unwrap().1.items.len());
+            }
         }
         // Another workspace's customers and relations never come with this one's page.
         let other = rapport::domain::workspace::ensure(&app.app.db, "other").await.unwrap();
