@@ -597,11 +597,12 @@ struct Slot {
 struct Slots(Vec<Slot>);
 
 impl Slots {
-    /// Gives every column of `blocks` a slot: each block's columns of one type take the
-    /// first slots of that type, in order, a new one when there are not enough.
-    fn assign(blocks: &mut [&mut Block]) -> Slots {
+    /// Gives every column of the customer's block and the relations' a slot: each block's
+    /// columns of one type take the first slots of that type, in order, a new one when
+    /// there are not enough.
+    fn assign(customer: &mut Block, relations: &mut [Block]) -> Slots {
         let mut slots: Vec<Slot> = Vec::new();
-        for block in blocks.iter_mut() {
+        for block in std::iter::once(customer).chain(relations.iter_mut()) {
             let mut taken = vec![false; slots.len()];
             let mut assigned = Vec::with_capacity(block.columns.len());
             for (column, ty) in block.columns.iter().zip(&block.types) {
@@ -811,11 +812,7 @@ fn list_built(
     unread.retain(|column| *column != order_by);
     let mut customer = Block::of::<customer::Entity>(CUSTOMER, "customer", unread);
     let mut blocks = wanted.blocks();
-    let slots = {
-        let mut all: Vec<&mut Block> = vec![&mut customer];
-        all.extend(blocks.iter_mut());
-        Slots::assign(&mut all)
-    };
+    let slots = Slots::assign(&mut customer, &mut blocks);
     let direction = if descending { "DESC" } else { "ASC" };
     // The first branch names the slots (the union's column names are its).
     let named: Vec<String> = customer
@@ -1260,11 +1257,7 @@ mod tests {
         };
         let mut customer = Block::of::<customer::Entity>(CUSTOMER, "customer", Vec::new());
         let mut blocks = wanted.blocks();
-        let slots = {
-            let mut all: Vec<&mut Block> = vec![&mut customer];
-            all.extend(blocks.iter_mut());
-            Slots::assign(&mut all)
-        };
+        let slots = Slots::assign(&mut customer, &mut blocks);
         let mut widest: HashMap<&str, usize> = HashMap::new();
         let mut columns = 0;
         for block in std::iter::once(&customer).chain(&blocks) {

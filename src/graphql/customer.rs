@@ -760,23 +760,37 @@ fn wanted(customer: &Lookahead<'_>) -> Wanted {
         },
         ..Wanted::default()
     };
-    // The columns of identities and the timeline no field shows are left out of their
-    // rows, when they are read with the customer (else none: one text per shape of view).
+    let (mut identity_fields, mut interaction_fields) = (Vec::new(), Vec::new());
+    relation_fields(customer, &mut identity_fields, &mut interaction_fields);
+    leave_out(&mut wanted, identity_fields, interaction_fields);
+    wanted
+}
+
+/// The names of the fields selected on `customer`'s identities and on its timeline's
+/// interactions, added to `identities` and `interactions`.
+fn relation_fields<'a>(
+    customer: &Lookahead<'a>,
+    identities: &mut Vec<&'a str>,
+    interactions: &mut Vec<&'a str>,
+) {
+    for selected in customer.field("identities").selection_fields() {
+        identities.extend(selected.selection_set().map(|field| field.name()));
+    }
+    for timeline in customer.field("timeline").selection_fields() {
+        timeline_fields(timeline, interactions);
+    }
+}
+
+/// The columns of identities and the timeline that none of these fields shows, left out
+/// of their rows when `wanted` reads them with the customer (else none: one statement text
+/// per shape).
+fn leave_out(wanted: &mut Wanted, identity_fields: Vec<&str>, interaction_fields: Vec<&str>) {
     if wanted.identities {
-        let mut fields = Vec::new();
-        for identities in customer.field("identities").selection_fields() {
-            fields.extend(identities.selection_set().map(|field| field.name()));
-        }
-        wanted.identities_unread = domain::view::identities_unread(fields);
+        wanted.identities_unread = domain::view::identities_unread(identity_fields);
     }
     if wanted.timeline.is_some() {
-        let mut fields = Vec::new();
-        for timeline in timeline.selection_fields() {
-            timeline_fields(timeline, &mut fields);
-        }
-        wanted.timeline_unread = domain::view::timeline_unread(fields);
+        wanted.timeline_unread = domain::view::timeline_unread(interaction_fields);
     }
-    wanted
 }
 
 /// [`wanted`] of a list's customers (selected in each of `places`: edges and nodes), with
@@ -791,28 +805,12 @@ fn listed(places: &[Lookahead<'_>]) -> Wanted {
         for node in customer.selection_fields() {
             customer_fields.extend(node.selection_set().map(|field| field.name()));
         }
-        for identities in customer.field("identities").selection_fields() {
-            identity_fields.extend(identities.selection_set().map(|field| field.name()));
-        }
-        for timeline in customer.field("timeline").selection_fields() {
-            timeline_fields(timeline, &mut interaction_fields);
-        }
+        relation_fields(customer, &mut identity_fields, &mut interaction_fields);
     }
-    // Of relations not read with the page, none (one text per shape of list).
-    let identities_unread = match wanted.identities {
-        true => domain::view::identities_unread(identity_fields),
-        false => Vec::new(),
-    };
-    let timeline_unread = match wanted.timeline {
-        Some(_) => domain::view::timeline_unread(interaction_fields),
-        None => Vec::new(),
-    };
-    Wanted {
-        customers_unread: domain::view::customers_unread(customer_fields),
-        identities_unread,
-        timeline_unread,
-        ..wanted
-    }
+    // `or` keeps no columns left out: they are of all the places' fields together.
+    wanted.customers_unread = domain::view::customers_unread(customer_fields);
+    leave_out(&mut wanted, identity_fields, interaction_fields);
+    wanted
 }
 
 /// The names of the interaction fields a `timeline` selects, under `edges { node }` or
