@@ -9,10 +9,10 @@
 //! correlated subquery that aggregates the relation's rows as JSON, in the order its
 //! loader reads them. The row mapping is the entities' own `Deserialize` (the JSON keys
 //! are the column names, the enum values their stored names), so a relation read here
-//! and one read through its loader are the same models. The identities' and the
-//! timeline's JSON leave out the columns no field of the selection shows (`json_select`),
-//! as a list's rows do: PostgreSQL spent about twice on the view's statement what it
-//! spends on PostGraphile's, which builds objects of the fields asked (BENCHMARKS.md).
+//! and one read through its loader are the same models. Each relation's JSON leaves out
+//! the columns no field of the selection shows (`json_select`, [`Relation`]), as a list's
+//! rows do: PostgreSQL spent about twice on the view's statement what it spends on
+//! PostGraphile's, which builds objects of the fields asked (BENCHMARKS.md).
 //!
 //! SQLite answers in-process, where a statement costs microseconds: there the customer is
 //! read alone and the relations go through the loaders as before ([`Related`] empty).
@@ -56,8 +56,9 @@ pub struct Wanted {
     /// its rows ([`customers_unread`]; the list's order is always read); empty: every
     /// column is read.
     pub customers_unread: Vec<&'static str>,
-    /// The same for their identities, in a list's rows and a view's JSON alike.
-    pub identities_unread: Vec<&'static str>,
+    /// The same for each relation's rows ([`Relation::unread`]), in a list's rows and a
+    /// view's JSON alike, by [`Relation`] (see [`Wanted::unread`]).
+    pub relations_unread: [Vec<&'static str>; Relation::ALL.len()],
     /// The same for the timeline's interactions.
     pub timeline_unread: Vec<&'static str>,
 }
@@ -97,9 +98,38 @@ impl Wanted {
             // What a selection leaves out is known from all its fields at once: the
             // caller says it of the sum (`graphql::customer::listed`).
             customers_unread: Vec::new(),
-            identities_unread: Vec::new(),
+            relations_unread: Default::default(),
             timeline_unread: Vec::new(),
         }
+    }
+
+    /// Whether `relation` is read with the customers.
+    pub fn reads(&self, relation: Relation) -> bool {
+        match relation {
+            Relation::ContactPoints => self.contact_points,
+            Relation::Identities => self.identities,
+            Relation::Organization => self.organization,
+            Relation::Tags => self.tags,
+            Relation::Conversations => self.conversations,
+            Relation::Deals => self.deals,
+            Relation::Notes => self.notes,
+        }
+    }
+
+    /// The columns of `relation`'s rows left out (none: every column is read).
+    pub fn unread(&self, relation: Relation) -> &[&'static str] {
+        &self.relations_unread[relation as usize]
+    }
+
+    /// `self` leaving out of `relation`'s rows the columns none of the GraphQL `fields`
+    /// selected on its objects shows ([`Relation::unread`]).
+    pub fn showing<'a>(
+        mut self,
+        relation: Relation,
+        fields: impl IntoIterator<Item = &'a str>,
+    ) -> Wanted {
+        self.relations_unread[relation as usize] = relation.unread(fields);
+        self
     }
 
     fn is_empty(&self) -> bool {
@@ -129,65 +159,64 @@ impl Wanted {
     /// subquery is scoped by the outer row's workspace as well as its id.
     fn columns(&self) -> Vec<(&'static str, String)> {
         let mut columns = Vec::new();
-        // A relation's rows as JSON: every column, or (`Some`) those a select of `c` reads.
-        let mut rows = |alias, table: &str, order: &str, select: Option<String>| {
-            let from = match select {
-                None => format!(
-                    "{table} r WHERE r.workspace_id = customer.workspace_id AND r.customer_id = customer.id"
-                ),
-                Some(select) => format!(
-                    "(SELECT {select} FROM {table} c \
-                     WHERE c.workspace_id = customer.workspace_id AND c.customer_id = customer.id) r"
-                ),
-            };
+        // A relation's rows as JSON, of the columns `select` reads of `c`.
+        let mut rows = |alias, table: &str, order: &str, select: String| {
             columns.push((
                 alias,
-                format!("(SELECT coalesce(json_agg(r ORDER BY {order}), '[]')::text FROM {from})"),
+                format!(
+                    "(SELECT coalesce(json_agg(r ORDER BY {order}), '[]')::text FROM \
+                     (SELECT {select} FROM {table} c \
+                     WHERE c.workspace_id = customer.workspace_id AND c.customer_id = customer.id) r)"
+                ),
             ));
         };
         // The orders are the loaders' (`children_of`): its column, then the id.
         if self.contact_points {
+            let select = self.select::<contact_point::Entity>(Relation::ContactPoints);
             rows(
                 "rel_contact_points",
                 "contact_point",
                 "r.created_at, r.id",
-                None,
+                select,
             );
         }
         if self.identities {
-            let select = (!self.identities_unread.is_empty())
-                .then(|| json_select::<identity::Entity>("c", &self.identities_unread));
+            let select = self.select::<identity::Entity>(Relation::Identities);
             rows("rel_identities", "identity", "r.created_at, r.id", select);
         }
         if self.conversations {
-            rows(
-                "rel_conversations",
-                "conversation",
-                "r.last_message_at DESC, r.id DESC",
-                None,
-            );
+            let select = self.select::<conversation::Entity>(Relation::Conversations);
+            let order = "r.last_message_at DESC, r.id DESC";
+            rows("rel_conversations", "conversation", order, select);
         }
         if self.deals {
-            rows("rel_deals", "deal", "r.created_at DESC, r.id DESC", None);
+            let select = self.select::<deal::Entity>(Relation::Deals);
+            rows("rel_deals", "deal", "r.created_at DESC, r.id DESC", select);
         }
         if self.notes {
-            rows("rel_notes", "note", "r.created_at DESC, r.id DESC", None);
+            let select = self.select::<note::Entity>(Relation::Notes);
+            rows("rel_notes", "note", "r.created_at DESC, r.id DESC", select);
         }
         if self.organization {
+            let select = self.select::<organization::Entity>(Relation::Organization);
             columns.push((
                 "rel_organization",
-                "(SELECT row_to_json(r)::text FROM organization r \
-                 WHERE r.workspace_id = customer.workspace_id AND r.id = customer.organization_id)"
-                    .to_owned(),
+                format!(
+                    "(SELECT row_to_json(r)::text FROM (SELECT {select} FROM organization c \
+                     WHERE c.workspace_id = customer.workspace_id AND c.id = customer.organization_id) r)"
+                ),
             ));
         }
         if self.tags {
+            let select = self.select::<tag::Entity>(Relation::Tags);
             columns.push((
                 "rel_tags",
-                "(SELECT coalesce(json_agg(r ORDER BY r.name, r.id), '[]')::text FROM tag r \
-                 JOIN customer_tag l ON l.tag_id = r.id AND l.workspace_id = r.workspace_id \
-                 WHERE l.workspace_id = customer.workspace_id AND l.customer_id = customer.id)"
-                    .to_owned(),
+                format!(
+                    "(SELECT coalesce(json_agg(r ORDER BY r.name, r.id), '[]')::text FROM \
+                     (SELECT {select} FROM tag c \
+                     JOIN customer_tag l ON l.tag_id = c.id AND l.workspace_id = c.workspace_id \
+                     WHERE l.workspace_id = customer.workspace_id AND l.customer_id = customer.id) r)"
+                ),
             ));
         }
         if let Some(size) = self.timeline {
@@ -208,6 +237,15 @@ impl Wanted {
             ));
         }
         columns
+    }
+
+    /// The select list of `relation`'s JSON, from `c`: every column but those left out.
+    fn select<E>(&self, relation: Relation) -> String
+    where
+        E: EntityTrait,
+        E::Column: IdenStatic,
+    {
+        json_select::<E>("c", self.unread(relation))
     }
 }
 
@@ -232,6 +270,7 @@ where
             ColumnType::TimestampWithTimeZone => Some("'epoch'::timestamptz"),
             ColumnType::Integer | ColumnType::BigInteger | ColumnType::Double => Some("0"),
             ColumnType::Boolean => Some("false"),
+            ColumnType::Json | ColumnType::JsonBinary => Some("'{}'::jsonb"),
             _ => None,
         };
         match (unread.contains(&name), def.is_null(), zero) {
@@ -353,16 +392,194 @@ const INTERACTION_OPTIONAL: &[&str] = &[
     "delivery_attempted_at",
 ];
 
+/// The same for a contact point (ids, the kind, `is_primary` and `created_at`, which
+/// order them, are always read).
+const CONTACT_POINT_FIELDS: &[(&str, &[&str])] = &[
+    ("__typename", &[]),
+    ("id", &[]),
+    ("kind", &[]),
+    ("primary", &[]),
+    ("customer", &[]),
+    ("value", &["value"]),
+    ("normalizedValue", &["normalized"]),
+    ("label", &["label"]),
+    ("verified", &["verified"]),
+];
+const CONTACT_POINT_OPTIONAL: &[&str] = &["value", "normalized", "label", "verified"];
+
+/// The same for a conversation (ids, the enumerations, `snoozed_until`, which the status
+/// reads and `conversations(status:)` filters by, and `last_message_at`, which orders
+/// them, are always read; `spam` reads the customer's id as well).
+const CONVERSATION_FIELDS: &[(&str, &[&str])] = &[
+    ("__typename", &[]),
+    ("id", &[]),
+    ("channel", &[]),
+    ("status", &[]),
+    ("snoozedUntil", &[]),
+    ("priority", &[]),
+    ("lastMessageAt", &[]),
+    ("customer", &[]),
+    ("labels", &[]),
+    ("lastInteraction", &[]),
+    ("interactions", &[]),
+    ("notes", &[]),
+    ("subject", &["subject"]),
+    ("assignee", &["assignee_id"]),
+    ("spam", &["spam"]),
+    ("waitingSince", &["waiting_since"]),
+    ("firstResponseAt", &["first_response_at"]),
+    ("resolvedAt", &["resolved_at"]),
+    ("createdAt", &["created_at"]),
+    ("updatedAt", &["updated_at"]),
+];
+const CONVERSATION_OPTIONAL: &[&str] = &[
+    "thread_key",
+    "subject",
+    "assignee_id",
+    "spam",
+    "waiting_since",
+    "first_response_at",
+    "resolved_at",
+    "created_at",
+    "updated_at",
+];
+
+/// The same for a deal (ids, the stage and `created_at`, which orders them, are always
+/// read).
+const DEAL_FIELDS: &[(&str, &[&str])] = &[
+    ("__typename", &[]),
+    ("id", &[]),
+    ("stage", &[]),
+    ("createdAt", &[]),
+    ("customer", &[]),
+    ("title", &["title"]),
+    ("amount", &["amount_minor"]),
+    ("currency", &["currency"]),
+    ("closeDate", &["close_date"]),
+    ("organization", &["organization_id"]),
+    ("updatedAt", &["updated_at"]),
+];
+const DEAL_OPTIONAL: &[&str] = &[
+    "organization_id",
+    "title",
+    "amount_minor",
+    "currency",
+    "close_date",
+    "updated_at",
+];
+
+/// The same for a note (ids and `created_at`, which orders them, are always read).
+const NOTE_FIELDS: &[(&str, &[&str])] = &[
+    ("__typename", &[]),
+    ("id", &[]),
+    ("createdAt", &[]),
+    ("customer", &[]),
+    ("body", &["body"]),
+    ("author", &["author"]),
+    ("conversation", &["conversation_id"]),
+    ("updatedAt", &["updated_at"]),
+];
+const NOTE_OPTIONAL: &[&str] = &["body", "author", "conversation_id", "updated_at"];
+
+/// The same for an organization (its ids are always read; `customerCount` and `deals`
+/// read by its id).
+const ORGANIZATION_FIELDS: &[(&str, &[&str])] = &[
+    ("__typename", &[]),
+    ("id", &[]),
+    ("customerCount", &[]),
+    ("deals", &[]),
+    ("name", &["name"]),
+    ("domain", &["domain"]),
+    ("customAttributes", &["custom"]),
+    ("createdAt", &["created_at"]),
+    ("updatedAt", &["updated_at"]),
+];
+const ORGANIZATION_OPTIONAL: &[&str] = &["name", "domain", "custom", "created_at", "updated_at"];
+
+/// The same for a tag (ids and the name, which orders them, are always read).
+const TAG_FIELDS: &[(&str, &[&str])] = &[
+    ("__typename", &[]),
+    ("id", &[]),
+    ("name", &[]),
+    ("color", &["color"]),
+];
+const TAG_OPTIONAL: &[&str] = &["color", "created_at"];
+
+/// A relation of a customer read as a list of its rows (a view's JSON, a list's rows), of
+/// which a selection may leave out the columns no field it selects shows. The timeline,
+/// a connection, is apart ([`timeline_unread`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Relation {
+    ContactPoints,
+    Identities,
+    Organization,
+    Tags,
+    Conversations,
+    Deals,
+    Notes,
+}
+
+impl Relation {
+    pub const ALL: [Relation; 7] = [
+        Relation::ContactPoints,
+        Relation::Identities,
+        Relation::Organization,
+        Relation::Tags,
+        Relation::Conversations,
+        Relation::Deals,
+        Relation::Notes,
+    ];
+
+    /// The customer's field that selects it.
+    pub fn field(self) -> &'static str {
+        match self {
+            Relation::ContactPoints => "contactPoints",
+            Relation::Identities => "identities",
+            Relation::Organization => "organization",
+            Relation::Tags => "tags",
+            Relation::Conversations => "conversations",
+            Relation::Deals => "deals",
+            Relation::Notes => "notes",
+        }
+    }
+
+    /// Whether a list reads it with its page ([`list`]); the others (organizations, tags)
+    /// come through their loaders, every column.
+    pub fn in_list(self) -> bool {
+        !matches!(self, Relation::Organization | Relation::Tags)
+    }
+
+    /// What each field of its objects shows of its row, and the columns that may be left
+    /// out.
+    fn shows(
+        self,
+    ) -> (
+        &'static [(&'static str, &'static [&'static str])],
+        &'static [&'static str],
+    ) {
+        match self {
+            Relation::ContactPoints => (CONTACT_POINT_FIELDS, CONTACT_POINT_OPTIONAL),
+            Relation::Identities => (IDENTITY_FIELDS, IDENTITY_OPTIONAL),
+            Relation::Organization => (ORGANIZATION_FIELDS, ORGANIZATION_OPTIONAL),
+            Relation::Tags => (TAG_FIELDS, TAG_OPTIONAL),
+            Relation::Conversations => (CONVERSATION_FIELDS, CONVERSATION_OPTIONAL),
+            Relation::Deals => (DEAL_FIELDS, DEAL_OPTIONAL),
+            Relation::Notes => (NOTE_FIELDS, NOTE_OPTIONAL),
+        }
+    }
+
+    /// The columns of its rows that none of the GraphQL `fields` selected on its objects
+    /// shows; none when a field is not one whose columns are known.
+    pub fn unread<'a>(self, fields: impl IntoIterator<Item = &'a str>) -> Vec<&'static str> {
+        let (shows, optional) = self.shows();
+        unread(fields, shows, optional)
+    }
+}
+
 /// The columns of a list's customers that none of the GraphQL `fields` selected on them
 /// shows; none when a field is not one whose columns are known.
 pub fn customers_unread<'a>(fields: impl IntoIterator<Item = &'a str>) -> Vec<&'static str> {
     unread(fields, CUSTOMER_FIELDS, CUSTOMER_OPTIONAL)
-}
-
-/// The columns of identities (of a list or a view) that none of the GraphQL `fields`
-/// selected on them shows; none when a field is not one whose columns are known.
-pub fn identities_unread<'a>(fields: impl IntoIterator<Item = &'a str>) -> Vec<&'static str> {
-    unread(fields, IDENTITY_FIELDS, IDENTITY_OPTIONAL)
 }
 
 /// The same for the timeline's interactions.
@@ -469,9 +686,9 @@ fn statement(wanted: &Wanted, workspace_id: WorkspaceId, id: CustomerId) -> Stat
 }
 
 /// Statement texts built once per shape and shared by every request of that shape; at
-/// most 256 kept (2^7 relation sets × 101 page sizes × the columns left out exist for the
-/// view alone, more for lists): a client cycling through shapes empties the map instead
-/// of growing it.
+/// most 256 kept (2^7 relation sets × 101 page sizes × the columns each relation leaves
+/// out exist for the view alone, more for lists): a client cycling through shapes empties
+/// the map instead of growing it (and pays the text's building again).
 struct Texts<K, V>(OnceLock<Mutex<HashMap<K, V>>>);
 
 impl<K: std::hash::Hash + Eq, V: Clone> Texts<K, V> {
@@ -642,28 +859,30 @@ impl Wanted {
             blocks.push(Block::of::<contact_point::Entity>(
                 CONTACT_POINTS,
                 "contact_point",
-                Vec::new(),
+                self.unread(Relation::ContactPoints).to_vec(),
             ));
         }
         if self.identities {
             blocks.push(Block::of::<identity::Entity>(
                 IDENTITIES,
                 "identity",
-                self.identities_unread.clone(),
+                self.unread(Relation::Identities).to_vec(),
             ));
         }
         if self.conversations {
             blocks.push(Block::of::<conversation::Entity>(
                 CONVERSATIONS,
                 "conversation",
-                Vec::new(),
+                self.unread(Relation::Conversations).to_vec(),
             ));
         }
         if self.deals {
-            blocks.push(Block::of::<deal::Entity>(DEALS, "deal", Vec::new()));
+            let unread = self.unread(Relation::Deals).to_vec();
+            blocks.push(Block::of::<deal::Entity>(DEALS, "deal", unread));
         }
         if self.notes {
-            blocks.push(Block::of::<note::Entity>(NOTES, "note", Vec::new()));
+            let unread = self.unread(Relation::Notes).to_vec();
+            blocks.push(Block::of::<note::Entity>(NOTES, "note", unread));
         }
         if self.timeline.is_some() {
             // The platform's payload is never shown and may be kilobytes a row.
@@ -706,9 +925,9 @@ impl Wanted {
 /// needs, not as all kinds together. It has no `ORDER BY`: sorting its wide rows cost
 /// PostgreSQL more than [`read_list`] sorting each customer's few.
 ///
-/// The customers', identities' and the timeline's rows carry only the columns a field of
-/// the selection shows, besides the ids and those that group and order them
-/// ([`Wanted::customers_unread`], [`Wanted::identities_unread`],
+/// The customers' and every relation's rows carry only the columns a field of the
+/// selection shows, besides the ids and those that group and order them
+/// ([`Wanted::customers_unread`], [`Wanted::relations_unread`],
 /// [`Wanted::timeline_unread`]; the maps are `CUSTOMER_FIELDS` and the like, beside
 /// [`customers_unread`]): for every column of a
 /// page of 50 customers with their identities and last interactions, PostgreSQL spent
@@ -1163,6 +1382,29 @@ mod tests {
         }
     }
 
+    /// A relation is read with a list's page exactly when it has a block there.
+    #[test]
+    fn the_relations_in_a_list_are_those_with_blocks() {
+        for relation in Relation::ALL {
+            let mut wanted = Wanted::default();
+            *match relation {
+                Relation::ContactPoints => &mut wanted.contact_points,
+                Relation::Identities => &mut wanted.identities,
+                Relation::Organization => &mut wanted.organization,
+                Relation::Tags => &mut wanted.tags,
+                Relation::Conversations => &mut wanted.conversations,
+                Relation::Deals => &mut wanted.deals,
+                Relation::Notes => &mut wanted.notes,
+            } = true;
+            assert!(wanted.reads(relation));
+            assert_eq!(
+                relation.in_list(),
+                !wanted.blocks().is_empty(),
+                "{relation:?}"
+            );
+        }
+    }
+
     /// The cached text with fresh parameters is the statement the builder writes, for
     /// every shape (each set of relations, with and without timelines of two sizes), the
     /// first time and every time after.
@@ -1340,6 +1582,7 @@ mod tests {
     /// a field it does not know.
     #[test]
     fn the_columns_left_out_are_those_no_field_shows() {
+        let identities_unread = |fields| Relation::Identities.unread(fields);
         assert_eq!(
             identities_unread(["id", "handle", "__typename"]),
             [
@@ -1351,7 +1594,18 @@ mod tests {
                 "updated_at"
             ]
         );
-        assert!(identities_unread(["handle", "somethingNew"]).is_empty());
+        assert!(Relation::Identities
+            .unread(["handle", "somethingNew"])
+            .is_empty());
+        // A conversation's status reads its snooze, which is never left out.
+        let conversations = Relation::Conversations.unread(["status", "subject"]);
+        assert!(!conversations.contains(&"subject") && conversations.contains(&"thread_key"));
+        assert!(!CONVERSATION_OPTIONAL.contains(&"snoozed_until"));
+        let organization = Relation::Organization.unread(["name"]);
+        assert_eq!(
+            organization,
+            ["domain", "custom", "created_at", "updated_at"]
+        );
         let timeline = timeline_unread(["text", "occurredAt"]);
         assert!(!timeline.contains(&"text") && timeline.contains(&"html"));
         assert!(timeline_unread(["text", "conversation"]).is_empty());
@@ -1389,7 +1643,16 @@ mod tests {
                 for column in *columns {
                     assert!(optional.contains(column), "{field} shows {column}");
                 }
-                if let [column] = columns {
+                // Fields named otherwise than the column they show.
+                let renamed = [
+                    ("normalizedValue", "normalized"),
+                    ("amount", "amount_minor"),
+                    ("customAttributes", "custom"),
+                    ("assignee", "assignee_id"),
+                ];
+                if let Some((_, column)) = renamed.iter().find(|(f, _)| f == field) {
+                    assert_eq!(*columns, [*column], "{field}");
+                } else if let [column] = columns {
                     let snake: String = field
                         .chars()
                         .flat_map(|c| match c.is_ascii_uppercase() {
@@ -1405,6 +1668,48 @@ mod tests {
                 }
             }
         }
+        check::<contact_point::Entity>(
+            CONTACT_POINT_FIELDS,
+            CONTACT_POINT_OPTIONAL,
+            &[
+                "id",
+                "workspace_id",
+                "customer_id",
+                "kind",
+                "is_primary",
+                "created_at",
+            ],
+        );
+        check::<conversation::Entity>(
+            CONVERSATION_FIELDS,
+            CONVERSATION_OPTIONAL,
+            &[
+                "id",
+                "workspace_id",
+                "customer_id",
+                "channel",
+                "status",
+                "priority",
+                "snoozed_until",
+                "last_message_at",
+            ],
+        );
+        check::<deal::Entity>(
+            DEAL_FIELDS,
+            DEAL_OPTIONAL,
+            &["id", "workspace_id", "customer_id", "stage", "created_at"],
+        );
+        check::<note::Entity>(
+            NOTE_FIELDS,
+            NOTE_OPTIONAL,
+            &["id", "workspace_id", "customer_id", "created_at"],
+        );
+        check::<organization::Entity>(
+            ORGANIZATION_FIELDS,
+            ORGANIZATION_OPTIONAL,
+            &["id", "workspace_id"],
+        );
+        check::<tag::Entity>(TAG_FIELDS, TAG_OPTIONAL, &["id", "workspace_id", "name"]);
         check::<customer::Entity>(
             CUSTOMER_FIELDS,
             CUSTOMER_OPTIONAL,

@@ -28,7 +28,7 @@ use super::{app, caller, load};
 use crate::domain::customer::{CustomerChanges, CustomerFilter, CustomerOrderField, NewCustomer};
 use crate::domain::interaction::{InteractionFilter, Parent as _};
 use crate::domain::page::PageArgs;
-use crate::domain::view::{Related, Wanted};
+use crate::domain::view::{Related, Relation, Wanted};
 use crate::domain::{self, ConversationStatus, LifecycleStage};
 use crate::ids::encode;
 use entity::*;
@@ -744,8 +744,17 @@ pub async fn customers(
 /// (see `domain::view`). The timeline is read ahead only as the first page of a given
 /// size, unfiltered and unsearched, the same for every place the selection asks for it.
 fn wanted(customer: &Lookahead<'_>) -> Wanted {
+    let mut wanted = asked(customer);
+    let mut fields = RelationFields::default();
+    fields.add(customer);
+    fields.leave_out(&mut wanted, |_| true);
+    wanted
+}
+
+/// The relations a selection of customer fields asks for, every column of each.
+fn asked(customer: &Lookahead<'_>) -> Wanted {
     let timeline = customer.field("timeline");
-    let mut wanted = Wanted {
+    Wanted {
         contact_points: customer.field("contactPoints").exists(),
         identities: customer.field("identities").exists(),
         organization: customer.field("organization").exists(),
@@ -759,37 +768,43 @@ fn wanted(customer: &Lookahead<'_>) -> Wanted {
             None
         },
         ..Wanted::default()
-    };
-    let (mut identity_fields, mut interaction_fields) = (Vec::new(), Vec::new());
-    relation_fields(customer, &mut identity_fields, &mut interaction_fields);
-    leave_out(&mut wanted, identity_fields, interaction_fields);
-    wanted
-}
-
-/// The names of the fields selected on `customer`'s identities and on its timeline's
-/// interactions, added to `identities` and `interactions`.
-fn relation_fields<'a>(
-    customer: &Lookahead<'a>,
-    identities: &mut Vec<&'a str>,
-    interactions: &mut Vec<&'a str>,
-) {
-    for selected in customer.field("identities").selection_fields() {
-        identities.extend(selected.selection_set().map(|field| field.name()));
-    }
-    for timeline in customer.field("timeline").selection_fields() {
-        timeline_fields(timeline, interactions);
     }
 }
 
-/// The columns of identities and the timeline that none of these fields shows, left out
-/// of their rows when `wanted` reads them with the customer (else none: one statement text
-/// per shape).
-fn leave_out(wanted: &mut Wanted, identity_fields: Vec<&str>, interaction_fields: Vec<&str>) {
-    if wanted.identities {
-        wanted.identities_unread = domain::view::identities_unread(identity_fields);
+/// The names of the fields selected on each relation of customers ([`Relation`]) and on
+/// their timelines' interactions, to leave out of their rows the columns none shows.
+#[derive(Default)]
+struct RelationFields<'a> {
+    relations: [Vec<&'a str>; Relation::ALL.len()],
+    interactions: Vec<&'a str>,
+}
+
+impl<'a> RelationFields<'a> {
+    /// Adds the fields selected on the relations of `customer`.
+    fn add(&mut self, customer: &Lookahead<'a>) {
+        for relation in Relation::ALL {
+            for selected in customer.field(relation.field()).selection_fields() {
+                let fields = &mut self.relations[relation as usize];
+                fields.extend(selected.selection_set().map(|field| field.name()));
+            }
+        }
+        for timeline in customer.field("timeline").selection_fields() {
+            timeline_fields(timeline, &mut self.interactions);
+        }
     }
-    if wanted.timeline.is_some() {
-        wanted.timeline_unread = domain::view::timeline_unread(interaction_fields);
+
+    /// Leaves out of `wanted`'s rows the columns none of the fields shows, of the
+    /// relations it reads with the customer and `read_ahead` says are read so (of the
+    /// others none: one statement text per shape).
+    fn leave_out(self, wanted: &mut Wanted, read_ahead: impl Fn(Relation) -> bool) {
+        for (relation, fields) in Relation::ALL.into_iter().zip(self.relations) {
+            if wanted.reads(relation) && read_ahead(relation) {
+                wanted.relations_unread[relation as usize] = relation.unread(fields);
+            }
+        }
+        if wanted.timeline.is_some() {
+            wanted.timeline_unread = domain::view::timeline_unread(self.interactions);
+        }
     }
 }
 
@@ -797,19 +812,18 @@ fn leave_out(wanted: &mut Wanted, identity_fields: Vec<&str>, interaction_fields
 /// the columns of the customers, their identities and timelines that no field of the
 /// selection shows (left out of the list's rows).
 fn listed(places: &[Lookahead<'_>]) -> Wanted {
-    let (mut customer_fields, mut identity_fields, mut interaction_fields) =
-        (Vec::new(), Vec::new(), Vec::new());
+    let (mut customer_fields, mut fields) = (Vec::new(), RelationFields::default());
     let mut wanted = Wanted::default();
     for customer in places {
-        wanted = wanted.or(self::wanted(customer));
+        wanted = wanted.or(asked(customer));
         for node in customer.selection_fields() {
             customer_fields.extend(node.selection_set().map(|field| field.name()));
         }
-        relation_fields(customer, &mut identity_fields, &mut interaction_fields);
+        fields.add(customer);
     }
-    // `or` keeps no columns left out: they are of all the places' fields together.
+    // The columns left out are of all the places' fields together.
     wanted.customers_unread = domain::view::customers_unread(customer_fields);
-    leave_out(&mut wanted, identity_fields, interaction_fields);
+    fields.leave_out(&mut wanted, Relation::in_list);
     wanted
 }
 

@@ -358,6 +358,19 @@ async fn fill_every_column(app: &TestApp) {
         row.color = Set(Some(format!("#00{n:04}")));
     })
     .await;
+    change_rows::<conversation::Entity, _>(app, 2, |n, row| {
+        use entity::enums::ConversationStatus;
+        let at = *row.last_message_at.as_ref();
+        row.subject = Set(Some(format!("Subject {n}")));
+        row.waiting_since = Set(Some(at - chrono::Duration::minutes(n as i64 + 1)));
+        row.spam = Set(n % 4 == 0);
+        if n % 6 == 0 {
+            // Snoozed until later than any test runs: its status and time read as set.
+            row.status = Set(ConversationStatus::Snoozed);
+            row.snoozed_until = Set(Some(at + chrono::Duration::days(36_500)));
+        }
+    })
+    .await;
     change_rows::<deal::Entity, _>(app, 2, |n, row| {
         let (month, day) = (1 + n as u32 % 12, 1 + n as u32 % 28);
         row.close_date = Set(NaiveDate::from_ymd_opt(2027, month, day));
@@ -400,6 +413,19 @@ backend_test! {
         let workspace = rapport::domain::workspace::ensure(&app.app.db, "acme").await.unwrap();
         assert!(rapport::demo::seed(&app.app.db, workspace.id).await.unwrap() >= 50);
         fill_every_column(&app).await;
+        // Notes on conversations (the demo's are all on their customer).
+        use sea_orm::ConnectionTrait;
+        app.app.db.execute_unprepared(
+            "UPDATE note SET conversation_id = (SELECT cv.id FROM conversation cv WHERE cv.customer_id = note.customer_id ORDER BY cv.id LIMIT 1)",
+        ).await.unwrap();
+        // The first customer's e-mails ordered by more than their time: the newer one
+        // primary comes first (contact points are primary first within each kind).
+        let first = app.gql(&key, "{ customers(first: 1, orderBy: {field: DISPLAY_NAME}) { nodes { id } } }", json!({})).await;
+        let first = first["customers"]["nodes"][0]["id"].as_str().unwrap().to_owned();
+        for (value, primary) in [("older@example.com", false), ("newer@example.com", true)] {
+            app.gql(&key, "mutation($input: AddContactPointInput!) { addContactPoint(input: $input) { contactPoint { id } } }",
+                json!({ "input": { "customerId": first, "contactPoint": { "kind": "EMAIL", "value": value, "primary": primary } } })).await;
+        }
         // (type, where the list holds its objects, a field the schema must list)
         let types = [
             ("Customer", "", "lastSeenAt"),
@@ -409,6 +435,8 @@ backend_test! {
             ("Tag", "tags", "color"),
             ("Deal", "deals", "closeDate"),
             ("Note", "notes", "author"),
+            ("Conversation", "conversations", "waitingSince"),
+            ("Organization", "organization", "customAttributes"),
         ];
         let mut fields = std::collections::HashMap::new();
         for (name, _, expected) in types {
@@ -439,11 +467,7 @@ backend_test! {
             assert_eq!(node["again"], node["displayName"]);
             objects.push((node.clone(), "Customer"));
             for (name, at, _) in &types[1..] {
-                let items: Vec<&serde_json::Value> = match *at {
-                    "timeline" => node[at]["edges"].as_array().unwrap().iter().map(|e| &e["node"]).collect(),
-                    _ => node[at].as_array().unwrap().iter().collect(),
-                };
-                for item in items {
+                for item in items_at(node, at) {
                     assert_eq!(item["__typename"], *name);
                     if *at != "timeline" {
                         assert_eq!(item["other"], item["id"]);
@@ -466,8 +490,12 @@ backend_test! {
                 assert!(seen(kind, field).1, "{kind}.{field} is never set in the data");
             }
         }
-        let flags = |field: &str| objects.iter().filter(|(_, kind)| *kind == "ContactPoint").map(|(o, _)| o[field].as_bool().unwrap()).collect::<std::collections::HashSet<bool>>().len();
-        assert_eq!((flags("verified"), flags("primary")), (2, 2), "both values of the flags");
+        let flags = |of: &str, field: &str| objects.iter().filter(|(_, kind)| *kind == of).map(|(o, _)| o[field].as_bool().unwrap()).collect::<std::collections::HashSet<bool>>().len();
+        let both = (flags("ContactPoint", "verified"), flags("ContactPoint", "primary"), flags("Conversation", "spam"));
+        assert_eq!(both, (2, 2, 2), "both values of the flags");
+        let first_emails: Vec<&str> = list["customers"]["edges"][0]["node"]["contactPoints"].as_array().unwrap().iter()
+            .filter(|p| p["kind"] == "EMAIL").map(|p| p["value"].as_str().unwrap()).collect();
+        assert_eq!(first_emails[0], "newer@example.com", "{first_emails:?}");
         assert!(seen("Interaction", "subject").0, "and sometimes null");
         let every: String = types.iter().map(|(name, _, _)| format!("...on {name} {{ {} }}", fields[name])).collect();
         for chunk in objects.chunks(100) {
@@ -483,9 +511,10 @@ backend_test! {
             }
         }
         // A list leaves out of its rows the columns no selected field shows
-        // (`domain::view`): each field of an identity or an interaction asked alone, with
-        // nothing else of its object, answers what it answered among all of them.
-        for (name, at) in [("Customer", ""), ("Identity", "identities"), ("Interaction", "timeline")] {
+        // (`domain::view`): each field of a customer or of one of its relations asked
+        // alone, with nothing else of its object, answers what it answered among all of
+        // them.
+        for (name, at, _) in types {
             for field in fields[name].split(' ') {
                 let inner = match at {
                     // With a relation, so that the page is read with it (`view::list`).
@@ -504,8 +533,7 @@ backend_test! {
                         let node = &edge["node"];
                         match at {
                             "" => values.push(node[field].clone()),
-                            "timeline" => values.extend(node[at]["edges"].as_array().unwrap().iter().map(|e| e["node"][field].clone())),
-                            _ => values.extend(node[at].as_array().unwrap().iter().map(|i| i[field].clone())),
+                            _ => values.extend(items_at(node, at).into_iter().map(|i| i[field].clone())),
                         }
                     }
                     values
@@ -525,14 +553,47 @@ backend_test! {
                 let mut values = Vec::new();
                 for i in 0..ids.len() {
                     let node = &viewed[format!("c{i}")];
-                    match at {
-                        "timeline" => values.extend(node[at]["edges"].as_array().unwrap().iter().map(|e| e["node"][field].clone())),
-                        _ => values.extend(node[at].as_array().unwrap().iter().map(|i| i[field].clone())),
-                    }
+                    values.extend(items_at(node, at).into_iter().map(|i| i[field].clone()));
                 }
                 assert_eq!(values, among, "{name}.{field} asked alone in a customer's view");
             }
         }
+        // Object fields that load by a column of their row, each asked alone, answer in a
+        // list and in each customer's view as they do among every bare field.
+        let ids: Vec<String> = list["customers"]["edges"].as_array().unwrap().iter().map(|e| e["node"]["id"].as_str().unwrap().to_owned()).collect();
+        for (name, at, field) in [("Deal", "deals", "organization"), ("Note", "notes", "conversation"), ("Conversation", "conversations", "assignee")] {
+            let loaded = |answer: &serde_json::Value| -> Vec<serde_json::Value> {
+                let nodes: Vec<&serde_json::Value> = match answer.get("customers") {
+                    Some(list) => list["edges"].as_array().unwrap().iter().map(|e| &e["node"]).collect(),
+                    None => (0..ids.len()).map(|i| &answer[format!("c{i}")]).collect(),
+                };
+                nodes.into_iter().flat_map(|node| items_at(node, at)).map(|item| item[field]["id"].clone()).collect()
+            };
+            let list_of = |inner: String| format!("{{ customers(first: 30, orderBy: {{field: DISPLAY_NAME}}) {{ edges {{ node {{ id {at} {{ {inner} }} }} }} }} }}");
+            let views_of = |inner: String| ids.iter().enumerate().map(|(i, id)| format!("c{i}: customer(id: \"{id}\") {{ {at} {{ {inner} }} }} ")).collect::<String>();
+            let among = loaded(&app.gql(&key, &list_of(format!("{field} {{ id }} {}", fields[name])), json!({})).await);
+            assert!(among.iter().any(|id| !id.is_null()), "{name}.{field} never set");
+            let alone = loaded(&app.gql(&key, &list_of(format!("{field} {{ id }}")), json!({})).await);
+            assert_eq!(alone, among, "{name}.{field} asked alone in a list");
+            let viewed = loaded(&app.gql(&key, &format!("{{ {} }}", views_of(format!("{field} {{ id }}"))), json!({})).await);
+            assert_eq!(viewed, among, "{name}.{field} asked alone in a customer's view");
+        }
+    }
+}
+
+/// The objects a customer's relation `at` holds in an answer: a timeline's nodes, a
+/// list's items, an object alone, none for `null`.
+fn items_at<'a>(customer: &'a serde_json::Value, at: &str) -> Vec<&'a serde_json::Value> {
+    match &customer[at] {
+        _ if at == "timeline" => customer[at]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["node"])
+            .collect(),
+        serde_json::Value::Array(items) => items.iter().collect(),
+        serde_json::Value::Null => Vec::new(),
+        object => vec![object],
     }
 }
 
@@ -572,7 +633,7 @@ backend_test! {
     async fn a_page_read_with_its_relations_equals_each_customer_read_with_hers(app: TestApp) {
         use rapport::domain::customer::{list, CustomerFilter, CustomerOrderField};
         use rapport::domain::page::PageArgs;
-        use rapport::domain::view::{get, Related, Wanted};
+        use rapport::domain::view::{get, Related, Relation, Wanted};
         use rapport::domain::Caller;
         use sea_orm::ConnectionTrait;
         let workspace = rapport::domain::workspace::ensure(&app.app.db, "acme").await.unwrap();
@@ -657,11 +718,11 @@ backend_test! {
             identities: true,
             timeline: Some(5),
             customers_unread: rapport::domain::view::customers_unread(["id", "displayName", "identities", "timeline"]),
-            identities_unread: rapport::domain::view::identities_unread(["channel", "handle"]),
             timeline_unread: rapport::domain::view::timeline_unread(["text", "occurredAt"]),
             ..Wanted::default()
-        };
-        assert!(narrow.identities_unread.contains(&"platform_id") && narrow.timeline_unread.contains(&"ingested_at"));
+        }
+        .showing(Relation::Identities, ["channel", "handle"]);
+        assert!(narrow.unread(Relation::Identities).contains(&"platform_id") && narrow.timeline_unread.contains(&"ingested_at"));
         let first = PageArgs { first: Some(20), ..PageArgs::default() };
         let page = list(&app.app.db, &caller, &filter, CustomerOrderField::LastSeenAt, true, &first, &narrow).await.unwrap();
         assert_eq!(page.items.len(), 20);
@@ -712,15 +773,95 @@ backend_test! {
                 let shape = Wanted {
                     identities: true,
                     timeline: Some(5),
-                    identities_unread: rapport::domain::view::identities_unread([identity_field]),
                     timeline_unread: rapport::domain::view::timeline_unread([interaction_field]),
                     ..Wanted::default()
-                };
+                }
+                .showing(Relation::Identities, [identity_field]);
                 let (_, one) = get(&app.app.db, &caller, some, &shape).await.unwrap();
                 let read = one.identities.unwrap_or_else(|| panic!("{identity_field}: identities by the fallback"));
                 assert_eq!(read.len(), full.identities.as_ref().unwrap().len());
                 let (_, timeline) = one.timeline.unwrap_or_else(|| panic!("{interaction_field}: timeline by the fallback"));
                 assert_eq!(timeline.items.len(), full.timeline.as_ref().unwrap().1.items.len());
+            }
+            // The same for every other relation's fields, each alone, and each relation's
+            // rows read with none of their optional columns (`__typename` alone) compared
+            // with those read whole on what they keep.
+            let fields: [(Relation, &[&str]); 6] = [
+                (Relation::ContactPoints, &["__typename", "id", "kind", "customer", "value", "normalizedValue", "label", "verified", "primary"]),
+                (Relation::Organization, &["__typename", "id", "customerCount", "deals", "name", "domain", "customAttributes", "createdAt", "updatedAt"]),
+                (Relation::Tags, &["__typename", "id", "name", "color"]),
+                (Relation::Conversations, &["__typename", "id", "channel", "status", "snoozedUntil", "priority", "lastMessageAt", "customer", "labels", "lastInteraction", "interactions", "notes", "subject", "assignee", "spam", "waitingSince", "firstResponseAt", "resolvedAt", "createdAt", "updatedAt"]),
+                (Relation::Deals, &["__typename", "id", "stage", "createdAt", "customer", "title", "amount", "currency", "closeDate", "organization", "updatedAt"]),
+                (Relation::Notes, &["__typename", "id", "createdAt", "customer", "body", "author", "conversation", "updatedAt"]),
+            ];
+            let every = Wanted { contact_points: true, organization: true, tags: true, conversations: true, deals: true, notes: true, ..Wanted::default() };
+            let counts = |r: &Related| [
+                r.contact_points.as_ref().map(Vec::len), r.organization.as_ref().map(|o| usize::from(o.is_some())),
+                r.tags.as_ref().map(Vec::len), r.conversations.as_ref().map(Vec::len),
+                r.deals.as_ref().map(Vec::len), r.notes.as_ref().map(Vec::len),
+            ];
+            // For each relation, a customer with rows of it (the demo data gives deals,
+            // notes and organizations to some), read whole.
+            let mut whole = Vec::new();
+            for (candidate, _) in list(&app.app.db, &caller, &filter, CustomerOrderField::CreatedAt, true, &PageArgs { first: Some(100), ..PageArgs::default() }, &Wanted::default()).await.unwrap().items {
+                whole.push((candidate.id, get(&app.app.db, &caller, candidate.id, &every).await.unwrap().1));
+            }
+            let bare = Relation::ALL.iter().fold(every.clone(), |w, r| w.showing(*r, ["__typename"]));
+            for (at, (relation, names)) in fields.into_iter().enumerate() {
+                let (some, whole) = whole.iter().find(|(_, w)| counts(w)[at].unwrap() > 0).unwrap_or_else(|| panic!("no customer with {relation:?}"));
+                for field in names {
+                    let shape = every.clone().showing(relation, [*field]);
+                    assert!(!shape.unread(relation).is_empty(), "{relation:?}.{field} leaves nothing out");
+                    let (_, one) = get(&app.app.db, &caller, *some, &shape).await.unwrap();
+                    let read = counts(&one);
+                    assert!(read.iter().all(Option::is_some), "{relation:?}.{field}: read by the fallback");
+                    assert_eq!(read, counts(whole), "{relation:?}.{field}");
+                }
+                // What a read of none of the optional columns keeps equals the whole read;
+                // what it leaves out reads as its default.
+                let (_, narrow) = get(&app.app.db, &caller, *some, &bare).await.unwrap();
+                assert_eq!(counts(&narrow), counts(whole));
+                match relation {
+                    Relation::ContactPoints => {
+                        for (point, whole) in narrow.contact_points.unwrap().iter().zip(whole.contact_points.as_ref().unwrap()) {
+                            assert_eq!((point.id, point.kind, point.created_at), (whole.id, whole.kind, whole.created_at));
+                            assert_eq!((point.value.as_str(), point.label.as_ref(), point.verified), ("", None, false));
+                            assert!(!whole.value.is_empty());
+                        }
+                    }
+                    Relation::Organization => {
+                        let (organization, whole) = (narrow.organization.unwrap().unwrap(), whole.organization.clone().unwrap().unwrap());
+                        assert_eq!(organization.id, whole.id);
+                        assert_eq!((organization.name.as_str(), organization.domain.as_ref(), &organization.custom), ("", None, &json!({})));
+                        assert!(!whole.name.is_empty() && whole.custom != json!({}));
+                    }
+                    Relation::Tags => {
+                        for (tag, whole) in narrow.tags.unwrap().iter().zip(whole.tags.as_ref().unwrap()) {
+                            assert_eq!((tag.id, &tag.name, tag.color.as_ref()), (whole.id, &whole.name, None));
+                        }
+                    }
+                    Relation::Conversations => {
+                        for (conversation, whole) in narrow.conversations.unwrap().iter().zip(whole.conversations.as_ref().unwrap()) {
+                            assert_eq!((conversation.id, conversation.status, conversation.snoozed_until, conversation.last_message_at), (whole.id, whole.status, whole.snoozed_until, whole.last_message_at));
+                            assert_eq!((conversation.subject.as_ref(), conversation.assignee_id, conversation.created_at), (None, None, epoch));
+                        }
+                    }
+                    Relation::Deals => {
+                        for (deal, whole) in narrow.deals.unwrap().iter().zip(whole.deals.as_ref().unwrap()) {
+                            assert_eq!((deal.id, deal.stage, deal.created_at), (whole.id, whole.stage, whole.created_at));
+                            assert_eq!((deal.title.as_str(), deal.amount_minor, deal.updated_at), ("", None, epoch));
+                            assert!(!whole.title.is_empty());
+                        }
+                    }
+                    Relation::Notes => {
+                        for (note, whole) in narrow.notes.unwrap().iter().zip(whole.notes.as_ref().unwrap()) {
+                            assert_eq!((note.id, note.created_at), (whole.id, whole.created_at));
+                            assert_eq!((note.body.as_str(), note.author.as_str()), ("", ""));
+                            assert!(!whole.body.is_empty());
+                        }
+                    }
+                    Relation::Identities => unreachable!(),
+                }
             }
         }
         // Another workspace's customers and relations never come with this one's page.
