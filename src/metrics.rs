@@ -19,6 +19,7 @@ pub struct Metrics {
     statements: AtomicU64,
     failed_statements: AtomicU64,
     statement_micros: AtomicU64,
+    validations_skipped: AtomicU64,
 }
 
 #[derive(Default, Clone)]
@@ -65,6 +66,17 @@ impl Metrics {
         self.statements.load(Ordering::Relaxed)
     }
 
+    /// Counts one GraphQL request that ran without the engine's whole validation (its
+    /// document passed it before and its variables could not fail it).
+    pub fn record_validation_skipped(&self) {
+        self.validations_skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests that ran without the engine's whole validation since start.
+    pub fn validations_skipped(&self) -> u64 {
+        self.validations_skipped.load(Ordering::Relaxed)
+    }
+
     /// Everything, in the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -108,6 +120,13 @@ impl Metrics {
                 "rapport_graphql_errors_total{{code=\"{code}\"}} {count}"
             );
         }
+        out.push_str("# HELP rapport_graphql_validations_skipped_total GraphQL requests run without the engine's whole validation (their document passed it before).\n");
+        out.push_str("# TYPE rapport_graphql_validations_skipped_total counter\n");
+        let _ = writeln!(
+            out,
+            "rapport_graphql_validations_skipped_total {}",
+            self.validations_skipped()
+        );
         out.push_str("# HELP rapport_db_statements_total SQL statements executed.\n");
         out.push_str("# TYPE rapport_db_statements_total counter\n");
         let _ = writeln!(out, "rapport_db_statements_total {}", self.statements());

@@ -71,16 +71,19 @@ pub type AppSchema = Schema<Root, mutation::Mutation, subscription::Subscription
 pub struct Api {
     app: App,
     schema: AppSchema,
+    /// The same schema validating a document only as far as a request can change the
+    /// outcome: for a document the whole validation already passed ([`passes_again`]).
+    validated: AppSchema,
     documents: Arc<Documents>,
 }
 
 impl Api {
     /// Builds the schema for `app` (limits from its config).
     pub fn new(app: App) -> Api {
-        let schema = build_schema();
         Api {
             app,
-            schema,
+            schema: build_schema(),
+            validated: schema_validating(async_graphql::ValidationMode::Fast),
             documents: Arc::default(),
         }
     }
@@ -97,8 +100,14 @@ impl Api {
 /// and a fresh [`DataLoader`] of [`loaders::Loaders`], and the request's run-time bounds
 /// ([`RootFields`], [`BatchValues`]) from the app's limits: the schema itself holds none.
 pub fn build_schema() -> AppSchema {
+    schema_validating(async_graphql::ValidationMode::Strict)
+}
+
+/// [`build_schema`] with the engine's validation `mode`.
+fn schema_validating(mode: async_graphql::ValidationMode) -> AppSchema {
     let root = Root(query::Query);
     Schema::build(root, mutation::Mutation, subscription::Subscription)
+        .validation_mode(mode)
         .override_output_type_description::<chrono::DateTime<chrono::Utc>>(
             "A moment in time, as an RFC 3339 string. Output is always UTC, offset \
              `+00:00`, with fractional seconds only when not whole \
@@ -343,7 +352,10 @@ where
 /// one batch per relation and nesting level, whatever the page size or the load.
 ///
 /// Before that, the document is parsed once and measured ([`cost::check`]): a document
-/// over the limits is refused with `BAD_USER_INPUT` without running anything. A request
+/// over the limits is refused with `BAD_USER_INPUT` without running anything. The
+/// engine's whole validation runs on a document until a request of it is answered without
+/// error, and after that only when the request's variables could fail it
+/// ([`passes_again`]). A request
 /// that runs past `limits.request_timeout_secs` is cancelled with `TIMEOUT`, and a
 /// response lists at most `limits.max_errors` errors.
 pub async fn execute(
@@ -361,8 +373,8 @@ async fn execute_unmapped(
     mut request: async_graphql::Request,
 ) -> async_graphql::Response {
     let limits = &api.app.config.limits;
-    let document = match measure(api, &mut request) {
-        Ok(document) => document,
+    let (document, known_valid) = match measure(api, &mut request) {
+        Ok(measured) => measured,
         Err(refused) => return *refused,
     };
     // The engine adds fields as they complete: the answer is put back in selection order,
@@ -388,8 +400,23 @@ async fn execute_unmapped(
     let wrote = order::operation(&document, operation_name.as_deref()).is_some_and(|operation| {
         operation.ty == async_graphql::parser::types::OperationType::Mutation
     });
+    // A document validated whole before need not be again, unless its variables could
+    // fail where the last ones passed; one not yet is, and is known valid once a request of
+    // it is answered without any error. A request that leaves a variable out (or gives one
+    // the check cannot vouch for) marks nothing: the engine skips checking an argument
+    // whose variable is missing.
+    let variables_pass = passes_again(&document, operation_name.as_deref(), &request.variables);
+    let validated = known_valid && variables_pass;
+    if validated {
+        api.app.metrics.record_validation_skipped();
+    }
+    let validating = (!known_valid && variables_pass && request.query.len() <= CACHED_QUERY_BYTES)
+        .then(|| request.query.clone());
     let ordered = async {
-        let mut response = run(api, caller, request).await;
+        let mut response = run(api, caller, request, validated).await;
+        if let Some(query) = validating.filter(|_| response.errors.is_empty()) {
+            api.documents.validated(&query, operation_name.as_deref());
+        }
         let count = order::reorder(&document, operation_name.as_deref(), &mut response.data);
         bounded_values(response, &values.0, count, limits.max_values, wrote)
     };
@@ -419,8 +446,15 @@ struct Documents(Mutex<DocumentMap>);
 
 #[derive(Default)]
 struct DocumentMap {
-    parsed: HashMap<String, Arc<ExecutableDocument>>,
+    parsed: HashMap<String, Parsed>,
     text_bytes: usize,
+}
+
+/// A document kept, and the operations of it that passed the engine's whole validation
+/// (by name; `None` for a document's only, unnamed one).
+struct Parsed {
+    document: Arc<ExecutableDocument>,
+    validated: Vec<Option<String>>,
 }
 
 /// The query text kept at most, all documents together.
@@ -429,15 +463,37 @@ const CACHED_TEXT_BYTES: usize = 256 * 1024;
 const CACHED_QUERY_BYTES: usize = 8 * 1024;
 
 impl Documents {
-    /// `query` parsed: from the cache, or parsed now (see [`Documents::keep`]).
-    fn parse(&self, query: &str) -> async_graphql::ServerResult<Arc<ExecutableDocument>> {
+    /// `query` parsed: from the cache, or parsed now (see [`Documents::keep`]); and
+    /// whether its operation `operation` passed the engine's whole validation before.
+    fn parse(
+        &self,
+        query: &str,
+        operation: Option<&str>,
+    ) -> async_graphql::ServerResult<(Arc<ExecutableDocument>, bool)> {
         if query.len() <= CACHED_QUERY_BYTES {
-            let cached = self.lock().parsed.get(query).cloned();
-            if let Some(document) = cached {
-                return Ok(document);
+            let cached = self.lock().parsed.get(query).map(|parsed| {
+                let validated = (parsed.validated.iter()).any(|name| name.as_deref() == operation);
+                (Arc::clone(&parsed.document), validated)
+            });
+            if let Some(cached) = cached {
+                return Ok(cached);
             }
         }
-        Ok(Arc::new(async_graphql::parser::parse_query(query)?))
+        Ok((Arc::new(async_graphql::parser::parse_query(query)?), false))
+    }
+
+    /// Notes that `query`'s operation `operation` passed the engine's whole validation
+    /// (if the document is kept).
+    fn validated(&self, query: &str, operation: Option<&str>) {
+        if let Some(parsed) = self.lock().parsed.get_mut(query) {
+            if !parsed
+                .validated
+                .iter()
+                .any(|name| name.as_deref() == operation)
+            {
+                parsed.validated.push(operation.map(str::to_owned));
+            }
+        }
     }
 
     /// Keeps `document`, the parse of `query`, once it has been measured within limits.
@@ -457,9 +513,11 @@ impl Documents {
             None
         };
         documents.text_bytes += query.len();
-        documents
-            .parsed
-            .insert(query.to_owned(), Arc::clone(document));
+        let parsed = Parsed {
+            document: Arc::clone(document),
+            validated: Vec::new(),
+        };
+        documents.parsed.insert(query.to_owned(), parsed);
         drop(documents);
     }
 
@@ -471,20 +529,23 @@ impl Documents {
 }
 
 /// Parses `request` once (or finds it parsed) and measures it ([`cost::check`]): the
-/// document, or the answer to give instead of running it when it does not parse or is
-/// over the limits.
+/// document and whether its operation passed the engine's whole validation before, or the
+/// answer to give instead of running it when it does not parse or is over the limits.
 fn measure(
     api: &Api,
     request: &mut async_graphql::Request,
-) -> Result<Arc<ExecutableDocument>, Box<async_graphql::Response>> {
+) -> Result<(Arc<ExecutableDocument>, bool), Box<async_graphql::Response>> {
     let limits = &api.app.config.limits;
     let variables = match serde_json::to_value(&request.variables) {
         Ok(serde_json::Value::Object(map)) => map,
         _ => serde_json::Map::new(),
     };
     let operation_name = request.operation_name.clone();
-    let document = match api.documents.parse(&request.query) {
-        Ok(document) => document,
+    let (document, validated) = match api
+        .documents
+        .parse(&request.query, operation_name.as_deref())
+    {
+        Ok(parsed) => parsed,
         Err(error) => {
             return Err(Box::new(bounded_errors(
                 async_graphql::Response::from_errors(vec![error]),
@@ -501,7 +562,52 @@ fn measure(
     }
     api.documents.keep(&request.query, &document);
     request.set_parsed_query(ExecutableDocument::clone(&document));
-    Ok(document)
+    Ok((document, validated))
+}
+
+/// Whether the engine's whole validation of a document that passed it before (for a
+/// request this also held of) would pass again with these `variables`. Of its rules only
+/// one reads variables' values: each argument's value, variables put in, must suit the
+/// argument's type (a variable's type fits every place it is used in, a rule of the
+/// document); it skips an argument one of whose variables has no value, and puts the
+/// request's variables into every fragment, whichever operation uses it. So: the
+/// variables are exactly those the operation declares, each with a value of a built-in
+/// scalar type whose check is the engine's own (`ID`, `String`, `Int`, `Boolean`), not a
+/// list; `null` only for a nullable type without a default (one with a default may stand
+/// where `null` may not). Otherwise — enumerations, input objects, other scalars, lists, a
+/// variable left out or one more — the whole validation runs, so its errors stay the same.
+/// (An input object marked `@oneOf` would refuse a `null` field: the schema has none, a
+/// unit test says so.) Validating the benchmark's 360 view was 22 % of the server's CPU
+/// for it (BENCHMARKS.md).
+fn passes_again(
+    document: &ExecutableDocument,
+    operation_name: Option<&str>,
+    variables: &async_graphql::Variables,
+) -> bool {
+    use async_graphql::parser::types::BaseType;
+    use async_graphql::Value;
+    let Some(operation) = order::operation(document, operation_name) else {
+        return false;
+    };
+    // Names are unique among an operation's variables (a rule of the document): as many
+    // values as definitions, each found, is no value more.
+    variables.len() == operation.variable_definitions.len()
+        && operation.variable_definitions.iter().all(|definition| {
+            let definition = &definition.node;
+            let ty = &definition.var_type.node;
+            let (BaseType::Named(name), Some(value)) =
+                (&ty.base, variables.get(&definition.name.node))
+            else {
+                return false;
+            };
+            match (name.as_str(), value) {
+                (_, Value::Null) => ty.nullable && definition.default_value.is_none(),
+                ("ID", Value::String(_)) | ("String", Value::String(_)) => true,
+                ("ID" | "Int", Value::Number(n)) => n.is_i64(),
+                ("Boolean", Value::Boolean(_)) => true,
+                _ => false,
+            }
+        })
 }
 
 /// Executes `request` for `caller` as a stream of responses: a subscription gives one
@@ -585,10 +691,13 @@ fn bounded_errors(mut response: async_graphql::Response, max: usize) -> async_gr
     response
 }
 
+/// Runs `request` for `caller`; `validated`: its document passed the engine's whole
+/// validation before and would again ([`passes_again`]), so the schema that skips it runs.
 async fn run(
     api: &Api,
     caller: Caller,
     request: async_graphql::Request,
+    validated: bool,
 ) -> async_graphql::Response {
     let queue: TaskQueue = Arc::new(Mutex::new(Vec::new()));
     let spawn_queue = queue.clone();
@@ -612,7 +721,10 @@ async fn run(
         .data(caller)
         .data(loader)
         .data(root_fields);
-    let schema = api.schema.clone();
+    let schema = match validated {
+        true => api.validated.clone(),
+        false => api.schema.clone(),
+    };
     Driver {
         query: Box::pin(async move { schema.execute(request).await }),
         queue,
@@ -710,28 +822,103 @@ impl Future for Driver {
 mod tests {
     use super::*;
 
+    /// A document validated before skips the engine's validation again only for variables
+    /// of built-in scalar types whose values that validation would take.
+    #[test]
+    fn a_validated_document_passes_again_only_with_variables_it_takes() {
+        let document = async_graphql::parser::parse_query(
+            "query A($id: ID!, $n: Int, $s: String, $b: Boolean!) { a }
+             query B($e: Stage) { b } query C($l: [ID!]) { c } query D { d }",
+        )
+        .unwrap();
+        let passes = |operation: &str, variables: serde_json::Value| {
+            let variables = async_graphql::Variables::from_json(variables);
+            passes_again(&document, Some(operation), &variables)
+        };
+        let a = serde_json::json!({ "id": "cus_1", "n": 5, "s": "x", "b": true });
+        assert!(passes("A", a.clone()));
+        assert!(passes(
+            "A",
+            serde_json::json!({ "id": 7, "n": null, "s": null, "b": false })
+        ));
+        for (name, value) in [
+            ("id", serde_json::json!(null)),
+            ("id", serde_json::json!(1.5)),
+            ("id", serde_json::json!(true)),
+            ("n", serde_json::json!("5")),
+            ("n", serde_json::json!(2.5)),
+            ("s", serde_json::json!(5)),
+            ("b", serde_json::json!(null)),
+            ("b", serde_json::json!("true")),
+        ] {
+            let mut variables = a.clone();
+            variables[name] = value.clone();
+            assert!(!passes("A", variables), "{name}: {value}");
+        }
+        let mut missing = a.clone();
+        missing.as_object_mut().unwrap().remove("s");
+        assert!(!passes("A", missing), "a variable left out");
+        assert!(
+            !passes("B", serde_json::json!({ "e": "LEAD" })),
+            "an enumeration"
+        );
+        assert!(!passes("C", serde_json::json!({ "l": ["x"] })), "a list");
+        assert!(passes("D", serde_json::json!({})), "no variables");
+        assert!(!passes("E", serde_json::json!({})), "no such operation");
+        let mut more = a.clone();
+        more["other"] = serde_json::json!(1);
+        assert!(
+            !passes("A", more),
+            "a variable the operation does not declare"
+        );
+        let mut large = a.clone();
+        large["n"] = serde_json::json!(u64::MAX);
+        assert!(!passes("A", large), "past i64");
+        let defaulted =
+            async_graphql::parser::parse_query("query($b: Boolean = false) { a }").unwrap();
+        let null = async_graphql::Variables::from_json(serde_json::json!({ "b": null }));
+        assert!(!passes_again(&defaulted, None, &null), "null for a default");
+        assert!(
+            !sdl().contains("@oneOf"),
+            "no input object refuses a null field"
+        );
+    }
+
     #[test]
     fn documents_are_parsed_once_and_the_cache_stays_bounded() {
         let documents = Documents::default();
         let query = "{ customers { totalCount } }";
-        let first = documents.parse(query).unwrap();
+        let (first, validated) = documents.parse(query, None).unwrap();
+        assert!(!validated);
         assert!(
-            !Arc::ptr_eq(&first, &documents.parse(query).unwrap()),
+            !Arc::ptr_eq(&first, &documents.parse(query, None).unwrap().0),
             "nothing is kept before it is measured"
         );
+        documents.validated(query, None);
+        assert!(!documents.parse(query, None).unwrap().1, "nor known valid");
         documents.keep(query, &first);
         assert!(
-            Arc::ptr_eq(&first, &documents.parse(query).unwrap()),
+            Arc::ptr_eq(&first, &documents.parse(query, None).unwrap().0),
             "a measured document is parsed once"
         );
-        assert!(documents.parse("{ customers { ").is_err());
+        assert!(!documents.parse(query, None).unwrap().1);
+        documents.validated(query, None);
+        assert!(
+            documents.parse(query, None).unwrap().1,
+            "valid once it passed"
+        );
+        assert!(
+            !documents.parse(query, Some("Other")).unwrap().1,
+            "by operation"
+        );
+        assert!(documents.parse("{ customers { ", None).is_err());
         let long = format!("{{ {} }}", "__typename ".repeat(CACHED_QUERY_BYTES / 10));
-        let parsed = documents.parse(&long).unwrap();
+        let parsed = documents.parse(&long, None).unwrap().0;
         documents.keep(&long, &parsed);
         let mut most = 0;
         for n in 0..CACHED_TEXT_BYTES / 10 {
             let text = format!("{{ a{n}: __typename }}");
-            let parsed = documents.parse(&text).unwrap();
+            let parsed = documents.parse(&text, None).unwrap().0;
             documents.keep(&text, &parsed);
             let kept = documents.lock();
             assert!(kept.text_bytes <= CACHED_TEXT_BYTES);
@@ -744,5 +931,9 @@ mod tests {
         assert!(most > 1_000, "small documents fill the cache: {most}");
         let kept = documents.lock();
         assert!(!kept.parsed.contains_key(&long), "long texts are not kept");
+        assert!(
+            !kept.parsed.contains_key(query),
+            "emptied when full, what passed too"
+        );
     }
 }

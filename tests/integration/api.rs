@@ -341,6 +341,7 @@ backend_test! {
         assert!(metrics.contains("rapport_http_request_duration_seconds_bucket{route=\"/graphql\",le=\"+Inf\"}"), "{metrics}");
         assert!(metrics.contains("rapport_graphql_errors_total{code=\"BAD_USER_INPUT\"} 1"), "{metrics}");
         assert!(metrics.contains("rapport_db_statements_total"), "{metrics}");
+        assert!(metrics.contains("rapport_graphql_validations_skipped_total"), "{metrics}");
         let missing = app.client.get(app.url("/nowhere")).send().await.unwrap();
         assert_eq!(missing.status(), 404);
     }

@@ -160,3 +160,49 @@ backend_test! {
         assert!(metric(&metrics().await) >= before + 2);
     }
 }
+
+backend_test! {
+    async fn a_document_validated_once_refuses_variables_it_cannot_take_as_a_new_one_does(app: TestApp) {
+        // The engine's whole validation runs on a document only until a request of it is
+        // answered without error (`graphql::passes_again`); after that, variables it could
+        // not take must be refused exactly as they are for a document never seen.
+        let key = app.key(Role::Owner).await;
+        let id = app.create_customer(&key, json!({ "displayName": "Ada" })).await;
+        // (document, variables it is answered with, variables it refuses, whether the
+        // second answer skips the whole validation)
+        let cases = [
+            ("query($id: ID!) { customer(id: $id) { displayName } }", json!({ "id": id }),
+             vec![json!({ "id": true }), json!({ "id": null }), json!({ "id": 1.5 }), json!({}), json!({ "id": [id] }), json!({ "id": 7 })], true),
+            ("query($first: Int) { customers(first: $first) { nodes { id } } }", json!({ "first": 5 }),
+             vec![json!({ "first": "five" }), json!({ "first": 1.5 }), json!({ "first": 99_999_999_999_i64 }), json!({ "first": -1 })], true),
+            ("query($filter: CustomerFilterInput) { customers(filter: $filter) { nodes { id } } }", json!({ "filter": {} }),
+             vec![json!({ "filter": { "nosuch": 1 } }), json!({ "filter": 3 })], false),
+            ("query($order: CustomerOrder) { customers(orderBy: $order) { nodes { id } } }", json!({ "order": { "field": "DISPLAY_NAME" } }),
+             vec![json!({ "order": { "field": "NOPE" } })], false),
+            ("query($skip: Boolean!) { customers { nodes { id @skip(if: $skip) } } }", json!({ "skip": false }),
+             vec![json!({ "skip": "yes" }), json!({ "skip": null })], true),
+            // A default lets a nullable variable stand where null may not.
+            ("query($skip: Boolean = false) { customers { nodes { id @skip(if: $skip) } } }", json!({ "skip": true }),
+             vec![json!({ "skip": null }), json!({ "skip": "no" })], true),
+            // Answered without error with the variable left out, as the engine does not
+            // check an argument whose variable is missing: that proves nothing of the rest
+            // of the argument.
+            ("query($s: String) { customers(filter: { nosuch: 1, search: $s }) { totalCount } }", json!({}),
+             vec![json!({ "s": "x" })], false),
+        ];
+        for (query, good, bads, skips) in cases {
+            for (n, bad) in bads.iter().enumerate() {
+                // The same text with a comment after it is another document, never answered.
+                let (_, new) = app.post(&key, &format!("{query} # new {n}"), bad.clone()).await;
+                assert!(new.get("errors").is_some(), "{query} with {bad}: {new:#}");
+                let answered = app.gql(&key, query, good.clone()).await;
+                let skipped = app.app.metrics.validations_skipped();
+                assert_eq!(app.gql(&key, query, good.clone()).await, answered, "{query} answered again");
+                let skipped = app.app.metrics.validations_skipped() - skipped;
+                assert_eq!(skipped, u64::from(skips), "{query}: validation skipped");
+                let (_, again) = app.post(&key, query, bad.clone()).await;
+                assert_eq!(again, new, "{query} with {bad}");
+            }
+        }
+    }
+}
