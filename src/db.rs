@@ -100,11 +100,71 @@ pub fn checkpoint_aside(db: &DatabaseConnection) {
     });
 }
 
-/// Applies every pending migration.
+/// Applies every pending migration, one process at a time: processes started together
+/// on a fresh database (several `serve` of a scale-out, or `serve` beside a CLI command)
+/// would otherwise create the same tables at the same moment, and all but one fail. The
+/// one that waited finds the migrations applied and has nothing left to do.
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
-    Migrator::up(db, None)
+    let failed =
+        |err: &dyn std::fmt::Display| anyhow::anyhow!("migrating the database failed: {err}");
+    if is_postgres(db) {
+        // A session-level advisory lock on a connection of its own, taken out of the pool:
+        // it is held while the migrations run on the pool's connections, and it ends with
+        // that session whatever happens (closed below, or dropped with this future).
+        let mut turn = db
+            .get_postgres_connection_pool()
+            .acquire()
+            .await
+            .map_err(|err| failed(&err))?
+            .detach();
+        // Keyed by the search path too: migrators of different schemas of one database
+        // (a schema per deployment, or per test) do not wait for each other.
+        sea_orm::sqlx::query(
+            "SELECT pg_advisory_lock(hashtext('rapport migrations'), \
+             hashtext(current_setting('search_path')))",
+        )
+        .execute(&mut turn)
         .await
-        .map_err(|err| anyhow::anyhow!("migrating the database failed: {err}"))
+        .map_err(|err| failed(&err))?;
+        let migrated = Migrator::up(db, None).await.map_err(|err| failed(&err));
+        sea_orm::sqlx::Connection::close(turn).await.ok();
+        return migrated;
+    }
+    let _turn = sqlite_turn(db).await.map_err(|err| failed(&err))?;
+    Migrator::up(db, None).await.map_err(|err| failed(&err))
+}
+
+/// On SQLite, an exclusive lock on a file beside the database's (`rapport.db.migrating`),
+/// held until the returned file is dropped; `None` for a database in memory, which no
+/// other process can open. SQLite's own locks cannot serve: the migrator runs its
+/// statements on several pooled connections, outside one transaction.
+async fn sqlite_turn(db: &DatabaseConnection) -> anyhow::Result<Option<std::fs::File>> {
+    let main = db
+        .query_one(Statement::from_string(
+            DatabaseBackend::Sqlite,
+            "SELECT file FROM pragma_database_list WHERE name = 'main'",
+        ))
+        .await?;
+    let file: String = match main {
+        Some(row) => row.try_get_by_index(0)?,
+        None => String::new(),
+    };
+    if file.is_empty() {
+        return Ok(None);
+    }
+    let path = std::path::PathBuf::from(format!("{file}.migrating"));
+    let turn = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await?
+    .map_err(|err| anyhow::anyhow!("cannot lock {file}.migrating: {err}"))?;
+    Ok(Some(turn))
 }
 
 /// `Ok` when the database answers and no migration is pending (for `/readyz`).

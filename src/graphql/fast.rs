@@ -687,7 +687,7 @@ mod tests {
         /// The engine alone: its connection, edges and objects.
         async fn engine(&self, size: usize) -> Reference {
             let mut connection =
-                Reference::with_additional_fields(size % 2 == 0, size > 2, extra());
+                Reference::with_additional_fields(size.is_multiple_of(2), size > 2, extra());
             connection.edges = items(size)
                 .map(|(cursor, item)| Edge::new(cursor, item))
                 .collect();
@@ -698,7 +698,7 @@ mod tests {
         /// positions are compared).
         async fn inline(&self, size: usize) -> FastConnection<Item, Extra> {
             let mut connection =
-                Connection::with_additional_fields(size % 2 == 0, size > 2, extra());
+                Connection::with_additional_fields(size.is_multiple_of(2), size > 2, extra());
             connection.edges = items(size)
                 .map(|(cursor, item)| Edge::new(cursor, Fast(item)))
                 .collect();

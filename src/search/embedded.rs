@@ -945,18 +945,23 @@ mod tests {
             customer_id: Some(customers[n % customers.len()]),
             conversation_id: None,
             channel: channel.into(),
-            kind: if n % 5 == 0 { "reply" } else { "mention" }.into(),
+            kind: if n.is_multiple_of(5) {
+                "reply"
+            } else {
+                "mention"
+            }
+            .into(),
             direction: "inbound".into(),
             status: "none".into(),
-            sentiment: (n % 4 != 0).then(|| (n % 7) as f64 / 7.0 - 0.5),
+            sentiment: (!n.is_multiple_of(4)).then(|| (n % 7) as f64 / 7.0 - 0.5),
             sentiment_label: crate::search::sentiment_label(
-                (n % 4 != 0).then(|| (n % 7) as f64 / 7.0 - 0.5),
+                (!n.is_multiple_of(4)).then(|| (n % 7) as f64 / 7.0 - 0.5),
             )
             .into(),
-            language: if n % 10 == 0 { "es" } else { "en" }.into(),
+            language: if n.is_multiple_of(10) { "es" } else { "en" }.into(),
             // Seven documents share each millisecond: ties are ordered by id.
             occurred_at: 1_700_000_000_000 + (n / 7) as i64,
-            subject: if n % 11 == 0 {
+            subject: if n.is_multiple_of(11) {
                 "export".into()
             } else {
                 String::new()

@@ -1069,7 +1069,7 @@ impl Fuzz {
             variables: Vec::new(),
             fragments: Vec::new(),
             depth_limit: 3 + case % 6,
-            junk: case % 2 == 0,
+            junk: case.is_multiple_of(2),
         }
     }
 }

@@ -144,3 +144,73 @@ mod demo_start_seeds_once_allows_its_own_address_and_stops_on_shutdown {
         run(Backend::Postgres).await;
     }
 }
+
+/// Three processes starting at once on a fresh database (the first start of a scale-out,
+/// or `serve` beside a CLI command): each migrates it, one at a time, and every migration
+/// is applied once. Unserialised, two of them create the same tables in the same moment
+/// and one fails (`pg_type_typname_nsp_index` on PostgreSQL). Several rounds, each on a
+/// database of its own, so the race is met, not hoped for.
+async fn migrate_together(backend: Backend) {
+    use migration::MigratorTrait;
+    use sea_orm::{ConnectionTrait, Statement};
+
+    for round in 0..6 {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((config, schema)) = config(backend, dir.path()).await else {
+            eprintln!("skipped: set RAPPORT_TEST_DATABASE_URL to run the PostgreSQL variant");
+            return;
+        };
+        // Each its own pool, as each process has: no connection is shared.
+        let mut pools = Vec::new();
+        for _ in 0..3 {
+            let metrics = std::sync::Arc::new(rapport::metrics::Metrics::default());
+            pools.push(rapport::db::connect(&config, metrics).await.unwrap());
+        }
+        let started = pools.iter().map(rapport::db::migrate);
+        for (process, result) in futures_util::future::join_all(started)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            if let Err(err) = result {
+                panic!("round {round}: process {process} failed to migrate: {err:#}");
+            }
+        }
+        let db = &pools[0];
+        let applied = db
+            .query_one(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT COUNT(*), COUNT(DISTINCT version) FROM seaql_migrations",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let (rows, versions): (i64, i64) = (
+            applied.try_get_by_index(0).unwrap(),
+            applied.try_get_by_index(1).unwrap(),
+        );
+        let all = migration::Migrator::migrations().len() as i64;
+        assert_eq!((rows, versions), (all, all), "round {round}");
+        assert!(rapport::db::ready(db).await.is_ok(), "round {round}");
+        for pool in pools {
+            pool.close().await.ok();
+        }
+        if let (Some(schema), Some(url)) = (schema, postgres_url()) {
+            sql(&url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+        }
+    }
+}
+
+mod processes_started_together_on_a_fresh_database_migrate_it_once {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        migrate_together(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        migrate_together(Backend::Postgres).await;
+    }
+}
