@@ -10,6 +10,7 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, Statement,
+    TransactionTrait,
 };
 
 use crate::config::Config;
@@ -108,27 +109,34 @@ pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
     let failed =
         |err: &dyn std::fmt::Display| anyhow::anyhow!("migrating the database failed: {err}");
     if is_postgres(db) {
-        // A session-level advisory lock on a connection of its own, taken out of the pool:
-        // it is held while the migrations run on the pool's connections, and it ends with
-        // that session whatever happens (closed below, or dropped with this future).
-        let mut turn = db
-            .get_postgres_connection_pool()
-            .acquire()
+        // One transaction that first takes a transaction-level advisory lock: the lock
+        // ends with it (committed, rolled back, or its session gone), and a pooler in
+        // transaction mode keeps it on one server connection. The migrations run inside
+        // (sea-orm-migration's own transaction becomes a savepoint). Keyed by the schema
+        // too: migrators of different schemas of one database (a schema per deployment,
+        // or per test) do not wait for each other.
+        let txn = db.begin().await.map_err(|err| failed(&err))?;
+        let key = "hashtext('rapport migrations'), \
+                   hashtext(coalesce(current_schema(), current_setting('search_path')))";
+        let free = txn
+            .query_one(Statement::from_string(
+                DatabaseBackend::Postgres,
+                format!("SELECT pg_try_advisory_xact_lock({key})"),
+            ))
             .await
-            .map_err(|err| failed(&err))?
-            .detach();
-        // Keyed by the search path too: migrators of different schemas of one database
-        // (a schema per deployment, or per test) do not wait for each other.
-        sea_orm::sqlx::query(
-            "SELECT pg_advisory_lock(hashtext('rapport migrations'), \
-             hashtext(current_setting('search_path')))",
-        )
-        .execute(&mut turn)
-        .await
-        .map_err(|err| failed(&err))?;
-        let migrated = Migrator::up(db, None).await.map_err(|err| failed(&err));
-        sea_orm::sqlx::Connection::close(turn).await.ok();
-        return migrated;
+            .and_then(|row| match row {
+                Some(row) => row.try_get_by_index::<bool>(0),
+                None => Ok(false),
+            })
+            .map_err(|err| failed(&err))?;
+        if !free {
+            tracing::info!("waiting for another process's migrations of this database");
+            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({key})"))
+                .await
+                .map_err(|err| failed(&err))?;
+        }
+        Migrator::up(&txn, None).await.map_err(|err| failed(&err))?;
+        return txn.commit().await.map_err(|err| failed(&err));
     }
     let _turn = sqlite_turn(db).await.map_err(|err| failed(&err))?;
     Migrator::up(db, None).await.map_err(|err| failed(&err))
@@ -153,18 +161,41 @@ async fn sqlite_turn(db: &DatabaseConnection) -> anyhow::Result<Option<std::fs::
         return Ok(None);
     }
     let path = std::path::PathBuf::from(format!("{file}.migrating"));
-    let turn = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-        let file = std::fs::OpenOptions::new()
+    let turn = tokio::task::spawn_blocking(move || -> std::io::Result<Option<std::fs::File>> {
+        use std::io::ErrorKind;
+        let opened = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(&path)?;
-        file.lock()?;
-        Ok(file)
+            .open(&path);
+        let file = match opened {
+            Ok(file) => file,
+            // A directory this process may not write to: it cannot migrate either, but a
+            // database with nothing pending still opens (read-only deployments).
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
+                tracing::warn!(error = %err, path = %path.display(), "cannot take the migration lock; migrating without it");
+                return Ok(None);
+            }
+            Err(err) => return Err(err),
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tracing::info!("waiting for another process's migrations of this database");
+                file.lock()?;
+            }
+            Err(std::fs::TryLockError::Error(err)) => return Err(err),
+        }
+        Ok(Some(file))
     })
     .await?
     .map_err(|err| anyhow::anyhow!("cannot lock {file}.migrating: {err}"))?;
-    Ok(Some(turn))
+    Ok(turn)
 }
 
 /// `Ok` when the database answers and no migration is pending (for `/readyz`).
