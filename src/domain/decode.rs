@@ -6,8 +6,7 @@
 //! last 5 interactions (about 400 rows of up to 23 columns, a third of them NULL) that was
 //! 19 % of the server's CPU (`perf`, BENCHMARKS.md "Rows decoded by name, once"). [`all`]
 //! finds a result's columns by name and checks their types once (sqlx's `try_get` does both
-//! for every value), then reads every row by position with the same sqlx decoders; [`Fast`]
-//! does the same for one row. On SQLite, or under a prefix, it is sea-orm's decoder
+//! for every value), then reads every row by position with the same sqlx decoders. On SQLite, or under a prefix, it is sea-orm's decoder
 //! unchanged. The names are the fields' own (`stringify!`): a model whose column is renamed
 //! with `column_name` cannot be listed here as it is (the unit test below compares them).
 
@@ -15,10 +14,6 @@ use sea_orm::sqlx::postgres::{PgColumn, PgRow};
 use sea_orm::sqlx::{Column, Postgres, Row, Type, TypeInfo};
 use sea_orm::{ActiveEnum, ConnectionTrait, DbErr, FromQueryResult, QueryResult, Statement};
 use uuid::Uuid;
-
-/// A model decoded by [`Decode`] on PostgreSQL from one row (`Fast::<Model>::from_query_result`),
-/// its columns found by name and checked; [`all`] reads a whole result.
-pub struct Fast<M>(pub M);
 
 /// Builds a model from a PostgreSQL row whose columns carry the model's column names, or
 /// whose columns' places are given ([`plan_named`]).
@@ -51,15 +46,6 @@ pub trait Decode: Sized {
 
     fn decode(row: &PgRow) -> Result<Self, DbErr> {
         Self::decode_at(row, &Self::plan(row.columns())?)
-    }
-}
-
-impl<M: Decode + FromQueryResult> FromQueryResult for Fast<M> {
-    fn from_query_result(res: &QueryResult, pre: &str) -> Result<Self, DbErr> {
-        match res.try_as_pg_row() {
-            Some(row) if pre.is_empty() => M::decode(row).map(Fast),
-            _ => M::from_query_result(res, pre).map(Fast),
-        }
     }
 }
 

@@ -5,30 +5,30 @@
 //! identities, organization, tags, timeline, conversations, deals, notes), each a round
 //! trip with its own planning and execution in PostgreSQL: measured beside PostGraphile,
 //! which answers the same view with one statement, that was most of the gap (BENCHMARKS.md).
-//! On PostgreSQL each relation asked for becomes a column of the customer select: a
-//! correlated subquery that aggregates the relation's rows as JSON, in the order its
-//! loader reads them. The row mapping is the entities' own `Deserialize` (the JSON keys
-//! are the column names, the enum values their stored names), so a relation read here
-//! and one read through its loader are the same models. Each relation's JSON leaves out
-//! the columns no field of the selection shows (`json_select`, [`Relation`]), as a list's
-//! rows do: PostgreSQL spent about twice on the view's statement what it spends on
-//! PostGraphile's, which builds objects of the fields asked (BENCHMARKS.md).
+//! On PostgreSQL a view is read as a page of one customer ([`list`]'s statement, a
+//! `UNION ALL` of binary rows): the customer's row, then the rows of each relation of
+//! many rows asked for, in the columns the selection shows; the organization and the tags,
+//! a row or a few, as JSON columns of the customer's row ([`Wanted::singles`]). It was one
+//! row with every relation aggregated as JSON, and decoding that JSON (timestamps parsed
+//! from text among it) was a fifth of the server's CPU on the view (BENCHMARKS.md). A
+//! relation read here and one read through its loader are the same models, in the same
+//! order.
 //!
 //! SQLite answers in-process, where a statement costs microseconds: there the customer is
 //! read alone and the relations go through the loaders as before ([`Related`] empty).
 //!
 //! A page of customers ([`list`], PostgreSQL) reads its relations of many rows in the
-//! page's own statement too, but in binary rows rather than JSON: for 50 customers'
-//! timelines, JSON built and parsed per row cost more than the round trips it saved.
+//! page's own statement the same way (binary rows: for 50 customers' timelines, JSON
+//! built and parsed per row cost more than the round trips it saved); its organizations
+//! and tags go through the loaders, which share them among the page's customers.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, IdenStatic,
-    Iterable, QueryFilter, QueryResult, QuerySelect, QueryTrait, Statement,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, IdenStatic, Iterable, QueryFilter,
+    QueryResult, QueryTrait, Statement,
 };
 use serde::de::DeserializeOwned;
 
@@ -56,8 +56,9 @@ pub struct Wanted {
     /// its rows ([`customers_unread`]; the list's order is always read); empty: every
     /// column is read.
     pub customers_unread: Vec<&'static str>,
-    /// The same for each relation's rows ([`Relation::unread`]), in a list's rows and a
-    /// view's JSON alike, by [`Relation`] (see [`Wanted::unread`]).
+    /// The same for each relation's rows ([`Relation::unread`]), in a list's and a view's
+    /// rows alike (a view's organization and tags in their JSON), by [`Relation`] (see
+    /// [`Wanted::unread`]).
     pub relations_unread: [Vec<&'static str>; Relation::ALL.len()],
     /// The same for the timeline's interactions.
     pub timeline_unread: Vec<&'static str>,
@@ -155,84 +156,34 @@ impl Wanted {
             .map(|window| window.size)
     }
 
-    /// The columns to add to a customer select: `(alias, correlated subquery)`. Every
-    /// subquery is scoped by the outer row's workspace as well as its id.
-    fn columns(&self) -> Vec<(&'static str, String)> {
+    /// The relations of one row a view reads as JSON columns of its customer's row in
+    /// [`list`]'s statement (`(alias, correlated subquery)`, the customer read from
+    /// `outer`): its organization and its tags, a row or a few, where a block of their own
+    /// would cost the statement more than their JSON costs to read. Scoped by the outer
+    /// row's workspace as well as its ids.
+    fn singles(&self, outer: &str) -> Vec<(&'static str, String)> {
         let mut columns = Vec::new();
-        // A relation's rows as JSON, of the columns `select` reads of `c`.
-        let mut rows = |alias, table: &str, order: &str, select: String| {
-            columns.push((
-                alias,
-                format!(
-                    "(SELECT coalesce(json_agg(r ORDER BY {order}), '[]')::text FROM \
-                     (SELECT {select} FROM {table} c \
-                     WHERE c.workspace_id = customer.workspace_id AND c.customer_id = customer.id) r)"
-                ),
-            ));
-        };
-        // The orders are the loaders' (`children_of`): its column, then the id.
-        if self.contact_points {
-            let select = self.select::<contact_point::Entity>(Relation::ContactPoints);
-            rows(
-                "rel_contact_points",
-                "contact_point",
-                "r.created_at, r.id",
-                select,
-            );
-        }
-        if self.identities {
-            let select = self.select::<identity::Entity>(Relation::Identities);
-            rows("rel_identities", "identity", "r.created_at, r.id", select);
-        }
-        if self.conversations {
-            let select = self.select::<conversation::Entity>(Relation::Conversations);
-            let order = "r.last_message_at DESC, r.id DESC";
-            rows("rel_conversations", "conversation", order, select);
-        }
-        if self.deals {
-            let select = self.select::<deal::Entity>(Relation::Deals);
-            rows("rel_deals", "deal", "r.created_at DESC, r.id DESC", select);
-        }
-        if self.notes {
-            let select = self.select::<note::Entity>(Relation::Notes);
-            rows("rel_notes", "note", "r.created_at DESC, r.id DESC", select);
-        }
         if self.organization {
             let select = self.select::<organization::Entity>(Relation::Organization);
             columns.push((
                 "rel_organization",
                 format!(
                     "(SELECT row_to_json(r)::text FROM (SELECT {select} FROM organization c \
-                     WHERE c.workspace_id = customer.workspace_id AND c.id = customer.organization_id) r)"
+                     WHERE c.workspace_id = {outer}.workspace_id AND c.id = {outer}.organization_id) r)"
                 ),
             ));
         }
         if self.tags {
+            // The loader's order: by name, byte by byte (as Rust compares strings, not
+            // as the database's collation would), then id.
             let select = self.select::<tag::Entity>(Relation::Tags);
             columns.push((
                 "rel_tags",
                 format!(
-                    "(SELECT coalesce(json_agg(r ORDER BY r.name, r.id), '[]')::text FROM \
+                    "(SELECT coalesce(json_agg(r ORDER BY r.name COLLATE \"C\", r.id), '[]')::text FROM \
                      (SELECT {select} FROM tag c \
                      JOIN customer_tag l ON l.tag_id = c.id AND l.workspace_id = c.workspace_id \
-                     WHERE l.workspace_id = customer.workspace_id AND l.customer_id = customer.id) r)"
-                ),
-            ));
-        }
-        if let Some(size) = self.timeline {
-            // Every column but `raw` (as the timeline loader reads them) and those no field
-            // of the selection shows; one row past the page says whether there is a next one.
-            let mut unread = self.timeline_unread.clone();
-            unread.push("raw");
-            let select = json_select::<interaction::Entity>("i", &unread);
-            columns.push((
-                "rel_timeline",
-                format!(
-                    "(SELECT coalesce(json_agg(r ORDER BY r.occurred_at DESC, r.id DESC), '[]')::text \
-                     FROM (SELECT {select} FROM interaction i \
-                     WHERE i.workspace_id = customer.workspace_id AND i.customer_id = customer.id \
-                     ORDER BY i.occurred_at DESC, i.id DESC LIMIT {}) r)",
-                    size + 1
+                     WHERE l.workspace_id = {outer}.workspace_id AND l.customer_id = {outer}.id) r)"
                 ),
             ));
         }
@@ -328,8 +279,8 @@ const CUSTOMER_OPTIONAL: &[&str] = &[
     "country",
 ];
 
-/// What a field of an identity shows of its row, among the columns a list's rows or a view's
-/// JSON may leave out (the others, ids, the channel and `created_at`, which orders them,
+/// What a field of an identity shows of its row, among the columns a list's or a view's rows
+/// may leave out (the others, ids, the channel and `created_at`, which orders them,
 /// are always read).
 const IDENTITY_FIELDS: &[(&str, &[&str])] = &[
     ("__typename", &[]),
@@ -505,7 +456,8 @@ const TAG_FIELDS: &[(&str, &[&str])] = &[
 ];
 const TAG_OPTIONAL: &[&str] = &["color", "created_at"];
 
-/// A relation of a customer read as a list of its rows (a view's JSON, a list's rows), of
+/// A relation of a customer read as a list of its rows (a list's or a view's rows, a view's
+/// JSON of its organization and tags), of
 /// which a selection may leave out the columns no field it selects shows. The timeline,
 /// a connection, is apart ([`timeline_unread`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -634,25 +586,13 @@ async fn get_one(
 ) -> Result<(Model, Related)> {
     let missing = || Error::not_found("customer", crate::ids::encode(id));
     if !wanted.is_empty() && db.get_database_backend() == DatabaseBackend::Postgres {
-        match db
-            .query_one(statement(wanted, caller.workspace_id, id))
-            .await
-        {
-            Ok(Some(row)) => {
-                let model = super::decode::Fast::<Model>::from_query_result(&row, "")?.0;
-                return Ok((model, related(&row, wanted)?));
-            }
-            Ok(None) => return Err(missing()),
-            // One relation that cannot be read must not cost the customer and every other
-            // relation: read the customer alone, and each relation through its loader,
-            // where only the broken one fails (a GraphQL answer keeps its other fields).
-            Err(err) => {
-                static WARNING: Warning = Warning::new();
-                WARNING.log(
-                    &err,
-                    "reading a customer with its relations failed; reading them one relation at a time",
-                );
-            }
+        // A page of this one customer, its relations read with it as a list reads them.
+        // When that fails (logged), the customer alone and each relation through its
+        // loader, where only a broken one fails (a GraphQL answer keeps its other fields).
+        let text = view_text(wanted);
+        let page = sea_orm::Values(vec![caller.workspace_id.into(), id.into()]);
+        if let Some(mut read) = read_with(db, &text, page, wanted).await? {
+            return read.pop().ok_or_else(missing);
         }
     }
     let model = by_id(caller.workspace_id, id)
@@ -662,33 +602,11 @@ async fn get_one(
     Ok((model, Related::default()))
 }
 
-/// The customer's select with a column per relation `wanted`: (`workspace_id`, `id`)
-/// are its parameters, the text depends on `wanted` alone, so it is built once per shape
-/// of view (building it was 7 % of the server's CPU on the 360 view).
-fn statement(wanted: &Wanted, workspace_id: WorkspaceId, id: CustomerId) -> Statement {
-    static TEXTS: Texts<Wanted, String> = Texts::new();
-    if let Some(sql) = TEXTS.get(wanted) {
-        return Statement::from_sql_and_values(
-            DatabaseBackend::Postgres,
-            sql,
-            [workspace_id.into(), id.into()],
-        );
-    }
-    let statement = built(wanted, workspace_id, id);
-    // Kept only while the builder binds exactly these two values, in this order: a
-    // relation column that ever binds one of its own is simply never cached.
-    let expected: [sea_orm::Value; 2] = [workspace_id.into(), id.into()];
-    if statement.values.as_ref().map(|values| &values.0[..]) != Some(&expected[..]) {
-        return statement;
-    }
-    TEXTS.keep(wanted.clone(), statement.sql.clone());
-    statement
-}
-
-/// Statement texts built once per shape and shared by every request of that shape; at
-/// most 256 kept (2^7 relation sets × 101 page sizes × the columns each relation leaves
-/// out exist for the view alone, more for lists): a client cycling through shapes empties
-/// the map instead of growing it (and pays the text's building again).
+/// Statement texts built once per shape and shared by every request of that shape, views
+/// and lists alike; at most 256 kept (2^7 relation sets × 101 timeline sizes × the
+/// columns each relation leaves out exist for views alone, more for lists): a client
+/// cycling through shapes empties the map instead of growing it (and pays the text's
+/// building again).
 struct Texts<K, V>(OnceLock<Mutex<HashMap<K, V>>>);
 
 impl<K: std::hash::Hash + Eq, V: Clone> Texts<K, V> {
@@ -718,13 +636,28 @@ fn by_id(workspace_id: WorkspaceId, id: CustomerId) -> sea_orm::Select<customer:
     super::scoped::<customer::Entity>(workspace_id).filter(customer::Column::Id.eq(id))
 }
 
-/// [`statement`] built from the query builder.
-fn built(wanted: &Wanted, workspace_id: WorkspaceId, id: CustomerId) -> Statement {
-    let mut combined = by_id(workspace_id, id);
-    for (alias, sql) in wanted.columns() {
-        combined = combined.expr_as(Expr::cust(sql), alias);
+/// The text of [`by_id`] on PostgreSQL, its parameters the workspace's id and the
+/// customer's, in that order (the unit test holds the builder to it): built once, as
+/// building it was 4 % of the server's instructions on the 360 view.
+fn by_id_text() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        by_id(WorkspaceId::new(), CustomerId::new())
+            .build(DatabaseBackend::Postgres)
+            .sql
+    })
+}
+
+/// [`list`]'s text for a view of one customer `wanted` ([`by_id_text`] as its page, the
+/// organization and tags with the customer), built once per shape of view.
+fn view_text(wanted: &Wanted) -> Arc<ListText> {
+    static TEXTS: Texts<Wanted, Arc<ListText>> = Texts::new();
+    if let Some(text) = TEXTS.get(wanted) {
+        return text;
     }
-    combined.build(DatabaseBackend::Postgres)
+    let text = Arc::new(list_built(by_id_text(), "id", false, 1, wanted, true));
+    TEXTS.keep(wanted.clone(), Arc::clone(&text));
+    text
 }
 
 /// The columns of [`list`]'s rows that hold the customer or one relation, its rows told
@@ -944,31 +877,40 @@ pub async fn list(
     size: u64,
     wanted: &Wanted,
 ) -> Result<Option<Vec<(Model, Related)>>> {
-    let text = list_text(&page.sql, order_by, descending, size, wanted);
-    let statement = Statement {
-        sql: text.sql.clone(),
-        ..page
-    };
+    let text = list_text(&page.sql, order_by, descending, size, wanted, false);
+    let values = page.values.unwrap_or(sea_orm::Values(Vec::new()));
+    read_with(db, &text, values, wanted).await
+}
+
+/// The customers and relations of `text` (a list's, or a view's with its organization
+/// and tags: [`Wanted::singles`]) with the page's parameters `values`.
+async fn read_with(
+    db: &impl ConnectionTrait,
+    text: &ListText,
+    values: sea_orm::Values,
+    wanted: &Wanted,
+) -> Result<Option<Vec<(Model, Related)>>> {
+    let statement = Statement::from_sql_and_values(DatabaseBackend::Postgres, &text.sql, values);
     let rows = match db.query_all(statement).await {
         Ok(rows) => rows,
         Err(err) => {
             static WARNING: Warning = Warning::new();
             WARNING.log(
                 &err,
-                "reading a page of customers with their relations failed; reading them one relation at a time",
+                "reading customers with their relations failed; reading them one relation at a time",
             );
             return Ok(None);
         }
     };
     // A row that does not decode (a value a model does not know) fails its relation's
     // field alone through the loaders, as for a statement that fails.
-    match read_list(&rows, &text.customer, &text.blocks, wanted) {
+    match read_list(&rows, text, wanted) {
         Ok(customers) => Ok(Some(customers)),
         Err(err) => {
             static WARNING: Warning = Warning::new();
             WARNING.log(
                 &err,
-                "a page of customers with their relations did not decode; reading them one relation at a time",
+                "customers with their relations did not decode; reading them one relation at a time",
             );
             Ok(None)
         }
@@ -980,6 +922,60 @@ struct ListText {
     sql: String,
     customer: Block,
     blocks: Vec<Block>,
+    /// The aliases of the customers' JSON columns of one-row relations
+    /// ([`Wanted::singles`]), after the slots.
+    singles: Vec<&'static str>,
+    /// Where each kind's fields are in the rows, found from the first result's columns
+    /// (the text fixes them): finding them for each result was 3 % of the server's
+    /// instructions on the 360 view.
+    plans: OnceLock<Plans>,
+}
+
+/// Where [`read_list`] reads each kind's fields in a text's rows.
+struct Plans {
+    customer: Vec<super::decode::Place>,
+    /// By kind (CUSTOMER ..= TIMELINE), for the blocks the text has.
+    places: Vec<Option<Vec<super::decode::Place>>>,
+    /// Each JSON column of the customers' rows and its position.
+    singles: Vec<(&'static str, usize)>,
+}
+
+impl Plans {
+    fn of(columns: &[sea_orm::sqlx::postgres::PgColumn], text: &ListText) -> Result<Plans> {
+        use super::decode::plan_named;
+        // Where each block's fields are: in their slots, after `kind` and `seq`.
+        let plan = |block: &Block| -> Result<Vec<super::decode::Place>> {
+            let (named, unread) = (block.named(), &block.unread[..]);
+            let places = match block.kind {
+                CUSTOMER => plan_named::<Model>(columns, &named, unread),
+                CONTACT_POINTS => plan_named::<contact_point::Model>(columns, &named, unread),
+                IDENTITIES => plan_named::<identity::Model>(columns, &named, unread),
+                CONVERSATIONS => plan_named::<conversation::Model>(columns, &named, unread),
+                DEALS => plan_named::<deal::Model>(columns, &named, unread),
+                NOTES => plan_named::<note::Model>(columns, &named, unread),
+                TIMELINE => plan_named::<interaction::Model>(columns, &named, unread),
+                kind => return Err(Error::Internal(format!("no block of kind {kind}"))),
+            }?;
+            Ok(places)
+        };
+        let singles = (text.singles.iter())
+            .map(|alias| {
+                let at = (columns.iter())
+                    .position(|column| sea_orm::sqlx::Column::name(column) == *alias);
+                at.map(|at| (*alias, at))
+                    .ok_or_else(|| Error::Internal(format!("no column {alias} in a list's rows")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut places = vec![None; TIMELINE as usize + 1];
+        for block in &text.blocks {
+            places[block.kind as usize] = Some(plan(block)?);
+        }
+        Ok(Plans {
+            customer: plan(&text.customer)?,
+            places,
+            singles,
+        })
+    }
 }
 
 /// What [`list`]'s text depends on: its values are the page's parameters.
@@ -990,6 +986,7 @@ struct ListShape {
     descending: bool,
     size: u64,
     wanted: Wanted,
+    singles: bool,
 }
 
 /// [`list_built`], built once per shape of list (page filter, order, size, relations) and
@@ -1001,6 +998,7 @@ fn list_text(
     descending: bool,
     size: u64,
     wanted: &Wanted,
+    singles: bool,
 ) -> Arc<ListText> {
     static TEXTS: Texts<ListShape, Arc<ListText>> = Texts::new();
     let shape = ListShape {
@@ -1009,11 +1007,14 @@ fn list_text(
         descending,
         size,
         wanted: wanted.clone(),
+        singles,
     };
     if let Some(text) = TEXTS.get(&shape) {
         return text;
     }
-    let text = Arc::new(list_built(page_sql, order_by, descending, size, wanted));
+    let text = Arc::new(list_built(
+        page_sql, order_by, descending, size, wanted, singles,
+    ));
     TEXTS.keep(shape, Arc::clone(&text));
     text
 }
@@ -1025,8 +1026,15 @@ fn list_built(
     descending: bool,
     size: u64,
     wanted: &Wanted,
+    singles: bool,
 ) -> ListText {
-    // The page is ordered, and its cursors made, by its order's column.
+    let singles = if singles {
+        wanted.singles("page")
+    } else {
+        Vec::new()
+    };
+    // The page is ordered, and its cursors made, by its order's column. (A selection
+    // that asks for the organization shows `organization_id`: `CUSTOMER_FIELDS`.)
     let mut unread = wanted.customers_unread.clone();
     unread.retain(|column| *column != order_by);
     let mut customer = Block::of::<customer::Entity>(CUSTOMER, "customer", unread);
@@ -1034,12 +1042,19 @@ fn list_built(
     let slots = Slots::assign(&mut customer, &mut blocks);
     let direction = if descending { "DESC" } else { "ASC" };
     // The first branch names the slots (the union's column names are its).
-    let named: Vec<String> = customer
+    let mut named: Vec<String> = customer
         .values("page", &slots)
         .into_iter()
         .enumerate()
         .map(|(i, value)| format!("{value} AS s{i}"))
         .collect();
+    named.extend(
+        singles
+            .iter()
+            .map(|(alias, sql)| format!("{sql} AS {alias}")),
+    );
+    // The other branches leave the customers' JSON columns NULL.
+    let no_singles: String = singles.iter().map(|_| ", NULL::text").collect();
     // The page keeps only the customer's columns the rows carry (its id and workspace
     // among them, which the branches join on): PostgreSQL stores it for the branches.
     let kept: Vec<String> = customer
@@ -1072,7 +1087,7 @@ fn list_built(
             _ => String::new(),
         };
         sql.push_str(&format!(
-            " UNION ALL SELECT {}, page.seq, {} FROM page CROSS JOIN LATERAL (SELECT {} FROM \"{}\" c \
+            " UNION ALL SELECT {}, page.seq, {}{no_singles} FROM page CROSS JOIN LATERAL (SELECT {} FROM \"{}\" c \
              WHERE c.workspace_id = page.workspace_id AND c.customer_id = page.id{limit}) r \
              WHERE page.seq <= {size}",
             branch.kind,
@@ -1085,17 +1100,18 @@ fn list_built(
         sql,
         customer,
         blocks,
+        singles: singles.into_iter().map(|(alias, _)| alias).collect(),
+        plans: OnceLock::new(),
     }
 }
 
 /// The customers of [`list`]'s rows, in reading order, each with its relations.
 fn read_list(
     rows: &[QueryResult],
-    customer: &Block,
-    blocks: &[Block],
+    text: &ListText,
     wanted: &Wanted,
 ) -> Result<Vec<(Model, Related)>> {
-    use super::decode::{plan_named, Decode, Place};
+    use super::decode::Decode;
     let Some(first) = rows.first() else {
         return Ok(Vec::new());
     };
@@ -1104,27 +1120,15 @@ fn read_list(
             "a list read ahead on PostgreSQL only".to_owned(),
         ));
     };
-    // Where each block's fields are: in their slots, after `kind` and `seq`.
-    let plan = |block: &Block| -> Result<Vec<Place>> {
-        let (named, unread) = (block.named(), &block.unread[..]);
-        let places = match block.kind {
-            CUSTOMER => plan_named::<Model>(columns, &named, unread),
-            CONTACT_POINTS => plan_named::<contact_point::Model>(columns, &named, unread),
-            IDENTITIES => plan_named::<identity::Model>(columns, &named, unread),
-            CONVERSATIONS => plan_named::<conversation::Model>(columns, &named, unread),
-            DEALS => plan_named::<deal::Model>(columns, &named, unread),
-            NOTES => plan_named::<note::Model>(columns, &named, unread),
-            TIMELINE => plan_named::<interaction::Model>(columns, &named, unread),
-            kind => return Err(Error::Internal(format!("no block of kind {kind}"))),
-        }?;
-        Ok(places)
+    let plans = match text.plans.get() {
+        Some(plans) => plans,
+        None => {
+            // Two first readers find the same plans: either is kept.
+            let _ = text.plans.set(Plans::of(columns, text)?);
+            text.plans.get().expect("just set")
+        }
     };
-    let customer_places = plan(customer)?;
-    // By kind (CUSTOMER ..= TIMELINE).
-    let mut places: Vec<Option<Vec<Place>>> = vec![None; TIMELINE as usize + 1];
-    for block in blocks {
-        places[block.kind as usize] = Some(plan(block)?);
-    }
+    let (customer_places, places, singles) = (&plans.customer, &plans.places, &plans.singles);
     let mut read = Vec::with_capacity(rows.len());
     for row in rows {
         let row = row
@@ -1138,18 +1142,35 @@ fn read_list(
     }
     // The customers first, in the page's order (the statement has no `ORDER BY`: sorting
     // its wide rows cost PostgreSQL more than sorting a few here)…
-    let mut page: Vec<(i64, Model)> = Vec::new();
+    let mut page: Vec<(i64, Model, Related)> = Vec::new();
     for (kind, seq, row) in &read {
         if *kind == CUSTOMER {
-            page.push((*seq, Model::decode_at(row, &customer_places)?));
+            let mut related = empty(wanted);
+            for &(alias, at) in singles {
+                let json: Option<String> = sea_orm::sqlx::Row::try_get(*row, at)
+                    .map_err(|err| Error::Internal(format!("a list row's {alias}: {err}")))?;
+                let json = json.as_deref();
+                match alias {
+                    "rel_organization" => {
+                        related.organization = Some(json.map(parse).transpose()?);
+                    }
+                    "rel_tags" => {
+                        related.tags = Some(json.map(parse).transpose()?.unwrap_or_default());
+                    }
+                    other => {
+                        return Err(Error::Internal(format!("no relation is read as {other}")));
+                    }
+                }
+            }
+            page.push((*seq, Model::decode_at(row, customer_places)?, related));
         }
     }
-    page.sort_by_key(|(seq, _)| *seq);
+    page.sort_by_key(|(seq, _, _)| *seq);
     let mut customers: Vec<(Model, Related)> = Vec::with_capacity(page.len());
     let mut index: HashMap<CustomerId, usize> = HashMap::with_capacity(page.len());
-    for (_, model) in page {
+    for (_, model, related) in page {
         index.insert(model.id, customers.len());
-        customers.push((model, empty(wanted)));
+        customers.push((model, related));
     }
     let mut timelines: Vec<Vec<interaction::Model>> = vec![Vec::new(); customers.len()];
     // … then their relations, each put in its reading order below.
@@ -1264,43 +1285,6 @@ fn first_page(size: u64) -> page::Window {
     }
 }
 
-/// The relations `wanted` from their columns of a customer row.
-fn related(row: &QueryResult, wanted: &Wanted) -> Result<Related> {
-    let text = |alias: &str| -> Result<Option<String>> { Ok(row.try_get("", alias)?) };
-    let mut related = Related::default();
-    if wanted.contact_points {
-        let mut points: Vec<contact_point::Model> = json(text("rel_contact_points")?)?;
-        super::identity::sort_contact_points(&mut points);
-        related.contact_points = Some(points);
-    }
-    if wanted.identities {
-        related.identities = Some(json(text("rel_identities")?)?);
-    }
-    if wanted.conversations {
-        related.conversations = Some(json(text("rel_conversations")?)?);
-    }
-    if wanted.deals {
-        related.deals = Some(json(text("rel_deals")?)?);
-    }
-    if wanted.notes {
-        related.notes = Some(json(text("rel_notes")?)?);
-    }
-    if wanted.organization {
-        related.organization = Some(match text("rel_organization")? {
-            Some(organization) => Some(parse(&organization)?),
-            None => None,
-        });
-    }
-    if wanted.tags {
-        related.tags = Some(json(text("rel_tags")?)?);
-    }
-    if let Some(size) = wanted.timeline {
-        let rows: Vec<interaction::Model> = json(text("rel_timeline")?)?;
-        related.timeline = Some((size, page::finish(rows, &first_page(size))));
-    }
-    Ok(related)
-}
-
 /// A warning logged at most once a minute, with how many like it were left out since the
 /// last: a relation that cannot be read (a schema that drifted from the models, say) fails
 /// every request alike, and a line per request would bury the log.
@@ -1337,14 +1321,6 @@ impl Warning {
         }
         let left_out = self.left_out.swap(0, Ordering::Relaxed);
         tracing::warn!(error = %error, left_out, "{message}");
-    }
-}
-
-/// A JSON array of rows (`[]` when the aggregate read none).
-fn json<T: DeserializeOwned>(text: Option<String>) -> Result<Vec<T>> {
-    match text {
-        Some(text) => parse(&text),
-        None => Ok(Vec::new()),
     }
 }
 
@@ -1405,70 +1381,79 @@ mod tests {
         }
     }
 
-    /// The cached text with fresh parameters is the statement the builder writes, for
-    /// every shape (each set of relations, with and without timelines of two sizes), the
-    /// first time and every time after.
+    /// A view's page is the text the builder writes for the customer by id, whose values
+    /// are the workspace's id and the customer's, in that order; a view's cached text is
+    /// the one built.
     #[test]
-    fn a_cached_statement_is_the_built_one() {
-        for bits in 0u8..128 {
-            for timeline in [None, Some(5), Some(11)] {
-                let wanted = Wanted {
-                    contact_points: bits & 1 != 0,
-                    identities: bits & 2 != 0,
-                    organization: bits & 4 != 0,
-                    tags: bits & 8 != 0,
-                    conversations: bits & 16 != 0,
-                    deals: bits & 32 != 0,
-                    notes: bits & 64 != 0,
-                    timeline,
-                    ..Wanted::default()
-                };
-                for _ in 0..2 {
-                    let (workspace, customer) = (WorkspaceId::new(), CustomerId::new());
-                    let cached = statement(&wanted, workspace, customer);
-                    let built = built(&wanted, workspace, customer);
-                    assert_eq!(cached.sql, built.sql);
-                    assert_eq!(
-                        format!("{:?}", cached.values),
-                        format!("{:?}", built.values)
-                    );
-                }
-            }
+    fn a_views_page_is_the_customer_by_id() {
+        let (workspace, customer) = (WorkspaceId::new(), CustomerId::new());
+        let built = by_id(workspace, customer).build(DatabaseBackend::Postgres);
+        assert_eq!(by_id_text(), built.sql);
+        let expected: Vec<sea_orm::Value> = vec![workspace.into(), customer.into()];
+        assert_eq!(built.values.unwrap().0, expected);
+        let wanted = Wanted {
+            organization: true,
+            timeline: Some(3),
+            ..Wanted::default()
+        };
+        for _ in 0..2 {
+            let built = list_built(by_id_text(), "id", false, 1, &wanted, true);
+            assert_eq!(view_text(&wanted).sql, built.sql);
+            assert_eq!(view_text(&wanted).singles, ["rel_organization"]);
         }
     }
 
-    /// A list's cached text is the one built, for each relation set and page shape, the
-    /// first time and after; its blocks are the ones read back.
+    /// A list's or a view's cached text is the one built, for each relation set and page
+    /// shape, the first time and after; its blocks are the ones read back.
     #[test]
     fn a_cached_list_text_is_the_built_one() {
-        for bits in 0u8..128 {
+        for bits in 0u16..512 {
             let wanted = Wanted {
                 contact_points: bits & 1 != 0,
                 identities: bits & 2 != 0,
                 conversations: bits & 16 != 0,
                 deals: bits & 32 != 0,
                 notes: bits & 64 != 0,
+                organization: bits & 128 != 0,
+                tags: bits & 256 != 0,
                 timeline: (bits & 4 != 0).then_some(5),
                 ..Wanted::default()
             };
-            for (page, order_by, descending, size) in [
+            let view = "SELECT * FROM customer WHERE workspace_id = $1 AND id = $2";
+            for (page, order_by, descending, size, singles) in [
                 (
                     "SELECT * FROM customer WHERE workspace_id = $1 LIMIT $2",
                     "last_seen_at",
                     true,
                     50,
+                    false,
                 ),
                 (
                     "SELECT * FROM customer WHERE workspace_id = $1 LIMIT $2",
                     "created_at",
                     false,
                     10,
+                    false,
                 ),
+                (view, "id", false, 1, false),
+                (view, "id", false, 1, true),
             ] {
                 for _ in 0..2 {
-                    let cached = list_text(page, order_by, descending, size, &wanted);
-                    let built = list_built(page, order_by, descending, size, &wanted);
+                    let cached = list_text(page, order_by, descending, size, &wanted, singles);
+                    let built = list_built(page, order_by, descending, size, &wanted, singles);
                     assert_eq!(cached.sql, built.sql);
+                    assert_eq!(cached.singles, built.singles);
+                    let expected = match singles {
+                        true => [
+                            ("rel_organization", wanted.organization),
+                            ("rel_tags", wanted.tags),
+                        ]
+                        .into_iter()
+                        .filter_map(|(alias, asked)| asked.then_some(alias))
+                        .collect(),
+                        false => Vec::new(),
+                    };
+                    assert_eq!(built.singles, expected);
                     let kinds = |blocks: &[Block]| {
                         blocks
                             .iter()
@@ -1548,15 +1533,38 @@ mod tests {
         };
         assert_eq!(at(timeline, "id"), at(identities, "id"));
 
-        let text = list_built("SELECT * FROM customer", "created_at", false, 10, &wanted);
+        let text = list_built(
+            "SELECT * FROM customer",
+            "created_at",
+            false,
+            10,
+            &wanted,
+            false,
+        );
         let branches: Vec<&str> = text.sql.split(" UNION ALL ").collect();
         assert_eq!(branches.len(), 1 + text.blocks.len());
         let values = |block: &Block, from: &str| block.values(from, &slots);
         for (block, branch) in text.blocks.iter().zip(&branches[1..]) {
             let expected = values(block, "r").join(", ");
             assert!(branch.contains(&expected), "{}: {branch}", block.table);
+            assert!(!branch.contains("NULL::text"), "{branch}");
         }
         assert_eq!(values(&text.customer, "page").len(), slots.0.len());
+
+        // A view's organization and tags: two JSON columns after the customer's slots,
+        // NULL in every other branch, just before its FROM.
+        let wanted = Wanted {
+            organization: true,
+            tags: true,
+            ..wanted
+        };
+        let text = list_built("SELECT * FROM customer", "id", false, 1, &wanted, true);
+        let branches: Vec<&str> = text.sql.split(" UNION ALL ").collect();
+        assert!(branches[0].contains(" AS rel_organization, (SELECT "));
+        assert!(branches[0].contains(" AS rel_tags FROM page"));
+        for branch in &branches[1..] {
+            assert!(branch.contains(", NULL::text, NULL::text FROM page CROSS JOIN LATERAL"));
+        }
     }
 
     /// A warning repeated within the minute is counted, not logged; the next one logged

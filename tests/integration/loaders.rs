@@ -256,6 +256,21 @@ backend_test! {
             assert_eq!(path.last().unwrap(), "deals", "{error}");
             assert_eq!(&path[..2], &[json!("customers"), json!("edges")], "{error}");
         }
+        // The same for one customer's view: its identities, organization and tags are
+        // answered as the loaders answer them (`node` reads through them), its deals fail
+        // at `deals` alone.
+        let id = &before["customers"]["edges"][0]["node"]["id"];
+        let fields = "id identities { handle } organization { name } tags { name } deals { title }";
+        let view = format!("query($id: ID!) {{ customer(id: $id) {{ {fields} }} node(id: $id) {{ ... on Customer {{ {fields} }} }} }}");
+        let (status, body) = app.post(&key, &view, json!({ "id": id })).await;
+        assert_eq!(status, 200, "{body:#}");
+        let mut paths: Vec<String> = body["errors"].as_array().expect("the deals fail").iter().map(|e| e["path"].to_string()).collect();
+        paths.sort();
+        assert_eq!(paths, [r#"["customer","deals"]"#, r#"["node","deals"]"#], "{body:#}");
+        let customer = &body["data"]["customer"];
+        assert_eq!(customer, &body["data"]["node"]);
+        assert_eq!(customer["id"], *id);
+        assert_eq!(customer["identities"], before["customers"]["edges"][0]["node"]["identities"]);
     }
 }
 
@@ -881,6 +896,38 @@ backend_test! {
             for workspace_id in children {
                 assert_eq!(workspace_id, other.id);
             }
+        }
+        // A view's organization and tags (read with the customer on PostgreSQL) are this
+        // workspace's only, even where a row names another's: a customer pointed at
+        // another workspace's organization, and tagged with another workspace's tag (rows
+        // the API never writes, planted here; a database that refuses one is as good).
+        if !postgres {
+            return;
+        }
+        let all = PageArgs { first: Some(1), ..PageArgs::default() };
+        let first = list(&app.app.db, &caller, &filter, CustomerOrderField::CreatedAt, true, &all, &Wanted::default()).await.unwrap();
+        let mine = first.items[0].0.id;
+        let every = Wanted { organization: true, tags: true, ..wanted.clone() };
+        let (_, before) = get(&app.app.db, &caller, mine, &every).await.unwrap();
+        let of = |table: &str| format!("(SELECT id FROM {table} WHERE workspace_id = '{}' LIMIT 1)", other.id.uuid());
+        let mut planted = Vec::new();
+        for sql in [
+            format!("UPDATE customer SET organization_id = {} WHERE id = '{}'", of("organization"), mine.uuid()),
+            format!("INSERT INTO customer_tag (customer_id, tag_id, workspace_id, created_at) VALUES ('{}', {}, '{}', now())", mine.uuid(), of("tag"), workspace.id.uuid()),
+            format!("INSERT INTO customer_tag (customer_id, tag_id, workspace_id, created_at) VALUES ('{}', {}, '{}', now())", mine.uuid(), of("tag"), other.id.uuid()),
+        ] {
+            planted.push(app.app.db.execute_unprepared(&sql).await.is_ok());
+        }
+        assert!(planted.contains(&true), "nothing could be planted: this part proves nothing");
+        let (_, after) = get(&app.app.db, &caller, mine, &every).await.unwrap();
+        if planted[0] {
+            assert_eq!(after.organization, Some(None), "another workspace's organization");
+        } else {
+            assert_eq!(after.organization, before.organization);
+        }
+        assert_eq!(after.tags, before.tags, "another workspace's tag");
+        for tag in after.tags.iter().flatten() {
+            assert_eq!(tag.workspace_id, workspace.id);
         }
     }
 }
