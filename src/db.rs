@@ -9,8 +9,8 @@ use std::time::Duration;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, Statement,
-    TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, IsolationLevel,
+    Statement, TransactionTrait,
 };
 
 use crate::config::Config;
@@ -115,7 +115,13 @@ pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
         // (sea-orm-migration's own transaction becomes a savepoint). Keyed by the schema
         // too: migrators of different schemas of one database (a schema per deployment,
         // or per test) do not wait for each other.
-        let txn = db.begin().await.map_err(|err| failed(&err))?;
+        // READ COMMITTED whatever the database's default: a process that waited must see
+        // the migrations the other committed meanwhile, which a snapshot taken before the
+        // wait (REPEATABLE READ, SERIALIZABLE) would hide.
+        let txn = db
+            .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
+            .await
+            .map_err(|err| failed(&err))?;
         let key = "hashtext('rapport migrations'), \
                    hashtext(coalesce(current_schema(), current_setting('search_path')))";
         let free = txn
@@ -168,16 +174,23 @@ async fn sqlite_turn(db: &DatabaseConnection) -> anyhow::Result<Option<std::fs::
             .truncate(false)
             .write(true)
             .open(&path);
+        let denied = |err: &std::io::Error| {
+            matches!(
+                err.kind(),
+                ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
+            )
+        };
+        // A lock file another user made (`sudo rapport migrate`, say) locks as well when
+        // opened for reading.
+        let opened = match opened {
+            Err(err) if denied(&err) => std::fs::File::open(&path).or(Err(err)),
+            opened => opened,
+        };
         let file = match opened {
             Ok(file) => file,
-            // A directory this process may not write to: it cannot migrate either, but a
-            // database with nothing pending still opens (read-only deployments).
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
-                ) =>
-            {
+            // A directory this process may not write to, and no lock file in it: it cannot
+            // migrate either, but a database with nothing pending still opens.
+            Err(err) if denied(&err) => {
                 tracing::warn!(error = %err, path = %path.display(), "cannot take the migration lock; migrating without it");
                 return Ok(None);
             }
