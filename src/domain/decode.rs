@@ -6,8 +6,8 @@
 //! last 5 interactions (about 400 rows of up to 23 columns, a third of them NULL) that was
 //! 19 % of the server's CPU (`perf`, BENCHMARKS.md "Rows decoded by name, once"). [`all`]
 //! finds a result's columns by name and checks their types once (sqlx's `try_get` does both
-//! for every value), then reads every row by position with the same sqlx decoders. On SQLite, or under a prefix, it is sea-orm's decoder
-//! unchanged. The names are the fields' own (`stringify!`): a model whose column is renamed
+//! for every value), then reads every row by position with the same sqlx decoders. On SQLite
+//! it is sea-orm's decoder unchanged. The names are the fields' own (`stringify!`): a model whose column is renamed
 //! with `column_name` cannot be listed here as it is (the unit test below compares them).
 
 use sea_orm::sqlx::postgres::{PgColumn, PgRow};

@@ -655,7 +655,13 @@ fn view_text(wanted: &Wanted) -> Arc<ListText> {
     if let Some(text) = TEXTS.get(wanted) {
         return text;
     }
-    let text = Arc::new(list_built(by_id_text(), "id", false, 1, wanted, true));
+    // A view reads every column of its customer (`merged_into` to follow a merge,
+    // `organization_id` for its organization), whatever a list's selection would leave out.
+    let every = Wanted {
+        customers_unread: Vec::new(),
+        ..wanted.clone()
+    };
+    let text = Arc::new(list_built(by_id_text(), "id", false, 1, &every, true));
     TEXTS.keep(wanted.clone(), Arc::clone(&text));
     text
 }
@@ -938,6 +944,8 @@ struct Plans {
     places: Vec<Option<Vec<super::decode::Place>>>,
     /// Each JSON column of the customers' rows and its position.
     singles: Vec<(&'static str, usize)>,
+    /// The types of the columns they were found in.
+    types: Vec<sea_orm::sqlx::postgres::PgTypeInfo>,
 }
 
 impl Plans {
@@ -974,7 +982,17 @@ impl Plans {
             customer: plan(&text.customer)?,
             places,
             singles,
+            types: (columns.iter())
+                .map(|c| sea_orm::sqlx::Column::type_info(c).clone())
+                .collect(),
         })
+    }
+
+    /// Whether these plans were found in columns of these types.
+    fn made_for(&self, columns: &[sea_orm::sqlx::postgres::PgColumn]) -> bool {
+        use sea_orm::sqlx::Column;
+        self.types.len() == columns.len()
+            && (self.types.iter().zip(columns)).all(|(ty, column)| ty == column.type_info())
     }
 }
 
@@ -1120,8 +1138,16 @@ fn read_list(
             "a list read ahead on PostgreSQL only".to_owned(),
         ));
     };
+    // The text fixes the rows' columns while the schema stays; a column whose type changed
+    // under a running process (a migration of a rolling deploy) gets a plan of its own,
+    // whose type checks are this result's, rather than the kept plan's.
+    let fresh;
     let plans = match text.plans.get() {
-        Some(plans) => plans,
+        Some(plans) if plans.made_for(columns) => plans,
+        Some(_) => {
+            fresh = Plans::of(columns, text)?;
+            &fresh
+        }
         None => {
             // Two first readers find the same plans: either is kept.
             let _ = text.plans.set(Plans::of(columns, text)?);
