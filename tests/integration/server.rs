@@ -149,17 +149,32 @@ mod demo_start_seeds_once_allows_its_own_address_and_stops_on_shutdown {
 /// or `serve` beside a CLI command): each migrates it, one at a time, and every migration
 /// is applied once. Unserialised, two of them create the same tables in the same moment
 /// and one fails (`pg_type_typname_nsp_index` on PostgreSQL). Several rounds, each on a
-/// database of its own, so the race is met, not hoped for.
+/// database of its own, so the race is met, not hoped for. On PostgreSQL the last rounds
+/// run on a fresh database of their own with no schema configured, where one process
+/// names `public` and the others leave it unset: the same schema, so the same turn.
 async fn migrate_together(backend: Backend) {
     use migration::MigratorTrait;
     use sea_orm::{ConnectionTrait, Statement};
 
-    for round in 0..6 {
+    for round in 0..10 {
         let dir = tempfile::tempdir().unwrap();
         let Some((mut config, schema)) = config(backend, dir.path()).await else {
             eprintln!("skipped: set RAPPORT_TEST_DATABASE_URL to run the PostgreSQL variant");
             return;
         };
+        // Rounds 6 to 9 on PostgreSQL: a database of their own, no schema set.
+        let mut database = None;
+        if let (Some(url), Backend::Postgres, 6..) = (postgres_url(), backend, round) {
+            if let Some(schema) = &schema {
+                sql(&url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+            }
+            let name = format!("rt_{}", uuid::Uuid::now_v7().simple());
+            sql(&url, &format!("CREATE DATABASE {name}")).await;
+            config.database_url = Some(database_url(&url, &name));
+            config.database_schema = None;
+            database = Some(name);
+        }
+        let schema = schema.filter(|_| database.is_none());
         // Half the rounds on a server whose transactions default to SERIALIZABLE: a
         // process that waited must still see what the other committed meanwhile.
         if let Some(url) = config.database_url.as_mut().filter(|_| round % 2 == 1) {
@@ -170,8 +185,12 @@ async fn migrate_together(backend: Backend) {
         }
         // Each its own pool, as each process has: no connection is shared.
         let mut pools = Vec::new();
-        for _ in 0..3 {
+        for process in 0..3 {
             let metrics = std::sync::Arc::new(rapport::metrics::Metrics::default());
+            let mut config = config.clone();
+            if database.is_some() && process == 0 {
+                config.database_schema = Some("public".to_owned());
+            }
             pools.push(rapport::db::connect(&config, metrics).await.unwrap());
         }
         let started = pools.iter().map(rapport::db::migrate);
@@ -206,7 +225,21 @@ async fn migrate_together(backend: Backend) {
         if let (Some(schema), Some(url)) = (schema, postgres_url()) {
             sql(&url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
         }
+        if let (Some(name), Some(url)) = (database, postgres_url()) {
+            sql(&url, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
+        }
     }
+}
+
+/// `url` naming the database `name` instead of its own (its parameters kept).
+fn database_url(url: &str, name: &str) -> String {
+    let (base, parameters) = match url.split_once('?') {
+        Some((base, parameters)) => (base, format!("?{parameters}")),
+        None => (url, String::new()),
+    };
+    let host = base.find("://").map_or(0, |at| at + 3);
+    let path = base[host..].find('/').map_or(base.len(), |at| host + at);
+    format!("{}/{name}{parameters}", &base[..path])
 }
 
 mod processes_started_together_on_a_fresh_database_migrate_it_once {
