@@ -32,10 +32,15 @@ async fn config(backend: Backend, dir: &std::path::Path) -> Option<(Config, Opti
 }
 
 async fn sql(url: &str, statement: &str) {
+    try_sql(url, statement).await.unwrap();
+}
+
+async fn try_sql(url: &str, statement: &str) -> Result<(), sea_orm::DbErr> {
     use sea_orm::{ConnectionTrait, Database};
-    let db = Database::connect(url).await.unwrap();
-    db.execute_unprepared(statement).await.unwrap();
+    let db = Database::connect(url).await?;
+    let done = db.execute_unprepared(statement).await.map(|_| ());
     db.close().await.ok();
+    done
 }
 
 async fn viewer_role(addr: SocketAddr, key: &str) -> Value {
@@ -149,97 +154,127 @@ mod demo_start_seeds_once_allows_its_own_address_and_stops_on_shutdown {
 /// or `serve` beside a CLI command): each migrates it, one at a time, and every migration
 /// is applied once. Unserialised, two of them create the same tables in the same moment
 /// and one fails (`pg_type_typname_nsp_index` on PostgreSQL). Several rounds, each on a
-/// database of its own, so the race is met, not hoped for. On PostgreSQL the last rounds
-/// run on a fresh database of their own with no schema configured, where one process
-/// names `public` and the others leave it unset: the same schema, so the same turn.
+/// database of its own, so the race is met, not hoped for. On PostgreSQL four more rounds
+/// run on a database created for each, with no schema configured, where one process names
+/// `public` and the others leave it unset: the same schema, so the same turn.
 async fn migrate_together(backend: Backend) {
-    use migration::MigratorTrait;
-    use sea_orm::{ConnectionTrait, Statement};
+    use futures_util::FutureExt;
 
-    for round in 0..10 {
+    let rounds = if backend == Backend::Postgres { 10 } else { 6 };
+    for round in 0..rounds {
         let dir = tempfile::tempdir().unwrap();
-        let Some((mut config, schema)) = config(backend, dir.path()).await else {
-            eprintln!("skipped: set RAPPORT_TEST_DATABASE_URL to run the PostgreSQL variant");
-            return;
-        };
-        // Rounds 6 to 9 on PostgreSQL: a database of their own, no schema set.
-        let mut database = None;
-        if let (Some(url), Backend::Postgres, 6..) = (postgres_url(), backend, round) {
-            if let Some(schema) = &schema {
-                sql(&url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
-            }
+        let (config, schema, database) = if round >= 6 {
+            let Some(url) = postgres_url() else { return };
             let name = format!("rt_{}", uuid::Uuid::now_v7().simple());
-            sql(&url, &format!("CREATE DATABASE {name}")).await;
-            config.database_url = Some(database_url(&url, &name));
-            config.database_schema = None;
-            database = Some(name);
-        }
-        let schema = schema.filter(|_| database.is_none());
-        // Half the rounds on a server whose transactions default to SERIALIZABLE: a
-        // process that waited must still see what the other committed meanwhile.
-        if let Some(url) = config.database_url.as_mut().filter(|_| round % 2 == 1) {
-            let joint = if url.contains('?') { '&' } else { '?' };
-            url.push_str(&format!(
-                "{joint}options=-c%20default_transaction_isolation%3Dserializable"
-            ));
-        }
-        // Each its own pool, as each process has: no connection is shared.
-        let mut pools = Vec::new();
-        for process in 0..3 {
-            let metrics = std::sync::Arc::new(rapport::metrics::Metrics::default());
-            let mut config = config.clone();
-            if database.is_some() && process == 0 {
-                config.database_schema = Some("public".to_owned());
+            if let Err(err) = try_sql(&url, &format!("CREATE DATABASE {name}")).await {
+                eprintln!("skipped the rounds on a database of their own: {err}");
+                return;
             }
-            pools.push(rapport::db::connect(&config, metrics).await.unwrap());
-        }
-        let started = pools.iter().map(rapport::db::migrate);
-        for (process, result) in futures_util::future::join_all(started)
-            .await
-            .into_iter()
-            .enumerate()
-        {
-            if let Err(err) = result {
-                panic!("round {round}: process {process} failed to migrate: {err:#}");
-            }
-        }
-        let db = &pools[0];
-        let applied = db
-            .query_one(Statement::from_string(
-                db.get_database_backend(),
-                "SELECT COUNT(*), COUNT(DISTINCT version) FROM seaql_migrations",
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        let (rows, versions): (i64, i64) = (
-            applied.try_get_by_index(0).unwrap(),
-            applied.try_get_by_index(1).unwrap(),
-        );
-        let all = migration::Migrator::migrations().len() as i64;
-        assert_eq!((rows, versions), (all, all), "round {round}");
-        assert!(rapport::db::ready(db).await.is_ok(), "round {round}");
-        for pool in pools {
-            pool.close().await.ok();
-        }
+            let config = Config {
+                data_dir: dir.path().to_owned(),
+                database_url: Some(database_url(&url, &name)),
+                ..Config::default()
+            };
+            (config, None, Some(name))
+        } else {
+            let Some((config, schema)) = config(backend, dir.path()).await else {
+                eprintln!("skipped: set RAPPORT_TEST_DATABASE_URL to run the PostgreSQL variant");
+                return;
+            };
+            (config, schema, None)
+        };
+        let outcome =
+            std::panic::AssertUnwindSafe(migrate_round(round, config, database.is_some()))
+                .catch_unwind()
+                .await;
+        // Dropped whatever the round did: a failure leaves nothing on a shared server.
         if let (Some(schema), Some(url)) = (schema, postgres_url()) {
             sql(&url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
         }
         if let (Some(name), Some(url)) = (database, postgres_url()) {
-            sql(&url, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
+            sql(
+                &url,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            )
+            .await;
+        }
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
         }
     }
 }
 
-/// `url` naming the database `name` instead of its own (its parameters kept).
+/// One round of [`migrate_together`] on `config`'s fresh database; with `public_named`
+/// (no schema configured) the first process names `public`, the others nothing.
+async fn migrate_round(round: usize, mut config: Config, public_named: bool) {
+    use migration::MigratorTrait;
+    use sea_orm::{ConnectionTrait, Statement};
+
+    // Half the rounds on a server whose transactions default to SERIALIZABLE: a process
+    // that waited must still see what the other committed meanwhile.
+    if let Some(url) = config.database_url.as_mut().filter(|_| round % 2 == 1) {
+        let joint = if url.contains('?') { '&' } else { '?' };
+        url.push_str(&format!(
+            "{joint}options=-c%20default_transaction_isolation%3Dserializable"
+        ));
+    }
+    // Each its own pool, as each process has: no connection is shared.
+    let mut pools = Vec::new();
+    for process in 0..3 {
+        let metrics = std::sync::Arc::new(rapport::metrics::Metrics::default());
+        let mut config = config.clone();
+        if public_named && process == 0 {
+            config.database_schema = Some("public".to_owned());
+        }
+        pools.push(rapport::db::connect(&config, metrics).await.unwrap());
+    }
+    let started = pools.iter().map(rapport::db::migrate);
+    for (process, result) in futures_util::future::join_all(started)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        if let Err(err) = result {
+            panic!("round {round}: process {process} failed to migrate: {err:#}");
+        }
+    }
+    let db = &pools[0];
+    let applied = db
+        .query_one(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*), COUNT(DISTINCT version) FROM seaql_migrations",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let (rows, versions): (i64, i64) = (
+        applied.try_get_by_index(0).unwrap(),
+        applied.try_get_by_index(1).unwrap(),
+    );
+    let all = migration::Migrator::migrations().len() as i64;
+    assert_eq!((rows, versions), (all, all), "round {round}");
+    assert!(rapport::db::ready(db).await.is_ok(), "round {round}");
+    for pool in pools {
+        pool.close().await.ok();
+    }
+}
+
+/// `url` naming the database `name` instead of its own. Its `dbname` parameter (which
+/// would win over the path) and `options` (which may set a schema) are left out.
 fn database_url(url: &str, name: &str) -> String {
-    let (base, parameters) = match url.split_once('?') {
-        Some((base, parameters)) => (base, format!("?{parameters}")),
-        None => (url, String::new()),
-    };
-    let host = base.find("://").map_or(0, |at| at + 3);
-    let path = base[host..].find('/').map_or(base.len(), |at| host + at);
-    format!("{}/{name}{parameters}", &base[..path])
+    let mut url = reqwest::Url::parse(url).expect("RAPPORT_TEST_DATABASE_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(key, _)| key != "dbname" && key != "options")
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect();
+    if kept.is_empty() {
+        url.set_query(None);
+    } else {
+        url.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    url.to_string()
 }
 
 mod processes_started_together_on_a_fresh_database_migrate_it_once {
