@@ -7,8 +7,9 @@
 //! 19 % of the server's CPU (`perf`, BENCHMARKS.md "Rows decoded by name, once"). [`all`]
 //! finds a result's columns by name and checks their types once (sqlx's `try_get` does both
 //! for every value), then reads every row by position with the same sqlx decoders. On SQLite
-//! it is sea-orm's decoder unchanged. The names are the fields' own (`stringify!`): a model whose column is renamed
-//! with `column_name` cannot be listed here as it is (the unit test below compares them).
+//! it is sea-orm's decoder unchanged. The names are the fields' own (`stringify!`): a model
+//! whose column is renamed with `column_name` cannot be listed here as it is (the unit test
+//! below compares them).
 
 use sea_orm::sqlx::postgres::{PgColumn, PgRow};
 use sea_orm::sqlx::{Column, Postgres, Row, Type, TypeInfo};
