@@ -173,7 +173,10 @@ fn read_all(inverted: &InvertedIndexReader, terms: &[TermInfo], out: &mut Bits) 
     Ok(())
 }
 
-/// Adds to `out` the documents of `candidates` found in `terms`' postings, seeking.
+/// Adds to `out` the documents of `candidates` found in `terms`' postings, seeking
+/// forward only: a candidate below the postings' current document is not in them (a seek
+/// lands on the first document at or past its target), and tantivy's `seek` may not go
+/// back.
 fn read_among(
     inverted: &InvertedIndexReader,
     terms: &[TermInfo],
@@ -184,8 +187,11 @@ fn read_among(
         let mut postings = inverted
             .read_postings_from_terminfo(term, IndexRecordOption::Basic)
             .map_err(io)?;
+        let mut at = postings.doc();
         for doc in candidates.iter() {
-            let at = postings.seek(doc);
+            if at < doc {
+                at = postings.seek(doc);
+            }
             if at == TERMINATED {
                 break;
             }
@@ -627,4 +633,50 @@ pub fn evaluate_all(snapshot: &Snapshot, plan: &Plan, scored: bool) -> Result<Ve
         }
     }
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tantivy::schema::{Schema, STRING};
+    use tantivy::{doc, Index};
+
+    /// Candidates around a term's documents: only those in its postings are read, and no
+    /// seek goes back (tantivy asserts it: a candidate after one the postings skipped
+    /// past used to seek below their current document).
+    #[test]
+    fn reading_among_candidates_seeks_forward_only() {
+        let mut schema = Schema::builder();
+        let word = schema.add_text_field("word", STRING);
+        let index = Index::create_in_ram(schema.build());
+        let mut writer = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        for n in 0..10u32 {
+            let text = if [2, 6, 9].contains(&n) { "yes" } else { "no" };
+            writer.add_document(doc!(word => text)).unwrap();
+        }
+        writer.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let inverted = searcher.segment_reader(0).inverted_index(word).unwrap();
+        let term = inverted
+            .get_term_info(&Term::from_field_text(word, "yes"))
+            .unwrap()
+            .unwrap();
+        for (candidates, found) in [
+            (vec![0, 1, 3, 4, 6, 7, 9], vec![6, 9]),
+            (vec![1, 3, 6], vec![6]),
+            (vec![2, 5, 6, 8], vec![2, 6]),
+            (vec![0, 1], vec![]),
+        ] {
+            let candidates = Bits::from_docs(10, candidates);
+            let mut out = Bits::empty(10);
+            read_among(
+                &inverted,
+                std::slice::from_ref(&term),
+                &candidates,
+                &mut out,
+            )
+            .unwrap();
+            assert_eq!(out.iter().collect::<Vec<_>>(), found);
+        }
+    }
 }
