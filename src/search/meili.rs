@@ -20,7 +20,10 @@ use entity::{CustomerId, InteractionId, WorkspaceId};
 use meilisearch_sdk::client::{Client, SwapIndexes};
 use meilisearch_sdk::documents::DocumentDeletionQuery;
 use meilisearch_sdk::search::{MatchingStrategies, Selectors};
-use meilisearch_sdk::settings::{MinWordSizeForTypos, Settings, TypoToleranceSettings};
+use meilisearch_sdk::settings::{
+    FilterFeatureModes, FilterFeatures, FilterableAttribute, FilterableAttributesSettings,
+    MinWordSizeForTypos, Settings, TypoToleranceSettings,
+};
 use meilisearch_sdk::task_info::TaskInfo;
 use meilisearch_sdk::tasks::{Task, TasksSearchQuery};
 use serde::Deserialize;
@@ -30,6 +33,9 @@ use super::{
     Progress, Rebuild, SearchIndex, SearchSort, Submitted, MAX_HITS,
 };
 use crate::error::{Error, Result};
+
+/// The interactions' attributes a search with facets counts hits by.
+const FACETS: [&str; 4] = ["channel", "kind", "sentiment_label", "language"];
 
 /// How long a write may wait for its task.
 const TASK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -74,30 +80,61 @@ fn settings(index: IndexName) -> Settings {
     match index {
         IndexName::Interactions => Settings::new()
             .with_searchable_attributes(super::INTERACTION_TEXT)
-            .with_filterable_attributes([
-                "workspace_id",
-                "customer_id",
-                "conversation_id",
-                "channel",
-                "kind",
-                "direction",
-                "status",
-                "sentiment",
-                "sentiment_label",
-                "language",
-                "occurred_at",
-                "id",
+            .with_filterable_attributes_advanced([
+                filterable(
+                    &[
+                        "workspace_id",
+                        "customer_id",
+                        "conversation_id",
+                        "channel",
+                        "kind",
+                        "direction",
+                        "status",
+                        "sentiment_label",
+                        "language",
+                    ],
+                    false,
+                ),
+                // Ranges: a score, a period, and the date-ordered keyset on both.
+                filterable(&["sentiment", "occurred_at", "id"], true),
             ])
             .with_sortable_attributes(["occurred_at", "id"])
             .with_ranking_rules(ranking)
             .with_typo_tolerance(typos),
         IndexName::Customers => Settings::new()
             .with_searchable_attributes(super::CUSTOMER_TEXT)
-            .with_filterable_attributes(["workspace_id"])
+            .with_filterable_attributes_advanced([filterable(&["workspace_id"], false)])
             .with_sortable_attributes(["last_seen_at"])
             .with_ranking_rules(ranking)
             .with_typo_tolerance(typos),
     }
+}
+
+/// Filterable `attributes`, compared by equality and, when `ranges`, by order too; never
+/// searched by facet value, which nothing asks for. A plain attribute name would turn
+/// facet search on, and Meilisearch then rebuilds every facet-searchable attribute's
+/// value set after each batch of documents (all the ids of a large index: most of a
+/// batch's time at 1,000,000 interactions), and orders every value for ranges.
+fn filterable(attributes: &[&str], ranges: bool) -> FilterableAttribute {
+    FilterableAttribute::Settings(FilterableAttributesSettings {
+        attribute_patterns: attributes.iter().map(|name| (*name).to_owned()).collect(),
+        features: FilterFeatures {
+            facet_search: false,
+            filter: FilterFeatureModes {
+                equality: true,
+                comparison: ranges,
+            },
+        },
+    })
+}
+
+/// A finished task's outcome: its failure is an error naming Meilisearch's reason.
+fn succeeded(done: std::result::Result<Task, meilisearch_sdk::errors::Error>) -> Result<()> {
+    let task = done.map_err(failed)?;
+    if task.is_failure() {
+        return Err(failed(format!("a task failed: {}", task.unwrap_failure())));
+    }
+    Ok(())
 }
 
 /// A quoted filter value.
@@ -185,7 +222,7 @@ impl Meili {
         };
         for index in IndexName::ALL {
             meili
-                .prepare(&meili.uid(index), index)
+                .prepare(&meili.uid(index), index, TASK_TIMEOUT)
                 .await
                 .map_err(|err| {
                     anyhow::anyhow!("preparing the {} index on {url}: {err}", index.as_str())
@@ -198,15 +235,55 @@ impl Meili {
         format!("{}{}", self.prefix, index.as_str())
     }
 
-    /// Creates `uid` (when missing) and applies the settings of `index`.
-    async fn prepare(&self, uid: &str, index: IndexName) -> Result<()> {
-        if self.client.get_index(uid).await.is_err() {
+    /// Creates `uid` (when missing) and applies the settings of `index`, waiting for them.
+    /// Settings that differ from an existing index's make Meilisearch re-index it (over a
+    /// minute for a large one, once, after an upgrade): when that outlasts `patience` the
+    /// process goes on with a warning, its writes queued behind the task and its searches
+    /// answered under the index's earlier settings meanwhile; the task is followed to its
+    /// end in the background and a failure logged as an error. A new index (a rebuild's
+    /// too) has no earlier settings to answer under: its wait has no such leniency.
+    /// Settings Meilisearch refuses fail.
+    async fn prepare(&self, uid: &str, index: IndexName, patience: Duration) -> Result<()> {
+        let existed = self.client.get_index(uid).await.is_ok();
+        if !existed {
             self.wait(self.client.create_index(uid, Some("id")).await)
                 .await?;
         }
         let settings = settings(index);
-        self.wait(self.client.index(uid).set_settings(&settings).await)
-            .await
+        let task = (self.client.index(uid).set_settings(&settings).await).map_err(failed)?;
+        match self.completion(task.clone(), patience).await {
+            Err(meilisearch_sdk::errors::Error::Timeout) if existed => {
+                tracing::warn!(
+                    index = uid,
+                    task = task.task_uid,
+                    "meilisearch is still applying this index's settings after {:?}; \
+                     going on, writes wait behind them",
+                    patience
+                );
+                let (client, uid) = (self.client.clone(), uid.to_owned());
+                tokio::spawn(async move {
+                    let done = task
+                        .wait_for_completion(
+                            &client,
+                            Some(Duration::from_secs(1)),
+                            Some(Duration::MAX),
+                        )
+                        .await;
+                    match succeeded(done) {
+                        Ok(()) => {
+                            tracing::info!(index = uid, "meilisearch applied this index's settings")
+                        }
+                        Err(err) => tracing::error!(
+                            index = uid,
+                            "meilisearch's update of this index's settings did not succeed \
+                             ({err}); searches work as before, batches cost what they did"
+                        ),
+                    }
+                });
+                Ok(())
+            }
+            done => succeeded(done),
+        }
     }
 
     /// Waits for a task; its failure is an error naming Meilisearch's reason.
@@ -214,19 +291,21 @@ impl Meili {
         &self,
         task: std::result::Result<TaskInfo, meilisearch_sdk::errors::Error>,
     ) -> Result<()> {
-        let task = task
-            .map_err(failed)?
-            .wait_for_completion(
-                &self.client,
-                Some(Duration::from_millis(20)),
-                Some(TASK_TIMEOUT),
-            )
-            .await
-            .map_err(failed)?;
-        if task.is_failure() {
-            return Err(failed(format!("a task failed: {}", task.unwrap_failure())));
-        }
-        Ok(())
+        succeeded(self.completion(task.map_err(failed)?, TASK_TIMEOUT).await)
+    }
+
+    /// The task once Meilisearch finished it, or a timeout after `patience`.
+    async fn completion(
+        &self,
+        task: TaskInfo,
+        patience: Duration,
+    ) -> std::result::Result<Task, meilisearch_sdk::errors::Error> {
+        task.wait_for_completion(
+            &self.client,
+            Some(Duration::from_millis(20)),
+            Some(patience),
+        )
+        .await
     }
 
     /// Enqueues one write; `None` when it touches nothing.
@@ -356,7 +435,6 @@ impl SearchIndex for Meili {
     async fn search_interactions(&self, q: &InteractionQuery) -> Result<Hits<InteractionId>> {
         let index = self.client.index(self.uid(IndexName::Interactions));
         let filter = filter_of(q);
-        let facet_names = ["channel", "kind", "sentiment_label", "language"];
         let sort_newest = ["occurred_at:desc", "id:desc"];
         let sort_oldest = ["occurred_at:asc", "id:asc"];
         let retrieve = ["id", "occurred_at"];
@@ -401,12 +479,12 @@ impl SearchIndex for Meili {
                 .with_limit(0)
                 .with_matching_strategy(MatchingStrategies::ALL);
             if q.facets {
-                whole.with_facets(Selectors::Some(&facet_names));
+                whole.with_facets(Selectors::Some(&FACETS));
             }
             whole
         });
         if q.facets && whole.is_none() {
-            search.with_facets(Selectors::Some(&facet_names));
+            search.with_facets(Selectors::Some(&FACETS));
         }
         let (results, whole) = tokio::try_join!(search.execute::<IdOnly<InteractionId>>(), async {
             match &whole {
@@ -510,7 +588,7 @@ impl SearchIndex for Meili {
             self.uid(index),
             uuid::Uuid::now_v7().simple()
         );
-        self.prepare(&uid, index).await?;
+        self.prepare(&uid, index, TASK_TIMEOUT).await?;
         Ok(Box::new(MeiliRebuild {
             meili: Meili {
                 client: self.client.clone(),
@@ -594,6 +672,98 @@ mod tests {
         );
     }
 
+    /// Whether the interactions index's settings let an attribute be filtered by equality
+    /// (`=`, `IN`) or by order (`<`, `>=`, …); facet search never.
+    fn allowed(attribute: &str) -> Option<FilterFeatureModes> {
+        let settings = settings(IndexName::Interactions);
+        let mut found = None;
+        for rule in settings.filterable_attributes.unwrap() {
+            let FilterableAttribute::Settings(rule) = rule else {
+                panic!("a plain attribute turns facet search on: {rule:?}");
+            };
+            assert!(!rule.features.facet_search);
+            if rule.attribute_patterns.iter().any(|name| name == attribute) {
+                assert!(found.is_none(), "{attribute} is in two rules");
+                found = Some(rule.features.filter);
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_filter_and_facet_written_is_one_the_index_settings_allow() {
+        let id = InteractionId::from_uuid(uuid::Uuid::from_u128(9));
+        let at = |millis| Some(chrono::DateTime::from_timestamp_millis(millis).unwrap());
+        let mut query = InteractionQuery {
+            workspace_id: WorkspaceId::from_uuid(uuid::Uuid::nil()),
+            text: "export".into(),
+            filter: SearchFilter {
+                customer_ids: vec![CustomerId::from_uuid(uuid::Uuid::from_u128(7))],
+                conversation_ids: vec![entity::ConversationId::from_uuid(uuid::Uuid::from_u128(8))],
+                channels: vec!["mastodon".into()],
+                kinds: vec!["mention".into()],
+                directions: vec!["inbound".into()],
+                statuses: vec!["open".into()],
+                languages: vec!["en".into()],
+                sentiments: vec!["negative".into()],
+                sentiment_min: Some(-0.5),
+                sentiment_max: Some(0.5),
+                occurred_after: at(1_000),
+                occurred_before: at(2_000),
+                after_position: Some(crate::search::DatePosition {
+                    occurred_at: 1_500,
+                    id,
+                }),
+            },
+            sort: SearchSort::Newest,
+            offset: 0,
+            limit: 20,
+            facets: true,
+            totals: true,
+        };
+        let mut checked = 0;
+        for sort in [SearchSort::Newest, SearchSort::Oldest] {
+            query.sort = sort;
+            let filter = filter_of(&query);
+            let words: Vec<&str> = filter.split_whitespace().collect();
+            for pair in words.windows(2) {
+                let (attribute, operator) = (pair[0].trim_start_matches('('), pair[1]);
+                let range = match operator {
+                    "=" | "IN" => false,
+                    "<" | ">" | "<=" | ">=" | "TO" => true,
+                    _ => continue,
+                };
+                let modes = allowed(attribute)
+                    .unwrap_or_else(|| panic!("{attribute} is filtered but not filterable"));
+                assert!(modes.equality, "{attribute} {operator}");
+                assert!(
+                    !range || modes.comparison,
+                    "{attribute} {operator} in {filter}"
+                );
+                checked += 1;
+            }
+        }
+        // Every clause (the keyset's three included), in either date order.
+        assert_eq!(checked, 2 * 16);
+        for facet in FACETS {
+            assert!(
+                allowed(facet).is_some(),
+                "{facet} is counted but not filterable"
+            );
+        }
+        // Only what is compared by order has its values ordered.
+        for attribute in ["customer_id", "conversation_id", "workspace_id", "channel"] {
+            assert!(!allowed(attribute).unwrap().comparison, "{attribute}");
+        }
+        // The customers index is filtered by workspace alone, never by facet value.
+        let customers = serde_json::to_value(settings(IndexName::Customers)).unwrap();
+        let workspace_only = serde_json::json!([{
+            "attributePatterns": ["workspace_id"],
+            "features": { "facetSearch": false, "filter": { "equality": true, "comparison": false } }
+        }]);
+        assert_eq!(customers["filterableAttributes"], workspace_only);
+    }
+
     #[test]
     fn a_keyset_position_becomes_a_range_filter_on_date_and_id() {
         let id = InteractionId::from_uuid(uuid::Uuid::from_u128(9));
@@ -632,7 +802,7 @@ mod tests {
 
         use axum::extract::{Path, Query, State};
         use axum::http::StatusCode;
-        use axum::routing::{get, post};
+        use axum::routing::{get, patch, post};
         use axum::{Json, Router};
         use serde_json::{json, Value};
 
@@ -644,6 +814,11 @@ mod tests {
             pub polls: usize,
             /// The filter and limit of every search asked.
             pub searches: Vec<(String, u64)>,
+            /// The status a settings update gets (`succeeded` when unset; `broken`: asking
+            /// for the task fails).
+            pub settings_status: &'static str,
+            /// Whether `GET /indexes/{index}` finds no index (it finds every one otherwise).
+            pub no_indexes: bool,
         }
 
         pub type Shared = Arc<Mutex<Tasks>>;
@@ -676,6 +851,76 @@ mod tests {
             enqueue(&state, index, "documentDeletion")
         }
 
+        /// `PATCH /indexes/{index}/settings`: a task whose status the test chose.
+        async fn settings(
+            State(state): State<Shared>,
+            Path(index): Path<String>,
+        ) -> (StatusCode, Json<Value>) {
+            let answer = enqueue(&state, index, "settingsUpdate");
+            let mut tasks = state.lock().unwrap();
+            let status = match tasks.settings_status {
+                "" => "succeeded",
+                status => status,
+            };
+            tasks.tasks.last_mut().unwrap().2 = status;
+            answer
+        }
+
+        /// `GET /indexes/{index}`: found, unless the test said there are none.
+        async fn index(
+            State(state): State<Shared>,
+            Path(index): Path<String>,
+        ) -> (StatusCode, Json<Value>) {
+            if state.lock().unwrap().no_indexes {
+                let error = json!({ "message": format!("Index `{index}` not found."), "code": "index_not_found", "type": "invalid_request", "link": "https://docs.meilisearch.com/errors#index_not_found" });
+                return (StatusCode::NOT_FOUND, Json(error));
+            }
+            let found =
+                json!({ "uid": index, "primaryKey": "id", "createdAt": AT, "updatedAt": AT });
+            (StatusCode::OK, Json(found))
+        }
+
+        /// `POST /indexes`: a creation task, done at once.
+        async fn create(
+            State(state): State<Shared>,
+            Json(body): Json<Value>,
+        ) -> (StatusCode, Json<Value>) {
+            let uid = body["uid"].as_str().unwrap_or_default().to_owned();
+            let answer = enqueue(&state, uid, "indexCreation");
+            state.lock().unwrap().tasks.last_mut().unwrap().2 = "succeeded";
+            answer
+        }
+
+        /// A task as `GET /tasks` and `GET /tasks/{uid}` show it.
+        fn shown(
+            uid: usize,
+            (index, kind, status): &(String, &'static str, &'static str),
+        ) -> Value {
+            let mut task = json!({ "uid": uid, "indexUid": index, "status": status, "type": kind, "details": null, "canceledBy": null, "error": null, "enqueuedAt": AT });
+            if *status != "enqueued" {
+                task["startedAt"] = json!(AT);
+            }
+            if *status == "succeeded" || *status == "failed" {
+                task["finishedAt"] = json!(AT);
+                task["duration"] = json!("PT0.001S");
+            }
+            if *status == "failed" {
+                task["error"] = json!({ "message": "Document identifier `x y` is invalid.", "code": "invalid_document_id", "type": "invalid_request", "link": "https://docs.meilisearch.com/errors#invalid_document_id" });
+            }
+            task
+        }
+
+        async fn task(
+            State(state): State<Shared>,
+            Path(uid): Path<usize>,
+        ) -> (StatusCode, Json<Value>) {
+            let tasks = state.lock().unwrap();
+            match &tasks.tasks[uid] {
+                (_, _, "broken") => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({}))),
+                task => (StatusCode::OK, Json(shown(uid, task))),
+            }
+        }
+
         async fn tasks(
             State(state): State<Shared>,
             Query(query): Query<HashMap<String, String>>,
@@ -688,19 +933,7 @@ mod tests {
                 .unwrap_or_default();
             let results: Vec<Value> = wanted
                 .iter()
-                .filter_map(|&uid| tasks.tasks.get(uid).map(|task| (uid, task)))
-                .map(|(uid, (index, kind, status))| {
-                    let mut task = json!({ "uid": uid, "indexUid": index, "status": status, "type": kind, "details": null, "canceledBy": null, "error": null, "enqueuedAt": AT });
-                    if *status != "enqueued" {
-                        task["startedAt"] = json!(AT);
-                        task["finishedAt"] = json!(AT);
-                        task["duration"] = json!("PT0.001S");
-                    }
-                    if *status == "failed" {
-                        task["error"] = json!({ "message": "Document identifier `x y` is invalid.", "code": "invalid_document_id", "type": "invalid_request", "link": "https://docs.meilisearch.com/errors#invalid_document_id" });
-                    }
-                    task
-                })
+                .filter_map(|&uid| tasks.tasks.get(uid).map(|task| shown(uid, task)))
                 .collect();
             Json(
                 json!({ "results": results, "total": results.len(), "limit": 20, "from": null, "next": null }),
@@ -736,6 +969,10 @@ mod tests {
                 .route("/indexes/{index}/documents/delete-batch", post(delete))
                 .route("/indexes/{index}/documents/delete", post(delete))
                 .route("/tasks", get(tasks))
+                .route("/tasks/{uid}", get(task))
+                .route("/indexes", post(create))
+                .route("/indexes/{index}", get(index))
+                .route("/indexes/{index}/settings", patch(settings))
                 .route("/indexes/{index}/search", post(search))
                 .with_state(state);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -800,6 +1037,63 @@ mod tests {
         let first = meili.search_interactions(&query).await.unwrap();
         assert_eq!(first.estimated_total, 1_200);
         assert_eq!(state.lock().unwrap().searches.len(), 2);
+    }
+
+    /// A Meilisearch stand-in whose settings updates end as `status`, and a client of it.
+    async fn settings_ending(status: &'static str) -> (fake::Shared, Meili) {
+        let state = fake::Shared::default();
+        state.lock().unwrap().settings_status = status;
+        let url = fake::serve(state.clone()).await;
+        let meili = Meili {
+            client: Client::new(&url, None::<String>).unwrap(),
+            prefix: "t_".into(),
+        };
+        (state, meili)
+    }
+
+    #[tokio::test]
+    async fn settings_still_being_applied_when_the_wait_ends_do_not_stop_the_start() {
+        let (state, meili) = settings_ending("processing").await;
+        let patience = Duration::from_millis(200);
+        (meili
+            .prepare("t_interactions", IndexName::Interactions, patience)
+            .await)
+            .unwrap();
+        let tasks = &state.lock().unwrap().tasks;
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].1, "settingsUpdate");
+    }
+
+    #[tokio::test]
+    async fn a_new_index_waits_for_its_settings_without_leniency() {
+        let (state, meili) = settings_ending("processing").await;
+        state.lock().unwrap().no_indexes = true;
+        let patience = Duration::from_millis(200);
+        let late = meili
+            .prepare("t_customers", IndexName::Customers, patience)
+            .await
+            .unwrap_err();
+        assert!(late.to_string().contains("in time"), "{late}");
+        let kinds: Vec<&str> = state.lock().unwrap().tasks.iter().map(|t| t.1).collect();
+        assert_eq!(kinds, ["indexCreation", "settingsUpdate"]);
+    }
+
+    #[tokio::test]
+    async fn settings_meilisearch_refuses_or_applies_are_waited_for() {
+        let (_, meili) = settings_ending("failed").await;
+        let refused = meili
+            .prepare("t_interactions", IndexName::Interactions, TASK_TIMEOUT)
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("a task failed"), "{refused}");
+        let (_, meili) = settings_ending("broken").await;
+        let unknown = meili.prepare("t_interactions", IndexName::Interactions, TASK_TIMEOUT);
+        unknown.await.unwrap_err();
+        let (_, meili) = settings_ending("succeeded").await;
+        (meili
+            .prepare("t_customers", IndexName::Customers, TASK_TIMEOUT)
+            .await)
+            .unwrap();
     }
 
     #[tokio::test]
