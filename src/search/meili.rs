@@ -137,6 +137,22 @@ fn succeeded(done: std::result::Result<Task, meilisearch_sdk::errors::Error>) ->
     Ok(())
 }
 
+/// Waits, however long it takes, for the settings task of `uid` that [`Meili::prepare`]
+/// stopped waiting for, and logs how it ended.
+async fn follow_settings(client: Client, uid: String, task: TaskInfo) {
+    let done = task
+        .wait_for_completion(&client, Some(Duration::from_secs(1)), Some(Duration::MAX))
+        .await;
+    match succeeded(done) {
+        Ok(()) => tracing::info!(index = uid, "meilisearch applied this index's settings"),
+        Err(err) => tracing::error!(
+            index = uid,
+            "meilisearch's update of this index's settings did not succeed ({err}); \
+             searches work as before, batches cost what they did"
+        ),
+    }
+}
+
 /// A quoted filter value.
 fn quote(value: &str) -> String {
     format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
@@ -260,26 +276,7 @@ impl Meili {
                      going on, writes wait behind them",
                     patience
                 );
-                let (client, uid) = (self.client.clone(), uid.to_owned());
-                tokio::spawn(async move {
-                    let done = task
-                        .wait_for_completion(
-                            &client,
-                            Some(Duration::from_secs(1)),
-                            Some(Duration::MAX),
-                        )
-                        .await;
-                    match succeeded(done) {
-                        Ok(()) => {
-                            tracing::info!(index = uid, "meilisearch applied this index's settings")
-                        }
-                        Err(err) => tracing::error!(
-                            index = uid,
-                            "meilisearch's update of this index's settings did not succeed \
-                             ({err}); searches work as before, batches cost what they did"
-                        ),
-                    }
-                });
+                tokio::spawn(follow_settings(self.client.clone(), uid.to_owned(), task));
                 Ok(())
             }
             done => succeeded(done),
@@ -825,10 +822,16 @@ mod tests {
 
         const AT: &str = "2026-11-23T10:00:00.000000Z";
 
-        fn enqueue(state: &Shared, index: String, kind: &'static str) -> (StatusCode, Json<Value>) {
+        /// Enqueues a task of `kind` on `index`, `status` until a test changes it.
+        fn enqueue(
+            state: &Shared,
+            index: String,
+            kind: &'static str,
+            status: &'static str,
+        ) -> (StatusCode, Json<Value>) {
             let mut tasks = state.lock().unwrap();
             let uid = tasks.tasks.len();
-            tasks.tasks.push((index.clone(), kind, "enqueued"));
+            tasks.tasks.push((index.clone(), kind, status));
             (
                 StatusCode::ACCEPTED,
                 Json(
@@ -841,14 +844,14 @@ mod tests {
             State(state): State<Shared>,
             Path(index): Path<String>,
         ) -> (StatusCode, Json<Value>) {
-            enqueue(&state, index, "documentAdditionOrUpdate")
+            enqueue(&state, index, "documentAdditionOrUpdate", "enqueued")
         }
 
         async fn delete(
             State(state): State<Shared>,
             Path(index): Path<String>,
         ) -> (StatusCode, Json<Value>) {
-            enqueue(&state, index, "documentDeletion")
+            enqueue(&state, index, "documentDeletion", "enqueued")
         }
 
         /// `PATCH /indexes/{index}/settings`: a task whose status the test chose.
@@ -856,14 +859,11 @@ mod tests {
             State(state): State<Shared>,
             Path(index): Path<String>,
         ) -> (StatusCode, Json<Value>) {
-            let answer = enqueue(&state, index, "settingsUpdate");
-            let mut tasks = state.lock().unwrap();
-            let status = match tasks.settings_status {
+            let status = match state.lock().unwrap().settings_status {
                 "" => "succeeded",
                 status => status,
             };
-            tasks.tasks.last_mut().unwrap().2 = status;
-            answer
+            enqueue(&state, index, "settingsUpdate", status)
         }
 
         /// `GET /indexes/{index}`: found, unless the test said there are none.
@@ -886,9 +886,7 @@ mod tests {
             Json(body): Json<Value>,
         ) -> (StatusCode, Json<Value>) {
             let uid = body["uid"].as_str().unwrap_or_default().to_owned();
-            let answer = enqueue(&state, uid, "indexCreation");
-            state.lock().unwrap().tasks.last_mut().unwrap().2 = "succeeded";
-            answer
+            enqueue(&state, uid, "indexCreation", "succeeded")
         }
 
         /// A task as `GET /tasks` and `GET /tasks/{uid}` show it.
