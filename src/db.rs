@@ -60,6 +60,19 @@ pub async fn connect(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<D
                     // batch of 1,000 items checkpointed inside its own commit: 11–13 ms of
                     // its ~65, against 4–5 ms now.
                     .pragma("wal_autocheckpoint", "4000")
+                    // Pages of the database file read through a memory map of up to
+                    // `MMAP_BYTES` instead of copied into the connection's cache on each
+                    // read. The mapped pages are the OS's page cache, shared by every
+                    // connection and process: counted in the process's RSS and its
+                    // cgroup's memory, but reclaimable by the kernel, not heap. Measured
+                    // (2 cores, alternated runs): ingestion +7 %, the 360 view +10 %, a
+                    // page of 50 customers +4 %. The write-ahead log is read as before,
+                    // and writes go through it. The price: a read error of the disk (or
+                    // the file truncated from outside) kills the process (SIGBUS) where it
+                    // failed the statement; and each connection maps its own range (8 ×
+                    // 256 MiB of address space): where a mapping fails (a 32-bit build
+                    // short of it), SQLite reads as before.
+                    .pragma("mmap_size", MMAP_BYTES.to_string())
             });
     } else {
         options.max_connections(16).min_connections(1);
@@ -73,6 +86,10 @@ pub async fn connect(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<D
     db.set_metric_callback(move |info| metrics.record_statement(info.elapsed, info.failed));
     Ok(db)
 }
+
+/// How much of a SQLite database file each connection reads through a memory map (256
+/// MiB; the rest of a larger file is read as before).
+const MMAP_BYTES: u64 = 256 << 20;
 
 /// Whether a [`checkpoint_aside`] is running (one at a time is enough: each copies every
 /// page committed before it starts).
@@ -250,6 +267,32 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+
+    /// A pooled SQLite connection reads through the memory map: SQLite answers 0 when
+    /// the pragma is not set or its build has memory maps off, and clamps a size above
+    /// its build's limit.
+    #[tokio::test]
+    async fn sqlite_connections_read_the_file_through_a_memory_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config {
+            data_dir: dir.path().to_path_buf(),
+            ..crate::config::Config::default()
+        };
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+        let db = super::connect(&config, metrics).await.unwrap();
+        let row = db
+            .query_one(Statement::from_string(
+                DatabaseBackend::Sqlite,
+                "PRAGMA mmap_size",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let size: i64 = row.try_get_by_index(0).unwrap();
+        assert_eq!(u64::try_from(size).ok(), Some(super::MMAP_BYTES));
+    }
+
     #[test]
     fn passwords_never_show_in_messages() {
         assert_eq!(
