@@ -11,6 +11,9 @@ use serde_json::json;
 use crate::domain;
 use crate::App;
 
+/// As a sync prepares its batches.
+const BACKGROUND: domain::batch::Urgency = domain::batch::Urgency::Background;
+
 /// The figures of the ingestion benchmark.
 #[derive(Debug)]
 pub struct IngestBenchReport {
@@ -102,7 +105,9 @@ pub async fn ingest(
             let mut stored = 0;
             let mut chunks = all.chunks(batch.max(1)).enumerate().peekable();
             let mut prepared = match chunks.peek() {
-                Some((_, chunk)) => Some(crate::ingest::prepare(&app.db, source, chunk).await?),
+                Some((_, chunk)) => {
+                    Some(crate::ingest::prepare(&app.db, source, chunk, BACKGROUND).await?)
+                }
                 None => None,
             };
             while let (Some((index, _)), Some(current)) = (chunks.next(), prepared.take()) {
@@ -110,8 +115,10 @@ pub async fn ingest(
                 let store = crate::ingest::store(&app.db, source, current, Some(&cursor), None);
                 let (report, next) = match chunks.peek() {
                     Some((_, chunk)) => {
-                        let (report, next) =
-                            tokio::join!(store, crate::ingest::prepare(&app.db, source, chunk));
+                        let (report, next) = tokio::join!(
+                            store,
+                            crate::ingest::prepare(&app.db, source, chunk, BACKGROUND)
+                        );
                         (report?, Some(next?))
                     }
                     None => (store.await?, None),

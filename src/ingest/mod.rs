@@ -94,7 +94,7 @@ pub async fn ingest(
     next_cursor: Option<&str>,
     lease: Option<Lease<'_>>,
 ) -> Result<IngestReport> {
-    let prepared = prepare(db, source, items).await?;
+    let prepared = prepare(db, source, items, domain::batch::Urgency::Waited).await?;
     store(db, source, prepared, next_cursor, lease).await
 }
 
@@ -170,11 +170,13 @@ pub async fn store(
 
 /// Normalises `items` and, for a batch large enough to gain from it, enriches those not
 /// stored yet (language, sentiment) on every core, before any transaction opens: the
-/// batch's transaction then holds its locks only for the database's work.
+/// batch's transaction then holds its locks only for the database's work. A sync prepares
+/// in the background ([`domain::batch::Urgency`]).
 pub async fn prepare(
     db: &DatabaseConnection,
     source: &source::Model,
     items: &[InboundItem],
+    urgency: domain::batch::Urgency,
 ) -> Result<Prepared> {
     if items.len() < domain::batch::PARALLEL_FROM {
         return Ok(domain::batch::unprepared(
@@ -182,7 +184,7 @@ pub async fn prepare(
         ));
     }
     let owned = items.to_vec();
-    let normalized = blocking(move || domain::batch::normalize(&owned)).await?;
+    let normalized = blocking(move || domain::batch::normalize(&owned, urgency)).await?;
     let external_ids: Vec<String> = normalized
         .iter()
         .map(|item| item.external_id.clone())
@@ -190,7 +192,7 @@ pub async fn prepare(
     // Read outside the transaction, so only a hint: an item stored meanwhile is found
     // again inside it, and one found here but gone there is enriched there.
     let stored = domain::batch::stored_external_ids(db, source.id, &external_ids).await?;
-    blocking(move || domain::batch::prepare(normalized, &stored)).await
+    blocking(move || domain::batch::prepare(normalized, &stored, urgency)).await
 }
 
 /// Runs CPU-bound `work` on the blocking pool, off the async workers.

@@ -263,9 +263,15 @@ impl Syncer {
             })?
             .map_err(Failure::Connector)?;
         crate::failpoint::failpoint("sync.after_pull");
-        let prepared = super::prepare(&self.db, source, &pull.items)
-            .await
-            .map_err(Failure::Store)?;
+        // Each pull but the first is prepared while the batch before it is stored.
+        let prepared = super::prepare(
+            &self.db,
+            source,
+            &pull.items,
+            crate::domain::batch::Urgency::Background,
+        )
+        .await
+        .map_err(Failure::Store)?;
         Ok((pull, prepared))
     }
 
