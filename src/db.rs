@@ -66,7 +66,7 @@ pub async fn connect(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<D
                     // connection and process: counted in the process's RSS and its
                     // cgroup's memory, but reclaimable by the kernel, not heap. Measured
                     // (2 cores, alternated runs): ingestion +7 %, the 360 view +10 %, a
-                    // page of 50 customers +4 %. The write-ahead log is read as before,
+                    // page of 50 customers +5 %. The write-ahead log is read as before,
                     // and writes go through it. The price: a read error of the disk (or
                     // the file truncated from outside) kills the process (SIGBUS) where it
                     // failed the statement; and each connection maps its own range (8 ×

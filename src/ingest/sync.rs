@@ -263,7 +263,8 @@ impl Syncer {
             })?
             .map_err(Failure::Connector)?;
         crate::failpoint::failpoint("sync.after_pull");
-        // Each pull but the first is prepared while the batch before it is stored.
+        // Background work: each pull but the first is prepared while the batch before it
+        // is stored (unless the connector confirms on read).
         let prepared = super::prepare(
             &self.db,
             source,
