@@ -3,7 +3,9 @@
 //! run, a plain batched INSERT of the same interaction rows as the reference the
 //! pipeline is measured against.
 
-use std::time::Instant;
+use std::collections::HashMap;
+use std::fmt;
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use serde_json::json;
@@ -30,6 +32,72 @@ pub struct IngestBenchReport {
     pub reference_per_second: f64,
     pub customers: u64,
     pub conversations: u64,
+    /// Where the new items' time went, to tell which side decides the rate.
+    pub split: IngestSplit,
+}
+
+/// How the new items' pass spent its time. A batch's store and the next batch's
+/// preparation run side by side, so the longer of the two decides the rate, except for
+/// batches under [`domain::batch::PARALLEL_FROM`] items, which are prepared inline and
+/// enriched inside the store. And the CPU each process spent, for a machine whose cores
+/// are all busy.
+#[derive(Debug, Default)]
+pub struct IngestSplit {
+    pub items: usize,
+    pub batches: usize,
+    /// Batches too small to prepare apart: their enrichment is counted in the store.
+    pub inline: bool,
+    /// Storing the batches ([`crate::ingest::store`]: their transactions), in all.
+    pub store: Duration,
+    /// Preparing them ([`crate::ingest::prepare`]: normalising, language and sentiment),
+    /// in all; the first batch's alone, the others' beside the store of the one before.
+    pub prepare: Duration,
+    /// Rapport's CPU (user and system, every thread) during the pass: whatever else the
+    /// process ran meanwhile is in it (SQLite's checkpoints, in tests other tests).
+    pub cpu: Duration,
+    /// The PostgreSQL server's CPU during the pass (its postmaster and every child of it),
+    /// when the database is PostgreSQL on this machine.
+    pub database_cpu: Option<ServerCpu>,
+}
+
+/// The CPU a PostgreSQL server on this machine spent over a span.
+#[derive(Debug)]
+pub struct ServerCpu {
+    pub cpu: Duration,
+    /// A process of the server ended during the span: its CPU is missing from `cpu`.
+    pub lower_bound: bool,
+}
+
+impl fmt::Display for IngestSplit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let per_batch = |d: Duration| d.as_secs_f64() * 1e3 / self.batches.max(1) as f64;
+        let per_item = |d: Duration| d.as_secs_f64() * 1e6 / self.items.max(1) as f64;
+        if self.inline {
+            write!(
+                f,
+                "a batch prepared inline and stored, enrichment included, in {:.1} ms",
+                per_batch(self.store)
+            )?;
+        } else {
+            write!(
+                f,
+                "a batch stored in {:.1} ms, the next prepared beside it in {:.1} ms (the longer \
+                 decides the rate)",
+                per_batch(self.store),
+                per_batch(self.prepare)
+            )?;
+        }
+        write!(f, "; CPU an item: Rapport {:.0} µs", per_item(self.cpu))?;
+        match &self.database_cpu {
+            Some(server) => write!(
+                f,
+                ", PostgreSQL {}{:.0} µs",
+                if server.lower_bound { "at least " } else { "" },
+                per_item(server.cpu)
+            ),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Pushes `items` synthetic mentions (every fifth from a new author, the others from
@@ -96,44 +164,83 @@ pub async fn ingest(
             }
         })
         .collect();
+    // The server's postmaster, when it runs here: the parent of a backend of ours.
+    let postmaster = domain::bulk::backend_pid(&app.db)
+        .await?
+        .and_then(proc_stat)
+        .filter(|backend| backend.postgres)
+        .map(|backend| backend.parent);
     let run = |label: &'static str| {
         let all = &all;
         let source = &source;
         async move {
             // As a sync does: batch N+1 is prepared while batch N's transaction runs.
+            let server_before = postmaster.and_then(server_processes);
+            let cpu_before = super::peer::own_cpu();
             let started = Instant::now();
+            let mut split = IngestSplit {
+                items,
+                inline: batch < domain::batch::PARALLEL_FROM,
+                ..IngestSplit::default()
+            };
             let mut stored = 0;
             let mut chunks = all.chunks(batch.max(1)).enumerate().peekable();
+            let timed_prepare = |chunk| async move {
+                let started = Instant::now();
+                let prepared = crate::ingest::prepare(&app.db, source, chunk, BACKGROUND).await;
+                (prepared, started.elapsed())
+            };
             let mut prepared = match chunks.peek() {
                 Some((_, chunk)) => {
-                    Some(crate::ingest::prepare(&app.db, source, chunk, BACKGROUND).await?)
+                    let (prepared, took) = timed_prepare(chunk).await;
+                    split.prepare += took;
+                    Some(prepared?)
                 }
                 None => None,
             };
             while let (Some((index, _)), Some(current)) = (chunks.next(), prepared.take()) {
                 let cursor = format!("{label}-{index}");
-                let store = crate::ingest::store(&app.db, source, current, Some(&cursor), None);
-                let (report, next) = match chunks.peek() {
-                    Some((_, chunk)) => {
-                        let (report, next) = tokio::join!(
-                            store,
-                            crate::ingest::prepare(&app.db, source, chunk, BACKGROUND)
-                        );
-                        (report?, Some(next?))
-                    }
-                    None => (store.await?, None),
+                let store = async {
+                    let started = Instant::now();
+                    let report =
+                        crate::ingest::store(&app.db, source, current, Some(&cursor), None).await;
+                    (report, started.elapsed())
                 };
-                stored += report.new.len();
-                prepared = next;
+                let ((report, took), next) = match chunks.peek() {
+                    Some((_, chunk)) => {
+                        let (stored_in, (next, prepared_in)) =
+                            tokio::join!(store, timed_prepare(chunk));
+                        split.prepare += prepared_in;
+                        (stored_in, Some(next))
+                    }
+                    None => (store.await, None),
+                };
+                split.store += took;
+                split.batches += 1;
+                stored += report?.new.len();
+                prepared = next.transpose()?;
             }
-            anyhow::Ok((stored, items as f64 / started.elapsed().as_secs_f64()))
+            let elapsed = started.elapsed();
+            split.cpu = super::peer::own_cpu().saturating_sub(cpu_before);
+            split.database_cpu = server_before
+                .zip(postmaster.and_then(server_processes))
+                .map(|(before, after)| ServerCpu {
+                    cpu: after
+                        .iter()
+                        .map(|(pid, cpu)| {
+                            cpu.saturating_sub(before.get(pid).copied().unwrap_or_default())
+                        })
+                        .sum(),
+                    lower_bound: before.keys().any(|pid| !after.contains_key(pid)),
+                });
+            anyhow::Ok((stored, items as f64 / elapsed.as_secs_f64(), split))
         }
     };
-    let (stored, new_per_second) = run("first").await?;
+    let (stored, new_per_second, split) = run("first").await?;
     if stored != items {
         bail!("{stored} of {items} items were stored");
     }
-    let (again, replay_per_second) = run("replay").await?;
+    let (again, replay_per_second, _) = run("replay").await?;
     if again != 0 {
         bail!("the replay stored {again} items twice");
     }
@@ -149,8 +256,8 @@ pub async fn ingest(
     eprintln!(
         "ingestion, {items} items in batches of {batch}: {new_per_second:.0} new items/s, \
          {replay_per_second:.0} replayed items/s; plain INSERT of the same rows \
-         {reference_per_second:.0} rows/s; pipeline / reference {:.0} %",
-        100.0 * new_per_second / reference_per_second
+         {reference_per_second:.0} rows/s; pipeline / reference {:.0} %; {split}",
+        100.0 * new_per_second / reference_per_second,
     );
     Ok(IngestBenchReport {
         items,
@@ -161,7 +268,51 @@ pub async fn ingest(
         reference_per_second,
         customers: counts.customers,
         conversations: counts.conversations,
+        split,
     })
+}
+
+/// What the benchmark reads of a process in `/proc/<pid>/stat`.
+struct ProcStat {
+    postgres: bool,
+    parent: u32,
+    cpu: Duration,
+}
+
+fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (name, cpu) = super::peer::stat_cpu(&text)?;
+    // After the name: the state, then the parent's id.
+    let parent = text[text.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(ProcStat {
+        postgres: name == "postgres",
+        parent,
+        cpu,
+    })
+}
+
+/// The CPU so far of `postmaster` and each of its children, by process id; `None` when
+/// the postmaster is not a process of this machine.
+fn server_processes(postmaster: u32) -> Option<HashMap<u32, Duration>> {
+    let server = proc_stat(postmaster).filter(|stat| stat.postgres)?;
+    let mut cpu = HashMap::from([(postmaster, server.cpu)]);
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse().ok())
+        else {
+            continue;
+        };
+        if let Some(stat) = proc_stat(pid).filter(|stat| stat.parent == postmaster) {
+            cpu.insert(pid, stat.cpu);
+        }
+    }
+    Some(cpu)
 }
 
 /// A platform payload of about `bytes` bytes for item `n` by `author`: a notification

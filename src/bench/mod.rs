@@ -18,7 +18,7 @@ pub mod report;
 mod scale;
 mod search;
 
-pub use ingest::{ingest, IngestBenchReport};
+pub use ingest::{ingest, IngestBenchReport, IngestSplit, ServerCpu};
 pub use live::{live, LiveBenchReport, LiveOptions};
 pub use peer::{compare, CompareOptions, CompareReport, CompareRow, Peer, Scenario};
 pub use scale::{scale, ScaleOptions, ScaleReport};

@@ -673,7 +673,7 @@ fn cpu_line(rapport: &Runs, peer: &Runs, rapport_elsewhere: bool) -> String {
 }
 
 /// The CPU time (user and system) this process has used; zero where it cannot be read.
-fn own_cpu() -> Duration {
+pub(super) fn own_cpu() -> Duration {
     // SAFETY: getrusage only writes the struct it is given, which is all integers.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
@@ -711,7 +711,7 @@ fn database_cpu() -> Option<Duration> {
 
 /// A process's name and CPU time (`utime` + `stime`, the 14th and 15th fields) from the
 /// text of its `/proc/<pid>/stat`.
-fn stat_cpu(stat: &str) -> Option<(&str, Duration)> {
+pub(super) fn stat_cpu(stat: &str) -> Option<(&str, Duration)> {
     let close = stat.rfind(')')?;
     let name = stat.get(stat.find('(')? + 1..close)?;
     let mut fields = stat[close + 1..].split_whitespace().skip(11);

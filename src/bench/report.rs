@@ -101,6 +101,7 @@ impl Results {
                 "\nNew items at {:.0} % of the plain INSERT's rate, measured in this run.",
                 100.0 * ingest.new_per_second / ingest.reference_per_second
             );
+            println!("New items: {}.", ingest.split);
         }
         if let Some(live) = live {
             let live = live?;

@@ -146,6 +146,24 @@ pub struct Counts {
     pub conversations: u64,
 }
 
+/// The process id of the PostgreSQL backend serving a connection of `db` (`None` on
+/// SQLite), so a benchmark can read the server's CPU when it runs on the same machine.
+pub async fn backend_pid(db: &impl ConnectionTrait) -> Result<Option<u32>> {
+    if db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        return Ok(None);
+    }
+    let row = db
+        .query_one(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT pg_backend_pid() AS pid",
+        ))
+        .await?;
+    Ok(row
+        .map(|row| row.try_get::<i32>("", "pid"))
+        .transpose()?
+        .and_then(|pid| u32::try_from(pid).ok()))
+}
+
 /// Counts the interactions, customers and conversations of the workspace.
 pub async fn counts(db: &impl ConnectionTrait, workspace_id: WorkspaceId) -> Result<Counts> {
     Ok(Counts {

@@ -20,8 +20,19 @@ backend_test! {
         assert_eq!((report.interactions, report.scenarios.len()), (1_000, 5));
         assert_eq!(entity::interaction::Entity::find().count(&app.app.db).await.unwrap(), 0);
         // The ingestion benchmark stores each item once and cleans up too.
-        let report = rapport::bench::ingest(&app.app, 300, 50, 2_000).await.unwrap();
+        let report = rapport::bench::ingest(&app.app, 300, 100, 2_000).await.unwrap();
         assert_eq!((report.items, report.customers), (300, 60));
+        // It says where the new items' time went: three batches stored, each prepared
+        // apart (100 items: enough to prepare beside the store), and the CPU spent.
+        let split = &report.split;
+        assert_eq!((split.items, split.batches, split.inline), (300, 3, false));
+        assert!(!split.store.is_zero() && !split.prepare.is_zero() && !split.cpu.is_zero());
+        // The database's CPU is read from a PostgreSQL server on this machine, and only then.
+        match (&split.database_cpu, &app.backend) {
+            (Some(_), crate::common::Backend::Sqlite) => panic!("a PostgreSQL CPU on SQLite"),
+            (Some(server), crate::common::Backend::Postgres) => assert!(!server.cpu.is_zero()),
+            (None, _) => {}
+        }
         assert_eq!(entity::interaction::Entity::find().count(&app.app.db).await.unwrap(), 0);
         assert_eq!(entity::workspace::Entity::find().count(&app.app.db).await.unwrap(), 0);
         // The live-update benchmark receives every item once on every socket and cleans up.
