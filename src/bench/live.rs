@@ -41,6 +41,10 @@ pub struct LiveBenchReport {
 /// Items a transaction: the writer stores a batch every [`TICK`].
 const TICK: Duration = Duration::from_millis(10);
 
+/// The text a warm-up item starts with: stored before the timed items, until every
+/// socket has received one.
+const WARM_UP: &str = "live warm-up";
+
 const SUBSCRIPTION: &str =
     "subscription { interactionReceived { cursor interaction { text direction } } }";
 
@@ -88,9 +92,15 @@ async fn run(
     // When each item's transaction committed (as seen by the writer).
     let mut committed = Vec::with_capacity(items);
     let mut readers = Vec::new();
-    for _ in 0..options.subscribers.max(1) {
+    let subscribers = options.subscribers.max(1);
+    // Each socket says when its first warm-up item arrived: its subscription is then in
+    // the feed, and everything stored after it reaches it.
+    let (joined, mut joins) = tokio::sync::mpsc::channel::<()>(subscribers);
+    for _ in 0..subscribers {
         let mut socket = subscribe(&addr, &key).await?;
+        let joined = joined.clone();
         readers.push(tokio::spawn(async move {
+            let mut joined = Some(joined);
             let mut arrivals = Vec::with_capacity(items);
             let mut last_cursor = String::new();
             while arrivals.len() < items {
@@ -115,8 +125,17 @@ async fn run(
                     bail!("cursor {cursor:?} after {last_cursor:?}: missing or repeated");
                 }
                 last_cursor = cursor;
-                let n: usize = data["interaction"]["text"]
-                    .as_str()
+                let text = data["interaction"]["text"].as_str();
+                if text.is_some_and(|text| text.starts_with(WARM_UP)) {
+                    if !arrivals.is_empty() {
+                        bail!("a warm-up item arrived after item {}", arrivals.len() - 1);
+                    }
+                    if let Some(joined) = joined.take() {
+                        joined.send(()).await?;
+                    }
+                    continue;
+                }
+                let n: usize = text
                     .and_then(|text| text.strip_prefix("live item "))
                     .and_then(|n| n.parse().ok())
                     .with_context(|| format!("an unexpected interaction: {data}"))?;
@@ -129,11 +148,45 @@ async fn run(
         }));
     }
 
+    // The `ready` answer does not prove a subscription joined the feed (the server starts
+    // a socket's operations side by side): store warm-up items until each socket has seen one.
+    drop(joined);
+    let base = chrono::Utc::now();
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for n in 0.. {
+        let mut warm_up = item(n, base);
+        warm_up.external_id = format!("live-warm-up-{n}");
+        warm_up.text = format!("{WARM_UP} {n}");
+        crate::ingest::ingest(&app.db, &source, &[warm_up], None, None).await?;
+        while seen < subscribers {
+            match tokio::time::timeout(TICK, joins.recv()).await {
+                Ok(Some(())) => seen += 1,
+                Ok(None) => {
+                    // Every socket that has not said so ended: its error says why.
+                    for reader in readers {
+                        reader.await.context("a subscriber panicked")??;
+                    }
+                    bail!("a subscriber ended before the first item");
+                }
+                Err(_) => break,
+            }
+        }
+        if seen == subscribers {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} of {subscribers} subscriptions received nothing in 10 s",
+                subscribers - seen
+            );
+        }
+    }
+
     let head = domain::event::head(&app.db).await?;
     let started = Instant::now();
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let base = chrono::Utc::now();
     for tick in 0..ticks {
         interval.tick().await;
         let batch: Vec<connectors::InboundItem> = (tick * per_tick..(tick + 1) * per_tick)
@@ -175,7 +228,7 @@ async fn run(
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A socket initialised with `key` and subscribed, ready for the first event.
+/// A socket initialised with `key` and subscribed.
 async fn subscribe(addr: &std::net::SocketAddr, key: &str) -> anyhow::Result<Socket> {
     let mut request = format!("ws://{addr}/graphql/ws").into_client_request()?;
     request
@@ -191,7 +244,8 @@ async fn subscribe(addr: &std::net::SocketAddr, key: &str) -> anyhow::Result<Soc
             json!({ "id": "live", "type": "subscribe", "payload": { "query": SUBSCRIPTION } }),
         ))
         .await?;
-    // A query after it answers once the subscription is in place.
+    // A query after it: its answer says the socket is initialised and the subscription
+    // accepted, not that it joined the feed (the warm-up in `run` makes sure of that).
     socket
         .send(send(
             json!({ "id": "ready", "type": "subscribe", "payload": { "query": "{ me { id } }" } }),
