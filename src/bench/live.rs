@@ -49,7 +49,8 @@ const SUBSCRIPTION: &str =
     "subscription { interactionReceived { cursor interaction { text direction } } }";
 
 /// Serves `app` on a loopback port, opens `subscribers` sockets subscribed to every new
-/// interaction, stores `rate` items a second for `seconds` (a transaction every 10 ms),
+/// interaction, waits until each has received a warm-up item (its subscription then in
+/// the feed, started), stores `rate` items a second for `seconds` (a transaction every 10 ms),
 /// and times each item from its commit to its arrival on each socket. Deletes the scratch
 /// workspace afterwards.
 pub async fn live(app: &App, options: LiveOptions) -> anyhow::Result<LiveBenchReport> {
@@ -155,19 +156,13 @@ async fn run(
     let mut seen = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
     for n in 0.. {
-        let mut warm_up = item(n, base);
-        warm_up.external_id = format!("live-warm-up-{n}");
-        warm_up.text = format!("{WARM_UP} {n}");
-        crate::ingest::ingest(&app.db, &source, &[warm_up], None, None).await?;
+        crate::ingest::ingest(&app.db, &source, &[warm_up(n, base)], None, None).await?;
         while seen < subscribers {
             match tokio::time::timeout(TICK, joins.recv()).await {
                 Ok(Some(())) => seen += 1,
                 Ok(None) => {
-                    // Every socket that has not said so ended: its error says why.
-                    for reader in readers {
-                        reader.await.context("a subscriber panicked")??;
-                    }
-                    bail!("a subscriber ended before the first item");
+                    failed(readers).await?;
+                    bail!("a subscriber ended before its first warm-up item");
                 }
                 Err(_) => break,
             }
@@ -176,8 +171,9 @@ async fn run(
             break;
         }
         if Instant::now() > deadline {
+            failed(readers).await?;
             bail!(
-                "{} of {subscribers} subscriptions received nothing in 10 s",
+                "{} of {subscribers} subscriptions received no warm-up item in 10 s",
                 subscribers - seen
             );
         }
@@ -244,8 +240,8 @@ async fn subscribe(addr: &std::net::SocketAddr, key: &str) -> anyhow::Result<Soc
             json!({ "id": "live", "type": "subscribe", "payload": { "query": SUBSCRIPTION } }),
         ))
         .await?;
-    // A query after it: its answer says the socket is initialised and the subscription
-    // accepted, not that it joined the feed (the warm-up in `run` makes sure of that).
+    // A query after it: its answer says the socket is initialised, not that the
+    // subscription joined the feed (the warm-up in `run` makes sure of that).
     socket
         .send(send(
             json!({ "id": "ready", "type": "subscribe", "payload": { "query": "{ me { id } }" } }),
@@ -265,6 +261,37 @@ async fn subscribe(addr: &std::net::SocketAddr, key: &str) -> anyhow::Result<Soc
         if value["type"] == "connection_error" || value["payload"]["errors"].is_array() {
             bail!("the subscription failed: {value}");
         }
+    }
+}
+
+/// The error of the first subscriber that has ended, given a second to end (the others
+/// still wait for items).
+async fn failed(
+    readers: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<Instant>>>>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !readers.iter().any(|reader| reader.is_finished()) && Instant::now() < deadline {
+        tokio::time::sleep(TICK).await;
+    }
+    for reader in readers.into_iter().filter(|reader| reader.is_finished()) {
+        reader.await.context("a subscriber panicked")??;
+    }
+    Ok(())
+}
+
+/// Warm-up item `n`: by an author and in a thread of its own, so the timed items make
+/// the same customers, conversations and events as without it.
+fn warm_up(n: usize, base: chrono::DateTime<chrono::Utc>) -> connectors::InboundItem {
+    connectors::InboundItem {
+        external_id: format!("live-warm-up-{n}"),
+        author: connectors::Author {
+            platform_id: "https://social.example/users/live-warm-up".into(),
+            display_name: Some("Warm-up".into()),
+            ..connectors::Author::default()
+        },
+        text: format!("{WARM_UP} {n}"),
+        thread_key: Some("live-warm-up".into()),
+        ..item(n, base)
     }
 }
 
