@@ -136,24 +136,22 @@ fn par_map<T: Sync, R: Send>(items: &[T], urgency: Urgency, f: impl Fn(&T) -> R 
         chunk.iter().map(f).collect::<Vec<R>>()
     };
     let mut chunks = items.chunks(size);
+    // A waited batch's first part runs on the calling thread, as a part does whose thread
+    // cannot be made (the process's limit): both are `Err(chunk)`, mapped here in order
+    // once every other part's thread is running.
     let here = if waited { chunks.next() } else { None };
     std::thread::scope(|scope| {
-        let parts: Vec<_> = chunks
-            .map(|chunk| {
-                let spawned = std::thread::Builder::new()
-                    .name("rapport-prepare".into())
-                    .spawn_scoped(scope, move || part(chunk));
-                // A thread that cannot be made (the process's limit): the part runs here.
-                spawned.map_err(|err| {
+        let spawned = chunks.map(|chunk| {
+            std::thread::Builder::new()
+                .name("rapport-prepare".into())
+                .spawn_scoped(scope, move || part(chunk))
+                .map_err(|err| {
                     tracing::warn!(error = %err, "no thread for preparing a batch; preparing here");
                     chunk
                 })
-            })
-            .collect();
+        });
+        let parts: Vec<_> = here.map(Err).into_iter().chain(spawned).collect();
         let mut out = Vec::with_capacity(items.len());
-        if let Some(chunk) = here {
-            out.extend(chunk.iter().map(f));
-        }
         for spawned in parts {
             match spawned {
                 Ok(thread) => match thread.join() {
