@@ -3,13 +3,13 @@
 //! run, a plain batched INSERT of the same interaction rows as the reference the
 //! pipeline is measured against.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use serde_json::json;
 
+use super::cpu::{own_cpu, Server, ServerCpu};
 use crate::domain;
 use crate::App;
 
@@ -58,14 +58,6 @@ pub struct IngestSplit {
     /// The PostgreSQL server's CPU during the pass (its postmaster and every child of it),
     /// when the database is PostgreSQL on this machine.
     pub database_cpu: Option<ServerCpu>,
-}
-
-/// The CPU a PostgreSQL server on this machine spent over a span.
-#[derive(Debug)]
-pub struct ServerCpu {
-    pub cpu: Duration,
-    /// A process of the server ended during the span: its CPU is missing from `cpu`.
-    pub lower_bound: bool,
 }
 
 impl fmt::Display for IngestSplit {
@@ -164,19 +156,14 @@ pub async fn ingest(
             }
         })
         .collect();
-    // The server's postmaster, when it runs here: the parent of a backend of ours.
-    let postmaster = domain::bulk::backend_pid(&app.db)
-        .await?
-        .and_then(proc_stat)
-        .filter(|backend| backend.postgres)
-        .map(|backend| backend.parent);
+    let server = Server::of(&app.db).await?;
     let run = |label: &'static str| {
         let all = &all;
         let source = &source;
         async move {
             // As a sync does: batch N+1 is prepared while batch N's transaction runs.
-            let server_before = postmaster.and_then(server_processes);
-            let cpu_before = super::peer::own_cpu();
+            let server_before = server.and_then(Server::read);
+            let cpu_before = own_cpu();
             let started = Instant::now();
             let mut split = IngestSplit {
                 items,
@@ -221,18 +208,10 @@ pub async fn ingest(
                 prepared = next.transpose()?;
             }
             let elapsed = started.elapsed();
-            split.cpu = super::peer::own_cpu().saturating_sub(cpu_before);
+            split.cpu = own_cpu().saturating_sub(cpu_before);
             split.database_cpu = server_before
-                .zip(postmaster.and_then(server_processes))
-                .map(|(before, after)| ServerCpu {
-                    cpu: after
-                        .iter()
-                        .map(|(pid, cpu)| {
-                            cpu.saturating_sub(before.get(pid).copied().unwrap_or_default())
-                        })
-                        .sum(),
-                    lower_bound: before.keys().any(|pid| !after.contains_key(pid)),
-                });
+                .zip(server.and_then(Server::read))
+                .map(|(before, after)| after.since(&before));
             anyhow::Ok((stored, items as f64 / elapsed.as_secs_f64(), split))
         }
     };
@@ -270,49 +249,6 @@ pub async fn ingest(
         conversations: counts.conversations,
         split,
     })
-}
-
-/// What the benchmark reads of a process in `/proc/<pid>/stat`.
-struct ProcStat {
-    postgres: bool,
-    parent: u32,
-    cpu: Duration,
-}
-
-fn proc_stat(pid: u32) -> Option<ProcStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (name, cpu) = super::peer::stat_cpu(&text)?;
-    // After the name: the state, then the parent's id.
-    let parent = text[text.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(ProcStat {
-        postgres: name == "postgres",
-        parent,
-        cpu,
-    })
-}
-
-/// The CPU so far of `postmaster` and each of its children, by process id; `None` when
-/// the postmaster is not a process of this machine.
-fn server_processes(postmaster: u32) -> Option<HashMap<u32, Duration>> {
-    let server = proc_stat(postmaster).filter(|stat| stat.postgres)?;
-    let mut cpu = HashMap::from([(postmaster, server.cpu)]);
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse().ok())
-        else {
-            continue;
-        };
-        if let Some(stat) = proc_stat(pid).filter(|stat| stat.parent == postmaster) {
-            cpu.insert(pid, stat.cpu);
-        }
-    }
-    Some(cpu)
 }
 
 /// A platform payload of about `bytes` bytes for item `n` by `author`: a notification

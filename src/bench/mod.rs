@@ -10,6 +10,7 @@
 //! Only the command line (`rapport bench`) and its tests use this module: nothing on the
 //! request path depends on it.
 
+mod cpu;
 pub mod dedupe;
 mod ingest;
 mod live;
@@ -18,7 +19,8 @@ pub mod report;
 mod scale;
 mod search;
 
-pub use ingest::{ingest, IngestBenchReport, IngestSplit, ServerCpu};
+pub use cpu::ServerCpu;
+pub use ingest::{ingest, IngestBenchReport, IngestSplit};
 pub use live::{live, LiveBenchReport, LiveOptions};
 pub use peer::{compare, CompareOptions, CompareReport, CompareRow, Peer, Scenario};
 pub use scale::{scale, ScaleOptions, ScaleReport};

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
+use super::cpu::{own_cpu, process_cpu, Server, ServerCpu, ServerReading};
 use super::ScenarioReport;
 use crate::domain::{self, Role};
 use crate::App;
@@ -249,6 +250,7 @@ async fn compare_in(
 
     let mut rows = Vec::new();
     let peer_pid = process.as_ref().map(|process| process.child.id());
+    let server = Server::of(&app.db).await?;
     let (client, ids, expect) = (&client, &ids[..], &expect);
     let peer_workspace = peer_workspace.as_deref();
     let per_round = (options.requests / options.rounds.max(1)).max(1);
@@ -286,9 +288,9 @@ async fn compare_in(
                         run(warm_up, 7 * per_round).await?;
                     }
                     let before = statements(app, client, &rapport, &options.rapport_url).await;
-                    let cpu_before = Cpu::now(peer_pid);
+                    let cpu_before = CpuReading::now(server, peer_pid);
                     let (latencies, elapsed) = run(per_round, round * per_round).await?;
-                    let cpu = Cpu::now(peer_pid).since(&cpu_before);
+                    let cpu = CpuReading::now(server, peer_pid).since(&cpu_before);
                     let runs = if ours {
                         let after = statements(app, client, &rapport, &options.rapport_url).await;
                         rapport_statements = match (rapport_statements, before, after) {
@@ -602,9 +604,16 @@ struct Runs {
 struct Cpu {
     /// This process: the load generator, and Rapport when it serves in this process.
     own: Duration,
-    /// Every process named `postgres` on this machine.
-    database: Option<Duration>,
+    /// The PostgreSQL server both read, when it runs on this machine.
+    database: Option<ServerCpu>,
     /// The reference server's process, when started here.
+    peer: Option<Duration>,
+}
+
+/// What [`Cpu`] is the difference of.
+struct CpuReading {
+    own: Duration,
+    database: Option<ServerReading>,
     peer: Option<Duration>,
 }
 
@@ -613,36 +622,43 @@ impl Default for Cpu {
     fn default() -> Cpu {
         Cpu {
             own: Duration::ZERO,
-            database: Some(Duration::ZERO),
+            database: Some(ServerCpu::default()),
             peer: Some(Duration::ZERO),
         }
     }
 }
 
-impl Cpu {
-    fn now(peer: Option<u32>) -> Cpu {
-        Cpu {
+impl CpuReading {
+    fn now(server: Option<Server>, peer: Option<u32>) -> CpuReading {
+        CpuReading {
             own: own_cpu(),
-            database: database_cpu(),
+            database: server.and_then(Server::read),
             peer: peer.and_then(process_cpu),
         }
     }
 
-    fn since(&self, earlier: &Cpu) -> Cpu {
-        let minus =
-            |now: Option<Duration>, then: Option<Duration>| Some(now?.saturating_sub(then?));
+    fn since(&self, earlier: &CpuReading) -> Cpu {
         Cpu {
             own: self.own.saturating_sub(earlier.own),
-            database: minus(self.database, earlier.database),
-            peer: minus(self.peer, earlier.peer),
+            database: (self.database.as_ref())
+                .zip(earlier.database.as_ref())
+                .map(|(now, then)| now.since(then)),
+            peer: self
+                .peer
+                .zip(earlier.peer)
+                .map(|(now, then)| now.saturating_sub(then)),
         }
     }
+}
 
+impl Cpu {
     fn add(&mut self, other: &Cpu) {
-        let plus = |sum: Option<Duration>, more: Option<Duration>| Some(sum? + more?);
         self.own += other.own;
-        self.database = plus(self.database, other.database);
-        self.peer = plus(self.peer, other.peer);
+        self.database = self.database.zip(other.database).map(|(mut sum, more)| {
+            sum.add(&more);
+            sum
+        });
+        self.peer = self.peer.zip(other.peer).map(|(sum, more)| sum + more);
     }
 }
 
@@ -657,6 +673,11 @@ fn cpu_line(rapport: &Runs, peer: &Runs, rapport_elsewhere: bool) -> String {
         }
         _ => "–".to_owned(),
     };
+    // A backend that ended during the runs took its CPU along: the rest is a lower bound.
+    let server = |runs: &Runs| match runs.cpu.database {
+        Some(server) if server.lower_bound => format!("≥ {}", per(runs, Some(server.cpu))),
+        server => per(runs, server.map(|server| server.cpu)),
+    };
     let own = if rapport_elsewhere {
         "load generator"
     } else {
@@ -666,61 +687,10 @@ fn cpu_line(rapport: &Runs, peer: &Runs, rapport_elsewhere: bool) -> String {
         "compare: CPU µs a request, Rapport · reference: {own} {} · {}; PostgreSQL {} · {}; the reference's process {}",
         per(rapport, Some(rapport.cpu.own)),
         per(peer, Some(peer.cpu.own)),
-        per(rapport, rapport.cpu.database),
-        per(peer, peer.cpu.database),
+        server(rapport),
+        server(peer),
         per(peer, peer.cpu.peer),
     )
-}
-
-/// The CPU time (user and system) this process has used; zero where it cannot be read.
-pub(super) fn own_cpu() -> Duration {
-    // SAFETY: getrusage only writes the struct it is given, which is all integers.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
-            return Duration::ZERO;
-        }
-        usage
-    };
-    let time = |t: libc::timeval| {
-        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
-            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
-    };
-    time(usage.ru_utime) + time(usage.ru_stime)
-}
-
-/// The CPU time of process `pid` and its threads, from `/proc/<pid>/stat`.
-fn process_cpu(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat_cpu(&stat).map(|(_, cpu)| cpu)
-}
-
-/// The CPU time of every process named `postgres` (the server and its backends).
-fn database_cpu() -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        if let Some(("postgres", cpu)) = stat_cpu(&stat) {
-            total += cpu;
-        }
-    }
-    Some(total)
-}
-
-/// A process's name and CPU time (`utime` + `stime`, the 14th and 15th fields) from the
-/// text of its `/proc/<pid>/stat`.
-pub(super) fn stat_cpu(stat: &str) -> Option<(&str, Duration)> {
-    let close = stat.rfind(')')?;
-    let name = stat.get(stat.find('(')? + 1..close)?;
-    let mut fields = stat[close + 1..].split_whitespace().skip(11);
-    let ticks = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
-    // SAFETY: sysconf reads a constant of the system.
-    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-        .ok()
-        .filter(|&hz| hz > 0)?;
-    Some((name, Duration::from_micros(ticks * 1_000_000 / per_second)))
 }
 
 impl Runs {
@@ -1182,24 +1152,6 @@ impl CompareRow {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-
-    /// A process's name and CPU time come from its `stat` line, whatever its name holds.
-    #[test]
-    fn a_stat_line_gives_name_and_cpu() {
-        // SAFETY: sysconf reads a constant of the system.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        let line =
-            "4242 (postgres) S 1 4242 4242 0 -1 4194560 1200 0 0 0 150 50 0 0 20 0 1 0 100 0";
-        let (name, cpu) = super::stat_cpu(line).unwrap();
-        assert_eq!(name, "postgres");
-        assert!((cpu.as_secs_f64() - 200.0 / hz).abs() < 1e-6, "{cpu:?}");
-        let odd = "7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 100 0";
-        let (name, cpu) = super::stat_cpu(odd).unwrap();
-        assert_eq!(name, "a) b (c)");
-        assert!((cpu.as_secs_f64() - 7.0 / hz).abs() < 1e-6, "{cpu:?}");
-        assert!(super::stat_cpu("garbage").is_none());
-        assert!(super::stat_cpu("1 )x( S").is_none());
-    }
 
     #[test]
     fn answers_of_both_schemas_come_to_one_shape() {
