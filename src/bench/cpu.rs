@@ -2,7 +2,8 @@
 //! `getrusage`): this process, another one by id, and one PostgreSQL server — the
 //! postmaster of a backend of ours and every child of it, so another cluster on the
 //! machine is not counted and a backend that ends during a span is said to be missing.
-//! Elsewhere, or for a server on another machine, the readings are `None`.
+//! Elsewhere, or for a server on another machine or in a container, the readings are
+//! `None`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -60,11 +61,20 @@ pub(super) struct ServerReading(HashMap<u32, Duration>);
 
 impl Server {
     /// The server `db` is connected to, when it is a `postgres` process of this machine:
-    /// the parent of a backend of ours.
+    /// the parent of a backend of ours. The backend's id is the server's view of it, so
+    /// the process of that id here must also carry its title (`postgres: … (port)`, the
+    /// port our connection came from): a server in a container or on another machine,
+    /// whose ids mean nothing here, or one that keeps no titles, is not read.
     pub(super) async fn of(db: &DatabaseConnection) -> crate::Result<Option<Server>> {
-        Ok(domain::bulk::backend_pid(db)
-            .await?
-            .and_then(proc_stat)
+        let Some(backend) = domain::bulk::backend(db).await? else {
+            return Ok(None);
+        };
+        let title = std::fs::read(format!("/proc/{}/cmdline", backend.pid))
+            .map(|title| String::from_utf8_lossy(&title).into_owned());
+        if !title.is_ok_and(|title| serves(&title, backend.client_port)) {
+            return Ok(None);
+        }
+        Ok(proc_stat(backend.pid)
             .filter(|backend| backend.postgres)
             .map(|backend| Server {
                 postmaster: backend.parent,
@@ -89,6 +99,16 @@ impl Server {
         }
         Some(ServerReading(cpu))
     }
+}
+
+/// Whether a process titled `title` is a PostgreSQL backend serving a client of
+/// `client_port` (`None`: over a Unix socket).
+fn serves(title: &str, client_port: Option<u16>) -> bool {
+    let client = match client_port {
+        Some(port) => format!("({port})"),
+        None => "[local]".to_owned(),
+    };
+    title.starts_with("postgres: ") && title.contains(&client)
 }
 
 impl ServerReading {
@@ -181,6 +201,27 @@ mod tests {
         assert_eq!(me.parent, std::os::unix::process::parent_id());
         let later = super::process_cpu(std::process::id()).unwrap();
         assert!(later >= me.cpu);
+    }
+
+    /// A backend is known by its title naming our client's port (or `[local]`).
+    #[test]
+    fn a_backend_is_known_by_its_title() {
+        let title = "postgres: postgres test 127.0.0.1(41276) idle\0";
+        assert!(super::serves(title, Some(41276)));
+        assert!(!super::serves(title, Some(4127)));
+        assert!(!super::serves(title, None));
+        assert!(super::serves(
+            "postgres: 15/main: app db [local] SELECT",
+            None
+        ));
+        assert!(!super::serves(
+            "/usr/lib/postgresql/15/bin/postgres -D /var/lib/x",
+            None
+        ));
+        assert!(!super::serves(
+            "postgres: 15/main: checkpointer",
+            Some(5432)
+        ));
     }
 
     /// A process gone between two readings makes the server's figure a lower bound; one

@@ -146,22 +146,35 @@ pub struct Counts {
     pub conversations: u64,
 }
 
-/// The process id of the PostgreSQL backend serving a connection of `db` (`None` on
-/// SQLite), so a benchmark can read the server's CPU when it runs on the same machine.
-pub async fn backend_pid(db: &impl ConnectionTrait) -> Result<Option<u32>> {
+/// The PostgreSQL backend serving a connection of `db` (`None` on SQLite), so a benchmark
+/// can read the server's CPU when it runs on the same machine.
+pub async fn backend(db: &impl ConnectionTrait) -> Result<Option<Backend>> {
     if db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
         return Ok(None);
     }
     let row = db
         .query_one(sea_orm::Statement::from_string(
             sea_orm::DatabaseBackend::Postgres,
-            "SELECT pg_backend_pid() AS pid",
+            "SELECT pg_backend_pid() AS pid, inet_client_port() AS port",
         ))
         .await?;
-    Ok(row
-        .map(|row| row.try_get::<i32>("", "pid"))
-        .transpose()?
-        .and_then(|pid| u32::try_from(pid).ok()))
+    let Some(row) = row else { return Ok(None) };
+    let pid = u32::try_from(row.try_get::<i32>("", "pid")?).ok();
+    let port = row.try_get::<Option<i32>>("", "port")?;
+    Ok(pid.map(|pid| Backend {
+        pid,
+        client_port: port.and_then(|port| u16::try_from(port).ok()),
+    }))
+}
+
+/// A PostgreSQL backend process, as the server names it.
+#[derive(Clone, Copy, Debug)]
+pub struct Backend {
+    /// Its process id in the server's own view (another machine's, or a container's).
+    pub pid: u32,
+    /// The client's TCP port, which the backend's process title shows; `None` over a
+    /// Unix socket (`[local]`).
+    pub client_port: Option<u16>,
 }
 
 /// Counts the interactions, customers and conversations of the workspace.
