@@ -983,14 +983,11 @@ backend_test!(
             first.as_str()
         );
         let (conversation_id, _) = conversation_of(&app, &agent, &first).await;
-        let inbox = app.gql(&agent, "{ inbox(filter: { statuses: [OPEN], unanswered: true }) { edges { node { id } } } }", json!({})).await;
-        assert!(
-            inbox["inbox"]["edges"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|edge| edge["node"]["id"] == conversation_id.as_str()),
-            "{inbox}"
+        // (On Mastodon: the markers above are webhook conversations.)
+        let inbox = app.gql(&agent, "{ inbox(filter: { statuses: [OPEN], unanswered: true, channel: MASTODON }) { edges { node { id } } } }", json!({})).await;
+        assert_eq!(
+            inbox["inbox"]["edges"],
+            json!([{ "node": { "id": conversation_id } }])
         );
 
         // Assigned to me, seen live.
