@@ -71,7 +71,7 @@ impl Server {
         };
         let title = std::fs::read(format!("/proc/{}/cmdline", backend.pid))
             .map(|title| String::from_utf8_lossy(&title).into_owned());
-        if !title.is_ok_and(|title| serves(&title, backend.client_port)) {
+        if !title.is_ok_and(|title| serves(&title, &backend)) {
             return Ok(None);
         }
         Ok(proc_stat(backend.pid)
@@ -101,14 +101,23 @@ impl Server {
     }
 }
 
-/// Whether a process titled `title` is a PostgreSQL backend serving a client of
-/// `client_port` (`None`: over a Unix socket).
-fn serves(title: &str, client_port: Option<u16>) -> bool {
-    let client = match client_port {
+/// Whether a process titled `title` is the PostgreSQL `backend`: `postgres: [cluster: ]role
+/// database host(port) state`, `[local]` for the client over a Unix socket.
+fn serves(title: &str, backend: &domain::bulk::Backend) -> bool {
+    let client = match backend.client_port {
         Some(port) => format!("({port})"),
         None => "[local]".to_owned(),
     };
-    title.starts_with("postgres: ") && title.contains(&client)
+    let (role, database) = (&backend.role, &backend.database);
+    title.starts_with("postgres: ")
+        && title
+            .match_indices(&format!(" {role} {database} "))
+            .any(|(at, served)| {
+                let rest = &title[at + served.len()..];
+                rest.split(' ')
+                    .next()
+                    .is_some_and(|host| host.ends_with(&client))
+            })
 }
 
 impl ServerReading {
@@ -122,7 +131,7 @@ impl ServerReading {
                 })
                 .sum(),
             // (A pid the system reused within the span would read low, unflagged: spans
-            // are seconds, pids wrap after hundreds of thousands.)
+            // are seconds, and pids wrap only after `pid_max`, 32,768 or more, processes.)
             lower_bound: earlier.0.keys().any(|pid| !self.0.contains_key(pid)),
         }
     }
@@ -203,24 +212,40 @@ mod tests {
         assert!(later >= me.cpu);
     }
 
-    /// A backend is known by its title naming our client's port (or `[local]`).
+    /// A backend is known by its title naming our role, database and client's port (or
+    /// `[local]`).
     #[test]
     fn a_backend_is_known_by_its_title() {
+        let backend =
+            |port: Option<u16>, role: &str, database: &str| crate::domain::bulk::Backend {
+                pid: 1,
+                client_port: port,
+                role: role.into(),
+                database: database.into(),
+            };
         let title = "postgres: postgres test 127.0.0.1(41276) idle\0";
-        assert!(super::serves(title, Some(41276)));
-        assert!(!super::serves(title, Some(4127)));
-        assert!(!super::serves(title, None));
         assert!(super::serves(
-            "postgres: 15/main: app db [local] SELECT",
-            None
+            title,
+            &backend(Some(41276), "postgres", "test")
         ));
         assert!(!super::serves(
-            "/usr/lib/postgresql/15/bin/postgres -D /var/lib/x",
-            None
+            title,
+            &backend(Some(4127), "postgres", "test")
         ));
         assert!(!super::serves(
-            "postgres: 15/main: checkpointer",
-            Some(5432)
+            title,
+            &backend(Some(41276), "postgres", "other")
+        ));
+        assert!(!super::serves(title, &backend(None, "postgres", "test")));
+        let local = "postgres: 15/main: app db [local] SELECT";
+        assert!(super::serves(local, &backend(None, "app", "db")));
+        assert!(!super::serves(local, &backend(None, "app", "db2")));
+        let unrelated = "/usr/lib/postgresql/15/bin/postgres -D /var/lib/x";
+        assert!(!super::serves(unrelated, &backend(None, "app", "db")));
+        let checkpointer = "postgres: 15/main: checkpointer";
+        assert!(!super::serves(
+            checkpointer,
+            &backend(Some(5432), "app", "db")
         ));
     }
 

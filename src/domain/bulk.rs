@@ -155,26 +155,34 @@ pub async fn backend(db: &impl ConnectionTrait) -> Result<Option<Backend>> {
     let row = db
         .query_one(sea_orm::Statement::from_string(
             sea_orm::DatabaseBackend::Postgres,
-            "SELECT pg_backend_pid() AS pid, inet_client_port() AS port",
+            "SELECT pg_backend_pid() AS pid, inet_client_port() AS port, \
+             current_user::text AS role, current_database()::text AS database",
         ))
         .await?;
     let Some(row) = row else { return Ok(None) };
     let pid = u32::try_from(row.try_get::<i32>("", "pid")?).ok();
     let port = row.try_get::<Option<i32>>("", "port")?;
+    let role = row.try_get::<String>("", "role")?;
+    let database = row.try_get::<String>("", "database")?;
     Ok(pid.map(|pid| Backend {
         pid,
         client_port: port.and_then(|port| u16::try_from(port).ok()),
+        role,
+        database,
     }))
 }
 
 /// A PostgreSQL backend process, as the server names it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Backend {
     /// Its process id in the server's own view (another machine's, or a container's).
     pub pid: u32,
     /// The client's TCP port, which the backend's process title shows; `None` over a
     /// Unix socket (`[local]`).
     pub client_port: Option<u16>,
+    /// The role and database it serves, which its title shows before the client.
+    pub role: String,
+    pub database: String,
 }
 
 /// Counts the interactions, customers and conversations of the workspace.
