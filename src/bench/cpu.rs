@@ -43,6 +43,12 @@ pub struct ServerCpu {
 }
 
 impl ServerCpu {
+    /// Its µs for each of `count` (items, requests), "≥ " first when it is a lower bound.
+    pub(super) fn micros_each(&self, count: usize) -> String {
+        let micros = self.cpu.as_secs_f64() * 1e6 / count.max(1) as f64;
+        format!("{}{micros:.0}", if self.lower_bound { "≥ " } else { "" })
+    }
+
     /// Both spans together.
     pub(super) fn add(&mut self, other: &ServerCpu) {
         self.cpu += other.cpu;
@@ -62,9 +68,9 @@ pub(super) struct ServerReading(HashMap<u32, Duration>);
 impl Server {
     /// The server `db` is connected to, when it is a `postgres` process of this machine:
     /// the parent of a backend of ours. The backend's id is the server's view of it, so
-    /// the process of that id here must also carry its title (`postgres: … (port)`, the
-    /// port our connection came from): a server in a container or on another machine,
-    /// whose ids mean nothing here, or one that keeps no titles, is not read.
+    /// the process of that id here must also carry its title ([`serves`]: our role,
+    /// database and client port): a server in a container or on another machine, whose
+    /// ids mean nothing here, is not read.
     pub(super) async fn of(db: &DatabaseConnection) -> crate::Result<Option<Server>> {
         let Some(backend) = domain::bulk::backend(db).await? else {
             return Ok(None);

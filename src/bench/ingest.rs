@@ -81,12 +81,7 @@ impl fmt::Display for IngestSplit {
         }
         write!(f, "; CPU an item: Rapport {:.0} µs", per_item(self.cpu))?;
         match &self.database_cpu {
-            Some(server) => write!(
-                f,
-                ", PostgreSQL {}{:.0} µs",
-                if server.lower_bound { "at least " } else { "" },
-                per_item(server.cpu)
-            ),
+            Some(server) => write!(f, ", PostgreSQL {} µs", server.micros_each(self.items)),
             None => Ok(()),
         }
     }

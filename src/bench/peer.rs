@@ -675,8 +675,8 @@ fn cpu_line(rapport: &Runs, peer: &Runs, rapport_elsewhere: bool) -> String {
     };
     // A backend that ended during the runs took its CPU along: the rest is a lower bound.
     let server = |runs: &Runs| match runs.cpu.database {
-        Some(server) if server.lower_bound => format!("≥ {}", per(runs, Some(server.cpu))),
-        server => per(runs, server.map(|server| server.cpu)),
+        Some(server) if !runs.latencies.is_empty() => server.micros_each(runs.latencies.len()),
+        _ => "–".to_owned(),
     };
     let own = if rapport_elsewhere {
         "load generator"

@@ -166,11 +166,19 @@ async fn ingest(app: &TestApp, source: &entity::source::Model, item: InboundItem
         .unwrap();
 }
 
-/// A name no other marker of this test binary has, none a prefix of another.
-fn next_marker() -> String {
+/// How many markers [`joined`] and [`stream_joined`] store before giving up (each waits
+/// 200 ms for its own).
+const MARKER_ROUNDS: usize = 50;
+
+/// Stores a marker in `source`'s workspace: a message of a new author, its text and the
+/// author's name a name no other marker of this test binary has (none a prefix of
+/// another); answers that name.
+async fn store_marker(app: &TestApp, source: &entity::source::Model, outbound: bool) -> String {
     static MARKERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = MARKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("marker{n:06}")
+    let marker = format!("marker{n:06}");
+    ingest(app, source, item(&marker, &marker, outbound)).await;
+    marker
 }
 
 /// As [`joined`], for one interaction subscription executed in this process (no socket):
@@ -181,9 +189,8 @@ async fn stream_joined(
     stream: &mut futures_util::stream::BoxStream<'static, async_graphql::Response>,
     source: &entity::source::Model,
 ) -> String {
-    for _ in 0..50 {
-        let marker = next_marker();
-        ingest(app, source, item(&marker, &marker, false)).await;
+    for _ in 0..MARKER_ROUNDS {
+        let marker = store_marker(app, source, false).await;
         while let Ok(response) =
             tokio::time::timeout(Duration::from_millis(200), stream.next()).await
         {
@@ -222,9 +229,8 @@ pub(crate) async fn joined(
     subscriptions: &[&str],
     outbound: bool,
 ) {
-    for _ in 0..50 {
-        let marker = next_marker();
-        ingest(app, source, item(&marker, &marker, outbound)).await;
+    for _ in 0..MARKER_ROUNDS {
+        let marker = store_marker(app, source, outbound).await;
         let mut delivered = std::collections::HashSet::new();
         while let Some(message) = client.next_within(Duration::from_millis(200)).await {
             assert_eq!(
