@@ -19,8 +19,14 @@
 //!   handed over (its newest entries within the limit) and the stream is then read forward
 //!   from there. So a backfill lands oldest first like everything else: a reply finds the
 //!   conversation of the mention it answers, stored before it, and a conversation's wait
-//!   starts and ends in order. The price is reading the counted pages twice, once; a search
-//!   hands over what its walk back takes.
+//!   starts and ends in order. The counted pages are kept as they came (up to
+//!   [`WALK_KEPT_BYTES`], for the sync run) and the forward read takes them from there, so
+//!   a backfill asks for each page once; pages dropped past that size, walked by an
+//!   earlier run, or still kept when the run ends are asked for again. What they hold is
+//!   as the walk saw it: a status edited or deleted later in the run goes in as it was,
+//!   and a late-federated status dated (and so numbered) inside pages already walked is
+//!   missed, as it is once the forward read has passed it. A search hands over what its
+//!   walk back takes.
 //! - Cursor, per stream: `mark` (forward streams: the `min_id` to read on from; search: the
 //!   newest status handed over) and, while a walk is under way, `walk`: `cursor` (the
 //!   `max_id` of its next page), `top` (the newest id it has seen) and on a first sync
@@ -44,7 +50,7 @@
 //!   "not before" times for the scheduler; a stream stops gathering pages at the first,
 //!   and a 429 keeps what the pull has and asks nothing more.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -329,6 +335,158 @@ struct Page {
     full: bool,
 }
 
+/// A response as it came: its body and its headers.
+struct Fetched {
+    body: Vec<u8>,
+    headers: reqwest::header::HeaderMap,
+}
+
+impl Fetched {
+    /// What a page needs to be read again, and no more: its body, its `Link` headers.
+    fn kept(mut self) -> Fetched {
+        self.body.shrink_to_fit();
+        let mut headers = reqwest::header::HeaderMap::new();
+        for value in self.headers.get_all(reqwest::header::LINK) {
+            headers.append(reqwest::header::LINK, value.clone());
+        }
+        self.headers = headers;
+        self
+    }
+
+    /// The bytes it holds, as [`Kept`] counts them.
+    fn bytes(&self) -> usize {
+        self.body.capacity()
+            + self
+                .headers
+                .iter()
+                .map(|(_, value)| value.len())
+                .sum::<usize>()
+    }
+}
+
+/// The bytes of pages a connector keeps from first walks back (see [`Kept`]): some 8,000
+/// entries of about 4 KB, 100 pages of mentions, per source being synced; the pages
+/// walked past that are asked for again.
+pub const WALK_KEPT_BYTES: usize = 32 << 20;
+
+/// The pages a forward stream's first walk back counted, kept as the server sent them so
+/// the forward read after the walk takes them from here instead of asking for each again:
+/// a backfill asks for each page once (a platform's rate limit counts requests), not
+/// twice. They live as long as the connector, one sync run: a run that ends or dies
+/// leaves the rest to be asked for from the stored mark, as any forward read does, so
+/// resuming is unchanged. Past `cap` bytes the newest pages of the stream being walked
+/// are dropped (the forward read takes the oldest first and asks for the rest); another
+/// stream's pages stay until they are read, can no longer be placed, or the run ends.
+struct Kept {
+    streams: HashMap<String, KeptStream>,
+    bytes: usize,
+    cap: usize,
+}
+
+/// One stream's kept pages.
+#[derive(Default)]
+struct KeptStream {
+    /// Newest first, as walked; each with the `max_id` of the page walked after it.
+    pages: VecDeque<(Fetched, Option<String>)>,
+    /// The mark the oldest kept page goes on from, once the walk has handed over the
+    /// page before it (`None`: still walking).
+    mark: Option<String>,
+}
+
+impl Kept {
+    fn new(cap: usize) -> Kept {
+        Kept {
+            streams: Default::default(),
+            bytes: 0,
+            cap,
+        }
+    }
+
+    /// `fetched`, the walk's page at `bound` (`None`: the newest), was counted; the walk
+    /// goes on at `older`. It goes after the pages kept before it when it was asked for
+    /// where the last of them went on; else those are dropped and it starts anew.
+    fn walked(&mut self, key: &str, bound: Option<&str>, older: Option<String>, fetched: Fetched) {
+        let fetched = fetched.kept();
+        // The walk goes on from the last page kept; else only what it walks from here on
+        // can be kept.
+        let joins = self
+            .streams
+            .get(key)
+            .and_then(|stream| stream.pages.back())
+            .is_some_and(|(_, after)| after.as_deref() == bound);
+        if !joins {
+            self.forget(key);
+        }
+        self.bytes += fetched.bytes();
+        let stream = self.streams.entry(key.to_owned()).or_default();
+        stream.mark = None;
+        stream.pages.push_back((fetched, older));
+        while self.bytes > self.cap {
+            let Some(stream) = self.streams.get_mut(key) else {
+                break;
+            };
+            let Some((dropped, _)) = stream.pages.pop_front() else {
+                break;
+            };
+            self.bytes -= dropped.bytes();
+        }
+    }
+
+    /// The walk handed over its oldest page, asked for at `bound`; the stream goes on
+    /// from `mark`.
+    fn reached(&mut self, key: &str, bound: Option<&str>, mark: &str) {
+        let joins = self.streams.get(key).is_some_and(|stream| {
+            stream
+                .pages
+                .back()
+                .is_some_and(|(_, after)| after.as_deref() == bound)
+        });
+        if joins {
+            if let Some(stream) = self.streams.get_mut(key) {
+                stream.mark = Some(mark.to_owned());
+            }
+        } else {
+            self.forget(key);
+        }
+    }
+
+    /// The page that goes on from `mark`, when it is kept.
+    fn next(&mut self, key: &str, mark: &str) -> Option<Fetched> {
+        let stream = self.streams.get_mut(key)?;
+        if stream.mark.as_deref() != Some(mark) {
+            if stream.mark.is_some() {
+                // Read on some other way: these pages can no longer be placed.
+                self.forget(key);
+            }
+            return None;
+        }
+        let (fetched, _) = stream.pages.pop_back()?;
+        stream.mark = None;
+        self.bytes -= fetched.bytes();
+        if stream.pages.is_empty() {
+            self.streams.remove(key);
+        }
+        Some(fetched)
+    }
+
+    /// The page [`Kept::next`] gave moved the stream's mark to `mark`.
+    fn went_on(&mut self, key: &str, mark: &str) {
+        if let Some(stream) = self.streams.get_mut(key) {
+            stream.mark = Some(mark.to_owned());
+        }
+    }
+
+    fn forget(&mut self, key: &str) {
+        if let Some(stream) = self.streams.remove(key) {
+            self.bytes -= stream
+                .pages
+                .iter()
+                .map(|(fetched, _)| fetched.bytes())
+                .sum::<usize>();
+        }
+    }
+}
+
 /// The bytes an id may have to be kept: ids go into the stored cursor, and real ones
 /// (Mastodon's numbers, other servers' ULIDs and flake ids) are under 30.
 const MAX_ID_BYTES: usize = 64;
@@ -353,11 +511,27 @@ fn newer_of(a: Option<String>, b: Option<String>) -> Option<String> {
 pub struct MastodonConnector {
     client: reqwest::Client,
     config: MastodonConfig,
+    kept: std::sync::Mutex<Kept>,
 }
 
 impl MastodonConnector {
     pub fn new(client: reqwest::Client, config: MastodonConfig) -> MastodonConnector {
-        MastodonConnector { client, config }
+        MastodonConnector {
+            client,
+            config,
+            kept: std::sync::Mutex::new(Kept::new(WALK_KEPT_BYTES)),
+        }
+    }
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
+        // Held across no await. Were it poisoned, its count might be off: start empty (the
+        // pages are asked for again).
+        self.kept.lock().unwrap_or_else(|poisoned| {
+            self.kept.clear_poison();
+            let mut kept = poisoned.into_inner();
+            *kept = Kept::new(WALK_KEPT_BYTES);
+            kept
+        })
     }
 
     fn host(&self) -> String {
@@ -374,6 +548,17 @@ impl MastodonConnector {
         query: &[(&str, String)],
         not_before: &mut Option<DateTime<Utc>>,
     ) -> Result<(Value, reqwest::header::HeaderMap), ConnectorError> {
+        let fetched = self.fetch(path, query, not_before).await?;
+        Ok((self.json(path, &fetched.body)?, fetched.headers))
+    }
+
+    /// GETs `path` with `query`; returns the body as it came and the response's headers.
+    async fn fetch(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        not_before: &mut Option<DateTime<Utc>>,
+    ) -> Result<Fetched, ConnectorError> {
         let now = Utc::now();
         let response = self
             .client
@@ -390,13 +575,16 @@ impl MastodonConnector {
             *not_before = Some(not_before.map_or(at, |old| old.max(at)));
         }
         let body = http::read_capped(response, MAX_BODY_BYTES).await?;
-        let value = serde_json::from_slice(&body).map_err(|err| {
+        Ok(Fetched { body, headers })
+    }
+
+    fn json(&self, path: &str, body: &[u8]) -> Result<Value, ConnectorError> {
+        serde_json::from_slice(body).map_err(|err| {
             ConnectorError::Payload(format!(
                 "{} answered {path} with invalid JSON: {err}",
                 self.host()
             ))
-        })?;
-        Ok((value, headers))
+        })
     }
 
     /// One page of `listen` of up to `limit` entries at `bound`.
@@ -407,7 +595,18 @@ impl MastodonConnector {
         limit: usize,
         not_before: &mut Option<DateTime<Utc>>,
     ) -> Result<Page, ConnectorError> {
-        let path = listen.path();
+        let fetched = self.fetch_page(listen, bound, limit, not_before).await?;
+        self.read_page(listen, &fetched, limit)
+    }
+
+    /// Asks for one page of `listen` of up to `limit` entries at `bound`.
+    async fn fetch_page(
+        &self,
+        listen: Listen<'_>,
+        bound: Bound<'_>,
+        limit: usize,
+        not_before: &mut Option<DateTime<Utc>>,
+    ) -> Result<Fetched, ConnectorError> {
         let mut query = listen.query();
         query.push(("limit", limit.to_string()));
         match bound {
@@ -415,8 +614,19 @@ impl MastodonConnector {
             Bound::Before(id) => query.push(("max_id", id.to_owned())),
             Bound::After(id) => query.push(("min_id", id.to_owned())),
         }
-        let (body, headers) = self.get(&path, &query, not_before).await?;
-        let list = match body {
+        self.fetch(&listen.path(), &query, not_before).await
+    }
+
+    /// A page of `listen` asked for with `limit`, as the server sent it.
+    fn read_page(
+        &self,
+        listen: Listen<'_>,
+        fetched: &Fetched,
+        limit: usize,
+    ) -> Result<Page, ConnectorError> {
+        let path = listen.path();
+        let headers = &fetched.headers;
+        let list = match self.json(&path, &fetched.body)? {
             Value::Array(list) => list,
             Value::Object(mut object) => match object.remove("statuses") {
                 Some(Value::Array(list)) => list,
@@ -438,7 +648,7 @@ impl MastodonConnector {
         let newest = entries.first().and_then(entry_id).map(str::to_owned);
         let oldest = entries.last().and_then(entry_id).map(str::to_owned);
         let from_link = |rel: &str, key: &str| {
-            http::link(&headers, rel).and_then(|url| {
+            http::link(headers, rel).and_then(|url| {
                 reqwest::Url::parse(&url).ok().and_then(|url| {
                     url.query_pairs()
                         .find(|(name, _)| name == key)
@@ -502,7 +712,8 @@ impl MastodonConnector {
         // Backfill 0 only needs the newest id.
         let limit = if left == 0 { 1 } else { listen.page_size() };
         let bound = walk.cursor.as_deref().map_or(Bound::Newest, Bound::Before);
-        let page = self.page(listen, bound, limit, not_before).await?;
+        let fetched = self.fetch_page(listen, bound, limit, not_before).await?;
+        let page = self.read_page(listen, &fetched, limit)?;
         walk.top = newer_of(walk.top, page.newest.clone());
         let seen = page.entries.len() as u64;
         // A server that does not page back (an older page that is not older) ends the walk.
@@ -511,7 +722,11 @@ impl MastodonConnector {
             (Some(older), Some(cursor)) => !compare_ids(older, cursor).is_lt(),
             (Some(_), None) => false,
         };
+        let key = listen.path();
         if seen < left && page.full && !stuck {
+            // Counted now, taken on the way forward: kept so it is not asked for again.
+            self.kept()
+                .walked(&key, walk.cursor.as_deref(), page.older.clone(), fetched);
             walk.left = Some(left - seen);
             walk.cursor = page.older;
             stream.walk = Some(walk);
@@ -528,6 +743,13 @@ impl MastodonConnector {
         taken.extend(oldest);
         // An empty page past full ones: the stream starts right before the last page seen.
         let mark = page.newer.unwrap_or_else(|| BEFORE_ALL.to_owned());
+        if stuck {
+            // The last page is no older than the one before it: the kept pages may hold
+            // what it handed over.
+            self.kept().forget(&key);
+        } else {
+            self.kept().reached(&key, walk.cursor.as_deref(), &mark);
+        }
         // The pages after it were only counted: read them forward.
         let goes_on = walk
             .top
@@ -548,9 +770,37 @@ impl MastodonConnector {
         not_before: &mut Option<DateTime<Utc>>,
     ) -> Result<bool, ConnectorError> {
         let mark = stream.mark.clone().unwrap_or_else(|| BEFORE_ALL.to_owned());
-        let page = self
-            .page(listen, Bound::After(&mark), listen.page_size(), not_before)
-            .await?;
+        let key = listen.path();
+        // (Its own statement: the lock is released before the filter takes it again.)
+        let kept = self.kept().next(&key, &mark);
+        let kept = kept
+            .map(|fetched| self.read_page(listen, &fetched, listen.page_size()))
+            .transpose()?
+            // Only a page wholly after the mark (a server whose `max_id` includes the id
+            // given has pages that overlap by one): else ask, as without it.
+            .filter(|page| {
+                let after = page
+                    .entries
+                    .last()
+                    .and_then(entry_id)
+                    .is_some_and(|oldest| compare_ids(oldest, &mark).is_gt());
+                if !after {
+                    self.kept().forget(&key);
+                }
+                after
+            });
+        let page = match kept {
+            Some(page) => {
+                if let Some(next) = &page.newer {
+                    self.kept().went_on(&key, next);
+                }
+                page
+            }
+            None => {
+                self.page(listen, Bound::After(&mark), listen.page_size(), not_before)
+                    .await?
+            }
+        };
         taken.extend(
             page.entries
                 .into_iter()
@@ -1053,6 +1303,96 @@ impl Connector for MastodonConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A kept page of `bytes` bytes named by its first byte.
+    fn fetched(name: u8, bytes: usize) -> Fetched {
+        Fetched {
+            body: vec![name; bytes],
+            headers: Default::default(),
+        }
+    }
+
+    fn name(fetched: Option<Fetched>) -> Option<u8> {
+        fetched.map(|fetched| fetched.body[0])
+    }
+
+    #[test]
+    fn the_pages_a_walk_kept_come_back_oldest_first_each_where_the_last_left_off() {
+        let mut kept = Kept::new(1_000);
+        // Walked newest first: page 3 at the newest, 2 before id 300, 1 before id 200.
+        kept.walked("n", None, Some("300".into()), fetched(3, 100));
+        kept.walked("n", Some("300"), Some("200".into()), fetched(2, 100));
+        kept.walked("n", Some("200"), Some("100".into()), fetched(1, 100));
+        // Nothing is given while the walk goes on.
+        assert_eq!(name(kept.next("n", "0")), None);
+        assert_eq!(kept.bytes, 300);
+        // The oldest page, asked for before id 100, was handed over; the stream goes on
+        // from its newest, 99.
+        kept.reached("n", Some("100"), "99");
+        assert_eq!(name(kept.next("n", "98")), None, "not where it left off");
+        assert_eq!(
+            kept.bytes, 0,
+            "pages that can no longer be placed are dropped"
+        );
+
+        kept.walked("n", None, Some("300".into()), fetched(3, 100));
+        kept.walked("n", Some("300"), Some("200".into()), fetched(2, 100));
+        kept.walked("n", Some("200"), Some("100".into()), fetched(1, 100));
+        kept.reached("n", Some("100"), "99");
+        assert_eq!(name(kept.next("n", "99")), Some(1));
+        // Until the page given is read, nothing more.
+        assert_eq!(name(kept.next("n", "199")), None);
+        kept.went_on("n", "199");
+        assert_eq!(name(kept.next("n", "199")), Some(2));
+        kept.went_on("n", "299");
+        assert_eq!(name(kept.next("n", "299")), Some(3));
+        kept.went_on("n", "399");
+        assert_eq!(name(kept.next("n", "399")), None);
+        assert_eq!(kept.bytes, 0);
+        assert!(kept.streams.is_empty());
+    }
+
+    #[test]
+    fn past_its_bytes_the_newest_kept_pages_are_dropped_and_asked_for_again() {
+        let mut kept = Kept::new(250);
+        kept.walked("n", None, Some("300".into()), fetched(3, 100));
+        kept.walked("t", None, Some("900".into()), fetched(9, 100));
+        kept.walked("n", Some("300"), Some("200".into()), fetched(2, 100));
+        // Over 250: the newest of the stream that grew went.
+        assert_eq!(kept.bytes, 200);
+        kept.walked("n", Some("200"), Some("100".into()), fetched(1, 100));
+        assert_eq!(kept.bytes, 200);
+        kept.reached("n", Some("100"), "99");
+        assert_eq!(name(kept.next("n", "99")), Some(1));
+        kept.went_on("n", "199");
+        // Page 2 was dropped: the stream asks for it.
+        assert_eq!(name(kept.next("n", "199")), None);
+        // The other stream's page is still there.
+        kept.reached("t", Some("900"), "899");
+        assert_eq!(name(kept.next("t", "899")), Some(9));
+        assert_eq!(kept.bytes, 0);
+        // A page larger than all it may keep is not kept.
+        kept.walked("n", None, Some("300".into()), fetched(3, 251));
+        assert_eq!(kept.bytes, 0);
+    }
+
+    #[test]
+    fn only_pages_that_join_the_kept_ones_are_kept_with_them() {
+        let mut kept = Kept::new(1_000);
+        // A walk going on from a stored cursor keeps what it walks from there.
+        kept.walked("n", Some("500"), Some("400".into()), fetched(5, 100));
+        kept.walked("n", Some("400"), Some("300".into()), fetched(4, 100));
+        // A page that does not go on from the last kept one starts again.
+        kept.walked("n", Some("250"), Some("200".into()), fetched(2, 100));
+        assert_eq!(kept.bytes, 100);
+        // A handed-over page that does not join them: nothing can be placed.
+        kept.reached("n", Some("150"), "149");
+        assert_eq!(name(kept.next("n", "149")), None);
+        assert_eq!(kept.bytes, 0);
+        // A walk of one page keeps nothing.
+        kept.reached("n", None, "99");
+        assert_eq!(name(kept.next("n", "99")), None);
+    }
 
     #[test]
     fn a_profiles_fields_and_bio_give_its_links_and_mentions_do_not() {
