@@ -409,12 +409,7 @@ impl Kept {
         let fetched = fetched.kept();
         // The walk goes on from the last page kept; else only what it walks from here on
         // can be kept.
-        let joins = self
-            .streams
-            .get(key)
-            .and_then(|stream| stream.pages.back())
-            .is_some_and(|(_, after)| after.as_deref() == bound);
-        if !joins {
+        if self.joins(key, bound).is_none() {
             self.forget(key);
         }
         self.bytes += fetched.bytes();
@@ -435,19 +430,21 @@ impl Kept {
     /// The walk handed over its oldest page, asked for at `bound`; the stream goes on
     /// from `mark`.
     fn reached(&mut self, key: &str, bound: Option<&str>, mark: &str) {
-        let joins = self.streams.get(key).is_some_and(|stream| {
+        match self.joins(key, bound) {
+            Some(stream) => stream.mark = Some(mark.to_owned()),
+            None => self.forget(key),
+        }
+    }
+
+    /// The stream `key`, when the last page kept of it went on at `bound`: a page asked
+    /// for at `bound` continues it.
+    fn joins(&mut self, key: &str, bound: Option<&str>) -> Option<&mut KeptStream> {
+        self.streams.get_mut(key).filter(|stream| {
             stream
                 .pages
                 .back()
                 .is_some_and(|(_, after)| after.as_deref() == bound)
-        });
-        if joins {
-            if let Some(stream) = self.streams.get_mut(key) {
-                stream.mark = Some(mark.to_owned());
-            }
-        } else {
-            self.forget(key);
-        }
+        })
     }
 
     /// The page that goes on from `mark`, when it is kept.
