@@ -75,8 +75,9 @@ impl Prepared {
 }
 
 /// Normalises `items` on every core, as `urgency` says.
-pub fn normalize(items: &[InboundItem], urgency: Urgency) -> Vec<InboundItem> {
-    par_map(items, urgency, super::text::normalize_item)
+pub fn normalize(mut items: Vec<InboundItem>, urgency: Urgency) -> Vec<InboundItem> {
+    par_each(&mut items, urgency, super::text::normalize_item_in_place);
+    items
 }
 
 /// Enriches the normalised `items` whose external id is not in `stored`, on every core,
@@ -122,43 +123,81 @@ pub enum Urgency {
 /// thread of its own below the process's priority (the calling thread waits); a waited
 /// batch's first part runs on the calling thread. A panic in `f` propagates.
 fn par_map<T: Sync, R: Send>(items: &[T], urgency: Urgency, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    match part_size(items.len(), urgency) {
+        None => items.iter().map(f).collect(),
+        Some(size) => par_parts(items.chunks(size), urgency, |chunk| {
+            chunk.iter().map(&f).collect()
+        }),
+    }
+}
+
+/// `f` on each of `items` in place, split as [`par_map`] splits them.
+fn par_each<T: Send>(items: &mut [T], urgency: Urgency, f: impl Fn(&mut T) + Sync) {
+    match part_size(items.len(), urgency) {
+        None => items.iter_mut().for_each(f),
+        Some(size) => {
+            par_parts(items.chunks_mut(size), urgency, |chunk| {
+                chunk.iter_mut().for_each(&f);
+                Vec::<()>::new()
+            });
+        }
+    }
+}
+
+/// The items a part of [`par_map`] takes, or `None` for a batch done on the calling thread.
+fn part_size(items: usize, urgency: Urgency) -> Option<usize> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     let waited = urgency == Urgency::Waited;
-    if items.len() < PARALLEL_FROM || (waited && threads <= 1) {
-        return items.iter().map(f).collect();
-    }
-    let size = items.len().div_ceil(threads);
+    (items >= PARALLEL_FROM && !(waited && threads <= 1)).then(|| items.div_ceil(threads))
+}
+
+/// `f` over `chunks`, each on a thread of its own as [`par_map`] says; the results in
+/// order.
+fn par_parts<C: Send, R: Send>(
+    mut chunks: impl Iterator<Item = C>,
+    urgency: Urgency,
+    f: impl Fn(C) -> Vec<R> + Sync,
+) -> Vec<R> {
+    let waited = urgency == Urgency::Waited;
     let f = &f;
-    let part = move |chunk: &[T]| {
+    let part = move |chunk: C| {
         if !waited {
             lower_priority();
         }
-        chunk.iter().map(f).collect::<Vec<R>>()
+        f(chunk)
     };
-    let mut chunks = items.chunks(size);
     // A waited batch's first part runs on the calling thread, as a part does whose thread
-    // cannot be made (the process's limit): both are `Err(chunk)`, mapped here in order
-    // once every other part's thread is running.
+    // cannot be made (the process's limit): both are `Err(slot)`, done here in order once
+    // every other part's thread is running. A part waits in its slot until a thread takes
+    // it, so a thread that cannot be made leaves it to the caller.
     let here = if waited { chunks.next() } else { None };
+    let slots: Vec<std::sync::Mutex<Option<C>>> = chunks
+        .map(|chunk| std::sync::Mutex::new(Some(chunk)))
+        .collect();
+    let take = |slot: &std::sync::Mutex<Option<C>>| {
+        slot.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    };
     std::thread::scope(|scope| {
-        let spawned = chunks.map(|chunk| {
+        let spawned = slots.iter().map(|slot| {
             std::thread::Builder::new()
                 .name("rapport-prepare".into())
-                .spawn_scoped(scope, move || part(chunk))
+                .spawn_scoped(scope, move || take(slot).map(part).unwrap_or_default())
                 .map_err(|err| {
                     tracing::warn!(error = %err, "no thread for preparing a batch; preparing here");
-                    chunk
+                    slot
                 })
         });
-        let parts: Vec<_> = here.map(Err).into_iter().chain(spawned).collect();
-        let mut out = Vec::with_capacity(items.len());
+        let parts: Vec<_> = spawned.collect();
+        let mut out = here.map(f).unwrap_or_default();
         for spawned in parts {
             match spawned {
                 Ok(thread) => match thread.join() {
                     Ok(done) => out.extend(done),
                     Err(panic) => std::panic::resume_unwind(panic),
                 },
-                Err(chunk) => out.extend(chunk.iter().map(f)),
+                Err(slot) => out.extend(take(slot).map(f).unwrap_or_default()),
             }
         }
         out
@@ -1615,7 +1654,7 @@ fn distinct<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
 
 #[cfg(test)]
 mod tests {
-    use super::{par_map, Urgency, PARALLEL_FROM};
+    use super::{par_each, par_map, Urgency, PARALLEL_FROM};
 
     /// This thread's nice value (0 where threads have none of their own).
     fn nice() -> i32 {
@@ -1655,6 +1694,13 @@ mod tests {
                 out.iter().all(|(_, p)| *p == expected),
                 "{urgency:?}: {out:?}"
             );
+            // In place, split and lowered the same way.
+            let mut each: Vec<(usize, i32)> = items.iter().map(|n| (*n, 0)).collect();
+            par_each(&mut each, urgency, |(n, p)| {
+                *n *= 2;
+                *p = nice();
+            });
+            assert_eq!(each, out, "{urgency:?}");
         }
         // A small batch stays on the calling thread, at its priority.
         let few: Vec<usize> = (0..PARALLEL_FROM - 1).collect();

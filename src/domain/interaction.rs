@@ -660,9 +660,7 @@ pub struct Enriched {
 
 /// Enriches one (normalised) inbound item; see [`Enriched`].
 pub fn enrich(item: &connectors::InboundItem) -> Enriched {
-    let raw_bytes = serde_json::to_vec(&item.raw)
-        .map(|bytes| bytes.len())
-        .unwrap_or(0);
+    let raw_bytes = json_bytes(&item.raw);
     let raw = if raw_bytes <= MAX_RAW_BYTES {
         item.raw.clone()
     } else {
@@ -692,6 +690,25 @@ pub fn enrich(item: &connectors::InboundItem) -> Enriched {
         sentiment,
         occurred_at: chrono::SubsecRound::trunc_subsecs(item.occurred_at, 6),
         raw,
+    }
+}
+
+/// The bytes `value` takes as JSON, counted as it is written out, not kept.
+fn json_bytes(value: &serde_json::Value) -> usize {
+    struct Counted(usize);
+    impl std::io::Write for Counted {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counted = Counted(0);
+    match serde_json::to_writer(&mut counted, value) {
+        Ok(()) => counted.0,
+        Err(_) => 0,
     }
 }
 

@@ -25,10 +25,23 @@ pub fn is_forbidden(c: char) -> bool {
 
 /// NFC with forbidden control characters removed; not trimmed.
 pub fn normalize(text: &str) -> String {
-    if text.is_ascii() && !text.chars().any(is_forbidden) {
+    if is_plain(text) {
         return text.to_owned();
     }
     text.chars().filter(|c| !is_forbidden(*c)).nfc().collect()
+}
+
+/// [`normalize`] in place: a text that is already its normal form at a glance is left
+/// as it is, not copied.
+pub fn normalize_in_place(text: &mut String) {
+    if !is_plain(text) {
+        *text = normalize(text);
+    }
+}
+
+/// ASCII without a forbidden control character: its own normal form.
+fn is_plain(text: &str) -> bool {
+    text.is_ascii() && !text.chars().any(is_forbidden)
 }
 
 /// [`normalize`]d and trimmed.
@@ -67,16 +80,30 @@ pub fn check_lookup(field: &str, text: &str, max: usize) -> Result<String> {
 /// Every string and every key of `value`, recursively, [`normalize`]d (not trimmed). Two
 /// keys that become equal keep the last value, as a JSON parser would.
 pub fn normalize_json(value: &Value) -> Value {
+    let mut value = value.clone();
+    normalize_json_in_place(&mut value);
+    value
+}
+
+/// [`normalize_json`] in place: only the strings that change are written again, and an
+/// object is rebuilt only when one of its keys may change.
+pub fn normalize_json_in_place(value: &mut Value) {
     match value {
-        Value::String(text) => Value::String(normalize(text)),
-        Value::Array(items) => Value::Array(items.iter().map(normalize_json).collect()),
-        Value::Object(object) => Value::Object(
-            object
-                .iter()
-                .map(|(key, value)| (normalize(key), normalize_json(value)))
-                .collect(),
-        ),
-        other => other.clone(),
+        Value::String(text) => normalize_in_place(text),
+        Value::Array(items) => items.iter_mut().for_each(normalize_json_in_place),
+        Value::Object(object) if object.keys().all(|key| is_plain(key)) => {
+            object.values_mut().for_each(normalize_json_in_place)
+        }
+        Value::Object(object) => {
+            *object = std::mem::take(object)
+                .into_iter()
+                .map(|(key, mut value)| {
+                    normalize_json_in_place(&mut value);
+                    (normalize(&key), value)
+                })
+                .collect()
+        }
+        _ => {}
     }
 }
 
@@ -107,15 +134,22 @@ pub fn check_json(field: &str, value: &Value) -> Result<Value> {
 /// An inbound item as it is stored: every text, author field, id and raw JSON string
 /// [`normalize`]d (the item is kept; what cannot be stored is removed).
 pub fn normalize_item(item: &connectors::InboundItem) -> connectors::InboundItem {
+    let mut item = item.clone();
+    normalize_item_in_place(&mut item);
+    item
+}
+
+/// [`normalize_item`] in place: what is already normal is not copied (a platform's
+/// payload is most of an item, and mostly ASCII).
+pub fn normalize_item_in_place(item: &mut connectors::InboundItem) {
     fn opt(text: &mut Option<String>) {
         if let Some(value) = text {
-            *value = normalize(value);
+            normalize_in_place(value);
         }
     }
     fn one(text: &mut String) {
-        *text = normalize(text);
+        normalize_in_place(text);
     }
-    let mut item = item.clone();
     one(&mut item.external_id);
     one(&mut item.author.platform_id);
     for key in [&mut item.thread_key, &mut item.in_reply_to] {
@@ -192,8 +226,7 @@ pub fn normalize_item(item: &connectors::InboundItem) -> connectors::InboundItem
     if let Some(subject) = &mut item.subject {
         truncate_chars(subject, 1_000);
     }
-    item.raw = normalize_json(&item.raw);
-    item
+    normalize_json_in_place(&mut item.raw);
 }
 
 /// The longest key (external id, platform id, thread key) stored as it is, in bytes.
@@ -339,6 +372,17 @@ mod tests {
         assert_eq!(
             normalize_json(&value),
             json!({ "a": ["xy", { "k": "v" }], "n": 1 })
+        );
+        // Under plain keys, and in place: a value is rewritten, an object under a key
+        // that changes is rebuilt, and keys that become equal keep the last value.
+        let mut value = json!({
+            "plain": { "v": "cafe\u{301}\u{0}", "w": ["ok", 2] },
+            "caf\u{e9}": { "k\u{0}": 1, "k": 2 },
+        });
+        normalize_json_in_place(&mut value);
+        assert_eq!(
+            value,
+            json!({ "plain": { "v": "caf\u{e9}", "w": ["ok", 2] }, "caf\u{e9}": { "k": 2 } })
         );
         let err =
             check_json("customAttributes", &json!({ "plan": { "na\u{0}me": 1 } })).unwrap_err();

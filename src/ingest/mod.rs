@@ -184,7 +184,7 @@ pub async fn prepare(
         ));
     }
     let owned = items.to_vec();
-    let normalized = blocking(move || domain::batch::normalize(&owned, urgency)).await?;
+    let normalized = blocking(move || domain::batch::normalize(owned, urgency)).await?;
     let external_ids: Vec<String> = normalized
         .iter()
         .map(|item| item.external_id.clone())
