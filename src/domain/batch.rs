@@ -190,16 +190,17 @@ fn par_parts<C: Send, R: Send>(
                 })
         });
         let parts: Vec<_> = spawned.collect();
-        let mut out = here.map(f).unwrap_or_default();
+        let mut done = vec![here.map(f).unwrap_or_default()];
         for spawned in parts {
-            match spawned {
-                Ok(thread) => match thread.join() {
-                    Ok(done) => out.extend(done),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                },
-                Err(slot) => out.extend(take(slot).map(f).unwrap_or_default()),
-            }
+            done.push(match spawned {
+                Ok(thread) => thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(slot) => take(slot).map(f).unwrap_or_default(),
+            });
         }
+        let mut out = Vec::with_capacity(done.iter().map(Vec::len).sum());
+        done.into_iter().for_each(|part| out.extend(part));
         out
     })
 }
@@ -1701,6 +1702,7 @@ mod tests {
                 *p = nice();
             });
             assert_eq!(each, out, "{urgency:?}");
+            assert_eq!(nice(), before, "the caller's priority is untouched");
         }
         // A small batch stays on the calling thread, at its priority.
         let few: Vec<usize> = (0..PARALLEL_FROM - 1).collect();

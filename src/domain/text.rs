@@ -380,9 +380,10 @@ mod tests {
             "caf\u{e9}": { "k\u{0}": 1, "k": 2 },
         });
         normalize_json_in_place(&mut value);
+        // As text: a map's equality ignores the order of its keys, which is kept.
         assert_eq!(
-            value,
-            json!({ "plain": { "v": "caf\u{e9}", "w": ["ok", 2] }, "caf\u{e9}": { "k": 2 } })
+            value.to_string(),
+            "{\"plain\":{\"v\":\"caf\u{e9}\",\"w\":[\"ok\",2]},\"caf\u{e9}\":{\"k\":2}}"
         );
         let err =
             check_json("customAttributes", &json!({ "plan": { "na\u{0}me": 1 } })).unwrap_err();
