@@ -181,9 +181,15 @@ fn par_parts<C: Send, R: Send>(
     };
     std::thread::scope(|scope| {
         let spawned = slots.iter().map(|slot| {
-            std::thread::Builder::new()
-                .name("rapport-prepare".into())
-                .spawn_scoped(scope, move || take(slot).map(part).unwrap_or_default())
+            no_thread_for_tests()
+                .map_or_else(
+                    || {
+                        std::thread::Builder::new()
+                            .name("rapport-prepare".into())
+                            .spawn_scoped(scope, move || take(slot).map(part).unwrap_or_default())
+                    },
+                    Err,
+                )
                 .map_err(|err| {
                     tracing::warn!(error = %err, "no thread for preparing a batch; preparing here");
                     slot
@@ -203,6 +209,22 @@ fn par_parts<C: Send, R: Send>(
         done.into_iter().for_each(|part| out.extend(part));
         out
     })
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Set by a test: [`par_parts`] called on this thread gets no thread for any part, as
+    /// when the process is at its limit of threads.
+    static NO_THREADS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The error a part's thread gets instead of being made, when a test asks for it.
+fn no_thread_for_tests() -> Option<std::io::Error> {
+    #[cfg(test)]
+    if NO_THREADS.with(std::cell::Cell::get) {
+        return Some(std::io::Error::other("no threads, for a test"));
+    }
+    None
 }
 
 /// How much lower than the process a background preparation runs (Linux nice levels: at
@@ -1657,6 +1679,22 @@ fn distinct<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
 mod tests {
     use super::{par_each, par_map, Urgency, PARALLEL_FROM};
 
+    /// While it lives, [`super::par_parts`] on this thread gets no thread for any part.
+    struct NoThreads;
+
+    impl NoThreads {
+        fn set() -> NoThreads {
+            super::NO_THREADS.with(|no| no.set(true));
+            NoThreads
+        }
+    }
+
+    impl Drop for NoThreads {
+        fn drop(&mut self) {
+            super::NO_THREADS.with(|no| no.set(false));
+        }
+    }
+
     /// This thread's nice value (0 where threads have none of their own).
     fn nice() -> i32 {
         #[cfg(target_os = "linux")]
@@ -1708,5 +1746,81 @@ mod tests {
         let few: Vec<usize> = (0..PARALLEL_FROM - 1).collect();
         let out = par_map(&few, Urgency::Background, |_| nice());
         assert!(out.iter().all(|p| *p == before));
+    }
+
+    /// A part whose thread cannot be made (the process at its limit of threads) is done
+    /// by the caller, in order, at the caller's priority, which stays as it was.
+    #[test]
+    fn a_part_without_a_thread_is_prepared_by_the_caller_in_order() {
+        let items: Vec<usize> = (0..PARALLEL_FROM * 3).collect();
+        let before = nice();
+        let caller = std::thread::current().id();
+        let _no_threads = NoThreads::set();
+        for urgency in [Urgency::Background, Urgency::Waited] {
+            let out = par_map(&items, urgency, |n| {
+                (*n * 2, std::thread::current().id(), nice())
+            });
+            assert_eq!(
+                out.iter().map(|(n, _, _)| *n).collect::<Vec<_>>(),
+                items.iter().map(|n| n * 2).collect::<Vec<_>>(),
+                "{urgency:?}"
+            );
+            assert!(
+                out.iter()
+                    .all(|(_, thread, p)| *thread == caller && *p == before),
+                "{urgency:?}: every part on the caller, at its priority"
+            );
+            let mut each: Vec<usize> = items.clone();
+            par_each(&mut each, urgency, |n| *n *= 2);
+            assert_eq!(each, items.iter().map(|n| n * 2).collect::<Vec<_>>());
+            assert_eq!(nice(), before, "the caller's priority is untouched");
+        }
+    }
+
+    /// A panic in any part, on the caller or on a part's thread, reaches the caller with
+    /// its own message, in both urgencies, with threads or without.
+    #[test]
+    fn a_panic_while_preparing_reaches_the_caller() {
+        let items: Vec<usize> = (0..PARALLEL_FROM * 3).collect();
+        let message = |payload: Box<dyn std::any::Any + Send>| {
+            payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default()
+        };
+        for threads in [true, false] {
+            let _no_threads = (!threads).then(NoThreads::set);
+            for urgency in [Urgency::Background, Urgency::Waited] {
+                // The first item is in the part a waited batch runs on the caller, the last
+                // in a part on a thread of its own.
+                for bad in [0, items.len() - 1] {
+                    let panicked = std::panic::catch_unwind(|| {
+                        par_map(&items, urgency, |n| {
+                            assert!(*n != bad, "item {n} is bad");
+                            *n
+                        })
+                    });
+                    let payload = panicked.expect_err("the panic reached the caller");
+                    assert_eq!(
+                        message(payload),
+                        format!("item {bad} is bad"),
+                        "{urgency:?}"
+                    );
+                    let mut each = items.clone();
+                    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        par_each(&mut each, urgency, |n| {
+                            assert!(*n != bad, "item {n} is bad")
+                        })
+                    }));
+                    let payload = panicked.expect_err("the panic reached the caller");
+                    assert_eq!(
+                        message(payload),
+                        format!("item {bad} is bad"),
+                        "{urgency:?}"
+                    );
+                }
+            }
+        }
     }
 }
