@@ -703,7 +703,7 @@ pub struct GithubConnector {
     realm: Option<String>,
     /// The token's account as last asked, and when: webhook deliveries (the server keeps
     /// a source's connector between them) ask GitHub again only after [`ME_TTL`].
-    me: std::sync::Mutex<Option<(std::time::Instant, Me)>>,
+    me: crate::known::Known<Me>,
     /// Authors' profile links as last read (`GET /users/{login}` and its social
     /// accounts), by login, and when: read again after [`PROFILE_TTL`].
     profiles:
@@ -810,7 +810,7 @@ impl GithubConnector {
             client,
             config,
             webhook_secret,
-            me: std::sync::Mutex::new(None),
+            me: crate::known::Known::new(ME_TTL),
             profiles: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
@@ -1099,18 +1099,11 @@ impl GithubConnector {
 
     /// The account the token belongs to (`GET /user`), asked again after [`ME_TTL`].
     async fn me(&self, not_before: &mut Option<DateTime<Utc>>) -> Result<Me, ConnectorError> {
-        let known = self.me.lock().ok().and_then(|me| {
-            me.as_ref()
-                .filter(|(at, _)| at.elapsed() < ME_TTL)
-                .map(|(_, me)| me.clone())
-        });
-        if let Some(me) = known {
+        if let Some(me) = self.me.get() {
             return Ok(me);
         }
         let me = self.ask_me(not_before).await?;
-        if let Ok(mut known) = self.me.lock() {
-            *known = Some((std::time::Instant::now(), me.clone()));
-        }
+        self.me.set(&me);
         Ok(me)
     }
 
@@ -2920,7 +2913,7 @@ mod tests {
         let body = json!({ "action": "created", "repository": { "full_name": "acme/widgets" },
             "issue": { "number": 1347 }, "comment": comment() });
         // Known since just now: no call (GitHub is unreachable), the item maps.
-        *hooked.me.lock().unwrap() = Some((std::time::Instant::now(), me()));
+        hooked.me.set(&me());
         match deliver_to(&hooked, "issue_comment", &body).await {
             Ok(Hooked::Items(items)) => assert_eq!(items[0].kind, "mention"),
             other => panic!("{other:?}"),
@@ -2929,7 +2922,7 @@ mod tests {
         let long_ago = std::time::Instant::now()
             .checked_sub(ME_TTL + std::time::Duration::from_secs(1))
             .unwrap();
-        *hooked.me.lock().unwrap() = Some((long_ago, me()));
+        hooked.me.set_at(&me(), long_ago);
         assert!(deliver_to(&hooked, "issue_comment", &body).await.is_err());
     }
 

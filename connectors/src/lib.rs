@@ -11,6 +11,7 @@ mod fuzz;
 pub mod github;
 pub mod hackernews;
 pub mod http;
+mod known;
 mod mark;
 pub mod mastodon;
 pub mod matrix;

@@ -16,9 +16,10 @@
 //!   `X-Telegram-Bot-Api-Secret-Token`, compared in constant time with the source's
 //!   `webhook_secret` (16 to 256 of `A-Z a-z 0-9 _ -`, required in this mode) before the
 //!   body is read; a missing or wrong one is refused (401) and stores nothing. The update
-//!   becomes the item a pull makes of it (same id; `getMe` is asked for the bot, as each
-//!   pull does; when it cannot be, the delivery is answered 503 and Telegram sends it
-//!   again). Updates from chats not in `chats`, from bots or without text are answered
+//!   becomes the item a pull makes of it (same id; `getMe` is asked for the bot at most
+//!   once per [`ME_TTL`] per source, the server keeping the connector between deliveries
+//!   as a sync keeps it between pulls; when it cannot be, the delivery is answered 503 and
+//!   Telegram sends it again). Updates from chats not in `chats`, from bots or without text are answered
 //!   200 and stored nothing. A sync in this mode does not call `getUpdates` (Telegram
 //!   refuses it while a webhook is set): it calls `setWebhook` with `url` the server's
 //!   `[http] public_url` + `/webhooks/{source_id}`, `secret_token` and the same
@@ -259,6 +260,11 @@ const QUIET_SECS: i64 = 6 * 86_400;
 /// The most of a description from the server kept in an error.
 const MAX_DESCRIPTION_CHARS: usize = 200;
 
+/// How long the bot, once asked, is taken as known: a backfill or a burst of deliveries
+/// asks once, and a bot given another username is soon seen by it (mentions are told by
+/// the username).
+const ME_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The bot, as `getMe` says.
 #[derive(Clone, Debug, Default)]
 struct Me {
@@ -288,6 +294,10 @@ pub struct TelegramConnector {
     config: TelegramConfig,
     /// Where the server takes this source's webhook deliveries (from `public_url`).
     webhook_url: Option<String>,
+    /// The bot as `getMe` last answered, and when: asked again only after [`ME_TTL`], so a
+    /// sync's pulls (a hundred updates each) and the webhook deliveries of a source (the
+    /// server keeps its connector between them) ask once.
+    me: crate::known::Known<Me>,
 }
 
 impl TelegramConnector {
@@ -296,6 +306,7 @@ impl TelegramConnector {
             client,
             config,
             webhook_url: None,
+            me: crate::known::Known::new(ME_TTL),
         }
     }
 
@@ -509,7 +520,17 @@ impl TelegramConnector {
         Err(Failed { error, webhook_set })
     }
 
+    /// The bot, asked of `getMe` at most once per [`ME_TTL`].
     async fn me(&self) -> Result<Me, ConnectorError> {
+        if let Some(me) = self.me.get() {
+            return Ok(me);
+        }
+        let me = self.ask_me().await?;
+        self.me.set(&me);
+        Ok(me)
+    }
+
+    async fn ask_me(&self) -> Result<Me, ConnectorError> {
         let me = self.call("getMe", &json!({})).await?;
         Ok(Me {
             id: me.get("id").and_then(Value::as_i64).ok_or_else(|| {

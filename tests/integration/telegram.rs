@@ -291,6 +291,8 @@ backend_test!(
             .collect();
         assert_eq!(offsets, [json!(-1000), json!(101), json!(201)]);
         assert_eq!(offset_of(&app, &id).await, 251);
+        // The bot is asked for once a sync, not once a page.
+        assert_eq!(telegram.server.seen(&path("getMe")).len(), 1);
 
         // New updates: one message, Maya's edit of message 7 (the same message: not stored
         // twice), another bot's message (skipped).
@@ -525,14 +527,13 @@ backend_test!(
             .as_str()
             .unwrap()
             .to_owned();
-        // getMe answers, the first page too, then (the next pull) getMe, and 429 with
+        // getMe answers, the first page too, then the next pull's page is a 429 with
         // retry_after: the page is kept and the next run waits the 600 s.
         let ok_me = Reply::json(&json!({ "ok": true, "result": bot_user() }));
         let first_page = Reply::json(&json!({ "ok": true, "result": chatter(1, 100) }));
         telegram.state.lock().unwrap().fail = vec![
             ok_me.clone(),
             first_page,
-            ok_me.clone(),
             error(
                 429,
                 "Too Many Requests: retry after 600",
