@@ -23,12 +23,15 @@
 //!   (at most [`PAGE`]); when the room has more (`limited: true`) a *walk* starts at the
 //!   timeline's `prev_batch` and goes back with `GET /rooms/{id}/messages?dir=b` until the
 //!   room's start (no `end`) or `backfill_limit` events (0: the first sync only sets
-//!   `since`). A room added to a source already synced walks back from the room's newest
-//!   event (no `from`). A later sync whose timeline is `limited` (more happened than its
-//!   timeline holds) walks the gap: from its `prev_batch` back `to` the `since` it was
-//!   asked with. Walks are kept in the cursor, so a crash mid-walk resumes at the page it
-//!   stopped at. The stored cursor is JSON: `{"me", "since", "rooms": {"<configured>":
-//!   {"id", "synced", "walks": [{"from", "to", "left"}], "warning"}}}`.
+//!   `since`). A page may come back empty with an `end` (the server left out events the
+//!   account may not see): as the specification asks, the walk goes on until no `end`
+//!   comes, past at most [`EMPTY_PAGES`] empty pages in a row. A room added to a source
+//!   already synced walks back from the room's newest event (no `from`). A later sync
+//!   whose timeline is `limited` (more happened than its timeline holds) walks the gap:
+//!   from its `prev_batch` back `to` the `since` it was asked with. Walks are kept in the
+//!   cursor, so a crash mid-walk resumes at the page it stopped at. The stored cursor is
+//!   JSON: `{"me", "since", "rooms": {"<configured>": {"id", "synced", "walks": [{"from",
+//!   "to", "left", "empty"}], "warning"}}}`.
 //! - A pull gathers pages until about [`PULL_ITEMS`] events or [`PULL_TIME`] and hands its
 //!   items over oldest first. A gap walked in a later pull lands after newer items: a reply
 //!   taken before its parent is filed under the parent's event id, the key the parent's own
@@ -224,6 +227,31 @@ struct Walk {
     /// On a backfill, how many events the walk may still take (`None`: down to `to`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     left: Option<u64>,
+    /// How many empty pages in a row the walk has just gone past.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    empty: u8,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
+/// How many empty pages in a row a walk goes past. The specification: "an empty chunk does
+/// not necessarily imply that no more events are available. Clients should continue to
+/// paginate until no end property is returned"; Synapse answers one when a page's events
+/// are all hidden from the account (history visibility, ignored users). The bound stops a
+/// server that hands out new tokens over nothing forever.
+const EMPTY_PAGES: u8 = 10;
+
+/// How a page of a walk left it.
+enum Paged {
+    /// It goes on from the page's `end`.
+    On(Walk),
+    /// It ended: the room's start, its `to`, its allowance, a page that goes nowhere.
+    Ended,
+    /// It stopped after more than [`EMPTY_PAGES`] empty pages in a row, which the room's
+    /// warning says.
+    GaveUp,
 }
 
 /// Where one configured room stands (see the module doc).
@@ -586,15 +614,14 @@ impl MatrixConnector {
     }
 
     /// One page of `walk` in `room`: takes its events (within the walk's allowance) into
-    /// `gathered`; returns the walk that goes on, `None` when it ended (the room's start,
-    /// its `to`, the allowance, a page that goes nowhere).
+    /// `gathered`; returns the walk that goes on, or how it ended.
     async fn page(
         &self,
         room: &str,
         mut walk: Walk,
         gathered: &mut Gathered,
         not_before: &mut Option<DateTime<Utc>>,
-    ) -> Result<Option<Walk>, Failure> {
+    ) -> Result<Paged, Failure> {
         let limit = walk
             .left
             .map_or(PAGE, |left| PAGE.min(usize::try_from(left).unwrap_or(PAGE)))
@@ -649,12 +676,18 @@ impl MatrixConnector {
             *left = left.saturating_sub(taken);
         }
         let stuck = end.is_some() && end == walk.from;
+        walk.empty = if empty {
+            walk.empty.saturating_add(1)
+        } else {
+            0
+        };
         match end {
-            Some(end) if !empty && !stuck && walk.left != Some(0) => {
+            Some(_) if walk.empty > EMPTY_PAGES => Ok(Paged::GaveUp),
+            Some(end) if !stuck && walk.left != Some(0) => {
                 walk.from = Some(end);
-                Ok(Some(walk))
+                Ok(Paged::On(walk))
             }
-            _ => Ok(None),
+            _ => Ok(Paged::Ended),
         }
     }
 
@@ -825,9 +858,16 @@ impl MatrixConnector {
                     break;
                 }
                 match self.page(&id, walk, gathered, not_before).await {
-                    Ok(Some(goes_on)) => room.walks[0] = goes_on,
-                    Ok(None) => {
+                    Ok(Paged::On(goes_on)) => room.walks[0] = goes_on,
+                    Ok(Paged::Ended) => {
                         room.walks.remove(0);
+                    }
+                    Ok(Paged::GaveUp) => {
+                        room.walks.remove(0);
+                        room.warning = Some(format!(
+                            "/messages answered {} empty pages in a row: the walk back stopped there",
+                            EMPTY_PAGES + 1
+                        ));
                     }
                     Err(Failure::Connector(ConnectorError::RateLimited { retry_after_secs })) => {
                         http::wait_out(not_before, retry_after_secs);
@@ -1247,15 +1287,15 @@ impl MatrixConnector {
                 let left = backfill.saturating_sub(events.len() as u64);
                 (limited && left > 0).then_some(Walk {
                     from: prev,
-                    to: None,
                     left: Some(left),
+                    ..Walk::default()
                 })
             } else {
                 // A gap between the last sync and this timeline.
                 limited.then(|| Walk {
                     from: prev,
                     to: state.since.clone(),
-                    left: None,
+                    ..Walk::default()
                 })
             };
             gathered.take(&id, events);
@@ -1568,8 +1608,8 @@ mod tests {
                     synced: true,
                     walks: vec![Walk {
                         from: Some("t47409-4357353_219380_26003_2265".into()),
-                        to: None,
                         left: Some(880),
+                        ..Walk::default()
                     }],
                     warning: None,
                 },

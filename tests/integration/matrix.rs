@@ -52,6 +52,9 @@ struct State {
     names: HashMap<String, String>,
     /// Rooms whose `/messages` answer 403 `M_FORBIDDEN`.
     forbidden: HashSet<String>,
+    /// Events the account may not see (history visibility): `/messages` counts them
+    /// against a page's limit and leaves them out of its chunk, as Synapse does.
+    hidden: HashSet<String>,
     /// `/sync` answers 429 with this `retry_after_ms`.
     throttle_ms: Option<u64>,
     /// Rooms whose `/messages` fail: `"502"`, `"json"` (a 200 that is no JSON) or `"429"`.
@@ -203,6 +206,12 @@ impl Homeserver {
             .entry(room.to_owned())
             .or_default()
             .push((pos, event));
+    }
+
+    /// Hides the messages [`Homeserver::chatter`] numbered `range` from the account.
+    fn hide(&self, range: std::ops::Range<i64>) {
+        let mut state = self.state.lock().unwrap();
+        state.hidden.extend(range.map(|n| format!("$m{n:06}")));
     }
 
     /// Messages by a hundred fans in `room`, numbered `range` (one a minute).
@@ -400,6 +409,7 @@ impl Homeserver {
         let chunk: Vec<Value> = older
             .iter()
             .take(limit)
+            .filter(|(_, event)| !state.hidden.contains(event["event_id"].as_str().unwrap()))
             .map(|(_, event)| {
                 let mut event = event.clone();
                 event["room_id"] = json!(room);
@@ -991,6 +1001,55 @@ backend_test!(
         assert_eq!(cursor["rooms"][CLOSED].get("warning"), None, "{cursor:#}");
         assert_eq!(cursor["rooms"][CLOSED].get("walks"), None, "{cursor:#}");
         assert!(stored_ids(&app).await.contains_key("$c030"));
+    }
+);
+
+backend_test!(
+    async fn a_walk_goes_past_pages_of_hidden_events_until_no_end(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let homeserver = Homeserver::start().await;
+        homeserver.join(SUPPORT);
+        // 30 old messages, 150 the account may not see, 100 new ones.
+        homeserver.chatter(SUPPORT, 0..280);
+        homeserver.hide(30..180);
+        let id = homeserver.source(&app, &key, &[SUPPORT], json!({})).await;
+        let (new, _) = sync_until_done(&app, &id).await;
+        // The timeline's 100, then a page of hidden events only (empty, with an `end`),
+        // then the 30 old ones behind them and no `end`.
+        assert_eq!(new, 130);
+        let mut both = expected(0..30);
+        both.extend(expected(180..280));
+        assert_eq!(stored_ids(&app).await, both);
+        let pages = homeserver.seen(&format!("/rooms/{SUPPORT}/messages"));
+        assert_eq!(pages.len(), 2);
+        assert_eq!(query(&pages[1])["from"], "t80");
+        assert_eq!(
+            cursor_of(&app, &id).await["rooms"][SUPPORT].get("walks"),
+            None
+        );
+
+        // A server handing out new tokens over nothing is left after ten empty pages.
+        homeserver.join(COMMUNITY);
+        homeserver.chatter(COMMUNITY, 280..1_580);
+        homeserver.hide(280..1_480);
+        let other = homeserver.source(&app, &key, &[COMMUNITY], json!({})).await;
+        let (new, _) = sync_until_done(&app, &other).await;
+        assert_eq!(new, 100);
+        // Ten empty pages are gone past; the eleventh ends the walk, and the room's
+        // warning says so.
+        assert_eq!(
+            homeserver
+                .seen(&format!("/rooms/{COMMUNITY}/messages"))
+                .len(),
+            11
+        );
+        let warning = cursor_of(&app, &other).await["rooms"][COMMUNITY]["warning"].clone();
+        assert!(
+            warning
+                .as_str()
+                .is_some_and(|w| w.contains("11 empty pages")),
+            "{warning}"
+        );
     }
 );
 
