@@ -10,7 +10,13 @@
 //! - Atom threading (RFC 4685): `<thr:in-reply-to ref="…">` becomes the item's
 //!   `in_reply_to`. feed-rs does not expose it, so a second, small XML pass reads it.
 //! - Paging (RFC 5005 `<link rel="next">`, JSON Feed `next_url`): a first sync walks the
-//!   pages one pull at a time; the cursor remembers the next page.
+//!   pages one pull at a time; the cursor remembers the next page. When the first page
+//!   changes later, the walk goes only as far back as the first page that ends with an
+//!   entry of the first page the last walk began with (`seen` in the cursor, as short
+//!   hashes): what follows it was read then. A pinned entry or an old one edited to the
+//!   top does not end it, since a page's last entry decides. A feed paged newest first
+//!   brings no entry older than those behind one; without that order, only a first sync's
+//!   walk reaches the whole archive.
 
 use chrono::{DateTime, Utc};
 use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
@@ -30,6 +36,9 @@ const NO_ID: &str = "\u{0}rapport:no-id";
 
 /// How many pages one sync walks at most.
 pub const MAX_PAGES: usize = 50;
+
+/// How many of a first page's entries (its last) the cursor keeps to know them again.
+const SEEN_IDS: usize = 200;
 
 /// A source's settings: `{"url": "https://…/feed.xml"}`.
 #[derive(Clone, Debug, Deserialize)]
@@ -59,6 +68,29 @@ struct FeedCursor {
     next: Option<String>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pages: usize,
+    /// The entries of the first page the last finished walk began with ([`seen_id`]s): a
+    /// later walk stops at the first page that ends with one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    seen: Vec<String>,
+    /// While a walk is under way, the entries of the first page it began with (its `seen`
+    /// once it ends).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    head: Vec<String>,
+}
+
+/// What the cursor keeps of an entry's external id: 16 hex digits of its SHA-256, so a
+/// cursor stays small whatever the ids' length.
+fn seen_id(external_id: &str) -> String {
+    hex::encode(&Sha256::digest(external_id.as_bytes())[..8])
+}
+
+/// The entries the cursor keeps of a first page's `items`: the last [`SEEN_IDS`].
+fn ids_of(items: &[InboundItem]) -> Vec<String> {
+    let skip = items.len().saturating_sub(SEEN_IDS);
+    items[skip..]
+        .iter()
+        .map(|item| seen_id(&item.external_id))
+        .collect()
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -133,6 +165,12 @@ impl Connector for FeedConnector {
         let (etag, last_modified) = (header(ETAG), header(LAST_MODIFIED));
         let body = http::read_capped(response, MAX_BODY_BYTES).await?;
         let parsed = parse(&body, &url)?;
+        // A page ending with an entry the last walk's first page held: what follows it was
+        // read then.
+        let known = parsed
+            .items
+            .last()
+            .is_some_and(|item| state.seen.contains(&seen_id(&item.external_id)));
         let mut next_state = if paging {
             FeedCursor {
                 next: None,
@@ -145,16 +183,25 @@ impl Connector for FeedConnector {
                 last_modified,
                 next: None,
                 pages: 1,
+                // Kept only for a feed with pages: one document has nothing to walk.
+                head: if parsed.next_page.is_some() {
+                    ids_of(&parsed.items)
+                } else {
+                    Vec::new()
+                },
+                seen: state.seen,
             }
         };
-        // Walk older pages only while they still bring unseen items is the pipeline's
-        // call; here a page limit stops a feed whose pages loop.
-        if next_state.pages < MAX_PAGES {
+        // A page limit stops a feed whose pages loop.
+        if next_state.pages < MAX_PAGES && !known {
             next_state.next = parsed.next_page.filter(|next| *next != url);
         }
         let more = next_state.next.is_some();
         if !more {
             next_state.pages = 0;
+            if !next_state.head.is_empty() {
+                next_state.seen = std::mem::take(&mut next_state.head);
+            }
         }
         Ok(Pull {
             items: parsed.items,

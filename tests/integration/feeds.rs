@@ -34,6 +34,19 @@ pub async fn sync(app: &TestApp, key: &str, id: &str) -> Value {
     app.gql(key, SYNC, json!({ "id": id })).await["syncSource"].clone()
 }
 
+/// Resets every source's cursor, so the next sync reads everything again.
+pub async fn forget_cursors(app: &TestApp) {
+    use sea_orm::{ConnectionTrait, Statement};
+    app.app
+        .db
+        .execute(Statement::from_string(
+            app.app.db.get_database_backend(),
+            "UPDATE source SET cursor = NULL",
+        ))
+        .await
+        .unwrap();
+}
+
 /// Every interaction by external id.
 pub async fn items(app: &TestApp, key: &str) -> HashMap<String, Value> {
     let data = app.gql(key, ITEMS, json!({})).await;
@@ -201,15 +214,7 @@ backend_test!(
             "Sun, 22 Nov 2026 14:00:00 GMT"
         );
         // A cursor reset (validators and position lost) re-reads everything and stores nothing twice.
-        use sea_orm::{ConnectionTrait, Statement};
-        app.app
-            .db
-            .execute(Statement::from_string(
-                app.app.db.get_database_backend(),
-                "UPDATE source SET cursor = NULL",
-            ))
-            .await
-            .unwrap();
+        forget_cursors(&app).await;
         for (name, _, id, expected) in &sources {
             let report = sync(&app, &key, id).await;
             assert_eq!(report["newItems"], 0, "{name}");
@@ -223,6 +228,116 @@ backend_test!(
             )
             .await;
         assert_eq!(data["interactions"]["totalCount"], 15);
+    }
+);
+
+/// A JSON Feed page of the entries numbered `entries` (newest first), with `next_url`
+/// `next` when given.
+fn paged(platform: &Platform, entries: &[u32], next: Option<&str>) -> Reply {
+    let items: Vec<Value> = entries
+        .iter()
+        .map(|n| {
+            json!({
+                "id": format!("entry-{n}"),
+                "content_text": format!("release note {n}"),
+                "date_published": format!("2026-11-{:02}T10:00:00Z", n),
+                "authors": [{ "name": "Release Bot", "url": "https://releases.example/bot" }]
+            })
+        })
+        .collect();
+    let mut feed = json!({
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "Releases",
+        "items": items,
+    });
+    if let Some(next) = next {
+        feed["next_url"] = json!(platform.url(next));
+    }
+    Reply::ok("application/feed+json", feed.to_string())
+}
+
+backend_test!(
+    async fn a_changed_first_page_walks_back_only_to_the_pages_read_before(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let platform = Platform::start().await;
+        let serve = |pages: &[&[u32]]| {
+            for (n, entries) in pages.iter().enumerate() {
+                let path = if n == 0 {
+                    "/releases.json".to_owned()
+                } else {
+                    format!("/releases-{}.json", n + 1)
+                };
+                let next = (n + 1 < pages.len()).then(|| format!("/releases-{}.json", n + 2));
+                platform.on(&path, vec![paged(&platform, entries, next.as_deref())]);
+            }
+        };
+        let fetched = |n: usize| {
+            let path = if n == 1 {
+                "/releases.json".to_owned()
+            } else {
+                format!("/releases-{n}.json")
+            };
+            platform.seen(&path).len()
+        };
+        // A first sync walks the whole archive.
+        serve(&[&[5, 4], &[3, 2], &[1]]);
+        let id = create_source(
+            &app,
+            &key,
+            "RSS",
+            "releases",
+            json!({ "url": platform.url("/releases.json") }),
+        )
+        .await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 5, "{report:#}");
+        assert_eq!((fetched(1), fetched(2), fetched(3)), (1, 1, 1));
+
+        // Two new entries push the pages along: the walk stops at the page that ends with
+        // entry 4, the last of the first page it began with, and page 3 and the new page 4
+        // are not asked for again.
+        serve(&[&[7, 6], &[5, 4], &[3, 2], &[1]]);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(
+            (report["newItems"].clone(), report["duplicates"].clone()),
+            (json!(2), json!(2)),
+            "{report:#}"
+        );
+        assert_eq!(
+            (fetched(1), fetched(2), fetched(3), fetched(4)),
+            (2, 2, 1, 0)
+        );
+
+        // One more: the first page still ends with entry 7, so it is the only page read.
+        serve(&[&[8, 7], &[6, 5], &[4, 3], &[2, 1]]);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 1, "{report:#}");
+        assert_eq!((fetched(1), fetched(2)), (3, 2));
+
+        // Entry 7 pinned on top and four new ones: the first page holds an entry read
+        // before, yet does not end with one, so the walk goes on to the page that does.
+        serve(&[&[7, 12, 11], &[10, 9, 8], &[6, 5], &[4, 3], &[2, 1]]);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(
+            (report["newItems"].clone(), report["duplicates"].clone()),
+            (json!(4), json!(2)),
+            "{report:#}"
+        );
+        assert_eq!((fetched(1), fetched(2), fetched(3)), (4, 3, 1));
+
+        // A cursor reset forgets what was read: the whole archive again, nothing twice.
+        forget_cursors(&app).await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(
+            (report["newItems"].clone(), report["duplicates"].clone()),
+            (json!(0), json!(12)),
+            "{report:#}"
+        );
+        assert_eq!((fetched(4), fetched(5)), (1, 1));
+        let data = app
+            .gql(&key, "{ interactions { totalCount } }", json!({}))
+            .await;
+        assert_eq!(data["interactions"]["totalCount"], 12);
     }
 );
 

@@ -361,18 +361,6 @@ async fn whole_row_event(app: &TestApp, id: &str) {
     assert_eq!(changed.rows_affected, 1);
 }
 
-/// Resets the source's cursor, so the next sync reads every status again.
-async fn forget_cursor(app: &TestApp) {
-    app.app
-        .db
-        .execute(Statement::from_string(
-            app.app.db.get_database_backend(),
-            "UPDATE source SET cursor = NULL",
-        ))
-        .await
-        .unwrap();
-}
-
 /// Her other record: made by hand in the CRM with her e-mail, which her Mastodon
 /// profile names (a duplicate suggestion), and her phone.
 async fn crm_record(app: &TestApp, key: &str) -> String {
@@ -598,7 +586,7 @@ backend_test!(
         }
 
         // The source is read again from the start: nothing of hers comes back.
-        forget_cursor(&app).await;
+        crate::feeds::forget_cursors(&app).await;
         let report = sync(&app, &w.key, &w.source).await;
         assert_eq!(report["error"], Value::Null, "{report:#}");
         assert_eq!(report["newItems"], 0, "{report:#}");
@@ -636,7 +624,7 @@ backend_test!(
             data["updateWorkspaceSettings"]["workspace"]["settings"]["newContactAfterErasure"],
             true
         );
-        forget_cursor(&app).await;
+        crate::feeds::forget_cursors(&app).await;
         let report = sync(&app, &w.key, &w.source).await;
         assert_eq!(report["newItems"], 1, "{report:#}");
         let all = items(&app, &w.key).await;
@@ -711,7 +699,7 @@ backend_test!(
         assert_eq!(data["deleteCustomer"]["deletedCustomerId"], her.as_str());
         assert_eq!(items(&app, &w.key).await.len(), 1);
 
-        forget_cursor(&app).await;
+        crate::feeds::forget_cursors(&app).await;
         let report = sync(&app, &w.key, &w.source).await;
         assert_eq!(report["error"], Value::Null, "{report:#}");
         assert_eq!(report["newItems"], 0, "{report:#}");
@@ -727,7 +715,7 @@ backend_test!(
             .lock()
             .unwrap()
             .push(mention(4, zofia(), "Back again.", None));
-        forget_cursor(&app).await;
+        crate::feeds::forget_cursors(&app).await;
         let report = sync(&app, &w.key, &w.source).await;
         assert_eq!(report["newItems"], 1, "{report:#}");
         let all = items(&app, &w.key).await;
