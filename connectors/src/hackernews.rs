@@ -15,11 +15,12 @@
 //!   how many items it may still take. A later walk asks `created_at_i>=` the mark: items
 //!   sharing the mark's second that came later are not skipped, and those of the mark's
 //!   `objectID`s are not handed over again. Algolia serves at most 1,000 hits per query
-//!   ([`WINDOW`]); a walk deeper than that starts over below the oldest second it reached.
-//!   A first sync walks back until `backfill_limit` items (0: it only sets the mark), the
-//!   end of the results or the pull's budget. The stored cursor is JSON:
-//!   `{"streams": {"keyword/{keyword}": {"mark": {"at", "ids"}, "walk": {"upper", "page",
-//!   "top", "left"}}, "domain/{domain}": {…}}}`.
+//!   ([`WINDOW`]); a walk deeper than that starts over at the oldest second it reached
+//!   (its floor), and the items of that second it handed over already, which come again,
+//!   are not taken twice. A first sync walks back until `backfill_limit` items (0: it only
+//!   sets the mark), the end of the results or the pull's budget. The stored cursor is
+//!   JSON: `{"streams": {"keyword/{keyword}": {"mark": {"at", "ids"}, "walk": {"upper",
+//!   "page", "top", "left", "floor"}}, "domain/{domain}": {…}}}`.
 //! - Items: the `objectID` (Hacker News's item id) is the external id, the author's
 //!   username the identity (Hacker News names cannot change), `parent_id` what a comment
 //!   answers (a comment joins its parent's conversation; a story starts its own),
@@ -49,6 +50,9 @@ pub const PAGE: usize = 100;
 
 /// The hits Algolia serves for one query, whatever the paging.
 pub const WINDOW: usize = 1_000;
+
+/// The ids of a floor's second a cursor keeps (a page holds at most [`PAGE`]).
+const MAX_FLOOR_IDS: usize = 100;
 
 /// Items per stream a first sync takes when the source does not say.
 pub const DEFAULT_BACKFILL_LIMIT: u64 = 1_000;
@@ -165,11 +169,11 @@ impl HackerNewsConfig {
     }
 }
 
-/// The newest second of a stream handed over, and the items of that second.
 /// A walk back through a stream, under way.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Walk {
-    /// `created_at_i<=` this (fixed when the walk begins; `None` on its first page).
+    /// `created_at_i<=` this: its first page's newest second, fixed after that page (`None`
+    /// on it) until Algolia's window is used up, then the oldest second reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     upper: Option<i64>,
     #[serde(default)]
@@ -180,6 +184,11 @@ struct Walk {
     /// On a first sync, how many items the walk may still take.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     left: Option<u64>,
+    /// Once Algolia's window was used up: the second the walk starts over from and the ids
+    /// of that second it handed over already, which come again and are not taken twice
+    /// (nor counted against `left`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    floor: Option<Mark>,
 }
 
 /// Where one stream stands (see the module doc).
@@ -218,13 +227,28 @@ impl Stream {
     ) -> bool {
         let full = hits.len() >= PAGE;
         let mut oldest: Option<i64> = None;
+        // The ids of the oldest second on this page: the floor if the walk starts over.
+        let mut oldest_ids: Vec<String> = Vec::new();
         for hit in hits {
             let Some((at, id)) = key(&hit) else {
                 continue;
             };
             walk.top.get_or_insert_with(Mark::default).add(at, &id);
-            oldest = Some(oldest.map_or(at, |old| old.min(at)));
-            if self.mark.as_ref().is_some_and(|mark| mark.covers(at, &id)) || walk.left == Some(0) {
+            if oldest.is_none_or(|old| at < old) {
+                oldest = Some(at);
+                oldest_ids.clear();
+            }
+            if oldest == Some(at) {
+                oldest_ids.push(id.clone());
+            }
+            let again = walk
+                .floor
+                .as_ref()
+                .is_some_and(|floor| floor.at == at && floor.ids.contains(&id));
+            if again
+                || self.mark.as_ref().is_some_and(|mark| mark.covers(at, &id))
+                || walk.left == Some(0)
+            {
                 continue;
             }
             taken.push(hit);
@@ -250,10 +274,16 @@ impl Stream {
             None
         } else {
             // Algolia's window is used up: on below the oldest second reached (its items
-            // come again, and the pipeline drops them), unless that goes nowhere.
-            oldest
+            // come again: the floor skips them), unless that goes nowhere.
+            let restart = oldest
                 .filter(|oldest| walk.upper.is_none_or(|upper| *oldest < upper))
-                .map(|oldest| (Some(oldest), 0))
+                .map(|oldest| (Some(oldest), 0));
+            if let Some(at) = oldest.filter(|_| restart.is_some()) {
+                let mut ids = std::mem::take(&mut oldest_ids);
+                ids.truncate(MAX_FLOOR_IDS);
+                walk.floor = Some(Mark { at, ids });
+            }
+            restart
         };
         match next {
             Some((upper, page)) => {
@@ -719,12 +749,52 @@ mod tests {
         let walk = Walk {
             upper: Some(9_000),
             page: 9,
-            top: None,
             left: Some(5_000),
+            ..Walk::default()
         };
         assert!(stream.step(walk, page(3_000), 50, &mut taken));
         let walk = stream.walk.clone().unwrap();
         assert_eq!((walk.upper, walk.page), (Some(5_000 + 2_901), 0));
+        // The oldest second's items come again on the window's first page: not taken
+        // twice, not counted against what the walk may take.
+        assert_eq!(
+            walk.floor,
+            Some(Mark {
+                at: 5_000 + 2_901,
+                ids: vec!["2901".into()]
+            })
+        );
+        let left = walk.left;
+        let mut again = vec![hit(2_901, 5_000 + 2_901), hit(2_900, 5_000 + 2_900)];
+        again.extend((0..98).map(|k| hit(2_899 - k, 5_000 + 2_899 - k)));
+        let mut taken = Vec::new();
+        assert!(stream.step(walk, again, 50, &mut taken));
+        assert_eq!(taken.len(), 99);
+        assert_eq!(ids(&taken[..1]), ["2900"]);
+        assert_eq!(
+            stream.walk.clone().unwrap().left,
+            left.map(|left| left - 99)
+        );
+
+        // A floor holds every id of the oldest second the page reached, and only those.
+        let mut stream = Stream::first(5_000);
+        let walk = Walk {
+            upper: Some(9_000),
+            page: 9,
+            left: Some(5_000),
+            ..Walk::default()
+        };
+        let mut shared = page(3_000);
+        shared[98] = hit(2_902, 5_000 + 2_901);
+        let mut taken = Vec::new();
+        assert!(stream.step(walk, shared, 50, &mut taken));
+        assert_eq!(
+            stream.walk.unwrap().floor,
+            Some(Mark {
+                at: 5_000 + 2_901,
+                ids: vec!["2902".into(), "2901".into()]
+            })
+        );
 
         // Backfill 0: the mark is set, nothing taken.
         let mut stream = Stream::first(0);
