@@ -1,9 +1,12 @@
 //! The e-mail channel (pull + reply): IMAP for the inbox, SMTP submission for replies.
 //!
-//! - Pull: `SELECT` the mailbox, then `UID SEARCH UID n:*` after the cursor's last UID and
-//!   `UID FETCH … BODY.PEEK[]` (messages stay unread) in batches of [`BATCH`]. The cursor
-//!   is `(UIDVALIDITY, last UID)`; a new UIDVALIDITY starts over from the first message,
-//!   and the `Message-ID` as external id keeps that from storing anything twice.
+//! - Pull: `SELECT` the mailbox, then `UID SEARCH UID n:*` after the cursor's last UID,
+//!   `UID FETCH … RFC822.SIZE` and `UID FETCH … BODY.PEEK[]` (messages stay unread) of at
+//!   most [`BATCH`] messages and [`PULL_BYTES`] by their sizes, in UID order: one session
+//!   (a connection, a login, a search) a pull, so a mailbox of small messages is read a
+//!   thousand at a time. The cursor is `(UIDVALIDITY, last UID)`; a new UIDVALIDITY starts
+//!   over from the first message, and the `Message-ID` as external id keeps that from
+//!   storing anything twice.
 //! - MIME is parsed by mail-parser: the plain-text part preferred, HTML converted to text
 //!   otherwise, attachments listed (name, type, size) but never stored. A message larger
 //!   than [`MAX_MESSAGE_BYTES`] is fetched as its header only.
@@ -33,8 +36,16 @@ use crate::{
     ReplyTarget, Sent,
 };
 
-/// Messages fetched per pull.
-pub const BATCH: usize = 100;
+/// Messages fetched per pull at most.
+pub const BATCH: usize = 1_000;
+
+/// The bytes of messages one pull fetches at most, by the sizes the server gives (a
+/// message fetched as its header alone counts [`HEADER_BYTES`]): three messages at
+/// [`MAX_MESSAGE_BYTES`] fit.
+pub const PULL_BYTES: u64 = 32 * 1024 * 1024;
+
+/// What a message fetched as its header alone counts against [`PULL_BYTES`].
+const HEADER_BYTES: u64 = 64 * 1024;
 
 /// Messages larger than this are stored from their header alone.
 pub const MAX_MESSAGE_BYTES: u32 = 10 * 1024 * 1024;
@@ -237,17 +248,12 @@ impl EmailConnector {
             .filter(|uid| *uid > last)
             .collect();
         uids.sort_unstable();
-        let more = uids.len() > BATCH;
+        let found = uids.len();
         uids.truncate(BATCH);
         let mut items = Vec::with_capacity(uids.len());
         if !uids.is_empty() {
-            let set = uids
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
-            let sizes: Vec<(u32, u32)> = session
-                .uid_fetch(&set, "(UID RFC822.SIZE)")
+            let mut sizes: Vec<(u32, u32)> = session
+                .uid_fetch(uid_set(&uids), "(UID RFC822.SIZE)")
                 .await
                 .map_err(imap_error)?
                 .try_collect::<Vec<_>>()
@@ -256,6 +262,9 @@ impl EmailConnector {
                 .iter()
                 .filter_map(|fetch| Some((fetch.uid?, fetch.size.unwrap_or(0))))
                 .collect();
+            uids.truncate(within_budget(&uids, &sizes));
+            let taken: std::collections::HashSet<u32> = uids.iter().copied().collect();
+            sizes.retain(|(uid, _)| taken.contains(uid));
             let (small, large): (Vec<_>, Vec<_>) = sizes
                 .into_iter()
                 .partition(|(_, size)| *size <= MAX_MESSAGE_BYTES);
@@ -266,13 +275,9 @@ impl EmailConnector {
                 if list.is_empty() {
                     continue;
                 }
-                let set = list
-                    .iter()
-                    .map(|(uid, _)| uid.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",");
+                let list: Vec<u32> = list.iter().map(|(uid, _)| *uid).collect();
                 let fetches: Vec<_> = session
-                    .uid_fetch(&set, query)
+                    .uid_fetch(uid_set(&list), query)
                     .await
                     .map_err(imap_error)?
                     .try_collect()
@@ -296,6 +301,7 @@ impl EmailConnector {
             }
             items.sort_by_key(|item| item.raw["uid"].as_u64());
         }
+        let more = found > uids.len();
         let next = EmailCursor {
             uidvalidity,
             uid: uids.last().copied().unwrap_or(last),
@@ -308,6 +314,46 @@ impl EmailConnector {
             not_before: None,
         })
     }
+}
+
+/// How many of `uids` (ascending) one pull fetches: at most [`PULL_BYTES`] by `sizes` (a
+/// UID the server gave no size for is gone, and costs nothing), and always the first.
+fn within_budget(uids: &[u32], sizes: &[(u32, u32)]) -> usize {
+    let size_of: std::collections::HashMap<u32, u32> = sizes.iter().copied().collect();
+    let mut spent = 0u64;
+    for (taken, uid) in uids.iter().enumerate() {
+        let cost = match size_of.get(uid) {
+            Some(size) if *size <= MAX_MESSAGE_BYTES => u64::from(*size),
+            Some(_) => HEADER_BYTES,
+            None => 0,
+        };
+        if taken > 0 && spent + cost > PULL_BYTES {
+            return taken;
+        }
+        spent += cost;
+    }
+    uids.len()
+}
+
+/// `uids` (ascending) as an IMAP sequence set, runs written `first:last`.
+fn uid_set(uids: &[u32]) -> String {
+    let mut set = String::new();
+    let mut rest = uids.iter().copied().peekable();
+    while let Some(first) = rest.next() {
+        let mut last = first;
+        while let Some(next) = rest.next_if(|next| Some(*next) == last.checked_add(1)) {
+            last = next;
+        }
+        if !set.is_empty() {
+            set.push(',');
+        }
+        if last == first {
+            set.push_str(&first.to_string());
+        } else {
+            set.push_str(&format!("{first}:{last}"));
+        }
+    }
+    set
 }
 
 #[async_trait::async_trait]
@@ -748,5 +794,47 @@ impl Smtp<'_> {
         command(&mut stream, &data, 250).await?;
         command(&mut stream, "QUIT", 221).await.ok();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{uid_set, within_budget, BATCH, HEADER_BYTES, MAX_MESSAGE_BYTES, PULL_BYTES};
+
+    #[test]
+    fn a_pull_takes_messages_within_its_bytes_and_at_least_one() {
+        let uids: Vec<u32> = (1..=BATCH as u32).collect();
+        // A thousand messages of 20 KB: all of them.
+        let small: Vec<(u32, u32)> = uids.iter().map(|uid| (*uid, 20_000)).collect();
+        assert_eq!(within_budget(&uids, &small), BATCH);
+        // Of 5 MiB each: as many as fit in the budget.
+        let large: Vec<(u32, u32)> = uids.iter().map(|uid| (*uid, 5 << 20)).collect();
+        assert_eq!(
+            within_budget(&uids, &large),
+            (PULL_BYTES / (5 << 20)) as usize
+        );
+        // Messages at the cap: three of them.
+        let capped: Vec<(u32, u32)> = (1..=4).map(|uid| (uid, MAX_MESSAGE_BYTES)).collect();
+        assert_eq!(within_budget(&[1, 2, 3, 4], &capped), 3);
+        // Past the message cap only the header is fetched, and counted as such; a UID
+        // without a size (expunged meanwhile) costs nothing.
+        let over = MAX_MESSAGE_BYTES + 1;
+        let headers: Vec<(u32, u32)> = uids.iter().map(|uid| (*uid, over)).collect();
+        assert_eq!(
+            within_budget(&uids, &headers),
+            BATCH.min((PULL_BYTES / HEADER_BYTES) as usize)
+        );
+        assert_eq!(within_budget(&[1, 2, 3], &[(3, 10)]), 3);
+        assert_eq!(within_budget(&[], &[]), 0);
+    }
+
+    #[test]
+    fn uids_are_sent_as_runs() {
+        assert_eq!(
+            uid_set(&[1, 2, 3, 7, 9, 10, u32::MAX - 1, u32::MAX]),
+            "1:3,7,9:10,4294967294:4294967295"
+        );
+        assert_eq!(uid_set(&[5]), "5");
+        assert_eq!(uid_set(&[]), "");
     }
 }

@@ -100,12 +100,16 @@ impl Dovecot {
 
     /// Delivers a message into the inbox with IMAP `APPEND`, as a mail client would.
     pub async fn append(&self, message: &str) {
+        self.append_all(&[message]).await;
+    }
+
+    /// Delivers `messages` into the inbox in order, over one IMAP session.
+    pub async fn append_all(&self, messages: &[&str]) {
         let log = self._dir.path().join("dovecot.log");
         let stream = TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
         let mut stream = BufReader::new(stream);
         let mut line = String::new();
         stream.read_line(&mut line).await.unwrap();
-        let message = message.replace("\r\n", "\n").replace('\n', "\r\n");
         let send = |text: String| text.into_bytes();
         stream
             .get_mut()
@@ -113,19 +117,22 @@ impl Dovecot {
             .await
             .unwrap();
         expect(&mut stream, "a OK", &log).await;
-        stream
-            .get_mut()
-            .write_all(&send(format!("b APPEND INBOX {{{}}}\r\n", message.len())))
-            .await
-            .unwrap();
-        expect(&mut stream, "+", &log).await;
-        stream
-            .get_mut()
-            .write_all(message.as_bytes())
-            .await
-            .unwrap();
-        stream.get_mut().write_all(b"\r\n").await.unwrap();
-        expect(&mut stream, "b OK", &log).await;
+        for message in messages {
+            let message = message.replace("\r\n", "\n").replace('\n', "\r\n");
+            stream
+                .get_mut()
+                .write_all(&send(format!("b APPEND INBOX {{{}}}\r\n", message.len())))
+                .await
+                .unwrap();
+            expect(&mut stream, "+", &log).await;
+            stream
+                .get_mut()
+                .write_all(message.as_bytes())
+                .await
+                .unwrap();
+            stream.get_mut().write_all(b"\r\n").await.unwrap();
+            expect(&mut stream, "b OK", &log).await;
+        }
         stream.get_mut().write_all(b"c LOGOUT\r\n").await.unwrap();
     }
 
@@ -537,6 +544,49 @@ backend_test!(
         assert_eq!(
             parsed.body_text(0).unwrap().trim(),
             "Glad it works!\r\nWe shipped the fix today.\r\n.\r\nAcme"
+        );
+    }
+);
+
+backend_test!(
+    async fn a_mailbox_is_read_a_thousand_messages_a_session(app: TestApp) {
+        let Some(dovecot) = Dovecot::start().await else {
+            return;
+        };
+        let messages: Vec<String> = (0..1_050)
+            .map(|n| {
+                format!(
+                    "From: Fan {n} <fan{n}@fans.example>\nTo: support@acme.example\nSubject: question {n}\nDate: Fri, 20 Nov 2026 08:30:00 +0000\nMessage-ID: <question-{n}@fans.example>\n\nHow do I export my contacts? ({n})\n"
+                )
+            })
+            .collect();
+        let messages: Vec<&str> = messages.iter().map(String::as_str).collect();
+        dovecot.append_all(&messages).await;
+        let key = app.key(Role::Admin).await;
+        let (smtp_port, _) = smtp_catcher().await;
+        let id = create_source(&app, &key, "EMAIL", "fans", dovecot.config(smtp_port)).await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        // Two pulls, each one IMAP session: a thousand messages, then the fifty after them.
+        assert_eq!(
+            (report["newItems"].clone(), report["batches"].clone()),
+            (json!(1_050), json!(2)),
+            "{report:#}"
+        );
+        let cursor: Value =
+            serde_json::from_str(report["source"]["cursor"].as_str().unwrap()).unwrap();
+        assert_eq!(cursor["uid"], 1_050);
+        // Each once.
+        let expected: std::collections::BTreeMap<String, usize> = (0..1_050)
+            .map(|n| (format!("question-{n}@fans.example"), 1))
+            .collect();
+        assert_eq!(crate::mastodon::stored_ids(&app).await, expected);
+        // Nothing new: one more session, nothing stored twice.
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(
+            (report["newItems"].clone(), report["duplicates"].clone()),
+            (json!(0), json!(0)),
+            "{report:#}"
         );
     }
 );
