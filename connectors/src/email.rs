@@ -4,9 +4,11 @@
 //!   `UID FETCH … RFC822.SIZE` and `UID FETCH … BODY.PEEK[]` (messages stay unread) of at
 //!   most [`BATCH`] messages and [`PULL_BYTES`] by their sizes, in UID order: one session
 //!   (a connection, a login, a search) a pull, so a mailbox of small messages is read a
-//!   thousand at a time. The cursor is `(UIDVALIDITY, last UID)`; a new UIDVALIDITY starts
-//!   over from the first message, and the `Message-ID` as external id keeps that from
-//!   storing anything twice.
+//!   thousand at a time. The cursor is `(UIDVALIDITY, last UID)` and moves only past
+//!   messages the server sent (or expunged meanwhile): one it gave no size or body for is
+//!   asked for again, and a pull that reads none fails saying which. A new UIDVALIDITY
+//!   starts over from the first message, and the `Message-ID` as external id keeps that
+//!   from storing anything twice.
 //! - MIME is parsed by mail-parser: the plain-text part preferred, HTML converted to text
 //!   otherwise, attachments listed (name, type, size) but never stored. A message larger
 //!   than [`MAX_MESSAGE_BYTES`] is fetched as its header only.
@@ -18,6 +20,7 @@
 //!   `In-Reply-To` and `References`, and a `Message-ID` derived from the idempotency key, so
 //!   a retried reply carries the same id.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,9 +43,9 @@ use crate::{
 pub const BATCH: usize = 1_000;
 
 /// The bytes of messages one pull fetches at most, by the sizes the server gives (a
-/// message fetched as its header alone counts [`HEADER_BYTES`]): three messages at
-/// [`MAX_MESSAGE_BYTES`] fit.
-pub const PULL_BYTES: u64 = 32 * 1024 * 1024;
+/// message fetched as its header alone counts [`HEADER_BYTES`]), but always its first
+/// message: the whole session runs within [`TIMEOUT`].
+pub const PULL_BYTES: u64 = 8 * 1024 * 1024;
 
 /// What a message fetched as its header alone counts against [`PULL_BYTES`].
 const HEADER_BYTES: u64 = 64 * 1024;
@@ -50,7 +53,8 @@ const HEADER_BYTES: u64 = 64 * 1024;
 /// Messages larger than this are stored from their header alone.
 pub const MAX_MESSAGE_BYTES: u32 = 10 * 1024 * 1024;
 
-/// How long one IMAP or SMTP exchange may take.
+/// How long one IMAP session (a pull: connect, log in, search, fetch) or SMTP submission
+/// may take.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn default_mailbox() -> String {
@@ -248,11 +252,15 @@ impl EmailConnector {
             .filter(|uid| *uid > last)
             .collect();
         uids.sort_unstable();
+        uids.dedup();
         let found = uids.len();
         uids.truncate(BATCH);
-        let mut items = Vec::with_capacity(uids.len());
+        let mut items = Vec::new();
+        let mut read = 0;
         if !uids.is_empty() {
-            let mut sizes: Vec<(u32, u32)> = session
+            // Only the server's answers for our UIDs: an unsolicited FETCH (a flag change)
+            // carries no size.
+            let sizes: HashMap<u32, u32> = session
                 .uid_fetch(uid_set(&uids), "(UID RFC822.SIZE)")
                 .await
                 .map_err(imap_error)?
@@ -260,14 +268,23 @@ impl EmailConnector {
                 .await
                 .map_err(imap_error)?
                 .iter()
-                .filter_map(|fetch| Some((fetch.uid?, fetch.size.unwrap_or(0))))
+                .filter_map(|fetch| Some((fetch.uid?, fetch.size?)))
                 .collect();
-            uids.truncate(within_budget(&uids, &sizes));
-            let taken: std::collections::HashSet<u32> = uids.iter().copied().collect();
-            sizes.retain(|(uid, _)| taken.contains(uid));
-            let (small, large): (Vec<_>, Vec<_>) = sizes
-                .into_iter()
-                .partition(|(_, size)| *size <= MAX_MESSAGE_BYTES);
+            let planned = within_budget(&uids, &sizes);
+            if planned == 0 {
+                return Err(ConnectorError::Transport(format!(
+                    "the IMAP server gave no size for message UID {} and after it",
+                    uids[0]
+                )));
+            }
+            uids.truncate(planned);
+            let (mut small, mut large): (Vec<u32>, Vec<u32>) = uids
+                .iter()
+                .filter(|uid| sizes.contains_key(uid))
+                .partition(|uid| sizes[uid] <= MAX_MESSAGE_BYTES);
+            small.sort_unstable();
+            large.sort_unstable();
+            let mut sent = HashSet::new();
             for (list, query) in [
                 (small, "(UID RFC822.SIZE BODY.PEEK[])"),
                 (large, "(UID RFC822.SIZE BODY.PEEK[HEADER])"),
@@ -275,7 +292,6 @@ impl EmailConnector {
                 if list.is_empty() {
                     continue;
                 }
-                let list: Vec<u32> = list.iter().map(|(uid, _)| *uid).collect();
                 let fetches: Vec<_> = session
                     .uid_fetch(uid_set(&list), query)
                     .await
@@ -288,6 +304,9 @@ impl EmailConnector {
                     else {
                         continue;
                     };
+                    if !sizes.contains_key(&uid) || !sent.insert(uid) {
+                        continue;
+                    }
                     let place = Place {
                         uidvalidity,
                         uid,
@@ -299,12 +318,21 @@ impl EmailConnector {
                     }
                 }
             }
+            read = read_through(&uids, &sizes, &sent);
+            if read == 0 {
+                return Err(ConnectorError::Transport(format!(
+                    "the IMAP server did not send message UID {}",
+                    uids[0]
+                )));
+            }
+            let through = u64::from(uids[read - 1]);
+            items.retain(|item| item.raw["uid"].as_u64().is_some_and(|uid| uid <= through));
             items.sort_by_key(|item| item.raw["uid"].as_u64());
         }
-        let more = found > uids.len();
+        let more = found > read;
         let next = EmailCursor {
             uidvalidity,
-            uid: uids.last().copied().unwrap_or(last),
+            uid: uids[..read].last().copied().unwrap_or(last),
         };
         session.logout().await.ok();
         Ok(Pull {
@@ -316,13 +344,17 @@ impl EmailConnector {
     }
 }
 
-/// How many of `uids` (ascending) one pull fetches: at most [`PULL_BYTES`] by `sizes` (a
-/// UID the server gave no size for is gone, and costs nothing), and always the first.
-fn within_budget(uids: &[u32], sizes: &[(u32, u32)]) -> usize {
-    let size_of: std::collections::HashMap<u32, u32> = sizes.iter().copied().collect();
+/// How many of `uids` (ascending) one pull fetches: at most [`PULL_BYTES`] by `sizes`,
+/// always the first message, and only up to the last UID the server gave a size for. A UID
+/// without a size before that one was expunged since the search and costs nothing; those
+/// after it are left for the next pull (the answer may have been cut short).
+fn within_budget(uids: &[u32], sizes: &HashMap<u32, u32>) -> usize {
+    let Some(last_sized) = uids.iter().rposition(|uid| sizes.contains_key(uid)) else {
+        return 0;
+    };
     let mut spent = 0u64;
-    for (taken, uid) in uids.iter().enumerate() {
-        let cost = match size_of.get(uid) {
+    for (taken, uid) in uids[..=last_sized].iter().enumerate() {
+        let cost = match sizes.get(uid) {
             Some(size) if *size <= MAX_MESSAGE_BYTES => u64::from(*size),
             Some(_) => HEADER_BYTES,
             None => 0,
@@ -332,7 +364,16 @@ fn within_budget(uids: &[u32], sizes: &[(u32, u32)]) -> usize {
         }
         spent += cost;
     }
-    uids.len()
+    last_sized + 1
+}
+
+/// How many of `uids` (ascending) a pull has read: up to the first with a size whose
+/// message the server did not send (`sent`). The cursor moves past those only, so a
+/// message the server failed to send is asked for again.
+fn read_through(uids: &[u32], sizes: &HashMap<u32, u32>, sent: &HashSet<u32>) -> usize {
+    uids.iter()
+        .position(|uid| sizes.contains_key(uid) && !sent.contains(uid))
+        .unwrap_or(uids.len())
 }
 
 /// `uids` (ascending) as an IMAP sequence set, runs written `first:last`.
@@ -799,33 +840,53 @@ impl Smtp<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{uid_set, within_budget, BATCH, HEADER_BYTES, MAX_MESSAGE_BYTES, PULL_BYTES};
+    use super::{
+        read_through, uid_set, within_budget, BATCH, HEADER_BYTES, MAX_MESSAGE_BYTES, PULL_BYTES,
+    };
+    use std::collections::{HashMap, HashSet};
+
+    fn all(uids: &[u32], size: u32) -> HashMap<u32, u32> {
+        uids.iter().map(|uid| (*uid, size)).collect()
+    }
 
     #[test]
     fn a_pull_takes_messages_within_its_bytes_and_at_least_one() {
         let uids: Vec<u32> = (1..=BATCH as u32).collect();
-        // A thousand messages of 20 KB: all of them.
-        let small: Vec<(u32, u32)> = uids.iter().map(|uid| (*uid, 20_000)).collect();
-        assert_eq!(within_budget(&uids, &small), BATCH);
-        // Of 5 MiB each: as many as fit in the budget.
-        let large: Vec<(u32, u32)> = uids.iter().map(|uid| (*uid, 5 << 20)).collect();
+        // A thousand messages of 5 KB: all of them.
+        assert_eq!(within_budget(&uids, &all(&uids, 5_000)), BATCH);
+        // Of 1 MiB each: as many as fit in the budget.
         assert_eq!(
-            within_budget(&uids, &large),
-            (PULL_BYTES / (5 << 20)) as usize
+            within_budget(&uids, &all(&uids, 1 << 20)),
+            (PULL_BYTES / (1 << 20)) as usize
         );
-        // Messages at the cap: three of them.
-        let capped: Vec<(u32, u32)> = (1..=4).map(|uid| (uid, MAX_MESSAGE_BYTES)).collect();
-        assert_eq!(within_budget(&[1, 2, 3, 4], &capped), 3);
-        // Past the message cap only the header is fetched, and counted as such; a UID
-        // without a size (expunged meanwhile) costs nothing.
-        let over = MAX_MESSAGE_BYTES + 1;
-        let headers: Vec<(u32, u32)> = uids.iter().map(|uid| (*uid, over)).collect();
+        // One at the message cap, over the budget alone: it goes, alone.
+        assert_eq!(within_budget(&uids, &all(&uids, MAX_MESSAGE_BYTES)), 1);
+        // Past the message cap only the header is fetched, and counted as such.
         assert_eq!(
-            within_budget(&uids, &headers),
+            within_budget(&uids, &all(&uids, MAX_MESSAGE_BYTES + 1)),
             BATCH.min((PULL_BYTES / HEADER_BYTES) as usize)
         );
-        assert_eq!(within_budget(&[1, 2, 3], &[(3, 10)]), 3);
-        assert_eq!(within_budget(&[], &[]), 0);
+        assert_eq!(within_budget(&[], &HashMap::new()), 0);
+    }
+
+    #[test]
+    fn a_message_without_a_size_is_passed_only_when_one_after_it_has_one() {
+        // UID 2 expunged since the search: the server answered for 3.
+        assert_eq!(within_budget(&[1, 2, 3], &all(&[1, 3], 10)), 3);
+        // No size after UID 1 (an answer cut short, a refusal): 2 and 3 wait.
+        assert_eq!(within_budget(&[1, 2, 3], &all(&[1], 10)), 1);
+        // None at all: nothing is taken (the pull fails saying so).
+        assert_eq!(within_budget(&[1, 2, 3], &HashMap::new()), 0);
+    }
+
+    #[test]
+    fn the_cursor_moves_past_messages_sent_or_gone_only() {
+        let sizes = all(&[1, 3, 4], 10);
+        let sent = |uids: &[u32]| uids.iter().copied().collect::<HashSet<u32>>();
+        assert_eq!(read_through(&[1, 2, 3, 4], &sizes, &sent(&[1, 3, 4])), 4);
+        // 3 was not sent: the cursor stops after 2 (expunged), 3 and 4 are asked again.
+        assert_eq!(read_through(&[1, 2, 3, 4], &sizes, &sent(&[1, 4])), 2);
+        assert_eq!(read_through(&[1, 2, 3, 4], &sizes, &sent(&[])), 0);
     }
 
     #[test]
