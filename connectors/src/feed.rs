@@ -16,7 +16,7 @@
 //!   hashes): what follows it was read then. A pinned entry or an old one edited to the
 //!   top does not end it, since a page's last entry decides. A feed paged newest first
 //!   brings no entry older than those behind one; without that order, only a first sync's
-//!   walk reaches the whole archive.
+//!   walk (or one after a cursor reset) reaches the archive, its first [`MAX_PAGES`].
 
 use chrono::{DateTime, Utc};
 use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};

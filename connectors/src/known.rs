@@ -45,15 +45,18 @@ impl<T: Clone> Known<T> {
 #[cfg(test)]
 mod tests {
     use super::Known;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     #[test]
     fn a_value_is_known_for_its_time_to_live() {
-        let known = Known::new(Duration::from_millis(50));
+        let known = Known::new(Duration::from_secs(300));
         assert_eq!(known.get(), None);
         known.set(&"@rapport_bot");
         assert_eq!(known.get(), Some("@rapport_bot"));
-        std::thread::sleep(Duration::from_millis(60));
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_secs(301))
+            .unwrap();
+        known.set_at(&"@rapport_bot", long_ago);
         assert_eq!(known.get(), None);
     }
 }
