@@ -5,8 +5,9 @@
 //!   most [`BATCH`] messages and [`PULL_BYTES`] by their sizes, in UID order: one session
 //!   (a connection, a login, a search) a pull, so a mailbox of small messages is read a
 //!   thousand at a time. The cursor is `(UIDVALIDITY, last UID)` and moves only past
-//!   messages the server sent (or expunged meanwhile): one it gave no size or body for is
-//!   asked for again, and a pull that reads none fails saying which. A new UIDVALIDITY
+//!   messages the server sent or expunged meanwhile (a UID it gave no size for is searched
+//!   again): one it gave no size or body for is asked for again, and a pull that reads
+//!   none fails saying which. A new UIDVALIDITY
 //!   starts over from the first message, and the `Message-ID` as external id keeps that
 //!   from storing anything twice.
 //! - MIME is parsed by mail-parser: the plain-text part preferred, HTML converted to text
@@ -270,7 +271,24 @@ impl EmailConnector {
                 .iter()
                 .filter_map(|fetch| Some((fetch.uid?, fetch.size?)))
                 .collect();
-            let planned = within_budget(&uids, &sizes);
+            let mut planned = within_budget(&uids, &sizes);
+            // A UID left without a size between others is expunged, or the server refused
+            // it (a tagged NO with partial data, which async-imap does not report): the
+            // pull stops before the first one a search still finds.
+            let gaps: Vec<u32> = uids[..planned]
+                .iter()
+                .copied()
+                .filter(|uid| !sizes.contains_key(uid))
+                .collect();
+            if !gaps.is_empty() {
+                let present = session
+                    .uid_search(format!("UID {}", uid_set(&gaps)))
+                    .await
+                    .map_err(imap_error)?;
+                if let Some(cut) = uids[..planned].iter().position(|uid| present.contains(uid)) {
+                    planned = cut;
+                }
+            }
             if planned == 0 {
                 return Err(ConnectorError::Transport(format!(
                     "the IMAP server gave no size for message UID {} and after it",
@@ -344,10 +362,10 @@ impl EmailConnector {
     }
 }
 
-/// How many of `uids` (ascending) one pull fetches: at most [`PULL_BYTES`] by `sizes`,
-/// always the first message, and only up to the last UID the server gave a size for. A UID
-/// without a size before that one was expunged since the search and costs nothing; those
-/// after it are left for the next pull (the answer may have been cut short).
+/// How many of `uids` (ascending) one pull plans to fetch: at most [`PULL_BYTES`] by
+/// `sizes`, always the first message, and only up to the last UID the server gave a size
+/// for. A UID without a size before that one costs nothing (the pull checks it is gone);
+/// those after it are left for the next pull (the answer may have been cut short).
 fn within_budget(uids: &[u32], sizes: &HashMap<u32, u32>) -> usize {
     let Some(last_sized) = uids.iter().rposition(|uid| sizes.contains_key(uid)) else {
         return 0;
@@ -871,8 +889,12 @@ mod tests {
 
     #[test]
     fn a_message_without_a_size_is_passed_only_when_one_after_it_has_one() {
-        // UID 2 expunged since the search: the server answered for 3.
+        // UID 2 without a size (gone, unless a search still finds it): planned past it.
         assert_eq!(within_budget(&[1, 2, 3], &all(&[1, 3], 10)), 3);
+        // The budget cut next to a gap.
+        let mut cut = all(&[1], 9 << 20);
+        cut.insert(3, 1);
+        assert_eq!(within_budget(&[1, 2, 3], &cut), 1);
         // No size after UID 1 (an answer cut short, a refusal): 2 and 3 wait.
         assert_eq!(within_budget(&[1, 2, 3], &all(&[1], 10)), 1);
         // None at all: nothing is taken (the pull fails saying so).

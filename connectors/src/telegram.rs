@@ -19,8 +19,8 @@
 //!   becomes the item a pull makes of it (same id; `getMe` is asked for the bot at most
 //!   once per [`ME_TTL`] per source, the server keeping the connector between deliveries
 //!   as a sync keeps it between pulls; when it cannot be, the delivery is answered 503 and
-//!   Telegram sends it again). Updates from chats not in `chats`, from bots or without text are answered
-//!   200 and stored nothing. A sync in this mode does not call `getUpdates` (Telegram
+//!   Telegram sends it again). Updates from chats not in `chats`, from bots or without
+//!   text are answered 200 and stored nothing. A sync in this mode does not call `getUpdates` (Telegram
 //!   refuses it while a webhook is set): it calls `setWebhook` with `url` the server's
 //!   `[http] public_url` + `/webhooks/{source_id}`, `secret_token` and the same
 //!   `allowed_updates`, so the webhook stays set (setting it again is harmless); without
