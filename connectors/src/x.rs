@@ -25,10 +25,11 @@
 //!   seen (the stream's newest when it ends) and, on a first sync, how many items it may
 //!   still take (`backfill_limit`, default 1,000; 0: one small page only to learn the
 //!   newest id). A page at a time is kept in the cursor, so a failure or a crash mid-walk
-//!   resumes at the page it stopped at. X gives at most the newest 800 mentions and only
-//!   the last 7 days of search, whatever the limit. Stored as JSON:
-//!   `{"streams": {"mentions": {"newest", "walk": {"token", "since", "top", "left"}},
-//!   "search:{query}": {…}}}`.
+//!   resumes at the page it stopped at. A paging token X no longer takes (a 400: they
+//!   expire) resumes the walk below the oldest id it has seen (`until_id`), not from the
+//!   newest page. X gives at most the newest 800 mentions and only the last 7 days of
+//!   search, whatever the limit. Stored as JSON: `{"streams": {"mentions": {"newest",
+//!   "walk": {"token", "since", "until", "top", "oldest", "left"}}, "search:{query}": {…}}}`.
 //! - Items: a tweet's id is its external id, its `conversation_id` the thread key, the
 //!   `replied_to` referenced tweet the one it answers. Retweets (`retweeted` referenced
 //!   tweets) are skipped; quotes are kept. The author's `author_id` is the identity
@@ -371,6 +372,13 @@ struct Walk {
     /// How many items a backfill may still take (`None`: everything since `since`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     left: Option<u64>,
+    /// The oldest id seen since the walk began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    oldest: Option<String>,
+    /// The `until_id` the walk reads below (sent with every page of it): its `oldest` when
+    /// a paging token was refused and the walk went on without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    until: Option<String>,
 }
 
 /// Where one stream stands (see the module doc).
@@ -424,8 +432,22 @@ fn is_retweet(tweet: &Value) -> bool {
 
 /// The later of two ids.
 fn later(a: Option<String>, b: Option<&str>) -> Option<String> {
+    replaced(a, b, |b, a| b > a)
+}
+
+/// The earlier of two ids.
+fn earlier(a: Option<String>, b: Option<&str>) -> Option<String> {
+    replaced(a, b, |b, a| b < a)
+}
+
+/// `a`, or `b` where there is no `a` or `wins(b, a)`; `b` only when it is a number.
+fn replaced(
+    a: Option<String>,
+    b: Option<&str>,
+    wins: fn(Option<u64>, Option<u64>) -> bool,
+) -> Option<String> {
     match (a, b.filter(|b| id_number(b).is_some())) {
-        (Some(a), Some(b)) if id_number(b) > id_number(&a) => Some(b.to_owned()),
+        (Some(a), Some(b)) if wins(id_number(b), id_number(&a)) => Some(b.to_owned()),
         (None, Some(b)) => Some(b.to_owned()),
         (a, _) => a,
     }
@@ -473,6 +495,7 @@ impl Stream {
                 continue;
             };
             walk.top = later(walk.top, Some(&id));
+            walk.oldest = earlier(walk.oldest, Some(&id));
             // A retweet is no item, so it takes none of the allowance either.
             if since.is_some_and(|since| number <= since)
                 || walk.left == Some(0)
@@ -679,7 +702,7 @@ impl XConnector {
     }
 
     /// One page of `listen` for `walk`. `stale` is set when X refused the walk's paging
-    /// token with a 400 (an expired one does): the walk must start again from the newest.
+    /// token with a 400 (an expired one does): the walk goes on below its oldest id.
     async fn page(
         &self,
         listen: &Listen,
@@ -713,6 +736,9 @@ impl XConnector {
         };
         if let Some(since) = walk.since.as_ref().filter(takes_since) {
             query.push(("since_id", since.as_str()));
+        }
+        if let Some(until) = &walk.until {
+            query.push(("until_id", until.as_str()));
         }
         if let Some(token) = &walk.token {
             query.push((
@@ -800,16 +826,17 @@ impl XConnector {
             let mut stale = false;
             let page = match self.page(listen, &walk, not_before, &mut stale).await {
                 Ok(page) => page,
-                // The token expired: the next pull walks again from the newest page down
-                // to the same `since` (within the same allowance), what it meets twice
-                // kept once. Not the source's failure, or the cleared walk is not stored.
+                // The token expired: the next pull goes on below the oldest id the walk
+                // has seen, down to the same `since` (within the same allowance). Not the
+                // source's failure, or the changed walk is not stored.
                 Err(err) if stale => {
                     stream.warning = Some(format!(
-                        "{} failed: {err}; the walk starts again from the newest",
+                        "{} failed: {err}; the walk goes on below the oldest post it read",
                         listen.path(&self.config.user_id)
                     ));
                     if let Some(walk) = stream.walk.as_mut() {
                         walk.token = None;
+                        walk.until = walk.oldest.clone();
                     }
                     return Ok(true);
                 }

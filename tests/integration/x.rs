@@ -320,6 +320,10 @@ impl X {
             let since: u64 = since.parse().unwrap();
             tweets.retain(|t| number(t) > since);
         }
+        if let Some(until) = asked.get("until_id") {
+            let until: u64 = until.parse().unwrap();
+            tweets.retain(|t| number(t) < until);
+        }
         let from = asked.get(paging).map_or(0, |t| untoken(t));
         let page: Vec<Value> = tweets.iter().skip(from).take(max).cloned().collect();
         if page.is_empty() {
@@ -896,7 +900,7 @@ backend_test!(
 );
 
 backend_test!(
-    async fn an_old_since_id_is_not_sent_to_search_and_an_expired_paging_token_restarts_the_walk(
+    async fn an_old_since_id_is_not_sent_to_search_and_an_expired_paging_token_resumes_below_the_oldest_read(
         app: TestApp,
     ) {
         let key = app.key(Role::Admin).await;
@@ -950,7 +954,7 @@ backend_test!(
         assert!(stored.values().all(|count| *count == 1));
 
         // A backfill stopped at its second page (503) whose token has expired when the
-        // next sync comes: X answers 400, and the sync after walks again from the newest.
+        // next sync comes: X answers 400, and the walk goes on below the oldest post read.
         let x = X::start().await;
         x.state.lock().unwrap().mentions = chatter(100, 250);
         let walker = create_source(&app, &key, "X", "walker", x.config(json!({}))).await;
@@ -972,18 +976,20 @@ backend_test!(
             token(100)
         );
         x.state.lock().unwrap().expired = true;
-        // One sync: the refused token, then the walk again from the newest page (the
-        // first 100 met twice, kept once), down to the end.
+        // One sync: the refused token, then below the oldest of the first 100 (no page
+        // asked again, nothing met twice), down to the end.
         let report = sync(&app, &key, &walker).await;
         assert_eq!(report["error"], Value::Null, "{report:#}");
         assert_eq!(report["newItems"], 150, "{report:#}");
-        assert_eq!(report["duplicates"], 100, "{report:#}");
+        assert_eq!(report["duplicates"], 0, "{report:#}");
         let asked = x.asked(&mentions_path());
         assert_eq!(asked[before]["pagination_token"], token(100));
         assert_eq!(asked[before + 1].get("pagination_token"), None);
         assert_eq!(asked[before + 1].get("since_id"), None);
+        assert_eq!(asked[before + 1]["until_id"], tid(250));
         assert_eq!(asked[before + 2]["pagination_token"], token(100));
-        assert_eq!(asked[before + 3]["pagination_token"], token(200));
+        assert_eq!(asked[before + 2]["until_id"], tid(250));
+        assert_eq!(asked.len(), before + 3);
         assert_eq!(
             cursor_of(&app, &walker).await["streams"]["mentions"],
             json!({ "newest": tid(349) })
