@@ -25,9 +25,9 @@
 //!   seen (the stream's newest when it ends) and, on a first sync, how many items it may
 //!   still take (`backfill_limit`, default 1,000; 0: one small page only to learn the
 //!   newest id). A page at a time is kept in the cursor, so a failure or a crash mid-walk
-//!   resumes at the page it stopped at. A paging token X no longer takes (a 400: they
-//!   expire) resumes the walk below the oldest id it has seen (`until_id`), not from the
-//!   newest page. X gives at most the newest 800 mentions and only the last 7 days of
+//!   resumes at the page it stopped at. A paging token X no longer takes (a 400, as to
+//!   an expired one) resumes the walk below the oldest id it has seen (`until_id`), not
+//!   from the newest page; an `until_id` refused in turn starts it from the newest. X gives at most the newest 800 mentions and only the last 7 days of
 //!   search, whatever the limit. Stored as JSON: `{"streams": {"mentions": {"newest",
 //!   "walk": {"token", "since", "until", "top", "oldest", "left"}}, "search:{query}": {…}}}`.
 //! - Items: a tweet's id is its external id, its `conversation_id` the thread key, the
@@ -702,7 +702,8 @@ impl XConnector {
     }
 
     /// One page of `listen` for `walk`. `stale` is set when X refused the walk's paging
-    /// token with a 400 (an expired one does): the walk goes on below its oldest id.
+    /// token or `until_id` with a 400 (an expired token is): the walk goes on below its
+    /// oldest id, or from the newest page.
     async fn page(
         &self,
         listen: &Listen,
@@ -758,7 +759,7 @@ impl XConnector {
                 not_before,
             )
             .await;
-        *stale = status == Some(400) && walk.token.is_some();
+        *stale = status == Some(400) && (walk.token.is_some() || walk.until.is_some());
         let answer = answer?;
         // A 200 may carry `errors` beside partial `data` (a tweet or user it could not
         // give): the data is kept. Errors without any data or meta are the answer's error.
@@ -827,17 +828,32 @@ impl XConnector {
             let page = match self.page(listen, &walk, not_before, &mut stale).await {
                 Ok(page) => page,
                 // The token expired: the next pull goes on below the oldest id the walk
-                // has seen, down to the same `since` (within the same allowance). Not the
-                // source's failure, or the changed walk is not stored.
+                // has seen, down to the same `since` (within the same allowance). Refused
+                // without a token (an `until_id` X no longer takes, or a walk stored before
+                // walks kept their oldest id): from the newest page again, what it meets
+                // twice kept once. Not the source's failure, or the changed walk is not
+                // stored.
                 Err(err) if stale => {
-                    stream.warning = Some(format!(
-                        "{} failed: {err}; the walk goes on below the oldest post it read",
-                        listen.path(&self.config.user_id)
-                    ));
+                    let mut below = false;
                     if let Some(walk) = stream.walk.as_mut() {
+                        below = walk.token.is_some() && walk.oldest.is_some();
                         walk.token = None;
-                        walk.until = walk.oldest.clone();
+                        if below {
+                            walk.until = walk.oldest.clone();
+                        } else {
+                            walk.until = None;
+                            walk.oldest = None;
+                        }
                     }
+                    stream.warning = Some(format!(
+                        "{} failed: {err}; {}",
+                        listen.path(&self.config.user_id),
+                        if below {
+                            "the walk goes on below the oldest post it read"
+                        } else {
+                            "the walk starts again from the newest"
+                        }
+                    ));
                     return Ok(true);
                 }
                 Err(err) => return Err(err),
@@ -1558,6 +1574,16 @@ mod tests {
             later(Some("100".into()), Some("99")).as_deref(),
             Some("100")
         );
+        assert_eq!(
+            earlier(Some("100".into()), Some("99")).as_deref(),
+            Some("99")
+        );
+        assert_eq!(
+            earlier(Some("99".into()), Some("100")).as_deref(),
+            Some("99")
+        );
+        assert_eq!(earlier(None, Some("x")), None);
+        assert_eq!(earlier(None, Some("7")).as_deref(), Some("7"));
     }
 
     #[test]

@@ -977,11 +977,14 @@ backend_test!(
         );
         x.state.lock().unwrap().expired = true;
         // One sync: the refused token, then below the oldest of the first 100 (no page
-        // asked again, nothing met twice), down to the end.
+        // asked again, nothing met twice); the page after that fails (503, twice).
+        x.state.lock().unwrap().fail_mentions = vec![None, None, unavailable(), unavailable()];
         let report = sync(&app, &key, &walker).await;
-        assert_eq!(report["error"], Value::Null, "{report:#}");
-        assert_eq!(report["newItems"], 150, "{report:#}");
-        assert_eq!(report["duplicates"], 0, "{report:#}");
+        assert_eq!(
+            (report["newItems"].clone(), report["duplicates"].clone()),
+            (json!(100), json!(0)),
+            "{report:#}"
+        );
         let asked = x.asked(&mentions_path());
         assert_eq!(asked[before]["pagination_token"], token(100));
         assert_eq!(asked[before + 1].get("pagination_token"), None);
@@ -989,7 +992,20 @@ backend_test!(
         assert_eq!(asked[before + 1]["until_id"], tid(250));
         assert_eq!(asked[before + 2]["pagination_token"], token(100));
         assert_eq!(asked[before + 2]["until_id"], tid(250));
-        assert_eq!(asked.len(), before + 3);
+        // The token expires again: on below the walk's new oldest, down to the end.
+        x.state.lock().unwrap().expired = true;
+        let report = sync(&app, &key, &walker).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(
+            (report["newItems"].clone(), report["duplicates"].clone()),
+            (json!(50), json!(0)),
+            "{report:#}"
+        );
+        let asked = x.asked(&mentions_path());
+        assert_eq!(asked[before + 4]["pagination_token"], token(100));
+        assert_eq!(asked[before + 5].get("pagination_token"), None);
+        assert_eq!(asked[before + 5]["until_id"], tid(150));
+        assert_eq!(asked.len(), before + 6);
         assert_eq!(
             cursor_of(&app, &walker).await["streams"]["mentions"],
             json!({ "newest": tid(349) })
