@@ -5,11 +5,10 @@
 //!   most [`BATCH`] messages and [`PULL_BYTES`] by their sizes, in UID order: one session
 //!   (a connection, a login, a search) a pull, so a mailbox of small messages is read a
 //!   thousand at a time. The cursor is `(UIDVALIDITY, last UID)` and moves only past
-//!   messages the server sent or expunged meanwhile (a UID it gave no size for is searched
-//!   again): one it gave no size or body for is asked for again, and a pull that reads
-//!   none fails saying which. A new UIDVALIDITY
-//!   starts over from the first message, and the `Message-ID` as external id keeps that
-//!   from storing anything twice.
+//!   messages the server sent or expunged meanwhile (a UID it gave no size for is
+//!   searched again); any other is asked for again, and a pull that reads none fails
+//!   saying which. A new UIDVALIDITY starts over from the first message, and the
+//!   `Message-ID` as external id keeps that from storing anything twice.
 //! - MIME is parsed by mail-parser: the plain-text part preferred, HTML converted to text
 //!   otherwise, attachments listed (name, type, size) but never stored. A message larger
 //!   than [`MAX_MESSAGE_BYTES`] is fetched as its header only.
@@ -296,12 +295,11 @@ impl EmailConnector {
                 )));
             }
             uids.truncate(planned);
-            let (mut small, mut large): (Vec<u32>, Vec<u32>) = uids
+            // In UID order, as `uids` is.
+            let (small, large): (Vec<u32>, Vec<u32>) = uids
                 .iter()
                 .filter(|uid| sizes.contains_key(uid))
                 .partition(|uid| sizes[uid] <= MAX_MESSAGE_BYTES);
-            small.sort_unstable();
-            large.sort_unstable();
             let mut sent = HashSet::new();
             for (list, query) in [
                 (small, "(UID RFC822.SIZE BODY.PEEK[])"),

@@ -1099,12 +1099,7 @@ impl GithubConnector {
 
     /// The account the token belongs to (`GET /user`), asked again after [`ME_TTL`].
     async fn me(&self, not_before: &mut Option<DateTime<Utc>>) -> Result<Me, ConnectorError> {
-        if let Some(me) = self.me.get() {
-            return Ok(me);
-        }
-        let me = self.ask_me(not_before).await?;
-        self.me.set(&me);
-        Ok(me)
+        self.me.get_or_ask(self.ask_me(not_before)).await
     }
 
     /// Gives the items' authors the links their GitHub profile shows: the website

@@ -51,9 +51,6 @@ pub const PAGE: usize = 100;
 /// The hits Algolia serves for one query, whatever the paging.
 pub const WINDOW: usize = 1_000;
 
-/// The ids of a floor's second a cursor keeps (a page holds at most [`PAGE`]).
-const MAX_FLOOR_IDS: usize = 100;
-
 /// Items per stream a first sync takes when the source does not say.
 pub const DEFAULT_BACKFILL_LIMIT: u64 = 1_000;
 
@@ -275,15 +272,16 @@ impl Stream {
         } else {
             // Algolia's window is used up: on below the oldest second reached (its items
             // come again: the floor skips them), unless that goes nowhere.
-            let restart = oldest
-                .filter(|oldest| walk.upper.is_none_or(|upper| *oldest < upper))
-                .map(|oldest| (Some(oldest), 0));
-            if let Some(at) = oldest.filter(|_| restart.is_some()) {
-                let mut ids = std::mem::take(&mut oldest_ids);
-                ids.truncate(MAX_FLOOR_IDS);
-                walk.floor = Some(Mark { at, ids });
+            let restart = oldest.filter(|oldest| walk.upper.is_none_or(|upper| *oldest < upper));
+            if let Some(at) = restart {
+                // A page holds at most `PAGE` hits; a server sending more is not kept.
+                oldest_ids.truncate(PAGE);
+                walk.floor = Some(Mark {
+                    at,
+                    ids: std::mem::take(&mut oldest_ids),
+                });
             }
-            restart
+            restart.map(|oldest| (Some(oldest), 0))
         };
         match next {
             Some((upper, page)) => {

@@ -29,6 +29,20 @@ impl<T: Clone> Known<T> {
             .map(|(_, value)| value.clone())
     }
 
+    /// The value, or what `ask` answers when it is not known (then kept; a failure is
+    /// not). `ask` runs only then.
+    pub(crate) async fn get_or_ask<E>(
+        &self,
+        ask: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        if let Some(value) = self.get() {
+            return Ok(value);
+        }
+        let value = ask.await?;
+        self.set(&value);
+        Ok(value)
+    }
+
     /// Keeps `value`, asked now.
     pub(crate) fn set(&self, value: &T) {
         self.set_at(value, Instant::now());

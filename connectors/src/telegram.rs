@@ -522,12 +522,7 @@ impl TelegramConnector {
 
     /// The bot, asked of `getMe` at most once per [`ME_TTL`].
     async fn me(&self) -> Result<Me, ConnectorError> {
-        if let Some(me) = self.me.get() {
-            return Ok(me);
-        }
-        let me = self.ask_me().await?;
-        self.me.set(&me);
-        Ok(me)
+        self.me.get_or_ask(self.ask_me()).await
     }
 
     async fn ask_me(&self) -> Result<Me, ConnectorError> {

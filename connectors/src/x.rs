@@ -27,9 +27,10 @@
 //!   newest id). A page at a time is kept in the cursor, so a failure or a crash mid-walk
 //!   resumes at the page it stopped at. A paging token X no longer takes (a 400, as to
 //!   an expired one) resumes the walk below the oldest id it has seen (`until_id`), not
-//!   from the newest page; an `until_id` refused in turn starts it from the newest. X gives at most the newest 800 mentions and only the last 7 days of
-//!   search, whatever the limit. Stored as JSON: `{"streams": {"mentions": {"newest",
-//!   "walk": {"token", "since", "until", "top", "oldest", "left"}}, "search:{query}": {…}}}`.
+//!   from the newest page; an `until_id` refused in turn starts it from the newest. X
+//!   gives at most the newest 800 mentions and only the last 7 days of search, whatever
+//!   the limit. Stored as JSON: `{"streams": {"mentions": {"newest", "walk": {"token",
+//!   "since", "until", "top", "oldest", "left"}}, "search:{query}": {…}}}`.
 //! - Items: a tweet's id is its external id, its `conversation_id` the thread key, the
 //!   `replied_to` referenced tweet the one it answers. Retweets (`retweeted` referenced
 //!   tweets) are skipped; quotes are kept. The author's `author_id` is the identity

@@ -181,15 +181,12 @@ fn par_parts<C: Send, R: Send>(
     };
     std::thread::scope(|scope| {
         let spawned = slots.iter().map(|slot| {
-            no_thread_for_tests()
-                .map_or_else(
-                    || {
-                        std::thread::Builder::new()
-                            .name("rapport-prepare".into())
-                            .spawn_scoped(scope, move || take(slot).map(part).unwrap_or_default())
-                    },
-                    Err,
-                )
+            threads_for_tests()
+                .and_then(|()| {
+                    std::thread::Builder::new()
+                        .name("rapport-prepare".into())
+                        .spawn_scoped(scope, move || take(slot).map(part).unwrap_or_default())
+                })
                 .map_err(|err| {
                     tracing::warn!(error = %err, "no thread for preparing a batch; preparing here");
                     slot
@@ -218,13 +215,13 @@ thread_local! {
     static NO_THREADS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// The error a part's thread gets instead of being made, when a test asks for it.
-fn no_thread_for_tests() -> Option<std::io::Error> {
+/// Whether a part may have a thread: an error, instead of one, when a test asks for it.
+fn threads_for_tests() -> std::io::Result<()> {
     #[cfg(test)]
     if NO_THREADS.with(std::cell::Cell::get) {
-        return Some(std::io::Error::other("no threads, for a test"));
+        return Err(std::io::Error::other("no threads, for a test"));
     }
-    None
+    Ok(())
 }
 
 /// How much lower than the process a background preparation runs (Linux nice levels: at

@@ -28,15 +28,20 @@ pub fn normalize(text: &str) -> String {
     if is_plain(text) {
         return text.to_owned();
     }
-    text.chars().filter(|c| !is_forbidden(*c)).nfc().collect()
+    normal_form(text)
 }
 
 /// [`normalize`] in place: a text that is already its normal form at a glance is left
 /// as it is, not copied.
 pub fn normalize_in_place(text: &mut String) {
     if !is_plain(text) {
-        *text = normalize(text);
+        *text = normal_form(text);
     }
+}
+
+/// NFC with forbidden control characters removed, built anew.
+fn normal_form(text: &str) -> String {
+    text.chars().filter(|c| !is_forbidden(*c)).nfc().collect()
 }
 
 /// ASCII without a forbidden control character: its own normal form.
