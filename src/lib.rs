@@ -72,7 +72,8 @@ impl App {
                 .user_agent(concat!("Rapport/", env!("CARGO_PKG_VERSION")))
                 .timeout(timeout)
                 .connect_timeout(timeout.min(std::time::Duration::from_secs(10)))
-        })?;
+        })?
+        .with_wait(timeout);
         let search_consumer = search::consumer(&config)?;
         let search = search::open(&config).await?;
         let deliveries = ingest::gather::Deliveries::new(db.clone());

@@ -2,13 +2,15 @@
 //!
 //! - Pull: `SELECT` the mailbox, then `UID SEARCH UID n:*` after the cursor's last UID,
 //!   `UID FETCH … RFC822.SIZE` and `UID FETCH … BODY.PEEK[]` (messages stay unread) of at
-//!   most [`BATCH`] messages and [`PULL_BYTES`] by their sizes, in UID order: one session
-//!   (a connection, a login, a search) a pull, so a mailbox of small messages is read a
-//!   thousand at a time. The cursor is `(UIDVALIDITY, last UID)` and moves only past
-//!   messages the server sent or expunged meanwhile (a UID it gave no size for is
-//!   searched again); any other is asked for again, and a pull that reads none fails
-//!   saying which. A new UIDVALIDITY starts over from the first message, and the
-//!   `Message-ID` as external id keeps that from storing anything twice.
+//!   most [`BATCH`] messages and [`PULL_BYTES`] by their sizes, the oldest first: one
+//!   session (a connection, a login, a search) a pull, so a mailbox of small messages is
+//!   read a thousand at a time. On a slow link a pull stops fetching after
+//!   [`FETCH_WAITS`] of its waits and keeps what came ([`FIRST_WAITS`] for its first
+//!   message). The cursor is `(UIDVALIDITY, last UID)` and moves only past messages the
+//!   server sent or expunged meanwhile (a UID it gave no size for is searched again); any
+//!   other is asked for again, and a pull that reads none fails saying which. A new
+//!   UIDVALIDITY starts over from the first message, and the `Message-ID` as external id
+//!   keeps that from storing anything twice.
 //! - MIME is parsed by mail-parser: the plain-text part preferred, HTML converted to text
 //!   otherwise, attachments listed (name, type, size) but never stored. A message larger
 //!   than [`MAX_MESSAGE_BYTES`] is fetched as its header only.
@@ -21,7 +23,11 @@
 //!   a retried reply carries the same id.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -31,8 +37,9 @@ use futures_util::TryStreamExt;
 use mail_parser::{MessageParser, MimeHeaders};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::{
     Author, Capabilities, Channel, Connector, ConnectorError, Cursor, InboundItem, Pull,
@@ -44,7 +51,7 @@ pub const BATCH: usize = 1_000;
 
 /// The bytes of messages one pull fetches at most, by the sizes the server gives (a
 /// message fetched as its header alone counts [`HEADER_BYTES`]), but always its first
-/// message: the whole session runs within [`TIMEOUT`].
+/// message. On a slow link the fetch stops sooner: [`FETCH_WAITS`].
 pub const PULL_BYTES: u64 = 8 * 1024 * 1024;
 
 /// What a message fetched as its header alone counts against [`PULL_BYTES`].
@@ -53,9 +60,22 @@ const HEADER_BYTES: u64 = 64 * 1024;
 /// Messages larger than this are stored from their header alone.
 pub const MAX_MESSAGE_BYTES: u32 = 10 * 1024 * 1024;
 
-/// How long one IMAP session (a pull: connect, log in, search, fetch) or SMTP submission
-/// may take.
+/// How long an SMTP submission may take.
 const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An IMAP pull waits for a connection, or for the server's next byte ([`Idle`]), as long
+/// as the sync waits for an HTTP answer (`http_timeout_secs`, the connector's `wait`); the
+/// sync gives a whole pull four such waits. Once the pull has run for `FETCH_WAITS` of
+/// them, it stops fetching and keeps the messages that came: the rest is the next pull's,
+/// so a mailbox on a slow link still moves on.
+const FETCH_WAITS: u32 = 2;
+
+/// The pull's first message (the oldest left to read) is waited for until the pull has run
+/// `FIRST_WAITS` waits, under the sync's four: past it, the pull fails naming it.
+const FIRST_WAITS: u32 = 3;
+
+/// How long a pull waits for the server to answer its `LOGOUT`.
+const LOGOUT_WAIT: Duration = Duration::from_secs(5);
 
 fn default_mailbox() -> String {
     "INBOX".to_owned()
@@ -154,14 +174,22 @@ pub struct EmailConnector {
     config: EmailConfig,
     /// Every IMAP and SMTP connection goes through the outbound guard.
     policy: Arc<crate::outbound::OutboundPolicy>,
+    /// How long an IMAP pull waits for a connection or the server's next byte
+    /// ([`FETCH_WAITS`]).
+    wait: Duration,
 }
 
 impl EmailConnector {
     pub fn new(
         config: EmailConfig,
         policy: Arc<crate::outbound::OutboundPolicy>,
+        wait: Duration,
     ) -> EmailConnector {
-        EmailConnector { config, policy }
+        EmailConnector {
+            config,
+            policy,
+            wait,
+        }
     }
 }
 
@@ -191,10 +219,10 @@ fn tls_connector() -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
-async fn tls_wrap(
-    stream: TcpStream,
+async fn tls_wrap<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
     host: &str,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectorError> {
+) -> Result<tokio_rustls::client::TlsStream<S>, ConnectorError> {
     let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_owned())
         .map_err(|_| ConnectorError::Config(format!("`{host}` is not a valid host name")))?;
     tls_connector()
@@ -214,10 +242,39 @@ impl EmailConnector {
         format!("{}@{domain}", hex::encode(&digest[..16]))
     }
 
-    async fn pull_from<T>(&self, stream: T, cursor: EmailCursor) -> Result<Pull, ConnectorError>
+    /// One pull over a connection to the IMAP server, begun at `started`: given up on when
+    /// the server sends nothing for the connector's `wait` while a command waits for it,
+    /// and fetching no more messages past [`FETCH_WAITS`] of it.
+    async fn pull_over<S>(
+        &self,
+        stream: S,
+        cursor: EmailCursor,
+        started: Instant,
+    ) -> Result<Pull, ConnectorError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
+    {
+        let stream = Idle::new(stream, self.wait);
+        if self.config.tls {
+            let host = self.config.imap_host.as_str();
+            let stream = tls_wrap(stream, host).await?;
+            self.pull_from(stream, cursor, started).await
+        } else {
+            self.pull_from(stream, cursor, started).await
+        }
+    }
+
+    async fn pull_from<T>(
+        &self,
+        stream: T,
+        cursor: EmailCursor,
+        started: Instant,
+    ) -> Result<Pull, ConnectorError>
     where
         T: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
     {
+        let fetch_until = started + self.wait * FETCH_WAITS;
+        let give_up_at = started + self.wait * FIRST_WAITS;
         let mut client = async_imap::Client::new(stream);
         client
             .read_response()
@@ -257,6 +314,7 @@ impl EmailConnector {
         uids.truncate(BATCH);
         let mut items = Vec::new();
         let mut read = 0;
+        let mut cut = false;
         if !uids.is_empty() {
             // Only the server's answers for our UIDs: an unsolicited FETCH (a flag change)
             // carries no size.
@@ -300,22 +358,56 @@ impl EmailConnector {
                 .iter()
                 .filter(|uid| sizes.contains_key(uid))
                 .partition(|uid| sizes[uid] <= MAX_MESSAGE_BYTES);
-            let mut sent = HashSet::new();
-            for (list, query) in [
+            // The pull's first message is fetched first, whatever its size, and waited
+            // for until the pull's `give_up_at`; past `fetch_until` the rest is the next
+            // pull's, and so is all after a connection that fails once it came. (The
+            // session is then dropped, not logged out: the rest of the answer may still be
+            // on its way.)
+            let first = uids.iter().copied().find(|uid| sizes.contains_key(uid));
+            let mut fetches = [
                 (small, "(UID RFC822.SIZE BODY.PEEK[])"),
                 (large, "(UID RFC822.SIZE BODY.PEEK[HEADER])"),
-            ] {
-                if list.is_empty() {
+            ];
+            if first.is_some_and(|first| fetches[1].0.contains(&first)) {
+                fetches.swap(0, 1);
+            }
+            let mut sent = HashSet::new();
+            for (list, query) in fetches {
+                if list.is_empty() || cut {
                     continue;
                 }
-                let fetches: Vec<_> = session
+                let mut answers = session
                     .uid_fetch(uid_set(&list), query)
                     .await
-                    .map_err(imap_error)?
-                    .try_collect()
-                    .await
                     .map_err(imap_error)?;
-                for fetch in &fetches {
+                loop {
+                    let came = first.is_some_and(|first| sent.contains(&first));
+                    let next = if came {
+                        match tokio::time::timeout_at(fetch_until, answers.try_next()).await {
+                            Ok(Ok(next)) => next,
+                            Ok(Err(_)) | Err(_) => {
+                                cut = true;
+                                break;
+                            }
+                        }
+                    } else {
+                        match tokio::time::timeout_at(give_up_at, answers.try_next()).await {
+                            Ok(next) => next.map_err(imap_error)?,
+                            Err(_) => {
+                                let first = first.unwrap_or_default();
+                                return Err(ConnectorError::Transport(format!(
+                                    "message UID {first} ({} bytes) did not come within {} s: \
+                                     the link to the IMAP server is too slow for it (a larger \
+                                     http_timeout_secs gives it more time)",
+                                    sizes.get(&first).copied().unwrap_or_default(),
+                                    (give_up_at - started).as_secs()
+                                )));
+                            }
+                        }
+                    };
+                    let Some(fetch) = next else {
+                        break;
+                    };
                     let (Some(uid), Some(bytes)) = (fetch.uid, fetch.body().or(fetch.header()))
                     else {
                         continue;
@@ -350,13 +442,108 @@ impl EmailConnector {
             uidvalidity,
             uid: uids[..read].last().copied().unwrap_or(last),
         };
-        session.logout().await.ok();
+        if !cut {
+            tokio::time::timeout(LOGOUT_WAIT, session.logout())
+                .await
+                .ok();
+        }
         Ok(Pull {
             items,
             next_cursor: Some(Cursor(serde_json::to_string(&next).expect("a cursor"))),
             more,
             not_before: None,
         })
+    }
+}
+
+/// A connection that fails when a read or write waits `limit` for the other side: the
+/// wait is counted from when it began, so a large message that keeps coming, however
+/// slowly, is not cut off, and time spent between commands is not counted. Reads and
+/// writes share one wait, which suits a protocol that writes a command, then reads its
+/// answer (IMAP, a TLS handshake), not one that waits on both at once.
+struct Idle<S> {
+    inner: S,
+    limit: Duration,
+    /// When the wait under way ends; `None` while nothing waits.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> Idle<S> {
+    fn new(inner: S, limit: Duration) -> Idle<S> {
+        Idle {
+            inner,
+            limit,
+            deadline: None,
+        }
+    }
+
+    /// What the inner connection answered: a wait ends with any answer; a pending one
+    /// fails once it has waited `limit`.
+    fn waited<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.deadline = None;
+            return poll;
+        }
+        let limit = self.limit;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.deadline = None;
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the server sent nothing for {} s", limit.as_secs_f32()),
+                )))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Idle<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idle").field("limit", &self.limit).finish()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Idle<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.waited(cx, poll)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Idle<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.waited(cx, poll)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.waited(cx, poll)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.waited(cx, poll)
     }
 }
 
@@ -428,21 +615,20 @@ impl Connector for EmailConnector {
     }
 
     async fn pull(&self, cursor: Option<&Cursor>) -> Result<Pull, ConnectorError> {
+        let started = Instant::now();
         let cursor: EmailCursor = cursor
             .and_then(|cursor| serde_json::from_str(&cursor.0).ok())
             .unwrap_or_default();
-        let work = async {
-            let host = self.config.imap_host.as_str();
-            let stream = self.policy.connect(host, self.config.imap_port).await?;
-            if self.config.tls {
-                self.pull_from(tls_wrap(stream, host).await?, cursor).await
-            } else {
-                self.pull_from(stream, cursor).await
-            }
-        };
-        tokio::time::timeout(TIMEOUT, work)
+        let (host, port) = (self.config.imap_host.as_str(), self.config.imap_port);
+        let stream = tokio::time::timeout(self.wait, self.policy.connect(host, port))
             .await
-            .map_err(|_| ConnectorError::Transport("the IMAP server timed out".into()))?
+            .map_err(|_| {
+                ConnectorError::Transport(format!(
+                    "could not connect to {host}:{port} within {} s",
+                    self.wait.as_secs_f32()
+                ))
+            })??;
+        self.pull_over(stream, cursor, started).await
     }
 
     fn planned_external_id(&self, to: &ReplyTarget) -> Option<String> {
@@ -857,9 +1043,286 @@ impl Smtp<'_> {
 #[cfg(test)]
 mod tests {
     use super::{
-        read_through, uid_set, within_budget, BATCH, HEADER_BYTES, MAX_MESSAGE_BYTES, PULL_BYTES,
+        read_through, uid_set, within_budget, EmailConfig, EmailConnector, EmailCursor, Idle,
+        BATCH, HEADER_BYTES, MAX_MESSAGE_BYTES, PULL_BYTES,
     };
     use std::collections::{HashMap, HashSet};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream};
+    use tokio::time::Instant;
+
+    /// An IMAP server over a stream, its mailbox UIDVALIDITY 7 with `messages` (UIDs from
+    /// 1), as slow as it is told.
+    #[derive(Clone, Default)]
+    struct Server {
+        messages: Vec<String>,
+        /// UIDs whose size it gives as over [`MAX_MESSAGE_BYTES`].
+        large: Vec<u32>,
+        /// How long it takes to answer each command (and to greet).
+        pause: Duration,
+        /// How long it takes to send each message after the first of a fetch.
+        gap: Duration,
+        /// It greets, then answers nothing.
+        silent: bool,
+    }
+
+    impl Server {
+        async fn serve(self, stream: DuplexStream) {
+            let mut stream = BufReader::new(stream);
+            tokio::time::sleep(self.pause).await;
+            stream.write_all(b"* OK IMAP4rev1 ready\r\n").await.unwrap();
+            let mut line = String::new();
+            while stream.read_line(&mut line).await.unwrap_or(0) > 0 {
+                let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+                line.clear();
+                if self.silent {
+                    continue;
+                }
+                tokio::time::sleep(self.pause).await;
+                let (tag, verb) = (&words[0], words[1].to_uppercase());
+                let uids = (1..=self.messages.len())
+                    .map(|uid| uid.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let answer = match (verb.as_str(), words.get(2).map(String::as_str)) {
+                    ("LOGIN", _) => format!("{tag} OK LOGIN completed\r\n"),
+                    ("SELECT", _) => format!(
+                        "* FLAGS (\\Seen)\r\n* {} EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid\r\n\
+                         {tag} OK [READ-WRITE] SELECT completed\r\n",
+                        self.messages.len()
+                    ),
+                    ("UID", Some("SEARCH")) => {
+                        format!("* SEARCH {uids}\r\n{tag} OK SEARCH completed\r\n")
+                    }
+                    ("UID", Some("FETCH")) => {
+                        let (asked, query) = (uids_of(&words[3]), words[4..].join(" "));
+                        let header = query.contains("BODY.PEEK[HEADER]");
+                        for (n, uid) in asked.into_iter().enumerate() {
+                            let message = &self.messages[uid as usize - 1];
+                            let size = if self.large.contains(&uid) {
+                                MAX_MESSAGE_BYTES as usize + 1
+                            } else {
+                                message.len()
+                            };
+                            let answer = if !query.contains("BODY.PEEK") {
+                                format!("* {uid} FETCH (UID {uid} RFC822.SIZE {size})\r\n")
+                            } else {
+                                if n > 0 {
+                                    tokio::time::sleep(self.gap).await;
+                                }
+                                let (section, part) = match header {
+                                    true => (
+                                        "BODY[HEADER]",
+                                        &message[..message.find("\r\n\r\n").unwrap() + 4],
+                                    ),
+                                    false => ("BODY[]", &message[..]),
+                                };
+                                let length = part.len();
+                                format!("* {uid} FETCH (UID {uid} RFC822.SIZE {size} {section} {{{length}}}\r\n{part})\r\n")
+                            };
+                            if stream.write_all(answer.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                        format!("{tag} OK FETCH completed\r\n")
+                    }
+                    ("LOGOUT", _) => format!("* BYE\r\n{tag} OK LOGOUT completed\r\n"),
+                    _ => format!("{tag} BAD unexpected\r\n"),
+                };
+                if stream.write_all(answer.as_bytes()).await.is_err() || verb == "LOGOUT" {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The UIDs of an IMAP sequence set (`1:3,5`).
+    fn uids_of(set: &str) -> Vec<u32> {
+        set.split(',')
+            .flat_map(|run| match run.split_once(':') {
+                Some((first, last)) => first.parse().unwrap()..=last.parse().unwrap(),
+                None => run.parse().unwrap()..=run.parse().unwrap(),
+            })
+            .collect()
+    }
+
+    fn message(n: usize) -> String {
+        format!(
+            "From: Maya <maya@example.com>\r\nTo: team@example.com\r\nSubject: export {n}\r\n\
+             Message-ID: <m{n}@example.com>\r\nDate: Mon, 07 Dec 2026 10:00:00 +0000\r\n\r\n\
+             The export is broken ({n})\r\n"
+        )
+    }
+
+    /// A connector without TLS that waits `wait`, and the other end of its connection
+    /// served by `server`.
+    fn connected(server: Server, wait: Duration) -> (EmailConnector, DuplexStream) {
+        let config = EmailConfig::parse(&serde_json::json!({
+            "imap_host": "imap.example.com", "imap_port": 143, "username": "team@example.com",
+            "password": "secret", "tls": false,
+        }))
+        .unwrap();
+        let (client, end) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(server.serve(end));
+        (
+            EmailConnector::new(config, Arc::new(Default::default()), wait),
+            client,
+        )
+    }
+
+    fn cursor_of(pull: &crate::Pull) -> EmailCursor {
+        serde_json::from_str(&pull.next_cursor.as_ref().unwrap().0).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_server_is_waited_for_while_it_answers_and_given_up_on_when_silent() {
+        let wait = Duration::from_secs(60);
+        // Answers 50 s apart: the greeting, login, select and search, over three minutes in
+        // all, each within the wait; then the logout's, waited for 5 s only.
+        let slow = Server {
+            pause: Duration::from_secs(50),
+            ..Server::default()
+        };
+        let (connector, client) = connected(slow, wait);
+        let started = Instant::now();
+        let pull = connector
+            .pull_over(client, EmailCursor::default(), started)
+            .await
+            .unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(205));
+        assert!(pull.items.is_empty() && !pull.more);
+        let expected = EmailCursor {
+            uidvalidity: 7,
+            uid: 0,
+        };
+        assert_eq!(cursor_of(&pull), expected);
+        // A server that greets, then never answers the login.
+        let silent = Server {
+            silent: true,
+            ..Server::default()
+        };
+        let (connector, client) = connected(silent, wait);
+        let started = Instant::now();
+        let pulled = connector.pull_over(client, EmailCursor::default(), started);
+        let err = tokio::time::timeout(10 * wait, pulled)
+            .await
+            .expect("given up on")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("the server sent nothing for 60 s"),
+            "{err}"
+        );
+        assert_eq!(started.elapsed(), wait);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_fetch_keeps_what_came_and_leaves_the_rest_to_the_next_pull() {
+        let wait = Duration::from_secs(60);
+        let texts = |pull: &crate::Pull| -> Vec<String> {
+            pull.items.iter().map(|item| item.text.clone()).collect()
+        };
+        let broken = |range: std::ops::RangeInclusive<usize>| -> Vec<String> {
+            range
+                .map(|n| format!("The export is broken ({n})"))
+                .collect()
+        };
+        // Messages 50 s apart: the fetch's two waits (120 s) see three of the five.
+        let slow = Server {
+            messages: (1..=5).map(message).collect(),
+            gap: Duration::from_secs(50),
+            ..Server::default()
+        };
+        let (connector, client) = connected(slow.clone(), wait);
+        let pull = connector
+            .pull_over(client, EmailCursor::default(), Instant::now())
+            .await
+            .unwrap();
+        assert_eq!(texts(&pull), broken(1..=3));
+        assert!(pull.more);
+        assert_eq!(cursor_of(&pull).uid, 3);
+        // A gap longer than a wait ends the fetch there too, keeping what came.
+        let (connector, client) = connected(slow.clone(), Duration::from_secs(30));
+        let pull = connector
+            .pull_over(client, EmailCursor::default(), Instant::now())
+            .await
+            .unwrap();
+        assert_eq!(texts(&pull), broken(1..=1));
+        assert_eq!(cursor_of(&pull).uid, 1);
+        // The first message over the message cap (its header alone is fetched) comes
+        // first, so the pull moves on past it.
+        let large = Server {
+            large: vec![1],
+            ..slow.clone()
+        };
+        let (connector, client) = connected(large, wait);
+        let pull = connector
+            .pull_over(client, EmailCursor::default(), Instant::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            pull.items[0].text,
+            "(message of 10 MiB: only its header was fetched)"
+        );
+        // (The second fetch's first message comes at once, the next two within 120 s.)
+        assert_eq!(texts(&pull)[1..], broken(2..=4));
+        assert_eq!(cursor_of(&pull).uid, 4);
+        // However slow, the pull's first message is waited for past the fetch's time, up to
+        // three waits from the pull's start: here it comes after 150 s.
+        let slower = Server {
+            pause: Duration::from_secs(25),
+            ..slow.clone()
+        };
+        let (connector, client) = connected(slower, wait);
+        let pull = connector
+            .pull_over(client, EmailCursor::default(), Instant::now())
+            .await
+            .unwrap();
+        assert_eq!(texts(&pull), broken(1..=1));
+        assert_eq!(cursor_of(&pull).uid, 1);
+        // After 210 s it would: the pull fails at 180 s, naming it.
+        let slowest = Server {
+            pause: Duration::from_secs(35),
+            ..slow
+        };
+        let (connector, client) = connected(slowest, wait);
+        let started = Instant::now();
+        let err = connector
+            .pull_over(client, EmailCursor::default(), started)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("message UID 1 ("), "{err}");
+        assert!(
+            err.to_string().contains("did not come within 180 s"),
+            "{err}"
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(180));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_is_counted_from_when_it_began() {
+        let (client, mut server) = tokio::io::duplex(64);
+        let mut client = Idle::new(client, Duration::from_secs(60));
+        client.write_all(b"A1 NOOP\r\n").await.unwrap();
+        // The client's own work between commands is not a wait for the server.
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        let answer = tokio::spawn(async move {
+            let mut command = [0; 9];
+            server.read_exact(&mut command).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(59)).await;
+            server.write_all(b"A1 OK\r\n").await.unwrap();
+            server
+        });
+        let mut reply = [0; 7];
+        client.read_exact(&mut reply).await.unwrap();
+        assert_eq!(&reply, b"A1 OK\r\n");
+        // Then nothing: the next read fails once it has waited its 60 s.
+        let _server = answer.await.unwrap();
+        let started = Instant::now();
+        let err = client.read(&mut reply).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(60));
+    }
 
     fn all(uids: &[u32], size: u32) -> HashMap<u32, u32> {
         uids.iter().map(|uid| (*uid, size)).collect()

@@ -602,6 +602,7 @@ pub static REGISTRY: &[ChannelSpec] = &[
             Ok(Box::new(email::EmailConnector::new(
                 email::EmailConfig::parse(config)?,
                 outbound.policy().clone(),
+                outbound.wait(),
             )))
         },
         reply_setup: " (set smtp_host and smtp_port)",

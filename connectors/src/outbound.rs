@@ -528,6 +528,7 @@ pub struct Outbound {
     policy: Arc<OutboundPolicy>,
     client: reqwest::Client,
     same_origin: reqwest::Client,
+    wait: std::time::Duration,
 }
 
 impl Outbound {
@@ -562,7 +563,20 @@ impl Outbound {
             policy,
             client,
             same_origin,
+            wait: std::time::Duration::from_secs(30),
         })
+    }
+
+    /// Sets [`Outbound::wait`] (30 s unless set).
+    pub fn with_wait(self, wait: std::time::Duration) -> Outbound {
+        Outbound { wait, ..self }
+    }
+
+    /// How long a connector that connects itself (IMAP) waits for a connection, or for
+    /// the server's next byte: the sync's `http_timeout_secs`, as the HTTP clients'
+    /// timeout.
+    pub fn wait(&self) -> std::time::Duration {
+        self.wait
     }
 
     /// The guarded HTTP client (cheap to clone).
