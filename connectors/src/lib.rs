@@ -5,6 +5,7 @@
 pub mod bluesky;
 pub mod discourse;
 pub mod email;
+mod empty;
 pub mod feed;
 #[cfg(test)]
 mod fuzz;

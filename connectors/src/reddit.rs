@@ -26,10 +26,14 @@
 //!   since the walk began, and on a first sync how many things it may still take). A first
 //!   sync walks back until `backfill_limit` things (0: it only sets the mark), the end of
 //!   the listing (Reddit serves about a thousand per listing) or the pull's budget; a later
-//!   one walks from the newest down to the mark. Every batch's cursor is where the walk
-//!   resumes, so a crash mid-walk resumes there. The stored cursor is JSON:
-//!   `{"streams": {"mentions": {"mark": {"at", "name"}, "walk": {"after", "top", "left"}},
-//!   "inbox": {…}, "r/{sub}/new": {…}, "r/{sub}/comments": {…}, "search/{keyword}": {…}}}`.
+//!   one walks from the newest down to the mark. A page with nothing to read but an
+//!   `after` does not end a walk (Reddit leaves out what the account may not see and still
+//!   pages on); more than [`EMPTY_PAGES`] of them in a row do, and the stream's `warning`
+//!   says so, with the date, for a week ([`crate::empty`]). Every batch's cursor is where
+//!   the walk resumes, so a crash mid-walk resumes there. The stored cursor is JSON:
+//!   `{"streams": {"mentions": {"mark": {"at", "name"}, "walk": {"after", "top", "left",
+//!   "empty"}, "warning", "gave_up"}, "inbox": {…}, "r/{sub}/new": {…}, "r/{sub}/comments":
+//!   {…}, "search/{keyword}": {…}}}`.
 //! - A pull gathers pages until about [`PULL_ITEMS`] things or [`PULL_TIME`], and hands
 //!   them over oldest first, so a comment comes after its parent when both are new.
 //! - Items: the fullname (`t1_…` comment, `t3_…` post, `t4_…` message) is the external id,
@@ -67,6 +71,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::empty::EMPTY_PAGES;
 use crate::http::{self, MAX_BODY_BYTES};
 pub use crate::mastodon::{PULL_ITEMS, PULL_TIME};
 use crate::{
@@ -338,6 +343,9 @@ struct Walk {
     /// On a first sync, how many things the walk may still take (`None`: down to the mark).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     left: Option<u64>,
+    /// How many pages in a row had nothing to read, each with an `after` to go on with.
+    #[serde(default, skip_serializing_if = "crate::empty::is_zero")]
+    empty: u8,
 }
 
 /// Where one stream stands (see the module doc).
@@ -351,6 +359,10 @@ struct Stream {
     /// shows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     warning: Option<String>,
+    /// When a walk of this stream last gave up past [`EMPTY_PAGES`] pages with nothing to
+    /// read: the `warning` says so for a week.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gave_up: Option<DateTime<Utc>>,
 }
 
 impl Stream {
@@ -363,15 +375,25 @@ impl Stream {
                 ..Walk::default()
             }),
             warning: None,
+            gave_up: None,
         }
+    }
+
+    /// What the warning says of a walk's giving up, while it says it.
+    fn gave_up_warning(&self, now: DateTime<Utc>) -> Option<String> {
+        self.gave_up
+            .and_then(|at| crate::empty::gave_up_warning("Reddit", at, now))
     }
 
     /// Takes one page of the walk (`things` as served, `after` its next page) into
     /// `taken`: those newer than the mark, within the walk's allowance. Ends the walk (its
     /// newest thing becomes the mark) when it reached the mark, the allowance or the
-    /// listing's end, or goes nowhere (the `after` sent comes back, a page of which nothing
-    /// can be read, an `after` past [`MAX_REF_BYTES`], noted in `warning`). Returns whether
-    /// the walk goes on.
+    /// listing's end, or goes nowhere (the `after` sent comes back, more than
+    /// [`EMPTY_PAGES`] pages in a row with nothing to read, an `after` past
+    /// [`MAX_REF_BYTES`]; the last two noted in `warning`). A page with nothing to read and
+    /// a new `after` does not end it: Reddit leaves out of a page what the account may not
+    /// see (removed, spam, hidden) and hands out the `after` of the last thing it looked
+    /// at, so older pages may still hold things. Returns whether the walk goes on.
     fn step(
         &mut self,
         mut walk: Walk,
@@ -379,7 +401,7 @@ impl Stream {
         after: Option<String>,
         taken: &mut Vec<Value>,
     ) -> bool {
-        let mut reached = things.is_empty();
+        let mut reached = false;
         let mut readable = false;
         for thing in things {
             let Some(mark) = Mark::of(&thing) else {
@@ -398,7 +420,14 @@ impl Stream {
                 *left -= 1;
             }
         }
-        let stuck = !readable || (after.is_some() && after == walk.after);
+        let stuck = after.is_some() && after == walk.after;
+        walk.empty = crate::empty::counted(walk.empty, !readable);
+        let gave_up = after.is_some() && walk.empty > EMPTY_PAGES;
+        if gave_up {
+            let now = Utc::now();
+            self.gave_up = Some(now);
+            self.warning = self.gave_up_warning(now);
+        }
         walk.after = match after {
             Some(after) if after.len() > MAX_REF_BYTES => {
                 self.warning = Some(format!(
@@ -408,7 +437,7 @@ impl Stream {
             }
             after => after,
         };
-        if reached || stuck || walk.after.is_none() || walk.left == Some(0) {
+        if reached || stuck || gave_up || walk.after.is_none() || walk.left == Some(0) {
             self.mark = self.mark.take().max(walk.top);
             self.walk = None;
             false
@@ -823,8 +852,7 @@ impl RedditConnector {
     }
 
     /// Walks `stream` while the pull's budget lasts (`before`: what earlier streams of this
-    /// pull took); returns whether its walk goes on in this pull's next batch. A page of
-    /// which nothing is taken leaves the rest to the next scheduled pull. On an error,
+    /// pull took); returns whether its walk goes on in this pull's next batch. On an error,
     /// `stream` is as the last page left it.
     async fn walk(
         &self,
@@ -844,8 +872,7 @@ impl RedditConnector {
             let (things, after) = self
                 .page(listen, walk.after.as_deref(), limit, not_before)
                 .await?;
-            let had = taken.len();
-            if !stream.step(walk, things, after, taken) || taken.len() == had {
+            if !stream.step(walk, things, after, taken) {
                 return Ok(false);
             }
             if before + taken.len() + PAGE > PULL_ITEMS
@@ -1172,7 +1199,10 @@ impl Connector for RedditConnector {
             let walked = if stopped {
                 Ok(true)
             } else {
-                stream.warning = None;
+                stream.gave_up = stream
+                    .gave_up
+                    .filter(|at| Utc::now() - *at < crate::empty::GAVE_UP_SHOWN);
+                stream.warning = stream.gave_up_warning(Utc::now());
                 let mut things = Vec::new();
                 let walked = self
                     .walk(
@@ -1200,7 +1230,11 @@ impl Connector for RedditConnector {
                 Err(err @ (ConnectorError::Payload(_) | ConnectorError::Transport(_)))
                     if !listen.essential() =>
                 {
-                    stream.warning = Some(format!("{} failed: {err}", listen.path()));
+                    let failed = format!("{} failed: {err}", listen.path());
+                    stream.warning = Some(match stream.warning.take() {
+                        Some(earlier) => format!("{earlier}; {failed}"),
+                        None => failed,
+                    });
                 }
                 Err(err) => return Err(err),
             }
@@ -1554,6 +1588,48 @@ mod tests {
         let walk = stream.walk.clone().unwrap();
         assert!(!stream.step(walk, vec![thing(3)], Some("t".repeat(65)), &mut taken));
         assert!(stream.warning.unwrap().contains("64 bytes"));
+    }
+
+    #[test]
+    fn a_walk_goes_past_pages_with_nothing_to_read_while_they_page_on() {
+        let mut stream = Stream::first(1_000);
+        let mut taken = Vec::new();
+        // Ten pages with nothing to read (empty, or things without a fullname), then one
+        // with a thing: the walk goes on and the count starts again.
+        let mut unreadable = thing(50);
+        unreadable["data"]
+            .as_object_mut()
+            .unwrap()
+            .remove("name")
+            .unwrap();
+        for page in 0..10u8 {
+            let walk = stream.walk.clone().unwrap();
+            let things = if page % 2 == 0 {
+                Vec::new()
+            } else {
+                vec![unreadable.clone()]
+            };
+            assert!(stream.step(walk, things, Some(format!("t1_e{page}")), &mut taken));
+            assert_eq!(stream.walk.as_ref().unwrap().empty, page + 1);
+        }
+        let walk = stream.walk.clone().unwrap();
+        assert!(stream.step(walk, vec![thing(40)], Some("t1_c40".into()), &mut taken));
+        assert_eq!(stream.walk.as_ref().unwrap().empty, 0);
+        assert_eq!(names(&taken), ["t1_c40"]);
+        // Eleven in a row: it gives up, says so, and its newest thing is the mark.
+        for page in 0..=EMPTY_PAGES {
+            let walk = stream.walk.clone().unwrap();
+            let goes_on = stream.step(walk, Vec::new(), Some(format!("t1_f{page}")), &mut taken);
+            assert_eq!(goes_on, page < EMPTY_PAGES);
+        }
+        assert_eq!(stream.walk, None);
+        assert_eq!(stream.mark, Mark::of(&thing(40)));
+        assert!(stream.warning.unwrap().contains("11 pages in a row"));
+        // An empty last page (no `after`) ends a walk without a warning.
+        let mut stream = Stream::first(1_000);
+        let walk = stream.walk.clone().unwrap();
+        assert!(!stream.step(walk, Vec::new(), None, &mut taken));
+        assert_eq!(stream.warning, None);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! `-Remaining` and `-Reset` headers (seconds until the window ends). The payloads are
 //! written here, field for field from those pages, for people made up for the test.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
@@ -54,6 +54,10 @@ struct State {
     posted: usize,
     /// How many of the next `/api/comment` answer 502 before making anything.
     down: usize,
+    /// Fullnames left out of every listing's pages (removed, spam, hidden from the
+    /// account), as Reddit does after choosing the page: a page may come back empty with
+    /// an `after`.
+    hidden: HashSet<String>,
 }
 
 #[derive(Clone)]
@@ -348,6 +352,10 @@ impl Reddit {
         } else {
             None
         };
+        let page: Vec<Value> = page
+            .into_iter()
+            .filter(|t| !state.hidden.contains(t["data"]["name"].as_str().unwrap()))
+            .collect();
         Reply::json(&json!({
             "kind": "Listing",
             "data": {
@@ -426,6 +434,12 @@ impl Reddit {
                 &["message/mentions"],
             );
         }
+    }
+
+    /// Leaves mentions numbered `range` out of the listings' pages.
+    fn hide(&self, range: std::ops::Range<i64>) {
+        let mut state = self.state.lock().unwrap();
+        state.hidden.extend(range.map(|n| format!("t1_m{n:0>6}")));
     }
 }
 
@@ -955,5 +969,62 @@ backend_test!(
             serde_json::from_str(&source_row(&app, &id).await.cursor.unwrap()).unwrap();
         assert_eq!(cursor["streams"]["mentions"].get("walk"), None);
         assert_eq!(cursor["streams"]["mentions"]["mark"]["name"], "t1_m001299");
+    }
+);
+
+backend_test!(
+    async fn pages_of_things_the_account_may_not_see_do_not_end_a_walk(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let reddit = Reddit::start().await;
+        reddit.mentions(0..250);
+        // The second page's hundred are all left out: it comes back empty, with an `after`.
+        reddit.hide(50..150);
+        let id = reddit
+            .source(&app, &key, "hidden", json!({ "backfill_limit": 1_000 }))
+            .await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        let mut want = expected(0..50);
+        want.extend(expected(150..250));
+        assert_eq!(stored_ids(&app).await, want);
+        let seen = reddit.seen("/message/mentions");
+        assert_eq!(seen.len(), 3);
+        assert_eq!(query(&seen[2])["after"], "t1_m000050");
+        let cursor: Value =
+            serde_json::from_str(report["source"]["cursor"].as_str().unwrap()).unwrap();
+        assert_eq!(cursor["streams"]["mentions"]["mark"]["name"], "t1_m000249");
+        assert_eq!(cursor["streams"]["mentions"].get("warning"), None);
+
+        // Eleven empty pages in a row: the walk gives up there, and says so.
+        let deep = Reddit::start().await;
+        deep.mentions(0..1_400);
+        deep.hide(200..1_300);
+        let id = deep
+            .source(&app, &key, "deep", json!({ "backfill_limit": 2_000 }))
+            .await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 100, "{report:#}");
+        assert_eq!(deep.seen("/message/mentions").len(), 12);
+        let cursor: Value =
+            serde_json::from_str(report["source"]["cursor"].as_str().unwrap()).unwrap();
+        let mentions = &cursor["streams"]["mentions"];
+        assert_eq!(mentions["mark"]["name"], "t1_m001399");
+        assert_eq!(mentions.get("walk"), None);
+        assert!(
+            mentions["warning"]
+                .as_str()
+                .unwrap()
+                .contains("11 pages in a row with nothing to read"),
+            "{cursor:#}"
+        );
+        // Walked again from the newest by the next sync, the stream still says so.
+        deep.mentions(1_400..1_403);
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["newItems"], 3, "{report:#}");
+        let again: Value =
+            serde_json::from_str(report["source"]["cursor"].as_str().unwrap()).unwrap();
+        assert_eq!(again["streams"]["mentions"]["warning"], mentions["warning"]);
+        assert_eq!(again["streams"]["mentions"]["mark"]["name"], "t1_m001402");
     }
 );
