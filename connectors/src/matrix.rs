@@ -13,8 +13,10 @@
 //!   alias is resolved once with `GET /directory/room/{alias}` and its id kept in the
 //!   cursor. Rapport never joins a room itself (joining is visible to the room and may need
 //!   an invite): the account must be a member already. `GET /joined_rooms` is asked on
-//!   every pull; a configured room the account is not in is not read and its `warning` in
-//!   the stored cursor says so.
+//!   a pull unless, within the last [`JOINED_TTL`], it found the account in every
+//!   configured room and no room has had a warning since; a configured room the account
+//!   is not in is not read and its `warning` in the stored cursor says so (and the next
+//!   pull asks again).
 //! - Listening: `GET /sync` with `timeout=0` (a pull, not a long poll), an inline filter
 //!   limited to the rooms read and to `m.room.message` timeline events, with the senders'
 //!   `m.room.member` state (lazy-loaded members) for display names. The cursor keeps the
@@ -25,13 +27,15 @@
 //!   room's start (no `end`) or `backfill_limit` events (0: the first sync only sets
 //!   `since`). A page may come back empty with an `end` (the server left out events the
 //!   account may not see): as the specification asks, the walk goes on until no `end`
-//!   comes, past at most [`EMPTY_PAGES`] empty pages in a row. A room added to a source
+//!   comes, past at most [`EMPTY_PAGES`] empty pages in a row (then it gives up, and the
+//!   room's `warning` says so, with the date, for a week: [`crate::empty`]). A room added
+//!   to a source
 //!   already synced walks back from the room's newest event (no `from`). A later sync
 //!   whose timeline is `limited` (more happened than its timeline holds) walks the gap:
 //!   from its `prev_batch` back `to` the `since` it was asked with. Walks are kept in the
 //!   cursor, so a crash mid-walk resumes at the page it stopped at. The stored cursor is
 //!   JSON: `{"me", "since", "rooms": {"<configured>": {"id", "synced", "walks": [{"from",
-//!   "to", "left", "empty"}], "warning"}}}`.
+//!   "to", "left", "empty"}], "warning", "gave_up"}}, "joined_at"}`.
 //! - A pull gathers pages until about [`PULL_ITEMS`] events or [`PULL_TIME`] and hands its
 //!   items over oldest first. A gap walked in a later pull lands after newer items: a reply
 //!   taken before its parent is filed under the parent's event id, the key the parent's own
@@ -76,6 +80,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 pub use crate::bluesky::{DEFAULT_BACKFILL_LIMIT, MAX_BACKFILL_LIMIT};
+use crate::empty::EMPTY_PAGES;
 use crate::http::{self, MAX_BODY_BYTES};
 pub use crate::mastodon::{PULL_ITEMS, PULL_TIME};
 use crate::{
@@ -109,6 +114,11 @@ const MAX_WALKS: usize = 4;
 
 /// The longest a homeserver may ask us to wait.
 const MAX_WAIT_SECS: u64 = 86_400;
+
+/// How long a `/joined_rooms` that found the account in every configured room is trusted
+/// (see the module doc): a room left meanwhile goes quiet (`/sync` no longer sends its
+/// events) until the first pull after that time, whose warning says why.
+const JOINED_TTL: chrono::Duration = chrono::Duration::minutes(10);
 
 /// Where the items' links point (<https://spec.matrix.org/v1.13/appendices/#matrixto-navigation>).
 const MATRIX_TO: &str = "https://matrix.to/#/";
@@ -228,20 +238,9 @@ struct Walk {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     left: Option<u64>,
     /// How many empty pages in a row the walk has just gone past.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::empty::is_zero")]
     empty: u8,
 }
-
-fn is_zero(n: &u8) -> bool {
-    *n == 0
-}
-
-/// How many empty pages in a row a walk goes past. The specification: "an empty chunk does
-/// not necessarily imply that no more events are available. Clients should continue to
-/// paginate until no end property is returned"; Synapse answers one when a page's events
-/// are all hidden from the account (history visibility, ignored users). The bound stops a
-/// server that hands out new tokens over nothing forever.
-const EMPTY_PAGES: u8 = 10;
 
 /// How a page of a walk left it.
 enum Paged {
@@ -268,6 +267,20 @@ struct Room {
     /// What went wrong with this room in the last pull; `source.cursor` shows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     warning: Option<String>,
+    /// When a walk back of this room last gave up (past [`EMPTY_PAGES`] empty pages, which
+    /// the specification allows: "an empty chunk does not necessarily imply that no more
+    /// events are available"; Synapse answers one when a page's events are all hidden from
+    /// the account): the room's `warning` says so for a week.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gave_up: Option<DateTime<Utc>>,
+}
+
+impl Room {
+    /// What the room's warning says of its walk's giving up, while it says it.
+    fn gave_up_warning(&self, now: DateTime<Utc>) -> Option<String> {
+        self.gave_up
+            .and_then(|at| crate::empty::gave_up_warning("/messages", at, now))
+    }
 }
 
 /// Where a Matrix source stands.
@@ -282,6 +295,9 @@ struct MatrixCursor {
     /// By the room as configured (id or alias).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     rooms: BTreeMap<String, Room>,
+    /// When `/joined_rooms` last found the account in every configured room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    joined_at: Option<DateTime<Utc>>,
 }
 
 impl MatrixCursor {
@@ -294,6 +310,19 @@ impl MatrixCursor {
 
     fn encode(&self) -> Cursor {
         Cursor(serde_json::to_string(self).expect("a cursor serialises"))
+    }
+
+    /// Whether the last `/joined_rooms` still holds for `configured` at `now`: it found
+    /// the account in every one of them less than [`JOINED_TTL`] ago, and none has had a
+    /// warning since (a refused `/messages`, say) other than that its walk gave up.
+    fn joined_holds(&self, configured: &[String], now: DateTime<Utc>) -> bool {
+        self.joined_at
+            .is_some_and(|at| at <= now && now - at < JOINED_TTL)
+            && configured.iter().all(|key| {
+                self.rooms.get(key).is_some_and(|room| {
+                    room.id.is_some() && room.warning == room.gave_up_warning(now)
+                })
+            })
     }
 }
 
@@ -676,11 +705,7 @@ impl MatrixConnector {
             *left = left.saturating_sub(taken);
         }
         let stuck = end.is_some() && end == walk.from;
-        walk.empty = if empty {
-            walk.empty.saturating_add(1)
-        } else {
-            0
-        };
+        walk.empty = crate::empty::counted(walk.empty, empty);
         match end {
             Some(_) if walk.empty > EMPTY_PAGES => Ok(Paged::GaveUp),
             Some(end) if !stuck && walk.left != Some(0) => {
@@ -864,10 +889,18 @@ impl MatrixConnector {
                     }
                     Ok(Paged::GaveUp) => {
                         room.walks.remove(0);
-                        room.warning = Some(format!(
-                            "/messages answered {} empty pages in a row: the walk back stopped there",
-                            EMPTY_PAGES + 1
-                        ));
+                        let now = Utc::now();
+                        let earlier = room.gave_up_warning(now);
+                        room.gave_up = Some(now);
+                        // Beside what else this pull found wrong with the room, in place
+                        // of an earlier giving up.
+                        room.warning = match (room.warning.take(), room.gave_up_warning(now)) {
+                            (Some(other), Some(said)) if other.contains(&said) => Some(other),
+                            (Some(other), Some(said)) if Some(&other) != earlier.as_ref() => {
+                                Some(format!("{other}; {said}"))
+                            }
+                            (_, said) => said,
+                        };
                     }
                     Err(Failure::Connector(ConnectorError::RateLimited { retry_after_secs })) => {
                         http::wait_out(not_before, retry_after_secs);
@@ -994,7 +1027,14 @@ impl Connector for MatrixConnector {
             None => self.whoami(&mut not_before).await?,
         };
         state.me = Some(me.clone());
-        let joined = self.joined(&mut not_before).await?;
+        let now = Utc::now();
+        let joined = if state.joined_holds(&self.config.rooms, now) {
+            None
+        } else {
+            state.joined_at = None;
+            Some(self.joined(&mut not_before).await?)
+        };
+        let mut in_every = joined.is_some();
         let backfill = self.config.backfill_limit;
         let mut stopped = false;
         let mut more = false;
@@ -1004,7 +1044,10 @@ impl Connector for MatrixConnector {
         let mut listened: Vec<String> = Vec::new();
         for configured in &self.config.rooms {
             let mut room = state.rooms.remove(configured).unwrap_or_default();
-            room.warning = None;
+            room.gave_up = room
+                .gave_up
+                .filter(|at| now - *at < crate::empty::GAVE_UP_SHOWN);
+            room.warning = room.gave_up_warning(now);
             if room.id.is_none() {
                 if configured.starts_with('!') {
                     room.id = Some(configured.clone());
@@ -1029,16 +1072,22 @@ impl Connector for MatrixConnector {
                 }
             }
             match &room.id {
-                Some(id) if joined.contains(id) => listened.push(configured.clone()),
+                Some(id) if joined.as_ref().is_none_or(|joined| joined.contains(id)) => {
+                    listened.push(configured.clone());
+                }
                 Some(id) => {
+                    in_every = false;
                     room.warning = Some(format!(
                         "the account is not in {id}: join the room (or accept its invite) with \
                          the account; Rapport does not join rooms itself"
                     ));
                 }
-                None => {}
+                None => in_every = false,
             }
             rooms.insert(configured.clone(), room);
+        }
+        if in_every {
+            state.joined_at = Some(now);
         }
         // Rooms no longer configured are forgotten.
         state.rooms = rooms;
@@ -1341,6 +1390,53 @@ mod tests {
     }
 
     #[test]
+    fn joined_rooms_are_trusted_for_ten_minutes_while_every_room_is_in_them_and_quiet() {
+        let now = Utc::now();
+        let configured = vec!["!a:example.org".to_owned(), "#b:example.org".to_owned()];
+        let room = |id: Option<&str>| Room {
+            id: id.map(str::to_owned),
+            synced: true,
+            ..Room::default()
+        };
+        let mut state = MatrixCursor {
+            rooms: BTreeMap::from([
+                (configured[0].clone(), room(Some("!a:example.org"))),
+                (configured[1].clone(), room(Some("!b:example.org"))),
+            ]),
+            joined_at: Some(now - chrono::Duration::minutes(9)),
+            ..MatrixCursor::default()
+        };
+        assert!(state.joined_holds(&configured, now));
+        // Asked too long ago, never, or in the future (a clock set back).
+        for at in [
+            Some(now - JOINED_TTL),
+            None,
+            Some(now + chrono::Duration::minutes(1)),
+        ] {
+            let stale = MatrixCursor {
+                joined_at: at,
+                ..state.clone()
+            };
+            assert!(!stale.joined_holds(&configured, now), "{at:?}");
+        }
+        // A room added to the source, or one whose alias is not resolved yet.
+        let mut added = configured.clone();
+        added.push("!c:example.org".to_owned());
+        assert!(!state.joined_holds(&added, now));
+        state.rooms.get_mut(&configured[1]).unwrap().id = None;
+        assert!(!state.joined_holds(&configured, now));
+        state.rooms.get_mut(&configured[1]).unwrap().id = Some("!b:example.org".to_owned());
+        // A room with a warning (a refused /messages, say) asks again; one whose only
+        // warning is its walk's giving up does not.
+        let b = state.rooms.get_mut(&configured[1]).unwrap();
+        b.warning = Some("/messages answered 403 M_FORBIDDEN".to_owned());
+        assert!(!state.joined_holds(&configured, now));
+        let b = state.rooms.get_mut(&configured[1]).unwrap();
+        b.gave_up = Some(now - chrono::Duration::days(1));
+        b.warning = b.gave_up_warning(now);
+        assert!(state.joined_holds(&configured, now));
+    }
+    #[test]
     fn the_config_is_checked_and_never_shows_the_token() {
         let parsed = MatrixConfig::parse(&config()).unwrap();
         assert_eq!(parsed.homeserver, "https://matrix.example.org");
@@ -1611,9 +1707,11 @@ mod tests {
                         left: Some(880),
                         ..Walk::default()
                     }],
-                    warning: None,
+                    warning: Some("/messages answered 11 pages in a row…".into()),
+                    gave_up: Some(Utc::now()),
                 },
             )]),
+            joined_at: Some(Utc::now()),
         };
         assert_eq!(MatrixCursor::decode(Some(&cursor.encode())), cursor);
         assert_eq!(

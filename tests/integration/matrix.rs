@@ -565,6 +565,8 @@ backend_test!(
         assert_eq!(query(&pages[11])["from"], "t1380");
         assert_eq!(query(&pages[11])["to"], "s1330");
         assert_eq!(stored_ids(&app).await, expected(100..1_480));
+        // The account is in its one room: /joined_rooms was asked by the first pull alone.
+        assert_eq!(homeserver.seen("/joined_rooms").len(), 1);
 
         // backfill_limit 0: the first sync only sets since.
         let fresh = Homeserver::start().await;
@@ -1047,9 +1049,14 @@ backend_test!(
         assert!(
             warning
                 .as_str()
-                .is_some_and(|w| w.contains("11 empty pages")),
+                .is_some_and(|w| w.contains("11 pages in a row with nothing to read")),
             "{warning}"
         );
+        // The pulls after it still say so: the events behind the hidden ones were not read.
+        let (new, _) = sync_until_done(&app, &other).await;
+        assert_eq!(new, 0);
+        let cursor = cursor_of(&app, &other).await;
+        assert_eq!(cursor["rooms"][COMMUNITY]["warning"], warning, "{cursor:#}");
     }
 );
 
