@@ -49,7 +49,15 @@ struct State {
     /// How many of the next createRecord and getRecord answers a gateway in front of the
     /// PDS loses (a 502 after the PDS did its work).
     lose: usize,
+    /// This server's number in the process: its tokens carry it.
+    server: u64,
 }
+
+/// Numbers the fake servers of this process. The connector keeps sessions per process and
+/// service, so a server on a port an earlier test's server had is first sent that server's
+/// tokens: refused, a new session and the call again. Tokens that name their server tell
+/// those calls apart ([`Bluesky::seen`] leaves them out).
+static SERVERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How the PDS answers one method.
 type Route = fn(&Bluesky, &Seen) -> Reply;
@@ -197,7 +205,10 @@ impl Bluesky {
     async fn start() -> Bluesky {
         let bluesky = Bluesky {
             server: Platform::start().await,
-            state: Arc::new(Mutex::new(State::default())),
+            state: Arc::new(Mutex::new(State {
+                server: SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                ..State::default()
+            })),
         };
         let routes: [(&str, Route); 7] = [
             ("com.atproto.server.createSession", Bluesky::create_session),
@@ -225,8 +236,26 @@ impl Bluesky {
         bluesky
     }
 
+    /// The calls of `nsid`, but those made with another server's token (see [`SERVERS`]).
     fn seen(&self, nsid: &str) -> Vec<Seen> {
-        self.server.seen(&format!("/xrpc/{nsid}"))
+        let ours = format!(
+            "eyJhbGciOiJFUzI1NksifQ.{}.",
+            self.state.lock().unwrap().server
+        );
+        self.server
+            .seen(&format!("/xrpc/{nsid}"))
+            .into_iter()
+            .filter(|seen| {
+                let token = bearer(seen);
+                !token.starts_with("Bearer ") || token.contains(&ours)
+            })
+            .collect()
+    }
+
+    /// The `n`th token of `kind` (`access`, `refresh`) this server issued.
+    fn token(&self, kind: &str, n: usize) -> String {
+        let server = self.state.lock().unwrap().server;
+        format!("eyJhbGciOiJFUzI1NksifQ.{server}.{kind}-{n}")
     }
 
     /// A Bluesky source of `app`'s workspace on this PDS, with `extra` settings.
@@ -259,8 +288,9 @@ impl Bluesky {
 
     fn tokens(state: &mut State) -> Value {
         state.issued += 1;
-        state.access = format!("eyJhbGciOiJFUzI1NksifQ.access-{}", state.issued);
-        state.refresh = format!("eyJhbGciOiJFUzI1NksifQ.refresh-{}", state.issued);
+        let (server, issued) = (state.server, state.issued);
+        state.access = format!("eyJhbGciOiJFUzI1NksifQ.{server}.access-{issued}");
+        state.refresh = format!("eyJhbGciOiJFUzI1NksifQ.{server}.refresh-{issued}");
         json!({
             "accessJwt": state.access,
             "refreshJwt": state.refresh,
@@ -587,7 +617,10 @@ backend_test!(
             json!({ "identifier": HANDLE, "password": APP_PASSWORD })
         );
         let listed = bluesky.seen("app.bsky.notification.listNotifications");
-        assert_eq!(bearer(&listed[0]), "Bearer eyJhbGciOiJFUzI1NksifQ.access-1");
+        assert_eq!(
+            bearer(&listed[0]),
+            format!("Bearer {}", bluesky.token("access", 1))
+        );
         let reasons: Vec<String> = params(&listed[0])
             .into_iter()
             .filter(|(k, _)| k == "reasons")
@@ -661,7 +694,7 @@ backend_test!(
         assert_eq!(created.len(), 1);
         assert_eq!(
             bearer(&created[0]),
-            "Bearer eyJhbGciOiJFUzI1NksifQ.access-1"
+            format!("Bearer {}", bluesky.token("access", 1))
         );
         let mut request = body(&created[0]);
         let rkey = request["rkey"].as_str().unwrap().to_owned();
@@ -910,15 +943,15 @@ backend_test!(
         assert_eq!(refreshed[0].method, "POST");
         assert_eq!(
             bearer(&refreshed[0]),
-            "Bearer eyJhbGciOiJFUzI1NksifQ.refresh-1"
+            format!("Bearer {}", bluesky.token("refresh", 1))
         );
         let listed = bluesky.seen("app.bsky.notification.listNotifications");
         let last_two: Vec<String> = listed[listed.len() - 2..].iter().map(bearer).collect();
         assert_eq!(
             last_two,
             [
-                "Bearer eyJhbGciOiJFUzI1NksifQ.access-1",
-                "Bearer eyJhbGciOiJFUzI1NksifQ.access-2"
+                format!("Bearer {}", bluesky.token("access", 1)),
+                format!("Bearer {}", bluesky.token("access", 2))
             ]
         );
         assert_eq!(bluesky.seen("com.atproto.server.createSession").len(), 1);

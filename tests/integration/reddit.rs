@@ -58,7 +58,15 @@ struct State {
     /// account), as Reddit does after choosing the page: a page may come back empty with
     /// an `after`.
     hidden: HashSet<String>,
+    /// This server's number in the process: its tokens carry it.
+    server: u64,
 }
+
+/// Numbers the fake servers of this process. The connector keeps tokens per process and
+/// token endpoint, so a server on a port an earlier test's server had is first sent that
+/// server's token: refused (401), a new grant and the call again. Tokens that name their
+/// server tell those calls apart ([`Reddit::seen`] leaves them out).
+static SERVERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[derive(Clone)]
 struct Reddit {
@@ -190,7 +198,10 @@ impl Reddit {
     async fn start() -> Reddit {
         let reddit = Reddit {
             server: Platform::start().await,
-            state: Arc::new(Mutex::new(State::default())),
+            state: Arc::new(Mutex::new(State {
+                server: SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                ..State::default()
+            })),
         };
         let token = reddit.clone();
         reddit
@@ -220,8 +231,23 @@ impl Reddit {
         reddit
     }
 
+    /// The calls to `path`, but those made with another server's token (see [`SERVERS`]).
     fn seen(&self, path: &str) -> Vec<Seen> {
-        self.server.seen(path)
+        let ours = format!(".{}.token-", self.state.lock().unwrap().server);
+        self.server
+            .seen(path)
+            .into_iter()
+            .filter(|seen| {
+                let token = header(seen, "authorization");
+                !token.starts_with("Bearer ") || token.contains(&ours)
+            })
+            .collect()
+    }
+
+    /// The `n`th token this server granted.
+    fn token(&self, n: usize) -> String {
+        let server = self.state.lock().unwrap().server;
+        format!("eyJhbGciOiJSUzI1NiIsImtpZCI6IlNIQTI1Njp.{server}.token-{n}")
     }
 
     fn config(&self, extra: Value) -> Value {
@@ -269,12 +295,14 @@ impl Reddit {
         if form["username"] != USERNAME || form["password"] != PASSWORD {
             return Reply::json(&json!({ "error": "invalid_grant" }));
         }
-        let mut state = self.state.lock().unwrap();
-        state.issued += 1;
-        state.access = format!(
-            "eyJhbGciOiJSUzI1NiIsImtpZCI6IlNIQTI1Njp.token-{}",
+        let issued = {
+            let mut state = self.state.lock().unwrap();
+            state.issued += 1;
             state.issued
-        );
+        };
+        let access = self.token(issued);
+        let mut state = self.state.lock().unwrap();
+        state.access = access;
         Reply::json(&json!({
             "access_token": state.access,
             "token_type": "bearer",
@@ -548,7 +576,7 @@ backend_test!(
         let mentions = reddit.seen("/message/mentions");
         assert_eq!(
             header(&mentions[0], "authorization"),
-            "Bearer eyJhbGciOiJSUzI1NiIsImtpZCI6IlNIQTI1Njp.token-1"
+            format!("Bearer {}", reddit.token(1))
         );
         assert_eq!(header(&mentions[0], "user-agent"), agent);
         let q = query(&mentions[0]);
@@ -637,7 +665,7 @@ backend_test!(
         );
         assert_eq!(
             header(&posted[0], "authorization"),
-            "Bearer eyJhbGciOiJSUzI1NiIsImtpZCI6IlNIQTI1Njp.token-1"
+            format!("Bearer {}", reddit.token(1))
         );
         assert_eq!(header(&posted[0], "user-agent"), agent);
         assert_eq!(sent["externalId"], "t1_r000001");
@@ -753,8 +781,8 @@ backend_test!(
         assert_eq!(
             last_two,
             [
-                "Bearer eyJhbGciOiJSUzI1NiIsImtpZCI6IlNIQTI1Njp.token-1",
-                "Bearer eyJhbGciOiJSUzI1NiIsImtpZCI6IlNIQTI1Njp.token-2"
+                format!("Bearer {}", reddit.token(1)),
+                format!("Bearer {}", reddit.token(2))
             ]
         );
 
