@@ -29,11 +29,14 @@
 //!   entries it may still take). A first sync walks back until `backfill_limit` entries
 //!   (0: it only sets the mark), the stream's end or the pull's budget; a later sync walks
 //!   from the newest entry down to the mark. When a walk ends its newest entry becomes the
-//!   mark. Every batch's cursor is where the walk resumes, so a crash or a stop mid-walk
-//!   resumes there; entries that arrive meanwhile are newer than the walk's newest and
-//!   come with the next walk. The stored cursor is JSON:
-//!   `{"notifications": {"mark": {"at", "uri"}, "walk": {"cursor", "top", "left"}},
-//!   "search": {"<query>": {…}}}`.
+//!   mark. A page with nothing in it but a cursor (the AppView filters some entries out
+//!   after paging) does not end a walk; more than ten in a row do, and the
+//!   stream's `warning` says so, with the date, for a week ([`crate::empty`]). Every
+//!   batch's cursor is where the walk resumes, so a crash or a stop mid-walk resumes
+//!   there; entries that arrive meanwhile are newer than the walk's newest and come with
+//!   the next walk. The stored cursor is JSON: `{"notifications": {"mark": {"at", "uri"},
+//!   "walk": {"cursor", "top", "left", "empty"}, "warning", "gave_up"}, "search":
+//!   {"<query>": {…}}}`.
 //! - A pull gathers pages until about [`PULL_ITEMS`] entries or [`PULL_TIME`] (every
 //!   stream gets at least one page), and hands its items over oldest first, so a reply
 //!   comes after its parent when both are new. Across pulls a walk goes back in time: a
@@ -380,6 +383,9 @@ struct Walk {
     /// On a first sync, how many entries the walk may still take (`None`: down to the mark).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     left: Option<u64>,
+    /// How many pages in a row had nothing to read, each with a cursor to go on with.
+    #[serde(default, skip_serializing_if = "crate::empty::is_zero")]
+    empty: u8,
 }
 
 /// Where one stream stands (see the module doc).
@@ -394,6 +400,10 @@ struct Stream {
     /// `source.cursor` shows this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     warning: Option<String>,
+    /// When a walk of this stream last gave up past ten pages with nothing to
+    /// read: the `warning` says so for a week.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gave_up: Option<DateTime<Utc>>,
 }
 
 impl Stream {
@@ -406,16 +416,21 @@ impl Stream {
                 ..Walk::default()
             }),
             warning: None,
+            gave_up: None,
         }
     }
 
     /// Takes one page of the walk (`entries` as served, `next` its cursor) into `taken`,
     /// those `keep` accepts and that are newer than the mark, within the walk's allowance;
     /// ends the walk (its newest entry becomes the mark) when it reached the mark, the
-    /// allowance or the stream's end. A platform that goes nowhere ends it too, or it
-    /// would be walked on every pull for ever: a `next` equal to the cursor sent, a page
-    /// with entries of which none can be read, a `next` longer than [`MAX_REF_BYTES`]
-    /// (noted in `warning`). Returns whether the walk goes on.
+    /// allowance or the stream's end. A page with nothing to read and a cursor does not
+    /// end it: the AppView leaves out of a page what it filters after paging (blocks,
+    /// mutes, moderation; notifications of other reasons past its own attempts) and still
+    /// hands out the cursor, so older pages may hold entries. A platform that goes nowhere
+    /// ends it, or it would be walked on every pull for ever: a `next` equal to the cursor
+    /// sent, more than ten pages in a row with nothing to read, a `next`
+    /// longer than [`MAX_REF_BYTES`] (the last two noted in `warning`). Returns whether the
+    /// walk goes on.
     fn step(
         &mut self,
         mut walk: Walk,
@@ -424,7 +439,7 @@ impl Stream {
         keep: impl Fn(&Value) -> bool,
         taken: &mut Vec<Value>,
     ) -> bool {
-        let mut reached = entries.is_empty();
+        let mut reached = false;
         let mut readable = false;
         for entry in entries {
             let Some(mark) = Mark::of(&entry) else {
@@ -445,7 +460,11 @@ impl Stream {
                 }
             }
         }
-        let stuck = !readable || (next.is_some() && next == walk.cursor);
+        let stuck = next.is_some() && next == walk.cursor;
+        let gave_up = crate::empty::gives_up(&mut walk.empty, !readable, next.is_some());
+        if gave_up {
+            self.warning = crate::empty::gave_up_now(&mut self.gave_up, "Bluesky");
+        }
         walk.cursor = match next {
             Some(next) if next.len() > MAX_REF_BYTES => {
                 self.warning = Some(format!(
@@ -456,7 +475,8 @@ impl Stream {
             }
             next => next,
         };
-        if reached || stuck || walk.cursor.is_none() || walk.left == Some(0) {
+        let spent = walk.left == Some(0) && walk.top.is_some();
+        if reached || stuck || gave_up || walk.cursor.is_none() || spent {
             self.mark = self.mark.take().max(walk.top);
             self.walk = None;
             false
@@ -801,10 +821,11 @@ impl BlueskyConnector {
 
     /// Walks `stream` (see the module doc) while the pull's budget lasts (`before`: the
     /// entries earlier streams of this pull took), taking entries into `taken`; returns
-    /// whether its walk goes on in this pull's next batch. A page of which nothing is taken
-    /// (all filtered out) leaves the rest of the walk to the next scheduled pull, so a
-    /// platform serving only such pages cannot keep a source busy. On an error, `stream` is
-    /// as the last page left it.
+    /// whether its walk goes on in this pull's next batch. A page whose entries are all
+    /// filtered out here (notifications of other reasons) leaves the rest of the walk to
+    /// the next scheduled pull, so a platform serving only such pages cannot keep a source
+    /// busy; a page with nothing readable is gone past (at most ten in a row).
+    /// On an error, `stream` is as the last page left it.
     async fn walk(
         &self,
         listen: Listen<'_>,
@@ -831,7 +852,12 @@ impl BlueskyConnector {
                 Listen::Search(_) => true,
             };
             let had = taken.len();
-            if !stream.step(walk, entries, next, keep, taken) || taken.len() == had {
+            if !stream.step(walk, entries, next, keep, taken) {
+                return Ok(false);
+            }
+            // A page with nothing readable (counted in the walk's `empty`) is gone past.
+            let empty = stream.walk.as_ref().is_some_and(|walk| walk.empty > 0);
+            if taken.len() == had && !empty {
                 return Ok(false);
             }
             if before + taken.len() + PAGE > PULL_ITEMS
@@ -1206,7 +1232,7 @@ impl Connector for BlueskyConnector {
             let walked = if stopped {
                 Ok(true)
             } else {
-                stream.warning = None;
+                stream.warning = crate::empty::shown(&mut stream.gave_up, "Bluesky", Utc::now());
                 let mut entries = Vec::new();
                 let walked = self
                     .walk(
@@ -1254,8 +1280,8 @@ impl Connector for BlueskyConnector {
                         err @ (ConnectorError::Payload(_) | ConnectorError::Transport(_)),
                     ) => {
                         if let Some(stream) = search.get_mut(query) {
-                            stream.warning =
-                                Some(format!("the search for `{query}` failed: {err}"));
+                            let failed = format!("the search for `{query}` failed: {err}");
+                            crate::empty::warn(&mut stream.warning, failed);
                         }
                     }
                     (_, err) => return Err(err),
@@ -1368,6 +1394,7 @@ impl Connector for BlueskyConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::empty::EMPTY_PAGES;
 
     #[test]
     fn a_search_configured_twice_is_one_stream() {
@@ -1733,21 +1760,49 @@ mod tests {
         assert_eq!(uris(&taken), ["9", "8"]);
 
         // A page of which nothing can be read (no indexedAt, no at:// uri, a uri past
-        // 1 KiB): taken as the stream's end.
+        // 1 KiB), or nothing at all, with a cursor: gone past, ten in a row; the eleventh
+        // ends the walk, its newest entry the mark, and the stream says so.
         let long = format!("at://did:plc:fan/app.bsky.feed.post/{}", "x".repeat(1_024));
-        for junk in [
+        let junk = [
             json!({ "uri": "at://did:plc:fan/app.bsky.feed.post/1" }),
             json!({ "uri": "https://example.com", "indexedAt": "2026-01-01T00:00:00Z" }),
             json!({ "uri": long, "indexedAt": "2026-01-01T00:00:00Z" }),
             json!("a string"),
-        ] {
-            let mut stream = Stream::first(1_000);
+        ];
+        let mut stream = Stream::first(1_000);
+        let mut taken = Vec::new();
+        let walk = stream.walk.clone().unwrap();
+        assert!(stream.step(walk, vec![entry(9)], Some("n0".into()), all, &mut taken));
+        for page in 1..=EMPTY_PAGES + 1 {
             let walk = stream.walk.clone().unwrap();
-            let mut taken = Vec::new();
-            assert!(!stream.step(walk, vec![junk.clone()], Some("n".into()), all, &mut taken));
-            assert!(taken.is_empty(), "{junk}");
-            assert_eq!(stream.walk, None);
+            let things = match junk.get(usize::from(page) - 1) {
+                Some(junk) => vec![junk.clone()],
+                None => Vec::new(),
+            };
+            let goes_on = stream.step(walk, things, Some(format!("n{page}")), all, &mut taken);
+            assert_eq!(goes_on, page <= EMPTY_PAGES, "{page}");
+            if goes_on {
+                assert_eq!(stream.walk.as_ref().unwrap().empty, page);
+            }
         }
+        assert_eq!(uris(&taken), ["9"]);
+        assert_eq!(stream.walk, None);
+        assert_eq!(stream.mark, Mark::of(&entry(9)));
+        assert!(stream.gave_up.is_some());
+        let warning = stream.warning.as_deref().unwrap();
+        assert!(
+            warning.contains("Bluesky answered 11 pages in a row"),
+            "{warning}"
+        );
+        // With nothing more to take (a backfill of 0), an empty page does not end the walk
+        // before it has seen an entry to set the mark by.
+        let mut stream = Stream::first(0);
+        let walk = stream.walk.clone().unwrap();
+        assert!(stream.step(walk, Vec::new(), Some("e".into()), all, &mut taken));
+        let walk = stream.walk.clone().unwrap();
+        assert!(!stream.step(walk, vec![entry(5)], Some("f".into()), all, &mut taken));
+        assert_eq!(stream.mark, Mark::of(&entry(5)));
+        assert_eq!(uris(&taken), ["9"]);
 
         // A cursor past 1 KiB is not kept: the walk ends there, and the stream says so.
         let mut stream = Stream::first(1_000);

@@ -1,8 +1,11 @@
 //! Walks past pages with nothing to read. A platform may answer a page of its history
-//! with nothing in it and still a token for the next one (Matrix leaves out events the
-//! account may not see, Reddit things removed or hidden from it): the walk goes on past
-//! such pages, at most [`EMPTY_PAGES`] in a row, and a walk that gives up there keeps
-//! saying so, with the date, for [`GAVE_UP_SHOWN`] after (the history behind was not read).
+//! with nothing in it and still a token for the next one, having left out what it filters
+//! after paging (Matrix events the account may not see; Reddit, Bluesky and X removed,
+//! hidden, blocked or withheld posts; YouTube may too): the walk goes on past such pages,
+//! at most [`EMPTY_PAGES`] in a row, and a walk that gives up there keeps saying so, with
+//! the date, for [`GAVE_UP_SHOWN`] after (the history behind was not read). A walk that
+//! may take nothing more (a `backfill_limit` of 0, which only sets the mark) ends at its
+//! first page with something readable, not at an empty one.
 
 use chrono::{DateTime, Utc};
 
@@ -40,6 +43,46 @@ pub(crate) fn gave_up_warning(what: &str, at: DateTime<Utc>, now: DateTime<Utc>)
     })
 }
 
+/// Counts a page into a walk's `empty` (`nothing`: the page had nothing to read) and says
+/// whether the walk gives up at it: one more such page, with a token to go on with
+/// (`more`), past [`EMPTY_PAGES`] in a row.
+pub(crate) fn gives_up(empty: &mut u8, nothing: bool, more: bool) -> bool {
+    *empty = counted(*empty, nothing);
+    more && *empty > EMPTY_PAGES
+}
+
+/// Records that a walk gives up now; returns its warning (`what`: who answered the empty
+/// pages).
+pub(crate) fn gave_up_now(gave_up: &mut Option<DateTime<Utc>>, what: &str) -> Option<String> {
+    let now = Utc::now();
+    *gave_up = Some(now);
+    shown(gave_up, what, now)
+}
+
+/// The warning of a walk that gave up at `gave_up` (`what`: who answered the empty pages)
+/// while it is shown; past that the time is forgotten.
+pub(crate) fn shown(
+    gave_up: &mut Option<DateTime<Utc>>,
+    what: &str,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let said = gave_up.and_then(|at| gave_up_warning(what, at, now));
+    if said.is_none() {
+        *gave_up = None;
+    }
+    said
+}
+
+/// Adds `said` to a stream's `warning`, after what it already says (a give-up shown for
+/// a week stays beside a failure of this pull).
+pub(crate) fn warn(warning: &mut Option<String>, said: String) {
+    *warning = Some(match warning.take() {
+        Some(earlier) if earlier.contains(&said) => earlier,
+        Some(earlier) => format!("{earlier}; {said}"),
+        None => said,
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +99,31 @@ mod tests {
              UTC: the walk back stopped there, and what is older was not read"
         );
         assert_eq!(gave_up_warning("/messages", at, at + GAVE_UP_SHOWN), None);
+        let mut kept = Some(at);
+        assert_eq!(
+            shown(&mut kept, "/messages", at).as_deref(),
+            Some(&said[..])
+        );
+        assert_eq!(kept, Some(at));
+        assert_eq!(shown(&mut kept, "/messages", at + GAVE_UP_SHOWN), None);
+        assert_eq!(kept, None);
+        let mut warning = None;
+        warn(&mut warning, "a".into());
+        warn(&mut warning, "b".into());
+        warn(&mut warning, "b".into());
+        assert_eq!(warning.as_deref(), Some("a; b"));
+        let mut empty = EMPTY_PAGES - 1;
+        assert!(!gives_up(&mut empty, true, true));
+        assert!(!gives_up(&mut empty, true, false));
+        assert!(gives_up(&mut empty, true, true));
+        assert!(!gives_up(&mut empty, false, true));
+        assert_eq!(empty, 0);
+        let mut gave_up = None;
+        let said = gave_up_now(&mut gave_up, "X").unwrap();
+        assert!(
+            gave_up.is_some() && said.starts_with("X answered 11 pages"),
+            "{said}"
+        );
         assert_eq!(counted(3, true), 4);
         assert_eq!(counted(3, false), 0);
         assert_eq!(counted(u8::MAX, true), u8::MAX);

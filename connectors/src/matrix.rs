@@ -1044,10 +1044,7 @@ impl Connector for MatrixConnector {
         let mut listened: Vec<String> = Vec::new();
         for configured in &self.config.rooms {
             let mut room = state.rooms.remove(configured).unwrap_or_default();
-            room.gave_up = room
-                .gave_up
-                .filter(|at| now - *at < crate::empty::GAVE_UP_SHOWN);
-            room.warning = room.gave_up_warning(now);
+            room.warning = crate::empty::shown(&mut room.gave_up, "/messages", now);
             if room.id.is_none() {
                 if configured.starts_with('!') {
                     room.id = Some(configured.clone());

@@ -28,7 +28,7 @@
 //!   the listing (Reddit serves about a thousand per listing) or the pull's budget; a later
 //!   one walks from the newest down to the mark. A page with nothing to read but an
 //!   `after` does not end a walk (Reddit leaves out what the account may not see and still
-//!   pages on); more than [`EMPTY_PAGES`] of them in a row do, and the stream's `warning`
+//!   pages on); more than ten of them in a row do, and the stream's `warning`
 //!   says so, with the date, for a week ([`crate::empty`]). Every batch's cursor is where
 //!   the walk resumes, so a crash mid-walk resumes there. The stored cursor is JSON:
 //!   `{"streams": {"mentions": {"mark": {"at", "name"}, "walk": {"after", "top", "left",
@@ -71,7 +71,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::empty::EMPTY_PAGES;
 use crate::http::{self, MAX_BODY_BYTES};
 pub use crate::mastodon::{PULL_ITEMS, PULL_TIME};
 use crate::{
@@ -359,7 +358,7 @@ struct Stream {
     /// shows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     warning: Option<String>,
-    /// When a walk of this stream last gave up past [`EMPTY_PAGES`] pages with nothing to
+    /// When a walk of this stream last gave up past ten pages with nothing to
     /// read: the `warning` says so for a week.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     gave_up: Option<DateTime<Utc>>,
@@ -379,17 +378,11 @@ impl Stream {
         }
     }
 
-    /// What the warning says of a walk's giving up, while it says it.
-    fn gave_up_warning(&self, now: DateTime<Utc>) -> Option<String> {
-        self.gave_up
-            .and_then(|at| crate::empty::gave_up_warning("Reddit", at, now))
-    }
-
     /// Takes one page of the walk (`things` as served, `after` its next page) into
     /// `taken`: those newer than the mark, within the walk's allowance. Ends the walk (its
     /// newest thing becomes the mark) when it reached the mark, the allowance or the
     /// listing's end, or goes nowhere (the `after` sent comes back, more than
-    /// [`EMPTY_PAGES`] pages in a row with nothing to read, an `after` past
+    /// ten pages in a row with nothing to read, an `after` past
     /// [`MAX_REF_BYTES`]; the last two noted in `warning`). A page with nothing to read and
     /// a new `after` does not end it: Reddit leaves out of a page what the account may not
     /// see (removed, spam, hidden) and hands out the `after` of the last thing it looked
@@ -421,12 +414,9 @@ impl Stream {
             }
         }
         let stuck = after.is_some() && after == walk.after;
-        walk.empty = crate::empty::counted(walk.empty, !readable);
-        let gave_up = after.is_some() && walk.empty > EMPTY_PAGES;
+        let gave_up = crate::empty::gives_up(&mut walk.empty, !readable, after.is_some());
         if gave_up {
-            let now = Utc::now();
-            self.gave_up = Some(now);
-            self.warning = self.gave_up_warning(now);
+            self.warning = crate::empty::gave_up_now(&mut self.gave_up, "Reddit");
         }
         walk.after = match after {
             Some(after) if after.len() > MAX_REF_BYTES => {
@@ -437,7 +427,8 @@ impl Stream {
             }
             after => after,
         };
-        if reached || stuck || gave_up || walk.after.is_none() || walk.left == Some(0) {
+        let spent = walk.left == Some(0) && walk.top.is_some();
+        if reached || stuck || gave_up || walk.after.is_none() || spent {
             self.mark = self.mark.take().max(walk.top);
             self.walk = None;
             false
@@ -1199,10 +1190,7 @@ impl Connector for RedditConnector {
             let walked = if stopped {
                 Ok(true)
             } else {
-                stream.gave_up = stream
-                    .gave_up
-                    .filter(|at| Utc::now() - *at < crate::empty::GAVE_UP_SHOWN);
-                stream.warning = stream.gave_up_warning(Utc::now());
+                stream.warning = crate::empty::shown(&mut stream.gave_up, "Reddit", Utc::now());
                 let mut things = Vec::new();
                 let walked = self
                     .walk(
@@ -1231,10 +1219,7 @@ impl Connector for RedditConnector {
                     if !listen.essential() =>
                 {
                     let failed = format!("{} failed: {err}", listen.path());
-                    stream.warning = Some(match stream.warning.take() {
-                        Some(earlier) => format!("{earlier}; {failed}"),
-                        None => failed,
-                    });
+                    crate::empty::warn(&mut stream.warning, failed);
                 }
                 Err(err) => return Err(err),
             }
@@ -1325,6 +1310,7 @@ impl Connector for RedditConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::empty::EMPTY_PAGES;
 
     #[test]
     fn a_keyword_configured_twice_is_one_stream() {

@@ -27,10 +27,13 @@
 //!   newest id). A page at a time is kept in the cursor, so a failure or a crash mid-walk
 //!   resumes at the page it stopped at. A paging token X no longer takes (a 400, as to
 //!   an expired one) resumes the walk below the oldest id it has seen (`until_id`), not
-//!   from the newest page; an `until_id` refused in turn starts it from the newest. X
-//!   gives at most the newest 800 mentions and only the last 7 days of search, whatever
-//!   the limit. Stored as JSON: `{"streams": {"mentions": {"newest", "walk": {"token",
-//!   "since", "until", "top", "oldest", "left"}}, "search:{query}": {…}}}`.
+//!   from the newest page; an `until_id` refused in turn starts it from the newest. A
+//!   page without a post but with a `next_token` does not end a walk; more than
+//!   ten in a row do, and the stream's `warning` says so, with the date, for
+//!   a week ([`crate::empty`]). X gives at most the newest 800 mentions and only the last
+//!   7 days of search, whatever the limit. Stored as JSON: `{"streams": {"mentions":
+//!   {"newest", "walk": {"token", "since", "until", "top", "oldest", "left", "empty"},
+//!   "warning", "gave_up"}, "search:{query}": {…}}}`.
 //! - Items: a tweet's id is its external id, its `conversation_id` the thread key, the
 //!   `replied_to` referenced tweet the one it answers. Retweets (`retweeted` referenced
 //!   tweets) are skipped; quotes are kept. The author's `author_id` is the identity
@@ -380,6 +383,9 @@ struct Walk {
     /// a paging token was refused and the walk went on without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     until: Option<String>,
+    /// How many pages in a row had no post, each with a paging token to go on with.
+    #[serde(default, skip_serializing_if = "crate::empty::is_zero")]
+    empty: u8,
 }
 
 /// Where one stream stands (see the module doc).
@@ -393,6 +399,10 @@ struct Stream {
     /// shows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     warning: Option<String>,
+    /// When a walk of this stream last gave up past ten pages without a post:
+    /// the `warning` says so for a week.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gave_up: Option<DateTime<Utc>>,
 }
 
 /// Tweet ids are decimal numbers growing with time (snowflakes); `None` for anything else.
@@ -476,7 +486,11 @@ impl Stream {
     /// Takes one page (`tweets` newest first, `newest_id` and `next` from its `meta`) into
     /// `taken`: those newer than the walk's `since`, within a backfill's allowance. Ends
     /// the walk (its newest id becomes the stream's) at the listing's end or the
-    /// allowance. Returns whether the walk goes on.
+    /// allowance. A page without a post but with a `next_token` does not end it (X
+    /// leaves out of a page what it drops after paging: deleted, protected, withheld
+    /// posts; its documentation says to page until no `next_token` comes); more than
+    /// ten of them in a row do, noted in `warning`. Returns whether the walk
+    /// goes on.
     fn page(
         &mut self,
         mut walk: Walk,
@@ -485,7 +499,7 @@ impl Stream {
         next: Option<String>,
         taken: &mut Vec<Value>,
     ) -> bool {
-        let empty = tweets.is_empty();
+        let mut readable = false;
         walk.top = later(walk.top, newest_id);
         let since = walk.since.as_deref().and_then(id_number);
         for tweet in tweets {
@@ -495,6 +509,7 @@ impl Stream {
             let Some(number) = id_number(&id) else {
                 continue;
             };
+            readable = true;
             walk.top = later(walk.top, Some(&id));
             walk.oldest = earlier(walk.oldest, Some(&id));
             // A retweet is no item, so it takes none of the allowance either.
@@ -519,7 +534,12 @@ impl Stream {
             next => next,
         };
         let stuck = next.is_some() && next == walk.token;
-        if empty || stuck || next.is_none() || walk.left == Some(0) {
+        let gave_up = crate::empty::gives_up(&mut walk.empty, !readable, next.is_some());
+        if gave_up {
+            self.warning = crate::empty::gave_up_now(&mut self.gave_up, "X");
+        }
+        let spent = walk.left == Some(0) && walk.top.is_some();
+        if gave_up || stuck || next.is_none() || spent {
             self.newest = later(self.newest.take(), walk.top.as_deref());
             self.walk = None;
             false
@@ -846,7 +866,7 @@ impl XConnector {
                             walk.oldest = None;
                         }
                     }
-                    stream.warning = Some(format!(
+                    let failed = format!(
                         "{} failed: {err}; {}",
                         listen.path(&self.config.user_id),
                         if below {
@@ -854,7 +874,8 @@ impl XConnector {
                         } else {
                             "the walk starts again from the newest"
                         }
-                    ));
+                    );
+                    crate::empty::warn(&mut stream.warning, failed);
                     return Ok(true);
                 }
                 Err(err) => return Err(err),
@@ -1259,7 +1280,7 @@ impl Connector for XConnector {
             if stopped {
                 more = true;
             } else {
-                stream.warning = None;
+                stream.warning = crate::empty::shown(&mut stream.gave_up, "X", Utc::now());
                 let mut values = Vec::new();
                 let walked = self
                     .walk(
@@ -1282,10 +1303,8 @@ impl Connector for XConnector {
                         more = true;
                     }
                     Err(err @ (ConnectorError::Payload(_) | ConnectorError::Transport(_))) => {
-                        stream.warning = Some(format!(
-                            "{} failed: {err}",
-                            listen.path(&self.config.user_id)
-                        ));
+                        let failed = format!("{} failed: {err}", listen.path(&self.config.user_id));
+                        crate::empty::warn(&mut stream.warning, failed);
                         // What this stream read before failing is stored with its place;
                         // the next pull meets the failure again and reports it.
                         if had {

@@ -27,7 +27,8 @@
 //! - Cursor: per stream a *mark*, the newest top-level comment's `publishedAt` second handed
 //!   over and the thread ids of that second. The API has no "since": every sync walks the
 //!   threads from the newest (by `pageToken`) down to the mark, and on until a page holds
-//!   nothing to take (one page, one quota unit, more than stopping at the mark): a comment
+//!   nothing to take but threads (one page, one quota unit, more than stopping at the
+//!   mark): a comment
 //!   held for review and approved later keeps its old `publishedAt`, so it shows up below
 //!   threads already handed over. Such a thread, older than the mark but among the watched
 //!   threads (see below) and not one of them, is taken; one older than every watched
@@ -36,7 +37,10 @@
 //!   stopped by the pull's budget, a rate limit or a failure keeps its `pageToken` and goes
 //!   on from there on the next pull (resumable); the mark moves only when the walk reaches
 //!   it. Threads that arrive while a walk pages only push older ones down, so a page read
-//!   later repeats threads (the pipeline drops them by id) and loses none.
+//!   later repeats threads (the pipeline drops them by id) and loses none. A page without
+//!   a thread but with a `nextPageToken` does not end a walk; more than ten
+//!   in a row do, and the stream's `warning` says so, with the date, for a week
+//!   ([`crate::empty`]).
 //! - New replies to older threads: `updatedAt` of a top-level comment changes only when
 //!   its text is edited, not when it gets a reply, and `order=time` sorts threads by their
 //!   top-level comment, so a reply to a thread below the mark never brings the thread back
@@ -45,8 +49,8 @@
 //!   quota unit) and hands over the replies of those whose `totalReplyCount` grew. A reply
 //!   to an older thread than those is not caught (it shows on YouTube only), nor is an edit.
 //! - The stored cursor is JSON: `{"streams": {"channel:UC…" | "video:…": {"mark": {"at",
-//!   "ids"}, "walk": {"next", "top", "left"}, "watch": [{"id", "at", "replies"}],
-//!   "warning"}}}`.
+//!   "ids"}, "walk": {"next", "top", "left", "empty"}, "watch": [{"id", "at", "replies"}],
+//!   "warning", "gave_up"}}}`.
 //! - Items: every comment is a `comment`, its external id the comment id (an edit keeps
 //!   it, so the pipeline drops it). The thread key is the top-level comment's id (the
 //!   thread's id on YouTube too): a top-level comment starts the conversation (its subject
@@ -327,6 +331,9 @@ struct Walk {
     /// How many threads the walk may still take.
     #[serde(default)]
     left: u64,
+    /// How many pages in a row had no thread, each with a `nextPageToken` to go on with.
+    #[serde(default, skip_serializing_if = "crate::empty::is_zero")]
+    empty: u8,
 }
 
 /// A thread watched for new replies.
@@ -351,6 +358,10 @@ struct Stream {
     /// What went wrong with this stream in the last pull that read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     warning: Option<String>,
+    /// When a walk of this stream last gave up past ten pages without a
+    /// thread: the `warning` says so for a week.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gave_up: Option<DateTime<Utc>>,
 }
 
 impl Stream {
@@ -367,7 +378,9 @@ impl Stream {
     /// Takes one page of threads (newest first; `next` its `nextPageToken`) into `taken`:
     /// those the mark does not cover, and those [`Stream::approved_late`], within the
     /// walk's allowance. Ends the walk (its newest second becomes the mark) at a page that
-    /// holds nothing to take, the allowance or the listing's end. Not at the first covered
+    /// holds nothing to take, the allowance or the listing's end; a page without a thread
+    /// but with a `nextPageToken` is gone past, up to ten in a row (then the
+    /// walk gives up, noted in `warning`). Not at the first covered
     /// thread: a comment held for review and approved later keeps its old `publishedAt`,
     /// so it shows up below threads already handed over (possibly on the next page), and
     /// is taken there. Returns whether the walk goes on.
@@ -378,7 +391,6 @@ impl Stream {
         next: Option<String>,
         taken: &mut Vec<Value>,
     ) -> bool {
-        let empty = threads.is_empty();
         let (mut covered, mut keyed) = (0, 0);
         for thread in threads {
             let Some((at, id)) = key(&thread) else {
@@ -409,8 +421,13 @@ impl Stream {
         };
         let reached = keyed > 0 && covered == keyed;
         let stuck = next.is_some() && next == walk.next;
+        let gave_up = crate::empty::gives_up(&mut walk.empty, keyed == 0, next.is_some());
+        if gave_up {
+            self.warning = crate::empty::gave_up_now(&mut self.gave_up, "YouTube");
+        }
         walk.next = next;
-        if empty || reached || stuck || walk.left == 0 || walk.next.is_none() {
+        let spent = walk.left == 0 && walk.top.is_some();
+        if gave_up || reached || stuck || spent || walk.next.is_none() {
             let top = walk.top.unwrap_or_default();
             self.mark = Some(match self.mark.take() {
                 Some(mark) => mark.merge(top),
@@ -831,7 +848,10 @@ impl YoutubeConnector {
             if !on {
                 break false;
             }
-            if taken.len() == had || spent(taken) {
+            // A page of which nothing is taken leaves the rest to the next pull; one
+            // without a thread (counted in the walk's `empty`) is gone past.
+            let empty = stream.walk.as_ref().is_some_and(|walk| walk.empty > 0);
+            if (taken.len() == had && !empty) || spent(taken) {
                 break true;
             }
         };
@@ -1141,7 +1161,7 @@ impl Connector for YoutubeConnector {
             if not_before.is_some() {
                 more = true;
             } else {
-                stream.warning = None;
+                stream.warning = crate::empty::shown(&mut stream.gave_up, "YouTube", Utc::now());
                 let mut values = Vec::new();
                 let walked = self
                     .walk(listen, &mut stream, &mut values, weight(&taken), started)
@@ -1155,7 +1175,8 @@ impl Connector for YoutubeConnector {
                         more = true;
                     }
                     Err(err @ (ConnectorError::Payload(_) | ConnectorError::Transport(_))) => {
-                        stream.warning = Some(format!("{} failed: {err}", listen.what()));
+                        let failed = format!("{} failed: {err}", listen.what());
+                        crate::empty::warn(&mut stream.warning, failed);
                         failures.push(err);
                     }
                     Err(err) => return Err(err),

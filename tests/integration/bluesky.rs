@@ -1775,3 +1775,66 @@ backend_test!(
         assert_eq!(report["newItems"], 0, "{report:#}");
     }
 );
+
+backend_test!(
+    async fn a_page_the_appview_filtered_empty_does_not_end_a_walk(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        // The AppView answers the two newest pages with nothing in them and a cursor (what
+        // it filters after paging: blocks, mutes, other reasons), then the real page.
+        let bluesky = Bluesky::start().await;
+        bluesky.mentions(0..50);
+        let serving = bluesky.clone();
+        let served = Arc::new(Mutex::new(0_i64));
+        let counter = served.clone();
+        bluesky.server.handle(
+            "/xrpc/app.bsky.notification.listNotifications",
+            move |seen| {
+                // (A session kept from an earlier server on this port is refused uncounted.)
+                if let Some(refused) = serving.refused(seen) {
+                    return refused;
+                }
+                let mut n = counter.lock().unwrap();
+                *n += 1;
+                let cursor = at(1_000 - *n);
+                if *n <= 2 {
+                    return Reply::json(&json!({ "notifications": [], "cursor": cursor }));
+                }
+                serving.list_notifications(seen)
+            },
+        );
+        let id = bluesky.source(&app, &key, "filtered", json!({})).await;
+        let (new, _) = sync_until_done(&app, &id).await;
+        assert_eq!(new, 50);
+        assert_eq!(stored_ids(&app).await, expected(0..50));
+        // (The real page's cursor is asked once more: an empty page without one ends it.)
+        assert_eq!(*served.lock().unwrap(), 4);
+        let cursor: Value =
+            serde_json::from_str(&source_row(&app, &id).await.cursor.unwrap()).unwrap();
+        assert_eq!(cursor["notifications"].get("walk"), None);
+        assert_eq!(cursor["notifications"].get("warning"), None);
+
+        // Eleven in a row: the walk stops there, and the stream says so.
+        let nowhere = Bluesky::start().await;
+        let served = Arc::new(Mutex::new(0_i64));
+        let counter = served.clone();
+        nowhere
+            .server
+            .handle("/xrpc/app.bsky.notification.listNotifications", move |_| {
+                let mut n = counter.lock().unwrap();
+                *n += 1;
+                Reply::json(&json!({ "notifications": [], "cursor": at(1_000 - *n) }))
+            });
+        let id = nowhere.source(&app, &key, "nowhere", json!({})).await;
+        let (new, _) = sync_until_done(&app, &id).await;
+        assert_eq!(new, 0);
+        assert_eq!(*served.lock().unwrap(), 11);
+        let cursor: Value =
+            serde_json::from_str(&source_row(&app, &id).await.cursor.unwrap()).unwrap();
+        assert_eq!(cursor["notifications"].get("walk"), None);
+        let warning = cursor["notifications"]["warning"].as_str().unwrap();
+        assert!(
+            warning.contains("Bluesky answered 11 pages in a row with nothing to read"),
+            "{warning}"
+        );
+    }
+);

@@ -1053,3 +1053,53 @@ backend_test!(
         );
     }
 );
+
+backend_test!(
+    async fn a_page_without_posts_but_with_a_next_token_does_not_end_a_walk(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let x = X::start().await;
+        let empty = |n: usize| {
+            Some(Reply::json(
+                &json!({ "meta": { "result_count": 0, "next_token": token(n) } }),
+            ))
+        };
+        // The newest page comes back without a post (X drops deleted, protected and
+        // withheld posts after paging) but with a token: the walk goes on with it.
+        {
+            let mut state = x.state.lock().unwrap();
+            state.mentions = chatter(1, 150);
+            state.fail_mentions = vec![empty(100)];
+        }
+        let id = create_source(&app, &key, "X", "x", x.config(json!({}))).await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 50, "{report:#}");
+        let asked = x.asked(&mentions_path());
+        assert_eq!(asked.len(), 2);
+        assert_eq!(asked[1]["pagination_token"], token(100));
+        let cursor = cursor_of(&app, &id).await;
+        assert_eq!(cursor["streams"]["mentions"].get("walk"), None, "{cursor}");
+        assert_eq!(
+            cursor["streams"]["mentions"].get("warning"),
+            None,
+            "{cursor}"
+        );
+
+        // Eleven in a row: the walk stops there, and the stream says so.
+        x.state.lock().unwrap().fail_mentions = (1..=11).map(empty).collect();
+        let id = create_source(&app, &key, "X", "x2", x.config(json!({}))).await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(x.asked(&mentions_path()).len(), 2 + 11);
+        let cursor = cursor_of(&app, &id).await;
+        let mentions = &cursor["streams"]["mentions"];
+        assert_eq!(mentions.get("walk"), None, "{cursor}");
+        assert!(
+            mentions["warning"]
+                .as_str()
+                .unwrap()
+                .contains("X answered 11 pages in a row with nothing to read"),
+            "{cursor}"
+        );
+    }
+);

@@ -1112,3 +1112,48 @@ backend_test!(
         );
     }
 );
+
+backend_test!(
+    async fn a_page_without_threads_but_with_a_token_does_not_end_a_walk(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let youtube = Youtube::start().await;
+        youtube.push(VIDEO, 0, 150);
+        let empty = |next: &str| {
+            google(&json!({
+                "kind": "youtube#commentThreadListResponse", "etag": "l0",
+                "nextPageToken": next,
+                "pageInfo": { "totalResults": 150, "resultsPerPage": 100 },
+                "items": []
+            }))
+        };
+        // The newest page comes back without a thread, but with a token to go on with.
+        youtube.state.lock().unwrap().fail = vec![empty("QURTSl9p100")];
+        let id = create_source(&app, &key, "YOUTUBE", "channel", youtube.config(json!({}))).await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 50, "{report:#}");
+        assert_eq!(stored_ids(&app).await.len(), 50);
+        let cursor = cursor_of(&app, &id).await;
+        let stream = &cursor["streams"][format!("channel:{CHANNEL}")];
+        assert_eq!(stream.get("walk"), None, "{cursor}");
+        assert_eq!(stream.get("warning"), None, "{cursor}");
+
+        // Eleven in a row: the walk stops there, and the stream says so.
+        youtube.state.lock().unwrap().fail =
+            (1..=11).map(|n| empty(&format!("QURTSl9p{n}"))).collect();
+        let id = create_source(&app, &key, "YOUTUBE", "again", youtube.config(json!({}))).await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        assert_eq!(report["newItems"], 0, "{report:#}");
+        let cursor = cursor_of(&app, &id).await;
+        let stream = &cursor["streams"][format!("channel:{CHANNEL}")];
+        assert_eq!(stream.get("walk"), None, "{cursor}");
+        assert!(
+            stream["warning"]
+                .as_str()
+                .unwrap()
+                .contains("YouTube answered 11 pages in a row with nothing to read"),
+            "{cursor}"
+        );
+    }
+);
