@@ -467,10 +467,13 @@ impl Stream {
         }
         walk.cursor = match next {
             Some(next) if next.len() > MAX_REF_BYTES => {
-                self.warning = Some(format!(
-                    "the platform's cursor is longer than {MAX_REF_BYTES} bytes: the walk \
-                     ended there"
-                ));
+                crate::empty::warn(
+                    &mut self.warning,
+                    format!(
+                        "the platform's cursor is longer than {MAX_REF_BYTES} bytes: the walk \
+                         ended there"
+                    ),
+                );
                 None
             }
             next => next,

@@ -420,9 +420,13 @@ impl Stream {
         }
         walk.after = match after {
             Some(after) if after.len() > MAX_REF_BYTES => {
-                self.warning = Some(format!(
-                    "Reddit's `after` is longer than {MAX_REF_BYTES} bytes: the walk ended there"
-                ));
+                crate::empty::warn(
+                    &mut self.warning,
+                    format!(
+                        "Reddit's `after` is longer than {MAX_REF_BYTES} bytes: the walk \
+                         ended there"
+                    ),
+                );
                 None
             }
             after => after,

@@ -526,9 +526,13 @@ impl Stream {
         }
         let next = match next {
             Some(next) if next.len() > MAX_TOKEN_BYTES => {
-                self.warning = Some(format!(
-                    "X's paging token is longer than {MAX_TOKEN_BYTES} bytes: the walk ended there"
-                ));
+                crate::empty::warn(
+                    &mut self.warning,
+                    format!(
+                        "X's paging token is longer than {MAX_TOKEN_BYTES} bytes: the walk \
+                         ended there"
+                    ),
+                );
                 None
             }
             next => next,
@@ -864,6 +868,7 @@ impl XConnector {
                         } else {
                             walk.until = None;
                             walk.oldest = None;
+                            walk.empty = 0;
                         }
                     }
                     let failed = format!(

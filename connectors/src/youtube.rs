@@ -412,9 +412,13 @@ impl Stream {
         }
         let next = match next {
             Some(next) if next.len() > MAX_TOKEN_BYTES => {
-                self.warning = Some(format!(
-                    "YouTube's nextPageToken is longer than {MAX_TOKEN_BYTES} bytes: the walk ended there"
-                ));
+                crate::empty::warn(
+                    &mut self.warning,
+                    format!(
+                        "YouTube's nextPageToken is longer than {MAX_TOKEN_BYTES} bytes: the \
+                         walk ended there"
+                    ),
+                );
                 None
             }
             next => next,

@@ -1132,6 +1132,8 @@ backend_test!(
         let report = sync(&app, &key, &id).await;
         assert_eq!(report["error"], Value::Null, "{report:#}");
         assert_eq!(report["newItems"], 50, "{report:#}");
+        // One pull: the empty page is gone past within it.
+        assert_eq!(report["batches"], 1, "{report:#}");
         assert_eq!(stored_ids(&app).await.len(), 50);
         let cursor = cursor_of(&app, &id).await;
         let stream = &cursor["streams"][format!("channel:{CHANNEL}")];
@@ -1145,6 +1147,7 @@ backend_test!(
         let report = sync(&app, &key, &id).await;
         assert_eq!(report["error"], Value::Null, "{report:#}");
         assert_eq!(report["newItems"], 0, "{report:#}");
+        assert_eq!(report["batches"], 1, "{report:#}");
         let cursor = cursor_of(&app, &id).await;
         let stream = &cursor["streams"][format!("channel:{CHANNEL}")];
         assert_eq!(stream.get("walk"), None, "{cursor}");
