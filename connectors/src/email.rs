@@ -1046,6 +1046,7 @@ mod tests {
         read_through, uid_set, within_budget, EmailConfig, EmailConnector, EmailCursor, Idle,
         BATCH, HEADER_BYTES, MAX_MESSAGE_BYTES, PULL_BYTES,
     };
+    use crate::ConnectorError;
     use std::collections::{HashMap, HashSet};
     use std::sync::Arc;
     use std::time::Duration;
@@ -1155,9 +1156,9 @@ mod tests {
         )
     }
 
-    /// A connector without TLS that waits `wait`, and the other end of its connection
-    /// served by `server`.
-    fn connected(server: Server, wait: Duration) -> (EmailConnector, DuplexStream) {
+    /// A first pull (no cursor) by a connector without TLS that waits `wait`, over a
+    /// connection `server` serves.
+    async fn first_pull(server: Server, wait: Duration) -> Result<crate::Pull, ConnectorError> {
         let config = EmailConfig::parse(&serde_json::json!({
             "imap_host": "imap.example.com", "imap_port": 143, "username": "team@example.com",
             "password": "secret", "tls": false,
@@ -1165,10 +1166,9 @@ mod tests {
         .unwrap();
         let (client, end) = tokio::io::duplex(64 * 1024);
         tokio::spawn(server.serve(end));
-        (
-            EmailConnector::new(config, Arc::new(Default::default()), wait),
-            client,
-        )
+        EmailConnector::new(config, Arc::new(Default::default()), wait)
+            .pull_over(client, EmailCursor::default(), Instant::now())
+            .await
     }
 
     fn cursor_of(pull: &crate::Pull) -> EmailCursor {
@@ -1184,12 +1184,8 @@ mod tests {
             pause: Duration::from_secs(50),
             ..Server::default()
         };
-        let (connector, client) = connected(slow, wait);
         let started = Instant::now();
-        let pull = connector
-            .pull_over(client, EmailCursor::default(), started)
-            .await
-            .unwrap();
+        let pull = first_pull(slow, wait).await.unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(205));
         assert!(pull.items.is_empty() && !pull.more);
         let expected = EmailCursor {
@@ -1202,10 +1198,8 @@ mod tests {
             silent: true,
             ..Server::default()
         };
-        let (connector, client) = connected(silent, wait);
         let started = Instant::now();
-        let pulled = connector.pull_over(client, EmailCursor::default(), started);
-        let err = tokio::time::timeout(10 * wait, pulled)
+        let err = tokio::time::timeout(10 * wait, first_pull(silent, wait))
             .await
             .expect("given up on")
             .unwrap_err();
@@ -1233,18 +1227,12 @@ mod tests {
             gap: Duration::from_secs(50),
             ..Server::default()
         };
-        let (connector, client) = connected(slow.clone(), wait);
-        let pull = connector
-            .pull_over(client, EmailCursor::default(), Instant::now())
-            .await
-            .unwrap();
+        let pull = first_pull(slow.clone(), wait).await.unwrap();
         assert_eq!(texts(&pull), broken(1..=3));
         assert!(pull.more);
         assert_eq!(cursor_of(&pull).uid, 3);
         // A gap longer than a wait ends the fetch there too, keeping what came.
-        let (connector, client) = connected(slow.clone(), Duration::from_secs(30));
-        let pull = connector
-            .pull_over(client, EmailCursor::default(), Instant::now())
+        let pull = first_pull(slow.clone(), Duration::from_secs(30))
             .await
             .unwrap();
         assert_eq!(texts(&pull), broken(1..=1));
@@ -1255,11 +1243,7 @@ mod tests {
             large: vec![1],
             ..slow.clone()
         };
-        let (connector, client) = connected(large, wait);
-        let pull = connector
-            .pull_over(client, EmailCursor::default(), Instant::now())
-            .await
-            .unwrap();
+        let pull = first_pull(large, wait).await.unwrap();
         assert_eq!(
             pull.items[0].text,
             "(message of 10 MiB: only its header was fetched)"
@@ -1273,11 +1257,7 @@ mod tests {
             pause: Duration::from_secs(25),
             ..slow.clone()
         };
-        let (connector, client) = connected(slower, wait);
-        let pull = connector
-            .pull_over(client, EmailCursor::default(), Instant::now())
-            .await
-            .unwrap();
+        let pull = first_pull(slower, wait).await.unwrap();
         assert_eq!(texts(&pull), broken(1..=1));
         assert_eq!(cursor_of(&pull).uid, 1);
         // After 210 s it would: the pull fails at 180 s, naming it.
@@ -1285,12 +1265,8 @@ mod tests {
             pause: Duration::from_secs(35),
             ..slow
         };
-        let (connector, client) = connected(slowest, wait);
         let started = Instant::now();
-        let err = connector
-            .pull_over(client, EmailCursor::default(), started)
-            .await
-            .unwrap_err();
+        let err = first_pull(slowest, wait).await.unwrap_err();
         assert!(err.to_string().contains("message UID 1 ("), "{err}");
         assert!(
             err.to_string().contains("did not come within 180 s"),

@@ -889,18 +889,16 @@ impl MatrixConnector {
                     }
                     Ok(Paged::GaveUp) => {
                         room.walks.remove(0);
-                        let now = Utc::now();
-                        let earlier = room.gave_up_warning(now);
-                        room.gave_up = Some(now);
                         // Beside what else this pull found wrong with the room, in place
                         // of an earlier giving up.
-                        room.warning = match (room.warning.take(), room.gave_up_warning(now)) {
-                            (Some(other), Some(said)) if other.contains(&said) => Some(other),
-                            (Some(other), Some(said)) if Some(&other) != earlier.as_ref() => {
-                                Some(format!("{other}; {said}"))
-                            }
-                            (_, said) => said,
-                        };
+                        if room.warning == room.gave_up_warning(Utc::now()) {
+                            room.warning = None;
+                        }
+                        if let Some(said) =
+                            crate::empty::gave_up_now(&mut room.gave_up, "/messages")
+                        {
+                            crate::empty::warn(&mut room.warning, said);
+                        }
                     }
                     Err(Failure::Connector(ConnectorError::RateLimited { retry_after_secs })) => {
                         http::wait_out(not_before, retry_after_secs);
