@@ -26,7 +26,8 @@
 //!   as the walk saw it: a status edited or deleted later in the run goes in as it was,
 //!   and a late-federated status dated (and so numbered) inside pages already walked is
 //!   missed, as it is once the forward read has passed it. A search hands over what its
-//!   walk back takes.
+//!   walk back takes; the walk ends at an empty page, not at a short one (Mastodon filters
+//!   a search page after limiting it: muted, blocked or deleted statuses).
 //! - Cursor, per stream: `mark` (forward streams: the `min_id` to read on from; search: the
 //!   newest status handed over) and, while a walk is under way, `walk`: `cursor` (the
 //!   `max_id` of its next page), `top` (the newest id it has seen) and on a first sync
@@ -817,7 +818,12 @@ impl MastodonConnector {
 
     /// One page of a walk back from the newest (search): takes what is newer than the
     /// mark within the walk's allowance; the walk ends (its newest id becomes the mark) at
-    /// the mark, the allowance or the stream's end. Returns whether the walk goes on.
+    /// the mark, the allowance or the stream's end: an empty page, not a short one.
+    /// Mastodon leaves out of a search page, after limiting it, statuses of accounts the
+    /// caller mutes or blocks (or whose domain it blocks) and statuses deleted but still
+    /// indexed, so older matches may follow a short page. A page left with nothing has no
+    /// id to go on from: the walk ends there, and older matches are not read. Returns
+    /// whether the walk goes on.
     async fn back(
         &self,
         listen: Listen<'_>,
@@ -858,7 +864,7 @@ impl MastodonConnector {
             (Some(older), Some(cursor)) => !compare_ids(older, cursor).is_lt(),
             (Some(_), None) => false,
         };
-        if reached || stuck || !page.full || walk.left == Some(0) {
+        if reached || stuck || walk.left == Some(0) {
             stream.mark = newer_of(stream.mark.take(), walk.top);
             stream.walk = None;
             Ok(false)

@@ -597,6 +597,9 @@ fn post(n: u64) -> Value {
 #[derive(Clone)]
 struct Statuses {
     all: Arc<Mutex<Vec<Value>>>,
+    /// Statuses a search leaves out of its page after limiting it, as Mastodon does with
+    /// those of accounts the caller mutes or blocks and those deleted but still indexed.
+    hidden: Arc<Mutex<Vec<u64>>>,
 }
 
 impl Statuses {
@@ -636,7 +639,9 @@ impl Statuses {
                 Some("statuses")
             );
             let all = serving.all.lock().unwrap();
-            let (page, _) = page_of(&all, &seen.query, 20, 40, false);
+            let (mut page, _) = page_of(&all, &seen.query, 20, 40, false);
+            let hidden = serving.hidden.lock().unwrap();
+            page.retain(|status| !hidden.iter().any(|n| status["id"] == status_id(*n)));
             Reply::json(&json!({ "accounts": [], "statuses": page, "hashtags": [] }))
         });
         statuses
@@ -645,6 +650,7 @@ impl Statuses {
     fn new(range: std::ops::Range<u64>) -> Statuses {
         let statuses = Statuses {
             all: Arc::new(Mutex::new(Vec::new())),
+            hidden: Arc::new(Mutex::new(Vec::new())),
         };
         statuses.add(range);
         statuses
@@ -985,6 +991,45 @@ backend_test!(
             .collect();
         taken.sort();
         assert_eq!(taken, (200..1_200).map(status_id).collect::<Vec<_>>());
+    }
+);
+
+backend_test!(
+    async fn a_search_page_shortened_by_what_the_account_mutes_does_not_end_the_walk(app: TestApp) {
+        let key = app.key(Role::Admin).await;
+        let (server, _mentions) = mastodon_with_mentions(0).await;
+        let found = Statuses::search(&server, "rapport crm", 30_000..30_100);
+        // Five of the second page's forty are an account's the caller muted.
+        *found.hidden.lock().unwrap() = (30_040..30_045).collect();
+        let id = create_source(
+            &app,
+            &key,
+            "MASTODON",
+            "muting",
+            json!({ "base_url": server.base, "access_token": TOKEN, "keywords": ["rapport crm"] }),
+        )
+        .await;
+        let report = sync(&app, &key, &id).await;
+        assert_eq!(report["error"], Value::Null, "{report:#}");
+        // Every match but the muted five, from behind the short page too.
+        assert_eq!(report["newItems"], 95, "{report:#}");
+        let mut want = expected_posts(30_000..30_040);
+        want.extend(expected_posts(30_045..30_100));
+        assert_eq!(stored_ids(&app).await, want);
+        // Forty, thirty-five, the last twenty, then an empty page ends it.
+        let seen = server.seen("/api/v2/search");
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert_eq!(query_of(&seen[1])["max_id"], status_id(30_060));
+        assert_eq!(query_of(&seen[2])["max_id"], status_id(30_020));
+        assert_eq!(query_of(&seen[3])["max_id"], status_id(30_000));
+        assert_eq!(
+            cursor_of(&app, &id).await["search"]["rapport crm"],
+            json!({ "mark": status_id(30_099) })
+        );
+        // Later: the newest page reaches the mark, one request.
+        found.add(30_100..30_103);
+        assert_eq!(sync(&app, &key, &id).await["newItems"], 3);
+        assert_eq!(server.seen("/api/v2/search").len(), 5);
     }
 );
 
