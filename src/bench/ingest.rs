@@ -94,16 +94,28 @@ impl fmt::Display for IngestSplit {
 /// again under another source with plain multi-row INSERTs in batches of `batch` (the
 /// reference); and deletes the scratch workspace. Each item carries a platform payload
 /// (`raw`) of about `raw_bytes` bytes, shaped like a Mastodon notification (0: a bare
-/// `{"id"}`, as the figures before this option had).
+/// `{"id"}`, as the figures before this option had). With `languages`, the scratch
+/// workspace names them (its `languages` setting), so detection chooses among those.
 pub async fn ingest(
     app: &App,
     items: usize,
     batch: usize,
     raw_bytes: usize,
+    languages: &[String],
 ) -> anyhow::Result<IngestBenchReport> {
+    // Checked before the scratch workspace exists, so a bad code leaves nothing behind.
+    domain::enrich::check_languages("--ingest-languages", languages)?;
     let slug = format!("bench-ingest-{}", uuid::Uuid::now_v7().simple());
     let workspace = domain::workspace::ensure(&app.db, &slug).await?;
     let caller = domain::Caller::owner_without_key(workspace.id, "bench");
+    if !languages.is_empty() {
+        // As a workspace that names its customers' languages: detection chooses among them.
+        let update = domain::workspace::SettingsUpdate {
+            languages: Some(languages.to_vec()),
+            ..Default::default()
+        };
+        domain::workspace::update_settings(&app.db, &caller, update).await?;
+    }
     let source = domain::source::create(
         &app.db,
         &caller,
@@ -230,8 +242,14 @@ pub async fn ingest(
     eprintln!(
         "ingestion, {items} items in batches of {batch}: {new_per_second:.0} new items/s, \
          {replay_per_second:.0} replayed items/s; plain INSERT of the same rows \
-         {reference_per_second:.0} rows/s; pipeline / reference {:.0} %; {split}",
+         {reference_per_second:.0} rows/s; pipeline / reference {:.0} %; {split}; \
+         languages detected among {}",
         100.0 * new_per_second / reference_per_second,
+        if languages.is_empty() {
+            "all".to_owned()
+        } else {
+            languages.join(", ")
+        },
     );
     Ok(IngestBenchReport {
         items,

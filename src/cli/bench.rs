@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// At most 60,000: a larger payload is stored as a truncation marker.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=60_000))]
     ingest_raw_bytes: u32,
+    /// The languages the ingestion benchmark's workspace names (its `languages` setting,
+    /// e.g. `en,de,fr,es,pt,it`): detection chooses among those only. None: all.
+    #[arg(long, value_delimiter = ',')]
+    ingest_languages: Vec<String>,
     /// Customers (× 20 interactions) for the search benchmark (0 skips it).
     #[arg(long, default_value_t = 5_000)]
     search_customers: usize,
@@ -140,6 +144,7 @@ pub async fn run(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
                 args.ingest_items,
                 args.ingest_batch,
                 args.ingest_raw_bytes as usize,
+                &args.ingest_languages,
             )
             .await,
         )

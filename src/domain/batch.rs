@@ -22,6 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::enrich::Languages;
 use super::event::{Event, EventKind};
 use super::interaction::{Enriched, Ingested};
 use super::{ContactPointKind, ConversationStatus, Direction, LifecycleStage, Priority};
@@ -53,12 +54,19 @@ pub const PARALLEL_FROM: usize = 64;
 pub struct Prepared {
     items: Vec<InboundItem>,
     enriched: Vec<Option<Enriched>>,
+    /// The languages detection chose among, for the items [`store`] enriches.
+    languages: Languages,
 }
 
 impl Prepared {
     /// The normalised items, in batch order.
     pub fn items(&self) -> &[InboundItem] {
         &self.items
+    }
+
+    /// The languages the batch's items are detected among (the workspace's setting).
+    pub fn languages(&self) -> &Languages {
+        &self.languages
     }
 
     /// Keeps the items `keep` says yes to, in order (`keep` has one flag per item; those
@@ -81,19 +89,33 @@ pub fn normalize(mut items: Vec<InboundItem>, urgency: Urgency) -> Vec<InboundIt
 }
 
 /// Enriches the normalised `items` whose external id is not in `stored`, on every core,
-/// as `urgency` says. Items left out are enriched by [`store`] if they turn out to be new
-/// after all.
-pub fn prepare(items: Vec<InboundItem>, stored: &HashSet<String>, urgency: Urgency) -> Prepared {
+/// as `urgency` says, detecting languages among `languages`. Items left out are enriched
+/// by [`store`] if they turn out to be new after all.
+pub fn prepare(
+    items: Vec<InboundItem>,
+    stored: &HashSet<String>,
+    urgency: Urgency,
+    languages: Languages,
+) -> Prepared {
     let enriched = par_map(&items, urgency, |item| {
-        (!stored.contains(&item.external_id)).then(|| super::interaction::enrich(item))
+        (!stored.contains(&item.external_id)).then(|| super::interaction::enrich(item, &languages))
     });
-    Prepared { items, enriched }
+    Prepared {
+        items,
+        enriched,
+        languages,
+    }
 }
 
-/// Normalised `items`, enriched later by [`store`] on the calling thread (small batches).
-pub fn unprepared(items: Vec<InboundItem>) -> Prepared {
+/// Normalised `items`, enriched later by [`store`] on the calling thread (small batches),
+/// their languages detected among `languages`.
+pub fn unprepared(items: Vec<InboundItem>, languages: Languages) -> Prepared {
     let enriched = items.iter().map(|_| None).collect();
-    Prepared { items, enriched }
+    Prepared {
+        items,
+        enriched,
+        languages,
+    }
 }
 
 /// Who waits for a batch being prepared (normalised, languages detected: about 50 µs an
@@ -370,6 +392,7 @@ pub async fn store(
     let workspace_id = source.workspace_id;
     let channel = source.channel;
     let now = super::now();
+    let languages = &prepared.languages.clone();
 
     // Which items are new: the first of each external id, when not stored already.
     let stored = stored_external_ids(
@@ -582,7 +605,7 @@ pub async fn store(
         let enriched = f
             .enriched
             .take()
-            .unwrap_or_else(|| super::interaction::enrich(f.item));
+            .unwrap_or_else(|| super::interaction::enrich(f.item, languages));
         rows.push(enriched.into_model(&ingested, now));
         events.push(mine);
     }

@@ -489,7 +489,13 @@ pub async fn record(
         }
     }
     // Recorded by hand or ingested, an interaction gets the same language and sentiment.
-    let language = language.or_else(|| super::enrich::language(&text));
+    let language = match language {
+        Some(language) => Some(language),
+        None => {
+            let settings = super::workspace::settings(&txn, caller.workspace_id).await?;
+            super::enrich::language(&text, &super::enrich::Languages::of(&settings.languages))
+        }
+    };
     let sentiment = super::enrich::sentiment(&text, language.as_deref());
     let row = interaction::ActiveModel {
         id: Set(InteractionId::new()),
@@ -658,8 +664,9 @@ pub struct Enriched {
     pub raw: serde_json::Value,
 }
 
-/// Enriches one (normalised) inbound item; see [`Enriched`].
-pub fn enrich(item: &connectors::InboundItem) -> Enriched {
+/// Enriches one (normalised) inbound item, its language detected among `languages`
+/// unless the platform tagged it; see [`Enriched`].
+pub fn enrich(item: &connectors::InboundItem, languages: &super::enrich::Languages) -> Enriched {
     let raw_bytes = json_bytes(&item.raw);
     let raw = if raw_bytes <= MAX_RAW_BYTES {
         item.raw.clone()
@@ -679,7 +686,7 @@ pub fn enrich(item: &connectors::InboundItem) -> Enriched {
     let language = item
         .language
         .clone()
-        .or_else(|| super::enrich::language(&text));
+        .or_else(|| super::enrich::language(&text, languages));
     let sentiment = super::enrich::sentiment(&text, language.as_deref());
     Enriched {
         direction,
@@ -750,9 +757,10 @@ impl Enriched {
 pub async fn insert_ingested(
     db: &impl ConnectionTrait,
     ingested: Ingested<'_>,
+    languages: &super::enrich::Languages,
 ) -> Result<Option<Model>> {
     use sea_orm::sea_query::OnConflict;
-    let model = enrich(ingested.item).into_model(&ingested, super::now());
+    let model = enrich(ingested.item, languages).into_model(&ingested, super::now());
     let inserted = Entity::insert(interaction::ActiveModel::from(model.clone()))
         .on_conflict(
             OnConflict::columns([Column::SourceId, Column::ExternalId])

@@ -304,6 +304,11 @@ pub struct WorkspaceSettings {
     /// [`DEFAULT_STALE_AFTER_DAYS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_after_days: Option<u32>,
+    /// The languages the workspace's customers write in, as stored codes (ISO 639-1, else
+    /// 639-3; [`super::enrich::check_languages`]): detection of new items chooses among
+    /// these only. Empty, the default: among every language it knows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub languages: Vec<String>,
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
 }
@@ -352,6 +357,8 @@ pub struct SettingsUpdate {
     /// `Some(None)` goes back to the default; a value is checked by
     /// [`check_stale_after_days`].
     pub stale_after_days: Option<Option<i64>>,
+    /// Checked by [`super::enrich::check_languages`]; empty: every language.
+    pub languages: Option<Vec<String>>,
 }
 
 /// The settings of the caller's workspace.
@@ -384,6 +391,11 @@ pub async fn update_settings(
         .stale_after_days
         .map(|days| days.map(check_stale_after_days).transpose())
         .transpose()?;
+    let languages = update
+        .languages
+        .as_deref()
+        .map(|codes| super::enrich::check_languages("languages", codes))
+        .transpose()?;
     let txn = super::begin_write(db).await?;
     let current = workspace::Entity::find_by_id(caller.workspace_id)
         .lock_exclusive()
@@ -405,6 +417,9 @@ pub async fn update_settings(
     }
     if let Some(days) = stale_after_days {
         settings.stale_after_days = days;
+    }
+    if let Some(languages) = languages {
+        settings.languages = languages;
     }
     let value = serde_json::to_value(&settings)
         .map_err(|err| Error::Internal(format!("settings did not serialise: {err}")))?;

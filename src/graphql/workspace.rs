@@ -68,6 +68,16 @@ impl WorkspaceSettings {
     async fn stale_after_days(&self) -> i32 {
         i32::try_from(self.0.stale_after_days()).unwrap_or(i32::MAX)
     }
+    /// The languages the workspace's customers write in, as interactions' `language`
+    /// shows them (ISO 639-1 for the thirty most common, else ISO 639-3): detection of new
+    /// items' languages chooses among these only, which names short posts' language more
+    /// often and costs less. A text in a language not named gets the nearest named one
+    /// written in its script, or none when no named one is. Platforms' own language tags
+    /// are kept whatever this says. Empty, the default: detection chooses among every
+    /// language it knows (about 70).
+    async fn languages(&self) -> &[String] {
+        &self.0.languages
+    }
 }
 
 /// A change of the workspace's settings: each given field is set, the rest stay.
@@ -87,6 +97,10 @@ pub struct UpdateWorkspaceSettingsInput {
     /// Days without activity or change after which a customer is stale, 1 to 3650;
     /// `null` goes back to the default (365).
     pub stale_after_days: async_graphql::MaybeUndefined<i32>,
+    /// The languages the workspace's customers write in (see `WorkspaceSettings`): ISO
+    /// 639-1 codes (`"en"`) or ISO 639-3 (`"afr"`), in any case, at most 200; `[]` or
+    /// `null` goes back to every language. Applies to items stored from then on.
+    pub languages: async_graphql::MaybeUndefined<Vec<String>>,
 }
 
 /// What a change to the workspace answers.
@@ -111,6 +125,11 @@ pub(super) async fn update_workspace_settings(
         },
         stale_after_days: super::inputs::change(input.stale_after_days)
             .map(|days| days.map(i64::from)),
+        languages: match input.languages {
+            async_graphql::MaybeUndefined::Undefined => None,
+            async_graphql::MaybeUndefined::Null => Some(Vec::new()),
+            async_graphql::MaybeUndefined::Value(codes) => Some(codes),
+        },
     };
     let model =
         crate::domain::workspace::update_settings(&super::app(ctx).db, super::caller(ctx)?, update)

@@ -145,7 +145,7 @@ pub async fn store(
             );
             IngestReport {
                 erased,
-                ..ingest_one_by_one(&txn, source, prepared.items()).await?
+                ..ingest_one_by_one(&txn, source, prepared.items(), prepared.languages()).await?
             }
         }
         Err(err) => return Err(err),
@@ -178,9 +178,14 @@ pub async fn prepare(
     items: &[InboundItem],
     urgency: domain::batch::Urgency,
 ) -> Result<Prepared> {
+    // The workspace's languages, as set when the batch is prepared (a change applies to
+    // the batches prepared after it).
+    let settings = domain::workspace::settings(db, source.workspace_id).await?;
+    let languages = domain::enrich::Languages::of(&settings.languages);
     if items.len() < domain::batch::PARALLEL_FROM {
         return Ok(domain::batch::unprepared(
             items.iter().map(domain::text::normalize_item).collect(),
+            languages,
         ));
     }
     let owned = items.to_vec();
@@ -192,7 +197,7 @@ pub async fn prepare(
     // Read outside the transaction, so only a hint: an item stored meanwhile is found
     // again inside it, and one found here but gone there is enriched there.
     let stored = domain::batch::stored_external_ids(db, source.id, &external_ids).await?;
-    blocking(move || domain::batch::prepare(normalized, &stored, urgency)).await
+    blocking(move || domain::batch::prepare(normalized, &stored, urgency, languages)).await
 }
 
 /// Runs CPU-bound `work` on the blocking pool, off the async workers.
@@ -219,9 +224,11 @@ pub async fn ingest_item_by_item(
     let mut flags = keep.iter();
     normalized.retain(|_| flags.next().copied().unwrap_or(true));
     let erased = keep.iter().filter(|keep| !**keep).count();
+    let settings = domain::workspace::settings(&txn, source.workspace_id).await?;
+    let languages = domain::enrich::Languages::of(&settings.languages);
     let report = IngestReport {
         erased,
-        ..ingest_one_by_one(&txn, source, &normalized).await?
+        ..ingest_one_by_one(&txn, source, &normalized, &languages).await?
     };
     txn.commit().await?;
     Ok(report)
@@ -234,6 +241,7 @@ async fn ingest_one_by_one(
     txn: &DatabaseTransaction,
     source: &source::Model,
     items: &[InboundItem],
+    languages: &domain::enrich::Languages,
 ) -> Result<IngestReport> {
     let external_ids: Vec<String> = items.iter().map(|item| item.external_id.clone()).collect();
     let stored = domain::interaction::stored_external_ids(txn, source.id, &external_ids).await?;
@@ -244,7 +252,7 @@ async fn ingest_one_by_one(
             continue;
         }
         let savepoint = txn.begin().await?;
-        match store_item(&savepoint, source, item).await {
+        match store_item(&savepoint, source, item, languages).await {
             Ok(outcome) => {
                 savepoint.commit().await?;
                 match outcome {
@@ -278,6 +286,7 @@ async fn store_item(
     txn: &impl ConnectionTrait,
     source: &source::Model,
     item: &InboundItem,
+    languages: &domain::enrich::Languages,
 ) -> Result<Stored> {
     let channel = source.channel;
     let direction = if item.outbound {
@@ -365,7 +374,7 @@ async fn store_item(
         item,
     };
     Ok(
-        match domain::interaction::insert_ingested(txn, ingested).await? {
+        match domain::interaction::insert_ingested(txn, ingested, languages).await? {
             Some(model) => Stored::New {
                 id: model.id,
                 new_customer,

@@ -233,7 +233,7 @@ backend_test! {
         // The first batch writes its new authors and stays open.
         let txn = app.app.db.begin().await.unwrap();
         rapport::domain::source::lock_for_batch(&txn, first.id).await.unwrap();
-        let mut prepared = rapport::domain::batch::unprepared(batch("one"));
+        let mut prepared = rapport::domain::batch::unprepared(batch("one"), Default::default());
         let stored = rapport::domain::batch::store(&txn, &first, &mut prepared, &|| {}).await.unwrap();
         assert_eq!(stored.new_customers, 2);
         // The second, from the other instance, meets the same new authors meanwhile: on
@@ -244,7 +244,7 @@ backend_test! {
             async move {
                 let txn = db.begin().await.unwrap();
                 rapport::domain::source::lock_for_batch(&txn, second.id).await.unwrap();
-                let mut prepared = rapport::domain::batch::unprepared(batch("two"));
+                let mut prepared = rapport::domain::batch::unprepared(batch("two"), Default::default());
                 let stored = rapport::domain::batch::store(&txn, &second, &mut prepared, &|| {}).await.unwrap();
                 txn.commit().await.unwrap();
                 stored
@@ -480,5 +480,81 @@ backend_test! {
         assert_eq!(batched["points"].as_array().unwrap().len(), 4, "{batched:#}");
         let ana = batched["customers"].as_array().unwrap().iter().find(|c| c[0] == "Ana López").unwrap().clone();
         assert_eq!((&ana[8], &ana[9], &ana[6]), (&json!(first[0].occurred_at), &json!(second[0].occurred_at), &json!({})), "{ana}");
+    }
+}
+
+backend_test! {
+    async fn a_workspace_s_languages_decide_what_detection_answers_on_every_write_path(app: TestApp) {
+        const SETTINGS: &str = "mutation($input: UpdateWorkspaceSettingsInput!) { updateWorkspaceSettings(input: $input) { workspace { settings { languages } } } }";
+        const SHORT: &str = "awesome support, problem solved in minutes";
+        const RUSSIAN: &str = "Здравствуйте! Экспорт отчётов не работает уже третий день, а служба поддержки молчит. Что мне делать?";
+        let key = app.key(Role::Admin).await;
+        let other = app.key_in("other", Role::Admin).await;
+        // A code detection does not know is refused by name, and nothing changes.
+        let (code, body) = app
+            .gql_error(&key, SETTINGS, json!({ "input": { "languages": ["en", "xx-klingon"] } }))
+            .await;
+        assert_eq!(code, "BAD_USER_INPUT", "{body:#}");
+        assert_eq!(body["errors"][0]["extensions"]["field"], "languages[1]", "{body:#}");
+        for bad in [json!(["en\u{0}"]), json!(["e".repeat(100_000)]), json!(vec!["en"; 201])] {
+            let (code, body) = app.gql_error(&key, SETTINGS, json!({ "input": { "languages": bad } })).await;
+            assert_eq!(code, "BAD_USER_INPUT", "{body:#}");
+            assert!(body["errors"][0]["extensions"]["field"].as_str().unwrap().starts_with("languages"), "{body:#}");
+        }
+        let set = app.gql(&key, "{ viewer { workspace { settings { languages } } } }", json!({})).await;
+        assert_eq!(set["viewer"]["workspace"]["settings"]["languages"], json!([]));
+        let set = app.gql(&key, SETTINGS, json!({ "input": { "languages": ["EN", "deu", "en", "af"] } })).await;
+        assert_eq!(set["updateWorkspaceSettings"]["workspace"]["settings"]["languages"], json!(["afr", "de", "en"]));
+        // `null` goes back to every language, `[]` too.
+        let cleared = app.gql(&key, SETTINGS, json!({ "input": { "languages": null } })).await;
+        assert_eq!(cleared["updateWorkspaceSettings"]["workspace"]["settings"]["languages"], json!([]));
+        let set = app.gql(&key, SETTINGS, json!({ "input": { "languages": ["en", "de"] } })).await;
+        assert_eq!(set["updateWorkspaceSettings"]["workspace"]["settings"]["languages"], json!(["de", "en"]));
+        // Another workspace's admin changes only their own.
+        let theirs = app.gql(&other, "{ viewer { workspace { settings { languages } } } }", json!({})).await;
+        assert_eq!(theirs["viewer"]["workspace"]["settings"]["languages"], json!([]));
+
+        let text = |text: &str, id: &str| InboundItem { text: text.into(), ..item(id, &format!("fan{id}"), 0) };
+        // A batch large enough to be prepared on every core, a small one enriched inside
+        // the store, and the item-by-item path: each detects among English and German.
+        let mut large: Vec<InboundItem> = (0..70).map(|n| text(SHORT, &format!("l{n}"))).collect();
+        large.push(text(RUSSIAN, "l-ru"));
+        large.push(InboundItem { language: Some("fr".into()), ..text(SHORT, "l-fr") });
+        let small = vec![text(SHORT, "s1"), text(RUSSIAN, "s-ru")];
+        let acme = source(&app, &key, "acme hook").await;
+        rapport::ingest::ingest(&app.app.db, &acme, &large, None, None).await.unwrap();
+        rapport::ingest::ingest(&app.app.db, &acme, &small, None, None).await.unwrap();
+        rapport::ingest::ingest_item_by_item(&app.app.db, &acme, &[text(SHORT, "o1")]).await.unwrap();
+        // Another workspace keeps every language: the short post is too unsure to name,
+        // the Russian one is Russian.
+        let theirs = source(&app, &other, "other hook").await;
+        rapport::ingest::ingest(&app.app.db, &theirs, &[text(SHORT, "t1"), text(RUSSIAN, "t-ru")], None, None).await.unwrap();
+        let languages: std::collections::HashMap<String, Option<String>> = interactions(&app)
+            .await
+            .into_iter()
+            .map(|row| (row.external_id.unwrap(), row.language))
+            .collect();
+        for n in 0..70 {
+            assert_eq!(languages[&format!("l{n}")].as_deref(), Some("en"), "l{n}");
+        }
+        assert_eq!(languages["l-ru"], None);
+        assert_eq!(languages["l-fr"].as_deref(), Some("fr"), "a platform's tag is kept");
+        assert_eq!(languages["s1"].as_deref(), Some("en"));
+        assert_eq!(languages["s-ru"], None);
+        assert_eq!(languages["o1"].as_deref(), Some("en"));
+        assert_eq!(languages["t1"], None);
+        assert_eq!(languages["t-ru"].as_deref(), Some("ru"));
+
+        // By hand: the same rule.
+        let record = "mutation($input: RecordInteractionInput!) { recordInteraction(input: $input) { interaction { language } } }";
+        let customer = app.gql(&key, "mutation { createCustomer(input: { displayName: \"Ana\" }) { customer { id } } }", json!({})).await;
+        let id = customer["createCustomer"]["customer"]["id"].clone();
+        let recorded = app.gql(&key, record, json!({ "input": { "customerId": id, "kind": "NOTE", "text": SHORT } })).await;
+        assert_eq!(recorded["recordInteraction"]["interaction"]["language"], "en");
+        // `[]` goes back to every language.
+        let cleared = app.gql(&key, SETTINGS, json!({ "input": { "languages": [] } })).await;
+        assert_eq!(cleared["updateWorkspaceSettings"]["workspace"]["settings"]["languages"], json!([]));
+        let recorded = app.gql(&key, record, json!({ "input": { "customerId": id, "kind": "NOTE", "text": SHORT } })).await;
+        assert_eq!(recorded["recordInteraction"]["interaction"]["language"], Value::Null);
     }
 }

@@ -20,7 +20,7 @@ backend_test! {
         assert_eq!((report.interactions, report.scenarios.len()), (1_000, 5));
         assert_eq!(entity::interaction::Entity::find().count(&app.app.db).await.unwrap(), 0);
         // The ingestion benchmark stores each item once and cleans up too.
-        let report = rapport::bench::ingest(&app.app, 300, 100, 2_000).await.unwrap();
+        let report = rapport::bench::ingest(&app.app, 300, 100, 2_000, &[]).await.unwrap();
         assert_eq!((report.items, report.customers), (300, 60));
         // It says where the new items' time went: three batches stored, each prepared
         // apart (100 items: enough to prepare beside the store), and the CPU spent.
