@@ -27,7 +27,8 @@
 //!   and a late-federated status dated (and so numbered) inside pages already walked is
 //!   missed, as it is once the forward read has passed it. A search hands over what its
 //!   walk back takes; the walk ends at an empty page, not at a short one (Mastodon filters
-//!   a search page after limiting it: muted, blocked or deleted statuses).
+//!   a search page after limiting it: muted, blocked or deleted statuses), so a page
+//!   filtered down to nothing ends it, with older matches unread.
 //! - Cursor, per stream: `mark` (forward streams: the `min_id` to read on from; search: the
 //!   newest status handed over) and, while a walk is under way, `walk`: `cursor` (the
 //!   `max_id` of its next page), `top` (the newest id it has seen) and on a first sync

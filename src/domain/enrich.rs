@@ -13,8 +13,9 @@
 //! English support posts, five get no language among all, one among English and
 //! German), and cheaper: whatlang scores the trigrams of each candidate language of the
 //! text's script. The price: a text in a language not named but written in the script of
-//! one that is gets the nearest named language (a Spanish post in a workspace naming
-//! English and German is English or German); one in another script gets none.
+//! one that is gets the nearest named language, or none when two named ones are too close
+//! to call (a Spanish post in a workspace naming English and German is English, German or
+//! none; naming English alone, English); one in another script gets none.
 
 use std::sync::Arc;
 
@@ -45,13 +46,21 @@ impl Languages {
     }
 }
 
-/// The whatlang language `code` names: its ISO 639-1 or ISO 639-3 code, in any case.
+/// The whatlang language `code` names: its ISO 639-1 or ISO 639-3 code, in any case, or
+/// the macrolanguage's code whatlang knows one language of (Norwegian `no`/`nor` for
+/// Bokmål, Chinese `zho` for Mandarin, Persian `fas` for Iranian Persian).
 fn lang_of(code: &str) -> Option<whatlang::Lang> {
     let code = code.trim();
     if code.len() > 3 {
         return None;
     }
     let code = code.to_ascii_lowercase();
+    let code = match &code[..] {
+        "no" | "nor" => "nob".to_owned(),
+        "zho" => "cmn".to_owned(),
+        "fas" => "pes".to_owned(),
+        _ => code,
+    };
     whatlang::Lang::all().iter().copied().find(|lang| {
         let three = lang.code();
         three == code || iso_639_1(three).or_else(|| other_639_1(three)) == Some(&code[..])
@@ -457,6 +466,11 @@ mod tests {
         // Every language by its ISO 639-1 code too, kept as interactions show it.
         let both = check_languages("languages", &["af".into(), "afr".into(), "HR".into()]);
         assert_eq!(both.unwrap(), ["afr", "hrv"]);
+        let macro_codes = ["no".into(), "nor".into(), "zho".into(), "fas".into()];
+        assert_eq!(
+            check_languages("languages", &macro_codes).unwrap(),
+            ["nb", "pes", "zh"]
+        );
         for lang in whatlang::Lang::all() {
             let two = iso_639_1(lang.code()).or_else(|| other_639_1(lang.code()));
             let two = two.unwrap_or_else(|| panic!("{} has no ISO 639-1 code here", lang.code()));

@@ -72,9 +72,10 @@ impl WorkspaceSettings {
     /// shows them (ISO 639-1 for the thirty most common, else ISO 639-3): detection of new
     /// items' languages chooses among these only, which names short posts' language more
     /// often and costs less. A text in a language not named gets the nearest named one
-    /// written in its script, or none when no named one is. Platforms' own language tags
-    /// are kept whatever this says. Empty, the default: detection chooses among every
-    /// language it knows (about 70).
+    /// written in its script (or none when two are too close to call), or none when no
+    /// named one is written in its script. Platforms' own language tags are kept whatever
+    /// this says. Empty, the default: detection chooses among every language it knows
+    /// (about 70).
     async fn languages(&self) -> &[String] {
         &self.0.languages
     }
