@@ -116,7 +116,8 @@ fn other_639_1(code: &str) -> Option<&'static str> {
     })
 }
 
-/// The code [`language`] stores for `lang`: ISO 639-1 where it has one, else ISO 639-3.
+/// The code [`language`] stores for `lang`: ISO 639-1 for the thirty languages
+/// [`iso_639_1`] maps, else ISO 639-3 (as stored before settings named languages).
 fn stored_code(lang: whatlang::Lang) -> &'static str {
     iso_639_1(lang.code()).unwrap_or(lang.code())
 }
