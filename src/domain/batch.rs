@@ -392,7 +392,7 @@ pub async fn store(
     let workspace_id = source.workspace_id;
     let channel = source.channel;
     let now = super::now();
-    let languages = &prepared.languages.clone();
+    let languages = &prepared.languages;
 
     // Which items are new: the first of each external id, when not stored already.
     let stored = stored_external_ids(

@@ -492,8 +492,8 @@ pub async fn record(
     let language = match language {
         Some(language) => Some(language),
         None => {
-            let settings = super::workspace::settings(&txn, caller.workspace_id).await?;
-            super::enrich::language(&text, &super::enrich::Languages::of(&settings.languages))
+            let languages = super::workspace::languages(&txn, caller.workspace_id).await?;
+            super::enrich::language(&text, &languages)
         }
     };
     let sentiment = super::enrich::sentiment(&text, language.as_deref());

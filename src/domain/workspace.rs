@@ -361,6 +361,16 @@ pub struct SettingsUpdate {
     pub languages: Option<Vec<String>>,
 }
 
+/// The languages detection chooses among for a workspace's new items (its `languages`
+/// setting; every language when it names none).
+pub async fn languages(
+    db: &impl ConnectionTrait,
+    workspace_id: WorkspaceId,
+) -> Result<super::enrich::Languages> {
+    let settings = settings(db, workspace_id).await?;
+    Ok(super::enrich::Languages::of(&settings.languages))
+}
+
 /// The settings of the caller's workspace.
 pub async fn settings(
     db: &impl ConnectionTrait,

@@ -126,11 +126,8 @@ pub(super) async fn update_workspace_settings(
         },
         stale_after_days: super::inputs::change(input.stale_after_days)
             .map(|days| days.map(i64::from)),
-        languages: match input.languages {
-            async_graphql::MaybeUndefined::Undefined => None,
-            async_graphql::MaybeUndefined::Null => Some(Vec::new()),
-            async_graphql::MaybeUndefined::Value(codes) => Some(codes),
-        },
+        // `null` goes back to every language, as `[]` does.
+        languages: super::inputs::change(input.languages).map(Option::unwrap_or_default),
     };
     let model =
         crate::domain::workspace::update_settings(&super::app(ctx).db, super::caller(ctx)?, update)

@@ -180,8 +180,7 @@ pub async fn prepare(
 ) -> Result<Prepared> {
     // The workspace's languages, as set when the batch is prepared (a change applies to
     // the batches prepared after it).
-    let settings = domain::workspace::settings(db, source.workspace_id).await?;
-    let languages = domain::enrich::Languages::of(&settings.languages);
+    let languages = domain::workspace::languages(db, source.workspace_id).await?;
     if items.len() < domain::batch::PARALLEL_FROM {
         return Ok(domain::batch::unprepared(
             items.iter().map(domain::text::normalize_item).collect(),
@@ -224,8 +223,7 @@ pub async fn ingest_item_by_item(
     let mut flags = keep.iter();
     normalized.retain(|_| flags.next().copied().unwrap_or(true));
     let erased = keep.iter().filter(|keep| !**keep).count();
-    let settings = domain::workspace::settings(&txn, source.workspace_id).await?;
-    let languages = domain::enrich::Languages::of(&settings.languages);
+    let languages = domain::workspace::languages(&txn, source.workspace_id).await?;
     let report = IngestReport {
         erased,
         ..ingest_one_by_one(&txn, source, &normalized, &languages).await?
